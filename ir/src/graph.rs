@@ -1,0 +1,385 @@
+//! The SSA graph: an arena of nodes and values addressed by typed ids.
+//!
+//! Nodes are kept in program order (every operand is defined by a graph input or an earlier
+//! node). Values carry their SSA name (the `%name` of the text form, unique in the graph) and
+//! their type. Analyses live in side tables keyed by id, not in the nodes.
+
+use crate::ops::Op;
+use crate::types::TensorType;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fmt;
+
+/// Id of a value (a graph input or a node result). Prints as its index, e.g. `v3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ValueId(pub u32);
+
+/// Id of a node, its position in program order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId(pub u32);
+
+impl ValueId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl NodeId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for ValueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// Whether a graph input is data fed per step or a trained parameter (weights).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputRole {
+    Activation,
+    Parameter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueDef {
+    /// The `index`-th graph input.
+    Input { index: usize, role: InputRole },
+    /// Result `index` of `node`.
+    Result { node: NodeId, index: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Value {
+    pub name: String,
+    pub ty: TensorType,
+    pub def: ValueDef,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub op: Op,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+}
+
+/// Why a node could not be added to a graph.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("tsr.{op}: {message}")]
+pub struct AddNodeError {
+    pub op: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "GraphRepr", into = "GraphRepr")]
+pub struct Graph {
+    pub name: String,
+    values: Vec<Value>,
+    nodes: Vec<Node>,
+    inputs: Vec<ValueId>,
+    outputs: Vec<ValueId>,
+    /// Every value name, for fresh-name generation; derived from `values`.
+    names: HashSet<String>,
+    next_temp: u64,
+}
+
+impl PartialEq for Graph {
+    fn eq(&self, other: &Graph) -> bool {
+        self.name == other.name
+            && self.values == other.values
+            && self.nodes == other.nodes
+            && self.inputs == other.inputs
+            && self.outputs == other.outputs
+    }
+}
+
+impl Graph {
+    pub fn new(name: &str) -> Graph {
+        Graph {
+            name: name.to_string(),
+            values: Vec::new(),
+            nodes: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            names: HashSet::new(),
+            next_temp: 0,
+        }
+    }
+
+    /// A name not yet used by any value: the smallest free decimal number, as MLIR numbers
+    /// anonymous values.
+    pub fn fresh_name(&mut self) -> String {
+        loop {
+            let candidate = self.next_temp.to_string();
+            self.next_temp += 1;
+            if !self.names.contains(&candidate) {
+                return candidate;
+            }
+        }
+    }
+
+    /// Whether a value already has `name`.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    fn push_value(&mut self, name: String, ty: TensorType, def: ValueDef) -> ValueId {
+        let id = ValueId(self.values.len() as u32);
+        self.names.insert(name.clone());
+        self.values.push(Value { name, ty, def });
+        id
+    }
+
+    /// Appends a graph input. The caller keeps names unique (the verifier checks).
+    pub fn add_input(&mut self, name: &str, ty: TensorType, role: InputRole) -> ValueId {
+        let index = self.inputs.len();
+        let id = self.push_value(name.to_string(), ty, ValueDef::Input { index, role });
+        self.inputs.push(id);
+        id
+    }
+
+    /// Appends a node whose result types come from the op's shape rule; results get fresh names.
+    pub fn add_node(&mut self, op: Op, inputs: &[ValueId]) -> Result<Vec<ValueId>, AddNodeError> {
+        let types = {
+            let operand_types: Vec<&TensorType> = inputs.iter().map(|&v| &self.value(v).ty).collect();
+            op.infer(&operand_types).map_err(|message| AddNodeError { op: op.mnemonic(), message })?
+        };
+        let results = types.into_iter().map(|ty| (self.fresh_name(), ty)).collect();
+        let node = self.add_node_unchecked(op, inputs.to_vec(), results);
+        Ok(self.node(node).outputs.clone())
+    }
+
+    /// Like [`Graph::add_node`] for single-result ops.
+    pub fn add(&mut self, op: Op, inputs: &[ValueId]) -> Result<ValueId, AddNodeError> {
+        let mnemonic = op.mnemonic();
+        let outs = self.add_node(op, inputs)?;
+        match outs.as_slice() {
+            [v] => Ok(*v),
+            _ => Err(AddNodeError { op: mnemonic, message: format!("has {} results, not one", outs.len()) }),
+        }
+    }
+
+    /// Appends a node with the given result names and types, unchecked; the verifier checks
+    /// them against the shape rule. This is how parsers build graphs.
+    pub fn add_node_unchecked(&mut self, op: Op, inputs: Vec<ValueId>, results: Vec<(String, TensorType)>) -> NodeId {
+        let node = NodeId(self.nodes.len() as u32);
+        let outputs = results
+            .into_iter()
+            .enumerate()
+            .map(|(index, (name, ty))| self.push_value(name, ty, ValueDef::Result { node, index }))
+            .collect();
+        self.nodes.push(Node { op, inputs, outputs });
+        node
+    }
+
+    pub fn set_outputs(&mut self, outputs: Vec<ValueId>) {
+        self.outputs = outputs;
+    }
+
+    pub fn value(&self, id: ValueId) -> &Value {
+        &self.values[id.index()]
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.index()]
+    }
+
+    /// Mutable access to a node's op and operands; its results stay as they are.
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.nodes[id.index()]
+    }
+
+    pub fn nodes(&self) -> impl ExactSizeIterator<Item = (NodeId, &Node)> + '_ {
+        self.nodes.iter().enumerate().map(|(i, n)| (NodeId(i as u32), n))
+    }
+
+    pub fn values(&self) -> impl ExactSizeIterator<Item = (ValueId, &Value)> + '_ {
+        self.values.iter().enumerate().map(|(i, v)| (ValueId(i as u32), v))
+    }
+
+    pub fn num_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn num_values(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn inputs(&self) -> &[ValueId] {
+        &self.inputs
+    }
+
+    pub fn outputs(&self) -> &[ValueId] {
+        &self.outputs
+    }
+
+    /// The node defining `v`, if it is not a graph input.
+    pub fn producer(&self, v: ValueId) -> Option<NodeId> {
+        match self.value(v).def {
+            ValueDef::Result { node, .. } => Some(node),
+            ValueDef::Input { .. } => None,
+        }
+    }
+
+    pub fn input_role(&self, v: ValueId) -> Option<InputRole> {
+        match self.value(v).def {
+            ValueDef::Input { role, .. } => Some(role),
+            ValueDef::Result { .. } => None,
+        }
+    }
+
+    /// Renames a value; the caller keeps names unique.
+    pub fn rename_value(&mut self, v: ValueId, name: &str) {
+        let old = std::mem::replace(&mut self.values[v.index()].name, name.to_string());
+        self.names.remove(&old);
+        self.names.insert(name.to_string());
+    }
+
+    /// Number of uses of each value by nodes and graph outputs, indexed by `ValueId`.
+    pub fn use_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.values.len()];
+        for node in &self.nodes {
+            for v in &node.inputs {
+                counts[v.index()] += 1;
+            }
+        }
+        for v in &self.outputs {
+            counts[v.index()] += 1;
+        }
+        counts
+    }
+
+    /// Makes every use of `from` (operands and graph outputs) a use of `to`.
+    pub fn replace_all_uses(&mut self, from: ValueId, to: ValueId) {
+        for node in &mut self.nodes {
+            for v in &mut node.inputs {
+                if *v == from {
+                    *v = to;
+                }
+            }
+        }
+        for v in &mut self.outputs {
+            if *v == from {
+                *v = to;
+            }
+        }
+    }
+
+    /// Keeps the nodes for which `keep` holds and renumbers ids densely, preserving program
+    /// order and names. The caller guarantees no kept node or output uses a dropped value.
+    /// Returns the number of dropped nodes.
+    pub fn retain_nodes(&mut self, keep: impl Fn(NodeId, &Node) -> bool) -> usize {
+        let kept: Vec<bool> = self.nodes().map(|(id, n)| keep(id, n)).collect();
+        let dropped = kept.iter().filter(|k| !**k).count();
+        if dropped == 0 {
+            return 0;
+        }
+        let fresh = Graph::new(&self.name);
+        let old = std::mem::replace(self, fresh);
+        let mut remap: Vec<Option<ValueId>> = vec![None; old.values.len()];
+        for &v in &old.inputs {
+            let value = old.value(v);
+            let role = old.input_role(v).unwrap_or(InputRole::Activation);
+            remap[v.index()] = Some(self.add_input(&value.name, value.ty.clone(), role));
+        }
+        for (id, node) in old.nodes() {
+            if !kept[id.index()] {
+                continue;
+            }
+            let inputs = node.inputs.iter().map(|v| remap[v.index()].unwrap_or(*v)).collect();
+            let results = node.outputs.iter().map(|&v| (old.value(v).name.clone(), old.value(v).ty.clone())).collect();
+            let new_node = self.add_node_unchecked(node.op.clone(), inputs, results);
+            for (i, &v) in node.outputs.iter().enumerate() {
+                remap[v.index()] = Some(self.nodes[new_node.index()].outputs[i]);
+            }
+        }
+        self.outputs = old.outputs.iter().map(|v| remap[v.index()].unwrap_or(*v)).collect();
+        self.next_temp = old.next_temp;
+        dropped
+    }
+}
+
+/// The serialized form of a graph: the arena as plain lists. Deserializing checks that every
+/// id is in range and every definition is consistent, so a loaded graph never indexes out of
+/// bounds; types are the verifier's business.
+#[derive(Serialize, Deserialize)]
+struct GraphRepr {
+    name: String,
+    values: Vec<Value>,
+    nodes: Vec<Node>,
+    inputs: Vec<ValueId>,
+    outputs: Vec<ValueId>,
+}
+
+impl From<Graph> for GraphRepr {
+    fn from(g: Graph) -> GraphRepr {
+        GraphRepr { name: g.name, values: g.values, nodes: g.nodes, inputs: g.inputs, outputs: g.outputs }
+    }
+}
+
+impl TryFrom<GraphRepr> for Graph {
+    type Error = String;
+
+    fn try_from(r: GraphRepr) -> Result<Graph, String> {
+        let n_values = r.values.len();
+        let check = |v: &ValueId, what: &str| -> Result<(), String> {
+            if v.index() >= n_values {
+                return Err(format!("{what} refers to value {v}, but the graph has {n_values} values"));
+            }
+            Ok(())
+        };
+        for (i, v) in r.inputs.iter().enumerate() {
+            check(v, "an input")?;
+            if !matches!(r.values[v.index()].def, ValueDef::Input { index, .. } if index == i) {
+                return Err(format!("value {v} is listed as input {i} but not defined as it"));
+            }
+        }
+        for (n, node) in r.nodes.iter().enumerate() {
+            for v in &node.inputs {
+                check(v, &format!("node n{n}"))?;
+            }
+            for (i, v) in node.outputs.iter().enumerate() {
+                check(v, &format!("node n{n}"))?;
+                let expected = ValueDef::Result { node: NodeId(n as u32), index: i };
+                if r.values[v.index()].def != expected {
+                    return Err(format!("value {v} is result {i} of node n{n} but not defined as it"));
+                }
+            }
+        }
+        for v in &r.outputs {
+            check(v, "a graph output")?;
+        }
+        for (i, value) in r.values.iter().enumerate() {
+            let listed = match value.def {
+                ValueDef::Input { index, .. } => r.inputs.get(index).map(|v| v.index()) == Some(i),
+                ValueDef::Result { node, index } => {
+                    r.nodes.get(node.index()).and_then(|n| n.outputs.get(index)).map(|v| v.index()) == Some(i)
+                }
+            };
+            if !listed {
+                return Err(format!("value v{i} ('{}') is defined by nothing in the graph", value.name));
+            }
+        }
+        let names = r.values.iter().map(|v| v.name.clone()).collect();
+        Ok(Graph {
+            name: r.name,
+            values: r.values,
+            nodes: r.nodes,
+            inputs: r.inputs,
+            outputs: r.outputs,
+            names,
+            next_temp: 0,
+        })
+    }
+}

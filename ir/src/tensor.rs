@@ -1,0 +1,161 @@
+//! Dense tensor values: constant literals in the IR and the values the reference semantics
+//! compute on. Floats of every width are held as `f64` already rounded to their dtype;
+//! integers and booleans as `i64` already wrapped to theirs.
+
+use crate::dtype::DType;
+use crate::types::TensorType;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Buffer {
+    Float(Vec<f64>),
+    Int(Vec<i64>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tensor {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub data: Buffer,
+}
+
+impl Tensor {
+    /// A float tensor; values are rounded to `dtype`. For an integer `dtype` they are truncated.
+    pub fn from_f64(dtype: DType, shape: Vec<usize>, values: Vec<f64>) -> Tensor {
+        debug_assert_eq!(values.len(), shape.iter().product::<usize>());
+        if dtype.is_float() {
+            let data = values.into_iter().map(|x| dtype.round_float(x)).collect();
+            Tensor { dtype, shape, data: Buffer::Float(data) }
+        } else {
+            let data = values.into_iter().map(|x| dtype.wrap_int(x as i64)).collect();
+            Tensor { dtype, shape, data: Buffer::Int(data) }
+        }
+    }
+
+    /// An integer or boolean tensor; values are wrapped to `dtype`. For a float `dtype` they
+    /// are converted and rounded.
+    pub fn from_i64(dtype: DType, shape: Vec<usize>, values: Vec<i64>) -> Tensor {
+        debug_assert_eq!(values.len(), shape.iter().product::<usize>());
+        if dtype.is_float() {
+            Tensor::from_f64(dtype, shape, values.into_iter().map(|x| x as f64).collect())
+        } else {
+            let data = values.into_iter().map(|x| dtype.wrap_int(x)).collect();
+            Tensor { dtype, shape, data: Buffer::Int(data) }
+        }
+    }
+
+    pub fn scalar(dtype: DType, value: f64) -> Tensor {
+        Tensor::from_f64(dtype, vec![], vec![value])
+    }
+
+    pub fn zeros(dtype: DType, shape: Vec<usize>) -> Tensor {
+        let n = shape.iter().product();
+        if dtype.is_float() {
+            Tensor { dtype, shape, data: Buffer::Float(vec![0.0; n]) }
+        } else {
+            Tensor { dtype, shape, data: Buffer::Int(vec![0; n]) }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.data {
+            Buffer::Float(v) => v.len(),
+            Buffer::Int(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The static type of this value.
+    pub fn tensor_type(&self) -> TensorType {
+        let shape: Vec<u64> = self.shape.iter().map(|&n| n as u64).collect();
+        TensorType::of_static(self.dtype, &shape)
+    }
+
+    /// Element `i` (row-major) as `f64`, whatever the storage.
+    pub fn get_f64(&self, i: usize) -> f64 {
+        match &self.data {
+            Buffer::Float(v) => v[i],
+            Buffer::Int(v) => v[i] as f64,
+        }
+    }
+
+    /// Element `i` (row-major) as `i64`; floats are truncated toward zero.
+    pub fn get_i64(&self, i: usize) -> i64 {
+        match &self.data {
+            Buffer::Float(v) => v[i] as i64,
+            Buffer::Int(v) => v[i],
+        }
+    }
+
+    /// All elements as `f64`.
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        match &self.data {
+            Buffer::Float(v) => v.clone(),
+            Buffer::Int(v) => v.iter().map(|&x| x as f64).collect(),
+        }
+    }
+
+    /// All elements as `i64` (floats truncated toward zero).
+    pub fn to_i64_vec(&self) -> Vec<i64> {
+        match &self.data {
+            Buffer::Float(v) => v.iter().map(|&x| x as i64).collect(),
+            Buffer::Int(v) => v.clone(),
+        }
+    }
+
+    /// Converts to another dtype with the usual cast semantics: float→int truncates toward
+    /// zero, anything→bool is `!= 0`, int→float rounds.
+    pub fn cast(&self, dtype: DType) -> Tensor {
+        match &self.data {
+            Buffer::Float(v) if dtype == DType::Bool => Tensor::from_i64(
+                dtype,
+                self.shape.clone(),
+                v.iter().map(|&x| (x != 0.0) as i64).collect(),
+            ),
+            Buffer::Float(v) => Tensor::from_f64(dtype, self.shape.clone(), v.clone()),
+            Buffer::Int(v) => Tensor::from_i64(dtype, self.shape.clone(), v.clone()),
+        }
+    }
+
+    /// Returns the same data under a new shape with the same element count.
+    pub fn reshaped(&self, shape: Vec<usize>) -> Tensor {
+        debug_assert_eq!(shape.iter().product::<usize>(), self.len());
+        Tensor { dtype: self.dtype, shape, data: self.data.clone() }
+    }
+
+    /// Builds a tensor of `dtype` and `shape` whose element `i` is `self[f(i)]`, keeping the
+    /// storage kind; the workhorse of every data-movement op.
+    pub fn gather_elements(&self, shape: Vec<usize>, index_of: impl Fn(usize) -> usize) -> Tensor {
+        let n: usize = shape.iter().product();
+        let data = match &self.data {
+            Buffer::Float(v) => Buffer::Float((0..n).map(|i| v[index_of(i)]).collect()),
+            Buffer::Int(v) => Buffer::Int((0..n).map(|i| v[index_of(i)]).collect()),
+        };
+        Tensor { dtype: self.dtype, shape, data }
+    }
+}
+
+/// Row-major strides of `shape`.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Multi-index of the row-major linear index `i` in `shape`.
+pub fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for d in (0..shape.len()).rev() {
+        if shape[d] > 0 {
+            idx[d] = i % shape[d];
+            i /= shape[d];
+        }
+    }
+    idx
+}
