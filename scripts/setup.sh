@@ -7,6 +7,7 @@ packages=(
   llvm-22-dev libmlir-22-dev mlir-22-tools libpolly-22-dev libzstd-dev
   libclang1-22 libclang-common-22-dev
   libopenmpi-dev openmpi-bin
+  unzip
 )
 
 missing=()

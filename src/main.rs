@@ -1,1 +1,59 @@
-fn main() {}
+//! The `tessera` command line: each subcommand calls into the crates, prints, and maps errors
+//! to exit codes (0 success, 1 bad input or failed command, 2 usage errors from clap).
+
+mod commands;
+mod files;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "A training-and-serving dataflow compiler")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pass pipeline over a model and print (or write) the result as MLIR.
+    Opt(commands::opt::OptArgs),
+    /// Evaluate a model with the reference interpreter; writes one .npy per graph output.
+    Run(commands::run::RunArgs),
+    /// Summarize a model: ops, parameters, FLOPs and memory.
+    Info(commands::info::InfoArgs),
+    /// Import an ONNX model and print it as tsr MLIR text.
+    Import(commands::import::ImportArgs),
+    /// Run ONNX backend node tests through import and the reference interpreter.
+    TestOnnx(commands::test_onnx::TestOnnxArgs),
+}
+
+/// Restores the default SIGPIPE action, so `tessera ... | head` ends quietly like other Unix
+/// tools instead of panicking on a closed stdout (Rust ignores SIGPIPE by default).
+fn reset_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn main() -> ExitCode {
+    reset_sigpipe();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Opt(args) => commands::opt::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::Info(args) => commands::info::run(args),
+        Command::Import(args) => commands::import::run(args),
+        Command::TestOnnx(args) => commands::test_onnx::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the error and its context chain, outermost first.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -5,12 +5,21 @@
 //! (shape rule and reference semantics side by side), the verifier, and the MLIR text form
 //! (printer, parser, and the check that MLIR itself accepts the text through an IRDL dialect).
 //!
-//! What it may depend on: serde and thiserror, `half` for 16-bit floats, and melior/mlir-sys
-//! only for the MLIR acceptance check. Never on another tessera crate.
+//! What it may depend on: serde and thiserror, `half` (16-bit floats) and `libm` (erf) for the
+//! reference semantics, proptest for the shared graph generator in [`testing`], and
+//! melior/mlir-sys only for the MLIR acceptance check. Never on another tessera crate.
+//!
+//! Map: [`dtype`], [`types`], [`tensor`] (values), [`graph`] (the arena), [`ops`] (one module
+//! per op family), [`verify`], [`mlir`] (text form and MLIR check), [`json`], [`random`]
+//! (seeded tensors), [`testing`] (random well-typed graphs for property tests).
 
 pub mod dtype;
 pub mod graph;
+pub mod json;
+pub mod mlir;
 pub mod ops;
+pub mod random;
 pub mod tensor;
+pub mod testing;
 pub mod types;
 pub mod verify;

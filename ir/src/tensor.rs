@@ -111,11 +111,9 @@ impl Tensor {
     /// zero, anything→bool is `!= 0`, int→float rounds.
     pub fn cast(&self, dtype: DType) -> Tensor {
         match &self.data {
-            Buffer::Float(v) if dtype == DType::Bool => Tensor::from_i64(
-                dtype,
-                self.shape.clone(),
-                v.iter().map(|&x| (x != 0.0) as i64).collect(),
-            ),
+            Buffer::Float(v) if dtype == DType::Bool => {
+                Tensor::from_i64(dtype, self.shape.clone(), v.iter().map(|&x| (x != 0.0) as i64).collect())
+            }
             Buffer::Float(v) => Tensor::from_f64(dtype, self.shape.clone(), v.clone()),
             Buffer::Int(v) => Tensor::from_i64(dtype, self.shape.clone(), v.clone()),
         }

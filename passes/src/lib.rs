@@ -1,1 +1,28 @@
-//! tmp
+//! tessera's graph passes and the machinery that runs them.
+//!
+//! What it is for: the pass manager (textual pipelines like `canonicalize,cse{...},dce`, the
+//! verifier after every pass, per-pass timing and print-IR-after hooks), the graph passes
+//! themselves, and graph statistics (FLOPs, bytes, memory) for `tessera info`. Later the cost
+//! model, the parallelization planner and the e-graph optimizer live here too.
+//!
+//! What it may depend on: `tessera-ir` (and `thiserror`), nothing else of tessera. Never on
+//! `runtime`, `codegen` or MLIR; the reference interpreter (`tessera-runtime`) is only a
+//! dev-dependency, for the numeric checks in tests.
+//!
+//! Map:
+//! - [`pass`]: the interface every pass implements (`PassFn`, options, stats, errors).
+//! - [`registry`]: the one table of passes, by kebab-case name.
+//! - [`pipeline`]: pipeline text, `run_pipeline`, and the timing report.
+//! - [`rewrite`]: value replacement that keeps graph-output names.
+//! - passes: [`verify`], [`dce`], [`cse`], [`canonicalize`].
+//! - [`stats`]: per-op FLOPs and bytes, and the graph summary.
+
+pub mod canonicalize;
+pub mod cse;
+pub mod dce;
+pub mod pass;
+pub mod pipeline;
+pub mod registry;
+pub mod rewrite;
+pub mod stats;
+pub mod verify;

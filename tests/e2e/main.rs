@@ -1,1 +1,7 @@
-//! tmp
+//! End-to-end tests: the `tessera` binary and the crates together, one test binary.
+
+mod bad_input;
+mod cli;
+mod onnx;
+mod pass_data;
+mod support;

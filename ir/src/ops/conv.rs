@@ -2,9 +2,14 @@
 //!
 //! Padding is `[top, left, bottom, right]` (ONNX order). Average pooling divides by the number
 //! of non-padding elements in the window (ONNX `count_include_pad = 0`).
+//!
+//! Reference semantics: direct loops in `f64`, rounded once. Max pooling pads with -inf, so a
+//! window lying wholly in the padding gives -inf; average pooling of such a window is NaN
+//! (zero elements).
 
 use super::elementwise::named_enum;
-use super::{expect_arity, ShapeResult};
+use super::{expect_arity, floats, ShapeResult};
+use crate::tensor::Tensor;
 use crate::types::{Dim, TensorType};
 
 named_enum!(PoolKind { Max = "max_pool2d", Avg = "avg_pool2d" });
@@ -32,8 +37,12 @@ impl Window {
     /// Output extent of spatial dimension `d` (0 = height, 1 = width) for input extent `n` and
     /// kernel extent `k`.
     pub fn output_extent(&self, d: usize, n: i64, k: i64) -> Result<i64, String> {
-        let padded = n + self.pads[d] + self.pads[d + 2];
-        let span = self.dilations[d] * (k - 1) + 1;
+        // Checked, because attributes are arbitrary i64s from the text form.
+        let padded = n.checked_add(self.pads[d]).and_then(|v| v.checked_add(self.pads[d + 2]));
+        let span = k.checked_sub(1).and_then(|v| v.checked_mul(self.dilations[d])).and_then(|v| v.checked_add(1));
+        let (Some(padded), Some(span)) = (padded, span) else {
+            return Err("padding or dilation is too large".into());
+        };
         if padded < span {
             return Err(format!("window of extent {span} does not fit the padded input extent {padded}"));
         }
@@ -63,7 +72,7 @@ pub fn infer_conv2d(inputs: &[&TensorType], window: &Window, groups: i64) -> Sha
     let c = x.dims[1].as_static().ok_or_else(|| format!("channel dimension of {x} must be static"))? as i64;
     let o = w.dims[0].as_static().ok_or_else(|| format!("output channels of {w} must be static"))? as i64;
     let c_per_group = w.dims[1].as_static().unwrap_or(0) as i64;
-    if groups < 1 || c % groups != 0 || o % groups != 0 || c_per_group * groups != c {
+    if groups < 1 || c % groups != 0 || o % groups != 0 || c_per_group.checked_mul(groups) != Some(c) {
         return Err(format!("groups = {groups} does not fit {c} input and {o} output channels of weight {w}"));
     }
     let oh = window.output_extent(0, h, kh)?;
@@ -88,4 +97,170 @@ pub fn infer_pool2d(inputs: &[&TensorType], kernel: [i64; 2], window: &Window) -
     let ow = window.output_extent(1, w, kernel[1])?;
     let dims = vec![x.dims[0].clone(), x.dims[1].clone(), Dim::Static(oh as u64), Dim::Static(ow as u64)];
     Ok(vec![TensorType::new(x.dtype, dims)])
+}
+
+fn nchw(shape: &[usize], what: &str) -> Result<[usize; 4], String> {
+    <[usize; 4]>::try_from(shape).map_err(|_| format!("{what} must be rank 4, got {shape:?}"))
+}
+
+/// The input coordinate that output coordinate `o` and kernel tap `k` read along spatial
+/// dimension `d`, if it is inside the (unpadded) input of extent `n`.
+fn tap(window: &Window, d: usize, o: usize, k: usize, n: usize) -> Option<usize> {
+    let at = o as i64 * window.strides[d] - window.pads[d] + k as i64 * window.dilations[d];
+    usize::try_from(at).ok().filter(|&i| i < n)
+}
+
+/// `conv2d(x: [N, C, H, W], w: [O, C / groups, KH, KW])` giving `out = [N, O, OH, OW]`.
+pub fn eval_conv2d(x: &Tensor, w: &Tensor, window: &Window, groups: i64, out: &[usize]) -> Result<Tensor, String> {
+    let (xv, wv) = (floats(x)?, floats(w)?);
+    let [n, c, h, wd] = nchw(&x.shape, "input")?;
+    let [o, c_per_group, kh, kw] = nchw(&w.shape, "weight")?;
+    let [_, _, oh, ow] = nchw(out, "result")?;
+    let groups = usize::try_from(groups).ok().filter(|&g| g > 0 && o % g == 0 && c_per_group * g == c);
+    let groups = groups.ok_or_else(|| format!("groups do not fit {c} input and {o} output channels"))?;
+    let o_per_group = o / groups;
+    let mut result = vec![0.0; n * o * oh * ow];
+    for b in 0..n {
+        for oc in 0..o {
+            let group = oc / o_per_group;
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let mut acc = 0.0;
+                    for ci in 0..c_per_group {
+                        let ic = group * c_per_group + ci;
+                        for ky in 0..kh {
+                            let Some(iy) = tap(window, 0, y, ky, h) else { continue };
+                            for kx in 0..kw {
+                                let Some(ix) = tap(window, 1, xo, kx, wd) else { continue };
+                                acc += xv[((b * c + ic) * h + iy) * wd + ix]
+                                    * wv[((oc * c_per_group + ci) * kh + ky) * kw + kx];
+                            }
+                        }
+                    }
+                    result[((b * o + oc) * oh + y) * ow + xo] = acc;
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_f64(x.dtype, out.to_vec(), result))
+}
+
+/// Max or average pooling with a `kernel` window, giving `out = [N, C, OH, OW]`.
+pub fn eval_pool2d(
+    x: &Tensor,
+    kind: PoolKind,
+    kernel: [i64; 2],
+    window: &Window,
+    out: &[usize],
+) -> Result<Tensor, String> {
+    let xv = floats(x)?;
+    let [n, c, h, wd] = nchw(&x.shape, "input")?;
+    let [_, _, oh, ow] = nchw(out, "result")?;
+    let [kh, kw] = kernel.map(|k| usize::try_from(k).unwrap_or(0));
+    let mut result = Vec::with_capacity(n * c * oh * ow);
+    if xv.len() != n * c * h * wd {
+        return Err(format!("input holds {} elements for shape {:?}", xv.len(), x.shape));
+    }
+    for p in 0..n * c {
+        let plane = &xv[p * h * wd..(p + 1) * h * wd];
+        for y in 0..oh {
+            for xo in 0..ow {
+                let taps = (0..kh).filter_map(|ky| tap(window, 0, y, ky, h)).flat_map(|iy| {
+                    (0..kw).filter_map(move |kx| tap(window, 1, xo, kx, wd)).map(move |ix| plane[iy * wd + ix])
+                });
+                result.push(match kind {
+                    PoolKind::Max => taps.fold(f64::NEG_INFINITY, super::elementwise::max_f64),
+                    PoolKind::Avg => {
+                        let (sum, count) = taps.fold((0.0, 0usize), |(s, k), v| (s + v, k + 1));
+                        sum / count as f64
+                    }
+                });
+            }
+        }
+    }
+    Ok(Tensor::from_f64(x.dtype, out.to_vec(), result))
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::super::test_support::{assert_close, eval1, f32s};
+    use super::super::Op;
+    use super::{PoolKind, Window};
+    use crate::dtype::DType;
+
+    fn window(strides: [i64; 2], pads: [i64; 4], dilations: [i64; 2]) -> Window {
+        Window { strides, pads, dilations }
+    }
+
+    /// The 3x3 image 1..9 as [1, 1, 3, 3].
+    fn image() -> crate::tensor::Tensor {
+        f32s(&[1, 1, 3, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+    }
+
+    #[test]
+    fn conv2d_plain_padded_strided_and_dilated() {
+        let ones = f32s(&[1, 1, 2, 2], &[1.0; 4]);
+        let conv = |w: Window| Op::Conv2d { window: w, groups: 1 };
+        let plain = eval1(&conv(window([1, 1], [0; 4], [1, 1])), &[&image(), &ones]);
+        assert_close(&plain, DType::F32, &[1, 1, 2, 2], &[12.0, 16.0, 24.0, 28.0], 0.0);
+        // Pads [top, left, bottom, right] = 1, stride 2: windows at rows/cols {-1, 0} and {1, 2}.
+        let padded = eval1(&conv(window([2, 2], [1, 1, 1, 1], [1, 1])), &[&image(), &ones]);
+        assert_close(&padded, DType::F32, &[1, 1, 2, 2], &[1.0, 5.0, 11.0, 28.0], 0.0);
+        // Only the bottom and right padding: the window at row/col 2 sees one real row/col.
+        let asymmetric = eval1(&conv(window([2, 2], [0, 0, 1, 1], [1, 1])), &[&image(), &ones]);
+        assert_close(&asymmetric, DType::F32, &[1, 1, 2, 2], &[12.0, 9.0, 15.0, 9.0], 0.0);
+        // Dilation 2 spreads the 2x2 kernel over the corners.
+        let dilated = eval1(&conv(window([1, 1], [0; 4], [2, 2])), &[&image(), &ones]);
+        assert_close(&dilated, DType::F32, &[1, 1, 1, 1], &[20.0], 0.0);
+    }
+
+    #[test]
+    fn conv2d_sums_input_channels_and_respects_groups() {
+        let x = f32s(&[1, 2, 2, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        let w = f32s(&[1, 2, 1, 1], &[1.0, 10.0]);
+        let op = Op::Conv2d { window: window([1, 1], [0; 4], [1, 1]), groups: 1 };
+        assert_close(&eval1(&op, &[&x, &w]), DType::F32, &[1, 1, 2, 2], &[51.0, 62.0, 73.0, 84.0], 0.0);
+        // Two groups: output channel g sees only input channel g.
+        let w = f32s(&[2, 1, 1, 1], &[2.0, 3.0]);
+        let op = Op::Conv2d { window: window([1, 1], [0; 4], [1, 1]), groups: 2 };
+        let expected = [2.0, 4.0, 6.0, 8.0, 15.0, 18.0, 21.0, 24.0];
+        assert_close(&eval1(&op, &[&x, &w]), DType::F32, &[1, 2, 2, 2], &expected, 0.0);
+    }
+
+    #[test]
+    fn pools_ignore_padding() {
+        let pool = |kind, w| Op::Pool2d { kind, kernel: [2, 2], window: w };
+        let max = eval1(&pool(PoolKind::Max, window([1, 1], [0; 4], [1, 1])), &[&image()]);
+        assert_close(&max, DType::F32, &[1, 1, 2, 2], &[5.0, 6.0, 8.0, 9.0], 0.0);
+        let padded = window([2, 2], [1, 1, 1, 1], [1, 1]);
+        let max = eval1(&pool(PoolKind::Max, padded.clone()), &[&image()]);
+        assert_close(&max, DType::F32, &[1, 1, 2, 2], &[1.0, 3.0, 7.0, 9.0], 0.0);
+        // Average over the real elements only: 1/1, (2+3)/2, (4+7)/2, (5+6+8+9)/4.
+        let avg = eval1(&pool(PoolKind::Avg, padded), &[&image()]);
+        assert_close(&avg, DType::F32, &[1, 1, 2, 2], &[1.0, 2.5, 5.5, 7.0], 0.0);
+        // An empty image with padding: every window lies in the padding.
+        let nothing = f32s(&[1, 1, 0, 1], &[]);
+        let all_pad = window([1, 1], [1, 0, 1, 0], [1, 1]);
+        let max = eval1(&Op::Pool2d { kind: PoolKind::Max, kernel: [1, 1], window: all_pad.clone() }, &[&nothing]);
+        assert_close(&max, DType::F32, &[1, 1, 2, 1], &[f64::NEG_INFINITY; 2], 0.0);
+        let avg = eval1(&Op::Pool2d { kind: PoolKind::Avg, kernel: [1, 1], window: all_pad }, &[&nothing]);
+        assert_close(&avg, DType::F32, &[1, 1, 2, 1], &[f64::NAN; 2], 0.0);
+        let negative = f32s(&[1, 1, 1, 2], &[-3.0, -1.0]);
+        let max = eval1(&pool(PoolKind::Max, window([1, 1], [1, 0, 0, 0], [1, 1])), &[&negative]);
+        assert_close(&max, DType::F32, &[1, 1, 1, 1], &[-1.0], 0.0);
+    }
+
+    #[test]
+    fn huge_window_attributes_are_an_error_not_an_overflow() {
+        use crate::types::TensorType;
+        let x = TensorType::of_static(DType::F32, &[1, 2, 4, 4]);
+        let w = TensorType::of_static(DType::F32, &[2, 1, 2, 2]);
+        let pads = Op::Conv2d { window: window([1, 1], [i64::MAX, 0, 1, 0], [1, 1]), groups: 2 };
+        assert_eq!(pads.infer(&[&x, &w]).expect_err("pads"), "padding or dilation is too large");
+        let dilation =
+            Op::Pool2d { kind: PoolKind::Max, kernel: [3, 3], window: window([1, 1], [0; 4], [i64::MAX, 1]) };
+        assert_eq!(dilation.infer(&[&x]).expect_err("dilation"), "padding or dilation is too large");
+        let groups = Op::Conv2d { window: window([1, 1], [0; 4], [1, 1]), groups: i64::MAX };
+        assert!(groups.infer(&[&x, &w]).expect_err("groups").starts_with("groups = "));
+    }
 }

@@ -2,9 +2,14 @@
 //!
 //! Binary ops take operands of one type; broadcasting is the explicit `tsr.broadcast` op, so
 //! every elementwise op maps one index space to itself (which fusion and sharding rely on).
+//!
+//! Reference semantics: floats in `f64` rounded to the dtype (`gelu` is the exact erf form,
+//! `gelu_tanh` the tanh approximation, `erf` from `libm`); integers in `i64`, wrapped, with
+//! integer division truncating toward zero; `max`/`min` propagate NaN.
 
-use super::{expect_arity, ShapeResult};
+use super::{expect_arity, ints, ShapeResult};
 use crate::dtype::DType;
+use crate::tensor::{Buffer, Tensor};
 use crate::types::TensorType;
 
 macro_rules! named_enum {
@@ -128,4 +133,369 @@ pub fn infer_where(inputs: &[&TensorType]) -> ShapeResult {
 pub fn infer_cast(inputs: &[&TensorType], to: DType) -> ShapeResult {
     expect_arity(inputs, 1)?;
     Ok(vec![inputs[0].with_dtype(to)])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reference semantics
+
+impl UnaryOp {
+    /// The op on one float, in `f64` (the caller rounds to the dtype).
+    pub fn apply_f64(self, x: f64) -> f64 {
+        match self {
+            UnaryOp::Neg => -x,
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::Exp => x.exp(),
+            UnaryOp::Log => x.ln(),
+            UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Rsqrt => 1.0 / x.sqrt(),
+            UnaryOp::Reciprocal => 1.0 / x,
+            UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Sigmoid => sigmoid(x),
+            // `x < 0` is false for NaN, so NaN passes through as in PyTorch.
+            UnaryOp::Relu => {
+                if x < 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
+            UnaryOp::Gelu => 0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2)),
+            UnaryOp::GeluTanh => {
+                // sqrt(2 / pi), the constant of the tanh approximation (Hendrycks & Gimpel).
+                const K: f64 = 0.797_884_560_802_865_4;
+                0.5 * x * (1.0 + (K * (x + 0.044715 * x * x * x)).tanh())
+            }
+            UnaryOp::Silu => x * sigmoid(x),
+            UnaryOp::Erf => libm::erf(x),
+            UnaryOp::Sin => x.sin(),
+            UnaryOp::Cos => x.cos(),
+            UnaryOp::Not => (x == 0.0) as i64 as f64,
+        }
+    }
+
+    /// The op on one integer or boolean; `None` where it is defined on floats only.
+    pub fn apply_i64(self, x: i64) -> Option<i64> {
+        match self {
+            UnaryOp::Neg => Some(x.wrapping_neg()),
+            UnaryOp::Abs => Some(x.wrapping_abs()),
+            UnaryOp::Relu => Some(x.max(0)),
+            UnaryOp::Not => Some((x == 0) as i64),
+            _ => None,
+        }
+    }
+}
+
+/// The logistic function, written so that `exp` never overflows.
+fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// `max` that propagates NaN (like `torch.maximum` and ONNX Max), unlike `f64::max`.
+pub(crate) fn max_f64(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// `min` that propagates NaN.
+pub(crate) fn min_f64(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
+impl BinaryOp {
+    /// The op on two floats, in `f64`. `and`/`or` treat non-zero as true.
+    pub fn apply_f64(self, a: f64, b: f64) -> f64 {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+            BinaryOp::Pow => a.powf(b),
+            BinaryOp::Max => max_f64(a, b),
+            BinaryOp::Min => min_f64(a, b),
+            BinaryOp::And => (a != 0.0 && b != 0.0) as i64 as f64,
+            BinaryOp::Or => (a != 0.0 || b != 0.0) as i64 as f64,
+        }
+    }
+
+    /// The op on two integers, wrapping in `i64` (the caller wraps to the dtype, which gives
+    /// the dtype's two's complement result). Division truncates toward zero, as in C and ONNX.
+    pub fn apply_i64(self, a: i64, b: i64) -> Result<i64, String> {
+        Ok(match self {
+            BinaryOp::Add => a.wrapping_add(b),
+            BinaryOp::Sub => a.wrapping_sub(b),
+            BinaryOp::Mul => a.wrapping_mul(b),
+            BinaryOp::Div if b == 0 => return Err("integer division by zero".into()),
+            BinaryOp::Div => a.wrapping_div(b),
+            BinaryOp::Pow => return Err("'pow' is not defined on integers".into()),
+            BinaryOp::Max => a.max(b),
+            BinaryOp::Min => a.min(b),
+            BinaryOp::And => (a != 0 && b != 0) as i64,
+            BinaryOp::Or => (a != 0 || b != 0) as i64,
+        })
+    }
+}
+
+impl CompareOp {
+    /// IEEE comparison: every comparison with NaN is false except `ne`.
+    pub fn apply_f64(self, a: f64, b: f64) -> bool {
+        match self {
+            CompareOp::Eq => a == b,
+            CompareOp::Ne => a != b,
+            CompareOp::Lt => a < b,
+            CompareOp::Le => a <= b,
+            CompareOp::Gt => a > b,
+            CompareOp::Ge => a >= b,
+        }
+    }
+
+    pub fn apply_i64(self, a: i64, b: i64) -> bool {
+        match self {
+            CompareOp::Eq => a == b,
+            CompareOp::Ne => a != b,
+            CompareOp::Lt => a < b,
+            CompareOp::Le => a <= b,
+            CompareOp::Gt => a > b,
+            CompareOp::Ge => a >= b,
+        }
+    }
+}
+
+pub fn eval_unary(op: UnaryOp, x: &Tensor) -> Result<Tensor, String> {
+    let shape = x.shape.clone();
+    match &x.data {
+        Buffer::Float(v) => Ok(Tensor::from_f64(x.dtype, shape, v.iter().map(|&a| op.apply_f64(a)).collect())),
+        Buffer::Int(v) => {
+            let values = v
+                .iter()
+                .map(|&a| op.apply_i64(a))
+                .collect::<Option<Vec<i64>>>()
+                .ok_or_else(|| format!("'{}' is not defined on {}", op.mnemonic(), x.dtype))?;
+            Ok(Tensor::from_i64(x.dtype, shape, values))
+        }
+    }
+}
+
+pub fn eval_binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
+    let shape = a.shape.clone();
+    match (&a.data, &b.data) {
+        (Buffer::Float(x), Buffer::Float(y)) => {
+            let values = x.iter().zip(y).map(|(&p, &q)| op.apply_f64(p, q)).collect();
+            Ok(Tensor::from_f64(a.dtype, shape, values))
+        }
+        (Buffer::Int(x), Buffer::Int(y)) => {
+            let values = x.iter().zip(y).map(|(&p, &q)| op.apply_i64(p, q)).collect::<Result<_, _>>()?;
+            Ok(Tensor::from_i64(a.dtype, shape, values))
+        }
+        _ => Err(format!("operands {} and {} have different storage", a.dtype, b.dtype)),
+    }
+}
+
+pub fn eval_compare(op: CompareOp, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
+    let values: Vec<i64> = match (&a.data, &b.data) {
+        (Buffer::Float(x), Buffer::Float(y)) => x.iter().zip(y).map(|(&p, &q)| op.apply_f64(p, q) as i64).collect(),
+        (Buffer::Int(x), Buffer::Int(y)) => x.iter().zip(y).map(|(&p, &q)| op.apply_i64(p, q) as i64).collect(),
+        _ => return Err(format!("operands {} and {} have different storage", a.dtype, b.dtype)),
+    };
+    Ok(Tensor::from_i64(DType::Bool, a.shape.clone(), values))
+}
+
+/// `where(cond, a, b)`; the operands have one shape (the shape rule checked it).
+pub fn eval_where(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
+    let c = ints(cond)?;
+    let data = match (&a.data, &b.data) {
+        (Buffer::Float(x), Buffer::Float(y)) => {
+            Buffer::Float(c.iter().zip(x.iter().zip(y)).map(|(&k, (&p, &q))| if k != 0 { p } else { q }).collect())
+        }
+        (Buffer::Int(x), Buffer::Int(y)) => {
+            Buffer::Int(c.iter().zip(x.iter().zip(y)).map(|(&k, (&p, &q))| if k != 0 { p } else { q }).collect())
+        }
+        _ => return Err(format!("branches {} and {} have different storage", a.dtype, b.dtype)),
+    };
+    Ok(Tensor { dtype: a.dtype, shape: a.shape.clone(), data })
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::super::test_support::{assert_close, eval1, eval_err, f32s, f64s, i64s};
+    use super::super::Op;
+    use super::{BinaryOp, CompareOp, UnaryOp};
+    use crate::dtype::DType;
+    use crate::tensor::Tensor;
+
+    fn unary(u: UnaryOp, x: &Tensor) -> Tensor {
+        eval1(&Op::Unary(u), &[x])
+    }
+
+    fn binary(b: BinaryOp, x: &Tensor, y: &Tensor) -> Tensor {
+        eval1(&Op::Binary(b), &[x, y])
+    }
+
+    fn ints_of(dtype: DType, values: &[i64]) -> Tensor {
+        Tensor::from_i64(dtype, vec![values.len()], values.to_vec())
+    }
+
+    #[test]
+    fn activations_match_their_closed_forms() {
+        let one = f64s(&[2], &[1.0, -1.0]);
+        assert_close(&unary(UnaryOp::Gelu, &one), DType::F64, &[2], &[0.8413447460685429, -0.15865525393145707], 1e-15);
+        assert_close(
+            &unary(UnaryOp::GeluTanh, &one),
+            DType::F64,
+            &[2],
+            &[0.8411919906082768, -0.15880800939172324],
+            1e-15,
+        );
+        assert_close(&unary(UnaryOp::Silu, &one), DType::F64, &[2], &[0.7310585786300049, -0.2689414213699951], 1e-15);
+        let x = f64s(&[3], &[-2.0, 0.0, 800.0]);
+        // A large argument must not overflow `exp` into NaN.
+        assert_close(&unary(UnaryOp::Sigmoid, &x), DType::F64, &[3], &[0.11920292202211755, 0.5, 1.0], 1e-15);
+        let x = f64s(&[3], &[-1.5, f64::NAN, 2.0]);
+        assert_close(&unary(UnaryOp::Relu, &x), DType::F64, &[3], &[0.0, f64::NAN, 2.0], 0.0);
+    }
+
+    #[test]
+    fn erf_is_precise_across_its_range() {
+        let x = f64s(&[5], &[0.5, -2.0, 3.0, 1e-10, 0.0]);
+        let expected = [0.5204998778130465, -0.9953222650189527, 0.9999779095030014, 1.1283791670955126e-10, 0.0];
+        assert_close(&unary(UnaryOp::Erf, &x), DType::F64, &[5], &expected, 1e-16);
+    }
+
+    #[test]
+    fn float_math_rounds_the_f64_result_to_the_dtype() {
+        let x = f32s(&[4], &[1.0, 4.0, 0.5, -3.0]);
+        assert_close(&unary(UnaryOp::Exp, &f32s(&[1], &[1.0])), DType::F32, &[1], &[2.7182817459106445], 0.0);
+        assert_close(&unary(UnaryOp::Sqrt, &x), DType::F32, &[4], &[1.0, 2.0, 0.7071067690849304, f64::NAN], 0.0);
+        assert_close(&unary(UnaryOp::Rsqrt, &x), DType::F32, &[4], &[1.0, 0.5, 1.4142135381698608, f64::NAN], 0.0);
+        assert_close(&unary(UnaryOp::Reciprocal, &x), DType::F32, &[4], &[1.0, 0.25, 2.0, -0.3333333432674408], 0.0);
+        assert_close(
+            &unary(UnaryOp::Log, &x),
+            DType::F32,
+            &[4],
+            &[0.0, 1.3862943649291992, -0.6931471824645996, f64::NAN],
+            0.0,
+        );
+        assert_close(
+            &unary(UnaryOp::Tanh, &x),
+            DType::F32,
+            &[4],
+            &[0.7615941762924194, 0.9993293285369873, 0.46211716532707214, -0.9950547814369202],
+            0.0,
+        );
+        assert_close(&unary(UnaryOp::Neg, &x), DType::F32, &[4], &[-1.0, -4.0, -0.5, 3.0], 0.0);
+        assert_close(&unary(UnaryOp::Abs, &x), DType::F32, &[4], &[1.0, 4.0, 0.5, 3.0], 0.0);
+        let angles = f64s(&[2], &[0.0, std::f64::consts::FRAC_PI_2]);
+        assert_close(&unary(UnaryOp::Sin, &angles), DType::F64, &[2], &[0.0, 1.0], 1e-16);
+        assert_close(&unary(UnaryOp::Cos, &angles), DType::F64, &[2], &[1.0, 6.123233995736766e-17], 1e-16);
+    }
+
+    #[test]
+    fn bf16_results_round_half_to_even() {
+        let a = Tensor::from_f64(DType::BF16, vec![2], vec![1.0, 1.0]);
+        let b = Tensor::from_f64(DType::BF16, vec![2], vec![1.0 / 256.0, 3.0 / 256.0]);
+        // 1 + 2^-8 and 1 + 3 * 2^-8 lie halfway between bf16 neighbours (spacing 2^-7).
+        assert_close(&binary(BinaryOp::Add, &a, &b), DType::BF16, &[2], &[1.0, 1.015625], 0.0);
+    }
+
+    #[test]
+    fn float_binary_ops_and_nan_propagation() {
+        let a = f32s(&[3], &[2.0, -1.0, f64::NAN]);
+        let b = f32s(&[3], &[3.0, 4.0, 1.0]);
+        assert_close(&binary(BinaryOp::Sub, &a, &b), DType::F32, &[3], &[-1.0, -5.0, f64::NAN], 0.0);
+        assert_close(&binary(BinaryOp::Mul, &a, &b), DType::F32, &[3], &[6.0, -4.0, f64::NAN], 0.0);
+        assert_close(&binary(BinaryOp::Div, &a, &b), DType::F32, &[3], &[0.6666666865348816, -0.25, f64::NAN], 0.0);
+        assert_close(&binary(BinaryOp::Pow, &a, &b), DType::F32, &[3], &[8.0, 1.0, f64::NAN], 0.0);
+        assert_close(&binary(BinaryOp::Max, &a, &b), DType::F32, &[3], &[3.0, 4.0, f64::NAN], 0.0);
+        assert_close(&binary(BinaryOp::Min, &a, &b), DType::F32, &[3], &[2.0, -1.0, f64::NAN], 0.0);
+        let zero = f32s(&[3], &[0.0, 0.0, 0.0]);
+        assert_close(&binary(BinaryOp::Div, &b, &zero), DType::F32, &[3], &[f64::INFINITY; 3], 0.0);
+    }
+
+    #[test]
+    fn integer_division_truncates_toward_zero_and_rejects_zero() {
+        let a = ints_of(DType::I32, &[7, -7, 7, -7]);
+        let b = ints_of(DType::I32, &[2, 2, -2, -2]);
+        assert_eq!(binary(BinaryOp::Div, &a, &b).to_i64_vec(), [3, -3, -3, 3]);
+        let zero = ints_of(DType::I32, &[1, 0, 1, 1]);
+        assert_eq!(eval_err(&Op::Binary(BinaryOp::Div), &[&a, &zero]), "integer division by zero");
+        // The one overflowing quotient wraps instead of trapping.
+        let min = i64s(&[1], &[i64::MIN]);
+        assert_eq!(binary(BinaryOp::Div, &min, &i64s(&[1], &[-1])).to_i64_vec(), [i64::MIN]);
+    }
+
+    #[test]
+    fn integer_arithmetic_wraps_to_the_dtype() {
+        let a = ints_of(DType::I8, &[100, -128, 127]);
+        let b = ints_of(DType::I8, &[100, 1, 2]);
+        assert_eq!(binary(BinaryOp::Add, &a, &b).to_i64_vec(), [-56, -127, -127]);
+        assert_eq!(binary(BinaryOp::Sub, &a, &b).to_i64_vec(), [0, 127, 125]);
+        assert_eq!(binary(BinaryOp::Mul, &a, &b).to_i64_vec(), [16, -128, -2]);
+        assert_eq!(binary(BinaryOp::Max, &a, &b).to_i64_vec(), [100, 1, 127]);
+        assert_eq!(binary(BinaryOp::Min, &a, &b).to_i64_vec(), [100, -128, 2]);
+        assert_eq!(unary(UnaryOp::Neg, &a).to_i64_vec(), [-100, -128, -127]);
+        assert_eq!(unary(UnaryOp::Abs, &a).to_i64_vec(), [100, -128, 127]);
+        assert_eq!(unary(UnaryOp::Relu, &ints_of(DType::I32, &[-3, 4])).to_i64_vec(), [0, 4]);
+        let big = ints_of(DType::I32, &[i32::MAX as i64]);
+        assert_eq!(binary(BinaryOp::Add, &big, &ints_of(DType::I32, &[1])).to_i64_vec(), [i32::MIN as i64]);
+    }
+
+    #[test]
+    fn boolean_logic() {
+        let a = ints_of(DType::Bool, &[0, 0, 1, 1]);
+        let b = ints_of(DType::Bool, &[0, 1, 0, 1]);
+        assert_eq!(binary(BinaryOp::And, &a, &b).to_i64_vec(), [0, 0, 0, 1]);
+        assert_eq!(binary(BinaryOp::Or, &a, &b).to_i64_vec(), [0, 1, 1, 1]);
+        let not = unary(UnaryOp::Not, &a);
+        assert_eq!((not.dtype, not.to_i64_vec()), (DType::Bool, vec![1, 1, 0, 0]));
+    }
+
+    #[test]
+    fn comparisons_give_bool_and_nan_compares_unequal() {
+        let a = f32s(&[3], &[1.0, 2.0, f64::NAN]);
+        let b = f32s(&[3], &[2.0, 2.0, f64::NAN]);
+        let expect = |c: CompareOp, want: [i64; 3]| {
+            let t = eval1(&Op::Compare(c), &[&a, &b]);
+            assert_eq!((t.dtype, t.to_i64_vec()), (DType::Bool, want.to_vec()), "{}", c.mnemonic());
+        };
+        expect(CompareOp::Eq, [0, 1, 0]);
+        expect(CompareOp::Ne, [1, 0, 1]);
+        expect(CompareOp::Lt, [1, 0, 0]);
+        expect(CompareOp::Le, [1, 1, 0]);
+        expect(CompareOp::Gt, [0, 0, 0]);
+        expect(CompareOp::Ge, [0, 1, 0]);
+        let i = eval1(&Op::Compare(CompareOp::Gt), &[&i64s(&[2], &[5, -5]), &i64s(&[2], &[3, 3])]);
+        assert_eq!(i.to_i64_vec(), [1, 0]);
+    }
+
+    #[test]
+    fn where_selects_per_element() {
+        let cond = ints_of(DType::Bool, &[1, 0, 1]);
+        let a = f32s(&[3], &[1.0, 2.0, 3.0]);
+        let b = f32s(&[3], &[-1.0, -2.0, -3.0]);
+        assert_close(&eval1(&Op::Where, &[&cond, &a, &b]), DType::F32, &[3], &[1.0, -2.0, 3.0], 0.0);
+        let ia = i64s(&[3], &[1, 2, 3]);
+        let ib = i64s(&[3], &[7, 8, 9]);
+        assert_eq!(eval1(&Op::Where, &[&cond, &ia, &ib]).to_i64_vec(), [1, 8, 3]);
+    }
+
+    #[test]
+    fn cast_truncates_wraps_and_rounds() {
+        let x = f32s(&[4], &[-1.7, 2.9, 300.0, 0.0]);
+        assert_eq!(eval1(&Op::Cast { to: DType::I32 }, &[&x]).to_i64_vec(), [-1, 2, 300, 0]);
+        assert_eq!(eval1(&Op::Cast { to: DType::I8 }, &[&x]).to_i64_vec(), [-1, 2, 44, 0]);
+        assert_eq!(eval1(&Op::Cast { to: DType::Bool }, &[&x]).to_i64_vec(), [1, 1, 1, 0]);
+        let i = i64s(&[2], &[257, -3]);
+        assert_close(&eval1(&Op::Cast { to: DType::BF16 }, &[&i]), DType::BF16, &[2], &[256.0, -3.0], 0.0);
+    }
 }

@@ -1,9 +1,15 @@
 //! Indexing ops: `tsr.gather` (ONNX Gather) and `tsr.scatter` (ONNX ScatterElements, with an
 //! optional `add` reduction, which is also the gradient of gather).
+//!
+//! Reference semantics: an index `k` along an axis of extent `n` is valid in `[-n, n)`, negative
+//! ones counting from the end; any other index is an error naming it and the bound. Scatter
+//! applies updates in row-major order (with `none`, a repeated index keeps the last update),
+//! and `add` accumulates floats in `f64`, rounding once.
 
 use super::elementwise::named_enum;
-use super::{expect_arity, ShapeResult};
+use super::{expect_arity, ints, product, ShapeResult};
 use crate::dtype::DType;
+use crate::tensor::{strides, unravel, Buffer, Tensor};
 use crate::types::{normalize_axis, TensorType};
 
 named_enum!(
@@ -38,14 +44,181 @@ pub fn infer_scatter(inputs: &[&TensorType], axis: i64) -> ShapeResult {
     expect_arity(inputs, 3)?;
     let (data, indices, updates) = (inputs[0], inputs[1], inputs[2]);
     check_indices(indices)?;
-    normalize_axis(axis, data.rank()).ok_or_else(|| format!("axis {axis} is out of range for {data}"))?;
+    let ax = normalize_axis(axis, data.rank()).ok_or_else(|| format!("axis {axis} is out of range for {data}"))?;
     if updates.dtype != data.dtype {
         return Err(format!("updates {updates} must have the element type of data {data}"));
     }
     if indices.dims != updates.dims || updates.rank() != data.rank() {
-        return Err(format!(
-            "indices {indices} and updates {updates} must have one shape, of the rank of data {data}"
-        ));
+        return Err(format!("indices {indices} and updates {updates} must have one shape, of the rank of data {data}"));
+    }
+    // Off the scatter axis, every update position must exist in data.
+    for (i, (u, d)) in updates.dims.iter().zip(&data.dims).enumerate() {
+        let fits = match (u.as_static(), d.as_static()) {
+            (Some(u), Some(d)) => u <= d,
+            _ => u == d,
+        };
+        if i != ax && !fits {
+            return Err(format!("updates {updates} do not fit in data {data} along dimension {i}"));
+        }
     }
     Ok(vec![data.clone()])
+}
+
+/// `k` as a position along an axis of extent `n`, if it is in `[-n, n)`.
+fn resolve_index(k: i64, n: usize) -> Option<usize> {
+    let n = i64::try_from(n).ok()?;
+    let r = if k < 0 { k.checked_add(n)? } else { k };
+    (0..n).contains(&r).then_some(r as usize)
+}
+
+fn out_of_range(k: i64, position: Vec<usize>, ax: usize, n: usize) -> String {
+    format!("index {k} at indices{position:?} is out of range [-{n}, {n}) for axis {ax} of extent {n}")
+}
+
+/// Gather along `axis`, giving `out` (`data[..axis] ++ indices ++ data[axis+1..]`).
+pub fn eval_gather(data: &Tensor, indices: &Tensor, axis: i64, out: &[usize]) -> Result<Tensor, String> {
+    let ax = normalize_axis(axis, data.shape.len())
+        .ok_or_else(|| format!("axis {axis} is out of range for shape {:?}", data.shape))?;
+    let n = data.shape[ax];
+    let resolved = ints(indices)?
+        .iter()
+        .enumerate()
+        .map(|(q, &k)| resolve_index(k, n).ok_or_else(|| out_of_range(k, unravel(q, &indices.shape), ax, n)))
+        .collect::<Result<Vec<usize>, String>>()?;
+    let inner = product(&data.shape[ax + 1..]);
+    let n_idx = resolved.len();
+    if product(out) != product(&data.shape[..ax]) * n_idx * inner {
+        return Err(format!("result shape {out:?} does not fit the gather"));
+    }
+    // The closure only runs for indices of `out`, so `inner` and `n_idx` are non-zero there.
+    Ok(data.gather_elements(out.to_vec(), |i| {
+        let (rest, in_inner) = (i / inner, i % inner);
+        let (o, q) = (rest / n_idx, rest % n_idx);
+        (o * n + resolved[q]) * inner + in_inner
+    }))
+}
+
+/// ONNX ScatterElements along `axis`.
+pub fn eval_scatter(
+    data: &Tensor,
+    indices: &Tensor,
+    updates: &Tensor,
+    axis: i64,
+    reduction: ScatterReduction,
+) -> Result<Tensor, String> {
+    let rank = data.shape.len();
+    let ax =
+        normalize_axis(axis, rank).ok_or_else(|| format!("axis {axis} is out of range for shape {:?}", data.shape))?;
+    if indices.shape != updates.shape || updates.shape.len() != rank {
+        return Err(format!(
+            "indices {:?} and updates {:?} must share one shape of rank {rank}",
+            indices.shape, updates.shape
+        ));
+    }
+    let n = data.shape[ax];
+    let data_strides = strides(&data.shape);
+    let mut targets = Vec::with_capacity(updates.len());
+    for (p, &k) in ints(indices)?.iter().enumerate() {
+        let mut position = unravel(p, &updates.shape);
+        let r = resolve_index(k, n).ok_or_else(|| out_of_range(k, position.clone(), ax, n))?;
+        // The shape rule leaves the other extents of `updates` free, so they are checked here.
+        if let Some(d) = (0..rank).find(|&d| d != ax && position[d] >= data.shape[d]) {
+            return Err(format!("update at {position:?} lies outside data of shape {:?} in dimension {d}", data.shape));
+        }
+        position[ax] = r;
+        targets.push(position.iter().zip(&data_strides).map(|(i, s)| i * s).sum::<usize>());
+    }
+    match (&data.data, &updates.data) {
+        (Buffer::Float(d), Buffer::Float(u)) => {
+            let mut out = d.clone();
+            for (&t, &v) in targets.iter().zip(u) {
+                match reduction {
+                    ScatterReduction::None => out[t] = v,
+                    ScatterReduction::Add => out[t] += v,
+                }
+            }
+            Ok(Tensor::from_f64(data.dtype, data.shape.clone(), out))
+        }
+        (Buffer::Int(d), Buffer::Int(u)) => {
+            let mut out = d.clone();
+            for (&t, &v) in targets.iter().zip(u) {
+                match reduction {
+                    ScatterReduction::None => out[t] = v,
+                    ScatterReduction::Add => out[t] = out[t].wrapping_add(v),
+                }
+            }
+            Ok(Tensor::from_i64(data.dtype, data.shape.clone(), out))
+        }
+        _ => Err(format!("data {} and updates {} have different storage", data.dtype, updates.dtype)),
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::super::test_support::{assert_close, eval1, eval_err, f32s, i64s};
+    use super::super::Op;
+    use super::ScatterReduction;
+    use crate::dtype::DType;
+    use crate::tensor::Tensor;
+
+    #[test]
+    fn gather_rows_with_a_negative_index() {
+        let data = f32s(&[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let idx = i64s(&[2], &[-1, 0]);
+        let t = eval1(&Op::Gather { axis: 0 }, &[&data, &idx]);
+        assert_close(&t, DType::F32, &[2, 2], &[5.0, 6.0, 1.0, 2.0], 0.0);
+    }
+
+    #[test]
+    fn gather_columns_with_matrix_indices() {
+        let data = i64s(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+        let idx = Tensor::from_i64(DType::I32, vec![2, 2], vec![2, 0, 1, 1]);
+        let t = eval1(&Op::Gather { axis: 1 }, &[&data, &idx]);
+        assert_eq!((t.shape.clone(), t.to_i64_vec()), (vec![2, 2, 2], vec![3, 1, 2, 2, 6, 4, 5, 5]));
+    }
+
+    #[test]
+    fn gather_out_of_range_names_the_index_and_the_bound() {
+        let data = f32s(&[3], &[1.0, 2.0, 3.0]);
+        let message = eval_err(&Op::Gather { axis: 0 }, &[&data, &i64s(&[2], &[0, 3])]);
+        assert_eq!(message, "index 3 at indices[1] is out of range [-3, 3) for axis 0 of extent 3");
+        let message = eval_err(&Op::Gather { axis: 0 }, &[&data, &i64s(&[1], &[-4])]);
+        assert!(message.starts_with("index -4 at indices[0] is out of range [-3, 3)"), "{message}");
+    }
+
+    #[test]
+    fn scatter_replaces_like_onnx_scatter_elements() {
+        // The example of the ONNX ScatterElements specification.
+        let data = f32s(&[3, 3], &[0.0; 9]);
+        let idx = i64s(&[2, 3], &[1, 0, 2, 0, 2, 1]);
+        let updates = f32s(&[2, 3], &[1.0, 1.1, 1.2, 2.0, 2.1, 2.2]);
+        let op = Op::Scatter { axis: 0, reduction: ScatterReduction::None };
+        let expected = [2.0, 1.1, 0.0, 1.0, 0.0, 2.2, 0.0, 2.1, 1.2];
+        assert_close(&eval1(&op, &[&data, &idx, &updates]), DType::F32, &[3, 3], &expected, 1e-7);
+    }
+
+    #[test]
+    fn scatter_add_accumulates_repeated_and_negative_indices() {
+        let data = f64_row(&[1.0, 2.0, 3.0, 4.0, 5.0]);
+        let idx = i64s(&[1, 3], &[1, -4, 3]);
+        let updates = f64_row(&[1.1, 2.1, 0.5]);
+        let op = Op::Scatter { axis: 1, reduction: ScatterReduction::Add };
+        let t = eval1(&op, &[&data, &idx, &updates]);
+        assert_close(&t, DType::F64, &[1, 5], &[1.0, 5.2, 3.0, 4.5, 5.0], 1e-15);
+        let message = eval_err(&op, &[&data, &i64s(&[1, 3], &[1, 5, 0]), &updates]);
+        assert_eq!(message, "index 5 at indices[0, 1] is out of range [-5, 5) for axis 1 of extent 5");
+    }
+
+    #[test]
+    fn scatter_rejects_updates_beyond_the_data_extent() {
+        let data = f64_row(&[1.0, 2.0]);
+        let idx = i64s(&[2, 1], &[0, 0]);
+        let updates = Tensor::from_f64(DType::F64, vec![2, 1], vec![7.0, 8.0]);
+        let message = eval_err(&Op::Scatter { axis: 1, reduction: ScatterReduction::None }, &[&data, &idx, &updates]);
+        assert_eq!(message, "updates tensor<2x1xf64> do not fit in data tensor<1x2xf64> along dimension 0");
+    }
+
+    fn f64_row(values: &[f64]) -> Tensor {
+        Tensor::from_f64(DType::F64, vec![1, values.len()], values.to_vec())
+    }
 }

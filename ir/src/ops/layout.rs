@@ -3,8 +3,12 @@
 //!
 //! `broadcast` and `reshape` take their target shape from the result type, so the text form
 //! carries it once (including symbolic names).
+//!
+//! Reference semantics: each op is an index map from result element to operand element
+//! (`Tensor::gather_elements` with [`super::strided_index`]), so values are copied exactly.
 
-use super::{expect_arity, ShapeResult};
+use super::{broadcast_coeffs, expect_arity, product, strided_index, ShapeResult};
+use crate::tensor::{strides, Buffer, Tensor};
 use crate::types::{normalize_axis, Dim, TensorType};
 
 /// NumPy-style broadcast of `x` to `target`: trailing dimensions align, each input dimension
@@ -31,12 +35,13 @@ pub fn infer_reshape(inputs: &[&TensorType], target: &[Dim]) -> ShapeResult {
     expect_arity(inputs, 1)?;
     let x = inputs[0];
     let out = TensorType::new(x.dtype, target.to_vec());
-    let static_product = |t: &TensorType| -> u64 { t.dims.iter().filter_map(Dim::as_static).product() };
+    let static_product =
+        |t: &TensorType| t.dims.iter().filter_map(Dim::as_static).try_fold(1u64, |acc, n| acc.checked_mul(n));
     let mut syms_in: Vec<&str> = x.symbols().collect();
     let mut syms_out: Vec<&str> = out.symbols().collect();
     syms_in.sort_unstable();
     syms_out.sort_unstable();
-    if syms_in != syms_out || static_product(x) != static_product(&out) {
+    if syms_in != syms_out || static_product(x).is_none() || static_product(x) != static_product(&out) {
         return Err(format!("cannot reshape {x} to {out}: element counts differ"));
     }
     Ok(vec![out])
@@ -68,12 +73,14 @@ pub fn slice_extent(len: i64, start: i64, end: i64, step: i64) -> (i64, i64) {
     if step > 0 {
         let s = clamp(norm(start), 0, len);
         let e = clamp(norm(end), 0, len);
-        let n = if e > s { (e - s + step - 1) / step } else { 0 };
+        // ceil((e - s) / step), written so that a huge step cannot overflow.
+        let n = if e > s { (e - s - 1) / step + 1 } else { 0 };
         (s, n)
     } else {
         let s = clamp(norm(start), -1, len - 1);
         let e = clamp(norm(end), -1, len - 1);
-        let n = if s > e { (s - e + (-step) - 1) / (-step) } else { 0 };
+        // `unsigned_abs` because `-i64::MIN` overflows.
+        let n = if s > e { ((s - e - 1) as u64 / step.unsigned_abs()) as i64 + 1 } else { 0 };
         (s, n)
     }
 }
@@ -110,8 +117,7 @@ pub fn infer_slice(inputs: &[&TensorType], starts: &[i64], ends: &[i64], steps: 
 
 pub fn infer_concat(inputs: &[&TensorType], axis: i64) -> ShapeResult {
     let first = *inputs.first().ok_or("concat needs at least one operand")?;
-    let ax = normalize_axis(axis, first.rank())
-        .ok_or_else(|| format!("axis {axis} is out of range for {first}"))?;
+    let ax = normalize_axis(axis, first.rank()).ok_or_else(|| format!("axis {axis} is out of range for {first}"))?;
     let mut total = 0u64;
     for t in inputs {
         let same_elsewhere = t.rank() == first.rank()
@@ -121,7 +127,10 @@ pub fn infer_concat(inputs: &[&TensorType], axis: i64) -> ShapeResult {
             return Err(format!("operand {t} does not match {first} outside axis {axis}"));
         }
         match &t.dims[ax] {
-            Dim::Static(n) => total += n,
+            Dim::Static(n) => {
+                total =
+                    total.checked_add(*n).ok_or_else(|| format!("concatenated extent along axis {axis} overflows"))?
+            }
             Dim::Symbolic(_) if inputs.len() == 1 => return Ok(vec![(*t).clone()]),
             Dim::Symbolic(s) => return Err(format!("cannot concatenate along symbolic dimension '{s}'")),
         }
@@ -136,7 +145,8 @@ pub fn infer_split(inputs: &[&TensorType], axis: i64, sizes: &[i64]) -> ShapeRes
     let x = inputs[0];
     let ax = normalize_axis(axis, x.rank()).ok_or_else(|| format!("axis {axis} is out of range for {x}"))?;
     let n = x.dims[ax].as_static().ok_or_else(|| format!("cannot split symbolic dimension {}", x.dims[ax]))?;
-    if sizes.is_empty() || sizes.iter().any(|&s| s < 0) || sizes.iter().sum::<i64>() as u64 != n {
+    let total = sizes.iter().try_fold(0i64, |acc, &s| acc.checked_add(s));
+    if sizes.is_empty() || sizes.iter().any(|&s| s < 0) || total.map(|t| t as u64) != Some(n) {
         return Err(format!("split sizes {sizes:?} do not partition dimension {ax} of {x}"));
     }
     Ok(sizes
@@ -147,4 +157,208 @@ pub fn infer_split(inputs: &[&TensorType], axis: i64, sizes: &[i64]) -> ShapeRes
             TensorType::new(x.dtype, dims)
         })
         .collect())
+}
+
+fn axis_of(shape: &[usize], axis: i64) -> Result<usize, String> {
+    normalize_axis(axis, shape.len()).ok_or_else(|| format!("axis {axis} is out of range for shape {shape:?}"))
+}
+
+/// Broadcast `x` to `out` (NumPy trailing alignment).
+pub fn eval_broadcast(x: &Tensor, out: &[usize]) -> Result<Tensor, String> {
+    let lead = out.len().checked_sub(x.shape.len());
+    let fits = lead.is_some_and(|lead| x.shape.iter().enumerate().all(|(i, &n)| n == 1 || n == out[lead + i]));
+    if !fits {
+        return Err(format!("shape {:?} does not broadcast to {out:?}", x.shape));
+    }
+    let coeffs = broadcast_coeffs(&x.shape, out);
+    Ok(x.gather_elements(out.to_vec(), |i| strided_index(i, out, &coeffs, 0)))
+}
+
+/// The same elements in row-major order under the shape `out`.
+pub fn eval_reshape(x: &Tensor, out: &[usize]) -> Result<Tensor, String> {
+    if product(out) != x.len() {
+        return Err(format!("cannot reshape {} elements to {out:?}", x.len()));
+    }
+    Ok(x.reshaped(out.to_vec()))
+}
+
+/// Result dimension `i` is operand dimension `perm[i]`.
+pub fn eval_transpose(x: &Tensor, perm: &[i64], out: &[usize]) -> Result<Tensor, String> {
+    let in_strides = strides(&x.shape);
+    let coeffs = perm
+        .iter()
+        .map(|&p| usize::try_from(p).ok().and_then(|p| in_strides.get(p)).map(|&s| s as i64))
+        .collect::<Option<Vec<i64>>>()
+        .ok_or_else(|| format!("{perm:?} is not a permutation of the dimensions of {:?}", x.shape))?;
+    if coeffs.len() != out.len() {
+        return Err(format!("permutation {perm:?} does not give shape {out:?}"));
+    }
+    Ok(x.gather_elements(out.to_vec(), |i| strided_index(i, out, &coeffs, 0)))
+}
+
+/// Python-style strided slice per dimension (negative steps walk backwards).
+pub fn eval_slice(x: &Tensor, starts: &[i64], ends: &[i64], steps: &[i64], out: &[usize]) -> Result<Tensor, String> {
+    let rank = x.shape.len();
+    if starts.len() != rank || ends.len() != rank || steps.len() != rank || out.len() != rank {
+        return Err(format!("starts, ends and steps need {rank} entries each"));
+    }
+    let in_strides = strides(&x.shape);
+    let mut offset = 0i64;
+    let mut coeffs = Vec::with_capacity(rank);
+    for d in 0..rank {
+        let (start, count) = slice_extent(x.shape[d] as i64, starts[d], ends[d], steps[d]);
+        if count as u64 != out[d] as u64 {
+            return Err(format!("dimension {d} of the slice has {count} elements, the result type {}", out[d]));
+        }
+        // An empty dimension may leave `start` just outside the operand; nothing is read then.
+        if count > 0 {
+            offset += start * in_strides[d] as i64;
+        }
+        // With one element the step is never applied (and may be huge enough to overflow).
+        coeffs.push(if count > 1 { steps[d] * in_strides[d] as i64 } else { 0 });
+    }
+    Ok(x.gather_elements(out.to_vec(), |i| strided_index(i, out, &coeffs, offset)))
+}
+
+/// Concatenation of `xs` along `axis`.
+pub fn eval_concat(xs: &[&Tensor], axis: i64, out: &[usize]) -> Result<Tensor, String> {
+    let first = xs.first().ok_or("concat needs at least one operand")?;
+    let ax = axis_of(&first.shape, axis)?;
+    let outer = product(&first.shape[..ax]);
+    // Each operand contributes one contiguous chunk per outer index.
+    let chunks: Vec<usize> = xs.iter().map(|t| product(&t.shape[ax..])).collect();
+    fn gather<T: Copy>(parts: &[&[T]], chunks: &[usize], outer: usize) -> Vec<T> {
+        let mut v = Vec::with_capacity(chunks.iter().sum::<usize>() * outer);
+        for o in 0..outer {
+            for (part, &c) in parts.iter().zip(chunks) {
+                v.extend_from_slice(&part[o * c..(o + 1) * c]);
+            }
+        }
+        v
+    }
+    let floats: Option<Vec<&[f64]>> =
+        xs.iter().map(|t| if let Buffer::Float(v) = &t.data { Some(v.as_slice()) } else { None }).collect();
+    let ints: Option<Vec<&[i64]>> =
+        xs.iter().map(|t| if let Buffer::Int(v) = &t.data { Some(v.as_slice()) } else { None }).collect();
+    let data = match (floats, ints) {
+        (Some(parts), _) => Buffer::Float(gather(&parts, &chunks, outer)),
+        (_, Some(parts)) => Buffer::Int(gather(&parts, &chunks, outer)),
+        _ => return Err("operands have different storage".into()),
+    };
+    let t = Tensor { dtype: first.dtype, shape: out.to_vec(), data };
+    if t.len() != product(out) {
+        return Err(format!("operands do not concatenate to shape {out:?}"));
+    }
+    Ok(t)
+}
+
+/// Consecutive pieces of `x` along `axis`, of the result shapes `outs`.
+pub fn eval_split(x: &Tensor, axis: i64, outs: &[Vec<usize>]) -> Result<Vec<Tensor>, String> {
+    let ax = axis_of(&x.shape, axis)?;
+    let in_strides = strides(&x.shape);
+    let coeffs: Vec<i64> = in_strides.iter().map(|&s| s as i64).collect();
+    let mut start = 0usize;
+    let mut pieces = Vec::with_capacity(outs.len());
+    for out in outs {
+        let size = *out.get(ax).ok_or_else(|| format!("result shape {out:?} has no axis {ax}"))?;
+        if start + size > x.shape[ax] {
+            return Err(format!("pieces overrun the {} elements along axis {ax}", x.shape[ax]));
+        }
+        let offset = (start * in_strides[ax]) as i64;
+        pieces.push(x.gather_elements(out.clone(), |i| strided_index(i, out, &coeffs, offset)));
+        start += size;
+    }
+    if start != x.shape[ax] {
+        return Err(format!("pieces cover {start} of the {} elements along axis {ax}", x.shape[ax]));
+    }
+    Ok(pieces)
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::super::test_support::{eval, eval1, f32s, i64s};
+    use super::super::Op;
+    use crate::types::Dim;
+
+    fn dims(shape: &[u64]) -> Vec<Dim> {
+        shape.iter().map(|&n| Dim::Static(n)).collect()
+    }
+
+    fn slice(starts: &[i64], ends: &[i64], steps: &[i64]) -> Op {
+        Op::Slice { starts: starts.to_vec(), ends: ends.to_vec(), steps: steps.to_vec() }
+    }
+
+    #[test]
+    fn broadcast_aligns_trailing_dimensions() {
+        let row = i64s(&[3], &[1, 2, 3]);
+        let t = eval1(&Op::Broadcast { shape: dims(&[2, 3]) }, &[&row]);
+        assert_eq!((t.shape.clone(), t.to_i64_vec()), (vec![2, 3], vec![1, 2, 3, 1, 2, 3]));
+        let col = i64s(&[2, 1], &[1, 2]);
+        let t = eval1(&Op::Broadcast { shape: dims(&[2, 2, 3]) }, &[&col]);
+        assert_eq!(t.to_i64_vec(), [1, 1, 1, 2, 2, 2, 1, 1, 1, 2, 2, 2]);
+    }
+
+    #[test]
+    fn reshape_keeps_row_major_order() {
+        let x = i64s(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+        let t = eval1(&Op::Reshape { shape: dims(&[3, 2]) }, &[&x]);
+        assert_eq!((t.shape.clone(), t.to_i64_vec()), (vec![3, 2], vec![1, 2, 3, 4, 5, 6]));
+    }
+
+    #[test]
+    fn transpose_permutes_dimensions() {
+        let x = i64s(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+        let t = eval1(&Op::Transpose { perm: vec![1, 0] }, &[&x]);
+        assert_eq!((t.shape.clone(), t.to_i64_vec()), (vec![3, 2], vec![1, 4, 2, 5, 3, 6]));
+        // [2, 2, 2] with perm [2, 0, 1]: result[i, j, k] = x[j, k, i].
+        let x = i64s(&[2, 2, 2], &[0, 1, 2, 3, 4, 5, 6, 7]);
+        let t = eval1(&Op::Transpose { perm: vec![2, 0, 1] }, &[&x]);
+        assert_eq!(t.to_i64_vec(), [0, 2, 4, 6, 1, 3, 5, 7]);
+    }
+
+    #[test]
+    fn slice_with_positive_and_negative_steps() {
+        let x = i64s(&[5], &[0, 1, 2, 3, 4]);
+        let reversed = eval1(&slice(&[-1], &[i64::MIN], &[-1]), &[&x]);
+        assert_eq!(reversed.to_i64_vec(), [4, 3, 2, 1, 0]);
+        assert_eq!(eval1(&slice(&[4], &[-6], &[-2]), &[&x]).to_i64_vec(), [4, 2, 0]);
+        assert_eq!(eval1(&slice(&[1], &[100], &[2]), &[&x]).to_i64_vec(), [1, 3]);
+        assert_eq!(eval1(&slice(&[3], &[1], &[1]), &[&x]).shape, [0]);
+        // Extreme steps take one element instead of overflowing.
+        assert_eq!(eval1(&slice(&[1], &[5], &[i64::MAX]), &[&x]).to_i64_vec(), [1]);
+        assert_eq!(eval1(&slice(&[3], &[0], &[i64::MIN]), &[&x]).to_i64_vec(), [3]);
+        // Rows 1..3 of a [3, 3] matrix, columns reversed.
+        let m = i64s(&[3, 3], &[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let t = eval1(&slice(&[1, -1], &[3, i64::MIN], &[1, -1]), &[&m]);
+        assert_eq!((t.shape.clone(), t.to_i64_vec()), (vec![2, 3], vec![6, 5, 4, 9, 8, 7]));
+    }
+
+    #[test]
+    fn concat_and_split_are_inverse() {
+        let a = f32s(&[2, 1], &[1.0, 2.0]);
+        let b = f32s(&[2, 2], &[3.0, 4.0, 5.0, 6.0]);
+        let t = eval1(&Op::Concat { axis: 1 }, &[&a, &b]);
+        assert_eq!((t.shape.clone(), t.to_f64_vec()), (vec![2, 3], vec![1.0, 3.0, 4.0, 2.0, 5.0, 6.0]));
+        let pieces = eval(&Op::Split { axis: -1, sizes: vec![1, 2] }, &[&t]).expect("split");
+        assert_eq!(pieces, [a, b]);
+        let rows = i64s(&[3, 2], &[1, 2, 3, 4, 5, 6]);
+        let pieces = eval(&Op::Split { axis: 0, sizes: vec![2, 0, 1] }, &[&rows]).expect("split");
+        let got: Vec<(Vec<usize>, Vec<i64>)> = pieces.iter().map(|p| (p.shape.clone(), p.to_i64_vec())).collect();
+        assert_eq!(got, [(vec![2, 2], vec![1, 2, 3, 4]), (vec![0, 2], vec![]), (vec![1, 2], vec![5, 6])]);
+        let t = eval1(&Op::Concat { axis: 0 }, &[&pieces[2], &pieces[0]]);
+        assert_eq!(t.to_i64_vec(), [5, 6, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn shape_rules_reject_overflowing_attributes_instead_of_panicking() {
+        use crate::dtype::DType;
+        use crate::types::TensorType;
+        let x = TensorType::of_static(DType::F32, &[4]);
+        let err = Op::Split { axis: 0, sizes: vec![i64::MAX, i64::MAX, 2] }.infer(&[&x]).expect_err("split");
+        assert!(err.starts_with("split sizes"), "{err}");
+        let huge = TensorType::of_static(DType::F32, &[u64::MAX, 2]);
+        let err =
+            Op::Reshape { shape: vec![Dim::Static(2), Dim::Static(u64::MAX)] }.infer(&[&huge]).expect_err("reshape");
+        assert!(err.contains("element counts differ"), "{err}");
+    }
 }

@@ -2,8 +2,12 @@
 //!
 //! Leading batch dimensions broadcast as in NumPy (a dimension of 1 stretches), so a weight
 //! `[k, n]` multiplies activations `[batch, seq, k]` without a reshape.
+//!
+//! Reference semantics: float products are summed in `f64` in order of `k` and rounded once;
+//! integer products wrap.
 
-use super::{broadcast_dims, expect_arity, ShapeResult};
+use super::{broadcast_coeffs, broadcast_dims, expect_arity, product, strided_index, ShapeResult};
+use crate::tensor::{Buffer, Tensor};
 use crate::types::TensorType;
 
 pub fn infer(inputs: &[&TensorType]) -> ShapeResult {
@@ -29,4 +33,93 @@ pub fn infer(inputs: &[&TensorType]) -> ShapeResult {
     dims.push(a.dims[ra - 2].clone());
     dims.push(b.dims[rb - 1].clone());
     Ok(vec![TensorType::new(a.dtype, dims)])
+}
+
+/// `a @ b` giving `out` (`[..batch, m, n]`, from the shape rule).
+pub fn eval(a: &Tensor, b: &Tensor, out: &[usize]) -> Result<Tensor, String> {
+    let (ra, rb, ro) = (a.shape.len(), b.shape.len(), out.len());
+    if ra < 2 || rb < 2 || ro < 2 {
+        return Err(format!("operands must have rank >= 2, got {:?} and {:?}", a.shape, b.shape));
+    }
+    let (m, k, n) = (a.shape[ra - 2], a.shape[ra - 1], b.shape[rb - 1]);
+    let batch = &out[..ro - 2];
+    // Each operand's batch index, in matrices, for every output batch index.
+    let a_coeffs = broadcast_coeffs(&a.shape[..ra - 2], batch);
+    let b_coeffs = broadcast_coeffs(&b.shape[..rb - 2], batch);
+    let n_batch = product(batch);
+    let offsets =
+        |bi: usize| (strided_index(bi, batch, &a_coeffs, 0) * m * k, strided_index(bi, batch, &b_coeffs, 0) * k * n);
+    match (&a.data, &b.data) {
+        (Buffer::Float(x), Buffer::Float(y)) => {
+            let mut acc = vec![0.0f64; n_batch * m * n];
+            for bi in 0..n_batch {
+                let (ao, bo) = offsets(bi);
+                for i in 0..m {
+                    let row = &mut acc[(bi * m + i) * n..(bi * m + i + 1) * n];
+                    for p in 0..k {
+                        let lhs = x[ao + i * k + p];
+                        let rhs = &y[bo + p * n..bo + (p + 1) * n];
+                        for (r, &v) in row.iter_mut().zip(rhs) {
+                            *r += lhs * v;
+                        }
+                    }
+                }
+            }
+            Ok(Tensor::from_f64(a.dtype, out.to_vec(), acc))
+        }
+        (Buffer::Int(x), Buffer::Int(y)) => {
+            let mut acc = vec![0i64; n_batch * m * n];
+            for bi in 0..n_batch {
+                let (ao, bo) = offsets(bi);
+                for i in 0..m {
+                    let row = &mut acc[(bi * m + i) * n..(bi * m + i + 1) * n];
+                    for p in 0..k {
+                        let lhs = x[ao + i * k + p];
+                        let rhs = &y[bo + p * n..bo + (p + 1) * n];
+                        for (r, &v) in row.iter_mut().zip(rhs) {
+                            *r = r.wrapping_add(lhs.wrapping_mul(v));
+                        }
+                    }
+                }
+            }
+            Ok(Tensor::from_i64(a.dtype, out.to_vec(), acc))
+        }
+        _ => Err(format!("operands {} and {} have different storage", a.dtype, b.dtype)),
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::super::test_support::{assert_close, eval1, f32s};
+    use super::super::Op;
+    use crate::dtype::DType;
+    use crate::tensor::Tensor;
+
+    #[test]
+    fn two_by_three_times_three_by_two() {
+        let a = f32s(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let b = f32s(&[3, 2], &[7.0, 8.0, 9.0, 10.0, 11.0, 12.0]);
+        assert_close(&eval1(&Op::MatMul, &[&a, &b]), DType::F32, &[2, 2], &[58.0, 64.0, 139.0, 154.0], 0.0);
+    }
+
+    #[test]
+    fn batch_dimensions_broadcast_like_numpy() {
+        // a: [2, 1, 2, 2] holds I and 2I; b: [3, 2, 2] holds three matrices; out[i, j] = (i + 1) b[j].
+        let a = f32s(&[2, 1, 2, 2], &[1.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 2.0]);
+        let b_values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0];
+        let b = f32s(&[3, 2, 2], &b_values);
+        let expected: Vec<f64> = b_values.iter().copied().chain(b_values.iter().map(|v| 2.0 * v)).collect();
+        assert_close(&eval1(&Op::MatMul, &[&a, &b]), DType::F32, &[2, 3, 2, 2], &expected, 0.0);
+        // A rank-2 weight multiplies every batch of a rank-3 activation.
+        let x = f32s(&[2, 1, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let w = f32s(&[2, 1], &[10.0, 1.0]);
+        assert_close(&eval1(&Op::MatMul, &[&x, &w]), DType::F32, &[2, 1, 1], &[12.0, 34.0], 0.0);
+    }
+
+    #[test]
+    fn integer_matmul_wraps() {
+        let a = Tensor::from_i64(DType::I8, vec![1, 2], vec![100, 100]);
+        let b = Tensor::from_i64(DType::I8, vec![2, 2], vec![1, 2, 1, -1]);
+        assert_eq!(eval1(&Op::MatMul, &[&a, &b]).to_i64_vec(), [-56, 100]);
+    }
 }

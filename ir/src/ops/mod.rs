@@ -1,6 +1,7 @@
-//! The closed set of tsr ops. Each family module holds the shape rule (and, beside it, the
-//! reference semantics) of its ops; this module ties them into one [`Op`] enum with one text
-//! spelling per op, so every `match` over ops is exhaustive.
+//! The closed set of tsr ops. Each family module holds the shape rule and, beside it, the
+//! reference semantics of its ops; this module ties them into one [`Op`] enum with one text
+//! spelling per op, so every `match` over ops is exhaustive, and dispatches [`Op::infer`] and
+//! [`Op::eval`].
 
 pub mod attr;
 pub mod conv;
@@ -13,13 +14,14 @@ pub mod reduce;
 pub mod rope;
 
 use crate::dtype::DType;
-use crate::tensor::Tensor;
+use crate::tensor::{Buffer, Tensor};
 use crate::types::{Dim, TensorType};
 use attr::{Attr, AttrMap};
 use conv::{PoolKind, Window};
 use elementwise::{BinaryOp, CompareOp, UnaryOp};
 use indexing::ScatterReduction;
 use reduce::ReduceKind;
+use rope::RopeLayout;
 
 /// Result of a shape rule: the result types, or why the operands are ill-typed.
 pub type ShapeResult = Result<Vec<TensorType>, String>;
@@ -34,26 +36,73 @@ pub enum Op {
     Compare(CompareOp),
     Where,
     /// Element type conversion; the target is the result type's dtype.
-    Cast { to: DType },
+    Cast {
+        to: DType,
+    },
     MatMul,
-    Softmax { axis: i64 },
-    LayerNorm { axis: i64, epsilon: f64 },
-    RmsNorm { axis: i64, epsilon: f64 },
-    Reduce { kind: ReduceKind, axes: Vec<i64>, keepdims: bool },
-    ArgMax { axis: i64, keepdims: bool },
+    Softmax {
+        axis: i64,
+    },
+    LayerNorm {
+        axis: i64,
+        epsilon: f64,
+    },
+    RmsNorm {
+        axis: i64,
+        epsilon: f64,
+    },
+    Reduce {
+        kind: ReduceKind,
+        axes: Vec<i64>,
+        keepdims: bool,
+    },
+    ArgMax {
+        axis: i64,
+        keepdims: bool,
+    },
     /// Broadcast to `shape` (the result type's dimensions).
-    Broadcast { shape: Vec<Dim> },
+    Broadcast {
+        shape: Vec<Dim>,
+    },
     /// Reshape to `shape` (the result type's dimensions).
-    Reshape { shape: Vec<Dim> },
-    Transpose { perm: Vec<i64> },
-    Slice { starts: Vec<i64>, ends: Vec<i64>, steps: Vec<i64> },
-    Concat { axis: i64 },
-    Split { axis: i64, sizes: Vec<i64> },
-    Gather { axis: i64 },
-    Scatter { axis: i64, reduction: ScatterReduction },
-    Conv2d { window: Window, groups: i64 },
-    Pool2d { kind: PoolKind, kernel: [i64; 2], window: Window },
-    Rope,
+    Reshape {
+        shape: Vec<Dim>,
+    },
+    Transpose {
+        perm: Vec<i64>,
+    },
+    Slice {
+        starts: Vec<i64>,
+        ends: Vec<i64>,
+        steps: Vec<i64>,
+    },
+    Concat {
+        axis: i64,
+    },
+    Split {
+        axis: i64,
+        sizes: Vec<i64>,
+    },
+    Gather {
+        axis: i64,
+    },
+    Scatter {
+        axis: i64,
+        reduction: ScatterReduction,
+    },
+    Conv2d {
+        window: Window,
+        groups: i64,
+    },
+    Pool2d {
+        kind: PoolKind,
+        kernel: [i64; 2],
+        window: Window,
+    },
+    /// Rotary embedding; `interleaved` picks GPT-J pairing over Llama/NeoX pairing.
+    Rope {
+        interleaved: bool,
+    },
 }
 
 impl Op {
@@ -82,16 +131,31 @@ impl Op {
             Op::Scatter { .. } => "scatter",
             Op::Conv2d { .. } => "conv2d",
             Op::Pool2d { kind, .. } => kind.mnemonic(),
-            Op::Rope => "rope",
+            Op::Rope { .. } => "rope",
         }
     }
 
     /// Every mnemonic, in a stable order (for the IRDL dialect definition and docs).
     pub fn all_mnemonics() -> Vec<&'static str> {
         let mut names: Vec<&'static str> = vec![
-            "constant", "where", "cast", "matmul", "softmax", "layer_norm", "rms_norm", "argmax",
-            "broadcast", "reshape", "transpose", "slice", "concat", "split", "gather", "scatter",
-            "conv2d", "rope",
+            "constant",
+            "where",
+            "cast",
+            "matmul",
+            "softmax",
+            "layer_norm",
+            "rms_norm",
+            "argmax",
+            "broadcast",
+            "reshape",
+            "transpose",
+            "slice",
+            "concat",
+            "split",
+            "gather",
+            "scatter",
+            "conv2d",
+            "rope",
         ];
         names.extend(UnaryOp::ALL.iter().map(|u| u.mnemonic()));
         names.extend(BinaryOp::ALL.iter().map(|b| b.mnemonic()));
@@ -127,7 +191,8 @@ impl Op {
         };
         let mut attrs = match self {
             Op::Constant(t) => vec![("value", Attr::Dense(t.clone()))],
-            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::MatMul | Op::Rope => vec![],
+            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::MatMul => vec![],
+            Op::Rope { interleaved } => vec![("interleaved", Attr::Bool(*interleaved))],
             Op::Cast { .. } | Op::Broadcast { .. } | Op::Reshape { .. } => vec![],
             Op::Softmax { axis } | Op::Concat { axis } | Op::Gather { axis } => vec![("axis", Attr::Int(*axis))],
             Op::LayerNorm { axis, epsilon } | Op::RmsNorm { axis, epsilon } => {
@@ -202,11 +267,9 @@ impl Op {
                 "broadcast" => Op::Broadcast { shape: single_result(mnemonic)?.dims.clone() },
                 "reshape" => Op::Reshape { shape: single_result(mnemonic)?.dims.clone() },
                 "transpose" => Op::Transpose { perm: attrs.ints("perm")? },
-                "slice" => Op::Slice {
-                    starts: attrs.ints("starts")?,
-                    ends: attrs.ints("ends")?,
-                    steps: attrs.ints("steps")?,
-                },
+                "slice" => {
+                    Op::Slice { starts: attrs.ints("starts")?, ends: attrs.ints("ends")?, steps: attrs.ints("steps")? }
+                }
                 "concat" => Op::Concat { axis: attrs.int("axis")? },
                 "split" => Op::Split { axis: attrs.int("axis")?, sizes: attrs.ints("sizes")? },
                 "gather" => Op::Gather { axis: attrs.int("axis")? },
@@ -218,7 +281,7 @@ impl Op {
                     Op::Scatter { axis, reduction }
                 }
                 "conv2d" => Op::Conv2d { window: window(&mut attrs)?, groups: attrs.int("groups")? },
-                "rope" => Op::Rope,
+                "rope" => Op::Rope { interleaved: attrs.bool_or("interleaved", false)? },
                 _ => return Err(format!("unknown op 'tsr.{mnemonic}'")),
             }
         };
@@ -254,9 +317,199 @@ impl Op {
             Op::Scatter { axis, .. } => indexing::infer_scatter(inputs, *axis),
             Op::Conv2d { window, groups } => conv::infer_conv2d(inputs, window, *groups),
             Op::Pool2d { kernel, window, .. } => conv::infer_pool2d(inputs, *kernel, window),
-            Op::Rope => rope::infer(inputs),
+            Op::Rope { .. } => rope::infer(inputs),
         }
     }
+}
+
+impl Op {
+    /// The reference semantics: the op applied to concrete `inputs`, giving tensors of the
+    /// concrete `results` types (which the caller got from [`Op::infer`] on the inputs' types,
+    /// with any symbolic target shape of `reshape`/`broadcast` bound first).
+    ///
+    /// Float math is done in `f64` and each result rounded once to its dtype; integer math in
+    /// `i64`, wrapped to the dtype. Errors are one-line messages (bad indices, integer division
+    /// by zero, inconsistent `results`), never panics.
+    pub fn eval(&self, inputs: &[&Tensor], results: &[TensorType]) -> Result<Vec<Tensor>, String> {
+        for (i, t) in inputs.iter().enumerate() {
+            check_tensor(t).map_err(|m| format!("operand {i} is malformed: {m}"))?;
+        }
+        // Checking `results` against the shape rule here lets every family's eval index its
+        // operands without re-validating shapes, and makes a wrong caller an error, not a panic.
+        let input_types: Vec<TensorType> = inputs.iter().map(|t| t.tensor_type()).collect();
+        let refs: Vec<&TensorType> = input_types.iter().collect();
+        let expected = match self {
+            Op::Broadcast { shape } => layout::infer_broadcast(&refs, bound_target(shape, results)?)?,
+            Op::Reshape { shape } => layout::infer_reshape(&refs, bound_target(shape, results)?)?,
+            _ => self.infer(&refs)?,
+        };
+        if expected != results {
+            return Err(format!(
+                "result types ({}) differ from what the op gives for its operands ({})",
+                type_list(results),
+                type_list(&expected)
+            ));
+        }
+        let shapes = results.iter().map(concrete_shape).collect::<Result<Vec<_>, _>>()?;
+        let out = &shapes[0];
+        let one = |t: Tensor| Ok(vec![t]);
+        match self {
+            Op::Constant(t) => {
+                check_tensor(t).map_err(|m| format!("literal is malformed: {m}"))?;
+                one(t.clone())
+            }
+            Op::Unary(u) => one(elementwise::eval_unary(*u, operand(inputs, 0)?)?),
+            Op::Binary(b) => one(elementwise::eval_binary(*b, operand(inputs, 0)?, operand(inputs, 1)?)?),
+            Op::Compare(c) => one(elementwise::eval_compare(*c, operand(inputs, 0)?, operand(inputs, 1)?)?),
+            Op::Where => one(elementwise::eval_where(operand(inputs, 0)?, operand(inputs, 1)?, operand(inputs, 2)?)?),
+            Op::Cast { to } => one(operand(inputs, 0)?.cast(*to)),
+            Op::MatMul => one(matmul::eval(operand(inputs, 0)?, operand(inputs, 1)?, out)?),
+            Op::Softmax { axis } => one(normalization::eval_softmax(operand(inputs, 0)?, *axis)?),
+            Op::LayerNorm { axis, epsilon } => one(normalization::eval_layer_norm(
+                operand(inputs, 0)?,
+                operand(inputs, 1)?,
+                operand(inputs, 2)?,
+                *axis,
+                *epsilon,
+            )?),
+            Op::RmsNorm { axis, epsilon } => {
+                one(normalization::eval_rms_norm(operand(inputs, 0)?, operand(inputs, 1)?, *axis, *epsilon)?)
+            }
+            Op::Reduce { kind, axes, .. } => one(reduce::eval(operand(inputs, 0)?, *kind, axes, out)?),
+            Op::ArgMax { axis, .. } => one(reduce::eval_argmax(operand(inputs, 0)?, *axis, out)?),
+            Op::Broadcast { .. } => one(layout::eval_broadcast(operand(inputs, 0)?, out)?),
+            Op::Reshape { .. } => one(layout::eval_reshape(operand(inputs, 0)?, out)?),
+            Op::Transpose { perm } => one(layout::eval_transpose(operand(inputs, 0)?, perm, out)?),
+            Op::Slice { starts, ends, steps } => {
+                one(layout::eval_slice(operand(inputs, 0)?, starts, ends, steps, out)?)
+            }
+            Op::Concat { axis } => one(layout::eval_concat(inputs, *axis, out)?),
+            Op::Split { axis, .. } => layout::eval_split(operand(inputs, 0)?, *axis, &shapes),
+            Op::Gather { axis } => one(indexing::eval_gather(operand(inputs, 0)?, operand(inputs, 1)?, *axis, out)?),
+            Op::Scatter { axis, reduction } => one(indexing::eval_scatter(
+                operand(inputs, 0)?,
+                operand(inputs, 1)?,
+                operand(inputs, 2)?,
+                *axis,
+                *reduction,
+            )?),
+            Op::Conv2d { window, groups } => {
+                one(conv::eval_conv2d(operand(inputs, 0)?, operand(inputs, 1)?, window, *groups, out)?)
+            }
+            Op::Pool2d { kind, kernel, window } => {
+                one(conv::eval_pool2d(operand(inputs, 0)?, *kind, *kernel, window, out)?)
+            }
+            Op::Rope { interleaved } => one(rope::eval(
+                operand(inputs, 0)?,
+                operand(inputs, 1)?,
+                operand(inputs, 2)?,
+                if *interleaved { RopeLayout::Interleaved } else { RopeLayout::NonInterleaved },
+            )?),
+        }
+    }
+}
+
+fn operand<'a>(inputs: &[&'a Tensor], i: usize) -> Result<&'a Tensor, String> {
+    inputs.get(i).copied().ok_or_else(|| format!("missing operand {i}"))
+}
+
+/// The concrete target of `reshape`/`broadcast`: the single result type's dimensions, which
+/// must agree with every static dimension the op itself names.
+fn bound_target<'a>(shape: &[Dim], results: &'a [TensorType]) -> Result<&'a [Dim], String> {
+    let [result] = results else {
+        return Err(format!("expected one result type, got {}", results.len()));
+    };
+    let agrees = shape.len() == result.rank()
+        && shape.iter().zip(&result.dims).all(|(d, r)| matches!(d, Dim::Symbolic(_)) || d == r);
+    if !agrees {
+        let dims: Vec<String> = shape.iter().map(Dim::to_string).collect();
+        return Err(format!("result type {result} does not match the target shape [{}]", dims.join(", ")));
+    }
+    Ok(&result.dims)
+}
+
+fn type_list(types: &[TensorType]) -> String {
+    types.iter().map(TensorType::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The shape of a fully static type in elements; an error names a symbolic dimension or an
+/// element count that does not fit in memory addressing.
+fn concrete_shape(t: &TensorType) -> Result<Vec<usize>, String> {
+    let mut count: usize = 1;
+    let mut shape = Vec::with_capacity(t.rank());
+    for d in &t.dims {
+        let n = match d {
+            Dim::Static(n) => usize::try_from(*n).map_err(|_| format!("dimension {n} of {t} is too large"))?,
+            Dim::Symbolic(s) => return Err(format!("result type {t} has unbound symbolic dimension '{s}'")),
+        };
+        count = count.checked_mul(n).ok_or_else(|| format!("{t} has too many elements"))?;
+        shape.push(n);
+    }
+    Ok(shape)
+}
+
+/// A tensor is well formed when its storage holds one element per index of its shape, as
+/// floats for a float dtype and as integers otherwise.
+fn check_tensor(t: &Tensor) -> Result<(), String> {
+    let count = t.shape.iter().try_fold(1usize, |acc, &n| acc.checked_mul(n));
+    if count != Some(t.len()) {
+        return Err(format!("{} elements stored for shape {:?}", t.len(), t.shape));
+    }
+    let float_storage = matches!(t.data, Buffer::Float(_));
+    if float_storage != t.dtype.is_float() {
+        let kind = if float_storage { "floats" } else { "integers" };
+        return Err(format!("{} values stored as {kind}", t.dtype));
+    }
+    Ok(())
+}
+
+/// The float storage of `t`, for ops defined on floats only.
+pub(crate) fn floats(t: &Tensor) -> Result<&[f64], String> {
+    match &t.data {
+        Buffer::Float(v) => Ok(v),
+        Buffer::Int(_) => Err(format!("expected a float tensor, got {}", t.dtype)),
+    }
+}
+
+/// The integer storage of `t` (integers and booleans).
+pub(crate) fn ints(t: &Tensor) -> Result<&[i64], String> {
+    match &t.data {
+        Buffer::Int(v) => Ok(v),
+        Buffer::Float(_) => Err(format!("expected an integer tensor, got {}", t.dtype)),
+    }
+}
+
+/// Maps the row-major linear index `i` of `shape` to `offset + Σ idx[d] * coeffs[d]`: with
+/// the right coefficients this is a broadcast, a transpose, a strided slice or a reduction's
+/// output slot, computed without allocating a multi-index.
+pub(crate) fn strided_index(mut i: usize, shape: &[usize], coeffs: &[i64], offset: i64) -> usize {
+    let mut at = offset;
+    for d in (0..shape.len()).rev() {
+        let n = shape[d];
+        if n > 0 {
+            at += (i % n) as i64 * coeffs[d];
+            i /= n;
+        }
+    }
+    at as usize
+}
+
+/// Coefficients for [`strided_index`] that read `src` broadcast to `out` (NumPy trailing
+/// alignment): a source dimension of 1 and a missing leading dimension contribute nothing.
+pub(crate) fn broadcast_coeffs(src: &[usize], out: &[usize]) -> Vec<i64> {
+    let src_strides = crate::tensor::strides(src);
+    let lead = out.len().saturating_sub(src.len());
+    (0..out.len())
+        .map(|d| match d.checked_sub(lead) {
+            Some(s) if src[s] != 1 => src_strides[s] as i64,
+            _ => 0,
+        })
+        .collect()
+}
+
+/// Product of dimensions (1 for none).
+pub(crate) fn product(dims: &[usize]) -> usize {
+    dims.iter().product()
 }
 
 fn fixed<const N: usize>(v: Vec<i64>, name: &str) -> Result<[i64; N], String> {
@@ -289,4 +542,154 @@ pub fn broadcast_dims(a: &[Dim], b: &[Dim]) -> Option<Vec<Dim>> {
             }
         })
         .collect()
+}
+
+/// Helpers for the family modules' eval tests: run an op the way the interpreter does and
+/// compare values.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::Op;
+    use crate::dtype::DType;
+    use crate::tensor::Tensor;
+    use crate::types::TensorType;
+
+    /// Infers the concrete result types from the operands and evaluates.
+    pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
+        let types: Vec<TensorType> = inputs.iter().map(|t| t.tensor_type()).collect();
+        let refs: Vec<&TensorType> = types.iter().collect();
+        let results = op.infer(&refs)?;
+        op.eval(inputs, &results)
+    }
+
+    /// Evaluates a single-result op that must succeed.
+    pub fn eval1(op: &Op, inputs: &[&Tensor]) -> Tensor {
+        match eval(op, inputs) {
+            Ok(mut outs) if outs.len() == 1 => outs.remove(0),
+            other => panic!("{} did not give one result: {other:?}", op.mnemonic()),
+        }
+    }
+
+    /// The error message of an evaluation that must fail.
+    pub fn eval_err(op: &Op, inputs: &[&Tensor]) -> String {
+        match eval(op, inputs) {
+            Err(message) => message,
+            Ok(outs) => panic!("{} unexpectedly gave {outs:?}", op.mnemonic()),
+        }
+    }
+
+    pub fn f32s(shape: &[usize], values: &[f64]) -> Tensor {
+        Tensor::from_f64(DType::F32, shape.to_vec(), values.to_vec())
+    }
+
+    pub fn f64s(shape: &[usize], values: &[f64]) -> Tensor {
+        Tensor::from_f64(DType::F64, shape.to_vec(), values.to_vec())
+    }
+
+    pub fn i64s(shape: &[usize], values: &[i64]) -> Tensor {
+        Tensor::from_i64(DType::I64, shape.to_vec(), values.to_vec())
+    }
+
+    /// Asserts shape, dtype and every value within `tol` (absolute).
+    pub fn assert_close(t: &Tensor, dtype: DType, shape: &[usize], expected: &[f64], tol: f64) {
+        assert_eq!((t.dtype, t.shape.as_slice()), (dtype, shape), "dtype and shape");
+        let got = t.to_f64_vec();
+        assert_eq!(got.len(), expected.len(), "element count");
+        for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+            let same_nan = g.is_nan() && e.is_nan();
+            assert!(
+                g == e || same_nan || (g - e).abs() <= tol,
+                "element {i}: got {g}, expected {e} (tol {tol}); all: {got:?}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::test_support::{eval1, f32s};
+    use super::Op;
+    use crate::dtype::DType;
+    use crate::tensor::{Buffer, Tensor};
+    use crate::types::{Dim, TensorType};
+
+    #[test]
+    fn constant_returns_its_literal() {
+        let literal = f32s(&[2], &[1.5, -2.0]);
+        assert_eq!(eval1(&Op::Constant(literal.clone()), &[]), literal);
+    }
+
+    #[test]
+    fn symbolic_targets_take_the_concrete_result_shape() {
+        let x = f32s(&[1, 2], &[1.0, 2.0]);
+        let op = Op::Broadcast { shape: vec![Dim::sym("batch"), Dim::Static(2)] };
+        let out = op.eval(&[&x], &[TensorType::of_static(DType::F32, &[3, 2])]).expect("broadcast");
+        assert_eq!((out[0].shape.clone(), out[0].to_f64_vec()), (vec![3, 2], vec![1.0, 2.0, 1.0, 2.0, 1.0, 2.0]));
+        // A static dimension of the op must agree with the result type.
+        let err = op.eval(&[&x], &[TensorType::of_static(DType::F32, &[3, 4])]).expect_err("mismatch");
+        assert_eq!(err, "result type tensor<3x4xf32> does not match the target shape [batch, 2]");
+    }
+
+    #[test]
+    fn inconsistent_result_types_are_an_error() {
+        let a = f32s(&[2], &[1.0, 2.0]);
+        let op = Op::Unary(super::elementwise::UnaryOp::Neg);
+        let err = op.eval(&[&a], &[TensorType::of_static(DType::F32, &[3])]).expect_err("mismatch");
+        assert_eq!(err, "result types (tensor<3xf32>) differ from what the op gives for its operands (tensor<2xf32>)");
+        let err = op.eval(&[], &[]).expect_err("arity");
+        assert_eq!(err, "expected 1 operand(s), got 0");
+    }
+
+    #[test]
+    fn zero_sized_tensors_evaluate_without_panicking() {
+        use super::conv::{PoolKind, Window};
+        use super::indexing::ScatterReduction;
+        use super::reduce::ReduceKind;
+        // Zero-filled; most cases below have a zero dimension somewhere.
+        let zeros = |shape: &[usize]| Tensor::zeros(DType::F32, shape.to_vec());
+        let ids = |shape: &[usize]| Tensor::from_i64(DType::I64, shape.to_vec(), vec![]);
+        let window = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
+        // k = 0: every product sums nothing.
+        let product = eval1(&Op::MatMul, &[&zeros(&[2, 0]), &zeros(&[0, 3])]);
+        assert_eq!((product.shape.clone(), product.to_f64_vec()), (vec![2, 3], vec![0.0; 6]));
+        let cases: Vec<(Op, Vec<Tensor>, Vec<usize>)> = vec![
+            (Op::MatMul, vec![zeros(&[0, 2, 2]), zeros(&[2, 2])], vec![0, 2, 2]),
+            (Op::Softmax { axis: 1 }, vec![zeros(&[2, 0])], vec![2, 0]),
+            (Op::LayerNorm { axis: 1, epsilon: 1e-5 }, vec![zeros(&[2, 0]), zeros(&[0]), zeros(&[0])], vec![2, 0]),
+            (Op::RmsNorm { axis: 0, epsilon: 1e-5 }, vec![zeros(&[0, 3]), zeros(&[0, 3])], vec![0, 3]),
+            (Op::Reduce { kind: ReduceKind::Max, axes: vec![0], keepdims: false }, vec![zeros(&[3, 0])], vec![0]),
+            (Op::ArgMax { axis: 1, keepdims: false }, vec![zeros(&[0, 4])], vec![0]),
+            (Op::Gather { axis: 1 }, vec![zeros(&[2, 3]), ids(&[0])], vec![2, 0]),
+            (Op::Gather { axis: 0 }, vec![zeros(&[0, 3]), ids(&[0])], vec![0, 3]),
+            (
+                Op::Scatter { axis: 0, reduction: ScatterReduction::Add },
+                vec![zeros(&[0, 2]), ids(&[0, 2]), zeros(&[0, 2])],
+                vec![0, 2],
+            ),
+            (
+                Op::Conv2d { window: window.clone(), groups: 1 },
+                vec![zeros(&[0, 1, 2, 2]), f32s(&[1, 1, 1, 1], &[1.0])],
+                vec![0, 1, 2, 2],
+            ),
+            (Op::Pool2d { kind: PoolKind::Avg, kernel: [1, 1], window }, vec![zeros(&[1, 0, 2, 2])], vec![1, 0, 2, 2]),
+            (Op::Rope { interleaved: false }, vec![zeros(&[0, 2]), zeros(&[0, 1]), zeros(&[0, 1])], vec![0, 2]),
+            (Op::Transpose { perm: vec![1, 0] }, vec![zeros(&[0, 3])], vec![3, 0]),
+            (Op::Concat { axis: 0 }, vec![zeros(&[0, 2]), zeros(&[0, 2])], vec![0, 2]),
+        ];
+        for (op, inputs, shape) in cases {
+            let refs: Vec<&Tensor> = inputs.iter().collect();
+            let t = eval1(&op, &refs);
+            assert_eq!((t.shape.clone(), t.len()), (shape, 0), "{}", op.mnemonic());
+        }
+    }
+
+    #[test]
+    fn malformed_operands_are_an_error() {
+        let short = Tensor { dtype: DType::F32, shape: vec![3], data: Buffer::Float(vec![1.0]) };
+        let op = Op::Unary(super::elementwise::UnaryOp::Neg);
+        let err = op.eval(&[&short], &[TensorType::of_static(DType::F32, &[3])]).expect_err("short");
+        assert_eq!(err, "operand 0 is malformed: 1 elements stored for shape [3]");
+        let wrong = Tensor { dtype: DType::F32, shape: vec![1], data: Buffer::Int(vec![1]) };
+        let err = op.eval(&[&wrong], &[TensorType::of_static(DType::F32, &[1])]).expect_err("storage");
+        assert_eq!(err, "operand 0 is malformed: f32 values stored as integers");
+    }
 }

@@ -2,8 +2,13 @@
 //!
 //! Layer and RMS norm normalize over the dimensions from `axis` to the end (ONNX's convention);
 //! their scale (and bias) have exactly those trailing dimensions.
+//!
+//! Reference semantics, all in `f64` and rounded once: softmax subtracts the maximum before
+//! `exp` (numerically stable); layer norm uses the population variance,
+//! `(x - mean) / sqrt(var + eps) * scale + bias`; RMS norm is `x / sqrt(mean(x^2) + eps) * scale`.
 
-use super::{expect_arity, ShapeResult};
+use super::{expect_arity, floats, product, ShapeResult};
+use crate::tensor::Tensor;
 use crate::types::{normalize_axis, TensorType};
 
 pub fn infer_softmax(inputs: &[&TensorType], axis: i64) -> ShapeResult {
@@ -32,4 +37,129 @@ fn check_float_axis(x: &TensorType, axis: i64) -> Result<usize, String> {
         return Err(format!("input must be a float tensor, got {x}"));
     }
     normalize_axis(axis, x.rank()).ok_or_else(|| format!("axis {axis} is out of range for {x}"))
+}
+
+fn axis_of(x: &Tensor, axis: i64) -> Result<usize, String> {
+    normalize_axis(axis, x.shape.len()).ok_or_else(|| format!("axis {axis} is out of range for shape {:?}", x.shape))
+}
+
+/// Softmax along `axis`.
+pub fn eval_softmax(x: &Tensor, axis: i64) -> Result<Tensor, String> {
+    let v = floats(x)?;
+    let ax = axis_of(x, axis)?;
+    let (outer, n, inner) = (product(&x.shape[..ax]), x.shape[ax], product(&x.shape[ax + 1..]));
+    let mut out = vec![0.0; v.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * n + j) * inner + i;
+            let max = (0..n).map(|j| v[at(j)]).fold(f64::NEG_INFINITY, f64::max);
+            let mut sum = 0.0;
+            for j in 0..n {
+                let e = (v[at(j)] - max).exp();
+                out[at(j)] = e;
+                sum += e;
+            }
+            for j in 0..n {
+                out[at(j)] /= sum;
+            }
+        }
+    }
+    Ok(Tensor::from_f64(x.dtype, x.shape.clone(), out))
+}
+
+/// Layer norm over the dimensions `axis..` of `x`.
+pub fn eval_layer_norm(x: &Tensor, scale: &Tensor, bias: &Tensor, axis: i64, epsilon: f64) -> Result<Tensor, String> {
+    let (v, g, b) = (floats(x)?, floats(scale)?, floats(bias)?);
+    let ax = axis_of(x, axis)?;
+    let n = product(&x.shape[ax..]);
+    check_param_len(g, n, "scale")?;
+    check_param_len(b, n, "bias")?;
+    let mut out = Vec::with_capacity(v.len());
+    for row in v.chunks_exact(n.max(1)).take(product(&x.shape[..ax])) {
+        let mean = row.iter().sum::<f64>() / n as f64;
+        let var = row.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / n as f64;
+        let inv = 1.0 / (var + epsilon).sqrt();
+        out.extend(row.iter().zip(g.iter().zip(b)).map(|(a, (s, c))| (a - mean) * inv * s + c));
+    }
+    Ok(Tensor::from_f64(x.dtype, x.shape.clone(), out))
+}
+
+/// RMS norm over the dimensions `axis..` of `x`.
+pub fn eval_rms_norm(x: &Tensor, scale: &Tensor, axis: i64, epsilon: f64) -> Result<Tensor, String> {
+    let (v, g) = (floats(x)?, floats(scale)?);
+    let ax = axis_of(x, axis)?;
+    let n = product(&x.shape[ax..]);
+    check_param_len(g, n, "scale")?;
+    let mut out = Vec::with_capacity(v.len());
+    for row in v.chunks_exact(n.max(1)).take(product(&x.shape[..ax])) {
+        let mean_square = row.iter().map(|a| a * a).sum::<f64>() / n as f64;
+        let inv = 1.0 / (mean_square + epsilon).sqrt();
+        out.extend(row.iter().zip(g).map(|(a, s)| a * inv * s));
+    }
+    Ok(Tensor::from_f64(x.dtype, x.shape.clone(), out))
+}
+
+fn check_param_len(p: &[f64], n: usize, name: &str) -> Result<(), String> {
+    if p.len() != n {
+        return Err(format!("{name} has {} elements, the normalized dimensions {n}", p.len()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::super::test_support::{assert_close, eval1, f32s, f64s};
+    use super::super::Op;
+    use crate::dtype::DType;
+
+    #[test]
+    fn softmax_is_normalized_and_stable() {
+        let expected = [0.09003057317038046, 0.24472847105479767, 0.6652409557748219];
+        let x = f64s(&[3], &[1.0, 2.0, 3.0]);
+        assert_close(&eval1(&Op::Softmax { axis: 0 }, &[&x]), DType::F64, &[3], &expected, 1e-15);
+        // exp(1000) overflows; subtracting the maximum first does not.
+        let big = f64s(&[3], &[1000.0, 1001.0, 1002.0]);
+        assert_close(&eval1(&Op::Softmax { axis: -1 }, &[&big]), DType::F64, &[3], &expected, 1e-15);
+        // Along axis 0 of a [3, 2] matrix: each column separately.
+        let cols = f32s(&[3, 2], &[1.0, 5.0, 2.0, 5.0, 3.0, 5.0]);
+        let third = 1.0 / 3.0;
+        let want = [expected[0], third, expected[1], third, expected[2], third];
+        assert_close(&eval1(&Op::Softmax { axis: 0 }, &[&cols]), DType::F32, &[3, 2], &want, 1e-7);
+    }
+
+    #[test]
+    fn layer_norm_uses_population_variance_then_scale_and_bias() {
+        // Rows [1, 2, 3, 4] (mean 2.5, variance 1.25) and [2, 2, 2, 2] (variance 0).
+        let x = f64s(&[2, 4], &[1.0, 2.0, 3.0, 4.0, 2.0, 2.0, 2.0, 2.0]);
+        let scale = f64s(&[4], &[1.0, 2.0, 1.0, 2.0]);
+        let bias = f64s(&[4], &[0.0, 0.0, 1.0, 1.0]);
+        let op = Op::LayerNorm { axis: -1, epsilon: 1e-5 };
+        let expected = [
+            -1.3416354199689269,
+            -0.447211806656309 * 2.0,
+            0.447211806656309 + 1.0,
+            1.3416354199689269 * 2.0 + 1.0,
+            0.0,
+            0.0,
+            1.0,
+            1.0,
+        ];
+        assert_close(&eval1(&op, &[&x, &scale, &bias]), DType::F64, &[2, 4], &expected, 1e-15);
+        // Normalizing over two trailing dimensions treats them as one row.
+        let x3 = f64s(&[1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let ones = f64s(&[2, 2], &[1.0; 4]);
+        let zeros = f64s(&[2, 2], &[0.0; 4]);
+        let op = Op::LayerNorm { axis: 1, epsilon: 0.0 };
+        let want = [-1.3416407864998738, -0.4472135954999579, 0.4472135954999579, 1.3416407864998738];
+        assert_close(&eval1(&op, &[&x3, &ones, &zeros]), DType::F64, &[1, 2, 2], &want, 1e-15);
+    }
+
+    #[test]
+    fn rms_norm_divides_by_the_root_mean_square() {
+        let x = f64s(&[1, 4], &[1.0, 2.0, 3.0, 4.0]);
+        let scale = f64s(&[4], &[1.0, 1.0, 1.0, 2.0]);
+        let op = Op::RmsNorm { axis: 1, epsilon: 1e-6 };
+        let expected = [0.3651483473268884, 0.7302966946537768, 1.0954450419806652, 1.4605933893075536 * 2.0];
+        assert_close(&eval1(&op, &[&x, &scale]), DType::F64, &[1, 4], &expected, 1e-15);
+    }
 }

@@ -1,0 +1,34 @@
+# The two entry points of tessera. Both run scripts/setup.sh first (idempotent: it installs the
+# Debian packages LLVM/MLIR 22 and OpenMPI only when missing).
+
+CARGO ?= cargo
+DEMO_MODEL ?= examples/transformer_block.mlir
+DEMO_OUT ?= target/demo
+
+.PHONY: setup demo test lint build onnx-tests
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --locked
+
+# The main job on the embedded default model: summary, optimization, MLIR acceptance check,
+# and a seeded run through the reference interpreter.
+demo: build
+	./target/release/tessera --version
+	./target/release/tessera info $(DEMO_MODEL) --dim batch=2
+	./target/release/tessera opt --pipeline 'verify,canonicalize,cse,dce' --timing --check-mlir $(DEMO_MODEL) -o $(DEMO_OUT)/optimized.mlir
+	./target/release/tessera run $(DEMO_OUT)/optimized.mlir --random-inputs 7 --dim batch=2 -o $(DEMO_OUT)/outputs
+	@echo "demo: outputs in $(DEMO_OUT)/outputs"
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# The ONNX backend node tests from the pinned onnx wheel (cached in .cache/onnx-node-tests).
+onnx-tests:
+	@bash scripts/fetch-onnx-tests.sh
+
+test: lint onnx-tests
+	$(CARGO) test --workspace --locked

@@ -1,0 +1,95 @@
+//! Loading a model file by its extension into a verified graph.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use tessera_ir::graph::Graph;
+
+/// The formats a model file can be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// The tsr dialect in MLIR text form (`.mlir`).
+    MlirText,
+    /// The serde JSON view of a graph (`.json`).
+    GraphJson,
+    /// An ONNX model (`.onnx`), imported by [`crate::onnx`].
+    Onnx,
+}
+
+impl ModelFormat {
+    /// The format a path's extension names, if any.
+    pub fn of_path(path: &Path) -> Option<ModelFormat> {
+        match path.extension()?.to_str()? {
+            "mlir" => Some(ModelFormat::MlirText),
+            "json" => Some(ModelFormat::GraphJson),
+            "onnx" => Some(ModelFormat::Onnx),
+            _ => None,
+        }
+    }
+}
+
+/// Why a model could not be loaded. Displays as one line starting with the file (and, for text
+/// formats, the line and column).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot read: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: unsupported model format (expected a .mlir, .json or .onnx file)")]
+    UnsupportedFormat { path: PathBuf },
+    #[error("{path}:{line}:{col}: {message}")]
+    Syntax { path: PathBuf, line: u32, col: u32, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Onnx { path: PathBuf, source: Box<crate::onnx::OnnxError> },
+}
+
+/// Reads and verifies a model file.
+pub fn load_model(path: &Path) -> Result<Graph, LoadError> {
+    let format = ModelFormat::of_path(path).ok_or_else(|| LoadError::UnsupportedFormat { path: path.to_path_buf() })?;
+    if format == ModelFormat::Onnx {
+        // Binary and memory-mapped: the importer reads the file itself.
+        return crate::onnx::import_model(path).map_err(|e| match e {
+            crate::onnx::OnnxError::Io { source, .. } => LoadError::Io { path: path.to_path_buf(), source },
+            source => LoadError::Onnx { path: path.to_path_buf(), source: Box::new(source) },
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    load_model_text(path, &text, format)
+}
+
+/// Parses and verifies model text that came from `path` (used in messages only).
+pub fn load_model_text(path: &Path, text: &str, format: ModelFormat) -> Result<Graph, LoadError> {
+    let path = path.to_path_buf();
+    match format {
+        ModelFormat::MlirText => tessera_ir::mlir::parse_verified(text).map_err(|e| LoadError::Syntax {
+            path,
+            line: e.line,
+            col: e.col,
+            message: e.message,
+        }),
+        ModelFormat::GraphJson => {
+            let graph = tessera_ir::json::from_json(text).map_err(|e| LoadError::Syntax {
+                path: path.clone(),
+                line: e.line() as u32,
+                col: e.column() as u32,
+                message: e.to_string(),
+            })?;
+            tessera_ir::verify::verify(&graph).map_err(|e| LoadError::Invalid { path, message: e.to_string() })?;
+            Ok(graph)
+        }
+        // ONNX is binary; text that reached here is imported as its bytes (external data
+        // resolves next to `path`).
+        ModelFormat::Onnx => crate::onnx::import_bytes(text.as_bytes(), path.parent())
+            .map_err(|source| LoadError::Onnx { path: path.clone(), source: Box::new(source) }),
+    }
+}
+
+impl fmt::Display for ModelFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ModelFormat::MlirText => "MLIR text",
+            ModelFormat::GraphJson => "graph JSON",
+            ModelFormat::Onnx => "ONNX",
+        })
+    }
+}

@@ -1,0 +1,315 @@
+//! The ONNX backend node-test runner: imports each test's `model.onnx`, evaluates it on every
+//! `test_data_set_*` with a caller-supplied evaluator (the CLI passes the reference
+//! interpreter, so this crate does not depend on the runtime), and compares with the expected
+//! outputs under the ONNX backend runner's tolerances.
+
+use super::error::OnnxError;
+use super::proto::{ModelProto, TensorProto};
+use super::tensor::{self, ExternalData};
+use super::ImportOptions;
+use prost::Message;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use tessera_ir::graph::Graph;
+use tessera_ir::tensor::Tensor;
+
+/// Evaluates a graph on named inputs, giving named outputs in graph-output order.
+pub type Evaluator<'a> = &'a dyn Fn(&Graph, &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, String>;
+
+/// `onnx.backend.test.loader` defaults: a value passes when
+/// `|actual - expected| <= atol + rtol * |expected|` (NumPy `assert_allclose`, NaN equal to NaN).
+pub const RTOL: f64 = 1e-3;
+pub const ATOL: f64 = 1e-7;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    /// The model imported but gave wrong results or failed to run (or did not import although
+    /// nothing about it is unsupported).
+    Failed(String),
+    /// The importer does not support something the model uses.
+    Unsupported(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// The test directory's name (`test_abs`).
+    pub name: String,
+    pub outcome: Outcome,
+    /// Graph inputs the runner bound to their test values because the importer needs them as
+    /// constants (a Reshape's shape fed as an input, say): the case passed specialized.
+    pub bound_inputs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+    pub unsupported: usize,
+    /// Every case, sorted by name.
+    pub cases: Vec<CaseResult>,
+}
+
+impl fmt::Display for Summary {
+    /// The closing line: `onnx-node: P passed, F failed, U unsupported`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "onnx-node: {} passed, {} failed, {} unsupported", self.passed, self.failed, self.unsupported)
+    }
+}
+
+/// Runs every node test under `dir` (each a subdirectory holding `model.onnx`).
+pub fn run_node_tests(dir: &Path, eval: Evaluator) -> Result<Summary, OnnxError> {
+    let io = |source| OnnxError::Io { path: dir.to_path_buf(), source };
+    let mut case_dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("model.onnx").is_file())
+        .collect();
+    case_dirs.sort();
+    let mut summary = Summary::default();
+    for case in case_dirs {
+        let (outcome, bound_inputs) = run_guarded(&case, eval);
+        match outcome {
+            Outcome::Passed => summary.passed += 1,
+            Outcome::Failed(_) => summary.failed += 1,
+            Outcome::Unsupported(_) => summary.unsupported += 1,
+        }
+        let name = case.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        summary.cases.push(CaseResult { name, outcome, bound_inputs });
+    }
+    Ok(summary)
+}
+
+/// Runs one node test directory. A panic anywhere below (an evaluator bug, say) is caught and
+/// reported as a failure of this case, so one bad case does not end the whole suite.
+pub fn run_node_test(case: &Path, eval: Evaluator) -> Outcome {
+    run_guarded(case, eval).0
+}
+
+fn run_guarded(case: &Path, eval: Evaluator) -> (Outcome, Vec<String>) {
+    let run = std::panic::AssertUnwindSafe(|| run_case(case, eval));
+    match std::panic::catch_unwind(run) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            (Outcome::Failed(format!("panicked: {message}")), vec![])
+        }
+    }
+}
+
+/// The outcome and the inputs bound to constants on the way.
+fn run_case(case: &Path, eval: Evaluator) -> (Outcome, Vec<String>) {
+    match run_case_sets(case, eval) {
+        Ok(bound) => (Outcome::Passed, bound),
+        Err(outcome) => (outcome, vec![]),
+    }
+}
+
+fn run_case_sets(case: &Path, eval: Evaluator) -> Result<Vec<String>, Outcome> {
+    let model_path = case.join("model.onnx");
+    let model = match std::fs::read(&model_path) {
+        Ok(bytes) => match ModelProto::decode(bytes.as_slice()) {
+            Ok(m) => m,
+            Err(e) => return Err(Outcome::Failed(format!("import: {}", OnnxError::from(e)))),
+        },
+        Err(e) => return Err(Outcome::Failed(format!("cannot read {}: {e}", model_path.display()))),
+    };
+    let mut data_sets: Vec<PathBuf> = match std::fs::read_dir(case) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
+            .collect(),
+        Err(e) => return Err(Outcome::Failed(format!("cannot list {}: {e}", case.display()))),
+    };
+    data_sets.sort();
+    if data_sets.is_empty() {
+        return import(&model, case, &[]).map(|_| vec![]);
+    }
+    let mut bound = Vec::new();
+    for set in &data_sets {
+        for name in run_data_set(&model, case, set, eval)? {
+            if !bound.contains(&name) {
+                bound.push(name);
+            }
+        }
+    }
+    Ok(bound)
+}
+
+/// Imports `model` with `inputs` available for binding: when the importer needs a graph input
+/// as a constant (a Reshape's shape fed as an input, say), that input is bound to its test value
+/// and the import retried. Returns the graph and the inputs left to feed it, in order.
+fn import_specialized(
+    model: &ModelProto,
+    case: &Path,
+    inputs: &[(String, Tensor)],
+) -> Result<(Graph, Vec<(String, Tensor)>), Outcome> {
+    let mut options = ImportOptions::default();
+    loop {
+        match super::import_proto(model, Some(case), &options) {
+            Ok(graph) => {
+                let rest = inputs.iter().filter(|(n, _)| !options.constants.iter().any(|(b, _)| b == n)).cloned();
+                return Ok((graph, rest.collect()));
+            }
+            Err(e) => {
+                // Bind the graph inputs the needed value is computed from (itself, if it is one).
+                let sources = e.needed_constant().map(|name| upstream_inputs(model, name)).unwrap_or_default();
+                let new: Vec<(String, Tensor)> = inputs
+                    .iter()
+                    .filter(|(n, _)| sources.contains(n) && !options.constants.iter().any(|(b, _)| b == n))
+                    .cloned()
+                    .collect();
+                if !new.is_empty() {
+                    options.constants.extend(new);
+                } else if e.is_unsupported() {
+                    return Err(Outcome::Unsupported(e.to_string()));
+                } else {
+                    return Err(Outcome::Failed(format!("import: {e}")));
+                }
+            }
+        }
+    }
+}
+
+/// The graph inputs that the ONNX value `name` depends on (itself when it is one).
+fn upstream_inputs(model: &ModelProto, name: &str) -> Vec<String> {
+    let Some(g) = model.graph.as_ref() else { return vec![] };
+    let mut seen: Vec<String> = Vec::new();
+    let mut stack = vec![name.to_string()];
+    let mut found = Vec::new();
+    while let Some(v) = stack.pop() {
+        if seen.contains(&v) {
+            continue;
+        }
+        seen.push(v.clone());
+        if g.input.iter().any(|i| i.name() == v) {
+            found.push(v.clone());
+        }
+        // Shape and Size depend on their input's type, not its data: no need to bind it.
+        let producer = g.node.iter().find(|n| n.output.contains(&v));
+        if let Some(node) = producer.filter(|n| !matches!(n.op_type(), "Shape" | "Size")) {
+            stack.extend(node.input.iter().filter(|i| !i.is_empty()).cloned());
+        }
+    }
+    found
+}
+
+fn import(model: &ModelProto, case: &Path, inputs: &[(String, Tensor)]) -> Result<Graph, Outcome> {
+    import_specialized(model, case, inputs).map(|(g, _)| g)
+}
+
+/// The ONNX names of the graph inputs that have no initializer, in order: the inputs the test
+/// data files feed.
+fn fed_inputs(model: &ModelProto) -> Vec<String> {
+    let Some(g) = model.graph.as_ref() else { return vec![] };
+    g.input.iter().map(|i| i.name().to_string()).filter(|n| !g.initializer.iter().any(|t| t.name() == n)).collect()
+}
+
+/// `prefix_0.pb`, `prefix_1.pb`, ... as tensors, until the first missing index.
+fn read_tensors(set: &Path, prefix: &str) -> Result<Vec<Tensor>, Outcome> {
+    let mut out = Vec::new();
+    for i in 0.. {
+        let path = set.join(format!("{prefix}_{i}.pb"));
+        if !path.is_file() {
+            break;
+        }
+        out.push(read_tensor(&path)?);
+    }
+    Ok(out)
+}
+
+/// Reads one serialized `TensorProto` (a test input or expected output).
+pub fn read_tensor_file(path: &Path) -> Result<Tensor, OnnxError> {
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: path.to_path_buf(), source })?;
+    let proto = TensorProto::decode(bytes.as_slice())?;
+    let mut external = ExternalData::new(path.parent());
+    tensor::decode(&proto, &mut external).map_err(|e| OnnxError::Tensor {
+        name: path.display().to_string(),
+        message: e.message,
+        unsupported: e.unsupported,
+    })
+}
+
+fn read_tensor(path: &Path) -> Result<Tensor, Outcome> {
+    read_tensor_file(path).map_err(|e| {
+        if e.is_unsupported() {
+            Outcome::Unsupported(e.to_string())
+        } else {
+            Outcome::Failed(e.to_string())
+        }
+    })
+}
+
+/// Runs one data set; returns the inputs it had to bind to constants.
+fn run_data_set(model: &ModelProto, case: &Path, set: &Path, eval: Evaluator) -> Result<Vec<String>, Outcome> {
+    let set_name = set.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // Sequence and optional test values are not TensorProtos; a model using them is unsupported,
+    // which the import reports better than the failed read.
+    let (inputs, expected) = match (read_tensors(set, "input"), read_tensors(set, "output")) {
+        (Ok(i), Ok(o)) => (i, o),
+        (Err(read_error), _) | (_, Err(read_error)) => {
+            import(model, case, &[])?;
+            return Err(read_error);
+        }
+    };
+    let names = fed_inputs(model);
+    if inputs.len() != names.len() {
+        return Err(Outcome::Failed(format!(
+            "{set_name}: {} input files for {} graph inputs",
+            inputs.len(),
+            names.len()
+        )));
+    }
+    let named: Vec<(String, Tensor)> = names.into_iter().zip(inputs).collect();
+    let (graph, rest) = import_specialized(model, case, &named)?;
+    let bound: Vec<String> =
+        named.iter().filter(|(n, _)| !rest.iter().any(|(r, _)| r == n)).map(|(n, _)| n.clone()).collect();
+    // The remaining ONNX inputs are the tsr graph's inputs, in the same order.
+    let feed: Vec<(String, Tensor)> =
+        graph.inputs().iter().zip(rest).map(|(&v, (_, t))| (graph.value(v).name.clone(), t)).collect();
+    let actual = eval(&graph, &feed).map_err(|e| Outcome::Failed(format!("{set_name}: evaluation: {e}")))?;
+    if actual.len() != expected.len() {
+        return Err(Outcome::Failed(format!("{set_name}: {} outputs, expected {}", actual.len(), expected.len())));
+    }
+    for (i, ((name, got), want)) in actual.iter().zip(&expected).enumerate() {
+        compare(got, want).map_err(|m| Outcome::Failed(format!("{set_name}: output {i} ('{name}'): {m}")))?;
+    }
+    Ok(bound)
+}
+
+/// Dtype, shape and values within [`RTOL`]/[`ATOL`], as the ONNX backend runner checks.
+pub fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
+    if got.dtype != want.dtype {
+        return Err(format!("dtype {} differs from expected {}", got.dtype, want.dtype));
+    }
+    if got.shape != want.shape {
+        return Err(format!("shape {:?} differs from expected {:?}", got.shape, want.shape));
+    }
+    if got.len() != want.len() {
+        return Err(format!("{} values for {} expected", got.len(), want.len()));
+    }
+    let mut bad = 0usize;
+    let mut first = None;
+    for i in 0..want.len() {
+        let (g, w) = (got.get_f64(i), want.get_f64(i));
+        let close = if w.is_nan() || g.is_nan() {
+            w.is_nan() && g.is_nan()
+        } else if w.is_infinite() || g.is_infinite() {
+            g == w
+        } else {
+            (g - w).abs() <= ATOL + RTOL * w.abs()
+        };
+        if !close {
+            bad += 1;
+            first.get_or_insert((i, g, w));
+        }
+    }
+    match first {
+        None => Ok(()),
+        Some((i, g, w)) => Err(format!("{bad} of {} values differ; first at {i}: {g} vs expected {w}", want.len())),
+    }
+}

@@ -1,0 +1,595 @@
+//! The import driver: decodes a `ModelProto`, checks the opset, turns initializers into
+//! constants and graph inputs into activation inputs, runs one builder per node, and hands
+//! builders the helpers they share (constant inputs, NumPy broadcasting, constant folding).
+
+use super::attrs::Attrs;
+use super::error::{NodeRef, OnnxError};
+use super::ops::{self, BuildError, BuildResult, Registry};
+use super::proto::{type_proto, GraphProto, ModelProto, NodeProto, TypeProto, ValueInfoProto};
+use super::tensor::{self, ExternalData};
+use std::collections::HashMap;
+use std::path::Path;
+use tessera_ir::dtype::DType;
+use tessera_ir::graph::{Graph, InputRole, ValueId};
+use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
+use tessera_ir::ops::{broadcast_dims, Op};
+use tessera_ir::tensor::Tensor;
+use tessera_ir::types::{Dim, TensorType};
+
+/// The default-domain opsets tessera imports. 13 is where the ops GPT-2/BERT/ResNet exports use
+/// took their current form (axes as inputs, bfloat16); 25 is the newest opset of onnx 1.20.1, and
+/// the changes from 22 to 25 to the ops imported here only add element types.
+pub const MIN_OPSET: i64 = 13;
+pub const MAX_OPSET: i64 = 25;
+
+/// Constant folding evaluates an op at import time when all its operands are constants and its
+/// result has at most this many elements: enough for the shape arithmetic exporters emit
+/// (`Shape -> Gather -> Concat -> Reshape`), small enough not to duplicate weights.
+const FOLD_LIMIT: u64 = 1 << 16;
+
+/// Choices that change what an import produces.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Graph inputs to replace by constants (ONNX input name, value), specializing the model:
+    /// inputs that tessera needs at import time (a Reshape's target shape, a Reduce's axes) may
+    /// then be fed as graph inputs in the ONNX file. Bound inputs are not inputs of the result.
+    pub constants: Vec<(String, Tensor)>,
+}
+
+/// An integer of a shape computed at import time: known, or a symbolic dimension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SymInt {
+    Int(i64),
+    Sym(String),
+}
+
+/// What an ONNX value name stands for in the graph being built.
+#[derive(Debug, Clone)]
+pub(crate) enum Slot {
+    /// A tsr value.
+    Value(ValueId),
+    /// An int64 tensor holding (part of) a shape with symbolic dimensions, e.g. the result of
+    /// `Shape` on a `[batch, seq, 768]` input. tsr has no ops computing on dimensions, so such a
+    /// value exists only at import time, where `Reshape`/`Expand` use it as a target shape.
+    Shape { elems: Vec<SymInt>, scalar: bool },
+}
+
+/// The node being imported, as builders see it.
+pub(crate) struct NodeCx<'a> {
+    pub proto: &'a NodeProto,
+    pub attrs: Attrs<'a>,
+    /// The model's default-domain opset version.
+    pub opset: i64,
+}
+
+impl NodeCx<'_> {
+    /// The name of input `i`, `None` when it is absent or the empty name (an omitted optional).
+    pub fn input_name(&self, i: usize) -> Option<&str> {
+        self.proto.input.get(i).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    pub fn num_inputs(&self) -> usize {
+        self.proto.input.len()
+    }
+
+    /// Whether output `i` is requested (present and named).
+    pub fn wants_output(&self, i: usize) -> bool {
+        self.proto.output.get(i).is_some_and(|s| !s.is_empty())
+    }
+
+    pub fn num_outputs(&self) -> usize {
+        self.proto.output.len()
+    }
+}
+
+pub(crate) struct Importer {
+    pub graph: Graph,
+    slots: HashMap<String, Slot>,
+    external: ExternalData,
+}
+
+/// Imports a decoded model; `base_dir` resolves external data.
+pub(crate) fn import(model: &ModelProto, base_dir: Option<&Path>, options: &ImportOptions) -> Result<Graph, OnnxError> {
+    let opset = default_opset(model)?;
+    let graph_proto = model.graph.as_ref().ok_or_else(|| OnnxError::Model("the model has no graph".into()))?;
+    let name = sanitize(graph_proto.name());
+    let mut imp = Importer {
+        graph: Graph::new(if name.is_empty() { "main" } else { &name }),
+        slots: HashMap::new(),
+        external: ExternalData::new(base_dir),
+    };
+    imp.add_initializers(graph_proto)?;
+    imp.add_inputs(graph_proto, &options.constants)?;
+    let registry = ops::registry();
+    for (index, node) in graph_proto.node.iter().enumerate() {
+        imp.import_node(node, index, opset, &registry)?;
+    }
+    imp.set_outputs(graph_proto)?;
+    imp.remove_dead_nodes();
+    tessera_ir::verify::verify(&imp.graph)?;
+    Ok(imp.graph)
+}
+
+/// The version of the default domain (`""` or `ai.onnx`), checked against the supported range;
+/// `None` when the model imports only other domains (whose nodes are then unsupported ops).
+fn default_opset(model: &ModelProto) -> Result<Option<i64>, OnnxError> {
+    let Some(version) = model.opset_import.iter().find(|o| matches!(o.domain(), "" | "ai.onnx")).map(|o| o.version())
+    else {
+        if model.opset_import.is_empty() {
+            return Err(OnnxError::Model("the model imports no opset".into()));
+        }
+        return Ok(None);
+    };
+    if !(MIN_OPSET..=MAX_OPSET).contains(&version) {
+        return Err(OnnxError::UnsupportedOpset { version, min: MIN_OPSET, max: MAX_OPSET });
+    }
+    Ok(Some(version))
+}
+
+/// A valid tsr SSA name for an ONNX name: characters outside `[A-Za-z0-9_$.-]` become `_`, and
+/// a name starting with a digit but not all digits gets a `_` prefix.
+pub(crate) fn sanitize(name: &str) -> String {
+    let mut s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "_$.-".contains(c) { c } else { '_' }).collect();
+    let all_digits = s.chars().all(|c| c.is_ascii_digit());
+    if s.starts_with(|c: char| c.is_ascii_digit()) && !all_digits {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// The tsr type of a graph input or output's `TypeProto`. `what` names it in messages.
+fn tensor_type_of(ty: Option<&TypeProto>, value_name: &str) -> Result<TensorType, (String, bool)> {
+    let tt = match ty.and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(tt)) => tt,
+        Some(other) => {
+            let kind = match other {
+                type_proto::Value::SequenceType(_) => "sequence",
+                type_proto::Value::MapType(_) => "map",
+                type_proto::Value::OptionalType(_) => "optional",
+                type_proto::Value::SparseTensorType(_) => "sparse tensor",
+                type_proto::Value::TensorType(_) => "tensor",
+            };
+            return Err((format!("{kind} values are not supported"), true));
+        }
+        None => return Err(("has no type".into(), false)),
+    };
+    let dtype = tensor::dtype_of(tt.elem_type()).map_err(|e| (e.message, e.unsupported))?;
+    let shape =
+        tt.shape.as_ref().ok_or_else(|| ("has no shape (tessera needs at least the rank)".to_string(), true))?;
+    let mut dims = Vec::with_capacity(shape.dim.len());
+    for (i, d) in shape.dim.iter().enumerate() {
+        use super::proto::tensor_shape_proto::dimension::Value as DimValue;
+        dims.push(match &d.value {
+            Some(DimValue::DimValue(n)) if *n > tensor::MAX_DIM => {
+                return Err((
+                    format!("dimension {i} ({n}) is larger than tessera's limit of {}", tensor::MAX_DIM),
+                    false,
+                ))
+            }
+            Some(DimValue::DimValue(n)) => {
+                Dim::Static(u64::try_from(*n).map_err(|_| (format!("dimension {i} is negative ({n})"), false))?)
+            }
+            Some(DimValue::DimParam(p)) if !sanitize(p).is_empty() => Dim::Symbolic(sanitize(p)),
+            // An unnamed dynamic dimension gets a name of its own, unequal to every other.
+            _ => Dim::Symbolic(format!("{}_dim{i}", sanitize(value_name))),
+        });
+    }
+    let count = dims.iter().filter_map(Dim::as_static).try_fold(1u64, |acc, n| acc.checked_mul(n));
+    if count.is_none_or(|c| c > tensor::MAX_ELEMENTS) {
+        return Err(("has too many elements".into(), false));
+    }
+    Ok(TensorType::new(dtype, dims))
+}
+
+impl Importer {
+    fn add_initializers(&mut self, g: &GraphProto) -> Result<(), OnnxError> {
+        if let Some(s) = g.sparse_initializer.first() {
+            let name = s.values.as_ref().map(|v| v.name().to_string()).unwrap_or_default();
+            return Err(OnnxError::Tensor {
+                name,
+                message: "sparse initializers are not supported".into(),
+                unsupported: true,
+            });
+        }
+        for init in &g.initializer {
+            let name = init.name();
+            if name.is_empty() {
+                return Err(OnnxError::Model("an initializer has no name".into()));
+            }
+            let t = tensor::decode(init, &mut self.external).map_err(|e| OnnxError::Tensor {
+                name: name.to_string(),
+                message: e.message,
+                unsupported: e.unsupported,
+            })?;
+            let v = self.constant(t);
+            self.name_value(v, name);
+            self.slots.insert(name.to_string(), Slot::Value(v));
+        }
+        Ok(())
+    }
+
+    /// Graph inputs not shadowed by an initializer become activation inputs. An input that also
+    /// has an initializer is, in ONNX, overridable; tessera keeps the initializer as a constant
+    /// so the imported model is self-contained.
+    fn add_inputs(&mut self, g: &GraphProto, constants: &[(String, Tensor)]) -> Result<(), OnnxError> {
+        for input in &g.input {
+            let name = input.name();
+            if self.slots.contains_key(name) {
+                continue;
+            }
+            let err = |(message, unsupported): (String, bool)| OnnxError::GraphValue {
+                kind: "input",
+                name: name.to_string(),
+                message,
+                unsupported,
+            };
+            if name.is_empty() {
+                return Err(err(("has no name".into(), false)));
+            }
+            let ty = tensor_type_of(input.r#type.as_ref(), name).map_err(err)?;
+            if let Some((_, t)) = constants.iter().find(|(n, _)| n == name) {
+                let fits = t.dtype == ty.dtype
+                    && t.shape.len() == ty.rank()
+                    && t.shape.iter().zip(&ty.dims).all(|(&n, d)| d.as_static().is_none_or(|s| s == n as u64));
+                if !fits {
+                    return Err(err((format!("bound value of type {} does not fit {ty}", t.tensor_type()), false)));
+                }
+                let v = self.constant(t.clone());
+                self.name_value(v, name);
+                self.slots.insert(name.to_string(), Slot::Value(v));
+                continue;
+            }
+            let ssa = self.unique_name(name);
+            let v = self.graph.add_input(&ssa, ty, InputRole::Activation);
+            self.slots.insert(name.to_string(), Slot::Value(v));
+        }
+        Ok(())
+    }
+
+    fn import_node(
+        &mut self,
+        node: &NodeProto,
+        index: usize,
+        opset: Option<i64>,
+        registry: &Registry,
+    ) -> Result<(), OnnxError> {
+        let domain = node.domain();
+        let op_type = if matches!(domain, "" | "ai.onnx") {
+            node.op_type().to_string()
+        } else {
+            format!("{domain}.{}", node.op_type())
+        };
+        let node_ref = NodeRef { name: node.name().to_string(), index, op_type: op_type.clone() };
+        let builder =
+            registry.get(op_type.as_str()).ok_or_else(|| OnnxError::UnsupportedOp { node: node_ref.clone() })?;
+        let opset = opset.ok_or_else(|| OnnxError::Node {
+            node: node_ref.clone(),
+            message: "the model imports no opset of the default ONNX domain".into(),
+        })?;
+        let cx = NodeCx { proto: node, attrs: Attrs::of(node), opset };
+        let first_new = self.graph.num_values();
+        let outs = builder(self, &cx).map_err(|e| match e {
+            BuildError::Unsupported(message) => OnnxError::UnsupportedNode { node: node_ref.clone(), message },
+            BuildError::Invalid(message) => OnnxError::Node { node: node_ref.clone(), message },
+            BuildError::NotConstant { value, role } => OnnxError::NotConstant { node: node_ref.clone(), role, value },
+        })?;
+        for (i, out_name) in node.output.iter().enumerate() {
+            if out_name.is_empty() {
+                continue;
+            }
+            let Some(slot) = outs.get(i) else {
+                return Err(OnnxError::UnsupportedNode {
+                    node: node_ref,
+                    message: format!("output {i} ('{out_name}') is not supported"),
+                });
+            };
+            if let Slot::Value(v) = slot {
+                // Name fresh results after the ONNX value, so the IR reads like the model; a value
+                // the node merely passes through (Identity) keeps its first name.
+                if v.index() >= first_new && self.graph.value(*v).name.parse::<u64>().is_ok() {
+                    self.name_value(*v, out_name);
+                }
+            }
+            self.slots.insert(out_name.clone(), slot.clone());
+        }
+        Ok(())
+    }
+
+    fn set_outputs(&mut self, g: &GraphProto) -> Result<(), OnnxError> {
+        let mut outputs = Vec::with_capacity(g.output.len());
+        for out in &g.output {
+            let name = out.name();
+            let err = |message: String, unsupported: bool| OnnxError::GraphValue {
+                kind: "output",
+                name: name.to_string(),
+                message,
+                unsupported,
+            };
+            let v = match self.slots.get(name).cloned() {
+                Some(Slot::Value(v)) => v,
+                Some(Slot::Shape { elems, .. }) => {
+                    return Err(err(format!("is a shape with symbolic dimensions ({})", show_sym(&elems)), true))
+                }
+                None => return Err(err("is not produced by any node, input or initializer".into(), false)),
+            };
+            check_declared_output(out, &self.graph.value(v).ty).map_err(|m| err(m, false))?;
+            outputs.push(v);
+        }
+        self.graph.set_outputs(outputs);
+        Ok(())
+    }
+
+    /// Drops nodes no graph output depends on (folded shape arithmetic, unused initializers).
+    fn remove_dead_nodes(&mut self) {
+        let mut live = vec![false; self.graph.num_values()];
+        for v in self.graph.outputs() {
+            live[v.index()] = true;
+        }
+        let mut keep = vec![false; self.graph.num_nodes()];
+        let nodes: Vec<_> = self.graph.nodes().map(|(id, n)| (id, n.inputs.clone(), n.outputs.clone())).collect();
+        for (id, inputs, outputs) in nodes.into_iter().rev() {
+            if outputs.iter().any(|v| live[v.index()]) {
+                keep[id.index()] = true;
+                for v in inputs {
+                    live[v.index()] = true;
+                }
+            }
+        }
+        self.graph.retain_nodes(|id, _| keep[id.index()]);
+    }
+
+    /// A name for a new value derived from `onnx_name`, unique in the graph.
+    fn unique_name(&self, onnx_name: &str) -> String {
+        let base = sanitize(onnx_name);
+        let base = if base.is_empty() { "v".to_string() } else { base };
+        if !self.graph.has_name(&base) {
+            return base;
+        }
+        (1u64..).map(|k| format!("{base}_{k}")).find(|n| !self.graph.has_name(n)).unwrap_or(base)
+    }
+
+    fn name_value(&mut self, v: ValueId, onnx_name: &str) {
+        let name = self.unique_name(onnx_name);
+        self.graph.rename_value(v, &name);
+    }
+
+    // ---- Inputs of the current node ----
+
+    /// The slot bound to input `i`, `None` for an omitted optional input.
+    pub fn slot(&self, cx: &NodeCx, i: usize) -> BuildResult<Option<Slot>> {
+        let Some(name) = cx.input_name(i) else { return Ok(None) };
+        match self.slots.get(name) {
+            Some(s) => Ok(Some(s.clone())),
+            None => Err(BuildError::Invalid(format!("input '{name}' is not defined before the node"))),
+        }
+    }
+
+    /// Input `i` as a tsr value, `None` when omitted.
+    pub fn opt_value(&self, cx: &NodeCx, i: usize) -> BuildResult<Option<ValueId>> {
+        match self.slot(cx, i)? {
+            None => Ok(None),
+            Some(Slot::Value(v)) => Ok(Some(v)),
+            Some(Slot::Shape { elems, .. }) => Err(BuildError::Unsupported(format!(
+                "input '{}' is a shape with symbolic dimensions ({}), usable only as a target shape",
+                cx.input_name(i).unwrap_or_default(),
+                show_sym(&elems)
+            ))),
+        }
+    }
+
+    /// Required input `i` as a tsr value.
+    pub fn value(&self, cx: &NodeCx, i: usize) -> BuildResult<ValueId> {
+        self.opt_value(cx, i)?.ok_or_else(|| BuildError::Invalid(format!("missing required input {i}")))
+    }
+
+    pub fn ty(&self, v: ValueId) -> TensorType {
+        self.graph.value(v).ty.clone()
+    }
+
+    /// The literal of `v` when a constant node defines it.
+    pub fn constant_of(&self, v: ValueId) -> Option<&Tensor> {
+        let node = self.graph.producer(v)?;
+        match &self.graph.node(node).op {
+            Op::Constant(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Input `i` as a constant tensor: `None` when omitted, unsupported when computed at run time.
+    pub fn const_input(&self, cx: &NodeCx, i: usize, what: &str) -> BuildResult<Option<Tensor>> {
+        let Some(v) = self.opt_value(cx, i)? else { return Ok(None) };
+        match self.constant_of(v) {
+            Some(t) => Ok(Some(t.clone())),
+            None => Err(BuildError::NotConstant {
+                value: cx.input_name(i).unwrap_or_default().to_string(),
+                role: what.to_string(),
+            }),
+        }
+    }
+
+    /// Input `i` as constant integers (any integer dtype), `None` when omitted.
+    pub fn const_ints(&self, cx: &NodeCx, i: usize, what: &str) -> BuildResult<Option<Vec<i64>>> {
+        match self.const_input(cx, i, what)? {
+            None => Ok(None),
+            Some(t) if t.dtype.is_int() => Ok(Some(t.to_i64_vec())),
+            Some(t) => Err(BuildError::Invalid(format!("input '{what}' must be integers, got {}", t.dtype))),
+        }
+    }
+
+    /// Input `i` as a shape-like integer list: a constant, or a shape with symbolic entries.
+    pub fn shape_input(&self, cx: &NodeCx, i: usize, what: &str) -> BuildResult<Option<Vec<SymInt>>> {
+        match self.slot(cx, i)? {
+            Some(Slot::Shape { elems, .. }) => Ok(Some(elems)),
+            _ => Ok(self.const_ints(cx, i, what)?.map(|v| v.into_iter().map(SymInt::Int).collect())),
+        }
+    }
+
+    /// A shape-like slot; fully known ones become int64 constants.
+    pub fn shape_slot(&mut self, elems: Vec<SymInt>, scalar: bool) -> Slot {
+        let known: Option<Vec<i64>> =
+            elems.iter().map(|e| if let SymInt::Int(n) = e { Some(*n) } else { None }).collect();
+        match known {
+            Some(ints) => {
+                let shape = if scalar { vec![] } else { vec![ints.len()] };
+                Slot::Value(self.constant(Tensor::from_i64(DType::I64, shape, ints)))
+            }
+            None => Slot::Shape { elems, scalar },
+        }
+    }
+
+    /// Decodes a tensor attribute (a `Constant`'s value, say), external data included.
+    pub fn decode_tensor(&mut self, t: &super::proto::TensorProto) -> BuildResult<Tensor> {
+        tensor::decode(t, &mut self.external).map_err(|e| {
+            let message = format!("tensor '{}': {}", t.name(), e.message);
+            if e.unsupported {
+                BuildError::Unsupported(message)
+            } else {
+                BuildError::Invalid(message)
+            }
+        })
+    }
+
+    // ---- Emitting tsr ops ----
+
+    /// Appends `op`, folding it into a constant when every operand is constant and the result is
+    /// small (see [`FOLD_LIMIT`]).
+    pub fn add_n(&mut self, op: Op, inputs: &[ValueId]) -> BuildResult<Vec<ValueId>> {
+        if !inputs.is_empty() {
+            if let Some(folded) = self.try_fold(&op, inputs) {
+                return Ok(folded.into_iter().map(|t| self.constant(t)).collect());
+            }
+        }
+        Ok(self.graph.add_node(op, inputs)?)
+    }
+
+    pub fn add(&mut self, op: Op, inputs: &[ValueId]) -> BuildResult<ValueId> {
+        let mnemonic = op.mnemonic();
+        let outs = self.add_n(op, inputs)?;
+        match outs.as_slice() {
+            [v] => Ok(*v),
+            _ => Err(BuildError::Invalid(format!("tsr.{mnemonic} gave {} results, not one", outs.len()))),
+        }
+    }
+
+    fn try_fold(&self, op: &Op, inputs: &[ValueId]) -> Option<Vec<Tensor>> {
+        let consts: Vec<&Tensor> = inputs.iter().map(|&v| self.constant_of(v)).collect::<Option<_>>()?;
+        let types: Vec<&TensorType> = inputs.iter().map(|&v| &self.graph.value(v).ty).collect();
+        let results = op.infer(&types).ok()?;
+        let small = results.iter().all(|t| t.num_elements().is_some_and(|n| n <= FOLD_LIMIT));
+        // Evaluation errors (say, integer division by zero) are left to run time, where they
+        // belong to the inputs that cause them, so folding never turns a valid model invalid.
+        small.then(|| op.eval(&consts, &results).ok()).flatten()
+    }
+
+    pub fn constant(&mut self, t: Tensor) -> ValueId {
+        let name = self.graph.fresh_name();
+        let ty = t.tensor_type();
+        let node = self.graph.add_node_unchecked(Op::Constant(t), vec![], vec![(name, ty)]);
+        self.graph.node(node).outputs[0]
+    }
+
+    /// A rank-0 constant.
+    pub fn scalar(&mut self, dtype: DType, x: f64) -> ValueId {
+        self.constant(Tensor::scalar(dtype, x))
+    }
+
+    /// The value `x` in the dtype and shape of `like`.
+    pub fn full_like(&mut self, like: ValueId, x: f64) -> BuildResult<ValueId> {
+        let ty = self.ty(like);
+        let s = self.scalar(ty.dtype, x);
+        self.broadcast(s, &ty.dims)
+    }
+
+    /// `v` broadcast to `dims` (NumPy trailing alignment); `v` itself when it has them already.
+    pub fn broadcast(&mut self, v: ValueId, dims: &[Dim]) -> BuildResult<ValueId> {
+        if self.graph.value(v).ty.dims == dims {
+            return Ok(v);
+        }
+        self.add(Op::Broadcast { shape: dims.to_vec() }, &[v])
+    }
+
+    /// Broadcasts all of `vs` to their common NumPy shape.
+    pub fn broadcast_all(&mut self, vs: &[ValueId]) -> BuildResult<Vec<ValueId>> {
+        let mut dims: Vec<Dim> = Vec::new();
+        for &v in vs {
+            let ty = self.ty(v);
+            dims = broadcast_dims(&dims, &ty.dims).ok_or_else(|| {
+                BuildError::Invalid(format!("operand shapes do not broadcast: {}", self.type_list(vs)))
+            })?;
+        }
+        vs.iter().map(|&v| self.broadcast(v, &dims)).collect()
+    }
+
+    fn type_list(&self, vs: &[ValueId]) -> String {
+        vs.iter().map(|&v| self.graph.value(v).ty.to_string()).collect::<Vec<_>>().join(", ")
+    }
+
+    pub fn unary(&mut self, op: UnaryOp, a: ValueId) -> BuildResult<ValueId> {
+        self.add(Op::Unary(op), &[a])
+    }
+
+    /// A binary op with ONNX (NumPy) broadcasting made explicit.
+    pub fn binary(&mut self, op: BinaryOp, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
+        let ab = self.broadcast_all(&[a, b])?;
+        self.add(Op::Binary(op), &ab)
+    }
+
+    /// `op(a, scalar)` with the scalar in `a`'s dtype.
+    pub fn binary_scalar(&mut self, op: BinaryOp, a: ValueId, x: f64) -> BuildResult<ValueId> {
+        let s = self.scalar(self.graph.value(a).ty.dtype, x);
+        self.binary(op, a, s)
+    }
+
+    pub fn compare(&mut self, op: CompareOp, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
+        let ab = self.broadcast_all(&[a, b])?;
+        self.add(Op::Compare(op), &ab)
+    }
+
+    /// `where(cond, a, b)` with all three broadcast to one shape.
+    pub fn select(&mut self, cond: ValueId, a: ValueId, b: ValueId) -> BuildResult<ValueId> {
+        let all = self.broadcast_all(&[cond, a, b])?;
+        self.add(Op::Where, &all)
+    }
+
+    pub fn cast(&mut self, v: ValueId, to: DType) -> BuildResult<ValueId> {
+        if self.graph.value(v).ty.dtype == to {
+            return Ok(v);
+        }
+        self.add(Op::Cast { to }, &[v])
+    }
+
+    pub fn reshape(&mut self, v: ValueId, dims: Vec<Dim>) -> BuildResult<ValueId> {
+        if self.graph.value(v).ty.dims == dims {
+            return Ok(v);
+        }
+        self.add(Op::Reshape { shape: dims }, &[v])
+    }
+}
+
+/// A graph output's declared element type must be what the importer computed; a mismatch means
+/// the model is inconsistent (or an op was imported wrongly), and running it would mislead.
+fn check_declared_output(out: &ValueInfoProto, ty: &TensorType) -> Result<(), String> {
+    let Some(type_proto::Value::TensorType(tt)) = out.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return Ok(());
+    };
+    if tt.elem_type.is_none() {
+        return Ok(());
+    }
+    let declared = tensor::dtype_of(tt.elem_type()).map_err(|e| e.message)?;
+    if declared != ty.dtype {
+        return Err(format!("is declared {declared} but computed as {ty}"));
+    }
+    Ok(())
+}
+
+pub(crate) fn show_sym(elems: &[SymInt]) -> String {
+    let parts: Vec<String> = elems
+        .iter()
+        .map(|e| match e {
+            SymInt::Int(n) => n.to_string(),
+            SymInt::Sym(s) => s.clone(),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}

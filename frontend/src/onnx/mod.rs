@@ -1,0 +1,77 @@
+//! The ONNX importer: `.onnx` files (protobuf `ModelProto`, opsets 13 to 25) to verified tsr
+//! graphs, and the runner for ONNX's backend node conformance tests.
+//!
+//! How a model maps onto the IR:
+//! - graph inputs that have no initializer become activation inputs, with `dim_param`
+//!   dimensions as symbolic dimensions (unnamed dynamic ones get a name of their own);
+//! - initializers become `tsr.constant` nodes, so an imported model is self-contained (an input
+//!   that also has an initializer keeps the initializer's value);
+//! - each node goes through the builder registered for its op type (`ops/`); ONNX's implicit
+//!   broadcasting becomes explicit `tsr.broadcast` nodes, composite ops are decomposed, and ops
+//!   whose operands are all small constants are folded at import time (shape arithmetic);
+//! - unused nodes are dropped and the result is verified.
+//!
+//! Errors ([`OnnxError`]) name the node (`node 'Conv_12' (If): unsupported op`), the tensor or
+//! the graph input at fault; no input makes the importer panic.
+
+mod attrs;
+pub mod conformance;
+mod error;
+mod import;
+mod ops;
+pub mod proto;
+pub mod tensor;
+
+pub use error::{NodeRef, OnnxError};
+pub use import::{ImportOptions, MAX_OPSET, MIN_OPSET};
+
+use bytes::Bytes;
+use prost::Message;
+use std::path::Path;
+use tessera_ir::graph::Graph;
+
+/// Imports an `.onnx` file; external data is resolved relative to the file's directory.
+///
+/// The file is memory-mapped, so tensor payloads are decoded straight from the map without
+/// an intermediate copy of the model.
+pub fn import_model(path: &Path) -> Result<Graph, OnnxError> {
+    import_model_with(path, &ImportOptions::default())
+}
+
+/// [`import_model`] with [`ImportOptions`].
+pub fn import_model_with(path: &Path, options: &ImportOptions) -> Result<Graph, OnnxError> {
+    let io = |source| OnnxError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let bytes = if len == 0 {
+        Bytes::new()
+    } else {
+        // SAFETY: read-only map of a file we only read; see `tensor::ExternalData` for the usual
+        // caveat about files truncated while mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Bytes::from_owner(map)
+    };
+    let model = proto::ModelProto::decode(bytes)?;
+    import::import(&model, path.parent(), options)
+}
+
+/// Imports a model from its serialized bytes; `base_dir` is where external data files live
+/// (`None`: a model with external data is an error).
+pub fn import_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph, OnnxError> {
+    let model = proto::ModelProto::decode(bytes)?;
+    import::import(&model, base_dir, &ImportOptions::default())
+}
+
+/// Imports an already decoded model (tests and tools that build models with [`proto`] types).
+pub fn import_proto(
+    model: &proto::ModelProto,
+    base_dir: Option<&Path>,
+    options: &ImportOptions,
+) -> Result<Graph, OnnxError> {
+    import::import(model, base_dir, options)
+}
+
+/// The ONNX op types the importer has a builder for, sorted.
+pub fn supported_ops() -> Vec<&'static str> {
+    ops::registry().op_types()
+}

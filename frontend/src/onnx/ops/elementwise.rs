@@ -1,0 +1,482 @@
+//! Elementwise ONNX ops: arithmetic, comparisons and logic (with implicit broadcasting made
+//! explicit), unary math, activations (native tsr ops or decompositions), `Where`, `Clip`,
+//! `Cast`/`CastLike`, and the pass-through ops `Identity` and inference-mode `Dropout`.
+
+use super::{invalid, one, unsupported, BuildResult, Registry};
+use crate::onnx::import::{Importer, NodeCx, Slot};
+use crate::onnx::tensor;
+use tessera_ir::dtype::DType;
+use tessera_ir::graph::ValueId;
+use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
+
+pub(super) fn register(r: &mut Registry) {
+    r.insert("Add", |imp, cx| binary(imp, cx, BinaryOp::Add));
+    r.insert("Sub", |imp, cx| binary(imp, cx, BinaryOp::Sub));
+    r.insert("Mul", |imp, cx| binary(imp, cx, BinaryOp::Mul));
+    r.insert("Div", |imp, cx| binary(imp, cx, BinaryOp::Div));
+    r.insert("Pow", pow);
+    r.insert("Mod", modulo);
+    r.insert("And", |imp, cx| binary(imp, cx, BinaryOp::And));
+    r.insert("Or", |imp, cx| binary(imp, cx, BinaryOp::Or));
+    r.insert("Xor", |imp, cx| compare(imp, cx, CompareOp::Ne));
+    r.insert("Max", |imp, cx| variadic(imp, cx, BinaryOp::Max));
+    r.insert("Min", |imp, cx| variadic(imp, cx, BinaryOp::Min));
+    r.insert("Sum", |imp, cx| variadic(imp, cx, BinaryOp::Add));
+    r.insert("Mean", mean);
+    r.insert("Equal", |imp, cx| compare(imp, cx, CompareOp::Eq));
+    r.insert("Less", |imp, cx| compare(imp, cx, CompareOp::Lt));
+    r.insert("LessOrEqual", |imp, cx| compare(imp, cx, CompareOp::Le));
+    r.insert("Greater", |imp, cx| compare(imp, cx, CompareOp::Gt));
+    r.insert("GreaterOrEqual", |imp, cx| compare(imp, cx, CompareOp::Ge));
+    r.insert("Not", |imp, cx| unary(imp, cx, UnaryOp::Not));
+    r.insert("Neg", |imp, cx| unary(imp, cx, UnaryOp::Neg));
+    r.insert("Abs", |imp, cx| unary(imp, cx, UnaryOp::Abs));
+    r.insert("Exp", |imp, cx| unary(imp, cx, UnaryOp::Exp));
+    r.insert("Log", |imp, cx| unary(imp, cx, UnaryOp::Log));
+    r.insert("Sqrt", |imp, cx| unary(imp, cx, UnaryOp::Sqrt));
+    r.insert("Reciprocal", |imp, cx| unary(imp, cx, UnaryOp::Reciprocal));
+    r.insert("Tanh", |imp, cx| unary(imp, cx, UnaryOp::Tanh));
+    r.insert("Sigmoid", |imp, cx| unary(imp, cx, UnaryOp::Sigmoid));
+    r.insert("Relu", |imp, cx| unary(imp, cx, UnaryOp::Relu));
+    r.insert("Erf", |imp, cx| unary(imp, cx, UnaryOp::Erf));
+    r.insert("Sin", |imp, cx| unary(imp, cx, UnaryOp::Sin));
+    r.insert("Cos", |imp, cx| unary(imp, cx, UnaryOp::Cos));
+    r.insert("Tan", tan);
+    r.insert("Sinh", |imp, cx| hyperbolic(imp, cx, Hyperbolic::Sinh));
+    r.insert("Cosh", |imp, cx| hyperbolic(imp, cx, Hyperbolic::Cosh));
+    r.insert("Asinh", |imp, cx| hyperbolic(imp, cx, Hyperbolic::Asinh));
+    r.insert("Acosh", |imp, cx| hyperbolic(imp, cx, Hyperbolic::Acosh));
+    r.insert("Atanh", |imp, cx| hyperbolic(imp, cx, Hyperbolic::Atanh));
+    r.insert("Gelu", gelu);
+    r.insert("Sign", sign);
+    r.insert("IsNaN", is_nan);
+    r.insert("IsInf", is_inf);
+    r.insert("LeakyRelu", leaky_relu);
+    r.insert("PRelu", prelu);
+    r.insert("Elu", elu);
+    r.insert("Selu", selu);
+    r.insert("Celu", celu);
+    r.insert("ThresholdedRelu", thresholded_relu);
+    r.insert("HardSigmoid", hard_sigmoid);
+    r.insert("HardSwish", hard_swish);
+    r.insert("Softplus", softplus);
+    r.insert("Softsign", softsign);
+    r.insert("Mish", mish);
+    r.insert("Swish", swish);
+    r.insert("Shrink", shrink);
+    r.insert("Where", where_);
+    r.insert("Clip", clip);
+    r.insert("Cast", cast);
+    r.insert("CastLike", cast_like);
+    r.insert("Identity", identity);
+    r.insert("Dropout", dropout);
+}
+
+fn binary(imp: &mut Importer, cx: &NodeCx, op: BinaryOp) -> BuildResult<Vec<Slot>> {
+    let (a, b) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
+    one(imp.binary(op, a, b)?)
+}
+
+fn compare(imp: &mut Importer, cx: &NodeCx, op: CompareOp) -> BuildResult<Vec<Slot>> {
+    let (a, b) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
+    one(imp.compare(op, a, b)?)
+}
+
+fn unary(imp: &mut Importer, cx: &NodeCx, op: UnaryOp) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    one(imp.unary(op, x)?)
+}
+
+/// The variadic ops fold left, broadcasting as they go (ONNX broadcasts all inputs together,
+/// which gives the same result).
+fn variadic(imp: &mut Importer, cx: &NodeCx, op: BinaryOp) -> BuildResult<Vec<Slot>> {
+    let mut acc = imp.value(cx, 0)?;
+    for i in 1..cx.num_inputs() {
+        let x = imp.value(cx, i)?;
+        acc = imp.binary(op, acc, x)?;
+    }
+    one(acc)
+}
+
+fn mean(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let sum = variadic(imp, cx, BinaryOp::Add)?;
+    let Some(Slot::Value(sum)) = sum.first().cloned() else { return invalid("Mean needs inputs") };
+    one(imp.binary_scalar(BinaryOp::Div, sum, cx.num_inputs() as f64)?)
+}
+
+/// `Pow` lets the exponent have another type; tsr's `pow` is float-only, so integer bases are
+/// computed in f64 and cast back (exact for the integer results f64 can hold).
+fn pow(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let (x, y) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
+    let dtype = imp.ty(x).dtype;
+    if dtype.is_float() {
+        let y = imp.cast(y, dtype)?;
+        return one(imp.binary(BinaryOp::Pow, x, y)?);
+    }
+    if dtype == DType::Bool {
+        return invalid("Pow is not defined on booleans");
+    }
+    let (xf, yf) = (imp.cast(x, DType::F64)?, imp.cast(y, DType::F64)?);
+    let p = imp.binary(BinaryOp::Pow, xf, yf)?;
+    one(imp.cast(p, dtype)?)
+}
+
+/// `Mod` on integers: with `fmod = 0` the remainder takes the divisor's sign (Python `%`), with
+/// `fmod = 1` the dividend's (C `%`). Built from truncating division.
+fn modulo(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let fmod = cx.attrs.int("fmod", 0)?;
+    let (a, b) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
+    let dtype = imp.ty(a).dtype;
+    if !dtype.is_int() {
+        return unsupported(format!("Mod on {dtype} (only integer Mod is implemented)"));
+    }
+    let q = imp.binary(BinaryOp::Div, a, b)?;
+    let qb = imp.binary(BinaryOp::Mul, q, b)?;
+    let r = imp.binary(BinaryOp::Sub, a, qb)?;
+    if fmod == 1 {
+        return one(r);
+    }
+    // Python semantics: when r != 0 and sign(r) != sign(b), r + b.
+    let zero = imp.scalar(dtype, 0.0);
+    let r_nonzero = imp.compare(CompareOp::Ne, r, zero)?;
+    let r_neg = imp.compare(CompareOp::Lt, r, zero)?;
+    let b_neg = imp.compare(CompareOp::Lt, b, zero)?;
+    let signs_differ = imp.compare(CompareOp::Ne, r_neg, b_neg)?;
+    let fix = imp.binary(BinaryOp::And, r_nonzero, signs_differ)?;
+    let rb = imp.binary(BinaryOp::Add, r, b)?;
+    one(imp.select(fix, rb, r)?)
+}
+
+fn float_input(imp: &Importer, cx: &NodeCx, i: usize) -> BuildResult<ValueId> {
+    let x = imp.value(cx, i)?;
+    let dtype = imp.ty(x).dtype;
+    if !dtype.is_float() {
+        return invalid(format!("needs a float input, got {dtype}"));
+    }
+    Ok(x)
+}
+
+fn tan(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    let s = imp.unary(UnaryOp::Sin, x)?;
+    let c = imp.unary(UnaryOp::Cos, x)?;
+    one(imp.binary(BinaryOp::Div, s, c)?)
+}
+
+#[derive(Clone, Copy)]
+enum Hyperbolic {
+    Sinh,
+    Cosh,
+    Asinh,
+    Acosh,
+    Atanh,
+}
+
+/// The hyperbolic functions from `exp` and `log`: `sinh = (e^x - e^-x) / 2`,
+/// `asinh = log(x + sqrt(x^2 + 1))`, `atanh = log((1 + x) / (1 - x)) / 2`, ...
+fn hyperbolic(imp: &mut Importer, cx: &NodeCx, f: Hyperbolic) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    let y = match f {
+        Hyperbolic::Sinh | Hyperbolic::Cosh => {
+            let e = imp.unary(UnaryOp::Exp, x)?;
+            let nx = imp.unary(UnaryOp::Neg, x)?;
+            let en = imp.unary(UnaryOp::Exp, nx)?;
+            let op = if matches!(f, Hyperbolic::Sinh) { BinaryOp::Sub } else { BinaryOp::Add };
+            let s = imp.binary(op, e, en)?;
+            imp.binary_scalar(BinaryOp::Mul, s, 0.5)?
+        }
+        Hyperbolic::Asinh | Hyperbolic::Acosh => {
+            let sq = imp.binary(BinaryOp::Mul, x, x)?;
+            let shift = if matches!(f, Hyperbolic::Asinh) { 1.0 } else { -1.0 };
+            let inner = imp.binary_scalar(BinaryOp::Add, sq, shift)?;
+            let root = imp.unary(UnaryOp::Sqrt, inner)?;
+            let s = imp.binary(BinaryOp::Add, x, root)?;
+            imp.unary(UnaryOp::Log, s)?
+        }
+        Hyperbolic::Atanh => {
+            let one_plus = imp.binary_scalar(BinaryOp::Add, x, 1.0)?;
+            let nx = imp.unary(UnaryOp::Neg, x)?;
+            let one_minus = imp.binary_scalar(BinaryOp::Add, nx, 1.0)?;
+            let q = imp.binary(BinaryOp::Div, one_plus, one_minus)?;
+            let l = imp.unary(UnaryOp::Log, q)?;
+            imp.binary_scalar(BinaryOp::Mul, l, 0.5)?
+        }
+    };
+    one(y)
+}
+
+fn gelu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    match cx.attrs.string("approximate", "none")?.as_str() {
+        "none" => one(imp.unary(UnaryOp::Gelu, x)?),
+        "tanh" => one(imp.unary(UnaryOp::GeluTanh, x)?),
+        other => invalid(format!("unknown approximate = '{other}'")),
+    }
+}
+
+fn sign(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let dtype = imp.ty(x).dtype;
+    let zero = imp.scalar(dtype, 0.0);
+    let pos = imp.compare(CompareOp::Gt, x, zero)?;
+    let neg = imp.compare(CompareOp::Lt, x, zero)?;
+    let (p1, m1) = (imp.scalar(dtype, 1.0), imp.scalar(dtype, -1.0));
+    let inner = imp.select(neg, m1, zero)?;
+    one(imp.select(pos, p1, inner)?)
+}
+
+fn is_nan(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    one(imp.compare(CompareOp::Ne, x, x)?)
+}
+
+fn is_inf(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    let (pos, neg) = (cx.attrs.int("detect_positive", 1)?, cx.attrs.int("detect_negative", 1)?);
+    let dtype = imp.ty(x).dtype;
+    let inf = imp.scalar(dtype, f64::INFINITY);
+    let ninf = imp.scalar(dtype, f64::NEG_INFINITY);
+    let is_pos = imp.compare(CompareOp::Eq, x, inf)?;
+    let is_neg = imp.compare(CompareOp::Eq, x, ninf)?;
+    match (pos != 0, neg != 0) {
+        (true, true) => one(imp.binary(BinaryOp::Or, is_pos, is_neg)?),
+        (true, false) => one(is_pos),
+        (false, true) => one(is_neg),
+        (false, false) => {
+            let no = imp.compare(CompareOp::Ne, x, x)?;
+            let f = imp.compare(CompareOp::Eq, x, x)?;
+            one(imp.binary(BinaryOp::And, no, f)?)
+        }
+    }
+}
+
+/// `where(x < 0, alpha * x, x)`.
+fn leaky_relu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    let alpha = cx.attrs.float("alpha", 0.01)?;
+    let zero = imp.scalar(imp.ty(x).dtype, 0.0);
+    let neg = imp.compare(CompareOp::Lt, x, zero)?;
+    let ax = imp.binary_scalar(BinaryOp::Mul, x, alpha)?;
+    one(imp.select(neg, ax, x)?)
+}
+
+/// `where(x < 0, slope * x, x)` with `slope` broadcast to `x` (unidirectionally).
+fn prelu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let slope = imp.value(cx, 1)?;
+    let zero = imp.scalar(imp.ty(x).dtype, 0.0);
+    let neg = imp.compare(CompareOp::Lt, x, zero)?;
+    let sx = imp.binary(BinaryOp::Mul, x, slope)?;
+    one(imp.select(neg, sx, x)?)
+}
+
+/// `where(x < 0, alpha * (exp(x) - 1), x)`.
+fn elu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    let alpha = cx.attrs.float("alpha", 1.0)?;
+    let zero = imp.scalar(imp.ty(x).dtype, 0.0);
+    let neg = imp.compare(CompareOp::Lt, x, zero)?;
+    let e = imp.unary(UnaryOp::Exp, x)?;
+    let em1 = imp.binary_scalar(BinaryOp::Sub, e, 1.0)?;
+    let a = imp.binary_scalar(BinaryOp::Mul, em1, alpha)?;
+    one(imp.select(neg, a, x)?)
+}
+
+/// `gamma * where(x <= 0, alpha * exp(x) - alpha, x)`.
+fn selu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    let alpha = cx.attrs.float("alpha", 1.673_263_192_176_818_8)?;
+    let gamma = cx.attrs.float("gamma", 1.050_701_022_148_132_3)?;
+    let zero = imp.scalar(imp.ty(x).dtype, 0.0);
+    let le = imp.compare(CompareOp::Le, x, zero)?;
+    let e = imp.unary(UnaryOp::Exp, x)?;
+    let ae = imp.binary_scalar(BinaryOp::Mul, e, alpha)?;
+    let neg_part = imp.binary_scalar(BinaryOp::Sub, ae, alpha)?;
+    let inner = imp.select(le, neg_part, x)?;
+    one(imp.binary_scalar(BinaryOp::Mul, inner, gamma)?)
+}
+
+/// `max(0, x) + min(0, alpha * (exp(x / alpha) - 1))`.
+fn celu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    let alpha = cx.attrs.float("alpha", 1.0)?;
+    let xa = imp.binary_scalar(BinaryOp::Div, x, alpha)?;
+    let e = imp.unary(UnaryOp::Exp, xa)?;
+    let em1 = imp.binary_scalar(BinaryOp::Sub, e, 1.0)?;
+    let a = imp.binary_scalar(BinaryOp::Mul, em1, alpha)?;
+    let neg = imp.binary_scalar(BinaryOp::Min, a, 0.0)?;
+    let pos = imp.binary_scalar(BinaryOp::Max, x, 0.0)?;
+    one(imp.binary(BinaryOp::Add, pos, neg)?)
+}
+
+/// `where(x > alpha, x, 0)`.
+fn thresholded_relu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    let alpha = cx.attrs.float("alpha", 1.0)?;
+    let dtype = imp.ty(x).dtype;
+    let a = imp.scalar(dtype, alpha);
+    let gt = imp.compare(CompareOp::Gt, x, a)?;
+    let zero = imp.scalar(dtype, 0.0);
+    one(imp.select(gt, x, zero)?)
+}
+
+/// `max(0, min(1, alpha * x + beta))`.
+fn hard_sigmoid_of(imp: &mut Importer, x: ValueId, alpha: f64, beta: f64) -> BuildResult<ValueId> {
+    let ax = imp.binary_scalar(BinaryOp::Mul, x, alpha)?;
+    let axb = imp.binary_scalar(BinaryOp::Add, ax, beta)?;
+    let lo = imp.binary_scalar(BinaryOp::Min, axb, 1.0)?;
+    imp.binary_scalar(BinaryOp::Max, lo, 0.0)
+}
+
+fn hard_sigmoid(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    let (alpha, beta) = (cx.attrs.float("alpha", 0.2)?, cx.attrs.float("beta", 0.5)?);
+    one(hard_sigmoid_of(imp, x, alpha, beta)?)
+}
+
+/// `x * hard_sigmoid(x)` with alpha = 1/6, beta = 0.5.
+fn hard_swish(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    let h = hard_sigmoid_of(imp, x, 1.0 / 6.0, 0.5)?;
+    one(imp.binary(BinaryOp::Mul, x, h)?)
+}
+
+/// `log(exp(x) + 1)`.
+fn softplus_of(imp: &mut Importer, x: ValueId) -> BuildResult<ValueId> {
+    let e = imp.unary(UnaryOp::Exp, x)?;
+    let e1 = imp.binary_scalar(BinaryOp::Add, e, 1.0)?;
+    imp.unary(UnaryOp::Log, e1)
+}
+
+fn softplus(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    one(softplus_of(imp, x)?)
+}
+
+/// `x / (1 + |x|)`.
+fn softsign(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    let a = imp.unary(UnaryOp::Abs, x)?;
+    let d = imp.binary_scalar(BinaryOp::Add, a, 1.0)?;
+    one(imp.binary(BinaryOp::Div, x, d)?)
+}
+
+/// `x * tanh(softplus(x))`.
+fn mish(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    let sp = softplus_of(imp, x)?;
+    let t = imp.unary(UnaryOp::Tanh, sp)?;
+    one(imp.binary(BinaryOp::Mul, x, t)?)
+}
+
+/// `x * sigmoid(alpha * x)`; alpha = 1 is tsr's `silu`.
+fn swish(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_input(imp, cx, 0)?;
+    let alpha = cx.attrs.float("alpha", 1.0)?;
+    if alpha == 1.0 {
+        return one(imp.unary(UnaryOp::Silu, x)?);
+    }
+    let ax = imp.binary_scalar(BinaryOp::Mul, x, alpha)?;
+    let s = imp.unary(UnaryOp::Sigmoid, ax)?;
+    one(imp.binary(BinaryOp::Mul, x, s)?)
+}
+
+/// `x < -lambd ? x + bias : x > lambd ? x - bias : 0`.
+fn shrink(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let (bias, lambd) = (cx.attrs.float("bias", 0.0)?, cx.attrs.float("lambd", 0.5)?);
+    let dtype = imp.ty(x).dtype;
+    let (lo, hi) = (imp.scalar(dtype, -lambd), imp.scalar(dtype, lambd));
+    let below = imp.compare(CompareOp::Lt, x, lo)?;
+    let above = imp.compare(CompareOp::Gt, x, hi)?;
+    let plus = imp.binary_scalar(BinaryOp::Add, x, bias)?;
+    let minus = imp.binary_scalar(BinaryOp::Sub, x, bias)?;
+    let zero = imp.scalar(dtype, 0.0);
+    let inner = imp.select(above, minus, zero)?;
+    one(imp.select(below, plus, inner)?)
+}
+
+fn where_(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let (c, a, b) = (imp.value(cx, 0)?, imp.value(cx, 1)?, imp.value(cx, 2)?);
+    one(imp.select(c, a, b)?)
+}
+
+/// `min(max(x, lo), hi)`, bounds from inputs (opset >= 11) and optional.
+fn clip(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let mut x = imp.value(cx, 0)?;
+    if let Some(lo) = imp.opt_value(cx, 1)? {
+        x = imp.binary(BinaryOp::Max, x, lo)?;
+    }
+    if let Some(hi) = imp.opt_value(cx, 2)? {
+        x = imp.binary(BinaryOp::Min, x, hi)?;
+    }
+    one(x)
+}
+
+fn cast(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let to_code = cx.attrs.req_int("to")?;
+    let to = tensor::dtype_of(to_code as i32).map_err(|e| {
+        if e.unsupported {
+            super::BuildError::Unsupported(e.message)
+        } else {
+            super::BuildError::Invalid(e.message)
+        }
+    })?;
+    let saturate = cx.attrs.int("saturate", 1)? != 0;
+    // Shape values stay shapes through integer casts (exporters cast Shape results to int64).
+    if let Some(Slot::Shape { elems, scalar }) = imp.slot(cx, 0)? {
+        if to.is_int() {
+            return Ok(vec![Slot::Shape { elems, scalar }]);
+        }
+    }
+    let x = imp.value(cx, 0)?;
+    one(cast_to(imp, x, to, saturate)?)
+}
+
+/// Cast with ONNX's float8 saturation: out-of-range values and infinities become the largest
+/// finite value of the format (NaN stays NaN).
+fn cast_to(imp: &mut Importer, x: ValueId, to: DType, saturate: bool) -> BuildResult<ValueId> {
+    let from = imp.ty(x).dtype;
+    let limit = match to {
+        DType::F8E4M3 => 448.0,
+        DType::F8E5M2 => 57344.0,
+        _ => return imp.cast(x, to),
+    };
+    if !saturate || !from.is_float() {
+        return imp.cast(x, to);
+    }
+    let lo = imp.binary_scalar(BinaryOp::Max, x, -limit)?;
+    let clipped = imp.binary_scalar(BinaryOp::Min, lo, limit)?;
+    imp.cast(clipped, to)
+}
+
+fn cast_like(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let to = imp.ty(imp.value(cx, 1)?).dtype;
+    let saturate = cx.attrs.int("saturate", 1)? != 0;
+    one(cast_to(imp, x, to, saturate)?)
+}
+
+fn identity(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    match imp.slot(cx, 0)? {
+        Some(s) => Ok(vec![s]),
+        None => invalid("missing required input 0"),
+    }
+}
+
+/// Inference-mode Dropout is the identity; its mask output is all true.
+fn dropout(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    if let Some(training) = imp.const_input(cx, 2, "training_mode")? {
+        if training.to_i64_vec().iter().any(|&t| t != 0) {
+            return unsupported("training-mode Dropout (random masks)");
+        }
+    }
+    let mut outs = vec![Slot::Value(x)];
+    if cx.wants_output(1) {
+        let ty = imp.ty(x);
+        let t = imp.scalar(DType::Bool, 1.0);
+        outs.push(Slot::Value(imp.broadcast(t, &ty.dims)?));
+    }
+    Ok(outs)
+}

@@ -1,0 +1,126 @@
+//! The op registry: ONNX op type -> builder function, one module per op family (tract style).
+//! Opset quirks (attributes that became inputs, changed defaults) stay inside each builder.
+
+mod attention;
+mod elementwise;
+mod loss;
+mod matmul;
+mod nn;
+mod normalization;
+mod reduce;
+mod resize;
+mod shape;
+
+use super::import::{Importer, NodeCx, Slot};
+use std::collections::HashMap;
+use tessera_ir::dtype::DType;
+use tessera_ir::graph::{AddNodeError, ValueId};
+use tessera_ir::tensor::Tensor;
+use tessera_ir::types::normalize_axis;
+
+/// Why a builder could not import a node; the driver adds the node's name and op type.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum BuildError {
+    /// Valid ONNX that tessera cannot import (yet).
+    Unsupported(String),
+    /// A malformed node, or one inconsistent with its inputs.
+    Invalid(String),
+    /// An input that must be known at import time is computed at run time: the ONNX value name
+    /// and the input's role (`axes`, `shape`, ...).
+    NotConstant { value: String, role: String },
+}
+
+impl From<AddNodeError> for BuildError {
+    fn from(e: AddNodeError) -> BuildError {
+        BuildError::Invalid(e.to_string())
+    }
+}
+
+/// Attribute accessors report a wrong kind as a plain message.
+impl From<String> for BuildError {
+    fn from(message: String) -> BuildError {
+        BuildError::Invalid(message)
+    }
+}
+
+pub(crate) type BuildResult<T> = Result<T, BuildError>;
+
+/// Imports one node: returns one slot per ONNX output, in order (trailing optional outputs
+/// the builder does not produce may be left off; asking for them is then an error).
+pub(crate) type Builder = fn(&mut Importer, &NodeCx) -> BuildResult<Vec<Slot>>;
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    builders: HashMap<&'static str, Builder>,
+}
+
+impl Registry {
+    pub fn get(&self, op_type: &str) -> Option<Builder> {
+        self.builders.get(op_type).copied()
+    }
+
+    fn insert(&mut self, op_type: &'static str, builder: Builder) {
+        self.builders.insert(op_type, builder);
+    }
+
+    /// The op types with a builder, sorted (for docs and the conformance report).
+    pub fn op_types(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.builders.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// Every builder. Subgraph ops (If, Loop, Scan) have none and are reported as unsupported.
+pub(crate) fn registry() -> Registry {
+    let mut r = Registry::default();
+    attention::register(&mut r);
+    elementwise::register(&mut r);
+    loss::register(&mut r);
+    matmul::register(&mut r);
+    nn::register(&mut r);
+    normalization::register(&mut r);
+    reduce::register(&mut r);
+    resize::register(&mut r);
+    shape::register(&mut r);
+    r
+}
+
+pub(crate) fn unsupported<T>(message: impl Into<String>) -> BuildResult<T> {
+    Err(BuildError::Unsupported(message.into()))
+}
+
+pub(crate) fn invalid<T>(message: impl Into<String>) -> BuildResult<T> {
+    Err(BuildError::Invalid(message.into()))
+}
+
+/// A single-output node's result.
+pub(crate) fn one(v: ValueId) -> BuildResult<Vec<Slot>> {
+    Ok(vec![Slot::Value(v)])
+}
+
+/// An ONNX axis (negative counts from the end) checked against `rank`.
+pub(crate) fn axis_of(axis: i64, rank: usize) -> BuildResult<usize> {
+    normalize_axis(axis, rank)
+        .ok_or_else(|| BuildError::Invalid(format!("axis {axis} is out of range for rank {rank}")))
+}
+
+/// Constants the importer makes up (masks, iotas, filled shapes) are capped at this many
+/// elements, so a model naming an absurd shape gets an error instead of exhausting memory.
+pub(crate) const MAX_GENERATED: u64 = 1 << 26;
+
+/// `n` as an element count of a generated constant, checked against [`MAX_GENERATED`].
+pub(crate) fn generated_len(n: u64, what: &str) -> BuildResult<usize> {
+    if n > MAX_GENERATED {
+        return unsupported(format!("{what} would need a constant of {n} elements (the limit is {MAX_GENERATED})"));
+    }
+    Ok(n as usize)
+}
+
+/// The int64 constant `0..n` laid along `axis` of a rank-`rank` shape of ones.
+pub(crate) fn iota(imp: &mut Importer, rank: usize, axis: usize, n: u64) -> BuildResult<ValueId> {
+    let len = generated_len(n, "an index range")?;
+    let mut shape = vec![1usize; rank];
+    shape[axis] = len;
+    Ok(imp.constant(Tensor::from_i64(DType::I64, shape, (0..len as i64).collect())))
+}

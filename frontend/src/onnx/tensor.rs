@@ -1,0 +1,358 @@
+//! ONNX element types and `TensorProto` payloads: inline typed fields, `raw_data`, and external
+//! data files (memory-mapped, resolved relative to the model's directory).
+
+use super::proto::tensor_proto::{DataLocation, DataType};
+use super::proto::TensorProto;
+use memmap2::Mmap;
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use tessera_ir::dtype::DType;
+use tessera_ir::tensor::Tensor;
+
+/// Why a tensor payload could not be decoded; the caller adds the tensor's name.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PayloadError {
+    pub message: String,
+    /// The payload may be valid ONNX that tessera cannot represent (an element type it lacks).
+    pub unsupported: bool,
+}
+
+impl PayloadError {
+    fn invalid(message: impl Into<String>) -> PayloadError {
+        PayloadError { message: message.into(), unsupported: false }
+    }
+}
+
+/// The ONNX spelling of an element type code, for messages.
+pub(crate) fn onnx_type_name(code: i32) -> String {
+    match DataType::try_from(code) {
+        Ok(t) => t.as_str_name().to_lowercase(),
+        Err(_) => format!("unknown element type {code}"),
+    }
+}
+
+/// The tsr dtype of an ONNX element type code. Types tsr lacks (unsigned and 16-bit integers,
+/// strings, complex numbers, 4-bit and FNUZ floats) are unsupported.
+pub(crate) fn dtype_of(code: i32) -> Result<DType, PayloadError> {
+    let dtype = match DataType::try_from(code) {
+        Ok(DataType::Float) => Some(DType::F32),
+        Ok(DataType::Double) => Some(DType::F64),
+        Ok(DataType::Float16) => Some(DType::F16),
+        Ok(DataType::Bfloat16) => Some(DType::BF16),
+        Ok(DataType::Float8e4m3fn) => Some(DType::F8E4M3),
+        Ok(DataType::Float8e5m2) => Some(DType::F8E5M2),
+        Ok(DataType::Int64) => Some(DType::I64),
+        Ok(DataType::Int32) => Some(DType::I32),
+        Ok(DataType::Int8) => Some(DType::I8),
+        Ok(DataType::Bool) => Some(DType::Bool),
+        Ok(DataType::Undefined) | Err(_) => {
+            return Err(PayloadError::invalid(format!("element type {code} is not an ONNX data type")))
+        }
+        Ok(_) => None,
+    };
+    dtype.ok_or_else(|| PayloadError {
+        message: format!("element type {} is not supported by tessera", onnx_type_name(code)),
+        unsupported: true,
+    })
+}
+
+/// The ONNX element type code of a tsr dtype.
+pub(crate) fn onnx_code_of(dtype: DType) -> i32 {
+    let t = match dtype {
+        DType::F64 => DataType::Double,
+        DType::F32 => DataType::Float,
+        DType::F16 => DataType::Float16,
+        DType::BF16 => DataType::Bfloat16,
+        DType::F8E4M3 => DataType::Float8e4m3fn,
+        DType::F8E5M2 => DataType::Float8e5m2,
+        DType::I64 => DataType::Int64,
+        DType::I32 => DataType::Int32,
+        DType::I8 => DataType::Int8,
+        DType::Bool => DataType::Bool,
+    };
+    t as i32
+}
+
+/// Memory maps of external data files, opened once per file during one import.
+#[derive(Default)]
+pub(crate) struct ExternalData {
+    /// Directory that `location` entries are relative to: the model file's directory.
+    base_dir: Option<PathBuf>,
+    maps: HashMap<PathBuf, Mmap>,
+}
+
+impl ExternalData {
+    pub fn new(base_dir: Option<&Path>) -> ExternalData {
+        ExternalData { base_dir: base_dir.map(Path::to_path_buf), maps: HashMap::new() }
+    }
+
+    /// The bytes `[offset, offset + length)` of `location`, from a map kept for the import.
+    fn bytes(&mut self, location: &str, offset: u64, length: Option<u64>) -> Result<&[u8], PayloadError> {
+        let base = self.base_dir.as_ref().ok_or_else(|| {
+            PayloadError::invalid(format!("external data '{location}' needs the model's directory, which is unknown"))
+        })?;
+        // ONNX requires a relative path inside the model directory; refusing anything else keeps a
+        // model from reading arbitrary files.
+        let rel = Path::new(location);
+        let escapes =
+            rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) || location.is_empty();
+        if escapes {
+            return Err(PayloadError::invalid(format!(
+                "external data location '{location}' must be a relative path inside the model directory"
+            )));
+        }
+        let path = base.join(rel);
+        if !self.maps.contains_key(&path) {
+            let file = std::fs::File::open(&path).map_err(|e| {
+                PayloadError::invalid(format!("cannot open external data file {}: {e}", path.display()))
+            })?;
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let map = if len == 0 {
+                // Mapping an empty file fails on Linux; an empty anonymous map reads the same.
+                memmap2::MmapOptions::new().len(0).map_anon().and_then(|m| m.make_read_only())
+            } else {
+                // SAFETY: the map is read-only and lives only during this import. Another process
+                // truncating the file meanwhile could fault the read; that is the usual caveat of
+                // memory-mapped model loading (onnxruntime and tract map weights the same way).
+                unsafe { Mmap::map(&file) }
+            };
+            let map = map.map_err(|e| PayloadError::invalid(format!("cannot map {}: {e}", path.display())))?;
+            self.maps.insert(path.clone(), map);
+        }
+        let map = self.maps.get(&path).map(|m| &m[..]).unwrap_or(&[]);
+        let file_len = map.len() as u64;
+        let end = match length {
+            Some(n) => offset.checked_add(n),
+            None => Some(file_len),
+        };
+        match end {
+            Some(end) if offset <= end && end <= file_len => Ok(&map[offset as usize..end as usize]),
+            _ => Err(PayloadError::invalid(format!(
+                "external data range offset {offset}, length {} exceeds {} ({file_len} bytes)",
+                length.map_or("(rest of file)".to_string(), |n| n.to_string()),
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// The largest dimension tessera accepts (2^40). Limits like this one keep the shape arithmetic
+/// of a hostile or corrupted model far from integer overflow.
+pub(crate) const MAX_DIM: i64 = 1 << 40;
+/// The largest element count of one tensor type (2^62).
+pub(crate) const MAX_ELEMENTS: u64 = 1 << 62;
+
+/// The shape of a TensorProto, checked: non-negative dims whose product fits in memory.
+fn shape_of(t: &TensorProto) -> Result<(Vec<usize>, usize), PayloadError> {
+    let mut shape = Vec::with_capacity(t.dims.len());
+    let mut count: usize = 1;
+    for &d in &t.dims {
+        if d > MAX_DIM {
+            return Err(PayloadError::invalid(format!("dimension {d} is larger than tessera's limit of {MAX_DIM}")));
+        }
+        let n = usize::try_from(d).map_err(|_| PayloadError::invalid(format!("negative dimension {d}")))?;
+        count = count
+            .checked_mul(n)
+            .ok_or_else(|| PayloadError::invalid(format!("shape {:?} has too many elements", t.dims)))?;
+        shape.push(n);
+    }
+    Ok((shape, count))
+}
+
+/// Decodes a tensor payload into a tsr tensor.
+pub(crate) fn decode(t: &TensorProto, external: &mut ExternalData) -> Result<Tensor, PayloadError> {
+    let dtype = dtype_of(t.data_type())?;
+    let (shape, count) = shape_of(t)?;
+    if t.segment.is_some() {
+        return Err(PayloadError { message: "segmented tensors are not supported".into(), unsupported: true });
+    }
+    if t.data_location() == DataLocation::External {
+        let mut location = None;
+        let mut offset = 0u64;
+        let mut length = None;
+        for entry in &t.external_data {
+            let value = entry.value();
+            let parse = |what: &str| {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| PayloadError::invalid(format!("external data {what} '{value}' is not a number")))
+            };
+            match entry.key() {
+                "location" => location = Some(value.to_string()),
+                "offset" => offset = parse("offset")?,
+                "length" => length = Some(parse("length")?),
+                _ => {} // checksum and future keys do not change the bytes.
+            }
+        }
+        let location = location.ok_or_else(|| PayloadError::invalid("external data has no 'location'"))?;
+        let bytes = external.bytes(&location, offset, length)?;
+        return from_raw(dtype, shape, count, bytes);
+    }
+    if let Some(raw) = &t.raw_data {
+        return from_raw(dtype, shape, count, raw);
+    }
+    from_typed_fields(t, dtype, shape, count)
+}
+
+/// Little-endian packed elements, as `raw_data` and external files hold them.
+pub(crate) fn from_raw(dtype: DType, shape: Vec<usize>, count: usize, bytes: &[u8]) -> Result<Tensor, PayloadError> {
+    let size = dtype.size_bytes();
+    if Some(bytes.len()) != count.checked_mul(size) {
+        return Err(PayloadError::invalid(format!(
+            "holds {} bytes, but shape {shape:?} of {} needs {}",
+            bytes.len(),
+            dtype,
+            count.saturating_mul(size)
+        )));
+    }
+    let chunks = bytes.chunks_exact(size);
+    let floats = |f: fn(&[u8]) -> f64| Tensor::from_f64(dtype, shape.clone(), chunks.clone().map(f).collect());
+    let ints = |f: fn(&[u8]) -> i64| Tensor::from_i64(dtype, shape.clone(), chunks.clone().map(f).collect());
+    // `chunks_exact(size)` yields slices of exactly `size` bytes, so the indexing below holds.
+    fn le(c: &[u8]) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        let n = c.len().min(8);
+        b[..n].copy_from_slice(&c[..n]);
+        b
+    }
+    Ok(match dtype {
+        DType::F64 => floats(|c| f64::from_le_bytes(le(c))),
+        DType::F32 => floats(|c| f32::from_bits(u32::from_le_bytes([c[0], c[1], c[2], c[3]])) as f64),
+        DType::F16 => floats(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64()),
+        DType::BF16 => floats(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64()),
+        DType::F8E4M3 => floats(|c| f8e4m3fn_to_f64(c[0])),
+        DType::F8E5M2 => floats(|c| f8e5m2_to_f64(c[0])),
+        DType::I64 => ints(|c| i64::from_le_bytes(le(c))),
+        DType::I32 => ints(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64),
+        DType::I8 => ints(|c| c[0] as i8 as i64),
+        DType::Bool => ints(|c| (c[0] != 0) as i64),
+    })
+}
+
+/// The typed repeated fields (`float_data`, `int32_data`, ...), per the ONNX storage rules:
+/// 16-bit and 8-bit floats, bools and small integers travel as bit patterns in `int32_data`.
+fn from_typed_fields(t: &TensorProto, dtype: DType, shape: Vec<usize>, count: usize) -> Result<Tensor, PayloadError> {
+    let check = |len: usize, field: &str| {
+        if len == count {
+            Ok(())
+        } else {
+            Err(PayloadError::invalid(format!("{field} holds {len} elements, but shape {shape:?} needs {count}")))
+        }
+    };
+    let bits16 = |v: i32| v as u16;
+    Ok(match dtype {
+        DType::F32 => {
+            check(t.float_data.len(), "float_data")?;
+            Tensor::from_f64(dtype, shape, t.float_data.iter().map(|&x| x as f64).collect())
+        }
+        DType::F64 => {
+            check(t.double_data.len(), "double_data")?;
+            Tensor::from_f64(dtype, shape, t.double_data.clone())
+        }
+        DType::I64 => {
+            check(t.int64_data.len(), "int64_data")?;
+            Tensor::from_i64(dtype, shape, t.int64_data.clone())
+        }
+        DType::I32 | DType::I8 | DType::Bool => {
+            check(t.int32_data.len(), "int32_data")?;
+            Tensor::from_i64(dtype, shape, t.int32_data.iter().map(|&x| x as i64).collect())
+        }
+        DType::F16 => {
+            check(t.int32_data.len(), "int32_data")?;
+            let v = t.int32_data.iter().map(|&x| half::f16::from_bits(bits16(x)).to_f64()).collect();
+            Tensor::from_f64(dtype, shape, v)
+        }
+        DType::BF16 => {
+            check(t.int32_data.len(), "int32_data")?;
+            let v = t.int32_data.iter().map(|&x| half::bf16::from_bits(bits16(x)).to_f64()).collect();
+            Tensor::from_f64(dtype, shape, v)
+        }
+        DType::F8E4M3 | DType::F8E5M2 => {
+            check(t.int32_data.len(), "int32_data")?;
+            let decode = if dtype == DType::F8E4M3 { f8e4m3fn_to_f64 } else { f8e5m2_to_f64 };
+            Tensor::from_f64(dtype, shape, t.int32_data.iter().map(|&x| decode(x as u8)).collect())
+        }
+    })
+}
+
+/// FLOAT8E4M3FN: 1 sign, 4 exponent (bias 7), 3 mantissa bits; `S.1111.111` is NaN, no infinities.
+fn f8e4m3fn_to_f64(b: u8) -> f64 {
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let exp = ((b >> 3) & 0x0f) as i32;
+    let mant = (b & 0x07) as f64;
+    if exp == 0x0f && b & 0x07 == 0x07 {
+        return f64::NAN;
+    }
+    if exp == 0 {
+        sign * mant / 8.0 * 2f64.powi(-6)
+    } else {
+        sign * (1.0 + mant / 8.0) * 2f64.powi(exp - 7)
+    }
+}
+
+/// FLOAT8E5M2 is the upper byte of an IEEE half.
+fn f8e5m2_to_f64(b: u8) -> f64 {
+    half::f16::from_bits((b as u16) << 8).to_f64()
+}
+
+/// Encodes a tsr tensor as a TensorProto with `raw_data` (for tests and tools that write models).
+pub fn encode(name: &str, t: &Tensor) -> TensorProto {
+    let mut raw = Vec::with_capacity(t.len() * t.dtype.size_bytes());
+    for i in 0..t.len() {
+        match t.dtype {
+            DType::F64 => raw.extend_from_slice(&t.get_f64(i).to_le_bytes()),
+            DType::F32 => raw.extend_from_slice(&(t.get_f64(i) as f32).to_le_bytes()),
+            DType::F16 => raw.extend_from_slice(&half::f16::from_f64(t.get_f64(i)).to_le_bytes()),
+            DType::BF16 => raw.extend_from_slice(&half::bf16::from_f64(t.get_f64(i)).to_le_bytes()),
+            DType::F8E4M3 | DType::F8E5M2 => raw.push(encode_f8(t.dtype, t.get_f64(i))),
+            DType::I64 => raw.extend_from_slice(&t.get_i64(i).to_le_bytes()),
+            DType::I32 => raw.extend_from_slice(&(t.get_i64(i) as i32).to_le_bytes()),
+            DType::I8 | DType::Bool => raw.push(t.get_i64(i) as u8),
+        }
+    }
+    TensorProto {
+        dims: t.shape.iter().map(|&n| n as i64).collect(),
+        data_type: Some(onnx_code_of(t.dtype)),
+        name: Some(name.to_string()),
+        raw_data: Some(raw.into()),
+        ..TensorProto::default()
+    }
+}
+
+/// The byte whose decoding is `x` (values of f8 tensors are already representable).
+fn encode_f8(dtype: DType, x: f64) -> u8 {
+    let decode = if dtype == DType::F8E4M3 { f8e4m3fn_to_f64 } else { f8e5m2_to_f64 };
+    (0..=255u8).find(|&b| decode(b) == x || (x.is_nan() && decode(b).is_nan())).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float8_decoding_matches_the_format_tables() {
+        assert_eq!(f8e4m3fn_to_f64(0x7e), 448.0);
+        assert!(f8e4m3fn_to_f64(0x7f).is_nan());
+        assert_eq!(f8e4m3fn_to_f64(0x01), 2f64.powi(-9));
+        assert_eq!(f8e4m3fn_to_f64(0x38), 1.0);
+        assert_eq!(f8e5m2_to_f64(0x3c), 1.0);
+        assert_eq!(f8e5m2_to_f64(0x7c), f64::INFINITY);
+    }
+
+    #[test]
+    fn raw_payload_must_match_the_shape() {
+        let err = from_raw(DType::F32, vec![2, 2], 4, &[0u8; 12]).unwrap_err();
+        assert_eq!(err.message, "holds 12 bytes, but shape [2, 2] of f32 needs 16");
+        let t = from_raw(DType::I32, vec![2], 2, &[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]).unwrap();
+        assert_eq!(t.to_i64_vec(), [1, -1]);
+    }
+
+    #[test]
+    fn encode_then_decode_round_trips() {
+        for dtype in DType::ALL {
+            let t = Tensor::from_f64(dtype, vec![3], vec![1.0, -2.0, 0.5]);
+            let back = decode(&encode("t", &t), &mut ExternalData::default()).unwrap();
+            assert_eq!(back, t, "{dtype}");
+        }
+    }
+}

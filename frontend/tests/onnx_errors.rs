@@ -1,0 +1,332 @@
+//! Bad ONNX input is an error naming what is wrong (node and op, tensor, opset), never a panic:
+//! truncated and random bytes, missing fields, unsupported opsets and ops, inconsistent
+//! initializers, missing external data, and a proptest that mutates a real model's bytes.
+
+mod onnx_support;
+
+use onnx_support::{f32_raw, f32_value, i64_typed, mlp_model, model, node, value, D};
+use proptest::prelude::*;
+use prost::Message;
+use tessera_frontend::onnx::proto::tensor_proto::{DataLocation, DataType};
+use tessera_frontend::onnx::proto::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
+use tessera_frontend::onnx::{import_bytes, import_model, import_proto, ImportOptions, OnnxError};
+
+/// The import error's message; the import must fail.
+fn error_of(m: &ModelProto) -> String {
+    match import_proto(m, None, &ImportOptions::default()) {
+        Ok(_) => panic!("the import unexpectedly succeeded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn bytes_error(bytes: &[u8]) -> OnnxError {
+    match import_bytes(bytes, None) {
+        Ok(_) => panic!("the import unexpectedly succeeded"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn truncated_model_is_a_decode_error() {
+    let bytes = mlp_model().encode_to_vec();
+    let e = bytes_error(&bytes[..bytes.len() / 2]);
+    assert!(matches!(e, OnnxError::Decode(_)), "{e}");
+    assert!(e.to_string().starts_with("not an ONNX model: "), "{e}");
+}
+
+#[test]
+fn random_bytes_are_an_error() {
+    // A fixed xorshift stream: arbitrary bytes, reproducible.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let bytes: Vec<u8> = (0..4096)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let e = bytes_error(&bytes);
+    assert!(!e.is_unsupported(), "{e}");
+}
+
+#[test]
+fn empty_file_and_missing_graph_are_reported() {
+    assert_eq!(bytes_error(&[]).to_string(), "invalid model: the model imports no opset");
+    let m = ModelProto {
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+        ..ModelProto::default()
+    };
+    assert_eq!(error_of(&m), "invalid model: the model has no graph");
+}
+
+#[test]
+fn wrong_opset_names_the_opset() {
+    let mut m = mlp_model();
+    m.opset_import[0].version = Some(12);
+    assert_eq!(error_of(&m), "model uses ONNX opset 12; tessera imports opsets 13 to 25");
+    m.opset_import[0].version = Some(26);
+    assert_eq!(error_of(&m), "model uses ONNX opset 26; tessera imports opsets 13 to 25");
+}
+
+#[test]
+fn unknown_and_subgraph_ops_are_named() {
+    let one_node = |op: &str, name: &str| {
+        model(
+            vec![node(op, name, &["x"], &["y"], vec![])],
+            vec![f32_value("x", &[D::N(2)])],
+            vec![f32_value("y", &[D::N(2)])],
+            vec![],
+            17,
+        )
+    };
+    assert_eq!(error_of(&one_node("FooBar", "weird_0")), "node 'weird_0' (FooBar): unsupported op");
+    assert_eq!(error_of(&one_node("If", "If_3")), "node 'If_3' (If): unsupported op");
+    assert_eq!(error_of(&one_node("Loop", "")), "node #0 (Loop): unsupported op");
+    let mut custom = one_node("FusedMatMul", "fused");
+    if let Some(g) = custom.graph.as_mut() {
+        g.node[0].domain = Some("com.microsoft".into());
+    }
+    assert_eq!(error_of(&custom), "node 'fused' (com.microsoft.FusedMatMul): unsupported op");
+}
+
+#[test]
+fn initializer_whose_size_disagrees_with_its_shape_is_named() {
+    let mut m = mlp_model();
+    let init = m.graph.as_mut().map(|g| &mut g.initializer[0]);
+    let Some(w) = init else { panic!("no graph") };
+    w.raw_data = Some(vec![0u8; 12].into());
+    assert_eq!(error_of(&m), "tensor 'W': holds 12 bytes, but shape [3, 2] of f32 needs 24");
+    let mut m = mlp_model();
+    if let Some(g) = m.graph.as_mut() {
+        g.initializer[1].float_data.push(1.0);
+    }
+    assert_eq!(error_of(&m), "tensor 'B': float_data holds 3 elements, but shape [2] needs 2");
+}
+
+#[test]
+fn missing_external_data_file_is_named() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    let mut m = mlp_model();
+    let init = m.graph.as_mut().map(|g| &mut g.initializer[0]);
+    let Some(w) = init else { panic!("no graph") };
+    w.raw_data = None;
+    w.data_location = Some(DataLocation::External as i32);
+    w.external_data = vec![StringStringEntryProto { key: Some("location".into()), value: Some("gone.bin".into()) }];
+    let path = dir.path().join("model.onnx");
+    std::fs::write(&path, m.encode_to_vec()).ok();
+    let e = match import_model(&path) {
+        Ok(_) => panic!("imported despite the missing file"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.starts_with("tensor 'W': cannot open external data file "), "{e}");
+    assert!(e.contains("gone.bin"), "{e}");
+    // A location outside the model directory is refused before any file is opened.
+    let init = m.graph.as_mut().map(|g| &mut g.initializer[0]);
+    let Some(w) = init else { panic!("no graph") };
+    w.external_data[0].value = Some("../secret.bin".into());
+    std::fs::write(&path, m.encode_to_vec()).ok();
+    let e = import_model(&path).err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(
+        e,
+        "tensor 'W': external data location '../secret.bin' must be a relative path inside the model directory"
+    );
+}
+
+#[test]
+fn missing_file_is_an_io_error() {
+    let e = import_model(std::path::Path::new("/nonexistent/model.onnx")).err().map(|e| e.to_string());
+    assert!(e.is_some_and(|e| e.starts_with("/nonexistent/model.onnx: cannot read: ")));
+}
+
+#[test]
+fn nodes_with_bad_inputs_or_attributes_are_named() {
+    let undefined = model(
+        vec![node("Relu", "relu", &["nope"], &["y"], vec![])],
+        vec![f32_value("x", &[D::N(2)])],
+        vec![f32_value("y", &[D::N(2)])],
+        vec![],
+        17,
+    );
+    assert_eq!(error_of(&undefined), "node 'relu' (Relu): input 'nope' is not defined before the node");
+    let mismatched = model(
+        vec![node("Add", "add", &["x", "z"], &["y"], vec![])],
+        vec![f32_value("x", &[D::N(2)]), f32_value("z", &[D::N(3)])],
+        vec![f32_value("y", &[D::N(2)])],
+        vec![],
+        17,
+    );
+    assert_eq!(
+        error_of(&mismatched),
+        "node 'add' (Add): operand shapes do not broadcast: tensor<2xf32>, tensor<3xf32>"
+    );
+    let wrong_kind = model(
+        vec![node("Softmax", "sm", &["x"], &["y"], vec![onnx_support::attr_float("axis", 1.0)])],
+        vec![f32_value("x", &[D::N(2)])],
+        vec![f32_value("y", &[D::N(2)])],
+        vec![],
+        17,
+    );
+    assert_eq!(error_of(&wrong_kind), "node 'sm' (Softmax): attribute 'axis' must be int, got float");
+    let no_output = model(vec![], vec![f32_value("x", &[D::N(2)])], vec![f32_value("y", &[D::N(2)])], vec![], 17);
+    assert_eq!(error_of(&no_output), "graph output 'y': is not produced by any node, input or initializer");
+}
+
+#[test]
+fn unsupported_types_are_named_and_classified() {
+    let m = model(
+        vec![node("Identity", "id", &["x"], &["y"], vec![])],
+        vec![value("x", DataType::Uint8, &[D::N(2)])],
+        vec![value("y", DataType::Uint8, &[D::N(2)])],
+        vec![],
+        17,
+    );
+    let e = match import_proto(&m, None, &ImportOptions::default()) {
+        Ok(_) => panic!("uint8 imported"),
+        Err(e) => e,
+    };
+    assert!(e.is_unsupported());
+    assert_eq!(e.to_string(), "graph input 'x': element type uint8 is not supported by tessera");
+}
+
+#[test]
+fn absurd_generated_shapes_are_errors_not_allocations() {
+    let m = model(
+        vec![node("ConstantOfShape", "fill", &["shape"], &["y"], vec![])],
+        vec![],
+        vec![f32_value("y", &[D::N(1 << 20), D::N(1 << 20)])],
+        vec![i64_typed("shape", &[2], &[1 << 20, 1 << 20])],
+        17,
+    );
+    assert_eq!(
+        error_of(&m),
+        "node 'fill' (ConstantOfShape): unsupported: ConstantOfShape would need a constant of 1099511627776 \
+         elements (the limit is 67108864)"
+    );
+    let huge = model(
+        vec![node("Relu", "relu", &["x"], &["y"], vec![])],
+        vec![f32_value("x", &[D::N(1 << 41)])],
+        vec![f32_value("y", &[D::N(1 << 41)])],
+        vec![],
+        17,
+    );
+    assert_eq!(
+        error_of(&huge),
+        "graph input 'x': dimension 0 (2199023255552) is larger than tessera's limit of 1099511627776"
+    );
+}
+
+/// A slightly larger real model for mutation: conv, reshape with a constant shape, gemm, softmax.
+fn mutation_model() -> Vec<u8> {
+    let m = model(
+        vec![
+            node("Conv", "conv", &["x", "w"], &["c"], vec![onnx_support::attr_ints("pads", &[1, 1, 1, 1])]),
+            node("Reshape", "flat", &["c", "shape"], &["f"], vec![]),
+            node("Gemm", "fc", &["f", "fw"], &["g"], vec![onnx_support::attr_int("transB", 1)]),
+            node("Softmax", "sm", &["g"], &["y"], vec![]),
+        ],
+        vec![f32_value("x", &[D::P("n"), D::N(1), D::N(4), D::N(4)])],
+        vec![f32_value("y", &[D::P("n"), D::N(3)])],
+        vec![
+            f32_raw("w", &[2, 1, 3, 3], &[0.5; 18]),
+            i64_typed("shape", &[2], &[0, -1]),
+            f32_raw("fw", &[3, 32], &[0.25; 96]),
+        ],
+        17,
+    );
+    m.encode_to_vec()
+}
+
+#[test]
+fn the_mutation_model_imports() {
+    let g = import_bytes(&mutation_model(), None).map_err(|e| e.to_string());
+    assert!(g.is_ok(), "{g:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Flipped, overwritten, inserted and removed bytes: any result but a panic is fine.
+    #[test]
+    fn mutated_model_bytes_never_panic(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..4), 1..8),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let mut bytes = mutation_model();
+        for (at, byte, kind) in edits {
+            let i = at.index(bytes.len().max(1)).min(bytes.len().saturating_sub(1));
+            match kind {
+                0 if !bytes.is_empty() => bytes[i] ^= byte | 1,
+                1 if !bytes.is_empty() => bytes[i] = byte,
+                2 => bytes.insert(i, byte),
+                _ if !bytes.is_empty() => { bytes.remove(i); }
+                _ => {}
+            }
+        }
+        if let Some(cut) = cut {
+            let n = cut.index(bytes.len() + 1);
+            bytes.truncate(n);
+        }
+        let _ = import_bytes(&bytes, None);
+    }
+}
+
+/// Integers that tend to break shape arithmetic.
+fn nasty_int() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        Just(i64::MIN),
+        Just(i64::MAX),
+        Just(-1i64),
+        Just(0i64),
+        Just(1i64),
+        Just(1i64 << 40),
+        Just(1i64 << 62),
+        -5i64..40,
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Well-formed protobuf with hostile values: attributes, dims, shape constants and opsets set
+    /// to extremes. Errors are fine; panics (overflow, huge allocations) are not.
+    #[test]
+    fn hostile_field_values_never_panic(
+        attr_edits in proptest::collection::vec((0usize..4, prop_oneof![Just("pads"), Just("strides"), Just("dilations"), Just("group"), Just("axis"), Just("transB"), Just("kernel_shape")], proptest::collection::vec(nasty_int(), 0..5)), 0..4),
+        dim_edits in proptest::collection::vec((0usize..3, 0usize..4, nasty_int()), 0..3),
+        shape_values in proptest::option::of(proptest::collection::vec(nasty_int(), 0..4)),
+        input_dims in proptest::option::of(proptest::collection::vec(nasty_int(), 0..5)),
+        opset in prop_oneof![Just(17i64), 0i64..40],
+    ) {
+        let Ok(mut m) = ModelProto::decode(mutation_model().as_slice()) else { return Ok(()) };
+        m.opset_import[0].version = Some(opset);
+        let Some(g) = m.graph.as_mut() else { return Ok(()) };
+        for (n, name, values) in attr_edits {
+            let node = &mut g.node[n % 4];
+            node.attribute.retain(|a| a.name() != name);
+            let attr = match values.as_slice() {
+                [single] if name == "group" || name == "axis" || name == "transB" => onnx_support::attr_int(name, *single),
+                _ => onnx_support::attr_ints(name, &values),
+            };
+            node.attribute.push(attr);
+        }
+        for (t, d, v) in dim_edits {
+            let init = &mut g.initializer[t % 3];
+            if !init.dims.is_empty() {
+                let i = d % init.dims.len();
+                init.dims[i] = v;
+            }
+        }
+        if let Some(values) = shape_values {
+            g.initializer[1] = i64_typed("shape", &[values.len() as i64], &values);
+        }
+        if let Some(dims) = input_dims {
+            let d: Vec<D> = dims.into_iter().map(D::N).collect();
+            g.input[0] = f32_value("x", &d);
+        }
+        let _ = import_proto(&m, None, &ImportOptions::default());
+    }
+}

@@ -1,0 +1,313 @@
+//! ONNX import checked numerically: hand-built models go through the importer and the reference
+//! interpreter, and the outputs are compared with values computed by hand.
+
+mod onnx_support;
+
+use onnx_support::{
+    assert_close, attr_float, attr_int, attr_ints, f32_raw, f32_typed, f32_value, f32s, i64_typed, mlp_model, model,
+    node, run, value, D,
+};
+use prost::Message;
+use tessera_frontend::onnx::proto::tensor_proto::{DataLocation, DataType};
+use tessera_frontend::onnx::proto::StringStringEntryProto;
+use tessera_frontend::onnx::{import_bytes, import_model, import_proto, ImportOptions};
+use tessera_ir::dtype::DType;
+use tessera_ir::graph::Graph;
+use tessera_ir::ops::Op;
+use tessera_ir::types::Dim;
+
+fn import(m: &tessera_frontend::onnx::proto::ModelProto) -> Graph {
+    match import_proto(m, None, &ImportOptions::default()) {
+        Ok(g) => g,
+        Err(e) => panic!("import failed: {e}"),
+    }
+}
+
+fn count_ops(g: &Graph, mnemonic: &str) -> usize {
+    g.nodes().filter(|(_, n)| n.op.mnemonic() == mnemonic).count()
+}
+
+#[test]
+fn mlp_with_a_broadcast_bias_matches_hand_computed_values() {
+    let g = import(&mlp_model());
+    let x = g.inputs()[0];
+    assert_eq!(g.value(x).name, "x");
+    assert_eq!(g.value(x).ty.dims, vec![Dim::sym("batch"), Dim::Static(3)]);
+    assert_eq!(g.value(g.outputs()[0]).name, "y");
+    // The bias [2] is broadcast explicitly to [batch, 2] before the add.
+    assert_eq!(count_ops(&g, "broadcast"), 1);
+    assert_eq!(count_ops(&g, "constant"), 2);
+    // x @ W = [[4, -1], [0, -1]]; + B = [[4.5, -1.5], [0.5, -1.5]]; relu.
+    let y = run(&g, vec![f32s(&[2, 3], &[1.0, 2.0, 3.0, -1.0, 0.0, 1.0])]);
+    assert_close(&y[0], DType::F32, &[2, 2], &[4.5, 0.0, 0.5, 0.0], 0.0);
+}
+
+#[test]
+fn bytes_and_proto_imports_agree() {
+    let m = mlp_model();
+    let from_bytes = import_bytes(&m.encode_to_vec(), None).map_err(|e| e.to_string());
+    assert_eq!(from_bytes, Ok(import(&m)));
+}
+
+#[test]
+fn gemm_softmax_and_layer_norm() {
+    let m = model(
+        vec![
+            node("Gemm", "gemm", &["a", "b", "c"], &["g"], vec![attr_int("transB", 1), attr_float("alpha", 0.5)]),
+            node("Softmax", "sm", &["s"], &["p"], vec![attr_int("axis", -1)]),
+            node("LayerNormalization", "ln", &["l", "scale", "bias"], &["n"], vec![attr_float("epsilon", 0.0)]),
+        ],
+        vec![
+            f32_value("a", &[D::N(2), D::N(2)]),
+            f32_value("s", &[D::N(1), D::N(2)]),
+            f32_value("l", &[D::N(1), D::N(4)]),
+        ],
+        vec![
+            f32_value("g", &[D::N(2), D::N(2)]),
+            f32_value("p", &[D::N(1), D::N(2)]),
+            f32_value("n", &[D::N(1), D::N(4)]),
+        ],
+        vec![
+            f32_raw("b", &[2, 2], &[1.0, 2.0, 3.0, 4.0]),
+            f32_typed("c", &[2], &[10.0, 20.0]),
+            f32_typed("scale", &[4], &[1.0, 1.0, 2.0, 2.0]),
+            f32_typed("bias", &[4], &[0.0, 0.0, 0.0, 1.0]),
+        ],
+        17,
+    );
+    let g = import(&m);
+    // The exact-shape scale and bias let LayerNormalization map to tsr.layer_norm.
+    assert_eq!(count_ops(&g, "layer_norm"), 1);
+    let out = run(
+        &g,
+        vec![
+            f32s(&[2, 2], &[1.0, 0.0, 0.0, 1.0]),
+            f32s(&[1, 2], &[0.0, 3f64.ln()]),
+            f32s(&[1, 4], &[1.0, 2.0, 3.0, 4.0]),
+        ],
+    );
+    // a @ b^T = [[1, 3], [2, 4]]; * 0.5 + c = [[10.5, 21.5], [11, 22]].
+    assert_close(&out[0], DType::F32, &[2, 2], &[10.5, 21.5, 11.0, 22.0], 0.0);
+    // softmax([0, ln 3]) = [1/4, 3/4].
+    assert_close(&out[1], DType::F32, &[1, 2], &[0.25, 0.75], 1e-6);
+    // mean 2.5, variance 1.25: (x - 2.5) / sqrt(1.25) * scale + bias.
+    let r = 1.25f64.sqrt();
+    let expected = [-1.5 / r, -0.5 / r, 2.0 * 0.5 / r, 2.0 * 1.5 / r + 1.0];
+    assert_close(&out[2], DType::F32, &[1, 4], &expected, 1e-5);
+}
+
+#[test]
+fn symbolic_reshape_through_shape_arithmetic() {
+    // y = reshape(x, concat(unsqueeze(shape(x)[0]), [24])), as exporters write a flatten.
+    let m = model(
+        vec![
+            node("Shape", "shape", &["x"], &["s"], vec![]),
+            node("Gather", "first", &["s", "zero"], &["b"], vec![attr_int("axis", 0)]),
+            node("Unsqueeze", "unsq", &["b", "axes"], &["b1"], vec![]),
+            node("Concat", "cat", &["b1", "rest"], &["target"], vec![attr_int("axis", 0)]),
+            node("Reshape", "reshape", &["x", "target"], &["y"], vec![]),
+        ],
+        vec![f32_value("x", &[D::P("batch"), D::N(4), D::N(6)])],
+        vec![f32_value("y", &[D::P("batch"), D::N(24)])],
+        vec![i64_typed("zero", &[], &[0]), i64_typed("axes", &[1], &[0]), i64_typed("rest", &[1], &[24])],
+        17,
+    );
+    let g = import(&m);
+    let y = g.outputs()[0];
+    assert_eq!(g.value(y).ty.dims, vec![Dim::sym("batch"), Dim::Static(24)]);
+    // The shape arithmetic happened at import time: one reshape is all that is left.
+    assert_eq!(g.num_nodes(), 1);
+    assert!(matches!(g.node(tessera_ir::graph::NodeId(0)).op, Op::Reshape { .. }));
+    let values: Vec<f64> = (0..48).map(f64::from).collect();
+    let out = run(&g, vec![f32s(&[2, 4, 6], &values)]);
+    assert_close(&out[0], DType::F32, &[2, 24], &values, 0.0);
+}
+
+#[test]
+fn reshape_zero_and_minus_one_follow_onnx() {
+    let m = model(
+        vec![node("Reshape", "r", &["x", "shape"], &["y"], vec![])],
+        vec![f32_value("x", &[D::N(2), D::N(3), D::N(4)])],
+        vec![f32_value("y", &[D::N(2), D::N(12)])],
+        vec![i64_typed("shape", &[2], &[0, -1])],
+        14,
+    );
+    let g = import(&m);
+    assert_eq!(g.value(g.outputs()[0]).ty.dims, vec![Dim::Static(2), Dim::Static(12)]);
+}
+
+#[test]
+fn conv_batch_norm_and_pooling() {
+    let m = model(
+        vec![
+            node("Conv", "conv", &["x", "w", "cb"], &["c"], vec![attr_ints("kernel_shape", &[2, 2])]),
+            node(
+                "BatchNormalization",
+                "bn",
+                &["c", "scale", "bias", "mean", "var"],
+                &["n"],
+                vec![attr_float("epsilon", 1.0)],
+            ),
+            node("MaxPool", "mp", &["n"], &["m"], vec![attr_ints("kernel_shape", &[2, 2])]),
+            node("GlobalAveragePool", "gap", &["n"], &["a"], vec![]),
+        ],
+        vec![f32_value("x", &[D::N(1), D::N(1), D::N(3), D::N(3)])],
+        vec![
+            f32_value("m", &[D::N(1), D::N(1), D::N(1), D::N(1)]),
+            f32_value("a", &[D::N(1), D::N(1), D::N(1), D::N(1)]),
+        ],
+        vec![
+            f32_raw("w", &[1, 1, 2, 2], &[1.0; 4]),
+            f32_typed("cb", &[1], &[1.0]),
+            f32_typed("scale", &[1], &[2.0]),
+            f32_typed("bias", &[1], &[1.0]),
+            f32_typed("mean", &[1], &[1.0]),
+            f32_typed("var", &[1], &[0.0]),
+        ],
+        15,
+    );
+    let g = import(&m);
+    // Batch norm folds into one multiply and one add by constants.
+    assert_eq!(count_ops(&g, "mul"), 1);
+    assert_eq!(count_ops(&g, "add"), 2);
+    let x: Vec<f64> = (1..=9).map(f64::from).collect();
+    let out = run(&g, vec![f32s(&[1, 1, 3, 3], &x)]);
+    // 2x2 window sums 12, 16, 24, 28, + 1 = 13, 17, 25, 29; bn: (v - 1) / 1 * 2 + 1 = 2v - 1.
+    assert_close(&out[0], DType::F32, &[1, 1, 1, 1], &[57.0], 0.0);
+    assert_close(&out[1], DType::F32, &[1, 1, 1, 1], &[(25.0 + 33.0 + 49.0 + 57.0) / 4.0], 0.0);
+}
+
+#[test]
+fn split_slice_gather_transpose_concat() {
+    let m = model(
+        vec![
+            node("Split", "split", &["x"], &["p", "q"], vec![attr_int("axis", 1)]),
+            node("Slice", "slice", &["x", "starts", "ends", "axes", "steps"], &["s"], vec![]),
+            node("Gather", "gather", &["x", "idx"], &["gt"], vec![attr_int("axis", 1)]),
+            node("Transpose", "t", &["q"], &["qt"], vec![]),
+            node("Concat", "cat", &["p", "q"], &["c"], vec![attr_int("axis", 0)]),
+        ],
+        vec![f32_value("x", &[D::N(2), D::N(4)])],
+        vec![
+            f32_value("s", &[D::N(2), D::N(2)]),
+            f32_value("gt", &[D::N(2), D::N(2)]),
+            f32_value("qt", &[D::N(2), D::N(2)]),
+            f32_value("c", &[D::N(4), D::N(2)]),
+        ],
+        vec![
+            i64_typed("starts", &[1], &[-1]),
+            i64_typed("ends", &[1], &[i64::MIN]),
+            i64_typed("axes", &[1], &[1]),
+            i64_typed("steps", &[1], &[-2]),
+            i64_typed("idx", &[2], &[-1, 0]),
+        ],
+        18,
+    );
+    let g = import(&m);
+    let out = run(&g, vec![f32s(&[2, 4], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])]);
+    assert_close(&out[0], DType::F32, &[2, 2], &[3.0, 1.0, 7.0, 5.0], 0.0);
+    assert_close(&out[1], DType::F32, &[2, 2], &[3.0, 0.0, 7.0, 4.0], 0.0);
+    assert_close(&out[2], DType::F32, &[2, 2], &[2.0, 6.0, 3.0, 7.0], 0.0);
+    assert_close(&out[3], DType::F32, &[4, 2], &[0.0, 1.0, 4.0, 5.0, 2.0, 3.0, 6.0, 7.0], 0.0);
+}
+
+#[test]
+fn reduce_axes_follow_the_opset() {
+    // Opset 17: ReduceMean's axes are an attribute; ReduceSum's are an input (since 13).
+    let m = model(
+        vec![
+            node("ReduceMean", "mean", &["x"], &["m"], vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)]),
+            node("ReduceSum", "sum", &["x", "axes"], &["s"], vec![]),
+        ],
+        vec![f32_value("x", &[D::N(2), D::N(3)])],
+        vec![f32_value("m", &[D::N(2)]), f32_value("s", &[D::N(1), D::N(3)])],
+        vec![i64_typed("axes", &[1], &[0])],
+        17,
+    );
+    let g = import(&m);
+    let out = run(&g, vec![f32s(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]);
+    assert_close(&out[0], DType::F32, &[2], &[2.0, 5.0], 0.0);
+    assert_close(&out[1], DType::F32, &[1, 3], &[5.0, 7.0, 9.0], 0.0);
+}
+
+#[test]
+fn integer_and_boolean_ops_keep_their_types() {
+    let m = model(
+        vec![
+            node("Mod", "mod", &["a", "b"], &["r"], vec![]),
+            node("Less", "lt", &["a", "b"], &["l"], vec![]),
+            node("Where", "w", &["l", "a", "b"], &["w"], vec![]),
+            node("Cast", "c", &["w"], &["f"], vec![attr_int("to", DataType::Float as i64)]),
+        ],
+        vec![value("a", DataType::Int64, &[D::N(4)]), value("b", DataType::Int64, &[D::N(4)])],
+        vec![
+            value("r", DataType::Int64, &[D::N(4)]),
+            value("l", DataType::Bool, &[D::N(4)]),
+            f32_value("f", &[D::N(4)]),
+        ],
+        vec![],
+        13,
+    );
+    let g = import(&m);
+    let a = tessera_ir::tensor::Tensor::from_i64(DType::I64, vec![4], vec![7, -7, 7, -7]);
+    let b = tessera_ir::tensor::Tensor::from_i64(DType::I64, vec![4], vec![3, 3, -3, -3]);
+    let out = run(&g, vec![a, b]);
+    // Python-style modulo: the remainder takes the divisor's sign.
+    assert_eq!(out[0].to_i64_vec(), [1, 2, -2, -1]);
+    assert_eq!((out[1].dtype, out[1].to_i64_vec()), (DType::Bool, vec![0, 1, 0, 1]));
+    assert_close(&out[2], DType::F32, &[4], &[3.0, -7.0, -3.0, -7.0], 0.0);
+}
+
+#[test]
+fn external_data_is_read_relative_to_the_model() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    };
+    // Eight bytes of padding, then W = [[1, 0], [0, 1], [1, -1]] as little-endian f32.
+    let mut blob = vec![0xAAu8; 8];
+    for v in [1.0f32, 0.0, 0.0, 1.0, 1.0, -1.0] {
+        blob.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::create_dir_all(dir.path().join("weights")).ok();
+    std::fs::write(dir.path().join("weights/w.bin"), &blob).ok();
+    let mut m = mlp_model();
+    let graph = m.graph.as_mut().map(|g| &mut g.initializer[0]);
+    let Some(w) = graph else { panic!("model has no graph") };
+    w.raw_data = None;
+    w.data_location = Some(DataLocation::External as i32);
+    let kv = |k: &str, v: &str| StringStringEntryProto { key: Some(k.into()), value: Some(v.into()) };
+    w.external_data = vec![kv("location", "weights/w.bin"), kv("offset", "8"), kv("length", "24")];
+    let path = dir.path().join("model.onnx");
+    std::fs::write(&path, m.encode_to_vec()).ok();
+    let g = match import_model(&path) {
+        Ok(g) => g,
+        Err(e) => panic!("import failed: {e}"),
+    };
+    let y = run(&g, vec![f32s(&[2, 3], &[1.0, 2.0, 3.0, -1.0, 0.0, 1.0])]);
+    assert_close(&y[0], DType::F32, &[2, 2], &[4.5, 0.0, 0.5, 0.0], 0.0);
+}
+
+#[test]
+fn bound_inputs_become_constants() {
+    let m = model(
+        vec![node("Reshape", "r", &["x", "shape"], &["y"], vec![])],
+        vec![f32_value("x", &[D::N(2), D::N(3)]), value("shape", DataType::Int64, &[D::N(1)])],
+        vec![f32_value("y", &[D::N(6)])],
+        vec![],
+        14,
+    );
+    let err = import_proto(&m, None, &ImportOptions::default()).err().map(|e| e.to_string());
+    assert_eq!(
+        err.as_deref(),
+        Some("node 'r' (Reshape): unsupported: input 'shape' ('shape') must be a constant (known at import time)")
+    );
+    let shape = tessera_ir::tensor::Tensor::from_i64(DType::I64, vec![1], vec![6]);
+    let options = ImportOptions { constants: vec![("shape".into(), shape)] };
+    let g = match import_proto(&m, None, &options) {
+        Ok(g) => g,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(g.inputs().len(), 1);
+    assert_eq!(g.value(g.outputs()[0]).ty.dims, vec![Dim::Static(6)]);
+}

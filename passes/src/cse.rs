@@ -1,0 +1,97 @@
+//! The `cse` pass: common subexpression elimination.
+//!
+//! Two nodes compute the same values when they have the same op (mnemonic and attributes;
+//! `Op` equality) on the same operands, because every tsr op is pure and deterministic. One walk
+//! in program order keeps the first node of each kind, makes the uses of a later duplicate uses
+//! of the first, and removes the duplicates. Operands are rewritten as the walk reaches each
+//! node, so chains of duplicates (`a1 = f(x); a2 = f(x); b1 = g(a1); b2 = g(a2)`) merge in one
+//! walk. Graph outputs keep their names as described in [`crate::rewrite`].
+
+use crate::pass::{PassError, PassOptions, PassStats};
+use crate::rewrite::ValueRemap;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use tessera_ir::graph::{Graph, NodeId, ValueId};
+use tessera_ir::ops::Op;
+use tessera_ir::tensor::{Buffer, Tensor};
+
+/// What nodes are bucketed by; candidates in a bucket are then compared with [`same_op`].
+/// Attributes are not hashed (`Op` holds floats and is not `Hash`), except a constant's value,
+/// which would otherwise put every constant of a graph in one bucket.
+#[derive(PartialEq, Eq, Hash)]
+struct Key {
+    mnemonic: &'static str,
+    inputs: Vec<ValueId>,
+    constant_hash: u64,
+}
+
+/// Merges duplicate nodes; `rewrites` is the number of nodes removed.
+pub fn run(g: &mut Graph, _options: &PassOptions) -> Result<PassStats, PassError> {
+    let mut remap = ValueRemap::new(g);
+    let mut first_of: HashMap<Key, Vec<NodeId>> = HashMap::new();
+    // Whether each node (by index) duplicates an earlier one.
+    let mut merged = Vec::with_capacity(g.num_nodes());
+    for i in 0..g.num_nodes() {
+        let id = NodeId(i as u32);
+        remap.apply_to_node(g, id);
+        let node = g.node(id);
+        let key =
+            Key { mnemonic: node.op.mnemonic(), inputs: node.inputs.clone(), constant_hash: constant_hash(&node.op) };
+        let candidates = first_of.entry(key).or_default();
+        let earlier = candidates.iter().copied().find(|&m| {
+            let other = g.node(m);
+            same_op(&other.op, &node.op)
+                && other.outputs.len() == node.outputs.len()
+                && other.outputs.iter().zip(&node.outputs).all(|(a, b)| g.value(*a).ty == g.value(*b).ty)
+        });
+        match earlier {
+            Some(m) => {
+                for (&dup, &kept) in node.outputs.iter().zip(&g.node(m).outputs) {
+                    remap.replace(dup, kept);
+                }
+            }
+            None => candidates.push(id),
+        }
+        merged.push(earlier.is_some());
+    }
+    remap.apply_to_outputs(g);
+    let mut stats = PassStats::default();
+    stats.count("merged", g.retain_nodes(|id, _| !merged[id.index()]));
+    Ok(stats)
+}
+
+/// Op equality, except that constants compare bit for bit: `0.0 == -0.0` as floats, but
+/// `x * 0.0` and `x * -0.0` differ in sign, so those constants must not merge (and NaN
+/// constants with equal bits may).
+pub fn same_op(a: &Op, b: &Op) -> bool {
+    match (a, b) {
+        (Op::Constant(x), Op::Constant(y)) => same_bits(x, y),
+        _ => a == b,
+    }
+}
+
+/// Whether two tensors have the same dtype, shape and element bits.
+pub fn same_bits(a: &Tensor, b: &Tensor) -> bool {
+    a.dtype == b.dtype
+        && a.shape == b.shape
+        && match (&a.data, &b.data) {
+            (Buffer::Float(x), Buffer::Float(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
+            }
+            (Buffer::Int(x), Buffer::Int(y)) => x == y,
+            _ => false,
+        }
+}
+
+fn constant_hash(op: &Op) -> u64 {
+    let Op::Constant(t) = op else { return 0 };
+    let mut h = DefaultHasher::new();
+    t.dtype.hash(&mut h);
+    t.shape.hash(&mut h);
+    match &t.data {
+        Buffer::Float(v) => v.iter().for_each(|x| x.to_bits().hash(&mut h)),
+        Buffer::Int(v) => v.hash(&mut h),
+    }
+    h.finish()
+}

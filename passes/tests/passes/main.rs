@@ -1,0 +1,11 @@
+//! Tests of the passes crate through its public API: pipelines, each pass, and statistics.
+
+mod canonicalize;
+mod cse;
+mod dce;
+mod examples;
+mod pipeline;
+mod random_graphs;
+mod stats;
+mod support;
+mod tidy;

@@ -1,0 +1,436 @@
+//! NumPy `.npy` files: reading format versions 1.0, 2.0 and 3.0 and writing 1.0, after the
+//! format specification (numpy.lib.format).
+//!
+//! Supported element types are `f8`, `f4`, `f2`, `i8`, `i4`, `i1` and `b1` in either byte order;
+//! Fortran-order arrays are transposed to row-major on reading. bf16 and the fp8 formats have
+//! no NumPy dtype, so they are written as `f4` (float32, which holds every such value exactly)
+//! and [`conform_to`] turns a float32 array back into a declared bf16/fp8 input. No other
+//! conversion happens silently.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tessera_ir::dtype::DType;
+use tessera_ir::tensor::Tensor;
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NpyError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("not a .npy file: bad magic (expected \\x93NUMPY)")]
+    BadMagic,
+    #[error("unsupported .npy format version {major}.{minor} (supported: 1.0, 2.0, 3.0)")]
+    UnsupportedVersion { major: u8, minor: u8 },
+    #[error("malformed .npy header: {0}")]
+    MalformedHeader(String),
+    #[error("unsupported dtype '{0}' (supported: f8, f4, f2, i8, i4, i1, b1)")]
+    UnsupportedDtype(String),
+    #[error("truncated {what}: expected {expected} bytes, got {got}")]
+    Truncated { what: &'static str, expected: usize, got: usize },
+    #[error("{0} unexpected bytes after the array data")]
+    TrailingBytes(usize),
+    #[error("the array is {given} but the input is declared {declared} (only f32 arrays convert, to bf16 and fp8)")]
+    DtypeMismatch { declared: DType, given: DType },
+}
+
+/// Reads a `.npy` file.
+pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
+    let bytes = fs::read(path).map_err(|source| NpyError::Io { path: path.to_path_buf(), source })?;
+    read_npy_bytes(&bytes)
+}
+
+/// Parses the bytes of a `.npy` file.
+pub fn read_npy_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
+    if !bytes.starts_with(MAGIC) {
+        // A prefix of the magic is a cut-off file rather than a different format.
+        return Err(if MAGIC.starts_with(bytes) && !bytes.is_empty() {
+            NpyError::Truncated { what: "header", expected: MAGIC.len() + 4, got: bytes.len() }
+        } else {
+            NpyError::BadMagic
+        });
+    }
+    let version = bytes.get(6..8).ok_or(NpyError::Truncated { what: "header", expected: 10, got: bytes.len() })?;
+    let (major, minor) = (version[0], version[1]);
+    // Version 1.0 has a 2-byte header length; 2.0 and 3.0 (UTF-8 header) a 4-byte one.
+    let len_bytes = match (major, minor) {
+        (1, 0) => 2,
+        (2, 0) | (3, 0) => 4,
+        _ => return Err(NpyError::UnsupportedVersion { major, minor }),
+    };
+    let start = 8 + len_bytes;
+    let len_field =
+        bytes.get(8..start).ok_or(NpyError::Truncated { what: "header", expected: start, got: bytes.len() })?;
+    let header_len = len_field.iter().rev().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+    let end = start + header_len;
+    let header_bytes =
+        bytes.get(start..end).ok_or(NpyError::Truncated { what: "header", expected: end, got: bytes.len() })?;
+    let header: String = if major == 3 {
+        std::str::from_utf8(header_bytes).map_err(|e| NpyError::MalformedHeader(format!("not UTF-8: {e}")))?.to_string()
+    } else {
+        // Versions 1.0 and 2.0 are latin-1, whose bytes are the first 256 code points.
+        header_bytes.iter().map(|&b| b as char).collect()
+    };
+    let header = parse_header(&header)?;
+    let (dtype, order) = parse_descr(&header.descr)?;
+    let count = header
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+        .ok_or_else(|| NpyError::MalformedHeader(format!("shape {:?} has too many elements", header.shape)))?;
+    let item = dtype.size_bytes();
+    let expected = count
+        .checked_mul(item)
+        .ok_or_else(|| NpyError::MalformedHeader(format!("shape {:?} has too many bytes", header.shape)))?;
+    let data = &bytes[end..];
+    if data.len() < expected {
+        return Err(NpyError::Truncated { what: "data", expected, got: data.len() });
+    }
+    if data.len() > expected {
+        return Err(NpyError::TrailingBytes(data.len() - expected));
+    }
+    let t = decode(dtype, order, data, header.shape.clone());
+    Ok(if header.fortran_order { fortran_to_c(&t) } else { t })
+}
+
+/// Writes `t` as a `.npy` file atomically: the bytes go to a temporary file in the same
+/// directory, which is then renamed over `path`, so a failure leaves no partial file.
+pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let io_error = |source| NpyError::Io { path: path.to_path_buf(), source };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path")))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{}.{}-{unique}.tmp", file_name.to_string_lossy(), std::process::id()));
+    let bytes = write_npy_bytes(t);
+    let result = (|| {
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(source) = result {
+        // Best effort: the temporary file may not exist if creating it was what failed.
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error(source));
+    }
+    Ok(())
+}
+
+/// The bytes of `t` as a version 1.0 `.npy` file (2.0 when the header would not fit, as
+/// NumPy does), little-endian, C order. bf16 and fp8 tensors are written as `f4`. `t` must be
+/// well formed (one stored element per index of its shape), as every tensor tessera makes is.
+pub fn write_npy_bytes(t: &Tensor) -> Vec<u8> {
+    let descr = match t.dtype {
+        DType::F64 => "<f8",
+        DType::F32 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2 => "<f4",
+        DType::F16 => "<f2",
+        DType::I64 => "<i8",
+        DType::I32 => "<i4",
+        DType::I8 => "|i1",
+        DType::Bool => "|b1",
+    };
+    let shape = match t.shape.as_slice() {
+        [] => "()".to_string(),
+        [n] => format!("({n},)"),
+        dims => format!("({})", dims.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // The header ends in a newline and is padded with spaces so the data starts on a multiple
+    // of 64 bytes; past 65535 bytes its length needs version 2.0's 4-byte field.
+    let padded_len = |prefix: usize| (prefix + header.len() + 1).div_ceil(64) * 64 - prefix;
+    let prefix = if padded_len(10) <= u16::MAX as usize { 10 } else { 12 };
+    let header_len = padded_len(prefix);
+    header.push_str(&" ".repeat(header_len - header.len() - 1));
+    header.push('\n');
+    let mut out = Vec::with_capacity(prefix + header_len + t.len() * 8);
+    out.extend_from_slice(MAGIC);
+    if prefix == 10 {
+        out.extend_from_slice(&[1, 0]);
+        out.extend_from_slice(&(header_len as u16).to_le_bytes());
+    } else {
+        out.extend_from_slice(&[2, 0]);
+        out.extend_from_slice(&(header_len as u32).to_le_bytes());
+    }
+    out.extend_from_slice(header.as_bytes());
+    for i in 0..t.len() {
+        match t.dtype {
+            DType::F64 => out.extend_from_slice(&t.get_f64(i).to_le_bytes()),
+            DType::F32 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2 => {
+                out.extend_from_slice(&(t.get_f64(i) as f32).to_le_bytes())
+            }
+            DType::F16 => out.extend_from_slice(&half::f16::from_f64(t.get_f64(i)).to_bits().to_le_bytes()),
+            DType::I64 => out.extend_from_slice(&t.get_i64(i).to_le_bytes()),
+            DType::I32 => out.extend_from_slice(&(t.get_i64(i) as i32).to_le_bytes()),
+            DType::I8 => out.push(t.get_i64(i) as i8 as u8),
+            DType::Bool => out.push((t.get_i64(i) != 0) as u8),
+        }
+    }
+    out
+}
+
+/// Makes a loaded array fit an input declared `declared`: the same dtype passes, and a float32
+/// array becomes bf16 or fp8 (rounding to nearest even), the documented stand-in for dtypes
+/// NumPy lacks. Anything else is an error rather than a silent conversion.
+pub fn conform_to(t: Tensor, declared: DType) -> Result<Tensor, NpyError> {
+    match (t.dtype, declared) {
+        (given, declared) if given == declared => Ok(t),
+        (DType::F32, DType::BF16 | DType::F8E4M3 | DType::F8E5M2) => Ok(t.cast(declared)),
+        (given, declared) => Err(NpyError::DtypeMismatch { declared, given }),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ByteOrder {
+    Little,
+    Big,
+}
+
+#[derive(Debug)]
+struct Header {
+    descr: String,
+    fortran_order: bool,
+    shape: Vec<usize>,
+}
+
+/// `descr` is a byte order (`<`, `>`, `|` or `=`) and a type code with its size.
+fn parse_descr(descr: &str) -> Result<(DType, ByteOrder), NpyError> {
+    let native = if cfg!(target_endian = "big") { ByteOrder::Big } else { ByteOrder::Little };
+    let (order, code) = match descr.chars().next() {
+        Some('<') => (ByteOrder::Little, &descr[1..]),
+        Some('>') => (ByteOrder::Big, &descr[1..]),
+        Some('|') | Some('=') => (native, &descr[1..]),
+        _ => (native, descr),
+    };
+    let dtype = match code {
+        "f8" => DType::F64,
+        "f4" => DType::F32,
+        "f2" => DType::F16,
+        "i8" => DType::I64,
+        "i4" => DType::I32,
+        "i1" => DType::I8,
+        "b1" => DType::Bool,
+        _ => return Err(NpyError::UnsupportedDtype(descr.to_string())),
+    };
+    Ok((dtype, order))
+}
+
+/// Decodes `data` (exactly one item per element) into a tensor.
+fn decode(dtype: DType, order: ByteOrder, data: &[u8], shape: Vec<usize>) -> Tensor {
+    fn chunks<const N: usize>(data: &[u8], order: ByteOrder) -> impl Iterator<Item = [u8; N]> + '_ {
+        data.chunks_exact(N).map(move |c| {
+            let mut b = [0u8; N];
+            b.copy_from_slice(c);
+            if order == ByteOrder::Big {
+                b.reverse();
+            }
+            b
+        })
+    }
+    match dtype {
+        DType::F64 => Tensor::from_f64(dtype, shape, chunks::<8>(data, order).map(f64::from_le_bytes).collect()),
+        DType::F32 => {
+            Tensor::from_f64(dtype, shape, chunks::<4>(data, order).map(|b| f32::from_le_bytes(b) as f64).collect())
+        }
+        DType::F16 => {
+            let values = chunks::<2>(data, order).map(|b| half::f16::from_bits(u16::from_le_bytes(b)).to_f64());
+            Tensor::from_f64(dtype, shape, values.collect())
+        }
+        DType::I64 => Tensor::from_i64(dtype, shape, chunks::<8>(data, order).map(i64::from_le_bytes).collect()),
+        DType::I32 => {
+            Tensor::from_i64(dtype, shape, chunks::<4>(data, order).map(|b| i32::from_le_bytes(b) as i64).collect())
+        }
+        DType::I8 => Tensor::from_i64(dtype, shape, data.iter().map(|&b| b as i8 as i64).collect()),
+        DType::Bool => Tensor::from_i64(dtype, shape, data.iter().map(|&b| (b != 0) as i64).collect()),
+        // parse_descr never yields these.
+        DType::BF16 | DType::F8E4M3 | DType::F8E5M2 => Tensor::zeros(dtype, shape),
+    }
+}
+
+/// Reorders a tensor whose data was read in Fortran (column-major) order into row-major.
+fn fortran_to_c(t: &Tensor) -> Tensor {
+    // Fortran order is the row-major order of the reversed shape, so element `idx` sits at
+    // `Σ idx[d] * fstride[d]` with `fstride[0] = 1`.
+    let mut fstrides = Vec::with_capacity(t.shape.len());
+    let mut s = 1;
+    for &n in &t.shape {
+        fstrides.push(s);
+        s *= n;
+    }
+    let shape = t.shape.clone();
+    t.gather_elements(shape.clone(), |mut i| {
+        let mut at = 0;
+        for d in (0..shape.len()).rev() {
+            at += (i % shape[d]) * fstrides[d];
+            i /= shape[d];
+        }
+        at
+    })
+}
+
+/// Parses the header, a Python dict literal such as
+/// `{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }`.
+fn parse_header(text: &str) -> Result<Header, NpyError> {
+    let mut p = DictParser { chars: text.chars().collect(), pos: 0 };
+    let (mut descr, mut fortran_order, mut shape) = (None, None, None);
+    p.expect('{')?;
+    loop {
+        p.skip_ws();
+        if p.eat('}') {
+            break;
+        }
+        let key_at = p.pos;
+        let key = p.string()?;
+        if !matches!(key.as_str(), "descr" | "fortran_order" | "shape") {
+            p.pos = key_at;
+            return Err(p.error(&format!("unexpected key '{key}'")));
+        }
+        p.expect(':')?;
+        let value = p.value()?;
+        let duplicate = match (key.as_str(), value) {
+            ("descr", PyValue::Str(s)) => descr.replace(s).is_some(),
+            ("fortran_order", PyValue::Bool(b)) => fortran_order.replace(b).is_some(),
+            ("shape", PyValue::Tuple(t)) => shape.replace(t).is_some(),
+            ("descr", PyValue::List) => {
+                return Err(NpyError::UnsupportedDtype("structured dtype (a list of fields)".into()))
+            }
+            _ => return Err(p.error(&format!("'{key}' has the wrong kind of value"))),
+        };
+        if duplicate {
+            return Err(p.error(&format!("key '{key}' appears twice")));
+        }
+        p.skip_ws();
+        if !p.eat(',') {
+            p.expect('}')?;
+            break;
+        }
+    }
+    p.skip_ws();
+    if p.pos != p.chars.len() {
+        return Err(p.error("text after the closing brace"));
+    }
+    let missing = |k: &str| NpyError::MalformedHeader(format!("missing key '{k}'"));
+    Ok(Header {
+        descr: descr.ok_or_else(|| missing("descr"))?,
+        fortran_order: fortran_order.ok_or_else(|| missing("fortran_order"))?,
+        shape: shape.ok_or_else(|| missing("shape"))?,
+    })
+}
+
+enum PyValue {
+    Str(String),
+    Bool(bool),
+    Tuple(Vec<usize>),
+    List,
+}
+
+/// A recursive-descent parser for the small subset of Python literals a `.npy` header uses.
+struct DictParser {
+    chars: Vec<char>,
+    pos: usize,
+}
+
+impl DictParser {
+    fn error(&self, message: &str) -> NpyError {
+        NpyError::MalformedHeader(format!("{message} at column {}", self.pos + 1))
+    }
+
+    fn skip_ws(&mut self) {
+        while self.chars.get(self.pos).is_some_and(|c| c.is_whitespace()) {
+            self.pos += 1;
+        }
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        self.skip_ws();
+        if self.chars.get(self.pos) == Some(&c) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, c: char) -> Result<(), NpyError> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(self.error(&format!("expected '{c}'")))
+        }
+    }
+
+    fn string(&mut self) -> Result<String, NpyError> {
+        self.skip_ws();
+        let quote = match self.chars.get(self.pos) {
+            Some(&q) if q == '\'' || q == '"' => q,
+            _ => return Err(self.error("expected a string")),
+        };
+        self.pos += 1;
+        let mut s = String::new();
+        loop {
+            match self.chars.get(self.pos) {
+                None => return Err(self.error("unterminated string")),
+                Some(&c) if c == quote => {
+                    self.pos += 1;
+                    return Ok(s);
+                }
+                Some('\\') => {
+                    let escaped = *self.chars.get(self.pos + 1).ok_or_else(|| self.error("unterminated string"))?;
+                    s.push(escaped);
+                    self.pos += 2;
+                }
+                Some(&c) => {
+                    s.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+
+    fn word(&mut self) -> String {
+        let start = self.pos;
+        while self.chars.get(self.pos).is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_') {
+            self.pos += 1;
+        }
+        self.chars[start..self.pos].iter().collect()
+    }
+
+    fn value(&mut self) -> Result<PyValue, NpyError> {
+        self.skip_ws();
+        match self.chars.get(self.pos) {
+            Some('\'') | Some('"') => Ok(PyValue::Str(self.string()?)),
+            Some('(') => {
+                self.pos += 1;
+                let mut dims = Vec::new();
+                loop {
+                    if self.eat(')') {
+                        return Ok(PyValue::Tuple(dims));
+                    }
+                    let at = self.pos;
+                    let word = self.word();
+                    // Python 2 wrote long integers with an `L` suffix, e.g. `(3L,)`.
+                    let digits = word.strip_suffix('L').unwrap_or(&word);
+                    let n = digits.parse::<usize>().map_err(|_| {
+                        self.pos = at;
+                        self.error("expected a non-negative integer in the shape")
+                    })?;
+                    dims.push(n);
+                    if !self.eat(',') {
+                        self.expect(')')?;
+                        return Ok(PyValue::Tuple(dims));
+                    }
+                }
+            }
+            Some('[') => Ok(PyValue::List),
+            _ => match self.word().as_str() {
+                "True" => Ok(PyValue::Bool(true)),
+                "False" => Ok(PyValue::Bool(false)),
+                _ => Err(self.error("expected a string, True, False or a tuple")),
+            },
+        }
+    }
+}

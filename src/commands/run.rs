@@ -1,0 +1,134 @@
+//! `tessera run`: evaluate a model with the reference interpreter on `.npy` inputs.
+
+use super::parse_dim_bindings;
+use crate::files::write_atomic;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use tessera_ir::graph::Graph;
+use tessera_ir::random::{uniform_tensor, SplitMix64};
+use tessera_ir::tensor::Tensor;
+use tessera_ir::types::Dim;
+use tessera_runtime::npy;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The model to run (.mlir or .json).
+    pub model: PathBuf,
+    /// A graph input and the .npy file holding it (repeatable).
+    #[arg(long = "input", value_name = "NAME=FILE.npy")]
+    pub inputs: Vec<String>,
+    /// Directory for the outputs, one NAME.npy per graph output.
+    #[arg(short, long, value_name = "OUTDIR")]
+    pub output: PathBuf,
+    /// Fill inputs not given with --input with seeded uniform values (floats in [-1, 1)).
+    #[arg(long, value_name = "SEED")]
+    pub random_inputs: Option<u64>,
+    /// Size of a symbolic dimension for random inputs, e.g. --dim batch=8 (repeatable).
+    #[arg(long, value_name = "NAME=SIZE")]
+    pub dim: Vec<String>,
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let graph = tessera_frontend::load::load_model(&args.model)?;
+    let mut bindings = parse_dim_bindings(&args.dim)?;
+    let mut feeds = read_given_inputs(&graph, &args.inputs)?;
+    bind_from_feeds(&graph, &feeds, &mut bindings);
+    if let Some(seed) = args.random_inputs {
+        feeds.extend(random_inputs(&graph, &feeds, &bindings, seed)?);
+    }
+    let outputs = tessera_runtime::interpreter::run(&graph, &feeds)?;
+    write_outputs(&args.output, &outputs)
+}
+
+/// Reads every `--input NAME=FILE.npy`, checking the name and converting to the declared dtype
+/// where the documented f32 stand-in applies (bf16 and fp8 have no .npy dtype).
+fn read_given_inputs(graph: &Graph, specs: &[String]) -> Result<Vec<(String, Tensor)>> {
+    let declared: HashMap<&str, _> =
+        graph.inputs().iter().map(|&v| (graph.value(v).name.as_str(), graph.value(v).ty.dtype)).collect();
+    let mut seen = HashSet::new();
+    let mut feeds = Vec::new();
+    for spec in specs {
+        let (name, file) = spec.split_once('=').with_context(|| format!("--input '{spec}': expected NAME=FILE.npy"))?;
+        let name = name.trim_start_matches('%');
+        let Some(&dtype) = declared.get(name) else {
+            let known: Vec<&str> = graph.inputs().iter().map(|&v| graph.value(v).name.as_str()).collect();
+            bail!("--input '{name}': the model has no input of that name (inputs: {})", known.join(", "));
+        };
+        if !seen.insert(name.to_string()) {
+            bail!("--input '{name}' is given twice");
+        }
+        let tensor = npy::read_npy(Path::new(file))
+            .and_then(|t| npy::conform_to(t, dtype))
+            .with_context(|| format!("--input {name}={file}"))?;
+        feeds.push((name.to_string(), tensor));
+    }
+    Ok(feeds)
+}
+
+/// Learns symbolic dimension sizes from the inputs given, without overriding `--dim`; the
+/// interpreter reports any inconsistency precisely.
+fn bind_from_feeds(graph: &Graph, feeds: &[(String, Tensor)], bindings: &mut HashMap<String, u64>) {
+    for &v in graph.inputs() {
+        let value = graph.value(v);
+        let Some((_, tensor)) = feeds.iter().find(|(n, _)| *n == value.name) else { continue };
+        for (dim, &size) in value.ty.dims.iter().zip(&tensor.shape) {
+            if let Dim::Symbolic(s) = dim {
+                bindings.entry(s.clone()).or_insert(size as u64);
+            }
+        }
+    }
+}
+
+fn random_inputs(
+    graph: &Graph,
+    feeds: &[(String, Tensor)],
+    bindings: &HashMap<String, u64>,
+    seed: u64,
+) -> Result<Vec<(String, Tensor)>> {
+    let mut out = Vec::new();
+    for &v in graph.inputs() {
+        let value = graph.value(v);
+        if feeds.iter().any(|(n, _)| *n == value.name) {
+            continue;
+        }
+        let ty = value.ty.substitute(bindings);
+        let Some(shape) = ty.static_shape() else {
+            let unbound: Vec<&str> = ty.symbols().collect();
+            bail!(
+                "input %{} has symbolic dimension(s) {}: give their sizes with --dim NAME=SIZE",
+                value.name,
+                unbound.join(", ")
+            );
+        };
+        let shape = shape.into_iter().map(|n| n as usize).collect();
+        let mut rng = SplitMix64::for_name(seed, &value.name);
+        out.push((value.name.clone(), uniform_tensor(&mut rng, ty.dtype, shape)));
+    }
+    Ok(out)
+}
+
+/// Writes `NAME.npy` per output. Every file is staged and renamed into place, so an error
+/// leaves no partial file; outputs returned twice get a `_N` suffix.
+fn write_outputs(dir: &Path, outputs: &[(String, Tensor)]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create output directory", dir.display()))?;
+    let mut used = HashSet::new();
+    let mut encoded = Vec::new();
+    for (name, tensor) in outputs {
+        let mut file = format!("{name}.npy");
+        let mut n = 1;
+        while !used.insert(file.clone()) {
+            file = format!("{name}_{n}.npy");
+            n += 1;
+        }
+        encoded.push((dir.join(file), npy::write_npy_bytes(tensor)));
+    }
+    for (path, bytes) in &encoded {
+        write_atomic(path, bytes)?;
+    }
+    for (path, _) in &encoded {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

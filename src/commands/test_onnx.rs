@@ -1,0 +1,50 @@
+//! `tessera test-onnx`: run ONNX backend node tests through import and the reference
+//! interpreter, ending with `onnx-node: P passed, F failed, U unsupported`.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use tessera_frontend::onnx::conformance::{run_node_tests, CaseResult, Outcome};
+use tessera_ir::graph::Graph;
+use tessera_ir::tensor::Tensor;
+
+#[derive(Args)]
+pub struct TestOnnxArgs {
+    /// A directory of node tests (each a directory with model.onnx and test_data_set_*/),
+    /// e.g. the one scripts/fetch-onnx-tests.sh fills.
+    pub dir: PathBuf,
+    /// Print one JSON object per case (name, outcome, reason, bound inputs) before the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn interpreter(g: &Graph, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, String> {
+    tessera_runtime::interpreter::run(g, inputs).map_err(|e| e.to_string())
+}
+
+fn case_json(case: &CaseResult) -> serde_json::Value {
+    let (outcome, reason) = match &case.outcome {
+        Outcome::Passed => ("passed", None),
+        Outcome::Failed(m) => ("failed", Some(m.as_str())),
+        Outcome::Unsupported(m) => ("unsupported", Some(m.as_str())),
+    };
+    serde_json::json!({
+        "name": case.name,
+        "outcome": outcome,
+        "reason": reason,
+        "bound_inputs": case.bound_inputs,
+    })
+}
+
+pub fn run(args: TestOnnxArgs) -> Result<()> {
+    let summary = run_node_tests(&args.dir, &interpreter).with_context(|| format!("{}", args.dir.display()))?;
+    for case in &summary.cases {
+        if args.json {
+            println!("{}", case_json(case));
+        } else if let Outcome::Failed(reason) = &case.outcome {
+            println!("FAILED {}: {reason}", case.name);
+        }
+    }
+    println!("{summary}");
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! Every kind of bad input gives one located error line, exit code 1, no panic and no output.
+
+use crate::support::{example, files_in, tessera};
+use std::path::Path;
+use tessera_ir::dtype::DType;
+use tessera_ir::tensor::Tensor;
+use tessera_runtime::npy;
+
+/// Runs `args` in a fresh directory holding `files`, and checks the failure contract: exit code
+/// 1, a single `error: ...` line on stderr that contains `expected`, and no files created.
+fn assert_fails(files: &[(&str, Vec<u8>)], args: &[&str], expected: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let before = files_in(dir.path());
+    let out = tessera(dir.path(), args);
+    assert_eq!(out.code, 1, "{args:?} should fail with code 1; stderr: {}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{args:?} panicked: {}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?} should print one line, got: {}", out.stderr);
+    assert!(lines[0].starts_with("error: "), "{}", lines[0]);
+    assert!(lines[0].contains(expected), "{args:?}: expected '{expected}' in: {}", lines[0]);
+    assert_eq!(files_in(dir.path()), before, "{args:?} left files behind");
+    assert!(out.stdout.is_empty(), "{args:?} printed output: {}", out.stdout);
+}
+
+fn text(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+fn npy_of(dtype: DType, shape: Vec<usize>) -> Vec<u8> {
+    npy::write_npy_bytes(&Tensor::zeros(dtype, shape))
+}
+
+const HEADER: &str = "func.func @f(%x: tensor<2x3xf32>, %w: tensor<4x5xf32>) -> (tensor<2x3xf32>) {\n";
+
+#[test]
+fn malformed_text_is_located() {
+    let bad = format!(
+        "{HEADER}  %y = \"tsr.exp\"(%x : (tensor<2x3xf32>) -> tensor<2x3xf32>\n  return %y : tensor<2x3xf32>\n}}\n"
+    );
+    assert_fails(&[("bad.mlir", text(&bad))], &["opt", "bad.mlir", "-o", "out.mlir"], "bad.mlir:2:");
+}
+
+#[test]
+fn truncated_text_is_located() {
+    let bad = format!("{HEADER}  %y = \"tsr.exp\"(%x) : (tensor<2x3xf32>) -> tens");
+    assert_fails(&[("cut.mlir", text(&bad))], &["opt", "cut.mlir", "-o", "out.mlir"], "cut.mlir:2:");
+}
+
+#[test]
+fn unknown_op_is_named_and_located() {
+    let bad = format!("{HEADER}  %y = \"tsr.frobnicate\"(%x) : (tensor<2x3xf32>) -> tensor<2x3xf32>\n  return %y : tensor<2x3xf32>\n}}\n");
+    assert_fails(&[("bad.mlir", text(&bad))], &["opt", "bad.mlir"], "bad.mlir:2:8: unknown op 'tsr.frobnicate'");
+}
+
+#[test]
+fn shape_mismatch_names_the_node_and_location() {
+    let bad = format!("{HEADER}  %y = \"tsr.matmul\"(%x, %w) : (tensor<2x3xf32>, tensor<4x5xf32>) -> tensor<2x5xf32>\n  return %x : tensor<2x3xf32>\n}}\n");
+    assert_fails(
+        &[("bad.mlir", text(&bad))],
+        &["info", "bad.mlir"],
+        "bad.mlir:2:8: %y = tsr.matmul: contracting dimensions differ",
+    );
+}
+
+#[test]
+fn ill_typed_result_is_reported() {
+    let bad = format!(
+        "{HEADER}  %y = \"tsr.exp\"(%x) : (tensor<2x3xf32>) -> tensor<3x2xf32>\n  return %x : tensor<2x3xf32>\n}}\n"
+    );
+    assert_fails(
+        &[("bad.mlir", text(&bad))],
+        &["opt", "bad.mlir", "-o", "o.mlir"],
+        "bad.mlir:2:8: %y = tsr.exp: result 0 is declared",
+    );
+}
+
+#[test]
+fn undefined_value_is_located() {
+    let bad = format!(
+        "{HEADER}  %y = \"tsr.exp\"(%q) : (tensor<2x3xf32>) -> tensor<2x3xf32>\n  return %y : tensor<2x3xf32>\n}}\n"
+    );
+    assert_fails(&[("bad.mlir", text(&bad))], &["opt", "bad.mlir"], "bad.mlir:2:");
+}
+
+#[test]
+fn missing_model_file() {
+    assert_fails(&[], &["info", "absent.mlir"], "absent.mlir: cannot read");
+}
+
+#[test]
+fn unsupported_model_extension() {
+    assert_fails(&[("model.txt", text("hello"))], &["info", "model.txt"], "model.txt: unsupported model format");
+}
+
+#[test]
+fn malformed_json_is_located() {
+    assert_fails(&[("g.json", text("{\"name\": \"g\",\n \"values\": [}"))], &["opt", "g.json"], "g.json:2:");
+}
+
+#[test]
+fn json_with_dangling_ids_is_rejected() {
+    let json = r#"{"name":"g","values":[],"nodes":[],"inputs":[],"outputs":[7]}"#;
+    assert_fails(&[("g.json", text(json))], &["opt", "g.json"], "refers to value v7");
+}
+
+#[test]
+fn missing_input_file() {
+    let mlp = example("mlp.mlir");
+    assert_fails(&[], &["run", &mlp, "--input", "x=nothere.npy", "-o", "out"], "nothere.npy");
+}
+
+#[test]
+fn input_with_wrong_dtype() {
+    let mlp = example("mlp.mlir");
+    assert_fails(
+        &[("x.npy", npy_of(DType::I64, vec![2, 32]))],
+        &["run", &mlp, "--input", "x=x.npy", "--random-inputs", "1", "-o", "out"],
+        "x=x.npy",
+    );
+}
+
+#[test]
+fn input_with_wrong_shape() {
+    let mlp = example("mlp.mlir");
+    assert_fails(
+        &[("x.npy", npy_of(DType::F32, vec![2, 31]))],
+        &["run", &mlp, "--input", "x=x.npy", "--random-inputs", "1", "-o", "out"],
+        "x",
+    );
+}
+
+#[test]
+fn input_not_given() {
+    let mlp = example("mlp.mlir");
+    assert_fails(
+        &[("x.npy", npy_of(DType::F32, vec![2, 32]))],
+        &["run", &mlp, "--input", "x=x.npy", "-o", "out"],
+        "w1",
+    );
+}
+
+#[test]
+fn input_that_the_model_lacks() {
+    let mlp = example("mlp.mlir");
+    assert_fails(
+        &[("x.npy", npy_of(DType::F32, vec![2, 32]))],
+        &["run", &mlp, "--input", "z=x.npy", "-o", "out"],
+        "the model has no input of that name",
+    );
+}
+
+#[test]
+fn garbage_npy_file() {
+    let mlp = example("mlp.mlir");
+    assert_fails(
+        &[("x.npy", text("not an npy file at all"))],
+        &["run", &mlp, "--input", "x=x.npy", "--random-inputs", "1", "-o", "out"],
+        "x=x.npy",
+    );
+}
+
+#[test]
+fn random_inputs_need_symbolic_sizes() {
+    let mlp = example("mlp.mlir");
+    assert_fails(&[], &["run", &mlp, "--random-inputs", "1", "-o", "out"], "--dim");
+}
+
+#[test]
+fn unknown_pass_in_pipeline() {
+    let mlp = example("mlp.mlir");
+    assert_fails(&[], &["opt", "--pipeline", "canonicalize,frobnicate", &mlp, "-o", "o.mlir"], "frobnicate");
+}
+
+#[test]
+fn output_directory_is_not_created_on_failure() {
+    let mlp = example("mlp.mlir");
+    let dir = tempfile::tempdir().unwrap();
+    let out = tessera(dir.path(), &["run", &mlp, "-o", "out"]);
+    assert_eq!(out.code, 1);
+    assert!(!Path::new(&dir.path().join("out")).exists());
+}
+
+#[test]
+fn random_bytes_as_onnx() {
+    assert_fails(&[("m.onnx", vec![0x0a, 0xff, 0xff, 0x13, 0x07, 0x42])], &["import", "m.onnx"], "m.onnx");
+}
+
+#[test]
+fn import_needs_an_onnx_file() {
+    assert_fails(&[], &["import", &example("mlp.mlir")], "expected an .onnx file");
+}

@@ -1,0 +1,69 @@
+//! The ONNX front door through the CLI: import, running `.onnx` directly, and the conformance
+//! runner on a few official node tests (fetched by scripts/fetch-onnx-tests.sh).
+
+use crate::support::{repo_root, tessera};
+use std::path::{Path, PathBuf};
+
+fn node_tests() -> PathBuf {
+    let dir = repo_root().join(".cache/onnx-node-tests");
+    assert!(dir.is_dir(), "{} is missing: run scripts/fetch-onnx-tests.sh", dir.display());
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn test_onnx_summarizes_a_selection_of_node_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    for case in ["test_abs", "test_gemm_default_matrix_bias", "test_softmax_axis_0", "test_acos"] {
+        copy_dir(&node_tests().join(case), &dir.path().join(case));
+    }
+    let out = tessera(dir.path(), &["test-onnx", "."]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().last(), Some("onnx-node: 3 passed, 0 failed, 1 unsupported"));
+
+    let json = tessera(dir.path(), &["test-onnx", ".", "--json"]);
+    let cases: Vec<serde_json::Value> =
+        json.stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(cases.len(), 4);
+    let acos_case = cases.iter().find(|c| c["name"] == "test_acos").unwrap();
+    assert_eq!(acos_case["outcome"], "unsupported");
+    assert!(acos_case["reason"].as_str().unwrap().contains("(Acos): unsupported op"), "{acos_case}");
+}
+
+#[test]
+fn import_prints_tsr_text_that_reparses() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = node_tests().join("test_gemm_default_matrix_bias/model.onnx");
+    let out = tessera(dir.path(), &["import", model.to_str().unwrap(), "-o", "gemm.mlir"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(dir.path().join("gemm.mlir")).unwrap();
+    insta::assert_snapshot!(text);
+    let again = tessera(dir.path(), &["opt", "gemm.mlir", "--check-mlir"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(again.stdout, text);
+}
+
+#[test]
+fn onnx_models_run_and_summarize_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = node_tests().join("test_softmax_axis_0/model.onnx");
+    let model = model.to_str().unwrap();
+    let run = tessera(dir.path(), &["run", model, "--random-inputs", "2", "-o", "out"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(dir.path().join("out/y.npy").is_file(), "{}", run.stdout);
+    let info = tessera(dir.path(), &["info", model]);
+    assert_eq!(info.code, 0, "{}", info.stderr);
+    assert!(info.stdout.contains("softmax"), "{}", info.stdout);
+}
