@@ -18,6 +18,7 @@ build: setup
 demo: build
 	./target/release/tessera --version
 	./target/release/tessera info $(DEMO_MODEL) --dim batch=2
+	@mkdir -p $(DEMO_OUT)
 	./target/release/tessera opt --pipeline 'verify,canonicalize,cse,dce' --timing --check-mlir $(DEMO_MODEL) -o $(DEMO_OUT)/optimized.mlir
 	./target/release/tessera run $(DEMO_OUT)/optimized.mlir --random-inputs 7 --dim batch=2 -o $(DEMO_OUT)/outputs
 	@echo "demo: outputs in $(DEMO_OUT)/outputs"

@@ -157,3 +157,12 @@ fn info_summarizes_the_mlp() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     insta::assert_snapshot!(out.stdout);
 }
+
+#[test]
+fn info_counts_unbound_symbols_as_one_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tessera(dir.path(), &["info", &example("mlp.mlir")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stderr.trim(), "note: symbolic dimension 'batch' counted as 1 (set it with --dim batch=N)");
+    assert!(out.stdout.contains("symbolic dims      batch=1"), "{}", out.stdout);
+}

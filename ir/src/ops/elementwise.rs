@@ -250,17 +250,14 @@ impl BinaryOp {
 impl CompareOp {
     /// IEEE comparison: every comparison with NaN is false except `ne`.
     pub fn apply_f64(self, a: f64, b: f64) -> bool {
-        match self {
-            CompareOp::Eq => a == b,
-            CompareOp::Ne => a != b,
-            CompareOp::Lt => a < b,
-            CompareOp::Le => a <= b,
-            CompareOp::Gt => a > b,
-            CompareOp::Ge => a >= b,
-        }
+        self.apply(a, b)
     }
 
     pub fn apply_i64(self, a: i64, b: i64) -> bool {
+        self.apply(a, b)
+    }
+
+    fn apply<T: PartialOrd>(self, a: T, b: T) -> bool {
         match self {
             CompareOp::Eq => a == b,
             CompareOp::Ne => a != b,

@@ -35,6 +35,33 @@ pub fn infer(inputs: &[&TensorType]) -> ShapeResult {
     Ok(vec![TensorType::new(a.dtype, dims)])
 }
 
+/// `n_batch` row-major `[m, k] x [k, n]` products; `offsets(bi)` gives the start of batch `bi`'s
+/// matrices in `x` and `y`, and `fma(acc, l, r)` accumulates one product.
+fn batched_gemm<T: Copy + Default>(
+    x: &[T],
+    y: &[T],
+    n_batch: usize,
+    (m, k, n): (usize, usize, usize),
+    offsets: impl Fn(usize) -> (usize, usize),
+    fma: impl Fn(&mut T, T, T),
+) -> Vec<T> {
+    let mut acc = vec![T::default(); n_batch * m * n];
+    for bi in 0..n_batch {
+        let (ao, bo) = offsets(bi);
+        for i in 0..m {
+            let row = &mut acc[(bi * m + i) * n..(bi * m + i + 1) * n];
+            for p in 0..k {
+                let lhs = x[ao + i * k + p];
+                let rhs = &y[bo + p * n..bo + (p + 1) * n];
+                for (r, &v) in row.iter_mut().zip(rhs) {
+                    fma(r, lhs, v);
+                }
+            }
+        }
+    }
+    acc
+}
+
 /// `a @ b` giving `out` (`[..batch, m, n]`, from the shape rule).
 pub fn eval(a: &Tensor, b: &Tensor, out: &[usize]) -> Result<Tensor, String> {
     let (ra, rb, ro) = (a.shape.len(), b.shape.len(), out.len());
@@ -49,39 +76,16 @@ pub fn eval(a: &Tensor, b: &Tensor, out: &[usize]) -> Result<Tensor, String> {
     let n_batch = product(batch);
     let offsets =
         |bi: usize| (strided_index(bi, batch, &a_coeffs, 0) * m * k, strided_index(bi, batch, &b_coeffs, 0) * k * n);
+    // One loop nest for both storages: f64 accumulates exactly as written, integers wrap.
     match (&a.data, &b.data) {
         (Buffer::Float(x), Buffer::Float(y)) => {
-            let mut acc = vec![0.0f64; n_batch * m * n];
-            for bi in 0..n_batch {
-                let (ao, bo) = offsets(bi);
-                for i in 0..m {
-                    let row = &mut acc[(bi * m + i) * n..(bi * m + i + 1) * n];
-                    for p in 0..k {
-                        let lhs = x[ao + i * k + p];
-                        let rhs = &y[bo + p * n..bo + (p + 1) * n];
-                        for (r, &v) in row.iter_mut().zip(rhs) {
-                            *r += lhs * v;
-                        }
-                    }
-                }
-            }
+            let acc = batched_gemm(x, y, n_batch, (m, k, n), offsets, |r: &mut f64, l, v| *r += l * v);
             Ok(Tensor::from_f64(a.dtype, out.to_vec(), acc))
         }
         (Buffer::Int(x), Buffer::Int(y)) => {
-            let mut acc = vec![0i64; n_batch * m * n];
-            for bi in 0..n_batch {
-                let (ao, bo) = offsets(bi);
-                for i in 0..m {
-                    let row = &mut acc[(bi * m + i) * n..(bi * m + i + 1) * n];
-                    for p in 0..k {
-                        let lhs = x[ao + i * k + p];
-                        let rhs = &y[bo + p * n..bo + (p + 1) * n];
-                        for (r, &v) in row.iter_mut().zip(rhs) {
-                            *r = r.wrapping_add(lhs.wrapping_mul(v));
-                        }
-                    }
-                }
-            }
+            let acc = batched_gemm(x, y, n_batch, (m, k, n), offsets, |r: &mut i64, l, v| {
+                *r = r.wrapping_add(l.wrapping_mul(v))
+            });
             Ok(Tensor::from_i64(a.dtype, out.to_vec(), acc))
         }
         _ => Err(format!("operands {} and {} have different storage", a.dtype, b.dtype)),
