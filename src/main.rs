@@ -22,6 +22,8 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Summarize a model: ops, parameters, FLOPs and memory.
     Info(commands::info::InfoArgs),
+    /// Find the fastest parallel configuration of a model on a cluster, and explain it.
+    Plan(commands::plan::PlanArgs),
     /// Import an ONNX model and print it as tsr MLIR text.
     Import(commands::import::ImportArgs),
     /// Run ONNX backend node tests through import and the reference interpreter.
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Opt(args) => commands::opt::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Plan(args) => commands::plan::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::TestOnnx(args) => commands::test_onnx::run(args),
     };
@@ -53,7 +56,8 @@ fn main() -> ExitCode {
         Err(err) => {
             // One line: the error and its context chain, outermost first.
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            // `tessera plan` exits with 2 when the model fits at no parallelism.
+            commands::plan::exit_code(&err).map_or(ExitCode::FAILURE, ExitCode::from)
         }
     }
 }

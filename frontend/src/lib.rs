@@ -7,5 +7,7 @@
 //! What it may depend on: `tessera-ir` and format libraries. Frontends only translate; quirks of
 //! a format stay in its importer.
 
+pub mod cluster;
 pub mod load;
 pub mod onnx;
+pub mod zoo;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Buffer {
-    Float(Vec<f64>),
+    Float(#[serde(with = "json_floats")] Vec<f64>),
     Int(Vec<i64>),
 }
 
@@ -134,6 +134,51 @@ impl Tensor {
             Buffer::Int(v) => Buffer::Int((0..n).map(|i| v[index_of(i)]).collect()),
         };
         Tensor { dtype: self.dtype, shape, data }
+    }
+}
+
+/// JSON has no NaN or infinities; they travel as the strings `"NaN"`, `"inf"` and `"-inf"`
+/// (NaN payloads are not kept, as in every JSON float encoding), finite values as numbers.
+mod json_floats {
+    use serde::de::{Deserializer, Error};
+    use serde::ser::{SerializeSeq, Serializer};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Element {
+        Number(f64),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(values: &[f64], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(values.len()))?;
+        for &v in values {
+            match v {
+                v if v.is_nan() => seq.serialize_element("NaN")?,
+                f64::INFINITY => seq.serialize_element("inf")?,
+                f64::NEG_INFINITY => seq.serialize_element("-inf")?,
+                v => seq.serialize_element(&v)?,
+            }
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<f64>, D::Error> {
+        Vec::<Element>::deserialize(deserializer)?
+            .into_iter()
+            .map(|e| match e {
+                Element::Number(v) => Ok(v),
+                Element::Text(t) => match t.as_str() {
+                    "NaN" => Ok(f64::NAN),
+                    "inf" => Ok(f64::INFINITY),
+                    "-inf" => Ok(f64::NEG_INFINITY),
+                    other => Err(D::Error::custom(format!(
+                        "expected a number, \"NaN\", \"inf\" or \"-inf\", got \"{other}\""
+                    ))),
+                },
+            })
+            .collect()
     }
 }
 

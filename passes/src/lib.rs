@@ -15,13 +15,17 @@
 //! - [`pipeline`]: pipeline text, `run_pipeline`, and the timing report.
 //! - [`rewrite`]: value replacement that keeps graph-output names.
 //! - passes: [`verify`], [`dce`], [`cse`], [`canonicalize`].
+//! - [`cost`]: the cost model (roofline kernels, alpha-beta collectives, pipeline schedules,
+//!   memory per device); [`planner`]: the auto-parallel search behind `tessera plan`.
 //! - [`stats`]: per-op FLOPs and bytes, and the graph summary.
 
 pub mod canonicalize;
+pub mod cost;
 pub mod cse;
 pub mod dce;
 pub mod pass;
 pub mod pipeline;
+pub mod planner;
 pub mod registry;
 pub mod rewrite;
 pub mod stats;

@@ -3,6 +3,7 @@
 pub mod import;
 pub mod info;
 pub mod opt;
+pub mod plan;
 pub mod run;
 pub mod test_onnx;
 

@@ -4,4 +4,5 @@ mod bad_input;
 mod cli;
 mod onnx;
 mod pass_data;
+mod plan;
 mod support;

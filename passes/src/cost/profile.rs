@@ -1,0 +1,685 @@
+//! What one block costs on one device per micro-batch: its graph grouped into kernels, each
+//! priced by the roofline; the activations it stores for the backward pass; its parameters
+//! and its collectives.
+//!
+//! Kernels. Elementwise ops (`unary`, `binary`, `compare`, `where`, `cast`, `rope`) fuse with
+//! elementwise and layout producers whose result they alone read; layout ops (`reshape`,
+//! `transpose`, `broadcast`, `split`, `slice`, `concat`) are views a kernel reads through, so a
+//! group of nothing but layout ops and literals costs nothing; a normalization, softmax or
+//! reduction absorbs an elementwise prologue whose only output it reads (Megatron's fused
+//! scale-mask-softmax); matmuls and convolutions are kernels of their own. A kernel's bytes are
+//! the values it reads from outside and the values it writes for others (`gather` reads only
+//! the rows it gathers, `scatter` with `add` updates in place). Its time is
+//! `max(flops / (peak * efficiency), bytes / (HBM bandwidth * memory_efficiency)) + overhead`,
+//! with the matmul efficiency `gemm_efficiency * f(m) f(n) f(k)`, `f(d) = d / (d + half_dim)`:
+//! small or skinny matmuls (attention over 64..160-wide heads) fill fewer tiles. FLOPs follow
+//! [`crate::stats`]'s conventions (a test checks the totals agree).
+//!
+//! Backward. Each kernel's backward is taken as twice its forward (the two matmuls of a
+//! matmul's gradient; a streaming kernel's gradient reads the saved input and the incoming
+//! gradient and writes one), so only forward times are stored.
+//!
+//! Stored activations. A node the gradient flows through (a result depending on a parameter
+//! or on a stream input) keeps what its gradient needs: a matmul's operands, the input of a
+//! norm or of a nonlinear activation, a softmax's output, the other factor of a product (a
+//! dropout's 1-byte keep-mask rather than its f16 cast), gather/scatter indices. Views are
+//! traced back to the tensor they view and each tensor counts once. Activation inputs other
+//! than stream inputs and keep-masks (causal masks, rotary tables, routes, token ids) are
+//! shared by all layers or tiny and not counted. On the Megatron GPT layer this reproduces
+//! Korthikanti et al.'s `34 s b h + 5 a s^2 b` bytes (a test checks it), and what selective
+//! recomputation drops (saved only by the attention core and produced inside it) is the
+//! `5 a s^2 b` part.
+
+use crate::cost::hardware::Device;
+use crate::cost::CostError;
+use serde::Serialize;
+use tessera_ir::dtype::DType;
+use tessera_ir::graph::{Graph, InputRole, NodeId, ValueId};
+use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
+use tessera_ir::ops::indexing::ScatterReduction;
+use tessera_ir::ops::reduce::ReduceKind;
+use tessera_ir::ops::Op;
+
+/// What a node is, for parallelism (see `tessera_frontend::zoo::build::Role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Region {
+    /// The same on every tensor-parallel rank; sequence parallelism splits it.
+    Replicated,
+    /// Works on this rank's shard.
+    TensorParallel,
+    /// Recomputed by selective recomputation.
+    AttentionCore,
+}
+
+/// A collective a value needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Comm {
+    /// Partial sums over the tensor-parallel group.
+    TpAllReduce(ValueId),
+    /// Tokens to or from experts over the expert-parallel group.
+    EpAllToAll(ValueId),
+}
+
+/// A block's graph on one rank with its annotations.
+#[derive(Debug, Clone)]
+pub struct BlockGraph {
+    pub graph: Graph,
+    /// One per node.
+    pub regions: Vec<Region>,
+    pub comms: Vec<Comm>,
+    pub expert_params: Vec<ValueId>,
+    /// Activation inputs gradients flow into.
+    pub stream_inputs: Vec<ValueId>,
+    /// Activation inputs that are KV cache (serving).
+    pub cache_inputs: Vec<ValueId>,
+}
+
+impl BlockGraph {
+    /// A graph without annotations: all nodes replicated, no collectives, no stream inputs.
+    pub fn plain(graph: Graph) -> BlockGraph {
+        let regions = vec![Region::Replicated; graph.num_nodes()];
+        BlockGraph {
+            graph,
+            regions,
+            comms: Vec::new(),
+            expert_params: Vec::new(),
+            stream_inputs: Vec::new(),
+            cache_inputs: Vec::new(),
+        }
+    }
+}
+
+/// A quantity split by region.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ByRegion {
+    pub replicated: f64,
+    pub tensor_parallel: f64,
+    pub attention_core: f64,
+}
+
+impl ByRegion {
+    pub fn total(&self) -> f64 {
+        self.replicated + self.tensor_parallel + self.attention_core
+    }
+
+    pub fn get(&self, region: Region) -> f64 {
+        match region {
+            Region::Replicated => self.replicated,
+            Region::TensorParallel => self.tensor_parallel,
+            Region::AttentionCore => self.attention_core,
+        }
+    }
+
+    fn add(&mut self, region: Region, x: f64) {
+        match region {
+            Region::Replicated => self.replicated += x,
+            Region::TensorParallel => self.tensor_parallel += x,
+            Region::AttentionCore => self.attention_core += x,
+        }
+    }
+
+    /// The total with the replicated part divided by `sp` (sequence parallelism over `sp`
+    /// ranks; 1 without it).
+    pub fn with_sequence_split(&self, sp: f64) -> f64 {
+        self.replicated / sp + self.tensor_parallel + self.attention_core
+    }
+}
+
+/// One kernel of a block.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Kernel {
+    /// The first node of the kernel, by its result's name.
+    pub name: String,
+    pub region: Region,
+    pub flops: f64,
+    pub bytes: f64,
+    pub time_s: f64,
+    /// Whether the roofline's compute side bound it.
+    pub compute_bound: bool,
+}
+
+/// A block's costs on one device, per micro-batch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlockProfile {
+    pub kernels: Vec<Kernel>,
+    /// Forward time by region, seconds (backward is twice this).
+    pub fwd_time: ByRegion,
+    /// Forward FLOPs by region.
+    pub fwd_flops: ByRegion,
+    /// Activation bytes kept for backward without recomputation; `attention_core` is what
+    /// selective recomputation drops.
+    pub saved_bytes: ByRegion,
+    /// Bytes of the stream inputs: what full recomputation keeps.
+    pub stream_bytes: f64,
+    /// Parameter elements and their bytes in the graph's dtype.
+    pub params: f64,
+    pub param_bytes: f64,
+    /// The part of `params` that belongs to routed experts.
+    pub expert_params: f64,
+    /// Bytes of each partial sum over the tensor-parallel group.
+    pub tp_comm_bytes: Vec<f64>,
+    /// Bytes each rank sends in each all-to-all over the expert group.
+    pub ep_comm_bytes: Vec<f64>,
+    /// KV cache held as inputs (serving), bytes.
+    pub cache_bytes: f64,
+    /// The largest bytes one kernel reads and writes: a bound on transient buffers.
+    pub peak_kernel_bytes: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Gemm,
+    Elementwise,
+    Layout,
+    Reduction,
+    Memory,
+    Literal,
+}
+
+fn class(op: &Op) -> Class {
+    match op {
+        Op::MatMul | Op::Conv2d { .. } => Class::Gemm,
+        Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::Cast { .. } | Op::Rope { .. } => {
+            Class::Elementwise
+        }
+        Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Broadcast { .. }
+        | Op::Split { .. }
+        | Op::Slice { .. }
+        | Op::Concat { .. } => Class::Layout,
+        Op::Softmax { .. }
+        | Op::LayerNorm { .. }
+        | Op::RmsNorm { .. }
+        | Op::Reduce { .. }
+        | Op::ArgMax { .. }
+        | Op::Pool2d { .. } => Class::Reduction,
+        Op::Gather { .. } | Op::Scatter { .. } => Class::Memory,
+        Op::Constant(_) => Class::Literal,
+    }
+}
+
+fn fusible(c: Class) -> bool {
+    matches!(c, Class::Elementwise | Class::Layout | Class::Literal)
+}
+
+struct Sizes {
+    elements: Vec<f64>,
+    bytes: Vec<f64>,
+    shapes: Vec<Vec<u64>>,
+}
+
+fn sizes(g: &Graph) -> Result<Sizes, CostError> {
+    let mut s = Sizes { elements: Vec::new(), bytes: Vec::new(), shapes: Vec::new() };
+    for (_, v) in g.values() {
+        let shape = v.ty.static_shape().ok_or_else(|| CostError::Symbolic { value: v.name.clone() })?;
+        let n = shape.iter().map(|&d| d as f64).product::<f64>();
+        s.elements.push(n);
+        s.bytes.push(n * v.ty.dtype.size_bytes() as f64);
+        s.shapes.push(shape);
+    }
+    Ok(s)
+}
+
+/// FLOPs of a node, by `stats`' conventions.
+fn node_flops(op: &Op, inputs: &[ValueId], outputs: &[ValueId], s: &Sizes) -> f64 {
+    let out = outputs.first().map_or(0.0, |v| s.elements[v.index()]);
+    let input = |i: usize| inputs.get(i).map_or(0.0, |v| s.elements[v.index()]);
+    match op {
+        Op::Constant(_) => 0.0,
+        Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::Cast { .. } => out,
+        Op::MatMul => {
+            let k = inputs.first().and_then(|v| s.shapes[v.index()].last().copied()).unwrap_or(0);
+            2.0 * out * k as f64
+        }
+        Op::Conv2d { .. } => {
+            let o = inputs.get(1).and_then(|v| s.shapes[v.index()].first().copied()).unwrap_or(0);
+            if o == 0 {
+                0.0
+            } else {
+                2.0 * out * input(1) / o as f64
+            }
+        }
+        Op::Softmax { .. } => 5.0 * out,
+        Op::LayerNorm { .. } | Op::RmsNorm { .. } => 8.0 * out,
+        Op::Reduce { .. } | Op::ArgMax { .. } => input(0),
+        Op::Pool2d { kernel, .. } => out * (kernel[0].max(0) * kernel[1].max(0)) as f64,
+        Op::Rope { .. } => 3.0 * out,
+        Op::Scatter { reduction: ScatterReduction::Add, .. } => input(2),
+        Op::Scatter { reduction: ScatterReduction::None, .. }
+        | Op::Broadcast { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Slice { .. }
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Gather { .. } => 0.0,
+    }
+}
+
+/// `(m, n, k, batch)` of a matmul or an implicit-GEMM convolution.
+fn gemm_dims(op: &Op, inputs: &[ValueId], outputs: &[ValueId], s: &Sizes) -> (f64, f64, f64, f64) {
+    let shape = |v: Option<&ValueId>| v.map(|v| s.shapes[v.index()].clone()).unwrap_or_default();
+    let (a, b, out) = (shape(inputs.first()), shape(inputs.get(1)), shape(outputs.first()));
+    let dim = |v: &[u64], from_end: usize| v.len().checked_sub(from_end).map_or(1.0, |i| v[i] as f64);
+    match op {
+        Op::Conv2d { .. } => {
+            // Output [N, O, OH, OW], weight [O, C/g, KH, KW].
+            let n = dim(&b, 4);
+            let m = out.iter().map(|&d| d as f64).product::<f64>() / n.max(1.0);
+            let k = b.iter().skip(1).map(|&d| d as f64).product::<f64>();
+            (m, n, k, 1.0)
+        }
+        _ => {
+            let (n, k) = (dim(&b, 1), dim(&a, 1));
+            let total = out.iter().map(|&d| d as f64).product::<f64>();
+            if b.len() == 2 {
+                // A shared weight: the activation's leading dimensions are rows of one GEMM.
+                let m = total / n.max(1.0);
+                return (m, n, k, 1.0);
+            }
+            let m = dim(&a, 2);
+            (m, n, k, total / (m * n).max(1.0))
+        }
+    }
+}
+
+/// Bytes a kernel reads for operand `v`: a view (reshape, transpose, broadcast) reads the
+/// tensor it views, so a broadcast operand (grouped-query keys shared by query heads) costs
+/// its source once.
+fn read_bytes(g: &Graph, s: &Sizes, v: ValueId) -> f64 {
+    let mut bytes = s.bytes[v.index()];
+    let mut at = v;
+    while let Some(p) = g.producer(at) {
+        let node = g.node(p);
+        match node.op {
+            Op::Reshape { .. } | Op::Transpose { .. } | Op::Broadcast { .. } | Op::Slice { .. } => {
+                at = node.inputs[0];
+                bytes = bytes.min(s.bytes[at.index()]);
+            }
+            // The pieces of a concatenation are read where they are (a KV cache and the new
+            // token's keys).
+            Op::Concat { .. } => {
+                let pieces: f64 = node.inputs.iter().map(|&x| read_bytes(g, s, x)).sum();
+                return bytes.min(pieces);
+            }
+            _ => break,
+        }
+    }
+    bytes
+}
+
+/// Matmul efficiency for dims `m, n, k` (see the module doc).
+pub fn gemm_efficiency(device: &Device, m: f64, n: f64, k: f64) -> f64 {
+    let f = |d: f64| d / (d + device.gemm_half_dim);
+    device.gemm_efficiency * f(m) * f(n) * f(k)
+}
+
+struct Dsu(Vec<usize>);
+
+impl Dsu {
+    fn find(&mut self, i: usize) -> usize {
+        let mut root = i;
+        while self.0[root] != root {
+            root = self.0[root];
+        }
+        let mut j = i;
+        while self.0[j] != root {
+            let next = self.0[j];
+            self.0[j] = root;
+            j = next;
+        }
+        root
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            // The later node is the representative, so a group is named by its last node.
+            let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            self.0[lo] = hi;
+        }
+    }
+}
+
+/// Prices `block` on `device`.
+pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, CostError> {
+    let g = &block.graph;
+    if block.regions.len() != g.num_nodes() {
+        return Err(CostError::Malformed(format!(
+            "{} regions for {} nodes in block '{}'",
+            block.regions.len(),
+            g.num_nodes(),
+            g.name
+        )));
+    }
+    let s = sizes(g)?;
+    let nodes: Vec<(NodeId, &tessera_ir::graph::Node)> = g.nodes().collect();
+    let classes: Vec<Class> = nodes.iter().map(|(_, n)| class(&n.op)).collect();
+    let uses = g.use_counts();
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); g.num_values()];
+    for (id, n) in &nodes {
+        for v in &n.inputs {
+            consumers[v.index()].push(id.index());
+        }
+    }
+    let is_output: Vec<bool> = {
+        let mut o = vec![false; g.num_values()];
+        for v in g.outputs() {
+            o[v.index()] = true;
+        }
+        o
+    };
+
+    // Fusion groups.
+    let mut dsu = Dsu((0..nodes.len()).collect());
+    // Elementwise ops join elementwise producers; views join views. A view of a computed
+    // result is not part of the kernel that computes it: readers read through it.
+    for (id, n) in &nodes {
+        let c = classes[id.index()];
+        for v in &n.inputs {
+            let Some(p) = g.producer(*v) else { continue };
+            let pc = classes[p.index()];
+            let joins = match c {
+                Class::Elementwise => matches!(pc, Class::Elementwise | Class::Literal),
+                Class::Layout => matches!(pc, Class::Layout | Class::Literal),
+                _ => false,
+            };
+            if joins && uses[v.index()] == 1 {
+                dsu.union(id.index(), p.index());
+            }
+        }
+    }
+    // Values each group writes for readers outside it.
+    let external_outputs = |dsu: &mut Dsu, group: usize| -> Vec<ValueId> {
+        let mut out = Vec::new();
+        for (id, n) in &nodes {
+            if dsu.find(id.index()) != group {
+                continue;
+            }
+            for &v in &n.outputs {
+                let outside = consumers[v.index()].iter().any(|&c| dsu.find(c) != group);
+                if outside || is_output[v.index()] {
+                    out.push(v);
+                }
+            }
+        }
+        out
+    };
+    for (id, n) in &nodes {
+        if classes[id.index()] != Class::Reduction {
+            continue;
+        }
+        for v in &n.inputs {
+            let Some(p) = g.producer(*v) else { continue };
+            if !fusible(classes[p.index()]) || uses[v.index()] != 1 {
+                continue;
+            }
+            let group = dsu.find(p.index());
+            let has_elementwise =
+                nodes.iter().any(|(m, _)| classes[m.index()] == Class::Elementwise && dsu.find(m.index()) == group);
+            if has_elementwise && external_outputs(&mut dsu, group) == [*v] {
+                dsu.union(id.index(), p.index());
+            }
+        }
+    }
+
+    // Price each group.
+    let group_of: Vec<usize> = (0..nodes.len()).map(|i| dsu.find(i)).collect();
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, &r) in group_of.iter().enumerate() {
+        members[r].push(i);
+    }
+    let mut kernels = Vec::new();
+    let mut fwd_time = ByRegion::default();
+    let mut fwd_flops = ByRegion::default();
+    let mut peak_kernel_bytes: f64 = 0.0;
+    let bandwidth = device.stream_bandwidth();
+    for (root, group) in members.iter().enumerate() {
+        if group.is_empty() {
+            continue;
+        }
+        let in_group = |i: usize| group_of[i] == root;
+        let mut flops = 0.0;
+        for &i in group {
+            let n = nodes[i].1;
+            flops += node_flops(&n.op, &n.inputs, &n.outputs, &s);
+        }
+        let does_work = group.iter().any(|&i| !matches!(classes[i], Class::Layout | Class::Literal));
+        let region = block.regions[root];
+        if !does_work {
+            fwd_flops.add(region, flops);
+            continue;
+        }
+        let mut read: Vec<ValueId> = Vec::new();
+        let mut written: Vec<ValueId> = Vec::new();
+        for &i in group {
+            let n = nodes[i].1;
+            for &v in &n.inputs {
+                let inside = g.producer(v).is_some_and(|p| in_group(p.index()));
+                if !inside && !read.contains(&v) {
+                    read.push(v);
+                }
+            }
+            for &v in &n.outputs {
+                if consumers[v.index()].iter().any(|&c| !in_group(c)) || is_output[v.index()] {
+                    written.push(v);
+                }
+            }
+        }
+        let sum = |vs: &[ValueId]| vs.iter().map(|v| s.bytes[v.index()]).sum::<f64>();
+        let sum_read = |vs: &[ValueId]| vs.iter().map(|&v| read_bytes(g, &s, v)).sum::<f64>();
+        let head = nodes[root].1;
+        let (bytes, compute_s) = match (classes[root], &head.op) {
+            (Class::Gemm, op) => {
+                let (m, n, k, _) = gemm_dims(op, &head.inputs, &head.outputs, &s);
+                let dtype = g.value(head.inputs[0]).ty.dtype;
+                let eff = gemm_efficiency(device, m, n, k);
+                // A matmul too thin for tensor-core tiles (decoding) still runs at the vector rate.
+                let rate = (device.peak(dtype) * eff).max(device.vector_flops);
+                (sum_read(&read) + sum(&written), flops / rate)
+            }
+            (Class::Memory, Op::Gather { .. }) => {
+                // Reads the indices and only the gathered rows.
+                let indices = head.inputs.get(1).map_or(0.0, |v| s.bytes[v.index()]);
+                (indices + 2.0 * sum(&written), 0.0)
+            }
+            (Class::Memory, Op::Scatter { .. }) => {
+                // In place: reads indices and updates, reads and writes the touched rows.
+                let part = |i: usize| head.inputs.get(i).map_or(0.0, |v| s.bytes[v.index()]);
+                (part(1) + 3.0 * part(2), flops / device.vector_flops)
+            }
+            _ => (sum_read(&read) + sum(&written), flops / device.vector_flops),
+        };
+        let memory_s = bytes / bandwidth;
+        let time_s = compute_s.max(memory_s) + device.kernel_overhead_s;
+        peak_kernel_bytes = peak_kernel_bytes.max(bytes);
+        fwd_time.add(region, time_s);
+        fwd_flops.add(region, flops);
+        kernels.push(Kernel {
+            name: g.value(nodes[group[0]].1.outputs.first().copied().unwrap_or(ValueId(0))).name.clone(),
+            region,
+            flops,
+            bytes,
+            time_s,
+            compute_bound: compute_s >= memory_s,
+        });
+    }
+
+    let saved_bytes = saved_activations(block, &s, &consumers);
+    let mut params = 0.0;
+    let mut param_bytes = 0.0;
+    let mut expert_params = 0.0;
+    for &v in g.inputs() {
+        if g.input_role(v) == Some(InputRole::Parameter) {
+            params += s.elements[v.index()];
+            param_bytes += s.bytes[v.index()];
+            if block.expert_params.contains(&v) {
+                expert_params += s.elements[v.index()];
+            }
+        }
+    }
+    let bytes_of = |v: &ValueId| s.bytes.get(v.index()).copied().unwrap_or(0.0);
+    let tp_comm_bytes = block
+        .comms
+        .iter()
+        .filter_map(|c| match c {
+            Comm::TpAllReduce(v) => Some(bytes_of(v)),
+            Comm::EpAllToAll(_) => None,
+        })
+        .collect();
+    let ep_comm_bytes = block
+        .comms
+        .iter()
+        .filter_map(|c| match c {
+            Comm::EpAllToAll(v) => Some(bytes_of(v)),
+            Comm::TpAllReduce(_) => None,
+        })
+        .collect();
+    Ok(BlockProfile {
+        kernels,
+        fwd_time,
+        fwd_flops,
+        saved_bytes,
+        stream_bytes: block.stream_inputs.iter().map(bytes_of).sum(),
+        params,
+        param_bytes,
+        expert_params,
+        tp_comm_bytes,
+        ep_comm_bytes,
+        cache_bytes: block.cache_inputs.iter().map(bytes_of).sum(),
+        peak_kernel_bytes,
+    })
+}
+
+/// See the module doc, "Stored activations".
+fn saved_activations(block: &BlockGraph, s: &Sizes, consumers: &[Vec<usize>]) -> ByRegion {
+    let g = &block.graph;
+    let mut grad = vec![false; g.num_values()];
+    for &v in g.inputs() {
+        grad[v.index()] = g.input_role(v) == Some(InputRole::Parameter) || block.stream_inputs.contains(&v);
+    }
+    for (_, n) in g.nodes() {
+        let any = n.inputs.iter().any(|v| grad[v.index()]);
+        for v in &n.outputs {
+            grad[v.index()] = any;
+        }
+    }
+    // The tensor a value views (through layout ops, and through casts of gradient-free values).
+    let root = |mut v: ValueId| loop {
+        let Some(p) = g.producer(v) else { return v };
+        let node = g.node(p);
+        let view =
+            matches!(node.op, Op::Reshape { .. } | Op::Transpose { .. } | Op::Broadcast { .. } | Op::Slice { .. });
+        let free_cast = matches!(node.op, Op::Cast { .. }) && !grad[v.index()];
+        if view || free_cast {
+            v = node.inputs[0];
+        } else {
+            return v;
+        }
+    };
+    let mut savers: Vec<Vec<usize>> = vec![Vec::new(); g.num_values()];
+    for (id, n) in g.nodes() {
+        if !n.outputs.iter().any(|v| grad[v.index()]) {
+            continue;
+        }
+        let operand = |i: usize| n.inputs.get(i).copied();
+        let rg = |i: usize| operand(i).is_some_and(|v| grad[v.index()]);
+        let mut keep: Vec<ValueId> = Vec::new();
+        let mut save = |v: Option<ValueId>| keep.extend(v);
+        match &n.op {
+            Op::MatMul | Op::Conv2d { .. } | Op::Binary(BinaryOp::Mul) => {
+                if rg(0) {
+                    save(operand(1));
+                }
+                if rg(1) {
+                    save(operand(0));
+                }
+            }
+            Op::Binary(BinaryOp::Div) => {
+                save(operand(1));
+                if rg(1) {
+                    save(operand(0));
+                }
+            }
+            Op::Binary(BinaryOp::Pow | BinaryOp::Max | BinaryOp::Min) => {
+                save(operand(0));
+                save(operand(1));
+            }
+            Op::Binary(_) | Op::Compare(_) | Op::Cast { .. } | Op::Constant(_) => {}
+            Op::Unary(u) => match u {
+                UnaryOp::Neg | UnaryOp::Not => {}
+                UnaryOp::Exp
+                | UnaryOp::Sigmoid
+                | UnaryOp::Tanh
+                | UnaryOp::Rsqrt
+                | UnaryOp::Sqrt
+                | UnaryOp::Reciprocal => save(n.outputs.first().copied()),
+                _ => save(operand(0)),
+            },
+            Op::Where => save(operand(0)),
+            Op::Softmax { .. } => save(n.outputs.first().copied()),
+            Op::LayerNorm { .. } | Op::RmsNorm { .. } => save(operand(0)),
+            Op::Reduce { kind, .. } => {
+                if matches!(kind, ReduceKind::Max | ReduceKind::Min | ReduceKind::Prod) {
+                    save(operand(0));
+                }
+            }
+            Op::Pool2d { .. } => save(operand(0)),
+            Op::Gather { .. } | Op::Scatter { .. } => save(operand(1)),
+            Op::Rope { .. } => {
+                save(operand(1));
+                save(operand(2));
+            }
+            Op::ArgMax { .. }
+            | Op::Broadcast { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Slice { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. } => {}
+        }
+        for v in keep {
+            let r = root(v);
+            let counted = match g.producer(r) {
+                Some(p) => !g.node(p).op.is_constant(),
+                None => match g.input_role(r) {
+                    Some(InputRole::Parameter) => false,
+                    _ => block.stream_inputs.contains(&r) || g.value(r).ty.dtype == DType::Bool,
+                },
+            };
+            if counted && !savers[r.index()].contains(&id.index()) {
+                savers[r.index()].push(id.index());
+            }
+        }
+    }
+    let core = |i: usize| block.regions[i] == Region::AttentionCore;
+    let mut saved = ByRegion::default();
+    for (v, who) in savers.iter().enumerate() {
+        if who.is_empty() {
+            continue;
+        }
+        let value = ValueId(v as u32);
+        let producer = g.producer(value).map(|p| p.index());
+        let made_in_core = match producer {
+            Some(p) => core(p),
+            None => consumers[v].iter().all(|&c| core(c)),
+        };
+        let region = if who.iter().all(|&i| core(i)) && made_in_core {
+            Region::AttentionCore
+        } else {
+            let replicated = match producer {
+                Some(p) => block.regions[p] == Region::Replicated,
+                None => consumers[v].iter().any(|&c| block.regions[c] == Region::Replicated),
+            };
+            if replicated {
+                Region::Replicated
+            } else {
+                Region::TensorParallel
+            }
+        };
+        saved.add(region, s.bytes[v]);
+    }
+    saved
+}

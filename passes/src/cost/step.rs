@@ -1,0 +1,598 @@
+//! One training step (or one decoding step) of a parallel configuration: time, memory per
+//! device, traffic per link class, FLOPs and energy.
+//!
+//! Layout of ranks (Megatron's order): tensor-parallel ranks are consecutive, data-parallel
+//! ranks (with expert-parallel groups inside them) are `tp` apart, pipeline stages `tp * dp`
+//! apart. Layers are cut into `pp * interleave` contiguous chunks, chunk `c` on stage
+//! `c % pp`; the embedding sits on the first stage and the head on the last.
+//!
+//! Time of a stage per micro-batch: forward, backward (twice forward per kernel), the
+//! recomputation the policy asks for (full: the layers' forward again, selective: the
+//! attention core), the tensor-parallel collectives (all-reduce, or reduce-scatter plus
+//! all-gather under sequence parallelism: the same bytes; not overlapped, as in Megatron),
+//! expert all-to-alls, and the activations sent to the neighbouring stages (split over the
+//! tensor-parallel ranks, each on its own NIC). With `m` micro-batches and `v` chunks per stage
+//! the pipeline takes `m * t_max + (sum of stage times - t_max) / v`: the slowest stage runs
+//! every micro-batch and the others fill and drain around it, which for equal stages is the
+//! familiar `(m + (p - 1) / v) * t` with bubble fraction `(p - 1) / (v m + p - 1)`. GPipe and
+//! 1F1B take the same time and differ in memory.
+//!
+//! After the pipeline: the gradient reduction over data-parallel ranks overlaps the last
+//! backward pass of the stage (exposed only beyond it), ZeRO-1/2 all-gather updated weights
+//! (overlapping the first forward), ZeRO-3 gathers weights every micro-batch (overlapping
+//! that micro-batch's compute), tied embeddings sync between first and last stage, and the
+//! Adam step streams `ADAM_BYTES_PER_PARAM` bytes per parameter it owns.
+//!
+//! Memory of a stage: bf16 weights, fp32 gradients and fp32 Adam state (master weights, two
+//! moments), each divided over data-parallel ranks from its ZeRO stage on; activations of the
+//! micro-batches in flight (1F1B: `p - s` on stage `s`, interleaved: `p + (p - 1) / v` on the
+//! first, GPipe: all `m`), as the block profiles store them under the recomputation policy and
+//! with the replicated part split by sequence parallelism; a full-recomputation transient of
+//! one layer; twice the largest kernel's working set for temporaries; the device's reserved
+//! memory. Serving keeps weights and the KV cache of every sequence.
+
+use crate::cost::collective::{collective, CollectiveCost, CollectiveKind, Group};
+use crate::cost::hardware::{Cluster, LinkClass};
+use crate::cost::profile::BlockProfile;
+use crate::cost::workload::{BlockKind, ProfileCache, Shape};
+use crate::cost::CostError;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Bytes Adam streams per parameter: reads of the fp32 gradient, master weight and two moments,
+/// writes of the master weight, moments and bf16 weight, and the gradient-norm pass.
+pub const ADAM_BYTES_PER_PARAM: f64 = 34.0;
+/// Bytes per parameter of fp32 gradients, of fp32 Adam state (master, m, v), and of the bf16
+/// weights ZeRO gathers.
+const GRAD_BYTES: f64 = 4.0;
+const OPTIMIZER_BYTES: f64 = 12.0;
+/// Backward time per forward time of a kernel (see `profile`).
+pub const BACKWARD_FACTOR: f64 = 2.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recompute {
+    None,
+    Selective,
+    Full,
+}
+
+impl Recompute {
+    pub const ALL: [Recompute; 3] = [Recompute::None, Recompute::Selective, Recompute::Full];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Recompute::None => "none",
+            Recompute::Selective => "selective",
+            Recompute::Full => "full",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Schedule {
+    #[serde(rename = "gpipe")]
+    GPipe,
+    /// One-forward-one-backward; interleaved when `interleave > 1`.
+    #[serde(rename = "1f1b")]
+    OneFOneB,
+}
+
+impl Schedule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::GPipe => "gpipe",
+            Schedule::OneFOneB => "1f1b",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Train,
+    Serve,
+}
+
+/// Every knob of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Parallelism {
+    pub dp: u64,
+    pub tp: u64,
+    pub pp: u64,
+    /// Expert parallelism, inside the data-parallel ranks.
+    pub ep: u64,
+    /// Sequence parallelism over the tensor-parallel ranks.
+    pub sp: bool,
+    pub micro_batch: u64,
+    /// Model chunks per pipeline stage.
+    pub interleave: u64,
+    pub recompute: Recompute,
+    /// ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also weights.
+    pub zero: u8,
+    pub schedule: Schedule,
+}
+
+impl Parallelism {
+    pub fn gpus(&self) -> u64 {
+        self.dp * self.tp * self.pp
+    }
+}
+
+/// What is run: the batch over all data-parallel ranks and the sequence (the context length
+/// when serving).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Job {
+    pub mode: Mode,
+    pub global_batch: u64,
+    pub seq: u64,
+}
+
+/// Bytes per device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Memory {
+    pub weights: f64,
+    pub gradients: f64,
+    pub optimizer: f64,
+    pub activations: f64,
+    pub temporary: f64,
+    pub kv_cache: f64,
+    pub reserved: f64,
+    pub total: f64,
+}
+
+/// Seconds of a step on the slowest stage, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct TimeBreakdown {
+    pub compute_s: f64,
+    pub recompute_s: f64,
+    pub tp_comm_s: f64,
+    pub ep_comm_s: f64,
+    pub pp_comm_s: f64,
+    pub bubble_s: f64,
+    pub dp_comm_exposed_s: f64,
+    pub optimizer_s: f64,
+}
+
+/// Bytes one device sends per step, by link class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct CommBytes {
+    pub intra_node: f64,
+    pub inter_node: f64,
+}
+
+impl CommBytes {
+    fn add(&mut self, c: &CollectiveCost, times: f64) {
+        self.intra_node += c.bytes(LinkClass::IntraNode) * times;
+        self.inter_node += c.bytes(LinkClass::InterNode) * times;
+    }
+}
+
+/// The prediction for one configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    pub step_time_s: f64,
+    pub pipeline_time_s: f64,
+    /// Idle fraction of the slowest stage during the pipeline.
+    pub bubble_fraction: f64,
+    pub micro_batches: u64,
+    pub time: TimeBreakdown,
+    /// Of the stage that needs the most.
+    pub memory: Memory,
+    pub comm_bytes: CommBytes,
+    /// Per step, all devices: the model's FLOPs (forward and backward) and what the devices
+    /// execute (with recomputation).
+    pub model_flops: f64,
+    pub hardware_flops: f64,
+    /// Tokens processed (training) or generated (serving) per step.
+    pub tokens: f64,
+    pub energy_j: f64,
+}
+
+/// Blocks of one stage with how many of each, per micro-batch.
+struct Stage {
+    blocks: Vec<(Arc<BlockProfile>, f64, bool)>,
+}
+
+/// Which layers (as counts per run) the chunk `[start, end)` holds.
+fn run_counts(runs: &[(usize, u64)], start: u64, end: u64) -> Vec<(usize, u64)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for &(kind, n) in runs {
+        let (lo, hi) = (at.max(start), (at + n).min(end));
+        if hi > lo {
+            out.push((kind, hi - lo));
+        }
+        at += n;
+    }
+    out
+}
+
+/// Checks the shape rules every estimate relies on.
+fn check(job: &Job, par: &Parallelism, layers: u64) -> Result<(), CostError> {
+    let bad = |m: String| Err(CostError::Invalid(m));
+    let knobs = [par.dp, par.tp, par.pp, par.ep, par.micro_batch, par.interleave];
+    if knobs.contains(&0) {
+        return bad("dp, tp, pp, ep, micro_batch and interleave must be positive".into());
+    }
+    if job.global_batch % (par.dp * par.micro_batch) != 0 {
+        return bad(format!(
+            "global batch {} is not a multiple of dp * micro_batch = {}",
+            job.global_batch,
+            par.dp * par.micro_batch
+        ));
+    }
+    if par.pp * par.interleave > layers {
+        return bad(format!("pp * interleave = {} exceeds the {layers} layers", par.pp * par.interleave));
+    }
+    if par.dp % par.ep != 0 {
+        return bad(format!("ep = {} must divide dp = {}", par.ep, par.dp));
+    }
+    if par.zero > 3 {
+        return bad(format!("zero stage {} (0..3)", par.zero));
+    }
+    Ok(())
+}
+
+/// Predicts `par` for `job` on `cluster`, building block profiles through `cache`.
+pub fn estimate(
+    cache: &mut ProfileCache,
+    cluster: &Cluster,
+    job: &Job,
+    par: &Parallelism,
+) -> Result<Estimate, CostError> {
+    let workload = cache.workload();
+    let runs = workload.layer_runs();
+    let layers = workload.layers();
+    check(job, par, layers)?;
+    let train = job.mode == Mode::Train;
+    let (p, v) = (par.pp, par.interleave);
+    let m = job.global_batch / (par.dp * par.micro_batch);
+    let shape = if train {
+        Shape { batch: par.micro_batch, seq: job.seq, tp: par.tp, ep: par.ep, training: true, kv_cache: 0 }
+    } else {
+        Shape { batch: par.micro_batch, seq: 1, tp: par.tp, ep: par.ep, training: false, kv_cache: job.seq }
+    };
+
+    // Stages: which blocks each holds. Profiles are fetched once; stages with the same blocks
+    // (all but the ends, for evenly split repeated layers) are priced once.
+    let embedding = if workload.has_embedding() { Some(cache.get(BlockKind::Embedding, &shape)?) } else { None };
+    let head = if workload.has_head() { Some(cache.get(BlockKind::Head, &shape)?) } else { None };
+    let mut layer_profiles: Vec<Option<Arc<BlockProfile>>> = Vec::new();
+    let chunks = p * v;
+    let mut compositions: Vec<Vec<(usize, u64)>> = Vec::with_capacity(p as usize);
+    for s in 0..p {
+        let mut counts: Vec<(usize, u64)> = Vec::new();
+        for j in 0..v {
+            let c = s + j * p;
+            for (kind, n) in run_counts(&runs, c * layers / chunks, (c + 1) * layers / chunks) {
+                match counts.iter_mut().find(|(k, _)| *k == kind) {
+                    Some(entry) => entry.1 += n,
+                    None => counts.push((kind, n)),
+                }
+            }
+        }
+        for &(kind, _) in &counts {
+            if layer_profiles.len() <= kind {
+                layer_profiles.resize(kind + 1, None);
+            }
+            if layer_profiles[kind].is_none() {
+                layer_profiles[kind] = Some(cache.get(BlockKind::Layer(kind), &shape)?);
+            }
+        }
+        compositions.push(counts);
+    }
+    let stage_of = |s: u64| -> Stage {
+        let mut blocks = Vec::new();
+        if s == 0 {
+            blocks.extend(embedding.iter().map(|b| (b.clone(), 1.0, false)));
+        }
+        for &(kind, n) in &compositions[s as usize] {
+            blocks.extend(layer_profiles[kind].iter().map(|b| (b.clone(), n as f64, true)));
+        }
+        if s == p - 1 {
+            blocks.extend(head.iter().map(|b| (b.clone(), 1.0, false)));
+        }
+        Stage { blocks }
+    };
+
+    let device = &cluster.device;
+    let sp_div = if par.sp { par.tp as f64 } else { 1.0 };
+    let tp_group = Group::new(par.tp, 1);
+    let ep_group = Group::new(par.ep, par.tp);
+    let dp_group = Group::new(par.dp, par.tp);
+    let edp_group = Group::new(par.dp / par.ep, par.tp * par.ep);
+    let pp_peer = Group::new(2, par.tp * par.dp);
+    let all_reduce = |bytes: f64| collective(cluster, CollectiveKind::AllReduce, bytes, tp_group);
+    let all_to_all = |bytes: f64| collective(cluster, CollectiveKind::AllToAll, bytes, ep_group);
+
+    #[derive(Clone)]
+    struct StageCost {
+        time: f64,
+        fwd: f64,
+        bwd: f64,
+        recompute: f64,
+        tp: f64,
+        ep: f64,
+        pp: f64,
+        /// Exposed per-micro-batch ZeRO-2/3 traffic.
+        zero3: f64,
+        comm: CommBytes,
+        dense_params: f64,
+        expert_params: f64,
+        param_bytes: f64,
+        saved: f64,
+        layer_full: f64,
+        temp: f64,
+        cache_bytes: f64,
+        embedding_params: f64,
+    }
+    let mut costs: Vec<StageCost> = Vec::with_capacity(p as usize);
+    // (first stage, last stage, layers per kind) of each stage priced so far, and its index.
+    type Signature<'a> = (bool, bool, &'a [(usize, u64)]);
+    let mut priced: Vec<(Signature, usize)> = Vec::new();
+    for s in 0..p {
+        let signature = (s == 0, s == p - 1, compositions[s as usize].as_slice());
+        if let Some(&(_, i)) = priced.iter().find(|(sig, _)| *sig == signature) {
+            let same = costs[i].clone();
+            costs.push(same);
+            continue;
+        }
+        priced.push((signature, costs.len()));
+        let stage = stage_of(s);
+        let mut c = StageCost {
+            time: 0.0,
+            fwd: 0.0,
+            bwd: 0.0,
+            recompute: 0.0,
+            tp: 0.0,
+            ep: 0.0,
+            pp: 0.0,
+            zero3: 0.0,
+            comm: CommBytes::default(),
+            dense_params: 0.0,
+            expert_params: 0.0,
+            param_bytes: 0.0,
+            saved: 0.0,
+            layer_full: 0.0,
+            temp: 0.0,
+            cache_bytes: 0.0,
+            embedding_params: 0.0,
+        };
+        let mut stream_bytes: f64 = 0.0;
+        for (b, n, is_layer) in &stage.blocks {
+            let n = *n;
+            let fwd = b.fwd_time.with_sequence_split(sp_div);
+            c.fwd += n * fwd;
+            // Passes of the block's collectives: forward, backward, forward again under full
+            // recomputation (serving: forward only).
+            let passes = if !train {
+                1.0
+            } else if *is_layer && par.recompute == Recompute::Full {
+                3.0
+            } else {
+                2.0
+            };
+            if train {
+                c.bwd += n * BACKWARD_FACTOR * fwd;
+                if *is_layer {
+                    c.recompute += n * match par.recompute {
+                        Recompute::Full => fwd,
+                        Recompute::Selective => b.fwd_time.attention_core,
+                        Recompute::None => 0.0,
+                    };
+                }
+            }
+            for &bytes in &b.tp_comm_bytes {
+                let ar = all_reduce(bytes);
+                c.tp += n * passes * ar.time_s;
+                c.comm.add(&ar, n * passes * m as f64);
+            }
+            for &bytes in &b.ep_comm_bytes {
+                let a2a = all_to_all(bytes);
+                c.ep += n * passes * a2a.time_s;
+                c.comm.add(&a2a, n * passes * m as f64);
+            }
+            c.dense_params += n * (b.params - b.expert_params);
+            c.expert_params += n * b.expert_params;
+            c.param_bytes += n * b.param_bytes;
+            if !is_layer && workload.tied_embeddings() && b.params > 0.0 {
+                c.embedding_params = c.embedding_params.max(b.params);
+            }
+            let saved = |r: Recompute| match r {
+                Recompute::None => b.saved_bytes.with_sequence_split(sp_div),
+                Recompute::Selective => b.saved_bytes.replicated / sp_div + b.saved_bytes.tensor_parallel,
+                Recompute::Full => b.stream_bytes / sp_div,
+            };
+            let policy = if *is_layer { par.recompute } else { Recompute::None };
+            c.saved += n * saved(policy);
+            if *is_layer && par.recompute == Recompute::Full {
+                c.layer_full = c.layer_full.max(saved(Recompute::None));
+            }
+            c.temp = c.temp.max(2.0 * b.peak_kernel_bytes);
+            c.cache_bytes += n * b.cache_bytes;
+            if *is_layer {
+                stream_bytes = stream_bytes.max(b.stream_bytes);
+            }
+        }
+        if p > 1 {
+            // Megatron scatters the activation over the tensor-parallel ranks before sending.
+            let transfers = if train { 2.0 * v as f64 } else { 1.0 };
+            let bytes = stream_bytes / par.tp as f64;
+            let send = collective(cluster, CollectiveKind::SendRecv, bytes, pp_peer);
+            c.pp += transfers * send.time_s;
+            c.comm.add(&send, transfers * m as f64);
+        }
+        if train && par.zero >= 2 && par.dp > 1 {
+            // Sharded gradients cannot accumulate locally: every micro-batch reduce-scatters
+            // its gradients (overlapping its backward), and ZeRO-3 gathers the weights for the
+            // forward and again for the backward.
+            let params = c.dense_params + c.expert_params;
+            let scatter = collective(cluster, CollectiveKind::ReduceScatter, params * GRAD_BYTES, dp_group);
+            let mut exposed = (scatter.time_s - c.bwd).max(0.0);
+            c.comm.add(&scatter, m as f64);
+            if par.zero == 3 {
+                let gather = collective(cluster, CollectiveKind::AllGather, params * 2.0, dp_group);
+                exposed = (2.0 * gather.time_s + scatter.time_s - (c.fwd + c.bwd)).max(0.0);
+                c.comm.add(&gather, 2.0 * m as f64);
+            }
+            c.zero3 = exposed;
+        }
+        c.time = c.fwd + c.bwd + c.recompute + c.tp + c.ep + c.pp + c.zero3;
+        costs.push(c);
+    }
+
+    let (critical, t_max) =
+        costs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.time))
+            .fold((0, 0.0), |best, x| if x.1 > best.1 { x } else { best });
+    let sum: f64 = costs.iter().map(|c| c.time).sum();
+    let mf = m as f64;
+    let pipeline = if train {
+        mf * t_max + (sum - t_max) / v as f64
+    } else {
+        // Decoding: each micro-batch passes every stage before its next token.
+        (m.max(p) as f64) * t_max
+    };
+
+    // After the pipeline (training): data-parallel sync, tied embeddings, optimizer.
+    let mut after: f64 = 0.0;
+    let mut dp_exposed_crit = 0.0;
+    let mut optimizer_crit = 0.0;
+    let mut extra_comm = vec![CommBytes::default(); costs.len()];
+    if train {
+        for (i, c) in costs.iter().enumerate() {
+            let mut exposed = 0.0;
+            if par.zero < 3 {
+                let mut sync = |params: f64, group: Group| {
+                    if params <= 0.0 || group.size <= 1 {
+                        return;
+                    }
+                    // ZeRO-2 reduced its gradients micro-batch by micro-batch already.
+                    if par.zero < 2 {
+                        let grads = if par.zero == 0 {
+                            collective(cluster, CollectiveKind::AllReduce, params * GRAD_BYTES, group)
+                        } else {
+                            collective(cluster, CollectiveKind::ReduceScatter, params * GRAD_BYTES, group)
+                        };
+                        let last_backward = c.bwd + c.recompute;
+                        exposed += (grads.time_s - last_backward).max(0.0);
+                        extra_comm[i].add(&grads, 1.0);
+                    }
+                    if par.zero >= 1 {
+                        let gather = collective(cluster, CollectiveKind::AllGather, params * 2.0, group);
+                        exposed += (gather.time_s - c.fwd).max(0.0);
+                        extra_comm[i].add(&gather, 1.0);
+                    }
+                };
+                sync(c.dense_params, dp_group);
+                sync(c.expert_params, edp_group);
+            }
+            if c.embedding_params > 0.0 && p > 1 {
+                let peers = Group::new(2, (p - 1) * par.tp * par.dp);
+                let ar = collective(cluster, CollectiveKind::AllReduce, c.embedding_params * GRAD_BYTES, peers);
+                exposed += ar.time_s;
+                extra_comm[i].add(&ar, 1.0);
+            }
+            let shard = |params: f64, ranks: u64| if par.zero >= 1 { params / ranks as f64 } else { params };
+            let owned = shard(c.dense_params, par.dp) + shard(c.expert_params, par.dp / par.ep);
+            let optimizer = owned * ADAM_BYTES_PER_PARAM / device.stream_bandwidth();
+            if exposed + optimizer > after {
+                after = exposed + optimizer;
+            }
+            if i == critical {
+                dp_exposed_crit = exposed;
+                optimizer_crit = optimizer;
+            }
+        }
+    }
+    let step_time = pipeline + after;
+
+    // Memory per stage; the largest counts.
+    let mut memory = Memory::default();
+    for (s, c) in costs.iter().enumerate() {
+        let mut mem = Memory { reserved: device.reserved_bytes, temporary: c.temp, ..Memory::default() };
+        let params = c.dense_params + c.expert_params;
+        let weight_bytes = if params > 0.0 { c.param_bytes / params } else { 2.0 };
+        let shard = |params: f64, ranks: u64, from: u8| if par.zero >= from { params / ranks as f64 } else { params };
+        let edp = par.dp / par.ep;
+        mem.weights = weight_bytes * (shard(c.dense_params, par.dp, 3) + shard(c.expert_params, edp, 3));
+        if train {
+            mem.gradients = GRAD_BYTES * (shard(c.dense_params, par.dp, 2) + shard(c.expert_params, edp, 2));
+            mem.optimizer = OPTIMIZER_BYTES * (shard(c.dense_params, par.dp, 1) + shard(c.expert_params, edp, 1));
+            let in_flight = match par.schedule {
+                Schedule::GPipe => mf,
+                Schedule::OneFOneB if v == 1 => (p - s as u64).min(m) as f64,
+                Schedule::OneFOneB => {
+                    let warmup_chunks = (p - s as u64 - 1) * 2 + (v - 1) * p + 1;
+                    warmup_chunks.min(m * v) as f64 / v as f64
+                }
+            };
+            mem.activations = c.saved * in_flight + c.layer_full;
+        } else {
+            mem.kv_cache = c.cache_bytes * mf;
+        }
+        mem.total =
+            mem.weights + mem.gradients + mem.optimizer + mem.activations + mem.temporary + mem.kv_cache + mem.reserved;
+        if mem.total > memory.total {
+            memory = mem;
+        }
+    }
+
+    // FLOPs: a tensor-parallel group does the replicated work once and the sharded work
+    // `tp` times over.
+    let tpf = par.tp as f64;
+    let mut model_fwd = 0.0;
+    let mut recompute_fwd = 0.0;
+    for s in 0..p {
+        for (b, n, is_layer) in &stage_of(s).blocks {
+            let f = &b.fwd_flops;
+            let unique = f.replicated + tpf * (f.tensor_parallel + f.attention_core);
+            model_fwd += n * unique;
+            if *is_layer {
+                recompute_fwd += n * match par.recompute {
+                    Recompute::Full => unique,
+                    Recompute::Selective => tpf * f.attention_core,
+                    Recompute::None => 0.0,
+                };
+            }
+        }
+    }
+    let replicas = mf * par.dp as f64;
+    let passes = if train { 1.0 + BACKWARD_FACTOR } else { 1.0 };
+    let model_flops = passes * model_fwd * replicas;
+    let hardware_flops = model_flops + if train { recompute_fwd * replicas } else { 0.0 };
+
+    let crit = &costs[critical];
+    let time = TimeBreakdown {
+        compute_s: mf * (crit.fwd + crit.bwd),
+        recompute_s: mf * crit.recompute,
+        tp_comm_s: mf * crit.tp,
+        ep_comm_s: mf * crit.ep,
+        pp_comm_s: mf * crit.pp,
+        bubble_s: (pipeline - mf * t_max).max(0.0),
+        dp_comm_exposed_s: dp_exposed_crit,
+        optimizer_s: optimizer_crit,
+    };
+    let mut comm_bytes = crit.comm;
+    comm_bytes.intra_node += extra_comm[critical].intra_node;
+    comm_bytes.inter_node += extra_comm[critical].inter_node;
+    let busy = ((time.compute_s + time.recompute_s) / step_time).min(1.0);
+    let energy_j = par.gpus() as f64 * (device.idle_w + (device.tdp_w - device.idle_w) * busy) * step_time;
+    let tokens = if train { (job.global_batch * job.seq) as f64 } else { (par.dp * par.micro_batch * m) as f64 };
+    Ok(Estimate {
+        step_time_s: step_time,
+        pipeline_time_s: pipeline,
+        bubble_fraction: if pipeline > 0.0 { time.bubble_s / pipeline } else { 0.0 },
+        micro_batches: m,
+        time,
+        memory,
+        comm_bytes,
+        model_flops,
+        hardware_flops,
+        tokens,
+        energy_j,
+    })
+}

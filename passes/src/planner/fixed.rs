@@ -1,0 +1,92 @@
+//! `--fix` knobs: `tp=8,pp=8,dp=..,ep=..,micro_batch=..,interleave=..,recompute=full|selective|none,
+//! sp=on|off,zero=0..3,schedule=1f1b|gpipe`. Whatever is fixed, the search does not vary.
+
+use crate::cost::step::{Recompute, Schedule};
+use crate::planner::PlanError;
+
+/// Knobs the user fixed; `None` means searched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fixed {
+    pub dp: Option<u64>,
+    pub tp: Option<u64>,
+    pub pp: Option<u64>,
+    pub ep: Option<u64>,
+    pub micro_batch: Option<u64>,
+    pub interleave: Option<u64>,
+    pub recompute: Option<Recompute>,
+    pub sp: Option<bool>,
+    pub zero: Option<u8>,
+    pub schedule: Option<Schedule>,
+}
+
+/// The knob names `--fix` accepts.
+pub const KNOBS: [&str; 10] =
+    ["dp", "tp", "pp", "ep", "micro_batch", "interleave", "recompute", "sp", "zero", "schedule"];
+
+impl Fixed {
+    /// Parses `key=value,...`; errors name the knob.
+    pub fn parse(text: &str) -> Result<Fixed, PlanError> {
+        let mut fixed = Fixed::default();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let Some((key, value)) = item.split_once('=') else {
+                return Err(bad(item, format!("expected knob=value; knobs: {}", KNOBS.join(", "))));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            let count = || -> Result<Option<u64>, PlanError> {
+                match value.parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Some(n)),
+                    _ => Err(bad(key, format!("'{value}' is not a positive integer"))),
+                }
+            };
+            let twice = match key {
+                "dp" => fixed.dp.replace(count()?.unwrap_or(1)).is_some(),
+                "tp" => fixed.tp.replace(count()?.unwrap_or(1)).is_some(),
+                "pp" => fixed.pp.replace(count()?.unwrap_or(1)).is_some(),
+                "ep" => fixed.ep.replace(count()?.unwrap_or(1)).is_some(),
+                "micro_batch" | "mb" => fixed.micro_batch.replace(count()?.unwrap_or(1)).is_some(),
+                "interleave" => fixed.interleave.replace(count()?.unwrap_or(1)).is_some(),
+                "recompute" => {
+                    let r = match value {
+                        "none" => Recompute::None,
+                        "selective" => Recompute::Selective,
+                        "full" => Recompute::Full,
+                        _ => return Err(bad(key, format!("'{value}' is not one of none, selective, full"))),
+                    };
+                    fixed.recompute.replace(r).is_some()
+                }
+                "sp" => {
+                    let on = match value {
+                        "on" | "true" | "1" => true,
+                        "off" | "false" | "0" => false,
+                        _ => return Err(bad(key, format!("'{value}' is not on or off"))),
+                    };
+                    fixed.sp.replace(on).is_some()
+                }
+                "zero" => {
+                    let z = match value.parse::<u8>() {
+                        Ok(z) if z <= 3 => z,
+                        _ => return Err(bad(key, format!("'{value}' is not a ZeRO stage 0..3"))),
+                    };
+                    fixed.zero.replace(z).is_some()
+                }
+                "schedule" => {
+                    let s = match value {
+                        "1f1b" => Schedule::OneFOneB,
+                        "gpipe" => Schedule::GPipe,
+                        _ => return Err(bad(key, format!("'{value}' is not 1f1b or gpipe"))),
+                    };
+                    fixed.schedule.replace(s).is_some()
+                }
+                _ => return Err(bad(key, format!("unknown knob; knobs: {}", KNOBS.join(", ")))),
+            };
+            if twice {
+                return Err(bad(key, "is fixed twice".to_string()));
+            }
+        }
+        Ok(fixed)
+    }
+}
+
+fn bad(knob: &str, message: String) -> PlanError {
+    PlanError::BadFix { knob: knob.to_string(), message }
+}

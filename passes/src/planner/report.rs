@@ -1,0 +1,198 @@
+//! The text form of a plan: a summary block and a table of the alternatives (the JSON form is
+//! the serde view of [`Plan`]).
+
+use crate::cost::step::Mode;
+use crate::planner::{Plan, SearchStats};
+use std::fmt;
+
+/// `1.23 s`, `45.6 ms`, `789 us`.
+pub fn seconds(s: f64) -> String {
+    if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 1e-3 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{:.0} us", s * 1e6)
+    }
+}
+
+/// `12.3 GB` (1e9 bytes, as devices are sold).
+pub fn gigabytes(b: f64) -> String {
+    format!("{:.1} GB", b / 1e9)
+}
+
+/// `1.2 M`, `345.6 k`.
+fn si(x: f64) -> String {
+    let (scaled, prefix) = if x >= 1e12 {
+        (x / 1e12, " T")
+    } else if x >= 1e9 {
+        (x / 1e9, " G")
+    } else if x >= 1e6 {
+        (x / 1e6, " M")
+    } else if x >= 1e3 {
+        (x / 1e3, " k")
+    } else {
+        (x, " ")
+    };
+    format!("{scaled:.1}{prefix}")
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+impl fmt::Display for SearchStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} configurations evaluated, {} fit in memory, {} block profiles built",
+            self.space, self.feasible, self.profiles
+        )
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &self.parallelism;
+        let e = &self.estimate;
+        let mode = match self.mode {
+            Mode::Train => "train",
+            Mode::Serve => "serve",
+        };
+        let what = match self.mode {
+            Mode::Train => format!("global batch {} x seq {}", self.global_batch, self.seq),
+            Mode::Serve => format!("{} sequences, context {}", self.global_batch, self.seq),
+        };
+        writeln!(
+            f,
+            "plan for {} ({} parameters) on {} ({} x {}), {mode}, {what}",
+            self.model,
+            si(self.parameters as f64).trim_end(),
+            self.cluster,
+            self.gpus,
+            self.device
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "  parallelism   dp={} tp={} pp={} ep={} sp={} micro_batch={} interleave={} recompute={} zero={} schedule={}",
+            p.dp,
+            p.tp,
+            p.pp,
+            p.ep,
+            on_off(p.sp),
+            p.micro_batch,
+            p.interleave,
+            p.recompute.name(),
+            p.zero,
+            p.schedule.name()
+        )?;
+        let unit = match self.mode {
+            Mode::Train => "step",
+            Mode::Serve => "decode step",
+        };
+        writeln!(
+            f,
+            "  {unit:<13} {} ({} micro-batches of {}), {}tokens/s",
+            seconds(self.step_time_s),
+            e.micro_batches,
+            p.micro_batch,
+            si(self.tokens_per_s)
+        )?;
+        writeln!(
+            f,
+            "  throughput    {:.1} model TFLOP/s per GPU, {:.1} with recomputation, MFU {:.1}%",
+            self.model_tflops_per_gpu,
+            self.hardware_tflops_per_gpu,
+            100.0 * self.mfu
+        )?;
+        let m = &e.memory;
+        writeln!(
+            f,
+            "  memory/GPU    {} of {}: weights {}, gradients {}, optimizer {}, activations {}, temporary {}, KV cache {}, reserved {}",
+            gigabytes(m.total),
+            gigabytes(self.device_memory_bytes),
+            gigabytes(m.weights),
+            gigabytes(m.gradients),
+            gigabytes(m.optimizer),
+            gigabytes(m.activations),
+            gigabytes(m.temporary),
+            gigabytes(m.kv_cache),
+            gigabytes(m.reserved)
+        )?;
+        let t = &e.time;
+        writeln!(
+            f,
+            "  time          compute {}, recompute {}, tp comm {}, ep comm {}, pp transfers {}, bubble {} ({:.1}%), dp sync {}, optimizer {}",
+            seconds(t.compute_s),
+            seconds(t.recompute_s),
+            seconds(t.tp_comm_s),
+            seconds(t.ep_comm_s),
+            seconds(t.pp_comm_s),
+            seconds(t.bubble_s),
+            100.0 * self.bubble_fraction,
+            seconds(t.dp_comm_exposed_s),
+            seconds(t.optimizer_s)
+        )?;
+        let c = &self.comm_bytes_per_step;
+        writeln!(
+            f,
+            "  traffic/GPU   {} over {}, {} over {} per step",
+            gigabytes(c.intra_node),
+            c.intra_node_link,
+            gigabytes(c.inter_node),
+            c.inter_node_link
+        )?;
+        writeln!(f, "  energy        {:.1} kJ per step", self.energy_per_step_j / 1e3)?;
+        writeln!(f, "  search        {}", self.search)?;
+        if self.alternatives.is_empty() {
+            return Ok(());
+        }
+        writeln!(f)?;
+        writeln!(f, "alternatives")?;
+        let mut rows =
+            vec![["dp", "tp", "pp", "ep", "sp", "mb", "v", "recompute", "zero", "step", "memory", "why it lost"]
+                .map(String::from)];
+        for a in &self.alternatives {
+            let q = &a.parallelism;
+            rows.push([
+                q.dp.to_string(),
+                q.tp.to_string(),
+                q.pp.to_string(),
+                q.ep.to_string(),
+                on_off(q.sp).to_string(),
+                q.micro_batch.to_string(),
+                q.interleave.to_string(),
+                q.recompute.name().to_string(),
+                q.zero.to_string(),
+                seconds(a.step_time_s),
+                gigabytes(a.memory_per_gpu_bytes),
+                a.why.clone(),
+            ]);
+        }
+        let mut widths = [0usize; 12];
+        for r in &rows {
+            for (w, cell) in widths.iter_mut().zip(r) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        for r in &rows {
+            write!(f, " ")?;
+            for (i, (cell, w)) in r.iter().zip(widths).enumerate() {
+                if i == r.len() - 1 {
+                    write!(f, "  {cell}")?;
+                } else if i == 7 {
+                    write!(f, "  {cell:<w$}")?;
+                } else {
+                    write!(f, "  {cell:>w$}")?;
+                }
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}

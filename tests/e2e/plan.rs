@@ -1,0 +1,88 @@
+//! `tessera plan` through the CLI: a plan in JSON with every documented field, an infeasible
+//! model (exit code 2 with the memory it would need), and `--fix` values that cannot work.
+
+use crate::support::{example, tessera};
+
+#[test]
+fn plan_json_has_every_documented_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tessera(
+        dir.path(),
+        &[
+            "plan",
+            "gpt3-175b",
+            "--cluster",
+            "a100-80g-sxm:gpus=64",
+            "--global-batch",
+            "64",
+            "--format",
+            "json",
+            "-o",
+            "plan.json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("plan.json")).unwrap()).unwrap();
+    for field in [
+        "step_time_s",
+        "tokens_per_s",
+        "model_tflops_per_gpu",
+        "hardware_tflops_per_gpu",
+        "mfu",
+        "memory_per_gpu_bytes",
+        "parallelism",
+        "comm_bytes_per_step",
+        "bubble_fraction",
+        "alternatives",
+    ] {
+        assert!(!plan[field].is_null(), "plan.json lacks {field}");
+    }
+    let p = &plan["parallelism"];
+    let gpus = p["dp"].as_u64().unwrap() * p["tp"].as_u64().unwrap() * p["pp"].as_u64().unwrap();
+    assert_eq!(gpus, 64, "{p}");
+    assert!(plan["memory_per_gpu_bytes"].as_f64().unwrap() <= 80e9);
+    let mfu = plan["mfu"].as_f64().unwrap();
+    assert!(mfu > 0.1 && mfu < 0.8, "implausible MFU {mfu}");
+}
+
+#[test]
+fn plans_any_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tessera(
+        dir.path(),
+        &["plan", &example("mlp.mlir"), "--cluster", "h100-80g-sxm:gpus=8", "--global-batch", "64"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("parallelism"), "{}", out.stdout);
+}
+
+#[test]
+fn a_model_that_fits_nowhere_exits_2_and_says_what_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tessera(dir.path(), &["plan", "gpt-1t", "--cluster", "a100-80g-sxm:gpus=8", "--global-batch", "8"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out
+        .stderr
+        .starts_with("error: gpt-1t does not fit on a100-80g-sxm:gpus=8: the smallest configuration needs"));
+    assert!(out.stderr.contains("GB per GPU"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1);
+}
+
+#[test]
+fn impossible_fixes_name_the_knob() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("a100-80g-sxm:gpus=64", "tp=7", "error: --fix tp: tp=7 does not divide the 64 GPUs"),
+        ("a100-80g-sxm:gpus=64", "pp=200", "error: --fix pp: pp=200 is larger than the 96 layers"),
+        ("a100-80g-sxm:gpus=64", "tp=64", "--fix tp"),
+        ("a100-80g-sxm:gpus=60", "tp=8", "gpus=60 is not a whole number of 8-device nodes"),
+    ];
+    for (cluster, fix, expected) in cases {
+        let out =
+            tessera(dir.path(), &["plan", "gpt3-175b", "--cluster", cluster, "--global-batch", "64", "--fix", fix]);
+        assert_eq!(out.code, 1, "{fix}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{fix}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
+}
