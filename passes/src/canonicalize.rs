@@ -92,6 +92,7 @@ pub static RULES: &[Rule] = &[
     Rule { name: "broadcast-identity", apply: layout::broadcast_identity },
     Rule { name: "broadcast-of-broadcast", apply: layout::broadcast_of_broadcast },
     Rule { name: "slice-identity", apply: layout::slice_identity },
+    Rule { name: "slice-of-slice", apply: layout::slice_of_slice },
     Rule { name: "concat-single", apply: layout::concat_single },
     Rule { name: "split-single", apply: layout::split_single },
     Rule { name: "cast-identity", apply: arithmetic::cast_identity },

@@ -14,15 +14,16 @@
 //! - [`registry`]: the one table of passes, by kebab-case name.
 //! - [`pipeline`]: pipeline text, `run_pipeline`, and the timing report.
 //! - [`rewrite`]: value replacement that keeps graph-output names.
-//! - passes: [`verify`], [`dce`], [`cse`], [`canonicalize`].
+//! - passes: [`verify`], [`dce`], [`cse`], [`canonicalize`], [`egraph`] (equality saturation).
+//! - [`stats`]: per-op FLOPs and bytes, and the graph summary.
 //! - [`cost`]: the cost model (roofline kernels, alpha-beta collectives, pipeline schedules,
 //!   memory per device); [`planner`]: the auto-parallel search behind `tessera plan`.
-//! - [`stats`]: per-op FLOPs and bytes, and the graph summary.
 
 pub mod canonicalize;
 pub mod cost;
 pub mod cse;
 pub mod dce;
+pub mod egraph;
 pub mod pass;
 pub mod pipeline;
 pub mod planner;

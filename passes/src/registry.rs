@@ -42,6 +42,12 @@ pub static PASSES: &[PassInfo] = &[
         run: crate::dce::run,
     },
     PassInfo {
+        name: "egraph",
+        description: "equality saturation with rewrite rules, then extraction by a roofline estimate",
+        options: crate::egraph::OPTIONS,
+        run: crate::egraph::run,
+    },
+    PassInfo {
         name: "verify",
         description: "check the graph with the IR verifier",
         options: &[],

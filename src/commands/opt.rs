@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use tessera_ir::graph::Graph;
-use tessera_passes::pipeline::{run_pipeline, Pipeline, RunConfig};
+use tessera_passes::pipeline::{run_pipeline, Pipeline, PipelineReport, RunConfig};
 
 #[derive(Args)]
 pub struct OptArgs {
@@ -23,6 +23,10 @@ pub struct OptArgs {
     /// Print a table of per-pass wall time and node counts to standard error.
     #[arg(long)]
     pub timing: bool,
+    /// Print what each pass did to standard error: rewrites, nodes before/after and its
+    /// counters (for `egraph`: the rules that fired, iterations, stop reason, cost before/after).
+    #[arg(long)]
+    pub explain: bool,
     /// Check that MLIR itself parses and verifies the result (tsr registered through IRDL).
     #[arg(long)]
     pub check_mlir: bool,
@@ -55,6 +59,9 @@ pub fn run(args: OptArgs) -> Result<()> {
     if args.timing {
         eprint!("{}", report.timing_table());
     }
+    if args.explain {
+        eprint!("{}", explain(&report));
+    }
     let text = tessera_ir::mlir::print_graph(&graph);
     if args.check_mlir {
         tessera_ir::mlir::check_with_mlir(&text).context("MLIR rejected the output")?;
@@ -70,4 +77,19 @@ pub fn run(args: OptArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// One paragraph per pass: its node counts and rewrites, then its counters, one per line.
+fn explain(report: &PipelineReport) -> String {
+    let mut out = String::new();
+    for record in &report.passes {
+        out += &format!(
+            "{}: {} -> {} nodes, {} rewrites\n",
+            record.name, record.nodes_before, record.nodes_after, record.stats.rewrites
+        );
+        for (counter, value) in &record.stats.counters {
+            out += &format!("  {counter} = {value}\n");
+        }
+    }
+    out
 }

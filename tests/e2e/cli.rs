@@ -166,3 +166,19 @@ fn info_counts_unbound_symbols_as_one_and_says_so() {
     assert_eq!(out.stderr.trim(), "note: symbolic dimension 'batch' counted as 1 (set it with --dim batch=N)");
     assert!(out.stdout.contains("symbolic dims      batch=1"), "{}", out.stdout);
 }
+
+#[test]
+fn explain_lists_the_rules_that_fired_and_the_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = crate::support::repo_root().join("tests/data/egraph/qkv-merge.mlir");
+    let out = tessera(dir.path(), &["opt", "--pipeline", "egraph", "--explain", model.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.starts_with("egraph: 3 -> "), "{}", out.stderr);
+    let counter = |name: &str| -> u64 {
+        let line = out.stderr.lines().find(|l| l.trim_start().starts_with(&format!("{name} = "))).unwrap_or("");
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {name}: {}", out.stderr))
+    };
+    assert!(counter("rule.matmul-merge-rhs") > 0);
+    assert!(counter("egraph.cost-after-ns") < counter("egraph.cost-before-ns"));
+    assert_eq!(out.stdout.matches("\"tsr.matmul\"").count(), 1, "{}", out.stdout);
+}

@@ -3,6 +3,7 @@
 
 use super::{producer, Config, Rewrite};
 use tessera_ir::graph::{Graph, NodeId, ValueId};
+use tessera_ir::ops::layout::slice_extent;
 use tessera_ir::ops::Op;
 use tessera_ir::types::Dim;
 
@@ -109,6 +110,48 @@ pub fn slice_identity(g: &Graph, id: NodeId, _: &Config) -> Option<Rewrite> {
         Dim::Symbolic(_) => step == 1,
     });
     in_order.then(|| Rewrite::Replace(vec![x]))
+}
+
+/// slice(slice(x, s1, e1, t1), s2, e2, t2) → slice(x, s1 + t1·s2, .., t1·t2) per dimension,
+/// for positive steps (the e-graph's merged projections come out as such pairs)
+pub fn slice_of_slice(g: &Graph, id: NodeId, _: &Config) -> Option<Rewrite> {
+    let Op::Slice { starts: s2, ends: e2, steps: t2 } = &g.node(id).op else {
+        return None;
+    };
+    let (inner, inner_op) = producer(g, only_input(g, id)?)?;
+    let Op::Slice { starts: s1, ends: e1, steps: t1 } = inner_op else {
+        return None;
+    };
+    let x = only_input(g, inner)?;
+    let dims = &g.value(x).ty.dims;
+    let (mut starts, mut ends, mut steps) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, d) in dims.iter().enumerate() {
+        let (t1, t2) = (*t1.get(i)?, *t2.get(i)?);
+        if t1 <= 0 || t2 <= 0 {
+            return None;
+        }
+        match d {
+            // The shape rule only lets a symbolic dimension through whole, so both keep it.
+            Dim::Symbolic(_) => {
+                starts.push(0);
+                ends.push(i64::MAX);
+                steps.push(1);
+            }
+            Dim::Static(n) => {
+                let (a1, c1) = slice_extent(i64::try_from(*n).ok()?, *s1.get(i)?, *e1.get(i)?, t1);
+                let (a2, c2) = slice_extent(c1, *s2.get(i)?, *e2.get(i)?, t2);
+                let start = a1.checked_add(t1.checked_mul(a2)?)?;
+                let step = t1.checked_mul(t2)?;
+                // One past the last selected element selects exactly c2 elements.
+                let end =
+                    if c2 == 0 { start } else { start.checked_add((c2 - 1).checked_mul(step)?)?.checked_add(1)? };
+                starts.push(start);
+                ends.push(end);
+                steps.push(step);
+            }
+        }
+    }
+    Some(Rewrite::Update { op: Op::Slice { starts, ends, steps }, inputs: vec![x] })
 }
 
 /// concat(x) → x

@@ -1,0 +1,153 @@
+//! The roofline estimate that extraction minimises, per e-node and for whole graphs.
+//!
+//! A kernel costs `LAUNCH_US + max(flops / peak, bytes / bandwidth)` on an H100-like device
+//! (SXM: 989 TFLOP/s dense tensor-core math for `matmul`/`conv2d`, 67 TFLOP/s for everything
+//! else, 3.35 TB/s HBM3, about 2 µs to launch a kernel). FLOPs and bytes follow the
+//! conventions of [`crate::stats`] (an unfused kernel reads each operand once and writes each
+//! result once). Three conventions of our own:
+//! - `reshape`, `slice` and `split` are views: a consumer reads through strides, no kernel
+//!   runs. This is what makes a merged QKV matmul pay off (its three parts are views).
+//! - a value computed from parameters and constants only is folded when weights load (the
+//!   concatenated QKV weight is prepared once), so it costs nothing per step.
+//! - symbolic dimensions count as [`SYMBOL_SIZE`].
+//!
+//! Extraction picks one e-node per class by tree cost, which counts a shared subterm once per
+//! use. A view is therefore charged its share of its operand (elements out / elements in):
+//! exact when all parts of a split are used, as after a QKV merge. The pass compares the
+//! true DAG cost ([`graph_cost`]) of the result with the original and keeps the cheaper graph.
+
+use super::lang::{NodeKind, TsrEGraph, TsrNode};
+use egg::{CostFunction, Id};
+use tessera_ir::graph::{Graph, InputRole};
+use tessera_ir::ops::Op;
+use tessera_ir::types::{Dim, TensorType};
+
+/// Launch overhead of one kernel, microseconds.
+pub const LAUNCH_US: f64 = 2.0;
+/// Tensor-core peak (dense), FLOP per microsecond.
+pub const MATMUL_PEAK: f64 = 989e6;
+/// Vector-unit peak, FLOP per microsecond.
+pub const VECTOR_PEAK: f64 = 67e6;
+/// Memory bandwidth, bytes per microsecond.
+pub const BANDWIDTH: f64 = 3.35e6;
+/// Size assumed for every symbolic dimension.
+pub const SYMBOL_SIZE: u64 = 8;
+
+fn elements(t: &TensorType) -> f64 {
+    t.dims
+        .iter()
+        .map(|d| match d {
+            Dim::Static(n) => *n as f64,
+            Dim::Symbolic(_) => SYMBOL_SIZE as f64,
+        })
+        .product()
+}
+
+fn bytes(t: &TensorType) -> f64 {
+    elements(t) * t.dtype.size_bytes() as f64
+}
+
+/// Whether `op` is a view (no kernel) in this model.
+pub fn is_view(op: &Op) -> bool {
+    matches!(op, Op::Reshape { .. } | Op::Slice { .. } | Op::Split { .. } | Op::Constant(_))
+}
+
+/// Microseconds of one kernel computing `op` (all its results) from `inputs`.
+pub fn kernel_us(op: &Op, inputs: &[&TensorType], results: &[&TensorType]) -> f64 {
+    if is_view(op) {
+        return 0.0;
+    }
+    let out = results.first().map_or(0.0, |t| elements(t));
+    let first_in = inputs.first().map_or(0.0, |t| elements(t));
+    let last_dim = |t: Option<&&TensorType>| {
+        t.and_then(|t| t.dims.last()).map_or(0.0, |d| match d {
+            Dim::Static(n) => *n as f64,
+            Dim::Symbolic(_) => SYMBOL_SIZE as f64,
+        })
+    };
+    let (flops, peak) = match op {
+        Op::MatMul => (2.0 * out * last_dim(inputs.first()), MATMUL_PEAK),
+        Op::Conv2d { .. } => {
+            let w = inputs.get(1).map_or(0.0, |t| elements(t));
+            let o = inputs.get(1).and_then(|t| t.dims.first()).map_or(1.0, |d| match d {
+                Dim::Static(n) => (*n).max(1) as f64,
+                Dim::Symbolic(_) => SYMBOL_SIZE as f64,
+            });
+            (2.0 * out * w / o, MATMUL_PEAK)
+        }
+        Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::Cast { .. } => (out, VECTOR_PEAK),
+        Op::Softmax { .. } => (5.0 * out, VECTOR_PEAK),
+        Op::LayerNorm { .. } | Op::RmsNorm { .. } => (8.0 * out, VECTOR_PEAK),
+        Op::Reduce { .. } | Op::ArgMax { .. } => (first_in, VECTOR_PEAK),
+        Op::Pool2d { kernel, .. } => (out * (kernel[0].max(0) * kernel[1].max(0)) as f64, VECTOR_PEAK),
+        Op::Rope { .. } => (3.0 * out, VECTOR_PEAK),
+        _ => (0.0, VECTOR_PEAK),
+    };
+    let moved: f64 = inputs.iter().map(|t| bytes(t)).sum::<f64>() + results.iter().map(|t| bytes(t)).sum::<f64>();
+    LAUNCH_US + (flops / peak).max(moved / BANDWIDTH)
+}
+
+/// The estimated step time of `g` in microseconds: every kernel once (views and folded values
+/// are free).
+pub fn graph_cost(g: &Graph) -> f64 {
+    let mut folded = vec![false; g.num_values()];
+    for &v in g.inputs() {
+        folded[v.index()] = g.input_role(v) == Some(InputRole::Parameter);
+    }
+    let mut total = 0.0;
+    for (_, node) in g.nodes() {
+        let is_folded = node.inputs.iter().all(|v| folded[v.index()]);
+        for v in &node.outputs {
+            folded[v.index()] = is_folded;
+        }
+        if is_folded {
+            continue;
+        }
+        let inputs: Vec<&TensorType> = node.inputs.iter().map(|&v| &g.value(v).ty).collect();
+        let results: Vec<&TensorType> = node.outputs.iter().map(|&v| &g.value(v).ty).collect();
+        total += kernel_us(&node.op, &inputs, &results);
+    }
+    total
+}
+
+/// Tree cost for egg's extractor, with views charged their share of their operand.
+pub struct Roofline<'a> {
+    pub egraph: &'a TsrEGraph,
+}
+
+impl CostFunction<TsrNode> for Roofline<'_> {
+    type Cost = f64;
+
+    fn cost<C>(&mut self, enode: &TsrNode, mut costs: C) -> f64
+    where
+        C: FnMut(Id) -> f64,
+    {
+        let NodeKind::Op { op, result, .. } = &enode.kind else {
+            return 0.0;
+        };
+        let data: Vec<_> = enode.children.iter().map(|&c| &self.egraph[c].data).collect();
+        if data.iter().all(|d| d.folded) {
+            return 0.0;
+        }
+        let types: Option<Vec<&TensorType>> = data.iter().map(|d| d.ty.as_ref()).collect();
+        let Some(types) = types else {
+            return f64::INFINITY;
+        };
+        let result_types = match op.infer(&types) {
+            Ok(r) => r,
+            Err(_) => return f64::INFINITY,
+        };
+        let results: Vec<&TensorType> = result_types.iter().collect();
+        if is_view(op) {
+            // A view's share of its operand: the elements it exposes over those it reads.
+            let share = match (results.get(*result as usize), types.first()) {
+                (Some(r), Some(x)) if elements(x) > 0.0 => (elements(r) / elements(x)).min(1.0),
+                _ => 1.0,
+            };
+            return enode.children.iter().map(|&c| costs(c)).sum::<f64>() * share;
+        }
+        // A multi-result kernel is charged once, split over its results.
+        let own = kernel_us(op, &types, &results) / results.len().max(1) as f64;
+        own + enode.children.iter().map(|&c| costs(c)).sum::<f64>()
+    }
+}

@@ -1,0 +1,316 @@
+//! The egg language for tsr graphs, its shape analysis, and the conversions graph → e-graph →
+//! graph.
+//!
+//! Every op of the closed `Op` enum is representable: an e-node is `(op, result index,
+//! children)`, so multi-result ops (`split`) become one e-node per result that share an op and
+//! operands, and are emitted as one node again. Two things are kept deliberately opaque:
+//! graph inputs (`Input` leaves that remember index, role and type) and constants, whose key is
+//! the id of the value that defined them (so equal literals are not merged here: that is
+//! `cse`'s job, and hashing large literals on every match would be wasteful).
+//!
+//! Ops are keyed by their `Debug` text after normalisation: `concat`, `split` and `softmax`
+//! count their axis from the end, so a rule written with `-1` matches the last axis of any rank.
+
+use egg::{Analysis, DidMerge, EGraph, Id, Language};
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use tessera_ir::graph::{Graph, InputRole, ValueId};
+use tessera_ir::ops::Op;
+use tessera_ir::types::TensorType;
+
+/// What an e-node stands for.
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    /// Graph input `index`; `ty` and `parameter` are facts about it, not part of its identity.
+    Input { index: u32, parameter: bool, ty: Arc<TensorType> },
+    /// Result `result` of `op`, identified by `key` (the normalised op's text).
+    Op { key: Arc<str>, op: Arc<Op>, result: u32 },
+}
+
+/// An e-node: an op (or input) and its operand e-classes.
+#[derive(Debug, Clone)]
+pub struct TsrNode {
+    pub kind: NodeKind,
+    pub children: Vec<Id>,
+}
+
+/// What identifies an e-node apart from its children, in the order `Ord` uses (egg's matcher
+/// relies on nodes with one discriminant being adjacent in that order).
+pub type Discriminant = (u8, u32, Arc<str>, u32);
+
+impl TsrNode {
+    /// An e-node for result `result` of the (already normalised) `op`.
+    pub fn op(op: Op, result: u32, children: Vec<Id>) -> TsrNode {
+        let key: Arc<str> = Arc::from(format!("{op:?}"));
+        TsrNode { kind: NodeKind::Op { key, op: Arc::new(op), result }, children }
+    }
+
+    fn ident(&self) -> (u8, u32, &str, u32) {
+        match &self.kind {
+            NodeKind::Input { index, .. } => (0, *index, "", 0),
+            NodeKind::Op { key, result, .. } => (1, 0, key, *result),
+        }
+    }
+
+    /// The op, unless this is an input.
+    pub fn as_op(&self) -> Option<(&Op, u32)> {
+        match &self.kind {
+            NodeKind::Op { op, result, .. } => Some((op, *result)),
+            NodeKind::Input { .. } => None,
+        }
+    }
+}
+
+impl PartialEq for TsrNode {
+    fn eq(&self, other: &TsrNode) -> bool {
+        self.ident() == other.ident() && self.children == other.children
+    }
+}
+
+impl Eq for TsrNode {}
+
+impl PartialOrd for TsrNode {
+    fn partial_cmp(&self, other: &TsrNode) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TsrNode {
+    fn cmp(&self, other: &TsrNode) -> Ordering {
+        (self.ident(), &self.children).cmp(&(other.ident(), &other.children))
+    }
+}
+
+impl Hash for TsrNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.ident().hash(state);
+        self.children.hash(state);
+    }
+}
+
+impl Language for TsrNode {
+    type Discriminant = Discriminant;
+
+    fn discriminant(&self) -> Discriminant {
+        let (tag, index, key, result) = self.ident();
+        (tag, index, Arc::from(key), result)
+    }
+
+    fn matches(&self, other: &TsrNode) -> bool {
+        self.ident() == other.ident() && self.children.len() == other.children.len()
+    }
+
+    fn children(&self) -> &[Id] {
+        &self.children
+    }
+
+    fn children_mut(&mut self) -> &mut [Id] {
+        &mut self.children
+    }
+}
+
+/// Facts about an e-class: its type (from `Op::infer`), and whether its value depends on
+/// parameters and constants only, so it can be computed once when weights are loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassData {
+    /// `None` only for an ill-typed term, which the rule applier never adds.
+    pub ty: Option<TensorType>,
+    pub folded: bool,
+    /// The graph inputs the value depends on, as a bit per input index modulo 64 (an
+    /// over-approximation): `disjoint` conditions use it to keep merges from nesting forever.
+    pub deps: u64,
+}
+
+/// The shape analysis: each class carries its `TensorType`.
+#[derive(Debug, Default, Clone)]
+pub struct ShapeAnalysis;
+
+/// The e-graph type of the pass.
+pub type TsrEGraph = EGraph<TsrNode, ShapeAnalysis>;
+
+/// The type of result `result` of `op` on operands of `types`, by the one shape rule.
+pub fn infer_result(op: &Op, result: u32, types: &[&TensorType]) -> Result<TensorType, String> {
+    let mut results = op.infer(types)?;
+    let i = result as usize;
+    if i >= results.len() {
+        return Err(format!("{} has {} result(s), not {}", op.mnemonic(), results.len(), i + 1));
+    }
+    Ok(results.swap_remove(i))
+}
+
+impl Analysis<TsrNode> for ShapeAnalysis {
+    type Data = ClassData;
+
+    fn make(egraph: &mut TsrEGraph, enode: &TsrNode, _id: Id) -> ClassData {
+        match &enode.kind {
+            NodeKind::Input { index, parameter, ty } => {
+                ClassData { ty: Some((**ty).clone()), folded: *parameter, deps: 1u64 << (index % 64) }
+            }
+            NodeKind::Op { op, result, .. } => {
+                let data: Vec<&ClassData> = enode.children.iter().map(|&c| &egraph[c].data).collect();
+                let folded = data.iter().all(|d| d.folded);
+                let deps = data.iter().fold(0, |acc, d| acc | d.deps);
+                let types: Option<Vec<&TensorType>> = data.iter().map(|d| d.ty.as_ref()).collect();
+                let ty = types.and_then(|types| infer_result(op, *result, &types).ok());
+                ClassData { ty, folded, deps }
+            }
+        }
+    }
+
+    fn merge(&mut self, a: &mut ClassData, b: ClassData) -> DidMerge {
+        let mut changed_a = false;
+        if a.ty.is_none() && b.ty.is_some() {
+            a.ty = b.ty.clone();
+            changed_a = true;
+        }
+        if !a.folded && b.folded {
+            a.folded = true;
+            changed_a = true;
+        }
+        // Equal values may be written with different inputs (x - x vs 0): keep the smaller set.
+        let deps = a.deps & b.deps;
+        if deps != a.deps {
+            a.deps = deps;
+            changed_a = true;
+        }
+        let changed_b = (b.ty.is_none() && a.ty.is_some()) || (!b.folded && a.folded) || deps != b.deps;
+        DidMerge(changed_a, changed_b)
+    }
+}
+
+/// Counts `concat`, `split` and `softmax` axes from the end (`-1` is the last axis), so that
+/// rules are rank-generic; other ops are unchanged.
+pub fn normalize(op: &Op, operand_rank: usize) -> Op {
+    let from_end = |axis: i64| if axis >= 0 { axis - operand_rank as i64 } else { axis };
+    match op {
+        Op::Concat { axis } => Op::Concat { axis: from_end(*axis) },
+        Op::Softmax { axis } => Op::Softmax { axis: from_end(*axis) },
+        Op::Split { axis, sizes } => Op::Split { axis: from_end(*axis), sizes: sizes.clone() },
+        other => other.clone(),
+    }
+}
+
+/// A graph loaded into an e-graph: the class of every graph output, in order.
+pub struct Loaded {
+    pub egraph: TsrEGraph,
+    pub outputs: Vec<Id>,
+}
+
+/// Adds every input and node of `g` to a fresh e-graph.
+pub fn load(g: &Graph) -> Loaded {
+    let mut egraph = TsrEGraph::default();
+    let mut class_of: Vec<Option<Id>> = vec![None; g.num_values()];
+    for (index, &v) in g.inputs().iter().enumerate() {
+        let parameter = g.input_role(v) == Some(InputRole::Parameter);
+        let ty = Arc::new(g.value(v).ty.clone());
+        let node = TsrNode { kind: NodeKind::Input { index: index as u32, parameter, ty }, children: vec![] };
+        class_of[v.index()] = Some(egraph.add(node));
+    }
+    for (_, node) in g.nodes() {
+        // Verified graphs define operands before use; a missing class would be a bug upstream,
+        // and the node is then skipped rather than indexing out of bounds.
+        let Some(children) = node.inputs.iter().map(|v| class_of[v.index()]).collect::<Option<Vec<Id>>>() else {
+            continue;
+        };
+        let rank = node.inputs.first().map_or(0, |&v| g.value(v).ty.rank());
+        for (result, &out) in node.outputs.iter().enumerate() {
+            let enode = match &node.op {
+                // Literals are identified by the value that defined them (see the module doc).
+                Op::Constant(_) => TsrNode {
+                    kind: NodeKind::Op {
+                        key: Arc::from(format!("constant#{}", out.0)),
+                        op: Arc::new(node.op.clone()),
+                        result: 0,
+                    },
+                    children: vec![],
+                },
+                op => TsrNode::op(normalize(op, rank), result as u32, children.clone()),
+            };
+            class_of[out.index()] = Some(egraph.add(enode));
+        }
+    }
+    let outputs = g.outputs().iter().filter_map(|v| class_of[v.index()]).collect();
+    egraph.rebuild();
+    Loaded { egraph, outputs }
+}
+
+/// Builds a graph from one chosen e-node per class (`choose`), reachable from `roots`, with
+/// the inputs of `original` (names and roles kept) and its output names. `None` when the
+/// choice cannot be emitted with the original names (two outputs became one value, or an
+/// output became an input).
+pub fn build(original: &Graph, roots: &[Id], choose: &dyn Fn(Id) -> TsrNode) -> Option<Graph> {
+    let mut g = Graph::new(&original.name);
+    let inputs: Vec<ValueId> = original
+        .inputs()
+        .iter()
+        .map(|&v| {
+            let value = original.value(v);
+            let role = original.input_role(v).unwrap_or(InputRole::Activation);
+            g.add_input(&value.name, value.ty.clone(), role)
+        })
+        .collect();
+    let mut value_of: HashMap<Id, ValueId> = HashMap::new();
+    // One graph node per (op key, operand values): the results of a `split` share it.
+    let mut emitted: HashMap<(Arc<str>, Vec<ValueId>), Vec<ValueId>> = HashMap::new();
+    // Iterative post-order, so deep graphs do not overflow the stack.
+    let mut stack: Vec<(Id, bool)> = roots.iter().map(|&r| (r, false)).collect();
+    let mut on_path: std::collections::HashSet<Id> = std::collections::HashSet::new();
+    while let Some((class, expanded)) = stack.pop() {
+        if value_of.contains_key(&class) {
+            continue;
+        }
+        let node = choose(class);
+        if !expanded {
+            if !on_path.insert(class) {
+                return None; // a cyclic choice: never emitted
+            }
+            stack.push((class, true));
+            for &c in node.children.iter().rev() {
+                if !value_of.contains_key(&c) {
+                    stack.push((c, false));
+                }
+            }
+            continue;
+        }
+        on_path.remove(&class);
+        let value = match &node.kind {
+            NodeKind::Input { index, .. } => *inputs.get(*index as usize)?,
+            NodeKind::Op { key, op, result } => {
+                let operands: Vec<ValueId> =
+                    node.children.iter().map(|c| value_of.get(c).copied()).collect::<Option<_>>()?;
+                let entry = (key.clone(), operands.clone());
+                let outs = match emitted.get(&entry) {
+                    Some(outs) => outs.clone(),
+                    None => {
+                        let outs = g.add_node((**op).clone(), &operands).ok()?;
+                        emitted.insert(entry, outs.clone());
+                        outs
+                    }
+                };
+                *outs.get(*result as usize)?
+            }
+        };
+        value_of.insert(class, value);
+    }
+    let outputs: Vec<ValueId> = roots.iter().map(|r| value_of.get(r).copied()).collect::<Option<_>>()?;
+    let mut seen = std::collections::HashSet::new();
+    for (&v, &orig) in outputs.iter().zip(original.outputs()) {
+        if !seen.insert(v) || g.input_role(v).is_some() {
+            return None;
+        }
+        let name = &original.value(orig).name;
+        // A fresh numeric name may already hold an output's name: move it aside first.
+        let holder = g.values().find(|(_, val)| &val.name == name).map(|(id, _)| id);
+        if let Some(holder) = holder {
+            if holder != v {
+                let fresh = g.fresh_name();
+                g.rename_value(holder, &fresh);
+            }
+        }
+        g.rename_value(v, name);
+    }
+    g.set_outputs(outputs);
+    Some(g)
+}

@@ -1,0 +1,213 @@
+//! The `egraph` pass: equality saturation over the tsr graph with egg, and extraction of the
+//! cheapest equivalent graph by a roofline estimate.
+//!
+//! Map:
+//! - [`lang`]: the egg language (every tsr op; inputs and constants as leaves), the shape
+//!   analysis, graph → e-graph → graph.
+//! - [`rules`]: the rule-file format, its parser, the load-time type check, egg rewrites, and
+//!   the built-in rules (`passes/rules/*.rules`).
+//! - [`cost`]: the roofline cost per e-node and per graph.
+//!
+//! The pass keeps the original graph unless the extracted one is strictly cheaper by
+//! [`cost::graph_cost`] and keeps every output name; the pipeline verifies what it returns.
+
+pub mod cost;
+pub mod lang;
+pub mod rules;
+
+use crate::pass::{OptionSpec, OptionValue, PassError, PassOptions, PassStats};
+use egg::{Extractor, Runner, StopReason};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tessera_ir::graph::Graph;
+
+const PASS: &str = "egraph";
+
+const ITERS: OptionSpec =
+    OptionSpec { name: "iters", default: OptionValue::UInt(8), help: "most rounds of rule application" };
+const NODES: OptionSpec =
+    OptionSpec { name: "nodes", default: OptionValue::UInt(20_000), help: "stop saturating past this many e-nodes" };
+const TIME_MS: OptionSpec =
+    OptionSpec { name: "time-ms", default: OptionValue::UInt(2_000), help: "stop saturating after this long" };
+const RULES: OptionSpec = OptionSpec {
+    name: "rules",
+    default: OptionValue::Str(Cow::Borrowed("")),
+    help: "a rule file used in addition to the built-in rules",
+};
+const BUILTIN: OptionSpec =
+    OptionSpec { name: "builtin", default: OptionValue::Bool(true), help: "use the built-in rules" };
+const EXTRACT: OptionSpec = OptionSpec {
+    name: "extract",
+    default: OptionValue::Str(Cow::Borrowed("greedy")),
+    help: "extraction method (greedy)",
+};
+
+/// The options of `egraph{...}`.
+pub static OPTIONS: &[OptionSpec] = &[ITERS, NODES, TIME_MS, RULES, BUILTIN, EXTRACT];
+
+/// Limits on saturation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub iters: usize,
+    pub nodes: usize,
+    pub time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { iters: 8, nodes: 20_000, time: Duration::from_millis(2_000) }
+    }
+}
+
+/// What saturation did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Applications per rule name (rules that never fired are absent).
+    pub fired: BTreeMap<String, usize>,
+    pub iterations: usize,
+    pub enodes: usize,
+    pub eclasses: usize,
+    /// `saturated`, `iteration-limit`, `node-limit`, `time-limit` or `other`.
+    pub stop: &'static str,
+}
+
+/// A saturated e-graph and the classes of the graph's outputs.
+pub struct Saturated {
+    pub egraph: lang::TsrEGraph,
+    pub outputs: Vec<egg::Id>,
+    pub report: Report,
+}
+
+/// Loads `g` into an e-graph and applies `rules` until a limit or saturation.
+pub fn saturate(g: &Graph, rules: &[rules::Rule], limits: Limits) -> Result<Saturated, String> {
+    let rewrites = rules.iter().map(rules::rewrite).collect::<Result<Vec<_>, _>>()?;
+    let loaded = lang::load(g);
+    let runner = Runner::default()
+        .with_egraph(loaded.egraph)
+        .with_iter_limit(limits.iters)
+        .with_node_limit(limits.nodes)
+        .with_time_limit(limits.time)
+        .run(&rewrites);
+    let mut fired = BTreeMap::new();
+    for it in &runner.iterations {
+        for (name, n) in &it.applied {
+            *fired.entry(name.to_string()).or_insert(0) += n;
+        }
+    }
+    let stop = match runner.stop_reason {
+        Some(StopReason::Saturated) => "saturated",
+        Some(StopReason::IterationLimit(_)) => "iteration-limit",
+        Some(StopReason::NodeLimit(_)) => "node-limit",
+        Some(StopReason::TimeLimit(_)) => "time-limit",
+        _ => "other",
+    };
+    let egraph = runner.egraph;
+    let outputs = loaded.outputs.iter().map(|&o| egraph.find(o)).collect();
+    let report = Report {
+        fired,
+        iterations: runner.iterations.len(),
+        enodes: egraph.total_number_of_nodes(),
+        eclasses: egraph.number_of_classes(),
+        stop,
+    };
+    Ok(Saturated { egraph, outputs, report })
+}
+
+/// The cheapest graph in `s` by greedy (tree-cost) extraction, with `original`'s inputs and
+/// output names; `None` when it cannot keep them.
+pub fn extract_greedy(original: &Graph, s: &Saturated) -> Option<Graph> {
+    let extractor = Extractor::new(&s.egraph, cost::Roofline { egraph: &s.egraph });
+    lang::build(original, &s.outputs, &|class| extractor.find_best_node(class).clone())
+}
+
+/// Counter names must be `&'static str`; rule names come from files, so each distinct name is
+/// leaked once (bounded by the number of distinct rule names in the process).
+fn intern(name: String) -> &'static str {
+    static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    let mut guard = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    let set = guard.get_or_insert_with(HashSet::new);
+    if let Some(&s) = set.get(name.as_str()) {
+        return s;
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
+fn failed(message: String) -> PassError {
+    PassError::Failed { pass: PASS, message }
+}
+
+/// The rules selected by `options`: the built-in set and/or a user file.
+pub fn load_rules(options: &PassOptions) -> Result<Vec<rules::Rule>, PassError> {
+    let mut all = Vec::new();
+    if options.bool(PASS, &BUILTIN)? {
+        all.extend(rules::builtin().map_err(|e| failed(e.to_string()))?.iter().cloned());
+    }
+    let path = options.str(PASS, &RULES)?;
+    if !path.is_empty() {
+        let text = std::fs::read_to_string(path).map_err(|e| failed(format!("cannot read rule file {path}: {e}")))?;
+        let user = rules::parse_rules(path, &text).map_err(|e| failed(e.to_string()))?;
+        // A user rule replaces a built-in one of the same name.
+        all.retain(|r| !user.iter().any(|u| u.name == r.name));
+        all.extend(user);
+    }
+    Ok(all)
+}
+
+/// Counters: `rule.NAME` per rule application, `egraph.rules-fired`, `egraph.iterations`,
+/// `egraph.enodes`, `egraph.eclasses`, `egraph.stop.REASON` (1), `egraph.cost-before-ns` and
+/// `egraph.cost-after-ns` (roofline estimate), `egraph.kept-original` (1 when extraction did not
+/// improve the estimate). `rewrites` is the number of rule applications when the graph changed.
+pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError> {
+    let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let limits = Limits {
+        iters: to_usize(options.uint(PASS, &ITERS)?),
+        nodes: to_usize(options.uint(PASS, &NODES)?),
+        time: Duration::from_millis(options.uint(PASS, &TIME_MS)?),
+    };
+    let method = options.str(PASS, &EXTRACT)?;
+    if method != "greedy" {
+        return Err(failed(format!(
+            "extract={method} is not supported (only greedy; ILP extraction is not implemented)"
+        )));
+    }
+    let rules = load_rules(options)?;
+    let start = Instant::now();
+    let saturated = saturate(g, &rules, limits).map_err(failed)?;
+    let before = cost::graph_cost(g);
+    let extracted = extract_greedy(g, &saturated);
+    let mut stats = PassStats::default();
+    let report = &saturated.report;
+    let total_fired: usize = report.fired.values().sum();
+    for (name, &n) in &report.fired {
+        stats.counters.insert(intern(format!("rule.{name}")), n);
+    }
+    let mut set = |name: &'static str, n: usize| {
+        stats.counters.insert(name, n);
+    };
+    set("egraph.rules-fired", total_fired);
+    set("egraph.iterations", report.iterations);
+    set("egraph.enodes", report.enodes);
+    set("egraph.eclasses", report.eclasses);
+    set(intern(format!("egraph.stop.{}", report.stop)), 1);
+    let ns = |us: f64| (us * 1000.0).round() as usize;
+    set("egraph.cost-before-ns", ns(before));
+    let after = extracted.as_ref().map(cost::graph_cost);
+    match (extracted, after) {
+        (Some(new), Some(after)) if after < before => {
+            set("egraph.cost-after-ns", ns(after));
+            set("egraph.time-us", start.elapsed().as_micros() as usize);
+            *g = new;
+            stats.rewrites = total_fired.max(1);
+        }
+        _ => {
+            set("egraph.cost-after-ns", ns(before));
+            set("egraph.kept-original", 1);
+            set("egraph.time-us", start.elapsed().as_micros() as usize);
+        }
+    }
+    Ok(stats)
+}
