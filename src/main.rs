@@ -40,6 +40,23 @@ fn reset_sigpipe() {
     }
 }
 
+/// The error and its causes, outermost first, on one line. A cause whose text the line already
+/// holds is skipped: library errors often print their source in their own message.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
 fn main() -> ExitCode {
     reset_sigpipe();
     let cli = Cli::parse();
@@ -54,8 +71,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line: the error and its context chain, outermost first.
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_line(&err));
             // `tessera plan` exits with 2 when the model fits at no parallelism.
             commands::plan::exit_code(&err).map_or(ExitCode::FAILURE, ExitCode::from)
         }

@@ -5,4 +5,5 @@ mod cli;
 mod onnx;
 mod pass_data;
 mod plan;
+mod real_models;
 mod support;

@@ -17,9 +17,12 @@ use tessera_ir::tensor::Tensor;
 use tessera_ir::types::{Dim, TensorType};
 
 /// The default-domain opsets tessera imports. 13 is where the ops GPT-2/BERT/ResNet exports use
-/// took their current form (axes as inputs, bfloat16); 25 is the newest opset of onnx 1.20.1, and
-/// the changes from 22 to 25 to the ops imported here only add element types.
-pub const MIN_OPSET: i64 = 13;
+/// took their current form (axes as inputs, bfloat16); 11 and 12 are still what paddle2onnx
+/// writes (PaddleOCR's published models), and their differences stay in the builders
+/// (Squeeze/Unsqueeze/ReduceSum axes and Split sizes as attributes, Softmax/LogSoftmax/Hardmax
+/// over a flattened trailing block). 25 is the newest opset of onnx 1.20.1, and the changes from
+/// 22 to 25 to the ops imported here only add element types.
+pub const MIN_OPSET: i64 = 11;
 pub const MAX_OPSET: i64 = 25;
 
 /// Constant folding evaluates an op at import time when all its operands are constants and its
@@ -167,11 +170,11 @@ fn tensor_type_of(ty: Option<&TypeProto>, value_name: &str) -> Result<TensorType
                     false,
                 ))
             }
-            Some(DimValue::DimValue(n)) => {
-                Dim::Static(u64::try_from(*n).map_err(|_| (format!("dimension {i} is negative ({n})"), false))?)
-            }
-            Some(DimValue::DimParam(p)) if !sanitize(p).is_empty() => Dim::Symbolic(sanitize(p)),
-            // An unnamed dynamic dimension gets a name of its own, unequal to every other.
+            Some(DimValue::DimValue(n)) if *n >= 0 => Dim::Static(*n as u64),
+            Some(DimValue::DimParam(p)) if p.chars().any(|c| c.is_ascii_alphanumeric()) => Dim::Symbolic(sanitize(p)),
+            // An unnamed dynamic dimension gets a name of its own, unequal to every other. Some
+            // exporters (paddle2onnx) spell "dynamic" as `dim_value: -1` or `dim_param: "?"`; a
+            // shared placeholder like "?" names no dimension, so it must not tie two together.
             _ => Dim::Symbolic(format!("{}_dim{i}", sanitize(value_name))),
         });
     }
@@ -314,6 +317,13 @@ impl Importer {
                 None => return Err(err("is not produced by any node, input or initializer".into(), false)),
             };
             check_declared_output(out, &self.graph.value(v).ty).map_err(|m| err(m, false))?;
+            // Outputs carry the model's output names (files `tessera run` writes are named after
+            // them), even when the node that produced them was folded into an earlier one. Graph
+            // inputs keep their names, and a value returned twice keeps its first name.
+            let is_node_result = self.graph.producer(v).is_some();
+            if is_node_result && !outputs.contains(&v) && self.graph.value(v).name != sanitize(name) {
+                self.name_value(v, name);
+            }
             outputs.push(v);
         }
         self.graph.set_outputs(outputs);

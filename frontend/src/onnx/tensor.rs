@@ -7,7 +7,7 @@ use memmap2::Mmap;
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use tessera_ir::dtype::DType;
-use tessera_ir::tensor::Tensor;
+use tessera_ir::tensor::{Buffer, Tensor};
 
 /// Why a tensor payload could not be decoded; the caller adds the tensor's name.
 #[derive(Debug, Clone, PartialEq)]
@@ -205,28 +205,39 @@ pub(crate) fn from_raw(dtype: DType, shape: Vec<usize>, count: usize, bytes: &[u
             count.saturating_mul(size)
         )));
     }
-    let chunks = bytes.chunks_exact(size);
-    let floats = |f: fn(&[u8]) -> f64| Tensor::from_f64(dtype, shape.clone(), chunks.clone().map(f).collect());
-    let ints = |f: fn(&[u8]) -> i64| Tensor::from_i64(dtype, shape.clone(), chunks.clone().map(f).collect());
-    // `chunks_exact(size)` yields slices of exactly `size` bytes, so the indexing below holds.
+    // Each decoder below yields values exactly representable in `dtype` (floats widened from
+    // their own bit patterns, integers from their own width), which is what `Tensor` holds, so
+    // the tensor is built directly rather than through `Tensor::from_f64`/`from_i64`: their
+    // rounding pass over already-rounded values, and a per-element call through a function
+    // pointer, were a third of importing a 100 MB model (BENCHMARKS.md).
+    let floats = |values: Vec<f64>| Tensor { dtype, shape: shape.clone(), data: Buffer::Float(values) };
+    let ints = |values: Vec<i64>| Tensor { dtype, shape: shape.clone(), data: Buffer::Int(values) };
     fn le(c: &[u8]) -> [u8; 8] {
         let mut b = [0u8; 8];
         let n = c.len().min(8);
         b[..n].copy_from_slice(&c[..n]);
         b
     }
+    // `chunks_exact(size)` yields slices of exactly `size` bytes, so the indexing below holds.
     Ok(match dtype {
-        DType::F64 => floats(|c| f64::from_le_bytes(le(c))),
-        DType::F32 => floats(|c| f32::from_bits(u32::from_le_bytes([c[0], c[1], c[2], c[3]])) as f64),
-        DType::F16 => floats(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64()),
-        DType::BF16 => floats(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64()),
-        DType::F8E4M3 => floats(|c| f8e4m3fn_to_f64(c[0])),
-        DType::F8E5M2 => floats(|c| f8e5m2_to_f64(c[0])),
-        DType::I64 => ints(|c| i64::from_le_bytes(le(c))),
-        DType::I32 => ints(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64),
-        DType::I8 => ints(|c| c[0] as i8 as i64),
-        DType::Bool => ints(|c| (c[0] != 0) as i64),
+        DType::F32 => floats(each(bytes, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)),
+        DType::F64 => floats(each(bytes, 8, |c| f64::from_le_bytes(le(c)))),
+        DType::F16 => floats(each(bytes, 2, |c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())),
+        DType::BF16 => floats(each(bytes, 2, |c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())),
+        DType::F8E4M3 => floats(each(bytes, 1, |c| f8e4m3fn_to_f64(c[0]))),
+        DType::F8E5M2 => floats(each(bytes, 1, |c| f8e5m2_to_f64(c[0]))),
+        DType::I64 => ints(each(bytes, 8, |c| i64::from_le_bytes(le(c)))),
+        DType::I32 => ints(each(bytes, 4, |c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)),
+        DType::I8 => ints(each(bytes, 1, |c| c[0] as i8 as i64)),
+        // Any nonzero byte is true, as `Tensor`'s wrapping to bool would make it.
+        DType::Bool => ints(each(bytes, 1, |c| (c[0] != 0) as i64)),
     })
+}
+
+/// `f` over each `size`-byte element of `bytes`; generic so every element type gets its own
+/// inlined (for f32, vectorized) loop.
+fn each<T>(bytes: &[u8], size: usize, f: impl Fn(&[u8]) -> T) -> Vec<T> {
+    bytes.chunks_exact(size).map(f).collect()
 }
 
 /// The typed repeated fields (`float_data`, `int32_data`, ...), per the ONNX storage rules:
@@ -345,6 +356,24 @@ mod tests {
         assert_eq!(err.message, "holds 12 bytes, but shape [2, 2] of f32 needs 16");
         let t = from_raw(DType::I32, vec![2], 2, &[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]).unwrap();
         assert_eq!(t.to_i64_vec(), [1, -1]);
+    }
+
+    #[test]
+    fn raw_payloads_decode_to_what_the_rounding_constructors_make() {
+        // The direct construction in `from_raw` must agree with `Tensor::from_f64`/`from_i64` on
+        // extreme values: the largest f32, a subnormal, negative zero, and wrapped integers.
+        let f: Vec<f32> = vec![f32::MAX, f32::from_bits(1), -0.0, -1.5];
+        let bytes: Vec<u8> = f.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let t = from_raw(DType::F32, vec![4], 4, &bytes).unwrap();
+        let wide: Vec<f64> = f.iter().map(|&x| x as f64).collect();
+        assert_eq!(t, Tensor::from_f64(DType::F32, vec![4], wide.clone()));
+        assert!(t.get_f64(2).is_sign_negative());
+        let h = from_raw(DType::F16, vec![2], 2, &[0x01, 0x00, 0xff, 0x7b]).unwrap();
+        assert_eq!(h.to_f64_vec(), [2f64.powi(-24), 65504.0]);
+        let i = from_raw(DType::I8, vec![2], 2, &[0x80, 0x7f]).unwrap();
+        assert_eq!(i, Tensor::from_i64(DType::I8, vec![2], vec![-128, 127]));
+        let b = from_raw(DType::Bool, vec![3], 3, &[0, 7, 1]).unwrap();
+        assert_eq!(b, Tensor::from_i64(DType::Bool, vec![3], vec![0, 1, 1]));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Normalizations: `Softmax` (tsr op), `LogSoftmax` and `Hardmax` (decomposed),
+//! Normalizations: `Softmax` (tsr op), `LogSoftmax` and `Hardmax` (decomposed; before opset 13
+//! all three normalize a flattened trailing block),
 //! `LayerNormalization` and `RMSNormalization` (tsr ops when their parameters have exactly the
 //! normalized shape and only `Y` is asked for, decomposed otherwise), and the decomposed
 //! `BatchNormalization` (inference), `InstanceNormalization`, `GroupNormalization`,
@@ -38,38 +39,73 @@ fn reduce(imp: &mut Importer, kind: ReduceKind, x: ValueId, axes: Vec<i64>) -> B
     imp.add(Op::Reduce { kind, axes, keepdims: true }, &[x])
 }
 
+/// The operand and axis a softmax-like op normalizes along, and the shape to restore after it.
+///
+/// From opset 13 on the op normalizes along one `axis` (default -1). Before, it views the input
+/// as a matrix `[prod(dims[..axis]), prod(dims[axis..])]` (`axis` defaulting to 1) and normalizes
+/// each row: the trailing dimensions are flattened into one here and restored afterwards.
+fn rows(imp: &mut Importer, cx: &NodeCx, x: ValueId) -> BuildResult<(ValueId, i64, Option<Vec<Dim>>)> {
+    let dims = imp.ty(x).dims;
+    if cx.opset >= 13 {
+        let axis = cx.attrs.int("axis", -1)?;
+        axis_of(axis, dims.len())?;
+        return Ok((x, axis, None));
+    }
+    let axis = axis_of(cx.attrs.int("axis", 1)?, dims.len())?;
+    if axis + 1 == dims.len() {
+        return Ok((x, axis as i64, None));
+    }
+    let row: Option<u64> = dims[axis..].iter().map(Dim::as_static).product();
+    let row = row.ok_or_else(|| {
+        super::BuildError::Unsupported(format!("opset {} {} over symbolic dimensions", cx.opset, cx.proto.op_type()))
+    })?;
+    let mut flat = dims[..axis].to_vec();
+    flat.push(Dim::Static(row));
+    Ok((imp.reshape(x, flat)?, axis as i64, Some(dims)))
+}
+
+/// `y` back in the shape [`rows`] flattened, if it did.
+fn unrows(imp: &mut Importer, y: ValueId, dims: Option<Vec<Dim>>) -> BuildResult<Vec<Slot>> {
+    match dims {
+        Some(dims) => one(imp.reshape(y, dims)?),
+        None => one(y),
+    }
+}
+
 fn softmax(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let x = float_value(imp, cx, 0)?;
-    let axis = cx.attrs.int("axis", -1)?;
-    axis_of(axis, imp.ty(x).rank())?;
-    one(imp.add(Op::Softmax { axis }, &[x])?)
+    let (x, axis, dims) = rows(imp, cx, x)?;
+    let y = imp.add(Op::Softmax { axis }, &[x])?;
+    unrows(imp, y, dims)
 }
 
 /// `s - log(sum(exp(s)))` with `s = x - max(x)` along `axis`.
 fn log_softmax(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let x = float_value(imp, cx, 0)?;
-    let axis = cx.attrs.int("axis", -1)?;
-    axis_of(axis, imp.ty(x).rank())?;
+    let (x, axis, dims) = rows(imp, cx, x)?;
     let m = reduce(imp, ReduceKind::Max, x, vec![axis])?;
     let s = imp.binary(BinaryOp::Sub, x, m)?;
     let e = imp.unary(UnaryOp::Exp, s)?;
     let sum = reduce(imp, ReduceKind::Sum, e, vec![axis])?;
     let lse = imp.unary(UnaryOp::Log, sum)?;
-    one(imp.binary(BinaryOp::Sub, s, lse)?)
+    let y = imp.binary(BinaryOp::Sub, s, lse)?;
+    unrows(imp, y, dims)
 }
 
 /// One-hot of the first maximum along `axis`: `argmax == iota`.
 fn hardmax(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let x = float_value(imp, cx, 0)?;
+    let (x, axis, dims) = rows(imp, cx, x)?;
     let ty = imp.ty(x);
-    let axis = axis_of(cx.attrs.int("axis", -1)?, ty.rank())?;
+    let axis = axis_of(axis, ty.rank())?;
     let n = ty.dims[axis]
         .as_static()
         .ok_or_else(|| super::BuildError::Unsupported("Hardmax along a symbolic dimension".into()))?;
     let arg = imp.add(Op::ArgMax { axis: axis as i64, keepdims: true }, &[x])?;
     let iota = super::iota(imp, ty.rank(), axis, n)?;
     let hit = imp.compare(CompareOp::Eq, arg, iota)?;
-    one(imp.cast(hit, ty.dtype)?)
+    let y = imp.cast(hit, ty.dtype)?;
+    unrows(imp, y, dims)
 }
 
 /// Mean, centered input and `1 / sqrt(var + eps)` over `axes` (kept as unit dimensions).

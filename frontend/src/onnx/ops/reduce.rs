@@ -68,7 +68,7 @@ fn reduce_axes(imp: &Importer, cx: &NodeCx, rank: usize, axes_are_input: bool) -
 fn reduce(imp: &mut Importer, cx: &NodeCx, what: Composite) -> BuildResult<Vec<Slot>> {
     let x = imp.value(cx, 0)?;
     let ty = imp.ty(x);
-    let axes_are_input = cx.opset >= 18 || what == Composite::Plain(ReduceKind::Sum);
+    let axes_are_input = cx.opset >= 18 || (cx.opset >= 13 && what == Composite::Plain(ReduceKind::Sum));
     let keepdims = cx.attrs.int("keepdims", 1)? != 0;
     let Some(axes) = reduce_axes(imp, cx, ty.rank(), axes_are_input)? else {
         return one(x);

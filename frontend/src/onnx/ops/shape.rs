@@ -220,8 +220,11 @@ fn flatten(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     one(imp.reshape(x, target)?)
 }
 
-/// The `axes` of Unsqueeze/Squeeze: an input since opset 13.
+/// Squeeze/Unsqueeze axes: an attribute before opset 13, a constant input from then on.
 fn axes_input(imp: &Importer, cx: &NodeCx) -> BuildResult<Option<Vec<i64>>> {
+    if cx.opset < 13 {
+        return Ok(cx.attrs.opt_ints("axes")?);
+    }
     imp.const_ints(cx, 1, "axes")
 }
 
@@ -340,7 +343,9 @@ fn split(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         .ok_or_else(|| BuildError::Unsupported(format!("splitting symbolic dimension {}", ty.dims[axis])))?
         as i64;
     let outputs = cx.num_outputs() as i64;
-    let sizes = match imp.const_ints(cx, 1, "split")? {
+    // The sizes are an attribute before opset 13, an optional input from then on.
+    let given = if cx.opset < 13 { cx.attrs.opt_ints("split")? } else { imp.const_ints(cx, 1, "split")? };
+    let sizes = match given {
         Some(s) => s,
         None => match cx.attrs.opt_int("num_outputs")? {
             Some(k) if k != outputs => return invalid(format!("num_outputs = {k} for {outputs} outputs")),
@@ -360,6 +365,12 @@ fn split(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let outs = imp.add_n(Op::Split { axis: axis as i64, sizes }, &[x])?;
     Ok(outs.into_iter().map(Slot::Value).collect())
 }
+
+/// A slice end at least this large keeps a symbolic dimension whole. Exporters write different
+/// sentinels for "to the end": PyTorch `i64::MAX`, others `i32::MAX`, and tf2onnx `1e9` for a
+/// masked `strided_slice` end (Magika's model). Reading them all as "whole" is exact for every
+/// dimension below 1e9, far past any a model is run with.
+const WHOLE_SLICE_END: i64 = 1_000_000_000;
 
 fn slice(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let starts =
@@ -397,11 +408,11 @@ fn slice(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         // arithmetic from overflowing on hostile values.
         (s[a], e[a], st[a]) = (starts[i], ends[i], steps[i].clamp(-(1 << 42), 1 << 42));
     }
-    // tsr keeps a symbolic dimension only whole; ONNX spells "whole" with any huge end.
+    // tsr keeps a symbolic dimension only whole; exporters spell "whole" with a huge end.
     let dims = imp.ty(x).dims;
     for a in 0..rank {
         if let Dim::Symbolic(name) = &dims[a] {
-            if s[a] == 0 && st[a] == 1 && e[a] >= i64::MAX / 2 {
+            if s[a] == 0 && st[a] == 1 && e[a] >= WHOLE_SLICE_END {
                 e[a] = i64::MAX;
             } else if seen[a] {
                 return unsupported(format!("slicing part of symbolic dimension '{name}'"));
