@@ -1,17 +1,8 @@
 //! Graph statistics for `tessera info`: per-op FLOPs and bytes, parameter and input sizes, and
 //! an estimate of peak live memory, with symbolic dimensions bound to sizes.
 //!
-//! FLOP conventions (one multiply-add is two FLOPs):
-//! - `matmul`: `2 * M * N * K * batch`; `conv2d`: `2 * N * O * OH * OW * (C / groups) * KH * KW`.
-//! - elementwise ops (the `elementwise` family, `where` and `cast` included): 1 per result
-//!   element; transcendentals (`exp`, `tanh`, `gelu`, ...) count 1 too, since their real cost
-//!   depends on the hardware and the cost model weighs them separately.
-//! - `softmax`: 5 per element (max, subtract, exp, sum, divide); `layer_norm` and `rms_norm`: 8
-//!   per element; reductions and `argmax`: 1 per input element; pooling: 1 per window element
-//!   per output; `rope`: 3 per element (two multiplies, one add); `scatter` with `add`: 1 per
-//!   update.
-//! - data movement (`broadcast`, `reshape`, `transpose`, `slice`, `concat`, `split`, `gather`,
-//!   `scatter` without reduction) and `constant`: 0.
+//! FLOPs follow [`Op::flops`], which states the conventions beside each op's shape rule
+//! (one multiply-add is two FLOPs; data movement is free).
 //!
 //! Bytes of an op are what an unfused kernel moves: each operand read once, each result written
 //! once. `reshape` is a view and moves nothing; a `constant` is part of the program image.
@@ -21,7 +12,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use tessera_ir::graph::{Graph, InputRole, ValueId};
-use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::Op;
 use tessera_ir::types::{Dim, TensorType};
 
@@ -238,42 +228,13 @@ fn peak_live_bytes(g: &Graph, types: &[StaticType]) -> u64 {
     peak
 }
 
-/// FLOPs and bytes of `op` on operands and results of the given static types (see the module
-/// doc for the conventions). Errors only on operands of an impossible rank.
+/// FLOPs ([`Op::flops`]) and bytes of `op` on operands and results of the given static types.
+/// Errors only on operands of an impossible rank.
 fn op_cost(op: &Op, inputs: &[&StaticType], results: &[&StaticType]) -> Result<OpCost, String> {
-    let out_elems = results.first().map_or(0, |r| r.elements()) as u128;
-    let in_elems = inputs.first().map_or(0, |x| x.elements()) as u128;
-    let operand = |i: usize| inputs.get(i).copied().ok_or_else(|| format!("operand {i} is missing"));
-    let flops: u128 = match op {
-        Op::Constant(_) => 0,
-        Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::Cast { .. } => out_elems,
-        Op::MatMul => {
-            let k = *operand(0)?.shape.last().ok_or("matmul operand has rank 0")?;
-            2 * out_elems * k as u128
-        }
-        Op::Conv2d { .. } => {
-            // Weight [O, C / groups, KH, KW]: each output element reads C / groups * KH * KW
-            // products.
-            let w = operand(1)?;
-            let o = *w.shape.first().ok_or("conv2d weight has rank 0")?;
-            let per_output = w.elements().checked_div(o).unwrap_or(0);
-            2 * out_elems * per_output as u128
-        }
-        Op::Softmax { .. } => 5 * out_elems,
-        Op::LayerNorm { .. } | Op::RmsNorm { .. } => 8 * out_elems,
-        Op::Reduce { .. } | Op::ArgMax { .. } => in_elems,
-        Op::Pool2d { kernel, .. } => out_elems * (kernel[0].max(0) as u128) * (kernel[1].max(0) as u128),
-        Op::Rope { .. } => 3 * out_elems,
-        Op::Scatter { reduction: ScatterReduction::Add, .. } => operand(2)?.elements() as u128,
-        Op::Scatter { reduction: ScatterReduction::None, .. }
-        | Op::Broadcast { .. }
-        | Op::Reshape { .. }
-        | Op::Transpose { .. }
-        | Op::Slice { .. }
-        | Op::Concat { .. }
-        | Op::Split { .. }
-        | Op::Gather { .. } => 0,
-    };
+    fn shapes<'a>(ts: &[&'a StaticType]) -> Vec<&'a [u64]> {
+        ts.iter().map(|t| t.shape.as_slice()).collect()
+    }
+    let flops = op.flops(&shapes(inputs), &shapes(results))?;
     let moves_data = !matches!(op, Op::Constant(_) | Op::Reshape { .. });
     let sum = |ts: &[&StaticType]| ts.iter().map(|t| t.bytes()).fold(0, u64::saturating_add);
     Ok(OpCost {

@@ -8,7 +8,7 @@
 //! (zero elements).
 
 use super::elementwise::named_enum;
-use super::{expect_arity, floats, ShapeResult};
+use super::{expect_arity, floats, num_elements, operand_shape, FlopResult, ShapeResult};
 use crate::tensor::Tensor;
 use crate::types::{Dim, TensorType};
 
@@ -97,6 +97,20 @@ pub fn infer_pool2d(inputs: &[&TensorType], kernel: [i64; 2], window: &Window) -
     let ow = window.output_extent(1, w, kernel[1])?;
     let dims = vec![x.dims[0].clone(), x.dims[1].clone(), Dim::Static(oh as u64), Dim::Static(ow as u64)];
     Ok(vec![TensorType::new(x.dtype, dims)])
+}
+
+/// FLOPs of `conv2d`: `2 * N * O * OH * OW * (C / groups) * KH * KW`; with the weight
+/// `[O, C / groups, KH, KW]`, each output element is `C / groups * KH * KW` multiply-adds.
+pub fn flops_conv2d(inputs: &[&[u64]], out_elements: u128) -> FlopResult {
+    let w = operand_shape(inputs, 1)?;
+    let o = *w.first().ok_or("conv2d weight has rank 0")?;
+    let per_output = num_elements(w).checked_div(o as u128).unwrap_or(0);
+    Ok(out_elements.saturating_mul(per_output).saturating_mul(2))
+}
+
+/// FLOPs of pooling: 1 per window element per output element.
+pub fn flops_pool2d(out_elements: u128, kernel: [i64; 2]) -> u128 {
+    out_elements.saturating_mul(kernel[0].max(0) as u128).saturating_mul(kernel[1].max(0) as u128)
 }
 
 fn nchw(shape: &[usize], what: &str) -> Result<[usize; 4], String> {

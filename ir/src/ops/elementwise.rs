@@ -135,6 +135,13 @@ pub fn infer_cast(inputs: &[&TensorType], to: DType) -> ShapeResult {
     Ok(vec![inputs[0].with_dtype(to)])
 }
 
+/// FLOPs of an elementwise op (`where` and `cast` included): 1 per result element.
+/// Transcendentals (`exp`, `tanh`, `gelu`, ...) count 1 too: their real cost depends on the
+/// hardware, and a cost model weighs them separately.
+pub fn flops(out_elements: u128) -> u128 {
+    out_elements
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reference semantics
 

@@ -7,7 +7,7 @@
 //! and `add` accumulates floats in `f64`, rounding once.
 
 use super::elementwise::named_enum;
-use super::{expect_arity, ints, product, ShapeResult};
+use super::{expect_arity, ints, num_elements, operand_shape, product, FlopResult, ShapeResult};
 use crate::dtype::DType;
 use crate::tensor::{strides, unravel, Buffer, Tensor};
 use crate::types::{normalize_axis, TensorType};
@@ -62,6 +62,19 @@ pub fn infer_scatter(inputs: &[&TensorType], axis: i64) -> ShapeResult {
         }
     }
     Ok(vec![data.clone()])
+}
+
+/// FLOPs of `gather`: none, it only moves data.
+pub fn flops_gather() -> u128 {
+    0
+}
+
+/// FLOPs of `scatter`: 1 per update with `add`, none without a reduction.
+pub fn flops_scatter(inputs: &[&[u64]], reduction: ScatterReduction) -> FlopResult {
+    match reduction {
+        ScatterReduction::Add => Ok(num_elements(operand_shape(inputs, 2)?)),
+        ScatterReduction::None => Ok(0),
+    }
 }
 
 /// `k` as a position along an axis of extent `n`, if it is in `[-n, n)`.

@@ -159,6 +159,11 @@ pub fn infer_split(inputs: &[&TensorType], axis: i64, sizes: &[i64]) -> ShapeRes
         .collect())
 }
 
+/// FLOPs of a layout op: none, it only moves data.
+pub fn flops() -> u128 {
+    0
+}
+
 fn axis_of(shape: &[usize], axis: i64) -> Result<usize, String> {
     normalize_axis(axis, shape.len()).ok_or_else(|| format!("axis {axis} is out of range for shape {shape:?}"))
 }

@@ -6,7 +6,9 @@
 //! Reference semantics: float products are summed in `f64` in order of `k` and rounded once;
 //! integer products wrap.
 
-use super::{broadcast_coeffs, broadcast_dims, expect_arity, product, strided_index, ShapeResult};
+use super::{
+    broadcast_coeffs, broadcast_dims, expect_arity, operand_shape, product, strided_index, FlopResult, ShapeResult,
+};
 use crate::tensor::{Buffer, Tensor};
 use crate::types::TensorType;
 
@@ -33,6 +35,13 @@ pub fn infer(inputs: &[&TensorType]) -> ShapeResult {
     dims.push(a.dims[ra - 2].clone());
     dims.push(b.dims[rb - 1].clone());
     Ok(vec![TensorType::new(a.dtype, dims)])
+}
+
+/// FLOPs: `2 * M * N * K * batch` with the broadcast batch, that is two per result element
+/// and contracted index.
+pub fn flops(inputs: &[&[u64]], out_elements: u128) -> FlopResult {
+    let k = *operand_shape(inputs, 0)?.last().ok_or("matmul operand has rank 0")?;
+    Ok(out_elements.saturating_mul(k as u128).saturating_mul(2))
 }
 
 /// `n_batch` row-major `[m, k] x [k, n]` products; `offsets(bi)` gives the start of batch `bi`'s

@@ -1,7 +1,7 @@
 //! The closed set of tsr ops. Each family module holds the shape rule and, beside it, the
 //! reference semantics of its ops; this module ties them into one [`Op`] enum with one text
-//! spelling per op, so every `match` over ops is exhaustive, and dispatches [`Op::infer`] and
-//! [`Op::eval`].
+//! spelling per op, so every `match` over ops is exhaustive, and dispatches [`Op::infer`],
+//! [`Op::eval`] and [`Op::flops`].
 
 pub mod attr;
 pub mod conv;
@@ -25,6 +25,9 @@ use rope::RopeLayout;
 
 /// Result of a shape rule: the result types, or why the operands are ill-typed.
 pub type ShapeResult = Result<Vec<TensorType>, String>;
+
+/// Result of a FLOP rule: the count, or why the operand shapes are impossible.
+pub type FlopResult = Result<u128, String>;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "op", content = "attrs", rename_all = "snake_case")]
@@ -320,6 +323,58 @@ impl Op {
             Op::Rope { .. } => rope::infer(inputs),
         }
     }
+
+    /// FLOPs of one application of the op to operands and results of the given concrete
+    /// shapes; one multiply-add is two FLOPs. This is the one FLOP convention of the compiler:
+    /// `tessera info`'s statistics, the planner's roofline and the e-graph's extraction cost all
+    /// count with it (each binds symbolic dimensions its own way first).
+    ///
+    /// - `matmul`: `2 * M * N * K * batch` (batch broadcast); `conv2d`:
+    ///   `2 * N * O * OH * OW * (C / groups) * KH * KW`.
+    /// - elementwise ops (`where` and `cast` included): 1 per result element; transcendentals
+    ///   (`exp`, `tanh`, `gelu`, ...) count 1 too, since their real cost depends on the hardware
+    ///   and a cost model weighs them separately.
+    /// - `softmax`: 5 per element (max, subtract, exp, sum, divide); `layer_norm` and `rms_norm`:
+    ///   8 per element; reductions and `argmax`: 1 per input element; pooling: 1 per window
+    ///   element per output; `rope`: 3 per element (two multiplies, one add); `scatter` with
+    ///   `add`: 1 per update.
+    /// - data movement (`broadcast`, `reshape`, `transpose`, `slice`, `concat`, `split`,
+    ///   `gather`, `scatter` without reduction) and `constant`: 0.
+    ///
+    /// Counts saturate instead of overflowing. Errors only on a missing operand or one of an
+    /// impossible rank, which a verified graph does not have.
+    pub fn flops(&self, inputs: &[&[u64]], results: &[&[u64]]) -> FlopResult {
+        let out = results.first().map_or(0, |r| num_elements(r));
+        match self {
+            Op::Constant(_) => Ok(0),
+            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::Cast { .. } => Ok(elementwise::flops(out)),
+            Op::MatMul => matmul::flops(inputs, out),
+            Op::Softmax { .. } => Ok(normalization::flops_softmax(out)),
+            Op::LayerNorm { .. } | Op::RmsNorm { .. } => Ok(normalization::flops_norm(out)),
+            Op::Reduce { .. } | Op::ArgMax { .. } => Ok(reduce::flops(inputs)),
+            Op::Broadcast { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Slice { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. } => Ok(layout::flops()),
+            Op::Gather { .. } => Ok(indexing::flops_gather()),
+            Op::Scatter { reduction, .. } => indexing::flops_scatter(inputs, *reduction),
+            Op::Conv2d { .. } => conv::flops_conv2d(inputs, out),
+            Op::Pool2d { kernel, .. } => Ok(conv::flops_pool2d(out, *kernel)),
+            Op::Rope { .. } => Ok(rope::flops(out)),
+        }
+    }
+}
+
+/// Elements of a concrete shape (1 for a scalar), saturating at `u64::MAX`.
+pub fn num_elements(shape: &[u64]) -> u128 {
+    shape.iter().fold(1u64, |acc, &d| acc.saturating_mul(d)) as u128
+}
+
+/// Operand `i`'s shape, for the FLOP rules.
+pub(crate) fn operand_shape<'a>(inputs: &[&'a [u64]], i: usize) -> Result<&'a [u64], String> {
+    inputs.get(i).copied().ok_or_else(|| format!("operand {i} is missing"))
 }
 
 impl Op {
@@ -691,5 +746,58 @@ mod eval_tests {
         let wrong = Tensor { dtype: DType::F32, shape: vec![1], data: Buffer::Int(vec![1]) };
         let err = op.eval(&[&wrong], &[TensorType::of_static(DType::F32, &[1])]).expect_err("storage");
         assert_eq!(err, "operand 0 is malformed: f32 values stored as integers");
+    }
+}
+
+#[cfg(test)]
+mod flops_tests {
+    use super::conv::{PoolKind, Window};
+    use super::elementwise::{BinaryOp, UnaryOp};
+    use super::indexing::ScatterReduction;
+    use super::reduce::ReduceKind;
+    use super::Op;
+
+    fn flops(op: &Op, inputs: &[&[u64]], result: &[u64]) -> u128 {
+        op.flops(inputs, &[result]).expect("flops")
+    }
+
+    #[test]
+    fn hand_computed_flops() {
+        // 2 * M * N * K * batch: 2 * 3 * 7 * 5 * (4 * 2), the weight shared by the batch.
+        assert_eq!(flops(&Op::MatMul, &[&[4, 2, 3, 5], &[5, 7]], &[4, 2, 3, 7]), 1680);
+        // Batch dimensions [2, 1] and [4] broadcast to [2, 4]: 2 * 3 * 6 * 5 * 8.
+        assert_eq!(flops(&Op::MatMul, &[&[2, 1, 3, 5], &[4, 5, 6]], &[2, 4, 3, 6]), 1440);
+        // 2 * N * O * OH * OW * (C / groups) * KH * KW = 2 * 2 * 6 * 6 * 6 * (4 / 2) * 3 * 3.
+        let window = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
+        let conv = Op::Conv2d { window: window.clone(), groups: 2 };
+        assert_eq!(flops(&conv, &[&[2, 4, 8, 8], &[6, 2, 3, 3]], &[2, 6, 6, 6]), 15552);
+        // Pooling: 1 per window element per output, 8 outputs * 2 * 2.
+        let pool = Op::Pool2d { kind: PoolKind::Max, kernel: [2, 2], window: Window { strides: [2, 2], ..window } };
+        assert_eq!(flops(&pool, &[&[1, 2, 4, 4]], &[1, 2, 2, 2]), 32);
+        // Elementwise ops (transcendentals included) 1, softmax 5, norms 8 and rope 3 per element.
+        assert_eq!(flops(&Op::Binary(BinaryOp::Add), &[&[3, 4], &[4]], &[3, 4]), 12);
+        assert_eq!(flops(&Op::Unary(UnaryOp::Exp), &[&[3, 4]], &[3, 4]), 12);
+        assert_eq!(flops(&Op::Softmax { axis: 1 }, &[&[3, 4]], &[3, 4]), 60);
+        assert_eq!(flops(&Op::LayerNorm { axis: 1, epsilon: 1e-5 }, &[&[3, 4], &[4], &[4]], &[3, 4]), 96);
+        assert_eq!(flops(&Op::RmsNorm { axis: 1, epsilon: 1e-5 }, &[&[3, 4], &[4]], &[3, 4]), 96);
+        assert_eq!(flops(&Op::Rope { interleaved: false }, &[&[2, 4], &[2, 2], &[2, 2]], &[2, 4]), 24);
+        // Reductions and argmax: 1 per input element.
+        let sum = Op::Reduce { kind: ReduceKind::Sum, axes: vec![1], keepdims: false };
+        assert_eq!(flops(&sum, &[&[3, 4]], &[3]), 12);
+        assert_eq!(flops(&Op::ArgMax { axis: 0, keepdims: true }, &[&[3, 4]], &[1, 4]), 12);
+        // Scatter with add: 1 per update; data movement: 0.
+        let scatter = |reduction| Op::Scatter { axis: 0, reduction };
+        assert_eq!(flops(&scatter(ScatterReduction::Add), &[&[5, 3], &[2, 3], &[2, 3]], &[5, 3]), 6);
+        assert_eq!(flops(&scatter(ScatterReduction::None), &[&[5, 3], &[2, 3], &[2, 3]], &[5, 3]), 0);
+        assert_eq!(flops(&Op::Transpose { perm: vec![1, 0] }, &[&[3, 4]], &[4, 3]), 0);
+        assert_eq!(flops(&Op::Gather { axis: 0 }, &[&[5, 3], &[2]], &[2, 3]), 0);
+    }
+
+    #[test]
+    fn flops_saturate_and_impossible_operands_are_errors() {
+        let huge = u64::MAX;
+        assert_eq!(flops(&Op::MatMul, &[&[huge, huge], &[huge, huge]], &[huge, huge]), u128::MAX);
+        assert_eq!(Op::MatMul.flops(&[], &[&[2, 2]]), Err("operand 0 is missing".to_string()));
+        assert_eq!(Op::MatMul.flops(&[&[], &[]], &[&[]]), Err("matmul operand has rank 0".to_string()));
     }
 }

@@ -32,6 +32,16 @@ pub fn infer_norm(inputs: &[&TensorType], axis: i64, with_bias: bool) -> ShapeRe
     Ok(vec![x.clone()])
 }
 
+/// FLOPs of `softmax`: 5 per element (max, subtract, exp, sum, divide).
+pub fn flops_softmax(out_elements: u128) -> u128 {
+    out_elements.saturating_mul(5)
+}
+
+/// FLOPs of `layer_norm` and `rms_norm`: 8 per element.
+pub fn flops_norm(out_elements: u128) -> u128 {
+    out_elements.saturating_mul(8)
+}
+
 fn check_float_axis(x: &TensorType, axis: i64) -> Result<usize, String> {
     if !x.dtype.is_float() {
         return Err(format!("input must be a float tensor, got {x}"));

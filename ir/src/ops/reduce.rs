@@ -6,7 +6,7 @@
 
 use super::elementwise::named_enum;
 use super::elementwise::{max_f64, min_f64};
-use super::{expect_arity, product, strided_index, ShapeResult};
+use super::{expect_arity, num_elements, product, strided_index, ShapeResult};
 use crate::dtype::DType;
 use crate::tensor::{strides, Buffer, Tensor};
 use crate::types::{normalize_axis, Dim, TensorType};
@@ -63,6 +63,11 @@ pub fn infer_argmax(inputs: &[&TensorType], axis: i64, keepdims: bool) -> ShapeR
     let x = inputs[0];
     let axes = normalize_axes(&[axis], x.rank())?;
     Ok(vec![TensorType::new(DType::I64, reduced_dims(x, &axes, keepdims))])
+}
+
+/// FLOPs of a reduction or `argmax`: 1 per input element.
+pub fn flops(inputs: &[&[u64]]) -> u128 {
+    inputs.first().map_or(0, |x| num_elements(x))
 }
 
 /// `kind` over `axes` of `x`, giving `out` (with or without the kept unit dimensions: the

@@ -31,6 +31,11 @@ pub fn infer(inputs: &[&TensorType]) -> ShapeResult {
     Ok(vec![x.clone()])
 }
 
+/// FLOPs: 3 per element (two multiplies, one add).
+pub fn flops(out_elements: u128) -> u128 {
+    out_elements.saturating_mul(3)
+}
+
 /// Which elements of a head form the rotated pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RopeLayout {

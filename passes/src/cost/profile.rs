@@ -12,8 +12,8 @@
 //! the rows it gathers, `scatter` with `add` updates in place). Its time is
 //! `max(flops / (peak * efficiency), bytes / (HBM bandwidth * memory_efficiency)) + overhead`,
 //! with the matmul efficiency `gemm_efficiency * f(m) f(n) f(k)`, `f(d) = d / (d + half_dim)`:
-//! small or skinny matmuls (attention over 64..160-wide heads) fill fewer tiles. FLOPs follow
-//! [`crate::stats`]'s conventions (a test checks the totals agree).
+//! small or skinny matmuls (attention over 64..160-wide heads) fill fewer tiles. FLOPs are
+//! [`Op::flops`], as in [`crate::stats`] (a test checks the totals agree).
 //!
 //! Backward. Each kernel's backward is taken as twice its forward (the two matmuls of a
 //! matmul's gradient; a streaming kernel's gradient reads the saved input and the incoming
@@ -36,7 +36,6 @@ use serde::Serialize;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole, NodeId, ValueId};
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
-use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 
@@ -222,40 +221,10 @@ fn sizes(g: &Graph) -> Result<Sizes, CostError> {
     Ok(s)
 }
 
-/// FLOPs of a node, by `stats`' conventions.
+/// [`Op::flops`] of a node, over the graph's static shapes.
 fn node_flops(op: &Op, inputs: &[ValueId], outputs: &[ValueId], s: &Sizes) -> f64 {
-    let out = outputs.first().map_or(0.0, |v| s.elements[v.index()]);
-    let input = |i: usize| inputs.get(i).map_or(0.0, |v| s.elements[v.index()]);
-    match op {
-        Op::Constant(_) => 0.0,
-        Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::Cast { .. } => out,
-        Op::MatMul => {
-            let k = inputs.first().and_then(|v| s.shapes[v.index()].last().copied()).unwrap_or(0);
-            2.0 * out * k as f64
-        }
-        Op::Conv2d { .. } => {
-            let o = inputs.get(1).and_then(|v| s.shapes[v.index()].first().copied()).unwrap_or(0);
-            if o == 0 {
-                0.0
-            } else {
-                2.0 * out * input(1) / o as f64
-            }
-        }
-        Op::Softmax { .. } => 5.0 * out,
-        Op::LayerNorm { .. } | Op::RmsNorm { .. } => 8.0 * out,
-        Op::Reduce { .. } | Op::ArgMax { .. } => input(0),
-        Op::Pool2d { kernel, .. } => out * (kernel[0].max(0) * kernel[1].max(0)) as f64,
-        Op::Rope { .. } => 3.0 * out,
-        Op::Scatter { reduction: ScatterReduction::Add, .. } => input(2),
-        Op::Scatter { reduction: ScatterReduction::None, .. }
-        | Op::Broadcast { .. }
-        | Op::Reshape { .. }
-        | Op::Transpose { .. }
-        | Op::Slice { .. }
-        | Op::Concat { .. }
-        | Op::Split { .. }
-        | Op::Gather { .. } => 0.0,
-    }
+    let shapes = |vs: &[ValueId]| vs.iter().map(|v| s.shapes[v.index()].as_slice()).collect::<Vec<_>>();
+    op.flops(&shapes(inputs), &shapes(outputs)).unwrap_or(0) as f64
 }
 
 /// `(m, n, k, batch)` of a matmul or an implicit-GEMM convolution.

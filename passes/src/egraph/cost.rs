@@ -2,9 +2,9 @@
 //!
 //! A kernel costs `LAUNCH_US + max(flops / peak, bytes / bandwidth)` on an H100-like device
 //! (SXM: 989 TFLOP/s dense tensor-core math for `matmul`/`conv2d`, 67 TFLOP/s for everything
-//! else, 3.35 TB/s HBM3, about 2 µs to launch a kernel). FLOPs and bytes follow the
-//! conventions of [`crate::stats`] (an unfused kernel reads each operand once and writes each
-//! result once). Three conventions of our own:
+//! else, 3.35 TB/s HBM3, about 2 µs to launch a kernel). FLOPs are [`Op::flops`]; bytes follow
+//! [`crate::stats`] (an unfused kernel reads each operand once and writes each result once).
+//! Three conventions of our own:
 //! - `reshape`, `slice` and `split` are views: a consumer reads through strides, no kernel
 //!   runs. This is what makes a merged QKV matmul pay off (its three parts are views).
 //! - a value computed from parameters and constants only is folded when weights load (the
@@ -33,14 +33,28 @@ pub const BANDWIDTH: f64 = 3.35e6;
 /// Size assumed for every symbolic dimension.
 pub const SYMBOL_SIZE: u64 = 8;
 
-fn elements(t: &TensorType) -> f64 {
+/// `t`'s dimensions with symbolic ones counted as [`SYMBOL_SIZE`].
+fn shape(t: &TensorType) -> Vec<u64> {
     t.dims
         .iter()
         .map(|d| match d {
-            Dim::Static(n) => *n as f64,
-            Dim::Symbolic(_) => SYMBOL_SIZE as f64,
+            Dim::Static(n) => *n,
+            Dim::Symbolic(_) => SYMBOL_SIZE,
         })
-        .product()
+        .collect()
+}
+
+/// [`Op::flops`] with symbolic dimensions counted as [`SYMBOL_SIZE`].
+fn flops(op: &Op, inputs: &[&TensorType], results: &[&TensorType]) -> f64 {
+    let inputs: Vec<Vec<u64>> = inputs.iter().map(|t| shape(t)).collect();
+    let results: Vec<Vec<u64>> = results.iter().map(|t| shape(t)).collect();
+    let input_shapes: Vec<&[u64]> = inputs.iter().map(Vec::as_slice).collect();
+    let result_shapes: Vec<&[u64]> = results.iter().map(Vec::as_slice).collect();
+    op.flops(&input_shapes, &result_shapes).unwrap_or(0) as f64
+}
+
+fn elements(t: &TensorType) -> f64 {
+    shape(t).iter().map(|&n| n as f64).product()
 }
 
 fn bytes(t: &TensorType) -> f64 {
@@ -57,32 +71,8 @@ pub fn kernel_us(op: &Op, inputs: &[&TensorType], results: &[&TensorType]) -> f6
     if is_view(op) {
         return 0.0;
     }
-    let out = results.first().map_or(0.0, |t| elements(t));
-    let first_in = inputs.first().map_or(0.0, |t| elements(t));
-    let last_dim = |t: Option<&&TensorType>| {
-        t.and_then(|t| t.dims.last()).map_or(0.0, |d| match d {
-            Dim::Static(n) => *n as f64,
-            Dim::Symbolic(_) => SYMBOL_SIZE as f64,
-        })
-    };
-    let (flops, peak) = match op {
-        Op::MatMul => (2.0 * out * last_dim(inputs.first()), MATMUL_PEAK),
-        Op::Conv2d { .. } => {
-            let w = inputs.get(1).map_or(0.0, |t| elements(t));
-            let o = inputs.get(1).and_then(|t| t.dims.first()).map_or(1.0, |d| match d {
-                Dim::Static(n) => (*n).max(1) as f64,
-                Dim::Symbolic(_) => SYMBOL_SIZE as f64,
-            });
-            (2.0 * out * w / o, MATMUL_PEAK)
-        }
-        Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::Cast { .. } => (out, VECTOR_PEAK),
-        Op::Softmax { .. } => (5.0 * out, VECTOR_PEAK),
-        Op::LayerNorm { .. } | Op::RmsNorm { .. } => (8.0 * out, VECTOR_PEAK),
-        Op::Reduce { .. } | Op::ArgMax { .. } => (first_in, VECTOR_PEAK),
-        Op::Pool2d { kernel, .. } => (out * (kernel[0].max(0) * kernel[1].max(0)) as f64, VECTOR_PEAK),
-        Op::Rope { .. } => (3.0 * out, VECTOR_PEAK),
-        _ => (0.0, VECTOR_PEAK),
-    };
+    let flops = flops(op, inputs, results);
+    let peak = if matches!(op, Op::MatMul | Op::Conv2d { .. }) { MATMUL_PEAK } else { VECTOR_PEAK };
     let moved: f64 = inputs.iter().map(|t| bytes(t)).sum::<f64>() + results.iter().map(|t| bytes(t)).sum::<f64>();
     LAUNCH_US + (flops / peak).max(moved / BANDWIDTH)
 }
