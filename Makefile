@@ -36,5 +36,9 @@ onnx-tests:
 real-models:
 	@bash scripts/real-models/setup.sh
 
+# The conformance summary and the real-model comparisons are printed first, for the log; the
+# whole suite (which asserts both) runs last.
 test: lint onnx-tests real-models
+	$(CARGO) run --locked -q -- test-onnx .cache/onnx-node-tests
+	$(CARGO) test --locked -q --test e2e real_models -- --nocapture
 	$(CARGO) test --workspace --locked

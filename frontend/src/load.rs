@@ -33,8 +33,11 @@ impl ModelFormat {
 pub enum LoadError {
     #[error("{path}: cannot read: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: unsupported model format (expected a .mlir, .json or .onnx file)")]
+    #[error("{path}: unsupported model format (expected a .mlir, .json or .onnx file, or a zoo model such as gpt2 or llama:layers=2)")]
     UnsupportedFormat { path: PathBuf },
+    /// A zoo spec that does not parse or build; the message names the spec.
+    #[error("{message}")]
+    Zoo { message: String },
     #[error("{path}:{line}:{col}: {message}")]
     Syntax { path: PathBuf, line: u32, col: u32, message: String },
     #[error("{path}: {message}")]
@@ -43,9 +46,15 @@ pub enum LoadError {
     Onnx { path: PathBuf, source: Box<crate::onnx::OnnxError> },
 }
 
-/// Reads and verifies a model file.
+/// Reads and verifies a model file, or builds a zoo model (`gpt2`, `llama3-8b`,
+/// `gpt:layers=2,hidden=64,heads=4`) when the argument is no file with a model extension.
 pub fn load_model(path: &Path) -> Result<Graph, LoadError> {
-    let format = ModelFormat::of_path(path).ok_or_else(|| LoadError::UnsupportedFormat { path: path.to_path_buf() })?;
+    let Some(format) = ModelFormat::of_path(path) else {
+        return match path.to_str() {
+            Some(spec) if !path.exists() => load_zoo_model(spec, path),
+            _ => Err(LoadError::UnsupportedFormat { path: path.to_path_buf() }),
+        };
+    };
     if format == ModelFormat::Onnx {
         // Binary and memory-mapped: the importer reads the file itself.
         return crate::onnx::import_model(path).map_err(|e| match e {
@@ -55,6 +64,28 @@ pub fn load_model(path: &Path) -> Result<Graph, LoadError> {
     }
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
     load_model_text(path, &text, format)
+}
+
+/// The whole zoo model `spec` (embedding, every layer, head) for batch 1 on one device. A spec
+/// that names no preset and has no `family:` overrides is reported as an unsupported file.
+fn load_zoo_model(spec: &str, path: &Path) -> Result<Graph, LoadError> {
+    let zoo_error = |e: &dyn std::fmt::Display| LoadError::Zoo { message: format!("zoo model '{spec}': {e}") };
+    let cfg = match crate::zoo::spec::parse(spec) {
+        Ok(cfg) => cfg,
+        Err(e) if spec.contains(':') => return Err(LoadError::Zoo { message: e.to_string() }),
+        Err(_) => return Err(LoadError::UnsupportedFormat { path: path.to_path_buf() }),
+    };
+    let opts = crate::zoo::build::BuildOptions::new(&cfg);
+    let mut graph = crate::zoo::build::build_model(&cfg, &opts).map_err(|e| zoo_error(&e))?.graph;
+    // The model's one output is the next-token distribution; name it (`tessera run` writes
+    // `probs.npy`) instead of leaving the builder's number.
+    if let [out] = *graph.outputs() {
+        if graph.value(out).name.chars().all(|c| c.is_ascii_digit()) && !graph.has_name("probs") {
+            graph.rename_value(out, "probs");
+        }
+    }
+    tessera_ir::verify::verify(&graph).map_err(|e| zoo_error(&e))?;
+    Ok(graph)
 }
 
 /// Parses and verifies model text that came from `path` (used in messages only).

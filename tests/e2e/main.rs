@@ -7,3 +7,4 @@ mod pass_data;
 mod plan;
 mod real_models;
 mod support;
+mod zoo;
