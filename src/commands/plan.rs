@@ -2,9 +2,8 @@
 //!
 //! MODEL is a zoo spec (`gpt-1t`, `llama3-70b:seq=4096`, `gpt:layers=24,hidden=2048,heads=16`)
 //! or a model file (`.mlir`, `.json`, `.onnx`; planned with data parallelism only until graphs
-//! can be sharded). This module also adapts the frontend's zoo models and cluster specs to the
-//! cost model's types (`passes` does not depend on the frontend; `passes/tests/support` holds
-//! the same adapter for the library's tests).
+//! can be sharded). The adapter from zoo models and cluster specs to the cost model's types is
+//! [`tessera::workload`].
 //!
 //! A model that fits at no parallelism is a [`PlanError::Infeasible`]; [`exit_code`] maps it to
 //! exit status 2.
@@ -15,14 +14,9 @@ use clap::{Args, ValueEnum};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tessera_frontend::cluster::{ClusterSpec, LinkSpec};
-use tessera_frontend::zoo::build::{build_block, check_sharding, Block, BuildOptions, CommSite, Role};
-use tessera_frontend::zoo::config::{LayerKind, ModelConfig};
-use tessera_ir::dtype::DType;
-use tessera_passes::cost::hardware::{Cluster, Device, Link};
-use tessera_passes::cost::profile::{BlockGraph, Comm, Region};
+use tessera::workload::{to_cluster, ZooWorkload};
 use tessera_passes::cost::step::{Job, Mode};
-use tessera_passes::cost::workload::{BlockKind, GraphWorkload, KnobError, Shape, Workload};
+use tessera_passes::cost::workload::{GraphWorkload, Workload};
 use tessera_passes::planner::fixed::Fixed;
 use tessera_passes::planner::{plan, PlanError, Request};
 
@@ -133,155 +127,4 @@ fn load_workload(model: &str, seq: Option<u64>) -> Result<Box<dyn Workload>> {
         cfg.validate()?;
     }
     Ok(Box::new(ZooWorkload::new(cfg)))
-}
-
-/// A zoo model as a workload: one graph per distinct block, built per rank.
-pub struct ZooWorkload {
-    cfg: ModelConfig,
-    kinds: Vec<(LayerKind, u64)>,
-}
-
-impl ZooWorkload {
-    pub fn new(cfg: ModelConfig) -> ZooWorkload {
-        let kinds = cfg.layer_counts();
-        ZooWorkload { cfg, kinds }
-    }
-}
-
-impl Workload for ZooWorkload {
-    fn name(&self) -> &str {
-        &self.cfg.name
-    }
-
-    fn layer_runs(&self) -> Vec<(usize, u64)> {
-        self.kinds.iter().enumerate().map(|(i, &(_, n))| (i, n)).collect()
-    }
-
-    fn has_embedding(&self) -> bool {
-        true
-    }
-
-    fn has_head(&self) -> bool {
-        true
-    }
-
-    fn tied_embeddings(&self) -> bool {
-        self.cfg.tied_embeddings
-    }
-
-    fn seq(&self) -> u64 {
-        self.cfg.seq
-    }
-
-    fn parameters(&self) -> u64 {
-        self.cfg.parameter_count()
-    }
-
-    fn max_tp(&self) -> u64 {
-        self.cfg.heads
-    }
-
-    fn experts(&self) -> u64 {
-        self.cfg.experts
-    }
-
-    fn check_tp(&self, tp: u64) -> Result<(), KnobError> {
-        let opts = BuildOptions { tp, ..BuildOptions::new(&self.cfg) };
-        check_sharding(&self.cfg, &opts).map_err(|e| KnobError { knob: "tp", message: e.to_string() })
-    }
-
-    fn check_ep(&self, ep: u64) -> Result<(), KnobError> {
-        let opts = BuildOptions { ep, ..BuildOptions::new(&self.cfg) };
-        check_sharding(&self.cfg, &opts).map_err(|e| KnobError { knob: "ep", message: e.to_string() })
-    }
-
-    fn build(&self, block: BlockKind, shape: &Shape) -> Result<BlockGraph, String> {
-        let block = match block {
-            BlockKind::Embedding => Block::Embedding,
-            BlockKind::Head => Block::Head,
-            BlockKind::Layer(k) => Block::Layer(self.kinds[..k].iter().map(|&(_, n)| n).sum()),
-        };
-        let opts = BuildOptions {
-            batch: shape.batch,
-            seq: shape.seq,
-            tp: shape.tp,
-            ep: shape.ep,
-            training: shape.training,
-            kv_cache: shape.kv_cache,
-        };
-        let built = build_block(&self.cfg, block, &opts).map_err(|e| e.to_string())?;
-        let regions = built
-            .roles
-            .iter()
-            .map(|r| match r {
-                Role::Replicated => Region::Replicated,
-                Role::TensorParallel => Region::TensorParallel,
-                Role::AttentionCore => Region::AttentionCore,
-            })
-            .collect();
-        let comms = built
-            .comms
-            .iter()
-            .map(|c| match *c {
-                CommSite::TpAllReduce(v) => Comm::TpAllReduce(v),
-                CommSite::EpDispatch(v) | CommSite::EpCombine(v) => Comm::EpAllToAll(v),
-            })
-            .collect();
-        Ok(BlockGraph {
-            graph: built.graph,
-            regions,
-            comms,
-            expert_params: built.expert_params,
-            stream_inputs: built.stream_inputs,
-            cache_inputs: built.cache_inputs,
-        })
-    }
-}
-
-/// A cluster spec (datasheet units) in the cost model's SI units.
-pub fn to_cluster(c: &ClusterSpec) -> Cluster {
-    let d = &c.device;
-    let dtypes = |key: &str| match key {
-        "bf16" => vec![DType::BF16],
-        "fp16" => vec![DType::F16],
-        "fp32" => vec![DType::F32],
-        "fp8" => vec![DType::F8E4M3, DType::F8E5M2],
-        _ => vec![],
-    };
-    let peak_flops =
-        d.peak_tflops.iter().flat_map(|(k, &v)| dtypes(k).into_iter().map(move |dt| (dt, v * 1e12))).collect();
-    let link = |l: &LinkSpec| Link {
-        name: l.name.clone(),
-        bandwidth: l.bandwidth_gbps * 1e9,
-        latency_s: l.latency_us * 1e-6,
-        efficiency: l.efficiency,
-    };
-    Cluster {
-        name: c.name.clone(),
-        device: Device {
-            name: d.name.clone(),
-            peak_flops,
-            // Without an fp32 entry, take CUDA cores as 1/16 of the tensor-core peak (A100: 19.5 vs 312).
-            vector_flops: d
-                .peak_tflops
-                .get("fp32")
-                .copied()
-                .filter(|&v| v > 0.0)
-                .unwrap_or_else(|| d.peak_tflops.values().copied().fold(0.0, f64::max) / 16.0)
-                * 1e12,
-            memory_bytes: d.memory_gb * 1e9,
-            hbm_bandwidth: d.hbm_gbps * 1e9,
-            tdp_w: d.tdp_w,
-            idle_w: d.idle_w,
-            gemm_efficiency: d.gemm_efficiency,
-            gemm_half_dim: d.gemm_half_dim,
-            memory_efficiency: d.memory_efficiency,
-            kernel_overhead_s: d.kernel_overhead_us * 1e-6,
-            reserved_bytes: d.reserved_gb * 1e9,
-        },
-        gpus: c.gpus,
-        gpus_per_node: c.gpus_per_node,
-        intra: link(&c.intra_node),
-        inter: link(&c.inter_node),
-    }
 }

@@ -1,10 +1,13 @@
 //! End-to-end tests: the `tessera` binary and the crates together, one test binary.
 
 mod bad_input;
+mod calibration;
 mod cli;
+mod cost_model;
 mod onnx;
 mod pass_data;
 mod plan;
+mod planner;
 mod real_models;
 mod support;
 mod zoo;

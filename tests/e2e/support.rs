@@ -40,3 +40,14 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A zoo preset or spec in the cost model's terms.
+pub fn zoo(spec: &str) -> tessera::workload::ZooWorkload {
+    let cfg = tessera_frontend::zoo::spec::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+    tessera::workload::ZooWorkload::new(cfg)
+}
+
+/// A cluster preset or spec in the cost model's SI units.
+pub fn cluster(spec: &str) -> tessera_passes::cost::hardware::Cluster {
+    tessera::workload::to_cluster(&tessera_frontend::cluster::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}")))
+}

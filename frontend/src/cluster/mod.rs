@@ -7,7 +7,7 @@
 //!
 //! Besides datasheet peaks a device carries the fractions of them that real kernels reach
 //! (`gemm_efficiency`, `memory_efficiency`, per link `efficiency`) and a per-kernel overhead:
-//! one set of these numbers for all models, which `passes/tests/calibration.rs` checks against
+//! one set of these numbers for all models, which `tests/e2e/calibration.rs` checks against
 //! published Megatron iteration times. Only the A100 numbers are calibrated; the H100 and H200
 //! presets use the same fractions.
 //!

@@ -12,7 +12,7 @@
 //!   data-parallel traffic with backward, memory per device by ZeRO stage and recomputation,
 //!   KV cache for serving, FLOPs and energy.
 //!
-//! Calibration: `passes/tests/calibration.rs` predicts the eight Megatron iteration times of
+//! Calibration: `tests/e2e/calibration.rs` predicts the eight Megatron iteration times of
 //! Korthikanti et al. 2022 with one device description and one set of link numbers.
 
 pub mod collective;

@@ -2,9 +2,7 @@
 //! honours fixed knobs, names a bad one, explains infeasible models, plans serving and MoE,
 //! and its JSON for a small fixed case is a snapshot.
 
-mod support;
-
-use support::{cluster, ZooWorkload};
+use crate::support::{cluster, zoo};
 use tessera_passes::cost::step::{estimate, Job, Mode, Parallelism, Recompute, Schedule};
 use tessera_passes::cost::workload::{GraphWorkload, ProfileCache};
 use tessera_passes::planner::fixed::Fixed;
@@ -15,7 +13,7 @@ fn train(global_batch: u64, seq: u64) -> Job {
 }
 
 fn run(model: &str, cluster_spec: &str, job: Job, fix: &str) -> Result<Plan, PlanError> {
-    let w = ZooWorkload::preset(model);
+    let w = zoo(model);
     let c = cluster(cluster_spec);
     let request = Request { job, fixed: Fixed::parse(fix)?, alternatives: 4 };
     plan(&w, &c, &request, &mut |_, _| {})
@@ -30,7 +28,7 @@ fn never_slower_than_the_published_configuration() {
         let spec = format!("a100-80g-sxm:gpus={gpus}");
         let job = train(gpus, 2048);
         let best = run(model, &spec, job, "").unwrap_or_else(|e| panic!("{model}: {e}"));
-        let w = ZooWorkload::preset(model);
+        let w = zoo(model);
         let c = cluster(&spec);
         let par = Parallelism {
             dp: 1,

@@ -2,10 +2,8 @@
 //! et al.'s formulas, FLOPs against `stats`, collectives against the alpha-beta formulas, and
 //! schedules, ZeRO and KV cache against what they must do to time and memory.
 
-mod support;
-
+use crate::support::{cluster, zoo};
 use std::collections::HashMap;
-use support::{cluster, ZooWorkload};
 use tessera_passes::cost::collective::{collective, Algorithm, CollectiveKind, Group};
 use tessera_passes::cost::profile::profile;
 use tessera_passes::cost::step::{estimate, Estimate, Job, Mode, Parallelism, Recompute, Schedule};
@@ -32,7 +30,7 @@ fn par(dp: u64, tp: u64, pp: u64) -> Parallelism {
 }
 
 fn run(model: &str, cluster_spec: &str, job: Job, p: &Parallelism) -> Estimate {
-    let w = ZooWorkload::preset(model);
+    let w = zoo(model);
     let c = cluster(cluster_spec);
     let mut cache = ProfileCache::new(&w, &c.device);
     estimate(&mut cache, &c, &job, p).unwrap_or_else(|e| panic!("{model}: {e}"))
@@ -42,7 +40,7 @@ fn run(model: &str, cluster_spec: &str, job: Job, p: &Parallelism) -> Estimate {
 fn stored_activations_follow_korthikanti() {
     // Per layer, in bytes: s b h (10 + 24 / t) replicated and tensor-parallel, 5 a s^2 b / t
     // in the attention core (Korthikanti et al. 2022, section 4).
-    let w = ZooWorkload::preset("gpt-175b");
+    let w = zoo("gpt-175b");
     let c = cluster("a100-80g-sxm");
     let (s, b, h, a) = (2048.0, 2.0, 12288.0, 96.0);
     for t in [1u64, 8] {
@@ -60,7 +58,7 @@ fn stored_activations_follow_korthikanti() {
 fn profile_flops_agree_with_stats() {
     let c = cluster("a100-80g-sxm");
     for model in ["gpt-22b:layers=2", "llama3-8b:layers=2", "mixtral-8x7b:layers=2", "deepseek-v3:layers=4"] {
-        let w = ZooWorkload::preset(model);
+        let w = zoo(model);
         let runs = w.layer_runs();
         let mut blocks = vec![BlockKind::Embedding, BlockKind::Head];
         blocks.extend(runs.iter().map(|&(k, _)| BlockKind::Layer(k)));
@@ -79,7 +77,7 @@ fn fusion_prices_megatron_kernels() {
     // A GPT layer runs as 4 matmuls + 2 attention batched matmuls and 8 streaming kernels:
     // 2 layer norms, bias, fused scale-mask-softmax, attention dropout, two
     // bias-dropout-residual kernels and bias-gelu.
-    let w = ZooWorkload::preset("gpt-22b");
+    let w = zoo("gpt-22b");
     let c = cluster("a100-80g-sxm");
     let g = w.build(BlockKind::Layer(0), &train_shape(1, 2048, 8)).expect("layer");
     let p = profile(&g, &c.device).expect("profile");

@@ -1,18 +1,16 @@
-//! Shared by the cost-model and planner tests: zoo models and cluster presets in the cost
-//! model's terms (the CLI has the same adapter in `src/commands/plan.rs`; `passes` itself does
-//! not depend on the frontend).
+//! Pieces of the `tessera` command line that the end-to-end tests use too: the zoo models and
+//! cluster specs of the frontend in the cost model's terms (`passes` does not depend on the
+//! frontend, so the adapter lives with its users).
 
-#![allow(dead_code)]
-
-use tessera_frontend::cluster::ClusterSpec;
-use tessera_frontend::zoo::build::{build_block, Block, BuildOptions, CommSite, Role};
+use tessera_frontend::cluster::{ClusterSpec, LinkSpec};
+use tessera_frontend::zoo::build::{build_block, check_sharding, Block, BuildOptions, CommSite, Role};
 use tessera_frontend::zoo::config::{LayerKind, ModelConfig};
 use tessera_ir::dtype::DType;
 use tessera_passes::cost::hardware::{Cluster, Device, Link};
 use tessera_passes::cost::profile::{BlockGraph, Comm, Region};
 use tessera_passes::cost::workload::{BlockKind, KnobError, Shape, Workload};
 
-/// A zoo model as a workload.
+/// A zoo model as a workload: one graph per distinct block, built per rank.
 pub struct ZooWorkload {
     pub cfg: ModelConfig,
     kinds: Vec<(LayerKind, u64)>,
@@ -22,21 +20,6 @@ impl ZooWorkload {
     pub fn new(cfg: ModelConfig) -> ZooWorkload {
         let kinds = cfg.layer_counts();
         ZooWorkload { cfg, kinds }
-    }
-
-    pub fn preset(spec: &str) -> ZooWorkload {
-        ZooWorkload::new(tessera_frontend::zoo::spec::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}")))
-    }
-
-    fn options(&self, shape: &Shape) -> BuildOptions {
-        BuildOptions {
-            batch: shape.batch,
-            seq: shape.seq,
-            tp: shape.tp,
-            ep: shape.ep,
-            training: shape.training,
-            kv_cache: shape.kv_cache,
-        }
     }
 }
 
@@ -79,26 +62,29 @@ impl Workload for ZooWorkload {
 
     fn check_tp(&self, tp: u64) -> Result<(), KnobError> {
         let opts = BuildOptions { tp, ..BuildOptions::new(&self.cfg) };
-        tessera_frontend::zoo::build::check_sharding(&self.cfg, &opts)
-            .map_err(|e| KnobError { knob: "tp", message: e.to_string() })
+        check_sharding(&self.cfg, &opts).map_err(|e| KnobError { knob: "tp", message: e.to_string() })
     }
 
     fn check_ep(&self, ep: u64) -> Result<(), KnobError> {
         let opts = BuildOptions { ep, ..BuildOptions::new(&self.cfg) };
-        tessera_frontend::zoo::build::check_sharding(&self.cfg, &opts)
-            .map_err(|e| KnobError { knob: "ep", message: e.to_string() })
+        check_sharding(&self.cfg, &opts).map_err(|e| KnobError { knob: "ep", message: e.to_string() })
     }
 
     fn build(&self, block: BlockKind, shape: &Shape) -> Result<BlockGraph, String> {
         let block = match block {
             BlockKind::Embedding => Block::Embedding,
             BlockKind::Head => Block::Head,
-            BlockKind::Layer(k) => {
-                let first = self.kinds[..k].iter().map(|&(_, n)| n).sum::<u64>();
-                Block::Layer(first)
-            }
+            BlockKind::Layer(k) => Block::Layer(self.kinds[..k].iter().map(|&(_, n)| n).sum()),
         };
-        let built = build_block(&self.cfg, block, &self.options(shape)).map_err(|e| e.to_string())?;
+        let opts = BuildOptions {
+            batch: shape.batch,
+            seq: shape.seq,
+            tp: shape.tp,
+            ep: shape.ep,
+            training: shape.training,
+            kv_cache: shape.kv_cache,
+        };
+        let built = build_block(&self.cfg, block, &opts).map_err(|e| e.to_string())?;
         let regions = built
             .roles
             .iter()
@@ -127,27 +113,19 @@ impl Workload for ZooWorkload {
     }
 }
 
-/// A cluster spec in SI units.
-pub fn cluster(spec: &str) -> Cluster {
-    to_cluster(&tessera_frontend::cluster::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}")))
-}
-
+/// A cluster spec (datasheet units) in the cost model's SI units.
 pub fn to_cluster(c: &ClusterSpec) -> Cluster {
     let d = &c.device;
-    let dtype = |key: &str| match key {
-        "bf16" => Some(vec![DType::BF16]),
-        "fp16" => Some(vec![DType::F16]),
-        "fp32" => Some(vec![DType::F32]),
-        "fp8" => Some(vec![DType::F8E4M3, DType::F8E5M2]),
-        _ => None,
+    let dtypes = |key: &str| match key {
+        "bf16" => vec![DType::BF16],
+        "fp16" => vec![DType::F16],
+        "fp32" => vec![DType::F32],
+        "fp8" => vec![DType::F8E4M3, DType::F8E5M2],
+        _ => vec![],
     };
-    let peak_flops = d
-        .peak_tflops
-        .iter()
-        .filter_map(|(k, &v)| dtype(k).map(|ds| ds.into_iter().map(move |dt| (dt, v * 1e12))))
-        .flatten()
-        .collect();
-    let link = |l: &tessera_frontend::cluster::LinkSpec| Link {
+    let peak_flops =
+        d.peak_tflops.iter().flat_map(|(k, &v)| dtypes(k).into_iter().map(move |dt| (dt, v * 1e12))).collect();
+    let link = |l: &LinkSpec| Link {
         name: l.name.clone(),
         bandwidth: l.bandwidth_gbps * 1e9,
         latency_s: l.latency_us * 1e-6,

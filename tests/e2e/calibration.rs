@@ -2,12 +2,10 @@
 //! Selene), predicted with the published configuration fixed, each within 15%. One device
 //! description and one set of link numbers (the `a100-80g-sxm` preset) for all rows.
 //!
-//! `tests/data/korthikanti2022.json` is a copy of `shared/calibration/korthikanti2022.json`.
+//! `tests/fixtures/korthikanti2022.json` is a copy of `shared/calibration/korthikanti2022.json`.
 
-mod support;
-
+use crate::support::{cluster, zoo};
 use serde_json::Value;
-use support::{cluster, ZooWorkload};
 use tessera_passes::cost::step::{estimate, Job, Mode, Parallelism, Recompute, Schedule};
 use tessera_passes::cost::workload::ProfileCache;
 
@@ -15,13 +13,13 @@ const TOLERANCE: f64 = 0.15;
 
 /// (model, column, predicted, measured) for every row and column.
 pub fn predictions() -> Vec<(String, &'static str, f64, f64)> {
-    let data: Value = serde_json::from_str(include_str!("data/korthikanti2022.json")).expect("calibration json");
+    let data: Value = serde_json::from_str(include_str!("../fixtures/korthikanti2022.json")).expect("calibration json");
     let seq = data["common"]["seq_len"].as_u64().expect("seq_len");
     let int = |row: &Value, key: &str| row[key].as_u64().unwrap_or_else(|| panic!("{key} in {row}"));
     let mut out = Vec::new();
     for row in data["rows"].as_array().expect("rows") {
         let model = row["model"].as_str().expect("model");
-        let workload = ZooWorkload::preset(model);
+        let workload = zoo(model);
         assert_eq!(
             (workload.cfg.layers, workload.cfg.hidden, workload.cfg.heads, workload.cfg.seq),
             (int(row, "layers"), int(row, "hidden"), int(row, "heads"), seq),
