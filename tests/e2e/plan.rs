@@ -1,7 +1,7 @@
 //! `tessera plan` through the CLI: a plan in JSON with every documented field, an infeasible
 //! model (exit code 2 with the memory it would need), and `--fix` values that cannot work.
 
-use crate::support::{example, tessera};
+use crate::support::{example, tessera, PLAN_FIELDS};
 
 #[test]
 fn plan_json_has_every_documented_field() {
@@ -24,18 +24,7 @@ fn plan_json_has_every_documented_field() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let plan: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("plan.json")).unwrap()).unwrap();
-    for field in [
-        "step_time_s",
-        "tokens_per_s",
-        "model_tflops_per_gpu",
-        "hardware_tflops_per_gpu",
-        "mfu",
-        "memory_per_gpu_bytes",
-        "parallelism",
-        "comm_bytes_per_step",
-        "bubble_fraction",
-        "alternatives",
-    ] {
+    for field in PLAN_FIELDS {
         assert!(!plan[field].is_null(), "plan.json lacks {field}");
     }
     let p = &plan["parallelism"];

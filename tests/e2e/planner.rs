@@ -134,18 +134,7 @@ fn small_plan_json_snapshot() {
     let p = run("gpt:layers=4,hidden=512,heads=8,seq=512,vocab=1024", "a100-80g-sxm:gpus=16", train(32, 512), "")
         .expect("plan");
     let json = serde_json::to_value(&p).expect("json");
-    for key in [
-        "step_time_s",
-        "tokens_per_s",
-        "model_tflops_per_gpu",
-        "hardware_tflops_per_gpu",
-        "mfu",
-        "memory_per_gpu_bytes",
-        "parallelism",
-        "comm_bytes_per_step",
-        "bubble_fraction",
-        "alternatives",
-    ] {
+    for key in crate::support::PLAN_FIELDS {
         assert!(json.get(key).is_some(), "plan JSON lacks {key}");
     }
     insta::assert_json_snapshot!(json);

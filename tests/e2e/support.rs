@@ -51,3 +51,17 @@ pub fn zoo(spec: &str) -> tessera::workload::ZooWorkload {
 pub fn cluster(spec: &str) -> tessera_passes::cost::hardware::Cluster {
     tessera::workload::to_cluster(&tessera_frontend::cluster::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}")))
 }
+
+/// The fields issue 5 requires of a plan's JSON, checked through the library and the CLI.
+pub const PLAN_FIELDS: [&str; 10] = [
+    "step_time_s",
+    "tokens_per_s",
+    "model_tflops_per_gpu",
+    "hardware_tflops_per_gpu",
+    "mfu",
+    "memory_per_gpu_bytes",
+    "parallelism",
+    "comm_bytes_per_step",
+    "bubble_fraction",
+    "alternatives",
+];
