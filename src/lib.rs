@@ -1,4 +1,5 @@
 //! The `tessera` package's library half: what the CLI (`src/main.rs`) and the end-to-end tests
 //! share. The subcommands themselves live in the binary.
 
+pub mod train;
 pub mod workload;

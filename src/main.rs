@@ -28,6 +28,8 @@ enum Command {
     Import(commands::import::ImportArgs),
     /// Run ONNX backend node tests through import and the reference interpreter.
     TestOnnx(commands::test_onnx::TestOnnxArgs),
+    /// Train a model on byte-level text with the reference interpreter; checkpoints and resumes.
+    Train(commands::train::TrainArgs),
 }
 
 /// Restores the default SIGPIPE action, so `tessera ... | head` ends quietly like other Unix
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => commands::plan::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::TestOnnx(args) => commands::test_onnx::run(args),
+        Command::Train(args) => commands::train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,6 +22,12 @@ impl SplitMix64 {
         SplitMix64(seed ^ hash)
     }
 
+    /// The whole state, so a stream can be checkpointed and resumed ([`SplitMix64::new`] with
+    /// it continues exactly where this one is).
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;

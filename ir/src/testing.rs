@@ -84,7 +84,7 @@ impl Rng {
     }
 }
 
-const N_STEP_KINDS: u8 = 22;
+const N_STEP_KINDS: u8 = 23;
 
 fn build_graph(seed: u64, steps: &[(u8, u64)], config: &ArbGraphConfig) -> Graph {
     let mut rng = Rng::new(seed);
@@ -245,7 +245,8 @@ impl Builder {
             18 => self.pool2d(rng),
             19 => self.gather(rng),
             20 => self.rope(rng),
-            _ => self.scatter(rng),
+            21 => self.scatter(rng),
+            _ => self.training(rng),
         }
     }
 
@@ -599,6 +600,36 @@ impl Builder {
         let interleaved = rng.below(2) == 1;
         self.add1(Op::Rope { interleaved }, &[x, cos, sin]).map(|_| ())
     }
+
+    /// A loss or an optimizer update: `cross_entropy` over a float value's last dimension with
+    /// constant targets, or `sgd`/`adamw` with the value as parameter, gradient and state.
+    fn training(&mut self, rng: &mut Rng) -> Option<()> {
+        let x = self.pick_where(rng, |t| t.dtype.is_float() && t.static_shape().is_some())?;
+        let t = self.ty(x);
+        let shape: Vec<usize> = t.dims.iter().filter_map(static_usize).collect();
+        match rng.below(3) {
+            0 => {
+                let (&vocab, lead) = shape.split_last()?;
+                if vocab == 0 {
+                    return None;
+                }
+                let count: usize = lead.iter().product();
+                let values = (0..count).map(|_| rng.below(vocab) as i64).collect();
+                let targets = self.add1(Op::Constant(Tensor::from_i64(DType::I64, lead.to_vec(), values)), &[])?;
+                self.add1(Op::CrossEntropy, &[x, targets]).map(|_| ())
+            }
+            1 => {
+                let hyper = crate::ops::optim::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.01 };
+                self.add(Op::Sgd(hyper), &[x, x, x]).map(|_| ())
+            }
+            _ => {
+                let step =
+                    self.add1(Op::Constant(Tensor::from_i64(DType::I64, vec![], vec![1 + rng.below(5) as i64])), &[])?;
+                let hyper = crate::ops::optim::AdamW::default();
+                self.add(Op::AdamW(hyper), &[x, x, x, x, step]).map(|_| ())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -627,7 +658,20 @@ mod tests {
             crate::verify::verify(&g).expect("generated graphs verify");
             seen.extend(g.nodes().map(|(_, n)| n.op.mnemonic()));
         }
-        for family in ["matmul", "softmax", "split", "concat", "conv2d", "where", "rope", "scatter", "gather"] {
+        for family in [
+            "matmul",
+            "softmax",
+            "split",
+            "concat",
+            "conv2d",
+            "where",
+            "rope",
+            "scatter",
+            "gather",
+            "adamw",
+            "sgd",
+            "cross_entropy",
+        ] {
             assert!(seen.contains(family), "no {family} in 300 graphs: {seen:?}");
         }
     }

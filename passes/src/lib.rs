@@ -16,9 +16,13 @@
 //! - [`rewrite`]: value replacement that keeps graph-output names.
 //! - passes: [`verify`], [`dce`], [`cse`], [`canonicalize`], [`egraph`] (equality saturation).
 //! - [`stats`]: per-op FLOPs and bytes, and the graph summary.
+//! - [`autodiff`]: reverse-mode differentiation (gradient rules live beside each op's shape
+//!   rule in `tessera_ir::ops`); [`train_step`]: forward, loss, backward and optimizer update
+//!   as one graph, with micro-batch accumulation and mixed precision.
 //! - [`cost`]: the cost model (roofline kernels, alpha-beta collectives, pipeline schedules,
 //!   memory per device); [`planner`]: the auto-parallel search behind `tessera plan`.
 
+pub mod autodiff;
 pub mod canonicalize;
 pub mod cost;
 pub mod cse;
@@ -30,4 +34,5 @@ pub mod planner;
 pub mod registry;
 pub mod rewrite;
 pub mod stats;
+pub mod train_step;
 pub mod verify;

@@ -2,7 +2,8 @@
 //!
 //! What it is for: the reference interpreter, the oracle that every optimization, rewrite
 //! rule and backend is tested against (so it favours plain, obviously correct code over
-//! speed), and `.npy` input/output for the CLI and tests. The artifact loader, CPU and CUDA
+//! speed), `.npy` input/output for the CLI and tests, and [`step::StepExecutor`], the seam
+//! between a training loop and what runs its step graph. The artifact loader, CPU and CUDA
 //! executors and collectives will live here too.
 //!
 //! What it may depend on: `tessera-ir` (whose ops carry the reference semantics) and small
@@ -11,3 +12,4 @@
 
 pub mod interpreter;
 pub mod npy;
+pub mod step;

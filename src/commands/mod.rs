@@ -6,6 +6,7 @@ pub mod opt;
 pub mod plan;
 pub mod run;
 pub mod test_onnx;
+pub mod train;
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;

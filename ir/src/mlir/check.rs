@@ -66,6 +66,9 @@ fn signature(mnemonic: &str) -> Option<(Arity, Arity)> {
         "cast" | "softmax" | "argmax" | "broadcast" | "reshape" | "transpose" | "slice" => (Fixed(1), Fixed(1)),
         "matmul" | "rms_norm" | "gather" | "conv2d" => (Fixed(2), Fixed(1)),
         "where" | "layer_norm" | "scatter" | "rope" => (Fixed(3), Fixed(1)),
+        "cross_entropy" => (Fixed(2), Fixed(1)),
+        "sgd" => (Fixed(3), Fixed(2)),
+        "adamw" => (Fixed(5), Fixed(3)),
         "concat" => (Variadic, Fixed(1)),
         "split" => (Fixed(1), Variadic),
         _ => return None,
@@ -383,6 +386,16 @@ mod tests {
                 }
             }
             _ if m.starts_with("reduce_") => attrs.push(("axes".to_string(), ints(&[0]))),
+            "sgd" => {
+                for k in ["lr", "momentum", "weight_decay"] {
+                    attrs.push((k.to_string(), Attr::Float(0.1)));
+                }
+            }
+            "adamw" => {
+                for k in ["lr", "beta1", "beta2", "epsilon", "weight_decay"] {
+                    attrs.push((k.to_string(), Attr::Float(0.1)));
+                }
+            }
             _ => {}
         }
         let result = TensorType::of_static(crate::dtype::DType::F32, &[2, 2]);

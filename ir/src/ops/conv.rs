@@ -8,7 +8,9 @@
 //! (zero elements).
 
 use super::elementwise::named_enum;
+use super::gradient::{GradContext, GradError, GradResult};
 use super::{expect_arity, floats, num_elements, operand_shape, FlopResult, ShapeResult};
+use crate::graph::ValueId;
 use crate::tensor::Tensor;
 use crate::types::{Dim, TensorType};
 
@@ -193,6 +195,32 @@ pub fn eval_pool2d(
         }
     }
     Ok(Tensor::from_f64(x.dtype, out.to_vec(), result))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient rules
+
+/// Convolution's adjoints (transposed convolutions) need scatter-based im2col that the op set
+/// cannot yet express compactly; asking for them is a clear error rather than a wrong number.
+pub fn grad_conv2d(
+    cx: &mut GradContext,
+    _operands: (ValueId, ValueId, ValueId),
+    _window: &Window,
+    _groups: i64,
+    _wanted: &[bool],
+) -> GradResult {
+    Err(cx.unsupported("the adjoint of conv2d (a transposed convolution) is not implemented yet"))
+}
+
+/// Pooling's adjoint routes `g` back through each window; not implemented yet (see `grad_conv2d`).
+pub fn grad_pool2d(
+    cx: &mut GradContext,
+    _operands: (ValueId, ValueId, ValueId),
+    _kind: PoolKind,
+    _kernel: [i64; 2],
+    _window: &Window,
+) -> Result<ValueId, GradError> {
+    Err(cx.unsupported("the adjoint of pooling is not implemented yet"))
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@
 //! `gelu_tanh` the tanh approximation, `erf` from `libm`); integers in `i64`, wrapped, with
 //! integer division truncating toward zero; `max`/`min` propagate NaN.
 
+use super::gradient::{Differentiability, GradContext, GradError, GradResult};
 use super::{expect_arity, ints, ShapeResult};
 use crate::dtype::DType;
+use crate::graph::ValueId;
 use crate::tensor::{Buffer, Tensor};
 use crate::types::TensorType;
 
@@ -328,6 +330,238 @@ pub fn eval_where(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor, Strin
         _ => return Err(format!("branches {} and {} have different storage", a.dtype, b.dtype)),
     };
     Ok(Tensor { dtype: a.dtype, shape: a.shape.clone(), data })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient rules. `g` is the adjoint of the result; every rule is exact where the op is smooth.
+
+impl UnaryOp {
+    /// Whether the op is differentiable (`not` works on booleans only).
+    pub fn differentiability(self) -> Differentiability {
+        match self {
+            UnaryOp::Not => Differentiability::PiecewiseConstant,
+            _ => Differentiability::Differentiable,
+        }
+    }
+
+    /// `dx = g * f'(x)`, with `f'` written through `x` or the result `y`: `exp: g*y`,
+    /// `log: g/x`, `sqrt: g/(2y)`, `rsqrt: -g*y/(2x)`, `reciprocal: -g*y*y`, `tanh: g*(1-y^2)`,
+    /// `sigmoid: g*y*(1-y)`, `relu`/`abs`: the sign (0 at 0, PyTorch's subgradient), `gelu:
+    /// g*(Phi(x) + x*phi(x))`, `gelu_tanh` and `silu` by the chain rule, `erf: g*2/sqrt(pi)*exp(-x^2)`,
+    /// `sin: g*cos`, `cos: -g*sin`.
+    pub fn grad(self, cx: &mut GradContext, x: ValueId, y: ValueId, g: ValueId) -> Result<ValueId, GradError> {
+        use std::f64::consts::{FRAC_1_SQRT_2, PI};
+        let sign_mask = |cx: &mut GradContext, x: ValueId| -> Result<(ValueId, ValueId), GradError> {
+            let zero = cx.splat_like(x, 0.0)?;
+            Ok((cx.compare(CompareOp::Gt, x, zero)?, cx.compare(CompareOp::Lt, x, zero)?))
+        };
+        match self {
+            UnaryOp::Neg => cx.neg(g),
+            UnaryOp::Abs => {
+                let (pos, neg) = sign_mask(cx, x)?;
+                let zero = cx.splat_like(g, 0.0)?;
+                let minus = cx.neg(g)?;
+                let inner = cx.select(neg, minus, zero)?;
+                cx.select(pos, g, inner)
+            }
+            UnaryOp::Relu => {
+                let (pos, _) = sign_mask(cx, x)?;
+                let zero = cx.splat_like(g, 0.0)?;
+                cx.select(pos, g, zero)
+            }
+            UnaryOp::Exp => cx.mul(g, y),
+            UnaryOp::Log => cx.div(g, x),
+            UnaryOp::Sqrt => {
+                let twice = cx.scale(y, 2.0)?;
+                cx.div(g, twice)
+            }
+            UnaryOp::Rsqrt => {
+                let gy = cx.mul(g, y)?;
+                let q = cx.div(gy, x)?;
+                cx.scale(q, -0.5)
+            }
+            UnaryOp::Reciprocal => {
+                let yy = cx.mul(y, y)?;
+                let gyy = cx.mul(g, yy)?;
+                cx.neg(gyy)
+            }
+            UnaryOp::Tanh => {
+                let yy = cx.mul(y, y)?;
+                let one = cx.splat_like(y, 1.0)?;
+                let d = cx.sub(one, yy)?;
+                cx.mul(g, d)
+            }
+            UnaryOp::Sigmoid => {
+                let one = cx.splat_like(y, 1.0)?;
+                let rest = cx.sub(one, y)?;
+                let d = cx.mul(y, rest)?;
+                cx.mul(g, d)
+            }
+            UnaryOp::Gelu => {
+                // Phi(x) = (1 + erf(x / sqrt 2)) / 2, phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+                let scaled = cx.scale(x, FRAC_1_SQRT_2)?;
+                let erf = cx.unary(UnaryOp::Erf, scaled)?;
+                let one = cx.splat_like(x, 1.0)?;
+                let cdf = cx.add2(one, erf)?;
+                let cdf = cx.scale(cdf, 0.5)?;
+                let xx = cx.mul(x, x)?;
+                let e = cx.scale(xx, -0.5)?;
+                let e = cx.unary(UnaryOp::Exp, e)?;
+                let pdf = cx.scale(e, 1.0 / (2.0 * PI).sqrt())?;
+                let xpdf = cx.mul(x, pdf)?;
+                let d = cx.add2(cdf, xpdf)?;
+                cx.mul(g, d)
+            }
+            UnaryOp::GeluTanh => {
+                // y = x (1 + t) / 2 with t = tanh(u), u = K (x + c x^3):
+                // dy/dx = (1 + t) / 2 + x (1 - t^2) K (1 + 3 c x^2) / 2.
+                const K: f64 = 0.797_884_560_802_865_4;
+                const C: f64 = 0.044715;
+                let xx = cx.mul(x, x)?;
+                let xxx = cx.mul(xx, x)?;
+                let cubic = cx.scale(xxx, C)?;
+                let inner = cx.add2(x, cubic)?;
+                let u = cx.scale(inner, K)?;
+                let t = cx.unary(UnaryOp::Tanh, u)?;
+                let one = cx.splat_like(x, 1.0)?;
+                let one_plus_t = cx.add2(one, t)?;
+                let first = cx.scale(one_plus_t, 0.5)?;
+                let tt = cx.mul(t, t)?;
+                let sech2 = cx.sub(one, tt)?;
+                let three_c_xx = cx.scale(xx, 3.0 * C)?;
+                let du = cx.add2(one, three_c_xx)?;
+                let du = cx.scale(du, 0.5 * K)?;
+                let second = cx.mul(sech2, du)?;
+                let second = cx.mul(x, second)?;
+                let d = cx.add2(first, second)?;
+                cx.mul(g, d)
+            }
+            UnaryOp::Silu => {
+                // d/dx x s(x) = s (1 + x (1 - s)).
+                let s = cx.unary(UnaryOp::Sigmoid, x)?;
+                let one = cx.splat_like(x, 1.0)?;
+                let rest = cx.sub(one, s)?;
+                let xr = cx.mul(x, rest)?;
+                let inner = cx.add2(one, xr)?;
+                let d = cx.mul(s, inner)?;
+                cx.mul(g, d)
+            }
+            UnaryOp::Erf => {
+                let xx = cx.mul(x, x)?;
+                let e = cx.neg(xx)?;
+                let e = cx.unary(UnaryOp::Exp, e)?;
+                let d = cx.scale(e, 2.0 / PI.sqrt())?;
+                cx.mul(g, d)
+            }
+            UnaryOp::Sin => {
+                let c = cx.unary(UnaryOp::Cos, x)?;
+                cx.mul(g, c)
+            }
+            UnaryOp::Cos => {
+                let s = cx.unary(UnaryOp::Sin, x)?;
+                let gs = cx.mul(g, s)?;
+                cx.neg(gs)
+            }
+            UnaryOp::Not => {
+                Err(GradError::NotDifferentiable { op: "not", operand: 0, reason: "it works on booleans".into() })
+            }
+        }
+    }
+}
+
+impl BinaryOp {
+    pub fn differentiability(self) -> Differentiability {
+        match self {
+            BinaryOp::And | BinaryOp::Or => Differentiability::PiecewiseConstant,
+            _ => Differentiability::Differentiable,
+        }
+    }
+
+    /// `(da, db)` for the wanted operands: `add: (g, g)`, `sub: (g, -g)`, `mul: (g*b, g*a)`,
+    /// `div: (g/b, -g*a/b^2)`, `pow: (g*b*a^(b-1), g*y*ln a)`; `max`/`min` route `g` to the
+    /// operand chosen (`a` on ties).
+    pub fn grad(
+        self,
+        cx: &mut GradContext,
+        (a, b, y, g): (ValueId, ValueId, ValueId, ValueId),
+        wanted: &[bool],
+    ) -> GradResult {
+        let want = |i: usize| wanted.get(i).copied().unwrap_or(false);
+        let (da, db) = match self {
+            BinaryOp::Add => (Some(g), Some(g)),
+            BinaryOp::Sub => (Some(g), if want(1) { Some(cx.neg(g)?) } else { None }),
+            BinaryOp::Mul => {
+                let da = if want(0) { Some(cx.mul(g, b)?) } else { None };
+                let db = if want(1) { Some(cx.mul(g, a)?) } else { None };
+                (da, db)
+            }
+            BinaryOp::Div => {
+                let da = if want(0) { Some(cx.div(g, b)?) } else { None };
+                let db = if want(1) {
+                    // -g * y / b, since y = a / b.
+                    let gy = cx.mul(g, y)?;
+                    let q = cx.div(gy, b)?;
+                    Some(cx.neg(q)?)
+                } else {
+                    None
+                };
+                (da, db)
+            }
+            BinaryOp::Pow => {
+                let da = if want(0) {
+                    let one = cx.splat_like(b, 1.0)?;
+                    let bm1 = cx.sub(b, one)?;
+                    let p = cx.binary(BinaryOp::Pow, a, bm1)?;
+                    let bp = cx.mul(b, p)?;
+                    Some(cx.mul(g, bp)?)
+                } else {
+                    None
+                };
+                let db = if want(1) {
+                    let ln = cx.unary(UnaryOp::Log, a)?;
+                    let yl = cx.mul(y, ln)?;
+                    Some(cx.mul(g, yl)?)
+                } else {
+                    None
+                };
+                (da, db)
+            }
+            BinaryOp::Max | BinaryOp::Min => {
+                let cmp = if self == BinaryOp::Max { CompareOp::Ge } else { CompareOp::Le };
+                let chose_a = cx.compare(cmp, a, b)?;
+                let zero = cx.splat_like(g, 0.0)?;
+                let da = if want(0) { Some(cx.select(chose_a, g, zero)?) } else { None };
+                let db = if want(1) { Some(cx.select(chose_a, zero, g)?) } else { None };
+                (da, db)
+            }
+            BinaryOp::And | BinaryOp::Or => {
+                return Err(GradError::NotDifferentiable {
+                    op: self.mnemonic(),
+                    operand: 0,
+                    reason: "it works on booleans".into(),
+                })
+            }
+        };
+        Ok(vec![da, db])
+    }
+}
+
+/// `where(c, a, b)`: `da = where(c, g, 0)`, `db = where(c, 0, g)`; the condition has none.
+pub fn grad_where(cx: &mut GradContext, cond: ValueId, g: ValueId, wanted: &[bool]) -> GradResult {
+    let zero = cx.splat_like(g, 0.0)?;
+    let da = if wanted[1] { Some(cx.select(cond, g, zero)?) } else { None };
+    let db = if wanted[2] { Some(cx.select(cond, zero, g)?) } else { None };
+    Ok(vec![None, da, db])
+}
+
+/// `cast` between float types: the adjoint is cast back to the operand's dtype (this is how
+/// f32 master weights receive the gradients of a bf16 computation).
+pub fn grad_cast(cx: &mut GradContext, x: ValueId, g: ValueId) -> Result<ValueId, GradError> {
+    let to = cx.ty(x).dtype;
+    if cx.ty(g).dtype == to {
+        return Ok(g);
+    }
+    cx.add(super::Op::Cast { to }, &[g])
 }
 
 #[cfg(test)]

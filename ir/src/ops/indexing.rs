@@ -7,9 +7,13 @@
 //! and `add` accumulates floats in `f64`, rounding once.
 
 use super::elementwise::named_enum;
+use super::gradient::{GradContext, GradError, GradResult};
+use super::Op;
 use super::{expect_arity, ints, num_elements, operand_shape, product, FlopResult, ShapeResult};
 use crate::dtype::DType;
+use crate::graph::ValueId;
 use crate::tensor::{strides, unravel, Buffer, Tensor};
+use crate::types::Dim;
 use crate::types::{normalize_axis, TensorType};
 
 named_enum!(
@@ -163,6 +167,86 @@ pub fn eval_scatter(
             Ok(Tensor::from_i64(data.dtype, data.shape.clone(), out))
         }
         _ => Err(format!("data {} and updates {} have different storage", data.dtype, updates.dtype)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient rules (the indices take none: they are integers)
+
+/// `gather(data, indices)` along `axis`: `g` scatter-added into zeros of `data`'s shape at the
+/// gathered positions (repeated indices accumulate).
+pub fn grad_gather(
+    cx: &mut GradContext,
+    data: ValueId,
+    indices: ValueId,
+    g: ValueId,
+    axis: i64,
+) -> Result<ValueId, GradError> {
+    let dt = cx.ty(data);
+    let it = cx.ty(indices);
+    let ax = normalize_axis(axis, dt.rank()).ok_or_else(|| cx.unsupported(format!("axis {axis} out of range")))?;
+    // Flatten the index dimensions to one, so the adjoint and the indices have data's rank.
+    let n = match it.dims.as_slice() {
+        [d] => d.clone(),
+        _ => Dim::Static(cx.static_count(&it, &(0..it.rank()).collect::<Vec<_>>())?),
+    };
+    let mut flat = dt.dims[..ax].to_vec();
+    flat.push(n.clone());
+    flat.extend(dt.dims[ax + 1..].iter().cloned());
+    let g_flat = cx.reshape(g, &flat)?;
+    let mut index_dims = vec![Dim::Static(1); dt.rank()];
+    index_dims[ax] = n;
+    let index = cx.reshape(indices, &index_dims)?;
+    let index = cx.broadcast(index, &flat)?;
+    let zeros = cx.zeros(&dt)?;
+    cx.add(Op::Scatter { axis: ax as i64, reduction: ScatterReduction::Add }, &[zeros, index, g_flat])
+}
+
+/// `scatter(data, indices, updates)`. With `add`: `ddata = g`, `dupdates = g` gathered at the
+/// indices. With `none`: overwritten positions of `data` get no adjoint, and of updates that
+/// hit one position only the one that lands (the last) gets it: the winners are found by
+/// scattering each update's position id and reading it back.
+pub fn grad_scatter(
+    cx: &mut GradContext,
+    (indices, updates, g): (ValueId, ValueId, ValueId),
+    axis: i64,
+    reduction: ScatterReduction,
+    wanted: &[bool],
+) -> GradResult {
+    use super::elementwise::CompareOp;
+    let gt = cx.ty(g);
+    let ax = normalize_axis(axis, gt.rank()).ok_or_else(|| cx.unsupported(format!("axis {axis} out of range")))?;
+    let gathered = |cx: &mut GradContext| cx.gather_elements(g, indices, ax);
+    match reduction {
+        ScatterReduction::Add => {
+            let dupdates = if wanted[2] { Some(gathered(cx)?) } else { None };
+            Ok(vec![wanted[0].then_some(g), None, dupdates])
+        }
+        ScatterReduction::None => {
+            let ddata = if wanted[0] {
+                let ut = cx.ty(updates);
+                let zeros = cx.zeros(&ut)?;
+                Some(cx.add(Op::Scatter { axis, reduction: ScatterReduction::None }, &[g, indices, zeros])?)
+            } else {
+                None
+            };
+            let dupdates = if wanted[2] {
+                let it = cx.ty(indices);
+                let shape = cx.static_shape(&it)?;
+                let n = product(&shape);
+                let ids = cx.add(Op::Constant(Tensor::from_i64(DType::I64, shape, (0..n as i64).collect())), &[])?;
+                let none = cx.splat(DType::I64, &gt.dims, -1.0)?;
+                let landed = cx.add(Op::Scatter { axis, reduction: ScatterReduction::None }, &[none, indices, ids])?;
+                let winner = cx.gather_elements(landed, indices, ax)?;
+                let won = cx.compare(CompareOp::Eq, winner, ids)?;
+                let picked = gathered(cx)?;
+                let zero = cx.splat_like(picked, 0.0)?;
+                Some(cx.select(won, picked, zero)?)
+            } else {
+                None
+            };
+            Ok(vec![ddata, None, dupdates])
+        }
     }
 }
 

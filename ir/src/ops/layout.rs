@@ -7,7 +7,11 @@
 //! Reference semantics: each op is an index map from result element to operand element
 //! (`Tensor::gather_elements` with [`super::strided_index`]), so values are copied exactly.
 
+use super::gradient::{GradContext, GradError, GradResult};
+use super::Op;
 use super::{broadcast_coeffs, expect_arity, product, strided_index, ShapeResult};
+use crate::dtype::DType;
+use crate::graph::ValueId;
 use crate::tensor::{strides, Buffer, Tensor};
 use crate::types::{normalize_axis, Dim, TensorType};
 
@@ -277,6 +281,94 @@ pub fn eval_split(x: &Tensor, axis: i64, outs: &[Vec<usize>]) -> Result<Vec<Tens
         return Err(format!("pieces cover {start} of the {} elements along axis {ax}", x.shape[ax]));
     }
     Ok(pieces)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient rules: data movement moves adjoints back the way it moved values.
+
+/// `broadcast`: `g` summed over the broadcast dimensions.
+pub fn grad_broadcast(cx: &mut GradContext, x: ValueId, g: ValueId) -> Result<ValueId, GradError> {
+    let t = cx.ty(x);
+    cx.sum_to(g, &t)
+}
+
+/// `reshape`: `g` reshaped back.
+pub fn grad_reshape(cx: &mut GradContext, x: ValueId, g: ValueId) -> Result<ValueId, GradError> {
+    let dims = cx.ty(x).dims;
+    cx.reshape(g, &dims)
+}
+
+/// `transpose`: `g` transposed by the inverse permutation.
+pub fn grad_transpose(cx: &mut GradContext, g: ValueId, perm: &[i64]) -> Result<ValueId, GradError> {
+    let mut inverse = vec![0i64; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        let slot = usize::try_from(p).ok().filter(|&p| p < perm.len()).ok_or_else(|| cx.unsupported("bad perm"))?;
+        inverse[slot] = i as i64;
+    }
+    cx.add(Op::Transpose { perm: inverse }, &[g])
+}
+
+/// `slice`: `g` placed at the selected positions of a zero tensor of the operand's shape, one
+/// sliced dimension at a time, each a `scatter` along that dimension with the positions
+/// `start + i * step` (static shapes only).
+pub fn grad_slice(
+    cx: &mut GradContext,
+    x: ValueId,
+    g: ValueId,
+    (starts, ends, steps): (&[i64], &[i64], &[i64]),
+) -> Result<ValueId, GradError> {
+    let full = cx.static_shape(&cx.ty(x))?;
+    let mut current = g;
+    for d in (0..full.len()).rev() {
+        let (first, count) = slice_extent(full[d] as i64, starts[d], ends[d], steps[d]);
+        if count == full[d] as i64 && steps[d] == 1 {
+            continue;
+        }
+        let shape = cx.static_shape(&cx.ty(current))?;
+        let positions: Vec<i64> =
+            (0..product(&shape)).map(|p| first + crate::tensor::unravel(p, &shape)[d] as i64 * steps[d]).collect();
+        let index = cx.add(Op::Constant(Tensor::from_i64(DType::I64, shape.clone(), positions)), &[])?;
+        let mut expanded = shape.clone();
+        expanded[d] = full[d];
+        let dtype = cx.ty(g).dtype;
+        let zeros = cx.zeros(&TensorType::of_static(dtype, &expanded.iter().map(|&n| n as u64).collect::<Vec<_>>()))?;
+        current = cx.add(
+            Op::Scatter { axis: d as i64, reduction: super::indexing::ScatterReduction::None },
+            &[zeros, index, current],
+        )?;
+    }
+    Ok(current)
+}
+
+/// `concat`: `g` split back into the operands' extents along `axis`.
+pub fn grad_concat(cx: &mut GradContext, inputs: &[ValueId], g: ValueId, axis: i64, wanted: &[bool]) -> GradResult {
+    let t = cx.ty(g);
+    let ax = normalize_axis(axis, t.rank()).ok_or_else(|| cx.unsupported(format!("axis {axis} out of range")))?;
+    let sizes =
+        inputs.iter().map(|&v| cx.static_count(&cx.ty(v), &[ax]).map(|n| n as i64)).collect::<Result<Vec<_>, _>>()?;
+    if inputs.len() == 1 {
+        return Ok(vec![Some(g)]);
+    }
+    let parts = cx.graph.add_node(Op::Split { axis: ax as i64, sizes }, &[g])?;
+    Ok(parts.into_iter().zip(wanted).map(|(p, &w)| w.then_some(p)).collect())
+}
+
+/// `split`: the results' adjoints concatenated (zeros for results that do not reach the loss).
+pub fn grad_split(cx: &mut GradContext, outputs: &[ValueId], grads: &[Option<ValueId>], axis: i64) -> GradResult {
+    let mut parts = Vec::with_capacity(outputs.len());
+    for (&out, g) in outputs.iter().zip(grads) {
+        parts.push(match g {
+            Some(g) => *g,
+            None => {
+                let t = cx.ty(out);
+                cx.zeros(&t)?
+            }
+        });
+    }
+    if parts.len() == 1 {
+        return Ok(vec![Some(parts[0])]);
+    }
+    Ok(vec![Some(cx.add(Op::Concat { axis }, &parts)?)])
 }
 
 #[cfg(test)]

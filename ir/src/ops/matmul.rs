@@ -6,9 +6,11 @@
 //! Reference semantics: float products are summed in `f64` in order of `k` and rounded once;
 //! integer products wrap.
 
+use super::gradient::{GradContext, GradError, GradResult};
 use super::{
     broadcast_coeffs, broadcast_dims, expect_arity, operand_shape, product, strided_index, FlopResult, ShapeResult,
 };
+use crate::graph::ValueId;
 use crate::tensor::{Buffer, Tensor};
 use crate::types::TensorType;
 
@@ -99,6 +101,32 @@ pub fn eval(a: &Tensor, b: &Tensor, out: &[usize]) -> Result<Tensor, String> {
         }
         _ => Err(format!("operands {} and {} have different storage", a.dtype, b.dtype)),
     }
+}
+
+/// `y = a @ b`: `da = g @ b^T` and `db = a^T @ g` (transposing the last two dimensions), each
+/// summed over the batch dimensions its operand was broadcast along.
+pub fn grad(cx: &mut GradContext, a: ValueId, b: ValueId, g: ValueId, wanted: &[bool]) -> GradResult {
+    let swap_last = |cx: &mut GradContext, x: ValueId| -> Result<ValueId, GradError> {
+        let r = cx.ty(x).rank() as i64;
+        let mut perm: Vec<i64> = (0..r).collect();
+        perm.swap((r - 2) as usize, (r - 1) as usize);
+        cx.add(super::Op::Transpose { perm }, &[x])
+    };
+    let da = if wanted[0] {
+        let bt = swap_last(cx, b)?;
+        let full = cx.add(super::Op::MatMul, &[g, bt])?;
+        Some(cx.sum_to(full, &cx.ty(a))?)
+    } else {
+        None
+    };
+    let db = if wanted[1] {
+        let at = swap_last(cx, a)?;
+        let full = cx.add(super::Op::MatMul, &[at, g])?;
+        Some(cx.sum_to(full, &cx.ty(b))?)
+    } else {
+        None
+    };
+    Ok(vec![da, db])
 }
 
 #[cfg(test)]

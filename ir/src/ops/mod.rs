@@ -6,20 +6,25 @@
 pub mod attr;
 pub mod conv;
 pub mod elementwise;
+pub mod gradient;
 pub mod indexing;
 pub mod layout;
 pub mod matmul;
 pub mod normalization;
+pub mod optim;
 pub mod reduce;
 pub mod rope;
 
 use crate::dtype::DType;
+use crate::graph::ValueId;
 use crate::tensor::{Buffer, Tensor};
 use crate::types::{Dim, TensorType};
 use attr::{Attr, AttrMap};
 use conv::{PoolKind, Window};
 use elementwise::{BinaryOp, CompareOp, UnaryOp};
+use gradient::{Differentiability, GradContext, GradError, GradResult};
 use indexing::ScatterReduction;
+use optim::{AdamW, Sgd};
 use reduce::ReduceKind;
 use rope::RopeLayout;
 
@@ -106,6 +111,13 @@ pub enum Op {
     Rope {
         interleaved: bool,
     },
+    /// Mean cross-entropy of logits `[..., V]` against integer targets `[...]`.
+    CrossEntropy,
+    /// One SGD update: `(param, grad, velocity) -> (param', velocity')`.
+    Sgd(Sgd),
+    /// One AdamW update: `(param, grad, m, v, step) -> (param', m', v')`.
+    #[serde(rename = "adamw")]
+    AdamW(AdamW),
 }
 
 impl Op {
@@ -135,6 +147,9 @@ impl Op {
             Op::Conv2d { .. } => "conv2d",
             Op::Pool2d { kind, .. } => kind.mnemonic(),
             Op::Rope { .. } => "rope",
+            Op::CrossEntropy => "cross_entropy",
+            Op::Sgd(_) => "sgd",
+            Op::AdamW(_) => "adamw",
         }
     }
 
@@ -159,6 +174,9 @@ impl Op {
             "scatter",
             "conv2d",
             "rope",
+            "cross_entropy",
+            "sgd",
+            "adamw",
         ];
         names.extend(UnaryOp::ALL.iter().map(|u| u.mnemonic()));
         names.extend(BinaryOp::ALL.iter().map(|b| b.mnemonic()));
@@ -172,6 +190,8 @@ impl Op {
     pub fn num_results(&self) -> usize {
         match self {
             Op::Split { sizes, .. } => sizes.len(),
+            Op::Sgd(_) => 2,
+            Op::AdamW(_) => 3,
             _ => 1,
         }
     }
@@ -194,7 +214,19 @@ impl Op {
         };
         let mut attrs = match self {
             Op::Constant(t) => vec![("value", Attr::Dense(t.clone()))],
-            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::MatMul => vec![],
+            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::MatMul | Op::CrossEntropy => vec![],
+            Op::Sgd(h) => vec![
+                ("lr", Attr::Float(h.lr)),
+                ("momentum", Attr::Float(h.momentum)),
+                ("weight_decay", Attr::Float(h.weight_decay)),
+            ],
+            Op::AdamW(h) => vec![
+                ("beta1", Attr::Float(h.beta1)),
+                ("beta2", Attr::Float(h.beta2)),
+                ("epsilon", Attr::Float(h.epsilon)),
+                ("lr", Attr::Float(h.lr)),
+                ("weight_decay", Attr::Float(h.weight_decay)),
+            ],
             Op::Rope { interleaved } => vec![("interleaved", Attr::Bool(*interleaved))],
             Op::Cast { .. } | Op::Broadcast { .. } | Op::Reshape { .. } => vec![],
             Op::Softmax { axis } | Op::Concat { axis } | Op::Gather { axis } => vec![("axis", Attr::Int(*axis))],
@@ -285,6 +317,19 @@ impl Op {
                 }
                 "conv2d" => Op::Conv2d { window: window(&mut attrs)?, groups: attrs.int("groups")? },
                 "rope" => Op::Rope { interleaved: attrs.bool_or("interleaved", false)? },
+                "cross_entropy" => Op::CrossEntropy,
+                "sgd" => Op::Sgd(Sgd {
+                    lr: attrs.float("lr")?,
+                    momentum: attrs.float("momentum")?,
+                    weight_decay: attrs.float("weight_decay")?,
+                }),
+                "adamw" => Op::AdamW(AdamW {
+                    lr: attrs.float("lr")?,
+                    beta1: attrs.float("beta1")?,
+                    beta2: attrs.float("beta2")?,
+                    epsilon: attrs.float("epsilon")?,
+                    weight_decay: attrs.float("weight_decay")?,
+                }),
                 _ => return Err(format!("unknown op 'tsr.{mnemonic}'")),
             }
         };
@@ -321,6 +366,9 @@ impl Op {
             Op::Conv2d { window, groups } => conv::infer_conv2d(inputs, window, *groups),
             Op::Pool2d { kernel, window, .. } => conv::infer_pool2d(inputs, *kernel, window),
             Op::Rope { .. } => rope::infer(inputs),
+            Op::CrossEntropy => optim::infer_cross_entropy(inputs),
+            Op::Sgd(h) => optim::infer_sgd(inputs, h),
+            Op::AdamW(h) => optim::infer_adamw(inputs, h),
         }
     }
 
@@ -363,6 +411,9 @@ impl Op {
             Op::Conv2d { .. } => conv::flops_conv2d(inputs, out),
             Op::Pool2d { kernel, .. } => Ok(conv::flops_pool2d(out, *kernel)),
             Op::Rope { .. } => Ok(rope::flops(out)),
+            Op::CrossEntropy => optim::flops_cross_entropy(num_elements(operand_shape(inputs, 0)?)),
+            Op::Sgd(_) => Ok(optim::flops_sgd(out)),
+            Op::AdamW(_) => Ok(optim::flops_adamw(out)),
         }
     }
 }
@@ -460,6 +511,110 @@ impl Op {
                 operand(inputs, 2)?,
                 if *interleaved { RopeLayout::Interleaved } else { RopeLayout::NonInterleaved },
             )?),
+            Op::CrossEntropy => one(optim::eval_cross_entropy(operand(inputs, 0)?, operand(inputs, 1)?)?),
+            Op::Sgd(h) => optim::eval_sgd(operand(inputs, 0)?, operand(inputs, 1)?, operand(inputs, 2)?, h),
+            Op::AdamW(h) => optim::eval_adamw(
+                operand(inputs, 0)?,
+                operand(inputs, 1)?,
+                operand(inputs, 2)?,
+                operand(inputs, 3)?,
+                operand(inputs, 4)?,
+                h,
+            ),
+        }
+    }
+}
+
+impl Op {
+    /// What reverse-mode differentiation may assume of the op (see [`gradient`]).
+    pub fn differentiability(&self) -> Differentiability {
+        match self {
+            Op::Unary(u) => u.differentiability(),
+            Op::Binary(b) => b.differentiability(),
+            Op::Compare(_) | Op::ArgMax { .. } => Differentiability::PiecewiseConstant,
+            Op::Sgd(_) | Op::AdamW(_) => Differentiability::NotDifferentiable,
+            Op::Constant(_)
+            | Op::Where
+            | Op::Cast { .. }
+            | Op::MatMul
+            | Op::Softmax { .. }
+            | Op::LayerNorm { .. }
+            | Op::RmsNorm { .. }
+            | Op::Reduce { .. }
+            | Op::Broadcast { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Slice { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Gather { .. }
+            | Op::Scatter { .. }
+            | Op::Conv2d { .. }
+            | Op::Pool2d { .. }
+            | Op::Rope { .. }
+            | Op::CrossEntropy => Differentiability::Differentiable,
+        }
+    }
+
+    /// The gradient rule: appends to `cx.graph` the adjoints of the operands `inputs` whose
+    /// `wanted` flag is set, given the results `outputs` and their adjoints `grads` (`None`
+    /// where a result does not reach the loss). Returns one entry per operand. Each family
+    /// module states its rules beside its shape rule.
+    pub fn gradient(
+        &self,
+        cx: &mut GradContext,
+        inputs: &[ValueId],
+        outputs: &[ValueId],
+        grads: &[Option<ValueId>],
+        wanted: &[bool],
+    ) -> GradResult {
+        let mnemonic = self.mnemonic();
+        let missing = || GradError::Unsupported { op: mnemonic, message: "operand or result missing".into() };
+        let x = |i: usize| inputs.get(i).copied().ok_or_else(missing);
+        let y = outputs.first().copied().ok_or_else(missing)?;
+        let want = |i: usize| wanted.get(i).copied().unwrap_or(false);
+        // Every op but `split` has one result; its adjoint is there, or nothing is wanted.
+        let g = match (self, grads.first().copied().flatten()) {
+            (Op::Split { .. }, _) => y,
+            (_, Some(g)) => g,
+            (_, None) => return Ok(vec![None; inputs.len()]),
+        };
+        let one = |v: ValueId| -> GradResult { Ok(vec![Some(v)]) };
+        match self {
+            Op::Constant(_) => Ok(vec![]),
+            Op::Unary(u) => one(u.grad(cx, x(0)?, y, g)?),
+            Op::Binary(b) => b.grad(cx, (x(0)?, x(1)?, y, g), wanted),
+            Op::Where => elementwise::grad_where(cx, x(0)?, g, wanted),
+            Op::Cast { .. } => one(elementwise::grad_cast(cx, x(0)?, g)?),
+            Op::MatMul => matmul::grad(cx, x(0)?, x(1)?, g, wanted),
+            Op::Softmax { axis } => one(normalization::grad_softmax(cx, y, g, *axis)?),
+            Op::LayerNorm { axis, epsilon } => {
+                normalization::grad_layer_norm(cx, (x(0)?, x(1)?, x(2)?, g), *axis, *epsilon, wanted)
+            }
+            Op::RmsNorm { axis, epsilon } => {
+                normalization::grad_rms_norm(cx, (x(0)?, x(1)?, g), *axis, *epsilon, wanted)
+            }
+            Op::Reduce { kind, axes, .. } => one(kind.grad(cx, (x(0)?, y, g), axes)?),
+            Op::Broadcast { .. } => one(layout::grad_broadcast(cx, x(0)?, g)?),
+            Op::Reshape { .. } => one(layout::grad_reshape(cx, x(0)?, g)?),
+            Op::Transpose { perm } => one(layout::grad_transpose(cx, g, perm)?),
+            Op::Slice { starts, ends, steps } => one(layout::grad_slice(cx, x(0)?, g, (starts, ends, steps))?),
+            Op::Concat { axis } => layout::grad_concat(cx, inputs, g, *axis, wanted),
+            Op::Split { axis, .. } => layout::grad_split(cx, outputs, grads, *axis),
+            Op::Gather { axis } => Ok(vec![Some(indexing::grad_gather(cx, x(0)?, x(1)?, g, *axis)?), None]),
+            Op::Scatter { axis, reduction } => indexing::grad_scatter(cx, (x(1)?, x(2)?, g), *axis, *reduction, wanted),
+            Op::Conv2d { window, groups } => conv::grad_conv2d(cx, (x(0)?, x(1)?, g), window, *groups, wanted),
+            Op::Pool2d { kind, kernel, window } => one(conv::grad_pool2d(cx, (x(0)?, y, g), *kind, *kernel, window)?),
+            Op::Rope { interleaved } => rope::grad(cx, (x(0)?, x(1)?, x(2)?, g), *interleaved, wanted),
+            Op::CrossEntropy => Ok(vec![Some(optim::grad_cross_entropy(cx, x(0)?, x(1)?, g)?), None]),
+            Op::Compare(_) | Op::ArgMax { .. } | Op::Sgd(_) | Op::AdamW(_) => {
+                let operand = (0..inputs.len()).find(|&i| want(i)).unwrap_or(0);
+                let reason = match self.differentiability() {
+                    Differentiability::PiecewiseConstant => "its result is not a float (piecewise constant)",
+                    _ => "it is an optimizer state update",
+                };
+                Err(GradError::NotDifferentiable { op: mnemonic, operand, reason: reason.into() })
+            }
         }
     }
 }

@@ -7,7 +7,11 @@
 //! `exp` (numerically stable); layer norm uses the population variance,
 //! `(x - mean) / sqrt(var + eps) * scale + bias`; RMS norm is `x / sqrt(mean(x^2) + eps) * scale`.
 
+use super::elementwise::UnaryOp;
+use super::gradient::{GradContext, GradError, GradResult};
+use super::reduce::ReduceKind;
 use super::{expect_arity, floats, product, ShapeResult};
+use crate::graph::ValueId;
 use crate::tensor::Tensor;
 use crate::types::{normalize_axis, TensorType};
 
@@ -114,6 +118,112 @@ fn check_param_len(p: &[f64], n: usize, name: &str) -> Result<(), String> {
         return Err(format!("{name} has {} elements, the normalized dimensions {n}", p.len()));
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient rules
+
+/// `y = softmax(x)`: `dx = y * (g - sum(g * y))`, the sum along `axis`.
+pub fn grad_softmax(cx: &mut GradContext, y: ValueId, g: ValueId, axis: i64) -> Result<ValueId, GradError> {
+    let t = cx.ty(y);
+    let ax = normalize_axis(axis, t.rank()).ok_or_else(|| cx.unsupported(format!("axis {axis} out of range")))?;
+    let gy = cx.mul(g, y)?;
+    let s = cx.reduce(ReduceKind::Sum, gy, &[ax], true)?;
+    let s = cx.broadcast(s, &t.dims)?;
+    let ys = cx.mul(y, s)?;
+    cx.sub(gy, ys)
+}
+
+/// Mean over `axes` kept as size-1 dimensions, broadcast back to `x`'s shape.
+fn mean_back(cx: &mut GradContext, x: ValueId, axes: &[usize]) -> Result<ValueId, GradError> {
+    let dims = cx.ty(x).dims;
+    let m = cx.reduce(ReduceKind::Mean, x, axes, true)?;
+    cx.broadcast(m, &dims)
+}
+
+/// Layer norm over `axis..` with `xhat = (x - mean) * rstd`, `rstd = 1 / sqrt(var + eps)` and
+/// `gs = g * scale`: `dx = rstd * (gs - mean(gs) - xhat * mean(gs * xhat))`,
+/// `dscale = sum(g * xhat)`, `dbias = sum(g)` over the leading dimensions.
+pub fn grad_layer_norm(
+    cx: &mut GradContext,
+    (x, scale, bias, g): (ValueId, ValueId, ValueId, ValueId),
+    axis: i64,
+    epsilon: f64,
+    wanted: &[bool],
+) -> GradResult {
+    let t = cx.ty(x);
+    let ax = normalize_axis(axis, t.rank()).ok_or_else(|| cx.unsupported(format!("axis {axis} out of range")))?;
+    let axes: Vec<usize> = (ax..t.rank()).collect();
+    let mean = mean_back(cx, x, &axes)?;
+    let centered = cx.sub(x, mean)?;
+    let squares = cx.mul(centered, centered)?;
+    let var = mean_back(cx, squares, &axes)?;
+    let eps = cx.splat_like(var, epsilon)?;
+    let var_eps = cx.add2(var, eps)?;
+    let rstd = cx.unary(UnaryOp::Rsqrt, var_eps)?;
+    let xhat = cx.mul(centered, rstd)?;
+    let dx = if wanted[0] {
+        let scale_b = cx.broadcast(scale, &t.dims)?;
+        let gs = cx.mul(g, scale_b)?;
+        let mean_gs = mean_back(cx, gs, &axes)?;
+        let gsx = cx.mul(gs, xhat)?;
+        let mean_gsx = mean_back(cx, gsx, &axes)?;
+        let proj = cx.mul(xhat, mean_gsx)?;
+        let inner = cx.sub(gs, mean_gs)?;
+        let inner = cx.sub(inner, proj)?;
+        Some(cx.mul(rstd, inner)?)
+    } else {
+        None
+    };
+    let dscale = if wanted[1] {
+        let gx = cx.mul(g, xhat)?;
+        Some(cx.sum_to(gx, &cx.ty(scale))?)
+    } else {
+        None
+    };
+    let dbias = if wanted[2] { Some(cx.sum_to(g, &cx.ty(bias))?) } else { None };
+    Ok(vec![dx, dscale, dbias])
+}
+
+/// RMS norm over `axis..` with `r = 1 / sqrt(mean(x^2) + eps)` and `gs = g * scale`:
+/// `dx = r * gs - x * r^3 * mean(gs * x)`, `dscale = sum(g * x * r)`.
+pub fn grad_rms_norm(
+    cx: &mut GradContext,
+    (x, scale, g): (ValueId, ValueId, ValueId),
+    axis: i64,
+    epsilon: f64,
+    wanted: &[bool],
+) -> GradResult {
+    let t = cx.ty(x);
+    let ax = normalize_axis(axis, t.rank()).ok_or_else(|| cx.unsupported(format!("axis {axis} out of range")))?;
+    let axes: Vec<usize> = (ax..t.rank()).collect();
+    let squares = cx.mul(x, x)?;
+    let ms = mean_back(cx, squares, &axes)?;
+    let eps = cx.splat_like(ms, epsilon)?;
+    let ms_eps = cx.add2(ms, eps)?;
+    let r = cx.unary(UnaryOp::Rsqrt, ms_eps)?;
+    let dx = if wanted[0] {
+        let scale_b = cx.broadcast(scale, &t.dims)?;
+        let gs = cx.mul(g, scale_b)?;
+        let rgs = cx.mul(r, gs)?;
+        let gsx = cx.mul(gs, x)?;
+        let mean_gsx = mean_back(cx, gsx, &axes)?;
+        let rr = cx.mul(r, r)?;
+        let rrr = cx.mul(rr, r)?;
+        let k = cx.mul(rrr, mean_gsx)?;
+        let xk = cx.mul(x, k)?;
+        Some(cx.sub(rgs, xk)?)
+    } else {
+        None
+    };
+    let dscale = if wanted[1] {
+        let xr = cx.mul(x, r)?;
+        let gxr = cx.mul(g, xr)?;
+        Some(cx.sum_to(gxr, &cx.ty(scale))?)
+    } else {
+        None
+    };
+    Ok(vec![dx, dscale])
 }
 
 #[cfg(test)]

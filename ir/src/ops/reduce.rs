@@ -5,9 +5,13 @@
 //! as in NumPy); `argmax` gives the first maximal index, a NaN counting as the maximum.
 
 use super::elementwise::named_enum;
+use super::elementwise::CompareOp;
 use super::elementwise::{max_f64, min_f64};
+use super::gradient::{GradContext, GradError};
+use super::Op;
 use super::{expect_arity, num_elements, product, strided_index, ShapeResult};
 use crate::dtype::DType;
+use crate::graph::ValueId;
 use crate::tensor::{strides, Buffer, Tensor};
 use crate::types::{normalize_axis, Dim, TensorType};
 
@@ -148,6 +152,58 @@ pub fn eval_argmax(x: &Tensor, axis: i64, out: &[usize]) -> Result<Tensor, Strin
         }
     }
     Ok(Tensor::from_i64(DType::I64, out.to_vec(), result))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient rules
+
+impl ReduceKind {
+    /// `dx` for `y = reduce(x)` over `axes`: `sum` broadcasts `g` back, `mean` also divides by
+    /// the count, `max`/`min` share `g` equally among the elements equal to the extremum (as
+    /// PyTorch's `amax` does), `prod` is `g * y / x` (undefined where an element is 0).
+    pub fn grad(
+        self,
+        cx: &mut GradContext,
+        (x, y, g): (ValueId, ValueId, ValueId),
+        axes: &[i64],
+    ) -> Result<ValueId, GradError> {
+        let t = cx.ty(x);
+        let axes = normalize_axes(axes, t.rank()).map_err(|m| cx.unsupported(m))?;
+        // The result's shape with the reduced axes kept as 1: reshaping `g` (and `y`) to it
+        // lines them up with `x` for an explicit broadcast.
+        let kept: Vec<Dim> = t
+            .dims
+            .iter()
+            .enumerate()
+            .map(|(i, d)| if axes.contains(&i) { Dim::Static(1) } else { d.clone() })
+            .collect();
+        let back = |cx: &mut GradContext, v: ValueId| -> Result<ValueId, GradError> {
+            let v = cx.reshape(v, &kept)?;
+            cx.broadcast(v, &t.dims)
+        };
+        let gb = back(cx, g)?;
+        match self {
+            ReduceKind::Sum => Ok(gb),
+            ReduceKind::Mean => {
+                let n = cx.static_count(&t, &axes)?;
+                cx.scale(gb, 1.0 / n as f64)
+            }
+            ReduceKind::Max | ReduceKind::Min => {
+                let yb = back(cx, y)?;
+                let hit = cx.compare(CompareOp::Eq, x, yb)?;
+                let mask = cx.add(Op::Cast { to: t.dtype }, &[hit])?;
+                let count = cx.reduce(ReduceKind::Sum, mask, &axes, true)?;
+                let count = cx.broadcast(count, &t.dims)?;
+                let share = cx.div(mask, count)?;
+                cx.mul(gb, share)
+            }
+            ReduceKind::Prod => {
+                let yb = back(cx, y)?;
+                let q = cx.div(yb, x)?;
+                cx.mul(gb, q)
+            }
+        }
+    }
 }
 
 #[cfg(test)]

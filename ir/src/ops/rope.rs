@@ -8,7 +8,10 @@
 //! The op has no attribute choosing the pairing yet: `tsr.rope` is the non-interleaved form.
 //! [`eval`] implements both so the attribute can be added without new semantics.
 
+use super::gradient::{GradContext, GradError, GradResult};
+use super::Op;
 use super::{expect_arity, floats, ShapeResult};
+use crate::graph::ValueId;
 use crate::tensor::Tensor;
 use crate::types::{Dim, TensorType};
 
@@ -72,6 +75,69 @@ pub fn eval(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: RopeLayout) -> Resul
         }
     }
     Ok(Tensor::from_f64(x.dtype, x.shape.clone(), out))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient rule
+
+/// The rotation is orthogonal, so `dx = rope(g, cos, -sin)`. With `(a, b)` the pairs of `x`
+/// and `(ga, gb)` those of `g`: `dcos = sum(ga * a + gb * b)` and `dsin = sum(gb * a - ga * b)`
+/// over the leading dimensions.
+pub fn grad(
+    cx: &mut GradContext,
+    (x, cos, sin, g): (ValueId, ValueId, ValueId, ValueId),
+    interleaved: bool,
+    wanted: &[bool],
+) -> GradResult {
+    let op = Op::Rope { interleaved };
+    let dx = if wanted[0] {
+        let minus_sin = cx.neg(sin)?;
+        Some(cx.add(op, &[g, cos, minus_sin])?)
+    } else {
+        None
+    };
+    if !wanted[1] && !wanted[2] {
+        return Ok(vec![dx, None, None]);
+    }
+    let t = cx.ty(x);
+    let r = t.rank();
+    let half = t.dims[r - 1].as_static().unwrap_or(0) / 2;
+    // The two members of every pair as `[..., seq, head_dim / 2]` tensors.
+    let pairs = |cx: &mut GradContext, v: ValueId| -> Result<(ValueId, ValueId), GradError> {
+        if interleaved {
+            let mut dims = t.dims[..r - 1].to_vec();
+            dims.extend([Dim::Static(half), Dim::Static(2)]);
+            let v = cx.reshape(v, &dims)?;
+            let parts = cx.graph.add_node(Op::Split { axis: r as i64, sizes: vec![1, 1] }, &[v])?;
+            let mut out = t.dims[..r - 1].to_vec();
+            out.push(Dim::Static(half));
+            Ok((cx.reshape(parts[0], &out)?, cx.reshape(parts[1], &out)?))
+        } else {
+            let parts =
+                cx.graph.add_node(Op::Split { axis: (r - 1) as i64, sizes: vec![half as i64, half as i64] }, &[v])?;
+            Ok((parts[0], parts[1]))
+        }
+    };
+    let (a, b) = pairs(cx, x)?;
+    let (ga, gb) = pairs(cx, g)?;
+    let table = cx.ty(cos);
+    let dcos = if wanted[1] {
+        let p = cx.mul(ga, a)?;
+        let q = cx.mul(gb, b)?;
+        let s = cx.add2(p, q)?;
+        Some(cx.sum_to(s, &table)?)
+    } else {
+        None
+    };
+    let dsin = if wanted[2] {
+        let p = cx.mul(gb, a)?;
+        let q = cx.mul(ga, b)?;
+        let s = cx.sub(p, q)?;
+        Some(cx.sum_to(s, &table)?)
+    } else {
+        None
+    };
+    Ok(vec![dx, dcos, dsin])
 }
 
 #[cfg(test)]

@@ -179,9 +179,14 @@ enum Class {
 fn class(op: &Op) -> Class {
     match op {
         Op::MatMul | Op::Conv2d { .. } => Class::Gemm,
-        Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::Cast { .. } | Op::Rope { .. } => {
-            Class::Elementwise
-        }
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Compare(_)
+        | Op::Where
+        | Op::Cast { .. }
+        | Op::Rope { .. }
+        | Op::Sgd(_)
+        | Op::AdamW(_) => Class::Elementwise,
         Op::Reshape { .. }
         | Op::Transpose { .. }
         | Op::Broadcast { .. }
@@ -193,7 +198,8 @@ fn class(op: &Op) -> Class {
         | Op::RmsNorm { .. }
         | Op::Reduce { .. }
         | Op::ArgMax { .. }
-        | Op::Pool2d { .. } => Class::Reduction,
+        | Op::Pool2d { .. }
+        | Op::CrossEntropy => Class::Reduction,
         Op::Gather { .. } | Op::Scatter { .. } => Class::Memory,
         Op::Constant(_) => Class::Literal,
     }
@@ -589,6 +595,9 @@ fn saved_activations(block: &BlockGraph, s: &Sizes, consumers: &[Vec<usize>]) ->
             },
             Op::Where => save(operand(0)),
             Op::Softmax { .. } => save(n.outputs.first().copied()),
+            // The loss keeps its logits (their softmax is its gradient); updates end the graph.
+            Op::CrossEntropy => save(operand(0)),
+            Op::Sgd(_) | Op::AdamW(_) => {}
             Op::LayerNorm { .. } | Op::RmsNorm { .. } => save(operand(0)),
             Op::Reduce { kind, .. } => {
                 if matches!(kind, ReduceKind::Max | ReduceKind::Min | ReduceKind::Prod) {

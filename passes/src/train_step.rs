@@ -1,0 +1,223 @@
+//! The training-step builder: forward, loss, backward and optimizer update as ONE graph.
+//!
+//! Given a forward graph whose single output is the logits `[..., V]`, [`build`] emits a graph
+//! that takes the master weights, the optimizer state and one batch of token targets (plus the
+//! forward's other activation inputs) per micro-batch, and returns the loss and the updated
+//! weights and state. Running it once is one optimizer step.
+//!
+//! - **Micro-batches** (gradient accumulation): the forward is instantiated once per
+//!   micro-batch, sharing the weights; the loss is the mean of the micro-batch losses, so the
+//!   backward pass sums the per-micro-batch gradients (each of `loss_k / k`) into one
+//!   gradient, and one update follows. With equal micro-batches this is exactly the gradient
+//!   of the whole batch.
+//! - **Mixed precision**: the master weights and optimizer state have `master` dtype (f32);
+//!   when the forward computes in another dtype (bf16), each weight is cast once to it, so the
+//!   forward and backward run in bf16 and the cast's gradient rule casts the gradients back to
+//!   f32 before the update (the usual "bf16 compute, f32 master weights" recipe).
+//!
+//! Names: inputs keep the forward's names (prefixed `mb{k}.` when there are several
+//! micro-batches), targets are `targets` (`mb{k}.targets`), optimizer state is
+//! `{param}.velocity` (SGD) or `{param}.m`/`{param}.v` plus the scalar `step` (AdamW). Outputs are
+//! `loss`, then `{param}.next` for every parameter, then the state's `.next` values, in the
+//! order of [`TrainStep::params`] and [`TrainStep::state`].
+
+use crate::autodiff::{differentiate, AutodiffError};
+use std::collections::HashMap;
+use tessera_ir::dtype::DType;
+use tessera_ir::graph::{AddNodeError, Graph, InputRole, ValueId};
+use tessera_ir::ops::optim::{AdamW, Sgd};
+use tessera_ir::ops::Op;
+use tessera_ir::types::TensorType;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    Sgd(Sgd),
+    AdamW(AdamW),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainStepConfig {
+    pub optimizer: Optimizer,
+    /// Micro-batches accumulated into one update (at least 1).
+    pub micro_batches: usize,
+    /// Dtype of the master weights and optimizer state.
+    pub master: DType,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TrainStepError {
+    #[error("the forward graph must have exactly one output (the logits), got {0}")]
+    Outputs(usize),
+    #[error("micro_batches must be at least 1")]
+    NoMicroBatches,
+    #[error("master dtype must be a float type, got {0}")]
+    MasterDtype(DType),
+    #[error("the forward graph has no parameters to train")]
+    NoParameters,
+    #[error("building the step: {0}")]
+    Build(#[from] AddNodeError),
+    #[error(transparent)]
+    Autodiff(#[from] AutodiffError),
+}
+
+/// A state tensor the optimizer keeps per parameter (`velocity`, `m`, `v`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateSlot {
+    pub name: String,
+    pub ty: TensorType,
+}
+
+/// The step graph and how to feed it.
+#[derive(Debug, Clone)]
+pub struct TrainStep {
+    pub graph: Graph,
+    /// Master weights: name and type, in output order.
+    pub params: Vec<StateSlot>,
+    /// Optimizer state per parameter, in output order (all of one parameter's slots together).
+    pub state: Vec<StateSlot>,
+    /// The scalar `step` input (AdamW), counting updates from 1.
+    pub step_input: Option<String>,
+    /// Per micro-batch: the forward's activation inputs `(step-graph name, forward name)` and
+    /// the targets input name.
+    pub micro_batches: Vec<MicroBatchInputs>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MicroBatchInputs {
+    pub activations: Vec<(String, String)>,
+    pub targets: String,
+}
+
+/// Builds the training step of `forward` (see the module doc).
+pub fn build(forward: &Graph, cfg: &TrainStepConfig) -> Result<TrainStep, TrainStepError> {
+    let [logits_out] = forward.outputs() else {
+        return Err(TrainStepError::Outputs(forward.outputs().len()));
+    };
+    if cfg.micro_batches == 0 {
+        return Err(TrainStepError::NoMicroBatches);
+    }
+    if !cfg.master.is_float() {
+        return Err(TrainStepError::MasterDtype(cfg.master));
+    }
+    let fwd_params: Vec<ValueId> =
+        forward.inputs().iter().copied().filter(|&v| forward.input_role(v) == Some(InputRole::Parameter)).collect();
+    if fwd_params.is_empty() {
+        return Err(TrainStepError::NoParameters);
+    }
+    let mut g = Graph::new(&format!("{}_train_step", forward.name));
+    // Master weights and their casts to the compute dtype (one cast shared by micro-batches).
+    let mut params = Vec::new();
+    let mut masters = Vec::new();
+    let mut compute: HashMap<ValueId, ValueId> = HashMap::new();
+    for &p in &fwd_params {
+        let v = forward.value(p);
+        let ty = v.ty.with_dtype(cfg.master);
+        let master = g.add_input(&v.name, ty.clone(), InputRole::Parameter);
+        let used = if v.ty.dtype == cfg.master { master } else { g.add(Op::Cast { to: v.ty.dtype }, &[master])? };
+        compute.insert(p, used);
+        masters.push(master);
+        params.push(StateSlot { name: v.name.clone(), ty });
+    }
+    // Optimizer state inputs.
+    let slot_names: &[&str] = match cfg.optimizer {
+        Optimizer::Sgd(_) => &["velocity"],
+        Optimizer::AdamW(_) => &["m", "v"],
+    };
+    let mut state = Vec::new();
+    let mut state_inputs = Vec::new();
+    for slot in &params {
+        for s in slot_names {
+            let name = format!("{}.{s}", slot.name);
+            state_inputs.push(g.add_input(&name, slot.ty.clone(), InputRole::Activation));
+            state.push(StateSlot { name, ty: slot.ty.clone() });
+        }
+    }
+    let step_input = match cfg.optimizer {
+        Optimizer::AdamW(_) => Some(g.add_input("step", TensorType::of_static(DType::I64, &[]), InputRole::Activation)),
+        Optimizer::Sgd(_) => None,
+    };
+    // One forward and loss per micro-batch.
+    let logits_ty = &forward.value(*logits_out).ty;
+    let target_dims = logits_ty.dims[..logits_ty.rank().saturating_sub(1)].to_vec();
+    let mut micro = Vec::new();
+    let mut losses = Vec::new();
+    for k in 0..cfg.micro_batches {
+        let prefix = if cfg.micro_batches == 1 { String::new() } else { format!("mb{k}.") };
+        let mut map = compute.clone();
+        let mut activations = Vec::new();
+        for &a in forward.inputs() {
+            if forward.input_role(a) == Some(InputRole::Parameter) {
+                continue;
+            }
+            let v = forward.value(a);
+            let name = format!("{prefix}{}", v.name);
+            map.insert(a, g.add_input(&name, v.ty.clone(), InputRole::Activation));
+            activations.push((name, v.name.clone()));
+        }
+        let targets_name = format!("{prefix}targets");
+        let targets =
+            g.add_input(&targets_name, TensorType::new(DType::I64, target_dims.clone()), InputRole::Activation);
+        for (_, node) in forward.nodes() {
+            let inputs: Vec<ValueId> = node.inputs.iter().map(|v| map[v]).collect();
+            let outs = g.add_node(node.op.clone(), &inputs)?;
+            for (&old, new) in node.outputs.iter().zip(outs) {
+                map.insert(old, new);
+            }
+        }
+        losses.push(g.add(Op::CrossEntropy, &[map[logits_out], targets])?);
+        micro.push(MicroBatchInputs { activations, targets: targets_name });
+    }
+    let mut loss = losses[0];
+    for &l in &losses[1..] {
+        loss = g.add(Op::Binary(tessera_ir::ops::elementwise::BinaryOp::Add), &[loss, l])?;
+    }
+    if losses.len() > 1 {
+        let dtype = g.value(loss).ty.dtype;
+        let k = g.add(Op::Constant(tessera_ir::tensor::Tensor::scalar(dtype, 1.0 / losses.len() as f64)), &[])?;
+        loss = g.add(Op::Binary(tessera_ir::ops::elementwise::BinaryOp::Mul), &[loss, k])?;
+    }
+    let grads = differentiate(&mut g, loss, &masters)?;
+    // Updates.
+    let mut next_params = Vec::new();
+    let mut next_state = Vec::new();
+    for (i, (&p, &dp)) in masters.iter().zip(&grads).enumerate() {
+        match cfg.optimizer {
+            Optimizer::Sgd(h) => {
+                let outs = g.add_node(Op::Sgd(h), &[p, dp, state_inputs[i]])?;
+                next_params.push(outs[0]);
+                next_state.push(outs[1]);
+            }
+            Optimizer::AdamW(h) => {
+                let step = step_input.expect("AdamW has a step input");
+                let outs = g.add_node(Op::AdamW(h), &[p, dp, state_inputs[2 * i], state_inputs[2 * i + 1], step])?;
+                next_params.push(outs[0]);
+                next_state.extend([outs[1], outs[2]]);
+            }
+        }
+    }
+    // The loss may be an output of a forward node that another name already uses: alias it.
+    let loss_out = rename_output(&mut g, loss, "loss")?;
+    let mut outputs = vec![loss_out];
+    for (slot, &v) in params.iter().zip(&next_params) {
+        outputs.push(rename_output(&mut g, v, &format!("{}.next", slot.name))?);
+    }
+    for (slot, &v) in state.iter().zip(&next_state) {
+        outputs.push(rename_output(&mut g, v, &format!("{}.next", slot.name))?);
+    }
+    g.set_outputs(outputs);
+    crate::dce::remove_dead_nodes(&mut g);
+    Ok(TrainStep { graph: g, params, state, step_input: step_input.map(|_| "step".to_string()), micro_batches: micro })
+}
+
+/// Gives the node result `v` the name `name` (names of graph outputs are what the executor
+/// returns them by).
+fn rename_output(g: &mut Graph, v: ValueId, name: &str) -> Result<ValueId, TrainStepError> {
+    if g.has_name(name) {
+        return Err(TrainStepError::Build(AddNodeError {
+            op: "rename",
+            message: format!("the forward graph already has a value named '{name}'"),
+        }));
+    }
+    g.rename_value(v, name);
+    Ok(v)
+}

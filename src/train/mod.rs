@@ -1,0 +1,351 @@
+//! Training: a model becomes one step graph (`tessera_passes::train_step`), and a loop feeds it
+//! batches of byte-level tokens, keeps the weights and optimizer state between steps, and
+//! checkpoints them.
+//!
+//! The loop talks to its step graph only through [`StepExecutor`], so the single-process
+//! reference interpreter used here can be replaced by a per-rank executor without touching
+//! the data, the checkpoints or the reporting. Everything that makes a run reproducible (the
+//! weights, the optimizer state, the step, the data position and the RNG state for dropout)
+//! is in [`TrainState`], which is exactly what a checkpoint holds: resuming gives the losses of
+//! a run that never stopped, bit for bit.
+//!
+//! Map: [`data`] (tokens and auxiliary inputs), [`checkpoint`] (atomic save and load).
+
+pub mod checkpoint;
+pub mod data;
+
+use anyhow::{bail, ensure, Context, Result};
+use std::path::Path;
+use std::time::Instant;
+use tessera_frontend::zoo::build::{build_model, BuildOptions};
+use tessera_ir::dtype::DType;
+use tessera_ir::graph::{Graph, InputRole};
+use tessera_ir::ops::optim::{AdamW, Sgd};
+use tessera_ir::ops::Op;
+use tessera_ir::random::SplitMix64;
+use tessera_ir::tensor::Tensor;
+use tessera_passes::train_step::{self, Optimizer, TrainStep, TrainStepConfig};
+use tessera_runtime::step::{InterpreterExecutor, StepExecutor};
+
+/// A model ready for training: the forward graph ending in logits, and its dropout rate.
+#[derive(Debug, Clone)]
+pub struct TrainModel {
+    pub forward: Graph,
+    pub dropout: f64,
+    /// Sequences per micro-batch and tokens per sequence, from the `tokens` input.
+    pub batch: usize,
+    pub seq: usize,
+}
+
+/// Builds the forward graph of `model`: a zoo spec (built for `batch` sequences of `seq`
+/// tokens, `seq` defaulting to the spec's) or a model file (whose shapes are fixed). A final
+/// softmax is dropped, since the loss takes logits.
+pub fn load_model(model: &str, batch: u64, seq: Option<u64>) -> Result<TrainModel> {
+    let path = Path::new(model);
+    let (mut forward, dropout) = if path.exists() {
+        let g = tessera_frontend::load::load_model(path).with_context(|| format!("{model}: cannot load"))?;
+        (g, 0.0)
+    } else {
+        let mut cfg = tessera_frontend::zoo::spec::parse(model)?;
+        if let Some(seq) = seq {
+            cfg.seq = seq;
+        }
+        let opts = BuildOptions { batch, ..BuildOptions::new(&cfg) };
+        (build_model(&cfg, &opts)?.graph, cfg.dropout)
+    };
+    let &[out] = forward.outputs() else {
+        bail!("{model}: a trainable model has exactly one output (logits or their softmax)");
+    };
+    if let Some(node) = forward.producer(out) {
+        if let Op::Softmax { .. } = forward.node(node).op {
+            let logits = forward.node(node).inputs[0];
+            forward.set_outputs(vec![logits]);
+            tessera_passes::dce::remove_dead_nodes(&mut forward);
+        }
+    }
+    let tokens = forward
+        .inputs()
+        .iter()
+        .find(|&&v| forward.value(v).name == "tokens")
+        .with_context(|| format!("{model}: the model has no 'tokens' input"))?;
+    let shape = forward.value(*tokens).ty.static_shape().unwrap_or_default();
+    let [b, s] = shape[..] else {
+        bail!("{model}: 'tokens' must be [batch, seq] with static sizes, got {}", forward.value(*tokens).ty);
+    };
+    Ok(TrainModel { forward, dropout, batch: b as usize, seq: s as usize })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptimizerKind {
+    AdamW,
+    Sgd,
+}
+
+impl OptimizerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::AdamW => "adamw",
+            OptimizerKind::Sgd => "sgd",
+        }
+    }
+}
+
+/// What a run is: everything but the data file and the executor.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// The model as given (recorded in checkpoints).
+    pub model: String,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub seed: u64,
+    pub micro_batches: usize,
+}
+
+/// The step graph of `model` under `cfg` (f32 master weights).
+pub fn build_step(model: &TrainModel, cfg: &TrainConfig) -> Result<TrainStep> {
+    let optimizer = match cfg.optimizer {
+        OptimizerKind::AdamW => Optimizer::AdamW(AdamW { lr: cfg.lr, weight_decay: 0.0, ..AdamW::default() }),
+        OptimizerKind::Sgd => Optimizer::Sgd(Sgd { lr: cfg.lr, momentum: 0.9, weight_decay: 0.0 }),
+    };
+    let step_cfg = TrainStepConfig { optimizer, micro_batches: cfg.micro_batches, master: DType::F32 };
+    Ok(train_step::build(&model.forward, &step_cfg)?)
+}
+
+/// Everything that changes from step to step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainState {
+    /// Master weights in [`TrainStep::params`] order.
+    pub params: Vec<Tensor>,
+    /// Optimizer state in [`TrainStep::state`] order.
+    pub optimizer_state: Vec<Tensor>,
+    /// Steps completed.
+    pub step: u64,
+    pub data_position: u64,
+    /// The dropout stream.
+    pub rng: SplitMix64State,
+}
+
+/// The state of a [`SplitMix64`] stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitMix64State(pub u64);
+
+/// Fresh weights from `seed`: scales 1, biases 0, everything else normal with standard
+/// deviation 0.02 (GPT-2's initialization), drawn in parameter order.
+pub fn init_state(step: &TrainStep, seed: u64) -> TrainState {
+    let mut rng = SplitMix64::new(seed);
+    let params = step
+        .params
+        .iter()
+        .map(|slot| {
+            let shape: Vec<usize> = slot.ty.static_shape().unwrap_or_default().iter().map(|&d| d as usize).collect();
+            let n: usize = shape.iter().product();
+            let values: Vec<f64> = if slot.name.ends_with(".scale") {
+                vec![1.0; n]
+            } else if slot.name.ends_with(".bias") {
+                vec![0.0; n]
+            } else {
+                (0..n).map(|_| 0.02 * normal(&mut rng)).collect()
+            };
+            Tensor::from_f64(slot.ty.dtype, shape, values)
+        })
+        .collect();
+    let optimizer_state = step
+        .state
+        .iter()
+        .map(|slot| {
+            let shape = slot.ty.static_shape().unwrap_or_default().iter().map(|&d| d as usize).collect();
+            Tensor::zeros(slot.ty.dtype, shape)
+        })
+        .collect();
+    // The dropout stream is distinct from the initialization stream.
+    let dropout_seed = SplitMix64::for_name(seed, "dropout").next_u64();
+    TrainState { params, optimizer_state, step: 0, data_position: 0, rng: SplitMix64State(dropout_seed) }
+}
+
+/// A standard normal sample (Box-Muller).
+fn normal(rng: &mut SplitMix64) -> f64 {
+    let u1 = 1.0 - rng.next_f64();
+    let u2 = rng.next_f64();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// One step's numbers, as `--format json` prints them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    pub step: u64,
+    pub loss: f64,
+    pub step_time_s: f64,
+    pub tokens_per_s: f64,
+}
+
+/// The training loop's state and its executor.
+pub struct Trainer<E: StepExecutor> {
+    pub model: TrainModel,
+    pub step: TrainStep,
+    pub config: TrainConfig,
+    pub state: TrainState,
+    corpus: data::ByteCorpus,
+    executor: E,
+}
+
+impl Trainer<InterpreterExecutor> {
+    /// A fresh run on the reference interpreter.
+    pub fn on_interpreter(model: TrainModel, config: TrainConfig, corpus: data::ByteCorpus) -> Result<Self> {
+        let step = build_step(&model, &config)?;
+        let executor = InterpreterExecutor::new(step.graph.clone())?;
+        let state = init_state(&step, config.seed);
+        Ok(Trainer { model, step, config, state, corpus, executor })
+    }
+}
+
+impl<E: StepExecutor> Trainer<E> {
+    /// A run with any executor of `step.graph`.
+    pub fn new(
+        model: TrainModel,
+        step: TrainStep,
+        config: TrainConfig,
+        corpus: data::ByteCorpus,
+        executor: E,
+    ) -> Trainer<E> {
+        let state = init_state(&step, config.seed);
+        Trainer { model, step, config, state, corpus, executor }
+    }
+
+    pub fn executor(&self) -> &E {
+        &self.executor
+    }
+
+    /// The seed of the data stream, distinct from the initialization and dropout streams.
+    fn data_seed(&self) -> u64 {
+        SplitMix64::for_name(self.config.seed, "data").next_u64()
+    }
+
+    /// Tokens one step consumes.
+    pub fn tokens_per_step(&self) -> usize {
+        self.model.batch * self.model.seq * self.config.micro_batches
+    }
+
+    /// Runs one optimizer step and returns its report.
+    pub fn train_step(&mut self) -> Result<StepReport> {
+        let started = Instant::now();
+        let mut feeds: Vec<(String, Tensor)> = Vec::new();
+        for (slot, t) in self.step.params.iter().zip(&self.state.params) {
+            feeds.push((slot.name.clone(), t.clone()));
+        }
+        for (slot, t) in self.step.state.iter().zip(&self.state.optimizer_state) {
+            feeds.push((slot.name.clone(), t.clone()));
+        }
+        if let Some(name) = &self.step.step_input {
+            let t = i64::try_from(self.state.step + 1).context("step count overflows")?;
+            feeds.push((name.clone(), Tensor::from_i64(DType::I64, vec![], vec![t])));
+        }
+        let mut rng = SplitMix64::new(self.state.rng.0);
+        let mut position = self.state.data_position;
+        for micro in &self.step.micro_batches {
+            let (tokens, targets) =
+                self.corpus.next_batch(&mut position, self.model.batch, self.model.seq, self.data_seed())?;
+            for (step_name, forward_name) in &micro.activations {
+                let t = if forward_name == "tokens" {
+                    tokens.clone()
+                } else {
+                    let v = self.step.graph.inputs().iter().find(|&&v| self.step.graph.value(v).name == *step_name);
+                    let ty = &self.step.graph.value(*v.context("step input missing")?).ty;
+                    data::auxiliary_input(forward_name, ty, self.model.dropout, &mut rng)?
+                };
+                feeds.push((step_name.clone(), t));
+            }
+            feeds.push((micro.targets.clone(), targets));
+        }
+        let outputs = self.executor.run_step(&feeds)?;
+        let n_params = self.step.params.len();
+        ensure!(
+            outputs.len() == 1 + n_params + self.step.state.len(),
+            "the step returned {} outputs, expected {}",
+            outputs.len(),
+            1 + n_params + self.step.state.len()
+        );
+        let mut outputs = outputs.into_iter().map(|(_, t)| t);
+        let loss = outputs.next().map(|t| t.get_f64(0)).unwrap_or(f64::NAN);
+        if !loss.is_finite() {
+            bail!("the loss became {loss} at step {}", self.state.step + 1);
+        }
+        self.state.params = outputs.by_ref().take(n_params).collect();
+        self.state.optimizer_state = outputs.collect();
+        self.state.step += 1;
+        self.state.data_position = position;
+        self.state.rng = SplitMix64State(rng.state());
+        let step_time_s = started.elapsed().as_secs_f64();
+        Ok(StepReport {
+            step: self.state.step,
+            loss,
+            step_time_s,
+            tokens_per_s: self.tokens_per_step() as f64 / step_time_s.max(1e-12),
+        })
+    }
+
+    /// The state as a checkpoint.
+    pub fn checkpoint(&self) -> checkpoint::Checkpoint {
+        let named = |slots: &[train_step::StateSlot], ts: &[Tensor]| {
+            slots.iter().zip(ts).map(|(s, t)| (s.name.clone(), t.clone())).collect()
+        };
+        checkpoint::Checkpoint {
+            step: self.state.step,
+            data_position: self.state.data_position,
+            rng_state: self.state.rng.0,
+            model: self.config.model.clone(),
+            optimizer: self.config.optimizer.name().to_string(),
+            params: named(&self.step.params, &self.state.params),
+            optimizer_state: named(&self.step.state, &self.state.optimizer_state),
+        }
+    }
+
+    /// Continues from `ckpt`, which must hold exactly this step's tensors.
+    pub fn restore(&mut self, ckpt: checkpoint::Checkpoint) -> Result<()> {
+        if ckpt.optimizer != self.config.optimizer.name() {
+            bail!("the checkpoint was written with optimizer {}, not {}", ckpt.optimizer, self.config.optimizer.name());
+        }
+        let take =
+            |slots: &[train_step::StateSlot], mut given: Vec<(String, Tensor)>, what: &str| -> Result<Vec<Tensor>> {
+                ensure!(
+                    given.len() == slots.len(),
+                    "the checkpoint has {} {what} tensors, the model {}",
+                    given.len(),
+                    slots.len()
+                );
+                slots
+                    .iter()
+                    .map(|slot| {
+                        let i = given
+                            .iter()
+                            .position(|(n, _)| *n == slot.name)
+                            .with_context(|| format!("the checkpoint lacks {what} tensor '{}'", slot.name))?;
+                        let (_, t) = given.swap_remove(i);
+                        let t = t.cast(slot.ty.dtype);
+                        ensure!(
+                            t.tensor_type() == slot.ty,
+                            "checkpoint tensor '{}' is {}, the model needs {}",
+                            slot.name,
+                            t.tensor_type(),
+                            slot.ty
+                        );
+                        Ok(t)
+                    })
+                    .collect()
+            };
+        self.state.params = take(&self.step.params, ckpt.params, "parameter")?;
+        self.state.optimizer_state = take(&self.step.state, ckpt.optimizer_state, "optimizer")?;
+        self.state.step = ckpt.step;
+        self.state.data_position = ckpt.data_position;
+        self.state.rng = SplitMix64State(ckpt.rng_state);
+        Ok(())
+    }
+}
+
+/// Parameters of a forward graph (for reports).
+pub fn parameter_count(g: &Graph) -> u64 {
+    g.inputs()
+        .iter()
+        .filter(|&&v| g.input_role(v) == Some(InputRole::Parameter))
+        .map(|&v| g.value(v).ty.num_elements().unwrap_or(0))
+        .sum()
+}
