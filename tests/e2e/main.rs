@@ -10,4 +10,5 @@ mod plan;
 mod planner;
 mod real_models;
 mod support;
+mod train;
 mod zoo;
