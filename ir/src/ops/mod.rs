@@ -4,6 +4,7 @@
 //! [`Op::eval`] and [`Op::flops`].
 
 pub mod attr;
+pub mod collective;
 pub mod conv;
 pub mod elementwise;
 pub mod indexing;
@@ -106,6 +107,8 @@ pub enum Op {
     Rope {
         interleaved: bool,
     },
+    /// Communication between ranks (only in per-rank programs; see [`collective`]).
+    Collective(collective::Collective),
 }
 
 impl Op {
@@ -135,6 +138,7 @@ impl Op {
             Op::Conv2d { .. } => "conv2d",
             Op::Pool2d { kind, .. } => kind.mnemonic(),
             Op::Rope { .. } => "rope",
+            Op::Collective(c) => c.mnemonic(),
         }
     }
 
@@ -165,6 +169,7 @@ impl Op {
         names.extend(CompareOp::ALL.iter().map(|c| c.mnemonic()));
         names.extend(ReduceKind::ALL.iter().map(|r| r.mnemonic()));
         names.extend(PoolKind::ALL.iter().map(|p| p.mnemonic()));
+        names.extend(collective::MNEMONICS);
         names
     }
 
@@ -172,6 +177,7 @@ impl Op {
     pub fn num_results(&self) -> usize {
         match self {
             Op::Split { sizes, .. } => sizes.len(),
+            Op::Collective(c) => c.num_results(),
             _ => 1,
         }
     }
@@ -179,6 +185,13 @@ impl Op {
     /// True when the op has no operands and no side effects, so it may be hoisted or shared.
     pub fn is_constant(&self) -> bool {
         matches!(self, Op::Constant(_))
+    }
+
+    /// True for ops that talk to other ranks (collectives, `send`, `recv`). They are not pure
+    /// functions of their operands on one rank: passes must neither fold, merge, reorder across
+    /// each other, nor delete them (a `send` has no result, yet it is needed).
+    pub fn is_communication(&self) -> bool {
+        matches!(self, Op::Collective(_))
     }
 
     /// The attributes the text form prints, sorted by name (MLIR's order). Attributes that the
@@ -225,6 +238,7 @@ impl Op {
                 a.push(("kernel", Attr::Ints(kernel.to_vec())));
                 a
             }
+            Op::Collective(c) => c.attrs(),
         };
         attrs.sort_by_key(|(name, _)| *name);
         attrs
@@ -246,7 +260,9 @@ impl Op {
                 dilations: fixed(attrs.ints("dilations")?, "dilations")?,
             })
         };
-        let op = if let Some(u) = UnaryOp::from_mnemonic(mnemonic) {
+        let op = if let Some(c) = collective::Collective::from_parts(mnemonic, &mut attrs, results) {
+            Op::Collective(c?)
+        } else if let Some(u) = UnaryOp::from_mnemonic(mnemonic) {
             Op::Unary(u)
         } else if let Some(b) = BinaryOp::from_mnemonic(mnemonic) {
             Op::Binary(b)
@@ -321,6 +337,7 @@ impl Op {
             Op::Conv2d { window, groups } => conv::infer_conv2d(inputs, window, *groups),
             Op::Pool2d { kernel, window, .. } => conv::infer_pool2d(inputs, *kernel, window),
             Op::Rope { .. } => rope::infer(inputs),
+            Op::Collective(c) => c.infer(inputs),
         }
     }
 
@@ -363,6 +380,8 @@ impl Op {
             Op::Conv2d { .. } => conv::flops_conv2d(inputs, out),
             Op::Pool2d { kernel, .. } => Ok(conv::flops_pool2d(out, *kernel)),
             Op::Rope { .. } => Ok(rope::flops(out)),
+            // Communication moves data; the cost model prices it by bytes on links.
+            Op::Collective(_) => Ok(0),
         }
     }
 }
@@ -386,6 +405,9 @@ impl Op {
     /// `i64`, wrapped to the dtype. Errors are one-line messages (bad indices, integer division
     /// by zero, inconsistent `results`), never panics.
     pub fn eval(&self, inputs: &[&Tensor], results: &[TensorType]) -> Result<Vec<Tensor>, String> {
+        if let Op::Collective(c) = self {
+            return Err(c.eval_error());
+        }
         for (i, t) in inputs.iter().enumerate() {
             check_tensor(t).map_err(|m| format!("operand {i} is malformed: {m}"))?;
         }
@@ -460,6 +482,7 @@ impl Op {
                 operand(inputs, 2)?,
                 if *interleaved { RopeLayout::Interleaved } else { RopeLayout::NonInterleaved },
             )?),
+            Op::Collective(c) => Err(c.eval_error()),
         }
     }
 }
