@@ -15,6 +15,8 @@
 //! - [`pipeline`]: pipeline text, `run_pipeline`, and the timing report.
 //! - [`rewrite`]: value replacement that keeps graph-output names.
 //! - passes: [`verify`], [`dce`], [`cse`], [`canonicalize`], [`egraph`] (equality saturation).
+//! - [`shard`]: partitioning over a device mesh (sharding propagation, collective insertion,
+//!   pipeline stages) into per-rank programs.
 //! - [`stats`]: per-op FLOPs and bytes, and the graph summary.
 //! - [`cost`]: the cost model (roofline kernels, alpha-beta collectives, pipeline schedules,
 //!   memory per device); [`planner`]: the auto-parallel search behind `tessera plan`.
@@ -29,5 +31,6 @@ pub mod pipeline;
 pub mod planner;
 pub mod registry;
 pub mod rewrite;
+pub mod shard;
 pub mod stats;
 pub mod verify;

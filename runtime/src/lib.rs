@@ -2,7 +2,9 @@
 //!
 //! What it is for: the reference interpreter, the oracle that every optimization, rewrite
 //! rule and backend is tested against (so it favours plain, obviously correct code over
-//! speed), and `.npy` input/output for the CLI and tests. The artifact loader, CPU and CUDA
+//! speed), the in-process multi-rank executor for per-rank programs with collectives ([`spmd`],
+//! over the [`spmd::Communicator`] trait that MPI/NCCL backends implement too), and `.npy`
+//! input/output for the CLI and tests. The artifact loader, CPU and CUDA
 //! executors and collectives will live here too.
 //!
 //! What it may depend on: `tessera-ir` (whose ops carry the reference semantics) and small
@@ -11,3 +13,4 @@
 
 pub mod interpreter;
 pub mod npy;
+pub mod spmd;

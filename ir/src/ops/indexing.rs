@@ -9,6 +9,7 @@
 use super::elementwise::named_enum;
 use super::{expect_arity, ints, num_elements, operand_shape, product, FlopResult, ShapeResult};
 use crate::dtype::DType;
+use crate::sharding::ShardingRule;
 use crate::tensor::{strides, unravel, Buffer, Tensor};
 use crate::types::{normalize_axis, TensorType};
 
@@ -164,6 +165,33 @@ pub fn eval_scatter(
         }
         _ => Err(format!("data {} and updates {} have different storage", data.dtype, updates.dtype)),
     }
+}
+
+/// Sharding rule of `gather`: the data dimensions other than `axis` and every index dimension
+/// are parallel (each maps to its place in the result); the gathered axis stays whole.
+/// `scatter` has no rule (replicated).
+pub fn sharding_rule_gather(data: &TensorType, indices: &TensorType, out: &TensorType, axis: i64) -> ShardingRule {
+    let mut rule = ShardingRule::replicated(&[data, indices], std::slice::from_ref(out));
+    let Some(ax) = normalize_axis(axis, data.rank()) else {
+        return rule;
+    };
+    let mut od = 0;
+    for d in 0..data.rank() {
+        if d == ax {
+            for i in 0..indices.rank() {
+                let f = rule.factor(&indices.dims[i]);
+                rule.operands[1][i] = Some(f);
+                rule.results[0][od] = Some(f);
+                od += 1;
+            }
+        } else {
+            let f = rule.factor(&data.dims[d]);
+            rule.operands[0][d] = Some(f);
+            rule.results[0][od] = Some(f);
+            od += 1;
+        }
+    }
+    rule
 }
 
 #[cfg(test)]

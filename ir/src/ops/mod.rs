@@ -15,6 +15,7 @@ pub mod reduce;
 pub mod rope;
 
 use crate::dtype::DType;
+use crate::sharding::ShardingRule;
 use crate::tensor::{Buffer, Tensor};
 use crate::types::{Dim, TensorType};
 use attr::{Attr, AttrMap};
@@ -382,6 +383,59 @@ impl Op {
             Op::Rope { .. } => Ok(rope::flops(out)),
             // Communication moves data; the cost model prices it by bytes on links.
             Op::Collective(_) => Ok(0),
+        }
+    }
+}
+
+impl Op {
+    /// How the op may be split over a device mesh ([`ShardingRule`]), for operands and results
+    /// of the given (global) types. Each family states its own rule; ops without one
+    /// (`constant`, `scatter`, collectives) replicate every dimension, which is always correct.
+    pub fn sharding_rule(&self, operands: &[&TensorType], results: &[TensorType]) -> ShardingRule {
+        let replicated = || ShardingRule::replicated(operands, results);
+        let (Some(out), Some(first)) = (results.first(), operands.first()) else {
+            return replicated();
+        };
+        let axis_of = |axis: i64| crate::types::normalize_axis(axis, first.rank());
+        match self {
+            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::Cast { .. } => {
+                ShardingRule::elementwise(operands.len(), out, 1)
+            }
+            Op::MatMul if operands.len() == 2 => matmul::sharding_rule(operands[0], operands[1], out),
+            Op::Softmax { axis } => match axis_of(*axis) {
+                // Softmax normalizes one axis: everything else is parallel.
+                Some(ax) => {
+                    let mut rule = ShardingRule::elementwise(1, out, 1);
+                    rule.forbid(ax);
+                    rule
+                }
+                None => replicated(),
+            },
+            Op::LayerNorm { axis, .. } | Op::RmsNorm { axis, .. } => match axis_of(*axis) {
+                Some(ax) => normalization::sharding_rule(operands, out, ax),
+                None => replicated(),
+            },
+            Op::Reduce { kind, axes, keepdims } => reduce::sharding_rule(first, out, Some(*kind), axes, *keepdims),
+            Op::ArgMax { axis, keepdims } => reduce::sharding_rule(first, out, None, &[*axis], *keepdims),
+            Op::Broadcast { .. } => layout::sharding_rule_broadcast(first, out),
+            Op::Reshape { .. } => layout::sharding_rule_reshape(first, out),
+            Op::Transpose { perm } => layout::sharding_rule_transpose(first, out, perm),
+            Op::Slice { starts, ends, steps } => layout::sharding_rule_slice(first, out, starts, ends, steps),
+            Op::Concat { axis } | Op::Split { axis, .. } => {
+                layout::sharding_rule_concat_split(operands, results, *axis)
+            }
+            Op::Gather { axis } if operands.len() == 2 => {
+                indexing::sharding_rule_gather(operands[0], operands[1], out, *axis)
+            }
+            Op::Conv2d { groups, .. } => conv::sharding_rule(operands, out, Some(*groups)),
+            Op::Pool2d { .. } => conv::sharding_rule(operands, out, None),
+            Op::Rope { .. } if operands.len() == 3 => rope::sharding_rule(operands[0], operands[1], operands[2]),
+            Op::MatMul
+            | Op::Gather { .. }
+            | Op::Rope { .. }
+            | Op::Constant(_)
+            | Op::Scatter { .. }
+            | Op::Collective(_) => replicated(),
         }
     }
 }

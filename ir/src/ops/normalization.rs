@@ -8,6 +8,7 @@
 //! `(x - mean) / sqrt(var + eps) * scale + bias`; RMS norm is `x / sqrt(mean(x^2) + eps) * scale`.
 
 use super::{expect_arity, floats, product, ShapeResult};
+use crate::sharding::ShardingRule;
 use crate::tensor::Tensor;
 use crate::types::{normalize_axis, TensorType};
 
@@ -114,6 +115,18 @@ fn check_param_len(p: &[f64], n: usize, name: &str) -> Result<(), String> {
         return Err(format!("{name} has {} elements, the normalized dimensions {n}", p.len()));
     }
     Ok(())
+}
+
+/// Sharding rule of `softmax` (`with_params` false) and the norms: every dimension before
+/// `axis` is parallel; the normalized dimensions and the scale/bias stay whole.
+pub fn sharding_rule(operands: &[&TensorType], out: &TensorType, axis: usize) -> ShardingRule {
+    let mut rule = ShardingRule::replicated(operands, std::slice::from_ref(out));
+    for d in 0..axis.min(out.rank()) {
+        let f = rule.factor(&out.dims[d]);
+        rule.operands[0][d] = Some(f);
+        rule.results[0][d] = Some(f);
+    }
+    rule
 }
 
 #[cfg(test)]
