@@ -11,7 +11,8 @@
 //!
 //! Map: [`dtype`], [`types`], [`tensor`] (values), [`graph`] (the arena), [`ops`] (one module
 //! per op family), [`verify`], [`mlir`] (text form and MLIR check), [`json`], [`random`]
-//! (seeded tensors), [`testing`] (random well-typed graphs for property tests).
+//! (seeded tensors), [`sharding`] (device meshes, per-value shardings, op sharding rules),
+//! [`testing`] (random well-typed graphs for property tests).
 
 pub mod dtype;
 pub mod graph;
@@ -19,6 +20,7 @@ pub mod json;
 pub mod mlir;
 pub mod ops;
 pub mod random;
+pub mod sharding;
 pub mod tensor;
 pub mod testing;
 pub mod types;

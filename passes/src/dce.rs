@@ -1,7 +1,9 @@
 //! The `dce` pass: removes nodes none of whose results reach a graph output.
 //!
-//! Every tsr op is pure (no side effects, no state), so a node is needed exactly when one of
-//! its results is a graph output or an operand of a needed node.
+//! Every tsr op but communication is pure (no side effects, no state), so such a node is needed
+//! exactly when one of its results is a graph output or an operand of a needed node.
+//! Communication (`send`, `recv`, collectives) is always needed: a `send` has no result, and a
+//! rank that skipped a collective would leave its peers waiting.
 
 use crate::pass::{PassError, PassOptions, PassStats};
 use tessera_ir::graph::Graph;
@@ -30,7 +32,7 @@ pub fn live_nodes(g: &Graph) -> Vec<bool> {
     let mut live_node = vec![false; g.num_nodes()];
     let nodes: Vec<_> = g.nodes().collect();
     for (id, node) in nodes.into_iter().rev() {
-        if node.outputs.iter().any(|v| live_value[v.index()]) {
+        if node.op.is_communication() || node.outputs.iter().any(|v| live_value[v.index()]) {
             live_node[id.index()] = true;
             for v in &node.inputs {
                 live_value[v.index()] = true;

@@ -15,6 +15,8 @@
 //! - [`pipeline`]: pipeline text, `run_pipeline`, and the timing report.
 //! - [`rewrite`]: value replacement that keeps graph-output names.
 //! - passes: [`verify`], [`dce`], [`cse`], [`canonicalize`], [`egraph`] (equality saturation).
+//! - [`shard`]: partitioning over a device mesh (sharding propagation, collective insertion,
+//!   pipeline stages) into per-rank programs.
 //! - [`stats`]: per-op FLOPs and bytes, and the graph summary.
 //! - [`autodiff`]: reverse-mode differentiation (gradient rules live beside each op's shape
 //!   rule in `tessera_ir::ops`); [`train_step`]: forward, loss, backward and optimizer update
@@ -33,6 +35,7 @@ pub mod pipeline;
 pub mod planner;
 pub mod registry;
 pub mod rewrite;
+pub mod shard;
 pub mod stats;
 pub mod train_step;
 pub mod verify;

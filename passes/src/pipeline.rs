@@ -9,13 +9,16 @@
 //! pass     := NAME ('{' (option ((',' | whitespace) option)*)? '}')?
 //! option   := NAME '=' VALUE        NAME  = [A-Za-z0-9_.-]+
 //!                                   VALUE = any run of characters but , { } = and whitespace
+//!                                   (a string option's value may hold '=' and then runs on over
+//!                                   ',NAME=VALUE' entries whose NAME is not an option of the
+//!                                   pass: shard{mesh=dp=2,tp=4})
 //! ```
 //!
 //! A tessera module is one graph, so unlike MLIR there is nothing to nest into: `op(...)`
 //! anchors are rejected with a located error. Errors carry the 1-based column of the offending
 //! character, so the CLI can point at it.
 
-use crate::pass::{PassError, PassOptions, PassStats};
+use crate::pass::{OptionValue, PassError, PassOptions, PassStats};
 use crate::registry::{self, PassInfo};
 use std::fmt;
 use std::str::FromStr;
@@ -133,6 +136,11 @@ fn is_value_char(c: char) -> bool {
     !c.is_whitespace() && !",{}=".contains(c)
 }
 
+/// String option values may hold `=` (`mesh=dp=2,tp=4`).
+fn is_list_value_char(c: char) -> bool {
+    !c.is_whitespace() && !",{}".contains(c)
+}
+
 impl Parser {
     fn peek(&self) -> Option<char> {
         self.chars.get(self.pos).copied()
@@ -241,11 +249,6 @@ impl Parser {
             }
             self.pos += 1;
             self.skip_ws();
-            let value_column = self.column();
-            let value = self.take_while(is_value_char);
-            if value.is_empty() {
-                return Err(self.expected("an option value"));
-            }
             let spec = pass.option(&key).ok_or_else(|| {
                 let known = if pass.options.is_empty() {
                     "it takes no options".to_string()
@@ -258,6 +261,31 @@ impl Parser {
                     kind: PipelineErrorKind::UnknownOption { pass: pass.name, option: key.clone(), known },
                 }
             })?;
+            let value_column = self.column();
+            let string_option = matches!(spec.default, OptionValue::Str(_));
+            let value_chars = if string_option { is_list_value_char } else { is_value_char };
+            let mut value = self.take_while(value_chars);
+            if value.is_empty() {
+                return Err(self.expected("an option value"));
+            }
+            // A string value that is itself a `k=v` list (`mesh=dp=2,tp=4`) runs on over
+            // `,k=v` entries whose key is not an option of the pass.
+            while string_option && value.contains('=') {
+                let save = self.pos;
+                if self.peek() != Some(',') {
+                    break;
+                }
+                self.pos += 1;
+                self.skip_ws();
+                let entry_key = self.take_while(is_name_char);
+                if entry_key.is_empty() || pass.option(&entry_key).is_some() || self.peek() != Some('=') {
+                    self.pos = save;
+                    break;
+                }
+                self.pos += 1;
+                let entry_value = self.take_while(is_list_value_char);
+                value = format!("{value},{entry_key}={entry_value}");
+            }
             let parsed = spec.default.parse_like(&value).ok_or_else(|| PipelineError {
                 column: value_column,
                 kind: PipelineErrorKind::BadValue {

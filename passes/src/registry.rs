@@ -48,6 +48,12 @@ pub static PASSES: &[PassInfo] = &[
         run: crate::egraph::run,
     },
     PassInfo {
+        name: "shard",
+        description: "partition over a device mesh into per-rank programs with collectives (opt prints them)",
+        options: crate::shard::OPTIONS,
+        run: crate::shard::run,
+    },
+    PassInfo {
         name: "verify",
         description: "check the graph with the IR verifier",
         options: &[],

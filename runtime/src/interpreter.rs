@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, NodeId, ValueId};
+use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::{Buffer, Tensor};
 use tessera_ir::types::{Dim, TensorType};
@@ -44,13 +45,31 @@ pub enum RunError {
     Internal(String),
 }
 
+/// Evaluates the ops that need other ranks (`tsr.all_reduce`, `tsr.send`, ...). The
+/// single-device interpreter has none, so those ops fail with the op's own "needs a
+/// communicator" error; the multi-rank executor ([`crate::spmd`]) passes one per rank.
+pub trait CollectiveHandler {
+    /// Runs `op` on this rank's `operands`, giving tensors of the local `results` types.
+    fn execute(&mut self, op: &Collective, operands: &[&Tensor], results: &[TensorType])
+        -> Result<Vec<Tensor>, String>;
+}
+
 /// Runs `g` on `inputs` (each graph input by name, exactly once) and returns the graph's
 /// outputs in order, each named by its value's name.
 pub fn run(g: &Graph, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, RunError> {
+    run_with(g, inputs, None)
+}
+
+/// [`run`], with collectives evaluated by `collectives` (one rank of a multi-rank run).
+pub fn run_with(
+    g: &Graph,
+    inputs: &[(String, Tensor)],
+    mut collectives: Option<&mut dyn CollectiveHandler>,
+) -> Result<Vec<(String, Tensor)>, RunError> {
     verify(g)?;
     // Inputs are borrowed from the caller, results owned; both are dropped after their last use.
     let mut values: Vec<Option<Cow<'_, Tensor>>> = vec![None; g.num_values()];
-    let bindings = bind_inputs(g, inputs, &mut values)?;
+    let mut bindings = bind_inputs(g, inputs, &mut values)?;
     let mut uses = g.use_counts();
     for &v in g.inputs() {
         if uses[v.index()] == 0 {
@@ -72,9 +91,27 @@ pub fn run(g: &Graph, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor
             let op = bind_op(&node.op, &bindings);
             let operand_types: Vec<TensorType> = operands.iter().map(|t| t.tensor_type()).collect();
             let refs: Vec<&TensorType> = operand_types.iter().collect();
-            let results = op.infer(&refs).map_err(fail)?;
+            let mut results = op.infer(&refs).map_err(fail)?;
+            // A `recv` brings its own shape: it binds symbolic dimensions no input binds (a
+            // pipeline stage's `batch`), and its concrete type is what arrived.
+            let received = match (&*op, collectives.as_deref_mut()) {
+                (Op::Collective(c @ Collective::Recv { .. }), Some(handler)) => {
+                    let outs = handler.execute(c, &operands, &results).map_err(fail)?;
+                    for (&v, t) in node.outputs.iter().zip(&outs) {
+                        bind_received(&g.value(v).ty, t, &mut bindings).map_err(fail)?;
+                    }
+                    results = outs.iter().map(Tensor::tensor_type).collect();
+                    Some(outs)
+                }
+                _ => None,
+            };
             check_results(g, &node.outputs, &results, &bindings).map_err(fail)?;
-            let outputs = op.eval(&operands, &results).map_err(fail)?;
+            let outputs = match (received, &*op, collectives.as_deref_mut()) {
+                (Some(outs), _, _) => Ok(outs),
+                (None, Op::Collective(c), Some(handler)) => handler.execute(c, &operands, &results),
+                (None, _, _) => op.eval(&operands, &results),
+            }
+            .map_err(fail)?;
             // The oracle checks itself: an eval that disagrees with its shape rule is a bug here.
             let produced: Vec<TensorType> = outputs.iter().map(Tensor::tensor_type).collect();
             if produced != results {
@@ -179,6 +216,19 @@ fn check_well_formed(t: &Tensor) -> Result<(), String> {
     }
     if matches!(t.data, Buffer::Float(_)) != t.dtype.is_float() {
         return Err(format!("{} values in the wrong storage", t.dtype));
+    }
+    Ok(())
+}
+
+/// Binds the symbolic dimensions of `declared` that no input bound from the received `t`.
+fn bind_received(declared: &TensorType, t: &Tensor, bindings: &mut HashMap<String, u64>) -> Result<(), String> {
+    if declared.rank() != t.shape.len() || declared.dtype != t.dtype {
+        return Err(format!("received {} but expected {declared}", t.tensor_type()));
+    }
+    for (d, &n) in declared.dims.iter().zip(&t.shape) {
+        if let Dim::Symbolic(s) = d {
+            bindings.entry(s.clone()).or_insert(n as u64);
+        }
     }
     Ok(())
 }

@@ -71,6 +71,9 @@ fn signature(mnemonic: &str) -> Option<(Arity, Arity)> {
         "adamw" => (Fixed(5), Fixed(3)),
         "concat" => (Variadic, Fixed(1)),
         "split" => (Fixed(1), Variadic),
+        "all_reduce" | "all_gather" | "reduce_scatter" | "all_to_all" | "all_slice" => (Fixed(1), Fixed(1)),
+        "send" => (Fixed(1), Fixed(0)),
+        "recv" => (Fixed(0), Fixed(1)),
         _ => return None,
     };
     Some(sig)
@@ -384,6 +387,23 @@ mod tests {
                 } else {
                     attrs.push(("kernel".to_string(), ints(&[1, 1])));
                 }
+            }
+            "all_reduce" | "all_gather" | "reduce_scatter" | "all_to_all" | "all_slice" => {
+                attrs.push(("mesh_axes".to_string(), Attr::Str("tp".into())));
+                attrs.push(("group_size".to_string(), Attr::Int(2)));
+                match m {
+                    "all_reduce" => attrs.push(("reduction".to_string(), Attr::Str("sum".into()))),
+                    "all_to_all" => {
+                        attrs.push(("split_dim".to_string(), Attr::Int(0)));
+                        attrs.push(("concat_dim".to_string(), Attr::Int(1)));
+                    }
+                    _ => attrs.push(("dim".to_string(), Attr::Int(0))),
+                }
+            }
+            "send" | "recv" => {
+                attrs.push(("mesh_axis".to_string(), Attr::Str("pp".into())));
+                attrs.push(("peer".to_string(), Attr::Int(1)));
+                attrs.push(("tag".to_string(), Attr::Int(0)));
             }
             _ if m.starts_with("reduce_") => attrs.push(("axes".to_string(), ints(&[0]))),
             "sgd" => {

@@ -11,6 +11,7 @@ use super::elementwise::named_enum;
 use super::gradient::{GradContext, GradError, GradResult};
 use super::{expect_arity, floats, num_elements, operand_shape, FlopResult, ShapeResult};
 use crate::graph::ValueId;
+use crate::sharding::ShardingRule;
 use crate::tensor::Tensor;
 use crate::types::{Dim, TensorType};
 
@@ -221,6 +222,37 @@ pub fn grad_pool2d(
     _window: &Window,
 ) -> Result<ValueId, GradError> {
     Err(cx.unsupported("the adjoint of pooling is not implemented yet"))
+}
+
+/// Sharding rule of `conv2d` (`[N, C, H, W] * [O, C/g, KH, KW]`): the batch is parallel; with one
+/// group the output channels are parallel and the input channels a sum reduction. Spatial
+/// dimensions stay whole (halo exchange is not implemented). Pooling: batch and channels parallel.
+pub fn sharding_rule(operands: &[&TensorType], out: &TensorType, conv_groups: Option<i64>) -> ShardingRule {
+    let mut rule = ShardingRule::replicated(operands, std::slice::from_ref(out));
+    if out.rank() != 4 || operands.iter().any(|t| t.rank() != 4) {
+        return rule;
+    }
+    let n = rule.factor(&out.dims[0]);
+    rule.operands[0][0] = Some(n);
+    rule.results[0][0] = Some(n);
+    match conv_groups {
+        None => {
+            let c = rule.factor(&out.dims[1]);
+            rule.operands[0][1] = Some(c);
+            rule.results[0][1] = Some(c);
+        }
+        Some(1) if operands.len() == 2 => {
+            let o = rule.factor(&out.dims[1]);
+            rule.operands[1][0] = Some(o);
+            rule.results[0][1] = Some(o);
+            let c = rule.factor(&operands[0].dims[1]);
+            rule.operands[0][1] = Some(c);
+            rule.operands[1][1] = Some(c);
+            rule.reduction = Some(crate::sharding::PartialKind::Sum);
+        }
+        Some(_) => {}
+    }
+    rule
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use super::Op;
 use super::{expect_arity, ints, num_elements, operand_shape, product, FlopResult, ShapeResult};
 use crate::dtype::DType;
 use crate::graph::ValueId;
+use crate::sharding::ShardingRule;
 use crate::tensor::{strides, unravel, Buffer, Tensor};
 use crate::types::Dim;
 use crate::types::{normalize_axis, TensorType};
@@ -248,6 +249,33 @@ pub fn grad_scatter(
             Ok(vec![ddata, None, dupdates])
         }
     }
+}
+
+/// Sharding rule of `gather`: the data dimensions other than `axis` and every index dimension
+/// are parallel (each maps to its place in the result); the gathered axis stays whole.
+/// `scatter` has no rule (replicated).
+pub fn sharding_rule_gather(data: &TensorType, indices: &TensorType, out: &TensorType, axis: i64) -> ShardingRule {
+    let mut rule = ShardingRule::replicated(&[data, indices], std::slice::from_ref(out));
+    let Some(ax) = normalize_axis(axis, data.rank()) else {
+        return rule;
+    };
+    let mut od = 0;
+    for d in 0..data.rank() {
+        if d == ax {
+            for i in 0..indices.rank() {
+                let f = rule.factor(&indices.dims[i]);
+                rule.operands[1][i] = Some(f);
+                rule.results[0][od] = Some(f);
+                od += 1;
+            }
+        } else {
+            let f = rule.factor(&data.dims[d]);
+            rule.operands[0][d] = Some(f);
+            rule.results[0][od] = Some(f);
+            od += 1;
+        }
+    }
+    rule
 }
 
 #[cfg(test)]

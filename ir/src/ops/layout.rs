@@ -12,6 +12,7 @@ use super::Op;
 use super::{broadcast_coeffs, expect_arity, product, strided_index, ShapeResult};
 use crate::dtype::DType;
 use crate::graph::ValueId;
+use crate::sharding::ShardingRule;
 use crate::tensor::{strides, Buffer, Tensor};
 use crate::types::{normalize_axis, Dim, TensorType};
 
@@ -369,6 +370,143 @@ pub fn grad_split(cx: &mut GradContext, outputs: &[ValueId], grads: &[Option<Val
         return Ok(vec![Some(parts[0])]);
     }
     Ok(vec![Some(cx.add(Op::Concat { axis }, &parts)?)])
+}
+
+/// Sharding rule of `broadcast`: result dimensions are parallel; an operand dimension that is
+/// not stretched shares its result dimension's factor.
+pub fn sharding_rule_broadcast(x: &TensorType, out: &TensorType) -> ShardingRule {
+    let mut rule = ShardingRule::replicated(&[x], std::slice::from_ref(out));
+    let offset = out.rank().saturating_sub(x.rank());
+    for d in 0..out.rank() {
+        let f = rule.factor(&out.dims[d]);
+        rule.results[0][d] = Some(f);
+        if let Some(xd) = d.checked_sub(offset) {
+            if x.dims[xd] == out.dims[d] {
+                rule.operands[0][xd] = Some(f);
+            }
+        }
+    }
+    rule
+}
+
+/// Sharding rule of `transpose`: result dimension `i` is operand dimension `perm[i]`.
+pub fn sharding_rule_transpose(x: &TensorType, out: &TensorType, perm: &[i64]) -> ShardingRule {
+    let mut rule = ShardingRule::replicated(&[x], std::slice::from_ref(out));
+    for (i, &p) in perm.iter().enumerate() {
+        let Some(p) = usize::try_from(p).ok().filter(|&p| p < x.rank()) else {
+            return ShardingRule::replicated(&[x], std::slice::from_ref(out));
+        };
+        let f = rule.factor(&out.dims[i]);
+        rule.results[0][i] = Some(f);
+        rule.operands[0][p] = Some(f);
+    }
+    rule
+}
+
+/// Sharding rule of `slice`: a dimension kept whole (start 0, step 1, end past the extent) is
+/// parallel; a sliced one stays whole.
+pub fn sharding_rule_slice(
+    x: &TensorType,
+    out: &TensorType,
+    starts: &[i64],
+    ends: &[i64],
+    steps: &[i64],
+) -> ShardingRule {
+    let mut rule = ShardingRule::replicated(&[x], std::slice::from_ref(out));
+    for d in 0..x.rank() {
+        let whole = match x.dims[d] {
+            Dim::Static(n) => {
+                starts.get(d) == Some(&0) && steps.get(d) == Some(&1) && ends.get(d).is_some_and(|&e| e >= n as i64)
+            }
+            Dim::Symbolic(_) => false,
+        };
+        if whole {
+            let f = rule.factor(&x.dims[d]);
+            rule.operands[0][d] = Some(f);
+            rule.results[0][d] = Some(f);
+        }
+    }
+    rule
+}
+
+/// Sharding rule of `concat` and `split`: every dimension but `axis` is parallel and shared by
+/// all operands and results.
+pub fn sharding_rule_concat_split(operands: &[&TensorType], results: &[TensorType], axis: i64) -> ShardingRule {
+    let mut rule = ShardingRule::replicated(operands, results);
+    let Some(first) = operands.first() else {
+        return rule;
+    };
+    let Some(ax) = normalize_axis(axis, first.rank()) else {
+        return rule;
+    };
+    for d in (0..first.rank()).filter(|&d| d != ax) {
+        let f = rule.factor(&first.dims[d]);
+        for dims in rule.operands.iter_mut().chain(rule.results.iter_mut()) {
+            dims[d] = Some(f);
+        }
+    }
+    rule
+}
+
+/// Sharding rule of `reshape`. Dimensions are grouped into runs with equal element counts
+/// (`[b, s, h*d] -> [b, s, h, d]` gives `b|b`, `s|s`, `h*d|h,d`); in each group the first operand
+/// dimension and the first result dimension share a factor whose extent is the gcd of theirs
+/// (splitting the major dimension of a group into `k` blocks is the same contiguous split on
+/// both sides when `k` divides both). Other dimensions stay whole; symbolic dimensions only
+/// match themselves.
+pub fn sharding_rule_reshape(x: &TensorType, out: &TensorType) -> ShardingRule {
+    let mut rule = ShardingRule::replicated(&[x], std::slice::from_ref(out));
+    let (a, b) = (&x.dims, &out.dims);
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (gi, gj) = (i, j);
+        match (&a[i], &b[j]) {
+            (Dim::Symbolic(s), Dim::Symbolic(t)) if s == t => {
+                let f = rule.factor(&a[i]);
+                rule.operands[0][i] = Some(f);
+                rule.results[0][j] = Some(f);
+                i += 1;
+                j += 1;
+                continue;
+            }
+            (Dim::Static(_), Dim::Static(_)) => {}
+            _ => return rule,
+        }
+        let (mut pa, mut pb) = (a[i].as_static().unwrap_or(1), b[j].as_static().unwrap_or(1));
+        while pa != pb {
+            if pa < pb {
+                i += 1;
+                match a.get(i).and_then(Dim::as_static) {
+                    Some(n) => pa = pa.saturating_mul(n),
+                    None => return rule,
+                }
+            } else {
+                j += 1;
+                match b.get(j).and_then(Dim::as_static) {
+                    Some(n) => pb = pb.saturating_mul(n),
+                    None => return rule,
+                }
+            }
+        }
+        let (sa, sb) = (a[gi].as_static().unwrap_or(1), b[gj].as_static().unwrap_or(1));
+        let shared = gcd(sa, sb);
+        if shared > 1 {
+            let f = rule.factor(&Dim::Static(shared));
+            rule.operands[0][gi] = Some(f);
+            rule.results[0][gj] = Some(f);
+        }
+        i += 1;
+        j += 1;
+    }
+    rule
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 #[cfg(test)]

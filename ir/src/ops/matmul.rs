@@ -11,6 +11,7 @@ use super::{
     broadcast_coeffs, broadcast_dims, expect_arity, operand_shape, product, strided_index, FlopResult, ShapeResult,
 };
 use crate::graph::ValueId;
+use crate::sharding::{PartialKind, ShardingRule};
 use crate::tensor::{Buffer, Tensor};
 use crate::types::TensorType;
 
@@ -127,6 +128,42 @@ pub fn grad(cx: &mut GradContext, a: ValueId, b: ValueId, g: ValueId, wanted: &[
         None
     };
     Ok(vec![da, db])
+}
+
+/// Sharding rule: batch dimensions (broadcast ones stay whole in the operand of extent 1), `m`
+/// and `n` are parallel; `k` is a sum reduction, so splitting it (row-parallel weights) leaves
+/// partial sums.
+pub fn sharding_rule(a: &TensorType, b: &TensorType, out: &TensorType) -> ShardingRule {
+    let mut rule = ShardingRule {
+        operands: vec![vec![None; a.rank()], vec![None; b.rank()]],
+        results: vec![vec![None; out.rank()]],
+        factor_sizes: vec![],
+        reduction: Some(PartialKind::Sum),
+    };
+    let (ra, rb, ro) = (a.rank(), b.rank(), out.rank());
+    for d in 0..ro - 2 {
+        let f = rule.factor(&out.dims[d]);
+        rule.results[0][d] = Some(f);
+        // Operands align at the end of the batch dimensions; an extent-1 dimension broadcasts.
+        for (i, t) in [a, b].into_iter().enumerate() {
+            let batch = t.rank() - 2;
+            if let Some(od) = (d + batch).checked_sub(ro - 2) {
+                if t.dims[od] == out.dims[d] {
+                    rule.operands[i][od] = Some(f);
+                }
+            }
+        }
+    }
+    let m = rule.factor(&out.dims[ro - 2]);
+    let n = rule.factor(&out.dims[ro - 1]);
+    let k = rule.factor(&a.dims[ra - 1]);
+    rule.results[0][ro - 2] = Some(m);
+    rule.results[0][ro - 1] = Some(n);
+    rule.operands[0][ra - 2] = Some(m);
+    rule.operands[0][ra - 1] = Some(k);
+    rule.operands[1][rb - 2] = Some(k);
+    rule.operands[1][rb - 1] = Some(n);
+    rule
 }
 
 #[cfg(test)]

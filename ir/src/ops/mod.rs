@@ -4,6 +4,7 @@
 //! [`Op::eval`] and [`Op::flops`].
 
 pub mod attr;
+pub mod collective;
 pub mod conv;
 pub mod elementwise;
 pub mod gradient;
@@ -17,6 +18,7 @@ pub mod rope;
 
 use crate::dtype::DType;
 use crate::graph::ValueId;
+use crate::sharding::ShardingRule;
 use crate::tensor::{Buffer, Tensor};
 use crate::types::{Dim, TensorType};
 use attr::{Attr, AttrMap};
@@ -118,6 +120,8 @@ pub enum Op {
     /// One AdamW update: `(param, grad, m, v, step) -> (param', m', v')`.
     #[serde(rename = "adamw")]
     AdamW(AdamW),
+    /// Communication between ranks (only in per-rank programs; see [`collective`]).
+    Collective(collective::Collective),
 }
 
 impl Op {
@@ -150,6 +154,7 @@ impl Op {
             Op::CrossEntropy => "cross_entropy",
             Op::Sgd(_) => "sgd",
             Op::AdamW(_) => "adamw",
+            Op::Collective(c) => c.mnemonic(),
         }
     }
 
@@ -183,6 +188,7 @@ impl Op {
         names.extend(CompareOp::ALL.iter().map(|c| c.mnemonic()));
         names.extend(ReduceKind::ALL.iter().map(|r| r.mnemonic()));
         names.extend(PoolKind::ALL.iter().map(|p| p.mnemonic()));
+        names.extend(collective::MNEMONICS);
         names
     }
 
@@ -192,6 +198,7 @@ impl Op {
             Op::Split { sizes, .. } => sizes.len(),
             Op::Sgd(_) => 2,
             Op::AdamW(_) => 3,
+            Op::Collective(c) => c.num_results(),
             _ => 1,
         }
     }
@@ -199,6 +206,13 @@ impl Op {
     /// True when the op has no operands and no side effects, so it may be hoisted or shared.
     pub fn is_constant(&self) -> bool {
         matches!(self, Op::Constant(_))
+    }
+
+    /// True for ops that talk to other ranks (collectives, `send`, `recv`). They are not pure
+    /// functions of their operands on one rank: passes must neither fold, merge, reorder across
+    /// each other, nor delete them (a `send` has no result, yet it is needed).
+    pub fn is_communication(&self) -> bool {
+        matches!(self, Op::Collective(_))
     }
 
     /// The attributes the text form prints, sorted by name (MLIR's order). Attributes that the
@@ -257,6 +271,7 @@ impl Op {
                 a.push(("kernel", Attr::Ints(kernel.to_vec())));
                 a
             }
+            Op::Collective(c) => c.attrs(),
         };
         attrs.sort_by_key(|(name, _)| *name);
         attrs
@@ -278,7 +293,9 @@ impl Op {
                 dilations: fixed(attrs.ints("dilations")?, "dilations")?,
             })
         };
-        let op = if let Some(u) = UnaryOp::from_mnemonic(mnemonic) {
+        let op = if let Some(c) = collective::Collective::from_parts(mnemonic, &mut attrs, results) {
+            Op::Collective(c?)
+        } else if let Some(u) = UnaryOp::from_mnemonic(mnemonic) {
             Op::Unary(u)
         } else if let Some(b) = BinaryOp::from_mnemonic(mnemonic) {
             Op::Binary(b)
@@ -369,6 +386,7 @@ impl Op {
             Op::CrossEntropy => optim::infer_cross_entropy(inputs),
             Op::Sgd(h) => optim::infer_sgd(inputs, h),
             Op::AdamW(h) => optim::infer_adamw(inputs, h),
+            Op::Collective(c) => c.infer(inputs),
         }
     }
 
@@ -414,6 +432,65 @@ impl Op {
             Op::CrossEntropy => optim::flops_cross_entropy(num_elements(operand_shape(inputs, 0)?)),
             Op::Sgd(_) => Ok(optim::flops_sgd(out)),
             Op::AdamW(_) => Ok(optim::flops_adamw(out)),
+            // Communication moves data; the cost model prices it by bytes on links.
+            Op::Collective(_) => Ok(0),
+        }
+    }
+}
+
+impl Op {
+    /// How the op may be split over a device mesh ([`ShardingRule`]), for operands and results
+    /// of the given (global) types. Each family states its own rule; ops without one
+    /// (`constant`, `scatter`, collectives) replicate every dimension, which is always correct.
+    pub fn sharding_rule(&self, operands: &[&TensorType], results: &[TensorType]) -> ShardingRule {
+        let replicated = || ShardingRule::replicated(operands, results);
+        let (Some(out), Some(first)) = (results.first(), operands.first()) else {
+            return replicated();
+        };
+        let axis_of = |axis: i64| crate::types::normalize_axis(axis, first.rank());
+        match self {
+            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::Cast { .. } => {
+                ShardingRule::elementwise(operands.len(), out, 1)
+            }
+            Op::MatMul if operands.len() == 2 => matmul::sharding_rule(operands[0], operands[1], out),
+            Op::Softmax { axis } => match axis_of(*axis) {
+                // Softmax normalizes one axis: everything else is parallel.
+                Some(ax) => {
+                    let mut rule = ShardingRule::elementwise(1, out, 1);
+                    rule.forbid(ax);
+                    rule
+                }
+                None => replicated(),
+            },
+            Op::LayerNorm { axis, .. } | Op::RmsNorm { axis, .. } => match axis_of(*axis) {
+                Some(ax) => normalization::sharding_rule(operands, out, ax),
+                None => replicated(),
+            },
+            Op::Reduce { kind, axes, keepdims } => reduce::sharding_rule(first, out, Some(*kind), axes, *keepdims),
+            Op::ArgMax { axis, keepdims } => reduce::sharding_rule(first, out, None, &[*axis], *keepdims),
+            Op::Broadcast { .. } => layout::sharding_rule_broadcast(first, out),
+            Op::Reshape { .. } => layout::sharding_rule_reshape(first, out),
+            Op::Transpose { perm } => layout::sharding_rule_transpose(first, out, perm),
+            Op::Slice { starts, ends, steps } => layout::sharding_rule_slice(first, out, starts, ends, steps),
+            Op::Concat { axis } | Op::Split { axis, .. } => {
+                layout::sharding_rule_concat_split(operands, results, *axis)
+            }
+            Op::Gather { axis } if operands.len() == 2 => {
+                indexing::sharding_rule_gather(operands[0], operands[1], out, *axis)
+            }
+            Op::Conv2d { groups, .. } => conv::sharding_rule(operands, out, Some(*groups)),
+            Op::Pool2d { .. } => conv::sharding_rule(operands, out, None),
+            Op::Rope { .. } if operands.len() == 3 => rope::sharding_rule(operands[0], operands[1], operands[2]),
+            Op::MatMul
+            | Op::Gather { .. }
+            | Op::Rope { .. }
+            | Op::Constant(_)
+            | Op::Scatter { .. }
+            | Op::Collective(_)
+            // Training ops replicate until the distributed training step shards them.
+            | Op::CrossEntropy
+            | Op::Sgd(_)
+            | Op::AdamW(_) => replicated(),
         }
     }
 }
@@ -437,6 +514,9 @@ impl Op {
     /// `i64`, wrapped to the dtype. Errors are one-line messages (bad indices, integer division
     /// by zero, inconsistent `results`), never panics.
     pub fn eval(&self, inputs: &[&Tensor], results: &[TensorType]) -> Result<Vec<Tensor>, String> {
+        if let Op::Collective(c) = self {
+            return Err(c.eval_error());
+        }
         for (i, t) in inputs.iter().enumerate() {
             check_tensor(t).map_err(|m| format!("operand {i} is malformed: {m}"))?;
         }
@@ -521,6 +601,7 @@ impl Op {
                 operand(inputs, 4)?,
                 h,
             ),
+            Op::Collective(c) => Err(c.eval_error()),
         }
     }
 }
@@ -532,7 +613,7 @@ impl Op {
             Op::Unary(u) => u.differentiability(),
             Op::Binary(b) => b.differentiability(),
             Op::Compare(_) | Op::ArgMax { .. } => Differentiability::PiecewiseConstant,
-            Op::Sgd(_) | Op::AdamW(_) => Differentiability::NotDifferentiable,
+            Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) => Differentiability::NotDifferentiable,
             Op::Constant(_)
             | Op::Where
             | Op::Cast { .. }
@@ -607,10 +688,13 @@ impl Op {
             Op::Pool2d { kind, kernel, window } => one(conv::grad_pool2d(cx, (x(0)?, y, g), *kind, *kernel, window)?),
             Op::Rope { interleaved } => rope::grad(cx, (x(0)?, x(1)?, x(2)?, g), *interleaved, wanted),
             Op::CrossEntropy => Ok(vec![Some(optim::grad_cross_entropy(cx, x(0)?, x(1)?, g)?), None]),
-            Op::Compare(_) | Op::ArgMax { .. } | Op::Sgd(_) | Op::AdamW(_) => {
+            Op::Compare(_) | Op::ArgMax { .. } | Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) => {
                 let operand = (0..inputs.len()).find(|&i| want(i)).unwrap_or(0);
-                let reason = match self.differentiability() {
-                    Differentiability::PiecewiseConstant => "its result is not a float (piecewise constant)",
+                let reason = match self {
+                    _ if self.differentiability() == Differentiability::PiecewiseConstant => {
+                        "its result is not a float (piecewise constant)"
+                    }
+                    Op::Collective(_) => "it is communication in a per-rank program: differentiate before partitioning",
                     _ => "it is an optimizer state update",
                 };
                 Err(GradError::NotDifferentiable { op: mnemonic, operand, reason: reason.into() })

@@ -12,6 +12,7 @@ use super::gradient::{GradContext, GradError, GradResult};
 use super::reduce::ReduceKind;
 use super::{expect_arity, floats, product, ShapeResult};
 use crate::graph::ValueId;
+use crate::sharding::ShardingRule;
 use crate::tensor::Tensor;
 use crate::types::{normalize_axis, TensorType};
 
@@ -224,6 +225,18 @@ pub fn grad_rms_norm(
         None
     };
     Ok(vec![dx, dscale])
+}
+
+/// Sharding rule of `softmax` (`with_params` false) and the norms: every dimension before
+/// `axis` is parallel; the normalized dimensions and the scale/bias stay whole.
+pub fn sharding_rule(operands: &[&TensorType], out: &TensorType, axis: usize) -> ShardingRule {
+    let mut rule = ShardingRule::replicated(operands, std::slice::from_ref(out));
+    for d in 0..axis.min(out.rank()) {
+        let f = rule.factor(&out.dims[d]);
+        rule.operands[0][d] = Some(f);
+        rule.results[0][d] = Some(f);
+    }
+    rule
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use super::Op;
 use super::{expect_arity, num_elements, product, strided_index, ShapeResult};
 use crate::dtype::DType;
 use crate::graph::ValueId;
+use crate::sharding::{PartialKind, ShardingRule};
 use crate::tensor::{strides, Buffer, Tensor};
 use crate::types::{normalize_axis, Dim, TensorType};
 
@@ -204,6 +205,47 @@ impl ReduceKind {
             }
         }
     }
+}
+
+/// Sharding rule: kept dimensions are parallel; reduced dimensions are a reduction of the same
+/// kind for `reduce_sum` and `reduce_max` (partial sums / maxima), and stay whole for the others
+/// (a mean, minimum or product of blocks is not combined by our collectives). `argmax` is
+/// `kind = None`.
+pub fn sharding_rule(
+    x: &TensorType,
+    out: &TensorType,
+    kind: Option<ReduceKind>,
+    axes: &[i64],
+    keepdims: bool,
+) -> ShardingRule {
+    let partial = match kind {
+        Some(ReduceKind::Sum) => Some(PartialKind::Sum),
+        Some(ReduceKind::Max) => Some(PartialKind::Max),
+        _ => None,
+    };
+    let mut rule = ShardingRule::replicated(&[x], std::slice::from_ref(out));
+    rule.reduction = partial;
+    let Ok(axes) = normalize_axes(axes, x.rank()) else {
+        return rule;
+    };
+    let mut od = 0;
+    for d in 0..x.rank() {
+        let reduced = axes.contains(&d);
+        if !reduced {
+            let f = rule.factor(&x.dims[d]);
+            rule.operands[0][d] = Some(f);
+            if let Some(slot) = rule.results[0].get_mut(od) {
+                *slot = Some(f);
+            }
+        } else if partial.is_some() {
+            let f = rule.factor(&x.dims[d]);
+            rule.operands[0][d] = Some(f);
+        }
+        if !reduced || keepdims {
+            od += 1;
+        }
+    }
+    rule
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use super::gradient::{GradContext, GradError, GradResult};
 use super::Op;
 use super::{expect_arity, floats, ShapeResult};
 use crate::graph::ValueId;
+use crate::sharding::ShardingRule;
 use crate::tensor::Tensor;
 use crate::types::{Dim, TensorType};
 
@@ -138,6 +139,23 @@ pub fn grad(
         None
     };
     Ok(vec![dx, dcos, dsin])
+}
+
+/// Sharding rule: the leading dimensions of `x` are parallel, the sequence dimension too
+/// (shared with the rows of `cos`/`sin`); the head dimension stays whole (it is rotated in pairs).
+pub fn sharding_rule(x: &TensorType, cos: &TensorType, sin: &TensorType) -> ShardingRule {
+    let mut rule = ShardingRule::replicated(&[x, cos, sin], std::slice::from_ref(x));
+    let r = x.rank();
+    for d in 0..r.saturating_sub(1) {
+        let f = rule.factor(&x.dims[d]);
+        rule.operands[0][d] = Some(f);
+        rule.results[0][d] = Some(f);
+        if d + 2 == r {
+            rule.operands[1][0] = Some(f);
+            rule.operands[2][0] = Some(f);
+        }
+    }
+    rule
 }
 
 #[cfg(test)]

@@ -200,7 +200,8 @@ fn class(op: &Op) -> Class {
         | Op::ArgMax { .. }
         | Op::Pool2d { .. }
         | Op::CrossEntropy => Class::Reduction,
-        Op::Gather { .. } | Op::Scatter { .. } => Class::Memory,
+        // Collectives move data and never fuse; the cost model prices them on links, not here.
+        Op::Gather { .. } | Op::Scatter { .. } | Op::Collective(_) => Class::Memory,
         Op::Constant(_) => Class::Literal,
     }
 }
@@ -582,7 +583,7 @@ fn saved_activations(block: &BlockGraph, s: &Sizes, consumers: &[Vec<usize>]) ->
                 save(operand(0));
                 save(operand(1));
             }
-            Op::Binary(_) | Op::Compare(_) | Op::Cast { .. } | Op::Constant(_) => {}
+            Op::Binary(_) | Op::Compare(_) | Op::Cast { .. } | Op::Constant(_) | Op::Collective(_) => {}
             Op::Unary(u) => match u {
                 UnaryOp::Neg | UnaryOp::Not => {}
                 UnaryOp::Exp

@@ -6,6 +6,7 @@ mod dce;
 mod examples;
 mod pipeline;
 mod random_graphs;
+mod shard;
 mod stats;
 mod support;
 mod tidy;

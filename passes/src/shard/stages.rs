@@ -1,0 +1,88 @@
+//! Pipeline stage splitting: contiguous runs of the computed nodes (program order), one per
+//! stage, that minimize the slowest stage's roofline time, found exactly by dynamic programming.
+//!
+//! The roofline is a nominal accelerator (100 TFLOP/s, 2 TB/s): balancing only needs relative
+//! times, so the device does not matter much; symbolic dimensions count as 1.
+
+use tessera_ir::graph::{Graph, NodeId};
+use tessera_ir::types::Dim;
+
+const PEAK_FLOPS: f64 = 100e12;
+const HBM_BYTES_PER_S: f64 = 2e12;
+
+/// Roofline time of each node in seconds: the larger of its FLOP time and its memory time
+/// (operands read and results written once).
+pub fn node_times(g: &Graph, nodes: &[NodeId]) -> Vec<f64> {
+    let shape = |v| -> Vec<u64> { g.value(v).ty.dims.iter().map(|d: &Dim| d.as_static().unwrap_or(1)).collect() };
+    let bytes = |v| -> f64 {
+        let ty = &g.value(v).ty;
+        shape(v).iter().map(|&n| n as f64).product::<f64>() * ty.dtype.size_bytes() as f64
+    };
+    nodes
+        .iter()
+        .map(|&id| {
+            let n = g.node(id);
+            let ins: Vec<Vec<u64>> = n.inputs.iter().map(|&v| shape(v)).collect();
+            let outs: Vec<Vec<u64>> = n.outputs.iter().map(|&v| shape(v)).collect();
+            let in_refs: Vec<&[u64]> = ins.iter().map(Vec::as_slice).collect();
+            let out_refs: Vec<&[u64]> = outs.iter().map(Vec::as_slice).collect();
+            let flops = n.op.flops(&in_refs, &out_refs).unwrap_or(0) as f64;
+            let moved: f64 = n.inputs.iter().chain(&n.outputs).map(|&v| bytes(v)).sum();
+            (flops / PEAK_FLOPS).max(moved / HBM_BYTES_PER_S)
+        })
+        .collect()
+}
+
+/// Splits `times` into `stages` contiguous non-empty runs minimizing the largest run's sum;
+/// ties go to the split whose earlier stages are lighter. Returns the stage of each item.
+/// Needs `times.len() >= stages >= 1`.
+pub fn balance(times: &[f64], stages: usize) -> Vec<usize> {
+    let n = times.len();
+    if stages <= 1 || n == 0 {
+        return vec![0; n];
+    }
+    let mut prefix = vec![0.0; n + 1];
+    for i in 0..n {
+        prefix[i + 1] = prefix[i] + times[i];
+    }
+    let sum = |a: usize, b: usize| prefix[b] - prefix[a];
+    // best[k][i]: the smallest possible maximum over the first i items in k runs; cut[k][i]:
+    // where the last run starts.
+    let mut best = vec![vec![f64::INFINITY; n + 1]; stages + 1];
+    let mut cut = vec![vec![0usize; n + 1]; stages + 1];
+    best[0][0] = 0.0;
+    for k in 1..=stages {
+        for i in k..=n {
+            for j in (k - 1)..i {
+                let cost = best[k - 1][j].max(sum(j, i));
+                if cost < best[k][i] {
+                    best[k][i] = cost;
+                    cut[k][i] = j;
+                }
+            }
+        }
+    }
+    let mut stage_of = vec![0; n];
+    let mut end = n;
+    for k in (1..=stages).rev() {
+        let start = cut[k][end];
+        for s in stage_of.iter_mut().take(end).skip(start) {
+            *s = k - 1;
+        }
+        end = start;
+    }
+    stage_of
+}
+
+#[cfg(test)]
+mod tests {
+    use super::balance;
+
+    #[test]
+    fn balance_minimizes_the_slowest_stage() {
+        assert_eq!(balance(&[1.0, 1.0, 1.0, 1.0], 2), vec![0, 0, 1, 1]);
+        assert_eq!(balance(&[4.0, 1.0, 1.0, 1.0, 1.0], 2), vec![0, 1, 1, 1, 1]);
+        assert_eq!(balance(&[1.0, 2.0, 3.0], 3), vec![0, 1, 2]);
+        assert_eq!(balance(&[1.0, 1.0, 5.0, 1.0], 3), vec![0, 0, 1, 2]);
+    }
+}
