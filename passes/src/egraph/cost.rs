@@ -100,6 +100,31 @@ pub fn graph_cost(g: &Graph) -> f64 {
     total
 }
 
+/// The own cost of one e-node in microseconds: its kernel, or 0 for inputs, views and values
+/// folded at weight-load time; infinite when the node is ill-typed. Exact extraction sums it
+/// over the chosen DAG (a multi-result kernel is split evenly over its results).
+pub fn node_cost(egraph: &TsrEGraph, enode: &TsrNode) -> f64 {
+    let NodeKind::Op { op, .. } = &enode.kind else {
+        return 0.0;
+    };
+    let data: Vec<_> = enode.children.iter().map(|&c| &egraph[c].data).collect();
+    if data.iter().all(|d| d.folded) {
+        return 0.0;
+    }
+    let types: Option<Vec<&TensorType>> = data.iter().map(|d| d.ty.as_ref()).collect();
+    let Some(types) = types else {
+        return f64::INFINITY;
+    };
+    let Ok(result_types) = op.infer(&types) else {
+        return f64::INFINITY;
+    };
+    if is_view(op) {
+        return 0.0;
+    }
+    let results: Vec<&TensorType> = result_types.iter().collect();
+    kernel_us(op, &types, &results) / results.len().max(1) as f64
+}
+
 /// Tree cost for egg's extractor, with views charged their share of their operand.
 pub struct Roofline<'a> {
     pub egraph: &'a TsrEGraph,
