@@ -167,7 +167,12 @@ fn bad_rule_files_are_located_errors() {
         ("rule r: (matmul ?a ?b) => (concat -1 ?a ?b)", "1:1: rule 'r': the right side is ill-typed"),
         ("rule r: (add ?a ?b) & (mul ?a ?b) => ?a", "1:38: 2 left side(s) but 1 right side(s)"),
         ("rule r: (part 0 -1 ?a ?b ?c) => ?a", "1:10: 'part' may only appear on the right side"),
-        ("rule r: (sub ?a ?b) => (add ?a ?b) extra", "1:36: expected 'if', '&' or the end of the rule"),
+        ("rule r: (sub ?a ?b) => (add ?a ?b) extra", "1:36: expected 'if', 'limit', '&' or the end of the rule"),
+        ("rule r: (add ?a ?b) => (add ?b ?a) limit 0", "1:42: expected a positive match limit"),
+        ("rule r: (reshape ?x ?s) => (reshape ?s ?x)", "1:9: variable ?s is used both as a Shape and as a Tensor"),
+        ("rule r: (reshape ?x (shape-of ?x)) => ?x", "1:22: 'shape-of' may only appear on the right side"),
+        ("rule r: (neg ?x) => (neg (shape-of ?x))", "1:9: (shape-of X) can only be the target shape"),
+        ("rule r: (add ?a ?b) => ?a if same-except(?a, ?b)", "1:48: expected ','"),
     ];
     for (text, expected) in cases {
         let err = parse_rules("bad.rules", text).expect_err(text);

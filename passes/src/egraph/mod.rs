@@ -18,7 +18,7 @@ pub mod lang;
 pub mod rules;
 
 use crate::pass::{OptionSpec, OptionValue, PassError, PassOptions, PassStats};
-use egg::{Extractor, Id, Runner, StopReason};
+use egg::{BackoffScheduler, Extractor, Id, Runner, StopReason};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
@@ -100,7 +100,14 @@ pub struct Saturated {
 pub fn saturate(g: &Graph, rules: &[rules::Rule], limits: Limits) -> Result<Saturated, String> {
     let rewrites = rules.iter().map(rules::rewrite).collect::<Result<Vec<_>, _>>()?;
     let loaded = lang::load(g);
+    let mut scheduler = BackoffScheduler::default();
+    for rule in rules {
+        if let Some(limit) = rule.match_limit {
+            scheduler = scheduler.rule_match_limit(rule.name.as_str(), limit);
+        }
+    }
     let runner = Runner::default()
+        .with_scheduler(scheduler)
         .with_egraph(loaded.egraph)
         .with_iter_limit(limits.iters)
         .with_node_limit(limits.nodes)
