@@ -16,7 +16,7 @@
 //! exact when all parts of a split are used, as after a QKV merge. The pass compares the
 //! true DAG cost ([`graph_cost`]) of the result with the original and keeps the cheaper graph.
 
-use super::lang::{NodeKind, TsrEGraph, TsrNode};
+use super::lang::{concrete, NodeKind, TsrEGraph, TsrNode};
 use egg::{CostFunction, Id};
 use tessera_ir::graph::{Graph, InputRole};
 use tessera_ir::ops::Op;
@@ -100,6 +100,33 @@ pub fn graph_cost(g: &Graph) -> f64 {
     total
 }
 
+/// The own cost of one e-node in microseconds: its kernel, or 0 for inputs, views and values
+/// folded at weight-load time; infinite when the node is ill-typed. Exact extraction sums it
+/// over the chosen DAG (a multi-result kernel is split evenly over its results).
+pub fn node_cost(egraph: &TsrEGraph, enode: &TsrNode) -> f64 {
+    let attr_of = |c: Id| egraph[c].data.attr.clone();
+    let Some((op, operands)) = concrete(enode, &attr_of) else {
+        return 0.0;
+    };
+    let op = &op;
+    let data: Vec<_> = operands.iter().map(|&c| &egraph[c].data).collect();
+    if data.iter().all(|d| d.folded) {
+        return 0.0;
+    }
+    let types: Option<Vec<&TensorType>> = data.iter().map(|d| d.ty.as_ref()).collect();
+    let Some(types) = types else {
+        return f64::INFINITY;
+    };
+    let Ok(result_types) = op.infer(&types) else {
+        return f64::INFINITY;
+    };
+    if is_view(op) {
+        return 0.0;
+    }
+    let results: Vec<&TensorType> = result_types.iter().collect();
+    kernel_us(op, &types, &results) / results.len().max(1) as f64
+}
+
 /// Tree cost for egg's extractor, with views charged their share of their operand.
 pub struct Roofline<'a> {
     pub egraph: &'a TsrEGraph,
@@ -112,10 +139,15 @@ impl CostFunction<TsrNode> for Roofline<'_> {
     where
         C: FnMut(Id) -> f64,
     {
-        let NodeKind::Op { op, result, .. } = &enode.kind else {
+        let NodeKind::Op { result, .. } = &enode.kind else {
             return 0.0;
         };
-        let data: Vec<_> = enode.children.iter().map(|&c| &self.egraph[c].data).collect();
+        let attr_of = |c: Id| self.egraph[c].data.attr.clone();
+        let Some((op, operands)) = concrete(enode, &attr_of) else {
+            return 0.0;
+        };
+        let op = &op;
+        let data: Vec<_> = operands.iter().map(|&c| &self.egraph[c].data).collect();
         if data.iter().all(|d| d.folded) {
             return 0.0;
         }

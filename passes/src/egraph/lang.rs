@@ -17,16 +17,88 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use tessera_ir::graph::{Graph, InputRole, ValueId};
+use tessera_ir::ops::conv::Window;
 use tessera_ir::ops::Op;
-use tessera_ir::types::TensorType;
+use tessera_ir::types::{Dim, TensorType};
 
 /// What an e-node stands for.
 #[derive(Debug, Clone)]
 pub enum NodeKind {
     /// Graph input `index`; `ty` and `parameter` are facts about it, not part of its identity.
     Input { index: u32, parameter: bool, ty: Arc<TensorType> },
-    /// Result `result` of `op`, identified by `key` (the normalised op's text).
+    /// Result `result` of `op`, identified by `key` (the normalised op's text). For a
+    /// [`lift`]ed op, `op` is the generic form and the attribute is the last child.
     Op { key: Arc<str>, op: Arc<Op>, result: u32 },
+    /// An attribute of a lifted op (a target shape, a convolution window), as a leaf.
+    Attr { key: Arc<str>, attr: Arc<AttrValue> },
+}
+
+/// An op attribute that lives in the e-graph as a leaf child rather than in the op's key, so
+/// that rules can match any value of it (`(reshape ?x ?s)`) and compute new ones
+/// (`(shape-of ?y)`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrValue {
+    /// The target dimensions of `reshape` and `broadcast`.
+    Shape(Vec<Dim>),
+    /// The window and group count of `conv2d`.
+    Conv { window: Window, groups: i64 },
+}
+
+impl AttrValue {
+    /// The leaf e-node of this attribute.
+    pub fn node(self) -> TsrNode {
+        let key: Arc<str> = Arc::from(format!("{self:?}"));
+        TsrNode { kind: NodeKind::Attr { key, attr: Arc::new(self) }, children: vec![] }
+    }
+}
+
+/// The generic form of an op whose attribute is lifted into a child, and that attribute;
+/// `None` for ops that keep their attributes in their key.
+pub fn lift(op: &Op) -> Option<(Op, AttrValue)> {
+    match op {
+        Op::Reshape { shape } => Some((Op::Reshape { shape: vec![] }, AttrValue::Shape(shape.clone()))),
+        Op::Broadcast { shape } => Some((Op::Broadcast { shape: vec![] }, AttrValue::Shape(shape.clone()))),
+        Op::Conv2d { window, groups } => {
+            Some((generic_conv(), AttrValue::Conv { window: window.clone(), groups: *groups }))
+        }
+        _ => None,
+    }
+}
+
+/// The generic `conv2d` of e-nodes and rules (its window is the attribute child).
+pub fn generic_conv() -> Op {
+    Op::Conv2d { window: Window { strides: [0; 2], pads: [0; 4], dilations: [0; 2] }, groups: 0 }
+}
+
+/// Whether `op` is the generic form of a lifted op.
+pub fn is_lifted(op: &Op) -> bool {
+    lift(op).is_some_and(|(generic, _)| generic == *op)
+}
+
+/// The concrete op of generic `op` with attribute `attr`; `None` on a mismatch.
+pub fn lower(op: &Op, attr: &AttrValue) -> Option<Op> {
+    match (op, attr) {
+        (Op::Reshape { .. }, AttrValue::Shape(shape)) => Some(Op::Reshape { shape: shape.clone() }),
+        (Op::Broadcast { .. }, AttrValue::Shape(shape)) => Some(Op::Broadcast { shape: shape.clone() }),
+        (Op::Conv2d { .. }, AttrValue::Conv { window, groups }) => {
+            Some(Op::Conv2d { window: window.clone(), groups: *groups })
+        }
+        _ => None,
+    }
+}
+
+/// The concrete op of `enode` and its tensor operands (the attribute child of a lifted op
+/// resolved through `attr_of`); `None` for inputs and attributes, or a missing attribute.
+pub fn concrete<'a>(enode: &'a TsrNode, attr_of: &dyn Fn(Id) -> Option<Arc<AttrValue>>) -> Option<(Op, &'a [Id])> {
+    let NodeKind::Op { op, .. } = &enode.kind else {
+        return None;
+    };
+    if is_lifted(op) {
+        let (&last, operands) = enode.children.split_last()?;
+        let attr = attr_of(last)?;
+        return Some((lower(op, &attr)?, operands));
+    }
+    Some(((**op).clone(), &enode.children))
 }
 
 /// An e-node: an op (or input) and its operand e-classes.
@@ -51,14 +123,15 @@ impl TsrNode {
         match &self.kind {
             NodeKind::Input { index, .. } => (0, *index, "", 0),
             NodeKind::Op { key, result, .. } => (1, 0, key, *result),
+            NodeKind::Attr { key, .. } => (2, 0, key, 0),
         }
     }
 
-    /// The op, unless this is an input.
+    /// The op, unless this is an input or an attribute (generic for a lifted op).
     pub fn as_op(&self) -> Option<(&Op, u32)> {
         match &self.kind {
             NodeKind::Op { op, result, .. } => Some((op, *result)),
-            NodeKind::Input { .. } => None,
+            NodeKind::Input { .. } | NodeKind::Attr { .. } => None,
         }
     }
 }
@@ -121,6 +194,8 @@ pub struct ClassData {
     /// The graph inputs the value depends on, as a bit per input index modulo 64 (an
     /// over-approximation): `disjoint` conditions use it to keep merges from nesting forever.
     pub deps: u64,
+    /// The value of an attribute class (`ty` is then `None`).
+    pub attr: Option<Arc<AttrValue>>,
 }
 
 /// The shape analysis: each class carries its `TensorType`.
@@ -146,15 +221,20 @@ impl Analysis<TsrNode> for ShapeAnalysis {
     fn make(egraph: &mut TsrEGraph, enode: &TsrNode, _id: Id) -> ClassData {
         match &enode.kind {
             NodeKind::Input { index, parameter, ty } => {
-                ClassData { ty: Some((**ty).clone()), folded: *parameter, deps: 1u64 << (index % 64) }
+                ClassData { ty: Some((**ty).clone()), folded: *parameter, deps: 1u64 << (index % 64), attr: None }
             }
-            NodeKind::Op { op, result, .. } => {
-                let data: Vec<&ClassData> = enode.children.iter().map(|&c| &egraph[c].data).collect();
+            NodeKind::Attr { attr, .. } => ClassData { ty: None, folded: true, deps: 0, attr: Some(attr.clone()) },
+            NodeKind::Op { result, .. } => {
+                let attr_of = |c: Id| egraph[c].data.attr.clone();
+                let Some((op, operands)) = concrete(enode, &attr_of) else {
+                    return ClassData { ty: None, folded: false, deps: 0, attr: None };
+                };
+                let data: Vec<&ClassData> = operands.iter().map(|&c| &egraph[c].data).collect();
                 let folded = data.iter().all(|d| d.folded);
                 let deps = data.iter().fold(0, |acc, d| acc | d.deps);
                 let types: Option<Vec<&TensorType>> = data.iter().map(|d| d.ty.as_ref()).collect();
-                let ty = types.and_then(|types| infer_result(op, *result, &types).ok());
-                ClassData { ty, folded, deps }
+                let ty = types.and_then(|types| infer_result(&op, *result, &types).ok());
+                ClassData { ty, folded, deps, attr: None }
             }
         }
     }
@@ -175,7 +255,14 @@ impl Analysis<TsrNode> for ShapeAnalysis {
             a.deps = deps;
             changed_a = true;
         }
-        let changed_b = (b.ty.is_none() && a.ty.is_some()) || (!b.folded && a.folded) || deps != b.deps;
+        if a.attr.is_none() && b.attr.is_some() {
+            a.attr = b.attr.clone();
+            changed_a = true;
+        }
+        let changed_b = (b.ty.is_none() && a.ty.is_some())
+            || (!b.folded && a.folded)
+            || deps != b.deps
+            || (b.attr.is_none() && a.attr.is_some());
         DidMerge(changed_a, changed_b)
     }
 }
@@ -226,7 +313,15 @@ pub fn load(g: &Graph) -> Loaded {
                     },
                     children: vec![],
                 },
-                op => TsrNode::op(normalize(op, rank), result as u32, children.clone()),
+                op => match lift(op) {
+                    Some((generic, attr)) => {
+                        let attr = egraph.add(attr.node());
+                        let mut children = children.clone();
+                        children.push(attr);
+                        TsrNode::op(generic, result as u32, children)
+                    }
+                    None => TsrNode::op(normalize(op, rank), result as u32, children.clone()),
+                },
             };
             class_of[out.index()] = Some(egraph.add(enode));
         }
@@ -252,8 +347,12 @@ pub fn build(original: &Graph, roots: &[Id], choose: &dyn Fn(Id) -> TsrNode) -> 
         })
         .collect();
     let mut value_of: HashMap<Id, ValueId> = HashMap::new();
-    // One graph node per (op key, operand values): the results of a `split` share it.
-    let mut emitted: HashMap<(Arc<str>, Vec<ValueId>), Vec<ValueId>> = HashMap::new();
+    // One graph node per (op, operand values): the results of a `split` share it.
+    let mut emitted: HashMap<(String, Vec<ValueId>), Vec<ValueId>> = HashMap::new();
+    let attr_of = |class: Id| match choose(class).kind {
+        NodeKind::Attr { attr, .. } => Some(attr),
+        _ => None,
+    };
     // Iterative post-order, so deep graphs do not overflow the stack.
     let mut stack: Vec<(Id, bool)> = roots.iter().map(|&r| (r, false)).collect();
     let mut on_path: std::collections::HashSet<Id> = std::collections::HashSet::new();
@@ -262,12 +361,18 @@ pub fn build(original: &Graph, roots: &[Id], choose: &dyn Fn(Id) -> TsrNode) -> 
             continue;
         }
         let node = choose(class);
+        let lowered = match &node.kind {
+            NodeKind::Op { .. } => Some(concrete(&node, &attr_of)?),
+            NodeKind::Input { .. } => None,
+            NodeKind::Attr { .. } => return None, // an attribute is never a value
+        };
+        let operands: &[Id] = lowered.as_ref().map_or(&[], |(_, operands)| operands);
         if !expanded {
             if !on_path.insert(class) {
                 return None; // a cyclic choice: never emitted
             }
             stack.push((class, true));
-            for &c in node.children.iter().rev() {
+            for &c in operands.iter().rev() {
                 if !value_of.contains_key(&c) {
                     stack.push((c, false));
                 }
@@ -277,14 +382,16 @@ pub fn build(original: &Graph, roots: &[Id], choose: &dyn Fn(Id) -> TsrNode) -> 
         on_path.remove(&class);
         let value = match &node.kind {
             NodeKind::Input { index, .. } => *inputs.get(*index as usize)?,
-            NodeKind::Op { key, op, result } => {
+            NodeKind::Attr { .. } => return None,
+            NodeKind::Op { result, .. } => {
+                let op = lowered.as_ref().map(|(op, _)| op.clone())?;
                 let operands: Vec<ValueId> =
-                    node.children.iter().map(|c| value_of.get(c).copied()).collect::<Option<_>>()?;
-                let entry = (key.clone(), operands.clone());
+                    operands.iter().map(|c| value_of.get(c).copied()).collect::<Option<_>>()?;
+                let entry = (format!("{op:?}"), operands.clone());
                 let outs = match emitted.get(&entry) {
                     Some(outs) => outs.clone(),
                     None => {
-                        let outs = g.add_node((**op).clone(), &operands).ok()?;
+                        let outs = g.add_node(op, &operands).ok()?;
                         emitted.insert(entry, outs.clone());
                         outs
                     }

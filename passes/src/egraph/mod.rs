@@ -7,16 +7,18 @@
 //! - [`rules`]: the rule-file format, its parser, the load-time type check, egg rewrites, and
 //!   the built-in rules (`passes/rules/*.rules`).
 //! - [`cost`]: the roofline cost per e-node and per graph.
+//! - [`ilp`]: exact extraction by integer linear programming, with a time limit.
 //!
 //! The pass keeps the original graph unless the extracted one is strictly cheaper by
 //! [`cost::graph_cost`] and keeps every output name; the pipeline verifies what it returns.
 
 pub mod cost;
+pub mod ilp;
 pub mod lang;
 pub mod rules;
 
 use crate::pass::{OptionSpec, OptionValue, PassError, PassOptions, PassStats};
-use egg::{Extractor, Runner, StopReason};
+use egg::{BackoffScheduler, Extractor, Id, Runner, StopReason};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
@@ -41,11 +43,25 @@ const BUILTIN: OptionSpec =
 const EXTRACT: OptionSpec = OptionSpec {
     name: "extract",
     default: OptionValue::Str(Cow::Borrowed("greedy")),
-    help: "extraction method (greedy)",
+    help: "extraction method: greedy (tree cost) or ilp (exact DAG cost, warm-started from greedy)",
+};
+const ILP_TIME_MS: OptionSpec = OptionSpec {
+    name: "ilp-time-ms",
+    default: OptionValue::UInt(2_000),
+    help: "time limit of ILP extraction; past it the best solution found (or greedy) is used",
 };
 
 /// The options of `egraph{...}`.
-pub static OPTIONS: &[OptionSpec] = &[ITERS, NODES, TIME_MS, RULES, BUILTIN, EXTRACT];
+pub static OPTIONS: &[OptionSpec] = &[ITERS, NODES, TIME_MS, RULES, BUILTIN, EXTRACT, ILP_TIME_MS];
+
+/// How the optimized graph is read out of the saturated e-graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extraction {
+    /// egg's bottom-up extractor by tree cost: fast, may pay a shared subterm twice.
+    Greedy,
+    /// [`ilp::extract`] by DAG cost within the time limit, warm-started from greedy.
+    Ilp { time_limit: Duration },
+}
 
 /// Limits on saturation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +100,14 @@ pub struct Saturated {
 pub fn saturate(g: &Graph, rules: &[rules::Rule], limits: Limits) -> Result<Saturated, String> {
     let rewrites = rules.iter().map(rules::rewrite).collect::<Result<Vec<_>, _>>()?;
     let loaded = lang::load(g);
+    let mut scheduler = BackoffScheduler::default();
+    for rule in rules {
+        if let Some(limit) = rule.match_limit {
+            scheduler = scheduler.rule_match_limit(rule.name.as_str(), limit);
+        }
+    }
     let runner = Runner::default()
+        .with_scheduler(scheduler)
         .with_egraph(loaded.egraph)
         .with_iter_limit(limits.iters)
         .with_node_limit(limits.nodes)
@@ -120,6 +143,30 @@ pub fn saturate(g: &Graph, rules: &[rules::Rule], limits: Limits) -> Result<Satu
 pub fn extract_greedy(original: &Graph, s: &Saturated) -> Option<Graph> {
     let extractor = Extractor::new(&s.egraph, cost::Roofline { egraph: &s.egraph });
     lang::build(original, &s.outputs, &|class| extractor.find_best_node(class).clone())
+}
+
+/// What ILP extraction produced: the graph (when it could be emitted with the original
+/// names) and the solver's report.
+pub struct IlpExtracted {
+    pub graph: Option<Graph>,
+    pub report: ilp::IlpChoice,
+}
+
+/// The cheapest graph in `s` by exact (DAG-cost) extraction within `time_limit`, warm-started
+/// from the greedy choice. When the solver fails, `graph` is `None` and the report says why.
+pub fn extract_ilp(original: &Graph, s: &Saturated, time_limit: Duration) -> IlpExtracted {
+    let extractor = Extractor::new(&s.egraph, cost::Roofline { egraph: &s.egraph });
+    let warm = |class: Id| extractor.find_best_node(class).clone();
+    let report = ilp::extract(&s.egraph, &s.outputs, &warm, time_limit);
+    if matches!(report.outcome, ilp::IlpOutcome::Failed(_)) {
+        return IlpExtracted { graph: None, report };
+    }
+    let choose = |class: Id| {
+        let class = s.egraph.find(class);
+        report.choice.get(&class).cloned().unwrap_or_else(|| extractor.find_best_node(class).clone())
+    };
+    let graph = lang::build(original, &s.outputs, &choose);
+    IlpExtracted { graph, report }
 }
 
 /// Counter names must be `&'static str`; rule names come from files, so each distinct name is
@@ -160,7 +207,11 @@ pub fn load_rules(options: &PassOptions) -> Result<Vec<rules::Rule>, PassError> 
 /// Counters: `rule.NAME` per rule application, `egraph.rules-fired`, `egraph.iterations`,
 /// `egraph.enodes`, `egraph.eclasses`, `egraph.stop.REASON` (1), `egraph.cost-before-ns` and
 /// `egraph.cost-after-ns` (roofline estimate), `egraph.kept-original` (1 when extraction did not
-/// improve the estimate). `rewrites` is the number of rule applications when the graph changed.
+/// improve the estimate). With `extract=ilp` also `egraph.greedy-cost-ns`, `egraph.ilp-cost-ns`,
+/// `egraph.ilp.OUTCOME` (1; `optimal`, `time-limit` or `failed`), `egraph.ilp-variables`,
+/// `egraph.ilp-constraints`, and `egraph.ilp-used-greedy` (1 when the greedy graph was kept
+/// because the ILP found nothing cheaper or failed). `rewrites` is the number of rule
+/// applications when the graph changed.
 pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError> {
     let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     let limits = Limits {
@@ -168,12 +219,11 @@ pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError>
         nodes: to_usize(options.uint(PASS, &NODES)?),
         time: Duration::from_millis(options.uint(PASS, &TIME_MS)?),
     };
-    let method = options.str(PASS, &EXTRACT)?;
-    if method != "greedy" {
-        return Err(failed(format!(
-            "extract={method} is not supported (only greedy; ILP extraction is not implemented)"
-        )));
-    }
+    let extraction = match options.str(PASS, &EXTRACT)? {
+        "greedy" => Extraction::Greedy,
+        "ilp" => Extraction::Ilp { time_limit: Duration::from_millis(options.uint(PASS, &ILP_TIME_MS)?) },
+        other => return Err(failed(format!("extract={other} is not supported (greedy or ilp)"))),
+    };
     // Per-rank programs are opaque to the e-graph: a `send` has no result to extract, and
     // collectives must stay in program order on every rank.
     if g.nodes().any(|(_, n)| n.op.is_communication()) {
@@ -185,8 +235,28 @@ pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError>
     let start = Instant::now();
     let saturated = saturate(g, &rules, limits).map_err(failed)?;
     let before = cost::graph_cost(g);
-    let extracted = extract_greedy(g, &saturated);
     let mut stats = PassStats::default();
+    let ns = |us: f64| if us.is_finite() { (us * 1000.0).round() as usize } else { usize::MAX };
+    let greedy = extract_greedy(g, &saturated);
+    let extracted = match extraction {
+        Extraction::Greedy => greedy,
+        Extraction::Ilp { time_limit } => {
+            let ilp = extract_ilp(g, &saturated, time_limit);
+            let greedy_cost = greedy.as_ref().map_or(f64::INFINITY, cost::graph_cost);
+            let ilp_cost = ilp.graph.as_ref().map_or(f64::INFINITY, cost::graph_cost);
+            stats.counters.insert("egraph.greedy-cost-ns", ns(greedy_cost));
+            stats.counters.insert("egraph.ilp-cost-ns", ns(ilp_cost));
+            stats.counters.insert(intern(format!("egraph.ilp.{}", ilp.report.outcome.name())), 1);
+            stats.counters.insert("egraph.ilp-variables", ilp.report.variables);
+            stats.counters.insert("egraph.ilp-constraints", ilp.report.constraints);
+            if ilp_cost <= greedy_cost {
+                ilp.graph
+            } else {
+                stats.counters.insert("egraph.ilp-used-greedy", 1);
+                greedy
+            }
+        }
+    };
     let report = &saturated.report;
     let total_fired: usize = report.fired.values().sum();
     for (name, &n) in &report.fired {
@@ -200,7 +270,6 @@ pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError>
     set("egraph.enodes", report.enodes);
     set("egraph.eclasses", report.eclasses);
     set(intern(format!("egraph.stop.{}", report.stop)), 1);
-    let ns = |us: f64| (us * 1000.0).round() as usize;
     set("egraph.cost-before-ns", ns(before));
     let after = extracted.as_ref().map(cost::graph_cost);
     match (extracted, after) {

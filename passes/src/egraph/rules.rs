@@ -19,13 +19,29 @@
 //! `slice`). Several left sides joined by `&` form a multi-pattern; the right sides, joined the
 //! same way, are equal to them in order.
 //!
+//! **Attributes as operands.** `reshape` and `broadcast` take their target shape, and `conv2d`
+//! its window, as a last operand: `(reshape ?x ?s)`, `(conv2d ?x ?w ?win)`. In the e-graph that
+//! attribute is a leaf child (see [`super::lang::lift`]), so a left side matches every target
+//! shape or window and binds it to a variable, which a right side may reuse. A right side may
+//! also compute a target: `(shape-of X)` is the dimensions of the type of term `X`, e.g.
+//! `(broadcast ?c (shape-of ?a))`. A variable's kind (tensor, shape, window) follows from where
+//! it appears; using one variable as two kinds is an error.
+//!
 //! Conditions (`if c1, c2`) are named predicates on the matched classes: `same-rank(?a, ?b)`,
 //! `same-type(?a, ?b)`, `rank(?a, N)`, `min-rank(?a, N)`, `distinct(?a, ?b)` (different
 //! e-classes), `disjoint(?a, ?b)` (computed from disjoint sets of graph inputs) and
 //! `ordered(?a, ?b)` (every input of `?a` comes before every input of `?b`). Merge rules use
 //! `ordered`: it keeps a merged weight from being merged again with a part of itself, and
 //! builds one concatenation order (`q ‖ k ‖ v`), so greedy extraction cannot pick two
-//! different merged matmuls for the three projections.
+//! different merged matmuls for the three projections. On shapes: `shape-is(?x, ?s)` (tensor
+//! `?x` has shape `?s`), `same-except(?a, ?b, AXIS)` (same rank, equal dimensions except at
+//! `AXIS`: concatenable) and `unit-except(?x, AXIS)` (all dimensions 1 but the one at `AXIS`:
+//! a per-channel vector).
+//!
+//! **Scheduling.** A rule may end with `limit N`: after `N` matches in one iteration egg's
+//! backoff scheduler bans it for a few iterations (doubling each time). The built-in
+//! associativity, commutativity and distributivity rules use it, so they cannot fill the
+//! e-graph before the rules that pay off have run.
 //!
 //! **Type check at load time.** Types of a rule cannot be derived symbolically from the shape
 //! rules (they are Rust code), so each rule is instantiated on sample types: every assignment
@@ -34,12 +50,13 @@
 //! no sample type-checks, or one whose sides differ on any sample, is rejected. The same
 //! instances seed the numeric property tests.
 
-use super::lang::{infer_result, ShapeAnalysis, TsrEGraph, TsrNode};
+use super::lang::{generic_conv, infer_result, is_lifted, lower, AttrValue, ShapeAnalysis, TsrEGraph, TsrNode};
 use egg::{Applier, Id, MultiPattern, PatternAst, Rewrite, Subst, Symbol, Var};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole, ValueId};
+use tessera_ir::ops::conv::Window;
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use tessera_ir::ops::Op;
 use tessera_ir::types::{Dim, TensorType};
@@ -61,6 +78,9 @@ pub enum RuleOp {
     Fixed(Op),
     /// `(part I AXIS X ?v...)`: piece `index` of `X` along `axis` (right sides only).
     Part { index: usize, axis: i64 },
+    /// `(shape-of X)`: the dimensions of `X`'s type, as the target of a `reshape` or
+    /// `broadcast` (right sides only).
+    ShapeOf,
 }
 
 /// A term of a rule.
@@ -80,6 +100,31 @@ pub enum Condition {
     Distinct(String, String),
     Disjoint(String, String),
     Ordered(String, String),
+    /// `shape-is(?x, ?s)`: tensor `?x` has exactly the dimensions of shape `?s`.
+    ShapeIs(String, String),
+    /// `same-except(?a, ?b, AXIS)`: same rank, equal dimensions except at `AXIS` (from the
+    /// end): the operands of a concatenation along `AXIS`.
+    SameExcept(String, String, i64),
+    /// `unit-except(?x, AXIS)`: every dimension of `?x` is 1 except the one at `AXIS` (from
+    /// the end): a per-channel vector laid out for broadcasting.
+    UnitExcept(String, i64),
+}
+
+/// What a rule variable stands for, fixed by where it appears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarKind {
+    Tensor,
+    /// The target shape of a `reshape` or `broadcast`.
+    Shape,
+    /// The window of a `conv2d`.
+    Window,
+}
+
+/// A sample value of a rule variable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sample {
+    Tensor(TensorType),
+    Attr(AttrValue),
 }
 
 /// One rule, as written.
@@ -94,16 +139,48 @@ pub struct Rule {
     /// Where the rule starts, for messages.
     pub source_name: String,
     pub line: usize,
+    /// The kind of every variable (tensor, shape or window), from where it appears.
+    pub kinds: BTreeMap<String, VarKind>,
+    /// `limit N`: matches per iteration before the backoff scheduler bans the rule for a
+    /// while (egg's default, 1000, when absent). Low limits tame associativity and
+    /// commutativity, which otherwise fill the e-graph.
+    pub match_limit: Option<usize>,
+    /// The sample instances, computed on first use.
+    pub instances: std::sync::OnceLock<Vec<Instance>>,
 }
 
-/// Types for a rule's variables that make its left sides well typed.
-pub type Instance = Vec<(String, TensorType)>;
+/// Values for a rule's variables (tensor types, shapes, windows) that make its left sides well
+/// typed.
+pub type Instance = Vec<(String, Sample)>;
 
-/// Shapes tried for every variable by the load-time type check.
-const SAMPLE_SHAPES: &[&[u64]] = &[&[4], &[3, 4], &[4, 3], &[4, 4], &[2, 3, 4], &[2, 4, 3], &[2, 4, 4], &[2, 2, 4, 3]];
+/// Shapes tried for every tensor and shape variable by the load-time type check: ranks 0 to
+/// 4, with unit dimensions for broadcasting and a 4-D image/kernel pair for convolutions.
+const SAMPLE_SHAPES: &[&[u64]] = &[
+    &[],
+    &[4],
+    &[3, 4],
+    &[4, 3],
+    &[4, 4],
+    &[1, 4],
+    &[4, 1],
+    &[2, 3, 4],
+    &[2, 4, 3],
+    &[2, 4, 4],
+    &[2, 1, 1],
+    &[2, 2, 4, 3],
+    &[2, 2, 3, 3],
+    &[2, 2, 1, 1],
+    &[2, 4, 2, 3],
+];
+
+/// Windows tried for every window variable: plain, and padded with stride 2.
+fn sample_windows() -> Vec<AttrValue> {
+    let window = |strides, pads| AttrValue::Conv { window: Window { strides, pads, dilations: [1, 1] }, groups: 1 };
+    vec![window([1, 1], [0; 4]), window([2, 2], [1; 4])]
+}
 
 /// Most variables a rule may have (the type check enumerates `SAMPLE_SHAPES^vars`).
-const MAX_VARS: usize = 4;
+const MAX_VARS: usize = 5;
 
 // ---------------------------------------------------------------- lexer and parser
 
@@ -291,15 +368,34 @@ impl Parser<'_> {
         let a = self.var()?;
         self.expect(Tok::Comma, "','")?;
         let cond = match name.as_str() {
-            "same-rank" | "same-type" | "distinct" | "disjoint" | "ordered" => {
+            "same-rank" | "same-type" | "distinct" | "disjoint" | "ordered" | "shape-is" => {
                 let b = self.var()?;
                 match name.as_str() {
                     "same-rank" => Condition::SameRank(a, b),
                     "same-type" => Condition::SameType(a, b),
                     "distinct" => Condition::Distinct(a, b),
                     "ordered" => Condition::Ordered(a, b),
+                    "shape-is" => Condition::ShapeIs(a, b),
                     _ => Condition::Disjoint(a, b),
                 }
+            }
+            "same-except" => {
+                let b = self.var()?;
+                self.expect(Tok::Comma, "','")?;
+                let axis = match self.peek() {
+                    Some(Tok::Int(n)) if *n < 0 => *n,
+                    _ => return self.fail("expected an axis counted from the end (a negative integer)".into()),
+                };
+                self.at += 1;
+                Condition::SameExcept(a, b, axis)
+            }
+            "unit-except" => {
+                let axis = match self.peek() {
+                    Some(Tok::Int(n)) if *n < 0 => *n,
+                    _ => return self.fail("expected an axis counted from the end (a negative integer)".into()),
+                };
+                self.at += 1;
+                Condition::UnitExcept(a, axis)
             }
             "rank" | "min-rank" => {
                 let n = match self.peek() {
@@ -317,7 +413,7 @@ impl Parser<'_> {
                 return Err((self.err)(
                     column,
                     format!(
-                        "unknown condition '{name}' (known: same-rank, same-type, rank, min-rank, distinct, disjoint, ordered)"
+                        "unknown condition '{name}' (known: same-rank, same-type, rank, min-rank, distinct, disjoint, ordered, shape-is, same-except, unit-except)"
                     ),
                 ))
             }
@@ -385,6 +481,30 @@ fn rule_op(name: &str, attrs: &[Attr], args: &[Term], rhs: bool) -> Result<RuleO
                 arity(3)?;
                 Op::Where
             }
+            // The target shape and the window are operands here (see the module doc).
+            "reshape" => {
+                no_attrs()?;
+                arity(2)?;
+                Op::Reshape { shape: vec![] }
+            }
+            "broadcast" => {
+                no_attrs()?;
+                arity(2)?;
+                Op::Broadcast { shape: vec![] }
+            }
+            "conv2d" => {
+                no_attrs()?;
+                arity(3)?;
+                generic_conv()
+            }
+            "shape-of" => {
+                if !rhs {
+                    return Err("'shape-of' may only appear on the right side".into());
+                }
+                no_attrs()?;
+                arity(1)?;
+                return Ok(RuleOp::ShapeOf);
+            }
             "softmax" => {
                 arity(1)?;
                 Op::Softmax { axis: axis(name)? }
@@ -437,8 +557,10 @@ fn condition_vars(c: &Condition) -> Vec<&String> {
         | Condition::SameType(a, b)
         | Condition::Distinct(a, b)
         | Condition::Disjoint(a, b)
-        | Condition::Ordered(a, b) => vec![a, b],
-        Condition::Rank(a, _) | Condition::MinRank(a, _) => vec![a],
+        | Condition::Ordered(a, b)
+        | Condition::ShapeIs(a, b)
+        | Condition::SameExcept(a, b, _) => vec![a, b],
+        Condition::Rank(a, _) | Condition::MinRank(a, _) | Condition::UnitExcept(a, _) => vec![a],
     }
 }
 
@@ -498,8 +620,19 @@ pub fn parse_rules(source_name: &str, text: &str) -> Result<Vec<Rule>, RuleError
                 }
             }
         }
+        let mut match_limit = None;
+        if let Some(Tok::Word(w)) = p.peek() {
+            if w == "limit" {
+                p.at += 1;
+                match p.peek() {
+                    Some(Tok::Int(n)) if *n > 0 => match_limit = Some(*n as usize),
+                    _ => return p.fail("expected a positive match limit after 'limit'".into()),
+                }
+                p.at += 1;
+            }
+        }
         if p.peek().is_some() {
-            return p.fail("expected 'if', '&' or the end of the rule".into());
+            return p.fail("expected 'if', 'limit', '&' or the end of the rule".into());
         }
         let mut bound = BTreeSet::new();
         lhs.iter().for_each(|t| vars_of(t, &mut bound));
@@ -514,6 +647,7 @@ pub fn parse_rules(source_name: &str, text: &str) -> Result<Vec<Rule>, RuleError
         if bound.len() > MAX_VARS {
             return Err(err(lhs_column, format!("at most {MAX_VARS} variables per rule, got {}", bound.len())));
         }
+        let kinds = var_kinds(lhs.iter().chain(&rhs)).map_err(|m| err(lhs_column, m))?;
         let rule = Rule {
             name,
             doc: doc.join(" "),
@@ -522,6 +656,9 @@ pub fn parse_rules(source_name: &str, text: &str) -> Result<Vec<Rule>, RuleError
             conditions,
             source_name: source_name.to_string(),
             line: line_no,
+            kinds,
+            match_limit,
+            instances: std::sync::OnceLock::new(),
         };
         doc.clear();
         type_check(&rule).map_err(|m| err(1, m))?;
@@ -535,6 +672,7 @@ pub fn parse_rules(source_name: &str, text: &str) -> Result<Vec<Rule>, RuleError
 /// Facts a condition may ask about matched variables.
 struct Facts<'a> {
     ty: &'a dyn Fn(&str) -> Option<TensorType>,
+    attr: &'a dyn Fn(&str) -> Option<AttrValue>,
     same: &'a dyn Fn(&str, &str) -> bool,
     disjoint: &'a dyn Fn(&str, &str) -> bool,
     ordered: &'a dyn Fn(&str, &str) -> bool,
@@ -550,10 +688,24 @@ fn holds(c: &Condition, facts: &Facts) -> bool {
         Condition::Distinct(a, b) => !same(a, b),
         Condition::Disjoint(a, b) => (facts.disjoint)(a, b),
         Condition::Ordered(a, b) => (facts.ordered)(a, b),
+        Condition::ShapeIs(a, b) => {
+            matches!((ty(a), (facts.attr)(b)), (Some(t), Some(AttrValue::Shape(dims))) if t.dims == dims)
+        }
+        Condition::SameExcept(a, b, axis) => match (ty(a), ty(b)) {
+            (Some(x), Some(y)) if x.rank() == y.rank() => {
+                let skip = tessera_ir::types::normalize_axis(*axis, x.rank());
+                skip.is_some() && x.dims.iter().zip(&y.dims).enumerate().all(|(i, (p, q))| Some(i) == skip || p == q)
+            }
+            _ => false,
+        },
+        Condition::UnitExcept(a, axis) => ty(a).is_some_and(|t| {
+            let keep = tessera_ir::types::normalize_axis(*axis, t.rank());
+            keep.is_some() && t.dims.iter().enumerate().all(|(i, d)| Some(i) == keep || *d == Dim::Static(1))
+        }),
     }
 }
 
-/// The `slice` op of `(part ...)`, for an operand of type `x` and piece types `pieces`.
+/// The slice op of `(part ...)`, for an operand of type `x` and piece types `pieces`.
 fn part_op(index: usize, axis: i64, x: &TensorType, pieces: &[&TensorType]) -> Result<Op, String> {
     let rank = x.rank();
     let ax =
@@ -575,73 +727,202 @@ fn part_op(index: usize, axis: i64, x: &TensorType, pieces: &[&TensorType]) -> R
     Ok(Op::Slice { starts, ends, steps: vec![1; rank] })
 }
 
-/// Adds `t` to graph `g` with variables bound by `env`; errors when a node is ill-typed.
-pub fn add_term(g: &mut Graph, t: &Term, env: &HashMap<String, ValueId>) -> Result<ValueId, String> {
+/// How to look up the values of a rule's variables.
+struct Env<'a> {
+    ty: &'a dyn Fn(&str) -> Option<TensorType>,
+    attr: &'a dyn Fn(&str) -> Option<AttrValue>,
+}
+
+/// The type of tensor term `t`, by the shape rules alone; `None` when ill-typed.
+fn term_type(t: &Term, env: &Env) -> Option<TensorType> {
+    match t {
+        Term::Var(v) => (env.ty)(v),
+        Term::App { op: RuleOp::Fixed(op), args } => {
+            let (op, tensors) = if is_lifted(op) {
+                let (last, rest) = args.split_last()?;
+                (lower(op, &term_attr(last, env)?)?, rest)
+            } else {
+                (op.clone(), &args[..])
+            };
+            let types = tensors.iter().map(|a| term_type(a, env)).collect::<Option<Vec<_>>>()?;
+            let refs: Vec<&TensorType> = types.iter().collect();
+            infer_result(&op, 0, &refs).ok()
+        }
+        Term::App { op: RuleOp::Part { index, axis }, args } => {
+            let types = args.iter().map(|a| term_type(a, env)).collect::<Option<Vec<_>>>()?;
+            let pieces: Vec<&TensorType> = types[1..].iter().collect();
+            let op = part_op(*index, *axis, &types[0], &pieces).ok()?;
+            infer_result(&op, 0, &[&types[0]]).ok()
+        }
+        Term::App { op: RuleOp::ShapeOf, .. } => None,
+    }
+}
+
+/// The value of attribute term `t` (a shape or window variable, or `(shape-of X)`).
+fn term_attr(t: &Term, env: &Env) -> Option<AttrValue> {
+    match t {
+        Term::Var(v) => (env.attr)(v),
+        Term::App { op: RuleOp::ShapeOf, args } => Some(AttrValue::Shape(term_type(args.first()?, env)?.dims)),
+        Term::App { .. } => None,
+    }
+}
+
+/// Adds `t` to graph `g` with tensor variables bound by `env` and attribute variables by
+/// `attrs`; errors when a node is ill-typed.
+pub fn add_term(
+    g: &mut Graph,
+    t: &Term,
+    env: &HashMap<String, ValueId>,
+    attrs: &HashMap<String, AttrValue>,
+) -> Result<ValueId, String> {
     match t {
         Term::Var(v) => env.get(v).copied().ok_or_else(|| format!("unbound {v}")),
         Term::App { op: RuleOp::Fixed(op), args } => {
-            let operands = args.iter().map(|a| add_term(g, a, env)).collect::<Result<Vec<_>, _>>()?;
+            let (op, tensors) = if is_lifted(op) {
+                let ty = |v: &str| env.get(v).map(|&id| g.value(id).ty.clone());
+                let attr = |v: &str| attrs.get(v).cloned();
+                let (last, rest) = args.split_last().ok_or("a lifted op without operands")?;
+                let value = term_attr(last, &Env { ty: &ty, attr: &attr }).ok_or("ill-typed attribute")?;
+                (lower(op, &value).ok_or("attribute of the wrong kind")?, rest)
+            } else {
+                (op.clone(), &args[..])
+            };
+            let operands = tensors.iter().map(|a| add_term(g, a, env, attrs)).collect::<Result<Vec<_>, _>>()?;
             let rank = operands.first().map_or(0, |&v| g.value(v).ty.rank());
-            let op = super::lang::normalize(op, rank);
+            let op = super::lang::normalize(&op, rank);
             g.add(op, &operands).map_err(|e| e.to_string())
         }
         Term::App { op: RuleOp::Part { index, axis }, args } => {
-            let x = add_term(g, &args[0], env)?;
-            let pieces = args[1..].iter().map(|a| add_term(g, a, env)).collect::<Result<Vec<_>, _>>()?;
+            let x = add_term(g, &args[0], env, attrs)?;
+            let pieces = args[1..].iter().map(|a| add_term(g, a, env, attrs)).collect::<Result<Vec<_>, _>>()?;
             let piece_types: Vec<&TensorType> = pieces.iter().map(|&p| &g.value(p).ty).collect();
             let op = part_op(*index, *axis, &g.value(x).ty, &piece_types)?;
             g.add(op, &[x]).map_err(|e| e.to_string())
         }
+        Term::App { op: RuleOp::ShapeOf, .. } => Err("'shape-of' is not a tensor".into()),
     }
 }
 
-/// A graph whose inputs are the rule's variables (typed by `inst`) and whose outputs are the
-/// left sides followed by the right sides; `Err` when a side is ill-typed.
+/// A graph whose inputs are the rule's tensor variables (typed by `inst`) and whose outputs
+/// are the left sides followed by the right sides; `Err` when a side is ill-typed.
 pub fn instance_graph(rule: &Rule, inst: &Instance) -> Result<Graph, String> {
     let mut g = Graph::new(&rule.name);
     let mut env = HashMap::new();
-    for (name, ty) in inst {
-        let input = g.add_input(name.trim_start_matches('?'), ty.clone(), InputRole::Activation);
-        env.insert(name.clone(), input);
+    let mut attrs = HashMap::new();
+    for (name, sample) in inst {
+        match sample {
+            Sample::Tensor(ty) => {
+                let input = g.add_input(name.trim_start_matches('?'), ty.clone(), InputRole::Activation);
+                env.insert(name.clone(), input);
+            }
+            Sample::Attr(a) => {
+                attrs.insert(name.clone(), a.clone());
+            }
+        }
     }
     let mut outs = Vec::new();
     for t in rule.lhs.iter().chain(&rule.rhs) {
-        outs.push(add_term(&mut g, t, &env)?);
+        outs.push(add_term(&mut g, t, &env, &attrs)?);
     }
     g.set_outputs(outs);
     Ok(g)
 }
 
+/// The kind of every variable in `terms` (by position: the last operand of `reshape` and
+/// `broadcast` is a shape, of `conv2d` a window); `Err` on a variable used as two kinds or an
+/// attribute position holding anything but a variable or `(shape-of X)`.
+fn var_kinds<'a>(terms: impl Iterator<Item = &'a Term>) -> Result<BTreeMap<String, VarKind>, String> {
+    fn walk(t: &Term, want: VarKind, kinds: &mut BTreeMap<String, VarKind>) -> Result<(), String> {
+        match t {
+            Term::Var(v) => match kinds.insert(v.clone(), want) {
+                Some(old) if old != want => Err(format!("variable {v} is used both as a {old:?} and as a {want:?}")),
+                _ => Ok(()),
+            },
+            Term::App { op: RuleOp::ShapeOf, args } => {
+                if want != VarKind::Shape {
+                    return Err("(shape-of X) can only be the target shape of a reshape or broadcast".into());
+                }
+                args.iter().try_for_each(|a| walk(a, VarKind::Tensor, kinds))
+            }
+            Term::App { op, args } => {
+                if want != VarKind::Tensor {
+                    return Err(format!("a {want:?} must be a variable or (shape-of X)"));
+                }
+                let lifted = matches!(op, RuleOp::Fixed(op) if is_lifted(op));
+                for (i, a) in args.iter().enumerate() {
+                    let kind = match op {
+                        RuleOp::Fixed(Op::Conv2d { .. }) if lifted && i + 1 == args.len() => VarKind::Window,
+                        RuleOp::Fixed(_) if lifted && i + 1 == args.len() => VarKind::Shape,
+                        _ => VarKind::Tensor,
+                    };
+                    walk(a, kind, kinds)?;
+                }
+                Ok(())
+            }
+        }
+    }
+    let mut kinds = BTreeMap::new();
+    for t in terms {
+        walk(t, VarKind::Tensor, &mut kinds)?;
+    }
+    Ok(kinds)
+}
+
 impl Rule {
-    /// Every sample instance whose left sides type-check and whose conditions hold.
+    /// Every sample instance whose left sides type-check and whose conditions hold (computed
+    /// once per rule).
     pub fn sample_instances(&self) -> Vec<Instance> {
-        let mut vars = BTreeSet::new();
-        self.lhs.iter().for_each(|t| vars_of(t, &mut vars));
-        let vars: Vec<String> = vars.into_iter().collect();
-        let n = SAMPLE_SHAPES.len();
-        let total = n.pow(vars.len() as u32);
+        self.instances.get_or_init(|| self.enumerate_instances()).clone()
+    }
+
+    fn enumerate_instances(&self) -> Vec<Instance> {
+        let vars: Vec<(String, VarKind)> = self.kinds.iter().map(|(v, k)| (v.clone(), *k)).collect();
+        let shapes: Vec<Vec<u64>> = SAMPLE_SHAPES.iter().map(|s| s.to_vec()).collect();
+        let choices: Vec<Vec<Sample>> = vars
+            .iter()
+            .map(|(_, kind)| match kind {
+                VarKind::Tensor => {
+                    shapes.iter().map(|s| Sample::Tensor(TensorType::of_static(DType::F64, s))).collect()
+                }
+                VarKind::Shape => shapes
+                    .iter()
+                    .map(|s| Sample::Attr(AttrValue::Shape(s.iter().map(|&n| Dim::Static(n)).collect())))
+                    .collect(),
+                VarKind::Window => sample_windows().into_iter().map(Sample::Attr).collect(),
+            })
+            .collect();
+        let total: usize = choices.iter().map(Vec::len).product();
         let mut out = Vec::new();
         for mut code in 0..total {
             let inst: Instance = vars
                 .iter()
-                .map(|v| {
-                    let shape = SAMPLE_SHAPES[code % n];
-                    code /= n;
-                    (v.clone(), TensorType::of_static(DType::F64, shape))
+                .zip(&choices)
+                .map(|((v, _), options)| {
+                    let sample = options[code % options.len()].clone();
+                    code /= options.len();
+                    (v.clone(), sample)
                 })
                 .collect();
-            let ty = |name: &str| inst.iter().find(|(v, _)| v == name).map(|(_, t)| t.clone());
+            let ty = |name: &str| {
+                inst.iter().find_map(|(v, s)| match s {
+                    Sample::Tensor(t) if v == name => Some(t.clone()),
+                    _ => None,
+                })
+            };
+            let attr = |name: &str| {
+                inst.iter().find_map(|(v, s)| match s {
+                    Sample::Attr(a) if v == name => Some(a.clone()),
+                    _ => None,
+                })
+            };
             // Sample variables are distinct inputs, listed in order.
-            let facts = Facts { ty: &ty, same: &|a, b| a == b, disjoint: &|a, b| a != b, ordered: &|a, b| a < b };
+            let facts =
+                Facts { ty: &ty, attr: &attr, same: &|a, b| a == b, disjoint: &|a, b| a != b, ordered: &|a, b| a < b };
             if !self.conditions.iter().all(|c| holds(c, &facts)) {
                 continue;
             }
-            let mut g = Graph::new("lhs");
-            let mut env = HashMap::new();
-            for (name, ty) in &inst {
-                env.insert(name.clone(), g.add_input(name, ty.clone(), InputRole::Activation));
-            }
-            if self.lhs.iter().all(|t| add_term(&mut g, t, &env).is_ok()) {
+            let env = Env { ty: &ty, attr: &attr };
+            if self.lhs.iter().all(|t| term_type(t, &env).is_some()) {
                 out.push(inst);
             }
         }
@@ -678,7 +959,11 @@ fn type_check(rule: &Rule) -> Result<(), String> {
 }
 
 fn show(inst: &Instance) -> String {
-    inst.iter().map(|(v, t)| format!("{v}: {t}")).collect::<Vec<_>>().join(", ")
+    let show_sample = |s: &Sample| match s {
+        Sample::Tensor(t) => t.to_string(),
+        Sample::Attr(a) => format!("{a:?}"),
+    };
+    inst.iter().map(|(v, s)| format!("{v}: {}", show_sample(s))).collect::<Vec<_>>().join(", ")
 }
 
 // ---------------------------------------------------------------- egg rewrites
@@ -690,7 +975,9 @@ fn pattern(t: &Term, ast: &mut PatternAst<TsrNode>) -> Result<Id, String> {
             let children = args.iter().map(|a| pattern(a, ast)).collect::<Result<Vec<_>, _>>()?;
             ast.add(egg::ENodeOrVar::ENode(TsrNode::op(op.clone(), 0, children)))
         }
-        Term::App { op: RuleOp::Part { .. }, .. } => return Err("'part' in a left side".into()),
+        Term::App { op: RuleOp::Part { .. } | RuleOp::ShapeOf, .. } => {
+            return Err("'part' or 'shape-of' in a left side".into())
+        }
     })
 }
 
@@ -699,27 +986,20 @@ struct RuleApplier {
     roots: Vec<Var>,
 }
 
+fn subst_class(subst: &Subst, name: &str) -> Option<Id> {
+    name.parse::<Var>().ok().and_then(|v| subst.get(v).copied())
+}
+
 /// Types `t` under `subst` without touching the e-graph; `None` when ill-typed.
 fn type_of(egraph: &TsrEGraph, t: &Term, subst: &Subst) -> Option<TensorType> {
-    match t {
-        Term::Var(v) => egraph[subst[v.parse::<Var>().ok()?]].data.ty.clone(),
-        Term::App { op: RuleOp::Fixed(op), args } => {
-            let types = args.iter().map(|a| type_of(egraph, a, subst)).collect::<Option<Vec<_>>>()?;
-            let refs: Vec<&TensorType> = types.iter().collect();
-            infer_result(op, 0, &refs).ok()
-        }
-        Term::App { op: RuleOp::Part { index, axis }, args } => {
-            let types = args.iter().map(|a| type_of(egraph, a, subst)).collect::<Option<Vec<_>>>()?;
-            let pieces: Vec<&TensorType> = types[1..].iter().collect();
-            let op = part_op(*index, *axis, &types[0], &pieces).ok()?;
-            infer_result(&op, 0, &[&types[0]]).ok()
-        }
-    }
+    let ty = |name: &str| subst_class(subst, name).and_then(|id| egraph[id].data.ty.clone());
+    let attr = |name: &str| subst_class(subst, name).and_then(|id| egraph[id].data.attr.as_deref().cloned());
+    term_type(t, &Env { ty: &ty, attr: &attr })
 }
 
 fn add_to_egraph(egraph: &mut TsrEGraph, t: &Term, subst: &Subst) -> Option<Id> {
     match t {
-        Term::Var(v) => Some(subst[v.parse::<Var>().ok()?]),
+        Term::Var(v) => subst_class(subst, v),
         Term::App { op: RuleOp::Fixed(op), args } => {
             let children = args.iter().map(|a| add_to_egraph(egraph, a, subst)).collect::<Option<Vec<_>>>()?;
             Some(egraph.add(TsrNode::op(op.clone(), 0, children)))
@@ -731,6 +1011,10 @@ fn add_to_egraph(egraph: &mut TsrEGraph, t: &Term, subst: &Subst) -> Option<Id> 
             let refs: Vec<&TensorType> = pieces.iter().collect();
             let op = part_op(*index, *axis, &xt, &refs).ok()?;
             Some(egraph.add(TsrNode::op(op, 0, vec![x])))
+        }
+        Term::App { op: RuleOp::ShapeOf, args } => {
+            let dims = type_of(egraph, args.first()?, subst)?.dims;
+            Some(egraph.add(AttrValue::Shape(dims).node()))
         }
     }
 }
@@ -744,8 +1028,9 @@ impl Applier<TsrNode, ShapeAnalysis> for RuleApplier {
         _ast: Option<&PatternAst<TsrNode>>,
         rule_name: Symbol,
     ) -> Vec<Id> {
-        let lookup = |name: &str| name.parse::<Var>().ok().and_then(|v| subst.get(v).copied());
+        let lookup = |name: &str| subst_class(subst, name);
         let ty = |name: &str| lookup(name).and_then(|id| egraph[id].data.ty.clone());
+        let attr = |name: &str| lookup(name).and_then(|id| egraph[id].data.attr.as_deref().cloned());
         let same = |a: &str, b: &str| lookup(a).map(|x| egraph.find(x)) == lookup(b).map(|y| egraph.find(y));
         let deps = |name: &str| lookup(name).map(|id| egraph[id].data.deps);
         let disjoint = |a: &str, b: &str| matches!((deps(a), deps(b)), (Some(x), Some(y)) if x & y == 0);
@@ -754,7 +1039,7 @@ impl Applier<TsrNode, ShapeAnalysis> for RuleApplier {
             (Some(x), Some(y)) if x != 0 && y != 0 => 63 - x.leading_zeros() < y.trailing_zeros(),
             _ => false,
         };
-        let facts = Facts { ty: &ty, same: &same, disjoint: &disjoint, ordered: &ordered };
+        let facts = Facts { ty: &ty, attr: &attr, same: &same, disjoint: &disjoint, ordered: &ordered };
         if !self.rule.conditions.iter().all(|c| holds(c, &facts)) {
             return vec![];
         }
@@ -796,9 +1081,11 @@ pub fn rewrite(rule: &Rule) -> Result<Rewrite<TsrNode, ShapeAnalysis>, String> {
 
 /// The built-in rule files, by topic.
 pub const BUILTIN_FILES: &[(&str, &str)] = &[
+    ("builtin:conv.rules", include_str!("../../rules/conv.rules")),
     ("builtin:elementwise.rules", include_str!("../../rules/elementwise.rules")),
     ("builtin:layout.rules", include_str!("../../rules/layout.rules")),
     ("builtin:matmul.rules", include_str!("../../rules/matmul.rules")),
+    ("builtin:shape.rules", include_str!("../../rules/shape.rules")),
 ];
 
 /// The built-in rules (parsed and type-checked once per process).
