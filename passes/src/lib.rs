@@ -14,7 +14,8 @@
 //! - [`registry`]: the one table of passes, by kebab-case name.
 //! - [`pipeline`]: pipeline text, `run_pipeline`, and the timing report.
 //! - [`rewrite`]: value replacement that keeps graph-output names.
-//! - passes: [`verify`], [`dce`], [`cse`], [`canonicalize`], [`egraph`] (equality saturation).
+//! - passes: [`verify`], [`dce`], [`cse`], [`canonicalize`], [`egraph`] (equality saturation),
+//!   [`fuse`] (fusion groups for the code generator, and their extraction as kernel graphs).
 //! - [`stats`]: per-op FLOPs and bytes, and the graph summary.
 //! - [`cost`]: the cost model (roofline kernels, alpha-beta collectives, pipeline schedules,
 //!   memory per device); [`planner`]: the auto-parallel search behind `tessera plan`.
@@ -24,6 +25,7 @@ pub mod cost;
 pub mod cse;
 pub mod dce;
 pub mod egraph;
+pub mod fuse;
 pub mod pass;
 pub mod pipeline;
 pub mod planner;
