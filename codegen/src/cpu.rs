@@ -40,7 +40,7 @@ pub fn compile_cpu(kernels: &[KernelSource]) -> Result<CpuObject, CodegenError> 
     let mut module = session.parse(&text)?;
     session.run_pipeline(&mut module, CPU_PIPELINE)?;
     let llvm_context = inkwell::context::Context::create();
-    let llvm_module = translate_to_llvm(&module, &llvm_context)?;
+    let llvm_module = translate_to_llvm(&session, &module, &llvm_context)?;
     let entries: Vec<EntryPoint> = kernels
         .iter()
         .map(|k| EntryPoint {

@@ -85,6 +85,7 @@ impl Default for MlirSession {
 
 /// Translates a module in the `llvm` dialect to an LLVM IR module in `llvm_context`.
 pub fn translate_to_llvm<'ctx>(
+    session: &MlirSession,
     module: &Module,
     llvm_context: &'ctx inkwell::context::Context,
 ) -> Result<inkwell::module::Module<'ctx>, CodegenError> {
@@ -97,10 +98,7 @@ pub fn translate_to_llvm<'ctx>(
         )
     };
     if raw.is_null() {
-        return Err(CodegenError::Llvm {
-            stage: "translation from MLIR",
-            message: "mlirTranslateModuleToLLVMIR returned null".into(),
-        });
+        return Err(CodegenError::Mlir { stage: "translation to LLVM IR", diagnostics: session.take_diagnostics() });
     }
     Ok(unsafe { inkwell::module::Module::new(raw as inkwell::llvm_sys::prelude::LLVMModuleRef) })
 }

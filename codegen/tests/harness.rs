@@ -143,7 +143,10 @@ pub fn assert_matches(got: &Tensor, want: &Tensor, what: &str) {
 pub fn check_all(graphs: &[Graph], seed: u64) {
     let kernels: Vec<KernelSource> =
         graphs.iter().enumerate().map(|(i, g)| KernelSource { symbol: format!("k{i}"), graph: g.clone() }).collect();
-    let object = compile_cpu(&kernels).unwrap_or_else(|e| panic!("compile: {e}"));
+    let object = compile_cpu(&kernels).unwrap_or_else(|e| {
+        let texts: Vec<String> = graphs.iter().map(tessera_ir::mlir::print::print_graph).collect();
+        panic!("compile: {e}\n{}", texts.join("\n"))
+    });
     let lib = load(&object.shared_object);
     for (i, g) in graphs.iter().enumerate() {
         let inputs = random_inputs(g, seed.wrapping_add(i as u64));

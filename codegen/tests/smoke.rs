@@ -22,3 +22,20 @@ fn gelu_of_affine() {
     g.set_outputs(vec![y, z]);
     harness::check_all(&[g], 1);
 }
+
+/// Zero-element tensors of rank > 1 as kernel arguments, and one value returned twice.
+#[test]
+fn empty_multi_dimensional_outputs() {
+    let text = r#"func.func @mlp(%x0: tensor<4x1x1xi32>) -> (tensor<0x1x0xi32>, tensor<0x1x0xi32>) {
+  %0 = "tsr.slice"(%x0) {ends = array<i64: 1, 2, 1>, starts = array<i64: 2, -2, -1>, steps = array<i64: 1, 2, -1>} : (tensor<4x1x1xi32>) -> tensor<0x1x0xi32>
+  return %0, %0 : tensor<0x1x0xi32>, tensor<0x1x0xi32>
+}"#;
+    let g = tessera_ir::mlir::parse::parse_verified(text).unwrap();
+    let t = tessera_codegen::cpu::cpu_module_text(&[tessera_codegen::KernelSource {
+        symbol: "k0".into(),
+        graph: g.clone(),
+    }])
+    .unwrap();
+    std::fs::write("/tmp/case.mlir", &t).unwrap();
+    harness::check_all(&[g], 1);
+}

@@ -104,7 +104,10 @@ pub(crate) struct FnEmitter<'g> {
     pub g: &'g Graph,
     symbol: String,
     plan: Schedule,
-    /// Arguments, in order.
+    /// The function's parameters, in order.
+    signature: Vec<Buffer>,
+    /// The buffer through which each argument is accessed (the parameter itself, or an empty
+    /// stand-in for a zero-element one).
     arguments: Vec<Buffer>,
     /// The buffer of each materialized value, once its loop nest has been emitted.
     buffers: Vec<Option<Buffer>>,
@@ -122,11 +125,26 @@ pub(crate) struct FnEmitter<'g> {
 
 impl<'g> FnEmitter<'g> {
     fn new(symbol: &str, g: &'g Graph, plan: Schedule) -> Result<FnEmitter<'g>, CodegenError> {
+        // A static memref with a zero dimension (other than a 1-D one) has no bare-pointer
+        // form in MLIR's calling convention, so such an argument is declared `memref<0xT>`
+        // and read through an empty stack buffer of its real shape (no loop touches it).
+        let mut signature = Vec::new();
         let mut arguments = Vec::new();
+        let mut constant_lines = Vec::new();
         for &v in g.inputs().iter().chain(g.outputs()) {
             let ty = &g.value(v).ty;
+            let shape = shape_of(ty)?;
             let name = format!("%arg{}", arguments.len());
-            arguments.push(Buffer { name, ty: memref_type(ty.dtype, &shape_of(ty)?) });
+            let real = memref_type(ty.dtype, &shape);
+            if shape.len() > 1 && shape.contains(&0) {
+                let empty = format!("%empty{}", arguments.len());
+                constant_lines.push(format!("{empty} = memref.alloca() : {real}"));
+                signature.push(Buffer { name, ty: memref_type(ty.dtype, &[0]) });
+                arguments.push(Buffer { name: empty, ty: real });
+            } else {
+                signature.push(Buffer { name: name.clone(), ty: real.clone() });
+                arguments.push(Buffer { name, ty: real });
+            }
         }
         let mut buffers = vec![None; g.num_values()];
         for &v in g.inputs() {
@@ -138,11 +156,12 @@ impl<'g> FnEmitter<'g> {
             g,
             symbol: symbol.to_string(),
             plan,
+            signature,
             arguments,
             buffers,
             temporaries: Vec::new(),
             constants: BTreeMap::new(),
-            constant_lines: Vec::new(),
+            constant_lines,
             globals: String::new(),
             n_globals: 0,
             body: String::new(),
@@ -193,14 +212,14 @@ impl<'g> FnEmitter<'g> {
     }
 
     fn finish(self) -> KernelText {
-        let args: Vec<String> = self.arguments.iter().map(|a| format!("{}: {}", a.name, a.ty)).collect();
+        let args: Vec<String> = self.signature.iter().map(|a| format!("{}: {}", a.name, a.ty)).collect();
         let mut function = format!("func.func @{}({}) {{\n", impl_name(&self.symbol), args.join(", "));
         for line in &self.constant_lines {
             let _ = writeln!(function, "  {line}");
         }
         function.push_str(&self.body);
         function.push_str("  return\n}\n");
-        KernelText { globals: self.globals, function, arguments: self.arguments.into_iter().map(|a| a.ty).collect() }
+        KernelText { globals: self.globals, function, arguments: self.signature.into_iter().map(|a| a.ty).collect() }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -233,7 +252,9 @@ impl<'g> FnEmitter<'g> {
             "index" => format!("%c{literal}"),
             _ => format!("%c{}_{ty}", literal.replace('-', "m")),
         };
-        self.constant_lines.push(format!("{name} = arith.constant {key}"));
+        // A boolean literal carries its type (`arith.constant true`); a suffix would not parse.
+        let value = if ty == "i1" { literal.to_string() } else { key.clone() };
+        self.constant_lines.push(format!("{name} = arith.constant {value}"));
         self.constants.insert(key, name.clone());
         name
     }
