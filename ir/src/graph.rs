@@ -4,6 +4,7 @@
 //! node). Values carry their SSA name (the `%name` of the text form, unique in the graph) and
 //! their type. Analyses live in side tables keyed by id, not in the nodes.
 
+use crate::fusion::FusionTag;
 use crate::ops::Op;
 use crate::types::TensorType;
 use serde::{Deserialize, Serialize};
@@ -89,6 +90,8 @@ pub struct Graph {
     nodes: Vec<Node>,
     inputs: Vec<ValueId>,
     outputs: Vec<ValueId>,
+    /// Side table: the fusion group of each node (indexed by `NodeId`), set by the `fuse` pass.
+    fusion: Vec<Option<FusionTag>>,
     /// Every value name, for fresh-name generation; derived from `values`.
     names: HashSet<String>,
     next_temp: u64,
@@ -101,6 +104,7 @@ impl PartialEq for Graph {
             && self.nodes == other.nodes
             && self.inputs == other.inputs
             && self.outputs == other.outputs
+            && self.fusion == other.fusion
     }
 }
 
@@ -112,6 +116,7 @@ impl Graph {
             nodes: Vec::new(),
             inputs: Vec::new(),
             outputs: Vec::new(),
+            fusion: Vec::new(),
             names: HashSet::new(),
             next_temp: 0,
         }
@@ -180,7 +185,25 @@ impl Graph {
             .map(|(index, (name, ty))| self.push_value(name, ty, ValueDef::Result { node, index }))
             .collect();
         self.nodes.push(Node { op, inputs, outputs });
+        self.fusion.push(None);
         node
+    }
+
+    /// The fusion group of `node`, if the `fuse` pass put it in one.
+    pub fn fusion_tag(&self, node: NodeId) -> Option<FusionTag> {
+        self.fusion.get(node.index()).copied().flatten()
+    }
+
+    /// Puts `node` in a fusion group (or takes it out with `None`).
+    pub fn set_fusion_tag(&mut self, node: NodeId, tag: Option<FusionTag>) {
+        if let Some(slot) = self.fusion.get_mut(node.index()) {
+            *slot = tag;
+        }
+    }
+
+    /// Whether any node carries a fusion tag.
+    pub fn has_fusion_tags(&self) -> bool {
+        self.fusion.iter().any(Option::is_some)
     }
 
     pub fn set_outputs(&mut self, outputs: Vec<ValueId>) {
@@ -300,6 +323,7 @@ impl Graph {
             let inputs = node.inputs.iter().map(|v| remap[v.index()].unwrap_or(*v)).collect();
             let results = node.outputs.iter().map(|&v| (old.value(v).name.clone(), old.value(v).ty.clone())).collect();
             let new_node = self.add_node_unchecked(node.op.clone(), inputs, results);
+            self.set_fusion_tag(new_node, old.fusion_tag(id));
             for (i, &v) in node.outputs.iter().enumerate() {
                 remap[v.index()] = Some(self.nodes[new_node.index()].outputs[i]);
             }
@@ -307,6 +331,53 @@ impl Graph {
         self.outputs = old.outputs.iter().map(|v| remap[v.index()].unwrap_or(*v)).collect();
         self.next_temp = old.next_temp;
         dropped
+    }
+}
+
+impl Graph {
+    /// Puts the nodes in the order `order` (a permutation of all node ids that keeps every
+    /// operand defined before its use), renumbering ids and keeping names and fusion tags.
+    /// Returns `false`, changing nothing, when `order` is not such a permutation.
+    pub fn reorder_nodes(&mut self, order: &[NodeId]) -> bool {
+        let n = self.nodes.len();
+        let mut seen = vec![false; n];
+        let mut defined = vec![false; self.values.len()];
+        for &v in &self.inputs {
+            defined[v.index()] = true;
+        }
+        for &id in order {
+            let Some(node) = self.nodes.get(id.index()) else { return false };
+            if std::mem::replace(&mut seen[id.index()], true) || node.inputs.iter().any(|v| !defined[v.index()]) {
+                return false;
+            }
+            for v in &node.outputs {
+                defined[v.index()] = true;
+            }
+        }
+        if order.len() != n {
+            return false;
+        }
+        let fresh = Graph::new(&self.name);
+        let old = std::mem::replace(self, fresh);
+        let mut remap: Vec<ValueId> = (0..old.values.len() as u32).map(ValueId).collect();
+        for &v in &old.inputs {
+            let value = old.value(v);
+            let role = old.input_role(v).unwrap_or(InputRole::Activation);
+            remap[v.index()] = self.add_input(&value.name, value.ty.clone(), role);
+        }
+        for &id in order {
+            let node = old.node(id);
+            let inputs = node.inputs.iter().map(|v| remap[v.index()]).collect();
+            let results = node.outputs.iter().map(|&v| (old.value(v).name.clone(), old.value(v).ty.clone())).collect();
+            let new_node = self.add_node_unchecked(node.op.clone(), inputs, results);
+            self.set_fusion_tag(new_node, old.fusion_tag(id));
+            for (i, &v) in node.outputs.iter().enumerate() {
+                remap[v.index()] = self.nodes[new_node.index()].outputs[i];
+            }
+        }
+        self.outputs = old.outputs.iter().map(|v| remap[v.index()]).collect();
+        self.next_temp = old.next_temp;
+        true
     }
 }
 
@@ -320,11 +391,15 @@ struct GraphRepr {
     nodes: Vec<Node>,
     inputs: Vec<ValueId>,
     outputs: Vec<ValueId>,
+    /// Fusion tags per node; absent when no node has one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    fusion: Vec<Option<FusionTag>>,
 }
 
 impl From<Graph> for GraphRepr {
     fn from(g: Graph) -> GraphRepr {
-        GraphRepr { name: g.name, values: g.values, nodes: g.nodes, inputs: g.inputs, outputs: g.outputs }
+        let fusion = if g.has_fusion_tags() { g.fusion } else { Vec::new() };
+        GraphRepr { name: g.name, values: g.values, nodes: g.nodes, inputs: g.inputs, outputs: g.outputs, fusion }
     }
 }
 
@@ -371,6 +446,11 @@ impl TryFrom<GraphRepr> for Graph {
                 return Err(format!("value v{i} ('{}') is defined by nothing in the graph", value.name));
             }
         }
+        let fusion = match r.fusion.len() {
+            0 => vec![None; r.nodes.len()],
+            n if n == r.nodes.len() => r.fusion,
+            n => return Err(format!("{n} fusion tags for {} nodes", r.nodes.len())),
+        };
         let names = r.values.iter().map(|v| v.name.clone()).collect();
         Ok(Graph {
             name: r.name,
@@ -378,6 +458,7 @@ impl TryFrom<GraphRepr> for Graph {
             nodes: r.nodes,
             inputs: r.inputs,
             outputs: r.outputs,
+            fusion,
             names,
             next_temp: 0,
         })

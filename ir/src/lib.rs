@@ -9,12 +9,16 @@
 //! reference semantics, proptest for the shared graph generator in [`testing`], and
 //! melior/mlir-sys only for the MLIR acceptance check. Never on another tessera crate.
 //!
-//! Map: [`dtype`], [`types`], [`tensor`] (values), [`graph`] (the arena), [`ops`] (one module
-//! per op family), [`verify`], [`mlir`] (text form and MLIR check), [`json`], [`random`]
-//! (seeded tensors), [`sharding`] (device meshes, per-value shardings, op sharding rules),
-//! [`testing`] (random well-typed graphs for property tests).
+//! Map: [`dtype`], [`types`], [`tensor`] (values), [`graph`] (the arena, with the [`fusion`]
+//! tags of the `fuse` pass), [`ops`] (one module per op family), [`verify`], [`mlir`] (text form
+//! and MLIR check), [`json`], [`random`] (seeded tensors), [`sharding`] (device meshes, per-value
+//! shardings, op sharding rules), [`testing`] (random well-typed graphs for property tests),
+//! [`artifact`] (the ahead-of-time artifact format, shared by the writer in `codegen` and the
+//! executors in `runtime`).
 
+pub mod artifact;
 pub mod dtype;
+pub mod fusion;
 pub mod graph;
 pub mod json;
 pub mod mlir;

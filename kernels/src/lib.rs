@@ -1,8 +1,15 @@
 //! Kernel templates for fusion groups.
 //!
-//! What it is for: the kernels the code generator instantiates per fusion group (elementwise
-//! chains, reductions, softmax, layer/RMS norm, attention) and the library-call kernels (GEMM
-//! through cuBLAS(Lt) on GPU). It is empty until the fusion and codegen work lands; the crate
-//! exists now so the workspace has its final shape and dependency directions.
+//! What it is for: deciding, for one kernel graph (a fusion group extracted into its own graph),
+//! which template computes each op and which values live in memory; the code generator
+//! (`tessera-codegen`) instantiates the templates as MLIR loop nests.
+//!
+//! - [`template`]: the template of every op family the code generator supports (pointwise
+//!   index maps, reductions, argmax, softmax, layer/RMS norm, matmul), and why the rest are not.
+//! - [`schedule`]: the per-kernel materialization plan: which values get a buffer and which are
+//!   recomputed inside their consumers' loops (loop fusion by index mapping).
 //!
 //! What it may depend on: `tessera-ir` only.
+
+pub mod schedule;
+pub mod template;

@@ -54,6 +54,12 @@ pub static PASSES: &[PassInfo] = &[
         run: crate::shard::run,
     },
     PassInfo {
+        name: "fuse",
+        description: "group elementwise ops, reductions, softmax and norms into fused kernels (tags the nodes)",
+        options: crate::fuse::OPTIONS,
+        run: crate::fuse::run,
+    },
+    PassInfo {
         name: "verify",
         description: "check the graph with the IR verifier",
         options: &[],

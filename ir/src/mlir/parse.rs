@@ -570,8 +570,25 @@ impl<'a> Parser<'a> {
             Tok::Ident(s) if s == "func.func" => return self.err(at, "expected one func.func, found a second one"),
             other => return self.unexpected(&other, at, "end of input"),
         }
+        self.apply_fusion_comments();
         let map = SourceMap { nodes: self.node_locs, node_offsets: self.node_offsets, func, ret };
         Ok((self.graph, map))
+    }
+
+    /// Reads back the `// fusion group N (kind, K ops)` comments the printer writes: the K ops
+    /// after such a line get its tag. Other comments stay comments; a count that runs past the
+    /// function's ops tags what there is.
+    fn apply_fusion_comments(&mut self) {
+        let mut line_start = 0;
+        for line in self.text.split_inclusive('\n') {
+            let offset = line_start;
+            line_start += line.len();
+            let Some((tag, members)) = crate::fusion::parse_group_comment(line) else { continue };
+            let first = self.node_offsets.partition_point(|&at| at < offset);
+            for index in first..(first + members).min(self.node_offsets.len()) {
+                self.graph.set_fusion_tag(crate::graph::NodeId(index as u32), Some(tag));
+            }
+        }
     }
 
     /// `func.func @name(args) [-> results] { ops return }`; returns the func and return locations.

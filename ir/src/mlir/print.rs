@@ -40,7 +40,17 @@ pub fn print_graph(g: &Graph) -> String {
     write_type_list(&mut out, g, g.outputs());
     out.push_str(") {\n");
 
-    for (_, node) in g.nodes() {
+    let mut previous_group = None;
+    for (id, node) in g.nodes() {
+        let tag = g.fusion_tag(id);
+        if let Some(tag) = tag.filter(|t| previous_group != Some(t.group)) {
+            // Members are contiguous (the `fuse` pass orders them so); count this run.
+            let members = g.nodes().skip(id.index()).take_while(|(m, _)| g.fusion_tag(*m) == Some(tag)).count();
+            out.push_str("  ");
+            out.push_str(&crate::fusion::group_comment(tag, members));
+            out.push('\n');
+        }
+        previous_group = tag.map(|t| t.group);
         out.push_str("  ");
         if !node.outputs.is_empty() {
             write_value_list(&mut out, g, &node.outputs);

@@ -9,13 +9,13 @@ use tessera_passes::pass::{PassError, PassOptions, PassStats};
 use tessera_passes::pipeline::{run_pipeline, PassInvocation, Pipeline, RunConfig};
 use tessera_passes::registry::PassInfo;
 
-const KNOWN: &str = "known passes: canonicalize, cse, dce, egraph, verify";
+const KNOWN: &str = "known passes: canonicalize, cse, dce, egraph, fuse, verify";
 
 #[test]
 fn bad_pipelines_have_located_messages() {
     let cases: &[(&str, String)] = &[
         ("foo", format!("column 1: unknown pass 'foo'; {KNOWN}")),
-        ("cse,fuse{iters=8,nodes=10000}", format!("column 5: unknown pass 'fuse'; {KNOWN}")),
+        ("cse,fusion{iters=8,nodes=10000}", format!("column 5: unknown pass 'fusion'; {KNOWN}")),
         ("cse,,dce", "column 5: expected a pass name, found ','".into()),
         ("cse,", "column 5: expected a pass name, found end of pipeline".into()),
         (",cse", "column 1: expected a pass name, found ','".into()),

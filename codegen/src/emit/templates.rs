@@ -1,0 +1,311 @@
+//! The loop nests that write a materialized value into its buffer: a plain nest for pointwise
+//! values, and the templates of `tessera_kernels::template` for reductions, argmax, softmax,
+//! layer/RMS norm and matmul. Operands are read through [`FnEmitter::value_at`], so pointwise
+//! producers (e.g. `mask + scores` before a softmax) fuse into the template's loops.
+
+use super::pointwise::axes_of;
+use super::{compute_type, shape_of, Buffer, FnEmitter};
+use crate::error::CodegenError;
+use tessera_ir::dtype::DType;
+use tessera_ir::graph::NodeId;
+use tessera_ir::ops::reduce::ReduceKind;
+use tessera_ir::ops::Op;
+use tessera_ir::types::normalize_axis;
+
+impl FnEmitter<'_> {
+    /// Writes result `result` of `node` into `dest`.
+    pub(crate) fn emit_node_into(&mut self, node: NodeId, result: usize, dest: &Buffer) -> Result<(), CodegenError> {
+        let g = self.g;
+        let n = g.node(node);
+        let out_ty = &g.value(n.outputs[result]).ty;
+        let out_shape = shape_of(out_ty)?;
+        let dtype = out_ty.dtype;
+        match &n.op {
+            Op::Reduce { kind, axes, keepdims } => {
+                let x = n.inputs[0];
+                let in_ty = &g.value(x).ty;
+                let in_shape = shape_of(in_ty)?;
+                let axes = axes_of(axes, in_shape.len())?;
+                let extents: Vec<usize> = axes.iter().map(|&a| in_shape[a]).collect();
+                let count: usize = extents.iter().product();
+                let ty = compute_type(dtype);
+                let (kind, keepdims) = (*kind, *keepdims);
+                self.for_each_index(&out_shape, |e, out_idx| {
+                    let init = e.reduce_identity(kind, dtype);
+                    let mut body = |e: &mut Self, red: &[String], accs: &[String]| {
+                        let in_idx = reduced_index(in_shape.len(), &axes, keepdims, out_idx, red);
+                        let x = e.value_at(x, &in_idx)?;
+                        Ok(vec![e.reduce_combine(kind, dtype, &accs[0], &x)])
+                    };
+                    let acc = e.accumulate(&extents, 0, &[(init, ty)], &mut body)?.remove(0);
+                    let value = if kind == ReduceKind::Mean {
+                        let n = e.f32(count as f64);
+                        e.op("arith.divf", &[&acc, &n], "f32")
+                    } else {
+                        acc
+                    };
+                    let value = e.round(value, dtype);
+                    e.store(&value, dest, dtype, out_idx);
+                    Ok(())
+                })
+            }
+            Op::ArgMax { axis, keepdims } => {
+                let x = n.inputs[0];
+                let in_dtype = g.value(x).ty.dtype;
+                let in_shape = shape_of(&g.value(x).ty)?;
+                let ax = normalize_axis(*axis, in_shape.len()).ok_or_else(|| bad_axis(*axis))?;
+                let keepdims = *keepdims;
+                let ty = compute_type(in_dtype);
+                self.for_each_index(&out_shape, |e, out_idx| {
+                    let zero = e.index(0);
+                    let first_idx =
+                        reduced_index(in_shape.len(), &[ax], keepdims, out_idx, std::slice::from_ref(&zero));
+                    let first = e.value_at(x, &first_idx)?;
+                    let mut body = |e: &mut Self, red: &[String], accs: &[String]| {
+                        let in_idx = reduced_index(in_shape.len(), &[ax], keepdims, out_idx, red);
+                        let v = e.value_at(x, &in_idx)?;
+                        let beats = e.argmax_beats(in_dtype, &v, &accs[0]);
+                        let best = e.fresh();
+                        e.line(format!("{best} = arith.select {beats}, {v}, {} : {ty}", accs[0]));
+                        let at = e.fresh();
+                        e.line(format!("{at} = arith.select {beats}, {}, {} : index", red[0], accs[1]));
+                        Ok(vec![best, at])
+                    };
+                    let found = e.accumulate(&[in_shape[ax]], 1, &[(first, ty), (zero.clone(), "index")], &mut body)?;
+                    let at = e.fresh();
+                    e.line(format!("{at} = arith.index_cast {} : index to i64", found[1]));
+                    e.store(&at, dest, DType::I64, out_idx);
+                    Ok(())
+                })
+            }
+            Op::Softmax { axis } => {
+                let x = n.inputs[0];
+                let ax = normalize_axis(*axis, out_shape.len()).ok_or_else(|| bad_axis(*axis))?;
+                let outer: Vec<usize> = without(&out_shape, ax);
+                let len = out_shape[ax];
+                self.for_each_index(&outer, |e, outer_idx| {
+                    let at = |j: &str| with(outer_idx, ax, j);
+                    // The reference's max ignores NaN (f64::max), as arith.maxnumf does.
+                    let low = e.f32(f64::NEG_INFINITY);
+                    let mut max_body = |e: &mut Self, j: &[String], accs: &[String]| {
+                        let v = e.value_at(x, &at(&j[0]))?;
+                        Ok(vec![e.op("arith.maxnumf", &[&accs[0], &v], "f32")])
+                    };
+                    let max = e.accumulate(&[len], 0, &[(low, "f32")], &mut max_body)?.remove(0);
+                    let zero = e.f32(0.0);
+                    let mut sum_body = |e: &mut Self, j: &[String], accs: &[String]| {
+                        let v = e.value_at(x, &at(&j[0]))?;
+                        let d = e.op("arith.subf", &[&v, &max], "f32");
+                        let ex = e.op("math.exp", &[&d], "f32");
+                        // The unnormalized exponential goes to the output; the last pass scales it.
+                        e.store(&ex, dest, DType::F32, &at(&j[0]));
+                        Ok(vec![e.op("arith.addf", &[&accs[0], &ex], "f32")])
+                    };
+                    let sum = e.accumulate(&[len], 0, &[(zero, "f32")], &mut sum_body)?.remove(0);
+                    let inverse_free = sum.clone();
+                    e.for_each_index(&[len], |e, j| {
+                        let ex = e.load(dest, DType::F32, &at(&j[0]));
+                        let q = e.op("arith.divf", &[&ex, &inverse_free], "f32");
+                        let q = e.round(q, dtype);
+                        e.store(&q, dest, dtype, &at(&j[0]));
+                        Ok(())
+                    })
+                })
+            }
+            Op::LayerNorm { axis, epsilon } | Op::RmsNorm { axis, epsilon } => {
+                let layer = matches!(n.op, Op::LayerNorm { .. });
+                let x = n.inputs[0];
+                let scale = n.inputs[1];
+                let bias = if layer { Some(n.inputs[2]) } else { None };
+                let ax = normalize_axis(*axis, out_shape.len()).ok_or_else(|| bad_axis(*axis))?;
+                let (outer, inner) = (out_shape[..ax].to_vec(), out_shape[ax..].to_vec());
+                let count: usize = inner.iter().product();
+                let epsilon = *epsilon;
+                self.for_each_index(&outer, |e, outer_idx| {
+                    let full = |inner_idx: &[String]| [outer_idx, inner_idx].concat();
+                    let zero = e.f32(0.0);
+                    let n = e.f32(count as f64);
+                    let mean = if layer {
+                        let mut body = |e: &mut Self, i: &[String], accs: &[String]| {
+                            let v = e.value_at(x, &full(i))?;
+                            Ok(vec![e.op("arith.addf", &[&accs[0], &v], "f32")])
+                        };
+                        let sum = e.accumulate(&inner, 0, &[(zero.clone(), "f32")], &mut body)?.remove(0);
+                        Some(e.op("arith.divf", &[&sum, &n], "f32"))
+                    } else {
+                        None
+                    };
+                    // Sum of squared deviations (layer norm) or of squares (RMS norm).
+                    let mut body = |e: &mut Self, i: &[String], accs: &[String]| {
+                        let v = e.value_at(x, &full(i))?;
+                        let d = match &mean {
+                            Some(m) => e.op("arith.subf", &[&v, m], "f32"),
+                            None => v,
+                        };
+                        let sq = e.op("arith.mulf", &[&d, &d], "f32");
+                        Ok(vec![e.op("arith.addf", &[&accs[0], &sq], "f32")])
+                    };
+                    let squares = e.accumulate(&inner, 0, &[(zero, "f32")], &mut body)?.remove(0);
+                    let var = e.op("arith.divf", &[&squares, &n], "f32");
+                    let eps = e.f32(epsilon);
+                    let shifted = e.op("arith.addf", &[&var, &eps], "f32");
+                    let root = e.op("math.sqrt", &[&shifted], "f32");
+                    let one = e.f32(1.0);
+                    let inv = e.op("arith.divf", &[&one, &root], "f32");
+                    e.for_each_index(&inner, |e, i| {
+                        let v = e.value_at(x, &full(i))?;
+                        let d = match &mean {
+                            Some(m) => e.op("arith.subf", &[&v, m], "f32"),
+                            None => v,
+                        };
+                        let normed = e.op("arith.mulf", &[&d, &inv], "f32");
+                        let s = e.value_at(scale, i)?;
+                        let mut r = e.op("arith.mulf", &[&normed, &s], "f32");
+                        if let Some(bias) = bias {
+                            let b = e.value_at(bias, i)?;
+                            r = e.op("arith.addf", &[&r, &b], "f32");
+                        }
+                        let r = e.round(r, dtype);
+                        e.store(&r, dest, dtype, &full(i));
+                        Ok(())
+                    })
+                })
+            }
+            Op::MatMul => {
+                let (a, b) = (n.inputs[0], n.inputs[1]);
+                let a_shape = shape_of(&g.value(a).ty)?;
+                let b_shape = shape_of(&g.value(b).ty)?;
+                let k = a_shape[a_shape.len() - 1];
+                let ro = out_shape.len();
+                let ty = compute_type(dtype);
+                self.for_each_index(&out_shape, |e, idx| {
+                    let batch = &idx[..ro - 2];
+                    let a_batch = e.broadcast_index(batch, &a_shape[..a_shape.len() - 2]);
+                    let b_batch = e.broadcast_index(batch, &b_shape[..b_shape.len() - 2]);
+                    let init = if dtype.is_float() { e.f32(0.0) } else { e.int(0, ty) };
+                    let (i, j) = (idx[ro - 2].clone(), idx[ro - 1].clone());
+                    let mut body = |e: &mut Self, kk: &[String], accs: &[String]| {
+                        let x = e.value_at(a, &[a_batch.clone(), vec![i.clone(), kk[0].clone()]].concat())?;
+                        let y = e.value_at(b, &[b_batch.clone(), vec![kk[0].clone(), j.clone()]].concat())?;
+                        Ok(vec![if dtype.is_float() {
+                            let p = e.op("arith.mulf", &[&x, &y], ty);
+                            e.op("arith.addf", &[&accs[0], &p], ty)
+                        } else {
+                            let p = e.op("arith.muli", &[&x, &y], ty);
+                            e.op("arith.addi", &[&accs[0], &p], ty)
+                        }])
+                    };
+                    let acc = e.accumulate(&[k], 0, &[(init, ty)], &mut body)?.remove(0);
+                    let acc = e.round(acc, dtype);
+                    e.store(&acc, dest, dtype, idx);
+                    Ok(())
+                })
+            }
+            _ => self.for_each_index(&out_shape, |e, idx| {
+                let v = e.pointwise(node, result, idx)?;
+                e.store(&v, dest, dtype, idx);
+                Ok(())
+            }),
+        }
+    }
+
+    /// The index into an operand of shape `src` broadcast (NumPy trailing alignment) to the
+    /// index `idx` of the broadcast shape.
+    fn broadcast_index(&mut self, idx: &[String], src: &[usize]) -> Vec<String> {
+        let lead = idx.len() - src.len();
+        let zero = self.index(0);
+        src.iter().enumerate().map(|(d, &n)| if n == 1 { zero.clone() } else { idx[d + lead].clone() }).collect()
+    }
+
+    fn reduce_identity(&mut self, kind: ReduceKind, dtype: DType) -> String {
+        let ty = compute_type(dtype);
+        if dtype.is_float() {
+            return self.f32(match kind {
+                ReduceKind::Sum | ReduceKind::Mean => 0.0,
+                ReduceKind::Prod => 1.0,
+                ReduceKind::Max => f64::NEG_INFINITY,
+                ReduceKind::Min => f64::INFINITY,
+            });
+        }
+        let (min, max) = match dtype {
+            DType::I8 => (i8::MIN as i64, i8::MAX as i64),
+            DType::I32 => (i32::MIN as i64, i32::MAX as i64),
+            _ => (i64::MIN, i64::MAX),
+        };
+        let v = match kind {
+            ReduceKind::Sum | ReduceKind::Mean => 0,
+            ReduceKind::Prod => 1,
+            ReduceKind::Max => min,
+            ReduceKind::Min => max,
+        };
+        self.int(v, ty)
+    }
+
+    fn reduce_combine(&mut self, kind: ReduceKind, dtype: DType, acc: &str, x: &str) -> String {
+        let ty = compute_type(dtype);
+        let op = match (kind, dtype.is_float()) {
+            (ReduceKind::Sum | ReduceKind::Mean, true) => "arith.addf",
+            (ReduceKind::Prod, true) => "arith.mulf",
+            // NaN propagates, as in the reference's max_f64/min_f64.
+            (ReduceKind::Max, true) => "arith.maximumf",
+            (ReduceKind::Min, true) => "arith.minimumf",
+            (ReduceKind::Sum | ReduceKind::Mean, false) => "arith.addi",
+            (ReduceKind::Prod, false) => "arith.muli",
+            (ReduceKind::Max, false) => "arith.maxsi",
+            (ReduceKind::Min, false) => "arith.minsi",
+        };
+        self.op(op, &[acc, x], ty)
+    }
+
+    /// Whether `v` replaces `best` in argmax: strictly greater, and a NaN wins once and stays.
+    fn argmax_beats(&mut self, dtype: DType, v: &str, best: &str) -> String {
+        let ty = compute_type(dtype);
+        let r = self.fresh();
+        if dtype.is_float() {
+            let best_ok = self.fresh();
+            self.line(format!("{best_ok} = arith.cmpf ord, {best}, {best} : f32"));
+            let greater_or_nan = self.fresh();
+            self.line(format!("{greater_or_nan} = arith.cmpf ugt, {v}, {best} : f32"));
+            self.line(format!("{r} = arith.andi {best_ok}, {greater_or_nan} : i1"));
+        } else {
+            let p = if dtype == DType::Bool { "ugt" } else { "sgt" };
+            self.line(format!("{r} = arith.cmpi {p}, {v}, {best} : {ty}"));
+        }
+        r
+    }
+}
+
+/// The input index of a reduction: output indices on the kept axes, `red` on the reduced ones.
+fn reduced_index(rank: usize, axes: &[usize], keepdims: bool, out_idx: &[String], red: &[String]) -> Vec<String> {
+    let mut out_d = 0;
+    let mut red_d = 0;
+    (0..rank)
+        .map(|d| {
+            if axes.contains(&d) {
+                if keepdims {
+                    out_d += 1;
+                }
+                red_d += 1;
+                red[red_d - 1].clone()
+            } else {
+                out_d += 1;
+                out_idx[out_d - 1].clone()
+            }
+        })
+        .collect()
+}
+
+fn without(shape: &[usize], axis: usize) -> Vec<usize> {
+    shape.iter().enumerate().filter(|&(d, _)| d != axis).map(|(_, &n)| n).collect()
+}
+
+/// `outer` with `j` inserted at `axis`.
+fn with(outer: &[String], axis: usize, j: &str) -> Vec<String> {
+    let mut idx = outer.to_vec();
+    idx.insert(axis, j.to_string());
+    idx
+}
+
+fn bad_axis(axis: i64) -> CodegenError {
+    CodegenError::Internal(format!("axis {axis} is out of range"))
+}

@@ -1,0 +1,40 @@
+//! [`supports`]: whether the code generator can compile a kernel graph, and if not, which
+//! value or op is the reason. The fusion pass calls it to keep groups compilable.
+
+use crate::error::Unsupported;
+use tessera_ir::dtype::DType;
+use tessera_ir::graph::Graph;
+use tessera_ir::ops::Op;
+use tessera_ir::verify::{node_subject, verify};
+use tessera_kernels::template::template;
+
+/// `Ok` when [`crate::compile_cpu`] (and [`crate::compile_ptx`]) can compile `g`: it verifies,
+/// every shape is static, no value is an 8-bit float, and every op has a template.
+pub fn supports(g: &Graph) -> Result<(), Unsupported> {
+    verify(g).map_err(|e| Unsupported::InvalidGraph(e.to_string()))?;
+    for (_, value) in g.values() {
+        if value.ty.static_shape().is_none() {
+            return Err(Unsupported::SymbolicShape { value: value.name.clone(), ty: value.ty.to_string() });
+        }
+        if matches!(value.ty.dtype, DType::F8E4M3 | DType::F8E5M2) {
+            return Err(Unsupported::DType { value: value.name.clone(), dtype: value.ty.dtype });
+        }
+    }
+    for (id, node) in g.nodes() {
+        if template(&node.op).is_none() {
+            return Err(Unsupported::Op { op: node.op.mnemonic(), node: id, subject: node_subject(g, id) });
+        }
+        // The reference rejects argmax over an empty axis at run time; the kernel would read
+        // out of bounds, so such graphs are refused up front.
+        if let Op::ArgMax { axis, .. } = &node.op {
+            let shape = g.value(node.inputs[0]).ty.static_shape().unwrap_or_default();
+            let ax = tessera_ir::types::normalize_axis(*axis, shape.len());
+            let others: u64 = shape.iter().enumerate().filter(|&(d, _)| Some(d) != ax).map(|(_, &n)| n).product();
+            if ax.is_some_and(|a| shape[a] == 0) && others > 0 {
+                let reason = "argmax over an axis of extent zero has no value".to_string();
+                return Err(Unsupported::Operands { node: id, subject: node_subject(g, id), reason });
+            }
+        }
+    }
+    Ok(())
+}

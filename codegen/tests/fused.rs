@@ -1,0 +1,204 @@
+//! Fused kernels as the fusion pass will form them (gelu(x*w+b), softmax(mask+scores),
+//! layer_norm(x+res), a whole attention head), random well-typed graphs from the shared
+//! generator, determinism of the shared object, and the typed errors of unsupported input.
+
+mod harness;
+
+use proptest::prelude::*;
+use tessera_codegen::{compile_cpu, supports, CodegenError, KernelSource, Unsupported};
+use tessera_ir::dtype::DType;
+use tessera_ir::graph::{Graph, InputRole, ValueId};
+use tessera_ir::ops::conv::{PoolKind, Window};
+use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
+use tessera_ir::ops::Op;
+use tessera_ir::tensor::Tensor;
+use tessera_ir::testing::{arb_graph_with, ArbGraphConfig};
+use tessera_ir::types::{Dim, TensorType};
+
+fn input(g: &mut Graph, name: &str, shape: &[u64]) -> ValueId {
+    g.add_input(name, TensorType::of_static(DType::F32, shape), InputRole::Activation)
+}
+
+fn add(g: &mut Graph, op: Op, inputs: &[ValueId]) -> ValueId {
+    g.add(op, inputs).expect("well-typed")
+}
+
+fn broadcast(g: &mut Graph, x: ValueId, shape: &[u64]) -> ValueId {
+    add(g, Op::Broadcast { shape: shape.iter().map(|&d| Dim::Static(d)).collect() }, &[x])
+}
+
+/// gelu(x @ w + b) with the matmul inside the kernel, and the tanh form on an elementwise product.
+fn gelu_bias(rows: u64, k: u64, cols: u64) -> Graph {
+    let mut g = Graph::new("gelu_bias");
+    let x = input(&mut g, "x", &[rows, k]);
+    let w = input(&mut g, "w", &[k, cols]);
+    let b = input(&mut g, "b", &[cols]);
+    let xw = add(&mut g, Op::MatMul, &[x, w]);
+    let bb = broadcast(&mut g, b, &[rows, cols]);
+    let s = add(&mut g, Op::Binary(BinaryOp::Add), &[xw, bb]);
+    let y = add(&mut g, Op::Unary(UnaryOp::Gelu), &[s]);
+    let m = add(&mut g, Op::Binary(BinaryOp::Mul), &[s, bb]);
+    let t = add(&mut g, Op::Unary(UnaryOp::GeluTanh), &[m]);
+    g.set_outputs(vec![y, t]);
+    g
+}
+
+/// softmax(scores * scale + causal mask) over the last axis.
+fn masked_softmax(heads: u64, seq: u64) -> Graph {
+    let mut g = Graph::new("masked_softmax");
+    let scores = input(&mut g, "scores", &[heads, seq, seq]);
+    let mask = input(&mut g, "mask", &[seq, seq]);
+    let scale = add(&mut g, Op::Constant(Tensor::scalar(DType::F32, 0.125)), &[]);
+    let sb = broadcast(&mut g, scale, &[heads, seq, seq]);
+    let scaled = add(&mut g, Op::Binary(BinaryOp::Mul), &[scores, sb]);
+    let mb = broadcast(&mut g, mask, &[heads, seq, seq]);
+    let masked = add(&mut g, Op::Binary(BinaryOp::Add), &[scaled, mb]);
+    let p = add(&mut g, Op::Softmax { axis: -1 }, &[masked]);
+    g.set_outputs(vec![p]);
+    g
+}
+
+/// layer_norm(x + residual) and rms_norm(x + residual) sharing the sum.
+fn residual_norms(rows: u64, width: u64) -> Graph {
+    let mut g = Graph::new("residual_norms");
+    let x = input(&mut g, "x", &[rows, width]);
+    let r = input(&mut g, "res", &[rows, width]);
+    let scale = input(&mut g, "scale", &[width]);
+    let bias = input(&mut g, "bias", &[width]);
+    let s = add(&mut g, Op::Binary(BinaryOp::Add), &[x, r]);
+    let y = add(&mut g, Op::LayerNorm { axis: -1, epsilon: 1e-5 }, &[s, scale, bias]);
+    let z = add(&mut g, Op::RmsNorm { axis: -1, epsilon: 1e-6 }, &[s, scale]);
+    g.set_outputs(vec![s, y, z]);
+    g
+}
+
+/// One attention head: softmax(q k^T / sqrt(d) + mask) v, with rope on q and k.
+fn attention(seq: u64, d: u64) -> Graph {
+    let mut g = Graph::new("attention");
+    let q = input(&mut g, "q", &[2, seq, d]);
+    let k = input(&mut g, "k", &[2, seq, d]);
+    let v = input(&mut g, "v", &[2, seq, d]);
+    let cos = input(&mut g, "cos", &[seq, d / 2]);
+    let sin = input(&mut g, "sin", &[seq, d / 2]);
+    let mask = input(&mut g, "mask", &[seq, seq]);
+    let qr = add(&mut g, Op::Rope { interleaved: false }, &[q, cos, sin]);
+    let kr = add(&mut g, Op::Rope { interleaved: false }, &[k, cos, sin]);
+    let kt = add(&mut g, Op::Transpose { perm: vec![0, 2, 1] }, &[kr]);
+    let scores = add(&mut g, Op::MatMul, &[qr, kt]);
+    let scale = add(&mut g, Op::Constant(Tensor::scalar(DType::F32, 1.0 / (d as f64).sqrt())), &[]);
+    let sb = broadcast(&mut g, scale, &[2, seq, seq]);
+    let scaled = add(&mut g, Op::Binary(BinaryOp::Mul), &[scores, sb]);
+    let mb = broadcast(&mut g, mask, &[2, seq, seq]);
+    let masked = add(&mut g, Op::Binary(BinaryOp::Add), &[scaled, mb]);
+    let p = add(&mut g, Op::Softmax { axis: -1 }, &[masked]);
+    let o = add(&mut g, Op::MatMul, &[p, v]);
+    g.set_outputs(vec![o]);
+    g
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fused_chains_match_the_interpreter(rows in 1u64..6, k in 1u64..9, cols in 1u64..9, half in 1u64..4, seed in any::<u64>()) {
+        let graphs = [
+            gelu_bias(rows, k, cols),
+            masked_softmax(rows, cols),
+            residual_norms(rows, cols),
+            attention(cols, 2 * half),
+        ];
+        harness::check_all(&graphs, seed);
+    }
+
+    /// Random graphs of every op family: the supported ones compile and match the interpreter.
+    #[test]
+    fn random_graphs_match_the_interpreter(g in arb_graph_with(ArbGraphConfig { max_steps: 10, symbolic_dims: false })) {
+        prop_assume!(supports(&g).is_ok());
+        harness::check_all(&[g], 7);
+    }
+}
+
+#[test]
+fn the_same_kernels_give_the_same_bytes() {
+    let kernels = |graphs: Vec<Graph>| -> Vec<KernelSource> {
+        graphs.into_iter().enumerate().map(|(i, graph)| KernelSource { symbol: format!("fused_{i}"), graph }).collect()
+    };
+    let a = compile_cpu(&kernels(vec![gelu_bias(3, 4, 5), attention(4, 4)])).expect("first compile");
+    let b = compile_cpu(&kernels(vec![gelu_bias(3, 4, 5), attention(4, 4)])).expect("second compile");
+    assert!(a.shared_object.starts_with(b"\x7fELF"), "an ELF file");
+    assert!(a == b, "two compiles differ");
+    let other = compile_cpu(&kernels(vec![gelu_bias(3, 4, 6), attention(4, 4)])).expect("third compile");
+    assert!(a != other, "a different kernel gives different bytes");
+}
+
+/// The shared object imports nothing but libc and libm (malloc/free for temporaries, libm math).
+#[test]
+fn the_shared_object_needs_only_libc_and_libm() {
+    let object = compile_cpu(&[
+        KernelSource { symbol: "attention".into(), graph: attention(4, 4) },
+        KernelSource { symbol: "norms".into(), graph: residual_norms(3, 8) },
+        KernelSource { symbol: "gelu".into(), graph: gelu_bias(2, 3, 4) },
+    ])
+    .expect("compile");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("k.so");
+    std::fs::write(&path, &object.shared_object).expect("write");
+    let out = std::process::Command::new("nm").args(["-D", "--undefined-only"]).arg(&path).output().expect("run nm");
+    assert!(out.status.success(), "nm failed: {}", String::from_utf8_lossy(&out.stderr));
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    // Strong imports (`U`); the C runtime's startup files add weak ones (`w`) that need nothing.
+    let imports: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            ["U", name] => Some(name),
+            _ => None,
+        })
+        .collect();
+    assert!(imports.iter().any(|s| s.starts_with("free@")), "temporaries are freed: {imports:?}");
+    for symbol in &imports {
+        assert!(symbol.contains("@GLIBC_"), "unexpected import {symbol} (all: {imports:?})");
+    }
+    let exports = std::process::Command::new("nm").args(["-D", "--defined-only"]).arg(&path).output().expect("nm");
+    let exports = String::from_utf8_lossy(&exports.stdout).to_string();
+    for name in ["attention", "norms", "gelu"] {
+        assert!(exports.lines().any(|l| l.ends_with(&format!(" T {name}"))), "{name} exported: {exports}");
+    }
+    assert!(!exports.contains("__impl"), "implementations stay internal: {exports}");
+}
+
+#[test]
+fn unsupported_input_gives_typed_errors_naming_the_cause() {
+    let mut g = Graph::new("pool");
+    let x = input(&mut g, "x", &[1, 1, 4, 4]);
+    let window = Window { strides: [2, 2], pads: [0; 4], dilations: [1, 1] };
+    let y = add(&mut g, Op::Pool2d { kind: PoolKind::Max, kernel: [2, 2], window }, &[x]);
+    g.set_outputs(vec![y]);
+    match supports(&g) {
+        Err(Unsupported::Op { op, .. }) => assert_eq!(op, "max_pool2d"),
+        other => panic!("expected an unsupported op, got {other:?}"),
+    }
+    let err = compile_cpu(&[KernelSource { symbol: "pool".into(), graph: g }]).expect_err("unsupported");
+    assert!(err.to_string().contains("max_pool2d"), "{err}");
+
+    let mut g = Graph::new("symbolic");
+    let x =
+        g.add_input("x", TensorType::new(DType::F32, vec![Dim::sym("batch"), Dim::Static(4)]), InputRole::Activation);
+    let y = add(&mut g, Op::Unary(UnaryOp::Exp), &[x]);
+    g.set_outputs(vec![y]);
+    assert!(matches!(supports(&g), Err(Unsupported::SymbolicShape { .. })));
+
+    let mut g = Graph::new("fp8");
+    let x = g.add_input("x", TensorType::of_static(DType::F8E4M3, &[4]), InputRole::Activation);
+    let y = add(&mut g, Op::Unary(UnaryOp::Exp), &[x]);
+    g.set_outputs(vec![y]);
+    assert!(matches!(supports(&g), Err(Unsupported::DType { dtype: DType::F8E4M3, .. })));
+
+    let ok = gelu_bias(1, 1, 1);
+    let bad_symbol = compile_cpu(&[KernelSource { symbol: "not a symbol".into(), graph: ok.clone() }]);
+    assert!(matches!(bad_symbol, Err(CodegenError::InvalidSymbol(_))));
+    let twice = compile_cpu(&[
+        KernelSource { symbol: "k".into(), graph: ok.clone() },
+        KernelSource { symbol: "k".into(), graph: ok },
+    ]);
+    assert!(matches!(twice, Err(CodegenError::DuplicateSymbol(_))));
+}

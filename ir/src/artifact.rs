@@ -1,0 +1,314 @@
+//! The ahead-of-time artifact format: what `tessera compile` writes and `tessera run` executes.
+//!
+//! An artifact is a directory:
+//!
+//! ```text
+//! DIR/manifest.json          Manifest: format and tool versions, input hash, target, mesh, ranks
+//! DIR/rank0/program.json     Program: buffers with their static memory plan, and the steps
+//! DIR/rank0/weights.bin      the program's constants, little-endian, at the offsets of the plan
+//! DIR/rank0/kernels.so       the fused kernels (CPU target), or kernels.ptx (CUDA targets)
+//! ```
+//!
+//! The structs live here, not in `codegen`, because the runtime reads them and must not depend
+//! on codegen, MLIR or LLVM. The manifest lists every other file with its SHA-256, so a loader
+//! checks integrity before it maps code into the process.
+
+use crate::dtype::DType;
+use crate::ops::Op;
+use crate::tensor::{Buffer, Tensor};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Bumped on every change a loader of the previous version would misread.
+pub const FORMAT_VERSION: u32 = 1;
+/// The manifest's file name at the artifact's root.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Offsets of arena and weight buffers are multiples of this (a cache line, and the widest
+/// vector load a kernel may use).
+pub const ALIGNMENT: u64 = 64;
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    /// The `tessera` version that wrote the artifact.
+    pub tessera_version: String,
+    /// SHA-256 (hex) of the input model's bytes and the normalized compile options: two compiles
+    /// with equal hashes are byte-identical.
+    pub input_hash: String,
+    /// `cpu`, `cuda:sm_80` or `cuda:sm_90`.
+    pub target: String,
+    /// The compile options, normalized (sorted, one spelling each).
+    pub options: Vec<String>,
+    /// Device mesh axes and sizes; empty for one device.
+    pub mesh: Vec<MeshAxis>,
+    /// One entry per rank, in rank order.
+    pub ranks: Vec<RankEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshAxis {
+    pub name: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RankEntry {
+    pub rank: u32,
+    /// The rank's program, relative to the artifact root (`rank0/program.json`).
+    pub program: String,
+    /// Every file of the rank (the program included), relative to the artifact root.
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub bytes: u64,
+    /// Lowercase hex SHA-256 of the content.
+    pub sha256: String,
+}
+
+/// How a buffer's elements are laid out in memory: the kernel ABI's storage types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// Every float dtype computes and is stored as `f32`.
+    F32,
+    /// Every integer dtype is stored as `i64`.
+    I64,
+    /// Booleans, one byte each (0 or 1).
+    U8,
+}
+
+impl Storage {
+    pub fn of(dtype: DType) -> Storage {
+        if dtype.is_float() {
+            Storage::F32
+        } else if dtype == DType::Bool {
+            Storage::U8
+        } else {
+            Storage::I64
+        }
+    }
+
+    /// The dtype a program computes in for values of this storage.
+    pub fn compute_dtype(self) -> DType {
+        match self {
+            Storage::F32 => DType::F32,
+            Storage::I64 => DType::I64,
+            Storage::U8 => DType::Bool,
+        }
+    }
+
+    pub fn element_bytes(self) -> u64 {
+        match self {
+            Storage::F32 => 4,
+            Storage::I64 => 8,
+            Storage::U8 => 1,
+        }
+    }
+}
+
+/// Where a buffer lives: in the per-run arena (activations, inputs, outputs) or in the
+/// read-only weights image (constants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "region")]
+pub enum Location {
+    Arena { offset: u64 },
+    Weights { offset: u64 },
+}
+
+/// One tensor of the program. Buffers that alias (a reshape's result and its operand) share a
+/// location.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BufferDesc {
+    /// The SSA name of the value it holds, for diagnostics.
+    pub name: String,
+    pub storage: Storage,
+    pub shape: Vec<u64>,
+    pub location: Location,
+}
+
+impl BufferDesc {
+    pub fn elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.elements() * self.storage.element_bytes()
+    }
+}
+
+/// A graph input or output: its name, the dtype the model declares (what `.npy` files hold) and
+/// the buffer (an index into [`Program::buffers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoBinding {
+    pub name: String,
+    pub dtype: DType,
+    pub buffer: u32,
+}
+
+/// Work the runtime does itself rather than through a generated kernel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "call")]
+pub enum LibraryCall {
+    /// Batched matrix product with NumPy broadcasting of batch dimensions (args: a, b, out).
+    MatMul,
+    /// Axis permutation (args: input, output).
+    Transpose { perm: Vec<u64> },
+    /// Rows of `data` selected by `indices` along `axis` (args: data, indices, output).
+    Gather { axis: u64 },
+    /// Consecutive pieces along `axis` (args: input, outputs...).
+    Split { axis: u64 },
+    /// Strided window (args: input, output); the output shape gives the extents.
+    Slice { starts: Vec<u64>, steps: Vec<u64> },
+    /// Joins along `axis` (args: inputs..., output).
+    Concat { axis: u64 },
+    /// Any other op, evaluated with its reference semantics (`Op::eval`): correct but slow;
+    /// the compiler reports how many of these a program has.
+    Reference { op: Op },
+}
+
+impl LibraryCall {
+    pub fn name(&self) -> &'static str {
+        match self {
+            LibraryCall::MatMul => "matmul",
+            LibraryCall::Transpose { .. } => "transpose",
+            LibraryCall::Gather { .. } => "gather",
+            LibraryCall::Split { .. } => "split",
+            LibraryCall::Slice { .. } => "slice",
+            LibraryCall::Concat { .. } => "concat",
+            LibraryCall::Reference { .. } => "reference",
+        }
+    }
+}
+
+/// One step of a program; `args` are buffer indices, inputs first, then outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Step {
+    /// A generated kernel: `extern "C" fn symbol(args: *const *mut u8)`.
+    Kernel {
+        symbol: String,
+        inputs: Vec<u32>,
+        outputs: Vec<u32>,
+    },
+    Library {
+        call: LibraryCall,
+        inputs: Vec<u32>,
+        outputs: Vec<u32>,
+    },
+}
+
+impl Step {
+    pub fn inputs(&self) -> &[u32] {
+        match self {
+            Step::Kernel { inputs, .. } | Step::Library { inputs, .. } => inputs,
+        }
+    }
+
+    pub fn outputs(&self) -> &[u32] {
+        match self {
+            Step::Kernel { outputs, .. } | Step::Library { outputs, .. } => outputs,
+        }
+    }
+}
+
+/// A rank's `program.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Program {
+    pub name: String,
+    pub target: String,
+    /// Bytes of the per-run arena (the high-water mark of the memory plan).
+    pub arena_bytes: u64,
+    /// The weights image, relative to the rank's directory, and its size.
+    pub weights_file: String,
+    pub weights_bytes: u64,
+    /// The kernel code, relative to the rank's directory (`kernels.so`, `kernels.ptx`); absent
+    /// when the program has no kernels.
+    pub kernels_file: Option<String>,
+    pub buffers: Vec<BufferDesc>,
+    pub inputs: Vec<IoBinding>,
+    pub outputs: Vec<IoBinding>,
+    pub steps: Vec<Step>,
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A tensor's elements in their storage type, little-endian.
+pub fn encode(t: &Tensor) -> Vec<u8> {
+    let storage = Storage::of(t.dtype);
+    let mut out = Vec::with_capacity(t.len() * storage.element_bytes() as usize);
+    match (&t.data, storage) {
+        (Buffer::Float(v), _) => v.iter().for_each(|&x| out.extend_from_slice(&(x as f32).to_le_bytes())),
+        (Buffer::Int(v), Storage::U8) => out.extend(v.iter().map(|&x| u8::from(x != 0))),
+        (Buffer::Int(v), _) => v.iter().for_each(|&x| out.extend_from_slice(&x.to_le_bytes())),
+    }
+    out
+}
+
+/// Reads `shape`'s elements of `storage` from `bytes` (little-endian) as a tensor of `dtype`,
+/// rounding or wrapping to it; `None` when `bytes` has the wrong length.
+pub fn decode(bytes: &[u8], storage: Storage, dtype: DType, shape: &[usize]) -> Option<Tensor> {
+    let n: usize = shape.iter().product();
+    if bytes.len() != n * storage.element_bytes() as usize {
+        return None;
+    }
+    let shape = shape.to_vec();
+    Some(match storage {
+        Storage::F32 => {
+            let values = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect();
+            Tensor::from_f64(dtype, shape, values)
+        }
+        Storage::I64 => {
+            let values = bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect();
+            Tensor::from_i64(dtype, shape, values)
+        }
+        Storage::U8 => Tensor::from_i64(dtype, shape, bytes.iter().map(|&b| i64::from(b != 0)).collect()),
+    })
+}
+
+/// `n` rounded up to [`ALIGNMENT`].
+pub fn align(n: u64) -> u64 {
+    n.div_ceil(ALIGNMENT) * ALIGNMENT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_round_trip_by_storage() {
+        let f = Tensor::from_f64(DType::F32, vec![3], vec![1.5, -2.0, 0.1]);
+        let bytes = encode(&f);
+        assert_eq!(bytes.len(), 12);
+        assert_eq!(decode(&bytes, Storage::F32, DType::F32, &[3]), Some(f));
+        let i = Tensor::from_i64(DType::I64, vec![2], vec![-7, 1 << 40]);
+        assert_eq!(decode(&encode(&i), Storage::I64, DType::I64, &[2]), Some(i));
+        let b = Tensor::from_i64(DType::Bool, vec![3], vec![1, 0, 1]);
+        assert_eq!(encode(&b), vec![1, 0, 1]);
+        assert_eq!(decode(&[1, 0, 1], Storage::U8, DType::Bool, &[3]), Some(b));
+        assert_eq!(decode(&[1, 0], Storage::U8, DType::Bool, &[3]), None);
+    }
+
+    #[test]
+    fn sha256_of_known_text() {
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn steps_serialize_with_readable_tags() {
+        let step = Step::Library { call: LibraryCall::Gather { axis: 0 }, inputs: vec![1, 2], outputs: vec![3] };
+        let json = serde_json::to_string(&step).expect("json");
+        assert_eq!(json, r#"{"kind":"library","call":{"call":"gather","axis":0},"inputs":[1,2],"outputs":[3]}"#);
+        assert_eq!(serde_json::from_str::<Step>(&json).expect("parse"), step);
+    }
+}

@@ -1,0 +1,99 @@
+//! Which loop template computes each op of a kernel graph.
+//!
+//! A *pointwise* op computes the element at one index from elements of its operands at indices
+//! that are a function of that index alone (elementwise math, casts, `where`, and the layout ops
+//! `broadcast`, `reshape`, `transpose`, `slice`, `concat`, `split`, `gather`, `rope`). A consumer
+//! can therefore compute it inline, inside its own loops, without a buffer in between. The other
+//! templates own a loop nest with an inner reduction and always write a buffer.
+
+use tessera_ir::ops::Op;
+
+/// The loop template of an op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Template {
+    /// One element from operand elements at index-mapped positions; fusable into consumers.
+    Pointwise,
+    /// `reduce_*` over a set of axes: one accumulator loop nest per output element.
+    Reduce,
+    /// First index of the maximum along one axis.
+    ArgMax,
+    /// Three passes per row: max, sum of exponentials (stored), scale.
+    Softmax,
+    /// Mean, variance, then normalize with scale and bias, over the trailing axes.
+    LayerNorm,
+    /// Mean square, then normalize with scale, over the trailing axes.
+    RmsNorm,
+    /// Batched matrix product with broadcast batch dimensions; an inner `k` loop per element.
+    MatMul,
+}
+
+impl Template {
+    /// True for templates whose consumers may recompute them inline.
+    pub fn is_pointwise(self) -> bool {
+        self == Template::Pointwise
+    }
+}
+
+/// The template of `op`, or `None` when the code generator has none (`scatter`, `conv2d`,
+/// pooling): the fusion pass keeps such ops out of generated kernels.
+pub fn template(op: &Op) -> Option<Template> {
+    Some(match op {
+        Op::Constant(_)
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Compare(_)
+        | Op::Where
+        | Op::Cast { .. }
+        | Op::Broadcast { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Slice { .. }
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Gather { .. }
+        | Op::Rope { .. } => Template::Pointwise,
+        Op::Reduce { .. } => Template::Reduce,
+        Op::ArgMax { .. } => Template::ArgMax,
+        Op::Softmax { .. } => Template::Softmax,
+        Op::LayerNorm { .. } => Template::LayerNorm,
+        Op::RmsNorm { .. } => Template::RmsNorm,
+        Op::MatMul => Template::MatMul,
+        Op::Scatter { .. } | Op::Conv2d { .. } | Op::Pool2d { .. } => return None,
+        // Training ops run on the interpreter until codegen covers them; communication is the
+        // runtime's, never a kernel's.
+        Op::CrossEntropy | Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) => return None,
+    })
+}
+
+/// True for ops that only move or select data (no arithmetic on the values): recomputing them
+/// per use costs index arithmetic and a load, never a transcendental.
+pub fn is_data_movement(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Constant(_)
+            | Op::Broadcast { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Slice { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Gather { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{template, Template};
+    use tessera_ir::ops::conv::{PoolKind, Window};
+    use tessera_ir::ops::elementwise::UnaryOp;
+    use tessera_ir::ops::Op;
+
+    #[test]
+    fn templates_of_representative_ops() {
+        assert_eq!(template(&Op::Unary(UnaryOp::Gelu)), Some(Template::Pointwise));
+        assert_eq!(template(&Op::Softmax { axis: -1 }), Some(Template::Softmax));
+        assert_eq!(template(&Op::MatMul), Some(Template::MatMul));
+        let window = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
+        assert_eq!(template(&Op::Pool2d { kind: PoolKind::Max, kernel: [2, 2], window }), None);
+    }
+}
