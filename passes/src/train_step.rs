@@ -132,9 +132,17 @@ pub fn build(forward: &Graph, cfg: &TrainStepConfig) -> Result<TrainStep, TrainS
             state.push(StateSlot { name, ty: slot.ty.clone() });
         }
     }
-    let step_input = match cfg.optimizer {
-        Optimizer::AdamW(_) => Some(g.add_input("step", TensorType::of_static(DType::I64, &[]), InputRole::Activation)),
-        Optimizer::Sgd(_) => None,
+    // The update op, with AdamW's step counter input.
+    #[derive(Clone, Copy)]
+    enum Update {
+        Sgd(Sgd),
+        AdamW(AdamW, ValueId),
+    }
+    let update = match cfg.optimizer {
+        Optimizer::AdamW(h) => {
+            Update::AdamW(h, g.add_input("step", TensorType::of_static(DType::I64, &[]), InputRole::Activation))
+        }
+        Optimizer::Sgd(h) => Update::Sgd(h),
     };
     // One forward and loss per micro-batch.
     let logits_ty = &forward.value(*logits_out).ty;
@@ -181,19 +189,14 @@ pub fn build(forward: &Graph, cfg: &TrainStepConfig) -> Result<TrainStep, TrainS
     let mut next_params = Vec::new();
     let mut next_state = Vec::new();
     for (i, (&p, &dp)) in masters.iter().zip(&grads).enumerate() {
-        match cfg.optimizer {
-            Optimizer::Sgd(h) => {
-                let outs = g.add_node(Op::Sgd(h), &[p, dp, state_inputs[i]])?;
-                next_params.push(outs[0]);
-                next_state.push(outs[1]);
+        let outs = match update {
+            Update::AdamW(h, step) => {
+                g.add_node(Op::AdamW(h), &[p, dp, state_inputs[2 * i], state_inputs[2 * i + 1], step])?
             }
-            Optimizer::AdamW(h) => {
-                let step = step_input.expect("AdamW has a step input");
-                let outs = g.add_node(Op::AdamW(h), &[p, dp, state_inputs[2 * i], state_inputs[2 * i + 1], step])?;
-                next_params.push(outs[0]);
-                next_state.extend([outs[1], outs[2]]);
-            }
-        }
+            Update::Sgd(h) => g.add_node(Op::Sgd(h), &[p, dp, state_inputs[i]])?,
+        };
+        next_params.push(outs[0]);
+        next_state.extend(&outs[1..]);
     }
     // The loss may be an output of a forward node that another name already uses: alias it.
     let loss_out = rename_output(&mut g, loss, "loss")?;
@@ -206,7 +209,13 @@ pub fn build(forward: &Graph, cfg: &TrainStepConfig) -> Result<TrainStep, TrainS
     }
     g.set_outputs(outputs);
     crate::dce::remove_dead_nodes(&mut g);
-    Ok(TrainStep { graph: g, params, state, step_input: step_input.map(|_| "step".to_string()), micro_batches: micro })
+    Ok(TrainStep {
+        graph: g,
+        params,
+        state,
+        step_input: matches!(update, Update::AdamW(..)).then(|| "step".to_string()),
+        micro_batches: micro,
+    })
 }
 
 /// Gives the node result `v` the name `name` (names of graph outputs are what the executor
@@ -220,4 +229,68 @@ fn rename_output(g: &mut Graph, v: ValueId, name: &str) -> Result<ValueId, Train
     }
     g.rename_value(v, name);
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_ir::ops::elementwise::BinaryOp;
+    use tessera_ir::verify::verify;
+
+    /// `logits = x @ w + b` in bf16, with `x` an activation input.
+    fn linear_bf16() -> Graph {
+        let mut g = Graph::new("linear");
+        let x = g.add_input("x", TensorType::of_static(DType::BF16, &[2, 3, 4]), InputRole::Activation);
+        let w = g.add_input("w", TensorType::of_static(DType::BF16, &[4, 5]), InputRole::Parameter);
+        let b = g.add_input("b", TensorType::of_static(DType::BF16, &[2, 3, 5]), InputRole::Parameter);
+        let y = g.add(Op::MatMul, &[x, w]).expect("matmul");
+        let y = g.add(Op::Binary(BinaryOp::Add), &[y, b]).expect("add");
+        g.set_outputs(vec![y]);
+        g
+    }
+
+    #[test]
+    fn mixed_precision_keeps_f32_masters_and_casts_once_per_weight() {
+        let cfg =
+            TrainStepConfig { optimizer: Optimizer::AdamW(AdamW::default()), micro_batches: 2, master: DType::F32 };
+        let step = build(&linear_bf16(), &cfg).expect("step");
+        verify(&step.graph).expect("the step verifies");
+        let g = &step.graph;
+        let name_of = |v: ValueId| g.value(v).name.clone();
+        let inputs: Vec<String> = g.inputs().iter().map(|&v| name_of(v)).collect();
+        assert_eq!(
+            inputs,
+            ["w", "b", "w.m", "w.v", "b.m", "b.v", "step", "mb0.x", "mb0.targets", "mb1.x", "mb1.targets"]
+        );
+        let outputs: Vec<String> = g.outputs().iter().map(|&v| name_of(v)).collect();
+        assert_eq!(outputs, ["loss", "w.next", "b.next", "w.m.next", "w.v.next", "b.m.next", "b.v.next"]);
+        // Masters and their updates are f32; the forward runs in bf16.
+        for &v in g.inputs().iter().take(6).chain(&g.outputs()[1..]) {
+            assert_eq!(g.value(v).ty.dtype, DType::F32, "%{}", name_of(v));
+        }
+        // One cast down per weight (shared by both micro-batches), one cast up per gradient.
+        let casts_of = |from_input: bool, to: DType| {
+            g.nodes()
+                .filter(|(_, n)| n.op == Op::Cast { to } && g.producer(n.inputs[0]).is_none() == from_input)
+                .count()
+        };
+        assert_eq!(casts_of(true, DType::BF16), 2);
+        assert_eq!(casts_of(false, DType::F32), 2);
+        assert_eq!(g.nodes().filter(|(_, n)| matches!(n.op, Op::CrossEntropy)).count(), 2);
+        assert_eq!(g.nodes().filter(|(_, n)| matches!(n.op, Op::AdamW(_))).count(), 2);
+    }
+
+    #[test]
+    fn bad_configurations_are_errors() {
+        let sgd = Optimizer::Sgd(Sgd { lr: 0.1, momentum: 0.0, weight_decay: 0.0 });
+        let cfg = TrainStepConfig { optimizer: sgd, micro_batches: 0, master: DType::F32 };
+        assert_eq!(build(&linear_bf16(), &cfg).expect_err("no micro-batches"), TrainStepError::NoMicroBatches);
+        let cfg = TrainStepConfig { optimizer: sgd, micro_batches: 1, master: DType::I32 };
+        assert_eq!(build(&linear_bf16(), &cfg).expect_err("int masters"), TrainStepError::MasterDtype(DType::I32));
+        let mut no_params = Graph::new("f");
+        let x = no_params.add_input("x", TensorType::of_static(DType::F32, &[2, 3]), InputRole::Activation);
+        no_params.set_outputs(vec![x]);
+        let cfg = TrainStepConfig { optimizer: sgd, micro_batches: 1, master: DType::F32 };
+        assert_eq!(build(&no_params, &cfg).expect_err("nothing to train"), TrainStepError::NoParameters);
+    }
 }

@@ -9,7 +9,7 @@
 use proptest::prelude::*;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole, ValueId};
-use tessera_ir::ops::conv::Window;
+use tessera_ir::ops::conv::{PoolKind, Window};
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::optim::AdamW;
@@ -353,6 +353,42 @@ proptest! {
     }
 
     #[test]
+    fn convolution(
+        seed in any::<u64>(),
+        hw in 2usize..5,
+        k in 1usize..3,
+        stride in 1i64..3,
+        pad in 0i64..2,
+        dilation in 1i64..3,
+        grouped in any::<bool>(),
+    ) {
+        let groups: i64 = if grouped { 2 } else { 1 };
+        let window = Window { strides: [stride, 1], pads: [pad, 0, 0, pad], dilations: [dilation, 1] };
+        let mut c = Case::new(seed);
+        let x = c.param(&[2, 2, hw + 2, hw], Values::Signed);
+        let w = c.param(&[4, 2 / groups as usize, k, k], Values::Signed);
+        let ty = Op::Conv2d { window: window.clone(), groups }.infer(&[&c.g.value(x).ty, &c.g.value(w).ty]);
+        if ty.is_ok() {
+            let out = c.op(Op::Conv2d { window, groups }, &[x, w]);
+            check(c, &out, H, TOL);
+        }
+    }
+
+    #[test]
+    fn pooling(seed in any::<u64>(), hw in 2usize..5, k in 1i64..3, stride in 1i64..3, pad in 0i64..2, max in any::<bool>()) {
+        let kind = if max { PoolKind::Max } else { PoolKind::Avg };
+        let pad = pad.min(k - 1);
+        let window = Window { strides: [stride, stride], pads: [pad, pad, 0, pad], dilations: [1, 1] };
+        let op = Op::Pool2d { kind, kernel: [k, k], window };
+        let mut c = Case::new(seed);
+        let x = c.param(&[1, 2, hw + 1, hw], Values::Signed);
+        if op.infer(&[&c.g.value(x).ty]).is_ok() {
+            let out = c.op(op, &[x]);
+            check(c, &out, H, TOL);
+        }
+    }
+
+    #[test]
     fn cross_entropy(seed in any::<u64>(), rows in 1usize..4, vocab in 2usize..6) {
         let mut rng = SplitMix64::new(seed ^ 3);
         let targets: Vec<i64> = (0..2 * rows).map(|_| (rng.next_u64() % vocab as u64) as i64).collect();
@@ -400,18 +436,6 @@ fn optimizer_updates_are_not_differentiable() {
         ),
         "{err}"
     );
-}
-
-#[test]
-fn conv_and_pool_gradients_are_a_clear_error() {
-    let mut c = Case::new(5);
-    let x = c.param(&[1, 1, 3, 3], Values::Signed);
-    let w = c.param(&[1, 1, 2, 2], Values::Signed);
-    let window = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
-    let out = c.op(Op::Conv2d { window, groups: 1 }, &[x, w]);
-    let (mut g, _, params, loss) = c.finish(&out);
-    let err = differentiate(&mut g, loss, &params).expect_err("conv2d");
-    assert!(err.to_string().contains("conv2d"), "{err}");
 }
 
 #[test]

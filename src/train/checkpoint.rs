@@ -171,3 +171,46 @@ pub fn load(ckpt_dir: &Path) -> Result<Checkpoint> {
         optimizer_state,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_ir::dtype::DType;
+
+    fn sample(step: u64) -> Checkpoint {
+        Checkpoint {
+            step,
+            data_position: 40,
+            rng_state: u64::MAX - 1,
+            model: "gpt:layers=1".into(),
+            optimizer: "adamw".into(),
+            params: vec![("l0.w".into(), Tensor::from_f64(DType::F32, vec![2], vec![0.5, -1.25]))],
+            optimizer_state: vec![("l0.w.m".into(), Tensor::from_f64(DType::F32, vec![2], vec![1e-3, 0.0]))],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_only_complete_checkpoints_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let saved = save(dir.path(), &sample(3)).expect("save");
+        assert_eq!(load(&saved).expect("load"), sample(3));
+        // What a crash leaves behind: a staging directory, and a step directory whose index
+        // was never written. Neither is a checkpoint.
+        std::fs::create_dir_all(dir.path().join(".step-00000006.tmp-1/tensors")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("step-00000009/tensors")).expect("mkdir");
+        assert_eq!(latest(dir.path()).expect("latest"), saved);
+        let newer = save(dir.path(), &sample(12)).expect("save");
+        assert_eq!(latest(dir.path()).expect("latest"), newer);
+    }
+
+    #[test]
+    fn an_index_pointing_outside_the_checkpoint_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let saved = save(dir.path(), &sample(1)).expect("save");
+        let index = saved.join("index.json");
+        let text = std::fs::read_to_string(&index).expect("read").replace("tensors/l0.w.npy", "../../etc/passwd");
+        std::fs::write(&index, text).expect("write");
+        let err = load(&saved).expect_err("escape");
+        assert!(err.to_string().contains("lies outside the checkpoint"), "{err}");
+    }
+}

@@ -10,6 +10,7 @@
 use super::elementwise::named_enum;
 use super::gradient::{GradContext, GradError, GradResult};
 use super::{expect_arity, floats, num_elements, operand_shape, FlopResult, ShapeResult};
+use crate::dtype::DType;
 use crate::graph::ValueId;
 use crate::sharding::ShardingRule;
 use crate::tensor::Tensor;
@@ -201,27 +202,165 @@ pub fn eval_pool2d(
 // ---------------------------------------------------------------------------------------------
 // Gradient rules
 
-/// Convolution's adjoints (transposed convolutions) need scatter-based im2col that the op set
-/// cannot yet express compactly; asking for them is a clear error rather than a wrong number.
-pub fn grad_conv2d(
-    cx: &mut GradContext,
-    _operands: (ValueId, ValueId, ValueId),
-    _window: &Window,
-    _groups: i64,
-    _wanted: &[bool],
-) -> GradResult {
-    Err(cx.unsupported("the adjoint of conv2d (a transposed convolution) is not implemented yet"))
+/// Where every window tap of a convolution or pooling reads `x [N, C, H, W]`: for each
+/// `(n, group, output position, (channel in group, kh, kw))` the row-major index into `x`, or
+/// `sink` (one past the end) for taps in the padding. Laid out `[N, groups, OH * OW, taps]`.
+fn tap_indices(x: [usize; 4], groups: usize, kernel: [usize; 2], window: &Window, out: [usize; 2]) -> Vec<i64> {
+    let [n, c, h, w] = x;
+    let cg = c / groups;
+    let sink = (n * c * h * w) as i64;
+    let mut idx = Vec::with_capacity(n * groups * out[0] * out[1] * cg * kernel[0] * kernel[1]);
+    for ni in 0..n {
+        for gi in 0..groups {
+            for oh in 0..out[0] {
+                for ow in 0..out[1] {
+                    for ci in 0..cg {
+                        for kh in 0..kernel[0] {
+                            for kw in 0..kernel[1] {
+                                let hi =
+                                    (oh as i64) * window.strides[0] - window.pads[0] + kh as i64 * window.dilations[0];
+                                let wi =
+                                    (ow as i64) * window.strides[1] - window.pads[1] + kw as i64 * window.dilations[1];
+                                let inside = (0..h as i64).contains(&hi) && (0..w as i64).contains(&wi);
+                                let channel = (gi * cg + ci) as i64;
+                                idx.push(if inside {
+                                    ((ni as i64 * c as i64 + channel) * h as i64 + hi) * w as i64 + wi
+                                } else {
+                                    sink
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    idx
 }
 
-/// Pooling's adjoint routes `g` back through each window; not implemented yet (see `grad_conv2d`).
+/// The static `[N, C, H, W]` of `t` and the `[OH, OW]` of `out`.
+fn image_shapes(cx: &GradContext, t: &TensorType, out: &TensorType) -> Result<([usize; 4], [usize; 2]), GradError> {
+    let s = cx.static_shape(t)?;
+    let o = cx.static_shape(out)?;
+    match (s.as_slice(), o.as_slice()) {
+        (&[n, c, h, w], &[_, _, oh, ow]) => Ok(([n, c, h, w], [oh, ow])),
+        _ => Err(cx.unsupported(format!("expected NCHW images, got {t} and {out}"))),
+    }
+}
+
+/// Every window tap of `x` as a `[N, groups, L, taps]` tensor (im2col through `gather` on `x`
+/// flattened, with one extra element `fill` that padding taps read).
+fn gather_taps(
+    cx: &mut GradContext,
+    x: ValueId,
+    idx: &[i64],
+    layout: [usize; 4],
+    fill: f64,
+) -> Result<ValueId, GradError> {
+    let t = cx.ty(x);
+    let total = cx.static_count(&t, &(0..t.rank()).collect::<Vec<_>>())?;
+    let flat = cx.reshape(x, &[Dim::Static(total)])?;
+    let pad = cx.splat(t.dtype, &[Dim::Static(1)], fill)?;
+    let extended = cx.add(super::Op::Concat { axis: 0 }, &[flat, pad])?;
+    let index = cx.add(super::Op::Constant(Tensor::from_i64(DType::I64, layout.to_vec(), idx.to_vec())), &[])?;
+    cx.add(super::Op::Gather { axis: 0 }, &[extended, index])
+}
+
+/// The adjoint of [`gather_taps`]: tap adjoints `dp` scatter-added back into `x`'s shape (the
+/// padding taps land on the extra element, which is dropped).
+fn scatter_taps(cx: &mut GradContext, dp: ValueId, idx: &[i64], x: &TensorType) -> Result<ValueId, GradError> {
+    let total = cx.static_count(x, &(0..x.rank()).collect::<Vec<_>>())?;
+    let flat_dp = cx.reshape(dp, &[Dim::Static(idx.len() as u64)])?;
+    let index = cx.add(super::Op::Constant(Tensor::from_i64(DType::I64, vec![idx.len()], idx.to_vec())), &[])?;
+    let zeros = cx.zeros(&TensorType::of_static(x.dtype, &[total + 1]))?;
+    let sum = cx.add(
+        super::Op::Scatter { axis: 0, reduction: super::indexing::ScatterReduction::Add },
+        &[zeros, index, flat_dp],
+    )?;
+    let inside = cx.add(super::Op::Slice { starts: vec![0], ends: vec![total as i64], steps: vec![1] }, &[sum])?;
+    cx.reshape(inside, &x.dims)
+}
+
+/// Convolution as im2col: with the taps `P [N, G, L, K]` of `x` (`L = OH * OW`,
+/// `K = C / G * KH * KW`), `g` as `[N, G, O / G, L]` and `w` as `[G, O / G, K]`:
+/// `dw = sum_n g @ P` and `dP = g^T @ w`, scatter-added back into `x` (a transposed convolution).
+pub fn grad_conv2d(
+    cx: &mut GradContext,
+    (x, w, g): (ValueId, ValueId, ValueId),
+    window: &Window,
+    groups: i64,
+    wanted: &[bool],
+) -> GradResult {
+    let (xt, wt, gt) = (cx.ty(x), cx.ty(w), cx.ty(g));
+    let (shape, out) = image_shapes(cx, &xt, &gt)?;
+    let ws = cx.static_shape(&wt)?;
+    let [o, cg, kh, kw] = ws[..] else { return Err(cx.unsupported(format!("weight must be OIHW, got {wt}"))) };
+    let groups = usize::try_from(groups).map_err(|_| cx.unsupported("groups must be positive"))?;
+    let (n, l, k) = (shape[0], out[0] * out[1], cg * kh * kw);
+    let idx = tap_indices(shape, groups, [kh, kw], window, out);
+    let dims = |v: &[usize]| v.iter().map(|&d| Dim::Static(d as u64)).collect::<Vec<_>>();
+    let g_r = cx.reshape(g, &dims(&[n, groups, o / groups, l]))?;
+    let dw = if wanted[1] {
+        let taps = gather_taps(cx, x, &idx, [n, groups, l, k], 0.0)?;
+        let per_image = cx.add(super::Op::MatMul, &[g_r, taps])?;
+        let summed = cx.reduce(super::reduce::ReduceKind::Sum, per_image, &[0], false)?;
+        Some(cx.reshape(summed, &wt.dims)?)
+    } else {
+        None
+    };
+    let dx = if wanted[0] {
+        let w_r = cx.reshape(w, &dims(&[groups, o / groups, k]))?;
+        let g_t = cx.add(super::Op::Transpose { perm: vec![0, 1, 3, 2] }, &[g_r])?;
+        let dp = cx.add(super::Op::MatMul, &[g_t, w_r])?;
+        Some(scatter_taps(cx, dp, &idx, &xt)?)
+    } else {
+        None
+    };
+    Ok(vec![dx, dw])
+}
+
+/// Pooling through the window taps `P [N, C, L, KH * KW]` of `x`: max pooling routes `g` to
+/// the taps equal to the maximum (shared equally among ties; padding reads -inf), average
+/// pooling gives every non-padding tap `g / count` of its window.
 pub fn grad_pool2d(
     cx: &mut GradContext,
-    _operands: (ValueId, ValueId, ValueId),
-    _kind: PoolKind,
-    _kernel: [i64; 2],
-    _window: &Window,
+    (x, y, g): (ValueId, ValueId, ValueId),
+    kind: PoolKind,
+    kernel: [i64; 2],
+    window: &Window,
 ) -> Result<ValueId, GradError> {
-    Err(cx.unsupported("the adjoint of pooling is not implemented yet"))
+    let (xt, gt) = (cx.ty(x), cx.ty(g));
+    let (shape, out) = image_shapes(cx, &xt, &gt)?;
+    let kernel = [kernel[0].max(0) as usize, kernel[1].max(0) as usize];
+    let (n, c, l, kk) = (shape[0], shape[1], out[0] * out[1], kernel[0] * kernel[1]);
+    let idx = tap_indices(shape, c, kernel, window, out);
+    let dims = |v: &[usize]| v.iter().map(|&d| Dim::Static(d as u64)).collect::<Vec<_>>();
+    let taps_dims = dims(&[n, c, l, kk]);
+    let g_r = cx.reshape(g, &dims(&[n, c, l, 1]))?;
+    let g_b = cx.broadcast(g_r, &taps_dims)?;
+    let dp = match kind {
+        PoolKind::Max => {
+            let taps = gather_taps(cx, x, &idx, [n, c, l, kk], f64::NEG_INFINITY)?;
+            let y_r = cx.reshape(y, &dims(&[n, c, l, 1]))?;
+            let y_b = cx.broadcast(y_r, &taps_dims)?;
+            let hit = cx.compare(super::elementwise::CompareOp::Eq, taps, y_b)?;
+            let mask = cx.add(super::Op::Cast { to: xt.dtype }, &[hit])?;
+            let count = cx.reduce(super::reduce::ReduceKind::Sum, mask, &[3], true)?;
+            let count = cx.broadcast(count, &taps_dims)?;
+            let share = cx.div(mask, count)?;
+            cx.mul(g_b, share)?
+        }
+        PoolKind::Avg => {
+            let sink = (n * c * shape[2] * shape[3]) as i64;
+            // Non-padding taps per output position (the same for every image and channel).
+            let counts: Vec<f64> =
+                (0..l).map(|p| idx[p * kk..(p + 1) * kk].iter().filter(|&&i| i != sink).count() as f64).collect();
+            let counts = cx.add(super::Op::Constant(Tensor::from_f64(xt.dtype, vec![l, 1], counts)), &[])?;
+            let counts = cx.broadcast(counts, &taps_dims)?;
+            cx.div(g_b, counts)?
+        }
+    };
+    scatter_taps(cx, dp, &idx, &xt)
 }
 
 /// Sharding rule of `conv2d` (`[N, C, H, W] * [O, C/g, KH, KW]`): the batch is parallel; with one

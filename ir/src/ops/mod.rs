@@ -1,7 +1,7 @@
 //! The closed set of tsr ops. Each family module holds the shape rule and, beside it, the
 //! reference semantics of its ops; this module ties them into one [`Op`] enum with one text
 //! spelling per op, so every `match` over ops is exhaustive, and dispatches [`Op::infer`],
-//! [`Op::eval`] and [`Op::flops`].
+//! [`Op::eval`], [`Op::flops`] and [`Op::gradient`] (the rules' interface is [`gradient`]).
 
 pub mod attr;
 pub mod collective;
