@@ -9,5 +9,6 @@ mod pass_data;
 mod plan;
 mod planner;
 mod real_models;
+mod shard;
 mod support;
 mod zoo;

@@ -85,7 +85,7 @@ fn mesh(dp: u64, tp: u64, pp: u64) -> Mesh {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn per_rank_programs_compute_the_single_device_result(
@@ -100,8 +100,9 @@ proptest! {
                 prop_assert!(result.is_ok(), "{}\n{}\n{}", result.err().unwrap_or_default(),
                     tessera_ir::mlir::print_graph(&g), module.print());
             }
-            // Only the documented refusal: more stages than compute nodes.
-            Err(ShardError::TooManyStages { .. }) => {}
+            // Only the documented refusals: more stages than compute nodes, a batch the data
+            // axis does not divide.
+            Err(ShardError::TooManyStages { .. } | ShardError::UnevenBatch { .. }) => {}
             Err(e) => prop_assert!(false, "{e}\n{}", tessera_ir::mlir::print_graph(&g)),
         }
     }
@@ -134,4 +135,25 @@ fn the_transformer_block_example_is_correct_on_every_mesh() {
         let module = partition(&g, &ShardConfig::new(mesh(dp, tp, pp))).expect("partitions");
         check_against_interpreter(&g, &module, &feeds(&g, 3, 4)).unwrap_or_else(|e| panic!("{dp},{tp},{pp}: {e}"));
     }
+}
+
+#[test]
+fn bad_meshes_and_uneven_batches_are_clear_errors() {
+    let text = "func.func @f(%x: tensor<3x4xf32>, %w: tensor<4x4xf32> {tsr.param}) -> (tensor<3x4xf32>) {
+  %y = \"tsr.matmul\"(%x, %w) : (tensor<3x4xf32>, tensor<4x4xf32>) -> tensor<3x4xf32>
+  return %y : tensor<3x4xf32>
+}
+";
+    let g = tessera_ir::mlir::parse_verified(text).expect("parses");
+    let err = partition(&g, &ShardConfig::new(Mesh::parse("dp=2").expect("mesh"))).expect_err("uneven");
+    assert_eq!(
+        err.to_string(),
+        "data axis dp=2 does not divide the batch (first) dimension of input %x: tensor<3x4xf32>"
+    );
+    let err = partition(&g, &ShardConfig::new(Mesh::parse("pp=3").expect("mesh"))).expect_err("stages");
+    assert_eq!(err.to_string(), "pipeline axis pp=3 needs at least 3 compute nodes, the graph has 1");
+    // tp=3 does not divide the weight's 4 columns: replicated, still correct.
+    let module = partition(&g, &ShardConfig::new(Mesh::parse("dp=3,tp=3").expect("mesh"))).expect("partitions");
+    check_against_interpreter(&g, &module, &feeds(&g, 1, 1)).expect("equal");
+    assert!(module.print().contains("// input %w: [{}, {}]"), "{}", module.print());
 }
