@@ -157,3 +157,34 @@ fn bad_meshes_and_uneven_batches_are_clear_errors() {
     check_against_interpreter(&g, &module, &feeds(&g, 1, 1)).expect("equal");
     assert!(module.print().contains("// input %w: [{}, {}]"), "{}", module.print());
 }
+
+#[test]
+fn seeds_drive_all_to_all_and_reduce_scatter_and_stay_correct() {
+    let text = "func.func @f(%x: tensor<4x4xf32>, %y: tensor<4x4xf32>, %a: tensor<4x8xf32>, %w: tensor<8x4xf32> {tsr.param}, %z: tensor<4x4xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>) {
+  %s = \"tsr.add\"(%x, %y) : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x4xf32>
+  %p = \"tsr.matmul\"(%a, %w) : (tensor<4x8xf32>, tensor<8x4xf32>) -> tensor<4x4xf32>
+  %q = \"tsr.add\"(%z, %p) : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x4xf32>
+  return %s, %q : tensor<4x4xf32>, tensor<4x4xf32>
+}
+";
+    let g = tessera_ir::mlir::parse_verified(text).expect("parses");
+    let mut config = ShardConfig::new(Mesh::parse("dp=2,tp=2").expect("mesh"));
+    let seed = |s: &str| tessera_ir::sharding::Sharding::parse(s).expect("sharding");
+    config.seeds = vec![
+        ("x".into(), seed("[{tp}, {}]")),
+        ("y".into(), seed("[{}, {tp}]")),
+        // The contraction split over tp makes %p a partial sum; %z wants its rows split.
+        ("a".into(), seed("[{}, {tp}]")),
+        ("z".into(), seed("[{tp}, {}]")),
+    ];
+    let module = partition(&g, &config).expect("partitions");
+    let printed = module.print();
+    for op in ["all_to_all", "reduce_scatter", "all_gather"] {
+        assert!(printed.contains(&format!("\"tsr.{op}\"")), "no {op}:\n{printed}");
+    }
+    check_against_interpreter(&g, &module, &feeds(&g, 5, 1)).expect("equal");
+    // A seed that does not fit the value is an error naming it.
+    config.seeds = vec![("x".into(), seed("[{tp}]"))];
+    let err = partition(&g, &config).expect_err("bad seed").to_string();
+    assert_eq!(err, "seed for %x: sharding [{tp}] has 1 dimensions but the type tensor<4x4xf32> has 2");
+}
