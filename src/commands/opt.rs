@@ -33,6 +33,10 @@ pub struct OptArgs {
     /// Check that MLIR itself parses and verifies the result (tsr registered through IRDL).
     #[arg(long)]
     pub check_mlir: bool,
+    /// Size of a symbolic dimension, e.g. --dim batch=8 (repeatable): the model is specialized
+    /// before the pipeline runs (so `shard` can split a symbolic batch over `dp`).
+    #[arg(long, value_name = "NAME=SIZE")]
+    pub dim: Vec<String>,
     /// The output form.
     #[arg(long, value_enum, default_value_t = Emit::Mlir)]
     pub emit: Emit,
@@ -48,6 +52,10 @@ pub enum Emit {
 
 pub fn run(args: OptArgs) -> Result<()> {
     let mut graph = tessera_frontend::load::load_model(&args.input)?;
+    if !args.dim.is_empty() {
+        graph = graph.bind_dims(&super::parse_dim_bindings(&args.dim)?);
+        tessera_ir::verify::verify(&graph).with_context(|| format!("{} with --dim", args.input.display()))?;
+    }
     let pipeline = Pipeline::parse(&args.pipeline).context("--pipeline")?;
     let mut print_after = |pass: &str, g: &Graph| {
         eprintln!("// -----// IR Dump After {pass} //----- //");

@@ -30,6 +30,18 @@ fn opt_prints_pipeline_stages_separately() {
 }
 
 #[test]
+fn a_bound_batch_splits_over_the_data_axis() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["opt", "--dim", "batch=4", "--pipeline", "shard{mesh=dp=2,tp=2}", "--check-mlir", &example("mlp.mlir")];
+    let out = tessera(dir.path(), &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("// ranks: 0-3\n// input %x: [{dp}, {}]\n// input %w1: [{}, {tp}]"), "{}", out.stdout);
+    assert!(out.stdout.contains("%x: tensor<2x32xf32>"), "{}", out.stdout);
+    // The outputs are whole again: the dp blocks are gathered after the tp all-reduce.
+    assert!(out.stdout.contains("-> (tensor<4x10xf32>)"), "{}", out.stdout);
+}
+
+#[test]
 fn bad_meshes_are_located_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
