@@ -1,17 +1,20 @@
 //! `tessera opt`: run a textual pass pipeline over a model, like `mlir-opt`.
 
 use crate::files::write_atomic;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use tessera_ir::graph::Graph;
 use tessera_passes::pipeline::{run_pipeline, Pipeline, PipelineReport, RunConfig};
+use tessera_passes::shard;
 
 #[derive(Args)]
 pub struct OptArgs {
-    /// The model to optimize (.mlir or .json).
+    /// The model to optimize (.mlir, .json, .onnx, or a zoo model name/spec).
     pub input: PathBuf,
-    /// Comma-separated passes with options, e.g. 'canonicalize,cse,dce'.
+    /// Comma-separated passes with options, e.g. 'canonicalize,cse,dce'. With
+    /// 'shard{mesh=dp=2,tp=4,pp=2}' the output is the per-rank programs (one per pipeline stage,
+    /// with their ranks); passes after 'shard' run on each program.
     #[arg(long, default_value = "verify")]
     pub pipeline: String,
     /// Where to write the result (atomically); standard output when absent.
@@ -30,6 +33,10 @@ pub struct OptArgs {
     /// Check that MLIR itself parses and verifies the result (tsr registered through IRDL).
     #[arg(long)]
     pub check_mlir: bool,
+    /// Size of a symbolic dimension, e.g. --dim batch=8 (repeatable): the model is specialized
+    /// before the pipeline runs (so `shard` can split a symbolic batch over `dp`).
+    #[arg(long, value_name = "NAME=SIZE")]
+    pub dim: Vec<String>,
     /// The output form.
     #[arg(long, value_enum, default_value_t = Emit::Mlir)]
     pub emit: Emit,
@@ -45,6 +52,10 @@ pub enum Emit {
 
 pub fn run(args: OptArgs) -> Result<()> {
     let mut graph = tessera_frontend::load::load_model(&args.input)?;
+    if !args.dim.is_empty() {
+        graph = graph.bind_dims(&super::parse_dim_bindings(&args.dim)?);
+        tessera_ir::verify::verify(&graph).with_context(|| format!("{} with --dim", args.input.display()))?;
+    }
     let pipeline = Pipeline::parse(&args.pipeline).context("--pipeline")?;
     let mut print_after = |pass: &str, g: &Graph| {
         eprintln!("// -----// IR Dump After {pass} //----- //");
@@ -54,21 +65,64 @@ pub fn run(args: OptArgs) -> Result<()> {
     if args.print_ir_after_all {
         config.after_pass = Some(&mut print_after);
     }
-    let report =
-        run_pipeline(&mut graph, &pipeline, &mut config).with_context(|| format!("{}", args.input.display()))?;
+    // `shard` turns the graph into one program per pipeline stage: passes before it run on the
+    // graph, passes after it on every program.
+    let shard_at = pipeline.passes.iter().position(|p| p.pass.name == "shard");
+    let (before, after) = match shard_at {
+        Some(i) => {
+            if pipeline.passes[i + 1..].iter().any(|p| p.pass.name == "shard") {
+                bail!("--pipeline: 'shard' may appear only once");
+            }
+            (
+                Pipeline { passes: pipeline.passes[..i].to_vec() },
+                Some(Pipeline { passes: pipeline.passes[i + 1..].to_vec() }),
+            )
+        }
+        None => (pipeline.clone(), None),
+    };
+    let report = run_pipeline(&mut graph, &before, &mut config).with_context(|| format!("{}", args.input.display()))?;
     if args.timing {
         eprint!("{}", report.timing_table());
     }
     if args.explain {
         eprint!("{}", explain(&report));
     }
-    let text = tessera_ir::mlir::print_graph(&graph);
-    if args.check_mlir {
-        tessera_ir::mlir::check_with_mlir(&text).context("MLIR rejected the output")?;
-    }
-    let out = match args.emit {
-        Emit::Mlir => text,
-        Emit::Json => tessera_ir::json::to_json(&graph),
+    let out = match (after, shard_at) {
+        (Some(after), Some(i)) => {
+            let shard_config = shard::config_from_options(&pipeline.passes[i].options)?;
+            let mut module = shard::partition(&graph, &shard_config)
+                .with_context(|| format!("{}: pass 'shard'", args.input.display()))?;
+            for stage in &mut module.stages {
+                let report = run_pipeline(&mut stage.graph, &after, &mut RunConfig::default())
+                    .with_context(|| format!("{}: stage {}", args.input.display(), stage.stage))?;
+                if args.explain {
+                    eprint!("{}", explain(&report));
+                }
+            }
+            if args.check_mlir {
+                for stage in &module.stages {
+                    let text = tessera_ir::mlir::print_graph(&stage.graph);
+                    tessera_ir::mlir::check_with_mlir(&text)
+                        .with_context(|| format!("MLIR rejected the program of stage {}", stage.stage))?;
+                }
+            }
+            match args.emit {
+                Emit::Mlir => module.print(),
+                Emit::Json => {
+                    bail!("--emit json shows one graph; 'shard' makes one program per stage (use --emit mlir)")
+                }
+            }
+        }
+        _ => {
+            let text = tessera_ir::mlir::print_graph(&graph);
+            if args.check_mlir {
+                tessera_ir::mlir::check_with_mlir(&text).context("MLIR rejected the output")?;
+            }
+            match args.emit {
+                Emit::Mlir => text,
+                Emit::Json => tessera_ir::json::to_json(&graph),
+            }
+        }
     };
     match &args.output {
         Some(path) => write_atomic(path, out.as_bytes()),

@@ -9,6 +9,7 @@ mod pass_data;
 mod plan;
 mod planner;
 mod real_models;
+mod shard;
 mod support;
 mod train;
 mod zoo;

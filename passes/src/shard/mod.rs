@@ -16,7 +16,8 @@
 //!   caller must feed ([`ShardedModule::rank_inputs`] cuts them from global tensors);
 //! - the last stage's outputs are the source outputs, replicated, under their source names, so
 //!   every rank of the last stage returns exactly what the single-device interpreter returns;
-//! - a dimension is split only when the axes divide it; uneven or symbolic dimensions stay whole.
+//! - a dimension is split only when the axes divide it; uneven or symbolic dimensions stay whole,
+//!   except the batch of an activation input, which the data axis must divide (an error says so).
 
 pub mod partition;
 pub mod reshard;
@@ -77,6 +78,8 @@ pub enum ShardError {
     Seed { value: String, message: String },
     #[error("pipeline axis {axis}={stages} needs at least {stages} compute nodes, the graph has {nodes}")]
     TooManyStages { axis: String, stages: usize, nodes: usize },
+    #[error("data axis {axis}={size} does not divide the batch (first) dimension of input %{input}: {ty}")]
+    UnevenBatch { input: String, ty: String, axis: String, size: u64 },
     #[error("stage {stage}: internal error: {message}")]
     Internal { stage: usize, message: String },
     #[error("{0}")]

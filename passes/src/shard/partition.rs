@@ -17,7 +17,7 @@ use tessera_ir::graph::{Graph, InputRole, NodeId, ValueDef, ValueId};
 use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::Op;
 use tessera_ir::sharding::{Mesh, Partial, Sharding, ShardingRule};
-use tessera_ir::types::TensorType;
+use tessera_ir::types::{Dim, TensorType};
 
 /// What the stage builders share: the source graph and facts about its values.
 pub struct Analysis<'g> {
@@ -44,7 +44,7 @@ impl<'g> Analysis<'g> {
                 }
                 None if src.input_role(v) == Some(InputRole::Parameter) => free[v.index()] = true,
                 None => {
-                    seeds.insert(v, batch_seed(mesh, config, &value.ty));
+                    seeds.insert(v, batch_seed(mesh, config, &value.name, &value.ty)?);
                 }
             }
         }
@@ -71,16 +71,27 @@ impl<'g> Analysis<'g> {
 }
 
 /// Data parallelism's seed for an activation input: its first dimension split over the data
-/// axis when that divides it evenly; otherwise replicated (correct, only slower).
-fn batch_seed(mesh: &Mesh, config: &ShardConfig, ty: &TensorType) -> Sharding {
-    let mut s = Sharding::replicated(ty.rank());
-    if let (Some(first), Some(_)) = (s.dims.first_mut(), mesh.axis_size(&config.data_axis)) {
-        first.push(config.data_axis.clone());
-        if s.check(mesh, ty).is_ok() {
-            return s;
+/// axis. A static first dimension the axis does not divide is an error (the batch does not
+/// split); a symbolic one (or a scalar) stays whole, since its extent is unknown here.
+fn batch_seed(mesh: &Mesh, config: &ShardConfig, name: &str, ty: &TensorType) -> Result<Sharding, ShardError> {
+    let replicated = Sharding::replicated(ty.rank());
+    let size = mesh.axis_size(&config.data_axis).unwrap_or(1);
+    match ty.dims.first() {
+        Some(Dim::Static(n)) if size > 1 => {
+            if n % size != 0 {
+                return Err(ShardError::UnevenBatch {
+                    input: name.to_string(),
+                    ty: ty.to_string(),
+                    axis: config.data_axis.clone(),
+                    size,
+                });
+            }
+            let mut s = replicated;
+            s.dims[0].push(config.data_axis.clone());
+            Ok(s)
         }
+        _ => Ok(replicated),
     }
-    Sharding::replicated(ty.rank())
 }
 
 /// One stage's program under construction.

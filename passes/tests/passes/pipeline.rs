@@ -9,7 +9,7 @@ use tessera_passes::pass::{PassError, PassOptions, PassStats};
 use tessera_passes::pipeline::{run_pipeline, PassInvocation, Pipeline, RunConfig};
 use tessera_passes::registry::PassInfo;
 
-const KNOWN: &str = "known passes: canonicalize, cse, dce, egraph, fuse, verify";
+const KNOWN: &str = "known passes: canonicalize, cse, dce, egraph, fuse, shard, verify";
 
 #[test]
 fn bad_pipelines_have_located_messages() {
@@ -158,4 +158,13 @@ fn the_default_pipeline_runs_end_to_end() {
     assert_eq!(crate::support::ops(&g), ["transpose", "tanh"]);
     assert_eq!(report.passes.len(), 4);
     assert_eq!(report.passes[1].stats.counters["dead-nodes"], 2);
+}
+
+#[test]
+fn string_options_hold_key_value_lists() {
+    let p = Pipeline::parse("cse, shard{mesh=dp=2,tp=4, pp=2},dce").expect("parses");
+    assert_eq!(p.to_string(), "cse,shard{mesh=dp=2,tp=4,pp=2},dce");
+    // The list ends at an entry whose key is an option of the pass.
+    let err = Pipeline::parse("shard{mesh=dp=2,mesh=tp=2}").expect_err("twice");
+    assert_eq!(err.to_string(), "column 17: option 'mesh' of pass 'shard' is given twice");
 }

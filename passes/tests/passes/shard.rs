@@ -85,7 +85,7 @@ fn mesh(dp: u64, tp: u64, pp: u64) -> Mesh {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn per_rank_programs_compute_the_single_device_result(
@@ -100,8 +100,9 @@ proptest! {
                 prop_assert!(result.is_ok(), "{}\n{}\n{}", result.err().unwrap_or_default(),
                     tessera_ir::mlir::print_graph(&g), module.print());
             }
-            // Only the documented refusal: more stages than compute nodes.
-            Err(ShardError::TooManyStages { .. }) => {}
+            // Only the documented refusals: more stages than compute nodes, a batch the data
+            // axis does not divide.
+            Err(ShardError::TooManyStages { .. } | ShardError::UnevenBatch { .. }) => {}
             Err(e) => prop_assert!(false, "{e}\n{}", tessera_ir::mlir::print_graph(&g)),
         }
     }
@@ -134,4 +135,56 @@ fn the_transformer_block_example_is_correct_on_every_mesh() {
         let module = partition(&g, &ShardConfig::new(mesh(dp, tp, pp))).expect("partitions");
         check_against_interpreter(&g, &module, &feeds(&g, 3, 4)).unwrap_or_else(|e| panic!("{dp},{tp},{pp}: {e}"));
     }
+}
+
+#[test]
+fn bad_meshes_and_uneven_batches_are_clear_errors() {
+    let text = "func.func @f(%x: tensor<3x4xf32>, %w: tensor<4x4xf32> {tsr.param}) -> (tensor<3x4xf32>) {
+  %y = \"tsr.matmul\"(%x, %w) : (tensor<3x4xf32>, tensor<4x4xf32>) -> tensor<3x4xf32>
+  return %y : tensor<3x4xf32>
+}
+";
+    let g = tessera_ir::mlir::parse_verified(text).expect("parses");
+    let err = partition(&g, &ShardConfig::new(Mesh::parse("dp=2").expect("mesh"))).expect_err("uneven");
+    assert_eq!(
+        err.to_string(),
+        "data axis dp=2 does not divide the batch (first) dimension of input %x: tensor<3x4xf32>"
+    );
+    let err = partition(&g, &ShardConfig::new(Mesh::parse("pp=3").expect("mesh"))).expect_err("stages");
+    assert_eq!(err.to_string(), "pipeline axis pp=3 needs at least 3 compute nodes, the graph has 1");
+    // tp=3 does not divide the weight's 4 columns: replicated, still correct.
+    let module = partition(&g, &ShardConfig::new(Mesh::parse("dp=3,tp=3").expect("mesh"))).expect("partitions");
+    check_against_interpreter(&g, &module, &feeds(&g, 1, 1)).expect("equal");
+    assert!(module.print().contains("// input %w: [{}, {}]"), "{}", module.print());
+}
+
+#[test]
+fn seeds_drive_all_to_all_and_reduce_scatter_and_stay_correct() {
+    let text = "func.func @f(%x: tensor<4x4xf32>, %y: tensor<4x4xf32>, %a: tensor<4x8xf32>, %w: tensor<8x4xf32> {tsr.param}, %z: tensor<4x4xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>) {
+  %s = \"tsr.add\"(%x, %y) : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x4xf32>
+  %p = \"tsr.matmul\"(%a, %w) : (tensor<4x8xf32>, tensor<8x4xf32>) -> tensor<4x4xf32>
+  %q = \"tsr.add\"(%z, %p) : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x4xf32>
+  return %s, %q : tensor<4x4xf32>, tensor<4x4xf32>
+}
+";
+    let g = tessera_ir::mlir::parse_verified(text).expect("parses");
+    let mut config = ShardConfig::new(Mesh::parse("dp=2,tp=2").expect("mesh"));
+    let seed = |s: &str| tessera_ir::sharding::Sharding::parse(s).expect("sharding");
+    config.seeds = vec![
+        ("x".into(), seed("[{tp}, {}]")),
+        ("y".into(), seed("[{}, {tp}]")),
+        // The contraction split over tp makes %p a partial sum; %z wants its rows split.
+        ("a".into(), seed("[{}, {tp}]")),
+        ("z".into(), seed("[{tp}, {}]")),
+    ];
+    let module = partition(&g, &config).expect("partitions");
+    let printed = module.print();
+    for op in ["all_to_all", "reduce_scatter", "all_gather"] {
+        assert!(printed.contains(&format!("\"tsr.{op}\"")), "no {op}:\n{printed}");
+    }
+    check_against_interpreter(&g, &module, &feeds(&g, 5, 1)).expect("equal");
+    // A seed that does not fit the value is an error naming it.
+    config.seeds = vec![("x".into(), seed("[{tp}]"))];
+    let err = partition(&g, &config).expect_err("bad seed").to_string();
+    assert_eq!(err, "seed for %x: sharding [{tp}] has 1 dimensions but the type tensor<4x4xf32> has 2");
 }
