@@ -28,6 +28,8 @@ enum Command {
     Import(commands::import::ImportArgs),
     /// Run ONNX backend node tests through import and the reference interpreter.
     TestOnnx(commands::test_onnx::TestOnnxArgs),
+    /// Benchmark the optimizer on whole models (`tessera bench egraph`).
+    Bench(commands::bench::BenchArgs),
 }
 
 /// Restores the default SIGPIPE action, so `tessera ... | head` ends quietly like other Unix
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => commands::plan::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::TestOnnx(args) => commands::test_onnx::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 //!   analysis, graph → e-graph → graph.
 //! - [`rules`]: the rule-file format, its parser, the load-time type check, egg rewrites, and
 //!   the built-in rules (`passes/rules/*.rules`).
+//! - [`taso`]: greedy rewriting without the e-graph (TASO's baseline), for comparison.
 //! - [`cost`]: the roofline cost per e-node and per graph.
 //! - [`greedy`]: greedy extraction by DAG cost (the default).
 //! - [`ilp`]: exact extraction by integer linear programming, with a time limit.
@@ -18,6 +19,7 @@ pub mod greedy;
 pub mod ilp;
 pub mod lang;
 pub mod rules;
+pub mod taso;
 
 use crate::pass::{OptionSpec, OptionValue, PassError, PassOptions, PassStats};
 use egg::{BackoffScheduler, CostFunction, Extractor, Id, Runner, StopReason};
