@@ -30,6 +30,8 @@ enum Command {
     TestOnnx(commands::test_onnx::TestOnnxArgs),
     /// Train a model on byte-level text with the reference interpreter; checkpoints and resumes.
     Train(commands::train::TrainArgs),
+    /// Benchmark the optimizer on whole models (`tessera bench egraph`).
+    Bench(commands::bench::BenchArgs),
 }
 
 /// Restores the default SIGPIPE action, so `tessera ... | head` ends quietly like other Unix
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Import(args) => commands::import::run(args),
         Command::TestOnnx(args) => commands::test_onnx::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -70,6 +70,12 @@ pub fn load_model(path: &Path) -> Result<Graph, LoadError> {
 /// that names no preset and has no `family:` overrides is reported as an unsupported file.
 fn load_zoo_model(spec: &str, path: &Path) -> Result<Graph, LoadError> {
     let zoo_error = |e: &dyn std::fmt::Display| LoadError::Zoo { message: format!("zoo model '{spec}': {e}") };
+    if crate::zoo::resnet::is_resnet_spec(spec) {
+        let cfg = crate::zoo::resnet::parse(spec).map_err(|e| LoadError::Zoo { message: e.to_string() })?;
+        let graph = crate::zoo::resnet::build(&cfg).map_err(|e| zoo_error(&e))?;
+        tessera_ir::verify::verify(&graph).map_err(|e| zoo_error(&e))?;
+        return Ok(graph);
+    }
     let cfg = match crate::zoo::spec::parse(spec) {
         Ok(cfg) => cfg,
         Err(e) if spec.contains(':') => return Err(LoadError::Zoo { message: e.to_string() }),

@@ -389,3 +389,19 @@ fn ilp_extraction_through_the_pass() {
     assert!(outcome, "{stats:?}");
     assert_same_outputs(&original, &limited);
 }
+
+/// The greedy rewriting baseline (no e-graph) merges the projections too, keeps the outputs,
+/// and never ends above where it started.
+#[test]
+fn greedy_rewriting_baseline_merges_projections() {
+    use tessera_passes::egraph::taso::{rewrite, RewriteLimits};
+    let original = gpt_attention();
+    let limits = RewriteLimits { steps: 50, time: std::time::Duration::from_secs(60) };
+    let (g, report) = rewrite(&original, rules(), limits).expect("rewrites");
+    assert_eq!(report.stop, "no-improvement", "{report:?}");
+    assert!(report.cost_after < report.cost_before, "{report:?}");
+    assert!((cost::graph_cost(&g) - report.cost_after).abs() < 1e-9);
+    assert!(report.applied.get("matmul-merge-rhs").copied().unwrap_or(0) >= 2, "{report:?}");
+    assert_eq!(count(&g, "matmul"), 4, "{}", tessera_ir::mlir::print_graph(&g));
+    assert_same_outputs(&original, &g);
+}

@@ -4,6 +4,7 @@ mod bad_input;
 mod calibration;
 mod cli;
 mod cost_model;
+mod egraph_models;
 mod onnx;
 mod pass_data;
 mod plan;

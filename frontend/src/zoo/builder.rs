@@ -154,6 +154,15 @@ impl Builder {
         self.binary(BinaryOp::Mul, x, splat)
     }
 
+    /// `x op c` for a scalar literal `c` broadcast to `x`'s shape (ONNX's implicit broadcast).
+    pub fn binary_scalar(&mut self, op: BinaryOp, x: ValueId, c: f64) -> Result<ValueId, ZooError> {
+        let dtype = self.graph.value(x).ty.dtype;
+        let shape = self.shape(x);
+        let literal = self.op(Op::Constant(Tensor::scalar(dtype, c)), &[])?;
+        let splat = self.broadcast(literal, &shape)?;
+        self.binary(op, x, splat)
+    }
+
     pub fn split(&mut self, x: ValueId, axis: i64, sizes: &[u64]) -> Result<Vec<ValueId>, ZooError> {
         let sizes = sizes.iter().map(|&s| s as i64).collect();
         self.ops(Op::Split { axis, sizes }, &[x])

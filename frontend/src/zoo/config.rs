@@ -19,16 +19,21 @@ pub enum Family {
     Llama,
     /// A Llama form whose MLPs are top-k routed experts (Mixtral, DeepSeek).
     Moe,
+    /// BERT encoder: post-LayerNorm, GELU, biases, separate Q/K/V projections, learned
+    /// positions and token types with an embedding LayerNorm; the model's output is the last
+    /// hidden state (no language-model head).
+    Bert,
 }
 
 impl Family {
-    pub const ALL: [Family; 3] = [Family::Gpt, Family::Llama, Family::Moe];
+    pub const ALL: [Family; 4] = [Family::Gpt, Family::Llama, Family::Moe, Family::Bert];
 
     pub fn name(self) -> &'static str {
         match self {
             Family::Gpt => "gpt",
             Family::Llama => "llama",
             Family::Moe => "moe",
+            Family::Bert => "bert",
         }
     }
 
@@ -62,6 +67,28 @@ pub enum Position {
     Learned,
     /// Rotary embedding applied to queries and keys inside attention.
     Rope,
+}
+
+/// How the Q, K and V projections are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Qkv {
+    /// One matmul and a split, as Megatron and HF GPT-2 (`c_attn`) compute them.
+    Fused,
+    /// Three matmuls, as HF BERT and Llama checkpoints store them.
+    Separate,
+}
+
+/// Which op vocabulary a graph uses for norms and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphForm {
+    /// tsr's own `layer_norm`, `rms_norm` and `gelu` ops.
+    Zoo,
+    /// The form ONNX exports (opset < 17) give: norms and GELU decomposed into reductions and
+    /// elementwise ops with constants (`(x - mean) / sqrt(var + eps) * γ + β`,
+    /// `x * 0.5 * (1 + erf(x / √2))`).
+    Onnx,
 }
 
 /// The architecture of a zoo model. Sizes are element counts; `seq` is the sequence length
@@ -114,6 +141,10 @@ pub struct ModelConfig {
     pub v_head_dim: u64,
     /// Element type of weights and activations.
     pub dtype: DType,
+    /// Layout of the attention projections.
+    pub qkv: Qkv,
+    /// Op vocabulary of norms and activations.
+    pub form: GraphForm,
 }
 
 /// Whether a layer's MLP is dense or routed experts.
@@ -157,9 +188,12 @@ impl ModelConfig {
             qk_rope_dim: 0,
             v_head_dim: 0,
             dtype: DType::BF16,
+            qkv: Qkv::Fused,
+            form: GraphForm::Zoo,
         };
         match family {
             Family::Gpt => base,
+            Family::Bert => ModelConfig { vocab: 30522, seq: 512, tied_embeddings: false, qkv: Qkv::Separate, ..base },
             Family::Llama | Family::Moe => {
                 // Llama's SwiGLU width: 2/3 of 4h, rounded up to a multiple of 256.
                 let ffn = (8 * hidden / 3).div_ceil(256) * 256;
@@ -364,11 +398,16 @@ impl ModelConfig {
             Position::Learned => self.seq * self.hidden,
             Position::Rope => 0,
         };
-        self.vocab * self.hidden + positions
+        // BERT adds two token-type rows and a LayerNorm after the sum.
+        let bert = if self.family == Family::Bert { 2 * self.hidden + self.norm_params(self.hidden) } else { 0 };
+        self.vocab * self.hidden + positions + bert
     }
 
     /// The final norm and, when untied, the output projection.
     pub fn head_params(&self) -> u64 {
+        if self.family == Family::Bert {
+            return 0; // post-LN: the last layer's norm is the output
+        }
         let proj = if self.tied_embeddings { 0 } else { self.vocab * self.hidden };
         self.norm_params(self.hidden) + proj
     }

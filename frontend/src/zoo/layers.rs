@@ -4,24 +4,71 @@
 
 use crate::zoo::build::{BuildOptions, CommSite, Role};
 use crate::zoo::builder::Builder;
-use crate::zoo::config::{LayerKind, Mlp, ModelConfig, Norm, Position};
+use crate::zoo::config::{Family, GraphForm, LayerKind, Mlp, ModelConfig, Norm, Position, Qkv};
 use crate::zoo::ZooError;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::ValueId;
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::indexing::ScatterReduction;
+use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 
 const NORM_EPSILON: f64 = 1e-5;
 
 fn norm(b: &mut Builder, cfg: &ModelConfig, x: ValueId, name: &str, width: u64) -> Result<ValueId, ZooError> {
     let scale = b.param(&format!("{name}.scale"), &[width]);
-    match cfg.norm {
-        Norm::Layer => {
+    match (cfg.norm, cfg.form) {
+        (Norm::Layer, GraphForm::Zoo) => {
             let bias = b.param(&format!("{name}.bias"), &[width]);
             b.op(Op::LayerNorm { axis: -1, epsilon: NORM_EPSILON }, &[x, scale, bias])
         }
-        Norm::Rms => b.op(Op::RmsNorm { axis: -1, epsilon: NORM_EPSILON }, &[x, scale]),
+        (Norm::Layer, GraphForm::Onnx) => {
+            let bias = b.param(&format!("{name}.bias"), &[width]);
+            let shape = b.shape(x);
+            let mean = mean_last(b, x)?;
+            let centered = b.binary(BinaryOp::Sub, x, mean)?;
+            let squared = b.binary_scalar(BinaryOp::Pow, centered, 2.0)?;
+            let var = mean_last(b, squared)?;
+            let std = b.binary_scalar(BinaryOp::Add, var, NORM_EPSILON)?;
+            let std = b.unary(UnaryOp::Sqrt, std)?;
+            let normed = b.binary(BinaryOp::Div, centered, std)?;
+            let scale = b.broadcast(scale, &shape)?;
+            let scaled = b.binary(BinaryOp::Mul, normed, scale)?;
+            b.add_bias(scaled, bias)
+        }
+        (Norm::Rms, GraphForm::Zoo) => b.op(Op::RmsNorm { axis: -1, epsilon: NORM_EPSILON }, &[x, scale]),
+        (Norm::Rms, GraphForm::Onnx) => {
+            let shape = b.shape(x);
+            let squared = b.binary_scalar(BinaryOp::Pow, x, 2.0)?;
+            let ms = mean_last(b, squared)?;
+            let rms = b.binary_scalar(BinaryOp::Add, ms, NORM_EPSILON)?;
+            let rms = b.unary(UnaryOp::Sqrt, rms)?;
+            let normed = b.binary(BinaryOp::Div, x, rms)?;
+            let scale = b.broadcast(scale, &shape)?;
+            b.binary(BinaryOp::Mul, normed, scale)
+        }
+    }
+}
+
+/// The mean over the last axis, broadcast back to `x`'s shape (ONNX `ReduceMean` with
+/// `keepdims` and implicit broadcasting).
+fn mean_last(b: &mut Builder, x: ValueId) -> Result<ValueId, ZooError> {
+    let shape = b.shape(x);
+    let mean = b.op(Op::Reduce { kind: ReduceKind::Mean, axes: vec![-1], keepdims: true }, &[x])?;
+    b.broadcast(mean, &shape)
+}
+
+/// GELU: the `gelu` op, or in the ONNX form `x * 0.5 * (1 + erf(x / √2))` as exporters emit it.
+fn gelu(b: &mut Builder, cfg: &ModelConfig, x: ValueId) -> Result<ValueId, ZooError> {
+    match cfg.form {
+        GraphForm::Zoo => b.unary(UnaryOp::Gelu, x),
+        GraphForm::Onnx => {
+            let scaled = b.binary_scalar(BinaryOp::Div, x, std::f64::consts::SQRT_2)?;
+            let erf = b.unary(UnaryOp::Erf, scaled)?;
+            let one_plus = b.binary_scalar(BinaryOp::Add, erf, 1.0)?;
+            let y = b.binary(BinaryOp::Mul, x, one_plus)?;
+            b.binary_scalar(BinaryOp::Mul, y, 0.5)
+        }
     }
 }
 
@@ -107,6 +154,13 @@ pub(crate) fn embedding(
         let p = b.broadcast(p, &[batch, seq, h])?;
         x = b.binary(BinaryOp::Add, x, p)?;
     }
+    if cfg.family == Family::Bert {
+        let types = b.input("token_types", DType::I64, &[batch, seq]);
+        let type_table = b.param("embed.token_types", &[2, h]);
+        let t = b.op(Op::Gather { axis: 0 }, &[type_table, types])?;
+        x = b.binary(BinaryOp::Add, x, t)?;
+        x = norm(b, cfg, x, "embed.norm", h)?;
+    }
     let x = dropout(b, cfg, opts, x, "embed.dropout")?;
     Ok((x, table))
 }
@@ -165,7 +219,8 @@ fn attention(
     let h = cfg.hidden;
     let batch = opts.batch;
     b.role = Role::Replicated;
-    let normed = norm(b, cfg, x, &format!("{name}.attn_norm"), h)?;
+    let post_ln = cfg.family == Family::Bert;
+    let normed = if post_ln { x } else { norm(b, cfg, x, &format!("{name}.attn_norm"), h)? };
     b.role = Role::TensorParallel;
     let ctx = if cfg.is_mla() {
         latent_attention(b, cfg, opts, name, normed)?
@@ -173,8 +228,17 @@ fn attention(
         let (heads, dh) = (cfg.heads / opts.tp, cfg.head_dim);
         // With more ranks than key/value heads, each rank keeps a copy of the one it needs.
         let kv = (cfg.kv_heads / opts.tp).max(1);
-        let qkv = linear(b, cfg, normed, &format!("{name}.attn.qkv"), [h, (heads + 2 * kv) * dh])?;
-        let parts = b.split(qkv, -1, &[heads * dh, kv * dh, kv * dh])?;
+        let parts = match cfg.qkv {
+            Qkv::Fused => {
+                let qkv = linear(b, cfg, normed, &format!("{name}.attn.qkv"), [h, (heads + 2 * kv) * dh])?;
+                b.split(qkv, -1, &[heads * dh, kv * dh, kv * dh])?
+            }
+            Qkv::Separate => vec![
+                linear(b, cfg, normed, &format!("{name}.attn.q"), [h, heads * dh])?,
+                linear(b, cfg, normed, &format!("{name}.attn.k"), [h, kv * dh])?,
+                linear(b, cfg, normed, &format!("{name}.attn.v"), [h, kv * dh])?,
+            ],
+        };
         let mut q = split_heads(b, parts[0], heads, dh)?;
         let mut k = split_heads(b, parts[1], kv, dh)?;
         let mut v = split_heads(b, parts[2], kv, dh)?;
@@ -213,7 +277,11 @@ fn attention(
         b.comm(CommSite::TpAllReduce, out);
     }
     b.role = Role::Replicated;
-    residual(b, cfg, opts, &format!("{name}.attn"), x, out)
+    let y = residual(b, cfg, opts, &format!("{name}.attn"), x, out)?;
+    if post_ln {
+        return norm(b, cfg, y, &format!("{name}.attn_norm"), h);
+    }
+    Ok(y)
 }
 
 /// `x + dropout(out + bias)`: the bias of a row-parallel layer is added once, after the
@@ -328,7 +396,7 @@ fn mlp_body(
                 }
                 y = b.add_bias(y, bias)?;
             }
-            b.unary(UnaryOp::Gelu, y)?
+            gelu(b, cfg, y)?
         }
         Mlp::Swiglu => {
             // Gate and up projections as one matrix, as Megatron fuses them.
@@ -351,14 +419,19 @@ fn dense_mlp(
     x: ValueId,
 ) -> Result<ValueId, ZooError> {
     b.role = Role::Replicated;
-    let normed = norm(b, cfg, x, &format!("{name}.mlp_norm"), cfg.hidden)?;
+    let post_ln = cfg.family == Family::Bert;
+    let normed = if post_ln { x } else { norm(b, cfg, x, &format!("{name}.mlp_norm"), cfg.hidden)? };
     b.role = Role::TensorParallel;
     let out = mlp_body(b, cfg, &format!("{name}.mlp"), normed, cfg.ffn / opts.tp, None)?;
     if opts.tp > 1 {
         b.comm(CommSite::TpAllReduce, out);
     }
     b.role = Role::Replicated;
-    residual(b, cfg, opts, &format!("{name}.mlp"), x, out)
+    let y = residual(b, cfg, opts, &format!("{name}.mlp"), x, out)?;
+    if post_ln {
+        return norm(b, cfg, y, &format!("{name}.mlp_norm"), cfg.hidden);
+    }
+    Ok(y)
 }
 
 /// Expert slots per local expert: the balanced share of the expert group's routed tokens
@@ -441,6 +514,10 @@ pub(crate) fn head(
     let h = cfg.hidden;
     let vocab_local = cfg.vocab.div_ceil(opts.tp);
     b.role = Role::Replicated;
+    if cfg.family == Family::Bert {
+        // An encoder's output is its last hidden state (already normed, post-LN).
+        return Ok(x);
+    }
     let normed = norm(b, cfg, x, "final_norm", h)?;
     b.role = Role::TensorParallel;
     let w = if cfg.tied_embeddings {

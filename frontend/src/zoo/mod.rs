@@ -15,18 +15,21 @@
 //!   Mixtral, DeepSeek-V3).
 //! - [`spec`]: parsing `family:key=value,...` and preset overrides.
 //! - [`build`]: graph builders and the per-node annotations.
+//! - [`resnet`]: ResNet-50 and smaller bottleneck ResNets (a CNN, so its own config and spec;
+//!   the planner's transformer cost model does not take it).
 
 pub mod build;
 mod builder;
 pub mod config;
 mod layers;
 pub mod presets;
+pub mod resnet;
 pub mod spec;
 
 /// Why a model spec or a build failed. One line each, naming the key, preset or field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ZooError {
-    #[error("unknown model '{name}'; presets: {presets}; families: gpt, llama, moe (e.g. gpt:layers=24,hidden=2048,heads=16)")]
+    #[error("unknown model '{name}'; presets: {presets}; families: gpt, llama, moe, bert, resnet (e.g. gpt:layers=24,hidden=2048,heads=16)")]
     UnknownModel { name: String, presets: String },
     #[error("model spec '{spec}': unknown key '{key}'; known keys: {known}")]
     UnknownKey { spec: String, key: String, known: String },

@@ -7,7 +7,7 @@
 use crate::zoo::config::{Family, ModelConfig};
 
 /// Every preset name, in the order `tessera plan --help` lists them.
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 12] = [
     "gpt2",
     "gpt3-175b",
     "gpt-22b",
@@ -19,6 +19,7 @@ pub const NAMES: [&str; 11] = [
     "llama3-405b",
     "mixtral-8x7b",
     "deepseek-v3",
+    "bert-base",
 ];
 
 /// The preset called `name`, if there is one.
@@ -33,6 +34,9 @@ pub fn preset(name: &str) -> Option<ModelConfig> {
     };
     let config = match name {
         "gpt2" => ModelConfig { vocab: 50257, seq: 1024, ..gpt(12, 768, 12) },
+        // BERT-base (uncased), Devlin et al. 2019: 110M parameters with the pooler, which the
+        // encoder graph leaves out.
+        "bert-base" => ModelConfig::family_default(Family::Bert, name, 12, 768, 12),
         "gpt3-175b" => ModelConfig { vocab: 50257, ..gpt(96, 12288, 96) },
         "gpt-22b" => gpt(48, 6144, 64),
         "gpt-175b" => gpt(96, 12288, 96),

@@ -14,13 +14,13 @@
 //! assert_eq!((small.layers, small.kv_heads), (2, 8));
 //! ```
 
-use crate::zoo::config::{Family, Mlp, ModelConfig, Norm, Position};
+use crate::zoo::config::{Family, GraphForm, Mlp, ModelConfig, Norm, Position, Qkv};
 use crate::zoo::presets;
 use crate::zoo::ZooError;
 use tessera_ir::dtype::DType;
 
 /// Every key a spec may set, in the order they are listed in errors.
-pub const KEYS: [&str; 27] = [
+pub const KEYS: [&str; 29] = [
     "layers",
     "hidden",
     "heads",
@@ -47,6 +47,8 @@ pub const KEYS: [&str; 27] = [
     "qk_rope_dim",
     "v_head_dim",
     "dtype",
+    "qkv",
+    "form",
     "name",
 ];
 
@@ -188,6 +190,20 @@ pub fn parse(spec: &str) -> Result<ModelConfig, ZooError> {
                     "fp16" | "f16" => DType::F16,
                     "fp32" | "f32" => DType::F32,
                     _ => return Err(bad("expected bf16, fp16 or fp32")),
+                }
+            }
+            "qkv" => {
+                cfg.qkv = match value.as_str() {
+                    "fused" => Qkv::Fused,
+                    "separate" => Qkv::Separate,
+                    _ => return Err(bad("expected fused or separate")),
+                }
+            }
+            "form" => {
+                cfg.form = match value.as_str() {
+                    "zoo" => GraphForm::Zoo,
+                    "onnx" => GraphForm::Onnx,
+                    _ => return Err(bad("expected zoo or onnx")),
                 }
             }
             "name" => cfg.name = value.clone(),

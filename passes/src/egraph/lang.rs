@@ -336,6 +336,17 @@ pub fn load(g: &Graph) -> Loaded {
 /// choice cannot be emitted with the original names (two outputs became one value, or an
 /// output became an input).
 pub fn build(original: &Graph, roots: &[Id], choose: &dyn Fn(Id) -> TsrNode) -> Option<Graph> {
+    build_ranked(original, roots, &|class| vec![choose(class)]).map(|(g, _)| g)
+}
+
+/// [`build`] from a ranked list of nodes per class (best first): a class takes the first node
+/// none of whose operands is being built above it, so a choice that would close a cycle falls
+/// back to the next best. Returns the graph and the node used for every class emitted.
+pub fn build_ranked(
+    original: &Graph,
+    roots: &[Id],
+    rank: &dyn Fn(Id) -> Vec<TsrNode>,
+) -> Option<(Graph, HashMap<Id, TsrNode>)> {
     let mut g = Graph::new(&original.name);
     let inputs: Vec<ValueId> = original
         .inputs()
@@ -349,10 +360,13 @@ pub fn build(original: &Graph, roots: &[Id], choose: &dyn Fn(Id) -> TsrNode) -> 
     let mut value_of: HashMap<Id, ValueId> = HashMap::new();
     // One graph node per (op, operand values): the results of a `split` share it.
     let mut emitted: HashMap<(String, Vec<ValueId>), Vec<ValueId>> = HashMap::new();
-    let attr_of = |class: Id| match choose(class).kind {
-        NodeKind::Attr { attr, .. } => Some(attr),
-        _ => None,
+    let attr_of = |class: Id| {
+        rank(class).into_iter().find_map(|n| match n.kind {
+            NodeKind::Attr { attr, .. } => Some(attr),
+            _ => None,
+        })
     };
+    let mut chosen: HashMap<Id, TsrNode> = HashMap::new();
     // Iterative post-order, so deep graphs do not overflow the stack.
     let mut stack: Vec<(Id, bool)> = roots.iter().map(|&r| (r, false)).collect();
     let mut on_path: std::collections::HashSet<Id> = std::collections::HashSet::new();
@@ -360,7 +374,23 @@ pub fn build(original: &Graph, roots: &[Id], choose: &dyn Fn(Id) -> TsrNode) -> 
         if value_of.contains_key(&class) {
             continue;
         }
-        let node = choose(class);
+        let node = match chosen.get(&class) {
+            Some(node) => node.clone(),
+            None => {
+                // The best node whose operands are not being built above this class.
+                let usable = |n: &TsrNode| {
+                    let operands = match &n.kind {
+                        NodeKind::Op { .. } => concrete(n, &attr_of).map(|(_, o)| o.to_vec()),
+                        NodeKind::Input { .. } => Some(vec![]),
+                        NodeKind::Attr { .. } => None,
+                    };
+                    operands.is_some_and(|o| o.iter().all(|c| !on_path.contains(c) && *c != class))
+                };
+                let node = rank(class).into_iter().find(usable)?;
+                chosen.insert(class, node.clone());
+                node
+            }
+        };
         let lowered = match &node.kind {
             NodeKind::Op { .. } => Some(concrete(&node, &attr_of)?),
             NodeKind::Input { .. } => None,
@@ -419,5 +449,6 @@ pub fn build(original: &Graph, roots: &[Id], choose: &dyn Fn(Id) -> TsrNode) -> 
         g.rename_value(v, name);
     }
     g.set_outputs(outputs);
-    Some(g)
+    chosen.retain(|class, _| value_of.contains_key(class));
+    Some((g, chosen))
 }

@@ -6,21 +6,25 @@
 //!   analysis, graph → e-graph → graph.
 //! - [`rules`]: the rule-file format, its parser, the load-time type check, egg rewrites, and
 //!   the built-in rules (`passes/rules/*.rules`).
+//! - [`taso`]: greedy rewriting without the e-graph (TASO's baseline), for comparison.
 //! - [`cost`]: the roofline cost per e-node and per graph.
+//! - [`greedy`]: greedy extraction by DAG cost (the default).
 //! - [`ilp`]: exact extraction by integer linear programming, with a time limit.
 //!
 //! The pass keeps the original graph unless the extracted one is strictly cheaper by
 //! [`cost::graph_cost`] and keeps every output name; the pipeline verifies what it returns.
 
 pub mod cost;
+pub mod greedy;
 pub mod ilp;
 pub mod lang;
 pub mod rules;
+pub mod taso;
 
 use crate::pass::{OptionSpec, OptionValue, PassError, PassOptions, PassStats};
-use egg::{BackoffScheduler, Extractor, Id, Runner, StopReason};
+use egg::{BackoffScheduler, CostFunction, Extractor, Id, Runner, StopReason};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tessera_ir::graph::Graph;
@@ -43,7 +47,7 @@ const BUILTIN: OptionSpec =
 const EXTRACT: OptionSpec = OptionSpec {
     name: "extract",
     default: OptionValue::Str(Cow::Borrowed("greedy")),
-    help: "extraction method: greedy (tree cost) or ilp (exact DAG cost, warm-started from greedy)",
+    help: "extraction method: greedy (per-class DAG cost) or ilp (exact DAG cost, warm-started from greedy)",
 };
 const ILP_TIME_MS: OptionSpec = OptionSpec {
     name: "ilp-time-ms",
@@ -57,7 +61,7 @@ pub static OPTIONS: &[OptionSpec] = &[ITERS, NODES, TIME_MS, RULES, BUILTIN, EXT
 /// How the optimized graph is read out of the saturated e-graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extraction {
-    /// egg's bottom-up extractor by tree cost: fast, may pay a shared subterm twice.
+    /// The better of two greedy heuristics (per-class DAG cost, tree cost with view shares).
     Greedy,
     /// [`ilp::extract`] by DAG cost within the time limit, warm-started from greedy.
     Ilp { time_limit: Duration },
@@ -141,8 +145,35 @@ pub fn saturate(g: &Graph, rules: &[rules::Rule], limits: Limits) -> Result<Satu
 /// The cheapest graph in `s` by greedy (tree-cost) extraction, with `original`'s inputs and
 /// output names; `None` when it cannot keep them.
 pub fn extract_greedy(original: &Graph, s: &Saturated) -> Option<Graph> {
+    greedy_choice(original, s).map(|(g, _)| g)
+}
+
+/// Greedy extraction and the node it used per class: the cheaper (by [`cost::graph_cost`]) of
+/// two heuristics. By DAG cost per class ([`greedy::ranked`]), which sees sharing inside a
+/// class's sub-DAG but not across classes; and by egg's tree cost with views charged their
+/// share of their operand ([`cost::Roofline`]), which sees the sharing of a merged matmul by
+/// its parts but charges other shared subterms once per use. [`lang::build_ranked`] skips a
+/// node that would close a cycle.
+fn greedy_choice(original: &Graph, s: &Saturated) -> Option<(Graph, HashMap<Id, lang::TsrNode>)> {
+    let ranked = greedy::ranked(&s.egraph, &s.outputs);
+    let by_dag = |class: Id| ranked.get(&s.egraph.find(class)).cloned().unwrap_or_default();
+    let dag = lang::build_ranked(original, &s.outputs, &by_dag);
     let extractor = Extractor::new(&s.egraph, cost::Roofline { egraph: &s.egraph });
-    lang::build(original, &s.outputs, &|class| extractor.find_best_node(class).clone())
+    let by_tree = |class: Id| {
+        let mut roofline = cost::Roofline { egraph: &s.egraph };
+        let mut nodes: Vec<(f64, lang::TsrNode)> = s.egraph[class]
+            .iter()
+            .map(|n| (roofline.cost(n, |c| extractor.find_best_cost(c)), n.clone()))
+            .filter(|(c, _)| c.is_finite())
+            .collect();
+        nodes.sort_by(|a, b| a.0.total_cmp(&b.0));
+        nodes.into_iter().map(|(_, n)| n).collect()
+    };
+    let tree = lang::build_ranked(original, &s.outputs, &by_tree);
+    match (dag, tree) {
+        (Some(d), Some(t)) => Some(if cost::graph_cost(&t.0) < cost::graph_cost(&d.0) { t } else { d }),
+        (d, t) => d.or(t),
+    }
 }
 
 /// What ILP extraction produced: the graph (when it could be emitted with the original
@@ -156,7 +187,11 @@ pub struct IlpExtracted {
 /// from the greedy choice. When the solver fails, `graph` is `None` and the report says why.
 pub fn extract_ilp(original: &Graph, s: &Saturated, time_limit: Duration) -> IlpExtracted {
     let extractor = Extractor::new(&s.egraph, cost::Roofline { egraph: &s.egraph });
-    let warm = |class: Id| extractor.find_best_node(class).clone();
+    let greedy = greedy_choice(original, s).map(|(_, choice)| choice).unwrap_or_default();
+    let warm = |class: Id| {
+        let class = s.egraph.find(class);
+        greedy.get(&class).cloned().unwrap_or_else(|| extractor.find_best_node(class).clone())
+    };
     let report = ilp::extract(&s.egraph, &s.outputs, &warm, time_limit);
     if matches!(report.outcome, ilp::IlpOutcome::Failed(_)) {
         return IlpExtracted { graph: None, report };
