@@ -24,6 +24,14 @@ pub fn supports(g: &Graph) -> Result<(), Unsupported> {
         if template(&node.op).is_none() {
             return Err(Unsupported::Op { op: node.op.mnemonic(), node: id, subject: node_subject(g, id) });
         }
+        // A window over an empty input would clamp its taps to index 0 of an empty buffer.
+        if matches!(node.op, Op::Conv2d { .. } | Op::Pool2d { .. }) {
+            let empty = |v: tessera_ir::graph::ValueId| g.value(v).ty.num_elements() == Some(0);
+            if empty(node.inputs[0]) && !empty(node.outputs[0]) {
+                let reason = "a window over an empty input".to_string();
+                return Err(Unsupported::Operands { node: id, subject: node_subject(g, id), reason });
+            }
+        }
         // The reference rejects argmax over an empty axis at run time; the kernel would read
         // out of bounds, so such graphs are refused up front.
         if let Op::ArgMax { axis, .. } = &node.op {

@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use tessera_codegen::{compile_cpu, supports, CodegenError, KernelSource, Unsupported};
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole};
-use tessera_ir::ops::conv::{PoolKind, Window};
 use tessera_ir::ops::elementwise::UnaryOp;
+use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::Op;
 use tessera_ir::testing::{arb_graph_with, ArbGraphConfig};
 use tessera_ir::types::{Dim, TensorType};
@@ -90,17 +90,18 @@ fn the_shared_object_needs_only_libc_and_libm() {
 
 #[test]
 fn unsupported_input_gives_typed_errors_naming_the_cause() {
-    let mut g = Graph::new("pool");
-    let x = input(&mut g, "x", &[1, 1, 4, 4]);
-    let window = Window { strides: [2, 2], pads: [0; 4], dilations: [1, 1] };
-    let y = add(&mut g, Op::Pool2d { kind: PoolKind::Max, kernel: [2, 2], window }, &[x]);
+    let mut g = Graph::new("scatter");
+    let data = input(&mut g, "data", &[4, 2]);
+    let ids = g.add_input("ids", TensorType::of_static(DType::I64, &[1, 2]), InputRole::Activation);
+    let updates = input(&mut g, "updates", &[1, 2]);
+    let y = add(&mut g, Op::Scatter { axis: 0, reduction: ScatterReduction::Add }, &[data, ids, updates]);
     g.set_outputs(vec![y]);
     match supports(&g) {
-        Err(Unsupported::Op { op, .. }) => assert_eq!(op, "max_pool2d"),
+        Err(Unsupported::Op { op, .. }) => assert_eq!(op, "scatter"),
         other => panic!("expected an unsupported op, got {other:?}"),
     }
-    let err = compile_cpu(&[KernelSource { symbol: "pool".into(), graph: g }]).expect_err("unsupported");
-    assert!(err.to_string().contains("max_pool2d"), "{err}");
+    let err = compile_cpu(&[KernelSource { symbol: "scatter".into(), graph: g }]).expect_err("unsupported");
+    assert!(err.to_string().contains("tsr.scatter"), "{err}");
 
     let mut g = Graph::new("symbolic");
     let x =

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use tessera_codegen::{compile_ptx, GpuArch, KernelSource};
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole};
+use tessera_ir::ops::conv::{PoolKind, Window};
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
@@ -42,6 +43,14 @@ fn op_zoo() -> Vec<Graph> {
     let m = add(&mut g, Op::ArgMax { axis: 0, keepdims: true }, &[a]);
     let f = add(&mut g, Op::Cast { to: DType::BF16 }, &[q]);
     g.set_outputs(vec![c, s, m, f, a]);
+    graphs.push(g);
+    let mut g = Graph::new("conv_pool");
+    let x = input(&mut g, "x", &[1, 4, 8, 8]);
+    let w = input(&mut g, "w", &[4, 2, 3, 3]);
+    let window = Window { strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1] };
+    let y = add(&mut g, Op::Conv2d { window: window.clone(), groups: 2 }, &[x, w]);
+    let p = add(&mut g, Op::Pool2d { kind: PoolKind::Avg, kernel: [2, 2], window }, &[y]);
+    g.set_outputs(vec![p]);
     graphs.push(g);
     graphs
 }
