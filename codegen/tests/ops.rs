@@ -14,7 +14,7 @@ use tessera_ir::tensor::Tensor;
 use tessera_ir::types::{Dim, TensorType};
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() }
 }
 
 fn shape_strategy(max_rank: usize) -> impl Strategy<Value = Vec<u64>> {

@@ -54,9 +54,14 @@ pub fn schedule(g: &Graph) -> Schedule {
     let n_inputs = g.inputs().len();
     let uses = g.use_counts();
     let mut storage = vec![Storage::Inline; g.num_values()];
+    // Operands of matmul and convolution, and through data movement (a transposed key, a
+    // reshaped weight) the values those are moved from: all read many times per element.
     let mut matmul_operand = vec![false; g.num_values()];
-    for (_, node) in g.nodes() {
-        if matches!(node.op, Op::MatMul | Op::Conv2d { .. }) {
+    let nodes: Vec<_> = g.nodes().collect();
+    for (_, node) in nodes.into_iter().rev() {
+        let reread = matches!(node.op, Op::MatMul | Op::Conv2d { .. })
+            || (is_data_movement(&node.op) && node.outputs.iter().any(|v| matmul_operand[v.index()]));
+        if reread {
             for &v in &node.inputs {
                 matmul_operand[v.index()] = true;
             }

@@ -178,6 +178,9 @@ impl FnEmitter<'_> {
                 let k = a_shape[a_shape.len() - 1];
                 let ro = out_shape.len();
                 let ty = compute_type(dtype);
+                if self.gpu.is_none() {
+                    return self.matmul_rows(a, b, &a_shape, &b_shape, &out_shape, dtype, dest);
+                }
                 self.for_each_index(&out_shape, |e, idx| {
                     let batch = &idx[..ro - 2];
                     let a_batch = e.broadcast_index(batch, &a_shape[..a_shape.len() - 2]);
@@ -278,6 +281,64 @@ impl FnEmitter<'_> {
                 Ok(())
             }),
         }
+    }
+
+    /// Matmul on the CPU, row by row: `out[i, :] += a[i, kk] * b[kk, :]` for `kk` in order.
+    /// The innermost loop runs along a row of `b` and of the output, so LLVM vectorizes it
+    /// without reassociating anything: every output element still sums its products in the
+    /// order of `kk`, as the per-element form does.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_rows(
+        &mut self,
+        a: tessera_ir::graph::ValueId,
+        b: tessera_ir::graph::ValueId,
+        a_shape: &[usize],
+        b_shape: &[usize],
+        out_shape: &[usize],
+        dtype: DType,
+        dest: &Buffer,
+    ) -> Result<(), CodegenError> {
+        let ro = out_shape.len();
+        let (k, n) = (a_shape[a_shape.len() - 1], out_shape[ro - 1]);
+        let ty = compute_type(dtype);
+        let float = dtype.is_float();
+        self.for_each_index(&out_shape[..ro - 1], |e, rows| {
+            let batch = &rows[..ro - 2];
+            let i = rows[ro - 2].clone();
+            let a_batch = e.broadcast_index(batch, &a_shape[..a_shape.len() - 2]);
+            let b_batch = e.broadcast_index(batch, &b_shape[..b_shape.len() - 2]);
+            let at = |j: &str| [rows, &[j.to_string()]].concat();
+            let zero = if float { e.f32(0.0) } else { e.int(0, ty) };
+            e.for_each_index(&[n], |e, j| {
+                e.store(&zero, dest, dtype, &at(&j[0]));
+                Ok(())
+            })?;
+            e.for_each_index(&[k], |e, kk| {
+                let x = e.value_at(a, &[a_batch.clone(), vec![i.clone(), kk[0].clone()]].concat())?;
+                e.for_each_index(&[n], |e, j| {
+                    let y = e.value_at(b, &[b_batch.clone(), vec![kk[0].clone(), j[0].clone()]].concat())?;
+                    let acc = e.load(dest, if float { DType::F32 } else { dtype }, &at(&j[0]));
+                    let sum = if float {
+                        let p = e.op("arith.mulf", &[&x, &y], ty);
+                        e.op("arith.addf", &[&acc, &p], ty)
+                    } else {
+                        let p = e.op("arith.muli", &[&x, &y], ty);
+                        e.op("arith.addi", &[&acc, &p], ty)
+                    };
+                    e.store(&sum, dest, if float { DType::F32 } else { dtype }, &at(&j[0]));
+                    Ok(())
+                })
+            })?;
+            if matches!(dtype, DType::F16 | DType::BF16) {
+                e.for_each_index(&[n], |e, j| {
+                    let v = e.load(dest, DType::F32, &at(&j[0]));
+                    let r = e.round(v, dtype);
+                    e.store(&r, dest, dtype, &at(&j[0]));
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })
     }
 
     /// The input position of window tap `k` of output position `o` along spatial dimension
