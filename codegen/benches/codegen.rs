@@ -9,12 +9,11 @@ mod fused_graphs;
 #[path = "../tests/harness.rs"]
 mod harness;
 
-use fused_graphs::{add, attention, broadcast, input, masked_softmax, residual_norms};
+use fused_graphs::{attention, masked_softmax, residual_norms};
 use std::time::{Duration, Instant};
 use tessera_codegen::{compile_cpu, compile_ptx, GpuArch, KernelSource};
+use tessera_ir::dtype::DType;
 use tessera_ir::graph::Graph;
-use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
-use tessera_ir::ops::Op;
 
 /// Median wall time of `runs` calls of `f`.
 fn median(runs: usize, mut f: impl FnMut()) -> Duration {
@@ -29,24 +28,13 @@ fn median(runs: usize, mut f: impl FnMut()) -> Duration {
     times[runs / 2]
 }
 
-/// gelu(x + b) over the MLP activations, the elementwise epilogue of GPT-2's first MLP matmul.
-fn bias_gelu(rows: u64, width: u64) -> Graph {
-    let mut g = Graph::new("bias_gelu");
-    let x = input(&mut g, "x", &[rows, width]);
-    let b = input(&mut g, "b", &[width]);
-    let bb = broadcast(&mut g, b, &[rows, width]);
-    let s = add(&mut g, Op::Binary(BinaryOp::Add), &[x, bb]);
-    let y = add(&mut g, Op::Unary(UnaryOp::GeluTanh), &[s]);
-    g.set_outputs(vec![y]);
-    g
-}
-
 fn kernels(graphs: &[Graph]) -> Vec<KernelSource> {
     graphs.iter().enumerate().map(|(i, g)| KernelSource { symbol: format!("k{i}"), graph: g.clone() }).collect()
 }
 
 fn main() {
-    let gpt2 = [bias_gelu(128, 3072), residual_norms(128, 768), masked_softmax(12, 128), attention(128, 64)];
+    let gelu = tessera_kernels::builders::bias_gelu(128, 3072, DType::F32, true).expect("bias_gelu");
+    let gpt2 = [gelu, residual_norms(128, 768), masked_softmax(12, 128), attention(128, 64)];
     println!("compile time (median of 5), one kernel per compile_cpu call:");
     for g in &gpt2 {
         let one = kernels(std::slice::from_ref(g));

@@ -125,3 +125,21 @@ fn unsupported_input_gives_typed_errors_naming_the_cause() {
     ]);
     assert!(matches!(twice, Err(CodegenError::DuplicateSymbol(_))));
 }
+
+/// The kernel-graph builders of `tessera_kernels` compile and match the interpreter in every
+/// float dtype codegen supports (f16/bf16 round after every op, as the reference does).
+#[test]
+fn builders_match_the_interpreter_in_every_float_dtype() {
+    use tessera_kernels::builders::{attention_head, bias_gelu, masked_softmax, residual_norm};
+    for dtype in [DType::F32, DType::F64, DType::F16, DType::BF16] {
+        let graphs = [
+            bias_gelu(3, 16, dtype, true).expect("bias_gelu"),
+            bias_gelu(2, 8, dtype, false).expect("bias_gelu"),
+            masked_softmax(2, 9, 0.125, dtype).expect("masked_softmax"),
+            residual_norm(3, 16, 1e-5, false, dtype).expect("layer norm"),
+            residual_norm(3, 16, 1e-6, true, dtype).expect("rms norm"),
+            attention_head(2, 5, 4, dtype).expect("attention"),
+        ];
+        harness::check_all(&graphs, 11);
+    }
+}

@@ -111,3 +111,27 @@ fn launch_plans_follow_the_schedule() {
         .expect("compile");
     assert_eq!(softmax[0].launches.iter().map(|l| l.threads).collect::<Vec<_>>(), vec![14]);
 }
+
+mod random {
+    use super::ptxas;
+    use proptest::prelude::*;
+    use tessera_codegen::{compile_ptx, supports, GpuArch, KernelSource};
+    use tessera_ir::testing::{arb_graph_with, ArbGraphConfig};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Random graphs of every supported op family lower to PTX that ptxas accepts.
+        #[test]
+        fn random_graphs_assemble(g in arb_graph_with(ArbGraphConfig { max_steps: 10, symbolic_dims: false })) {
+            prop_assume!(supports(&g).is_ok());
+            let modules = compile_ptx(&[KernelSource { symbol: "r".into(), graph: g }], GpuArch::Sm90)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let path = dir.path().join("r.ptx");
+            std::fs::write(&path, &modules[0].ptx).expect("write ptx");
+            let out = std::process::Command::new(ptxas()).args(["-arch=sm_90"]).arg(&path).arg("-o").arg(path.with_extension("cubin")).output().expect("run ptxas");
+            prop_assert!(out.status.success(), "ptxas: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
