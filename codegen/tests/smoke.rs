@@ -71,3 +71,14 @@ fn tanh_approximation_is_within_a_few_ulp() {
     }
     assert!(worst <= 4.0, "worst error {worst} ulp");
 }
+
+/// The emitted MLIR of one fused kernel, for the CPU and the GPU: `scale * scores + mask`
+/// computed inline inside the softmax loops (never stored), one `gpu.func` per row on the GPU.
+#[test]
+fn emitted_mlir_of_a_masked_softmax() {
+    let graph = tessera_kernels::builders::masked_softmax(1, 4, 0.5, DType::F32).unwrap();
+    let cpu = tessera_codegen::emit::emit_kernel("softmax", &graph).unwrap();
+    insta::assert_snapshot!("cpu", format!("{}{}", cpu.globals, cpu.function));
+    let gpu = tessera_codegen::emit::emit_gpu_kernel("softmax", &graph).unwrap();
+    insta::assert_snapshot!("gpu", format!("{}\n{:?}", gpu.module, gpu.launches));
+}
