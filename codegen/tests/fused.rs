@@ -116,6 +116,17 @@ fn unsupported_input_gives_typed_errors_naming_the_cause() {
     g.set_outputs(vec![y]);
     assert!(matches!(supports(&g), Err(Unsupported::DType { dtype: DType::F8E4M3, .. })));
 
+    let mut g = Graph::new("weights");
+    let n = tessera_codegen::support::MAX_CONSTANT_ELEMENTS + 1;
+    let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    let w = add(&mut g, Op::Constant(tessera_ir::tensor::Tensor::from_f64(DType::F32, vec![n], values)), &[]);
+    let y = add(&mut g, Op::Unary(UnaryOp::Exp), &[w]);
+    g.set_outputs(vec![y]);
+    match supports(&g) {
+        Err(Unsupported::Operands { reason, .. }) => assert!(reason.contains("pass it as a kernel input"), "{reason}"),
+        other => panic!("expected a refused literal, got {other:?}"),
+    }
+
     let ok = gelu_bias(1, 1, 1);
     let bad_symbol = compile_cpu(&[KernelSource { symbol: "not a symbol".into(), graph: ok.clone() }]);
     assert!(matches!(bad_symbol, Err(CodegenError::InvalidSymbol(_))));
