@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= examples/transformer_block.mlir
 DEMO_OUT ?= target/demo
 
-.PHONY: setup demo test lint build onnx-tests real-models
+.PHONY: setup demo test lint build onnx-tests real-models ptxas
 
 setup:
 	@bash scripts/setup.sh
@@ -36,9 +36,15 @@ onnx-tests:
 real-models:
 	@bash scripts/real-models/setup.sh
 
+# NVIDIA's PTX assembler and libdevice from the pinned nvidia-cuda-nvcc-cu12 wheel (cached in
+# .cache/cuda-nvcc): codegen links libdevice into GPU kernels and the tests assemble every
+# emitted PTX module with ptxas, so the GPU path is checked on machines without a GPU.
+ptxas:
+	@bash scripts/fetch-ptxas.sh
+
 # The conformance summary and the real-model comparisons are printed first, for the log; the
 # whole suite (which asserts both) runs last.
-test: lint onnx-tests real-models
+test: lint onnx-tests real-models ptxas
 	$(CARGO) run --locked -q -- test-onnx .cache/onnx-node-tests
 	$(CARGO) test --locked -q --test e2e real_models -- --nocapture
 	$(CARGO) test --workspace --locked

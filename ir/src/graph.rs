@@ -380,7 +380,7 @@ impl Graph {
         self.outputs = old.outputs.iter().map(|v| remap[v.index()]).collect();
         self.next_temp = old.next_temp;
         true
-}
+    }
 
     /// A copy with the symbolic dimensions named in `bindings` replaced by their sizes, in every
     /// value type and in the targets `reshape`, `broadcast` and `recv` carry; names, roles and

@@ -48,16 +48,16 @@ pub static PASSES: &[PassInfo] = &[
         run: crate::egraph::run,
     },
     PassInfo {
-        name: "shard",
-        description: "partition over a device mesh into per-rank programs with collectives (opt prints them)",
-        options: crate::shard::OPTIONS,
-        run: crate::shard::run,
-    },
-    PassInfo {
         name: "fuse",
         description: "group elementwise ops, reductions, softmax and norms into fused kernels (tags the nodes)",
         options: crate::fuse::OPTIONS,
         run: crate::fuse::run,
+    },
+    PassInfo {
+        name: "shard",
+        description: "partition over a device mesh into per-rank programs with collectives (opt prints them)",
+        options: crate::shard::OPTIONS,
+        run: crate::shard::run,
     },
     PassInfo {
         name: "verify",
