@@ -533,4 +533,24 @@ mod tests {
         let block = s.shard_tensor(&mesh, 3, &t).expect("block");
         assert_eq!(block.to_f64_vec(), vec![15.0, 16.0, 17.0, 21.0, 22.0, 23.0]);
     }
+
+    #[test]
+    fn op_rules_name_parallel_and_reduction_factors() {
+        use crate::ops::Op;
+        let t = |s: &[u64]| TensorType::of_static(DType::F32, s);
+        // [b, s, h*d] -> [b, s, h, d]: the major dims of the split group share a factor of gcd(8, 2).
+        let (x, out) = (t(&[2, 3, 8]), t(&[2, 3, 2, 4]));
+        let rule = Op::Reshape { shape: out.dims.clone() }.sharding_rule(&[&x], std::slice::from_ref(&out));
+        assert_eq!(rule.operands, vec![vec![Some(0), Some(1), Some(2)]]);
+        assert_eq!(rule.results, vec![vec![Some(0), Some(1), Some(2), None]]);
+        assert_eq!(rule.factor_sizes, vec![Some(2), Some(3), Some(2)]);
+        // matmul [m, k] x [k, n]: m, n parallel, k a sum reduction.
+        let rule = Op::MatMul.sharding_rule(&[&t(&[4, 6]), &t(&[6, 8])], &[t(&[4, 8])]);
+        assert_eq!(rule.operands, vec![vec![Some(0), Some(2)], vec![Some(2), Some(1)]]);
+        assert_eq!(rule.results, vec![vec![Some(0), Some(1)]]);
+        assert!(!rule.is_parallel(2) && rule.reduction == Some(PartialKind::Sum));
+        // softmax keeps its axis whole.
+        let rule = Op::Softmax { axis: -1 }.sharding_rule(&[&t(&[4, 6])], &[t(&[4, 6])]);
+        assert_eq!(rule.results, vec![vec![Some(0), None]]);
+    }
 }

@@ -39,7 +39,11 @@ impl<'g> Analysis<'g> {
             let seed = config.seeds.iter().find(|(name, _)| *name == value.name).map(|(_, s)| s.clone());
             match seed {
                 Some(s) => {
-                    s.check(mesh, &value.ty).map_err(|m| ShardError::Seed { value: value.name.clone(), message: m })?;
+                    let seed_error = |message: String| ShardError::Seed { value: value.name.clone(), message };
+                    if s.partial.is_some() {
+                        return Err(seed_error(format!("an input cannot be partial ({s})")));
+                    }
+                    s.check(mesh, &value.ty).map_err(seed_error)?;
                     seeds.insert(v, s);
                 }
                 None if src.input_role(v) == Some(InputRole::Parameter) => free[v.index()] = true,
@@ -198,7 +202,7 @@ impl<'a, 'g> StageBuilder<'a, 'g> {
         Ok(cur)
     }
 
-    /// The sharding `v` is available in (its first), defining it if needed with `hint`.
+    /// The sharding `v` was first made available in, if it is available.
     fn current(&mut self, v: ValueId) -> Option<Sharding> {
         self.avail.get(&v).and_then(|l| l.first()).map(|(_, s)| s.clone())
     }
