@@ -113,11 +113,12 @@ pub fn run(args: PlanArgs) -> Result<()> {
     }
 }
 
-/// A model file becomes a [`GraphWorkload`]; anything else is a zoo spec.
+/// A model file (or a zoo ResNet, which has no transformer config) becomes a
+/// [`GraphWorkload`]; anything else is a zoo spec.
 fn load_workload(model: &str, seq: Option<u64>) -> Result<Box<dyn Workload>> {
     let path = Path::new(model);
     let is_file = ["mlir", "json", "onnx"].iter().any(|e| path.extension().is_some_and(|x| x == *e));
-    if is_file {
+    if is_file || tessera_frontend::zoo::resnet::is_resnet_spec(model) {
         let graph = tessera_frontend::load::load_model(path)?;
         return Ok(Box::new(GraphWorkload { graph, seq: seq.unwrap_or(1) }));
     }

@@ -16,7 +16,7 @@
 //! - [`spec`]: parsing `family:key=value,...` and preset overrides.
 //! - [`build`]: graph builders and the per-node annotations.
 //! - [`resnet`]: ResNet-50 and smaller bottleneck ResNets (a CNN, so its own config and spec;
-//!   the planner's transformer cost model does not take it).
+//!   `tessera plan` takes it as a plain graph, like a model file).
 
 pub mod build;
 mod builder;
