@@ -2,12 +2,13 @@
 //!
 //! What it is for: the reference interpreter, the oracle that every optimization, rewrite
 //! rule and backend is tested against (so it favours plain, obviously correct code over
-//! speed), and `.npy` input/output for the CLI and tests. The artifact loader, CPU and CUDA
-//! executors and collectives will live here too.
+//! speed), `.npy` input/output for the CLI and tests, and the [`executor`]s of ahead-of-time
+//! artifacts (loader with integrity checks, CPU executor over `kernels.so` and library calls).
 //!
-//! What it may depend on: `tessera-ir` (whose ops carry the reference semantics) and small
-//! utility crates. Never on codegen, MLIR or LLVM: a cluster node needs only the runtime and
-//! an artifact.
+//! What it may depend on: `tessera-ir` (whose ops carry the reference semantics and the
+//! artifact format) and small utility crates (`libloading`, `matrixmultiply`). Never on
+//! codegen, MLIR or LLVM: a cluster node needs only the runtime and an artifact.
 
+pub mod executor;
 pub mod interpreter;
 pub mod npy;

@@ -1,5 +1,6 @@
 //! One module per subcommand: its clap arguments and its body.
 
+pub mod compile;
 pub mod import;
 pub mod info;
 pub mod opt;

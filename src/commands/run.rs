@@ -14,7 +14,8 @@ use tessera_runtime::npy;
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The model to run (.mlir or .json).
+    /// The model to run (.mlir, .json, .onnx, a zoo model), or an artifact directory written
+    /// by `tessera compile`.
     pub model: PathBuf,
     /// A graph input and the .npy file holding it (repeatable).
     #[arg(long = "input", value_name = "NAME=FILE.npy")]
@@ -31,6 +32,9 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    if args.model.is_dir() {
+        return run_artifact(args);
+    }
     let graph = tessera_frontend::load::load_model(&args.model)?;
     let mut bindings = parse_dim_bindings(&args.dim)?;
     let mut feeds = read_given_inputs(&graph, &args.inputs)?;
@@ -40,6 +44,34 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let outputs = tessera_runtime::interpreter::run(&graph, &feeds)?;
     write_outputs(&args.output, &outputs)
+}
+
+/// Runs a compiled artifact: loads and checks it, then feeds inputs exactly as for a model (the
+/// same seeded random inputs, so outputs are comparable with the interpreter's).
+fn run_artifact(args: RunArgs) -> Result<()> {
+    let artifact = tessera_runtime::executor::load::load(&args.model)?;
+    if artifact.program.target.starts_with("cuda") {
+        tessera_runtime::executor::cuda::check(&artifact)?;
+    }
+    let signature = signature_graph(&artifact.program);
+    let mut feeds = read_given_inputs(&signature, &args.inputs)?;
+    if let Some(seed) = args.random_inputs {
+        feeds.extend(random_inputs(&signature, &feeds, &HashMap::new(), seed)?);
+    }
+    let executor = tessera_runtime::executor::cpu::CpuExecutor::new(artifact)?;
+    let outputs = executor.run(&feeds)?;
+    write_outputs(&args.output, &outputs)
+}
+
+/// A graph with the program's inputs only: what input reading needs to know.
+fn signature_graph(program: &tessera_ir::artifact::Program) -> Graph {
+    let mut g = Graph::new(&program.name);
+    for binding in &program.inputs {
+        let shape = program.buffers.get(binding.buffer as usize).map(|b| b.shape.clone()).unwrap_or_default();
+        let ty = tessera_ir::types::TensorType::of_static(binding.dtype, &shape);
+        g.add_input(&binding.name, ty, tessera_ir::graph::InputRole::Activation);
+    }
+    g
 }
 
 /// Reads every `--input NAME=FILE.npy`, checking the name and converting to the declared dtype
