@@ -29,6 +29,9 @@ pub struct RunArgs {
     /// Size of a symbolic dimension for random inputs, e.g. --dim batch=8 (repeatable).
     #[arg(long, value_name = "NAME=SIZE")]
     pub dim: Vec<String>,
+    /// Print the execution time (without loading and writing files) to standard error.
+    #[arg(long)]
+    pub timing: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -42,7 +45,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(seed) = args.random_inputs {
         feeds.extend(random_inputs(&graph, &feeds, &bindings, seed)?);
     }
+    let start = std::time::Instant::now();
     let outputs = tessera_runtime::interpreter::run(&graph, &feeds)?;
+    if args.timing {
+        eprintln!("interpreter: {:.3} s", start.elapsed().as_secs_f64());
+    }
     write_outputs(&args.output, &outputs)
 }
 
@@ -59,7 +66,11 @@ fn run_artifact(args: RunArgs) -> Result<()> {
         feeds.extend(random_inputs(&signature, &feeds, &HashMap::new(), seed)?);
     }
     let executor = tessera_runtime::executor::cpu::CpuExecutor::new(artifact)?;
+    let start = std::time::Instant::now();
     let outputs = executor.run(&feeds)?;
+    if args.timing {
+        eprintln!("compiled artifact: {:.3} s", start.elapsed().as_secs_f64());
+    }
     write_outputs(&args.output, &outputs)
 }
 
