@@ -182,9 +182,21 @@ impl<'a> Builder<'a> {
         for &v in g.inputs() {
             self.new_buffer(v, UNPLACED, None);
         }
+        let (folded, transposed_b) = transposes_into_gemms(g);
         let mut done_groups = std::collections::HashSet::new();
         let nodes: Vec<(NodeId, _)> = g.nodes().collect();
         for (id, node) in nodes {
+            if folded.contains(&id) {
+                continue;
+            }
+            if let Some(&source) = transposed_b.get(&id) {
+                let call = LibraryCall::MatMulTransposedB;
+                *self.stats.library_calls.entry(call.name()).or_insert(0) += 1;
+                let inputs = vec![self.buffer(node.inputs[0]), self.buffer(source)];
+                let outputs = vec![self.buffer(node.outputs[0])];
+                self.steps.push(Step::Library { call, inputs, outputs });
+                continue;
+            }
             if let Some(tag) = g.fusion_tag(id) {
                 if !done_groups.insert(tag.group) {
                     continue;
@@ -317,6 +329,34 @@ impl<'a> Builder<'a> {
         }
         arena.high_water
     }
+}
+
+/// Transposes of the last two axes whose one use is as the second operand of a matmul, alone
+/// (untagged or a group of one): they fold into the GEMM's strides. Returns the folded
+/// transposes and, per such matmul, the transpose's operand.
+fn transposes_into_gemms(g: &Graph) -> (std::collections::HashSet<NodeId>, HashMap<NodeId, ValueId>) {
+    let uses = g.use_counts();
+    let mut folded = std::collections::HashSet::new();
+    let mut matmuls = HashMap::new();
+    for (id, node) in g.nodes() {
+        let Op::MatMul = node.op else { continue };
+        let Some(t) = g.producer(node.inputs[1]) else { continue };
+        let Op::Transpose { perm } = &g.node(t).op else { continue };
+        let r = perm.len();
+        let swaps_last_two = r >= 2
+            && perm[..r - 2].iter().enumerate().all(|(i, &p)| p == i as i64)
+            && perm[r - 2] == r as i64 - 1
+            && perm[r - 1] == r as i64 - 2;
+        let alone = g.fusion_tag(t).is_none_or(|tag| {
+            g.nodes().filter(|(m, _)| g.fusion_tag(*m).is_some_and(|x| x.group == tag.group)).count() == 1
+        });
+        let float = Storage::of(g.value(node.inputs[1]).ty.dtype) == Storage::F32;
+        if swaps_last_two && alone && float && uses[node.inputs[1].index()] == 1 && node.inputs[0] != node.inputs[1] {
+            folded.insert(t);
+            matmuls.insert(id, g.node(t).inputs[0]);
+        }
+    }
+    (folded, matmuls)
 }
 
 /// The library call for an op outside every fusion group.

@@ -188,7 +188,10 @@ impl CpuExecutor {
             };
         };
         match call {
-            LibraryCall::MatMul => library::matmul(first_in, ins.get(1).ok_or("missing operand")?, first_out),
+            LibraryCall::MatMul => library::matmul(first_in, ins.get(1).ok_or("missing operand")?, first_out, false),
+            LibraryCall::MatMulTransposedB => {
+                library::matmul(first_in, ins.get(1).ok_or("missing operand")?, first_out, true)
+            }
             LibraryCall::Transpose { perm } => library::transpose(first_in, first_out, perm),
             LibraryCall::Gather { axis } => {
                 library::gather(first_in, ins.get(1).ok_or("missing operand")?, first_out, *axis as usize)

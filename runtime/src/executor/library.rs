@@ -43,8 +43,9 @@ fn f32s_mut(bytes: &mut [u8]) -> Result<&mut [f32], String> {
     Ok(body)
 }
 
-/// `out = a @ b` with NumPy broadcasting of the batch dimensions, f32 only.
-pub fn matmul(a: &In, b: &In, out: &mut Out) -> Result<(), String> {
+/// `out = a @ b` with NumPy broadcasting of the batch dimensions, f32 only; with
+/// `b_transposed`, `b` holds `[.., n, k]` and is read transposed through the GEMM's strides.
+pub fn matmul(a: &In, b: &In, out: &mut Out, b_transposed: bool) -> Result<(), String> {
     if [a.desc.storage, b.desc.storage, out.desc.storage] != [Storage::F32; 3] {
         return Err("matmul of non-float tensors".into());
     }
@@ -53,8 +54,11 @@ pub fn matmul(a: &In, b: &In, out: &mut Out) -> Result<(), String> {
         return Err("matmul operands need rank >= 2".into());
     }
     let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
-    let n = sb[sb.len() - 1];
-    if sb[sb.len() - 2] != k || so[so.len() - 2] != m || so[so.len() - 1] != n {
+    let (b_k, n) =
+        if b_transposed { (sb[sb.len() - 1], sb[sb.len() - 2]) } else { (sb[sb.len() - 2], sb[sb.len() - 1]) };
+    // Strides of b's rows (over k) and columns (over n).
+    let (rsb, csb) = if b_transposed { (1, k as isize) } else { (n as isize, 1) };
+    if b_k != k || so[so.len() - 2] != m || so[so.len() - 1] != n {
         return Err(format!("matmul shapes {sa:?} x {sb:?} -> {so:?} do not agree"));
     }
     let batch_out = &so[..so.len() - 2];
@@ -85,8 +89,8 @@ pub fn matmul(a: &In, b: &In, out: &mut Out) -> Result<(), String> {
                 k as isize,
                 1,
                 b.as_ptr(),
-                n as isize,
-                1,
+                rsb,
+                csb,
                 0.0,
                 c.as_mut_ptr(),
                 n as isize,
