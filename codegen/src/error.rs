@@ -47,6 +47,8 @@ pub enum CodegenError {
         #[source]
         source: std::io::Error,
     },
+    #[error("libdevice.10.bc (NVIDIA's math library, needed by GPU kernels using exp/tanh/erf/...) not found; run scripts/fetch-ptxas.sh or set TESSERA_LIBDEVICE (searched: {searched})")]
+    MissingLibdevice { searched: String },
     /// A broken invariant of the code generator, reported instead of panicking.
     #[error("internal code generator error: {0}")]
     Internal(String),

@@ -3,7 +3,8 @@
 //! What it is for: lowering each kernel graph to upstream MLIR (`scf` loop nests over
 //! `memref`/`arith`/`math`, emitted as text and parsed by melior), lowering that to the `llvm`
 //! dialect, translating to LLVM IR, and optimizing and emitting x86-64 code with inkwell,
-//! linked into one shared object per call ([`compile_cpu`]).
+//! linked into one shared object per call ([`compile_cpu`]); and the same loop bodies as
+//! `gpu.func` kernels lowered through NVVM to PTX for sm_80/sm_90 ([`compile_ptx`]).
 //!
 //! The kernel ABI: every exported kernel is `extern "C" fn symbol(args: *const *mut u8)`;
 //! `args[i]` points to the i-th buffer: the graph inputs in order, then the graph outputs in
@@ -12,9 +13,9 @@
 //!
 //! Map: [`supports`] (what compiles), [`emit`] (kernel graph → MLIR text), [`mlir`] (parse,
 //! lower, translate), [`llvm`] (entry points, O3, object), [`cpu`] ([`compile_cpu`], linking),
-//! [`error`]; [`program`] (a model graph to an artifact program: fusion, kernels, library
-//! calls, memory plan) and [`artifact`] (`tessera compile`: the artifact directory, atomic and
-//! deterministic).
+//! [`ptx`] ([`compile_ptx`] and the launch protocol), [`error`]; [`program`] (a model graph to
+//! an artifact program: fusion, kernels, library calls, memory plan) and [`artifact`] (`tessera
+//! compile`: the artifact directory, atomic and deterministic).
 //!
 //! What it may depend on: `tessera-ir`, `tessera-passes` (fusion), `tessera-kernels`,
 //! melior/mlir-sys, inkwell; the
@@ -27,10 +28,12 @@ pub mod error;
 pub mod llvm;
 pub mod mlir;
 pub mod program;
+pub mod ptx;
 pub mod support;
 
 pub use cpu::{compile_cpu, CpuObject};
 pub use error::{CodegenError, Unsupported};
+pub use ptx::{compile_ptx, GpuArch, PtxModule};
 pub use support::supports;
 
 use tessera_ir::graph::Graph;

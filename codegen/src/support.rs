@@ -8,8 +8,19 @@ use tessera_ir::ops::Op;
 use tessera_ir::verify::{node_subject, verify};
 use tessera_kernels::template::template;
 
+/// The largest non-splat literal tensor a kernel may contain.
+pub const MAX_CONSTANT_ELEMENTS: usize = 1 << 16;
+
+fn is_splat(t: &tessera_ir::tensor::Tensor) -> bool {
+    match &t.data {
+        tessera_ir::tensor::Buffer::Float(v) => v.windows(2).all(|w| w[0].to_bits() == w[1].to_bits()),
+        tessera_ir::tensor::Buffer::Int(v) => v.windows(2).all(|w| w[0] == w[1]),
+    }
+}
+
 /// `Ok` when [`crate::compile_cpu`] (and [`crate::compile_ptx`]) can compile `g`: it verifies,
-/// every shape is static, no value is an 8-bit float, and every op has a template.
+/// every shape is static, no value is an 8-bit float, every op has a template, and no literal
+/// is large (see [`MAX_CONSTANT_ELEMENTS`]).
 pub fn supports(g: &Graph) -> Result<(), Unsupported> {
     verify(g).map_err(|e| Unsupported::InvalidGraph(e.to_string()))?;
     for (_, value) in g.values() {
@@ -23,6 +34,25 @@ pub fn supports(g: &Graph) -> Result<(), Unsupported> {
     for (id, node) in g.nodes() {
         if template(&node.op).is_none() {
             return Err(Unsupported::Op { op: node.op.mnemonic(), node: id, subject: node_subject(g, id) });
+        }
+        // Literal tensors become MLIR text (one hex literal per element) compiled into the
+        // object; weights belong in kernel inputs, so big non-splat literals are refused.
+        if let Op::Constant(t) = &node.op {
+            if t.len() > MAX_CONSTANT_ELEMENTS && !is_splat(t) {
+                let reason = format!(
+                    "a literal of {} elements (more than {MAX_CONSTANT_ELEMENTS}); pass it as a kernel input",
+                    t.len()
+                );
+                return Err(Unsupported::Operands { node: id, subject: node_subject(g, id), reason });
+            }
+        }
+        // A window over an empty input would clamp its taps to index 0 of an empty buffer.
+        if matches!(node.op, Op::Conv2d { .. } | Op::Pool2d { .. }) {
+            let empty = |v: tessera_ir::graph::ValueId| g.value(v).ty.num_elements() == Some(0);
+            if empty(node.inputs[0]) && !empty(node.outputs[0]) {
+                let reason = "a window over an empty input".to_string();
+                return Err(Unsupported::Operands { node: id, subject: node_subject(g, id), reason });
+            }
         }
         // The reference rejects argmax over an empty axis at run time; the kernel would read
         // out of bounds, so such graphs are refused up front.

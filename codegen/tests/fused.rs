@@ -2,99 +2,21 @@
 //! layer_norm(x+res), a whole attention head), random well-typed graphs from the shared
 //! generator, determinism of the shared object, and the typed errors of unsupported input.
 
+#[path = "fused_graphs.rs"]
+mod fused_graphs;
 mod harness;
 
 use proptest::prelude::*;
 use tessera_codegen::{compile_cpu, supports, CodegenError, KernelSource, Unsupported};
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{Graph, InputRole, ValueId};
-use tessera_ir::ops::conv::{PoolKind, Window};
-use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
+use tessera_ir::graph::{Graph, InputRole};
+use tessera_ir::ops::elementwise::UnaryOp;
+use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::Op;
-use tessera_ir::tensor::Tensor;
 use tessera_ir::testing::{arb_graph_with, ArbGraphConfig};
 use tessera_ir::types::{Dim, TensorType};
 
-fn input(g: &mut Graph, name: &str, shape: &[u64]) -> ValueId {
-    g.add_input(name, TensorType::of_static(DType::F32, shape), InputRole::Activation)
-}
-
-fn add(g: &mut Graph, op: Op, inputs: &[ValueId]) -> ValueId {
-    g.add(op, inputs).expect("well-typed")
-}
-
-fn broadcast(g: &mut Graph, x: ValueId, shape: &[u64]) -> ValueId {
-    add(g, Op::Broadcast { shape: shape.iter().map(|&d| Dim::Static(d)).collect() }, &[x])
-}
-
-/// gelu(x @ w + b) with the matmul inside the kernel, and the tanh form on an elementwise product.
-fn gelu_bias(rows: u64, k: u64, cols: u64) -> Graph {
-    let mut g = Graph::new("gelu_bias");
-    let x = input(&mut g, "x", &[rows, k]);
-    let w = input(&mut g, "w", &[k, cols]);
-    let b = input(&mut g, "b", &[cols]);
-    let xw = add(&mut g, Op::MatMul, &[x, w]);
-    let bb = broadcast(&mut g, b, &[rows, cols]);
-    let s = add(&mut g, Op::Binary(BinaryOp::Add), &[xw, bb]);
-    let y = add(&mut g, Op::Unary(UnaryOp::Gelu), &[s]);
-    let m = add(&mut g, Op::Binary(BinaryOp::Mul), &[s, bb]);
-    let t = add(&mut g, Op::Unary(UnaryOp::GeluTanh), &[m]);
-    g.set_outputs(vec![y, t]);
-    g
-}
-
-/// softmax(scores * scale + causal mask) over the last axis.
-fn masked_softmax(heads: u64, seq: u64) -> Graph {
-    let mut g = Graph::new("masked_softmax");
-    let scores = input(&mut g, "scores", &[heads, seq, seq]);
-    let mask = input(&mut g, "mask", &[seq, seq]);
-    let scale = add(&mut g, Op::Constant(Tensor::scalar(DType::F32, 0.125)), &[]);
-    let sb = broadcast(&mut g, scale, &[heads, seq, seq]);
-    let scaled = add(&mut g, Op::Binary(BinaryOp::Mul), &[scores, sb]);
-    let mb = broadcast(&mut g, mask, &[heads, seq, seq]);
-    let masked = add(&mut g, Op::Binary(BinaryOp::Add), &[scaled, mb]);
-    let p = add(&mut g, Op::Softmax { axis: -1 }, &[masked]);
-    g.set_outputs(vec![p]);
-    g
-}
-
-/// layer_norm(x + residual) and rms_norm(x + residual) sharing the sum.
-fn residual_norms(rows: u64, width: u64) -> Graph {
-    let mut g = Graph::new("residual_norms");
-    let x = input(&mut g, "x", &[rows, width]);
-    let r = input(&mut g, "res", &[rows, width]);
-    let scale = input(&mut g, "scale", &[width]);
-    let bias = input(&mut g, "bias", &[width]);
-    let s = add(&mut g, Op::Binary(BinaryOp::Add), &[x, r]);
-    let y = add(&mut g, Op::LayerNorm { axis: -1, epsilon: 1e-5 }, &[s, scale, bias]);
-    let z = add(&mut g, Op::RmsNorm { axis: -1, epsilon: 1e-6 }, &[s, scale]);
-    g.set_outputs(vec![s, y, z]);
-    g
-}
-
-/// One attention head: softmax(q k^T / sqrt(d) + mask) v, with rope on q and k.
-fn attention(seq: u64, d: u64) -> Graph {
-    let mut g = Graph::new("attention");
-    let q = input(&mut g, "q", &[2, seq, d]);
-    let k = input(&mut g, "k", &[2, seq, d]);
-    let v = input(&mut g, "v", &[2, seq, d]);
-    let cos = input(&mut g, "cos", &[seq, d / 2]);
-    let sin = input(&mut g, "sin", &[seq, d / 2]);
-    let mask = input(&mut g, "mask", &[seq, seq]);
-    let qr = add(&mut g, Op::Rope { interleaved: false }, &[q, cos, sin]);
-    let kr = add(&mut g, Op::Rope { interleaved: false }, &[k, cos, sin]);
-    let kt = add(&mut g, Op::Transpose { perm: vec![0, 2, 1] }, &[kr]);
-    let scores = add(&mut g, Op::MatMul, &[qr, kt]);
-    let scale = add(&mut g, Op::Constant(Tensor::scalar(DType::F32, 1.0 / (d as f64).sqrt())), &[]);
-    let sb = broadcast(&mut g, scale, &[2, seq, seq]);
-    let scaled = add(&mut g, Op::Binary(BinaryOp::Mul), &[scores, sb]);
-    let mb = broadcast(&mut g, mask, &[2, seq, seq]);
-    let masked = add(&mut g, Op::Binary(BinaryOp::Add), &[scaled, mb]);
-    let p = add(&mut g, Op::Softmax { axis: -1 }, &[masked]);
-    let o = add(&mut g, Op::MatMul, &[p, v]);
-    g.set_outputs(vec![o]);
-    g
-}
+use fused_graphs::{add, attention, gelu_bias, input, masked_softmax, residual_norms};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
@@ -168,17 +90,18 @@ fn the_shared_object_needs_only_libc_and_libm() {
 
 #[test]
 fn unsupported_input_gives_typed_errors_naming_the_cause() {
-    let mut g = Graph::new("pool");
-    let x = input(&mut g, "x", &[1, 1, 4, 4]);
-    let window = Window { strides: [2, 2], pads: [0; 4], dilations: [1, 1] };
-    let y = add(&mut g, Op::Pool2d { kind: PoolKind::Max, kernel: [2, 2], window }, &[x]);
+    let mut g = Graph::new("scatter");
+    let data = input(&mut g, "data", &[4, 2]);
+    let ids = g.add_input("ids", TensorType::of_static(DType::I64, &[1, 2]), InputRole::Activation);
+    let updates = input(&mut g, "updates", &[1, 2]);
+    let y = add(&mut g, Op::Scatter { axis: 0, reduction: ScatterReduction::Add }, &[data, ids, updates]);
     g.set_outputs(vec![y]);
     match supports(&g) {
-        Err(Unsupported::Op { op, .. }) => assert_eq!(op, "max_pool2d"),
+        Err(Unsupported::Op { op, .. }) => assert_eq!(op, "scatter"),
         other => panic!("expected an unsupported op, got {other:?}"),
     }
-    let err = compile_cpu(&[KernelSource { symbol: "pool".into(), graph: g }]).expect_err("unsupported");
-    assert!(err.to_string().contains("max_pool2d"), "{err}");
+    let err = compile_cpu(&[KernelSource { symbol: "scatter".into(), graph: g }]).expect_err("unsupported");
+    assert!(err.to_string().contains("tsr.scatter"), "{err}");
 
     let mut g = Graph::new("symbolic");
     let x =
@@ -193,6 +116,17 @@ fn unsupported_input_gives_typed_errors_naming_the_cause() {
     g.set_outputs(vec![y]);
     assert!(matches!(supports(&g), Err(Unsupported::DType { dtype: DType::F8E4M3, .. })));
 
+    let mut g = Graph::new("weights");
+    let n = tessera_codegen::support::MAX_CONSTANT_ELEMENTS + 1;
+    let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    let w = add(&mut g, Op::Constant(tessera_ir::tensor::Tensor::from_f64(DType::F32, vec![n], values)), &[]);
+    let y = add(&mut g, Op::Unary(UnaryOp::Exp), &[w]);
+    g.set_outputs(vec![y]);
+    match supports(&g) {
+        Err(Unsupported::Operands { reason, .. }) => assert!(reason.contains("pass it as a kernel input"), "{reason}"),
+        other => panic!("expected a refused literal, got {other:?}"),
+    }
+
     let ok = gelu_bias(1, 1, 1);
     let bad_symbol = compile_cpu(&[KernelSource { symbol: "not a symbol".into(), graph: ok.clone() }]);
     assert!(matches!(bad_symbol, Err(CodegenError::InvalidSymbol(_))));
@@ -201,4 +135,22 @@ fn unsupported_input_gives_typed_errors_naming_the_cause() {
         KernelSource { symbol: "k".into(), graph: ok },
     ]);
     assert!(matches!(twice, Err(CodegenError::DuplicateSymbol(_))));
+}
+
+/// The kernel-graph builders of `tessera_kernels` compile and match the interpreter in every
+/// float dtype codegen supports (f16/bf16 round after every op, as the reference does).
+#[test]
+fn builders_match_the_interpreter_in_every_float_dtype() {
+    use tessera_kernels::builders::{attention_head, bias_gelu, masked_softmax, residual_norm};
+    for dtype in [DType::F32, DType::F64, DType::F16, DType::BF16] {
+        let graphs = [
+            bias_gelu(3, 16, dtype, true).expect("bias_gelu"),
+            bias_gelu(2, 8, dtype, false).expect("bias_gelu"),
+            masked_softmax(2, 9, 0.125, dtype).expect("masked_softmax"),
+            residual_norm(3, 16, 1e-5, false, dtype).expect("layer norm"),
+            residual_norm(3, 16, 1e-6, true, dtype).expect("rms norm"),
+            attention_head(2, 5, 4, dtype).expect("attention"),
+        ];
+        harness::check_all(&graphs, 11);
+    }
 }

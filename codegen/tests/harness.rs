@@ -75,22 +75,48 @@ fn concrete(g: &Graph, v: tessera_ir::graph::ValueId) -> (DType, Vec<usize>) {
     (ty.dtype, shape)
 }
 
+/// A kernel with its argument buffers in ABI layout, ready to run repeatedly.
+pub struct Prepared {
+    kernel: unsafe extern "C" fn(*const *mut u8),
+    buffers: Vec<AbiBuffer>,
+    args: Vec<*mut u8>,
+    outputs: Vec<(DType, Vec<usize>)>,
+    n_inputs: usize,
+}
+
+impl Prepared {
+    /// Binds kernel `symbol` of `lib` (compiled from `g`) to copies of `inputs` and zeroed outputs.
+    pub fn new(lib: &Loaded, symbol: &str, g: &Graph, inputs: &[Tensor]) -> Prepared {
+        let mut buffers: Vec<AbiBuffer> = inputs.iter().map(AbiBuffer::of).collect();
+        let outputs: Vec<(DType, Vec<usize>)> = g.outputs().iter().map(|&v| concrete(g, v)).collect();
+        for (dtype, shape) in &outputs {
+            buffers.push(AbiBuffer::zeros(*dtype, shape.iter().product()));
+        }
+        let args: Vec<*mut u8> = buffers.iter_mut().map(AbiBuffer::ptr).collect();
+        // SAFETY: the symbol is a kernel entry point with the ABI signature.
+        let kernel = unsafe {
+            *lib.library.get::<unsafe extern "C" fn(*const *mut u8)>(symbol.as_bytes()).expect("kernel symbol")
+        };
+        Prepared { kernel, buffers, args, outputs, n_inputs: inputs.len() }
+    }
+
+    /// Runs the kernel once on the bound buffers.
+    pub fn run(&mut self) {
+        // SAFETY: the buffers have the sizes and element types of the kernel's graph.
+        unsafe { (self.kernel)(self.args.as_ptr()) }
+    }
+
+    pub fn outputs(&self) -> Vec<Tensor> {
+        let outputs = self.outputs.iter().enumerate();
+        outputs.map(|(i, (dtype, shape))| self.buffers[self.n_inputs + i].to_tensor(*dtype, shape.clone())).collect()
+    }
+}
+
 /// Runs kernel `symbol` of `lib` (compiled from `g`) on `inputs`.
 pub fn call(lib: &Loaded, symbol: &str, g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
-    let mut buffers: Vec<AbiBuffer> = inputs.iter().map(AbiBuffer::of).collect();
-    let outputs: Vec<(DType, Vec<usize>)> = g.outputs().iter().map(|&v| concrete(g, v)).collect();
-    for (dtype, shape) in &outputs {
-        buffers.push(AbiBuffer::zeros(*dtype, shape.iter().product()));
-    }
-    let args: Vec<*mut u8> = buffers.iter_mut().map(AbiBuffer::ptr).collect();
-    // SAFETY: the kernel reads and writes exactly the buffers of its graph's types.
-    unsafe {
-        let kernel: libloading::Symbol<unsafe extern "C" fn(*const *mut u8)> =
-            lib.library.get(symbol.as_bytes()).expect("kernel symbol");
-        kernel(args.as_ptr());
-    }
-    let n_in = inputs.len();
-    outputs.into_iter().enumerate().map(|(i, (dtype, shape))| buffers[n_in + i].to_tensor(dtype, shape)).collect()
+    let mut prepared = Prepared::new(lib, symbol, g, inputs);
+    prepared.run();
+    prepared.outputs()
 }
 
 /// Random inputs for `g`: floats uniform in [-1, 1), integers in 0..8 and booleans from the shared

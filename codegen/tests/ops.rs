@@ -14,7 +14,7 @@ use tessera_ir::tensor::Tensor;
 use tessera_ir::types::{Dim, TensorType};
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() }
 }
 
 fn shape_strategy(max_rank: usize) -> impl Strategy<Value = Vec<u64>> {
@@ -282,5 +282,34 @@ proptest! {
         let y = add(&mut g, Op::MatMul, &[a, b]);
         g.set_outputs(vec![y]);
         harness::check_all(&[g], seed);
+    }
+
+    #[test]
+    fn convolution_and_pooling(
+        batch in 1u64..3, channels in 1u64..4, groups in 1u64..3, out_per_group in 1u64..3,
+        h in 1u64..7, w in 1u64..7, k in 1u64..4, stride in 1i64..3, pad in 0i64..2, dilation in 1i64..3,
+        seed in any::<u64>(),
+    ) {
+        use tessera_ir::ops::conv::{PoolKind, Window};
+        let window = Window { strides: [stride, 1], pads: [pad, 0, pad, pad], dilations: [dilation, 1] };
+        let span = (k as i64 - 1) * dilation + 1;
+        prop_assume!(h as i64 + 2 * pad >= span && w as i64 + pad >= k as i64);
+        let mut g = Graph::new("conv");
+        let x = input(&mut g, "x", DType::F32, &[batch, channels * groups, h, w]);
+        let f = input(&mut g, "w", DType::F32, &[out_per_group * groups, channels, k, k]);
+        let y = add(&mut g, Op::Conv2d { window: window.clone(), groups: groups as i64 }, &[x, f]);
+        let r = add(&mut g, Op::Unary(UnaryOp::Relu), &[y]);
+        g.set_outputs(vec![r]);
+        let mut graphs = vec![g];
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            let pool_window = Window { strides: [stride, stride], pads: [pad, pad, 0, 0], dilations: [1, 1] };
+            prop_assume!(h >= k && w >= k);
+            let mut g = Graph::new(kind.mnemonic());
+            let x = input(&mut g, "x", DType::F32, &[batch, channels, h, w]);
+            let y = add(&mut g, Op::Pool2d { kind, kernel: [k as i64, k as i64], window: pool_window }, &[x]);
+            g.set_outputs(vec![y]);
+            graphs.push(g);
+        }
+        harness::check_all(&graphs, seed);
     }
 }

@@ -7,8 +7,8 @@
 //! - its template is not pointwise (reductions, softmax, norms, matmul write a buffer),
 //! - it has more than one use and is computed by arithmetic (recomputing it per use could
 //!   repeat transcendentals, and chains of shared values would grow exponentially), or
-//! - a matmul reads it and it is computed by arithmetic (a matmul reads each operand element
-//!   `n` or `m` times).
+//! - a matmul or convolution reads it and it is computed by arithmetic (they read each operand
+//!   element many times).
 //!
 //! Data movement (`broadcast`, `transpose`, `slice`, ...) is never materialized for its own
 //! sake: recomputing it is index arithmetic and a load.
@@ -54,9 +54,14 @@ pub fn schedule(g: &Graph) -> Schedule {
     let n_inputs = g.inputs().len();
     let uses = g.use_counts();
     let mut storage = vec![Storage::Inline; g.num_values()];
+    // Operands of matmul and convolution, and through data movement (a transposed key, a
+    // reshaped weight) the values those are moved from: all read many times per element.
     let mut matmul_operand = vec![false; g.num_values()];
-    for (_, node) in g.nodes() {
-        if node.op == Op::MatMul {
+    let nodes: Vec<_> = g.nodes().collect();
+    for (_, node) in nodes.into_iter().rev() {
+        let reread = matches!(node.op, Op::MatMul | Op::Conv2d { .. })
+            || (is_data_movement(&node.op) && node.outputs.iter().any(|v| matmul_operand[v.index()]));
+        if reread {
             for &v in &node.inputs {
                 matmul_operand[v.index()] = true;
             }

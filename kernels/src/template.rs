@@ -25,6 +25,10 @@ pub enum Template {
     RmsNorm,
     /// Batched matrix product with broadcast batch dimensions; an inner `k` loop per element.
     MatMul,
+    /// Direct NCHW convolution: an inner loop over input channels of the group and the window.
+    Conv2d,
+    /// Max or average pooling: an inner loop over the window, padding excluded.
+    Pool2d,
 }
 
 impl Template {
@@ -34,8 +38,9 @@ impl Template {
     }
 }
 
-/// The template of `op`, or `None` when the code generator has none (`scatter`, `conv2d`,
-/// pooling): the fusion pass keeps such ops out of generated kernels.
+/// The template of `op`, or `None` when the code generator has none (`scatter`, whose
+/// data-dependent writes need atomics on the GPU): the fusion pass keeps such ops out of
+/// generated kernels.
 pub fn template(op: &Op) -> Option<Template> {
     Some(match op {
         Op::Constant(_)
@@ -58,7 +63,9 @@ pub fn template(op: &Op) -> Option<Template> {
         Op::LayerNorm { .. } => Template::LayerNorm,
         Op::RmsNorm { .. } => Template::RmsNorm,
         Op::MatMul => Template::MatMul,
-        Op::Scatter { .. } | Op::Conv2d { .. } | Op::Pool2d { .. } => return None,
+        Op::Conv2d { .. } => Template::Conv2d,
+        Op::Pool2d { .. } => Template::Pool2d,
+        Op::Scatter { .. } => return None,
     })
 }
 
@@ -91,6 +98,8 @@ mod tests {
         assert_eq!(template(&Op::Softmax { axis: -1 }), Some(Template::Softmax));
         assert_eq!(template(&Op::MatMul), Some(Template::MatMul));
         let window = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
-        assert_eq!(template(&Op::Pool2d { kind: PoolKind::Max, kernel: [2, 2], window }), None);
+        assert_eq!(template(&Op::Pool2d { kind: PoolKind::Max, kernel: [2, 2], window }), Some(Template::Pool2d));
+        let scatter = Op::Scatter { axis: 0, reduction: tessera_ir::ops::indexing::ScatterReduction::Add };
+        assert_eq!(template(&scatter), None);
     }
 }

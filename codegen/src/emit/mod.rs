@@ -41,9 +41,58 @@ pub fn impl_name(symbol: &str) -> String {
 /// Emits kernel `symbol` for `g`, which the caller has checked with [`crate::supports`].
 pub fn emit_kernel(symbol: &str, g: &Graph) -> Result<KernelText, CodegenError> {
     let plan = schedule(g);
-    let mut e = FnEmitter::new(symbol, g, plan)?;
+    let mut e = FnEmitter::new(symbol, g, plan, false)?;
     e.emit_body()?;
     Ok(e.finish())
+}
+
+/// The MLIR text of one kernel graph for the GPU: a `gpu.module` with one `gpu.func` per
+/// materialized value, each mapping its outermost loop nest to one thread per index.
+pub struct GpuKernelText {
+    /// `gpu.module @{symbol} { ... }`.
+    pub module: String,
+    /// The kernels to launch, in order: entry name and number of threads (at least 1).
+    pub launches: Vec<(String, usize)>,
+    /// Size in elements and memory element type of every temporary buffer, in parameter order
+    /// after the arguments.
+    pub temporaries: Vec<(usize, &'static str)>,
+}
+
+/// Emits kernel graph `g` as the GPU module `symbol`.
+pub fn emit_gpu_kernel(symbol: &str, g: &Graph) -> Result<GpuKernelText, CodegenError> {
+    let plan = schedule(g);
+    let mut e = FnEmitter::new(symbol, g, plan, true)?;
+    e.emit_body()?;
+    let gpu = e.gpu.take().ok_or_else(|| CodegenError::Internal("GPU state lost".into()))?;
+    let mut module = format!(
+        "gpu.module @{symbol} {{
+{}",
+        e.globals
+    );
+    for (_, text, _) in &gpu.kernels {
+        module.push_str(text);
+    }
+    module.push_str("}\n");
+    Ok(GpuKernelText {
+        module,
+        launches: gpu.kernels.into_iter().map(|(entry, _, threads)| (entry, threads)).collect(),
+        temporaries: gpu.temporaries.into_iter().map(|(_, _, n, ty)| (n, ty)).collect(),
+    })
+}
+
+/// GPU emission state: temporaries are kernel parameters the executor allocates, and each
+/// materialized value becomes its own `gpu.func`.
+struct GpuEmission {
+    /// Value, parameter buffer, element count and memory element type of each temporary.
+    temporaries: Vec<(ValueId, Buffer, usize, &'static str)>,
+    /// Set when a kernel starts: its first loop nest is the parallel one.
+    parallel_pending: bool,
+    /// Threads of the kernel being emitted (the parallel nest's index count).
+    threads: Option<usize>,
+    /// Lines every kernel starts with (the empty stand-ins of zero-element arguments).
+    prologue: Vec<String>,
+    /// Entry name, text and thread count of every finished kernel.
+    kernels: Vec<(String, String, usize)>,
 }
 
 /// The concrete shape of a value (the caller checked that every shape is static).
@@ -102,6 +151,7 @@ pub(crate) struct Buffer {
 /// The state of one function being emitted.
 pub(crate) struct FnEmitter<'g> {
     pub g: &'g Graph,
+    gpu: Option<GpuEmission>,
     symbol: String,
     plan: Schedule,
     /// The function's parameters, in order.
@@ -124,7 +174,7 @@ pub(crate) struct FnEmitter<'g> {
 }
 
 impl<'g> FnEmitter<'g> {
-    fn new(symbol: &str, g: &'g Graph, plan: Schedule) -> Result<FnEmitter<'g>, CodegenError> {
+    fn new(symbol: &str, g: &'g Graph, plan: Schedule, for_gpu: bool) -> Result<FnEmitter<'g>, CodegenError> {
         // A static memref with a zero dimension (other than a 1-D one) has no bare-pointer
         // form in MLIR's calling convention, so such an argument is declared `memref<0xT>`
         // and read through an empty stack buffer of its real shape (no loop touches it).
@@ -152,7 +202,37 @@ impl<'g> FnEmitter<'g> {
                 buffers[v.index()] = Some(arguments[i].clone());
             }
         }
+        let gpu = if for_gpu {
+            let mut temporaries = Vec::new();
+            for (v, value) in g.values() {
+                if plan.storage_of(v) == Storage::Temporary {
+                    let shape = shape_of(&value.ty)?;
+                    let n: usize = shape.iter().product();
+                    let ty = memref_type(value.ty.dtype, &shape);
+                    let name = format!("%tmp{}", temporaries.len());
+                    if shape.len() > 1 && n == 0 {
+                        let empty = format!("%emptytmp{}", temporaries.len());
+                        constant_lines.push(format!("{empty} = memref.alloca() : {ty}"));
+                        signature.push(Buffer { name, ty: memref_type(value.ty.dtype, &[0]) });
+                        temporaries.push((v, Buffer { name: empty, ty }, n, memory_type(value.ty.dtype)));
+                    } else {
+                        signature.push(Buffer { name: name.clone(), ty: ty.clone() });
+                        temporaries.push((v, Buffer { name, ty }, n, memory_type(value.ty.dtype)));
+                    }
+                }
+            }
+            Some(GpuEmission {
+                temporaries,
+                parallel_pending: false,
+                threads: None,
+                prologue: constant_lines.clone(),
+                kernels: Vec::new(),
+            })
+        } else {
+            None
+        };
         Ok(FnEmitter {
+            gpu,
             g,
             symbol: symbol.to_string(),
             plan,
@@ -178,6 +258,7 @@ impl<'g> FnEmitter<'g> {
                 let buffer = match self.plan.storage_of(v) {
                     Storage::Inline => continue,
                     Storage::Argument(i) => self.arguments[i].clone(),
+                    Storage::Temporary if self.gpu.is_some() => self.gpu_temporary(v)?,
                     Storage::Temporary => {
                         let ty = &g.value(v).ty;
                         let ty = memref_type(ty.dtype, &shape_of(ty)?);
@@ -188,7 +269,9 @@ impl<'g> FnEmitter<'g> {
                         buffer
                     }
                 };
+                self.start_gpu_kernel();
                 self.emit_node_into(id, index, &buffer)?;
+                self.finish_gpu_kernel(&format!("n{}_{index}", id.index()))?;
                 self.buffers[v.index()] = Some(buffer);
             }
         }
@@ -198,16 +281,61 @@ impl<'g> FnEmitter<'g> {
             let source = self.arguments[holder].clone();
             let dest = self.arguments[n_inputs + position].clone();
             let shape = shape_of(&g.value(v).ty)?;
+            self.start_gpu_kernel();
             self.for_each_index(&shape, |e, idx| {
                 let x = e.fresh();
                 e.line(format!("{x} = memref.load {}[{}] : {}", source.name, idx.join(", "), source.ty));
                 e.line(format!("memref.store {x}, {}[{}] : {}", dest.name, idx.join(", "), dest.ty));
                 Ok(())
             })?;
+            self.finish_gpu_kernel(&format!("copy{position}"))?;
         }
         for t in std::mem::take(&mut self.temporaries) {
             self.line(format!("memref.dealloc {} : {}", t.name, t.ty));
         }
+        Ok(())
+    }
+
+    fn gpu_temporary(&self, v: ValueId) -> Result<Buffer, CodegenError> {
+        let gpu = self.gpu.as_ref().ok_or_else(|| CodegenError::Internal("not emitting for the GPU".into()))?;
+        gpu.temporaries
+            .iter()
+            .find(|(t, ..)| *t == v)
+            .map(|(_, b, ..)| b.clone())
+            .ok_or_else(|| CodegenError::Internal(format!("no temporary for %{}", self.g.value(v).name)))
+    }
+
+    /// On the GPU, starts a new kernel function: fresh body and constants, and the next loop
+    /// nest becomes the thread index space.
+    fn start_gpu_kernel(&mut self) {
+        if let Some(gpu) = &mut self.gpu {
+            gpu.parallel_pending = true;
+            gpu.threads = None;
+            self.body.clear();
+            self.constants.clear();
+            self.constant_lines = gpu.prologue.clone();
+            self.depth = 2;
+        }
+    }
+
+    /// On the GPU, wraps the body emitted since [`FnEmitter::start_gpu_kernel`] into a
+    /// `gpu.func` taking every argument and temporary, and records its launch.
+    fn finish_gpu_kernel(&mut self, suffix: &str) -> Result<(), CodegenError> {
+        let Some(gpu) = &mut self.gpu else { return Ok(()) };
+        let threads = gpu.threads.take().unwrap_or(1);
+        if threads == 0 {
+            // An empty index space: nothing to launch.
+            return Ok(());
+        }
+        let entry = format!("{}_{suffix}", self.symbol);
+        let params: Vec<String> = self.signature.iter().map(|a| format!("{}: {}", a.name, a.ty)).collect();
+        let mut text = format!("  gpu.func @{entry}({}) kernel {{\n", params.join(", "));
+        for line in &self.constant_lines {
+            let _ = writeln!(text, "    {line}");
+        }
+        text.push_str(&self.body);
+        text.push_str("    gpu.return\n  }\n");
+        gpu.kernels.push((entry, text, threads));
         Ok(())
     }
 
@@ -307,6 +435,9 @@ impl<'g> FnEmitter<'g> {
         shape: &[usize],
         body: impl FnOnce(&mut Self, &[String]) -> Result<(), CodegenError>,
     ) -> Result<(), CodegenError> {
+        if self.gpu.as_ref().is_some_and(|gpu| gpu.parallel_pending) {
+            return self.parallel_index(shape, body);
+        }
         let mut idx = Vec::with_capacity(shape.len());
         let zero = self.index(0);
         let one = self.index(1);
@@ -322,6 +453,48 @@ impl<'g> FnEmitter<'g> {
             self.depth -= 1;
             self.line("}".to_string());
         }
+        Ok(())
+    }
+
+    /// The GPU form of the outermost loop nest: one thread per index of `shape` (a 1-D grid
+    /// of 1-D blocks), guarded against the threads of the last block that fall outside.
+    fn parallel_index(
+        &mut self,
+        shape: &[usize],
+        body: impl FnOnce(&mut Self, &[String]) -> Result<(), CodegenError>,
+    ) -> Result<(), CodegenError> {
+        let total: usize = shape.iter().product();
+        if let Some(gpu) = &mut self.gpu {
+            gpu.parallel_pending = false;
+            gpu.threads = Some(total);
+        }
+        let block = self.fresh();
+        self.line(format!("{block} = gpu.block_id x"));
+        let size = self.fresh();
+        self.line(format!("{size} = gpu.block_dim x"));
+        let thread = self.fresh();
+        self.line(format!("{thread} = gpu.thread_id x"));
+        let base = self.op("arith.muli", &[&block, &size], "index");
+        let linear = self.op("arith.addi", &[&base, &thread], "index");
+        let bound = self.index(total);
+        let inside = self.fresh();
+        self.line(format!("{inside} = arith.cmpi ult, {linear}, {bound} : index"));
+        self.line(format!("scf.if {inside} {{"));
+        self.depth += 1;
+        let mut idx = vec![String::new(); shape.len()];
+        let mut rest = linear;
+        for d in (0..shape.len()).rev() {
+            if d == 0 {
+                idx[0] = rest.clone();
+            } else {
+                let n = self.index(shape[d]);
+                idx[d] = self.op("arith.remui", &[&rest, &n], "index");
+                rest = self.op("arith.divui", &[&rest, &n], "index");
+            }
+        }
+        body(self, &idx)?;
+        self.depth -= 1;
+        self.line("}".to_string());
         Ok(())
     }
 

@@ -345,7 +345,7 @@ impl FnEmitter<'_> {
                 self.op("arith.divf", &[&one, &s], ty)
             }
             UnaryOp::Reciprocal => self.op("arith.divf", &[&one, x], ty),
-            UnaryOp::Tanh => self.op("math.tanh", &[x], ty),
+            UnaryOp::Tanh => self.tanh(x),
             UnaryOp::Sigmoid => self.sigmoid(x),
             UnaryOp::Relu => {
                 // `x < 0` is false for NaN, so NaN passes through as in the reference.
@@ -372,7 +372,7 @@ impl FnEmitter<'_> {
                 let cx3 = self.op("arith.mulf", &[&c, &x3], ty);
                 let inner = self.op("arith.addf", &[x, &cx3], ty);
                 let arg = self.op("arith.mulf", &[&k, &inner], ty);
-                let t = self.op("math.tanh", &[&arg], ty);
+                let t = self.tanh(&arg);
                 let sum = self.op("arith.addf", &[&one, &t], ty);
                 let hx = self.op("arith.mulf", &[&half, x], ty);
                 self.op("arith.mulf", &[&hx, &sum], ty)
@@ -387,6 +387,48 @@ impl FnEmitter<'_> {
             UnaryOp::Not => return Err(CodegenError::Internal(format!("'not' on {dtype}"))),
         };
         Ok(self.round(r, dtype))
+    }
+
+    /// `tanh` as Eigen's rational approximation (`generic_fast_tanh_float`): `x p(x²) / q(x²)`
+    /// on `x` clamped to ±7.90531 (where f32 `tanh` is ±1), and `x` itself below 4e-4. A few
+    /// ulp from libm's `tanhf`, and branch- and call-free, so LLVM vectorizes loops using it
+    /// (GPT-2's `gelu_tanh` is the largest elementwise op of the model).
+    fn tanh(&mut self, x: &str) -> String {
+        let alpha = [
+            4.893_524_558_917_86e-3,
+            6.372_619_288_754_36e-4,
+            1.485_722_357_179_79e-5,
+            5.122_297_090_371_14e-8,
+            -8.604_671_522_137_35e-11,
+            2.000_187_904_824_77e-13,
+            -2.760_768_477_423_55e-16,
+        ];
+        let beta = [4.893_525_185_543_85e-3, 2.268_434_632_439e-3, 1.185_347_056_866_54e-4, 1.198_258_394_667_02e-6];
+        let bound = self.f32(7.905_311_107_635_498);
+        let neg_bound = self.f32(-7.905_311_107_635_498);
+        let low = self.op("arith.maximumf", &[x, &neg_bound], "f32");
+        let c = self.op("arith.minimumf", &[&low, &bound], "f32");
+        let c2 = self.op("arith.mulf", &[&c, &c], "f32");
+        let horner = |e: &mut Self, coeffs: &[f64]| {
+            let mut acc = e.f32(coeffs[coeffs.len() - 1]);
+            for &k in coeffs[..coeffs.len() - 1].iter().rev() {
+                let m = e.op("arith.mulf", &[&acc, &c2], "f32");
+                let kk = e.f32(k);
+                acc = e.op("arith.addf", &[&m, &kk], "f32");
+            }
+            acc
+        };
+        let p = horner(self, &alpha);
+        let p = self.op("arith.mulf", &[&p, &c], "f32");
+        let q = horner(self, &beta);
+        let r = self.op("arith.divf", &[&p, &q], "f32");
+        let abs = self.op("math.absf", &[x], "f32");
+        let tiny = self.f32(4e-4);
+        let small = self.fresh();
+        self.line(format!("{small} = arith.cmpf olt, {abs}, {tiny} : f32"));
+        let out = self.fresh();
+        self.line(format!("{out} = arith.select {small}, {x}, {r} : f32"));
+        out
     }
 
     /// `1 / (1 + exp(-x))`: for large negative `x` the exponential overflows to infinity and

@@ -178,6 +178,9 @@ impl FnEmitter<'_> {
                 let k = a_shape[a_shape.len() - 1];
                 let ro = out_shape.len();
                 let ty = compute_type(dtype);
+                if self.gpu.is_none() {
+                    return self.matmul_rows(a, b, &a_shape, &b_shape, &out_shape, dtype, dest);
+                }
                 self.for_each_index(&out_shape, |e, idx| {
                     let batch = &idx[..ro - 2];
                     let a_batch = e.broadcast_index(batch, &a_shape[..a_shape.len() - 2]);
@@ -201,12 +204,172 @@ impl FnEmitter<'_> {
                     Ok(())
                 })
             }
+            Op::Conv2d { window, groups } => {
+                let (x, w) = (n.inputs[0], n.inputs[1]);
+                let x_shape = shape_of(&g.value(x).ty)?;
+                let w_shape = shape_of(&g.value(w).ty)?;
+                let (c_per_group, kh, kw) = (w_shape[1], w_shape[2], w_shape[3]);
+                let o_per_group = w_shape[0] / (*groups).max(1) as usize;
+                let window = window.clone();
+                self.for_each_index(&out_shape, |e, idx| {
+                    let per_group = e.index(o_per_group.max(1));
+                    let group = e.op("arith.divui", &[&idx[1], &per_group], "index");
+                    let cpg = e.index(c_per_group);
+                    let first_channel = e.op("arith.muli", &[&group, &cpg], "index");
+                    let zero = e.f32(0.0);
+                    let mut body = |e: &mut Self, k: &[String], accs: &[String]| {
+                        let (ci, ky, kx) = (&k[0], &k[1], &k[2]);
+                        let (iy, y_ok) = e.window_tap(&window, 0, &idx[2], ky, x_shape[2]);
+                        let (ix, x_ok) = e.window_tap(&window, 1, &idx[3], kx, x_shape[3]);
+                        let ic = e.op("arith.addi", &[&first_channel, ci], "index");
+                        let v = e.value_at(x, &[idx[0].clone(), ic, iy, ix])?;
+                        let f = e.value_at(w, &[idx[1].clone(), ci.clone(), ky.clone(), kx.clone()])?;
+                        let p = e.op("arith.mulf", &[&v, &f], "f32");
+                        let ok = e.op("arith.andi", &[&y_ok, &x_ok], "i1");
+                        let term = e.fresh();
+                        e.line(format!("{term} = arith.select {ok}, {p}, {zero} : f32"));
+                        Ok(vec![e.op("arith.addf", &[&accs[0], &term], "f32")])
+                    };
+                    let acc = e.accumulate(&[c_per_group, kh, kw], 0, &[(zero.clone(), "f32")], &mut body)?.remove(0);
+                    let acc = e.round(acc, dtype);
+                    e.store(&acc, dest, dtype, idx);
+                    Ok(())
+                })
+            }
+            Op::Pool2d { kind, kernel, window } => {
+                let x = n.inputs[0];
+                let x_shape = shape_of(&g.value(x).ty)?;
+                let (kh, kw) = (kernel[0].max(0) as usize, kernel[1].max(0) as usize);
+                let (max, window) = (*kind == tessera_ir::ops::conv::PoolKind::Max, window.clone());
+                self.for_each_index(&out_shape, |e, idx| {
+                    let init = e.f32(if max { f64::NEG_INFINITY } else { 0.0 });
+                    let zero = e.f32(0.0);
+                    let one = e.f32(1.0);
+                    let mut body = |e: &mut Self, k: &[String], accs: &[String]| {
+                        let (iy, y_ok) = e.window_tap(&window, 0, &idx[2], &k[0], x_shape[2]);
+                        let (ix, x_ok) = e.window_tap(&window, 1, &idx[3], &k[1], x_shape[3]);
+                        let v = e.value_at(x, &[idx[0].clone(), idx[1].clone(), iy, ix])?;
+                        let ok = e.op("arith.andi", &[&y_ok, &x_ok], "i1");
+                        if max {
+                            let m = e.op("arith.maximumf", &[&accs[0], &v], "f32");
+                            let r = e.fresh();
+                            e.line(format!("{r} = arith.select {ok}, {m}, {} : f32", accs[0]));
+                            Ok(vec![r])
+                        } else {
+                            let term = e.fresh();
+                            e.line(format!("{term} = arith.select {ok}, {v}, {zero} : f32"));
+                            let counted = e.fresh();
+                            e.line(format!("{counted} = arith.select {ok}, {one}, {zero} : f32"));
+                            Ok(vec![
+                                e.op("arith.addf", &[&accs[0], &term], "f32"),
+                                e.op("arith.addf", &[&accs[1], &counted], "f32"),
+                            ])
+                        }
+                    };
+                    let inits: Vec<(String, &str)> =
+                        if max { vec![(init, "f32")] } else { vec![(init, "f32"), (zero.clone(), "f32")] };
+                    let accs = e.accumulate(&[kh, kw], 0, &inits, &mut body)?;
+                    let value = if max { accs[0].clone() } else { e.op("arith.divf", &[&accs[0], &accs[1]], "f32") };
+                    let value = e.round(value, dtype);
+                    e.store(&value, dest, dtype, idx);
+                    Ok(())
+                })
+            }
             _ => self.for_each_index(&out_shape, |e, idx| {
                 let v = e.pointwise(node, result, idx)?;
                 e.store(&v, dest, dtype, idx);
                 Ok(())
             }),
         }
+    }
+
+    /// Matmul on the CPU, row by row: `out[i, :] += a[i, kk] * b[kk, :]` for `kk` in order.
+    /// The innermost loop runs along a row of `b` and of the output, so LLVM vectorizes it
+    /// without reassociating anything: every output element still sums its products in the
+    /// order of `kk`, as the per-element form does.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_rows(
+        &mut self,
+        a: tessera_ir::graph::ValueId,
+        b: tessera_ir::graph::ValueId,
+        a_shape: &[usize],
+        b_shape: &[usize],
+        out_shape: &[usize],
+        dtype: DType,
+        dest: &Buffer,
+    ) -> Result<(), CodegenError> {
+        let ro = out_shape.len();
+        let (k, n) = (a_shape[a_shape.len() - 1], out_shape[ro - 1]);
+        let ty = compute_type(dtype);
+        let float = dtype.is_float();
+        self.for_each_index(&out_shape[..ro - 1], |e, rows| {
+            let batch = &rows[..ro - 2];
+            let i = rows[ro - 2].clone();
+            let a_batch = e.broadcast_index(batch, &a_shape[..a_shape.len() - 2]);
+            let b_batch = e.broadcast_index(batch, &b_shape[..b_shape.len() - 2]);
+            let at = |j: &str| [rows, &[j.to_string()]].concat();
+            let zero = if float { e.f32(0.0) } else { e.int(0, ty) };
+            e.for_each_index(&[n], |e, j| {
+                e.store(&zero, dest, dtype, &at(&j[0]));
+                Ok(())
+            })?;
+            e.for_each_index(&[k], |e, kk| {
+                let x = e.value_at(a, &[a_batch.clone(), vec![i.clone(), kk[0].clone()]].concat())?;
+                e.for_each_index(&[n], |e, j| {
+                    let y = e.value_at(b, &[b_batch.clone(), vec![kk[0].clone(), j[0].clone()]].concat())?;
+                    let acc = e.load(dest, if float { DType::F32 } else { dtype }, &at(&j[0]));
+                    let sum = if float {
+                        let p = e.op("arith.mulf", &[&x, &y], ty);
+                        e.op("arith.addf", &[&acc, &p], ty)
+                    } else {
+                        let p = e.op("arith.muli", &[&x, &y], ty);
+                        e.op("arith.addi", &[&acc, &p], ty)
+                    };
+                    e.store(&sum, dest, if float { DType::F32 } else { dtype }, &at(&j[0]));
+                    Ok(())
+                })
+            })?;
+            if matches!(dtype, DType::F16 | DType::BF16) {
+                e.for_each_index(&[n], |e, j| {
+                    let v = e.load(dest, DType::F32, &at(&j[0]));
+                    let r = e.round(v, dtype);
+                    e.store(&r, dest, dtype, &at(&j[0]));
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The input position of window tap `k` of output position `o` along spatial dimension
+    /// `d` (0 = height), clamped into `0..n` so the load stays in bounds, and whether the
+    /// unclamped position is inside the input (not padding).
+    fn window_tap(
+        &mut self,
+        window: &tessera_ir::ops::conv::Window,
+        d: usize,
+        o: &str,
+        k: &str,
+        n: usize,
+    ) -> (String, String) {
+        let stride = self.constant(&window.strides[d].to_string(), "index");
+        let dilation = self.constant(&window.dilations[d].to_string(), "index");
+        let pad = self.constant(&window.pads[d].to_string(), "index");
+        let a = self.op("arith.muli", &[o, &stride], "index");
+        let b = self.op("arith.muli", &[k, &dilation], "index");
+        let c = self.op("arith.addi", &[&a, &b], "index");
+        let at = self.op("arith.subi", &[&c, &pad], "index");
+        let zero = self.index(0);
+        let len = self.index(n);
+        let last = self.index(n.saturating_sub(1));
+        let low = self.fresh();
+        self.line(format!("{low} = arith.cmpi sge, {at}, {zero} : index"));
+        let high = self.fresh();
+        self.line(format!("{high} = arith.cmpi slt, {at}, {len} : index"));
+        let inside = self.op("arith.andi", &[&low, &high], "i1");
+        let lifted = self.op("arith.maxsi", &[&at, &zero], "index");
+        let clamped = self.op("arith.minsi", &[&lifted, &last], "index");
+        (clamped, inside)
     }
 
     /// The index into an operand of shape `src` broadcast (NumPy trailing alignment) to the

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Fetches NVIDIA's PTX assembler (ptxas) and libdevice into .cache/cuda-nvcc/ (idempotent).
+#
+# Why a wheel: the PyPI wheel nvidia-cuda-nvcc-cu12 carries bin/ptxas and nvvm/libdevice/
+# libdevice.10.bc without a CUDA installation (no driver, no root). Codegen links libdevice into
+# GPU kernels that use math functions (exp, tanh, erf, ...); the tests assemble every emitted
+# PTX kernel with `ptxas -arch=sm_80/sm_90` to prove it is valid.
+#
+# Usage: scripts/fetch-ptxas.sh [CACHE_DIR]   (default: <repo>/.cache/cuda-nvcc)
+# Afterwards CACHE_DIR/bin/ptxas and CACHE_DIR/nvvm/libdevice/libdevice.10.bc exist.
+set -euo pipefail
+
+NVCC_VERSION="12.8.93"
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache_dir="${1:-$repo_root/.cache/cuda-nvcc}"
+stamp="$cache_dir/.nvcc-version"
+
+# Skip the download when this exact version is already unpacked.
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$NVCC_VERSION" ]]; then
+    echo "ptxas and libdevice $NVCC_VERSION already in $cache_dir"
+    exit 0
+fi
+
+for tool in unzip python3; do
+    command -v "$tool" >/dev/null || { echo "fetch-ptxas: '$tool' is required" >&2; exit 1; }
+done
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# The x86-64 Linux wheel; --no-deps keeps the download to one file.
+python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
+    "nvidia-cuda-nvcc-cu12==$NVCC_VERSION" -d "$work/wheel"
+wheel="$(ls "$work"/wheel/nvidia_cuda_nvcc_cu12-"$NVCC_VERSION"-*.whl | head -n 1)"
+unzip -q "$wheel" 'nvidia/cuda_nvcc/bin/ptxas' 'nvidia/cuda_nvcc/nvvm/libdevice/*' -d "$work/unpacked"
+
+# Replace the cache as a whole, so an interrupted earlier run never leaves a mixed tree behind.
+rm -rf "$cache_dir.tmp"
+mkdir -p "$(dirname "$cache_dir")"
+mv "$work/unpacked/nvidia/cuda_nvcc" "$cache_dir.tmp"
+chmod +x "$cache_dir.tmp/bin/ptxas"
+echo "$NVCC_VERSION" > "$cache_dir.tmp/.nvcc-version"
+rm -rf "$cache_dir"
+mv "$cache_dir.tmp" "$cache_dir"
+echo "ptxas $("$cache_dir/bin/ptxas" --version | tail -n 1) and libdevice in $cache_dir"
