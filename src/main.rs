@@ -18,12 +18,15 @@ struct Cli {
 enum Command {
     /// Run a pass pipeline over a model and print (or write) the result as MLIR.
     Opt(commands::opt::OptArgs),
-    /// Evaluate a model with the reference interpreter; writes one .npy per graph output.
+    /// Evaluate a model with the reference interpreter, or run a compiled artifact directory;
+    /// writes one .npy per graph output.
     Run(commands::run::RunArgs),
     /// Summarize a model: ops, parameters, FLOPs and memory.
     Info(commands::info::InfoArgs),
     /// Find the fastest parallel configuration of a model on a cluster, and explain it.
     Plan(commands::plan::PlanArgs),
+    /// Compile a model into an ahead-of-time artifact directory (fused kernels + program).
+    Compile(commands::compile::CompileArgs),
     /// Import an ONNX model and print it as tsr MLIR text.
     Import(commands::import::ImportArgs),
     /// Run ONNX backend node tests through import and the reference interpreter.
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Plan(args) => commands::plan::run(args),
+        Command::Compile(args) => commands::compile::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::TestOnnx(args) => commands::test_onnx::run(args),
         Command::Train(args) => commands::train::run(args),

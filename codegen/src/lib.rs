@@ -13,17 +13,21 @@
 //!
 //! Map: [`supports`] (what compiles), [`emit`] (kernel graph → MLIR text), [`mlir`] (parse,
 //! lower, translate), [`llvm`] (entry points, O3, object), [`cpu`] ([`compile_cpu`], linking),
-//! [`ptx`] ([`compile_ptx`] and the launch protocol),
-//! [`error`].
+//! [`ptx`] ([`compile_ptx`] and the launch protocol), [`error`]; [`program`] (a model graph to
+//! an artifact program: fusion, kernels, library calls, memory plan) and [`artifact`] (`tessera
+//! compile`: the artifact directory, atomic and deterministic).
 //!
-//! What it may depend on: `tessera-ir`, `tessera-kernels`, melior/mlir-sys, inkwell; the
+//! What it may depend on: `tessera-ir`, `tessera-passes` (fusion), `tessera-kernels`,
+//! melior/mlir-sys, inkwell; the
 //! runtime never depends on it.
 
+pub mod artifact;
 pub mod cpu;
 pub mod emit;
 pub mod error;
 pub mod llvm;
 pub mod mlir;
+pub mod program;
 pub mod ptx;
 pub mod support;
 

@@ -155,6 +155,9 @@ pub struct IoBinding {
 pub enum LibraryCall {
     /// Batched matrix product with NumPy broadcasting of batch dimensions (args: a, b, out).
     MatMul,
+    /// `a @ transpose(b)` over the last two axes, with `b` given untransposed as `[.., n, k]`
+    /// (args: a, b, out): a transpose that only feeds a GEMM folds into the GEMM's strides.
+    MatMulTransposedB,
     /// Axis permutation (args: input, output).
     Transpose { perm: Vec<u64> },
     /// Rows of `data` selected by `indices` along `axis` (args: data, indices, output).
@@ -174,6 +177,7 @@ impl LibraryCall {
     pub fn name(&self) -> &'static str {
         match self {
             LibraryCall::MatMul => "matmul",
+            LibraryCall::MatMulTransposedB => "matmul_transposed_b",
             LibraryCall::Transpose { .. } => "transpose",
             LibraryCall::Gather { .. } => "gather",
             LibraryCall::Split { .. } => "split",

@@ -115,13 +115,7 @@ pub fn conservative_can_compile(kernel: &Graph) -> bool {
 fn may_fuse(op: &Op) -> bool {
     !matches!(
         op,
-        Op::Constant(_)
-            | Op::MatMul
-            | Op::Conv2d { .. }
-            | Op::Gather { .. }
-            | Op::Scatter { .. }
-            | Op::Reshape { .. }
-            | Op::Split { .. }
+        Op::Constant(_) | Op::MatMul | Op::Conv2d { .. } | Op::Gather { .. } | Op::Scatter { .. } | Op::Reshape { .. }
     )
 }
 

@@ -4,14 +4,15 @@
 //! rule and backend is tested against (so it favours plain, obviously correct code over
 //! speed), the in-process multi-rank executor for per-rank programs with collectives ([`spmd`],
 //! over the [`spmd::Communicator`] trait that MPI/NCCL backends implement too), `.npy`
-//! input/output for the CLI and tests, and [`step::StepExecutor`], the seam between a training
-//! loop and what runs its step graph. The artifact loader, CPU and CUDA
-//! executors and collectives will live here too.
+//! input/output for the CLI and tests, [`step::StepExecutor`] (the seam between a training
+//! loop and what runs its step graph), and the [`executor`]s of ahead-of-time artifacts
+//! (loader with integrity checks, CPU executor over `kernels.so` and library calls).
 //!
-//! What it may depend on: `tessera-ir` (whose ops carry the reference semantics) and small
-//! utility crates. Never on codegen, MLIR or LLVM: a cluster node needs only the runtime and
-//! an artifact.
+//! What it may depend on: `tessera-ir` (whose ops carry the reference semantics and the
+//! artifact format) and small utility crates (`libloading`, `matrixmultiply`). Never on
+//! codegen, MLIR or LLVM: a cluster node needs only the runtime and an artifact.
 
+pub mod executor;
 pub mod interpreter;
 pub mod npy;
 pub mod spmd;

@@ -14,7 +14,8 @@ use tessera_runtime::npy;
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The model to run (.mlir or .json).
+    /// The model to run (.mlir, .json, .onnx, a zoo model), or an artifact directory written
+    /// by `tessera compile`.
     pub model: PathBuf,
     /// A graph input and the .npy file holding it (repeatable).
     #[arg(long = "input", value_name = "NAME=FILE.npy")]
@@ -28,9 +29,15 @@ pub struct RunArgs {
     /// Size of a symbolic dimension for random inputs, e.g. --dim batch=8 (repeatable).
     #[arg(long, value_name = "NAME=SIZE")]
     pub dim: Vec<String>,
+    /// Print the execution time (without loading and writing files) to standard error.
+    #[arg(long)]
+    pub timing: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    if args.model.is_dir() {
+        return run_artifact(args);
+    }
     let graph = tessera_frontend::load::load_model(&args.model)?;
     let mut bindings = parse_dim_bindings(&args.dim)?;
     let mut feeds = read_given_inputs(&graph, &args.inputs)?;
@@ -38,8 +45,44 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(seed) = args.random_inputs {
         feeds.extend(random_inputs(&graph, &feeds, &bindings, seed)?);
     }
+    let start = std::time::Instant::now();
     let outputs = tessera_runtime::interpreter::run(&graph, &feeds)?;
+    if args.timing {
+        eprintln!("interpreter: {:.3} s", start.elapsed().as_secs_f64());
+    }
     write_outputs(&args.output, &outputs)
+}
+
+/// Runs a compiled artifact: loads and checks it, then feeds inputs exactly as for a model (the
+/// same seeded random inputs, so outputs are comparable with the interpreter's).
+fn run_artifact(args: RunArgs) -> Result<()> {
+    let artifact = tessera_runtime::executor::load::load(&args.model)?;
+    if artifact.program.target.starts_with("cuda") {
+        tessera_runtime::executor::cuda::check(&artifact)?;
+    }
+    let signature = signature_graph(&artifact.program);
+    let mut feeds = read_given_inputs(&signature, &args.inputs)?;
+    if let Some(seed) = args.random_inputs {
+        feeds.extend(random_inputs(&signature, &feeds, &HashMap::new(), seed)?);
+    }
+    let executor = tessera_runtime::executor::cpu::CpuExecutor::new(artifact)?;
+    let start = std::time::Instant::now();
+    let outputs = executor.run(&feeds)?;
+    if args.timing {
+        eprintln!("compiled artifact: {:.3} s", start.elapsed().as_secs_f64());
+    }
+    write_outputs(&args.output, &outputs)
+}
+
+/// A graph with the program's inputs only: what input reading needs to know.
+fn signature_graph(program: &tessera_ir::artifact::Program) -> Graph {
+    let mut g = Graph::new(&program.name);
+    for binding in &program.inputs {
+        let shape = program.buffers.get(binding.buffer as usize).map(|b| b.shape.clone()).unwrap_or_default();
+        let ty = tessera_ir::types::TensorType::of_static(binding.dtype, &shape);
+        g.add_input(&binding.name, ty, tessera_ir::graph::InputRole::Activation);
+    }
+    g
 }
 
 /// Reads every `--input NAME=FILE.npy`, checking the name and converting to the declared dtype

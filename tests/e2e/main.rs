@@ -1,5 +1,6 @@
 //! End-to-end tests: the `tessera` binary and the crates together, one test binary.
 
+mod artifact;
 mod bad_input;
 mod calibration;
 mod cli;

@@ -1,0 +1,224 @@
+//! `tessera compile`: a model graph to an artifact directory (see [`tessera_ir::artifact`] for
+//! the format), written atomically and byte-for-byte deterministically.
+//!
+//! Determinism: nothing in an artifact depends on time, paths, the host or hash-map order: the
+//! program is built in graph order, JSON is printed from structs, the weights image is laid out
+//! by the plan, and the code generator emits the same bytes for the same kernels.
+//!
+//! Atomicity: everything is built in memory first; only then is a temporary directory created
+//! beside the destination (`.NAME.tmp-PID`), every file written and fsynced, the directory
+//! fsynced, and renamed onto the destination. A compile that fails before the rename removes
+//! its temporary directory; a killed one leaves at most that hidden directory, never a
+//! half-written artifact at the destination.
+
+use crate::program::{lower, LowerError, LowerStats};
+use crate::{compile_cpu, supports, CodegenError};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tessera_ir::artifact::{sha256_hex, FileEntry, Manifest, RankEntry, FORMAT_VERSION, MANIFEST_FILE};
+use tessera_ir::graph::Graph;
+
+/// What to compile for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Cpu,
+    CudaSm80,
+    CudaSm90,
+}
+
+impl Target {
+    pub fn parse(text: &str) -> Option<Target> {
+        match text {
+            "cpu" => Some(Target::Cpu),
+            "cuda:sm_80" => Some(Target::CudaSm80),
+            "cuda:sm_90" => Some(Target::CudaSm90),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Cpu => "cpu",
+            Target::CudaSm80 => "cuda:sm_80",
+            Target::CudaSm90 => "cuda:sm_90",
+        }
+    }
+}
+
+/// Options of one compile; with the model's bytes they determine the artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileOptions {
+    pub target: Target,
+    /// Sizes of symbolic dimensions.
+    pub dims: HashMap<String, u64>,
+}
+
+impl CompileOptions {
+    /// One spelling per option, sorted: what the manifest records and the input hash covers.
+    pub fn normalized(&self) -> Vec<String> {
+        let mut out = vec![format!("target={}", self.target.name())];
+        let mut dims: Vec<String> = self.dims.iter().map(|(k, v)| format!("dim:{k}={v}")).collect();
+        dims.sort();
+        out.extend(dims);
+        out
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Lower(#[from] LowerError),
+    #[error(transparent)]
+    Codegen(#[from] CodegenError),
+    #[error("target {0}: PTX code generation is not available in this build of tessera; compile for --target cpu")]
+    TargetUnavailable(&'static str),
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+}
+
+/// An artifact in memory: relative paths and contents, manifest included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactFiles {
+    pub files: Vec<(String, Vec<u8>)>,
+    pub manifest: Manifest,
+}
+
+/// A compiled artifact and what went into it.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub files: ArtifactFiles,
+    pub stats: LowerStats,
+}
+
+/// SHA-256 over the model's bytes and the normalized options, length-prefixed so no two inputs
+/// share an encoding.
+pub fn input_hash(model_bytes: &[u8], options: &CompileOptions) -> String {
+    let mut data = Vec::with_capacity(model_bytes.len() + 64);
+    data.extend_from_slice(b"tessera-compile-input\n");
+    data.extend_from_slice(&(model_bytes.len() as u64).to_le_bytes());
+    data.extend_from_slice(model_bytes);
+    for option in options.normalized() {
+        data.extend_from_slice(&(option.len() as u64).to_le_bytes());
+        data.extend_from_slice(option.as_bytes());
+    }
+    sha256_hex(&data)
+}
+
+/// Compiles `graph` (whose source had `model_bytes`) into artifact files, in memory.
+pub fn compile(graph: &Graph, model_bytes: &[u8], options: &CompileOptions) -> Result<Compiled, CompileError> {
+    if options.target != Target::Cpu {
+        return Err(CompileError::TargetUnavailable(options.target.name()));
+    }
+    let can_compile = |k: &Graph| supports(k).is_ok();
+    let mut lowered = lower(graph, &options.dims, options.target.name(), &can_compile)?;
+    let rank_dir = "rank0";
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    if !lowered.kernels.is_empty() {
+        let object = compile_cpu(&lowered.kernels)?;
+        lowered.program.kernels_file = Some("kernels.so".to_string());
+        files.push((format!("{rank_dir}/kernels.so"), object.shared_object));
+    }
+    files.push((format!("{rank_dir}/{}", lowered.program.weights_file), std::mem::take(&mut lowered.weights)));
+    let program_json = serde_json::to_vec_pretty(&lowered.program)
+        .map_err(|e| CompileError::Io { path: PathBuf::from("program.json"), message: e.to_string() })?;
+    files.push((format!("{rank_dir}/program.json"), program_json));
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let entries = files
+        .iter()
+        .map(|(path, bytes)| FileEntry { path: path.clone(), bytes: bytes.len() as u64, sha256: sha256_hex(bytes) })
+        .collect();
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        tessera_version: env!("CARGO_PKG_VERSION").to_string(),
+        input_hash: input_hash(model_bytes, options),
+        target: options.target.name().to_string(),
+        options: options.normalized(),
+        mesh: Vec::new(),
+        ranks: vec![RankEntry { rank: 0, program: format!("{rank_dir}/program.json"), files: entries }],
+    };
+    Ok(Compiled { files: ArtifactFiles { files, manifest }, stats: lowered.stats })
+}
+
+/// Removes the temporary directory unless disarmed.
+struct TempDir {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn io_error(path: &Path, what: &str, e: std::io::Error) -> CompileError {
+    CompileError::Io { path: path.to_path_buf(), message: format!("{what}: {e}") }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CompileError> {
+    let mut file = fs::File::create(path).map_err(|e| io_error(path, "cannot create", e))?;
+    file.write_all(bytes).map_err(|e| io_error(path, "cannot write", e))?;
+    file.sync_all().map_err(|e| io_error(path, "cannot sync", e))
+}
+
+fn sync_dir(path: &Path) -> Result<(), CompileError> {
+    fs::File::open(path).and_then(|d| d.sync_all()).map_err(|e| io_error(path, "cannot sync directory", e))
+}
+
+/// Writes `files` as the artifact directory `dir`, atomically (see the module docs). An
+/// existing artifact at `dir` is replaced; any other existing file or non-empty directory is
+/// refused, so a typo cannot delete someone's data.
+pub fn write_artifact(dir: &Path, files: &ArtifactFiles) -> Result<(), CompileError> {
+    let name = dir.file_name().and_then(|n| n.to_str()).filter(|n| !n.is_empty() && *n != "..").ok_or_else(|| {
+        CompileError::Io { path: dir.to_path_buf(), message: "the output must name a directory".into() }
+    })?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if dir.exists() {
+        let is_artifact = dir.join(MANIFEST_FILE).is_file();
+        let is_empty_dir = fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !is_artifact && !is_empty_dir {
+            return Err(CompileError::Io {
+                path: dir.to_path_buf(),
+                message: "exists and is not a tessera artifact; refusing to replace it".into(),
+            });
+        }
+    }
+    let temp = TempDir { path: parent.join(format!(".{name}.tmp-{}", std::process::id())), armed: true };
+    if temp.path.exists() {
+        fs::remove_dir_all(&temp.path).map_err(|e| io_error(&temp.path, "cannot remove stale temporary", e))?;
+    }
+    fs::create_dir(&temp.path).map_err(|e| io_error(&temp.path, "cannot create", e))?;
+    for (rel, bytes) in &files.files {
+        let path = temp.path.join(rel);
+        if let Some(sub) = path.parent() {
+            fs::create_dir_all(sub).map_err(|e| io_error(sub, "cannot create", e))?;
+        }
+        write_synced(&path, bytes)?;
+        if let Some(sub) = path.parent() {
+            sync_dir(sub)?;
+        }
+    }
+    let manifest = serde_json::to_vec_pretty(&files.manifest)
+        .map_err(|e| CompileError::Io { path: dir.join(MANIFEST_FILE), message: e.to_string() })?;
+    write_synced(&temp.path.join(MANIFEST_FILE), &manifest)?;
+    sync_dir(&temp.path)?;
+    let mut temp = temp;
+    if dir.exists() {
+        // rename(2) cannot replace a non-empty directory: move the old one aside first.
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        fs::rename(dir, &old).map_err(|e| io_error(dir, "cannot move the previous artifact aside", e))?;
+        fs::rename(&temp.path, dir).map_err(|e| io_error(dir, "cannot rename the new artifact into place", e))?;
+        let _ = fs::remove_dir_all(&old);
+    } else {
+        fs::rename(&temp.path, dir).map_err(|e| io_error(dir, "cannot rename the new artifact into place", e))?;
+    }
+    temp.armed = false;
+    sync_dir(&parent)
+}

@@ -1,0 +1,446 @@
+//! Lowering a model graph to an artifact [`Program`]: specialization to static shapes and the
+//! kernel ABI's storage types, fusion (asking [`crate::supports`]), one kernel per fusion group,
+//! library calls for everything else, and the static memory plan.
+//!
+//! The memory plan: every value a step writes gets an arena range that is live from the step
+//! that writes it to the last step that reads it (graph inputs from before the first step,
+//! graph outputs to the end). Ranges are handed out in step order from a free list (best fit,
+//! coalescing on free), so values whose lifetimes do not overlap share memory. A step's outputs
+//! are allocated before its dead inputs are freed, so no kernel reads and writes one range.
+//! Reshapes are views: the result shares its operand's range, which stays live for both.
+//! Constants live in the read-only weights image instead.
+
+use std::collections::{BTreeMap, HashMap};
+use tessera_ir::artifact::{align, encode, BufferDesc, IoBinding, LibraryCall, Location, Program, Step, Storage};
+use tessera_ir::graph::{Graph, NodeId, ValueId};
+use tessera_ir::ops::Op;
+use tessera_ir::types::{normalize_axis, Dim, TensorType};
+use tessera_passes::fuse::{extract_kernel, fuse, FusionConfig};
+
+use crate::KernelSource;
+
+/// Why a graph could not be lowered to a program.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LowerError {
+    #[error("input %{value} has symbolic dimension '{dim}': give its size with --dim {dim}=N")]
+    UnboundDim { value: String, dim: String },
+    #[error("the graph specialized to static shapes and the target's storage types does not verify: {0}")]
+    Specialize(String),
+    #[error("{0}")]
+    Pass(String),
+    #[error("fusion group {group}: {message}")]
+    Kernel { group: u32, message: String },
+}
+
+/// A lowered program with what the artifact needs beside it.
+#[derive(Debug, Clone)]
+pub struct LoweredProgram {
+    pub program: Program,
+    /// The weights image (constants at their planned offsets).
+    pub weights: Vec<u8>,
+    /// One kernel per fusion group, in step order.
+    pub kernels: Vec<KernelSource>,
+    pub stats: LowerStats,
+}
+
+/// Counts for the compile report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LowerStats {
+    pub nodes: usize,
+    pub kernels: usize,
+    pub fused_ops: usize,
+    /// Library calls by name (`matmul`, `gather`, ..., `reference`).
+    pub library_calls: BTreeMap<&'static str, usize>,
+    pub views: usize,
+    pub arena_bytes: u64,
+    /// What the arena would need without reuse (every value its own range).
+    pub unshared_bytes: u64,
+}
+
+/// The graph with every symbolic dimension bound from `dims` and every dtype replaced by its
+/// storage type's compute dtype (f32, i64, bool): what the compiled program computes.
+pub fn specialize(g: &Graph, dims: &HashMap<String, u64>) -> Result<Graph, LowerError> {
+    for &v in g.inputs() {
+        let value = g.value(v);
+        if let Some(dim) = value.ty.substitute(dims).symbols().next() {
+            return Err(LowerError::UnboundDim { value: value.name.clone(), dim: dim.to_string() });
+        }
+    }
+    let ty_of = |t: &TensorType| {
+        let t = t.substitute(dims);
+        t.with_dtype(Storage::of(t.dtype).compute_dtype())
+    };
+    let bind = |shape: &[Dim]| -> Vec<Dim> {
+        shape
+            .iter()
+            .map(|d| match d {
+                Dim::Symbolic(s) => dims.get(s).map_or_else(|| d.clone(), |&n| Dim::Static(n)),
+                Dim::Static(_) => d.clone(),
+            })
+            .collect()
+    };
+    let mut out = Graph::new(&g.name);
+    let mut map: HashMap<ValueId, ValueId> = HashMap::new();
+    for &v in g.inputs() {
+        let value = g.value(v);
+        let role = g.input_role(v).unwrap_or(tessera_ir::graph::InputRole::Activation);
+        map.insert(v, out.add_input(&value.name, ty_of(&value.ty), role));
+    }
+    for (_, node) in g.nodes() {
+        let op = match &node.op {
+            Op::Cast { to } => Op::Cast { to: Storage::of(*to).compute_dtype() },
+            Op::Constant(t) => Op::Constant(t.cast(Storage::of(t.dtype).compute_dtype())),
+            Op::Broadcast { shape } => Op::Broadcast { shape: bind(shape) },
+            Op::Reshape { shape } => Op::Reshape { shape: bind(shape) },
+            other => other.clone(),
+        };
+        let inputs = node.inputs.iter().map(|v| map[v]).collect();
+        let results = node.outputs.iter().map(|&v| (g.value(v).name.clone(), ty_of(&g.value(v).ty))).collect();
+        let id = out.add_node_unchecked(op, inputs, results);
+        for (&old, &new) in node.outputs.iter().zip(&out.node(id).outputs) {
+            map.insert(old, new);
+        }
+    }
+    out.set_outputs(g.outputs().iter().map(|v| map[v]).collect());
+    tessera_ir::verify::verify(&out).map_err(|e| LowerError::Specialize(e.to_string()))?;
+    Ok(out)
+}
+
+/// Lowers `g` (the model as loaded; `dims` binds its symbolic dimensions) for a target whose
+/// code generator accepts the kernel graphs `can_compile` accepts.
+pub fn lower(
+    g: &Graph,
+    dims: &HashMap<String, u64>,
+    target: &str,
+    can_compile: &dyn Fn(&Graph) -> bool,
+) -> Result<LoweredProgram, LowerError> {
+    let mut graph = specialize(g, dims)?;
+    let pipeline = tessera_passes::pipeline::Pipeline::parse("cse,dce").map_err(|e| LowerError::Pass(e.to_string()))?;
+    tessera_passes::pipeline::run_pipeline(&mut graph, &pipeline, &mut Default::default())
+        .map_err(|e| LowerError::Pass(e.to_string()))?;
+    fuse(&mut graph, &FusionConfig { max_ops: 64, can_compile }).map_err(|e| LowerError::Pass(e.to_string()))?;
+    Builder::new(&graph, g, target).build()
+}
+
+struct Builder<'a> {
+    g: &'a Graph,
+    /// The graph as the user wrote it, for the declared dtypes of inputs and outputs.
+    original: &'a Graph,
+    target: &'a str,
+    buffers: Vec<BufferDesc>,
+    buffer_of: HashMap<ValueId, u32>,
+    /// Buffers that are views of another (reshape results): view -> root.
+    root_of: Vec<u32>,
+    weights: Vec<u8>,
+    steps: Vec<Step>,
+    kernels: Vec<KernelSource>,
+    stats: LowerStats,
+}
+
+const UNPLACED: Location = Location::Arena { offset: u64::MAX };
+
+impl<'a> Builder<'a> {
+    fn new(g: &'a Graph, original: &'a Graph, target: &'a str) -> Builder<'a> {
+        Builder {
+            g,
+            original,
+            target,
+            buffers: Vec::new(),
+            buffer_of: HashMap::new(),
+            root_of: Vec::new(),
+            weights: Vec::new(),
+            steps: Vec::new(),
+            kernels: Vec::new(),
+            stats: LowerStats { nodes: g.num_nodes(), ..LowerStats::default() },
+        }
+    }
+
+    fn new_buffer(&mut self, v: ValueId, location: Location, view_of: Option<u32>) -> u32 {
+        let value = self.g.value(v);
+        let shape = value.ty.static_shape().unwrap_or_default();
+        let id = self.buffers.len() as u32;
+        self.buffers.push(BufferDesc {
+            name: value.name.clone(),
+            storage: Storage::of(value.ty.dtype),
+            shape,
+            location,
+        });
+        self.root_of.push(view_of.map_or(id, |r| self.root_of[r as usize]));
+        self.buffer_of.insert(v, id);
+        id
+    }
+
+    fn buffer(&mut self, v: ValueId) -> u32 {
+        match self.buffer_of.get(&v) {
+            Some(&b) => b,
+            None => self.new_buffer(v, UNPLACED, None),
+        }
+    }
+
+    fn build(mut self) -> Result<LoweredProgram, LowerError> {
+        let g = self.g;
+        for &v in g.inputs() {
+            self.new_buffer(v, UNPLACED, None);
+        }
+        let (folded, transposed_b) = transposes_into_gemms(g);
+        let mut done_groups = std::collections::HashSet::new();
+        let nodes: Vec<(NodeId, _)> = g.nodes().collect();
+        for (id, node) in nodes {
+            if folded.contains(&id) {
+                continue;
+            }
+            if let Some(&source) = transposed_b.get(&id) {
+                let call = LibraryCall::MatMulTransposedB;
+                *self.stats.library_calls.entry(call.name()).or_insert(0) += 1;
+                let inputs = vec![self.buffer(node.inputs[0]), self.buffer(source)];
+                let outputs = vec![self.buffer(node.outputs[0])];
+                self.steps.push(Step::Library { call, inputs, outputs });
+                continue;
+            }
+            if let Some(tag) = g.fusion_tag(id) {
+                if !done_groups.insert(tag.group) {
+                    continue;
+                }
+                let members: Vec<NodeId> = g
+                    .nodes()
+                    .skip(id.index())
+                    .take_while(|(m, _)| g.fusion_tag(*m) == Some(tag))
+                    .map(|(m, _)| m)
+                    .collect();
+                self.stats.fused_ops += members.len();
+                let symbol = format!("tsr_kernel_{}", tag.group);
+                let kernel = extract_kernel(g, &members, &symbol)
+                    .map_err(|e| LowerError::Kernel { group: tag.group, message: e.to_string() })?;
+                let inputs = kernel.inputs.iter().map(|&v| self.buffer(v)).collect();
+                let outputs = kernel.outputs.iter().map(|&v| self.buffer(v)).collect();
+                self.steps.push(Step::Kernel { symbol: symbol.clone(), inputs, outputs });
+                self.kernels.push(KernelSource { symbol, graph: kernel.graph });
+                continue;
+            }
+            match &node.op {
+                Op::Constant(t) => {
+                    let offset = align(self.weights.len() as u64);
+                    self.weights.resize(offset as usize, 0);
+                    self.weights.extend_from_slice(&encode(t));
+                    self.new_buffer(node.outputs[0], Location::Weights { offset }, None);
+                }
+                Op::Reshape { .. } => {
+                    let source = self.buffer(node.inputs[0]);
+                    self.new_buffer(node.outputs[0], UNPLACED, Some(source));
+                    self.stats.views += 1;
+                }
+                op => {
+                    let call = library_call(g, op, &node.inputs);
+                    *self.stats.library_calls.entry(call.name()).or_insert(0) += 1;
+                    let inputs = node.inputs.iter().map(|&v| self.buffer(v)).collect();
+                    let outputs = node.outputs.iter().map(|&v| self.buffer(v)).collect();
+                    self.steps.push(Step::Library { call, inputs, outputs });
+                }
+            }
+        }
+        self.stats.kernels = self.kernels.len();
+        let arena_bytes = self.plan_memory();
+        let io = |graph_values: &[ValueId], declared: &[ValueId], this: &mut Builder| -> Vec<IoBinding> {
+            graph_values
+                .iter()
+                .zip(declared)
+                .map(|(&v, &d)| IoBinding {
+                    name: this.original.value(d).name.clone(),
+                    dtype: this.original.value(d).ty.dtype,
+                    buffer: this.buffer(v),
+                })
+                .collect()
+        };
+        let inputs = io(g.inputs(), self.original.inputs(), &mut self);
+        let outputs = io(g.outputs(), self.original.outputs(), &mut self);
+        let program = Program {
+            name: g.name.clone(),
+            target: self.target.to_string(),
+            arena_bytes,
+            weights_file: "weights.bin".to_string(),
+            weights_bytes: self.weights.len() as u64,
+            kernels_file: None,
+            buffers: self.buffers,
+            inputs,
+            outputs,
+            steps: self.steps,
+        };
+        self.stats.arena_bytes = arena_bytes;
+        Ok(LoweredProgram { program, weights: self.weights, kernels: self.kernels, stats: self.stats })
+    }
+
+    /// Assigns arena offsets (see the module docs); returns the arena size.
+    fn plan_memory(&mut self) -> u64 {
+        let n = self.buffers.len();
+        let in_arena = |b: &BufferDesc| matches!(b.location, Location::Arena { .. });
+        // Lifetimes of roots in step numbers; inputs are defined at step 0 (before it runs).
+        let never = usize::MAX;
+        let mut first = vec![never; n];
+        let mut last = vec![0usize; n];
+        for &v in self.g.inputs() {
+            let root = self.root_of[self.buffer_of[&v] as usize] as usize;
+            first[root] = 0;
+        }
+        for (s, step) in self.steps.iter().enumerate() {
+            for &b in step.outputs() {
+                let root = self.root_of[b as usize] as usize;
+                first[root] = first[root].min(s);
+                last[root] = last[root].max(s);
+            }
+            for &b in step.inputs() {
+                let root = self.root_of[b as usize] as usize;
+                last[root] = last[root].max(s);
+            }
+        }
+        for &v in self.g.outputs() {
+            let root = self.root_of[self.buffer_of[&v] as usize] as usize;
+            last[root] = usize::MAX;
+        }
+        // Allocation order: by first step, inputs first, then buffer id.
+        let mut allocs_at: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut frees_after: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for b in 0..n {
+            if self.root_of[b] as usize != b || !in_arena(&self.buffers[b]) || first[b] == never {
+                continue;
+            }
+            allocs_at.entry(first[b]).or_default().push(b);
+            if last[b] != usize::MAX {
+                frees_after.entry(last[b]).or_default().push(b);
+            }
+        }
+        let mut arena = FreeList::default();
+        let mut offsets = vec![0u64; n];
+        for s in 0..self.steps.len().max(1) {
+            for &b in allocs_at.get(&s).into_iter().flatten() {
+                let size = align(self.buffers[b].bytes().max(1));
+                self.stats.unshared_bytes += size;
+                offsets[b] = arena.allocate(size);
+            }
+            for &b in frees_after.get(&s).into_iter().flatten() {
+                arena.free(offsets[b], align(self.buffers[b].bytes().max(1)));
+            }
+        }
+        for b in 0..n {
+            let root = self.root_of[b] as usize;
+            match self.buffers[root].location {
+                Location::Weights { offset } => self.buffers[b].location = Location::Weights { offset },
+                Location::Arena { .. } => self.buffers[b].location = Location::Arena { offset: offsets[root] },
+            }
+        }
+        arena.high_water
+    }
+}
+
+/// Transposes of the last two axes whose one use is as the second operand of a matmul, alone
+/// (untagged or a group of one): they fold into the GEMM's strides. Returns the folded
+/// transposes and, per such matmul, the transpose's operand.
+fn transposes_into_gemms(g: &Graph) -> (std::collections::HashSet<NodeId>, HashMap<NodeId, ValueId>) {
+    let uses = g.use_counts();
+    let mut folded = std::collections::HashSet::new();
+    let mut matmuls = HashMap::new();
+    for (id, node) in g.nodes() {
+        let Op::MatMul = node.op else { continue };
+        let Some(t) = g.producer(node.inputs[1]) else { continue };
+        let Op::Transpose { perm } = &g.node(t).op else { continue };
+        let r = perm.len();
+        let swaps_last_two = r >= 2
+            && perm[..r - 2].iter().enumerate().all(|(i, &p)| p == i as i64)
+            && perm[r - 2] == r as i64 - 1
+            && perm[r - 1] == r as i64 - 2;
+        let alone = g.fusion_tag(t).is_none_or(|tag| {
+            g.nodes().filter(|(m, _)| g.fusion_tag(*m).is_some_and(|x| x.group == tag.group)).count() == 1
+        });
+        let float = Storage::of(g.value(node.inputs[1]).ty.dtype) == Storage::F32;
+        if swaps_last_two && alone && float && uses[node.inputs[1].index()] == 1 && node.inputs[0] != node.inputs[1] {
+            folded.insert(t);
+            matmuls.insert(id, g.node(t).inputs[0]);
+        }
+    }
+    (folded, matmuls)
+}
+
+/// The library call for an op outside every fusion group.
+fn library_call(g: &Graph, op: &Op, inputs: &[ValueId]) -> LibraryCall {
+    let rank = |i: usize| inputs.get(i).map_or(0, |v| g.value(*v).ty.rank());
+    let axis = |a: i64, r: usize| normalize_axis(a, r).map(|a| a as u64);
+    let fast = match op {
+        Op::MatMul => Some(LibraryCall::MatMul),
+        Op::Transpose { perm } => perm
+            .iter()
+            .map(|&p| u64::try_from(p).ok())
+            .collect::<Option<Vec<u64>>>()
+            .map(|perm| LibraryCall::Transpose { perm }),
+        Op::Gather { axis: a } => axis(*a, rank(0)).map(|axis| LibraryCall::Gather { axis }),
+        Op::Split { axis: a, .. } => axis(*a, rank(0)).map(|axis| LibraryCall::Split { axis }),
+        Op::Concat { axis: a } => axis(*a, rank(0)).map(|axis| LibraryCall::Concat { axis }),
+        Op::Slice { starts, ends: _, steps } => slice_call(g, inputs, starts, steps),
+        _ => None,
+    };
+    fast.unwrap_or_else(|| LibraryCall::Reference { op: op.clone() })
+}
+
+/// Slices with positive steps become a strided copy (starts clamped as the shape rule does);
+/// the rest go to the reference semantics.
+fn slice_call(g: &Graph, inputs: &[ValueId], starts: &[i64], steps: &[i64]) -> Option<LibraryCall> {
+    let shape = g.value(*inputs.first()?).ty.static_shape()?;
+    if starts.len() != shape.len() || steps.len() != shape.len() || steps.iter().any(|&s| s <= 0) {
+        return None;
+    }
+    let starts = starts
+        .iter()
+        .zip(&shape)
+        .map(|(&s, &n)| {
+            let n = n as i64;
+            let s = if s < 0 { s + n } else { s };
+            s.clamp(0, n) as u64
+        })
+        .collect();
+    Some(LibraryCall::Slice { starts, steps: steps.iter().map(|&s| s as u64).collect() })
+}
+
+/// Free arena ranges, sorted by offset; allocation is best fit, else growth at the top.
+#[derive(Default)]
+struct FreeList {
+    free: Vec<(u64, u64)>,
+    top: u64,
+    high_water: u64,
+}
+
+impl FreeList {
+    fn allocate(&mut self, size: u64) -> u64 {
+        let best = self.free.iter().enumerate().filter(|(_, &(_, len))| len >= size).min_by_key(|(_, &(_, len))| len);
+        if let Some((i, &(offset, len))) = best {
+            if len == size {
+                self.free.remove(i);
+            } else {
+                self.free[i] = (offset + size, len - size);
+            }
+            return offset;
+        }
+        // Grow: a free range touching the top extends it.
+        let offset = match self.free.last() {
+            Some(&(offset, len)) if offset + len == self.top => {
+                self.free.pop();
+                offset
+            }
+            _ => self.top,
+        };
+        self.top = offset + size;
+        self.high_water = self.high_water.max(self.top);
+        offset
+    }
+
+    fn free(&mut self, offset: u64, size: u64) {
+        let i = self.free.partition_point(|&(o, _)| o < offset);
+        self.free.insert(i, (offset, size));
+        // Coalesce with the next, then with the previous range.
+        if i + 1 < self.free.len() && self.free[i].0 + self.free[i].1 == self.free[i + 1].0 {
+            self.free[i].1 += self.free[i + 1].1;
+            self.free.remove(i + 1);
+        }
+        if i > 0 && self.free[i - 1].0 + self.free[i - 1].1 == self.free[i].0 {
+            self.free[i - 1].1 += self.free[i].1;
+            self.free.remove(i);
+        }
+    }
+}

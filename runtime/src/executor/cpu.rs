@@ -1,0 +1,212 @@
+//! The CPU executor: maps `kernels.so`, resolves every kernel step's symbol once, and runs the
+//! steps over one arena allocated per run.
+
+use super::library::{self, In, Out};
+use super::load::Artifact;
+use super::ArtifactError;
+use std::alloc::Layout;
+use tessera_ir::artifact::{decode, encode, LibraryCall, Location, Program, Step, ALIGNMENT};
+use tessera_ir::tensor::Tensor;
+
+type KernelFn = unsafe extern "C" fn(*const *mut u8);
+
+/// Zeroed bytes aligned to [`ALIGNMENT`], so f32/i64 views and vector loads are aligned.
+struct AlignedBytes {
+    ptr: *mut u8,
+    len: usize,
+    layout: Layout,
+}
+
+impl AlignedBytes {
+    fn zeroed(len: usize) -> Result<AlignedBytes, String> {
+        let layout = Layout::from_size_align(len.max(1), ALIGNMENT as usize).map_err(|e| e.to_string())?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(format!("cannot allocate {len} bytes"));
+        }
+        Ok(AlignedBytes { ptr, len, layout })
+    }
+}
+
+impl Drop for AlignedBytes {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+/// A loaded CPU program, ready to run any number of times.
+pub struct CpuExecutor {
+    program: Program,
+    weights: AlignedBytes,
+    /// Resolved kernel per step (None for library steps).
+    kernels: Vec<Option<KernelFn>>,
+    // Keeps the shared object mapped while `kernels` point into it; dropped last.
+    _library: Option<libloading::Library>,
+}
+
+impl CpuExecutor {
+    pub fn new(artifact: Artifact) -> Result<CpuExecutor, ArtifactError> {
+        if artifact.program.target != "cpu" {
+            return Err(ArtifactError::Target {
+                target: artifact.program.target.clone(),
+                message: "the CPU executor runs only artifacts compiled with --target cpu".into(),
+            });
+        }
+        let weights = AlignedBytes::zeroed(artifact.weights.len())
+            .map_err(|message| ArtifactError::Kernels { path: artifact.rank_dir.clone(), message })?;
+        // SAFETY: `weights` has exactly `artifact.weights.len()` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(artifact.weights.as_ptr(), weights.ptr, artifact.weights.len()) };
+        let mut library = None;
+        if let Some(file) = &artifact.program.kernels_file {
+            let path = artifact.rank_dir.join(file);
+            // SAFETY: loading runs the object's initializers. The object is the compiler's
+            // output (no constructors of its own) and its SHA-256 matched the manifest.
+            let lib = unsafe { libloading::Library::new(&path) }
+                .map_err(|e| ArtifactError::Kernels { path: path.clone(), message: e.to_string() })?;
+            library = Some((lib, path));
+        }
+        let mut kernels = Vec::with_capacity(artifact.program.steps.len());
+        for step in &artifact.program.steps {
+            kernels.push(match (step, &library) {
+                (Step::Kernel { symbol, .. }, Some((lib, path))) => {
+                    // SAFETY: every kernel of the object has the ABI `extern "C" fn(*const *mut u8)`.
+                    let f = unsafe { lib.get::<KernelFn>(symbol.as_bytes()) }.map_err(|e| ArtifactError::Kernels {
+                        path: path.clone(),
+                        message: format!("symbol {symbol}: {e}"),
+                    })?;
+                    Some(*f)
+                }
+                _ => None,
+            });
+        }
+        Ok(CpuExecutor { program: artifact.program, weights, kernels, _library: library.map(|(l, _)| l) })
+    }
+
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// Runs the program on `inputs` (every program input by name, of its declared dtype and
+    /// shape) and returns the outputs by name, in the program's order.
+    pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        let p = &self.program;
+        let arena = AlignedBytes::zeroed(p.arena_bytes as usize)
+            .map_err(|message| ArtifactError::Input { name: "(arena)".into(), message })?;
+        for binding in &p.inputs {
+            let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
+            let tensor = inputs
+                .iter()
+                .find(|(n, _)| *n == binding.name)
+                .map(|(_, t)| t)
+                .ok_or_else(|| input_error("missing".into()))?;
+            let desc = &p.buffers[binding.buffer as usize];
+            let shape: Vec<u64> = tensor.shape.iter().map(|&n| n as u64).collect();
+            if tensor.dtype != binding.dtype || shape != desc.shape {
+                return Err(input_error(format!(
+                    "expected {} {:?}, got {} {:?}",
+                    binding.dtype, desc.shape, tensor.dtype, tensor.shape
+                )));
+            }
+            let bytes = encode(tensor);
+            let Location::Arena { offset } = desc.location else { return Err(input_error("not in the arena".into())) };
+            // SAFETY: the loader checked that the buffer lies inside the arena; `bytes` has the
+            // buffer's size because dtype and shape match.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), arena.ptr.add(offset as usize), bytes.len()) };
+        }
+        for (s, step) in p.steps.iter().enumerate() {
+            let step_error = |message: String| ArtifactError::Step { step: s, what: describe(step), message };
+            match (step, self.kernels[s]) {
+                (Step::Kernel { inputs, outputs, .. }, Some(kernel)) => {
+                    let args: Vec<*mut u8> = inputs.iter().chain(outputs).map(|&b| self.pointer(&arena, b)).collect();
+                    // SAFETY: the kernel reads and writes exactly the buffers of its kernel graph,
+                    // which the program passes in ABI order; all lie inside their regions.
+                    unsafe { kernel(args.as_ptr()) };
+                }
+                (Step::Library { call, inputs, outputs }, _) => {
+                    self.library_step(&arena, call, inputs, outputs).map_err(step_error)?;
+                }
+                (Step::Kernel { symbol, .. }, None) => {
+                    return Err(step_error(format!("kernel {symbol} is not loaded")))
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(p.outputs.len());
+        for binding in &p.outputs {
+            let desc = &p.buffers[binding.buffer as usize];
+            let bytes = self.bytes(&arena, binding.buffer);
+            let shape: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
+            let tensor = decode(bytes, desc.storage, binding.dtype, &shape).ok_or_else(|| ArtifactError::Input {
+                name: binding.name.clone(),
+                message: "output buffer has the wrong size".into(),
+            })?;
+            results.push((binding.name.clone(), tensor));
+        }
+        Ok(results)
+    }
+
+    fn pointer(&self, arena: &AlignedBytes, buffer: u32) -> *mut u8 {
+        match self.program.buffers[buffer as usize].location {
+            // SAFETY (both): the loader checked offset + size against the region's length.
+            Location::Arena { offset } => unsafe { arena.ptr.add(offset as usize) },
+            Location::Weights { offset } => unsafe { self.weights.ptr.add(offset as usize) },
+        }
+    }
+
+    fn bytes<'a>(&'a self, arena: &'a AlignedBytes, buffer: u32) -> &'a [u8] {
+        let len = self.program.buffers[buffer as usize].bytes() as usize;
+        // SAFETY: inside its region (checked by the loader); no `&mut` to it is alive.
+        unsafe { std::slice::from_raw_parts(self.pointer(arena, buffer), len) }
+    }
+
+    fn library_step(
+        &self,
+        arena: &AlignedBytes,
+        call: &LibraryCall,
+        inputs: &[u32],
+        outputs: &[u32],
+    ) -> Result<(), String> {
+        let buffers = &self.program.buffers;
+        debug_assert!(arena.len >= self.program.arena_bytes as usize);
+        let ins: Vec<In> =
+            inputs.iter().map(|&b| In { desc: &buffers[b as usize], bytes: self.bytes(arena, b) }).collect();
+        let mut outs: Vec<Out> = outputs
+            .iter()
+            .map(|&b| {
+                let len = buffers[b as usize].bytes() as usize;
+                // SAFETY: the loader checked that a step's outputs overlap neither its inputs
+                // nor each other, and that they lie in the (writable) arena.
+                let bytes = unsafe { std::slice::from_raw_parts_mut(self.pointer(arena, b), len) };
+                Out { desc: &buffers[b as usize], bytes }
+            })
+            .collect();
+        let (Some(first_in), Some(first_out)) = (ins.first(), outs.first_mut()) else {
+            return match call {
+                LibraryCall::Reference { op } => library::reference(op, &ins, &mut outs),
+                _ => Err("missing operands".into()),
+            };
+        };
+        match call {
+            LibraryCall::MatMul => library::matmul(first_in, ins.get(1).ok_or("missing operand")?, first_out, false),
+            LibraryCall::MatMulTransposedB => {
+                library::matmul(first_in, ins.get(1).ok_or("missing operand")?, first_out, true)
+            }
+            LibraryCall::Transpose { perm } => library::transpose(first_in, first_out, perm),
+            LibraryCall::Gather { axis } => {
+                library::gather(first_in, ins.get(1).ok_or("missing operand")?, first_out, *axis as usize)
+            }
+            LibraryCall::Slice { starts, steps } => library::slice(first_in, first_out, starts, steps),
+            LibraryCall::Split { axis } => library::split(first_in, &mut outs, *axis as usize),
+            LibraryCall::Concat { axis } => library::concat(&ins, first_out, *axis as usize),
+            LibraryCall::Reference { op } => library::reference(op, &ins, &mut outs),
+        }
+    }
+}
+
+fn describe(step: &Step) -> String {
+    match step {
+        Step::Kernel { symbol, .. } => format!("kernel {symbol}"),
+        Step::Library { call, .. } => format!("library call {}", call.name()),
+    }
+}

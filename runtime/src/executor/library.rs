@@ -1,0 +1,369 @@
+//! The library calls of CPU programs: GEMM through `matrixmultiply` (packed, vectorized,
+//! multithreaded sgemm), data movement on raw element bytes, and the reference fallback.
+//!
+//! Every function checks the shapes it is given against each other and returns an error
+//! instead of indexing out of bounds; the loader has already checked that every buffer lies
+//! inside its region.
+
+use tessera_ir::artifact::{decode, encode, BufferDesc, Storage};
+use tessera_ir::ops::Op;
+use tessera_ir::types::TensorType;
+
+/// A buffer of a step: its description and its bytes.
+pub struct In<'a> {
+    pub desc: &'a BufferDesc,
+    pub bytes: &'a [u8],
+}
+
+pub struct Out<'a> {
+    pub desc: &'a BufferDesc,
+    pub bytes: &'a mut [u8],
+}
+
+fn dims(d: &BufferDesc) -> Vec<usize> {
+    d.shape.iter().map(|&n| n as usize).collect()
+}
+
+fn f32s(bytes: &[u8]) -> Result<&[f32], String> {
+    // SAFETY: f32 has no invalid bit patterns; `align_to` only yields the aligned middle part,
+    // and the check below rejects a buffer that is not entirely aligned.
+    let (head, body, tail) = unsafe { bytes.align_to::<f32>() };
+    if !head.is_empty() || !tail.is_empty() {
+        return Err("f32 buffer is not aligned".into());
+    }
+    Ok(body)
+}
+
+fn f32s_mut(bytes: &mut [u8]) -> Result<&mut [f32], String> {
+    // SAFETY: as in `f32s`.
+    let (head, body, tail) = unsafe { bytes.align_to_mut::<f32>() };
+    if !head.is_empty() || !tail.is_empty() {
+        return Err("f32 buffer is not aligned".into());
+    }
+    Ok(body)
+}
+
+/// `out = a @ b` with NumPy broadcasting of the batch dimensions, f32 only; with
+/// `b_transposed`, `b` holds `[.., n, k]` and is read transposed through the GEMM's strides.
+pub fn matmul(a: &In, b: &In, out: &mut Out, b_transposed: bool) -> Result<(), String> {
+    if [a.desc.storage, b.desc.storage, out.desc.storage] != [Storage::F32; 3] {
+        return Err("matmul of non-float tensors".into());
+    }
+    let (sa, sb, so) = (dims(a.desc), dims(b.desc), dims(out.desc));
+    if sa.len() < 2 || sb.len() < 2 || so.len() < 2 {
+        return Err("matmul operands need rank >= 2".into());
+    }
+    let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+    let (b_k, n) =
+        if b_transposed { (sb[sb.len() - 1], sb[sb.len() - 2]) } else { (sb[sb.len() - 2], sb[sb.len() - 1]) };
+    // Strides of b's rows (over k) and columns (over n).
+    let (rsb, csb) = if b_transposed { (1, k as isize) } else { (n as isize, 1) };
+    if b_k != k || so[so.len() - 2] != m || so[so.len() - 1] != n {
+        return Err(format!("matmul shapes {sa:?} x {sb:?} -> {so:?} do not agree"));
+    }
+    let batch_out = &so[..so.len() - 2];
+    let (ba, bb) = (&sa[..sa.len() - 2], &sb[..sb.len() - 2]);
+    let (pa, pb) = (f32s(a.bytes)?, f32s(b.bytes)?);
+    let po = f32s_mut(out.bytes)?;
+    let batches: usize = batch_out.iter().product();
+    // A weight without batch dimensions: fold the whole batch of `a` into the rows of one GEMM.
+    let b_broadcast = bb.iter().all(|&d| d == 1);
+    let a_full = ba == batch_out;
+    let gemm = |mm: usize, a: &[f32], b: &[f32], c: &mut [f32]| {
+        if mm == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            c.iter_mut().for_each(|x| *x = 0.0);
+            return;
+        }
+        // SAFETY: the slices hold mm*k, k*n and mm*n elements (checked by the callers' shape
+        // checks and the loader's buffer checks); strides describe row-major storage.
+        unsafe {
+            matrixmultiply::sgemm(
+                mm,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                rsb,
+                csb,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+    };
+    let need = |len: usize, want: usize, what: &str| {
+        if len < want {
+            Err(format!("matmul {what} buffer too small"))
+        } else {
+            Ok(())
+        }
+    };
+    need(pa.len(), sa.iter().product(), "a")?;
+    need(pb.len(), sb.iter().product(), "b")?;
+    need(po.len(), batches * m * n, "out")?;
+    if b_broadcast && a_full {
+        gemm(batches * m, &pa[..batches * m * k], &pb[..k * n], &mut po[..batches * m * n]);
+        return Ok(());
+    }
+    let index = |out_batch: usize, shape: &[usize]| -> usize {
+        // Maps a batch index of the output to one of an operand (trailing alignment, 1 stretches).
+        let mut rest = out_batch;
+        let mut idx = 0;
+        let mut stride = 1;
+        for d in (0..batch_out.len()).rev() {
+            let extent = batch_out[d];
+            let i = rest % extent.max(1);
+            rest /= extent.max(1);
+            if let Some(sd) = (d + shape.len()).checked_sub(batch_out.len()) {
+                let s = shape[sd];
+                if s != 1 {
+                    idx += i * stride;
+                }
+                stride *= s;
+            }
+        }
+        idx
+    };
+    for t in 0..batches {
+        let (ia, ib) = (index(t, ba), index(t, bb));
+        gemm(
+            m,
+            &pa[ia * m * k..(ia + 1) * m * k],
+            &pb[ib * k * n..(ib + 1) * k * n],
+            &mut po[t * m * n..(t + 1) * m * n],
+        );
+    }
+    Ok(())
+}
+
+/// Permutes axes: `out[i_0.., i_r] = in[.. i_perm^-1 ..]`, copying whole inner rows when the
+/// last axis stays last.
+pub fn transpose(input: &In, out: &mut Out, perm: &[u64]) -> Result<(), String> {
+    let si = dims(input.desc);
+    let so = dims(out.desc);
+    let r = si.len();
+    let mut seen = vec![false; r];
+    if perm.len() != r || so.len() != r {
+        return Err("transpose rank mismatch".into());
+    }
+    for (d, &p) in perm.iter().enumerate() {
+        let p = p as usize;
+        if p >= r || std::mem::replace(&mut seen[p], true) || so[d] != si[p] {
+            return Err(format!("transpose perm {perm:?} does not map {si:?} to {so:?}"));
+        }
+    }
+    let e = input.desc.storage.element_bytes() as usize;
+    let total: usize = so.iter().product();
+    if total == 0 {
+        return Ok(());
+    }
+    let in_strides = tessera_ir::tensor::strides(&si);
+    // Source stride for each output axis.
+    let src: Vec<usize> = perm.iter().map(|&p| in_strides[p as usize]).collect();
+    // Inner run: the last output axis, contiguous in the source when it is the source's last axis.
+    let inner = so[r - 1];
+    let contiguous = src[r - 1] == 1;
+    let rows = total / inner.max(1);
+    let mut counter = vec![0usize; r.saturating_sub(1)];
+    for row in 0..rows {
+        let base: usize = counter.iter().zip(&src).map(|(i, s)| i * s).sum();
+        let dst = &mut out.bytes[row * inner * e..(row + 1) * inner * e];
+        if contiguous {
+            dst.copy_from_slice(&input.bytes[base * e..(base + inner) * e]);
+        } else {
+            let step = src[r - 1];
+            for (j, chunk) in dst.chunks_exact_mut(e).enumerate() {
+                let at = (base + j * step) * e;
+                chunk.copy_from_slice(&input.bytes[at..at + e]);
+            }
+        }
+        // Advance the multi-index over the outer output axes.
+        for d in (0..r.saturating_sub(1)).rev() {
+            counter[d] += 1;
+            if counter[d] < so[d] {
+                break;
+            }
+            counter[d] = 0;
+        }
+    }
+    Ok(())
+}
+
+/// `out = data[.., indices, ..]` along `axis`; indices may be negative (counted from the end).
+pub fn gather(data: &In, indices: &In, out: &mut Out, axis: usize) -> Result<(), String> {
+    if indices.desc.storage != Storage::I64 {
+        return Err("gather indices must be integers".into());
+    }
+    let sd = dims(data.desc);
+    let si = dims(indices.desc);
+    if axis >= sd.len() {
+        return Err("gather axis out of range".into());
+    }
+    let mut expected = sd[..axis].to_vec();
+    expected.extend(&si);
+    expected.extend(&sd[axis + 1..]);
+    if dims(out.desc) != expected {
+        return Err(format!("gather output shape {:?} is not {expected:?}", out.desc.shape));
+    }
+    let e = data.desc.storage.element_bytes() as usize;
+    let n = sd[axis];
+    let inner: usize = sd[axis + 1..].iter().product::<usize>() * e;
+    let outer: usize = sd[..axis].iter().product();
+    let n_idx: usize = si.iter().product();
+    let idx: Vec<usize> = indices
+        .bytes
+        .chunks_exact(8)
+        .map(|c| {
+            let k = i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            let resolved = if k < 0 { k + n as i64 } else { k };
+            usize::try_from(resolved)
+                .ok()
+                .filter(|&r| r < n)
+                .ok_or_else(|| format!("index {k} is out of range [-{n}, {n}) for axis {axis} of extent {n}"))
+        })
+        .collect::<Result<_, _>>()?;
+    for o in 0..outer {
+        for (q, &i) in idx.iter().enumerate().take(n_idx) {
+            let src = (o * n + i) * inner;
+            let dst = (o * n_idx + q) * inner;
+            out.bytes[dst..dst + inner].copy_from_slice(&data.bytes[src..src + inner]);
+        }
+    }
+    Ok(())
+}
+
+/// Outer count and inner byte width around `axis` of `shape`.
+fn around(shape: &[usize], axis: usize, e: usize) -> (usize, usize) {
+    (shape[..axis].iter().product(), shape[axis + 1..].iter().product::<usize>() * e)
+}
+
+/// Consecutive pieces of `input` along `axis`, one per output.
+pub fn split(input: &In, outs: &mut [Out], axis: usize) -> Result<(), String> {
+    let si = dims(input.desc);
+    if axis >= si.len() {
+        return Err("split axis out of range".into());
+    }
+    let e = input.desc.storage.element_bytes() as usize;
+    let (outer, inner) = around(&si, axis, e);
+    let mut sizes = Vec::with_capacity(outs.len());
+    for o in outs.iter() {
+        let so = dims(o.desc);
+        let mut expect = si.clone();
+        expect[axis] = so.get(axis).copied().unwrap_or(0);
+        if so != expect {
+            return Err(format!("split output {so:?} does not fit input {si:?}"));
+        }
+        sizes.push(so[axis]);
+    }
+    if sizes.iter().sum::<usize>() != si[axis] {
+        return Err("split sizes do not add up".into());
+    }
+    let row = si[axis] * inner;
+    for i in 0..outer {
+        let mut at = i * row;
+        for (o, &size) in outs.iter_mut().zip(&sizes) {
+            let len = size * inner;
+            o.bytes[i * len..(i + 1) * len].copy_from_slice(&input.bytes[at..at + len]);
+            at += len;
+        }
+    }
+    Ok(())
+}
+
+/// Joins `inputs` along `axis`.
+pub fn concat(inputs: &[In], out: &mut Out, axis: usize) -> Result<(), String> {
+    let so = dims(out.desc);
+    if axis >= so.len() {
+        return Err("concat axis out of range".into());
+    }
+    let e = out.desc.storage.element_bytes() as usize;
+    let (outer, inner) = around(&so, axis, e);
+    let mut total = 0;
+    for x in inputs {
+        let sx = dims(x.desc);
+        let mut expect = so.clone();
+        expect[axis] = sx.get(axis).copied().unwrap_or(0);
+        if sx != expect || x.desc.storage != out.desc.storage {
+            return Err(format!("concat input {sx:?} does not fit output {so:?}"));
+        }
+        total += sx[axis];
+    }
+    if total != so[axis] {
+        return Err("concat sizes do not add up".into());
+    }
+    let row = so[axis] * inner;
+    for i in 0..outer {
+        let mut at = i * row;
+        for x in inputs {
+            let len = x.desc.shape[axis] as usize * inner;
+            out.bytes[at..at + len].copy_from_slice(&x.bytes[i * len..(i + 1) * len]);
+            at += len;
+        }
+    }
+    Ok(())
+}
+
+/// `out[i] = input[starts + i * steps]` per axis (positive steps).
+pub fn slice(input: &In, out: &mut Out, starts: &[u64], steps: &[u64]) -> Result<(), String> {
+    let si = dims(input.desc);
+    let so = dims(out.desc);
+    let r = si.len();
+    if starts.len() != r || steps.len() != r || so.len() != r {
+        return Err("slice rank mismatch".into());
+    }
+    for d in 0..r {
+        let (start, step) = (starts[d] as usize, steps[d] as usize);
+        if so[d] > 0 && (step == 0 || start + (so[d] - 1) * step >= si[d]) {
+            return Err(format!("slice of {si:?} to {so:?} reads past axis {d}"));
+        }
+    }
+    let total: usize = so.iter().product();
+    if total == 0 {
+        return Ok(());
+    }
+    let e = input.desc.storage.element_bytes() as usize;
+    let strides = tessera_ir::tensor::strides(&si);
+    let mut counter = vec![0usize; r];
+    for j in 0..total {
+        let src: usize = (0..r).map(|d| (starts[d] as usize + counter[d] * steps[d] as usize) * strides[d]).sum();
+        out.bytes[j * e..(j + 1) * e].copy_from_slice(&input.bytes[src * e..(src + 1) * e]);
+        for d in (0..r).rev() {
+            counter[d] += 1;
+            if counter[d] < so[d] {
+                break;
+            }
+            counter[d] = 0;
+        }
+    }
+    Ok(())
+}
+
+/// Evaluates `op` with its reference semantics on the step's buffers.
+pub fn reference(op: &Op, inputs: &[In], outs: &mut [Out]) -> Result<(), String> {
+    let tensors = inputs
+        .iter()
+        .map(|x| {
+            let storage = x.desc.storage;
+            decode(x.bytes, storage, storage.compute_dtype(), &dims(x.desc)).ok_or("input buffer has the wrong size")
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&tessera_ir::tensor::Tensor> = tensors.iter().collect();
+    let types: Vec<TensorType> =
+        outs.iter().map(|o| TensorType::of_static(o.desc.storage.compute_dtype(), &o.desc.shape)).collect();
+    let results = op.eval(&refs, &types)?;
+    for (o, t) in outs.iter_mut().zip(&results) {
+        let bytes = encode(t);
+        if bytes.len() != o.bytes.len() {
+            return Err("result has the wrong size".into());
+        }
+        o.bytes.copy_from_slice(&bytes);
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Loading an artifact: the manifest, integrity of every file, and the program's consistency.
+
+use super::ArtifactError;
+use std::path::{Path, PathBuf};
+use tessera_ir::artifact::{
+    sha256_hex, LibraryCall, Location, Manifest, Program, Step, ALIGNMENT, FORMAT_VERSION, MANIFEST_FILE,
+};
+
+/// A loaded, checked artifact (rank 0).
+#[derive(Debug)]
+pub struct Artifact {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub program: Program,
+    /// The rank's directory, where the program's files live.
+    pub rank_dir: PathBuf,
+    pub weights: Vec<u8>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ArtifactError> {
+    std::fs::read(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ArtifactError::MissingFile { path: path.to_path_buf() },
+        _ => ArtifactError::Io { path: path.to_path_buf(), source },
+    })
+}
+
+/// A path from the manifest, which must stay inside the artifact.
+fn inside(dir: &Path, rel: &str, manifest: &Path) -> Result<PathBuf, ArtifactError> {
+    let p = Path::new(rel);
+    let plain = p.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain || rel.is_empty() {
+        let message = format!("file path '{rel}' leaves the artifact directory");
+        return Err(ArtifactError::Malformed { path: manifest.to_path_buf(), message });
+    }
+    Ok(dir.join(p))
+}
+
+/// Reads `dir/manifest.json`, checks the format version and every listed file's SHA-256, and
+/// checks rank 0's program.
+pub fn load(dir: &Path) -> Result<Artifact, ArtifactError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    if !manifest_path.is_file() {
+        return Err(ArtifactError::NotAnArtifact { dir: dir.to_path_buf() });
+    }
+    let bytes = read(&manifest_path)?;
+    // The version first, so an artifact of another format says so rather than "malformed".
+    let version = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .map_err(|e| ArtifactError::Malformed { path: manifest_path.clone(), message: e.to_string() })?
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64);
+    match version {
+        Some(v) if v == u64::from(FORMAT_VERSION) => {}
+        Some(v) => {
+            return Err(ArtifactError::FormatVersion {
+                path: manifest_path,
+                found: u32::try_from(v).unwrap_or(u32::MAX),
+                expected: FORMAT_VERSION,
+            })
+        }
+        None => {
+            let message = "no format_version".to_string();
+            return Err(ArtifactError::Malformed { path: manifest_path, message });
+        }
+    }
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| ArtifactError::Malformed { path: manifest_path.clone(), message: e.to_string() })?;
+    let Some(rank) = manifest.ranks.first() else {
+        return Err(ArtifactError::Malformed { path: manifest_path, message: "no ranks".into() });
+    };
+    let mut contents = Vec::new();
+    for file in &rank.files {
+        let path = inside(dir, &file.path, &manifest_path)?;
+        let data = read(&path)?;
+        let found = sha256_hex(&data);
+        if found != file.sha256 {
+            return Err(ArtifactError::HashMismatch { path, found, expected: file.sha256.clone() });
+        }
+        contents.push((file.path.clone(), data));
+    }
+    let take = |rel: &str, contents: &mut Vec<(String, Vec<u8>)>| -> Result<Vec<u8>, ArtifactError> {
+        let i = contents.iter().position(|(p, _)| p == rel).ok_or_else(|| ArtifactError::Malformed {
+            path: manifest_path.clone(),
+            message: format!("'{rel}' is used but not listed with a checksum"),
+        })?;
+        Ok(contents.swap_remove(i).1)
+    };
+    let program_path = inside(dir, &rank.program, &manifest_path)?;
+    let program: Program = serde_json::from_slice(&take(&rank.program, &mut contents)?)
+        .map_err(|e| ArtifactError::Malformed { path: program_path.clone(), message: e.to_string() })?;
+    let rank_dir = program_path.parent().map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
+    let rank_prefix = rank.program.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
+    let weights = take(&format!("{rank_prefix}{}", program.weights_file), &mut contents)?;
+    if let Some(kernels) = &program.kernels_file {
+        // Checked above; the executor maps it from disk.
+        take(&format!("{rank_prefix}{kernels}"), &mut contents)?;
+    }
+    if program.target != manifest.target {
+        let message = format!("target {} differs from the manifest's {}", program.target, manifest.target);
+        return Err(ArtifactError::InvalidProgram { path: program_path, message });
+    }
+    check_program(&program, weights.len() as u64)
+        .map_err(|message| ArtifactError::InvalidProgram { path: program_path.clone(), message })?;
+    Ok(Artifact { dir: dir.to_path_buf(), manifest, program, rank_dir, weights })
+}
+
+/// Byte range of a buffer in its region, checked against the region's size and alignment.
+fn check_program(p: &Program, weights_bytes: u64) -> Result<(), String> {
+    if weights_bytes != p.weights_bytes {
+        return Err(format!("weights image has {weights_bytes} bytes, the program says {}", p.weights_bytes));
+    }
+    let mut ranges = Vec::with_capacity(p.buffers.len());
+    for (i, b) in p.buffers.iter().enumerate() {
+        let bytes = b
+            .shape
+            .iter()
+            .try_fold(b.storage.element_bytes(), |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| format!("buffer {i} (%{}) is too large", b.name))?;
+        let (region, offset, limit) = match b.location {
+            Location::Arena { offset } => (0, offset, p.arena_bytes),
+            Location::Weights { offset } => (1, offset, weights_bytes),
+        };
+        if offset % ALIGNMENT != 0 || offset.checked_add(bytes).is_none_or(|end| end > limit) {
+            return Err(format!(
+                "buffer {i} (%{}) at offset {offset} with {bytes} bytes is outside its region",
+                b.name
+            ));
+        }
+        ranges.push((region, offset, offset + bytes));
+    }
+    let n = p.buffers.len() as u32;
+    let check_ids = |ids: &[u32], what: &str| -> Result<(), String> {
+        match ids.iter().find(|&&b| b >= n) {
+            Some(b) => Err(format!("{what} refers to buffer {b}, but there are {n}")),
+            None => Ok(()),
+        }
+    };
+    for io in p.inputs.iter().chain(&p.outputs) {
+        check_ids(&[io.buffer], &format!("input/output {}", io.name))?;
+        if tessera_ir::artifact::Storage::of(io.dtype) != p.buffers[io.buffer as usize].storage {
+            return Err(format!("input/output {} has dtype {} but its buffer another storage", io.name, io.dtype));
+        }
+    }
+    for io in &p.inputs {
+        if !matches!(p.buffers[io.buffer as usize].location, Location::Arena { .. }) {
+            return Err(format!("input {} is not in the arena", io.name));
+        }
+    }
+    let overlap = |a: (u8, u64, u64), b: (u8, u64, u64)| a.0 == b.0 && a.1 < b.2 && b.1 < a.2;
+    for (s, step) in p.steps.iter().enumerate() {
+        check_ids(step.inputs(), &format!("step {s}"))?;
+        check_ids(step.outputs(), &format!("step {s}"))?;
+        for (k, &o) in step.outputs().iter().enumerate() {
+            let out = ranges[o as usize];
+            if out.0 != 0 {
+                return Err(format!("step {s} writes the read-only weights"));
+            }
+            let clash = step.inputs().iter().chain(&step.outputs()[..k]).any(|&x| overlap(out, ranges[x as usize]));
+            if clash && out.1 != out.2 {
+                return Err(format!("step {s} writes memory it also reads or writes elsewhere"));
+            }
+        }
+        let (n_in, n_out) = (step.inputs().len(), step.outputs().len());
+        let arity_ok = match step {
+            Step::Kernel { symbol, .. } => {
+                let c_ident = symbol.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && symbol.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !c_ident {
+                    return Err(format!("step {s}: kernel symbol '{symbol}' is not a C identifier"));
+                }
+                n_out >= 1
+            }
+            Step::Library { call, .. } => match call {
+                LibraryCall::MatMul | LibraryCall::MatMulTransposedB | LibraryCall::Gather { .. } => {
+                    n_in == 2 && n_out == 1
+                }
+                LibraryCall::Transpose { .. } | LibraryCall::Slice { .. } => n_in == 1 && n_out == 1,
+                LibraryCall::Split { .. } => n_in == 1 && n_out >= 1,
+                LibraryCall::Concat { .. } => n_in >= 1 && n_out == 1,
+                LibraryCall::Reference { .. } => n_out >= 1,
+            },
+        };
+        if !arity_ok {
+            return Err(format!("step {s} has {n_in} inputs and {n_out} outputs, wrong for its kind"));
+        }
+    }
+    if p.steps.iter().any(|s| matches!(s, Step::Kernel { .. })) && p.kernels_file.is_none() {
+        return Err("kernel steps but no kernels file".into());
+    }
+    Ok(())
+}

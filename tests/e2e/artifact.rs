@@ -1,0 +1,188 @@
+//! Ahead-of-time artifacts end to end: `tessera compile` then `tessera run DIR` against the
+//! reference interpreter, determinism, atomicity, and refusal of damaged artifacts.
+
+use crate::support::tessera;
+use std::path::Path;
+use tessera_ir::tensor::Tensor;
+use tessera_runtime::npy::read_npy;
+
+/// A two-layer GPT in f32 with dropout (boolean keep-masks, casts), small enough for debug builds.
+const GPT: &str = "gpt:layers=2,hidden=64,heads=4,seq=16,vocab=100,dtype=f32";
+
+fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
+    assert_eq!((got.dtype, &got.shape), (want.dtype, &want.shape), "{what}: dtype and shape");
+    let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
+    let worst = g.iter().zip(&w).map(|(a, b)| (a - b).abs() / (1e-5 + b.abs())).fold(0.0, f64::max);
+    // f32 kernels against the f64 reference rounded to f32 after every op.
+    assert!(worst < 1e-3, "{what}: largest relative difference {worst}");
+}
+
+fn all_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).expect("inside").to_string_lossy().into_owned();
+                out.push((rel, std::fs::read(&path).expect("read")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn compiled_gpt_gives_the_interpreters_outputs_and_compiles_deterministically() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tmp.path();
+    for dir in ["a", "b"] {
+        let out = tessera(cwd, &["compile", GPT, "--target", "cpu", "-o", dir]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.stdout.contains("kernels holding"), "{}", out.stdout);
+    }
+    let (a, b) = (all_files(&cwd.join("a")), all_files(&cwd.join("b")));
+    let names: Vec<&str> = a.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["manifest.json", "rank0/kernels.so", "rank0/program.json", "rank0/weights.bin"]);
+    assert!(a == b, "two compiles of one model differ");
+
+    let compiled = tessera(cwd, &["run", "a", "--random-inputs", "7", "-o", "out-compiled"]);
+    assert_eq!(compiled.code, 0, "{}", compiled.stderr);
+    let reference = tessera(cwd, &["run", GPT, "--random-inputs", "7", "-o", "out-reference"]);
+    assert_eq!(reference.code, 0, "{}", reference.stderr);
+    let got = read_npy(&cwd.join("out-compiled/probs.npy")).expect("compiled output");
+    let want = read_npy(&cwd.join("out-reference/probs.npy")).expect("reference output");
+    assert_close(&got, &want, GPT);
+
+    // Replacing an artifact in place works; replacing something else is refused.
+    let again = tessera(cwd, &["compile", GPT, "-o", "a"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    std::fs::write(cwd.join("precious.txt"), "data").expect("write");
+    std::fs::create_dir(cwd.join("notes")).expect("mkdir");
+    std::fs::write(cwd.join("notes/x"), "x").expect("write");
+    let refused = tessera(cwd, &["compile", GPT, "-o", "notes"]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("is not a tessera artifact; refusing to replace it"), "{}", refused.stderr);
+}
+
+#[test]
+fn symbolic_dimensions_are_bound_at_compile_time_and_failed_compiles_leave_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tmp.path();
+    let model = r#"func.func @norm(%x: tensor<?x8xf32, ["batch"]>, %s: tensor<8xf32>, %w: tensor<8x8xf32>) -> (tensor<?x8xf32, ["batch"]>) {
+  %n = "tsr.rms_norm"(%x, %s) {axis = -1 : i64, epsilon = 1.0e-05 : f64} : (tensor<?x8xf32, ["batch"]>, tensor<8xf32>) -> tensor<?x8xf32, ["batch"]>
+  %m = "tsr.matmul"(%n, %w) : (tensor<?x8xf32, ["batch"]>, tensor<8x8xf32>) -> tensor<?x8xf32, ["batch"]>
+  %t = "tsr.transpose"(%m) {perm = array<i64: 1, 0>} : (tensor<?x8xf32, ["batch"]>) -> tensor<8x?xf32, ["batch"]>
+  %u = "tsr.transpose"(%t) {perm = array<i64: 1, 0>} : (tensor<8x?xf32, ["batch"]>) -> tensor<?x8xf32, ["batch"]>
+  %y = "tsr.tanh"(%u) : (tensor<?x8xf32, ["batch"]>) -> tensor<?x8xf32, ["batch"]>
+  return %y : tensor<?x8xf32, ["batch"]>
+}
+"#;
+    std::fs::write(cwd.join("norm.mlir"), model).expect("write model");
+    let failed = tessera(cwd, &["compile", "norm.mlir", "-o", "out"]);
+    assert_eq!(failed.code, 1);
+    assert!(
+        failed.stderr.contains("input %x has symbolic dimension 'batch': give its size with --dim batch=N"),
+        "{}",
+        failed.stderr
+    );
+    let mut left: Vec<String> =
+        std::fs::read_dir(cwd).expect("ls").map(|e| e.expect("e").file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, ["norm.mlir"], "a failed compile left files behind");
+
+    let ok = tessera(cwd, &["compile", "norm.mlir", "--dim", "batch=3", "-o", "out"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let compiled = tessera(cwd, &["run", "out", "--random-inputs", "2", "-o", "o1"]);
+    assert_eq!(compiled.code, 0, "{}", compiled.stderr);
+    let reference = tessera(cwd, &["run", "norm.mlir", "--random-inputs", "2", "--dim", "batch=3", "-o", "o2"]);
+    assert_eq!(reference.code, 0, "{}", reference.stderr);
+    let got = read_npy(&cwd.join("o1/y.npy")).expect("compiled");
+    assert_close(&got, &read_npy(&cwd.join("o2/y.npy")).expect("reference"), "norm");
+}
+
+#[test]
+fn damaged_artifacts_are_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tmp.path();
+    let spec = "gpt:layers=1,hidden=32,heads=2,seq=16,vocab=100,dtype=f32,dropout=0";
+    assert_eq!(tessera(cwd, &["compile", spec, "-o", "good"]).code, 0);
+    let copy = |name: &str| {
+        let dst = cwd.join(name);
+        std::fs::create_dir_all(dst.join("rank0")).expect("mkdir");
+        for (rel, bytes) in all_files(&cwd.join("good")) {
+            std::fs::write(dst.join(rel), bytes).expect("copy");
+        }
+        dst
+    };
+    let run = |name: &str| tessera(cwd, &["run", name, "--random-inputs", "1", "-o", "out"]);
+    assert_eq!(run("good").code, 0);
+
+    let corrupt = copy("corrupt");
+    let mut so = std::fs::read(corrupt.join("rank0/kernels.so")).expect("read");
+    let middle = so.len() / 2;
+    so[middle] ^= 0xff;
+    std::fs::write(corrupt.join("rank0/kernels.so"), so).expect("write");
+    let out = run("corrupt");
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("rank0/kernels.so: corrupted: SHA-256"), "{}", out.stderr);
+
+    let old = copy("old");
+    let manifest = std::fs::read_to_string(old.join("manifest.json")).expect("read");
+    std::fs::write(old.join("manifest.json"), manifest.replace("\"format_version\": 1", "\"format_version\": 99"))
+        .expect("write");
+    let out = run("old");
+    assert!(
+        out.stderr.contains("artifact format version 99, but this tessera reads version 1; recompile"),
+        "{}",
+        out.stderr
+    );
+
+    let missing = copy("missing");
+    std::fs::remove_file(missing.join("rank0/weights.bin")).expect("rm");
+    let out = run("missing");
+    assert!(out.stderr.contains("rank0/weights.bin: listed in the manifest but missing"), "{}", out.stderr);
+
+    let no_manifest = copy("no-manifest");
+    std::fs::remove_file(no_manifest.join("manifest.json")).expect("rm");
+    let out = run("no-manifest");
+    assert!(out.stderr.contains("no-manifest: not a tessera artifact (no manifest.json)"), "{}", out.stderr);
+}
+
+#[test]
+fn cuda_targets_say_what_is_missing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tmp.path();
+    let spec = "gpt:layers=1,hidden=32,heads=2,seq=16,vocab=100,dtype=f32,dropout=0";
+    let out = tessera(cwd, &["compile", spec, "--target", "cuda:sm_90", "-o", "gpu"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("target cuda:sm_90: PTX code generation is not available"), "{}", out.stderr);
+    assert!(!cwd.join("gpu").exists());
+
+    // An artifact that claims a CUDA target (rewritten consistently, checksums included).
+    assert_eq!(tessera(cwd, &["compile", spec, "-o", "art"]).code, 0);
+    let dir = cwd.join("art");
+    let program = std::fs::read_to_string(dir.join("rank0/program.json")).expect("read");
+    let program = program.replace("\"target\": \"cpu\"", "\"target\": \"cuda:sm_90\"");
+    std::fs::write(dir.join("rank0/program.json"), &program).expect("write");
+    let mut manifest: tessera_ir::artifact::Manifest =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("read")).expect("manifest");
+    manifest.target = "cuda:sm_90".into();
+    for f in &mut manifest.ranks[0].files {
+        let bytes = std::fs::read(dir.join(&f.path)).expect("read");
+        f.sha256 = tessera_ir::artifact::sha256_hex(&bytes);
+        f.bytes = bytes.len() as u64;
+    }
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).expect("json")).expect("write");
+    let out = tessera(cwd, &["run", "art", "--random-inputs", "1", "-o", "out"]);
+    assert_eq!(out.code, 1);
+    let expected = if tessera_runtime::executor::cuda::driver_present() {
+        "this build of tessera has no CUDA executor"
+    } else {
+        "no CUDA driver found"
+    };
+    assert!(out.stderr.contains(expected), "{}", out.stderr);
+}
