@@ -13,15 +13,19 @@ setup:
 build: setup
 	$(CARGO) build --release --locked
 
-# The main job on the embedded default model: summary, optimization, MLIR acceptance check,
-# and a seeded run through the reference interpreter.
+# The main job on the embedded default model: summary, optimization, MLIR acceptance check, a
+# seeded run through the reference interpreter, the per-rank programs of a tensor-parallel MLP,
+# and the model compiled to a CPU artifact and run on the same seeded inputs.
 demo: build
 	./target/release/tessera --version
 	./target/release/tessera info $(DEMO_MODEL) --dim batch=2
 	@mkdir -p $(DEMO_OUT)
 	./target/release/tessera opt --pipeline 'verify,canonicalize,cse,dce' --timing --check-mlir $(DEMO_MODEL) -o $(DEMO_OUT)/optimized.mlir
 	./target/release/tessera run $(DEMO_OUT)/optimized.mlir --random-inputs 7 --dim batch=2 -o $(DEMO_OUT)/outputs
-	@echo "demo: outputs in $(DEMO_OUT)/outputs"
+	./target/release/tessera opt --pipeline 'shard{mesh=tp=2}' examples/mlp.mlir
+	./target/release/tessera compile $(DEMO_MODEL) --target cpu --dim batch=2 -o $(DEMO_OUT)/artifact
+	./target/release/tessera run $(DEMO_OUT)/artifact --random-inputs 7 -o $(DEMO_OUT)/compiled-outputs
+	@echo "demo: interpreter outputs in $(DEMO_OUT)/outputs, compiled artifact's in $(DEMO_OUT)/compiled-outputs"
 
 lint: setup
 	$(CARGO) fmt --all --check
