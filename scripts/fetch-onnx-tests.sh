@@ -12,17 +12,15 @@ set -euo pipefail
 ONNX_VERSION="1.20.1"
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache_dir="${1:-$repo_root/.cache/onnx-node-tests}"
-stamp="$cache_dir/.onnx-version"
+source "$repo_root/scripts/lib/cache.sh"
 
 # Skip the download when this exact version is already unpacked.
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$ONNX_VERSION" ]]; then
+if cache_is_current "$cache_dir" .onnx-version "$ONNX_VERSION"; then
     echo "onnx node tests $ONNX_VERSION already in $cache_dir"
     exit 0
 fi
 
-for tool in unzip python3; do
-    command -v "$tool" >/dev/null || { echo "fetch-onnx-tests: '$tool' is required" >&2; exit 1; }
-done
+require_tools fetch-onnx-tests unzip python3
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -32,11 +30,5 @@ python3 -m pip download --quiet --no-deps "onnx==$ONNX_VERSION" -d "$work/wheel"
 wheel="$(ls "$work"/wheel/onnx-"$ONNX_VERSION"-*.whl | head -n 1)"
 unzip -q "$wheel" 'onnx/backend/test/data/node/*' -d "$work/unpacked"
 
-# Replace the cache as a whole, so an interrupted earlier run never leaves a mixed tree behind.
-rm -rf "$cache_dir.tmp"
-mkdir -p "$(dirname "$cache_dir")"
-mv "$work/unpacked/onnx/backend/test/data/node" "$cache_dir.tmp"
-echo "$ONNX_VERSION" > "$cache_dir.tmp/.onnx-version"
-rm -rf "$cache_dir"
-mv "$cache_dir.tmp" "$cache_dir"
+cache_install "$work/unpacked/onnx/backend/test/data/node" "$cache_dir" .onnx-version "$ONNX_VERSION"
 echo "onnx node tests $ONNX_VERSION: $(find "$cache_dir" -mindepth 1 -maxdepth 1 -type d | wc -l) tests in $cache_dir"

@@ -13,17 +13,15 @@ set -euo pipefail
 NVCC_VERSION="12.8.93"
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache_dir="${1:-$repo_root/.cache/cuda-nvcc}"
-stamp="$cache_dir/.nvcc-version"
+source "$repo_root/scripts/lib/cache.sh"
 
 # Skip the download when this exact version is already unpacked.
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$NVCC_VERSION" ]]; then
+if cache_is_current "$cache_dir" .nvcc-version "$NVCC_VERSION"; then
     echo "ptxas and libdevice $NVCC_VERSION already in $cache_dir"
     exit 0
 fi
 
-for tool in unzip python3; do
-    command -v "$tool" >/dev/null || { echo "fetch-ptxas: '$tool' is required" >&2; exit 1; }
-done
+require_tools fetch-ptxas unzip python3
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -34,12 +32,6 @@ python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylin
 wheel="$(ls "$work"/wheel/nvidia_cuda_nvcc_cu12-"$NVCC_VERSION"-*.whl | head -n 1)"
 unzip -q "$wheel" 'nvidia/cuda_nvcc/bin/ptxas' 'nvidia/cuda_nvcc/nvvm/libdevice/*' -d "$work/unpacked"
 
-# Replace the cache as a whole, so an interrupted earlier run never leaves a mixed tree behind.
-rm -rf "$cache_dir.tmp"
-mkdir -p "$(dirname "$cache_dir")"
-mv "$work/unpacked/nvidia/cuda_nvcc" "$cache_dir.tmp"
-chmod +x "$cache_dir.tmp/bin/ptxas"
-echo "$NVCC_VERSION" > "$cache_dir.tmp/.nvcc-version"
-rm -rf "$cache_dir"
-mv "$cache_dir.tmp" "$cache_dir"
+chmod +x "$work/unpacked/nvidia/cuda_nvcc/bin/ptxas"
+cache_install "$work/unpacked/nvidia/cuda_nvcc" "$cache_dir" .nvcc-version "$NVCC_VERSION"
 echo "ptxas $("$cache_dir/bin/ptxas" --version | tail -n 1) and libdevice in $cache_dir"
