@@ -35,6 +35,9 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Benchmark the optimizer on whole models (`tessera bench egraph`).
     Bench(commands::bench::BenchArgs),
+    /// Check the MPI transport under `mpirun`: collectives against the in-process transport and
+    /// a partitioned forward graph against one device.
+    CommTest(commands::comm_test::CommTestArgs),
 }
 
 /// Restores the default SIGPIPE action, so `tessera ... | head` ends quietly like other Unix
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::TestOnnx(args) => commands::test_onnx::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::CommTest(args) => commands::comm_test::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

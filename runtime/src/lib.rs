@@ -14,6 +14,7 @@
 
 pub mod executor;
 pub mod interpreter;
+pub mod mpi;
 pub mod npy;
 pub mod spmd;
 pub mod step;

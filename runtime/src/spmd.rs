@@ -343,6 +343,18 @@ pub enum SpmdError {
     Panicked { rank: usize },
 }
 
+/// Runs one rank's program in this process, its collectives going through `comm`: the
+/// multi-process form of [`run_spmd`] (one call per process, e.g. over
+/// [`crate::mpi::MpiCommunicator`]). A failure is returned, not aborted: the caller decides.
+pub fn run_rank(
+    mesh: &Mesh,
+    program: &RankProgram<'_>,
+    comm: &dyn Communicator,
+) -> Result<Vec<(String, Tensor)>, RunError> {
+    let mut handler = RankCollectives { mesh, comm };
+    run_with(program.graph, &program.inputs, Some(&mut handler))
+}
+
 /// Runs `programs[r]` as rank `r` of `mesh`, each on its own thread, and returns every rank's
 /// outputs. The first failing rank's error is returned; the others are released promptly.
 pub fn run_spmd(

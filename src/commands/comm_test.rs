@@ -1,0 +1,238 @@
+//! `tessera comm-test`: checks the multi-process transport where it runs. Launched with
+//! `mpirun -n N tessera comm-test --mesh ...`, every rank
+//! 1. runs a script of collectives (all-reduce sum and max in several dtypes, all-gather,
+//!    reduce-scatter, all-to-all over every mesh axis and over all axes, and a send/recv ring)
+//!    through MPI, and the same script through the in-process [`LocalCommunicator`] on threads,
+//!    and compares its results with the local ones;
+//! 2. partitions the forward graph of a small zoo model (f64) over the mesh and runs its own
+//!    program over MPI; ranks of the last stage compare the outputs with the single-device
+//!    interpreter.
+//!
+//! Rank 0 prints a summary (JSON with `--format json`); any mismatch fails every rank.
+
+use super::train::Format;
+use anyhow::{bail, ensure, Context, Result};
+use clap::Args;
+use std::time::Duration;
+use tessera::fault;
+use tessera_frontend::zoo::build::{build_model, BuildOptions};
+use tessera_ir::dtype::DType;
+use tessera_ir::ops::collective::Reduction;
+use tessera_ir::random::{uniform_tensor, SplitMix64};
+use tessera_ir::sharding::Mesh;
+use tessera_ir::tensor::Tensor;
+use tessera_passes::shard::{partition, ShardConfig};
+use tessera_runtime::mpi::MpiCommunicator;
+use tessera_runtime::spmd::{run_rank, Communicator, LocalCommunicator, RankProgram, Tag};
+
+#[derive(Args)]
+pub struct CommTestArgs {
+    /// The mesh the ranks form; its size must be the number of MPI ranks (default: dp=N).
+    #[arg(long)]
+    pub mesh: Option<String>,
+    /// A zoo model whose forward graph is partitioned over the mesh and run on the ranks.
+    #[arg(long, default_value = "gpt:layers=2,hidden=32,heads=4,seq=8,vocab=50")]
+    pub model: String,
+    /// Seconds a rank waits for a message before failing.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// A tensor every rank can compute for every rank: deterministic in (rank, what, dtype).
+fn operand(rank: usize, what: &str, dtype: DType, shape: Vec<usize>) -> Tensor {
+    let mut rng = SplitMix64::for_name(rank as u64 + 1, what);
+    uniform_tensor(&mut rng, dtype, shape)
+}
+
+/// The collectives script; results are named by what produced them. `fault` is checked before
+/// each round (a round is one collective).
+fn script(comm: &dyn Communicator, mesh: &Mesh, fault: Option<(usize, u64)>) -> Result<Vec<(String, Tensor)>> {
+    let rank = comm.rank();
+    let mut groups: Vec<Vec<String>> = mesh.axes().iter().map(|a| vec![a.name.clone()]).collect();
+    groups.push(mesh.axes().iter().map(|a| a.name.clone()).collect());
+    let mut out = Vec::new();
+    let mut round = 0u64;
+    let mut next_round = || {
+        round += 1;
+        fault::maybe_die(fault, rank, round);
+    };
+    for axes in &groups {
+        let group = mesh.group(rank, axes).map_err(anyhow::Error::msg)?;
+        let g = group.len();
+        let name = axes.join("+");
+        let err = |op: &str, e: tessera_runtime::spmd::CommError| anyhow::anyhow!("{op} over {name}: {e}");
+        for dtype in [DType::F32, DType::F64, DType::BF16] {
+            next_round();
+            let t = operand(rank, &format!("sum-{name}"), dtype, vec![3, 5]);
+            let r = comm.all_reduce(&group, &t, Reduction::Sum).map_err(|e| err("all_reduce", e))?;
+            out.push((format!("all_reduce sum {} over {name}", dtype.mlir_name()), r));
+        }
+        next_round();
+        let t = operand(rank, &format!("max-{name}"), DType::F32, vec![4]);
+        out.push((
+            format!("all_reduce max over {name}"),
+            comm.all_reduce(&group, &t, Reduction::Max).map_err(|e| err("all_reduce", e))?,
+        ));
+        next_round();
+        let t = operand(rank, &format!("gather-{name}"), DType::F32, vec![2, 3]);
+        out.push((
+            format!("all_gather over {name}"),
+            comm.all_gather(&group, &t, 1).map_err(|e| err("all_gather", e))?,
+        ));
+        next_round();
+        let t = operand(rank, &format!("scatter-{name}"), DType::F32, vec![2 * g, 3]);
+        out.push((
+            format!("reduce_scatter over {name}"),
+            comm.reduce_scatter(&group, &t, 0).map_err(|e| err("reduce_scatter", e))?,
+        ));
+        next_round();
+        let t = operand(rank, &format!("a2a-{name}"), DType::F64, vec![g, 2]);
+        out.push((
+            format!("all_to_all over {name}"),
+            comm.all_to_all(&group, &t, 0, 1).map_err(|e| err("all_to_all", e))?,
+        ));
+    }
+    // A ring: everyone sends before receiving, which deadlocks any transport whose sends wait.
+    next_round();
+    let n = comm.size();
+    let big = operand(rank, "ring", DType::F32, vec![64, 1024]);
+    comm.send((rank + 1) % n, Tag::Message(7), big).context("send")?;
+    out.push(("ring recv".into(), comm.recv((rank + n - 1) % n, Tag::Message(7)).context("recv")?));
+    Ok(out)
+}
+
+/// The largest elementwise difference relative to the magnitudes (absolute below 1: sums that
+/// cancel keep only their absolute rounding error).
+fn relative_error(a: &Tensor, b: &Tensor) -> f64 {
+    a.to_f64_vec()
+        .iter()
+        .zip(b.to_f64_vec())
+        .map(|(x, y)| if x == &y { 0.0 } else { (x - y).abs() / x.abs().max(y.abs()).max(1.0) })
+        .fold(0.0, f64::max)
+}
+
+fn compare(what: &str, got: &[(String, Tensor)], want: &[(String, Tensor)], tolerance: f64) -> Result<f64> {
+    ensure!(got.len() == want.len(), "{what}: {} results, expected {}", got.len(), want.len());
+    let mut worst = 0.0f64;
+    for ((name, g), (want_name, w)) in got.iter().zip(want) {
+        ensure!(name == want_name, "{what}: result '{name}' where '{want_name}' was expected");
+        ensure!(g.tensor_type() == w.tensor_type(), "{what} {name}: {} vs {}", g.tensor_type(), w.tensor_type());
+        let e = relative_error(g, w);
+        ensure!(e <= tolerance, "{what} {name}: relative error {e:.3e} exceeds {tolerance:.0e}");
+        worst = worst.max(e);
+    }
+    Ok(worst)
+}
+
+pub fn run(args: CommTestArgs) -> Result<()> {
+    ensure!(args.timeout.is_finite() && args.timeout > 0.0, "--timeout must be a positive number of seconds");
+    let fault = fault::requested()?;
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let comm = MpiCommunicator::init(timeout)?;
+    let (rank, size) = (comm.rank(), comm.size());
+    let result = check(&args, &comm, fault);
+    if let Err(e) = &result {
+        // One failing rank must not leave the others waiting.
+        if size > 1 {
+            comm.abort(&format!("comm-test: {e:#}"));
+        }
+    }
+    let summary = result?;
+    if rank == 0 {
+        match args.format {
+            Format::Json => println!("{summary}"),
+            Format::Text => println!(
+                "comm-test: {size} ranks on mesh {}: {} collective results match the in-process transport \
+                 (max relative error {:.1e}); {} forward outputs match one device (max relative error {:.1e})",
+                summary["mesh"].as_str().unwrap_or("?"),
+                summary["collective_results"],
+                summary["collective_max_rel_error"].as_f64().unwrap_or(f64::NAN),
+                summary["forward_outputs"],
+                summary["forward_max_rel_error"].as_f64().unwrap_or(f64::NAN),
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn check(args: &CommTestArgs, comm: &MpiCommunicator, fault: Option<(usize, u64)>) -> Result<serde_json::Value> {
+    let (rank, size) = (comm.rank(), comm.size());
+    let mesh_text = args.mesh.clone().unwrap_or_else(|| format!("dp={size}"));
+    let mesh = Mesh::parse(&mesh_text).map_err(|e| anyhow::anyhow!("--mesh '{mesh_text}': {e}"))?;
+    if mesh.num_devices() != size {
+        bail!("--mesh {mesh_text} has {} devices but MPI started {size} ranks", mesh.num_devices());
+    }
+
+    // 1. Collectives: MPI against the in-process transport, same script, same operands.
+    let local = LocalCommunicator::world(size, comm.timeout());
+    let expected = std::thread::scope(|s| {
+        let mine = s.spawn(|| script(&local[rank], &mesh, None));
+        let others: Vec<_> = (0..size)
+            .filter(|&r| r != rank)
+            .map(|r| {
+                let c = &local[r];
+                let mesh = &mesh;
+                s.spawn(move || script(c, mesh, None))
+            })
+            .collect();
+        for h in others {
+            let _ = h.join();
+        }
+        mine.join().map_err(|_| anyhow::anyhow!("the in-process reference panicked"))?
+    })?;
+    let got = script(comm, &mesh, fault)?;
+    // Native MPI sums add in another order than the reference (which adds in f64 and rounds once).
+    let collective_error = compare("collective", &got, &expected, 1e-6)?;
+
+    // 2. A partitioned forward graph.
+    let mut cfg = tessera_frontend::zoo::spec::parse(&args.model)?;
+    cfg.dtype = DType::F64;
+    let opts = BuildOptions { batch: 2 * mesh.num_devices() as u64, ..BuildOptions::new(&cfg) };
+    let graph = build_model(&cfg, &opts)?.graph;
+    let module = partition(&graph, &ShardConfig::new(mesh.clone()))
+        .with_context(|| format!("{} on mesh {mesh_text}", args.model))?;
+    let inputs: Vec<(String, Tensor)> = graph
+        .inputs()
+        .iter()
+        .map(|&v| {
+            let value = graph.value(v);
+            let shape: Vec<usize> = value.ty.static_shape().unwrap_or_default().iter().map(|&d| d as usize).collect();
+            let mut rng = SplitMix64::for_name(5, &value.name);
+            let t = if value.ty.dtype.is_float() {
+                uniform_tensor(&mut rng, value.ty.dtype, shape)
+            } else {
+                // Token ids and positions both index tables of at least `seq` rows.
+                let n = shape.iter().product();
+                let ids = (0..n).map(|_| (rng.next_u64() % cfg.seq) as i64).collect();
+                Tensor::from_i64(value.ty.dtype, shape, ids)
+            };
+            (value.name.clone(), t)
+        })
+        .collect();
+    let program = module.program_of(rank).with_context(|| format!("no program for rank {rank}"))?;
+    let rank_program = RankProgram { graph: &program.graph, inputs: module.rank_inputs(rank, &inputs)? };
+    let outputs = run_rank(&mesh, &rank_program, comm)?;
+    let last_stage = module.stages.last().is_some_and(|s| s.ranks.contains(&rank));
+    let (forward_error, forward_outputs) = if last_stage {
+        let want = tessera_runtime::interpreter::run(&graph, &inputs)?;
+        (compare("forward", &outputs, &want, 1e-9)?, want.len())
+    } else {
+        (0.0, 0)
+    };
+    // Every rank must finish its checks before rank 0 reports success.
+    let worst = comm.all_reduce(
+        &(0..size).collect::<Vec<_>>(),
+        &Tensor::from_f64(DType::F64, vec![3], vec![collective_error, forward_error, forward_outputs as f64]),
+        Reduction::Max,
+    )?;
+    Ok(serde_json::json!({
+        "ranks": size,
+        "mesh": mesh_text,
+        "collective_results": got.len(),
+        "collective_max_rel_error": worst.get_f64(0),
+        "forward_outputs": worst.get_f64(2) as u64,
+        "forward_max_rel_error": worst.get_f64(1),
+    }))
+}
