@@ -312,6 +312,19 @@ fn axis(d: i64, t: &Tensor) -> Result<usize, String> {
         .ok_or_else(|| format!("dim {d} is out of range for {:?}", t.shape))
 }
 
+/// Runs one rank's program with the interpreter, its collectives going through `comm` (whose
+/// rank is this rank of `mesh`). For per-rank drivers (a training step on each rank); it does
+/// not abort `comm` on failure, the caller decides.
+pub fn run_rank(
+    mesh: &Mesh,
+    graph: &Graph,
+    inputs: &[(String, Tensor)],
+    comm: &dyn Communicator,
+) -> Result<Vec<(String, Tensor)>, RunError> {
+    let mut handler = RankCollectives { mesh, comm };
+    run_with(graph, inputs, Some(&mut handler))
+}
+
 /// Settings of a multi-rank run.
 #[derive(Debug, Clone)]
 pub struct SpmdConfig {
@@ -341,18 +354,6 @@ pub enum SpmdError {
     Rank { rank: usize, error: RunError },
     #[error("rank {rank} panicked")]
     Panicked { rank: usize },
-}
-
-/// Runs one rank's program in this process, its collectives going through `comm`: the
-/// multi-process form of [`run_spmd`] (one call per process, e.g. over
-/// [`crate::mpi::MpiCommunicator`]). A failure is returned, not aborted: the caller decides.
-pub fn run_rank(
-    mesh: &Mesh,
-    program: &RankProgram<'_>,
-    comm: &dyn Communicator,
-) -> Result<Vec<(String, Tensor)>, RunError> {
-    let mut handler = RankCollectives { mesh, comm };
-    run_with(program.graph, &program.inputs, Some(&mut handler))
 }
 
 /// Runs `programs[r]` as rank `r` of `mesh`, each on its own thread, and returns every rank's

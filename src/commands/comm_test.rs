@@ -23,7 +23,7 @@ use tessera_ir::sharding::Mesh;
 use tessera_ir::tensor::Tensor;
 use tessera_passes::shard::{partition, ShardConfig};
 use tessera_runtime::mpi::MpiCommunicator;
-use tessera_runtime::spmd::{run_rank, Communicator, LocalCommunicator, RankProgram, Tag};
+use tessera_runtime::spmd::{run_rank, Communicator, LocalCommunicator, Tag};
 
 #[derive(Args)]
 pub struct CommTestArgs {
@@ -212,8 +212,8 @@ fn check(args: &CommTestArgs, comm: &MpiCommunicator, fault: Option<(usize, u64)
         })
         .collect();
     let program = module.program_of(rank).with_context(|| format!("no program for rank {rank}"))?;
-    let rank_program = RankProgram { graph: &program.graph, inputs: module.rank_inputs(rank, &inputs)? };
-    let outputs = run_rank(&mesh, &rank_program, comm)?;
+    let rank_inputs = module.rank_inputs(rank, &inputs)?;
+    let outputs = run_rank(&mesh, &program.graph, &rank_inputs, comm)?;
     let last_stage = module.stages.last().is_some_and(|s| s.ranks.contains(&rank));
     let (forward_error, forward_outputs) = if last_stage {
         let want = tessera_runtime::interpreter::run(&graph, &inputs)?;

@@ -6,6 +6,7 @@ mod calibration;
 mod cli;
 mod cost_model;
 mod egraph_models;
+mod mpi;
 mod onnx;
 mod pass_data;
 mod plan;
