@@ -1,26 +1,38 @@
-//! Training checkpoints: one `.npy` file per tensor plus `index.json`, in a directory per step.
+//! Training checkpoints: `.npy` files of tensor blocks plus `index.json`, in a directory per step.
 //!
 //! Layout of `DIR/step-00000010/`:
-//! - `index.json`: `format`, `step`, `data_position`, `rng_state`, `model`, `optimizer`, and
-//!   `tensors`, one entry per file: `name`, `file`, `kind` (`param` or `optimizer`), `dtype`,
-//!   `shape` (of the whole tensor) and `shard` (`{"rank": 0, "of": 1, "axis": null}`: the slice
-//!   this file holds, so a sharded run writes one file per shard and the index ties them).
-//! - `tensors/<name>.npy`: f32 arrays (master weights and optimizer state are f32).
+//! - `index.json`: `format`, `step`, `data_position`, `rng_state`, `model`, `optimizer`, `mesh`
+//!   (the mesh that wrote it, empty for one process) and `tensors`, one entry per file: `name`,
+//!   `file`, `kind` (`param` or `optimizer`), `dtype`, `shape` (of the whole tensor) and `block`
+//!   (`offset` and `shape` of the part this file holds, and the `sharding` it came from).
+//! - `tensors/<name>.npy` for a whole tensor, `tensors/<name>@<offsets>.npy` for a block: f32
+//!   arrays (master weights and optimizer state are f32).
 //!
-//! Writes are atomic: everything goes to a hidden temporary directory, every file and the
-//! directory are fsynced, the directory is renamed to its final name and the parent fsynced.
-//! A crash leaves either the complete checkpoint or none, and [`latest`] only ever sees
-//! complete ones.
+//! A sharded run writes each block once (replicas are written by one rank), so a checkpoint is
+//! as large as the model's state on any mesh, and loading reassembles whole tensors from the
+//! offsets alone: a checkpoint resumes on any mesh, or on one process.
+//!
+//! Writes are atomic: everything goes to a hidden staging directory, every file and the
+//! directory are fsynced, the directory is renamed to its final name and the parent fsynced
+//! ([`save`] for one process, [`save_sharded`] for a mesh, where rank 0 writes the index and
+//! renames after a barrier). A crash, or a rank killed mid-save, leaves either the complete
+//! checkpoint or none, and [`latest`] only ever sees complete ones.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use tessera_ir::dtype::DType;
+use tessera_ir::ops::collective::Reduction;
 use tessera_ir::tensor::Tensor;
 use tessera_runtime::npy;
+use tessera_runtime::spmd::Communicator;
 
-pub const FORMAT: &str = "tessera-checkpoint/1";
+pub const FORMAT: &str = "tessera-checkpoint/2";
+/// The single-process format before blocks: one whole tensor per entry. Still loads.
+const FORMAT_V1: &str = "tessera-checkpoint/1";
 
 /// Everything a run needs to continue exactly where it stopped.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +48,73 @@ pub struct Checkpoint {
     pub optimizer_state: Vec<(String, Tensor)>,
 }
 
+/// A checkpoint's description besides its tensors (the same on every rank).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meta {
+    pub step: u64,
+    pub data_position: u64,
+    pub rng_state: u64,
+    pub model: String,
+    pub optimizer: String,
+    /// The mesh that wrote it (`dp=2,tp=2`; empty for one process): informative, since a
+    /// checkpoint loads on any mesh.
+    pub mesh: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Param,
+    Optimizer,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Param => "param",
+            Kind::Optimizer => "optimizer",
+        }
+    }
+}
+
+/// One block of a tensor: the part of the global tensor a rank holds, and where it sits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    pub name: String,
+    pub kind: Kind,
+    /// The global tensor's shape.
+    pub global_shape: Vec<usize>,
+    /// Where the block starts in the global tensor, per dimension.
+    pub offset: Vec<usize>,
+    /// How the tensor was split (`[{}, {tp}]`), for readers; loading needs only the offsets.
+    pub sharding: String,
+    pub tensor: Tensor,
+}
+
+impl Block {
+    /// The whole tensor as one block.
+    pub fn whole(name: &str, kind: Kind, tensor: &Tensor) -> Block {
+        Block {
+            name: name.to_string(),
+            kind,
+            global_shape: tensor.shape.clone(),
+            offset: vec![0; tensor.shape.len()],
+            sharding: String::new(),
+            tensor: tensor.clone(),
+        }
+    }
+
+    /// The block's file inside the checkpoint: named by tensor and offset, not by rank, so a
+    /// block that several ranks hold (replicas) has one name.
+    fn file(&self) -> String {
+        if self.tensor.shape == self.global_shape {
+            format!("tensors/{}.npy", self.name)
+        } else {
+            let at: Vec<String> = self.offset.iter().map(usize::to_string).collect();
+            format!("tensors/{}@{}.npy", self.name, at.join("_"))
+        }
+    }
+}
+
 fn step_dir_name(step: u64) -> String {
     format!("step-{step:08}")
 }
@@ -49,56 +128,127 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes).and_then(|_| file.sync_all()).with_context(|| format!("{}: cannot write", path.display()))
 }
 
-/// Writes `ckpt` under `dir` (created if missing) and returns the checkpoint's directory.
+/// Writes `blocks` into `tmp/tensors` (fsynced) and returns their index entries.
+fn write_blocks(tmp: &Path, blocks: &[Block]) -> Result<Vec<Value>> {
+    let mut entries = Vec::new();
+    for b in blocks {
+        if b.name.contains('/') || b.name.contains("..") {
+            bail!("tensor name '{}' cannot be a file name", b.name);
+        }
+        let file = b.file();
+        write_synced(&tmp.join(&file), &npy::write_npy_bytes(&b.tensor))?;
+        entries.push(json!({
+            "name": b.name,
+            "file": file,
+            "kind": b.kind.name(),
+            "dtype": b.tensor.dtype.mlir_name(),
+            "shape": b.global_shape,
+            "block": {"offset": b.offset, "shape": b.tensor.shape, "sharding": b.sharding},
+        }));
+    }
+    Ok(entries)
+}
+
+/// Writes `index.json` into `tmp`, then moves `tmp` to its final name under `dir`, fsyncing.
+fn publish(dir: &Path, tmp: &Path, meta: &Meta, entries: Vec<Value>) -> Result<PathBuf> {
+    fsync_dir(&tmp.join("tensors"))?;
+    let index = json!({
+        "format": FORMAT,
+        "step": meta.step,
+        "data_position": meta.data_position,
+        "rng_state": meta.rng_state,
+        "model": meta.model,
+        "optimizer": meta.optimizer,
+        "mesh": meta.mesh,
+        "tensors": entries,
+    });
+    let text = serde_json::to_string_pretty(&index).context("index.json")?;
+    write_synced(&tmp.join("index.json"), text.as_bytes())?;
+    fsync_dir(tmp)?;
+    let final_dir = dir.join(step_dir_name(meta.step));
+    if final_dir.exists() {
+        // A checkpoint of this step from an earlier run: the new one replaces it whole.
+        std::fs::remove_dir_all(&final_dir).with_context(|| format!("{}: cannot replace", final_dir.display()))?;
+    }
+    std::fs::rename(tmp, &final_dir).with_context(|| format!("{}: cannot rename into place", final_dir.display()))?;
+    fsync_dir(dir)?;
+    Ok(final_dir)
+}
+
+fn fresh_dir(path: &Path) -> Result<()> {
+    if path.exists() {
+        std::fs::remove_dir_all(path).with_context(|| format!("{}: cannot remove", path.display()))?;
+    }
+    std::fs::create_dir_all(path.join("tensors")).with_context(|| format!("{}: cannot create", path.display()))
+}
+
+/// Writes `ckpt` (one process, whole tensors) under `dir` (created if missing) and returns the
+/// checkpoint's directory.
 pub fn save(dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let final_dir = dir.join(step_dir_name(ckpt.step));
     let tmp = dir.join(format!(".{}.tmp-{}", step_dir_name(ckpt.step), std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).with_context(|| format!("{}: cannot remove", tmp.display()))?;
-    }
-    let result = (|| -> Result<()> {
-        let tensors_dir = tmp.join("tensors");
-        std::fs::create_dir_all(&tensors_dir).with_context(|| format!("{}: cannot create", tensors_dir.display()))?;
-        let mut entries = Vec::new();
-        let all = ckpt.params.iter().map(|p| ("param", p)).chain(ckpt.optimizer_state.iter().map(|s| ("optimizer", s)));
-        for (kind, (name, t)) in all {
-            let file = format!("tensors/{name}.npy");
-            write_synced(&tmp.join(&file), &npy::write_npy_bytes(t))?;
-            entries.push(json!({
-                "name": name,
-                "file": file,
-                "kind": kind,
-                "dtype": t.dtype.mlir_name(),
-                "shape": t.shape,
-                "shard": {"rank": 0, "of": 1, "axis": null},
-            }));
-        }
-        fsync_dir(&tensors_dir)?;
-        let index = json!({
-            "format": FORMAT,
-            "step": ckpt.step,
-            "data_position": ckpt.data_position,
-            "rng_state": ckpt.rng_state,
-            "model": ckpt.model,
-            "optimizer": ckpt.optimizer,
-            "tensors": entries,
-        });
-        let text = serde_json::to_string_pretty(&index).context("index.json")?;
-        write_synced(&tmp.join("index.json"), text.as_bytes())?;
-        fsync_dir(&tmp)?;
-        if final_dir.exists() {
-            // A checkpoint of this step from an earlier run: the new one replaces it whole.
-            std::fs::remove_dir_all(&final_dir).with_context(|| format!("{}: cannot replace", final_dir.display()))?;
-        }
-        std::fs::rename(&tmp, &final_dir)
-            .with_context(|| format!("{}: cannot rename into place", final_dir.display()))?;
-        fsync_dir(dir)
-    })();
+    let meta = Meta {
+        step: ckpt.step,
+        data_position: ckpt.data_position,
+        rng_state: ckpt.rng_state,
+        model: ckpt.model.clone(),
+        optimizer: ckpt.optimizer.clone(),
+        mesh: String::new(),
+    };
+    let blocks: Vec<Block> = ckpt
+        .params
+        .iter()
+        .map(|(n, t)| Block::whole(n, Kind::Param, t))
+        .chain(ckpt.optimizer_state.iter().map(|(n, t)| Block::whole(n, Kind::Optimizer, t)))
+        .collect();
+    let result = fresh_dir(&tmp).and_then(|_| write_blocks(&tmp, &blocks)).and_then(|e| publish(dir, &tmp, &meta, e));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
-    result.map(|_| final_dir)
+    result
+}
+
+/// Waits until every rank of `comm` arrives.
+fn barrier(comm: &dyn Communicator) -> Result<()> {
+    let everyone: Vec<usize> = (0..comm.size()).collect();
+    comm.all_reduce(&everyone, &Tensor::scalar(DType::F64, 0.0), Reduction::Max).context("checkpoint barrier")?;
+    Ok(())
+}
+
+/// Writes a sharded checkpoint: every rank of `comm` calls this with the same `meta` and the
+/// blocks it is responsible for (each block of each tensor written by exactly one rank). Every
+/// rank writes its blocks into a staging directory; after a barrier rank 0 merges the ranks'
+/// lists into `index.json` and renames the directory into place; a second barrier lets no rank
+/// go on before the checkpoint exists. `dir` must be one filesystem shared by all ranks (one
+/// machine, or a cluster file system). Returns the checkpoint's directory.
+pub fn save_sharded(dir: &Path, meta: &Meta, blocks: &[Block], comm: &dyn Communicator) -> Result<PathBuf> {
+    let rank = comm.rank();
+    // The same staging name on every rank (no pid): the ranks share it.
+    let tmp = dir.join(format!(".{}.tmp", step_dir_name(meta.step)));
+    if rank == 0 {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        fresh_dir(&tmp)?;
+    }
+    barrier(comm)?;
+    let entries = write_blocks(&tmp, blocks)?;
+    let list = serde_json::to_string(&entries).context("block list")?;
+    write_synced(&tmp.join(format!("blocks-{rank}.json")), list.as_bytes())?;
+    barrier(comm)?;
+    let final_dir = dir.join(step_dir_name(meta.step));
+    if rank == 0 {
+        let mut all = Vec::new();
+        for r in 0..comm.size() {
+            let path = tmp.join(format!("blocks-{r}.json"));
+            let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+            let list: Vec<Value> =
+                serde_json::from_str(&text).with_context(|| format!("{}: not a block list", path.display()))?;
+            all.extend(list);
+            std::fs::remove_file(&path).with_context(|| format!("{}: cannot remove", path.display()))?;
+        }
+        publish(dir, &tmp, meta, all)?;
+    }
+    barrier(comm)?;
+    Ok(final_dir)
 }
 
 /// The newest complete checkpoint directory under `dir`.
@@ -117,48 +267,96 @@ pub fn latest(dir: &Path) -> Result<PathBuf> {
     best.map(|(_, p)| p).with_context(|| format!("{}: no checkpoint (step-*/index.json) to resume from", dir.display()))
 }
 
-/// Reads a checkpoint directory written by [`save`].
+/// A global tensor being put together from its blocks.
+struct Assembly {
+    kind: Kind,
+    shape: Vec<usize>,
+    dtype: DType,
+    values: Vec<f64>,
+    filled: Vec<bool>,
+}
+
+/// Reads a checkpoint directory written by [`save`] or [`save_sharded`] (on any mesh): every
+/// tensor is reassembled whole from its blocks.
 pub fn load(ckpt_dir: &Path) -> Result<Checkpoint> {
     let index_path = ckpt_dir.join("index.json");
     let text =
         std::fs::read_to_string(&index_path).with_context(|| format!("{}: cannot read", index_path.display()))?;
     let index: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", index_path.display()))?;
-    let field = |key: &str| index.get(key).with_context(|| format!("{}: missing '{key}'", index_path.display()));
-    if field("format")?.as_str() != Some(FORMAT) {
-        bail!("{}: not a {FORMAT} checkpoint", index_path.display());
+    let at = index_path.display();
+    let field = |key: &str| index.get(key).with_context(|| format!("{at}: missing '{key}'"));
+    let format = field("format")?.as_str();
+    if format != Some(FORMAT) && format != Some(FORMAT_V1) {
+        bail!("{at}: not a {FORMAT} checkpoint");
     }
     let uint = |key: &str| -> Result<u64> {
-        field(key)?
-            .as_u64()
-            .with_context(|| format!("{}: '{key}' must be a non-negative integer", index_path.display()))
+        field(key)?.as_u64().with_context(|| format!("{at}: '{key}' must be a non-negative integer"))
     };
     let string = |key: &str| -> Result<String> {
-        Ok(field(key)?
-            .as_str()
-            .with_context(|| format!("{}: '{key}' must be a string", index_path.display()))?
-            .to_string())
+        Ok(field(key)?.as_str().with_context(|| format!("{at}: '{key}' must be a string"))?.to_string())
     };
-    let mut params = Vec::new();
-    let mut optimizer_state = Vec::new();
-    let tensors =
-        field("tensors")?.as_array().with_context(|| format!("{}: 'tensors' must be a list", index_path.display()))?;
-    for entry in tensors {
-        let get = |key: &str| {
-            entry
-                .get(key)
-                .and_then(Value::as_str)
-                .with_context(|| format!("{}: a tensor lacks '{key}'", index_path.display()))
-        };
+    let usizes = |v: Option<&Value>, what: &str| -> Result<Vec<usize>> {
+        v.and_then(Value::as_array)
+            .and_then(|a| a.iter().map(|x| x.as_u64().map(|n| n as usize)).collect::<Option<Vec<_>>>())
+            .with_context(|| format!("{at}: {what} must be a list of sizes"))
+    };
+    let mut order: Vec<String> = Vec::new();
+    let mut tensors: HashMap<String, Assembly> = HashMap::new();
+    let entries = field("tensors")?.as_array().with_context(|| format!("{at}: 'tensors' must be a list"))?;
+    for entry in entries {
+        let get =
+            |key: &str| entry.get(key).and_then(Value::as_str).with_context(|| format!("{at}: a tensor lacks '{key}'"));
         let (name, file, kind) = (get("name")?, get("file")?, get("kind")?);
+        let kind = match kind {
+            "param" => Kind::Param,
+            "optimizer" => Kind::Optimizer,
+            other => bail!("{at}: tensor '{name}' has unknown kind '{other}'"),
+        };
         if file.contains("..") || Path::new(file).is_absolute() {
-            bail!("{}: tensor file '{file}' lies outside the checkpoint", index_path.display());
+            bail!("{at}: tensor file '{file}' lies outside the checkpoint");
         }
+        let shape = usizes(entry.get("shape"), &format!("the shape of '{name}'"))?;
+        let offset = match entry.get("block") {
+            Some(block) => usizes(block.get("offset"), &format!("the offset of a block of '{name}'"))?,
+            None => vec![0; shape.len()],
+        };
         let path = ckpt_dir.join(file);
         let t = npy::read_npy(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-        match kind {
-            "param" => params.push((name.to_string(), t)),
-            "optimizer" => optimizer_state.push((name.to_string(), t)),
-            other => bail!("{}: tensor '{name}' has unknown kind '{other}'", index_path.display()),
+        let dtype =
+            DType::from_mlir_name(get("dtype")?).with_context(|| format!("{at}: '{name}' has an unknown dtype"))?;
+        let n: usize = shape.iter().product();
+        let whole = tensors.entry(name.to_string()).or_insert_with(|| {
+            order.push(name.to_string());
+            Assembly { kind, shape: shape.clone(), dtype, values: vec![0.0; n], filled: vec![false; n] }
+        });
+        if whole.shape != shape || whole.kind != kind {
+            bail!("{at}: the blocks of '{name}' disagree on its shape or kind");
+        }
+        let fits = t.shape.len() == shape.len()
+            && offset.len() == shape.len()
+            && offset.iter().zip(&t.shape).zip(&shape).all(|((&o, &b), &g)| o + b <= g);
+        if !fits {
+            bail!("{at}: a block of '{name}' ({:?} at {offset:?}) lies outside its shape {shape:?}", t.shape);
+        }
+        let strides = tessera_ir::tensor::strides(&shape);
+        for (i, x) in t.to_f64_vec().into_iter().enumerate() {
+            let index = tessera_ir::tensor::unravel(i, &t.shape);
+            let flat: usize = index.iter().zip(&offset).zip(&strides).map(|((&c, &o), &s)| (c + o) * s).sum();
+            whole.values[flat] = x;
+            whole.filled[flat] = true;
+        }
+    }
+    let mut params = Vec::new();
+    let mut optimizer_state = Vec::new();
+    for name in order {
+        let Some(a) = tensors.remove(&name) else { continue };
+        if !a.filled.iter().all(|&f| f) {
+            bail!("{at}: the blocks of '{name}' do not cover it (a rank's files are missing)");
+        }
+        let t = Tensor::from_f64(a.dtype, a.shape, a.values);
+        match a.kind {
+            Kind::Param => params.push((name, t)),
+            Kind::Optimizer => optimizer_state.push((name, t)),
         }
     }
     Ok(Checkpoint {
@@ -201,6 +399,74 @@ mod tests {
         assert_eq!(latest(dir.path()).expect("latest"), saved);
         let newer = save(dir.path(), &sample(12)).expect("save");
         assert_eq!(latest(dir.path()).expect("latest"), newer);
+    }
+
+    #[test]
+    fn sharded_saves_reassemble_whole_tensors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = Tensor::from_f64(DType::F32, vec![4, 2], (0..8).map(f64::from).collect());
+        let m = Tensor::from_f64(DType::F32, vec![3], vec![0.5, 0.25, -1.0]);
+        let meta = Meta {
+            step: 7,
+            data_position: 99,
+            rng_state: 12,
+            model: "gpt:layers=1".into(),
+            optimizer: "adamw".into(),
+            mesh: "tp=2".into(),
+        };
+        // Rank r holds rows 2r..2r+2 of w; m is replicated and rank 1 writes it.
+        let blocks = |rank: usize| {
+            let rows = Tensor::from_f64(DType::F32, vec![2, 2], w.to_f64_vec()[4 * rank..4 * rank + 4].to_vec());
+            let mut blocks = vec![Block {
+                name: "w".into(),
+                kind: Kind::Param,
+                global_shape: vec![4, 2],
+                offset: vec![2 * rank, 0],
+                sharding: "[{tp}, {}]".into(),
+                tensor: rows,
+            }];
+            if rank == 1 {
+                blocks.push(Block::whole("w.m", Kind::Optimizer, &m));
+            }
+            blocks
+        };
+        let comms = tessera_runtime::spmd::LocalCommunicator::world(2, std::time::Duration::from_secs(20));
+        let saved: Vec<PathBuf> = std::thread::scope(|s| {
+            let handles: Vec<_> = comms
+                .iter()
+                .enumerate()
+                .map(|(rank, comm)| {
+                    let (meta, blocks, dir) = (&meta, blocks(rank), dir.path());
+                    s.spawn(move || save_sharded(dir, meta, &blocks, comm).expect("save"))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("no panic")).collect()
+        });
+        assert_eq!(saved[0], saved[1]);
+        assert_eq!(latest(dir.path()).expect("latest"), saved[0]);
+        let ckpt = load(&saved[0]).expect("load");
+        assert_eq!((ckpt.step, ckpt.data_position, ckpt.rng_state), (7, 99, 12));
+        assert_eq!(ckpt.params, vec![("w".to_string(), w)]);
+        assert_eq!(ckpt.optimizer_state, vec![("w.m".to_string(), m)]);
+        // A lost block is an error, not a tensor with a hole.
+        std::fs::remove_file(saved[0].join("tensors/w@2_0.npy")).expect("rm");
+        let err = load(&saved[0]).expect_err("incomplete");
+        assert!(err.to_string().contains("cannot read") || err.to_string().contains("do not cover"), "{err}");
+        let index = saved[0].join("index.json");
+        let text = std::fs::read_to_string(&index).expect("read");
+        let v: Value = serde_json::from_str(&text).expect("json");
+        let kept: Vec<Value> = v["tensors"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|e| e["file"] != "tensors/w@2_0.npy")
+            .cloned()
+            .collect();
+        let mut v = v;
+        v["tensors"] = Value::Array(kept);
+        std::fs::write(&index, v.to_string()).expect("write");
+        let err = load(&saved[0]).expect_err("incomplete");
+        assert!(err.to_string().contains("the blocks of 'w' do not cover it"), "{err}");
     }
 
     #[test]
