@@ -312,6 +312,19 @@ fn axis(d: i64, t: &Tensor) -> Result<usize, String> {
         .ok_or_else(|| format!("dim {d} is out of range for {:?}", t.shape))
 }
 
+/// Runs one rank's program with the interpreter, its collectives going through `comm` (whose
+/// rank is this rank of `mesh`). For per-rank drivers (a training step on each rank); it does
+/// not abort `comm` on failure, the caller decides.
+pub fn run_rank(
+    mesh: &Mesh,
+    graph: &Graph,
+    inputs: &[(String, Tensor)],
+    comm: &dyn Communicator,
+) -> Result<Vec<(String, Tensor)>, RunError> {
+    let mut handler = RankCollectives { mesh, comm };
+    run_with(graph, inputs, Some(&mut handler))
+}
+
 /// Settings of a multi-rank run.
 #[derive(Debug, Clone)]
 pub struct SpmdConfig {
