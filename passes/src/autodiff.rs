@@ -19,9 +19,12 @@
 //!   is deterministic.
 //! - Values that do not reach the loss get a zero gradient (a broadcast literal).
 //! - The original nodes are untouched: differentiation only appends.
+//! - [`differentiate_traced`] also says, for every appended node, which original node's gradient
+//!   rule (or adjoint accumulation) made it: the *primal* it differentiates. The pipeline
+//!   partitioner places backward nodes on their primal's stage with it.
 
 use std::collections::HashMap;
-use tessera_ir::graph::{Graph, ValueId};
+use tessera_ir::graph::{Graph, NodeId, ValueId};
 use tessera_ir::ops::gradient::{carries_gradient, Differentiability, GradContext, GradError};
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
@@ -44,6 +47,18 @@ pub enum AutodiffError {
 /// Appends the gradient of `loss` with respect to each of `wrt` to `g` and returns the gradient
 /// values, in the order of `wrt`. The graph's outputs are left as they are.
 pub fn differentiate(g: &mut Graph, loss: ValueId, wrt: &[ValueId]) -> Result<Vec<ValueId>, AutodiffError> {
+    differentiate_traced(g, loss, wrt).map(|(grads, _)| grads)
+}
+
+/// [`differentiate`], plus the primal of each appended node: entry `i` is for node
+/// `n + i` where `n` is the node count before the call; `None` for the loss seed and the zero
+/// gradients of values that do not reach the loss (constants, which depend on nothing).
+#[allow(clippy::type_complexity)]
+pub fn differentiate_traced(
+    g: &mut Graph,
+    loss: ValueId,
+    wrt: &[ValueId],
+) -> Result<(Vec<ValueId>, Vec<Option<NodeId>>), AutodiffError> {
     let loss_ty = g.value(loss).ty.clone();
     if loss_ty.rank() != 0 || !loss_ty.dtype.is_float() {
         return Err(AutodiffError::LossNotScalar { name: g.value(loss).name.clone(), ty: loss_ty.to_string() });
@@ -55,6 +70,7 @@ pub fn differentiate(g: &mut Graph, loss: ValueId, wrt: &[ValueId]) -> Result<Ve
         }
     }
     let n_nodes = g.num_nodes();
+    let mut primal_of: Vec<Option<NodeId>> = Vec::new();
     let (varied, useful) = activity(g, loss, wrt);
     let active = |v: ValueId| varied[v.index()] && useful[v.index()];
 
@@ -67,7 +83,8 @@ pub fn differentiate(g: &mut Graph, loss: ValueId, wrt: &[ValueId]) -> Result<Ve
         adjoint.insert(loss, seed);
     }
     for index in (0..n_nodes).rev() {
-        let id = tessera_ir::graph::NodeId(index as u32);
+        let id = NodeId(index as u32);
+        primal_of.resize(cx.graph.num_nodes() - n_nodes, None);
         let node = cx.graph.node(id).clone();
         if !node.outputs.iter().any(|&v| active(v)) {
             continue;
@@ -113,8 +130,11 @@ pub fn differentiate(g: &mut Graph, loss: ValueId, wrt: &[ValueId]) -> Result<Ve
             };
             adjoint.insert(v, total);
         }
+        primal_of.resize(cx.graph.num_nodes() - n_nodes, Some(id));
     }
-    wrt.iter()
+    primal_of.resize(cx.graph.num_nodes() - n_nodes, None);
+    let grads = wrt
+        .iter()
         .map(|&w| match adjoint.get(&w) {
             Some(&dv) => Ok(dv),
             None => {
@@ -122,7 +142,9 @@ pub fn differentiate(g: &mut Graph, loss: ValueId, wrt: &[ValueId]) -> Result<Ve
                 cx.zeros(&ty).map_err(|source| AutodiffError::Rule { subject: "zero gradient".into(), source })
             }
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    primal_of.resize(cx.graph.num_nodes() - n_nodes, None);
+    Ok((grads, primal_of))
 }
 
 /// `(varied, useful)` per value: floats depending on `wrt`, and values the loss depends on.

@@ -21,10 +21,10 @@
 //! `loss`, then `{param}.next` for every parameter, then the state's `.next` values, in the
 //! order of [`TrainStep::params`] and [`TrainStep::state`].
 
-use crate::autodiff::{differentiate, AutodiffError};
+use crate::autodiff::{differentiate_traced, AutodiffError};
 use std::collections::HashMap;
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{AddNodeError, Graph, InputRole, ValueId};
+use tessera_ir::graph::{AddNodeError, Graph, InputRole, NodeId, ValueId};
 use tessera_ir::ops::optim::{AdamW, Sgd};
 use tessera_ir::ops::Op;
 use tessera_ir::types::TensorType;
@@ -80,6 +80,13 @@ pub struct TrainStep {
     /// Per micro-batch: the forward's activation inputs `(step-graph name, forward name)` and
     /// the targets input name.
     pub micro_batches: Vec<MicroBatchInputs>,
+    /// Per step-graph node: its *layer group* for pipeline partitioning
+    /// ([`crate::shard::ShardConfig::node_groups`]). A forward node (of any micro-batch) has the
+    /// index of the forward-graph node it instantiates; a backward node, its primal's group; the
+    /// loss nodes come after every forward node; a parameter's cast and update take the group of
+    /// the parameter's first forward use. So a pipeline cut of the groups is a cut between
+    /// layers, and the backward and the update of a layer land on the layer's stage.
+    pub node_groups: Vec<Option<usize>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +113,10 @@ pub fn build(forward: &Graph, cfg: &TrainStepConfig) -> Result<TrainStep, TrainS
     }
     let mut g = Graph::new(&format!("{}_train_step", forward.name));
     // Master weights and their casts to the compute dtype (one cast shared by micro-batches).
+    // The group of each parameter: its first forward use.
+    let first_use = |p: ValueId| forward.nodes().find(|(_, n)| n.inputs.contains(&p)).map_or(0, |(id, _)| id.index());
+    let loss_group = forward.num_nodes();
+    let mut groups: Vec<Option<usize>> = Vec::new();
     let mut params = Vec::new();
     let mut masters = Vec::new();
     let mut compute: HashMap<ValueId, ValueId> = HashMap::new();
@@ -114,6 +125,7 @@ pub fn build(forward: &Graph, cfg: &TrainStepConfig) -> Result<TrainStep, TrainS
         let ty = v.ty.with_dtype(cfg.master);
         let master = g.add_input(&v.name, ty.clone(), InputRole::Parameter);
         let used = if v.ty.dtype == cfg.master { master } else { g.add(Op::Cast { to: v.ty.dtype }, &[master])? };
+        groups.resize(g.num_nodes(), Some(first_use(p)));
         compute.insert(p, used);
         masters.push(master);
         params.push(StateSlot { name: v.name.clone(), ty });
@@ -165,9 +177,10 @@ pub fn build(forward: &Graph, cfg: &TrainStepConfig) -> Result<TrainStep, TrainS
         let targets_name = format!("{prefix}targets");
         let targets =
             g.add_input(&targets_name, TensorType::new(DType::I64, target_dims.clone()), InputRole::Activation);
-        for (_, node) in forward.nodes() {
+        for (id, node) in forward.nodes() {
             let inputs: Vec<ValueId> = node.inputs.iter().map(|v| map[v]).collect();
             let outs = g.add_node(node.op.clone(), &inputs)?;
+            groups.resize(g.num_nodes(), Some(id.index()));
             for (&old, new) in node.outputs.iter().zip(outs) {
                 map.insert(old, new);
             }
@@ -184,7 +197,11 @@ pub fn build(forward: &Graph, cfg: &TrainStepConfig) -> Result<TrainStep, TrainS
         let k = g.add(Op::Constant(tessera_ir::tensor::Tensor::scalar(dtype, 1.0 / losses.len() as f64)), &[])?;
         loss = g.add(Op::Binary(tessera_ir::ops::elementwise::BinaryOp::Mul), &[loss, k])?;
     }
-    let grads = differentiate(&mut g, loss, &masters)?;
+    groups.resize(g.num_nodes(), Some(loss_group));
+    let (grads, primals) = differentiate_traced(&mut g, loss, &masters)?;
+    for primal in primals {
+        groups.push(primal.and_then(|p: NodeId| groups.get(p.index()).copied().flatten()));
+    }
     // Updates.
     let mut next_params = Vec::new();
     let mut next_state = Vec::new();
@@ -195,6 +212,7 @@ pub fn build(forward: &Graph, cfg: &TrainStepConfig) -> Result<TrainStep, TrainS
             }
             Update::Sgd(h) => g.add_node(Op::Sgd(h), &[p, dp, state_inputs[i]])?,
         };
+        groups.resize(g.num_nodes(), Some(first_use(fwd_params[i])));
         next_params.push(outs[0]);
         next_state.extend(&outs[1..]);
     }
@@ -208,13 +226,17 @@ pub fn build(forward: &Graph, cfg: &TrainStepConfig) -> Result<TrainStep, TrainS
         outputs.push(rename_output(&mut g, v, &format!("{}.next", slot.name))?);
     }
     g.set_outputs(outputs);
-    crate::dce::remove_dead_nodes(&mut g);
+    groups.resize(g.num_nodes(), None);
+    let live = crate::dce::live_nodes(&g);
+    g.retain_nodes(|id, _| live[id.index()]);
+    let node_groups = groups.into_iter().zip(&live).filter(|(_, &l)| l).map(|(grp, _)| grp).collect();
     Ok(TrainStep {
         graph: g,
         params,
         state,
         step_input: matches!(update, Update::AdamW(..)).then(|| "step".to_string()),
         micro_batches: micro,
+        node_groups,
     })
 }
 

@@ -9,10 +9,14 @@
 //! is in [`TrainState`], which is exactly what a checkpoint holds: resuming gives the losses of
 //! a run that never stopped, bit for bit.
 //!
-//! Map: [`data`] (tokens and auxiliary inputs), [`checkpoint`] (atomic save and load).
+//! Map: [`data`] (tokens and auxiliary inputs), [`checkpoint`] (atomic save and load),
+//! [`distributed`] (the same step partitioned over a mesh, one [`distributed::DistributedTrainer`]
+//! per rank). Both trainers draw their batches through [`step_data`], so every mesh reads the
+//! same stream.
 
 pub mod checkpoint;
 pub mod data;
+pub mod distributed;
 
 use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
@@ -101,13 +105,19 @@ pub struct TrainConfig {
     pub micro_batches: usize,
 }
 
-/// The step graph of `model` under `cfg` (f32 master weights).
+/// The step graph of `model` under `cfg` (f32 master weights; f64 for an f64 model).
 pub fn build_step(model: &TrainModel, cfg: &TrainConfig) -> Result<TrainStep> {
     let optimizer = match cfg.optimizer {
         OptimizerKind::AdamW => Optimizer::AdamW(AdamW { lr: cfg.lr, weight_decay: 0.0, ..AdamW::default() }),
         OptimizerKind::Sgd => Optimizer::Sgd(Sgd { lr: cfg.lr, momentum: 0.9, weight_decay: 0.0 }),
     };
-    let step_cfg = TrainStepConfig { optimizer, micro_batches: cfg.micro_batches, master: DType::F32 };
+    // Master weights are f32, or f64 when the model computes in f64 (never less precise than
+    // the compute).
+    let computes_f64 = model.forward.inputs().iter().any(|&v| {
+        model.forward.input_role(v) == Some(InputRole::Parameter) && model.forward.value(v).ty.dtype == DType::F64
+    });
+    let master = if computes_f64 { DType::F64 } else { DType::F32 };
+    let step_cfg = TrainStepConfig { optimizer, micro_batches: cfg.micro_batches, master };
     Ok(train_step::build(&model.forward, &step_cfg)?)
 }
 
@@ -178,6 +188,53 @@ pub struct StepReport {
     pub tokens_per_s: f64,
 }
 
+/// The data part of one step's feeds (see [`step_data`]) and where the streams stand after it.
+#[derive(Debug, Clone)]
+pub struct StepData {
+    /// AdamW's step counter, and per micro-batch the activation inputs and the targets, by
+    /// step-graph input name (global tensors: a rank cuts its part).
+    pub feeds: Vec<(String, Tensor)>,
+    pub data_position: u64,
+    pub rng: SplitMix64State,
+}
+
+/// The inputs of step number `completed + 1` besides the weights and the optimizer state:
+/// the batches drawn from `corpus` at `data_position`, the auxiliary inputs (dropout masks from
+/// the `rng` stream), and the step counter.
+pub fn step_data(
+    model: &TrainModel,
+    step: &TrainStep,
+    config: &TrainConfig,
+    corpus: &data::ByteCorpus,
+    completed: u64,
+    data_position: u64,
+    rng: SplitMix64State,
+) -> Result<StepData> {
+    let mut feeds: Vec<(String, Tensor)> = Vec::new();
+    if let Some(name) = &step.step_input {
+        let t = i64::try_from(completed + 1).context("step count overflows")?;
+        feeds.push((name.clone(), Tensor::from_i64(DType::I64, vec![], vec![t])));
+    }
+    let data_seed = SplitMix64::for_name(config.seed, "data").next_u64();
+    let mut rng = SplitMix64::new(rng.0);
+    let mut position = data_position;
+    for micro in &step.micro_batches {
+        let (tokens, targets) = corpus.next_batch(&mut position, model.batch, model.seq, data_seed)?;
+        for (step_name, forward_name) in &micro.activations {
+            let t = if forward_name == "tokens" {
+                tokens.clone()
+            } else {
+                let v = step.graph.inputs().iter().find(|&&v| step.graph.value(v).name == *step_name);
+                let ty = &step.graph.value(*v.context("step input missing")?).ty;
+                data::auxiliary_input(forward_name, ty, model.dropout, &mut rng)?
+            };
+            feeds.push((step_name.clone(), t));
+        }
+        feeds.push((micro.targets.clone(), targets));
+    }
+    Ok(StepData { feeds, data_position: position, rng: SplitMix64State(rng.state()) })
+}
+
 /// The training loop's state and its executor.
 pub struct Trainer<E: StepExecutor> {
     pub model: TrainModel,
@@ -215,11 +272,6 @@ impl<E: StepExecutor> Trainer<E> {
         &self.executor
     }
 
-    /// The seed of the data stream, distinct from the initialization and dropout streams.
-    fn data_seed(&self) -> u64 {
-        SplitMix64::for_name(self.config.seed, "data").next_u64()
-    }
-
     /// Tokens one step consumes.
     pub fn tokens_per_step(&self) -> usize {
         self.model.batch * self.model.seq * self.config.micro_batches
@@ -235,27 +287,16 @@ impl<E: StepExecutor> Trainer<E> {
         for (slot, t) in self.step.state.iter().zip(&self.state.optimizer_state) {
             feeds.push((slot.name.clone(), t.clone()));
         }
-        if let Some(name) = &self.step.step_input {
-            let t = i64::try_from(self.state.step + 1).context("step count overflows")?;
-            feeds.push((name.clone(), Tensor::from_i64(DType::I64, vec![], vec![t])));
-        }
-        let mut rng = SplitMix64::new(self.state.rng.0);
-        let mut position = self.state.data_position;
-        for micro in &self.step.micro_batches {
-            let (tokens, targets) =
-                self.corpus.next_batch(&mut position, self.model.batch, self.model.seq, self.data_seed())?;
-            for (step_name, forward_name) in &micro.activations {
-                let t = if forward_name == "tokens" {
-                    tokens.clone()
-                } else {
-                    let v = self.step.graph.inputs().iter().find(|&&v| self.step.graph.value(v).name == *step_name);
-                    let ty = &self.step.graph.value(*v.context("step input missing")?).ty;
-                    data::auxiliary_input(forward_name, ty, self.model.dropout, &mut rng)?
-                };
-                feeds.push((step_name.clone(), t));
-            }
-            feeds.push((micro.targets.clone(), targets));
-        }
+        let data = step_data(
+            &self.model,
+            &self.step,
+            &self.config,
+            &self.corpus,
+            self.state.step,
+            self.state.data_position,
+            self.state.rng,
+        )?;
+        feeds.extend(data.feeds);
         let outputs = self.executor.run_step(&feeds)?;
         let n_params = self.step.params.len();
         ensure!(
@@ -272,8 +313,8 @@ impl<E: StepExecutor> Trainer<E> {
         self.state.params = outputs.by_ref().take(n_params).collect();
         self.state.optimizer_state = outputs.collect();
         self.state.step += 1;
-        self.state.data_position = position;
-        self.state.rng = SplitMix64State(rng.state());
+        self.state.data_position = data.data_position;
+        self.state.rng = data.rng;
         let step_time_s = started.elapsed().as_secs_f64();
         Ok(StepReport {
             step: self.state.step,

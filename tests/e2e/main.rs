@@ -5,6 +5,7 @@ mod bad_input;
 mod calibration;
 mod cli;
 mod cost_model;
+mod distributed;
 mod egraph_models;
 mod mpi;
 mod onnx;

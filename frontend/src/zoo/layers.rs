@@ -532,7 +532,8 @@ pub(crate) fn head(
         b.param("head.weight", &[h, vocab_local])
     };
     let logits = b.matmul(normed, w)?;
-    let logits = b.op(Op::Cast { to: DType::F32 }, &[logits])?;
+    // At least f32 (an f64 model, used for exact comparisons, stays f64).
+    let logits = if cfg.dtype == DType::F64 { logits } else { b.op(Op::Cast { to: DType::F32 }, &[logits])? };
     let probs = b.op(Op::Softmax { axis: -1 }, &[logits])?;
     b.role = Role::Replicated;
     Ok(probs)

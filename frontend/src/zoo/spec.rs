@@ -189,7 +189,9 @@ pub fn parse(spec: &str) -> Result<ModelConfig, ZooError> {
                     "bf16" => DType::BF16,
                     "fp16" | "f16" => DType::F16,
                     "fp32" | "f32" => DType::F32,
-                    _ => return Err(bad("expected bf16, fp16 or fp32")),
+                    // For exact comparisons (multi-rank against one rank) in tests.
+                    "fp64" | "f64" => DType::F64,
+                    _ => return Err(bad("expected bf16, fp16, fp32 or fp64")),
                 }
             }
             "qkv" => {

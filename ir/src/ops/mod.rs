@@ -481,16 +481,15 @@ impl Op {
             Op::Conv2d { groups, .. } => conv::sharding_rule(operands, out, Some(*groups)),
             Op::Pool2d { .. } => conv::sharding_rule(operands, out, None),
             Op::Rope { .. } if operands.len() == 3 => rope::sharding_rule(operands[0], operands[1], operands[2]),
+            Op::CrossEntropy if operands.len() == 2 => optim::sharding_rule_cross_entropy(operands[0], operands[1]),
+            Op::Sgd(_) | Op::AdamW(_) => optim::sharding_rule_update(operands, results),
             Op::MatMul
             | Op::Gather { .. }
             | Op::Rope { .. }
             | Op::Constant(_)
             | Op::Scatter { .. }
             | Op::Collective(_)
-            // Training ops replicate until the distributed training step shards them.
-            | Op::CrossEntropy
-            | Op::Sgd(_)
-            | Op::AdamW(_) => replicated(),
+            | Op::CrossEntropy => replicated(),
         }
     }
 }

@@ -17,6 +17,14 @@
 //!
 //! Reference semantics in `f64`, each result rounded once to its dtype.
 //!
+//! Sharding: the optimizer updates are elementwise over `(param, grad, state...)`, so every
+//! operand and result splits like the parameter (AdamW's scalar `step` stays whole); a rank keeps
+//! its parameter block and the matching state blocks. `cross_entropy` splits its leading
+//! (batch/sequence) dimensions, which it reduces: each rank's local op is the mean over its own
+//! rows, so the partitioner scales it by `1 / parts` to make the blocks a partial *sum* of the
+//! global mean (see [`local_mean_scale`]). The class dimension stays whole (a split one would need
+//! partial maxima and sums inside the op).
+//!
 //! Gradients: `cross_entropy` is differentiable in its logits,
 //! `dlogits = (softmax(logits) - onehot(targets)) * g / N`, built from existing ops (the one-hot
 //! is an `eq` against an iota literal); the optimizer updates are not differentiable.
@@ -26,6 +34,7 @@ use super::gradient::{GradContext, GradError};
 use super::{expect_arity, floats, ints, FlopResult, ShapeResult};
 use crate::dtype::DType;
 use crate::graph::ValueId;
+use crate::sharding::{PartialKind, ShardingRule};
 use crate::tensor::Tensor;
 use crate::types::{Dim, TensorType};
 
@@ -129,6 +138,47 @@ pub fn flops_sgd(elements: u128) -> u128 {
 
 pub fn flops_adamw(elements: u128) -> u128 {
     elements.saturating_mul(15)
+}
+
+/// `cross_entropy(logits [..., V], targets [...])`: each leading dimension is one factor shared
+/// by logits and targets, reduced into the scalar (partial sums after [`local_mean_scale`]); the
+/// class dimension is whole.
+pub fn sharding_rule_cross_entropy(logits: &TensorType, targets: &TensorType) -> ShardingRule {
+    let result = [TensorType::new(logits.dtype, vec![])];
+    let mut rule = ShardingRule::replicated(&[logits, targets], &result);
+    if logits.rank() != targets.rank() + 1 {
+        return rule;
+    }
+    for d in 0..targets.rank() {
+        let f = rule.factor(&targets.dims[d]);
+        rule.operands[0][d] = Some(f);
+        rule.operands[1][d] = Some(f);
+    }
+    if targets.rank() > 0 {
+        rule.reduction = Some(PartialKind::Sum);
+    }
+    rule
+}
+
+/// The factor that turns a rank's local `cross_entropy` (a mean over its `1/parts` of the rows)
+/// into its share of a partial sum equal to the global mean: `1 / parts`.
+pub fn local_mean_scale(parts: u64) -> f64 {
+    1.0 / parts.max(1) as f64
+}
+
+/// `sgd`/`adamw`: elementwise over the parameter's dimensions for the parameter, gradient and
+/// state operands and for every result; AdamW's `step` (the last operand, a scalar) is whole.
+pub fn sharding_rule_update(operands: &[&TensorType], results: &[TensorType]) -> ShardingRule {
+    let Some(param) = operands.first() else {
+        return ShardingRule::replicated(operands, results);
+    };
+    let mut rule = ShardingRule::elementwise(operands.len(), param, results.len());
+    for (operand, ty) in rule.operands.iter_mut().zip(operands) {
+        if ty.rank() != param.rank() {
+            *operand = vec![None; ty.rank()];
+        }
+    }
+    rule
 }
 
 pub fn eval_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor, String> {

@@ -25,7 +25,7 @@ pub mod stages;
 
 use crate::pass::{OptionSpec, OptionValue, PassError, PassOptions, PassStats};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write;
 use tessera_ir::graph::{Graph, ValueId};
 use tessera_ir::sharding::{Mesh, MeshError, Sharding};
@@ -50,6 +50,20 @@ pub struct ShardConfig {
     pub pipeline_axis: String,
     /// Shardings for graph inputs by name, overriding the role-based seeds.
     pub seeds: Vec<(String, Sharding)>,
+    /// Activation inputs that are per-parameter state (optimizer moments): like parameters,
+    /// they are loaded in the sharding their first consumer (the update) asks for.
+    pub state_inputs: Vec<String>,
+    /// `(output, input)` pairs: the output leaves in the input's sharding, from every stage that
+    /// holds the input (`w.next` ties to `w`, so a rank keeps its blocks from step to step).
+    pub output_ties: Vec<(String, String)>,
+    /// Untied outputs are returned (replicated) by every stage, not only by the last.
+    pub outputs_on_every_stage: bool,
+    /// Pipeline stage assignment by layer: per source node, its group (e.g.
+    /// [`crate::train_step::TrainStep::node_groups`]). Groups are cut into contiguous runs,
+    /// one per stage, balancing the roofline time of the nodes in them; a computed node
+    /// without a group goes to the latest stage of its operands. Without groups the computed
+    /// nodes themselves are cut in program order.
+    pub node_groups: Option<Vec<Option<usize>>>,
 }
 
 impl ShardConfig {
@@ -61,6 +75,27 @@ impl ShardConfig {
             tensor_axis: "tp".into(),
             pipeline_axis: "pp".into(),
             seeds: vec![],
+            state_inputs: vec![],
+            output_ties: vec![],
+            outputs_on_every_stage: false,
+            node_groups: None,
+        }
+    }
+
+    /// The configuration for a training step graph: optimizer state like parameters, updated
+    /// parameters and state tied to their inputs, the loss on every stage, and pipeline stages
+    /// cut between layers.
+    pub fn for_train_step(mesh: Mesh, step: &crate::train_step::TrainStep) -> ShardConfig {
+        let mut ties: Vec<(String, String)> = Vec::new();
+        for slot in step.params.iter().chain(&step.state) {
+            ties.push((format!("{}.next", slot.name), slot.name.clone()));
+        }
+        ShardConfig {
+            state_inputs: step.state.iter().map(|s| s.name.clone()).collect(),
+            output_ties: ties,
+            outputs_on_every_stage: true,
+            node_groups: Some(step.node_groups.clone()),
+            ..ShardConfig::new(mesh)
         }
     }
 }
@@ -94,6 +129,8 @@ pub struct StageProgram {
     pub graph: Graph,
     /// The sharding of each program input, in order.
     pub input_shardings: Vec<Sharding>,
+    /// The sharding of each program output, in order.
+    pub output_shardings: Vec<Sharding>,
     /// Collectives (including `send`/`recv`) in the program.
     pub collectives: usize,
     /// Roofline time of the stage's computed nodes at global shapes (for balance reports).
@@ -187,56 +224,63 @@ pub fn partition(g: &Graph, config: &ShardConfig) -> Result<ShardedModule, Shard
         });
     }
     let times = stages::node_times(g, &computed);
-    let stage_of_node = stages::balance(&times, n_stages);
-    // Which later stages read each computed value; the last stage reads the outputs.
+    let stage_of_node = match &config.node_groups {
+        Some(groups) if n_stages > 1 => stages::by_groups(g, &computed, &times, groups, n_stages)?,
+        _ => stages::balance(&times, n_stages),
+    };
+    // Every stage's program is built at once, visiting the computed nodes in program order: a
+    // value another stage needs is sent (as it is, maybe partial) right before its first use
+    // there, and received at the same point. Every program is a subsequence of one global order
+    // with each `recv` after its `send`, so the stages cannot wait on each other in a cycle.
+    let mut builders: Vec<partition::StageBuilder<'_, '_>> =
+        (0..n_stages).map(|stage| partition::StageBuilder::new(&an, stage)).collect();
     let mut stage_of_value: HashMap<ValueId, usize> = HashMap::new();
     for (i, &id) in computed.iter().enumerate() {
+        let stage = stage_of_node[i];
+        for &v in &g.node(id).inputs {
+            if let Some(&from) = stage_of_value.get(&v) {
+                transfer(&mut builders, v, from, stage)?;
+            }
+        }
+        builders[stage].visit(id)?;
         for &v in &g.node(id).outputs {
-            stage_of_value.insert(v, stage_of_node[i]);
+            stage_of_value.insert(v, stage);
         }
     }
-    let mut readers: BTreeMap<ValueId, BTreeSet<usize>> = BTreeMap::new();
-    for (i, &id) in computed.iter().enumerate() {
-        for v in &g.node(id).inputs {
-            if let Some(&s) = stage_of_value.get(v) {
-                if s < stage_of_node[i] {
-                    readers.entry(*v).or_default().insert(stage_of_node[i]);
+    // Outputs: a tied output from every stage holding its input, in that input's sharding;
+    // the others replicated from the last stage (or from every stage).
+    let mut wanted: Vec<Vec<(ValueId, Sharding)>> = vec![Vec::new(); n_stages];
+    for &v in g.outputs() {
+        let name = &g.value(v).name;
+        let tied = config
+            .output_ties
+            .iter()
+            .find(|(out, _)| out == name)
+            .and_then(|(_, input)| g.inputs().iter().copied().find(|&i| g.value(i).name == *input));
+        let mut targets: Vec<(usize, Sharding)> = Vec::new();
+        if let Some(input) = tied {
+            for (stage, b) in builders.iter().enumerate() {
+                if let Some(sharding) = b.input_sharding(input) {
+                    targets.push((stage, sharding));
                 }
             }
         }
-    }
-    for v in g.outputs() {
-        if let Some(&s) = stage_of_value.get(v) {
-            if s + 1 < n_stages {
-                readers.entry(*v).or_default().insert(n_stages - 1);
+        if targets.is_empty() {
+            let whole = Sharding::replicated(g.value(v).ty.rank());
+            let from = if config.outputs_on_every_stage { 0 } else { n_stages - 1 };
+            targets = (from..n_stages).map(|stage| (stage, whole.clone())).collect();
+        }
+        for (stage, sharding) in targets {
+            if let Some(&from) = stage_of_value.get(&v) {
+                transfer(&mut builders, v, from, stage)?;
             }
+            wanted[stage].push((v, sharding));
         }
     }
-    let mut received: HashMap<ValueId, (usize, Sharding)> = HashMap::new();
     let mut programs = Vec::with_capacity(n_stages);
-    for stage in 0..n_stages {
-        let mut sent = Vec::new();
-        let (graph, input_shardings, collectives) = {
-            let mut b = partition::StageBuilder::new(&an, stage, &received);
-            for (i, &id) in computed.iter().enumerate() {
-                if stage_of_node[i] == stage {
-                    b.visit(id)?;
-                }
-            }
-            for (&v, to) in &readers {
-                if stage_of_value.get(&v) == Some(&stage) {
-                    let to: Vec<usize> = to.iter().copied().collect();
-                    sent.push((v, b.send(v, &to)?));
-                }
-            }
-            if stage + 1 == n_stages {
-                b.finish_outputs()?;
-            }
-            (b.out, b.input_shardings, b.collectives)
-        };
-        for (v, sharding) in sent {
-            received.insert(v, (stage, sharding));
-        }
+    for (stage, mut b) in builders.into_iter().enumerate() {
+        b.finish_outputs(&wanted[stage])?;
+        let graph = b.out;
         tessera_ir::verify::verify(&graph)
             .map_err(|e| ShardError::Internal { stage, message: format!("the stage program does not verify: {e}") })?;
         let ranks = (0..mesh.num_devices())
@@ -252,9 +296,32 @@ pub fn partition(g: &Graph, config: &ShardConfig) -> Result<ShardedModule, Shard
             .filter(|(i, _)| stage_of_node[*i] == stage)
             .map(|(_, (_, t))| t)
             .sum();
-        programs.push(StageProgram { stage, ranks, graph, input_shardings, collectives, roofline_s });
+        programs.push(StageProgram {
+            stage,
+            ranks,
+            graph,
+            input_shardings: b.input_shardings,
+            output_shardings: b.output_shardings,
+            collectives: b.collectives,
+            roofline_s,
+        });
     }
     Ok(ShardedModule { mesh: mesh.clone(), stages: programs })
+}
+
+/// Makes source value `v`, computed on stage `from`, available on stage `to`: a `send` of it as
+/// it is on `from` and the matching `recv` on `to`, unless `to` has it already.
+fn transfer(
+    builders: &mut [partition::StageBuilder<'_, '_>],
+    v: ValueId,
+    from: usize,
+    to: usize,
+) -> Result<(), ShardError> {
+    if from == to || builders[to].has(v) {
+        return Ok(());
+    }
+    let sharding = builders[from].send(v, &[to])?;
+    builders[to].receive(v, from, sharding)
 }
 
 /// The mesh option of a `shard` invocation.

@@ -46,7 +46,11 @@ impl<'g> Analysis<'g> {
                     s.check(mesh, &value.ty).map_err(seed_error)?;
                     seeds.insert(v, s);
                 }
-                None if src.input_role(v) == Some(InputRole::Parameter) => free[v.index()] = true,
+                None if src.input_role(v) == Some(InputRole::Parameter)
+                    || config.state_inputs.contains(&value.name) =>
+                {
+                    free[v.index()] = true
+                }
                 None => {
                     seeds.insert(v, batch_seed(mesh, config, &value.name, &value.ty)?);
                 }
@@ -101,6 +105,8 @@ fn batch_seed(mesh: &Mesh, config: &ShardConfig, name: &str, ty: &TensorType) ->
 /// One stage's program under construction.
 pub struct StageBuilder<'a, 'g> {
     an: &'a Analysis<'g>,
+    /// Program outputs and their shardings (set by [`StageBuilder::finish_outputs`]).
+    pub output_shardings: Vec<Sharding>,
     stage: usize,
     pub out: Graph,
     /// Source value -> local values available, with their shardings (the first is the one the
@@ -110,13 +116,13 @@ pub struct StageBuilder<'a, 'g> {
     pub input_shardings: Vec<Sharding>,
     /// Every name in the source graph or this program.
     names: HashSet<String>,
-    /// Sharding each earlier stage sent a value with, by source value.
-    received: &'a HashMap<ValueId, (usize, Sharding)>,
+    /// Sharding another stage sent a value with, and that stage, by source value.
+    received: HashMap<ValueId, (usize, Sharding)>,
     pub collectives: usize,
 }
 
 impl<'a, 'g> StageBuilder<'a, 'g> {
-    pub fn new(an: &'a Analysis<'g>, stage: usize, received: &'a HashMap<ValueId, (usize, Sharding)>) -> Self {
+    pub fn new(an: &'a Analysis<'g>, stage: usize) -> Self {
         let names = an.src.values().map(|(_, v)| v.name.clone()).collect();
         let name = if an.mesh.axis_size(&an.config.pipeline_axis).is_some() {
             format!("{}_stage{stage}", an.src.name)
@@ -130,8 +136,9 @@ impl<'a, 'g> StageBuilder<'a, 'g> {
             avail: HashMap::new(),
             input_shardings: Vec::new(),
             names,
-            received,
+            received: HashMap::new(),
             collectives: 0,
+            output_shardings: Vec::new(),
         }
     }
 
@@ -202,6 +209,29 @@ impl<'a, 'g> StageBuilder<'a, 'g> {
         Ok(cur)
     }
 
+    /// Receives source value `v` from stage `from`, which sent it in `sharding` (a `recv` here,
+    /// now); nothing when `v` is already here.
+    pub fn receive(&mut self, v: ValueId, from: usize, sharding: Sharding) -> Result<(), ShardError> {
+        if self.avail.contains_key(&v) {
+            return Ok(());
+        }
+        self.received.insert(v, (from, sharding.clone()));
+        self.define(v, &sharding)
+    }
+
+    /// Whether `v` is available here (defined, computed or received).
+    pub fn has(&self, v: ValueId) -> bool {
+        self.avail.contains_key(&v)
+    }
+
+    /// The sharding source input `v` is a program input of this stage with, if it is one.
+    pub fn input_sharding(&self, v: ValueId) -> Option<Sharding> {
+        if !matches!(self.an.src.value(v).def, ValueDef::Input { .. }) || self.received.contains_key(&v) {
+            return None;
+        }
+        self.avail.get(&v).and_then(|l| l.first()).map(|(_, s)| s.clone())
+    }
+
     /// The sharding `v` was first made available in, if it is available.
     fn current(&mut self, v: ValueId) -> Option<Sharding> {
         self.avail.get(&v).and_then(|l| l.first()).map(|(_, s)| s.clone())
@@ -211,11 +241,11 @@ impl<'a, 'g> StageBuilder<'a, 'g> {
     fn define(&mut self, v: ValueId, want: &Sharding) -> Result<(), ShardError> {
         let src = self.an.src;
         let value = src.value(v);
-        if let Some((from_stage, sharding)) = self.received.get(&v) {
+        if let Some((from_stage, sharding)) = self.received.get(&v).cloned() {
             let ty = sharding.local_type(self.an.mesh, &value.ty).map_err(|m| self.internal(m))?;
             let op = Op::Collective(Collective::Recv {
                 mesh_axis: self.an.config.pipeline_axis.clone(),
-                peer: *from_stage as i64,
+                peer: from_stage as i64,
                 tag: v.index() as i64,
                 ty,
             });
@@ -295,8 +325,23 @@ impl<'a, 'g> StageBuilder<'a, 'g> {
             local_types.push(s.local_type(self.an.mesh, &src.value(v).ty).map_err(|m| self.internal(m))?);
         }
         let op = localize(&n.op, &results, &local_types);
-        let names = n.outputs.iter().map(|&v| src.value(v).name.clone()).collect();
-        let outs = self.emit(op, &locals, names)?;
+        let names: Vec<String> = n.outputs.iter().map(|&v| src.value(v).name.clone()).collect();
+        let outs = match (&n.op, &partial) {
+            // A split cross-entropy is the mean over this rank's rows: scaled by 1/parts, the
+            // blocks sum to the global mean.
+            (Op::CrossEntropy, Some(p)) => {
+                let parts = self.an.mesh.group_size(&p.axes).map_err(|m| self.internal(m))?;
+                let base = names[0].clone();
+                let local_mean = self.fresh(&base, "local_mean");
+                let mean = self.emit(op, &locals, vec![local_mean])?[0];
+                let dtype = self.out.value(mean).ty.dtype;
+                let scale = tessera_ir::tensor::Tensor::scalar(dtype, tessera_ir::ops::optim::local_mean_scale(parts));
+                let scale_name = self.fresh(&base, "scale");
+                let k = self.emit(Op::Constant(scale), &[], vec![scale_name])?[0];
+                self.emit(Op::Binary(tessera_ir::ops::elementwise::BinaryOp::Mul), &[mean, k], names)?
+            }
+            _ => self.emit(op, &locals, names)?,
+        };
         for (i, (&v, &local)) in n.outputs.iter().zip(&outs).enumerate() {
             if self.out.value(local).ty != local_types[i] {
                 return Err(self.internal(format!(
@@ -319,6 +364,18 @@ impl<'a, 'g> StageBuilder<'a, 'g> {
         let n = src.node(node);
         let rule = rule_of(src, node);
         let mut assignment: Vec<Vec<String>> = vec![Vec::new(); rule.factor_sizes.len()];
+        // An optimizer update splits like its parameter as this stage holds it, so the updated
+        // parameter and state come out in the parameter's own sharding (a rank keeps its
+        // blocks across steps); the gradient is resharded (all-reduced over data) to match.
+        if matches!(n.op, Op::Sgd(_) | Op::AdamW(_)) {
+            if let Some(param) = n.inputs.first().and_then(|&p| self.current(p)) {
+                for (d, axes) in param.dims.iter().enumerate() {
+                    if let Some(Some(f)) = rule.operands[0].get(d) {
+                        try_assign(self.an.mesh, &rule, &mut assignment, *f, axes);
+                    }
+                }
+            }
+        }
         for (i, &v) in n.inputs.iter().enumerate() {
             if self.an.free[v.index()] {
                 continue;
@@ -378,16 +435,17 @@ impl<'a, 'g> StageBuilder<'a, 'g> {
         Ok(sharding)
     }
 
-    /// Sets the program outputs to the source outputs, replicated, under their source names.
-    pub fn finish_outputs(&mut self) -> Result<(), ShardError> {
+    /// Sets the program outputs to the given source values in the given shardings, under their
+    /// source names.
+    pub fn finish_outputs(&mut self, wanted: &[(ValueId, Sharding)]) -> Result<(), ShardError> {
         let src = self.an.src;
         let mut outputs = Vec::new();
-        for &v in src.outputs() {
-            let rank = src.value(v).ty.rank();
-            outputs.push(self.get(v, &Sharding::replicated(rank))?);
+        for (v, sharding) in wanted {
+            outputs.push(self.get(*v, sharding)?);
         }
+        self.output_shardings = wanted.iter().map(|(_, s)| s.clone()).collect();
         // A resharded output takes the source name; the local block it came from is renamed.
-        for (&v, &local) in src.outputs().iter().zip(&outputs) {
+        for (&(v, _), &local) in wanted.iter().zip(&outputs) {
             let name = src.value(v).name.clone();
             if self.out.value(local).name == name {
                 continue;

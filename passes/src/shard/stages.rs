@@ -1,10 +1,14 @@
 //! Pipeline stage splitting: contiguous runs of the computed nodes (program order), one per
 //! stage, that minimize the slowest stage's roofline time, found exactly by dynamic programming.
+//! With layer groups ([`by_groups`], training steps) the runs are of groups instead, so every
+//! micro-batch's copy of a layer, its backward and its parameters' updates share one stage.
 //!
 //! The roofline is a nominal accelerator (100 TFLOP/s, 2 TB/s): balancing only needs relative
 //! times, so the device does not matter much; symbolic dimensions count as 1.
 
-use tessera_ir::graph::{Graph, NodeId};
+use super::ShardError;
+use std::collections::{BTreeMap, HashMap};
+use tessera_ir::graph::{Graph, NodeId, ValueId};
 use tessera_ir::types::Dim;
 
 const PEAK_FLOPS: f64 = 100e12;
@@ -72,6 +76,51 @@ pub fn balance(times: &[f64], stages: usize) -> Vec<usize> {
         end = start;
     }
     stage_of
+}
+
+/// The stage of each computed node from its layer group (see
+/// [`super::ShardConfig::node_groups`]): the groups present, in group order, are balanced into
+/// `stages` contiguous runs by the summed time of their nodes; a node without a group takes the
+/// latest stage among its operands' producers (0 when none is computed).
+pub fn by_groups(
+    g: &Graph,
+    computed: &[NodeId],
+    times: &[f64],
+    groups: &[Option<usize>],
+    stages: usize,
+) -> Result<Vec<usize>, ShardError> {
+    if groups.len() != g.num_nodes() {
+        return Err(ShardError::Internal {
+            stage: 0,
+            message: format!("{} node groups given for a graph of {} nodes", groups.len(), g.num_nodes()),
+        });
+    }
+    let mut group_time: BTreeMap<usize, f64> = BTreeMap::new();
+    for (&id, &t) in computed.iter().zip(times) {
+        if let Some(grp) = groups[id.index()] {
+            *group_time.entry(grp).or_default() += t;
+        }
+    }
+    if group_time.len() < stages {
+        return Err(ShardError::TooManyStages { axis: "pp".into(), stages, nodes: group_time.len() });
+    }
+    let order: Vec<usize> = group_time.keys().copied().collect();
+    let stage_of_group: HashMap<usize, usize> =
+        order.iter().copied().zip(balance(&group_time.values().copied().collect::<Vec<_>>(), stages)).collect();
+    let mut stage_of_value: HashMap<ValueId, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(computed.len());
+    for &id in computed {
+        let n = g.node(id);
+        let stage = match groups[id.index()].and_then(|grp| stage_of_group.get(&grp)) {
+            Some(&s) => s,
+            None => n.inputs.iter().filter_map(|v| stage_of_value.get(v)).copied().max().unwrap_or(0),
+        };
+        for &v in &n.outputs {
+            stage_of_value.insert(v, stage);
+        }
+        out.push(stage);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

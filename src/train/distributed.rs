@@ -1,0 +1,411 @@
+//! The training step partitioned over a device mesh: one [`DistributedTrainer`] per rank.
+//!
+//! The step graph of [`super::build_step`] is partitioned by `passes::shard` with
+//! [`ShardConfig::for_train_step`]: batches split over `dp`, Megatron weight splits over `tp`,
+//! pipeline stages over `pp` cut between layers (each layer's forward for every micro-batch, its
+//! backward and its parameters' updates on one stage; GPipe order: every micro-batch's forward,
+//! then the backward). The optimizer state is split exactly like its parameter, and the updated
+//! parameters and state leave the step in the parameter's own sharding, so a rank keeps its
+//! blocks from step to step without gathering them.
+//!
+//! Invariants:
+//! - a rank holds only its blocks ([`RankShard`]) of the parameters and optimizer state its
+//!   stage uses; every mesh starts from the global weights of [`super::init_state`], cut per rank,
+//!   so every mesh trains the same model as one process;
+//! - every rank draws the same global batches ([`super::step_data`]) and feeds its stage program
+//!   its part of them, so the data stream (and a checkpoint's position in it) is mesh-independent;
+//! - the loss is returned by every rank (every stage's program ends with it, replicated);
+//! - [`DistributedTrainer::gather_state`] and [`DistributedTrainer::restore_global`] convert
+//!   between the rank blocks and the global [`TrainState`], so a checkpoint written on one mesh
+//!   resumes on another.
+//!
+//! A failing step aborts the communicator, so the other ranks stop with an error instead of
+//! waiting for this one.
+
+use super::data::ByteCorpus;
+use super::{build_step, init_state, step_data, SplitMix64State, StepReport, TrainConfig, TrainModel, TrainState};
+use anyhow::{bail, ensure, Context, Result};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_ir::sharding::{Mesh, Sharding};
+use tessera_ir::tensor::Tensor;
+use tessera_ir::types::TensorType;
+use tessera_passes::shard::{partition, ShardConfig, ShardedModule, StageProgram};
+use tessera_passes::train_step::TrainStep;
+use tessera_runtime::spmd::{run_rank, Communicator, LocalCommunicator};
+
+/// What every rank of a run shares: the model, the global step graph and its partition.
+/// Building it once and sharing it (`Arc`) spares in-process ranks partitioning the same graph.
+#[derive(Debug, Clone)]
+pub struct DistributedStep {
+    pub model: TrainModel,
+    pub config: TrainConfig,
+    /// The global (single-device) step graph.
+    pub step: TrainStep,
+    pub module: ShardedModule,
+}
+
+impl DistributedStep {
+    /// Builds the step graph of `model` and partitions it over `mesh`.
+    pub fn new(model: TrainModel, config: TrainConfig, mesh: Mesh) -> Result<DistributedStep> {
+        let step = build_step(&model, &config)?;
+        let shard_config = ShardConfig::for_train_step(mesh, &step);
+        let module = partition(&step.graph, &shard_config)
+            .with_context(|| format!("cannot partition the training step over {}", shard_config.mesh))?;
+        Ok(DistributedStep { model, config, step, module })
+    }
+
+    pub fn mesh(&self) -> &Mesh {
+        &self.module.mesh
+    }
+
+    /// The names of the global state tensors: parameters, then optimizer state, in
+    /// [`TrainStep::params`] and [`TrainStep::state`] order (the order of [`TrainState`]).
+    fn state_slots(&self) -> impl Iterator<Item = (&str, &TensorType)> {
+        self.step.params.iter().chain(&self.step.state).map(|s| (s.name.as_str(), &s.ty))
+    }
+
+    /// The program of the first stage that holds state tensor `name`, and its sharding there.
+    fn holder(&self, name: &str) -> Option<(&StageProgram, Sharding)> {
+        self.module.stages.iter().find_map(|p| {
+            let g = &p.graph;
+            let i = g.inputs().iter().position(|&v| g.value(v).name == name)?;
+            Some((p, p.input_shardings.get(i)?.clone()))
+        })
+    }
+}
+
+/// One block of a parameter or optimizer state tensor, as a rank holds it (what a sharded
+/// checkpoint writes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankShard {
+    /// The tensor's name in the step graph (`h0.attn.qkv.weight`, `h0.attn.qkv.weight.m`).
+    pub name: String,
+    /// How the global tensor is split over the mesh; this rank holds block `rank` of it.
+    pub sharding: Sharding,
+    /// The global tensor's type.
+    pub global: TensorType,
+    pub tensor: Tensor,
+}
+
+/// Where the run stands besides the tensors: the [`TrainState`] fields every rank shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Steps completed.
+    pub step: u64,
+    pub data_position: u64,
+    pub rng: SplitMix64State,
+}
+
+/// One rank's training loop: its stage program, its blocks of the state, and a communicator.
+pub struct DistributedTrainer {
+    pub shared: Arc<DistributedStep>,
+    rank: usize,
+    comm: Arc<dyn Communicator>,
+    corpus: ByteCorpus,
+    /// This rank's blocks of the state tensors that are inputs of its stage program.
+    shards: Vec<RankShard>,
+    progress: Progress,
+}
+
+impl DistributedTrainer {
+    /// Rank `rank` of a fresh run of `model` on `mesh` (builds and partitions the step; see
+    /// [`DistributedTrainer::from_shared`] to share one partition between in-process ranks).
+    pub fn new(
+        model: TrainModel,
+        config: TrainConfig,
+        corpus: ByteCorpus,
+        mesh: Mesh,
+        rank: usize,
+        comm: Arc<dyn Communicator>,
+    ) -> Result<DistributedTrainer> {
+        let shared = Arc::new(DistributedStep::new(model, config, mesh)?);
+        DistributedTrainer::from_shared(shared, corpus, rank, comm)
+    }
+
+    /// Rank `rank` of a fresh run of an already partitioned step: the global initial state of
+    /// [`init_state`] (the single-process trainer's), cut to this rank's blocks.
+    pub fn from_shared(
+        shared: Arc<DistributedStep>,
+        corpus: ByteCorpus,
+        rank: usize,
+        comm: Arc<dyn Communicator>,
+    ) -> Result<DistributedTrainer> {
+        let devices = shared.mesh().num_devices();
+        ensure!(
+            comm.size() == devices && comm.rank() == rank,
+            "the communicator is rank {} of {} but the trainer is rank {rank} of the {devices} of mesh {}",
+            comm.rank(),
+            comm.size(),
+            shared.mesh()
+        );
+        let initial = init_state(&shared.step, shared.config.seed);
+        let mut trainer = DistributedTrainer {
+            shared,
+            rank,
+            comm,
+            corpus,
+            shards: Vec::new(),
+            progress: Progress { step: 0, data_position: 0, rng: initial.rng },
+        };
+        trainer.restore_global(&initial)?;
+        Ok(trainer)
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn comm(&self) -> &Arc<dyn Communicator> {
+        &self.comm
+    }
+
+    /// The program this rank runs.
+    pub fn program(&self) -> Result<&StageProgram> {
+        self.shared.module.program_of(self.rank).with_context(|| format!("no program runs rank {}", self.rank))
+    }
+
+    /// Tokens one step consumes (globally, over every rank).
+    pub fn tokens_per_step(&self) -> usize {
+        let m = &self.shared.model;
+        m.batch * m.seq * self.shared.config.micro_batches
+    }
+
+    /// This rank's blocks of the parameters and optimizer state (what a sharded checkpoint of
+    /// this rank writes).
+    pub fn rank_shards(&self) -> &[RankShard] {
+        &self.shards
+    }
+
+    /// Steps completed, the data position and the dropout stream: the same on every rank.
+    pub fn local_state(&self) -> Progress {
+        self.progress
+    }
+
+    /// Runs one optimizer step on this rank (every rank of the mesh must call it) and returns
+    /// its report; the loss is the global loss, the same on every rank.
+    pub fn train_step(&mut self) -> Result<StepReport> {
+        let result = self.try_train_step();
+        if let Err(e) = &result {
+            self.comm.abort(&format!("{e:#}"));
+        }
+        result
+    }
+
+    fn try_train_step(&mut self) -> Result<StepReport> {
+        let started = Instant::now();
+        let shared = Arc::clone(&self.shared);
+        let p = &self.progress;
+        let data =
+            step_data(&shared.model, &shared.step, &shared.config, &self.corpus, p.step, p.data_position, p.rng)?;
+        let program =
+            shared.module.program_of(self.rank).with_context(|| format!("no program runs rank {}", self.rank))?;
+        // Data inputs are cut from the global batch; the state blocks are this rank's already.
+        let mut feeds: Vec<(String, Tensor)> = self.shards.iter().map(|s| (s.name.clone(), s.tensor.clone())).collect();
+        let g = &program.graph;
+        for (&v, sharding) in g.inputs().iter().zip(&program.input_shardings) {
+            let name = &g.value(v).name;
+            if self.shards.iter().any(|s| s.name == *name) {
+                continue;
+            }
+            let global = data
+                .feeds
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t)
+                .with_context(|| format!("rank {}: nothing feeds step input '{name}'", self.rank))?;
+            let block = sharding
+                .shard_tensor(shared.mesh(), self.rank, global)
+                .map_err(|m| anyhow::anyhow!("rank {}: input '{name}': {m}", self.rank))?;
+            feeds.push((name.clone(), block));
+        }
+        let outputs = run_rank(shared.mesh(), g, &feeds, self.comm.as_ref())
+            .with_context(|| format!("rank {}: the training step failed", self.rank))?;
+        let mut loss = None;
+        for (name, t) in outputs {
+            if name == "loss" {
+                loss = Some(t.get_f64(0));
+            } else if let Some(input) = name.strip_suffix(".next") {
+                if let Some(shard) = self.shards.iter_mut().find(|s| s.name == input) {
+                    ensure!(
+                        shard.tensor.tensor_type() == t.tensor_type(),
+                        "rank {}: '{name}' is {} but its input block is {}",
+                        self.rank,
+                        t.tensor_type(),
+                        shard.tensor.tensor_type()
+                    );
+                    shard.tensor = t;
+                }
+            }
+        }
+        let loss = loss.with_context(|| format!("rank {}: the step program returned no loss", self.rank))?;
+        if !loss.is_finite() {
+            bail!("the loss became {loss} at step {}", self.progress.step + 1);
+        }
+        self.progress = Progress { step: self.progress.step + 1, data_position: data.data_position, rng: data.rng };
+        let step_time_s = started.elapsed().as_secs_f64();
+        Ok(StepReport {
+            step: self.progress.step,
+            loss,
+            step_time_s,
+            tokens_per_s: self.tokens_per_step() as f64 / step_time_s.max(1e-12),
+        })
+    }
+
+    /// The global state, assembled from every rank's blocks (collective: every rank must call
+    /// it, and every rank gets the whole state). Each tensor comes from the ranks of the first
+    /// stage that holds it.
+    pub fn gather_state(&self) -> Result<TrainState> {
+        let shared = &self.shared;
+        let mesh = shared.mesh();
+        let everyone: Vec<usize> = (0..mesh.num_devices()).collect();
+        let mut tensors = Vec::new();
+        for (name, ty) in shared.state_slots() {
+            let (holder, sharding) =
+                shared.holder(name).with_context(|| format!("no stage of the partitioned step holds '{name}'"))?;
+            // Ranks that hold no block of it send an empty tensor.
+            let mine = match self.shards.iter().find(|s| s.name == name) {
+                Some(s) if holder.ranks.contains(&self.rank) => s.tensor.clone(),
+                _ => Tensor::zeros(ty.dtype, vec![0]),
+            };
+            let all = self.comm.exchange(&everyone, &mine).with_context(|| format!("gathering '{name}'"))?;
+            let blocks: Vec<(usize, &Tensor)> = holder.ranks.iter().map(|&r| (r, &all[r])).collect();
+            tensors.push(assemble(mesh, &sharding, ty, &blocks).with_context(|| format!("assembling '{name}'"))?);
+        }
+        let n_params = shared.step.params.len();
+        let optimizer_state = tensors.split_off(n_params);
+        let p = self.progress;
+        Ok(TrainState { params: tensors, optimizer_state, step: p.step, data_position: p.data_position, rng: p.rng })
+    }
+
+    /// Continues from the global `state` (a checkpoint of any mesh): cuts this rank's blocks.
+    /// Local only: every rank restores from the same state.
+    pub fn restore_global(&mut self, state: &TrainState) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        ensure!(
+            state.params.len() == shared.step.params.len() && state.optimizer_state.len() == shared.step.state.len(),
+            "the state has {} parameters and {} optimizer tensors, the step {} and {}",
+            state.params.len(),
+            state.optimizer_state.len(),
+            shared.step.params.len(),
+            shared.step.state.len()
+        );
+        let program =
+            shared.module.program_of(self.rank).with_context(|| format!("no program runs rank {}", self.rank))?;
+        let g = &program.graph;
+        let mut shards = Vec::new();
+        for ((name, ty), global) in shared.state_slots().zip(state.params.iter().chain(&state.optimizer_state)) {
+            ensure!(
+                global.tensor_type() == *ty,
+                "state tensor '{name}' is {}, the step needs {ty}",
+                global.tensor_type()
+            );
+            let Some(i) = g.inputs().iter().position(|&v| g.value(v).name == name) else { continue };
+            let sharding = program.input_shardings[i].clone();
+            let tensor = sharding
+                .shard_tensor(shared.mesh(), self.rank, global)
+                .map_err(|m| anyhow::anyhow!("cutting '{name}': {m}"))?;
+            shards.push(RankShard { name: name.to_string(), sharding, global: ty.clone(), tensor });
+        }
+        self.shards = shards;
+        self.progress = Progress { step: state.step, data_position: state.data_position, rng: state.rng };
+        Ok(())
+    }
+}
+
+/// The global tensor of type `ty` from the blocks `(rank, block)` of `sharding` (every block of
+/// it at least once; replicas must agree, the last one wins).
+pub fn assemble(mesh: &Mesh, sharding: &Sharding, ty: &TensorType, blocks: &[(usize, &Tensor)]) -> Result<Tensor> {
+    let shape: Vec<usize> = ty
+        .static_shape()
+        .with_context(|| format!("{ty} has symbolic dimensions"))?
+        .iter()
+        .map(|&d| d as usize)
+        .collect();
+    let local = sharding.local_type(mesh, ty).map_err(|m| anyhow::anyhow!(m))?;
+    let local_shape: Vec<usize> = local.static_shape().unwrap_or_default().iter().map(|&d| d as usize).collect();
+    let n: usize = shape.iter().product();
+    let mut values = vec![0.0; n];
+    let mut filled = vec![false; n];
+    let strides = tessera_ir::tensor::strides(&shape);
+    for &(rank, block) in blocks {
+        ensure!(block.shape == local_shape, "rank {rank}'s block is {:?}, expected {local_shape:?}", block.shape);
+        let mut offset = Vec::with_capacity(shape.len());
+        for (axes, &len) in sharding.dims.iter().zip(&local_shape) {
+            let index =
+                if axes.is_empty() { 0 } else { mesh.index_in_group(rank, axes).map_err(|m| anyhow::anyhow!(m))? };
+            offset.push(index as usize * len);
+        }
+        for (i, x) in block.to_f64_vec().into_iter().enumerate() {
+            let at: usize = tessera_ir::tensor::unravel(i, &local_shape)
+                .iter()
+                .zip(&offset)
+                .zip(&strides)
+                .map(|((&c, &o), &s)| (c + o) * s)
+                .sum();
+            values[at] = x;
+            filled[at] = true;
+        }
+    }
+    ensure!(filled.iter().all(|&f| f), "the blocks do not cover the tensor");
+    Ok(Tensor::from_f64(ty.dtype, shape, values))
+}
+
+/// Runs `steps` steps of a fresh (or `resume`d) run on every rank of `mesh`, each rank a thread
+/// of this process talking through a [`LocalCommunicator`], and calls `report` with rank 0's
+/// reports as they come. Returns the global state at the end (gathered).
+pub fn train_in_process(
+    shared: Arc<DistributedStep>,
+    corpus: &ByteCorpus,
+    resume: Option<&TrainState>,
+    steps: u64,
+    timeout: Duration,
+    mut report: impl FnMut(&StepReport) -> Result<()> + Send,
+) -> Result<TrainState> {
+    let devices = shared.mesh().num_devices();
+    let comms = LocalCommunicator::world(devices, timeout);
+    let report = std::sync::Mutex::new(&mut report);
+    let results: Vec<Result<TrainState>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = comms
+            .iter()
+            .enumerate()
+            .map(|(rank, comm)| {
+                let shared = Arc::clone(&shared);
+                let comm: Arc<dyn Communicator> = Arc::new(comm.clone());
+                let report = &report;
+                scope.spawn(move || -> Result<TrainState> {
+                    let mut trainer = DistributedTrainer::from_shared(shared, corpus.clone(), rank, comm.clone())
+                        .inspect_err(|e| comm.abort(&format!("{e:#}")))?;
+                    if let Some(state) = resume {
+                        trainer.restore_global(state).inspect_err(|e| comm.abort(&format!("{e:#}")))?;
+                    }
+                    while trainer.local_state().step < steps {
+                        let r = trainer.train_step()?;
+                        if rank == 0 {
+                            let mut f = report.lock().map_err(|_| anyhow::anyhow!("a reporter panicked"))?;
+                            (*f)(&r).inspect_err(|e| comm.abort(&format!("{e:#}")))?;
+                        }
+                    }
+                    trainer.gather_state()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(rank, h)| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("rank {rank} panicked"))))
+            .collect()
+    });
+    // The root cause: the rank that failed first (the others report that it failed).
+    if let Some((first, _)) = comms.first().and_then(LocalCommunicator::first_failure) {
+        if let Some(Err(e)) = results.get(first) {
+            bail!("rank {first}: {e:#}");
+        }
+    }
+    let mut states = results.into_iter();
+    let first = states.next().context("the mesh has no ranks")??;
+    for s in states {
+        s?;
+    }
+    Ok(first)
+}
