@@ -1,11 +1,23 @@
-//! `tessera train`: trains a model on byte-level text with the reference interpreter (one
-//! process), printing one line (or one JSON object) per step and checkpointing on request.
+//! `tessera train`: trains a model on byte-level text with the reference interpreter, printing
+//! one line (or one JSON object) per step and checkpointing on request. Three ways to run:
+//! - one process (no `--mesh`);
+//! - `--mesh dp=2,tp=2` without a launcher: every rank a thread of this process;
+//! - under `mpirun -n N` / `srun` (detected from the launcher's environment): one rank per
+//!   process over MPI, N equal to the mesh size; rank 0 alone prints, every rank writes its
+//!   blocks of the sharded checkpoints.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
-use tessera::train::{self, checkpoint, data::ByteCorpus, OptimizerKind, TrainConfig, Trainer};
+use std::sync::Arc;
+use std::time::Duration;
+use tessera::fault;
+use tessera::train::distributed::{train_in_process, DistributedStep, DistributedTrainer};
+use tessera::train::{self, checkpoint, data::ByteCorpus, OptimizerKind, StepReport, TrainConfig, Trainer};
+use tessera_ir::sharding::Mesh;
+use tessera_runtime::mpi::{launched_world_size, MpiCommunicator};
+use tessera_runtime::spmd::Communicator;
 use tessera_runtime::step::StepExecutor;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -58,6 +70,56 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Partition the step over a device mesh (`dp=2,tp=2,pp=1`): under `mpirun -n N` one rank
+    /// per process (N must be the mesh size), otherwise one thread per rank.
+    #[arg(long)]
+    pub mesh: Option<String>,
+    /// Seconds a rank waits for a message from another before the run fails.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    pub comm_timeout: f64,
+}
+
+fn print_report(out: &mut impl Write, format: Format, report: &StepReport) -> Result<()> {
+    match format {
+        Format::Json => {
+            let line = serde_json::json!({
+                "step": report.step,
+                "loss": report.loss,
+                "step_time_s": report.step_time_s,
+                "tokens_per_s": report.tokens_per_s,
+            });
+            writeln!(out, "{line}")?;
+        }
+        Format::Text => writeln!(
+            out,
+            "step {:>6}  loss {:.4}  {:.3} s  {:.0} tokens/s",
+            report.step, report.loss, report.step_time_s, report.tokens_per_s
+        )?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn train_config(args: &TrainArgs) -> TrainConfig {
+    TrainConfig {
+        model: args.model.clone(),
+        optimizer: match args.optimizer {
+            OptimizerArg::Adamw => OptimizerKind::AdamW,
+            OptimizerArg::Sgd => OptimizerKind::Sgd,
+        },
+        lr: args.lr,
+        seed: args.seed,
+        micro_batches: args.micro_batches,
+    }
+}
+
+/// Whether a checkpoint is due after `step`.
+fn checkpoint_due(args: &TrainArgs, step: u64) -> bool {
+    args.checkpoint_every.is_some_and(|every| step % every == 0 || step == args.steps)
+}
+
+fn parse_mesh(text: &str) -> Result<Mesh> {
+    Mesh::parse(text).map_err(|e| anyhow::anyhow!("--mesh '{text}': {e}"))
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -73,19 +135,23 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if !(args.lr.is_finite() && args.lr > 0.0) {
         bail!("--lr must be a positive number");
     }
+    if !(args.comm_timeout.is_finite() && args.comm_timeout > 0.0) {
+        bail!("--comm-timeout must be a positive number of seconds");
+    }
+    match (launched_world_size().filter(|&n| n > 1), &args.mesh) {
+        (Some(world), Some(mesh)) => run_mpi(&args, &parse_mesh(mesh)?, world),
+        (Some(world), None) => {
+            bail!("launched as {world} MPI ranks: give --mesh with {world} devices (e.g. --mesh dp={world})")
+        }
+        (None, Some(mesh)) => run_threads(&args, parse_mesh(mesh)?),
+        (None, None) => run_single(&args),
+    }
+}
+
+fn run_single(args: &TrainArgs) -> Result<()> {
     let model = train::load_model(&args.model, args.batch, args.seq)?;
     let corpus = ByteCorpus::read(&args.data)?;
-    let config = TrainConfig {
-        model: args.model.clone(),
-        optimizer: match args.optimizer {
-            OptimizerArg::Adamw => OptimizerKind::AdamW,
-            OptimizerArg::Sgd => OptimizerKind::Sgd,
-        },
-        lr: args.lr,
-        seed: args.seed,
-        micro_batches: args.micro_batches,
-    };
-    let mut trainer = Trainer::on_interpreter(model, config, corpus)?;
+    let mut trainer = Trainer::on_interpreter(model, train_config(args), corpus)?;
     if let Some(dir) = &args.resume {
         let latest = checkpoint::latest(dir)?;
         let ckpt = checkpoint::load(&latest)?;
@@ -107,29 +173,140 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     while trainer.state.step < args.steps {
         let report = trainer.train_step()?;
-        match args.format {
-            Format::Json => {
-                let line = serde_json::json!({
-                    "step": report.step,
-                    "loss": report.loss,
-                    "step_time_s": report.step_time_s,
-                    "tokens_per_s": report.tokens_per_s,
-                });
-                writeln!(out, "{line}")?;
+        print_report(&mut out, args.format, &report)?;
+        if let (Some(dir), true) = (&args.checkpoint_dir, checkpoint_due(args, report.step)) {
+            let saved = checkpoint::save(dir, &trainer.checkpoint())?;
+            if args.format == Format::Text {
+                writeln!(out, "checkpoint {}", saved.display())?;
             }
-            Format::Text => writeln!(
-                out,
-                "step {:>6}  loss {:.4}  {:.3} s  {:.0} tokens/s",
-                report.step, report.loss, report.step_time_s, report.tokens_per_s
-            )?,
         }
-        out.flush()?;
-        if let (Some(dir), Some(every)) = (&args.checkpoint_dir, args.checkpoint_every) {
-            if report.step % every == 0 || report.step == args.steps {
-                let saved = checkpoint::save(dir, &trainer.checkpoint())?;
-                if args.format == Format::Text {
-                    writeln!(out, "checkpoint {}", saved.display())?;
-                }
+    }
+    Ok(())
+}
+
+/// Every rank a thread of this process; checkpoints are written whole (by this process) from
+/// the gathered state.
+fn run_threads(args: &TrainArgs, mesh: Mesh) -> Result<()> {
+    let model = train::load_model(&args.model, args.batch, args.seq)?;
+    let corpus = ByteCorpus::read(&args.data)?;
+    let config = train_config(args);
+    let shared = Arc::new(DistributedStep::new(model, config.clone(), mesh.clone())?);
+    let mut state = match &args.resume {
+        Some(dir) => {
+            let latest = checkpoint::latest(dir)?;
+            let ckpt = checkpoint::load(&latest)?;
+            Some(
+                checkpoint::into_state(ckpt, &shared.step, &config)
+                    .with_context(|| format!("{}: cannot resume", latest.display()))?,
+            )
+        }
+        None => None,
+    };
+    // Not locked: rank 0's thread prints through it.
+    let mut out = std::io::stdout();
+    let start = state.as_ref().map_or(0, |s| s.step);
+    if args.format == Format::Text {
+        writeln!(
+            out,
+            "training {} ({} parameters) on mesh {mesh} ({} ranks, one thread each): {} tokens per step, {} optimizer, from step {start}",
+            args.model,
+            train::parameter_count(&shared.model.forward),
+            mesh.num_devices(),
+            shared.model.batch * shared.model.seq * config.micro_batches,
+            config.optimizer.name(),
+        )?;
+    }
+    let timeout = Duration::from_secs_f64(args.comm_timeout);
+    let mut done = start;
+    while done < args.steps {
+        // Run up to the next checkpoint (or the end), then save the gathered state.
+        let until = match args.checkpoint_every {
+            Some(every) => ((done / every + 1) * every).min(args.steps),
+            None => args.steps,
+        };
+        let reached = train_in_process(Arc::clone(&shared), &corpus, state.as_ref(), until, timeout, |r| {
+            print_report(&mut out, args.format, r)
+        })?;
+        done = reached.step;
+        if let (Some(dir), true) = (&args.checkpoint_dir, checkpoint_due(args, done)) {
+            let mut ckpt = checkpoint::from_state(&shared.step, &config, &reached);
+            ckpt.model = args.model.clone();
+            let saved = checkpoint::save(dir, &ckpt)?;
+            if args.format == Format::Text {
+                writeln!(out, "checkpoint {}", saved.display())?;
+            }
+        }
+        state = Some(reached);
+    }
+    Ok(())
+}
+
+/// One rank of an MPI job. Any error on this rank ends the whole job (MPI_Abort), so the others
+/// never wait for it.
+fn run_mpi(args: &TrainArgs, mesh: &Mesh, world: usize) -> Result<()> {
+    if mesh.num_devices() != world {
+        bail!("--mesh {mesh} has {} devices but mpirun started {world} ranks", mesh.num_devices());
+    }
+    let fault = fault::requested()?;
+    let comm = Arc::new(MpiCommunicator::init(Duration::from_secs_f64(args.comm_timeout))?);
+    if comm.size() != world {
+        bail!("the launcher announced {world} ranks but MPI has {}", comm.size());
+    }
+    let result = train_rank(args, mesh, Arc::clone(&comm), fault);
+    if let Err(e) = &result {
+        comm.abort(&format!("{e:#}"));
+    }
+    result
+}
+
+fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<MpiCommunicator>, fault: Option<(usize, u64)>) -> Result<()> {
+    let rank = comm.rank();
+    let model = train::load_model(&args.model, args.batch, args.seq)?;
+    let corpus = ByteCorpus::read(&args.data)?;
+    let dyn_comm: Arc<dyn Communicator> = comm.clone();
+    let mut trainer = DistributedTrainer::new(model, train_config(args), corpus, mesh.clone(), rank, dyn_comm)?;
+    if let Some(dir) = &args.resume {
+        // Every rank reads the whole checkpoint (of any mesh) and cuts its own blocks.
+        let latest = checkpoint::latest(dir)?;
+        let ckpt = checkpoint::load(&latest)?;
+        let state = checkpoint::into_state(ckpt, &trainer.shared.step, &trainer.shared.config)
+            .with_context(|| format!("{}: cannot resume", latest.display()))?;
+        trainer.restore_global(&state)?;
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if rank == 0 && args.format == Format::Text {
+        writeln!(
+            out,
+            "training {} ({} parameters) on mesh {mesh} ({} MPI ranks): {} tokens per step, {} optimizer, from step {}",
+            args.model,
+            train::parameter_count(&trainer.shared.model.forward),
+            mesh.num_devices(),
+            trainer.tokens_per_step(),
+            trainer.shared.config.optimizer.name(),
+            trainer.local_state().step
+        )?;
+    }
+    while trainer.local_state().step < args.steps {
+        fault::maybe_die(fault, rank, trainer.local_state().step + 1);
+        let report = trainer.train_step()?;
+        if rank == 0 {
+            print_report(&mut out, args.format, &report)?;
+        }
+        if let (Some(dir), true) = (&args.checkpoint_dir, checkpoint_due(args, report.step)) {
+            let progress = trainer.local_state();
+            let meta = checkpoint::Meta {
+                step: progress.step,
+                data_position: progress.data_position,
+                rng_state: progress.rng.0,
+                model: args.model.clone(),
+                optimizer: trainer.shared.config.optimizer.name().to_string(),
+                mesh: mesh.to_string(),
+            };
+            let blocks = checkpoint::rank_blocks(&trainer)?;
+            let saved = checkpoint::save_sharded(dir, &meta, &blocks, comm.as_ref())?;
+            if rank == 0 && args.format == Format::Text {
+                writeln!(out, "checkpoint {}", saved.display())?;
             }
         }
     }

@@ -18,6 +18,7 @@
 //! renames after a barrier). A crash, or a rank killed mid-save, leaves either the complete
 //! checkpoint or none, and [`latest`] only ever sees complete ones.
 
+use super::distributed::{DistributedTrainer, RankShard};
 use super::{SplitMix64State, TrainConfig, TrainState};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
@@ -307,6 +308,65 @@ pub fn into_state(ckpt: Checkpoint, step: &TrainStep, config: &TrainConfig) -> R
         data_position: ckpt.data_position,
         rng: SplitMix64State(ckpt.rng_state),
     })
+}
+
+/// The blocks rank `trainer.rank()` writes into a sharded checkpoint: of each tensor it holds,
+/// its block if the tensor's first holding stage is this rank's and no lower rank of that stage
+/// holds the same block (replicas are written once).
+pub fn rank_blocks(trainer: &DistributedTrainer) -> Result<Vec<Block>> {
+    let shared = &trainer.shared;
+    let mesh = shared.mesh();
+    let rank = trainer.rank();
+    let offset_of = |shard: &RankShard, r: usize| -> Result<Vec<usize>> {
+        shard
+            .sharding
+            .dims
+            .iter()
+            .zip(&shard.tensor.shape)
+            .map(|(axes, &len)| {
+                let index =
+                    if axes.is_empty() { 0 } else { mesh.index_in_group(r, axes).map_err(anyhow::Error::msg)? };
+                Ok(index as usize * len)
+            })
+            .collect()
+    };
+    let mut blocks = Vec::new();
+    for shard in trainer.rank_shards() {
+        let holds = |p: &&tessera_passes::shard::StageProgram| {
+            p.graph.inputs().iter().any(|&v| p.graph.value(v).name == shard.name)
+        };
+        let holder = shared.module.stages.iter().find(holds).context("no stage holds a tensor this rank holds")?;
+        if !holder.ranks.contains(&rank) {
+            continue;
+        }
+        let offset = offset_of(shard, rank)?;
+        let mut writer = rank;
+        for &r in &holder.ranks {
+            if r < writer && offset_of(shard, r)? == offset {
+                writer = r;
+            }
+        }
+        if writer != rank {
+            continue;
+        }
+        let kind = if shared.step.params.iter().any(|p| p.name == shard.name) { Kind::Param } else { Kind::Optimizer };
+        let global_shape = shard
+            .global
+            .static_shape()
+            .with_context(|| format!("'{}' has symbolic dimensions", shard.name))?
+            .iter()
+            .map(|&d| d as usize)
+            .collect();
+        blocks.push(Block {
+            name: shard.name.clone(),
+            kind,
+            global_shape,
+            offset,
+            sharding: shard.sharding.to_string(),
+            tensor: shard.tensor.clone(),
+        });
+    }
+    Ok(blocks)
 }
 
 /// The newest complete checkpoint directory under `dir`.
