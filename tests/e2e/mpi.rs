@@ -1,5 +1,6 @@
 //! The multi-process runtime under `mpirun` (OpenMPI): the MPI transport against the in-process
-//! one, wrong launches, and a rank killed mid-run (the others must exit non-zero within 30 s).
+//! one, `tessera train` on five meshes against one process, wrong launches, and a rank killed
+//! mid-run (the others must exit non-zero within 30 s; the last checkpoint resumes elsewhere).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -111,4 +112,94 @@ fn a_killed_rank_ends_the_whole_job_promptly() {
     assert!(out.stderr.contains("rank 2: TESSERA_FAULT kills this process at step 4"), "{}", out.stderr);
     assert!(out.stdout.is_empty(), "no rank reports success: {}", out.stdout);
     assert!(out.elapsed < Duration::from_secs(30), "{:?}", out.elapsed);
+}
+
+const CORPUS: &str = "/usr/share/common-licenses/GPL-3";
+/// Small enough for four debug-build processes on two cores; f64 so that the only difference
+/// between meshes is the order partial sums are added in.
+const GPT: &str = "gpt:layers=2,hidden=32,heads=4,seq=16,vocab=256,dtype=fp64";
+
+/// `(step, loss)` of every JSON line.
+fn losses(stdout: &str) -> Vec<(u64, f64)> {
+    stdout
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert!(v["step_time_s"].as_f64().is_some_and(|t| t > 0.0), "{line}");
+            assert!(v["tokens_per_s"].as_f64().is_some_and(|t| t > 0.0), "{line}");
+            (v["step"].as_u64().expect("step"), v["loss"].as_f64().expect("loss"))
+        })
+        .collect()
+}
+
+fn train_args<'a>(steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["train", GPT, "--steps", steps, "--data", CORPUS, "--batch", "4", "--format", "json"];
+    args.extend(extra);
+    args
+}
+
+fn single_process(cwd: &Path, steps: &str) -> Vec<(u64, f64)> {
+    let out = crate::support::tessera(cwd, &train_args(steps, &[]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    losses(&out.stdout)
+}
+
+fn assert_close(got: &[(u64, f64)], want: &[(u64, f64)], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
+    for ((s, a), (t, b)) in got.iter().zip(want) {
+        assert_eq!(s, t, "{what}");
+        assert!((a - b).abs() <= 1e-5 * a.abs().max(b.abs()), "{what} step {s}: loss {a} vs {b} on one process");
+    }
+}
+
+#[test]
+fn mpi_training_on_every_mesh_gives_the_single_process_losses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let want = single_process(dir.path(), "5");
+    for mesh in ["dp=4", "tp=4", "pp=4", "dp=2,tp=2", "tp=2,pp=2"] {
+        let out = mpirun(dir.path(), 4, &train_args("5", &["--mesh", mesh]), &[], Duration::from_secs(180));
+        assert_eq!(out.code, Some(0), "{mesh}: {}", out.stderr);
+        // Rank 0 alone prints: five lines, not twenty.
+        assert_close(&losses(&out.stdout), &want, mesh);
+    }
+}
+
+#[test]
+fn mpi_training_needs_a_mesh_of_the_world_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = mpirun(dir.path(), 2, &train_args("1", &["--mesh", "dp=4"]), &[], Duration::from_secs(60));
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("--mesh dp=4 has 4 devices but mpirun started 2 ranks"), "{}", out.stderr);
+    let out = mpirun(dir.path(), 2, &train_args("1", &[]), &[], Duration::from_secs(60));
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("launched as 2 MPI ranks: give --mesh with 2 devices"), "{}", out.stderr);
+}
+
+#[test]
+fn a_rank_killed_mid_run_stops_the_job_and_the_last_checkpoint_resumes_on_another_mesh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let want = single_process(dir.path(), "5");
+    // Checkpoints every step; rank 1 dies at step 3 while the others are inside it. A receive
+    // timeout far above the limit shows that mpirun's noticing the death is what stops them.
+    let args = train_args("5", &["--mesh", "dp=2,tp=2", "--checkpoint-dir", "ckpt", "--checkpoint-every", "1"]);
+    let mut args = args;
+    args.extend(["--comm-timeout", "300"]);
+    let out = mpirun(dir.path(), 4, &args, &[("TESSERA_FAULT", "1:3")], Duration::from_secs(30));
+    assert_ne!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("rank 1: TESSERA_FAULT kills this process at step 3"), "{}", out.stderr);
+    assert!(out.elapsed < Duration::from_secs(30), "{:?}", out.elapsed);
+    // The two completed steps were reported and checkpointed; step 3 never completed.
+    assert_close(&losses(&out.stdout), &want[..2], "before the fault");
+    let ckpt = dir.path().join("ckpt");
+    let mut names = crate::support::files_in(&ckpt);
+    names.retain(|n| !n.starts_with('.'));
+    assert_eq!(names, ["step-00000001", "step-00000002"]);
+    // Resume on another mesh (tp=2 over two processes), and on one process.
+    let out =
+        mpirun(dir.path(), 2, &train_args("5", &["--mesh", "tp=2", "--resume", "ckpt"]), &[], Duration::from_secs(120));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_close(&losses(&out.stdout), &want[2..], "resumed on tp=2");
+    let out = crate::support::tessera(dir.path(), &train_args("5", &["--resume", "ckpt"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_close(&losses(&out.stdout), &want[2..], "resumed on one process");
 }
