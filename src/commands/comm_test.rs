@@ -48,7 +48,7 @@ fn operand(rank: usize, what: &str, dtype: DType, shape: Vec<usize>) -> Tensor {
 
 /// The collectives script; results are named by what produced them. `fault` is checked before
 /// each round (a round is one collective).
-fn script(comm: &dyn Communicator, mesh: &Mesh, fault: Option<(usize, u64)>) -> Result<Vec<(String, Tensor)>> {
+fn script(comm: &dyn Communicator, mesh: &Mesh, fault: Option<fault::Fault>) -> Result<Vec<(String, Tensor)>> {
     let rank = comm.rank();
     let mut groups: Vec<Vec<String>> = mesh.axes().iter().map(|a| vec![a.name.clone()]).collect();
     groups.push(mesh.axes().iter().map(|a| a.name.clone()).collect());
@@ -157,7 +157,7 @@ pub fn run(args: CommTestArgs) -> Result<()> {
     Ok(())
 }
 
-fn check(args: &CommTestArgs, comm: &MpiCommunicator, fault: Option<(usize, u64)>) -> Result<serde_json::Value> {
+fn check(args: &CommTestArgs, comm: &MpiCommunicator, fault: Option<fault::Fault>) -> Result<serde_json::Value> {
     let (rank, size) = (comm.rank(), comm.size());
     let mesh_text = args.mesh.clone().unwrap_or_else(|| format!("dp={size}"));
     let mesh = Mesh::parse(&mesh_text).map_err(|e| anyhow::anyhow!("--mesh '{mesh_text}': {e}"))?;

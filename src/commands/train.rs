@@ -259,7 +259,7 @@ fn run_mpi(args: &TrainArgs, mesh: &Mesh, world: usize) -> Result<()> {
     result
 }
 
-fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<MpiCommunicator>, fault: Option<(usize, u64)>) -> Result<()> {
+fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<MpiCommunicator>, fault: Option<fault::Fault>) -> Result<()> {
     let rank = comm.rank();
     let model = train::load_model(&args.model, args.batch, args.seq)?;
     let corpus = ByteCorpus::read(&args.data)?;

@@ -114,6 +114,25 @@ fn a_killed_rank_ends_the_whole_job_promptly() {
     assert!(out.elapsed < Duration::from_secs(30), "{:?}", out.elapsed);
 }
 
+#[test]
+fn a_hung_rank_ends_the_job_at_the_receive_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // SIGSTOP: the rank neither dies nor answers, so mpirun notices nothing; the others' 3 s
+    // deadline fails their collective, which aborts the job (killing the stopped rank too).
+    let out = mpirun(
+        dir.path(),
+        4,
+        &["comm-test", "--mesh", "dp=2,tp=2", "--timeout", "3"],
+        &[("TESSERA_FAULT", "2:4:hang")],
+        Duration::from_secs(30),
+    );
+    assert_ne!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("rank 2: TESSERA_FAULT stops this process at step 4"), "{}", out.stderr);
+    assert!(out.stderr.contains("aborting the MPI job"), "{}", out.stderr);
+    assert!(out.stderr.contains("timed out after 3.0 s waiting for a message from rank 2"), "{}", out.stderr);
+    assert!(out.elapsed < Duration::from_secs(30), "{:?}", out.elapsed);
+}
+
 const CORPUS: &str = "/usr/share/common-licenses/GPL-3";
 /// Small enough for four debug-build processes on two cores; f64 so that the only difference
 /// between meshes is the order partial sums are added in.
@@ -162,6 +181,25 @@ fn mpi_training_on_every_mesh_gives_the_single_process_losses() {
         // Rank 0 alone prints: five lines, not twenty.
         assert_close(&losses(&out.stdout), &want, mesh);
     }
+}
+
+#[test]
+fn without_a_launcher_the_mesh_runs_on_threads_and_checkpoints_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let want = single_process(dir.path(), "4");
+    let out = crate::support::tessera(
+        dir.path(),
+        &train_args("4", &["--mesh", "dp=2,tp=2", "--checkpoint-dir", "ckpt", "--checkpoint-every", "2"]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_close(&losses(&out.stdout), &want, "dp=2,tp=2 on threads");
+    let mut names = crate::support::files_in(&dir.path().join("ckpt"));
+    names.retain(|n| !n.starts_with('.'));
+    assert_eq!(names, ["step-00000002", "step-00000004"]);
+    std::fs::remove_dir_all(dir.path().join("ckpt/step-00000004")).expect("rm");
+    let out = crate::support::tessera(dir.path(), &train_args("4", &["--mesh", "pp=2", "--resume", "ckpt"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_close(&losses(&out.stdout), &want[2..], "resumed on pp=2 threads");
 }
 
 #[test]
