@@ -1,11 +1,17 @@
 //! `tessera train`: trains a model on byte-level text with the reference interpreter (one
 //! process), printing one line (or one JSON object) per step and checkpointing on request.
+//! With `--mesh`, the step is partitioned over the mesh and every rank runs on its own thread
+//! of this process (rank 0 reports); the losses are those of one process.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
-use tessera::train::{self, checkpoint, data::ByteCorpus, OptimizerKind, TrainConfig, Trainer};
+use std::sync::Arc;
+use std::time::Duration;
+use tessera::train::distributed::{train_in_process, DistributedStep, Event};
+use tessera::train::{self, checkpoint, data::ByteCorpus, OptimizerKind, StepReport, TrainConfig, Trainer};
+use tessera_ir::sharding::Mesh;
 use tessera_runtime::step::StepExecutor;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -58,6 +64,10 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Partition the step over a device mesh (`dp=2,tp=2`, axes dp, tp, pp) and run every rank
+    /// on a thread of this process.
+    #[arg(long)]
+    pub mesh: Option<String>,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -85,6 +95,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         seed: args.seed,
         micro_batches: args.micro_batches,
     };
+    if let Some(mesh) = &args.mesh {
+        let mesh = Mesh::parse(mesh).map_err(|e| anyhow::anyhow!("--mesh: {e}"))?;
+        return run_on_mesh(&args, model, config, corpus, mesh);
+    }
     let mut trainer = Trainer::on_interpreter(model, config, corpus)?;
     if let Some(dir) = &args.resume {
         let latest = checkpoint::latest(dir)?;
@@ -107,23 +121,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     while trainer.state.step < args.steps {
         let report = trainer.train_step()?;
-        match args.format {
-            Format::Json => {
-                let line = serde_json::json!({
-                    "step": report.step,
-                    "loss": report.loss,
-                    "step_time_s": report.step_time_s,
-                    "tokens_per_s": report.tokens_per_s,
-                });
-                writeln!(out, "{line}")?;
-            }
-            Format::Text => writeln!(
-                out,
-                "step {:>6}  loss {:.4}  {:.3} s  {:.0} tokens/s",
-                report.step, report.loss, report.step_time_s, report.tokens_per_s
-            )?,
-        }
-        out.flush()?;
+        print_report(&mut out, args.format, &report)?;
         if let (Some(dir), Some(every)) = (&args.checkpoint_dir, args.checkpoint_every) {
             if report.step % every == 0 || report.step == args.steps {
                 let saved = checkpoint::save(dir, &trainer.checkpoint())?;
@@ -133,5 +131,91 @@ pub fn run(args: TrainArgs) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn print_report(out: &mut impl Write, format: Format, report: &StepReport) -> Result<()> {
+    match format {
+        Format::Json => {
+            let line = serde_json::json!({
+                "step": report.step,
+                "loss": report.loss,
+                "step_time_s": report.step_time_s,
+                "tokens_per_s": report.tokens_per_s,
+            });
+            writeln!(out, "{line}")?;
+        }
+        Format::Text => writeln!(
+            out,
+            "step {:>6}  loss {:.4}  {:.3} s  {:.0} tokens/s",
+            report.step, report.loss, report.step_time_s, report.tokens_per_s
+        )?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `--mesh`: every rank on a thread of this process; rank 0's reports; checkpoints of the
+/// gathered global state (so they resume on any mesh, or on one process).
+fn run_on_mesh(
+    args: &TrainArgs,
+    model: train::TrainModel,
+    config: TrainConfig,
+    corpus: ByteCorpus,
+    mesh: Mesh,
+) -> Result<()> {
+    let shared = Arc::new(DistributedStep::new(model, config, mesh)?);
+    let resume = match &args.resume {
+        Some(dir) => {
+            let latest = checkpoint::latest(dir)?;
+            let ckpt = checkpoint::load(&latest)?;
+            let state = train::state_from_checkpoint(&shared.step, &shared.config, ckpt)
+                .with_context(|| format!("{}: cannot resume", latest.display()))?;
+            Some(state)
+        }
+        None => None,
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.format == Format::Text {
+        let m = &shared.model;
+        writeln!(
+            out,
+            "training {} ({} parameters) on {} ranks ({}, threads of one process): {} tokens per step, {} optimizer, from step {}",
+            args.model,
+            train::parameter_count(&m.forward),
+            shared.mesh().num_devices(),
+            shared.mesh(),
+            m.batch * m.seq * shared.config.micro_batches,
+            shared.config.optimizer.name(),
+            resume.as_ref().map_or(0, |s| s.step)
+        )?;
+    }
+    let gather_every = match (&args.checkpoint_dir, args.checkpoint_every) {
+        (Some(_), Some(every)) => Some(every),
+        _ => None,
+    };
+    let step = shared.step.clone();
+    let config = shared.config.clone();
+    let timeout = Duration::from_secs(120);
+    // The stdout lock is not `Send`; the events come from rank 0's thread.
+    drop(out);
+    train_in_process(shared, &corpus, resume.as_ref(), args.steps, gather_every, timeout, |event| {
+        let mut out = std::io::stdout().lock();
+        match event {
+            Event::Step(report) => print_report(&mut out, args.format, report)?,
+            Event::State(state) => {
+                if let (Some(dir), Some(every)) = (&args.checkpoint_dir, args.checkpoint_every) {
+                    if state.step % every == 0 || state.step == args.steps {
+                        let saved = checkpoint::save(dir, &train::checkpoint_of(&step, &config, state))?;
+                        if args.format == Format::Text {
+                            writeln!(out, "checkpoint {}", saved.display())?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
     Ok(())
 }
