@@ -273,3 +273,25 @@ fn train_on_a_mesh_from_the_command_line() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("does not divide"), "{}", out.stderr);
 }
+
+/// `tessera opt` partitions a training step given as text: the training roles are read off its
+/// update ops (state split like its parameter, updated tensors leaving in their input's
+/// sharding, the loss on every rank). The MLP's step on tp=2, as a snapshot.
+#[test]
+fn opt_partitions_a_training_step_given_as_text() {
+    use tessera_passes::train_step::{self, Optimizer, TrainStepConfig};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mlp = tessera_frontend::load::load_model(Path::new(&crate::support::example("mlp.mlir"))).expect("mlp");
+    let mlp = mlp.bind_dims(&[("batch".to_string(), 4)].into_iter().collect());
+    let sgd = tessera_ir::ops::optim::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0 };
+    let cfg =
+        TrainStepConfig { optimizer: Optimizer::Sgd(sgd), micro_batches: 1, master: tessera_ir::dtype::DType::F32 };
+    let step = train_step::build(&mlp, &cfg).expect("step");
+    let path = dir.path().join("mlp_step.mlir");
+    std::fs::write(&path, tessera_ir::mlir::print_graph(&step.graph)).expect("write");
+    let args = ["opt", "--pipeline", "shard{mesh=tp=2}", "--check-mlir", path.to_str().expect("utf-8")];
+    let out = crate::support::tessera(dir.path(), &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("// input %w1.velocity: [{}, {tp}]"), "{}", out.stdout);
+    insta::assert_snapshot!(out.stdout);
+}
