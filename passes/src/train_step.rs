@@ -186,6 +186,7 @@ pub fn build(forward: &Graph, cfg: &TrainStepConfig) -> Result<TrainStep, TrainS
             }
         }
         losses.push(g.add(Op::CrossEntropy, &[map[logits_out], targets])?);
+        groups.resize(g.num_nodes(), Some(loss_group));
         micro.push(MicroBatchInputs { activations, targets: targets_name });
     }
     let mut loss = losses[0];
@@ -300,6 +301,31 @@ mod tests {
         assert_eq!(casts_of(false, DType::F32), 2);
         assert_eq!(g.nodes().filter(|(_, n)| matches!(n.op, Op::CrossEntropy)).count(), 2);
         assert_eq!(g.nodes().filter(|(_, n)| matches!(n.op, Op::AdamW(_))).count(), 2);
+    }
+
+    #[test]
+    fn node_groups_follow_the_forward_layer() {
+        let cfg =
+            TrainStepConfig { optimizer: Optimizer::AdamW(AdamW::default()), micro_batches: 2, master: DType::F32 };
+        let forward = linear_bf16();
+        let step = build(&forward, &cfg).expect("step");
+        let g = &step.graph;
+        assert_eq!(step.node_groups.len(), g.num_nodes());
+        let group_of = |pred: &dyn Fn(&Op) -> bool| -> Vec<Option<usize>> {
+            g.nodes().filter(|(_, n)| pred(&n.op)).map(|(id, _)| step.node_groups[id.index()]).collect()
+        };
+        // Forward node 0 is the matmul, node 1 the add; the loss comes after both.
+        let loss = Some(forward.num_nodes());
+        assert_eq!(group_of(&|op| matches!(op, Op::CrossEntropy)), [loss, loss]);
+        // The matmuls: two forward copies (group 0) and the weight-gradient matmul of each (x
+        // is an input, so it gets none).
+        assert_eq!(group_of(&|op| matches!(op, Op::MatMul)), [Some(0); 4]);
+        // w's update goes with the matmul, b's with the add.
+        assert_eq!(group_of(&|op| matches!(op, Op::AdamW(_))), [Some(0), Some(1)]);
+        // Only constants (the loss seed, scale literals) have no group.
+        for (id, n) in g.nodes() {
+            assert!(step.node_groups[id.index()].is_some() || n.inputs.is_empty(), "{:?}", n.op);
+        }
     }
 
     #[test]

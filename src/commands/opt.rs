@@ -89,7 +89,7 @@ pub fn run(args: OptArgs) -> Result<()> {
     }
     let out = match (after, shard_at) {
         (Some(after), Some(i)) => {
-            let shard_config = shard::config_from_options(&pipeline.passes[i].options)?;
+            let shard_config = shard::config_from_options(&pipeline.passes[i].options)?.with_training_roles_of(&graph);
             let mut module = shard::partition(&graph, &shard_config)
                 .with_context(|| format!("{}: pass 'shard'", args.input.display()))?;
             for stage in &mut module.stages {

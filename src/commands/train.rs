@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tessera::fault;
-use tessera::train::distributed::{train_in_process, DistributedStep, DistributedTrainer};
+use tessera::train::distributed::{train_in_process, DistributedStep, DistributedTrainer, Event};
 use tessera::train::{self, checkpoint, data::ByteCorpus, OptimizerKind, StepReport, TrainConfig, Trainer};
 use tessera_ir::sharding::Mesh;
 use tessera_runtime::mpi::{launched_world_size, MpiCommunicator};
@@ -143,7 +143,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         (Some(world), None) => {
             bail!("launched as {world} MPI ranks: give --mesh with {world} devices (e.g. --mesh dp={world})")
         }
-        (None, Some(mesh)) => run_threads(&args, parse_mesh(mesh)?),
+        (None, Some(mesh)) => {
+            let mesh = parse_mesh(mesh)?;
+            let model = train::load_model(&args.model, args.batch, args.seq)?;
+            let corpus = ByteCorpus::read(&args.data)?;
+            run_on_mesh(&args, model, train_config(&args), corpus, mesh)
+        }
         (None, None) => run_single(&args),
     }
 }
@@ -184,60 +189,66 @@ fn run_single(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Every rank a thread of this process; checkpoints are written whole (by this process) from
-/// the gathered state.
-fn run_threads(args: &TrainArgs, mesh: Mesh) -> Result<()> {
-    let model = train::load_model(&args.model, args.batch, args.seq)?;
-    let corpus = ByteCorpus::read(&args.data)?;
-    let config = train_config(args);
-    let shared = Arc::new(DistributedStep::new(model, config.clone(), mesh.clone())?);
-    let mut state = match &args.resume {
+/// `--mesh`: every rank on a thread of this process; rank 0's reports; checkpoints of the
+/// gathered global state (so they resume on any mesh, or on one process).
+fn run_on_mesh(
+    args: &TrainArgs,
+    model: train::TrainModel,
+    config: TrainConfig,
+    corpus: ByteCorpus,
+    mesh: Mesh,
+) -> Result<()> {
+    let shared = Arc::new(DistributedStep::new(model, config, mesh)?);
+    let resume = match &args.resume {
         Some(dir) => {
             let latest = checkpoint::latest(dir)?;
             let ckpt = checkpoint::load(&latest)?;
-            Some(
-                checkpoint::into_state(ckpt, &shared.step, &config)
-                    .with_context(|| format!("{}: cannot resume", latest.display()))?,
-            )
+            let state = train::state_from_checkpoint(&shared.step, &shared.config, ckpt)
+                .with_context(|| format!("{}: cannot resume", latest.display()))?;
+            Some(state)
         }
         None => None,
     };
-    // Not locked: rank 0's thread prints through it.
-    let mut out = std::io::stdout();
-    let start = state.as_ref().map_or(0, |s| s.step);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
     if args.format == Format::Text {
+        let m = &shared.model;
         writeln!(
             out,
-            "training {} ({} parameters) on mesh {mesh} ({} ranks, one thread each): {} tokens per step, {} optimizer, from step {start}",
+            "training {} ({} parameters) on {} ranks ({}, threads of one process): {} tokens per step, {} optimizer, from step {}",
             args.model,
-            train::parameter_count(&shared.model.forward),
-            mesh.num_devices(),
-            shared.model.batch * shared.model.seq * config.micro_batches,
-            config.optimizer.name(),
+            train::parameter_count(&m.forward),
+            shared.mesh().num_devices(),
+            shared.mesh(),
+            m.batch * m.seq * shared.config.micro_batches,
+            shared.config.optimizer.name(),
+            resume.as_ref().map_or(0, |s| s.step)
         )?;
     }
+    let gather_every = match (&args.checkpoint_dir, args.checkpoint_every) {
+        (Some(_), Some(every)) => Some(every),
+        _ => None,
+    };
+    let step = shared.step.clone();
+    let config = shared.config.clone();
     let timeout = Duration::from_secs_f64(args.comm_timeout);
-    let mut done = start;
-    while done < args.steps {
-        // Run up to the next checkpoint (or the end), then save the gathered state.
-        let until = match args.checkpoint_every {
-            Some(every) => ((done / every + 1) * every).min(args.steps),
-            None => args.steps,
-        };
-        let reached = train_in_process(Arc::clone(&shared), &corpus, state.as_ref(), until, timeout, |r| {
-            print_report(&mut out, args.format, r)
-        })?;
-        done = reached.step;
-        if let (Some(dir), true) = (&args.checkpoint_dir, checkpoint_due(args, done)) {
-            let mut ckpt = checkpoint::from_state(&shared.step, &config, &reached);
-            ckpt.model = args.model.clone();
-            let saved = checkpoint::save(dir, &ckpt)?;
-            if args.format == Format::Text {
-                writeln!(out, "checkpoint {}", saved.display())?;
+    // The stdout lock is not `Send`; the events come from rank 0's thread.
+    drop(out);
+    train_in_process(shared, &corpus, resume.as_ref(), args.steps, gather_every, timeout, |event| {
+        let mut out = std::io::stdout().lock();
+        match event {
+            Event::Step(report) => print_report(&mut out, args.format, report)?,
+            Event::State(state) => {
+                if let (Some(dir), true) = (&args.checkpoint_dir, checkpoint_due(args, state.step)) {
+                    let saved = checkpoint::save(dir, &train::checkpoint_of(&step, &config, state))?;
+                    if args.format == Format::Text {
+                        writeln!(out, "checkpoint {}", saved.display())?;
+                    }
+                }
             }
         }
-        state = Some(reached);
-    }
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -269,7 +280,7 @@ fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<MpiCommunicator>, fault: 
         // Every rank reads the whole checkpoint (of any mesh) and cuts its own blocks.
         let latest = checkpoint::latest(dir)?;
         let ckpt = checkpoint::load(&latest)?;
-        let state = checkpoint::into_state(ckpt, &trainer.shared.step, &trainer.shared.config)
+        let state = train::state_from_checkpoint(&trainer.shared.step, &trainer.shared.config, ckpt)
             .with_context(|| format!("{}: cannot resume", latest.display()))?;
         trainer.restore_global(&state)?;
     }

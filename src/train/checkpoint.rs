@@ -19,8 +19,7 @@
 //! checkpoint or none, and [`latest`] only ever sees complete ones.
 
 use super::distributed::{DistributedTrainer, RankShard};
-use super::{SplitMix64State, TrainConfig, TrainState};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::fs::File;
@@ -29,7 +28,6 @@ use std::path::{Path, PathBuf};
 use tessera_ir::dtype::DType;
 use tessera_ir::ops::collective::Reduction;
 use tessera_ir::tensor::Tensor;
-use tessera_passes::train_step::{StateSlot, TrainStep};
 use tessera_runtime::npy;
 use tessera_runtime::spmd::Communicator;
 
@@ -252,62 +250,6 @@ pub fn save_sharded(dir: &Path, meta: &Meta, blocks: &[Block], comm: &dyn Commun
     }
     barrier(comm)?;
     Ok(final_dir)
-}
-
-/// The checkpoint of `state`, a run of `step` under `config` (tensors named by their slots).
-pub fn from_state(step: &TrainStep, config: &TrainConfig, state: &TrainState) -> Checkpoint {
-    let named =
-        |slots: &[StateSlot], ts: &[Tensor]| slots.iter().zip(ts).map(|(s, t)| (s.name.clone(), t.clone())).collect();
-    Checkpoint {
-        step: state.step,
-        data_position: state.data_position,
-        rng_state: state.rng.0,
-        model: config.model.clone(),
-        optimizer: config.optimizer.name().to_string(),
-        params: named(&step.params, &state.params),
-        optimizer_state: named(&step.state, &state.optimizer_state),
-    }
-}
-
-/// The state `ckpt` holds for a run of `step` under `config`: every slot's tensor, by name, in
-/// slot order (cast to the slot's dtype, which npy files may store wider).
-pub fn into_state(ckpt: Checkpoint, step: &TrainStep, config: &TrainConfig) -> Result<TrainState> {
-    if ckpt.optimizer != config.optimizer.name() {
-        bail!("the checkpoint was written with optimizer {}, not {}", ckpt.optimizer, config.optimizer.name());
-    }
-    let take = |slots: &[StateSlot], mut given: Vec<(String, Tensor)>, what: &str| -> Result<Vec<Tensor>> {
-        ensure!(
-            given.len() == slots.len(),
-            "the checkpoint has {} {what} tensors, the model {}",
-            given.len(),
-            slots.len()
-        );
-        slots
-            .iter()
-            .map(|slot| {
-                let i = given
-                    .iter()
-                    .position(|(n, _)| *n == slot.name)
-                    .with_context(|| format!("the checkpoint lacks {what} tensor '{}'", slot.name))?;
-                let t = given.swap_remove(i).1.cast(slot.ty.dtype);
-                ensure!(
-                    t.tensor_type() == slot.ty,
-                    "checkpoint tensor '{}' is {}, the model needs {}",
-                    slot.name,
-                    t.tensor_type(),
-                    slot.ty
-                );
-                Ok(t)
-            })
-            .collect()
-    };
-    Ok(TrainState {
-        params: take(&step.params, ckpt.params, "parameter")?,
-        optimizer_state: take(&step.state, ckpt.optimizer_state, "optimizer")?,
-        step: ckpt.step,
-        data_position: ckpt.data_position,
-        rng: SplitMix64State(ckpt.rng_state),
-    })
 }
 
 /// The blocks rank `trainer.rank()` writes into a sharded checkpoint: of each tensor it holds,

@@ -351,20 +351,32 @@ pub fn assemble(mesh: &Mesh, sharding: &Sharding, ty: &TensorType, blocks: &[(us
     Ok(Tensor::from_f64(ty.dtype, shape, values))
 }
 
-/// Runs `steps` steps of a fresh (or `resume`d) run on every rank of `mesh`, each rank a thread
-/// of this process talking through a [`LocalCommunicator`], and calls `report` with rank 0's
-/// reports as they come. Returns the global state at the end (gathered).
+/// What an in-process run tells its caller, from rank 0.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A step finished.
+    Step(&'a StepReport),
+    /// The global state after a step (every `gather_every` steps and after the last).
+    State(&'a TrainState),
+}
+
+/// Runs a fresh (or `resume`d) run until `steps` steps are done on every rank of the shared
+/// step's mesh, each rank a thread of this process talking through a [`LocalCommunicator`]
+/// (whose receives give up after `timeout`). `on_event` sees rank 0's step reports and, every
+/// `gather_every` steps and after the last, the gathered global state (for checkpoints).
+/// Returns the global state at the end.
 pub fn train_in_process(
     shared: Arc<DistributedStep>,
     corpus: &ByteCorpus,
     resume: Option<&TrainState>,
     steps: u64,
+    gather_every: Option<u64>,
     timeout: Duration,
-    mut report: impl FnMut(&StepReport) -> Result<()> + Send,
+    mut on_event: impl FnMut(Event<'_>) -> Result<()> + Send,
 ) -> Result<TrainState> {
     let devices = shared.mesh().num_devices();
     let comms = LocalCommunicator::world(devices, timeout);
-    let report = std::sync::Mutex::new(&mut report);
+    let on_event = std::sync::Mutex::new(&mut on_event);
     let results: Vec<Result<TrainState>> = std::thread::scope(|scope| {
         let handles: Vec<_> = comms
             .iter()
@@ -372,21 +384,37 @@ pub fn train_in_process(
             .map(|(rank, comm)| {
                 let shared = Arc::clone(&shared);
                 let comm: Arc<dyn Communicator> = Arc::new(comm.clone());
-                let report = &report;
+                let on_event = &on_event;
                 scope.spawn(move || -> Result<TrainState> {
-                    let mut trainer = DistributedTrainer::from_shared(shared, corpus.clone(), rank, comm.clone())
-                        .inspect_err(|e| comm.abort(&format!("{e:#}")))?;
-                    if let Some(state) = resume {
-                        trainer.restore_global(state).inspect_err(|e| comm.abort(&format!("{e:#}")))?;
-                    }
-                    while trainer.local_state().step < steps {
-                        let r = trainer.train_step()?;
-                        if rank == 0 {
-                            let mut f = report.lock().map_err(|_| anyhow::anyhow!("a reporter panicked"))?;
-                            (*f)(&r).inspect_err(|e| comm.abort(&format!("{e:#}")))?;
+                    let run = || -> Result<TrainState> {
+                        let mut trainer = DistributedTrainer::from_shared(shared, corpus.clone(), rank, comm.clone())?;
+                        if let Some(state) = resume {
+                            trainer.restore_global(state)?;
                         }
-                    }
-                    trainer.gather_state()
+                        let tell = |event: Event<'_>| -> Result<()> {
+                            if rank != 0 {
+                                return Ok(());
+                            }
+                            let mut f = on_event.lock().map_err(|_| anyhow::anyhow!("an event handler panicked"))?;
+                            (*f)(event)
+                        };
+                        let mut last = None;
+                        while trainer.local_state().step < steps {
+                            let report = trainer.train_step()?;
+                            tell(Event::Step(&report))?;
+                            let due = gather_every.is_some_and(|k| k > 0 && report.step % k == 0);
+                            if due || report.step == steps {
+                                let state = trainer.gather_state()?;
+                                tell(Event::State(&state))?;
+                                last = Some(state);
+                            }
+                        }
+                        match last {
+                            Some(state) => Ok(state),
+                            None => trainer.gather_state(),
+                        }
+                    };
+                    run().inspect_err(|e| comm.abort(&format!("{e:#}")))
                 })
             })
             .collect();

@@ -326,14 +326,75 @@ impl<E: StepExecutor> Trainer<E> {
 
     /// The state as a checkpoint.
     pub fn checkpoint(&self) -> checkpoint::Checkpoint {
-        checkpoint::from_state(&self.step, &self.config, &self.state)
+        checkpoint_of(&self.step, &self.config, &self.state)
     }
 
     /// Continues from `ckpt`, which must hold exactly this step's tensors.
     pub fn restore(&mut self, ckpt: checkpoint::Checkpoint) -> Result<()> {
-        self.state = checkpoint::into_state(ckpt, &self.step, &self.config)?;
+        self.state = state_from_checkpoint(&self.step, &self.config, ckpt)?;
         Ok(())
     }
+}
+
+/// `state` of a run of `step` under `config` as a checkpoint.
+pub fn checkpoint_of(step: &TrainStep, config: &TrainConfig, state: &TrainState) -> checkpoint::Checkpoint {
+    let named = |slots: &[train_step::StateSlot], ts: &[Tensor]| {
+        slots.iter().zip(ts).map(|(s, t)| (s.name.clone(), t.clone())).collect()
+    };
+    checkpoint::Checkpoint {
+        step: state.step,
+        data_position: state.data_position,
+        rng_state: state.rng.0,
+        model: config.model.clone(),
+        optimizer: config.optimizer.name().to_string(),
+        params: named(&step.params, &state.params),
+        optimizer_state: named(&step.state, &state.optimizer_state),
+    }
+}
+
+/// The state `ckpt` holds, which must be exactly the tensors of `step` under `config`.
+pub fn state_from_checkpoint(
+    step: &TrainStep,
+    config: &TrainConfig,
+    ckpt: checkpoint::Checkpoint,
+) -> Result<TrainState> {
+    if ckpt.optimizer != config.optimizer.name() {
+        bail!("the checkpoint was written with optimizer {}, not {}", ckpt.optimizer, config.optimizer.name());
+    }
+    let take = |slots: &[train_step::StateSlot], mut given: Vec<(String, Tensor)>, what: &str| -> Result<Vec<Tensor>> {
+        ensure!(
+            given.len() == slots.len(),
+            "the checkpoint has {} {what} tensors, the model {}",
+            given.len(),
+            slots.len()
+        );
+        slots
+            .iter()
+            .map(|slot| {
+                let i = given
+                    .iter()
+                    .position(|(n, _)| *n == slot.name)
+                    .with_context(|| format!("the checkpoint lacks {what} tensor '{}'", slot.name))?;
+                let (_, t) = given.swap_remove(i);
+                let t = t.cast(slot.ty.dtype);
+                ensure!(
+                    t.tensor_type() == slot.ty,
+                    "checkpoint tensor '{}' is {}, the model needs {}",
+                    slot.name,
+                    t.tensor_type(),
+                    slot.ty
+                );
+                Ok(t)
+            })
+            .collect()
+    };
+    Ok(TrainState {
+        params: take(&step.params, ckpt.params, "parameter")?,
+        optimizer_state: take(&step.state, ckpt.optimizer_state, "optimizer")?,
+        step: ckpt.step,
+        data_position: ckpt.data_position,
+        rng: SplitMix64State(ckpt.rng_state),
+    })
 }
 
 /// Parameters of a forward graph (for reports).

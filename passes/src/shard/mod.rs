@@ -82,6 +82,37 @@ impl ShardConfig {
         }
     }
 
+    /// The training roles read off a step graph itself (for a graph given as text, e.g. to
+    /// `tessera opt`): every `sgd`/`adamw` makes its state operands state inputs and ties each
+    /// of its results that is a graph output to the operand it updates; the loss then goes to
+    /// every stage. Stages stay a cut of program order (no layer groups in text).
+    pub fn with_training_roles_of(mut self, g: &Graph) -> ShardConfig {
+        use tessera_ir::ops::Op;
+        for (_, n) in g.nodes() {
+            let states = match n.op {
+                Op::Sgd(_) => 1,
+                Op::AdamW(_) => 2,
+                _ => continue,
+            };
+            // Result 0 updates operand 0 (the parameter), result j >= 1 operand j + 1 (state).
+            let updated = |j: usize| if j == 0 { n.inputs.first() } else { n.inputs.get(j + 1) };
+            for &s in n.inputs.iter().skip(2).take(states) {
+                if g.producer(s).is_none() {
+                    self.state_inputs.push(g.value(s).name.clone());
+                }
+            }
+            for (j, out) in n.outputs.iter().enumerate() {
+                if let (true, Some(&input)) = (g.outputs().contains(out), updated(j)) {
+                    if g.producer(input).is_none() {
+                        self.output_ties.push((g.value(*out).name.clone(), g.value(input).name.clone()));
+                    }
+                }
+            }
+        }
+        self.outputs_on_every_stage |= !self.output_ties.is_empty();
+        self
+    }
+
     /// The configuration for a training step graph: optimizer state like parameters, updated
     /// parameters and state tied to their inputs, the loss on every stage, and pipeline stages
     /// cut between layers.
@@ -338,7 +369,7 @@ pub fn config_from_options(options: &PassOptions) -> Result<ShardConfig, PassErr
 /// pipeline stage; inside a plain pipeline it therefore checks that the graph partitions and
 /// leaves it unchanged. `tessera opt` runs it as the partitioning step and prints the programs.
 pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError> {
-    let config = config_from_options(options)?;
+    let config = config_from_options(options)?.with_training_roles_of(g);
     let module = partition(g, &config).map_err(|e| PassError::Failed { pass: PASS, message: e.to_string() })?;
     let mut stats = PassStats::default();
     stats.counters.insert("stages", module.stages.len());
