@@ -141,20 +141,9 @@ impl MpiCommunicator {
         self.timeout
     }
 
-    /// Waits at every rank of the world until all arrive (bounded by the timeout).
-    pub fn barrier(&self) -> Result<(), CommError> {
-        let mut request = {
-            let state = lock(&self.state);
-            let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
-            // SAFETY: the request is written by MPI and polled to completion below.
-            unsafe { ffi::MPI_Ibarrier(state.world.as_raw(), &mut request) };
-            request
-        };
-        self.wait(&mut request, (0..self.size).find(|&r| r != self.rank).unwrap_or(0))
-    }
-
     /// Polls `request` until it completes or the deadline passes. On a timeout the request stays
-    /// pending, so the caller must leak (not free) the buffers it uses.
+    /// pending, so the caller must leak (not free) the buffers it uses. The error names `peer`
+    /// (the first other member): MPI does not say which member is late.
     fn wait(&self, request: &mut ffi::MPI_Request, peer: usize) -> Result<(), CommError> {
         let done = poll_until(self.timeout, || {
             let _state = lock(&self.state);
