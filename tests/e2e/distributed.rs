@@ -295,3 +295,12 @@ fn opt_partitions_a_training_step_given_as_text() {
     assert!(out.stdout.contains("// input %w1.velocity: [{}, {tp}]"), "{}", out.stdout);
     insta::assert_snapshot!(out.stdout);
 }
+
+/// Llama's ops (RMSNorm, rotary embeddings, SwiGLU, grouped-query attention, an untied head)
+/// train the same on a mesh too.
+#[test]
+fn llama_on_dp2_tp2_and_pp2() {
+    let llama = "llama:layers=2,hidden=32,heads=4,kv_heads=2,seq=8,vocab=256,dtype=fp64";
+    check(llama, 2, &config(llama, OptimizerKind::AdamW, 1), "dp=2,tp=2");
+    check(llama, 2, &config(llama, OptimizerKind::Sgd, 2), "pp=2");
+}
