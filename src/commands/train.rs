@@ -274,16 +274,20 @@ fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<MpiCommunicator>, fault: 
     let rank = comm.rank();
     let model = train::load_model(&args.model, args.batch, args.seq)?;
     let corpus = ByteCorpus::read(&args.data)?;
+    let shared = Arc::new(DistributedStep::new(model, train_config(args), mesh.clone())?);
+    let state = match &args.resume {
+        // Every rank reads the whole checkpoint (of any mesh) and keeps its own blocks.
+        Some(dir) => {
+            let latest = checkpoint::latest(dir)?;
+            let ckpt = checkpoint::load(&latest)?;
+            train::state_from_checkpoint(&shared.step, &shared.config, ckpt)
+                .with_context(|| format!("{}: cannot resume", latest.display()))?
+        }
+        None => train::init_state(&shared.step, shared.config.seed),
+    };
     let dyn_comm: Arc<dyn Communicator> = comm.clone();
-    let mut trainer = DistributedTrainer::new(model, train_config(args), corpus, mesh.clone(), rank, dyn_comm)?;
-    if let Some(dir) = &args.resume {
-        // Every rank reads the whole checkpoint (of any mesh) and cuts its own blocks.
-        let latest = checkpoint::latest(dir)?;
-        let ckpt = checkpoint::load(&latest)?;
-        let state = train::state_from_checkpoint(&trainer.shared.step, &trainer.shared.config, ckpt)
-            .with_context(|| format!("{}: cannot resume", latest.display()))?;
-        trainer.restore_global(&state)?;
-    }
+    let mut trainer = DistributedTrainer::from_state(shared, corpus, rank, dyn_comm, &state)?;
+    drop(state);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if rank == 0 && args.format == Format::Text {

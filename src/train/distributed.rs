@@ -131,6 +131,19 @@ impl DistributedTrainer {
         rank: usize,
         comm: Arc<dyn Communicator>,
     ) -> Result<DistributedTrainer> {
+        let initial = init_state(&shared.step, shared.config.seed);
+        DistributedTrainer::from_state(shared, corpus, rank, comm, &initial)
+    }
+
+    /// Rank `rank` of a run continuing from the global `state` (a fresh run's initial state, or
+    /// a checkpoint's from any mesh): only this rank's blocks are kept.
+    pub fn from_state(
+        shared: Arc<DistributedStep>,
+        corpus: ByteCorpus,
+        rank: usize,
+        comm: Arc<dyn Communicator>,
+        state: &TrainState,
+    ) -> Result<DistributedTrainer> {
         let devices = shared.mesh().num_devices();
         ensure!(
             comm.size() == devices && comm.rank() == rank,
@@ -139,16 +152,15 @@ impl DistributedTrainer {
             comm.size(),
             shared.mesh()
         );
-        let initial = init_state(&shared.step, shared.config.seed);
         let mut trainer = DistributedTrainer {
             shared,
             rank,
             comm,
             corpus,
             shards: Vec::new(),
-            progress: Progress { step: 0, data_position: 0, rng: initial.rng },
+            progress: Progress { step: 0, data_position: 0, rng: state.rng },
         };
-        trainer.restore_global(&initial)?;
+        trainer.restore_global(state)?;
         Ok(trainer)
     }
 
@@ -376,6 +388,15 @@ pub fn train_in_process(
 ) -> Result<TrainState> {
     let devices = shared.mesh().num_devices();
     let comms = LocalCommunicator::world(devices, timeout);
+    // One global initial state for every rank (each keeps only its blocks of it).
+    let fresh;
+    let start = match resume {
+        Some(state) => state,
+        None => {
+            fresh = init_state(&shared.step, shared.config.seed);
+            &fresh
+        }
+    };
     let on_event = std::sync::Mutex::new(&mut on_event);
     let results: Vec<Result<TrainState>> = std::thread::scope(|scope| {
         let handles: Vec<_> = comms
@@ -387,10 +408,8 @@ pub fn train_in_process(
                 let on_event = &on_event;
                 scope.spawn(move || -> Result<TrainState> {
                     let run = || -> Result<TrainState> {
-                        let mut trainer = DistributedTrainer::from_shared(shared, corpus.clone(), rank, comm.clone())?;
-                        if let Some(state) = resume {
-                            trainer.restore_global(state)?;
-                        }
+                        let mut trainer =
+                            DistributedTrainer::from_state(shared, corpus.clone(), rank, comm.clone(), start)?;
                         let tell = |event: Event<'_>| -> Result<()> {
                             if rank != 0 {
                                 return Ok(());

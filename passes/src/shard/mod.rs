@@ -256,7 +256,9 @@ pub fn partition(g: &Graph, config: &ShardConfig) -> Result<ShardedModule, Shard
     }
     let times = stages::node_times(g, &computed);
     let stage_of_node = match &config.node_groups {
-        Some(groups) if n_stages > 1 => stages::by_groups(g, &computed, &times, groups, n_stages)?,
+        Some(groups) if n_stages > 1 => {
+            stages::by_groups(g, &computed, &times, groups, n_stages, &config.pipeline_axis)?
+        }
         _ => stages::balance(&times, n_stages),
     };
     // Every stage's program is built at once, visiting the computed nodes in program order: a

@@ -88,6 +88,7 @@ pub fn by_groups(
     times: &[f64],
     groups: &[Option<usize>],
     stages: usize,
+    axis: &str,
 ) -> Result<Vec<usize>, ShardError> {
     if groups.len() != g.num_nodes() {
         return Err(ShardError::Internal {
@@ -102,7 +103,7 @@ pub fn by_groups(
         }
     }
     if group_time.len() < stages {
-        return Err(ShardError::TooManyStages { axis: "pp".into(), stages, nodes: group_time.len() });
+        return Err(ShardError::TooManyStages { axis: axis.to_string(), stages, nodes: group_time.len() });
     }
     let order: Vec<usize> = group_time.keys().copied().collect();
     let stage_of_group: HashMap<usize, usize> =
