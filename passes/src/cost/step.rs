@@ -209,7 +209,7 @@ fn run_counts(runs: &[(usize, u64)], start: u64, end: u64) -> Vec<(usize, u64)> 
 }
 
 /// Checks the shape rules every estimate relies on.
-fn check(job: &Job, par: &Parallelism, layers: u64) -> Result<(), CostError> {
+fn check(job: &Job, par: &Parallelism, layers: u64, stage_programs: bool) -> Result<(), CostError> {
     let bad = |m: String| Err(CostError::Invalid(m));
     let knobs = [par.dp, par.tp, par.pp, par.ep, par.micro_batch, par.interleave];
     if knobs.contains(&0) {
@@ -222,7 +222,10 @@ fn check(job: &Job, par: &Parallelism, layers: u64) -> Result<(), CostError> {
             par.dp * par.micro_batch
         ));
     }
-    if par.pp * par.interleave > layers {
+    if stage_programs && par.interleave > 1 {
+        return bad("interleaving needs a model of repeated layers".into());
+    }
+    if !stage_programs && par.pp * par.interleave > layers {
         return bad(format!("pp * interleave = {} exceeds the {layers} layers", par.pp * par.interleave));
     }
     if par.dp % par.ep != 0 {
@@ -244,7 +247,14 @@ pub fn estimate(
     let workload = cache.workload();
     let runs = workload.layer_runs();
     let layers = workload.layers();
-    check(job, par, layers)?;
+    let programs = workload.stage_programs(par.pp);
+    check(job, par, layers, programs.is_some())?;
+    if let Some(kinds) = &programs {
+        if kinds.len() as u64 != par.pp {
+            return Err(CostError::Malformed(format!("{} stage programs for pp={}", kinds.len(), par.pp)));
+        }
+        workload.check_pp(par.pp).map_err(|e| CostError::Invalid(e.to_string()))?;
+    }
     let train = job.mode == Mode::Train;
     let (p, v) = (par.pp, par.interleave);
     let m = job.global_batch / (par.dp * par.micro_batch);
@@ -263,7 +273,10 @@ pub fn estimate(
     let mut compositions: Vec<Vec<(usize, u64)>> = Vec::with_capacity(p as usize);
     for s in 0..p {
         let mut counts: Vec<(usize, u64)> = Vec::new();
-        for j in 0..v {
+        if let Some(kinds) = &programs {
+            counts.push((kinds[s as usize], 1));
+        }
+        for j in (0..v).filter(|_| programs.is_none()) {
             let c = s + j * p;
             for (kind, n) in run_counts(&runs, c * layers / chunks, (c + 1) * layers / chunks) {
                 match counts.iter_mut().find(|(k, _)| *k == kind) {
@@ -303,7 +316,6 @@ pub fn estimate(
     let dp_group = Group::new(par.dp, par.tp);
     let edp_group = Group::new(par.dp / par.ep, par.tp * par.ep);
     let pp_peer = Group::new(2, par.tp * par.dp);
-    let all_reduce = |bytes: f64| collective(cluster, CollectiveKind::AllReduce, bytes, tp_group);
     let all_to_all = |bytes: f64| collective(cluster, CollectiveKind::AllToAll, bytes, ep_group);
 
     #[derive(Clone)]
@@ -383,10 +395,20 @@ pub fn estimate(
                     };
                 }
             }
-            for &bytes in &b.tp_comm_bytes {
-                let ar = all_reduce(bytes);
-                c.tp += n * passes * ar.time_s;
-                c.comm.add(&ar, n * passes * m as f64);
+            for &(kind, bytes) in &b.tp_comms {
+                let cost = collective(cluster, kind, bytes, tp_group);
+                c.tp += n * passes * cost.time_s;
+                c.comm.add(&cost, n * passes * m as f64);
+            }
+            if p > 1 && programs.is_some() {
+                // A stage program's own sends forward and, training, the gradients of what it
+                // received sent back: every tensor-parallel rank sends its local block.
+                let back: &[f64] = if train { &b.recvs } else { &[] };
+                for &bytes in b.sends.iter().chain(back) {
+                    let send = collective(cluster, CollectiveKind::SendRecv, bytes, pp_peer);
+                    c.pp += n * send.time_s;
+                    c.comm.add(&send, n * m as f64);
+                }
             }
             for &bytes in &b.ep_comm_bytes {
                 let a2a = all_to_all(bytes);
@@ -415,7 +437,7 @@ pub fn estimate(
                 stream_bytes = stream_bytes.max(b.stream_bytes);
             }
         }
-        if p > 1 {
+        if p > 1 && programs.is_none() {
             // Megatron scatters the activation over the tensor-parallel ranks before sending.
             let transfers = if train { 2.0 * v as f64 } else { 1.0 };
             let bytes = stream_bytes / par.tp as f64;
@@ -559,6 +581,13 @@ pub fn estimate(
                 };
             }
         }
+    }
+    if let Some(whole) = workload.stage_programs(1).and_then(|kinds| kinds.first().copied()) {
+        // Stage programs hold local blocks without regions: the model's FLOPs are the whole
+        // graph's, once per micro-batch (full recomputation runs its forward again).
+        let f = cache.get(BlockKind::Layer(whole), &Shape { tp: 1, ep: 1, ..shape })?.fwd_flops.total();
+        model_fwd = f;
+        recompute_fwd = if par.recompute == Recompute::Full { f } else { 0.0 };
     }
     let replicas = mf * par.dp as f64;
     let passes = if train { 1.0 + BACKWARD_FACTOR } else { 1.0 };
