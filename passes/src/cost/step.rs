@@ -4,7 +4,10 @@
 //! Layout of ranks (Megatron's order): tensor-parallel ranks are consecutive, data-parallel
 //! ranks (with expert-parallel groups inside them) are `tp` apart, pipeline stages `tp * dp`
 //! apart. Layers are cut into `pp * interleave` contiguous chunks, chunk `c` on stage
-//! `c % pp`; the embedding sits on the first stage and the head on the last.
+//! `c % pp`, by the shard pass's exact balancer ([`crate::shard::stages::balance`]) over the
+//! blocks' forward times with the embedding first and the head last (so they sit on the first
+//! and the last stage, and the stages beside them take fewer layers when that lowers the
+//! slowest chunk). A workload cut into stage programs (any graph) runs one program per stage.
 //!
 //! Time of a stage per micro-batch: forward, backward (twice forward per kernel), the
 //! recomputation the policy asks for (full: the layers' forward again, selective: the
@@ -194,20 +197,6 @@ struct Stage {
     blocks: Vec<(Arc<BlockProfile>, f64, bool)>,
 }
 
-/// Which layers (as counts per run) the chunk `[start, end)` holds.
-fn run_counts(runs: &[(usize, u64)], start: u64, end: u64) -> Vec<(usize, u64)> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    for &(kind, n) in runs {
-        let (lo, hi) = (at.max(start), (at + n).min(end));
-        if hi > lo {
-            out.push((kind, hi - lo));
-        }
-        at += n;
-    }
-    out
-}
-
 /// Checks the shape rules every estimate relies on.
 fn check(job: &Job, par: &Parallelism, layers: u64, stage_programs: bool) -> Result<(), CostError> {
     let bad = |m: String| Err(CostError::Invalid(m));
@@ -268,32 +257,46 @@ pub fn estimate(
     // (all but the ends, for evenly split repeated layers) are priced once.
     let embedding = if workload.has_embedding() { Some(cache.get(BlockKind::Embedding, &shape)?) } else { None };
     let head = if workload.has_head() { Some(cache.get(BlockKind::Head, &shape)?) } else { None };
+    let sp_div = if par.sp { par.tp as f64 } else { 1.0 };
     let mut layer_profiles: Vec<Option<Arc<BlockProfile>>> = Vec::new();
-    let chunks = p * v;
-    let mut compositions: Vec<Vec<(usize, u64)>> = Vec::with_capacity(p as usize);
-    for s in 0..p {
-        let mut counts: Vec<(usize, u64)> = Vec::new();
-        if let Some(kinds) = &programs {
-            counts.push((kinds[s as usize], 1));
+    let mut fetch = |kind: usize, cache: &mut ProfileCache| -> Result<(), CostError> {
+        if layer_profiles.len() <= kind {
+            layer_profiles.resize(kind + 1, None);
         }
-        for j in (0..v).filter(|_| programs.is_none()) {
-            let c = s + j * p;
-            for (kind, n) in run_counts(&runs, c * layers / chunks, (c + 1) * layers / chunks) {
-                match counts.iter_mut().find(|(k, _)| *k == kind) {
-                    Some(entry) => entry.1 += n,
-                    None => counts.push((kind, n)),
-                }
+        if layer_profiles[kind].is_none() {
+            layer_profiles[kind] = Some(cache.get(BlockKind::Layer(kind), &shape)?);
+        }
+        Ok(())
+    };
+    let mut compositions: Vec<Vec<(usize, u64)>> = vec![Vec::new(); p as usize];
+    if let Some(kinds) = &programs {
+        for (s, &kind) in kinds.iter().enumerate() {
+            fetch(kind, cache)?;
+            compositions[s].push((kind, 1));
+        }
+    } else {
+        // The layers (with the embedding first and the head last) cut into `p * v` contiguous
+        // chunks by the shard pass's exact balancer over forward times; chunk `c` on stage `c % p`.
+        let mut layer_kinds: Vec<usize> = Vec::with_capacity(layers as usize);
+        for &(kind, n) in &runs {
+            fetch(kind, cache)?;
+            layer_kinds.extend(std::iter::repeat_n(kind, n as usize));
+        }
+        let profiles = &layer_profiles;
+        let weights = || -> Vec<f64> {
+            let time = |b: &BlockProfile| b.fwd_time.with_sequence_split(sp_div);
+            let layers = layer_kinds.iter().filter_map(|&k| profiles[k].as_deref().map(time));
+            embedding.as_deref().map(time).into_iter().chain(layers).chain(head.as_deref().map(time)).collect()
+        };
+        let chunk_of = cache.chunks(&shape, par.sp, p * v, weights);
+        let first = usize::from(embedding.is_some());
+        for (i, &kind) in layer_kinds.iter().enumerate() {
+            let stage = chunk_of.get(first + i).copied().unwrap_or(0) % p as usize;
+            match compositions[stage].iter_mut().find(|(k, _)| *k == kind) {
+                Some(entry) => entry.1 += 1,
+                None => compositions[stage].push((kind, 1)),
             }
         }
-        for &(kind, _) in &counts {
-            if layer_profiles.len() <= kind {
-                layer_profiles.resize(kind + 1, None);
-            }
-            if layer_profiles[kind].is_none() {
-                layer_profiles[kind] = Some(cache.get(BlockKind::Layer(kind), &shape)?);
-            }
-        }
-        compositions.push(counts);
     }
     let stage_of = |s: u64| -> Stage {
         let mut blocks = Vec::new();
@@ -310,7 +313,6 @@ pub fn estimate(
     };
 
     let device = &cluster.device;
-    let sp_div = if par.sp { par.tp as f64 } else { 1.0 };
     let tp_group = Group::new(par.tp, 1);
     let ep_group = Group::new(par.ep, par.tp);
     let dp_group = Group::new(par.dp, par.tp);

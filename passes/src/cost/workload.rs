@@ -106,11 +106,12 @@ pub struct ProfileCache<'w> {
     workload: &'w dyn Workload,
     device: Device,
     profiles: HashMap<(BlockKind, Shape), Arc<BlockProfile>>,
+    splits: HashMap<(Shape, bool, u64), Arc<Vec<usize>>>,
 }
 
 impl<'w> ProfileCache<'w> {
     pub fn new(workload: &'w dyn Workload, device: &Device) -> ProfileCache<'w> {
-        ProfileCache { workload, device: device.clone(), profiles: HashMap::new() }
+        ProfileCache { workload, device: device.clone(), profiles: HashMap::new(), splits: HashMap::new() }
     }
 
     pub fn workload(&self) -> &'w dyn Workload {
@@ -128,6 +129,23 @@ impl<'w> ProfileCache<'w> {
         let p = Arc::new(profile(&graph, &self.device)?);
         self.profiles.insert((block, *shape), p.clone());
         Ok(p)
+    }
+
+    /// The chunk of each item (the embedding, the layers, the head) when a pipeline cuts them
+    /// into `chunks` contiguous runs: [`crate::shard::stages::balance`], the shard pass's exact
+    /// balancer, over `weights()`, computed once per shape, sequence split and chunk count.
+    pub fn chunks(
+        &mut self,
+        shape: &Shape,
+        sequence_parallel: bool,
+        chunks: u64,
+        weights: impl FnOnce() -> Vec<f64>,
+    ) -> Arc<Vec<usize>> {
+        let key = (*shape, sequence_parallel, chunks);
+        self.splits
+            .entry(key)
+            .or_insert_with(|| Arc::new(crate::shard::stages::balance(&weights(), chunks as usize)))
+            .clone()
     }
 
     /// How many distinct block profiles were built.
