@@ -33,6 +33,39 @@ pub fn node_times(g: &Graph, nodes: &[NodeId]) -> Vec<f64> {
         .collect()
 }
 
+/// The smallest `j` in `lo..i` minimizing `max(before[j], sum(j, i))`, with that minimum;
+/// `None` when every cost is infinite. `before` is nondecreasing in `j` (more items never
+/// balance better) and `sum(j, i)` nonincreasing, so the costs fall and then rise: binary
+/// searches find where they cross and the first `j` of the falling side's minimum, in
+/// `O(log n)` instead of a scan (the planner balances hundreds of layers per candidate).
+fn best_cut(before: &[f64], sum: &impl Fn(usize, usize) -> f64, lo: usize, i: usize) -> Option<(f64, usize)> {
+    // First j where the run's own sum no longer dominates.
+    let first = |pred: &dyn Fn(usize) -> bool| {
+        let (mut a, mut b) = (lo, i);
+        while a < b {
+            let mid = a + (b - a) / 2;
+            if pred(mid) {
+                b = mid;
+            } else {
+                a = mid + 1;
+            }
+        }
+        a
+    };
+    let cross = first(&|j| before[j] >= sum(j, i));
+    let right = (cross < i).then(|| before[cross]);
+    let left = (cross > lo).then(|| sum(cross - 1, i));
+    match (left, right) {
+        (Some(l), r) if r.is_none_or(|r| l <= r) => {
+            // The earliest start whose run sums to the same (zero-time items tie).
+            let j = first(&|j| sum(j, i) <= l);
+            (l < f64::INFINITY).then_some((l, j))
+        }
+        (_, Some(r)) => (r < f64::INFINITY).then_some((r, cross)),
+        _ => None,
+    }
+}
+
 /// Splits `times` into `stages` contiguous non-empty runs minimizing the largest run's sum;
 /// ties go to the split whose earlier stages are lighter. Returns the stage of each item.
 /// Needs `times.len() >= stages >= 1`.
@@ -71,41 +104,22 @@ pub fn balance(times: &[f64], stages: usize) -> Vec<usize> {
     stage_of
 }
 
-/// The smallest `j` in `lo..i` minimizing `max(before[j], sum(j, i))`, with that minimum;
-/// `None` when every cost is infinite. `before` is nondecreasing in `j` (more items never
-/// balance better) and `sum(j, i)` nonincreasing, so the costs fall and then rise: binary
-/// searches find where they cross and the first `j` of the falling side's minimum, in
-/// `O(log n)` instead of a scan (the planner balances hundreds of layers per candidate).
-fn best_cut(before: &[f64], sum: &impl Fn(usize, usize) -> f64, lo: usize, i: usize) -> Option<(f64, usize)> {
-    // First j where the run's own sum no longer dominates.
-    let first = |pred: &dyn Fn(usize) -> bool| {
-        let (mut a, mut b) = (lo, i);
-        while a < b {
-            let mid = a + (b - a) / 2;
-            if pred(mid) {
-                b = mid;
-            } else {
-                a = mid + 1;
-            }
-        }
-        a
-    };
-    let cross = first(&|j| before[j] >= sum(j, i));
-    let right = (cross < i).then(|| before[cross]);
-    let left = (cross > lo).then(|| sum(cross - 1, i));
-    match (left, right) {
-        (Some(l), r) if r.is_none_or(|r| l <= r) => {
-            // The earliest start whose run sums to the same (zero-time items tie).
-            let j = first(&|j| sum(j, i) <= l);
-            (l < f64::INFINITY).then_some((l, j))
-        }
-        (_, Some(r)) => (r < f64::INFINITY).then_some((r, cross)),
-        _ => None,
+#[cfg(test)]
+mod tests {
+    use super::balance;
+
+    #[test]
+    fn balance_minimizes_the_slowest_stage() {
+        assert_eq!(balance(&[1.0, 1.0, 1.0, 1.0], 2), vec![0, 0, 1, 1]);
+        assert_eq!(balance(&[4.0, 1.0, 1.0, 1.0, 1.0], 2), vec![0, 1, 1, 1, 1]);
+        assert_eq!(balance(&[1.0, 2.0, 3.0], 3), vec![0, 1, 2]);
+        assert_eq!(balance(&[1.0, 1.0, 5.0, 1.0], 3), vec![0, 0, 1, 2]);
     }
 }
 
+/// The binary searches of [`best_cut`] against the plain scan they replace.
 #[cfg(test)]
-mod tests {
+mod scan_equivalence {
     use super::balance;
     use proptest::prelude::*;
 
@@ -155,13 +169,5 @@ mod tests {
             let stages = stages.min(times.len());
             prop_assert_eq!(balance(&times, stages), balance_by_scan(&times, stages));
         }
-    }
-
-    #[test]
-    fn balance_minimizes_the_slowest_stage() {
-        assert_eq!(balance(&[1.0, 1.0, 1.0, 1.0], 2), vec![0, 0, 1, 1]);
-        assert_eq!(balance(&[4.0, 1.0, 1.0, 1.0, 1.0], 2), vec![0, 1, 1, 1, 1]);
-        assert_eq!(balance(&[1.0, 2.0, 3.0], 3), vec![0, 1, 2]);
-        assert_eq!(balance(&[1.0, 1.0, 5.0, 1.0], 3), vec![0, 0, 1, 2]);
     }
 }
