@@ -374,7 +374,9 @@ struct Scored {
 }
 
 /// Why `alt` lost to `best`: the largest contributions to the difference.
-fn why(best: &Scored, alt: &Scored, device_memory: f64, gpus_per_node: u64) -> String {
+/// `stage_programs`: the workload is cut into one program per stage (any graph), not into
+/// runs of layers.
+fn why(best: &Scored, alt: &Scored, device_memory: f64, gpus_per_node: u64, stage_programs: bool) -> String {
     if alt.memory > device_memory {
         let faster = if alt.step < best.step {
             format!(" (it would be {:.1}% faster)", 100.0 * (1.0 - alt.step / best.step))
@@ -408,6 +410,7 @@ fn why(best: &Scored, alt: &Scored, device_memory: f64, gpus_per_node: u64) -> S
         "compute" if (p.tp, p.micro_batch) != (best.par.tp, best.par.micro_batch) => {
             format!(" (tp={}, micro_batch={})", p.tp, p.micro_batch)
         }
+        "compute" if stage_programs => format!(" (the slowest of {} stage programs)", p.pp),
         "compute" => format!(" (the slowest of {} stages holds more layers or the head)", p.pp),
         "data-parallel sync" => format!(" (dp={}, zero={})", p.dp, p.zero),
         _ => String::new(),
@@ -521,7 +524,7 @@ pub fn plan(
             step_time_s: alt.step,
             memory_per_gpu_bytes: alt.memory,
             fits: alt.memory <= device_memory,
-            why: why(&best, alt, device_memory, cluster.gpus_per_node),
+            why: why(&best, alt, device_memory, cluster.gpus_per_node, workload.stage_programs(1).is_some()),
         })
         .collect();
 
