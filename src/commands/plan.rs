@@ -1,8 +1,8 @@
 //! `tessera plan`: the fastest parallel configuration of a model on a cluster, explained.
 //!
 //! MODEL is a zoo spec (`gpt-1t`, `llama3-70b:seq=4096`, `gpt:layers=24,hidden=2048,heads=16`)
-//! or a model file (`.mlir`, `.json`, `.onnx`; planned with data parallelism only until graphs
-//! can be sharded). The adapter from zoo models and cluster specs to the cost model's types is
+//! or a model file (`.mlir`, `.json`, `.onnx`), which the `shard` pass partitions for each
+//! tensor- and pipeline-parallel candidate ([`GraphWorkload`]). The adapter from zoo models and cluster specs to the cost model's types is
 //! [`tessera::workload`].
 //!
 //! A model that fits at no parallelism is a [`PlanError::Infeasible`]; [`exit_code`] maps it to
@@ -120,7 +120,7 @@ fn load_workload(model: &str, seq: Option<u64>) -> Result<Box<dyn Workload>> {
     let is_file = ["mlir", "json", "onnx"].iter().any(|e| path.extension().is_some_and(|x| x == *e));
     if is_file || tessera_frontend::zoo::resnet::is_resnet_spec(model) {
         let graph = tessera_frontend::load::load_model(path)?;
-        return Ok(Box::new(GraphWorkload { graph, seq: seq.unwrap_or(1) }));
+        return Ok(Box::new(GraphWorkload::new(graph, seq.unwrap_or(1))?));
     }
     let mut cfg = tessera_frontend::zoo::spec::parse(model)?;
     if let Some(seq) = seq {

@@ -75,3 +75,23 @@ fn impossible_fixes_name_the_knob() {
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     }
 }
+
+#[test]
+fn plans_tensor_parallelism_for_a_model_file() {
+    // A 1.1 G-parameter MLP with 8 sequences per step on one 8-GPU node: every data-parallel
+    // replica would stream all weights and sync all gradients; splitting them pays.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("wide_mlp.mlir"), crate::support::wide_mlp_mlir(2, 1024, 8192)).unwrap();
+    let args = ["plan", "wide_mlp.mlir", "--cluster", "h100-80g-sxm:gpus=8", "--global-batch", "8", "--format", "json"];
+    let out = tessera(dir.path(), &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for field in PLAN_FIELDS {
+        assert!(!plan[field].is_null(), "plan lacks {field}");
+    }
+    assert!(plan["parallelism"]["tp"].as_u64().unwrap() > 1, "{}", plan["parallelism"]);
+    let dp_only = plan["alternatives"].as_array().unwrap().iter().find(|a| a["parallelism"]["tp"] == 1);
+    let dp_only = dp_only.expect("the data-parallel layout is among the alternatives");
+    assert!(dp_only["why"].as_str().unwrap().contains("data-parallel sync"), "{dp_only}");
+    insta::assert_json_snapshot!(plan);
+}

@@ -111,7 +111,7 @@ fn serving_and_experts_plan_too() {
 }
 
 #[test]
-fn any_graph_plans_with_data_parallelism() {
+fn any_graph_plans_every_layout_the_shard_pass_can_cut() {
     let text = include_str!("../../examples/transformer_block.mlir");
     let graph = tessera_frontend::load::load_model_text(
         std::path::Path::new("block.mlir"),
@@ -119,14 +119,71 @@ fn any_graph_plans_with_data_parallelism() {
         tessera_frontend::load::ModelFormat::MlirText,
     )
     .expect("example parses");
-    let w = GraphWorkload { graph, seq: 16 };
+    let w = GraphWorkload::new(graph, 16).expect("partitionable");
     let c = cluster("a100-80g-sxm");
     let request = Request { job: train(64, 16), fixed: Fixed::default(), alternatives: 2 };
+    // A tiny block: replicas are cheapest, but tp and pp were priced (the space holds them).
     let p = plan(&w, &c, &request, &mut |_, _| {}).expect("plan");
     assert_eq!((p.parallelism.dp, p.parallelism.tp, p.parallelism.pp), (8, 1, 1));
-    let tp = Request { fixed: Fixed::parse("tp=2").expect("fix"), ..request };
-    let err = plan(&w, &c, &tp, &mut |_, _| {}).expect_err("no tp for graphs").to_string();
-    assert_eq!(err, "--fix tp: tensor parallelism needs a zoo model (arbitrary graphs are not sharded yet)");
+    let tp = Request { fixed: Fixed::parse("tp=2,pp=2,zero=0").expect("fix"), ..request };
+    let p = plan(&w, &c, &tp, &mut |_, _| {}).expect("tp=2,pp=2 plans");
+    assert!(p.estimate.time.tp_comm_s > 0.0 && p.estimate.time.pp_comm_s > 0.0, "{:?}", p.estimate.time);
+    for (fix, knob) in [("sp=on", "sp"), ("pp=2,interleave=2", "interleave"), ("pp=1000", "pp")] {
+        let r = Request { fixed: Fixed::parse(fix).expect("fix"), ..request };
+        let err = plan(&w, &c, &r, &mut |_, _| {}).expect_err(fix).to_string();
+        assert!(err.starts_with(&format!("--fix {knob}: ")), "{fix}: {err}");
+    }
+}
+
+/// The memory a plan predicts for a graph is what the partitioned programs hold: weights are
+/// the local parameter bytes of a stage program, gradients and Adam state 4 and 12 bytes per
+/// local parameter.
+#[test]
+fn graph_plan_memory_is_the_partitioned_programs_local_parameters() {
+    use tessera_passes::cost::workload::{Shape, Workload};
+    let text = crate::support::wide_mlp_mlir(2, 128, 1024);
+    let graph = tessera_frontend::load::load_model_text(
+        std::path::Path::new("wide.mlir"),
+        &text,
+        tessera_frontend::load::ModelFormat::MlirText,
+    )
+    .expect("generated MLP parses");
+    let w = GraphWorkload::new(graph, 1).expect("partitionable");
+    let c = cluster("h100-80g-sxm:gpus=8");
+    for (tp, pp) in [(2, 1), (4, 2), (1, 4)] {
+        let fix = format!("tp={tp},pp={pp},zero=0,micro_batch=1,recompute=none");
+        let request = Request { job: train(8, 1), fixed: Fixed::parse(&fix).expect("fix"), alternatives: 0 };
+        let p = plan(&w, &c, &request, &mut |_, _| {}).expect("plan");
+        let shape = Shape { batch: 1, seq: 1, tp, ep: 1, training: true, kv_cache: 0 };
+        let module = w.partitioned(&shape, pp).expect("partition");
+        assert_eq!(module.stages.len() as u64, pp);
+        // (bytes, elements) of each stage program's parameter inputs, at their local types.
+        let local: Vec<(f64, f64)> = module
+            .stages
+            .iter()
+            .map(|s| {
+                let g = &s.graph;
+                let params =
+                    g.inputs().iter().filter(|&&v| g.input_role(v) == Some(tessera_ir::graph::InputRole::Parameter));
+                params.fold((0.0, 0.0), |(b, n), &v| {
+                    let ty = &g.value(v).ty;
+                    let elements = ty.num_elements().expect("static") as f64;
+                    (b + elements * ty.dtype.size_bytes() as f64, n + elements)
+                })
+            })
+            .collect();
+        let m = &p.estimate.memory;
+        let stage = local.iter().find(|(bytes, _)| *bytes == m.weights);
+        let (_, elements) = stage.unwrap_or_else(|| panic!("tp={tp} pp={pp}: weights {} not in {local:?}", m.weights));
+        assert_eq!(m.gradients, 4.0 * elements, "tp={tp} pp={pp}");
+        assert_eq!(m.optimizer, 12.0 * elements, "tp={tp} pp={pp}");
+        let total: f64 = local.iter().map(|(b, _)| b).sum();
+        assert!(total * tp as f64 >= 2.0 * w.parameters() as f64, "every parameter is held somewhere");
+        if tp > 1 {
+            // Megatron's split: the column- and row-parallel weights are cut over tp.
+            assert!(local.iter().all(|(b, _)| *b <= 2.0 * w.parameters() as f64 / tp as f64), "{local:?}");
+        }
+    }
 }
 
 #[test]

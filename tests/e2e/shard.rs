@@ -131,3 +131,56 @@ fn small_zoo_models_match_the_single_device_result_on_every_mesh() {
         }
     }
 }
+
+/// The fused QKV weight is head-interleaved, so its column split over tp hands every rank whole
+/// heads of Q, K and V: attention (from the QKV matmul to the output projection) needs no
+/// gather, each layer communicates exactly its two Megatron all-reduces, and the result is the
+/// interpreter's.
+#[test]
+fn fused_qkv_attention_under_tp_needs_no_gather() {
+    use tessera_ir::ops::collective::Collective;
+    use tessera_ir::ops::Op;
+    let specs = [
+        ("gpt:layers=2,hidden=32,heads=4,seq=8,vocab=64,dropout=0", [2, 4]),
+        ("llama:layers=1,hidden=32,heads=4,kv_heads=2,seq=8,vocab=64", [2, 2]),
+    ];
+    for (spec, tps) in specs {
+        let mut cfg = tessera_frontend::zoo::spec::parse(spec).expect("spec");
+        assert_eq!(cfg.qkv, tessera_frontend::zoo::config::Qkv::Fused);
+        cfg.dtype = tessera_ir::dtype::DType::F64;
+        let opts = BuildOptions { batch: 2, seq: cfg.seq, tp: 1, ep: 1, training: false, kv_cache: 0 };
+        let g = build_model(&cfg, &opts).expect("builds").graph;
+        let inputs = feeds(&g, 5, 8);
+        for tp in tps {
+            let mesh = format!("tp={tp}");
+            let module = partition(&g, &ShardConfig::new(Mesh::parse(&mesh).expect("mesh"))).expect("partitions");
+            let program = &module.stages[0].graph;
+            let reads = |n: &tessera_ir::graph::Node, suffix: &str| {
+                n.inputs.iter().any(|&v| program.value(v).name.ends_with(suffix))
+            };
+            let mut in_attention = false;
+            let mut all_reduces = 0;
+            for (_, n) in program.nodes() {
+                if reads(n, ".attn.qkv.weight") {
+                    in_attention = true;
+                }
+                if reads(n, ".attn.out.weight") {
+                    in_attention = false;
+                }
+                match &n.op {
+                    Op::Collective(Collective::AllGather { .. }) if in_attention => {
+                        panic!("{spec} on {mesh}: an all_gather inside attention")
+                    }
+                    Op::Collective(Collective::AllReduce { .. }) => all_reduces += 1,
+                    _ => {}
+                }
+            }
+            assert_eq!(
+                all_reduces,
+                2 * cfg.layers,
+                "{spec} on {mesh}: one all-reduce after attention, one after the MLP"
+            );
+            check(&g, &module, &inputs);
+        }
+    }
+}

@@ -65,3 +65,30 @@ pub const PLAN_FIELDS: [&str; 10] = [
     "bubble_fraction",
     "alternatives",
 ];
+
+/// A weight-heavy MLP as MLIR text: `blocks` pairs of `width -> 4 width` (GELU) and
+/// `4 width -> width` bf16 matmuls over `[batch, tokens, width]` with a symbolic batch. With a
+/// small batch its step is dominated by streaming and synchronizing weights, which tensor
+/// parallelism splits and data parallelism does not.
+pub fn wide_mlp_mlir(blocks: usize, tokens: u64, width: u64) -> String {
+    let act = |w: u64| format!("tensor<?x{tokens}x{w}xbf16, [\"batch\"]>");
+    let mut params = vec![format!("%x: {}", act(width))];
+    let mut body = String::new();
+    let mut cur = "%x".to_string();
+    for i in 0..2 * blocks {
+        let (k, n) = if i % 2 == 0 { (width, 4 * width) } else { (4 * width, width) };
+        params.push(format!("%w{i}: tensor<{k}x{n}xbf16> {{tsr.param}}"));
+        body += &format!("  %h{i} = \"tsr.matmul\"({cur}, %w{i}) : ({}, tensor<{k}x{n}xbf16>) -> {}\n", act(k), act(n));
+        cur = format!("%h{i}");
+        if i % 2 == 0 {
+            body += &format!("  %a{i} = \"tsr.gelu\"({cur}) : ({}) -> {}\n", act(n), act(n));
+            cur = format!("%a{i}");
+        }
+    }
+    format!(
+        "func.func @wide_mlp({}) -> ({}) {{\n{body}  return {cur} : {}\n}}\n",
+        params.join(", "),
+        act(width),
+        act(width)
+    )
+}

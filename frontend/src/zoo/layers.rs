@@ -230,8 +230,17 @@ fn attention(
         let kv = (cfg.kv_heads / opts.tp).max(1);
         let parts = match cfg.qkv {
             Qkv::Fused => {
-                let qkv = linear(b, cfg, normed, &format!("{name}.attn.qkv"), [h, (heads + 2 * kv) * dh])?;
-                b.split(qkv, -1, &[heads * dh, kv * dh, kv * dh])?
+                // Head-interleaved (Megatron's layout): for each key/value head, the query heads
+                // it serves, then its key, then its value. A column split over tensor-parallel
+                // ranks then gives each rank whole heads of Q, K and V, so sharding needs no
+                // gather (`[q | k | v]` blocks would hand rank 0 only query columns).
+                let group = heads / kv;
+                let qkv = linear(b, cfg, normed, &format!("{name}.attn.qkv"), [h, kv * (group + 2) * dh])?;
+                let s = b.shape(qkv);
+                let per_kv_head = b.reshape(qkv, &[s[0], s[1], kv, (group + 2) * dh])?;
+                let parts = b.split(per_kv_head, -1, &[group * dh, dh, dh])?;
+                let flat = |b: &mut Builder, x: ValueId, heads: u64| b.reshape(x, &[s[0], s[1], heads * dh]);
+                vec![flat(b, parts[0], heads)?, flat(b, parts[1], kv)?, flat(b, parts[2], kv)?]
             }
             Qkv::Separate => vec![
                 linear(b, cfg, normed, &format!("{name}.attn.q"), [h, heads * dh])?,
@@ -399,12 +408,19 @@ fn mlp_body(
             gelu(b, cfg, y)?
         }
         Mlp::Swiglu => {
-            // Gate and up projections as one matrix, as Megatron fuses them.
+            // Gate and up projections as one matrix, as Megatron fuses them, with each gate
+            // column beside its up column: a column split over tensor-parallel ranks gives
+            // each rank matching halves (`[gate | up]` blocks would need a gather).
             let w = weight(b, "gate_up.weight", [h, 2 * ffn_local]);
             let y = b.matmul(x, w)?;
-            let parts = b.split(y, -1, &[ffn_local, ffn_local])?;
-            let gate = b.unary(UnaryOp::Silu, parts[0])?;
-            b.binary(BinaryOp::Mul, gate, parts[1])?
+            let rows = b.shape(y);
+            let rows = &rows[..rows.len() - 1];
+            let pairs = b.reshape(y, &[rows, &[ffn_local, 2]].concat())?;
+            let parts = b.split(pairs, -1, &[1, 1])?;
+            let gate = b.reshape(parts[0], &[rows, &[ffn_local]].concat())?;
+            let up = b.reshape(parts[1], &[rows, &[ffn_local]].concat())?;
+            let gate = b.unary(UnaryOp::Silu, gate)?;
+            b.binary(BinaryOp::Mul, gate, up)?
         }
     };
     let w2 = weight(b, "down.weight", [ffn_local, h]);

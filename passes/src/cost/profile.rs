@@ -30,11 +30,13 @@
 //! recomputation drops (saved only by the attention core and produced inside it) is the
 //! `5 a s^2 b` part.
 
+use crate::cost::collective::CollectiveKind;
 use crate::cost::hardware::Device;
 use crate::cost::CostError;
 use serde::Serialize;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole, NodeId, ValueId};
+use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
@@ -68,7 +70,8 @@ pub struct BlockGraph {
     pub regions: Vec<Region>,
     pub comms: Vec<Comm>,
     pub expert_params: Vec<ValueId>,
-    /// Activation inputs gradients flow into.
+    /// Activation inputs gradients flow into; in a pipeline stage's program also the values
+    /// it receives from earlier stages (results of `recv`).
     pub stream_inputs: Vec<ValueId>,
     /// Activation inputs that are KV cache (serving).
     pub cache_inputs: Vec<ValueId>,
@@ -156,8 +159,13 @@ pub struct BlockProfile {
     pub param_bytes: f64,
     /// The part of `params` that belongs to routed experts.
     pub expert_params: f64,
-    /// Bytes of each partial sum over the tensor-parallel group.
-    pub tp_comm_bytes: Vec<f64>,
+    /// Each collective over the tensor-parallel group, with its bytes in NCCL's buffer
+    /// convention (see [`crate::cost::collective`]): the zoo's partial sums
+    /// ([`Comm::TpAllReduce`]) and the explicit collectives of a stage program.
+    pub tp_comms: Vec<(CollectiveKind, f64)>,
+    /// Bytes of each `send` (to a later pipeline stage) and of each `recv` of a stage program.
+    pub sends: Vec<f64>,
+    pub recvs: Vec<f64>,
     /// Bytes each rank sends in each all-to-all over the expert group.
     pub ep_comm_bytes: Vec<f64>,
     /// KV cache held as inputs (serving), bytes.
@@ -165,6 +173,9 @@ pub struct BlockProfile {
     /// The largest bytes one kernel reads and writes: a bound on transient buffers.
     pub peak_kernel_bytes: f64,
 }
+
+/// The mesh axis a stage program's collectives must name to be priced as tensor parallelism.
+pub const TENSOR_AXIS: &str = "tp";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
@@ -174,6 +185,8 @@ enum Class {
     Reduction,
     Memory,
     Literal,
+    /// Data movement between ranks: priced on links by the step model, never a kernel.
+    Communication,
 }
 
 fn class(op: &Op) -> Class {
@@ -200,8 +213,11 @@ fn class(op: &Op) -> Class {
         | Op::ArgMax { .. }
         | Op::Pool2d { .. }
         | Op::CrossEntropy => Class::Reduction,
-        // Collectives move data and never fuse; the cost model prices them on links, not here.
-        Op::Gather { .. } | Op::Scatter { .. } | Op::Collective(_) => Class::Memory,
+        // Slicing out this rank's block of a replicated value is a view.
+        Op::Collective(Collective::AllSlice { .. }) => Class::Layout,
+        // Collectives move data and never fuse; the step model prices them on links, not here.
+        Op::Collective(_) => Class::Communication,
+        Op::Gather { .. } | Op::Scatter { .. } => Class::Memory,
         Op::Constant(_) => Class::Literal,
     }
 }
@@ -422,7 +438,8 @@ pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, Cost
             let n = nodes[i].1;
             flops += node_flops(&n.op, &n.inputs, &n.outputs, &s);
         }
-        let does_work = group.iter().any(|&i| !matches!(classes[i], Class::Layout | Class::Literal));
+        let does_work =
+            group.iter().any(|&i| !matches!(classes[i], Class::Layout | Class::Literal | Class::Communication));
         let region = block.regions[root];
         if !does_work {
             fwd_flops.add(region, flops);
@@ -497,14 +514,47 @@ pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, Cost
         }
     }
     let bytes_of = |v: &ValueId| s.bytes.get(v.index()).copied().unwrap_or(0.0);
-    let tp_comm_bytes = block
+    let mut tp_comms: Vec<(CollectiveKind, f64)> = block
         .comms
         .iter()
         .filter_map(|c| match c {
-            Comm::TpAllReduce(v) => Some(bytes_of(v)),
+            Comm::TpAllReduce(v) => Some((CollectiveKind::AllReduce, bytes_of(v))),
             Comm::EpAllToAll(_) => None,
         })
         .collect();
+    let (mut sends, mut recvs) = (Vec::new(), Vec::new());
+    for (_, n) in &nodes {
+        let Op::Collective(c) = &n.op else { continue };
+        let operand = n.inputs.first().map_or(0.0, bytes_of);
+        let result = n.outputs.first().map_or(0.0, bytes_of);
+        let kind = match c {
+            Collective::Send { .. } => {
+                sends.push(operand);
+                continue;
+            }
+            Collective::Recv { .. } => {
+                recvs.push(result);
+                continue;
+            }
+            Collective::AllSlice { .. } => continue,
+            Collective::AllReduce { .. } => (CollectiveKind::AllReduce, operand),
+            Collective::AllGather { .. } => (CollectiveKind::AllGather, result),
+            Collective::ReduceScatter { .. } => (CollectiveKind::ReduceScatter, operand),
+            Collective::AllToAll { .. } => (CollectiveKind::AllToAll, operand),
+        };
+        // Stage programs name the tensor axis `tp` (the shard pass's default roles); the
+        // data-parallel replicas' gradient sync is the step model's, not the program's.
+        match c.group() {
+            Some(group) if group.axes == [TENSOR_AXIS] => tp_comms.push(kind),
+            other => {
+                return Err(CostError::Malformed(format!(
+                    "tsr.{} over {}: the cost model prices collectives over the '{TENSOR_AXIS}' axis only",
+                    c.mnemonic(),
+                    other.map_or("no group".to_string(), |g| g.joined())
+                )))
+            }
+        }
+    }
     let ep_comm_bytes = block
         .comms
         .iter()
@@ -522,7 +572,9 @@ pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, Cost
         params,
         param_bytes,
         expert_params,
-        tp_comm_bytes,
+        tp_comms,
+        sends,
+        recvs,
         ep_comm_bytes,
         cache_bytes: block.cache_inputs.iter().map(bytes_of).sum(),
         peak_kernel_bytes,
@@ -539,7 +591,8 @@ fn saved_activations(block: &BlockGraph, s: &Sizes, consumers: &[Vec<usize>]) ->
     for (_, n) in g.nodes() {
         let any = n.inputs.iter().any(|v| grad[v.index()]);
         for v in &n.outputs {
-            grad[v.index()] = any;
+            // A stage program's received values are its stream (the gradient leaves through them).
+            grad[v.index()] = any || block.stream_inputs.contains(v);
         }
     }
     // The tensor a value views (through layout ops, and through casts of gradient-free values).

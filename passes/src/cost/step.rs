@@ -4,7 +4,10 @@
 //! Layout of ranks (Megatron's order): tensor-parallel ranks are consecutive, data-parallel
 //! ranks (with expert-parallel groups inside them) are `tp` apart, pipeline stages `tp * dp`
 //! apart. Layers are cut into `pp * interleave` contiguous chunks, chunk `c` on stage
-//! `c % pp`; the embedding sits on the first stage and the head on the last.
+//! `c % pp`, by the shard pass's exact balancer ([`crate::shard::stages::balance`]) over the
+//! blocks' forward times with the embedding first and the head last (so they sit on the first
+//! and the last stage, and the stages beside them take fewer layers when that lowers the
+//! slowest chunk). A workload cut into stage programs (any graph) runs one program per stage.
 //!
 //! Time of a stage per micro-batch: forward, backward (twice forward per kernel), the
 //! recomputation the policy asks for (full: the layers' forward again, selective: the
@@ -194,22 +197,8 @@ struct Stage {
     blocks: Vec<(Arc<BlockProfile>, f64, bool)>,
 }
 
-/// Which layers (as counts per run) the chunk `[start, end)` holds.
-fn run_counts(runs: &[(usize, u64)], start: u64, end: u64) -> Vec<(usize, u64)> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    for &(kind, n) in runs {
-        let (lo, hi) = (at.max(start), (at + n).min(end));
-        if hi > lo {
-            out.push((kind, hi - lo));
-        }
-        at += n;
-    }
-    out
-}
-
 /// Checks the shape rules every estimate relies on.
-fn check(job: &Job, par: &Parallelism, layers: u64) -> Result<(), CostError> {
+fn check(job: &Job, par: &Parallelism, layers: u64, stage_programs: bool) -> Result<(), CostError> {
     let bad = |m: String| Err(CostError::Invalid(m));
     let knobs = [par.dp, par.tp, par.pp, par.ep, par.micro_batch, par.interleave];
     if knobs.contains(&0) {
@@ -222,7 +211,10 @@ fn check(job: &Job, par: &Parallelism, layers: u64) -> Result<(), CostError> {
             par.dp * par.micro_batch
         ));
     }
-    if par.pp * par.interleave > layers {
+    if stage_programs && par.interleave > 1 {
+        return bad("interleaving needs a model of repeated layers".into());
+    }
+    if !stage_programs && par.pp * par.interleave > layers {
         return bad(format!("pp * interleave = {} exceeds the {layers} layers", par.pp * par.interleave));
     }
     if par.dp % par.ep != 0 {
@@ -244,7 +236,14 @@ pub fn estimate(
     let workload = cache.workload();
     let runs = workload.layer_runs();
     let layers = workload.layers();
-    check(job, par, layers)?;
+    let programs = workload.stage_programs(par.pp);
+    check(job, par, layers, programs.is_some())?;
+    if let Some(kinds) = &programs {
+        if kinds.len() as u64 != par.pp {
+            return Err(CostError::Malformed(format!("{} stage programs for pp={}", kinds.len(), par.pp)));
+        }
+        workload.check_pp(par.pp).map_err(|e| CostError::Invalid(e.to_string()))?;
+    }
     let train = job.mode == Mode::Train;
     let (p, v) = (par.pp, par.interleave);
     let m = job.global_batch / (par.dp * par.micro_batch);
@@ -258,29 +257,46 @@ pub fn estimate(
     // (all but the ends, for evenly split repeated layers) are priced once.
     let embedding = if workload.has_embedding() { Some(cache.get(BlockKind::Embedding, &shape)?) } else { None };
     let head = if workload.has_head() { Some(cache.get(BlockKind::Head, &shape)?) } else { None };
+    let sp_div = if par.sp { par.tp as f64 } else { 1.0 };
     let mut layer_profiles: Vec<Option<Arc<BlockProfile>>> = Vec::new();
-    let chunks = p * v;
-    let mut compositions: Vec<Vec<(usize, u64)>> = Vec::with_capacity(p as usize);
-    for s in 0..p {
-        let mut counts: Vec<(usize, u64)> = Vec::new();
-        for j in 0..v {
-            let c = s + j * p;
-            for (kind, n) in run_counts(&runs, c * layers / chunks, (c + 1) * layers / chunks) {
-                match counts.iter_mut().find(|(k, _)| *k == kind) {
-                    Some(entry) => entry.1 += n,
-                    None => counts.push((kind, n)),
-                }
+    let mut fetch = |kind: usize, cache: &mut ProfileCache| -> Result<(), CostError> {
+        if layer_profiles.len() <= kind {
+            layer_profiles.resize(kind + 1, None);
+        }
+        if layer_profiles[kind].is_none() {
+            layer_profiles[kind] = Some(cache.get(BlockKind::Layer(kind), &shape)?);
+        }
+        Ok(())
+    };
+    let mut compositions: Vec<Vec<(usize, u64)>> = vec![Vec::new(); p as usize];
+    if let Some(kinds) = &programs {
+        for (s, &kind) in kinds.iter().enumerate() {
+            fetch(kind, cache)?;
+            compositions[s].push((kind, 1));
+        }
+    } else {
+        // The layers (with the embedding first and the head last) cut into `p * v` contiguous
+        // chunks by the shard pass's exact balancer over forward times; chunk `c` on stage `c % p`.
+        let mut layer_kinds: Vec<usize> = Vec::with_capacity(layers as usize);
+        for &(kind, n) in &runs {
+            fetch(kind, cache)?;
+            layer_kinds.extend(std::iter::repeat_n(kind, n as usize));
+        }
+        let profiles = &layer_profiles;
+        let weights = || -> Vec<f64> {
+            let time = |b: &BlockProfile| b.fwd_time.with_sequence_split(sp_div);
+            let layers = layer_kinds.iter().filter_map(|&k| profiles[k].as_deref().map(time));
+            embedding.as_deref().map(time).into_iter().chain(layers).chain(head.as_deref().map(time)).collect()
+        };
+        let chunk_of = cache.chunks(&shape, par.sp, p * v, weights);
+        let first = usize::from(embedding.is_some());
+        for (i, &kind) in layer_kinds.iter().enumerate() {
+            let stage = chunk_of.get(first + i).copied().unwrap_or(0) % p as usize;
+            match compositions[stage].iter_mut().find(|(k, _)| *k == kind) {
+                Some(entry) => entry.1 += 1,
+                None => compositions[stage].push((kind, 1)),
             }
         }
-        for &(kind, _) in &counts {
-            if layer_profiles.len() <= kind {
-                layer_profiles.resize(kind + 1, None);
-            }
-            if layer_profiles[kind].is_none() {
-                layer_profiles[kind] = Some(cache.get(BlockKind::Layer(kind), &shape)?);
-            }
-        }
-        compositions.push(counts);
     }
     let stage_of = |s: u64| -> Stage {
         let mut blocks = Vec::new();
@@ -297,13 +313,11 @@ pub fn estimate(
     };
 
     let device = &cluster.device;
-    let sp_div = if par.sp { par.tp as f64 } else { 1.0 };
     let tp_group = Group::new(par.tp, 1);
     let ep_group = Group::new(par.ep, par.tp);
     let dp_group = Group::new(par.dp, par.tp);
     let edp_group = Group::new(par.dp / par.ep, par.tp * par.ep);
     let pp_peer = Group::new(2, par.tp * par.dp);
-    let all_reduce = |bytes: f64| collective(cluster, CollectiveKind::AllReduce, bytes, tp_group);
     let all_to_all = |bytes: f64| collective(cluster, CollectiveKind::AllToAll, bytes, ep_group);
 
     #[derive(Clone)]
@@ -383,10 +397,20 @@ pub fn estimate(
                     };
                 }
             }
-            for &bytes in &b.tp_comm_bytes {
-                let ar = all_reduce(bytes);
-                c.tp += n * passes * ar.time_s;
-                c.comm.add(&ar, n * passes * m as f64);
+            for &(kind, bytes) in &b.tp_comms {
+                let cost = collective(cluster, kind, bytes, tp_group);
+                c.tp += n * passes * cost.time_s;
+                c.comm.add(&cost, n * passes * m as f64);
+            }
+            if p > 1 && programs.is_some() {
+                // A stage program's own sends forward and, training, the gradients of what it
+                // received sent back: every tensor-parallel rank sends its local block.
+                let back: &[f64] = if train { &b.recvs } else { &[] };
+                for &bytes in b.sends.iter().chain(back) {
+                    let send = collective(cluster, CollectiveKind::SendRecv, bytes, pp_peer);
+                    c.pp += n * send.time_s;
+                    c.comm.add(&send, n * m as f64);
+                }
             }
             for &bytes in &b.ep_comm_bytes {
                 let a2a = all_to_all(bytes);
@@ -415,7 +439,7 @@ pub fn estimate(
                 stream_bytes = stream_bytes.max(b.stream_bytes);
             }
         }
-        if p > 1 {
+        if p > 1 && programs.is_none() {
             // Megatron scatters the activation over the tensor-parallel ranks before sending.
             let transfers = if train { 2.0 * v as f64 } else { 1.0 };
             let bytes = stream_bytes / par.tp as f64;
@@ -559,6 +583,13 @@ pub fn estimate(
                 };
             }
         }
+    }
+    if let Some(whole) = workload.stage_programs(1).and_then(|kinds| kinds.first().copied()) {
+        // Stage programs hold local blocks without regions: the model's FLOPs are the whole
+        // graph's, once per micro-batch (full recomputation runs its forward again).
+        let f = cache.get(BlockKind::Layer(whole), &Shape { tp: 1, ep: 1, ..shape })?.fwd_flops.total();
+        model_fwd = f;
+        recompute_fwd = if par.recompute == Recompute::Full { f } else { 0.0 };
     }
     let replicas = mf * par.dp as f64;
     let passes = if train { 1.0 + BACKWARD_FACTOR } else { 1.0 };

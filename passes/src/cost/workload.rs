@@ -5,12 +5,20 @@
 //! (embedding, layer, head), so every candidate plan reuses a handful of profiles.
 
 use crate::cost::hardware::Device;
-use crate::cost::profile::{profile, BlockGraph, BlockProfile};
+use crate::cost::profile::{profile, BlockGraph, BlockProfile, TENSOR_AXIS};
 use crate::cost::CostError;
+use crate::shard::partition::Analysis;
+use crate::shard::{ShardConfig, ShardedModule};
 use std::collections::HashMap;
-use std::sync::Arc;
-use tessera_ir::graph::Graph;
+use std::sync::{Arc, Mutex};
+use tessera_ir::graph::{Graph, InputRole, ValueId};
+use tessera_ir::ops::collective::Collective;
+use tessera_ir::ops::Op;
+use tessera_ir::sharding::Mesh;
 use tessera_ir::types::Dim;
+
+/// The mesh axis a graph's pipeline stages are cut along (the shard pass's default role).
+const PIPELINE_AXIS: &str = "pp";
 
 /// Which block of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -56,8 +64,7 @@ pub trait Workload {
     fn seq(&self) -> u64;
     /// Parameters of the whole model, counted once.
     fn parameters(&self) -> u64;
-    /// Whether the graph can be split over tensor-parallel ranks (zoo models can, arbitrary
-    /// graphs not yet) and over expert-parallel ranks.
+    /// The most tensor-parallel ranks the graph can be split over, and the number of experts.
     fn max_tp(&self) -> u64;
     fn experts(&self) -> u64;
     /// Model-specific limits on one knob value (tp must divide the heads, ...).
@@ -69,6 +76,29 @@ pub trait Workload {
     fn layers(&self) -> u64 {
         self.layer_runs().iter().map(|&(_, n)| n).sum()
     }
+
+    /// Whether `pp` pipeline stages can cut the model (by default: no more stages than layers).
+    fn check_pp(&self, pp: u64) -> Result<(), KnobError> {
+        let layers = self.layers();
+        if pp > layers {
+            return Err(KnobError { knob: "pp", message: format!("pp={pp} is larger than the {layers} layers") });
+        }
+        Ok(())
+    }
+
+    /// `None` when the step model cuts [`Workload::layer_runs`] into stages itself (runs of
+    /// repeated layers, interleaving allowed); `Some(kinds)` when the workload is cut into one
+    /// program per stage: stage `s` of a `pp`-stage pipeline runs block `Layer(kinds[s])` once
+    /// and nothing else (no separate embedding or head, no interleaving).
+    fn stage_programs(&self, _pp: u64) -> Option<Vec<usize>> {
+        None
+    }
+
+    /// Whether the tensor-parallel blocks support sequence parallelism (the replicated part
+    /// split over the tensor-parallel ranks).
+    fn sequence_parallel(&self) -> bool {
+        true
+    }
 }
 
 /// Profiles by block and shape, built once each.
@@ -76,11 +106,12 @@ pub struct ProfileCache<'w> {
     workload: &'w dyn Workload,
     device: Device,
     profiles: HashMap<(BlockKind, Shape), Arc<BlockProfile>>,
+    splits: HashMap<(Shape, bool, u64), Arc<Vec<usize>>>,
 }
 
 impl<'w> ProfileCache<'w> {
     pub fn new(workload: &'w dyn Workload, device: &Device) -> ProfileCache<'w> {
-        ProfileCache { workload, device: device.clone(), profiles: HashMap::new() }
+        ProfileCache { workload, device: device.clone(), profiles: HashMap::new(), splits: HashMap::new() }
     }
 
     pub fn workload(&self) -> &'w dyn Workload {
@@ -100,6 +131,23 @@ impl<'w> ProfileCache<'w> {
         Ok(p)
     }
 
+    /// The chunk of each item (the embedding, the layers, the head) when a pipeline cuts them
+    /// into `chunks` contiguous runs: [`crate::shard::stages::balance`], the shard pass's exact
+    /// balancer, over `weights()`, computed once per shape, sequence split and chunk count.
+    pub fn chunks(
+        &mut self,
+        shape: &Shape,
+        sequence_parallel: bool,
+        chunks: u64,
+        weights: impl FnOnce() -> Vec<f64>,
+    ) -> Arc<Vec<usize>> {
+        let key = (*shape, sequence_parallel, chunks);
+        self.splits
+            .entry(key)
+            .or_insert_with(|| Arc::new(crate::shard::stages::balance(&weights(), chunks as usize)))
+            .clone()
+    }
+
     /// How many distinct block profiles were built.
     pub fn len(&self) -> usize {
         self.profiles.len()
@@ -110,13 +158,125 @@ impl<'w> ProfileCache<'w> {
     }
 }
 
-/// Any graph as a workload: one block, replicated on every rank (data parallelism and ZeRO
-/// only, until sharding propagation can split arbitrary graphs). A symbolic dimension named
-/// `batch` takes the micro-batch size and one named `seq` the sequence length; any other
-/// symbolic dimension is an error.
+/// Any graph as a workload, partitioned by the `shard` pass: for `tp` tensor-parallel ranks and
+/// `pp` pipeline stages the graph is cut into per-stage programs over the mesh `tp=T,pp=P`
+/// ([`crate::shard::partition`]: Megatron seeds, propagation, collectives, stages balanced by
+/// exact dynamic programming), and each stage's program is priced as one block with its local
+/// types and explicit collectives. Data parallelism replicates those programs (the step model
+/// adds the gradient sync and ZeRO). A symbolic dimension named `batch` takes the micro-batch
+/// size and one named `seq` the sequence length; any other symbolic dimension is an error.
 pub struct GraphWorkload {
-    pub graph: Graph,
-    pub seq: u64,
+    graph: Graph,
+    seq: u64,
+    /// Nodes the shard pass computes (not folded from parameters alone): the deepest pipeline.
+    computed: u64,
+    partitions: Mutex<HashMap<PartitionKey, Arc<ShardedModule>>>,
+}
+
+/// Partitions built so far are keyed by (micro-batch, sequence, tp, pp).
+type PartitionKey = (u64, u64, u64, u64);
+
+/// Block kinds of a graph's stage programs: every (pipeline depth, stage) pair has its own kind,
+/// so the profiles of different cuts never mix. Depth `p` uses kinds `p(p-1)/2 .. p(p+1)/2`;
+/// kind 0 is the whole graph.
+pub fn stage_kind(pp: u64, stage: u64) -> usize {
+    (pp * (pp - 1) / 2 + stage) as usize
+}
+
+/// The (pipeline depth, stage) of a [`stage_kind`].
+fn kind_stage(kind: usize) -> (u64, u64) {
+    let mut pp = 1u64;
+    while stage_kind(pp + 1, 0) <= kind {
+        pp += 1;
+    }
+    (pp, kind as u64 - stage_kind(pp, 0) as u64)
+}
+
+impl GraphWorkload {
+    /// Checks the graph partitions (no collectives yet, it verifies) and counts what a
+    /// pipeline can cut.
+    pub fn new(graph: Graph, seq: u64) -> Result<GraphWorkload, CostError> {
+        let mesh = Mesh::new(&[(PIPELINE_AXIS, 1)]).map_err(CostError::Invalid)?;
+        let config = ShardConfig::new(mesh.clone());
+        tessera_ir::verify::verify(&graph)
+            .map_err(|e| CostError::Invalid(format!("the graph does not verify: {e}")))?;
+        let computed = Analysis::new(&graph, &mesh, &config)
+            .map_err(|e| CostError::Invalid(e.to_string()))?
+            .computed_nodes()
+            .len() as u64;
+        Ok(GraphWorkload { graph, seq, computed, partitions: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The graph with `batch` and `seq` bound.
+    fn bound(&self, batch: u64, seq: u64) -> Result<Graph, String> {
+        let bindings = HashMap::from([("batch".to_string(), batch), ("seq".to_string(), seq)]);
+        let mut g = Graph::new(&self.graph.name);
+        // Rebuild with bound types: inputs first, then nodes with their result types bound.
+        let bind = |ty: &tessera_ir::types::TensorType| -> Result<tessera_ir::types::TensorType, String> {
+            let bound = ty.substitute(&bindings);
+            match bound.dims.iter().find(|d| matches!(d, Dim::Symbolic(_))) {
+                Some(d) => Err(format!("symbolic dimension '{d}' has no size (only batch and seq are bound)")),
+                None => Ok(bound),
+            }
+        };
+        let bind_dims = |dims: &[Dim]| -> Vec<Dim> {
+            let ty = tessera_ir::types::TensorType { dtype: tessera_ir::dtype::DType::F32, dims: dims.to_vec() };
+            ty.substitute(&bindings).dims
+        };
+        let mut value_map = vec![None; self.graph.num_values()];
+        for &v in self.graph.inputs() {
+            let value = self.graph.value(v);
+            let role = self.graph.input_role(v).unwrap_or(InputRole::Activation);
+            value_map[v.index()] = Some(g.add_input(&value.name, bind(&value.ty)?, role));
+        }
+        for (_, node) in self.graph.nodes() {
+            let inputs = node.inputs.iter().map(|v| value_map[v.index()].unwrap_or(*v)).collect();
+            let results = node
+                .outputs
+                .iter()
+                .map(|&v| Ok((self.graph.value(v).name.clone(), bind(&self.graph.value(v).ty)?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            // Reshape and broadcast targets name the same symbolic dimensions as the types.
+            let op = match &node.op {
+                Op::Reshape { shape } => Op::Reshape { shape: bind_dims(shape) },
+                Op::Broadcast { shape } => Op::Broadcast { shape: bind_dims(shape) },
+                other => other.clone(),
+            };
+            let id = g.add_node_unchecked(op, inputs, results);
+            for (i, &v) in node.outputs.iter().enumerate() {
+                value_map[v.index()] = Some(g.node(id).outputs[i]);
+            }
+        }
+        g.set_outputs(self.graph.outputs().iter().map(|v| value_map[v.index()].unwrap_or(*v)).collect());
+        Ok(g)
+    }
+
+    /// The per-stage programs for `shape` over `tp` ranks and `pp` stages, built once.
+    pub fn partitioned(&self, shape: &Shape, pp: u64) -> Result<Arc<ShardedModule>, String> {
+        let key = (shape.batch, shape.seq, shape.tp, pp);
+        if let Some(m) = self.partitions.lock().map_err(|_| "a partition build panicked".to_string())?.get(&key) {
+            return Ok(m.clone());
+        }
+        let g = self.bound(shape.batch, shape.seq)?;
+        let mesh = Mesh::new(&[(TENSOR_AXIS, shape.tp), (PIPELINE_AXIS, pp)])?;
+        let module = Arc::new(crate::shard::partition(&g, &ShardConfig::new(mesh)).map_err(|e| e.to_string())?);
+        self.partitions.lock().map_err(|_| "a partition build panicked".to_string())?.insert(key, module.clone());
+        Ok(module)
+    }
+}
+
+/// Float activation inputs: data the gradient reaches.
+fn float_activations(g: &Graph) -> Vec<ValueId> {
+    g.inputs()
+        .iter()
+        .copied()
+        .filter(|&v| g.input_role(v) != Some(InputRole::Parameter))
+        .filter(|&v| g.value(v).ty.dtype.is_float())
+        .collect()
 }
 
 impl Workload for GraphWorkload {
@@ -125,7 +285,7 @@ impl Workload for GraphWorkload {
     }
 
     fn layer_runs(&self) -> Vec<(usize, u64)> {
-        vec![(0, 1)]
+        vec![(stage_kind(1, 0), 1)]
     }
 
     fn has_embedding(&self) -> bool {
@@ -148,25 +308,23 @@ impl Workload for GraphWorkload {
         let g = &self.graph;
         g.inputs()
             .iter()
-            .filter(|&&v| g.input_role(v) == Some(tessera_ir::graph::InputRole::Parameter))
+            .filter(|&&v| g.input_role(v) == Some(InputRole::Parameter))
             .filter_map(|&v| g.value(v).ty.num_elements())
             .sum()
     }
 
+    /// The shard pass splits what the ranks divide and keeps the rest whole, so any count
+    /// partitions; the cost decides whether it pays.
     fn max_tp(&self) -> u64 {
-        1
+        u64::MAX
     }
 
     fn experts(&self) -> u64 {
         0
     }
 
-    fn check_tp(&self, tp: u64) -> Result<(), KnobError> {
-        if tp == 1 {
-            return Ok(());
-        }
-        let message = "tensor parallelism needs a zoo model (arbitrary graphs are not sharded yet)".to_string();
-        Err(KnobError { knob: "tp", message })
+    fn check_tp(&self, _tp: u64) -> Result<(), KnobError> {
+        Ok(())
     }
 
     fn check_ep(&self, ep: u64) -> Result<(), KnobError> {
@@ -176,44 +334,58 @@ impl Workload for GraphWorkload {
         Err(KnobError { knob: "ep", message: "expert parallelism needs an MoE zoo model".to_string() })
     }
 
-    fn build(&self, _block: BlockKind, shape: &Shape) -> Result<BlockGraph, String> {
-        let bindings = HashMap::from([("batch".to_string(), shape.batch), ("seq".to_string(), shape.seq)]);
-        let mut g = Graph::new(&self.graph.name);
-        // Rebuild with bound types: inputs first, then nodes with their result types bound.
-        let bind = |ty: &tessera_ir::types::TensorType| -> Result<tessera_ir::types::TensorType, String> {
-            let bound = ty.substitute(&bindings);
-            match bound.dims.iter().find(|d| matches!(d, Dim::Symbolic(_))) {
-                Some(d) => Err(format!("symbolic dimension '{d}' has no size (only batch and seq are bound)")),
-                None => Ok(bound),
-            }
+    fn check_pp(&self, pp: u64) -> Result<(), KnobError> {
+        if pp > self.computed {
+            let message = format!("pp={pp} is larger than the {} computed nodes of the graph", self.computed);
+            return Err(KnobError { knob: "pp", message });
+        }
+        Ok(())
+    }
+
+    fn stage_programs(&self, pp: u64) -> Option<Vec<usize>> {
+        Some((0..pp).map(|s| stage_kind(pp, s)).collect())
+    }
+
+    fn sequence_parallel(&self) -> bool {
+        false
+    }
+
+    fn build(&self, block: BlockKind, shape: &Shape) -> Result<BlockGraph, String> {
+        let BlockKind::Layer(kind) = block else {
+            return Err(format!("a graph has no {block:?} block"));
         };
-        let mut value_map = vec![None; self.graph.num_values()];
-        for &v in self.graph.inputs() {
-            let value = self.graph.value(v);
-            let role = self.graph.input_role(v).unwrap_or(tessera_ir::graph::InputRole::Activation);
-            value_map[v.index()] = Some(g.add_input(&value.name, bind(&value.ty)?, role));
+        let (pp, stage) = kind_stage(kind);
+        if pp == 1 && shape.tp == 1 {
+            let g = self.bound(shape.batch, shape.seq)?;
+            let stream_inputs = float_activations(&g);
+            return Ok(BlockGraph { stream_inputs, ..BlockGraph::plain(g) });
         }
-        for (_, node) in self.graph.nodes() {
-            let inputs = node.inputs.iter().map(|v| value_map[v.index()].unwrap_or(*v)).collect();
-            let results = node
-                .outputs
-                .iter()
-                .map(|&v| Ok((self.graph.value(v).name.clone(), bind(&self.graph.value(v).ty)?)))
-                .collect::<Result<Vec<_>, String>>()?;
-            let id = g.add_node_unchecked(node.op.clone(), inputs, results);
-            for (i, &v) in node.outputs.iter().enumerate() {
-                value_map[v.index()] = Some(g.node(id).outputs[i]);
+        let module = self.partitioned(shape, pp)?;
+        let program = module.stages.get(stage as usize).ok_or_else(|| format!("no stage {stage} of {pp}"))?;
+        let g = program.graph.clone();
+        let mut stream_inputs = float_activations(&g);
+        for (_, n) in g.nodes() {
+            if matches!(n.op, Op::Collective(Collective::Recv { .. })) {
+                stream_inputs.extend(n.outputs.iter().copied());
             }
         }
-        g.set_outputs(self.graph.outputs().iter().map(|v| value_map[v.index()].unwrap_or(*v)).collect());
-        // Every float activation input is data the gradient reaches (as a layer's input).
-        let stream_inputs = g
-            .inputs()
-            .iter()
-            .copied()
-            .filter(|&v| g.input_role(v) != Some(tessera_ir::graph::InputRole::Parameter))
-            .filter(|&v| g.value(v).ty.dtype.is_float())
-            .collect();
         Ok(BlockGraph { stream_inputs, ..BlockGraph::plain(g) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{kind_stage, stage_kind};
+
+    #[test]
+    fn stage_kinds_are_distinct_per_depth_and_stage() {
+        let mut seen = std::collections::HashSet::new();
+        for pp in 1..=12 {
+            for s in 0..pp {
+                let k = stage_kind(pp, s);
+                assert!(seen.insert(k), "kind {k} repeats");
+                assert_eq!(kind_stage(k), (pp, s));
+            }
+        }
     }
 }

@@ -10,6 +10,10 @@
 //! one profile per distinct block and shape: a model's repeated layers are costed once, so a
 //! search of ~10^5 configurations of a 1T-parameter model takes seconds. `--fix` narrows the
 //! space; a fixed knob that cannot work is an error naming it.
+//!
+//! A workload cut into stage programs (any graph: [`crate::cost::workload::GraphWorkload`]) has
+//! no interleaving and no sequence parallelism; its `tp` and `pp` candidates are priced from the
+//! programs the `shard` pass emits for them.
 
 pub mod fixed;
 pub mod report;
@@ -159,10 +163,9 @@ fn check_fixed(workload: &dyn Workload, cluster: &Cluster, job: &Job, f: &Fixed)
         }
         workload.check_tp(tp).map_err(|e| bad("tp", e.message))?;
     }
+    let programs = workload.stage_programs(1).is_some();
     if let Some(pp) = f.pp {
-        if pp > layers {
-            return Err(bad("pp", format!("pp={pp} is larger than the {layers} layers")));
-        }
+        workload.check_pp(pp).map_err(|e| bad("pp", e.message))?;
         if gpus % pp != 0 {
             return Err(bad("pp", format!("pp={pp} does not divide the {gpus} GPUs")));
         }
@@ -212,6 +215,11 @@ fn check_fixed(workload: &dyn Workload, cluster: &Cluster, job: &Job, f: &Fixed)
             if job.mode == Mode::Serve {
                 return Err(bad("interleave", "interleaving is a training schedule".into()));
             }
+            if programs {
+                let message =
+                    "interleaving needs a model of repeated layers (a graph is cut into one program per stage)";
+                return Err(bad("interleave", message.into()));
+            }
             if f.pp == Some(1) {
                 return Err(bad("interleave", format!("interleave={v} needs pipeline parallelism (pp > 1)")));
             }
@@ -230,6 +238,12 @@ fn check_fixed(workload: &dyn Workload, cluster: &Cluster, job: &Job, f: &Fixed)
     }
     if f.sp == Some(true) && f.tp == Some(1) {
         return Err(bad("sp", "sequence parallelism needs tp > 1".into()));
+    }
+    if f.sp == Some(true) && !workload.sequence_parallel() {
+        return Err(bad(
+            "sp",
+            "sequence parallelism needs a zoo transformer (the shard pass does not split sequences)".into(),
+        ));
     }
     if job.mode == Mode::Serve {
         if f.recompute.is_some_and(|r| r != Recompute::None) {
@@ -259,7 +273,7 @@ fn candidates(workload: &dyn Workload, cluster: &Cluster, job: &Job, f: &Fixed) 
             continue;
         }
         for pp in divisors(gpus / tp) {
-            if !allowed(f.pp, &pp) || pp > layers {
+            if !allowed(f.pp, &pp) || workload.check_pp(pp).is_err() {
                 continue;
             }
             let dp = gpus / (tp * pp);
@@ -279,7 +293,7 @@ fn candidates(workload: &dyn Workload, cluster: &Cluster, job: &Job, f: &Fixed) 
             for ep in eps.into_iter().filter(|ep| allowed(f.ep, ep)) {
                 for mb in divisors(job.global_batch / dp).into_iter().filter(|mb| allowed(f.micro_batch, mb)) {
                     let m = job.global_batch / (dp * mb);
-                    let vs: Vec<u64> = if !train || pp == 1 {
+                    let vs: Vec<u64> = if !train || pp == 1 || workload.stage_programs(pp).is_some() {
                         vec![1]
                     } else {
                         divisors(layers / pp)
@@ -287,7 +301,8 @@ fn candidates(workload: &dyn Workload, cluster: &Cluster, job: &Job, f: &Fixed) 
                             .filter(|&v| v == 1 || (layers % (pp * v) == 0 && m % pp == 0))
                             .collect()
                     };
-                    let sps: &[bool] = if tp > 1 && train { &[false, true] } else { &[false] };
+                    let sps: &[bool] =
+                        if tp > 1 && train && workload.sequence_parallel() { &[false, true] } else { &[false] };
                     let recomputes: &[Recompute] = if train { &Recompute::ALL } else { &[Recompute::None] };
                     let zeros: &[u8] = if train && dp > 1 { &[0, 1, 2, 3] } else { &[0] };
                     let schedules: &[Schedule] = match f.schedule {
@@ -359,7 +374,9 @@ struct Scored {
 }
 
 /// Why `alt` lost to `best`: the largest contributions to the difference.
-fn why(best: &Scored, alt: &Scored, device_memory: f64, gpus_per_node: u64) -> String {
+/// `stage_programs`: the workload is cut into one program per stage (any graph), not into
+/// runs of layers.
+fn why(best: &Scored, alt: &Scored, device_memory: f64, gpus_per_node: u64, stage_programs: bool) -> String {
     if alt.memory > device_memory {
         let faster = if alt.step < best.step {
             format!(" (it would be {:.1}% faster)", 100.0 * (1.0 - alt.step / best.step))
@@ -393,6 +410,7 @@ fn why(best: &Scored, alt: &Scored, device_memory: f64, gpus_per_node: u64) -> S
         "compute" if (p.tp, p.micro_batch) != (best.par.tp, best.par.micro_batch) => {
             format!(" (tp={}, micro_batch={})", p.tp, p.micro_batch)
         }
+        "compute" if stage_programs => format!(" (the slowest of {} stage programs)", p.pp),
         "compute" => format!(" (the slowest of {} stages holds more layers or the head)", p.pp),
         "data-parallel sync" => format!(" (dp={}, zero={})", p.dp, p.zero),
         _ => String::new(),
@@ -506,7 +524,7 @@ pub fn plan(
             step_time_s: alt.step,
             memory_per_gpu_bytes: alt.memory,
             fits: alt.memory <= device_memory,
-            why: why(&best, alt, device_memory, cluster.gpus_per_node),
+            why: why(&best, alt, device_memory, cluster.gpus_per_node, workload.stage_programs(1).is_some()),
         })
         .collect();
 

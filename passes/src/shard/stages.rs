@@ -37,6 +37,39 @@ pub fn node_times(g: &Graph, nodes: &[NodeId]) -> Vec<f64> {
         .collect()
 }
 
+/// The smallest `j` in `lo..i` minimizing `max(before[j], sum(j, i))`, with that minimum;
+/// `None` when every cost is infinite. `before` is nondecreasing in `j` (more items never
+/// balance better) and `sum(j, i)` nonincreasing, so the costs fall and then rise: binary
+/// searches find where they cross and the first `j` of the falling side's minimum, in
+/// `O(log n)` instead of a scan (the planner balances hundreds of layers per candidate).
+fn best_cut(before: &[f64], sum: &impl Fn(usize, usize) -> f64, lo: usize, i: usize) -> Option<(f64, usize)> {
+    // First j where the run's own sum no longer dominates.
+    let first = |pred: &dyn Fn(usize) -> bool| {
+        let (mut a, mut b) = (lo, i);
+        while a < b {
+            let mid = a + (b - a) / 2;
+            if pred(mid) {
+                b = mid;
+            } else {
+                a = mid + 1;
+            }
+        }
+        a
+    };
+    let cross = first(&|j| before[j] >= sum(j, i));
+    let right = (cross < i).then(|| before[cross]);
+    let left = (cross > lo).then(|| sum(cross - 1, i));
+    match (left, right) {
+        (Some(l), r) if r.is_none_or(|r| l <= r) => {
+            // The earliest start whose run sums to the same (zero-time items tie).
+            let j = first(&|j| sum(j, i) <= l);
+            (l < f64::INFINITY).then_some((l, j))
+        }
+        (_, Some(r)) => (r < f64::INFINITY).then_some((r, cross)),
+        _ => None,
+    }
+}
+
 /// Splits `times` into `stages` contiguous non-empty runs minimizing the largest run's sum;
 /// ties go to the split whose earlier stages are lighter. Returns the stage of each item.
 /// Needs `times.len() >= stages >= 1`.
@@ -51,18 +84,15 @@ pub fn balance(times: &[f64], stages: usize) -> Vec<usize> {
     }
     let sum = |a: usize, b: usize| prefix[b] - prefix[a];
     // best[k][i]: the smallest possible maximum over the first i items in k runs; cut[k][i]:
-    // where the last run starts.
+    // where the last run starts, the smallest start that reaches best[k][i].
     let mut best = vec![vec![f64::INFINITY; n + 1]; stages + 1];
     let mut cut = vec![vec![0usize; n + 1]; stages + 1];
     best[0][0] = 0.0;
     for k in 1..=stages {
         for i in k..=n {
-            for j in (k - 1)..i {
-                let cost = best[k - 1][j].max(sum(j, i));
-                if cost < best[k][i] {
-                    best[k][i] = cost;
-                    cut[k][i] = j;
-                }
+            if let Some((cost, j)) = best_cut(&best[k - 1], &sum, k - 1, i) {
+                best[k][i] = cost;
+                cut[k][i] = j;
             }
         }
     }
@@ -134,5 +164,60 @@ mod tests {
         assert_eq!(balance(&[4.0, 1.0, 1.0, 1.0, 1.0], 2), vec![0, 1, 1, 1, 1]);
         assert_eq!(balance(&[1.0, 2.0, 3.0], 3), vec![0, 1, 2]);
         assert_eq!(balance(&[1.0, 1.0, 5.0, 1.0], 3), vec![0, 0, 1, 2]);
+    }
+}
+
+/// The binary searches of [`best_cut`] against the plain scan they replace.
+#[cfg(test)]
+mod scan_equivalence {
+    use super::balance;
+    use proptest::prelude::*;
+
+    /// The plain scan the binary searches replace: every start, strictly better wins.
+    fn balance_by_scan(times: &[f64], stages: usize) -> Vec<usize> {
+        let n = times.len();
+        if stages <= 1 || n == 0 {
+            return vec![0; n];
+        }
+        let mut prefix = vec![0.0; n + 1];
+        for i in 0..n {
+            prefix[i + 1] = prefix[i] + times[i];
+        }
+        let mut best = vec![vec![f64::INFINITY; n + 1]; stages + 1];
+        let mut cut = vec![vec![0usize; n + 1]; stages + 1];
+        best[0][0] = 0.0;
+        for k in 1..=stages {
+            for i in k..=n {
+                for j in (k - 1)..i {
+                    let cost = best[k - 1][j].max(prefix[i] - prefix[j]);
+                    if cost < best[k][i] {
+                        best[k][i] = cost;
+                        cut[k][i] = j;
+                    }
+                }
+            }
+        }
+        let mut stage_of = vec![0; n];
+        let mut end = n;
+        for k in (1..=stages).rev() {
+            let start = cut[k][end];
+            for s in stage_of.iter_mut().take(end).skip(start) {
+                *s = k - 1;
+            }
+            end = start;
+        }
+        stage_of
+    }
+
+    proptest! {
+        /// Same split as the scan, ties and zero-time items included.
+        #[test]
+        fn binary_searches_pick_the_scans_split(
+            times in prop::collection::vec(prop_oneof![Just(0.0), Just(1.0), Just(2.0), 0.0f64..10.0], 1..40),
+            stages in 1usize..12,
+        ) {
+            let stages = stages.min(times.len());
+            prop_assert_eq!(balance(&times, stages), balance_by_scan(&times, stages));
+        }
     }
 }
