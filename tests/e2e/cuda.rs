@@ -126,4 +126,35 @@ fn a_tiny_cuda_program_is_stable() {
         "tiny_cuda_manifest",
         format!("target {}\noptions {:?}\nfiles {:?}", manifest.target, manifest.options, files)
     );
+    // The loader checks the GPU section before any device work (so on every machine): a GEMM
+    // plan that would read past its buffers, and a kernel step without code, are refused.
+    let tamper = |name: &str, edit: &dyn Fn(&mut tessera_ir::artifact::GpuProgram)| {
+        let dir = cwd.join(name);
+        std::fs::create_dir_all(dir.join("rank0/kernels")).expect("mkdir");
+        for (rel, bytes) in all_files(&cwd.join("art")) {
+            std::fs::write(dir.join(rel), bytes).expect("copy");
+        }
+        let mut program: tessera_ir::artifact::Program =
+            serde_json::from_slice(&std::fs::read(dir.join("rank0/program.json")).expect("read")).expect("parse");
+        edit(program.gpu.as_mut().expect("gpu section"));
+        std::fs::write(dir.join("rank0/program.json"), serde_json::to_vec_pretty(&program).expect("json"))
+            .expect("write");
+        let mut manifest = manifest.clone();
+        for f in &mut manifest.ranks[0].files {
+            let bytes = std::fs::read(dir.join(&f.path)).expect("read");
+            f.sha256 = tessera_ir::artifact::sha256_hex(&bytes);
+            f.bytes = bytes.len() as u64;
+        }
+        std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).expect("json")).expect("write");
+        tessera(cwd, &["run", name, "--random-inputs", "1", "-o", "out"])
+    };
+    let out = tamper("big-gemm", &|gpu| gpu.gemms[0].n = 100);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("step 0: the GEMM plan reaches outside its buffers"), "{}", out.stderr);
+    let out = tamper("no-code", &|gpu| gpu.kernels.clear());
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("step 1: kernel tsr_kernel_0 has no GPU code"), "{}", out.stderr);
+    let out = tamper("escape", &|gpu| gpu.kernels[0].ptx_file = "../../manifest.json".into());
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("leaves the artifact directory"), "{}", out.stderr);
 }
