@@ -12,6 +12,7 @@
 //! half-written artifact at the destination.
 
 use crate::cuda::gpu_program;
+use crate::decompose::{decompose_optimizers, has_optimizer_updates};
 use crate::program::{lower, LowerError, LowerStats};
 use crate::{compile_cpu, supports, CodegenError, GpuArch};
 use std::collections::HashMap;
@@ -114,6 +115,14 @@ pub fn input_hash(model_bytes: &[u8], options: &CompileOptions) -> String {
 /// Compiles `graph` (whose source had `model_bytes`) into artifact files, in memory.
 pub fn compile(graph: &Graph, model_bytes: &[u8], options: &CompileOptions) -> Result<Compiled, CompileError> {
     let can_compile = |k: &Graph| supports(k).is_ok();
+    // A training step's optimizer updates become elementwise ops, which fuse into kernels.
+    let decomposed;
+    let graph = if has_optimizer_updates(graph) {
+        decomposed = decompose_optimizers(graph).map_err(|e| LowerError::Pass(format!("optimizer updates: {e}")))?;
+        &decomposed
+    } else {
+        graph
+    };
     let mut lowered = lower(graph, &options.dims, options.target.name(), &can_compile)?;
     let rank_dir = "rank0";
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();

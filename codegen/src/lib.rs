@@ -14,7 +14,8 @@
 //! Map: [`supports`] (what compiles), [`emit`] (kernel graph → MLIR text), [`mlir`] (parse,
 //! lower, translate), [`llvm`] (entry points, O3, object), [`cpu`] ([`compile_cpu`], linking),
 //! [`ptx`] ([`compile_ptx`] and the launch protocol), [`cuda`] (a program's GPU section: PTX
-//! and cubin files, launches, cuBLAS GEMMs), [`error`]; [`program`] (a model graph to
+//! and cubin files, launches, cuBLAS GEMMs), [`decompose`] (optimizer updates as elementwise
+//! ops), [`error`]; [`program`] (a model graph to
 //! an artifact program: fusion, kernels, library calls, memory plan) and [`artifact`] (`tessera
 //! compile`: the artifact directory, atomic and deterministic).
 //!
@@ -25,6 +26,7 @@
 pub mod artifact;
 pub mod cpu;
 pub mod cuda;
+pub mod decompose;
 pub mod emit;
 pub mod error;
 pub mod llvm;

@@ -290,6 +290,8 @@ impl CudaExecutor {
                 let mut host = vec![0u8; len];
                 let view = arena.slice(offset as usize..offset as usize + len);
                 self.stream.memcpy_dtoh(&view, &mut host).map_err(|e| e.to_string())?;
+                // The copy is asynchronous on the stream; the host reads `host` next.
+                self.stream.synchronize().map_err(|e| e.to_string())?;
                 Ok(host)
             }
         }
