@@ -100,6 +100,10 @@ fn gpt_compiles_to_ptx_for_sm_80_and_sm_90_deterministically_and_runs_or_says_no
             out.stderr
         );
         assert!(!cwd.join("out-gpu").exists());
+        // The kernel benchmark compiles its kernels to PTX, then stops at the driver check.
+        let out = tessera(cwd, &["bench", "kernels", "--target", "cuda"]);
+        assert_eq!(out.code, 1, "{}", out.stdout);
+        assert!(out.stderr.contains("bench kernels --target cuda: no CUDA driver found"), "{}", out.stderr);
     }
 }
 

@@ -404,3 +404,91 @@ fn describe(step: &Step) -> String {
         Step::Library { call, .. } => format!("library call {}", call.name()),
     }
 }
+
+/// Kernel timing on device 0, for `tessera bench kernels --target cuda`: the device's copy
+/// bandwidth, and the time of a PTX kernel over buffers of given sizes.
+pub struct CudaBench {
+    stream: Arc<CudaStream>,
+    context: Arc<CudaContext>,
+}
+
+/// A kernel to time: its PTX, its launches, and the bytes of every launch parameter's buffer
+/// (kernel inputs, outputs, temporaries, in the launch protocol's order).
+pub struct BenchKernel<'a> {
+    pub ptx: &'a str,
+    pub launches: &'a [tessera_ir::artifact::GpuLaunch],
+    pub buffers: &'a [u64],
+}
+
+impl CudaBench {
+    /// Errors "no CUDA driver found" on machines without one, before any CUDA call.
+    pub fn new() -> Result<CudaBench, String> {
+        if !driver_present() {
+            return Err("no CUDA driver found".into());
+        }
+        let context = CudaContext::new(0).map_err(|e| format!("cannot create a context on device 0: {e}"))?;
+        let stream = context.default_stream();
+        Ok(CudaBench { stream, context })
+    }
+
+    /// The device's name.
+    pub fn device_name(&self) -> Result<String, String> {
+        self.context.name().map_err(|e| e.to_string())
+    }
+
+    /// Seconds per run of `work`, the mean of `reps` runs after one warm-up run, from events
+    /// recorded on the stream around them.
+    fn time(&self, reps: u32, mut work: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+        work()?;
+        let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.stream.record_event(timing).map_err(|e| e.to_string())?;
+        for _ in 0..reps {
+            work()?;
+        }
+        let end = self.stream.record_event(timing).map_err(|e| e.to_string())?;
+        end.synchronize().map_err(|e| e.to_string())?;
+        let ms = start.elapsed_ms(&end).map_err(|e| e.to_string())?;
+        Ok(f64::from(ms) / 1e3 / f64::from(reps.max(1)))
+    }
+
+    /// Device-to-device copy bandwidth in bytes per second, counting the read and the write
+    /// (2 · `bytes` per copy), as bandwidth tests do.
+    pub fn copy_bandwidth(&self, bytes: u64, reps: u32) -> Result<f64, String> {
+        let src = self.stream.alloc_zeros::<u8>(bytes as usize).map_err(|e| e.to_string())?;
+        let mut dst = self.stream.alloc_zeros::<u8>(bytes as usize).map_err(|e| e.to_string())?;
+        let seconds = self.time(reps, || self.stream.memcpy_dtod(&src, &mut dst).map_err(|e| e.to_string()))?;
+        Ok(2.0 * bytes as f64 / seconds)
+    }
+
+    /// Seconds per run of `kernel` (all its launches, in order) over zeroed buffers.
+    pub fn kernel_seconds(&self, kernel: &BenchKernel, reps: u32) -> Result<f64, String> {
+        let module = self.context.load_module(Ptx::from_src(kernel.ptx)).map_err(|e| format!("load PTX: {e}"))?;
+        let functions = kernel
+            .launches
+            .iter()
+            .map(|l| module.load_function(&l.entry).map_err(|e| format!("entry {}: {e}", l.entry)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let buffers = kernel
+            .buffers
+            .iter()
+            .map(|&n| self.stream.alloc_zeros::<u8>(n.max(1) as usize).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let params: Vec<u64> = buffers.iter().map(|b| b.device_ptr(&self.stream).0).collect();
+        self.time(reps, || {
+            for (function, launch) in functions.iter().zip(kernel.launches) {
+                let config = LaunchConfig {
+                    grid_dim: (launch.grid[0], launch.grid[1], launch.grid[2]),
+                    block_dim: (launch.block[0], launch.block[1], launch.block[2]),
+                    shared_mem_bytes: 0,
+                };
+                let mut builder = self.stream.launch_builder(function);
+                for param in &params {
+                    builder.arg(param);
+                }
+                // SAFETY: one buffer per kernel parameter, each of the size the compiler gave.
+                unsafe { builder.launch(config) }.map_err(|e| format!("launch of {}: {e}", launch.entry))?;
+            }
+            Ok(())
+        })
+    }
+}
