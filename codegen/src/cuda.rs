@@ -242,6 +242,92 @@ mod tests {
         assert_eq!(offsets, [(0, 0, 0), (0, 20, 15), (0, 40, 30), (12, 0, 45), (12, 20, 60), (12, 40, 75)]);
     }
 
+    /// cuBLAS `sgemm_strided_batched` as documented (column-major, `op` per `trans`), on
+    /// element offsets into host slices.
+    fn cublas_emulation(g: &GpuGemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+        let (m, n, k) = (g.m as usize, g.n as usize, g.k as usize);
+        for call in &g.calls {
+            for batch in 0..call.batch as usize {
+                // cuBLAS's A is the step's b, its B the step's a.
+                let first = call.offset_b as usize + batch * call.stride_b as usize;
+                let second = call.offset_a as usize + batch * call.stride_a as usize;
+                let out = call.offset_c as usize + batch * call.stride_c as usize;
+                let op_first = |i: usize, l: usize| {
+                    let ld = g.ld_b as usize;
+                    if g.trans_b {
+                        b[first + l + i * ld]
+                    } else {
+                        b[first + i + l * ld]
+                    }
+                };
+                let op_second = |l: usize, j: usize| {
+                    let ld = g.ld_a as usize;
+                    if g.trans_a {
+                        a[second + j + l * ld]
+                    } else {
+                        a[second + l + j * ld]
+                    }
+                };
+                for i in 0..m {
+                    for j in 0..n {
+                        let sum: f32 = (0..k).map(|l| op_first(i, l) * op_second(l, j)).sum();
+                        c[out + i + j * g.ld_c as usize] = sum;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Row-major batched matmul with NumPy broadcasting (the reference semantics).
+    fn reference(sa: &[u64], sb: &[u64], sc: &[u64], a: &[f32], b: &[f32], transposed: bool) -> Vec<f32> {
+        let (m, k) = (sa[sa.len() - 2] as usize, sa[sa.len() - 1] as usize);
+        let n = sc[sc.len() - 1] as usize;
+        let batch_c = &sc[..sc.len() - 2];
+        let batches: u64 = batch_c.iter().product();
+        let mut c = vec![0.0; batches as usize * m * n];
+        for i in 0..batches {
+            let ia = broadcast_index(i, batch_c, &sa[..sa.len() - 2]) as usize * m * k;
+            let ib = broadcast_index(i, batch_c, &sb[..sb.len() - 2]) as usize * k * n;
+            for r in 0..m {
+                for col in 0..n {
+                    let bv = |l: usize| if transposed { b[ib + col * k + l] } else { b[ib + l * n + col] };
+                    c[i as usize * m * n + r * n + col] = (0..k).map(|l| a[ia + r * k + l] * bv(l)).sum();
+                }
+            }
+        }
+        c
+    }
+
+    /// The plans, executed with cuBLAS's documented semantics, compute the row-major matmul
+    /// for every batching case (folded rows, equal batches, broadcast `a` or `b`, mixed) with
+    /// and without the transposed `b`.
+    #[test]
+    fn plans_run_with_cublas_semantics_give_the_matmul() {
+        let cases: [(&[u64], &[u64], &[u64]); 5] = [
+            (&[2, 3, 4], &[4, 5], &[2, 3, 5]),
+            (&[2, 2, 3, 4], &[2, 2, 4, 5], &[2, 2, 3, 5]),
+            (&[3, 4], &[2, 4, 5], &[2, 3, 5]),
+            (&[2, 1, 3, 4], &[1, 3, 4, 5], &[2, 3, 3, 5]),
+            (&[1, 3, 4], &[2, 4, 5], &[2, 3, 5]),
+        ];
+        for (sa, sb, sc) in cases {
+            for transposed in [false, true] {
+                let mut sb = sb.to_vec();
+                if transposed {
+                    let r = sb.len();
+                    sb.swap(r - 1, r - 2);
+                }
+                let value = |i: usize, salt: f32| ((i as f32 * 0.37 + salt).sin() * 2.0).round() / 2.0;
+                let a: Vec<f32> = (0..sa.iter().product::<u64>() as usize).map(|i| value(i, 0.1)).collect();
+                let b: Vec<f32> = (0..sb.iter().product::<u64>() as usize).map(|i| value(i, 1.3)).collect();
+                let plan = plan_gemm(&buffer(sa), &buffer(&sb), &buffer(sc), transposed).expect("plan");
+                let mut c = vec![f32::NAN; sc.iter().product::<u64>() as usize];
+                cublas_emulation(&plan, &a, &b, &mut c);
+                assert_eq!(c, reference(sa, &sb, sc, &a, &b, transposed), "{sa:?} x {sb:?} (transposed {transposed})");
+            }
+        }
+    }
+
     #[test]
     fn shapes_that_disagree_are_refused() {
         assert!(plan_gemm(&buffer(&[2, 3]), &buffer(&[4, 5]), &buffer(&[2, 5]), false).is_err());
