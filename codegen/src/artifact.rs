@@ -142,7 +142,7 @@ pub fn compile(graph: &Graph, model_bytes: &[u8], options: &CompileOptions) -> R
             let ptxas = crate::cuda::find_ptxas();
             let (gpu, kernel_files) = gpu_program(&lowered.program, &lowered.kernels, arch, ptxas.as_deref())?;
             files.extend(kernel_files.into_iter().map(|(rel, bytes)| (format!("{rank_dir}/{rel}"), bytes)));
-            lowered.stats.host_steps = host_steps(&lowered.program);
+            lowered.stats.host_steps = host_steps(&lowered.program, &gpu);
             lowered.program.gpu = Some(gpu);
         }
     }
@@ -167,11 +167,10 @@ pub fn compile(graph: &Graph, model_bytes: &[u8], options: &CompileOptions) -> R
     Ok(Compiled { files: ArtifactFiles { files, manifest }, stats: lowered.stats })
 }
 
-/// Library steps a CUDA executor runs on the host (all but the GEMMs).
-fn host_steps(program: &tessera_ir::artifact::Program) -> usize {
-    use tessera_ir::artifact::{LibraryCall, Step};
-    let gemm = |call: &LibraryCall| matches!(call, LibraryCall::MatMul | LibraryCall::MatMulTransposedB);
-    program.steps.iter().filter(|s| matches!(s, Step::Library { call, .. } if !gemm(call))).count()
+/// Library steps a CUDA executor runs on the host (all but the planned GEMMs).
+fn host_steps(program: &tessera_ir::artifact::Program, gpu: &tessera_ir::artifact::GpuProgram) -> usize {
+    let library = program.steps.iter().filter(|s| matches!(s, tessera_ir::artifact::Step::Library { .. }));
+    library.count() - gpu.gemms.len()
 }
 
 /// Removes the temporary directory unless disarmed.

@@ -3,9 +3,9 @@
 //! kernel temporaries ([`tessera_ir::artifact::GpuProgram`]).
 //!
 //! The target-independent [`Program`] (steps, buffers, the static memory plan) is the CPU's:
-//! buffer offsets are device arena offsets. Library steps other than GEMMs (gather, transpose,
-//! slices, the reference fallback) have no device code; the CUDA executor runs them on the host
-//! between copies, which the compile report counts.
+//! buffer offsets are device arena offsets. Library steps other than f32 GEMMs (gather,
+//! transpose, slices, the reference fallback, integer matmuls) have no device code; the CUDA
+//! executor runs them on the host between copies, which the compile report counts.
 
 use crate::error::CodegenError;
 use crate::ptx::{compile_ptx, GpuArch};
@@ -113,6 +113,10 @@ pub fn gpu_program(
         let (Some(a), Some(b), Some(c)) = (buffer(inputs, 0), buffer(inputs, 1), buffer(outputs, 0)) else {
             return Err(CodegenError::Internal(format!("step {s}: a matmul needs two inputs and one output")));
         };
+        if [a.storage, b.storage, c.storage] != [Storage::F32; 3] {
+            // cuBLAS sgemm is f32 only; the executor runs the step on the host, as the CPU does.
+            continue;
+        }
         let gemm =
             plan_gemm(a, b, c, transposed).map_err(|message| CodegenError::Internal(format!("step {s}: {message}")))?;
         gemms.push(GpuGemm { step: s as u32, ..gemm });
