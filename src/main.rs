@@ -33,7 +33,8 @@ enum Command {
     TestOnnx(commands::test_onnx::TestOnnxArgs),
     /// Train a model on byte-level text with the reference interpreter; checkpoints and resumes.
     Train(commands::train::TrainArgs),
-    /// Benchmark the optimizer on whole models (`tessera bench egraph`).
+    /// Benchmarks: the optimizer on whole models (`tessera bench egraph`), fused GPU kernels
+    /// against the copy bandwidth (`tessera bench kernels --target cuda`).
     Bench(commands::bench::BenchArgs),
     /// Check the MPI transport under `mpirun`: collectives against the in-process transport and
     /// a partitioned forward graph against one device.

@@ -11,8 +11,10 @@
 //! its temporary directory; a killed one leaves at most that hidden directory, never a
 //! half-written artifact at the destination.
 
+use crate::cuda::gpu_program;
+use crate::decompose::{decompose_optimizers, has_optimizer_updates};
 use crate::program::{lower, LowerError, LowerStats};
-use crate::{compile_cpu, supports, CodegenError};
+use crate::{compile_cpu, supports, CodegenError, GpuArch};
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
@@ -53,6 +55,9 @@ pub struct CompileOptions {
     pub target: Target,
     /// Sizes of symbolic dimensions.
     pub dims: HashMap<String, u64>,
+    /// Options that shaped the graph before it got here, one `key=value` each (`tessera compile
+    /// --train` records `train:optimizer=adamw` and so on): recorded and hashed, not interpreted.
+    pub graph_options: Vec<String>,
 }
 
 impl CompileOptions {
@@ -62,6 +67,9 @@ impl CompileOptions {
         let mut dims: Vec<String> = self.dims.iter().map(|(k, v)| format!("dim:{k}={v}")).collect();
         dims.sort();
         out.extend(dims);
+        let mut graph_options = self.graph_options.clone();
+        graph_options.sort();
+        out.extend(graph_options);
         out
     }
 }
@@ -72,8 +80,6 @@ pub enum CompileError {
     Lower(#[from] LowerError),
     #[error(transparent)]
     Codegen(#[from] CodegenError),
-    #[error("target {0}: PTX code generation is not available in this build of tessera; compile for --target cpu")]
-    TargetUnavailable(&'static str),
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
 }
@@ -108,17 +114,37 @@ pub fn input_hash(model_bytes: &[u8], options: &CompileOptions) -> String {
 
 /// Compiles `graph` (whose source had `model_bytes`) into artifact files, in memory.
 pub fn compile(graph: &Graph, model_bytes: &[u8], options: &CompileOptions) -> Result<Compiled, CompileError> {
-    if options.target != Target::Cpu {
-        return Err(CompileError::TargetUnavailable(options.target.name()));
-    }
     let can_compile = |k: &Graph| supports(k).is_ok();
+    // A training step's optimizer updates become elementwise ops, which fuse into kernels.
+    let decomposed;
+    let graph = if has_optimizer_updates(graph) {
+        decomposed = decompose_optimizers(graph).map_err(|e| LowerError::Pass(format!("optimizer updates: {e}")))?;
+        &decomposed
+    } else {
+        graph
+    };
     let mut lowered = lower(graph, &options.dims, options.target.name(), &can_compile)?;
     let rank_dir = "rank0";
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    if !lowered.kernels.is_empty() {
-        let object = compile_cpu(&lowered.kernels)?;
-        lowered.program.kernels_file = Some("kernels.so".to_string());
-        files.push((format!("{rank_dir}/kernels.so"), object.shared_object));
+    let arch = match options.target {
+        Target::Cpu => None,
+        Target::CudaSm80 => Some(GpuArch::Sm80),
+        Target::CudaSm90 => Some(GpuArch::Sm90),
+    };
+    match arch {
+        None if !lowered.kernels.is_empty() => {
+            let object = compile_cpu(&lowered.kernels)?;
+            lowered.program.kernels_file = Some("kernels.so".to_string());
+            files.push((format!("{rank_dir}/kernels.so"), object.shared_object));
+        }
+        None => {}
+        Some(arch) => {
+            let ptxas = crate::cuda::find_ptxas();
+            let (gpu, kernel_files) = gpu_program(&lowered.program, &lowered.kernels, arch, ptxas.as_deref())?;
+            files.extend(kernel_files.into_iter().map(|(rel, bytes)| (format!("{rank_dir}/{rel}"), bytes)));
+            lowered.stats.host_steps = host_steps(&lowered.program, &gpu);
+            lowered.program.gpu = Some(gpu);
+        }
     }
     files.push((format!("{rank_dir}/{}", lowered.program.weights_file), std::mem::take(&mut lowered.weights)));
     let program_json = serde_json::to_vec_pretty(&lowered.program)
@@ -139,6 +165,12 @@ pub fn compile(graph: &Graph, model_bytes: &[u8], options: &CompileOptions) -> R
         ranks: vec![RankEntry { rank: 0, program: format!("{rank_dir}/program.json"), files: entries }],
     };
     Ok(Compiled { files: ArtifactFiles { files, manifest }, stats: lowered.stats })
+}
+
+/// Library steps a CUDA executor runs on the host (all but the planned GEMMs).
+fn host_steps(program: &tessera_ir::artifact::Program, gpu: &tessera_ir::artifact::GpuProgram) -> usize {
+    let library = program.steps.iter().filter(|s| matches!(s, tessera_ir::artifact::Step::Library { .. }));
+    library.count() - gpu.gemms.len()
 }
 
 /// Removes the temporary directory unless disarmed.

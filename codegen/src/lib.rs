@@ -13,7 +13,9 @@
 //!
 //! Map: [`supports`] (what compiles), [`emit`] (kernel graph → MLIR text), [`mlir`] (parse,
 //! lower, translate), [`llvm`] (entry points, O3, object), [`cpu`] ([`compile_cpu`], linking),
-//! [`ptx`] ([`compile_ptx`] and the launch protocol), [`error`]; [`program`] (a model graph to
+//! [`ptx`] ([`compile_ptx`] and the launch protocol), [`cuda`] (a program's GPU section: PTX
+//! and cubin files, launches, cuBLAS GEMMs), [`decompose`] (optimizer updates as elementwise
+//! ops), [`error`]; [`program`] (a model graph to
 //! an artifact program: fusion, kernels, library calls, memory plan) and [`artifact`] (`tessera
 //! compile`: the artifact directory, atomic and deterministic).
 //!
@@ -23,6 +25,8 @@
 
 pub mod artifact;
 pub mod cpu;
+pub mod cuda;
+pub mod decompose;
 pub mod emit;
 pub mod error;
 pub mod llvm;

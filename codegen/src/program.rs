@@ -55,6 +55,8 @@ pub struct LowerStats {
     pub arena_bytes: u64,
     /// What the arena would need without reuse (every value its own range).
     pub unshared_bytes: u64,
+    /// CUDA targets: library steps without device code, run on the host between copies.
+    pub host_steps: usize,
 }
 
 /// The graph with every symbolic dimension bound from `dims` and every dtype replaced by its
@@ -264,6 +266,7 @@ impl<'a> Builder<'a> {
             inputs,
             outputs,
             steps: self.steps,
+            gpu: None,
         };
         self.stats.arena_bytes = arena_bytes;
         Ok(LoweredProgram { program, weights: self.weights, kernels: self.kernels, stats: self.stats })

@@ -6,7 +6,8 @@
 //! DIR/manifest.json          Manifest: format and tool versions, input hash, target, mesh, ranks
 //! DIR/rank0/program.json     Program: buffers with their static memory plan, and the steps
 //! DIR/rank0/weights.bin      the program's constants, little-endian, at the offsets of the plan
-//! DIR/rank0/kernels.so       the fused kernels (CPU target), or kernels.ptx (CUDA targets)
+//! DIR/rank0/kernels.so       the fused kernels (CPU target)
+//! DIR/rank0/kernels/S.ptx    CUDA targets: one PTX module per kernel S (and S.cubin when ptxas ran)
 //! ```
 //!
 //! The structs live here, not in `codegen`, because the runtime reads them and must not depend
@@ -236,6 +237,92 @@ pub struct Program {
     pub inputs: Vec<IoBinding>,
     pub outputs: Vec<IoBinding>,
     pub steps: Vec<Step>,
+    /// CUDA targets: the kernels' PTX files and launches, the cuBLAS GEMMs and the scratch
+    /// memory; absent for the CPU target (whose JSON is unchanged by this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuProgram>,
+}
+
+/// What a CUDA executor needs beyond the target-independent [`Program`]: the device runs the
+/// same steps over a device arena laid out by the same memory plan (buffer offsets are device
+/// arena offsets), with the weights image uploaded once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuProgram {
+    /// `sm_80` or `sm_90`.
+    pub arch: String,
+    /// Bytes of the device scratch region that kernel temporaries live in (steps run one after
+    /// another on one stream, so all kernels share it).
+    pub scratch_bytes: u64,
+    /// One per kernel step's symbol, in step order.
+    pub kernels: Vec<GpuKernel>,
+    /// One per GEMM library step (`matmul`, `matmul_transposed_b`), in step order.
+    pub gemms: Vec<GpuGemm>,
+}
+
+/// One kernel step's code and launches. Every launch gets as parameters one device pointer per
+/// kernel input, then per output, then per temporary, in the step's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuKernel {
+    /// The step's symbol (the kernel graph's name).
+    pub symbol: String,
+    /// The PTX module, relative to the rank's directory.
+    pub ptx_file: String,
+    /// The module assembled by `ptxas` for [`GpuProgram::arch`], when ptxas was available at
+    /// compile time; a loader prefers it (no JIT at load time).
+    pub cubin_file: Option<String>,
+    /// In order, on one stream.
+    pub launches: Vec<GpuLaunch>,
+    /// Offsets of the kernel's temporaries in the scratch region.
+    pub temporaries: Vec<GpuTemporary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuLaunch {
+    /// The `.entry` name in the PTX.
+    pub entry: String,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuTemporary {
+    pub scratch_offset: u64,
+    pub bytes: u64,
+}
+
+/// A row-major matmul step as cuBLAS `sgemm_strided_batched` calls, already in cuBLAS's
+/// column-major terms: row-major `C = A·op(B)` is column-major `Cᵀ = op(B)ᵀ·Aᵀ`, so cuBLAS's
+/// first operand is the step's `b` and its second the step's `a`. Offsets are element offsets
+/// from each buffer's start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuGemm {
+    /// Index of the library step in [`Program::steps`].
+    pub step: u32,
+    /// cuBLAS's `transa` (applies to the step's `b`) and `transb` (to the step's `a`).
+    pub trans_b: bool,
+    pub trans_a: bool,
+    /// cuBLAS's m (columns of the row-major result), n (its rows) and k.
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub ld_b: u32,
+    pub ld_a: u32,
+    pub ld_c: u32,
+    /// One strided-batched call per entry (NumPy broadcasting that no single stride pattern
+    /// expresses takes several).
+    pub calls: Vec<GemmBatch>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GemmBatch {
+    pub batch: u32,
+    pub offset_a: u64,
+    pub offset_b: u64,
+    pub offset_c: u64,
+    /// Element strides between consecutive matrices of the batch (0: the same matrix).
+    pub stride_a: u64,
+    pub stride_b: u64,
+    pub stride_c: u64,
 }
 
 /// Lowercase hex SHA-256.

@@ -1,11 +1,15 @@
-//! `tessera compile`: a model to an ahead-of-time artifact directory.
+//! `tessera compile`: a model (or, with `--train`, its whole training step) to an ahead-of-time
+//! artifact directory.
 
 use super::parse_dim_bindings;
+use super::train::OptimizerArg;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
+use tessera::train::{self, OptimizerKind, TrainConfig};
 use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
+use tessera_ir::graph::Graph;
 
 #[derive(Args)]
 pub struct CompileArgs {
@@ -20,6 +24,27 @@ pub struct CompileArgs {
     /// The artifact directory to write (replaced atomically if it holds an artifact).
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
+    /// Compile the whole training step (forward, loss, backward, optimizer update): the
+    /// program's inputs are the master weights, the optimizer state, the step counter (AdamW)
+    /// and per micro-batch the tokens (and masks) and targets; its outputs are the loss, the
+    /// updated weights and the updated optimizer state, in that order.
+    #[arg(long)]
+    pub train: bool,
+    /// The optimizer of the training step (with --train).
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw, requires = "train")]
+    pub optimizer: OptimizerArg,
+    /// Learning rate (with --train).
+    #[arg(long, default_value_t = 3e-3, requires = "train")]
+    pub lr: f64,
+    /// Micro-batches whose gradients one step accumulates (with --train).
+    #[arg(long, default_value_t = 1, requires = "train")]
+    pub micro_batches: usize,
+    /// Sequences per micro-batch (with --train, zoo models).
+    #[arg(long, default_value_t = 4, requires = "train")]
+    pub batch: u64,
+    /// Tokens per sequence (with --train, zoo models; default: the spec's seq).
+    #[arg(long, requires = "train")]
+    pub seq: Option<u64>,
 }
 
 pub fn run(args: CompileArgs) -> Result<()> {
@@ -28,21 +53,23 @@ pub fn run(args: CompileArgs) -> Result<()> {
         bail!("--target '{}': expected cpu, cuda:sm_80 or cuda:sm_90", args.target);
     };
     let dims = parse_dim_bindings(&args.dim)?;
-    let graph = tessera_frontend::load::load_model(&args.model)?;
     // The input hash covers the model's bytes; a zoo model is its spec.
     let model_bytes = if args.model.is_file() {
         std::fs::read(&args.model).with_context(|| format!("{}: cannot read", args.model.display()))?
     } else {
         args.model.to_string_lossy().into_owned().into_bytes()
     };
-    let options = CompileOptions { target, dims };
+    let (graph, graph_options) =
+        if args.train { training_step(&args)? } else { (tessera_frontend::load::load_model(&args.model)?, Vec::new()) };
+    let options = CompileOptions { target, dims, graph_options };
     let compiled = compile(&graph, &model_bytes, &options).with_context(|| format!("{}", args.model.display()))?;
     write_artifact(&args.output, &compiled.files)?;
     let s = &compiled.stats;
     let library: Vec<String> = s.library_calls.iter().map(|(name, n)| format!("{n} {name}")).collect();
     println!(
-        "compiled {} ({} nodes) for {} in {:.2} s: {} kernels holding {} ops, library calls: {}, {} views",
+        "compiled {}{} ({} nodes) for {} in {:.2} s: {} kernels holding {} ops, library calls: {}, {} views",
         args.model.display(),
+        if args.train { " training step" } else { "" },
         s.nodes,
         target.name(),
         start.elapsed().as_secs_f64(),
@@ -51,6 +78,9 @@ pub fn run(args: CompileArgs) -> Result<()> {
         if library.is_empty() { "none".to_string() } else { library.join(", ") },
         s.views
     );
+    if target != Target::Cpu {
+        println!("{} library steps run on the host (all but the GEMMs, which are cuBLAS calls)", s.host_steps);
+    }
     println!(
         "arena {:.1} MiB (without reuse {:.1} MiB); wrote {}",
         s.arena_bytes as f64 / (1 << 20) as f64,
@@ -58,4 +88,30 @@ pub fn run(args: CompileArgs) -> Result<()> {
         args.output.display()
     );
     Ok(())
+}
+
+/// The training step graph of `--train`, and the options that shaped it.
+fn training_step(args: &CompileArgs) -> Result<(Graph, Vec<String>)> {
+    if args.micro_batches == 0 || args.batch == 0 {
+        bail!("--batch and --micro-batches must be positive");
+    }
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        bail!("--lr must be a positive number");
+    }
+    let name = args.model.to_string_lossy().into_owned();
+    let model = train::load_model(&name, args.batch, args.seq)?;
+    let optimizer = match args.optimizer {
+        OptimizerArg::Adamw => OptimizerKind::AdamW,
+        OptimizerArg::Sgd => OptimizerKind::Sgd,
+    };
+    let config = TrainConfig { model: name, optimizer, lr: args.lr, seed: 0, micro_batches: args.micro_batches };
+    let step = train::build_step(&model, &config)?;
+    let options = vec![
+        format!("train:batch={}", model.batch),
+        format!("train:lr={:e}", args.lr),
+        format!("train:micro_batches={}", args.micro_batches),
+        format!("train:optimizer={}", optimizer.name()),
+        format!("train:seq={}", model.seq),
+    ];
+    Ok((step.graph, options))
 }

@@ -57,7 +57,8 @@ pub fn run(args: RunArgs) -> Result<()> {
 /// same seeded random inputs, so outputs are comparable with the interpreter's).
 fn run_artifact(args: RunArgs) -> Result<()> {
     let artifact = tessera_runtime::executor::load::load(&args.model)?;
-    if artifact.program.target.starts_with("cuda") {
+    let cuda = artifact.program.target.starts_with("cuda");
+    if cuda {
         tessera_runtime::executor::cuda::check(&artifact)?;
     }
     let signature = signature_graph(&artifact.program);
@@ -65,9 +66,16 @@ fn run_artifact(args: RunArgs) -> Result<()> {
     if let Some(seed) = args.random_inputs {
         feeds.extend(random_inputs(&signature, &feeds, &HashMap::new(), seed)?);
     }
-    let executor = tessera_runtime::executor::cpu::CpuExecutor::new(artifact)?;
-    let start = std::time::Instant::now();
-    let outputs = executor.run(&feeds)?;
+    let start;
+    let outputs = if cuda {
+        let executor = tessera_runtime::executor::cuda::CudaExecutor::new(artifact)?;
+        start = std::time::Instant::now();
+        executor.run(&feeds)?
+    } else {
+        let executor = tessera_runtime::executor::cpu::CpuExecutor::new(artifact)?;
+        start = std::time::Instant::now();
+        executor.run(&feeds)?
+    };
     if args.timing {
         eprintln!("compiled artifact: {:.3} s", start.elapsed().as_secs_f64());
     }

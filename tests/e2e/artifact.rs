@@ -9,7 +9,7 @@ use tessera_runtime::npy::read_npy;
 /// A two-layer GPT in f32 with dropout (boolean keep-masks, casts), small enough for debug builds.
 const GPT: &str = "gpt:layers=2,hidden=64,heads=4,seq=16,vocab=100,dtype=f32";
 
-fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
+pub fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
     assert_eq!((got.dtype, &got.shape), (want.dtype, &want.shape), "{what}: dtype and shape");
     let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
     let worst = g.iter().zip(&w).map(|(a, b)| (a - b).abs() / (1e-5 + b.abs())).fold(0.0, f64::max);
@@ -17,7 +17,7 @@ fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
     assert!(worst < 1e-3, "{what}: largest relative difference {worst}");
 }
 
-fn all_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+pub fn all_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -150,39 +150,4 @@ fn damaged_artifacts_are_refused_with_the_reason() {
     std::fs::remove_file(no_manifest.join("manifest.json")).expect("rm");
     let out = run("no-manifest");
     assert!(out.stderr.contains("no-manifest: not a tessera artifact (no manifest.json)"), "{}", out.stderr);
-}
-
-#[test]
-fn cuda_targets_say_what_is_missing() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let cwd = tmp.path();
-    let spec = "gpt:layers=1,hidden=32,heads=2,seq=16,vocab=100,dtype=f32,dropout=0";
-    let out = tessera(cwd, &["compile", spec, "--target", "cuda:sm_90", "-o", "gpu"]);
-    assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("target cuda:sm_90: PTX code generation is not available"), "{}", out.stderr);
-    assert!(!cwd.join("gpu").exists());
-
-    // An artifact that claims a CUDA target (rewritten consistently, checksums included).
-    assert_eq!(tessera(cwd, &["compile", spec, "-o", "art"]).code, 0);
-    let dir = cwd.join("art");
-    let program = std::fs::read_to_string(dir.join("rank0/program.json")).expect("read");
-    let program = program.replace("\"target\": \"cpu\"", "\"target\": \"cuda:sm_90\"");
-    std::fs::write(dir.join("rank0/program.json"), &program).expect("write");
-    let mut manifest: tessera_ir::artifact::Manifest =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("read")).expect("manifest");
-    manifest.target = "cuda:sm_90".into();
-    for f in &mut manifest.ranks[0].files {
-        let bytes = std::fs::read(dir.join(&f.path)).expect("read");
-        f.sha256 = tessera_ir::artifact::sha256_hex(&bytes);
-        f.bytes = bytes.len() as u64;
-    }
-    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).expect("json")).expect("write");
-    let out = tessera(cwd, &["run", "art", "--random-inputs", "1", "-o", "out"]);
-    assert_eq!(out.code, 1);
-    let expected = if tessera_runtime::executor::cuda::driver_present() {
-        "this build of tessera has no CUDA executor"
-    } else {
-        "no CUDA driver found"
-    };
-    assert!(out.stderr.contains(expected), "{}", out.stderr);
 }

@@ -3,7 +3,7 @@
 use super::ArtifactError;
 use std::path::{Path, PathBuf};
 use tessera_ir::artifact::{
-    sha256_hex, LibraryCall, Location, Manifest, Program, Step, ALIGNMENT, FORMAT_VERSION, MANIFEST_FILE,
+    sha256_hex, GpuProgram, LibraryCall, Location, Manifest, Program, Step, ALIGNMENT, FORMAT_VERSION, MANIFEST_FILE,
 };
 
 /// A loaded, checked artifact (rank 0).
@@ -94,6 +94,16 @@ pub fn load(dir: &Path) -> Result<Artifact, ArtifactError> {
         // Checked above; the executor maps it from disk.
         take(&format!("{rank_prefix}{kernels}"), &mut contents)?;
     }
+    if let Some(gpu) = &program.gpu {
+        // Checked above; the CUDA executor reads them from disk. A path may not leave the
+        // artifact.
+        for code in &gpu.kernels {
+            for rel in std::iter::once(&code.ptx_file).chain(&code.cubin_file) {
+                inside(&rank_dir, rel, &manifest_path)?;
+                take(&format!("{rank_prefix}{rel}"), &mut contents)?;
+            }
+        }
+    }
     if program.target != manifest.target {
         let message = format!("target {} differs from the manifest's {}", program.target, manifest.target);
         return Err(ArtifactError::InvalidProgram { path: program_path, message });
@@ -183,8 +193,66 @@ fn check_program(p: &Program, weights_bytes: u64) -> Result<(), String> {
             return Err(format!("step {s} has {n_in} inputs and {n_out} outputs, wrong for its kind"));
         }
     }
-    if p.steps.iter().any(|s| matches!(s, Step::Kernel { .. })) && p.kernels_file.is_none() {
+    if let Some(gpu) = &p.gpu {
+        check_gpu(p, gpu)?;
+    } else if p.steps.iter().any(|s| matches!(s, Step::Kernel { .. })) && p.kernels_file.is_none() {
         return Err("kernel steps but no kernels file".into());
+    }
+    Ok(())
+}
+
+/// The GPU section against the program: code for every kernel step, and GEMM plans that name
+/// matmul steps in order and stay inside their buffers.
+fn check_gpu(p: &Program, gpu: &GpuProgram) -> Result<(), String> {
+    for (s, step) in p.steps.iter().enumerate() {
+        if let Step::Kernel { symbol, .. } = step {
+            let code = gpu.kernels.iter().find(|k| k.symbol == *symbol);
+            let code = code.ok_or_else(|| format!("step {s}: kernel {symbol} has no GPU code"))?;
+            if code.launches.iter().any(|l| l.grid.contains(&0) || l.block.contains(&0)) {
+                return Err(format!("kernel {symbol}: a launch with an empty grid or block"));
+            }
+            let scratch_end = code.temporaries.iter().map(|t| t.scratch_offset.checked_add(t.bytes)).max().flatten();
+            if scratch_end.is_some_and(|end| end > gpu.scratch_bytes)
+                || (scratch_end.is_none() && !code.temporaries.is_empty())
+            {
+                return Err(format!("kernel {symbol}: temporaries outside the scratch region"));
+            }
+        }
+    }
+    let mut previous = None;
+    for g in &gpu.gemms {
+        let s = g.step as usize;
+        let is_matmul = matches!(
+            p.steps.get(s),
+            Some(Step::Library { call: LibraryCall::MatMul | LibraryCall::MatMulTransposedB, .. })
+        );
+        if !is_matmul || previous.is_some_and(|prev| prev >= s) {
+            return Err(format!("GEMM plan for step {s}, which is not the next matmul step"));
+        }
+        previous = Some(s);
+        let step = &p.steps[s];
+        let (&[a, b], &[c]) = (step.inputs(), step.outputs()) else {
+            return Err(format!("step {s}: a matmul takes two inputs and one output"));
+        };
+        let elements = |x: u32| p.buffers[x as usize].elements();
+        let (m, n, k) = (u64::from(g.m), u64::from(g.n), u64::from(g.k));
+        // The last element each operand's matrices touch (column-major, with leading dimensions).
+        let extent =
+            |rows: u64, cols: u64, ld: u32| if rows == 0 || cols == 0 { 0 } else { (cols - 1) * u64::from(ld) + rows };
+        let (b_rows, b_cols) = if g.trans_b { (k, m) } else { (m, k) };
+        let (a_rows, a_cols) = if g.trans_a { (n, k) } else { (k, n) };
+        for call in &g.calls {
+            let last = |offset: u64, stride: u64, matrix: u64| {
+                offset.checked_add(stride.checked_mul(u64::from(call.batch.saturating_sub(1)))?)?.checked_add(matrix)
+            };
+            let fits = |end: Option<u64>, buffer: u32| end.is_some_and(|e| e <= elements(buffer));
+            if !(fits(last(call.offset_b, call.stride_b, extent(b_rows, b_cols, g.ld_b)), b)
+                && fits(last(call.offset_a, call.stride_a, extent(a_rows, a_cols, g.ld_a)), a)
+                && fits(last(call.offset_c, call.stride_c, extent(m, n, g.ld_c)), c))
+            {
+                return Err(format!("step {s}: the GEMM plan reaches outside its buffers"));
+            }
+        }
     }
     Ok(())
 }
