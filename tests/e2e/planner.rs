@@ -196,3 +196,29 @@ fn small_plan_json_snapshot() {
     }
     insta::assert_json_snapshot!(json);
 }
+
+/// A model file without a symbolic batch runs its own batch per micro-batch: the planner
+/// counts micro-batches of that size and refuses another `micro_batch`.
+#[test]
+fn a_static_batch_is_the_micro_batch() {
+    let text = crate::support::wide_mlp_mlir(1, 64, 256).replace("?x", "2x").replace(", [\"batch\"]", "");
+    let graph = tessera_frontend::load::load_model_text(
+        std::path::Path::new("static.mlir"),
+        &text,
+        tessera_frontend::load::ModelFormat::MlirText,
+    )
+    .expect("static MLP parses");
+    let w = GraphWorkload::new(graph, 1).expect("partitionable");
+    let c = cluster("h100-80g-sxm:gpus=8");
+    let request = Request { job: train(32, 1), fixed: Fixed::default(), alternatives: 3 };
+    let p = plan(&w, &c, &request, &mut |_, _| {}).expect("plan");
+    assert_eq!(p.parallelism.micro_batch, 2);
+    assert!(p.alternatives.iter().all(|a| a.parallelism.micro_batch == 2));
+    assert_eq!(p.estimate.micro_batches, 32 / (2 * p.parallelism.dp));
+    let fix = Request { fixed: Fixed::parse("micro_batch=4").expect("fix"), ..request };
+    let err = plan(&w, &c, &fix, &mut |_, _| {}).expect_err("static batch").to_string();
+    assert_eq!(err, "--fix micro_batch: the model's batch is static: 2 per micro-batch");
+    let odd = Request { job: train(3, 1), ..request };
+    let err = plan(&w, &c, &odd, &mut |_, _| {}).expect_err("3 sequences in runs of 2").to_string();
+    assert!(err.contains("static (2 per micro-batch)"), "{err}");
+}

@@ -94,6 +94,12 @@ pub trait Workload {
         None
     }
 
+    /// The sequences one run of the block graphs processes when that is fixed (a model file
+    /// without a symbolic `batch` dimension): every micro-batch is then this size.
+    fn fixed_micro_batch(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether the tensor-parallel blocks support sequence parallelism (the replicated part
     /// split over the tensor-parallel ranks).
     fn sequence_parallel(&self) -> bool {
@@ -164,12 +170,17 @@ impl<'w> ProfileCache<'w> {
 /// exact dynamic programming), and each stage's program is priced as one block with its local
 /// types and explicit collectives. Data parallelism replicates those programs (the step model
 /// adds the gradient sync and ZeRO). A symbolic dimension named `batch` takes the micro-batch
-/// size and one named `seq` the sequence length; any other symbolic dimension is an error.
+/// size and one named `seq` the sequence length; any other symbolic dimension is an error. A
+/// graph without a symbolic `batch` runs its static batch per micro-batch
+/// ([`Workload::fixed_micro_batch`]), so the planner counts micro-batches of that size.
 pub struct GraphWorkload {
     graph: Graph,
     seq: u64,
     /// Nodes the shard pass computes (not folded from parameters alone): the deepest pipeline.
     computed: u64,
+    /// The static batch of a graph without a symbolic `batch` dimension (the first dimension
+    /// of its first activation input, 1 without one).
+    static_batch: Option<u64>,
     partitions: Mutex<HashMap<PartitionKey, Arc<ShardedModule>>>,
 }
 
@@ -204,7 +215,12 @@ impl GraphWorkload {
             .map_err(|e| CostError::Invalid(e.to_string()))?
             .computed_nodes()
             .len() as u64;
-        Ok(GraphWorkload { graph, seq, computed, partitions: Mutex::new(HashMap::new()) })
+        let symbolic_batch = graph.values().any(|(_, v)| v.ty.dims.iter().any(|d| *d == Dim::Symbolic("batch".into())));
+        let static_batch = (!symbolic_batch).then(|| {
+            let first = graph.inputs().iter().find(|&&v| graph.input_role(v) != Some(InputRole::Parameter));
+            first.and_then(|&v| graph.value(v).ty.dims.first().and_then(Dim::as_static)).unwrap_or(1)
+        });
+        Ok(GraphWorkload { graph, seq, computed, static_batch, partitions: Mutex::new(HashMap::new()) })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -340,6 +356,10 @@ impl Workload for GraphWorkload {
             return Err(KnobError { knob: "pp", message });
         }
         Ok(())
+    }
+
+    fn fixed_micro_batch(&self) -> Option<u64> {
+        self.static_batch
     }
 
     fn stage_programs(&self, pp: u64) -> Option<Vec<usize>> {

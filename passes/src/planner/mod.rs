@@ -199,6 +199,11 @@ fn check_fixed(workload: &dyn Workload, cluster: &Cluster, job: &Job, f: &Fixed)
             }
         }
     }
+    if let (Some(mb), Some(size)) = (f.micro_batch, workload.fixed_micro_batch()) {
+        if mb != size {
+            return Err(bad("micro_batch", format!("the model's batch is static: {size} per micro-batch")));
+        }
+    }
     if let Some(mb) = f.micro_batch {
         if job.global_batch % mb != 0 {
             return Err(bad("micro_batch", format!("{mb} does not divide the global batch {}", job.global_batch)));
@@ -268,6 +273,8 @@ fn candidates(workload: &dyn Workload, cluster: &Cluster, job: &Job, f: &Fixed) 
     let train = job.mode == Mode::Train;
     let mut out = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
+    // Layouts a model file's static batch rules out: the more telling reason when all fail.
+    let mut static_reasons: Vec<String> = Vec::new();
     for tp in divisors(gpus) {
         if !allowed(f.tp, &tp) || tp > workload.max_tp() || workload.check_tp(tp).is_err() {
             continue;
@@ -291,7 +298,16 @@ fn candidates(workload: &dyn Workload, cluster: &Cluster, job: &Job, f: &Fixed) 
                 vec![1]
             };
             for ep in eps.into_iter().filter(|ep| allowed(f.ep, ep)) {
-                for mb in divisors(job.global_batch / dp).into_iter().filter(|mb| allowed(f.micro_batch, mb)) {
+                let static_mb = workload.fixed_micro_batch();
+                if let Some(size) = static_mb.filter(|size| (job.global_batch / dp) % size != 0) {
+                    static_reasons.push(format!(
+                        "the model's batch is static ({size} per micro-batch) and does not divide the {} sequences \
+                         of dp={dp}",
+                        job.global_batch / dp
+                    ));
+                }
+                let mbs = divisors(job.global_batch / dp).into_iter().filter(|mb| allowed(f.micro_batch, mb));
+                for mb in mbs.filter(|mb| allowed(static_mb, mb)) {
                     let m = job.global_batch / (dp * mb);
                     let vs: Vec<u64> = if !train || pp == 1 || workload.stage_programs(pp).is_some() {
                         vec![1]
@@ -339,7 +355,7 @@ fn candidates(workload: &dyn Workload, cluster: &Cluster, job: &Job, f: &Fixed) 
         }
     }
     if out.is_empty() {
-        let reason = match reasons.first() {
+        let reason = match static_reasons.first().or(reasons.first()) {
             Some(r) => r.clone(),
             None => "the fixed knobs leave no combination (check dp * tp * pp = gpus, micro_batch, interleave)".into(),
         };
