@@ -7,7 +7,8 @@
 //! What a run does, in the program's order on one stream: the weights image is uploaded once
 //! (at load); per run, one device arena of the program's size (the CPU's static memory plan:
 //! buffer offsets are arena offsets) and one scratch region for kernel temporaries are used,
-//! the inputs are copied in, each kernel step launches its PTX entries (cubin preferred) with
+//! the inputs are copied in, each kernel step launches its entries (from the cubin when it
+//! loads on this device, else from the PTX) with
 //! the grid and block the compiler computed, each GEMM step is `cublasSgemmStridedBatched`
 //! with the compiler's transposes and strides, and each other library step (gather, transpose,
 //! slices, the reference fallback) runs on the host between a download of its inputs and an
@@ -96,13 +97,29 @@ impl CudaExecutor {
                         cuda_error(&artifact, &format!("step {s}"), format!("no GPU code for {symbol}"))
                     })?;
                     let code = &gpu.kernels[kernel];
-                    let ptx = match &code.cubin_file {
-                        Some(cubin) => Ptx::from_binary(read_code(&artifact, cubin)?),
-                        None => Ptx::from_src(String::from_utf8_lossy(&read_code(&artifact, &code.ptx_file)?)),
+                    // The cubin runs only on its architecture's devices; the PTX is JIT-compiled
+                    // by the driver for this device (same or newer architecture).
+                    let from_cubin = match &code.cubin_file {
+                        Some(cubin) => Some(context.load_module(Ptx::from_binary(read_code(&artifact, cubin)?))),
+                        None => None,
                     };
-                    let module = context
-                        .load_module(ptx)
-                        .map_err(|e| cuda_error(&artifact, &format!("cannot load the module of {symbol}"), e))?;
+                    let module = match from_cubin {
+                        Some(Ok(module)) => module,
+                        cubin_result => {
+                            let ptx = Ptx::from_src(String::from_utf8_lossy(&read_code(&artifact, &code.ptx_file)?));
+                            context.load_module(ptx).map_err(|e| {
+                                let cubin = match cubin_result {
+                                    Some(Err(c)) => format!(" (its cubin: {c})"),
+                                    _ => String::new(),
+                                };
+                                cuda_error(
+                                    &artifact,
+                                    &format!("cannot load the module of {symbol}"),
+                                    format!("{e}{cubin}"),
+                                )
+                            })?
+                        }
+                    };
                     let functions = code
                         .launches
                         .iter()
