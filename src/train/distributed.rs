@@ -189,6 +189,25 @@ impl DistributedTrainer {
         &self.shards
     }
 
+    /// Whether this rank writes `shard` in a sharded checkpoint: blocks are replicated over
+    /// the mesh axes the sharding does not use (and over the stages that load the same tensor),
+    /// so exactly one rank per distinct block says yes: the one at coordinate 0 of every unused
+    /// axis, on the first stage that holds the tensor.
+    pub fn writes_shard(&self, shard: &RankShard) -> bool {
+        let shared = &self.shared;
+        let mesh = shared.mesh();
+        let Some((holder, _)) = shared.holder(&shard.name) else { return false };
+        if !holder.ranks.contains(&self.rank) {
+            return false;
+        }
+        let pipeline = "pp";
+        let coords = mesh.coords(self.rank);
+        mesh.axes()
+            .iter()
+            .zip(coords)
+            .all(|(axis, c)| axis.name == pipeline || c == 0 || shard.sharding.used_axes().any(|a| *a == axis.name))
+    }
+
     /// Steps completed, the data position and the dropout stream: the same on every rank.
     pub fn local_state(&self) -> Progress {
         self.progress
