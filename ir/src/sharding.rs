@@ -544,6 +544,11 @@ mod tests {
         assert_eq!(rule.operands, vec![vec![Some(0), Some(1), Some(2)]]);
         assert_eq!(rule.results, vec![vec![Some(0), Some(1), Some(2), None]]);
         assert_eq!(rule.factor_sizes, vec![Some(2), Some(3), Some(2)]);
+        // [1, 1, h] -> [h] (a bias gradient): leading unit dims do not hide the split of h.
+        let (x, out) = (t(&[1, 1, 8]), t(&[8]));
+        let rule = Op::Reshape { shape: out.dims.clone() }.sharding_rule(&[&x], std::slice::from_ref(&out));
+        assert_eq!(rule.operands, vec![vec![None, None, Some(0)]]);
+        assert_eq!(rule.results, vec![vec![Some(0)]]);
         // matmul [m, k] x [k, n]: m, n parallel, k a sum reduction.
         let rule = Op::MatMul.sharding_rule(&[&t(&[4, 6]), &t(&[6, 8])], &[t(&[4, 8])]);
         assert_eq!(rule.operands, vec![vec![Some(0), Some(2)], vec![Some(2), Some(1)]]);

@@ -43,6 +43,8 @@ pub struct DistributedStep {
     /// The global (single-device) step graph.
     pub step: TrainStep,
     pub module: ShardedModule,
+    /// The mesh axis the pipeline stages are laid along.
+    pub pipeline_axis: String,
 }
 
 impl DistributedStep {
@@ -52,7 +54,7 @@ impl DistributedStep {
         let shard_config = ShardConfig::for_train_step(mesh, &step);
         let module = partition(&step.graph, &shard_config)
             .with_context(|| format!("cannot partition the training step over {}", shard_config.mesh))?;
-        Ok(DistributedStep { model, config, step, module })
+        Ok(DistributedStep { model, config, step, module, pipeline_axis: shard_config.pipeline_axis })
     }
 
     pub fn mesh(&self) -> &Mesh {
@@ -187,6 +189,25 @@ impl DistributedTrainer {
     /// this rank writes).
     pub fn rank_shards(&self) -> &[RankShard] {
         &self.shards
+    }
+
+    /// Whether this rank writes `shard` in a sharded checkpoint: blocks are replicated over
+    /// the mesh axes the sharding does not use (and over the stages that load the same tensor),
+    /// so exactly one rank per distinct block says yes: the one at coordinate 0 of every unused
+    /// axis, on the first stage that holds the tensor.
+    pub fn writes_shard(&self, shard: &RankShard) -> bool {
+        let shared = &self.shared;
+        let mesh = shared.mesh();
+        let Some((holder, _)) = shared.holder(&shard.name) else { return false };
+        if !holder.ranks.contains(&self.rank) {
+            return false;
+        }
+        let pipeline = &shared.pipeline_axis;
+        let coords = mesh.coords(self.rank);
+        mesh.axes()
+            .iter()
+            .zip(coords)
+            .all(|(axis, c)| axis.name == *pipeline || c == 0 || shard.sharding.used_axes().any(|a| *a == axis.name))
     }
 
     /// Steps completed, the data position and the dropout stream: the same on every rank.

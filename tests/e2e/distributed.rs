@@ -346,3 +346,41 @@ fn llama_on_dp2_tp2_and_pp2() {
     check(llama, 2, &config(llama, OptimizerKind::AdamW, 1), "dp=2,tp=2");
     check(llama, 2, &config(llama, OptimizerKind::Sgd, 2), "pp=2");
 }
+
+/// A sharded checkpoint writes each distinct block once: the writers of a tensor are as many as
+/// its blocks, and their blocks assemble to the tensor.
+#[test]
+fn one_writer_per_distinct_block() {
+    use tessera::train::distributed::DistributedTrainer;
+    use tessera_runtime::spmd::{Communicator, LocalCommunicator};
+    let m = train::load_model(GPT, 2, None).expect("model");
+    let mesh = Mesh::parse("dp=2,tp=2,pp=2").expect("mesh");
+    let shared = Arc::new(DistributedStep::new(m, config(GPT, OptimizerKind::AdamW, 1), mesh.clone()).expect("step"));
+    let corpus = ByteCorpus::from_bytes(b"not read".to_vec());
+    let state = train::init_state(&shared.step, 7);
+    let comms = LocalCommunicator::world(8, Duration::from_secs(1));
+    let mut writers: std::collections::HashMap<String, Vec<(usize, Tensor, Sharding)>> = Default::default();
+    for (rank, comm) in comms.into_iter().enumerate() {
+        let comm: Arc<dyn Communicator> = Arc::new(comm);
+        let trainer = DistributedTrainer::from_state(shared.clone(), corpus.clone(), rank, comm, &state).expect("rank");
+        for shard in trainer.rank_shards() {
+            if trainer.writes_shard(shard) {
+                writers.entry(shard.name.clone()).or_default().push((
+                    rank,
+                    shard.tensor.clone(),
+                    shard.sharding.clone(),
+                ));
+            }
+        }
+    }
+    let globals =
+        shared.step.params.iter().chain(&shared.step.state).zip(state.params.iter().chain(&state.optimizer_state));
+    for (slot, global) in globals {
+        let list = writers.get(&slot.name).unwrap_or_else(|| panic!("nobody writes {}", slot.name));
+        let sharding = &list[0].2;
+        let blocks = mesh.group_size(&sharding.used_axes().cloned().collect::<Vec<_>>()).expect("axes");
+        assert_eq!(list.len() as u64, blocks, "{}: {sharding}", slot.name);
+        let refs: Vec<(usize, &Tensor)> = list.iter().map(|(r, t, _)| (*r, t)).collect();
+        assert_eq!(&assemble(&mesh, sharding, &slot.ty, &refs).expect("assemble"), global, "{}", slot.name);
+    }
+}

@@ -452,8 +452,8 @@ pub fn sharding_rule_concat_split(operands: &[&TensorType], results: &[TensorTyp
 /// (`[b, s, h*d] -> [b, s, h, d]` gives `b|b`, `s|s`, `h*d|h,d`); in each group the first operand
 /// dimension and the first result dimension share a factor whose extent is the gcd of theirs
 /// (splitting the major dimension of a group into `k` blocks is the same contiguous split on
-/// both sides when `k` divides both). Other dimensions stay whole; symbolic dimensions only
-/// match themselves.
+/// both sides when `k` divides both); leading unit dimensions of a group are skipped. Other
+/// dimensions stay whole; symbolic dimensions only match themselves.
 pub fn sharding_rule_reshape(x: &TensorType, out: &TensorType) -> ShardingRule {
     let mut rule = ShardingRule::replicated(&[x], std::slice::from_ref(out));
     let (a, b) = (&x.dims, &out.dims);
@@ -488,6 +488,10 @@ pub fn sharding_rule_reshape(x: &TensorType, out: &TensorType) -> ShardingRule {
                 }
             }
         }
+        // Unit dimensions in front of a group do not change its layout: the group's major
+        // dimension is its first non-unit one (`[1, 1, h] -> [h]` keeps a split of `h`).
+        let gi = (gi..=i).find(|&k| a[k].as_static() != Some(1)).unwrap_or(gi);
+        let gj = (gj..=j).find(|&k| b[k].as_static() != Some(1)).unwrap_or(gj);
         let (sa, sb) = (a[gi].as_static().unwrap_or(1), b[gj].as_static().unwrap_or(1));
         let shared = gcd(sa, sb);
         if shared > 1 {

@@ -16,6 +16,11 @@
 //!   caller must feed ([`ShardedModule::rank_inputs`] cuts them from global tensors);
 //! - the last stage's outputs are the source outputs, replicated, under their source names, so
 //!   every rank of the last stage returns exactly what the single-device interpreter returns;
+//!   except for training steps ([`ShardConfig::for_train_step`]): there an output tied to an
+//!   input (`w.next` to `w`) leaves every stage holding the input in the input's sharding (a
+//!   rank's block of it), and the other outputs (the loss) leave every stage, replicated;
+//! - stages are built together in one program order and exchange values with `send`/`recv`
+//!   right before their first use, in both directions (backward passes send gradients back);
 //! - a dimension is split only when the axes divide it; uneven or symbolic dimensions stay whole,
 //!   except the batch of an activation input, which the data axis must divide (an error says so).
 

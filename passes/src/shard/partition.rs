@@ -367,12 +367,15 @@ impl<'a, 'g> StageBuilder<'a, 'g> {
         // An optimizer update splits like its parameter as this stage holds it, so the updated
         // parameter and state come out in the parameter's own sharding (a rank keeps its
         // blocks across steps); the gradient is resharded (all-reduced over data) to match.
-        if matches!(n.op, Op::Sgd(_) | Op::AdamW(_)) {
-            if let Some(param) = n.inputs.first().and_then(|&p| self.current(p)) {
-                for (d, axes) in param.dims.iter().enumerate() {
-                    if let Some(Some(f)) = rule.operands[0].get(d) {
-                        try_assign(self.an.mesh, &rule, &mut assignment, *f, axes);
-                    }
+        // Its state is then split exactly like the parameter, whatever the gradient's split.
+        let param_sharding = match n.op {
+            Op::Sgd(_) | Op::AdamW(_) => n.inputs.first().and_then(|&p| self.current(p)),
+            _ => None,
+        };
+        if let Some(param) = &param_sharding {
+            for (d, axes) in param.dims.iter().enumerate() {
+                if let Some(Some(f)) = rule.operands[0].get(d) {
+                    try_assign(self.an.mesh, &rule, &mut assignment, *f, axes);
                 }
             }
         }
@@ -387,6 +390,9 @@ impl<'a, 'g> StageBuilder<'a, 'g> {
                 self.define(v, &natural)?;
             }
             let Some(current) = self.current(v) else { continue };
+            if param_sharding.is_some() {
+                continue;
+            }
             for (d, axes) in current.dims.iter().enumerate() {
                 if let Some(Some(f)) = rule.operands[i].get(d) {
                     try_assign(self.an.mesh, &rule, &mut assignment, *f, axes);
