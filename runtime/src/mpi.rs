@@ -94,21 +94,28 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Calls `poll` until it reports completion, sleeping between polls (from 10 µs up to 1 ms, so
-/// an oversubscribed node leaves the cores to the ranks that compute) until `timeout`.
+/// Calls `poll` until it reports completion or `timeout` passes. The first polls only yield
+/// the core (a message usually arrives within microseconds); later ones sleep, from 10 µs up to
+/// 200 µs, so ranks oversubscribing a node leave the cores to those that compute.
 fn poll_until<T>(timeout: Duration, mut poll: impl FnMut() -> Option<T>) -> Option<T> {
+    const YIELDS: u32 = 64;
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_micros(10);
-    loop {
+    for attempt in 0u32.. {
         if let Some(done) = poll() {
             return Some(done);
         }
         if Instant::now() >= deadline {
             return None;
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(1));
+        if attempt < YIELDS {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_micros(200));
+        }
     }
+    None
 }
 
 fn to_c_int(n: usize, what: &str) -> Result<c_int, CommError> {

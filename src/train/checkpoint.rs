@@ -18,7 +18,7 @@
 //! renames after a barrier). A crash, or a rank killed mid-save, leaves either the complete
 //! checkpoint or none, and [`latest`] only ever sees complete ones.
 
-use super::distributed::{DistributedTrainer, RankShard};
+use super::distributed::DistributedTrainer;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -252,45 +252,26 @@ pub fn save_sharded(dir: &Path, meta: &Meta, blocks: &[Block], comm: &dyn Commun
     Ok(final_dir)
 }
 
-/// The blocks rank `trainer.rank()` writes into a sharded checkpoint: of each tensor it holds,
-/// its block if the tensor's first holding stage is this rank's and no lower rank of that stage
-/// holds the same block (replicas are written once).
+/// The blocks rank `trainer.rank()` writes into a sharded checkpoint: those of the tensors it
+/// holds that it is the writer of ([`DistributedTrainer::writes_shard`]: one rank per distinct
+/// block), each with its offset in the whole tensor.
 pub fn rank_blocks(trainer: &DistributedTrainer) -> Result<Vec<Block>> {
     let shared = &trainer.shared;
     let mesh = shared.mesh();
     let rank = trainer.rank();
-    let offset_of = |shard: &RankShard, r: usize| -> Result<Vec<usize>> {
-        shard
+    let mut blocks = Vec::new();
+    for shard in trainer.rank_shards().iter().filter(|s| trainer.writes_shard(s)) {
+        let offset = shard
             .sharding
             .dims
             .iter()
             .zip(&shard.tensor.shape)
             .map(|(axes, &len)| {
                 let index =
-                    if axes.is_empty() { 0 } else { mesh.index_in_group(r, axes).map_err(anyhow::Error::msg)? };
+                    if axes.is_empty() { 0 } else { mesh.index_in_group(rank, axes).map_err(anyhow::Error::msg)? };
                 Ok(index as usize * len)
             })
-            .collect()
-    };
-    let mut blocks = Vec::new();
-    for shard in trainer.rank_shards() {
-        let holds = |p: &&tessera_passes::shard::StageProgram| {
-            p.graph.inputs().iter().any(|&v| p.graph.value(v).name == shard.name)
-        };
-        let holder = shared.module.stages.iter().find(holds).context("no stage holds a tensor this rank holds")?;
-        if !holder.ranks.contains(&rank) {
-            continue;
-        }
-        let offset = offset_of(shard, rank)?;
-        let mut writer = rank;
-        for &r in &holder.ranks {
-            if r < writer && offset_of(shard, r)? == offset {
-                writer = r;
-            }
-        }
-        if writer != rank {
-            continue;
-        }
+            .collect::<Result<Vec<usize>>>()?;
         let kind = if shared.step.params.iter().any(|p| p.name == shard.name) { Kind::Param } else { Kind::Optimizer };
         let global_shape = shard
             .global

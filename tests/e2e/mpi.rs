@@ -232,6 +232,19 @@ fn a_rank_killed_mid_run_stops_the_job_and_the_last_checkpoint_resumes_on_anothe
     let mut names = crate::support::files_in(&ckpt);
     names.retain(|n| !n.starts_with('.'));
     assert_eq!(names, ["step-00000001", "step-00000002"]);
+    // Every block once: as many entries as distinct files, all present, some of them blocks.
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("step-00000002/index.json")).expect("index"))
+            .expect("json");
+    assert_eq!(index["mesh"], "dp=2,tp=2");
+    let files: Vec<&str> =
+        index["tensors"].as_array().expect("tensors").iter().map(|t| t["file"].as_str().unwrap_or("")).collect();
+    let distinct: std::collections::BTreeSet<&str> = files.iter().copied().collect();
+    assert_eq!(distinct.len(), files.len(), "a block was written twice");
+    assert!(files.iter().any(|f| f.contains('@')), "tp=2 splits some tensors into blocks");
+    let mut on_disk = crate::support::files_in(&ckpt.join("step-00000002/tensors"));
+    on_disk.iter_mut().for_each(|f| f.insert_str(0, "tensors/"));
+    assert_eq!(on_disk.iter().map(String::as_str).collect::<std::collections::BTreeSet<_>>(), distinct);
     // Resume on another mesh (tp=2 over two processes), and on one process.
     let out =
         mpirun(dir.path(), 2, &train_args("5", &["--mesh", "tp=2", "--resume", "ckpt"]), &[], Duration::from_secs(120));
