@@ -96,7 +96,7 @@ impl FnEmitter<'_> {
                     let mut sum_body = |e: &mut Self, j: &[String], accs: &[String]| {
                         let v = e.value_at(x, &at(&j[0]))?;
                         let d = e.op("arith.subf", &[&v, &max], "f32");
-                        let ex = e.op("math.exp", &[&d], "f32");
+                        let ex = e.exp(&d);
                         // The unnormalized exponential goes to the output; the last pass scales it.
                         e.store(&ex, dest, DType::F32, &at(&j[0]));
                         Ok(vec![e.op("arith.addf", &[&accs[0], &ex], "f32")])
