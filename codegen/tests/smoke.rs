@@ -40,35 +40,69 @@ fn empty_multi_dimensional_outputs() {
     harness::check_all(&[g], 1);
 }
 
-/// The vectorizable tanh approximation stays within a few ulp of the exact value, relative to
-/// the result, over the whole range (tails, tiny values, and the clamp) and keeps NaN.
-#[test]
-fn tanh_approximation_is_within_a_few_ulp() {
-    let n = 20001;
-    let xs: Vec<f64> = (0..n)
-        .map(|i| -10.0 + 20.0 * i as f64 / (n - 1) as f64)
-        .chain([1e-5, -3e-4, 4e-4, 1e-30, f64::NAN, f64::INFINITY])
-        .collect();
-    let mut g = Graph::new("tanh");
+/// The largest error of the compiled `op` on `xs` against `exact` (computed in f64), in ulp
+/// of the exactly rounded f32 result (the subnormal spacing for results below the normal
+/// range); NaN must stay NaN.
+fn worst_ulp(op: UnaryOp, xs: &[f64], exact: impl Fn(f64) -> f64) -> f64 {
+    let mut g = Graph::new("approximation");
     let x = g.add_input("x", TensorType::of_static(DType::F32, &[xs.len() as u64]), InputRole::Activation);
-    let y = g.add(Op::Unary(UnaryOp::Tanh), &[x]).unwrap();
+    let y = g.add(Op::Unary(op), &[x]).unwrap();
     g.set_outputs(vec![y]);
     let object =
         tessera_codegen::compile_cpu(&[tessera_codegen::KernelSource { symbol: "t".into(), graph: g.clone() }])
             .unwrap();
     let lib = harness::load(&object.shared_object);
-    let input = tessera_ir::tensor::Tensor::from_f64(DType::F32, vec![xs.len()], xs.clone());
+    let input = tessera_ir::tensor::Tensor::from_f64(DType::F32, vec![xs.len()], xs.to_vec());
     let got = harness::call(&lib, "t", &g, std::slice::from_ref(&input)).remove(0).to_f64_vec();
     let mut worst = 0.0f64;
     for (x, t) in input.to_f64_vec().iter().zip(&got) {
-        let exact = x.tanh();
-        if exact.is_nan() {
-            assert!(t.is_nan(), "tanh({x}) gave {t}");
+        let want = exact(*x);
+        if want.is_nan() {
+            assert!(t.is_nan(), "{}({x}) gave {t}", op.mnemonic());
             continue;
         }
-        let ulp = (exact as f32).abs().max(f32::MIN_POSITIVE) * f32::EPSILON;
-        worst = worst.max((t - exact).abs() / ulp as f64);
+        if want.is_infinite() || (want as f32).is_infinite() {
+            assert_eq!(*t, f64::from(want as f32), "{}({x})", op.mnemonic());
+            continue;
+        }
+        let ulp = (want as f32).abs().max(f32::MIN_POSITIVE) * f32::EPSILON;
+        worst = worst.max((t - want).abs() / ulp as f64);
     }
+    worst
+}
+
+fn sweep(from: f64, to: f64, n: usize) -> impl Iterator<Item = f64> {
+    (0..n).map(move |i| from + (to - from) * i as f64 / (n - 1) as f64)
+}
+
+/// The vectorizable tanh approximation stays within a few ulp of the exact value, relative to
+/// the result, over the whole range (tails, tiny values, and the clamp) and keeps NaN.
+#[test]
+fn tanh_approximation_is_within_a_few_ulp() {
+    let xs: Vec<f64> = sweep(-10.0, 10.0, 20001).chain([1e-5, -3e-4, 4e-4, 1e-30, f64::NAN, f64::INFINITY]).collect();
+    let worst = worst_ulp(UnaryOp::Tanh, &xs, f64::tanh);
+    assert!(worst <= 4.0, "worst error {worst} ulp");
+}
+
+/// The inline exp (no libm call) over its whole range: overflow to infinity, results in the
+/// subnormal range and underflow to 0, the infinities and NaN.
+#[test]
+fn exp_approximation_is_within_one_ulp() {
+    let specials = [0.0, -0.0, 1e-30, 88.72, 88.7228, 88.73, 89.0, -87.3, -100.0, -103.9, -104.0, -200.0];
+    let infinities = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY];
+    let xs: Vec<f64> =
+        sweep(-110.0, 90.0, 40001).chain(sweep(-1.0, 1.0, 4001)).chain(specials).chain(infinities).collect();
+    let worst = worst_ulp(UnaryOp::Exp, &xs, f64::exp);
+    // Measured: 0.72 ulp.
+    assert!(worst <= 1.0, "worst error {worst} ulp");
+}
+
+/// The inline erf (a rational function) within a few ulp, tails and tiny values included.
+#[test]
+fn erf_approximation_is_within_a_few_ulp() {
+    let xs: Vec<f64> = sweep(-6.0, 6.0, 24001).chain([1e-6, -1e-20, 3.9, 4.0, f64::NAN, f64::INFINITY]).collect();
+    let worst = worst_ulp(UnaryOp::Erf, &xs, |x| UnaryOp::Erf.apply_f64(x));
+    // Measured: 2.8 ulp.
     assert!(worst <= 4.0, "worst error {worst} ulp");
 }
 

@@ -9,7 +9,7 @@
 //! (loader with integrity checks, CPU executor over `kernels.so` and library calls).
 //!
 //! What it may depend on: `tessera-ir` (whose ops carry the reference semantics and the
-//! artifact format) and small utility crates (`libloading`, `matrixmultiply`). Never on
+//! artifact format) and small utility crates (`libloading`, `gemm` and `rayon` for GEMMs). Never on
 //! codegen, MLIR or LLVM: a cluster node needs only the runtime and an artifact.
 
 pub mod executor;

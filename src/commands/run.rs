@@ -32,11 +32,18 @@ pub struct RunArgs {
     /// Print the execution time (without loading and writing files) to standard error.
     #[arg(long)]
     pub timing: bool,
+    /// For a compiled artifact: print the wall time per kernel and library call, summed per
+    /// kind and sorted by total time, to standard error.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
     if args.model.is_dir() {
         return run_artifact(args);
+    }
+    if args.profile {
+        bail!("--profile profiles compiled artifacts (a directory written by `tessera compile`); use --timing for a model");
     }
     let graph = tessera_frontend::load::load_model(&args.model)?;
     let mut bindings = parse_dim_bindings(&args.dim)?;
@@ -66,18 +73,29 @@ fn run_artifact(args: RunArgs) -> Result<()> {
     if let Some(seed) = args.random_inputs {
         feeds.extend(random_inputs(&signature, &feeds, &HashMap::new(), seed)?);
     }
+    let mut profile = tessera_runtime::executor::profile::Profile::new();
     let start;
     let outputs = if cuda {
+        if args.profile {
+            bail!("--profile times CPU artifacts; this artifact targets {}", artifact.program.target);
+        }
         let executor = tessera_runtime::executor::cuda::CudaExecutor::new(artifact)?;
         start = std::time::Instant::now();
         executor.run(&feeds)?
     } else {
         let executor = tessera_runtime::executor::cpu::CpuExecutor::new(artifact)?;
         start = std::time::Instant::now();
-        executor.run(&feeds)?
+        if args.profile {
+            executor.run_profiled(&feeds, &mut profile)?
+        } else {
+            executor.run(&feeds)?
+        }
     };
     if args.timing {
         eprintln!("compiled artifact: {:.3} s", start.elapsed().as_secs_f64());
+    }
+    if args.profile {
+        eprint!("{}", profile.report());
     }
     write_outputs(&args.output, &outputs)
 }

@@ -57,6 +57,18 @@ fn compiled_gpt_gives_the_interpreters_outputs_and_compiles_deterministically() 
     let want = read_npy(&cwd.join("out-reference/probs.npy")).expect("reference output");
     assert_close(&got, &want, GPT);
 
+    // --profile: the same outputs, and a table of every kind of step (GEMMs, kernels, copies).
+    let profiled = tessera(cwd, &["run", "a", "--random-inputs", "7", "--profile", "-o", "out-profiled"]);
+    assert_eq!(profiled.code, 0, "{}", profiled.stderr);
+    let again = read_npy(&cwd.join("out-profiled/probs.npy")).expect("profiled output");
+    assert!(again == got, "a profiled run gave other outputs");
+    for row in ["library matmul", "kernel tsr_kernel_", "inputs (copied into the arena)", "all kernel steps"] {
+        assert!(profiled.stderr.contains(row), "no '{row}' in the profile:\n{}", profiled.stderr);
+    }
+    let model_profile = tessera(cwd, &["run", GPT, "--random-inputs", "7", "--profile", "-o", "out-x"]);
+    assert_eq!(model_profile.code, 1);
+    assert!(model_profile.stderr.contains("--profile profiles compiled artifacts"), "{}", model_profile.stderr);
+
     // Replacing an artifact in place works; replacing something else is refused.
     let again = tessera(cwd, &["compile", GPT, "-o", "a"]);
     assert_eq!(again.code, 0, "{}", again.stderr);

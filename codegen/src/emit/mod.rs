@@ -350,6 +350,12 @@ impl<'g> FnEmitter<'g> {
         KernelText { globals: self.globals, function, arguments: self.signature.into_iter().map(|a| a.ty).collect() }
     }
 
+    /// Whether this function is emitted for the GPU (libdevice has fast math functions there;
+    /// the CPU gets inline approximations instead of libm calls).
+    pub(crate) fn is_gpu(&self) -> bool {
+        self.gpu.is_some()
+    }
+
     // -----------------------------------------------------------------------------------------
     // Text helpers
 

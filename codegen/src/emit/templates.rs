@@ -96,10 +96,16 @@ impl FnEmitter<'_> {
                     let mut sum_body = |e: &mut Self, j: &[String], accs: &[String]| {
                         let v = e.value_at(x, &at(&j[0]))?;
                         let d = e.op("arith.subf", &[&v, &max], "f32");
-                        let ex = e.op("math.exp", &[&d], "f32");
+                        let ex = e.exp(&d);
                         // The unnormalized exponential goes to the output; the last pass scales it.
                         e.store(&ex, dest, DType::F32, &at(&j[0]));
-                        Ok(vec![e.op("arith.addf", &[&accs[0], &ex], "f32")])
+                        // On the CPU reassociable, so LLVM vectorizes this loop (partial sums
+                        // per lane): the softmax of GPT-2's logits spans 50257 elements per row.
+                        // The order is fixed at compile time, so results stay deterministic.
+                        let flags = if e.is_gpu() { "" } else { " fastmath<reassoc>" };
+                        let sum = e.fresh();
+                        e.line(format!("{sum} = arith.addf {}, {ex}{flags} : f32", accs[0]));
+                        Ok(vec![sum])
                     };
                     let sum = e.accumulate(&[len], 0, &[(zero, "f32")], &mut sum_body)?.remove(0);
                     let inverse_free = sum.clone();

@@ -5,13 +5,15 @@
 //! weights image, aligned, step operands in range, no step writing a range it reads), so the
 //! library calls never index out of bounds. [`cpu`] runs a checked program: it maps
 //! `kernels.so` into the process and runs the steps over one arena; [`library`] holds the
-//! library calls (GEMM through `matrixmultiply`, data movement, the reference fallback).
-//! [`cuda`] is the entry point for CUDA targets.
+//! library calls (GEMM through the `gemm` crate, data movement, the reference fallback).
+//! [`cuda`] is the entry point for CUDA targets. [`profile`] accumulates per-step wall time
+//! (`tessera run --profile`).
 
 pub mod cpu;
 pub mod cuda;
 pub mod library;
 pub mod load;
+pub mod profile;
 
 use std::path::PathBuf;
 
