@@ -151,6 +151,41 @@ impl MpiCommunicator {
     /// Polls `request` until it completes or the deadline passes. On a timeout the request stays
     /// pending, so the caller must leak (not free) the buffers it uses. The error names `peer`
     /// (the first other member): MPI does not say which member is late.
+    /// Native `MPI_Iallreduce` with `MPI_SUM` of `send` (whose elements are `datatype`) over
+    /// `comm`, waiting with the deadline; `peer` names the rank a timeout blames.
+    fn sum_all_reduce<T: Copy + Default>(
+        &self,
+        comm: ffi::MPI_Comm,
+        peer: usize,
+        datatype: ffi::MPI_Datatype,
+        send: Vec<T>,
+    ) -> Result<Vec<T>, CommError> {
+        let count = to_c_int(send.len(), "a tensor")?;
+        let mut recv = vec![T::default(); send.len()];
+        let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
+        {
+            let _state = lock(&self.state);
+            // SAFETY: both buffers outlive the request (leaked on a timeout, since MPI may still
+            // write into `recv`).
+            unsafe {
+                ffi::MPI_Iallreduce(
+                    send.as_ptr() as *const c_void,
+                    recv.as_mut_ptr() as *mut c_void,
+                    count,
+                    datatype,
+                    ffi::RSMPI_SUM,
+                    comm,
+                    &mut request,
+                )
+            };
+        }
+        if let Err(e) = self.wait(&mut request, peer) {
+            std::mem::forget((send, recv));
+            return Err(e);
+        }
+        Ok(recv)
+    }
+
     fn wait(&self, request: &mut ffi::MPI_Request, peer: usize) -> Result<(), CommError> {
         let done = poll_until(self.timeout, || {
             let _state = lock(&self.state);
@@ -378,54 +413,12 @@ impl Communicator for MpiCommunicator {
         }
         let (comm, _) = self.group_comm(group)?;
         let peer = group.iter().copied().find(|&r| r != self.rank).unwrap_or(self.rank);
-        let count = to_c_int(t.len(), "a tensor")?;
         let values = t.to_f64_vec();
-        let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
         let out = if t.dtype == DType::F32 {
             let send: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-            let mut recv = vec![0f32; send.len()];
-            {
-                let _state = lock(&self.state);
-                // SAFETY: both buffers outlive the request (leaked on a timeout).
-                unsafe {
-                    ffi::MPI_Iallreduce(
-                        send.as_ptr() as *const c_void,
-                        recv.as_mut_ptr() as *mut c_void,
-                        count,
-                        datatype,
-                        ffi::RSMPI_SUM,
-                        comm,
-                        &mut request,
-                    )
-                };
-            }
-            if let Err(e) = self.wait(&mut request, peer) {
-                std::mem::forget((send, recv));
-                return Err(e);
-            }
-            recv.into_iter().map(f64::from).collect()
+            self.sum_all_reduce(comm, peer, datatype, send)?.into_iter().map(f64::from).collect()
         } else {
-            let mut recv = vec![0f64; values.len()];
-            {
-                let _state = lock(&self.state);
-                // SAFETY: as above.
-                unsafe {
-                    ffi::MPI_Iallreduce(
-                        values.as_ptr() as *const c_void,
-                        recv.as_mut_ptr() as *mut c_void,
-                        count,
-                        datatype,
-                        ffi::RSMPI_SUM,
-                        comm,
-                        &mut request,
-                    )
-                };
-            }
-            if let Err(e) = self.wait(&mut request, peer) {
-                std::mem::forget((values, recv));
-                return Err(e);
-            }
-            recv
+            self.sum_all_reduce(comm, peer, datatype, values)?
         };
         Ok(Tensor::from_f64(t.dtype, t.shape.clone(), out))
     }

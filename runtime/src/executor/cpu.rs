@@ -181,20 +181,7 @@ impl CpuExecutor {
             .map_err(|message| ArtifactError::Input { name: "(arena)".into(), message })?;
         for binding in &p.inputs {
             let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
-            let tensor = inputs
-                .iter()
-                .find(|(n, _)| *n == binding.name)
-                .map(|(_, t)| t)
-                .ok_or_else(|| input_error("missing".into()))?;
-            let desc = &p.buffers[binding.buffer as usize];
-            let shape: Vec<u64> = tensor.shape.iter().map(|&n| n as u64).collect();
-            if tensor.dtype != binding.dtype || shape != desc.shape {
-                return Err(input_error(format!(
-                    "expected {} {:?}, got {} {:?}",
-                    binding.dtype, desc.shape, tensor.dtype, tensor.shape
-                )));
-            }
-            let Location::Arena { offset } = desc.location else { return Err(input_error("not in the arena".into())) };
+            let (tensor, desc, offset) = super::bound_input(p, binding, inputs)?;
             // SAFETY: the loader checked that the buffer lies inside the arena, and no other
             // reference into the arena is alive.
             let dest = unsafe { std::slice::from_raw_parts_mut(arena.ptr.add(offset as usize), desc.bytes() as usize) };

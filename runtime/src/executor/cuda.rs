@@ -170,20 +170,7 @@ impl CudaExecutor {
             self.stream.alloc_zeros::<u8>(p.arena_bytes.max(1) as usize).map_err(|e| device(format!("arena: {e}")))?;
         for binding in &p.inputs {
             let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
-            let tensor = inputs
-                .iter()
-                .find(|(n, _)| *n == binding.name)
-                .map(|(_, t)| t)
-                .ok_or_else(|| input_error("missing".into()))?;
-            let desc = &p.buffers[binding.buffer as usize];
-            let shape: Vec<u64> = tensor.shape.iter().map(|&n| n as u64).collect();
-            if tensor.dtype != binding.dtype || shape != desc.shape {
-                return Err(input_error(format!(
-                    "expected {} {:?}, got {} {:?}",
-                    binding.dtype, desc.shape, tensor.dtype, tensor.shape
-                )));
-            }
-            let Location::Arena { offset } = desc.location else { return Err(input_error("not in the arena".into())) };
+            let (tensor, _, offset) = super::bound_input(p, binding, inputs)?;
             let bytes = encode(tensor);
             let mut view = arena.slice_mut(offset as usize..offset as usize + bytes.len());
             self.stream.memcpy_htod(&bytes, &mut view).map_err(|e| input_error(format!("upload: {e}")))?;

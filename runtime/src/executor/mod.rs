@@ -16,6 +16,8 @@ pub mod load;
 pub mod profile;
 
 use std::path::PathBuf;
+use tessera_ir::artifact::{BufferDesc, IoBinding, Location, Program};
+use tessera_ir::tensor::Tensor;
 
 /// Why an artifact could not be loaded or run. Messages name the artifact file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -42,4 +44,26 @@ pub enum ArtifactError {
     Input { name: String, message: String },
     #[error("step {step} ({what}): {message}")]
     Step { step: usize, what: String, message: String },
+}
+
+/// The tensor fed for `binding`, checked against the dtype and shape the program declares, with
+/// its buffer and the arena offset the buffer starts at. Both executors bind inputs this way.
+pub(crate) fn bound_input<'a, 'p>(
+    program: &'p Program,
+    binding: &IoBinding,
+    inputs: &'a [(String, Tensor)],
+) -> Result<(&'a Tensor, &'p BufferDesc, u64), ArtifactError> {
+    let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
+    let tensor =
+        inputs.iter().find(|(n, _)| *n == binding.name).map(|(_, t)| t).ok_or_else(|| input_error("missing".into()))?;
+    let desc = &program.buffers[binding.buffer as usize];
+    let shape: Vec<u64> = tensor.shape.iter().map(|&n| n as u64).collect();
+    if tensor.dtype != binding.dtype || shape != desc.shape {
+        return Err(input_error(format!(
+            "expected {} {:?}, got {} {:?}",
+            binding.dtype, desc.shape, tensor.dtype, tensor.shape
+        )));
+    }
+    let Location::Arena { offset } = desc.location else { return Err(input_error("not in the arena".into())) };
+    Ok((tensor, desc, offset))
 }
