@@ -22,7 +22,9 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 use std::sync::Arc;
-use tessera_ir::artifact::{decode, encode, BufferDesc, GpuGemm, GpuProgram, LibraryCall, Location, Program, Step};
+use tessera_ir::artifact::{
+    decode, encode, BufferDesc, GpuGemm, GpuLaunch, GpuProgram, LibraryCall, Location, Program, Step,
+};
 use tessera_ir::tensor::Tensor;
 
 /// Whether a CUDA driver library (`libcuda.so.1`) can be loaded on this machine.
@@ -229,22 +231,10 @@ impl CudaExecutor {
             .map(|&b| self.address(arena, b))
             .chain(code.temporaries.iter().map(|t| scratch + t.scratch_offset))
             .collect();
-        for (function, launch) in functions.iter().zip(&code.launches) {
-            let config = LaunchConfig {
-                grid_dim: (launch.grid[0], launch.grid[1], launch.grid[2]),
-                block_dim: (launch.block[0], launch.block[1], launch.block[2]),
-                shared_mem_bytes: 0,
-            };
-            let mut builder = self.stream.launch_builder(function);
-            for param in &params {
-                builder.arg(param);
-            }
-            // SAFETY: the kernel's parameters are one pointer per input, output and temporary
-            // (the compiler's launch protocol); every buffer lies inside its allocation (checked
-            // by the loader) and the scratch region holds every temporary.
-            unsafe { builder.launch(config) }.map_err(|e| format!("launch of {}: {e}", launch.entry))?;
-        }
-        Ok(())
+        // SAFETY: the kernel's parameters are one pointer per input, output and temporary
+        // (the compiler's launch protocol); every buffer lies inside its allocation (checked
+        // by the loader) and the scratch region holds every temporary.
+        unsafe { launch_in_order(&self.stream, functions, &code.launches, &params) }
     }
 
     fn gemm(&self, arena: &CudaSlice<u8>, g: &GpuGemm, inputs: &[u32], outputs: &[u32]) -> Result<(), String> {
@@ -339,6 +329,34 @@ impl CudaExecutor {
 fn read_code(artifact: &Artifact, rel: &str) -> Result<Vec<u8>, ArtifactError> {
     let path = artifact.rank_dir.join(rel);
     std::fs::read(&path).map_err(|source| ArtifactError::Io { path, source })
+}
+
+/// Launches `functions[i]` with the geometry of `launches[i]`, in order on `stream`, each with
+/// `params` as its parameters.
+///
+/// # Safety
+/// `params` must be what the kernels expect under the compiler's launch protocol: one device
+/// pointer per buffer, each into an allocation that holds everything the kernel touches.
+unsafe fn launch_in_order(
+    stream: &CudaStream,
+    functions: &[CudaFunction],
+    launches: &[GpuLaunch],
+    params: &[u64],
+) -> Result<(), String> {
+    for (function, launch) in functions.iter().zip(launches) {
+        let config = LaunchConfig {
+            grid_dim: (launch.grid[0], launch.grid[1], launch.grid[2]),
+            block_dim: (launch.block[0], launch.block[1], launch.block[2]),
+            shared_mem_bytes: 0,
+        };
+        let mut builder = stream.launch_builder(function);
+        for param in params {
+            builder.arg(param);
+        }
+        // SAFETY: the caller vouches for the parameters (this function's contract).
+        unsafe { builder.launch(config) }.map_err(|e| format!("launch of {}: {e}", launch.entry))?;
+    }
+    Ok(())
 }
 
 fn upload(stream: &Arc<CudaStream>, bytes: &[u8]) -> Result<CudaSlice<u8>, cudarc::driver::DriverError> {
@@ -478,21 +496,7 @@ impl CudaBench {
             .map(|&n| self.stream.alloc_zeros::<u8>(n.max(1) as usize).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
         let params: Vec<u64> = buffers.iter().map(|b| b.device_ptr(&self.stream).0).collect();
-        self.time(reps, || {
-            for (function, launch) in functions.iter().zip(kernel.launches) {
-                let config = LaunchConfig {
-                    grid_dim: (launch.grid[0], launch.grid[1], launch.grid[2]),
-                    block_dim: (launch.block[0], launch.block[1], launch.block[2]),
-                    shared_mem_bytes: 0,
-                };
-                let mut builder = self.stream.launch_builder(function);
-                for param in &params {
-                    builder.arg(param);
-                }
-                // SAFETY: one buffer per kernel parameter, each of the size the compiler gave.
-                unsafe { builder.launch(config) }.map_err(|e| format!("launch of {}: {e}", launch.entry))?;
-            }
-            Ok(())
-        })
+        // SAFETY: one buffer per kernel parameter, each of the size the compiler gave.
+        self.time(reps, || unsafe { launch_in_order(&self.stream, &functions, kernel.launches, &params) })
     }
 }
