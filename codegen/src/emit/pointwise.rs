@@ -408,15 +408,7 @@ impl FnEmitter<'_> {
             -2.760_768_477_423_55e-16,
         ];
         let beta = [4.893_525_185_543_85e-3, 2.268_434_632_439e-3, 1.185_347_056_866_54e-4, 1.198_258_394_667_02e-6];
-        let bound = self.f32(7.905_311_107_635_498);
-        let neg_bound = self.f32(-7.905_311_107_635_498);
-        let low = self.op("arith.maximumf", &[x, &neg_bound], "f32");
-        let c = self.op("arith.minimumf", &[&low, &bound], "f32");
-        let c2 = self.op("arith.mulf", &[&c, &c], "f32");
-        let p = self.horner(&alpha, &c2);
-        let p = self.op("arith.mulf", &[&p, &c], "f32");
-        let q = self.horner(&beta, &c2);
-        let r = self.op("arith.divf", &[&p, &q], "f32");
+        let r = self.odd_rational(x, 7.905_311_107_635_498, &alpha, &beta);
         let abs = self.op("math.absf", &[x], "f32");
         let tiny = self.f32(4e-4);
         let small = self.fresh();
@@ -424,6 +416,20 @@ impl FnEmitter<'_> {
         let out = self.fresh();
         self.line(format!("{out} = arith.select {small}, {x}, {r} : f32"));
         out
+    }
+
+    /// The odd rational form both `tanh` and `erf` use: `c p(c²) / q(c²)` with `c` the input
+    /// clamped to ±`bound` (where the function is ±1 in f32).
+    fn odd_rational(&mut self, x: &str, bound: f64, alpha: &[f64], beta: &[f64]) -> String {
+        let upper = self.f32(bound);
+        let lower = self.f32(-bound);
+        let low = self.op("arith.maximumf", &[x, &lower], "f32");
+        let c = self.op("arith.minimumf", &[&low, &upper], "f32");
+        let c2 = self.op("arith.mulf", &[&c, &c], "f32");
+        let p = self.horner(alpha, &c2);
+        let p = self.op("arith.mulf", &[&p, &c], "f32");
+        let q = self.horner(beta, &c2);
+        self.op("arith.divf", &[&p, &q], "f32")
     }
 
     /// `p(x)` by Horner's rule on f32 `coeffs` (lowest degree first).
@@ -527,15 +533,7 @@ impl FnEmitter<'_> {
             -2.133_740_552_789_05e-4,
             -1.456_607_184_649_96e-5,
         ];
-        let bound = self.f32(4.0);
-        let neg_bound = self.f32(-4.0);
-        let low = self.op("arith.maximumf", &[x, &neg_bound], "f32");
-        let c = self.op("arith.minimumf", &[&low, &bound], "f32");
-        let c2 = self.op("arith.mulf", &[&c, &c], "f32");
-        let p = self.horner(&alpha, &c2);
-        let p = self.op("arith.mulf", &[&p, &c], "f32");
-        let q = self.horner(&beta, &c2);
-        self.op("arith.divf", &[&p, &q], "f32")
+        self.odd_rational(x, 4.0, &alpha, &beta)
     }
 
     /// `1 / (1 + exp(-x))`: for large negative `x` the exponential overflows to infinity and
