@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Installs the system packages tessera builds against (LLVM/MLIR 22, OpenMPI), only when missing.
+# Installs the system packages tessera builds against (LLVM/MLIR 22, OpenMPI) and the Slurm
+# daemons and client plus munge that the srun tests run a throwaway cluster with
+# (scripts/slurm-local.sh), only when missing. Debian's slurmctld/slurmd services stay down
+# without /etc/slurm/slurm.conf, which this script never writes.
 # Idempotent: a second run on a set-up machine does nothing and prints one line.
 set -euo pipefail
 
@@ -7,6 +10,7 @@ packages=(
   llvm-22-dev libmlir-22-dev mlir-22-tools libpolly-22-dev libzstd-dev
   libclang1-22 libclang-common-22-dev
   libopenmpi-dev openmpi-bin
+  slurmctld slurmd slurm-client munge
   unzip
 )
 

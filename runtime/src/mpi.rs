@@ -51,10 +51,13 @@ const COLLECTIVE_TAG: c_int = 0;
 const MAX_TAG: c_int = 32767;
 
 /// The world size the launcher announced, without initializing MPI: `mpirun` (OpenMPI) sets
-/// `OMPI_COMM_WORLD_SIZE`, Slurm's `srun` and MPICH's Hydra `PMI_SIZE`, PMIx launchers
-/// `PMIX_SIZE`. `None` for a process started by hand.
+/// `OMPI_COMM_WORLD_SIZE`, MPICH's Hydra `PMI_SIZE`, PMIx launchers `PMIX_SIZE`. Slurm's `srun`
+/// sets none of these (its PMIx plugin exports only `PMIX_RANK` and the server's address) but
+/// `SLURM_STEP_NUM_TASKS`, the task count of this job step. Not `SLURM_NTASKS`: a batch script
+/// has that too, and a `tessera` it starts directly is one process, not a rank.
+/// `None` for a process started by hand.
 pub fn launched_world_size() -> Option<usize> {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS"]
         .iter()
         .find_map(|var| std::env::var(var).ok().and_then(|v| v.trim().parse::<usize>().ok()))
 }

@@ -256,7 +256,7 @@ fn run_on_mesh(
 /// never wait for it.
 fn run_mpi(args: &TrainArgs, mesh: &Mesh, world: usize) -> Result<()> {
     if mesh.num_devices() != world {
-        bail!("--mesh {mesh} has {} devices but mpirun started {world} ranks", mesh.num_devices());
+        bail!("--mesh {mesh} has {} devices but the launcher started {world} ranks", mesh.num_devices());
     }
     let fault = fault::requested()?;
     let comm = Arc::new(MpiCommunicator::init(Duration::from_secs_f64(args.comm_timeout))?);

@@ -15,6 +15,7 @@ mod plan;
 mod planner;
 mod real_models;
 mod shard;
+mod srun;
 mod support;
 mod train;
 mod train_artifact;

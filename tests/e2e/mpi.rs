@@ -16,18 +16,25 @@ pub struct MpiOutcome {
 /// Runs `mpirun -n ranks tessera args...` in `cwd` with extra environment `env`; kills it (and
 /// fails the test) after `limit`.
 pub fn mpirun(cwd: &Path, ranks: usize, args: &[&str], env: &[(&str, &str)], limit: Duration) -> MpiOutcome {
-    let started = Instant::now();
     let mut cmd = Command::new("mpirun");
     cmd.args(["--allow-run-as-root", "--oversubscribe", "-n", &ranks.to_string()])
         .arg(env!("CARGO_BIN_EXE_tessera"))
         .args(args)
-        .current_dir(cwd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .current_dir(cwd);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("mpirun runs (scripts/setup.sh installs openmpi-bin)");
+    run_launcher(cmd, limit)
+}
+
+/// Runs a launcher command (`mpirun ...`, `srun ...`) to completion, collecting its output; kills
+/// it (and fails the test) after `limit`.
+pub fn run_launcher(mut cmd: Command, limit: Duration) -> MpiOutcome {
+    let started = Instant::now();
+    let launcher = cmd.get_program().to_string_lossy().into_owned();
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{launcher} runs (scripts/setup.sh installs it): {e}"));
     // Drain the pipes on threads so a chatty run cannot block on a full pipe.
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
@@ -47,7 +54,7 @@ pub fn mpirun(cwd: &Path, ranks: usize, args: &[&str], env: &[(&str, &str)], lim
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "mpirun {args:?} still ran after {limit:?}; stderr so far:\n{}",
+                "{launcher} {args:?} still ran after {limit:?}; stderr so far:\n{}",
                 err_reader.join().unwrap_or_default()
             );
         }
@@ -133,13 +140,13 @@ fn a_hung_rank_ends_the_job_at_the_receive_deadline() {
     assert!(out.elapsed < Duration::from_secs(30), "{:?}", out.elapsed);
 }
 
-const CORPUS: &str = "/usr/share/common-licenses/GPL-3";
+pub const CORPUS: &str = "/usr/share/common-licenses/GPL-3";
 /// Small enough for four debug-build processes on two cores; f64 so that the only difference
 /// between meshes is the order partial sums are added in.
-const GPT: &str = "gpt:layers=2,hidden=32,heads=4,seq=16,vocab=256,dtype=fp64";
+pub const GPT: &str = "gpt:layers=2,hidden=32,heads=4,seq=16,vocab=256,dtype=fp64";
 
 /// `(step, loss)` of every JSON line.
-fn losses(stdout: &str) -> Vec<(u64, f64)> {
+pub fn losses(stdout: &str) -> Vec<(u64, f64)> {
     stdout
         .lines()
         .map(|line| {
@@ -151,19 +158,19 @@ fn losses(stdout: &str) -> Vec<(u64, f64)> {
         .collect()
 }
 
-fn train_args<'a>(steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+pub fn train_args<'a>(steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["train", GPT, "--steps", steps, "--data", CORPUS, "--batch", "4", "--format", "json"];
     args.extend(extra);
     args
 }
 
-fn single_process(cwd: &Path, steps: &str) -> Vec<(u64, f64)> {
+pub fn single_process(cwd: &Path, steps: &str) -> Vec<(u64, f64)> {
     let out = crate::support::tessera(cwd, &train_args(steps, &[]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     losses(&out.stdout)
 }
 
-fn assert_close(got: &[(u64, f64)], want: &[(u64, f64)], what: &str) {
+pub fn assert_close(got: &[(u64, f64)], want: &[(u64, f64)], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
     for ((s, a), (t, b)) in got.iter().zip(want) {
         assert_eq!(s, t, "{what}");
@@ -207,7 +214,7 @@ fn mpi_training_needs_a_mesh_of_the_world_size() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = mpirun(dir.path(), 2, &train_args("1", &["--mesh", "dp=4"]), &[], Duration::from_secs(60));
     assert_ne!(out.code, Some(0));
-    assert!(out.stderr.contains("--mesh dp=4 has 4 devices but mpirun started 2 ranks"), "{}", out.stderr);
+    assert!(out.stderr.contains("--mesh dp=4 has 4 devices but the launcher started 2 ranks"), "{}", out.stderr);
     let out = mpirun(dir.path(), 2, &train_args("1", &[]), &[], Duration::from_secs(60));
     assert_ne!(out.code, Some(0));
     assert!(out.stderr.contains("launched as 2 MPI ranks: give --mesh with 2 devices"), "{}", out.stderr);
