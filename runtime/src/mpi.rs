@@ -36,13 +36,13 @@
 //! polls.
 
 use crate::spmd::{CommError, Communicator, Tag};
+use crate::wire::{concat_indices, signature, split_indices, Elements, Use, Wire};
 use ::mpi::ffi;
 use ::mpi::topology::{Communicator as _, Group as _, SimpleCommunicator};
 use ::mpi::traits::{AsRaw, MatchedReceiveVec, Source};
 use ::mpi::Threading;
 use std::collections::HashMap;
 use std::os::raw::{c_int, c_void};
-use crate::wire::{concat_indices, signature, split_indices, Elements, Use, Wire};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -67,6 +67,14 @@ const MAX_TAG: c_int = 32767;
 /// `PMIX_SIZE`. `None` for a process started by hand.
 pub fn launched_world_size() -> Option<usize> {
     ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().and_then(|v| v.trim().parse::<usize>().ok()))
+}
+
+/// This process's index among the ranks on its node, as the launcher announced it (OpenMPI's
+/// `OMPI_COMM_WORLD_LOCAL_RANK`, Slurm's `SLURM_LOCALID`, MPICH's `MPI_LOCALRANKID`).
+pub fn launched_local_rank() -> Option<usize> {
+    ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"]
         .iter()
         .find_map(|var| std::env::var(var).ok().and_then(|v| v.trim().parse::<usize>().ok()))
 }
@@ -658,10 +666,7 @@ impl MpiCommunicator {
     /// from an `MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)` split (collective over the world:
     /// every rank must ask at the same point).
     pub fn local_rank(&self) -> usize {
-        let from_launcher = ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"]
-            .iter()
-            .find_map(|var| std::env::var(var).ok().and_then(|v| v.trim().parse::<usize>().ok()));
-        if let Some(local) = from_launcher {
+        if let Some(local) = launched_local_rank() {
             return local;
         }
         let state = lock(&self.state);

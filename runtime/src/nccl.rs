@@ -36,7 +36,7 @@
 //!
 //! [`broadcast`]: NcclCommunicator::broadcast
 
-use crate::mpi::{check_axis, check_divisible, poll_until, MpiCommunicator, MpiError};
+use crate::mpi::{check_axis, check_divisible, launched_local_rank, poll_until, MpiCommunicator, MpiError};
 use crate::spmd::{CommError, Communicator, Tag};
 use crate::wire::{concat_indices, split_indices, Elements, Use, Wire};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
@@ -60,7 +60,9 @@ pub enum NcclError {
     NoLibrary,
     #[error(transparent)]
     Mpi(#[from] MpiError),
-    #[error("rank {rank} is local rank {local} of its node, which has {devices} CUDA devices (NCCL runs one GPU per rank)")]
+    #[error(
+        "rank {rank} is local rank {local} of its node, which has {devices} CUDA devices (NCCL runs one GPU per rank)"
+    )]
     TooFewDevices { rank: usize, local: usize, devices: usize },
     #[error("CUDA: {0}")]
     Cuda(String),
@@ -77,6 +79,17 @@ pub fn availability() -> Result<(), NcclError> {
         return Err(NcclError::NoLibrary);
     }
     Ok(())
+}
+
+/// Whether `auto` should pick NCCL: the driver and libnccl are present and this rank's GPU
+/// exists (its local rank from the launcher, where it says; a CPU job with more ranks per node
+/// than GPUs stays on MPI rather than failing).
+fn usable_here() -> bool {
+    if availability().is_err() {
+        return false;
+    }
+    let local = launched_local_rank().unwrap_or(0);
+    CudaContext::device_count().is_ok_and(|n| usize::try_from(n).is_ok_and(|n| local < n))
 }
 
 /// Which transport `--comm` asks for.
@@ -100,7 +113,7 @@ impl Transport {
         let nccl = match choice {
             CommChoice::Mpi => false,
             CommChoice::Nccl => true,
-            CommChoice::Auto => availability().is_ok(),
+            CommChoice::Auto => usable_here(),
         };
         Ok(if nccl {
             Transport::Nccl(NcclCommunicator::init(timeout)?)
@@ -113,6 +126,14 @@ impl Transport {
         match self {
             Transport::Mpi(_) => "mpi",
             Transport::Nccl(_) => "nccl",
+        }
+    }
+
+    /// The communicator, shareable between threads (and no longer a [`Transport`]).
+    pub fn into_shared(self) -> Arc<dyn Communicator> {
+        match self {
+            Transport::Mpi(c) => Arc::new(c),
+            Transport::Nccl(c) => Arc::new(c),
         }
     }
 
@@ -276,7 +297,11 @@ impl NcclCommunicator {
                 }
             }
         })
-        .unwrap_or(Err(CommError::Timeout { from: peer, tag: Tag::Collective, seconds: timeout.as_secs_f64() }));
+        .unwrap_or(Err(CommError::Timeout {
+            from: peer,
+            tag: Tag::Collective,
+            seconds: timeout.as_secs_f64(),
+        }));
         if outcome.is_err() {
             if let Some(RawComm(comm)) = comms.remove(group) {
                 // SAFETY: the communicator is not used again; abort stops its kernels.
@@ -327,7 +352,14 @@ impl NcclCommunicator {
         t: &Tensor,
         elements: Elements,
         out_len: usize,
-        launch: impl FnOnce(u64, u64, usize, ncclDataType_t, ncclComm_t, *mut c_void) -> Result<nccl::NcclStatus, nccl::NcclError>,
+        launch: impl FnOnce(
+            u64,
+            u64,
+            usize,
+            ncclDataType_t,
+            ncclComm_t,
+            *mut c_void,
+        ) -> Result<nccl::NcclStatus, nccl::NcclError>,
         sum: bool,
     ) -> Result<Elements, CommError> {
         let call = self.mpi.native_call(group, t)?;

@@ -150,7 +150,9 @@ impl Elements {
             Elements::F32(v) => Tensor::from_f64(dtype, shape, v.into_iter().map(f64::from).collect()),
             Elements::F64(v) => Tensor::from_f64(dtype, shape, v),
             Elements::I64(v) => Tensor::from_i64(dtype, shape, v),
-            Elements::Bits16(v) => Tensor::from_f64(dtype, shape, v.into_iter().map(|b| from_bits16(dtype, b)).collect()),
+            Elements::Bits16(v) => {
+                Tensor::from_f64(dtype, shape, v.into_iter().map(|b| from_bits16(dtype, b)).collect())
+            }
         }
     }
 

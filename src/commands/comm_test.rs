@@ -1,16 +1,19 @@
 //! `tessera comm-test`: checks the multi-process transport where it runs. Launched with
 //! `mpirun -n N tessera comm-test --mesh ...`, every rank
-//! 1. runs a script of collectives (all-reduce sum and max in several dtypes, all-gather,
-//!    reduce-scatter, all-to-all over every mesh axis and over all axes, and a send/recv ring)
-//!    through MPI, and the same script through the in-process [`LocalCommunicator`] on threads,
-//!    and compares its results with the local ones;
+//! 1. runs a script of collectives (all-reduce sum and max in several dtypes, NaN included,
+//!    all-gather and reduce-scatter along outer and inner axes, all-to-all over every mesh axis
+//!    and over all axes, and a send/recv ring) through the transport `--comm` picks (MPI, or
+//!    NCCL on GPUs), and the same script through the in-process [`LocalCommunicator`] on
+//!    threads, and compares its results with the local ones; then broadcasts from the last
+//!    member of every group and compares with that member's operand;
 //! 2. partitions the forward graph of a small zoo model (f64) over the mesh and runs its own
 //!    program over MPI; ranks of the last stage compare the outputs with the single-device
 //!    interpreter.
 //!
-//! Rank 0 prints a summary (JSON with `--format json`); any mismatch fails every rank.
+//! Rank 0 prints a summary (JSON with `--format json`) with the transport and how many
+//! collectives of each kind ran as native library calls; any mismatch fails every rank.
 
-use super::train::Format;
+use super::train::{CommArg, Format};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use std::time::Duration;
@@ -22,7 +25,7 @@ use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::sharding::Mesh;
 use tessera_ir::tensor::Tensor;
 use tessera_passes::shard::{partition, ShardConfig};
-use tessera_runtime::mpi::MpiCommunicator;
+use tessera_runtime::nccl::Transport;
 use tessera_runtime::spmd::{run_rank, Communicator, LocalCommunicator, Tag};
 
 #[derive(Args)]
@@ -38,6 +41,9 @@ pub struct CommTestArgs {
     pub timeout: f64,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// The transport under test.
+    #[arg(long, value_enum, default_value_t = CommArg::Auto)]
+    pub comm: CommArg,
 }
 
 /// A tensor every rank can compute for every rank: deterministic in (rank, what, dtype).
@@ -70,23 +76,41 @@ fn script(comm: &dyn Communicator, mesh: &Mesh, fault: Option<fault::Fault>) -> 
             out.push((format!("all_reduce sum {} over {name}", dtype.mlir_name()), r));
         }
         next_round();
-        let t = operand(rank, &format!("max-{name}"), DType::F32, vec![4]);
+        // Integer sums wrap.
+        let t = Tensor::from_i64(DType::I64, vec![3], vec![i64::MAX - 1, rank as i64 - 7, 1 << 40]);
         out.push((
-            format!("all_reduce max over {name}"),
-            comm.all_reduce(&group, &t, Reduction::Max).map_err(|e| err("all_reduce", e))?,
+            format!("all_reduce sum i64 over {name}"),
+            comm.all_reduce(&group, &t, Reduction::Sum).map_err(|e| err("all_reduce", e))?,
         ));
-        next_round();
-        let t = operand(rank, &format!("gather-{name}"), DType::F32, vec![2, 3]);
-        out.push((
-            format!("all_gather over {name}"),
-            comm.all_gather(&group, &t, 1).map_err(|e| err("all_gather", e))?,
-        ));
-        next_round();
-        let t = operand(rank, &format!("scatter-{name}"), DType::F32, vec![2 * g, 3]);
-        out.push((
-            format!("reduce_scatter over {name}"),
-            comm.reduce_scatter(&group, &t, 0).map_err(|e| err("reduce_scatter", e))?,
-        ));
+        for dtype in [DType::F32, DType::BF16, DType::I64] {
+            next_round();
+            let mut t = operand(rank, &format!("max-{name}"), dtype, vec![4]);
+            if dtype.is_float() && rank == group[0] {
+                // A NaN on one member only must reach every member.
+                t = Tensor::from_f64(dtype, vec![4], vec![f64::NAN, 1.0, -2.0, 0.5]);
+            }
+            out.push((
+                format!("all_reduce max {} over {name}", dtype.mlir_name()),
+                comm.all_reduce(&group, &t, Reduction::Max).map_err(|e| err("all_reduce", e))?,
+            ));
+        }
+        for (dtype, dim) in [(DType::F32, 1), (DType::BF16, 0), (DType::I64, 1)] {
+            next_round();
+            let t = operand(rank, &format!("gather-{name}"), dtype, vec![2, 3]);
+            out.push((
+                format!("all_gather {} dim {dim} over {name}", dtype.mlir_name()),
+                comm.all_gather(&group, &t, dim).map_err(|e| err("all_gather", e))?,
+            ));
+        }
+        for (dtype, dim) in [(DType::F32, 0), (DType::F64, 1), (DType::BF16, 1)] {
+            next_round();
+            let shape = if dim == 0 { vec![2 * g, 3] } else { vec![2, 2 * g, 3] };
+            let t = operand(rank, &format!("scatter-{name}"), dtype, shape);
+            out.push((
+                format!("reduce_scatter {} dim {dim} over {name}", dtype.mlir_name()),
+                comm.reduce_scatter(&group, &t, dim).map_err(|e| err("reduce_scatter", e))?,
+            ));
+        }
         next_round();
         let t = operand(rank, &format!("a2a-{name}"), DType::F64, vec![g, 2]);
         out.push((
@@ -103,13 +127,43 @@ fn script(comm: &dyn Communicator, mesh: &Mesh, fault: Option<fault::Fault>) -> 
     Ok(out)
 }
 
+/// Broadcasts from the last member of every group (every mesh axis, and all axes) in several
+/// dtypes; the result must be that member's operand, bit for bit. Returns how many ran.
+fn check_broadcasts(transport: &Transport, mesh: &Mesh) -> Result<usize> {
+    let rank = transport.comm().rank();
+    let mut groups: Vec<Vec<String>> = mesh.axes().iter().map(|a| vec![a.name.clone()]).collect();
+    groups.push(mesh.axes().iter().map(|a| a.name.clone()).collect());
+    let mut count = 0;
+    for axes in &groups {
+        let group = mesh.group(rank, axes).map_err(anyhow::Error::msg)?;
+        let root = group.len() - 1;
+        let name = axes.join("+");
+        for dtype in [DType::F32, DType::BF16, DType::I64, DType::F64] {
+            let what = format!("bcast-{name}");
+            let got = transport
+                .broadcast(&group, root, &operand(rank, &what, dtype, vec![2, 5]))
+                .map_err(|e| anyhow::anyhow!("broadcast over {name}: {e}"))?;
+            let want = operand(group[root], &what, dtype, vec![2, 5]);
+            ensure!(got == want, "broadcast {} over {name}: got {:?}, expected {:?}", dtype.mlir_name(), got, want);
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
 /// The largest elementwise difference relative to the magnitudes (absolute below 1: sums that
 /// cancel keep only their absolute rounding error).
+/// NaN matches only NaN.
 fn relative_error(a: &Tensor, b: &Tensor) -> f64 {
     a.to_f64_vec()
         .iter()
         .zip(b.to_f64_vec())
-        .map(|(x, y)| if x == &y { 0.0 } else { (x - y).abs() / x.abs().max(y.abs()).max(1.0) })
+        .map(|(&x, y)| match (x.is_nan(), y.is_nan()) {
+            (true, true) => 0.0,
+            (true, false) | (false, true) => f64::INFINITY,
+            _ if x == y => 0.0,
+            _ => (x - y).abs() / x.abs().max(y.abs()).max(1.0),
+        })
         .fold(0.0, f64::max)
 }
 
@@ -130,9 +184,10 @@ pub fn run(args: CommTestArgs) -> Result<()> {
     ensure!(args.timeout.is_finite() && args.timeout > 0.0, "--timeout must be a positive number of seconds");
     let fault = fault::requested()?;
     let timeout = Duration::from_secs_f64(args.timeout);
-    let comm = MpiCommunicator::init(timeout)?;
+    let transport = Transport::open(args.comm.choice(), timeout)?;
+    let comm = transport.comm();
     let (rank, size) = (comm.rank(), comm.size());
-    let result = check(&args, &comm, fault);
+    let result = check(&args, &transport, fault);
     if let Err(e) = &result {
         // One failing rank must not leave the others waiting.
         if size > 1 {
@@ -144,20 +199,24 @@ pub fn run(args: CommTestArgs) -> Result<()> {
         match args.format {
             Format::Json => println!("{summary}"),
             Format::Text => println!(
-                "comm-test: {size} ranks on mesh {}: {} collective results match the in-process transport \
-                 (max relative error {:.1e}); {} forward outputs match one device (max relative error {:.1e})",
+                "comm-test: {size} ranks on mesh {} over {}: {} collective results match the in-process transport \
+                 (max relative error {:.1e}); {} forward outputs match one device (max relative error {:.1e}); \
+                 native calls on rank 0: {}",
                 summary["mesh"].as_str().unwrap_or("?"),
+                transport.name(),
                 summary["collective_results"],
                 summary["collective_max_rel_error"].as_f64().unwrap_or(f64::NAN),
                 summary["forward_outputs"],
                 summary["forward_max_rel_error"].as_f64().unwrap_or(f64::NAN),
+                transport.native_calls().iter().map(|(kind, n)| format!("{kind} {n}")).collect::<Vec<_>>().join(", "),
             ),
         }
     }
     Ok(())
 }
 
-fn check(args: &CommTestArgs, comm: &MpiCommunicator, fault: Option<fault::Fault>) -> Result<serde_json::Value> {
+fn check(args: &CommTestArgs, transport: &Transport, fault: Option<fault::Fault>) -> Result<serde_json::Value> {
+    let comm = transport.comm();
     let (rank, size) = (comm.rank(), comm.size());
     let mesh_text = args.mesh.clone().unwrap_or_else(|| format!("dp={size}"));
     let mesh = Mesh::parse(&mesh_text).map_err(|e| anyhow::anyhow!("--mesh '{mesh_text}': {e}"))?;
@@ -166,7 +225,7 @@ fn check(args: &CommTestArgs, comm: &MpiCommunicator, fault: Option<fault::Fault
     }
 
     // 1. Collectives: MPI against the in-process transport, same script, same operands.
-    let local = LocalCommunicator::world(size, comm.timeout());
+    let local = LocalCommunicator::world(size, transport.timeout());
     let expected = std::thread::scope(|s| {
         let mine = s.spawn(|| script(&local[rank], &mesh, None));
         let others: Vec<_> = (0..size)
@@ -185,6 +244,7 @@ fn check(args: &CommTestArgs, comm: &MpiCommunicator, fault: Option<fault::Fault
     let got = script(comm, &mesh, fault)?;
     // Native MPI sums add in another order than the reference (which adds in f64 and rounds once).
     let collective_error = compare("collective", &got, &expected, 1e-6)?;
+    let broadcasts = check_broadcasts(transport, &mesh)?;
 
     // 2. A partitioned forward graph.
     let mut cfg = tessera_frontend::zoo::spec::parse(&args.model)?;
@@ -227,9 +287,14 @@ fn check(args: &CommTestArgs, comm: &MpiCommunicator, fault: Option<fault::Fault
         &Tensor::from_f64(DType::F64, vec![3], vec![collective_error, forward_error, forward_outputs as f64]),
         Reduction::Max,
     )?;
+    let native: serde_json::Map<String, serde_json::Value> =
+        transport.native_calls().into_iter().map(|(kind, n)| (kind.to_string(), n.into())).collect();
     Ok(serde_json::json!({
         "ranks": size,
         "mesh": mesh_text,
+        "transport": transport.name(),
+        "native": native,
+        "broadcasts": broadcasts,
         "collective_results": got.len(),
         "collective_max_rel_error": worst.get_f64(0),
         "forward_outputs": worst.get_f64(2) as u64,
