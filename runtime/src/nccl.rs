@@ -81,15 +81,19 @@ pub fn availability() -> Result<(), NcclError> {
     Ok(())
 }
 
+/// How many GPUs NCCL could use here: errors without a CUDA driver or libnccl.
+pub fn devices() -> Result<usize, NcclError> {
+    availability()?;
+    let n = CudaContext::device_count().map_err(|e| NcclError::Cuda(format!("{e:?}")))?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// Whether `auto` should pick NCCL: the driver and libnccl are present and this rank's GPU
 /// exists (its local rank from the launcher, where it says; a CPU job with more ranks per node
 /// than GPUs stays on MPI rather than failing).
 fn usable_here() -> bool {
-    if availability().is_err() {
-        return false;
-    }
     let local = launched_local_rank().unwrap_or(0);
-    CudaContext::device_count().is_ok_and(|n| usize::try_from(n).is_ok_and(|n| local < n))
+    devices().is_ok_and(|n| local < n)
 }
 
 /// Which transport `--comm` asks for.
@@ -205,10 +209,11 @@ fn offset<T>(base: u64, elements: usize) -> u64 {
 impl NcclCommunicator {
     /// Checks for the driver and libnccl, starts MPI, and opens this rank's GPU.
     pub fn init(timeout: Duration) -> Result<NcclCommunicator, NcclError> {
+        // Before MPI starts, so a machine without NCCL fails the same way on every rank.
         availability()?;
         let mpi = MpiCommunicator::init(timeout)?;
         let local = mpi.local_rank();
-        let devices = CudaContext::device_count().map_err(|e| NcclError::Cuda(format!("{e:?}")))? as usize;
+        let devices = devices()?;
         if local >= devices {
             return Err(NcclError::TooFewDevices { rank: mpi.rank(), local, devices });
         }
