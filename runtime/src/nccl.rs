@@ -371,6 +371,8 @@ impl NcclCommunicator {
         let peer = call.map_or(self.mpi.rank(), |c| c.peer);
         let member = group.iter().position(|&r| r == self.mpi.rank()).unwrap_or(0);
         let mut comms = self.lock();
+        // NCCL calls act on the calling thread's current device.
+        self.context.bind_to_thread().map_err(cuda_error)?;
         let comm = self.group_comm(&mut comms, group, member)?;
         let datatype = nccl_datatype(elements.wire(), t.dtype, sum);
         let width = match elements.wire() {
@@ -567,15 +569,17 @@ impl Communicator for NcclCommunicator {
             |send, recv, width, dt, comm, stream| {
                 nccl::group_start()?;
                 // Block j goes to member j; member j's block for us lands in slot j.
-                for j in 0..g {
+                let pairs = (0..g).try_for_each(|j| {
                     let (to, from) = (offset::<u8>(send, j * block * width), offset::<u8>(recv, j * block * width));
                     // SAFETY: both blocks lie inside the staged buffers of `n` elements.
                     unsafe {
                         nccl::send(to as *const c_void, block, dt, j as i32, comm, stream.cast())?;
-                        nccl::recv(from as *mut c_void, block, dt, j as i32, comm, stream.cast())?;
+                        nccl::recv(from as *mut c_void, block, dt, j as i32, comm, stream.cast()).map(|_| ())
                     }
-                }
-                nccl::group_end()
+                });
+                // The group is closed whatever happened inside it.
+                let ended = nccl::group_end();
+                pairs.and(ended)
             },
             false,
         )?;
@@ -586,5 +590,44 @@ impl Communicator for NcclCommunicator {
         shape[concat_dim] *= g;
         self.count("all_to_all");
         Ok(blocks.pick(&indices).into_tensor(t.dtype, shape))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_buffers_get_nccl_types_that_keep_their_values() {
+        assert_eq!(nccl_datatype(Wire::of(DType::F32, Use::Sum), DType::F32, true), ncclDataType_t::ncclFloat32);
+        assert_eq!(nccl_datatype(Wire::of(DType::F64, Use::Max), DType::F64, false), ncclDataType_t::ncclFloat64);
+        // 16-bit floats move as themselves but are summed in f64 (rounded once, like the reference).
+        assert_eq!(nccl_datatype(Wire::of(DType::BF16, Use::Move), DType::BF16, false), ncclDataType_t::ncclBfloat16);
+        assert_eq!(nccl_datatype(Wire::of(DType::F16, Use::Move), DType::F16, false), ncclDataType_t::ncclFloat16);
+        assert_eq!(nccl_datatype(Wire::of(DType::BF16, Use::Sum), DType::BF16, true), ncclDataType_t::ncclFloat64);
+        // Integer sums wrap as unsigned; maxima compare signed.
+        assert_eq!(nccl_datatype(Wire::of(DType::I64, Use::Sum), DType::I64, true), ncclDataType_t::ncclUint64);
+        assert_eq!(nccl_datatype(Wire::of(DType::I32, Use::Max), DType::I32, false), ncclDataType_t::ncclInt64);
+    }
+
+    #[test]
+    fn without_a_driver_nccl_says_so_before_touching_mpi() {
+        if crate::executor::cuda::driver_present() {
+            return;
+        }
+        let e = availability().expect_err("no driver");
+        assert_eq!(e.to_string(), "NCCL needs a CUDA driver: no CUDA driver found");
+        assert!(devices().is_err());
+        // `auto` then means MPI; asking for NCCL fails with the same message (and MPI is never
+        // initialized, which this test process could do only once).
+        assert!(!usable_here());
+        let e = Transport::open(CommChoice::Nccl, Duration::from_secs(1)).err().expect("fails");
+        assert_eq!(e.to_string(), "NCCL needs a CUDA driver: no CUDA driver found");
+    }
+
+    #[test]
+    fn device_offsets_count_bytes_of_the_element_type() {
+        assert_eq!(offset::<f32>(1000, 3), 1012);
+        assert_eq!(offset::<u8>(1000, 3 * 8), 1024);
     }
 }
