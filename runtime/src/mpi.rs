@@ -36,7 +36,7 @@
 //! polls.
 
 use crate::spmd::{CommError, Communicator, Tag};
-use crate::wire::{concat_indices, signature, split_indices, Elements, Use, Wire};
+use crate::wire::{signature, Elements, Use, Wire};
 use ::mpi::ffi;
 use ::mpi::topology::{Communicator as _, Group as _, SimpleCommunicator};
 use ::mpi::traits::{AsRaw, MatchedReceiveVec, Source};
@@ -433,14 +433,14 @@ impl Communicator for MpiCommunicator {
         let mut shape = t.shape.clone();
         shape[dim] *= g;
         self.count(Native::AllGather);
-        Ok(gathered.pick(&concat_indices(&t.shape, dim, g)).into_tensor(t.dtype, shape))
+        Ok(gathered.concat_blocks(&t.shape, dim, g).into_tensor(t.dtype, shape))
     }
 
     fn reduce_scatter(&self, group: &[usize], t: &Tensor, dim: usize) -> Result<Tensor, CommError> {
         check_divisible(t, dim, group.len(), "reduce_scatter")?;
         let Some(call) = self.native_call(group, t)? else { return Ok(t.clone()) };
         let g = group.len();
-        let send = Elements::of(t, Wire::of(t.dtype, Use::Sum)).pick(&split_indices(&t.shape, dim, g));
+        let send = Elements::of(t, Wire::of(t.dtype, Use::Sum)).split_blocks(&t.shape, dim, g);
         let (count, datatype) = (to_c_int(send.len() / g, "a block")?, mpi_datatype(send.wire(), true));
         let recv = Elements::zeros(send.wire(), send.len() / g);
         let (_, block) = self.nonblocking(call.peer, (send, recv), |(send, recv), request| unsafe {
@@ -471,7 +471,7 @@ impl Communicator for MpiCommunicator {
         check_axis(t, concat_dim)?;
         let Some(call) = self.native_call(group, t)? else { return Ok(t.clone()) };
         let g = group.len();
-        let send = Elements::of(t, Wire::of(t.dtype, Use::Move)).pick(&split_indices(&t.shape, split_dim, g));
+        let send = Elements::of(t, Wire::of(t.dtype, Use::Move)).split_blocks(&t.shape, split_dim, g);
         let (count, datatype) = (to_c_int(send.len() / g, "a block")?, mpi_datatype(send.wire(), false));
         let recv = Elements::zeros(send.wire(), send.len());
         let (_, blocks) = self.nonblocking(call.peer, (send, recv), |(send, recv), request| unsafe {
@@ -479,11 +479,11 @@ impl Communicator for MpiCommunicator {
         })?;
         let mut block_shape = t.shape.clone();
         block_shape[split_dim] /= g;
-        let indices = concat_indices(&block_shape, concat_dim, g);
+        let out = blocks.concat_blocks(&block_shape, concat_dim, g);
         let mut shape = block_shape;
         shape[concat_dim] *= g;
         self.count(Native::AllToAll);
-        Ok(blocks.pick(&indices).into_tensor(t.dtype, shape))
+        Ok(out.into_tensor(t.dtype, shape))
     }
 }
 

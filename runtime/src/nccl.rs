@@ -38,7 +38,7 @@
 
 use crate::mpi::{check_axis, check_divisible, launched_local_rank, poll_until, MpiCommunicator, MpiError};
 use crate::spmd::{CommError, Communicator, Tag};
-use crate::wire::{concat_indices, split_indices, Elements, Use, Wire};
+use crate::wire::{Elements, Use, Wire};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
 use cudarc::nccl::result as nccl;
 use cudarc::nccl::sys::{ncclComm_t, ncclDataType_t, ncclRedOp_t, ncclResult_t, ncclUniqueId};
@@ -510,7 +510,7 @@ impl Communicator for NcclCommunicator {
         let mut shape = t.shape.clone();
         shape[dim] *= g;
         self.count("all_gather");
-        Ok(gathered.pick(&concat_indices(&t.shape, dim, g)).into_tensor(t.dtype, shape))
+        Ok(gathered.concat_blocks(&t.shape, dim, g).into_tensor(t.dtype, shape))
     }
 
     fn reduce_scatter(&self, group: &[usize], t: &Tensor, dim: usize) -> Result<Tensor, CommError> {
@@ -519,7 +519,7 @@ impl Communicator for NcclCommunicator {
             return Ok(t.clone());
         }
         let g = group.len();
-        let elements = Elements::of(t, Wire::of(t.dtype, Use::Sum)).pick(&split_indices(&t.shape, dim, g));
+        let elements = Elements::of(t, Wire::of(t.dtype, Use::Sum)).split_blocks(&t.shape, dim, g);
         let block = elements.len() / g;
         let out = self.run(
             group,
@@ -558,7 +558,7 @@ impl Communicator for NcclCommunicator {
             return Ok(t.clone());
         }
         let g = group.len();
-        let elements = Elements::of(t, Wire::of(t.dtype, Use::Move)).pick(&split_indices(&t.shape, split_dim, g));
+        let elements = Elements::of(t, Wire::of(t.dtype, Use::Move)).split_blocks(&t.shape, split_dim, g);
         let n = elements.len();
         let block = n / g;
         let blocks = self.run(
@@ -585,11 +585,11 @@ impl Communicator for NcclCommunicator {
         )?;
         let mut block_shape = t.shape.clone();
         block_shape[split_dim] /= g;
-        let indices = concat_indices(&block_shape, concat_dim, g);
+        let out = blocks.concat_blocks(&block_shape, concat_dim, g);
         let mut shape = block_shape;
         shape[concat_dim] *= g;
         self.count("all_to_all");
-        Ok(blocks.pick(&indices).into_tensor(t.dtype, shape))
+        Ok(out.into_tensor(t.dtype, shape))
     }
 }
 

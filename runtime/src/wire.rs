@@ -156,6 +156,26 @@ impl Elements {
         }
     }
 
+    /// `g` member-major blocks of `block_shape` (these elements) concatenated along axis `d`;
+    /// no copy when the blocks are already in that order (nothing before axis `d`).
+    pub fn concat_blocks(self, block_shape: &[usize], d: usize, g: usize) -> Elements {
+        if around(block_shape, d).0 == 1 {
+            self
+        } else {
+            self.pick(&concat_indices(block_shape, d, g))
+        }
+    }
+
+    /// These elements (of `shape`) cut into `g` blocks along axis `d`, laid out member-major;
+    /// no copy when they already are (nothing before axis `d`).
+    pub fn split_blocks(self, shape: &[usize], d: usize, g: usize) -> Elements {
+        if around(shape, d).0 == 1 {
+            self
+        } else {
+            self.pick(&split_indices(shape, d, g))
+        }
+    }
+
     /// For a NaN-propagating maximum through a library `max` (which need not propagate NaN):
     /// replaces NaNs by -inf and returns one flag per element that was NaN.
     pub fn take_nans(&mut self) -> Vec<u8> {
@@ -264,6 +284,8 @@ mod tests {
             let want = eval_group(&op, &refs, 0, &ty).expect("reference");
             let got = Elements::I64(flat.clone()).pick(&concat_indices(&shape, d, 3));
             assert_eq!(got.into_tensor(DType::I64, want.shape.clone()), want, "axis {d}");
+            let got = Elements::I64(flat.clone()).concat_blocks(&shape, d, 3);
+            assert_eq!(got.into_tensor(DType::I64, want.shape.clone()), want, "axis {d} (no copy when in order)");
         }
     }
 
@@ -274,6 +296,8 @@ mod tests {
         for d in [0usize, 1] {
             let g = 2;
             let packed = Elements::of(&t, Wire::of(DType::I64, Use::Move)).pick(&split_indices(&shape, d, g));
+            let blocks = Elements::of(&t, Wire::of(DType::I64, Use::Move)).split_blocks(&shape, d, g);
+            assert_eq!(blocks, packed, "axis {d}");
             let block = t.len() / g;
             for member in 0..g {
                 let op = Collective::AllSlice { dim: d as i64, group: group(g) };

@@ -16,11 +16,11 @@
 use super::train::{CommArg, Format};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tessera::fault;
 use tessera_frontend::zoo::build::{build_model, BuildOptions};
 use tessera_ir::dtype::DType;
-use tessera_ir::ops::collective::Reduction;
+use tessera_ir::ops::collective::{Collective, MeshAxes, Reduction};
 use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::sharding::Mesh;
 use tessera_ir::tensor::Tensor;
@@ -44,6 +44,13 @@ pub struct CommTestArgs {
     /// The transport under test.
     #[arg(long, value_enum, default_value_t = CommArg::Auto)]
     pub comm: CommArg,
+    /// After the checks, time all-reduce, all-gather and reduce-scatter of this many f32
+    /// elements over all ranks, natively and through the whole-operand exchange.
+    #[arg(long, value_name = "ELEMENTS")]
+    pub bench: Option<usize>,
+    /// Repetitions per timed collective.
+    #[arg(long, default_value_t = 20)]
+    pub bench_iters: usize,
 }
 
 /// A tensor every rank can compute for every rank: deterministic in (rank, what, dtype).
@@ -127,6 +134,46 @@ fn script(comm: &dyn Communicator, mesh: &Mesh, fault: Option<fault::Fault>) -> 
     Ok(out)
 }
 
+/// Seconds per call (the slowest rank's mean over `iters`) of all-reduce, all-gather and
+/// reduce-scatter over all ranks, through the native typed methods and through the reference
+/// path (`Communicator::collective`: operands exchanged whole, then `eval_group`).
+fn bench(comm: &dyn Communicator, elements: usize, iters: usize) -> Result<Vec<serde_json::Value>> {
+    let size = comm.size();
+    let world: Vec<usize> = (0..size).collect();
+    // A multiple of the world size, so reduce-scatter splits it.
+    let n = elements.div_ceil(size).max(1) * size;
+    let t = operand(comm.rank(), "bench", DType::F32, vec![n]);
+    let group = MeshAxes { axes: vec!["world".into()], size: size as u64 };
+    let mut rows = Vec::new();
+    for op in [
+        Collective::AllReduce { reduction: Reduction::Sum, group: group.clone() },
+        Collective::AllGather { dim: 0, group: group.clone() },
+        Collective::ReduceScatter { dim: 0, group: group.clone() },
+    ] {
+        let result = op.infer(&[&t.tensor_type()]).map_err(anyhow::Error::msg)?.remove(0);
+        let time = |native: bool| -> Result<f64> {
+            // Start together, report the slowest rank.
+            comm.all_reduce(&world, &Tensor::zeros(DType::F32, vec![1]), Reduction::Sum)?;
+            let start = Instant::now();
+            for _ in 0..iters {
+                match (&op, native) {
+                    (Collective::AllReduce { .. }, true) => comm.all_reduce(&world, &t, Reduction::Sum)?,
+                    (Collective::AllGather { .. }, true) => comm.all_gather(&world, &t, 0)?,
+                    (Collective::ReduceScatter { .. }, true) => comm.reduce_scatter(&world, &t, 0)?,
+                    _ => comm.collective(&op, &world, &t, &result)?,
+                };
+            }
+            let mine = start.elapsed().as_secs_f64() / iters as f64;
+            let slowest =
+                comm.all_reduce(&world, &Tensor::from_f64(DType::F64, vec![1], vec![mine]), Reduction::Max)?;
+            Ok(slowest.get_f64(0))
+        };
+        let (native, exchange) = (time(true)?, time(false)?);
+        rows.push(serde_json::json!({"op": op.mnemonic(), "elements": n, "native_s": native, "exchange_s": exchange}));
+    }
+    Ok(rows)
+}
+
 /// Broadcasts from the last member of every group (every mesh axis, and all axes) in several
 /// dtypes; the result must be that member's operand, bit for bit. Returns how many ran.
 fn check_broadcasts(transport: &Transport, mesh: &Mesh) -> Result<usize> {
@@ -194,7 +241,14 @@ pub fn run(args: CommTestArgs) -> Result<()> {
             comm.abort(&format!("comm-test: {e:#}"));
         }
     }
-    let summary = result?;
+    let mut summary = result?;
+    if let Some(elements) = args.bench {
+        let rows = bench(comm, elements, args.bench_iters.max(1));
+        if let Err(e) = &rows {
+            comm.abort(&format!("comm-test --bench: {e:#}"));
+        }
+        summary["bench"] = serde_json::Value::Array(rows?);
+    }
     if rank == 0 {
         match args.format {
             Format::Json => println!("{summary}"),
@@ -210,6 +264,17 @@ pub fn run(args: CommTestArgs) -> Result<()> {
                 summary["forward_max_rel_error"].as_f64().unwrap_or(f64::NAN),
                 transport.native_calls().iter().map(|(kind, n)| format!("{kind} {n}")).collect::<Vec<_>>().join(", "),
             ),
+        }
+        if args.format == Format::Text {
+            for row in summary["bench"].as_array().into_iter().flatten() {
+                println!(
+                    "bench {} of {} f32 over {size} ranks: native {:.3} ms, exchange {:.3} ms",
+                    row["op"].as_str().unwrap_or("?"),
+                    row["elements"],
+                    row["native_s"].as_f64().unwrap_or(f64::NAN) * 1e3,
+                    row["exchange_s"].as_f64().unwrap_or(f64::NAN) * 1e3,
+                );
+            }
         }
     }
     Ok(())
