@@ -2,8 +2,9 @@
 //! launched by `mpirun` (OpenMPI) or `srun`.
 //!
 //! Messages: a tensor travels as one byte buffer (a length-prefixed JSON header with dtype and
-//! shape, then the elements: f64 for `f64`, f32 for the narrower floats, which hold them
-//! exactly, i64 for integers and booleans), so a received tensor equals the sent one bit for bit.
+//! shape, then the elements in their [`crate::wire`] type for moving: f64 for `f64`, f32 for
+//! `f32` and fp8, the 16 bits of bf16/f16, i64 for integers and booleans), so a received tensor
+//! equals the sent one bit for bit; the receiver learns dtype and shape from the header.
 //!
 //! Nothing blocks without a deadline. Sends are `MPI_Isend`s whose buffers this side keeps
 //! until they complete (so two ranks that send to each other before receiving never deadlock,
@@ -48,7 +49,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tessera_ir::dtype::DType;
 use tessera_ir::ops::collective::Reduction;
-use tessera_ir::tensor::{Buffer, Tensor};
+use tessera_ir::tensor::Tensor;
 
 /// Why the MPI transport could not start.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -692,27 +693,17 @@ impl MpiCommunicator {
 /// The wire form of a tensor; see the module documentation.
 pub fn encode(t: &Tensor) -> Vec<u8> {
     let header = serde_json::json!({"dtype": t.dtype, "shape": t.shape}).to_string();
-    let width = element_width(t.dtype);
-    let mut out = Vec::with_capacity(4 + header.len() + t.len() * width);
+    let elements = Elements::of(t, Wire::of(t.dtype, Use::Move));
+    let mut out = Vec::with_capacity(4 + header.len() + elements.len() * elements.wire().width());
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    match &t.data {
-        Buffer::Float(values) if t.dtype == DType::F64 => {
-            values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()))
-        }
-        // Every narrower float value is exactly an f32.
-        Buffer::Float(values) => values.iter().for_each(|&v| out.extend_from_slice(&(v as f32).to_le_bytes())),
-        Buffer::Int(values) => values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+    match &elements {
+        Elements::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Elements::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Elements::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Elements::Bits16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
     }
     out
-}
-
-fn element_width(dtype: DType) -> usize {
-    if dtype.is_float() && dtype != DType::F64 {
-        4
-    } else {
-        8
-    }
 }
 
 /// A tensor from its wire form.
@@ -734,22 +725,21 @@ pub fn decode(bytes: &[u8]) -> Result<Tensor, String> {
         .and_then(|s| serde_json::from_value(s).ok())
         .ok_or("the header has no valid 'shape'")?;
     let data = &bytes[4 + header_len..];
-    let n: usize = shape.iter().product();
-    let width = element_width(dtype);
-    if data.len() != n * width {
+    let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or("the shape overflows")?;
+    let wire = Wire::of(dtype, Use::Move);
+    if Some(data.len()) != n.checked_mul(wire.width()) {
         return Err(format!("{} data bytes for {n} elements of {}", data.len(), dtype.mlir_name()));
     }
-    let chunks = data.chunks_exact(width);
-    Ok(if dtype == DType::F64 {
-        let values = chunks.map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
-        Tensor { dtype, shape, data: Buffer::Float(values) }
-    } else if dtype.is_float() {
-        let values = chunks.map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap_or_default()))).collect();
-        Tensor { dtype, shape, data: Buffer::Float(values) }
-    } else {
-        let values = chunks.map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
-        Tensor { dtype, shape, data: Buffer::Int(values) }
-    })
+    fn read<const W: usize, T>(data: &[u8], from: fn([u8; W]) -> T) -> Vec<T> {
+        data.chunks_exact(W).map(|c| from(c.try_into().unwrap_or([0; W]))).collect()
+    }
+    let elements = match wire {
+        Wire::F32 => Elements::F32(read(data, f32::from_le_bytes)),
+        Wire::F64 => Elements::F64(read(data, f64::from_le_bytes)),
+        Wire::I64 => Elements::I64(read(data, i64::from_le_bytes)),
+        Wire::Bits16 => Elements::Bits16(read(data, u16::from_le_bytes)),
+    };
+    Ok(elements.into_tensor(dtype, shape))
 }
 
 #[cfg(test)]
@@ -767,10 +757,18 @@ mod tests {
             Tensor::from_i64(DType::I32, vec![2, 1], vec![-3, 1 << 30]),
             Tensor::from_i64(DType::Bool, vec![2], vec![1, 0]),
             Tensor::zeros(DType::F32, vec![0, 4]),
+            Tensor::from_f64(DType::F8E4M3, vec![2], vec![0.5, -448.0]),
         ];
         for t in cases {
             assert_eq!(decode(&encode(&t)).expect("decodes"), t);
         }
+    }
+
+    #[test]
+    fn sixteen_bit_floats_travel_as_two_bytes() {
+        let t = Tensor::from_f64(DType::BF16, vec![100], vec![1.5; 100]);
+        let f = Tensor::from_f64(DType::F32, vec![100], vec![1.5; 100]);
+        assert_eq!(encode(&f).len() - encode(&t).len(), 200 + "f32".len() - "bf16".len());
     }
 
     #[test]

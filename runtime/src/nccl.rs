@@ -375,11 +375,7 @@ impl NcclCommunicator {
         self.context.bind_to_thread().map_err(cuda_error)?;
         let comm = self.group_comm(&mut comms, group, member)?;
         let datatype = nccl_datatype(elements.wire(), t.dtype, sum);
-        let width = match elements.wire() {
-            Wire::F32 => 4,
-            Wire::F64 | Wire::I64 => 8,
-            Wire::Bits16 => 2,
-        };
+        let width = elements.wire().width();
         let go = |send: u64, recv: u64, stream: *mut c_void| launch(send, recv, width, datatype, comm, stream);
         Ok(match elements {
             Elements::F32(v) => Elements::F32(self.on_device(&mut comms, group, comm, peer, &v, out_len, go)?),

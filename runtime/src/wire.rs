@@ -45,6 +45,17 @@ impl Wire {
     }
 }
 
+impl Wire {
+    /// Bytes per element.
+    pub fn width(self) -> usize {
+        match self {
+            Wire::Bits16 => 2,
+            Wire::F32 => 4,
+            Wire::F64 | Wire::I64 => 8,
+        }
+    }
+}
+
 /// `x` (already rounded to `dtype`, bf16 or f16) as its 16 bits.
 fn to_bits16(dtype: DType, x: f64) -> u16 {
     if dtype == DType::BF16 {
