@@ -124,6 +124,18 @@ fn script(comm: &dyn Communicator, mesh: &Mesh, fault: Option<fault::Fault>) -> 
             format!("all_to_all over {name}"),
             comm.all_to_all(&group, &t, 0, 1).map_err(|e| err("all_to_all", e))?,
         ));
+        if g > 1 {
+            // Members whose operands differ in shape: every member must get an error (and
+            // the transport must stay usable), never a read past the shorter buffer.
+            next_round();
+            let member = group.iter().position(|&r| r == rank).unwrap_or(0);
+            let t = operand(rank, &format!("mismatch-{name}"), DType::F32, vec![2 + member % 2, 3]);
+            let failed = comm.all_gather(&group, &t, 1).is_err();
+            out.push((
+                format!("mismatched all_gather fails over {name}"),
+                Tensor::scalar(DType::Bool, f64::from(u8::from(failed))),
+            ));
+        }
     }
     // A ring: everyone sends before receiving, which deadlocks any transport whose sends wait.
     next_round();

@@ -79,10 +79,11 @@ fn mpi_collectives_and_partitioned_programs_match_the_in_process_runtime() {
         let v: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
         assert_eq!(v["ranks"], 4);
         let groups = if mesh.contains(',') { 3 } else { 2 };
-        // Fourteen collectives per group (sums in four dtypes, maxima in three, gathers and
-        // scatters in three dtypes and axes each, all-to-all) over each axis and over all axes,
-        // plus the ring; four broadcasts per group.
-        assert_eq!(v["collective_results"], 14 * groups + 1, "{mesh}: {v}");
+        // Fifteen collectives per group (sums in four dtypes, maxima in three, gathers and
+        // scatters in three dtypes and axes each, all-to-all, a gather of mismatched shapes that
+        // must fail on every member) over each axis and over all axes, plus the ring; four
+        // broadcasts per group.
+        assert_eq!(v["collective_results"], 15 * groups + 1, "{mesh}: {v}");
         assert_eq!(v["broadcasts"], 4 * groups, "{mesh}: {v}");
         // Every typed collective ran as a native MPI call; no operand went whole through the
         // exchange.
