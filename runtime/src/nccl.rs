@@ -452,7 +452,16 @@ impl Communicator for NcclCommunicator {
     }
 
     fn abort(&self, message: &str) {
-        // MPI_Abort ends every process, and with them their NCCL communicators.
+        // Stop this rank's NCCL kernels first where no collective holds the communicators (a
+        // thread waiting in one keeps the lock; waiting for it could hang); MPI_Abort then ends
+        // every process of the job, and with them their communicators.
+        if let Ok(mut comms) = self.comms.try_lock() {
+            let _ = self.context.bind_to_thread();
+            for (_, RawComm(comm)) in comms.drain() {
+                // SAFETY: no collective uses the communicator (we hold the lock); it is dropped.
+                let _ = unsafe { nccl::comm_abort(comm) };
+            }
+        }
         self.mpi.abort(message)
     }
 
