@@ -29,6 +29,9 @@
 //! `ncclReduceScatter`, `all_to_all` grouped `ncclSend`/`ncclRecv` pairs, [`broadcast`]
 //! `ncclBroadcast`.
 //!
+//! [`Communicator::abort`] aborts this rank's NCCL communicators (unless a collective is using
+//! them at that moment) and then calls `MPI_Abort`, which ends every process of the job.
+//!
 //! Point-to-point `send`/`recv` go over MPI: [`Communicator::recv`] matches by sender and tag
 //! and learns the shape from the message, and a sender must not wait for its receiver; NCCL's
 //! `ncclSend`/`ncclRecv` match in issue order per peer, need the size in advance and block the
