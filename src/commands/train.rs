@@ -169,7 +169,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             bail!("launched as {world} MPI ranks: give --mesh with {world} devices (e.g. --mesh dp={world})")
         }
         (None, _) if args.comm != CommArg::Auto => {
-            bail!("--comm mpi and --comm nccl need one process per rank: launch with mpirun or srun")
+            bail!("--comm mpi and --comm nccl choose the transport between processes: launch 2 or more ranks with mpirun or srun")
         }
         (None, Some(mesh)) => {
             let mesh = parse_mesh(mesh)?;
