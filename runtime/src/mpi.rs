@@ -12,8 +12,9 @@
 //! Collectives run on a sub-communicator per group (`MPI_Comm_create_group`: only the members
 //! take part, created on first use and cached; members meet their groups' collectives in the
 //! same order, so they create them in the same order too) as native non-blocking MPI
-//! collectives on typed buffers ([`crate::wire`]: f64 for f64, f32 for narrower floats, f64 for
-//! their sums, i64 for integers, summed as u64 so they wrap), polled the same way:
+//! collectives on typed buffers (see [`crate::wire`]: no value changes on the wire; bf16/f16
+//! move as their 16 bits and are summed as f64, integers travel as i64 and are summed as u64
+//! so they wrap), polled the same way:
 //! `all_reduce` is `MPI_Iallreduce` (sum, or max with NaN carried by a second max over 0/1
 //! flags, since `MPI_MAX` need not propagate it), `all_gather` `MPI_Iallgather`,
 //! `reduce_scatter` `MPI_Ireduce_scatter_block`, `all_to_all` `MPI_Ialltoall`, [`broadcast`]
