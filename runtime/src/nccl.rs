@@ -11,9 +11,8 @@
 //! MPI communicator (`MPI_Ibcast`, with the deadline), and every member calls
 //! `ncclCommInitRank` with its member index as NCCL rank, so NCCL's rank order is the group
 //! order. Members meet their groups' collectives in the same order, so they create them in the
-//! same order. The init itself has no deadline (NCCL's blocking init), but the broadcast just
-//! before it does: all members were alive a moment earlier, and a member dying later is seen by
-//! the launcher, which ends the job.
+//! same order. NCCL's blocking init runs on a helper thread, and the caller waits for it with
+//! the deadline too.
 //!
 //! Collectives: operands are staged host->device on the rank's stream, the NCCL call is issued
 //! on it, an event is recorded, and the host polls that event and `ncclCommGetAsyncError` until
@@ -271,12 +270,31 @@ impl NcclCommunicator {
         for (dst, &src) in internal.iter_mut().zip(&id) {
             *dst = src as std::ffi::c_char;
         }
-        self.context.bind_to_thread().map_err(cuda_error)?;
-        let mut comm: ncclComm_t = std::ptr::null_mut();
-        // SAFETY: `comm` is written by NCCL; every member passes the same id and group size and
-        // its own member index.
-        unsafe { nccl::comm_init_rank(&mut comm, group.len() as i32, ncclUniqueId { internal }, member as i32) }
-            .map_err(|e| nccl_error("ncclCommInitRank", e))?;
+        // ncclCommInitRank blocks until every member has joined: it runs on a helper thread so
+        // that this one keeps the deadline (on a timeout the helper is left blocked; the caller
+        // aborts the job).
+        let (size, rank, context) = (group.len() as i32, member as i32, Arc::clone(&self.context));
+        let (done, joined) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("nccl-init".into())
+            .spawn(move || {
+                let result = context.bind_to_thread().map_err(cuda_error).and_then(|()| {
+                    let mut comm: ncclComm_t = std::ptr::null_mut();
+                    // SAFETY: `comm` is written by NCCL; every member passes the same id and
+                    // group size and its own member index.
+                    unsafe { nccl::comm_init_rank(&mut comm, size, ncclUniqueId { internal }, rank) }
+                        .map(|_| RawComm(comm))
+                        .map_err(|e| nccl_error("ncclCommInitRank", e))
+                });
+                let _ = done.send(result);
+            })
+            .map_err(|e| CommError::Semantics(format!("cannot start a thread for ncclCommInitRank: {e}")))?;
+        let timeout = self.mpi.timeout();
+        let RawComm(comm) = joined.recv_timeout(timeout).map_err(|_| CommError::Timeout {
+            from: group.iter().copied().find(|&r| r != self.mpi.rank()).unwrap_or(group[0]),
+            tag: Tag::Collective,
+            seconds: timeout.as_secs_f64(),
+        })??;
         comms.insert(group.to_vec(), RawComm(comm));
         Ok(comm)
     }
