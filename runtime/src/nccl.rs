@@ -236,8 +236,12 @@ impl NcclCommunicator {
         self.device
     }
 
+    /// How many collectives of each kind ran through NCCL, and how many operands went whole
+    /// through the MPI exchange instead.
     pub fn native_calls(&self) -> Vec<(&'static str, u64)> {
-        KINDS.iter().zip(&self.calls).map(|(&k, n)| (k, n.load(Ordering::Relaxed))).collect()
+        let mut calls: Vec<_> = KINDS.iter().zip(&self.calls).map(|(&k, n)| (k, n.load(Ordering::Relaxed))).collect();
+        calls.extend(self.mpi.native_calls().into_iter().filter(|&(kind, _)| kind == "exchange"));
+        calls
     }
 
     fn count(&self, kind: &str) {

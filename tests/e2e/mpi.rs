@@ -123,6 +123,7 @@ fn comm_nccl_runs_where_nccl_can_and_says_why_not_elsewhere() {
         for kind in ["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast"] {
             assert!(v["native"][kind].as_u64().is_some_and(|n| n > 0), "no NCCL {kind}: {v}");
         }
+        assert_eq!(v["native"]["exchange"], 0, "{v}");
         return;
     }
     let why = if !driver {
