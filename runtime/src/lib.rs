@@ -15,6 +15,8 @@
 pub mod executor;
 pub mod interpreter;
 pub mod mpi;
+pub mod nccl;
 pub mod npy;
 pub mod spmd;
 pub mod step;
+pub mod wire;

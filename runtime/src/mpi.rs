@@ -2,18 +2,30 @@
 //! launched by `mpirun` (OpenMPI) or `srun`.
 //!
 //! Messages: a tensor travels as one byte buffer (a length-prefixed JSON header with dtype and
-//! shape, then the elements: f64 for `f64`, f32 for the narrower floats, which hold them
-//! exactly, i64 for integers and booleans), so a received tensor equals the sent one bit for bit.
+//! shape, then the elements in their [`crate::wire`] type for moving: f64 for `f64`, f32 for
+//! `f32` and fp8, the 16 bits of bf16/f16, i64 for integers and booleans), so a received tensor
+//! equals the sent one bit for bit; the receiver learns dtype and shape from the header.
 //!
 //! Nothing blocks without a deadline. Sends are `MPI_Isend`s whose buffers this side keeps
 //! until they complete (so two ranks that send to each other before receiving never deadlock,
 //! whatever the message size). Receives poll `MPI_Improbe` until the configured timeout.
 //! Collectives run on a sub-communicator per group (`MPI_Comm_create_group`: only the members
 //! take part, created on first use and cached; members meet their groups' collectives in the
-//! same order, so they create them in the same order too) with non-blocking MPI collectives
-//! polled the same way: `all_reduce` (sum of f32/f64) is `MPI_Iallreduce`; every other
-//! collective exchanges operands with `MPI_Iallgatherv` and applies the group semantics of
-//! [`tessera_ir::ops::collective::eval_group`] locally, exactly as the in-process transport does.
+//! same order, so they create them in the same order too) as native non-blocking MPI
+//! collectives on typed buffers (see [`crate::wire`]: no value changes on the wire; bf16/f16
+//! move as their 16 bits and are summed as f64, integers travel as i64 and are summed as u64
+//! so they wrap), polled the same way:
+//! `all_reduce` is `MPI_Iallreduce` (sum, or max with NaN carried by a second max over 0/1
+//! flags, since `MPI_MAX` need not propagate it), `all_gather` `MPI_Iallgather`,
+//! `reduce_scatter` `MPI_Ireduce_scatter_block`, `all_to_all` `MPI_Ialltoall`, [`broadcast`]
+//! `MPI_Ibcast`; gathers and scatters along an inner axis pack and unpack member-major blocks.
+//! Before moving data, members compare a fingerprint of their operand's dtype and shape (one
+//! `MPI_Iallgather` of a u64), so a mismatch is an error, not a read past a buffer. Only
+//! collectives without a typed method (`Communicator::collective` called directly) exchange
+//! whole operands (`MPI_Iallgatherv`) and apply [`tessera_ir::ops::collective::eval_group`].
+//! [`MpiCommunicator::native_calls`] counts which path ran.
+//!
+//! [`broadcast`]: MpiCommunicator::broadcast
 //!
 //! Failures: [`Communicator::abort`] prints its message and calls `MPI_Abort`, which ends every
 //! process of the job. A peer that dies without aborting (killed, crashed) is noticed by
@@ -26,17 +38,19 @@
 //! polls.
 
 use crate::spmd::{CommError, Communicator, Tag};
+use crate::wire::{signature, Elements, Use, Wire};
 use ::mpi::ffi;
 use ::mpi::topology::{Communicator as _, Group as _, SimpleCommunicator};
 use ::mpi::traits::{AsRaw, MatchedReceiveVec, Source};
 use ::mpi::Threading;
 use std::collections::HashMap;
 use std::os::raw::{c_int, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tessera_ir::dtype::DType;
 use tessera_ir::ops::collective::Reduction;
-use tessera_ir::tensor::{Buffer, Tensor};
+use tessera_ir::tensor::Tensor;
 
 /// Why the MPI transport could not start.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -58,6 +72,14 @@ const MAX_TAG: c_int = 32767;
 /// `None` for a process started by hand.
 pub fn launched_world_size() -> Option<usize> {
     ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().and_then(|v| v.trim().parse::<usize>().ok()))
+}
+
+/// This process's index among the ranks on its node, as the launcher announced it (OpenMPI's
+/// `OMPI_COMM_WORLD_LOCAL_RANK`, Slurm's `SLURM_LOCALID`, MPICH's `MPI_LOCALRANKID`).
+pub fn launched_local_rank() -> Option<usize> {
+    ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"]
         .iter()
         .find_map(|var| std::env::var(var).ok().and_then(|v| v.trim().parse::<usize>().ok()))
 }
@@ -88,6 +110,8 @@ pub struct MpiCommunicator {
     rank: usize,
     size: usize,
     timeout: Duration,
+    /// Collectives run, by [`Native`] kind.
+    calls: [AtomicU64; Native::ALL.len()],
     _universe: ::mpi::environment::Universe,
 }
 
@@ -100,7 +124,7 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 /// Calls `poll` until it reports completion or `timeout` passes. The first polls only yield
 /// the core (a message usually arrives within microseconds); later ones sleep, from 10 µs up to
 /// 200 µs, so ranks oversubscribing a node leave the cores to those that compute.
-fn poll_until<T>(timeout: Duration, mut poll: impl FnMut() -> Option<T>) -> Option<T> {
+pub(crate) fn poll_until<T>(timeout: Duration, mut poll: impl FnMut() -> Option<T>) -> Option<T> {
     const YIELDS: u32 = 64;
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_micros(10);
@@ -143,6 +167,7 @@ impl MpiCommunicator {
             rank,
             size,
             timeout,
+            calls: Default::default(),
             _universe: universe,
         })
     }
@@ -154,41 +179,6 @@ impl MpiCommunicator {
     /// Polls `request` until it completes or the deadline passes. On a timeout the request stays
     /// pending, so the caller must leak (not free) the buffers it uses. The error names `peer`
     /// (the first other member): MPI does not say which member is late.
-    /// Native `MPI_Iallreduce` with `MPI_SUM` of `send` (whose elements are `datatype`) over
-    /// `comm`, waiting with the deadline; `peer` names the rank a timeout blames.
-    fn sum_all_reduce<T: Copy + Default>(
-        &self,
-        comm: ffi::MPI_Comm,
-        peer: usize,
-        datatype: ffi::MPI_Datatype,
-        send: Vec<T>,
-    ) -> Result<Vec<T>, CommError> {
-        let count = to_c_int(send.len(), "a tensor")?;
-        let mut recv = vec![T::default(); send.len()];
-        let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
-        {
-            let _state = lock(&self.state);
-            // SAFETY: both buffers outlive the request (leaked on a timeout, since MPI may still
-            // write into `recv`).
-            unsafe {
-                ffi::MPI_Iallreduce(
-                    send.as_ptr() as *const c_void,
-                    recv.as_mut_ptr() as *mut c_void,
-                    count,
-                    datatype,
-                    ffi::RSMPI_SUM,
-                    comm,
-                    &mut request,
-                )
-            };
-        }
-        if let Err(e) = self.wait(&mut request, peer) {
-            std::mem::forget((send, recv));
-            return Err(e);
-        }
-        Ok(recv)
-    }
-
     fn wait(&self, request: &mut ffi::MPI_Request, peer: usize) -> Result<(), CommError> {
         let done = poll_until(self.timeout, || {
             let _state = lock(&self.state);
@@ -334,6 +324,7 @@ impl Communicator for MpiCommunicator {
         if group.len() == 1 && group[0] == self.rank {
             return Ok(vec![t.clone()]);
         }
+        self.count(Native::Exchange);
         let (comm, member) = self.group_comm(group)?;
         let peer = group.iter().copied().find(|&r| r != self.rank).unwrap_or(self.rank);
         let mine = encode(t);
@@ -404,64 +395,319 @@ impl Communicator for MpiCommunicator {
     }
 
     fn all_reduce(&self, group: &[usize], t: &Tensor, reduction: Reduction) -> Result<Tensor, CommError> {
-        // MPI_MAX does not promise NaN propagation and MPI has no bf16 or wrapping integer sum:
-        // those go through the exchange, which computes tessera's semantics exactly.
-        let datatype = match (reduction, t.dtype) {
-            (Reduction::Sum, DType::F32) => unsafe { ffi::RSMPI_FLOAT },
-            (Reduction::Sum, DType::F64) => unsafe { ffi::RSMPI_DOUBLE },
-            _ => return self.exchange_reduce(group, t, reduction),
-        };
-        if group.len() == 1 && group[0] == self.rank {
-            return Ok(t.clone());
+        let Some(call) = self.native_call(group, t)? else { return Ok(t.clone()) };
+        let sum = reduction == Reduction::Sum;
+        let mut send = Elements::of(t, Wire::of(t.dtype, if sum { Use::Sum } else { Use::Max }));
+        // MPI_MAX need not propagate NaN; the flags (max of 0/1 per element) carry it.
+        let nans = (!sum && send.wire() != Wire::I64).then(|| send.take_nans());
+        let (count, datatype) = (to_c_int(send.len(), "a tensor")?, mpi_datatype(send.wire(), sum));
+        let op = if sum { unsafe { ffi::RSMPI_SUM } } else { unsafe { ffi::RSMPI_MAX } };
+        let recv = Elements::zeros(send.wire(), send.len());
+        let (_, mut out) = self.nonblocking(call.peer, (send, recv), |(send, recv), request| unsafe {
+            ffi::MPI_Iallreduce(send.as_ptr(), recv.as_mut_ptr(), count, datatype, op, call.comm, request)
+        })?;
+        if let Some(flags) = nans {
+            let any = vec![0u8; flags.len()];
+            let (_, any) = self.nonblocking(call.peer, (flags, any), |(flags, any), request| unsafe {
+                ffi::MPI_Iallreduce(
+                    flags.as_ptr().cast(),
+                    any.as_mut_ptr().cast(),
+                    count,
+                    ffi::RSMPI_UINT8_T,
+                    ffi::RSMPI_MAX,
+                    call.comm,
+                    request,
+                )
+            })?;
+            out.restore_nans(&any);
         }
-        let (comm, _) = self.group_comm(group)?;
-        let peer = group.iter().copied().find(|&r| r != self.rank).unwrap_or(self.rank);
-        let values = t.to_f64_vec();
-        let out = if t.dtype == DType::F32 {
-            let send: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-            self.sum_all_reduce(comm, peer, datatype, send)?.into_iter().map(f64::from).collect()
-        } else {
-            self.sum_all_reduce(comm, peer, datatype, values)?
-        };
-        Ok(Tensor::from_f64(t.dtype, t.shape.clone(), out))
+        self.count(Native::AllReduce);
+        Ok(out.into_tensor(t.dtype, t.shape.clone()))
+    }
+
+    fn all_gather(&self, group: &[usize], t: &Tensor, dim: usize) -> Result<Tensor, CommError> {
+        check_axis(t, dim)?;
+        let Some(call) = self.native_call(group, t)? else { return Ok(t.clone()) };
+        let g = group.len();
+        let send = Elements::of(t, Wire::of(t.dtype, Use::Move));
+        let (count, datatype) = (to_c_int(send.len(), "a tensor")?, mpi_datatype(send.wire(), false));
+        let recv = Elements::zeros(send.wire(), send.len() * g);
+        let (_, gathered) = self.nonblocking(call.peer, (send, recv), |(send, recv), request| unsafe {
+            ffi::MPI_Iallgather(send.as_ptr(), count, datatype, recv.as_mut_ptr(), count, datatype, call.comm, request)
+        })?;
+        let mut shape = t.shape.clone();
+        shape[dim] *= g;
+        self.count(Native::AllGather);
+        Ok(gathered.concat_blocks(&t.shape, dim, g).into_tensor(t.dtype, shape))
+    }
+
+    fn reduce_scatter(&self, group: &[usize], t: &Tensor, dim: usize) -> Result<Tensor, CommError> {
+        check_divisible(t, dim, group.len(), "reduce_scatter")?;
+        let Some(call) = self.native_call(group, t)? else { return Ok(t.clone()) };
+        let g = group.len();
+        let send = Elements::of(t, Wire::of(t.dtype, Use::Sum)).split_blocks(&t.shape, dim, g);
+        let (count, datatype) = (to_c_int(send.len() / g, "a block")?, mpi_datatype(send.wire(), true));
+        let recv = Elements::zeros(send.wire(), send.len() / g);
+        let (_, block) = self.nonblocking(call.peer, (send, recv), |(send, recv), request| unsafe {
+            ffi::MPI_Ireduce_scatter_block(
+                send.as_ptr(),
+                recv.as_mut_ptr(),
+                count,
+                datatype,
+                ffi::RSMPI_SUM,
+                call.comm,
+                request,
+            )
+        })?;
+        let mut shape = t.shape.clone();
+        shape[dim] /= g;
+        self.count(Native::ReduceScatter);
+        Ok(block.into_tensor(t.dtype, shape))
+    }
+
+    fn all_to_all(
+        &self,
+        group: &[usize],
+        t: &Tensor,
+        split_dim: usize,
+        concat_dim: usize,
+    ) -> Result<Tensor, CommError> {
+        check_divisible(t, split_dim, group.len(), "all_to_all")?;
+        check_axis(t, concat_dim)?;
+        let Some(call) = self.native_call(group, t)? else { return Ok(t.clone()) };
+        let g = group.len();
+        let send = Elements::of(t, Wire::of(t.dtype, Use::Move)).split_blocks(&t.shape, split_dim, g);
+        let (count, datatype) = (to_c_int(send.len() / g, "a block")?, mpi_datatype(send.wire(), false));
+        let recv = Elements::zeros(send.wire(), send.len());
+        let (_, blocks) = self.nonblocking(call.peer, (send, recv), |(send, recv), request| unsafe {
+            ffi::MPI_Ialltoall(send.as_ptr(), count, datatype, recv.as_mut_ptr(), count, datatype, call.comm, request)
+        })?;
+        let mut block_shape = t.shape.clone();
+        block_shape[split_dim] /= g;
+        let out = blocks.concat_blocks(&block_shape, concat_dim, g);
+        let mut shape = block_shape;
+        shape[concat_dim] *= g;
+        self.count(Native::AllToAll);
+        Ok(out.into_tensor(t.dtype, shape))
+    }
+}
+
+/// The collectives that run as native MPI calls; [`MpiCommunicator::native_calls`] counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Native {
+    AllReduce,
+    AllGather,
+    ReduceScatter,
+    AllToAll,
+    Broadcast,
+    /// Operands exchanged whole (`MPI_Iallgatherv`) for the reference group semantics: only
+    /// collectives without a native path (none of the typed methods) come here.
+    Exchange,
+}
+
+impl Native {
+    pub const ALL: [Native; 6] = [
+        Native::AllReduce,
+        Native::AllGather,
+        Native::ReduceScatter,
+        Native::AllToAll,
+        Native::Broadcast,
+        Native::Exchange,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Native::AllReduce => "all_reduce",
+            Native::AllGather => "all_gather",
+            Native::ReduceScatter => "reduce_scatter",
+            Native::AllToAll => "all_to_all",
+            Native::Broadcast => "broadcast",
+            Native::Exchange => "exchange",
+        }
+    }
+}
+
+/// The group communicator of a native collective and the rank a timeout blames.
+#[derive(Clone, Copy)]
+pub(crate) struct GroupCall {
+    pub(crate) comm: ffi::MPI_Comm,
+    pub(crate) peer: usize,
+}
+
+fn mpi_datatype(wire: Wire, sum: bool) -> ffi::MPI_Datatype {
+    // SAFETY: reading MPI's predefined datatype handles.
+    unsafe {
+        match wire {
+            Wire::F32 => ffi::RSMPI_FLOAT,
+            Wire::F64 => ffi::RSMPI_DOUBLE,
+            // Unsigned addition wraps (signed overflow is undefined in C), on the same bits.
+            Wire::I64 if sum => ffi::RSMPI_UINT64_T,
+            Wire::I64 => ffi::RSMPI_INT64_T,
+            Wire::Bits16 => ffi::RSMPI_UINT16_T,
+        }
+    }
+}
+
+pub(crate) fn check_axis(t: &Tensor, dim: usize) -> Result<(), CommError> {
+    if dim < t.shape.len() {
+        Ok(())
+    } else {
+        Err(CommError::Semantics(format!("dim {dim} is out of range for {}", t.tensor_type())))
+    }
+}
+
+pub(crate) fn check_divisible(t: &Tensor, dim: usize, g: usize, op: &str) -> Result<(), CommError> {
+    check_axis(t, dim)?;
+    if t.shape[dim] % g == 0 {
+        Ok(())
+    } else {
+        Err(CommError::Semantics(format!(
+            "tsr.{op}: dim {dim} of {} does not split into {g} equal blocks",
+            t.tensor_type()
+        )))
     }
 }
 
 impl MpiCommunicator {
-    /// `all_reduce` through the exchange and the reference group semantics.
-    fn exchange_reduce(&self, group: &[usize], t: &Tensor, reduction: Reduction) -> Result<Tensor, CommError> {
-        let op = tessera_ir::ops::collective::Collective::AllReduce {
-            reduction,
-            group: tessera_ir::ops::collective::MeshAxes { axes: vec!["group".into()], size: group.len() as u64 },
-        };
-        self.collective(&op, group, t, &t.tensor_type())
+    /// How many collectives of each kind ran, natively or through the exchange.
+    pub fn native_calls(&self) -> Vec<(&'static str, u64)> {
+        Native::ALL.iter().map(|&n| (n.name(), self.calls[n as usize].load(Ordering::Relaxed))).collect()
+    }
+
+    fn count(&self, what: Native) {
+        self.calls[what as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Starts one non-blocking MPI operation under the lock and waits for it with the deadline.
+    /// `buffers` are what it reads and writes: on a timeout they are leaked, as MPI may still
+    /// use them.
+    fn nonblocking<B>(
+        &self,
+        peer: usize,
+        mut buffers: B,
+        start: impl FnOnce(&mut B, &mut ffi::MPI_Request) -> c_int,
+    ) -> Result<B, CommError> {
+        let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
+        {
+            let _state = lock(&self.state);
+            // MPI's default error handler aborts the job on a failed call, so the return code
+            // is always success here.
+            start(&mut buffers, &mut request);
+        }
+        match self.wait(&mut request, peer) {
+            Ok(()) => Ok(buffers),
+            Err(e) => {
+                std::mem::forget(buffers);
+                Err(e)
+            }
+        }
+    }
+
+    /// The group communicator for a native collective over `group` whose members contribute
+    /// tensors like `t`, after checking that they all do (same dtype and shape: MPI would
+    /// otherwise read past the shorter buffers). `None` for a group of this rank alone.
+    pub(crate) fn native_call(&self, group: &[usize], t: &Tensor) -> Result<Option<GroupCall>, CommError> {
+        if group.len() == 1 && group[0] == self.rank {
+            return Ok(None);
+        }
+        let (comm, member) = self.group_comm(group)?;
+        let peer = group.iter().copied().find(|&r| r != self.rank).unwrap_or(self.rank);
+        let mine = [signature(t)];
+        let all = vec![0u64; group.len()];
+        let (_, all) = self.nonblocking(peer, (mine, all), |(mine, all), request| unsafe {
+            ffi::MPI_Iallgather(
+                mine.as_ptr().cast(),
+                1,
+                ffi::RSMPI_UINT64_T,
+                all.as_mut_ptr().cast(),
+                1,
+                ffi::RSMPI_UINT64_T,
+                comm,
+                request,
+            )
+        })?;
+        if let Some(other) = all.iter().position(|&s| s != mine[0]) {
+            return Err(CommError::Semantics(format!(
+                "group member {other} (rank {}) contributes another dtype or shape than member {member}'s {}",
+                group[other],
+                t.tensor_type()
+            )));
+        }
+        Ok(Some(GroupCall { comm, peer }))
+    }
+
+    /// `t` of the group's member `root` on every member (`MPI_Ibcast`); every member passes a
+    /// tensor of the same dtype and shape, whose values only matter on the root.
+    pub fn broadcast(&self, group: &[usize], root: usize, t: &Tensor) -> Result<Tensor, CommError> {
+        if root >= group.len() {
+            return Err(CommError::Semantics(format!("broadcast root {root} is outside a group of {}", group.len())));
+        }
+        let Some(call) = self.native_call(group, t)? else { return Ok(t.clone()) };
+        let data = Elements::of(t, Wire::of(t.dtype, Use::Move));
+        let (count, datatype) = (to_c_int(data.len(), "a tensor")?, mpi_datatype(data.wire(), false));
+        let data = self.nonblocking(call.peer, data, |data, request| unsafe {
+            ffi::MPI_Ibcast(data.as_mut_ptr(), count, datatype, root as c_int, call.comm, request)
+        })?;
+        self.count(Native::Broadcast);
+        Ok(data.into_tensor(t.dtype, t.shape.clone()))
+    }
+
+    /// `bytes` of the group's member `root` on every member, which all pass buffers of the same
+    /// length (the NCCL transport sends its unique ids this way).
+    pub fn broadcast_bytes(&self, group: &[usize], root: usize, bytes: Vec<u8>) -> Result<Vec<u8>, CommError> {
+        if group.len() == 1 {
+            return Ok(bytes);
+        }
+        let (comm, _) = self.group_comm(group)?;
+        let peer = group.get(root).copied().unwrap_or(self.rank);
+        let count = to_c_int(bytes.len(), "a message")?;
+        self.nonblocking(peer, bytes, |bytes, request| unsafe {
+            ffi::MPI_Ibcast(bytes.as_mut_ptr().cast(), count, ffi::RSMPI_UINT8_T, root as c_int, comm, request)
+        })
+    }
+
+    /// This rank's index among the ranks on its node: from the launcher (OpenMPI's
+    /// `OMPI_COMM_WORLD_LOCAL_RANK`, Slurm's `SLURM_LOCALID`, MPICH's `MPI_LOCALRANKID`), else
+    /// from an `MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)` split (collective over the world:
+    /// every rank must ask at the same point).
+    pub fn local_rank(&self) -> usize {
+        if let Some(local) = launched_local_rank() {
+            return local;
+        }
+        let state = lock(&self.state);
+        let mut node: ffi::MPI_Comm = unsafe { ffi::RSMPI_COMM_NULL };
+        let mut local: c_int = 0;
+        // SAFETY: collective over the world, which every rank calls at start-up; the new
+        // communicator is freed before returning.
+        unsafe {
+            ffi::MPI_Comm_split_type(
+                state.world.as_raw(),
+                ffi::RSMPI_COMM_TYPE_SHARED as c_int,
+                self.rank as c_int,
+                ffi::RSMPI_INFO_NULL,
+                &mut node,
+            );
+            ffi::MPI_Comm_rank(node, &mut local);
+            ffi::MPI_Comm_free(&mut node);
+        }
+        local as usize
     }
 }
 
 /// The wire form of a tensor; see the module documentation.
 pub fn encode(t: &Tensor) -> Vec<u8> {
     let header = serde_json::json!({"dtype": t.dtype, "shape": t.shape}).to_string();
-    let width = element_width(t.dtype);
-    let mut out = Vec::with_capacity(4 + header.len() + t.len() * width);
+    let elements = Elements::of(t, Wire::of(t.dtype, Use::Move));
+    let mut out = Vec::with_capacity(4 + header.len() + elements.len() * elements.wire().width());
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    match &t.data {
-        Buffer::Float(values) if t.dtype == DType::F64 => {
-            values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()))
-        }
-        // Every narrower float value is exactly an f32.
-        Buffer::Float(values) => values.iter().for_each(|&v| out.extend_from_slice(&(v as f32).to_le_bytes())),
-        Buffer::Int(values) => values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+    match &elements {
+        Elements::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Elements::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Elements::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Elements::Bits16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
     }
     out
-}
-
-fn element_width(dtype: DType) -> usize {
-    if dtype.is_float() && dtype != DType::F64 {
-        4
-    } else {
-        8
-    }
 }
 
 /// A tensor from its wire form.
@@ -483,22 +729,21 @@ pub fn decode(bytes: &[u8]) -> Result<Tensor, String> {
         .and_then(|s| serde_json::from_value(s).ok())
         .ok_or("the header has no valid 'shape'")?;
     let data = &bytes[4 + header_len..];
-    let n: usize = shape.iter().product();
-    let width = element_width(dtype);
-    if data.len() != n * width {
+    let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or("the shape overflows")?;
+    let wire = Wire::of(dtype, Use::Move);
+    if Some(data.len()) != n.checked_mul(wire.width()) {
         return Err(format!("{} data bytes for {n} elements of {}", data.len(), dtype.mlir_name()));
     }
-    let chunks = data.chunks_exact(width);
-    Ok(if dtype == DType::F64 {
-        let values = chunks.map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
-        Tensor { dtype, shape, data: Buffer::Float(values) }
-    } else if dtype.is_float() {
-        let values = chunks.map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap_or_default()))).collect();
-        Tensor { dtype, shape, data: Buffer::Float(values) }
-    } else {
-        let values = chunks.map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
-        Tensor { dtype, shape, data: Buffer::Int(values) }
-    })
+    fn read<const W: usize, T>(data: &[u8], from: fn([u8; W]) -> T) -> Vec<T> {
+        data.chunks_exact(W).map(|c| from(c.try_into().unwrap_or([0; W]))).collect()
+    }
+    let elements = match wire {
+        Wire::F32 => Elements::F32(read(data, f32::from_le_bytes)),
+        Wire::F64 => Elements::F64(read(data, f64::from_le_bytes)),
+        Wire::I64 => Elements::I64(read(data, i64::from_le_bytes)),
+        Wire::Bits16 => Elements::Bits16(read(data, u16::from_le_bytes)),
+    };
+    Ok(elements.into_tensor(dtype, shape))
 }
 
 #[cfg(test)]
@@ -516,10 +761,18 @@ mod tests {
             Tensor::from_i64(DType::I32, vec![2, 1], vec![-3, 1 << 30]),
             Tensor::from_i64(DType::Bool, vec![2], vec![1, 0]),
             Tensor::zeros(DType::F32, vec![0, 4]),
+            Tensor::from_f64(DType::F8E4M3, vec![2], vec![0.5, -448.0]),
         ];
         for t in cases {
             assert_eq!(decode(&encode(&t)).expect("decodes"), t);
         }
+    }
+
+    #[test]
+    fn sixteen_bit_floats_travel_as_two_bytes() {
+        let t = Tensor::from_f64(DType::BF16, vec![100], vec![1.5; 100]);
+        let f = Tensor::from_f64(DType::F32, vec![100], vec![1.5; 100]);
+        assert_eq!(encode(&f).len() - encode(&t).len(), 200 + "f32".len() - "bf16".len());
     }
 
     #[test]

@@ -16,7 +16,8 @@ use tessera::fault;
 use tessera::train::distributed::{train_in_process, DistributedStep, DistributedTrainer, Event};
 use tessera::train::{self, checkpoint, data::ByteCorpus, OptimizerKind, StepReport, TrainConfig, Trainer};
 use tessera_ir::sharding::Mesh;
-use tessera_runtime::mpi::{launched_world_size, MpiCommunicator};
+use tessera_runtime::mpi::launched_world_size;
+use tessera_runtime::nccl::{CommChoice, Transport};
 use tessera_runtime::spmd::Communicator;
 use tessera_runtime::step::StepExecutor;
 
@@ -24,6 +25,24 @@ use tessera_runtime::step::StepExecutor;
 pub enum OptimizerArg {
     Adamw,
     Sgd,
+}
+
+/// `--comm`: the transport of a multi-process run.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CommArg {
+    /// MPI collectives on host memory.
+    Mpi,
+    /// NCCL collectives on one GPU per rank (fails without a CUDA driver and libnccl).
+    Nccl,
+}
+
+impl CommArg {
+    pub fn choice(self) -> CommChoice {
+        match self {
+            CommArg::Mpi => CommChoice::Mpi,
+            CommArg::Nccl => CommChoice::Nccl,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,6 +96,9 @@ pub struct TrainArgs {
     /// Seconds a rank waits for a message from another before the run fails.
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
     pub comm_timeout: f64,
+    /// The transport between the processes of an `mpirun`/`srun` launch.
+    #[arg(long, value_enum)]
+    pub comm: Option<CommArg>,
 }
 
 fn print_report(out: &mut impl Write, format: Format, report: &StepReport) -> Result<()> {
@@ -142,6 +164,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         (Some(world), Some(mesh)) => run_mpi(&args, &parse_mesh(mesh)?, world),
         (Some(world), None) => {
             bail!("launched as {world} MPI ranks: give --mesh with {world} devices (e.g. --mesh dp={world})")
+        }
+        (None, _) if args.comm.is_some() => {
+            bail!("--comm mpi and --comm nccl choose the transport between processes: launch 2 or more ranks with mpirun or srun")
         }
         (None, Some(mesh)) => {
             let mesh = parse_mesh(mesh)?;
@@ -259,7 +284,8 @@ fn run_mpi(args: &TrainArgs, mesh: &Mesh, world: usize) -> Result<()> {
         bail!("--mesh {mesh} has {} devices but the launcher started {world} ranks", mesh.num_devices());
     }
     let fault = fault::requested()?;
-    let comm = Arc::new(MpiCommunicator::init(Duration::from_secs_f64(args.comm_timeout))?);
+    let comm = Transport::open(args.comm.unwrap_or(CommArg::Mpi).choice(), Duration::from_secs_f64(args.comm_timeout))?
+        .into_shared();
     if comm.size() != world {
         bail!("the launcher announced {world} ranks but MPI has {}", comm.size());
     }
@@ -270,7 +296,7 @@ fn run_mpi(args: &TrainArgs, mesh: &Mesh, world: usize) -> Result<()> {
     result
 }
 
-fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<MpiCommunicator>, fault: Option<fault::Fault>) -> Result<()> {
+fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<dyn Communicator>, fault: Option<fault::Fault>) -> Result<()> {
     let rank = comm.rank();
     let model = train::load_model(&args.model, args.batch, args.seq)?;
     let corpus = ByteCorpus::read(&args.data)?;
@@ -285,8 +311,7 @@ fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<MpiCommunicator>, fault: 
         }
         None => train::init_state(&shared.step, shared.config.seed),
     };
-    let dyn_comm: Arc<dyn Communicator> = comm.clone();
-    let mut trainer = DistributedTrainer::from_state(shared, corpus, rank, dyn_comm, &state)?;
+    let mut trainer = DistributedTrainer::from_state(shared, corpus, rank, comm.clone(), &state)?;
     drop(state);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -75,7 +75,7 @@ fn mpi_collectives_and_partitioned_programs_match_the_in_process_runtime() {
         let out = mpirun(
             dir.path(),
             4,
-            &["comm-test", "--mesh", mesh, "--format", "json", "--timeout", "30"],
+            &["comm-test", "--mesh", mesh, "--format", "json", "--timeout", "30", "--comm", "mpi"],
             &[],
             Duration::from_secs(120),
         );
@@ -86,9 +86,19 @@ fn mpi_collectives_and_partitioned_programs_match_the_in_process_runtime() {
         let v: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
         assert_eq!(v["ranks"], 4);
         let groups = if mesh.contains(',') { 3 } else { 2 };
-        // Seven collectives per group (sums in three dtypes, max, gather, scatter, all-to-all)
-        // over each axis and over all axes, plus the ring.
-        assert_eq!(v["collective_results"], 7 * groups + 1, "{mesh}: {v}");
+        // Fifteen collectives per group (sums in four dtypes, maxima in three, gathers and
+        // scatters in three dtypes and axes each, all-to-all, a gather of mismatched shapes that
+        // must fail on every member) over each axis and over all axes, plus the ring; four
+        // broadcasts per group.
+        assert_eq!(v["collective_results"], 15 * groups + 1, "{mesh}: {v}");
+        assert_eq!(v["broadcasts"], 4 * groups, "{mesh}: {v}");
+        // Every typed collective ran as a native MPI call; no operand went whole through the
+        // exchange.
+        assert_eq!(v["transport"], "mpi", "{mesh}: {v}");
+        for kind in ["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast"] {
+            assert!(v["native"][kind].as_u64().is_some_and(|n| n > 0), "{mesh}: no native {kind}: {v}");
+        }
+        assert_eq!(v["native"]["exchange"], 0, "{mesh}: {v}");
         assert!(v["collective_max_rel_error"].as_f64().is_some_and(|e| e <= 1e-6), "{mesh}: {v}");
         assert_eq!(v["forward_outputs"], 1, "{mesh}: {v}");
         assert!(v["forward_max_rel_error"].as_f64().is_some_and(|e| e <= 1e-9), "{mesh}: {v}");
@@ -101,6 +111,48 @@ fn a_mesh_that_does_not_match_the_world_is_a_clear_error() {
     let out = mpirun(dir.path(), 2, &["comm-test", "--mesh", "dp=4"], &[], Duration::from_secs(60));
     assert_ne!(out.code, Some(0));
     assert!(out.stderr.contains("--mesh dp=4 has 4 devices but MPI started 2 ranks"), "{}", out.stderr);
+}
+
+/// Whether this machine could run NCCL on two ranks: then the NCCL transport must pass the same
+/// checks; without a driver or libnccl, `--comm nccl` must say which is missing and fail.
+#[test]
+fn comm_nccl_runs_where_nccl_can_and_says_why_not_elsewhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = tessera_runtime::executor::cuda::driver_present();
+    let available = tessera_runtime::nccl::availability();
+    let gpus = tessera_runtime::nccl::devices().unwrap_or(0);
+    let comm_test = ["comm-test", "--mesh", "dp=2", "--format", "json", "--timeout", "60", "--comm", "nccl"];
+    let out = mpirun(dir.path(), 2, &comm_test, &[], Duration::from_secs(120));
+    if gpus >= 2 {
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+        assert_eq!(v["transport"], "nccl", "{v}");
+        for kind in ["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast"] {
+            assert!(v["native"][kind].as_u64().is_some_and(|n| n > 0), "no NCCL {kind}: {v}");
+        }
+        assert_eq!(v["native"]["exchange"], 0, "{v}");
+        return;
+    }
+    let why = if !driver {
+        "NCCL needs a CUDA driver: no CUDA driver found"
+    } else if available.is_err() {
+        "NCCL needs libnccl: libnccl not found"
+    } else {
+        "CUDA devices (NCCL runs one GPU per rank)"
+    };
+    assert_ne!(out.code, Some(0), "{}", out.stdout);
+    assert!(out.stderr.contains(why), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    // `train --comm nccl` fails the same way; without `--comm` the transport is MPI.
+    let out =
+        mpirun(dir.path(), 2, &train_args("1", &["--mesh", "dp=2", "--comm", "nccl"]), &[], Duration::from_secs(60));
+    assert_ne!(out.code, Some(0), "{}", out.stdout);
+    assert!(out.stderr.contains(why), "{}", out.stderr);
+    let default = ["comm-test", "--mesh", "dp=2", "--format", "json", "--timeout", "60"];
+    let out = mpirun(dir.path(), 2, &default, &[], Duration::from_secs(120));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+    assert_eq!(v["transport"], "mpi", "{v}");
 }
 
 #[test]
