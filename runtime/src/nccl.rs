@@ -38,7 +38,7 @@
 //!
 //! [`broadcast`]: NcclCommunicator::broadcast
 
-use crate::mpi::{check_axis, check_divisible, launched_local_rank, poll_until, MpiCommunicator, MpiError};
+use crate::mpi::{check_axis, check_divisible, poll_until, MpiCommunicator, MpiError};
 use crate::spmd::{CommError, Communicator, Tag};
 use crate::wire::{Elements, Use, Wire};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
