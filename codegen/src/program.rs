@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use tessera_ir::artifact::{align, encode, BufferDesc, IoBinding, LibraryCall, Location, Program, Step, Storage};
 use tessera_ir::graph::{Graph, NodeId, ValueId};
 use tessera_ir::ops::Op;
+use tessera_ir::tensor::{Buffer, Tensor};
 use tessera_ir::types::{normalize_axis, Dim, TensorType};
 use tessera_passes::fuse::{extract_kernel, fuse, FusionConfig};
 
@@ -359,8 +360,9 @@ impl<'a> Builder<'a> {
 
 /// What makes two kernel graphs compile to the same code: every input's type, every node's op
 /// (with its attributes and constants), operands and result types, and the outputs, with values
-/// named by their index. Value and graph names are left out: emission never reads them. Two
-/// kernels with equal identities are interchangeable (the test `identity_ignores_names_only`).
+/// named by their index; float constants by their bits. Value and graph names are left out:
+/// emission never reads them. Two kernels with equal identities are interchangeable (the test
+/// `identity_ignores_names_only`).
 pub fn kernel_identity(kernel: &Graph) -> String {
     use std::fmt::Write;
     let mut key = String::new();
@@ -369,7 +371,19 @@ pub fn kernel_identity(kernel: &Graph) -> String {
         let _ = write!(key, "in {:?};", kernel.value(v).ty);
     }
     for (_, node) in kernel.nodes() {
-        let _ = write!(key, "{:?} (", node.op);
+        match &node.op {
+            // Float literals by their bits: `Debug` prints every NaN alike, the emitter does not.
+            Op::Constant(Tensor { dtype, shape, data: Buffer::Float(values) }) => {
+                let _ = write!(key, "constant {dtype:?} {shape:?} [");
+                for x in values {
+                    let _ = write!(key, "{:x},", x.to_bits());
+                }
+                key.push_str("] (");
+            }
+            op => {
+                let _ = write!(key, "{op:?} (");
+            }
+        }
         for v in &node.inputs {
             let _ = write!(key, "{},", v.index());
         }
@@ -576,5 +590,28 @@ mod tests {
         let other = &lowered.kernels[1].graph;
         assert_ne!(kernel_identity(other), kernel_identity(kernel));
         assert_ne!(emit(other).expect("emit"), emit(kernel).expect("emit"));
+    }
+
+    /// `x + c` for the constant `c`.
+    fn add_constant(values: Vec<f64>) -> Graph {
+        let mut g = Graph::new("add_constant");
+        let x = g.add_input("x", TensorType::of_static(DType::F32, &[2]), InputRole::Activation);
+        // Built directly: `Tensor::from_f64` rounds to the dtype, which makes every NaN alike.
+        let constant = Tensor { dtype: DType::F32, shape: vec![2], data: Buffer::Float(values) };
+        let c = g.add(Op::Constant(constant), &[]).expect("constant");
+        let y = g.add(Op::Binary(tessera_ir::ops::elementwise::BinaryOp::Add), &[x, c]).expect("add");
+        g.set_outputs(vec![y]);
+        g
+    }
+
+    #[test]
+    fn constants_are_compared_by_their_bits() {
+        let identity = |values: Vec<f64>| kernel_identity(&add_constant(values));
+        assert_eq!(identity(vec![1.0, 2.0]), identity(vec![1.0, 2.0]));
+        assert_ne!(identity(vec![1.0, 2.0]), identity(vec![1.0, 3.0]));
+        assert_ne!(identity(vec![0.0, 2.0]), identity(vec![-0.0, 2.0]));
+        let (nan_a, nan_b) = (f32::from_bits(0x7fc0_0001) as f64, f32::from_bits(0x7fc0_0002) as f64);
+        assert_eq!(format!("{nan_a:?}"), format!("{nan_b:?}"), "Debug cannot tell them apart");
+        assert_ne!(identity(vec![nan_a, 2.0]), identity(vec![nan_b, 2.0]));
     }
 }
