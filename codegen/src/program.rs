@@ -9,11 +9,21 @@
 //! are allocated before its dead inputs are freed, so no kernel reads and writes one range.
 //! Reshapes are views: the result shares its operand's range, which stays live for both.
 //! Constants live in the read-only weights image instead.
+//!
+//! Kernel deduplication: fusion groups whose kernel graphs are the same up to names (same ops
+//! and attributes, constants included, same types and the same wiring; see
+//! [`kernel_identity`]) share one kernel. The first group's symbol (`tsr_kernel_GROUP`) is
+//! kept, every later step launches it, and [`LoweredProgram::kernels`] holds each kernel once,
+//! so the code generator compiles it once: the layers of a transformer, which repeat the same
+//! fusion groups on other buffers, cost one layer's compile. This is sound because emission is
+//! a function of the kernel graph's structure and the symbol alone (value and graph names never
+//! reach the emitted code), and a kernel's buffers are its step's arguments, never baked in.
 
 use std::collections::{BTreeMap, HashMap};
 use tessera_ir::artifact::{align, encode, BufferDesc, IoBinding, LibraryCall, Location, Program, Step, Storage};
 use tessera_ir::graph::{Graph, NodeId, ValueId};
 use tessera_ir::ops::Op;
+use tessera_ir::tensor::{Buffer, Tensor};
 use tessera_ir::types::{normalize_axis, Dim, TensorType};
 use tessera_passes::fuse::{extract_kernel, fuse, FusionConfig};
 
@@ -38,7 +48,7 @@ pub struct LoweredProgram {
     pub program: Program,
     /// The weights image (constants at their planned offsets).
     pub weights: Vec<u8>,
-    /// One kernel per fusion group, in step order.
+    /// One kernel per distinct fusion group (see the module docs), in order of first launch.
     pub kernels: Vec<KernelSource>,
     pub stats: LowerStats,
 }
@@ -47,7 +57,10 @@ pub struct LoweredProgram {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LowerStats {
     pub nodes: usize,
+    /// Distinct kernels (compiled once each).
     pub kernels: usize,
+    /// Kernel steps (launches); more than `kernels` when fusion groups repeat.
+    pub kernel_steps: usize,
     pub fused_ops: usize,
     /// Library calls by name (`matmul`, `gather`, ..., `reference`).
     pub library_calls: BTreeMap<&'static str, usize>,
@@ -136,6 +149,8 @@ struct Builder<'a> {
     weights: Vec<u8>,
     steps: Vec<Step>,
     kernels: Vec<KernelSource>,
+    /// The symbol of each distinct kernel, by [`kernel_identity`].
+    symbol_of_kernel: HashMap<String, String>,
     stats: LowerStats,
 }
 
@@ -153,6 +168,7 @@ impl<'a> Builder<'a> {
             weights: Vec::new(),
             steps: Vec::new(),
             kernels: Vec::new(),
+            symbol_of_kernel: HashMap::new(),
             stats: LowerStats { nodes: g.num_nodes(), ..LowerStats::default() },
         }
     }
@@ -215,8 +231,16 @@ impl<'a> Builder<'a> {
                     .map_err(|e| LowerError::Kernel { group: tag.group, message: e.to_string() })?;
                 let inputs = kernel.inputs.iter().map(|&v| self.buffer(v)).collect();
                 let outputs = kernel.outputs.iter().map(|&v| self.buffer(v)).collect();
-                self.steps.push(Step::Kernel { symbol: symbol.clone(), inputs, outputs });
-                self.kernels.push(KernelSource { symbol, graph: kernel.graph });
+                let symbol = match self.symbol_of_kernel.entry(kernel_identity(&kernel.graph)) {
+                    std::collections::hash_map::Entry::Occupied(first) => first.get().clone(),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(symbol.clone());
+                        self.kernels.push(KernelSource { symbol: symbol.clone(), graph: kernel.graph });
+                        symbol
+                    }
+                };
+                self.steps.push(Step::Kernel { symbol, inputs, outputs });
+                self.stats.kernel_steps += 1;
                 continue;
             }
             match &node.op {
@@ -334,6 +358,48 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// What makes two kernel graphs compile to the same code: every input's type, every node's op
+/// (with its attributes and constants), operands and result types, and the outputs, with values
+/// named by their index; float constants by their bits. Value and graph names are left out:
+/// emission never reads them. Two kernels with equal identities are interchangeable (the test
+/// `identity_ignores_names_only`).
+pub fn kernel_identity(kernel: &Graph) -> String {
+    use std::fmt::Write;
+    let mut key = String::new();
+    // `write!` to a String cannot fail.
+    for &v in kernel.inputs() {
+        let _ = write!(key, "in {:?};", kernel.value(v).ty);
+    }
+    for (_, node) in kernel.nodes() {
+        match &node.op {
+            // Float literals by their bits: `Debug` prints every NaN alike, the emitter does not.
+            Op::Constant(Tensor { dtype, shape, data: Buffer::Float(values) }) => {
+                let _ = write!(key, "constant {dtype:?} {shape:?} [");
+                for x in values {
+                    let _ = write!(key, "{:x},", x.to_bits());
+                }
+                key.push_str("] (");
+            }
+            op => {
+                let _ = write!(key, "{op:?} (");
+            }
+        }
+        for v in &node.inputs {
+            let _ = write!(key, "{},", v.index());
+        }
+        key.push_str(") ->");
+        for &v in &node.outputs {
+            let _ = write!(key, " {} {:?},", v.index(), kernel.value(v).ty);
+        }
+        key.push(';');
+    }
+    key.push_str("out");
+    for v in kernel.outputs() {
+        let _ = write!(key, " {}", v.index());
+    }
+    key
+}
+
 /// Transposes of the last two axes whose one use is as the second operand of a matmul, alone
 /// (untagged or a group of one): they fold into the GEMM's strides. Returns the folded
 /// transposes and, per such matmul, the transpose's operand.
@@ -445,5 +511,107 @@ impl FreeList {
             self.free[i - 1].1 += self.free[i].1;
             self.free.remove(i);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_ir::dtype::DType;
+    use tessera_ir::graph::InputRole;
+    use tessera_ir::ops::elementwise::UnaryOp;
+
+    /// `tanh(rms_norm(x, s))` three times with matmuls between: the first two norms are the same
+    /// kernel on other buffers, the third has another epsilon.
+    fn three_norms() -> Graph {
+        let mut g = Graph::new("three_norms");
+        let ty = |shape: &[u64]| TensorType::of_static(DType::F32, shape);
+        let mut x = g.add_input("x", ty(&[4, 8]), InputRole::Activation);
+        for (layer, epsilon) in [(0, 1e-5), (1, 1e-5), (2, 1e-6)] {
+            let s = g.add_input(&format!("scale{layer}"), ty(&[8]), InputRole::Parameter);
+            let n = g.add(Op::RmsNorm { axis: -1, epsilon }, &[x, s]).expect("rms_norm");
+            x = g.add(Op::Unary(UnaryOp::Tanh), &[n]).expect("tanh");
+            if layer < 2 {
+                let w = g.add_input(&format!("w{layer}"), ty(&[8, 8]), InputRole::Parameter);
+                x = g.add(Op::MatMul, &[x, w]).expect("matmul");
+            }
+        }
+        g.set_outputs(vec![x]);
+        g
+    }
+
+    fn kernel_symbols(program: &Program) -> Vec<&str> {
+        program
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Kernel { symbol, .. } => Some(symbol.as_str()),
+                Step::Library { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn repeated_fusion_groups_share_one_kernel() {
+        let can_compile = |k: &Graph| crate::supports(k).is_ok();
+        let lowered = lower(&three_norms(), &HashMap::new(), "cpu", &can_compile).expect("lower");
+        let symbols = kernel_symbols(&lowered.program);
+        assert_eq!(symbols.len(), 3, "{symbols:?}");
+        assert_eq!(symbols[0], symbols[1], "the first two norms are one kernel");
+        assert_ne!(symbols[0], symbols[2], "another epsilon is another kernel");
+        let compiled: Vec<&str> = lowered.kernels.iter().map(|k| k.symbol.as_str()).collect();
+        assert_eq!(compiled, [symbols[0], symbols[2]], "each distinct kernel once, in order of first launch");
+        assert_eq!((lowered.stats.kernels, lowered.stats.kernel_steps), (2, 3));
+        // The shared kernel's steps still read and write their own buffers.
+        let steps: Vec<&Step> = lowered.program.steps.iter().filter(|s| matches!(s, Step::Kernel { .. })).collect();
+        assert_ne!(steps[0].inputs(), steps[1].inputs());
+        assert_ne!(steps[0].outputs(), steps[1].outputs());
+    }
+
+    /// The identity leaves out exactly what emission never reads: renaming every value keeps
+    /// both the identity and the emitted code, while changing an attribute changes both.
+    #[test]
+    fn identity_ignores_names_only() {
+        let can_compile = |k: &Graph| crate::supports(k).is_ok();
+        let lowered = lower(&three_norms(), &HashMap::new(), "cpu", &can_compile).expect("lower");
+        let kernel = &lowered.kernels[0].graph;
+        let mut renamed = kernel.clone();
+        renamed.name = "another".into();
+        for (v, _) in kernel.values() {
+            renamed.rename_value(v, &format!("renamed_{}", v.index()));
+        }
+        assert_ne!(&renamed, kernel);
+        assert_eq!(kernel_identity(&renamed), kernel_identity(kernel));
+        let emit = |g: &Graph| crate::emit::emit_kernel("k", g).map(|t| format!("{}{}", t.globals, t.function));
+        assert_eq!(emit(&renamed).expect("emit"), emit(kernel).expect("emit"));
+        let gpu = |g: &Graph| crate::emit::emit_gpu_kernel("k", g).map(|t| t.module);
+        assert_eq!(gpu(&renamed).expect("emit"), gpu(kernel).expect("emit"));
+
+        let other = &lowered.kernels[1].graph;
+        assert_ne!(kernel_identity(other), kernel_identity(kernel));
+        assert_ne!(emit(other).expect("emit"), emit(kernel).expect("emit"));
+    }
+
+    /// `x + c` for the constant `c`.
+    fn add_constant(values: Vec<f64>) -> Graph {
+        let mut g = Graph::new("add_constant");
+        let x = g.add_input("x", TensorType::of_static(DType::F32, &[2]), InputRole::Activation);
+        // Built directly: `Tensor::from_f64` rounds to the dtype, which makes every NaN alike.
+        let constant = Tensor { dtype: DType::F32, shape: vec![2], data: Buffer::Float(values) };
+        let c = g.add(Op::Constant(constant), &[]).expect("constant");
+        let y = g.add(Op::Binary(tessera_ir::ops::elementwise::BinaryOp::Add), &[x, c]).expect("add");
+        g.set_outputs(vec![y]);
+        g
+    }
+
+    #[test]
+    fn constants_are_compared_by_their_bits() {
+        let identity = |values: Vec<f64>| kernel_identity(&add_constant(values));
+        assert_eq!(identity(vec![1.0, 2.0]), identity(vec![1.0, 2.0]));
+        assert_ne!(identity(vec![1.0, 2.0]), identity(vec![1.0, 3.0]));
+        assert_ne!(identity(vec![0.0, 2.0]), identity(vec![-0.0, 2.0]));
+        let (nan_a, nan_b) = (f32::from_bits(0x7fc0_0001) as f64, f32::from_bits(0x7fc0_0002) as f64);
+        assert_eq!(format!("{nan_a:?}"), format!("{nan_b:?}"), "Debug cannot tell them apart");
+        assert_ne!(identity(vec![nan_a, 2.0]), identity(vec![nan_b, 2.0]));
     }
 }

@@ -67,14 +67,15 @@ pub fn run(args: CompileArgs) -> Result<()> {
     let s = &compiled.stats;
     let library: Vec<String> = s.library_calls.iter().map(|(name, n)| format!("{n} {name}")).collect();
     println!(
-        "compiled {}{} ({} nodes) for {} in {:.2} s: {} kernels holding {} ops, library calls: {}, {} views",
+        "compiled {}{} ({} nodes) for {} in {:.2} s: {} kernels holding {} ops ({} distinct, compiled once each), library calls: {}, {} views",
         args.model.display(),
         if args.train { " training step" } else { "" },
         s.nodes,
         target.name(),
         start.elapsed().as_secs_f64(),
-        s.kernels,
+        s.kernel_steps,
         s.fused_ops,
+        s.kernels,
         if library.is_empty() { "none".to_string() } else { library.join(", ") },
         s.views
     );

@@ -35,6 +35,28 @@ pub fn all_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// The kernel steps of an artifact per distinct kernel, in order of first launch: `symbol
+/// launches`, then the total. The two layers of a GPT launch the same kernels.
+fn kernel_table(artifact: &Path) -> String {
+    use tessera_ir::artifact::{Program, Step};
+    let program: Program =
+        serde_json::from_slice(&std::fs::read(artifact.join("rank0/program.json")).expect("program")).expect("parse");
+    let mut table: Vec<(&str, usize)> = Vec::new();
+    for step in &program.steps {
+        if let Step::Kernel { symbol, .. } = step {
+            match table.iter_mut().find(|(s, _)| s == symbol) {
+                Some((_, n)) => *n += 1,
+                None => table.push((symbol, 1)),
+            }
+        }
+    }
+    let launches: usize = table.iter().map(|(_, n)| n).sum();
+    assert!(table.len() < launches, "no kernel is shared: {table:?}");
+    let mut text: String = table.iter().map(|(s, n)| format!("{s} {n}\n")).collect();
+    text.push_str(&format!("{} distinct kernels, {launches} kernel steps\n", table.len()));
+    text
+}
+
 #[test]
 fn compiled_gpt_gives_the_interpreters_outputs_and_compiles_deterministically() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -48,6 +70,7 @@ fn compiled_gpt_gives_the_interpreters_outputs_and_compiles_deterministically() 
     let names: Vec<&str> = a.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["manifest.json", "rank0/kernels.so", "rank0/program.json", "rank0/weights.bin"]);
     assert!(a == b, "two compiles of one model differ");
+    insta::assert_snapshot!("gpt_kernel_table", kernel_table(&cwd.join("a")));
 
     let compiled = tessera(cwd, &["run", "a", "--random-inputs", "7", "-o", "out-compiled"]);
     assert_eq!(compiled.code, 0, "{}", compiled.stderr);
