@@ -325,6 +325,41 @@ pub fn run_rank(
     run_with(graph, inputs, Some(&mut handler))
 }
 
+/// The most bytes of computed values (activations, gradients, updated weights: every node
+/// result, not the caller's inputs) that [`run_rank`] holds at once running `graph`: the
+/// interpreter keeps a result from its node until its last use (a result nobody uses only while
+/// its node runs), so this follows the program order exactly; a pipeline schedule changes it by
+/// reordering the program. `None` when a result has a symbolic shape.
+pub fn peak_live_bytes(graph: &Graph) -> Option<u64> {
+    let bytes = |v: tessera_ir::graph::ValueId| -> Option<u64> {
+        let ty = &graph.value(v).ty;
+        Some(ty.num_elements()? * ty.dtype.size_bytes() as u64)
+    };
+    let mut uses = graph.use_counts();
+    let mut live = 0u64;
+    let mut peak = 0u64;
+    let produced: std::collections::HashSet<_> = graph.nodes().flat_map(|(_, n)| n.outputs.iter().copied()).collect();
+    for (_, node) in graph.nodes() {
+        let mut made = 0u64;
+        for &v in &node.outputs {
+            made += bytes(v)?;
+        }
+        peak = peak.max(live + made);
+        for &v in &node.outputs {
+            if uses[v.index()] > 0 {
+                live += bytes(v)?;
+            }
+        }
+        for &v in &node.inputs {
+            uses[v.index()] -= 1;
+            if uses[v.index()] == 0 && produced.contains(&v) {
+                live -= bytes(v)?;
+            }
+        }
+    }
+    Some(peak)
+}
+
 /// Settings of a multi-rank run.
 #[derive(Debug, Clone)]
 pub struct SpmdConfig {
