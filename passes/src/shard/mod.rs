@@ -21,6 +21,9 @@
 //!   rank's block of it), and the other outputs (the loss) leave every stage, replicated;
 //! - stages are built together in one program order and exchange values with `send`/`recv`
 //!   right before their first use, in both directions (backward passes send gradients back);
+//!   a training step's stages are then reordered into their pipeline schedule ([`schedule`]:
+//!   GPipe, 1F1B, interleaved 1F1B), which never changes what a node computes, and the result
+//!   is checked to be deadlock-free;
 //! - a dimension is split only when the axes divide it; uneven or symbolic dimensions stay whole,
 //!   except the batch of an activation input, which the data axis must divide (an error says so).
 
