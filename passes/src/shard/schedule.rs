@@ -326,8 +326,8 @@ pub fn check_deadlock_free(programs: &[&Graph]) -> Result<(), String> {
     loop {
         let mut progressed = false;
         for (stage, g) in programs.iter().enumerate() {
-            let nodes: Vec<_> = g.nodes().skip(next[stage]).collect();
-            for (_, node) in nodes {
+            while next[stage] < g.num_nodes() {
+                let node = g.node(NodeId(next[stage] as u32));
                 match &node.op {
                     Op::Collective(Collective::Send { peer, tag, .. }) => {
                         *in_flight.entry((stage, *peer as usize, *tag)).or_default() += 1;
@@ -461,6 +461,38 @@ mod tests {
         assert_eq!(peak, [4, 3, 2, 1]);
         let gpipe = simulate(PipelineSchedule { kind: Schedule::GPipe, interleave: 1 }, 4, 8).expect("no deadlock");
         assert_eq!(gpipe, [8, 8, 8, 8]);
+    }
+
+    /// Two stages that each receive before they send wait on each other forever; sending
+    /// first on either side resolves it.
+    #[test]
+    fn crossed_receives_are_reported_as_a_deadlock() {
+        use tessera_ir::dtype::DType;
+        use tessera_ir::types::TensorType;
+        let stage = |name: &str, peer: i64, send_first: bool| {
+            let mut g = Graph::new(name);
+            let ty = TensorType::of_static(DType::F32, &[2]);
+            let x = g.add_input("x", ty.clone(), tessera_ir::graph::InputRole::Activation);
+            let send = |g: &mut Graph| {
+                let op = Op::Collective(Collective::Send { mesh_axis: "pp".into(), peer, tag: 1 - peer });
+                g.add_node_unchecked(op, vec![x], vec![]);
+            };
+            if send_first {
+                send(&mut g);
+            }
+            let op = Op::Collective(Collective::Recv { mesh_axis: "pp".into(), peer, tag: peer, ty: ty.clone() });
+            g.add_node_unchecked(op, vec![], vec![(format!("from{peer}"), ty)]);
+            if !send_first {
+                send(&mut g);
+            }
+            g
+        };
+        let err = check_deadlock_free(&[&stage("s0", 1, false), &stage("s1", 0, false)]).expect_err("deadlock");
+        assert_eq!(
+            err,
+            "the stages would deadlock: stage 0 waits in tsr.recv %from1, stage 1 waits in tsr.recv %from0"
+        );
+        assert_eq!(check_deadlock_free(&[&stage("s0", 1, true), &stage("s1", 0, false)]), Ok(()));
     }
 
     proptest! {
