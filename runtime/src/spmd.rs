@@ -458,6 +458,36 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(5));
     }
 
+    /// The interpreter's free rule, by hand: a result lives from its node to its last use
+    /// (or to the end, for an output); a chain holds two values at once, two chains joined at
+    /// the end three.
+    #[test]
+    fn peak_live_bytes_follows_the_free_rule() {
+        use tessera_ir::graph::InputRole;
+        use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
+        use tessera_ir::ops::Op;
+        let ty = TensorType::of_static(DType::F32, &[4]); // 16 bytes
+        let mut chain = Graph::new("chain");
+        let x = chain.add_input("x", ty.clone(), InputRole::Activation);
+        let mut v = x;
+        for _ in 0..3 {
+            v = chain.add(Op::Unary(UnaryOp::Exp), &[v]).expect("exp");
+        }
+        chain.set_outputs(vec![v]);
+        assert_eq!(peak_live_bytes(&chain), Some(32));
+        let mut joined = Graph::new("joined");
+        let x = joined.add_input("x", ty, InputRole::Activation);
+        let a = joined.add(Op::Unary(UnaryOp::Neg), &[x]).expect("neg");
+        let mut b = x;
+        for _ in 0..3 {
+            b = joined.add(Op::Unary(UnaryOp::Exp), &[b]).expect("exp");
+        }
+        let sum = joined.add(Op::Binary(BinaryOp::Add), &[a, b]).expect("add");
+        joined.set_outputs(vec![sum]);
+        // `a` waits through the whole chain: 16 + 32 during it, 48 at the sum.
+        assert_eq!(peak_live_bytes(&joined), Some(48));
+    }
+
     #[test]
     fn receives_time_out_instead_of_hanging() {
         let comms = LocalCommunicator::world(2, Duration::from_millis(50));

@@ -495,6 +495,38 @@ mod tests {
         assert_eq!(check_deadlock_free(&[&stage("s0", 1, true), &stage("s1", 0, false)]), Ok(()));
     }
 
+    /// A step's forward nodes of micro-batch k, its backward nodes of k, and the shared work
+    /// (casts, gradient sums, updates, the loss sum) are told apart.
+    #[test]
+    fn units_of_a_train_step() {
+        use crate::train_step::{build, Optimizer, TrainStepConfig};
+        use tessera_ir::dtype::DType;
+        use tessera_ir::graph::InputRole;
+        use tessera_ir::types::TensorType;
+        let mut f = Graph::new("linear");
+        let x = f.add_input("x", TensorType::of_static(DType::F32, &[2, 3, 4]), InputRole::Activation);
+        let w = f.add_input("w", TensorType::of_static(DType::F32, &[4, 5]), InputRole::Parameter);
+        let y = f.add(Op::MatMul, &[x, w]).expect("matmul");
+        f.set_outputs(vec![y]);
+        let sgd = tessera_ir::ops::optim::Sgd { lr: 0.1, momentum: 0.0, weight_decay: 0.0 };
+        let cfg = TrainStepConfig { optimizer: Optimizer::Sgd(sgd), micro_batches: 2, master: DType::F32 };
+        let step = build(&f, &cfg).expect("step");
+        let units = crate::shard::NodeUnits::of_train_step(&step);
+        assert_eq!(units.micro_batches, 2);
+        let g = &step.graph;
+        let of = |pred: &dyn Fn(&Op) -> bool| -> Vec<Option<(usize, Phase)>> {
+            g.nodes().filter(|(_, n)| pred(&n.op)).map(|(id, _)| units.of_node[id.index()]).collect()
+        };
+        // The two forward matmuls, then each micro-batch's backward matmul for `w`'s gradient.
+        let matmuls = of(&|op| *op == Op::MatMul);
+        assert!(matmuls.starts_with(&[Some((0, Phase::Forward)), Some((1, Phase::Forward))]), "{matmuls:?}");
+        for k in 0..2 {
+            assert!(matmuls[2..].contains(&Some((k, Phase::Backward))), "{matmuls:?}");
+        }
+        assert_eq!(of(&|op| *op == Op::CrossEntropy), [Some((0, Phase::Forward)), Some((1, Phase::Forward))]);
+        assert_eq!(of(&|op| matches!(op, Op::Sgd(_))), [None]);
+    }
+
     proptest! {
         /// Every schedule runs to completion with buffered sends, whatever pp, v and M.
         #[test]
