@@ -325,6 +325,41 @@ pub fn run_rank(
     run_with(graph, inputs, Some(&mut handler))
 }
 
+/// The most bytes of computed values (activations, gradients, updated weights: every node
+/// result, not the caller's inputs) that [`run_rank`] holds at once running `graph`: the
+/// interpreter keeps a result from its node until its last use (a result nobody uses only while
+/// its node runs), so this follows the program order exactly; a pipeline schedule changes it by
+/// reordering the program. `None` when a result has a symbolic shape.
+pub fn peak_live_bytes(graph: &Graph) -> Option<u64> {
+    let bytes = |v: tessera_ir::graph::ValueId| -> Option<u64> {
+        let ty = &graph.value(v).ty;
+        Some(ty.num_elements()? * ty.dtype.size_bytes() as u64)
+    };
+    let mut uses = graph.use_counts();
+    let mut live = 0u64;
+    let mut peak = 0u64;
+    let produced: std::collections::HashSet<_> = graph.nodes().flat_map(|(_, n)| n.outputs.iter().copied()).collect();
+    for (_, node) in graph.nodes() {
+        let mut made = 0u64;
+        for &v in &node.outputs {
+            made += bytes(v)?;
+        }
+        peak = peak.max(live + made);
+        for &v in &node.outputs {
+            if uses[v.index()] > 0 {
+                live += bytes(v)?;
+            }
+        }
+        for &v in &node.inputs {
+            uses[v.index()] -= 1;
+            if uses[v.index()] == 0 && produced.contains(&v) {
+                live -= bytes(v)?;
+            }
+        }
+    }
+    Some(peak)
+}
+
 /// Settings of a multi-rank run.
 #[derive(Debug, Clone)]
 pub struct SpmdConfig {
@@ -421,6 +456,36 @@ mod tests {
             assert_eq!(err, CommError::PeerFailed { rank: 0, message: "boom".into() });
         });
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    /// The interpreter's free rule, by hand: a result lives from its node to its last use
+    /// (or to the end, for an output); a chain holds two values at once, two chains joined at
+    /// the end three.
+    #[test]
+    fn peak_live_bytes_follows_the_free_rule() {
+        use tessera_ir::graph::InputRole;
+        use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
+        use tessera_ir::ops::Op;
+        let ty = TensorType::of_static(DType::F32, &[4]); // 16 bytes
+        let mut chain = Graph::new("chain");
+        let x = chain.add_input("x", ty.clone(), InputRole::Activation);
+        let mut v = x;
+        for _ in 0..3 {
+            v = chain.add(Op::Unary(UnaryOp::Exp), &[v]).expect("exp");
+        }
+        chain.set_outputs(vec![v]);
+        assert_eq!(peak_live_bytes(&chain), Some(32));
+        let mut joined = Graph::new("joined");
+        let x = joined.add_input("x", ty, InputRole::Activation);
+        let a = joined.add(Op::Unary(UnaryOp::Neg), &[x]).expect("neg");
+        let mut b = x;
+        for _ in 0..3 {
+            b = joined.add(Op::Unary(UnaryOp::Exp), &[b]).expect("exp");
+        }
+        let sum = joined.add(Op::Binary(BinaryOp::Add), &[a, b]).expect("add");
+        joined.set_outputs(vec![sum]);
+        // `a` waits through the whole chain: 16 + 32 during it, 48 at the sum.
+        assert_eq!(peak_live_bytes(&joined), Some(48));
     }
 
     #[test]

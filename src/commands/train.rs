@@ -16,6 +16,8 @@ use tessera::fault;
 use tessera::train::distributed::{train_in_process, DistributedStep, DistributedTrainer, Event};
 use tessera::train::{self, checkpoint, data::ByteCorpus, OptimizerKind, StepReport, TrainConfig, Trainer};
 use tessera_ir::sharding::Mesh;
+use tessera_passes::cost::step::Schedule;
+use tessera_passes::shard::PipelineSchedule;
 use tessera_runtime::mpi::launched_world_size;
 use tessera_runtime::nccl::{CommChoice, Transport};
 use tessera_runtime::spmd::Communicator;
@@ -93,12 +95,53 @@ pub struct TrainArgs {
     /// per process (N must be the mesh size), otherwise one thread per rank.
     #[arg(long)]
     pub mesh: Option<String>,
+    /// The pipeline schedule of a mesh with pp > 1 (same losses either way; 1F1B holds at
+    /// most pp micro-batches' activations per stage, GPipe all of them).
+    #[arg(long, value_enum, default_value_t = ScheduleArg::OneFOneB)]
+    pub schedule: ScheduleArg,
+    /// Model chunks per pipeline stage (Megatron's interleaved 1F1B): needs pp > 1, 1f1b,
+    /// micro-batches a multiple of pp, and pp * V dividing a zoo model's layers.
+    #[arg(long, default_value_t = 1, value_name = "V")]
+    pub interleave: usize,
     /// Seconds a rank waits for a message from another before the run fails.
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
     pub comm_timeout: f64,
     /// The transport between the processes of an `mpirun`/`srun` launch.
     #[arg(long, value_enum)]
     pub comm: Option<CommArg>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    Gpipe,
+    #[value(name = "1f1b")]
+    OneFOneB,
+}
+
+/// `--schedule` and `--interleave`, checked against the mesh and the micro-batches (the
+/// planner's wording).
+fn pipeline_schedule(args: &TrainArgs, mesh: &Mesh) -> Result<PipelineSchedule> {
+    let kind = match args.schedule {
+        ScheduleArg::Gpipe => Schedule::GPipe,
+        ScheduleArg::OneFOneB => Schedule::OneFOneB,
+    };
+    let schedule = PipelineSchedule { kind, interleave: args.interleave };
+    let pp = mesh.axis_size("pp").unwrap_or(1) as usize;
+    schedule.check(pp, args.micro_batches).map_err(|m| anyhow::anyhow!("--schedule {schedule}: {m}"))?;
+    Ok(schedule)
+}
+
+/// The schedule and each stage's peak of live bytes (text output, pipelines only).
+fn schedule_line(shared: &DistributedStep) -> Option<String> {
+    let stages = &shared.module.stages;
+    if stages.len() < 2 {
+        return None;
+    }
+    let peaks: Vec<String> = stages
+        .iter()
+        .map(|p| p.ranks.first().and_then(|&r| shared.peak_live_bytes(r)).map_or("?".into(), |b| b.to_string()))
+        .collect();
+    Some(format!("pipeline schedule {}: peak live bytes per stage {}", shared.schedule, peaks.join(" ")))
 }
 
 fn print_report(out: &mut impl Write, format: Format, report: &StepReport) -> Result<()> {
@@ -159,6 +202,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     if !(args.comm_timeout.is_finite() && args.comm_timeout > 0.0) {
         bail!("--comm-timeout must be a positive number of seconds");
+    }
+    if args.mesh.is_none() {
+        pipeline_schedule(&args, &Mesh::parse("dp=1").map_err(|e| anyhow::anyhow!("{e}"))?)?;
     }
     match (launched_world_size().filter(|&n| n > 1), &args.mesh) {
         (Some(world), Some(mesh)) => run_mpi(&args, &parse_mesh(mesh)?, world),
@@ -223,7 +269,8 @@ fn run_on_mesh(
     corpus: ByteCorpus,
     mesh: Mesh,
 ) -> Result<()> {
-    let shared = Arc::new(DistributedStep::new(model, config, mesh)?);
+    let schedule = pipeline_schedule(args, &mesh)?;
+    let shared = Arc::new(DistributedStep::with_schedule(model, config, mesh, schedule)?);
     let resume = match &args.resume {
         Some(dir) => {
             let latest = checkpoint::latest(dir)?;
@@ -249,6 +296,9 @@ fn run_on_mesh(
             shared.config.optimizer.name(),
             resume.as_ref().map_or(0, |s| s.step)
         )?;
+        if let Some(line) = schedule_line(&shared) {
+            writeln!(out, "{line}")?;
+        }
     }
     let gather_every = match (&args.checkpoint_dir, args.checkpoint_every) {
         (Some(_), Some(every)) => Some(every),
@@ -300,7 +350,8 @@ fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<dyn Communicator>, fault:
     let rank = comm.rank();
     let model = train::load_model(&args.model, args.batch, args.seq)?;
     let corpus = ByteCorpus::read(&args.data)?;
-    let shared = Arc::new(DistributedStep::new(model, train_config(args), mesh.clone())?);
+    let schedule = pipeline_schedule(args, mesh)?;
+    let shared = Arc::new(DistributedStep::with_schedule(model, train_config(args), mesh.clone(), schedule)?);
     let state = match &args.resume {
         // Every rank reads the whole checkpoint (of any mesh) and keeps its own blocks.
         Some(dir) => {
@@ -326,6 +377,9 @@ fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<dyn Communicator>, fault:
             trainer.shared.config.optimizer.name(),
             trainer.local_state().step
         )?;
+        if let Some(line) = schedule_line(&trainer.shared) {
+            writeln!(out, "{line}")?;
+        }
     }
     while trainer.local_state().step < args.steps {
         fault::maybe_die(fault, rank, trainer.local_state().step + 1);

@@ -3,8 +3,10 @@
 //! The step graph of [`super::build_step`] is partitioned by `passes::shard` with
 //! [`ShardConfig::for_train_step`]: batches split over `dp`, Megatron weight splits over `tp`,
 //! pipeline stages over `pp` cut between layers (each layer's forward for every micro-batch, its
-//! backward and its parameters' updates on one stage; GPipe order: every micro-batch's forward,
-//! then the backward). The optimizer state is split exactly like its parameter, and the updated
+//! backward and its parameters' updates on one stage), each stage running its micro-batches in
+//! the [`PipelineSchedule`]'s order (1F1B by default; GPipe; interleaved 1F1B with `interleave`
+//! chunks of layers per stage). The schedule only reorders each stage program, so every
+//! schedule gives the same losses and weights bit for bit. The optimizer state is split exactly like its parameter, and the updated
 //! parameters and state leave the step in the parameter's own sharding, so a rank keeps its
 //! blocks from step to step without gathering them.
 //!
@@ -30,9 +32,9 @@ use std::time::{Duration, Instant};
 use tessera_ir::sharding::{Mesh, Sharding};
 use tessera_ir::tensor::Tensor;
 use tessera_ir::types::TensorType;
-use tessera_passes::shard::{partition, ShardConfig, ShardedModule, StageProgram};
+use tessera_passes::shard::{partition, PipelineSchedule, ShardConfig, ShardedModule, StageProgram};
 use tessera_passes::train_step::TrainStep;
-use tessera_runtime::spmd::{run_rank, Communicator, LocalCommunicator};
+use tessera_runtime::spmd::{peak_live_bytes, run_rank, Communicator, LocalCommunicator};
 
 /// What every rank of a run shares: the model, the global step graph and its partition.
 /// Building it once and sharing it (`Arc`) spares in-process ranks partitioning the same graph.
@@ -45,16 +47,49 @@ pub struct DistributedStep {
     pub module: ShardedModule,
     /// The mesh axis the pipeline stages are laid along.
     pub pipeline_axis: String,
+    /// The order pipeline stages run their micro-batches' work in.
+    pub schedule: PipelineSchedule,
 }
 
 impl DistributedStep {
-    /// Builds the step graph of `model` and partitions it over `mesh`.
+    /// Builds the step graph of `model` and partitions it over `mesh`, its pipeline stages
+    /// running the default schedule (1F1B).
     pub fn new(model: TrainModel, config: TrainConfig, mesh: Mesh) -> Result<DistributedStep> {
+        DistributedStep::with_schedule(model, config, mesh, PipelineSchedule::default())
+    }
+
+    /// Like [`DistributedStep::new`], the pipeline stages running `schedule`. Interleaving a zoo
+    /// model needs `pp * interleave` to divide its layers (as the planner requires), so every
+    /// chunk holds whole layers.
+    pub fn with_schedule(
+        model: TrainModel,
+        config: TrainConfig,
+        mesh: Mesh,
+        schedule: PipelineSchedule,
+    ) -> Result<DistributedStep> {
+        let pp = mesh.axis_size("pp").unwrap_or(1) as usize;
+        if schedule.interleave > 1 {
+            if let Ok(spec) = tessera_frontend::zoo::spec::parse(&config.model) {
+                let layers = spec.layers as usize;
+                ensure!(
+                    pp > 1 && layers % (pp * schedule.interleave) == 0,
+                    "pipeline schedule {schedule}: pp * interleave = {} does not divide the {layers} layers",
+                    pp * schedule.interleave
+                );
+            }
+        }
         let step = build_step(&model, &config)?;
-        let shard_config = ShardConfig::for_train_step(mesh, &step);
+        let shard_config = ShardConfig { schedule, ..ShardConfig::for_train_step(mesh, &step) };
         let module = partition(&step.graph, &shard_config)
             .with_context(|| format!("cannot partition the training step over {}", shard_config.mesh))?;
-        Ok(DistributedStep { model, config, step, module, pipeline_axis: shard_config.pipeline_axis })
+        Ok(DistributedStep { model, config, step, module, pipeline_axis: shard_config.pipeline_axis, schedule })
+    }
+
+    /// The peak bytes of values the interpreter holds at once while rank `rank` runs its
+    /// program (see [`tessera_runtime::spmd::peak_live_bytes`]): what the pipeline schedule
+    /// changes. `None` when the program has symbolic shapes or no program runs the rank.
+    pub fn peak_live_bytes(&self, rank: usize) -> Option<u64> {
+        self.module.program_of(rank).and_then(|p| peak_live_bytes(&p.graph))
     }
 
     pub fn mesh(&self) -> &Mesh {

@@ -11,7 +11,8 @@ use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::Op;
 use tessera_ir::sharding::{Mesh, Sharding};
 use tessera_ir::tensor::Tensor;
-use tessera_passes::shard::ShardConfig;
+use tessera_passes::cost::step::Schedule;
+use tessera_passes::shard::{PipelineSchedule, ShardConfig};
 use tessera_runtime::spmd::{run_spmd, RankProgram, SpmdConfig};
 
 const CORPUS: &str = "/usr/share/common-licenses/GPL-3";
@@ -39,10 +40,16 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 
 /// Trains `STEPS` steps on `mesh` and compares losses and gathered state with one process.
 fn check(model: &str, batch: u64, cfg: &TrainConfig, mesh: &str) {
+    check_schedule(model, batch, cfg, mesh, PipelineSchedule::default());
+}
+
+/// [`check`] with the pipeline stages running `schedule`.
+fn check_schedule(model: &str, batch: u64, cfg: &TrainConfig, mesh: &str, schedule: PipelineSchedule) {
     let corpus = ByteCorpus::read(Path::new(CORPUS)).expect("corpus");
     let (want_losses, want_state) = single(model, batch, cfg, &corpus);
     let m = train::load_model(model, batch, None).expect("model");
-    let shared = Arc::new(DistributedStep::new(m, cfg.clone(), Mesh::parse(mesh).expect("mesh")).expect("partition"));
+    let mesh_ = Mesh::parse(mesh).expect("mesh");
+    let shared = Arc::new(DistributedStep::with_schedule(m, cfg.clone(), mesh_, schedule).expect("partition"));
     let mut losses = Vec::new();
     let state = train_in_process(shared, &corpus, None, STEPS, None, Duration::from_secs(60), |e| {
         if let Event::Step(r) = e {
@@ -98,6 +105,93 @@ fn dp2_tp2_adamw_two_micro_batches() {
 #[test]
 fn tp2_pp2_sgd() {
     check(GPT, 2, &config(GPT, OptimizerKind::Sgd, 1), "tp=2,pp=2");
+}
+
+const ONE_F_ONE_B: PipelineSchedule = PipelineSchedule { kind: Schedule::OneFOneB, interleave: 1 };
+const GPIPE: PipelineSchedule = PipelineSchedule { kind: Schedule::GPipe, interleave: 1 };
+const INTERLEAVED_2: PipelineSchedule = PipelineSchedule { kind: Schedule::OneFOneB, interleave: 2 };
+
+#[test]
+fn pp2_one_f_one_b_four_micro_batches() {
+    check_schedule(GPT, 1, &config(GPT, OptimizerKind::AdamW, 4), "pp=2", ONE_F_ONE_B);
+}
+
+#[test]
+fn pp4_one_f_one_b_eight_micro_batches() {
+    check_schedule(GPT, 1, &config(GPT, OptimizerKind::Sgd, 8), "pp=4", ONE_F_ONE_B);
+}
+
+#[test]
+fn pp2_interleaved_two_chunks() {
+    check_schedule(GPT, 1, &config(GPT, OptimizerKind::AdamW, 4), "pp=2", INTERLEAVED_2);
+}
+
+#[test]
+fn tp2_pp2_one_f_one_b_four_micro_batches() {
+    check_schedule(GPT, 1, &config(GPT, OptimizerKind::Sgd, 4), "tp=2,pp=2", ONE_F_ONE_B);
+}
+
+/// A schedule only reorders each stage program, so GPipe, 1F1B and interleaved 1F1B give the
+/// same losses and weights bit for bit, and each stage runs its micro-batches in its order.
+#[test]
+fn schedules_agree_bit_for_bit_and_run_in_their_order() {
+    let corpus = ByteCorpus::read(Path::new(CORPUS)).expect("corpus");
+    let cfg = config(GPT, OptimizerKind::AdamW, 4);
+    let run = |schedule: PipelineSchedule| {
+        let m = train::load_model(GPT, 1, None).expect("model");
+        let mesh = Mesh::parse("pp=2").expect("mesh");
+        let shared = Arc::new(DistributedStep::with_schedule(m, cfg.clone(), mesh, schedule).expect("partition"));
+        let printed = shared.module.print();
+        let mut losses = Vec::new();
+        let state = train_in_process(shared, &corpus, None, 2, None, Duration::from_secs(60), |e| {
+            if let Event::Step(r) = e {
+                losses.push(r.loss);
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{schedule}: {e:#}"));
+        (losses, state, printed)
+    };
+    let (gpipe_losses, gpipe_state, gpipe_text) = run(GPIPE);
+    assert!(gpipe_text.contains("// schedule: F0 F1 F2 F3 B0 B1 B2 B3\n"), "{gpipe_text}");
+    for schedule in [ONE_F_ONE_B, INTERLEAVED_2] {
+        let (losses, state, text) = run(schedule);
+        assert_eq!(losses, gpipe_losses, "{schedule}");
+        assert_eq!(state.params, gpipe_state.params, "{schedule}");
+        assert_eq!(state.optimizer_state, gpipe_state.optimizer_state, "{schedule}");
+        let first_stage = if schedule == ONE_F_ONE_B {
+            "F0 F1 B0 F2 B1 F3 B2 B3"
+        } else {
+            "F0 F1 F0.1 F1.1 F2 B0.1 F3 B1.1 F2.1 B0 F3.1 B1 B2.1 B3.1 B2 B3"
+        };
+        assert!(text.contains(&format!("// schedule: {first_stage}\n")), "{schedule}: {text}");
+    }
+}
+
+/// What the schedule is for: 1F1B holds at most pp micro-batches' activations on a stage where
+/// GPipe holds all of them. Exact peaks of live bytes per stage (pp=2, 8 micro-batches); they
+/// change when the step graph or the partition changes, the ordering between them must not.
+#[test]
+fn one_f_one_b_holds_fewer_live_bytes_than_gpipe() {
+    let peaks = |mesh: &str, schedule: PipelineSchedule| -> Vec<u64> {
+        let model = "gpt:layers=4,hidden=32,heads=4,seq=64,vocab=256";
+        let m = train::load_model(model, 2, None).expect("model");
+        let mesh = Mesh::parse(mesh).expect("mesh");
+        let cfg = config(model, OptimizerKind::AdamW, 8);
+        let s = DistributedStep::with_schedule(m, cfg, mesh, schedule).expect("partition");
+        s.module.stages.iter().map(|p| s.peak_live_bytes(p.ranks[0]).expect("static shapes")).collect()
+    };
+    let gpipe = peaks("pp=2", GPIPE);
+    let one_f_one_b = peaks("pp=2", ONE_F_ONE_B);
+    let interleaved = peaks("pp=2", INTERLEAVED_2);
+    assert_eq!(gpipe, [8_593_732, 9_513_224]);
+    assert_eq!(one_f_one_b, [2_867_140, 2_140_488]);
+    assert_eq!(interleaved, [3_345_412, 2_639_368]);
+    for stage in 0..2 {
+        assert!(one_f_one_b[stage] < gpipe[stage], "stage {stage}: {one_f_one_b:?} vs {gpipe:?}");
+        // Interleaving warms up with more forwards than 1F1B, still far fewer than GPipe.
+        assert!(one_f_one_b[stage] < interleaved[stage] && interleaved[stage] < gpipe[stage]);
+    }
 }
 
 /// The partition keeps each rank's blocks across steps: every updated parameter and state

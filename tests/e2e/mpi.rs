@@ -313,3 +313,35 @@ fn a_rank_killed_mid_run_stops_the_job_and_the_last_checkpoint_resumes_on_anothe
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_close(&losses(&out.stdout), &want[2..], "resumed on one process");
 }
+
+/// Pipeline schedules over MPI: 1F1B on four stages and interleaved 1F1B (two chunks of two
+/// layers per stage) give the single-process losses; invalid combinations are refused upfront.
+#[test]
+fn mpi_pipeline_schedules_give_the_single_process_losses() {
+    const GPT4: &str = "gpt:layers=4,hidden=32,heads=4,seq=16,vocab=256,dtype=fp64";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut a = vec!["train", GPT4, "--steps", "2", "--data", CORPUS, "--batch", "1", "--micro-batches", "4"];
+        a.extend(["--format", "json"]);
+        a.extend(extra);
+        a
+    };
+    let out = crate::support::tessera(dir.path(), &args(&[]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let want = losses(&out.stdout);
+    for (ranks, extra) in [(4, ["--mesh", "pp=4", "--interleave", "1"]), (2, ["--mesh", "pp=2", "--interleave", "2"])] {
+        let out = mpirun(dir.path(), ranks, &args(&extra), &[], Duration::from_secs(120));
+        assert_eq!(out.code, Some(0), "{extra:?}: {}", out.stderr);
+        assert_close(&losses(&out.stdout), &want, &format!("{extra:?}"));
+    }
+    for (extra, message) in [
+        (["--mesh", "pp=2", "--schedule", "gpipe", "--interleave", "2"], "interleaving needs the 1f1b schedule"),
+        (["--mesh", "pp=4", "--schedule", "1f1b", "--interleave", "2"], "does not divide the 4 layers"),
+    ] {
+        let out = crate::support::tessera(dir.path(), &args(&extra));
+        assert_ne!(out.code, 0, "{extra:?}");
+        assert!(out.stderr.contains(message), "{extra:?}: {}", out.stderr);
+    }
+    let out = crate::support::tessera(dir.path(), &args(&["--mesh", "pp=3", "--interleave", "2"]));
+    assert!(out.stderr.contains("micro-batches (4) to be a multiple of pp (3)"), "{}", out.stderr);
+}

@@ -21,11 +21,15 @@
 //!   rank's block of it), and the other outputs (the loss) leave every stage, replicated;
 //! - stages are built together in one program order and exchange values with `send`/`recv`
 //!   right before their first use, in both directions (backward passes send gradients back);
+//!   a training step's stages are then reordered into their pipeline schedule ([`schedule`]:
+//!   GPipe, 1F1B, interleaved 1F1B), which never changes what a node computes, and the result
+//!   is checked to be deadlock-free;
 //! - a dimension is split only when the axes divide it; uneven or symbolic dimensions stay whole,
 //!   except the batch of an activation input, which the data axis must divide (an error says so).
 
 pub mod partition;
 pub mod reshard;
+pub mod schedule;
 pub mod stages;
 
 use crate::pass::{OptionSpec, OptionValue, PassError, PassOptions, PassStats};
@@ -35,6 +39,8 @@ use std::fmt::Write;
 use tessera_ir::graph::{Graph, ValueId};
 use tessera_ir::sharding::{Mesh, MeshError, Sharding};
 use tessera_ir::tensor::Tensor;
+
+pub use schedule::{Phase, PipelineSchedule, Unit};
 
 const PASS: &str = "shard";
 
@@ -69,6 +75,64 @@ pub struct ShardConfig {
     /// without a group goes to the latest stage of its operands. Without groups the computed
     /// nodes themselves are cut in program order.
     pub node_groups: Option<Vec<Option<usize>>>,
+    /// Per source node of a training step: its micro-batch and phase, so pipeline stages run
+    /// their work in [`ShardConfig::schedule`]'s order. Without it a stage runs in program
+    /// order (every micro-batch's forward, then the backward).
+    pub node_units: Option<NodeUnits>,
+    /// The pipeline schedule (with layer groups, its `interleave` chunks per stage).
+    pub schedule: PipelineSchedule,
+}
+
+/// The micro-batch and phase of each node of a training step graph (see
+/// [`ShardConfig::node_units`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeUnits {
+    pub micro_batches: usize,
+    /// Per source node: `(micro-batch, phase)`, or `None` for work of no single micro-batch
+    /// (weight casts, gradient sums, updates, the loss sum).
+    pub of_node: Vec<Option<(usize, Phase)>>,
+}
+
+impl NodeUnits {
+    /// Reads them off a step graph: a node belongs to micro-batch `k` when the inputs of `k`
+    /// (and of no other micro-batch) reach it; it is backward when it comes after the loss
+    /// (the step builder appends the backward after every forward and the loss).
+    pub fn of_train_step(step: &crate::train_step::TrainStep) -> NodeUnits {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Reach {
+            No,
+            One(usize),
+            Many,
+        }
+        let g = &step.graph;
+        let mut reach = vec![Reach::No; g.num_values()];
+        for (k, mb) in step.micro_batches.iter().enumerate() {
+            for name in mb.activations.iter().map(|(n, _)| n).chain([&mb.targets]) {
+                if let Some(&v) = g.inputs().iter().find(|&&v| g.value(v).name == *name) {
+                    reach[v.index()] = Reach::One(k);
+                }
+            }
+        }
+        let loss = g.outputs().iter().find(|&&v| g.value(v).name == "loss").and_then(|&v| g.producer(v));
+        let mut of_node = Vec::with_capacity(g.num_nodes());
+        for (id, n) in g.nodes() {
+            let r = n.inputs.iter().fold(Reach::No, |acc, v| match (acc, reach[v.index()]) {
+                (a, Reach::No) => a,
+                (Reach::No, b) => b,
+                (Reach::One(a), Reach::One(b)) if a == b => Reach::One(a),
+                _ => Reach::Many,
+            });
+            for v in &n.outputs {
+                reach[v.index()] = r;
+            }
+            let phase = if loss.is_some_and(|l| id > l) { Phase::Backward } else { Phase::Forward };
+            of_node.push(match r {
+                Reach::One(k) => Some((k, phase)),
+                _ => None,
+            });
+        }
+        NodeUnits { micro_batches: step.micro_batches.len(), of_node }
+    }
 }
 
 impl ShardConfig {
@@ -84,6 +148,8 @@ impl ShardConfig {
             output_ties: vec![],
             outputs_on_every_stage: false,
             node_groups: None,
+            node_units: None,
+            schedule: PipelineSchedule::default(),
         }
     }
 
@@ -131,6 +197,7 @@ impl ShardConfig {
             output_ties: ties,
             outputs_on_every_stage: true,
             node_groups: Some(step.node_groups.clone()),
+            node_units: Some(NodeUnits::of_train_step(step)),
             ..ShardConfig::new(mesh)
         }
     }
@@ -155,6 +222,8 @@ pub enum ShardError {
     Internal { stage: usize, message: String },
     #[error("{0}")]
     Feed(String),
+    #[error("pipeline schedule {schedule}: {message}")]
+    Schedule { schedule: PipelineSchedule, message: String },
 }
 
 /// One pipeline stage's program, which every rank in `ranks` runs.
@@ -171,6 +240,8 @@ pub struct StageProgram {
     pub collectives: usize,
     /// Roofline time of the stage's computed nodes at global shapes (for balance reports).
     pub roofline_s: f64,
+    /// The order the program runs its micro-batches' work in (empty: program order).
+    pub schedule: Vec<Unit>,
 }
 
 /// The per-rank programs of a partitioned graph.
@@ -219,6 +290,10 @@ impl ShardedModule {
                 let _ = writeln!(out, "// pipeline stage {} of {n_stages}", p.stage);
             }
             let _ = writeln!(out, "// ranks: {}", rank_list(&p.ranks));
+            if !p.schedule.is_empty() {
+                let units: Vec<String> = p.schedule.iter().map(Unit::to_string).collect();
+                let _ = writeln!(out, "// schedule: {}", units.join(" "));
+            }
             for (&v, s) in p.graph.inputs().iter().zip(&p.input_shardings) {
                 let _ = writeln!(out, "// input %{}: {s}", p.graph.value(v).name);
             }
@@ -260,12 +335,28 @@ pub fn partition(g: &Graph, config: &ShardConfig) -> Result<ShardedModule, Shard
         });
     }
     let times = stages::node_times(g, &computed);
-    let stage_of_node = match &config.node_groups {
+    // With layer groups, the groups are cut into `pp * interleave` runs (virtual stages); run
+    // `j` is chunk `j / pp` of stage `j % pp`.
+    let scheduled = config.node_units.as_ref().filter(|u| n_stages > 1 && u.of_node.len() == g.num_nodes());
+    let chunks = match (&config.node_groups, scheduled) {
+        (Some(_), Some(units)) => {
+            let schedule = config.schedule;
+            schedule
+                .check(n_stages, units.micro_batches)
+                .map_err(|message| ShardError::Schedule { schedule, message })?;
+            schedule.interleave
+        }
+        _ => 1,
+    };
+    let run_of_node = match &config.node_groups {
         Some(groups) if n_stages > 1 => {
-            stages::by_groups(g, &computed, &times, groups, n_stages, &config.pipeline_axis)?
+            stages::by_groups(g, &computed, &times, groups, n_stages * chunks, &config.pipeline_axis)?
         }
         _ => stages::balance(&times, n_stages),
     };
+    let stage_of_node: Vec<usize> = run_of_node.iter().map(|r| r % n_stages).collect();
+    let chunk_of: HashMap<tessera_ir::graph::NodeId, usize> =
+        computed.iter().zip(&run_of_node).map(|(&id, r)| (id, r / n_stages)).collect();
     // Every stage's program is built at once, visiting the computed nodes in program order: a
     // value another stage needs is sent (as it is, maybe partial) right before its first use
     // there, and received at the same point. Every program is a subsequence of one global order
@@ -275,12 +366,15 @@ pub fn partition(g: &Graph, config: &ShardConfig) -> Result<ShardedModule, Shard
     let mut stage_of_value: HashMap<ValueId, usize> = HashMap::new();
     for (i, &id) in computed.iter().enumerate() {
         let stage = stage_of_node[i];
+        // What this stage emits now (receives included) is for `id`; the sender's part is not.
+        builders[stage].current = Some(id);
         for &v in &g.node(id).inputs {
             if let Some(&from) = stage_of_value.get(&v) {
                 transfer(&mut builders, v, from, stage)?;
             }
         }
         builders[stage].visit(id)?;
+        builders[stage].current = None;
         for &v in &g.node(id).outputs {
             stage_of_value.insert(v, stage);
         }
@@ -316,11 +410,25 @@ pub fn partition(g: &Graph, config: &ShardConfig) -> Result<ShardedModule, Shard
         }
     }
     let mut programs = Vec::with_capacity(n_stages);
+    let mut units_of_stage: Vec<Vec<Option<Unit>>> = Vec::with_capacity(n_stages);
     for (stage, mut b) in builders.into_iter().enumerate() {
         b.finish_outputs(&wanted[stage])?;
         let graph = b.out;
-        tessera_ir::verify::verify(&graph)
-            .map_err(|e| ShardError::Internal { stage, message: format!("the stage program does not verify: {e}") })?;
+        let mut schedule = Vec::new();
+        if let (Some(units), Some(_)) = (scheduled, &config.node_groups) {
+            schedule = config.schedule.units(stage, n_stages, units.micro_batches);
+            // A node's unit is its source node's, on the source node's chunk.
+            let unit_of: Vec<Option<Unit>> = b
+                .origins
+                .iter()
+                .map(|origin| {
+                    let src = (*origin)?;
+                    let (micro_batch, phase) = units.of_node[src.index()]?;
+                    Some(Unit { phase, micro_batch, chunk: chunk_of.get(&src).copied().unwrap_or(0) })
+                })
+                .collect();
+            units_of_stage.push(unit_of);
+        }
         let ranks = (0..mesh.num_devices())
             .filter(|&r| match mesh.axes().iter().position(|a| a.name == config.pipeline_axis) {
                 Some(i) => mesh.coords(r)[i] == stage as u64,
@@ -342,7 +450,24 @@ pub fn partition(g: &Graph, config: &ShardConfig) -> Result<ShardedModule, Shard
             output_shardings: b.output_shardings,
             collectives: b.collectives,
             roofline_s,
+            schedule,
         });
+    }
+    if units_of_stage.len() == n_stages {
+        let mut graphs: Vec<Graph> =
+            programs.iter_mut().map(|p| std::mem::replace(&mut p.graph, Graph::new(""))).collect();
+        let orders: Vec<Vec<Unit>> = programs.iter().map(|p| p.schedule.clone()).collect();
+        let result = schedule::reorder_stages(&mut graphs, &units_of_stage, &orders);
+        for (p, graph) in programs.iter_mut().zip(graphs) {
+            p.graph = graph;
+        }
+        result.map_err(|message| ShardError::Schedule { schedule: config.schedule, message })?;
+    }
+    for p in &programs {
+        tessera_ir::verify::verify(&p.graph).map_err(|e| ShardError::Internal {
+            stage: p.stage,
+            message: format!("the stage program does not verify: {e}"),
+        })?;
     }
     Ok(ShardedModule { mesh: mesh.clone(), stages: programs })
 }

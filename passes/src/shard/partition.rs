@@ -119,6 +119,11 @@ pub struct StageBuilder<'a, 'g> {
     /// Sharding another stage sent a value with, and that stage, by source value.
     received: HashMap<ValueId, (usize, Sharding)>,
     pub collectives: usize,
+    /// The source node being visited when the partitioner emits into this stage (`None` while it
+    /// sends or finishes outputs): recorded per emitted node in [`StageBuilder::origins`].
+    pub current: Option<NodeId>,
+    /// Per program node: the source node it was emitted for (schedules read its unit).
+    pub origins: Vec<Option<NodeId>>,
 }
 
 impl<'a, 'g> StageBuilder<'a, 'g> {
@@ -139,6 +144,8 @@ impl<'a, 'g> StageBuilder<'a, 'g> {
             received: HashMap::new(),
             collectives: 0,
             output_shardings: Vec::new(),
+            current: None,
+            origins: Vec::new(),
         }
     }
 
@@ -177,6 +184,7 @@ impl<'a, 'g> StageBuilder<'a, 'g> {
             self.collectives += 1;
         }
         let node = self.out.add_node_unchecked(op, inputs.to_vec(), names.into_iter().zip(types).collect());
+        self.origins.push(self.current);
         Ok(self.out.node(node).outputs.clone())
     }
 
