@@ -1,5 +1,7 @@
 //! The CPU executor: maps `kernels.so`, resolves every kernel step's symbol once, and runs the
-//! steps over one arena allocated per run.
+//! steps over an arena. [`CpuExecutor::bind`] allocates the arena and writes the resident inputs
+//! (weights) once; each [`Bound::run`] writes only the other inputs; [`CpuExecutor::run`] is a
+//! bind of nothing followed by one run.
 
 use super::library::{self, In, Out};
 use super::load::Artifact;
@@ -154,10 +156,25 @@ impl CpuExecutor {
         &self.program
     }
 
+    /// Binds `resident` inputs once (by name, of their declared dtype and shape): allocates an
+    /// arena that stays with the returned [`Bound`] and writes them into it. Each
+    /// [`Bound::run`] then writes only the other inputs, so weights are converted once, not per
+    /// run. Fails if a name is not a program input or a step would overwrite the input's
+    /// buffer (see [`super::resident_inputs`]).
+    pub fn bind(&self, resident: &[(String, Tensor)]) -> Result<Bound<'_>, ArtifactError> {
+        let p = &self.program;
+        let is_resident = super::resident_inputs(p, resident.iter().map(|(name, _)| name.as_str()))?;
+        let arena = AlignedBytes::zeroed(p.arena_bytes as usize)
+            .map_err(|message| ArtifactError::Input { name: "(arena)".into(), message })?;
+        let mut bound = Bound { executor: self, arena, resident: is_resident };
+        bound.write_inputs(resident, true)?;
+        Ok(bound)
+    }
+
     /// Runs the program on `inputs` (every program input by name, of its declared dtype and
     /// shape) and returns the outputs by name, in the program's order.
     pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
-        self.run_steps(inputs, None)
+        self.bind(&[])?.run(inputs)
     }
 
     /// [`CpuExecutor::run`], adding the wall time of every step to `profile` (kernels by
@@ -167,65 +184,7 @@ impl CpuExecutor {
         inputs: &[(String, Tensor)],
         profile: &mut Profile,
     ) -> Result<Vec<(String, Tensor)>, ArtifactError> {
-        self.run_steps(inputs, Some(profile))
-    }
-
-    fn run_steps(
-        &self,
-        inputs: &[(String, Tensor)],
-        mut profile: Option<&mut Profile>,
-    ) -> Result<Vec<(String, Tensor)>, ArtifactError> {
-        let p = &self.program;
-        let started = profile.as_ref().map(|_| Instant::now());
-        let arena = AlignedBytes::zeroed(p.arena_bytes as usize)
-            .map_err(|message| ArtifactError::Input { name: "(arena)".into(), message })?;
-        for binding in &p.inputs {
-            let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
-            let (tensor, desc, offset) = super::bound_input(p, binding, inputs)?;
-            // SAFETY: the loader checked that the buffer lies inside the arena, and no other
-            // reference into the arena is alive.
-            let dest = unsafe { std::slice::from_raw_parts_mut(arena.ptr.add(offset as usize), desc.bytes() as usize) };
-            write_elements(tensor, desc.storage, dest).map_err(input_error)?;
-        }
-        if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
-            profile.record("inputs (copied into the arena)", started.elapsed());
-        }
-        for (s, step) in p.steps.iter().enumerate() {
-            let step_error = |message: String| ArtifactError::Step { step: s, what: describe(step), message };
-            let started = profile.as_ref().map(|_| Instant::now());
-            match (step, self.kernels[s]) {
-                (Step::Kernel { inputs, outputs, .. }, Some(kernel)) => {
-                    let args: Vec<*mut u8> = inputs.iter().chain(outputs).map(|&b| self.pointer(&arena, b)).collect();
-                    // SAFETY: the kernel reads and writes exactly the buffers of its kernel graph,
-                    // which the program passes in ABI order; all lie inside their regions.
-                    unsafe { kernel(args.as_ptr()) };
-                }
-                (Step::Library { call, inputs, outputs }, _) => {
-                    self.library_step(&arena, call, inputs, outputs).map_err(step_error)?;
-                }
-                (Step::Kernel { symbol, .. }, None) => {
-                    return Err(step_error(format!("kernel {symbol} is not loaded")))
-                }
-            }
-            if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
-                profile.record_step(step, started.elapsed());
-            }
-        }
-        let started = profile.as_ref().map(|_| Instant::now());
-        let mut results = Vec::with_capacity(p.outputs.len());
-        for binding in &p.outputs {
-            let desc = &p.buffers[binding.buffer as usize];
-            let bytes = self.bytes(&arena, binding.buffer);
-            let shape: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
-            let tensor = read_elements(bytes, desc.storage, binding.dtype, &shape).ok_or_else(|| {
-                ArtifactError::Input { name: binding.name.clone(), message: "output buffer has the wrong size".into() }
-            })?;
-            results.push((binding.name.clone(), tensor));
-        }
-        if let (Some(profile), Some(started)) = (profile, started) {
-            profile.record("outputs (read from the arena)", started.elapsed());
-        }
-        Ok(results)
+        self.bind(&[])?.run_profiled(inputs, profile)
     }
 
     fn pointer(&self, arena: &AlignedBytes, buffer: u32) -> *mut u8 {
@@ -283,6 +242,103 @@ impl CpuExecutor {
             LibraryCall::Concat { axis } => library::concat(&ins, first_out, *axis as usize),
             LibraryCall::Reference { op } => library::reference(op, &ins, &mut outs),
         }
+    }
+}
+
+/// A [`CpuExecutor`] with some inputs bound once ([`CpuExecutor::bind`]): one arena, kept
+/// across runs, that holds the resident inputs. The memory plan pins every input's range (no
+/// step writes it), so they stay intact; every other range is written before it is read in each
+/// run, so nothing depends on the arena starting zeroed.
+pub struct Bound<'e> {
+    executor: &'e CpuExecutor,
+    arena: AlignedBytes,
+    /// Per program input: bound once (true) or fed per run.
+    resident: Vec<bool>,
+}
+
+impl Bound<'_> {
+    /// Writes `inputs` and runs the program: `inputs` must be exactly the program inputs that
+    /// are not resident. Returns the outputs by name, in the program's order.
+    pub fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        self.run_steps(inputs, None)
+    }
+
+    /// [`Bound::run`], adding the wall time of every step to `profile` (kernels by symbol,
+    /// library calls by name), so repeated runs accumulate.
+    pub fn run_profiled(
+        &mut self,
+        inputs: &[(String, Tensor)],
+        profile: &mut Profile,
+    ) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        self.run_steps(inputs, Some(profile))
+    }
+
+    /// Writes the resident inputs (`resident` true) or the per-run ones into the arena.
+    fn write_inputs(&mut self, inputs: &[(String, Tensor)], resident: bool) -> Result<(), ArtifactError> {
+        let p = &self.executor.program;
+        for (binding, _) in p.inputs.iter().zip(&self.resident).filter(|(_, &r)| r == resident) {
+            let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
+            let (tensor, desc, offset) = super::bound_input(p, binding, inputs)?;
+            // SAFETY: the loader checked that the buffer lies inside the arena, and no other
+            // reference into the arena is alive (`&mut self`).
+            let dest =
+                unsafe { std::slice::from_raw_parts_mut(self.arena.ptr.add(offset as usize), desc.bytes() as usize) };
+            write_elements(tensor, desc.storage, dest).map_err(input_error)?;
+        }
+        Ok(())
+    }
+
+    fn run_steps(
+        &mut self,
+        inputs: &[(String, Tensor)],
+        mut profile: Option<&mut Profile>,
+    ) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        let executor = self.executor;
+        let p = &executor.program;
+        super::check_run_inputs(p, &self.resident, inputs)?;
+        let started = profile.as_ref().map(|_| Instant::now());
+        self.write_inputs(inputs, false)?;
+        if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
+            profile.record("inputs (copied into the arena)", started.elapsed());
+        }
+        let arena = &self.arena;
+        for (s, step) in p.steps.iter().enumerate() {
+            let step_error = |message: String| ArtifactError::Step { step: s, what: describe(step), message };
+            let started = profile.as_ref().map(|_| Instant::now());
+            match (step, executor.kernels[s]) {
+                (Step::Kernel { inputs, outputs, .. }, Some(kernel)) => {
+                    let args: Vec<*mut u8> =
+                        inputs.iter().chain(outputs).map(|&b| executor.pointer(arena, b)).collect();
+                    // SAFETY: the kernel reads and writes exactly the buffers of its kernel graph,
+                    // which the program passes in ABI order; all lie inside their regions.
+                    unsafe { kernel(args.as_ptr()) };
+                }
+                (Step::Library { call, inputs, outputs }, _) => {
+                    executor.library_step(arena, call, inputs, outputs).map_err(step_error)?;
+                }
+                (Step::Kernel { symbol, .. }, None) => {
+                    return Err(step_error(format!("kernel {symbol} is not loaded")))
+                }
+            }
+            if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
+                profile.record_step(step, started.elapsed());
+            }
+        }
+        let started = profile.as_ref().map(|_| Instant::now());
+        let mut results = Vec::with_capacity(p.outputs.len());
+        for binding in &p.outputs {
+            let desc = &p.buffers[binding.buffer as usize];
+            let bytes = executor.bytes(arena, binding.buffer);
+            let shape: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
+            let tensor = read_elements(bytes, desc.storage, binding.dtype, &shape).ok_or_else(|| {
+                ArtifactError::Input { name: binding.name.clone(), message: "output buffer has the wrong size".into() }
+            })?;
+            results.push((binding.name.clone(), tensor));
+        }
+        if let (Some(profile), Some(started)) = (profile, started) {
+            profile.record("outputs (read from the arena)", started.elapsed());
+        }
+        Ok(results)
     }
 }
 

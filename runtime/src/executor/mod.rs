@@ -46,6 +46,71 @@ pub enum ArtifactError {
     Step { step: usize, what: String, message: String },
 }
 
+/// Which of the program's inputs (by index into [`Program::inputs`]) are resident: bound once
+/// and kept in the arena across runs. Checks that every name is a program input, named once,
+/// and that no step writes any part of its buffer (the memory plan pins inputs; an artifact
+/// planned otherwise is refused rather than silently computing with overwritten weights).
+pub(crate) fn resident_inputs<'n>(
+    program: &Program,
+    names: impl IntoIterator<Item = &'n str>,
+) -> Result<Vec<bool>, ArtifactError> {
+    let mut resident = vec![false; program.inputs.len()];
+    for name in names {
+        let input_error = |message: &str| ArtifactError::Input { name: name.to_string(), message: message.into() };
+        let i = program.inputs.iter().position(|b| b.name == name).ok_or_else(|| input_error(NOT_AN_INPUT))?;
+        if std::mem::replace(&mut resident[i], true) {
+            return Err(input_error("bound twice"));
+        }
+        let range = arena_range(program, program.inputs[i].buffer);
+        let written = program.steps.iter().position(|step| {
+            step.outputs().iter().any(|&o| {
+                let (start, end) = arena_range(program, o);
+                start < end && start < range.1 && range.0 < end
+            })
+        });
+        if let Some(step) = written {
+            let message = format!(
+                "step {step} overwrites its buffer, so it cannot stay resident across runs \
+                 (an artifact from before inputs were pinned: recompile it)"
+            );
+            return Err(ArtifactError::Input { name: name.to_string(), message });
+        }
+    }
+    Ok(resident)
+}
+
+const NOT_AN_INPUT: &str = "the program has no input of this name";
+
+/// Checks the names of the inputs fed for one run: each a program input, given once, and not
+/// one of the resident inputs (those are bound once; missing ones are reported by
+/// [`bound_input`]).
+pub(crate) fn check_run_inputs(
+    program: &Program,
+    resident: &[bool],
+    inputs: &[(String, Tensor)],
+) -> Result<(), ArtifactError> {
+    for (k, (name, _)) in inputs.iter().enumerate() {
+        let input_error = |message: &str| ArtifactError::Input { name: name.clone(), message: message.into() };
+        let i = program.inputs.iter().position(|b| b.name == *name).ok_or_else(|| input_error(NOT_AN_INPUT))?;
+        if resident[i] {
+            return Err(input_error("bound once as a resident input; it cannot also be fed per run"));
+        }
+        if inputs[..k].iter().any(|(n, _)| n == name) {
+            return Err(input_error("given twice"));
+        }
+    }
+    Ok(())
+}
+
+/// The arena byte range of `buffer` (empty for a buffer in the weights image).
+fn arena_range(program: &Program, buffer: u32) -> (u64, u64) {
+    let desc = &program.buffers[buffer as usize];
+    match desc.location {
+        Location::Arena { offset } => (offset, offset + desc.bytes()),
+        Location::Weights { .. } => (0, 0),
+    }
+}
+
 /// The tensor fed for `binding`, checked against the dtype and shape the program declares, with
 /// its buffer and the arena offset the buffer starts at. Both executors bind inputs this way.
 pub(crate) fn bound_input<'a, 'p>(
