@@ -4,7 +4,10 @@
 //! SHA-256, and the program's internal consistency (buffer ranges inside the arena or the
 //! weights image, aligned, step operands in range, no step writing a range it reads), so the
 //! library calls never index out of bounds. [`cpu`] runs a checked program: it maps
-//! `kernels.so` into the process and runs the steps over one arena; [`library`] holds the
+//! `kernels.so` into the process and runs the steps over one arena. Both executors bind inputs
+//! the same way: `bind(resident)` writes some inputs (the weights) once into an arena that the
+//! returned `Bound` keeps, and each `Bound::run(rest)` writes only the others
+//! ([`resident_inputs`] and [`check_run_inputs`] hold the rules); [`library`] holds the
 //! library calls (GEMM through the `gemm` crate, data movement, the reference fallback).
 //! [`cuda`] is the entry point for CUDA targets. [`profile`] accumulates per-step wall time
 //! (`tessera run --profile`).
