@@ -7,6 +7,7 @@
 //! and [`conform_to`] turns a float32 array back into a declared bf16/fp8 input. No other
 //! conversion happens silently.
 
+use crate::executor::Feed;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,8 +43,40 @@ pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
     read_npy_bytes(&bytes)
 }
 
+/// Reads a `.npy` file for a program input declared `declared`. When the file's data is already
+/// the artifact storage of `declared` (a little-endian, row-major `f4` array for an f32 input,
+/// `i8` for an i64 one), the bytes are kept as they are ([`Feed::Stored`]): an executor copies
+/// them into its arena with no detour through f64. Anything else is read with [`read_npy`] and
+/// [`conform_to`].
+pub fn read_npy_feed(path: &Path, declared: DType) -> Result<Feed, NpyError> {
+    let bytes = fs::read(path).map_err(|source| NpyError::Io { path: path.to_path_buf(), source })?;
+    let array = parse(&bytes)?;
+    let stored = matches!((array.dtype, declared), (DType::F32, DType::F32) | (DType::I64, DType::I64));
+    if stored && array.order == ByteOrder::Little && !array.fortran_order {
+        let (dtype, shape, start) = (array.dtype, array.shape, array.data_start);
+        return Ok(Feed::Stored { dtype, shape, data: bytes, start });
+    }
+    conform_to(read_npy_bytes(&bytes)?, declared).map(Feed::Tensor)
+}
+
+/// A parsed `.npy` file: its element type and layout, and where its data starts.
+struct Array {
+    dtype: DType,
+    order: ByteOrder,
+    fortran_order: bool,
+    shape: Vec<usize>,
+    data_start: usize,
+}
+
 /// Parses the bytes of a `.npy` file.
 pub fn read_npy_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
+    let array = parse(bytes)?;
+    let t = decode(array.dtype, array.order, &bytes[array.data_start..], array.shape);
+    Ok(if array.fortran_order { fortran_to_c(&t) } else { t })
+}
+
+/// Checks the header of a `.npy` file and that exactly the data it announces follows.
+fn parse(bytes: &[u8]) -> Result<Array, NpyError> {
     if !bytes.starts_with(MAGIC) {
         // A prefix of the magic is a cut-off file rather than a different format.
         return Err(if MAGIC.starts_with(bytes) && !bytes.is_empty() {
@@ -91,8 +124,7 @@ pub fn read_npy_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
     if data.len() > expected {
         return Err(NpyError::TrailingBytes(data.len() - expected));
     }
-    let t = decode(dtype, order, data, header.shape.clone());
-    Ok(if header.fortran_order { fortran_to_c(&t) } else { t })
+    Ok(Array { dtype, order, fortran_order: header.fortran_order, shape: header.shape, data_start: end })
 }
 
 /// Writes `t` as a `.npy` file atomically: the bytes go to a temporary file in the same

@@ -6,10 +6,12 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use tessera_ir::dtype::DType;
 use tessera_ir::graph::Graph;
 use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::tensor::Tensor;
 use tessera_ir::types::Dim;
+use tessera_runtime::executor::Feed;
 use tessera_runtime::npy;
 
 #[derive(Args)]
@@ -80,9 +82,10 @@ fn run_artifact(args: RunArgs) -> Result<()> {
         tessera_runtime::executor::cuda::check(&artifact)?;
     }
     let signature = signature_graph(&artifact.program);
-    let mut feeds = read_given_inputs(&signature, &args.inputs)?;
+    let mut feeds = read_given_feeds(&signature, &args.inputs)?;
     if let Some(seed) = args.random_inputs {
-        feeds.extend(random_inputs(&signature, &feeds, &HashMap::new(), seed)?);
+        let random = random_inputs(&signature, &feeds, &HashMap::new(), seed)?;
+        feeds.extend(random.into_iter().map(|(name, t)| (name, Feed::Tensor(t))));
     }
     let (resident, per_run): (Vec<_>, Vec<_>) = feeds.into_iter().partition(|(name, _)| {
         artifact.program.inputs.iter().any(|binding| binding.name == *name && binding.parameter)
@@ -189,6 +192,20 @@ fn signature_graph(program: &tessera_ir::artifact::Program) -> Graph {
 /// Reads every `--input NAME=FILE.npy`, checking the name and converting to the declared dtype
 /// where the documented f32 stand-in applies (bf16 and fp8 have no .npy dtype).
 fn read_given_inputs(graph: &Graph, specs: &[String]) -> Result<Vec<(String, Tensor)>> {
+    read_given(graph, specs, |file, dtype| npy::read_npy(file).and_then(|t| npy::conform_to(t, dtype)))
+}
+
+/// [`read_given_inputs`] for an artifact: an array already in the input's storage (f32 for f32,
+/// i64 for i64) is kept as bytes, which the executor copies into its arena without converting.
+fn read_given_feeds(graph: &Graph, specs: &[String]) -> Result<Vec<(String, Feed)>> {
+    read_given(graph, specs, npy::read_npy_feed)
+}
+
+fn read_given<T>(
+    graph: &Graph,
+    specs: &[String],
+    read: impl Fn(&Path, DType) -> Result<T, npy::NpyError>,
+) -> Result<Vec<(String, T)>> {
     let declared: HashMap<&str, _> =
         graph.inputs().iter().map(|&v| (graph.value(v).name.as_str(), graph.value(v).ty.dtype)).collect();
     let mut seen = HashSet::new();
@@ -203,9 +220,7 @@ fn read_given_inputs(graph: &Graph, specs: &[String]) -> Result<Vec<(String, Ten
         if !seen.insert(name.to_string()) {
             bail!("--input '{name}' is given twice");
         }
-        let tensor = npy::read_npy(Path::new(file))
-            .and_then(|t| npy::conform_to(t, dtype))
-            .with_context(|| format!("--input {name}={file}"))?;
+        let tensor = read(Path::new(file), dtype).with_context(|| format!("--input {name}={file}"))?;
         feeds.push((name.to_string(), tensor));
     }
     Ok(feeds)
@@ -225,9 +240,10 @@ fn bind_from_feeds(graph: &Graph, feeds: &[(String, Tensor)], bindings: &mut Has
     }
 }
 
-fn random_inputs(
+/// Seeded values for the graph inputs that `feeds` does not give.
+fn random_inputs<T>(
     graph: &Graph,
-    feeds: &[(String, Tensor)],
+    feeds: &[(String, T)],
     bindings: &HashMap<String, u64>,
     seed: u64,
 ) -> Result<Vec<(String, Tensor)>> {

@@ -8,8 +8,8 @@ use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::tensor::Tensor;
 use tessera_runtime::executor::cpu::CpuExecutor;
 use tessera_runtime::executor::load::{load, Artifact};
-use tessera_runtime::executor::ArtifactError;
-use tessera_runtime::npy::read_npy;
+use tessera_runtime::executor::{ArtifactError, Feed, InputData};
+use tessera_runtime::npy::{read_npy, read_npy_feed, write_npy};
 
 /// A two-layer GPT in f32 with dropout (boolean keep-masks, casts), small enough for debug builds.
 const GPT: &str = "gpt:layers=2,hidden=64,heads=4,seq=16,vocab=100,dtype=f32";
@@ -220,6 +220,30 @@ fn weights_bound_once_stay_resident_across_runs_and_bad_bindings_are_refused() {
     for (per_run, want) in [(&first, &fresh_first), (&second, &fresh_second), (&first, &fresh_first)] {
         assert!(bound.run(per_run).expect("bound run") == *want, "a run with resident weights differs");
     }
+
+    // A weight read from an f32 .npy file is bound as its bytes (no f64 detour), with the same
+    // result; an i64 token array likewise per run.
+    let stored = |name: &str, tensor: &Tensor| {
+        let path = cwd.join(format!("{name}.npy"));
+        write_npy(&path, tensor).expect("write npy");
+        let feed = read_npy_feed(&path, tensor.dtype).expect("read npy");
+        assert!(matches!(feed, Feed::Stored { .. }), "{name} ({}) was not kept as stored bytes", tensor.dtype);
+        (name.to_string(), feed)
+    };
+    let tensor_feeds = |feeds: &[(String, Tensor)]| -> Vec<(String, Feed)> {
+        feeds.iter().map(|(n, t)| (n.clone(), Feed::Tensor(t.clone()))).collect()
+    };
+    let mut weight_feeds = tensor_feeds(&weights);
+    weight_feeds[0] = stored(&weights[0].0, &weights[0].1);
+    let mut run_feeds = tensor_feeds(&first);
+    let tokens = run_feeds.iter().position(|(_, f)| f.dtype() == DType::I64).expect("an integer input");
+    run_feeds[tokens] = stored(&first[tokens].0, &first[tokens].1);
+    let mut from_files = executor.bind(&weight_feeds).expect("bind stored");
+    assert!(from_files.run(&run_feeds).expect("run stored") == fresh_first, "stored bytes gave other outputs");
+    let Feed::Stored { dtype, shape, data, start } = weight_feeds[0].1.clone() else { unreachable!() };
+    weight_feeds[0].1 = Feed::Stored { dtype, shape: vec![shape.iter().product::<usize>() / 2, 2], data, start };
+    let Err(e) = executor.bind(&weight_feeds) else { panic!("bound stored bytes of a wrong shape") };
+    assert!(e.to_string().starts_with(&format!("input {}: expected f32", weights[0].0)), "{e}");
 
     // Bad bindings say what is wrong with which input.
     let error = |result: Result<Vec<(String, Tensor)>, ArtifactError>| result.expect_err("accepted").to_string();

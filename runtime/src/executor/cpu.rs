@@ -6,11 +6,11 @@
 use super::library::{self, In, Out};
 use super::load::Artifact;
 use super::profile::Profile;
-use super::ArtifactError;
+use super::{ArtifactError, InputData, CONVERT_CHUNK};
 use rayon::prelude::*;
 use std::alloc::Layout;
 use std::time::Instant;
-use tessera_ir::artifact::{decode, encode, LibraryCall, Location, Program, Step, Storage, ALIGNMENT};
+use tessera_ir::artifact::{decode, LibraryCall, Location, Program, Step, Storage, ALIGNMENT};
 use tessera_ir::dtype::DType;
 use tessera_ir::tensor::{Buffer as TensorData, Tensor};
 
@@ -53,48 +53,6 @@ impl Drop for AlignedBytes {
         // SAFETY: allocated in `zeroed` with this layout.
         unsafe { std::alloc::dealloc(self.base, self.layout) }
     }
-}
-
-/// Elements per task when converting inputs and outputs on rayon's pool: large enough that the
-/// task overhead vanishes, small enough that a weight matrix splits across the cores.
-const CONVERT_CHUNK: usize = 1 << 16;
-
-/// Writes `tensor`'s elements into `dest` in `storage` (little-endian, as
-/// [`tessera_ir::artifact::encode`] does) without an intermediate buffer: model weights are
-/// program inputs, so this is half a GiB for GPT-2 small.
-fn write_elements(tensor: &Tensor, storage: Storage, dest: &mut [u8]) -> Result<(), String> {
-    let size_error = || "buffer size does not match the tensor".to_string();
-    match (&tensor.data, storage) {
-        // Element-wise stores through aligned typed views (the arena's buffers are aligned), so
-        // the conversion loop vectorizes (CPU artifacts are x86-64: little-endian like the format).
-        (TensorData::Float(values), Storage::F32) => {
-            // SAFETY: every bit pattern is a valid f32; only the aligned middle is used.
-            let (head, body, tail) = unsafe { dest.align_to_mut::<f32>() };
-            if !head.is_empty() || !tail.is_empty() || body.len() != values.len() {
-                return Err(size_error());
-            }
-            // In chunks on rayon's pool: a GPT-2 bind converts 124 M values.
-            body.par_chunks_mut(CONVERT_CHUNK)
-                .zip(values.par_chunks(CONVERT_CHUNK))
-                .for_each(|(d, v)| d.iter_mut().zip(v).for_each(|(d, &x)| *d = x as f32));
-        }
-        (TensorData::Int(values), Storage::I64) => {
-            // SAFETY: as above, for i64.
-            let (head, body, tail) = unsafe { dest.align_to_mut::<i64>() };
-            if !head.is_empty() || !tail.is_empty() || body.len() != values.len() {
-                return Err(size_error());
-            }
-            body.copy_from_slice(values);
-        }
-        _ => {
-            let bytes = encode(tensor);
-            if bytes.len() != dest.len() {
-                return Err(size_error());
-            }
-            dest.copy_from_slice(&bytes);
-        }
-    }
-    Ok(())
 }
 
 /// [`decode`], with a fast path for the common case, f32 values of an f32 output: they are
@@ -169,7 +127,7 @@ impl CpuExecutor {
     /// [`Bound::run`] then writes only the other inputs, so weights are converted once, not per
     /// run. Fails if a name is not a program input or a step would overwrite the input's
     /// buffer (see [`super::resident_inputs`]).
-    pub fn bind(&self, resident: &[(String, Tensor)]) -> Result<Bound<'_>, ArtifactError> {
+    pub fn bind<T: InputData>(&self, resident: &[(String, T)]) -> Result<Bound<'_>, ArtifactError> {
         let p = &self.program;
         let is_resident = super::resident_inputs(p, resident.iter().map(|(name, _)| name.as_str()))?;
         let arena = AlignedBytes::zeroed(p.arena_bytes as usize)
@@ -181,18 +139,18 @@ impl CpuExecutor {
 
     /// Runs the program on `inputs` (every program input by name, of its declared dtype and
     /// shape) and returns the outputs by name, in the program's order.
-    pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
-        self.bind(&[])?.run(inputs)
+    pub fn run<T: InputData>(&self, inputs: &[(String, T)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        self.bind::<T>(&[])?.run(inputs)
     }
 
     /// [`CpuExecutor::run`], adding the wall time of every step to `profile` (kernels by
     /// symbol, library calls by name), so repeated runs accumulate.
-    pub fn run_profiled(
+    pub fn run_profiled<T: InputData>(
         &self,
-        inputs: &[(String, Tensor)],
+        inputs: &[(String, T)],
         profile: &mut Profile,
     ) -> Result<Vec<(String, Tensor)>, ArtifactError> {
-        self.bind(&[])?.run_profiled(inputs, profile)
+        self.bind::<T>(&[])?.run_profiled(inputs, profile)
     }
 
     fn pointer(&self, arena: &AlignedBytes, buffer: u32) -> *mut u8 {
@@ -267,38 +225,38 @@ pub struct Bound<'e> {
 impl Bound<'_> {
     /// Writes `inputs` and runs the program: `inputs` must be exactly the program inputs that
     /// are not resident. Returns the outputs by name, in the program's order.
-    pub fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+    pub fn run<T: InputData>(&mut self, inputs: &[(String, T)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
         self.run_steps(inputs, None)
     }
 
     /// [`Bound::run`], adding the wall time of every step to `profile` (kernels by symbol,
     /// library calls by name), so repeated runs accumulate.
-    pub fn run_profiled(
+    pub fn run_profiled<T: InputData>(
         &mut self,
-        inputs: &[(String, Tensor)],
+        inputs: &[(String, T)],
         profile: &mut Profile,
     ) -> Result<Vec<(String, Tensor)>, ArtifactError> {
         self.run_steps(inputs, Some(profile))
     }
 
     /// Writes the resident inputs (`resident` true) or the per-run ones into the arena.
-    fn write_inputs(&mut self, inputs: &[(String, Tensor)], resident: bool) -> Result<(), ArtifactError> {
+    fn write_inputs<T: InputData>(&mut self, inputs: &[(String, T)], resident: bool) -> Result<(), ArtifactError> {
         let p = &self.executor.program;
         for (binding, _) in p.inputs.iter().zip(&self.resident).filter(|(_, &r)| r == resident) {
             let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
-            let (tensor, desc, offset) = super::bound_input(p, binding, inputs)?;
+            let (data, desc, offset) = super::bound_input(p, binding, inputs)?;
             // SAFETY: the loader checked that the buffer lies inside the arena, and no other
             // reference into the arena is alive (`&mut self`).
             let dest =
                 unsafe { std::slice::from_raw_parts_mut(self.arena.ptr.add(offset as usize), desc.bytes() as usize) };
-            write_elements(tensor, desc.storage, dest).map_err(input_error)?;
+            data.write_into(desc.storage, dest).map_err(input_error)?;
         }
         Ok(())
     }
 
-    fn run_steps(
+    fn run_steps<T: InputData>(
         &mut self,
-        inputs: &[(String, Tensor)],
+        inputs: &[(String, T)],
         mut profile: Option<&mut Profile>,
     ) -> Result<Vec<(String, Tensor)>, ArtifactError> {
         let executor = self.executor;

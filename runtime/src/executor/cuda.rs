@@ -17,15 +17,13 @@
 
 use super::library::{self, In, Out};
 use super::load::Artifact;
-use super::ArtifactError;
+use super::{ArtifactError, InputData};
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 use std::sync::Arc;
-use tessera_ir::artifact::{
-    decode, encode, BufferDesc, GpuGemm, GpuLaunch, GpuProgram, LibraryCall, Location, Program, Step,
-};
+use tessera_ir::artifact::{decode, BufferDesc, GpuGemm, GpuLaunch, GpuProgram, LibraryCall, Location, Program, Step};
 use tessera_ir::tensor::Tensor;
 
 /// Whether a CUDA driver library (`libcuda.so.1`) can be loaded on this machine.
@@ -168,7 +166,7 @@ impl CudaExecutor {
     /// device arena that stays with the returned [`Bound`] and uploads them into it. Each
     /// [`Bound::run`] then uploads only the other inputs. Fails if a name is not a program
     /// input or a step would overwrite the input's buffer (see [`super::resident_inputs`]).
-    pub fn bind(&self, resident: &[(String, Tensor)]) -> Result<Bound<'_>, ArtifactError> {
+    pub fn bind<T: InputData>(&self, resident: &[(String, T)]) -> Result<Bound<'_>, ArtifactError> {
         let p = &self.program;
         let is_resident = super::resident_inputs(p, resident.iter().map(|(name, _)| name.as_str()))?;
         let device = |message: String| ArtifactError::Target { target: p.target.clone(), message };
@@ -181,8 +179,8 @@ impl CudaExecutor {
 
     /// Runs the program on `inputs` (every program input by name, of its declared dtype and
     /// shape) and returns the outputs by name, in the program's order.
-    pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
-        self.bind(&[])?.run(inputs)
+    pub fn run<T: InputData>(&self, inputs: &[(String, T)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        self.bind::<T>(&[])?.run(inputs)
     }
 
     /// The device address of `buffer`.
@@ -318,7 +316,7 @@ pub struct Bound<'e> {
 impl Bound<'_> {
     /// Uploads `inputs` and runs the program: `inputs` must be exactly the program inputs that
     /// are not resident. Returns the outputs by name, in the program's order.
-    pub fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+    pub fn run<T: InputData>(&mut self, inputs: &[(String, T)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
         let executor = self.executor;
         let p = &executor.program;
         super::check_run_inputs(p, &self.resident, inputs)?;
@@ -355,15 +353,15 @@ impl Bound<'_> {
     }
 
     /// Uploads the resident inputs (`resident` true) or the per-run ones into the arena.
-    fn upload_inputs(&mut self, inputs: &[(String, Tensor)], resident: bool) -> Result<(), ArtifactError> {
+    fn upload_inputs<T: InputData>(&mut self, inputs: &[(String, T)], resident: bool) -> Result<(), ArtifactError> {
         let executor = self.executor;
         let p = &executor.program;
         for (binding, _) in p.inputs.iter().zip(&self.resident).filter(|(_, &r)| r == resident) {
             let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
-            let (tensor, _, offset) = super::bound_input(p, binding, inputs)?;
-            let bytes = encode(tensor);
+            let (data, desc, offset) = super::bound_input(p, binding, inputs)?;
+            let bytes = data.stored_bytes(desc.storage).map_err(input_error)?;
             let mut view = self.arena.slice_mut(offset as usize..offset as usize + bytes.len());
-            executor.stream.memcpy_htod(&bytes, &mut view).map_err(|e| input_error(format!("upload: {e}")))?;
+            executor.stream.memcpy_htod(bytes.as_ref(), &mut view).map_err(|e| input_error(format!("upload: {e}")))?;
         }
         Ok(())
     }
