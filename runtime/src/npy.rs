@@ -157,7 +157,29 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
 /// NumPy does), little-endian, C order. bf16 and fp8 tensors are written as `f4`. `t` must be
 /// well formed (one stored element per index of its shape), as every tensor tessera makes is.
 pub fn write_npy_bytes(t: &Tensor) -> Vec<u8> {
-    let descr = match t.dtype {
+    let mut out = npy_header(t.dtype, &t.shape, t.len() * 8);
+    write_npy_data(t, &mut out);
+    out
+}
+
+/// [`write_npy_bytes`] for a [`Feed`]: stored f32, i64 and boolean data already are the
+/// `.npy` encoding of their dtype (`<f4`, `<i8`, `|b1`), so they are copied as they are.
+pub fn write_npy_feed_bytes(feed: &Feed) -> Result<Vec<u8>, String> {
+    match feed {
+        Feed::Stored { dtype: dtype @ (DType::F32 | DType::I64 | DType::Bool), shape, data, start } => {
+            let data = data.get(*start..).ok_or("array data out of range")?;
+            let mut out = npy_header(*dtype, shape, data.len());
+            out.extend_from_slice(data);
+            Ok(out)
+        }
+        Feed::Tensor(t) => Ok(write_npy_bytes(t)),
+        stored => Ok(write_npy_bytes(&stored.to_tensor()?)),
+    }
+}
+
+/// The magic, version, and padded header of a `.npy` file, with room for `data_bytes` more.
+fn npy_header(dtype: DType, shape: &[usize], data_bytes: usize) -> Vec<u8> {
+    let descr = match dtype {
         DType::F64 => "<f8",
         DType::F32 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2 => "<f4",
         DType::F16 => "<f2",
@@ -166,7 +188,7 @@ pub fn write_npy_bytes(t: &Tensor) -> Vec<u8> {
         DType::I8 => "|i1",
         DType::Bool => "|b1",
     };
-    let shape = match t.shape.as_slice() {
+    let shape = match shape {
         [] => "()".to_string(),
         [n] => format!("({n},)"),
         dims => format!("({})", dims.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
@@ -179,7 +201,7 @@ pub fn write_npy_bytes(t: &Tensor) -> Vec<u8> {
     let header_len = padded_len(prefix);
     header.push_str(&" ".repeat(header_len - header.len() - 1));
     header.push('\n');
-    let mut out = Vec::with_capacity(prefix + header_len + t.len() * 8);
+    let mut out = Vec::with_capacity(prefix + header_len + data_bytes);
     out.extend_from_slice(MAGIC);
     if prefix == 10 {
         out.extend_from_slice(&[1, 0]);
@@ -189,6 +211,11 @@ pub fn write_npy_bytes(t: &Tensor) -> Vec<u8> {
         out.extend_from_slice(&(header_len as u32).to_le_bytes());
     }
     out.extend_from_slice(header.as_bytes());
+    out
+}
+
+/// Appends `t`'s elements in the encoding [`npy_header`] announces for its dtype.
+fn write_npy_data(t: &Tensor, out: &mut Vec<u8>) {
     for i in 0..t.len() {
         match t.dtype {
             DType::F64 => out.extend_from_slice(&t.get_f64(i).to_le_bytes()),
@@ -202,7 +229,6 @@ pub fn write_npy_bytes(t: &Tensor) -> Vec<u8> {
             DType::Bool => out.push((t.get_i64(i) != 0) as u8),
         }
     }
-    out
 }
 
 /// Makes a loaded array fit an input declared `declared`: the same dtype passes, and a float32
@@ -464,5 +490,36 @@ impl DictParser {
                 _ => Err(self.error("expected a string, True, False or a tuple")),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_ir::artifact::encode;
+
+    /// Stored bytes (what an executor's arena holds) are written to the same file as the
+    /// tensor they encode, and a file of the input's storage reads back as those bytes.
+    #[test]
+    fn stored_feeds_round_trip_through_npy_bytes() {
+        let cases = [
+            Tensor::from_f64(DType::F32, vec![2, 3], vec![0.5, -1.25, 3.0, 1e-3, -0.0, 7.5]),
+            Tensor::from_i64(DType::I64, vec![4], vec![1, -2, 3, i64::MAX]),
+            Tensor::from_i64(DType::Bool, vec![3], vec![1, 0, 1]),
+        ];
+        let dir = std::env::temp_dir().join(format!("tessera-npy-feed-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("mkdir");
+        for t in cases {
+            let stored = Feed::Stored { dtype: t.dtype, shape: t.shape.clone(), data: encode(&t), start: 0 };
+            let bytes = write_npy_feed_bytes(&stored).expect("write");
+            assert_eq!(bytes, write_npy_bytes(&t), "{}", t.dtype);
+            let path = dir.join(format!("{}.npy", t.dtype));
+            fs::write(&path, &bytes).expect("write file");
+            let read = read_npy_feed(&path, t.dtype).expect("read");
+            let kept = matches!(read, Feed::Stored { .. });
+            assert_eq!(kept, t.dtype != DType::Bool, "{}: stored {kept}", t.dtype);
+            assert_eq!(read.to_tensor().expect("tensor"), t, "{}", t.dtype);
+        }
+        let _ = fs::remove_dir_all(&dir);
     }
 }

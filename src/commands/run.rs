@@ -98,15 +98,17 @@ fn run_artifact(args: RunArgs) -> Result<()> {
         }
         let executor = tessera_runtime::executor::cuda::CudaExecutor::new(artifact)?;
         let mut bound = timings.bind(|| executor.bind(&resident))?;
-        timings.runs(args.repeat, || bound.run(&per_run))?
+        let outputs = timings.runs(args.repeat, || bound.run(&per_run))?;
+        outputs.into_iter().map(|(name, t)| (name, Feed::Tensor(t))).collect()
     } else {
         let executor = tessera_runtime::executor::cpu::CpuExecutor::new(artifact)?;
         let mut bound = timings.bind(|| executor.bind(&resident))?;
+        // Outputs come back as the arena's bytes, written to .npy as they are.
         if args.profile {
             profile.record("resident inputs (bound once)", timings.bind);
-            timings.runs(args.repeat, || bound.run_profiled(&per_run, &mut profile))?
+            timings.runs(args.repeat, || bound.run_stored(&per_run, Some(&mut profile)))?
         } else {
-            timings.runs(args.repeat, || bound.run(&per_run))?
+            timings.runs(args.repeat, || bound.run_stored(&per_run, None))?
         }
     };
     if args.timing {
@@ -118,7 +120,7 @@ fn run_artifact(args: RunArgs) -> Result<()> {
         }
         eprint!("{}", profile.report());
     }
-    write_outputs(&args.output, &outputs)
+    write_feeds(&args.output, &outputs)
 }
 
 /// Wall times of a compiled run: binding the resident inputs once, then each run.
@@ -272,17 +274,33 @@ fn random_inputs<T>(
 /// Writes `NAME.npy` per output. Every file is staged and renamed into place, so an error
 /// leaves no partial file; outputs returned twice get a `_N` suffix.
 fn write_outputs(dir: &Path, outputs: &[(String, Tensor)]) -> Result<()> {
+    write_encoded(dir, outputs.iter().map(|(name, t)| Ok((name.as_str(), npy::write_npy_bytes(t)))))
+}
+
+/// [`write_outputs`] for an artifact's outputs (stored bytes go to the file as they are).
+fn write_feeds(dir: &Path, outputs: &[(String, Feed)]) -> Result<()> {
+    write_encoded(
+        dir,
+        outputs.iter().map(|(name, feed)| {
+            let bytes = npy::write_npy_feed_bytes(feed).map_err(|e| anyhow::anyhow!("output {name}: {e}"))?;
+            Ok((name.as_str(), bytes))
+        }),
+    )
+}
+
+fn write_encoded<'a>(dir: &Path, outputs: impl Iterator<Item = Result<(&'a str, Vec<u8>)>>) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create output directory", dir.display()))?;
     let mut used = HashSet::new();
     let mut encoded = Vec::new();
-    for (name, tensor) in outputs {
+    for output in outputs {
+        let (name, bytes) = output?;
         let mut file = format!("{name}.npy");
         let mut n = 1;
         while !used.insert(file.clone()) {
             file = format!("{name}_{n}.npy");
             n += 1;
         }
-        encoded.push((dir.join(file), npy::write_npy_bytes(tensor)));
+        encoded.push((dir.join(file), bytes));
     }
     for (path, bytes) in &encoded {
         write_atomic(path, bytes)?;

@@ -6,7 +6,7 @@
 use super::library::{self, In, Out};
 use super::load::Artifact;
 use super::profile::Profile;
-use super::{ArtifactError, InputData, CONVERT_CHUNK};
+use super::{ArtifactError, Feed, InputData, CONVERT_CHUNK};
 use rayon::prelude::*;
 use std::alloc::Layout;
 use std::time::Instant;
@@ -226,7 +226,7 @@ impl Bound<'_> {
     /// Writes `inputs` and runs the program: `inputs` must be exactly the program inputs that
     /// are not resident. Returns the outputs by name, in the program's order.
     pub fn run<T: InputData>(&mut self, inputs: &[(String, T)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
-        self.run_steps(inputs, None)
+        self.run_steps(inputs, None, Output::Tensor).and_then(tensors)
     }
 
     /// [`Bound::run`], adding the wall time of every step to `profile` (kernels by symbol,
@@ -236,7 +236,18 @@ impl Bound<'_> {
         inputs: &[(String, T)],
         profile: &mut Profile,
     ) -> Result<Vec<(String, Tensor)>, ArtifactError> {
-        self.run_steps(inputs, Some(profile))
+        self.run_steps(inputs, Some(profile), Output::Tensor).and_then(tensors)
+    }
+
+    /// [`Bound::run`] returning each output as its stored bytes ([`Feed::Stored`], copied out
+    /// of the arena) instead of a tensor: no widening of f32 to f64, for callers that write
+    /// them out (`tessera run` writes them to `.npy` files as they are).
+    pub fn run_stored<T: InputData>(
+        &mut self,
+        inputs: &[(String, T)],
+        profile: Option<&mut Profile>,
+    ) -> Result<Vec<(String, Feed)>, ArtifactError> {
+        self.run_steps(inputs, profile, Output::Stored)
     }
 
     /// Writes the resident inputs (`resident` true) or the per-run ones into the arena.
@@ -258,7 +269,8 @@ impl Bound<'_> {
         &mut self,
         inputs: &[(String, T)],
         mut profile: Option<&mut Profile>,
-    ) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        output: Output,
+    ) -> Result<Vec<(String, Feed)>, ArtifactError> {
         let executor = self.executor;
         let p = &executor.program;
         super::check_run_inputs(p, &self.resident, inputs)?;
@@ -296,16 +308,42 @@ impl Bound<'_> {
             let desc = &p.buffers[binding.buffer as usize];
             let bytes = executor.bytes(arena, binding.buffer);
             let shape: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
-            let tensor = read_elements(bytes, desc.storage, binding.dtype, &shape).ok_or_else(|| {
-                ArtifactError::Input { name: binding.name.clone(), message: "output buffer has the wrong size".into() }
+            let feed = match output {
+                Output::Tensor => read_elements(bytes, desc.storage, binding.dtype, &shape).map(Feed::Tensor),
+                Output::Stored => Some(Feed::Stored { dtype: binding.dtype, shape, data: bytes.to_vec(), start: 0 }),
+            };
+            let feed = feed.ok_or_else(|| ArtifactError::Input {
+                name: binding.name.clone(),
+                message: "output buffer has the wrong size".into(),
             })?;
-            results.push((binding.name.clone(), tensor));
+            results.push((binding.name.clone(), feed));
         }
         if let (Some(profile), Some(started)) = (profile, started) {
             profile.record("outputs (read from the arena)", started.elapsed());
         }
         Ok(results)
     }
+}
+
+/// How a run returns its outputs.
+#[derive(Clone, Copy)]
+enum Output {
+    Tensor,
+    Stored,
+}
+
+/// The outputs as tensors (those read as [`Output::Tensor`] already are).
+fn tensors(outputs: Vec<(String, Feed)>) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+    outputs
+        .into_iter()
+        .map(|(name, feed)| match feed {
+            Feed::Tensor(t) => Ok((name, t)),
+            stored => match stored.to_tensor() {
+                Ok(t) => Ok((name, t)),
+                Err(message) => Err(ArtifactError::Input { name, message }),
+            },
+        })
+        .collect()
 }
 
 fn describe(step: &Step) -> String {

@@ -21,7 +21,7 @@ pub mod profile;
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::path::PathBuf;
-use tessera_ir::artifact::{encode, BufferDesc, IoBinding, Location, Program, Storage};
+use tessera_ir::artifact::{decode, encode, BufferDesc, IoBinding, Location, Program, Storage};
 use tessera_ir::dtype::DType;
 use tessera_ir::tensor::{Buffer as TensorData, Tensor};
 
@@ -196,6 +196,19 @@ pub enum Feed {
         data: Vec<u8>,
         start: usize,
     },
+}
+
+impl Feed {
+    /// The data as a [`Tensor`] (stored bytes decoded: exact, f32 and i64 widen to f64 and i64).
+    pub fn to_tensor(&self) -> Result<Tensor, String> {
+        match self {
+            Feed::Tensor(t) => Ok(t.clone()),
+            Feed::Stored { dtype, shape, data, start } => data
+                .get(*start..)
+                .and_then(|bytes| decode(bytes, Storage::of(*dtype), *dtype, shape))
+                .ok_or_else(|| format!("{dtype} {shape:?}: the stored bytes do not match the shape")),
+        }
+    }
 }
 
 impl InputData for Feed {
