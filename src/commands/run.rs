@@ -98,8 +98,7 @@ fn run_artifact(args: RunArgs) -> Result<()> {
         }
         let executor = tessera_runtime::executor::cuda::CudaExecutor::new(artifact)?;
         let mut bound = timings.bind(|| executor.bind(&resident))?;
-        let outputs = timings.runs(args.repeat, || bound.run(&per_run))?;
-        outputs.into_iter().map(|(name, t)| (name, Feed::Tensor(t))).collect()
+        timings.runs(args.repeat, || bound.run_stored(&per_run))?
     } else {
         let executor = tessera_runtime::executor::cpu::CpuExecutor::new(artifact)?;
         let mut bound = timings.bind(|| executor.bind(&resident))?;

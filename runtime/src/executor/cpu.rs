@@ -126,7 +126,7 @@ impl CpuExecutor {
     /// arena that stays with the returned [`Bound`] and writes them into it. Each
     /// [`Bound::run`] then writes only the other inputs, so weights are converted once, not per
     /// run. Fails if a name is not a program input or a step would overwrite the input's
-    /// buffer (see [`super::resident_inputs`]).
+    /// buffer (see `executor::resident_inputs`).
     pub fn bind<T: InputData>(&self, resident: &[(String, T)]) -> Result<Bound<'_>, ArtifactError> {
         let p = &self.program;
         let is_resident = super::resident_inputs(p, resident.iter().map(|(name, _)| name.as_str()))?;

@@ -17,13 +17,13 @@
 
 use super::library::{self, In, Out};
 use super::load::Artifact;
-use super::{ArtifactError, InputData};
+use super::{ArtifactError, Feed, InputData};
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 use std::sync::Arc;
-use tessera_ir::artifact::{decode, BufferDesc, GpuGemm, GpuLaunch, GpuProgram, LibraryCall, Location, Program, Step};
+use tessera_ir::artifact::{BufferDesc, GpuGemm, GpuLaunch, GpuProgram, LibraryCall, Location, Program, Step};
 use tessera_ir::tensor::Tensor;
 
 /// Whether a CUDA driver library (`libcuda.so.1`) can be loaded on this machine.
@@ -165,7 +165,7 @@ impl CudaExecutor {
     /// Binds `resident` inputs once (by name, of their declared dtype and shape): allocates a
     /// device arena that stays with the returned [`Bound`] and uploads them into it. Each
     /// [`Bound::run`] then uploads only the other inputs. Fails if a name is not a program
-    /// input or a step would overwrite the input's buffer (see [`super::resident_inputs`]).
+    /// input or a step would overwrite the input's buffer (see `executor::resident_inputs`).
     pub fn bind<T: InputData>(&self, resident: &[(String, T)]) -> Result<Bound<'_>, ArtifactError> {
         let p = &self.program;
         let is_resident = super::resident_inputs(p, resident.iter().map(|(name, _)| name.as_str()))?;
@@ -317,6 +317,20 @@ impl Bound<'_> {
     /// Uploads `inputs` and runs the program: `inputs` must be exactly the program inputs that
     /// are not resident. Returns the outputs by name, in the program's order.
     pub fn run<T: InputData>(&mut self, inputs: &[(String, T)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        let outputs = self.run_stored(inputs)?;
+        let mut tensors = Vec::with_capacity(outputs.len());
+        for (name, feed) in outputs {
+            match feed.to_tensor() {
+                Ok(t) => tensors.push((name, t)),
+                Err(message) => return Err(ArtifactError::Input { name, message }),
+            }
+        }
+        Ok(tensors)
+    }
+
+    /// [`Bound::run`] returning each output as its stored bytes ([`Feed::Stored`], as
+    /// downloaded) instead of a tensor, as the CPU executor's `run_stored` does.
+    pub fn run_stored<T: InputData>(&mut self, inputs: &[(String, T)]) -> Result<Vec<(String, Feed)>, ArtifactError> {
         let executor = self.executor;
         let p = &executor.program;
         super::check_run_inputs(p, &self.resident, inputs)?;
@@ -341,13 +355,9 @@ impl Bound<'_> {
         let mut results = Vec::with_capacity(p.outputs.len());
         for binding in &p.outputs {
             let desc = &p.buffers[binding.buffer as usize];
-            let bytes = executor.download(arena, desc).map_err(|e| device(format!("output {}: {e}", binding.name)))?;
+            let data = executor.download(arena, desc).map_err(|e| device(format!("output {}: {e}", binding.name)))?;
             let shape: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
-            let tensor = decode(&bytes, desc.storage, binding.dtype, &shape).ok_or_else(|| ArtifactError::Input {
-                name: binding.name.clone(),
-                message: "output buffer has the wrong size".into(),
-            })?;
-            results.push((binding.name.clone(), tensor));
+            results.push((binding.name.clone(), Feed::Stored { dtype: binding.dtype, shape, data, start: 0 }));
         }
         Ok(results)
     }

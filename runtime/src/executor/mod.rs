@@ -7,7 +7,7 @@
 //! `kernels.so` into the process and runs the steps over one arena. Both executors bind inputs
 //! the same way: `bind(resident)` writes some inputs (the weights) once into an arena that the
 //! returned `Bound` keeps, and each `Bound::run(rest)` writes only the others
-//! ([`resident_inputs`] and [`check_run_inputs`] hold the rules); [`library`] holds the
+//! (`resident_inputs` and `check_run_inputs` hold the rules); [`library`] holds the
 //! library calls (GEMM through the `gemm` crate, data movement, the reference fallback).
 //! [`cuda`] is the entry point for CUDA targets. [`profile`] accumulates per-step wall time
 //! (`tessera run --profile`).
