@@ -3,10 +3,12 @@
 //! library calls for everything else, and the static memory plan.
 //!
 //! The memory plan: every value a step writes gets an arena range that is live from the step
-//! that writes it to the last step that reads it (graph inputs from before the first step,
-//! graph outputs to the end). Ranges are handed out in step order from a free list (best fit,
-//! coalescing on free), so values whose lifetimes do not overlap share memory. A step's outputs
-//! are allocated before its dead inputs are freed, so no kernel reads and writes one range.
+//! that writes it to the last step that reads it, except that graph inputs and outputs are
+//! pinned: live for the whole program (an input from before the first step, so one bound once
+//! stays intact across runs; an output until it is read back). Ranges are handed out in step
+//! order from a free list (best fit, coalescing on free), so values whose lifetimes do not
+//! overlap share memory. A step's outputs are allocated before its dead inputs are freed, so no
+//! kernel reads and writes one range.
 //! Reshapes are views: the result shares its operand's range, which stays live for both.
 //! Constants live in the read-only weights image instead.
 //!
@@ -274,6 +276,7 @@ impl<'a> Builder<'a> {
                     name: this.original.value(d).name.clone(),
                     dtype: this.original.value(d).ty.dtype,
                     buffer: this.buffer(v),
+                    parameter: this.original.input_role(d) == Some(tessera_ir::graph::InputRole::Parameter),
                 })
                 .collect()
         };
@@ -319,7 +322,10 @@ impl<'a> Builder<'a> {
                 last[root] = last[root].max(s);
             }
         }
-        for &v in self.g.outputs() {
+        // Inputs and outputs are pinned: live to the end, never shared. An output is read after
+        // the last step; an input may be bound once and stay resident across runs (the
+        // executors' `bind`), so no intermediate may overwrite it.
+        for &v in self.g.inputs().iter().chain(self.g.outputs()) {
             let root = self.root_of[self.buffer_of[&v] as usize] as usize;
             last[root] = usize::MAX;
         }

@@ -148,6 +148,15 @@ pub struct IoBinding {
     pub name: String,
     pub dtype: DType,
     pub buffer: u32,
+    /// An input the model declares a trained parameter (weights): what a serving runtime binds
+    /// once and keeps resident across runs (`tessera run --repeat`). Absent (false) for
+    /// activations, outputs, and artifacts written before the field existed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub parameter: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Work the runtime does itself rather than through a generated kernel.

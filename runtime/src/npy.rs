@@ -7,6 +7,7 @@
 //! and [`conform_to`] turns a float32 array back into a declared bf16/fp8 input. No other
 //! conversion happens silently.
 
+use crate::executor::Feed;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,8 +43,40 @@ pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
     read_npy_bytes(&bytes)
 }
 
+/// Reads a `.npy` file for a program input declared `declared`. When the file's data is already
+/// the artifact storage of `declared` (a little-endian, row-major `f4` array for an f32 input,
+/// `i8` for an i64 one), the bytes are kept as they are ([`Feed::Stored`]): an executor copies
+/// them into its arena with no detour through f64. Anything else is read with [`read_npy`] and
+/// [`conform_to`].
+pub fn read_npy_feed(path: &Path, declared: DType) -> Result<Feed, NpyError> {
+    let bytes = fs::read(path).map_err(|source| NpyError::Io { path: path.to_path_buf(), source })?;
+    let array = parse(&bytes)?;
+    let stored = matches!((array.dtype, declared), (DType::F32, DType::F32) | (DType::I64, DType::I64));
+    if stored && array.order == ByteOrder::Little && !array.fortran_order {
+        let (dtype, shape, start) = (array.dtype, array.shape, array.data_start);
+        return Ok(Feed::Stored { dtype, shape, data: bytes, start });
+    }
+    conform_to(read_npy_bytes(&bytes)?, declared).map(Feed::Tensor)
+}
+
+/// A parsed `.npy` file: its element type and layout, and where its data starts.
+struct Array {
+    dtype: DType,
+    order: ByteOrder,
+    fortran_order: bool,
+    shape: Vec<usize>,
+    data_start: usize,
+}
+
 /// Parses the bytes of a `.npy` file.
 pub fn read_npy_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
+    let array = parse(bytes)?;
+    let t = decode(array.dtype, array.order, &bytes[array.data_start..], array.shape);
+    Ok(if array.fortran_order { fortran_to_c(&t) } else { t })
+}
+
+/// Checks the header of a `.npy` file and that exactly the data it announces follows.
+fn parse(bytes: &[u8]) -> Result<Array, NpyError> {
     if !bytes.starts_with(MAGIC) {
         // A prefix of the magic is a cut-off file rather than a different format.
         return Err(if MAGIC.starts_with(bytes) && !bytes.is_empty() {
@@ -91,8 +124,7 @@ pub fn read_npy_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
     if data.len() > expected {
         return Err(NpyError::TrailingBytes(data.len() - expected));
     }
-    let t = decode(dtype, order, data, header.shape.clone());
-    Ok(if header.fortran_order { fortran_to_c(&t) } else { t })
+    Ok(Array { dtype, order, fortran_order: header.fortran_order, shape: header.shape, data_start: end })
 }
 
 /// Writes `t` as a `.npy` file atomically: the bytes go to a temporary file in the same
@@ -125,7 +157,29 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
 /// NumPy does), little-endian, C order. bf16 and fp8 tensors are written as `f4`. `t` must be
 /// well formed (one stored element per index of its shape), as every tensor tessera makes is.
 pub fn write_npy_bytes(t: &Tensor) -> Vec<u8> {
-    let descr = match t.dtype {
+    let mut out = npy_header(t.dtype, &t.shape, t.len() * 8);
+    write_npy_data(t, &mut out);
+    out
+}
+
+/// [`write_npy_bytes`] for a [`Feed`]: stored f32, i64 and boolean data already are the
+/// `.npy` encoding of their dtype (`<f4`, `<i8`, `|b1`), so they are copied as they are.
+pub fn write_npy_feed_bytes(feed: &Feed) -> Result<Vec<u8>, String> {
+    match feed {
+        Feed::Stored { dtype: dtype @ (DType::F32 | DType::I64 | DType::Bool), shape, data, start } => {
+            let data = data.get(*start..).ok_or("array data out of range")?;
+            let mut out = npy_header(*dtype, shape, data.len());
+            out.extend_from_slice(data);
+            Ok(out)
+        }
+        Feed::Tensor(t) => Ok(write_npy_bytes(t)),
+        stored => Ok(write_npy_bytes(&stored.to_tensor()?)),
+    }
+}
+
+/// The magic, version, and padded header of a `.npy` file, with room for `data_bytes` more.
+fn npy_header(dtype: DType, shape: &[usize], data_bytes: usize) -> Vec<u8> {
+    let descr = match dtype {
         DType::F64 => "<f8",
         DType::F32 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2 => "<f4",
         DType::F16 => "<f2",
@@ -134,7 +188,7 @@ pub fn write_npy_bytes(t: &Tensor) -> Vec<u8> {
         DType::I8 => "|i1",
         DType::Bool => "|b1",
     };
-    let shape = match t.shape.as_slice() {
+    let shape = match shape {
         [] => "()".to_string(),
         [n] => format!("({n},)"),
         dims => format!("({})", dims.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
@@ -147,7 +201,7 @@ pub fn write_npy_bytes(t: &Tensor) -> Vec<u8> {
     let header_len = padded_len(prefix);
     header.push_str(&" ".repeat(header_len - header.len() - 1));
     header.push('\n');
-    let mut out = Vec::with_capacity(prefix + header_len + t.len() * 8);
+    let mut out = Vec::with_capacity(prefix + header_len + data_bytes);
     out.extend_from_slice(MAGIC);
     if prefix == 10 {
         out.extend_from_slice(&[1, 0]);
@@ -157,6 +211,11 @@ pub fn write_npy_bytes(t: &Tensor) -> Vec<u8> {
         out.extend_from_slice(&(header_len as u32).to_le_bytes());
     }
     out.extend_from_slice(header.as_bytes());
+    out
+}
+
+/// Appends `t`'s elements in the encoding [`npy_header`] announces for its dtype.
+fn write_npy_data(t: &Tensor, out: &mut Vec<u8>) {
     for i in 0..t.len() {
         match t.dtype {
             DType::F64 => out.extend_from_slice(&t.get_f64(i).to_le_bytes()),
@@ -170,7 +229,6 @@ pub fn write_npy_bytes(t: &Tensor) -> Vec<u8> {
             DType::Bool => out.push((t.get_i64(i) != 0) as u8),
         }
     }
-    out
 }
 
 /// Makes a loaded array fit an input declared `declared`: the same dtype passes, and a float32
@@ -432,5 +490,36 @@ impl DictParser {
                 _ => Err(self.error("expected a string, True, False or a tuple")),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_ir::artifact::encode;
+
+    /// Stored bytes (what an executor's arena holds) are written to the same file as the
+    /// tensor they encode, and a file of the input's storage reads back as those bytes.
+    #[test]
+    fn stored_feeds_round_trip_through_npy_bytes() {
+        let cases = [
+            Tensor::from_f64(DType::F32, vec![2, 3], vec![0.5, -1.25, 3.0, 1e-3, -0.0, 7.5]),
+            Tensor::from_i64(DType::I64, vec![4], vec![1, -2, 3, i64::MAX]),
+            Tensor::from_i64(DType::Bool, vec![3], vec![1, 0, 1]),
+        ];
+        let dir = std::env::temp_dir().join(format!("tessera-npy-feed-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("mkdir");
+        for t in cases {
+            let stored = Feed::Stored { dtype: t.dtype, shape: t.shape.clone(), data: encode(&t), start: 0 };
+            let bytes = write_npy_feed_bytes(&stored).expect("write");
+            assert_eq!(bytes, write_npy_bytes(&t), "{}", t.dtype);
+            let path = dir.join(format!("{}.npy", t.dtype));
+            fs::write(&path, &bytes).expect("write file");
+            let read = read_npy_feed(&path, t.dtype).expect("read");
+            let kept = matches!(read, Feed::Stored { .. });
+            assert_eq!(kept, t.dtype != DType::Bool, "{}: stored {kept}", t.dtype);
+            assert_eq!(read.to_tensor().expect("tensor"), t, "{}", t.dtype);
+        }
+        let _ = fs::remove_dir_all(&dir);
     }
 }

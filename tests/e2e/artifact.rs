@@ -3,8 +3,13 @@
 
 use crate::support::tessera;
 use std::path::Path;
+use tessera_ir::dtype::DType;
+use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::tensor::Tensor;
-use tessera_runtime::npy::read_npy;
+use tessera_runtime::executor::cpu::CpuExecutor;
+use tessera_runtime::executor::load::{load, Artifact};
+use tessera_runtime::executor::{ArtifactError, Feed, InputData};
+use tessera_runtime::npy::{read_npy, read_npy_feed, write_npy};
 
 /// A two-layer GPT in f32 with dropout (boolean keep-masks, casts), small enough for debug builds.
 const GPT: &str = "gpt:layers=2,hidden=64,heads=4,seq=16,vocab=100,dtype=f32";
@@ -91,6 +96,18 @@ fn compiled_gpt_gives_the_interpreters_outputs_and_compiles_deterministically() 
     let model_profile = tessera(cwd, &["run", GPT, "--random-inputs", "7", "--profile", "-o", "out-x"]);
     assert_eq!(model_profile.code, 1);
     assert!(model_profile.stderr.contains("--profile profiles compiled artifacts"), "{}", model_profile.stderr);
+
+    // --repeat: the parameters bound once, three runs; the last run's outputs are the single
+    // run's, bit for bit, and the timing separates the bind from the steady-state runs.
+    let repeated = tessera(cwd, &["run", "a", "--random-inputs", "7", "--repeat", "3", "--timing", "-o", "out-3"]);
+    assert_eq!(repeated.code, 0, "{}", repeated.stderr);
+    assert!(read_npy(&cwd.join("out-3/probs.npy")).expect("repeated output") == got, "--repeat 3 changed outputs");
+    for line in ["parameter inputs once", "3 runs with the parameters resident: min"] {
+        assert!(repeated.stderr.contains(line), "no '{line}' in:\n{}", repeated.stderr);
+    }
+    let model_repeat = tessera(cwd, &["run", GPT, "--random-inputs", "7", "--repeat", "2", "-o", "out-x"]);
+    assert_eq!(model_repeat.code, 1);
+    assert!(model_repeat.stderr.contains("--repeat runs compiled artifacts"), "{}", model_repeat.stderr);
 
     // Replacing an artifact in place works; replacing something else is refused.
     let again = tessera(cwd, &["compile", GPT, "-o", "a"]);
@@ -185,4 +202,123 @@ fn damaged_artifacts_are_refused_with_the_reason() {
     std::fs::remove_file(no_manifest.join("manifest.json")).expect("rm");
     let out = run("no-manifest");
     assert!(out.stderr.contains("no-manifest: not a tessera artifact (no manifest.json)"), "{}", out.stderr);
+}
+
+/// Named tensors fed to an executor.
+type Feeds = Vec<(String, Tensor)>;
+
+/// Seeded inputs for every program input of `artifact`, split into its parameters and the rest.
+fn seeded_inputs(artifact: &Artifact, seed: u64) -> (Feeds, Feeds) {
+    let p = &artifact.program;
+    p.inputs
+        .iter()
+        .map(|b| {
+            let shape = p.buffers[b.buffer as usize].shape.iter().map(|&n| n as usize).collect();
+            (b.name.clone(), uniform_tensor(&mut SplitMix64::for_name(seed, &b.name), b.dtype, shape))
+        })
+        .partition(|(name, _)| p.inputs.iter().any(|b| b.name == *name && b.parameter))
+}
+
+#[test]
+fn weights_bound_once_stay_resident_across_runs_and_bad_bindings_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tmp.path();
+    // Dropout on: its keep-masks are per-run (activation) inputs besides the tokens.
+    let spec = "gpt:layers=2,hidden=32,heads=2,seq=16,vocab=100,dtype=f32";
+    let out = tessera(cwd, &["compile", spec, "-o", "a"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let artifact = load(&cwd.join("a")).expect("load");
+    let (weights, first) = seeded_inputs(&artifact, 1);
+    let (_, second) = seeded_inputs(&artifact, 2);
+    assert!(weights.len() > 10 && !first.is_empty(), "parameters {} per-run {}", weights.len(), first.len());
+    let executor = CpuExecutor::new(artifact).expect("executor");
+    let all = |per_run: &[(String, Tensor)]| [&weights[..], per_run].concat();
+    let fresh_first = executor.run(&all(&first)).expect("fresh run");
+    let fresh_second = executor.run(&all(&second)).expect("fresh run");
+    assert!(fresh_first != fresh_second, "the per-run inputs do not change the outputs");
+
+    // Alternating per-run inputs over one arena: each run equals a run on a fresh arena, so
+    // neither the weights nor anything else carries over between runs.
+    let mut bound = executor.bind(&weights).expect("bind");
+    for (per_run, want) in [(&first, &fresh_first), (&second, &fresh_second), (&first, &fresh_first)] {
+        assert!(bound.run(per_run).expect("bound run") == *want, "a run with resident weights differs");
+    }
+
+    // A weight read from an f32 .npy file is bound as its bytes (no f64 detour), with the same
+    // result; an i64 token array likewise per run.
+    let stored = |name: &str, tensor: &Tensor| {
+        let path = cwd.join(format!("{name}.npy"));
+        write_npy(&path, tensor).expect("write npy");
+        let feed = read_npy_feed(&path, tensor.dtype).expect("read npy");
+        assert!(matches!(feed, Feed::Stored { .. }), "{name} ({}) was not kept as stored bytes", tensor.dtype);
+        (name.to_string(), feed)
+    };
+    let tensor_feeds = |feeds: &[(String, Tensor)]| -> Vec<(String, Feed)> {
+        feeds.iter().map(|(n, t)| (n.clone(), Feed::Tensor(t.clone()))).collect()
+    };
+    let mut weight_feeds = tensor_feeds(&weights);
+    weight_feeds[0] = stored(&weights[0].0, &weights[0].1);
+    let mut run_feeds = tensor_feeds(&first);
+    let tokens = run_feeds.iter().position(|(_, f)| f.dtype() == DType::I64).expect("an integer input");
+    run_feeds[tokens] = stored(&first[tokens].0, &first[tokens].1);
+    let mut from_files = executor.bind(&weight_feeds).expect("bind stored");
+    assert!(from_files.run(&run_feeds).expect("run stored") == fresh_first, "stored bytes gave other outputs");
+    let Feed::Stored { dtype, shape, data, start } = weight_feeds[0].1.clone() else { unreachable!() };
+    weight_feeds[0].1 = Feed::Stored { dtype, shape: vec![shape.iter().product::<usize>() / 2, 2], data, start };
+    let Err(e) = executor.bind(&weight_feeds) else { panic!("bound stored bytes of a wrong shape") };
+    assert!(e.to_string().starts_with(&format!("input {}: expected f32", weights[0].0)), "{e}");
+
+    // Bad bindings say what is wrong with which input.
+    let error = |result: Result<Vec<(String, Tensor)>, ArtifactError>| result.expect_err("accepted").to_string();
+    let mut renamed = weights.clone();
+    renamed[0].0 = "no_such_weight".into();
+    let Err(e) = executor.bind(&renamed) else { panic!("bound an unknown name") };
+    assert_eq!(e.to_string(), "input no_such_weight: the program has no input of this name");
+    let mut twice = weights.clone();
+    twice.push(weights[0].clone());
+    let Err(e) = executor.bind(&twice) else { panic!("bound an input twice") };
+    assert!(e.to_string().ends_with("bound twice"), "{e}");
+    let mut reshaped = weights.clone();
+    let (name, tensor) = &reshaped[0];
+    let wrong_shape = Tensor::from_f64(
+        tensor.dtype,
+        vec![tensor.shape.iter().product::<usize>() + 1],
+        vec![0.0; tensor.shape.iter().product::<usize>() + 1],
+    );
+    let message = format!("input {name}: expected");
+    reshaped[0].1 = wrong_shape;
+    let Err(e) = executor.bind(&reshaped) else { panic!("bound a wrong shape") };
+    assert!(e.to_string().starts_with(&message), "{e}");
+    let mut retyped = weights.clone();
+    let n = retyped[0].1.shape.iter().product();
+    retyped[0].1 = Tensor::from_i64(DType::I64, retyped[0].1.shape.clone(), vec![0; n]);
+    let Err(e) = executor.bind(&retyped) else { panic!("bound a wrong dtype") };
+    assert!(e.to_string().contains("expected f32") && e.to_string().contains("got i64"), "{e}");
+
+    let missing_weight = &weights[1..];
+    let mut partly = executor.bind(missing_weight).expect("bind all but one");
+    let e = error(partly.run(&first));
+    assert_eq!(e, format!("input {}: missing", weights[0].0));
+    let e = error(bound.run(&all(&first)));
+    assert!(e.ends_with("bound once as a resident input; it cannot also be fed per run"), "{e}");
+    let e = error(bound.run(&first[1..]));
+    assert_eq!(e, format!("input {}: missing", first[0].0));
+    // After refused runs, the bound weights still give the right outputs.
+    assert!(bound.run(&first).expect("bound run") == fresh_first);
+
+    // An artifact whose plan lets a step overwrite an input's range (as memory plans did before
+    // inputs were pinned) runs, but refuses to keep that input resident.
+    let mut artifact = load(&cwd.join("a")).expect("load");
+    let p = &mut artifact.program;
+    let victim = p.inputs.iter().find(|b| b.parameter).expect("a parameter").clone();
+    let victim_desc = p.buffers[victim.buffer as usize].clone();
+    let clobber = p.steps.iter().flat_map(|s| s.outputs()).copied().find(|&o| {
+        let d = &p.buffers[o as usize];
+        d.location != victim_desc.location && d.bytes() > 0 && d.bytes() <= victim_desc.bytes()
+    });
+    let clobber = clobber.expect("a step output that fits in the input");
+    p.buffers[clobber as usize].location = victim_desc.location;
+    let executor = CpuExecutor::new(artifact).expect("executor");
+    let Err(e) = executor.bind(&weights) else { panic!("kept an input resident that a step overwrites") };
+    assert!(e.to_string().contains("overwrites its buffer, so it cannot stay resident"), "{e}");
 }

@@ -1,13 +1,16 @@
 //! The CPU executor: maps `kernels.so`, resolves every kernel step's symbol once, and runs the
-//! steps over one arena allocated per run.
+//! steps over an arena. [`CpuExecutor::bind`] allocates the arena and writes the resident inputs
+//! (weights) once; each [`Bound::run`] writes only the other inputs; [`CpuExecutor::run`] is a
+//! bind of nothing followed by one run.
 
 use super::library::{self, In, Out};
 use super::load::Artifact;
 use super::profile::Profile;
-use super::ArtifactError;
+use super::{ArtifactError, Feed, InputData, CONVERT_CHUNK};
+use rayon::prelude::*;
 use std::alloc::Layout;
 use std::time::Instant;
-use tessera_ir::artifact::{decode, encode, LibraryCall, Location, Program, Step, Storage, ALIGNMENT};
+use tessera_ir::artifact::{decode, LibraryCall, Location, Program, Step, Storage, ALIGNMENT};
 use tessera_ir::dtype::DType;
 use tessera_ir::tensor::{Buffer as TensorData, Tensor};
 
@@ -52,41 +55,6 @@ impl Drop for AlignedBytes {
     }
 }
 
-/// Writes `tensor`'s elements into `dest` in `storage` (little-endian, as
-/// [`tessera_ir::artifact::encode`] does) without an intermediate buffer: model weights are
-/// program inputs, so this is half a GiB for GPT-2 small.
-fn write_elements(tensor: &Tensor, storage: Storage, dest: &mut [u8]) -> Result<(), String> {
-    let size_error = || "buffer size does not match the tensor".to_string();
-    match (&tensor.data, storage) {
-        // Element-wise stores through aligned typed views (the arena's buffers are aligned), so
-        // the conversion loop vectorizes (CPU artifacts are x86-64: little-endian like the format).
-        (TensorData::Float(values), Storage::F32) => {
-            // SAFETY: every bit pattern is a valid f32; only the aligned middle is used.
-            let (head, body, tail) = unsafe { dest.align_to_mut::<f32>() };
-            if !head.is_empty() || !tail.is_empty() || body.len() != values.len() {
-                return Err(size_error());
-            }
-            body.iter_mut().zip(values).for_each(|(d, &x)| *d = x as f32);
-        }
-        (TensorData::Int(values), Storage::I64) => {
-            // SAFETY: as above, for i64.
-            let (head, body, tail) = unsafe { dest.align_to_mut::<i64>() };
-            if !head.is_empty() || !tail.is_empty() || body.len() != values.len() {
-                return Err(size_error());
-            }
-            body.copy_from_slice(values);
-        }
-        _ => {
-            let bytes = encode(tensor);
-            if bytes.len() != dest.len() {
-                return Err(size_error());
-            }
-            dest.copy_from_slice(&bytes);
-        }
-    }
-    Ok(())
-}
-
 /// [`decode`], with a fast path for the common case, f32 values of an f32 output: they are
 /// exact as f64, so no rounding is needed (GPT-2's logits are 6.4 million of them).
 fn read_elements(bytes: &[u8], storage: Storage, dtype: DType, shape: &[usize]) -> Option<Tensor> {
@@ -98,7 +66,7 @@ fn read_elements(bytes: &[u8], storage: Storage, dtype: DType, shape: &[usize]) 
     if !head.is_empty() || !tail.is_empty() || body.len() != shape.iter().product::<usize>() {
         return decode(bytes, storage, dtype, shape);
     }
-    let values = body.iter().map(|&x| f64::from(x)).collect();
+    let values = body.par_iter().with_min_len(CONVERT_CHUNK).map(|&x| f64::from(x)).collect();
     Some(Tensor { dtype, shape: shape.to_vec(), data: TensorData::Float(values) })
 }
 
@@ -154,78 +122,35 @@ impl CpuExecutor {
         &self.program
     }
 
+    /// Binds `resident` inputs once (by name, of their declared dtype and shape): allocates an
+    /// arena that stays with the returned [`Bound`] and writes them into it. Each
+    /// [`Bound::run`] then writes only the other inputs, so weights are converted once, not per
+    /// run. Fails if a name is not a program input or a step would overwrite the input's
+    /// buffer (see `executor::resident_inputs`).
+    pub fn bind<T: InputData>(&self, resident: &[(String, T)]) -> Result<Bound<'_>, ArtifactError> {
+        let p = &self.program;
+        let is_resident = super::resident_inputs(p, resident.iter().map(|(name, _)| name.as_str()))?;
+        let arena = AlignedBytes::zeroed(p.arena_bytes as usize)
+            .map_err(|message| ArtifactError::Input { name: "(arena)".into(), message })?;
+        let mut bound = Bound { executor: self, arena, resident: is_resident };
+        bound.write_inputs(resident, true)?;
+        Ok(bound)
+    }
+
     /// Runs the program on `inputs` (every program input by name, of its declared dtype and
     /// shape) and returns the outputs by name, in the program's order.
-    pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
-        self.run_steps(inputs, None)
+    pub fn run<T: InputData>(&self, inputs: &[(String, T)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        self.bind::<T>(&[])?.run(inputs)
     }
 
     /// [`CpuExecutor::run`], adding the wall time of every step to `profile` (kernels by
     /// symbol, library calls by name), so repeated runs accumulate.
-    pub fn run_profiled(
+    pub fn run_profiled<T: InputData>(
         &self,
-        inputs: &[(String, Tensor)],
+        inputs: &[(String, T)],
         profile: &mut Profile,
     ) -> Result<Vec<(String, Tensor)>, ArtifactError> {
-        self.run_steps(inputs, Some(profile))
-    }
-
-    fn run_steps(
-        &self,
-        inputs: &[(String, Tensor)],
-        mut profile: Option<&mut Profile>,
-    ) -> Result<Vec<(String, Tensor)>, ArtifactError> {
-        let p = &self.program;
-        let started = profile.as_ref().map(|_| Instant::now());
-        let arena = AlignedBytes::zeroed(p.arena_bytes as usize)
-            .map_err(|message| ArtifactError::Input { name: "(arena)".into(), message })?;
-        for binding in &p.inputs {
-            let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
-            let (tensor, desc, offset) = super::bound_input(p, binding, inputs)?;
-            // SAFETY: the loader checked that the buffer lies inside the arena, and no other
-            // reference into the arena is alive.
-            let dest = unsafe { std::slice::from_raw_parts_mut(arena.ptr.add(offset as usize), desc.bytes() as usize) };
-            write_elements(tensor, desc.storage, dest).map_err(input_error)?;
-        }
-        if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
-            profile.record("inputs (copied into the arena)", started.elapsed());
-        }
-        for (s, step) in p.steps.iter().enumerate() {
-            let step_error = |message: String| ArtifactError::Step { step: s, what: describe(step), message };
-            let started = profile.as_ref().map(|_| Instant::now());
-            match (step, self.kernels[s]) {
-                (Step::Kernel { inputs, outputs, .. }, Some(kernel)) => {
-                    let args: Vec<*mut u8> = inputs.iter().chain(outputs).map(|&b| self.pointer(&arena, b)).collect();
-                    // SAFETY: the kernel reads and writes exactly the buffers of its kernel graph,
-                    // which the program passes in ABI order; all lie inside their regions.
-                    unsafe { kernel(args.as_ptr()) };
-                }
-                (Step::Library { call, inputs, outputs }, _) => {
-                    self.library_step(&arena, call, inputs, outputs).map_err(step_error)?;
-                }
-                (Step::Kernel { symbol, .. }, None) => {
-                    return Err(step_error(format!("kernel {symbol} is not loaded")))
-                }
-            }
-            if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
-                profile.record_step(step, started.elapsed());
-            }
-        }
-        let started = profile.as_ref().map(|_| Instant::now());
-        let mut results = Vec::with_capacity(p.outputs.len());
-        for binding in &p.outputs {
-            let desc = &p.buffers[binding.buffer as usize];
-            let bytes = self.bytes(&arena, binding.buffer);
-            let shape: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
-            let tensor = read_elements(bytes, desc.storage, binding.dtype, &shape).ok_or_else(|| {
-                ArtifactError::Input { name: binding.name.clone(), message: "output buffer has the wrong size".into() }
-            })?;
-            results.push((binding.name.clone(), tensor));
-        }
-        if let (Some(profile), Some(started)) = (profile, started) {
-            profile.record("outputs (read from the arena)", started.elapsed());
-        }
-        Ok(results)
+        self.bind::<T>(&[])?.run_profiled(inputs, profile)
     }
 
     fn pointer(&self, arena: &AlignedBytes, buffer: u32) -> *mut u8 {
@@ -284,6 +209,141 @@ impl CpuExecutor {
             LibraryCall::Reference { op } => library::reference(op, &ins, &mut outs),
         }
     }
+}
+
+/// A [`CpuExecutor`] with some inputs bound once ([`CpuExecutor::bind`]): one arena, kept
+/// across runs, that holds the resident inputs. The memory plan pins every input's range (no
+/// step writes it), so they stay intact; every other range is written before it is read in each
+/// run, so nothing depends on the arena starting zeroed.
+pub struct Bound<'e> {
+    executor: &'e CpuExecutor,
+    arena: AlignedBytes,
+    /// Per program input: bound once (true) or fed per run.
+    resident: Vec<bool>,
+}
+
+impl Bound<'_> {
+    /// Writes `inputs` and runs the program: `inputs` must be exactly the program inputs that
+    /// are not resident. Returns the outputs by name, in the program's order.
+    pub fn run<T: InputData>(&mut self, inputs: &[(String, T)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        self.run_steps(inputs, None, Output::Tensor).and_then(tensors)
+    }
+
+    /// [`Bound::run`], adding the wall time of every step to `profile` (kernels by symbol,
+    /// library calls by name), so repeated runs accumulate.
+    pub fn run_profiled<T: InputData>(
+        &mut self,
+        inputs: &[(String, T)],
+        profile: &mut Profile,
+    ) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        self.run_steps(inputs, Some(profile), Output::Tensor).and_then(tensors)
+    }
+
+    /// [`Bound::run`] returning each output as its stored bytes ([`Feed::Stored`], copied out
+    /// of the arena) instead of a tensor: no widening of f32 to f64, for callers that write
+    /// them out (`tessera run` writes them to `.npy` files as they are).
+    pub fn run_stored<T: InputData>(
+        &mut self,
+        inputs: &[(String, T)],
+        profile: Option<&mut Profile>,
+    ) -> Result<Vec<(String, Feed)>, ArtifactError> {
+        self.run_steps(inputs, profile, Output::Stored)
+    }
+
+    /// Writes the resident inputs (`resident` true) or the per-run ones into the arena.
+    fn write_inputs<T: InputData>(&mut self, inputs: &[(String, T)], resident: bool) -> Result<(), ArtifactError> {
+        let p = &self.executor.program;
+        for (binding, _) in p.inputs.iter().zip(&self.resident).filter(|(_, &r)| r == resident) {
+            let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
+            let (data, desc, offset) = super::bound_input(p, binding, inputs)?;
+            // SAFETY: the loader checked that the buffer lies inside the arena, and no other
+            // reference into the arena is alive (`&mut self`).
+            let dest =
+                unsafe { std::slice::from_raw_parts_mut(self.arena.ptr.add(offset as usize), desc.bytes() as usize) };
+            data.write_into(desc.storage, dest).map_err(input_error)?;
+        }
+        Ok(())
+    }
+
+    fn run_steps<T: InputData>(
+        &mut self,
+        inputs: &[(String, T)],
+        mut profile: Option<&mut Profile>,
+        output: Output,
+    ) -> Result<Vec<(String, Feed)>, ArtifactError> {
+        let executor = self.executor;
+        let p = &executor.program;
+        super::check_run_inputs(p, &self.resident, inputs)?;
+        let started = profile.as_ref().map(|_| Instant::now());
+        self.write_inputs(inputs, false)?;
+        if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
+            profile.record("inputs (copied into the arena)", started.elapsed());
+        }
+        let arena = &self.arena;
+        for (s, step) in p.steps.iter().enumerate() {
+            let step_error = |message: String| ArtifactError::Step { step: s, what: describe(step), message };
+            let started = profile.as_ref().map(|_| Instant::now());
+            match (step, executor.kernels[s]) {
+                (Step::Kernel { inputs, outputs, .. }, Some(kernel)) => {
+                    let args: Vec<*mut u8> =
+                        inputs.iter().chain(outputs).map(|&b| executor.pointer(arena, b)).collect();
+                    // SAFETY: the kernel reads and writes exactly the buffers of its kernel graph,
+                    // which the program passes in ABI order; all lie inside their regions.
+                    unsafe { kernel(args.as_ptr()) };
+                }
+                (Step::Library { call, inputs, outputs }, _) => {
+                    executor.library_step(arena, call, inputs, outputs).map_err(step_error)?;
+                }
+                (Step::Kernel { symbol, .. }, None) => {
+                    return Err(step_error(format!("kernel {symbol} is not loaded")))
+                }
+            }
+            if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
+                profile.record_step(step, started.elapsed());
+            }
+        }
+        let started = profile.as_ref().map(|_| Instant::now());
+        let mut results = Vec::with_capacity(p.outputs.len());
+        for binding in &p.outputs {
+            let desc = &p.buffers[binding.buffer as usize];
+            let bytes = executor.bytes(arena, binding.buffer);
+            let shape: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
+            let feed = match output {
+                Output::Tensor => read_elements(bytes, desc.storage, binding.dtype, &shape).map(Feed::Tensor),
+                Output::Stored => Some(Feed::Stored { dtype: binding.dtype, shape, data: bytes.to_vec(), start: 0 }),
+            };
+            let feed = feed.ok_or_else(|| ArtifactError::Input {
+                name: binding.name.clone(),
+                message: "output buffer has the wrong size".into(),
+            })?;
+            results.push((binding.name.clone(), feed));
+        }
+        if let (Some(profile), Some(started)) = (profile, started) {
+            profile.record("outputs (read from the arena)", started.elapsed());
+        }
+        Ok(results)
+    }
+}
+
+/// How a run returns its outputs.
+#[derive(Clone, Copy)]
+enum Output {
+    Tensor,
+    Stored,
+}
+
+/// The outputs as tensors (those read as [`Output::Tensor`] already are).
+fn tensors(outputs: Vec<(String, Feed)>) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+    outputs
+        .into_iter()
+        .map(|(name, feed)| match feed {
+            Feed::Tensor(t) => Ok((name, t)),
+            stored => match stored.to_tensor() {
+                Ok(t) => Ok((name, t)),
+                Err(message) => Err(ArtifactError::Input { name, message }),
+            },
+        })
+        .collect()
 }
 
 fn describe(step: &Step) -> String {

@@ -5,9 +5,10 @@
 //! [`check`]) and reports "no CUDA driver found" as a typed error.
 //!
 //! What a run does, in the program's order on one stream: the weights image is uploaded once
-//! (at load); per run, one device arena of the program's size (the CPU's static memory plan:
-//! buffer offsets are arena offsets) and one scratch region for kernel temporaries are used,
-//! the inputs are copied in, each kernel step launches its entries (from the cubin when it
+//! (at load); [`CudaExecutor::bind`] allocates one device arena of the program's size (the
+//! CPU's static memory plan: buffer offsets are arena offsets) and uploads the resident inputs
+//! (weights) once; each [`Bound::run`] uses it and one scratch region for kernel temporaries:
+//! the other inputs are copied in, each kernel step launches its entries (from the cubin when it
 //! loads on this device, else from the PTX) with
 //! the grid and block the compiler computed, each GEMM step is `cublasSgemmStridedBatched`
 //! with the compiler's transposes and strides, and each other library step (gather, transpose,
@@ -16,15 +17,13 @@
 
 use super::library::{self, In, Out};
 use super::load::Artifact;
-use super::ArtifactError;
+use super::{ArtifactError, Feed, InputData};
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 use std::sync::Arc;
-use tessera_ir::artifact::{
-    decode, encode, BufferDesc, GpuGemm, GpuLaunch, GpuProgram, LibraryCall, Location, Program, Step,
-};
+use tessera_ir::artifact::{BufferDesc, GpuGemm, GpuLaunch, GpuProgram, LibraryCall, Location, Program, Step};
 use tessera_ir::tensor::Tensor;
 
 /// Whether a CUDA driver library (`libcuda.so.1`) can be loaded on this machine.
@@ -163,47 +162,25 @@ impl CudaExecutor {
         &self.program
     }
 
+    /// Binds `resident` inputs once (by name, of their declared dtype and shape): allocates a
+    /// device arena that stays with the returned [`Bound`] and uploads them into it. Each
+    /// [`Bound::run`] then uploads only the other inputs. Fails if a name is not a program
+    /// input or a step would overwrite the input's buffer (see `executor::resident_inputs`).
+    pub fn bind<T: InputData>(&self, resident: &[(String, T)]) -> Result<Bound<'_>, ArtifactError> {
+        let p = &self.program;
+        let is_resident = super::resident_inputs(p, resident.iter().map(|(name, _)| name.as_str()))?;
+        let device = |message: String| ArtifactError::Target { target: p.target.clone(), message };
+        let arena =
+            self.stream.alloc_zeros::<u8>(p.arena_bytes.max(1) as usize).map_err(|e| device(format!("arena: {e}")))?;
+        let mut bound = Bound { executor: self, arena, resident: is_resident };
+        bound.upload_inputs(resident, true)?;
+        Ok(bound)
+    }
+
     /// Runs the program on `inputs` (every program input by name, of its declared dtype and
     /// shape) and returns the outputs by name, in the program's order.
-    pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
-        let p = &self.program;
-        let device = |message: String| ArtifactError::Target { target: p.target.clone(), message };
-        let mut arena =
-            self.stream.alloc_zeros::<u8>(p.arena_bytes.max(1) as usize).map_err(|e| device(format!("arena: {e}")))?;
-        for binding in &p.inputs {
-            let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
-            let (tensor, _, offset) = super::bound_input(p, binding, inputs)?;
-            let bytes = encode(tensor);
-            let mut view = arena.slice_mut(offset as usize..offset as usize + bytes.len());
-            self.stream.memcpy_htod(&bytes, &mut view).map_err(|e| input_error(format!("upload: {e}")))?;
-        }
-        for (s, step) in p.steps.iter().enumerate() {
-            let step_error = |message: String| ArtifactError::Step { step: s, what: describe(step), message };
-            match (&self.plans[s], step) {
-                (StepPlan::Kernel { functions, kernel }, Step::Kernel { inputs, outputs, .. }) => {
-                    self.launch(&arena, functions, *kernel, inputs, outputs).map_err(step_error)?
-                }
-                (StepPlan::Gemm(g), Step::Library { inputs, outputs, .. }) => {
-                    self.gemm(&arena, &self.gpu.gemms[*g], inputs, outputs).map_err(step_error)?
-                }
-                (StepPlan::Host, Step::Library { call, inputs, outputs }) => {
-                    self.host_step(&mut arena, call, inputs, outputs).map_err(step_error)?
-                }
-                _ => return Err(step_error("the step does not match its loaded plan".into())),
-            }
-        }
-        let mut results = Vec::with_capacity(p.outputs.len());
-        for binding in &p.outputs {
-            let desc = &p.buffers[binding.buffer as usize];
-            let bytes = self.download(&arena, desc).map_err(|e| device(format!("output {}: {e}", binding.name)))?;
-            let shape: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
-            let tensor = decode(&bytes, desc.storage, binding.dtype, &shape).ok_or_else(|| ArtifactError::Input {
-                name: binding.name.clone(),
-                message: "output buffer has the wrong size".into(),
-            })?;
-            results.push((binding.name.clone(), tensor));
-        }
-        Ok(results)
+    pub fn run<T: InputData>(&self, inputs: &[(String, T)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        self.bind::<T>(&[])?.run(inputs)
     }
 
     /// The device address of `buffer`.
@@ -321,6 +298,80 @@ impl CudaExecutor {
             let bytes = result.bytes();
             let mut view = arena.slice_mut(offset as usize..offset as usize + bytes.len());
             self.stream.memcpy_htod(bytes, &mut view).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// A [`CudaExecutor`] with some inputs bound once ([`CudaExecutor::bind`]): one device arena,
+/// kept across runs, that holds the resident inputs. As on the CPU, the memory plan pins every
+/// input's range (no step writes it) and every other range is written before it is read.
+pub struct Bound<'e> {
+    executor: &'e CudaExecutor,
+    arena: CudaSlice<u8>,
+    /// Per program input: bound once (true) or fed per run.
+    resident: Vec<bool>,
+}
+
+impl Bound<'_> {
+    /// Uploads `inputs` and runs the program: `inputs` must be exactly the program inputs that
+    /// are not resident. Returns the outputs by name, in the program's order.
+    pub fn run<T: InputData>(&mut self, inputs: &[(String, T)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        let outputs = self.run_stored(inputs)?;
+        let mut tensors = Vec::with_capacity(outputs.len());
+        for (name, feed) in outputs {
+            match feed.to_tensor() {
+                Ok(t) => tensors.push((name, t)),
+                Err(message) => return Err(ArtifactError::Input { name, message }),
+            }
+        }
+        Ok(tensors)
+    }
+
+    /// [`Bound::run`] returning each output as its stored bytes ([`Feed::Stored`], as
+    /// downloaded) instead of a tensor, as the CPU executor's `run_stored` does.
+    pub fn run_stored<T: InputData>(&mut self, inputs: &[(String, T)]) -> Result<Vec<(String, Feed)>, ArtifactError> {
+        let executor = self.executor;
+        let p = &executor.program;
+        super::check_run_inputs(p, &self.resident, inputs)?;
+        self.upload_inputs(inputs, false)?;
+        let device = |message: String| ArtifactError::Target { target: p.target.clone(), message };
+        let arena = &mut self.arena;
+        for (s, step) in p.steps.iter().enumerate() {
+            let step_error = |message: String| ArtifactError::Step { step: s, what: describe(step), message };
+            match (&executor.plans[s], step) {
+                (StepPlan::Kernel { functions, kernel }, Step::Kernel { inputs, outputs, .. }) => {
+                    executor.launch(arena, functions, *kernel, inputs, outputs).map_err(step_error)?
+                }
+                (StepPlan::Gemm(g), Step::Library { inputs, outputs, .. }) => {
+                    executor.gemm(arena, &executor.gpu.gemms[*g], inputs, outputs).map_err(step_error)?
+                }
+                (StepPlan::Host, Step::Library { call, inputs, outputs }) => {
+                    executor.host_step(arena, call, inputs, outputs).map_err(step_error)?
+                }
+                _ => return Err(step_error("the step does not match its loaded plan".into())),
+            }
+        }
+        let mut results = Vec::with_capacity(p.outputs.len());
+        for binding in &p.outputs {
+            let desc = &p.buffers[binding.buffer as usize];
+            let data = executor.download(arena, desc).map_err(|e| device(format!("output {}: {e}", binding.name)))?;
+            let shape: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
+            results.push((binding.name.clone(), Feed::Stored { dtype: binding.dtype, shape, data, start: 0 }));
+        }
+        Ok(results)
+    }
+
+    /// Uploads the resident inputs (`resident` true) or the per-run ones into the arena.
+    fn upload_inputs<T: InputData>(&mut self, inputs: &[(String, T)], resident: bool) -> Result<(), ArtifactError> {
+        let executor = self.executor;
+        let p = &executor.program;
+        for (binding, _) in p.inputs.iter().zip(&self.resident).filter(|(_, &r)| r == resident) {
+            let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
+            let (data, desc, offset) = super::bound_input(p, binding, inputs)?;
+            let bytes = data.stored_bytes(desc.storage).map_err(input_error)?;
+            let mut view = self.arena.slice_mut(offset as usize..offset as usize + bytes.len());
+            executor.stream.memcpy_htod(bytes.as_ref(), &mut view).map_err(|e| input_error(format!("upload: {e}")))?;
         }
         Ok(())
     }

@@ -4,7 +4,10 @@
 //! SHA-256, and the program's internal consistency (buffer ranges inside the arena or the
 //! weights image, aligned, step operands in range, no step writing a range it reads), so the
 //! library calls never index out of bounds. [`cpu`] runs a checked program: it maps
-//! `kernels.so` into the process and runs the steps over one arena; [`library`] holds the
+//! `kernels.so` into the process and runs the steps over one arena. Both executors bind inputs
+//! the same way: `bind(resident)` writes some inputs (the weights) once into an arena that the
+//! returned `Bound` keeps, and each `Bound::run(rest)` writes only the others
+//! (`resident_inputs` and `check_run_inputs` hold the rules); [`library`] holds the
 //! library calls (GEMM through the `gemm` crate, data movement, the reference fallback).
 //! [`cuda`] is the entry point for CUDA targets. [`profile`] accumulates per-step wall time
 //! (`tessera run --profile`).
@@ -15,9 +18,12 @@ pub mod library;
 pub mod load;
 pub mod profile;
 
+use rayon::prelude::*;
+use std::borrow::Cow;
 use std::path::PathBuf;
-use tessera_ir::artifact::{BufferDesc, IoBinding, Location, Program};
-use tessera_ir::tensor::Tensor;
+use tessera_ir::artifact::{decode, encode, BufferDesc, IoBinding, Location, Program, Storage};
+use tessera_ir::dtype::DType;
+use tessera_ir::tensor::{Buffer as TensorData, Tensor};
 
 /// Why an artifact could not be loaded or run. Messages name the artifact file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -46,24 +52,229 @@ pub enum ArtifactError {
     Step { step: usize, what: String, message: String },
 }
 
-/// The tensor fed for `binding`, checked against the dtype and shape the program declares, with
+/// Which of the program's inputs (by index into [`Program::inputs`]) are resident: bound once
+/// and kept in the arena across runs. Checks that every name is a program input, named once,
+/// and that no step writes any part of its buffer (the memory plan pins inputs; an artifact
+/// planned otherwise is refused rather than silently computing with overwritten weights).
+pub(crate) fn resident_inputs<'n>(
+    program: &Program,
+    names: impl IntoIterator<Item = &'n str>,
+) -> Result<Vec<bool>, ArtifactError> {
+    let mut resident = vec![false; program.inputs.len()];
+    for name in names {
+        let input_error = |message: &str| ArtifactError::Input { name: name.to_string(), message: message.into() };
+        let i = program.inputs.iter().position(|b| b.name == name).ok_or_else(|| input_error(NOT_AN_INPUT))?;
+        if std::mem::replace(&mut resident[i], true) {
+            return Err(input_error("bound twice"));
+        }
+        let range = arena_range(program, program.inputs[i].buffer);
+        let written = program.steps.iter().position(|step| {
+            step.outputs().iter().any(|&o| {
+                let (start, end) = arena_range(program, o);
+                start < end && start < range.1 && range.0 < end
+            })
+        });
+        if let Some(step) = written {
+            let message = format!(
+                "step {step} overwrites its buffer, so it cannot stay resident across runs \
+                 (an artifact from before inputs were pinned: recompile it)"
+            );
+            return Err(ArtifactError::Input { name: name.to_string(), message });
+        }
+    }
+    Ok(resident)
+}
+
+const NOT_AN_INPUT: &str = "the program has no input of this name";
+
+/// Checks the names of the inputs fed for one run: each a program input, given once, and not
+/// one of the resident inputs (those are bound once; missing ones are reported by
+/// [`bound_input`]).
+pub(crate) fn check_run_inputs<T>(
+    program: &Program,
+    resident: &[bool],
+    inputs: &[(String, T)],
+) -> Result<(), ArtifactError> {
+    for (k, (name, _)) in inputs.iter().enumerate() {
+        let input_error = |message: &str| ArtifactError::Input { name: name.clone(), message: message.into() };
+        let i = program.inputs.iter().position(|b| b.name == *name).ok_or_else(|| input_error(NOT_AN_INPUT))?;
+        if resident[i] {
+            return Err(input_error("bound once as a resident input; it cannot also be fed per run"));
+        }
+        if inputs[..k].iter().any(|(n, _)| n == name) {
+            return Err(input_error("given twice"));
+        }
+    }
+    Ok(())
+}
+
+/// The arena byte range of `buffer` (empty for a buffer in the weights image).
+fn arena_range(program: &Program, buffer: u32) -> (u64, u64) {
+    let desc = &program.buffers[buffer as usize];
+    match desc.location {
+        Location::Arena { offset } => (offset, offset + desc.bytes()),
+        Location::Weights { .. } => (0, 0),
+    }
+}
+
+/// Data for a program input: a [`Tensor`] (values as f64 or i64, converted to the buffer's
+/// storage) or a [`Feed`].
+pub trait InputData: Sync {
+    fn dtype(&self) -> DType;
+    fn shape(&self) -> &[usize];
+    /// Writes the elements into `dest`, the input's buffer (in `storage`, little-endian, aligned
+    /// to [`tessera_ir::artifact::ALIGNMENT`]).
+    fn write_into(&self, storage: Storage, dest: &mut [u8]) -> Result<(), String>;
+    /// The elements in `storage`, little-endian (what a device upload copies).
+    fn stored_bytes(&self, storage: Storage) -> Result<Cow<'_, [u8]>, String>;
+}
+
+/// Elements per task when converting inputs and outputs on rayon's pool: large enough that the
+/// task overhead vanishes, small enough that a weight matrix splits across the cores.
+pub(crate) const CONVERT_CHUNK: usize = 1 << 16;
+
+impl InputData for Tensor {
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Converts straight into `dest` without an intermediate buffer: model weights are program
+    /// inputs, so this is half a GiB for GPT-2 small.
+    fn write_into(&self, storage: Storage, dest: &mut [u8]) -> Result<(), String> {
+        let size_error = || "buffer size does not match the tensor".to_string();
+        match (&self.data, storage) {
+            // Element-wise stores through aligned typed views (the arena's buffers are aligned),
+            // so the conversion loop vectorizes (CPU artifacts are x86-64: little-endian like the
+            // format), in chunks on rayon's pool.
+            (TensorData::Float(values), Storage::F32) => {
+                // SAFETY: every bit pattern is a valid f32; only the aligned middle is used.
+                let (head, body, tail) = unsafe { dest.align_to_mut::<f32>() };
+                if !head.is_empty() || !tail.is_empty() || body.len() != values.len() {
+                    return Err(size_error());
+                }
+                body.par_chunks_mut(CONVERT_CHUNK)
+                    .zip(values.par_chunks(CONVERT_CHUNK))
+                    .for_each(|(d, v)| d.iter_mut().zip(v).for_each(|(d, &x)| *d = x as f32));
+            }
+            (TensorData::Int(values), Storage::I64) => {
+                // SAFETY: as above, for i64.
+                let (head, body, tail) = unsafe { dest.align_to_mut::<i64>() };
+                if !head.is_empty() || !tail.is_empty() || body.len() != values.len() {
+                    return Err(size_error());
+                }
+                body.copy_from_slice(values);
+            }
+            _ => {
+                let bytes = encode(self);
+                if bytes.len() != dest.len() {
+                    return Err(size_error());
+                }
+                dest.copy_from_slice(&bytes);
+            }
+        }
+        Ok(())
+    }
+
+    fn stored_bytes(&self, _: Storage) -> Result<Cow<'_, [u8]>, String> {
+        Ok(Cow::Owned(encode(self)))
+    }
+}
+
+/// Data for a program input as the CLI reads it: a tensor, or the bytes of a `.npy` file whose
+/// data already is the input's storage (`npy::read_npy_feed`), copied into the arena as they are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Feed {
+    Tensor(Tensor),
+    /// `data[start..]` holds the elements of `shape` in the storage of `dtype`, little-endian.
+    Stored {
+        dtype: DType,
+        shape: Vec<usize>,
+        data: Vec<u8>,
+        start: usize,
+    },
+}
+
+impl Feed {
+    /// The data as a [`Tensor`] (stored bytes decoded: exact, f32 and i64 widen to f64 and i64).
+    pub fn to_tensor(&self) -> Result<Tensor, String> {
+        match self {
+            Feed::Tensor(t) => Ok(t.clone()),
+            Feed::Stored { dtype, shape, data, start } => data
+                .get(*start..)
+                .and_then(|bytes| decode(bytes, Storage::of(*dtype), *dtype, shape))
+                .ok_or_else(|| format!("{dtype} {shape:?}: the stored bytes do not match the shape")),
+        }
+    }
+}
+
+impl InputData for Feed {
+    fn dtype(&self) -> DType {
+        match self {
+            Feed::Tensor(t) => t.dtype,
+            Feed::Stored { dtype, .. } => *dtype,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            Feed::Tensor(t) => &t.shape,
+            Feed::Stored { shape, .. } => shape,
+        }
+    }
+
+    fn write_into(&self, storage: Storage, dest: &mut [u8]) -> Result<(), String> {
+        match self {
+            Feed::Tensor(t) => t.write_into(storage, dest),
+            Feed::Stored { .. } => {
+                let bytes = self.stored_bytes(storage)?;
+                if bytes.len() != dest.len() {
+                    return Err("buffer size does not match the array".into());
+                }
+                let chunk = CONVERT_CHUNK * 4;
+                dest.par_chunks_mut(chunk).zip(bytes.par_chunks(chunk)).for_each(|(d, b)| d.copy_from_slice(b));
+                Ok(())
+            }
+        }
+    }
+
+    fn stored_bytes(&self, storage: Storage) -> Result<Cow<'_, [u8]>, String> {
+        match self {
+            Feed::Tensor(t) => t.stored_bytes(storage),
+            Feed::Stored { dtype, data, start, .. } => {
+                if Storage::of(*dtype) != storage {
+                    return Err(format!("{dtype} data cannot fill a buffer stored as {storage:?}"));
+                }
+                data.get(*start..).map(Cow::Borrowed).ok_or_else(|| "array data out of range".to_string())
+            }
+        }
+    }
+}
+
+/// The data fed for `binding`, checked against the dtype and shape the program declares, with
 /// its buffer and the arena offset the buffer starts at. Both executors bind inputs this way.
-pub(crate) fn bound_input<'a, 'p>(
+pub(crate) fn bound_input<'a, 'p, T: InputData>(
     program: &'p Program,
     binding: &IoBinding,
-    inputs: &'a [(String, Tensor)],
-) -> Result<(&'a Tensor, &'p BufferDesc, u64), ArtifactError> {
+    inputs: &'a [(String, T)],
+) -> Result<(&'a T, &'p BufferDesc, u64), ArtifactError> {
     let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
-    let tensor =
+    let data =
         inputs.iter().find(|(n, _)| *n == binding.name).map(|(_, t)| t).ok_or_else(|| input_error("missing".into()))?;
     let desc = &program.buffers[binding.buffer as usize];
-    let shape: Vec<u64> = tensor.shape.iter().map(|&n| n as u64).collect();
-    if tensor.dtype != binding.dtype || shape != desc.shape {
+    let shape: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
+    if data.dtype() != binding.dtype || shape != desc.shape {
         return Err(input_error(format!(
             "expected {} {:?}, got {} {:?}",
-            binding.dtype, desc.shape, tensor.dtype, tensor.shape
+            binding.dtype,
+            desc.shape,
+            data.dtype(),
+            data.shape()
         )));
     }
     let Location::Arena { offset } = desc.location else { return Err(input_error("not in the arena".into())) };
-    Ok((tensor, desc, offset))
+    Ok((data, desc, offset))
 }
