@@ -23,7 +23,9 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 use std::sync::Arc;
-use tessera_ir::artifact::{BufferDesc, GpuGemm, GpuLaunch, GpuProgram, LibraryCall, Location, Program, Step};
+use tessera_ir::artifact::{
+    BufferDesc, GpuGemm, GpuKernel, GpuLaunch, GpuProgram, LibraryCall, Location, Program, Step,
+};
 use tessera_ir::tensor::Tensor;
 
 /// Whether a CUDA driver library (`libcuda.so.1`) can be loaded on this machine.
@@ -89,6 +91,7 @@ impl CudaExecutor {
         let blas =
             CudaBlas::new(stream.clone()).map_err(|e| cuda_error(&artifact, "cannot create a cuBLAS handle", e))?;
         let mut plans = Vec::with_capacity(artifact.program.steps.len());
+        let mut loaded: Vec<Option<Vec<CudaFunction>>> = vec![None; gpu.kernels.len()];
         let mut gemms = gpu.gemms.iter().enumerate().map(|(i, g)| (g.step as usize, i)).collect::<Vec<_>>().into_iter();
         let mut next_gemm = gemms.next();
         for (s, step) in artifact.program.steps.iter().enumerate() {
@@ -97,39 +100,15 @@ impl CudaExecutor {
                     let kernel = gpu.kernels.iter().position(|k| k.symbol == *symbol).ok_or_else(|| {
                         cuda_error(&artifact, &format!("step {s}"), format!("no GPU code for {symbol}"))
                     })?;
-                    let code = &gpu.kernels[kernel];
-                    // The cubin runs only on its architecture's devices; the PTX is JIT-compiled
-                    // by the driver for this device (same or newer architecture).
-                    let from_cubin = match &code.cubin_file {
-                        Some(cubin) => Some(context.load_module(Ptx::from_binary(read_code(&artifact, cubin)?))),
-                        None => None,
-                    };
-                    let module = match from_cubin {
-                        Some(Ok(module)) => module,
-                        cubin_result => {
-                            let ptx = Ptx::from_src(String::from_utf8_lossy(&read_code(&artifact, &code.ptx_file)?));
-                            context.load_module(ptx).map_err(|e| {
-                                let cubin = match cubin_result {
-                                    Some(Err(c)) => format!(" (its cubin: {c})"),
-                                    _ => String::new(),
-                                };
-                                cuda_error(
-                                    &artifact,
-                                    &format!("cannot load the module of {symbol}"),
-                                    format!("{e}{cubin}"),
-                                )
-                            })?
+                    // Deduplicated kernels are launched by many steps: load each module once.
+                    let functions = match &loaded[kernel] {
+                        Some(functions) => Vec::clone(functions),
+                        None => {
+                            let functions = load_kernel(&context, &artifact, &gpu.kernels[kernel], symbol)?;
+                            loaded[kernel] = Some(functions.clone());
+                            functions
                         }
                     };
-                    let functions = code
-                        .launches
-                        .iter()
-                        .map(|l| {
-                            module
-                                .load_function(&l.entry)
-                                .map_err(|e| cuda_error(&artifact, &format!("entry {}", l.entry), e))
-                        })
-                        .collect::<Result<_, _>>()?;
                     StepPlan::Kernel { functions, kernel }
                 }
                 Step::Library { .. } => match next_gemm {
@@ -380,6 +359,39 @@ impl Bound<'_> {
 fn read_code(artifact: &Artifact, rel: &str) -> Result<Vec<u8>, ArtifactError> {
     let path = artifact.rank_dir.join(rel);
     std::fs::read(&path).map_err(|source| ArtifactError::Io { path, source })
+}
+
+/// Loads the module of one GPU kernel (its cubin where that loads, else its PTX, which the
+/// driver JIT-compiles for this device) and its entry functions.
+fn load_kernel(
+    context: &Arc<CudaContext>,
+    artifact: &Artifact,
+    code: &GpuKernel,
+    symbol: &str,
+) -> Result<Vec<CudaFunction>, ArtifactError> {
+    // The cubin runs only on its architecture's devices; the PTX is JIT-compiled
+    // by the driver for this device (same or newer architecture).
+    let from_cubin = match &code.cubin_file {
+        Some(cubin) => Some(context.load_module(Ptx::from_binary(read_code(artifact, cubin)?))),
+        None => None,
+    };
+    let module = match from_cubin {
+        Some(Ok(module)) => module,
+        cubin_result => {
+            let ptx = Ptx::from_src(String::from_utf8_lossy(&read_code(artifact, &code.ptx_file)?));
+            context.load_module(ptx).map_err(|e| {
+                let cubin = match cubin_result {
+                    Some(Err(c)) => format!(" (its cubin: {c})"),
+                    _ => String::new(),
+                };
+                cuda_error(artifact, &format!("cannot load the module of {symbol}"), format!("{e}{cubin}"))
+            })?
+        }
+    };
+    code.launches
+        .iter()
+        .map(|l| module.load_function(&l.entry).map_err(|e| cuda_error(artifact, &format!("entry {}", l.entry), e)))
+        .collect()
 }
 
 /// Launches `functions[i]` with the geometry of `launches[i]`, in order on `stream`, each with
