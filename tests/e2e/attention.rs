@@ -23,3 +23,17 @@ fn a_zoo_gpt_layer_fuses_attention_into_one_group() {
     assert_eq!(training.code, 0, "{}", training.stderr);
     assert!(!training.stdout.contains("(attention,"), "dropout on the probabilities is not a site");
 }
+
+/// The rule: attention kernels on CUDA, the GEMM library path on the CPU (where the fused
+/// kernel measured slower, BENCHMARKS.md).
+#[test]
+fn compiled_attention_is_fused_on_cuda_and_library_gemms_on_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpu = tessera(dir.path(), &["compile", GPT, "-o", "cpu"]);
+    assert_eq!(cpu.code, 0, "{}", cpu.stderr);
+    // Per layer: qkv, out, up, down projections and the two attention GEMMs.
+    assert!(cpu.stdout.contains("12 matmul"), "{}", cpu.stdout);
+    let cuda = tessera(dir.path(), &["compile", GPT, "--target", "cuda:sm_90", "-o", "cuda"]);
+    assert_eq!(cuda.code, 0, "{}", cuda.stderr);
+    assert!(cuda.stdout.contains("8 matmul"), "the attention GEMMs are inside kernels: {}", cuda.stdout);
+}
