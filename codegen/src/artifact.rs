@@ -114,7 +114,12 @@ pub fn input_hash(model_bytes: &[u8], options: &CompileOptions) -> String {
 
 /// Compiles `graph` (whose source had `model_bytes`) into artifact files, in memory.
 pub fn compile(graph: &Graph, model_bytes: &[u8], options: &CompileOptions) -> Result<Compiled, CompileError> {
-    let can_compile = |k: &Graph| supports(k).is_ok();
+    // Attention kernels (the only kernels holding a matmul) are CUDA-only: on the CPU the fused
+    // flash-style kernel measured slower than the GEMM library calls plus the softmax kernel
+    // (BENCHMARKS.md, "Fused flash-style attention"), so the CPU keeps the library path.
+    let cpu = matches!(options.target, Target::Cpu);
+    let holds_matmul = |k: &Graph| k.nodes().any(|(_, n)| matches!(n.op, tessera_ir::ops::Op::MatMul));
+    let can_compile = |k: &Graph| supports(k).is_ok() && !(cpu && holds_matmul(k));
     // A training step's optimizer updates become elementwise ops, which fuse into kernels.
     let decomposed;
     let graph = if has_optimizer_updates(graph) {

@@ -415,6 +415,10 @@ fn transposes_into_gemms(g: &Graph) -> (std::collections::HashSet<NodeId>, HashM
     let mut matmuls = HashMap::new();
     for (id, node) in g.nodes() {
         let Op::MatMul = node.op else { continue };
+        // A matmul inside a fused kernel (an attention site) is the kernel's, not a GEMM call.
+        if g.fusion_tag(id).is_some() {
+            continue;
+        }
         let Some(t) = g.producer(node.inputs[1]) else { continue };
         let Op::Transpose { perm } = &g.node(t).op else { continue };
         let r = perm.len();

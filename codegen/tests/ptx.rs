@@ -58,7 +58,8 @@ fn op_zoo() -> Vec<Graph> {
 #[test]
 fn every_kernel_assembles_for_sm80_and_sm90() {
     let ptxas = ptxas();
-    let mut graphs = vec![gelu_bias(3, 4, 5), masked_softmax(2, 7), residual_norms(3, 16), attention(8, 4)];
+    let mut graphs =
+        vec![gelu_bias(3, 4, 5), masked_softmax(2, 7), residual_norms(3, 16), attention(8, 4), attention(40, 4)];
     graphs.extend(op_zoo());
     let kernels: Vec<KernelSource> =
         graphs.into_iter().enumerate().map(|(i, graph)| KernelSource { symbol: format!("k{i}"), graph }).collect();

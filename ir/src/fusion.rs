@@ -22,11 +22,19 @@ pub enum FusionKind {
     LayerNorm,
     /// An RMS norm with its producers and consumers.
     RmsNorm,
+    /// Scaled-dot-product attention, `softmax(f(q kᵀ)) v`, as one flash-style kernel.
+    Attention,
 }
 
 impl FusionKind {
-    pub const ALL: [FusionKind; 5] =
-        [FusionKind::Loop, FusionKind::Input, FusionKind::Softmax, FusionKind::LayerNorm, FusionKind::RmsNorm];
+    pub const ALL: [FusionKind; 6] = [
+        FusionKind::Loop,
+        FusionKind::Input,
+        FusionKind::Softmax,
+        FusionKind::LayerNorm,
+        FusionKind::RmsNorm,
+        FusionKind::Attention,
+    ];
 
     /// The spelling in comments and reports.
     pub fn name(self) -> &'static str {
@@ -36,6 +44,7 @@ impl FusionKind {
             FusionKind::Softmax => "softmax",
             FusionKind::LayerNorm => "layer_norm",
             FusionKind::RmsNorm => "rms_norm",
+            FusionKind::Attention => "attention",
         }
     }
 

@@ -10,9 +10,14 @@
 //! - a matmul or convolution reads it and it is computed by arithmetic (they read each operand
 //!   element many times).
 //!
+//! - Attention sites ([`crate::attention`]) are the exception: their probabilities and scores
+//!   are never materialized. The output matmul's template runs the online softmax over key
+//!   tiles and computes each score inline (a dot product of a query row and a key column).
+//!
 //! Data movement (`broadcast`, `transpose`, `slice`, ...) is never materialized for its own
 //! sake: recomputing it is index arithmetic and a load.
 
+use crate::attention::{find_attention, AttentionSite};
 use crate::template::{is_data_movement, template, Template};
 use tessera_ir::graph::{Graph, ValueDef, ValueId};
 use tessera_ir::ops::Op;
@@ -36,6 +41,8 @@ pub struct Schedule {
     /// or a value listed twice): `(output position, argument holding the value)`; the kernel
     /// copies them at the end.
     pub copies: Vec<(usize, usize)>,
+    /// Attention sites, computed flash-style by their output matmul's loop nest.
+    pub attention: Vec<AttentionSite>,
 }
 
 impl Schedule {
@@ -91,11 +98,17 @@ pub fn schedule(g: &Graph) -> Schedule {
             }
         }
     }
+    let attention = find_attention(g);
+    for site in &attention {
+        for node in [site.scores, site.softmax] {
+            storage[g.node(node).outputs[0].index()] = Storage::Inline;
+        }
+    }
     debug_assert!(g.values().all(|(id, value)| match value.def {
         ValueDef::Input { .. } => matches!(storage[id.index()], Storage::Argument(_)),
         ValueDef::Result { .. } => true,
     }));
-    Schedule { storage, copies }
+    Schedule { storage, copies, attention }
 }
 
 #[cfg(test)]

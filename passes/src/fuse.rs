@@ -13,7 +13,11 @@
 //!   `tessera_codegen::supports`; the registered pass, which has no code generator to ask, uses
 //!   [`conservative_can_compile`]).
 //!
-//! Matrix products, convolutions, gathers and scatters stay library calls, reshapes are views
+//! Attention sites (`tessera_kernels::attention`: `softmax(f(q kᵀ)) v` with single-use scores
+//! and probabilities) are grouped first, whole, as one closed group of kind attention (the code
+//! generator computes it flash-style); nothing merges into it afterwards.
+//!
+//! Other matrix products, convolutions, gathers and scatters stay library calls, reshapes are views
 //! (the memory plan aliases them), and constants are weights; none of them joins a group. An op
 //! that no kernel can hold alone stays untagged and runs as a library call.
 //!
@@ -28,6 +32,7 @@ use std::collections::{BinaryHeap, HashMap};
 use tessera_ir::fusion::{FusionKind, FusionTag};
 use tessera_ir::graph::{Graph, InputRole, NodeId, ValueId};
 use tessera_ir::ops::Op;
+use tessera_kernels::attention::find_attention;
 
 const MAX_OPS: OptionSpec =
     OptionSpec { name: "max-ops", default: OptionValue::UInt(64), help: "most ops in one fused kernel" };
@@ -81,6 +86,7 @@ pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError>
             FusionKind::Softmax => "softmax-groups",
             FusionKind::LayerNorm => "layer-norm-groups",
             FusionKind::RmsNorm => "rms-norm-groups",
+            FusionKind::Attention => "attention-groups",
         };
         stats.count(counter, report.groups.get(&kind).copied().unwrap_or(0));
     }
@@ -89,24 +95,28 @@ pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError>
 }
 
 /// What a kernel may hold when no code generator is asked: elementwise ops, casts, broadcasts,
-/// reductions, softmax and the norms, on float, integer or boolean tensors of static shape.
+/// reductions, softmax and the norms, on float, integer or boolean tensors of static shape, and
+/// the matmuls and transposes of an attention site.
 pub fn conservative_can_compile(kernel: &Graph) -> bool {
     let static_types = kernel.values().all(|(_, v)| v.ty.static_shape().is_some());
+    let attention: std::collections::HashSet<NodeId> =
+        find_attention(kernel).iter().flat_map(|site| site.nodes()).collect();
     static_types
-        && kernel.nodes().all(|(_, n)| {
-            matches!(
-                n.op,
-                Op::Unary(_)
-                    | Op::Binary(_)
-                    | Op::Compare(_)
-                    | Op::Where
-                    | Op::Cast { .. }
-                    | Op::Broadcast { .. }
-                    | Op::Reduce { .. }
-                    | Op::Softmax { .. }
-                    | Op::LayerNorm { .. }
-                    | Op::RmsNorm { .. }
-            )
+        && kernel.nodes().all(|(id, n)| {
+            attention.contains(&id)
+                || matches!(
+                    n.op,
+                    Op::Unary(_)
+                        | Op::Binary(_)
+                        | Op::Compare(_)
+                        | Op::Where
+                        | Op::Cast { .. }
+                        | Op::Broadcast { .. }
+                        | Op::Reduce { .. }
+                        | Op::Softmax { .. }
+                        | Op::LayerNorm { .. }
+                        | Op::RmsNorm { .. }
+                )
         })
 }
 
@@ -143,16 +153,37 @@ pub fn fuse(g: &mut Graph, config: &FusionConfig<'_>) -> Result<FusionReport, Pa
     let mut groups: Vec<Vec<NodeId>> = Vec::new();
     let mut stamp = vec![0u32; n];
     let mut generation = 0u32;
+    // Attention sites first, each one closed group (sites never share nodes).
+    let mut closed: Vec<bool> = Vec::new();
+    for site in find_attention(g) {
+        let members = site.nodes();
+        generation += 1;
+        if members.len() > config.max_ops
+            || !is_convex(g, &members, &producer, &mut stamp, generation)
+            || !can_compile(g, &members, config)
+        {
+            continue;
+        }
+        for m in &members {
+            group_of[m.index()] = Some(groups.len());
+        }
+        groups.push(members);
+        closed.push(true);
+    }
     for (id, node) in g.nodes() {
+        if group_of[id.index()].is_some() {
+            continue;
+        }
         if !may_fuse(&node.op) || !can_compile(g, &[id], config) {
             continue;
         }
         groups.push(vec![id]);
+        closed.push(false);
         group_of[id.index()] = Some(groups.len() - 1);
         for v in &node.inputs {
             let Some(p) = producer[v.index()] else { continue };
             let (Some(pg), Some(cg)) = (group_of[p.index()], group_of[id.index()]) else { continue };
-            if pg == cg {
+            if pg == cg || closed[pg] {
                 continue;
             }
             let mut union: Vec<NodeId> = groups[pg].iter().chain(&groups[cg]).copied().collect();
@@ -174,7 +205,11 @@ pub fn fuse(g: &mut Graph, config: &FusionConfig<'_>) -> Result<FusionReport, Pa
         }
     }
     let order = contiguous_order(g, &group_of, &producer);
-    let kinds: Vec<FusionKind> = groups.iter().map(|members| group_kind(g, members)).collect();
+    let kinds: Vec<FusionKind> = groups
+        .iter()
+        .zip(&closed)
+        .map(|(members, &attention)| if attention { FusionKind::Attention } else { group_kind(g, members) })
+        .collect();
     // Tag in the new order, numbering groups as they first appear.
     let mut number: HashMap<usize, u32> = HashMap::new();
     let mut tags = Vec::with_capacity(n);
@@ -424,5 +459,26 @@ mod tests {
         assert_eq!(names(&k.outputs), vec!["s"]);
         assert_eq!(k.graph.num_nodes(), 4);
         assert_eq!(extract_kernel(&g, &[], "k").err(), Some(ExtractError::Empty));
+    }
+
+    #[test]
+    fn an_attention_head_is_one_closed_attention_group() {
+        let mut g = tessera_kernels::builders::attention_head(2, 6, 4, tessera_ir::dtype::DType::F32).expect("build");
+        let report = fuse(&mut g, &FusionConfig { max_ops: 64, can_compile: &conservative_can_compile }).expect("fuse");
+        tessera_ir::verify::verify(&g).expect("verifies");
+        let found: Vec<(FusionKind, Vec<&str>)> = groups(&g)
+            .iter()
+            .map(|gr| (gr.tag.kind, gr.nodes.iter().map(|n| g.node(*n).op.mnemonic()).collect()))
+            .collect();
+        let attention = found.iter().find(|(kind, _)| *kind == FusionKind::Attention).expect("an attention group");
+        assert_eq!(
+            attention.1,
+            vec!["transpose", "matmul", "broadcast", "mul", "broadcast", "add", "softmax", "matmul"],
+            "{found:?}"
+        );
+        assert_eq!(report.groups.get(&FusionKind::Attention), Some(&1));
+        let text = print_graph(&g);
+        assert!(text.contains("(attention, 8 ops)"), "{text}");
+        assert_eq!(parse_verified(&text).expect("reparse"), g);
     }
 }

@@ -5,7 +5,8 @@
 //! themselves, and graph statistics (FLOPs, bytes, memory) for `tessera info`. Later the cost
 //! model, the parallelization planner and the e-graph optimizer live here too.
 //!
-//! What it may depend on: `tessera-ir` (and `thiserror`), nothing else of tessera. Never on
+//! What it may depend on: `tessera-ir` (and `thiserror`), and `tessera-kernels` for the attention
+//! site matcher the fusion pass shares with the code generator. Never on
 //! `runtime`, `codegen` or MLIR; the reference interpreter (`tessera-runtime`) is only a
 //! dev-dependency, for the numeric checks in tests.
 //!

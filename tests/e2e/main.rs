@@ -1,6 +1,7 @@
 //! End-to-end tests: the `tessera` binary and the crates together, one test binary.
 
 mod artifact;
+mod attention;
 mod bad_input;
 mod calibration;
 mod cli;

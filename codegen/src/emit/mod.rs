@@ -13,6 +13,7 @@
 //! booleans as `i1`; floats compute in `f32` and, for `f16`/`bf16` tensors, round to the dtype
 //! after every op as the reference interpreter does.
 
+mod attention;
 mod pointwise;
 mod templates;
 
@@ -350,6 +351,11 @@ impl<'g> FnEmitter<'g> {
         KernelText { globals: self.globals, function, arguments: self.signature.into_iter().map(|a| a.ty).collect() }
     }
 
+    /// A line at function entry (GPU: kernel entry), where it dominates every use.
+    pub(crate) fn push_entry_line(&mut self, line: String) {
+        self.constant_lines.push(line);
+    }
+
     /// Whether this function is emitted for the GPU (libdevice has fast math functions there;
     /// the CPU gets inline approximations instead of libm calls).
     pub(crate) fn is_gpu(&self) -> bool {
@@ -587,6 +593,12 @@ impl<'g> FnEmitter<'g> {
             return Ok(self.load(&buffer, self.g.value(v).ty.dtype, idx));
         }
         match self.g.value(v).def {
+            ValueDef::Result { node, .. }
+                if self.plan.storage_of(v) == Storage::Inline
+                    && matches!(self.g.node(node).op, tessera_ir::ops::Op::MatMul) =>
+            {
+                self.matmul_at(node, idx)
+            }
             ValueDef::Result { node, index } if self.plan.storage_of(v) == Storage::Inline => {
                 self.pointwise(node, index, idx)
             }

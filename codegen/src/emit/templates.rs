@@ -177,6 +177,11 @@ impl FnEmitter<'_> {
                     })
                 })
             }
+            Op::MatMul if self.plan.attention.iter().any(|s| s.output == node) => {
+                let site = self.plan.attention.iter().find(|s| s.output == node).cloned();
+                let site = site.ok_or_else(|| CodegenError::Internal("attention site lost".into()))?;
+                self.emit_attention(&site, dest)
+            }
             Op::MatMul => {
                 let (a, b) = (n.inputs[0], n.inputs[1]);
                 let a_shape = shape_of(&g.value(a).ty)?;
@@ -380,7 +385,7 @@ impl FnEmitter<'_> {
 
     /// The index into an operand of shape `src` broadcast (NumPy trailing alignment) to the
     /// index `idx` of the broadcast shape.
-    fn broadcast_index(&mut self, idx: &[String], src: &[usize]) -> Vec<String> {
+    pub(crate) fn broadcast_index(&mut self, idx: &[String], src: &[usize]) -> Vec<String> {
         let lead = idx.len() - src.len();
         let zero = self.index(0);
         src.iter().enumerate().map(|(d, &n)| if n == 1 { zero.clone() } else { idx[d + lead].clone() }).collect()
