@@ -33,6 +33,11 @@ struct Geometry {
 /// Reads `strides`, `dilations`, `pads` and `auto_pad` for `spatial` input extents.
 fn geometry(cx: &NodeCx, kernel: Vec<i64>, spatial: &[i64]) -> BuildResult<Geometry> {
     let n = kernel.len();
+    // Every window attribute below is read per spatial dimension, so the kernel must have one
+    // extent for each (an empty `kernel_shape` once indexed past the end).
+    if n != spatial.len() {
+        return invalid(format!("kernel_shape has {n} entries for {} spatial dimensions", spatial.len()));
+    }
     let list = |name: &str, default: i64| -> BuildResult<Vec<i64>> {
         let v = cx.attrs.opt_ints(name)?.unwrap_or_else(|| vec![default; n]);
         if v.len() != n {
