@@ -149,23 +149,9 @@ impl<'g> FnEmitter<'g> {
         inits: &[(String, &str)],
         body: &mut RangeBody<'_, 'g>,
     ) -> Result<Vec<String>, CodegenError> {
-        let one = self.index(1);
-        let iv = self.fresh();
-        let result = self.fresh();
-        let types: Vec<&str> = inits.iter().map(|(_, t)| *t).collect();
-        let carried: Vec<String> = inits.iter().map(|_| self.fresh()).collect();
-        let iter_args: Vec<String> = carried.iter().zip(inits).map(|(a, (init, _))| format!("{a} = {init}")).collect();
-        let lhs = if inits.len() == 1 { result.clone() } else { format!("{result}:{}", inits.len()) };
-        self.line(format!(
-            "{lhs} = scf.for {iv} = {lower} to {upper} step {one} iter_args({}) -> ({}) {{",
-            iter_args.join(", "),
-            types.join(", ")
-        ));
-        self.depth += 1;
-        let next = body(self, &iv, &carried)?;
-        self.line(format!("scf.yield {} : {}", next.join(", "), types.join(", ")));
-        self.depth -= 1;
-        self.line("}".to_string());
-        Ok(if inits.len() == 1 { vec![result] } else { (0..inits.len()).map(|i| format!("{result}#{i}")).collect() })
+        self.for_carrying(lower, upper, inits, |e, iv, carried| {
+            let names: Vec<String> = carried.iter().map(|(v, _)| v.clone()).collect();
+            body(e, iv, &names)
+        })
     }
 }

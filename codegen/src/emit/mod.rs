@@ -538,23 +538,39 @@ impl<'g> FnEmitter<'g> {
         };
         let start = self.index(if idx.is_empty() { first } else { 0 });
         let upper = self.index(n);
+        self.for_carrying(&start, &upper, inits, |e, iv, carried| {
+            idx.push(iv.to_string());
+            let next = e.accumulate_nest(rest, first, carried, idx, body)?;
+            idx.pop();
+            Ok(next)
+        })
+    }
+
+    /// `scf.for iv = lower to upper step 1` carrying `inits` (value, type) through its
+    /// iterations: `body` gets the induction variable and the carried values and returns the
+    /// next ones; returns the loop's results.
+    pub(crate) fn for_carrying<'t>(
+        &mut self,
+        lower: &str,
+        upper: &str,
+        inits: &[(String, &'t str)],
+        body: impl FnOnce(&mut Self, &str, &[(String, &'t str)]) -> Result<Vec<String>, CodegenError>,
+    ) -> Result<Vec<String>, CodegenError> {
         let one = self.index(1);
         let iv = self.fresh();
         let result = self.fresh();
         let types: Vec<&str> = inits.iter().map(|(_, t)| *t).collect();
-        let carried: Vec<(String, &str)> = inits.iter().map(|(_, t)| (self.fresh(), *t)).collect();
+        let carried: Vec<(String, &'t str)> = inits.iter().map(|(_, t)| (self.fresh(), *t)).collect();
         let iter_args: Vec<String> =
             carried.iter().zip(inits).map(|((a, _), (init, _))| format!("{a} = {init}")).collect();
         let lhs = if inits.len() == 1 { result.clone() } else { format!("{result}:{}", inits.len()) };
         self.line(format!(
-            "{lhs} = scf.for {iv} = {start} to {upper} step {one} iter_args({}) -> ({}) {{",
+            "{lhs} = scf.for {iv} = {lower} to {upper} step {one} iter_args({}) -> ({}) {{",
             iter_args.join(", "),
             types.join(", ")
         ));
         self.depth += 1;
-        idx.push(iv);
-        let next = self.accumulate_nest(rest, first, &carried, idx, body)?;
-        idx.pop();
+        let next = body(self, &iv, &carried)?;
         self.line(format!("scf.yield {} : {}", next.join(", "), types.join(", ")));
         self.depth -= 1;
         self.line("}".to_string());
