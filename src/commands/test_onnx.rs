@@ -1,10 +1,12 @@
 //! `tessera test-onnx`: run ONNX backend node tests through import and the reference
-//! interpreter, ending with `onnx-node: P passed, F failed, U unsupported`.
+//! interpreter, ending with `onnx-node: P passed, F failed, U unsupported`. It exits non-zero
+//! when a case fails, or, with `--manifest`, when a case the manifest lists does not pass (the
+//! manifest is then the contract: known failures outside it are reported, not fatal).
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use tessera_frontend::onnx::conformance::{run_node_tests, CaseResult, Outcome};
+use tessera_frontend::onnx::conformance::{run_node_tests, CaseResult, Manifest, Outcome};
 use tessera_ir::graph::Graph;
 use tessera_ir::tensor::Tensor;
 
@@ -16,6 +18,10 @@ pub struct TestOnnxArgs {
     /// Print one JSON object per case (name, outcome, reason, bound inputs) before the summary.
     #[arg(long)]
     pub json: bool,
+    /// A manifest of the cases that must pass (one name per line, `#` comments), e.g.
+    /// tests/data/onnx-node/passing.txt: regressions are named, newly passing cases counted.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
 }
 
 fn interpreter(g: &Graph, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, String> {
@@ -46,5 +52,24 @@ pub fn run(args: TestOnnxArgs) -> Result<()> {
         }
     }
     println!("{summary}");
+    let Some(path) = &args.manifest else {
+        if summary.failed > 0 {
+            bail!("{} node test(s) failed", summary.failed);
+        }
+        return Ok(());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the manifest", path.display()))?;
+    let manifest = Manifest::parse(&text).with_context(|| format!("{}", path.display()))?;
+    let check = manifest.check(&summary);
+    println!("{check}");
+    if !check.holds() {
+        bail!(
+            "{}: {} listed node test(s) regressed and {} are missing",
+            path.display(),
+            check.regressed.len(),
+            check.missing.len()
+        );
+    }
     Ok(())
 }

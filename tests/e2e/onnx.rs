@@ -43,6 +43,31 @@ fn test_onnx_summarizes_a_selection_of_node_tests() {
 }
 
 #[test]
+fn test_onnx_fails_naming_each_listed_case_that_does_not_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    for case in ["test_abs", "test_acos"] {
+        copy_dir(&node_tests().join(case), &dir.path().join("suite").join(case));
+    }
+    // test_acos is unsupported: listing it as passing is a regression, named on stdout.
+    std::fs::write(dir.path().join("passing.txt"), "# two cases\ntest_abs\ntest_acos\n").unwrap();
+    let out = tessera(dir.path(), &["test-onnx", "suite", "--manifest", "passing.txt"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("REGRESSED test_acos: node #0 (Acos): unsupported op"), "{}", out.stdout);
+    assert!(out.stderr.contains("1 listed node test(s) regressed and 0 are missing"), "{}", out.stderr);
+    // Known failures outside the manifest are not fatal; a case that passes but is not listed
+    // is counted as newly passing.
+    std::fs::write(dir.path().join("passing.txt"), "").unwrap();
+    let out = tessera(dir.path(), &["test-onnx", "suite", "--manifest", "passing.txt"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().last(), Some("manifest: 0 regressed, 0 missing, 1 newly passing"));
+    // A malformed manifest is a located error.
+    std::fs::write(dir.path().join("passing.txt"), "test_abs\ntest_abs\n").unwrap();
+    let out = tessera(dir.path(), &["test-onnx", "suite", "--manifest", "passing.txt"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("passing.txt: line 2: 'test_abs' is listed twice"), "{}", out.stderr);
+}
+
+#[test]
 fn import_prints_tsr_text_that_reparses() {
     let dir = tempfile::tempdir().unwrap();
     let model = node_tests().join("test_gemm_default_matrix_bias/model.onnx");

@@ -313,3 +313,186 @@ pub fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
         Some((i, g, w)) => Err(format!("{bad} of {} values differ; first at {i}: {g} vs expected {w}", want.len())),
     }
 }
+
+/// The conformance manifest: the node tests known to pass, one name per line (`#` starts a
+/// comment). A count can hide one op regressing while another starts passing; a manifest names
+/// every case, so a regression is reported by name and a newly passing case is promoted into
+/// the manifest on purpose (tract's `test-rt` works the same way).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Manifest {
+    /// Case names, sorted.
+    pub passing: std::collections::BTreeSet<String>,
+}
+
+/// How a run compares with a [`Manifest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManifestCheck {
+    /// Listed cases that did not pass, with what happened instead.
+    pub regressed: Vec<(String, Outcome)>,
+    /// Listed cases that are not in the suite at all (a renamed case, or the wrong directory).
+    pub missing: Vec<String>,
+    /// Cases that passed but are not listed yet.
+    pub newly_passing: Vec<String>,
+}
+
+impl ManifestCheck {
+    /// True when every listed case passed.
+    pub fn holds(&self) -> bool {
+        self.regressed.is_empty() && self.missing.is_empty()
+    }
+}
+
+impl fmt::Display for ManifestCheck {
+    /// One line per regressed or missing case, then a count of the newly passing ones.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, outcome) in &self.regressed {
+            let reason = match outcome {
+                Outcome::Passed => "passed",
+                Outcome::Failed(m) => m,
+                Outcome::Unsupported(m) => m,
+            };
+            writeln!(f, "REGRESSED {name}: {reason}")?;
+        }
+        for name in &self.missing {
+            writeln!(f, "MISSING {name}: listed in the manifest but not in the suite")?;
+        }
+        write!(
+            f,
+            "manifest: {} regressed, {} missing, {} newly passing",
+            self.regressed.len(),
+            self.missing.len(),
+            self.newly_passing.len()
+        )
+    }
+}
+
+/// A malformed manifest line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ManifestError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl Manifest {
+    /// Reads the text form: one case name per line; blank lines and `#` comments are skipped.
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let mut passing = std::collections::BTreeSet::new();
+        for (i, raw) in text.lines().enumerate() {
+            let name = raw.split('#').next().unwrap_or_default().trim();
+            if name.is_empty() {
+                continue;
+            }
+            let error = |message: String| ManifestError { line: i + 1, message };
+            if name.contains(char::is_whitespace) || name.contains(['/', '\\']) {
+                return Err(error(format!("'{}' is not a node-test directory name", truncate(name))));
+            }
+            if !passing.insert(name.to_string()) {
+                return Err(error(format!("'{name}' is listed twice")));
+            }
+        }
+        Ok(Manifest { passing })
+    }
+
+    /// The manifest of the cases `summary` passed.
+    pub fn of_summary(summary: &Summary) -> Manifest {
+        let passing = summary.cases.iter().filter(|c| c.outcome == Outcome::Passed).map(|c| c.name.clone()).collect();
+        Manifest { passing }
+    }
+
+    /// The text form, `header` lines first as comments.
+    pub fn to_text(&self, header: &[&str]) -> String {
+        let mut out = String::new();
+        for line in header {
+            out.push_str("# ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        for name in &self.passing {
+            out.push_str(name);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Compares a run with the manifest.
+    pub fn check(&self, summary: &Summary) -> ManifestCheck {
+        let mut check = ManifestCheck::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for case in &summary.cases {
+            seen.insert(case.name.as_str());
+            let listed = self.passing.contains(&case.name);
+            match (&case.outcome, listed) {
+                (Outcome::Passed, false) => check.newly_passing.push(case.name.clone()),
+                (Outcome::Passed, true) | (_, false) => {}
+                (outcome, true) => check.regressed.push((case.name.clone(), outcome.clone())),
+            }
+        }
+        check.missing = self.passing.iter().filter(|n| !seen.contains(n.as_str())).cloned().collect();
+        check
+    }
+}
+
+/// At most 200 bytes of `text` (on a character boundary), for quoting input in messages.
+fn truncate(text: &str) -> &str {
+    let mut end = text.len().min(200);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod manifest_tests {
+    use super::{CaseResult, Manifest, Outcome, Summary};
+
+    fn summary(cases: &[(&str, Outcome)]) -> Summary {
+        let cases: Vec<CaseResult> = cases
+            .iter()
+            .map(|(n, o)| CaseResult { name: n.to_string(), outcome: o.clone(), bound_inputs: vec![] })
+            .collect();
+        Summary { passed: 0, failed: 0, unsupported: 0, cases }
+    }
+
+    #[test]
+    fn a_regression_is_named_even_when_the_count_holds() {
+        let manifest = Manifest::parse("# onnx 1.20.1\ntest_abs\ntest_acos  # since the trig family\n\n").unwrap();
+        let run = summary(&[
+            ("test_abs", Outcome::Passed),
+            ("test_acos", Outcome::Failed("wrong values".into())),
+            ("test_add", Outcome::Passed),
+        ]);
+        let check = manifest.check(&run);
+        assert!(!check.holds());
+        assert_eq!(check.regressed, vec![("test_acos".to_string(), Outcome::Failed("wrong values".into()))]);
+        assert_eq!(check.newly_passing, vec!["test_add".to_string()]);
+        assert_eq!(
+            check.to_string(),
+            "REGRESSED test_acos: wrong values\nmanifest: 1 regressed, 0 missing, 1 newly passing"
+        );
+        // Promoting: the manifest of this run lists exactly what passed.
+        let promoted = Manifest::of_summary(&run);
+        assert_eq!(promoted.to_text(&["h"]), "# h\ntest_abs\ntest_add\n");
+        assert_eq!(Manifest::parse(&promoted.to_text(&["h"])).unwrap(), promoted);
+    }
+
+    #[test]
+    fn listed_cases_absent_from_the_suite_are_missing() {
+        let manifest = Manifest::parse("test_gone\n").unwrap();
+        let check = manifest.check(&summary(&[("test_abs", Outcome::Unsupported("op".into()))]));
+        assert_eq!(check.missing, vec!["test_gone".to_string()]);
+        assert!(check.regressed.is_empty() && !check.holds());
+    }
+
+    #[test]
+    fn malformed_manifests_are_located_errors() {
+        assert_eq!(Manifest::parse("test_a\ntest_a\n").unwrap_err().to_string(), "line 2: 'test_a' is listed twice");
+        assert_eq!(
+            Manifest::parse("ok\n../etc/passwd\n").unwrap_err().to_string(),
+            "line 2: '../etc/passwd' is not a node-test directory name"
+        );
+        let long = "x ".repeat(1000);
+        let message = Manifest::parse(&long).unwrap_err().to_string();
+        assert!(message.len() < 260, "{message}");
+    }
+}
