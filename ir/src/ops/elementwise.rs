@@ -37,13 +37,71 @@ macro_rules! named_enum {
 }
 pub(crate) use named_enum;
 
-named_enum!(
-    /// One input, one output of the same type.
+/// What the backward pass of a unary op reads besides the incoming gradient, so the memory
+/// model (`passes::cost::profile`) knows which activation stays alive until backward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackwardKeeps {
+    /// The gradient alone (`neg`), or no gradient at all (`not`).
+    Nothing,
+    /// The operand `x` (`log: g/x`).
+    Operand,
+    /// The result `y` (`exp: g*y`).
+    Result,
+}
+
+/// A [`named_enum!`] whose rows also say which ONNX op the importer maps onto the variant and
+/// what its backward pass keeps, so that one row describes a unary op to every consumer that
+/// does not need code of its own (the shape rule, semantics and gradient are the `match`es
+/// below; codegen's scalar code is an arm in `codegen::emit::pointwise`).
+macro_rules! unary_table {
+    ($(#[$meta:meta])* $name:ident {
+        $($variant:ident = $text:literal, onnx: $onnx:expr, keeps: $keeps:ident;)*
+    }) => {
+        named_enum!($(#[$meta])* $name { $($variant = $text),* });
+
+        impl $name {
+            /// The ONNX op type imported as this op (default domain, no attributes); `None`
+            /// when ONNX has none or its attributes need a builder of their own.
+            pub fn onnx_name(self) -> Option<&'static str> {
+                match self { $($name::$variant => $onnx),* }
+            }
+
+            /// The op an ONNX op type is imported as, by [`Self::onnx_name`].
+            pub fn from_onnx_name(op_type: &str) -> Option<$name> {
+                $name::ALL.iter().copied().find(|op| op.onnx_name() == Some(op_type))
+            }
+
+            /// Which value the memory model keeps alive for the gradient rule ([`Self::grad`]);
+            /// `rsqrt` reads both and is counted by its result.
+            pub fn backward_keeps(self) -> BackwardKeeps {
+                match self { $($name::$variant => BackwardKeeps::$keeps),* }
+            }
+        }
+    };
+}
+
+unary_table!(
+    /// One input, one output of the same type. A row is the mnemonic, the ONNX op imported as
+    /// it, and the value its gradient reads.
     UnaryOp {
-        Neg = "neg", Abs = "abs", Exp = "exp", Log = "log", Sqrt = "sqrt", Rsqrt = "rsqrt",
-        Reciprocal = "reciprocal", Tanh = "tanh", Sigmoid = "sigmoid", Relu = "relu",
-        Gelu = "gelu", GeluTanh = "gelu_tanh", Silu = "silu", Erf = "erf", Sin = "sin",
-        Cos = "cos", Not = "not",
+        Neg = "neg", onnx: Some("Neg"), keeps: Nothing;
+        Abs = "abs", onnx: Some("Abs"), keeps: Operand;
+        Exp = "exp", onnx: Some("Exp"), keeps: Result;
+        Log = "log", onnx: Some("Log"), keeps: Operand;
+        Sqrt = "sqrt", onnx: Some("Sqrt"), keeps: Result;
+        Rsqrt = "rsqrt", onnx: None, keeps: Result;
+        Reciprocal = "reciprocal", onnx: Some("Reciprocal"), keeps: Result;
+        Tanh = "tanh", onnx: Some("Tanh"), keeps: Result;
+        Sigmoid = "sigmoid", onnx: Some("Sigmoid"), keeps: Result;
+        Relu = "relu", onnx: Some("Relu"), keeps: Operand;
+        // ONNX `Gelu` has an `approximate` attribute that picks `gelu` or `gelu_tanh`.
+        Gelu = "gelu", onnx: None, keeps: Operand;
+        GeluTanh = "gelu_tanh", onnx: None, keeps: Operand;
+        Silu = "silu", onnx: None, keeps: Operand;
+        Erf = "erf", onnx: Some("Erf"), keeps: Operand;
+        Sin = "sin", onnx: Some("Sin"), keeps: Operand;
+        Cos = "cos", onnx: Some("Cos"), keeps: Operand;
+        Not = "not", onnx: Some("Not"), keeps: Nothing;
     }
 );
 
@@ -62,7 +120,7 @@ named_enum!(
 
 impl UnaryOp {
     /// Which element types the op is defined on.
-    fn accepts(self, dtype: DType) -> bool {
+    pub fn accepts(self, dtype: DType) -> bool {
         match self {
             UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu => dtype != DType::Bool,
             UnaryOp::Not => dtype == DType::Bool,
