@@ -101,6 +101,7 @@ unary_table!(
         Erf = "erf", onnx: Some("Erf"), keeps: Operand;
         Sin = "sin", onnx: Some("Sin"), keeps: Operand;
         Cos = "cos", onnx: Some("Cos"), keeps: Operand;
+        Softsign = "softsign", onnx: Some("Softsign"), keeps: Operand;
         Not = "not", onnx: Some("Not"), keeps: Nothing;
     }
 );
@@ -236,6 +237,7 @@ impl UnaryOp {
             UnaryOp::Erf => libm::erf(x),
             UnaryOp::Sin => x.sin(),
             UnaryOp::Cos => x.cos(),
+            UnaryOp::Softsign => x / (1.0 + x.abs()),
             UnaryOp::Not => (x == 0.0) as i64 as f64,
         }
     }
@@ -406,7 +408,7 @@ impl UnaryOp {
     /// `log: g/x`, `sqrt: g/(2y)`, `rsqrt: -g*y/(2x)`, `reciprocal: -g*y*y`, `tanh: g*(1-y^2)`,
     /// `sigmoid: g*y*(1-y)`, `relu`/`abs`: the sign (0 at 0, PyTorch's subgradient), `gelu:
     /// g*(Phi(x) + x*phi(x))`, `gelu_tanh` and `silu` by the chain rule, `erf: g*2/sqrt(pi)*exp(-x^2)`,
-    /// `sin: g*cos`, `cos: -g*sin`.
+    /// `sin: g*cos`, `cos: -g*sin`, `softsign: g/(1+|x|)^2`.
     pub fn grad(self, cx: &mut GradContext, x: ValueId, y: ValueId, g: ValueId) -> Result<ValueId, GradError> {
         use std::f64::consts::{FRAC_1_SQRT_2, PI};
         let sign_mask = |cx: &mut GradContext, x: ValueId| -> Result<(ValueId, ValueId), GradError> {
@@ -519,6 +521,13 @@ impl UnaryOp {
                 let s = cx.unary(UnaryOp::Sin, x)?;
                 let gs = cx.mul(g, s)?;
                 cx.neg(gs)
+            }
+            UnaryOp::Softsign => {
+                let a = cx.unary(UnaryOp::Abs, x)?;
+                let one = cx.splat_like(x, 1.0)?;
+                let d = cx.add2(one, a)?;
+                let dd = cx.mul(d, d)?;
+                cx.div(g, dd)
             }
             UnaryOp::Not => {
                 Err(GradError::NotDifferentiable { op: "not", operand: 0, reason: "it works on booleans".into() })
@@ -659,6 +668,10 @@ mod eval_tests {
         assert_close(&unary(UnaryOp::Sigmoid, &x), DType::F64, &[3], &[0.11920292202211755, 0.5, 1.0], 1e-15);
         let x = f64s(&[3], &[-1.5, f64::NAN, 2.0]);
         assert_close(&unary(UnaryOp::Relu, &x), DType::F64, &[3], &[0.0, f64::NAN, 2.0], 0.0);
+        // x / (1 + |x|): -3/4, 0/1, 1/2, 0.5/1.5, and NaN stays NaN.
+        let x = f64s(&[5], &[-3.0, 0.0, 1.0, 0.5, f64::NAN]);
+        let expected = [-0.75, 0.0, 0.5, 1.0 / 3.0, f64::NAN];
+        assert_close(&unary(UnaryOp::Softsign, &x), DType::F64, &[5], &expected, 1e-16);
     }
 
     #[test]

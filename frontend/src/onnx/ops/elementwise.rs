@@ -51,7 +51,6 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("HardSigmoid", hard_sigmoid);
     r.insert("HardSwish", hard_swish);
     r.insert("Softplus", softplus);
-    r.insert("Softsign", softsign);
     r.insert("Mish", mish);
     r.insert("Swish", swish);
     r.insert("Shrink", shrink);
@@ -347,14 +346,6 @@ fn softplus_of(imp: &mut Importer, x: ValueId) -> BuildResult<ValueId> {
 fn softplus(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let x = float_input(imp, cx, 0)?;
     one(softplus_of(imp, x)?)
-}
-
-/// `x / (1 + |x|)`.
-fn softsign(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
-    let x = float_input(imp, cx, 0)?;
-    let a = imp.unary(UnaryOp::Abs, x)?;
-    let d = imp.binary_scalar(BinaryOp::Add, a, 1.0)?;
-    one(imp.binary(BinaryOp::Div, x, d)?)
 }
 
 /// `x * tanh(softplus(x))`.
