@@ -253,14 +253,8 @@ impl Builder {
     fn unary(&mut self, rng: &mut Rng) -> Option<()> {
         let v = self.pick_where(rng, |_| true)?;
         let dtype = self.ty(v).dtype;
-        let op = if dtype == DType::Bool {
-            UnaryOp::Not
-        } else if dtype.is_float() {
-            let floats: Vec<UnaryOp> = UnaryOp::ALL.iter().copied().filter(|u| *u != UnaryOp::Not).collect();
-            rng.pick(&floats)?
-        } else {
-            rng.pick(&[UnaryOp::Neg, UnaryOp::Abs, UnaryOp::Relu])?
-        };
+        let defined: Vec<UnaryOp> = UnaryOp::ALL.iter().copied().filter(|u| u.accepts(dtype)).collect();
+        let op = rng.pick(&defined)?;
         self.add1(Op::Unary(op), &[v]).map(|_| ())
     }
 

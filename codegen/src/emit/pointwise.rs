@@ -388,6 +388,11 @@ impl FnEmitter<'_> {
             UnaryOp::Erf => self.erf(x),
             UnaryOp::Sin => self.op("math.sin", &[x], ty),
             UnaryOp::Cos => self.op("math.cos", &[x], ty),
+            UnaryOp::Softsign => {
+                let a = self.op("math.absf", &[x], ty);
+                let d = self.op("arith.addf", &[&one, &a], ty);
+                self.op("arith.divf", &[x, &d], ty)
+            }
             UnaryOp::Not => return Err(CodegenError::Internal(format!("'not' on {dtype}"))),
         };
         Ok(self.round(r, dtype))

@@ -37,13 +37,72 @@ macro_rules! named_enum {
 }
 pub(crate) use named_enum;
 
-named_enum!(
-    /// One input, one output of the same type.
+/// What the backward pass of a unary op reads besides the incoming gradient, so the memory
+/// model (`passes::cost::profile`) knows which activation stays alive until backward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackwardKeeps {
+    /// The gradient alone (`neg`), or no gradient at all (`not`).
+    Nothing,
+    /// The operand `x` (`log: g/x`).
+    Operand,
+    /// The result `y` (`exp: g*y`).
+    Result,
+}
+
+/// A [`named_enum!`] whose rows also say which ONNX op the importer maps onto the variant and
+/// what its backward pass keeps, so that one row describes a unary op to every consumer that
+/// does not need code of its own (the shape rule, semantics and gradient are the `match`es
+/// below; codegen's scalar code is an arm in `codegen::emit::pointwise`).
+macro_rules! unary_table {
+    ($(#[$meta:meta])* $name:ident {
+        $($variant:ident = $text:literal, onnx: $onnx:expr, keeps: $keeps:ident;)*
+    }) => {
+        named_enum!($(#[$meta])* $name { $($variant = $text),* });
+
+        impl $name {
+            /// The ONNX op type imported as this op (default domain, no attributes); `None`
+            /// when ONNX has none or its attributes need a builder of their own.
+            pub fn onnx_name(self) -> Option<&'static str> {
+                match self { $($name::$variant => $onnx),* }
+            }
+
+            /// The op an ONNX op type is imported as, by [`Self::onnx_name`].
+            pub fn from_onnx_name(op_type: &str) -> Option<$name> {
+                $name::ALL.iter().copied().find(|op| op.onnx_name() == Some(op_type))
+            }
+
+            /// Which value the memory model keeps alive for the gradient rule ([`Self::grad`]);
+            /// `rsqrt` reads both and is counted by its result.
+            pub fn backward_keeps(self) -> BackwardKeeps {
+                match self { $($name::$variant => BackwardKeeps::$keeps),* }
+            }
+        }
+    };
+}
+
+unary_table!(
+    /// One input, one output of the same type. A row is the mnemonic, the ONNX op imported as
+    /// it, and the value its gradient reads.
     UnaryOp {
-        Neg = "neg", Abs = "abs", Exp = "exp", Log = "log", Sqrt = "sqrt", Rsqrt = "rsqrt",
-        Reciprocal = "reciprocal", Tanh = "tanh", Sigmoid = "sigmoid", Relu = "relu",
-        Gelu = "gelu", GeluTanh = "gelu_tanh", Silu = "silu", Erf = "erf", Sin = "sin",
-        Cos = "cos", Not = "not",
+        Neg = "neg", onnx: Some("Neg"), keeps: Nothing;
+        Abs = "abs", onnx: Some("Abs"), keeps: Operand;
+        Exp = "exp", onnx: Some("Exp"), keeps: Result;
+        Log = "log", onnx: Some("Log"), keeps: Operand;
+        Sqrt = "sqrt", onnx: Some("Sqrt"), keeps: Result;
+        Rsqrt = "rsqrt", onnx: None, keeps: Result;
+        Reciprocal = "reciprocal", onnx: Some("Reciprocal"), keeps: Result;
+        Tanh = "tanh", onnx: Some("Tanh"), keeps: Result;
+        Sigmoid = "sigmoid", onnx: Some("Sigmoid"), keeps: Result;
+        Relu = "relu", onnx: Some("Relu"), keeps: Operand;
+        // ONNX `Gelu` has an `approximate` attribute that picks `gelu` or `gelu_tanh`.
+        Gelu = "gelu", onnx: None, keeps: Operand;
+        GeluTanh = "gelu_tanh", onnx: None, keeps: Operand;
+        Silu = "silu", onnx: None, keeps: Operand;
+        Erf = "erf", onnx: Some("Erf"), keeps: Operand;
+        Sin = "sin", onnx: Some("Sin"), keeps: Operand;
+        Cos = "cos", onnx: Some("Cos"), keeps: Operand;
+        Softsign = "softsign", onnx: Some("Softsign"), keeps: Operand;
+        Not = "not", onnx: Some("Not"), keeps: Nothing;
     }
 );
 
@@ -62,7 +121,7 @@ named_enum!(
 
 impl UnaryOp {
     /// Which element types the op is defined on.
-    fn accepts(self, dtype: DType) -> bool {
+    pub fn accepts(self, dtype: DType) -> bool {
         match self {
             UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu => dtype != DType::Bool,
             UnaryOp::Not => dtype == DType::Bool,
@@ -178,6 +237,7 @@ impl UnaryOp {
             UnaryOp::Erf => libm::erf(x),
             UnaryOp::Sin => x.sin(),
             UnaryOp::Cos => x.cos(),
+            UnaryOp::Softsign => x / (1.0 + x.abs()),
             UnaryOp::Not => (x == 0.0) as i64 as f64,
         }
     }
@@ -348,7 +408,7 @@ impl UnaryOp {
     /// `log: g/x`, `sqrt: g/(2y)`, `rsqrt: -g*y/(2x)`, `reciprocal: -g*y*y`, `tanh: g*(1-y^2)`,
     /// `sigmoid: g*y*(1-y)`, `relu`/`abs`: the sign (0 at 0, PyTorch's subgradient), `gelu:
     /// g*(Phi(x) + x*phi(x))`, `gelu_tanh` and `silu` by the chain rule, `erf: g*2/sqrt(pi)*exp(-x^2)`,
-    /// `sin: g*cos`, `cos: -g*sin`.
+    /// `sin: g*cos`, `cos: -g*sin`, `softsign: g/(1+|x|)^2`.
     pub fn grad(self, cx: &mut GradContext, x: ValueId, y: ValueId, g: ValueId) -> Result<ValueId, GradError> {
         use std::f64::consts::{FRAC_1_SQRT_2, PI};
         let sign_mask = |cx: &mut GradContext, x: ValueId| -> Result<(ValueId, ValueId), GradError> {
@@ -461,6 +521,13 @@ impl UnaryOp {
                 let s = cx.unary(UnaryOp::Sin, x)?;
                 let gs = cx.mul(g, s)?;
                 cx.neg(gs)
+            }
+            UnaryOp::Softsign => {
+                let a = cx.unary(UnaryOp::Abs, x)?;
+                let one = cx.splat_like(x, 1.0)?;
+                let d = cx.add2(one, a)?;
+                let dd = cx.mul(d, d)?;
+                cx.div(g, dd)
             }
             UnaryOp::Not => {
                 Err(GradError::NotDifferentiable { op: "not", operand: 0, reason: "it works on booleans".into() })
@@ -601,6 +668,10 @@ mod eval_tests {
         assert_close(&unary(UnaryOp::Sigmoid, &x), DType::F64, &[3], &[0.11920292202211755, 0.5, 1.0], 1e-15);
         let x = f64s(&[3], &[-1.5, f64::NAN, 2.0]);
         assert_close(&unary(UnaryOp::Relu, &x), DType::F64, &[3], &[0.0, f64::NAN, 2.0], 0.0);
+        // x / (1 + |x|): -3/4, 0/1, 1/2, 0.5/1.5, and NaN stays NaN.
+        let x = f64s(&[5], &[-3.0, 0.0, 1.0, 0.5, f64::NAN]);
+        let expected = [-0.75, 0.0, 0.5, 1.0 / 3.0, f64::NAN];
+        assert_close(&unary(UnaryOp::Softsign, &x), DType::F64, &[5], &expected, 1e-16);
     }
 
     #[test]

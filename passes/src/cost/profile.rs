@@ -37,7 +37,7 @@ use serde::Serialize;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole, NodeId, ValueId};
 use tessera_ir::ops::collective::Collective;
-use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
+use tessera_ir::ops::elementwise::{BackwardKeeps, BinaryOp};
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 
@@ -637,15 +637,10 @@ fn saved_activations(block: &BlockGraph, s: &Sizes, consumers: &[Vec<usize>]) ->
                 save(operand(1));
             }
             Op::Binary(_) | Op::Compare(_) | Op::Cast { .. } | Op::Constant(_) | Op::Collective(_) => {}
-            Op::Unary(u) => match u {
-                UnaryOp::Neg | UnaryOp::Not => {}
-                UnaryOp::Exp
-                | UnaryOp::Sigmoid
-                | UnaryOp::Tanh
-                | UnaryOp::Rsqrt
-                | UnaryOp::Sqrt
-                | UnaryOp::Reciprocal => save(n.outputs.first().copied()),
-                _ => save(operand(0)),
+            Op::Unary(u) => match u.backward_keeps() {
+                BackwardKeeps::Nothing => {}
+                BackwardKeeps::Operand => save(operand(0)),
+                BackwardKeeps::Result => save(n.outputs.first().copied()),
             },
             Op::Where => save(operand(0)),
             Op::Softmax { .. } => save(n.outputs.first().copied()),

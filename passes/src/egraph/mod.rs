@@ -102,7 +102,7 @@ pub struct Saturated {
 
 /// Loads `g` into an e-graph and applies `rules` until a limit or saturation.
 pub fn saturate(g: &Graph, rules: &[rules::Rule], limits: Limits) -> Result<Saturated, String> {
-    let rewrites = rules.iter().map(rules::rewrite).collect::<Result<Vec<_>, _>>()?;
+    let rewrites = rules.iter().map(rules::applier::rewrite).collect::<Result<Vec<_>, _>>()?;
     let loaded = lang::load(g);
     let mut scheduler = BackoffScheduler::default();
     for rule in rules {
@@ -231,7 +231,7 @@ pub fn load_rules(options: &PassOptions) -> Result<Vec<rules::Rule>, PassError> 
     let path = options.str(PASS, &RULES)?;
     if !path.is_empty() {
         let text = std::fs::read_to_string(path).map_err(|e| failed(format!("cannot read rule file {path}: {e}")))?;
-        let user = rules::parse_rules(path, &text).map_err(|e| failed(e.to_string()))?;
+        let user = rules::syntax::parse_rules(path, &text).map_err(|e| failed(e.to_string()))?;
         // A user rule replaces a built-in one of the same name.
         all.retain(|r| !user.iter().any(|u| u.name == r.name));
         all.extend(user);

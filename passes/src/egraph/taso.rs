@@ -63,7 +63,7 @@ fn is_permutation(rule: &Rule) -> bool {
 pub fn rewrite(g: &Graph, rules: &[Rule], limits: RewriteLimits) -> Result<(Graph, RewriteReport), String> {
     let start = Instant::now();
     let useful: Vec<&Rule> = rules.iter().filter(|r| !is_permutation(r)).collect();
-    let rewrites = useful.iter().map(|r| rules::rewrite(r)).collect::<Result<Vec<_>, _>>()?;
+    let rewrites = useful.iter().map(|r| rules::applier::rewrite(r)).collect::<Result<Vec<_>, _>>()?;
     let mut current = g.clone();
     let mut current_cost = cost::graph_cost(g);
     let mut report = RewriteReport {

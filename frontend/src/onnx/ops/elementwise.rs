@@ -28,19 +28,10 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("LessOrEqual", |imp, cx| compare(imp, cx, CompareOp::Le));
     r.insert("Greater", |imp, cx| compare(imp, cx, CompareOp::Gt));
     r.insert("GreaterOrEqual", |imp, cx| compare(imp, cx, CompareOp::Ge));
-    r.insert("Not", |imp, cx| unary(imp, cx, UnaryOp::Not));
-    r.insert("Neg", |imp, cx| unary(imp, cx, UnaryOp::Neg));
-    r.insert("Abs", |imp, cx| unary(imp, cx, UnaryOp::Abs));
-    r.insert("Exp", |imp, cx| unary(imp, cx, UnaryOp::Exp));
-    r.insert("Log", |imp, cx| unary(imp, cx, UnaryOp::Log));
-    r.insert("Sqrt", |imp, cx| unary(imp, cx, UnaryOp::Sqrt));
-    r.insert("Reciprocal", |imp, cx| unary(imp, cx, UnaryOp::Reciprocal));
-    r.insert("Tanh", |imp, cx| unary(imp, cx, UnaryOp::Tanh));
-    r.insert("Sigmoid", |imp, cx| unary(imp, cx, UnaryOp::Sigmoid));
-    r.insert("Relu", |imp, cx| unary(imp, cx, UnaryOp::Relu));
-    r.insert("Erf", |imp, cx| unary(imp, cx, UnaryOp::Erf));
-    r.insert("Sin", |imp, cx| unary(imp, cx, UnaryOp::Sin));
-    r.insert("Cos", |imp, cx| unary(imp, cx, UnaryOp::Cos));
+    // Every tsr unary op that names an ONNX op in its table row.
+    for op in UnaryOp::ALL.iter().filter_map(|u| u.onnx_name()) {
+        r.insert(op, native_unary);
+    }
     r.insert("Tan", tan);
     r.insert("Sinh", |imp, cx| hyperbolic(imp, cx, Hyperbolic::Sinh));
     r.insert("Cosh", |imp, cx| hyperbolic(imp, cx, Hyperbolic::Cosh));
@@ -60,7 +51,6 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("HardSigmoid", hard_sigmoid);
     r.insert("HardSwish", hard_swish);
     r.insert("Softplus", softplus);
-    r.insert("Softsign", softsign);
     r.insert("Mish", mish);
     r.insert("Swish", swish);
     r.insert("Shrink", shrink);
@@ -82,7 +72,12 @@ fn compare(imp: &mut Importer, cx: &NodeCx, op: CompareOp) -> BuildResult<Vec<Sl
     one(imp.compare(op, a, b)?)
 }
 
-fn unary(imp: &mut Importer, cx: &NodeCx, op: UnaryOp) -> BuildResult<Vec<Slot>> {
+/// A node whose op type names a tsr unary op ([`UnaryOp::onnx_name`]).
+fn native_unary(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let op_type = cx.proto.op_type();
+    let Some(op) = UnaryOp::from_onnx_name(op_type) else {
+        return invalid(format!("'{op_type}' is not a tsr unary op"));
+    };
     let x = imp.value(cx, 0)?;
     one(imp.unary(op, x)?)
 }
@@ -351,14 +346,6 @@ fn softplus_of(imp: &mut Importer, x: ValueId) -> BuildResult<ValueId> {
 fn softplus(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let x = float_input(imp, cx, 0)?;
     one(softplus_of(imp, x)?)
-}
-
-/// `x / (1 + |x|)`.
-fn softsign(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
-    let x = float_input(imp, cx, 0)?;
-    let a = imp.unary(UnaryOp::Abs, x)?;
-    let d = imp.binary_scalar(BinaryOp::Add, a, 1.0)?;
-    one(imp.binary(BinaryOp::Div, x, d)?)
 }
 
 /// `x * tanh(softplus(x))`.

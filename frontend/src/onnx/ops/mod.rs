@@ -52,6 +52,9 @@ pub(crate) type Builder = fn(&mut Importer, &NodeCx) -> BuildResult<Vec<Slot>>;
 #[derive(Default)]
 pub(crate) struct Registry {
     builders: HashMap<&'static str, Builder>,
+    /// Op types registered more than once (the later builder wins); a test keeps it empty,
+    /// so a unary op's table row and a hand-written builder cannot silently shadow each other.
+    registered_twice: Vec<&'static str>,
 }
 
 impl Registry {
@@ -60,7 +63,9 @@ impl Registry {
     }
 
     fn insert(&mut self, op_type: &'static str, builder: Builder) {
-        self.builders.insert(op_type, builder);
+        if self.builders.insert(op_type, builder).is_some() {
+            self.registered_twice.push(op_type);
+        }
     }
 
     /// The op types with a builder, sorted (for docs and the conformance report).
@@ -123,4 +128,19 @@ pub(crate) fn iota(imp: &mut Importer, rank: usize, axis: usize, n: u64) -> Buil
     let mut shape = vec![1usize; rank];
     shape[axis] = len;
     Ok(imp.constant(Tensor::from_i64(DType::I64, shape, (0..len as i64).collect())))
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_ir::ops::elementwise::UnaryOp;
+
+    #[test]
+    fn every_op_type_has_one_builder_and_unary_rows_are_registered() {
+        let registry = super::registry();
+        assert_eq!(registry.registered_twice, Vec::<&str>::new());
+        let types = registry.op_types();
+        for name in UnaryOp::ALL.iter().filter_map(|u| u.onnx_name()) {
+            assert!(types.contains(&name), "{name} is not registered");
+        }
+    }
 }
