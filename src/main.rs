@@ -41,35 +41,8 @@ enum Command {
     CommTest(commands::comm_test::CommTestArgs),
 }
 
-/// Restores the default SIGPIPE action, so `tessera ... | head` ends quietly like other Unix
-/// tools instead of panicking on a closed stdout (Rust ignores SIGPIPE by default).
-fn reset_sigpipe() {
-    #[cfg(unix)]
-    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid action.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
-/// The error and its causes, outermost first, on one line. A cause whose text the line already
-/// holds is skipped: library errors often print their source in their own message.
-fn one_line(err: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line.replace('\n', " ")
-}
-
 fn main() -> ExitCode {
-    reset_sigpipe();
+    tessera_rt::reset_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Opt(args) => commands::opt::run(args),
@@ -86,7 +59,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", one_line(&err));
+            eprintln!("error: {}", tessera_rt::error_line(err.as_ref()));
             // `tessera plan` exits with 2 when the model fits at no parallelism.
             commands::plan::exit_code(&err).map_or(ExitCode::FAILURE, ExitCode::from)
         }

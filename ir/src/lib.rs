@@ -3,15 +3,15 @@
 //! What it is for: the typed SSA graph every other crate reads and rewrites: element types,
 //! tensor types with symbolic dimensions, the closed op set with one module per op family
 //! (shape rule and reference semantics side by side), the verifier, and the MLIR text form
-//! (printer, parser, and the check that MLIR itself accepts the text through an IRDL dialect).
+//! (printer and parser; the check that MLIR itself accepts the text is `tessera-mlir-check`).
 //!
 //! What it may depend on: serde and thiserror, `half` (16-bit floats) and `libm` (erf) for the
-//! reference semantics, proptest for the shared graph generator in [`testing`], and
-//! melior/mlir-sys only for the MLIR acceptance check. Never on another tessera crate.
+//! reference semantics, proptest for the shared graph generator in [`testing`], sha2 for
+//! artifact checksums. No MLIR or LLVM (the runtime depends on this crate), and never on another
+//! tessera crate (its tests use `tessera-mlir-check`).
 //!
 //! Map: [`dtype`], [`types`], [`tensor`] (values), [`graph`] (the arena, with the [`fusion`]
-//! tags of the `fuse` pass), [`ops`] (one module per op family), [`verify`], [`mlir`] (text form
-//! and MLIR check), [`json`], [`random`] (seeded tensors), [`sharding`] (device meshes, per-value
+//! tags of the `fuse` pass), [`ops`] (one module per op family), [`verify`], [`mlir`] (text form), [`json`], [`random`] (seeded tensors), [`sharding`] (device meshes, per-value
 //! shardings, op sharding rules), [`testing`] (random well-typed graphs for property tests),
 //! [`artifact`] (the ahead-of-time artifact format, shared by the writer in `codegen` and the
 //! executors in `runtime`).

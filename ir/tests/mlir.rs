@@ -5,9 +5,7 @@ use proptest::prelude::{prop_assert, prop_assert_eq, proptest, ProptestConfig};
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole, ValueId};
 use tessera_ir::json::{from_json, to_json};
-use tessera_ir::mlir::{
-    check_with_mlir, irdl_dialect_text, parse_graph, parse_verified, print_graph, print_with_mlir, Loc,
-};
+use tessera_ir::mlir::{parse_graph, parse_verified, print_graph, Loc};
 use tessera_ir::ops::conv::{PoolKind, Window};
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::reduce::ReduceKind;
@@ -16,6 +14,7 @@ use tessera_ir::tensor::Tensor;
 use tessera_ir::testing::arb_graph;
 use tessera_ir::types::{Dim, TensorType};
 use tessera_ir::verify::{verify, VerifyError};
+use tessera_mlir_check::{check_with_mlir, irdl_dialect_text, print_with_mlir};
 
 // ---- hand-built graphs ----
 

@@ -6,13 +6,19 @@
 //! over the [`spmd::Communicator`] trait that MPI/NCCL backends implement too), `.npy`
 //! input/output for the CLI and tests, [`step::StepExecutor`] (the seam between a training
 //! loop and what runs its step graph), and the [`executor`]s of ahead-of-time artifacts
-//! (loader with integrity checks, CPU executor over `kernels.so` and library calls).
+//! (loader with integrity checks, CPU executor over `kernels.so` and library calls, and
+//! [`executor::run`], the `run DIR` command of both binaries), the files around a run
+//! ([`feeds`]: `--input` specs, seeded random inputs, `.npy` outputs, written atomically through
+//! [`files`]).
 //!
 //! What it may depend on: `tessera-ir` (whose ops carry the reference semantics and the
 //! artifact format) and small utility crates (`libloading`, `gemm` and `rayon` for GEMMs). Never on
-//! codegen, MLIR or LLVM: a cluster node needs only the runtime and an artifact.
+//! codegen, MLIR or LLVM: a cluster node needs only the runtime and an artifact (the
+//! `tessera-rt` binary in `rt/`; `tests/e2e/runtime_only.rs` checks the dependency tree).
 
 pub mod executor;
+pub mod feeds;
+pub mod files;
 pub mod interpreter;
 pub mod mpi;
 pub mod nccl;

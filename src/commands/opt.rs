@@ -102,7 +102,7 @@ pub fn run(args: OptArgs) -> Result<()> {
             if args.check_mlir {
                 for stage in &module.stages {
                     let text = tessera_ir::mlir::print_graph(&stage.graph);
-                    tessera_ir::mlir::check_with_mlir(&text)
+                    tessera_mlir_check::check_with_mlir(&text)
                         .with_context(|| format!("MLIR rejected the program of stage {}", stage.stage))?;
                 }
             }
@@ -116,7 +116,7 @@ pub fn run(args: OptArgs) -> Result<()> {
         _ => {
             let text = tessera_ir::mlir::print_graph(&graph);
             if args.check_mlir {
-                tessera_ir::mlir::check_with_mlir(&text).context("MLIR rejected the output")?;
+                tessera_mlir_check::check_with_mlir(&text).context("MLIR rejected the output")?;
             }
             match args.emit {
                 Emit::Mlir => text,

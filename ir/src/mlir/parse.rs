@@ -62,6 +62,12 @@ pub struct SourceMap {
 }
 
 impl SourceMap {
+    /// Byte offset of the node's op-name string (`"tsr.split"`), for tools that rewrite the text
+    /// in place (`tessera-mlir-check` splices arity-specific names into a copy).
+    pub fn node_offset(&self, id: NodeId) -> Option<usize> {
+        self.node_offsets.get(id.index()).copied()
+    }
+
     /// The location of the node's op name (`"tsr.matmul"`), as MLIR locates ops.
     pub fn node(&self, id: NodeId) -> Option<Loc> {
         self.nodes.get(id.index()).copied()

@@ -485,7 +485,7 @@ mod tests {
     }
 
     #[test]
-    fn text_form_round_trips_and_mlir_accepts_it() {
+    fn text_form_round_trips() {
         let text = r#"func.func @stage(%x: tensor<4x6xf32>) -> (tensor<4x6xf32>) {
   %a = "tsr.all_reduce"(%x) {group_size = 2 : i64, mesh_axes = "tp", reduction = "sum"} : (tensor<4x6xf32>) -> tensor<4x6xf32>
   %b = "tsr.all_gather"(%a) {dim = 1 : i64, group_size = 4 : i64, mesh_axes = "dp,tp"} : (tensor<4x6xf32>) -> tensor<4x24xf32>
@@ -499,7 +499,6 @@ mod tests {
 "#;
         let g = crate::mlir::parse_verified(text).expect("parses and verifies");
         assert_eq!(crate::mlir::print_graph(&g), text);
-        crate::mlir::check_with_mlir(text).expect("MLIR accepts the collectives through IRDL");
         let bad = text.replace("\"max\"", "\"avg\"").replace("reduction = \"sum\"", "reduction = \"avg\"");
         let err = crate::mlir::parse_verified(&bad).expect_err("bad reduction").to_string();
         assert!(err.contains("unknown all_reduce reduction 'avg'"), "{err}");

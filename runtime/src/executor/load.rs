@@ -6,7 +6,8 @@ use tessera_ir::artifact::{
     sha256_hex, GpuProgram, LibraryCall, Location, Manifest, Program, Step, ALIGNMENT, FORMAT_VERSION, MANIFEST_FILE,
 };
 
-/// A loaded, checked artifact (rank 0).
+/// A loaded, checked artifact: the manifest and one rank's program (rank 0 unless loaded with
+/// [`load_rank`]).
 #[derive(Debug)]
 pub struct Artifact {
     pub dir: PathBuf,
@@ -38,6 +39,11 @@ fn inside(dir: &Path, rel: &str, manifest: &Path) -> Result<PathBuf, ArtifactErr
 /// Reads `dir/manifest.json`, checks the format version and every listed file's SHA-256, and
 /// checks rank 0's program.
 pub fn load(dir: &Path) -> Result<Artifact, ArtifactError> {
+    load_rank(dir, 0)
+}
+
+/// Reads and parses `dir/manifest.json` after checking its format version (no file checks).
+pub fn read_manifest(dir: &Path) -> Result<Manifest, ArtifactError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     if !manifest_path.is_file() {
         return Err(ArtifactError::NotAnArtifact { dir: dir.to_path_buf() });
@@ -62,11 +68,27 @@ pub fn load(dir: &Path) -> Result<Artifact, ArtifactError> {
             return Err(ArtifactError::Malformed { path: manifest_path, message });
         }
     }
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| ArtifactError::Malformed { path: manifest_path.clone(), message: e.to_string() })?;
-    let Some(rank) = manifest.ranks.first() else {
-        return Err(ArtifactError::Malformed { path: manifest_path, message: "no ranks".into() });
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ArtifactError::Malformed { path: manifest_path.clone(), message: e.to_string() })
+}
+
+/// [`load`] for the program of rank `rank` (the manifest's entry at that index, which must say
+/// it is that rank): its files' SHA-256 and its consistency are checked, other ranks' are not.
+pub fn load_rank(dir: &Path, rank: usize) -> Result<Artifact, ArtifactError> {
+    let manifest = read_manifest(dir)?;
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let Some(entry) = manifest.ranks.get(rank) else {
+        let message = match manifest.ranks.len() {
+            0 => "no ranks".to_string(),
+            n => format!("no rank {rank} (the artifact has {n})"),
+        };
+        return Err(ArtifactError::Malformed { path: manifest_path, message });
     };
+    if entry.rank as usize != rank {
+        let message = format!("rank entry {rank} says it is rank {}", entry.rank);
+        return Err(ArtifactError::Malformed { path: manifest_path, message });
+    }
+    let rank = entry;
     let mut contents = Vec::new();
     for file in &rank.files {
         let path = inside(dir, &file.path, &manifest_path)?;

@@ -10,13 +10,15 @@
 //! (`resident_inputs` and `check_run_inputs` hold the rules); [`library`] holds the
 //! library calls (GEMM through the `gemm` crate, data movement, the reference fallback).
 //! [`cuda`] is the entry point for CUDA targets. [`profile`] accumulates per-step wall time
-//! (`tessera run --profile`).
+//! (`tessera run --profile`). [`run`] is running an artifact directory as a command, shared by
+//! `tessera run` and `tessera-rt run` (rank selection under `mpirun`/`srun` included).
 
 pub mod cpu;
 pub mod cuda;
 pub mod library;
 pub mod load;
 pub mod profile;
+pub mod run;
 
 use rayon::prelude::*;
 use std::borrow::Cow;

@@ -1,5 +1,11 @@
 //! Asks MLIR itself whether a text parses and verifies, with `tsr` defined through IRDL.
 //!
+//! Its own crate so that only the crates that call it link melior and MLIR: `tessera-ir` stays
+//! pure Rust, and the runtime (which depends on `ir` for the artifact format and the reference
+//! semantics) builds and links without MLIR or LLVM, whatever else a build selects (a cargo
+//! feature of `ir` would be switched on for every package of a workspace build, the runtime's
+//! binary included).
+//!
 //! MLIR knows each tsr op's name and operand/result counts from the IRDL definition; shapes
 //! are tessera's own verifier's business. Unregistered dialects stay disallowed, so an unknown
 //! `tsr.foo` (or `foo.bar`) is an error here as well.
@@ -13,8 +19,6 @@
 //! name (`tsr.split_arity3`, with exactly 3 independent results) that is spliced into a copy of
 //! the text, and diagnostics are mapped back to the original spelling and columns.
 
-use super::parse::parse_graph;
-use crate::ops::Op;
 use melior::dialect::DialectRegistry;
 use melior::ir::operation::OperationLike;
 use melior::ir::Module;
@@ -23,6 +27,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::rc::Rc;
+use tessera_ir::mlir::parse_graph;
+use tessera_ir::ops::Op;
 
 /// Why MLIR did not accept a text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,9 +54,9 @@ enum Arity {
 /// Operand and result arity of each mnemonic; must agree with the ops' shape rules
 /// (`expect_arity`), which a unit test checks for every mnemonic.
 fn signature(mnemonic: &str) -> Option<(Arity, Arity)> {
-    use crate::ops::conv::PoolKind;
-    use crate::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
-    use crate::ops::reduce::ReduceKind;
+    use tessera_ir::ops::conv::PoolKind;
+    use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
+    use tessera_ir::ops::reduce::ReduceKind;
     use Arity::{Fixed, Variadic};
     if UnaryOp::from_mnemonic(mnemonic).is_some()
         || ReduceKind::from_mnemonic(mnemonic).is_some()
@@ -190,7 +196,7 @@ fn prepare(text: &str) -> (String, String, Vec<Splice>) {
     let mut last = 0;
     for (id, mnemonic, count) in variadic_nodes {
         let quoted = format!("\"tsr.{mnemonic}\"");
-        let Some(&offset) = map.node_offsets.get(id.index()) else { continue };
+        let Some(offset) = map.node_offset(id) else { continue };
         // An op name written with escapes cannot be spliced; MLIR then checks it as written.
         if uses.mixed(mnemonic).is_none() || !text.get(offset..).is_some_and(|rest| rest.starts_with(&quoted)) {
             continue;
@@ -307,9 +313,9 @@ fn parse_and_verify(context: &Context, text: &str, dialect: &str, print: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::attr::AttrMap;
-    use crate::tensor::Tensor;
-    use crate::types::TensorType;
+    use tessera_ir::ops::attr::AttrMap;
+    use tessera_ir::tensor::Tensor;
+    use tessera_ir::types::TensorType;
 
     #[test]
     fn diagnostics_on_spliced_text_map_back() {
@@ -340,7 +346,7 @@ mod tests {
     /// accepts, as far as the arity check is concerned (the error for a wrong count names it).
     #[test]
     fn fixed_arities_match_the_shape_rules() {
-        let t = TensorType::of_static(crate::dtype::DType::F32, &[2, 2]);
+        let t = TensorType::of_static(tessera_ir::dtype::DType::F32, &[2, 2]);
         for m in Op::all_mnemonics() {
             let Some((Arity::Fixed(n), _)) = signature(m) else {
                 continue;
@@ -354,10 +360,12 @@ mod tests {
 
     fn sample_op(m: &str) -> Op {
         let mut attrs = vec![];
-        let ints = |v: &[i64]| crate::ops::attr::Attr::Ints(v.to_vec());
-        use crate::ops::attr::Attr;
+        let ints = |v: &[i64]| tessera_ir::ops::attr::Attr::Ints(v.to_vec());
+        use tessera_ir::ops::attr::Attr;
         match m {
-            "constant" => attrs.push(("value".to_string(), Attr::Dense(Tensor::scalar(crate::dtype::DType::F32, 1.0)))),
+            "constant" => {
+                attrs.push(("value".to_string(), Attr::Dense(Tensor::scalar(tessera_ir::dtype::DType::F32, 1.0))))
+            }
             "softmax" | "concat" | "gather" => attrs.push(("axis".to_string(), Attr::Int(0))),
             "layer_norm" | "rms_norm" => {
                 attrs.push(("axis".to_string(), Attr::Int(0)));
@@ -418,7 +426,26 @@ mod tests {
             }
             _ => {}
         }
-        let result = TensorType::of_static(crate::dtype::DType::F32, &[2, 2]);
+        let result = TensorType::of_static(tessera_ir::dtype::DType::F32, &[2, 2]);
         Op::from_parts(m, AttrMap::new(attrs), &[result]).expect(m)
+    }
+
+    /// The collectives' text form (see `tessera_ir::ops::collective`) is accepted by MLIR too.
+    #[test]
+    fn mlir_accepts_the_collectives_through_irdl() {
+        let text = r#"func.func @stage(%x: tensor<4x6xf32>) -> (tensor<4x6xf32>) {
+  %a = "tsr.all_reduce"(%x) {group_size = 2 : i64, mesh_axes = "tp", reduction = "sum"} : (tensor<4x6xf32>) -> tensor<4x6xf32>
+  %b = "tsr.all_gather"(%a) {dim = 1 : i64, group_size = 4 : i64, mesh_axes = "dp,tp"} : (tensor<4x6xf32>) -> tensor<4x24xf32>
+  %c = "tsr.reduce_scatter"(%b) {dim = 1 : i64, group_size = 4 : i64, mesh_axes = "dp,tp"} : (tensor<4x24xf32>) -> tensor<4x6xf32>
+  %d = "tsr.all_to_all"(%c) {concat_dim = 1 : i64, group_size = 2 : i64, mesh_axes = "tp", split_dim = 0 : i64} : (tensor<4x6xf32>) -> tensor<2x12xf32>
+  %e = "tsr.all_slice"(%d) {dim = 1 : i64, group_size = 2 : i64, mesh_axes = "tp"} : (tensor<2x12xf32>) -> tensor<2x6xf32>
+  "tsr.send"(%e) {mesh_axis = "pp", peer = 1 : i64, tag = 7 : i64} : (tensor<2x6xf32>) -> ()
+  %f = "tsr.recv"() {mesh_axis = "pp", peer = 1 : i64, tag = 8 : i64} : () -> tensor<4x6xf32>
+  return %f : tensor<4x6xf32>
+}
+"#;
+        check_with_mlir(text).expect("MLIR accepts the collectives through IRDL");
+        let unknown = text.replace("tsr.all_slice", "tsr.all_slices");
+        assert!(check_with_mlir(&unknown).is_err(), "an unknown collective is rejected");
     }
 }

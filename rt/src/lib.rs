@@ -1,0 +1,67 @@
+//! What the two command-line tools, `tessera` and `tessera-rt`, share besides the runtime: the
+//! one-line error format. Both print `error: MESSAGE` on standard error and exit with 1 on a
+//! failed command (2 on a usage error, from clap).
+
+/// The error and its causes, outermost first, on one line. A cause whose text the line already
+/// holds is skipped: library errors often print their source in their own message.
+pub fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        let text = err.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        cause = err.source();
+    }
+    line.replace('\n', " ")
+}
+
+/// Restores the default SIGPIPE action, so `tessera ... | head` ends quietly like other Unix
+/// tools instead of panicking on a closed stdout (Rust ignores SIGPIPE by default).
+pub fn reset_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer {
+        text: &'static str,
+        source: Option<Box<Layer>>,
+    }
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.text)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    fn chain(texts: &[&'static str]) -> Layer {
+        let (first, rest) = texts.split_first().expect("one layer at least");
+        Layer { text: first, source: (!rest.is_empty()).then(|| Box::new(chain(rest))) }
+    }
+
+    #[test]
+    fn causes_join_on_one_line_without_repeats() {
+        assert_eq!(error_line(&chain(&["--input x=a.npy", "a.npy: not found"])), "--input x=a.npy: a.npy: not found");
+        // A cause that the outer message already quotes is not repeated.
+        assert_eq!(error_line(&chain(&["cannot read: disk full", "disk full"])), "cannot read: disk full");
+        assert_eq!(error_line(&chain(&["two\nlines"])), "two lines");
+    }
+}

@@ -1,0 +1,242 @@
+//! Running an artifact directory as a command: the one implementation behind `tessera run DIR`
+//! and `tessera-rt run DIR`.
+//!
+//! Inputs are fed exactly as for a model run by the interpreter (the same seeded random inputs,
+//! so outputs are comparable); the model's parameters are bound once (resident in the arena) and
+//! the other inputs fed per run. Launched by `mpirun`/`srun` (the launcher's world size, see
+//! [`crate::mpi::launched_world_size`]), every process runs its own rank's program: the world
+//! must have as many processes as the manifest has ranks, which every process checks on its own
+//! before MPI starts, so a wrong launch is the same clear error on every rank and never a hang.
+//! Rank 0 writes the outputs and reports timings.
+
+use super::load::{load_rank, read_manifest};
+use super::profile::Profile;
+use super::{cpu, cuda, ArtifactError, Feed};
+use crate::feeds::{random_inputs, read_feeds, write_feeds, FeedError};
+use crate::mpi::{launched_world_size, MpiCommunicator, MpiError};
+use crate::spmd::Communicator;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tessera_ir::artifact::{Program, MANIFEST_FILE};
+use tessera_ir::graph::{Graph, InputRole};
+use tessera_ir::types::TensorType;
+
+/// What to feed an artifact and how to run it (the command-line options of `run`).
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// `NAME=FILE.npy` per given input.
+    pub inputs: Vec<String>,
+    /// Seed for the inputs not given (floats uniform in [-1, 1)).
+    pub random_inputs: Option<u64>,
+    /// Directory for the outputs, one `NAME.npy` each (written by rank 0).
+    pub output: PathBuf,
+    /// Runs with the parameters bound once; the outputs are the last run's. At least 1.
+    pub repeat: u32,
+    /// Report the bind and run wall times.
+    pub timing: bool,
+    /// Report the wall time per kernel and library call (CPU targets).
+    pub profile: bool,
+    /// How long a rank waits for a message from another before failing (MPI launches).
+    pub comm_timeout: Duration,
+}
+
+/// What a run produced: the files rank 0 wrote and its report for standard error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    pub rank: usize,
+    pub ranks: usize,
+    /// The output files, in output order (empty on ranks other than 0).
+    pub written: Vec<PathBuf>,
+    /// Timing and profile lines, each ending in a newline (empty unless asked for, and on ranks
+    /// other than 0).
+    pub diagnostics: String,
+}
+
+impl RunReport {
+    /// Prints the diagnostics to standard error and `wrote PATH` per output to standard output,
+    /// as both command-line tools do.
+    pub fn print(&self) {
+        eprint!("{}", self.diagnostics);
+        for path in &self.written {
+            println!("wrote {}", path.display());
+        }
+    }
+}
+
+/// Why an artifact could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+    #[error("--profile times CPU artifacts; this artifact targets {target}")]
+    ProfileOnGpu { target: String },
+    #[error(
+        "the artifact has {ranks} rank(s){mesh} but {launched}: run it with `mpirun -n {ranks}` or `srun -n {ranks}`"
+    )]
+    WorldSize { ranks: usize, launched: String, mesh: String },
+    #[error("cannot start MPI")]
+    Mpi(#[from] MpiError),
+}
+
+/// Loads the artifact in `dir` (this process's rank of it), feeds it, runs it `config.repeat`
+/// times and, on rank 0, writes the outputs; see the module documentation.
+pub fn run_artifact(dir: &Path, config: &RunConfig) -> Result<RunReport, RunError> {
+    let manifest = read_manifest(dir)?;
+    let ranks = manifest.ranks.len();
+    if ranks == 0 {
+        let message = "no ranks".to_string();
+        return Err(ArtifactError::Malformed { path: dir.join(MANIFEST_FILE), message }.into());
+    }
+    let world = launched_world_size().unwrap_or(1);
+    if world != ranks {
+        let axes: Vec<String> = manifest.mesh.iter().map(|a| format!("{}={}", a.name, a.size)).collect();
+        let mesh = if axes.is_empty() { String::new() } else { format!(" (mesh {})", axes.join(",")) };
+        let launched = match launched_world_size() {
+            None => "this is one process, not launched by mpirun or srun".to_string(),
+            Some(n) => format!("{n} process(es) were launched"),
+        };
+        return Err(RunError::WorldSize { ranks, launched, mesh });
+    }
+    // Kept until the run ends: dropping it finalizes MPI.
+    let communicator = if world > 1 { Some(MpiCommunicator::init(config.comm_timeout)?) } else { None };
+    let rank = communicator.as_ref().map_or(0, |c| c.rank());
+    let artifact = load_rank(dir, rank)?;
+    let target = artifact.program.target.clone();
+    let cuda = target.starts_with("cuda");
+    if cuda {
+        cuda::check(&artifact)?;
+    }
+    let signature = signature_graph(&artifact.program);
+    let mut feeds = read_feeds(&signature, &config.inputs)?;
+    if let Some(seed) = config.random_inputs {
+        let random = random_inputs(&signature, &feeds, &HashMap::new(), seed)?;
+        feeds.extend(random.into_iter().map(|(name, t)| (name, Feed::Tensor(t))));
+    }
+    let (resident, per_run): (Vec<_>, Vec<_>) = feeds.into_iter().partition(|(name, _)| {
+        artifact.program.inputs.iter().any(|binding| binding.name == *name && binding.parameter)
+    });
+    let mut profile = Profile::new();
+    let mut timings = Timings::default();
+    let outputs = if cuda {
+        if config.profile {
+            return Err(RunError::ProfileOnGpu { target });
+        }
+        let executor = cuda::CudaExecutor::new(artifact)?;
+        let mut bound = timings.bind(|| executor.bind(&resident))?;
+        timings.runs(config.repeat, || bound.run_stored(&per_run))?
+    } else {
+        let executor = cpu::CpuExecutor::new(artifact)?;
+        let mut bound = timings.bind(|| executor.bind(&resident))?;
+        // Outputs come back as the arena's bytes, written to .npy as they are.
+        if config.profile {
+            profile.record("resident inputs (bound once)", timings.bind);
+            timings.runs(config.repeat, || bound.run_stored(&per_run, Some(&mut profile)))?
+        } else {
+            timings.runs(config.repeat, || bound.run_stored(&per_run, None))?
+        }
+    };
+    let mut report = RunReport { rank, ranks, written: Vec::new(), diagnostics: String::new() };
+    if rank != 0 {
+        return Ok(report);
+    }
+    if config.timing {
+        report.diagnostics += &timings.report(resident.len());
+    }
+    if config.profile {
+        if config.repeat > 1 {
+            report.diagnostics += &format!("profile, summed over {} runs:\n", config.repeat);
+        }
+        report.diagnostics += &profile.report();
+    }
+    report.written = write_feeds(&config.output, &outputs)?;
+    Ok(report)
+}
+
+/// Wall times of a compiled run: binding the resident inputs once, then each run.
+#[derive(Default)]
+struct Timings {
+    bind: Duration,
+    runs: Vec<Duration>,
+}
+
+impl Timings {
+    fn bind<T, E>(&mut self, bind: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let start = std::time::Instant::now();
+        let bound = bind()?;
+        self.bind = start.elapsed();
+        Ok(bound)
+    }
+
+    /// Runs `run` `repeat` times (at least once), keeping the last outputs.
+    fn runs<T, E>(&mut self, repeat: u32, mut run: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+        loop {
+            let start = std::time::Instant::now();
+            let outputs = run()?;
+            self.runs.push(start.elapsed());
+            if self.runs.len() >= repeat as usize {
+                return Ok(outputs);
+            }
+        }
+    }
+
+    /// "compiled artifact: S s" for the bind plus the first run (what one cold `run` costs),
+    /// then, for several runs, the steady state with the parameters resident.
+    fn report(&self, resident: usize) -> String {
+        let secs = |d: Duration| d.as_secs_f64();
+        let first = self.runs.first().copied().unwrap_or_default();
+        let mut out = format!(
+            "compiled artifact: {:.3} s (binding {resident} parameter inputs once {:.3} s, first run {:.3} s)\n",
+            secs(self.bind + first),
+            secs(self.bind),
+            secs(first)
+        );
+        if self.runs.len() > 1 {
+            let mut sorted = self.runs.clone();
+            sorted.sort();
+            let median = if sorted.len() % 2 == 1 {
+                secs(sorted[sorted.len() / 2])
+            } else {
+                (secs(sorted[sorted.len() / 2 - 1]) + secs(sorted[sorted.len() / 2])) / 2.0
+            };
+            out += &format!(
+                "compiled artifact, {} runs with the parameters resident: min {:.3} s, median {:.3} s\n",
+                sorted.len(),
+                secs(sorted[0]),
+                median
+            );
+        }
+        out
+    }
+}
+
+/// A graph with the program's inputs only: what input reading needs to know.
+fn signature_graph(program: &Program) -> Graph {
+    let mut g = Graph::new(&program.name);
+    for binding in &program.inputs {
+        let shape = program.buffers.get(binding.buffer as usize).map(|b| b.shape.clone()).unwrap_or_default();
+        let ty = TensorType::of_static(binding.dtype, &shape);
+        g.add_input(&binding.name, ty, InputRole::Activation);
+    }
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_report_gives_the_cold_run_and_the_steady_state() {
+        let ms = Duration::from_millis;
+        let timings = Timings { bind: ms(500), runs: vec![ms(300), ms(100), ms(200), ms(400)] };
+        assert_eq!(
+            timings.report(3),
+            "compiled artifact: 0.800 s (binding 3 parameter inputs once 0.500 s, first run 0.300 s)\n\
+             compiled artifact, 4 runs with the parameters resident: min 0.100 s, median 0.250 s\n"
+        );
+        let once = Timings { bind: ms(10), runs: vec![ms(20)] };
+        assert_eq!(once.report(0).lines().count(), 1);
+    }
+}
