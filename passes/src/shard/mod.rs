@@ -6,7 +6,7 @@
 //! activation inputs (data parallelism), `tp` splits matmul weights Megatron-style (column
 //! parallel, then row parallel with an all-reduce of the partial sums). Other axes are used only
 //! through user seeds ([`ShardConfig::seeds`]). Propagation and collective insertion are in
-//! [`partition`] and [`reshard`]; every op follows its family's sharding rule
+//! [`partition()`] and [`reshard`]; every op follows its family's sharding rule
 //! ([`tessera_ir::ops::Op::sharding_rule`]), and ops without one are replicated.
 //!
 //! Invariants of the result:
