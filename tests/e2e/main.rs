@@ -18,6 +18,7 @@ mod real_models;
 mod shard;
 mod srun;
 mod support;
+mod tidy;
 mod train;
 mod train_artifact;
 mod zoo;
