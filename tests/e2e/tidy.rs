@@ -132,8 +132,7 @@ trait T {
 }
 "#;
     let found = function_lengths(source).expect("parses");
-    let summary: Vec<(String, usize, usize)> =
-        found.into_iter().map(|f| (f.name, f.line, f.body_lines)).collect();
+    let summary: Vec<(String, usize, usize)> = found.into_iter().map(|f| (f.name, f.line, f.body_lines)).collect();
     assert_eq!(
         summary,
         [
