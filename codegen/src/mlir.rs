@@ -89,8 +89,8 @@ pub fn translate_to_llvm<'ctx>(
     module: &Module,
     llvm_context: &'ctx inkwell::context::Context,
 ) -> Result<inkwell::module::Module<'ctx>, CodegenError> {
-    // SAFETY: MLIR and inkwell link the same shared libLLVM, so the context and module
-    // pointers are of one LLVM; the returned module is owned by the inkwell wrapper.
+    // SAFETY: MLIR and inkwell link the same shared libLLVM, so the context pointer is one
+    // MLIR's translation can use; the operation is a live module of `session`.
     let raw = unsafe {
         mlir_sys::mlirTranslateModuleToLLVMIR(
             module.as_operation().to_raw(),
@@ -100,5 +100,7 @@ pub fn translate_to_llvm<'ctx>(
     if raw.is_null() {
         return Err(CodegenError::Mlir { stage: "translation to LLVM IR", diagnostics: session.take_diagnostics() });
     }
+    // SAFETY: `raw` is a non-null module the translation just created in `llvm_context` and
+    // nothing else owns; the inkwell wrapper takes ownership and frees it with the context.
     Ok(unsafe { inkwell::module::Module::new(raw as inkwell::llvm_sys::prelude::LLVMModuleRef) })
 }

@@ -282,7 +282,7 @@ impl Communicator for MpiCommunicator {
         let count = to_c_int(buffer.len(), "a message")?;
         let mut state = lock(&self.state);
         Self::reap_sends(&mut state);
-        let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
+        let mut request = null_request();
         // SAFETY: the buffer moves into `state.sends` (a Vec's heap block does not move) and is
         // freed only after MPI_Test reports the send complete.
         unsafe {
@@ -332,7 +332,7 @@ impl Communicator for MpiCommunicator {
         // shape check of the group semantics instead of truncating).
         let my_len = [mine.len() as u64];
         let mut lens = vec![0u64; group.len()];
-        let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
+        let mut request = null_request();
         {
             let _state = lock(&self.state);
             // SAFETY: both buffers outlive the request: on a timeout they are leaked below.
@@ -361,7 +361,7 @@ impl Communicator for MpiCommunicator {
             total += c as usize;
         }
         let mut all = vec![0u8; total];
-        let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
+        let mut request = null_request();
         {
             let _state = lock(&self.state);
             // SAFETY: as above; `counts` and `displs` must stay alive until completion too.
@@ -401,13 +401,19 @@ impl Communicator for MpiCommunicator {
         // MPI_MAX need not propagate NaN; the flags (max of 0/1 per element) carry it.
         let nans = (!sum && send.wire() != Wire::I64).then(|| send.take_nans());
         let (count, datatype) = (to_c_int(send.len(), "a tensor")?, mpi_datatype(send.wire(), sum));
+        // SAFETY: RSMPI_SUM and RSMPI_MAX are constants the MPI library initializes before
+        // MPI_Init returns (which `MpiCommunicator` has called); reading them copies a handle.
         let op = if sum { unsafe { ffi::RSMPI_SUM } } else { unsafe { ffi::RSMPI_MAX } };
         let recv = Elements::zeros(send.wire(), send.len());
+        // SAFETY: `send` and `recv` both hold `count` elements of `datatype`, and `nonblocking`
+        // keeps them alive until the request completes (leaking them on a timeout).
         let (_, mut out) = self.nonblocking(call.peer, (send, recv), |(send, recv), request| unsafe {
             ffi::MPI_Iallreduce(send.as_ptr(), recv.as_mut_ptr(), count, datatype, op, call.comm, request)
         })?;
         if let Some(flags) = nans {
             let any = vec![0u8; flags.len()];
+            // SAFETY: one u8 flag per element in both buffers (`count` of them), kept alive by
+            // `nonblocking` until the request completes.
             let (_, any) = self.nonblocking(call.peer, (flags, any), |(flags, any), request| unsafe {
                 ffi::MPI_Iallreduce(
                     flags.as_ptr().cast(),
@@ -432,6 +438,8 @@ impl Communicator for MpiCommunicator {
         let send = Elements::of(t, Wire::of(t.dtype, Use::Move));
         let (count, datatype) = (to_c_int(send.len(), "a tensor")?, mpi_datatype(send.wire(), false));
         let recv = Elements::zeros(send.wire(), send.len() * g);
+        // SAFETY: `recv` holds `count` elements for each of the `g` members, `send` holds
+        // `count`; `nonblocking` keeps both alive until the request completes.
         let (_, gathered) = self.nonblocking(call.peer, (send, recv), |(send, recv), request| unsafe {
             ffi::MPI_Iallgather(send.as_ptr(), count, datatype, recv.as_mut_ptr(), count, datatype, call.comm, request)
         })?;
@@ -448,6 +456,8 @@ impl Communicator for MpiCommunicator {
         let send = Elements::of(t, Wire::of(t.dtype, Use::Sum)).split_blocks(&t.shape, dim, g);
         let (count, datatype) = (to_c_int(send.len() / g, "a block")?, mpi_datatype(send.wire(), true));
         let recv = Elements::zeros(send.wire(), send.len() / g);
+        // SAFETY: `send` holds `g` blocks of `count` elements and `recv` one block; both stay
+        // alive until the request completes (`nonblocking` leaks them on a timeout).
         let (_, block) = self.nonblocking(call.peer, (send, recv), |(send, recv), request| unsafe {
             ffi::MPI_Ireduce_scatter_block(
                 send.as_ptr(),
@@ -479,6 +489,8 @@ impl Communicator for MpiCommunicator {
         let send = Elements::of(t, Wire::of(t.dtype, Use::Move)).split_blocks(&t.shape, split_dim, g);
         let (count, datatype) = (to_c_int(send.len() / g, "a block")?, mpi_datatype(send.wire(), false));
         let recv = Elements::zeros(send.wire(), send.len());
+        // SAFETY: `send` and `recv` both hold `g` blocks of `count` elements; `nonblocking` keeps
+        // them alive until the request completes.
         let (_, blocks) = self.nonblocking(call.peer, (send, recv), |(send, recv), request| unsafe {
             ffi::MPI_Ialltoall(send.as_ptr(), count, datatype, recv.as_mut_ptr(), count, datatype, call.comm, request)
         })?;
@@ -587,7 +599,7 @@ impl MpiCommunicator {
         mut buffers: B,
         start: impl FnOnce(&mut B, &mut ffi::MPI_Request) -> c_int,
     ) -> Result<B, CommError> {
-        let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
+        let mut request = null_request();
         {
             let _state = lock(&self.state);
             // MPI's default error handler aborts the job on a failed call, so the return code
@@ -614,6 +626,8 @@ impl MpiCommunicator {
         let peer = group.iter().copied().find(|&r| r != self.rank).unwrap_or(self.rank);
         let mine = [signature(t)];
         let all = vec![0u64; group.len()];
+        // SAFETY: `mine` holds one u64 and `all` one per group member, the counts passed; both
+        // stay alive until the request completes.
         let (_, all) = self.nonblocking(peer, (mine, all), |(mine, all), request| unsafe {
             ffi::MPI_Iallgather(
                 mine.as_ptr().cast(),
@@ -645,6 +659,8 @@ impl MpiCommunicator {
         let Some(call) = self.native_call(group, t)? else { return Ok(t.clone()) };
         let data = Elements::of(t, Wire::of(t.dtype, Use::Move));
         let (count, datatype) = (to_c_int(data.len(), "a tensor")?, mpi_datatype(data.wire(), false));
+        // SAFETY: every member's `data` holds `count` elements of `datatype` (checked by
+        // `native_call`) and stays alive until the request completes.
         let data = self.nonblocking(call.peer, data, |data, request| unsafe {
             ffi::MPI_Ibcast(data.as_mut_ptr(), count, datatype, root as c_int, call.comm, request)
         })?;
@@ -661,6 +677,8 @@ impl MpiCommunicator {
         let (comm, _) = self.group_comm(group)?;
         let peer = group.get(root).copied().unwrap_or(self.rank);
         let count = to_c_int(bytes.len(), "a message")?;
+        // SAFETY: `bytes` holds `count` bytes and `nonblocking` keeps it alive until the
+        // request completes; members pass equal lengths (this function's contract).
         self.nonblocking(peer, bytes, |bytes, request| unsafe {
             ffi::MPI_Ibcast(bytes.as_mut_ptr().cast(), count, ffi::RSMPI_UINT8_T, root as c_int, comm, request)
         })
@@ -675,6 +693,7 @@ impl MpiCommunicator {
             return local;
         }
         let state = lock(&self.state);
+        // SAFETY: RSMPI_COMM_NULL is a constant handle the MPI library defines; reading it copies it.
         let mut node: ffi::MPI_Comm = unsafe { ffi::RSMPI_COMM_NULL };
         let mut local: c_int = 0;
         // SAFETY: collective over the world, which every rank calls at start-up; the new
@@ -692,6 +711,13 @@ impl MpiCommunicator {
         }
         local as usize
     }
+}
+
+/// A fresh request handle for a non-blocking call to fill in.
+fn null_request() -> ffi::MPI_Request {
+    // SAFETY: RSMPI_REQUEST_NULL is a constant handle the MPI library defines (the rsmpi shim
+    // exports it as a static); reading it copies the handle and nothing writes to it.
+    unsafe { ffi::RSMPI_REQUEST_NULL }
 }
 
 /// The wire form of a tensor; see the module documentation.

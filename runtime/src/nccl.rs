@@ -417,6 +417,9 @@ impl NcclCommunicator {
             t,
             elements,
             n,
+            // SAFETY: `on_device` allocates `send` from `elements` (`n` elements) and `recv`
+            // of `n`, keeps both alive until the stream has finished the call, and `comm` is the
+            // group's live communicator bound to this thread's device.
             |send, recv, _, dt, comm, stream| unsafe {
                 nccl::broadcast(send as *const c_void, recv as *mut c_void, n, dt, root as i32, comm, stream.cast())
             },
@@ -494,6 +497,9 @@ impl Communicator for NcclCommunicator {
         let nans = (!sum && elements.wire() != Wire::I64).then(|| elements.take_nans());
         let n = elements.len();
         let op = if sum { ncclRedOp_t::ncclSum } else { ncclRedOp_t::ncclMax };
+        // SAFETY: `on_device` allocates `send` and `recv` with `n` elements each (the flags pass
+        // `n` too) and keeps them alive until the stream has finished the call; `comm` is the
+        // group's live communicator.
         let all_reduce = |send: u64, recv: u64, _: usize, dt, comm, stream: *mut c_void| unsafe {
             nccl::all_reduce(send as *const c_void, recv as *mut c_void, n, dt, op, comm, stream.cast())
         };
@@ -523,6 +529,8 @@ impl Communicator for NcclCommunicator {
             t,
             elements,
             n * g,
+            // SAFETY: `send` holds `n` elements and `recv` `n * g`, both allocated by
+            // `on_device` and alive until the stream has finished the call.
             |send, recv, _, dt, comm, stream| unsafe {
                 nccl::all_gather(send as *const c_void, recv as *mut c_void, n, dt, comm, stream.cast())
             },
@@ -547,6 +555,8 @@ impl Communicator for NcclCommunicator {
             t,
             elements,
             block,
+            // SAFETY: `send` holds `g` blocks of `block` elements and `recv` one block,
+            // both allocated by `on_device` and alive until the stream has finished the call.
             |send, recv, _, dt, comm, stream| unsafe {
                 nccl::reduce_scatter(
                     send as *const c_void,

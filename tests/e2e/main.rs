@@ -19,6 +19,7 @@ mod runtime_only;
 mod shard;
 mod srun;
 mod support;
+mod tidy;
 mod train;
 mod train_artifact;
 mod zoo;

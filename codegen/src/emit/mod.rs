@@ -6,7 +6,7 @@
 //! through melior's builder API and bufferizing them; melior parses and verifies the text, and
 //! the pass pipeline in [`crate::mlir`] lowers it. Each value of the graph is either in a buffer
 //! (a kernel argument or a temporary, per [`tessera_kernels::schedule`]) or computed inline at
-//! the index its consumer asks for ([`FnEmitter::value_at`]).
+//! the index its consumer asks for (`FnEmitter::value_at`).
 //!
 //! Memory types follow the kernel ABI: floats are `f32`, integers `i64`, booleans `i8`. Inside
 //! the loops integers compute in their own width (`i32` wraps like the reference semantics) and

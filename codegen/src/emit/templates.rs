@@ -8,290 +8,376 @@ use super::{compute_type, shape_of, Buffer, FnEmitter};
 use crate::error::CodegenError;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::NodeId;
+use tessera_ir::ops::conv::{PoolKind, Window};
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 use tessera_ir::types::normalize_axis;
 
 impl FnEmitter<'_> {
-    /// Writes result `result` of `node` into `dest`.
+    /// Writes result `result` of `node` into `dest`: through the kernel template of its op, or a
+    /// plain loop nest over the output for pointwise values.
     pub(crate) fn emit_node_into(&mut self, node: NodeId, result: usize, dest: &Buffer) -> Result<(), CodegenError> {
         let g = self.g;
-        let n = g.node(node);
-        let out_ty = &g.value(n.outputs[result]).ty;
-        let out_shape = shape_of(out_ty)?;
-        let dtype = out_ty.dtype;
-        match &n.op {
-            Op::Reduce { kind, axes, keepdims } => {
-                let x = n.inputs[0];
-                let in_ty = &g.value(x).ty;
-                let in_shape = shape_of(in_ty)?;
-                let axes = axes_of(axes, in_shape.len())?;
-                let extents: Vec<usize> = axes.iter().map(|&a| in_shape[a]).collect();
-                let count: usize = extents.iter().product();
-                let ty = compute_type(dtype);
-                let (kind, keepdims) = (*kind, *keepdims);
-                self.for_each_index(&out_shape, |e, out_idx| {
-                    let init = e.reduce_identity(kind, dtype);
-                    let mut body = |e: &mut Self, red: &[String], accs: &[String]| {
-                        let in_idx = reduced_index(in_shape.len(), &axes, keepdims, out_idx, red);
-                        let x = e.value_at(x, &in_idx)?;
-                        Ok(vec![e.reduce_combine(kind, dtype, &accs[0], &x)])
-                    };
-                    let acc = e.accumulate(&extents, 0, &[(init, ty)], &mut body)?.remove(0);
-                    let value = if kind == ReduceKind::Mean {
-                        let n = e.f32(count as f64);
-                        e.op("arith.divf", &[&acc, &n], "f32")
-                    } else {
-                        acc
-                    };
-                    let value = e.round(value, dtype);
-                    e.store(&value, dest, dtype, out_idx);
-                    Ok(())
-                })
-            }
-            Op::ArgMax { axis, keepdims } => {
-                let x = n.inputs[0];
-                let in_dtype = g.value(x).ty.dtype;
-                let in_shape = shape_of(&g.value(x).ty)?;
-                let ax = normalize_axis(*axis, in_shape.len()).ok_or_else(|| bad_axis(*axis))?;
-                let keepdims = *keepdims;
-                let ty = compute_type(in_dtype);
-                self.for_each_index(&out_shape, |e, out_idx| {
-                    let zero = e.index(0);
-                    let first_idx =
-                        reduced_index(in_shape.len(), &[ax], keepdims, out_idx, std::slice::from_ref(&zero));
-                    let first = e.value_at(x, &first_idx)?;
-                    let mut body = |e: &mut Self, red: &[String], accs: &[String]| {
-                        let in_idx = reduced_index(in_shape.len(), &[ax], keepdims, out_idx, red);
-                        let v = e.value_at(x, &in_idx)?;
-                        let beats = e.argmax_beats(in_dtype, &v, &accs[0]);
-                        let best = e.fresh();
-                        e.line(format!("{best} = arith.select {beats}, {v}, {} : {ty}", accs[0]));
-                        let at = e.fresh();
-                        e.line(format!("{at} = arith.select {beats}, {}, {} : index", red[0], accs[1]));
-                        Ok(vec![best, at])
-                    };
-                    let found = e.accumulate(&[in_shape[ax]], 1, &[(first, ty), (zero.clone(), "index")], &mut body)?;
-                    let at = e.fresh();
-                    e.line(format!("{at} = arith.index_cast {} : index to i64", found[1]));
-                    e.store(&at, dest, DType::I64, out_idx);
-                    Ok(())
-                })
-            }
-            Op::Softmax { axis } => {
-                let x = n.inputs[0];
-                let ax = normalize_axis(*axis, out_shape.len()).ok_or_else(|| bad_axis(*axis))?;
-                let outer: Vec<usize> = without(&out_shape, ax);
-                let len = out_shape[ax];
-                self.for_each_index(&outer, |e, outer_idx| {
-                    let at = |j: &str| with(outer_idx, ax, j);
-                    // The reference's max ignores NaN (f64::max), as arith.maxnumf does.
-                    let low = e.f32(f64::NEG_INFINITY);
-                    let mut max_body = |e: &mut Self, j: &[String], accs: &[String]| {
-                        let v = e.value_at(x, &at(&j[0]))?;
-                        Ok(vec![e.op("arith.maxnumf", &[&accs[0], &v], "f32")])
-                    };
-                    let max = e.accumulate(&[len], 0, &[(low, "f32")], &mut max_body)?.remove(0);
-                    let zero = e.f32(0.0);
-                    let mut sum_body = |e: &mut Self, j: &[String], accs: &[String]| {
-                        let v = e.value_at(x, &at(&j[0]))?;
-                        let d = e.op("arith.subf", &[&v, &max], "f32");
-                        let ex = e.exp(&d);
-                        // The unnormalized exponential goes to the output; the last pass scales it.
-                        e.store(&ex, dest, DType::F32, &at(&j[0]));
-                        // On the CPU reassociable, so LLVM vectorizes this loop (partial sums
-                        // per lane): the softmax of GPT-2's logits spans 50257 elements per row.
-                        // The order is fixed at compile time, so results stay deterministic.
-                        let flags = if e.is_gpu() { "" } else { " fastmath<reassoc>" };
-                        let sum = e.fresh();
-                        e.line(format!("{sum} = arith.addf {}, {ex}{flags} : f32", accs[0]));
-                        Ok(vec![sum])
-                    };
-                    let sum = e.accumulate(&[len], 0, &[(zero, "f32")], &mut sum_body)?.remove(0);
-                    let inverse_free = sum.clone();
-                    e.for_each_index(&[len], |e, j| {
-                        let ex = e.load(dest, DType::F32, &at(&j[0]));
-                        let q = e.op("arith.divf", &[&ex, &inverse_free], "f32");
-                        let q = e.round(q, dtype);
-                        e.store(&q, dest, dtype, &at(&j[0]));
-                        Ok(())
-                    })
-                })
-            }
+        match &g.node(node).op {
+            Op::Reduce { kind, axes, keepdims } => self.emit_reduce_into(node, result, *kind, axes, *keepdims, dest),
+            Op::ArgMax { axis, keepdims } => self.emit_argmax_into(node, result, *axis, *keepdims, dest),
+            Op::Softmax { axis } => self.emit_softmax_into(node, result, *axis, dest),
             Op::LayerNorm { axis, epsilon } | Op::RmsNorm { axis, epsilon } => {
-                let layer = matches!(n.op, Op::LayerNorm { .. });
-                let x = n.inputs[0];
-                let scale = n.inputs[1];
-                let bias = if layer { Some(n.inputs[2]) } else { None };
-                let ax = normalize_axis(*axis, out_shape.len()).ok_or_else(|| bad_axis(*axis))?;
-                let (outer, inner) = (out_shape[..ax].to_vec(), out_shape[ax..].to_vec());
-                let count: usize = inner.iter().product();
-                let epsilon = *epsilon;
-                self.for_each_index(&outer, |e, outer_idx| {
-                    let full = |inner_idx: &[String]| [outer_idx, inner_idx].concat();
-                    let zero = e.f32(0.0);
-                    let n = e.f32(count as f64);
-                    let mean = if layer {
-                        let mut body = |e: &mut Self, i: &[String], accs: &[String]| {
-                            let v = e.value_at(x, &full(i))?;
-                            Ok(vec![e.op("arith.addf", &[&accs[0], &v], "f32")])
-                        };
-                        let sum = e.accumulate(&inner, 0, &[(zero.clone(), "f32")], &mut body)?.remove(0);
-                        Some(e.op("arith.divf", &[&sum, &n], "f32"))
-                    } else {
-                        None
-                    };
-                    // Sum of squared deviations (layer norm) or of squares (RMS norm).
-                    let mut body = |e: &mut Self, i: &[String], accs: &[String]| {
-                        let v = e.value_at(x, &full(i))?;
-                        let d = match &mean {
-                            Some(m) => e.op("arith.subf", &[&v, m], "f32"),
-                            None => v,
-                        };
-                        let sq = e.op("arith.mulf", &[&d, &d], "f32");
-                        Ok(vec![e.op("arith.addf", &[&accs[0], &sq], "f32")])
-                    };
-                    let squares = e.accumulate(&inner, 0, &[(zero, "f32")], &mut body)?.remove(0);
-                    let var = e.op("arith.divf", &[&squares, &n], "f32");
-                    let eps = e.f32(epsilon);
-                    let shifted = e.op("arith.addf", &[&var, &eps], "f32");
-                    let root = e.op("math.sqrt", &[&shifted], "f32");
-                    let one = e.f32(1.0);
-                    let inv = e.op("arith.divf", &[&one, &root], "f32");
-                    e.for_each_index(&inner, |e, i| {
-                        let v = e.value_at(x, &full(i))?;
-                        let d = match &mean {
-                            Some(m) => e.op("arith.subf", &[&v, m], "f32"),
-                            None => v,
-                        };
-                        let normed = e.op("arith.mulf", &[&d, &inv], "f32");
-                        let s = e.value_at(scale, i)?;
-                        let mut r = e.op("arith.mulf", &[&normed, &s], "f32");
-                        if let Some(bias) = bias {
-                            let b = e.value_at(bias, i)?;
-                            r = e.op("arith.addf", &[&r, &b], "f32");
-                        }
-                        let r = e.round(r, dtype);
-                        e.store(&r, dest, dtype, &full(i));
-                        Ok(())
-                    })
-                })
+                self.emit_norm_into(node, result, *axis, *epsilon, dest)
             }
             Op::MatMul if self.plan.attention.iter().any(|s| s.output == node) => {
                 let site = self.plan.attention.iter().find(|s| s.output == node).cloned();
                 let site = site.ok_or_else(|| CodegenError::Internal("attention site lost".into()))?;
                 self.emit_attention(&site, dest)
             }
-            Op::MatMul => {
-                let (a, b) = (n.inputs[0], n.inputs[1]);
-                let a_shape = shape_of(&g.value(a).ty)?;
-                let b_shape = shape_of(&g.value(b).ty)?;
-                let k = a_shape[a_shape.len() - 1];
-                let ro = out_shape.len();
-                let ty = compute_type(dtype);
-                if self.gpu.is_none() {
-                    return self.matmul_rows(a, b, &a_shape, &b_shape, &out_shape, dtype, dest);
-                }
+            Op::MatMul => self.emit_matmul_into(node, result, dest),
+            Op::Conv2d { window, groups } => self.emit_conv2d_into(node, result, window, *groups, dest),
+            Op::Pool2d { kind, kernel, window } => self.emit_pool2d_into(node, result, *kind, *kernel, window, dest),
+            _ => {
+                let (out_shape, dtype) = self.result_layout(node, result)?;
                 self.for_each_index(&out_shape, |e, idx| {
-                    let batch = &idx[..ro - 2];
-                    let a_batch = e.broadcast_index(batch, &a_shape[..a_shape.len() - 2]);
-                    let b_batch = e.broadcast_index(batch, &b_shape[..b_shape.len() - 2]);
-                    let init = if dtype.is_float() { e.f32(0.0) } else { e.int(0, ty) };
-                    let (i, j) = (idx[ro - 2].clone(), idx[ro - 1].clone());
-                    let mut body = |e: &mut Self, kk: &[String], accs: &[String]| {
-                        let x = e.value_at(a, &[a_batch.clone(), vec![i.clone(), kk[0].clone()]].concat())?;
-                        let y = e.value_at(b, &[b_batch.clone(), vec![kk[0].clone(), j.clone()]].concat())?;
-                        Ok(vec![if dtype.is_float() {
-                            let p = e.op("arith.mulf", &[&x, &y], ty);
-                            e.op("arith.addf", &[&accs[0], &p], ty)
-                        } else {
-                            let p = e.op("arith.muli", &[&x, &y], ty);
-                            e.op("arith.addi", &[&accs[0], &p], ty)
-                        }])
-                    };
-                    let acc = e.accumulate(&[k], 0, &[(init, ty)], &mut body)?.remove(0);
-                    let acc = e.round(acc, dtype);
-                    e.store(&acc, dest, dtype, idx);
+                    let v = e.pointwise(node, result, idx)?;
+                    e.store(&v, dest, dtype, idx);
                     Ok(())
                 })
             }
-            Op::Conv2d { window, groups } => {
-                let (x, w) = (n.inputs[0], n.inputs[1]);
-                let x_shape = shape_of(&g.value(x).ty)?;
-                let w_shape = shape_of(&g.value(w).ty)?;
-                let (c_per_group, kh, kw) = (w_shape[1], w_shape[2], w_shape[3]);
-                let o_per_group = w_shape[0] / (*groups).max(1) as usize;
-                let window = window.clone();
-                self.for_each_index(&out_shape, |e, idx| {
-                    let per_group = e.index(o_per_group.max(1));
-                    let group = e.op("arith.divui", &[&idx[1], &per_group], "index");
-                    let cpg = e.index(c_per_group);
-                    let first_channel = e.op("arith.muli", &[&group, &cpg], "index");
-                    let zero = e.f32(0.0);
-                    let mut body = |e: &mut Self, k: &[String], accs: &[String]| {
-                        let (ci, ky, kx) = (&k[0], &k[1], &k[2]);
-                        let (iy, y_ok) = e.window_tap(&window, 0, &idx[2], ky, x_shape[2]);
-                        let (ix, x_ok) = e.window_tap(&window, 1, &idx[3], kx, x_shape[3]);
-                        let ic = e.op("arith.addi", &[&first_channel, ci], "index");
-                        let v = e.value_at(x, &[idx[0].clone(), ic, iy, ix])?;
-                        let f = e.value_at(w, &[idx[1].clone(), ci.clone(), ky.clone(), kx.clone()])?;
-                        let p = e.op("arith.mulf", &[&v, &f], "f32");
-                        let ok = e.op("arith.andi", &[&y_ok, &x_ok], "i1");
-                        let term = e.fresh();
-                        e.line(format!("{term} = arith.select {ok}, {p}, {zero} : f32"));
-                        Ok(vec![e.op("arith.addf", &[&accs[0], &term], "f32")])
-                    };
-                    let acc = e.accumulate(&[c_per_group, kh, kw], 0, &[(zero.clone(), "f32")], &mut body)?.remove(0);
-                    let acc = e.round(acc, dtype);
-                    e.store(&acc, dest, dtype, idx);
-                    Ok(())
-                })
-            }
-            Op::Pool2d { kind, kernel, window } => {
-                let x = n.inputs[0];
-                let x_shape = shape_of(&g.value(x).ty)?;
-                let (kh, kw) = (kernel[0].max(0) as usize, kernel[1].max(0) as usize);
-                let (max, window) = (*kind == tessera_ir::ops::conv::PoolKind::Max, window.clone());
-                self.for_each_index(&out_shape, |e, idx| {
-                    let init = e.f32(if max { f64::NEG_INFINITY } else { 0.0 });
-                    let zero = e.f32(0.0);
-                    let one = e.f32(1.0);
-                    let mut body = |e: &mut Self, k: &[String], accs: &[String]| {
-                        let (iy, y_ok) = e.window_tap(&window, 0, &idx[2], &k[0], x_shape[2]);
-                        let (ix, x_ok) = e.window_tap(&window, 1, &idx[3], &k[1], x_shape[3]);
-                        let v = e.value_at(x, &[idx[0].clone(), idx[1].clone(), iy, ix])?;
-                        let ok = e.op("arith.andi", &[&y_ok, &x_ok], "i1");
-                        if max {
-                            let m = e.op("arith.maximumf", &[&accs[0], &v], "f32");
-                            let r = e.fresh();
-                            e.line(format!("{r} = arith.select {ok}, {m}, {} : f32", accs[0]));
-                            Ok(vec![r])
-                        } else {
-                            let term = e.fresh();
-                            e.line(format!("{term} = arith.select {ok}, {v}, {zero} : f32"));
-                            let counted = e.fresh();
-                            e.line(format!("{counted} = arith.select {ok}, {one}, {zero} : f32"));
-                            Ok(vec![
-                                e.op("arith.addf", &[&accs[0], &term], "f32"),
-                                e.op("arith.addf", &[&accs[1], &counted], "f32"),
-                            ])
-                        }
-                    };
-                    let inits: Vec<(String, &str)> =
-                        if max { vec![(init, "f32")] } else { vec![(init, "f32"), (zero.clone(), "f32")] };
-                    let accs = e.accumulate(&[kh, kw], 0, &inits, &mut body)?;
-                    let value = if max { accs[0].clone() } else { e.op("arith.divf", &[&accs[0], &accs[1]], "f32") };
-                    let value = e.round(value, dtype);
-                    e.store(&value, dest, dtype, idx);
-                    Ok(())
-                })
-            }
-            _ => self.for_each_index(&out_shape, |e, idx| {
-                let v = e.pointwise(node, result, idx)?;
-                e.store(&v, dest, dtype, idx);
-                Ok(())
-            }),
         }
+    }
+
+    /// The static shape and the dtype of result `result` of `node`.
+    fn result_layout(&self, node: NodeId, result: usize) -> Result<(Vec<usize>, DType), CodegenError> {
+        let out_ty = &self.g.value(self.g.node(node).outputs[result]).ty;
+        Ok((shape_of(out_ty)?, out_ty.dtype))
+    }
+
+    /// Reduces `x` over `axes` (sum, mean, max, ...) into the output buffer.
+    fn emit_reduce_into(
+        &mut self,
+        node: NodeId,
+        result: usize,
+        kind: ReduceKind,
+        axes: &[i64],
+        keepdims: bool,
+        dest: &Buffer,
+    ) -> Result<(), CodegenError> {
+        let g = self.g;
+        let n = g.node(node);
+        let (out_shape, dtype) = self.result_layout(node, result)?;
+        let x = n.inputs[0];
+        let in_ty = &g.value(x).ty;
+        let in_shape = shape_of(in_ty)?;
+        let axes = axes_of(axes, in_shape.len())?;
+        let extents: Vec<usize> = axes.iter().map(|&a| in_shape[a]).collect();
+        let count: usize = extents.iter().product();
+        let ty = compute_type(dtype);
+        self.for_each_index(&out_shape, |e, out_idx| {
+            let init = e.reduce_identity(kind, dtype);
+            let mut body = |e: &mut Self, red: &[String], accs: &[String]| {
+                let in_idx = reduced_index(in_shape.len(), &axes, keepdims, out_idx, red);
+                let x = e.value_at(x, &in_idx)?;
+                Ok(vec![e.reduce_combine(kind, dtype, &accs[0], &x)])
+            };
+            let acc = e.accumulate(&extents, 0, &[(init, ty)], &mut body)?.remove(0);
+            let value = if kind == ReduceKind::Mean {
+                let n = e.f32(count as f64);
+                e.op("arith.divf", &[&acc, &n], "f32")
+            } else {
+                acc
+            };
+            let value = e.round(value, dtype);
+            e.store(&value, dest, dtype, out_idx);
+            Ok(())
+        })
+    }
+
+    /// The index of the first maximum along `axis` (NaN wins, as in the reference).
+    fn emit_argmax_into(
+        &mut self,
+        node: NodeId,
+        result: usize,
+        axis: i64,
+        keepdims: bool,
+        dest: &Buffer,
+    ) -> Result<(), CodegenError> {
+        let g = self.g;
+        let n = g.node(node);
+        let (out_shape, _) = self.result_layout(node, result)?;
+        let x = n.inputs[0];
+        let in_dtype = g.value(x).ty.dtype;
+        let in_shape = shape_of(&g.value(x).ty)?;
+        let ax = normalize_axis(axis, in_shape.len()).ok_or_else(|| bad_axis(axis))?;
+        let ty = compute_type(in_dtype);
+        self.for_each_index(&out_shape, |e, out_idx| {
+            let zero = e.index(0);
+            let first_idx = reduced_index(in_shape.len(), &[ax], keepdims, out_idx, std::slice::from_ref(&zero));
+            let first = e.value_at(x, &first_idx)?;
+            let mut body = |e: &mut Self, red: &[String], accs: &[String]| {
+                let in_idx = reduced_index(in_shape.len(), &[ax], keepdims, out_idx, red);
+                let v = e.value_at(x, &in_idx)?;
+                let beats = e.argmax_beats(in_dtype, &v, &accs[0]);
+                let best = e.fresh();
+                e.line(format!("{best} = arith.select {beats}, {v}, {} : {ty}", accs[0]));
+                let at = e.fresh();
+                e.line(format!("{at} = arith.select {beats}, {}, {} : index", red[0], accs[1]));
+                Ok(vec![best, at])
+            };
+            let found = e.accumulate(&[in_shape[ax]], 1, &[(first, ty), (zero.clone(), "index")], &mut body)?;
+            let at = e.fresh();
+            e.line(format!("{at} = arith.index_cast {} : index to i64", found[1]));
+            e.store(&at, dest, DType::I64, out_idx);
+            Ok(())
+        })
+    }
+
+    /// Softmax along `axis`: a max pass, an exponential-sum pass that stores the exponentials, and
+    /// a scaling pass.
+    fn emit_softmax_into(&mut self, node: NodeId, result: usize, axis: i64, dest: &Buffer) -> Result<(), CodegenError> {
+        let g = self.g;
+        let n = g.node(node);
+        let (out_shape, dtype) = self.result_layout(node, result)?;
+        let x = n.inputs[0];
+        let ax = normalize_axis(axis, out_shape.len()).ok_or_else(|| bad_axis(axis))?;
+        let outer: Vec<usize> = without(&out_shape, ax);
+        let len = out_shape[ax];
+        self.for_each_index(&outer, |e, outer_idx| {
+            let at = |j: &str| with(outer_idx, ax, j);
+            // The reference's max ignores NaN (f64::max), as arith.maxnumf does.
+            let low = e.f32(f64::NEG_INFINITY);
+            let mut max_body = |e: &mut Self, j: &[String], accs: &[String]| {
+                let v = e.value_at(x, &at(&j[0]))?;
+                Ok(vec![e.op("arith.maxnumf", &[&accs[0], &v], "f32")])
+            };
+            let max = e.accumulate(&[len], 0, &[(low, "f32")], &mut max_body)?.remove(0);
+            let zero = e.f32(0.0);
+            let mut sum_body = |e: &mut Self, j: &[String], accs: &[String]| {
+                let v = e.value_at(x, &at(&j[0]))?;
+                let d = e.op("arith.subf", &[&v, &max], "f32");
+                let ex = e.exp(&d);
+                // The unnormalized exponential goes to the output; the last pass scales it.
+                e.store(&ex, dest, DType::F32, &at(&j[0]));
+                // On the CPU reassociable, so LLVM vectorizes this loop (partial sums
+                // per lane): the softmax of GPT-2's logits spans 50257 elements per row.
+                // The order is fixed at compile time, so results stay deterministic.
+                let flags = if e.is_gpu() { "" } else { " fastmath<reassoc>" };
+                let sum = e.fresh();
+                e.line(format!("{sum} = arith.addf {}, {ex}{flags} : f32", accs[0]));
+                Ok(vec![sum])
+            };
+            let sum = e.accumulate(&[len], 0, &[(zero, "f32")], &mut sum_body)?.remove(0);
+            let inverse_free = sum.clone();
+            e.for_each_index(&[len], |e, j| {
+                let ex = e.load(dest, DType::F32, &at(&j[0]));
+                let q = e.op("arith.divf", &[&ex, &inverse_free], "f32");
+                let q = e.round(q, dtype);
+                e.store(&q, dest, dtype, &at(&j[0]));
+                Ok(())
+            })
+        })
+    }
+
+    /// Layer norm (mean and variance) or RMS norm (mean square) over the axes from `axis` on, then
+    /// scale (and bias).
+    fn emit_norm_into(
+        &mut self,
+        node: NodeId,
+        result: usize,
+        axis: i64,
+        epsilon: f64,
+        dest: &Buffer,
+    ) -> Result<(), CodegenError> {
+        let g = self.g;
+        let n = g.node(node);
+        let (out_shape, dtype) = self.result_layout(node, result)?;
+        let layer = matches!(n.op, Op::LayerNorm { .. });
+        let x = n.inputs[0];
+        let scale = n.inputs[1];
+        let bias = if layer { Some(n.inputs[2]) } else { None };
+        let ax = normalize_axis(axis, out_shape.len()).ok_or_else(|| bad_axis(axis))?;
+        let (outer, inner) = (out_shape[..ax].to_vec(), out_shape[ax..].to_vec());
+        let count: usize = inner.iter().product();
+        self.for_each_index(&outer, |e, outer_idx| {
+            let full = |inner_idx: &[String]| [outer_idx, inner_idx].concat();
+            let zero = e.f32(0.0);
+            let n = e.f32(count as f64);
+            let mean = if layer {
+                let mut body = |e: &mut Self, i: &[String], accs: &[String]| {
+                    let v = e.value_at(x, &full(i))?;
+                    Ok(vec![e.op("arith.addf", &[&accs[0], &v], "f32")])
+                };
+                let sum = e.accumulate(&inner, 0, &[(zero.clone(), "f32")], &mut body)?.remove(0);
+                Some(e.op("arith.divf", &[&sum, &n], "f32"))
+            } else {
+                None
+            };
+            // Sum of squared deviations (layer norm) or of squares (RMS norm).
+            let mut body = |e: &mut Self, i: &[String], accs: &[String]| {
+                let v = e.value_at(x, &full(i))?;
+                let d = match &mean {
+                    Some(m) => e.op("arith.subf", &[&v, m], "f32"),
+                    None => v,
+                };
+                let sq = e.op("arith.mulf", &[&d, &d], "f32");
+                Ok(vec![e.op("arith.addf", &[&accs[0], &sq], "f32")])
+            };
+            let squares = e.accumulate(&inner, 0, &[(zero, "f32")], &mut body)?.remove(0);
+            let var = e.op("arith.divf", &[&squares, &n], "f32");
+            let eps = e.f32(epsilon);
+            let shifted = e.op("arith.addf", &[&var, &eps], "f32");
+            let root = e.op("math.sqrt", &[&shifted], "f32");
+            let one = e.f32(1.0);
+            let inv = e.op("arith.divf", &[&one, &root], "f32");
+            e.for_each_index(&inner, |e, i| {
+                let v = e.value_at(x, &full(i))?;
+                let d = match &mean {
+                    Some(m) => e.op("arith.subf", &[&v, m], "f32"),
+                    None => v,
+                };
+                let normed = e.op("arith.mulf", &[&d, &inv], "f32");
+                let s = e.value_at(scale, i)?;
+                let mut r = e.op("arith.mulf", &[&normed, &s], "f32");
+                if let Some(bias) = bias {
+                    let b = e.value_at(bias, i)?;
+                    r = e.op("arith.addf", &[&r, &b], "f32");
+                }
+                let r = e.round(r, dtype);
+                e.store(&r, dest, dtype, &full(i));
+                Ok(())
+            })
+        })
+    }
+
+    /// Matmul: row by row on the CPU, one accumulation per output element on GPUs.
+    fn emit_matmul_into(&mut self, node: NodeId, result: usize, dest: &Buffer) -> Result<(), CodegenError> {
+        let g = self.g;
+        let n = g.node(node);
+        let (out_shape, dtype) = self.result_layout(node, result)?;
+        let (a, b) = (n.inputs[0], n.inputs[1]);
+        let a_shape = shape_of(&g.value(a).ty)?;
+        let b_shape = shape_of(&g.value(b).ty)?;
+        let k = a_shape[a_shape.len() - 1];
+        let ro = out_shape.len();
+        let ty = compute_type(dtype);
+        if self.gpu.is_none() {
+            return self.matmul_rows(a, b, &a_shape, &b_shape, &out_shape, dtype, dest);
+        }
+        self.for_each_index(&out_shape, |e, idx| {
+            let batch = &idx[..ro - 2];
+            let a_batch = e.broadcast_index(batch, &a_shape[..a_shape.len() - 2]);
+            let b_batch = e.broadcast_index(batch, &b_shape[..b_shape.len() - 2]);
+            let init = if dtype.is_float() { e.f32(0.0) } else { e.int(0, ty) };
+            let (i, j) = (idx[ro - 2].clone(), idx[ro - 1].clone());
+            let mut body = |e: &mut Self, kk: &[String], accs: &[String]| {
+                let x = e.value_at(a, &[a_batch.clone(), vec![i.clone(), kk[0].clone()]].concat())?;
+                let y = e.value_at(b, &[b_batch.clone(), vec![kk[0].clone(), j.clone()]].concat())?;
+                Ok(vec![if dtype.is_float() {
+                    let p = e.op("arith.mulf", &[&x, &y], ty);
+                    e.op("arith.addf", &[&accs[0], &p], ty)
+                } else {
+                    let p = e.op("arith.muli", &[&x, &y], ty);
+                    e.op("arith.addi", &[&accs[0], &p], ty)
+                }])
+            };
+            let acc = e.accumulate(&[k], 0, &[(init, ty)], &mut body)?.remove(0);
+            let acc = e.round(acc, dtype);
+            e.store(&acc, dest, dtype, idx);
+            Ok(())
+        })
+    }
+
+    /// Grouped 2-D convolution: one accumulation over channels and taps per output element.
+    fn emit_conv2d_into(
+        &mut self,
+        node: NodeId,
+        result: usize,
+        window: &Window,
+        groups: i64,
+        dest: &Buffer,
+    ) -> Result<(), CodegenError> {
+        let g = self.g;
+        let n = g.node(node);
+        let (out_shape, dtype) = self.result_layout(node, result)?;
+        let (x, w) = (n.inputs[0], n.inputs[1]);
+        let x_shape = shape_of(&g.value(x).ty)?;
+        let w_shape = shape_of(&g.value(w).ty)?;
+        let (c_per_group, kh, kw) = (w_shape[1], w_shape[2], w_shape[3]);
+        let o_per_group = w_shape[0] / groups.max(1) as usize;
+        let window = window.clone();
+        self.for_each_index(&out_shape, |e, idx| {
+            let per_group = e.index(o_per_group.max(1));
+            let group = e.op("arith.divui", &[&idx[1], &per_group], "index");
+            let cpg = e.index(c_per_group);
+            let first_channel = e.op("arith.muli", &[&group, &cpg], "index");
+            let zero = e.f32(0.0);
+            let mut body = |e: &mut Self, k: &[String], accs: &[String]| {
+                let (ci, ky, kx) = (&k[0], &k[1], &k[2]);
+                let (iy, y_ok) = e.window_tap(&window, 0, &idx[2], ky, x_shape[2]);
+                let (ix, x_ok) = e.window_tap(&window, 1, &idx[3], kx, x_shape[3]);
+                let ic = e.op("arith.addi", &[&first_channel, ci], "index");
+                let v = e.value_at(x, &[idx[0].clone(), ic, iy, ix])?;
+                let f = e.value_at(w, &[idx[1].clone(), ci.clone(), ky.clone(), kx.clone()])?;
+                let p = e.op("arith.mulf", &[&v, &f], "f32");
+                let ok = e.op("arith.andi", &[&y_ok, &x_ok], "i1");
+                let term = e.fresh();
+                e.line(format!("{term} = arith.select {ok}, {p}, {zero} : f32"));
+                Ok(vec![e.op("arith.addf", &[&accs[0], &term], "f32")])
+            };
+            let acc = e.accumulate(&[c_per_group, kh, kw], 0, &[(zero.clone(), "f32")], &mut body)?.remove(0);
+            let acc = e.round(acc, dtype);
+            e.store(&acc, dest, dtype, idx);
+            Ok(())
+        })
+    }
+
+    /// Max or average pooling; padding taps are skipped (average: not counted).
+    fn emit_pool2d_into(
+        &mut self,
+        node: NodeId,
+        result: usize,
+        kind: PoolKind,
+        kernel: [i64; 2],
+        window: &Window,
+        dest: &Buffer,
+    ) -> Result<(), CodegenError> {
+        let g = self.g;
+        let n = g.node(node);
+        let (out_shape, dtype) = self.result_layout(node, result)?;
+        let x = n.inputs[0];
+        let x_shape = shape_of(&g.value(x).ty)?;
+        let (kh, kw) = (kernel[0].max(0) as usize, kernel[1].max(0) as usize);
+        let (max, window) = (kind == PoolKind::Max, window.clone());
+        self.for_each_index(&out_shape, |e, idx| {
+            let init = e.f32(if max { f64::NEG_INFINITY } else { 0.0 });
+            let zero = e.f32(0.0);
+            let one = e.f32(1.0);
+            let mut body = |e: &mut Self, k: &[String], accs: &[String]| {
+                let (iy, y_ok) = e.window_tap(&window, 0, &idx[2], &k[0], x_shape[2]);
+                let (ix, x_ok) = e.window_tap(&window, 1, &idx[3], &k[1], x_shape[3]);
+                let v = e.value_at(x, &[idx[0].clone(), idx[1].clone(), iy, ix])?;
+                let ok = e.op("arith.andi", &[&y_ok, &x_ok], "i1");
+                if max {
+                    let m = e.op("arith.maximumf", &[&accs[0], &v], "f32");
+                    let r = e.fresh();
+                    e.line(format!("{r} = arith.select {ok}, {m}, {} : f32", accs[0]));
+                    Ok(vec![r])
+                } else {
+                    let term = e.fresh();
+                    e.line(format!("{term} = arith.select {ok}, {v}, {zero} : f32"));
+                    let counted = e.fresh();
+                    e.line(format!("{counted} = arith.select {ok}, {one}, {zero} : f32"));
+                    Ok(vec![
+                        e.op("arith.addf", &[&accs[0], &term], "f32"),
+                        e.op("arith.addf", &[&accs[1], &counted], "f32"),
+                    ])
+                }
+            };
+            let inits: Vec<(String, &str)> =
+                if max { vec![(init, "f32")] } else { vec![(init, "f32"), (zero.clone(), "f32")] };
+            let accs = e.accumulate(&[kh, kw], 0, &inits, &mut body)?;
+            let value = if max { accs[0].clone() } else { e.op("arith.divf", &[&accs[0], &accs[1]], "f32") };
+            let value = e.round(value, dtype);
+            e.store(&value, dest, dtype, idx);
+            Ok(())
+        })
     }
 
     /// Matmul on the CPU, row by row: `out[i, :] += a[i, kk] * b[kk, :]` for `kk` in order.

@@ -74,18 +74,7 @@ pub fn parse(spec: &str) -> Result<ModelConfig, ZooError> {
         items.push((key.to_string(), value.to_string()));
     }
     let given = |key: &str| items.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-    let int = |key: &str| -> Result<Option<u64>, ZooError> {
-        given(key)
-            .map(|v| {
-                v.replace('_', "").parse::<u64>().map_err(|_| ZooError::BadValue {
-                    spec: spec.to_string(),
-                    key: key.to_string(),
-                    value: v.to_string(),
-                    message: "expected a non-negative integer".to_string(),
-                })
-            })
-            .transpose()
-    };
+    let int = |key: &str| -> Result<Option<u64>, ZooError> { given(key).map(|v| integer(spec, key, v)).transpose() };
 
     let mut cfg = if let Some(family) = Family::from_name(base_name) {
         let missing: Vec<&str> = ["layers", "hidden", "heads"].into_iter().filter(|k| given(k).is_none()).collect();
@@ -128,89 +117,7 @@ pub fn parse(spec: &str) -> Result<ModelConfig, ZooError> {
     }
 
     for (key, value) in &items {
-        let bad = |message: &str| ZooError::BadValue {
-            spec: spec.to_string(),
-            key: key.clone(),
-            value: value.clone(),
-            message: message.to_string(),
-        };
-        let n = || int(key).map(|v| v.unwrap_or(0));
-        let float = || value.parse::<f64>().map_err(|_| bad("expected a number"));
-        let flag = || match value.as_str() {
-            "true" | "on" | "1" => Ok(true),
-            "false" | "off" | "0" => Ok(false),
-            _ => Err(bad("expected true or false")),
-        };
-        match key.as_str() {
-            "hidden" | "heads" => {}
-            "layers" => cfg.layers = n()?,
-            "kv_heads" => cfg.kv_heads = n()?,
-            "head_dim" => cfg.head_dim = n()?,
-            "ffn" => cfg.ffn = n()?,
-            "vocab" => cfg.vocab = n()?,
-            "seq" => cfg.seq = n()?,
-            "norm" => {
-                cfg.norm = match value.as_str() {
-                    "layer" | "layernorm" => Norm::Layer,
-                    "rms" | "rmsnorm" => Norm::Rms,
-                    _ => return Err(bad("expected layer or rms")),
-                }
-            }
-            "mlp" => {
-                cfg.mlp = match value.as_str() {
-                    "gelu" => Mlp::Gelu,
-                    "swiglu" => Mlp::Swiglu,
-                    _ => return Err(bad("expected gelu or swiglu")),
-                }
-            }
-            "position" => {
-                cfg.position = match value.as_str() {
-                    "learned" => Position::Learned,
-                    "rope" => Position::Rope,
-                    _ => return Err(bad("expected learned or rope")),
-                }
-            }
-            "bias" => cfg.bias = flag()?,
-            "tied" => cfg.tied_embeddings = flag()?,
-            "dropout" => cfg.dropout = float()?,
-            "experts" => cfg.experts = n()?,
-            "top_k" => cfg.top_k = n()?,
-            "expert_ffn" => cfg.expert_ffn = n()?,
-            "shared_experts" => cfg.shared_experts = n()?,
-            "dense_layers" => cfg.dense_layers = n()?,
-            "capacity_factor" => cfg.capacity_factor = float()?,
-            "q_lora_rank" => cfg.q_lora_rank = n()?,
-            "kv_lora_rank" => cfg.kv_lora_rank = n()?,
-            "qk_nope_dim" => cfg.qk_nope_dim = n()?,
-            "qk_rope_dim" => cfg.qk_rope_dim = n()?,
-            "v_head_dim" => cfg.v_head_dim = n()?,
-            "dtype" => {
-                cfg.dtype = match value.as_str() {
-                    "bf16" => DType::BF16,
-                    "fp16" | "f16" => DType::F16,
-                    "fp32" | "f32" => DType::F32,
-                    // For exact comparisons (multi-rank against one rank) in tests.
-                    "fp64" | "f64" => DType::F64,
-                    _ => return Err(bad("expected bf16, fp16, fp32 or fp64")),
-                }
-            }
-            "qkv" => {
-                cfg.qkv = match value.as_str() {
-                    "fused" => Qkv::Fused,
-                    "separate" => Qkv::Separate,
-                    _ => return Err(bad("expected fused or separate")),
-                }
-            }
-            "form" => {
-                cfg.form = match value.as_str() {
-                    "zoo" => GraphForm::Zoo,
-                    "onnx" => GraphForm::Onnx,
-                    _ => return Err(bad("expected zoo or onnx")),
-                }
-            }
-            "name" => cfg.name = value.clone(),
-            _ => unreachable!("keys are checked against KEYS above"),
-        }
+        apply_key(&mut cfg, spec, key, value)?;
     }
     // A dense model that gains experts through overrides gets the family's expert defaults.
     if cfg.experts > 0 && cfg.expert_ffn == 0 {
@@ -221,4 +128,102 @@ pub fn parse(spec: &str) -> Result<ModelConfig, ZooError> {
     }
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// A non-negative integer value (`_` separators allowed) of `key`.
+fn integer(spec: &str, key: &str, value: &str) -> Result<u64, ZooError> {
+    value.replace('_', "").parse::<u64>().map_err(|_| ZooError::BadValue {
+        spec: spec.to_string(),
+        key: key.to_string(),
+        value: value.to_string(),
+        message: "expected a non-negative integer".to_string(),
+    })
+}
+
+/// Applies one explicit `key=value` of `spec` to `cfg` (after the derived sizes).
+fn apply_key(cfg: &mut ModelConfig, spec: &str, key: &str, value: &str) -> Result<(), ZooError> {
+    let bad = |message: &str| ZooError::BadValue {
+        spec: spec.to_string(),
+        key: key.to_string(),
+        value: value.to_string(),
+        message: message.to_string(),
+    };
+    let n = || integer(spec, key, value);
+    let float = || value.parse::<f64>().map_err(|_| bad("expected a number"));
+    let flag = || match value {
+        "true" | "on" | "1" => Ok(true),
+        "false" | "off" | "0" => Ok(false),
+        _ => Err(bad("expected true or false")),
+    };
+    match key {
+        "hidden" | "heads" => {}
+        "layers" => cfg.layers = n()?,
+        "kv_heads" => cfg.kv_heads = n()?,
+        "head_dim" => cfg.head_dim = n()?,
+        "ffn" => cfg.ffn = n()?,
+        "vocab" => cfg.vocab = n()?,
+        "seq" => cfg.seq = n()?,
+        "norm" => {
+            cfg.norm = match value {
+                "layer" | "layernorm" => Norm::Layer,
+                "rms" | "rmsnorm" => Norm::Rms,
+                _ => return Err(bad("expected layer or rms")),
+            }
+        }
+        "mlp" => {
+            cfg.mlp = match value {
+                "gelu" => Mlp::Gelu,
+                "swiglu" => Mlp::Swiglu,
+                _ => return Err(bad("expected gelu or swiglu")),
+            }
+        }
+        "position" => {
+            cfg.position = match value {
+                "learned" => Position::Learned,
+                "rope" => Position::Rope,
+                _ => return Err(bad("expected learned or rope")),
+            }
+        }
+        "bias" => cfg.bias = flag()?,
+        "tied" => cfg.tied_embeddings = flag()?,
+        "dropout" => cfg.dropout = float()?,
+        "experts" => cfg.experts = n()?,
+        "top_k" => cfg.top_k = n()?,
+        "expert_ffn" => cfg.expert_ffn = n()?,
+        "shared_experts" => cfg.shared_experts = n()?,
+        "dense_layers" => cfg.dense_layers = n()?,
+        "capacity_factor" => cfg.capacity_factor = float()?,
+        "q_lora_rank" => cfg.q_lora_rank = n()?,
+        "kv_lora_rank" => cfg.kv_lora_rank = n()?,
+        "qk_nope_dim" => cfg.qk_nope_dim = n()?,
+        "qk_rope_dim" => cfg.qk_rope_dim = n()?,
+        "v_head_dim" => cfg.v_head_dim = n()?,
+        "dtype" => {
+            cfg.dtype = match value {
+                "bf16" => DType::BF16,
+                "fp16" | "f16" => DType::F16,
+                "fp32" | "f32" => DType::F32,
+                // For exact comparisons (multi-rank against one rank) in tests.
+                "fp64" | "f64" => DType::F64,
+                _ => return Err(bad("expected bf16, fp16, fp32 or fp64")),
+            }
+        }
+        "qkv" => {
+            cfg.qkv = match value {
+                "fused" => Qkv::Fused,
+                "separate" => Qkv::Separate,
+                _ => return Err(bad("expected fused or separate")),
+            }
+        }
+        "form" => {
+            cfg.form = match value {
+                "zoo" => GraphForm::Zoo,
+                "onnx" => GraphForm::Onnx,
+                _ => return Err(bad("expected zoo or onnx")),
+            }
+        }
+        "name" => cfg.name = value.to_string(),
+        _ => unreachable!("keys are checked against KEYS above"),
+    }
+    Ok(())
 }

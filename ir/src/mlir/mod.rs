@@ -1,6 +1,6 @@
 //! The MLIR text form of the `tsr` dialect: the contract between tessera and the outside world.
 //!
-//! - [`print`]: a [`Graph`](crate::graph::Graph) as one `func.func` in MLIR's generic op form
+//! - [`print`](mod@print): a [`Graph`](crate::graph::Graph) as one `func.func` in MLIR's generic op form
 //!   (the only form an IRDL-defined dialect parses).
 //! - [`parse`]: a hand-written lexer and recursive-descent parser for exactly that subset, with
 //!   located one-line errors and a [`SourceMap`] side table from nodes to source positions.

@@ -5,7 +5,7 @@
 //! carries it once (including symbolic names).
 //!
 //! Reference semantics: each op is an index map from result element to operand element
-//! (`Tensor::gather_elements` with [`super::strided_index`]), so values are copied exactly.
+//! (`Tensor::gather_elements` with `super::strided_index`), so values are copied exactly.
 
 use super::gradient::{GradContext, GradError, GradResult};
 use super::Op;

@@ -23,7 +23,7 @@ pub struct Device {
     pub idle_w: f64,
     /// Fraction of peak large matmuls reach.
     pub gemm_efficiency: f64,
-    /// The matmul dimension at which efficiency halves (see [`crate::cost::kernel`]).
+    /// The matmul dimension at which efficiency halves (see [`crate::cost::profile::gemm_efficiency`]).
     pub gemm_half_dim: f64,
     /// Fraction of HBM bandwidth streaming kernels reach.
     pub memory_efficiency: f64,

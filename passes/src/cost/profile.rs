@@ -346,29 +346,74 @@ pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, Cost
             g.name
         )));
     }
-    let s = sizes(g)?;
-    let nodes: Vec<(NodeId, &tessera_ir::graph::Node)> = g.nodes().collect();
-    let classes: Vec<Class> = nodes.iter().map(|(_, n)| class(&n.op)).collect();
-    let uses = g.use_counts();
-    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); g.num_values()];
-    for (id, n) in &nodes {
-        for v in &n.inputs {
-            consumers[v.index()].push(id.index());
-        }
-    }
-    let is_output: Vec<bool> = {
-        let mut o = vec![false; g.num_values()];
-        for v in g.outputs() {
-            o[v.index()] = true;
-        }
-        o
-    };
+    let facts = BlockFacts::new(g)?;
+    let group_of = fusion_groups(&facts);
+    let priced = price_groups(block, device, &facts, &group_of);
+    let saved_bytes = saved_activations(block, &facts.s, &facts.consumers);
+    let (params, param_bytes, expert_params) = parameter_counts(block, &facts.s);
+    let comms = block_comms(block, &facts)?;
+    let bytes_of = |v: &ValueId| facts.s.bytes.get(v.index()).copied().unwrap_or(0.0);
+    Ok(BlockProfile {
+        kernels: priced.kernels,
+        fwd_time: priced.fwd_time,
+        fwd_flops: priced.fwd_flops,
+        saved_bytes,
+        stream_bytes: block.stream_inputs.iter().map(bytes_of).sum(),
+        params,
+        param_bytes,
+        expert_params,
+        tp_comms: comms.tp_comms,
+        sends: comms.sends,
+        recvs: comms.recvs,
+        ep_comm_bytes: comms.ep_comm_bytes,
+        cache_bytes: block.cache_inputs.iter().map(bytes_of).sum(),
+        peak_kernel_bytes: priced.peak_kernel_bytes,
+    })
+}
 
+/// What the parts of a block's profile read: its nodes in order with their classes, and per
+/// value its sizes, use count, consuming nodes and whether it is a graph output.
+struct BlockFacts<'g> {
+    g: &'g Graph,
+    nodes: Vec<(NodeId, &'g tessera_ir::graph::Node)>,
+    classes: Vec<Class>,
+    uses: Vec<usize>,
+    consumers: Vec<Vec<usize>>,
+    is_output: Vec<bool>,
+    s: Sizes,
+}
+
+impl<'g> BlockFacts<'g> {
+    fn new(g: &'g Graph) -> Result<Self, CostError> {
+        let s = sizes(g)?;
+        let nodes: Vec<(NodeId, &tessera_ir::graph::Node)> = g.nodes().collect();
+        let classes: Vec<Class> = nodes.iter().map(|(_, n)| class(&n.op)).collect();
+        let uses = g.use_counts();
+        let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); g.num_values()];
+        for (id, n) in &nodes {
+            for v in &n.inputs {
+                consumers[v.index()].push(id.index());
+            }
+        }
+        let is_output: Vec<bool> = {
+            let mut o = vec![false; g.num_values()];
+            for v in g.outputs() {
+                o[v.index()] = true;
+            }
+            o
+        };
+        Ok(BlockFacts { g, nodes, classes, uses, consumers, is_output, s })
+    }
+}
+
+/// The fusion group of every node, named by its representative node.
+fn fusion_groups(facts: &BlockFacts) -> Vec<usize> {
+    let BlockFacts { g, nodes, classes, uses, consumers, is_output, .. } = facts;
     // Fusion groups.
     let mut dsu = Dsu((0..nodes.len()).collect());
     // Elementwise ops join elementwise producers; views join views. A view of a computed
     // result is not part of the kernel that computes it: readers read through it.
-    for (id, n) in &nodes {
+    for (id, n) in nodes {
         let c = classes[id.index()];
         for v in &n.inputs {
             let Some(p) = g.producer(*v) else { continue };
@@ -386,7 +431,7 @@ pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, Cost
     // Values each group writes for readers outside it.
     let external_outputs = |dsu: &mut Dsu, group: usize| -> Vec<ValueId> {
         let mut out = Vec::new();
-        for (id, n) in &nodes {
+        for (id, n) in nodes {
             if dsu.find(id.index()) != group {
                 continue;
             }
@@ -399,7 +444,7 @@ pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, Cost
         }
         out
     };
-    for (id, n) in &nodes {
+    for (id, n) in nodes {
         if classes[id.index()] != Class::Reduction {
             continue;
         }
@@ -417,8 +462,21 @@ pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, Cost
         }
     }
 
-    // Price each group.
-    let group_of: Vec<usize> = (0..nodes.len()).map(|i| dsu.find(i)).collect();
+    (0..nodes.len()).map(|i| dsu.find(i)).collect()
+}
+
+/// The kernels of a block and their totals.
+struct PricedGroups {
+    kernels: Vec<Kernel>,
+    fwd_time: ByRegion,
+    fwd_flops: ByRegion,
+    peak_kernel_bytes: f64,
+}
+
+/// Prices each fusion group as one kernel: roofline of its FLOPs and the bytes it reads and
+/// writes, plus the launch overhead.
+fn price_groups(block: &BlockGraph, device: &Device, facts: &BlockFacts, group_of: &[usize]) -> PricedGroups {
+    let BlockFacts { g, nodes, classes, consumers, is_output, s, .. } = facts;
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
     for (i, &r) in group_of.iter().enumerate() {
         members[r].push(i);
@@ -436,7 +494,7 @@ pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, Cost
         let mut flops = 0.0;
         for &i in group {
             let n = nodes[i].1;
-            flops += node_flops(&n.op, &n.inputs, &n.outputs, &s);
+            flops += node_flops(&n.op, &n.inputs, &n.outputs, s);
         }
         let does_work =
             group.iter().any(|&i| !matches!(classes[i], Class::Layout | Class::Literal | Class::Communication));
@@ -462,11 +520,11 @@ pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, Cost
             }
         }
         let sum = |vs: &[ValueId]| vs.iter().map(|v| s.bytes[v.index()]).sum::<f64>();
-        let sum_read = |vs: &[ValueId]| vs.iter().map(|&v| read_bytes(g, &s, v)).sum::<f64>();
+        let sum_read = |vs: &[ValueId]| vs.iter().map(|&v| read_bytes(g, s, v)).sum::<f64>();
         let head = nodes[root].1;
         let (bytes, compute_s) = match (classes[root], &head.op) {
             (Class::Gemm, op) => {
-                let (m, n, k, _) = gemm_dims(op, &head.inputs, &head.outputs, &s);
+                let (m, n, k, _) = gemm_dims(op, &head.inputs, &head.outputs, s);
                 let dtype = g.value(head.inputs[0]).ty.dtype;
                 let eff = gemm_efficiency(device, m, n, k);
                 // A matmul too thin for tensor-core tiles (decoding) still runs at the vector rate.
@@ -500,7 +558,12 @@ pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, Cost
         });
     }
 
-    let saved_bytes = saved_activations(block, &s, &consumers);
+    PricedGroups { kernels, fwd_time, fwd_flops, peak_kernel_bytes }
+}
+
+/// (parameters, their bytes, expert parameters) of the block's inputs.
+fn parameter_counts(block: &BlockGraph, s: &Sizes) -> (f64, f64, f64) {
+    let g = &block.graph;
     let mut params = 0.0;
     let mut param_bytes = 0.0;
     let mut expert_params = 0.0;
@@ -513,6 +576,20 @@ pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, Cost
             }
         }
     }
+    (params, param_bytes, expert_params)
+}
+
+/// The collectives a block's forward runs, by where the step model prices them.
+struct BlockComms {
+    tp_comms: Vec<(CollectiveKind, f64)>,
+    sends: Vec<f64>,
+    recvs: Vec<f64>,
+    ep_comm_bytes: Vec<f64>,
+}
+
+/// The block's declared collectives and, in stage programs, its explicit collective ops.
+fn block_comms(block: &BlockGraph, facts: &BlockFacts) -> Result<BlockComms, CostError> {
+    let BlockFacts { nodes, s, .. } = facts;
     let bytes_of = |v: &ValueId| s.bytes.get(v.index()).copied().unwrap_or(0.0);
     let mut tp_comms: Vec<(CollectiveKind, f64)> = block
         .comms
@@ -523,7 +600,7 @@ pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, Cost
         })
         .collect();
     let (mut sends, mut recvs) = (Vec::new(), Vec::new());
-    for (_, n) in &nodes {
+    for (_, n) in nodes {
         let Op::Collective(c) = &n.op else { continue };
         let operand = n.inputs.first().map_or(0.0, bytes_of);
         let result = n.outputs.first().map_or(0.0, bytes_of);
@@ -563,22 +640,7 @@ pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, Cost
             Comm::TpAllReduce(_) => None,
         })
         .collect();
-    Ok(BlockProfile {
-        kernels,
-        fwd_time,
-        fwd_flops,
-        saved_bytes,
-        stream_bytes: block.stream_inputs.iter().map(bytes_of).sum(),
-        params,
-        param_bytes,
-        expert_params,
-        tp_comms,
-        sends,
-        recvs,
-        ep_comm_bytes,
-        cache_bytes: block.cache_inputs.iter().map(bytes_of).sum(),
-        peak_kernel_bytes,
-    })
+    Ok(BlockComms { tp_comms, sends, recvs, ep_comm_bytes })
 }
 
 /// See the module doc, "Stored activations".

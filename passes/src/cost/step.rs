@@ -234,7 +234,6 @@ pub fn estimate(
     par: &Parallelism,
 ) -> Result<Estimate, CostError> {
     let workload = cache.workload();
-    let runs = workload.layer_runs();
     let layers = workload.layers();
     let programs = workload.stage_programs(par.pp);
     check(job, par, layers, programs.is_some())?;
@@ -245,226 +244,14 @@ pub fn estimate(
         workload.check_pp(par.pp).map_err(|e| CostError::Invalid(e.to_string()))?;
     }
     let train = job.mode == Mode::Train;
-    let (p, v) = (par.pp, par.interleave);
-    let m = job.global_batch / (par.dp * par.micro_batch);
     let shape = if train {
         Shape { batch: par.micro_batch, seq: job.seq, tp: par.tp, ep: par.ep, training: true, kv_cache: 0 }
     } else {
         Shape { batch: par.micro_batch, seq: 1, tp: par.tp, ep: par.ep, training: false, kv_cache: job.seq }
     };
-
-    // Stages: which blocks each holds. Profiles are fetched once; stages with the same blocks
-    // (all but the ends, for evenly split repeated layers) are priced once.
-    let embedding = if workload.has_embedding() { Some(cache.get(BlockKind::Embedding, &shape)?) } else { None };
-    let head = if workload.has_head() { Some(cache.get(BlockKind::Head, &shape)?) } else { None };
-    let sp_div = if par.sp { par.tp as f64 } else { 1.0 };
-    let mut layer_profiles: Vec<Option<Arc<BlockProfile>>> = Vec::new();
-    let mut fetch = |kind: usize, cache: &mut ProfileCache| -> Result<(), CostError> {
-        if layer_profiles.len() <= kind {
-            layer_profiles.resize(kind + 1, None);
-        }
-        if layer_profiles[kind].is_none() {
-            layer_profiles[kind] = Some(cache.get(BlockKind::Layer(kind), &shape)?);
-        }
-        Ok(())
-    };
-    let mut compositions: Vec<Vec<(usize, u64)>> = vec![Vec::new(); p as usize];
-    if let Some(kinds) = &programs {
-        for (s, &kind) in kinds.iter().enumerate() {
-            fetch(kind, cache)?;
-            compositions[s].push((kind, 1));
-        }
-    } else {
-        // The layers (with the embedding first and the head last) cut into `p * v` contiguous
-        // chunks by the shard pass's exact balancer over forward times; chunk `c` on stage `c % p`.
-        let mut layer_kinds: Vec<usize> = Vec::with_capacity(layers as usize);
-        for &(kind, n) in &runs {
-            fetch(kind, cache)?;
-            layer_kinds.extend(std::iter::repeat_n(kind, n as usize));
-        }
-        let profiles = &layer_profiles;
-        let weights = || -> Vec<f64> {
-            let time = |b: &BlockProfile| b.fwd_time.with_sequence_split(sp_div);
-            let layers = layer_kinds.iter().filter_map(|&k| profiles[k].as_deref().map(time));
-            embedding.as_deref().map(time).into_iter().chain(layers).chain(head.as_deref().map(time)).collect()
-        };
-        let chunk_of = cache.chunks(&shape, par.sp, p * v, weights);
-        let first = usize::from(embedding.is_some());
-        for (i, &kind) in layer_kinds.iter().enumerate() {
-            let stage = chunk_of.get(first + i).copied().unwrap_or(0) % p as usize;
-            match compositions[stage].iter_mut().find(|(k, _)| *k == kind) {
-                Some(entry) => entry.1 += 1,
-                None => compositions[stage].push((kind, 1)),
-            }
-        }
-    }
-    let stage_of = |s: u64| -> Stage {
-        let mut blocks = Vec::new();
-        if s == 0 {
-            blocks.extend(embedding.iter().map(|b| (b.clone(), 1.0, false)));
-        }
-        for &(kind, n) in &compositions[s as usize] {
-            blocks.extend(layer_profiles[kind].iter().map(|b| (b.clone(), n as f64, true)));
-        }
-        if s == p - 1 {
-            blocks.extend(head.iter().map(|b| (b.clone(), 1.0, false)));
-        }
-        Stage { blocks }
-    };
-
-    let device = &cluster.device;
-    let tp_group = Group::new(par.tp, 1);
-    let ep_group = Group::new(par.ep, par.tp);
-    let dp_group = Group::new(par.dp, par.tp);
-    let edp_group = Group::new(par.dp / par.ep, par.tp * par.ep);
-    let pp_peer = Group::new(2, par.tp * par.dp);
-    let all_to_all = |bytes: f64| collective(cluster, CollectiveKind::AllToAll, bytes, ep_group);
-
-    #[derive(Clone)]
-    struct StageCost {
-        time: f64,
-        fwd: f64,
-        bwd: f64,
-        recompute: f64,
-        tp: f64,
-        ep: f64,
-        pp: f64,
-        /// Exposed per-micro-batch ZeRO-2/3 traffic.
-        zero3: f64,
-        comm: CommBytes,
-        dense_params: f64,
-        expert_params: f64,
-        param_bytes: f64,
-        saved: f64,
-        layer_full: f64,
-        temp: f64,
-        cache_bytes: f64,
-        embedding_params: f64,
-    }
-    let mut costs: Vec<StageCost> = Vec::with_capacity(p as usize);
-    // (first stage, last stage, layers per kind) of each stage priced so far, and its index.
-    type Signature<'a> = (bool, bool, &'a [(usize, u64)]);
-    let mut priced: Vec<(Signature, usize)> = Vec::new();
-    for s in 0..p {
-        let signature = (s == 0, s == p - 1, compositions[s as usize].as_slice());
-        if let Some(&(_, i)) = priced.iter().find(|(sig, _)| *sig == signature) {
-            let same = costs[i].clone();
-            costs.push(same);
-            continue;
-        }
-        priced.push((signature, costs.len()));
-        let stage = stage_of(s);
-        let mut c = StageCost {
-            time: 0.0,
-            fwd: 0.0,
-            bwd: 0.0,
-            recompute: 0.0,
-            tp: 0.0,
-            ep: 0.0,
-            pp: 0.0,
-            zero3: 0.0,
-            comm: CommBytes::default(),
-            dense_params: 0.0,
-            expert_params: 0.0,
-            param_bytes: 0.0,
-            saved: 0.0,
-            layer_full: 0.0,
-            temp: 0.0,
-            cache_bytes: 0.0,
-            embedding_params: 0.0,
-        };
-        let mut stream_bytes: f64 = 0.0;
-        for (b, n, is_layer) in &stage.blocks {
-            let n = *n;
-            let fwd = b.fwd_time.with_sequence_split(sp_div);
-            c.fwd += n * fwd;
-            // Passes of the block's collectives: forward, backward, forward again under full
-            // recomputation (serving: forward only).
-            let passes = if !train {
-                1.0
-            } else if *is_layer && par.recompute == Recompute::Full {
-                3.0
-            } else {
-                2.0
-            };
-            if train {
-                c.bwd += n * BACKWARD_FACTOR * fwd;
-                if *is_layer {
-                    c.recompute += n * match par.recompute {
-                        Recompute::Full => fwd,
-                        Recompute::Selective => b.fwd_time.attention_core,
-                        Recompute::None => 0.0,
-                    };
-                }
-            }
-            for &(kind, bytes) in &b.tp_comms {
-                let cost = collective(cluster, kind, bytes, tp_group);
-                c.tp += n * passes * cost.time_s;
-                c.comm.add(&cost, n * passes * m as f64);
-            }
-            if p > 1 && programs.is_some() {
-                // A stage program's own sends forward and, training, the gradients of what it
-                // received sent back: every tensor-parallel rank sends its local block.
-                let back: &[f64] = if train { &b.recvs } else { &[] };
-                for &bytes in b.sends.iter().chain(back) {
-                    let send = collective(cluster, CollectiveKind::SendRecv, bytes, pp_peer);
-                    c.pp += n * send.time_s;
-                    c.comm.add(&send, n * m as f64);
-                }
-            }
-            for &bytes in &b.ep_comm_bytes {
-                let a2a = all_to_all(bytes);
-                c.ep += n * passes * a2a.time_s;
-                c.comm.add(&a2a, n * passes * m as f64);
-            }
-            c.dense_params += n * (b.params - b.expert_params);
-            c.expert_params += n * b.expert_params;
-            c.param_bytes += n * b.param_bytes;
-            if !is_layer && workload.tied_embeddings() && b.params > 0.0 {
-                c.embedding_params = c.embedding_params.max(b.params);
-            }
-            let saved = |r: Recompute| match r {
-                Recompute::None => b.saved_bytes.with_sequence_split(sp_div),
-                Recompute::Selective => b.saved_bytes.replicated / sp_div + b.saved_bytes.tensor_parallel,
-                Recompute::Full => b.stream_bytes / sp_div,
-            };
-            let policy = if *is_layer { par.recompute } else { Recompute::None };
-            c.saved += n * saved(policy);
-            if *is_layer && par.recompute == Recompute::Full {
-                c.layer_full = c.layer_full.max(saved(Recompute::None));
-            }
-            c.temp = c.temp.max(2.0 * b.peak_kernel_bytes);
-            c.cache_bytes += n * b.cache_bytes;
-            if *is_layer {
-                stream_bytes = stream_bytes.max(b.stream_bytes);
-            }
-        }
-        if p > 1 && programs.is_none() {
-            // Megatron scatters the activation over the tensor-parallel ranks before sending.
-            let transfers = if train { 2.0 * v as f64 } else { 1.0 };
-            let bytes = stream_bytes / par.tp as f64;
-            let send = collective(cluster, CollectiveKind::SendRecv, bytes, pp_peer);
-            c.pp += transfers * send.time_s;
-            c.comm.add(&send, transfers * m as f64);
-        }
-        if train && par.zero >= 2 && par.dp > 1 {
-            // Sharded gradients cannot accumulate locally: every micro-batch reduce-scatters
-            // its gradients (overlapping its backward), and ZeRO-3 gathers the weights for the
-            // forward and again for the backward.
-            let params = c.dense_params + c.expert_params;
-            let scatter = collective(cluster, CollectiveKind::ReduceScatter, params * GRAD_BYTES, dp_group);
-            let mut exposed = (scatter.time_s - c.bwd).max(0.0);
-            c.comm.add(&scatter, m as f64);
-            if par.zero == 3 {
-                let gather = collective(cluster, CollectiveKind::AllGather, params * 2.0, dp_group);
-                exposed = (2.0 * gather.time_s + scatter.time_s - (c.fwd + c.bwd)).max(0.0);
-                c.comm.add(&gather, 2.0 * m as f64);
-            }
-            c.zero3 = exposed;
-        }
-        c.time = c.fwd + c.bwd + c.recompute + c.tp + c.ep + c.pp + c.zero3;
-        costs.push(c);
-    }
+    let setting = Setting::new(cluster, job, par, programs.is_some(), workload.tied_embeddings());
+    let stages = StagePlan::new(cache, &setting, &shape, programs.as_deref())?;
+    let costs = price_stages(&setting, &stages);
 
     let (critical, t_max) =
         costs
@@ -473,6 +260,7 @@ pub fn estimate(
             .map(|(i, c)| (i, c.time))
             .fold((0, 0.0), |best, x| if x.1 > best.1 { x } else { best });
     let sum: f64 = costs.iter().map(|c| c.time).sum();
+    let (p, v, m) = (setting.p, setting.v, setting.m);
     let mf = m as f64;
     let pipeline = if train {
         mf * t_max + (sum - t_max) / v as f64
@@ -480,64 +268,399 @@ pub fn estimate(
         // Decoding: each micro-batch passes every stage before its next token.
         (m.max(p) as f64) * t_max
     };
+    let after = if train { after_pipeline(&setting, &costs, critical) } else { AfterPipeline::none(costs.len()) };
+    let step_time = pipeline + after.time;
+    let memory = peak_memory(&setting, &costs);
+    let (model_flops, hardware_flops) = step_flops(cache, &setting, &stages, &shape)?;
 
-    // After the pipeline (training): data-parallel sync, tied embeddings, optimizer.
-    let mut after: f64 = 0.0;
-    let mut dp_exposed_crit = 0.0;
-    let mut optimizer_crit = 0.0;
-    let mut extra_comm = vec![CommBytes::default(); costs.len()];
-    if train {
-        for (i, c) in costs.iter().enumerate() {
-            let mut exposed = 0.0;
-            if par.zero < 3 {
-                let mut sync = |params: f64, group: Group| {
-                    if params <= 0.0 || group.size <= 1 {
-                        return;
-                    }
-                    // ZeRO-2 reduced its gradients micro-batch by micro-batch already.
-                    if par.zero < 2 {
-                        let grads = if par.zero == 0 {
-                            collective(cluster, CollectiveKind::AllReduce, params * GRAD_BYTES, group)
-                        } else {
-                            collective(cluster, CollectiveKind::ReduceScatter, params * GRAD_BYTES, group)
-                        };
-                        let last_backward = c.bwd + c.recompute;
-                        exposed += (grads.time_s - last_backward).max(0.0);
-                        extra_comm[i].add(&grads, 1.0);
-                    }
-                    if par.zero >= 1 {
-                        let gather = collective(cluster, CollectiveKind::AllGather, params * 2.0, group);
-                        exposed += (gather.time_s - c.fwd).max(0.0);
-                        extra_comm[i].add(&gather, 1.0);
-                    }
-                };
-                sync(c.dense_params, dp_group);
-                sync(c.expert_params, edp_group);
-            }
-            if c.embedding_params > 0.0 && p > 1 {
-                let peers = Group::new(2, (p - 1) * par.tp * par.dp);
-                let ar = collective(cluster, CollectiveKind::AllReduce, c.embedding_params * GRAD_BYTES, peers);
-                exposed += ar.time_s;
-                extra_comm[i].add(&ar, 1.0);
-            }
-            let shard = |params: f64, ranks: u64| if par.zero >= 1 { params / ranks as f64 } else { params };
-            let owned = shard(c.dense_params, par.dp) + shard(c.expert_params, par.dp / par.ep);
-            let optimizer = owned * ADAM_BYTES_PER_PARAM / device.stream_bandwidth();
-            if exposed + optimizer > after {
-                after = exposed + optimizer;
-            }
-            if i == critical {
-                dp_exposed_crit = exposed;
-                optimizer_crit = optimizer;
-            }
+    let crit = &costs[critical];
+    let time = TimeBreakdown {
+        compute_s: mf * (crit.fwd + crit.bwd),
+        recompute_s: mf * crit.recompute,
+        tp_comm_s: mf * crit.tp,
+        ep_comm_s: mf * crit.ep,
+        pp_comm_s: mf * crit.pp,
+        bubble_s: (pipeline - mf * t_max).max(0.0),
+        dp_comm_exposed_s: after.dp_exposed_critical,
+        optimizer_s: after.optimizer_critical,
+    };
+    let mut comm_bytes = crit.comm;
+    comm_bytes.intra_node += after.comm[critical].intra_node;
+    comm_bytes.inter_node += after.comm[critical].inter_node;
+    let device = &cluster.device;
+    let busy = ((time.compute_s + time.recompute_s) / step_time).min(1.0);
+    let energy_j = par.gpus() as f64 * (device.idle_w + (device.tdp_w - device.idle_w) * busy) * step_time;
+    let tokens = if train { (job.global_batch * job.seq) as f64 } else { (par.dp * par.micro_batch * m) as f64 };
+    Ok(Estimate {
+        step_time_s: step_time,
+        pipeline_time_s: pipeline,
+        bubble_fraction: if pipeline > 0.0 { time.bubble_s / pipeline } else { 0.0 },
+        micro_batches: m,
+        time,
+        memory,
+        comm_bytes,
+        model_flops,
+        hardware_flops,
+        tokens,
+        energy_j,
+    })
+}
+
+/// What the parts of one estimate share: the plan, the quantities derived from it and the
+/// communication groups of one rank.
+struct Setting<'a> {
+    cluster: &'a Cluster,
+    par: &'a Parallelism,
+    train: bool,
+    /// Pipeline stages.
+    p: u64,
+    /// Virtual stages (chunks) per pipeline stage.
+    v: u64,
+    /// Micro-batches per step and data-parallel replica.
+    m: u64,
+    /// What sequence parallelism divides activations by (`tp`, or 1 without it).
+    sp_div: f64,
+    /// The workload brings its own per-stage programs instead of repeated layers.
+    stage_programs: bool,
+    tied_embeddings: bool,
+    tp_group: Group,
+    ep_group: Group,
+    dp_group: Group,
+    /// The data-parallel group of expert parameters (`dp / ep` ranks).
+    edp_group: Group,
+    /// A rank and its neighbour in the next pipeline stage.
+    pp_peer: Group,
+}
+
+impl<'a> Setting<'a> {
+    fn new(cluster: &'a Cluster, job: &Job, par: &'a Parallelism, stage_programs: bool, tied_embeddings: bool) -> Self {
+        Setting {
+            cluster,
+            par,
+            train: job.mode == Mode::Train,
+            p: par.pp,
+            v: par.interleave,
+            m: job.global_batch / (par.dp * par.micro_batch),
+            sp_div: if par.sp { par.tp as f64 } else { 1.0 },
+            stage_programs,
+            tied_embeddings,
+            tp_group: Group::new(par.tp, 1),
+            ep_group: Group::new(par.ep, par.tp),
+            dp_group: Group::new(par.dp, par.tp),
+            edp_group: Group::new(par.dp / par.ep, par.tp * par.ep),
+            pp_peer: Group::new(2, par.tp * par.dp),
         }
     }
-    let step_time = pipeline + after;
+}
 
-    // Memory per stage; the largest counts.
+/// Which blocks each pipeline stage holds. Profiles are fetched once; stages with the same
+/// blocks (all but the ends, for evenly split repeated layers) are priced once.
+struct StagePlan {
+    embedding: Option<Arc<BlockProfile>>,
+    head: Option<Arc<BlockProfile>>,
+    /// The profile of each layer kind in use, by kind.
+    layer_profiles: Vec<Option<Arc<BlockProfile>>>,
+    /// Per stage, (layer kind, layers of that kind).
+    compositions: Vec<Vec<(usize, u64)>>,
+}
+
+impl StagePlan {
+    fn new(
+        cache: &mut ProfileCache,
+        setting: &Setting,
+        shape: &Shape,
+        programs: Option<&[usize]>,
+    ) -> Result<Self, CostError> {
+        let workload = cache.workload();
+        let (p, v, sp_div) = (setting.p, setting.v, setting.sp_div);
+        let embedding = if workload.has_embedding() { Some(cache.get(BlockKind::Embedding, shape)?) } else { None };
+        let head = if workload.has_head() { Some(cache.get(BlockKind::Head, shape)?) } else { None };
+        let mut layer_profiles: Vec<Option<Arc<BlockProfile>>> = Vec::new();
+        let mut fetch = |kind: usize, cache: &mut ProfileCache| -> Result<(), CostError> {
+            if layer_profiles.len() <= kind {
+                layer_profiles.resize(kind + 1, None);
+            }
+            if layer_profiles[kind].is_none() {
+                layer_profiles[kind] = Some(cache.get(BlockKind::Layer(kind), shape)?);
+            }
+            Ok(())
+        };
+        let mut compositions: Vec<Vec<(usize, u64)>> = vec![Vec::new(); p as usize];
+        if let Some(kinds) = programs {
+            for (s, &kind) in kinds.iter().enumerate() {
+                fetch(kind, cache)?;
+                compositions[s].push((kind, 1));
+            }
+        } else {
+            // The layers (with the embedding first and the head last) cut into `p * v`
+            // contiguous chunks by the shard pass's exact balancer over forward times; chunk `c`
+            // on stage `c % p`.
+            let mut layer_kinds: Vec<usize> = Vec::with_capacity(workload.layers() as usize);
+            for &(kind, n) in &workload.layer_runs() {
+                fetch(kind, cache)?;
+                layer_kinds.extend(std::iter::repeat_n(kind, n as usize));
+            }
+            let profiles = &layer_profiles;
+            let weights = || -> Vec<f64> {
+                let time = |b: &BlockProfile| b.fwd_time.with_sequence_split(sp_div);
+                let layers = layer_kinds.iter().filter_map(|&k| profiles[k].as_deref().map(time));
+                embedding.as_deref().map(time).into_iter().chain(layers).chain(head.as_deref().map(time)).collect()
+            };
+            let chunk_of = cache.chunks(shape, setting.par.sp, p * v, weights);
+            let first = usize::from(embedding.is_some());
+            for (i, &kind) in layer_kinds.iter().enumerate() {
+                let stage = chunk_of.get(first + i).copied().unwrap_or(0) % p as usize;
+                match compositions[stage].iter_mut().find(|(k, _)| *k == kind) {
+                    Some(entry) => entry.1 += 1,
+                    None => compositions[stage].push((kind, 1)),
+                }
+            }
+        }
+        Ok(StagePlan { embedding, head, layer_profiles, compositions })
+    }
+
+    /// The blocks of stage `s` of `p`: the embedding on the first, the head on the last.
+    fn stage(&self, s: u64, p: u64) -> Stage {
+        let mut blocks = Vec::new();
+        if s == 0 {
+            blocks.extend(self.embedding.iter().map(|b| (b.clone(), 1.0, false)));
+        }
+        for &(kind, n) in &self.compositions[s as usize] {
+            blocks.extend(self.layer_profiles[kind].iter().map(|b| (b.clone(), n as f64, true)));
+        }
+        if s == p - 1 {
+            blocks.extend(self.head.iter().map(|b| (b.clone(), 1.0, false)));
+        }
+        Stage { blocks }
+    }
+}
+
+/// One stage's time per micro-batch by part, its traffic and what its memory is made of.
+#[derive(Clone, Default)]
+struct StageCost {
+    time: f64,
+    fwd: f64,
+    bwd: f64,
+    recompute: f64,
+    tp: f64,
+    ep: f64,
+    pp: f64,
+    /// Exposed per-micro-batch ZeRO-2/3 traffic.
+    zero3: f64,
+    comm: CommBytes,
+    dense_params: f64,
+    expert_params: f64,
+    param_bytes: f64,
+    saved: f64,
+    layer_full: f64,
+    temp: f64,
+    cache_bytes: f64,
+    embedding_params: f64,
+}
+
+/// Prices every stage, reusing the cost of an earlier stage with the same blocks.
+fn price_stages(setting: &Setting, stages: &StagePlan) -> Vec<StageCost> {
+    let p = setting.p;
+    let mut costs: Vec<StageCost> = Vec::with_capacity(p as usize);
+    // (first stage, last stage, layers per kind) of each stage priced so far, and its index.
+    type Signature<'a> = (bool, bool, &'a [(usize, u64)]);
+    let mut priced: Vec<(Signature, usize)> = Vec::new();
+    for s in 0..p {
+        let signature = (s == 0, s == p - 1, stages.compositions[s as usize].as_slice());
+        if let Some(&(_, i)) = priced.iter().find(|(sig, _)| *sig == signature) {
+            let same = costs[i].clone();
+            costs.push(same);
+            continue;
+        }
+        priced.push((signature, costs.len()));
+        costs.push(price_stage(setting, &stages.stage(s, p)));
+    }
+    costs
+}
+
+/// The cost of one stage: its blocks' compute and collectives, the pipeline sends and the
+/// per-micro-batch ZeRO-2/3 traffic.
+fn price_stage(setting: &Setting, stage: &Stage) -> StageCost {
+    let (cluster, par, train) = (setting.cluster, setting.par, setting.train);
+    let (p, v, m, sp_div) = (setting.p, setting.v, setting.m, setting.sp_div);
+    let mut c = StageCost::default();
+    let mut stream_bytes: f64 = 0.0;
+    for (b, n, is_layer) in &stage.blocks {
+        let n = *n;
+        let fwd = b.fwd_time.with_sequence_split(sp_div);
+        c.fwd += n * fwd;
+        // Passes of the block's collectives: forward, backward, forward again under full
+        // recomputation (serving: forward only).
+        let passes = if !train {
+            1.0
+        } else if *is_layer && par.recompute == Recompute::Full {
+            3.0
+        } else {
+            2.0
+        };
+        if train {
+            c.bwd += n * BACKWARD_FACTOR * fwd;
+            if *is_layer {
+                c.recompute += n * match par.recompute {
+                    Recompute::Full => fwd,
+                    Recompute::Selective => b.fwd_time.attention_core,
+                    Recompute::None => 0.0,
+                };
+            }
+        }
+        for &(kind, bytes) in &b.tp_comms {
+            let cost = collective(cluster, kind, bytes, setting.tp_group);
+            c.tp += n * passes * cost.time_s;
+            c.comm.add(&cost, n * passes * m as f64);
+        }
+        if p > 1 && setting.stage_programs {
+            // A stage program's own sends forward and, training, the gradients of what it
+            // received sent back: every tensor-parallel rank sends its local block.
+            let back: &[f64] = if train { &b.recvs } else { &[] };
+            for &bytes in b.sends.iter().chain(back) {
+                let send = collective(cluster, CollectiveKind::SendRecv, bytes, setting.pp_peer);
+                c.pp += n * send.time_s;
+                c.comm.add(&send, n * m as f64);
+            }
+        }
+        for &bytes in &b.ep_comm_bytes {
+            let a2a = collective(cluster, CollectiveKind::AllToAll, bytes, setting.ep_group);
+            c.ep += n * passes * a2a.time_s;
+            c.comm.add(&a2a, n * passes * m as f64);
+        }
+        c.dense_params += n * (b.params - b.expert_params);
+        c.expert_params += n * b.expert_params;
+        c.param_bytes += n * b.param_bytes;
+        if !is_layer && setting.tied_embeddings && b.params > 0.0 {
+            c.embedding_params = c.embedding_params.max(b.params);
+        }
+        let saved = |r: Recompute| match r {
+            Recompute::None => b.saved_bytes.with_sequence_split(sp_div),
+            Recompute::Selective => b.saved_bytes.replicated / sp_div + b.saved_bytes.tensor_parallel,
+            Recompute::Full => b.stream_bytes / sp_div,
+        };
+        let policy = if *is_layer { par.recompute } else { Recompute::None };
+        c.saved += n * saved(policy);
+        if *is_layer && par.recompute == Recompute::Full {
+            c.layer_full = c.layer_full.max(saved(Recompute::None));
+        }
+        c.temp = c.temp.max(2.0 * b.peak_kernel_bytes);
+        c.cache_bytes += n * b.cache_bytes;
+        if *is_layer {
+            stream_bytes = stream_bytes.max(b.stream_bytes);
+        }
+    }
+    if p > 1 && !setting.stage_programs {
+        // Megatron scatters the activation over the tensor-parallel ranks before sending.
+        let transfers = if train { 2.0 * v as f64 } else { 1.0 };
+        let bytes = stream_bytes / par.tp as f64;
+        let send = collective(cluster, CollectiveKind::SendRecv, bytes, setting.pp_peer);
+        c.pp += transfers * send.time_s;
+        c.comm.add(&send, transfers * m as f64);
+    }
+    if train && par.zero >= 2 && par.dp > 1 {
+        // Sharded gradients cannot accumulate locally: every micro-batch reduce-scatters
+        // its gradients (overlapping its backward), and ZeRO-3 gathers the weights for the
+        // forward and again for the backward.
+        let params = c.dense_params + c.expert_params;
+        let scatter = collective(cluster, CollectiveKind::ReduceScatter, params * GRAD_BYTES, setting.dp_group);
+        let mut exposed = (scatter.time_s - c.bwd).max(0.0);
+        c.comm.add(&scatter, m as f64);
+        if par.zero == 3 {
+            let gather = collective(cluster, CollectiveKind::AllGather, params * 2.0, setting.dp_group);
+            exposed = (2.0 * gather.time_s + scatter.time_s - (c.fwd + c.bwd)).max(0.0);
+            c.comm.add(&gather, 2.0 * m as f64);
+        }
+        c.zero3 = exposed;
+    }
+    c.time = c.fwd + c.bwd + c.recompute + c.tp + c.ep + c.pp + c.zero3;
+    c
+}
+
+/// What runs after the pipeline drains (training): data-parallel sync, tied embeddings and the
+/// optimizer.
+struct AfterPipeline {
+    /// The slowest stage's exposed time after the pipeline.
+    time: f64,
+    /// The exposed data-parallel traffic and optimizer time of the critical stage.
+    dp_exposed_critical: f64,
+    optimizer_critical: f64,
+    /// The traffic of each stage after the pipeline, once per step.
+    comm: Vec<CommBytes>,
+}
+
+impl AfterPipeline {
+    /// Serving: nothing runs after the pipeline.
+    fn none(stages: usize) -> Self {
+        AfterPipeline {
+            time: 0.0,
+            dp_exposed_critical: 0.0,
+            optimizer_critical: 0.0,
+            comm: vec![CommBytes::default(); stages],
+        }
+    }
+}
+
+/// The training step's tail after the pipeline, per stage; the slowest counts.
+fn after_pipeline(setting: &Setting, costs: &[StageCost], critical: usize) -> AfterPipeline {
+    let (cluster, par, p) = (setting.cluster, setting.par, setting.p);
+    let device = &cluster.device;
+    let mut after = AfterPipeline::none(costs.len());
+    for (i, c) in costs.iter().enumerate() {
+        let mut exposed = 0.0;
+        if par.zero < 3 {
+            let mut sync = |params: f64, group: Group| {
+                if params <= 0.0 || group.size <= 1 {
+                    return;
+                }
+                // ZeRO-2 reduced its gradients micro-batch by micro-batch already.
+                if par.zero < 2 {
+                    let grads = if par.zero == 0 {
+                        collective(cluster, CollectiveKind::AllReduce, params * GRAD_BYTES, group)
+                    } else {
+                        collective(cluster, CollectiveKind::ReduceScatter, params * GRAD_BYTES, group)
+                    };
+                    let last_backward = c.bwd + c.recompute;
+                    exposed += (grads.time_s - last_backward).max(0.0);
+                    after.comm[i].add(&grads, 1.0);
+                }
+                if par.zero >= 1 {
+                    let gather = collective(cluster, CollectiveKind::AllGather, params * 2.0, group);
+                    exposed += (gather.time_s - c.fwd).max(0.0);
+                    after.comm[i].add(&gather, 1.0);
+                }
+            };
+            sync(c.dense_params, setting.dp_group);
+            sync(c.expert_params, setting.edp_group);
+        }
+        if c.embedding_params > 0.0 && p > 1 {
+            let peers = Group::new(2, (p - 1) * par.tp * par.dp);
+            let ar = collective(cluster, CollectiveKind::AllReduce, c.embedding_params * GRAD_BYTES, peers);
+            exposed += ar.time_s;
+            after.comm[i].add(&ar, 1.0);
+        }
+        let shard = |params: f64, ranks: u64| if par.zero >= 1 { params / ranks as f64 } else { params };
+        let owned = shard(c.dense_params, par.dp) + shard(c.expert_params, par.dp / par.ep);
+        let optimizer = owned * ADAM_BYTES_PER_PARAM / device.stream_bandwidth();
+        if exposed + optimizer > after.time {
+            after.time = exposed + optimizer;
+        }
+        if i == critical {
+            after.dp_exposed_critical = exposed;
+            after.optimizer_critical = optimizer;
+        }
+    }
+    after
+}
+
+/// Memory per stage; the largest counts.
+fn peak_memory(setting: &Setting, costs: &[StageCost]) -> Memory {
+    let (par, train, p, v, m) = (setting.par, setting.train, setting.p, setting.v, setting.m);
+    let mf = m as f64;
     let mut memory = Memory::default();
     for (s, c) in costs.iter().enumerate() {
-        let mut mem = Memory { reserved: device.reserved_bytes, temporary: c.temp, ..Memory::default() };
+        let mut mem =
+            Memory { reserved: setting.cluster.device.reserved_bytes, temporary: c.temp, ..Memory::default() };
         let params = c.dense_params + c.expert_params;
         let weight_bytes = if params > 0.0 { c.param_bytes / params } else { 2.0 };
         let shard = |params: f64, ranks: u64, from: u8| if par.zero >= from { params / ranks as f64 } else { params };
@@ -564,14 +687,23 @@ pub fn estimate(
             memory = mem;
         }
     }
+    memory
+}
 
-    // FLOPs: a tensor-parallel group does the replicated work once and the sharded work
-    // `tp` times over.
+/// The step's (model, hardware) FLOPs: a tensor-parallel group does the replicated work once
+/// and the sharded work `tp` times over; hardware FLOPs add the recomputed forward.
+fn step_flops(
+    cache: &mut ProfileCache,
+    setting: &Setting,
+    stages: &StagePlan,
+    shape: &Shape,
+) -> Result<(f64, f64), CostError> {
+    let (par, train) = (setting.par, setting.train);
     let tpf = par.tp as f64;
     let mut model_fwd = 0.0;
     let mut recompute_fwd = 0.0;
-    for s in 0..p {
-        for (b, n, is_layer) in &stage_of(s).blocks {
+    for s in 0..setting.p {
+        for (b, n, is_layer) in &stages.stage(s, setting.p).blocks {
             let f = &b.fwd_flops;
             let unique = f.replicated + tpf * (f.tensor_parallel + f.attention_core);
             model_fwd += n * unique;
@@ -584,46 +716,16 @@ pub fn estimate(
             }
         }
     }
-    if let Some(whole) = workload.stage_programs(1).and_then(|kinds| kinds.first().copied()) {
+    if let Some(whole) = cache.workload().stage_programs(1).and_then(|kinds| kinds.first().copied()) {
         // Stage programs hold local blocks without regions: the model's FLOPs are the whole
         // graph's, once per micro-batch (full recomputation runs its forward again).
-        let f = cache.get(BlockKind::Layer(whole), &Shape { tp: 1, ep: 1, ..shape })?.fwd_flops.total();
+        let f = cache.get(BlockKind::Layer(whole), &Shape { tp: 1, ep: 1, ..*shape })?.fwd_flops.total();
         model_fwd = f;
         recompute_fwd = if par.recompute == Recompute::Full { f } else { 0.0 };
     }
-    let replicas = mf * par.dp as f64;
+    let replicas = setting.m as f64 * par.dp as f64;
     let passes = if train { 1.0 + BACKWARD_FACTOR } else { 1.0 };
     let model_flops = passes * model_fwd * replicas;
     let hardware_flops = model_flops + if train { recompute_fwd * replicas } else { 0.0 };
-
-    let crit = &costs[critical];
-    let time = TimeBreakdown {
-        compute_s: mf * (crit.fwd + crit.bwd),
-        recompute_s: mf * crit.recompute,
-        tp_comm_s: mf * crit.tp,
-        ep_comm_s: mf * crit.ep,
-        pp_comm_s: mf * crit.pp,
-        bubble_s: (pipeline - mf * t_max).max(0.0),
-        dp_comm_exposed_s: dp_exposed_crit,
-        optimizer_s: optimizer_crit,
-    };
-    let mut comm_bytes = crit.comm;
-    comm_bytes.intra_node += extra_comm[critical].intra_node;
-    comm_bytes.inter_node += extra_comm[critical].inter_node;
-    let busy = ((time.compute_s + time.recompute_s) / step_time).min(1.0);
-    let energy_j = par.gpus() as f64 * (device.idle_w + (device.tdp_w - device.idle_w) * busy) * step_time;
-    let tokens = if train { (job.global_batch * job.seq) as f64 } else { (par.dp * par.micro_batch * m) as f64 };
-    Ok(Estimate {
-        step_time_s: step_time,
-        pipeline_time_s: pipeline,
-        bubble_fraction: if pipeline > 0.0 { time.bubble_s / pipeline } else { 0.0 },
-        micro_batches: m,
-        time,
-        memory,
-        comm_bytes,
-        model_flops,
-        hardware_flops,
-        tokens,
-        energy_j,
-    })
+    Ok((model_flops, hardware_flops))
 }

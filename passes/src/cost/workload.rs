@@ -166,7 +166,7 @@ impl<'w> ProfileCache<'w> {
 
 /// Any graph as a workload, partitioned by the `shard` pass: for `tp` tensor-parallel ranks and
 /// `pp` pipeline stages the graph is cut into per-stage programs over the mesh `tp=T,pp=P`
-/// ([`crate::shard::partition`]: Megatron seeds, propagation, collectives, stages balanced by
+/// ([`crate::shard::partition()`]: Megatron seeds, propagation, collectives, stages balanced by
 /// exact dynamic programming), and each stage's program is priced as one block with its local
 /// types and explicit collectives. Data parallelism replicates those programs (the step model
 /// adds the gradient sync and ZeRO). A symbolic dimension named `batch` takes the micro-batch

@@ -6,7 +6,7 @@
 //! activation inputs (data parallelism), `tp` splits matmul weights Megatron-style (column
 //! parallel, then row parallel with an all-reduce of the partial sums). Other axes are used only
 //! through user seeds ([`ShardConfig::seeds`]). Propagation and collective insertion are in
-//! [`partition`] and [`reshard`]; every op follows its family's sharding rule
+//! [`partition()`] and [`reshard`]; every op follows its family's sharding rule
 //! ([`tessera_ir::ops::Op::sharding_rule`]), and ops without one are replicated.
 //!
 //! Invariants of the result:
@@ -379,36 +379,7 @@ pub fn partition(g: &Graph, config: &ShardConfig) -> Result<ShardedModule, Shard
             stage_of_value.insert(v, stage);
         }
     }
-    // Outputs: a tied output from every stage holding its input, in that input's sharding;
-    // the others replicated from the last stage (or from every stage).
-    let mut wanted: Vec<Vec<(ValueId, Sharding)>> = vec![Vec::new(); n_stages];
-    for &v in g.outputs() {
-        let name = &g.value(v).name;
-        let tied = config
-            .output_ties
-            .iter()
-            .find(|(out, _)| out == name)
-            .and_then(|(_, input)| g.inputs().iter().copied().find(|&i| g.value(i).name == *input));
-        let mut targets: Vec<(usize, Sharding)> = Vec::new();
-        if let Some(input) = tied {
-            for (stage, b) in builders.iter().enumerate() {
-                if let Some(sharding) = b.input_sharding(input) {
-                    targets.push((stage, sharding));
-                }
-            }
-        }
-        if targets.is_empty() {
-            let whole = Sharding::replicated(g.value(v).ty.rank());
-            let from = if config.outputs_on_every_stage { 0 } else { n_stages - 1 };
-            targets = (from..n_stages).map(|stage| (stage, whole.clone())).collect();
-        }
-        for (stage, sharding) in targets {
-            if let Some(&from) = stage_of_value.get(&v) {
-                transfer(&mut builders, v, from, stage)?;
-            }
-            wanted[stage].push((v, sharding));
-        }
-    }
+    let wanted = route_outputs(g, config, &mut builders, &stage_of_value, n_stages)?;
     let mut programs = Vec::with_capacity(n_stages);
     let mut units_of_stage: Vec<Vec<Option<Unit>>> = Vec::with_capacity(n_stages);
     for (stage, mut b) in builders.into_iter().enumerate() {
@@ -470,6 +441,47 @@ pub fn partition(g: &Graph, config: &ShardConfig) -> Result<ShardedModule, Shard
         })?;
     }
     Ok(ShardedModule { mesh: mesh.clone(), stages: programs })
+}
+
+/// Where each graph output goes, sending it there: a tied output to every stage holding its
+/// input, in that input's sharding; the others replicated to the last stage (or to every stage).
+/// Returns, per stage, the outputs it must produce with their shardings.
+fn route_outputs(
+    g: &Graph,
+    config: &ShardConfig,
+    builders: &mut [partition::StageBuilder<'_, '_>],
+    stage_of_value: &HashMap<ValueId, usize>,
+    n_stages: usize,
+) -> Result<Vec<Vec<(ValueId, Sharding)>>, ShardError> {
+    let mut wanted: Vec<Vec<(ValueId, Sharding)>> = vec![Vec::new(); n_stages];
+    for &v in g.outputs() {
+        let name = &g.value(v).name;
+        let tied = config
+            .output_ties
+            .iter()
+            .find(|(out, _)| out == name)
+            .and_then(|(_, input)| g.inputs().iter().copied().find(|&i| g.value(i).name == *input));
+        let mut targets: Vec<(usize, Sharding)> = Vec::new();
+        if let Some(input) = tied {
+            for (stage, b) in builders.iter().enumerate() {
+                if let Some(sharding) = b.input_sharding(input) {
+                    targets.push((stage, sharding));
+                }
+            }
+        }
+        if targets.is_empty() {
+            let whole = Sharding::replicated(g.value(v).ty.rank());
+            let from = if config.outputs_on_every_stage { 0 } else { n_stages - 1 };
+            targets = (from..n_stages).map(|stage| (stage, whole.clone())).collect();
+        }
+        for (stage, sharding) in targets {
+            if let Some(&from) = stage_of_value.get(&v) {
+                transfer(builders, v, from, stage)?;
+            }
+            wanted[stage].push((v, sharding));
+        }
+    }
+    Ok(wanted)
 }
 
 /// Makes source value `v`, computed on stage `from`, available on stage `to`: a `send` of it as

@@ -9,4 +9,3 @@ mod random_graphs;
 mod shard;
 mod stats;
 mod support;
-mod tidy;

@@ -155,8 +155,10 @@ impl CpuExecutor {
 
     fn pointer(&self, arena: &AlignedBytes, buffer: u32) -> *mut u8 {
         match self.program.buffers[buffer as usize].location {
-            // SAFETY (both): the loader checked offset + size against the region's length.
+            // SAFETY: the loader checked offset + size against the arena's length, so the
+            // result stays inside the allocation.
             Location::Arena { offset } => unsafe { arena.ptr.add(offset as usize) },
+            // SAFETY: as above, against the length of the weights region.
             Location::Weights { offset } => unsafe { self.weights.ptr.add(offset as usize) },
         }
     }
