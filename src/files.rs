@@ -1,26 +1,11 @@
-//! Writing output files atomically, so a failed command never leaves a partial file behind.
+//! The CLI's adapter to [`tessera_ir::files::write_atomic`], the workspace's one atomic writer:
+//! it adds nothing but `anyhow` for the commands.
 
-use anyhow::{Context, Result};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use anyhow::Result;
+use std::path::Path;
 
-/// A sibling path to stage `path` in before the final rename (same directory, same filesystem).
-fn staging_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` atomically; refuses a destination that is not a regular file
+/// (symlink, FIFO, device node): to write to standard output, leave `-o` out.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = staging_path(path);
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("{}: cannot write", path.display()))
+    Ok(tessera_ir::files::write_atomic(path, bytes)?)
 }
