@@ -113,7 +113,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     check_file_destination(path)?;
     let (parent, name) = split(path)?;
     let tmp = staging_path(&parent, &name);
-    let result = write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path).map_err(io(path, "cannot rename into place")));
+    let result =
+        write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path).map_err(io(path, "cannot rename into place")));
     if result.is_err() {
         // Best effort: the staged file may not exist if creating it was what failed.
         let _ = fs::remove_file(&tmp);
