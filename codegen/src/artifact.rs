@@ -220,7 +220,8 @@ pub fn write_artifact(dir: &Path, files: &ArtifactFiles) -> Result<(), CompileEr
     for (rel, bytes) in &files.files {
         let path = staged.path().join(rel);
         if let Some(sub) = path.parent() {
-            fs::create_dir_all(sub).map_err(|e| CompileError::Io { path: sub.to_path_buf(), message: format!("cannot create: {e}") })?;
+            fs::create_dir_all(sub)
+                .map_err(|e| CompileError::Io { path: sub.to_path_buf(), message: format!("cannot create: {e}") })?;
         }
         files::write_synced(&path, bytes)?;
         if let Some(sub) = path.parent() {

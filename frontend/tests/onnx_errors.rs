@@ -142,8 +142,7 @@ fn external_w_model(location: &str) -> ModelProto {
     if let Some(w) = m.graph.as_mut().map(|g| &mut g.initializer[0]) {
         w.raw_data = None;
         w.data_location = Some(DataLocation::External as i32);
-        w.external_data =
-            vec![StringStringEntryProto { key: Some("location".into()), value: Some(location.into()) }];
+        w.external_data = vec![StringStringEntryProto { key: Some("location".into()), value: Some(location.into()) }];
     }
     m
 }

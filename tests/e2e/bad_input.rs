@@ -217,7 +217,11 @@ fn output_to_a_symlink_fifo_or_device_is_refused() {
             let before = files_in(cwd);
             let got = tessera(cwd, &args);
             assert_eq!(got.code, 1, "{args:?}: {}", got.stderr);
-            assert!(got.stderr.contains(kind) && got.stderr.contains("will not replace it"), "{args:?}: {}", got.stderr);
+            assert!(
+                got.stderr.contains(kind) && got.stderr.contains("will not replace it"),
+                "{args:?}: {}",
+                got.stderr
+            );
             assert_eq!(files_in(cwd), before, "{args:?} changed the directory");
         }
     }
