@@ -50,7 +50,7 @@ fn seconds(d: Duration) -> f64 {
 fn main() {
     println!("{:>10} {:>12} {:>12} {:>12}", "elements", "list (s)", "hex (s)", "text (MB)");
     let mut rows = Vec::new();
-    for n in [100_000, 1_000_000] {
+    for n in [200_000, 2_000_000] {
         let list = list_text(n);
         let hex = print_graph(&constant_graph(n));
         assert!(hex.contains("dense<\"0x"), "the printer should write hex data for {n} elements");
