@@ -1,10 +1,11 @@
-//! Writing output files atomically, so a failed command never leaves a partial file behind.
+//! The CLI's adapter to [`tessera_ir::files::write_atomic`], the workspace's one atomic writer:
+//! it adds nothing but `anyhow` for the commands.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::Path;
 
-/// Writes `bytes` to `path` through a temporary file and a rename (the runtime's
-/// [`tessera_runtime::files::write_atomic`], with the path in the error).
+/// Writes `bytes` to `path` atomically; refuses a destination that is not a regular file
+/// (symlink, FIFO, device node): to write to standard output, leave `-o` out.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    tessera_runtime::files::write_atomic(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+    Ok(tessera_ir::files::write_atomic(path, bytes)?)
 }

@@ -6,7 +6,7 @@
 //! by the plan, and the code generator emits the same bytes for the same kernels.
 //!
 //! Atomicity: everything is built in memory first; only then is a temporary directory created
-//! beside the destination (`.NAME.tmp-PID`), every file written and fsynced, the directory
+//! beside the destination (`.NAME.tmp-PID-N`, by [`tessera_ir::files::StagedDir`]), every file written and fsynced, the directory
 //! fsynced, and renamed onto the destination. A compile that fails before the rename removes
 //! its temporary directory; a killed one leaves at most that hidden directory, never a
 //! half-written artifact at the destination.
@@ -17,9 +17,9 @@ use crate::program::{lower, LowerError, LowerStats};
 use crate::{compile_cpu, supports, CodegenError, GpuArch};
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tessera_ir::artifact::{sha256_hex, FileEntry, Manifest, RankEntry, FORMAT_VERSION, MANIFEST_FILE};
+use tessera_ir::files::{self, FileError, StagedDir};
 use tessera_ir::graph::Graph;
 
 /// What to compile for.
@@ -82,6 +82,8 @@ pub enum CompileError {
     Codegen(#[from] CodegenError),
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
+    #[error(transparent)]
+    Write(#[from] FileError),
 }
 
 /// An artifact in memory: relative paths and contents, manifest included.
@@ -178,84 +180,57 @@ fn host_steps(program: &tessera_ir::artifact::Program, gpu: &tessera_ir::artifac
     library.count() - gpu.gemms.len()
 }
 
-/// Removes the temporary directory unless disarmed.
-struct TempDir {
-    path: PathBuf,
-    armed: bool,
+/// Whether `dir` holds a complete tessera artifact: a manifest that parses, of the format
+/// version this build writes, whose every listed file is present with its recorded size. Only such a directory is
+/// ever replaced by `compile -o`; a file merely named `manifest.json` is not enough.
+pub fn is_complete_artifact(dir: &Path) -> bool {
+    let Ok(text) = fs::read(dir.join(MANIFEST_FILE)) else { return false };
+    let Ok(manifest) = serde_json::from_slice::<Manifest>(&text) else { return false };
+    manifest.format_version == FORMAT_VERSION
+        && !manifest.ranks.is_empty()
+        && manifest.ranks.iter().all(|r| {
+            !r.files.is_empty()
+                && r.files.iter().all(|f| {
+                    let rel = Path::new(&f.path);
+                    rel.is_relative()
+                        && fs::symlink_metadata(dir.join(rel)).is_ok_and(|m| m.is_file() && m.len() == f.bytes)
+                })
+        })
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-fn io_error(path: &Path, what: &str, e: std::io::Error) -> CompileError {
-    CompileError::Io { path: path.to_path_buf(), message: format!("{what}: {e}") }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CompileError> {
-    let mut file = fs::File::create(path).map_err(|e| io_error(path, "cannot create", e))?;
-    file.write_all(bytes).map_err(|e| io_error(path, "cannot write", e))?;
-    file.sync_all().map_err(|e| io_error(path, "cannot sync", e))
-}
-
-fn sync_dir(path: &Path) -> Result<(), CompileError> {
-    fs::File::open(path).and_then(|d| d.sync_all()).map_err(|e| io_error(path, "cannot sync directory", e))
-}
-
-/// Writes `files` as the artifact directory `dir`, atomically (see the module docs). An
-/// existing artifact at `dir` is replaced; any other existing file or non-empty directory is
-/// refused, so a typo cannot delete someone's data.
+/// Writes `files` as the artifact directory `dir`, atomically (see the module docs, and
+/// [`tessera_ir::files::StagedDir`]). An existing complete artifact at `dir` (see
+/// [`is_complete_artifact`]) or an empty directory is replaced; anything else (other files, a
+/// symlink, a special file) is refused, so a typo cannot delete someone's data.
 pub fn write_artifact(dir: &Path, files: &ArtifactFiles) -> Result<(), CompileError> {
-    let name = dir.file_name().and_then(|n| n.to_str()).filter(|n| !n.is_empty() && *n != "..").ok_or_else(|| {
-        CompileError::Io { path: dir.to_path_buf(), message: "the output must name a directory".into() }
-    })?;
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if dir.exists() {
-        let is_artifact = dir.join(MANIFEST_FILE).is_file();
+    if fs::symlink_metadata(dir).is_ok() {
+        files::check_dir_destination(dir)?;
         let is_empty_dir = fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
-        if !is_artifact && !is_empty_dir {
+        if !is_empty_dir && !is_complete_artifact(dir) {
             return Err(CompileError::Io {
                 path: dir.to_path_buf(),
-                message: "exists and is not a tessera artifact; refusing to replace it".into(),
+                message: format!(
+                    "exists and is not a complete tessera artifact (a manifest of format version \
+                     {FORMAT_VERSION} whose listed files are present); refusing to replace it"
+                ),
             });
         }
     }
-    let temp = TempDir { path: parent.join(format!(".{name}.tmp-{}", std::process::id())), armed: true };
-    if temp.path.exists() {
-        fs::remove_dir_all(&temp.path).map_err(|e| io_error(&temp.path, "cannot remove stale temporary", e))?;
-    }
-    fs::create_dir(&temp.path).map_err(|e| io_error(&temp.path, "cannot create", e))?;
+    let staged = StagedDir::beside(dir)?;
     for (rel, bytes) in &files.files {
-        let path = temp.path.join(rel);
+        let path = staged.path().join(rel);
         if let Some(sub) = path.parent() {
-            fs::create_dir_all(sub).map_err(|e| io_error(sub, "cannot create", e))?;
+            fs::create_dir_all(sub)
+                .map_err(|e| CompileError::Io { path: sub.to_path_buf(), message: format!("cannot create: {e}") })?;
         }
-        write_synced(&path, bytes)?;
+        files::write_synced(&path, bytes)?;
         if let Some(sub) = path.parent() {
-            sync_dir(sub)?;
+            files::sync_dir(sub)?;
         }
     }
     let manifest = serde_json::to_vec_pretty(&files.manifest)
         .map_err(|e| CompileError::Io { path: dir.join(MANIFEST_FILE), message: e.to_string() })?;
-    write_synced(&temp.path.join(MANIFEST_FILE), &manifest)?;
-    sync_dir(&temp.path)?;
-    let mut temp = temp;
-    if dir.exists() {
-        // rename(2) cannot replace a non-empty directory: move the old one aside first.
-        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-        fs::rename(dir, &old).map_err(|e| io_error(dir, "cannot move the previous artifact aside", e))?;
-        fs::rename(&temp.path, dir).map_err(|e| io_error(dir, "cannot rename the new artifact into place", e))?;
-        let _ = fs::remove_dir_all(&old);
-    } else {
-        fs::rename(&temp.path, dir).map_err(|e| io_error(dir, "cannot rename the new artifact into place", e))?;
-    }
-    temp.armed = false;
-    sync_dir(&parent)
+    files::write_synced(&staged.path().join(MANIFEST_FILE), &manifest)?;
+    staged.publish()?;
+    Ok(())
 }

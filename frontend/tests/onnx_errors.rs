@@ -136,6 +136,44 @@ fn missing_external_data_file_is_named() {
     );
 }
 
+/// A model whose initializer `W` (3x2 f32) lives in external data at `location`.
+fn external_w_model(location: &str) -> ModelProto {
+    let mut m = mlp_model();
+    if let Some(w) = m.graph.as_mut().map(|g| &mut g.initializer[0]) {
+        w.raw_data = None;
+        w.data_location = Some(DataLocation::External as i32);
+        w.external_data = vec![StringStringEntryProto { key: Some("location".into()), value: Some(location.into()) }];
+    }
+    m
+}
+
+#[test]
+fn external_data_through_a_symlink_out_of_the_model_directory_is_refused() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    let model_dir = tempfile::tempdir().expect("tempdir");
+    let secret: Vec<u8> = (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    std::fs::write(outside.path().join("shadow"), &secret).expect("write secret");
+    std::os::unix::fs::symlink(outside.path(), model_dir.path().join("etc")).expect("symlink");
+    let path = model_dir.path().join("model.onnx");
+    std::fs::write(&path, external_w_model("etc/shadow").encode_to_vec()).expect("write model");
+    let e = import_model(&path).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.starts_with("tensor 'W': external data location 'etc/shadow' resolves through a symlink to "), "{e}");
+    assert!(e.contains("outside the model directory"), "{e}");
+
+    // A symlink that stays inside the model directory is followed: the data is the model's own.
+    std::fs::create_dir(model_dir.path().join("weights")).expect("mkdir");
+    std::fs::write(model_dir.path().join("weights/w.bin"), &secret).expect("write weights");
+    std::os::unix::fs::symlink("weights", model_dir.path().join("alias")).expect("symlink");
+    std::fs::write(&path, external_w_model("alias/w.bin").encode_to_vec()).expect("write model");
+    let imported = import_model(&path);
+    assert!(imported.is_ok(), "{:?}", imported.err().map(|e| e.to_string()));
+
+    // A directory (and by the same check a FIFO or device) is not a data file.
+    std::fs::write(&path, external_w_model("weights").encode_to_vec()).expect("write model");
+    let e = import_model(&path).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.starts_with("tensor 'W': external data location 'weights' is not a regular file"), "{e}");
+}
+
 #[test]
 fn missing_file_is_an_io_error() {
     let e = import_model(std::path::Path::new("/nonexistent/model.onnx")).err().map(|e| e.to_string());

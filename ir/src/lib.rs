@@ -14,10 +14,12 @@
 //! tags of the `fuse` pass), [`ops`] (one module per op family), [`verify`], [`mlir`] (text form), [`json`], [`random`] (seeded tensors), [`sharding`] (device meshes, per-value
 //! shardings, op sharding rules), [`testing`] (random well-typed graphs for property tests),
 //! [`artifact`] (the ahead-of-time artifact format, shared by the writer in `codegen` and the
-//! executors in `runtime`).
+//! executors in `runtime`), [`files`] (the one crash-safe, confined writer of output files and
+//! directories, used by every crate that writes).
 
 pub mod artifact;
 pub mod dtype;
+pub mod files;
 pub mod fusion;
 pub mod graph;
 pub mod json;

@@ -174,6 +174,70 @@ fn nan_constants_round_trip_bit_for_bit() {
     check_with_mlir(&text).expect("MLIR accepts NaN bit patterns");
 }
 
+/// Large constants print as hex data and read back bit for bit (NaN payloads and signed zeros
+/// included); fp8 and booleans, which have no hex form here, keep the list form.
+#[test]
+fn large_constants_print_as_hex_and_round_trip_bit_for_bit() {
+    let n = tessera_ir::mlir::print::HEX_DENSE_MIN_ELEMENTS + 1;
+    let floats: Vec<f64> = (0..n).map(|i| (i as f64 - 500.0) / 3.0).collect();
+    let mut special = floats.clone();
+    special[..4].copy_from_slice(&[f64::NAN, -0.0, f64::INFINITY, f64::NEG_INFINITY]);
+    let ints: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % 255 - 127).collect();
+    let mut g = Graph::new("large");
+    let mut outs = Vec::new();
+    for dtype in [DType::F64, DType::F32, DType::F16, DType::BF16] {
+        let t = Tensor::from_f64(dtype, vec![n], special.iter().map(|&x| dtype.round_float(x)).collect());
+        outs.push(add(&mut g, &format!("c_{dtype}"), Op::Constant(t), &[]));
+    }
+    for dtype in [DType::I64, DType::I32, DType::I8] {
+        let t = Tensor::from_i64(dtype, vec![n], ints.clone());
+        outs.push(add(&mut g, &format!("c_{dtype}"), Op::Constant(t), &[]));
+    }
+    let f8 = Tensor::from_f64(DType::F8E4M3, vec![n], floats.iter().map(|&x| DType::F8E4M3.round_float(x)).collect());
+    outs.push(add(&mut g, "c_f8", Op::Constant(f8), &[]));
+    g.set_outputs(outs);
+    let text = print_graph(&g);
+    assert_eq!(text.matches("dense<\"0x").count(), 7, "seven hex literals expected");
+    assert!(text.contains("dense<\"0x0000C07F000000800000807F000080FF"), "f32 data starts NaN, -0.0, +inf, -inf");
+    let f8_line = text.lines().find(|l| l.contains("%c_f8 ")).unwrap_or_default();
+    assert!(f8_line.contains("{value = dense<[-"), "fp8 keeps the list form: {}", &f8_line[..80.min(f8_line.len())]);
+    let back = parse_verified(&text).expect("hex literals parse");
+    assert_eq!(print_graph(&back), text, "print(parse(print(g))) changed");
+    let nan_free = |t: &Tensor| t.to_f64_vec().into_iter().skip(1).collect::<Vec<f64>>();
+    for ((_, a), (_, b)) in g.nodes().zip(back.nodes()) {
+        if let (Op::Constant(x), Op::Constant(y)) = (&a.op, &b.op) {
+            assert_eq!((x.dtype, &x.shape), (y.dtype, &y.shape));
+            assert_eq!(nan_free(x), nan_free(y), "{}", x.dtype);
+            let signs: Vec<bool> = y.to_f64_vec().iter().map(|v| v.is_sign_negative()).collect();
+            assert_eq!(signs, x.to_f64_vec().iter().map(|v| v.is_sign_negative()).collect::<Vec<_>>());
+        }
+    }
+    check_with_mlir(&text).expect("MLIR accepts the hex literals");
+}
+
+/// Reading a long list literal is linear: a 200k-element literal parses (it took ~4.7 s when
+/// every element recomputed its column from the start of the line).
+#[test]
+fn long_dense_lists_parse_in_linear_time() {
+    let n = 200_000;
+    let list: Vec<String> = (0..n).map(|i| format!("{i}.5")).collect();
+    let text = format!(
+        "func.func @f() -> (tensor<{n}xf32>) {{\n  %c = \"tsr.constant\"() {{value = dense<[{}]> : tensor<{n}xf32>}} : () -> tensor<{n}xf32>\n  return %c : tensor<{n}xf32>\n}}\n",
+        list.join(", ")
+    );
+    let start = std::time::Instant::now();
+    let g = parse_verified(&text).unwrap_or_else(|e| panic!("{e}"));
+    let elapsed = start.elapsed();
+    assert_eq!(g.nodes().len(), 1);
+    // Generous for a loaded debug build; the quadratic reader needed seconds.
+    assert!(elapsed.as_secs_f64() < 2.0, "200k elements took {elapsed:?}");
+    // An error deep in the literal still has its exact column.
+    let bad = text.replacen("199999.5", "true", 1);
+    let e = parse_graph(&bad).err().map(|e| e.to_string()).unwrap_or_default();
+    let col = bad.lines().nth(1).and_then(|l| l.find("true")).map_or(0, |c| c + 1);
+    assert!(e.starts_with(&format!("2:{col}: ")), "{e}");
+}
+
 /// The examples shipped with the repository are in the printer's canonical form.
 #[test]
 fn examples_reprint_identically() {

@@ -36,12 +36,9 @@ pub enum FeedError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: cannot write", .path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The workspace's atomic writer refused or failed (its message names the path).
+    #[error(transparent)]
+    Write(#[from] tessera_ir::files::FileError),
 }
 
 /// Reads every `--input NAME=FILE.npy`, checking the name and converting to the declared dtype
@@ -148,7 +145,7 @@ fn write_encoded<'a>(
         encoded.push((dir.join(file), bytes));
     }
     for (path, bytes) in &encoded {
-        crate::files::write_atomic(path, bytes).map_err(|source| FeedError::Write { path: path.clone(), source })?;
+        tessera_ir::files::write_atomic(path, bytes)?;
     }
     Ok(encoded.into_iter().map(|(path, _)| path).collect())
 }

@@ -9,7 +9,7 @@
 //! (loader with integrity checks, CPU executor over `kernels.so` and library calls, and
 //! [`executor::run`], the `run DIR` command of both binaries), the files around a run
 //! ([`feeds`]: `--input` specs, seeded random inputs, `.npy` outputs, written atomically through
-//! [`files`]).
+//! [`tessera_ir::files`]).
 //!
 //! What it may depend on: `tessera-ir` (whose ops carry the reference semantics and the
 //! artifact format) and small utility crates (`libloading`, `gemm` and `rayon` for GEMMs). Never on
@@ -18,7 +18,6 @@
 
 pub mod executor;
 pub mod feeds;
-pub mod files;
 pub mod interpreter;
 pub mod mpi;
 pub mod nccl;

@@ -9,9 +9,7 @@
 
 use crate::executor::Feed;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use tessera_ir::dtype::DType;
 use tessera_ir::tensor::Tensor;
 
@@ -21,6 +19,8 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 pub enum NpyError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Write(#[from] tessera_ir::files::FileError),
     #[error("not a .npy file: bad magic (expected \\x93NUMPY)")]
     BadMagic,
     #[error("unsupported .npy format version {major}.{minor} (supported: 1.0, 2.0, 3.0)")]
@@ -127,30 +127,10 @@ fn parse(bytes: &[u8]) -> Result<Array, NpyError> {
     Ok(Array { dtype, order, fortran_order: header.fortran_order, shape: header.shape, data_start: end })
 }
 
-/// Writes `t` as a `.npy` file atomically: the bytes go to a temporary file in the same
-/// directory, which is then renamed over `path`, so a failure leaves no partial file.
+/// Writes `t` as a `.npy` file atomically (through [`tessera_ir::files::write_atomic`]), so a
+/// failure leaves no partial file and a symlink or special file at `path` is refused.
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let io_error = |source| NpyError::Io { path: path.to_path_buf(), source };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path")))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{}.{}-{unique}.tmp", file_name.to_string_lossy(), std::process::id()));
-    let bytes = write_npy_bytes(t);
-    let result = (|| {
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(source) = result {
-        // Best effort: the temporary file may not exist if creating it was what failed.
-        let _ = fs::remove_file(&tmp);
-        return Err(io_error(source));
-    }
-    Ok(())
+    Ok(tessera_ir::files::write_atomic(path, &write_npy_bytes(t))?)
 }
 
 /// The bytes of `t` as a version 1.0 `.npy` file (2.0 when the header would not fit, as

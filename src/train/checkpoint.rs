@@ -16,14 +16,13 @@
 //! directory are fsynced, the directory is renamed to its final name and the parent fsynced
 //! ([`save`] for one process, [`save_sharded`] for a mesh, where rank 0 writes the index and
 //! renames after a barrier). A crash, or a rank killed mid-save, leaves either the complete
-//! checkpoint or none, and [`latest`] only ever sees complete ones.
+//! checkpoint or none, and [`latest`] only ever sees complete ones; the staging directory a
+//! killed write leaves is removed by the next save into the same directory.
 
 use super::distributed::DistributedTrainer;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tessera_ir::dtype::DType;
 use tessera_ir::ops::collective::Reduction;
@@ -120,13 +119,38 @@ fn step_dir_name(step: u64) -> String {
     format!("step-{step:08}")
 }
 
+/// Whether `name` is a staging directory of a checkpoint write that can no longer finish: a
+/// single-process `.step-N.tmp-PID` whose process is gone, or (`sharded`, called by rank 0
+/// when no other save is running) a shared `.step-N.tmp`.
+fn is_stale_staging(name: &str, sharded: bool) -> bool {
+    let Some(rest) = name.strip_prefix(".step-") else { return false };
+    let Some((_, suffix)) = rest.split_once(".tmp") else { return false };
+    if suffix.is_empty() {
+        return sharded;
+    }
+    match suffix.strip_prefix('-').and_then(|pid| pid.parse::<u32>().ok()) {
+        Some(pid) => pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists(),
+        None => false,
+    }
+}
+
+/// Removes the staging directories that killed checkpoint writes left under `dir`.
+fn remove_stale_staging(dir: &Path, sharded: bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) && name.to_str().is_some_and(|n| is_stale_staging(n, sharded)) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("{}: cannot sync", dir.display()))
+    Ok(tessera_ir::files::sync_dir(dir)?)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
-    file.write_all(bytes).and_then(|_| file.sync_all()).with_context(|| format!("{}: cannot write", path.display()))
+    Ok(tessera_ir::files::write_synced(path, bytes)?)
 }
 
 /// Writes `blocks` into `tmp/tensors` (fsynced) and returns their index entries.
@@ -167,12 +191,8 @@ fn publish(dir: &Path, tmp: &Path, meta: &Meta, entries: Vec<Value>) -> Result<P
     write_synced(&tmp.join("index.json"), text.as_bytes())?;
     fsync_dir(tmp)?;
     let final_dir = dir.join(step_dir_name(meta.step));
-    if final_dir.exists() {
-        // A checkpoint of this step from an earlier run: the new one replaces it whole.
-        std::fs::remove_dir_all(&final_dir).with_context(|| format!("{}: cannot replace", final_dir.display()))?;
-    }
-    std::fs::rename(tmp, &final_dir).with_context(|| format!("{}: cannot rename into place", final_dir.display()))?;
-    fsync_dir(dir)?;
+    // A checkpoint of this step from an earlier run is replaced whole.
+    tessera_ir::files::replace_dir(tmp, &final_dir)?;
     Ok(final_dir)
 }
 
@@ -187,6 +207,7 @@ fn fresh_dir(path: &Path) -> Result<()> {
 /// checkpoint's directory.
 pub fn save(dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    remove_stale_staging(dir, false);
     let tmp = dir.join(format!(".{}.tmp-{}", step_dir_name(ckpt.step), std::process::id()));
     let meta = Meta {
         step: ckpt.step,
@@ -228,6 +249,7 @@ pub fn save_sharded(dir: &Path, meta: &Meta, blocks: &[Block], comm: &dyn Commun
     let tmp = dir.join(format!(".{}.tmp", step_dir_name(meta.step)));
     if rank == 0 {
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        remove_stale_staging(dir, true);
         fresh_dir(&tmp)?;
     }
     barrier(comm)?;
@@ -519,5 +541,22 @@ mod tests {
         std::fs::write(&index, text).expect("write");
         let err = load(&saved).expect_err("escape");
         assert!(err.to_string().contains("lies outside the checkpoint"), "{err}");
+    }
+
+    #[test]
+    fn staging_directories_of_killed_writes_are_removed_by_the_next_save() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A pid above the kernel's pid_max (2^22) belongs to no process; our own pid is live.
+        let dead = dir.path().join(".step-00000003.tmp-4999999");
+        let live = dir.path().join(format!(".step-00000003.tmp-{}", std::process::id()));
+        let unrelated = dir.path().join(".notes.tmp-4999999");
+        for d in [&dead, &live, &unrelated] {
+            std::fs::create_dir_all(d.join("tensors")).expect("mkdir");
+        }
+        save(dir.path(), &sample(1)).expect("save");
+        assert!(!dead.exists(), "the dead writer's staging directory is left");
+        assert!(live.exists() && unrelated.exists(), "a live or unrelated directory was removed");
+        assert!(is_stale_staging(".step-00000001.tmp", true));
+        assert!(!is_stale_staging(".step-00000001.tmp", false));
     }
 }

@@ -117,7 +117,7 @@ fn compiled_gpt_gives_the_interpreters_outputs_and_compiles_deterministically() 
     std::fs::write(cwd.join("notes/x"), "x").expect("write");
     let refused = tessera(cwd, &["compile", GPT, "-o", "notes"]);
     assert_eq!(refused.code, 1);
-    assert!(refused.stderr.contains("is not a tessera artifact; refusing to replace it"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("is not a complete tessera artifact"), "{}", refused.stderr);
 }
 
 #[test]

@@ -198,3 +198,67 @@ fn random_bytes_as_onnx() {
 fn import_needs_an_onnx_file() {
     assert_fails(&[], &["import", &example("mlp.mlir")], "expected an .onnx file");
 }
+
+/// `-o` of `opt`, `import` and `plan` at a symlink, a FIFO and a device node: refused, nothing
+/// replaced, no file created (the special file survives; the symlink's target is untouched).
+#[test]
+fn output_to_a_symlink_fifo_or_device_is_refused() {
+    let mlp = example("mlp.mlir");
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    std::fs::write(cwd.join("target.txt"), "precious").unwrap();
+    std::os::unix::fs::symlink("target.txt", cwd.join("link")).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(cwd.join("fifo")).status().unwrap().success());
+    let plan_args = ["plan", "gpt2", "--cluster", "a100-80g-sxm:gpus=8", "--global-batch", "8"];
+    for (out, kind) in [("link", "is a symbolic link"), ("fifo", "is a FIFO"), ("/dev/null", "is a device node")] {
+        let opt: Vec<&str> = vec!["opt", &mlp, "-o", out];
+        let plan: Vec<&str> = plan_args.iter().copied().chain(["-o", out]).collect();
+        for args in [opt, plan] {
+            let before = files_in(cwd);
+            let got = tessera(cwd, &args);
+            assert_eq!(got.code, 1, "{args:?}: {}", got.stderr);
+            assert!(
+                got.stderr.contains(kind) && got.stderr.contains("will not replace it"),
+                "{args:?}: {}",
+                got.stderr
+            );
+            assert_eq!(files_in(cwd), before, "{args:?} changed the directory");
+        }
+    }
+    assert!(std::fs::symlink_metadata(cwd.join("link")).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(cwd.join("target.txt")).unwrap(), "precious");
+    // Without -o the text goes to standard output, the documented way to pipe it.
+    let piped = tessera(cwd, &["opt", &mlp]);
+    assert_eq!(piped.code, 0, "{}", piped.stderr);
+    assert!(piped.stdout.contains("func.func"), "{}", piped.stdout);
+}
+
+/// `compile -o P` replaces only a complete artifact: a directory holding a file merely named
+/// `manifest.json` (garbage, or a valid-looking manifest whose files are missing) is kept.
+#[test]
+fn compile_never_replaces_a_directory_that_is_not_a_complete_artifact() {
+    let mlp = example("mlp.mlir");
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let compiled = tessera(cwd, &["compile", &mlp, "--dim", "batch=2", "-o", "art"]);
+    assert_eq!(compiled.code, 0, "{}", compiled.stderr);
+    let manifest = std::fs::read_to_string(cwd.join("art/manifest.json")).unwrap();
+    for (name, text) in [("garbage", "hello, not json".to_string()), ("hollow", manifest)] {
+        let victim = cwd.join(name);
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::write(victim.join("manifest.json"), &text).unwrap();
+        std::fs::write(victim.join("thesis.tex"), "years of work").unwrap();
+        let got = tessera(cwd, &["compile", &mlp, "--dim", "batch=2", "-o", name]);
+        assert_eq!(got.code, 1, "{name}: {}", got.stderr);
+        assert!(got.stderr.contains("is not a complete tessera artifact"), "{name}: {}", got.stderr);
+        assert_eq!(std::fs::read_to_string(victim.join("thesis.tex")).unwrap(), "years of work");
+    }
+    // A symlink to an artifact is not replaced either (its target would be).
+    std::os::unix::fs::symlink("art", cwd.join("alias")).unwrap();
+    let got = tessera(cwd, &["compile", &mlp, "--dim", "batch=2", "-o", "alias"]);
+    assert_eq!(got.code, 1, "{}", got.stderr);
+    assert!(got.stderr.contains("is a symbolic link"), "{}", got.stderr);
+    // The complete artifact itself is replaced in place.
+    let again = tessera(cwd, &["compile", &mlp, "--dim", "batch=2", "-o", "art"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+}

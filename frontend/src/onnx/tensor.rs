@@ -101,7 +101,7 @@ impl ExternalData {
                 "external data location '{location}' must be a relative path inside the model directory"
             )));
         }
-        let path = base.join(rel);
+        let path = confined_regular_file(base, rel, location)?;
         if !self.maps.contains_key(&path) {
             let file = std::fs::File::open(&path).map_err(|e| {
                 PayloadError::invalid(format!("cannot open external data file {}: {e}", path.display()))
@@ -134,6 +134,33 @@ impl ExternalData {
             ))),
         }
     }
+}
+
+/// `base/rel` with every symlink resolved, refused unless it stays inside `base` (also resolved)
+/// and is a regular file: a lexically clean `location` can still leave the model directory
+/// through a symlink (`etc -> /etc`), or name a FIFO or device that never ends.
+fn confined_regular_file(base: &Path, rel: &Path, location: &str) -> Result<PathBuf, PayloadError> {
+    let cannot = |what: &Path, e: std::io::Error| {
+        PayloadError::invalid(format!("cannot open external data file {}: {e}", what.display()))
+    };
+    let base = base.canonicalize().map_err(|e| cannot(base, e))?;
+    let joined = base.join(rel);
+    let resolved = joined.canonicalize().map_err(|e| cannot(&joined, e))?;
+    if !resolved.starts_with(&base) {
+        return Err(PayloadError::invalid(format!(
+            "external data location '{location}' resolves through a symlink to {}, outside the model directory {}",
+            resolved.display(),
+            base.display()
+        )));
+    }
+    let metadata = std::fs::metadata(&resolved).map_err(|e| cannot(&resolved, e))?;
+    if !metadata.is_file() {
+        return Err(PayloadError::invalid(format!(
+            "external data location '{location}' is not a regular file ({})",
+            resolved.display()
+        )));
+    }
+    Ok(resolved)
 }
 
 /// The largest dimension tessera accepts (2^40). Limits like this one keep the shape arithmetic

@@ -199,9 +199,16 @@ fn write_attr(out: &mut String, attr: &Attr) {
     }
 }
 
+/// Constants with more elements than this print as MLIR's hex data, `dense<"0x...">`, which
+/// re-reads fast and exactly; smaller ones keep the readable nested lists.
+pub const HEX_DENSE_MIN_ELEMENTS: usize = 1024;
+
 /// `dense<...> : tensor<...>`: a splat when every element has the same bits, `dense<>` when
-/// empty, else lists nested by shape.
+/// empty, hex data when large (see [`HEX_DENSE_MIN_ELEMENTS`]), else lists nested by shape.
 fn write_dense(out: &mut String, t: &Tensor) {
+    if t.len() > HEX_DENSE_MIN_ELEMENTS && write_dense_hex(out, t) {
+        return;
+    }
     let elems: Vec<String> = (0..t.len()).map(|i| format_element(t, i)).collect();
     out.push_str("dense<");
     match elems.split_first() {
@@ -221,6 +228,45 @@ fn write_dense(out: &mut String, t: &Tensor) {
     }
     out.push_str("> : ");
     write_type(out, &t.tensor_type());
+}
+
+/// The little-endian bytes of element `i` of `t`, for the dtypes with an exact hex form (fp8
+/// and booleans keep the list form).
+fn element_bits(t: &Tensor, i: usize) -> Option<u64> {
+    let bits = match t.dtype {
+        DType::F64 => t.get_f64(i).to_bits(),
+        DType::F32 => u64::from((t.get_f64(i) as f32).to_bits()),
+        DType::F16 => u64::from(half::f16::from_f64(t.get_f64(i)).to_bits()),
+        DType::BF16 => u64::from(half::bf16::from_f64(t.get_f64(i)).to_bits()),
+        DType::I64 | DType::I32 | DType::I8 => t.get_i64(i) as u64,
+        DType::F8E4M3 | DType::F8E5M2 | DType::Bool => return None,
+    };
+    Some(bits)
+}
+
+/// Writes `dense<"0xHEX"> : type` (raw little-endian elements, as MLIR prints large constants)
+/// and returns true, or writes nothing and returns false when `t` is a splat, malformed or of
+/// a dtype without a hex form.
+fn write_dense_hex(out: &mut String, t: &Tensor) -> bool {
+    let count: Option<usize> = t.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let Some(first) = element_bits(t, 0) else { return false };
+    if count != Some(t.len()) || (1..t.len()).all(|i| element_bits(t, i) == Some(first)) {
+        return false;
+    }
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let size = t.dtype.size_bytes();
+    out.reserve(t.len() * size * 2 + 32);
+    out.push_str("dense<\"0x");
+    for i in 0..t.len() {
+        let bits = element_bits(t, i).unwrap_or(0);
+        for byte in bits.to_le_bytes().iter().take(size) {
+            out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+            out.push(char::from(DIGITS[usize::from(byte & 0xF)]));
+        }
+    }
+    out.push_str("\"> : ");
+    write_type(out, &t.tensor_type());
+    true
 }
 
 fn write_nested(out: &mut String, elems: &[String], shape: &[usize]) {
