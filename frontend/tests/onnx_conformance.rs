@@ -1,5 +1,5 @@
 //! The ONNX backend node conformance suite through import + the reference interpreter, checked
-//! against a manifest of the cases known to pass (`tests/data/onnx-node/passing.txt`): every
+//! against a manifest of the cases known to pass (`tests/conformance/onnx-node-passing.txt`): every
 //! listed case must still pass, so one op cannot regress unnoticed while another starts passing.
 //!
 //! The suite comes from the pinned onnx wheel (`scripts/fetch-onnx-tests.sh` unpacks it into
@@ -46,7 +46,7 @@ fn onnx_node_tests_pass_every_case_of_the_manifest() {
         "the ONNX node tests are not fetched ({} is missing): run scripts/fetch-onnx-tests.sh",
         dir.display()
     );
-    let manifest_path = root.join("tests/data/onnx-node/passing.txt");
+    let manifest_path = root.join("tests/conformance/onnx-node-passing.txt");
     let text = std::fs::read_to_string(&manifest_path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", manifest_path.display()));
     let manifest = Manifest::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", manifest_path.display()));

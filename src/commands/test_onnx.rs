@@ -19,7 +19,7 @@ pub struct TestOnnxArgs {
     #[arg(long)]
     pub json: bool,
     /// A manifest of the cases that must pass (one name per line, `#` comments), e.g.
-    /// tests/data/onnx-node/passing.txt: regressions are named, newly passing cases counted.
+    /// tests/conformance/onnx-node-passing.txt: regressions are named, newly passing cases counted.
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
 }

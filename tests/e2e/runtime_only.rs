@@ -176,12 +176,16 @@ fn under_mpirun_each_process_runs_its_ranks_program_and_rank_0_writes() {
     assert_eq!(contents(&cwd.join("two")), contents(&cwd.join("single")));
     assert_eq!(two.stdout.matches("wrote ").count(), files_in(&cwd.join("single")).len(), "rank 0 alone writes");
 
-    // A world of another size is refused by every rank, before any runs.
+    // A world of another size is refused by every rank, before any runs. mpirun kills the
+    // remaining ranks once the first one exits non-zero, so a loaded machine may show fewer than
+    // three copies of the message; every error line it shows must be the refusal.
     let three = mpirun_rt(cwd, 3, &["run", "art2", "--random-inputs", "3", "-o", "three"]);
     assert_ne!(three.code, Some(0));
     let refusal = "error: the artifact has 2 rank(s) (mesh dp=2) but 3 process(es) were launched: run it with \
                    `mpirun -n 2` or `srun -n 2`";
-    assert_eq!(three.stderr.matches(refusal).count(), 3, "{}", three.stderr);
+    let errors: Vec<&str> = three.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert!(!errors.is_empty() && errors.len() <= 3, "{}", three.stderr);
+    assert!(errors.iter().all(|l| *l == refusal), "{}", three.stderr);
     let alone = tessera_rt(cwd, &["run", "art2", "--random-inputs", "3", "-o", "alone"]);
     assert_eq!(alone.code, 1);
     assert!(alone.stderr.contains("not launched by mpirun or srun: run it with `mpirun -n 2`"), "{}", alone.stderr);
