@@ -243,7 +243,6 @@ macro_rules! op_table {
             /// that the result type already carries (`cast`'s dtype, `reshape`'s and
             /// `broadcast`'s shape) are not repeated.
             pub fn attrs(&self) -> Vec<(&'static str, Attr)> {
-                #[allow(unused_mut)]
                 let mut attrs: Vec<(&'static str, Attr)> = Vec::new();
                 match self {
                     $(Op::$fv $({ $($ff),* })? => { $($(AttrCodec::write($ff, stringify!($ff), &mut attrs);)*)? })*
