@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::rc::Rc;
 use tessera_ir::mlir::parse_graph;
+use tessera_ir::ops::table::Arity;
 use tessera_ir::ops::Op;
 
 /// Why MLIR did not accept a text.
@@ -42,47 +43,6 @@ pub enum MlirCheckError {
     /// MLIR's C API takes NUL-terminated text.
     #[error("the text contains a NUL byte at offset {0}")]
     NulByte(usize),
-}
-
-/// How many operands or results an op has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Arity {
-    Fixed(usize),
-    Variadic,
-}
-
-/// Operand and result arity of each mnemonic; must agree with the ops' shape rules
-/// (`expect_arity`), which a unit test checks for every mnemonic.
-fn signature(mnemonic: &str) -> Option<(Arity, Arity)> {
-    use tessera_ir::ops::conv::PoolKind;
-    use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
-    use tessera_ir::ops::reduce::ReduceKind;
-    use Arity::{Fixed, Variadic};
-    if UnaryOp::from_mnemonic(mnemonic).is_some()
-        || ReduceKind::from_mnemonic(mnemonic).is_some()
-        || PoolKind::from_mnemonic(mnemonic).is_some()
-    {
-        return Some((Fixed(1), Fixed(1)));
-    }
-    if BinaryOp::from_mnemonic(mnemonic).is_some() || CompareOp::from_mnemonic(mnemonic).is_some() {
-        return Some((Fixed(2), Fixed(1)));
-    }
-    let sig = match mnemonic {
-        "constant" => (Fixed(0), Fixed(1)),
-        "cast" | "softmax" | "argmax" | "broadcast" | "reshape" | "transpose" | "slice" => (Fixed(1), Fixed(1)),
-        "matmul" | "rms_norm" | "gather" | "conv2d" => (Fixed(2), Fixed(1)),
-        "where" | "layer_norm" | "scatter" | "rope" => (Fixed(3), Fixed(1)),
-        "cross_entropy" => (Fixed(2), Fixed(1)),
-        "sgd" => (Fixed(3), Fixed(2)),
-        "adamw" => (Fixed(5), Fixed(3)),
-        "concat" => (Variadic, Fixed(1)),
-        "split" => (Fixed(1), Variadic),
-        "all_reduce" | "all_gather" | "reduce_scatter" | "all_to_all" | "all_slice" => (Fixed(1), Fixed(1)),
-        "send" => (Fixed(1), Fixed(0)),
-        "recv" => (Fixed(0), Fixed(1)),
-        _ => return None,
-    };
-    Some(sig)
 }
 
 /// The variadic counts a text uses, per mnemonic with a variadic side.
@@ -108,7 +68,7 @@ pub fn irdl_dialect_text() -> String {
 fn dialect_text(uses: &VariadicUse) -> String {
     let mut out = String::from("irdl.dialect @tsr {\n");
     for mnemonic in Op::all_mnemonics() {
-        let (operands, results) = signature(mnemonic).unwrap_or((Arity::Variadic, Arity::Variadic));
+        let (operands, results) = Op::signature(mnemonic).unwrap_or((Arity::Variadic, Arity::Variadic));
         let counts = uses.counts.get(mnemonic);
         // One count in the whole text: the plain name is exact for it.
         let exact = |arity: Arity| match (arity, counts) {
@@ -183,7 +143,7 @@ fn prepare(text: &str) -> (String, String, Vec<Splice>) {
     let mut variadic_nodes = Vec::new();
     for (id, node) in g.nodes() {
         let mnemonic = node.op.mnemonic();
-        let count = match signature(mnemonic) {
+        let count = match Op::signature(mnemonic) {
             Some((Arity::Variadic, _)) => node.inputs.len(),
             Some((_, Arity::Variadic)) => node.outputs.len(),
             _ => continue,
@@ -338,7 +298,7 @@ mod tests {
     #[test]
     fn every_mnemonic_has_a_signature() {
         for m in Op::all_mnemonics() {
-            assert!(signature(m).is_some(), "no IRDL signature for tsr.{m}");
+            assert!(Op::signature(m).is_some(), "no IRDL signature for tsr.{m}");
         }
     }
 
@@ -348,7 +308,7 @@ mod tests {
     fn fixed_arities_match_the_shape_rules() {
         let t = TensorType::of_static(tessera_ir::dtype::DType::F32, &[2, 2]);
         for m in Op::all_mnemonics() {
-            let Some((Arity::Fixed(n), _)) = signature(m) else {
+            let Some((Arity::Fixed(n), _)) = Op::signature(m) else {
                 continue;
             };
             let op = sample_op(m);

@@ -130,6 +130,16 @@ pub const MNEMONICS: &[&str] =
     &["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_slice", "send", "recv"];
 
 impl Collective {
+    /// Operand and result counts of the collective named `mnemonic`; `None` for other ops.
+    pub fn signature(mnemonic: &str) -> Option<(usize, usize)> {
+        match mnemonic {
+            "send" => Some((1, 0)),
+            "recv" => Some((0, 1)),
+            _ if MNEMONICS.contains(&mnemonic) => Some((1, 1)),
+            _ => None,
+        }
+    }
+
     pub fn mnemonic(&self) -> &'static str {
         match self {
             Collective::AllReduce { .. } => "all_reduce",

@@ -2,6 +2,7 @@
 //! reference semantics of its ops; this module ties them into one [`Op`] enum with one text
 //! spelling per op, so every `match` over ops is exhaustive, and dispatches [`Op::infer`],
 //! [`Op::eval`], [`Op::flops`] and [`Op::gradient`] (the rules' interface is [`gradient`]).
+//! Mnemonics, arities and attributes are declared once, in [`table`].
 
 pub mod attr;
 pub mod collective;
@@ -15,13 +16,13 @@ pub mod normalization;
 pub mod optim;
 pub mod reduce;
 pub mod rope;
+pub mod table;
 
 use crate::dtype::DType;
 use crate::graph::ValueId;
 use crate::sharding::ShardingRule;
 use crate::tensor::{Buffer, Tensor};
 use crate::types::{Dim, TensorType};
-use attr::{Attr, AttrMap};
 use conv::{PoolKind, Window};
 use elementwise::{BinaryOp, CompareOp, UnaryOp};
 use gradient::{Differentiability, GradContext, GradError, GradResult};
@@ -125,73 +126,6 @@ pub enum Op {
 }
 
 impl Op {
-    /// The mnemonic after `tsr.` (`matmul`, `reduce_sum`, ...).
-    pub fn mnemonic(&self) -> &'static str {
-        match self {
-            Op::Constant(_) => "constant",
-            Op::Unary(u) => u.mnemonic(),
-            Op::Binary(b) => b.mnemonic(),
-            Op::Compare(c) => c.mnemonic(),
-            Op::Where => "where",
-            Op::Cast { .. } => "cast",
-            Op::MatMul => "matmul",
-            Op::Softmax { .. } => "softmax",
-            Op::LayerNorm { .. } => "layer_norm",
-            Op::RmsNorm { .. } => "rms_norm",
-            Op::Reduce { kind, .. } => kind.mnemonic(),
-            Op::ArgMax { .. } => "argmax",
-            Op::Broadcast { .. } => "broadcast",
-            Op::Reshape { .. } => "reshape",
-            Op::Transpose { .. } => "transpose",
-            Op::Slice { .. } => "slice",
-            Op::Concat { .. } => "concat",
-            Op::Split { .. } => "split",
-            Op::Gather { .. } => "gather",
-            Op::Scatter { .. } => "scatter",
-            Op::Conv2d { .. } => "conv2d",
-            Op::Pool2d { kind, .. } => kind.mnemonic(),
-            Op::Rope { .. } => "rope",
-            Op::CrossEntropy => "cross_entropy",
-            Op::Sgd(_) => "sgd",
-            Op::AdamW(_) => "adamw",
-            Op::Collective(c) => c.mnemonic(),
-        }
-    }
-
-    /// Every mnemonic, in a stable order (for the IRDL dialect definition and docs).
-    pub fn all_mnemonics() -> Vec<&'static str> {
-        let mut names: Vec<&'static str> = vec![
-            "constant",
-            "where",
-            "cast",
-            "matmul",
-            "softmax",
-            "layer_norm",
-            "rms_norm",
-            "argmax",
-            "broadcast",
-            "reshape",
-            "transpose",
-            "slice",
-            "concat",
-            "split",
-            "gather",
-            "scatter",
-            "conv2d",
-            "rope",
-            "cross_entropy",
-            "sgd",
-            "adamw",
-        ];
-        names.extend(UnaryOp::ALL.iter().map(|u| u.mnemonic()));
-        names.extend(BinaryOp::ALL.iter().map(|b| b.mnemonic()));
-        names.extend(CompareOp::ALL.iter().map(|c| c.mnemonic()));
-        names.extend(ReduceKind::ALL.iter().map(|r| r.mnemonic()));
-        names.extend(PoolKind::ALL.iter().map(|p| p.mnemonic()));
-        names.extend(collective::MNEMONICS);
-        names
-    }
-
     /// How many results the op has, when that is fixed by the op alone (`split` varies).
     pub fn num_results(&self) -> usize {
         match self {
@@ -213,145 +147,6 @@ impl Op {
     /// each other, nor delete them (a `send` has no result, yet it is needed).
     pub fn is_communication(&self) -> bool {
         matches!(self, Op::Collective(_))
-    }
-
-    /// The attributes the text form prints, sorted by name (MLIR's order). Attributes that the
-    /// result type already carries (`cast`'s dtype, `reshape`'s and `broadcast`'s shape) are
-    /// not repeated.
-    pub fn attrs(&self) -> Vec<(&'static str, Attr)> {
-        let window_attrs = |w: &Window| {
-            vec![
-                ("dilations", Attr::Ints(w.dilations.to_vec())),
-                ("pads", Attr::Ints(w.pads.to_vec())),
-                ("strides", Attr::Ints(w.strides.to_vec())),
-            ]
-        };
-        let mut attrs = match self {
-            Op::Constant(t) => vec![("value", Attr::Dense(t.clone()))],
-            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Where | Op::MatMul | Op::CrossEntropy => vec![],
-            Op::Sgd(h) => vec![
-                ("lr", Attr::Float(h.lr)),
-                ("momentum", Attr::Float(h.momentum)),
-                ("weight_decay", Attr::Float(h.weight_decay)),
-            ],
-            Op::AdamW(h) => vec![
-                ("beta1", Attr::Float(h.beta1)),
-                ("beta2", Attr::Float(h.beta2)),
-                ("epsilon", Attr::Float(h.epsilon)),
-                ("lr", Attr::Float(h.lr)),
-                ("weight_decay", Attr::Float(h.weight_decay)),
-            ],
-            Op::Rope { interleaved } => vec![("interleaved", Attr::Bool(*interleaved))],
-            Op::Cast { .. } | Op::Broadcast { .. } | Op::Reshape { .. } => vec![],
-            Op::Softmax { axis } | Op::Concat { axis } | Op::Gather { axis } => vec![("axis", Attr::Int(*axis))],
-            Op::LayerNorm { axis, epsilon } | Op::RmsNorm { axis, epsilon } => {
-                vec![("axis", Attr::Int(*axis)), ("epsilon", Attr::Float(*epsilon))]
-            }
-            Op::Reduce { axes, keepdims, .. } => {
-                vec![("axes", Attr::Ints(axes.clone())), ("keepdims", Attr::Bool(*keepdims))]
-            }
-            Op::ArgMax { axis, keepdims } => vec![("axis", Attr::Int(*axis)), ("keepdims", Attr::Bool(*keepdims))],
-            Op::Transpose { perm } => vec![("perm", Attr::Ints(perm.clone()))],
-            Op::Slice { starts, ends, steps } => vec![
-                ("ends", Attr::Ints(ends.clone())),
-                ("starts", Attr::Ints(starts.clone())),
-                ("steps", Attr::Ints(steps.clone())),
-            ],
-            Op::Split { axis, sizes } => vec![("axis", Attr::Int(*axis)), ("sizes", Attr::Ints(sizes.clone()))],
-            Op::Scatter { axis, reduction } => {
-                vec![("axis", Attr::Int(*axis)), ("reduction", Attr::Str(reduction.mnemonic().to_string()))]
-            }
-            Op::Conv2d { window, groups } => {
-                let mut a = window_attrs(window);
-                a.push(("groups", Attr::Int(*groups)));
-                a
-            }
-            Op::Pool2d { kernel, window, .. } => {
-                let mut a = window_attrs(window);
-                a.push(("kernel", Attr::Ints(kernel.to_vec())));
-                a
-            }
-            Op::Collective(c) => c.attrs(),
-        };
-        attrs.sort_by_key(|(name, _)| *name);
-        attrs
-    }
-
-    /// Builds an op from its mnemonic, its attributes as written and its result types (which
-    /// carry the target of `cast`, `reshape` and `broadcast`). Errors are one-line messages.
-    pub fn from_parts(mnemonic: &str, mut attrs: AttrMap, results: &[TensorType]) -> Result<Op, String> {
-        let single_result = |what: &str| -> Result<&TensorType, String> {
-            match results {
-                [t] => Ok(t),
-                _ => Err(format!("'{what}' has exactly one result, got {}", results.len())),
-            }
-        };
-        let window = |attrs: &mut AttrMap| -> Result<Window, String> {
-            Ok(Window {
-                strides: fixed(attrs.ints("strides")?, "strides")?,
-                pads: fixed(attrs.ints("pads")?, "pads")?,
-                dilations: fixed(attrs.ints("dilations")?, "dilations")?,
-            })
-        };
-        let op = if let Some(c) = collective::Collective::from_parts(mnemonic, &mut attrs, results) {
-            Op::Collective(c?)
-        } else if let Some(u) = UnaryOp::from_mnemonic(mnemonic) {
-            Op::Unary(u)
-        } else if let Some(b) = BinaryOp::from_mnemonic(mnemonic) {
-            Op::Binary(b)
-        } else if let Some(c) = CompareOp::from_mnemonic(mnemonic) {
-            Op::Compare(c)
-        } else if let Some(kind) = ReduceKind::from_mnemonic(mnemonic) {
-            Op::Reduce { kind, axes: attrs.ints("axes")?, keepdims: attrs.bool_or("keepdims", false)? }
-        } else if let Some(kind) = PoolKind::from_mnemonic(mnemonic) {
-            let kernel = fixed(attrs.ints("kernel")?, "kernel")?;
-            Op::Pool2d { kind, kernel, window: window(&mut attrs)? }
-        } else {
-            match mnemonic {
-                "constant" => Op::Constant(attrs.dense("value")?),
-                "where" => Op::Where,
-                "cast" => Op::Cast { to: single_result(mnemonic)?.dtype },
-                "matmul" => Op::MatMul,
-                "softmax" => Op::Softmax { axis: attrs.int("axis")? },
-                "layer_norm" => Op::LayerNorm { axis: attrs.int("axis")?, epsilon: attrs.float("epsilon")? },
-                "rms_norm" => Op::RmsNorm { axis: attrs.int("axis")?, epsilon: attrs.float("epsilon")? },
-                "argmax" => Op::ArgMax { axis: attrs.int("axis")?, keepdims: attrs.bool_or("keepdims", false)? },
-                "broadcast" => Op::Broadcast { shape: single_result(mnemonic)?.dims.clone() },
-                "reshape" => Op::Reshape { shape: single_result(mnemonic)?.dims.clone() },
-                "transpose" => Op::Transpose { perm: attrs.ints("perm")? },
-                "slice" => {
-                    Op::Slice { starts: attrs.ints("starts")?, ends: attrs.ints("ends")?, steps: attrs.ints("steps")? }
-                }
-                "concat" => Op::Concat { axis: attrs.int("axis")? },
-                "split" => Op::Split { axis: attrs.int("axis")?, sizes: attrs.ints("sizes")? },
-                "gather" => Op::Gather { axis: attrs.int("axis")? },
-                "scatter" => {
-                    let axis = attrs.int("axis")?;
-                    let text = attrs.string("reduction")?;
-                    let reduction = ScatterReduction::from_mnemonic(&text)
-                        .ok_or_else(|| format!("unknown scatter reduction '{text}' (expected none or add)"))?;
-                    Op::Scatter { axis, reduction }
-                }
-                "conv2d" => Op::Conv2d { window: window(&mut attrs)?, groups: attrs.int("groups")? },
-                "rope" => Op::Rope { interleaved: attrs.bool_or("interleaved", false)? },
-                "cross_entropy" => Op::CrossEntropy,
-                "sgd" => Op::Sgd(Sgd {
-                    lr: attrs.float("lr")?,
-                    momentum: attrs.float("momentum")?,
-                    weight_decay: attrs.float("weight_decay")?,
-                }),
-                "adamw" => Op::AdamW(AdamW {
-                    lr: attrs.float("lr")?,
-                    beta1: attrs.float("beta1")?,
-                    beta2: attrs.float("beta2")?,
-                    epsilon: attrs.float("epsilon")?,
-                    weight_decay: attrs.float("weight_decay")?,
-                }),
-                _ => return Err(format!("unknown op 'tsr.{mnemonic}'")),
-            }
-        };
-        attrs.finish()?;
-        Ok(op)
     }
 
     /// The shape rule: result types for operands of types `inputs`, or why they are ill-typed.

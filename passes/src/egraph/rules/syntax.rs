@@ -6,7 +6,8 @@ use super::typecheck::{type_check, var_kinds, MAX_VARS};
 use super::{Condition, Rule, RuleError, RuleOp, Term};
 use crate::egraph::lang::generic_conv;
 use std::collections::BTreeSet;
-use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
+use tessera_ir::ops::attr::AttrMap;
+use tessera_ir::ops::table::Arity;
 use tessera_ir::ops::Op;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -282,87 +283,71 @@ fn rule_op(name: &str, attrs: &[Attr], args: &[Term], rhs: bool) -> Result<RuleO
             _ => Err(format!("'{what}' takes one attribute, its axis")),
         }
     };
-    let op = if let Some(u) = UnaryOp::from_mnemonic(name) {
-        no_attrs()?;
-        arity(1)?;
-        Op::Unary(u)
-    } else if let Some(b) = BinaryOp::from_mnemonic(name) {
-        no_attrs()?;
-        arity(2)?;
-        Op::Binary(b)
-    } else if let Some(c) = CompareOp::from_mnemonic(name) {
-        no_attrs()?;
-        arity(2)?;
-        Op::Compare(c)
-    } else {
-        match name {
-            "matmul" => {
+    let op = match name {
+        // The target shape and the window are operands here (see the module doc).
+        "reshape" => {
+            no_attrs()?;
+            arity(2)?;
+            Op::Reshape { shape: vec![] }
+        }
+        "broadcast" => {
+            no_attrs()?;
+            arity(2)?;
+            Op::Broadcast { shape: vec![] }
+        }
+        "conv2d" => {
+            no_attrs()?;
+            arity(3)?;
+            generic_conv()
+        }
+        "shape-of" => {
+            if !rhs {
+                return Err("'shape-of' may only appear on the right side".into());
+            }
+            no_attrs()?;
+            arity(1)?;
+            return Ok(RuleOp::ShapeOf);
+        }
+        "softmax" => {
+            arity(1)?;
+            Op::Softmax { axis: axis(name)? }
+        }
+        "concat" => {
+            if args.len() < 2 {
+                return Err("'concat' takes at least 2 operands".into());
+            }
+            Op::Concat { axis: axis(name)? }
+        }
+        "transpose" => {
+            arity(1)?;
+            match attrs {
+                [Attr::List(perm)] => Op::Transpose { perm: perm.clone() },
+                _ => return Err("'transpose' takes one attribute, its permutation like [1 0]".into()),
+            }
+        }
+        "part" => {
+            if !rhs {
+                return Err("'part' may only appear on the right side".into());
+            }
+            let (index, ax) = match ints()?.as_slice() {
+                [i, a] if *i >= 0 && *a < 0 => (*i as usize, *a),
+                _ => return Err("'part' takes a piece index and a negative axis: (part 0 -1 X ?b ?c)".into()),
+            };
+            let pieces = args.get(1..).unwrap_or(&[]);
+            if pieces.len() < 2 || index >= pieces.len() || !pieces.iter().all(|t| matches!(t, Term::Var(_))) {
+                return Err("'part' takes a term and at least two variables giving the piece sizes".into());
+            }
+            return Ok(RuleOp::Part { index, axis: ax });
+        }
+        // Any other op that needs no attributes and has one result, by the op table.
+        _ => match (Op::signature(name), Op::from_parts(name, AttrMap::default(), &[])) {
+            (Some((Arity::Fixed(n), Arity::Fixed(1))), Ok(op)) if !op.is_communication() => {
                 no_attrs()?;
-                arity(2)?;
-                Op::MatMul
-            }
-            "where" => {
-                no_attrs()?;
-                arity(3)?;
-                Op::Where
-            }
-            // The target shape and the window are operands here (see the module doc).
-            "reshape" => {
-                no_attrs()?;
-                arity(2)?;
-                Op::Reshape { shape: vec![] }
-            }
-            "broadcast" => {
-                no_attrs()?;
-                arity(2)?;
-                Op::Broadcast { shape: vec![] }
-            }
-            "conv2d" => {
-                no_attrs()?;
-                arity(3)?;
-                generic_conv()
-            }
-            "shape-of" => {
-                if !rhs {
-                    return Err("'shape-of' may only appear on the right side".into());
-                }
-                no_attrs()?;
-                arity(1)?;
-                return Ok(RuleOp::ShapeOf);
-            }
-            "softmax" => {
-                arity(1)?;
-                Op::Softmax { axis: axis(name)? }
-            }
-            "concat" => {
-                if args.len() < 2 {
-                    return Err("'concat' takes at least 2 operands".into());
-                }
-                Op::Concat { axis: axis(name)? }
-            }
-            "transpose" => {
-                arity(1)?;
-                match attrs {
-                    [Attr::List(perm)] => Op::Transpose { perm: perm.clone() },
-                    _ => return Err("'transpose' takes one attribute, its permutation like [1 0]".into()),
-                }
-            }
-            "part" => {
-                if !rhs {
-                    return Err("'part' may only appear on the right side".into());
-                }
-                let (index, ax) = match ints()?.as_slice() {
-                    [i, a] if *i >= 0 && *a < 0 => (*i as usize, *a),
-                    _ => return Err("'part' takes a piece index and a negative axis: (part 0 -1 X ?b ?c)".into()),
-                };
-                let pieces = args.get(1..).unwrap_or(&[]);
-                if pieces.len() < 2 || index >= pieces.len() || !pieces.iter().all(|t| matches!(t, Term::Var(_))) {
-                    return Err("'part' takes a term and at least two variables giving the piece sizes".into());
-                }
-                return Ok(RuleOp::Part { index, axis: ax });
+                arity(n)?;
+                op
             }
             _ => return Err(format!("unknown op '{name}' in a rule")),
-        }
+        },
     };
     Ok(RuleOp::Fixed(op))
 }
