@@ -14,12 +14,14 @@
 //! and MLIR check), [`json`], [`random`] (seeded tensors), [`sharding`] (device meshes, per-value
 //! shardings, op sharding rules), [`testing`] (random well-typed graphs for property tests),
 //! [`artifact`] (the ahead-of-time artifact format, shared by the writer in `codegen` and the
-//! executors in `runtime`).
+//! executors in `runtime`), [`hardware`] (devices, links, clusters and their presets, shared by
+//! the cluster specs of `frontend` and the cost model of `passes`).
 
 pub mod artifact;
 pub mod dtype;
 pub mod fusion;
 pub mod graph;
+pub mod hardware;
 pub mod json;
 pub mod mlir;
 pub mod ops;

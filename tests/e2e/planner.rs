@@ -44,7 +44,7 @@ fn never_slower_than_the_published_configuration() {
         };
         let reference = estimate(&mut ProfileCache::new(&w, &c.device), &c, &job, &par).expect("published");
         assert!(best.step_time_s <= reference.step_time_s, "{model}: {} > {}", best.step_time_s, reference.step_time_s);
-        assert!(best.memory_per_gpu_bytes <= c.device.memory_bytes, "{model} does not fit");
+        assert!(best.memory_per_gpu_bytes <= c.device.memory_bytes(), "{model} does not fit");
         assert_eq!(best.parallelism.gpus(), gpus);
         assert!(best.search.space > 100 && best.search.feasible > 0, "{:?}", best.search);
         assert!(best.mfu > 0.3 && best.mfu < 0.8, "{model}: MFU {}", best.mfu);

@@ -35,7 +35,8 @@
 //! memory. Serving keeps weights and the KV cache of every sequence.
 
 use crate::cost::collective::{collective, CollectiveCost, CollectiveKind, Group};
-use crate::cost::hardware::{Cluster, LinkClass};
+use crate::cost::hardware::LinkClass;
+use tessera_ir::hardware::ClusterSpec;
 use crate::cost::profile::BlockProfile;
 use crate::cost::workload::{BlockKind, ProfileCache, Shape};
 use crate::cost::CostError;
@@ -229,7 +230,7 @@ fn check(job: &Job, par: &Parallelism, layers: u64, stage_programs: bool) -> Res
 /// Predicts `par` for `job` on `cluster`, building block profiles through `cache`.
 pub fn estimate(
     cache: &mut ProfileCache,
-    cluster: &Cluster,
+    cluster: &ClusterSpec,
     job: &Job,
     par: &Parallelism,
 ) -> Result<Estimate, CostError> {
@@ -537,7 +538,7 @@ pub fn estimate(
     // Memory per stage; the largest counts.
     let mut memory = Memory::default();
     for (s, c) in costs.iter().enumerate() {
-        let mut mem = Memory { reserved: device.reserved_bytes, temporary: c.temp, ..Memory::default() };
+        let mut mem = Memory { reserved: device.reserved_bytes(), temporary: c.temp, ..Memory::default() };
         let params = c.dense_params + c.expert_params;
         let weight_bytes = if params > 0.0 { c.param_bytes / params } else { 2.0 };
         let shard = |params: f64, ranks: u64, from: u8| if par.zero >= from { params / ranks as f64 } else { params };

@@ -4,7 +4,7 @@
 //! Repeated layers are the reason this is fast: a 128-layer model has three distinct blocks
 //! (embedding, layer, head), so every candidate plan reuses a handful of profiles.
 
-use crate::cost::hardware::Device;
+use tessera_ir::hardware::DeviceSpec;
 use crate::cost::profile::{profile, BlockGraph, BlockProfile, TENSOR_AXIS};
 use crate::cost::CostError;
 use crate::shard::partition::Analysis;
@@ -110,13 +110,13 @@ pub trait Workload {
 /// Profiles by block and shape, built once each.
 pub struct ProfileCache<'w> {
     workload: &'w dyn Workload,
-    device: Device,
+    device: DeviceSpec,
     profiles: HashMap<(BlockKind, Shape), Arc<BlockProfile>>,
     splits: HashMap<(Shape, bool, u64), Arc<Vec<usize>>>,
 }
 
 impl<'w> ProfileCache<'w> {
-    pub fn new(workload: &'w dyn Workload, device: &Device) -> ProfileCache<'w> {
+    pub fn new(workload: &'w dyn Workload, device: &DeviceSpec) -> ProfileCache<'w> {
         ProfileCache { workload, device: device.clone(), profiles: HashMap::new(), splits: HashMap::new() }
     }
 

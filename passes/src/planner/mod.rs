@@ -18,7 +18,7 @@
 pub mod fixed;
 pub mod report;
 
-use crate::cost::hardware::Cluster;
+use tessera_ir::hardware::ClusterSpec;
 use crate::cost::step::{estimate, Estimate, Job, Mode, Parallelism, Recompute, Schedule, TimeBreakdown};
 use crate::cost::workload::{ProfileCache, Workload};
 use crate::cost::CostError;
@@ -154,7 +154,7 @@ fn bad(knob: &str, message: String) -> PlanError {
 
 /// Checks the fixed knobs on their own and against each other, so a bad one gets an error
 /// naming it instead of an empty search.
-fn check_fixed(workload: &dyn Workload, cluster: &Cluster, job: &Job, f: &Fixed) -> Result<(), PlanError> {
+fn check_fixed(workload: &dyn Workload, cluster: &ClusterSpec, job: &Job, f: &Fixed) -> Result<(), PlanError> {
     let gpus = cluster.gpus;
     let layers = workload.layers();
     if let Some(tp) = f.tp {
@@ -267,7 +267,7 @@ fn allowed<T: PartialEq>(fixed: Option<T>, value: &T) -> bool {
 }
 
 /// Every configuration the search visits.
-fn candidates(workload: &dyn Workload, cluster: &Cluster, job: &Job, f: &Fixed) -> Result<Vec<Parallelism>, PlanError> {
+fn candidates(workload: &dyn Workload, cluster: &ClusterSpec, job: &Job, f: &Fixed) -> Result<Vec<Parallelism>, PlanError> {
     let gpus = cluster.gpus;
     let layers = workload.layers();
     let train = job.mode == Mode::Train;
@@ -449,7 +449,7 @@ fn why(best: &Scored, alt: &Scored, device_memory: f64, gpus_per_node: u64, stag
 /// `progress(done, total)` is called every few thousand candidates.
 pub fn plan(
     workload: &dyn Workload,
-    cluster: &Cluster,
+    cluster: &ClusterSpec,
     request: &Request,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Plan, PlanError> {
@@ -466,7 +466,7 @@ pub fn plan(
     let all = candidates(workload, cluster, &job, &f)?;
     let total = all.len() as u64;
     let mut cache = ProfileCache::new(workload, &cluster.device);
-    let device_memory = cluster.device.memory_bytes;
+    let device_memory = cluster.device.memory_bytes();
     let mut best: Option<Scored> = None;
     let mut smallest: Option<Scored> = None;
     // The fastest feasible configuration of each (dp, tp, pp, ep) layout, for alternatives,
@@ -546,7 +546,7 @@ pub fn plan(
 
     let e = estimate(&mut cache, cluster, &job, &best.par)?;
     let gpus = cluster.gpus as f64;
-    let peak = cluster.device.peak(tessera_ir::dtype::DType::BF16);
+    let peak = cluster.device.peak_flops(tessera_ir::dtype::DType::BF16);
     Ok(Plan {
         model: workload.name().to_string(),
         cluster: cluster.name.clone(),
@@ -567,8 +567,8 @@ pub fn plan(
         comm_bytes_per_step: LinkTraffic {
             intra_node: e.comm_bytes.intra_node,
             inter_node: e.comm_bytes.inter_node,
-            intra_node_link: cluster.intra.name.clone(),
-            inter_node_link: cluster.inter.name.clone(),
+            intra_node_link: cluster.intra_node.name.clone(),
+            inter_node_link: cluster.inter_node.name.clone(),
         },
         bubble_fraction: e.bubble_fraction,
         energy_per_step_j: e.energy_j,
