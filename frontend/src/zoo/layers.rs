@@ -1,6 +1,14 @@
 //! The blocks of the zoo's transformers, written against [`Builder`]: embedding, attention
 //! (multi-head, grouped-query, multi-head latent), dense MLPs (GELU, SwiGLU), routed experts
 //! and the head. Shapes are per tensor-parallel rank (see [`crate::zoo::build`]).
+//!
+//! # Fused weight layouts
+//!
+//! Fused weights are laid out
+//! for column splits: the fused QKV weight is head-interleaved (per key/value head: its query
+//! heads, its key, its value) and the fused SwiGLU `gate_up` weight pairs each gate column with
+//! its up column, so `shard` over `tp` gives every rank whole heads and matching halves, and a zoo
+//! layer communicates only Megatron's two all-reduces (`tests/e2e/shard.rs` checks it).
 
 use crate::zoo::build::{BuildOptions, CommSite, Role};
 use crate::zoo::builder::Builder;

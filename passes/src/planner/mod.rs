@@ -14,6 +14,31 @@
 //! A workload cut into stage programs (any graph: [`crate::cost::workload::GraphWorkload`]) has
 //! no interleaving and no sequence parallelism; its `tp` and `pp` candidates are priced from the
 //! programs the `shard` pass emits for them.
+//!
+//! # The cost model and the search
+//!
+//! `cost` prices one block kernel by kernel on a roofline
+//! with shape-dependent efficiency, collectives by alpha-beta on the link they cross, pipeline
+//! schedules (GPipe, 1F1B, interleaved) with bubbles and overlap, and memory per GPU (weights,
+//! gradients and optimizer state by ZeRO stage, activations by recompute policy and sequence
+//! parallelism, KV cache). `planner` searches data/tensor/pipeline/expert/sequence parallelism,
+//! micro-batch, interleaving, recompute and ZeRO exhaustively, costing each distinct block shape
+//! once (`ProfileCache`), and explains the alternatives. Any graph (`cost::workload::GraphWorkload`,
+//! what `tessera plan FILE` uses) is planned over the same space minus sequence parallelism and
+//! interleaving: for each `tp` and `pp` the `shard` pass partitions it over the mesh `tp=T,pp=P`,
+//! and each stage program is one block, priced with its local types (weights, gradients and
+//! optimizer state come from its local parameter inputs), its explicit collectives over `tp`
+//! by alpha-beta on the link class they cross, and its `send`/`recv` bytes between stages; the
+//! step model adds the schedule's bubble, data parallelism and ZeRO. `passes` does not depend on `frontend`:
+//! the root package's library (`tessera::workload`) adapts zoo blocks and cluster specs to the
+//! cost model's `Workload` and `Cluster`, for the CLI and the end-to-end tests alike.
+//!
+//! # Invariant
+//!
+//! - **A graph's plan prices the programs the shard pass emits.** A stage program's collectives
+//!   are link costs, never kernels; they must name the `tp` axis (the only one inside a stage
+//!   program the planner builds) or profiling fails; the model FLOPs of a graph are the whole
+//!   graph's, not the sum of the local programs'.
 
 pub mod fixed;
 pub mod report;
