@@ -23,7 +23,7 @@
 //!
 //! # The artifact and its lowering
 //!
-//! `tessera compile MODEL --target cpu -o DIR` (`codegen::artifact`) writes (CUDA targets: see below):
+//! `tessera compile MODEL --target cpu -o DIR` (`codegen::artifact`) writes (CUDA targets: see `codegen::cuda`):
 //!
 //! ```text
 //! DIR/manifest.json        format_version, tessera_version, input_hash, target, options, mesh, ranks
@@ -59,7 +59,7 @@
 //!   its last reader; ranges are reused best-fit from a coalescing free list in step order. A
 //!   step's outputs never overlap its inputs. Reshape results share their operand's range.
 //!   **Inputs and outputs are pinned**: live for the whole program, never shared with another
-//!   value, so no step writes an input's range (what makes resident inputs possible; below). The
+//!   value, so no step writes an input's range (what makes resident inputs possible; see `runtime::executor`). The
 //!   cost is memory: GPT-2 small's arena grows from 475 to 523 MiB.
 
 use std::collections::{BTreeMap, HashMap};

@@ -4,15 +4,6 @@
 //! results back; it never looks inside. The single-process [`InterpreterExecutor`] runs the
 //! whole step graph on the reference interpreter; a per-rank executor (compiled kernels,
 //! collectives between ranks) implements the same trait and the loop stays as it is.
-//!
-//! # The executor seam
-//!
-//! `step::StepExecutor` is the seam between a training loop
-//! and what runs its step graph (`InterpreterExecutor` here, a per-rank executor later). The
-//! interpreter binds symbolic dimensions from the
-//! inputs, computes concrete result types with the same shape rules as the verifier, evaluates
-//! each node with `Op::eval`, and drops values after their last use. `executor` loads and runs
-//! ahead-of-time artifacts (see "Artifacts and executors" below).
 
 use crate::interpreter::{self, RunError};
 use tessera_ir::graph::Graph;
