@@ -2,10 +2,11 @@
 //! the frontend as the cost model's workloads (`passes` does not depend on the frontend, so the
 //! adapter lives with its users).
 
-use tessera_frontend::zoo::build::{build_block, check_sharding, Block, BuildOptions, CommSite, Role};
+use tessera_frontend::zoo::build::{build_block, check_sharding, Block, CommSite, Role};
 use tessera_frontend::zoo::config::{LayerKind, ModelConfig};
 use tessera_passes::cost::profile::{BlockGraph, Comm, Region};
-use tessera_passes::cost::workload::{BlockKind, KnobError, Shape, Workload};
+use tessera_ir::workload::BlockShape;
+use tessera_passes::cost::workload::{BlockKind, KnobError, Workload};
 
 /// A zoo model as a workload: one graph per distinct block, built per rank.
 pub struct ZooWorkload {
@@ -58,30 +59,22 @@ impl Workload for ZooWorkload {
     }
 
     fn check_tp(&self, tp: u64) -> Result<(), KnobError> {
-        let opts = BuildOptions { tp, ..BuildOptions::new(&self.cfg) };
+        let opts = BlockShape { tp, ..self.cfg.block_shape() };
         check_sharding(&self.cfg, &opts).map_err(|e| KnobError { knob: "tp", message: e.to_string() })
     }
 
     fn check_ep(&self, ep: u64) -> Result<(), KnobError> {
-        let opts = BuildOptions { ep, ..BuildOptions::new(&self.cfg) };
+        let opts = BlockShape { ep, ..self.cfg.block_shape() };
         check_sharding(&self.cfg, &opts).map_err(|e| KnobError { knob: "ep", message: e.to_string() })
     }
 
-    fn build(&self, block: BlockKind, shape: &Shape) -> Result<BlockGraph, String> {
+    fn build(&self, block: BlockKind, shape: &BlockShape) -> Result<BlockGraph, String> {
         let block = match block {
             BlockKind::Embedding => Block::Embedding,
             BlockKind::Head => Block::Head,
             BlockKind::Layer(k) => Block::Layer(self.kinds[..k].iter().map(|&(_, n)| n).sum()),
         };
-        let opts = BuildOptions {
-            batch: shape.batch,
-            seq: shape.seq,
-            tp: shape.tp,
-            ep: shape.ep,
-            training: shape.training,
-            kv_cache: shape.kv_cache,
-        };
-        let built = build_block(&self.cfg, block, &opts).map_err(|e| e.to_string())?;
+        let built = build_block(&self.cfg, block, shape).map_err(|e| e.to_string())?;
         let regions = built
             .roles
             .iter()

@@ -15,7 +15,8 @@
 //! shardings, op sharding rules), [`testing`] (random well-typed graphs for property tests),
 //! [`artifact`] (the ahead-of-time artifact format, shared by the writer in `codegen` and the
 //! executors in `runtime`), [`hardware`] (devices, links, clusters and their presets, shared by
-//! the cluster specs of `frontend` and the cost model of `passes`).
+//! the cluster specs of `frontend` and the cost model of `passes`), [`workload`] (the shape and
+//! sharding a model block's graph is built for, shared by the zoo and the cost model).
 
 pub mod artifact;
 pub mod dtype;
@@ -31,3 +32,4 @@ pub mod tensor;
 pub mod testing;
 pub mod types;
 pub mod verify;
+pub mod workload;

@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use tessera_passes::cost::collective::{collective, Algorithm, CollectiveKind, Group};
 use tessera_passes::cost::profile::profile;
 use tessera_passes::cost::step::{estimate, Estimate, Job, Mode, Parallelism, Recompute, Schedule};
-use tessera_passes::cost::workload::{BlockKind, ProfileCache, Shape, Workload};
+use tessera_ir::workload::BlockShape;
+use tessera_passes::cost::workload::{BlockKind, ProfileCache, Workload};
 use tessera_passes::stats::GraphStats;
 
-fn train_shape(batch: u64, seq: u64, tp: u64) -> Shape {
-    Shape { batch, seq, tp, ep: 1, training: true, kv_cache: 0 }
+fn train_shape(batch: u64, seq: u64, tp: u64) -> BlockShape {
+    BlockShape { batch, seq, tp, ep: 1, training: true, kv_cache: 0 }
 }
 
 fn par(dp: u64, tp: u64, pp: u64) -> Parallelism {

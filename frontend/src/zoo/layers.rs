@@ -10,7 +10,8 @@
 //! its up column, so `shard` over `tp` gives every rank whole heads and matching halves, and a zoo
 //! layer communicates only Megatron's two all-reduces (`tests/e2e/shard.rs` checks it).
 
-use crate::zoo::build::{BuildOptions, CommSite, Role};
+use crate::zoo::build::{CommSite, Role};
+use tessera_ir::workload::BlockShape;
 use crate::zoo::builder::Builder;
 use crate::zoo::config::{Family, GraphForm, LayerKind, Mlp, ModelConfig, Norm, Position, Qkv};
 use crate::zoo::ZooError;
@@ -101,7 +102,7 @@ fn linear(b: &mut Builder, cfg: &ModelConfig, x: ValueId, name: &str, in_out: [u
 fn dropout(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     x: ValueId,
     name: &str,
 ) -> Result<ValueId, ZooError> {
@@ -117,7 +118,7 @@ fn dropout(
 }
 
 /// Rotary tables for the new tokens: `[seq, dim / 2]` each.
-fn rope_tables(b: &mut Builder, cfg: &ModelConfig, opts: &BuildOptions, name: &str, dim: u64) -> (ValueId, ValueId) {
+fn rope_tables(b: &mut Builder, cfg: &ModelConfig, opts: &BlockShape, name: &str, dim: u64) -> (ValueId, ValueId) {
     let cos = b.input(&format!("{name}.cos"), cfg.dtype, &[opts.seq, dim / 2]);
     let sin = b.input(&format!("{name}.sin"), cfg.dtype, &[opts.seq, dim / 2]);
     (cos, sin)
@@ -142,7 +143,7 @@ fn merge_heads(b: &mut Builder, x: ValueId) -> Result<ValueId, ZooError> {
 pub(crate) fn embedding(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
 ) -> Result<(ValueId, ValueId), ZooError> {
     let (batch, seq, h) = (opts.batch, opts.seq, cfg.hidden);
     // Megatron pads the vocabulary so every rank holds an equal slice.
@@ -177,7 +178,7 @@ pub(crate) fn embedding(
 pub(crate) fn layer(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     i: u64,
     x: ValueId,
 ) -> Result<ValueId, ZooError> {
@@ -194,7 +195,7 @@ pub(crate) fn layer(
 fn attention_core(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     name: &str,
     q: ValueId,
     kt: ValueId,
@@ -220,7 +221,7 @@ fn attention_core(
 fn attention(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     name: &str,
     x: ValueId,
 ) -> Result<ValueId, ZooError> {
@@ -306,7 +307,7 @@ fn attention(
 fn residual(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     name: &str,
     x: ValueId,
     out: ValueId,
@@ -326,7 +327,7 @@ fn residual(
 fn latent_attention(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     name: &str,
     normed: ValueId,
 ) -> Result<ValueId, ZooError> {
@@ -438,7 +439,7 @@ fn mlp_body(
 fn dense_mlp(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     name: &str,
     x: ValueId,
 ) -> Result<ValueId, ZooError> {
@@ -460,7 +461,7 @@ fn dense_mlp(
 
 /// Expert slots per local expert: the balanced share of the expert group's routed tokens
 /// times the capacity factor.
-pub(crate) fn expert_capacity(cfg: &ModelConfig, opts: &BuildOptions) -> u64 {
+pub(crate) fn expert_capacity(cfg: &ModelConfig, opts: &BlockShape) -> u64 {
     let routed = opts.batch * opts.seq * cfg.top_k * opts.ep;
     ((routed as f64 * cfg.capacity_factor / cfg.experts as f64).ceil() as u64).max(1)
 }
@@ -470,7 +471,7 @@ pub(crate) fn expert_capacity(cfg: &ModelConfig, opts: &BuildOptions) -> u64 {
 fn experts(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     name: &str,
     x: ValueId,
 ) -> Result<ValueId, ZooError> {
@@ -531,7 +532,7 @@ fn experts(
 pub(crate) fn head(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     x: ValueId,
     table: Option<ValueId>,
 ) -> Result<ValueId, ZooError> {

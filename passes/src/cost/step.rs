@@ -38,7 +38,8 @@ use crate::cost::collective::{collective, CollectiveCost, CollectiveKind, Group}
 use crate::cost::hardware::LinkClass;
 use tessera_ir::hardware::ClusterSpec;
 use crate::cost::profile::BlockProfile;
-use crate::cost::workload::{BlockKind, ProfileCache, Shape};
+use crate::cost::workload::{BlockKind, ProfileCache};
+use tessera_ir::workload::BlockShape;
 use crate::cost::CostError;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -249,9 +250,9 @@ pub fn estimate(
     let (p, v) = (par.pp, par.interleave);
     let m = job.global_batch / (par.dp * par.micro_batch);
     let shape = if train {
-        Shape { batch: par.micro_batch, seq: job.seq, tp: par.tp, ep: par.ep, training: true, kv_cache: 0 }
+        BlockShape { batch: par.micro_batch, seq: job.seq, tp: par.tp, ep: par.ep, training: true, kv_cache: 0 }
     } else {
-        Shape { batch: par.micro_batch, seq: 1, tp: par.tp, ep: par.ep, training: false, kv_cache: job.seq }
+        BlockShape { batch: par.micro_batch, seq: 1, tp: par.tp, ep: par.ep, training: false, kv_cache: job.seq }
     };
 
     // Stages: which blocks each holds. Profiles are fetched once; stages with the same blocks
@@ -588,7 +589,7 @@ pub fn estimate(
     if let Some(whole) = workload.stage_programs(1).and_then(|kinds| kinds.first().copied()) {
         // Stage programs hold local blocks without regions: the model's FLOPs are the whole
         // graph's, once per micro-batch (full recomputation runs its forward again).
-        let f = cache.get(BlockKind::Layer(whole), &Shape { tp: 1, ep: 1, ..shape })?.fwd_flops.total();
+        let f = cache.get(BlockKind::Layer(whole), &BlockShape { tp: 1, ep: 1, ..shape })?.fwd_flops.total();
         model_fwd = f;
         recompute_fwd = if par.recompute == Recompute::Full { f } else { 0.0 };
     }
