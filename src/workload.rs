@@ -4,8 +4,8 @@
 
 use tessera_frontend::zoo::build::{build_block, check_sharding, Block, CommSite, Role};
 use tessera_frontend::zoo::config::{LayerKind, ModelConfig};
-use tessera_passes::cost::profile::{BlockGraph, Comm, Region};
 use tessera_ir::workload::BlockShape;
+use tessera_passes::cost::profile::{BlockGraph, Comm, Region};
 use tessera_passes::cost::workload::{BlockKind, KnobError, Workload};
 
 /// A zoo model as a workload: one graph per distinct block, built per rank.

@@ -2,7 +2,6 @@
 //! config, shard consistently, verify, evaluate, and bad specs get errors naming the problem.
 
 use tessera_frontend::zoo::build::{build_block, build_model, Block, CommSite, Role, ZooBlock};
-use tessera_ir::workload::BlockShape;
 use tessera_frontend::zoo::config::{LayerKind, ModelConfig};
 use tessera_frontend::zoo::spec::parse;
 use tessera_frontend::zoo::{presets, ZooError};
@@ -10,6 +9,7 @@ use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole};
 use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::tensor::Tensor;
+use tessera_ir::workload::BlockShape;
 
 fn cfg(spec: &str) -> ModelConfig {
     parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}"))

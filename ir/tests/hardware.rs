@@ -27,7 +27,10 @@ fn accessors_give_si_units() {
     // depends on these exact bits).
     assert_eq!((h100.kernel_overhead_s(), h100.reserved_bytes()), (5.0 * 1e-6, 2e9));
     let nvlink = preset("h100-80g-sxm").expect("preset").intra_node;
-    assert_eq!((nvlink.bandwidth(), nvlink.latency_s(), nvlink.effective_bandwidth()), (450e9, 5.0 * 1e-6, 450e9 * 0.8));
+    assert_eq!(
+        (nvlink.bandwidth(), nvlink.latency_s(), nvlink.effective_bandwidth()),
+        (450e9, 5.0 * 1e-6, 450e9 * 0.8)
+    );
 }
 
 #[test]

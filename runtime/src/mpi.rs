@@ -94,6 +94,7 @@
 //!   stream until both sides meet), so `send`/`recv` stay on MPI in the NCCL transport.
 //! - `native_calls()` counts each kind; `tessera comm-test` reports them (`"native"` in JSON) and
 //!   the e2e test asserts every typed collective ran natively and `exchange` never did.
+//!
 //! `abort` prints and calls `MPI_Abort`. `tessera comm-test` checks either transport against
 //! `LocalCommunicator` under `mpirun`. Not verified here: the NCCL path has never run on a GPU in
 //! this project (no GPU machine); it compiles, fails cleanly without a driver, and its layout and

@@ -22,13 +22,13 @@ use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
 use std::time::Instant;
 use tessera_frontend::zoo::build::build_model;
-use tessera_ir::workload::BlockShape;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole};
 use tessera_ir::ops::optim::{AdamW, Sgd};
 use tessera_ir::ops::Op;
 use tessera_ir::random::SplitMix64;
 use tessera_ir::tensor::Tensor;
+use tessera_ir::workload::BlockShape;
 use tessera_passes::train_step::{self, Optimizer, TrainStep, TrainStepConfig};
 use tessera_runtime::step::{InterpreterExecutor, StepExecutor};
 

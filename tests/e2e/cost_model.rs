@@ -4,10 +4,10 @@
 
 use crate::support::{cluster, zoo};
 use std::collections::HashMap;
+use tessera_ir::workload::BlockShape;
 use tessera_passes::cost::collective::{collective, Algorithm, CollectiveKind, Group};
 use tessera_passes::cost::profile::profile;
 use tessera_passes::cost::step::{estimate, Estimate, Job, Mode, Parallelism, Recompute, Schedule};
-use tessera_ir::workload::BlockShape;
 use tessera_passes::cost::workload::{BlockKind, ProfileCache, Workload};
 use tessera_passes::stats::GraphStats;
 

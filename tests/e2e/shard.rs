@@ -5,11 +5,11 @@
 
 use crate::support::{example, tessera};
 use tessera_frontend::zoo::build::build_model;
-use tessera_ir::workload::BlockShape;
 use tessera_ir::graph::Graph;
 use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::sharding::Mesh;
 use tessera_ir::tensor::Tensor;
+use tessera_ir::workload::BlockShape;
 use tessera_passes::shard::{partition, ShardConfig, ShardedModule};
 use tessera_runtime::spmd::{run_spmd, RankProgram, SpmdConfig};
 

@@ -11,7 +11,6 @@
 //! layer communicates only Megatron's two all-reduces (`tests/e2e/shard.rs` checks it).
 
 use crate::zoo::build::{CommSite, Role};
-use tessera_ir::workload::BlockShape;
 use crate::zoo::builder::Builder;
 use crate::zoo::config::{Family, GraphForm, LayerKind, Mlp, ModelConfig, Norm, Position, Qkv};
 use crate::zoo::ZooError;
@@ -21,6 +20,7 @@ use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
+use tessera_ir::workload::BlockShape;
 
 const NORM_EPSILON: f64 = 1e-5;
 
@@ -99,13 +99,7 @@ fn linear(b: &mut Builder, cfg: &ModelConfig, x: ValueId, name: &str, in_out: [u
 
 /// Inverted dropout when training with `cfg.dropout > 0`: `x * mask / (1 - p)`, the keep-mask
 /// an `i1` input (see the module doc of `build`).
-fn dropout(
-    b: &mut Builder,
-    cfg: &ModelConfig,
-    opts: &BlockShape,
-    x: ValueId,
-    name: &str,
-) -> Result<ValueId, ZooError> {
+fn dropout(b: &mut Builder, cfg: &ModelConfig, opts: &BlockShape, x: ValueId, name: &str) -> Result<ValueId, ZooError> {
     if !opts.training || cfg.dropout == 0.0 {
         return Ok(x);
     }
@@ -140,11 +134,7 @@ fn merge_heads(b: &mut Builder, x: ValueId) -> Result<ValueId, ZooError> {
 
 /// Token (and learned position) embedding on this rank's vocabulary slice; returns the
 /// stream and the token table (which a tied head reuses).
-pub(crate) fn embedding(
-    b: &mut Builder,
-    cfg: &ModelConfig,
-    opts: &BlockShape,
-) -> Result<(ValueId, ValueId), ZooError> {
+pub(crate) fn embedding(b: &mut Builder, cfg: &ModelConfig, opts: &BlockShape) -> Result<(ValueId, ValueId), ZooError> {
     let (batch, seq, h) = (opts.batch, opts.seq, cfg.hidden);
     // Megatron pads the vocabulary so every rank holds an equal slice.
     let vocab_local = cfg.vocab.div_ceil(opts.tp);
@@ -468,13 +458,7 @@ pub(crate) fn expert_capacity(cfg: &ModelConfig, opts: &BlockShape) -> u64 {
 
 /// Routed experts (plus shared experts) with the router; see the module doc of `build` for
 /// how routing enters the graph.
-fn experts(
-    b: &mut Builder,
-    cfg: &ModelConfig,
-    opts: &BlockShape,
-    name: &str,
-    x: ValueId,
-) -> Result<ValueId, ZooError> {
+fn experts(b: &mut Builder, cfg: &ModelConfig, opts: &BlockShape, name: &str, x: ValueId) -> Result<ValueId, ZooError> {
     let h = cfg.hidden;
     let (batch, seq) = (opts.batch, opts.seq);
     let tokens = batch * seq;

@@ -10,8 +10,8 @@
 //! input for reduce-scatter, everything a rank sends for all-to-all, the message for send/recv.
 
 use crate::cost::hardware::LinkClass;
-use tessera_ir::hardware::ClusterSpec;
 use serde::Serialize;
+use tessera_ir::hardware::ClusterSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

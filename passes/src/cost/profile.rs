@@ -31,11 +31,11 @@
 //! `5 a s^2 b` part.
 
 use crate::cost::collective::CollectiveKind;
-use tessera_ir::hardware::DeviceSpec;
 use crate::cost::CostError;
 use serde::Serialize;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole, NodeId, ValueId};
+use tessera_ir::hardware::DeviceSpec;
 use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::reduce::ReduceKind;

@@ -36,13 +36,13 @@
 
 use crate::cost::collective::{collective, CollectiveCost, CollectiveKind, Group};
 use crate::cost::hardware::LinkClass;
-use tessera_ir::hardware::ClusterSpec;
 use crate::cost::profile::BlockProfile;
 use crate::cost::workload::{BlockKind, ProfileCache};
-use tessera_ir::workload::BlockShape;
 use crate::cost::CostError;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use tessera_ir::hardware::ClusterSpec;
+use tessera_ir::workload::BlockShape;
 
 /// Bytes Adam streams per parameter: reads of the fp32 gradient, master weight and two moments,
 /// writes of the master weight, moments and bf16 weight, and the gradient-norm pass.

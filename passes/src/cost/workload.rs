@@ -4,7 +4,6 @@
 //! Repeated layers are the reason this is fast: a 128-layer model has three distinct blocks
 //! (embedding, layer, head), so every candidate plan reuses a handful of profiles.
 
-use tessera_ir::hardware::DeviceSpec;
 use crate::cost::profile::{profile, BlockGraph, BlockProfile, TENSOR_AXIS};
 use crate::cost::CostError;
 use crate::shard::partition::Analysis;
@@ -12,6 +11,7 @@ use crate::shard::{ShardConfig, ShardedModule};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tessera_ir::graph::{Graph, InputRole, ValueId};
+use tessera_ir::hardware::DeviceSpec;
 use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::Op;
 use tessera_ir::sharding::Mesh;

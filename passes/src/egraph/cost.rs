@@ -99,8 +99,11 @@ pub fn kernel_us(op: &Op, inputs: &[&TensorType], results: &[&TensorType]) -> f6
     }
     let flops = flops(op, inputs, results);
     let rates = &*RATES;
-    let peak =
-        if matches!(op, Op::MatMul | Op::Conv2d { .. }) { rates.matmul_flops_per_us } else { rates.vector_flops_per_us };
+    let peak = if matches!(op, Op::MatMul | Op::Conv2d { .. }) {
+        rates.matmul_flops_per_us
+    } else {
+        rates.vector_flops_per_us
+    };
     let moved: f64 = inputs.iter().map(|t| bytes(t)).sum::<f64>() + results.iter().map(|t| bytes(t)).sum::<f64>();
     rates.overhead_us + (flops / peak).max(moved / rates.bytes_per_us)
 }

@@ -43,13 +43,13 @@
 pub mod fixed;
 pub mod report;
 
-use tessera_ir::hardware::ClusterSpec;
 use crate::cost::step::{estimate, Estimate, Job, Mode, Parallelism, Recompute, Schedule, TimeBreakdown};
 use crate::cost::workload::{ProfileCache, Workload};
 use crate::cost::CostError;
 use fixed::Fixed;
 use serde::Serialize;
 use std::collections::HashMap;
+use tessera_ir::hardware::ClusterSpec;
 
 /// What to plan.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -292,7 +292,12 @@ fn allowed<T: PartialEq>(fixed: Option<T>, value: &T) -> bool {
 }
 
 /// Every configuration the search visits.
-fn candidates(workload: &dyn Workload, cluster: &ClusterSpec, job: &Job, f: &Fixed) -> Result<Vec<Parallelism>, PlanError> {
+fn candidates(
+    workload: &dyn Workload,
+    cluster: &ClusterSpec,
+    job: &Job,
+    f: &Fixed,
+) -> Result<Vec<Parallelism>, PlanError> {
     let gpus = cluster.gpus;
     let layers = workload.layers();
     let train = job.mode == Mode::Train;
