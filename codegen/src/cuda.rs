@@ -6,6 +6,24 @@
 //! buffer offsets are device arena offsets. Library steps other than f32 GEMMs (gather,
 //! transpose, slices, the reference fallback, integer matmuls) have no device code; the CUDA
 //! executor runs them on the host between copies, which the compile report counts.
+//!
+//! # CUDA targets
+//!
+//! - **CUDA targets** (`--target cuda:sm_80|cuda:sm_90`, `codegen::cuda`) share the lowering,
+//!   steps, buffers and memory plan with the CPU (buffer offsets are device arena offsets); the
+//!   program gets a `gpu` section (absent, and absent from the JSON, for the CPU): per distinct
+//!   kernel `rank0/kernels/SYMBOL.ptx` (one PTX module per kernel, from `compile_ptx`) and, when `ptxas`
+//!   is found at compile time (`$TESSERA_PTXAS`, `.cache/cuda-nvcc`, `$CUDA_HOME`), `SYMBOL.cubin`;
+//!   launches with grid/block (1-D, 256 threads per block, grid from the loop nest's thread
+//!   count); temporaries at offsets of one scratch region that all kernels share (steps run in
+//!   order on one stream); and per matmul step a cuBLAS plan: `sgemm_strided_batched` in
+//!   column-major terms (row-major `C = A·op(B)` is `Cᵀ = op(B)ᵀ·Aᵀ`, so cuBLAS's first operand
+//!   is the step's `b`, transposed for `matmul_transposed_b`), a weight without batch dimensions
+//!   folding the batch into the rows, one strided call for equal or fully broadcast batches, one
+//!   call per result matrix for mixed broadcasting. The loader checks that every kernel step has
+//!   code, temporaries fit the scratch region, and every GEMM call stays inside its buffers.
+//!   Whether cubins are present depends on ptxas being installed, which the input hash does not
+//!   cover: determinism holds per machine setup.
 
 use crate::error::CodegenError;
 use crate::ptx::{compile_ptx, GpuArch};

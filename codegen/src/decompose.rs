@@ -10,6 +10,23 @@
 //!
 //! The rebuilt graph keeps every input, every other node, and the names of the update's results
 //! (the step's `NAME.next` outputs); intermediates are named `opt.NAME.next.K`.
+//!
+//! # Training steps in artifacts
+//!
+//! - **Training steps** (`tessera compile MODEL --train [--optimizer adamw|sgd --lr X
+//!   --micro-batches N --batch B --seq S]`): the CLI builds the step graph (`tessera::train::
+//!   build_step`, i.e. `passes::train_step`) and compiles it like any model; the training options
+//!   go into the manifest's options and the input hash (`train:...`). Program inputs are the
+//!   step graph's: master weights, optimizer state (`NAME.m`, `NAME.v`, `NAME.velocity`), `step`
+//!   (AdamW), and per micro-batch `tokens` (and masks) and `targets` (`mbK.` prefixes for several
+//!   micro-batches); outputs are the loss, then `NAME.next` for every weight and state tensor.
+//!   Before lowering, `codegen::decompose` rewrites every `tsr.sgd`/`tsr.adamw` into elementwise
+//!   ops (bias corrections `1 - β^t` as a scalar `pow` of the step counter), so the updates fuse
+//!   into kernels; the rebuilt graph keeps all inputs and the `NAME.next` result names. They then
+//!   compute in f32 (like PyTorch's capturable AdamW) where the interpreter evaluates the fused op
+//!   in f64; `1 - β2` in f32 costs about 5e-5 relative in the first steps' update size. What still
+//!   has no kernel (cross-entropy, the embedding gradient's scatter-add) runs as `reference`
+//!   library calls: 3 of them in a one-layer GPT step, down from 19.
 
 use std::collections::HashMap;
 use tessera_ir::dtype::DType;

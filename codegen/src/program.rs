@@ -20,6 +20,47 @@
 //! fusion groups on other buffers, cost one layer's compile. This is sound because emission is
 //! a function of the kernel graph's structure and the symbol alone (value and graph names never
 //! reach the emitted code), and a kernel's buffers are its step's arguments, never baked in.
+//!
+//! # The artifact and its lowering
+//!
+//! `tessera compile MODEL --target cpu -o DIR` (`codegen::artifact`) writes (CUDA targets: see `codegen::cuda`):
+//!
+//! ```text
+//! DIR/manifest.json        format_version, tessera_version, input_hash, target, options, mesh, ranks
+//! DIR/rank0/program.json   buffers (storage, shape, arena or weights offset), inputs, outputs, steps
+//! DIR/rank0/weights.bin    constants, little-endian, at their planned offsets
+//! DIR/rank0/kernels.so     every distinct fused kernel (x86-64 ELF, `extern "C" fn(args: *const *mut u8)`)
+//! ```
+//!
+//! The format's structs live in `ir::artifact`, so the runtime reads them without depending on
+//! `codegen`. Lowering (`codegen::program`): bind symbolic dimensions (`--dim`), map every dtype to
+//! its storage type (floats compute in f32, integers in i64, booleans as bytes), `cse,dce`, fuse,
+//! then one step per group (a kernel) or per remaining op (a library call: GEMM, transpose, gather,
+//! split, concat, slice, or `reference`, the op's reference semantics, correct but slow and counted
+//! in the compile report). Invariants:
+//! - **Deterministic.** Two compiles of the same model bytes and options give byte-identical
+//!   directories: no timestamps, paths or hash-map order reach any file; `input_hash` is the
+//!   SHA-256 of the model bytes and the normalized options.
+//! - **Atomic.** Everything is built in memory, then written into `.DIR.tmp-PID` beside `DIR`,
+//!   fsynced, and renamed into place; a failed compile removes its temporary directory and leaves
+//!   `DIR` untouched. An existing artifact is replaced; any other existing content is refused.
+//! - **Each distinct kernel is compiled once.** Fusion groups whose kernel graphs are equal up to
+//!   names (`program::kernel_identity`: input types, ops with their attributes and constants,
+//!   operand wiring, result types, outputs; value and graph names left out) share one kernel: the
+//!   first group's symbol `tsr_kernel_GROUP` is kept and every later such step launches it on its
+//!   own buffers; `LoweredProgram::kernels` lists each kernel once, in order of first launch, so
+//!   `kernels.so` has one function and a CUDA artifact one PTX module/cubin per distinct kernel
+//!   (GPT-2 small: 122 kernel steps, 12 kernels). This relies on emission (`codegen::emit`) being
+//!   a function of the kernel graph's structure and the symbol only: it must never read value or
+//!   graph names, nor bake a buffer address or step position into the code (unit test
+//!   `identity_ignores_names_only`). Anything new that makes emitted code differ must be part of
+//!   the kernel graph (an op attribute, a type), or be added to `kernel_identity`.
+//! - **Static memory plan.** Each value a step writes gets an arena range live from its step to
+//!   its last reader; ranges are reused best-fit from a coalescing free list in step order. A
+//!   step's outputs never overlap its inputs. Reshape results share their operand's range.
+//!   **Inputs and outputs are pinned**: live for the whole program, never shared with another
+//!   value, so no step writes an input's range (what makes resident inputs possible; see `runtime::executor`). The
+//!   cost is memory: GPT-2 small's arena grows from 475 to 523 MiB.
 
 use std::collections::{BTreeMap, HashMap};
 use tessera_ir::artifact::{align, encode, BufferDesc, IoBinding, LibraryCall, Location, Program, Step, Storage};

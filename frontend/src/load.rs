@@ -81,7 +81,7 @@ fn load_zoo_model(spec: &str, path: &Path) -> Result<Graph, LoadError> {
         Err(e) if spec.contains(':') => return Err(LoadError::Zoo { message: e.to_string() }),
         Err(_) => return Err(LoadError::UnsupportedFormat { path: path.to_path_buf() }),
     };
-    let opts = crate::zoo::build::BuildOptions::new(&cfg);
+    let opts = cfg.block_shape();
     let mut graph = crate::zoo::build::build_model(&cfg, &opts).map_err(|e| zoo_error(&e))?.graph;
     // The model's one output is the next-token distribution; name it (`tessera run` writes
     // `probs.npy`) instead of leaving the builder's number.

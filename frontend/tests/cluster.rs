@@ -1,18 +1,19 @@
 //! Cluster specs: presets carry the datasheet numbers, overrides size the cluster, JSON files
 //! round-trip, and bad specs name the field or key at fault.
 
-use tessera_frontend::cluster::{parse, preset, ClusterError, PRESETS};
+use tessera_frontend::cluster::{parse, ClusterError};
+use tessera_ir::hardware::{preset, PRESETS};
 
 #[test]
 fn presets_carry_the_datasheet_numbers() {
     let a100 = parse("a100-80g-sxm").expect("preset");
     assert_eq!((a100.gpus, a100.nodes, a100.gpus_per_node), (8, 1, 8));
-    assert_eq!(a100.device.peak_tflops["bf16"], 312.0);
+    assert_eq!(a100.device.peak_tflops.bf16, Some(312.0));
     assert_eq!((a100.device.memory_gb, a100.device.hbm_gbps, a100.device.tdp_w), (80.0, 2039.0, 400.0));
     // devices.json gives NVLink in both directions together; links are per direction here.
     assert_eq!((a100.intra_node.bandwidth_gbps, a100.inter_node.bandwidth_gbps), (300.0, 25.0));
     let h100 = parse("h100-80g-sxm").expect("preset");
-    assert_eq!((h100.device.peak_tflops["bf16"], h100.device.peak_tflops["fp8"]), (989.0, 1979.0));
+    assert_eq!((h100.device.peak_tflops.bf16, h100.device.peak_tflops.fp8), (Some(989.0), Some(1979.0)));
     assert_eq!((h100.intra_node.bandwidth_gbps, h100.inter_node.bandwidth_gbps), (450.0, 50.0));
     let h200 = parse("h200-141g-sxm").expect("preset");
     assert_eq!((h200.device.memory_gb, h200.device.hbm_gbps), (141.0, 4800.0));

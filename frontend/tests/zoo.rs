@@ -1,7 +1,7 @@
 //! The model zoo: presets match their published sizes, built graphs agree with the analytic
 //! config, shard consistently, verify, evaluate, and bad specs get errors naming the problem.
 
-use tessera_frontend::zoo::build::{build_block, build_model, Block, BuildOptions, CommSite, Role, ZooBlock};
+use tessera_frontend::zoo::build::{build_block, build_model, Block, CommSite, Role, ZooBlock};
 use tessera_frontend::zoo::config::{LayerKind, ModelConfig};
 use tessera_frontend::zoo::spec::parse;
 use tessera_frontend::zoo::{presets, ZooError};
@@ -9,6 +9,7 @@ use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole};
 use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::tensor::Tensor;
+use tessera_ir::workload::BlockShape;
 
 fn cfg(spec: &str) -> ModelConfig {
     parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}"))
@@ -23,7 +24,7 @@ fn graph_params(g: &Graph) -> u64 {
         .sum()
 }
 
-fn built(cfg: &ModelConfig, block: Block, opts: &BuildOptions) -> ZooBlock {
+fn built(cfg: &ModelConfig, block: Block, opts: &BlockShape) -> ZooBlock {
     let b = build_block(cfg, block, opts).unwrap_or_else(|e| panic!("{}: {e}", cfg.name));
     tessera_ir::verify::verify(&b.graph).unwrap_or_else(|e| panic!("{} {block:?}: {e}", cfg.name));
     assert_eq!(b.roles.len(), b.graph.num_nodes(), "one role per node");
@@ -63,7 +64,7 @@ fn presets_have_their_published_sizes() {
 fn whole_model_graphs_count_the_analytic_parameters() {
     for name in presets::NAMES {
         let c = cfg(name);
-        let model = build_model(&c, &BuildOptions { seq: 4, ..BuildOptions::new(&c) }).expect(name);
+        let model = build_model(&c, &BlockShape { seq: 4, ..c.block_shape() }).expect(name);
         tessera_ir::verify::verify(&model.graph).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(graph_params(&model.graph), c.parameter_count(), "{name}");
     }
@@ -76,7 +77,7 @@ fn whole_model_graphs_count_the_analytic_parameters() {
 fn one_layer_of_each_kind_matches_the_config() {
     for name in ["gpt-22b", "llama3-70b", "mixtral-8x7b", "deepseek-v3"] {
         let c = cfg(name);
-        let opts = BuildOptions { seq: 16, ..BuildOptions::new(&c) };
+        let opts = BlockShape { seq: 16, ..c.block_shape() };
         for (kind, _) in c.layer_counts() {
             let layer = if kind == LayerKind::Dense { 0 } else { c.layers - 1 };
             let b = built(&c, Block::Layer(layer), &opts);
@@ -92,8 +93,8 @@ fn one_layer_of_each_kind_matches_the_config() {
 #[test]
 fn tensor_parallel_ranks_hold_a_slice_and_mark_their_collectives() {
     let c = cfg("gpt-175b");
-    let full = built(&c, Block::Layer(0), &BuildOptions { seq: 32, ..BuildOptions::new(&c) });
-    let rank = built(&c, Block::Layer(0), &BuildOptions { seq: 32, tp: 8, ..BuildOptions::new(&c) });
+    let full = built(&c, Block::Layer(0), &BlockShape { seq: 32, ..c.block_shape() });
+    let rank = built(&c, Block::Layer(0), &BlockShape { seq: 32, tp: 8, ..c.block_shape() });
     // Norms and the row-parallel biases (4h + 2h for a GPT layer) are replicated.
     let replicated = 6 * c.hidden;
     assert_eq!(8 * (graph_params(&rank.graph) - replicated) + replicated, graph_params(&full.graph));
@@ -112,12 +113,12 @@ fn tensor_parallel_ranks_hold_a_slice_and_mark_their_collectives() {
 
     // Grouped-query attention with more ranks than key/value heads replicates them.
     let llama = cfg("llama3-70b");
-    let r16 = built(&llama, Block::Layer(0), &BuildOptions { seq: 8, tp: 16, ..BuildOptions::new(&llama) });
+    let r16 = built(&llama, Block::Layer(0), &BlockShape { seq: 8, tp: 16, ..llama.block_shape() });
     let qkv = r16.graph.values().find(|(_, v)| v.name == "l0.attn.qkv.weight").expect("qkv weight").1;
     assert_eq!(qkv.ty.static_shape(), Some(vec![8192, (64 / 16 + 2) * 128]));
 
     let moe = cfg("mixtral-8x7b");
-    let ep = built(&moe, Block::Layer(0), &BuildOptions { seq: 64, tp: 2, ep: 4, ..BuildOptions::new(&moe) });
+    let ep = built(&moe, Block::Layer(0), &BlockShape { seq: 64, tp: 2, ep: 4, ..moe.block_shape() });
     let kinds: Vec<&str> = ep
         .comms
         .iter()
@@ -138,7 +139,7 @@ fn tensor_parallel_ranks_hold_a_slice_and_mark_their_collectives() {
 fn moe_graphs_run_only_the_active_experts() {
     // FLOPs of the expert matmuls: 2 * slots * h * 3 * ffn, with slots = tokens * top_k.
     let c = cfg("mixtral-8x7b:layers=1,hidden=64,heads=4,kv_heads=2,expert_ffn=96,vocab=128");
-    let opts = BuildOptions { batch: 2, seq: 8, ..BuildOptions::new(&c) };
+    let opts = BlockShape { batch: 2, seq: 8, ..c.block_shape() };
     let b = built(&c, Block::Layer(0), &opts);
     let g = &b.graph;
     let mut expert_flops = 0u64;
@@ -178,7 +179,7 @@ fn tiny_models_evaluate_to_probability_rows() {
     ];
     for spec in specs {
         let c = cfg(spec);
-        let model = build_model(&c, &BuildOptions { batch: 2, ..BuildOptions::new(&c) }).expect(spec);
+        let model = build_model(&c, &BlockShape { batch: 2, ..c.block_shape() }).expect(spec);
         tessera_ir::verify::verify(&model.graph).unwrap_or_else(|e| panic!("{spec}: {e}"));
         let outputs = tessera_runtime::interpreter::run(&model.graph, &random_inputs(&model.graph, 7))
             .unwrap_or_else(|e| panic!("{spec}: {e}"));
@@ -194,7 +195,7 @@ fn tiny_models_evaluate_to_probability_rows() {
 #[test]
 fn serving_graphs_read_the_kv_cache() {
     let c = cfg("llama3-8b");
-    let opts = BuildOptions { batch: 4, seq: 1, tp: 2, training: false, kv_cache: 1023, ..BuildOptions::new(&c) };
+    let opts = BlockShape { batch: 4, seq: 1, tp: 2, training: false, kv_cache: 1023, ..c.block_shape() };
     let b = built(&c, Block::Layer(0), &opts);
     let cache: u64 = b.cache_inputs.iter().map(|&v| b.graph.value(v).ty.num_elements().expect("static") * 2).sum();
     // Per rank: K and V of 4 key/value heads of 128 for 1023 tokens of 4 sequences.
@@ -202,7 +203,7 @@ fn serving_graphs_read_the_kv_cache() {
     assert_eq!(cache * 2 * c.layers / 1023 / 4, c.kv_cache_bytes_per_token());
     // Training graphs of GPT have dropout masks; serving graphs do not.
     let gpt = cfg("gpt2");
-    let serve = built(&gpt, Block::Layer(0), &BuildOptions { training: false, ..BuildOptions::new(&gpt) });
+    let serve = built(&gpt, Block::Layer(0), &BlockShape { training: false, ..gpt.block_shape() });
     assert!(serve.graph.values().all(|(_, v)| v.ty.dtype != DType::Bool));
 }
 
@@ -237,7 +238,7 @@ fn bad_specs_name_the_problem() {
         "model 'gpt2:top_k=2': experts: top_k, shared_experts and dense_layers need experts > 0"
     );
     let c = cfg("gpt-175b");
-    let e = build_block(&c, Block::Layer(0), &BuildOptions { tp: 7, ..BuildOptions::new(&c) }).expect_err("tp=7");
+    let e = build_block(&c, Block::Layer(0), &BlockShape { tp: 7, ..c.block_shape() }).expect_err("tp=7");
     assert_eq!(e.to_string(), "model 'gpt-175b': cannot build tp=7: tp must divide heads = 96");
-    assert!(matches!(build_block(&c, Block::Layer(96), &BuildOptions::new(&c)), Err(ZooError::Build { .. })));
+    assert!(matches!(build_block(&c, Block::Layer(96), &c.block_shape()), Err(ZooError::Build { .. })));
 }

@@ -2,6 +2,13 @@
 //!
 //! Caveat: JSON has no NaN or infinity, so serde_json writes non-finite constant elements as
 //! `null` and they do not load back; use the MLIR text form for such graphs.
+//!
+//! # Invariant
+//!
+//! - **Bad input is an error, not a panic.** The parser and JSON loader check structure before
+//!   anything indexes the arena (`Graph`'s `Deserialize` goes through a checked representation);
+//!   the verifier checks types; the interpreter checks input names, dtypes and shapes. Library
+//!   errors are `thiserror` types; the CLI prints one line and exits 1.
 
 use crate::graph::Graph;
 

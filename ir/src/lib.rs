@@ -15,13 +15,17 @@
 //! shardings, op sharding rules), [`testing`] (random well-typed graphs for property tests),
 //! [`artifact`] (the ahead-of-time artifact format, shared by the writer in `codegen` and the
 //! executors in `runtime`), [`files`] (the one crash-safe, confined writer of output files and
-//! directories, used by every crate that writes).
+//! directories, used by every crate that writes), [`hardware`] (devices, links, clusters and
+//! their presets, shared by the cluster specs of `frontend` and the cost model of `passes`),
+//! [`workload`] (the shape and sharding a model block's graph is built for, shared by the zoo
+//! and the cost model).
 
 pub mod artifact;
 pub mod dtype;
 pub mod files;
 pub mod fusion;
 pub mod graph;
+pub mod hardware;
 pub mod json;
 pub mod mlir;
 pub mod ops;
@@ -31,3 +35,4 @@ pub mod tensor;
 pub mod testing;
 pub mod types;
 pub mod verify;
+pub mod workload;

@@ -2,6 +2,11 @@
 //!
 //! A symbolic dimension prints as `?` and its name goes into the tensor's encoding attribute,
 //! which MLIR accepts as an opaque array: `tensor<?x?x768xf32, ["batch", "seq"]>`.
+//!
+//! # Invariant
+//!
+//! - **Symbolic dimensions are names.** Two symbolic dimensions are equal exactly when their names
+//!   are. `?` in MLIR text plus the names in the tensor encoding (`tensor<?x8xf32, ["batch"]>`).
 
 use crate::dtype::DType;
 use serde::{Deserialize, Serialize};

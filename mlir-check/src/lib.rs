@@ -18,6 +18,25 @@
 //! has `n` singles; when a text mixes counts, each such op is checked under an arity-specific
 //! name (`tsr.split_arity3`, with exactly 3 independent results) that is spliced into a copy of
 //! the text, and diagnostics are mapped back to the original spelling and columns.
+//!
+//! # The MLIR text form and IRDL
+//!
+//! The printer emits MLIR's generic op form (`%y = "tsr.matmul"(%a, %b) : (...) -> ...`) inside a
+//! `func.func`. `ir::mlir::check_with_mlir` registers the upstream dialects, defines `tsr` through
+//! IRDL, parses the text with melior and verifies it, with unregistered dialects disallowed.
+//! IRDL checks operand/result counts and that they are builtin types; tessera's own verifier checks
+//! the shape rules, which IRDL cannot express.
+//!
+//! IRDL ties every member of a `variadic` group to one constraint value, which binds to the first
+//! type it meets, so "variadic of `irdl.any`" rejects a `concat` of differently shaped tensors.
+//! The check therefore defines every op with fixed arity (one `irdl.any` per operand and result,
+//! from a table that a unit test compares with the shape rules) and defines `concat` and `split`
+//! from the counts the checked text uses. When one text uses several counts of them, the check
+//! runs on a copy where those op names carry an arity suffix (`tsr.split_arity3`) and maps MLIR's
+//! diagnostics back to the original positions. The printed text itself never changes.
+//!
+//! The parser also reads what MLIR prints back (`module {}` wrappers, `%0:2`/`%0#1` result
+//! groups, hex `dense<"0x...">` constants), so `MLIR → tessera` works on MLIR's own reprint.
 
 use melior::dialect::DialectRegistry;
 use melior::ir::operation::OperationLike;

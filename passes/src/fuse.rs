@@ -25,6 +25,38 @@
 //! groups are convex), groups are numbered in program order, and every member gets a
 //! [`FusionTag`]. [`groups`] reads them back and [`extract_kernel`] turns one group into the
 //! self-contained kernel graph the code generator compiles.
+//!
+//! # Fusion
+//!
+//! The `fuse` pass groups ops into kernels greedily in program order, producer into consumer:
+//! elementwise ops, casts and broadcasts chain (XLA loop fusion); a reduction, softmax, layer norm
+//! or RMS norm takes its elementwise producers (input fusion) and consumers (epilogue) but never a
+//! second reduction-like op. Matmuls, convolutions, gathers and scatters stay library calls,
+//! reshapes are views, constants are weights. A merge happens only when the union stays *convex*
+//! (no path leaves the group and re-enters it), has at most `max-ops` ops, and the code generator
+//! accepts the extracted kernel graph (`FusionConfig::can_compile`; `tessera compile` passes
+//! `codegen::supports`, the registered pass a conservative op list since `passes` cannot depend on
+//! `codegen`). Invariants:
+//! - **Groups are contiguous and numbered in program order.** The pass reorders nodes (a
+//!   topological order over groups) so every group is one run of nodes; `Graph` keeps the tags in
+//!   a side table (`fusion_tag(NodeId)`), which `retain_nodes`/`reorder_nodes` carry along.
+//! - **Tags are part of the text form.** The printer writes `// fusion group N (kind, K ops)`
+//!   before each group; MLIR ignores comments (so `--check-mlir` passes) and tessera's parser reads
+//!   them back, so `parse(print(g)) == g` holds for fused graphs too.
+//! - **A group is a kernel graph.** `fuse::extract_kernel` makes a self-contained graph: inputs are
+//!   the group's outside operands in first-use order, outputs the member results used outside (or
+//!   returned) in program order. That is the kernel ABI's argument order.
+//! - **Attention sites are grouped first, whole and closed.** `kernels::attention::find_attention`
+//!   matches `matmul(softmax(f(matmul(q, kt)), last axis), v)` where `f` is a chain of unary/binary
+//!   elementwise ops on the scores' shape and every value from the scores to the probabilities has
+//!   exactly one use (so nothing outside needs them); single-use broadcasts feeding the chain and
+//!   transposes producing `q`, `kt`, `v` join. Such a site is one group of kind `attention`;
+//!   nothing merges into it. A probability with a second use (attention dropout in training), a
+//!   softmax over another axis, or scores returned by the graph is no site and fuses as before.
+//!   The code generator's schedule finds the same sites in the kernel graph and keeps scores and
+//!   probabilities inline; the output matmul's template (`codegen::emit::attention`) runs the
+//!   online softmax over key tiles of 32 (running max and sum, rescaled accumulator row), so the
+//!   score matrix is never written; on the GPU one thread per (batch, head, query row).
 
 use crate::pass::{OptionSpec, OptionValue, PassError, PassOptions, PassStats};
 use std::cmp::Reverse;

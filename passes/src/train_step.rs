@@ -20,6 +20,20 @@
 //! `{param}.velocity` (SGD) or `{param}.m`/`{param}.v` plus the scalar `step` (AdamW). Outputs are
 //! `loss`, then `{param}.next` for every parameter, then the state's `.next` values, in the
 //! order of [`TrainStep::params`] and [`TrainStep::state`].
+//!
+//! # Autodiff and the step builder
+//!
+//! **`passes::autodiff`, `passes::train_step`**: reverse-mode differentiation appends the
+//! backward computation to a graph (activity analysis, then one reverse sweep over the original
+//! nodes calling each op's rule); the training-step builder instantiates the forward once per
+//! micro-batch on shared f32 master weights (cast to the compute dtype), adds the loss, the
+//! backward and one optimizer update per parameter, and returns one graph whose outputs are the
+//! loss and the next weights and optimizer state.
+//!
+//! - **A training step is one graph and its state is explicit.** Weights, optimizer state, the
+//!   step count (AdamW's bias correction is an operand, not an attribute), the data position and
+//!   the dropout RNG state are all inputs or loop state, never hidden in an op; a checkpoint holds
+//!   exactly them, so a resumed run reproduces the uninterrupted losses bit for bit.
 
 use crate::autodiff::{differentiate_traced, AutodiffError};
 use std::collections::HashMap;

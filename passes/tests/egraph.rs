@@ -407,3 +407,19 @@ fn greedy_rewriting_baseline_merges_projections() {
     assert_eq!(count(&g, "matmul"), 4, "{}", tessera_ir::mlir::print_graph(&g));
     assert_same_outputs(&original, &g);
 }
+
+#[test]
+fn extraction_prices_against_the_h100_preset() {
+    // The rates are the preset's datasheet numbers in microseconds, exactly.
+    let rates = *cost::RATES;
+    assert_eq!(rates, cost::KernelRates::of(&tessera_ir::hardware::DeviceSpec::h100_80g_sxm()));
+    assert_eq!(
+        (rates.overhead_us, rates.matmul_flops_per_us, rates.vector_flops_per_us, rates.bytes_per_us),
+        (5.0, 989e6, 67e6, 3.35e6)
+    );
+    // A 4096³ matmul is compute-bound (139 µs of FLOPs against 120 µs moving f64s): overhead
+    // plus FLOPs at the tensor-core peak.
+    let (x, w, y) = (f64s(&[4096, 4096]), f64s(&[4096, 4096]), f64s(&[4096, 4096]));
+    let expected = 5.0 + 2.0 * 4096f64.powi(3) / 989e6;
+    assert!((cost::kernel_us(&Op::MatMul, &[&x, &w], &[&y]) - expected).abs() < 1e-9);
+}

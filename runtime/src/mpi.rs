@@ -36,6 +36,77 @@
 //! Threads: MPI is initialized with `MPI_THREAD_SERIALIZED` and every MPI call happens under one
 //! lock, so the communicator may be shared between threads. Waiting releases the lock between
 //! polls.
+//!
+//! # Communicators: which collective goes where, and their invariants
+//!
+//! **`runtime`**: the reference interpreter and `.npy` I/O. `spmd` runs per-rank programs on
+//! threads: `Communicator` (rank, size, send/recv, abort; collectives with reference
+//! implementations over point-to-point that MPI/NCCL backends override) and `LocalCommunicator`
+//! (mailboxes keyed by sender and tag); `run_rank` runs one rank's program over any
+//! communicator. Two multi-process transports follow; `nccl::Transport::open(mpi|nccl)`
+//! starts one (`tessera train --comm`, `tessera comm-test --comm`; MPI unless asked: the step runs
+//! on the host, and every rank of a job must use the same transport, which a per-rank guess from
+//! local GPUs could not promise).
+//!
+//! *Communicator section: which collective goes where.*
+//!
+//! | call | `MpiCommunicator` (host memory) | `NcclCommunicator` (one GPU per rank) |
+//! |---|---|---|
+//! | `all_reduce` sum / max | `MPI_Iallreduce` `SUM` / `MAX` (+ a `MAX` of 0/1 NaN flags) | `ncclAllReduce` `ncclSum` / `ncclMax` (+ NaN flags) |
+//! | `all_gather` (any dim) | `MPI_Iallgather`, then unpack member-major blocks | `ncclAllGather`, same unpacking |
+//! | `reduce_scatter` (any dim) | pack blocks member-major, `MPI_Ireduce_scatter_block` | same packing, `ncclReduceScatter` |
+//! | `all_to_all` | pack, `MPI_Ialltoall`, unpack | pack, grouped `ncclSend`/`ncclRecv`, unpack |
+//! | `broadcast` (inherent method, no IR op) | `MPI_Ibcast` | `ncclBroadcast` |
+//! | `send`/`recv` (pipeline) | `MPI_Isend` / polled `MPI_Improbe` + receive of the exact byte wire form (JSON dtype/shape header, raw elements) | over MPI, as on the left |
+//! | `collective` of another op, `exchange` | `MPI_Iallgatherv` of wire forms, then `eval_group` | over MPI |
+//!
+//! `mpi::MpiCommunicator`: rsmpi over OpenMPI, one rank per process under `mpirun`/`srun`
+//! (`launched_world_size`, `launched_local_rank` read the launcher's environment: OpenMPI's,
+//! PMI's or PMIx's size variable, else Slurm's `SLURM_STEP_NUM_TASKS`, which only a job step's
+//! tasks have, never a batch script, so a process that no launcher started as a rank is never taken
+//! for one; `tests/e2e/srun.rs` checks `srun --mpi=pmix` on a throwaway cluster from
+//! `scripts/slurm-local.sh`, which keeps all its state in one directory); collectives
+//! run on a per-group sub-communicator made with `MPI_Comm_create_group` (only members take
+//! part) and cached. `nccl::NcclCommunicator` wraps one: `availability()` probes libcuda and
+//! libnccl *before* MPI starts (so `--comm nccl` fails on every rank with "NCCL needs a CUDA
+//! driver: no CUDA driver found" or "NCCL needs libnccl: libnccl not found"); the GPU is the local
+//! rank (launcher variable, else an `MPI_COMM_TYPE_SHARED` split); one NCCL communicator per
+//! group: member 0's `ncclGetUniqueId` is `MPI_Ibcast` over the group's MPI communicator, then
+//! `ncclCommInitRank(member)`. Operands are staged host→device on the rank's stream, results
+//! copied back. Invariants:
+//! - **Wire types keep values** (`runtime::wire`): f64 as f64, f32 as f32; bf16/f16 move as
+//!   their 16 bits (`ncclBfloat16`/`ncclFloat16`, `MPI_UINT16_T`), are maxed as f32 and summed as
+//!   f64 (rounded to the dtype once, as `eval_group` does); integers as i64, summed as u64 bits
+//!   (wraps like `wrapping_add`). Float sums differ from the reference only by addition order.
+//! - **Members agree on the operand before data moves**: every native collective first
+//!   `MPI_Iallgather`s a 64-bit fingerprint of (dtype, shape); a mismatch is a `CommError`, never
+//!   a read past a shorter buffer.
+//! - **Max propagates NaN** although `MPI_MAX`/`ncclMax` need not: NaNs become -inf and a second
+//!   max over 0/1 flags puts them back.
+//! - **Deadlines everywhere**: MPI requests are polled (`MPI_Test`) until `--comm-timeout`, their
+//!   buffers leaked on a timeout; NCCL work is polled through an event and
+//!   `ncclCommGetAsyncError`, and a timeout or asynchronous error calls `ncclCommAbort` and drops
+//!   that communicator; `abort` aborts the NCCL communicators (when no collective holds them)
+//!   before `MPI_Abort`. `ncclCommInitRank` (blocking until all members join) runs on a helper
+//!   thread that the caller waits for with the deadline.
+//! - **Pipeline messages never deadlock**: sends do not wait for receivers, receives match by
+//!   sender and tag. NCCL p2p cannot promise either (it matches in issue order and blocks the
+//!   stream until both sides meet), so `send`/`recv` stay on MPI in the NCCL transport.
+//! - `native_calls()` counts each kind; `tessera comm-test` reports them (`"native"` in JSON) and
+//!   the e2e test asserts every typed collective ran natively and `exchange` never did.
+//!
+//! `abort` prints and calls `MPI_Abort`. `tessera comm-test` checks either transport against
+//! `LocalCommunicator` under `mpirun`. Not verified here: the NCCL path has never run on a GPU in
+//! this project (no GPU machine); it compiles, fails cleanly without a driver, and its layout and
+//! type mapping are unit-tested; `tests/e2e/mpi.rs` runs `comm-test --comm nccl` where two GPUs
+//! and libnccl exist.
+//!
+//! - **No rank waits forever.** Under MPI every receive and collective is non-blocking and polled
+//!   against `--comm-timeout` (NCCL work too, aborting its communicator on a timeout); a failing rank calls `MPI_Abort`. A rank that dies (SIGKILL, OOM)
+//!   is noticed by OpenMPI 4.1's `mpirun`, which kills the rest of the job within about a second
+//!   (tested: `tests/e2e/mpi.rs`); a rank that hangs without dying is caught by the others'
+//!   deadlines, whose abort ends the job. Test-only fault injection: `TESSERA_FAULT=RANK:STEP`
+//!   (SIGKILL) or `RANK:STEP:hang` (SIGSTOP), read by `tessera train` and `tessera comm-test`.
 
 use crate::spmd::{CommError, Communicator, Tag};
 use crate::wire::{signature, Elements, Use, Wire};

@@ -18,12 +18,13 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use std::time::{Duration, Instant};
 use tessera::fault;
-use tessera_frontend::zoo::build::{build_model, BuildOptions};
+use tessera_frontend::zoo::build::build_model;
 use tessera_ir::dtype::DType;
 use tessera_ir::ops::collective::{Collective, MeshAxes, Reduction};
 use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::sharding::Mesh;
 use tessera_ir::tensor::Tensor;
+use tessera_ir::workload::BlockShape;
 use tessera_passes::shard::{partition, ShardConfig};
 use tessera_runtime::nccl::Transport;
 use tessera_runtime::spmd::{run_rank, Communicator, LocalCommunicator, Tag};
@@ -326,7 +327,7 @@ fn check(args: &CommTestArgs, transport: &Transport, fault: Option<fault::Fault>
     // 2. A partitioned forward graph.
     let mut cfg = tessera_frontend::zoo::spec::parse(&args.model)?;
     cfg.dtype = DType::F64;
-    let opts = BuildOptions { batch: 2 * mesh.num_devices() as u64, ..BuildOptions::new(&cfg) };
+    let opts = BlockShape { batch: 2 * mesh.num_devices() as u64, ..cfg.block_shape() };
     let graph = build_model(&cfg, &opts)?.graph;
     let module = partition(&graph, &ShardConfig::new(mesh.clone()))
         .with_context(|| format!("{} on mesh {mesh_text}", args.model))?;

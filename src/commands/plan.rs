@@ -2,8 +2,8 @@
 //!
 //! MODEL is a zoo spec (`gpt-1t`, `llama3-70b:seq=4096`, `gpt:layers=24,hidden=2048,heads=16`)
 //! or a model file (`.mlir`, `.json`, `.onnx`), which the `shard` pass partitions for each
-//! tensor- and pipeline-parallel candidate ([`GraphWorkload`]). The adapter from zoo models and cluster specs to the cost model's types is
-//! [`tessera::workload`].
+//! tensor- and pipeline-parallel candidate ([`GraphWorkload`]). The adapter from zoo models to the
+//! cost model's workloads is [`tessera::workload`]; cluster specs are [`tessera_ir::hardware`]'s.
 //!
 //! A model that fits at no parallelism is a [`PlanError::Infeasible`]; [`exit_code`] maps it to
 //! exit status 2.
@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tessera::workload::{to_cluster, ZooWorkload};
+use tessera::workload::ZooWorkload;
 use tessera_passes::cost::step::{Job, Mode};
 use tessera_passes::cost::workload::{GraphWorkload, Workload};
 use tessera_passes::planner::fixed::Fixed;
@@ -69,8 +69,7 @@ pub fn exit_code(err: &anyhow::Error) -> Option<u8> {
 }
 
 pub fn run(args: PlanArgs) -> Result<()> {
-    let spec = tessera_frontend::cluster::parse(&args.cluster)?;
-    let cluster = to_cluster(&spec);
+    let cluster = tessera_frontend::cluster::parse(&args.cluster)?;
     let workload = load_workload(&args.model, args.seq)?;
     let fixed = match &args.fix {
         Some(text) => Fixed::parse(text)?,

@@ -18,6 +18,18 @@
 //! renames after a barrier). A crash, or a rank killed mid-save, leaves either the complete
 //! checkpoint or none, and [`latest`] only ever sees complete ones; the staging directory a
 //! killed write leaves is removed by the next save into the same directory.
+//!
+//! # Invariants
+//!
+//! - **Checkpoints are directories renamed into place**: files and directories are fsynced before
+//!   the rename, so a crash leaves the previous complete checkpoint and no partial one. A sharded
+//!   save stages every rank's blocks in one shared directory; rank 0 writes `index.json` and
+//!   renames only after a barrier, so a rank that dies mid-save leaves only a hidden staging
+//!   directory, which `latest` ignores.
+//! - **A checkpoint does not depend on the mesh that wrote it.** Each file is one block of a
+//!   tensor with its offset in the whole tensor; each block is written once (by the lowest rank
+//!   of the first stage holding it); loading reassembles whole tensors from the offsets alone and
+//!   fails if any element is not covered. Resuming cuts them for the new mesh, or one process.
 
 use super::distributed::DistributedTrainer;
 use anyhow::{bail, Context, Result};

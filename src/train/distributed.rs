@@ -23,6 +23,22 @@
 //!
 //! A failing step aborts the communicator, so the other ranks stop with an error instead of
 //! waiting for this one.
+//!
+//! # Per-rank trainers
+//!
+//! **`tessera::train::distributed`**: `DistributedStep` (the step graph and its partition, shared
+//! by in-process ranks) and `DistributedTrainer`, one per rank over an `Arc<dyn Communicator>`:
+//! it holds only its blocks (`RankShard`: name, sharding, global type, local tensor) of the
+//! parameters and optimizer state its stage uses, draws the same global batches as one process
+//! (`train::step_data`) and feeds its program its part, runs it with `runtime::spmd::run_rank`
+//! and keeps the updated blocks. `gather_state` (collective) and `restore_global` convert to and
+//! from the global `TrainState`, so checkpoints are mesh-independent; `writes_shard` picks one
+//! writer per distinct block for sharded checkpoints. `train_in_process` runs every rank on a
+//! thread (`tessera train --mesh`); under `mpirun -n N` the CLI runs one `DistributedTrainer` per
+//! process over the `--comm` transport (`MpiCommunicator`, or `NcclCommunicator` on GPUs) instead, rank 0 printing, and each rank writes the blocks it is
+//! the writer of (`checkpoint::rank_blocks` + `save_sharded`). Not done: `cross_entropy` and
+//! `softmax` keep the class dimension whole (a vocabulary-parallel loss would need partial
+//! max/sum inside them), so a `tp`-split head's logits are gathered before the loss.
 
 use super::data::ByteCorpus;
 use super::{build_step, init_state, step_data, SplitMix64State, StepReport, TrainConfig, TrainModel, TrainState};

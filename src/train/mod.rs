@@ -21,13 +21,14 @@ pub mod distributed;
 use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
 use std::time::Instant;
-use tessera_frontend::zoo::build::{build_model, BuildOptions};
+use tessera_frontend::zoo::build::build_model;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole};
 use tessera_ir::ops::optim::{AdamW, Sgd};
 use tessera_ir::ops::Op;
 use tessera_ir::random::SplitMix64;
 use tessera_ir::tensor::Tensor;
+use tessera_ir::workload::BlockShape;
 use tessera_passes::train_step::{self, Optimizer, TrainStep, TrainStepConfig};
 use tessera_runtime::step::{InterpreterExecutor, StepExecutor};
 
@@ -54,7 +55,7 @@ pub fn load_model(model: &str, batch: u64, seq: Option<u64>) -> Result<TrainMode
         if let Some(seq) = seq {
             cfg.seq = seq;
         }
-        let opts = BuildOptions { batch, ..BuildOptions::new(&cfg) };
+        let opts = BlockShape { batch, ..cfg.block_shape() };
         (build_model(&cfg, &opts)?.graph, cfg.dropout)
     };
     let &[out] = forward.outputs() else {

@@ -46,7 +46,7 @@ pub fn predictions() -> Vec<(String, &'static str, f64, f64)> {
                 schedule: Schedule::OneFOneB,
             };
             let e = estimate(&mut cache, &c, &job, &par).unwrap_or_else(|err| panic!("{model} {column}: {err}"));
-            assert!(e.memory.total <= c.device.memory_bytes, "{model} {column} needs {:.1} GB", e.memory.total / 1e9);
+            assert!(e.memory.total <= c.device.memory_bytes(), "{model} {column} needs {:.1} GB", e.memory.total / 1e9);
             let measured = row["iter_time_s"][column].as_f64().expect("measured time");
             out.push((model.to_string(), column, e.step_time_s, measured));
         }

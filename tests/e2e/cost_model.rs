@@ -4,14 +4,15 @@
 
 use crate::support::{cluster, zoo};
 use std::collections::HashMap;
+use tessera_ir::workload::BlockShape;
 use tessera_passes::cost::collective::{collective, Algorithm, CollectiveKind, Group};
 use tessera_passes::cost::profile::profile;
 use tessera_passes::cost::step::{estimate, Estimate, Job, Mode, Parallelism, Recompute, Schedule};
-use tessera_passes::cost::workload::{BlockKind, ProfileCache, Shape, Workload};
+use tessera_passes::cost::workload::{BlockKind, ProfileCache, Workload};
 use tessera_passes::stats::GraphStats;
 
-fn train_shape(batch: u64, seq: u64, tp: u64) -> Shape {
-    Shape { batch, seq, tp, ep: 1, training: true, kv_cache: 0 }
+fn train_shape(batch: u64, seq: u64, tp: u64) -> BlockShape {
+    BlockShape { batch, seq, tp, ep: 1, training: true, kv_cache: 0 }
 }
 
 fn par(dp: u64, tp: u64, pp: u64) -> Parallelism {
@@ -88,7 +89,7 @@ fn fusion_prices_megatron_kernels() {
 #[test]
 fn collectives_follow_alpha_beta() {
     let c = cluster("a100-80g-sxm:nodes=4");
-    let (bi, ai) = (c.intra.effective_bandwidth(), c.intra.latency_s);
+    let (bi, ai) = (c.intra_node.effective_bandwidth(), c.intra_node.latency_s());
     let s = 1e8;
     // A ring in one node: 2 (n - 1) / n * S / B + 2 (n - 1) alpha.
     let ar = collective(&c, CollectiveKind::AllReduce, s, Group::new(8, 1));
@@ -104,7 +105,7 @@ fn collectives_follow_alpha_beta() {
     assert_eq!(dp.intra_bytes, 0.0);
     assert_eq!(collective(&c, CollectiveKind::AllGather, s, Group::new(1, 1)).time_s, 0.0);
     let p2p = collective(&c, CollectiveKind::SendRecv, s, Group::new(2, 8));
-    assert!((p2p.time_s - (c.inter.latency_s + s / c.inter.effective_bandwidth())).abs() < 1e-12);
+    assert!((p2p.time_s - (c.inter_node.latency_s() + s / c.inter_node.effective_bandwidth())).abs() < 1e-12);
 }
 
 #[test]

@@ -44,7 +44,7 @@ fn never_slower_than_the_published_configuration() {
         };
         let reference = estimate(&mut ProfileCache::new(&w, &c.device), &c, &job, &par).expect("published");
         assert!(best.step_time_s <= reference.step_time_s, "{model}: {} > {}", best.step_time_s, reference.step_time_s);
-        assert!(best.memory_per_gpu_bytes <= c.device.memory_bytes, "{model} does not fit");
+        assert!(best.memory_per_gpu_bytes <= c.device.memory_bytes(), "{model} does not fit");
         assert_eq!(best.parallelism.gpus(), gpus);
         assert!(best.search.space > 100 && best.search.feasible > 0, "{:?}", best.search);
         assert!(best.mfu > 0.3 && best.mfu < 0.8, "{model}: MFU {}", best.mfu);
@@ -140,7 +140,8 @@ fn any_graph_plans_every_layout_the_shard_pass_can_cut() {
 /// local parameter.
 #[test]
 fn graph_plan_memory_is_the_partitioned_programs_local_parameters() {
-    use tessera_passes::cost::workload::{Shape, Workload};
+    use tessera_ir::workload::BlockShape;
+    use tessera_passes::cost::workload::Workload;
     let text = crate::support::wide_mlp_mlir(2, 128, 1024);
     let graph = tessera_frontend::load::load_model_text(
         std::path::Path::new("wide.mlir"),
@@ -154,7 +155,7 @@ fn graph_plan_memory_is_the_partitioned_programs_local_parameters() {
         let fix = format!("tp={tp},pp={pp},zero=0,micro_batch=1,recompute=none");
         let request = Request { job: train(8, 1), fixed: Fixed::parse(&fix).expect("fix"), alternatives: 0 };
         let p = plan(&w, &c, &request, &mut |_, _| {}).expect("plan");
-        let shape = Shape { batch: 1, seq: 1, tp, ep: 1, training: true, kv_cache: 0 };
+        let shape = BlockShape { batch: 1, seq: 1, tp, ep: 1, training: true, kv_cache: 0 };
         let module = w.partitioned(&shape, pp).expect("partition");
         assert_eq!(module.stages.len() as u64, pp);
         // (bytes, elements) of each stage program's parameter inputs, at their local types.

@@ -4,11 +4,12 @@
 //! what the single-device interpreter computes.
 
 use crate::support::{example, tessera};
-use tessera_frontend::zoo::build::{build_model, BuildOptions};
+use tessera_frontend::zoo::build::build_model;
 use tessera_ir::graph::Graph;
 use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::sharding::Mesh;
 use tessera_ir::tensor::Tensor;
+use tessera_ir::workload::BlockShape;
 use tessera_passes::shard::{partition, ShardConfig, ShardedModule};
 use tessera_runtime::spmd::{run_spmd, RankProgram, SpmdConfig};
 
@@ -118,7 +119,7 @@ fn small_zoo_models_match_the_single_device_result_on_every_mesh() {
         let mut cfg = tessera_frontend::zoo::spec::parse(spec).expect("spec");
         // In f64 the only difference from one device is the order partial sums are added in.
         cfg.dtype = tessera_ir::dtype::DType::F64;
-        let opts = BuildOptions { batch: 2, seq: cfg.seq, tp: 1, ep: 1, training: false, kv_cache: 0 };
+        let opts = BlockShape { batch: 2, seq: cfg.seq, tp: 1, ep: 1, training: false, kv_cache: 0 };
         let g = build_model(&cfg, &opts).expect("builds").graph;
         // Token ids and positions both index tables of at least `seq` = 8 rows.
         let inputs = feeds(&g, 11, 8);
@@ -148,7 +149,7 @@ fn fused_qkv_attention_under_tp_needs_no_gather() {
         let mut cfg = tessera_frontend::zoo::spec::parse(spec).expect("spec");
         assert_eq!(cfg.qkv, tessera_frontend::zoo::config::Qkv::Fused);
         cfg.dtype = tessera_ir::dtype::DType::F64;
-        let opts = BuildOptions { batch: 2, seq: cfg.seq, tp: 1, ep: 1, training: false, kv_cache: 0 };
+        let opts = BlockShape { batch: 2, seq: cfg.seq, tp: 1, ep: 1, training: false, kv_cache: 0 };
         let g = build_model(&cfg, &opts).expect("builds").graph;
         let inputs = feeds(&g, 5, 8);
         for tp in tps {

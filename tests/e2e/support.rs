@@ -47,9 +47,9 @@ pub fn zoo(spec: &str) -> tessera::workload::ZooWorkload {
     tessera::workload::ZooWorkload::new(cfg)
 }
 
-/// A cluster preset or spec in the cost model's SI units.
-pub fn cluster(spec: &str) -> tessera_passes::cost::hardware::Cluster {
-    tessera::workload::to_cluster(&tessera_frontend::cluster::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}")))
+/// A cluster preset or spec, as `tessera plan --cluster` reads it.
+pub fn cluster(spec: &str) -> tessera_ir::hardware::ClusterSpec {
+    tessera_frontend::cluster::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}"))
 }
 
 /// The fields issue 5 requires of a plan's JSON, checked through the library and the CLI.

@@ -31,6 +31,7 @@ use crate::zoo::config::{LayerKind, ModelConfig};
 use crate::zoo::layers;
 use crate::zoo::ZooError;
 use tessera_ir::graph::{Graph, ValueId};
+use tessera_ir::workload::BlockShape;
 
 /// A part of a model that the planner costs separately: layers repeat, the ends do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,30 +42,6 @@ pub enum Block {
     Layer(u64),
     /// Final norm, output projection and the softmax over the vocabulary.
     Head,
-}
-
-/// The shapes and sharding a graph is built for.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BuildOptions {
-    /// Sequences per micro-batch.
-    pub batch: u64,
-    /// New tokens per sequence (the whole sequence in training, 1 when decoding).
-    pub seq: u64,
-    /// Tensor-parallel ranks the graph is one of.
-    pub tp: u64,
-    /// Expert-parallel ranks the graph is one of (MoE layers only).
-    pub ep: u64,
-    /// Training graphs carry dropout (when the config has any); serving graphs do not.
-    pub training: bool,
-    /// Tokens already in the KV cache before these (serving); 0 builds no cache inputs.
-    pub kv_cache: u64,
-}
-
-impl BuildOptions {
-    /// One unsharded training micro-batch of one sequence of the config's length.
-    pub fn new(cfg: &ModelConfig) -> BuildOptions {
-        BuildOptions { batch: 1, seq: cfg.seq, tp: 1, ep: 1, training: true, kv_cache: 0 }
-    }
 }
 
 /// What a node is, for parallelism.
@@ -110,7 +87,7 @@ pub struct ZooBlock {
 }
 
 /// Checks that the config can be split `opts.tp` ways (and `opts.ep` ways for experts).
-pub fn check_sharding(cfg: &ModelConfig, opts: &BuildOptions) -> Result<(), ZooError> {
+pub fn check_sharding(cfg: &ModelConfig, opts: &BlockShape) -> Result<(), ZooError> {
     let fail = |what: String, message: String| Err(ZooError::Build { model: cfg.name.clone(), what, message });
     let (tp, ep) = (opts.tp, opts.ep);
     if tp == 0 || ep == 0 || opts.batch == 0 || opts.seq == 0 {
@@ -141,7 +118,7 @@ pub fn check_sharding(cfg: &ModelConfig, opts: &BuildOptions) -> Result<(), ZooE
 }
 
 /// The graph of one block as one rank runs it.
-pub fn build_block(cfg: &ModelConfig, block: Block, opts: &BuildOptions) -> Result<ZooBlock, ZooError> {
+pub fn build_block(cfg: &ModelConfig, block: Block, opts: &BlockShape) -> Result<ZooBlock, ZooError> {
     cfg.validate()?;
     check_sharding(cfg, opts)?;
     let name = match block {
@@ -170,7 +147,7 @@ pub fn build_block(cfg: &ModelConfig, block: Block, opts: &BuildOptions) -> Resu
 
 /// The whole model as one graph: embedding, every layer, head (a tied head reuses the
 /// embedding's parameter).
-pub fn build_model(cfg: &ModelConfig, opts: &BuildOptions) -> Result<ZooBlock, ZooError> {
+pub fn build_model(cfg: &ModelConfig, opts: &BlockShape) -> Result<ZooBlock, ZooError> {
     cfg.validate()?;
     check_sharding(cfg, opts)?;
     let name = cfg.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");

@@ -8,6 +8,7 @@
 use crate::zoo::ZooError;
 use serde::{Deserialize, Serialize};
 use tessera_ir::dtype::DType;
+use tessera_ir::workload::BlockShape;
 
 /// Which family a model belongs to; it decides the defaults of the fields a spec leaves out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -156,6 +157,12 @@ pub enum LayerKind {
 }
 
 impl ModelConfig {
+    /// One unsharded training micro-batch of one sequence of the config's length: what graphs
+    /// are built for unless a caller says otherwise.
+    pub fn block_shape(&self) -> BlockShape {
+        BlockShape { batch: 1, seq: self.seq, tp: 1, ep: 1, training: true, kv_cache: 0 }
+    }
+
     /// The defaults of a family for a model of the given size; specs override fields after.
     pub fn family_default(family: Family, name: &str, layers: u64, hidden: u64, heads: u64) -> ModelConfig {
         let head_dim = hidden.checked_div(heads).unwrap_or(0);

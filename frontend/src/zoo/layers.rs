@@ -1,8 +1,16 @@
 //! The blocks of the zoo's transformers, written against [`Builder`]: embedding, attention
 //! (multi-head, grouped-query, multi-head latent), dense MLPs (GELU, SwiGLU), routed experts
 //! and the head. Shapes are per tensor-parallel rank (see [`crate::zoo::build`]).
+//!
+//! # Fused weight layouts
+//!
+//! Fused weights are laid out
+//! for column splits: the fused QKV weight is head-interleaved (per key/value head: its query
+//! heads, its key, its value) and the fused SwiGLU `gate_up` weight pairs each gate column with
+//! its up column, so `shard` over `tp` gives every rank whole heads and matching halves, and a zoo
+//! layer communicates only Megatron's two all-reduces (`tests/e2e/shard.rs` checks it).
 
-use crate::zoo::build::{BuildOptions, CommSite, Role};
+use crate::zoo::build::{CommSite, Role};
 use crate::zoo::builder::Builder;
 use crate::zoo::config::{Family, GraphForm, LayerKind, Mlp, ModelConfig, Norm, Position, Qkv};
 use crate::zoo::ZooError;
@@ -12,6 +20,7 @@ use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
+use tessera_ir::workload::BlockShape;
 
 const NORM_EPSILON: f64 = 1e-5;
 
@@ -90,13 +99,7 @@ fn linear(b: &mut Builder, cfg: &ModelConfig, x: ValueId, name: &str, in_out: [u
 
 /// Inverted dropout when training with `cfg.dropout > 0`: `x * mask / (1 - p)`, the keep-mask
 /// an `i1` input (see the module doc of `build`).
-fn dropout(
-    b: &mut Builder,
-    cfg: &ModelConfig,
-    opts: &BuildOptions,
-    x: ValueId,
-    name: &str,
-) -> Result<ValueId, ZooError> {
+fn dropout(b: &mut Builder, cfg: &ModelConfig, opts: &BlockShape, x: ValueId, name: &str) -> Result<ValueId, ZooError> {
     if !opts.training || cfg.dropout == 0.0 {
         return Ok(x);
     }
@@ -109,7 +112,7 @@ fn dropout(
 }
 
 /// Rotary tables for the new tokens: `[seq, dim / 2]` each.
-fn rope_tables(b: &mut Builder, cfg: &ModelConfig, opts: &BuildOptions, name: &str, dim: u64) -> (ValueId, ValueId) {
+fn rope_tables(b: &mut Builder, cfg: &ModelConfig, opts: &BlockShape, name: &str, dim: u64) -> (ValueId, ValueId) {
     let cos = b.input(&format!("{name}.cos"), cfg.dtype, &[opts.seq, dim / 2]);
     let sin = b.input(&format!("{name}.sin"), cfg.dtype, &[opts.seq, dim / 2]);
     (cos, sin)
@@ -131,11 +134,7 @@ fn merge_heads(b: &mut Builder, x: ValueId) -> Result<ValueId, ZooError> {
 
 /// Token (and learned position) embedding on this rank's vocabulary slice; returns the
 /// stream and the token table (which a tied head reuses).
-pub(crate) fn embedding(
-    b: &mut Builder,
-    cfg: &ModelConfig,
-    opts: &BuildOptions,
-) -> Result<(ValueId, ValueId), ZooError> {
+pub(crate) fn embedding(b: &mut Builder, cfg: &ModelConfig, opts: &BlockShape) -> Result<(ValueId, ValueId), ZooError> {
     let (batch, seq, h) = (opts.batch, opts.seq, cfg.hidden);
     // Megatron pads the vocabulary so every rank holds an equal slice.
     let vocab_local = cfg.vocab.div_ceil(opts.tp);
@@ -169,7 +168,7 @@ pub(crate) fn embedding(
 pub(crate) fn layer(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     i: u64,
     x: ValueId,
 ) -> Result<ValueId, ZooError> {
@@ -186,7 +185,7 @@ pub(crate) fn layer(
 fn attention_core(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     name: &str,
     q: ValueId,
     kt: ValueId,
@@ -212,7 +211,7 @@ fn attention_core(
 fn attention(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     name: &str,
     x: ValueId,
 ) -> Result<ValueId, ZooError> {
@@ -298,7 +297,7 @@ fn attention(
 fn residual(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     name: &str,
     x: ValueId,
     out: ValueId,
@@ -318,7 +317,7 @@ fn residual(
 fn latent_attention(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     name: &str,
     normed: ValueId,
 ) -> Result<ValueId, ZooError> {
@@ -430,7 +429,7 @@ fn mlp_body(
 fn dense_mlp(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     name: &str,
     x: ValueId,
 ) -> Result<ValueId, ZooError> {
@@ -452,20 +451,14 @@ fn dense_mlp(
 
 /// Expert slots per local expert: the balanced share of the expert group's routed tokens
 /// times the capacity factor.
-pub(crate) fn expert_capacity(cfg: &ModelConfig, opts: &BuildOptions) -> u64 {
+pub(crate) fn expert_capacity(cfg: &ModelConfig, opts: &BlockShape) -> u64 {
     let routed = opts.batch * opts.seq * cfg.top_k * opts.ep;
     ((routed as f64 * cfg.capacity_factor / cfg.experts as f64).ceil() as u64).max(1)
 }
 
 /// Routed experts (plus shared experts) with the router; see the module doc of `build` for
 /// how routing enters the graph.
-fn experts(
-    b: &mut Builder,
-    cfg: &ModelConfig,
-    opts: &BuildOptions,
-    name: &str,
-    x: ValueId,
-) -> Result<ValueId, ZooError> {
+fn experts(b: &mut Builder, cfg: &ModelConfig, opts: &BlockShape, name: &str, x: ValueId) -> Result<ValueId, ZooError> {
     let h = cfg.hidden;
     let (batch, seq) = (opts.batch, opts.seq);
     let tokens = batch * seq;
@@ -523,7 +516,7 @@ fn experts(
 pub(crate) fn head(
     b: &mut Builder,
     cfg: &ModelConfig,
-    opts: &BuildOptions,
+    opts: &BlockShape,
     x: ValueId,
     table: Option<ValueId>,
 ) -> Result<ValueId, ZooError> {

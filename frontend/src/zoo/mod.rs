@@ -17,6 +17,17 @@
 //! - [`build`]: graph builders and the per-node annotations.
 //! - [`resnet`]: ResNet-50 and smaller bottleneck ResNets (a CNN, so its own config and spec;
 //!   `tessera plan` takes it as a plain graph, like a model file).
+//!
+//! # The zoo at a glance
+//!
+//! **`frontend::zoo`, `frontend::cluster`**: model builders (GPT, Llama, MoE and BERT families
+//! with named presets and `family:key=value` overrides; `qkv=fused|separate` and `form=zoo|onnx`
+//! pick the projection layout and whether norms/GELU are tsr ops or decomposed as ONNX exports
+//! emit them; `zoo::resnet` builds bottleneck ResNets such as `resnet50`, which `tessera plan`
+//! treats as a plain graph like a model file) that produce one transformer block's real tsr graph
+//! plus side tables (node roles, where collectives go, expert parameters) and an analytic
+//! `ModelConfig`; cluster specs (presets from datasheets, JSON files, `:gpus=N`/`:nodes=N`) with a
+//! link hierarchy (NVLink/NVSwitch in a node, InfiniBand between nodes).
 
 pub mod build;
 mod builder;

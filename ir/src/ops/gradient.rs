@@ -11,6 +11,19 @@
 //! constant in their operands (comparisons, `argmax`, casts to integers) have no float result,
 //! so no adjoint ever reaches them and their derivative is zero, as math dictates; optimizer
 //! updates are not differentiated at all and asking for it is an error.
+//!
+//! # Gradients and training ops
+//!
+//! **Gradients and training ops.** `ir::ops::gradient` is the interface of gradient rules: each
+//! family module states, beside its shape rule and reference semantics, how to build the adjoints
+//! of its operands from existing ops (`grad*`), and `Op::differentiability` says which ops are
+//! piecewise constant (comparisons, `argmax`, boolean logic) or not differentiable at all
+//! (optimizer updates). `ir::ops::optim` holds `cross_entropy` (stable, mean over tokens), `sgd`
+//! and `adamw` (bias correction, decoupled weight decay) as ordinary ops. Rules that need index
+//! arithmetic build constant index tensors (so they need static shapes, and say so otherwise):
+//! `gather_elements` for `scatter`, one `scatter` per sliced axis for `slice`, and im2col through
+//! `gather`/`scatter` add on the flattened image (padding taps read and write one extra element)
+//! for `conv2d` and pooling.
 
 use crate::dtype::DType;
 use crate::graph::{AddNodeError, Graph, ValueId};

@@ -9,8 +9,9 @@
 //! buffer convention: the full buffer for all-reduce, the gathered output for all-gather, the
 //! input for reduce-scatter, everything a rank sends for all-to-all, the message for send/recv.
 
-use crate::cost::hardware::{Cluster, LinkClass};
+use crate::cost::hardware::LinkClass;
 use serde::Serialize;
+use tessera_ir::hardware::ClusterSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -101,14 +102,14 @@ fn fastest(options: impl IntoIterator<Item = CollectiveCost>) -> CollectiveCost 
 }
 
 /// The cost of `kind` on `bytes` over `group`.
-pub fn collective(cluster: &Cluster, kind: CollectiveKind, bytes: f64, group: Group) -> CollectiveCost {
+pub fn collective(cluster: &ClusterSpec, kind: CollectiveKind, bytes: f64, group: Group) -> CollectiveCost {
     let n = group.size;
     if n <= 1 || bytes <= 0.0 {
         return CollectiveCost::ZERO;
     }
-    let (intra, inter) = (&cluster.intra, &cluster.inter);
+    let (intra, inter) = (&cluster.intra_node, &cluster.inter_node);
     let (bi, be) = (intra.effective_bandwidth(), inter.effective_bandwidth());
-    let (ai, ae) = (intra.latency_s, inter.latency_s);
+    let (ai, ae) = (intra.latency_s(), inter.latency_s());
     let k = group.members_per_node(cluster.gpus_per_node);
     let nodes = n.div_ceil(k);
     let nf = n as f64;

@@ -2,7 +2,7 @@
 //! memory each device needs and how many bytes cross each link class.
 //!
 //! Map:
-//! - [`hardware`]: devices, links and clusters in SI units.
+//! - [`hardware`]: link classes; devices, links and clusters are [`tessera_ir::hardware`]'s.
 //! - [`profile`]: one block's graph as kernels priced by the roofline, its stored activations,
 //!   parameters and collectives, per micro-batch on one device.
 //! - [`collective`]: all-reduce, all-gather, reduce-scatter, all-to-all and send/recv by the

@@ -31,11 +31,11 @@
 //! `5 a s^2 b` part.
 
 use crate::cost::collective::CollectiveKind;
-use crate::cost::hardware::Device;
 use crate::cost::CostError;
 use serde::Serialize;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole, NodeId, ValueId};
+use tessera_ir::hardware::DeviceSpec;
 use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::elementwise::{BackwardKeeps, BinaryOp};
 use tessera_ir::ops::reduce::ReduceKind;
@@ -303,7 +303,7 @@ fn read_bytes(g: &Graph, s: &Sizes, v: ValueId) -> f64 {
 }
 
 /// Matmul efficiency for dims `m, n, k` (see the module doc).
-pub fn gemm_efficiency(device: &Device, m: f64, n: f64, k: f64) -> f64 {
+pub fn gemm_efficiency(device: &DeviceSpec, m: f64, n: f64, k: f64) -> f64 {
     let f = |d: f64| d / (d + device.gemm_half_dim);
     device.gemm_efficiency * f(m) * f(n) * f(k)
 }
@@ -336,7 +336,7 @@ impl Dsu {
 }
 
 /// Prices `block` on `device`.
-pub fn profile(block: &BlockGraph, device: &Device) -> Result<BlockProfile, CostError> {
+pub fn profile(block: &BlockGraph, device: &DeviceSpec) -> Result<BlockProfile, CostError> {
     let g = &block.graph;
     if block.regions.len() != g.num_nodes() {
         return Err(CostError::Malformed(format!(
@@ -475,7 +475,7 @@ struct PricedGroups {
 
 /// Prices each fusion group as one kernel: roofline of its FLOPs and the bytes it reads and
 /// writes, plus the launch overhead.
-fn price_groups(block: &BlockGraph, device: &Device, facts: &BlockFacts, group_of: &[usize]) -> PricedGroups {
+fn price_groups(block: &BlockGraph, device: &DeviceSpec, facts: &BlockFacts, group_of: &[usize]) -> PricedGroups {
     let BlockFacts { g, nodes, classes, consumers, is_output, s, .. } = facts;
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
     for (i, &r) in group_of.iter().enumerate() {
@@ -528,7 +528,7 @@ fn price_groups(block: &BlockGraph, device: &Device, facts: &BlockFacts, group_o
                 let dtype = g.value(head.inputs[0]).ty.dtype;
                 let eff = gemm_efficiency(device, m, n, k);
                 // A matmul too thin for tensor-core tiles (decoding) still runs at the vector rate.
-                let rate = (device.peak(dtype) * eff).max(device.vector_flops);
+                let rate = (device.peak_flops(dtype) * eff).max(device.vector_flops());
                 (sum_read(&read) + sum(&written), flops / rate)
             }
             (Class::Memory, Op::Gather { .. }) => {
@@ -539,12 +539,12 @@ fn price_groups(block: &BlockGraph, device: &Device, facts: &BlockFacts, group_o
             (Class::Memory, Op::Scatter { .. }) => {
                 // In place: reads indices and updates, reads and writes the touched rows.
                 let part = |i: usize| head.inputs.get(i).map_or(0.0, |v| s.bytes[v.index()]);
-                (part(1) + 3.0 * part(2), flops / device.vector_flops)
+                (part(1) + 3.0 * part(2), flops / device.vector_flops())
             }
-            _ => (sum_read(&read) + sum(&written), flops / device.vector_flops),
+            _ => (sum_read(&read) + sum(&written), flops / device.vector_flops()),
         };
         let memory_s = bytes / bandwidth;
-        let time_s = compute_s.max(memory_s) + device.kernel_overhead_s;
+        let time_s = compute_s.max(memory_s) + device.kernel_overhead_s();
         peak_kernel_bytes = peak_kernel_bytes.max(bytes);
         fwd_time.add(region, time_s);
         fwd_flops.add(region, flops);

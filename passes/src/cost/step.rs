@@ -35,12 +35,14 @@
 //! memory. Serving keeps weights and the KV cache of every sequence.
 
 use crate::cost::collective::{collective, CollectiveCost, CollectiveKind, Group};
-use crate::cost::hardware::{Cluster, LinkClass};
+use crate::cost::hardware::LinkClass;
 use crate::cost::profile::BlockProfile;
-use crate::cost::workload::{BlockKind, ProfileCache, Shape};
+use crate::cost::workload::{BlockKind, ProfileCache};
 use crate::cost::CostError;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use tessera_ir::hardware::ClusterSpec;
+use tessera_ir::workload::BlockShape;
 
 /// Bytes Adam streams per parameter: reads of the fp32 gradient, master weight and two moments,
 /// writes of the master weight, moments and bf16 weight, and the gradient-norm pass.
@@ -229,7 +231,7 @@ fn check(job: &Job, par: &Parallelism, layers: u64, stage_programs: bool) -> Res
 /// Predicts `par` for `job` on `cluster`, building block profiles through `cache`.
 pub fn estimate(
     cache: &mut ProfileCache,
-    cluster: &Cluster,
+    cluster: &ClusterSpec,
     job: &Job,
     par: &Parallelism,
 ) -> Result<Estimate, CostError> {
@@ -245,9 +247,9 @@ pub fn estimate(
     }
     let train = job.mode == Mode::Train;
     let shape = if train {
-        Shape { batch: par.micro_batch, seq: job.seq, tp: par.tp, ep: par.ep, training: true, kv_cache: 0 }
+        BlockShape { batch: par.micro_batch, seq: job.seq, tp: par.tp, ep: par.ep, training: true, kv_cache: 0 }
     } else {
-        Shape { batch: par.micro_batch, seq: 1, tp: par.tp, ep: par.ep, training: false, kv_cache: job.seq }
+        BlockShape { batch: par.micro_batch, seq: 1, tp: par.tp, ep: par.ep, training: false, kv_cache: job.seq }
     };
     let setting = Setting::new(cluster, job, par, programs.is_some(), workload.tied_embeddings());
     let stages = StagePlan::new(cache, &setting, &shape, programs.as_deref())?;
@@ -309,7 +311,7 @@ pub fn estimate(
 /// What the parts of one estimate share: the plan, the quantities derived from it and the
 /// communication groups of one rank.
 struct Setting<'a> {
-    cluster: &'a Cluster,
+    cluster: &'a ClusterSpec,
     par: &'a Parallelism,
     train: bool,
     /// Pipeline stages.
@@ -333,7 +335,7 @@ struct Setting<'a> {
 }
 
 impl<'a> Setting<'a> {
-    fn new(cluster: &'a Cluster, job: &Job, par: &'a Parallelism, stage_programs: bool, tied_embeddings: bool) -> Self {
+    fn new(cluster: &'a ClusterSpec, job: &Job, par: &'a Parallelism, stage_programs: bool, tied_embeddings: bool) -> Self {
         Setting {
             cluster,
             par,
@@ -368,7 +370,7 @@ impl StagePlan {
     fn new(
         cache: &mut ProfileCache,
         setting: &Setting,
-        shape: &Shape,
+        shape: &BlockShape,
         programs: Option<&[usize]>,
     ) -> Result<Self, CostError> {
         let workload = cache.workload();
@@ -660,7 +662,7 @@ fn peak_memory(setting: &Setting, costs: &[StageCost]) -> Memory {
     let mut memory = Memory::default();
     for (s, c) in costs.iter().enumerate() {
         let mut mem =
-            Memory { reserved: setting.cluster.device.reserved_bytes, temporary: c.temp, ..Memory::default() };
+            Memory { reserved: setting.cluster.device.reserved_bytes(), temporary: c.temp, ..Memory::default() };
         let params = c.dense_params + c.expert_params;
         let weight_bytes = if params > 0.0 { c.param_bytes / params } else { 2.0 };
         let shard = |params: f64, ranks: u64, from: u8| if par.zero >= from { params / ranks as f64 } else { params };
@@ -696,7 +698,7 @@ fn step_flops(
     cache: &mut ProfileCache,
     setting: &Setting,
     stages: &StagePlan,
-    shape: &Shape,
+    shape: &BlockShape,
 ) -> Result<(f64, f64), CostError> {
     let (par, train) = (setting.par, setting.train);
     let tpf = par.tp as f64;
@@ -719,7 +721,7 @@ fn step_flops(
     if let Some(whole) = cache.workload().stage_programs(1).and_then(|kinds| kinds.first().copied()) {
         // Stage programs hold local blocks without regions: the model's FLOPs are the whole
         // graph's, once per micro-batch (full recomputation runs its forward again).
-        let f = cache.get(BlockKind::Layer(whole), &Shape { tp: 1, ep: 1, ..*shape })?.fwd_flops.total();
+        let f = cache.get(BlockKind::Layer(whole), &BlockShape { tp: 1, ep: 1, ..*shape })?.fwd_flops.total();
         model_fwd = f;
         recompute_fwd = if par.recompute == Recompute::Full { f } else { 0.0 };
     }

@@ -4,7 +4,6 @@
 //! Repeated layers are the reason this is fast: a 128-layer model has three distinct blocks
 //! (embedding, layer, head), so every candidate plan reuses a handful of profiles.
 
-use crate::cost::hardware::Device;
 use crate::cost::profile::{profile, BlockGraph, BlockProfile, TENSOR_AXIS};
 use crate::cost::CostError;
 use crate::shard::partition::Analysis;
@@ -12,10 +11,12 @@ use crate::shard::{ShardConfig, ShardedModule};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tessera_ir::graph::{Graph, InputRole, ValueId};
+use tessera_ir::hardware::DeviceSpec;
 use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::Op;
 use tessera_ir::sharding::Mesh;
 use tessera_ir::types::Dim;
+use tessera_ir::workload::BlockShape;
 
 /// The mesh axis a graph's pipeline stages are cut along (the shard pass's default role).
 const PIPELINE_AXIS: &str = "pp";
@@ -27,20 +28,6 @@ pub enum BlockKind {
     /// The `i`-th distinct kind of layer.
     Layer(usize),
     Head,
-}
-
-/// The shapes and sharding one rank's graph of a block is built for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Shape {
-    /// Sequences per micro-batch.
-    pub batch: u64,
-    /// New tokens per sequence.
-    pub seq: u64,
-    pub tp: u64,
-    pub ep: u64,
-    pub training: bool,
-    /// Tokens already cached (serving).
-    pub kv_cache: u64,
 }
 
 /// A knob that cannot work for a model, and why.
@@ -71,7 +58,7 @@ pub trait Workload {
     fn check_tp(&self, tp: u64) -> Result<(), KnobError>;
     fn check_ep(&self, ep: u64) -> Result<(), KnobError>;
     /// Builds one rank's graph of `block`.
-    fn build(&self, block: BlockKind, shape: &Shape) -> Result<BlockGraph, String>;
+    fn build(&self, block: BlockKind, shape: &BlockShape) -> Result<BlockGraph, String>;
 
     fn layers(&self) -> u64 {
         self.layer_runs().iter().map(|&(_, n)| n).sum()
@@ -110,13 +97,13 @@ pub trait Workload {
 /// Profiles by block and shape, built once each.
 pub struct ProfileCache<'w> {
     workload: &'w dyn Workload,
-    device: Device,
-    profiles: HashMap<(BlockKind, Shape), Arc<BlockProfile>>,
-    splits: HashMap<(Shape, bool, u64), Arc<Vec<usize>>>,
+    device: DeviceSpec,
+    profiles: HashMap<(BlockKind, BlockShape), Arc<BlockProfile>>,
+    splits: HashMap<(BlockShape, bool, u64), Arc<Vec<usize>>>,
 }
 
 impl<'w> ProfileCache<'w> {
-    pub fn new(workload: &'w dyn Workload, device: &Device) -> ProfileCache<'w> {
+    pub fn new(workload: &'w dyn Workload, device: &DeviceSpec) -> ProfileCache<'w> {
         ProfileCache { workload, device: device.clone(), profiles: HashMap::new(), splits: HashMap::new() }
     }
 
@@ -124,7 +111,7 @@ impl<'w> ProfileCache<'w> {
         self.workload
     }
 
-    pub fn get(&mut self, block: BlockKind, shape: &Shape) -> Result<Arc<BlockProfile>, CostError> {
+    pub fn get(&mut self, block: BlockKind, shape: &BlockShape) -> Result<Arc<BlockProfile>, CostError> {
         if let Some(p) = self.profiles.get(&(block, *shape)) {
             return Ok(p.clone());
         }
@@ -142,7 +129,7 @@ impl<'w> ProfileCache<'w> {
     /// balancer, over `weights()`, computed once per shape, sequence split and chunk count.
     pub fn chunks(
         &mut self,
-        shape: &Shape,
+        shape: &BlockShape,
         sequence_parallel: bool,
         chunks: u64,
         weights: impl FnOnce() -> Vec<f64>,
@@ -272,7 +259,7 @@ impl GraphWorkload {
     }
 
     /// The per-stage programs for `shape` over `tp` ranks and `pp` stages, built once.
-    pub fn partitioned(&self, shape: &Shape, pp: u64) -> Result<Arc<ShardedModule>, String> {
+    pub fn partitioned(&self, shape: &BlockShape, pp: u64) -> Result<Arc<ShardedModule>, String> {
         let key = (shape.batch, shape.seq, shape.tp, pp);
         if let Some(m) = self.partitions.lock().map_err(|_| "a partition build panicked".to_string())?.get(&key) {
             return Ok(m.clone());
@@ -370,7 +357,7 @@ impl Workload for GraphWorkload {
         false
     }
 
-    fn build(&self, block: BlockKind, shape: &Shape) -> Result<BlockGraph, String> {
+    fn build(&self, block: BlockKind, shape: &BlockShape) -> Result<BlockGraph, String> {
         let BlockKind::Layer(kind) = block else {
             return Err(format!("a graph has no {block:?} block"));
         };

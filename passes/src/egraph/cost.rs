@@ -1,9 +1,12 @@
 //! The roofline estimate that extraction minimises, per e-node and for whole graphs.
 //!
-//! A kernel costs `LAUNCH_US + max(flops / peak, bytes / bandwidth)` on an H100-like device
-//! (SXM: 989 TFLOP/s dense tensor-core math for `matmul`/`conv2d`, 67 TFLOP/s for everything
-//! else, 3.35 TB/s HBM3, about 2 µs to launch a kernel). FLOPs are [`Op::flops`]; bytes follow
-//! [`crate::stats`] (an unfused kernel reads each operand once and writes each result once).
+//! A kernel costs `overhead + max(flops / peak, bytes / bandwidth)` on the H100 SXM preset of
+//! [`tessera_ir::hardware`] ([`DeviceSpec::h100_80g_sxm`]): the bf16 tensor-core peak for
+//! `matmul`/`conv2d`, the vector (fp32) peak for everything else, the datasheet HBM bandwidth,
+//! and the preset's per-kernel overhead. Peaks and bandwidth are datasheet numbers, not the
+//! fractions the cost model applies: extraction compares graphs on one device, and a uniform
+//! efficiency would only rescale them. FLOPs are [`Op::flops`]; bytes follow [`crate::stats`]
+//! (an unfused kernel reads each operand once and writes each result once).
 //! Three conventions of our own:
 //! - `reshape`, `slice` and `split` are views: a consumer reads through strides, no kernel
 //!   runs. This is what makes a merged QKV matmul pay off (its three parts are views).
@@ -18,18 +21,41 @@
 
 use super::lang::{concrete, NodeKind, TsrEGraph, TsrNode};
 use egg::{CostFunction, Id};
+use std::sync::LazyLock;
+use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole};
+use tessera_ir::hardware::DeviceSpec;
 use tessera_ir::ops::Op;
 use tessera_ir::types::{Dim, TensorType};
 
-/// Launch overhead of one kernel, microseconds.
-pub const LAUNCH_US: f64 = 2.0;
-/// Tensor-core peak (dense), FLOP per microsecond.
-pub const MATMUL_PEAK: f64 = 989e6;
-/// Vector-unit peak, FLOP per microsecond.
-pub const VECTOR_PEAK: f64 = 67e6;
-/// Memory bandwidth, bytes per microsecond.
-pub const BANDWIDTH: f64 = 3.35e6;
+/// The device's numbers in the units of this model (microseconds), derived once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KernelRates {
+    /// Launch and tail time of one kernel, microseconds.
+    pub overhead_us: f64,
+    /// Tensor-core peak (dense bf16), FLOP per microsecond.
+    pub matmul_flops_per_us: f64,
+    /// Vector-unit peak, FLOP per microsecond.
+    pub vector_flops_per_us: f64,
+    /// Memory bandwidth, bytes per microsecond.
+    pub bytes_per_us: f64,
+}
+
+impl KernelRates {
+    /// The datasheet rates of `device` (no efficiency fractions).
+    pub fn of(device: &DeviceSpec) -> KernelRates {
+        KernelRates {
+            overhead_us: device.kernel_overhead_us,
+            matmul_flops_per_us: device.peak_flops(DType::BF16) / 1e6,
+            vector_flops_per_us: device.vector_flops() / 1e6,
+            bytes_per_us: device.hbm_bandwidth() / 1e6,
+        }
+    }
+}
+
+/// The device extraction prices against: the H100 SXM preset.
+pub static RATES: LazyLock<KernelRates> = LazyLock::new(|| KernelRates::of(&DeviceSpec::h100_80g_sxm()));
+
 /// Size assumed for every symbolic dimension.
 pub const SYMBOL_SIZE: u64 = 8;
 
@@ -72,9 +98,14 @@ pub fn kernel_us(op: &Op, inputs: &[&TensorType], results: &[&TensorType]) -> f6
         return 0.0;
     }
     let flops = flops(op, inputs, results);
-    let peak = if matches!(op, Op::MatMul | Op::Conv2d { .. }) { MATMUL_PEAK } else { VECTOR_PEAK };
+    let rates = &*RATES;
+    let peak = if matches!(op, Op::MatMul | Op::Conv2d { .. }) {
+        rates.matmul_flops_per_us
+    } else {
+        rates.vector_flops_per_us
+    };
     let moved: f64 = inputs.iter().map(|t| bytes(t)).sum::<f64>() + results.iter().map(|t| bytes(t)).sum::<f64>();
-    LAUNCH_US + (flops / peak).max(moved / BANDWIDTH)
+    rates.overhead_us + (flops / peak).max(moved / rates.bytes_per_us)
 }
 
 /// The estimated step time of `g` in microseconds: every kernel once (views and folded values

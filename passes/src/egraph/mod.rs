@@ -13,6 +13,24 @@
 //!
 //! The pass keeps the original graph unless the extracted one is strictly cheaper by
 //! [`cost::graph_cost`] and keeps every output name; the pipeline verifies what it returns.
+//!
+//! # How it works
+//!
+//! **`passes::egraph`**: equality saturation over tsr with egg. `lang` is the egg language: an
+//! e-node is `(op, result index, operand classes)`, graph inputs are leaves, constants are keyed
+//! by the value that defined them; `reshape`/`broadcast` target shapes and `conv2d` windows are
+//! *lifted* into attribute leaf children, so rules can match any shape or window. The
+//! `ShapeAnalysis` gives every class its `TensorType` (by `Op::infer`), whether it folds at
+//! weight-load time (depends on parameters and constants only), and its input set. `rules` parses
+//! rule files (`passes/rules/*.rules`, see `passes/rules/README.md`), type-checks every rule on
+//! sample shapes at load time and turns it into an egg rewrite whose applier re-checks types.
+//! Saturation runs under iteration, e-node and time limits with egg's backoff scheduler
+//! (per-rule `limit N`). Extraction: `greedy` (the cheaper of a per-class DAG-cost extractor and
+//! egg's tree cost with view shares) or `ilp` (exact DAG cost with good_lp + microlp, Tensat's
+//! order variables on cyclic components, warm-started from greedy, under a time limit). `taso`
+//! is the baseline without an e-graph (best single rewrite per step), and `tessera bench egraph`
+//! compares them on whole models. `cost` is the roofline both minimise (`graph_cost` for graphs,
+//! `node_cost` per e-node).
 
 pub mod cost;
 pub mod greedy;

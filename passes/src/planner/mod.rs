@@ -14,17 +14,42 @@
 //! A workload cut into stage programs (any graph: [`crate::cost::workload::GraphWorkload`]) has
 //! no interleaving and no sequence parallelism; its `tp` and `pp` candidates are priced from the
 //! programs the `shard` pass emits for them.
+//!
+//! # The cost model and the search
+//!
+//! `cost` prices one block kernel by kernel on a roofline
+//! with shape-dependent efficiency, collectives by alpha-beta on the link they cross, pipeline
+//! schedules (GPipe, 1F1B, interleaved) with bubbles and overlap, and memory per GPU (weights,
+//! gradients and optimizer state by ZeRO stage, activations by recompute policy and sequence
+//! parallelism, KV cache). `planner` searches data/tensor/pipeline/expert/sequence parallelism,
+//! micro-batch, interleaving, recompute and ZeRO exhaustively, costing each distinct block shape
+//! once (`ProfileCache`), and explains the alternatives. Any graph (`cost::workload::GraphWorkload`,
+//! what `tessera plan FILE` uses) is planned over the same space minus sequence parallelism and
+//! interleaving: for each `tp` and `pp` the `shard` pass partitions it over the mesh `tp=T,pp=P`,
+//! and each stage program is one block, priced with its local types (weights, gradients and
+//! optimizer state come from its local parameter inputs), its explicit collectives over `tp`
+//! by alpha-beta on the link class they cross, and its `send`/`recv` bytes between stages; the
+//! step model adds the schedule's bubble, data parallelism and ZeRO. `passes` does not depend on `frontend`:
+//! the root package's library (`tessera::workload`) adapts zoo blocks and cluster specs to the
+//! cost model's `Workload` and `Cluster`, for the CLI and the end-to-end tests alike.
+//!
+//! # Invariant
+//!
+//! - **A graph's plan prices the programs the shard pass emits.** A stage program's collectives
+//!   are link costs, never kernels; they must name the `tp` axis (the only one inside a stage
+//!   program the planner builds) or profiling fails; the model FLOPs of a graph are the whole
+//!   graph's, not the sum of the local programs'.
 
 pub mod fixed;
 pub mod report;
 
-use crate::cost::hardware::Cluster;
 use crate::cost::step::{estimate, Estimate, Job, Mode, Parallelism, Recompute, Schedule, TimeBreakdown};
 use crate::cost::workload::{ProfileCache, Workload};
 use crate::cost::CostError;
 use fixed::Fixed;
 use serde::Serialize;
 use std::collections::HashMap;
+use tessera_ir::hardware::ClusterSpec;
 
 /// What to plan.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,7 +179,7 @@ fn bad(knob: &str, message: String) -> PlanError {
 
 /// Checks the fixed knobs on their own and against each other, so a bad one gets an error
 /// naming it instead of an empty search.
-fn check_fixed(workload: &dyn Workload, cluster: &Cluster, job: &Job, f: &Fixed) -> Result<(), PlanError> {
+fn check_fixed(workload: &dyn Workload, cluster: &ClusterSpec, job: &Job, f: &Fixed) -> Result<(), PlanError> {
     let gpus = cluster.gpus;
     let layers = workload.layers();
     if let Some(tp) = f.tp {
@@ -267,7 +292,12 @@ fn allowed<T: PartialEq>(fixed: Option<T>, value: &T) -> bool {
 }
 
 /// Every configuration the search visits.
-fn candidates(workload: &dyn Workload, cluster: &Cluster, job: &Job, f: &Fixed) -> Result<Vec<Parallelism>, PlanError> {
+fn candidates(
+    workload: &dyn Workload,
+    cluster: &ClusterSpec,
+    job: &Job,
+    f: &Fixed,
+) -> Result<Vec<Parallelism>, PlanError> {
     let gpus = cluster.gpus;
     let layers = workload.layers();
     let train = job.mode == Mode::Train;
@@ -449,7 +479,7 @@ fn why(best: &Scored, alt: &Scored, device_memory: f64, gpus_per_node: u64, stag
 /// `progress(done, total)` is called every few thousand candidates.
 pub fn plan(
     workload: &dyn Workload,
-    cluster: &Cluster,
+    cluster: &ClusterSpec,
     request: &Request,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Plan, PlanError> {
@@ -466,7 +496,7 @@ pub fn plan(
     let all = candidates(workload, cluster, &job, &f)?;
     let total = all.len() as u64;
     let mut cache = ProfileCache::new(workload, &cluster.device);
-    let device_memory = cluster.device.memory_bytes;
+    let device_memory = cluster.device.memory_bytes();
     let mut best: Option<Scored> = None;
     let mut smallest: Option<Scored> = None;
     // The fastest feasible configuration of each (dp, tp, pp, ep) layout, for alternatives,
@@ -546,7 +576,7 @@ pub fn plan(
 
     let e = estimate(&mut cache, cluster, &job, &best.par)?;
     let gpus = cluster.gpus as f64;
-    let peak = cluster.device.peak(tessera_ir::dtype::DType::BF16);
+    let peak = cluster.device.peak_flops(tessera_ir::dtype::DType::BF16);
     Ok(Plan {
         model: workload.name().to_string(),
         cluster: cluster.name.clone(),
@@ -567,8 +597,8 @@ pub fn plan(
         comm_bytes_per_step: LinkTraffic {
             intra_node: e.comm_bytes.intra_node,
             inter_node: e.comm_bytes.inter_node,
-            intra_node_link: cluster.intra.name.clone(),
-            inter_node_link: cluster.inter.name.clone(),
+            intra_node_link: cluster.intra_node.name.clone(),
+            inter_node_link: cluster.inter_node.name.clone(),
         },
         bubble_fraction: e.bubble_fraction,
         energy_per_step_j: e.energy_j,

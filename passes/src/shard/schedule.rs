@@ -18,6 +18,30 @@
 //!   tests): a `recv` only waits for a unit its peer runs before anything waiting on this stage;
 //! - with `interleave = v`, model chunk `c` of stage `s` is virtual stage `c * pp + s`: the layer
 //!   groups are balanced into `pp * v` runs and run `j` goes to stage `j % pp`.
+//!
+//! # Pipeline schedules
+//!
+//! *Pipeline schedules* (`shard::schedule`, `ShardConfig::schedule`, `tessera train --schedule
+//! gpipe|1f1b --interleave V`, default 1F1B): each node of a training step has a *unit*
+//! (`NodeUnits`: the micro-batch whose inputs alone reach it, forward or backward of the loss, and
+//! its chunk); `PipelineSchedule::units` gives each stage's unit order (GPipe; PipeDream-flush
+//! 1F1B with `min(pp-s-1, M)` warm-up forwards; Megatron's interleaved 1F1B), and
+//! `reorder_stages` reorders every stage program into it: nodes of no unit (weight casts, gradient
+//! sums over micro-batches, updates, the loss sum) run after their latest operand, where keys are
+//! pushed across stages through `send`/`recv` (a tied weight's gradient sum goes back and forth
+//! between the first and last stage), or right before their first consumer; a ready `send` runs
+//! at once, a `recv` after the rest of its unit. `check_deadlock_free` then runs the stage
+//! programs against each other (buffered sends) and rejects an order that could hang.
+//! `runtime::spmd::peak_live_bytes` follows the interpreter's free-after-last-use rule to give
+//! each program's peak of live computed bytes, what the schedule changes (`tessera train` prints it
+//! per stage).
+//!
+//! - **A pipeline schedule only reorders.** GPipe, 1F1B and interleaved 1F1B run the same stage
+//!   programs' nodes in different topological orders; every node keeps its operands, so gradient
+//!   sums over micro-batches add in the same order and losses and weights are equal bit for bit
+//!   across schedules (tested). Every scheduled partition has passed `check_deadlock_free`. 1F1B
+//!   keeps at most `pp - s` micro-batches in flight on stage `s` (GPipe: all `M`); interleaving
+//!   needs 1F1B, pp > 1, M a multiple of pp and (zoo models) pp * V dividing the layers.
 
 use crate::cost::step::Schedule;
 use std::collections::{BinaryHeap, HashMap};

@@ -14,6 +14,24 @@
 //! with the compiler's transposes and strides, and each other library step (gather, transpose,
 //! slices, the reference fallback) runs on the host between a download of its inputs and an
 //! upload of its outputs. Finally the outputs are copied back.
+//!
+//! # The CUDA executor
+//!
+//! - **CUDA executor** (`runtime::executor::cuda`, cudarc with dynamic loading): checks for
+//!   `libcuda` (`is_culib_present`) and cuBLAS before any CUDA call, since cudarc panics on a
+//!   missing library, and reports "no CUDA driver found". With a driver: uploads the weights
+//!   once, loads each kernel's cubin (or, when there is none or it is for another architecture,
+//!   its PTX, JIT-compiled by the driver); per bind allocates the device arena and uploads the
+//!   resident inputs; per run copies the other inputs in, launches kernels and GEMMs in step order, runs the
+//!   remaining library steps (gather, transpose, slice, split, concat, reference) on the host
+//!   between a download and an upload (the compile report counts them), and copies outputs out.
+//!   No GPU was available while it was written: it is unexercised on hardware. What is checked
+//!   without one: every PTX file assembles with ptxas for its architecture, the GEMM plans run
+//!   under cuBLAS's documented column-major semantics give the row-major matmul (unit test), the
+//!   loader's checks, and the no-driver error. `tessera bench kernels --target cuda`
+//!   (`CudaBench`) times fused elementwise/softmax/layer-norm kernels with CUDA events against
+//!   the device-to-device copy bandwidth; it compiles the kernels first, so machines without a GPU
+//!   check the PTX and then stop at the driver check.
 
 use super::library::{self, In, Out};
 use super::load::Artifact;

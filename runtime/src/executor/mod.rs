@@ -12,6 +12,36 @@
 //! [`cuda`] is the entry point for CUDA targets. [`profile`] accumulates per-step wall time
 //! (`tessera run --profile`). [`run`] is running an artifact directory as a command, shared by
 //! `tessera run` and `tessera-rt run` (rank selection under `mpirun`/`srun` included).
+//!
+//! # Binding, executing and checking
+//!
+//! - **Resident inputs (bind once, run many).** `CpuExecutor::bind(resident)` (and
+//!   `CudaExecutor::bind`) allocates one arena, writes the named inputs into it, and returns a
+//!   `Bound` whose `run(rest)` writes only the other inputs and runs the steps; the arena is
+//!   reused across runs. `bind` refuses a name that is not a program input, a name bound twice,
+//!   and an input whose range some step writes (an artifact planned before inputs were pinned:
+//!   recompile); `run` refuses unknown, duplicate, missing, and resident names. Nothing relies on
+//!   the arena starting zeroed: every non-input range is written by its step before any read
+//!   (GEMMs do not read their destination). `IoBinding::parameter` marks the inputs the model
+//!   declares parameters (absent from the JSON when false, so older programs still load);
+//!   `tessera run DIR` binds those once and feeds the rest per run, `--repeat N` runs N times.
+//!   `executor.run(inputs)` is `bind(&[])` followed by one run. Inputs are anything
+//!   `InputData`: a `Tensor` (converted to the buffer's storage in chunks on rayon's pool) or a
+//!   `Feed::Stored` (the bytes of an `.npy` file already in the input's storage, f32 for f32 and
+//!   i64 for i64, which `npy::read_npy_feed` keeps as read and the executor copies as they are).
+//!   `Bound::run_stored` returns outputs the same way (the arena's bytes, no f64 widening), which
+//!   `tessera run DIR` writes to `.npy` as they are.
+//! - **Executing.** `runtime::executor::cpu` allocates the arena per bind (`calloc`'d, so
+//!   untouched pages cost nothing; aligned by hand to 64 bytes), converts the inputs straight into
+//!   it, runs the steps in order, and reads the outputs. GEMMs (`library::matmul`) go through the `gemm`
+//!   crate on rayon's pool: large ones split inside `gemm`, batches of small ones (attention heads)
+//!   one GEMM per task; threads split the output, never a sum over k, so results are bit-identical
+//!   to a single-threaded run. `tessera run DIR --profile` prints the wall time per kernel symbol
+//!   and library call (and of the input/output copies), sorted by total.
+//! - **Checked before run.** The loader (`runtime::executor::load`) refuses a missing manifest, an
+//!   unknown format version, a missing file or one whose SHA-256 differs from the manifest, and a
+//!   program whose buffers leave their region, are misaligned, or whose steps write what they read,
+//!   before any kernel is mapped. Library calls check shapes and indices and return errors.
 
 pub mod cpu;
 pub mod cuda;

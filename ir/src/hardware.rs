@@ -1,0 +1,303 @@
+//! The one hardware description: accelerators, links and clusters, and the named presets.
+//!
+//! Fields are in the units of datasheets (TFLOP/s, GB/s with GB = 1e9 bytes, microseconds,
+//! watts), which is also the JSON form of a cluster file; the methods give the SI values
+//! (FLOP/s, bytes/s, seconds, bytes) the cost model, the planner and the e-graph's extraction
+//! cost compute with. It lives here, below `frontend` (which reads cluster specs and files) and
+//! `passes` (which prices against them), so that neither depends on the other.
+//!
+//! Besides datasheet peaks a device carries the fractions of them real kernels reach
+//! (`gemm_efficiency`, `memory_efficiency`, per link `efficiency`) and a per-kernel overhead:
+//! one set of these numbers for all models, which `tests/e2e/calibration.rs` checks against
+//! published Megatron iteration times. Only the A100 numbers are calibrated; the H100 and H200
+//! presets use the same fractions.
+//!
+//! ```
+//! use tessera_ir::hardware::{preset, DeviceSpec};
+//! let h100 = DeviceSpec::h100_80g_sxm();
+//! assert_eq!(h100.peak_flops(tessera_ir::dtype::DType::BF16), 989e12);
+//! assert_eq!(preset("h100-80g-sxm").map(|c| c.gpus), Some(8));
+//! ```
+
+use crate::dtype::DType;
+use serde::{Deserialize, Serialize};
+
+/// A cluster: identical nodes of identical devices, a fast link inside a node and a network
+/// between nodes. Ranks are numbered node by node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub device: DeviceSpec,
+    pub gpus_per_node: u64,
+    pub nodes: u64,
+    /// Devices in all; `nodes * gpus_per_node` except for a single partly used node.
+    pub gpus: u64,
+    /// NVLink/NVSwitch between the devices of a node.
+    pub intra_node: LinkSpec,
+    /// The network between nodes (InfiniBand), per device: each device has its own NIC.
+    pub inter_node: LinkSpec,
+}
+
+/// One accelerator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSpec {
+    pub name: String,
+    /// Dense (no sparsity) tensor-core peaks, TFLOP/s.
+    pub peak_tflops: PeakTflops,
+    /// Memory, GB (1e9 bytes).
+    pub memory_gb: f64,
+    /// Memory bandwidth, GB/s.
+    pub hbm_gbps: f64,
+    /// Board power at full load and idle, W.
+    pub tdp_w: f64,
+    pub idle_w: f64,
+    /// Fraction of peak that large matrix multiplications reach.
+    pub gemm_efficiency: f64,
+    /// A matmul dimension of this size runs at half the efficiency of a large one (tiles and
+    /// waves only partly filled); smaller matmuls are slower per FLOP.
+    pub gemm_half_dim: f64,
+    /// Fraction of HBM bandwidth that streaming (memory-bound) kernels reach.
+    pub memory_efficiency: f64,
+    /// Launch and tail time every kernel pays, microseconds.
+    pub kernel_overhead_us: f64,
+    /// Memory the framework holds besides tensors (CUDA context, library workspaces,
+    /// fragmentation), GB.
+    pub reserved_gb: f64,
+}
+
+/// Dense tensor-core peak per element type, TFLOP/s; an absent entry is a type the device has
+/// no tensor-core path for. Serialized as `{"bf16": 312.0, ...}` without the absent ones.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeakTflops {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bf16: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp16: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp32: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp8: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tf32: Option<f64>,
+}
+
+/// A link class, per device and direction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    pub name: String,
+    /// Per device and direction, GB/s.
+    pub bandwidth_gbps: f64,
+    /// Per message (per step of a collective), microseconds.
+    pub latency_us: f64,
+    /// Fraction of the bandwidth collectives reach.
+    pub efficiency: f64,
+}
+
+impl PeakTflops {
+    /// Every entry with its JSON key, absent ones as `None`.
+    pub fn entries(&self) -> [(&'static str, Option<f64>); 5] {
+        [("bf16", self.bf16), ("fp16", self.fp16), ("fp32", self.fp32), ("fp8", self.fp8), ("tf32", self.tf32)]
+    }
+
+    /// The entry an element type computes at (tf32 is no storage type, so no `DType` maps to it).
+    pub fn for_dtype(&self, dtype: DType) -> Option<f64> {
+        match dtype {
+            DType::BF16 => self.bf16,
+            DType::F16 => self.fp16,
+            DType::F32 => self.fp32,
+            DType::F8E4M3 | DType::F8E5M2 => self.fp8,
+            _ => None,
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// Matmul peak for `dtype`, FLOP/s: its own entry, else bf16/f16 for 16-bit and 8-bit
+    /// floats, and [`DeviceSpec::vector_flops`] for anything else.
+    pub fn peak_flops(&self, dtype: DType) -> f64 {
+        let find = |d: DType| self.peak_tflops.for_dtype(d).map(|v| v * 1e12).filter(|&v| v > 0.0);
+        let half = || find(DType::BF16).or_else(|| find(DType::F16));
+        let found = match dtype {
+            DType::BF16 | DType::F16 => find(dtype).or_else(half),
+            DType::F8E4M3 | DType::F8E5M2 => find(dtype).or_else(half),
+            _ => find(dtype),
+        };
+        found.unwrap_or_else(|| self.vector_flops())
+    }
+
+    /// Non-tensor-core f32 arithmetic (normalizations, softmax), FLOP/s: the fp32 entry, else
+    /// 1/16 of the largest peak (A100: 19.5 against 312).
+    pub fn vector_flops(&self) -> f64 {
+        let largest = || self.peak_tflops.entries().iter().filter_map(|(_, v)| *v).fold(0.0, f64::max);
+        self.peak_tflops.fp32.filter(|&v| v > 0.0).unwrap_or_else(|| largest() / 16.0) * 1e12
+    }
+
+    /// Memory, bytes.
+    pub fn memory_bytes(&self) -> f64 {
+        self.memory_gb * 1e9
+    }
+
+    /// HBM bandwidth, bytes/s.
+    pub fn hbm_bandwidth(&self) -> f64 {
+        self.hbm_gbps * 1e9
+    }
+
+    /// Bytes/s streaming kernels reach.
+    pub fn stream_bandwidth(&self) -> f64 {
+        self.hbm_bandwidth() * self.memory_efficiency
+    }
+
+    /// Launch and tail time of every kernel, seconds.
+    pub fn kernel_overhead_s(&self) -> f64 {
+        self.kernel_overhead_us * 1e-6
+    }
+
+    /// Memory not available to tensors, bytes.
+    pub fn reserved_bytes(&self) -> f64 {
+        self.reserved_gb * 1e9
+    }
+}
+
+impl LinkSpec {
+    /// Datasheet bandwidth, bytes/s per device and direction.
+    pub fn bandwidth(&self) -> f64 {
+        self.bandwidth_gbps * 1e9
+    }
+
+    /// Seconds per message.
+    pub fn latency_s(&self) -> f64 {
+        self.latency_us * 1e-6
+    }
+
+    /// Bytes/s a transfer reaches.
+    pub fn effective_bandwidth(&self) -> f64 {
+        self.bandwidth() * self.efficiency
+    }
+}
+
+/// The preset names, as `tessera plan --cluster` takes them.
+pub const PRESETS: [&str; 3] = ["a100-80g-sxm", "h100-80g-sxm", "h200-141g-sxm"];
+
+/// One node of eight devices (DGX/HGX) of the named kind.
+pub fn preset(name: &str) -> Option<ClusterSpec> {
+    let (device, intra_node, inter_node) = match name {
+        "a100-80g-sxm" => (DeviceSpec::a100_80g_sxm(), LinkSpec::nvlink3_nvswitch(), LinkSpec::infiniband_hdr()),
+        "h100-80g-sxm" => (DeviceSpec::h100_80g_sxm(), LinkSpec::nvlink4_nvswitch(), LinkSpec::infiniband_ndr()),
+        "h200-141g-sxm" => (DeviceSpec::h200_141g_sxm(), LinkSpec::nvlink4_nvswitch(), LinkSpec::infiniband_ndr()),
+        _ => return None,
+    };
+    Some(ClusterSpec { name: name.to_string(), device, gpus_per_node: 8, nodes: 1, gpus: 8, intra_node, inter_node })
+}
+
+// The fractions of peak below are ours, not datasheet numbers: calibrated on A100 against the
+// Megatron iteration times (tests/e2e/calibration.rs) and reused for the newer devices.
+// Idle power is taken as 20% of TDP.
+
+impl DeviceSpec {
+    /// NVIDIA A100 80GB SXM. Source: NVIDIA A100 Tensor Core GPU datasheet (SXM column), as
+    /// recorded in shared/calibration/devices.json; no fp8 tensor cores.
+    pub fn a100_80g_sxm() -> DeviceSpec {
+        DeviceSpec {
+            name: "a100-80g-sxm".to_string(),
+            peak_tflops: PeakTflops {
+                bf16: Some(312.0),
+                fp16: Some(312.0),
+                fp32: Some(19.5),
+                fp8: None,
+                tf32: Some(156.0),
+            },
+            memory_gb: 80.0,
+            hbm_gbps: 2039.0,
+            tdp_w: 400.0,
+            idle_w: 80.0,
+            gemm_efficiency: 0.8,
+            gemm_half_dim: 64.0,
+            memory_efficiency: 0.8,
+            kernel_overhead_us: 5.0,
+            reserved_gb: 2.0,
+        }
+    }
+
+    /// NVIDIA H100 80GB SXM5. Source: NVIDIA H100 Tensor Core GPU datasheet (SXM column, dense
+    /// numbers: the datasheet's headline figures are with 2:4 sparsity, twice these), as
+    /// recorded in shared/calibration/devices.json; tf32 is the datasheet's 989 sparse / 2.
+    pub fn h100_80g_sxm() -> DeviceSpec {
+        DeviceSpec {
+            name: "h100-80g-sxm".to_string(),
+            peak_tflops: PeakTflops {
+                bf16: Some(989.0),
+                fp16: Some(989.0),
+                fp32: Some(67.0),
+                fp8: Some(1979.0),
+                tf32: Some(494.0),
+            },
+            memory_gb: 80.0,
+            hbm_gbps: 3350.0,
+            tdp_w: 700.0,
+            idle_w: 140.0,
+            gemm_efficiency: 0.8,
+            gemm_half_dim: 64.0,
+            memory_efficiency: 0.8,
+            kernel_overhead_us: 5.0,
+            reserved_gb: 2.0,
+        }
+    }
+
+    /// NVIDIA H200 141GB SXM: the H100's compute with more and faster HBM3e. Source: NVIDIA
+    /// H200 Tensor Core GPU datasheet (SXM column, dense), as recorded in
+    /// shared/calibration/devices.json.
+    pub fn h200_141g_sxm() -> DeviceSpec {
+        DeviceSpec {
+            name: "h200-141g-sxm".to_string(),
+            peak_tflops: PeakTflops {
+                bf16: Some(989.0),
+                fp16: Some(989.0),
+                fp32: Some(67.0),
+                fp8: Some(1979.0),
+                tf32: Some(494.0),
+            },
+            memory_gb: 141.0,
+            hbm_gbps: 4800.0,
+            tdp_w: 700.0,
+            idle_w: 140.0,
+            gemm_efficiency: 0.8,
+            gemm_half_dim: 64.0,
+            memory_efficiency: 0.8,
+            kernel_overhead_us: 5.0,
+            reserved_gb: 2.0,
+        }
+    }
+}
+
+// Link bandwidths are per device and direction: devices.json gives NVLink with both
+// directions together (600 and 900 GB/s), so the presets carry half.
+
+impl LinkSpec {
+    /// Third-generation NVLink through NVSwitch (DGX A100): 12 links of 25 GB/s per direction.
+    /// Source: NVIDIA A100 datasheet (600 GB/s both directions).
+    pub fn nvlink3_nvswitch() -> LinkSpec {
+        LinkSpec { name: "nvlink3-nvswitch".to_string(), bandwidth_gbps: 300.0, latency_us: 5.0, efficiency: 0.8 }
+    }
+
+    /// Fourth-generation NVLink through NVSwitch (DGX/HGX H100 and H200): 18 links of 25 GB/s
+    /// per direction. Source: NVIDIA H100 datasheet (900 GB/s both directions).
+    pub fn nvlink4_nvswitch() -> LinkSpec {
+        LinkSpec { name: "nvlink4-nvswitch".to_string(), bandwidth_gbps: 450.0, latency_us: 5.0, efficiency: 0.8 }
+    }
+
+    /// InfiniBand HDR, one 200 Gb/s port per device (DGX A100 has eight compute ports).
+    /// Source: shared/calibration/devices.json `links`.
+    pub fn infiniband_hdr() -> LinkSpec {
+        LinkSpec { name: "infiniband-hdr".to_string(), bandwidth_gbps: 25.0, latency_us: 10.0, efficiency: 0.8 }
+    }
+
+    /// InfiniBand NDR, one 400 Gb/s port per device (DGX H100 has eight compute ports).
+    /// Source: shared/calibration/devices.json `links`.
+    pub fn infiniband_ndr() -> LinkSpec {
+        LinkSpec { name: "infiniband-ndr".to_string(), bandwidth_gbps: 50.0, latency_us: 10.0, efficiency: 0.8 }
+    }
+}
