@@ -11,7 +11,7 @@
 //!
 //! Map: [`dtype`], [`types`], [`tensor`] (values), [`graph`] (the arena, with the [`fusion`]
 //! tags of the `fuse` pass), [`ops`] (one module per op family), [`verify`], [`mlir`] (text form
-//! and MLIR check), [`json`], [`random`] (seeded tensors), [`sharding`] (device meshes, per-value
+//! and MLIR check), [`json`], [`key_value`] (the `key=value` lists of specs), [`random`] (seeded tensors), [`sharding`] (device meshes, per-value
 //! shardings, op sharding rules), [`testing`] (random well-typed graphs for property tests),
 //! [`artifact`] (the ahead-of-time artifact format, shared by the writer in `codegen` and the
 //! executors in `runtime`).
@@ -21,6 +21,7 @@ pub mod dtype;
 pub mod fusion;
 pub mod graph;
 pub mod json;
+pub mod key_value;
 pub mod mlir;
 pub mod ops;
 pub mod random;
