@@ -7,8 +7,8 @@ use tessera_frontend::zoo::spec::parse;
 use tessera_frontend::zoo::{presets, ZooError};
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole};
-use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::tensor::Tensor;
+use tessera_ir::testing::inputs::seeded_inputs;
 use tessera_ir::workload::BlockShape;
 
 fn cfg(spec: &str) -> ModelConfig {
@@ -157,15 +157,8 @@ fn moe_graphs_run_only_the_active_experts() {
 /// Random inputs the graph accepts: integer inputs stay below 8 (token ids, positions and
 /// routes are all valid then).
 fn random_inputs(g: &Graph, seed: u64) -> Vec<(String, Tensor)> {
-    g.inputs()
-        .iter()
-        .map(|&v| {
-            let value = g.value(v);
-            let shape = value.ty.static_shape().expect("static").iter().map(|&d| d as usize).collect();
-            let mut rng = SplitMix64::for_name(seed, &value.name);
-            (value.name.clone(), uniform_tensor(&mut rng, value.ty.dtype, shape))
-        })
-        .collect()
+    assert!(g.inputs().iter().all(|&v| g.value(v).ty.static_shape().is_some()), "zoo test models are static");
+    seeded_inputs(g, seed, 0)
 }
 
 #[test]

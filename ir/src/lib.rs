@@ -11,7 +11,9 @@
 //! tessera crate (its tests use `tessera-mlir-check`).
 //!
 //! Map: [`dtype`], [`types`], [`tensor`] (values), [`graph`] (the arena, with the [`fusion`]
-//! tags of the `fuse` pass), [`ops`] (one module per op family), [`verify`], [`mlir`] (text form), [`json`], [`random`] (seeded tensors), [`sharding`] (device meshes, per-value
+//! tags of the `fuse` pass), [`ops`] (one module per op family), [`verify`], [`mlir`] (text
+//! form), [`json`], [`key_value`] (the `key=value` lists of specs), [`random`] (seeded
+//! tensors), [`sharding`] (device meshes, per-value
 //! shardings, op sharding rules), [`testing`] (random well-typed graphs for property tests),
 //! [`artifact`] (the ahead-of-time artifact format, shared by the writer in `codegen` and the
 //! executors in `runtime`), [`files`] (the one crash-safe, confined writer of output files and
@@ -27,6 +29,7 @@ pub mod fusion;
 pub mod graph;
 pub mod hardware;
 pub mod json;
+pub mod key_value;
 pub mod mlir;
 pub mod ops;
 pub mod random;

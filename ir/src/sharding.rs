@@ -62,27 +62,23 @@ impl Mesh {
     pub fn parse(text: &str) -> Result<Mesh, MeshError> {
         let err = |offset: usize, message: String| MeshError {
             text: text.to_string(),
-            column: text[..offset.min(text.len())].chars().count() + 1,
+            column: crate::key_value::column(text, offset),
             message,
         };
         if text.trim().is_empty() {
             return Err(err(0, "expected at least one axis, as in 'dp=2,tp=4'".into()));
         }
         let mut axes: Vec<MeshAxis> = Vec::new();
-        let mut offset = 0;
         let mut devices: u64 = 1;
-        for entry in text.split(',') {
-            let lead = entry.len() - entry.trim_start().len();
-            let at = offset + lead;
-            let trimmed = entry.trim();
-            let Some((name, size)) = trimmed.split_once('=') else {
-                return Err(err(at, format!("expected 'name=size', found '{trimmed}'")));
+        for item in crate::key_value::items(text) {
+            let at = item.at;
+            let Some((name, size_text)) = item.key_value() else {
+                return Err(err(at, format!("expected 'name=size', found '{}'", item.text)));
             };
-            let (name, size_text) = (name.trim(), size.trim());
             if !is_axis_name(name) {
                 return Err(err(at, format!("'{name}' is not an axis name (letters, digits and '_')")));
             }
-            let size_at = at + trimmed.find('=').map_or(0, |i| i + 1);
+            let size_at = item.value_at();
             let size: u64 = size_text.parse().map_err(|_| {
                 err(size_at, format!("size of axis '{name}' must be a positive integer, got '{size_text}'"))
             })?;
@@ -97,7 +93,6 @@ impl Mesh {
                 .filter(|&d| d <= 1 << 24)
                 .ok_or_else(|| err(size_at, "the mesh has more than 16777216 devices".to_string()))?;
             axes.push(MeshAxis { name: name.to_string(), size });
-            offset += entry.len() + 1;
         }
         Ok(Mesh { axes })
     }

@@ -7,6 +7,10 @@
 //! pairs) and then built deterministically with [`Graph::add_node`], so every generated graph
 //! verifies and proptest shrinks a failing graph by dropping steps. A step that happens not
 //! to fit the values at hand adds nothing.
+//!
+//! [`inputs`] holds the helpers tests share for evaluating graphs (seeded inputs).
+
+pub mod inputs;
 
 use crate::dtype::DType;
 use crate::graph::{Graph, InputRole, ValueDef, ValueId};

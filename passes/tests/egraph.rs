@@ -7,8 +7,8 @@ use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole, ValueId};
 use tessera_ir::ops::elementwise::BinaryOp;
 use tessera_ir::ops::Op;
-use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::tensor::Tensor;
+use tessera_ir::testing::inputs::seeded_inputs;
 use tessera_ir::types::{Dim, TensorType};
 use tessera_passes::egraph::ilp::IlpOutcome;
 use tessera_passes::egraph::rules::syntax::parse_rules;
@@ -20,23 +20,7 @@ use tessera_passes::pipeline::{run_pipeline, Pipeline, RunConfig};
 
 /// Seeded values for every input of `g`, with symbolic dimensions bound to 2.
 fn feeds(g: &Graph, seed: u64) -> Vec<(String, Tensor)> {
-    g.inputs()
-        .iter()
-        .map(|&v| {
-            let value = g.value(v);
-            let shape = value
-                .ty
-                .dims
-                .iter()
-                .map(|d| match d {
-                    Dim::Static(n) => *n as usize,
-                    Dim::Symbolic(_) => 2,
-                })
-                .collect();
-            let mut rng = SplitMix64::for_name(seed, &value.name);
-            (value.name.clone(), uniform_tensor(&mut rng, value.ty.dtype, shape))
-        })
-        .collect()
+    seeded_inputs(g, seed, 2)
 }
 
 fn evaluate(g: &Graph, seed: u64) -> Vec<Tensor> {

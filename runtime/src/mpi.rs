@@ -807,6 +807,13 @@ pub fn encode(t: &Tensor) -> Vec<u8> {
     out
 }
 
+/// The JSON header of a tensor's wire form.
+#[derive(serde::Deserialize)]
+struct WireHeader {
+    dtype: DType,
+    shape: Vec<usize>,
+}
+
 /// A tensor from its wire form.
 pub fn decode(bytes: &[u8]) -> Result<Tensor, String> {
     let header_len = bytes
@@ -814,17 +821,7 @@ pub fn decode(bytes: &[u8]) -> Result<Tensor, String> {
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .ok_or("the message is shorter than its header length")?;
     let header = bytes.get(4..4 + header_len).ok_or("the message is shorter than its header")?;
-    let header: serde_json::Value = serde_json::from_slice(header).map_err(|e| format!("bad header: {e}"))?;
-    let dtype: DType = header
-        .get("dtype")
-        .cloned()
-        .and_then(|d| serde_json::from_value(d).ok())
-        .ok_or("the header has no valid 'dtype'")?;
-    let shape: Vec<usize> = header
-        .get("shape")
-        .cloned()
-        .and_then(|s| serde_json::from_value(s).ok())
-        .ok_or("the header has no valid 'shape'")?;
+    let WireHeader { dtype, shape } = serde_json::from_slice(header).map_err(|e| format!("bad header: {e}"))?;
     let data = &bytes[4 + header_len..];
     let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or("the shape overflows")?;
     let wire = Wire::of(dtype, Use::Move);

@@ -33,6 +33,7 @@
 
 use super::distributed::DistributedTrainer;
 use anyhow::{bail, Context, Result};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -73,7 +74,8 @@ pub struct Meta {
     pub mesh: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     Param,
     Optimizer,
@@ -342,6 +344,41 @@ pub fn latest(dir: &Path) -> Result<PathBuf> {
     best.map(|(_, p)| p).with_context(|| format!("{}: no checkpoint (step-*/index.json) to resume from", dir.display()))
 }
 
+/// The `format` of an `index.json`, read before the rest.
+#[derive(Deserialize)]
+struct IndexFormat {
+    format: String,
+}
+
+/// `index.json` as [`load`] reads it; `mesh`, and a block's `shape` and `sharding`, are
+/// informative and not read.
+#[derive(Deserialize)]
+struct Index {
+    step: u64,
+    data_position: u64,
+    rng_state: u64,
+    model: String,
+    optimizer: String,
+    tensors: Vec<IndexEntry>,
+}
+
+/// One file of a checkpoint: a whole tensor, or the block of it at `block.offset`.
+#[derive(Deserialize)]
+struct IndexEntry {
+    name: String,
+    file: String,
+    kind: Kind,
+    dtype: String,
+    /// The whole tensor's shape.
+    shape: Vec<usize>,
+    block: Option<IndexBlock>,
+}
+
+#[derive(Deserialize)]
+struct IndexBlock {
+    offset: Vec<usize>,
+}
+
 /// A global tensor being put together from its blocks.
 struct Assembly {
     kind: Kind,
@@ -357,48 +394,28 @@ pub fn load(ckpt_dir: &Path) -> Result<Checkpoint> {
     let index_path = ckpt_dir.join("index.json");
     let text =
         std::fs::read_to_string(&index_path).with_context(|| format!("{}: cannot read", index_path.display()))?;
-    let index: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", index_path.display()))?;
     let at = index_path.display();
-    let field = |key: &str| index.get(key).with_context(|| format!("{at}: missing '{key}'"));
-    let format = field("format")?.as_str();
-    if format != Some(FORMAT) && format != Some(FORMAT_V1) {
+    // The format first, so another file says so rather than naming a missing field.
+    let tag: IndexFormat = serde_json::from_str(&text).with_context(|| format!("{at}: not a checkpoint index"))?;
+    if tag.format != FORMAT && tag.format != FORMAT_V1 {
         bail!("{at}: not a {FORMAT} checkpoint");
     }
-    let uint = |key: &str| -> Result<u64> {
-        field(key)?.as_u64().with_context(|| format!("{at}: '{key}' must be a non-negative integer"))
-    };
-    let string = |key: &str| -> Result<String> {
-        Ok(field(key)?.as_str().with_context(|| format!("{at}: '{key}' must be a string"))?.to_string())
-    };
-    let usizes = |v: Option<&Value>, what: &str| -> Result<Vec<usize>> {
-        v.and_then(Value::as_array)
-            .and_then(|a| a.iter().map(|x| x.as_u64().map(|n| n as usize)).collect::<Option<Vec<_>>>())
-            .with_context(|| format!("{at}: {what} must be a list of sizes"))
-    };
+    let index: Index = serde_json::from_str(&text).with_context(|| format!("{at}: malformed checkpoint index"))?;
     let mut order: Vec<String> = Vec::new();
     let mut tensors: HashMap<String, Assembly> = HashMap::new();
-    let entries = field("tensors")?.as_array().with_context(|| format!("{at}: 'tensors' must be a list"))?;
-    for entry in entries {
-        let get =
-            |key: &str| entry.get(key).and_then(Value::as_str).with_context(|| format!("{at}: a tensor lacks '{key}'"));
-        let (name, file, kind) = (get("name")?, get("file")?, get("kind")?);
-        let kind = match kind {
-            "param" => Kind::Param,
-            "optimizer" => Kind::Optimizer,
-            other => bail!("{at}: tensor '{name}' has unknown kind '{other}'"),
-        };
+    for entry in &index.tensors {
+        let IndexEntry { name, file, kind, dtype, shape, block } = entry;
+        let (name, kind, shape) = (name.as_str(), *kind, shape.clone());
         if file.contains("..") || Path::new(file).is_absolute() {
             bail!("{at}: tensor file '{file}' lies outside the checkpoint");
         }
-        let shape = usizes(entry.get("shape"), &format!("the shape of '{name}'"))?;
-        let offset = match entry.get("block") {
-            Some(block) => usizes(block.get("offset"), &format!("the offset of a block of '{name}'"))?,
+        let offset = match block {
+            Some(block) => block.offset.clone(),
             None => vec![0; shape.len()],
         };
         let path = ckpt_dir.join(file);
         let t = npy::read_npy(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let dtype =
-            DType::from_mlir_name(get("dtype")?).with_context(|| format!("{at}: '{name}' has an unknown dtype"))?;
+        let dtype = DType::from_mlir_name(dtype).with_context(|| format!("{at}: '{name}' has an unknown dtype"))?;
         let n: usize = shape.iter().product();
         let whole = tensors.entry(name.to_string()).or_insert_with(|| {
             order.push(name.to_string());
@@ -435,11 +452,11 @@ pub fn load(ckpt_dir: &Path) -> Result<Checkpoint> {
         }
     }
     Ok(Checkpoint {
-        step: uint("step")?,
-        data_position: uint("data_position")?,
-        rng_state: uint("rng_state")?,
-        model: string("model")?,
-        optimizer: string("optimizer")?,
+        step: index.step,
+        data_position: index.data_position,
+        rng_state: index.rng_state,
+        model: index.model,
+        optimizer: index.optimizer,
         params,
         optimizer_state,
     })

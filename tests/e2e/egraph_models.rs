@@ -4,8 +4,8 @@
 //! that make each model cheaper must fire.
 
 use tessera_ir::graph::Graph;
-use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::tensor::Tensor;
+use tessera_ir::testing::inputs::seeded_inputs;
 use tessera_passes::pass::PassStats;
 use tessera_passes::pipeline::{run_pipeline, Pipeline, RunConfig};
 
@@ -16,13 +16,12 @@ fn model(spec: &str) -> Graph {
 /// Seeded inputs; integer inputs (token ids, types, positions) stay below 2, valid for every
 /// table here; keep-masks are random booleans.
 fn feeds(g: &Graph, seed: u64) -> Vec<(String, Tensor)> {
-    g.inputs()
-        .iter()
-        .map(|&v| {
+    assert!(g.inputs().iter().all(|&v| g.value(v).ty.static_shape().is_some()), "static models");
+    seeded_inputs(g, seed, 0)
+        .into_iter()
+        .zip(g.inputs())
+        .map(|((name, t), &v)| {
             let value = g.value(v);
-            let shape = value.ty.static_shape().expect("static").iter().map(|&d| d as usize).collect();
-            let mut rng = SplitMix64::for_name(seed, &value.name);
-            let t = uniform_tensor(&mut rng, value.ty.dtype, shape);
             let t = if value.name.ends_with(".var") {
                 // Batch-norm variances are positive.
                 let v: Vec<f64> = t.to_f64_vec().iter().map(|x| x.abs() + 0.5).collect();
@@ -33,7 +32,7 @@ fn feeds(g: &Graph, seed: u64) -> Vec<(String, Tensor)> {
                 let ids: Vec<f64> = t.to_f64_vec().iter().map(|x| x.rem_euclid(2.0)).collect();
                 Tensor::from_f64(value.ty.dtype, t.shape.clone(), ids)
             };
-            (value.name.clone(), t)
+            (name, t)
         })
         .collect()
 }

@@ -4,19 +4,12 @@
 
 use crate::support::repo_root;
 use tessera_ir::graph::Graph;
-use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_passes::pipeline::{run_pipeline, Pipeline, RunConfig};
 
 fn seeded_inputs(g: &Graph) -> Vec<(String, tessera_ir::tensor::Tensor)> {
-    g.inputs()
-        .iter()
-        .map(|&v| {
-            let value = g.value(v);
-            let shape = value.ty.static_shape().expect("pass test cases use static shapes");
-            let shape = shape.into_iter().map(|n| n as usize).collect();
-            (value.name.clone(), uniform_tensor(&mut SplitMix64::for_name(3, &value.name), value.ty.dtype, shape))
-        })
-        .collect()
+    let all_static = g.inputs().iter().all(|&v| g.value(v).ty.static_shape().is_some());
+    assert!(all_static, "pass test cases use static shapes");
+    tessera_ir::testing::inputs::seeded_inputs(g, 3, 0)
 }
 
 #[test]

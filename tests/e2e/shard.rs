@@ -6,9 +6,10 @@
 use crate::support::{example, tessera};
 use tessera_frontend::zoo::build::build_model;
 use tessera_ir::graph::Graph;
-use tessera_ir::random::{uniform_tensor, SplitMix64};
+use tessera_ir::random::SplitMix64;
 use tessera_ir::sharding::Mesh;
 use tessera_ir::tensor::Tensor;
+use tessera_ir::testing::inputs::seeded_inputs;
 use tessera_ir::workload::BlockShape;
 use tessera_passes::shard::{partition, ShardConfig, ShardedModule};
 use tessera_runtime::spmd::{run_spmd, RankProgram, SpmdConfig};
@@ -71,20 +72,16 @@ fn bad_meshes_are_located_errors() {
 
 /// Uniform seeded values for every input; integer inputs (token ids) in `[0, vocab)`.
 fn feeds(g: &Graph, seed: u64, vocab: i64) -> Vec<(String, Tensor)> {
-    g.inputs()
-        .iter()
-        .map(|&v| {
-            let value = g.value(v);
-            let shape: Vec<usize> = value.ty.dims.iter().map(|d| d.as_static().unwrap_or(2) as usize).collect();
-            let mut rng = SplitMix64::for_name(seed, &value.name);
-            let t = if value.ty.dtype.is_float() {
-                uniform_tensor(&mut rng, value.ty.dtype, shape)
-            } else {
-                let n = shape.iter().product();
-                let ids = (0..n).map(|_| (rng.next_u64() % vocab as u64) as i64).collect();
-                Tensor::from_i64(value.ty.dtype, shape, ids)
-            };
-            (value.name.clone(), t)
+    seeded_inputs(g, seed, 2)
+        .into_iter()
+        .map(|(name, t)| {
+            if t.dtype.is_float() {
+                return (name, t);
+            }
+            // Integer inputs draw token ids from the input's own stream instead.
+            let mut rng = SplitMix64::for_name(seed, &name);
+            let ids = (0..t.shape.iter().product()).map(|_| (rng.next_u64() % vocab as u64) as i64).collect();
+            (name, Tensor::from_i64(t.dtype, t.shape, ids))
         })
         .collect()
 }

@@ -44,6 +44,20 @@ impl FnEmitter<'_> {
         }
     }
 
+    /// Rounds `value` to `dtype` (as the reference does) and stores it at `idx` of `dest`: how
+    /// every template ends an output element.
+    fn store_rounded(
+        &mut self,
+        value: String,
+        dest: &Buffer,
+        dtype: DType,
+        idx: &[String],
+    ) -> Result<(), CodegenError> {
+        let value = self.round(value, dtype);
+        self.store(&value, dest, dtype, idx);
+        Ok(())
+    }
+
     /// The static shape and the dtype of result `result` of `node`.
     fn result_layout(&self, node: NodeId, result: usize) -> Result<(Vec<usize>, DType), CodegenError> {
         let out_ty = &self.g.value(self.g.node(node).outputs[result]).ty;
@@ -84,9 +98,7 @@ impl FnEmitter<'_> {
             } else {
                 acc
             };
-            let value = e.round(value, dtype);
-            e.store(&value, dest, dtype, out_idx);
-            Ok(())
+            e.store_rounded(value, dest, dtype, out_idx)
         })
     }
 
@@ -168,9 +180,7 @@ impl FnEmitter<'_> {
             e.for_each_index(&[len], |e, j| {
                 let ex = e.load(dest, DType::F32, &at(&j[0]));
                 let q = e.op("arith.divf", &[&ex, &inverse_free], "f32");
-                let q = e.round(q, dtype);
-                e.store(&q, dest, dtype, &at(&j[0]));
-                Ok(())
+                e.store_rounded(q, dest, dtype, &at(&j[0]))
             })
         })
     }
@@ -239,9 +249,7 @@ impl FnEmitter<'_> {
                     let b = e.value_at(bias, i)?;
                     r = e.op("arith.addf", &[&r, &b], "f32");
                 }
-                let r = e.round(r, dtype);
-                e.store(&r, dest, dtype, &full(i));
-                Ok(())
+                e.store_rounded(r, dest, dtype, &full(i))
             })
         })
     }
@@ -278,9 +286,7 @@ impl FnEmitter<'_> {
                 }])
             };
             let acc = e.accumulate(&[k], 0, &[(init, ty)], &mut body)?.remove(0);
-            let acc = e.round(acc, dtype);
-            e.store(&acc, dest, dtype, idx);
-            Ok(())
+            e.store_rounded(acc, dest, dtype, idx)
         })
     }
 
@@ -322,9 +328,7 @@ impl FnEmitter<'_> {
                 Ok(vec![e.op("arith.addf", &[&accs[0], &term], "f32")])
             };
             let acc = e.accumulate(&[c_per_group, kh, kw], 0, &[(zero.clone(), "f32")], &mut body)?.remove(0);
-            let acc = e.round(acc, dtype);
-            e.store(&acc, dest, dtype, idx);
-            Ok(())
+            e.store_rounded(acc, dest, dtype, idx)
         })
     }
 
@@ -374,9 +378,7 @@ impl FnEmitter<'_> {
                 if max { vec![(init, "f32")] } else { vec![(init, "f32"), (zero.clone(), "f32")] };
             let accs = e.accumulate(&[kh, kw], 0, &inits, &mut body)?;
             let value = if max { accs[0].clone() } else { e.op("arith.divf", &[&accs[0], &accs[1]], "f32") };
-            let value = e.round(value, dtype);
-            e.store(&value, dest, dtype, idx);
-            Ok(())
+            e.store_rounded(value, dest, dtype, idx)
         })
     }
 
@@ -429,9 +431,7 @@ impl FnEmitter<'_> {
             if matches!(dtype, DType::F16 | DType::BF16) {
                 e.for_each_index(&[n], |e, j| {
                     let v = e.load(dest, DType::F32, &at(&j[0]));
-                    let r = e.round(v, dtype);
-                    e.store(&r, dest, dtype, &at(&j[0]));
-                    Ok(())
+                    e.store_rounded(v, dest, dtype, &at(&j[0]))
                 })?;
             }
             Ok(())

@@ -65,15 +65,14 @@ pub fn load(path: &Path) -> Result<ClusterSpec, ClusterError> {
 fn apply_overrides(c: &mut ClusterSpec, spec: &str, overrides: &str) -> Result<(), ClusterError> {
     let bad = |message: String| ClusterError::BadOverride { spec: spec.to_string(), message };
     let (mut gpus, mut nodes) = (None, None);
-    for item in overrides.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (key, value) = item.split_once('=').ok_or_else(|| bad(format!("expected key=value, found '{item}'")))?;
+    for item in tessera_ir::key_value::non_empty_items(overrides) {
+        let (key, value) = item.key_value().ok_or_else(|| bad(format!("expected key=value, found '{}'", item.text)))?;
         let n: u64 = value
-            .trim()
             .parse()
             .ok()
             .filter(|&n| n > 0)
             .ok_or_else(|| bad(format!("{key}={value}: expected a positive integer")))?;
-        match key.trim() {
+        match key {
             "gpus" => gpus = Some(n),
             "nodes" => nodes = Some(n),
             "gpus_per_node" => c.gpus_per_node = n,

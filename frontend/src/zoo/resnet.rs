@@ -66,10 +66,9 @@ pub fn parse(spec: &str) -> Result<ResNetConfig, ZooError> {
         return Err(ZooError::UnknownModel { name: base.to_string(), presets });
     }
     const KEYS: &str = "blocks, width, image, classes, batch, dtype";
-    for item in rest.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for item in tessera_ir::key_value::non_empty_items(rest) {
         let (key, value) =
-            item.split_once('=').ok_or_else(|| ZooError::Syntax { spec: spec.to_string(), item: item.to_string() })?;
-        let (key, value) = (key.trim(), value.trim());
+            item.key_value().ok_or_else(|| ZooError::Syntax { spec: spec.to_string(), item: item.text.to_string() })?;
         let bad = |message: &str| ZooError::BadValue {
             spec: spec.to_string(),
             key: key.to_string(),

@@ -60,10 +60,9 @@ pub fn parse(spec: &str) -> Result<ModelConfig, ZooError> {
         None => (spec, None),
     };
     let mut items: Vec<(String, String)> = Vec::new();
-    for item in rest.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for item in tessera_ir::key_value::non_empty_items(rest.unwrap_or("")) {
         let (key, value) =
-            item.split_once('=').ok_or_else(|| ZooError::Syntax { spec: spec.to_string(), item: item.to_string() })?;
-        let (key, value) = (key.trim(), value.trim());
+            item.key_value().ok_or_else(|| ZooError::Syntax { spec: spec.to_string(), item: item.text.to_string() })?;
         if !KEYS.contains(&key) {
             return Err(ZooError::UnknownKey { spec: spec.to_string(), key: key.to_string(), known: KEYS.join(", ") });
         }

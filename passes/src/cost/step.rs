@@ -335,7 +335,13 @@ struct Setting<'a> {
 }
 
 impl<'a> Setting<'a> {
-    fn new(cluster: &'a ClusterSpec, job: &Job, par: &'a Parallelism, stage_programs: bool, tied_embeddings: bool) -> Self {
+    fn new(
+        cluster: &'a ClusterSpec,
+        job: &Job,
+        par: &'a Parallelism,
+        stage_programs: bool,
+        tied_embeddings: bool,
+    ) -> Self {
         Setting {
             cluster,
             par,

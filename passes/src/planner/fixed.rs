@@ -27,11 +27,10 @@ impl Fixed {
     /// Parses `key=value,...`; errors name the knob.
     pub fn parse(text: &str) -> Result<Fixed, PlanError> {
         let mut fixed = Fixed::default();
-        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let Some((key, value)) = item.split_once('=') else {
-                return Err(bad(item, format!("expected knob=value; knobs: {}", KNOBS.join(", "))));
+        for item in tessera_ir::key_value::non_empty_items(text) {
+            let Some((key, value)) = item.key_value() else {
+                return Err(bad(item.text, format!("expected knob=value; knobs: {}", KNOBS.join(", "))));
             };
-            let (key, value) = (key.trim(), value.trim());
             let count = || -> Result<Option<u64>, PlanError> {
                 match value.parse::<u64>() {
                     Ok(n) if n > 0 => Ok(Some(n)),

@@ -5,24 +5,16 @@
 use proptest::prelude::{prop_assert, proptest, ProptestConfig};
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::Graph;
-use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::sharding::Mesh;
 use tessera_ir::tensor::Tensor;
+use tessera_ir::testing::inputs::seeded_inputs;
 use tessera_ir::testing::{arb_graph_with, ArbGraphConfig};
 use tessera_passes::shard::{partition, ShardConfig, ShardError, ShardedModule};
 use tessera_runtime::spmd::{run_spmd, RankProgram, SpmdConfig};
 
 /// Uniform seeded values for every input, symbolic dimensions bound to `sym`.
 fn feeds(g: &Graph, seed: u64, sym: usize) -> Vec<(String, Tensor)> {
-    g.inputs()
-        .iter()
-        .map(|&v| {
-            let value = g.value(v);
-            let shape = value.ty.dims.iter().map(|d| d.as_static().map_or(sym, |n| n as usize)).collect();
-            let t = uniform_tensor(&mut SplitMix64::for_name(seed, &value.name), value.ty.dtype, shape);
-            (value.name.clone(), t)
-        })
-        .collect()
+    seeded_inputs(g, seed, sym)
 }
 
 /// Within rounding of the dtype (partial sums are rounded before they are combined); NaNs and

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole, ValueId};
 use tessera_ir::ops::Op;
-use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::tensor::{Buffer, Tensor};
+use tessera_ir::testing::inputs::seeded_inputs;
 use tessera_ir::types::{Dim, TensorType};
 use tessera_passes::pipeline::{run_pipeline, Pipeline, PipelineReport, RunConfig};
 
@@ -61,19 +61,16 @@ pub fn output_names(g: &Graph) -> Vec<String> {
 /// float rewrites (signed zeros, NaN, infinities), then uniform values in [-1, 1).
 pub fn random_inputs(g: &Graph, seed: u64) -> HashMap<String, Tensor> {
     let specials = [-0.0, 0.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY];
-    g.inputs()
-        .iter()
-        .map(|&v| {
-            let value = g.value(v);
-            // Symbolic dimensions (the examples' `batch`) are 2.
-            let shape: Vec<usize> = value.ty.dims.iter().map(|d| d.as_static().unwrap_or(2) as usize).collect();
-            let mut t = uniform_tensor(&mut SplitMix64::for_name(seed, &value.name), value.ty.dtype, shape);
+    // Symbolic dimensions (the examples' `batch`) are 2.
+    seeded_inputs(g, seed, 2)
+        .into_iter()
+        .map(|(name, mut t)| {
             if let Buffer::Float(xs) = &mut t.data {
                 for (x, s) in xs.iter_mut().zip(specials) {
                     *x = s;
                 }
             }
-            (value.name.clone(), t)
+            (name, t)
         })
         .collect()
 }

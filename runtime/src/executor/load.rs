@@ -36,6 +36,12 @@ fn inside(dir: &Path, rel: &str, manifest: &Path) -> Result<PathBuf, ArtifactErr
     Ok(dir.join(p))
 }
 
+/// Only the version of a manifest, read before the rest.
+#[derive(serde::Deserialize)]
+struct FormatVersion {
+    format_version: Option<u64>,
+}
+
 /// Reads `dir/manifest.json`, checks the format version and every listed file's SHA-256, and
 /// checks rank 0's program.
 pub fn load(dir: &Path) -> Result<Artifact, ArtifactError> {
@@ -50,10 +56,9 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, ArtifactError> {
     }
     let bytes = read(&manifest_path)?;
     // The version first, so an artifact of another format says so rather than "malformed".
-    let version = serde_json::from_slice::<serde_json::Value>(&bytes)
+    let version = serde_json::from_slice::<FormatVersion>(&bytes)
         .map_err(|e| ArtifactError::Malformed { path: manifest_path.clone(), message: e.to_string() })?
-        .get("format_version")
-        .and_then(serde_json::Value::as_u64);
+        .format_version;
     match version {
         Some(v) if v == u64::from(FORMAT_VERSION) => {}
         Some(v) => {

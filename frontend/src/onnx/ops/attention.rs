@@ -44,7 +44,7 @@ fn mask_bias(imp: &mut Importer, mask: ValueId, dtype: DType, kv_len: u64) -> Bu
         let mut pads = vec![0i64; 2 * mty.rank()];
         pads[mty.rank() + last] = (kv_len - have) as i64;
         let fill = if mty.dtype == DType::Bool { 0.0 } else { f64::NEG_INFINITY };
-        mask = super::shape::pad_constant(imp, mask, &pads, fill)?;
+        mask = super::shape::slicing::pad_constant(imp, mask, &pads, fill)?;
     }
     if mty.dtype == DType::Bool {
         let zero = imp.scalar(dtype, 0.0);

@@ -211,7 +211,7 @@ fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> BuildResult<Vec<Slot
             all_pads[2 + d] = g.pads[d];
             all_pads[(n + 2) + 2 + d] = g.pads[n + d];
         }
-        x = super::shape::pad_constant(imp, x, &all_pads, 0.0)?;
+        x = super::shape::slicing::pad_constant(imp, x, &all_pads, 0.0)?;
         g.pads = vec![0; 2 * n];
     }
     let spatial = spatial_extents(imp, x, "input")?;
@@ -280,7 +280,7 @@ fn lp_pool(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         all_pads[2 + d] = g.pads[d];
         all_pads[(n + 2) + 2 + d] = g.pads[n + d];
     }
-    let padded = super::shape::pad_constant(imp, powered, &all_pads, 0.0)?;
+    let padded = super::shape::slicing::pad_constant(imp, powered, &all_pads, 0.0)?;
     g.pads = vec![0; 2 * n];
     let x2 = to_2d(imp, padded)?;
     let avg = imp.add(Op::Pool2d { kind: PoolKind::Avg, kernel: g.kernel2(), window: g.window() }, &[x2])?;
@@ -377,7 +377,7 @@ fn conv_transpose(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         all_pads[2 + d] = reach - pads[d];
         all_pads[(n + 2) + 2 + d] = reach - pads[n + d] + output_padding[d];
     }
-    xx = super::shape::pad_constant(imp, xx, &all_pads, 0.0)?;
+    xx = super::shape::slicing::pad_constant(imp, xx, &all_pads, 0.0)?;
     // Kernel side: [C, M/g, k...] -> [g, C/g, M/g, k...] -> [g, M/g, C/g, k...] -> [M, C/g, k...],
     // flipped along every spatial axis.
     let cg = (c_in / groups) as u64;

@@ -1,0 +1,198 @@
+//! Index-driven data movement: `Gather`, `GatherElements`, `ScatterElements`, `OneHot`,
+//! `Trilu`, `CumSum`.
+
+use super::{scalar_input, slice_axis};
+use crate::onnx::import::{Importer, NodeCx, Slot};
+use crate::onnx::ops::{axis_of, generated_len, invalid, one, unsupported, BuildError, BuildResult, Registry};
+use tessera_ir::dtype::DType;
+use tessera_ir::ops::elementwise::{BinaryOp, CompareOp};
+use tessera_ir::ops::indexing::ScatterReduction;
+use tessera_ir::ops::Op;
+use tessera_ir::tensor::Tensor;
+use tessera_ir::types::Dim;
+
+pub(super) fn register(r: &mut Registry) {
+    r.insert("Gather", gather);
+    r.insert("Trilu", trilu);
+    r.insert("ScatterElements", scatter_elements);
+    r.insert("GatherElements", gather_elements);
+    r.insert("CumSum", cum_sum);
+    r.insert("OneHot", one_hot);
+}
+
+fn gather(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let axis = cx.attrs.int("axis", 0)?;
+    if let Some(Slot::Shape { elems, scalar: false }) = imp.slot(cx, 0)? {
+        let indices =
+            imp.const_input(cx, 1, "indices")?.ok_or_else(|| BuildError::Invalid("missing input 'indices'".into()))?;
+        if indices.shape.len() > 1 || axis_of(axis, 1)? != 0 {
+            return unsupported("gathering a symbolic shape with multi-dimensional indices");
+        }
+        let n = elems.len() as i64;
+        let mut picked = Vec::with_capacity(indices.len());
+        for k in indices.to_i64_vec() {
+            let i = if k < 0 { k + n } else { k };
+            if !(0..n).contains(&i) {
+                return invalid(format!("index {k} is out of range for a shape of {n} entries"));
+            }
+            picked.push(elems[i as usize].clone());
+        }
+        return Ok(vec![imp.shape_slot(picked, indices.shape.is_empty())]);
+    }
+    let (x, idx) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
+    axis_of(axis, imp.ty(x).rank())?;
+    one(imp.add(Op::Gather { axis }, &[x, idx])?)
+}
+
+/// Keeps the upper (or lower) triangle from diagonal `k` and zeroes the rest, with a constant mask.
+fn trilu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let ty = imp.ty(x);
+    if ty.rank() < 2 {
+        return invalid(format!("input must have rank >= 2, got {ty}"));
+    }
+    let k = match imp.const_input(cx, 1, "k")? {
+        Some(t) if t.len() == 1 => t.get_i64(0),
+        Some(_) => return invalid("k must be a scalar"),
+        None => 0,
+    };
+    let upper = cx.attrs.int("upper", 1)? != 0;
+    let r = ty.rank();
+    let (n, m) = match (ty.dims[r - 2].as_static(), ty.dims[r - 1].as_static()) {
+        (Some(n), Some(m)) => (n as i64, m as i64),
+        _ => return unsupported(format!("Trilu of symbolic matrix dimensions in {ty}")),
+    };
+    generated_len((n as u64).saturating_mul(m as u64), "Trilu's mask")?;
+    let mask: Vec<i64> =
+        (0..n).flat_map(|i| (0..m).map(move |j| if upper { j - i >= k } else { j - i <= k } as i64)).collect();
+    let mask = imp.constant(Tensor::from_i64(DType::Bool, vec![n as usize, m as usize], mask));
+    let zero = imp.scalar(ty.dtype, 0.0);
+    one(imp.select(mask, x, zero)?)
+}
+
+fn scatter_elements(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let (data, idx, upd) = (imp.value(cx, 0)?, imp.value(cx, 1)?, imp.value(cx, 2)?);
+    let axis = cx.attrs.int("axis", 0)?;
+    let reduction = match cx.attrs.string("reduction", "none")?.as_str() {
+        "none" => ScatterReduction::None,
+        "add" => ScatterReduction::Add,
+        other => return unsupported(format!("reduction = '{other}'")),
+    };
+    one(imp.add(Op::Scatter { axis, reduction }, &[data, idx, upd])?)
+}
+
+/// `where(indices (made non-negative) == iota, on, off)` along a new `axis`.
+fn one_hot(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let indices = imp.value(cx, 0)?;
+    let depth = scalar_input(imp, cx, 1, "depth")?.get_f64(0) as i64;
+    let values = imp.value(cx, 2)?;
+    let ity = imp.ty(indices);
+    let vty = imp.ty(values);
+    if vty.num_elements() != Some(2) || depth < 1 {
+        return invalid("values must hold [off, on] and depth must be positive");
+    }
+    let out_rank = ity.rank() + 1;
+    let axis = axis_of(cx.attrs.int("axis", -1)?, out_rank)?;
+    let idx = imp.cast(indices, DType::I64)?;
+    let zero = imp.scalar(DType::I64, 0.0);
+    let neg = imp.compare(CompareOp::Lt, idx, zero)?;
+    let wrapped = imp.binary_scalar(BinaryOp::Add, idx, depth as f64)?;
+    let idx = imp.select(neg, wrapped, idx)?;
+    let mut dims = ity.dims.clone();
+    dims.insert(axis, Dim::Static(1));
+    let idx = imp.reshape(idx, dims)?;
+    let iota = crate::onnx::ops::iota(imp, out_rank, axis, depth as u64)?;
+    let hit = imp.compare(CompareOp::Eq, idx, iota)?;
+    let flat = imp.reshape(values, vec![Dim::Static(2)])?;
+    let off = slice_axis(imp, flat, 0, 0, 1, 1)?;
+    let on = slice_axis(imp, flat, 0, 1, 2, 1)?;
+    let off = imp.reshape(off, vec![])?;
+    let on = imp.reshape(on, vec![])?;
+    one(imp.select(hit, on, off)?)
+}
+
+/// `out[p] = data[p with coordinate axis replaced by indices[p]]`, as a one-hot selection:
+/// compare the indices with an iota along a new axis, select, and sum that axis away.
+fn gather_elements(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let (data, indices) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
+    let (dty, ity) = (imp.ty(data), imp.ty(indices));
+    if dty.rank() != ity.rank() || !ity.dtype.is_int() {
+        return invalid(format!("data {dty} and integer indices {ity} must have one rank"));
+    }
+    let r = dty.rank();
+    let axis = axis_of(cx.attrs.int("axis", 0)?, r)?;
+    let n = dty.dims[axis]
+        .as_static()
+        .ok_or_else(|| BuildError::Unsupported(format!("gathering along symbolic {}", dty.dims[axis])))?;
+    // Other axes: the indices may cover a leading part of the data.
+    let mut data = data;
+    for d in 0..r {
+        if d != axis && dty.dims[d] != ity.dims[d] {
+            let m =
+                ity.dims[d].as_static().ok_or_else(|| BuildError::Unsupported("symbolic index dimensions".into()))?;
+            data = slice_axis(imp, data, d, 0, m as i64, 1)?;
+        }
+    }
+    let idx = imp.cast(indices, DType::I64)?;
+    let zero_i = imp.scalar(DType::I64, 0.0);
+    let neg = imp.compare(CompareOp::Lt, idx, zero_i)?;
+    let wrapped = imp.binary_scalar(BinaryOp::Add, idx, n as f64)?;
+    let idx = imp.select(neg, wrapped, idx)?;
+    let mut idims = ity.dims.clone();
+    idims.insert(axis + 1, Dim::Static(1));
+    let idx = imp.reshape(idx, idims)?;
+    let iota = crate::onnx::ops::iota(imp, r + 1, axis + 1, n)?;
+    let hit = imp.compare(CompareOp::Eq, idx, iota)?;
+    let mut ddims = imp.ty(data).dims;
+    ddims.insert(axis, Dim::Static(1));
+    let data = imp.reshape(data, ddims)?;
+    // Sum in a numeric type: booleans go through i64.
+    let work = if dty.dtype == DType::Bool { imp.cast(data, DType::I64)? } else { data };
+    let zero = imp.scalar(imp.ty(work).dtype, 0.0);
+    let selected = imp.select(hit, work, zero)?;
+    let kind = tessera_ir::ops::reduce::ReduceKind::Sum;
+    let y = imp.add(Op::Reduce { kind, axes: vec![axis as i64 + 1], keepdims: false }, &[selected])?;
+    one(imp.cast(y, dty.dtype)?)
+}
+
+/// Cumulative sum along `axis` as a product with a triangular 0/1 matrix (the axis moved last).
+fn cum_sum(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let axis = scalar_input(imp, cx, 1, "axis")?.get_i64(0);
+    let exclusive = cx.attrs.int("exclusive", 0)? != 0;
+    let reverse = cx.attrs.int("reverse", 0)? != 0;
+    let ty = imp.ty(x);
+    if ty.rank() == 0 || ty.dtype == DType::Bool {
+        return invalid(format!("CumSum of {ty}"));
+    }
+    let r = ty.rank();
+    let axis = axis_of(axis, r)?;
+    let n = ty.dims[axis]
+        .as_static()
+        .ok_or_else(|| BuildError::Unsupported(format!("CumSum along symbolic {}", ty.dims[axis])))? as i64;
+    generated_len((n as u64).saturating_mul(n as u64), "CumSum's triangular matrix")?;
+    // y[j] = sum over i of x[i] * m[i][j].
+    let m: Vec<i64> = (0..n)
+        .flat_map(|i| {
+            (0..n).map(move |j| match (reverse, exclusive) {
+                (false, false) => i <= j,
+                (false, true) => i < j,
+                (true, false) => i >= j,
+                (true, true) => i > j,
+            } as i64)
+        })
+        .collect();
+    let m = imp.constant(Tensor::from_i64(ty.dtype, vec![n as usize, n as usize], m));
+    let mut perm: Vec<i64> = (0..r as i64).filter(|&d| d != axis as i64).collect();
+    perm.push(axis as i64);
+    let moved = if axis + 1 == r { x } else { imp.add(Op::Transpose { perm: perm.clone() }, &[x])? };
+    let y = crate::onnx::ops::matmul::matmul_numpy(imp, moved, m)?;
+    if axis + 1 == r {
+        return one(y);
+    }
+    let mut inverse = vec![0i64; r];
+    for (i, &p) in perm.iter().enumerate() {
+        inverse[p as usize] = i as i64;
+    }
+    one(imp.add(Op::Transpose { perm: inverse }, &[y])?)
+}

@@ -1,0 +1,250 @@
+//! Views that rearrange dimensions without moving data: `Reshape`, `Flatten`, `Unsqueeze`,
+//! `Squeeze`, `Transpose`, `Expand`, `DepthToSpace`, `SpaceToDepth`.
+
+use super::{dims_of, static_dims, tessera_ir_max_dim};
+use crate::onnx::import::{show_sym, Importer, NodeCx, Slot, SymInt};
+use crate::onnx::ops::{axis_of, invalid, one, unsupported, BuildError, BuildResult, Registry};
+use tessera_ir::graph::ValueId;
+use tessera_ir::ops::{broadcast_dims, Op};
+use tessera_ir::types::Dim;
+
+pub(super) fn register(r: &mut Registry) {
+    r.insert("Reshape", reshape);
+    r.insert("Flatten", flatten);
+    r.insert("Unsqueeze", unsqueeze);
+    r.insert("Squeeze", squeeze);
+    r.insert("Transpose", transpose);
+    r.insert("Expand", expand);
+    r.insert("DepthToSpace", depth_to_space);
+    r.insert("SpaceToDepth", space_to_depth);
+}
+
+/// Element count of `dims` as (product of static dims, sorted symbol names); the product
+/// saturates, which only an absurd shape reaches and the shape rule then rejects.
+fn count_of(dims: &[Dim]) -> (u64, Vec<String>) {
+    let mut syms: Vec<String> = dims
+        .iter()
+        .filter_map(|d| match d {
+            Dim::Symbolic(s) => Some(s.clone()),
+            Dim::Static(_) => None,
+        })
+        .collect();
+    syms.sort();
+    (dims.iter().filter_map(Dim::as_static).fold(1u64, u64::saturating_mul), syms)
+}
+
+/// The ONNX Reshape target: `0` copies the input dimension (unless `allowzero`), one `-1` is
+/// inferred from the element count, symbolically when the input has symbolic dimensions.
+fn reshape_target(input: &[Dim], shape: &[SymInt], allowzero: bool) -> BuildResult<Vec<Dim>> {
+    let mut dims: Vec<Option<Dim>> = Vec::with_capacity(shape.len());
+    for (i, e) in shape.iter().enumerate() {
+        dims.push(match e {
+            SymInt::Int(0) if !allowzero => match input.get(i) {
+                Some(d) => Some(d.clone()),
+                None => return invalid(format!("shape entry {i} is 0 but the input has rank {}", input.len())),
+            },
+            SymInt::Int(-1) => None,
+            SymInt::Int(n) if (0..=tessera_ir_max_dim()).contains(n) => Some(Dim::Static(*n as u64)),
+            SymInt::Int(n) => return invalid(format!("invalid shape entry {n}")),
+            SymInt::Sym(s) => Some(Dim::Symbolic(s.clone())),
+        });
+    }
+    let holes = dims.iter().filter(|d| d.is_none()).count();
+    if holes > 1 {
+        return invalid(format!("shape {} has more than one -1", show_sym(shape)));
+    }
+    if holes == 1 {
+        let known: Vec<Dim> = dims.iter().flatten().cloned().collect();
+        let (p_in, mut s_in) = count_of(input);
+        let (p_out, s_out) = count_of(&known);
+        for s in &s_out {
+            match s_in.iter().position(|x| x == s) {
+                Some(i) => {
+                    s_in.remove(i);
+                }
+                None => return unsupported(format!("cannot infer -1 in {} from {:?}", show_sym(shape), input)),
+            }
+        }
+        let fill = match s_in.as_slice() {
+            [] if p_out != 0 && p_in % p_out == 0 => Dim::Static(p_in / p_out),
+            [s] if p_out != 0 && p_in == p_out => Dim::Symbolic(s.clone()),
+            _ => {
+                let shown: Vec<String> = input.iter().map(Dim::to_string).collect();
+                return invalid(format!("cannot reshape [{}] to {}", shown.join(", "), show_sym(shape)));
+            }
+        };
+        return Ok(dims.into_iter().map(|d| d.unwrap_or_else(|| fill.clone())).collect());
+    }
+    Ok(dims.into_iter().flatten().collect())
+}
+
+fn reshape(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let allowzero = cx.attrs.int("allowzero", 0)? != 0;
+    let target = imp.shape_input(cx, 1, "shape")?.ok_or_else(|| BuildError::Invalid("missing input 'shape'".into()))?;
+    if let Some(Slot::Shape { elems, scalar }) = imp.slot(cx, 0)? {
+        // Reshaping a shape value: only between a scalar and a one-element vector, or 1-D to 1-D.
+        let input = if scalar { vec![] } else { vec![Dim::Static(elems.len() as u64)] };
+        let dims = reshape_target(&input, &target, allowzero)?;
+        return match dims.as_slice() {
+            [] if elems.len() == 1 => Ok(vec![Slot::Shape { elems, scalar: true }]),
+            [Dim::Static(n)] if *n as usize == elems.len() => Ok(vec![Slot::Shape { elems, scalar: false }]),
+            _ => unsupported(format!("reshaping the symbolic shape {} to higher rank", show_sym(&elems))),
+        };
+    }
+    let x = imp.value(cx, 0)?;
+    let dims = reshape_target(&imp.ty(x).dims, &target, allowzero)?;
+    one(imp.reshape(x, dims)?)
+}
+
+/// One dimension for the product of `dims`: static, or a lone symbol times 1.
+fn product_dim(dims: &[Dim]) -> BuildResult<Dim> {
+    match count_of(dims) {
+        (p, syms) if syms.is_empty() => Ok(Dim::Static(p)),
+        (1, syms) if syms.len() == 1 => Ok(Dim::Symbolic(syms[0].clone())),
+        _ => {
+            let shown: Vec<String> = dims.iter().map(Dim::to_string).collect();
+            unsupported(format!("flattening [{}] (a product of symbolic dimensions)", shown.join(", ")))
+        }
+    }
+}
+
+fn flatten(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let dims = imp.ty(x).dims;
+    let axis = cx.attrs.int("axis", 1)?;
+    let axis = if axis == dims.len() as i64 { dims.len() } else { axis_of(axis, dims.len())? };
+    let target = vec![product_dim(&dims[..axis])?, product_dim(&dims[axis..])?];
+    one(imp.reshape(x, target)?)
+}
+
+/// Squeeze/Unsqueeze axes: an attribute before opset 13, a constant input from then on.
+fn axes_input(imp: &Importer, cx: &NodeCx) -> BuildResult<Option<Vec<i64>>> {
+    if cx.opset < 13 {
+        return Ok(cx.attrs.opt_ints("axes")?);
+    }
+    imp.const_ints(cx, 1, "axes")
+}
+
+fn unsqueeze(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let axes = axes_input(imp, cx)?.ok_or_else(|| BuildError::Invalid("missing input 'axes'".into()))?;
+    if let Some(Slot::Shape { elems, scalar: true }) = imp.slot(cx, 0)? {
+        if axes == [0] || axes == [-1] {
+            return Ok(vec![Slot::Shape { elems, scalar: false }]);
+        }
+    }
+    let x = imp.value(cx, 0)?;
+    let dims = imp.ty(x).dims;
+    let out_rank = dims.len() + axes.len();
+    let mut normalized = Vec::with_capacity(axes.len());
+    for &a in &axes {
+        let a = axis_of(a, out_rank)?;
+        if normalized.contains(&a) {
+            return invalid(format!("axis {a} is repeated"));
+        }
+        normalized.push(a);
+    }
+    let mut rest = dims.into_iter();
+    let target: Vec<Dim> = (0..out_rank)
+        .map(|i| if normalized.contains(&i) { Dim::Static(1) } else { rest.next().unwrap_or(Dim::Static(1)) })
+        .collect();
+    one(imp.reshape(x, target)?)
+}
+
+fn squeeze(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let axes = axes_input(imp, cx)?;
+    if let Some(Slot::Shape { elems, scalar: false }) = imp.slot(cx, 0)? {
+        if elems.len() == 1 && axes.as_deref().is_none_or(|a| a == [0] || a == [-1]) {
+            return Ok(vec![Slot::Shape { elems, scalar: true }]);
+        }
+    }
+    let x = imp.value(cx, 0)?;
+    let ty = imp.ty(x);
+    let remove: Vec<usize> = match axes {
+        Some(axes) => {
+            let mut v = Vec::with_capacity(axes.len());
+            for a in axes {
+                let a = axis_of(a, ty.rank())?;
+                match &ty.dims[a] {
+                    Dim::Static(1) => v.push(a),
+                    Dim::Static(n) => return invalid(format!("cannot squeeze axis {a} of extent {n}")),
+                    Dim::Symbolic(s) => return unsupported(format!("squeezing symbolic dimension '{s}'")),
+                }
+            }
+            v
+        }
+        None => {
+            if let Some(s) = ty.symbols().next() {
+                return unsupported(format!("Squeeze without axes on symbolic dimension '{s}'"));
+            }
+            (0..ty.rank()).filter(|&i| ty.dims[i] == Dim::Static(1)).collect()
+        }
+    };
+    let target = ty.dims.iter().enumerate().filter(|(i, _)| !remove.contains(i)).map(|(_, d)| d.clone()).collect();
+    one(imp.reshape(x, target)?)
+}
+
+fn transpose(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let rank = imp.ty(x).rank() as i64;
+    let perm = cx.attrs.opt_ints("perm")?.unwrap_or_else(|| (0..rank).rev().collect());
+    if perm.iter().copied().eq(0..rank) {
+        return one(x);
+    }
+    one(imp.add(Op::Transpose { perm }, &[x])?)
+}
+
+fn expand(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let target = imp.shape_input(cx, 1, "shape")?.ok_or_else(|| BuildError::Invalid("missing input 'shape'".into()))?;
+    let target = dims_of(&target)?;
+    let ty = imp.ty(x);
+    let dims = broadcast_dims(&ty.dims, &target).ok_or_else(|| {
+        let shown: Vec<String> = target.iter().map(Dim::to_string).collect();
+        BuildError::Invalid(format!("{ty} does not broadcast to [{}]", shown.join(", ")))
+    })?;
+    one(imp.broadcast(x, &dims)?)
+}
+
+fn nchw(imp: &Importer, x: ValueId) -> BuildResult<[u64; 4]> {
+    let ty = imp.ty(x);
+    let s = static_dims(&ty, "DepthToSpace/SpaceToDepth")?;
+    match s.as_slice() {
+        [n, c, h, w] => Ok([*n, *c, *h, *w]),
+        _ => invalid(format!("input must be NCHW, got {ty}")),
+    }
+}
+
+fn stat(v: &[u64]) -> Vec<Dim> {
+    v.iter().map(|&n| Dim::Static(n)).collect()
+}
+
+fn depth_to_space(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let [n, c, h, w] = nchw(imp, x)?;
+    let b = cx.attrs.req_int("blocksize")?;
+    if b < 1 || c % (b * b) as u64 != 0 {
+        return invalid(format!("blocksize {b} does not divide {c} channels"));
+    }
+    let b = b as u64;
+    let (shape, perm) = match cx.attrs.string("mode", "DCR")?.as_str() {
+        "DCR" => (vec![n, b, b, c / (b * b), h, w], vec![0, 3, 4, 1, 5, 2]),
+        "CRD" => (vec![n, c / (b * b), b, b, h, w], vec![0, 1, 4, 2, 5, 3]),
+        other => return invalid(format!("unknown mode '{other}'")),
+    };
+    let r = imp.reshape(x, stat(&shape))?;
+    let t = imp.add(Op::Transpose { perm }, &[r])?;
+    one(imp.reshape(t, stat(&[n, c / (b * b), h * b, w * b]))?)
+}
+
+fn space_to_depth(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let [n, c, h, w] = nchw(imp, x)?;
+    let b = cx.attrs.req_int("blocksize")?;
+    if b < 1 || h % b as u64 != 0 || w % b as u64 != 0 {
+        return invalid(format!("blocksize {b} does not divide {h}x{w}"));
+    }
+    let b = b as u64;
+    let r = imp.reshape(x, stat(&[n, c, h / b, b, w / b, b]))?;
+    let t = imp.add(Op::Transpose { perm: vec![0, 3, 5, 1, 2, 4] }, &[r])?;
+    one(imp.reshape(t, stat(&[n, c * b * b, h / b, w / b]))?)
+}

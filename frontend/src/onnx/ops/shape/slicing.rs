@@ -1,0 +1,323 @@
+//! Ops that cut and join along axes: `Concat`, `Split`, `Slice`, `Tile`, `Pad`,
+//! `CenterCropPad`.
+
+use crate::onnx::import::{Importer, NodeCx, Slot, SymInt};
+use crate::onnx::ops::{axis_of, invalid, one, unsupported, BuildError, BuildResult, Registry};
+use tessera_ir::graph::ValueId;
+use tessera_ir::ops::layout::slice_extent;
+use tessera_ir::ops::Op;
+use tessera_ir::types::Dim;
+
+use super::slice_axis;
+pub(super) fn register(r: &mut Registry) {
+    r.insert("Concat", concat);
+    r.insert("Split", split);
+    r.insert("Slice", slice);
+    r.insert("Tile", tile);
+    r.insert("Pad", pad);
+    r.insert("CenterCropPad", center_crop_pad);
+}
+
+fn concat(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let axis = cx.attrs.req_int("axis")?;
+    let mut slots = Vec::with_capacity(cx.num_inputs());
+    for i in 0..cx.num_inputs() {
+        if let Some(s) = imp.slot(cx, i)? {
+            slots.push(s);
+        }
+    }
+    if slots.iter().any(|s| matches!(s, Slot::Shape { .. })) {
+        // Concatenating shape pieces: every piece is a shape value or a constant 1-D integer list.
+        let mut elems = Vec::new();
+        for s in &slots {
+            match s {
+                Slot::Shape { elems: e, scalar: false } => elems.extend(e.iter().cloned()),
+                Slot::Value(v) => match imp.constant_of(*v) {
+                    Some(t) if t.dtype.is_int() && t.shape.len() == 1 => {
+                        elems.extend(t.to_i64_vec().into_iter().map(SymInt::Int))
+                    }
+                    _ => return unsupported("concatenating a symbolic shape with run-time values"),
+                },
+                Slot::Shape { .. } => return invalid("cannot concatenate a scalar"),
+            }
+        }
+        return Ok(vec![imp.shape_slot(elems, false)]);
+    }
+    let vs: Vec<ValueId> =
+        slots.into_iter().filter_map(|s| if let Slot::Value(v) = s { Some(v) } else { None }).collect();
+    if vs.is_empty() {
+        return invalid("Concat needs at least one input");
+    }
+    let rank = imp.ty(vs[0]).rank();
+    axis_of(axis, rank)?;
+    if vs.len() == 1 {
+        return one(vs[0]);
+    }
+    one(imp.add(Op::Concat { axis }, &vs)?)
+}
+
+fn split(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let ty = imp.ty(x);
+    let axis = axis_of(cx.attrs.int("axis", 0)?, ty.rank())?;
+    let n = ty.dims[axis]
+        .as_static()
+        .ok_or_else(|| BuildError::Unsupported(format!("splitting symbolic dimension {}", ty.dims[axis])))?
+        as i64;
+    let outputs = cx.num_outputs() as i64;
+    // The sizes are an attribute before opset 13, an optional input from then on.
+    let given = if cx.opset < 13 { cx.attrs.opt_ints("split")? } else { imp.const_ints(cx, 1, "split")? };
+    let sizes = match given {
+        Some(s) => s,
+        None => match cx.attrs.opt_int("num_outputs")? {
+            Some(k) if k != outputs => return invalid(format!("num_outputs = {k} for {outputs} outputs")),
+            Some(k) if k >= 1 => {
+                // Equal chunks of ceil(n / k), the last one smaller.
+                let chunk = (n + k - 1) / k;
+                (0..k).map(|i| (n - i * chunk).clamp(0, chunk)).collect()
+            }
+            Some(k) => return invalid(format!("num_outputs = {k}")),
+            None if outputs >= 1 && n % outputs == 0 => vec![n / outputs; outputs as usize],
+            None => return invalid(format!("{n} elements do not split evenly into {outputs} outputs")),
+        },
+    };
+    if sizes.len() as i64 != outputs {
+        return invalid(format!("{} split sizes for {outputs} outputs", sizes.len()));
+    }
+    let outs = imp.add_n(Op::Split { axis: axis as i64, sizes }, &[x])?;
+    Ok(outs.into_iter().map(Slot::Value).collect())
+}
+
+/// A slice end at least this large keeps a symbolic dimension whole. Exporters write different
+/// sentinels for "to the end": PyTorch `i64::MAX`, others `i32::MAX`, and tf2onnx `1e9` for a
+/// masked `strided_slice` end (Magika's model). Reading them all as "whole" is exact for every
+/// dimension below 1e9, far past any a model is run with.
+const WHOLE_SLICE_END: i64 = 1_000_000_000;
+
+fn slice(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let starts =
+        imp.const_ints(cx, 1, "starts")?.ok_or_else(|| BuildError::Invalid("missing input 'starts'".into()))?;
+    let ends = imp.const_ints(cx, 2, "ends")?.ok_or_else(|| BuildError::Invalid("missing input 'ends'".into()))?;
+    let axes = imp.const_ints(cx, 3, "axes")?;
+    let steps = imp.const_ints(cx, 4, "steps")?.unwrap_or_else(|| vec![1; starts.len()]);
+    let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return invalid("starts, ends, axes and steps must have one length");
+    }
+    if let Some(Slot::Shape { elems, scalar: false }) = imp.slot(cx, 0)? {
+        if axes.len() != 1 || axis_of(axes[0], 1)? != 0 || steps[0] == 0 {
+            return invalid("a 1-D shape value is sliced along axis 0");
+        }
+        let step = steps[0].clamp(-(1 << 42), 1 << 42);
+        let (start, count) = slice_extent(elems.len() as i64, starts[0], ends[0], step);
+        let picked = (0..count).map(|i| elems[(start + i * step) as usize].clone()).collect();
+        return Ok(vec![imp.shape_slot(picked, false)]);
+    }
+    let x = imp.value(cx, 0)?;
+    let rank = imp.ty(x).rank();
+    let (mut s, mut e, mut st) = (vec![0; rank], vec![i64::MAX; rank], vec![1; rank]);
+    let mut seen = vec![false; rank];
+    for i in 0..axes.len() {
+        let a = axis_of(axes[i], rank)?;
+        if seen[a] {
+            return invalid(format!("axis {a} is repeated"));
+        }
+        if steps[i] == 0 {
+            return invalid("slice step 0");
+        }
+        seen[a] = true;
+        // A step beyond any extent selects one element either way; clamping keeps the extent
+        // arithmetic from overflowing on hostile values.
+        (s[a], e[a], st[a]) = (starts[i], ends[i], steps[i].clamp(-(1 << 42), 1 << 42));
+    }
+    // tsr keeps a symbolic dimension only whole; exporters spell "whole" with a huge end.
+    let dims = imp.ty(x).dims;
+    for a in 0..rank {
+        if let Dim::Symbolic(name) = &dims[a] {
+            if s[a] == 0 && st[a] == 1 && e[a] >= WHOLE_SLICE_END {
+                e[a] = i64::MAX;
+            } else if seen[a] {
+                return unsupported(format!("slicing part of symbolic dimension '{name}'"));
+            }
+        }
+    }
+    if !seen.iter().any(|&b| b) {
+        return one(x);
+    }
+    one(imp.add(Op::Slice { starts: s, ends: e, steps: st }, &[x])?)
+}
+
+/// Tiling repeats the input along each axis: `[.., d, ..]` viewed as `[.., 1, d, ..]`, broadcast
+/// to `[.., r, d, ..]` and merged to `[.., r * d, ..]`, so nothing is materialized.
+fn tile(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let mut x = imp.value(cx, 0)?;
+    let repeats =
+        imp.const_ints(cx, 1, "repeats")?.ok_or_else(|| BuildError::Invalid("missing input 'repeats'".into()))?;
+    let rank = imp.ty(x).rank();
+    if repeats.len() != rank || repeats.iter().any(|&r| r < 0) {
+        return invalid(format!("repeats {repeats:?} for rank {rank}"));
+    }
+    for (axis, &r) in repeats.iter().enumerate() {
+        if r == 1 {
+            continue;
+        }
+        let dims = imp.ty(x).dims;
+        let d =
+            dims[axis].as_static().ok_or_else(|| BuildError::Unsupported(format!("tiling symbolic {}", dims[axis])))?;
+        let mut split = dims.clone();
+        split.insert(axis, Dim::Static(1));
+        let viewed = imp.reshape(x, split.clone())?;
+        split[axis] = Dim::Static(r as u64);
+        let spread = imp.broadcast(viewed, &split)?;
+        let mut merged = dims;
+        merged[axis] =
+            Dim::Static(d.checked_mul(r as u64).ok_or_else(|| BuildError::Invalid("tile too large".into()))?);
+        x = imp.reshape(spread, merged)?;
+    }
+    one(x)
+}
+
+/// Constant padding: `pads` is ONNX's `[begin_0, ..., begin_n, end_0, ..., end_n]`; negative
+/// pads crop.
+pub(crate) fn pad_constant(imp: &mut Importer, x: ValueId, pads: &[i64], value: f64) -> BuildResult<ValueId> {
+    pad_with(imp, x, pads, |imp, x, axis, before, width| {
+        let mut dims = imp.ty(x).dims;
+        dims[axis] = Dim::Static(width as u64);
+        let _ = before;
+        let s = imp.scalar(imp.ty(x).dtype, value);
+        imp.broadcast(s, &dims)
+    })
+}
+
+/// Pads `x` axis by axis; `block(imp, x, axis, before, width)` makes the piece to attach.
+fn pad_with(
+    imp: &mut Importer,
+    x: ValueId,
+    pads: &[i64],
+    block: impl Fn(&mut Importer, ValueId, usize, bool, i64) -> BuildResult<ValueId>,
+) -> BuildResult<ValueId> {
+    let rank = imp.ty(x).rank();
+    if pads.len() != 2 * rank {
+        return invalid(format!("{} pads for rank {rank}", pads.len()));
+    }
+    let mut x = x;
+    for axis in 0..rank {
+        let (b, e) = (pads[axis], pads[rank + axis]);
+        if b == 0 && e == 0 {
+            continue;
+        }
+        let n = imp.ty(x).dims[axis]
+            .as_static()
+            .ok_or_else(|| BuildError::Unsupported(format!("padding symbolic dimension {}", imp.ty(x).dims[axis])))?
+            as i64;
+        // Crop first (negative pads), then attach the padding blocks.
+        if b < 0 || e < 0 {
+            let start = (-b).max(0);
+            let end = n - (-e).max(0);
+            if end < start {
+                return invalid(format!("pads {b}, {e} crop more than the {n} elements of axis {axis}"));
+            }
+            x = slice_axis(imp, x, axis, start, end, 1)?;
+        }
+        let mut parts = Vec::with_capacity(3);
+        if b > 0 {
+            parts.push(block(imp, x, axis, true, b)?);
+        }
+        parts.push(x);
+        if e > 0 {
+            parts.push(block(imp, x, axis, false, e)?);
+        }
+        if parts.len() > 1 {
+            x = imp.add(Op::Concat { axis: axis as i64 }, &parts)?;
+        }
+    }
+    Ok(x)
+}
+
+fn pad(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let rank = imp.ty(x).rank();
+    let mode = cx.attrs.string("mode", "constant")?;
+    let given = imp.const_ints(cx, 1, "pads")?.ok_or_else(|| BuildError::Invalid("missing input 'pads'".into()))?;
+    let value = match imp.const_input(cx, 2, "constant_value")? {
+        Some(t) if t.len() == 1 => t.get_f64(0),
+        Some(_) => return invalid("constant_value must be a scalar"),
+        None => 0.0,
+    };
+    let axes = match imp.const_ints(cx, 3, "axes")? {
+        Some(a) => a.iter().map(|&a| axis_of(a, rank)).collect::<BuildResult<Vec<usize>>>()?,
+        None => (0..rank).collect(),
+    };
+    if given.len() != 2 * axes.len() {
+        return invalid(format!("{} pads for {} axes", given.len(), axes.len()));
+    }
+    let mut pads = vec![0; 2 * rank];
+    for (i, &a) in axes.iter().enumerate() {
+        pads[a] = given[i];
+        pads[rank + a] = given[axes.len() + i];
+    }
+    let y = match mode.as_str() {
+        "constant" => pad_constant(imp, x, &pads, value)?,
+        "edge" => pad_with(imp, x, &pads, |imp, x, axis, before, width| {
+            let edge =
+                if before { slice_axis(imp, x, axis, 0, 1, 1)? } else { slice_axis(imp, x, axis, -1, i64::MAX, 1)? };
+            let mut dims = imp.ty(x).dims;
+            dims[axis] = Dim::Static(width as u64);
+            imp.broadcast(edge, &dims)
+        })?,
+        "reflect" => pad_with(imp, x, &pads, |imp, x, axis, before, width| {
+            let n = imp.ty(x).dims[axis].as_static().unwrap_or(0) as i64;
+            if width >= n {
+                return invalid(format!("reflect padding of {width} needs more than {n} elements"));
+            }
+            if before {
+                slice_axis(imp, x, axis, width, 0, -1)
+            } else {
+                slice_axis(imp, x, axis, n - 2, n - 2 - width, -1)
+            }
+        })?,
+        "wrap" => pad_with(imp, x, &pads, |imp, x, axis, before, width| {
+            let n = imp.ty(x).dims[axis].as_static().unwrap_or(0) as i64;
+            if width > n {
+                return unsupported(format!("wrap padding of {width} over {n} elements"));
+            }
+            if before {
+                slice_axis(imp, x, axis, n - width, n, 1)
+            } else {
+                slice_axis(imp, x, axis, 0, width, 1)
+            }
+        })?,
+        other => return invalid(format!("unknown mode '{other}'")),
+    };
+    one(y)
+}
+
+/// Crops (centered, extra element at the end) or zero-pads (centered, extra at the end) each
+/// of `axes` to the target extent.
+fn center_crop_pad(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let target = imp.const_ints(cx, 1, "shape")?.ok_or_else(|| BuildError::Invalid("missing input 'shape'".into()))?;
+    let rank = imp.ty(x).rank();
+    let axes = match cx.attrs.opt_ints("axes")? {
+        Some(a) => a.iter().map(|&a| axis_of(a, rank)).collect::<BuildResult<Vec<usize>>>()?,
+        None => (0..rank).collect(),
+    };
+    if axes.len() != target.len() {
+        return invalid(format!("{} target extents for {} axes", target.len(), axes.len()));
+    }
+    let mut pads = vec![0i64; 2 * rank];
+    for (&a, &t) in axes.iter().zip(&target) {
+        let n = imp.ty(x).dims[a]
+            .as_static()
+            .ok_or_else(|| BuildError::Unsupported("cropping a symbolic dimension".into()))? as i64;
+        if t < 0 {
+            return invalid(format!("target extent {t}"));
+        }
+        // Cropping is a negative pad: the begin side takes the smaller half either way.
+        let (lo, hi) =
+            if t < n { (-((n - t) / 2), -(n - t - (n - t) / 2)) } else { ((t - n) / 2, t - n - (t - n) / 2) };
+        pads[a] = lo;
+        pads[rank + a] = hi;
+    }
+    one(pad_constant(imp, x, &pads, 0.0)?)
+}
