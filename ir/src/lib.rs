@@ -15,9 +15,11 @@
 //! shardings, op sharding rules), [`testing`] (random well-typed graphs for property tests),
 //! [`artifact`] (the ahead-of-time artifact format, shared by the writer in `codegen` and the
 //! executors in `runtime`), [`files`] (the one crash-safe, confined writer of output files and
-//! directories, used by every crate that writes).
+//! directories, used by every crate that writes), [`budget`] (the `--max-memory` limit that
+//! input-driven allocations are checked against).
 
 pub mod artifact;
+pub mod budget;
 pub mod dtype;
 pub mod files;
 pub mod fusion;

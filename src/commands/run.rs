@@ -263,6 +263,7 @@ fn random_inputs<T>(
                 unbound.join(", ")
             );
         };
+        tessera_ir::budget::check_shape(&format!("random input %{}", value.name), &shape)?;
         let shape = shape.into_iter().map(|n| n as usize).collect();
         let mut rng = SplitMix64::for_name(seed, &value.name);
         out.push((value.name.clone(), uniform_tensor(&mut rng, ty.dtype, shape)));
