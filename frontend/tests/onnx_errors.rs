@@ -293,6 +293,35 @@ fn huge_expand_and_tile_results_are_refused_by_the_memory_budget() {
     }
 }
 
+/// Two nodes writing one output name: the second would have silently replaced the first.
+#[test]
+fn a_value_defined_twice_is_an_error() {
+    let twice = model(
+        vec![node("Relu", "first", &["x"], &["y"], vec![]), node("Neg", "second", &["x"], &["y"], vec![])],
+        vec![f32_value("x", &[D::N(2)])],
+        vec![f32_value("y", &[D::N(2)])],
+        vec![],
+        17,
+    );
+    assert_eq!(
+        error_of(&twice),
+        "node 'second' (Neg): output 'y' is already defined (by another node, a graph input or an initializer); \
+         ONNX names each value once"
+    );
+    // A node may not redefine a graph input either; a huge name is quoted in part.
+    let long = "x".repeat(100_000);
+    let shadow = model(
+        vec![node("Relu", "relu", &[long.as_str()], &[long.as_str()], vec![])],
+        vec![f32_value(&long, &[D::N(2)])],
+        vec![f32_value(&long, &[D::N(2)])],
+        vec![],
+        17,
+    );
+    let e = error_of(&shadow);
+    assert!(e.len() < 400, "the message quotes the whole name: {} bytes", e.len());
+    assert!(e.contains(&format!("output '{}... (100000 bytes)' is already defined", "x".repeat(200))), "{e}");
+}
+
 /// A slightly larger real model for mutation: conv, reshape with a constant shape, gemm, softmax.
 fn mutation_model() -> Vec<u8> {
     let m = model(

@@ -340,3 +340,15 @@ fn npy_inputs_are_checked_against_their_declared_size_before_reading() {
         "the array in x.npy needs 16.0 KiB (2048 elements)",
     );
 }
+
+/// A `--dim` for a symbol the model lacks is an error naming the symbols it has (a typo was
+/// silently ignored), in every command that takes `--dim`.
+#[test]
+fn dim_of_an_unknown_symbol_names_the_known_ones() {
+    let mlp = example("mlp.mlir");
+    let expected = "--dim nosuch: the model has no symbolic dimension 'nosuch' (its symbols: batch)";
+    assert_fails(&[], &["info", &mlp, "--dim", "nosuch=3"], expected);
+    assert_fails(&[], &["opt", &mlp, "--dim", "nosuch=3", "-o", "o.mlir"], expected);
+    assert_fails(&[], &["run", &mlp, "--dim", "nosuch=3", "--random-inputs", "1", "-o", "out"], expected);
+    assert_fails(&[], &["compile", &mlp, "--dim", "nosuch=3", "-o", "art"], expected);
+}

@@ -270,6 +270,19 @@ impl Importer {
             node: node_ref.clone(),
             message: "the model imports no opset of the default ONNX domain".into(),
         })?;
+        // ONNX graphs are SSA: a second definition of a name would silently replace the first.
+        for (i, out_name) in node.output.iter().enumerate() {
+            let again_in_node = node.output[..i].contains(out_name);
+            if !out_name.is_empty() && (again_in_node || self.slots.contains_key(out_name)) {
+                return Err(OnnxError::Node {
+                    node: node_ref,
+                    message: format!(
+                        "output '{}' is already defined (by another node, a graph input or an initializer); ONNX names each value once",
+                        clip(out_name)
+                    ),
+                });
+            }
+        }
         let cx = NodeCx { proto: node, attrs: Attrs::of(node), opset };
         let first_new = self.graph.num_values();
         let outs = builder(self, &cx).map_err(|e| match e {
@@ -602,4 +615,18 @@ pub(crate) fn show_sym(elems: &[SymInt]) -> String {
         })
         .collect();
     format!("[{}]", parts.join(", "))
+}
+
+/// At most 200 bytes of `text` (cut at a character boundary, marked with `...`): names and
+/// values quoted from the input in a message, so a megabyte-long name is not echoed whole.
+pub(crate) fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    const MAX_QUOTED: usize = 200;
+    if text.len() <= MAX_QUOTED {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = MAX_QUOTED;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}... ({} bytes)", &text[..end], text.len()))
 }
