@@ -70,7 +70,26 @@ fn one_line(err: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    line.replace('\n', " ")
+    clip_line(&line.replace('\n', " "))
+}
+
+/// The most bytes of one error line: a message that quotes a huge piece of input (a 10 MB
+/// garbage line, a megabyte-long name) keeps its start and its end, not the middle.
+const MAX_ERROR_LINE: usize = 1000;
+
+fn clip_line(line: &str) -> String {
+    if line.len() <= MAX_ERROR_LINE {
+        return line.to_string();
+    }
+    let mut head = 600;
+    while !line.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = line.len() - 200;
+    while !line.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{} [... {} bytes omitted ...] {}", &line[..head], tail - head, &line[tail..])
 }
 
 fn main() -> ExitCode {

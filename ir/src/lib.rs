@@ -16,7 +16,7 @@
 //! [`artifact`] (the ahead-of-time artifact format, shared by the writer in `codegen` and the
 //! executors in `runtime`), [`files`] (the one crash-safe, confined writer of output files and
 //! directories, used by every crate that writes), [`budget`] (the `--max-memory` limit that
-//! input-driven allocations are checked against).
+//! input-driven allocations are checked against), [`quote`] (input quoted in messages, clipped).
 
 pub mod artifact;
 pub mod budget;
@@ -27,6 +27,7 @@ pub mod graph;
 pub mod json;
 pub mod mlir;
 pub mod ops;
+pub mod quote;
 pub mod random;
 pub mod sharding;
 pub mod tensor;

@@ -352,3 +352,21 @@ fn dim_of_an_unknown_symbol_names_the_known_ones() {
     assert_fails(&[], &["run", &mlp, "--dim", "nosuch=3", "--random-inputs", "1", "-o", "out"], expected);
     assert_fails(&[], &["compile", &mlp, "--dim", "nosuch=3", "-o", "art"], expected);
 }
+
+/// A huge line of garbage (or a huge name) is quoted in part: the error stays one short line.
+#[test]
+fn huge_garbage_is_quoted_in_part() {
+    let garbage = "a".repeat(10_000_000);
+    assert_fails(
+        &[("g.mlir", text(&garbage))],
+        &["info", "g.mlir"],
+        &format!("got '{}... (10000000 bytes)'", "a".repeat(200)),
+    );
+    let json = format!("{{\"nodes\": [\"{}\"]}}", "c".repeat(1_000_000));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("g.json"), json).unwrap();
+    let out = tessera(dir.path(), &["info", "g.json"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.len() < 1200, "{} bytes of error", out.stderr.len());
+    assert!(out.stderr.contains("bytes omitted ..."), "{}", out.stderr);
+}

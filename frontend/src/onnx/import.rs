@@ -278,7 +278,7 @@ impl Importer {
                     node: node_ref,
                     message: format!(
                         "output '{}' is already defined (by another node, a graph input or an initializer); ONNX names each value once",
-                        clip(out_name)
+                        tessera_ir::quote::clip(out_name)
                     ),
                 });
             }
@@ -615,18 +615,4 @@ pub(crate) fn show_sym(elems: &[SymInt]) -> String {
         })
         .collect();
     format!("[{}]", parts.join(", "))
-}
-
-/// At most 200 bytes of `text` (cut at a character boundary, marked with `...`): names and
-/// values quoted from the input in a message, so a megabyte-long name is not echoed whole.
-pub(crate) fn clip(text: &str) -> std::borrow::Cow<'_, str> {
-    const MAX_QUOTED: usize = 200;
-    if text.len() <= MAX_QUOTED {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut end = MAX_QUOTED;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    std::borrow::Cow::Owned(format!("{}... ({} bytes)", &text[..end], text.len()))
 }
