@@ -257,6 +257,71 @@ fn absurd_generated_shapes_are_errors_not_allocations() {
     );
 }
 
+/// `Expand` to [2^20, 2^20, 3] and `Tile` by [2^30, 2^30] import (the shapes are legal) but the
+/// interpreter refuses the result by name and size instead of aborting on the allocation. The
+/// limit is lowered to 1 GiB so the test means the same on any machine (the other tests of this
+/// binary evaluate only small tensors).
+#[test]
+fn huge_expand_and_tile_results_are_refused_by_the_memory_budget() {
+    let expand = model(
+        vec![node("Expand", "grow", &["x", "shape"], &["y"], vec![])],
+        vec![f32_value("x", &[D::N(1), D::N(1), D::N(3)])],
+        vec![f32_value("y", &[D::N(1 << 20), D::N(1 << 20), D::N(3)])],
+        vec![i64_typed("shape", &[3], &[1 << 20, 1 << 20, 3])],
+        17,
+    );
+    let tile = model(
+        vec![node("Tile", "tile", &["x", "repeats"], &["y"], vec![])],
+        vec![f32_value("x", &[D::N(2), D::N(2)])],
+        vec![f32_value("y", &[D::N(1 << 31), D::N(1 << 31)])],
+        vec![i64_typed("repeats", &[2], &[1 << 30, 1 << 30])],
+        17,
+    );
+    tessera_ir::budget::set_max_memory(1 << 30);
+    for (m, shape, expected) in [
+        (expand, vec![1, 1, 3], "needs 24.0 TiB (3298534883328 elements), more than the memory limit of "),
+        (tile, vec![2, 2], "needs 32.0 GiB (4294967296 elements), more than the memory limit of 1.0 GiB"),
+    ] {
+        let g = match import_proto(&m, None, &ImportOptions::default()) {
+            Ok(g) => g,
+            Err(e) => panic!("imports: {e}"),
+        };
+        let x = tessera_ir::tensor::Tensor::zeros(tessera_ir::dtype::DType::F32, shape);
+        let e = tessera_runtime::interpreter::run(&g, &[("x".to_string(), x)]).err().map(|e| e.to_string());
+        let e = e.unwrap_or_default();
+        assert!(e.contains(expected), "{e}");
+    }
+}
+
+/// Two nodes writing one output name: the second would have silently replaced the first.
+#[test]
+fn a_value_defined_twice_is_an_error() {
+    let twice = model(
+        vec![node("Relu", "first", &["x"], &["y"], vec![]), node("Neg", "second", &["x"], &["y"], vec![])],
+        vec![f32_value("x", &[D::N(2)])],
+        vec![f32_value("y", &[D::N(2)])],
+        vec![],
+        17,
+    );
+    assert_eq!(
+        error_of(&twice),
+        "node 'second' (Neg): output 'y' is already defined (by another node, a graph input or an initializer); \
+         ONNX names each value once"
+    );
+    // A node may not redefine a graph input either; a huge name is quoted in part.
+    let long = "x".repeat(100_000);
+    let shadow = model(
+        vec![node("Relu", "relu", &[long.as_str()], &[long.as_str()], vec![])],
+        vec![f32_value(&long, &[D::N(2)])],
+        vec![f32_value(&long, &[D::N(2)])],
+        vec![],
+        17,
+    );
+    let e = error_of(&shadow);
+    assert!(e.len() < 400, "the message quotes the whole name: {} bytes", e.len());
+    assert!(e.contains(&format!("output '{}... (100000 bytes)' is already defined", "x".repeat(200))), "{e}");
+}
+
 /// A slightly larger real model for mutation: conv, reshape with a constant shape, gemm, softmax.
 fn mutation_model() -> Vec<u8> {
     let m = model(

@@ -113,8 +113,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     check_file_destination(path)?;
     let (parent, name) = split(path)?;
     let tmp = staging_path(&parent, &name);
-    let result =
-        write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path).map_err(io(path, "cannot rename into place")));
+    // Errors name the destination, which the user typed, not the hidden staging file.
+    let result = write_synced(&tmp, bytes)
+        .map_err(|e| match e {
+            FileError::Io { what, source, .. } => FileError::Io { path: path.to_path_buf(), what, source },
+            other => other,
+        })
+        .and_then(|()| fs::rename(&tmp, path).map_err(io(path, "cannot rename into place")));
     if result.is_err() {
         // Best effort: the staged file may not exist if creating it was what failed.
         let _ = fs::remove_file(&tmp);

@@ -17,12 +17,14 @@
 //! shardings, op sharding rules), [`testing`] (random well-typed graphs for property tests),
 //! [`artifact`] (the ahead-of-time artifact format, shared by the writer in `codegen` and the
 //! executors in `runtime`), [`files`] (the one crash-safe, confined writer of output files and
-//! directories, used by every crate that writes), [`hardware`] (devices, links, clusters and
-//! their presets, shared by the cluster specs of `frontend` and the cost model of `passes`),
-//! [`workload`] (the shape and sharding a model block's graph is built for, shared by the zoo
-//! and the cost model).
+//! directories, used by every crate that writes), [`budget`] (the `--max-memory` limit that
+//! input-driven allocations are checked against), [`quote`] (input quoted in messages,
+//! clipped), [`hardware`] (devices, links, clusters and their presets, shared by the cluster
+//! specs of `frontend` and the cost model of `passes`), [`workload`] (the shape and sharding a
+//! model block's graph is built for, shared by the zoo and the cost model).
 
 pub mod artifact;
+pub mod budget;
 pub mod dtype;
 pub mod files;
 pub mod fusion;
@@ -32,6 +34,7 @@ pub mod json;
 pub mod key_value;
 pub mod mlir;
 pub mod ops;
+pub mod quote;
 pub mod random;
 pub mod sharding;
 pub mod tensor;

@@ -17,7 +17,26 @@ pub fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
         }
         cause = err.source();
     }
-    line.replace('\n', " ")
+    clip_line(&line.replace('\n', " "))
+}
+
+/// The most bytes of one error line: a message that quotes a huge piece of input (a 10 MB
+/// garbage line, a megabyte-long name) keeps its start and its end, not the middle.
+const MAX_ERROR_LINE: usize = 1000;
+
+fn clip_line(line: &str) -> String {
+    if line.len() <= MAX_ERROR_LINE {
+        return line.to_string();
+    }
+    let mut head = 600;
+    while !line.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = line.len() - 200;
+    while !line.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{} [... {} bytes omitted ...] {}", &line[..head], tail - head, &line[tail..])
 }
 
 /// Restores the default SIGPIPE action, so `tessera ... | head` ends quietly like other Unix
@@ -63,5 +82,14 @@ mod tests {
         // A cause that the outer message already quotes is not repeated.
         assert_eq!(error_line(&chain(&["cannot read: disk full", "disk full"])), "cannot read: disk full");
         assert_eq!(error_line(&chain(&["two\nlines"])), "two lines");
+    }
+
+    #[test]
+    fn huge_lines_keep_their_start_and_end() {
+        let huge = format!("start {} end", "x".repeat(10_000_000));
+        let line = error_line(&chain(&[Box::leak(huge.into_boxed_str())]));
+        assert!(line.len() < 900, "{}", line.len());
+        assert!(line.starts_with("start xxx") && line.ends_with("xxx end"), "{line}");
+        assert!(line.contains("bytes omitted"), "{line}");
     }
 }

@@ -36,6 +36,9 @@ pub enum FeedError {
         #[source]
         source: std::io::Error,
     },
+    /// A random input larger than the `--max-memory` budget.
+    #[error(transparent)]
+    Budget(#[from] tessera_ir::budget::BudgetError),
     /// The workspace's atomic writer refused or failed (its message names the path).
     #[error(transparent)]
     Write(#[from] tessera_ir::files::FileError),
@@ -101,6 +104,7 @@ pub fn random_inputs<T>(
             let unbound: Vec<&str> = ty.symbols().collect();
             return Err(FeedError::Unbound { name: value.name.clone(), symbols: unbound.join(", ") });
         };
+        tessera_ir::budget::check_shape(&format!("random input %{}", value.name), &shape)?;
         let shape = shape.into_iter().map(|n| n as usize).collect();
         let mut rng = SplitMix64::for_name(seed, &value.name);
         out.push((value.name.clone(), uniform_tensor(&mut rng, ty.dtype, shape)));

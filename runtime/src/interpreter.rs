@@ -106,6 +106,13 @@ pub fn run_with(
                 _ => None,
             };
             check_results(g, &node.outputs, &results, &bindings).map_err(fail)?;
+            // Result sizes follow from the inputs (`--dim`, an `Expand` target): refuse one
+            // over the memory budget before evaluating allocates it.
+            for (&v, ty) in node.outputs.iter().zip(&results) {
+                let dims: Vec<u128> = ty.dims.iter().filter_map(|d| d.as_static()).map(u128::from).collect();
+                tessera_ir::budget::check_shape(&format!("result %{}", g.value(v).name), &dims)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
             let outputs = match (received, &*op, collectives.as_deref_mut()) {
                 (Some(outs), _, _) => Ok(outs),
                 (None, Op::Collective(c), Some(handler)) => handler.execute(c, &operands, &results),

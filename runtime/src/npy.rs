@@ -9,6 +9,7 @@
 
 use crate::executor::Feed;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use tessera_ir::dtype::DType;
 use tessera_ir::tensor::Tensor;
@@ -21,6 +22,10 @@ pub enum NpyError {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Write(#[from] tessera_ir::files::FileError),
+    #[error("{}: not a regular file (a device, FIFO or directory has no declared size to check)", path.display())]
+    NotAFile { path: PathBuf },
+    #[error(transparent)]
+    Budget(#[from] tessera_ir::budget::BudgetError),
     #[error("not a .npy file: bad magic (expected \\x93NUMPY)")]
     BadMagic,
     #[error("unsupported .npy format version {major}.{minor} (supported: 1.0, 2.0, 3.0)")]
@@ -39,8 +44,7 @@ pub enum NpyError {
 
 /// Reads a `.npy` file.
 pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
-    let bytes = fs::read(path).map_err(|source| NpyError::Io { path: path.to_path_buf(), source })?;
-    read_npy_bytes(&bytes)
+    read_npy_bytes(&read_checked(path)?)
 }
 
 /// Reads a `.npy` file for a program input declared `declared`. When the file's data is already
@@ -49,7 +53,7 @@ pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
 /// them into its arena with no detour through f64. Anything else is read with [`read_npy`] and
 /// [`conform_to`].
 pub fn read_npy_feed(path: &Path, declared: DType) -> Result<Feed, NpyError> {
-    let bytes = fs::read(path).map_err(|source| NpyError::Io { path: path.to_path_buf(), source })?;
+    let bytes = read_checked(path)?;
     let array = parse(&bytes)?;
     let stored = matches!((array.dtype, declared), (DType::F32, DType::F32) | (DType::I64, DType::I64));
     if stored && array.order == ByteOrder::Little && !array.fortran_order {
@@ -75,8 +79,9 @@ pub fn read_npy_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
     Ok(if array.fortran_order { fortran_to_c(&t) } else { t })
 }
 
-/// Checks the header of a `.npy` file and that exactly the data it announces follows.
-fn parse(bytes: &[u8]) -> Result<Array, NpyError> {
+/// Parses the header at the start of `bytes` (the data may be absent) and returns the array's
+/// description with the number of data bytes the header announces.
+fn parse_head(bytes: &[u8]) -> Result<(Array, usize), NpyError> {
     if !bytes.starts_with(MAGIC) {
         // A prefix of the magic is a cut-off file rather than a different format.
         return Err(if MAGIC.starts_with(bytes) && !bytes.is_empty() {
@@ -117,14 +122,59 @@ fn parse(bytes: &[u8]) -> Result<Array, NpyError> {
     let expected = count
         .checked_mul(item)
         .ok_or_else(|| NpyError::MalformedHeader(format!("shape {:?} has too many bytes", header.shape)))?;
-    let data = &bytes[end..];
-    if data.len() < expected {
-        return Err(NpyError::Truncated { what: "data", expected, got: data.len() });
+    let array = Array { dtype, order, fortran_order: header.fortran_order, shape: header.shape, data_start: end };
+    Ok((array, expected))
+}
+
+/// Checks the header of a `.npy` file and that exactly the data it announces follows.
+fn parse(bytes: &[u8]) -> Result<Array, NpyError> {
+    let (array, expected) = parse_head(bytes)?;
+    check_data_length(bytes.len().saturating_sub(array.data_start), expected)?;
+    Ok(array)
+}
+
+fn check_data_length(got: usize, expected: usize) -> Result<(), NpyError> {
+    if got < expected {
+        return Err(NpyError::Truncated { what: "data", expected, got });
     }
-    if data.len() > expected {
-        return Err(NpyError::TrailingBytes(data.len() - expected));
+    if got > expected {
+        return Err(NpyError::TrailingBytes(got - expected));
     }
-    Ok(Array { dtype, order, fortran_order: header.fortran_order, shape: header.shape, data_start: end })
+    Ok(())
+}
+
+/// The most header bytes read before the declared size is checked (NumPy writes 64-byte aligned
+/// headers of a few hundred bytes; a megabyte is already absurd).
+const MAX_HEAD_BYTES: u64 = 1 << 20;
+
+/// The bytes of the `.npy` file at `path`, read only after its header was checked against the
+/// file: a regular file (not `/dev/zero`, a FIFO or a directory) whose length is exactly what
+/// its header announces, and whose array fits the memory budget ([`tessera_ir::budget`]).
+fn read_checked(path: &Path) -> Result<Vec<u8>, NpyError> {
+    let io_error = |source| NpyError::Io { path: path.to_path_buf(), source };
+    let mut file = fs::File::open(path).map_err(io_error)?;
+    let meta = file.metadata().map_err(io_error)?;
+    if !meta.is_file() {
+        return Err(NpyError::NotAFile { path: path.to_path_buf() });
+    }
+    let mut head = Vec::new();
+    (&mut file).take(MAX_HEAD_BYTES.min(meta.len())).read_to_end(&mut head).map_err(io_error)?;
+    let (array, expected) = parse_head(&head)?;
+    let data_len = usize::try_from(meta.len()).unwrap_or(usize::MAX).saturating_sub(array.data_start);
+    check_data_length(data_len, expected)?;
+    let elements: u128 = array.shape.iter().map(|&d| d as u128).product();
+    tessera_ir::budget::check(
+        &format!("the array in {}", path.display()),
+        elements,
+        tessera_ir::budget::IR_ELEMENT_BYTES,
+    )?;
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(head.len() + data_len).map_err(|_| {
+        io_error(std::io::Error::new(std::io::ErrorKind::OutOfMemory, "cannot allocate the file's bytes"))
+    })?;
+    bytes.extend_from_slice(&head);
+    file.read_to_end(&mut bytes).map_err(io_error)?;
+    Ok(bytes)
 }
 
 /// Writes `t` as a `.npy` file atomically (through [`tessera_ir::files::write_atomic`]), so a

@@ -204,10 +204,16 @@ fn files_are_written_atomically() {
         names
     };
     assert_eq!(entries(dir.path()), ["out.npy"]);
-    // A directory in the way: the rename fails and no temporary file is left behind.
+    // A directory in the way is refused before anything is written: no temporary file is left.
     std::fs::create_dir(dir.path().join("taken.npy")).expect("mkdir");
     let err = write_npy(&dir.path().join("taken.npy"), &t).expect_err("directory in the way");
-    assert!(matches!(err, NpyError::Io { .. }), "{err}");
+    assert!(matches!(err, NpyError::Write(_)), "{err}");
+    assert!(
+        err.to_string().ends_with(
+            "taken.npy: is a directory, not a regular file; tessera writes only regular files and will not replace it"
+        ),
+        "{err}"
+    );
     assert_eq!(entries(dir.path()), ["out.npy", "taken.npy"]);
     let err = write_npy(&dir.path().join("missing/out.npy"), &t).expect_err("no parent");
     assert!(err.to_string().contains("missing/out.npy"), "{err}");

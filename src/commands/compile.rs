@@ -61,6 +61,7 @@ pub fn run(args: CompileArgs) -> Result<()> {
     };
     let (graph, graph_options) =
         if args.train { training_step(&args)? } else { (tessera_frontend::load::load_model(&args.model)?, Vec::new()) };
+    super::check_dim_names(&graph, &dims)?;
     let options = CompileOptions { target, dims, graph_options };
     let compiled = compile(&graph, &model_bytes, &options).with_context(|| format!("{}", args.model.display()))?;
     write_artifact(&args.output, &compiled.files)?;

@@ -18,6 +18,7 @@ pub struct InfoArgs {
 pub fn run(args: InfoArgs) -> Result<()> {
     let graph = tessera_frontend::load::load_model(&args.model)?;
     let mut bindings = parse_dim_bindings(&args.dim)?;
+    super::check_dim_names(&graph, &bindings)?;
     // A summary is still useful without sizes: count unbound symbols as 1, and say so.
     for (_, value) in graph.values() {
         for symbol in value.ty.symbols() {

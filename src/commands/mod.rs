@@ -15,6 +15,23 @@ use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 
 /// Parses `--dim name=N` bindings of symbolic dimensions.
+/// Refuses a `--dim` binding of a symbol `graph` does not have (a typo would otherwise be
+/// silently ignored), naming the symbols it has.
+pub fn check_dim_names(graph: &tessera_ir::graph::Graph, bindings: &HashMap<String, u64>) -> Result<()> {
+    let known: std::collections::BTreeSet<&str> = graph.values().flat_map(|(_, v)| v.ty.symbols()).collect();
+    let mut unknown: Vec<&String> = bindings.keys().filter(|name| !known.contains(name.as_str())).collect();
+    unknown.sort();
+    if let Some(name) = unknown.first() {
+        let known = if known.is_empty() {
+            "it has none".to_string()
+        } else {
+            format!("its symbols: {}", known.into_iter().collect::<Vec<_>>().join(", "))
+        };
+        bail!("--dim {name}: the model has no symbolic dimension '{name}' ({known})");
+    }
+    Ok(())
+}
+
 pub fn parse_dim_bindings(dims: &[String]) -> Result<HashMap<String, u64>> {
     let mut bindings = HashMap::new();
     for spec in dims {

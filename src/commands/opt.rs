@@ -53,7 +53,9 @@ pub enum Emit {
 pub fn run(args: OptArgs) -> Result<()> {
     let mut graph = tessera_frontend::load::load_model(&args.input)?;
     if !args.dim.is_empty() {
-        graph = graph.bind_dims(&super::parse_dim_bindings(&args.dim)?);
+        let bindings = super::parse_dim_bindings(&args.dim)?;
+        super::check_dim_names(&graph, &bindings)?;
+        graph = graph.bind_dims(&bindings);
         tessera_ir::verify::verify(&graph).with_context(|| format!("{} with --dim", args.input.display()))?;
     }
     let pipeline = Pipeline::parse(&args.pipeline).context("--pipeline")?;

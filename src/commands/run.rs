@@ -63,6 +63,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let graph = tessera_frontend::load::load_model(&args.model)?;
     let mut bindings = parse_dim_bindings(&args.dim)?;
+    super::check_dim_names(&graph, &bindings)?;
     let mut feeds = read_inputs(&graph, &args.inputs)?;
     bind_from_feeds(&graph, &feeds, &mut bindings);
     if let Some(seed) = args.random_inputs {

@@ -204,6 +204,94 @@ fn damaged_artifacts_are_refused_with_the_reason() {
     assert!(out.stderr.contains("no-manifest: not a tessera artifact (no manifest.json)"), "{}", out.stderr);
 }
 
+/// A tampered `program.json` whose manifest hashes were recomputed passes the integrity check;
+/// the loader's validity checks refuse it before any kernel is loaded or run.
+#[test]
+fn tampered_programs_with_recomputed_hashes_are_refused_before_anything_runs() {
+    use tessera_ir::artifact::{Location, Program, Step};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tmp.path();
+    let spec = "gpt:layers=1,hidden=32,heads=2,seq=16,vocab=100,dtype=f32,dropout=0";
+    assert_eq!(tessera(cwd, &["compile", spec, "-o", "good"]).code, 0);
+    let manifest: tessera_ir::artifact::Manifest =
+        serde_json::from_slice(&std::fs::read(cwd.join("good/manifest.json")).expect("read")).expect("manifest");
+    let good: Program =
+        serde_json::from_slice(&std::fs::read(cwd.join("good/rank0/program.json")).expect("read")).expect("program");
+    let tamper = |name: &str, edit: &dyn Fn(&mut Program)| {
+        let dir = cwd.join(name);
+        std::fs::create_dir_all(dir.join("rank0")).expect("mkdir");
+        for (rel, bytes) in all_files(&cwd.join("good")) {
+            std::fs::write(dir.join(rel), bytes).expect("copy");
+        }
+        let mut program = good.clone();
+        edit(&mut program);
+        std::fs::write(dir.join("rank0/program.json"), serde_json::to_vec_pretty(&program).expect("json"))
+            .expect("write");
+        let mut manifest = manifest.clone();
+        for f in &mut manifest.ranks[0].files {
+            let bytes = std::fs::read(dir.join(&f.path)).expect("read");
+            f.sha256 = tessera_ir::artifact::sha256_hex(&bytes);
+            f.bytes = bytes.len() as u64;
+        }
+        std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).expect("json")).expect("write");
+        let out = tessera(cwd, &["run", name, "--random-inputs", "1", "-o", "out"]);
+        assert_eq!(out.code, 1, "{name} ran: {}", out.stderr);
+        assert!(out.stderr.contains(&format!("{name}/rank0/program.json")), "{name}: {}", out.stderr);
+        out.stderr
+    };
+    let e = tamper("small-arena", &|p| p.arena_bytes /= 2);
+    assert!(e.contains("is outside its region"), "{e}");
+    let e = tamper("duplicate-input", &|p| {
+        let first = p.inputs[0].clone();
+        p.inputs.push(first);
+    });
+    assert!(e.contains(&format!("input {} is bound twice", good.inputs[0].name)), "{e}");
+    let e = tamper("unwritten-output", &|p| {
+        let out = p.outputs[0].buffer;
+        p.steps.retain(|s| !s.outputs().contains(&out));
+    });
+    assert!(e.contains(&format!("output {} is never written", good.outputs[0].name)), "{e}");
+    // The first step reads the buffer the last step writes: uninitialized arena memory.
+    let last_out = good.steps.last().and_then(|s| s.outputs().first().copied()).expect("a last output");
+    let e = tamper("read-before-write", &|p| match &mut p.steps[0] {
+        Step::Kernel { inputs, .. } | Step::Library { inputs, .. } => inputs[0] = last_out,
+    });
+    assert!(e.contains(&format!("step 0 reads buffer {last_out}")), "{e}");
+    assert!(e.contains("before any step writes it"), "{e}");
+    // One kernel symbol called with two arities: its pointer array would be read past its end.
+    let kernels: Vec<(usize, String, usize)> = good
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s {
+            Step::Kernel { symbol, inputs, .. } => Some((i, symbol.clone(), inputs.len())),
+            Step::Library { .. } => None,
+        })
+        .collect();
+    let (first, other) = kernels
+        .iter()
+        .flat_map(|a| kernels.iter().map(move |b| (a, b)))
+        .find(|(a, b)| a.0 < b.0 && a.2 != b.2)
+        .expect("two kernels of different arity");
+    let e = tamper("arity", &|p| {
+        if let Step::Kernel { symbol, .. } = &mut p.steps[other.0] {
+            *symbol = first.1.clone();
+        }
+    });
+    assert!(e.contains(&format!("step {} calls kernel {}", other.0, first.1)), "{e}");
+    // Arena buffers of one step moved onto each other.
+    let e = tamper("overlap", &|p| {
+        let step = p.steps.iter().find(|s| s.outputs().len() == 1 && !s.inputs().is_empty()).cloned();
+        let Some(step) = step else { return };
+        let (i, o) = (step.inputs()[0] as usize, step.outputs()[0] as usize);
+        if let (Location::Arena { offset }, true) = (p.buffers[i].location, true) {
+            p.buffers[o].location = Location::Arena { offset };
+        }
+    });
+    assert!(e.contains("writes memory it also reads or writes elsewhere"), "{e}");
+    assert!(!cwd.join("out").exists(), "a refused artifact wrote outputs");
+}
+
 /// Named tensors fed to an executor.
 type Feeds = Vec<(String, Tensor)>;
 

@@ -262,3 +262,111 @@ fn compile_never_replaces_a_directory_that_is_not_a_complete_artifact() {
     let again = tessera(cwd, &["compile", &mlp, "--dim", "batch=2", "-o", "art"]);
     assert_eq!(again.code, 0, "{}", again.stderr);
 }
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// A `.npy` file whose header declares `shape` of f32 but holds `data_bytes` bytes of data.
+fn npy_declaring(shape: &str, data_bytes: usize) -> Vec<u8> {
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, data_bytes));
+    bytes
+}
+
+/// Sizes from the input that would need more memory than the budget are refused with the
+/// tensor's name and size, before anything is allocated (they aborted the process).
+#[test]
+fn huge_sizes_are_refused_with_the_tensor_and_its_size() {
+    let mlp = example("mlp.mlir");
+    let run = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = vec!["run".into(), mlp.clone()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["--random-inputs".into(), "1".into(), "-o".into(), "out".into()]);
+        args
+    };
+    let dim = run(&["--dim", "batch=1099511627776"]);
+    assert_fails(
+        &[],
+        &as_strs(&dim),
+        "random input %x needs 256.0 TiB (35184372088832 elements), more than the memory limit of",
+    );
+    let big = "func.func @f(%x: tensor<1099511627776xf32>) -> (tensor<1099511627776xf32>) {\n  %y = \"tsr.tanh\"(%x) : (tensor<1099511627776xf32>) -> tensor<1099511627776xf32>\n  return %y : tensor<1099511627776xf32>\n}\n";
+    assert_fails(
+        &[("big.mlir", text(big))],
+        &["run", "big.mlir", "--random-inputs", "1", "-o", "out"],
+        "random input %x needs 8.0 TiB (1099511627776 elements)",
+    );
+    // --max-memory lowers the limit: 64 rows of 32 f32 inputs are 16 KiB in the IR.
+    let small = run(&["--dim", "batch=64"]);
+    let mut limited = vec!["--max-memory".to_string(), "1K".to_string()];
+    limited.extend(small.iter().cloned());
+    assert_fails(
+        &[],
+        &as_strs(&limited),
+        "random input %x needs 16.0 KiB (2048 elements), more than the memory limit of 1.0 KiB",
+    );
+    let usage = tessera(Path::new("."), &["--max-memory", "lots", "info", &mlp]);
+    assert_eq!(usage.code, 2, "a malformed --max-memory is a usage error: {}", usage.stderr);
+    assert!(usage.stderr.contains("'lots' is not a size like 8G, 512M or 1048576"), "{}", usage.stderr);
+}
+
+/// `.npy` inputs: a device or FIFO is not read at all, and a header's declared size is checked
+/// against the file (and the budget) before the data is read.
+#[test]
+fn npy_inputs_are_checked_against_their_declared_size_before_reading() {
+    let mlp = example("mlp.mlir");
+    let args = |input: &str| -> Vec<String> {
+        ["run", &mlp, "--input", input, "--random-inputs", "1", "-o", "out"].iter().map(|s| s.to_string()).collect()
+    };
+    assert_fails(&[], &as_strs(&args("x=/dev/zero")), "/dev/zero: not a regular file");
+    assert_fails(
+        &[("x.npy", npy_declaring("(1099511627776, 32)", 16))],
+        &as_strs(&args("x=x.npy")),
+        "truncated data: expected 140737488355328 bytes, got 16",
+    );
+    let limited: Vec<String> =
+        ["--max-memory".to_string(), "1K".to_string()].into_iter().chain(args("x=x.npy")).collect();
+    assert_fails(
+        &[("x.npy", npy_declaring("(64, 32)", 64 * 32 * 4))],
+        &as_strs(&limited),
+        "the array in x.npy needs 16.0 KiB (2048 elements)",
+    );
+}
+
+/// A `--dim` for a symbol the model lacks is an error naming the symbols it has (a typo was
+/// silently ignored), in every command that takes `--dim`.
+#[test]
+fn dim_of_an_unknown_symbol_names_the_known_ones() {
+    let mlp = example("mlp.mlir");
+    let expected = "--dim nosuch: the model has no symbolic dimension 'nosuch' (its symbols: batch)";
+    assert_fails(&[], &["info", &mlp, "--dim", "nosuch=3"], expected);
+    assert_fails(&[], &["opt", &mlp, "--dim", "nosuch=3", "-o", "o.mlir"], expected);
+    assert_fails(&[], &["run", &mlp, "--dim", "nosuch=3", "--random-inputs", "1", "-o", "out"], expected);
+    assert_fails(&[], &["compile", &mlp, "--dim", "nosuch=3", "-o", "art"], expected);
+}
+
+/// A huge line of garbage (or a huge name) is quoted in part: the error stays one short line.
+#[test]
+fn huge_garbage_is_quoted_in_part() {
+    let garbage = "a".repeat(10_000_000);
+    assert_fails(
+        &[("g.mlir", text(&garbage))],
+        &["info", "g.mlir"],
+        &format!("got '{}... (10000000 bytes)'", "a".repeat(200)),
+    );
+    let json = format!("{{\"nodes\": [\"{}\"]}}", "c".repeat(1_000_000));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("g.json"), json).unwrap();
+    let out = tessera(dir.path(), &["info", "g.json"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.len() < 1200, "{} bytes of error", out.stderr.len());
+    assert!(out.stderr.contains("bytes omitted ..."), "{}", out.stderr);
+}

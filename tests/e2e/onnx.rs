@@ -40,6 +40,18 @@ fn test_onnx_summarizes_a_selection_of_node_tests() {
     let acos_case = cases.iter().find(|c| c["name"] == "test_acos").unwrap();
     assert_eq!(acos_case["outcome"], "unsupported");
     assert!(acos_case["reason"].as_str().unwrap().contains("(Acos): unsupported op"), "{acos_case}");
+
+    // A wrong expected value makes the case fail, and a failure makes the command fail (an
+    // unsupported case does not).
+    let expected = dir.path().join("test_abs/test_data_set_0/output_0.pb");
+    let mut bytes = std::fs::read(&expected).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&expected, bytes).unwrap();
+    let out = tessera(dir.path(), &["test-onnx", "."]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert_eq!(out.stdout.lines().last(), Some("onnx-node: 2 passed, 1 failed, 1 unsupported"));
+    assert!(out.stderr.contains("1 of 4 ONNX node tests failed"), "{}", out.stderr);
 }
 
 #[test]

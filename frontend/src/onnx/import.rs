@@ -270,6 +270,19 @@ impl Importer {
             node: node_ref.clone(),
             message: "the model imports no opset of the default ONNX domain".into(),
         })?;
+        // ONNX graphs are SSA: a second definition of a name would silently replace the first.
+        for (i, out_name) in node.output.iter().enumerate() {
+            let again_in_node = node.output[..i].contains(out_name);
+            if !out_name.is_empty() && (again_in_node || self.slots.contains_key(out_name)) {
+                return Err(OnnxError::Node {
+                    node: node_ref,
+                    message: format!(
+                        "output '{}' is already defined (by another node, a graph input or an initializer); ONNX names each value once",
+                        tessera_ir::quote::clip(out_name)
+                    ),
+                });
+            }
+        }
         let cx = NodeCx { proto: node, attrs: Attrs::of(node), opset };
         let first_new = self.graph.num_values();
         let outs = builder(self, &cx).map_err(|e| match e {

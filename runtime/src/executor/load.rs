@@ -220,10 +220,65 @@ fn check_program(p: &Program, weights_bytes: u64) -> Result<(), String> {
             return Err(format!("step {s} has {n_in} inputs and {n_out} outputs, wrong for its kind"));
         }
     }
+    check_bindings(p)?;
     if let Some(gpu) = &p.gpu {
         check_gpu(p, gpu)?;
     } else if p.steps.iter().any(|s| matches!(s, Step::Kernel { .. })) && p.kernels_file.is_none() {
         return Err("kernel steps but no kernels file".into());
+    }
+    Ok(())
+}
+
+/// The program's data flow and interface: input and output names are unique; the bytes of every
+/// buffer a step reads, and of every program output, are a weight, a program input or written
+/// by an earlier step (no step reads uninitialized arena memory, no output is garbage); a kernel symbol is
+/// called with one arity throughout (its arguments are a pointer array it indexes blindly).
+fn check_bindings(p: &Program) -> Result<(), String> {
+    let mut names = std::collections::HashSet::new();
+    for io in &p.inputs {
+        if !names.insert(("input", io.name.as_str())) {
+            return Err(format!("input {} is bound twice", io.name));
+        }
+    }
+    for io in &p.outputs {
+        if !names.insert(("output", io.name.as_str())) {
+            return Err(format!("output {} is bound twice", io.name));
+        }
+    }
+    // Buffers alias (a reshape is a view of its operand's bytes), so "written" is tracked by
+    // arena byte range: a read is defined when one written range covers it.
+    let range = |b: u32| -> Option<(u64, u64)> {
+        let desc = &p.buffers[b as usize];
+        match desc.location {
+            Location::Arena { offset } => Some((offset, offset + desc.bytes())),
+            Location::Weights { .. } => None,
+        }
+    };
+    let mut written: Vec<(u64, u64)> = p.inputs.iter().filter_map(|io| range(io.buffer)).collect();
+    let is_defined = |written: &[(u64, u64)], b: u32| match range(b) {
+        None => true,
+        Some((start, end)) => start == end || written.iter().any(|&(s, e)| s <= start && end <= e),
+    };
+    let mut arity: std::collections::HashMap<&str, (usize, usize)> = std::collections::HashMap::new();
+    for (s, step) in p.steps.iter().enumerate() {
+        if let Some(&b) = step.inputs().iter().find(|&&b| !is_defined(&written, b)) {
+            let name = &p.buffers[b as usize].name;
+            return Err(format!("step {s} reads buffer {b} (%{name}) before any step writes it"));
+        }
+        written.extend(step.outputs().iter().filter_map(|&o| range(o)));
+        if let Step::Kernel { symbol, inputs, outputs } = step {
+            let this = (inputs.len(), outputs.len());
+            let first = *arity.entry(symbol.as_str()).or_insert(this);
+            if first != this {
+                return Err(format!(
+                    "step {s} calls kernel {symbol} with {} inputs and {} outputs, another step with {} and {}",
+                    this.0, this.1, first.0, first.1
+                ));
+            }
+        }
+    }
+    if let Some(io) = p.outputs.iter().find(|io| !is_defined(&written, io.buffer)) {
+        return Err(format!("output {} is never written", io.name));
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! the bytes it consumes; nothing here backtracks beyond one token.
 
 use super::{Loc, PResult, ParseError, Parser};
+use crate::quote::clip;
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -41,11 +42,11 @@ pub(super) enum Tok {
 impl fmt::Display for Tok {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Tok::Value { name, index: None } => write!(f, "'%{name}'"),
-            Tok::Value { name, index: Some(i) } => write!(f, "'%{name}#{i}'"),
-            Tok::Symbol(s) => write!(f, "'@{s}'"),
-            Tok::Ident(s) | Tok::Int(s) | Tok::Float(s) => write!(f, "'{s}'"),
-            Tok::Hex(s) => write!(f, "'0x{s}'"),
+            Tok::Value { name, index: None } => write!(f, "'%{}'", clip(name)),
+            Tok::Value { name, index: Some(i) } => write!(f, "'%{}#{i}'", clip(name)),
+            Tok::Symbol(s) => write!(f, "'@{}'", clip(s)),
+            Tok::Ident(s) | Tok::Int(s) | Tok::Float(s) => write!(f, "'{}'", clip(s)),
+            Tok::Hex(s) => write!(f, "'0x{}'", clip(s)),
             Tok::Str(_) => f.write_str("string"),
             Tok::Arrow => f.write_str("'->'"),
             Tok::LParen => f.write_str("'('"),
