@@ -54,7 +54,7 @@ pub fn run(args: TestOnnxArgs) -> Result<()> {
     println!("{summary}");
     let Some(path) = &args.manifest else {
         if summary.failed > 0 {
-            bail!("{} node test(s) failed", summary.failed);
+            bail!("{} of {} ONNX node tests failed", summary.failed, summary.cases.len());
         }
         return Ok(());
     };
