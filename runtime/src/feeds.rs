@@ -23,8 +23,10 @@ pub enum FeedError {
     Read {
         name: String,
         file: String,
+        /// Boxed: `NpyError` carries paths and the writer's and budget's errors, and every
+        /// `Result` of this module would otherwise be that large.
         #[source]
-        source: NpyError,
+        source: Box<NpyError>,
     },
     #[error("input %{name} has symbolic dimension(s) {symbols}: give their sizes with --dim NAME=SIZE")]
     Unbound { name: String, symbols: String },
@@ -78,7 +80,7 @@ fn read_given<T>(
         let tensor = read(Path::new(file), dtype).map_err(|source| FeedError::Read {
             name: name.to_string(),
             file: file.to_string(),
-            source,
+            source: Box::new(source),
         })?;
         feeds.push((name.to_string(), tensor));
     }

@@ -126,6 +126,11 @@ fn tessera_rt_runs_an_artifact_as_tessera_run_does() {
     assert_eq!(missing.stderr, "error: no-such-dir: not a tessera artifact (no manifest.json)\n");
     let usage = tessera_rt(cwd, &["run", "art"]);
     assert_eq!(usage.code, 2, "no -o is a usage error: {}", usage.stderr);
+    // The input-size budget is the same flag with the same refusal.
+    let tiny = ["--max-memory", "1K", "run", "art", "--random-inputs", "1", "-o", "o"];
+    let (compiler, runtime) = (tessera(cwd, &tiny), tessera_rt(cwd, &tiny));
+    assert_eq!((runtime.code, &runtime.stderr), (1, &compiler.stderr));
+    assert!(runtime.stderr.contains("more than the memory limit of"), "{}", runtime.stderr);
     assert!(!cwd.join("o").exists(), "a failed run writes nothing");
 }
 
