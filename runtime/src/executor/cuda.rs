@@ -475,6 +475,12 @@ fn host_library_call(call: &LibraryCall, ins: &[In], outs: &mut [Out]) -> Result
                 LibraryCall::Transpose { perm } => library::transpose(input(0)?, out, perm),
                 LibraryCall::Gather { axis } => library::gather(input(0)?, input(1)?, out, *axis as usize),
                 LibraryCall::Slice { starts, steps } => library::slice(input(0)?, out, starts, steps),
+                LibraryCall::Conv2d { window, groups } => {
+                    super::conv::conv2d(input(0)?, input(1)?, out, window, *groups)
+                }
+                LibraryCall::Pool2d { kind, kernel, window } => {
+                    super::conv::pool2d(input(0)?, out, *kind, *kernel, window)
+                }
                 LibraryCall::Split { .. } | LibraryCall::Concat { .. } | LibraryCall::Reference { .. } => {
                     Err("unreachable library call".into())
                 }

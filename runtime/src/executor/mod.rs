@@ -13,6 +13,7 @@
 //! (`tessera run --profile`). [`run`] is running an artifact directory as a command, shared by
 //! `tessera run` and `tessera-rt run` (rank selection under `mpirun`/`srun` included).
 
+pub mod conv;
 pub mod cpu;
 pub mod cuda;
 pub mod library;
