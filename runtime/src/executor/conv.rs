@@ -189,6 +189,10 @@ fn unfold(input: &[f32], col: &mut [f32], s: &ConvShape, g: &Geometry) {
                 let (xs, x_offset) = g.valid(1, kx, s.w, s.ow);
                 let Some(row) = rows.next() else { return };
                 row.fill(0.0);
+                if xs.is_empty() {
+                    // Every column of this tap is padding (and `first` below would be negative).
+                    continue;
+                }
                 for oy in ys.clone() {
                     let iy = (oy * g.strides[0]) as isize + y_offset;
                     let src = &plane[iy as usize * s.w..(iy as usize + 1) * s.w];
@@ -225,6 +229,9 @@ fn depthwise(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry
             for kx in 0..s.kw {
                 let (xs, x_offset) = g.valid(1, kx, s.w, s.ow);
                 let weight = weights[ky * s.kw + kx];
+                if xs.is_empty() {
+                    continue;
+                }
                 for oy in ys.clone() {
                     let iy = ((oy * g.strides[0]) as isize + y_offset) as usize;
                     let src = &input[iy * s.w..(iy + 1) * s.w];
