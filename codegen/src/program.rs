@@ -634,6 +634,42 @@ mod tests {
         assert_ne!(emit(other).expect("emit"), emit(kernel).expect("emit"));
     }
 
+    /// Convolution and pooling outside fusion groups become their own library calls, not
+    /// reference steps.
+    #[test]
+    fn conv_and_pool_are_library_calls_not_reference_steps() {
+        use tessera_ir::ops::conv::{PoolKind, Window};
+        let mut g = Graph::new("conv_pool");
+        let ty = |shape: &[u64]| TensorType::of_static(DType::F32, shape);
+        let x = g.add_input("x", ty(&[1, 4, 8, 8]), InputRole::Activation);
+        let w = g.add_input("w", ty(&[4, 1, 3, 3]), InputRole::Parameter);
+        let window = Window { strides: [2, 1], pads: [1, 0, 1, 2], dilations: [1, 2] };
+        let y = g.add(Op::Conv2d { window: window.clone(), groups: 4 }, &[x, w]).expect("conv2d");
+        let pool = Op::Pool2d { kind: PoolKind::Avg, kernel: [2, 2], window: window.clone() };
+        let z = g.add(pool, &[y]).expect("avg_pool2d");
+        g.set_outputs(vec![z]);
+        // No kernel compiles, so the pool stays outside every group, as when codegen refuses it.
+        let lowered = lower(&g, &HashMap::new(), "cpu", &|_: &Graph| false).expect("lower");
+        let calls: Vec<&LibraryCall> = lowered
+            .program
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Library { call, .. } => Some(call),
+                Step::Kernel { .. } => None,
+            })
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                &LibraryCall::Conv2d { window: window.clone(), groups: 4 },
+                &LibraryCall::Pool2d { kind: PoolKind::Avg, kernel: [2, 2], window }
+            ]
+        );
+        assert_eq!((lowered.stats.reference_steps(), lowered.stats.steps()), (0, 2));
+        assert!(lowered.stats.reference_ops.is_empty());
+    }
+
     /// `x + c` for the constant `c`.
     fn add_constant(values: Vec<f64>) -> Graph {
         let mut g = Graph::new("add_constant");

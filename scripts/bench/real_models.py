@@ -4,11 +4,12 @@ Usage (with the interpreter of the environment scripts/real-models/setup.sh buil
 `cargo build --release`):
 
     .cache/real-models/venv/bin/python scripts/bench/real_models.py [--tessera target/release/tessera]
-        [--repeat 20] [--models magika,cls,det,rec]
+        [--run-with target/release/tessera-rt] [--repeat 20] [--models magika,cls,det,rec]
 
 For each model of the real-model corpus (the inputs and pinned shapes of tests/e2e/real_models.rs),
 in one invocation: scripts/real-models/reference.py writes seeded inputs (and the pinned model);
-`tessera compile` builds a CPU artifact; `tessera run DIR --repeat N --timing` reports the median
+`tessera compile` builds a CPU artifact; `tessera run DIR --repeat N --timing` (or `tessera-rt run`, with --run-with: the same executor
+without the compiler) reports the median
 of N runs with the weights resident; onnxruntime (default threads, default graph optimizations)
 runs the same model on the same inputs N times after one warm-up run, median taken. Prints one
 line per model and the ratio tessera / onnxruntime (below 1: tessera is faster), and checks that
@@ -73,7 +74,7 @@ def max_relative_error(actual, expected):
     return float((np.abs(actual - expected) / np.maximum(np.abs(expected), floor)).max())
 
 
-def bench(name, tessera, repeat, work):
+def bench(name, tessera, runner, repeat, work):
     file, reference_args, compile_args = CASES[name]
     model = os.path.join(MODELS, file)
     ref_dir = os.path.join(work, name)
@@ -89,7 +90,7 @@ def bench(name, tessera, repeat, work):
     # tessera's input names are the ONNX ones here (plain identifiers in this corpus).
     inputs = [(i["name"], os.path.join(ref_dir, i["file"])) for i in manifest["inputs"]]
     out_dir = os.path.join(work, f"{name}-out")
-    t_tessera = tessera_median(tessera, artifact, inputs, out_dir, repeat)
+    t_tessera = tessera_median(runner, artifact, inputs, out_dir, repeat)
 
     session = ort.InferenceSession(run_model, providers=["CPUExecutionProvider"])
     session.run(None, feeds)
@@ -100,6 +101,7 @@ def bench(name, tessera, repeat, work):
         times.append(time.perf_counter() - start)
     t_ort = statistics.median(times)
 
+    # Every model of this corpus has one output; compare it (tessera names files by its names).
     produced = sorted(os.listdir(out_dir))
     error = max(
         max_relative_error(np.load(os.path.join(out_dir, p)).astype(np.float64), o.astype(np.float64))
@@ -111,15 +113,17 @@ def bench(name, tessera, repeat, work):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tessera", default=os.path.join(ROOT, "target/release/tessera"))
+    parser.add_argument("--run-with", help="the binary that runs artifacts (default: --tessera)")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--models", default=",".join(CASES))
     args = parser.parse_args()
-    print(f"onnxruntime {ort.__version__}, default threads; tessera {args.tessera}; median of {args.repeat} runs")
+    runner = args.run_with or args.tessera
+    print(f"onnxruntime {ort.__version__}, default threads; {runner} run; median of {args.repeat} runs")
     print(f"{'model':8} {'tessera ms':>11} {'onnxruntime ms':>15} {'ratio':>7} {'max rel err':>12}")
     ratios = []
     with tempfile.TemporaryDirectory() as work:
         for name in args.models.split(","):
-            t, o, err = bench(name, args.tessera, args.repeat, work)
+            t, o, err = bench(name, args.tessera, runner, args.repeat, work)
             ratios.append(t / o)
             print(f"{name:8} {t * 1e3:11.1f} {o * 1e3:15.2f} {t / o:6.2f}x {err:12.2e}")
     print(f"median ratio {statistics.median(ratios):.2f}x, worst {max(ratios):.2f}x")
