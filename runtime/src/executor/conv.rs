@@ -68,6 +68,19 @@ impl Geometry {
     }
 }
 
+/// Convolutions and poolings below this many multiply-adds (or window taps) run on the calling
+/// thread: rayon's hand-off costs more than it saves on the small layers of mobile models.
+const SEQUENTIAL_MAX_MACS: usize = 1 << 18;
+
+/// `for_each` over the planes of `out`, on rayon's pool when `work` is large enough.
+fn for_each_plane(out: &mut [f32], plane: usize, work: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if work < SEQUENTIAL_MAX_MACS {
+        out.chunks_mut(plane).enumerate().for_each(|(p, x)| f(p, x));
+    } else {
+        out.par_chunks_mut(plane).enumerate().for_each(|(p, x)| f(p, x));
+    }
+}
+
 fn check_f32(descs: &[&BufferDesc], what: &str) -> Result<(), String> {
     match descs.iter().find(|d| d.storage != Storage::F32) {
         Some(d) => Err(format!("{what} computes in f32 only; buffer {} has {:?} storage", d.name, d.storage)),
@@ -125,7 +138,8 @@ struct ConvShape {
 /// Per image and group: `out[og, L] = w_g[og, K] @ col[K, L]` with `K = cg * kh * kw` taps and
 /// `L = oh * ow` output positions; `col` is the group's input unfolded (im2col), or the input
 /// itself for a 1x1 kernel with unit strides and no padding. Threads split whole GEMMs when each
-/// is small, else the output inside one GEMM (never the sum over K).
+/// is small, else the output inside one GEMM (never the sum over K); small convolutions run on
+/// the calling thread.
 fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry) {
     let (og, k, l) = (s.o / s.groups, s.cg * s.kh * s.kw, s.oh * s.ow);
     let pointwise = s.kh == 1 && s.kw == 1 && g.strides == [1, 1] && g.pads == [0; 4];
@@ -167,8 +181,12 @@ fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geomet
             );
         }
     };
+    let macs = ov.len() * k;
     let tasks = ov.chunks_mut(og * l).enumerate();
-    if og * k * l >= PARALLEL_GEMM_MIN_MACS {
+    if macs < SEQUENTIAL_MAX_MACS {
+        let mut col = Vec::new();
+        tasks.for_each(|(t, dst)| one(t, dst, &mut col, gemm::Parallelism::None));
+    } else if og * k * l >= PARALLEL_GEMM_MIN_MACS {
         let mut col = Vec::new();
         tasks.for_each(|(t, dst)| one(t, dst, &mut col, gemm::Parallelism::Rayon(0)));
     } else {
@@ -218,7 +236,7 @@ fn unfold(input: &[f32], col: &mut [f32], s: &ConvShape, g: &Geometry) {
 fn depthwise(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry) {
     let multiplier = s.o / s.groups;
     let taps = s.kh * s.kw;
-    ov.par_chunks_mut(s.oh * s.ow).enumerate().for_each(|(p, plane)| {
+    for_each_plane(ov, s.oh * s.ow, ov.len() * taps, |p, plane| {
         let (image, oc) = (p / s.o, p % s.o);
         let channel = image * s.c + oc / multiplier;
         let input = &xv[channel * s.h * s.w..(channel + 1) * s.h * s.w];
@@ -278,7 +296,7 @@ pub fn pool2d(x: &In, out: &mut Out, kind: PoolKind, kernel: [u64; 2], window: &
     // Per kernel row and column: which output coordinates it reaches, and from where.
     let rows: Vec<_> = (0..kh).map(|ky| g.valid(0, ky, h, oh)).collect();
     let cols: Vec<_> = (0..kw).map(|kx| g.valid(1, kx, wd, ow)).collect();
-    ov.par_chunks_mut(oh * ow).enumerate().for_each(|(p, plane)| {
+    for_each_plane(ov, oh * ow, ov.len() * kh * kw, |p, plane| {
         let input = &xv[p * h * wd..(p + 1) * h * wd];
         for oy in 0..oh {
             for ox in 0..ow {
@@ -460,12 +478,15 @@ mod tests {
         }
     }
 
-    /// A convolution big enough that its GEMM is split across threads (and a 1x1 one that reads
-    /// the input in place) still matches the interpreter.
+    /// Convolutions big enough to use threads (one GEMM split across them, whole GEMMs per task,
+    /// depthwise planes per task) and a 1x1 one that reads the input in place still match the
+    /// interpreter.
     #[test]
     fn large_and_pointwise_convolutions_match_the_interpreter() {
         let big = Window { strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1] };
-        check_conv(&Case { n: 1, groups: 1, cg: 32, og: 64, hw: [32, 32], kernel: [3, 3], window: big });
+        check_conv(&Case { n: 1, groups: 1, cg: 32, og: 64, hw: [32, 32], kernel: [3, 3], window: big.clone() });
+        check_conv(&Case { n: 1, groups: 4, cg: 8, og: 8, hw: [16, 16], kernel: [3, 3], window: big.clone() });
+        check_conv(&Case { n: 2, groups: 64, cg: 1, og: 1, hw: [32, 32], kernel: [3, 3], window: big });
         let pointwise = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
         check_conv(&Case { n: 2, groups: 2, cg: 8, og: 4, hw: [5, 7], kernel: [1, 1], window: pointwise });
     }
