@@ -107,12 +107,26 @@ pub struct LowerStats {
     pub fused_ops: usize,
     /// Library calls by name (`matmul`, `gather`, ..., `reference`).
     pub library_calls: BTreeMap<&'static str, usize>,
+    /// The ops of the `reference` library calls (run by the interpreter), by mnemonic.
+    pub reference_ops: BTreeMap<&'static str, usize>,
     pub views: usize,
     pub arena_bytes: u64,
     /// What the arena would need without reuse (every value its own range).
     pub unshared_bytes: u64,
     /// CUDA targets: library steps without device code, run on the host between copies.
     pub host_steps: usize,
+}
+
+impl LowerStats {
+    /// Steps of the program: kernel launches and library calls.
+    pub fn steps(&self) -> usize {
+        self.kernel_steps + self.library_calls.values().sum::<usize>()
+    }
+
+    /// Library calls that run an op with its reference semantics (the interpreter).
+    pub fn reference_steps(&self) -> usize {
+        self.library_calls.get("reference").copied().unwrap_or(0)
+    }
 }
 
 /// The graph with every symbolic dimension bound from `dims` and every dtype replaced by its
@@ -301,6 +315,9 @@ impl<'a> Builder<'a> {
                 op => {
                     let call = library_call(g, op, &node.inputs);
                     *self.stats.library_calls.entry(call.name()).or_insert(0) += 1;
+                    if let LibraryCall::Reference { op } = &call {
+                        *self.stats.reference_ops.entry(op.mnemonic()).or_insert(0) += 1;
+                    }
                     let inputs = node.inputs.iter().map(|&v| self.buffer(v)).collect();
                     let outputs = node.outputs.iter().map(|&v| self.buffer(v)).collect();
                     self.steps.push(Step::Library { call, inputs, outputs });
@@ -494,6 +511,21 @@ fn library_call(g: &Graph, op: &Op, inputs: &[ValueId]) -> LibraryCall {
         Op::Split { axis: a, .. } => axis(*a, rank(0)).map(|axis| LibraryCall::Split { axis }),
         Op::Concat { axis: a } => axis(*a, rank(0)).map(|axis| LibraryCall::Concat { axis }),
         Op::Slice { starts, ends: _, steps } => slice_call(g, inputs, starts, steps),
+        Op::Conv2d { window, groups } => {
+            let float = inputs.iter().all(|&v| Storage::of(g.value(v).ty.dtype) == Storage::F32);
+            let groups = u64::try_from(*groups).ok().filter(|_| float);
+            groups.map(|groups| LibraryCall::Conv2d { window: window.clone(), groups })
+        }
+        Op::Pool2d { kind, kernel, window } => {
+            let float = inputs.iter().all(|&v| Storage::of(g.value(v).ty.dtype) == Storage::F32);
+            let kernel = [u64::try_from(kernel[0]).ok(), u64::try_from(kernel[1]).ok()];
+            match kernel {
+                [Some(kh), Some(kw)] if float => {
+                    Some(LibraryCall::Pool2d { kind: *kind, kernel: [kh, kw], window: window.clone() })
+                }
+                _ => None,
+            }
+        }
         _ => None,
     };
     fast.unwrap_or_else(|| LibraryCall::Reference { op: op.clone() })
@@ -641,6 +673,42 @@ mod tests {
         let other = &lowered.kernels[1].graph;
         assert_ne!(kernel_identity(other), kernel_identity(kernel));
         assert_ne!(emit(other).expect("emit"), emit(kernel).expect("emit"));
+    }
+
+    /// Convolution and pooling outside fusion groups become their own library calls, not
+    /// reference steps.
+    #[test]
+    fn conv_and_pool_are_library_calls_not_reference_steps() {
+        use tessera_ir::ops::conv::{PoolKind, Window};
+        let mut g = Graph::new("conv_pool");
+        let ty = |shape: &[u64]| TensorType::of_static(DType::F32, shape);
+        let x = g.add_input("x", ty(&[1, 4, 8, 8]), InputRole::Activation);
+        let w = g.add_input("w", ty(&[4, 1, 3, 3]), InputRole::Parameter);
+        let window = Window { strides: [2, 1], pads: [1, 0, 1, 2], dilations: [1, 2] };
+        let y = g.add(Op::Conv2d { window: window.clone(), groups: 4 }, &[x, w]).expect("conv2d");
+        let pool = Op::Pool2d { kind: PoolKind::Avg, kernel: [2, 2], window: window.clone() };
+        let z = g.add(pool, &[y]).expect("avg_pool2d");
+        g.set_outputs(vec![z]);
+        // No kernel compiles, so the pool stays outside every group, as when codegen refuses it.
+        let lowered = lower(&g, &HashMap::new(), "cpu", &|_: &Graph| false).expect("lower");
+        let calls: Vec<&LibraryCall> = lowered
+            .program
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Library { call, .. } => Some(call),
+                Step::Kernel { .. } => None,
+            })
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                &LibraryCall::Conv2d { window: window.clone(), groups: 4 },
+                &LibraryCall::Pool2d { kind: PoolKind::Avg, kernel: [2, 2], window }
+            ]
+        );
+        assert_eq!((lowered.stats.reference_steps(), lowered.stats.steps()), (0, 2));
+        assert!(lowered.stats.reference_ops.is_empty());
     }
 
     /// `x + c` for the constant `c`.

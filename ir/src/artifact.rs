@@ -15,6 +15,7 @@
 //! checks integrity before it maps code into the process.
 
 use crate::dtype::DType;
+use crate::ops::conv::{PoolKind, Window};
 use crate::ops::Op;
 use crate::tensor::{Buffer, Tensor};
 use serde::{Deserialize, Serialize};
@@ -178,6 +179,11 @@ pub enum LibraryCall {
     Slice { starts: Vec<u64>, steps: Vec<u64> },
     /// Joins along `axis` (args: inputs..., output).
     Concat { axis: u64 },
+    /// `tsr.conv2d` on f32 NCHW images (args: input, weight, output): im2col per group and a
+    /// GEMM, or a direct loop when depthwise.
+    Conv2d { window: Window, groups: u64 },
+    /// `tsr.max_pool2d` / `tsr.avg_pool2d` on f32 NCHW images (args: input, output).
+    Pool2d { kind: PoolKind, kernel: [u64; 2], window: Window },
     /// Any other op, evaluated with its reference semantics (`Op::eval`): correct but slow;
     /// the compiler reports how many of these a program has.
     Reference { op: Op },
@@ -193,6 +199,8 @@ impl LibraryCall {
             LibraryCall::Split { .. } => "split",
             LibraryCall::Slice { .. } => "slice",
             LibraryCall::Concat { .. } => "concat",
+            LibraryCall::Conv2d { .. } => "conv2d",
+            LibraryCall::Pool2d { kind, .. } => kind.mnemonic(),
             LibraryCall::Reference { .. } => "reference",
         }
     }

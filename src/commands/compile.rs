@@ -80,6 +80,14 @@ pub fn run(args: CompileArgs) -> Result<()> {
         if library.is_empty() { "none".to_string() } else { library.join(", ") },
         s.views
     );
+    // Steps the interpreter runs: the first thing to read when a compiled model is slow.
+    let by_op: Vec<String> = s.reference_ops.iter().map(|(op, n)| format!("{n} {op}")).collect();
+    println!(
+        "reference steps: {} of {}{}",
+        s.reference_steps(),
+        s.steps(),
+        if by_op.is_empty() { String::new() } else { format!(" ({})", by_op.join(", ")) }
+    );
     if target != Target::Cpu {
         println!("{} library steps run on the host (all but the GEMMs, which are cuBLAS calls)", s.host_steps);
     }

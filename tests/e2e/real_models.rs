@@ -5,7 +5,8 @@
 //! `scripts/real-models/setup.sh` (`make test` runs it first). Without that cache these tests
 //! fail and name the script. Each test has `scripts/real-models/reference.py` write seeded inputs
 //! and onnxruntime's outputs, runs `tessera run` on the same inputs, and compares every output
-//! element by element (see [`TOLERANCE`]).
+//! element by element (see [`TOLERANCE`]). Each model runs twice: on the reference interpreter,
+//! and compiled (`tessera compile`, CPU) with no step left to the interpreter.
 //!
 //! Inputs are small (batch 1, small images), since the reference interpreter is slow in a debug
 //! build. Models whose convolutions have dynamic spatial sizes are run from a copy with the
@@ -35,6 +36,10 @@ struct Case {
     file: &'static str,
     /// reference.py options: input shapes, value ranges, pinning.
     reference_args: &'static [&'static str],
+    /// `tessera compile` options for the model reference.py names (sizes of symbolic dims).
+    compile_args: &'static [&'static str],
+    /// How many steps of the compiled CPU program fall back to the reference interpreter.
+    reference_steps: usize,
 }
 
 fn cache_dir() -> PathBuf {
@@ -110,37 +115,57 @@ fn compare(case: &Case) -> Vec<(String, f64)> {
     assert_eq!(input_names.len(), inputs.len(), "{}: graph inputs vs onnxruntime's", case.file);
     assert_eq!(output_names.len(), outputs.len(), "{}: graph outputs vs onnxruntime's", case.file);
 
-    let out_dir = dir.join("out");
-    let mut args: Vec<String> = vec!["run".into(), run_model.to_string_lossy().into_owned()];
+    let mut input_args: Vec<String> = Vec::new();
     for (name, input) in input_names.iter().zip(inputs) {
         let file = dir.join(input["file"].as_str().expect("an input file"));
-        args.extend(["--input".into(), format!("{name}={}", file.display())]);
+        input_args.extend(["--input".into(), format!("{name}={}", file.display())]);
     }
-    args.extend(["-o".into(), out_dir.to_string_lossy().into_owned()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = tessera(dir, &args);
-    assert_eq!(run.code, 0, "tessera run failed on {}: {}", case.file, run.stderr);
+    let model_arg = run_model.to_string_lossy().into_owned();
+    let artifact = dir.join("artifact").to_string_lossy().into_owned();
+    let mut compile_args = vec!["compile", model_arg.as_str(), "-o", artifact.as_str()];
+    compile_args.extend(case.compile_args);
+    let compiled = tessera(dir, &compile_args);
+    assert_eq!(compiled.code, 0, "tessera compile failed on {}: {}", case.file, compiled.stderr);
+    let reference_steps = compiled
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("reference steps: "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("{}: compile prints no reference step count: {}", case.file, compiled.stdout));
+    assert_eq!(reference_steps, case.reference_steps, "{}: steps on the reference interpreter", case.file);
 
-    let read = |path: &Path| npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut errors = Vec::new();
-    for (name, output) in output_names.iter().zip(outputs) {
-        let onnx_name = output["name"].as_str().expect("an output name").to_string();
-        let expected = read(&dir.join(output["file"].as_str().expect("an output file")));
-        let actual = read(&out_dir.join(format!("{name}.npy")));
-        assert_eq!(actual.shape, expected.shape, "{}: output '{onnx_name}' shape", case.file);
-        // An all-zero reference (a detector that sees nothing) would make the check vacuous.
-        assert!(
-            expected.to_f64_vec().iter().any(|&x| x != 0.0),
-            "{}: onnxruntime's output '{onnx_name}' is all zeros; pick inputs that exercise the model",
-            case.file
-        );
-        let error = max_relative_error(&actual, &expected);
-        println!(
-            "{}: output '{onnx_name}': max relative error {error:.3e} (norm-wise {:.3e})",
-            case.file,
-            norm_relative_error(&actual, &expected)
-        );
-        errors.push((onnx_name, error));
+    // The interpreter on the model, and the compiled CPU artifact, on the same inputs.
+    for (executor, model) in [("interpreter", model_arg.as_str()), ("compiled", artifact.as_str())] {
+        let out_dir = dir.join(format!("out-{executor}"));
+        let mut args: Vec<String> = vec!["run".into(), model.into()];
+        args.extend(input_args.iter().cloned());
+        args.extend(["-o".into(), out_dir.to_string_lossy().into_owned()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = tessera(dir, &args);
+        assert_eq!(run.code, 0, "tessera run ({executor}) failed on {}: {}", case.file, run.stderr);
+
+        let read = |path: &Path| npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (name, output) in output_names.iter().zip(outputs) {
+            let onnx_name = output["name"].as_str().expect("an output name").to_string();
+            let expected = read(&dir.join(output["file"].as_str().expect("an output file")));
+            let actual = read(&out_dir.join(format!("{name}.npy")));
+            assert_eq!(actual.shape, expected.shape, "{}: output '{onnx_name}' shape ({executor})", case.file);
+            // An all-zero reference (a detector that sees nothing) would make the check vacuous.
+            assert!(
+                expected.to_f64_vec().iter().any(|&x| x != 0.0),
+                "{}: onnxruntime's output '{onnx_name}' is all zeros; pick inputs that exercise the model",
+                case.file
+            );
+            let error = max_relative_error(&actual, &expected);
+            println!(
+                "{} ({executor}): output '{onnx_name}': max relative error {error:.3e} (norm-wise {:.3e})",
+                case.file,
+                norm_relative_error(&actual, &expected)
+            );
+            errors.push((format!("{onnx_name} ({executor})"), error));
+        }
     }
     errors
 }
@@ -163,6 +188,8 @@ fn magika_standard_v3_3_matches_onnxruntime() {
         file: "magika-standard_v3_3.onnx",
         // Byte values 0..=255 plus Magika's padding token 256.
         reference_args: &["--dim", "unk__214=1", "--range", "bytes=0:256"],
+        compile_args: &["--dim", "unk__214=1"],
+        reference_steps: 0,
     });
 }
 
@@ -174,6 +201,8 @@ fn ppocr_cls_matches_onnxruntime() {
         file: "ppocr-mobile-v2.0-cls.onnx",
         // Images normalized as PaddleOCR does: (pixel / 255 - 0.5) / 0.5.
         reference_args: &["--shape", "x=1,3,48,192", "--range", "x=-1:1", "--pin"],
+        compile_args: &[],
+        reference_steps: 0,
     });
 }
 
@@ -185,6 +214,8 @@ fn ppocrv4_det_matches_onnxruntime() {
         file: "ppocrv4-det.onnx",
         // ImageNet mean/std normalization maps pixels in [0, 1] to about [-2.1, 2.6].
         reference_args: &["--shape", "x=1,3,64,64", "--range", "x=-2.1:2.6", "--page", "x", "--pin"],
+        compile_args: &[],
+        reference_steps: 0,
     });
 }
 
@@ -197,6 +228,8 @@ fn ppocrv4_rec_matches_onnxruntime() {
         // Height 48 as the model was trained; width 16 (two positions after the backbone) keeps
         // the debug run short.
         reference_args: &["--shape", "x=1,3,48,16", "--range", "x=-1:1", "--pin"],
+        compile_args: &[],
+        reference_steps: 0,
     });
 }
 

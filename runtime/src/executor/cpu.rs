@@ -208,6 +208,12 @@ impl CpuExecutor {
             LibraryCall::Slice { starts, steps } => library::slice(first_in, first_out, starts, steps),
             LibraryCall::Split { axis } => library::split(first_in, &mut outs, *axis as usize),
             LibraryCall::Concat { axis } => library::concat(&ins, first_out, *axis as usize),
+            LibraryCall::Conv2d { window, groups } => {
+                super::conv::conv2d(first_in, ins.get(1).ok_or("missing operand")?, first_out, window, *groups)
+            }
+            LibraryCall::Pool2d { kind, kernel, window } => {
+                super::conv::pool2d(first_in, first_out, *kind, *kernel, window)
+            }
             LibraryCall::Reference { op } => library::reference(op, &ins, &mut outs),
         }
     }

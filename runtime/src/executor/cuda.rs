@@ -493,6 +493,12 @@ fn host_library_call(call: &LibraryCall, ins: &[In], outs: &mut [Out]) -> Result
                 LibraryCall::Transpose { perm } => library::transpose(input(0)?, out, perm),
                 LibraryCall::Gather { axis } => library::gather(input(0)?, input(1)?, out, *axis as usize),
                 LibraryCall::Slice { starts, steps } => library::slice(input(0)?, out, starts, steps),
+                LibraryCall::Conv2d { window, groups } => {
+                    super::conv::conv2d(input(0)?, input(1)?, out, window, *groups)
+                }
+                LibraryCall::Pool2d { kind, kernel, window } => {
+                    super::conv::pool2d(input(0)?, out, *kind, *kernel, window)
+                }
                 LibraryCall::Split { .. } | LibraryCall::Concat { .. } | LibraryCall::Reference { .. } => {
                     Err("unreachable library call".into())
                 }
@@ -579,5 +585,48 @@ impl CudaBench {
         let params: Vec<u64> = buffers.iter().map(|b| b.device_ptr(&self.stream).0).collect();
         // SAFETY: one buffer per kernel parameter, each of the size the compiler gave.
         self.time(reps, || unsafe { launch_in_order(&self.stream, &functions, kernel.launches, &params) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_ir::artifact::Storage;
+    use tessera_ir::ops::conv::{PoolKind, Window};
+
+    fn desc(shape: &[u64]) -> BufferDesc {
+        BufferDesc {
+            name: "x".into(),
+            storage: Storage::F32,
+            shape: shape.to_vec(),
+            location: Location::Arena { offset: 0 },
+        }
+    }
+
+    fn le_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    /// Runs `call` on the host as the CUDA executor does between copies; returns the output.
+    fn host(call: &LibraryCall, inputs: &[(&[u64], &[f32])], out_shape: &[u64]) -> Vec<f32> {
+        let descs: Vec<BufferDesc> = inputs.iter().map(|(s, _)| desc(s)).collect();
+        let data: Vec<Aligned> = inputs.iter().map(|(_, v)| Aligned::from(&le_bytes(v))).collect();
+        let ins: Vec<In> = descs.iter().zip(&data).map(|(d, w)| In { desc: d, bytes: w.bytes() }).collect();
+        let dout = desc(out_shape);
+        let mut result = Aligned::zeroed(4 * out_shape.iter().product::<u64>());
+        host_library_call(call, &ins, &mut [Out { desc: &dout, bytes: result.bytes_mut() }]).expect("host call");
+        result.bytes().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    }
+
+    /// Convolution and pooling steps of a CUDA program run on the host, with the CPU's results.
+    #[test]
+    fn conv_and_pool_run_on_the_host() {
+        let window = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
+        let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let conv = LibraryCall::Conv2d { window: window.clone(), groups: 1 };
+        let summed = host(&conv, &[(&[1, 1, 3, 3], &x), (&[1, 1, 2, 2], &[1.0; 4])], &[1, 1, 2, 2]);
+        assert_eq!(summed, [12.0, 16.0, 24.0, 28.0]);
+        let pool = LibraryCall::Pool2d { kind: PoolKind::Max, kernel: [2, 2], window };
+        assert_eq!(host(&pool, &[(&[1, 1, 3, 3], &x)], &[1, 1, 2, 2]), [5.0, 6.0, 8.0, 9.0]);
     }
 }

@@ -1,6 +1,6 @@
 //! The library calls of CPU programs: GEMM through the `gemm` crate (packed, AVX2/FMA or
 //! AVX-512 kernels chosen at run time, multithreaded on rayon's pool), data movement on raw
-//! element bytes, and the reference fallback.
+//! element bytes, and the reference fallback. Convolution and pooling are in `super::conv`.
 //!
 //! Every function checks the shapes it is given against each other and returns an error
 //! instead of indexing out of bounds; the loader has already checked that every buffer lies
@@ -25,7 +25,7 @@ fn dims(d: &BufferDesc) -> Vec<usize> {
     d.shape.iter().map(|&n| n as usize).collect()
 }
 
-fn f32s(bytes: &[u8]) -> Result<&[f32], String> {
+pub(super) fn f32s(bytes: &[u8]) -> Result<&[f32], String> {
     // SAFETY: f32 has no invalid bit patterns; `align_to` only yields the aligned middle part,
     // and the check below rejects a buffer that is not entirely aligned.
     let (head, body, tail) = unsafe { bytes.align_to::<f32>() };
@@ -35,7 +35,7 @@ fn f32s(bytes: &[u8]) -> Result<&[f32], String> {
     Ok(body)
 }
 
-fn f32s_mut(bytes: &mut [u8]) -> Result<&mut [f32], String> {
+pub(super) fn f32s_mut(bytes: &mut [u8]) -> Result<&mut [f32], String> {
     // SAFETY: as in `f32s`.
     let (head, body, tail) = unsafe { bytes.align_to_mut::<f32>() };
     if !head.is_empty() || !tail.is_empty() {
@@ -46,7 +46,7 @@ fn f32s_mut(bytes: &mut [u8]) -> Result<&mut [f32], String> {
 
 /// GEMMs below this many multiply-adds run on one thread: splitting them costs more than it
 /// saves (measured: a 128x64x128 head of GPT-2 attention ran 3x slower split over 2 threads).
-const PARALLEL_GEMM_MIN_MACS: usize = 1 << 22;
+pub(super) const PARALLEL_GEMM_MIN_MACS: usize = 1 << 22;
 
 /// `out = a @ b` with NumPy broadcasting of the batch dimensions, f32 only; with
 /// `b_transposed`, `b` holds `[.., n, k]` and is read transposed through the GEMM's strides.

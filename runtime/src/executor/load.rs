@@ -207,10 +207,13 @@ fn check_program(p: &Program, weights_bytes: u64) -> Result<(), String> {
                 n_out >= 1
             }
             Step::Library { call, .. } => match call {
-                LibraryCall::MatMul | LibraryCall::MatMulTransposedB | LibraryCall::Gather { .. } => {
-                    n_in == 2 && n_out == 1
+                LibraryCall::MatMul
+                | LibraryCall::MatMulTransposedB
+                | LibraryCall::Gather { .. }
+                | LibraryCall::Conv2d { .. } => n_in == 2 && n_out == 1,
+                LibraryCall::Transpose { .. } | LibraryCall::Slice { .. } | LibraryCall::Pool2d { .. } => {
+                    n_in == 1 && n_out == 1
                 }
-                LibraryCall::Transpose { .. } | LibraryCall::Slice { .. } => n_in == 1 && n_out == 1,
                 LibraryCall::Split { .. } => n_in == 1 && n_out >= 1,
                 LibraryCall::Concat { .. } => n_in >= 1 && n_out == 1,
                 LibraryCall::Reference { .. } => n_out >= 1,

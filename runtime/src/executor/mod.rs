@@ -43,6 +43,7 @@
 //!   program whose buffers leave their region, are misaligned, or whose steps write what they read,
 //!   before any kernel is mapped. Library calls check shapes and indices and return errors.
 
+pub mod conv;
 pub mod cpu;
 pub mod cuda;
 pub mod library;

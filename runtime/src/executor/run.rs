@@ -183,7 +183,8 @@ impl Timings {
     }
 
     /// "compiled artifact: S s" for the bind plus the first run (what one cold `run` costs),
-    /// then, for several runs, the steady state with the parameters resident.
+    /// then, for several runs, the steady state with the parameters resident (to 10 µs: small
+    /// conv models run in a few milliseconds).
     fn report(&self, resident: usize) -> String {
         let secs = |d: Duration| d.as_secs_f64();
         let first = self.runs.first().copied().unwrap_or_default();
@@ -202,7 +203,7 @@ impl Timings {
                 (secs(sorted[sorted.len() / 2 - 1]) + secs(sorted[sorted.len() / 2])) / 2.0
             };
             out += &format!(
-                "compiled artifact, {} runs with the parameters resident: min {:.3} s, median {:.3} s\n",
+                "compiled artifact, {} runs with the parameters resident: min {:.5} s, median {:.5} s\n",
                 sorted.len(),
                 secs(sorted[0]),
                 median
@@ -234,7 +235,7 @@ mod tests {
         assert_eq!(
             timings.report(3),
             "compiled artifact: 0.800 s (binding 3 parameter inputs once 0.500 s, first run 0.300 s)\n\
-             compiled artifact, 4 runs with the parameters resident: min 0.100 s, median 0.250 s\n"
+             compiled artifact, 4 runs with the parameters resident: min 0.10000 s, median 0.25000 s\n"
         );
         let once = Timings { bind: ms(10), runs: vec![ms(20)] };
         assert_eq!(once.report(0).lines().count(), 1);

@@ -1,0 +1,516 @@
+//! The convolution and pooling library calls of CPU programs: `conv2d` as im2col per group into
+//! a packed buffer and one GEMM (the `gemm` crate, as for MatMul), a direct loop for depthwise
+//! convolutions, and direct max/average pooling.
+//!
+//! Semantics are those of `tessera_ir::ops::conv` (NCHW images, weights `[O, C / groups, KH,
+//! KW]`, pads `[top, left, bottom, right]`, average pooling over the non-padding taps only); the
+//! tests in `tests` compare every call with the reference interpreter (`Op::eval`). Storage is
+//! f32 only: the shape rules admit float element types alone, and every float dtype is stored
+//! as f32, so any other storage is a malformed artifact and is refused with an error.
+
+use super::library::{f32s, f32s_mut, In, Out, PARALLEL_GEMM_MIN_MACS};
+use rayon::prelude::*;
+use tessera_ir::artifact::{BufferDesc, Storage};
+use tessera_ir::ops::conv::{PoolKind, Window};
+
+fn nchw(desc: &BufferDesc, what: &str) -> Result<[usize; 4], String> {
+    let dims: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
+    <[usize; 4]>::try_from(dims.as_slice()).map_err(|_| format!("{what} must be rank 4, got {:?}", desc.shape))
+}
+
+/// The window's attributes as unsigned sizes, after [`Window::check`].
+struct Geometry {
+    strides: [usize; 2],
+    /// `[top, left, bottom, right]`.
+    pads: [usize; 4],
+    dilations: [usize; 2],
+}
+
+impl Geometry {
+    /// Checks `window` and that `[oh, ow]` is what it gives for input `[h, w]` and kernel
+    /// `[kh, kw]`.
+    fn new(window: &Window, input: [usize; 2], kernel: [usize; 2], out: [usize; 2]) -> Result<Geometry, String> {
+        window.check()?;
+        for d in 0..2 {
+            let extent = window.output_extent(d, input[d] as i64, kernel[d] as i64)?;
+            if extent != out[d] as i64 {
+                return Err(format!(
+                    "output extent {} along spatial axis {d} is not {extent} (input {input:?}, kernel {kernel:?})",
+                    out[d]
+                ));
+            }
+        }
+        let unsigned = |v: i64| usize::try_from(v).map_err(|_| format!("window attribute {v} is out of range"));
+        Ok(Geometry {
+            strides: [unsigned(window.strides[0])?, unsigned(window.strides[1])?],
+            pads: [
+                unsigned(window.pads[0])?,
+                unsigned(window.pads[1])?,
+                unsigned(window.pads[2])?,
+                unsigned(window.pads[3])?,
+            ],
+            dilations: [unsigned(window.dilations[0])?, unsigned(window.dilations[1])?],
+        })
+    }
+
+    /// Along spatial axis `d`, for kernel tap `k`: the range of output coordinates whose input
+    /// coordinate `o * stride - pad + k * dilation` lies inside `0..n`, and that coordinate's
+    /// offset `k * dilation - pad` (so the input coordinate is `o * stride + offset`).
+    fn valid(&self, d: usize, k: usize, n: usize, out: usize) -> (std::ops::Range<usize>, isize) {
+        let stride = self.strides[d] as isize;
+        let offset = (k * self.dilations[d]) as isize - self.pads[d] as isize;
+        // First o with o * stride + offset >= 0, and one past the last with it < n.
+        let lo = if offset >= 0 { 0 } else { (-offset + stride - 1) / stride };
+        let last = n as isize - 1 - offset;
+        let hi = if last < 0 { 0 } else { (last / stride + 1).min(out as isize) };
+        let lo = lo.min(hi);
+        (lo as usize..hi as usize, offset)
+    }
+}
+
+/// Convolutions and poolings below this many multiply-adds (or window taps) run on the calling
+/// thread: rayon's hand-off costs more than it saves on the small layers of mobile models.
+const SEQUENTIAL_MAX_MACS: usize = 1 << 18;
+
+/// `for_each` over the planes of `out`, on rayon's pool when `work` is large enough.
+fn for_each_plane(out: &mut [f32], plane: usize, work: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if work < SEQUENTIAL_MAX_MACS {
+        out.chunks_mut(plane).enumerate().for_each(|(p, x)| f(p, x));
+    } else {
+        out.par_chunks_mut(plane).enumerate().for_each(|(p, x)| f(p, x));
+    }
+}
+
+fn check_f32(descs: &[&BufferDesc], what: &str) -> Result<(), String> {
+    match descs.iter().find(|d| d.storage != Storage::F32) {
+        Some(d) => Err(format!("{what} computes in f32 only; buffer {} has {:?} storage", d.name, d.storage)),
+        None => Ok(()),
+    }
+}
+
+/// `out = conv2d(x, w)` with `groups` channel groups; see the module docs.
+pub fn conv2d(x: &In, w: &In, out: &mut Out, window: &Window, groups: u64) -> Result<(), String> {
+    check_f32(&[x.desc, w.desc, out.desc], "conv2d")?;
+    let [n, c, h, wd] = nchw(x.desc, "conv2d input")?;
+    let [o, cg, kh, kw] = nchw(w.desc, "conv2d weight")?;
+    let [on, oo, oh, ow] = nchw(out.desc, "conv2d result")?;
+    let groups = usize::try_from(groups).map_err(|_| "conv2d groups out of range".to_string())?;
+    if on != n || oo != o || groups == 0 || o % groups != 0 || cg.checked_mul(groups) != Some(c) {
+        return Err(format!(
+            "conv2d shapes {:?} * {:?} -> {:?} do not fit {groups} groups",
+            x.desc.shape, w.desc.shape, out.desc.shape
+        ));
+    }
+    let geometry = Geometry::new(window, [h, wd], [kh, kw], [oh, ow])?;
+    let (xv, wv) = (f32s(x.bytes)?, f32s(w.bytes)?);
+    let ov = f32s_mut(out.bytes)?;
+    if xv.len() != n * c * h * wd || wv.len() != o * cg * kh * kw || ov.len() != n * o * oh * ow {
+        return Err("conv2d buffer sizes do not match their shapes".into());
+    }
+    if ov.is_empty() {
+        return Ok(());
+    }
+    let shape = ConvShape { c, h, w: wd, o, cg, kh, kw, oh, ow, groups };
+    if cg * kh * kw == 0 {
+        ov.fill(0.0);
+    } else if cg == 1 && groups == c && groups > 1 {
+        depthwise(xv, wv, ov, &shape, &geometry);
+    } else {
+        im2col_gemm(xv, wv, ov, &shape, &geometry);
+    }
+    Ok(())
+}
+
+/// The extents of one convolution (per image; the batch is the slices' length).
+struct ConvShape {
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    cg: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    groups: usize,
+}
+
+/// Per image and group: `out[og, L] = w_g[og, K] @ col[K, L]` with `K = cg * kh * kw` taps and
+/// `L = oh * ow` output positions; `col` is the group's input unfolded (im2col), or the input
+/// itself for a 1x1 kernel with unit strides and no padding. Threads split whole GEMMs when each
+/// is small, else the output inside one GEMM (never the sum over K); small convolutions run on
+/// the calling thread.
+fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry) {
+    let (og, k, l) = (s.o / s.groups, s.cg * s.kh * s.kw, s.oh * s.ow);
+    let pointwise = s.kh == 1 && s.kw == 1 && g.strides == [1, 1] && g.pads == [0; 4];
+    let one = |t: usize, dst: &mut [f32], col: &mut Vec<f32>, parallelism: gemm::Parallelism| {
+        let (image, group) = (t / s.groups, t % s.groups);
+        let channels = (image * s.c + group * s.cg) * s.h * s.w;
+        let input = &xv[channels..channels + s.cg * s.h * s.w];
+        let rhs: &[f32] = if pointwise {
+            input
+        } else {
+            col.resize(k * l, 0.0);
+            unfold(input, col, s, g);
+            col
+        };
+        let lhs = &wv[group * og * k..(group + 1) * og * k];
+        // SAFETY: `lhs` holds og*k, `rhs` k*l and `dst` og*l elements (the caller's shape
+        // checks); the strides describe row-major storage, and `dst` is not read.
+        unsafe {
+            gemm::gemm(
+                og,
+                l,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                l as isize,
+                false,
+                lhs.as_ptr(),
+                1,
+                k as isize,
+                rhs.as_ptr(),
+                1,
+                l as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    };
+    let macs = ov.len() * k;
+    let tasks = ov.chunks_mut(og * l).enumerate();
+    if macs < SEQUENTIAL_MAX_MACS {
+        let mut col = Vec::new();
+        tasks.for_each(|(t, dst)| one(t, dst, &mut col, gemm::Parallelism::None));
+    } else if og * k * l >= PARALLEL_GEMM_MIN_MACS {
+        let mut col = Vec::new();
+        tasks.for_each(|(t, dst)| one(t, dst, &mut col, gemm::Parallelism::Rayon(0)));
+    } else {
+        tasks.par_bridge().for_each_init(Vec::new, |col, (t, dst)| one(t, dst, col, gemm::Parallelism::None));
+    }
+}
+
+/// im2col of one group's channels `input [cg, h, w]` into `col [cg * kh * kw, oh * ow]`; taps in
+/// the padding are zeros.
+fn unfold(input: &[f32], col: &mut [f32], s: &ConvShape, g: &Geometry) {
+    let l = s.oh * s.ow;
+    let mut rows = col.chunks_exact_mut(l);
+    for ci in 0..s.cg {
+        let plane = &input[ci * s.h * s.w..(ci + 1) * s.h * s.w];
+        for ky in 0..s.kh {
+            let (ys, y_offset) = g.valid(0, ky, s.h, s.oh);
+            for kx in 0..s.kw {
+                let (xs, x_offset) = g.valid(1, kx, s.w, s.ow);
+                let Some(row) = rows.next() else { return };
+                row.fill(0.0);
+                if xs.is_empty() {
+                    // Every column of this tap is padding (and `first` below would be negative).
+                    continue;
+                }
+                for oy in ys.clone() {
+                    let iy = (oy * g.strides[0]) as isize + y_offset;
+                    let src = &plane[iy as usize * s.w..(iy as usize + 1) * s.w];
+                    let dst = &mut row[oy * s.ow..(oy + 1) * s.ow];
+                    let first = (xs.start * g.strides[1]) as isize + x_offset;
+                    if g.strides[1] == 1 {
+                        let first = first as usize;
+                        dst[xs.clone()].copy_from_slice(&src[first..first + xs.len()]);
+                    } else {
+                        for (j, ox) in xs.clone().enumerate() {
+                            dst[ox] = src[first as usize + j * g.strides[1]];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Depthwise convolution (one input channel per group): each output plane is a weighted sum of
+/// shifted input planes, accumulated tap by tap over the rows each tap reaches. Threads split
+/// the planes.
+fn depthwise(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry) {
+    let multiplier = s.o / s.groups;
+    let taps = s.kh * s.kw;
+    for_each_plane(ov, s.oh * s.ow, ov.len() * taps, |p, plane| {
+        let (image, oc) = (p / s.o, p % s.o);
+        let channel = image * s.c + oc / multiplier;
+        let input = &xv[channel * s.h * s.w..(channel + 1) * s.h * s.w];
+        let weights = &wv[oc * taps..(oc + 1) * taps];
+        plane.fill(0.0);
+        for ky in 0..s.kh {
+            let (ys, y_offset) = g.valid(0, ky, s.h, s.oh);
+            for kx in 0..s.kw {
+                let (xs, x_offset) = g.valid(1, kx, s.w, s.ow);
+                let weight = weights[ky * s.kw + kx];
+                if xs.is_empty() {
+                    continue;
+                }
+                for oy in ys.clone() {
+                    let iy = ((oy * g.strides[0]) as isize + y_offset) as usize;
+                    let src = &input[iy * s.w..(iy + 1) * s.w];
+                    let dst = &mut plane[oy * s.ow..(oy + 1) * s.ow];
+                    let first = ((xs.start * g.strides[1]) as isize + x_offset) as usize;
+                    if g.strides[1] == 1 {
+                        for (d, &v) in dst[xs.clone()].iter_mut().zip(&src[first..first + xs.len()]) {
+                            *d += weight * v;
+                        }
+                    } else {
+                        for (j, d) in dst[xs.clone()].iter_mut().enumerate() {
+                            *d += weight * src[first + j * g.strides[1]];
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `out = max_pool2d / avg_pool2d(x)` over a `kernel` window: max pads with -inf and propagates
+/// NaN; average divides by the number of taps inside the input (a window wholly in the padding
+/// gives -inf and NaN). Threads split the planes.
+pub fn pool2d(x: &In, out: &mut Out, kind: PoolKind, kernel: [u64; 2], window: &Window) -> Result<(), String> {
+    check_f32(&[x.desc, out.desc], kind.mnemonic())?;
+    let [n, c, h, wd] = nchw(x.desc, "pool2d input")?;
+    let [on, oc, oh, ow] = nchw(out.desc, "pool2d result")?;
+    let [kh, kw] = kernel.map(|k| k as usize);
+    if on != n || oc != c || kh == 0 || kw == 0 {
+        return Err(format!(
+            "pool2d shapes {:?} -> {:?} with kernel {kernel:?} do not agree",
+            x.desc.shape, out.desc.shape
+        ));
+    }
+    let g = Geometry::new(window, [h, wd], [kh, kw], [oh, ow])?;
+    let xv = f32s(x.bytes)?;
+    let ov = f32s_mut(out.bytes)?;
+    if xv.len() != n * c * h * wd || ov.len() != n * c * oh * ow {
+        return Err("pool2d buffer sizes do not match their shapes".into());
+    }
+    if ov.is_empty() {
+        return Ok(());
+    }
+    // Per kernel row and column: which output coordinates it reaches, and from where.
+    let rows: Vec<_> = (0..kh).map(|ky| g.valid(0, ky, h, oh)).collect();
+    let cols: Vec<_> = (0..kw).map(|kx| g.valid(1, kx, wd, ow)).collect();
+    for_each_plane(ov, oh * ow, ov.len() * kh * kw, |p, plane| {
+        let input = &xv[p * h * wd..(p + 1) * h * wd];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (mut max, mut sum, mut count) = (f32::NEG_INFINITY, 0.0f32, 0usize);
+                for (ys, y_offset) in &rows {
+                    if !ys.contains(&oy) {
+                        continue;
+                    }
+                    let iy = ((oy * g.strides[0]) as isize + y_offset) as usize;
+                    for (xs, x_offset) in &cols {
+                        if !xs.contains(&ox) {
+                            continue;
+                        }
+                        let v = input[iy * wd + ((ox * g.strides[1]) as isize + x_offset) as usize];
+                        max = if v.is_nan() || max.is_nan() { f32::NAN } else { max.max(v) };
+                        sum += v;
+                        count += 1;
+                    }
+                }
+                plane[oy * ow + ox] = match kind {
+                    PoolKind::Max => max,
+                    PoolKind::Avg => sum / count as f32,
+                };
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tessera_ir::artifact::Location;
+    use tessera_ir::dtype::DType;
+    use tessera_ir::ops::Op;
+    use tessera_ir::tensor::Tensor;
+    use tessera_ir::types::TensorType;
+
+    fn desc(shape: &[usize]) -> BufferDesc {
+        BufferDesc {
+            name: "x".into(),
+            storage: Storage::F32,
+            shape: shape.iter().map(|&n| n as u64).collect(),
+            location: Location::Arena { offset: 0 },
+        }
+    }
+
+    fn bytes(values: &[f32]) -> &[u8] {
+        // SAFETY: any f32 is 4 plain bytes; the slice covers exactly the values.
+        unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), 4 * values.len()) }
+    }
+
+    /// Seeded values in [-1, 1).
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2654435761) ^ seed.wrapping_mul(97)) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    /// Runs `call` on the inputs into an output of `out_shape` (prefilled with NaN, so an
+    /// unwritten element shows).
+    fn run_call(inputs: &[(&[usize], &[f32])], out_shape: &[usize], call: impl Fn(&[In], &mut Out)) -> Vec<f32> {
+        let descs: Vec<BufferDesc> = inputs.iter().map(|(s, _)| desc(s)).collect();
+        let ins: Vec<In> = descs.iter().zip(inputs).map(|(d, (_, v))| In { desc: d, bytes: bytes(v) }).collect();
+        let dout = desc(out_shape);
+        let mut result = vec![f32::NAN; out_shape.iter().product()];
+        // SAFETY: as in `bytes`, mutably; `result` is not otherwise borrowed.
+        let out_bytes = unsafe { std::slice::from_raw_parts_mut(result.as_mut_ptr().cast(), 4 * result.len()) };
+        call(&ins, &mut Out { desc: &dout, bytes: out_bytes });
+        result
+    }
+
+    /// The reference interpreter's result of `op` on f32 tensors.
+    fn reference(op: &Op, inputs: &[(&[usize], &[f32])]) -> Tensor {
+        let tensors: Vec<Tensor> = inputs
+            .iter()
+            .map(|(s, v)| Tensor::from_f64(DType::F32, s.to_vec(), v.iter().map(|&x| f64::from(x)).collect()))
+            .collect();
+        let types: Vec<TensorType> = tensors
+            .iter()
+            .map(|t| TensorType::of_static(DType::F32, &t.shape.iter().map(|&n| n as u64).collect::<Vec<_>>()))
+            .collect();
+        let type_refs: Vec<&TensorType> = types.iter().collect();
+        let out_type = op.infer(&type_refs).expect("shape rule").remove(0);
+        let refs: Vec<&Tensor> = tensors.iter().collect();
+        op.eval(&refs, &[out_type]).expect("reference eval").remove(0)
+    }
+
+    /// Equal within 1e-4 relative to the magnitude (absolute near zero); NaN and infinities
+    /// must match exactly.
+    fn assert_close(got: &[f32], want: &Tensor, what: &str) {
+        let want = want.to_f64_vec();
+        assert_eq!(got.len(), want.len(), "{what}: element count");
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            let g = f64::from(g);
+            let same_special = (g.is_nan() && w.is_nan()) || (g.is_infinite() && g == w);
+            let close = (g - w).abs() <= 1e-4 * w.abs().max(1.0);
+            assert!(same_special || close, "{what}: element {i} is {g}, the interpreter gives {w}");
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        n: usize,
+        groups: usize,
+        cg: usize,
+        og: usize,
+        hw: [usize; 2],
+        kernel: [usize; 2],
+        window: Window,
+    }
+
+    fn window() -> impl Strategy<Value = Window> {
+        (prop::array::uniform2(1i64..=3), prop::array::uniform4(0i64..=2), prop::array::uniform2(1i64..=2))
+            .prop_map(|(strides, pads, dilations)| Window { strides, pads, dilations })
+    }
+
+    /// Random convolutions whose window fits the padded input; `depthwise` forces one input
+    /// channel per group.
+    fn case(depthwise: bool) -> impl Strategy<Value = Case> {
+        let cg = if depthwise { 1..=1usize } else { 1..=4usize };
+        (
+            1..=2usize,
+            1..=4usize,
+            cg,
+            1..=3usize,
+            prop::array::uniform2(1..=9usize),
+            prop::array::uniform2(1..=3usize),
+            window(),
+        )
+            .prop_map(|(n, groups, cg, og, hw, kernel, window)| Case { n, groups, cg, og, hw, kernel, window })
+            .prop_filter("the window fits the padded input", |c| {
+                (0..2).all(|d| c.window.output_extent(d, c.hw[d] as i64, c.kernel[d] as i64).is_ok())
+            })
+    }
+
+    fn check_conv(case: &Case) {
+        let c = case.groups * case.cg;
+        let o = case.groups * case.og;
+        let xs = [case.n, c, case.hw[0], case.hw[1]];
+        let ws = [o, case.cg, case.kernel[0], case.kernel[1]];
+        let (x, w) = (values(xs.iter().product(), 1), values(ws.iter().product(), 2));
+        let op = Op::Conv2d { window: case.window.clone(), groups: case.groups as i64 };
+        let want = reference(&op, &[(&xs, &x), (&ws, &w)]);
+        let got = run_call(&[(&xs, &x), (&ws, &w)], &want.shape, |ins, out| {
+            conv2d(&ins[0], &ins[1], out, &case.window, case.groups as u64).expect("conv2d");
+        });
+        assert_close(&got, &want, &format!("{case:?}"));
+    }
+
+    proptest! {
+        #[test]
+        fn conv2d_matches_the_interpreter(case in case(false)) {
+            check_conv(&case);
+        }
+
+        #[test]
+        fn depthwise_conv2d_matches_the_interpreter(case in case(true)) {
+            check_conv(&case);
+        }
+
+        #[test]
+        fn pool2d_matches_the_interpreter(
+            n in 1..=2usize, c in 1..=3usize, hw in prop::array::uniform2(1..=9usize),
+            kernel in prop::array::uniform2(1..=3usize), window in window(), max in any::<bool>(),
+        ) {
+            let fits = (0..2).all(|d| window.output_extent(d, hw[d] as i64, kernel[d] as i64).is_ok());
+            prop_assume!(fits);
+            let kind = if max { PoolKind::Max } else { PoolKind::Avg };
+            let xs = [n, c, hw[0], hw[1]];
+            let x = values(xs.iter().product(), 3);
+            let op = Op::Pool2d { kind, kernel: kernel.map(|k| k as i64), window: window.clone() };
+            let want = reference(&op, &[(&xs, &x)]);
+            let got = run_call(&[(&xs, &x)], &want.shape, |ins, out| {
+                pool2d(&ins[0], out, kind, kernel.map(|k| k as u64), &window).expect("pool2d");
+            });
+            assert_close(&got, &want, &format!("{kind:?} {xs:?} {kernel:?} {window:?}"));
+        }
+    }
+
+    /// Convolutions big enough to use threads (one GEMM split across them, whole GEMMs per task,
+    /// depthwise planes per task) and a 1x1 one that reads the input in place still match the
+    /// interpreter.
+    #[test]
+    fn large_and_pointwise_convolutions_match_the_interpreter() {
+        let big = Window { strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1] };
+        check_conv(&Case { n: 1, groups: 1, cg: 32, og: 64, hw: [32, 32], kernel: [3, 3], window: big.clone() });
+        check_conv(&Case { n: 1, groups: 4, cg: 8, og: 8, hw: [16, 16], kernel: [3, 3], window: big.clone() });
+        check_conv(&Case { n: 2, groups: 64, cg: 1, og: 1, hw: [32, 32], kernel: [3, 3], window: big });
+        let pointwise = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
+        check_conv(&Case { n: 2, groups: 2, cg: 8, og: 4, hw: [5, 7], kernel: [1, 1], window: pointwise });
+    }
+
+    #[test]
+    fn non_f32_storage_and_mismatched_shapes_are_refused() {
+        let window = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
+        let (dx, dw, dout) = (desc(&[1, 1, 3, 3]), desc(&[1, 1, 2, 2]), desc(&[1, 1, 2, 2]));
+        let x = values(9, 1);
+        let w = values(4, 2);
+        let mut result = vec![0f32; 4];
+        // SAFETY: as in `bytes`, mutably.
+        let out_bytes = unsafe { std::slice::from_raw_parts_mut(result.as_mut_ptr().cast(), 16) };
+        let mut out = Out { desc: &dout, bytes: out_bytes };
+        let mut ints = dx.clone();
+        ints.storage = Storage::I64;
+        let err =
+            conv2d(&In { desc: &ints, bytes: bytes(&x) }, &In { desc: &dw, bytes: bytes(&w) }, &mut out, &window, 1);
+        assert!(err.is_err_and(|e| e.contains("f32 only")));
+        let wrong = desc(&[1, 1, 3, 3]);
+        let err =
+            conv2d(&In { desc: &wrong, bytes: bytes(&x) }, &In { desc: &dw, bytes: bytes(&w) }, &mut out, &window, 2);
+        assert!(err.is_err_and(|e| e.contains("groups")));
+        let err = pool2d(&In { desc: &dx, bytes: bytes(&x) }, &mut out, PoolKind::Max, [3, 3], &window);
+        assert!(err.is_err_and(|e| e.contains("output extent")));
+    }
+}
