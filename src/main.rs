@@ -10,11 +10,8 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "tessera", version, about = "A training-and-serving dataflow compiler")]
 struct Cli {
-    /// Memory limit for data whose size comes from the input (tensors of a run, `.npy` files,
-    /// random inputs), e.g. `8G` or `512M`; a larger one is refused with its name and size.
-    /// Default: the machine's memory (MemTotal in /proc/meminfo).
-    #[arg(long, global = true, value_name = "SIZE", value_parser = tessera_ir::budget::parse_size)]
-    max_memory: Option<u64>,
+    #[command(flatten)]
+    budget: tessera_rt::BudgetArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,9 +46,7 @@ enum Command {
 fn main() -> ExitCode {
     tessera_rt::reset_sigpipe();
     let cli = Cli::parse();
-    if let Some(bytes) = cli.max_memory {
-        tessera_ir::budget::set_max_memory(bytes);
-    }
+    cli.budget.apply();
     let result = match cli.command {
         Command::Opt(args) => commands::opt::run(args),
         Command::Run(args) => commands::run::run(args),

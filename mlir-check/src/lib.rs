@@ -412,17 +412,7 @@ mod tests {
     /// The collectives' text form (see `tessera_ir::ops::collective`) is accepted by MLIR too.
     #[test]
     fn mlir_accepts_the_collectives_through_irdl() {
-        let text = r#"func.func @stage(%x: tensor<4x6xf32>) -> (tensor<4x6xf32>) {
-  %a = "tsr.all_reduce"(%x) {group_size = 2 : i64, mesh_axes = "tp", reduction = "sum"} : (tensor<4x6xf32>) -> tensor<4x6xf32>
-  %b = "tsr.all_gather"(%a) {dim = 1 : i64, group_size = 4 : i64, mesh_axes = "dp,tp"} : (tensor<4x6xf32>) -> tensor<4x24xf32>
-  %c = "tsr.reduce_scatter"(%b) {dim = 1 : i64, group_size = 4 : i64, mesh_axes = "dp,tp"} : (tensor<4x24xf32>) -> tensor<4x6xf32>
-  %d = "tsr.all_to_all"(%c) {concat_dim = 1 : i64, group_size = 2 : i64, mesh_axes = "tp", split_dim = 0 : i64} : (tensor<4x6xf32>) -> tensor<2x12xf32>
-  %e = "tsr.all_slice"(%d) {dim = 1 : i64, group_size = 2 : i64, mesh_axes = "tp"} : (tensor<2x12xf32>) -> tensor<2x6xf32>
-  "tsr.send"(%e) {mesh_axis = "pp", peer = 1 : i64, tag = 7 : i64} : (tensor<2x6xf32>) -> ()
-  %f = "tsr.recv"() {mesh_axis = "pp", peer = 1 : i64, tag = 8 : i64} : () -> tensor<4x6xf32>
-  return %f : tensor<4x6xf32>
-}
-"#;
+        let text = tessera_ir::testing::COLLECTIVES_TEXT;
         check_with_mlir(text).expect("MLIR accepts the collectives through IRDL");
         let unknown = text.replace("tsr.all_slice", "tsr.all_slices");
         assert!(check_with_mlir(&unknown).is_err(), "an unknown collective is rejected");

@@ -1,5 +1,5 @@
 //! What the two command-line tools, `tessera` and `tessera-rt`, share besides the runtime: the
-//! one-line error format. Both print `error: MESSAGE` on standard error and exit with 1 on a
+//! one-line error format and the `--max-memory` flag. Both print `error: MESSAGE` on standard error and exit with 1 on a
 //! failed command (2 on a usage error, from clap).
 
 /// The error and its causes, outermost first, on one line. A cause whose text the line already
@@ -37,6 +37,26 @@ fn clip_line(line: &str) -> String {
         tail += 1;
     }
     format!("{} [... {} bytes omitted ...] {}", &line[..head], tail - head, &line[tail..])
+}
+
+/// The global `--max-memory` flag of both binaries: the budget ([`tessera_ir::budget`]) that
+/// data whose size comes from the input is checked against.
+#[derive(clap::Args)]
+pub struct BudgetArgs {
+    /// Memory limit for data whose size comes from the input (tensors of a run, `.npy` files,
+    /// random inputs), e.g. `8G` or `512M`; a larger one is refused with its name and size.
+    /// Default: the machine's memory (MemTotal in /proc/meminfo).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = tessera_ir::budget::parse_size)]
+    pub max_memory: Option<u64>,
+}
+
+impl BudgetArgs {
+    /// Sets the process-wide budget when the flag was given.
+    pub fn apply(&self) {
+        if let Some(bytes) = self.max_memory {
+            tessera_ir::budget::set_max_memory(bytes);
+        }
+    }
 }
 
 /// Restores the default SIGPIPE action, so `tessera ... | head` ends quietly like other Unix

@@ -11,10 +11,8 @@ use tessera_runtime::executor::run::{run_artifact, RunConfig};
 #[derive(Parser)]
 #[command(name = "tessera-rt", version, about = "Runs tessera artifacts (no compiler, no MLIR or LLVM)")]
 struct Cli {
-    /// Memory limit for data whose size comes from the input (`.npy` files, random inputs),
-    /// e.g. `8G` or `512M`, as `tessera`'s; default: the machine's memory (MemTotal).
-    #[arg(long, global = true, value_name = "SIZE", value_parser = tessera_ir::budget::parse_size)]
-    max_memory: Option<u64>,
+    #[command(flatten)]
+    budget: tessera_rt::BudgetArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,9 +76,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     tessera_rt::reset_sigpipe();
     let cli = Cli::parse();
-    if let Some(bytes) = cli.max_memory {
-        tessera_ir::budget::set_max_memory(bytes);
-    }
+    cli.budget.apply();
     let result = match cli.command {
         Command::Run(args) => run(args),
     };

@@ -496,17 +496,7 @@ mod tests {
 
     #[test]
     fn text_form_round_trips() {
-        let text = r#"func.func @stage(%x: tensor<4x6xf32>) -> (tensor<4x6xf32>) {
-  %a = "tsr.all_reduce"(%x) {group_size = 2 : i64, mesh_axes = "tp", reduction = "sum"} : (tensor<4x6xf32>) -> tensor<4x6xf32>
-  %b = "tsr.all_gather"(%a) {dim = 1 : i64, group_size = 4 : i64, mesh_axes = "dp,tp"} : (tensor<4x6xf32>) -> tensor<4x24xf32>
-  %c = "tsr.reduce_scatter"(%b) {dim = 1 : i64, group_size = 4 : i64, mesh_axes = "dp,tp"} : (tensor<4x24xf32>) -> tensor<4x6xf32>
-  %d = "tsr.all_to_all"(%c) {concat_dim = 1 : i64, group_size = 2 : i64, mesh_axes = "tp", split_dim = 0 : i64} : (tensor<4x6xf32>) -> tensor<2x12xf32>
-  %e = "tsr.all_slice"(%d) {dim = 1 : i64, group_size = 2 : i64, mesh_axes = "tp"} : (tensor<2x12xf32>) -> tensor<2x6xf32>
-  "tsr.send"(%e) {mesh_axis = "pp", peer = 1 : i64, tag = 7 : i64} : (tensor<2x6xf32>) -> ()
-  %f = "tsr.recv"() {mesh_axis = "pp", peer = 1 : i64, tag = 8 : i64} : () -> tensor<4x6xf32>
-  return %f : tensor<4x6xf32>
-}
-"#;
+        let text = crate::testing::COLLECTIVES_TEXT;
         let g = crate::mlir::parse_verified(text).expect("parses and verifies");
         assert_eq!(crate::mlir::print_graph(&g), text);
         let bad = text.replace("\"max\"", "\"avg\"").replace("reduction = \"sum\"", "reduction = \"avg\"");
