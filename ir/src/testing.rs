@@ -8,8 +8,10 @@
 //! verifies and proptest shrinks a failing graph by dropping steps. A step that happens not
 //! to fit the values at hand adds nothing.
 //!
-//! [`inputs`] holds the helpers tests share for evaluating graphs (seeded inputs).
+//! [`inputs`] holds the helpers tests share for evaluating graphs (seeded inputs), [`build`]
+//! the ones for building graphs by hand.
 
+pub mod build;
 pub mod inputs;
 
 /// A stage program using every collective and `send`/`recv` once, in the text form: the
