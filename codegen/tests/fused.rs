@@ -9,14 +9,15 @@ mod harness;
 use proptest::prelude::*;
 use tessera_codegen::{compile_cpu, supports, CodegenError, KernelSource, Unsupported};
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{Graph, InputRole};
+use tessera_ir::graph::Graph;
 use tessera_ir::ops::elementwise::UnaryOp;
 use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::Op;
+use tessera_ir::testing::build::{add, f32s, input, ty};
 use tessera_ir::testing::{arb_graph_with, ArbGraphConfig};
 use tessera_ir::types::{Dim, TensorType};
 
-use fused_graphs::{add, attention, gelu_bias, input, masked_softmax, residual_norms};
+use fused_graphs::{attention, gelu_bias, masked_softmax, residual_norms};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
@@ -91,9 +92,9 @@ fn the_shared_object_needs_only_libc_and_libm() {
 #[test]
 fn unsupported_input_gives_typed_errors_naming_the_cause() {
     let mut g = Graph::new("scatter");
-    let data = input(&mut g, "data", &[4, 2]);
-    let ids = g.add_input("ids", TensorType::of_static(DType::I64, &[1, 2]), InputRole::Activation);
-    let updates = input(&mut g, "updates", &[1, 2]);
+    let data = input(&mut g, "data", f32s(&[4, 2]));
+    let ids = input(&mut g, "ids", ty(DType::I64, &[1, 2]));
+    let updates = input(&mut g, "updates", f32s(&[1, 2]));
     let y = add(&mut g, Op::Scatter { axis: 0, reduction: ScatterReduction::Add }, &[data, ids, updates]);
     g.set_outputs(vec![y]);
     match supports(&g) {
@@ -104,14 +105,13 @@ fn unsupported_input_gives_typed_errors_naming_the_cause() {
     assert!(err.to_string().contains("tsr.scatter"), "{err}");
 
     let mut g = Graph::new("symbolic");
-    let x =
-        g.add_input("x", TensorType::new(DType::F32, vec![Dim::sym("batch"), Dim::Static(4)]), InputRole::Activation);
+    let x = input(&mut g, "x", TensorType::new(DType::F32, vec![Dim::sym("batch"), Dim::Static(4)]));
     let y = add(&mut g, Op::Unary(UnaryOp::Exp), &[x]);
     g.set_outputs(vec![y]);
     assert!(matches!(supports(&g), Err(Unsupported::SymbolicShape { .. })));
 
     let mut g = Graph::new("fp8");
-    let x = g.add_input("x", TensorType::of_static(DType::F8E4M3, &[4]), InputRole::Activation);
+    let x = input(&mut g, "x", ty(DType::F8E4M3, &[4]));
     let y = add(&mut g, Op::Unary(UnaryOp::Exp), &[x]);
     g.set_outputs(vec![y]);
     assert!(matches!(supports(&g), Err(Unsupported::DType { dtype: DType::F8E4M3, .. })));

@@ -6,12 +6,13 @@ mod harness;
 
 use proptest::prelude::*;
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{Graph, InputRole, ValueId};
+use tessera_ir::graph::{Graph, ValueId};
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
-use tessera_ir::types::{Dim, TensorType};
+use tessera_ir::testing::build::{add, dims, filled_constant, input, ty};
+use tessera_ir::types::Dim;
 
 fn config() -> ProptestConfig {
     ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() }
@@ -24,31 +25,6 @@ fn shape_strategy(max_rank: usize) -> impl Strategy<Value = Vec<u64>> {
 const FLOATS: [DType; 4] = [DType::F32, DType::F64, DType::F16, DType::BF16];
 const INTS: [DType; 3] = [DType::I64, DType::I32, DType::I8];
 
-fn input(g: &mut Graph, name: &str, dtype: DType, shape: &[u64]) -> ValueId {
-    g.add_input(name, TensorType::of_static(dtype, shape), InputRole::Activation)
-}
-
-fn add(g: &mut Graph, op: Op, inputs: &[ValueId]) -> ValueId {
-    let mnemonic = op.mnemonic();
-    g.add(op, inputs).unwrap_or_else(|e| panic!("{mnemonic}: {e}"))
-}
-
-/// A constant of `shape` with every element `value`.
-fn splat(g: &mut Graph, dtype: DType, shape: &[u64], value: f64) -> ValueId {
-    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    let n = shape.iter().product();
-    let t = if dtype.is_float() {
-        Tensor::from_f64(dtype, shape, vec![value; n])
-    } else {
-        Tensor::from_i64(dtype, shape, vec![value as i64; n])
-    };
-    add(g, Op::Constant(t), &[])
-}
-
-fn dims(shape: &[u64]) -> Vec<Dim> {
-    shape.iter().map(|&d| Dim::Static(d)).collect()
-}
-
 proptest! {
     #![proptest_config(config())]
 
@@ -56,9 +32,9 @@ proptest! {
     fn unary_float_ops(shape in shape_strategy(3), dtype in proptest::sample::select(FLOATS.to_vec()), seed in any::<u64>()) {
         let graphs: Vec<Graph> = UnaryOp::ALL.iter().filter(|u| **u != UnaryOp::Not).map(|&u| {
             let mut g = Graph::new(u.mnemonic());
-            let x = input(&mut g, "x", dtype, &shape);
+            let x = input(&mut g, "x", ty(dtype, &shape));
             // Scale to [-4, 4) so the activations see both tails.
-            let four = splat(&mut g, dtype, &shape, 4.0);
+            let four = filled_constant(&mut g, dtype, &shape, 4.0);
             let wide = add(&mut g, Op::Binary(BinaryOp::Mul), &[x, four]);
             let y = add(&mut g, Op::Unary(u), &[wide]);
             g.set_outputs(vec![y]);
@@ -72,18 +48,18 @@ proptest! {
         let mut graphs = Vec::new();
         for &b in BinaryOp::ALL.iter().filter(|b| !matches!(b, BinaryOp::And | BinaryOp::Or)) {
             let mut g = Graph::new(b.mnemonic());
-            let x = input(&mut g, "x", dtype, &shape);
-            let y = input(&mut g, "y", dtype, &shape);
+            let x = input(&mut g, "x", ty(dtype, &shape));
+            let y = input(&mut g, "y", ty(dtype, &shape));
             let z = add(&mut g, Op::Binary(b), &[x, y]);
             g.set_outputs(vec![z]);
             graphs.push(g);
         }
         for &c in CompareOp::ALL {
             let mut g = Graph::new(c.mnemonic());
-            let x = input(&mut g, "x", dtype, &shape);
-            let y = input(&mut g, "y", dtype, &shape);
+            let x = input(&mut g, "x", ty(dtype, &shape));
+            let y = input(&mut g, "y", ty(dtype, &shape));
             // Rounded to tenths so that equal elements occur.
-            let ten = splat(&mut g, dtype, &shape, 10.0);
+            let ten = filled_constant(&mut g, dtype, &shape, 10.0);
             let xt = add(&mut g, Op::Binary(BinaryOp::Mul), &[x, ten]);
             let yt = add(&mut g, Op::Binary(BinaryOp::Mul), &[y, ten]);
             let (xi, yi) = (add(&mut g, Op::Cast { to: DType::I32 }, &[xt]), add(&mut g, Op::Cast { to: DType::I32 }, &[yt]));
@@ -102,11 +78,11 @@ proptest! {
         let mut graphs = Vec::new();
         for &b in BinaryOp::ALL.iter().filter(|b| !matches!(b, BinaryOp::Pow | BinaryOp::And | BinaryOp::Or)) {
             let mut g = Graph::new(b.mnemonic());
-            let x = input(&mut g, "x", dtype, &shape);
-            let y = input(&mut g, "y", dtype, &shape);
+            let x = input(&mut g, "x", ty(dtype, &shape));
+            let y = input(&mut g, "y", ty(dtype, &shape));
             // x in -4..4 and y in 1..9: negative operands, no division by zero.
-            let four = splat(&mut g, dtype, &shape, 4.0);
-            let one = splat(&mut g, dtype, &shape, 1.0);
+            let four = filled_constant(&mut g, dtype, &shape, 4.0);
+            let one = filled_constant(&mut g, dtype, &shape, 1.0);
             let xs = add(&mut g, Op::Binary(BinaryOp::Sub), &[x, four]);
             let ys = add(&mut g, Op::Binary(BinaryOp::Add), &[y, one]);
             // Cubing makes i8 products wrap.
@@ -121,8 +97,8 @@ proptest! {
         }
         for &c in CompareOp::ALL {
             let mut g = Graph::new(c.mnemonic());
-            let x = input(&mut g, "x", dtype, &shape);
-            let y = input(&mut g, "y", dtype, &shape);
+            let x = input(&mut g, "x", ty(dtype, &shape));
+            let y = input(&mut g, "y", ty(dtype, &shape));
             let p = add(&mut g, Op::Compare(c), &[x, y]);
             let q = add(&mut g, Op::Compare(c), &[y, x]);
             let both = add(&mut g, Op::Binary(BinaryOp::And), &[p, q]);
@@ -142,8 +118,8 @@ proptest! {
         for &from in &all {
             let mut g = Graph::new(&format!("from_{from}"));
             // From floats in [-300, 300) so that i8 wraps and fractions truncate.
-            let x = input(&mut g, "x", DType::F32, &shape);
-            let scale = splat(&mut g, DType::F32, &shape, 300.0);
+            let x = input(&mut g, "x", ty(DType::F32, &shape));
+            let scale = filled_constant(&mut g, DType::F32, &shape, 300.0);
             let wide = add(&mut g, Op::Binary(BinaryOp::Mul), &[x, scale]);
             let source = add(&mut g, Op::Cast { to: from }, &[wide]);
             let outs: Vec<ValueId> = all.iter().map(|&to| add(&mut g, Op::Cast { to }, &[source])).collect();
@@ -162,7 +138,7 @@ proptest! {
             let mut g = Graph::new("broadcast");
             let mut src = shape.clone();
             src[rank - 1] = 1;
-            let x = input(&mut g, "x", DType::F32, &src[1..]);
+            let x = input(&mut g, "x", ty(DType::F32, &src[1..]));
             let mut target = dims(&shape);
             target.insert(0, Dim::Static(2));
             let y = add(&mut g, Op::Broadcast { shape: target }, &[x]);
@@ -172,7 +148,7 @@ proptest! {
         // reshape to the flat shape and to a regrouped one; transpose by a rotation.
         {
             let mut g = Graph::new("reshape_transpose");
-            let x = input(&mut g, "x", DType::F32, &shape);
+            let x = input(&mut g, "x", ty(DType::F32, &shape));
             let n: u64 = shape.iter().product();
             let flat = add(&mut g, Op::Reshape { shape: vec![Dim::Static(n)] }, &[x]);
             let mut regrouped = dims(&shape[..rank - 2]);
@@ -187,8 +163,8 @@ proptest! {
         // slice with positive and negative steps, concat, split.
         {
             let mut g = Graph::new("slice_concat_split");
-            let x = input(&mut g, "x", DType::F32, &shape);
-            let y = input(&mut g, "y", DType::F32, &shape);
+            let x = input(&mut g, "x", ty(DType::F32, &shape));
+            let y = input(&mut g, "y", ty(DType::F32, &shape));
             let starts: Vec<i64> = (0..rank).map(|d| if d % 2 == 0 { 0 } else { -1 }).collect();
             let ends: Vec<i64> = (0..rank).map(|d| if d % 2 == 0 { i64::MAX } else { i64::MIN }).collect();
             let steps: Vec<i64> = (0..rank).map(|d| if d % 2 == 0 { 1 + (pick % 2) as i64 } else { -1 }).collect();
@@ -203,7 +179,7 @@ proptest! {
         // gather rows of a table by (possibly negative) indices.
         {
             let mut g = Graph::new("gather");
-            let table = input(&mut g, "table", DType::F32, &shape);
+            let table = input(&mut g, "table", ty(DType::F32, &shape));
             let n = shape[0] as i64;
             let ids: Vec<i64> = (0..5).map(|i| (i * 7 + (pick % 11) as i64) % (2 * n) - n).collect();
             let ids = add(&mut g, Op::Constant(Tensor::from_i64(DType::I64, vec![5], ids)), &[]);
@@ -218,9 +194,9 @@ proptest! {
     fn rope_both_layouts(batch in 1u64..3, seq in 1u64..5, half in 1u64..5, seed in any::<u64>()) {
         let graphs: Vec<Graph> = [false, true].iter().map(|&interleaved| {
             let mut g = Graph::new("rope");
-            let x = input(&mut g, "x", DType::F32, &[batch, seq, 2 * half]);
-            let cos = input(&mut g, "cos", DType::F32, &[seq, half]);
-            let sin = input(&mut g, "sin", DType::F32, &[seq, half]);
+            let x = input(&mut g, "x", ty(DType::F32, &[batch, seq, 2 * half]));
+            let cos = input(&mut g, "cos", ty(DType::F32, &[seq, half]));
+            let sin = input(&mut g, "sin", ty(DType::F32, &[seq, half]));
             let y = add(&mut g, Op::Rope { interleaved }, &[x, cos, sin]);
             g.set_outputs(vec![y]);
             g
@@ -239,13 +215,13 @@ proptest! {
                 continue;
             }
             let mut g = Graph::new(kind.mnemonic());
-            let x = input(&mut g, "x", dtype, &shape);
+            let x = input(&mut g, "x", ty(dtype, &shape));
             let y = add(&mut g, Op::Reduce { kind, axes: axes.clone(), keepdims }, &[x]);
             g.set_outputs(vec![y]);
             graphs.push(g);
         }
         let mut g = Graph::new("argmax");
-        let x = input(&mut g, "x", dtype, &shape);
+        let x = input(&mut g, "x", ty(dtype, &shape));
         let y = add(&mut g, Op::ArgMax { axis: axes[0], keepdims }, &[x]);
         g.set_outputs(vec![y]);
         graphs.push(g);
@@ -257,16 +233,16 @@ proptest! {
         let rank = shape.len() as u64;
         let axis = (pick % rank) as i64;
         let mut g = Graph::new("softmax");
-        let x = input(&mut g, "x", dtype, &shape);
+        let x = input(&mut g, "x", ty(dtype, &shape));
         let y = add(&mut g, Op::Softmax { axis }, &[x]);
         g.set_outputs(vec![y]);
         let mut graphs = vec![g];
         let norm_axis = axis - rank as i64;
         let normalized = &shape[axis as usize..];
         let mut g = Graph::new("layer_norm");
-        let x = input(&mut g, "x", dtype, &shape);
-        let scale = input(&mut g, "scale", dtype, normalized);
-        let bias = input(&mut g, "bias", dtype, normalized);
+        let x = input(&mut g, "x", ty(dtype, &shape));
+        let scale = input(&mut g, "scale", ty(dtype, normalized));
+        let bias = input(&mut g, "bias", ty(dtype, normalized));
         let y = add(&mut g, Op::LayerNorm { axis: norm_axis, epsilon: 1e-5 }, &[x, scale, bias]);
         let z = add(&mut g, Op::RmsNorm { axis: norm_axis, epsilon: 1e-6 }, &[x, scale]);
         g.set_outputs(vec![y, z]);
@@ -277,8 +253,8 @@ proptest! {
     #[test]
     fn batched_matmul_with_broadcast(m in 1u64..6, k in 1u64..9, n in 1u64..6, batch in 1u64..4, dtype in proptest::sample::select(vec![DType::F32, DType::I64, DType::I32]), seed in any::<u64>()) {
         let mut g = Graph::new("matmul");
-        let a = input(&mut g, "a", dtype, &[batch, 1, m, k]);
-        let b = input(&mut g, "b", dtype, &[2, k, n]);
+        let a = input(&mut g, "a", ty(dtype, &[batch, 1, m, k]));
+        let b = input(&mut g, "b", ty(dtype, &[2, k, n]));
         let y = add(&mut g, Op::MatMul, &[a, b]);
         g.set_outputs(vec![y]);
         harness::check_all(&[g], seed);
@@ -295,8 +271,8 @@ proptest! {
         let span = (k as i64 - 1) * dilation + 1;
         prop_assume!(h as i64 + 2 * pad >= span && w as i64 + pad >= k as i64);
         let mut g = Graph::new("conv");
-        let x = input(&mut g, "x", DType::F32, &[batch, channels * groups, h, w]);
-        let f = input(&mut g, "w", DType::F32, &[out_per_group * groups, channels, k, k]);
+        let x = input(&mut g, "x", ty(DType::F32, &[batch, channels * groups, h, w]));
+        let f = input(&mut g, "w", ty(DType::F32, &[out_per_group * groups, channels, k, k]));
         let y = add(&mut g, Op::Conv2d { window: window.clone(), groups: groups as i64 }, &[x, f]);
         let r = add(&mut g, Op::Unary(UnaryOp::Relu), &[y]);
         g.set_outputs(vec![r]);
@@ -305,7 +281,7 @@ proptest! {
             let pool_window = Window { strides: [stride, stride], pads: [pad, pad, 0, 0], dilations: [1, 1] };
             prop_assume!(h >= k && w >= k);
             let mut g = Graph::new(kind.mnemonic());
-            let x = input(&mut g, "x", DType::F32, &[batch, channels, h, w]);
+            let x = input(&mut g, "x", ty(DType::F32, &[batch, channels, h, w]));
             let y = add(&mut g, Op::Pool2d { kind, kernel: [k as i64, k as i64], window: pool_window }, &[x]);
             g.set_outputs(vec![y]);
             graphs.push(g);

@@ -5,16 +5,16 @@
 #[path = "fused_graphs.rs"]
 mod fused_graphs;
 
-use fused_graphs::{add, attention, gelu_bias, input, masked_softmax, residual_norms};
+use fused_graphs::{attention, gelu_bias, masked_softmax, residual_norms};
 use std::path::PathBuf;
 use tessera_codegen::{compile_ptx, GpuArch, KernelSource};
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{Graph, InputRole};
+use tessera_ir::graph::Graph;
 use tessera_ir::ops::conv::{PoolKind, Window};
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
-use tessera_ir::types::TensorType;
+use tessera_ir::testing::build::{add, f32s, input, ty};
 
 fn ptxas() -> PathBuf {
     let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.cache/cuda-nvcc/bin/ptxas"));
@@ -30,13 +30,13 @@ fn ptxas() -> PathBuf {
 fn op_zoo() -> Vec<Graph> {
     let mut graphs = Vec::new();
     let mut g = Graph::new("unary");
-    let x = input(&mut g, "x", &[3, 5]);
+    let x = input(&mut g, "x", f32s(&[3, 5]));
     let outs = UnaryOp::ALL.iter().filter(|u| **u != UnaryOp::Not).map(|&u| add(&mut g, Op::Unary(u), &[x])).collect();
     g.set_outputs(outs);
     graphs.push(g);
     let mut g = Graph::new("integers");
-    let a = g.add_input("a", TensorType::of_static(DType::I32, &[4, 6]), InputRole::Activation);
-    let b = g.add_input("b", TensorType::of_static(DType::I32, &[4, 6]), InputRole::Activation);
+    let a = input(&mut g, "a", ty(DType::I32, &[4, 6]));
+    let b = input(&mut g, "b", ty(DType::I32, &[4, 6]));
     let q = add(&mut g, Op::Binary(BinaryOp::Div), &[a, b]);
     let c = add(&mut g, Op::Compare(tessera_ir::ops::elementwise::CompareOp::Lt), &[q, a]);
     let s = add(&mut g, Op::Reduce { kind: ReduceKind::Sum, axes: vec![1], keepdims: false }, &[q]);
@@ -45,8 +45,8 @@ fn op_zoo() -> Vec<Graph> {
     g.set_outputs(vec![c, s, m, f, a]);
     graphs.push(g);
     let mut g = Graph::new("conv_pool");
-    let x = input(&mut g, "x", &[1, 4, 8, 8]);
-    let w = input(&mut g, "w", &[4, 2, 3, 3]);
+    let x = input(&mut g, "x", f32s(&[1, 4, 8, 8]));
+    let w = input(&mut g, "w", f32s(&[4, 2, 3, 3]));
     let window = Window { strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1] };
     let y = add(&mut g, Op::Conv2d { window: window.clone(), groups: 2 }, &[x, w]);
     let p = add(&mut g, Op::Pool2d { kind: PoolKind::Avg, kernel: [2, 2], window }, &[y]);

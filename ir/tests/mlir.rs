@@ -3,7 +3,7 @@
 
 use proptest::prelude::{prop_assert, prop_assert_eq, proptest, ProptestConfig};
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{Graph, InputRole, ValueId};
+use tessera_ir::graph::{Graph, ValueId};
 use tessera_ir::json::{from_json, to_json};
 use tessera_ir::mlir::{parse_graph, parse_verified, print_graph, Loc};
 use tessera_ir::ops::conv::{PoolKind, Window};
@@ -12,34 +12,24 @@ use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::testing::arb_graph;
+use tessera_ir::testing::build::{add_named, f32s, input, param};
 use tessera_ir::types::{Dim, TensorType};
 use tessera_ir::verify::{verify, VerifyError};
 use tessera_mlir_check::{check_with_mlir, irdl_dialect_text, print_with_mlir};
 
 // ---- hand-built graphs ----
 
-fn f32s(shape: &[u64]) -> TensorType {
-    TensorType::of_static(DType::F32, shape)
-}
-
-/// Adds a single-result node and names its result.
-fn add(g: &mut Graph, name: &str, op: Op, inputs: &[ValueId]) -> ValueId {
-    let v = g.add(op, inputs).expect("well-typed");
-    g.rename_value(v, name);
-    v
-}
-
 fn mlp() -> Graph {
     let mut g = Graph::new("mlp");
-    let x = g.add_input("x", f32s(&[8, 16]), InputRole::Activation);
-    let w1 = g.add_input("w1", f32s(&[16, 32]), InputRole::Parameter);
-    let b1 = g.add_input("b1", f32s(&[32]), InputRole::Parameter);
-    let w2 = g.add_input("w2", f32s(&[32, 4]), InputRole::Parameter);
-    let h = add(&mut g, "h", Op::MatMul, &[x, w1]);
-    let b = add(&mut g, "b1_wide", Op::Broadcast { shape: vec![Dim::Static(8), Dim::Static(32)] }, &[b1]);
-    let hb = add(&mut g, "h_biased", Op::Binary(BinaryOp::Add), &[h, b]);
-    let a = add(&mut g, "a", Op::Unary(UnaryOp::Gelu), &[hb]);
-    let y = add(&mut g, "y", Op::MatMul, &[a, w2]);
+    let x = input(&mut g, "x", f32s(&[8, 16]));
+    let w1 = param(&mut g, "w1", f32s(&[16, 32]));
+    let b1 = param(&mut g, "b1", f32s(&[32]));
+    let w2 = param(&mut g, "w2", f32s(&[32, 4]));
+    let h = add_named(&mut g, "h", Op::MatMul, &[x, w1]);
+    let b = add_named(&mut g, "b1_wide", Op::Broadcast { shape: vec![Dim::Static(8), Dim::Static(32)] }, &[b1]);
+    let hb = add_named(&mut g, "h_biased", Op::Binary(BinaryOp::Add), &[h, b]);
+    let a = add_named(&mut g, "a", Op::Unary(UnaryOp::Gelu), &[hb]);
+    let y = add_named(&mut g, "y", Op::MatMul, &[a, w2]);
     g.set_outputs(vec![y]);
     g
 }
@@ -47,44 +37,40 @@ fn mlp() -> Graph {
 fn attention() -> Graph {
     let batch = || Dim::sym("batch");
     let mut g = Graph::new("attention");
-    let x = g.add_input(
-        "x",
-        TensorType::new(DType::F32, vec![batch(), Dim::Static(4), Dim::Static(8)]),
-        InputRole::Activation,
-    );
-    let w = g.add_input("w_qkv", f32s(&[8, 24]), InputRole::Parameter);
-    let scale = g.add_input("ln_scale", f32s(&[8]), InputRole::Parameter);
-    let bias = g.add_input("ln_bias", f32s(&[8]), InputRole::Parameter);
-    let qkv = add(&mut g, "qkv", Op::MatMul, &[x, w]);
+    let x = input(&mut g, "x", TensorType::new(DType::F32, vec![batch(), Dim::Static(4), Dim::Static(8)]));
+    let w = param(&mut g, "w_qkv", f32s(&[8, 24]));
+    let scale = param(&mut g, "ln_scale", f32s(&[8]));
+    let bias = param(&mut g, "ln_bias", f32s(&[8]));
+    let qkv = add_named(&mut g, "qkv", Op::MatMul, &[x, w]);
     let parts = g.add_node(Op::Split { axis: -1, sizes: vec![8, 8, 8] }, &[qkv]).expect("split");
     for (v, name) in parts.iter().zip(["q", "k", "v"]) {
         g.rename_value(*v, name);
     }
     let (q, k, v) = (parts[0], parts[1], parts[2]);
-    let kt = add(&mut g, "k_t", Op::Transpose { perm: vec![0, 2, 1] }, &[k]);
-    let scores = add(&mut g, "scores", Op::MatMul, &[q, kt]);
-    let c = add(&mut g, "inv_sqrt_d", Op::Constant(Tensor::scalar(DType::F32, 0.35355339)), &[]);
+    let kt = add_named(&mut g, "k_t", Op::Transpose { perm: vec![0, 2, 1] }, &[k]);
+    let scores = add_named(&mut g, "scores", Op::MatMul, &[q, kt]);
+    let c = add_named(&mut g, "inv_sqrt_d", Op::Constant(Tensor::scalar(DType::F32, 0.35355339)), &[]);
     let shape = vec![batch(), Dim::Static(4), Dim::Static(4)];
-    let cw = add(&mut g, "inv_sqrt_d_wide", Op::Broadcast { shape }, &[c]);
-    let scaled = add(&mut g, "scaled", Op::Binary(BinaryOp::Mul), &[scores, cw]);
-    let probs = add(&mut g, "probs", Op::Softmax { axis: -1 }, &[scaled]);
-    let ctx = add(&mut g, "context", Op::MatMul, &[probs, v]);
-    let y = add(&mut g, "y", Op::LayerNorm { axis: 2, epsilon: 1e-5 }, &[ctx, scale, bias]);
+    let cw = add_named(&mut g, "inv_sqrt_d_wide", Op::Broadcast { shape }, &[c]);
+    let scaled = add_named(&mut g, "scaled", Op::Binary(BinaryOp::Mul), &[scores, cw]);
+    let probs = add_named(&mut g, "probs", Op::Softmax { axis: -1 }, &[scaled]);
+    let ctx = add_named(&mut g, "context", Op::MatMul, &[probs, v]);
+    let y = add_named(&mut g, "y", Op::LayerNorm { axis: 2, epsilon: 1e-5 }, &[ctx, scale, bias]);
     g.set_outputs(vec![y, probs]);
     g
 }
 
 fn conv_pool() -> Graph {
     let mut g = Graph::new("conv_pool");
-    let x = g.add_input("image", f32s(&[1, 3, 8, 8]), InputRole::Activation);
-    let w = g.add_input("conv_w", f32s(&[4, 3, 3, 3]), InputRole::Parameter);
+    let x = input(&mut g, "image", f32s(&[1, 3, 8, 8]));
+    let w = param(&mut g, "conv_w", f32s(&[4, 3, 3, 3]));
     let window = Window { strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1] };
-    let c = add(&mut g, "conv", Op::Conv2d { window, groups: 1 }, &[x, w]);
-    let r = add(&mut g, "relu", Op::Unary(UnaryOp::Relu), &[c]);
+    let c = add_named(&mut g, "conv", Op::Conv2d { window, groups: 1 }, &[x, w]);
+    let r = add_named(&mut g, "relu", Op::Unary(UnaryOp::Relu), &[c]);
     let window = Window { strides: [2, 2], pads: [0, 0, 0, 0], dilations: [1, 1] };
-    let p = add(&mut g, "pool", Op::Pool2d { kind: PoolKind::Max, kernel: [2, 2], window }, &[r]);
-    let m = add(&mut g, "mean", Op::Reduce { kind: ReduceKind::Mean, axes: vec![2, 3], keepdims: false }, &[p]);
-    let am = add(&mut g, "class", Op::ArgMax { axis: 1, keepdims: false }, &[m]);
+    let p = add_named(&mut g, "pool", Op::Pool2d { kind: PoolKind::Max, kernel: [2, 2], window }, &[r]);
+    let m = add_named(&mut g, "mean", Op::Reduce { kind: ReduceKind::Mean, axes: vec![2, 3], keepdims: false }, &[p]);
+    let am = add_named(&mut g, "class", Op::ArgMax { axis: 1, keepdims: false }, &[m]);
     g.set_outputs(vec![m, am]);
     g
 }
@@ -108,7 +94,7 @@ fn constants() -> Graph {
     ];
     let mut outs = Vec::new();
     for (name, t) in tensors {
-        outs.push(add(&mut g, name, Op::Constant(t), &[]));
+        outs.push(add_named(&mut g, name, Op::Constant(t), &[]));
     }
     g.set_outputs(outs);
     g
@@ -117,13 +103,13 @@ fn constants() -> Graph {
 fn symbolic() -> Graph {
     let mut g = Graph::new("symbolic");
     let ty = TensorType::new(DType::BF16, vec![Dim::sym("batch"), Dim::sym("seq"), Dim::Static(16)]);
-    let x = g.add_input("x", ty, InputRole::Activation);
-    let s = add(&mut g, "sum", Op::Reduce { kind: ReduceKind::Sum, axes: vec![-1], keepdims: true }, &[x]);
-    let f = add(&mut g, "wide", Op::Cast { to: DType::F32 }, &[s]);
+    let x = input(&mut g, "x", ty);
+    let s = add_named(&mut g, "sum", Op::Reduce { kind: ReduceKind::Sum, axes: vec![-1], keepdims: true }, &[x]);
+    let f = add_named(&mut g, "wide", Op::Cast { to: DType::F32 }, &[s]);
     let shape = vec![Dim::sym("seq"), Dim::sym("batch")];
-    let r = add(&mut g, "flat", Op::Reshape { shape }, &[f]);
+    let r = add_named(&mut g, "flat", Op::Reshape { shape }, &[f]);
     let steps = Op::Slice { starts: vec![0, 0, 0], ends: vec![i64::MAX, i64::MAX, 8], steps: vec![1, 1, 2] };
-    let half = add(&mut g, "half", steps, &[x]);
+    let half = add_named(&mut g, "half", steps, &[x]);
     g.set_outputs(vec![r, half]);
     g
 }
@@ -187,14 +173,14 @@ fn large_constants_print_as_hex_and_round_trip_bit_for_bit() {
     let mut outs = Vec::new();
     for dtype in [DType::F64, DType::F32, DType::F16, DType::BF16] {
         let t = Tensor::from_f64(dtype, vec![n], special.iter().map(|&x| dtype.round_float(x)).collect());
-        outs.push(add(&mut g, &format!("c_{dtype}"), Op::Constant(t), &[]));
+        outs.push(add_named(&mut g, &format!("c_{dtype}"), Op::Constant(t), &[]));
     }
     for dtype in [DType::I64, DType::I32, DType::I8] {
         let t = Tensor::from_i64(dtype, vec![n], ints.clone());
-        outs.push(add(&mut g, &format!("c_{dtype}"), Op::Constant(t), &[]));
+        outs.push(add_named(&mut g, &format!("c_{dtype}"), Op::Constant(t), &[]));
     }
     let f8 = Tensor::from_f64(DType::F8E4M3, vec![n], floats.iter().map(|&x| DType::F8E4M3.round_float(x)).collect());
-    outs.push(add(&mut g, "c_f8", Op::Constant(f8), &[]));
+    outs.push(add_named(&mut g, "c_f8", Op::Constant(f8), &[]));
     g.set_outputs(outs);
     let text = print_graph(&g);
     assert_eq!(text.matches("dense<\"0x").count(), 7, "seven hex literals expected");

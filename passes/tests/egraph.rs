@@ -4,10 +4,11 @@
 
 use proptest::prelude::*;
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{Graph, InputRole, ValueId};
+use tessera_ir::graph::{Graph, ValueId};
 use tessera_ir::ops::elementwise::BinaryOp;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
+use tessera_ir::testing::build::{f64s, input, param};
 use tessera_ir::testing::inputs::seeded_inputs;
 use tessera_ir::types::{Dim, TensorType};
 use tessera_passes::egraph::ilp::IlpOutcome;
@@ -93,10 +94,6 @@ fn a_wrong_rule_fails_the_numeric_check() {
     assert!(failures > 0, "the wrong rule passed every check");
 }
 
-fn f64s(shape: &[u64]) -> TensorType {
-    TensorType::of_static(DType::F64, shape)
-}
-
 #[test]
 fn rules_put_equal_terms_in_one_class() {
     // Each case: a graph with two outputs that the rules must prove equal.
@@ -126,9 +123,9 @@ fn rules_put_equal_terms_in_one_class() {
     ];
     for (name, build) in cases {
         let mut g = Graph::new(name);
-        let a = g.add_input("a", f64s(&[4, 4]), InputRole::Activation);
-        let b = g.add_input("b", f64s(&[4, 4]), InputRole::Activation);
-        let c = g.add_input("c", f64s(&[4, 4]), InputRole::Activation);
+        let a = input(&mut g, "a", f64s(&[4, 4]));
+        let b = input(&mut g, "b", f64s(&[4, 4]));
+        let c = input(&mut g, "c", f64s(&[4, 4]));
         let (x, y) = build(&mut g, a, b, c);
         g.set_outputs(vec![x, y]);
         let s = saturate(&g, rules(), Limits::default()).expect("saturates");
@@ -191,12 +188,8 @@ fn assert_same_outputs(a: &Graph, b: &Graph) {
 fn gpt_attention() -> Graph {
     let mut g = Graph::new("attention");
     let (s, d, h, hd) = (8u64, 64u64, 4u64, 16u64);
-    let x = g.add_input(
-        "x",
-        TensorType::new(DType::F64, vec![Dim::sym("batch"), Dim::Static(s), Dim::Static(d)]),
-        InputRole::Activation,
-    );
-    let w = |g: &mut Graph, name: &str| g.add_input(name, f64s(&[d, d]), InputRole::Parameter);
+    let x = input(&mut g, "x", TensorType::new(DType::F64, vec![Dim::sym("batch"), Dim::Static(s), Dim::Static(d)]));
+    let w = |g: &mut Graph, name: &str| param(g, name, f64s(&[d, d]));
     let (wq, wk, wv, wo) = (w(&mut g, "w_q"), w(&mut g, "w_k"), w(&mut g, "w_v"), w(&mut g, "w_o"));
     let heads = |g: &mut Graph, m: ValueId, perm: Vec<i64>| {
         let shape = vec![Dim::sym("batch"), Dim::Static(s), Dim::Static(h), Dim::Static(hd)];
@@ -281,10 +274,10 @@ fn user_rule_files_and_limits_are_reported() {
 fn gate_and_up_projections_merge() {
     // A SwiGLU MLP: silu(x·w_gate) * (x·w_up), then the down projection.
     let mut g = Graph::new("swiglu");
-    let x = g.add_input("x", f64s(&[8, 32]), InputRole::Activation);
-    let w_gate = g.add_input("w_gate", f64s(&[32, 64]), InputRole::Parameter);
-    let w_up = g.add_input("w_up", f64s(&[32, 64]), InputRole::Parameter);
-    let w_down = g.add_input("w_down", f64s(&[64, 32]), InputRole::Parameter);
+    let x = input(&mut g, "x", f64s(&[8, 32]));
+    let w_gate = param(&mut g, "w_gate", f64s(&[32, 64]));
+    let w_up = param(&mut g, "w_up", f64s(&[32, 64]));
+    let w_down = param(&mut g, "w_down", f64s(&[64, 32]));
     let gate = g.add(Op::MatMul, &[x, w_gate]).expect("gate");
     let gate = g.add(Op::Unary(tessera_ir::ops::elementwise::UnaryOp::Silu), &[gate]).expect("silu");
     let up = g.add(Op::MatMul, &[x, w_up]).expect("up");
@@ -337,8 +330,8 @@ proptest! {
 #[test]
 fn ilp_extraction_beats_greedy_where_sharing_matters() {
     let mut g = Graph::new("shared");
-    let a = g.add_input("a", f64s(&[64, 4]), InputRole::Activation);
-    let b = g.add_input("b", f64s(&[4, 64]), InputRole::Activation);
+    let a = input(&mut g, "a", f64s(&[64, 4]));
+    let b = input(&mut g, "b", f64s(&[4, 64]));
     let m = g.add(Op::MatMul, &[a, b]).expect("matmul");
     let n = g.add(Op::Unary(tessera_ir::ops::elementwise::UnaryOp::Neg), &[m]).expect("neg");
     g.set_outputs(vec![n, m]);

@@ -2,10 +2,11 @@
 //! messages that name the failing node, and output order.
 
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{Graph, InputRole, ValueId};
+use tessera_ir::graph::{Graph, ValueId};
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
+use tessera_ir::testing::build::{add, f64s, input, param, ty};
 use tessera_ir::types::{Dim, TensorType};
 use tessera_runtime::interpreter::{run, RunError};
 
@@ -25,9 +26,9 @@ fn feed(name: &str, t: Tensor) -> (String, Tensor) {
 fn add_graph() -> Graph {
     let mut g = Graph::new("add");
     let ty = f32_type(vec![Dim::sym("batch"), Dim::Static(2)]);
-    let x = g.add_input("x", ty.clone(), InputRole::Activation);
-    let b = g.add_input("b", ty, InputRole::Parameter);
-    let y = g.add(Op::Binary(BinaryOp::Add), &[x, b]).expect("add");
+    let x = input(&mut g, "x", ty.clone());
+    let b = param(&mut g, "b", ty);
+    let y = add(&mut g, Op::Binary(BinaryOp::Add), &[x, b]);
     g.rename_value(y, "y");
     g.set_outputs(vec![y]);
     g
@@ -96,9 +97,9 @@ fn a_symbolic_dimension_has_one_size_across_inputs() {
 #[test]
 fn a_failing_node_is_named_in_the_error() {
     let mut g = Graph::new("gather");
-    let table = g.add_input("table", TensorType::of_static(DType::F32, &[3, 2]), InputRole::Parameter);
-    let ids = g.add_input("ids", TensorType::of_static(DType::I64, &[2]), InputRole::Activation);
-    let rows = g.add(Op::Gather { axis: 0 }, &[table, ids]).expect("gather");
+    let table = param(&mut g, "table", ty(DType::F32, &[3, 2]));
+    let ids = input(&mut g, "ids", ty(DType::I64, &[2]));
+    let rows = add(&mut g, Op::Gather { axis: 0 }, &[table, ids]);
     g.rename_value(rows, "rows");
     g.set_outputs(vec![rows]);
     let table_values = f32s(&[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
@@ -120,10 +121,10 @@ fn a_failing_node_is_named_in_the_error() {
 #[test]
 fn integer_division_by_zero_names_the_node() {
     let mut g = Graph::new("div");
-    let ty = TensorType::of_static(DType::I32, &[2]);
-    let a = g.add_input("a", ty.clone(), InputRole::Activation);
-    let b = g.add_input("b", ty, InputRole::Activation);
-    let q = g.add(Op::Binary(BinaryOp::Div), &[a, b]).expect("div");
+    let i32_pair = ty(DType::I32, &[2]);
+    let a = input(&mut g, "a", i32_pair.clone());
+    let b = input(&mut g, "b", i32_pair);
+    let q = add(&mut g, Op::Binary(BinaryOp::Div), &[a, b]);
     g.rename_value(q, "q");
     g.set_outputs(vec![q]);
     let ints = |v: Vec<i64>| Tensor::from_i64(DType::I32, vec![2], v);
@@ -134,9 +135,9 @@ fn integer_division_by_zero_names_the_node() {
 #[test]
 fn an_invalid_graph_is_reported_by_the_verifier() {
     let mut g = Graph::new("bad");
-    let x = g.add_input("x", TensorType::of_static(DType::F32, &[2]), InputRole::Activation);
+    let x = input(&mut g, "x", ty(DType::F32, &[2]));
     // Declared with the wrong result type, which only the verifier notices.
-    g.add_node_unchecked(Op::Unary(UnaryOp::Neg), vec![x], vec![("y".into(), TensorType::of_static(DType::F32, &[3]))]);
+    g.add_node_unchecked(Op::Unary(UnaryOp::Neg), vec![x], vec![("y".into(), ty(DType::F32, &[3]))]);
     let err = run(&g, &[feed("x", f32s(&[2], &[1.0, 2.0]))]).expect_err("invalid");
     assert!(matches!(err, RunError::InvalidGraph(_)));
     assert_eq!(
@@ -148,11 +149,11 @@ fn an_invalid_graph_is_reported_by_the_verifier() {
 #[test]
 fn symbolic_reshape_and_broadcast_targets_are_bound() {
     let mut g = Graph::new("shapes");
-    let x = g.add_input("x", f32_type(vec![Dim::sym("batch"), Dim::Static(2), Dim::Static(2)]), InputRole::Activation);
-    let bias = g.add_input("bias", TensorType::of_static(DType::F32, &[4]), InputRole::Parameter);
-    let flat = g.add(Op::Reshape { shape: vec![Dim::sym("batch"), Dim::Static(4)] }, &[x]).expect("reshape");
-    let wide = g.add(Op::Broadcast { shape: vec![Dim::sym("batch"), Dim::Static(4)] }, &[bias]).expect("broadcast");
-    let y = g.add(Op::Binary(BinaryOp::Add), &[flat, wide]).expect("add");
+    let x = input(&mut g, "x", f32_type(vec![Dim::sym("batch"), Dim::Static(2), Dim::Static(2)]));
+    let bias = param(&mut g, "bias", ty(DType::F32, &[4]));
+    let flat = add(&mut g, Op::Reshape { shape: vec![Dim::sym("batch"), Dim::Static(4)] }, &[x]);
+    let wide = add(&mut g, Op::Broadcast { shape: vec![Dim::sym("batch"), Dim::Static(4)] }, &[bias]);
+    let y = add(&mut g, Op::Binary(BinaryOp::Add), &[flat, wide]);
     g.set_outputs(vec![y]);
     let x_values = f32s(&[2, 2, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
     let bias_values = f32s(&[4], &[10.0, 20.0, 30.0, 40.0]);
@@ -163,8 +164,8 @@ fn symbolic_reshape_and_broadcast_targets_are_bound() {
 #[test]
 fn a_symbol_bound_by_no_input_is_an_error() {
     let mut g = Graph::new("unbound");
-    let x = g.add_input("x", TensorType::of_static(DType::F32, &[1]), InputRole::Activation);
-    let y = g.add(Op::Broadcast { shape: vec![Dim::sym("n")] }, &[x]).expect("broadcast");
+    let x = input(&mut g, "x", ty(DType::F32, &[1]));
+    let y = add(&mut g, Op::Broadcast { shape: vec![Dim::sym("n")] }, &[x]);
     g.rename_value(y, "y");
     g.set_outputs(vec![y]);
     let err = run_err(&g, &[feed("x", f32s(&[1], &[1.0]))]);
@@ -174,7 +175,7 @@ fn a_symbol_bound_by_no_input_is_an_error() {
 #[test]
 fn outputs_keep_graph_order_including_inputs_repeats_and_split_results() {
     let mut g = Graph::new("outputs");
-    let x = g.add_input("x", TensorType::of_static(DType::I64, &[3]), InputRole::Activation);
+    let x = input(&mut g, "x", ty(DType::I64, &[3]));
     let parts = g.add_node(Op::Split { axis: 0, sizes: vec![1, 2] }, &[x]).expect("split");
     let (head, tail): (ValueId, ValueId) = (parts[0], parts[1]);
     g.rename_value(head, "head");
@@ -194,13 +195,13 @@ fn outputs_keep_graph_order_including_inputs_repeats_and_split_results() {
 fn values_shared_by_several_nodes_survive_until_their_last_use() {
     // x feeds three nodes; dead results (z) and unused inputs (unused) are dropped early.
     let mut g = Graph::new("shared");
-    let ty = TensorType::of_static(DType::F64, &[2]);
-    let x = g.add_input("x", ty.clone(), InputRole::Activation);
-    let _unused = g.add_input("unused", ty, InputRole::Activation);
-    let a = g.add(Op::Unary(UnaryOp::Neg), &[x]).expect("neg");
-    let _z = g.add(Op::Unary(UnaryOp::Exp), &[a]).expect("exp");
-    let b = g.add(Op::Binary(BinaryOp::Mul), &[x, a]).expect("mul");
-    let c = g.add(Op::Binary(BinaryOp::Add), &[b, x]).expect("add");
+    let ty = f64s(&[2]);
+    let x = input(&mut g, "x", ty.clone());
+    let _unused = input(&mut g, "unused", ty);
+    let a = add(&mut g, Op::Unary(UnaryOp::Neg), &[x]);
+    let _z = add(&mut g, Op::Unary(UnaryOp::Exp), &[a]);
+    let b = add(&mut g, Op::Binary(BinaryOp::Mul), &[x, a]);
+    let c = add(&mut g, Op::Binary(BinaryOp::Add), &[b, x]);
     g.set_outputs(vec![c]);
     let xs = Tensor::from_f64(DType::F64, vec![2], vec![2.0, 3.0]);
     let out = run(&g, &[feed("x", xs.clone()), feed("unused", xs)]).expect("run");

@@ -3,10 +3,11 @@
 //! the reference semantics do.
 
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{Graph, InputRole};
+use tessera_ir::graph::Graph;
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
+use tessera_ir::testing::build::{add, add_named, f32s, input, param};
 use tessera_ir::types::{Dim, TensorType};
 use tessera_runtime::interpreter::run;
 
@@ -18,24 +19,19 @@ const D_OUT: usize = 3;
 fn mlp_graph() -> Graph {
     let mut g = Graph::new("mlp");
     let batch = || Dim::sym("batch");
-    let param = |g: &mut Graph, name: &str, shape: &[u64]| {
-        g.add_input(name, TensorType::of_static(DType::F32, shape), InputRole::Parameter)
-    };
-    let x =
-        g.add_input("x", TensorType::new(DType::F32, vec![batch(), Dim::Static(D_IN as u64)]), InputRole::Activation);
-    let w1 = param(&mut g, "w1", &[D_IN as u64, D_HIDDEN as u64]);
-    let b1 = param(&mut g, "b1", &[D_HIDDEN as u64]);
-    let w2 = param(&mut g, "w2", &[D_HIDDEN as u64, D_OUT as u64]);
-    let b2 = param(&mut g, "b2", &[D_OUT as u64]);
-    let h = g.add(Op::MatMul, &[x, w1]).expect("matmul 1");
-    let b1 = g.add(Op::Broadcast { shape: vec![batch(), Dim::Static(D_HIDDEN as u64)] }, &[b1]).expect("bias 1");
-    let h = g.add(Op::Binary(BinaryOp::Add), &[h, b1]).expect("add 1");
-    let h = g.add(Op::Unary(UnaryOp::Relu), &[h]).expect("relu");
-    let y = g.add(Op::MatMul, &[h, w2]).expect("matmul 2");
-    let b2 = g.add(Op::Broadcast { shape: vec![batch(), Dim::Static(D_OUT as u64)] }, &[b2]).expect("bias 2");
-    let y = g.add(Op::Binary(BinaryOp::Add), &[y, b2]).expect("add 2");
-    let probs = g.add(Op::Softmax { axis: -1 }, &[y]).expect("softmax");
-    g.rename_value(probs, "probs");
+    let x = input(&mut g, "x", TensorType::new(DType::F32, vec![batch(), Dim::Static(D_IN as u64)]));
+    let w1 = param(&mut g, "w1", f32s(&[D_IN as u64, D_HIDDEN as u64]));
+    let b1 = param(&mut g, "b1", f32s(&[D_HIDDEN as u64]));
+    let w2 = param(&mut g, "w2", f32s(&[D_HIDDEN as u64, D_OUT as u64]));
+    let b2 = param(&mut g, "b2", f32s(&[D_OUT as u64]));
+    let h = add(&mut g, Op::MatMul, &[x, w1]);
+    let b1 = add(&mut g, Op::Broadcast { shape: vec![batch(), Dim::Static(D_HIDDEN as u64)] }, &[b1]);
+    let h = add(&mut g, Op::Binary(BinaryOp::Add), &[h, b1]);
+    let h = add(&mut g, Op::Unary(UnaryOp::Relu), &[h]);
+    let y = add(&mut g, Op::MatMul, &[h, w2]);
+    let b2 = add(&mut g, Op::Broadcast { shape: vec![batch(), Dim::Static(D_OUT as u64)] }, &[b2]);
+    let y = add(&mut g, Op::Binary(BinaryOp::Add), &[y, b2]);
+    let probs = add_named(&mut g, "probs", Op::Softmax { axis: -1 }, &[y]);
     g.set_outputs(vec![probs]);
     g
 }

@@ -2,12 +2,13 @@
 //! bit-identical outputs on seeded inputs including NaN, infinities and signed zeros), rules
 //! that must not fire, folding limits, and the fixed point.
 
-use crate::support::{add, check_same_outputs, dims, f32s, input, ops, output_names, run, splat, ty};
+use crate::support::{check_same_outputs, ops, output_names, run};
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::Graph;
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
+use tessera_ir::testing::build::{add, broadcast_scalar, dims, f32s, input, ty};
 
 const NEG: Op = Op::Unary(UnaryOp::Neg);
 const EXP: Op = Op::Unary(UnaryOp::Exp);
@@ -165,7 +166,7 @@ fn the_most_negative_integer_survives_double_negation() {
 fn folds_float(op: BinaryOp, c: f64, constant_first: bool) -> bool {
     let mut g = Graph::new("a");
     let x = input(&mut g, "x", f32s(&[2, 4]));
-    let k = splat(&mut g, DType::F32, c, &[2, 4]);
+    let k = broadcast_scalar(&mut g, DType::F32, c, &[2, 4]);
     let operands = if constant_first { [k, x] } else { [x, k] };
     // The op's result is the output itself, so a sign flip of a zero would show in the
     // differential check (`exp` after it would hide one).

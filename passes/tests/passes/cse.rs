@@ -1,13 +1,14 @@
 //! `cse`: duplicates merge (chains of them in one walk), differing attributes and constants
 //! that differ in any bit do not, and outputs keep their names.
 
-use crate::support::{add, check_same_outputs, f32s, input, ops, output_names, run};
+use crate::support::{check_same_outputs, ops, output_names, run};
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::Graph;
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
+use tessera_ir::testing::build::{add, f32s, input};
 
 const EXP: Op = Op::Unary(UnaryOp::Exp);
 const ADD: Op = Op::Binary(BinaryOp::Add);

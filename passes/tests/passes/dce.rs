@@ -1,9 +1,10 @@
 //! `dce`: dead chains go, everything reaching an output stays, in order and with its names.
 
-use crate::support::{add, f32s, input, ops, output_names, run};
+use crate::support::{ops, output_names, run};
 use tessera_ir::graph::Graph;
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::Op;
+use tessera_ir::testing::build::{add, f32s, input};
 
 const EXP: Op = Op::Unary(UnaryOp::Exp);
 const NEG: Op = Op::Unary(UnaryOp::Neg);

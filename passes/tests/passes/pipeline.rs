@@ -1,10 +1,10 @@
 //! The pass manager: every pipeline-text diagnostic, verification around passes (and which
 //! pass gets the blame), hooks, and the per-pass report.
 
-use crate::support::{add, f32s, input};
 use tessera_ir::graph::{Graph, NodeId};
 use tessera_ir::ops::elementwise::UnaryOp;
 use tessera_ir::ops::Op;
+use tessera_ir::testing::build::{add, f32s, input};
 use tessera_passes::pass::{PassError, PassOptions, PassStats};
 use tessera_passes::pipeline::{run_pipeline, PassInvocation, Pipeline, RunConfig};
 use tessera_passes::registry::PassInfo;

@@ -1,13 +1,13 @@
 //! Graph statistics: hand-computed FLOPs, sizes and peak memory of an MLP and a small CNN, and
 //! the unbound-symbol error.
 
-use crate::support::{add, dims, f32s, input, param};
 use std::collections::HashMap;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::Graph;
 use tessera_ir::ops::conv::Window;
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::Op;
+use tessera_ir::testing::build::{add, dims, f32s, input, param};
 use tessera_ir::types::{Dim, TensorType};
 use tessera_passes::stats::{GraphStats, OpCost, StatsError, TensorGroup};
 

@@ -1,45 +1,11 @@
-//! Helpers shared by the pass tests: graph building, running a pipeline, and a differential
-//! check that a pass kept every output bit for bit on seeded random inputs.
+//! Helpers shared by the pass tests (graphs are built with `tessera_ir::testing::build`): running
+//! a pipeline, and a differential check that a pass kept every output bit for bit on seeded random inputs.
 
 use std::collections::HashMap;
-use tessera_ir::dtype::DType;
-use tessera_ir::graph::{Graph, InputRole, ValueId};
-use tessera_ir::ops::Op;
+use tessera_ir::graph::Graph;
 use tessera_ir::tensor::{Buffer, Tensor};
 use tessera_ir::testing::inputs::seeded_inputs;
-use tessera_ir::types::{Dim, TensorType};
 use tessera_passes::pipeline::{run_pipeline, Pipeline, PipelineReport, RunConfig};
-
-pub fn ty(dtype: DType, shape: &[u64]) -> TensorType {
-    TensorType::of_static(dtype, shape)
-}
-
-pub fn f32s(shape: &[u64]) -> TensorType {
-    ty(DType::F32, shape)
-}
-
-pub fn dims(shape: &[u64]) -> Vec<Dim> {
-    shape.iter().map(|&n| Dim::Static(n)).collect()
-}
-
-pub fn input(g: &mut Graph, name: &str, t: TensorType) -> ValueId {
-    g.add_input(name, t, InputRole::Activation)
-}
-
-pub fn param(g: &mut Graph, name: &str, t: TensorType) -> ValueId {
-    g.add_input(name, t, InputRole::Parameter)
-}
-
-/// Adds a single-result node; panics with the shape rule's message on a test typo.
-pub fn add(g: &mut Graph, op: Op, inputs: &[ValueId]) -> ValueId {
-    g.add(op, inputs).unwrap_or_else(|e| panic!("building the test graph: {e}"))
-}
-
-/// A scalar constant broadcast to `shape` (how splats appear in imported graphs).
-pub fn splat(g: &mut Graph, dtype: DType, value: f64, shape: &[u64]) -> ValueId {
-    let c = add(g, Op::Constant(Tensor::scalar(dtype, value)), &[]);
-    add(g, Op::Broadcast { shape: dims(shape) }, &[c])
-}
 
 /// Runs `pipeline` with verification after every pass.
 pub fn run(g: &mut Graph, pipeline: &str) -> PipelineReport {
