@@ -8,31 +8,26 @@ mod harness;
 use proptest::prelude::*;
 use tessera_codegen::emit::{emit_gpu_kernel, emit_kernel};
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{Graph, InputRole, ValueId};
+use tessera_ir::graph::Graph;
 use tessera_ir::ops::elementwise::BinaryOp;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
-use tessera_ir::types::{Dim, TensorType};
+use tessera_ir::testing::build::{add, broadcast, broadcast_scalar, input, ty};
 
 /// `softmax(q · transpose(k) · scale + mask) · v` on `[batch, heads, seq, dim]` tensors
 /// (queries `seq_q`, keys `seq_k`), the mask `[seq_q, seq_k]` broadcast over batch and heads.
 fn sdpa(batch: u64, heads: u64, seq_q: u64, seq_k: u64, dim: u64, dtype: DType) -> Graph {
     let mut g = Graph::new("sdpa");
-    let input = |g: &mut Graph, name: &str, shape: &[u64]| -> ValueId {
-        g.add_input(name, TensorType::of_static(dtype, shape), InputRole::Activation)
-    };
-    let q = input(&mut g, "q", &[batch, heads, seq_q, dim]);
-    let k = input(&mut g, "k", &[batch, heads, seq_k, dim]);
-    let v = input(&mut g, "v", &[batch, heads, seq_k, dim + 1]);
-    let mask = input(&mut g, "mask", &[seq_q, seq_k]);
-    let scores_shape: Vec<Dim> = [batch, heads, seq_q, seq_k].iter().map(|&d| Dim::Static(d)).collect();
-    let add = |g: &mut Graph, op: Op, inputs: &[ValueId]| g.add(op, inputs).expect("well-typed");
+    let q = input(&mut g, "q", ty(dtype, &[batch, heads, seq_q, dim]));
+    let k = input(&mut g, "k", ty(dtype, &[batch, heads, seq_k, dim]));
+    let v = input(&mut g, "v", ty(dtype, &[batch, heads, seq_k, dim + 1]));
+    let mask = input(&mut g, "mask", ty(dtype, &[seq_q, seq_k]));
+    let scores_shape = [batch, heads, seq_q, seq_k];
     let kt = add(&mut g, Op::Transpose { perm: vec![0, 1, 3, 2] }, &[k]);
     let scores = add(&mut g, Op::MatMul, &[q, kt]);
-    let scale = add(&mut g, Op::Constant(Tensor::scalar(dtype, 1.0 / (dim as f64).sqrt())), &[]);
-    let scale = add(&mut g, Op::Broadcast { shape: scores_shape.clone() }, &[scale]);
+    let scale = broadcast_scalar(&mut g, dtype, 1.0 / (dim as f64).sqrt(), &scores_shape);
     let scaled = add(&mut g, Op::Binary(BinaryOp::Mul), &[scores, scale]);
-    let mask = add(&mut g, Op::Broadcast { shape: scores_shape }, &[mask]);
+    let mask = broadcast(&mut g, mask, &scores_shape);
     let masked = add(&mut g, Op::Binary(BinaryOp::Add), &[scaled, mask]);
     let probs = add(&mut g, Op::Softmax { axis: -1 }, &[masked]);
     let out = add(&mut g, Op::MatMul, &[probs, v]);

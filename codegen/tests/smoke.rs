@@ -3,22 +3,22 @@
 mod harness;
 
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{Graph, InputRole};
+use tessera_ir::graph::Graph;
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::Op;
-use tessera_ir::types::{Dim, TensorType};
+use tessera_ir::testing::build::{add, broadcast, f32s, input, param};
 
 #[test]
 fn gelu_of_affine() {
     let mut g = Graph::new("gelu_affine");
-    let x = g.add_input("x", TensorType::of_static(DType::F32, &[4, 8]), InputRole::Activation);
-    let w = g.add_input("w", TensorType::of_static(DType::F32, &[4, 8]), InputRole::Parameter);
-    let b = g.add_input("b", TensorType::of_static(DType::F32, &[8]), InputRole::Parameter);
-    let xw = g.add(Op::Binary(BinaryOp::Mul), &[x, w]).unwrap();
-    let bb = g.add(Op::Broadcast { shape: vec![Dim::Static(4), Dim::Static(8)] }, &[b]).unwrap();
-    let s = g.add(Op::Binary(BinaryOp::Add), &[xw, bb]).unwrap();
-    let y = g.add(Op::Unary(UnaryOp::Gelu), &[s]).unwrap();
-    let z = g.add(Op::Softmax { axis: 1 }, &[y]).unwrap();
+    let x = input(&mut g, "x", f32s(&[4, 8]));
+    let w = param(&mut g, "w", f32s(&[4, 8]));
+    let b = param(&mut g, "b", f32s(&[8]));
+    let xw = add(&mut g, Op::Binary(BinaryOp::Mul), &[x, w]);
+    let bb = broadcast(&mut g, b, &[4, 8]);
+    let s = add(&mut g, Op::Binary(BinaryOp::Add), &[xw, bb]);
+    let y = add(&mut g, Op::Unary(UnaryOp::Gelu), &[s]);
+    let z = add(&mut g, Op::Softmax { axis: 1 }, &[y]);
     g.set_outputs(vec![y, z]);
     harness::check_all(&[g], 1);
 }
@@ -45,8 +45,8 @@ fn empty_multi_dimensional_outputs() {
 /// range); NaN must stay NaN.
 fn worst_ulp(op: UnaryOp, xs: &[f64], exact: impl Fn(f64) -> f64) -> f64 {
     let mut g = Graph::new("approximation");
-    let x = g.add_input("x", TensorType::of_static(DType::F32, &[xs.len() as u64]), InputRole::Activation);
-    let y = g.add(Op::Unary(op), &[x]).unwrap();
+    let x = input(&mut g, "x", f32s(&[xs.len() as u64]));
+    let y = add(&mut g, Op::Unary(op), &[x]);
     g.set_outputs(vec![y]);
     let object =
         tessera_codegen::compile_cpu(&[tessera_codegen::KernelSource { symbol: "t".into(), graph: g.clone() }])
