@@ -6,7 +6,7 @@ use tessera_ir::graph::{Graph, ValueId};
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
-use tessera_ir::testing::build::{add, f64s, input, param, ty};
+use tessera_ir::testing::build::{add, add_named, f64s, input, param, ty};
 use tessera_ir::types::{Dim, TensorType};
 use tessera_runtime::interpreter::{run, RunError};
 
@@ -28,8 +28,7 @@ fn add_graph() -> Graph {
     let ty = f32_type(vec![Dim::sym("batch"), Dim::Static(2)]);
     let x = input(&mut g, "x", ty.clone());
     let b = param(&mut g, "b", ty);
-    let y = add(&mut g, Op::Binary(BinaryOp::Add), &[x, b]);
-    g.rename_value(y, "y");
+    let y = add_named(&mut g, "y", Op::Binary(BinaryOp::Add), &[x, b]);
     g.set_outputs(vec![y]);
     g
 }
@@ -99,8 +98,7 @@ fn a_failing_node_is_named_in_the_error() {
     let mut g = Graph::new("gather");
     let table = param(&mut g, "table", ty(DType::F32, &[3, 2]));
     let ids = input(&mut g, "ids", ty(DType::I64, &[2]));
-    let rows = add(&mut g, Op::Gather { axis: 0 }, &[table, ids]);
-    g.rename_value(rows, "rows");
+    let rows = add_named(&mut g, "rows", Op::Gather { axis: 0 }, &[table, ids]);
     g.set_outputs(vec![rows]);
     let table_values = f32s(&[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     let ok = run(
@@ -124,8 +122,7 @@ fn integer_division_by_zero_names_the_node() {
     let i32_pair = ty(DType::I32, &[2]);
     let a = input(&mut g, "a", i32_pair.clone());
     let b = input(&mut g, "b", i32_pair);
-    let q = add(&mut g, Op::Binary(BinaryOp::Div), &[a, b]);
-    g.rename_value(q, "q");
+    let q = add_named(&mut g, "q", Op::Binary(BinaryOp::Div), &[a, b]);
     g.set_outputs(vec![q]);
     let ints = |v: Vec<i64>| Tensor::from_i64(DType::I32, vec![2], v);
     let err = run_err(&g, &[feed("a", ints(vec![1, 2])), feed("b", ints(vec![1, 0]))]);
@@ -165,8 +162,7 @@ fn symbolic_reshape_and_broadcast_targets_are_bound() {
 fn a_symbol_bound_by_no_input_is_an_error() {
     let mut g = Graph::new("unbound");
     let x = input(&mut g, "x", ty(DType::F32, &[1]));
-    let y = add(&mut g, Op::Broadcast { shape: vec![Dim::sym("n")] }, &[x]);
-    g.rename_value(y, "y");
+    let y = add_named(&mut g, "y", Op::Broadcast { shape: vec![Dim::sym("n")] }, &[x]);
     g.set_outputs(vec![y]);
     let err = run_err(&g, &[feed("x", f32s(&[1], &[1.0]))]);
     assert_eq!(err, "%y = tsr.broadcast: symbolic dimension 'n' of %y is bound by no graph input");

@@ -8,7 +8,7 @@ use tessera_ir::graph::Graph;
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
-use tessera_ir::testing::build::{add, broadcast_scalar, dims, f32s, input, ty};
+use tessera_ir::testing::build::{add, add_named, broadcast_scalar, dims, f32s, input, ty};
 
 const NEG: Op = Op::Unary(UnaryOp::Neg);
 const EXP: Op = Op::Unary(UnaryOp::Exp);
@@ -29,8 +29,7 @@ fn identity_transpose_is_removed() {
     let mut g = Graph::new("t");
     let x = input(&mut g, "x", f32s(&[2, 3]));
     let t = add(&mut g, Op::Transpose { perm: vec![0, 1] }, &[x]);
-    let y = add(&mut g, EXP, &[t]);
-    g.rename_value(y, "y");
+    let y = add_named(&mut g, "y", EXP, &[t]);
     g.set_outputs(vec![y]);
     assert_eq!(ops(&g), ["transpose", "exp"]);
     assert_eq!(canonicalize(&g), (vec!["exp"], vec!["y".to_string()]));
@@ -57,8 +56,7 @@ fn inverse_transposes_cancel() {
     let x = input(&mut g, "x", f32s(&[2, 3, 4]));
     let t1 = add(&mut g, Op::Transpose { perm: vec![1, 2, 0] }, &[x]);
     let t2 = add(&mut g, Op::Transpose { perm: vec![2, 0, 1] }, &[t1]);
-    let y = add(&mut g, EXP, &[t2]);
-    g.rename_value(y, "y");
+    let y = add_named(&mut g, "y", EXP, &[t2]);
     g.set_outputs(vec![y]);
     assert_eq!(canonicalize(&g), (vec!["exp"], vec!["y".to_string()]));
 }
@@ -92,12 +90,10 @@ fn reshapes_merge_and_identity_reshapes_vanish() {
     let mut g = Graph::new("r");
     let x = input(&mut g, "x", f32s(&[2, 6]));
     let r1 = add(&mut g, Op::Reshape { shape: dims(&[3, 4]) }, &[x]);
-    let r2 = add(&mut g, Op::Reshape { shape: dims(&[12]) }, &[r1]);
-    g.rename_value(r2, "flat");
+    let r2 = add_named(&mut g, "flat", Op::Reshape { shape: dims(&[12]) }, &[r1]);
     let r3 = add(&mut g, Op::Reshape { shape: dims(&[4, 3]) }, &[x]);
     let r4 = add(&mut g, Op::Reshape { shape: dims(&[2, 6]) }, &[r3]); // back to x's type
-    let y = add(&mut g, EXP, &[r4]);
-    g.rename_value(y, "y");
+    let y = add_named(&mut g, "y", EXP, &[r4]);
     g.set_outputs(vec![r2, y]);
     let after = check_same_outputs(&g, "canonicalize");
     assert_eq!(ops(&after), ["reshape", "exp"]);
@@ -138,8 +134,7 @@ fn double_negation_cancels_for_floats_and_wrapping_integers() {
         let x = input(&mut g, "x", ty(dtype, &[8]));
         let n1 = add(&mut g, NEG, &[x]);
         let n2 = add(&mut g, NEG, &[n1]);
-        let n3 = add(&mut g, NEG, &[n2]);
-        g.rename_value(n3, "y");
+        let n3 = add_named(&mut g, "y", NEG, &[n2]);
         g.set_outputs(vec![n3]);
         // neg(neg(neg(x))) is one neg, and the output keeps its name.
         assert_eq!(canonicalize(&g), (vec!["neg"], vec!["y".to_string()]), "{dtype}");
@@ -245,8 +240,7 @@ fn single_operand_concat_and_single_size_split_vanish() {
     let x = input(&mut g, "x", f32s(&[3, 2]));
     let c = add(&mut g, Op::Concat { axis: 0 }, &[x]);
     let s = g.add_node(Op::Split { axis: 1, sizes: vec![2] }, &[c]).expect("split");
-    let y = add(&mut g, EXP, &[s[0]]);
-    g.rename_value(y, "y");
+    let y = add_named(&mut g, "y", EXP, &[s[0]]);
     g.set_outputs(vec![y]);
     assert_eq!(ops(&g), ["concat", "split", "exp"]);
     assert_eq!(canonicalize(&g), (vec!["exp"], vec!["y".to_string()]));
@@ -301,11 +295,9 @@ fn folding_respects_the_limit() {
 fn an_output_replaced_by_a_node_result_keeps_its_name() {
     let mut g = Graph::new("o");
     let x = input(&mut g, "x", f32s(&[3]));
-    let h = add(&mut g, EXP, &[x]);
-    g.rename_value(h, "h");
+    let h = add_named(&mut g, "h", EXP, &[x]);
     let n1 = add(&mut g, NEG, &[h]);
-    let n2 = add(&mut g, NEG, &[n1]);
-    g.rename_value(n2, "y");
+    let n2 = add_named(&mut g, "y", NEG, &[n1]);
     g.set_outputs(vec![n2]);
     let (after_ops, names) = canonicalize(&g);
     assert_eq!(after_ops, ["exp"]);
@@ -318,14 +310,11 @@ fn an_output_replaced_by_a_graph_input_or_another_output_takes_its_name() {
     // cases where an output's name changes (see `tessera_passes::rewrite`).
     let mut g = Graph::new("o");
     let x = input(&mut g, "x", f32s(&[3]));
-    let e = add(&mut g, EXP, &[x]);
-    g.rename_value(e, "e");
+    let e = add_named(&mut g, "e", EXP, &[x]);
     let n1 = add(&mut g, NEG, &[x]);
-    let n2 = add(&mut g, NEG, &[n1]);
-    g.rename_value(n2, "y");
+    let n2 = add_named(&mut g, "y", NEG, &[n1]);
     let m1 = add(&mut g, NEG, &[e]);
-    let m2 = add(&mut g, NEG, &[m1]);
-    g.rename_value(m2, "z");
+    let m2 = add_named(&mut g, "z", NEG, &[m1]);
     g.set_outputs(vec![e, n2, m2]);
     let (after_ops, names) = canonicalize(&g);
     assert_eq!(after_ops, ["exp"]);

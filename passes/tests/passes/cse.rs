@@ -8,7 +8,7 @@ use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
-use tessera_ir::testing::build::{add, f32s, input};
+use tessera_ir::testing::build::{add, add_named, f32s, input};
 
 const EXP: Op = Op::Unary(UnaryOp::Exp);
 const ADD: Op = Op::Binary(BinaryOp::Add);
@@ -22,8 +22,7 @@ fn chains_of_duplicates_merge_in_one_walk() {
     let a2 = add(&mut g, EXP, &[x]);
     let b1 = add(&mut g, ADD, &[a1, x]);
     let b2 = add(&mut g, ADD, &[a2, x]);
-    let y = add(&mut g, MUL, &[b1, b2]);
-    g.rename_value(y, "y");
+    let y = add_named(&mut g, "y", MUL, &[b1, b2]);
     g.set_outputs(vec![y]);
     let after = check_same_outputs(&g, "cse");
     assert_eq!(ops(&after), ["exp", "add", "mul"]);
@@ -107,14 +106,10 @@ fn multi_result_nodes_merge_result_by_result() {
 fn merged_outputs_keep_names_unless_both_are_outputs() {
     let mut g = Graph::new("o");
     let x = input(&mut g, "x", f32s(&[2]));
-    let h1 = add(&mut g, EXP, &[x]);
-    g.rename_value(h1, "h1");
-    let h2 = add(&mut g, EXP, &[x]);
-    g.rename_value(h2, "y");
-    let z1 = add(&mut g, ADD, &[h1, x]);
-    g.rename_value(z1, "z1");
-    let z2 = add(&mut g, ADD, &[h2, x]);
-    g.rename_value(z2, "z2");
+    let h1 = add_named(&mut g, "h1", EXP, &[x]);
+    let h2 = add_named(&mut g, "y", EXP, &[x]);
+    let z1 = add_named(&mut g, "z1", ADD, &[h1, x]);
+    let z2 = add_named(&mut g, "z2", ADD, &[h2, x]);
     g.set_outputs(vec![h2, z1, z2]);
     let after = check_same_outputs(&g, "cse");
     assert_eq!(ops(&after), ["exp", "add"]);

@@ -4,7 +4,7 @@ use crate::support::{ops, output_names, run};
 use tessera_ir::graph::Graph;
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::Op;
-use tessera_ir::testing::build::{add, f32s, input};
+use tessera_ir::testing::build::{add, add_named, f32s, input};
 
 const EXP: Op = Op::Unary(UnaryOp::Exp);
 const NEG: Op = Op::Unary(UnaryOp::Neg);
@@ -17,10 +17,8 @@ fn dead_chains_are_removed_and_outputs_kept() {
     let d1 = add(&mut g, EXP, &[x]);
     let d2 = add(&mut g, NEG, &[d1]);
     add(&mut g, Op::Binary(BinaryOp::Add), &[d2, unused]);
-    let live = add(&mut g, NEG, &[x]);
-    g.rename_value(live, "y");
-    let also = add(&mut g, EXP, &[live]);
-    g.rename_value(also, "z");
+    let live = add_named(&mut g, "y", NEG, &[x]);
+    let also = add_named(&mut g, "z", EXP, &[live]);
     g.set_outputs(vec![also, live]);
     let report = run(&mut g, "dce");
     assert_eq!(ops(&g), ["neg", "exp"]);

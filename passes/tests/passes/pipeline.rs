@@ -4,7 +4,7 @@
 use tessera_ir::graph::{Graph, NodeId};
 use tessera_ir::ops::elementwise::UnaryOp;
 use tessera_ir::ops::Op;
-use tessera_ir::testing::build::{add, f32s, input};
+use tessera_ir::testing::build::{add, add_named, f32s, input};
 use tessera_passes::pass::{PassError, PassOptions, PassStats};
 use tessera_passes::pipeline::{run_pipeline, PassInvocation, Pipeline, RunConfig};
 use tessera_passes::registry::PassInfo;
@@ -77,10 +77,8 @@ fn small_graph() -> Graph {
     let x = input(&mut g, "x", f32s(&[2, 3]));
     let dead = add(&mut g, Op::Unary(UnaryOp::Exp), &[x]);
     add(&mut g, Op::Unary(UnaryOp::Neg), &[dead]);
-    let t = add(&mut g, Op::Transpose { perm: vec![1, 0] }, &[x]);
-    g.rename_value(t, "t");
-    let y = add(&mut g, Op::Unary(UnaryOp::Tanh), &[t]);
-    g.rename_value(y, "y");
+    let t = add_named(&mut g, "t", Op::Transpose { perm: vec![1, 0] }, &[x]);
+    let y = add_named(&mut g, "y", Op::Unary(UnaryOp::Tanh), &[t]);
     g.set_outputs(vec![y]);
     g
 }
