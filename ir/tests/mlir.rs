@@ -12,7 +12,7 @@ use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::testing::arb_graph;
-use tessera_ir::testing::build::{add_named, f32s, input, param};
+use tessera_ir::testing::build::{add, add_named, f32s, input, param};
 use tessera_ir::types::{Dim, TensorType};
 use tessera_ir::verify::{verify, VerifyError};
 use tessera_mlir_check::{check_with_mlir, irdl_dialect_text, print_with_mlir};
@@ -150,7 +150,7 @@ fn nan_constants_round_trip_bit_for_bit() {
     let mut g = Graph::new("nan");
     for dtype in [DType::F64, DType::F32, DType::F16, DType::BF16, DType::F8E4M3, DType::F8E5M2] {
         let t = Tensor::from_f64(dtype, vec![3], vec![f64::NAN, -f64::NAN, 1.0]);
-        g.add(Op::Constant(t), &[]).expect("constant");
+        add(&mut g, Op::Constant(t), &[]);
     }
     let text = print_graph(&g);
     assert!(text.contains("dense<[0x7FC00000, 0xFFC00000, 1.0]> : tensor<3xf32>"), "{text}");
@@ -480,7 +480,7 @@ fn mlir_hex_literals_read_back() {
     ];
     let mut outs = Vec::new();
     for t in tensors {
-        outs.push(g.add(Op::Constant(t), &[]).expect("constant"));
+        outs.push(add(&mut g, Op::Constant(t), &[]));
     }
     g.set_outputs(outs);
     let printed = print_with_mlir(&print_graph(&g)).expect("MLIR accepts it");

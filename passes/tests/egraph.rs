@@ -8,7 +8,7 @@ use tessera_ir::graph::{Graph, ValueId};
 use tessera_ir::ops::elementwise::BinaryOp;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
-use tessera_ir::testing::build::{f64s, input, param};
+use tessera_ir::testing::build::{add, f64s, input, param};
 use tessera_ir::testing::inputs::seeded_inputs;
 use tessera_ir::types::{Dim, TensorType};
 use tessera_passes::egraph::ilp::IlpOutcome;
@@ -100,25 +100,25 @@ fn rules_put_equal_terms_in_one_class() {
     type Build = fn(&mut Graph, ValueId, ValueId, ValueId) -> (ValueId, ValueId);
     let cases: Vec<(&str, Build)> = vec![
         ("distributivity", |g, a, b, c| {
-            let s = g.add(Op::Binary(BinaryOp::Add), &[b, c]).expect("add");
-            let left = g.add(Op::Binary(BinaryOp::Mul), &[a, s]).expect("mul");
-            let ab = g.add(Op::Binary(BinaryOp::Mul), &[b, a]).expect("mul");
-            let ac = g.add(Op::Binary(BinaryOp::Mul), &[a, c]).expect("mul");
-            (left, g.add(Op::Binary(BinaryOp::Add), &[ac, ab]).expect("add"))
+            let s = add(g, Op::Binary(BinaryOp::Add), &[b, c]);
+            let left = add(g, Op::Binary(BinaryOp::Mul), &[a, s]);
+            let ab = add(g, Op::Binary(BinaryOp::Mul), &[b, a]);
+            let ac = add(g, Op::Binary(BinaryOp::Mul), &[a, c]);
+            (left, add(g, Op::Binary(BinaryOp::Add), &[ac, ab]))
         }),
         ("double transpose", |g, a, _, _| {
-            let t = g.add(Op::Transpose { perm: vec![1, 0] }, &[a]).expect("t");
-            let tt = g.add(Op::Transpose { perm: vec![1, 0] }, &[t]).expect("t");
-            let n = g.add(Op::Unary(tessera_ir::ops::elementwise::UnaryOp::Neg), &[tt]).expect("neg");
-            let n2 = g.add(Op::Unary(tessera_ir::ops::elementwise::UnaryOp::Neg), &[a]).expect("neg");
+            let t = add(g, Op::Transpose { perm: vec![1, 0] }, &[a]);
+            let tt = add(g, Op::Transpose { perm: vec![1, 0] }, &[t]);
+            let n = add(g, Op::Unary(tessera_ir::ops::elementwise::UnaryOp::Neg), &[tt]);
+            let n2 = add(g, Op::Unary(tessera_ir::ops::elementwise::UnaryOp::Neg), &[a]);
             (n, n2)
         }),
         ("matmul over concat", |g, a, b, c| {
-            let bc = g.add(Op::Concat { axis: 1 }, &[b, c]).expect("concat");
-            let m = g.add(Op::MatMul, &[a, bc]).expect("matmul");
-            let ab = g.add(Op::MatMul, &[a, b]).expect("matmul");
-            let ac = g.add(Op::MatMul, &[a, c]).expect("matmul");
-            (m, g.add(Op::Concat { axis: -1 }, &[ab, ac]).expect("concat"))
+            let bc = add(g, Op::Concat { axis: 1 }, &[b, c]);
+            let m = add(g, Op::MatMul, &[a, bc]);
+            let ab = add(g, Op::MatMul, &[a, b]);
+            let ac = add(g, Op::MatMul, &[a, c]);
+            (m, add(g, Op::Concat { axis: -1 }, &[ab, ac]))
         }),
     ];
     for (name, build) in cases {
@@ -193,22 +193,22 @@ fn gpt_attention() -> Graph {
     let (wq, wk, wv, wo) = (w(&mut g, "w_q"), w(&mut g, "w_k"), w(&mut g, "w_v"), w(&mut g, "w_o"));
     let heads = |g: &mut Graph, m: ValueId, perm: Vec<i64>| {
         let shape = vec![Dim::sym("batch"), Dim::Static(s), Dim::Static(h), Dim::Static(hd)];
-        let r = g.add(Op::Reshape { shape }, &[m]).expect("reshape");
-        g.add(Op::Transpose { perm }, &[r]).expect("transpose")
+        let r = add(g, Op::Reshape { shape }, &[m]);
+        add(g, Op::Transpose { perm }, &[r])
     };
-    let q = g.add(Op::MatMul, &[x, wq]).expect("q");
-    let k = g.add(Op::MatMul, &[x, wk]).expect("k");
-    let v = g.add(Op::MatMul, &[x, wv]).expect("v");
+    let q = add(&mut g, Op::MatMul, &[x, wq]);
+    let k = add(&mut g, Op::MatMul, &[x, wk]);
+    let v = add(&mut g, Op::MatMul, &[x, wv]);
     let q = heads(&mut g, q, vec![0, 2, 1, 3]);
     let k = heads(&mut g, k, vec![0, 2, 3, 1]);
     let v = heads(&mut g, v, vec![0, 2, 1, 3]);
-    let scores = g.add(Op::MatMul, &[q, k]).expect("scores");
-    let probs = g.add(Op::Softmax { axis: -1 }, &[scores]).expect("softmax");
-    let ctx = g.add(Op::MatMul, &[probs, v]).expect("context");
-    let ctx = g.add(Op::Transpose { perm: vec![0, 2, 1, 3] }, &[ctx]).expect("transpose");
+    let scores = add(&mut g, Op::MatMul, &[q, k]);
+    let probs = add(&mut g, Op::Softmax { axis: -1 }, &[scores]);
+    let ctx = add(&mut g, Op::MatMul, &[probs, v]);
+    let ctx = add(&mut g, Op::Transpose { perm: vec![0, 2, 1, 3] }, &[ctx]);
     let shape = vec![Dim::sym("batch"), Dim::Static(s), Dim::Static(d)];
-    let flat = g.add(Op::Reshape { shape }, &[ctx]).expect("reshape");
-    let out = g.add(Op::MatMul, &[flat, wo]).expect("out");
+    let flat = add(&mut g, Op::Reshape { shape }, &[ctx]);
+    let out = add(&mut g, Op::MatMul, &[flat, wo]);
     g.rename_value(out, "y");
     g.set_outputs(vec![out]);
     g
@@ -278,11 +278,11 @@ fn gate_and_up_projections_merge() {
     let w_gate = param(&mut g, "w_gate", f64s(&[32, 64]));
     let w_up = param(&mut g, "w_up", f64s(&[32, 64]));
     let w_down = param(&mut g, "w_down", f64s(&[64, 32]));
-    let gate = g.add(Op::MatMul, &[x, w_gate]).expect("gate");
-    let gate = g.add(Op::Unary(tessera_ir::ops::elementwise::UnaryOp::Silu), &[gate]).expect("silu");
-    let up = g.add(Op::MatMul, &[x, w_up]).expect("up");
-    let h = g.add(Op::Binary(BinaryOp::Mul), &[gate, up]).expect("mul");
-    let y = g.add(Op::MatMul, &[h, w_down]).expect("down");
+    let gate = add(&mut g, Op::MatMul, &[x, w_gate]);
+    let gate = add(&mut g, Op::Unary(tessera_ir::ops::elementwise::UnaryOp::Silu), &[gate]);
+    let up = add(&mut g, Op::MatMul, &[x, w_up]);
+    let h = add(&mut g, Op::Binary(BinaryOp::Mul), &[gate, up]);
+    let y = add(&mut g, Op::MatMul, &[h, w_down]);
     g.set_outputs(vec![y]);
     let original = g.clone();
     let stats = run_egraph(&mut g, "egraph");
@@ -332,8 +332,8 @@ fn ilp_extraction_beats_greedy_where_sharing_matters() {
     let mut g = Graph::new("shared");
     let a = input(&mut g, "a", f64s(&[64, 4]));
     let b = input(&mut g, "b", f64s(&[4, 64]));
-    let m = g.add(Op::MatMul, &[a, b]).expect("matmul");
-    let n = g.add(Op::Unary(tessera_ir::ops::elementwise::UnaryOp::Neg), &[m]).expect("neg");
+    let m = add(&mut g, Op::MatMul, &[a, b]);
+    let n = add(&mut g, Op::Unary(tessera_ir::ops::elementwise::UnaryOp::Neg), &[m]);
     g.set_outputs(vec![n, m]);
     let s = saturate(&g, rules(), Limits::default()).expect("saturates");
     let greedy = extract_greedy(&g, &s).expect("greedy graph");
