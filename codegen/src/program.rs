@@ -601,22 +601,21 @@ impl FreeList {
 mod tests {
     use super::*;
     use tessera_ir::dtype::DType;
-    use tessera_ir::graph::InputRole;
     use tessera_ir::ops::elementwise::UnaryOp;
+    use tessera_ir::testing::build::{add, f32s, input, param};
 
     /// `tanh(rms_norm(x, s))` three times with matmuls between: the first two norms are the same
     /// kernel on other buffers, the third has another epsilon.
     fn three_norms() -> Graph {
         let mut g = Graph::new("three_norms");
-        let ty = |shape: &[u64]| TensorType::of_static(DType::F32, shape);
-        let mut x = g.add_input("x", ty(&[4, 8]), InputRole::Activation);
+        let mut x = input(&mut g, "x", f32s(&[4, 8]));
         for (layer, epsilon) in [(0, 1e-5), (1, 1e-5), (2, 1e-6)] {
-            let s = g.add_input(&format!("scale{layer}"), ty(&[8]), InputRole::Parameter);
-            let n = g.add(Op::RmsNorm { axis: -1, epsilon }, &[x, s]).expect("rms_norm");
-            x = g.add(Op::Unary(UnaryOp::Tanh), &[n]).expect("tanh");
+            let s = param(&mut g, &format!("scale{layer}"), f32s(&[8]));
+            let n = add(&mut g, Op::RmsNorm { axis: -1, epsilon }, &[x, s]);
+            x = add(&mut g, Op::Unary(UnaryOp::Tanh), &[n]);
             if layer < 2 {
-                let w = g.add_input(&format!("w{layer}"), ty(&[8, 8]), InputRole::Parameter);
-                x = g.add(Op::MatMul, &[x, w]).expect("matmul");
+                let w = param(&mut g, &format!("w{layer}"), f32s(&[8, 8]));
+                x = add(&mut g, Op::MatMul, &[x, w]);
             }
         }
         g.set_outputs(vec![x]);
@@ -681,13 +680,12 @@ mod tests {
     fn conv_and_pool_are_library_calls_not_reference_steps() {
         use tessera_ir::ops::conv::{PoolKind, Window};
         let mut g = Graph::new("conv_pool");
-        let ty = |shape: &[u64]| TensorType::of_static(DType::F32, shape);
-        let x = g.add_input("x", ty(&[1, 4, 8, 8]), InputRole::Activation);
-        let w = g.add_input("w", ty(&[4, 1, 3, 3]), InputRole::Parameter);
+        let x = input(&mut g, "x", f32s(&[1, 4, 8, 8]));
+        let w = param(&mut g, "w", f32s(&[4, 1, 3, 3]));
         let window = Window { strides: [2, 1], pads: [1, 0, 1, 2], dilations: [1, 2] };
-        let y = g.add(Op::Conv2d { window: window.clone(), groups: 4 }, &[x, w]).expect("conv2d");
+        let y = add(&mut g, Op::Conv2d { window: window.clone(), groups: 4 }, &[x, w]);
         let pool = Op::Pool2d { kind: PoolKind::Avg, kernel: [2, 2], window: window.clone() };
-        let z = g.add(pool, &[y]).expect("avg_pool2d");
+        let z = add(&mut g, pool, &[y]);
         g.set_outputs(vec![z]);
         // No kernel compiles, so the pool stays outside every group, as when codegen refuses it.
         let lowered = lower(&g, &HashMap::new(), "cpu", &|_: &Graph| false).expect("lower");
@@ -714,11 +712,11 @@ mod tests {
     /// `x + c` for the constant `c`.
     fn add_constant(values: Vec<f64>) -> Graph {
         let mut g = Graph::new("add_constant");
-        let x = g.add_input("x", TensorType::of_static(DType::F32, &[2]), InputRole::Activation);
+        let x = input(&mut g, "x", f32s(&[2]));
         // Built directly: `Tensor::from_f64` rounds to the dtype, which makes every NaN alike.
         let constant = Tensor { dtype: DType::F32, shape: vec![2], data: Buffer::Float(values) };
-        let c = g.add(Op::Constant(constant), &[]).expect("constant");
-        let y = g.add(Op::Binary(tessera_ir::ops::elementwise::BinaryOp::Add), &[x, c]).expect("add");
+        let c = add(&mut g, Op::Constant(constant), &[]);
+        let y = add(&mut g, Op::Binary(tessera_ir::ops::elementwise::BinaryOp::Add), &[x, c]);
         g.set_outputs(vec![y]);
         g
     }
