@@ -4,8 +4,8 @@
 mod onnx_support;
 
 use onnx_support::{
-    assert_close, attr_float, attr_int, attr_ints, f32_raw, f32_typed, f32_value, f32s, i64_typed, mlp_model, model,
-    node, run, value, D,
+    assert_close, attr_float, attr_int, attr_ints, f32_raw, f32_typed, f32_value, i64_typed, mlp_model, model, node,
+    run, value, D,
 };
 use prost::Message;
 use tessera_frontend::onnx::proto::tensor_proto::{DataLocation, DataType};
@@ -14,6 +14,7 @@ use tessera_frontend::onnx::{import_bytes, import_model, import_proto, ImportOpt
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::Graph;
 use tessera_ir::ops::Op;
+use tessera_ir::testing::inputs::f32_tensor;
 use tessera_ir::types::Dim;
 
 fn import(m: &tessera_frontend::onnx::proto::ModelProto) -> Graph {
@@ -38,7 +39,7 @@ fn mlp_with_a_broadcast_bias_matches_hand_computed_values() {
     assert_eq!(count_ops(&g, "broadcast"), 1);
     assert_eq!(count_ops(&g, "constant"), 2);
     // x @ W = [[4, -1], [0, -1]]; + B = [[4.5, -1.5], [0.5, -1.5]]; relu.
-    let y = run(&g, vec![f32s(&[2, 3], &[1.0, 2.0, 3.0, -1.0, 0.0, 1.0])]);
+    let y = run(&g, vec![f32_tensor(&[2, 3], &[1.0, 2.0, 3.0, -1.0, 0.0, 1.0])]);
     assert_close(&y[0], DType::F32, &[2, 2], &[4.5, 0.0, 0.5, 0.0], 0.0);
 }
 
@@ -81,9 +82,9 @@ fn gemm_softmax_and_layer_norm() {
     let out = run(
         &g,
         vec![
-            f32s(&[2, 2], &[1.0, 0.0, 0.0, 1.0]),
-            f32s(&[1, 2], &[0.0, 3f64.ln()]),
-            f32s(&[1, 4], &[1.0, 2.0, 3.0, 4.0]),
+            f32_tensor(&[2, 2], &[1.0, 0.0, 0.0, 1.0]),
+            f32_tensor(&[1, 2], &[0.0, 3f64.ln()]),
+            f32_tensor(&[1, 4], &[1.0, 2.0, 3.0, 4.0]),
         ],
     );
     // a @ b^T = [[1, 3], [2, 4]]; * 0.5 + c = [[10.5, 21.5], [11, 22]].
@@ -119,7 +120,7 @@ fn symbolic_reshape_through_shape_arithmetic() {
     assert_eq!(g.num_nodes(), 1);
     assert!(matches!(g.node(tessera_ir::graph::NodeId(0)).op, Op::Reshape { .. }));
     let values: Vec<f64> = (0..48).map(f64::from).collect();
-    let out = run(&g, vec![f32s(&[2, 4, 6], &values)]);
+    let out = run(&g, vec![f32_tensor(&[2, 4, 6], &values)]);
     assert_close(&out[0], DType::F32, &[2, 24], &values, 0.0);
 }
 
@@ -171,7 +172,7 @@ fn conv_batch_norm_and_pooling() {
     assert_eq!(count_ops(&g, "mul"), 1);
     assert_eq!(count_ops(&g, "add"), 2);
     let x: Vec<f64> = (1..=9).map(f64::from).collect();
-    let out = run(&g, vec![f32s(&[1, 1, 3, 3], &x)]);
+    let out = run(&g, vec![f32_tensor(&[1, 1, 3, 3], &x)]);
     // 2x2 window sums 12, 16, 24, 28, + 1 = 13, 17, 25, 29; bn: (v - 1) / 1 * 2 + 1 = 2v - 1.
     assert_close(&out[0], DType::F32, &[1, 1, 1, 1], &[57.0], 0.0);
     assert_close(&out[1], DType::F32, &[1, 1, 1, 1], &[(25.0 + 33.0 + 49.0 + 57.0) / 4.0], 0.0);
@@ -204,7 +205,7 @@ fn split_slice_gather_transpose_concat() {
         18,
     );
     let g = import(&m);
-    let out = run(&g, vec![f32s(&[2, 4], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])]);
+    let out = run(&g, vec![f32_tensor(&[2, 4], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])]);
     assert_close(&out[0], DType::F32, &[2, 2], &[3.0, 1.0, 7.0, 5.0], 0.0);
     assert_close(&out[1], DType::F32, &[2, 2], &[3.0, 0.0, 7.0, 4.0], 0.0);
     assert_close(&out[2], DType::F32, &[2, 2], &[2.0, 6.0, 3.0, 7.0], 0.0);
@@ -225,7 +226,7 @@ fn reduce_axes_follow_the_opset() {
         17,
     );
     let g = import(&m);
-    let out = run(&g, vec![f32s(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]);
+    let out = run(&g, vec![f32_tensor(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]);
     assert_close(&out[0], DType::F32, &[2], &[2.0, 5.0], 0.0);
     assert_close(&out[1], DType::F32, &[1, 3], &[5.0, 7.0, 9.0], 0.0);
 }
@@ -284,7 +285,7 @@ fn external_data_is_read_relative_to_the_model() {
         Ok(g) => g,
         Err(e) => panic!("import failed: {e}"),
     };
-    let y = run(&g, vec![f32s(&[2, 3], &[1.0, 2.0, 3.0, -1.0, 0.0, 1.0])]);
+    let y = run(&g, vec![f32_tensor(&[2, 3], &[1.0, 2.0, 3.0, -1.0, 0.0, 1.0])]);
     assert_close(&y[0], DType::F32, &[2, 2], &[4.5, 0.0, 0.5, 0.0], 0.0);
 }
 

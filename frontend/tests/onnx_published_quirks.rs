@@ -4,11 +4,12 @@
 
 mod onnx_support;
 
-use onnx_support::{assert_close, attr_int, attr_ints, f32_value, f32s, i64_typed, model, node, run, value, D};
+use onnx_support::{assert_close, attr_int, attr_ints, f32_value, i64_typed, model, node, run, value, D};
 use tessera_frontend::onnx::proto::tensor_proto::DataType;
 use tessera_frontend::onnx::{import_proto, ImportOptions};
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::Graph;
+use tessera_ir::testing::inputs::f32_tensor;
 use tessera_ir::types::Dim;
 
 fn import(m: &tessera_frontend::onnx::proto::ModelProto) -> Graph {
@@ -38,7 +39,7 @@ fn opset_11_squeeze_unsqueeze_reduce_sum_and_split_take_attributes() {
         11,
     );
     let g = import(&m);
-    let out = run(&g, vec![f32s(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]);
+    let out = run(&g, vec![f32_tensor(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]);
     // Only axis 0 of [1, 2, 3, 1] is squeezed: the attribute is honoured, not "every unit axis".
     assert_close(&out[0], DType::F32, &[2, 3, 1], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 0.0);
     assert_close(&out[1], DType::F32, &[2], &[6.0, 15.0], 0.0);
@@ -68,7 +69,7 @@ fn opset_12_softmax_family_normalizes_the_flattened_trailing_block() {
     );
     let g = import(&m);
     let xs = [0.0, 1.0, 2.0, 3.0];
-    let out = run(&g, vec![f32s(&[1, 2, 2], &xs)]);
+    let out = run(&g, vec![f32_tensor(&[1, 2, 2], &xs)]);
     let total: f64 = xs.iter().map(|x: &f64| x.exp()).sum();
     let p: Vec<f64> = xs.iter().map(|x| x.exp() / total).collect();
     assert_close(&out[0], DType::F32, &[1, 2, 2], &p, 1e-7);
@@ -90,7 +91,7 @@ fn opset_13_softmax_keeps_one_axis() {
         vec![],
         13,
     );
-    let out = run(&import(&m), vec![f32s(&[1, 2, 2], &[0.0, 1.0, 2.0, 3.0])]);
+    let out = run(&import(&m), vec![f32_tensor(&[1, 2, 2], &[0.0, 1.0, 2.0, 3.0])]);
     // Columns [0, 2] and [1, 3] each normalize on their own.
     let r = 1.0 / (1.0 + 2f64.exp());
     assert_close(&out[0], DType::F32, &[1, 2, 2], &[r, r, 1.0 - r, 1.0 - r], 1e-7);
@@ -115,7 +116,7 @@ fn negative_and_placeholder_dims_are_distinct_dynamic_dims() {
     );
     // A non-square image runs, which a shared '?' dimension would refuse.
     let xs: Vec<f64> = (0..6).map(|i| i as f64 - 2.0).collect();
-    let out = run(&g, vec![f32s(&[1, 3, 1, 2], &xs)]);
+    let out = run(&g, vec![f32_tensor(&[1, 3, 1, 2], &xs)]);
     assert_close(&out[0], DType::F32, &[1, 3, 1, 2], &[0.0, 0.0, 0.0, 1.0, 2.0, 3.0], 0.0);
 }
 
@@ -135,7 +136,7 @@ fn tf2onnx_slice_end_sentinel_keeps_a_symbolic_dim_whole() {
     );
     let g = import(&m);
     assert_eq!(g.value(g.outputs()[0]).ty.dims, vec![Dim::sym("batch"), Dim::Static(2)]);
-    let out = run(&g, vec![f32s(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]);
+    let out = run(&g, vec![f32_tensor(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]);
     assert_close(&out[0], DType::F32, &[2, 2], &[2.0, 3.0, 5.0, 6.0], 0.0);
     // A smaller end could cut the dimension short: still refused.
     let mut short = m.clone();

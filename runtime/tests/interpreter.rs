@@ -7,15 +7,12 @@ use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::testing::build::{add, add_named, f64s, input, param, ty};
+use tessera_ir::testing::inputs::f32_tensor;
 use tessera_ir::types::{Dim, TensorType};
 use tessera_runtime::interpreter::{run, RunError};
 
 fn f32_type(dims: Vec<Dim>) -> TensorType {
     TensorType::new(DType::F32, dims)
-}
-
-fn f32s(shape: &[usize], values: &[f64]) -> Tensor {
-    Tensor::from_f64(DType::F32, shape.to_vec(), values.to_vec())
 }
 
 fn feed(name: &str, t: Tensor) -> (String, Tensor) {
@@ -43,16 +40,16 @@ fn run_err(g: &Graph, inputs: &[(String, Tensor)]) -> String {
 #[test]
 fn runs_a_graph_and_names_its_outputs() {
     let g = add_graph();
-    let x = f32s(&[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-    let b = f32s(&[3, 2], &[0.5; 6]);
+    let x = f32_tensor(&[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let b = f32_tensor(&[3, 2], &[0.5; 6]);
     let out = run(&g, &[feed("b", b), feed("x", x)]).expect("run");
-    assert_eq!(out, [("y".to_string(), f32s(&[3, 2], &[1.5, 2.5, 3.5, 4.5, 5.5, 6.5]))]);
+    assert_eq!(out, [("y".to_string(), f32_tensor(&[3, 2], &[1.5, 2.5, 3.5, 4.5, 5.5, 6.5]))]);
 }
 
 #[test]
 fn missing_unknown_and_duplicate_inputs_are_named() {
     let g = add_graph();
-    let t = || f32s(&[1, 2], &[1.0, 2.0]);
+    let t = || f32_tensor(&[1, 2], &[1.0, 2.0]);
     assert_eq!(run_err(&g, &[feed("x", t())]), "missing input(s): b");
     assert_eq!(run_err(&g, &[]), "missing input(s): x, b");
     assert_eq!(
@@ -65,18 +62,18 @@ fn missing_unknown_and_duplicate_inputs_are_named() {
 #[test]
 fn wrong_dtype_and_shape_are_rejected() {
     let g = add_graph();
-    let good = f32s(&[1, 2], &[1.0, 2.0]);
+    let good = f32_tensor(&[1, 2], &[1.0, 2.0]);
     let as_f64 = Tensor::from_f64(DType::F64, vec![1, 2], vec![1.0, 2.0]);
     assert_eq!(
         run_err(&g, &[feed("x", as_f64), feed("b", good.clone())]),
         "input 'x' is declared f32 but the tensor given is f64"
     );
-    let wrong_width = f32s(&[1, 3], &[1.0, 2.0, 3.0]);
+    let wrong_width = f32_tensor(&[1, 3], &[1.0, 2.0, 3.0]);
     assert_eq!(
         run_err(&g, &[feed("x", good.clone()), feed("b", wrong_width)]),
         "input 'b' is declared tensor<?x2xf32, [\"batch\"]> but the tensor given has shape [1, 3]"
     );
-    let wrong_rank = f32s(&[2], &[1.0, 2.0]);
+    let wrong_rank = f32_tensor(&[2], &[1.0, 2.0]);
     assert_eq!(
         run_err(&g, &[feed("x", wrong_rank), feed("b", good)]),
         "input 'x' is declared tensor<?x2xf32, [\"batch\"]> but the tensor given has shape [2]"
@@ -86,8 +83,8 @@ fn wrong_dtype_and_shape_are_rejected() {
 #[test]
 fn a_symbolic_dimension_has_one_size_across_inputs() {
     let g = add_graph();
-    let x = f32s(&[2, 2], &[0.0; 4]);
-    let b = f32s(&[3, 2], &[0.0; 6]);
+    let x = f32_tensor(&[2, 2], &[0.0; 4]);
+    let b = f32_tensor(&[3, 2], &[0.0; 6]);
     let err = run(&g, &[feed("x", x), feed("b", b)]).expect_err("conflict");
     assert_eq!(err.to_string(), "symbolic dimension 'batch' is 2 in input 'x' but 3 in input 'b' (dimension 0)");
     assert!(matches!(err, RunError::DimConflict { ref dim, .. } if dim == "batch"));
@@ -100,13 +97,13 @@ fn a_failing_node_is_named_in_the_error() {
     let ids = input(&mut g, "ids", ty(DType::I64, &[2]));
     let rows = add_named(&mut g, "rows", Op::Gather { axis: 0 }, &[table, ids]);
     g.set_outputs(vec![rows]);
-    let table_values = f32s(&[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let table_values = f32_tensor(&[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     let ok = run(
         &g,
         &[feed("table", table_values.clone()), feed("ids", Tensor::from_i64(DType::I64, vec![2], vec![-1, 1]))],
     )
     .expect("in range");
-    assert_eq!(ok[0].1, f32s(&[2, 2], &[5.0, 6.0, 3.0, 4.0]));
+    assert_eq!(ok[0].1, f32_tensor(&[2, 2], &[5.0, 6.0, 3.0, 4.0]));
     let bad_ids = Tensor::from_i64(DType::I64, vec![2], vec![0, 5]);
     let err = run(&g, &[feed("table", table_values), feed("ids", bad_ids)]).expect_err("out of range");
     assert_eq!(
@@ -135,7 +132,7 @@ fn an_invalid_graph_is_reported_by_the_verifier() {
     let x = input(&mut g, "x", ty(DType::F32, &[2]));
     // Declared with the wrong result type, which only the verifier notices.
     g.add_node_unchecked(Op::Unary(UnaryOp::Neg), vec![x], vec![("y".into(), ty(DType::F32, &[3]))]);
-    let err = run(&g, &[feed("x", f32s(&[2], &[1.0, 2.0]))]).expect_err("invalid");
+    let err = run(&g, &[feed("x", f32_tensor(&[2], &[1.0, 2.0]))]).expect_err("invalid");
     assert!(matches!(err, RunError::InvalidGraph(_)));
     assert_eq!(
         err.to_string(),
@@ -152,10 +149,10 @@ fn symbolic_reshape_and_broadcast_targets_are_bound() {
     let wide = add(&mut g, Op::Broadcast { shape: vec![Dim::sym("batch"), Dim::Static(4)] }, &[bias]);
     let y = add(&mut g, Op::Binary(BinaryOp::Add), &[flat, wide]);
     g.set_outputs(vec![y]);
-    let x_values = f32s(&[2, 2, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
-    let bias_values = f32s(&[4], &[10.0, 20.0, 30.0, 40.0]);
+    let x_values = f32_tensor(&[2, 2, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+    let bias_values = f32_tensor(&[4], &[10.0, 20.0, 30.0, 40.0]);
     let out = run(&g, &[feed("x", x_values), feed("bias", bias_values)]).expect("run");
-    assert_eq!(out[0].1, f32s(&[2, 4], &[11.0, 22.0, 33.0, 44.0, 15.0, 26.0, 37.0, 48.0]));
+    assert_eq!(out[0].1, f32_tensor(&[2, 4], &[11.0, 22.0, 33.0, 44.0, 15.0, 26.0, 37.0, 48.0]));
 }
 
 #[test]
@@ -164,7 +161,7 @@ fn a_symbol_bound_by_no_input_is_an_error() {
     let x = input(&mut g, "x", ty(DType::F32, &[1]));
     let y = add_named(&mut g, "y", Op::Broadcast { shape: vec![Dim::sym("n")] }, &[x]);
     g.set_outputs(vec![y]);
-    let err = run_err(&g, &[feed("x", f32s(&[1], &[1.0]))]);
+    let err = run_err(&g, &[feed("x", f32_tensor(&[1], &[1.0]))]);
     assert_eq!(err, "%y = tsr.broadcast: symbolic dimension 'n' of %y is bound by no graph input");
 }
 

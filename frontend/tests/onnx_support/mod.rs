@@ -158,10 +158,6 @@ pub fn mlp_model() -> ModelProto {
     )
 }
 
-pub fn f32s(shape: &[usize], values: &[f64]) -> Tensor {
-    Tensor::from_f64(DType::F32, shape.to_vec(), values.to_vec())
-}
-
 /// Runs `g` through the reference interpreter on inputs given in graph-input order.
 pub fn run(g: &Graph, inputs: Vec<Tensor>) -> Vec<Tensor> {
     let named: Vec<(String, Tensor)> =

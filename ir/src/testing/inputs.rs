@@ -51,3 +51,9 @@ mod tests {
         assert_ne!(seeded_inputs(&two_inputs("x"), 8, 2)[1].1, w);
     }
 }
+
+/// An `f32` tensor of `shape` with the given `values` (rounded to f32), for hand-written feeds
+/// and expected outputs.
+pub fn f32_tensor(shape: &[usize], values: &[f64]) -> Tensor {
+    Tensor::from_f64(crate::dtype::DType::F32, shape.to_vec(), values.to_vec())
+}
