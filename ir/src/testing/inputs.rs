@@ -22,6 +22,12 @@ pub fn seeded_inputs(g: &Graph, seed: u64, symbolic: usize) -> Vec<(String, Tens
         .collect()
 }
 
+/// An `f32` tensor of `shape` with the given `values` (rounded to f32), for hand-written feeds
+/// and expected outputs.
+pub fn f32_tensor(shape: &[usize], values: &[f64]) -> Tensor {
+    Tensor::from_f64(crate::dtype::DType::F32, shape.to_vec(), values.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,10 +56,4 @@ mod tests {
         assert_eq!(seeded_inputs(&two_inputs("y"), 7, 2)[1].1, w);
         assert_ne!(seeded_inputs(&two_inputs("x"), 8, 2)[1].1, w);
     }
-}
-
-/// An `f32` tensor of `shape` with the given `values` (rounded to f32), for hand-written feeds
-/// and expected outputs.
-pub fn f32_tensor(shape: &[usize], values: &[f64]) -> Tensor {
-    Tensor::from_f64(crate::dtype::DType::F32, shape.to_vec(), values.to_vec())
 }
