@@ -394,6 +394,7 @@ fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<dyn Communicator>, fault:
                 data_position: progress.data_position,
                 rng_state: progress.rng.0,
                 model: args.model.clone(),
+                fingerprint: train::model_fingerprint(&trainer.shared.step),
                 optimizer: trainer.shared.config.optimizer.name().to_string(),
                 mesh: mesh.to_string(),
             };

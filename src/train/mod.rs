@@ -347,10 +347,27 @@ pub fn checkpoint_of(step: &TrainStep, config: &TrainConfig, state: &TrainState)
         data_position: state.data_position,
         rng_state: state.rng.0,
         model: config.model.clone(),
+        fingerprint: Some(model_fingerprint(step)),
         optimizer: config.optimizer.name().to_string(),
         params: named(&step.params, &state.params),
         optimizer_state: named(&step.state, &state.optimizer_state),
     }
+}
+
+/// The fingerprint a checkpoint records and resume checks: lowercase hex SHA-256 of the whole
+/// step graph's text (forward, loss, backward and optimizer update, with every op's attributes
+/// and types) and of its state slots. It tells apart models whose parameters agree in name and
+/// shape (another head count, dropout or optimizer) and does not depend on the mesh, since the
+/// step graph is the global one; the batch and micro-batches are part of it, so a checkpoint
+/// resumes under the `--batch`, `--seq` and `--micro-batches` that wrote it.
+pub fn model_fingerprint(step: &TrainStep) -> String {
+    let mut text = tessera_ir::mlir::print::print_graph(&step.graph);
+    for (kind, slots) in [("param", &step.params), ("optimizer", &step.state)] {
+        for slot in slots {
+            text.push_str(&format!("{kind} {} {}\n", slot.name, slot.ty));
+        }
+    }
+    tessera_ir::artifact::sha256_hex(text.as_bytes())
 }
 
 /// The state `ckpt` holds, which must be exactly the tensors of `step` under `config`.
@@ -361,6 +378,16 @@ pub fn state_from_checkpoint(
 ) -> Result<TrainState> {
     if ckpt.optimizer != config.optimizer.name() {
         bail!("the checkpoint was written with optimizer {}, not {}", ckpt.optimizer, config.optimizer.name());
+    }
+    let ours = model_fingerprint(step);
+    if let Some(theirs) = ckpt.fingerprint.as_ref().filter(|&theirs| *theirs != ours) {
+        bail!(
+            "the checkpoint is of another model: it trained '{}' (fingerprint {}), this run trains '{}' (fingerprint {})",
+            ckpt.model,
+            theirs.chars().take(16).collect::<String>(),
+            config.model,
+            &ours[..16]
+        );
     }
     let take = |slots: &[train_step::StateSlot], mut given: Vec<(String, Tensor)>, what: &str| -> Result<Vec<Tensor>> {
         ensure!(
