@@ -128,8 +128,15 @@ fn a_corrupt_or_foreign_checkpoint_is_refused() {
     let expected = format!("the checkpoint is of another model: it trained '{model}' (fingerprint ");
     assert!(out.stderr.contains(&expected), "{}", out.stderr);
     assert!(out.stderr.contains(&format!("this run trains '{other}' (fingerprint ")), "{}", out.stderr);
-    // The restored checkpoint of the same model resumes.
+    // The restored checkpoint of the same model resumes, also under what a resumed run may
+    // change: another learning rate, batch and micro-batch count (the fingerprint is the
+    // model's, not the run's).
     let out = train(model, &["--steps", "2", "--resume", "ckpt"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(json_losses(&out.stdout).iter().map(|s| s.0).collect::<Vec<_>>(), [2]);
+    let changed = ["--steps", "2", "--resume", "ckpt", "--lr", "0.001", "--batch", "4", "--micro-batches", "2"];
+    let out =
+        tessera(dir.path(), &[&["train", model, "--data", CORPUS, "--format", "json"][..], &changed[..]].concat());
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(json_losses(&out.stdout).iter().map(|s| s.0).collect::<Vec<_>>(), [2]);
 }
