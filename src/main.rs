@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", tessera_rt::error_line(err.as_ref()));
-            // `tessera plan` exits with 2 when the model fits at no parallelism.
+            // `tessera plan` exits with 2 for a request it refuses as asked (README: infeasible plans).
             commands::plan::exit_code(&err).map_or(ExitCode::FAILURE, ExitCode::from)
         }
     }

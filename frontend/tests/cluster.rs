@@ -56,8 +56,33 @@ fn json_files_round_trip() {
     std::fs::write(&path, serde_json::to_string(&broken).expect("serialize")).expect("write");
     assert_eq!(
         parse(text).expect_err("bad number").to_string(),
-        "cluster 'lab': intra_node.efficiency: 1.5 must be in (0, 1]"
+        format!("{text}: cluster 'lab': intra_node.efficiency: 1.5 must be in (0, 1]")
     );
+}
+
+/// A finite but absurd number made the planner print "inf GB"; every field has an upper bound.
+#[test]
+fn huge_numbers_in_a_json_file_are_refused_with_the_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cluster.json");
+    let text = path.to_str().expect("utf-8 path");
+    let spec = parse("h100-80g-sxm:gpus=8").expect("preset");
+    let mut huge_memory = spec.clone();
+    huge_memory.device.memory_gb = 1e300;
+    let mut huge_latency = spec.clone();
+    huge_latency.inter_node.latency_us = 2e9;
+    for (broken, field, value) in
+        [(huge_memory, "device.memory_gb", "1e300"), (huge_latency, "inter_node.latency_us", "2e9")]
+    {
+        std::fs::write(&path, serde_json::to_string(&broken).expect("serialize")).expect("write");
+        assert_eq!(
+            parse(text).expect_err(field).to_string(),
+            format!(
+                "{text}: cluster '{}': {field}: {value} is out of range: a cluster spec's numbers are at most 1e9",
+                spec.name
+            )
+        );
+    }
 }
 
 #[test]

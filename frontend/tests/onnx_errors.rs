@@ -293,6 +293,22 @@ fn huge_expand_and_tile_results_are_refused_by_the_memory_budget() {
     }
 }
 
+/// `Tile` of a [1024, 1024] input by [2^30, 2^30] has 2^80 elements: the element count
+/// overflowed u64 and the import failed with a wrong "element counts differ".
+#[test]
+fn a_tile_past_2_64_elements_names_the_overflow() {
+    let tile = model(
+        vec![node("Tile", "tile", &["x", "repeats"], &["y"], vec![])],
+        vec![f32_value("x", &[D::N(1024), D::N(1024)])],
+        vec![f32_value("y", &[D::N(1 << 40), D::N(1 << 40)])],
+        vec![i64_typed("repeats", &[2], &[1 << 30, 1 << 30])],
+        17,
+    );
+    let err = error_of(&tile);
+    assert!(err.starts_with("node 'tile' (Tile)") && err.ends_with("has more than 2^64 elements"), "{err}");
+    assert!(!err.contains("element counts differ"), "{err}");
+}
+
 /// Two nodes writing one output name: the second would have silently replaced the first.
 #[test]
 fn a_value_defined_twice_is_an_error() {

@@ -150,7 +150,7 @@ const MAX_HEAD_BYTES: u64 = 1 << 20;
 /// The bytes of the `.npy` file at `path`, read only after its header was checked against the
 /// file: a regular file (not `/dev/zero`, a FIFO or a directory) whose length is exactly what
 /// its header announces, and whose array fits the memory budget ([`tessera_ir::budget`]).
-fn read_checked(path: &Path) -> Result<Vec<u8>, NpyError> {
+pub fn read_checked(path: &Path) -> Result<Vec<u8>, NpyError> {
     let io_error = |source| NpyError::Io { path: path.to_path_buf(), source };
     let mut file = fs::File::open(path).map_err(io_error)?;
     let meta = file.metadata().map_err(io_error)?;

@@ -5,8 +5,9 @@
 //! tensor- and pipeline-parallel candidate ([`GraphWorkload`]). The adapter from zoo models to the
 //! cost model's workloads is [`tessera::workload`]; cluster specs are [`tessera_ir::hardware`]'s.
 //!
-//! A model that fits at no parallelism is a [`PlanError::Infeasible`]; [`exit_code`] maps it to
-//! exit status 2.
+//! A request the planner refuses as asked (a model that fits at no parallelism, a `--fix` that
+//! cannot work, no configuration at all, a number outside [`tessera_passes::planner::LIMITS`]) is
+//! a [`PlanError`] that [`exit_code`] maps to exit status 2, as the README documents.
 
 use crate::files::write_atomic;
 use anyhow::{Context, Result};
@@ -62,10 +63,10 @@ pub enum PlanFormat {
     Json,
 }
 
-/// The exit status for errors that need their own: 2 when the model fits at no parallelism.
+/// The exit status for errors that need their own: 2 for a plan refused as asked.
 /// `main` calls this before falling back to 1.
 pub fn exit_code(err: &anyhow::Error) -> Option<u8> {
-    err.downcast_ref::<PlanError>().filter(|e| e.is_infeasible()).map(|_| 2)
+    err.downcast_ref::<PlanError>().filter(|e| e.is_unsatisfiable()).map(|_| 2)
 }
 
 pub fn run(args: PlanArgs) -> Result<()> {

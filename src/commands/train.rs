@@ -251,7 +251,7 @@ fn run_single(args: &TrainArgs) -> Result<()> {
         let report = trainer.train_step()?;
         print_report(&mut out, args.format, &report)?;
         if let (Some(dir), true) = (&args.checkpoint_dir, checkpoint_due(args, report.step)) {
-            let saved = checkpoint::save(dir, &trainer.checkpoint())?;
+            let saved = checkpoint::save(dir, &trainer.checkpoint()?)?;
             if args.format == Format::Text {
                 writeln!(out, "checkpoint {}", saved.display())?;
             }
@@ -315,7 +315,7 @@ fn run_on_mesh(
             Event::Step(report) => print_report(&mut out, args.format, report)?,
             Event::State(state) => {
                 if let (Some(dir), true) = (&args.checkpoint_dir, checkpoint_due(args, state.step)) {
-                    let saved = checkpoint::save(dir, &train::checkpoint_of(&step, &config, state))?;
+                    let saved = checkpoint::save(dir, &train::checkpoint_of(&step, &config, state)?)?;
                     if args.format == Format::Text {
                         writeln!(out, "checkpoint {}", saved.display())?;
                     }
@@ -394,6 +394,7 @@ fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<dyn Communicator>, fault:
                 data_position: progress.data_position,
                 rng_state: progress.rng.0,
                 model: args.model.clone(),
+                fingerprint: train::model_fingerprint(&args.model)?,
                 optimizer: trainer.shared.config.optimizer.name().to_string(),
                 mesh: mesh.to_string(),
             };

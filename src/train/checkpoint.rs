@@ -1,10 +1,11 @@
 //! Training checkpoints: `.npy` files of tensor blocks plus `index.json`, in a directory per step.
 //!
 //! Layout of `DIR/step-00000010/`:
-//! - `index.json`: `format`, `step`, `data_position`, `rng_state`, `model`, `optimizer`, `mesh`
-//!   (the mesh that wrote it, empty for one process) and `tensors`, one entry per file: `name`,
-//!   `file`, `kind` (`param` or `optimizer`), `dtype`, `shape` (of the whole tensor) and `block`
-//!   (`offset` and `shape` of the part this file holds, and the `sharding` it came from).
+//! - `index.json`: `format`, `step`, `data_position`, `rng_state`, `model`, `fingerprint` (the
+//!   model's, [`crate::train::model_fingerprint`]), `optimizer`, `mesh` (the mesh that wrote it,
+//!   empty for one process) and `tensors`, one entry per file: `name`, `file`, `sha256` (of the
+//!   file's bytes), `kind` (`param` or `optimizer`), `dtype`, `shape` (of the whole tensor) and
+//!   `block` (`offset` and `shape` of the part this file holds, and the `sharding` it came from).
 //! - `tensors/<name>.npy` for a whole tensor, `tensors/<name>@<offsets>.npy` for a block: f32
 //!   arrays (master weights and optimizer state are f32).
 //!
@@ -21,6 +22,11 @@
 //!
 //! # Invariants
 //!
+//! - **A checkpoint resumes only what wrote it, unaltered.** [`load`] checks every file against
+//!   its `sha256` before parsing it (a flipped bit resumed with loss 7.7e35 before), and resuming
+//!   checks `fingerprint` against the model being trained, naming both models. Checkpoints of
+//!   the older formats (`tessera-checkpoint/1` and `/2`) have neither field: they still load,
+//!   unverified, with a warning on stderr, so runs from before this format are not stranded.
 //! - **Checkpoints are directories renamed into place**: files and directories are fsynced before
 //!   the rename, so a crash leaves the previous complete checkpoint and no partial one. A sharded
 //!   save stages every rank's blocks in one shared directory; rank 0 writes `index.json` and
@@ -43,9 +49,10 @@ use tessera_ir::tensor::Tensor;
 use tessera_runtime::npy;
 use tessera_runtime::spmd::Communicator;
 
-pub const FORMAT: &str = "tessera-checkpoint/2";
-/// The single-process format before blocks: one whole tensor per entry. Still loads.
-const FORMAT_V1: &str = "tessera-checkpoint/1";
+pub const FORMAT: &str = "tessera-checkpoint/3";
+/// The formats before checksums and fingerprints: `/1` (one whole tensor per entry) and `/2`
+/// (blocks). Still load, unverified, with a warning.
+const UNVERIFIED_FORMATS: [&str; 2] = ["tessera-checkpoint/1", "tessera-checkpoint/2"];
 
 /// Everything a run needs to continue exactly where it stopped.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +61,9 @@ pub struct Checkpoint {
     pub data_position: u64,
     pub rng_state: u64,
     pub model: String,
+    /// The model's fingerprint ([`crate::train::model_fingerprint`]); `None` for a checkpoint
+    /// of a format before fingerprints.
+    pub fingerprint: Option<String>,
     pub optimizer: String,
     /// Master weights, by name.
     pub params: Vec<(String, Tensor)>,
@@ -68,6 +78,8 @@ pub struct Meta {
     pub data_position: u64,
     pub rng_state: u64,
     pub model: String,
+    /// The model's fingerprint ([`crate::train::model_fingerprint`]).
+    pub fingerprint: String,
     pub optimizer: String,
     /// The mesh that wrote it (`dp=2,tp=2`; empty for one process): informative, since a
     /// checkpoint loads on any mesh.
@@ -175,10 +187,12 @@ fn write_blocks(tmp: &Path, blocks: &[Block]) -> Result<Vec<Value>> {
             bail!("tensor name '{}' cannot be a file name", b.name);
         }
         let file = b.file();
-        write_synced(&tmp.join(&file), &npy::write_npy_bytes(&b.tensor))?;
+        let bytes = npy::write_npy_bytes(&b.tensor);
+        write_synced(&tmp.join(&file), &bytes)?;
         entries.push(json!({
             "name": b.name,
             "file": file,
+            "sha256": tessera_ir::artifact::sha256_hex(&bytes),
             "kind": b.kind.name(),
             "dtype": b.tensor.dtype.mlir_name(),
             "shape": b.global_shape,
@@ -197,6 +211,7 @@ fn publish(dir: &Path, tmp: &Path, meta: &Meta, entries: Vec<Value>) -> Result<P
         "data_position": meta.data_position,
         "rng_state": meta.rng_state,
         "model": meta.model,
+        "fingerprint": meta.fingerprint,
         "optimizer": meta.optimizer,
         "mesh": meta.mesh,
         "tensors": entries,
@@ -228,6 +243,7 @@ pub fn save(dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf> {
         data_position: ckpt.data_position,
         rng_state: ckpt.rng_state,
         model: ckpt.model.clone(),
+        fingerprint: ckpt.fingerprint.clone().context("a checkpoint to save needs the model's fingerprint")?,
         optimizer: ckpt.optimizer.clone(),
         mesh: String::new(),
     };
@@ -358,6 +374,8 @@ struct Index {
     data_position: u64,
     rng_state: u64,
     model: String,
+    /// Absent in the unverified formats.
+    fingerprint: Option<String>,
     optimizer: String,
     tensors: Vec<IndexEntry>,
 }
@@ -367,6 +385,8 @@ struct Index {
 struct IndexEntry {
     name: String,
     file: String,
+    /// Lowercase hex SHA-256 of the file; absent in the unverified formats.
+    sha256: Option<String>,
     kind: Kind,
     dtype: String,
     /// The whole tensor's shape.
@@ -397,14 +417,24 @@ pub fn load(ckpt_dir: &Path) -> Result<Checkpoint> {
     let at = index_path.display();
     // The format first, so another file says so rather than naming a missing field.
     let tag: IndexFormat = serde_json::from_str(&text).with_context(|| format!("{at}: not a checkpoint index"))?;
-    if tag.format != FORMAT && tag.format != FORMAT_V1 {
+    let verified = tag.format == FORMAT;
+    if !verified && !UNVERIFIED_FORMATS.contains(&tag.format.as_str()) {
         bail!("{at}: not a {FORMAT} checkpoint");
     }
     let index: Index = serde_json::from_str(&text).with_context(|| format!("{at}: malformed checkpoint index"))?;
+    if verified && index.fingerprint.is_none() {
+        bail!("{at}: a {FORMAT} index needs the model's 'fingerprint'");
+    }
+    if !verified {
+        eprintln!(
+            "warning: {at}: a {} checkpoint has no checksums or model fingerprint; its tensors and model are not verified",
+            tag.format
+        );
+    }
     let mut order: Vec<String> = Vec::new();
     let mut tensors: HashMap<String, Assembly> = HashMap::new();
     for entry in &index.tensors {
-        let IndexEntry { name, file, kind, dtype, shape, block } = entry;
+        let IndexEntry { name, file, sha256, kind, dtype, shape, block } = entry;
         let (name, kind, shape) = (name.as_str(), *kind, shape.clone());
         if file.contains("..") || Path::new(file).is_absolute() {
             bail!("{at}: tensor file '{file}' lies outside the checkpoint");
@@ -414,7 +444,21 @@ pub fn load(ckpt_dir: &Path) -> Result<Checkpoint> {
             None => vec![0; shape.len()],
         };
         let path = ckpt_dir.join(file);
-        let t = npy::read_npy(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let bytes = npy::read_checked(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        match sha256 {
+            Some(expected) => {
+                let actual = tessera_ir::artifact::sha256_hex(&bytes);
+                if actual != *expected {
+                    bail!(
+                        "{}: tensor '{name}' is corrupt: its SHA-256 is {actual}, index.json records {expected}",
+                        path.display()
+                    );
+                }
+            }
+            None if verified => bail!("{at}: tensor file '{file}' has no sha256"),
+            None => {}
+        }
+        let t = npy::read_npy_bytes(&bytes).with_context(|| format!("{}: cannot read", path.display()))?;
         let dtype = DType::from_mlir_name(dtype).with_context(|| format!("{at}: '{name}' has an unknown dtype"))?;
         let n: usize = shape.iter().product();
         let whole = tensors.entry(name.to_string()).or_insert_with(|| {
@@ -456,6 +500,7 @@ pub fn load(ckpt_dir: &Path) -> Result<Checkpoint> {
         data_position: index.data_position,
         rng_state: index.rng_state,
         model: index.model,
+        fingerprint: index.fingerprint,
         optimizer: index.optimizer,
         params,
         optimizer_state,
@@ -473,6 +518,7 @@ mod tests {
             data_position: 40,
             rng_state: u64::MAX - 1,
             model: "gpt:layers=1".into(),
+            fingerprint: Some("f00d".into()),
             optimizer: "adamw".into(),
             params: vec![("l0.w".into(), Tensor::from_f64(DType::F32, vec![2], vec![0.5, -1.25]))],
             optimizer_state: vec![("l0.w.m".into(), Tensor::from_f64(DType::F32, vec![2], vec![1e-3, 0.0]))],
@@ -503,6 +549,7 @@ mod tests {
             data_position: 99,
             rng_state: 12,
             model: "gpt:layers=1".into(),
+            fingerprint: "f00d".into(),
             optimizer: "adamw".into(),
             mesh: "tp=2".into(),
         };
@@ -559,6 +606,50 @@ mod tests {
         std::fs::write(&index, v.to_string()).expect("write");
         let err = load(&saved[0]).expect_err("incomplete");
         assert!(err.to_string().contains("the blocks of 'w' do not cover it"), "{err}");
+    }
+
+    #[test]
+    fn a_flipped_bit_is_refused_naming_the_tensor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let saved = save(dir.path(), &sample(2)).expect("save");
+        let path = saved.join("tensors/l0.w.m.npy");
+        let mut bytes = std::fs::read(&path).expect("read");
+        *bytes.last_mut().expect("bytes") ^= 0x10;
+        std::fs::write(&path, &bytes).expect("write");
+        let err = load(&saved).expect_err("corrupt").to_string();
+        assert!(err.contains("tensors/l0.w.m.npy: tensor 'l0.w.m' is corrupt: its SHA-256 is "), "{err}");
+    }
+
+    /// Rewrites `index.json` of `saved` through `edit`.
+    fn edit_index(saved: &Path, edit: impl FnOnce(&mut Value)) {
+        let index = saved.join("index.json");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&index).expect("read")).expect("json");
+        edit(&mut v);
+        std::fs::write(&index, v.to_string()).expect("write");
+    }
+
+    #[test]
+    fn older_formats_load_unverified_and_the_current_one_needs_its_checksums() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let saved = save(dir.path(), &sample(4)).expect("save");
+        let strip = |v: &mut Value| {
+            v.as_object_mut().expect("object").remove("fingerprint");
+            for t in v["tensors"].as_array_mut().expect("list") {
+                t.as_object_mut().expect("object").remove("sha256");
+            }
+        };
+        edit_index(&saved, strip);
+        let err = load(&saved).expect_err("no fingerprint").to_string();
+        assert!(err.ends_with("a tessera-checkpoint/3 index needs the model's 'fingerprint'"), "{err}");
+        edit_index(&saved, |v| v["fingerprint"] = json!("f00d"));
+        let err = load(&saved).expect_err("no sha256").to_string();
+        assert!(err.ends_with("tensor file 'tensors/l0.w.npy' has no sha256"), "{err}");
+        edit_index(&saved, |v| {
+            strip(v);
+            v["format"] = json!("tessera-checkpoint/2");
+        });
+        let old = load(&saved).expect("a /2 checkpoint loads");
+        assert_eq!(old, Checkpoint { fingerprint: None, ..sample(4) });
     }
 
     #[test]

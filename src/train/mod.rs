@@ -326,7 +326,7 @@ impl<E: StepExecutor> Trainer<E> {
     }
 
     /// The state as a checkpoint.
-    pub fn checkpoint(&self) -> checkpoint::Checkpoint {
+    pub fn checkpoint(&self) -> Result<checkpoint::Checkpoint> {
         checkpoint_of(&self.step, &self.config, &self.state)
     }
 
@@ -338,19 +338,31 @@ impl<E: StepExecutor> Trainer<E> {
 }
 
 /// `state` of a run of `step` under `config` as a checkpoint.
-pub fn checkpoint_of(step: &TrainStep, config: &TrainConfig, state: &TrainState) -> checkpoint::Checkpoint {
+pub fn checkpoint_of(step: &TrainStep, config: &TrainConfig, state: &TrainState) -> Result<checkpoint::Checkpoint> {
     let named = |slots: &[train_step::StateSlot], ts: &[Tensor]| {
         slots.iter().zip(ts).map(|(s, t)| (s.name.clone(), t.clone())).collect()
     };
-    checkpoint::Checkpoint {
+    Ok(checkpoint::Checkpoint {
         step: state.step,
         data_position: state.data_position,
         rng_state: state.rng.0,
         model: config.model.clone(),
+        fingerprint: Some(model_fingerprint(&config.model)?),
         optimizer: config.optimizer.name().to_string(),
         params: named(&step.params, &state.params),
         optimizer_state: named(&step.state, &state.optimizer_state),
-    }
+    })
+}
+
+/// The fingerprint a checkpoint records and resume checks: lowercase hex SHA-256 of the text of
+/// `model`'s forward graph built for one sequence of the model's own length. It tells apart
+/// models whose parameters agree in name and shape (another head count, another activation, a
+/// dropout), and depends on nothing a resumed run may change: not the mesh, the batch, the
+/// sequence length of the run, the micro-batches or the learning rate (the optimizer's kind is
+/// checked on its own).
+pub fn model_fingerprint(model: &str) -> Result<String> {
+    let forward = load_model(model, 1, None)?.forward;
+    Ok(tessera_ir::artifact::sha256_hex(tessera_ir::mlir::print::print_graph(&forward).as_bytes()))
 }
 
 /// The state `ckpt` holds, which must be exactly the tensors of `step` under `config`.
@@ -361,6 +373,16 @@ pub fn state_from_checkpoint(
 ) -> Result<TrainState> {
     if ckpt.optimizer != config.optimizer.name() {
         bail!("the checkpoint was written with optimizer {}, not {}", ckpt.optimizer, config.optimizer.name());
+    }
+    let ours = model_fingerprint(&config.model)?;
+    if let Some(theirs) = ckpt.fingerprint.as_ref().filter(|&theirs| *theirs != ours) {
+        bail!(
+            "the checkpoint is of another model: it trained '{}' (fingerprint {}), this run trains '{}' (fingerprint {})",
+            ckpt.model,
+            theirs.chars().take(16).collect::<String>(),
+            config.model,
+            &ours[..16]
+        );
     }
     let take = |slots: &[train_step::StateSlot], mut given: Vec<(String, Tensor)>, what: &str| -> Result<Vec<Tensor>> {
         ensure!(

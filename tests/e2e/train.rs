@@ -89,6 +89,58 @@ fn resuming_from_a_checkpoint_reproduces_the_uninterrupted_run() {
     assert!(out.stderr.contains("no checkpoint"), "{}", out.stderr);
 }
 
+/// One flipped bit in a tensor file resumed with loss 7.7e35, and a checkpoint of another model
+/// resumed whenever its tensors had the same names and shapes (here: another head count).
+#[test]
+fn a_corrupt_or_foreign_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = "gpt:layers=1,hidden=16,heads=2,seq=8,vocab=256";
+    let other = "gpt:layers=1,hidden=16,heads=4,seq=8,vocab=256";
+    let train = |model: &str, extra: &[&str]| {
+        let mut args = vec!["train", model, "--data", CORPUS, "--batch", "2", "--format", "json"];
+        args.extend(extra);
+        tessera(dir.path(), &args)
+    };
+    let out = train(model, &["--steps", "1", "--checkpoint-dir", "ckpt", "--checkpoint-every", "1"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let step_dir = dir.path().join("ckpt/step-00000001");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(step_dir.join("index.json")).expect("index")).expect("json");
+    assert_eq!(index["format"], "tessera-checkpoint/3");
+    assert_eq!(index["fingerprint"].as_str().map(str::len), Some(64), "{index}");
+    let first = &index["tensors"][0];
+    let (name, file) = (first["name"].as_str().expect("name"), first["file"].as_str().expect("file"));
+    assert_eq!(first["sha256"].as_str().map(str::len), Some(64), "{first}");
+    let path = step_dir.join(file);
+    let original = std::fs::read(&path).expect("read");
+    let mut flipped = original.clone();
+    // The last byte of a little-endian f32 holds its sign and exponent.
+    *flipped.last_mut().expect("bytes") ^= 1;
+    std::fs::write(&path, &flipped).expect("write");
+    let out = train(model, &["--steps", "2", "--resume", "ckpt"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("{file}: tensor '{name}' is corrupt: its SHA-256 is ")), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+
+    std::fs::write(&path, &original).expect("write");
+    let out = train(other, &["--steps", "2", "--resume", "ckpt"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let expected = format!("the checkpoint is of another model: it trained '{model}' (fingerprint ");
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("this run trains '{other}' (fingerprint ")), "{}", out.stderr);
+    // The restored checkpoint of the same model resumes, also under what a resumed run may
+    // change: another learning rate, batch and micro-batch count (the fingerprint is the
+    // model's, not the run's).
+    let out = train(model, &["--steps", "2", "--resume", "ckpt"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(json_losses(&out.stdout).iter().map(|s| s.0).collect::<Vec<_>>(), [2]);
+    let changed = ["--steps", "2", "--resume", "ckpt", "--lr", "0.001", "--batch", "4", "--micro-batches", "2"];
+    let out =
+        tessera(dir.path(), &[&["train", model, "--data", CORPUS, "--format", "json"][..], &changed[..]].concat());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(json_losses(&out.stdout).iter().map(|s| s.0).collect::<Vec<_>>(), [2]);
+}
+
 #[test]
 fn text_output_and_argument_errors() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -26,7 +26,15 @@ pub enum ClusterError {
     Json { path: PathBuf, line: usize, column: usize, message: String },
     #[error("cluster '{name}': {field}: {message}")]
     Invalid { name: String, field: String, message: String },
+    /// An [`ClusterError::Invalid`] number read from a JSON file, located by the file.
+    #[error("{path}: {source}")]
+    InFile { path: PathBuf, source: Box<ClusterError> },
 }
+
+/// The largest number a cluster spec may hold in any unit (GB, GB/s, W, µs, TFLOP/s): far
+/// above any real device, and small enough that bytes and FLOP/s derived from it stay finite
+/// (`memory_gb` 1e300 printed as "inf GB" before this bound).
+pub const MAX_NUMBER: f64 = 1e9;
 
 /// Resolves a spec (preset or JSON file, then overrides) to a validated cluster.
 pub fn parse(spec: &str) -> Result<ClusterSpec, ClusterError> {
@@ -58,7 +66,7 @@ pub fn load(path: &Path) -> Result<ClusterSpec, ClusterError> {
         column: e.column(),
         message: e.to_string(),
     })?;
-    validate(&cluster)?;
+    validate(&cluster).map_err(|e| ClusterError::InFile { path: path.to_path_buf(), source: Box::new(e) })?;
     Ok(cluster)
 }
 
@@ -123,6 +131,9 @@ pub fn validate(c: &ClusterSpec) -> Result<(), ClusterError> {
         if !(value.is_finite() && value >= 0.0) {
             return invalid(&format!("device.peak_tflops.{key}"), format!("{value} is not a non-negative number"));
         }
+        if value > MAX_NUMBER {
+            return invalid(&format!("device.peak_tflops.{key}"), out_of_range(value));
+        }
     }
     let positive = [
         ("device.memory_gb", d.memory_gb),
@@ -134,6 +145,9 @@ pub fn validate(c: &ClusterSpec) -> Result<(), ClusterError> {
     for (field, value) in positive {
         if !(value.is_finite() && value > 0.0) {
             return invalid(field, format!("{value} must be a positive number"));
+        }
+        if value > MAX_NUMBER {
+            return invalid(field, out_of_range(value));
         }
     }
     let fractions = [
@@ -159,9 +173,16 @@ pub fn validate(c: &ClusterSpec) -> Result<(), ClusterError> {
         if !(value.is_finite() && value >= 0.0) {
             return invalid(field, format!("{value} must be a non-negative number"));
         }
+        if value > MAX_NUMBER {
+            return invalid(field, out_of_range(value));
+        }
     }
     if d.reserved_gb >= d.memory_gb {
         return invalid("device.reserved_gb", format!("{} leaves no memory of {} GB", d.reserved_gb, d.memory_gb));
     }
     Ok(())
+}
+
+fn out_of_range(value: f64) -> String {
+    format!("{value:e} is out of range: a cluster spec's numbers are at most {MAX_NUMBER:e}")
 }

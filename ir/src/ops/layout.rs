@@ -46,7 +46,13 @@ pub fn infer_reshape(inputs: &[&TensorType], target: &[Dim]) -> ShapeResult {
     let mut syms_out: Vec<&str> = out.symbols().collect();
     syms_in.sort_unstable();
     syms_out.sort_unstable();
-    if syms_in != syms_out || static_product(x).is_none() || static_product(x) != static_product(&out) {
+    let (count_in, count_out) = (static_product(x), static_product(&out));
+    // A product past u64 is its own error: calling it "differ" hid the overflow.
+    if count_in.is_none() || count_out.is_none() {
+        let huge = if count_in.is_none() { x } else { &out };
+        return Err(format!("cannot reshape {x} to {out}: {huge} has more than 2^64 elements"));
+    }
+    if syms_in != syms_out || count_in != count_out {
         return Err(format!("cannot reshape {x} to {out}: element counts differ"));
     }
     Ok(vec![out])
@@ -598,6 +604,11 @@ mod eval_tests {
         let huge = TensorType::of_static(DType::F32, &[u64::MAX, 2]);
         let err =
             Op::Reshape { shape: vec![Dim::Static(2), Dim::Static(u64::MAX)] }.infer(&[&huge]).expect_err("reshape");
-        assert!(err.contains("element counts differ"), "{err}");
+        assert!(err.ends_with("tensor<18446744073709551615x2xf32> has more than 2^64 elements"), "{err}");
+        // The overflow is named even when the input is small and the target is huge.
+        let small = TensorType::of_static(DType::F32, &[1024, 1024]);
+        let target = vec![Dim::Static(1 << 40), Dim::Static(1 << 40)];
+        let err = Op::Reshape { shape: target }.infer(&[&small]).expect_err("reshape");
+        assert!(err.ends_with("tensor<1099511627776x1099511627776xf32> has more than 2^64 elements"), "{err}");
     }
 }
