@@ -78,8 +78,12 @@ impl DType {
         match self {
             DType::F64 => x,
             DType::F32 => x as f32 as f64,
-            DType::F16 => half::f16::from_f64(x).to_f64(),
-            DType::BF16 => half::bf16::from_f64(x).to_f64(),
+            // Through f32 rounded to odd, then half's f32 conversion (ties to even): correct for
+            // every f64, since f32 keeps more than two bits beyond either format. half 2.7's own
+            // `from_f64` ignores the bits below the rounding bit, so 250.50004577 became bf16
+            // 250 instead of 251 (the codegen proptest of casts caught it).
+            DType::F16 => half::f16::from_f32(f32_rounded_to_odd(x)).to_f64(),
+            DType::BF16 => half::bf16::from_f32(f32_rounded_to_odd(x)).to_f64(),
             // E4M3FN: 3 mantissa bits, min normal exponent -6, max 448, no infinity (overflow is NaN).
             DType::F8E4M3 => round_small_float(x, 3, -6, 448.0, false),
             // E5M2: 2 mantissa bits, min normal exponent -14, max 57344, IEEE infinities.
@@ -98,6 +102,23 @@ impl DType {
             _ => x,
         }
     }
+}
+
+/// `x` as an f32 rounded to odd: exact values stay, an inexact one becomes the f32 next to it
+/// toward zero with its lowest mantissa bit set. Rounding that to a format with at least two
+/// fewer mantissa bits (f16, bf16) gives the correctly rounded result, with no double-rounding
+/// error.
+fn f32_rounded_to_odd(x: f64) -> f32 {
+    let nearest = x as f32;
+    if nearest.is_nan() || nearest.is_infinite() || nearest as f64 == x {
+        return nearest;
+    }
+    let mut bits = nearest.to_bits();
+    if (nearest as f64).abs() > x.abs() {
+        // Rounded away from zero: the f32 one step toward zero is the truncation.
+        bits -= 1;
+    }
+    f32::from_bits(bits | 1)
 }
 
 /// Round to a binary float format with `mantissa_bits` explicit bits, normal exponents from
@@ -148,6 +169,14 @@ mod tests {
         assert_eq!(DType::F8E5M2.round_float(1e6), f64::INFINITY);
         assert_eq!(DType::F8E5M2.round_float(57344.0), 57344.0);
         assert_eq!(DType::BF16.round_float(1.0 + 1.0 / 256.0), 1.0);
+        // Just above a tie rounds up: the bits below the rounding bit count.
+        assert_eq!(DType::BF16.round_float(-250.50004577636719), -251.0);
+        assert_eq!(DType::BF16.round_float(250.5), 250.0);
+        assert_eq!(DType::BF16.round_float(251.5), 252.0);
+        assert_eq!(DType::F16.round_float(2049.0 + 1e-9), 2050.0);
+        assert_eq!(DType::F16.round_float(2049.0), 2048.0);
+        assert_eq!(DType::BF16.round_float(1e300), f64::INFINITY);
+        assert_eq!(DType::F16.round_float(-1e-30), -0.0);
         assert_eq!(DType::I8.wrap_int(130), -126);
     }
 }
