@@ -1,5 +1,5 @@
 //! The load-time type check of rules: every rule is instantiated on sample types (each
-//! assignment of [`SAMPLE_SHAPES`] and sample windows to its variables), its conditions are
+//! assignment of `SAMPLE_SHAPES` and sample windows to its variables), its conditions are
 //! evaluated on those facts, and its sides are built into a graph whose shape rules must agree.
 //! The same instances seed the numeric property tests ([`instance_graph`]).
 
