@@ -339,9 +339,9 @@ impl<'a> Parser<'a> {
         Ok((self.resolve(&name, index, at)?, at))
     }
 
-    /// `%a, %b = "tsr.op"(%x) {attrs} : (types) -> types`.
-    fn parse_op(&mut self) -> PResult<()> {
-        // Result definitions: (name, group size, offset).
+    /// The result names before `=` (none when the op defines no result): each `%name` or
+    /// `%name:N` (a group of N), with its offset.
+    fn parse_result_defs(&mut self) -> PResult<Vec<(String, Option<u32>, usize)>> {
         let mut defs: Vec<(String, Option<u32>, usize)> = Vec::new();
         if matches!(self.peek()?, Tok::Value { .. }) {
             loop {
@@ -377,12 +377,11 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        let (tok, op_at) = self.next()?;
-        let Tok::Str(op_name) = tok else {
-            return self.unexpected(&tok, op_at, "an op name string (\"tsr.add\")");
-        };
-        self.expect(&Tok::LParen, " opening the operand list")?;
-        let operands = self.parse_list(Tok::RParen, "the operand list", |p| p.parse_use("an operand ('%name')"))?;
+        Ok(defs)
+    }
+
+    /// The optional attribute dictionary `{name = value, ...}`; a repeated name is an error.
+    fn parse_attr_dict(&mut self) -> PResult<Vec<(String, Attr)>> {
         let mut attrs: Vec<(String, Attr)> = Vec::new();
         if self.eat(&Tok::LBrace)? {
             let entries = self.parse_list(Tok::RBrace, "the attribute dictionary", |p| {
@@ -401,6 +400,19 @@ impl<'a> Parser<'a> {
                 attrs.push((key, value));
             }
         }
+        Ok(attrs)
+    }
+
+    /// `%a, %b = "tsr.op"(%x) {attrs} : (types) -> types`.
+    fn parse_op(&mut self) -> PResult<()> {
+        let defs = self.parse_result_defs()?;
+        let (tok, op_at) = self.next()?;
+        let Tok::Str(op_name) = tok else {
+            return self.unexpected(&tok, op_at, "an op name string (\"tsr.add\")");
+        };
+        self.expect(&Tok::LParen, " opening the operand list")?;
+        let operands = self.parse_list(Tok::RParen, "the operand list", |p| p.parse_use("an operand ('%name')"))?;
+        let attrs = self.parse_attr_dict()?;
         self.expect(&Tok::Colon, " before the op's type")?;
         let types_at = self.expect(&Tok::LParen, " opening the operand types")?;
         let operand_types = self.parse_list(Tok::RParen, "the operand types", |p| {
