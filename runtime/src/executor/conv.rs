@@ -329,26 +329,12 @@ pub fn pool2d(x: &In, out: &mut Out, kind: PoolKind, kernel: [u64; 2], window: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::test_buffers::{bytes, desc};
     use proptest::prelude::*;
-    use tessera_ir::artifact::Location;
     use tessera_ir::dtype::DType;
     use tessera_ir::ops::Op;
     use tessera_ir::tensor::Tensor;
     use tessera_ir::types::TensorType;
-
-    fn desc(shape: &[usize]) -> BufferDesc {
-        BufferDesc {
-            name: "x".into(),
-            storage: Storage::F32,
-            shape: shape.iter().map(|&n| n as u64).collect(),
-            location: Location::Arena { offset: 0 },
-        }
-    }
-
-    fn bytes(values: &[f32]) -> &[u8] {
-        // SAFETY: any f32 is 4 plain bytes; the slice covers exactly the values.
-        unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), 4 * values.len()) }
-    }
 
     /// Seeded values in [-1, 1).
     fn values(n: usize, seed: u32) -> Vec<f32> {

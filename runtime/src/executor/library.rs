@@ -401,21 +401,7 @@ pub fn reference(op: &Op, inputs: &[In], outs: &mut [Out]) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_ir::artifact::Location;
-
-    fn desc(shape: &[usize]) -> BufferDesc {
-        BufferDesc {
-            name: "x".into(),
-            storage: Storage::F32,
-            shape: shape.iter().map(|&n| n as u64).collect(),
-            location: Location::Arena { offset: 0 },
-        }
-    }
-
-    fn bytes(values: &[f32]) -> &[u8] {
-        // SAFETY: any f32 is 4 plain bytes; the slice covers exactly the values.
-        unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), 4 * values.len()) }
-    }
+    use crate::executor::test_buffers::{bytes, desc};
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n as u32).map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 1000.0 - 1.0).collect()

@@ -51,6 +51,28 @@ pub mod load;
 pub mod profile;
 pub mod run;
 
+/// Buffers for the library calls' unit tests (`conv`, `library`).
+#[cfg(test)]
+mod test_buffers {
+    use tessera_ir::artifact::{BufferDesc, Location, Storage};
+
+    /// An f32 arena buffer of `shape` at offset 0.
+    pub fn desc(shape: &[usize]) -> BufferDesc {
+        BufferDesc {
+            name: "x".into(),
+            storage: Storage::F32,
+            shape: shape.iter().map(|&n| n as u64).collect(),
+            location: Location::Arena { offset: 0 },
+        }
+    }
+
+    /// The bytes of `values`, as the arena holds them.
+    pub fn bytes(values: &[f32]) -> &[u8] {
+        // SAFETY: any f32 is 4 plain bytes; the slice covers exactly the values.
+        unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), 4 * values.len()) }
+    }
+}
+
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::path::PathBuf;
