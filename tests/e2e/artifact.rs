@@ -225,15 +225,7 @@ fn tampered_programs_with_recomputed_hashes_are_refused_before_anything_runs() {
         }
         let mut program = good.clone();
         edit(&mut program);
-        std::fs::write(dir.join("rank0/program.json"), serde_json::to_vec_pretty(&program).expect("json"))
-            .expect("write");
-        let mut manifest = manifest.clone();
-        for f in &mut manifest.ranks[0].files {
-            let bytes = std::fs::read(dir.join(&f.path)).expect("read");
-            f.sha256 = tessera_ir::artifact::sha256_hex(&bytes);
-            f.bytes = bytes.len() as u64;
-        }
-        std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).expect("json")).expect("write");
+        crate::support::write_rehashed(&dir, &program, &manifest);
         let out = tessera(cwd, &["run", name, "--random-inputs", "1", "-o", "out"]);
         assert_eq!(out.code, 1, "{name} ran: {}", out.stderr);
         assert!(out.stderr.contains(&format!("{name}/rank0/program.json")), "{name}: {}", out.stderr);

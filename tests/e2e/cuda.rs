@@ -155,15 +155,7 @@ fn a_tiny_cuda_program_is_stable() {
         let mut program: tessera_ir::artifact::Program =
             serde_json::from_slice(&std::fs::read(dir.join("rank0/program.json")).expect("read")).expect("parse");
         edit(program.gpu.as_mut().expect("gpu section"));
-        std::fs::write(dir.join("rank0/program.json"), serde_json::to_vec_pretty(&program).expect("json"))
-            .expect("write");
-        let mut manifest = manifest.clone();
-        for f in &mut manifest.ranks[0].files {
-            let bytes = std::fs::read(dir.join(&f.path)).expect("read");
-            f.sha256 = tessera_ir::artifact::sha256_hex(&bytes);
-            f.bytes = bytes.len() as u64;
-        }
-        std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).expect("json")).expect("write");
+        crate::support::write_rehashed(&dir, &program, &manifest);
         tessera(cwd, &["run", name, "--random-inputs", "1", "-o", "out"])
     };
     let out = tamper("big-gemm", &|gpu| gpu.gemms[0].n = 100);

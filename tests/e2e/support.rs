@@ -92,3 +92,17 @@ pub fn wide_mlp_mlir(blocks: usize, tokens: u64, width: u64) -> String {
         act(width)
     )
 }
+
+/// Writes `program` as `dir/rank0/program.json`, then `manifest` with every rank-0 file's
+/// SHA-256 and size recomputed: a tampered artifact that passes the integrity check, so the
+/// loader's validity checks are what must refuse it.
+pub fn write_rehashed(dir: &Path, program: &tessera_ir::artifact::Program, manifest: &tessera_ir::artifact::Manifest) {
+    std::fs::write(dir.join("rank0/program.json"), serde_json::to_vec_pretty(program).expect("json")).expect("write");
+    let mut manifest = manifest.clone();
+    for f in &mut manifest.ranks[0].files {
+        let bytes = std::fs::read(dir.join(&f.path)).expect("read");
+        f.sha256 = tessera_ir::artifact::sha256_hex(&bytes);
+        f.bytes = bytes.len() as u64;
+    }
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).expect("json")).expect("write");
+}
