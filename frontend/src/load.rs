@@ -49,6 +49,12 @@ pub enum LoadError {
 /// Reads and verifies a model file, or builds a zoo model (`gpt2`, `llama3-8b`,
 /// `gpt:layers=2,hidden=64,heads=4`) when the argument is no file with a model extension.
 pub fn load_model(path: &Path) -> Result<Graph, LoadError> {
+    load_model_with(path, &crate::onnx::ImportOptions::default())
+}
+
+/// [`load_model`] with the ONNX importer's options (the planner imports initializers as
+/// parameters); other formats ignore them.
+pub fn load_model_with(path: &Path, onnx_options: &crate::onnx::ImportOptions) -> Result<Graph, LoadError> {
     let Some(format) = ModelFormat::of_path(path) else {
         return match path.to_str() {
             Some(spec) if !path.exists() => load_zoo_model(spec, path),
@@ -57,7 +63,7 @@ pub fn load_model(path: &Path) -> Result<Graph, LoadError> {
     };
     if format == ModelFormat::Onnx {
         // Binary and memory-mapped: the importer reads the file itself.
-        return crate::onnx::import_model(path).map_err(|e| match e {
+        return crate::onnx::import_model_with(path, onnx_options).map_err(|e| match e {
             crate::onnx::OnnxError::Io { source, .. } => LoadError::Io { path: path.to_path_buf(), source },
             source => LoadError::Onnx { path: path.to_path_buf(), source: Box::new(source) },
         });

@@ -304,7 +304,7 @@ fn bound_inputs_become_constants() {
         Some("node 'r' (Reshape): unsupported: input 'shape' ('shape') must be a constant (known at import time)")
     );
     let shape = tessera_ir::tensor::Tensor::from_i64(DType::I64, vec![1], vec![6]);
-    let options = ImportOptions { constants: vec![("shape".into(), shape)] };
+    let options = ImportOptions { constants: vec![("shape".into(), shape)], ..ImportOptions::default() };
     let g = match import_proto(&m, None, &options) {
         Ok(g) => g,
         Err(e) => panic!("{e}"),

@@ -16,8 +16,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tessera::workload::ZooWorkload;
+use tessera_frontend::onnx::{ImportOptions, Initializers};
 use tessera_passes::cost::step::{Job, Mode};
-use tessera_passes::cost::workload::{GraphWorkload, Workload};
+use tessera_passes::cost::workload::{GraphWorkload, SymbolicDims, Workload};
 use tessera_passes::planner::fixed::Fixed;
 use tessera_passes::planner::{plan, PlanError, Request};
 
@@ -31,9 +32,18 @@ pub struct PlanArgs {
     /// Sequences per step over all data-parallel replicas (serving: sequences decoded at once).
     #[arg(long)]
     pub global_batch: u64,
-    /// Sequence length (serving: the context length); the model's default when absent.
+    /// Sequence length (serving: the context length); the model's default when absent (a model
+    /// file with a sequence dimension has none: give it).
     #[arg(long)]
     pub seq: Option<u64>,
+    /// The symbolic input dimension of a model file that is its batch, when its name does not say
+    /// so (`batch`, `batch_size`, ... are found without it).
+    #[arg(long, value_name = "NAME")]
+    pub batch_dim: Option<String>,
+    /// The symbolic input dimension of a model file that is its sequence, when its name does not
+    /// say so (`seq`, `sequence`, `sequence_length`, ... are found without it).
+    #[arg(long, value_name = "NAME")]
+    pub seq_dim: Option<String>,
     #[arg(long, value_enum, default_value_t = PlanMode::Train)]
     pub mode: PlanMode,
     /// Knobs to fix, e.g. tp=8,pp=8,dp=1,micro_batch=1,interleave=3,recompute=selective,sp=on,zero=1.
@@ -63,15 +73,33 @@ pub enum PlanFormat {
     Json,
 }
 
-/// The exit status for errors that need their own: 2 for a plan refused as asked.
-/// `main` calls this before falling back to 1.
+/// A request that is wrong as written (a bad cluster spec, model dimensions that cannot be told
+/// apart, a flag the model cannot use): exit status 2, like a plan refused as asked.
+#[derive(Debug)]
+pub struct SpecError(String);
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+/// The exit status for errors that need their own: 2 for a plan refused as asked or a request
+/// wrong as written. `main` calls this before falling back to 1.
 pub fn exit_code(err: &anyhow::Error) -> Option<u8> {
-    err.downcast_ref::<PlanError>().filter(|e| e.is_unsatisfiable()).map(|_| 2)
+    let refused = err.downcast_ref::<PlanError>().is_some_and(|e| e.is_unsatisfiable());
+    let bad_cluster = err
+        .downcast_ref::<tessera_frontend::cluster::ClusterError>()
+        .is_some_and(|e| !matches!(e, tessera_frontend::cluster::ClusterError::Io { .. }));
+    let bad_spec = err.downcast_ref::<SpecError>().is_some();
+    (refused || bad_cluster || bad_spec).then_some(2)
 }
 
 pub fn run(args: PlanArgs) -> Result<()> {
     let cluster = tessera_frontend::cluster::parse(&args.cluster)?;
-    let workload = load_workload(&args.model, args.seq)?;
+    let workload = load_workload(&args)?;
     let fixed = match &args.fix {
         Some(text) => Fixed::parse(text)?,
         None => Fixed::default(),
@@ -114,13 +142,34 @@ pub fn run(args: PlanArgs) -> Result<()> {
 }
 
 /// A model file (or a zoo ResNet, which has no transformer config) becomes a
-/// [`GraphWorkload`]; anything else is a zoo spec.
-fn load_workload(model: &str, seq: Option<u64>) -> Result<Box<dyn Workload>> {
+/// [`GraphWorkload`]; anything else is a zoo spec. An ONNX file's floating-point initializers
+/// are its parameters ([`Initializers::Parameters`]), and its batch and sequence are the
+/// symbolic input dimensions [`SymbolicDims::infer`] names.
+fn load_workload(args: &PlanArgs) -> Result<Box<dyn Workload>> {
+    let (model, seq) = (args.model.as_str(), args.seq);
     let path = Path::new(model);
     let is_file = ["mlir", "json", "onnx"].iter().any(|e| path.extension().is_some_and(|x| x == *e));
     if is_file || tessera_frontend::zoo::resnet::is_resnet_spec(model) {
-        let graph = tessera_frontend::load::load_model(path)?;
-        return Ok(Box::new(GraphWorkload::new(graph, seq.unwrap_or(1))?));
+        let options = ImportOptions { initializers: Initializers::Parameters, ..ImportOptions::default() };
+        let graph = tessera_frontend::load::load_model_with(path, &options)?;
+        let dims = SymbolicDims::infer(&graph, args.batch_dim.as_deref(), args.seq_dim.as_deref())
+            .map_err(|e| SpecError(format!("{model}: {e}")))?;
+        let seq = match seq {
+            Some(seq) => seq,
+            None if dims.has_seq(&graph) => {
+                let message =
+                    format!("{model}: the model's sequence dimension '{}' needs a length: give --seq", dims.seq);
+                return Err(SpecError(message).into());
+            }
+            None => 1,
+        };
+        return Ok(Box::new(GraphWorkload::with_dims(graph, seq, dims)?));
+    }
+    if args.batch_dim.is_some() || args.seq_dim.is_some() {
+        return Err(SpecError(format!(
+            "--batch-dim and --seq-dim name dimensions of a model file, and '{model}' is a zoo model"
+        ))
+        .into());
     }
     let mut cfg = tessera_frontend::zoo::spec::parse(model)?;
     if let Some(seq) = seq {

@@ -5,7 +5,7 @@
 use super::attrs::Attrs;
 use super::error::{NodeRef, OnnxError};
 use super::ops::{self, BuildError, BuildResult, Registry};
-use super::proto::{type_proto, GraphProto, ModelProto, NodeProto, TypeProto, ValueInfoProto};
+use super::proto::{type_proto, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto};
 use super::tensor::{self, ExternalData};
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,6 +37,23 @@ pub struct ImportOptions {
     /// inputs that tessera needs at import time (a Reshape's target shape, a Reduce's axes) may
     /// then be fed as graph inputs in the ONNX file. Bound inputs are not inputs of the result.
     pub constants: Vec<(String, Tensor)>,
+    /// What the model's initializers become.
+    pub initializers: Initializers,
+}
+
+/// What an import makes of a model's initializers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Initializers {
+    /// `tsr.constant` nodes holding their values: a self-contained model to compile and run.
+    #[default]
+    Constants,
+    /// The weights as the model's parameters: every floating-point initializer of rank 1 or more
+    /// becomes a graph input with [`InputRole::Parameter`] and its declared type, and its payload
+    /// is not read (what the planner needs, in the time it takes to read the graph). Integer and
+    /// boolean initializers (indices, shapes, masks) and float scalars (an epsilon, a scale)
+    /// stay constants. A builder that needs a parameter's value at import time (a `Resize`'s
+    /// scales, say) decodes it then, and the input stays a parameter.
+    Parameters,
 }
 
 /// An integer of a shape computed at import time: known, or a symbolic dimension.
@@ -89,6 +106,10 @@ pub(crate) struct Importer {
     pub graph: Graph,
     slots: HashMap<String, Slot>,
     external: ExternalData,
+    base_dir: Option<std::path::PathBuf>,
+    /// Initializers imported as parameters ([`Initializers::Parameters`]), by their input, for
+    /// the rare builder that needs one's value at import time.
+    parameter_initializers: HashMap<ValueId, TensorProto>,
 }
 
 /// Imports a decoded model; `base_dir` resolves external data.
@@ -100,8 +121,10 @@ pub(crate) fn import(model: &ModelProto, base_dir: Option<&Path>, options: &Impo
         graph: Graph::new(if name.is_empty() { "main" } else { &name }),
         slots: HashMap::new(),
         external: ExternalData::new(base_dir),
+        base_dir: base_dir.map(Path::to_path_buf),
+        parameter_initializers: HashMap::new(),
     };
-    imp.add_initializers(graph_proto)?;
+    imp.add_initializers(graph_proto, options.initializers)?;
     imp.add_inputs(graph_proto, &options.constants)?;
     let registry = ops::registry();
     for (index, node) in graph_proto.node.iter().enumerate() {
@@ -186,7 +209,7 @@ fn tensor_type_of(ty: Option<&TypeProto>, value_name: &str) -> Result<TensorType
 }
 
 impl Importer {
-    fn add_initializers(&mut self, g: &GraphProto) -> Result<(), OnnxError> {
+    fn add_initializers(&mut self, g: &GraphProto, initializers: Initializers) -> Result<(), OnnxError> {
         if let Some(s) = g.sparse_initializer.first() {
             let name = s.values.as_ref().map(|v| v.name().to_string()).unwrap_or_default();
             return Err(OnnxError::Tensor {
@@ -200,11 +223,22 @@ impl Importer {
             if name.is_empty() {
                 return Err(OnnxError::Model("an initializer has no name".into()));
             }
-            let t = tensor::decode(init, &mut self.external).map_err(|e| OnnxError::Tensor {
+            let tensor_error = |e: tensor::PayloadError| OnnxError::Tensor {
                 name: name.to_string(),
                 message: e.message,
                 unsupported: e.unsupported,
-            })?;
+            };
+            if initializers == Initializers::Parameters {
+                let ty = tensor::declared_type(init).map_err(tensor_error)?;
+                if ty.dtype.is_float() && ty.rank() > 0 {
+                    let ssa = self.unique_name(name);
+                    let v = self.graph.add_input(&ssa, ty, InputRole::Parameter);
+                    self.parameter_initializers.insert(v, init.clone());
+                    self.slots.insert(name.to_string(), Slot::Value(v));
+                    continue;
+                }
+            }
+            let t = tensor::decode(init, &mut self.external).map_err(tensor_error)?;
             let v = self.constant(t);
             self.name_value(v, name);
             self.slots.insert(name.to_string(), Slot::Value(v));
@@ -422,6 +456,17 @@ impl Importer {
     /// Input `i` as a constant tensor: `None` when omitted, unsupported when computed at run time.
     pub fn const_input(&self, cx: &NodeCx, i: usize, what: &str) -> BuildResult<Option<Tensor>> {
         let Some(v) = self.opt_value(cx, i)? else { return Ok(None) };
+        if let Some(init) = self.parameter_initializers.get(&v) {
+            let mut external = ExternalData::new(self.base_dir.as_deref());
+            return tensor::decode(init, &mut external).map(Some).map_err(|e| {
+                let message = format!("initializer '{}': {}", init.name(), e.message);
+                if e.unsupported {
+                    BuildError::Unsupported(message)
+                } else {
+                    BuildError::Invalid(message)
+                }
+            });
+        }
         match self.constant_of(v) {
             Some(t) => Ok(Some(t.clone())),
             None => Err(BuildError::NotConstant {

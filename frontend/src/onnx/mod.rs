@@ -5,7 +5,9 @@
 //! - graph inputs that have no initializer become activation inputs, with `dim_param`
 //!   dimensions as symbolic dimensions (unnamed dynamic ones get a name of their own);
 //! - initializers become `tsr.constant` nodes, so an imported model is self-contained (an input
-//!   that also has an initializer keeps the initializer's value);
+//!   that also has an initializer keeps the initializer's value); for planning
+//!   ([`Initializers::Parameters`]) the floating-point ones are the model's parameters instead:
+//!   graph inputs of their declared type whose payload is never read;
 //! - each node goes through the builder registered for its op type (`ops/`); ONNX's implicit
 //!   broadcasting becomes explicit `tsr.broadcast` nodes, composite ops are decomposed, and ops
 //!   whose operands are all small constants are folded at import time (shape arithmetic);
@@ -23,7 +25,7 @@ pub mod proto;
 pub mod tensor;
 
 pub use error::{NodeRef, OnnxError};
-pub use import::{ImportOptions, MAX_OPSET, MIN_OPSET};
+pub use import::{ImportOptions, Initializers, MAX_OPSET, MIN_OPSET};
 
 use bytes::Bytes;
 use prost::Message;

@@ -186,6 +186,14 @@ fn shape_of(t: &TensorProto) -> Result<(Vec<usize>, usize), PayloadError> {
     Ok((shape, count))
 }
 
+/// The tsr type a tensor declares (its `data_type` and `dims`), without reading its payload.
+pub(crate) fn declared_type(t: &TensorProto) -> Result<tessera_ir::types::TensorType, PayloadError> {
+    let dtype = dtype_of(t.data_type())?;
+    let (shape, _) = shape_of(t)?;
+    let dims = shape.into_iter().map(|n| tessera_ir::types::Dim::Static(n as u64)).collect();
+    Ok(tessera_ir::types::TensorType::new(dtype, dims))
+}
+
 /// Decodes a tensor payload into a tsr tensor.
 pub(crate) fn decode(t: &TensorProto, external: &mut ExternalData) -> Result<Tensor, PayloadError> {
     let dtype = dtype_of(t.data_type())?;

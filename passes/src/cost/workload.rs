@@ -156,13 +156,15 @@ impl<'w> ProfileCache<'w> {
 /// ([`crate::shard::partition()`]: Megatron seeds, propagation, collectives, stages balanced by
 /// exact dynamic programming), and each stage's program is priced as one block with its local
 /// types and explicit collectives. Data parallelism replicates those programs (the step model
-/// adds the gradient sync and ZeRO). A symbolic dimension named `batch` takes the micro-batch
-/// size and one named `seq` the sequence length; any other symbolic dimension is an error. A
-/// graph without a symbolic `batch` runs its static batch per micro-batch
-/// ([`Workload::fixed_micro_batch`]), so the planner counts micro-batches of that size.
+/// adds the gradient sync and ZeRO). The batch dimension ([`SymbolicDims::batch`], `batch` by
+/// default) takes the micro-batch size and the sequence dimension (`seq`) the sequence length;
+/// any other symbolic dimension is an error. A graph without a symbolic batch dimension runs its
+/// static batch per micro-batch ([`Workload::fixed_micro_batch`]), so the planner counts
+/// micro-batches of that size.
 pub struct GraphWorkload {
     graph: Graph,
     seq: u64,
+    dims: SymbolicDims,
     /// Nodes the shard pass computes (not folded from parameters alone): the deepest pipeline.
     computed: u64,
     /// The static batch of a graph without a symbolic `batch` dimension (the first dimension
@@ -194,6 +196,12 @@ impl GraphWorkload {
     /// Checks the graph partitions (no collectives yet, it verifies) and counts what a
     /// pipeline can cut.
     pub fn new(graph: Graph, seq: u64) -> Result<GraphWorkload, CostError> {
+        GraphWorkload::with_dims(graph, seq, SymbolicDims::default())
+    }
+
+    /// [`GraphWorkload::new`] for a graph whose batch and sequence dimensions are named `dims`
+    /// (see [`SymbolicDims::infer`]).
+    pub fn with_dims(graph: Graph, seq: u64, dims: SymbolicDims) -> Result<GraphWorkload, CostError> {
         let mesh = Mesh::new(&[(PIPELINE_AXIS, 1)]).map_err(CostError::Invalid)?;
         let config = ShardConfig::new(mesh.clone());
         tessera_ir::verify::verify(&graph)
@@ -202,27 +210,31 @@ impl GraphWorkload {
             .map_err(|e| CostError::Invalid(e.to_string()))?
             .computed_nodes()
             .len() as u64;
-        let symbolic_batch = graph.values().any(|(_, v)| v.ty.dims.iter().any(|d| *d == Dim::Symbolic("batch".into())));
+        let batch_dim = Dim::Symbolic(dims.batch.clone());
+        let symbolic_batch = graph.values().any(|(_, v)| v.ty.dims.contains(&batch_dim));
         let static_batch = (!symbolic_batch).then(|| {
             let first = graph.inputs().iter().find(|&&v| graph.input_role(v) != Some(InputRole::Parameter));
             first.and_then(|&v| graph.value(v).ty.dims.first().and_then(Dim::as_static)).unwrap_or(1)
         });
-        Ok(GraphWorkload { graph, seq, computed, static_batch, partitions: Mutex::new(HashMap::new()) })
+        Ok(GraphWorkload { graph, seq, dims, computed, static_batch, partitions: Mutex::new(HashMap::new()) })
     }
 
     pub fn graph(&self) -> &Graph {
         &self.graph
     }
 
-    /// The graph with `batch` and `seq` bound.
+    /// The graph with its batch and sequence dimensions bound.
     fn bound(&self, batch: u64, seq: u64) -> Result<Graph, String> {
-        let bindings = HashMap::from([("batch".to_string(), batch), ("seq".to_string(), seq)]);
+        let bindings = HashMap::from([(self.dims.batch.clone(), batch), (self.dims.seq.clone(), seq)]);
         let mut g = Graph::new(&self.graph.name);
         // Rebuild with bound types: inputs first, then nodes with their result types bound.
         let bind = |ty: &tessera_ir::types::TensorType| -> Result<tessera_ir::types::TensorType, String> {
             let bound = ty.substitute(&bindings);
             match bound.dims.iter().find(|d| matches!(d, Dim::Symbolic(_))) {
-                Some(d) => Err(format!("symbolic dimension '{d}' has no size (only batch and seq are bound)")),
+                Some(d) => Err(format!(
+                    "symbolic dimension '{d}' has no size (only the batch dimension '{}' and the sequence dimension '{}' are bound)",
+                    self.dims.batch, self.dims.seq
+                )),
                 None => Ok(bound),
             }
         };
@@ -270,6 +282,106 @@ impl GraphWorkload {
         self.partitions.lock().map_err(|_| "a partition build panicked".to_string())?.insert(key, module.clone());
         Ok(module)
     }
+}
+
+/// Which symbolic dimensions of a graph are its batch and its sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolicDims {
+    pub batch: String,
+    pub seq: String,
+}
+
+impl Default for SymbolicDims {
+    /// tsr's own spelling: `batch` and `seq`.
+    fn default() -> SymbolicDims {
+        SymbolicDims { batch: "batch".to_string(), seq: "seq".to_string() }
+    }
+}
+
+/// Why the batch and sequence dimensions of a graph cannot be told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}; the inputs' dimensions: {inputs}")]
+pub struct DimsError {
+    pub message: String,
+    /// Every activation input with its dimensions, e.g. `input_ids [batch, sequence]`.
+    pub inputs: String,
+}
+
+impl SymbolicDims {
+    /// Names the batch and sequence dimensions of `graph` from its activation inputs' symbolic
+    /// dimensions: `batch` and `seq` when named (`--batch-dim`, `--seq-dim`), else the one
+    /// dimension whose name says so (batch: `batch`, `batch_size`, `bs`, `b`, `n`, or any name
+    /// containing "batch"; sequence: `seq`, `sequence`, `seq_len`, `sequence_length`, `s`, `t`,
+    /// `tokens`, `length`, or any name containing "seq"). Every symbolic dimension must be one of
+    /// the two; a graph may lack either.
+    pub fn infer(graph: &Graph, batch: Option<&str>, seq: Option<&str>) -> Result<SymbolicDims, DimsError> {
+        let activations: Vec<ValueId> =
+            graph.inputs().iter().copied().filter(|&v| graph.input_role(v) != Some(InputRole::Parameter)).collect();
+        let inputs = activations
+            .iter()
+            .map(|&v| {
+                let dims: Vec<String> = graph.value(v).ty.dims.iter().map(|d| d.to_string()).collect();
+                format!("{} [{}]", graph.value(v).name, dims.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut symbolic: Vec<String> = Vec::new();
+        for &v in &activations {
+            for d in &graph.value(v).ty.dims {
+                if let Dim::Symbolic(name) = d {
+                    if !symbolic.contains(name) {
+                        symbolic.push(name.clone());
+                    }
+                }
+            }
+        }
+        let error = |message: String| DimsError { message, inputs: inputs.clone() };
+        let pick = |given: Option<&str>, what: &str, flag: &str, looks: fn(&str) -> bool| match given {
+            Some(name) if symbolic.iter().any(|d| d == name) => Ok(Some(name.to_string())),
+            Some(name) => Err(error(format!("{flag} {name}: the model has no symbolic dimension '{name}'"))),
+            None => {
+                let found: Vec<&String> = symbolic.iter().filter(|d| looks(&d.to_ascii_lowercase())).collect();
+                match found.as_slice() {
+                    [] => Ok(None),
+                    [one] => Ok(Some(one.to_string())),
+                    many => {
+                        let names: Vec<&str> = many.iter().map(|d| d.as_str()).collect();
+                        Err(error(format!(
+                            "{} symbolic dimensions look like the {what} ({}); name one with {flag}",
+                            names.len(),
+                            names.join(", ")
+                        )))
+                    }
+                }
+            }
+        };
+        let batch = pick(batch, "batch", "--batch-dim", looks_like_batch)?;
+        let seq = pick(seq, "sequence", "--seq-dim", looks_like_seq)?;
+        if batch.is_some() && batch == seq {
+            return Err(error("the batch and the sequence dimension must differ".to_string()));
+        }
+        if let Some(other) = symbolic.iter().find(|d| Some(*d) != batch.as_ref() && Some(*d) != seq.as_ref()) {
+            return Err(error(format!(
+                "symbolic dimension '{other}' is neither the batch nor the sequence: name them with --batch-dim and --seq-dim"
+            )));
+        }
+        let default = SymbolicDims::default();
+        Ok(SymbolicDims { batch: batch.unwrap_or(default.batch), seq: seq.unwrap_or(default.seq) })
+    }
+
+    /// Whether `graph` has the sequence dimension (then the planner needs a sequence length).
+    pub fn has_seq(&self, graph: &Graph) -> bool {
+        let seq = Dim::Symbolic(self.seq.clone());
+        graph.inputs().iter().any(|&v| graph.value(v).ty.dims.contains(&seq))
+    }
+}
+
+fn looks_like_batch(name: &str) -> bool {
+    name.contains("batch") || matches!(name, "bs" | "b" | "n")
+}
+
+fn looks_like_seq(name: &str) -> bool {
+    name.contains("seq") || matches!(name, "s" | "t" | "tokens" | "length" | "len" | "seqlen")
 }
 
 /// Float activation inputs: data the gradient reaches.
