@@ -13,6 +13,7 @@ mod mpi;
 mod onnx;
 mod pass_data;
 mod plan;
+mod plan_model_file;
 mod planner;
 mod real_models;
 mod runtime_only;

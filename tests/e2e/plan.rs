@@ -62,13 +62,13 @@ fn a_model_that_fits_nowhere_exits_2_and_says_what_it_needs() {
 #[test]
 fn impossible_fixes_name_the_knob() {
     let dir = tempfile::tempdir().unwrap();
-    // README: infeasible plans exit with 2, a --fix that cannot work included; a cluster spec
-    // that cannot exist is bad input (1).
+    // README: infeasible plans exit with 2, a --fix that cannot work and a cluster spec that
+    // cannot exist included.
     let cases = [
         ("a100-80g-sxm:gpus=64", "tp=7", 2, "error: --fix tp: tp=7 does not divide the 64 GPUs"),
         ("a100-80g-sxm:gpus=64", "pp=200", 2, "error: --fix pp: pp=200 is larger than the 96 layers"),
         ("a100-80g-sxm:gpus=64", "tp=64", 2, "--fix tp"),
-        ("a100-80g-sxm:gpus=60", "tp=8", 1, "gpus=60 is not a whole number of 8-device nodes"),
+        ("a100-80g-sxm:gpus=60", "tp=8", 2, "gpus=60 is not a whole number of 8-device nodes"),
     ];
     for (cluster, fix, code, expected) in cases {
         let out =
