@@ -20,6 +20,7 @@ use tessera_frontend::onnx::{ImportOptions, Initializers};
 use tessera_passes::cost::step::{Job, Mode};
 use tessera_passes::cost::workload::{GraphWorkload, SymbolicDims, Workload};
 use tessera_passes::planner::fixed::Fixed;
+use tessera_passes::planner::run::{run_cost, RunSpec};
 use tessera_passes::planner::{plan, PlanError, Request};
 
 #[derive(Args)]
@@ -57,6 +58,68 @@ pub struct PlanArgs {
     /// How many runners-up to list with the reason they lost.
     #[arg(long, default_value_t = 5)]
     pub alternatives: usize,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The whole run (`run` in the plan): given `--tokens`, its days, GPU-hours, energy, dollars
+/// and emissions ([`tessera_passes::planner::run`]); the other flags need `--tokens`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Tokens to train on (training) or to generate (serving), e.g. 15.6e12.
+    #[arg(long, allow_negative_numbers = true)]
+    pub tokens: Option<f64>,
+    /// Facility power usage effectiveness (energy drawn over IT energy) [default: 1.1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub pue: Option<f64>,
+    /// Price of one GPU-hour in USD [default: 2.0].
+    #[arg(long, allow_negative_numbers = true)]
+    pub gpu_hour_price: Option<f64>,
+    /// Grid carbon intensity, g CO2e per kWh [default: 367, the 2023 US average].
+    #[arg(long, value_name = "G_PER_KWH", allow_negative_numbers = true)]
+    pub grid_carbon: Option<f64>,
+    /// Mean time between job-stopping failures of ONE NODE, hours [default: 6300, from Llama 3's run].
+    #[arg(long, allow_negative_numbers = true)]
+    pub mtbf_hours: Option<f64>,
+    /// Aggregate checkpoint storage bandwidth, GB/s [default: 2000].
+    #[arg(long, allow_negative_numbers = true)]
+    pub storage_gbps: Option<f64>,
+    /// Minutes to reschedule a failed job before it reads its checkpoint [default: 10].
+    #[arg(long, allow_negative_numbers = true)]
+    pub restart_minutes: Option<f64>,
+}
+
+impl RunArgs {
+    /// The run's spec, `None` without `--tokens`; a flag without `--tokens` or a number no run
+    /// can have is a [`SpecError`].
+    fn spec(&self) -> Result<Option<RunSpec>, SpecError> {
+        let given = [
+            ("--pue", self.pue.is_some()),
+            ("--gpu-hour-price", self.gpu_hour_price.is_some()),
+            ("--grid-carbon", self.grid_carbon.is_some()),
+            ("--mtbf-hours", self.mtbf_hours.is_some()),
+            ("--storage-gbps", self.storage_gbps.is_some()),
+            ("--restart-minutes", self.restart_minutes.is_some()),
+        ];
+        let Some(tokens) = self.tokens else {
+            return match given.iter().find(|(_, is_given)| *is_given) {
+                Some((flag, _)) => Err(SpecError(format!("{flag} prices a whole run: give its --tokens too"))),
+                None => Ok(None),
+            };
+        };
+        let defaults = RunSpec::with_tokens(tokens);
+        let spec = RunSpec {
+            tokens,
+            pue: self.pue.unwrap_or(defaults.pue),
+            gpu_hour_price_usd: self.gpu_hour_price.unwrap_or(defaults.gpu_hour_price_usd),
+            grid_carbon_g_per_kwh: self.grid_carbon.unwrap_or(defaults.grid_carbon_g_per_kwh),
+            mtbf_hours_per_node: self.mtbf_hours.unwrap_or(defaults.mtbf_hours_per_node),
+            storage_gb_per_s: self.storage_gbps.unwrap_or(defaults.storage_gb_per_s),
+            restart_minutes: self.restart_minutes.unwrap_or(defaults.restart_minutes),
+        };
+        spec.validate().map_err(|e| SpecError(e.to_string()))?;
+        Ok(Some(spec))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,6 +162,7 @@ pub fn exit_code(err: &anyhow::Error) -> Option<u8> {
 
 pub fn run(args: PlanArgs) -> Result<()> {
     let cluster = tessera_frontend::cluster::parse(&args.cluster)?;
+    let run_spec = args.run.spec()?;
     let workload = load_workload(&args)?;
     let fixed = match &args.fix {
         Some(text) => Fixed::parse(text)?,
@@ -127,7 +191,10 @@ pub fn run(args: PlanArgs) -> Result<()> {
     });
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
-    let planned = result?;
+    let mut planned = result?;
+    if let Some(spec) = &run_spec {
+        planned.run = Some(run_cost(&planned, cluster.nodes, spec));
+    }
     let text = match args.format {
         PlanFormat::Text => format!("{planned}\nplanned in {elapsed:.2} s\n"),
         PlanFormat::Json => serde_json::to_string_pretty(&planned).context("serializing the plan")? + "\n",

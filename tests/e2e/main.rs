@@ -14,6 +14,7 @@ mod onnx;
 mod pass_data;
 mod plan;
 mod plan_model_file;
+mod plan_run;
 mod planner;
 mod real_models;
 mod runtime_only;

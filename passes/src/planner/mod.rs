@@ -42,6 +42,7 @@
 
 pub mod fixed;
 pub mod report;
+pub mod run;
 
 use crate::cost::step::{estimate, Estimate, Job, Mode, Parallelism, Recompute, Schedule, TimeBreakdown};
 use crate::cost::workload::{ProfileCache, Workload};
@@ -188,6 +189,9 @@ pub struct Plan {
     pub estimate: Estimate,
     pub alternatives: Vec<Alternative>,
     pub search: SearchStats,
+    /// The whole run's cost ([`run::run_cost`]), when the request gives its tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<run::RunCost>,
 }
 
 /// Divisors of `n`, ascending.
@@ -635,5 +639,6 @@ pub fn plan(
         estimate: e,
         alternatives,
         search: SearchStats { space: total, feasible, profiles: cache.len() },
+        run: None,
     })
 }

@@ -149,6 +149,9 @@ impl fmt::Display for Plan {
         )?;
         writeln!(f, "  energy        {:.1} kJ per step", self.energy_per_step_j / 1e3)?;
         writeln!(f, "  search        {}", self.search)?;
+        if let Some(run) = &self.run {
+            write_run(f, run)?;
+        }
         if self.alternatives.is_empty() {
             return Ok(());
         }
@@ -195,4 +198,39 @@ impl fmt::Display for Plan {
         }
         Ok(())
     }
+}
+
+/// The `run` lines of a plan: the whole run's time, energy, money and emissions.
+fn write_run(f: &mut fmt::Formatter<'_>, run: &crate::planner::run::RunCost) -> fmt::Result {
+    writeln!(
+        f,
+        "  run           {} tokens: {:.1} days, {} GPU-hours, {:.1} MWh, ${}, {:.1} t CO2e, goodput {:.1}%",
+        si(run.tokens).trim_end(),
+        run.days,
+        si(run.gpu_hours).trim_end(),
+        run.energy_mwh,
+        si(run.cost_usd).trim_end(),
+        run.co2_t,
+        100.0 * run.goodput
+    )?;
+    writeln!(
+        f,
+        "                ${:.2} and {:.2} MJ per million tokens, {:.3e} model FLOPs",
+        run.usd_per_million_tokens,
+        run.joules_per_million_tokens / 1e6,
+        run.model_flops
+    )?;
+    if let Some(t) = &run.training {
+        writeln!(
+            f,
+            "                {:.0} steps; a failure every {:.1} h ({:.0} expected); checkpoints of {} written in {} every {} (Young/Daly)",
+            t.steps,
+            t.cluster_mtbf_hours,
+            t.expected_failures,
+            gigabytes(t.checkpoint_bytes),
+            seconds(t.checkpoint_write_s),
+            seconds(t.checkpoint_interval_s)
+        )?;
+    }
+    Ok(())
 }
