@@ -494,7 +494,54 @@ impl Workload for GraphWorkload {
 
 #[cfg(test)]
 mod tests {
-    use super::{kind_stage, stage_kind};
+    use super::{kind_stage, stage_kind, SymbolicDims};
+    use tessera_ir::dtype::DType;
+    use tessera_ir::graph::{Graph, InputRole};
+    use tessera_ir::types::{Dim, TensorType};
+
+    /// A graph whose activation inputs have the symbolic dimensions `inputs` and a weight with
+    /// a symbolic-looking but static shape.
+    fn graph_with(inputs: &[&[&str]]) -> Graph {
+        let mut g = Graph::new("dims");
+        for (i, dims) in inputs.iter().enumerate() {
+            let dims = dims.iter().map(|d| Dim::Symbolic(d.to_string())).collect();
+            g.add_input(&format!("x{i}"), TensorType::new(DType::I64, dims), InputRole::Activation);
+        }
+        g.add_input("w", TensorType::new(DType::BF16, vec![Dim::Static(4)]), InputRole::Parameter);
+        g
+    }
+
+    #[test]
+    fn batch_and_sequence_are_found_by_name_or_named() {
+        let g = graph_with(&[&["batch_size", "sequence_length"], &["sequence_length", "sequence_length"]]);
+        let dims = SymbolicDims::infer(&g, None, None).expect("obvious names");
+        assert_eq!(dims, SymbolicDims { batch: "batch_size".into(), seq: "sequence_length".into() });
+        assert!(dims.has_seq(&g));
+
+        let g = graph_with(&[&["s0", "s1"]]);
+        let refused = SymbolicDims::infer(&g, None, None).expect_err("opaque names").to_string();
+        assert_eq!(
+            refused,
+            "symbolic dimension 's0' is neither the batch nor the sequence: name them with --batch-dim and --seq-dim; the inputs' dimensions: x0 [s0, s1]"
+        );
+        let named = SymbolicDims::infer(&g, Some("s0"), Some("s1")).expect("named");
+        assert_eq!(named, SymbolicDims { batch: "s0".into(), seq: "s1".into() });
+        let same = SymbolicDims::infer(&g, Some("s0"), Some("s0")).expect_err("one dimension for both");
+        assert!(same.to_string().starts_with("the batch and the sequence dimension must differ"), "{same}");
+
+        // Only a batch: the sequence keeps tsr's default name and the graph has none.
+        let g = graph_with(&[&["batch"]]);
+        let dims = SymbolicDims::infer(&g, None, None).expect("batch only");
+        assert_eq!(dims, SymbolicDims::default());
+        assert!(!dims.has_seq(&g));
+
+        let g = graph_with(&[&["batch", "seq_a"], &["batch", "seq_b"]]);
+        let two = SymbolicDims::infer(&g, None, None).expect_err("two sequences").to_string();
+        assert!(
+            two.starts_with("2 symbolic dimensions look like the sequence (seq_a, seq_b); name one with --seq-dim"),
+            "{two}"
+        );
+    }
 
     #[test]
     fn stage_kinds_are_distinct_per_depth_and_stage() {

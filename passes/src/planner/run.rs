@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn daly_interval_is_youngs_to_first_order_and_capped_at_the_mtbf() {
         // delta << M: sqrt(2 delta M) within a few percent.
-        let (delta, mtbf) = (10.0, 11_000.0);
+        let (delta, mtbf) = (10.0f64, 11_000.0f64);
         let young = (2.0 * delta * mtbf).sqrt();
         let daly = optimal_checkpoint_interval(delta, mtbf);
         assert!((daly / young - 1.0).abs() < 0.03, "{daly} vs {young}");
