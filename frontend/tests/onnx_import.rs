@@ -312,3 +312,40 @@ fn bound_inputs_become_constants() {
     assert_eq!(g.inputs().len(), 1);
     assert_eq!(g.value(g.outputs()[0]).ty.dims, vec![Dim::Static(6)]);
 }
+
+/// For planning, float initializers are the model's parameters: inputs of their declared type
+/// whose payload is never read; the model computes the same from them as from the constants.
+#[test]
+fn initializers_as_parameters_are_inputs_that_compute_the_same() {
+    use tessera_frontend::onnx::Initializers;
+    use tessera_ir::graph::InputRole;
+    let options = ImportOptions { initializers: Initializers::Parameters, ..ImportOptions::default() };
+    let g = match import_proto(&mlp_model(), None, &options) {
+        Ok(g) => g,
+        Err(e) => panic!("{e}"),
+    };
+    let described: Vec<(String, Option<InputRole>, Vec<Dim>)> =
+        g.inputs().iter().map(|&v| (g.value(v).name.clone(), g.input_role(v), g.value(v).ty.dims.clone())).collect();
+    assert_eq!(
+        described,
+        vec![
+            ("W".to_string(), Some(InputRole::Parameter), vec![Dim::Static(3), Dim::Static(2)]),
+            ("B".to_string(), Some(InputRole::Parameter), vec![Dim::Static(2)]),
+            ("x".to_string(), Some(InputRole::Activation), vec![Dim::sym("batch"), Dim::Static(3)]),
+        ]
+    );
+    assert_eq!(count_ops(&g, "constant"), 0);
+    let w = f32_tensor(&[3, 2], &[1.0, 0.0, 0.0, 1.0, 1.0, -1.0]);
+    let b = f32_tensor(&[2], &[0.5, -0.5]);
+    let y = run(&g, vec![w, b, f32_tensor(&[2, 3], &[1.0, 2.0, 3.0, -1.0, 0.0, 1.0])]);
+    assert_close(&y[0], DType::F32, &[2, 2], &[4.5, 0.0, 0.5, 0.0], 0.0);
+
+    // The payload is not read: a weight whose bytes do not match its shape plans, and is
+    // refused when imported to run.
+    let mut truncated = mlp_model();
+    let graph = truncated.graph.as_mut().expect("graph");
+    graph.initializer[0].raw_data = Some(vec![0u8; 3].into());
+    assert!(import_proto(&truncated, None, &options).is_ok());
+    let refused = import_proto(&truncated, None, &ImportOptions::default()).err().map(|e| e.to_string());
+    assert!(refused.is_some_and(|e| e.contains("holds 3 bytes")));
+}
