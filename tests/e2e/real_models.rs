@@ -421,22 +421,18 @@ fn model_corpus_matches_onnxruntime_as_listed() {
             }
         }
     }
-    let regressed: Vec<String> =
-        listed.iter().filter_map(|m| failures.get(m).map(|e| format!("{m} is listed but fails: {e}"))).collect();
-    let missing: Vec<String> =
-        listed.iter().filter(|m| !models.contains(m)).map(|m| format!("{m} is listed but not in the corpus")).collect();
-    let newly_passing: Vec<&String> = passing.iter().filter(|m| !listed.contains(*m)).collect();
+    let check = check_expectations(&models, &listed, &failures);
     println!(
         "model-corpus: {} of {} models pass ({} listed, {} newly passing)",
         passing.len(),
         models.len(),
         listed.len(),
-        newly_passing.len()
+        check.newly_passing.len()
     );
-    for model in &newly_passing {
+    for model in &check.newly_passing {
         println!("model-corpus: newly passing: {model} (TESSERA_BLESS=1 lists it)");
     }
-    if std::env::var_os("TESSERA_BLESS").is_some() && regressed.is_empty() && missing.is_empty() {
+    if std::env::var_os("TESSERA_BLESS").is_some() && check.problems.is_empty() {
         let mut text = format!("{CORPUS_HEADER}\n");
         for model in &passing {
             text.push_str(model);
@@ -446,8 +442,56 @@ fn model_corpus_matches_onnxruntime_as_listed() {
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", expectations_path.display()));
         return;
     }
-    let problems: Vec<String> = regressed.into_iter().chain(missing).collect();
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(check.problems.is_empty(), "{}", check.problems.join("\n"));
+}
+
+/// The corpus outcome against the expectation list.
+#[derive(Debug, PartialEq)]
+struct ExpectationCheck {
+    /// One line per listed model that fails (with its error) or is not in the corpus.
+    problems: Vec<String>,
+    /// Models that pass and are not listed.
+    newly_passing: Vec<String>,
+}
+
+/// Compares the corpus outcome (`failures`: model -> first error; the other `models` passed)
+/// with the `listed` models that must pass.
+fn check_expectations(
+    models: &[String],
+    listed: &[String],
+    failures: &std::collections::BTreeMap<String, String>,
+) -> ExpectationCheck {
+    let mut problems = Vec::new();
+    for model in listed {
+        if !models.contains(model) {
+            problems.push(format!("{model} is listed but not in the corpus"));
+        } else if let Some(error) = failures.get(model) {
+            problems.push(format!("{model} is listed but fails: {error}"));
+        }
+    }
+    let newly_passing = models.iter().filter(|m| !failures.contains_key(*m) && !listed.contains(*m)).cloned().collect();
+    ExpectationCheck { problems, newly_passing }
+}
+
+#[test]
+fn a_listed_model_that_fails_or_is_missing_is_named_and_an_unlisted_pass_is_reported() {
+    let owned = |names: &[&str]| -> Vec<String> { names.iter().map(|n| n.to_string()).collect() };
+    let models = owned(&["bert-dynamo", "gpt2-dynamo", "magika-standard-v3.3"]);
+    let failures: std::collections::BTreeMap<String, String> =
+        [("gpt2-dynamo".to_string(), "import: node 'node_arange' (Range): unsupported".to_string())].into();
+    let check = check_expectations(&models, &owned(&["gpt2-dynamo", "magika-standard-v3.3", "gone"]), &failures);
+    assert_eq!(
+        check,
+        ExpectationCheck {
+            problems: owned(&[
+                "gpt2-dynamo is listed but fails: import: node 'node_arange' (Range): unsupported",
+                "gone is listed but not in the corpus",
+            ]),
+            newly_passing: owned(&["bert-dynamo"]),
+        }
+    );
+    let all_good = check_expectations(&models, &owned(&["magika-standard-v3.3"]), &failures);
+    assert!(all_good.problems.is_empty());
 }
 
 /// The model names of an expectation list: one a line; blank lines and `#` comments skipped.
