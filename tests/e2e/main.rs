@@ -15,6 +15,7 @@ mod pass_data;
 mod plan;
 mod planner;
 mod real_models;
+mod recurrent;
 mod runtime_only;
 mod shard;
 mod srun;

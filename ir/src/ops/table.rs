@@ -15,6 +15,7 @@ use super::conv::{PoolKind, Window};
 use super::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use super::indexing::ScatterReduction;
 use super::optim::{AdamW, Sgd};
+use super::recurrent::{Cell, Direction, RecurrentKind};
 use super::reduce::ReduceKind;
 use super::Op;
 use crate::dtype::DType;
@@ -150,6 +151,39 @@ impl AttrCodec for AdamW {
             beta2: attrs.float("beta2")?,
             epsilon: attrs.float("epsilon")?,
             weight_decay: attrs.float("weight_decay")?,
+        })
+    }
+}
+
+/// A recurrent cell is its attributes: `hidden_size`, `direction`, `activations` (one string,
+/// see [`Cell::activations_text`]), `clip` when set, and the flags `input_forget` and
+/// `linear_before_reset` when true.
+impl AttrCodec for Cell {
+    fn write(&self, _name: &'static str, out: &mut Vec<(&'static str, Attr)>) {
+        out.push(("activations", Attr::Str(self.activations_text())));
+        if let Some(clip) = self.clip {
+            out.push(("clip", Attr::Float(clip)));
+        }
+        out.push(("direction", Attr::Str(self.direction.name().to_string())));
+        out.push(("hidden_size", Attr::Int(self.hidden_size)));
+        if self.input_forget {
+            out.push(("input_forget", Attr::Bool(true)));
+        }
+        if self.linear_before_reset {
+            out.push(("linear_before_reset", Attr::Bool(true)));
+        }
+    }
+    fn read(attrs: &mut AttrMap, _name: &str) -> Result<Cell, String> {
+        let direction = attrs.string("direction")?;
+        Ok(Cell {
+            hidden_size: attrs.int("hidden_size")?,
+            direction: Direction::from_name(&direction).ok_or_else(|| {
+                format!("unknown direction '{direction}' (expected forward, reverse or bidirectional)")
+            })?,
+            activations: Cell::parse_activations(&attrs.string("activations")?)?,
+            clip: attrs.float_opt("clip")?,
+            input_forget: attrs.bool_or("input_forget", false)?,
+            linear_before_reset: attrs.bool_or("linear_before_reset", false)?,
         })
     }
 }
@@ -326,5 +360,6 @@ op_table! {
     family_fields {
         Reduce { kind: ReduceKind; axes, keepdims } (1 -> 1);
         Pool2d { kind: PoolKind; kernel, window } (1 -> 1);
+        Recurrent { kind: RecurrentKind; cell } (* -> *);
     }
 }
