@@ -43,14 +43,16 @@ def reference(op, node, names, feeds, layout):
 
 
 def case(name, op, seq, batch, inp, hidden, attrs, seq_lens=None, layout=0, outputs=("Y", "Y_h", "Y_c"),
-         initial=True, peepholes=False, seed=0):
+         initial=True, peepholes=False, seed=0, scale=0.5, bias=None):
     rng = np.random.default_rng(seed)
     dirs = 2 if attrs.get("direction") == "bidirectional" else 1
     g = GATES[op]
-    f32 = lambda *shape: (rng.standard_normal(shape) * 0.5).astype(np.float32)
+    f32 = lambda *shape: (rng.standard_normal(shape) * scale).astype(np.float32)
     x = f32(batch, seq, inp) if layout else f32(seq, batch, inp)
     feeds = {"X": x, "W": f32(dirs, g * hidden, inp), "R": f32(dirs, g * hidden, hidden),
              "B": f32(dirs, 2 * g * hidden)}
+    if bias is not None:
+        feeds["B"] = np.full((dirs, 2 * g * hidden), bias, dtype=np.float32)
     names = ["X", "W", "R", "B"]
     if seq_lens is not None:
         feeds["sequence_lens"] = np.array(seq_lens, dtype=np.int32)
@@ -105,6 +107,10 @@ case("lstm_reverse_clip_input_forget", "LSTM", 4, 2, 3, 3,
      {"direction": "reverse", "clip": 0.7, "input_forget": 1,
       "activations": ["HardSigmoid", "ScaledTanh", "Softsign"],
       "activation_alpha": [0.3, 1.5, 0.0], "activation_beta": [0.4, 0.8, 0.0]}, initial=False, seed=3)
+# clip 0.5 with large biases: every gate saturates at the clip and the cell state grows past it
+# (into h it goes unclipped).
+case("lstm_clip_below_cell_state", "LSTM", 6, 2, 2, 2, {"direction": "forward", "clip": 0.5}, seed=11,
+     bias=4.0)
 case("lstm_no_initial_states_y_h_only", "LSTM", 3, 2, 2, 2, {"direction": "forward"}, outputs=("", "Y_h"),
      initial=False, seed=4)
 case("gru_bidirectional_seq_lens", "GRU", 5, 3, 3, 4, {"direction": "bidirectional"}, seq_lens=[3, 5, 1], seed=5)

@@ -35,7 +35,7 @@ fn recurrent_cases() -> Vec<PathBuf> {
     let mut cases = listed(&node_tests, &recurrent);
     assert_eq!(cases.len(), 12, "the onnx 1.20.1 data has 12 LSTM/GRU/RNN node tests");
     let fixtures = listed(&root.join("tests/data/onnx-recurrent"), &|_| true);
-    assert_eq!(fixtures.len(), 10, "fixtures of tests/data/onnx-recurrent");
+    assert_eq!(fixtures.len(), 11, "fixtures of tests/data/onnx-recurrent");
     cases.extend(fixtures);
     cases
 }

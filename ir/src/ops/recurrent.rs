@@ -26,7 +26,7 @@
 //! zeros at `t >= len`; `y_h` and `y_c` hold the state after the last step (the initial state
 //! when `len = 0`). Each gate's pre-activation (input and recurrent projections, both biases,
 //! and for LSTM the peephole term) is clipped to `[-clip, clip]` when `clip` is set, then goes
-//! through its activation:
+//! through its activation (LSTM's cell state goes into `h` unclipped, as in onnxruntime):
 //! - LSTM (`f g h`, default sigmoid, tanh, tanh): `i = f(..)`, `f = f(..)` (or `1 - i` with
 //!   `input_forget`), `c~ = g(..)`, `C = f C' + i c~`, `o = f(.. + Po C)`, `H = o h(C)`;
 //!   the input and forget gates' peepholes read the previous cell state `C'`.
@@ -181,6 +181,20 @@ const ACTIVATION_NAMES: [(ActivationKind, &str, &str); 11] = [
 ];
 
 impl ActivationKind {
+    pub const ALL: [ActivationKind; 11] = [
+        ActivationKind::Relu,
+        ActivationKind::Tanh,
+        ActivationKind::Sigmoid,
+        ActivationKind::Affine,
+        ActivationKind::LeakyRelu,
+        ActivationKind::ThresholdedRelu,
+        ActivationKind::ScaledTanh,
+        ActivationKind::HardSigmoid,
+        ActivationKind::Elu,
+        ActivationKind::Softsign,
+        ActivationKind::Softplus,
+    ];
+
     pub fn name(self) -> &'static str {
         ACTIVATION_NAMES.iter().find(|(k, _, _)| *k == self).map_or("", |(_, name, _)| name)
     }
@@ -359,7 +373,7 @@ impl Cell {
             ));
         }
         if let Some(clip) = self.clip {
-            if !(clip > 0.0) {
+            if clip.is_nan() || clip <= 0.0 {
                 return Err(format!("{name} clip must be positive, got {clip}"));
             }
         }
@@ -389,7 +403,10 @@ impl Cell {
         let candidate = act(1, pre[3]);
         let c = f * c_prev + i * candidate;
         let o = act(0, pre[1] + peephole[1] * c);
-        (o * act(2, c), c)
+        // The cell state itself is not clipped on its way into h (onnxruntime's reading; the
+        // spec's "input of activations" would include it).
+        let h = self.activations[direction * RecurrentKind::Lstm.activations_per_direction() + 2].apply(c);
+        (o * h, c)
     }
 
     /// The GRU update and reset gates `(z, r)` from their pre-activations.
@@ -593,4 +610,158 @@ pub fn eval(
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{assert_close, eval, eval_err, f32s, f64s, i64s};
+    use super::super::Op;
+    use super::*;
+    use crate::dtype::DType;
+
+    fn op(kind: RecurrentKind, cell: Cell) -> Op {
+        Op::Recurrent { kind, cell }
+    }
+
+    fn sigmoid(x: f64) -> f64 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    /// A one-unit RNN over two steps, by hand: H1 = tanh(0.5 * 1 + 0.2) and
+    /// H2 = tanh(0.5 * -2 + 0.3 * H1 + 0.2) with W = 0.5, R = 0.3, Wb + Rb = 0.1 + 0.1.
+    #[test]
+    fn rnn_steps_by_hand() {
+        let x = f64s(&[2, 1, 1], &[1.0, -2.0]);
+        let (w, r, b, h0) = (f64s(&[1, 1, 1], &[0.5]), f64s(&[1, 1, 1], &[0.3]), f64s(&[1, 2], &[0.1, 0.1]), f64s(&[1, 1, 1], &[0.0]));
+        let rnn = op(RecurrentKind::Rnn, Cell::new(RecurrentKind::Rnn, 1, Direction::Forward));
+        let out = eval(&rnn, &[&x, &w, &r, &b, &h0]).expect("rnn");
+        let h1 = (0.5f64 + 0.2).tanh();
+        let h2 = (-1.0 + 0.3 * h1 + 0.2).tanh();
+        assert_close(&out[0], DType::F64, &[2, 1, 1, 1], &[h1, h2], 1e-15);
+        assert_close(&out[1], DType::F64, &[1, 1, 1], &[h2], 1e-15);
+        // Reverse reads x[1] first; sequence_lens = [1] runs only x[0] and leaves y[1] zero.
+        let reverse = op(RecurrentKind::Rnn, Cell::new(RecurrentKind::Rnn, 1, Direction::Reverse));
+        let out = eval(&reverse, &[&x, &w, &r, &b, &h0]).expect("reverse");
+        let g1 = (-1.0f64 + 0.2).tanh();
+        let g2 = (0.5 + 0.3 * g1 + 0.2).tanh();
+        assert_close(&out[0], DType::F64, &[2, 1, 1, 1], &[g2, g1], 1e-15);
+        let lens = i64s(&[1], &[1]);
+        let out = eval(&rnn, &[&x, &w, &r, &b, &h0, &lens]).expect("lens");
+        assert_close(&out[0], DType::F64, &[2, 1, 1, 1], &[h1, 0.0], 1e-15);
+        assert_close(&out[1], DType::F64, &[1, 1, 1], &[h1], 1e-15);
+        // Length 0: no step runs, y_h is the initial state.
+        let out = eval(&rnn, &[&x, &w, &r, &b, &f64s(&[1, 1, 1], &[0.25]), &i64s(&[1], &[0])]).expect("empty");
+        assert_close(&out[1], DType::F64, &[1, 1, 1], &[0.25], 0.0);
+    }
+
+    /// One LSTM step of one unit with peepholes, by hand (gates i o f c).
+    #[test]
+    fn lstm_step_with_peepholes_by_hand() {
+        let x = f64s(&[1, 1, 1], &[1.0]);
+        let w = f64s(&[1, 4, 1], &[0.1, 0.2, 0.3, 0.4]);
+        let r = f64s(&[1, 4, 1], &[0.5, 0.6, 0.7, 0.8]);
+        let b = f64s(&[1, 8], &[0.0; 8]);
+        let (h0, c0) = (f64s(&[1, 1, 1], &[1.0]), f64s(&[1, 1, 1], &[2.0]));
+        let p = f64s(&[1, 3], &[0.01, 0.02, 0.03]);
+        let lstm = op(RecurrentKind::Lstm, Cell::new(RecurrentKind::Lstm, 1, Direction::Forward));
+        let out = eval(&lstm, &[&x, &w, &r, &b, &h0, &c0, &p]).expect("lstm");
+        let i = sigmoid(0.1 + 0.5 + 0.01 * 2.0);
+        let f = sigmoid(0.3 + 0.7 + 0.03 * 2.0);
+        let c = f * 2.0 + i * (0.4f64 + 0.8).tanh();
+        let o = sigmoid(0.2 + 0.6 + 0.02 * c);
+        let h = o * c.tanh();
+        assert_close(&out[0], DType::F64, &[1, 1, 1, 1], &[h], 1e-15);
+        assert_close(&out[1], DType::F64, &[1, 1, 1], &[h], 1e-15);
+        assert_close(&out[2], DType::F64, &[1, 1, 1], &[c], 1e-15);
+        // input_forget couples the gates (f = 1 - i); clip bounds every pre-activation.
+        let mut cell = Cell::new(RecurrentKind::Lstm, 1, Direction::Forward);
+        cell.input_forget = true;
+        cell.clip = Some(0.5);
+        let out = eval(&op(RecurrentKind::Lstm, cell), &[&x, &w, &r, &b, &h0, &c0, &p]).expect("coupled");
+        let i = sigmoid(0.5);
+        let c = (1.0 - i) * 2.0 + i * 0.5f64.tanh();
+        let o = sigmoid((0.8 + 0.02 * c).min(0.5));
+        assert_close(&out[2], DType::F64, &[1, 1, 1], &[c], 1e-15);
+        assert_close(&out[1], DType::F64, &[1, 1, 1], &[o * c.tanh()], 1e-15);
+    }
+
+    /// One GRU step of one unit, both placements of the reset gate (gates z r h).
+    #[test]
+    fn gru_step_by_hand() {
+        let x = f64s(&[1, 1, 1], &[1.0]);
+        let w = f64s(&[1, 3, 1], &[0.1, 0.2, 0.3]);
+        let r = f64s(&[1, 3, 1], &[0.4, 0.5, 0.6]);
+        let b = f64s(&[1, 6], &[0.0, 0.0, 0.0, 0.0, 0.0, 0.7]);
+        let h0 = f64s(&[1, 1, 1], &[2.0]);
+        let z = sigmoid(0.1 + 0.8);
+        let reset = sigmoid(0.2 + 1.0);
+        let mut cell = Cell::new(RecurrentKind::Gru, 1, Direction::Forward);
+        for (linear_before_reset, candidate) in [(false, 0.3 + 0.6 * reset * 2.0 + 0.7), (true, 0.3 + reset * (1.2 + 0.7))] {
+            cell.linear_before_reset = linear_before_reset;
+            let out = eval(&op(RecurrentKind::Gru, cell.clone()), &[&x, &w, &r, &b, &h0]).expect("gru");
+            let h = (1.0 - z) * f64::tanh(candidate) + z * 2.0;
+            assert_close(&out[1], DType::F64, &[1, 1, 1], &[h], 1e-15);
+        }
+    }
+
+    #[test]
+    fn activations_follow_onnx() {
+        let act = |kind, alpha, beta, x| Activation { kind, alpha, beta }.apply(x);
+        use ActivationKind::*;
+        assert_eq!(act(Relu, 0.0, 0.0, -1.0), 0.0);
+        assert_eq!(act(Affine, 2.0, 0.5, 3.0), 6.5);
+        assert_eq!(act(LeakyRelu, 0.1, 0.0, -2.0), -0.2);
+        assert_eq!((act(ThresholdedRelu, 1.0, 0.0, 1.0), act(ThresholdedRelu, 1.0, 0.0, 1.5)), (0.0, 1.5));
+        assert_eq!(act(ScaledTanh, 2.0, 0.5, 2.0), 2.0 * 1.0f64.tanh());
+        assert_eq!((act(HardSigmoid, 0.2, 0.5, 1.0), act(HardSigmoid, 0.2, 0.5, 9.0)), (0.7, 1.0));
+        assert_eq!(act(Elu, 2.0, 0.0, -1.0), 2.0 * (-1.0f64).exp_m1());
+        assert_eq!(act(Softsign, 0.0, 0.0, -3.0), -0.75);
+        assert_eq!(act(Softplus, 0.0, 0.0, 800.0), 800.0);
+        assert!((act(Softplus, 0.0, 0.0, 0.0) - 2f64.ln()).abs() < 1e-15);
+        let text = "sigmoid; affine(2.5, -0.125); leaky_relu(0.01)";
+        let parsed = Cell::parse_activations(text).expect("parse");
+        let cell = Cell { activations: parsed, ..Cell::new(RecurrentKind::Lstm, 1, Direction::Forward) };
+        assert_eq!(cell.activations_text(), text);
+        assert_eq!(Cell::parse_activations("affine(1)"), Err("activation 'affine' takes 2 parameter(s), got 'affine(1)'".into()));
+        assert_eq!(Cell::parse_activations("gelu"), Err("unknown activation 'gelu'".into()));
+    }
+
+    #[test]
+    fn ill_typed_operands_are_named() {
+        let rnn = op(RecurrentKind::Rnn, Cell::new(RecurrentKind::Rnn, 2, Direction::Bidirectional));
+        let x = f32s(&[3, 2, 4], &[0.0; 24]);
+        let w = f32s(&[2, 2, 4], &[0.0; 16]);
+        let r = f32s(&[2, 2, 2], &[0.0; 8]);
+        let b = f32s(&[2, 4], &[0.0; 8]);
+        let h0 = f32s(&[2, 2, 2], &[0.0; 8]);
+        let out = eval(&rnn, &[&x, &w, &r, &b, &h0]).expect("well typed");
+        assert_eq!(out[0].shape, [3, 2, 2, 2]);
+        assert_eq!(eval_err(&rnn, &[&x, &w, &r, &b]), "rnn takes 5 operands and optionally sequence_lens, got 4");
+        assert_eq!(eval_err(&rnn, &[&x, &w, &r, &b, &b]), "rnn initial_h must be [2, 2, 2], got tensor<2x4xf32>");
+        let lens = f32s(&[2], &[1.0, 1.0]);
+        assert_eq!(eval_err(&rnn, &[&x, &w, &r, &b, &h0, &lens]), "rnn sequence_lens must be integers, got tensor<2xf32>");
+        assert_eq!(eval_err(&rnn, &[&x, &w, &r, &b, &h0, &i64s(&[2], &[1, 4])]), "sequence length 4 is outside 0..=3");
+        let mut cell = Cell::new(RecurrentKind::Rnn, 2, Direction::Forward);
+        cell.activations.push(Activation::plain(ActivationKind::Relu));
+        assert_eq!(eval_err(&op(RecurrentKind::Rnn, cell.clone()), &[&x, &w, &r, &b, &h0]), "rnn forward needs 1 activations, got 2");
+        cell.activations.pop();
+        cell.input_forget = true;
+        assert_eq!(cell.check(RecurrentKind::Rnn), Err("input_forget is an LSTM attribute, not one of rnn".into()));
+    }
+
+    #[test]
+    fn flops_count_both_projections_per_step() {
+        let cell = Cell::new(RecurrentKind::Lstm, 3, Direction::Bidirectional);
+        // 5 steps * 2 batch * 2 directions * (2 * 12 * (4 + 3) + 4 * 12).
+        let flops = flops(&[&[5, 2, 4]], RecurrentKind::Lstm, &cell).expect("flops");
+        assert_eq!(flops, 20 * (168 + 48));
+    }
+
+    #[test]
+    fn gradients_are_refused_by_name() {
+        assert_eq!(
+            no_gradient(RecurrentKind::Lstm).to_string(),
+            "gradient of tsr.lstm: no gradient for tsr.lstm (recurrent ops have no gradient rule yet)"
+        );
+    }
 }

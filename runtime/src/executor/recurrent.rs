@@ -206,3 +206,105 @@ pub fn recurrent(kind: RecurrentKind, cell: &Cell, ins: &[In], outs: &mut [Out])
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::test_buffers::{bytes, desc};
+    use tessera_ir::artifact::BufferDesc;
+    use tessera_ir::dtype::DType;
+    use tessera_ir::ops::recurrent::{Activation, ActivationKind, Direction};
+    use tessera_ir::ops::Op;
+    use tessera_ir::tensor::Tensor;
+    use tessera_ir::types::TensorType;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32).map(|i| ((i.wrapping_mul(2654435761) ^ seed.wrapping_mul(40503)) % 2001) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    fn bytes_mut(values: &mut [f32]) -> &mut [u8] {
+        // SAFETY: any 4 bytes are an f32; the slice covers exactly the values, borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), 4 * values.len()) }
+    }
+
+    /// Runs the library call and the reference semantics on the same seeded operands and
+    /// compares every result element.
+    fn check(kind: RecurrentKind, cell: &Cell, [seq, batch, input]: [usize; 3], lens: Option<&[i64]>) {
+        let (h, d) = (cell.hidden_size as usize, cell.direction.num_directions());
+        let gh = kind.gates() * h;
+        let mut shapes = vec![vec![seq, batch, input], vec![d, gh, input], vec![d, gh, h], vec![d, 2 * gh], vec![d, batch, h]];
+        if kind == RecurrentKind::Lstm {
+            shapes.extend([vec![d, batch, h], vec![d, 3 * h]]);
+        }
+        let data: Vec<Vec<f32>> = shapes.iter().zip(1..).map(|(s, seed)| values(s.iter().product(), seed)).collect();
+        let mut tensors: Vec<Tensor> = shapes
+            .iter()
+            .zip(&data)
+            .map(|(s, v)| Tensor::from_f64(DType::F32, s.clone(), v.iter().map(|&x| f64::from(x)).collect()))
+            .collect();
+        if let Some(lens) = lens {
+            tensors.push(Tensor::from_i64(DType::I64, vec![batch], lens.to_vec()));
+        }
+        let op = Op::Recurrent { kind, cell: cell.clone() };
+        let types: Vec<TensorType> = tensors.iter().map(Tensor::tensor_type).collect();
+        let results = op.infer(&types.iter().collect::<Vec<_>>()).expect("well typed");
+        let want = op.eval(&tensors.iter().collect::<Vec<_>>(), &results).expect("reference");
+
+        let descs: Vec<BufferDesc> = shapes.iter().map(|s| desc(s)).collect();
+        let lens_desc = BufferDesc { storage: Storage::I64, ..desc(&[batch]) };
+        let lens_bytes: Vec<u8> = lens.unwrap_or_default().iter().flat_map(|n| n.to_le_bytes()).collect();
+        let mut ins: Vec<In> = descs.iter().zip(&data).map(|(desc, v)| In { desc, bytes: bytes(v) }).collect();
+        if lens.is_some() {
+            ins.push(In { desc: &lens_desc, bytes: &lens_bytes });
+        }
+        let out_descs: Vec<BufferDesc> = want.iter().map(|t| desc(&t.shape)).collect();
+        let mut got: Vec<Vec<f32>> = want.iter().map(|t| vec![f32::NAN; t.len()]).collect();
+        let mut outs: Vec<Out> =
+            out_descs.iter().zip(got.iter_mut()).map(|(desc, v)| Out { desc, bytes: bytes_mut(v) }).collect();
+        recurrent(kind, cell, &ins, &mut outs).expect("library call");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            for (j, (a, b)) in g.iter().zip(w.to_f64_vec()).enumerate() {
+                let close = (f64::from(*a) - b).abs() <= 1e-5 * (1.0 + b.abs());
+                assert!(close, "{kind:?} {cell:?} lens {lens:?}: result {i} element {j}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_kind_direction_and_option_matches_the_interpreter() {
+        let lens: [Option<&[i64]>; 2] = [None, Some(&[3, 0, 1])];
+        for kind in RecurrentKind::ALL.iter().copied() {
+            for direction in [Direction::Forward, Direction::Reverse, Direction::Bidirectional] {
+                for lens in lens {
+                    let mut cell = Cell::new(kind, 4, direction);
+                    check(kind, &cell, [3, 3, 5], lens);
+                    cell.clip = Some(0.3);
+                    cell.input_forget = kind == RecurrentKind::Lstm;
+                    cell.linear_before_reset = kind == RecurrentKind::Gru;
+                    for (i, a) in cell.activations.iter_mut().enumerate() {
+                        let kinds = [ActivationKind::HardSigmoid, ActivationKind::Softsign, ActivationKind::Elu];
+                        *a = Activation { kind: kinds[i % 3], alpha: 0.4, beta: 0.6 };
+                    }
+                    check(kind, &cell, [3, 3, 5], lens);
+                }
+            }
+        }
+    }
+
+    /// An input projection large enough to run on rayon's pool.
+    #[test]
+    fn a_threaded_input_projection_matches_the_interpreter() {
+        let cell = Cell::new(RecurrentKind::Gru, 64, Direction::Forward);
+        check(RecurrentKind::Gru, &cell, [64, 8, 128], None);
+    }
+
+    #[test]
+    fn malformed_calls_are_refused() {
+        let cell = Cell::new(RecurrentKind::Rnn, 1, Direction::Forward);
+        let x = values(2, 1);
+        let dx = desc(&[2, 1, 1]);
+        let ins = vec![In { desc: &dx, bytes: bytes(&x) }];
+        let err = recurrent(RecurrentKind::Rnn, &cell, &ins, &mut []).expect_err("arity");
+        assert_eq!(err, "rnn takes 5 or 6 operands and gives 2 results");
+    }
+}
