@@ -632,7 +632,8 @@ mod tests {
     #[test]
     fn rnn_steps_by_hand() {
         let x = f64s(&[2, 1, 1], &[1.0, -2.0]);
-        let (w, r, b, h0) = (f64s(&[1, 1, 1], &[0.5]), f64s(&[1, 1, 1], &[0.3]), f64s(&[1, 2], &[0.1, 0.1]), f64s(&[1, 1, 1], &[0.0]));
+        let (w, r, b, h0) =
+            (f64s(&[1, 1, 1], &[0.5]), f64s(&[1, 1, 1], &[0.3]), f64s(&[1, 2], &[0.1, 0.1]), f64s(&[1, 1, 1], &[0.0]));
         let rnn = op(RecurrentKind::Rnn, Cell::new(RecurrentKind::Rnn, 1, Direction::Forward));
         let out = eval(&rnn, &[&x, &w, &r, &b, &h0]).expect("rnn");
         let h1 = (0.5f64 + 0.2).tanh();
@@ -696,7 +697,9 @@ mod tests {
         let z = sigmoid(0.1 + 0.8);
         let reset = sigmoid(0.2 + 1.0);
         let mut cell = Cell::new(RecurrentKind::Gru, 1, Direction::Forward);
-        for (linear_before_reset, candidate) in [(false, 0.3 + 0.6 * reset * 2.0 + 0.7), (true, 0.3 + reset * (1.2 + 0.7))] {
+        for (linear_before_reset, candidate) in
+            [(false, 0.3 + 0.6 * reset * 2.0 + 0.7), (true, 0.3 + reset * (1.2 + 0.7))]
+        {
             cell.linear_before_reset = linear_before_reset;
             let out = eval(&op(RecurrentKind::Gru, cell.clone()), &[&x, &w, &r, &b, &h0]).expect("gru");
             let h = (1.0 - z) * f64::tanh(candidate) + z * 2.0;
@@ -722,7 +725,10 @@ mod tests {
         let parsed = Cell::parse_activations(text).expect("parse");
         let cell = Cell { activations: parsed, ..Cell::new(RecurrentKind::Lstm, 1, Direction::Forward) };
         assert_eq!(cell.activations_text(), text);
-        assert_eq!(Cell::parse_activations("affine(1)"), Err("activation 'affine' takes 2 parameter(s), got 'affine(1)'".into()));
+        assert_eq!(
+            Cell::parse_activations("affine(1)"),
+            Err("activation 'affine' takes 2 parameter(s), got 'affine(1)'".into())
+        );
         assert_eq!(Cell::parse_activations("gelu"), Err("unknown activation 'gelu'".into()));
     }
 
@@ -739,11 +745,17 @@ mod tests {
         assert_eq!(eval_err(&rnn, &[&x, &w, &r, &b]), "rnn takes 5 operands and optionally sequence_lens, got 4");
         assert_eq!(eval_err(&rnn, &[&x, &w, &r, &b, &b]), "rnn initial_h must be [2, 2, 2], got tensor<2x4xf32>");
         let lens = f32s(&[2], &[1.0, 1.0]);
-        assert_eq!(eval_err(&rnn, &[&x, &w, &r, &b, &h0, &lens]), "rnn sequence_lens must be integers, got tensor<2xf32>");
+        assert_eq!(
+            eval_err(&rnn, &[&x, &w, &r, &b, &h0, &lens]),
+            "rnn sequence_lens must be integers, got tensor<2xf32>"
+        );
         assert_eq!(eval_err(&rnn, &[&x, &w, &r, &b, &h0, &i64s(&[2], &[1, 4])]), "sequence length 4 is outside 0..=3");
         let mut cell = Cell::new(RecurrentKind::Rnn, 2, Direction::Forward);
         cell.activations.push(Activation::plain(ActivationKind::Relu));
-        assert_eq!(eval_err(&op(RecurrentKind::Rnn, cell.clone()), &[&x, &w, &r, &b, &h0]), "rnn forward needs 1 activations, got 2");
+        assert_eq!(
+            eval_err(&op(RecurrentKind::Rnn, cell.clone()), &[&x, &w, &r, &b, &h0]),
+            "rnn forward needs 1 activations, got 2"
+        );
         cell.activations.pop();
         cell.input_forget = true;
         assert_eq!(cell.check(RecurrentKind::Rnn), Err("input_forget is an LSTM attribute, not one of rnn".into()));

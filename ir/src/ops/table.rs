@@ -256,6 +256,12 @@ macro_rules! op_table {
             /// Operand and result arity of the op named `mnemonic` (the IRDL signature); the
             /// shape rules' `expect_arity` agrees, which `mlir::check`'s tests check per op.
             pub fn signature(mnemonic: &str) -> Option<(Arity, Arity)> {
+                // The recurrent family's result count is fixed per kind (LSTM 3, GRU and RNN
+                // 2); only the operands vary (`sequence_lens` is optional). The IRDL check
+                // handles one variadic side per op.
+                if let Some(kind) = RecurrentKind::from_mnemonic(mnemonic) {
+                    return Some((Arity::Variadic, Arity::Fixed(kind.num_results())));
+                }
                 $(if $yt::from_mnemonic(mnemonic).is_some() {
                     return Some((arity!($yi), arity!($yo)));
                 })*

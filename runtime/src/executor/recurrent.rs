@@ -219,7 +219,9 @@ mod tests {
     use tessera_ir::types::TensorType;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n as u32).map(|i| ((i.wrapping_mul(2654435761) ^ seed.wrapping_mul(40503)) % 2001) as f32 / 1000.0 - 1.0).collect()
+        (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2654435761) ^ seed.wrapping_mul(40503)) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
     }
 
     fn bytes_mut(values: &mut [f32]) -> &mut [u8] {
@@ -232,7 +234,8 @@ mod tests {
     fn check(kind: RecurrentKind, cell: &Cell, [seq, batch, input]: [usize; 3], lens: Option<&[i64]>) {
         let (h, d) = (cell.hidden_size as usize, cell.direction.num_directions());
         let gh = kind.gates() * h;
-        let mut shapes = vec![vec![seq, batch, input], vec![d, gh, input], vec![d, gh, h], vec![d, 2 * gh], vec![d, batch, h]];
+        let mut shapes =
+            vec![vec![seq, batch, input], vec![d, gh, input], vec![d, gh, h], vec![d, 2 * gh], vec![d, batch, h]];
         if kind == RecurrentKind::Lstm {
             shapes.extend([vec![d, batch, h], vec![d, 3 * h]]);
         }
