@@ -486,7 +486,7 @@ pub fn infer(inputs: &[&TensorType], kind: RecurrentKind, cell: &Cell) -> ShapeR
     }
     let y = TensorType::new(x.dtype, vec![seq, d, batch, hd]);
     let state = TensorType::new(x.dtype, state.to_vec());
-    Ok(std::iter::once(y).chain(std::iter::repeat(state).take(kind.num_results() - 1)).collect())
+    Ok(std::iter::once(y).chain(std::iter::repeat_n(state, kind.num_results() - 1)).collect())
 }
 
 /// FLOPs: per step, direction and batch entry, the two projections (`2 G H (I + H)`) and a
