@@ -526,6 +526,12 @@ fn library_call(g: &Graph, op: &Op, inputs: &[ValueId]) -> LibraryCall {
                 _ => None,
             }
         }
+        Op::Recurrent { kind, cell } => {
+            // Float operands (f32 storage); `sequence_lens`, the one integer operand, is last.
+            let float =
+                inputs.iter().take(kind.required_operands()).all(|&v| Storage::of(g.value(v).ty.dtype) == Storage::F32);
+            float.then(|| LibraryCall::Recurrent { kind: *kind, cell: cell.clone() })
+        }
         _ => None,
     };
     fast.unwrap_or_else(|| LibraryCall::Reference { op: op.clone() })

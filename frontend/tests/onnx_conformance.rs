@@ -71,3 +71,19 @@ fn onnx_node_tests_pass_every_case_of_the_manifest() {
     }
     assert!(check.holds(), "{check}");
 }
+
+/// The recurrent-layer fixtures (`tests/data/onnx-recurrent/`, onnxruntime's outputs for what
+/// the node tests leave out; `scripts/gen-recurrent-fixtures.py` writes them) all pass on the
+/// interpreter. `tests/e2e/recurrent.rs` runs them compiled.
+#[test]
+fn recurrent_fixtures_match_onnxruntime_on_the_interpreter() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/onnx-recurrent");
+    let summary = run_node_tests(&dir, &interpreter).unwrap_or_else(|e| panic!("cannot run the fixtures: {e}"));
+    let failures: Vec<String> = summary
+        .cases
+        .iter()
+        .filter(|c| c.outcome != Outcome::Passed)
+        .map(|c| format!("{}: {:?}", c.name, c.outcome))
+        .collect();
+    assert_eq!((summary.passed, failures), (11, Vec::<String>::new()));
+}

@@ -16,6 +16,7 @@
 
 use crate::dtype::DType;
 use crate::ops::conv::{PoolKind, Window};
+use crate::ops::recurrent::{Cell, RecurrentKind};
 use crate::ops::Op;
 use crate::tensor::{Buffer, Tensor};
 use serde::{Deserialize, Serialize};
@@ -184,6 +185,9 @@ pub enum LibraryCall {
     Conv2d { window: Window, groups: u64 },
     /// `tsr.max_pool2d` / `tsr.avg_pool2d` on f32 NCHW images (args: input, output).
     Pool2d { kind: PoolKind, kernel: [u64; 2], window: Window },
+    /// `tsr.lstm` / `tsr.gru` / `tsr.rnn` on f32 values (args: the op's operands, then its
+    /// results): GEMMs for the input and recurrent projections, the reference's per-unit math.
+    Recurrent { kind: RecurrentKind, cell: Cell },
     /// Any other op, evaluated with its reference semantics (`Op::eval`): correct but slow;
     /// the compiler reports how many of these a program has.
     Reference { op: Op },
@@ -201,6 +205,7 @@ impl LibraryCall {
             LibraryCall::Concat { .. } => "concat",
             LibraryCall::Conv2d { .. } => "conv2d",
             LibraryCall::Pool2d { kind, .. } => kind.mnemonic(),
+            LibraryCall::Recurrent { kind, .. } => kind.mnemonic(),
             LibraryCall::Reference { .. } => "reference",
         }
     }

@@ -105,7 +105,7 @@ impl Rng {
     }
 }
 
-const N_STEP_KINDS: u8 = 23;
+const N_STEP_KINDS: u8 = 24;
 
 fn build_graph(seed: u64, steps: &[(u8, u64)], config: &ArbGraphConfig) -> Graph {
     let mut rng = Rng::new(seed);
@@ -267,6 +267,7 @@ impl Builder {
             19 => self.gather(rng),
             20 => self.rope(rng),
             21 => self.scatter(rng),
+            22 => self.recurrent(rng),
             _ => self.training(rng),
         }
     }
@@ -614,6 +615,53 @@ impl Builder {
         let sin = self.constant(rng, t.dtype, vec![seq, half])?;
         let interleaved = rng.below(2) == 1;
         self.add1(Op::Rope { interleaved }, &[x, cos, sin]).map(|_| ())
+    }
+
+    /// An LSTM, GRU or RNN over a float `[seq, batch, input]` value with static batch and input
+    /// extents, with random directions, activations (parameters included), clipping and flags,
+    /// and sometimes `sequence_lens` (when `seq` is static).
+    fn recurrent(&mut self, rng: &mut Rng) -> Option<()> {
+        use crate::ops::recurrent::{Activation, ActivationKind, Cell, Direction, RecurrentKind};
+        let x = self.pick_where(rng, |t| {
+            t.rank() == 3 && t.dtype.is_float() && t.dims[1..].iter().all(|d| d.as_static().is_some())
+        })?;
+        let t = self.ty(x);
+        let (batch, input) = (static_usize(&t.dims[1])?, static_usize(&t.dims[2])?);
+        let kind = rng.pick(RecurrentKind::ALL)?;
+        let direction = rng.pick(&[Direction::Forward, Direction::Reverse, Direction::Bidirectional])?;
+        let hidden = 1 + rng.below(3);
+        let mut cell = Cell::new(kind, hidden as i64, direction);
+        if rng.chance(3) {
+            for a in cell.activations.iter_mut() {
+                let mut custom = Activation::plain(rng.pick(&ActivationKind::ALL)?);
+                if custom.kind.uses_alpha() {
+                    custom.alpha = rng.pick(&[0.5, 1.25, 0.1])?;
+                }
+                if custom.kind.uses_beta() {
+                    custom.beta = rng.pick(&[0.0, -0.25, 0.75])?;
+                }
+                *a = custom;
+            }
+        }
+        if rng.chance(3) {
+            cell.clip = Some(rng.pick(&[0.5, 3.0])?);
+        }
+        cell.input_forget = kind == RecurrentKind::Lstm && rng.chance(3);
+        cell.linear_before_reset = kind == RecurrentKind::Gru && rng.chance(2);
+        let (dirs, gh) = (direction.num_directions(), kind.gates() * hidden);
+        let mut operands = vec![x];
+        for shape in [vec![dirs, gh, input], vec![dirs, gh, hidden], vec![dirs, 2 * gh], vec![dirs, batch, hidden]] {
+            operands.push(self.constant(rng, t.dtype, shape)?);
+        }
+        if kind == RecurrentKind::Lstm {
+            operands.push(self.constant(rng, t.dtype, vec![dirs, batch, hidden])?);
+            operands.push(self.constant(rng, t.dtype, vec![dirs, 3 * hidden])?);
+        }
+        if let (Some(seq), true) = (static_usize(&t.dims[0]), rng.chance(2)) {
+            let lens = (0..batch).map(|_| rng.below(seq + 1) as i64).collect();
+            operands.push(self.add1(Op::Constant(Tensor::from_i64(DType::I64, vec![batch], lens)), &[])?);
+        }
+        self.add(Op::Recurrent { kind, cell }, &operands).map(|_| ())
     }
 
     /// A loss or an optimizer update: `cross_entropy` over a float value's last dimension with

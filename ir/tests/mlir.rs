@@ -8,6 +8,7 @@ use tessera_ir::json::{from_json, to_json};
 use tessera_ir::mlir::{parse_graph, parse_verified, print_graph, Loc};
 use tessera_ir::ops::conv::{PoolKind, Window};
 use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
+use tessera_ir::ops::recurrent::{Cell, Direction, RecurrentKind};
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
@@ -114,6 +115,39 @@ fn symbolic() -> Graph {
     g
 }
 
+/// A bidirectional LSTM with sequence lengths and peepholes over a symbolic sequence, then a GRU
+/// (reset after the projection, clipped) and an RNN with parameterised activations.
+fn recurrent() -> Graph {
+    let mut g = Graph::new("recurrent");
+    let x = input(&mut g, "x", TensorType::new(DType::F32, vec![Dim::sym("seq"), Dim::Static(2), Dim::Static(3)]));
+    let lens = input(&mut g, "lens", TensorType::of_static(DType::I32, &[2]));
+    let mut weight = |name: &str, shape: &[u64]| param(&mut g, name, f32s(shape));
+    let (w, r, b) = (weight("w", &[2, 16, 3]), weight("r", &[2, 16, 4]), weight("b", &[2, 32]));
+    let (h0, c0, p) = (weight("h0", &[2, 2, 4]), weight("c0", &[2, 2, 4]), weight("p", &[2, 12]));
+    let (gw, gr, gb, gh) =
+        (weight("gw", &[1, 6, 8]), weight("gr", &[1, 6, 2]), weight("gb", &[1, 12]), weight("gh", &[1, 2, 2]));
+    let (rw, rr, rb, rh) =
+        (weight("rw", &[1, 2, 2]), weight("rr", &[1, 2, 2]), weight("rb", &[1, 4]), weight("rh", &[1, 1, 2]));
+    let lstm =
+        Op::Recurrent { kind: RecurrentKind::Lstm, cell: Cell::new(RecurrentKind::Lstm, 4, Direction::Bidirectional) };
+    let outs = g.add_node(lstm, &[x, w, r, b, h0, c0, p, lens]).expect("lstm");
+    let batch_major = add(&mut g, Op::Transpose { perm: vec![0, 2, 1, 3] }, &[outs[0]]);
+    let flat = Op::Reshape { shape: vec![Dim::sym("seq"), Dim::Static(2), Dim::Static(8)] };
+    let y = add_named(&mut g, "y_flat", flat, &[batch_major]);
+    let mut gru = Cell::new(RecurrentKind::Gru, 2, Direction::Reverse);
+    gru.linear_before_reset = true;
+    gru.clip = Some(2.5);
+    let gru_outs =
+        g.add_node(Op::Recurrent { kind: RecurrentKind::Gru, cell: gru }, &[y, gw, gr, gb, gh]).expect("gru");
+    let mut rnn = Cell::new(RecurrentKind::Rnn, 2, Direction::Forward);
+    rnn.activations = Cell::parse_activations("affine(0.5, -0.25)").expect("activation");
+    let state = add(&mut g, Op::Transpose { perm: vec![1, 0, 2] }, &[gru_outs[1]]);
+    let rnn_outs =
+        g.add_node(Op::Recurrent { kind: RecurrentKind::Rnn, cell: rnn }, &[state, rw, rr, rb, rh]).expect("rnn");
+    g.set_outputs(vec![outs[1], outs[2], gru_outs[0], rnn_outs[0]]);
+    g
+}
+
 fn hand_built() -> Vec<(&'static str, Graph)> {
     vec![
         ("mlp", mlp()),
@@ -121,6 +155,7 @@ fn hand_built() -> Vec<(&'static str, Graph)> {
         ("conv_pool", conv_pool()),
         ("constants", constants()),
         ("symbolic", symbolic()),
+        ("recurrent", recurrent()),
     ]
 }
 

@@ -438,6 +438,24 @@ fn optimizer_updates_are_not_differentiable() {
     );
 }
 
+/// Recurrent layers have no gradient rule yet: a loss on `y_h` alone (so `y`'s adjoint is
+/// absent) is refused by name, never differentiated as zero.
+#[test]
+fn recurrent_layers_refuse_gradients_by_name() {
+    use tessera_ir::ops::recurrent::{Cell, Direction, RecurrentKind};
+    let mut c = Case::new(4);
+    let x = c.param(&[2, 1, 2], Values::Signed);
+    let w = c.param(&[1, 1, 2], Values::Signed);
+    let r = c.param(&[1, 1, 1], Values::Signed);
+    let b = c.param(&[1, 2], Values::Signed);
+    let h0 = c.param(&[1, 1, 1], Values::Signed);
+    let rnn = Op::Recurrent { kind: RecurrentKind::Rnn, cell: Cell::new(RecurrentKind::Rnn, 1, Direction::Forward) };
+    let outs = c.op(rnn, &[x, w, r, b, h0]);
+    let (mut g, _, params, loss) = c.finish(&outs[1..]);
+    let err = differentiate(&mut g, loss, &params).expect_err("rnn");
+    assert!(err.to_string().contains("no gradient for tsr.rnn (recurrent ops have no gradient rule yet)"), "{err}");
+}
+
 #[test]
 fn the_loss_must_be_a_float_scalar() {
     let mut c = Case::new(1);

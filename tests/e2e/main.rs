@@ -17,6 +17,7 @@ mod plan_model_file;
 mod plan_run;
 mod planner;
 mod real_models;
+mod recurrent;
 mod runtime_only;
 mod shard;
 mod srun;

@@ -130,6 +130,7 @@ impl FnEmitter<'_> {
             | Op::CrossEntropy
             | Op::Sgd(_)
             | Op::AdamW(_)
+            | Op::Recurrent { .. }
             | Op::Collective(_) => Err(CodegenError::Internal(format!("tsr.{} is not pointwise", n.op.mnemonic()))),
         }
     }

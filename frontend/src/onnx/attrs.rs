@@ -109,6 +109,12 @@ impl<'a> Attrs<'a> {
         Ok(self.typed(name, AttributeType::Floats)?.map(|a| a.floats.iter().map(|&x| x as f64).collect()))
     }
 
+    pub fn opt_strings(&self, name: &str) -> Result<Option<Vec<String>>, String> {
+        let Some(a) = self.typed(name, AttributeType::Strings)? else { return Ok(None) };
+        let strings = a.strings.iter().map(|s| String::from_utf8(s.to_vec()));
+        Ok(Some(strings.collect::<Result<_, _>>().map_err(|_| format!("attribute '{name}' is not UTF-8"))?))
+    }
+
     pub fn opt_tensor(&self, name: &str) -> Result<Option<&'a TensorProto>, String> {
         Ok(self.typed(name, AttributeType::Tensor)?.and_then(|a| a.t.as_ref()))
     }

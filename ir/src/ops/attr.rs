@@ -71,6 +71,15 @@ impl AttrMap {
         }
     }
 
+    /// An optional float attribute (`None` when absent).
+    pub fn float_opt(&mut self, name: &str) -> Result<Option<f64>, String> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Attr::Float(v)) => Ok(Some(v)),
+            Some(other) => Err(wrong_kind(name, "float", &other)),
+        }
+    }
+
     pub fn bool_or(&mut self, name: &str, default: bool) -> Result<bool, String> {
         match self.take(name) {
             None => Ok(default),

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod matmul;
 pub mod normalization;
 pub mod optim;
+pub mod recurrent;
 pub mod reduce;
 pub mod rope;
 pub mod table;
@@ -28,6 +29,7 @@ use elementwise::{BinaryOp, CompareOp, UnaryOp};
 use gradient::{Differentiability, GradContext, GradError, GradResult};
 use indexing::ScatterReduction;
 use optim::{AdamW, Sgd};
+use recurrent::{Cell, RecurrentKind};
 use reduce::ReduceKind;
 use rope::RopeLayout;
 
@@ -121,6 +123,11 @@ pub enum Op {
     /// One AdamW update: `(param, grad, m, v, step) -> (param', m', v')`.
     #[serde(rename = "adamw")]
     AdamW(AdamW),
+    /// A whole recurrent layer (`lstm`, `gru`, `rnn`) over a sequence; see [`recurrent`].
+    Recurrent {
+        kind: RecurrentKind,
+        cell: Cell,
+    },
     /// Communication between ranks (only in per-rank programs; see [`collective`]).
     Collective(collective::Collective),
 }
@@ -132,6 +139,7 @@ impl Op {
             Op::Split { sizes, .. } => sizes.len(),
             Op::Sgd(_) => 2,
             Op::AdamW(_) => 3,
+            Op::Recurrent { kind, .. } => kind.num_results(),
             Op::Collective(c) => c.num_results(),
             _ => 1,
         }
@@ -181,6 +189,7 @@ impl Op {
             Op::CrossEntropy => optim::infer_cross_entropy(inputs),
             Op::Sgd(h) => optim::infer_sgd(inputs, h),
             Op::AdamW(h) => optim::infer_adamw(inputs, h),
+            Op::Recurrent { kind, cell } => recurrent::infer(inputs, *kind, cell),
             Op::Collective(c) => c.infer(inputs),
         }
     }
@@ -227,6 +236,7 @@ impl Op {
             Op::CrossEntropy => optim::flops_cross_entropy(num_elements(operand_shape(inputs, 0)?)),
             Op::Sgd(_) => Ok(optim::flops_sgd(out)),
             Op::AdamW(_) => Ok(optim::flops_adamw(out)),
+            Op::Recurrent { kind, cell } => recurrent::flops(inputs, *kind, cell),
             // Communication moves data; the cost model prices it by bytes on links.
             Op::Collective(_) => Ok(0),
         }
@@ -284,6 +294,9 @@ impl Op {
             | Op::Constant(_)
             | Op::Scatter { .. }
             | Op::Collective(_)
+            // Batch-parallel in principle; replicated until a rule splits `x`, the states and
+            // `sequence_lens` together.
+            | Op::Recurrent { .. }
             | Op::CrossEntropy => replicated(),
         }
     }
@@ -395,6 +408,7 @@ impl Op {
                 operand(inputs, 4)?,
                 h,
             ),
+            Op::Recurrent { kind, cell } => recurrent::eval(inputs, *kind, cell, results),
             Op::Collective(c) => Err(c.eval_error()),
         }
     }
@@ -427,6 +441,7 @@ impl Op {
             | Op::Conv2d { .. }
             | Op::Pool2d { .. }
             | Op::Rope { .. }
+            | Op::Recurrent { .. }
             | Op::CrossEntropy => Differentiability::Differentiable,
         }
     }
@@ -446,6 +461,11 @@ impl Op {
         let mnemonic = self.mnemonic();
         let missing = || GradError::Unsupported { op: mnemonic, message: "operand or result missing".into() };
         let x = |i: usize| inputs.get(i).copied().ok_or_else(missing);
+        if let Op::Recurrent { kind, .. } = self {
+            // Checked before the adjoints are looked at: an adjoint of `y_h` or `y_c` alone
+            // must not read as "nothing reaches the operands".
+            return Err(recurrent::no_gradient(*kind));
+        }
         let y = outputs.first().copied().ok_or_else(missing)?;
         let want = |i: usize| wanted.get(i).copied().unwrap_or(false);
         // Every op but `split` has one result; its adjoint is there, or nothing is wanted.
@@ -482,6 +502,7 @@ impl Op {
             Op::Pool2d { kind, kernel, window } => one(conv::grad_pool2d(cx, (x(0)?, y, g), *kind, *kernel, window)?),
             Op::Rope { interleaved } => rope::grad(cx, (x(0)?, x(1)?, x(2)?, g), *interleaved, wanted),
             Op::CrossEntropy => Ok(vec![Some(optim::grad_cross_entropy(cx, x(0)?, x(1)?, g)?), None]),
+            Op::Recurrent { kind, .. } => Err(recurrent::no_gradient(*kind)),
             Op::Compare(_) | Op::ArgMax { .. } | Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) => {
                 let operand = (0..inputs.len()).find(|&i| want(i)).unwrap_or(0);
                 let reason = match self {

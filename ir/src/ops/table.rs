@@ -15,6 +15,7 @@ use super::conv::{PoolKind, Window};
 use super::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use super::indexing::ScatterReduction;
 use super::optim::{AdamW, Sgd};
+use super::recurrent::{Cell, Direction, RecurrentKind};
 use super::reduce::ReduceKind;
 use super::Op;
 use crate::dtype::DType;
@@ -154,6 +155,39 @@ impl AttrCodec for AdamW {
     }
 }
 
+/// A recurrent cell is its attributes: `hidden_size`, `direction`, `activations` (one string,
+/// see [`Cell::activations_text`]), `clip` when set, and the flags `input_forget` and
+/// `linear_before_reset` when true.
+impl AttrCodec for Cell {
+    fn write(&self, _name: &'static str, out: &mut Vec<(&'static str, Attr)>) {
+        out.push(("activations", Attr::Str(self.activations_text())));
+        if let Some(clip) = self.clip {
+            out.push(("clip", Attr::Float(clip)));
+        }
+        out.push(("direction", Attr::Str(self.direction.name().to_string())));
+        out.push(("hidden_size", Attr::Int(self.hidden_size)));
+        if self.input_forget {
+            out.push(("input_forget", Attr::Bool(true)));
+        }
+        if self.linear_before_reset {
+            out.push(("linear_before_reset", Attr::Bool(true)));
+        }
+    }
+    fn read(attrs: &mut AttrMap, _name: &str) -> Result<Cell, String> {
+        let direction = attrs.string("direction")?;
+        Ok(Cell {
+            hidden_size: attrs.int("hidden_size")?,
+            direction: Direction::from_name(&direction).ok_or_else(|| {
+                format!("unknown direction '{direction}' (expected forward, reverse or bidirectional)")
+            })?,
+            activations: Cell::parse_activations(&attrs.string("activations")?)?,
+            clip: attrs.float_opt("clip")?,
+            input_forget: attrs.bool_or("input_forget", false)?,
+            linear_before_reset: attrs.bool_or("linear_before_reset", false)?,
+        })
+    }
+}
+
 /// A field that the result type carries (and the text therefore does not repeat).
 trait FromResult {
     fn from_result(t: &TensorType) -> Self;
@@ -222,6 +256,12 @@ macro_rules! op_table {
             /// Operand and result arity of the op named `mnemonic` (the IRDL signature); the
             /// shape rules' `expect_arity` agrees, which `mlir::check`'s tests check per op.
             pub fn signature(mnemonic: &str) -> Option<(Arity, Arity)> {
+                // The recurrent family's result count is fixed per kind (LSTM 3, GRU and RNN
+                // 2); only the operands vary (`sequence_lens` is optional). The IRDL check
+                // handles one variadic side per op.
+                if let Some(kind) = RecurrentKind::from_mnemonic(mnemonic) {
+                    return Some((Arity::Variadic, Arity::Fixed(kind.num_results())));
+                }
                 $(if $yt::from_mnemonic(mnemonic).is_some() {
                     return Some((arity!($yi), arity!($yo)));
                 })*
@@ -326,5 +366,6 @@ op_table! {
     family_fields {
         Reduce { kind: ReduceKind; axes, keepdims } (1 -> 1);
         Pool2d { kind: PoolKind; kernel, window } (1 -> 1);
+        Recurrent { kind: RecurrentKind; cell } (* -> *);
     }
 }

@@ -212,6 +212,9 @@ fn class(op: &Op) -> Class {
         | Op::Reduce { .. }
         | Op::ArgMax { .. }
         | Op::Pool2d { .. }
+        // A chain of small GEMMs with a serial dependence between steps: never fused, and far
+        // from a GEMM's efficiency, so it is not priced as one.
+        | Op::Recurrent { .. }
         | Op::CrossEntropy => Class::Reduction,
         // Slicing out this rank's block of a replicated value is a view.
         Op::Collective(Collective::AllSlice { .. }) => Class::Layout,
@@ -716,6 +719,11 @@ fn saved_activations(block: &BlockGraph, s: &Sizes, consumers: &[Vec<usize>]) ->
                 }
             }
             Op::Pool2d { .. } => save(operand(0)),
+            // Backpropagation through time reads every operand and the whole state sequence.
+            Op::Recurrent { .. } => {
+                keep.extend(n.inputs.iter().copied());
+                keep.extend(n.outputs.first().copied());
+            }
             Op::Gather { .. } | Op::Scatter { .. } => save(operand(1)),
             Op::Rope { .. } => {
                 save(operand(1));

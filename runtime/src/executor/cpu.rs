@@ -214,6 +214,7 @@ impl CpuExecutor {
             LibraryCall::Pool2d { kind, kernel, window } => {
                 super::conv::pool2d(first_in, first_out, *kind, *kernel, window)
             }
+            LibraryCall::Recurrent { kind, cell } => super::recurrent::recurrent(*kind, cell, &ins, &mut outs),
             LibraryCall::Reference { op } => library::reference(op, &ins, &mut outs),
         }
     }

@@ -485,6 +485,7 @@ fn host_library_call(call: &LibraryCall, ins: &[In], outs: &mut [Out]) -> Result
         LibraryCall::Reference { op } => library::reference(op, ins, outs),
         LibraryCall::Split { axis } => library::split(input(0)?, outs, *axis as usize),
         LibraryCall::Concat { axis } => library::concat(ins, outs.first_mut().ok_or("missing output")?, *axis as usize),
+        LibraryCall::Recurrent { kind, cell } => super::recurrent::recurrent(*kind, cell, ins, outs),
         _ => {
             let out = outs.first_mut().ok_or("missing output")?;
             match call {
@@ -499,9 +500,10 @@ fn host_library_call(call: &LibraryCall, ins: &[In], outs: &mut [Out]) -> Result
                 LibraryCall::Pool2d { kind, kernel, window } => {
                     super::conv::pool2d(input(0)?, out, *kind, *kernel, window)
                 }
-                LibraryCall::Split { .. } | LibraryCall::Concat { .. } | LibraryCall::Reference { .. } => {
-                    Err("unreachable library call".into())
-                }
+                LibraryCall::Split { .. }
+                | LibraryCall::Concat { .. }
+                | LibraryCall::Recurrent { .. }
+                | LibraryCall::Reference { .. } => Err("unreachable library call".into()),
             }
         }
     }

@@ -215,6 +215,10 @@ fn check_program(p: &Program, weights_bytes: u64) -> Result<(), String> {
                     n_in == 1 && n_out == 1
                 }
                 LibraryCall::Split { .. } => n_in == 1 && n_out >= 1,
+                LibraryCall::Recurrent { kind, .. } => {
+                    (n_in == kind.required_operands() || n_in == kind.required_operands() + 1)
+                        && n_out == kind.num_results()
+                }
                 LibraryCall::Concat { .. } => n_in >= 1 && n_out == 1,
                 LibraryCall::Reference { .. } => n_out >= 1,
             },

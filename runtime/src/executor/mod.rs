@@ -49,6 +49,7 @@ pub mod cuda;
 pub mod library;
 pub mod load;
 pub mod profile;
+pub mod recurrent;
 pub mod run;
 
 /// Buffers for the library calls' unit tests (`conv`, `library`).

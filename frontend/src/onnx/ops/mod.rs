@@ -7,6 +7,7 @@ mod loss;
 mod matmul;
 mod nn;
 mod normalization;
+mod recurrent;
 mod reduce;
 mod resize;
 mod shape;
@@ -85,6 +86,7 @@ pub(crate) fn registry() -> Registry {
     matmul::register(&mut r);
     nn::register(&mut r);
     normalization::register(&mut r);
+    recurrent::register(&mut r);
     reduce::register(&mut r);
     resize::register(&mut r);
     shape::register(&mut r);
