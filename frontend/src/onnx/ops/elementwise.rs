@@ -53,6 +53,7 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("Softplus", softplus);
     r.insert("Mish", mish);
     r.insert("Swish", swish);
+    r.insert("SwiGLU", swiglu);
     r.insert("Shrink", shrink);
     r.insert("Where", where_);
     r.insert("Clip", clip);
@@ -416,6 +417,23 @@ fn swish(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let ax = imp.binary_scalar(BinaryOp::Mul, x, alpha)?;
     let s = imp.unary(UnaryOp::Sigmoid, ax)?;
     one(imp.binary(BinaryOp::Mul, x, s)?)
+}
+
+/// SwiGLU (opset 28): `Swish_alpha(a) * b`, with `a` and `b` of one shape (no broadcasting).
+fn swiglu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let (a, b) = (float_input(imp, cx, 0)?, float_input(imp, cx, 1)?);
+    if imp.ty(a) != imp.ty(b) {
+        return invalid(format!("A and B must have one type, got {} and {}", imp.ty(a), imp.ty(b)));
+    }
+    let alpha = cx.attrs.float("alpha", 1.0)?;
+    let gate = if alpha == 1.0 {
+        imp.unary(UnaryOp::Silu, a)?
+    } else {
+        let scaled = imp.binary_scalar(BinaryOp::Mul, a, alpha)?;
+        let s = imp.unary(UnaryOp::Sigmoid, scaled)?;
+        imp.binary(BinaryOp::Mul, a, s)?
+    };
+    one(imp.binary(BinaryOp::Mul, gate, b)?)
 }
 
 /// `x < -lambd ? x + bias : x > lambd ? x - bias : 0`.

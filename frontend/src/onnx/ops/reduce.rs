@@ -74,7 +74,20 @@ fn reduce(imp: &mut Importer, cx: &NodeCx, what: Composite) -> BuildResult<Vec<S
         return one(x);
     };
     if ty.dtype == DType::Bool {
-        return unsupported("reducing booleans");
+        // ReduceMax/ReduceMin take booleans from opset 20 on: any / all, computed on 0/1 bytes.
+        let Composite::Plain(kind @ (ReduceKind::Max | ReduceKind::Min)) = what else {
+            return unsupported(format!("{} of booleans", cx.proto.op_type()));
+        };
+        let bytes = imp.cast(x, DType::I8)?;
+        let reduced = imp.add(Op::Reduce { kind: ReduceKind::Sum, axes: axes.clone(), keepdims }, &[bytes])?;
+        if axes.iter().any(|&a| ty.dims[a as usize] == Dim::Static(0)) {
+            // Over nothing, any is false and all is true (the identities of max and min).
+            let dims = imp.ty(reduced).dims;
+            let s = imp.scalar(DType::Bool, if kind == ReduceKind::Max { 0.0 } else { 1.0 });
+            return one(imp.broadcast(s, &dims)?);
+        }
+        let reduced = imp.add(Op::Reduce { kind, axes, keepdims }, &[bytes])?;
+        return one(imp.cast(reduced, DType::Bool)?);
     }
     let sum = |imp: &mut Importer, v: ValueId| {
         imp.add(Op::Reduce { kind: ReduceKind::Sum, axes: axes.clone(), keepdims }, &[v])

@@ -1,5 +1,5 @@
 //! Index-driven data movement: `Gather`, `GatherElements`, `ScatterElements`, `OneHot`,
-//! `Trilu`, `CumSum`.
+//! `Trilu`, `CumSum`, `CumProd`.
 
 use super::{scalar_input, slice_axis};
 use crate::onnx::import::{Importer, NodeCx, Slot};
@@ -7,6 +7,7 @@ use crate::onnx::ops::{axis_of, generated_len, invalid, one, unsupported, BuildE
 use tessera_ir::dtype::DType;
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp};
 use tessera_ir::ops::indexing::ScatterReduction;
+use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::types::Dim;
@@ -17,6 +18,7 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("ScatterElements", scatter_elements);
     r.insert("GatherElements", gather_elements);
     r.insert("CumSum", cum_sum);
+    r.insert("CumProd", cum_prod);
     r.insert("OneHot", one_hot);
 }
 
@@ -156,6 +158,53 @@ fn gather_elements(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 }
 
 /// Cumulative sum along `axis` as a product with a triangular 0/1 matrix (the axis moved last).
+/// Whether `x[i]` contributes to `y[j]` of a cumulative sum or product along one axis.
+fn cumulative_contributes(i: i64, j: i64, exclusive: bool, reverse: bool) -> bool {
+    match (reverse, exclusive) {
+        (false, false) => i <= j,
+        (false, true) => i < j,
+        (true, false) => i >= j,
+        (true, true) => i > j,
+    }
+}
+
+/// CumProd (opset 26): `y[j]` is the product of the `x[i]` that `cumulative_contributes`
+/// (an empty product, exclusive mode's first element, is 1). Built as `x` spread to
+/// `[..., n (i), n (j)]` along the axis, non-contributing entries replaced by 1, and a product
+/// over `i`, so it stays exact (no log/exp) and keeps signs and zeros.
+fn cum_prod(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let axis = scalar_input(imp, cx, 1, "axis")?.get_i64(0);
+    let exclusive = cx.attrs.int("exclusive", 0)? != 0;
+    let reverse = cx.attrs.int("reverse", 0)? != 0;
+    let ty = imp.ty(x);
+    if ty.rank() == 0 || ty.dtype == DType::Bool {
+        return invalid(format!("CumProd of {ty}"));
+    }
+    let r = ty.rank();
+    let axis = axis_of(axis, r)?;
+    let n = ty.dims[axis]
+        .as_static()
+        .ok_or_else(|| BuildError::Unsupported(format!("CumProd along symbolic {}", ty.dims[axis])))?;
+    let total = ty.num_elements().map(|e| e.saturating_mul(n));
+    generated_len(total.unwrap_or(u64::MAX), "CumProd's spread operand")?;
+    let mask: Vec<i64> = (0..n as i64)
+        .flat_map(|i| (0..n as i64).map(move |j| cumulative_contributes(i, j, exclusive, reverse) as i64))
+        .collect();
+    // x with a new axis after `axis`: [..., n (i), 1, ...] spread to [..., n (i), n (j), ...].
+    let mut with_j = ty.dims.clone();
+    with_j.insert(axis + 1, Dim::Static(1));
+    let unsqueezed = imp.reshape(x, with_j.clone())?;
+    with_j[axis + 1] = Dim::Static(n);
+    let spread = imp.broadcast(unsqueezed, &with_j)?;
+    let mut mask_shape = vec![1usize; r + 1];
+    (mask_shape[axis], mask_shape[axis + 1]) = (n as usize, n as usize);
+    let mask = imp.constant(Tensor::from_i64(DType::Bool, mask_shape, mask));
+    let ones = imp.full_like(spread, 1.0)?;
+    let factors = imp.select(mask, spread, ones)?;
+    one(imp.add(Op::Reduce { kind: ReduceKind::Prod, axes: vec![axis as i64], keepdims: false }, &[factors])?)
+}
+
 fn cum_sum(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let x = imp.value(cx, 0)?;
     let axis = scalar_input(imp, cx, 1, "axis")?.get_i64(0);
@@ -174,12 +223,7 @@ fn cum_sum(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     // y[j] = sum over i of x[i] * m[i][j].
     let m: Vec<i64> = (0..n)
         .flat_map(|i| {
-            (0..n).map(move |j| match (reverse, exclusive) {
-                (false, false) => i <= j,
-                (false, true) => i < j,
-                (true, false) => i >= j,
-                (true, true) => i > j,
-            } as i64)
+            (0..n).map(move |j| cumulative_contributes(i, j, exclusive, reverse) as i64)
         })
         .collect();
     let m = imp.constant(Tensor::from_i64(ty.dtype, vec![n as usize, n as usize], m));
