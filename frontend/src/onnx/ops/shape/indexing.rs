@@ -1,10 +1,11 @@
 //! Index-driven data movement: `Gather`, `GatherElements`, `ScatterElements`, `OneHot`,
-//! `Trilu`, `CumSum`, `CumProd`.
+//! `Trilu`, `CumSum`, `CumProd`, `Compress`, `ReverseSequence`.
 
 use super::{scalar_input, slice_axis};
 use crate::onnx::import::{Importer, NodeCx, Slot};
 use crate::onnx::ops::{axis_of, generated_len, invalid, one, unsupported, BuildError, BuildResult, Registry};
 use tessera_ir::dtype::DType;
+use tessera_ir::graph::ValueId;
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp};
 use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::reduce::ReduceKind;
@@ -20,6 +21,82 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("CumSum", cum_sum);
     r.insert("CumProd", cum_prod);
     r.insert("OneHot", one_hot);
+    r.insert("Compress", compress);
+    r.insert("ReverseSequence", reverse_sequence);
+}
+
+/// `Compress`: the slices along `axis` (of the flattened input without one) whose entry of the
+/// 1-D boolean `condition` is true; a condition shorter than the axis drops the rest. The
+/// result's length depends on the condition's values, so it must be known at import time; the
+/// selection is then a `Gather` of constant indices.
+fn compress(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let mut x = imp.value(cx, 0)?;
+    let condition =
+        imp.const_input(cx, 1, "condition")?.ok_or_else(|| BuildError::Invalid("missing input 'condition'".into()))?;
+    if condition.shape.len() != 1 {
+        return invalid(format!("condition must be 1-D, got shape {:?}", condition.shape));
+    }
+    let axis = match cx.attrs.opt_int("axis")? {
+        Some(a) => axis_of(a, imp.ty(x).rank())?,
+        None => {
+            let ty = imp.ty(x);
+            let n = ty.num_elements().ok_or_else(|| BuildError::Unsupported(format!("flattening {ty}")))?;
+            x = imp.reshape(x, vec![Dim::Static(n)])?;
+            0
+        }
+    };
+    let extent = imp.ty(x).dims[axis]
+        .as_static()
+        .ok_or_else(|| BuildError::Unsupported(format!("Compress along symbolic {}", imp.ty(x).dims[axis])))?;
+    if condition.len() as u64 > extent {
+        return invalid(format!("condition has {} entries, more than the axis' {extent}", condition.len()));
+    }
+    let picked: Vec<i64> =
+        condition.to_i64_vec().iter().enumerate().filter(|(_, &c)| c != 0).map(|(i, _)| i as i64).collect();
+    let indices = imp.constant(Tensor::from_i64(DType::I64, vec![picked.len()], picked));
+    one(imp.add(Op::Gather { axis: axis as i64 }, &[x, indices])?)
+}
+
+/// `ReverseSequence`: along `time_axis`, the first `sequence_lens[b]` entries of each batch
+/// entry `b` (along `batch_axis`) reversed, the rest kept. The lengths must be known at import
+/// time; the permutation is then a gather of constant indices along the time axis.
+fn reverse_sequence(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let lens = imp.const_ints(cx, 1, "sequence_lens")?.ok_or_else(|| BuildError::Invalid("missing input 'sequence_lens'".into()))?;
+    let ty = imp.ty(x);
+    if ty.rank() < 2 {
+        return invalid(format!("input must have rank >= 2, got {ty}"));
+    }
+    let (batch_axis, time_axis) = (cx.attrs.int("batch_axis", 1)?, cx.attrs.int("time_axis", 0)?);
+    if !matches!((batch_axis, time_axis), (0, 1) | (1, 0)) {
+        return invalid(format!("batch_axis {batch_axis} and time_axis {time_axis} must be 0 and 1 in some order"));
+    }
+    let shape: Vec<u64> = ty
+        .dims
+        .iter()
+        .map(|d| d.as_static().ok_or_else(|| BuildError::Unsupported(format!("ReverseSequence of {ty}"))))
+        .collect::<BuildResult<_>>()?;
+    let (batch, time) = (shape[batch_axis as usize], shape[time_axis as usize]);
+    if lens.len() as u64 != batch || lens.iter().any(|&l| l < 0 || l as u64 > time) {
+        return invalid(format!("sequence_lens {lens:?} must give one length in 0..={time} per batch entry ({batch})"));
+    }
+    let n = generated_len(shape.iter().product(), "ReverseSequence's indices")?;
+    let strides = tessera_ir::tensor::strides(&shape.iter().map(|&d| d as usize).collect::<Vec<_>>());
+    let indices: Vec<i64> = (0..n)
+        .map(|flat| {
+            let b = flat / strides[batch_axis as usize] % batch as usize;
+            let t = (flat / strides[time_axis as usize] % time as usize) as i64;
+            let len = lens[b];
+            if t < len {
+                len - 1 - t
+            } else {
+                t
+            }
+        })
+        .collect();
+    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let indices = imp.constant(Tensor::from_i64(DType::I64, shape, indices));
+    one(gather_elements_in_range(imp, x, indices, time_axis as usize)?)
 }
 
 fn gather(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
@@ -140,24 +217,33 @@ fn gather_elements(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let neg = imp.compare(CompareOp::Lt, idx, zero_i)?;
     let wrapped = imp.binary_scalar(BinaryOp::Add, idx, n as f64)?;
     let idx = imp.select(neg, wrapped, idx)?;
+    one(gather_elements_in_range(imp, data, idx, axis)?)
+}
+
+/// `y[.., i, ..] = data[.., idx[.., i, ..], ..]` along `axis`, for int64 indices already in
+/// `0..n` and of data's shape: each result sums the one entry of data its index selects.
+fn gather_elements_in_range(imp: &mut Importer, data: ValueId, idx: ValueId, axis: usize) -> BuildResult<ValueId> {
+    let (dty, ity) = (imp.ty(data), imp.ty(idx));
+    let r = dty.rank();
+    let n = dty.dims[axis]
+        .as_static()
+        .ok_or_else(|| BuildError::Unsupported(format!("gathering along symbolic {}", dty.dims[axis])))?;
     let mut idims = ity.dims.clone();
     idims.insert(axis + 1, Dim::Static(1));
     let idx = imp.reshape(idx, idims)?;
     let iota = crate::onnx::ops::iota(imp, r + 1, axis + 1, n)?;
     let hit = imp.compare(CompareOp::Eq, idx, iota)?;
-    let mut ddims = imp.ty(data).dims;
+    let mut ddims = dty.dims.clone();
     ddims.insert(axis, Dim::Static(1));
     let data = imp.reshape(data, ddims)?;
     // Sum in a numeric type: booleans go through i64.
     let work = if dty.dtype == DType::Bool { imp.cast(data, DType::I64)? } else { data };
     let zero = imp.scalar(imp.ty(work).dtype, 0.0);
     let selected = imp.select(hit, work, zero)?;
-    let kind = tessera_ir::ops::reduce::ReduceKind::Sum;
-    let y = imp.add(Op::Reduce { kind, axes: vec![axis as i64 + 1], keepdims: false }, &[selected])?;
-    one(imp.cast(y, dty.dtype)?)
+    let y = imp.add(Op::Reduce { kind: ReduceKind::Sum, axes: vec![axis as i64 + 1], keepdims: false }, &[selected])?;
+    imp.cast(y, dty.dtype)
 }
 
-/// Cumulative sum along `axis` as a product with a triangular 0/1 matrix (the axis moved last).
 /// Whether `x[i]` contributes to `y[j]` of a cumulative sum or product along one axis.
 fn cumulative_contributes(i: i64, j: i64, exclusive: bool, reverse: bool) -> bool {
     match (reverse, exclusive) {
@@ -205,6 +291,7 @@ fn cum_prod(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     one(imp.add(Op::Reduce { kind: ReduceKind::Prod, axes: vec![axis as i64], keepdims: false }, &[factors])?)
 }
 
+/// Cumulative sum along `axis` as a product with a triangular 0/1 matrix (the axis moved last).
 fn cum_sum(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let x = imp.value(cx, 0)?;
     let axis = scalar_input(imp, cx, 1, "axis")?.get_i64(0);
