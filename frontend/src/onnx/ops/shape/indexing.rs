@@ -1,5 +1,5 @@
 //! Index-driven data movement: `Gather`, `GatherElements`, `ScatterElements`, `OneHot`,
-//! `Trilu`, `CumSum`, `CumProd`, `Compress`, `ReverseSequence`.
+//! `Trilu`, `CumSum`, `CumProd`, `Compress`, `ReverseSequence`, `GatherND`, `ScatterND`.
 
 use super::{scalar_input, slice_axis};
 use crate::onnx::import::{Importer, NodeCx, Slot};
@@ -23,6 +23,136 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("OneHot", one_hot);
     r.insert("Compress", compress);
     r.insert("ReverseSequence", reverse_sequence);
+    r.insert("GatherND", gather_nd);
+    r.insert("ScatterND", scatter_nd);
+}
+
+/// The static dims of `v`, or unsupported naming `what`.
+fn static_shape(imp: &Importer, v: ValueId, what: &str) -> BuildResult<Vec<u64>> {
+    let ty = imp.ty(v);
+    ty.dims.iter().map(|d| d.as_static().ok_or_else(|| BuildError::Unsupported(format!("{what} of {ty}")))).collect()
+}
+
+/// For `GatherND`/`ScatterND` with constant `indices` (last axis `k` long) over `data` whose
+/// first `batch_dims` axes are shared with the indices: the flat row, in `data` reshaped to
+/// `[prod(dims[..batch_dims + k]), rest...]`, that each index tuple addresses (negative entries
+/// count from the end; out-of-range ones are errors).
+fn nd_rows(data: &[u64], indices: &Tensor, batch_dims: usize, what: &str) -> BuildResult<Vec<i64>> {
+    let Some(&k) = indices.shape.last() else { return invalid(format!("{what}: indices must have rank >= 1")) };
+    let (k, q) = (k as usize, indices.shape.len());
+    if batch_dims >= q || batch_dims + k > data.len() {
+        return invalid(format!("{what}: {k} index components and {batch_dims} batch dims do not fit data of rank {}", data.len()));
+    }
+    if indices.shape[..batch_dims].iter().zip(data).any(|(&i, &d)| i as u64 != d) {
+        return invalid(format!("{what}: the batch dims of indices {:?} and data {data:?} differ", indices.shape));
+    }
+    let addressed = &data[batch_dims..batch_dims + k];
+    let per_batch: i64 = addressed.iter().product::<u64>() as i64;
+    let values = indices.to_i64_vec();
+    let tuples_per_batch: usize = indices.shape[batch_dims..q - 1].iter().product();
+    let n_tuples: usize = indices.shape[..q - 1].iter().product();
+    let mut rows = Vec::with_capacity(n_tuples);
+    for t in 0..n_tuples {
+        let tuple = &values[t * k..(t + 1) * k];
+        let batch = (t / tuples_per_batch.max(1)) as i64;
+        let mut row = 0i64;
+        for (j, &i) in tuple.iter().enumerate() {
+            let n = addressed[j] as i64;
+            let i = if i < 0 { i + n } else { i };
+            if !(0..n).contains(&i) {
+                return invalid(format!("{what}: index {i} is out of range for a dimension of {n}"));
+            }
+            row = row * n + i;
+        }
+        rows.push(batch * per_batch + row);
+    }
+    Ok(rows)
+}
+
+/// `GatherND` with indices known at import time: a `Gather` of the addressed rows of `data`
+/// flattened to `[rows, rest...]`; the result has shape `indices.shape[..-1] + rest`.
+fn gather_nd(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let data = imp.value(cx, 0)?;
+    let indices = imp.const_input(cx, 1, "indices")?.ok_or_else(|| BuildError::Invalid("missing input 'indices'".into()))?;
+    let batch_dims = cx.attrs.int("batch_dims", 0)?;
+    let shape = static_shape(imp, data, "GatherND")?;
+    let batch_dims = usize::try_from(batch_dims).map_err(|_| BuildError::Invalid(format!("batch_dims {batch_dims} is negative")))?;
+    let rows = nd_rows(&shape, &indices, batch_dims, "GatherND")?;
+    let k = indices.shape.last().copied().unwrap_or(0);
+    let lead: u64 = shape[..batch_dims + k].iter().product();
+    let rest = &shape[batch_dims + k..];
+    let mut flat = vec![Dim::Static(lead)];
+    flat.extend(rest.iter().map(|&d| Dim::Static(d)));
+    let flat_data = imp.reshape(data, flat)?;
+    let q = indices.shape.len();
+    let index_shape = indices.shape[..q - 1].to_vec();
+    let idx = imp.constant(Tensor::from_i64(DType::I64, index_shape, rows));
+    one(imp.add(Op::Gather { axis: 0 }, &[flat_data, idx])?)
+}
+
+/// `ScatterND` with indices known at import time. `data` is viewed as rows (`[prod(dims[..k]),
+/// rest...]`) and `updates` as the matching rows; the updates are applied in index order,
+/// `reduction` combining each with the row so far (`none` replaces: with duplicate indices the
+/// last one wins, one valid order of the spec's unspecified one). The updates hitting a row are
+/// applied in layers (layer `j` holds each row's `j`-th update), so the graph grows with the
+/// largest number of updates to one row, not with the number of updates.
+fn scatter_nd(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let data = imp.value(cx, 0)?;
+    let indices = imp.const_input(cx, 1, "indices")?.ok_or_else(|| BuildError::Invalid("missing input 'indices'".into()))?;
+    let updates = imp.value(cx, 2)?;
+    let reduction = cx.attrs.string("reduction", "none")?;
+    let combine = match reduction.as_str() {
+        "none" => None,
+        "add" => Some(BinaryOp::Add),
+        "mul" => Some(BinaryOp::Mul),
+        "max" => Some(BinaryOp::Max),
+        "min" => Some(BinaryOp::Min),
+        other => return invalid(format!("reduction '{other}' is not none, add, mul, max or min")),
+    };
+    let dty = imp.ty(data);
+    if dty.dtype == DType::Bool && combine.is_some() {
+        return invalid(format!("reduction '{reduction}' on booleans"));
+    }
+    let shape = static_shape(imp, data, "ScatterND")?;
+    let rows = nd_rows(&shape, &indices, 0, "ScatterND")?;
+    let k = indices.shape.last().copied().unwrap_or(0);
+    let q = indices.shape.len();
+    let rest = &shape[k..];
+    let mut expected: Vec<u64> = indices.shape[..q - 1].iter().map(|&d| d as u64).collect();
+    expected.extend_from_slice(rest);
+    let uty = imp.ty(updates);
+    if uty.dims != expected.iter().map(|&d| Dim::Static(d)).collect::<Vec<_>>() || uty.dtype != dty.dtype {
+        return invalid(format!("updates {uty} must be {} of shape {expected:?}", dty.dtype));
+    }
+    let n_rows: u64 = shape[..k].iter().product();
+    generated_len(n_rows.saturating_mul(rows.len().max(1) as u64), "ScatterND's row map")?;
+    let row_dims: Vec<Dim> = std::iter::once(n_rows).chain(rest.iter().copied()).map(Dim::Static).collect();
+    let update_dims: Vec<Dim> = std::iter::once(rows.len() as u64).chain(rest.iter().copied()).map(Dim::Static).collect();
+    let mut out = imp.reshape(data, row_dims.clone())?;
+    let flat_updates = imp.reshape(updates, update_dims)?;
+    // layers[j][row] = the j-th update (in index order) that targets `row`.
+    let mut per_row: Vec<Vec<i64>> = vec![Vec::new(); n_rows as usize];
+    for (u, &row) in rows.iter().enumerate() {
+        per_row[row as usize].push(u as i64);
+    }
+    let depth = per_row.iter().map(Vec::len).max().unwrap_or(0);
+    let depth = if combine.is_none() { depth.min(1) } else { depth };
+    let mut mask_shape = vec![1usize; row_dims.len()];
+    mask_shape[0] = n_rows as usize;
+    for j in 0..depth {
+        // `none` keeps only the last update of a row.
+        let pick = |hits: &Vec<i64>| if combine.is_none() { hits.last().copied() } else { hits.get(j).copied() };
+        let picks: Vec<Option<i64>> = per_row.iter().map(pick).collect();
+        let hit = imp.constant(Tensor::from_i64(DType::Bool, mask_shape.clone(), picks.iter().map(|p| p.is_some() as i64).collect()));
+        let idx = imp.constant(Tensor::from_i64(DType::I64, vec![n_rows as usize], picks.iter().map(|p| p.unwrap_or(0)).collect()));
+        let gathered = imp.add(Op::Gather { axis: 0 }, &[flat_updates, idx])?;
+        let combined = match combine {
+            Some(op) => imp.binary(op, out, gathered)?,
+            None => gathered,
+        };
+        out = imp.select(hit, combined, out)?;
+    }
+    one(imp.reshape(out, dty.dims.clone())?)
 }
 
 /// `Compress`: the slices along `axis` (of the flattened input without one) whose entry of the
