@@ -128,8 +128,27 @@ fn scatter_nd(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     generated_len(n_rows.saturating_mul(rows.len().max(1) as u64), "ScatterND's row map")?;
     let row_dims: Vec<Dim> = std::iter::once(n_rows).chain(rest.iter().copied()).map(Dim::Static).collect();
     let update_dims: Vec<Dim> = std::iter::once(rows.len() as u64).chain(rest.iter().copied()).map(Dim::Static).collect();
-    let mut out = imp.reshape(data, row_dims.clone())?;
+    let data_rows = imp.reshape(data, row_dims)?;
     let flat_updates = imp.reshape(updates, update_dims)?;
+    let out = apply_row_updates(imp, data_rows, flat_updates, &rows, combine)?;
+    one(imp.reshape(out, dty.dims.clone())?)
+}
+
+/// `data_rows` (`[n_rows, rest...]`) with update row `u` of `update_rows` applied to row
+/// `rows[u]`, in order: combined by `combine`, or replacing (`None`; the last update of a row
+/// wins). Layer `j` applies each row's `j`-th update at once, so the graph grows with the
+/// largest number of updates to one row.
+fn apply_row_updates(
+    imp: &mut Importer,
+    data_rows: ValueId,
+    update_rows: ValueId,
+    rows: &[i64],
+    combine: Option<BinaryOp>,
+) -> BuildResult<ValueId> {
+    let row_dims = imp.ty(data_rows).dims;
+    let n_rows = row_dims[0].as_static().ok_or_else(|| BuildError::Unsupported("symbolic rows".into()))?;
+    let mut out = data_rows;
+    let flat_updates = update_rows;
     // layers[j][row] = the j-th update (in index order) that targets `row`.
     let mut per_row: Vec<Vec<i64>> = vec![Vec::new(); n_rows as usize];
     for (u, &row) in rows.iter().enumerate() {
@@ -152,7 +171,7 @@ fn scatter_nd(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         };
         out = imp.select(hit, combined, out)?;
     }
-    one(imp.reshape(out, dty.dims.clone())?)
+    Ok(out)
 }
 
 /// `Compress`: the slices along `axis` (of the flattened input without one) whose entry of the
@@ -285,9 +304,54 @@ fn scatter_elements(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let reduction = match cx.attrs.string("reduction", "none")?.as_str() {
         "none" => ScatterReduction::None,
         "add" => ScatterReduction::Add,
-        other => return unsupported(format!("reduction = '{other}'")),
+        "mul" => return scatter_elements_combining(imp, cx, (data, upd), BinaryOp::Mul),
+        "max" => return scatter_elements_combining(imp, cx, (data, upd), BinaryOp::Max),
+        "min" => return scatter_elements_combining(imp, cx, (data, upd), BinaryOp::Min),
+        other => return invalid(format!("reduction '{other}' is not none, add, mul, max or min")),
     };
     one(imp.add(Op::Scatter { axis, reduction }, &[data, idx, upd])?)
+}
+
+/// ScatterElements with `reduction` mul, max or min (tsr's scatter has none and add), for
+/// indices known at import time: every update addresses one element of `data`, so the elements
+/// are rows of one value and the updates are applied as ScatterND's are.
+fn scatter_elements_combining(
+    imp: &mut Importer,
+    cx: &NodeCx,
+    (data, updates): (ValueId, ValueId),
+    combine: BinaryOp,
+) -> BuildResult<Vec<Slot>> {
+    let indices = imp.const_input(cx, 1, "indices")?.ok_or_else(|| BuildError::Invalid("missing input 'indices'".into()))?;
+    let dty = imp.ty(data);
+    if dty.dtype == DType::Bool {
+        return invalid("a combining reduction on booleans");
+    }
+    let shape = static_shape(imp, data, "ScatterElements")?;
+    let ushape = static_shape(imp, updates, "ScatterElements")?;
+    let axis = axis_of(cx.attrs.int("axis", 0)?, shape.len())?;
+    let ishape: Vec<u64> = indices.shape.iter().map(|&d| d as u64).collect();
+    if ishape != ushape || ushape.len() != shape.len() || ushape.iter().zip(&shape).enumerate().any(|(d, (u, s))| d != axis && u > s) {
+        return invalid(format!("indices {ishape:?} and updates {ushape:?} must share one shape that fits data {shape:?}"));
+    }
+    let data_strides = tessera_ir::tensor::strides(&shape.iter().map(|&d| d as usize).collect::<Vec<_>>());
+    let update_strides = tessera_ir::tensor::strides(&indices.shape);
+    let n = shape[axis] as i64;
+    let mut rows = Vec::with_capacity(indices.len());
+    for (p, k) in indices.to_i64_vec().into_iter().enumerate() {
+        let k = if k < 0 { k + n } else { k };
+        if !(0..n).contains(&k) {
+            return invalid(format!("index {k} is out of range for a dimension of {n}"));
+        }
+        let row: usize = (0..shape.len())
+            .map(|d| if d == axis { k as usize } else { p / update_strides[d] % indices.shape[d] } * data_strides[d])
+            .sum();
+        rows.push(row as i64);
+    }
+    let total: u64 = shape.iter().product();
+    let data_rows = imp.reshape(data, vec![Dim::Static(total)])?;
+    let update_rows = imp.reshape(updates, vec![Dim::Static(rows.len() as u64)])?;
+    let out = apply_row_updates(imp, data_rows, update_rows, &rows, Some(combine))?;
+    one(imp.reshape(out, dty.dims.clone())?)
 }
 
 /// `where(indices (made non-negative) == iota, on, off)` along a new `axis`.
