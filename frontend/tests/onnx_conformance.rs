@@ -61,8 +61,7 @@ fn onnx_node_tests_pass_every_case_of_the_manifest() {
     let excluded_path = root.join("tests/conformance/onnx-node-excluded.txt");
     let excluded = std::fs::read_to_string(&excluded_path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", excluded_path.display()));
-    let manifest =
-        manifest.with_exclusions(&excluded).unwrap_or_else(|e| panic!("{}: {e}", excluded_path.display()));
+    let manifest = manifest.with_exclusions(&excluded).unwrap_or_else(|e| panic!("{}: {e}", excluded_path.display()));
     let summary = match run_node_tests(&dir, &interpreter) {
         Ok(s) => s,
         Err(e) => panic!("cannot run the suite: {e}"),

@@ -87,7 +87,11 @@ fn test_onnx_fails_naming_each_listed_case_that_does_not_pass() {
     std::fs::write(dir.path().join("excluded.txt"), "test_string_concat:\n").unwrap();
     let out = tessera(dir.path(), &args);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("excluded.txt: line 1: 'test_string_concat' is excluded without a reason"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("excluded.txt: line 1: 'test_string_concat' is excluded without a reason"),
+        "{}",
+        out.stderr
+    );
     // A malformed manifest is a located error.
     std::fs::write(dir.path().join("passing.txt"), "test_abs\ntest_abs\n").unwrap();
     let out = tessera(dir.path(), &["test-onnx", "suite", "--manifest", "passing.txt"]);

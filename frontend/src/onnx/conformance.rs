@@ -376,7 +376,12 @@ impl fmt::Display for ManifestCheck {
             self.newly_passing.len()
         )?;
         if !self.unexcluded.is_empty() || !self.excluded_but_passing.is_empty() {
-            write!(f, ", {} unexcluded, {} excluded but passing", self.unexcluded.len(), self.excluded_but_passing.len())?;
+            write!(
+                f,
+                ", {} unexcluded, {} excluded but passing",
+                self.unexcluded.len(),
+                self.excluded_but_passing.len()
+            )?;
         }
         Ok(())
     }

@@ -74,12 +74,8 @@ fn einsum(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         return invalid("Einsum operands must share one numeric element type");
     }
     let letters_only = |t: &str| t.replace("...", "").chars().count();
-    let n_broadcast = terms
-        .iter()
-        .zip(&operands)
-        .map(|(t, &v)| imp.ty(v).rank().saturating_sub(letters_only(t)))
-        .max()
-        .unwrap_or(0);
+    let n_broadcast =
+        terms.iter().zip(&operands).map(|(t, &v)| imp.ty(v).rank().saturating_sub(letters_only(t))).max().unwrap_or(0);
     let mut labelled = Vec::with_capacity(terms.len());
     for (term, &v) in terms.iter().zip(&operands) {
         let labels = parse_term(term, Some(imp.ty(v).rank()), n_broadcast)?;
@@ -131,7 +127,8 @@ fn einsum(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     // Align every operand to `order` (missing labels as extent 1) and multiply.
     let mut product: Option<ValueId> = None;
     for (v, labels) in labelled {
-        let perm: Vec<i64> = order.iter().filter_map(|l| labels.iter().position(|m| m == l)).map(|p| p as i64).collect();
+        let perm: Vec<i64> =
+            order.iter().filter_map(|l| labels.iter().position(|m| m == l)).map(|p| p as i64).collect();
         let moved = if perm.iter().enumerate().all(|(i, &p)| i as i64 == p) {
             v
         } else {

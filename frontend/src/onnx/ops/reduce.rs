@@ -267,9 +267,11 @@ fn top_k(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let index_of_i = super::iota(imp, ty.rank() + 1, axis, n)?;
     let zero_i = imp.scalar(DType::I64, 0.0);
     let picked_index = imp.select(hit, index_of_i, zero_i)?;
-    let indices = imp.add(Op::Reduce { kind: ReduceKind::Sum, axes: vec![axis as i64], keepdims: false }, &[picked_index])?;
+    let indices =
+        imp.add(Op::Reduce { kind: ReduceKind::Sum, axes: vec![axis as i64], keepdims: false }, &[picked_index])?;
     let zero = imp.scalar(ty.dtype, 0.0);
     let picked_value = imp.select(hit, xi, zero)?;
-    let values = imp.add(Op::Reduce { kind: ReduceKind::Sum, axes: vec![axis as i64], keepdims: false }, &[picked_value])?;
+    let values =
+        imp.add(Op::Reduce { kind: ReduceKind::Sum, axes: vec![axis as i64], keepdims: false }, &[picked_value])?;
     Ok(vec![Slot::Value(values), Slot::Value(indices)])
 }

@@ -39,9 +39,12 @@ fn static_shape(imp: &Importer, v: ValueId, what: &str) -> BuildResult<Vec<u64>>
 /// count from the end; out-of-range ones are errors).
 fn nd_rows(data: &[u64], indices: &Tensor, batch_dims: usize, what: &str) -> BuildResult<Vec<i64>> {
     let Some(&k) = indices.shape.last() else { return invalid(format!("{what}: indices must have rank >= 1")) };
-    let (k, q) = (k as usize, indices.shape.len());
+    let q = indices.shape.len();
     if batch_dims >= q || batch_dims + k > data.len() {
-        return invalid(format!("{what}: {k} index components and {batch_dims} batch dims do not fit data of rank {}", data.len()));
+        return invalid(format!(
+            "{what}: {k} index components and {batch_dims} batch dims do not fit data of rank {}",
+            data.len()
+        ));
     }
     if indices.shape[..batch_dims].iter().zip(data).any(|(&i, &d)| i as u64 != d) {
         return invalid(format!("{what}: the batch dims of indices {:?} and data {data:?} differ", indices.shape));
@@ -73,10 +76,12 @@ fn nd_rows(data: &[u64], indices: &Tensor, batch_dims: usize, what: &str) -> Bui
 /// flattened to `[rows, rest...]`; the result has shape `indices.shape[..-1] + rest`.
 fn gather_nd(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let data = imp.value(cx, 0)?;
-    let indices = imp.const_input(cx, 1, "indices")?.ok_or_else(|| BuildError::Invalid("missing input 'indices'".into()))?;
+    let indices =
+        imp.const_input(cx, 1, "indices")?.ok_or_else(|| BuildError::Invalid("missing input 'indices'".into()))?;
     let batch_dims = cx.attrs.int("batch_dims", 0)?;
     let shape = static_shape(imp, data, "GatherND")?;
-    let batch_dims = usize::try_from(batch_dims).map_err(|_| BuildError::Invalid(format!("batch_dims {batch_dims} is negative")))?;
+    let batch_dims =
+        usize::try_from(batch_dims).map_err(|_| BuildError::Invalid(format!("batch_dims {batch_dims} is negative")))?;
     let rows = nd_rows(&shape, &indices, batch_dims, "GatherND")?;
     let k = indices.shape.last().copied().unwrap_or(0);
     let lead: u64 = shape[..batch_dims + k].iter().product();
@@ -98,7 +103,8 @@ fn gather_nd(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 /// largest number of updates to one row, not with the number of updates.
 fn scatter_nd(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let data = imp.value(cx, 0)?;
-    let indices = imp.const_input(cx, 1, "indices")?.ok_or_else(|| BuildError::Invalid("missing input 'indices'".into()))?;
+    let indices =
+        imp.const_input(cx, 1, "indices")?.ok_or_else(|| BuildError::Invalid("missing input 'indices'".into()))?;
     let updates = imp.value(cx, 2)?;
     let reduction = cx.attrs.string("reduction", "none")?;
     let combine = match reduction.as_str() {
@@ -127,7 +133,8 @@ fn scatter_nd(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let n_rows: u64 = shape[..k].iter().product();
     generated_len(n_rows.saturating_mul(rows.len().max(1) as u64), "ScatterND's row map")?;
     let row_dims: Vec<Dim> = std::iter::once(n_rows).chain(rest.iter().copied()).map(Dim::Static).collect();
-    let update_dims: Vec<Dim> = std::iter::once(rows.len() as u64).chain(rest.iter().copied()).map(Dim::Static).collect();
+    let update_dims: Vec<Dim> =
+        std::iter::once(rows.len() as u64).chain(rest.iter().copied()).map(Dim::Static).collect();
     let data_rows = imp.reshape(data, row_dims)?;
     let flat_updates = imp.reshape(updates, update_dims)?;
     let out = apply_row_updates(imp, data_rows, flat_updates, &rows, combine)?;
@@ -162,8 +169,16 @@ fn apply_row_updates(
         // `none` keeps only the last update of a row.
         let pick = |hits: &Vec<i64>| if combine.is_none() { hits.last().copied() } else { hits.get(j).copied() };
         let picks: Vec<Option<i64>> = per_row.iter().map(pick).collect();
-        let hit = imp.constant(Tensor::from_i64(DType::Bool, mask_shape.clone(), picks.iter().map(|p| p.is_some() as i64).collect()));
-        let idx = imp.constant(Tensor::from_i64(DType::I64, vec![n_rows as usize], picks.iter().map(|p| p.unwrap_or(0)).collect()));
+        let hit = imp.constant(Tensor::from_i64(
+            DType::Bool,
+            mask_shape.clone(),
+            picks.iter().map(|p| p.is_some() as i64).collect(),
+        ));
+        let idx = imp.constant(Tensor::from_i64(
+            DType::I64,
+            vec![n_rows as usize],
+            picks.iter().map(|p| p.unwrap_or(0)).collect(),
+        ));
         let gathered = imp.add(Op::Gather { axis: 0 }, &[flat_updates, idx])?;
         let combined = match combine {
             Some(op) => imp.binary(op, out, gathered)?,
@@ -211,7 +226,9 @@ fn compress(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 /// time; the permutation is then a gather of constant indices along the time axis.
 fn reverse_sequence(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let x = imp.value(cx, 0)?;
-    let lens = imp.const_ints(cx, 1, "sequence_lens")?.ok_or_else(|| BuildError::Invalid("missing input 'sequence_lens'".into()))?;
+    let lens = imp
+        .const_ints(cx, 1, "sequence_lens")?
+        .ok_or_else(|| BuildError::Invalid("missing input 'sequence_lens'".into()))?;
     let ty = imp.ty(x);
     if ty.rank() < 2 {
         return invalid(format!("input must have rank >= 2, got {ty}"));
@@ -321,7 +338,8 @@ fn scatter_elements_combining(
     (data, updates): (ValueId, ValueId),
     combine: BinaryOp,
 ) -> BuildResult<Vec<Slot>> {
-    let indices = imp.const_input(cx, 1, "indices")?.ok_or_else(|| BuildError::Invalid("missing input 'indices'".into()))?;
+    let indices =
+        imp.const_input(cx, 1, "indices")?.ok_or_else(|| BuildError::Invalid("missing input 'indices'".into()))?;
     let dty = imp.ty(data);
     if dty.dtype == DType::Bool {
         return invalid("a combining reduction on booleans");
@@ -330,8 +348,13 @@ fn scatter_elements_combining(
     let ushape = static_shape(imp, updates, "ScatterElements")?;
     let axis = axis_of(cx.attrs.int("axis", 0)?, shape.len())?;
     let ishape: Vec<u64> = indices.shape.iter().map(|&d| d as u64).collect();
-    if ishape != ushape || ushape.len() != shape.len() || ushape.iter().zip(&shape).enumerate().any(|(d, (u, s))| d != axis && u > s) {
-        return invalid(format!("indices {ishape:?} and updates {ushape:?} must share one shape that fits data {shape:?}"));
+    if ishape != ushape
+        || ushape.len() != shape.len()
+        || ushape.iter().zip(&shape).enumerate().any(|(d, (u, s))| d != axis && u > s)
+    {
+        return invalid(format!(
+            "indices {ishape:?} and updates {ushape:?} must share one shape that fits data {shape:?}"
+        ));
     }
     let data_strides = tessera_ir::tensor::strides(&shape.iter().map(|&d| d as usize).collect::<Vec<_>>());
     let update_strides = tessera_ir::tensor::strides(&indices.shape);
@@ -502,11 +525,8 @@ fn cum_sum(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         .ok_or_else(|| BuildError::Unsupported(format!("CumSum along symbolic {}", ty.dims[axis])))? as i64;
     generated_len((n as u64).saturating_mul(n as u64), "CumSum's triangular matrix")?;
     // y[j] = sum over i of x[i] * m[i][j].
-    let m: Vec<i64> = (0..n)
-        .flat_map(|i| {
-            (0..n).map(move |j| cumulative_contributes(i, j, exclusive, reverse) as i64)
-        })
-        .collect();
+    let m: Vec<i64> =
+        (0..n).flat_map(|i| (0..n).map(move |j| cumulative_contributes(i, j, exclusive, reverse) as i64)).collect();
     let m = imp.constant(Tensor::from_i64(ty.dtype, vec![n as usize, n as usize], m));
     let mut perm: Vec<i64> = (0..r as i64).filter(|&d| d != axis as i64).collect();
     perm.push(axis as i64);
