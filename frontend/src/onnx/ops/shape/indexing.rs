@@ -1,5 +1,6 @@
 //! Index-driven data movement: `Gather`, `GatherElements`, `ScatterElements`, `OneHot`,
-//! `Trilu`, `CumSum`, `CumProd`, `Compress`, `ReverseSequence`, `GatherND`, `ScatterND`.
+//! `Trilu`, `CumSum`, `CumProd`, `Compress`, `ReverseSequence`, `GatherND`, `ScatterND`,
+//! `Unique`.
 
 use super::{scalar_input, slice_axis};
 use crate::onnx::import::{Importer, NodeCx, Slot};
@@ -25,6 +26,7 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("ReverseSequence", reverse_sequence);
     r.insert("GatherND", gather_nd);
     r.insert("ScatterND", scatter_nd);
+    r.insert("Unique", unique);
 }
 
 /// The static dims of `v`, or unsupported naming `what`.
@@ -540,4 +542,82 @@ fn cum_sum(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         inverse[p as usize] = i as i64;
     }
     one(imp.add(Op::Transpose { perm: inverse }, &[y])?)
+}
+
+/// `Unique` of a tensor known at import time (its result's length depends on the values), so
+/// every output is a constant. Without `axis` the flattened elements are compared, with it the
+/// slices along `axis` (lexicographically, in row-major order). `sorted = 1` orders the unique
+/// values ascending, `sorted = 0` by first occurrence. Outputs: the values, the index of each
+/// one's first occurrence, each input element's (slice's) index into the values, and counts.
+/// Floats compare as numbers (`-0` equals `0`; NaNs compare equal to each other, after every
+/// number, as NumPy's `unique` groups them).
+fn unique(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.const_input(cx, 0, "X")?.ok_or_else(|| BuildError::Invalid("missing input 'X'".into()))?;
+    let sorted = cx.attrs.int("sorted", 1)? != 0;
+    let (shape, axis) = match cx.attrs.opt_int("axis")? {
+        None => (vec![x.len()], 0),
+        Some(a) => (x.shape.clone(), axis_of(a, x.shape.len())?),
+    };
+    let n = shape[axis];
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let element = |s: usize, o: usize, i: usize| (o * n + s) * inner + i;
+    let floats = x.to_f64_vec();
+    let ints = x.to_i64_vec();
+    let compare_at = |a: usize, b: usize| -> std::cmp::Ordering {
+        if x.dtype.is_float() {
+            let (p, q) = (floats[a], floats[b]);
+            match (p.is_nan(), q.is_nan()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                (false, false) => p.partial_cmp(&q).unwrap_or(std::cmp::Ordering::Equal),
+            }
+        } else {
+            ints[a].cmp(&ints[b])
+        }
+    };
+    let compare_slices = |s: usize, t: usize| -> std::cmp::Ordering {
+        (0..outer)
+            .flat_map(|o| (0..inner).map(move |i| (o, i)))
+            .map(|(o, i)| compare_at(element(s, o, i), element(t, o, i)))
+            .find(|c| c.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    };
+    // Slices in value order, ties by index: each run of equal slices is one group, led by its
+    // first occurrence.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&s, &t| compare_slices(s, t).then(s.cmp(&t)));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for s in order {
+        match groups.last_mut() {
+            Some(group) if compare_slices(group[0], s).is_eq() => group.push(s),
+            _ => groups.push(vec![s]),
+        }
+    }
+    if !sorted {
+        groups.sort_by_key(|g| g[0]);
+    }
+    let mut inverse = vec![0i64; n];
+    for (g, members) in groups.iter().enumerate() {
+        for &s in members {
+            inverse[s] = g as i64;
+        }
+    }
+    let picks: Vec<usize> = (0..outer)
+        .flat_map(|o| groups.iter().flat_map(move |g| (0..inner).map(move |i| (o, g[0], i))))
+        .map(|(o, s, i)| element(s, o, i))
+        .collect();
+    let mut y_shape = shape.clone();
+    y_shape[axis] = groups.len();
+    let y = if x.dtype.is_float() {
+        Tensor::from_f64(x.dtype, y_shape, picks.iter().map(|&p| floats[p]).collect())
+    } else {
+        Tensor::from_i64(x.dtype, y_shape, picks.iter().map(|&p| ints[p]).collect())
+    };
+    let count = groups.len();
+    let firsts = Tensor::from_i64(DType::I64, vec![count], groups.iter().map(|g| g[0] as i64).collect());
+    let counts = Tensor::from_i64(DType::I64, vec![count], groups.iter().map(|g| g.len() as i64).collect());
+    let inverse = Tensor::from_i64(DType::I64, vec![n], inverse);
+    Ok([y, firsts, inverse, counts].into_iter().map(|t| Slot::Value(imp.constant(t))).collect())
 }
