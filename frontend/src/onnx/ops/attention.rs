@@ -121,13 +121,94 @@ fn attention(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let (present_k, present_v) = (k, v);
     let q_len = static_dim(&imp.ty(q).dims[2], "query length")?;
     let kv_len = static_dim(&imp.ty(k).dims[2], "key length")?;
-    let batch = imp.ty(q).dims[0].clone();
-    // Where query 0 sits among the keys: a scalar, or `[B, 1, 1, 1]` per batch.
-    let offset = match (past_k, nonpad) {
-        (Some(pk), _) => {
-            let past = static_dim(&imp.ty(pk).dims[2], "past length")?;
-            imp.constant(Tensor::from_i64(DType::I64, vec![], vec![past as i64]))
+    let past_len = match past_k {
+        Some(pk) => Some(static_dim(&imp.ty(pk).dims[2], "past length")?),
+        None => None,
+    };
+    let masking = Masking { mask, nonpad, past_len, is_causal, left_window, right_window };
+    let bias = attention_bias(imp, &masking, dtype, imp.ty(q).dims[0].clone(), q_len, kv_len)?;
+    // Grouped-query attention: each KV head serves q_heads / kv_heads query heads, in order.
+    let q_heads = static_dim(&imp.ty(q).dims[1], "head count")?;
+    let kv_heads = static_dim(&imp.ty(k).dims[1], "head count")?;
+    let (mut kk, mut vv) = (k, v);
+    if q_heads != kv_heads {
+        if kv_heads == 0 || q_heads % kv_heads != 0 {
+            return invalid(format!("{q_heads} query heads cannot share {kv_heads} key/value heads"));
         }
+        kk = repeat_heads(imp, k, q_heads / kv_heads)?;
+        vv = repeat_heads(imp, v, q_heads / kv_heads)?;
+    }
+    let qs = imp.binary_scalar(BinaryOp::Mul, q, root)?;
+    let ks = imp.binary_scalar(BinaryOp::Mul, kk, root)?;
+    let kt = imp.add(Op::Transpose { perm: vec![0, 1, 3, 2] }, &[ks])?;
+    let mut scores = imp.add(Op::MatMul, &[qs, kt])?;
+    if softcap > 0.0 {
+        let d = imp.binary_scalar(BinaryOp::Div, scores, softcap)?;
+        let t = imp.unary(UnaryOp::Tanh, d)?;
+        scores = imp.binary_scalar(BinaryOp::Mul, t, softcap)?;
+    }
+    let capped = scores;
+    if let Some(b) = bias {
+        scores = imp.binary(BinaryOp::Add, scores, b)?;
+    }
+    let with_bias = scores;
+    let precision = match a.opt_int("softmax_precision")? {
+        Some(code) => tensor::dtype_of(code as i32).map_err(|e| BuildError::Unsupported(e.message))?,
+        None => dtype,
+    };
+    let scores = imp.cast(scores, precision)?;
+    let mut probs = imp.add(Op::Softmax { axis: -1 }, &[scores])?;
+    if let Some(b) = bias {
+        // Rows with no attendable key (decided on the bias, not on possibly-NaN scores) give 0.
+        let row_max = imp.add(Op::Reduce { kind: ReduceKind::Max, axes: vec![-1], keepdims: true }, &[b])?;
+        let ninf = imp.scalar(dtype, f64::NEG_INFINITY);
+        let all_masked = imp.compare(CompareOp::Eq, row_max, ninf)?;
+        let zero = imp.scalar(precision, 0.0);
+        probs = imp.select(all_masked, zero, probs)?;
+    }
+    let probs = imp.cast(probs, dtype)?;
+    let mut y = imp.add(Op::MatMul, &[probs, vv])?;
+    if rank == 3 {
+        let t = imp.add(Op::Transpose { perm: vec![0, 2, 1, 3] }, &[y])?;
+        let dims = imp.ty(t).dims;
+        let width = static_dim(&dims[2], "head count")? * static_dim(&dims[3], "head size")?;
+        y = imp.reshape(t, vec![dims[0].clone(), dims[1].clone(), Dim::Static(width)])?;
+    }
+    let qk_out = match mode {
+        0 | 1 => capped,
+        2 => with_bias,
+        _ => probs,
+    };
+    Ok(vec![Slot::Value(y), Slot::Value(present_k), Slot::Value(present_v), Slot::Value(qk_out)])
+}
+
+/// What masks one attention score: the inputs and attributes that make up the additive bias.
+#[derive(Clone, Copy)]
+struct Masking {
+    mask: Option<ValueId>,
+    nonpad: Option<ValueId>,
+    /// The internal KV cache's length (`past_key`'s sequence length), when there is one.
+    past_len: Option<u64>,
+    is_causal: bool,
+    left_window: i64,
+    right_window: i64,
+}
+
+/// The additive bias of the scores (`None` when nothing masks them): `attn_mask` plus the
+/// causal, sliding-window and key-padding masks, each 0 (attend) or -inf, the causal and window
+/// ones aligned bottom-right by the cache offset (see [`attention`]).
+fn attention_bias(
+    imp: &mut Importer,
+    masking: &Masking,
+    dtype: DType,
+    batch: Dim,
+    q_len: u64,
+    kv_len: u64,
+) -> BuildResult<Option<ValueId>> {
+    let Masking { mask, nonpad, past_len, is_causal, left_window, right_window } = *masking;
+    // Where query 0 sits among the keys: a scalar, or `[B, 1, 1, 1]` per batch.
+    let offset = match (past_len, nonpad) {
+        (Some(past), _) => imp.constant(Tensor::from_i64(DType::I64, vec![], vec![past as i64])),
         (None, Some(lens)) => {
             let lens = imp.cast(lens, DType::I64)?;
             let lens = imp.reshape(lens, vec![batch.clone(), Dim::Static(1), Dim::Static(1), Dim::Static(1)])?;
@@ -190,59 +271,7 @@ fn attention(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         let pad = imp.select(keep, zero, ninf)?;
         add_bias(imp, pad)?;
     }
-    // Grouped-query attention: each KV head serves q_heads / kv_heads query heads, in order.
-    let q_heads = static_dim(&imp.ty(q).dims[1], "head count")?;
-    let kv_heads = static_dim(&imp.ty(k).dims[1], "head count")?;
-    let (mut kk, mut vv) = (k, v);
-    if q_heads != kv_heads {
-        if kv_heads == 0 || q_heads % kv_heads != 0 {
-            return invalid(format!("{q_heads} query heads cannot share {kv_heads} key/value heads"));
-        }
-        kk = repeat_heads(imp, k, q_heads / kv_heads)?;
-        vv = repeat_heads(imp, v, q_heads / kv_heads)?;
-    }
-    let qs = imp.binary_scalar(BinaryOp::Mul, q, root)?;
-    let ks = imp.binary_scalar(BinaryOp::Mul, kk, root)?;
-    let kt = imp.add(Op::Transpose { perm: vec![0, 1, 3, 2] }, &[ks])?;
-    let mut scores = imp.add(Op::MatMul, &[qs, kt])?;
-    if softcap > 0.0 {
-        let d = imp.binary_scalar(BinaryOp::Div, scores, softcap)?;
-        let t = imp.unary(UnaryOp::Tanh, d)?;
-        scores = imp.binary_scalar(BinaryOp::Mul, t, softcap)?;
-    }
-    let capped = scores;
-    if let Some(b) = bias {
-        scores = imp.binary(BinaryOp::Add, scores, b)?;
-    }
-    let with_bias = scores;
-    let precision = match a.opt_int("softmax_precision")? {
-        Some(code) => tensor::dtype_of(code as i32).map_err(|e| BuildError::Unsupported(e.message))?,
-        None => dtype,
-    };
-    let scores = imp.cast(scores, precision)?;
-    let mut probs = imp.add(Op::Softmax { axis: -1 }, &[scores])?;
-    if let Some(b) = bias {
-        // Rows with no attendable key (decided on the bias, not on possibly-NaN scores) give 0.
-        let row_max = imp.add(Op::Reduce { kind: ReduceKind::Max, axes: vec![-1], keepdims: true }, &[b])?;
-        let ninf = imp.scalar(dtype, f64::NEG_INFINITY);
-        let all_masked = imp.compare(CompareOp::Eq, row_max, ninf)?;
-        let zero = imp.scalar(precision, 0.0);
-        probs = imp.select(all_masked, zero, probs)?;
-    }
-    let probs = imp.cast(probs, dtype)?;
-    let mut y = imp.add(Op::MatMul, &[probs, vv])?;
-    if rank == 3 {
-        let t = imp.add(Op::Transpose { perm: vec![0, 2, 1, 3] }, &[y])?;
-        let dims = imp.ty(t).dims;
-        let width = static_dim(&dims[2], "head count")? * static_dim(&dims[3], "head size")?;
-        y = imp.reshape(t, vec![dims[0].clone(), dims[1].clone(), Dim::Static(width)])?;
-    }
-    let qk_out = match mode {
-        0 | 1 => capped,
-        2 => with_bias,
-        _ => probs,
-    };
-    Ok(vec![Slot::Value(y), Slot::Value(present_k), Slot::Value(present_v), Slot::Value(qk_out)])
+    Ok(bias)
 }
 
 /// `[B, H, S, D]` -> `[B, H * r, S, D]` with each head repeated `r` times in place.
