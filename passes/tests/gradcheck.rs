@@ -30,6 +30,8 @@ enum Values {
     Positive,
     /// Magnitude in [0.2, 1) with a random sign: away from the kinks of abs and relu.
     AwayFromZero,
+    /// Uniform in [-0.8, 0.8): acos and asin away from their poles at -1 and 1.
+    Inside,
 }
 
 fn draw(rng: &mut SplitMix64, shape: &[usize], values: Values) -> Tensor {
@@ -40,6 +42,7 @@ fn draw(rng: &mut SplitMix64, shape: &[usize], values: Values) -> Tensor {
             match values {
                 Values::Signed => 2.0 * u - 1.0,
                 Values::Positive => 0.5 + 1.5 * u,
+                Values::Inside => 1.6 * u - 0.8,
                 Values::AwayFromZero => {
                     let m = 0.2 + 0.8 * rng.next_f64();
                     if u < 0.5 {
@@ -176,7 +179,8 @@ proptest! {
     fn unary_ops(seed in any::<u64>(), shape in dims()) {
         for &u in UnaryOp::ALL {
             let values = match u {
-                UnaryOp::Not => continue,
+                UnaryOp::Not | UnaryOp::Ceil | UnaryOp::Floor | UnaryOp::Round => continue,
+                UnaryOp::Acos | UnaryOp::Asin => Values::Inside,
                 UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Reciprocal => Values::Positive,
                 UnaryOp::Abs | UnaryOp::Relu => Values::AwayFromZero,
                 _ => Values::Signed,

@@ -26,7 +26,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn test_onnx_summarizes_a_selection_of_node_tests() {
     let dir = tempfile::tempdir().unwrap();
-    for case in ["test_abs", "test_gemm_default_matrix_bias", "test_softmax_axis_0", "test_acos"] {
+    for case in ["test_abs", "test_gemm_default_matrix_bias", "test_softmax_axis_0", "test_string_concat"] {
         copy_dir(&node_tests().join(case), &dir.path().join(case));
     }
     let out = tessera(dir.path(), &["test-onnx", "."]);
@@ -37,9 +37,10 @@ fn test_onnx_summarizes_a_selection_of_node_tests() {
     let cases: Vec<serde_json::Value> =
         json.stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(cases.len(), 4);
-    let acos_case = cases.iter().find(|c| c["name"] == "test_acos").unwrap();
-    assert_eq!(acos_case["outcome"], "unsupported");
-    assert!(acos_case["reason"].as_str().unwrap().contains("(Acos): unsupported op"), "{acos_case}");
+    let string_case = cases.iter().find(|c| c["name"] == "test_string_concat").unwrap();
+    assert_eq!(string_case["outcome"], "unsupported");
+    let reason = string_case["reason"].as_str().unwrap();
+    assert!(reason.contains("element type string is not supported by tessera"), "{string_case}");
 
     // A wrong expected value makes the case fail, and a failure makes the command fail (an
     // unsupported case does not).
@@ -57,14 +58,15 @@ fn test_onnx_summarizes_a_selection_of_node_tests() {
 #[test]
 fn test_onnx_fails_naming_each_listed_case_that_does_not_pass() {
     let dir = tempfile::tempdir().unwrap();
-    for case in ["test_abs", "test_acos"] {
+    for case in ["test_abs", "test_string_concat"] {
         copy_dir(&node_tests().join(case), &dir.path().join("suite").join(case));
     }
-    // test_acos is unsupported: listing it as passing is a regression, named on stdout.
-    std::fs::write(dir.path().join("passing.txt"), "# two cases\ntest_abs\ntest_acos\n").unwrap();
+    // test_string_concat is unsupported: listing it as passing is a regression, named on stdout.
+    std::fs::write(dir.path().join("passing.txt"), "# two cases\ntest_abs\ntest_string_concat\n").unwrap();
     let out = tessera(dir.path(), &["test-onnx", "suite", "--manifest", "passing.txt"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(out.stdout.contains("REGRESSED test_acos: node #0 (Acos): unsupported op"), "{}", out.stdout);
+    let regressed = "REGRESSED test_string_concat: graph input 'x': element type string is not supported by tessera";
+    assert!(out.stdout.contains(regressed), "{}", out.stdout);
     assert!(out.stderr.contains("1 listed node test(s) regressed and 0 are missing"), "{}", out.stderr);
     // Known failures outside the manifest are not fatal; a case that passes but is not listed
     // is counted as newly passing.
@@ -72,6 +74,24 @@ fn test_onnx_fails_naming_each_listed_case_that_does_not_pass() {
     let out = tessera(dir.path(), &["test-onnx", "suite", "--manifest", "passing.txt"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout.lines().last(), Some("manifest: 0 regressed, 0 missing, 1 newly passing"));
+    // With an exclusion list every case must pass or be excluded with a reason.
+    std::fs::write(dir.path().join("passing.txt"), "test_abs\n").unwrap();
+    std::fs::write(dir.path().join("excluded.txt"), "# none yet\n").unwrap();
+    let args = ["test-onnx", "suite", "--manifest", "passing.txt", "--excluded", "excluded.txt"];
+    let out = tessera(dir.path(), &args);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("UNEXCLUDED test_string_concat: does not pass and has no exclusion"), "{}", out.stdout);
+    std::fs::write(dir.path().join("excluded.txt"), "test_string_concat: string tensors are refused\n").unwrap();
+    let out = tessera(dir.path(), &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    std::fs::write(dir.path().join("excluded.txt"), "test_string_concat:\n").unwrap();
+    let out = tessera(dir.path(), &args);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("excluded.txt: line 1: 'test_string_concat' is excluded without a reason"),
+        "{}",
+        out.stderr
+    );
     // A malformed manifest is a located error.
     std::fs::write(dir.path().join("passing.txt"), "test_abs\ntest_abs\n").unwrap();
     let out = tessera(dir.path(), &["test-onnx", "suite", "--manifest", "passing.txt"]);

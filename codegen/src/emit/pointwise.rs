@@ -394,6 +394,13 @@ impl FnEmitter<'_> {
                 let d = self.op("arith.addf", &[&one, &a], ty);
                 self.op("arith.divf", &[x, &d], ty)
             }
+            UnaryOp::Acos => self.op("math.acos", &[x], ty),
+            UnaryOp::Asin => self.op("math.asin", &[x], ty),
+            UnaryOp::Atan => self.op("math.atan", &[x], ty),
+            UnaryOp::Ceil => self.op("math.ceil", &[x], ty),
+            UnaryOp::Floor => self.op("math.floor", &[x], ty),
+            // `math.roundeven`: halves to even (`math.round` takes them away from zero).
+            UnaryOp::Round => self.op("math.roundeven", &[x], ty),
             UnaryOp::Not => return Err(CodegenError::Internal(format!("'not' on {dtype}"))),
         };
         Ok(self.round(r, dtype))

@@ -322,6 +322,9 @@ pub fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
 pub struct Manifest {
     /// Case names, sorted.
     pub passing: std::collections::BTreeSet<String>,
+    /// The cases known not to pass, each with its reason (name -> reason), when an exclusion
+    /// list is given: then every case of the suite must be either listed or excluded.
+    pub excluded: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// How a run compares with a [`Manifest`].
@@ -333,12 +336,20 @@ pub struct ManifestCheck {
     pub missing: Vec<String>,
     /// Cases that passed but are not listed yet.
     pub newly_passing: Vec<String>,
+    /// Cases that neither pass nor are excluded with a reason (checked only when the manifest
+    /// has an exclusion list): a new case of the suite, or an exclusion dropped by mistake.
+    pub unexcluded: Vec<(String, Outcome)>,
+    /// Excluded cases that now pass: promote them (drop the exclusion, list the case).
+    pub excluded_but_passing: Vec<String>,
 }
 
 impl ManifestCheck {
     /// True when every listed case passed.
     pub fn holds(&self) -> bool {
-        self.regressed.is_empty() && self.missing.is_empty()
+        self.regressed.is_empty()
+            && self.missing.is_empty()
+            && self.unexcluded.is_empty()
+            && self.excluded_but_passing.is_empty()
     }
 }
 
@@ -346,15 +357,16 @@ impl fmt::Display for ManifestCheck {
     /// One line per regressed or missing case, then a count of the newly passing ones.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (name, outcome) in &self.regressed {
-            let reason = match outcome {
-                Outcome::Passed => "passed",
-                Outcome::Failed(m) => m,
-                Outcome::Unsupported(m) => m,
-            };
-            writeln!(f, "REGRESSED {name}: {reason}")?;
+            writeln!(f, "REGRESSED {name}: {}", outcome_reason(outcome))?;
         }
         for name in &self.missing {
-            writeln!(f, "MISSING {name}: listed in the manifest but not in the suite")?;
+            writeln!(f, "MISSING {name}: listed in the manifest or the exclusions but not in the suite")?;
+        }
+        for (name, outcome) in &self.unexcluded {
+            writeln!(f, "UNEXCLUDED {name}: does not pass and has no exclusion ({})", outcome_reason(outcome))?;
+        }
+        for name in &self.excluded_but_passing {
+            writeln!(f, "EXCLUDED-BUT-PASSING {name}: passes; list it instead of excluding it")?;
         }
         write!(
             f,
@@ -362,7 +374,16 @@ impl fmt::Display for ManifestCheck {
             self.regressed.len(),
             self.missing.len(),
             self.newly_passing.len()
-        )
+        )?;
+        if !self.unexcluded.is_empty() || !self.excluded_but_passing.is_empty() {
+            write!(
+                f,
+                ", {} unexcluded, {} excluded but passing",
+                self.unexcluded.len(),
+                self.excluded_but_passing.len()
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -391,13 +412,75 @@ impl Manifest {
                 return Err(error(format!("'{name}' is listed twice")));
             }
         }
-        Ok(Manifest { passing })
+        Ok(Manifest { passing, excluded: None })
     }
 
-    /// The manifest of the cases `summary` passed.
-    pub fn of_summary(summary: &Summary) -> Manifest {
+    /// Adds the exclusion list's text form: one `name: reason` per line (the reason is required
+    /// and runs to the end of the line); blank lines and lines starting with `#` are skipped. A
+    /// case may not be both listed and excluded.
+    pub fn with_exclusions(mut self, text: &str) -> Result<Manifest, ManifestError> {
+        let mut excluded = std::collections::BTreeMap::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let error = |message: String| ManifestError { line: i + 1, message };
+            let Some((name, reason)) = line.split_once(':') else {
+                return Err(error(format!("'{}' is not 'name: reason'", truncate(line))));
+            };
+            let (name, reason) = (name.trim(), reason.trim());
+            if name.is_empty() || name.contains(char::is_whitespace) || name.contains(['/', '\\']) {
+                return Err(error(format!("'{}' is not a node-test directory name", truncate(name))));
+            }
+            if reason.is_empty() {
+                return Err(error(format!("'{name}' is excluded without a reason")));
+            }
+            if self.passing.contains(name) {
+                return Err(error(format!("'{name}' is both listed as passing and excluded")));
+            }
+            if excluded.insert(name.to_string(), reason.to_string()).is_some() {
+                return Err(error(format!("'{name}' is excluded twice")));
+            }
+        }
+        self.excluded = Some(excluded);
+        Ok(self)
+    }
+
+    /// The manifest of the cases `summary` passed; with `previous` exclusions, every case that
+    /// does not pass is excluded, keeping its previous reason or else taking the run's reason.
+    pub fn of_summary(summary: &Summary, previous: Option<&Manifest>) -> Manifest {
         let passing = summary.cases.iter().filter(|c| c.outcome == Outcome::Passed).map(|c| c.name.clone()).collect();
-        Manifest { passing }
+        let excluded = previous.and_then(|m| m.excluded.as_ref()).map(|old| {
+            summary
+                .cases
+                .iter()
+                .filter(|c| c.outcome != Outcome::Passed)
+                .map(|c| {
+                    let reason = old.get(&c.name).cloned().unwrap_or_else(|| match &c.outcome {
+                        Outcome::Failed(m) => format!("fails: {}", first_line(m)),
+                        other => first_line(outcome_reason(other)).to_string(),
+                    });
+                    (c.name.clone(), reason)
+                })
+                .collect()
+        });
+        Manifest { passing, excluded }
+    }
+
+    /// The exclusion list's text form, `header` lines first as comments; `None` without one.
+    pub fn exclusions_text(&self, header: &[&str]) -> Option<String> {
+        let excluded = self.excluded.as_ref()?;
+        let mut out = String::new();
+        for line in header {
+            out.push_str("# ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        for (name, reason) in excluded {
+            out.push_str(&format!("{name}: {reason}\n"));
+        }
+        Some(out)
     }
 
     /// The text form, `header` lines first as comments.
@@ -429,8 +512,35 @@ impl Manifest {
             }
         }
         check.missing = self.passing.iter().filter(|n| !seen.contains(n.as_str())).cloned().collect();
+        if let Some(excluded) = &self.excluded {
+            for case in &summary.cases {
+                let is_excluded = excluded.contains_key(&case.name);
+                match (&case.outcome, is_excluded) {
+                    (Outcome::Passed, true) => check.excluded_but_passing.push(case.name.clone()),
+                    (Outcome::Passed, false) | (_, true) => {}
+                    (outcome, false) if !self.passing.contains(&case.name) => {
+                        check.unexcluded.push((case.name.clone(), outcome.clone()))
+                    }
+                    (_, false) => {}
+                }
+            }
+            check.missing.extend(excluded.keys().filter(|n| !seen.contains(n.as_str())).cloned());
+        }
         check
     }
+}
+
+/// What a case's outcome says, for messages.
+fn outcome_reason(outcome: &Outcome) -> &str {
+    match outcome {
+        Outcome::Passed => "passed",
+        Outcome::Failed(m) | Outcome::Unsupported(m) => m,
+    }
+}
+
+/// The first line of `text`, so a reason stays one line of the exclusion list.
+fn first_line(text: &str) -> &str {
+    truncate(text.lines().next().unwrap_or_default())
 }
 
 /// At most 200 bytes of `text` (on a character boundary), for quoting input in messages.
@@ -471,7 +581,7 @@ mod manifest_tests {
             "REGRESSED test_acos: wrong values\nmanifest: 1 regressed, 0 missing, 1 newly passing"
         );
         // Promoting: the manifest of this run lists exactly what passed.
-        let promoted = Manifest::of_summary(&run);
+        let promoted = Manifest::of_summary(&run, None);
         assert_eq!(promoted.to_text(&["h"]), "# h\ntest_abs\ntest_add\n");
         assert_eq!(Manifest::parse(&promoted.to_text(&["h"])).unwrap(), promoted);
     }
@@ -482,6 +592,52 @@ mod manifest_tests {
         let check = manifest.check(&summary(&[("test_abs", Outcome::Unsupported("op".into()))]));
         assert_eq!(check.missing, vec!["test_gone".to_string()]);
         assert!(check.regressed.is_empty() && !check.holds());
+    }
+
+    #[test]
+    fn with_exclusions_every_case_is_listed_or_excluded_with_a_reason() {
+        let manifest = Manifest::parse("test_abs\n")
+            .unwrap()
+            .with_exclusions("# why each case is left out\ntest_if: If is a region op: not imported\n")
+            .unwrap();
+        let run = summary(&[
+            ("test_abs", Outcome::Passed),
+            ("test_if", Outcome::Unsupported("node #0 (If): unsupported op".into())),
+            ("test_new", Outcome::Failed("2 of 4 values differ".into())),
+        ]);
+        let check = manifest.check(&run);
+        assert_eq!(check.unexcluded, vec![("test_new".to_string(), Outcome::Failed("2 of 4 values differ".into()))]);
+        assert!(!check.holds());
+        assert_eq!(
+            check.to_string(),
+            "UNEXCLUDED test_new: does not pass and has no exclusion (2 of 4 values differ)\n\
+             manifest: 0 regressed, 0 missing, 0 newly passing, 1 unexcluded, 0 excluded but passing"
+        );
+        // Promoting keeps the written reason and takes the run's reason for a new exclusion.
+        let promoted = Manifest::of_summary(&run, Some(&manifest));
+        assert_eq!(
+            promoted.exclusions_text(&["h"]).unwrap(),
+            "# h\ntest_if: If is a region op: not imported\ntest_new: fails: 2 of 4 values differ\n"
+        );
+        let reread = Manifest::parse("test_abs\n").unwrap().with_exclusions(&promoted.exclusions_text(&[]).unwrap());
+        assert_eq!(reread.unwrap(), promoted);
+
+        // An excluded case that passes must be promoted.
+        let now_passing = summary(&[("test_abs", Outcome::Passed), ("test_if", Outcome::Passed)]);
+        let check = manifest.check(&now_passing);
+        assert_eq!(check.excluded_but_passing, vec!["test_if".to_string()]);
+        assert!(!check.holds());
+    }
+
+    #[test]
+    fn malformed_exclusions_are_located_errors() {
+        let manifest = Manifest::parse("test_abs\n").unwrap();
+        let error = |text: &str| manifest.clone().with_exclusions(text).unwrap_err().to_string();
+        assert_eq!(error("test_if\n"), "line 1: 'test_if' is not 'name: reason'");
+        assert_eq!(error("\ntest_if:  \n"), "line 2: 'test_if' is excluded without a reason");
+        assert_eq!(error("test_abs: flaky\n"), "line 1: 'test_abs' is both listed as passing and excluded");
+        assert_eq!(error("test_if: a\ntest_if: b\n"), "line 2: 'test_if' is excluded twice");
+        assert_eq!(error("a b: c\n"), "line 1: 'a b' is not a node-test directory name");
     }
 
     #[test]

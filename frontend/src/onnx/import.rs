@@ -20,10 +20,13 @@ use tessera_ir::types::{Dim, TensorType};
 /// took their current form (axes as inputs, bfloat16); 11 and 12 are still what paddle2onnx
 /// writes (PaddleOCR's published models), and their differences stay in the builders
 /// (Squeeze/Unsqueeze/ReduceSum axes and Split sizes as attributes, Softmax/LogSoftmax/Hardmax
-/// over a flattened trailing block). 25 is the newest opset of onnx 1.20.1, and the changes from
-/// 22 to 25 to the ops imported here only add element types.
+/// over a flattened trailing block). 28 is the newest opset of onnx 1.23.2. The changes from 22
+/// to 28 to the ops imported here add element types, except: Range-27 accepts float16/bfloat16
+/// with a `stash_type` and SpaceToDepth-28 gains `mode` (CRD), which their builders handle;
+/// Mod-28 defines `fmod = 0` on floats (floor division), and its builder handles float Mod at
+/// every opset. ReduceLogSum(Exp)-28 drop integer types.
 pub const MIN_OPSET: i64 = 11;
-pub const MAX_OPSET: i64 = 25;
+pub const MAX_OPSET: i64 = 28;
 
 /// Constant folding evaluates an op at import time when all its operands are constants and its
 /// result has at most this many elements: enough for the shape arithmetic exporters emit

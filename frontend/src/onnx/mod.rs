@@ -1,4 +1,4 @@
-//! The ONNX importer: `.onnx` files (protobuf `ModelProto`, opsets 11 to 25) to verified tsr
+//! The ONNX importer: `.onnx` files (protobuf `ModelProto`, opsets 11 to 28) to verified tsr
 //! graphs, and the runner for ONNX's backend node conformance tests.
 //!
 //! How a model maps onto the IR:

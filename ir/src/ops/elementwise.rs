@@ -86,7 +86,12 @@ unary_table!(
     UnaryOp {
         Neg = "neg", onnx: Some("Neg"), keeps: Nothing;
         Abs = "abs", onnx: Some("Abs"), keeps: Operand;
+        Acos = "acos", onnx: Some("Acos"), keeps: Operand;
+        Asin = "asin", onnx: Some("Asin"), keeps: Operand;
+        Atan = "atan", onnx: Some("Atan"), keeps: Operand;
+        Ceil = "ceil", onnx: Some("Ceil"), keeps: Nothing;
         Exp = "exp", onnx: Some("Exp"), keeps: Result;
+        Floor = "floor", onnx: Some("Floor"), keeps: Nothing;
         Log = "log", onnx: Some("Log"), keeps: Operand;
         Sqrt = "sqrt", onnx: Some("Sqrt"), keeps: Result;
         Rsqrt = "rsqrt", onnx: None, keeps: Result;
@@ -94,6 +99,8 @@ unary_table!(
         Tanh = "tanh", onnx: Some("Tanh"), keeps: Result;
         Sigmoid = "sigmoid", onnx: Some("Sigmoid"), keeps: Result;
         Relu = "relu", onnx: Some("Relu"), keeps: Operand;
+        // Halves round to even, as ONNX `Round` (and NumPy) specify.
+        Round = "round", onnx: Some("Round"), keeps: Nothing;
         // ONNX `Gelu` has an `approximate` attribute that picks `gelu` or `gelu_tanh`.
         Gelu = "gelu", onnx: None, keeps: Operand;
         GeluTanh = "gelu_tanh", onnx: None, keeps: Operand;
@@ -237,6 +244,12 @@ impl UnaryOp {
             UnaryOp::Erf => libm::erf(x),
             UnaryOp::Sin => x.sin(),
             UnaryOp::Cos => x.cos(),
+            UnaryOp::Acos => x.acos(),
+            UnaryOp::Asin => x.asin(),
+            UnaryOp::Atan => x.atan(),
+            UnaryOp::Ceil => x.ceil(),
+            UnaryOp::Floor => x.floor(),
+            UnaryOp::Round => x.round_ties_even(),
             UnaryOp::Softsign => x / (1.0 + x.abs()),
             UnaryOp::Not => (x == 0.0) as i64 as f64,
         }
@@ -399,7 +412,7 @@ impl UnaryOp {
     /// Whether the op is differentiable (`not` works on booleans only).
     pub fn differentiability(self) -> Differentiability {
         match self {
-            UnaryOp::Not => Differentiability::PiecewiseConstant,
+            UnaryOp::Not | UnaryOp::Ceil | UnaryOp::Floor | UnaryOp::Round => Differentiability::PiecewiseConstant,
             _ => Differentiability::Differentiable,
         }
     }
@@ -408,7 +421,9 @@ impl UnaryOp {
     /// `log: g/x`, `sqrt: g/(2y)`, `rsqrt: -g*y/(2x)`, `reciprocal: -g*y*y`, `tanh: g*(1-y^2)`,
     /// `sigmoid: g*y*(1-y)`, `relu`/`abs`: the sign (0 at 0, PyTorch's subgradient), `gelu:
     /// g*(Phi(x) + x*phi(x))`, `gelu_tanh` and `silu` by the chain rule, `erf: g*2/sqrt(pi)*exp(-x^2)`,
-    /// `sin: g*cos`, `cos: -g*sin`, `softsign: g/(1+|x|)^2`.
+    /// `sin: g*cos`, `cos: -g*sin`, `softsign: g/(1+|x|)^2`, `acos: -g/sqrt(1-x^2)`,
+    /// `asin: g/sqrt(1-x^2)`, `atan: g/(1+x^2)`. `ceil`, `floor` and `round` are piecewise
+    /// constant (derivative 0 wherever it exists): no adjoint flows through them.
     pub fn grad(self, cx: &mut GradContext, x: ValueId, y: ValueId, g: ValueId) -> Result<ValueId, GradError> {
         use std::f64::consts::{FRAC_1_SQRT_2, PI};
         let sign_mask = |cx: &mut GradContext, x: ValueId| -> Result<(ValueId, ValueId), GradError> {
@@ -529,6 +544,29 @@ impl UnaryOp {
                 let dd = cx.mul(d, d)?;
                 cx.div(g, dd)
             }
+            UnaryOp::Acos | UnaryOp::Asin => {
+                let xx = cx.mul(x, x)?;
+                let one = cx.splat_like(x, 1.0)?;
+                let d = cx.sub(one, xx)?;
+                let root = cx.unary(UnaryOp::Sqrt, d)?;
+                let q = cx.div(g, root)?;
+                if self == UnaryOp::Acos {
+                    cx.neg(q)
+                } else {
+                    Ok(q)
+                }
+            }
+            UnaryOp::Atan => {
+                let xx = cx.mul(x, x)?;
+                let one = cx.splat_like(x, 1.0)?;
+                let d = cx.add2(one, xx)?;
+                cx.div(g, d)
+            }
+            UnaryOp::Ceil | UnaryOp::Floor | UnaryOp::Round => Err(GradError::NotDifferentiable {
+                op: self.mnemonic(),
+                operand: 0,
+                reason: "it is piecewise constant (no adjoint flows through it)".into(),
+            }),
             UnaryOp::Not => {
                 Err(GradError::NotDifferentiable { op: "not", operand: 0, reason: "it works on booleans".into() })
             }
@@ -707,6 +745,21 @@ mod eval_tests {
         let angles = f64s(&[2], &[0.0, std::f64::consts::FRAC_PI_2]);
         assert_close(&unary(UnaryOp::Sin, &angles), DType::F64, &[2], &[0.0, 1.0], 1e-16);
         assert_close(&unary(UnaryOp::Cos, &angles), DType::F64, &[2], &[1.0, 6.123233995736766e-17], 1e-16);
+        // acos/asin/atan of 0, 1/2, 1 and -1: pi/2, pi/3, 0, pi; 0, pi/6, pi/2, -pi/2; 0, atan(1/2), pi/4, -pi/4.
+        use std::f64::consts::{FRAC_PI_2, FRAC_PI_3, FRAC_PI_4, FRAC_PI_6, PI};
+        let x = f64s(&[4], &[0.0, 0.5, 1.0, -1.0]);
+        assert_close(&unary(UnaryOp::Acos, &x), DType::F64, &[4], &[FRAC_PI_2, FRAC_PI_3, 0.0, PI], 1e-15);
+        assert_close(&unary(UnaryOp::Asin, &x), DType::F64, &[4], &[0.0, FRAC_PI_6, FRAC_PI_2, -FRAC_PI_2], 1e-15);
+        let atan_half = 0.4636476090008061;
+        assert_close(&unary(UnaryOp::Atan, &x), DType::F64, &[4], &[0.0, atan_half, FRAC_PI_4, -FRAC_PI_4], 1e-15);
+        // Outside [-1, 1] acos and asin are NaN.
+        let outside = f64s(&[1], &[1.5]);
+        assert_close(&unary(UnaryOp::Acos, &outside), DType::F64, &[1], &[f64::NAN], 0.0);
+        // Round takes halves to even; ceil/floor go up/down, -0.5 rounds to -0.
+        let x = f64s(&[6], &[0.5, 1.5, 2.5, -0.5, -1.7, 2.2]);
+        assert_close(&unary(UnaryOp::Round, &x), DType::F64, &[6], &[0.0, 2.0, 2.0, -0.0, -2.0, 2.0], 0.0);
+        assert_close(&unary(UnaryOp::Ceil, &x), DType::F64, &[6], &[1.0, 2.0, 3.0, -0.0, -1.0, 3.0], 0.0);
+        assert_close(&unary(UnaryOp::Floor, &x), DType::F64, &[6], &[0.0, 1.0, 2.0, -1.0, -2.0, 2.0], 0.0);
     }
 
     #[test]

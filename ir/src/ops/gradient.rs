@@ -51,8 +51,9 @@ pub enum GradError {
 pub enum Differentiability {
     /// Every float operand gets an adjoint from the op's rule.
     Differentiable,
-    /// The results are not floats (booleans, indices, integers): the derivative is zero
-    /// wherever it exists, and no adjoint flows through.
+    /// The results are not floats (booleans, indices, integers) or are floats rounded to
+    /// integers (floor, ceil, round): the derivative is zero wherever it exists, and no adjoint
+    /// flows through.
     PiecewiseConstant,
     /// State updates (optimizer steps): differentiating through them is an error.
     NotDifferentiable,

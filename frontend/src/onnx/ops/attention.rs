@@ -7,7 +7,8 @@ use crate::onnx::import::{Importer, NodeCx, Slot};
 use crate::onnx::tensor;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::ValueId;
-use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
+use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
+use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::types::Dim;
@@ -54,6 +55,22 @@ fn mask_bias(imp: &mut Importer, mask: ValueId, dtype: DType, kv_len: u64) -> Bu
     imp.cast(mask, dtype)
 }
 
+/// `Attention` (opsets 23-25) as onnx 1.23's reference computes it:
+///
+/// - scores `(Q * sqrt(scale)) @ (K * sqrt(scale))^T`, then `softcap * tanh(scores / softcap)`
+///   (before any mask, so masked positions stay `-inf`);
+/// - one additive bias, the sum of: `attn_mask` (a bool mask as 0 / -inf, padded to the key
+///   length with "do not attend"), the causal mask, the sliding window (`left_window_size`,
+///   `right_window_size`, -1 = unbounded) and the key padding of `nonpad_kv_seqlen`. Causal and
+///   window masks are aligned bottom-right: query `i` sits at position `i + offset`, where the
+///   offset is the past length (internal KV cache) or `nonpad_kv_seqlen[b] - q_len` (external
+///   cache, per batch);
+/// - softmax in `softmax_precision`, and a query row whose bias is `-inf` everywhere (no key it
+///   may attend) gives probabilities 0, so its output is 0 rather than NaN;
+/// - the probabilities cast back to T and multiplied by V.
+///
+/// `qk_matmul_output_mode` exposes, as the reference does: 0 and 1 the (softcapped) scores,
+/// 2 the scores plus bias, 3 the probabilities.
 fn attention(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let (mut q, mut k, mut v) = (imp.value(cx, 0)?, imp.value(cx, 1)?, imp.value(cx, 2)?);
     let mask = imp.opt_value(cx, 3)?;
@@ -63,6 +80,20 @@ fn attention(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let is_causal = a.int("is_causal", 0)? != 0;
     let mode = a.int("qk_matmul_output_mode", 0)?;
     let softcap = a.float("softcap", 0.0)?;
+    let left_window = a.int("left_window_size", -1)?;
+    let right_window = a.int("right_window_size", -1)?;
+    if left_window < -1 || right_window < -1 {
+        return invalid(format!("window sizes must be -1 or non-negative, got {left_window} and {right_window}"));
+    }
+    if past_k.is_some() != past_v.is_some() {
+        return invalid("past_key and past_value must be given together");
+    }
+    if nonpad.is_some() && past_k.is_some() {
+        return invalid("nonpad_kv_seqlen cannot be combined with past_key/past_value");
+    }
+    if !(0..=3).contains(&mode) {
+        return unsupported(format!("qk_matmul_output_mode = {mode}"));
+    }
     let rank = imp.ty(q).rank();
     let dtype = imp.ty(q).dtype;
     if !dtype.is_float() || imp.ty(k).rank() != rank || imp.ty(v).rank() != rank || !(rank == 3 || rank == 4) {
@@ -78,7 +109,8 @@ fn attention(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     }
     let head = static_dim(&imp.ty(q).dims[3], "head size")?;
     let scale = a.opt_float("scale")?.unwrap_or(1.0 / (head as f64).sqrt());
-    // The scale is split over Q and K (sqrt on each), as the reference does, for the same rounding.
+    // The scale is split over Q and K (sqrt on each, rounded to T), as the reference does, for
+    // the same rounding.
     let root = scale.sqrt();
     if let Some(pk) = past_k {
         k = imp.add(Op::Concat { axis: 2 }, &[pk, k])?;
@@ -90,43 +122,11 @@ fn attention(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let q_len = static_dim(&imp.ty(q).dims[2], "query length")?;
     let kv_len = static_dim(&imp.ty(k).dims[2], "key length")?;
     let past_len = match past_k {
-        Some(pk) => static_dim(&imp.ty(pk).dims[2], "past length")?,
-        None => 0,
-    };
-    let mut bias = match mask {
-        Some(m) => Some(mask_bias(imp, m, dtype, kv_len)?),
+        Some(pk) => Some(static_dim(&imp.ty(pk).dims[2], "past length")?),
         None => None,
     };
-    if is_causal {
-        // Position (i, j) may attend when j - past <= i.
-        let n = super::generated_len(q_len.saturating_mul(kv_len), "the causal mask")?;
-        let mut values = Vec::with_capacity(n);
-        for i in 0..q_len {
-            for j in 0..kv_len {
-                values.push(if j >= past_len && j - past_len > i { f64::NEG_INFINITY } else { 0.0 });
-            }
-        }
-        let causal = imp.constant(Tensor::from_f64(dtype, vec![q_len as usize, kv_len as usize], values));
-        bias = Some(match bias {
-            Some(b) => imp.binary(BinaryOp::Add, b, causal)?,
-            None => causal,
-        });
-    }
-    if let Some(lens) = nonpad {
-        // Keys at or beyond each batch's length are padding: bias -inf.
-        let batch = imp.ty(q).dims[0].clone();
-        let lens = imp.cast(lens, DType::I64)?;
-        let lens = imp.reshape(lens, vec![batch, Dim::Static(1), Dim::Static(1), Dim::Static(1)])?;
-        let iota = super::iota(imp, 4, 3, kv_len)?;
-        let keep = imp.compare(tessera_ir::ops::elementwise::CompareOp::Lt, iota, lens)?;
-        let zero = imp.scalar(dtype, 0.0);
-        let ninf = imp.scalar(dtype, f64::NEG_INFINITY);
-        let pad = imp.select(keep, zero, ninf)?;
-        bias = Some(match bias {
-            Some(b) => imp.binary(BinaryOp::Add, b, pad)?,
-            None => pad,
-        });
-    }
+    let masking = Masking { mask, nonpad, past_len, is_causal, left_window, right_window };
+    let bias = attention_bias(imp, &masking, dtype, imp.ty(q).dims[0].clone(), q_len, kv_len)?;
     // Grouped-query attention: each KV head serves q_heads / kv_heads query heads, in order.
     let q_heads = static_dim(&imp.ty(q).dims[1], "head count")?;
     let kv_heads = static_dim(&imp.ty(k).dims[1], "head count")?;
@@ -142,26 +142,32 @@ fn attention(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let ks = imp.binary_scalar(BinaryOp::Mul, kk, root)?;
     let kt = imp.add(Op::Transpose { perm: vec![0, 1, 3, 2] }, &[ks])?;
     let mut scores = imp.add(Op::MatMul, &[qs, kt])?;
-    let raw_scores = scores;
-    if let Some(b) = bias {
-        scores = imp.binary(BinaryOp::Add, scores, b)?;
-    }
-    let with_bias = scores;
     if softcap > 0.0 {
         let d = imp.binary_scalar(BinaryOp::Div, scores, softcap)?;
         let t = imp.unary(UnaryOp::Tanh, d)?;
         scores = imp.binary_scalar(BinaryOp::Mul, t, softcap)?;
     }
     let capped = scores;
+    if let Some(b) = bias {
+        scores = imp.binary(BinaryOp::Add, scores, b)?;
+    }
+    let with_bias = scores;
     let precision = match a.opt_int("softmax_precision")? {
         Some(code) => tensor::dtype_of(code as i32).map_err(|e| BuildError::Unsupported(e.message))?,
         None => dtype,
     };
     let scores = imp.cast(scores, precision)?;
-    let probs = imp.add(Op::Softmax { axis: -1 }, &[scores])?;
-    let vp = imp.cast(vv, precision)?;
-    let y = imp.add(Op::MatMul, &[probs, vp])?;
-    let mut y = imp.cast(y, dtype)?;
+    let mut probs = imp.add(Op::Softmax { axis: -1 }, &[scores])?;
+    if let Some(b) = bias {
+        // Rows with no attendable key (decided on the bias, not on possibly-NaN scores) give 0.
+        let row_max = imp.add(Op::Reduce { kind: ReduceKind::Max, axes: vec![-1], keepdims: true }, &[b])?;
+        let ninf = imp.scalar(dtype, f64::NEG_INFINITY);
+        let all_masked = imp.compare(CompareOp::Eq, row_max, ninf)?;
+        let zero = imp.scalar(precision, 0.0);
+        probs = imp.select(all_masked, zero, probs)?;
+    }
+    let probs = imp.cast(probs, dtype)?;
+    let mut y = imp.add(Op::MatMul, &[probs, vv])?;
     if rank == 3 {
         let t = imp.add(Op::Transpose { perm: vec![0, 2, 1, 3] }, &[y])?;
         let dims = imp.ty(t).dims;
@@ -169,13 +175,103 @@ fn attention(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         y = imp.reshape(t, vec![dims[0].clone(), dims[1].clone(), Dim::Static(width)])?;
     }
     let qk_out = match mode {
-        0 => raw_scores,
-        1 => with_bias,
-        2 => capped,
-        3 => imp.cast(probs, dtype)?,
-        other => return unsupported(format!("qk_matmul_output_mode = {other}")),
+        0 | 1 => capped,
+        2 => with_bias,
+        _ => probs,
     };
     Ok(vec![Slot::Value(y), Slot::Value(present_k), Slot::Value(present_v), Slot::Value(qk_out)])
+}
+
+/// What masks one attention score: the inputs and attributes that make up the additive bias.
+#[derive(Clone, Copy)]
+struct Masking {
+    mask: Option<ValueId>,
+    nonpad: Option<ValueId>,
+    /// The internal KV cache's length (`past_key`'s sequence length), when there is one.
+    past_len: Option<u64>,
+    is_causal: bool,
+    left_window: i64,
+    right_window: i64,
+}
+
+/// The additive bias of the scores (`None` when nothing masks them): `attn_mask` plus the
+/// causal, sliding-window and key-padding masks, each 0 (attend) or -inf, the causal and window
+/// ones aligned bottom-right by the cache offset (see [`attention`]).
+fn attention_bias(
+    imp: &mut Importer,
+    masking: &Masking,
+    dtype: DType,
+    batch: Dim,
+    q_len: u64,
+    kv_len: u64,
+) -> BuildResult<Option<ValueId>> {
+    let Masking { mask, nonpad, past_len, is_causal, left_window, right_window } = *masking;
+    // Where query 0 sits among the keys: a scalar, or `[B, 1, 1, 1]` per batch.
+    let offset = match (past_len, nonpad) {
+        (Some(past), _) => imp.constant(Tensor::from_i64(DType::I64, vec![], vec![past as i64])),
+        (None, Some(lens)) => {
+            let lens = imp.cast(lens, DType::I64)?;
+            let lens = imp.reshape(lens, vec![batch.clone(), Dim::Static(1), Dim::Static(1), Dim::Static(1)])?;
+            imp.binary_scalar(BinaryOp::Sub, lens, q_len as f64)?
+        }
+        (None, None) => imp.constant(Tensor::from_i64(DType::I64, vec![], vec![0])),
+    };
+    let mut bias = match mask {
+        Some(m) => Some(mask_bias(imp, m, dtype, kv_len)?),
+        None => None,
+    };
+    let mut add_bias = |imp: &mut Importer, part: ValueId| -> BuildResult<()> {
+        bias = Some(match bias {
+            Some(b) => imp.binary(BinaryOp::Add, b, part)?,
+            None => part,
+        });
+        Ok(())
+    };
+    if is_causal || left_window >= 0 || right_window >= 0 {
+        // distance = (i + offset) - j for query i and key j.
+        let i = super::iota(imp, 2, 0, q_len)?;
+        let j = super::iota(imp, 2, 1, kv_len)?;
+        let position = imp.binary(BinaryOp::Add, i, offset)?;
+        let distance = imp.binary(BinaryOp::Sub, position, j)?;
+        let zero = imp.full_like(distance, 0.0)?;
+        let mut allowed: Option<ValueId> = None;
+        let mut conditions = Vec::new();
+        if is_causal {
+            conditions.push(imp.compare(CompareOp::Ge, distance, zero)?);
+        }
+        if left_window >= 0 {
+            let bound = imp.full_like(distance, left_window as f64)?;
+            conditions.push(imp.compare(CompareOp::Le, distance, bound)?);
+        }
+        if right_window >= 0 {
+            let bound = imp.full_like(distance, -right_window as f64)?;
+            conditions.push(imp.compare(CompareOp::Ge, distance, bound)?);
+        }
+        for c in conditions {
+            allowed = Some(match allowed {
+                Some(a) => imp.binary(BinaryOp::And, a, c)?,
+                None => c,
+            });
+        }
+        if let Some(allowed) = allowed {
+            let zero = imp.scalar(dtype, 0.0);
+            let ninf = imp.scalar(dtype, f64::NEG_INFINITY);
+            let part = imp.select(allowed, zero, ninf)?;
+            add_bias(imp, part)?;
+        }
+    }
+    if let Some(lens) = nonpad {
+        // Keys at or beyond each batch's length are padding: bias -inf.
+        let lens = imp.cast(lens, DType::I64)?;
+        let lens = imp.reshape(lens, vec![batch, Dim::Static(1), Dim::Static(1), Dim::Static(1)])?;
+        let iota = super::iota(imp, 4, 3, kv_len)?;
+        let keep = imp.compare(CompareOp::Lt, iota, lens)?;
+        let zero = imp.scalar(dtype, 0.0);
+        let ninf = imp.scalar(dtype, f64::NEG_INFINITY);
+        let pad = imp.select(keep, zero, ninf)?;
+        add_bias(imp, pad)?;
+    }
+    Ok(bias)
 }
 
 /// `[B, H, S, D]` -> `[B, H * r, S, D]` with each head repeated `r` times in place.

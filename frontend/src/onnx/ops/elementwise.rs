@@ -53,6 +53,7 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("Softplus", softplus);
     r.insert("Mish", mish);
     r.insert("Swish", swish);
+    r.insert("SwiGLU", swiglu);
     r.insert("Shrink", shrink);
     r.insert("Where", where_);
     r.insert("Clip", clip);
@@ -122,8 +123,14 @@ fn modulo(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let fmod = cx.attrs.int("fmod", 0)?;
     let (a, b) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
     let dtype = imp.ty(a).dtype;
+    if !(0..=1).contains(&fmod) {
+        return invalid(format!("fmod = {fmod} (must be 0 or 1)"));
+    }
+    if dtype.is_float() {
+        return one(float_mod(imp, a, b, fmod == 0)?);
+    }
     if !dtype.is_int() {
-        return unsupported(format!("Mod on {dtype} (only integer Mod is implemented)"));
+        return invalid(format!("Mod on {dtype}"));
     }
     let q = imp.binary(BinaryOp::Div, a, b)?;
     let qb = imp.binary(BinaryOp::Mul, q, b)?;
@@ -140,6 +147,50 @@ fn modulo(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let fix = imp.binary(BinaryOp::And, r_nonzero, signs_differ)?;
     let rb = imp.binary(BinaryOp::Add, r, b)?;
     one(imp.select(fix, rb, r)?)
+}
+
+/// Float `Mod`: `a - trunc(a / b) * b` (C `fmod`, the sign of `a`) or, with `floor_division`
+/// (ONNX `fmod = 0`, opset 28 on floats; NumPy `mod`), that remainder plus `b` when it is
+/// non-zero and its sign differs from `b`'s (the sign of `b`). Special cases as the spec lists
+/// them: an infinite `a` or a zero `b` gives NaN (the arithmetic does), and an infinite `b`
+/// with a finite `a` gives `a` when their signs agree or `a` is 0, else `b` for floor division
+/// (`a` for fmod).
+fn float_mod(imp: &mut Importer, a: ValueId, b: ValueId, floor_division: bool) -> BuildResult<ValueId> {
+    let operands = imp.broadcast_all(&[a, b])?;
+    let (a, b) = (operands[0], operands[1]);
+    let q = imp.binary(BinaryOp::Div, a, b)?;
+    let (up, down) = (imp.unary(UnaryOp::Ceil, q)?, imp.unary(UnaryOp::Floor, q)?);
+    let zero = imp.full_like(a, 0.0)?;
+    let q_negative = imp.compare(CompareOp::Lt, q, zero)?;
+    let truncated = imp.select(q_negative, up, down)?;
+    let tb = imp.binary(BinaryOp::Mul, truncated, b)?;
+    let mut r = imp.binary(BinaryOp::Sub, a, tb)?;
+    let a_negative = imp.compare(CompareOp::Lt, a, zero)?;
+    let b_negative = imp.compare(CompareOp::Lt, b, zero)?;
+    let signs_differ = imp.compare(CompareOp::Ne, a_negative, b_negative)?;
+    let a_is_zero = imp.compare(CompareOp::Eq, a, zero)?;
+    if floor_division {
+        let r_nonzero = imp.compare(CompareOp::Ne, r, zero)?;
+        let r_negative = imp.compare(CompareOp::Lt, r, zero)?;
+        let r_differs = imp.compare(CompareOp::Ne, r_negative, b_negative)?;
+        let fix = imp.binary(BinaryOp::And, r_nonzero, r_differs)?;
+        let rb = imp.binary(BinaryOp::Add, r, b)?;
+        r = imp.select(fix, rb, r)?;
+    }
+    // b = +-inf, a finite: a / b is (-)0 and 0 * inf is NaN; the spec's value instead.
+    let inf = imp.full_like(a, f64::INFINITY)?;
+    let (abs_a, abs_b) = (imp.unary(UnaryOp::Abs, a)?, imp.unary(UnaryOp::Abs, b)?);
+    let b_infinite = imp.compare(CompareOp::Eq, abs_b, inf)?;
+    let a_finite = imp.compare(CompareOp::Lt, abs_a, inf)?;
+    let infinite_case = imp.binary(BinaryOp::And, b_infinite, a_finite)?;
+    let at_infinity = if floor_division {
+        let keep_a = imp.unary(UnaryOp::Not, signs_differ)?;
+        let keep_a = imp.binary(BinaryOp::Or, keep_a, a_is_zero)?;
+        imp.select(keep_a, a, b)?
+    } else {
+        a
+    };
+    imp.select(infinite_case, at_infinity, r)
 }
 
 fn float_input(imp: &Importer, cx: &NodeCx, i: usize) -> BuildResult<ValueId> {
@@ -366,6 +417,23 @@ fn swish(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let ax = imp.binary_scalar(BinaryOp::Mul, x, alpha)?;
     let s = imp.unary(UnaryOp::Sigmoid, ax)?;
     one(imp.binary(BinaryOp::Mul, x, s)?)
+}
+
+/// SwiGLU (opset 28): `Swish_alpha(a) * b`, with `a` and `b` of one shape (no broadcasting).
+fn swiglu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let (a, b) = (float_input(imp, cx, 0)?, float_input(imp, cx, 1)?);
+    if imp.ty(a) != imp.ty(b) {
+        return invalid(format!("A and B must have one type, got {} and {}", imp.ty(a), imp.ty(b)));
+    }
+    let alpha = cx.attrs.float("alpha", 1.0)?;
+    let gate = if alpha == 1.0 {
+        imp.unary(UnaryOp::Silu, a)?
+    } else {
+        let scaled = imp.binary_scalar(BinaryOp::Mul, a, alpha)?;
+        let s = imp.unary(UnaryOp::Sigmoid, scaled)?;
+        imp.binary(BinaryOp::Mul, a, s)?
+    };
+    one(imp.binary(BinaryOp::Mul, gate, b)?)
 }
 
 /// `x < -lambd ? x + bias : x > lambd ? x - bias : 0`.

@@ -2,6 +2,7 @@
 //! Opset quirks (attributes that became inputs, changed defaults) stay inside each builder.
 
 mod attention;
+mod einsum;
 mod elementwise;
 mod loss;
 mod matmul;
@@ -81,6 +82,7 @@ impl Registry {
 pub(crate) fn registry() -> Registry {
     let mut r = Registry::default();
     attention::register(&mut r);
+    einsum::register(&mut r);
     elementwise::register(&mut r);
     loss::register(&mut r);
     matmul::register(&mut r);

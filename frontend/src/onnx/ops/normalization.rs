@@ -285,7 +285,13 @@ fn lp_norm(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         }
         p => return invalid(format!("p = {p} (must be 1 or 2)")),
     };
-    one(imp.binary(BinaryOp::Div, x, norm)?)
+    // A slice whose norm is 0 (all zeros) normalizes to 0, not 0/0 = NaN (the reference does
+    // the same since onnx 1.21).
+    let quotient = imp.binary(BinaryOp::Div, x, norm)?;
+    let zero = imp.full_like(norm, 0.0)?;
+    let norm_is_zero = imp.compare(CompareOp::Eq, norm, zero)?;
+    let zeros = imp.full_like(x, 0.0)?;
+    one(imp.select(norm_is_zero, zeros, quotient)?)
 }
 
 /// `(x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9)` over `axes` (ONNX's function body).

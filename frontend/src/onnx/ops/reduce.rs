@@ -34,6 +34,7 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("ReduceLogSumExp", |imp, cx| reduce(imp, cx, Composite::LogSumExp));
     r.insert("ReduceSumSquare", |imp, cx| reduce(imp, cx, Composite::SumSquare));
     r.insert("ArgMax", |imp, cx| arg_extreme(imp, cx, false));
+    r.insert("TopK", top_k);
     r.insert("ArgMin", |imp, cx| arg_extreme(imp, cx, true));
 }
 
@@ -74,7 +75,20 @@ fn reduce(imp: &mut Importer, cx: &NodeCx, what: Composite) -> BuildResult<Vec<S
         return one(x);
     };
     if ty.dtype == DType::Bool {
-        return unsupported("reducing booleans");
+        // ReduceMax/ReduceMin take booleans from opset 20 on: any / all, computed on 0/1 bytes.
+        let Composite::Plain(kind @ (ReduceKind::Max | ReduceKind::Min)) = what else {
+            return unsupported(format!("{} of booleans", cx.proto.op_type()));
+        };
+        let bytes = imp.cast(x, DType::I8)?;
+        let reduced = imp.add(Op::Reduce { kind: ReduceKind::Sum, axes: axes.clone(), keepdims }, &[bytes])?;
+        if axes.iter().any(|&a| ty.dims[a as usize] == Dim::Static(0)) {
+            // Over nothing, any is false and all is true (the identities of max and min).
+            let dims = imp.ty(reduced).dims;
+            let s = imp.scalar(DType::Bool, if kind == ReduceKind::Max { 0.0 } else { 1.0 });
+            return one(imp.broadcast(s, &dims)?);
+        }
+        let reduced = imp.add(Op::Reduce { kind, axes, keepdims }, &[bytes])?;
+        return one(imp.cast(reduced, DType::Bool)?);
     }
     let sum = |imp: &mut Importer, v: ValueId| {
         imp.add(Op::Reduce { kind: ReduceKind::Sum, axes: axes.clone(), keepdims }, &[v])
@@ -200,4 +214,64 @@ fn arg_extreme(imp: &mut Importer, cx: &NodeCx, min: bool) -> BuildResult<Vec<Sl
         return one(imp.add(Op::Binary(BinaryOp::Sub), &[top, idx])?);
     }
     one(imp.add(Op::ArgMax { axis: axis as i64, keepdims }, &[x])?)
+}
+
+/// `TopK` with `k` known at import time, by ranks instead of a sort: element `i` of a slice
+/// along `axis` has rank `#{j : x[j] beats x[i]}`, where `x[j]` beats `x[i]` when it is larger
+/// (smaller with `largest = 0`) or equal at a lower index, so ties keep index order as the spec
+/// requires. Output position `p < k` takes the element of rank `p` (values and int64 indices);
+/// the result is sorted either way, which `sorted = 0` (any order) allows. The pairwise
+/// comparison is `n^2` per slice, capped like the importer's generated constants.
+fn top_k(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let k = match imp.const_ints(cx, 1, "k")?.as_deref() {
+        Some([k]) => *k,
+        Some(other) => return invalid(format!("k must hold one value, got {other:?}")),
+        None => return invalid("missing input 'k'"),
+    };
+    let ty = imp.ty(x);
+    if ty.dtype == DType::Bool {
+        return invalid(format!("TopK of {ty}"));
+    }
+    let axis = axis_of(cx.attrs.int("axis", -1)?, ty.rank())?;
+    let largest = cx.attrs.int("largest", 1)? != 0;
+    let n = ty.dims[axis]
+        .as_static()
+        .ok_or_else(|| super::BuildError::Unsupported(format!("TopK along symbolic {}", ty.dims[axis])))?;
+    if k < 0 || k as u64 > n {
+        return invalid(format!("k = {k} is outside 0..={n}"));
+    }
+    let count = ty.num_elements().map(|e| e.saturating_mul(n)).unwrap_or(u64::MAX);
+    super::generated_len(count, "TopK's pairwise comparison")?;
+    let with_one_at = |pos: usize| {
+        let mut d = ty.dims.clone();
+        d.insert(pos, Dim::Static(1));
+        d
+    };
+    // x_i along `axis`, x_j along `axis + 1`.
+    let xi = imp.reshape(x, with_one_at(axis + 1))?;
+    let xj = imp.reshape(x, with_one_at(axis))?;
+    let better = imp.compare(if largest { CompareOp::Gt } else { CompareOp::Lt }, xj, xi)?;
+    let equal = imp.compare(CompareOp::Eq, xj, xi)?;
+    let mut order_shape = vec![1usize; ty.rank() + 1];
+    (order_shape[axis], order_shape[axis + 1]) = (n as usize, n as usize);
+    let lower_index: Vec<i64> = (0..n).flat_map(|i| (0..n).map(move |j| (j < i) as i64)).collect();
+    let lower_index = imp.constant(tessera_ir::tensor::Tensor::from_i64(DType::Bool, order_shape, lower_index));
+    let tie = imp.binary(BinaryOp::And, equal, lower_index)?;
+    let beats = imp.binary(BinaryOp::Or, better, tie)?;
+    let beats = imp.cast(beats, DType::I64)?;
+    let rank = imp.add(Op::Reduce { kind: ReduceKind::Sum, axes: vec![axis as i64 + 1], keepdims: true }, &[beats])?;
+    // hit[.., i, p, ..] = rank_i == p for the k output positions p.
+    let positions = super::iota(imp, ty.rank() + 1, axis + 1, k as u64)?;
+    let hit = imp.compare(CompareOp::Eq, rank, positions)?;
+    let index_of_i = super::iota(imp, ty.rank() + 1, axis, n)?;
+    let zero_i = imp.scalar(DType::I64, 0.0);
+    let picked_index = imp.select(hit, index_of_i, zero_i)?;
+    let indices =
+        imp.add(Op::Reduce { kind: ReduceKind::Sum, axes: vec![axis as i64], keepdims: false }, &[picked_index])?;
+    let zero = imp.scalar(ty.dtype, 0.0);
+    let picked_value = imp.select(hit, xi, zero)?;
+    let values =
+        imp.add(Op::Reduce { kind: ReduceKind::Sum, axes: vec![axis as i64], keepdims: false }, &[picked_value])?;
+    Ok(vec![Slot::Value(values), Slot::Value(indices)])
 }

@@ -244,7 +244,14 @@ fn space_to_depth(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         return invalid(format!("blocksize {b} does not divide {h}x{w}"));
     }
     let b = b as u64;
+    // Opset 28 added `mode` (before, only DCR existed): DCR orders the new channels
+    // (block row, block column, channel), CRD (channel, block row, block column).
+    let perm = match cx.attrs.string("mode", "DCR")?.as_str() {
+        "DCR" => vec![0, 3, 5, 1, 2, 4],
+        "CRD" => vec![0, 1, 3, 5, 2, 4],
+        other => return invalid(format!("mode '{other}' is neither DCR nor CRD")),
+    };
     let r = imp.reshape(x, stat(&[n, c, h / b, b, w / b, b]))?;
-    let t = imp.add(Op::Transpose { perm: vec![0, 3, 5, 1, 2, 4] }, &[r])?;
+    let t = imp.add(Op::Transpose { perm }, &[r])?;
     one(imp.reshape(t, stat(&[n, c * b * b, h / b, w / b]))?)
 }

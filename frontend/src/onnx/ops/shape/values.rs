@@ -106,6 +106,14 @@ fn range(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let limit = scalar_input(imp, cx, 1, "limit")?;
     let delta = scalar_input(imp, cx, 2, "delta")?;
     let dtype = start.dtype;
+    // Opset 27 allows float16/bfloat16 with `stash_type` (1 = float, 11 = double), the type the
+    // values are computed in before rounding to T. tessera computes `start + i * delta` in f64
+    // and rounds once to T; a float stash could differ only where its f32 rounding lands a value
+    // exactly on a T rounding tie.
+    let stash_type = cx.attrs.int("stash_type", 1)?;
+    if ![1, 11].contains(&stash_type) {
+        return unsupported(format!("stash_type {stash_type} (only 1, float, and 11, double, are defined)"));
+    }
     let t = if dtype.is_float() {
         let (s, l, d) = (start.get_f64(0), limit.get_f64(0), delta.get_f64(0));
         if d == 0.0 || !d.is_finite() {
