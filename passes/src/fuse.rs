@@ -191,7 +191,13 @@ pub fn fuse(g: &mut Graph, config: &FusionConfig<'_>) -> Result<FusionReport, Pa
         let members = site.nodes();
         generation += 1;
         if members.len() > config.max_ops
-            || !is_convex(g, &members, &Context { producer: &producer, group_of: &group_of, groups: &groups }, &mut stamp, generation)
+            || !is_convex(
+                g,
+                &members,
+                &Context { producer: &producer, group_of: &group_of, groups: &groups },
+                &mut stamp,
+                generation,
+            )
             || !can_compile(g, &members, config)
         {
             continue;

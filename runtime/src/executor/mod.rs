@@ -140,7 +140,7 @@ pub(crate) fn resident_inputs<'n>(
     Ok(resident)
 }
 
-const NOT_AN_INPUT: &str = "the program has no input of this name";
+pub(crate) const NOT_AN_INPUT: &str = "the program has no input of this name";
 
 /// Checks the names of the inputs fed for one run: each a program input, given once, and not
 /// one of the resident inputs (those are bound once; missing ones are reported by
