@@ -120,3 +120,42 @@ fn the_start_line_names_the_executor_and_profile_needs_the_compiled_one() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("--profile times the compiled step"), "{}", out.stderr);
 }
+
+#[test]
+fn carried_state_is_checked_when_bound() {
+    use tessera_runtime::executor::{cpu::CpuExecutor, load};
+    use tessera_runtime::step::{CarriedValue, CompiledExecutor, StepError};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = "gpt:layers=1,hidden=16,heads=2,seq=8,vocab=256,dtype=f32,dropout=0";
+    let out = tessera(dir.path(), &["compile", model, "--train", "--batch", "2", "-o", "art"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let artifact = || load::load(&dir.path().join("art")).expect("artifact");
+    let step = train::build_step(
+        &train::load_model(model, 2, None).expect("model"),
+        &TrainConfig { model: model.into(), optimizer: OptimizerKind::AdamW, lr: 3e-3, seed: 0, micro_batches: 1 },
+    )
+    .expect("step");
+    let carried = train::carried_state(&step).expect("carried");
+    let state: Vec<(String, tessera_ir::tensor::Tensor)> = {
+        let s = train::init_state(&step, 0);
+        carried.iter().map(|c| c.input.clone()).zip(s.params.into_iter().chain(s.optimizer_state)).collect()
+    };
+    let error = |r: Result<CompiledExecutor, StepError>| r.err().map(|e| e.to_string()).unwrap_or_default();
+    // A tensor missing from the state, and one output carried onto an input of another shape.
+    let missing = error(CompiledExecutor::new(artifact(), carried.clone(), &state[1..]));
+    assert!(missing.contains(&format!("{} tensors given, {} carried", state.len() - 1, state.len())), "{missing}");
+    let mut crossed = carried.clone();
+    let (first, last) = (crossed[0].output.clone(), crossed[crossed.len() - 1].output.clone());
+    crossed[0].output = last;
+    crossed.last_mut().expect("carried").output = first;
+    let crossed = error(CompiledExecutor::new(artifact(), crossed, &state));
+    assert!(crossed.contains("cannot carry output"), "{crossed}");
+    // Only a resident input can take a carried output.
+    let executor = CpuExecutor::new(artifact()).expect("executor");
+    let bound = executor.bind::<tessera_ir::tensor::Tensor>(&[]).expect("bind");
+    let CarriedValue { input, output } = &carried[0];
+    let refused = bound.carry(&[(output.clone(), input.clone())]).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("only a resident input can carry an output"), "{refused}");
+    let unknown = bound.carry(&[("nothing".into(), input.clone())]).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(unknown.contains("no output of this name"), "{unknown}");
+}
