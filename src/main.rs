@@ -33,7 +33,7 @@ enum Command {
     Import(commands::import::ImportArgs),
     /// Run ONNX backend node tests through import and the reference interpreter.
     TestOnnx(commands::test_onnx::TestOnnxArgs),
-    /// Train a model on byte-level text with the reference interpreter; checkpoints and resumes.
+    /// Train a model on byte-level text, on the compiled step (default) or the reference interpreter; checkpoints and resumes.
     Train(commands::train::TrainArgs),
     /// Benchmarks: the optimizer on whole models (`tessera bench egraph`), fused GPU kernels
     /// against the copy bandwidth (`tessera bench kernels --target cuda`).

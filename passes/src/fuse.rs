@@ -191,7 +191,13 @@ pub fn fuse(g: &mut Graph, config: &FusionConfig<'_>) -> Result<FusionReport, Pa
         let members = site.nodes();
         generation += 1;
         if members.len() > config.max_ops
-            || !is_convex(g, &members, &producer, &mut stamp, generation)
+            || !is_convex(
+                g,
+                &members,
+                &Context { producer: &producer, group_of: &group_of, groups: &groups },
+                &mut stamp,
+                generation,
+            )
             || !can_compile(g, &members, config)
         {
             continue;
@@ -226,7 +232,8 @@ pub fn fuse(g: &mut Graph, config: &FusionConfig<'_>) -> Result<FusionReport, Pa
                 continue;
             }
             generation += 1;
-            if !is_convex(g, &union, &producer, &mut stamp, generation) || !can_compile(g, &union, config) {
+            let context = Context { producer: &producer, group_of: &group_of, groups: &groups };
+            if !is_convex(g, &union, &context, &mut stamp, generation) || !can_compile(g, &union, config) {
                 continue;
             }
             for m in &union {
@@ -277,35 +284,63 @@ fn group_kind(g: &Graph, members: &[NodeId]) -> FusionKind {
     members.iter().find_map(|m| reduction_kind(&g.node(*m).op)).unwrap_or(FusionKind::Loop)
 }
 
-/// No path from a member through a non-member back to a member. Nodes are in program order,
-/// so only nodes between the first and last member can lie on such a path.
-fn is_convex(g: &Graph, members: &[NodeId], producer: &[Option<NodeId>], stamp: &mut [u32], generation: u32) -> bool {
+/// The grouping so far, as [`is_convex`] reads it.
+struct Context<'a> {
+    producer: &'a [Option<NodeId>],
+    group_of: &'a [Option<usize>],
+    groups: &'a [Vec<NodeId>],
+}
+
+/// No path from a member back to a member through non-members, where every other group counts
+/// as one unit: a path that enters another group anywhere may leave it from any of its nodes,
+/// because that group runs as one kernel. Convexity over nodes alone is not enough: groups
+/// `{a, d}` and `{b, c}` with edges `a -> c` and `b -> d` are each convex, yet neither kernel can
+/// run first (the training step of a two-layer GPT has such a pair).
+///
+/// Nodes are in program order, so a path back to a member lies between the first node of the
+/// members or of a group the path enters, and the last member; the scan starts at the first
+/// member and moves back whenever it finds a reached group starting earlier.
+fn is_convex(g: &Graph, members: &[NodeId], context: &Context<'_>, stamp: &mut [u32], generation: u32) -> bool {
     let (Some(first), Some(last)) = (members.first(), members.last()) else { return true };
     for m in members {
         stamp[m.index()] = generation;
     }
-    let mut tainted = vec![false; last.index() - first.index() + 1];
-    for i in first.index()..=last.index() {
-        let id = NodeId(i as u32);
-        let is_member = stamp[i] == generation;
-        let mut reads_member = false;
-        let mut reads_tainted = false;
-        for v in &g.node(id).inputs {
-            if let Some(p) = producer[v.index()] {
-                if p.index() >= first.index() && p.index() <= last.index() {
-                    reads_member |= stamp[p.index()] == generation;
-                    reads_tainted |= tainted[p.index() - first.index()];
+    // Groups some path from a member enters (never a member's own group: members are not reached).
+    let mut reached_groups: Vec<usize> = Vec::new();
+    let mut start = first.index();
+    loop {
+        let mut reached = vec![false; last.index() - start + 1];
+        let mut grew = false;
+        for i in start..=last.index() {
+            let is_member = stamp[i] == generation;
+            let mut reads_member = false;
+            let mut reads_reached = false;
+            for v in &g.node(NodeId(i as u32)).inputs {
+                let Some(p) = context.producer[v.index()] else { continue };
+                let p = p.index();
+                if (start..=last.index()).contains(&p) {
+                    reads_member |= stamp[p] == generation;
+                    reads_reached |= reached[p - start];
+                }
+                reads_reached |= context.group_of[p].is_some_and(|pg| reached_groups.contains(&pg));
+            }
+            if is_member && reads_reached {
+                return false;
+            }
+            if !is_member && (reads_member || reads_reached) {
+                reached[i - start] = true;
+                if let Some(group) = context.group_of[i].filter(|gi| !reached_groups.contains(gi)) {
+                    reached_groups.push(group);
+                    grew = true;
                 }
             }
         }
-        if is_member && reads_tainted {
-            return false;
+        if !grew {
+            return true;
         }
-        if !is_member && (reads_member || reads_tainted) {
-            tainted[i - first.index()] = true;
-        }
+        let earliest = reached_groups.iter().flat_map(|&gi| &context.groups[gi]).map(|n| n.index()).min();
+        start = earliest.map_or(start, |e| e.min(start));
     }
-    true
 }
 
 /// A topological order of the nodes in which each group's members are adjacent: Kahn's

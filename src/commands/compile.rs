@@ -116,12 +116,7 @@ fn training_step(args: &CompileArgs) -> Result<(Graph, Vec<String>)> {
     };
     let config = TrainConfig { model: name, optimizer, lr: args.lr, seed: 0, micro_batches: args.micro_batches };
     let step = train::build_step(&model, &config)?;
-    let options = vec![
-        format!("train:batch={}", model.batch),
-        format!("train:lr={:e}", args.lr),
-        format!("train:micro_batches={}", args.micro_batches),
-        format!("train:optimizer={}", optimizer.name()),
-        format!("train:seq={}", model.seq),
-    ];
+    // The same options `tessera train` compiles its step with.
+    let options = train::compiled::step_graph_options(&model, &config);
     Ok((step.graph, options))
 }

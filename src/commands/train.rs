@@ -1,10 +1,15 @@
-//! `tessera train`: trains a model on byte-level text with the reference interpreter, printing
-//! one line (or one JSON object) per step and checkpointing on request. Three ways to run:
-//! - one process (no `--mesh`);
+//! `tessera train`: trains a model on byte-level text, printing one line (or one JSON object)
+//! per step and checkpointing on request. Three ways to run:
+//! - one process (no `--mesh`): the step compiled to a CPU artifact (`--executor compiled`, the
+//!   default) or on the reference interpreter (`--executor reference`); checkpoints are the same
+//!   either way, so a run resumes on the other executor;
 //! - `--mesh dp=2,tp=2` without a launcher: every rank a thread of this process;
 //! - under `mpirun -n N` / `srun` (detected from the launcher's environment): one rank per
 //!   process over MPI, N equal to the mesh size; rank 0 alone prints, every rank writes its
 //!   blocks of the sharded checkpoints.
+//!
+//! Mesh runs execute their per-rank programs on the reference interpreter whatever
+//! `--executor` says (their start line says so).
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -13,15 +18,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tessera::fault;
+use tessera::train::compiled::compiled_trainer;
 use tessera::train::distributed::{train_in_process, DistributedStep, DistributedTrainer, Event};
 use tessera::train::{self, checkpoint, data::ByteCorpus, OptimizerKind, StepReport, TrainConfig, Trainer};
 use tessera_ir::sharding::Mesh;
 use tessera_passes::cost::step::Schedule;
 use tessera_passes::shard::PipelineSchedule;
+use tessera_runtime::executor::profile::Profile;
 use tessera_runtime::mpi::launched_world_size;
 use tessera_runtime::nccl::{CommChoice, Transport};
 use tessera_runtime::spmd::Communicator;
-use tessera_runtime::step::StepExecutor;
+use tessera_runtime::step::{CompiledExecutor, InterpreterExecutor, StepExecutor};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerArg {
@@ -45,6 +52,15 @@ impl CommArg {
             CommArg::Nccl => CommChoice::Nccl,
         }
     }
+}
+
+/// `--executor`: what runs the step of a single-process run.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorArg {
+    /// The step compiled in-process to a CPU artifact (as `compile --train --target cpu`).
+    Compiled,
+    /// The reference interpreter (the oracle: f64 arithmetic, slow).
+    Reference,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,6 +107,14 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// What runs the step: compiled kernels, or the reference interpreter. Mesh runs
+    /// (`--mesh`, `mpirun`) run their per-rank programs on the interpreter either way.
+    #[arg(long, value_enum, default_value_t = ExecutorArg::Compiled)]
+    pub executor: ExecutorArg,
+    /// After the last step, print the wall time per kernel and library call of the compiled
+    /// step, summed over the steps (standard error; `--executor compiled`).
+    #[arg(long)]
+    pub profile: bool,
     /// Partition the step over a device mesh (`dp=2,tp=2,pp=1`): under `mpirun -n N` one rank
     /// per process (N must be the mesh size), otherwise one thread per rank.
     #[arg(long)]
@@ -227,7 +251,31 @@ pub fn run(args: TrainArgs) -> Result<()> {
 fn run_single(args: &TrainArgs) -> Result<()> {
     let model = train::load_model(&args.model, args.batch, args.seq)?;
     let corpus = ByteCorpus::read(&args.data)?;
-    let mut trainer = Trainer::on_interpreter(model, train_config(args), corpus)?;
+    match args.executor {
+        ExecutorArg::Reference => {
+            if args.profile {
+                bail!("--profile times the compiled step; drop --executor reference");
+            }
+            train_loop(args, Trainer::on_interpreter(model, train_config(args), corpus)?, None)
+        }
+        ExecutorArg::Compiled => {
+            let (mut trainer, compile_time) = compiled_trainer(model, train_config(args), corpus)?;
+            if args.profile {
+                trainer.executor_mut().start_profile();
+            }
+            train_loop(args, trainer, Some(compile_time))?;
+            Ok(())
+        }
+    }
+}
+
+/// Resumes if asked, then trains to `--steps`; `compile_time` is what building the executor
+/// took (compiled steps).
+fn train_loop<E: StepExecutor + Profiled>(
+    args: &TrainArgs,
+    mut trainer: Trainer<E>,
+    compile_time: Option<Duration>,
+) -> Result<()> {
     if let Some(dir) = &args.resume {
         let latest = checkpoint::latest(dir)?;
         let ckpt = checkpoint::load(&latest)?;
@@ -244,10 +292,13 @@ fn run_single(args: &TrainArgs) -> Result<()> {
             trainer.executor().describe(),
             trainer.tokens_per_step(),
             trainer.config.optimizer.name(),
-            trainer.state.step
+            trainer.steps_done()
         )?;
+        if let Some(time) = compile_time {
+            writeln!(out, "compiled the step in {:.2} s", time.as_secs_f64())?;
+        }
     }
-    while trainer.state.step < args.steps {
+    while trainer.steps_done() < args.steps {
         let report = trainer.train_step()?;
         print_report(&mut out, args.format, &report)?;
         if let (Some(dir), true) = (&args.checkpoint_dir, checkpoint_due(args, report.step)) {
@@ -257,7 +308,27 @@ fn run_single(args: &TrainArgs) -> Result<()> {
             }
         }
     }
+    if let Some(profile) = trainer.executor().profile() {
+        eprint!("profile of the compiled step, summed over {} steps:\n{}", trainer.steps_done(), profile.report());
+    }
     Ok(())
+}
+
+/// Executors whose steps can be timed per kernel.
+trait Profiled {
+    fn profile(&self) -> Option<&Profile>;
+}
+
+impl Profiled for InterpreterExecutor {
+    fn profile(&self) -> Option<&Profile> {
+        None
+    }
+}
+
+impl Profiled for CompiledExecutor {
+    fn profile(&self) -> Option<&Profile> {
+        CompiledExecutor::profile(self)
+    }
 }
 
 /// `--mesh`: every rank on a thread of this process; rank 0's reports; checkpoints of the
@@ -287,7 +358,7 @@ fn run_on_mesh(
         let m = &shared.model;
         writeln!(
             out,
-            "training {} ({} parameters) on {} ranks ({}, threads of one process): {} tokens per step, {} optimizer, from step {}",
+            "training {} ({} parameters) on {} ranks ({}, threads of one process, reference interpreter): {} tokens per step, {} optimizer, from step {}",
             args.model,
             train::parameter_count(&m.forward),
             shared.mesh().num_devices(),
@@ -369,7 +440,7 @@ fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<dyn Communicator>, fault:
     if rank == 0 && args.format == Format::Text {
         writeln!(
             out,
-            "training {} ({} parameters) on mesh {mesh} ({} MPI ranks): {} tokens per step, {} optimizer, from step {}",
+            "training {} ({} parameters) on mesh {mesh} ({} MPI ranks, reference interpreter): {} tokens per step, {} optimizer, from step {}",
             args.model,
             train::parameter_count(&trainer.shared.model.forward),
             mesh.num_devices(),

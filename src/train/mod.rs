@@ -9,12 +9,17 @@
 //! is in [`TrainState`], which is exactly what a checkpoint holds: resuming gives the losses of
 //! a run that never stopped, bit for bit.
 //!
+//! The executor keeps the weights and the optimizer state between steps (the compiled one in its
+//! arena); [`Trainer::state`] reads them back when a checkpoint needs them.
+//!
 //! Map: [`data`] (tokens and auxiliary inputs), [`checkpoint`] (atomic save and load),
+//! [`compiled`] (the step compiled in-process to a CPU artifact, the default executor),
 //! [`distributed`] (the same step partitioned over a mesh, one [`distributed::DistributedTrainer`]
 //! per rank). Both trainers draw their batches through [`step_data`], so every mesh reads the
 //! same stream.
 
 pub mod checkpoint;
+pub mod compiled;
 pub mod data;
 pub mod distributed;
 
@@ -30,7 +35,7 @@ use tessera_ir::random::SplitMix64;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::workload::BlockShape;
 use tessera_passes::train_step::{self, Optimizer, TrainStep, TrainStepConfig};
-use tessera_runtime::step::{InterpreterExecutor, StepExecutor};
+use tessera_runtime::step::{CarriedState, CarriedValue, InterpreterExecutor, StepExecutor};
 
 /// A model ready for training: the forward graph ending in logits, and its dropout rate.
 #[derive(Debug, Clone)]
@@ -140,6 +145,31 @@ pub struct TrainState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitMix64State(pub u64);
 
+/// Which step outputs replace which inputs from one step to the next: the graph's outputs
+/// after the loss are the updated weights, then the updated optimizer state, in
+/// [`TrainStep::params`] then [`TrainStep::state`] order.
+pub fn carried_state(step: &TrainStep) -> Result<CarriedState> {
+    let outputs = step.graph.outputs();
+    let slots: Vec<&train_step::StateSlot> = step.params.iter().chain(&step.state).collect();
+    ensure!(
+        outputs.len() == 1 + slots.len(),
+        "the step graph has {} outputs, expected the loss and {} updated tensors",
+        outputs.len(),
+        slots.len()
+    );
+    Ok(slots
+        .iter()
+        .zip(&outputs[1..])
+        .map(|(slot, &v)| CarriedValue { input: slot.name.clone(), output: step.graph.value(v).name.clone() })
+        .collect())
+}
+
+/// The carried tensors of `state`, by step input name.
+fn named_state(step: &TrainStep, state: &TrainState) -> Vec<(String, Tensor)> {
+    let slots = step.params.iter().chain(&step.state);
+    slots.zip(state.params.iter().chain(&state.optimizer_state)).map(|(s, t)| (s.name.clone(), t.clone())).collect()
+}
+
 /// Fresh weights from `seed`: scales 1, biases 0, everything else normal with standard
 /// deviation 0.02 (GPT-2's initialization), drawn in parameter order.
 pub fn init_state(step: &TrainStep, seed: u64) -> TrainState {
@@ -241,7 +271,11 @@ pub struct Trainer<E: StepExecutor> {
     pub model: TrainModel,
     pub step: TrainStep,
     pub config: TrainConfig,
-    pub state: TrainState,
+    /// The weights and optimizer state in here are the executor's as of the last
+    /// [`Trainer::state`] (the executor holds the current ones); the rest is current.
+    state: TrainState,
+    /// Whether `state`'s tensors are the executor's current ones.
+    synced: bool,
     corpus: data::ByteCorpus,
     executor: E,
 }
@@ -250,27 +284,50 @@ impl Trainer<InterpreterExecutor> {
     /// A fresh run on the reference interpreter.
     pub fn on_interpreter(model: TrainModel, config: TrainConfig, corpus: data::ByteCorpus) -> Result<Self> {
         let step = build_step(&model, &config)?;
-        let executor = InterpreterExecutor::new(step.graph.clone())?;
-        let state = init_state(&step, config.seed);
-        Ok(Trainer { model, step, config, state, corpus, executor })
+        let executor = InterpreterExecutor::carrying(step.graph.clone(), carried_state(&step)?)?;
+        Trainer::new(model, step, config, corpus, executor)
     }
 }
 
 impl<E: StepExecutor> Trainer<E> {
-    /// A run with any executor of `step.graph`.
+    /// A run with any executor of `step.graph` that carries [`carried_state`]`(&step)`; hands it
+    /// the initial weights.
     pub fn new(
         model: TrainModel,
         step: TrainStep,
         config: TrainConfig,
         corpus: data::ByteCorpus,
-        executor: E,
-    ) -> Trainer<E> {
+        mut executor: E,
+    ) -> Result<Trainer<E>> {
         let state = init_state(&step, config.seed);
-        Trainer { model, step, config, state, corpus, executor }
+        executor.set_state(&named_state(&step, &state))?;
+        Ok(Trainer { model, step, config, state, synced: true, corpus, executor })
     }
 
     pub fn executor(&self) -> &E {
         &self.executor
+    }
+
+    pub fn executor_mut(&mut self) -> &mut E {
+        &mut self.executor
+    }
+
+    /// Optimizer steps completed.
+    pub fn steps_done(&self) -> u64 {
+        self.state.step
+    }
+
+    /// The whole state, the weights and optimizer state read back from the executor if a step
+    /// changed them since the last call.
+    pub fn state(&mut self) -> Result<&TrainState> {
+        if !self.synced {
+            let n_params = self.step.params.len();
+            let mut tensors = self.executor.state()?.into_iter().map(|(_, t)| t);
+            self.state.params = tensors.by_ref().take(n_params).collect();
+            self.state.optimizer_state = tensors.collect();
+            self.synced = true;
+        }
+        Ok(&self.state)
     }
 
     /// Tokens one step consumes.
@@ -281,13 +338,6 @@ impl<E: StepExecutor> Trainer<E> {
     /// Runs one optimizer step and returns its report.
     pub fn train_step(&mut self) -> Result<StepReport> {
         let started = Instant::now();
-        let mut feeds: Vec<(String, Tensor)> = Vec::new();
-        for (slot, t) in self.step.params.iter().zip(&self.state.params) {
-            feeds.push((slot.name.clone(), t.clone()));
-        }
-        for (slot, t) in self.step.state.iter().zip(&self.state.optimizer_state) {
-            feeds.push((slot.name.clone(), t.clone()));
-        }
         let data = step_data(
             &self.model,
             &self.step,
@@ -297,22 +347,17 @@ impl<E: StepExecutor> Trainer<E> {
             self.state.data_position,
             self.state.rng,
         )?;
-        feeds.extend(data.feeds);
-        let outputs = self.executor.run_step(&feeds)?;
-        let n_params = self.step.params.len();
+        let outputs = self.executor.run_step(&data.feeds)?;
+        self.synced = false;
         ensure!(
-            outputs.len() == 1 + n_params + self.step.state.len(),
-            "the step returned {} outputs, expected {}",
-            outputs.len(),
-            1 + n_params + self.step.state.len()
+            outputs.len() == 1,
+            "the step returned {} outputs besides the carried state, expected the loss",
+            outputs.len()
         );
-        let mut outputs = outputs.into_iter().map(|(_, t)| t);
-        let loss = outputs.next().map(|t| t.get_f64(0)).unwrap_or(f64::NAN);
+        let loss = outputs.first().map(|(_, t)| t.get_f64(0)).unwrap_or(f64::NAN);
         if !loss.is_finite() {
             bail!("the loss became {loss} at step {}", self.state.step + 1);
         }
-        self.state.params = outputs.by_ref().take(n_params).collect();
-        self.state.optimizer_state = outputs.collect();
         self.state.step += 1;
         self.state.data_position = data.data_position;
         self.state.rng = data.rng;
@@ -326,13 +371,17 @@ impl<E: StepExecutor> Trainer<E> {
     }
 
     /// The state as a checkpoint.
-    pub fn checkpoint(&self) -> Result<checkpoint::Checkpoint> {
+    pub fn checkpoint(&mut self) -> Result<checkpoint::Checkpoint> {
+        self.state()?;
         checkpoint_of(&self.step, &self.config, &self.state)
     }
 
     /// Continues from `ckpt`, which must hold exactly this step's tensors.
     pub fn restore(&mut self, ckpt: checkpoint::Checkpoint) -> Result<()> {
-        self.state = state_from_checkpoint(&self.step, &self.config, ckpt)?;
+        let state = state_from_checkpoint(&self.step, &self.config, ckpt)?;
+        self.executor.set_state(&named_state(&self.step, &state))?;
+        self.state = state;
+        self.synced = true;
         Ok(())
     }
 }

@@ -31,7 +31,7 @@ fn single(model: &str, batch: u64, cfg: &TrainConfig, corpus: &ByteCorpus) -> (V
     let m = train::load_model(model, batch, None).expect("model");
     let mut trainer = Trainer::on_interpreter(m, cfg.clone(), corpus.clone()).expect("trainer");
     let losses = (0..STEPS).map(|_| trainer.train_step().expect("step").loss).collect();
-    (losses, trainer.state.clone())
+    (losses, trainer.state().expect("state").clone())
 }
 
 fn close(a: f64, b: f64, rel: f64) -> bool {

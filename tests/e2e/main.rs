@@ -25,4 +25,5 @@ mod support;
 mod tidy;
 mod train;
 mod train_artifact;
+mod train_compiled;
 mod zoo;

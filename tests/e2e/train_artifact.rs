@@ -11,7 +11,8 @@ use tessera_runtime::step::{InterpreterExecutor, StepError, StepExecutor};
 /// One layer, dropout on (the step then takes keep-masks as inputs too).
 const MODEL: &str = "gpt:layers=1,hidden=32,heads=2,seq=8,vocab=256,dtype=f32,dropout=0.1";
 
-/// The interpreter, remembering what it was fed and what it returned.
+/// The interpreter, remembering what it was fed and what it returned (the carried state
+/// included: the step graph's inputs and outputs, all of them).
 struct Recording {
     inner: InterpreterExecutor,
     feeds: Vec<(String, Tensor)>,
@@ -19,11 +20,24 @@ struct Recording {
 }
 
 impl StepExecutor for Recording {
+    fn set_state(&mut self, state: &[(String, Tensor)]) -> Result<(), StepError> {
+        self.inner.set_state(state)
+    }
+
     fn run_step(&mut self, feeds: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, StepError> {
+        let before = self.inner.state()?;
         let outputs = self.inner.run_step(feeds)?;
-        self.feeds = feeds.to_vec();
-        self.outputs = outputs.clone();
+        self.feeds = before.into_iter().chain(feeds.iter().cloned()).collect();
+        // The graph's outputs: the loss, then the carried ones (named by the graph).
+        let graph = self.inner.graph();
+        let names: Vec<String> = graph.outputs().iter().map(|&v| graph.value(v).name.clone()).collect();
+        let carried = self.inner.state()?.into_iter().map(|(_, t)| t);
+        self.outputs = outputs.iter().cloned().chain(names[1..].iter().cloned().zip(carried)).collect();
         Ok(outputs)
+    }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>, StepError> {
+        self.inner.state()
     }
 
     fn describe(&self) -> String {
@@ -64,10 +78,11 @@ fn one_step(cwd: &Path, optimizer: OptimizerKind, flag: &str) {
     let model = train::load_model(MODEL, 2, None).expect("model");
     let config = TrainConfig { model: MODEL.into(), optimizer, lr, seed: 3, micro_batches: 2 };
     let step = train::build_step(&model, &config).expect("step");
-    let inner = InterpreterExecutor::new(step.graph.clone()).expect("interpreter");
+    let carried = train::carried_state(&step).expect("carried state");
+    let inner = InterpreterExecutor::carrying(step.graph.clone(), carried).expect("interpreter");
     let text: Vec<u8> = b"the quick brown fox jumps over the lazy dog; ".repeat(20);
     let recording = Recording { inner, feeds: Vec::new(), outputs: Vec::new() };
-    let mut trainer = Trainer::new(model, step, config, ByteCorpus::from_bytes(text), recording);
+    let mut trainer = Trainer::new(model, step, config, ByteCorpus::from_bytes(text), recording).expect("trainer");
     trainer.train_step().expect("interpreter step");
     let (feeds, want) = (trainer.executor().feeds.clone(), trainer.executor().outputs.clone());
 

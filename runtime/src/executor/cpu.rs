@@ -6,9 +6,10 @@
 use super::library::{self, In, Out};
 use super::load::Artifact;
 use super::profile::Profile;
-use super::{ArtifactError, Feed, InputData, CONVERT_CHUNK};
+use super::{ArtifactError, Feed, InputData, CONVERT_CHUNK, NOT_AN_INPUT};
 use rayon::prelude::*;
 use std::alloc::Layout;
+use std::borrow::Borrow;
 use std::time::Instant;
 use tessera_ir::artifact::{decode, LibraryCall, Location, Program, Step, Storage, ALIGNMENT};
 use tessera_ir::dtype::DType;
@@ -127,14 +128,14 @@ impl CpuExecutor {
     /// [`Bound::run`] then writes only the other inputs, so weights are converted once, not per
     /// run. Fails if a name is not a program input or a step would overwrite the input's
     /// buffer (see `executor::resident_inputs`).
-    pub fn bind<T: InputData>(&self, resident: &[(String, T)]) -> Result<Bound<'_>, ArtifactError> {
-        let p = &self.program;
-        let is_resident = super::resident_inputs(p, resident.iter().map(|(name, _)| name.as_str()))?;
-        let arena = AlignedBytes::zeroed(p.arena_bytes as usize)
-            .map_err(|message| ArtifactError::Input { name: "(arena)".into(), message })?;
-        let mut bound = Bound { executor: self, arena, resident: is_resident };
-        bound.write_inputs(resident, true)?;
-        Ok(bound)
+    pub fn bind<T: InputData>(&self, resident: &[(String, T)]) -> Result<Bound<&CpuExecutor>, ArtifactError> {
+        Bound::new(self, resident)
+    }
+
+    /// [`CpuExecutor::bind`] into a [`Bound`] that owns the executor, for a holder that keeps
+    /// both for as long as it runs (a training loop's step executor).
+    pub fn into_bound<T: InputData>(self, resident: &[(String, T)]) -> Result<Bound<CpuExecutor>, ArtifactError> {
+        Bound::new(self, resident)
     }
 
     /// Runs the program on `inputs` (every program input by name, of its declared dtype and
@@ -224,18 +225,32 @@ impl CpuExecutor {
 /// across runs, that holds the resident inputs. The memory plan pins every input's range (no
 /// step writes it), so they stay intact; every other range is written before it is read in each
 /// run, so nothing depends on the arena starting zeroed.
-pub struct Bound<'e> {
-    executor: &'e CpuExecutor,
+pub struct Bound<E: Borrow<CpuExecutor>> {
+    executor: E,
     arena: AlignedBytes,
     /// Per program input: bound once (true) or fed per run.
     resident: Vec<bool>,
 }
 
-impl Bound<'_> {
+impl<E: Borrow<CpuExecutor>> Bound<E> {
+    fn new<T: InputData>(executor: E, resident: &[(String, T)]) -> Result<Bound<E>, ArtifactError> {
+        let p = &executor.borrow().program;
+        let is_resident = super::resident_inputs(p, resident.iter().map(|(name, _)| name.as_str()))?;
+        let arena = AlignedBytes::zeroed(p.arena_bytes as usize)
+            .map_err(|message| ArtifactError::Input { name: "(arena)".into(), message })?;
+        let mut bound = Bound { executor, arena, resident: is_resident };
+        bound.write_inputs(resident, true)?;
+        Ok(bound)
+    }
+
+    pub fn executor(&self) -> &CpuExecutor {
+        self.executor.borrow()
+    }
+
     /// Writes `inputs` and runs the program: `inputs` must be exactly the program inputs that
     /// are not resident. Returns the outputs by name, in the program's order.
     pub fn run<T: InputData>(&mut self, inputs: &[(String, T)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
-        self.run_steps(inputs, None, Output::Tensor).and_then(tensors)
+        self.run_steps(inputs, None, Output::Tensor, &Carry::default()).and_then(tensors)
     }
 
     /// [`Bound::run`], adding the wall time of every step to `profile` (kernels by symbol,
@@ -245,7 +260,7 @@ impl Bound<'_> {
         inputs: &[(String, T)],
         profile: &mut Profile,
     ) -> Result<Vec<(String, Tensor)>, ArtifactError> {
-        self.run_steps(inputs, Some(profile), Output::Tensor).and_then(tensors)
+        self.run_steps(inputs, Some(profile), Output::Tensor, &Carry::default()).and_then(tensors)
     }
 
     /// [`Bound::run`] returning each output as its stored bytes ([`Feed::Stored`], copied out
@@ -256,12 +271,89 @@ impl Bound<'_> {
         inputs: &[(String, T)],
         profile: Option<&mut Profile>,
     ) -> Result<Vec<(String, Feed)>, ArtifactError> {
-        self.run_steps(inputs, profile, Output::Stored)
+        self.run_steps(inputs, profile, Output::Stored, &Carry::default())
+    }
+
+    /// Which outputs replace which resident inputs after each [`Bound::run_carrying`]: `pairs`
+    /// holds `(output, input)` names; the input must be resident and of the output's storage
+    /// and shape.
+    pub fn carry(&self, pairs: &[(String, String)]) -> Result<Carry, ArtifactError> {
+        let p = &self.executor().program;
+        let mut carry = Carry::default();
+        for (output, input) in pairs {
+            let input_error = |message: String| ArtifactError::Input { name: input.clone(), message };
+            let out = p.outputs.iter().position(|b| b.name == *output).ok_or_else(|| ArtifactError::Input {
+                name: output.clone(),
+                message: "the program has no output of this name".into(),
+            })?;
+            let i = p.inputs.iter().position(|b| b.name == *input).ok_or_else(|| input_error(NOT_AN_INPUT.into()))?;
+            if !self.resident[i] {
+                return Err(input_error("only a resident input can carry an output from run to run".into()));
+            }
+            if carry.pairs.iter().any(|c| c.input == i) {
+                return Err(input_error("carries two outputs".into()));
+            }
+            let (src, dest) = (&p.buffers[p.outputs[out].buffer as usize], &p.buffers[p.inputs[i].buffer as usize]);
+            if src.storage != dest.storage || src.shape != dest.shape {
+                return Err(input_error(format!(
+                    "{:?} {:?} cannot carry output {output}, {:?} {:?}",
+                    dest.storage, dest.shape, src.storage, src.shape
+                )));
+            }
+            carry.pairs.push(Carried { output: out, input: i });
+        }
+        Ok(carry)
+    }
+
+    /// Writes `inputs`, runs the program, then copies every output `carry` names into its
+    /// resident input inside the arena (bytes as stored, no conversion), so the next run reads
+    /// them; returns the other outputs by name, in the program's order.
+    pub fn run_carrying<T: InputData>(
+        &mut self,
+        inputs: &[(String, T)],
+        carry: &Carry,
+        profile: Option<&mut Profile>,
+    ) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        self.run_steps(inputs, profile, Output::Tensor, carry).and_then(tensors)
+    }
+
+    /// The current value of resident input `name` (after [`Bound::run_carrying`], the carried
+    /// output of the last run).
+    pub fn resident_input(&self, name: &str) -> Result<Tensor, ArtifactError> {
+        let p = &self.executor().program;
+        let input_error = |message: &str| ArtifactError::Input { name: name.to_string(), message: message.into() };
+        let i = p.inputs.iter().position(|b| b.name == name).ok_or_else(|| input_error(NOT_AN_INPUT))?;
+        if !self.resident[i] {
+            return Err(input_error("not resident: its value is whatever the last run was fed"));
+        }
+        let binding = &p.inputs[i];
+        let desc = &p.buffers[binding.buffer as usize];
+        let shape: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
+        read_elements(self.executor().bytes(&self.arena, binding.buffer), desc.storage, binding.dtype, &shape)
+            .ok_or_else(|| input_error("buffer has the wrong size"))
+    }
+
+    /// Overwrites resident input `name` with `data` (a checkpoint's weights, say), as
+    /// [`CpuExecutor::bind`] wrote it.
+    pub fn write_resident<T: InputData>(&mut self, name: &str, data: T) -> Result<(), ArtifactError> {
+        let p = &self.executor.borrow().program;
+        let input_error = |message: String| ArtifactError::Input { name: name.to_string(), message };
+        let i = p.inputs.iter().position(|b| b.name == name).ok_or_else(|| input_error(NOT_AN_INPUT.into()))?;
+        if !self.resident[i] {
+            return Err(input_error("not resident: feed it per run".into()));
+        }
+        let given = [(name.to_string(), data)];
+        let (data, desc, offset) = super::bound_input(p, &p.inputs[i], &given)?;
+        // SAFETY: the loader checked that the buffer lies inside the arena, and no other
+        // reference into the arena is alive (`&mut self`).
+        let dest =
+            unsafe { std::slice::from_raw_parts_mut(self.arena.ptr.add(offset as usize), desc.bytes() as usize) };
+        data.write_into(desc.storage, dest).map_err(input_error)
     }
 
     /// Writes the resident inputs (`resident` true) or the per-run ones into the arena.
     fn write_inputs<T: InputData>(&mut self, inputs: &[(String, T)], resident: bool) -> Result<(), ArtifactError> {
-        let p = &self.executor.program;
+        let p = &self.executor.borrow().program;
         for (binding, _) in p.inputs.iter().zip(&self.resident).filter(|(_, &r)| r == resident) {
             let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
             let (data, desc, offset) = super::bound_input(p, binding, inputs)?;
@@ -279,15 +371,16 @@ impl Bound<'_> {
         inputs: &[(String, T)],
         mut profile: Option<&mut Profile>,
         output: Output,
+        carry: &Carry,
     ) -> Result<Vec<(String, Feed)>, ArtifactError> {
-        let executor = self.executor;
-        let p = &executor.program;
-        super::check_run_inputs(p, &self.resident, inputs)?;
+        super::check_run_inputs(&self.executor.borrow().program, &self.resident, inputs)?;
         let started = profile.as_ref().map(|_| Instant::now());
         self.write_inputs(inputs, false)?;
         if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
             profile.record("inputs (copied into the arena)", started.elapsed());
         }
+        let executor = self.executor.borrow();
+        let p = &executor.program;
         let arena = &self.arena;
         for (s, step) in p.steps.iter().enumerate() {
             let step_error = |message: String| ArtifactError::Step { step: s, what: describe(step), message };
@@ -313,7 +406,10 @@ impl Bound<'_> {
         }
         let started = profile.as_ref().map(|_| Instant::now());
         let mut results = Vec::with_capacity(p.outputs.len());
-        for binding in &p.outputs {
+        for (o, binding) in p.outputs.iter().enumerate() {
+            if carry.pairs.iter().any(|c| c.output == o) {
+                continue;
+            }
             let desc = &p.buffers[binding.buffer as usize];
             let bytes = executor.bytes(arena, binding.buffer);
             let shape: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
@@ -327,11 +423,41 @@ impl Bound<'_> {
             })?;
             results.push((binding.name.clone(), feed));
         }
-        if let (Some(profile), Some(started)) = (profile, started) {
+        if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
             profile.record("outputs (read from the arena)", started.elapsed());
+        }
+        let started = profile.as_ref().map(|_| Instant::now());
+        for c in &carry.pairs {
+            let src = executor.pointer(arena, p.outputs[c.output].buffer);
+            let dest = executor.pointer(arena, p.inputs[c.input].buffer);
+            let len = p.buffers[p.inputs[c.input].buffer as usize].bytes() as usize;
+            // SAFETY: both buffers lie inside their regions (checked by the loader) and have
+            // `len` bytes (`Bound::carry` checked storage and shape); the destination is an
+            // input's arena range, which no step writes; `copy` allows the two to overlap.
+            unsafe { std::ptr::copy(src, dest, len) };
+        }
+        if let (Some(profile), Some(started)) = (profile, started) {
+            if !carry.pairs.is_empty() {
+                profile.record("carried outputs (copied to their inputs in the arena)", started.elapsed());
+            }
         }
         Ok(results)
     }
+}
+
+/// Outputs that replace resident inputs after each run ([`Bound::carry`]): a training step's
+/// updated weights and optimizer state, which stay in the arena from step to step.
+#[derive(Debug, Clone, Default)]
+pub struct Carry {
+    pairs: Vec<Carried>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Carried {
+    /// Index into the program's outputs.
+    output: usize,
+    /// Index into the program's inputs.
+    input: usize,
 }
 
 /// How a run returns its outputs.

@@ -377,6 +377,9 @@ pub fn slice(input: &In, out: &mut Out, starts: &[u64], steps: &[u64]) -> Result
 
 /// Evaluates `op` with its reference semantics on the step's buffers.
 pub fn reference(op: &Op, inputs: &[In], outs: &mut [Out]) -> Result<(), String> {
+    if let Some(done) = reference_direct(op, inputs, outs) {
+        return done;
+    }
     let tensors = inputs
         .iter()
         .map(|x| {
@@ -398,10 +401,174 @@ pub fn reference(op: &Op, inputs: &[In], outs: &mut [Out]) -> Result<(), String>
     Ok(())
 }
 
+/// The reference ops of a training step (its loss and the embeddings' gradients), computed on
+/// the arena's f32/i64 buffers with the interpreter's arithmetic (f64, in the same order, one
+/// rounding to f32 at the end): bit-identical to `Op::eval`, without converting every operand
+/// to f64 tensors and back (and without scatter's allocation per element). `None`: another
+/// op, or other storage; the caller evaluates the op.
+fn reference_direct(op: &Op, inputs: &[In], outs: &mut [Out]) -> Option<Result<(), String>> {
+    use Storage::{F32, I64};
+    let storages: Vec<Storage> =
+        inputs.iter().map(|x| x.desc.storage).chain(outs.iter().map(|o| o.desc.storage)).collect();
+    match (op, inputs, outs) {
+        (Op::CrossEntropy, [logits, targets], [out]) if storages == [F32, I64, F32] => {
+            Some(cross_entropy(logits, targets, out))
+        }
+        (Op::Scatter { axis, reduction }, [data, indices, updates], [out]) if storages == [F32, I64, F32, F32] => {
+            Some(scatter(data, indices, updates, out, *axis, *reduction))
+        }
+        _ => None,
+    }
+}
+
+fn i64s(bytes: &[u8]) -> Vec<i64> {
+    bytes.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect()
+}
+
+/// `tessera_ir::ops::optim::eval_cross_entropy` on f32 logits `[.., V]` and i64 targets.
+fn cross_entropy(logits: &In, targets: &In, out: &mut Out) -> Result<(), String> {
+    let x = f32s(logits.bytes)?;
+    let t = i64s(targets.bytes);
+    let v = *dims(logits.desc).last().ok_or("logits have rank 0")?;
+    let result = f32s_mut(out.bytes)?.first_mut().ok_or("the loss buffer is empty")?;
+    if t.is_empty() {
+        *result = f32::NAN;
+        return Ok(());
+    }
+    if x.len() != t.len() * v {
+        return Err(format!("{} logits for {} targets of {v} classes", x.len(), t.len()));
+    }
+    let mut total = 0.0;
+    for (r, &target) in t.iter().enumerate() {
+        let k = usize::try_from(target)
+            .ok()
+            .filter(|&k| k < v)
+            .ok_or_else(|| format!("target {target} at position {r} is out of range for {v} classes"))?;
+        let row = &x[r * v..(r + 1) * v];
+        let max = row.iter().map(|&z| f64::from(z)).fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = row.iter().map(|&z| (f64::from(z) - max).exp()).sum();
+        total += max + sum.ln() - f64::from(row[k]);
+    }
+    *result = (total / t.len() as f64) as f32;
+    Ok(())
+}
+
+/// `tessera_ir::ops::indexing::eval_scatter` on f32 data and updates: `out` is `data` with
+/// `updates[p]` stored at (or, for add, summed into) position `p` with its `axis` coordinate
+/// replaced by `indices[p]`.
+fn scatter(
+    data: &In,
+    indices: &In,
+    updates: &In,
+    out: &mut Out,
+    axis: i64,
+    reduction: tessera_ir::ops::indexing::ScatterReduction,
+) -> Result<(), String> {
+    let (shape, update_shape) = (dims(data.desc), dims(updates.desc));
+    let rank = shape.len();
+    let ax = usize::try_from(if axis < 0 { axis + rank as i64 } else { axis })
+        .ok()
+        .filter(|&a| a < rank)
+        .ok_or_else(|| format!("axis {axis} is out of range for shape {shape:?}"))?;
+    if dims(indices.desc) != update_shape || update_shape.len() != rank || dims(out.desc) != shape {
+        return Err(format!(
+            "indices {:?} and updates {update_shape:?} must share one shape of rank {rank}",
+            indices.desc.shape
+        ));
+    }
+    let n = shape[ax];
+    let mut strides = vec![1usize; rank];
+    for d in (0..rank.saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * shape[d + 1];
+    }
+    // Sums in f64 and rounds once, as the interpreter does.
+    let mut acc: Vec<f64> = f32s(data.bytes)?.iter().map(|&x| f64::from(x)).collect();
+    let values = f32s(updates.bytes)?;
+    let mut position = vec![0usize; rank];
+    for (&k, &value) in i64s(indices.bytes).iter().zip(values) {
+        let r = usize::try_from(if k < 0 { k + n as i64 } else { k }).ok().filter(|&r| r < n).ok_or_else(|| {
+            format!("index {k} at indices{position:?} is out of range [-{n}, {n}) for axis {ax} of extent {n}")
+        })?;
+        if let Some(d) = (0..rank).find(|&d| d != ax && position[d] >= shape[d]) {
+            return Err(format!("update at {position:?} lies outside data of shape {shape:?} in dimension {d}"));
+        }
+        let target: usize = (0..rank).map(|d| if d == ax { r } else { position[d] } * strides[d]).sum();
+        match reduction {
+            tessera_ir::ops::indexing::ScatterReduction::None => acc[target] = f64::from(value),
+            tessera_ir::ops::indexing::ScatterReduction::Add => acc[target] += f64::from(value),
+        }
+        // The next position of `updates`, row-major.
+        for d in (0..rank).rev() {
+            position[d] += 1;
+            if position[d] < update_shape[d] {
+                break;
+            }
+            position[d] = 0;
+        }
+    }
+    for (o, a) in f32s_mut(out.bytes)?.iter_mut().zip(acc) {
+        *o = a as f32;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::executor::test_buffers::{bytes, desc};
+
+    /// The direct fallbacks against the generic one (the interpreter's `Op::eval` on converted
+    /// tensors): the same bits, for cross-entropy and for scatter and scatter-add with repeated
+    /// and negative indices along either axis.
+    #[test]
+    fn direct_reference_ops_are_bit_identical_to_the_interpreter() {
+        use tessera_ir::ops::indexing::ScatterReduction;
+        let int_desc = |shape: &[usize]| BufferDesc { storage: Storage::I64, ..desc(shape) };
+        let i64_bytes = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let run = |op: &Op, ins: &[(BufferDesc, Vec<u8>)], out_shape: &[usize], direct: bool| -> Vec<u32> {
+            let inputs: Vec<In> = ins.iter().map(|(d, b)| In { desc: d, bytes: b }).collect();
+            let out_desc = desc(out_shape);
+            let mut out = vec![0f32; out_shape.iter().product()];
+            // SAFETY: as in `bytes`, mutably; `out` is not otherwise borrowed.
+            let out_bytes = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast(), 4 * out.len()) };
+            let mut outs = [Out { desc: &out_desc, bytes: out_bytes }];
+            let result = if direct {
+                reference_direct(op, &inputs, &mut outs).expect("a direct op")
+            } else {
+                let tensors: Vec<_> = inputs
+                    .iter()
+                    .map(|x| decode(x.bytes, x.desc.storage, x.desc.storage.compute_dtype(), &dims(x.desc)).unwrap())
+                    .collect();
+                let refs: Vec<_> = tensors.iter().collect();
+                let ty = TensorType::of_static(tessera_ir::dtype::DType::F32, &out_desc.shape);
+                op.eval(&refs, &[ty]).map(|r| outs[0].bytes.copy_from_slice(&encode(&r[0])))
+            };
+            result.unwrap();
+            out.iter().map(|x| x.to_bits()).collect()
+        };
+        let logits = values(12 * 37, 5).iter().map(|x| 8.0 * x).collect::<Vec<f32>>();
+        let targets: Vec<i64> = (0..12).map(|i| (i * 7) % 37).collect();
+        let ce = [(desc(&[3, 4, 37]), bytes(&logits).to_vec()), (int_desc(&[3, 4]), i64_bytes(&targets))];
+        assert_eq!(run(&Op::CrossEntropy, &ce, &[], true), run(&Op::CrossEntropy, &ce, &[], false));
+        for (axis, reduction) in [(0, ScatterReduction::Add), (-1, ScatterReduction::Add), (1, ScatterReduction::None)]
+        {
+            let data = values(6 * 5, 3);
+            let updates = values(4 * 5, 4);
+            let indices: Vec<i64> = (0..20).map(|i| [0, 3, -1, 3, 2][i % 5]).collect();
+            let ins = [
+                (desc(&[6, 5]), bytes(&data).to_vec()),
+                (int_desc(&[4, 5]), i64_bytes(&indices)),
+                (desc(&[4, 5]), bytes(&updates).to_vec()),
+            ];
+            let op = Op::Scatter { axis, reduction };
+            let direct = run(&op, &ins, &[6, 5], true);
+            assert_eq!(direct, run(&op, &ins, &[6, 5], false), "scatter axis {axis} {reduction:?}");
+            assert_ne!(
+                direct,
+                bytes(&data).chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>()
+            );
+        }
+    }
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n as u32).map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 1000.0 - 1.0).collect()

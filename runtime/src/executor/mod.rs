@@ -25,7 +25,13 @@
 //!   (GEMMs do not read their destination). `IoBinding::parameter` marks the inputs the model
 //!   declares parameters (absent from the JSON when false, so older programs still load);
 //!   `tessera run DIR` binds those once and feeds the rest per run, `--repeat N` runs N times.
-//!   `executor.run(inputs)` is `bind(&[])` followed by one run. Inputs are anything
+//!   `executor.run(inputs)` is `bind(&[])` followed by one run.
+//! - **Carried outputs (training).** `cpu::Bound::carry(&[(output, input)])` names outputs that
+//!   replace resident inputs after each `Bound::run_carrying`: the bytes are copied inside the
+//!   arena, as stored (a training step's updated weights and optimizer state never leave it);
+//!   `resident_input` reads one back and `write_resident` overwrites one (checkpoints).
+//!   `CpuExecutor::into_bound` gives a `Bound` that owns its executor
+//!   (`runtime::step::CompiledExecutor` keeps one for a whole run). Inputs are anything
 //!   `InputData`: a `Tensor` (converted to the buffer's storage in chunks on rayon's pool) or a
 //!   `Feed::Stored` (the bytes of an `.npy` file already in the input's storage, f32 for f32 and
 //!   i64 for i64, which `npy::read_npy_feed` keeps as read and the executor copies as they are).
@@ -141,7 +147,7 @@ pub(crate) fn resident_inputs<'n>(
     Ok(resident)
 }
 
-const NOT_AN_INPUT: &str = "the program has no input of this name";
+pub(crate) const NOT_AN_INPUT: &str = "the program has no input of this name";
 
 /// Checks the names of the inputs fed for one run: each a program input, given once, and not
 /// one of the resident inputs (those are bound once; missing ones are reported by
