@@ -14,6 +14,7 @@ use tessera_ir::graph::{Graph, InputRole, ValueId};
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use tessera_ir::ops::{broadcast_dims, Op};
 use tessera_ir::tensor::Tensor;
+use tessera_ir::symbolic::DimExpr;
 use tessera_ir::types::{Dim, TensorType};
 
 /// The default-domain opsets tessera imports. 13 is where the ops GPT-2/BERT/ResNet exports use
@@ -39,12 +40,8 @@ pub struct ImportOptions {
     pub constants: Vec<(String, Tensor)>,
 }
 
-/// An integer of a shape computed at import time: known, or a symbolic dimension.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SymInt {
-    Int(i64),
-    Sym(String),
-}
+/// An integer of a shape computed at import time: a dimension expression, constant when known.
+pub(crate) type SymInt = DimExpr;
 
 /// What an ONNX value name stands for in the graph being built.
 #[derive(Debug, Clone)]
@@ -52,8 +49,8 @@ pub(crate) enum Slot {
     /// A tsr value.
     Value(ValueId),
     /// An int64 tensor holding (part of) a shape with symbolic dimensions, e.g. the result of
-    /// `Shape` on a `[batch, seq, 768]` input. tsr has no ops computing on dimensions, so such a
-    /// value exists only at import time, where `Reshape`/`Expand` use it as a target shape.
+    /// `Shape` on a `[batch, seq, 768]` input. Shape arithmetic folds on it at import time; where
+    /// real computation reads it, it becomes a `tsr.dim_values` node.
     Shape { elems: Vec<SymInt>, scalar: bool },
 }
 
@@ -141,6 +138,17 @@ pub(crate) fn sanitize(name: &str) -> String {
     s
 }
 
+/// A `dim_param` as a symbol name: sanitized, and starting with a letter or `_` so that it reads
+/// as one name inside a dimension expression (`2 * seq`).
+fn symbol_name(param: &str) -> String {
+    let s = sanitize(param);
+    if s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == '$') {
+        s
+    } else {
+        format!("_{s}")
+    }
+}
+
 /// The tsr type of a graph input or output's `TypeProto`. `what` names it in messages.
 fn tensor_type_of(ty: Option<&TypeProto>, value_name: &str) -> Result<TensorType, (String, bool)> {
     let tt = match ty.and_then(|t| t.value.as_ref()) {
@@ -171,11 +179,11 @@ fn tensor_type_of(ty: Option<&TypeProto>, value_name: &str) -> Result<TensorType
                 ))
             }
             Some(DimValue::DimValue(n)) if *n >= 0 => Dim::Static(*n as u64),
-            Some(DimValue::DimParam(p)) if p.chars().any(|c| c.is_ascii_alphanumeric()) => Dim::Symbolic(sanitize(p)),
+            Some(DimValue::DimParam(p)) if p.chars().any(|c| c.is_ascii_alphanumeric()) => Dim::sym(&symbol_name(p)),
             // An unnamed dynamic dimension gets a name of its own, unequal to every other. Some
             // exporters (paddle2onnx) spell "dynamic" as `dim_value: -1` or `dim_param: "?"`; a
             // shared placeholder like "?" names no dimension, so it must not tie two together.
-            _ => Dim::Symbolic(format!("{}_dim{i}", sanitize(value_name))),
+            _ => Dim::sym(&symbol_name(&format!("{}_dim{i}", sanitize(value_name)))),
         });
     }
     let count = dims.iter().filter_map(Dim::as_static).try_fold(1u64, |acc, n| acc.checked_mul(n));
@@ -444,14 +452,13 @@ impl Importer {
     pub fn shape_input(&self, cx: &NodeCx, i: usize, what: &str) -> BuildResult<Option<Vec<SymInt>>> {
         match self.slot(cx, i)? {
             Some(Slot::Shape { elems, .. }) => Ok(Some(elems)),
-            _ => Ok(self.const_ints(cx, i, what)?.map(|v| v.into_iter().map(SymInt::Int).collect())),
+            _ => Ok(self.const_ints(cx, i, what)?.map(|v| v.into_iter().map(DimExpr::constant).collect())),
         }
     }
 
     /// A shape-like slot; fully known ones become int64 constants.
     pub fn shape_slot(&mut self, elems: Vec<SymInt>, scalar: bool) -> Slot {
-        let known: Option<Vec<i64>> =
-            elems.iter().map(|e| if let SymInt::Int(n) = e { Some(*n) } else { None }).collect();
+        let known: Option<Vec<i64>> = elems.iter().map(DimExpr::as_const).collect();
         match known {
             Some(ints) => {
                 let shape = if scalar { vec![] } else { vec![ints.len()] };
@@ -607,12 +614,6 @@ fn check_declared_output(out: &ValueInfoProto, ty: &TensorType) -> Result<(), St
 }
 
 pub(crate) fn show_sym(elems: &[SymInt]) -> String {
-    let parts: Vec<String> = elems
-        .iter()
-        .map(|e| match e {
-            SymInt::Int(n) => n.to_string(),
-            SymInt::Sym(s) => s.clone(),
-        })
-        .collect();
+    let parts: Vec<String> = elems.iter().map(DimExpr::to_string).collect();
     format!("[{}]", parts.join(", "))
 }

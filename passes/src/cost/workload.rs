@@ -202,7 +202,7 @@ impl GraphWorkload {
             .map_err(|e| CostError::Invalid(e.to_string()))?
             .computed_nodes()
             .len() as u64;
-        let symbolic_batch = graph.values().any(|(_, v)| v.ty.dims.iter().any(|d| *d == Dim::Symbolic("batch".into())));
+        let symbolic_batch = graph.values().any(|(_, v)| v.ty.dims.iter().any(|d| *d == Dim::sym("batch")));
         let static_batch = (!symbolic_batch).then(|| {
             let first = graph.inputs().iter().find(|&&v| graph.input_role(v) != Some(InputRole::Parameter));
             first.and_then(|&v| graph.value(v).ty.dims.first().and_then(Dim::as_static)).unwrap_or(1)
@@ -220,16 +220,14 @@ impl GraphWorkload {
         let mut g = Graph::new(&self.graph.name);
         // Rebuild with bound types: inputs first, then nodes with their result types bound.
         let bind = |ty: &tessera_ir::types::TensorType| -> Result<tessera_ir::types::TensorType, String> {
-            let bound = ty.substitute(&bindings);
+            let bound = ty.substitute(&bindings).map_err(|e| e.to_string())?;
             match bound.dims.iter().find(|d| matches!(d, Dim::Symbolic(_))) {
                 Some(d) => Err(format!("symbolic dimension '{d}' has no size (only batch and seq are bound)")),
                 None => Ok(bound),
             }
         };
-        let bind_dims = |dims: &[Dim]| -> Vec<Dim> {
-            let ty = tessera_ir::types::TensorType { dtype: tessera_ir::dtype::DType::F32, dims: dims.to_vec() };
-            ty.substitute(&bindings).dims
-        };
+        let bind_dims =
+            |dims: &[Dim]| -> Result<Vec<Dim>, String> { tessera_ir::types::bind_dims(dims, &bindings).map_err(|e| e.to_string()) };
         let mut value_map = vec![None; self.graph.num_values()];
         for &v in self.graph.inputs() {
             let value = self.graph.value(v);
@@ -245,8 +243,8 @@ impl GraphWorkload {
                 .collect::<Result<Vec<_>, String>>()?;
             // Reshape and broadcast targets name the same symbolic dimensions as the types.
             let op = match &node.op {
-                Op::Reshape { shape } => Op::Reshape { shape: bind_dims(shape) },
-                Op::Broadcast { shape } => Op::Broadcast { shape: bind_dims(shape) },
+                Op::Reshape { shape } => Op::Reshape { shape: bind_dims(shape)? },
+                Op::Broadcast { shape } => Op::Broadcast { shape: bind_dims(shape)? },
                 other => other.clone(),
             };
             let id = g.add_node_unchecked(op, inputs, results);

@@ -34,7 +34,7 @@ fn concat(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
                 Slot::Shape { elems: e, scalar: false } => elems.extend(e.iter().cloned()),
                 Slot::Value(v) => match imp.constant_of(*v) {
                     Some(t) if t.dtype.is_int() && t.shape.len() == 1 => {
-                        elems.extend(t.to_i64_vec().into_iter().map(SymInt::Int))
+                        elems.extend(t.to_i64_vec().into_iter().map(SymInt::constant))
                     }
                     _ => return unsupported("concatenating a symbolic shape with run-time values"),
                 },
@@ -130,15 +130,12 @@ fn slice(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         // arithmetic from overflowing on hostile values.
         (s[a], e[a], st[a]) = (starts[i], ends[i], steps[i].clamp(-(1 << 42), 1 << 42));
     }
-    // tsr keeps a symbolic dimension only whole; exporters spell "whole" with a huge end.
+    // Exporters spell "to the end" of a symbolic dimension with a huge end; tsr's slice rule
+    // computes the length of the others or says why it cannot.
     let dims = imp.ty(x).dims;
     for a in 0..rank {
-        if let Dim::Symbolic(name) = &dims[a] {
-            if s[a] == 0 && st[a] == 1 && e[a] >= WHOLE_SLICE_END {
-                e[a] = i64::MAX;
-            } else if seen[a] {
-                return unsupported(format!("slicing part of symbolic dimension '{name}'"));
-            }
+        if matches!(dims[a], Dim::Symbolic(_)) && st[a] > 0 && e[a] >= WHOLE_SLICE_END {
+            e[a] = i64::MAX;
         }
     }
     if !seen.iter().any(|&b| b) {
