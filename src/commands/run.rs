@@ -60,9 +60,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             "--repeat runs compiled artifacts (a directory written by `tessera compile`) with their weights bound once"
         );
     }
-    let graph = tessera_frontend::load::load_model(&args.model)?;
     let mut bindings = parse_dim_bindings(&args.dim)?;
-    super::check_dim_names(&graph, &bindings)?;
+    let (graph, bound_at_import) = super::load_model_binding(&args.model, &bindings, &args.inputs)?;
+    if !bound_at_import {
+        super::check_dim_names(&graph, &bindings)?;
+    }
     let mut feeds = read_inputs(&graph, &args.inputs)?;
     bind_from_feeds(&graph, &feeds, &mut bindings)?;
     if let Some(seed) = args.random_inputs {
@@ -99,7 +101,7 @@ fn artifact_config(args: &RunArgs) -> Result<RunConfig> {
 /// is one symbol binds it, one like `seq + 1` solves for `seq`, and a size that contradicts the
 /// others is an error naming the input and dimension. Inputs of the wrong rank are left to the
 /// interpreter, which reports them.
-fn bind_from_feeds(graph: &Graph, feeds: &[(String, Tensor)], bindings: &mut HashMap<String, u64>) -> Result<()> {
+pub(crate) fn bind_from_feeds(graph: &Graph, feeds: &[(String, Tensor)], bindings: &mut HashMap<String, u64>) -> Result<()> {
     let mut given = Vec::new();
     for &v in graph.inputs() {
         let value = graph.value(v);

@@ -38,6 +38,11 @@ pub struct ImportOptions {
     /// inputs that tessera needs at import time (a Reshape's target shape, a Reduce's axes) may
     /// then be fed as graph inputs in the ONNX file. Bound inputs are not inputs of the result.
     pub constants: Vec<(String, Tensor)>,
+    /// Sizes of symbolic dimensions, bound in the graph inputs' types before any node is
+    /// imported, so shape arithmetic folds to constants (for models whose shape arithmetic the
+    /// symbolic import cannot decide, e.g. broadcasting `2 * floordiv(h + 31, 32)` against
+    /// `floordiv(h + 15, 16)`).
+    pub dims: HashMap<String, u64>,
 }
 
 /// An integer of a shape computed at import time: a dimension expression, constant when known.
@@ -99,7 +104,7 @@ pub(crate) fn import(model: &ModelProto, base_dir: Option<&Path>, options: &Impo
         external: ExternalData::new(base_dir),
     };
     imp.add_initializers(graph_proto)?;
-    imp.add_inputs(graph_proto, &options.constants)?;
+    imp.add_inputs(graph_proto, &options.constants, &options.dims)?;
     let registry = ops::registry();
     for (index, node) in graph_proto.node.iter().enumerate() {
         imp.import_node(node, index, opset, &registry)?;
@@ -107,6 +112,20 @@ pub(crate) fn import(model: &ModelProto, base_dir: Option<&Path>, options: &Impo
     imp.set_outputs(graph_proto)?;
     imp.remove_dead_nodes();
     tessera_ir::verify::verify(&imp.graph)?;
+    Ok(imp.graph)
+}
+
+/// A graph holding only the model's activation inputs (those without an initializer), with
+/// their declared types and the names a full import gives them: what reading input files
+/// needs, without importing any node.
+pub(crate) fn declared_inputs(model: &ModelProto) -> Result<Graph, OnnxError> {
+    let graph_proto = model.graph.as_ref().ok_or_else(|| OnnxError::Model("the model has no graph".into()))?;
+    let mut imp = Importer { graph: Graph::new("inputs"), slots: HashMap::new(), external: ExternalData::new(None) };
+    for init in &graph_proto.initializer {
+        // Marks the name as defined, so add_inputs skips it; nothing reads the slot.
+        imp.slots.insert(init.name().to_string(), Slot::Shape { elems: Vec::new(), scalar: false });
+    }
+    imp.add_inputs(graph_proto, &[], &HashMap::new())?;
     Ok(imp.graph)
 }
 
@@ -223,7 +242,12 @@ impl Importer {
     /// Graph inputs not shadowed by an initializer become activation inputs. An input that also
     /// has an initializer is, in ONNX, overridable; tessera keeps the initializer as a constant
     /// so the imported model is self-contained.
-    fn add_inputs(&mut self, g: &GraphProto, constants: &[(String, Tensor)]) -> Result<(), OnnxError> {
+    fn add_inputs(
+        &mut self,
+        g: &GraphProto,
+        constants: &[(String, Tensor)],
+        dims: &HashMap<String, u64>,
+    ) -> Result<(), OnnxError> {
         for input in &g.input {
             let name = input.name();
             if self.slots.contains_key(name) {
@@ -251,6 +275,7 @@ impl Importer {
                 self.slots.insert(name.to_string(), Slot::Value(v));
                 continue;
             }
+            let ty = ty.substitute(dims).map_err(|e| err((e.to_string(), false)))?;
             let ssa = self.unique_name(name);
             let v = self.graph.add_input(&ssa, ty, InputRole::Activation);
             self.slots.insert(name.to_string(), Slot::Value(v));

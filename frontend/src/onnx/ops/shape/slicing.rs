@@ -203,12 +203,15 @@ fn pad_with(
         if b == 0 && e == 0 {
             continue;
         }
-        let n = imp.ty(x).dims[axis]
-            .as_static()
-            .ok_or_else(|| BuildError::Unsupported(format!("padding symbolic dimension {}", imp.ty(x).dims[axis])))?
-            as i64;
-        // Crop first (negative pads), then attach the padding blocks.
-        if b < 0 || e < 0 {
+        // Crop first (negative pads), then attach the padding blocks. A symbolic extent is
+        // cropped by counting the end from the back (tsr's slice rule keeps it an expression).
+        let extent = imp.ty(x).dims[axis].as_static();
+        if (b < 0 || e < 0) && extent.is_none() {
+            let end = if e < 0 { e } else { i64::MAX };
+            x = slice_axis(imp, x, axis, (-b).max(0), end, 1)?;
+        }
+        if let (true, Some(n)) = (b < 0 || e < 0, extent) {
+            let n = n as i64;
             let start = (-b).max(0);
             let end = n - (-e).max(0);
             if end < start {
