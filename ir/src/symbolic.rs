@@ -132,7 +132,12 @@ impl DimExpr {
     pub fn add(&self, other: &DimExpr) -> Result<DimExpr, SymbolicError> {
         let mut terms = self.terms.clone();
         for (m, k) in &other.terms {
-            let sum = terms.get(m).copied().unwrap_or(0).checked_add(*k).ok_or_else(|| overflow(format!("{self} + {other}")))?;
+            let sum = terms
+                .get(m)
+                .copied()
+                .unwrap_or(0)
+                .checked_add(*k)
+                .ok_or_else(|| overflow(format!("{self} + {other}")))?;
             if sum == 0 {
                 terms.remove(m);
             } else {
@@ -583,10 +588,23 @@ mod tests {
             (DimExpr::constant(1).sub(&s).unwrap(), "-seq + 1"),
             (s.mul(&b).unwrap().add(&b).unwrap(), "batch + batch * seq"),
             (s.scale(6).unwrap().add(&DimExpr::constant(7)).unwrap().floordiv(3).unwrap(), "2 * seq + 2"),
-            (s.scale(5).unwrap().add(&DimExpr::constant(-1)).unwrap().floordiv(4).unwrap(), "seq + floordiv(seq + 3, 4) - 1"),
+            (
+                s.scale(5).unwrap().add(&DimExpr::constant(-1)).unwrap().floordiv(4).unwrap(),
+                "seq + floordiv(seq + 3, 4) - 1",
+            ),
             (s.floordiv(2).unwrap().floordiv(3).unwrap(), "floordiv(seq, 6)"),
             // Two 3x3 stride-2 windows with padding 1: floor((floor((h + 1) / 2) + 1) / 2).
-            (s.add(&DimExpr::constant(1)).unwrap().floordiv(2).unwrap().add(&DimExpr::constant(1)).unwrap().floordiv(2).unwrap(), "floordiv(seq + 3, 4)"),
+            (
+                s.add(&DimExpr::constant(1))
+                    .unwrap()
+                    .floordiv(2)
+                    .unwrap()
+                    .add(&DimExpr::constant(1))
+                    .unwrap()
+                    .floordiv(2)
+                    .unwrap(),
+                "floordiv(seq + 3, 4)",
+            ),
             (s.scale(4).unwrap().add(&DimExpr::constant(6)).unwrap().modulo(4).unwrap(), "2"),
             (s.sub(&s).unwrap(), "0"),
             (s.mul(&s).unwrap(), "seq * seq"),
@@ -753,5 +771,4 @@ mod tests {
             prop_assert_eq!(left, right);
         }
     }
-
 }

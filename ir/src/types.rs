@@ -90,7 +90,10 @@ impl Dim {
 /// once the others are known; rounds repeat until nothing new is learned. Then every dimension
 /// whose symbols are all bound must evaluate to its size: a mismatch names the input, the
 /// dimension and both sizes. Ranks are the caller's to check.
-pub fn bind_from_shapes(given: &[(&str, &TensorType, &[usize])], bindings: &mut HashMap<String, u64>) -> Result<(), String> {
+pub fn bind_from_shapes(
+    given: &[(&str, &TensorType, &[usize])],
+    bindings: &mut HashMap<String, u64>,
+) -> Result<(), String> {
     let observations: Vec<(&str, usize, &DimExpr, u64)> = given
         .iter()
         .flat_map(|(what, ty, shape)| {
@@ -114,9 +117,7 @@ pub fn bind_from_shapes(given: &[(&str, &TensorType, &[usize])], bindings: &mut 
                     learned = true;
                 }
                 Some((name, _)) => {
-                    return Err(format!(
-                        "dimension {axis} of {what} is {expr}, which no size of '{name}' makes {size}"
-                    ))
+                    return Err(format!("dimension {axis} of {what} is {expr}, which no size of '{name}' makes {size}"))
                 }
                 None => {}
             }
@@ -125,11 +126,8 @@ pub fn bind_from_shapes(given: &[(&str, &TensorType, &[usize])], bindings: &mut 
     for &(what, axis, expr, size) in &observations {
         if let Dim::Static(n) = Dim::Symbolic(expr.clone()).bind(bindings).map_err(|e| e.to_string())? {
             if n != size {
-                let known: Vec<String> = expr
-                    .symbols()
-                    .into_iter()
-                    .filter_map(|s| bindings.get(s).map(|v| format!("{s} = {v}")))
-                    .collect();
+                let known: Vec<String> =
+                    expr.symbols().into_iter().filter_map(|s| bindings.get(s).map(|v| format!("{s} = {v}"))).collect();
                 return Err(format!(
                     "dimension {axis} of {what} is {expr} = {n} (with {}), but the tensor given has {size}",
                     known.join(", ")

@@ -103,7 +103,10 @@ pub fn random_inputs<T>(
         if feeds.iter().any(|(n, _)| *n == value.name) {
             continue;
         }
-        let ty = value.ty.substitute(bindings).map_err(|e| FeedError::BadDims { name: value.name.clone(), message: e.to_string() })?;
+        let ty = value
+            .ty
+            .substitute(bindings)
+            .map_err(|e| FeedError::BadDims { name: value.name.clone(), message: e.to_string() })?;
         let Some(shape) = ty.static_shape() else {
             let unbound: Vec<&str> = ty.symbols().collect();
             return Err(FeedError::Unbound { name: value.name.clone(), symbols: unbound.join(", ") });

@@ -101,7 +101,11 @@ fn artifact_config(args: &RunArgs) -> Result<RunConfig> {
 /// is one symbol binds it, one like `seq + 1` solves for `seq`, and a size that contradicts the
 /// others is an error naming the input and dimension. Inputs of the wrong rank are left to the
 /// interpreter, which reports them.
-pub(crate) fn bind_from_feeds(graph: &Graph, feeds: &[(String, Tensor)], bindings: &mut HashMap<String, u64>) -> Result<()> {
+pub(crate) fn bind_from_feeds(
+    graph: &Graph,
+    feeds: &[(String, Tensor)],
+    bindings: &mut HashMap<String, u64>,
+) -> Result<()> {
     let mut given = Vec::new();
     for &v in graph.inputs() {
         let value = graph.value(v);

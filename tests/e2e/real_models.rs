@@ -31,15 +31,18 @@ const FLOOR_FRACTION: f64 = 1e-2;
 /// The seed of every model's random inputs.
 const SEED: &str = "7";
 
-struct Case {
+struct Case<'a> {
     /// The file in `.cache/real-models/models/` (see setup.sh for the package it comes from).
-    file: &'static str,
+    file: &'a str,
     /// reference.py options: input shapes, value ranges, pinning.
-    reference_args: &'static [&'static str],
+    reference_args: &'a [&'a str],
     /// `tessera compile` options for the model reference.py names (sizes of symbolic dims).
-    compile_args: &'static [&'static str],
+    compile_args: &'a [&'a str],
     /// How many steps of the compiled CPU program fall back to the reference interpreter.
     reference_steps: usize,
+    /// Whether the model imports with its symbolic dimensions (else `tessera run` and
+    /// `tessera compile` import it with the sizes of the inputs or `--dim` bound).
+    symbolic_import: bool,
 }
 
 fn cache_dir() -> PathBuf {
@@ -69,7 +72,7 @@ fn norm_relative_error(actual: &Tensor, expected: &Tensor) -> f64 {
 }
 
 /// Runs `case` through reference.py and `tessera run`; returns (output name, max error) per output.
-fn compare(case: &Case) -> Vec<(String, f64)> {
+fn compare(case: &Case<'_>) -> Vec<(String, f64)> {
     let cache = cache_dir();
     let python = cache.join("venv/bin/python");
     let model = cache.join("models").join(case.file);
@@ -103,8 +106,19 @@ fn compare(case: &Case) -> Vec<(String, f64)> {
     let run_model = PathBuf::from(manifest["model"].as_str().expect("the manifest names the model"));
 
     // tessera's names for the graph's inputs and outputs (sanitized ONNX names; an output that
-    // an Identity passes through keeps its producer's name), in ONNX order.
-    let graph = tessera_frontend::onnx::import_model(&run_model)
+    // an Identity passes through keeps its producer's name), in ONNX order. A model whose
+    // symbolic import fails is imported with the inputs' sizes bound, as `tessera run` does;
+    // `case.symbolic_import` says which of the two is expected.
+    let symbolic = tessera_frontend::onnx::import_model(&run_model);
+    assert_eq!(
+        symbolic.is_ok(),
+        case.symbolic_import,
+        "{}: symbolic import {}",
+        case.file,
+        symbolic.as_ref().map_or_else(|e| format!("fails: {e}"), |_| "works".to_string())
+    );
+    let graph = symbolic
+        .or_else(|_| import_bound(&run_model, &manifest))
         .unwrap_or_else(|e| panic!("{} does not import: {e}", run_model.display()));
     let names = |ids: &[tessera_ir::graph::ValueId]| -> Vec<String> {
         ids.iter().map(|&v| graph.value(v).name.clone()).collect()
@@ -136,6 +150,7 @@ fn compare(case: &Case) -> Vec<(String, f64)> {
     assert_eq!(reference_steps, case.reference_steps, "{}: steps on the reference interpreter", case.file);
 
     let mut errors = Vec::new();
+    let expect_note = !case.symbolic_import;
     // The interpreter on the model, and the compiled CPU artifact, on the same inputs.
     for (executor, model) in [("interpreter", model_arg.as_str()), ("compiled", artifact.as_str())] {
         let out_dir = dir.join(format!("out-{executor}"));
@@ -145,6 +160,15 @@ fn compare(case: &Case) -> Vec<(String, f64)> {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let run = tessera(dir, &args);
         assert_eq!(run.code, 0, "tessera run ({executor}) failed on {}: {}", case.file, run.stderr);
+        if executor == "interpreter" {
+            assert_eq!(
+                run.stderr.contains("note: imported with"),
+                expect_note,
+                "{}: whether `tessera run` binds sizes at import: {}",
+                case.file,
+                run.stderr
+            );
+        }
 
         let read = |path: &Path| npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for (name, output) in output_names.iter().zip(outputs) {
@@ -170,7 +194,29 @@ fn compare(case: &Case) -> Vec<(String, f64)> {
     errors
 }
 
-fn assert_matches(case: &Case) {
+/// The model imported with its inputs' symbols bound to the shapes the manifest gives.
+fn import_bound(model: &Path, manifest: &serde_json::Value) -> Result<tessera_ir::graph::Graph, String> {
+    let declared = tessera_frontend::onnx::declared_inputs(model).map_err(|e| e.to_string())?;
+    let shapes: Vec<Vec<usize>> = manifest["inputs"]
+        .as_array()
+        .ok_or("the manifest lists no inputs")?
+        .iter()
+        .map(|i| i["shape"].as_array().map(|s| s.iter().filter_map(|n| n.as_u64()).map(|n| n as usize).collect()))
+        .collect::<Option<_>>()
+        .ok_or("an input without a shape")?;
+    let given: Vec<(&str, &tessera_ir::types::TensorType, &[usize])> = declared
+        .inputs()
+        .iter()
+        .zip(&shapes)
+        .map(|(&v, shape)| ("an input", &declared.value(v).ty, shape.as_slice()))
+        .collect();
+    let mut dims = std::collections::HashMap::new();
+    tessera_ir::types::bind_from_shapes(&given, &mut dims)?;
+    let options = tessera_frontend::onnx::ImportOptions { dims, ..Default::default() };
+    tessera_frontend::onnx::import_model_with(model, &options).map_err(|e| e.to_string())
+}
+
+fn assert_matches(case: &Case<'_>) {
     for (output, error) in compare(case) {
         assert!(
             error <= TOLERANCE,
@@ -190,6 +236,7 @@ fn magika_standard_v3_3_matches_onnxruntime() {
         reference_args: &["--dim", "unk__214=1", "--range", "bytes=0:256"],
         compile_args: &["--dim", "unk__214=1"],
         reference_steps: 0,
+        symbolic_import: true,
     });
 }
 
@@ -203,6 +250,7 @@ fn ppocr_cls_matches_onnxruntime() {
         reference_args: &["--shape", "x=1,3,48,192", "--range", "x=-1:1", "--pin"],
         compile_args: &[],
         reference_steps: 0,
+        symbolic_import: true,
     });
 }
 
@@ -216,6 +264,7 @@ fn ppocrv4_det_matches_onnxruntime() {
         reference_args: &["--shape", "x=1,3,64,64", "--range", "x=-2.1:2.6", "--page", "x", "--pin"],
         compile_args: &[],
         reference_steps: 0,
+        symbolic_import: true,
     });
 }
 
@@ -230,7 +279,61 @@ fn ppocrv4_rec_matches_onnxruntime() {
         reference_args: &["--shape", "x=1,3,48,16", "--range", "x=-1:1", "--pin"],
         compile_args: &[],
         reference_steps: 0,
+        symbolic_import: true,
     });
+}
+
+/// The models whose convolutions have dynamic spatial sizes, as published (no `--pin`), each at
+/// two input shapes from the same file: PP-OCR cls imports with symbolic batch, height and
+/// width; PP-OCRv4 det and rec have shape arithmetic valid only at some sizes (det adds a 2x
+/// upsampled stride-32 map to a stride-16 one; rec reshapes its height to 1, true for height
+/// 48), so they import with the inputs' sizes bound.
+#[test]
+fn ppocr_cls_matches_onnxruntime_unpinned_at_two_shapes() {
+    for (shape, dims) in [
+        ("x=1,3,48,192", ["x_dim0=1", "x_dim2=48", "x_dim3=192"]),
+        ("x=2,3,48,96", ["x_dim0=2", "x_dim2=48", "x_dim3=96"]),
+    ] {
+        let compile_args = ["--dim", dims[0], "--dim", dims[1], "--dim", dims[2]];
+        assert_matches(&Case {
+            file: "ppocr-mobile-v2.0-cls.onnx",
+            reference_args: &["--shape", shape, "--range", "x=-1:1"],
+            compile_args: &compile_args,
+            reference_steps: 0,
+            symbolic_import: true,
+        });
+    }
+}
+
+#[test]
+fn ppocrv4_det_matches_onnxruntime_unpinned_at_two_shapes() {
+    for (shape, h, w) in [
+        ("x=1,3,64,64", "p2o.DynamicDimension.1=64", "p2o.DynamicDimension.2=64"),
+        ("x=1,3,32,96", "p2o.DynamicDimension.1=32", "p2o.DynamicDimension.2=96"),
+    ] {
+        let compile_args = ["--dim", "p2o.DynamicDimension.0=1", "--dim", h, "--dim", w];
+        assert_matches(&Case {
+            file: "ppocrv4-det.onnx",
+            reference_args: &["--shape", shape, "--range", "x=-2.1:2.6", "--page", "x"],
+            compile_args: &compile_args,
+            reference_steps: 0,
+            symbolic_import: false,
+        });
+    }
+}
+
+#[test]
+fn ppocrv4_rec_matches_onnxruntime_unpinned_at_two_shapes() {
+    for (shape, w) in [("x=1,3,48,16", "p2o.DynamicDimension.1=16"), ("x=1,3,48,40", "p2o.DynamicDimension.1=40")] {
+        let compile_args = ["--dim", "p2o.DynamicDimension.0=1", "--dim", "x_dim2=48", "--dim", w];
+        assert_matches(&Case {
+            file: "ppocrv4-rec.onnx",
+            reference_args: &["--shape", shape, "--range", "x=-1:1"],
+            compile_args: &compile_args,
+            reference_steps: 0,
+            symbolic_import: false,
+        });
+    }
 }
 
 #[test]

@@ -13,8 +13,8 @@ use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole, ValueId};
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use tessera_ir::ops::{broadcast_dims, Op};
-use tessera_ir::tensor::Tensor;
 use tessera_ir::symbolic::DimExpr;
+use tessera_ir::tensor::Tensor;
 use tessera_ir::types::{Dim, TensorType};
 
 /// The default-domain opsets tessera imports. 13 is where the ops GPT-2/BERT/ResNet exports use
@@ -479,6 +479,34 @@ impl Importer {
             Some(Slot::Shape { elems, .. }) => Ok(Some(elems)),
             _ => Ok(self.const_ints(cx, i, what)?.map(|v| v.into_iter().map(DimExpr::constant).collect())),
         }
+    }
+
+    /// Inputs `range` as shape values when at least one is a [`Slot::Shape`] and the others are
+    /// integer constants of rank 0 or 1: each as (elements, is a scalar). `None` otherwise (the
+    /// node then computes on tensors).
+    pub fn shape_operands(
+        &self,
+        cx: &NodeCx,
+        range: std::ops::Range<usize>,
+    ) -> BuildResult<Option<Vec<(Vec<SymInt>, bool)>>> {
+        let mut out = Vec::with_capacity(range.len());
+        let mut any_shape = false;
+        for i in range {
+            match self.slot(cx, i)? {
+                Some(Slot::Shape { elems, scalar }) => {
+                    any_shape = true;
+                    out.push((elems, scalar));
+                }
+                Some(Slot::Value(v)) => match self.constant_of(v) {
+                    Some(t) if t.dtype.is_int() && t.shape.len() <= 1 => {
+                        out.push((t.to_i64_vec().into_iter().map(DimExpr::constant).collect(), t.shape.is_empty()))
+                    }
+                    _ => return Ok(None),
+                },
+                None => return Ok(None),
+            }
+        }
+        Ok(any_shape.then_some(out))
     }
 
     /// A shape-like slot; fully known ones become int64 constants.

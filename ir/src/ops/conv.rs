@@ -13,8 +13,8 @@ use super::{expect_arity, floats, num_elements, operand_shape, FlopResult, Shape
 use crate::dtype::DType;
 use crate::graph::ValueId;
 use crate::sharding::ShardingRule;
-use crate::tensor::Tensor;
 use crate::symbolic::DimExpr;
+use crate::tensor::Tensor;
 use crate::types::{Dim, TensorType};
 
 named_enum!(PoolKind { Max = "max_pool2d", Avg = "avg_pool2d" });
@@ -64,7 +64,8 @@ impl Window {
                 Ok(Dim::Static(self.output_extent(d, n, k)? as u64))
             }
             Dim::Symbolic(e) => {
-                let span = k.checked_sub(1).and_then(|v| v.checked_mul(self.dilations[d])).and_then(|v| v.checked_add(1));
+                let span =
+                    k.checked_sub(1).and_then(|v| v.checked_mul(self.dilations[d])).and_then(|v| v.checked_add(1));
                 let shift = span.and_then(|s| self.pads[d].checked_add(self.pads[d + 2])?.checked_sub(s));
                 let shift = shift.ok_or("padding or dilation is too large")?;
                 let out = e
@@ -495,7 +496,7 @@ mod eval_tests {
     #[test]
     fn huge_window_attributes_are_an_error_not_an_overflow() {
         use crate::symbolic::DimExpr;
-use crate::types::TensorType;
+        use crate::types::TensorType;
         let x = TensorType::of_static(DType::F32, &[1, 2, 4, 4]);
         let w = TensorType::of_static(DType::F32, &[2, 1, 2, 2]);
         let pads = Op::Conv2d { window: window([1, 1], [i64::MAX, 0, 1, 0], [1, 1]), groups: 2 };

@@ -13,8 +13,8 @@ use super::{broadcast_coeffs, expect_arity, product, strided_index, ShapeResult}
 use crate::dtype::DType;
 use crate::graph::ValueId;
 use crate::sharding::ShardingRule;
-use crate::tensor::{strides, Buffer, Tensor};
 use crate::symbolic::DimExpr;
+use crate::tensor::{strides, Buffer, Tensor};
 use crate::types::{dims_product, normalize_axis, Dim, TensorType};
 
 /// NumPy-style broadcast of `x` to `target`: trailing dimensions align, each input dimension

@@ -226,8 +226,9 @@ impl GraphWorkload {
                 None => Ok(bound),
             }
         };
-        let bind_dims =
-            |dims: &[Dim]| -> Result<Vec<Dim>, String> { tessera_ir::types::bind_dims(dims, &bindings).map_err(|e| e.to_string()) };
+        let bind_dims = |dims: &[Dim]| -> Result<Vec<Dim>, String> {
+            tessera_ir::types::bind_dims(dims, &bindings).map_err(|e| e.to_string())
+        };
         let mut value_map = vec![None; self.graph.num_values()];
         for &v in self.graph.inputs() {
             let value = self.graph.value(v);

@@ -229,7 +229,13 @@ fn apply_axis(
 /// integer upscale `k` in nearest mode with the `asymmetric` transform and `floor` rounding
 /// (output `i` reads input `floor(i / k)`) repeats each element `k` times, `n -> k * n`, as a
 /// reshape, broadcast and reshape. Other modes need the extents, so they are unsupported here.
-fn resize_symbolic(imp: &mut Importer, cx: &NodeCx, x: ValueId, cfg: &Config, axes: &[usize]) -> BuildResult<Vec<Slot>> {
+fn resize_symbolic(
+    imp: &mut Importer,
+    cx: &NodeCx,
+    x: ValueId,
+    cfg: &Config,
+    axes: &[usize],
+) -> BuildResult<Vec<Slot>> {
     let ty = imp.ty(x);
     let unsupported_here = |what: &str| unsupported(format!("resizing symbolic {ty} {what}"));
     if imp.const_ints(cx, 3, "sizes")?.is_some_and(|s| !s.is_empty()) {
