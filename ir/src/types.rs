@@ -245,3 +245,60 @@ pub fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
     let a = if axis < 0 { axis + r } else { axis };
     (0..r).contains(&a).then_some(a as usize)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{bind_from_shapes, Dim, TensorType};
+    use crate::dtype::DType;
+    use crate::symbolic::DimExpr;
+    use std::collections::HashMap;
+
+    fn dim(text: &str) -> Dim {
+        Dim::from_expr(DimExpr::parse(text).expect("an expression")).expect("a dimension")
+    }
+
+    #[test]
+    fn inputs_bind_symbols_through_expressions() {
+        // `tokens` is [batch, seq + 1]; `mask` is [seq]: seq comes from the mask, then checks.
+        let tokens = TensorType::new(DType::I64, vec![dim("batch"), dim("seq + 1")]);
+        let mask = TensorType::new(DType::F32, vec![dim("2 * seq")]);
+        let mut bindings = HashMap::new();
+        bind_from_shapes(&[("input 'tokens'", &tokens, &[3, 9]), ("input 'mask'", &mask, &[16])], &mut bindings)
+            .expect("consistent sizes bind");
+        assert_eq!(bindings, HashMap::from([("batch".to_string(), 3), ("seq".to_string(), 8)]));
+
+        let mut bindings = HashMap::new();
+        let err =
+            bind_from_shapes(&[("input 'tokens'", &tokens, &[3, 9]), ("input 'mask'", &mask, &[14])], &mut bindings)
+                .expect_err("14 is not 2 * 8");
+        assert!(err.starts_with("dimension 0 of input 'mask' is 2 * seq"), "{err}");
+
+        let mut bindings = HashMap::new();
+        let err = bind_from_shapes(&[("input 'mask'", &mask, &[7])], &mut bindings).expect_err("7 is odd");
+        assert_eq!(err, "dimension 0 of input 'mask' is 2 * seq, which no size of 'seq' makes 7");
+
+        // A dimension that only a window expression gives is checked once its symbols are known.
+        let pooled = TensorType::new(DType::F32, vec![dim("floordiv(h + 1, 2)")]);
+        let image = TensorType::new(DType::F32, vec![dim("h")]);
+        let mut bindings = HashMap::new();
+        let err =
+            bind_from_shapes(&[("input 'pooled'", &pooled, &[4]), ("input 'image'", &image, &[9])], &mut bindings)
+                .expect_err("floordiv(10, 2) is 5");
+        assert_eq!(
+            err,
+            "dimension 0 of input 'pooled' is floordiv(h + 1, 2) = 5 (with h = 9), but the tensor given has 4"
+        );
+    }
+
+    #[test]
+    fn binding_evaluates_and_refuses_negative_or_overflowing_sizes() {
+        let ty = TensorType::new(DType::F32, vec![dim("seq - 4"), dim("seq * seq")]);
+        let bound = ty.substitute(&HashMap::from([("seq".to_string(), 6)])).expect("binds");
+        assert_eq!(bound.static_shape(), Some(vec![2, 36]));
+        assert!(ty.substitute(&HashMap::from([("seq".to_string(), 3)])).is_err());
+        assert!(ty.substitute(&HashMap::from([("seq".to_string(), 1 << 40)])).is_err());
+        assert!(ty.substitute(&HashMap::from([("seq".to_string(), u64::MAX)])).is_err());
+        assert_eq!(ty.to_string(), r#"tensor<?x?xf32, ["seq - 4", "seq * seq"]>"#);
+        assert_eq!(ty.symbols().collect::<Vec<_>>(), vec!["seq"]);
+    }
+}

@@ -121,11 +121,13 @@ fn shape_binary(op: BinaryOp, a: &DimExpr, b: &DimExpr) -> BuildResult<DimExpr> 
 fn compare(imp: &mut Importer, cx: &NodeCx, op: CompareOp) -> BuildResult<Vec<Slot>> {
     if op == CompareOp::Eq {
         if let Some(operands) = imp.shape_operands(cx, 0..2)? {
-            // Equal on shape values: decided when both sides are the same expression or both
-            // constants; a bool constant either way.
+            // Equal on shape values: decided when both sides are the same expression, both
+            // constants, or a dimension (never negative) against a negative constant, as in
+            // exporters' `Equal(shape, -1)`; a bool constant either way.
             let elems = shape_elementwise(&operands, |a, b| match (a == b, a.as_const(), b.as_const()) {
                 (true, _, _) => Ok(DimExpr::constant(1)),
                 (false, Some(_), Some(_)) => Ok(DimExpr::constant(0)),
+                (false, Some(c), None) | (false, None, Some(c)) if c < 0 => Ok(DimExpr::constant(0)),
                 _ => unsupported(format!("Equal of the dimensions {a} and {b}, which depends on their sizes")),
             })?;
             let bits: Vec<i64> = elems.iter().filter_map(DimExpr::as_const).collect();

@@ -134,8 +134,14 @@ fn slice(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     // computes the length of the others or says why it cannot.
     let dims = imp.ty(x).dims;
     for a in 0..rank {
-        if matches!(dims[a], Dim::Symbolic(_)) && st[a] > 0 && e[a] >= WHOLE_SLICE_END {
-            e[a] = i64::MAX;
+        if let Dim::Symbolic(n) = &dims[a] {
+            if st[a] > 0 && e[a] >= WHOLE_SLICE_END {
+                e[a] = i64::MAX;
+            }
+            // What the symbolic slice rule cannot size is unsupported, not an invalid model.
+            if let Err(why) = tessera_ir::ops::layout::symbolic_slice_len(n, s[a], e[a], st[a]) {
+                return unsupported(why);
+            }
         }
     }
     if !seen.iter().any(|&b| b) {
