@@ -48,6 +48,9 @@ pub struct ImportOptions {
 /// An integer of a shape computed at import time: a dimension expression, constant when known.
 pub(crate) type SymInt = DimExpr;
 
+/// A shape value as an operand of shape arithmetic: its elements, and whether it is a scalar.
+pub(crate) type ShapeOperand = (Vec<SymInt>, bool);
+
 /// What an ONNX value name stands for in the graph being built.
 #[derive(Debug, Clone)]
 pub(crate) enum Slot {
@@ -484,11 +487,7 @@ impl Importer {
     /// Inputs `range` as shape values when at least one is a [`Slot::Shape`] and the others are
     /// integer constants of rank 0 or 1: each as (elements, is a scalar). `None` otherwise (the
     /// node then computes on tensors).
-    pub fn shape_operands(
-        &self,
-        cx: &NodeCx,
-        range: std::ops::Range<usize>,
-    ) -> BuildResult<Option<Vec<(Vec<SymInt>, bool)>>> {
+    pub fn shape_operands(&self, cx: &NodeCx, range: std::ops::Range<usize>) -> BuildResult<Option<Vec<ShapeOperand>>> {
         let mut out = Vec::with_capacity(range.len());
         let mut any_shape = false;
         for i in range {

@@ -495,7 +495,6 @@ mod eval_tests {
 
     #[test]
     fn huge_window_attributes_are_an_error_not_an_overflow() {
-        use crate::symbolic::DimExpr;
         use crate::types::TensorType;
         let x = TensorType::of_static(DType::F32, &[1, 2, 4, 4]);
         let w = TensorType::of_static(DType::F32, &[2, 1, 2, 2]);
