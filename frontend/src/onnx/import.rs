@@ -430,7 +430,9 @@ impl Importer {
             None => Ok(None),
             Some(Slot::Value(v)) => Ok(Some(v)),
             Some(Slot::Shape { elems, .. }) => Err(BuildError::Unsupported(format!(
-                "input '{}' is a shape with symbolic dimensions ({}), usable only as a target shape",
+                "input '{}' is a shape value with symbolic entries ({}), which tessera computes only at \
+                 import time (shape arithmetic, targets of Reshape/Expand/ConstantOfShape); reading it as a \
+                 run-time tensor is not implemented",
                 cx.input_name(i).unwrap_or_default(),
                 show_sym(&elems)
             ))),
