@@ -132,42 +132,39 @@ impl LowerStats {
 /// The graph with every symbolic dimension bound from `dims` and every dtype replaced by its
 /// storage type's compute dtype (f32, i64, bool): what the compiled program computes.
 pub fn specialize(g: &Graph, dims: &HashMap<String, u64>) -> Result<Graph, LowerError> {
+    let specialize_error = |e: tessera_ir::symbolic::SymbolicError| LowerError::Specialize(e.to_string());
     for &v in g.inputs() {
         let value = g.value(v);
-        if let Some(dim) = value.ty.substitute(dims).symbols().next() {
+        if let Some(dim) = value.ty.substitute(dims).map_err(specialize_error)?.symbols().next() {
             return Err(LowerError::UnboundDim { value: value.name.clone(), dim: dim.to_string() });
         }
     }
-    let ty_of = |t: &TensorType| {
-        let t = t.substitute(dims);
-        t.with_dtype(Storage::of(t.dtype).compute_dtype())
+    let ty_of = |t: &TensorType| -> Result<TensorType, LowerError> {
+        let t = t.substitute(dims).map_err(specialize_error)?;
+        Ok(t.with_dtype(Storage::of(t.dtype).compute_dtype()))
     };
-    let bind = |shape: &[Dim]| -> Vec<Dim> {
-        shape
-            .iter()
-            .map(|d| match d {
-                Dim::Symbolic(s) => dims.get(s).map_or_else(|| d.clone(), |&n| Dim::Static(n)),
-                Dim::Static(_) => d.clone(),
-            })
-            .collect()
-    };
+    let bind = |shape: &[Dim]| tessera_ir::types::bind_dims(shape, dims).map_err(specialize_error);
     let mut out = Graph::new(&g.name);
     let mut map: HashMap<ValueId, ValueId> = HashMap::new();
     for &v in g.inputs() {
         let value = g.value(v);
         let role = g.input_role(v).unwrap_or(tessera_ir::graph::InputRole::Activation);
-        map.insert(v, out.add_input(&value.name, ty_of(&value.ty), role));
+        map.insert(v, out.add_input(&value.name, ty_of(&value.ty)?, role));
     }
     for (_, node) in g.nodes() {
         let op = match &node.op {
             Op::Cast { to } => Op::Cast { to: Storage::of(*to).compute_dtype() },
             Op::Constant(t) => Op::Constant(t.cast(Storage::of(t.dtype).compute_dtype())),
-            Op::Broadcast { shape } => Op::Broadcast { shape: bind(shape) },
-            Op::Reshape { shape } => Op::Reshape { shape: bind(shape) },
+            Op::Broadcast { shape } => Op::Broadcast { shape: bind(shape)? },
+            Op::Reshape { shape } => Op::Reshape { shape: bind(shape)? },
             other => other.clone(),
         };
         let inputs = node.inputs.iter().map(|v| map[v]).collect();
-        let results = node.outputs.iter().map(|&v| (g.value(v).name.clone(), ty_of(&g.value(v).ty))).collect();
+        let results = node
+            .outputs
+            .iter()
+            .map(|&v| Ok((g.value(v).name.clone(), ty_of(&g.value(v).ty)?)))
+            .collect::<Result<Vec<_>, LowerError>>()?;
         let id = out.add_node_unchecked(op, inputs, results);
         for (&old, &new) in node.outputs.iter().zip(&out.node(id).outputs) {
             map.insert(old, new);

@@ -97,6 +97,54 @@ fn gemm_softmax_and_layer_norm() {
     assert_close(&out[2], DType::F32, &[1, 4], &expected, 1e-5);
 }
 
+/// A strided convolution over symbolic height and width, then exporter-style shape arithmetic on
+/// its result (`Shape`, `Gather`, `Mul`, `Div`, `Concat`) flattening it: the types are
+/// expressions, the arithmetic folds at import, and the values match at two input sizes.
+#[test]
+fn symbolic_convolution_and_shape_arithmetic() {
+    let m = model(
+        vec![
+            node(
+                "Conv",
+                "conv",
+                &["x", "w"],
+                &["c"],
+                vec![attr_ints("strides", &[2, 2]), attr_ints("pads", &[1, 1, 1, 1])],
+            ),
+            node("Shape", "shape", &["c"], &["s"], vec![]),
+            node("Gather", "hw", &["s", "hw_idx"], &["hw"], vec![attr_int("axis", 0)]),
+            node("Gather", "h", &["hw", "zero"], &["h"], vec![attr_int("axis", 0)]),
+            node("Gather", "w", &["hw", "one"], &["w2"], vec![attr_int("axis", 0)]),
+            node("Mul", "area", &["h", "w2"], &["area"], vec![]),
+            node("Mul", "double", &["area", "two"], &["two_area"], vec![]),
+            node("Div", "half", &["two_area", "two"], &["area_again"], vec![]),
+            node("Unsqueeze", "unsq", &["area_again", "axes"], &["area1"], vec![]),
+            node("Concat", "cat", &["batch_keep", "area1"], &["target"], vec![attr_int("axis", 0)]),
+            node("Reshape", "reshape", &["c", "target"], &["y"], vec![]),
+        ],
+        vec![f32_value("x", &[D::P("batch"), D::N(1), D::P("h"), D::P("w")])],
+        vec![f32_value("y", &[D::P("batch"), D::P("hw")])],
+        vec![
+            f32_typed("w", &[1, 1, 3, 3], &[1.0; 9]),
+            i64_typed("hw_idx", &[2], &[2, 3]),
+            i64_typed("zero", &[], &[0]),
+            i64_typed("one", &[], &[1]),
+            i64_typed("two", &[], &[2]),
+            i64_typed("axes", &[1], &[0]),
+            i64_typed("batch_keep", &[1], &[0]),
+        ],
+        17,
+    );
+    let g = import(&m);
+    let y = g.value(g.outputs()[0]).ty.to_string();
+    assert_eq!(y, r#"tensor<?x?xf32, ["batch", "floordiv(h + 1, 2) * floordiv(w + 1, 2)"]>"#);
+    // A 3x3 box filter with stride 2 and padding 1 over ones counts the window's in-bounds cells.
+    let out = run(&g, vec![f32_tensor(&[1, 1, 3, 3], &[1.0; 9])]);
+    assert_close(&out[0], DType::F32, &[1, 4], &[4.0, 4.0, 4.0, 4.0], 0.0);
+    let out = run(&g, vec![f32_tensor(&[2, 1, 2, 5], &[1.0; 20])]);
+    assert_close(&out[0], DType::F32, &[2, 3], &[4.0, 6.0, 4.0, 4.0, 6.0, 4.0], 0.0);
+}
+
 #[test]
 fn symbolic_reshape_through_shape_arithmetic() {
     // y = reshape(x, concat(unsqueeze(shape(x)[0]), [24])), as exporters write a flatten.

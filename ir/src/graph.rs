@@ -7,7 +7,7 @@
 use crate::fusion::FusionTag;
 use crate::ops::collective::Collective;
 use crate::ops::Op;
-use crate::types::Dim;
+use crate::symbolic::SymbolicError;
 use crate::types::TensorType;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -385,31 +385,25 @@ impl Graph {
     /// A copy with the symbolic dimensions named in `bindings` replaced by their sizes, in every
     /// value type and in the targets `reshape`, `broadcast` and `recv` carry; names, roles and
     /// order are kept. The caller verifies the result (a binding can make a reshape ill-typed).
-    pub fn bind_dims(&self, bindings: &HashMap<String, u64>) -> Graph {
-        let bind = |dims: &[Dim]| -> Vec<Dim> {
-            dims.iter()
-                .map(|d| match d {
-                    Dim::Symbolic(s) => bindings.get(s).map_or_else(|| d.clone(), |&n| Dim::Static(n)),
-                    Dim::Static(_) => d.clone(),
-                })
-                .collect()
-        };
+    /// Binding evaluates dimension expressions; one that overflows or turns negative is an error.
+    pub fn bind_dims(&self, bindings: &HashMap<String, u64>) -> Result<Graph, SymbolicError> {
+        let bind = |dims: &[crate::types::Dim]| crate::types::bind_dims(dims, bindings);
         let mut g = Graph::new(&self.name);
         let mut remap: Vec<ValueId> = (0..self.values.len() as u32).map(ValueId).collect();
         for &v in &self.inputs {
             let value = self.value(v);
             let role = self.input_role(v).unwrap_or(InputRole::Activation);
-            remap[v.index()] = g.add_input(&value.name, value.ty.substitute(bindings), role);
+            remap[v.index()] = g.add_input(&value.name, value.ty.substitute(bindings)?, role);
         }
         for node in &self.nodes {
             let op = match &node.op {
-                Op::Reshape { shape } => Op::Reshape { shape: bind(shape) },
-                Op::Broadcast { shape } => Op::Broadcast { shape: bind(shape) },
+                Op::Reshape { shape } => Op::Reshape { shape: bind(shape)? },
+                Op::Broadcast { shape } => Op::Broadcast { shape: bind(shape)? },
                 Op::Collective(Collective::Recv { mesh_axis, peer, tag, ty }) => Op::Collective(Collective::Recv {
                     mesh_axis: mesh_axis.clone(),
                     peer: *peer,
                     tag: *tag,
-                    ty: ty.substitute(bindings),
+                    ty: ty.substitute(bindings)?,
                 }),
                 other => other.clone(),
             };
@@ -417,8 +411,8 @@ impl Graph {
             let results = node
                 .outputs
                 .iter()
-                .map(|&v| (self.value(v).name.clone(), self.value(v).ty.substitute(bindings)))
-                .collect();
+                .map(|&v| Ok((self.value(v).name.clone(), self.value(v).ty.substitute(bindings)?)))
+                .collect::<Result<Vec<_>, SymbolicError>>()?;
             let id = g.add_node_unchecked(op, inputs, results);
             for (i, &v) in node.outputs.iter().enumerate() {
                 remap[v.index()] = g.nodes[id.index()].outputs[i];
@@ -426,7 +420,7 @@ impl Graph {
         }
         g.outputs = self.outputs.iter().map(|v| remap[v.index()]).collect();
         g.next_temp = self.next_temp;
-        g
+        Ok(g)
     }
 }
 

@@ -37,6 +37,7 @@ pub mod ops;
 pub mod quote;
 pub mod random;
 pub mod sharding;
+pub mod symbolic;
 pub mod tensor;
 pub mod testing;
 pub mod types;

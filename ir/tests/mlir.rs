@@ -11,6 +11,7 @@ use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::recurrent::{Cell, Direction, RecurrentKind};
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
+use tessera_ir::symbolic::DimExpr;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::testing::arb_graph;
 use tessera_ir::testing::build::{add, add_named, f32s, input, param};
@@ -148,6 +149,25 @@ fn recurrent() -> Graph {
     g
 }
 
+/// Dimension expressions: a strided convolution over symbolic height and width, a flattening
+/// reshape (a product), a concatenation (a sum) and a slice from index 1 (a difference).
+fn symbolic_expressions() -> Graph {
+    let mut g = Graph::new("symbolic_expressions");
+    let ty = TensorType::new(DType::F32, vec![Dim::sym("batch"), Dim::Static(3), Dim::sym("h"), Dim::sym("w")]);
+    let x = input(&mut g, "image", ty);
+    let w = param(&mut g, "conv_w", f32s(&[4, 3, 3, 3]));
+    let window = Window { strides: [2, 2], pads: [1, 1, 1, 1], dilations: [1, 1] };
+    let c = add_named(&mut g, "conv", Op::Conv2d { window, groups: 1 }, &[x, w]);
+    let dim = |text: &str| Dim::from_expr(DimExpr::parse(text).expect("a valid expression")).expect("a dimension");
+    let flat = vec![Dim::sym("batch"), dim("4 * floordiv(h + 1, 2) * floordiv(w + 1, 2)")];
+    let f = add_named(&mut g, "flat", Op::Reshape { shape: flat }, &[c]);
+    let both = add_named(&mut g, "both", Op::Concat { axis: 2 }, &[x, x]);
+    let steps = Op::Slice { starts: vec![0, 0, 0, 1], ends: vec![i64::MAX; 4], steps: vec![1; 4] };
+    let tail = add_named(&mut g, "tail", steps, &[both]);
+    g.set_outputs(vec![f, tail]);
+    g
+}
+
 fn hand_built() -> Vec<(&'static str, Graph)> {
     vec![
         ("mlp", mlp()),
@@ -156,6 +176,7 @@ fn hand_built() -> Vec<(&'static str, Graph)> {
         ("constants", constants()),
         ("symbolic", symbolic()),
         ("recurrent", recurrent()),
+        ("symbolic_expressions", symbolic_expressions()),
     ]
 }
 

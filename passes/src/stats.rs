@@ -110,10 +110,16 @@ fn bind(ty: &TensorType, bindings: &HashMap<String, u64>, unbound: &mut BTreeSet
         .iter()
         .map(|d| match d {
             Dim::Static(n) => *n,
-            Dim::Symbolic(s) => bindings.get(s).copied().unwrap_or_else(|| {
-                unbound.insert(s.clone());
-                0
-            }),
+            Dim::Symbolic(_) => match d.bind(bindings) {
+                Ok(Dim::Static(n)) => n,
+                // An overflowing or negative size counts as unknown, like an unbound symbol.
+                _ => {
+                    let mut names = BTreeSet::new();
+                    d.collect_symbols(&mut names);
+                    unbound.extend(names.into_iter().filter(|s| !bindings.contains_key(*s)).map(str::to_string));
+                    0
+                }
+            },
         })
         .collect();
     StaticType { shape, elem_bytes: ty.dtype.size_bytes() as u64 }

@@ -30,6 +30,8 @@ pub enum FeedError {
     },
     #[error("input %{name} has symbolic dimension(s) {symbols}: give their sizes with --dim NAME=SIZE")]
     Unbound { name: String, symbols: String },
+    #[error("input %{name}: {message}")]
+    BadDims { name: String, message: String },
     #[error("output {name}: {message}")]
     Encode { name: String, message: String },
     #[error("{}: cannot create output directory", .path.display())]
@@ -101,7 +103,10 @@ pub fn random_inputs<T>(
         if feeds.iter().any(|(n, _)| *n == value.name) {
             continue;
         }
-        let ty = value.ty.substitute(bindings);
+        let ty = value
+            .ty
+            .substitute(bindings)
+            .map_err(|e| FeedError::BadDims { name: value.name.clone(), message: e.to_string() })?;
         let Some(shape) = ty.static_shape() else {
             let unbound: Vec<&str> = ty.symbols().collect();
             return Err(FeedError::Unbound { name: value.name.clone(), symbols: unbound.join(", ") });

@@ -35,6 +35,9 @@ pub enum RunError {
          (dimension {axis})"
     )]
     DimConflict { dim: String, first_input: String, first_size: usize, input: String, size: usize, axis: usize },
+    /// A dimension expression of an input disagrees with the sizes its symbols were given.
+    #[error("{message}")]
+    DimBinding { message: String },
     #[error("input '{name}' is malformed: {message}")]
     MalformedInput { name: String, message: String },
     /// A node failed; `subject` is `%name = tsr.op` as the verifier spells it.
@@ -88,7 +91,7 @@ pub fn run_with(
                         .ok_or_else(|| fail(format!("operand %{} has no value", g.value(v).name)))
                 })
                 .collect::<Result<Vec<&Tensor>, RunError>>()?;
-            let op = bind_op(&node.op, &bindings);
+            let op = bind_op(&node.op, &bindings).map_err(fail)?;
             let operand_types: Vec<TensorType> = operands.iter().map(|t| t.tensor_type()).collect();
             let refs: Vec<&TensorType> = operand_types.iter().collect();
             let mut results = op.infer(&refs).map_err(fail)?;
@@ -187,10 +190,11 @@ fn bind_inputs<'a>(
             match dim {
                 Dim::Static(n) if *n != size as u64 => return Err(shape_error()),
                 Dim::Static(_) => {}
-                Dim::Symbolic(sym) => match bound.get(sym.as_str()) {
-                    Some(&(first_size, first_input)) if first_size != size => {
+                Dim::Symbolic(expr) => match expr.as_symbol().map(|sym| (sym, bound.get(sym))) {
+                    None => {}
+                    Some((sym, Some(&(first_size, first_input)))) if first_size != size => {
                         return Err(RunError::DimConflict {
-                            dim: sym.clone(),
+                            dim: sym.to_string(),
                             first_input: first_input.to_string(),
                             first_size,
                             input: name.clone(),
@@ -198,8 +202,8 @@ fn bind_inputs<'a>(
                             axis,
                         });
                     }
-                    Some(_) => {}
-                    None => {
+                    Some((_, Some(_))) => {}
+                    Some((sym, None)) => {
                         bound.insert(sym, (size, name));
                     }
                 },
@@ -212,7 +216,20 @@ fn bind_inputs<'a>(
     if !missing.is_empty() {
         return Err(RunError::MissingInputs { names: missing });
     }
-    Ok(bound.into_iter().map(|(sym, (size, _))| (sym.to_string(), size as u64)).collect())
+    // Dimensions that are expressions (`seq + 1`) solve for their symbols and are checked.
+    let mut bindings: HashMap<String, u64> =
+        bound.into_iter().map(|(sym, (size, _))| (sym.to_string(), size as u64)).collect();
+    let what: Vec<String> = inputs.iter().map(|(name, _)| format!("input '{name}'")).collect();
+    let given: Vec<(&str, &TensorType, &[usize])> = inputs
+        .iter()
+        .zip(&what)
+        .filter_map(|((name, t), what)| {
+            let v = g.inputs().iter().find(|&&v| g.value(v).name == *name)?;
+            Some((what.as_str(), &g.value(*v).ty, t.shape.as_slice()))
+        })
+        .collect();
+    tessera_ir::types::bind_from_shapes(&given, &mut bindings).map_err(|message| RunError::DimBinding { message })?;
+    Ok(bindings)
 }
 
 /// A feed must hold one element per index of its shape, in the storage its dtype uses.
@@ -232,30 +249,17 @@ fn bind_received(declared: &TensorType, t: &Tensor, bindings: &mut HashMap<Strin
     if declared.rank() != t.shape.len() || declared.dtype != t.dtype {
         return Err(format!("received {} but expected {declared}", t.tensor_type()));
     }
-    for (d, &n) in declared.dims.iter().zip(&t.shape) {
-        if let Dim::Symbolic(s) = d {
-            bindings.entry(s.clone()).or_insert(n as u64);
-        }
-    }
-    Ok(())
+    tessera_ir::types::bind_from_shapes(&[("the received tensor", declared, &t.shape)], bindings)
 }
 
 /// `op` with its symbolic target shape (only `reshape` and `broadcast` carry one) bound to sizes.
-fn bind_op<'o>(op: &'o Op, bindings: &HashMap<String, u64>) -> Cow<'o, Op> {
-    let bind = |shape: &[Dim]| -> Vec<Dim> {
-        shape
-            .iter()
-            .map(|d| match d {
-                Dim::Symbolic(s) => bindings.get(s).map_or_else(|| d.clone(), |&n| Dim::Static(n)),
-                Dim::Static(_) => d.clone(),
-            })
-            .collect()
-    };
-    match op {
-        Op::Broadcast { shape } => Cow::Owned(Op::Broadcast { shape: bind(shape) }),
-        Op::Reshape { shape } => Cow::Owned(Op::Reshape { shape: bind(shape) }),
+fn bind_op<'o>(op: &'o Op, bindings: &HashMap<String, u64>) -> Result<Cow<'o, Op>, String> {
+    let bind = |shape: &[Dim]| tessera_ir::types::bind_dims(shape, bindings).map_err(|e| e.to_string());
+    Ok(match op {
+        Op::Broadcast { shape } => Cow::Owned(Op::Broadcast { shape: bind(shape)? }),
+        Op::Reshape { shape } => Cow::Owned(Op::Reshape { shape: bind(shape)? }),
         _ => Cow::Borrowed(op),
-    }
+    })
 }
 
 /// The concrete result types must be static and agree with the declared ones under the
@@ -268,7 +272,7 @@ fn check_results(
     bindings: &HashMap<String, u64>,
 ) -> Result<(), String> {
     for (&v, concrete) in outputs.iter().zip(results) {
-        let declared = g.value(v).ty.substitute(bindings);
+        let declared = g.value(v).ty.substitute(bindings).map_err(|e| e.to_string())?;
         if let Some(sym) = declared.symbols().next().or_else(|| concrete.symbols().next()) {
             return Err(format!("symbolic dimension '{sym}' of %{} is bound by no graph input", g.value(v).name));
         }

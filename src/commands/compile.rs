@@ -59,9 +59,16 @@ pub fn run(args: CompileArgs) -> Result<()> {
     } else {
         args.model.to_string_lossy().into_owned().into_bytes()
     };
-    let (graph, graph_options) =
-        if args.train { training_step(&args)? } else { (tessera_frontend::load::load_model(&args.model)?, Vec::new()) };
-    super::check_dim_names(&graph, &dims)?;
+    let (graph, graph_options, bound_at_import) = if args.train {
+        let (graph, options) = training_step(&args)?;
+        (graph, options, false)
+    } else {
+        let (graph, bound) = super::load_model_binding(&args.model, &dims, &[])?;
+        (graph, Vec::new(), bound)
+    };
+    if !bound_at_import {
+        super::check_dim_names(&graph, &dims)?;
+    }
     let options = CompileOptions { target, dims, graph_options };
     let compiled = compile(&graph, &model_bytes, &options).with_context(|| format!("{}", args.model.display()))?;
     write_artifact(&args.output, &compiled.files)?;

@@ -14,6 +14,44 @@ pub mod train;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 
+/// Loads `path` like `tessera_frontend::load::load_model`, except that an ONNX model whose
+/// symbolic import fails is imported again with its inputs' symbols bound to the sizes `dims`
+/// and the input files `input_specs` (`NAME=FILE.npy`) give, with a note on stderr naming the
+/// sizes and the symbolic error. Returns the graph and whether it was bound at import.
+pub fn load_model_binding(
+    path: &std::path::Path,
+    dims: &HashMap<String, u64>,
+    input_specs: &[String],
+) -> Result<(tessera_ir::graph::Graph, bool)> {
+    let symbolic_error = match tessera_frontend::load::load_model(path) {
+        Ok(graph) => return Ok((graph, false)),
+        Err(e @ tessera_frontend::load::LoadError::Onnx { .. }) => e,
+        Err(e) => return Err(e.into()),
+    };
+    let declared = match tessera_frontend::onnx::declared_inputs(path) {
+        Ok(declared) => declared,
+        Err(_) => return Err(symbolic_error.into()),
+    };
+    let mut bindings = dims.clone();
+    if !input_specs.is_empty() {
+        let feeds = tessera_runtime::feeds::read_inputs(&declared, input_specs)?;
+        run::bind_from_feeds(&declared, &feeds, &mut bindings)?;
+    }
+    let known: std::collections::BTreeSet<&str> = declared.values().flat_map(|(_, v)| v.ty.symbols()).collect();
+    bindings.retain(|name, _| known.contains(name.as_str()));
+    if bindings.is_empty() {
+        return Err(symbolic_error.into());
+    }
+    let options = tessera_frontend::onnx::ImportOptions { dims: bindings.clone(), ..Default::default() };
+    let graph = tessera_frontend::onnx::import_model_with(path, &options)
+        .with_context(|| format!("{}: also with its input sizes bound", path.display()))
+        .with_context(|| symbolic_error.to_string())?;
+    let mut sizes: Vec<String> = bindings.iter().map(|(name, n)| format!("{name}={n}")).collect();
+    sizes.sort();
+    eprintln!("note: imported with {} bound, since the symbolic import failed: {symbolic_error}", sizes.join(", "));
+    Ok((graph, true))
+}
+
 /// Parses `--dim name=N` bindings of symbolic dimensions.
 /// Refuses a `--dim` binding of a symbol `graph` does not have (a typo would otherwise be
 /// silently ignored), naming the symbols it has.

@@ -55,7 +55,7 @@ pub fn run(args: OptArgs) -> Result<()> {
     if !args.dim.is_empty() {
         let bindings = super::parse_dim_bindings(&args.dim)?;
         super::check_dim_names(&graph, &bindings)?;
-        graph = graph.bind_dims(&bindings);
+        graph = graph.bind_dims(&bindings).context("--dim")?;
         tessera_ir::verify::verify(&graph).with_context(|| format!("{} with --dim", args.input.display()))?;
     }
     let pipeline = Pipeline::parse(&args.pipeline).context("--pipeline")?;

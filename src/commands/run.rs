@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tessera_ir::graph::Graph;
 use tessera_ir::tensor::Tensor;
-use tessera_ir::types::Dim;
 use tessera_runtime::executor::run::{run_artifact, RunConfig};
 use tessera_runtime::feeds::{random_inputs, read_inputs, write_outputs};
 
@@ -61,11 +60,13 @@ pub fn run(args: RunArgs) -> Result<()> {
             "--repeat runs compiled artifacts (a directory written by `tessera compile`) with their weights bound once"
         );
     }
-    let graph = tessera_frontend::load::load_model(&args.model)?;
     let mut bindings = parse_dim_bindings(&args.dim)?;
-    super::check_dim_names(&graph, &bindings)?;
+    let (graph, bound_at_import) = super::load_model_binding(&args.model, &bindings, &args.inputs)?;
+    if !bound_at_import {
+        super::check_dim_names(&graph, &bindings)?;
+    }
     let mut feeds = read_inputs(&graph, &args.inputs)?;
-    bind_from_feeds(&graph, &feeds, &mut bindings);
+    bind_from_feeds(&graph, &feeds, &mut bindings)?;
     if let Some(seed) = args.random_inputs {
         feeds.extend(random_inputs(&graph, &feeds, &bindings, seed)?);
     }
@@ -96,16 +97,24 @@ fn artifact_config(args: &RunArgs) -> Result<RunConfig> {
     })
 }
 
-/// Learns symbolic dimension sizes from the inputs given, without overriding `--dim`; the
-/// interpreter reports any inconsistency precisely.
-fn bind_from_feeds(graph: &Graph, feeds: &[(String, Tensor)], bindings: &mut HashMap<String, u64>) {
+/// Learns symbolic dimension sizes from the inputs given, keeping `--dim`'s: a dimension that
+/// is one symbol binds it, one like `seq + 1` solves for `seq`, and a size that contradicts the
+/// others is an error naming the input and dimension. Inputs of the wrong rank are left to the
+/// interpreter, which reports them.
+pub(crate) fn bind_from_feeds(
+    graph: &Graph,
+    feeds: &[(String, Tensor)],
+    bindings: &mut HashMap<String, u64>,
+) -> Result<()> {
+    let mut given = Vec::new();
     for &v in graph.inputs() {
         let value = graph.value(v);
         let Some((_, tensor)) = feeds.iter().find(|(n, _)| *n == value.name) else { continue };
-        for (dim, &size) in value.ty.dims.iter().zip(&tensor.shape) {
-            if let Dim::Symbolic(s) = dim {
-                bindings.entry(s.clone()).or_insert(size as u64);
-            }
+        if tensor.shape.len() == value.ty.rank() {
+            given.push((format!("input '{}'", value.name), &value.ty, tensor.shape.as_slice()));
         }
     }
+    let given: Vec<(&str, &tessera_ir::types::TensorType, &[usize])> =
+        given.iter().map(|(what, ty, shape)| (what.as_str(), *ty, *shape)).collect();
+    tessera_ir::types::bind_from_shapes(&given, bindings).map_err(anyhow::Error::msg)
 }

@@ -378,7 +378,7 @@ fn opt_partitions_a_training_step_given_as_text() {
     use tessera_passes::train_step::{self, Optimizer, TrainStepConfig};
     let dir = tempfile::tempdir().expect("tempdir");
     let mlp = tessera_frontend::load::load_model(Path::new(&crate::support::example("mlp.mlir"))).expect("mlp");
-    let mlp = mlp.bind_dims(&[("batch".to_string(), 4)].into_iter().collect());
+    let mlp = mlp.bind_dims(&[("batch".to_string(), 4)].into_iter().collect()).expect("batch binds");
     let sgd = tessera_ir::ops::optim::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0 };
     let cfg =
         TrainStepConfig { optimizer: Optimizer::Sgd(sgd), micro_batches: 1, master: tessera_ir::dtype::DType::F32 };

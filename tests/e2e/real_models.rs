@@ -9,9 +9,10 @@
 //! and compiled (`tessera compile`, CPU) with no step left to the interpreter.
 //!
 //! Inputs are small (batch 1, small images), since the reference interpreter is slow in a debug
-//! build. Models whose convolutions have dynamic spatial sizes are run from a copy with the
-//! input shape pinned (`reference.py --pin`: only the declared input shape changes), because tsr
-//! keeps spatial dimensions of convolutions static.
+//! build. The original tests run copies with the input shape pinned (`reference.py --pin`: only
+//! the declared input shape changes); the `_unpinned_at_two_shapes` tests run the files as
+//! published, at two shapes each, and pin down whether each imports with its symbols or only
+//! with the inputs' sizes bound (the fallback `tessera run` and `tessera compile` take).
 //!
 //! The model corpus (`scripts/model-corpus/`, issue 15) is the unpinned counterpart: transformer
 //! exports with dynamic batch and sequence from both torch.onnx exporters, and shipped models,
@@ -38,15 +39,18 @@ const FLOOR_FRACTION: f64 = 1e-2;
 /// The seed of every model's random inputs.
 const SEED: &str = "7";
 
-struct Case {
+struct Case<'a> {
     /// The file in `.cache/real-models/models/` (see setup.sh for the package it comes from).
-    file: &'static str,
+    file: &'a str,
     /// reference.py options: input shapes, value ranges, pinning.
-    reference_args: &'static [&'static str],
+    reference_args: &'a [&'a str],
     /// `tessera compile` options for the model reference.py names (sizes of symbolic dims).
-    compile_args: &'static [&'static str],
+    compile_args: &'a [&'a str],
     /// How many steps of the compiled CPU program fall back to the reference interpreter.
     reference_steps: usize,
+    /// Whether the model imports with its symbolic dimensions (else `tessera run` and
+    /// `tessera compile` import it with the sizes of the inputs or `--dim` bound).
+    symbolic_import: bool,
 }
 
 fn cache_dir() -> PathBuf {
@@ -80,15 +84,24 @@ fn norm_relative_error(actual: &Tensor, expected: &Tensor) -> f64 {
 struct GraphNames {
     inputs: Vec<String>,
     outputs: Vec<String>,
+    /// Whether the model imported with its symbolic dimensions; else it imported only with the
+    /// sizes of `inputs` bound, the fallback `tessera run` takes.
+    symbolic: bool,
 }
 
-/// Imports `model` as `tessera run` does and returns its names, or the first line of the
-/// importer's error (a panic included, so that one model cannot stop a run over many).
-fn graph_names(model: &Path) -> Result<GraphNames, String> {
-    let imported = std::panic::catch_unwind(|| tessera_frontend::onnx::import_model(model));
-    let graph = match imported {
-        Ok(Ok(graph)) => graph,
-        Ok(Err(e)) => return Err(format!("import: {}", first_line(&e.to_string()))),
+/// Imports `model` as `tessera run` does on the given input files (symbolically, else with the
+/// inputs' sizes bound) and returns its names, or the first line of the importer's error (a
+/// panic included, so that one model cannot stop a run over many).
+fn graph_names(model: &Path, inputs: &[PathBuf]) -> Result<GraphNames, String> {
+    let imported = std::panic::catch_unwind(|| match tessera_frontend::onnx::import_model(model) {
+        Ok(graph) => Ok((graph, true)),
+        Err(symbolic) => import_bound(model, inputs)
+            .map(|graph| (graph, false))
+            .map_err(|bound| format!("{symbolic}; with the inputs' sizes bound: {bound}")),
+    });
+    let (graph, symbolic) = match imported {
+        Ok(Ok(imported)) => imported,
+        Ok(Err(e)) => return Err(format!("import: {}", first_line(&e))),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<String>()
@@ -101,7 +114,26 @@ fn graph_names(model: &Path) -> Result<GraphNames, String> {
     let names = |ids: &[tessera_ir::graph::ValueId]| -> Vec<String> {
         ids.iter().map(|&v| graph.value(v).name.clone()).collect()
     };
-    Ok(GraphNames { inputs: names(graph.inputs()), outputs: names(graph.outputs()) })
+    Ok(GraphNames { inputs: names(graph.inputs()), outputs: names(graph.outputs()), symbolic })
+}
+
+/// The model imported with its inputs' symbols bound to the shapes of the `.npy` input files.
+fn import_bound(model: &Path, inputs: &[PathBuf]) -> Result<tessera_ir::graph::Graph, String> {
+    let declared = tessera_frontend::onnx::declared_inputs(model).map_err(|e| e.to_string())?;
+    let shapes: Vec<Vec<usize>> = inputs
+        .iter()
+        .map(|file| npy::read_npy(file).map(|t| t.shape).map_err(|e| format!("{}: {e}", file.display())))
+        .collect::<Result<_, _>>()?;
+    let given: Vec<(&str, &tessera_ir::types::TensorType, &[usize])> = declared
+        .inputs()
+        .iter()
+        .zip(&shapes)
+        .map(|(&v, shape)| ("an input", &declared.value(v).ty, shape.as_slice()))
+        .collect();
+    let mut dims = std::collections::HashMap::new();
+    tessera_ir::types::bind_from_shapes(&given, &mut dims)?;
+    let options = tessera_frontend::onnx::ImportOptions { dims, ..Default::default() };
+    tessera_frontend::onnx::import_model_with(model, &options).map_err(|e| e.to_string())
 }
 
 fn first_line(text: &str) -> String {
@@ -172,7 +204,7 @@ fn run_against(
 
 /// Runs `case` through reference.py, `tessera run` and `tessera compile`; returns (output name,
 /// max error) per output and executor.
-fn compare(case: &Case) -> Vec<(String, f64)> {
+fn compare(case: &Case<'_>) -> Vec<(String, f64)> {
     let cache = cache_dir();
     let python = cache.join("venv/bin/python");
     let model = cache.join("models").join(case.file);
@@ -204,7 +236,6 @@ fn compare(case: &Case) -> Vec<(String, f64)> {
     )
     .expect("the manifest is JSON");
     let run_model = PathBuf::from(manifest["model"].as_str().expect("the manifest names the model"));
-    let names = graph_names(&run_model).unwrap_or_else(|e| panic!("{}: {e}", run_model.display()));
     let files = |key: &str| -> Vec<(String, PathBuf)> {
         let entries = manifest[key].as_array().unwrap_or_else(|| panic!("the manifest lists {key}"));
         entries
@@ -217,6 +248,8 @@ fn compare(case: &Case) -> Vec<(String, f64)> {
     };
     let reference =
         Reference { inputs: files("inputs").into_iter().map(|(_, file)| file).collect(), outputs: files("outputs") };
+    let names = graph_names(&run_model, &reference.inputs).unwrap_or_else(|e| panic!("{}: {e}", run_model.display()));
+    assert_eq!(names.symbolic, case.symbolic_import, "{}: whether the model imports with its symbols", case.file);
 
     let model_arg = run_model.to_string_lossy().into_owned();
     let artifact = dir.join("artifact").to_string_lossy().into_owned();
@@ -243,7 +276,7 @@ fn compare(case: &Case) -> Vec<(String, f64)> {
     errors
 }
 
-fn assert_matches(case: &Case) {
+fn assert_matches(case: &Case<'_>) {
     for (output, error) in compare(case) {
         assert!(
             error <= TOLERANCE,
@@ -263,6 +296,7 @@ fn magika_standard_v3_3_matches_onnxruntime() {
         reference_args: &["--dim", "unk__214=1", "--range", "bytes=0:256"],
         compile_args: &["--dim", "unk__214=1"],
         reference_steps: 0,
+        symbolic_import: true,
     });
 }
 
@@ -276,6 +310,7 @@ fn ppocr_cls_matches_onnxruntime() {
         reference_args: &["--shape", "x=1,3,48,192", "--range", "x=-1:1", "--pin"],
         compile_args: &[],
         reference_steps: 0,
+        symbolic_import: true,
     });
 }
 
@@ -289,6 +324,7 @@ fn ppocrv4_det_matches_onnxruntime() {
         reference_args: &["--shape", "x=1,3,64,64", "--range", "x=-2.1:2.6", "--page", "x", "--pin"],
         compile_args: &[],
         reference_steps: 0,
+        symbolic_import: true,
     });
 }
 
@@ -303,7 +339,61 @@ fn ppocrv4_rec_matches_onnxruntime() {
         reference_args: &["--shape", "x=1,3,48,16", "--range", "x=-1:1", "--pin"],
         compile_args: &[],
         reference_steps: 0,
+        symbolic_import: true,
     });
+}
+
+/// The models whose convolutions have dynamic spatial sizes, as published (no `--pin`), each at
+/// two input shapes from the same file: PP-OCR cls imports with symbolic batch, height and
+/// width; PP-OCRv4 det and rec have shape arithmetic valid only at some sizes (det adds a 2x
+/// upsampled stride-32 map to a stride-16 one; rec reshapes its height to 1, true for height
+/// 48), so they import with the inputs' sizes bound.
+#[test]
+fn ppocr_cls_matches_onnxruntime_unpinned_at_two_shapes() {
+    for (shape, dims) in [
+        ("x=1,3,48,192", ["x_dim0=1", "x_dim2=48", "x_dim3=192"]),
+        ("x=2,3,48,96", ["x_dim0=2", "x_dim2=48", "x_dim3=96"]),
+    ] {
+        let compile_args = ["--dim", dims[0], "--dim", dims[1], "--dim", dims[2]];
+        assert_matches(&Case {
+            file: "ppocr-mobile-v2.0-cls.onnx",
+            reference_args: &["--shape", shape, "--range", "x=-1:1"],
+            compile_args: &compile_args,
+            reference_steps: 0,
+            symbolic_import: true,
+        });
+    }
+}
+
+#[test]
+fn ppocrv4_det_matches_onnxruntime_unpinned_at_two_shapes() {
+    for (shape, h, w) in [
+        ("x=1,3,64,64", "p2o.DynamicDimension.1=64", "p2o.DynamicDimension.2=64"),
+        ("x=1,3,32,96", "p2o.DynamicDimension.1=32", "p2o.DynamicDimension.2=96"),
+    ] {
+        let compile_args = ["--dim", "p2o.DynamicDimension.0=1", "--dim", h, "--dim", w];
+        assert_matches(&Case {
+            file: "ppocrv4-det.onnx",
+            reference_args: &["--shape", shape, "--range", "x=-2.1:2.6", "--page", "x"],
+            compile_args: &compile_args,
+            reference_steps: 0,
+            symbolic_import: false,
+        });
+    }
+}
+
+#[test]
+fn ppocrv4_rec_matches_onnxruntime_unpinned_at_two_shapes() {
+    for (shape, w) in [("x=1,3,48,16", "p2o.DynamicDimension.1=16"), ("x=1,3,48,40", "p2o.DynamicDimension.1=40")] {
+        let compile_args = ["--dim", "p2o.DynamicDimension.0=1", "--dim", "x_dim2=48", "--dim", w];
+        assert_matches(&Case {
+            file: "ppocrv4-rec.onnx",
+            reference_args: &["--shape", shape, "--range", "x=-1:1"],
+            compile_args: &compile_args,
+            reference_steps: 0,
+            symbolic_import: false,
+        });
+    }
 }
 
 #[test]
@@ -340,7 +430,6 @@ fn check_corpus_model(model_dir: &Path) -> Result<(), String> {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
     let malformed = |what: &str| format!("{}: no {what}", manifest_path.display());
     let model = model_dir.join(manifest["model"].as_str().ok_or_else(|| malformed("model"))?);
-    let names = graph_names(&model)?;
     let shapes = manifest["shapes"].as_array().ok_or_else(|| malformed("shapes"))?;
     let work = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
     let model_name = model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -360,6 +449,10 @@ fn check_corpus_model(model_dir: &Path) -> Result<(), String> {
             inputs: files("inputs")?.into_iter().map(|(_, file)| file).collect(),
             outputs: files("outputs")?,
         };
+        let names = graph_names(&model, &reference.inputs).map_err(|e| format!("{label}: {e}"))?;
+        if !names.symbolic {
+            println!("model-corpus: {model_name} {label}: imports only with the inputs' sizes bound");
+        }
         let measured =
             run_against(work.path(), &format!("{model_name} {label}"), &model.to_string_lossy(), &names, &reference)
                 .map_err(|e| format!("{label}: {e}"))?;

@@ -13,6 +13,7 @@ use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole, ValueId};
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use tessera_ir::ops::{broadcast_dims, Op};
+use tessera_ir::symbolic::DimExpr;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::types::{Dim, TensorType};
 
@@ -42,6 +43,11 @@ pub struct ImportOptions {
     pub constants: Vec<(String, Tensor)>,
     /// What the model's initializers become.
     pub initializers: Initializers,
+    /// Sizes of symbolic dimensions, bound in the graph inputs' types before any node is
+    /// imported, so shape arithmetic folds to constants (for models whose shape arithmetic the
+    /// symbolic import cannot decide, e.g. broadcasting `2 * floordiv(h + 31, 32)` against
+    /// `floordiv(h + 15, 16)`).
+    pub dims: HashMap<String, u64>,
 }
 
 /// What an import makes of a model's initializers.
@@ -59,12 +65,11 @@ pub enum Initializers {
     Parameters,
 }
 
-/// An integer of a shape computed at import time: known, or a symbolic dimension.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SymInt {
-    Int(i64),
-    Sym(String),
-}
+/// An integer of a shape computed at import time: a dimension expression, constant when known.
+pub(crate) type SymInt = DimExpr;
+
+/// A shape value as an operand of shape arithmetic: its elements, and whether it is a scalar.
+pub(crate) type ShapeOperand = (Vec<SymInt>, bool);
 
 /// What an ONNX value name stands for in the graph being built.
 #[derive(Debug, Clone)]
@@ -72,8 +77,8 @@ pub(crate) enum Slot {
     /// A tsr value.
     Value(ValueId),
     /// An int64 tensor holding (part of) a shape with symbolic dimensions, e.g. the result of
-    /// `Shape` on a `[batch, seq, 768]` input. tsr has no ops computing on dimensions, so such a
-    /// value exists only at import time, where `Reshape`/`Expand` use it as a target shape.
+    /// `Shape` on a `[batch, seq, 768]` input. Shape arithmetic folds on it at import time; where
+    /// real computation reads it, it becomes a `tsr.dim_values` node.
     Shape { elems: Vec<SymInt>, scalar: bool },
 }
 
@@ -128,7 +133,7 @@ pub(crate) fn import(model: &ModelProto, base_dir: Option<&Path>, options: &Impo
         parameter_initializers: HashMap::new(),
     };
     imp.add_initializers(graph_proto, options.initializers)?;
-    imp.add_inputs(graph_proto, &options.constants)?;
+    imp.add_inputs(graph_proto, &options.constants, &options.dims)?;
     let registry = ops::registry();
     for (index, node) in graph_proto.node.iter().enumerate() {
         imp.import_node(node, index, opset, &registry)?;
@@ -136,6 +141,26 @@ pub(crate) fn import(model: &ModelProto, base_dir: Option<&Path>, options: &Impo
     imp.set_outputs(graph_proto)?;
     imp.remove_dead_nodes();
     tessera_ir::verify::verify(&imp.graph)?;
+    Ok(imp.graph)
+}
+
+/// A graph holding only the model's activation inputs (those without an initializer), with
+/// their declared types and the names a full import gives them: what reading input files
+/// needs, without importing any node.
+pub(crate) fn declared_inputs(model: &ModelProto) -> Result<Graph, OnnxError> {
+    let graph_proto = model.graph.as_ref().ok_or_else(|| OnnxError::Model("the model has no graph".into()))?;
+    let mut imp = Importer {
+        graph: Graph::new("inputs"),
+        slots: HashMap::new(),
+        external: ExternalData::new(None),
+        base_dir: None,
+        parameter_initializers: HashMap::new(),
+    };
+    for init in &graph_proto.initializer {
+        // Marks the name as defined, so add_inputs skips it; nothing reads the slot.
+        imp.slots.insert(init.name().to_string(), Slot::Shape { elems: Vec::new(), scalar: false });
+    }
+    imp.add_inputs(graph_proto, &[], &HashMap::new())?;
     Ok(imp.graph)
 }
 
@@ -165,6 +190,17 @@ pub(crate) fn sanitize(name: &str) -> String {
         s.insert(0, '_');
     }
     s
+}
+
+/// A `dim_param` as a symbol name: sanitized, and starting with a letter or `_` so that it reads
+/// as one name inside a dimension expression (`2 * seq`).
+fn symbol_name(param: &str) -> String {
+    let s = sanitize(param);
+    if s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == '$') {
+        s
+    } else {
+        format!("_{s}")
+    }
 }
 
 /// The tsr type of a graph input or output's `TypeProto`. `what` names it in messages.
@@ -197,11 +233,11 @@ fn tensor_type_of(ty: Option<&TypeProto>, value_name: &str) -> Result<TensorType
                 ))
             }
             Some(DimValue::DimValue(n)) if *n >= 0 => Dim::Static(*n as u64),
-            Some(DimValue::DimParam(p)) if p.chars().any(|c| c.is_ascii_alphanumeric()) => Dim::Symbolic(sanitize(p)),
+            Some(DimValue::DimParam(p)) if p.chars().any(|c| c.is_ascii_alphanumeric()) => Dim::sym(&symbol_name(p)),
             // An unnamed dynamic dimension gets a name of its own, unequal to every other. Some
             // exporters (paddle2onnx) spell "dynamic" as `dim_value: -1` or `dim_param: "?"`; a
             // shared placeholder like "?" names no dimension, so it must not tie two together.
-            _ => Dim::Symbolic(format!("{}_dim{i}", sanitize(value_name))),
+            _ => Dim::sym(&symbol_name(&format!("{}_dim{i}", sanitize(value_name)))),
         });
     }
     let count = dims.iter().filter_map(Dim::as_static).try_fold(1u64, |acc, n| acc.checked_mul(n));
@@ -252,7 +288,12 @@ impl Importer {
     /// Graph inputs not shadowed by an initializer become activation inputs. An input that also
     /// has an initializer is, in ONNX, overridable; tessera keeps the initializer as a constant
     /// so the imported model is self-contained.
-    fn add_inputs(&mut self, g: &GraphProto, constants: &[(String, Tensor)]) -> Result<(), OnnxError> {
+    fn add_inputs(
+        &mut self,
+        g: &GraphProto,
+        constants: &[(String, Tensor)],
+        dims: &HashMap<String, u64>,
+    ) -> Result<(), OnnxError> {
         for input in &g.input {
             let name = input.name();
             if self.slots.contains_key(name) {
@@ -280,6 +321,7 @@ impl Importer {
                 self.slots.insert(name.to_string(), Slot::Value(v));
                 continue;
             }
+            let ty = ty.substitute(dims).map_err(|e| err((e.to_string(), false)))?;
             let ssa = self.unique_name(name);
             let v = self.graph.add_input(&ssa, ty, InputRole::Activation);
             self.slots.insert(name.to_string(), Slot::Value(v));
@@ -431,7 +473,9 @@ impl Importer {
             None => Ok(None),
             Some(Slot::Value(v)) => Ok(Some(v)),
             Some(Slot::Shape { elems, .. }) => Err(BuildError::Unsupported(format!(
-                "input '{}' is a shape with symbolic dimensions ({}), usable only as a target shape",
+                "input '{}' is a shape value with symbolic entries ({}), which tessera computes only at \
+                 import time (shape arithmetic, targets of Reshape/Expand/ConstantOfShape); reading it as a \
+                 run-time tensor is not implemented",
                 cx.input_name(i).unwrap_or_default(),
                 show_sym(&elems)
             ))),
@@ -492,14 +536,37 @@ impl Importer {
     pub fn shape_input(&self, cx: &NodeCx, i: usize, what: &str) -> BuildResult<Option<Vec<SymInt>>> {
         match self.slot(cx, i)? {
             Some(Slot::Shape { elems, .. }) => Ok(Some(elems)),
-            _ => Ok(self.const_ints(cx, i, what)?.map(|v| v.into_iter().map(SymInt::Int).collect())),
+            _ => Ok(self.const_ints(cx, i, what)?.map(|v| v.into_iter().map(DimExpr::constant).collect())),
         }
+    }
+
+    /// Inputs `range` as shape values when at least one is a [`Slot::Shape`] and the others are
+    /// integer constants of rank 0 or 1: each as (elements, is a scalar). `None` otherwise (the
+    /// node then computes on tensors).
+    pub fn shape_operands(&self, cx: &NodeCx, range: std::ops::Range<usize>) -> BuildResult<Option<Vec<ShapeOperand>>> {
+        let mut out = Vec::with_capacity(range.len());
+        let mut any_shape = false;
+        for i in range {
+            match self.slot(cx, i)? {
+                Some(Slot::Shape { elems, scalar }) => {
+                    any_shape = true;
+                    out.push((elems, scalar));
+                }
+                Some(Slot::Value(v)) => match self.constant_of(v) {
+                    Some(t) if t.dtype.is_int() && t.shape.len() <= 1 => {
+                        out.push((t.to_i64_vec().into_iter().map(DimExpr::constant).collect(), t.shape.is_empty()))
+                    }
+                    _ => return Ok(None),
+                },
+                None => return Ok(None),
+            }
+        }
+        Ok(any_shape.then_some(out))
     }
 
     /// A shape-like slot; fully known ones become int64 constants.
     pub fn shape_slot(&mut self, elems: Vec<SymInt>, scalar: bool) -> Slot {
-        let known: Option<Vec<i64>> =
-            elems.iter().map(|e| if let SymInt::Int(n) = e { Some(*n) } else { None }).collect();
+        let known: Option<Vec<i64>> = elems.iter().map(DimExpr::as_const).collect();
         match known {
             Some(ints) => {
                 let shape = if scalar { vec![] } else { vec![ints.len()] };
@@ -655,12 +722,6 @@ fn check_declared_output(out: &ValueInfoProto, ty: &TensorType) -> Result<(), St
 }
 
 pub(crate) fn show_sym(elems: &[SymInt]) -> String {
-    let parts: Vec<String> = elems
-        .iter()
-        .map(|e| match e {
-            SymInt::Int(n) => n.to_string(),
-            SymInt::Sym(s) => s.clone(),
-        })
-        .collect();
+    let parts: Vec<String> = elems.iter().map(DimExpr::to_string).collect();
     format!("[{}]", parts.join(", "))
 }

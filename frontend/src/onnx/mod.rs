@@ -42,6 +42,11 @@ pub fn import_model(path: &Path) -> Result<Graph, OnnxError> {
 
 /// [`import_model`] with [`ImportOptions`].
 pub fn import_model_with(path: &Path, options: &ImportOptions) -> Result<Graph, OnnxError> {
+    import::import(&read_model(path)?, path.parent(), options)
+}
+
+/// Decodes an `.onnx` file.
+fn read_model(path: &Path) -> Result<proto::ModelProto, OnnxError> {
     let io = |source| OnnxError::Io { path: path.to_path_buf(), source };
     let file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
@@ -53,8 +58,13 @@ pub fn import_model_with(path: &Path, options: &ImportOptions) -> Result<Graph, 
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         Bytes::from_owner(map)
     };
-    let model = proto::ModelProto::decode(bytes)?;
-    import::import(&model, path.parent(), options)
+    Ok(proto::ModelProto::decode(bytes)?)
+}
+
+/// The activation inputs of an `.onnx` file as a graph with no nodes: their names and declared
+/// types as [`import_model`] gives them, for reading input files before importing.
+pub fn declared_inputs(path: &Path) -> Result<Graph, OnnxError> {
+    import::declared_inputs(&read_model(path)?)
 }
 
 /// Imports a model from its serialized bytes; `base_dir` is where external data files live

@@ -10,6 +10,7 @@ use crate::dtype::DType;
 use crate::graph::{Graph, InputRole, NodeId, ValueId};
 use crate::ops::attr::{Attr, AttrMap};
 use crate::ops::Op;
+use crate::symbolic::DimExpr;
 use crate::types::{Dim, TensorType};
 use crate::verify::{verify, VerifyError};
 use std::collections::HashMap;
@@ -603,16 +604,19 @@ impl<'a> Parser<'a> {
             return self.err(dtype_at, format!("unknown element type '{name}'"));
         };
         let n_dynamic = dims.iter().filter(|d| d.is_none()).count();
-        let mut names: Vec<String> = Vec::new();
+        let mut names: Vec<Dim> = Vec::new();
         let enc_at = self.peek_start()?;
         if self.eat(&Tok::Comma)? {
             self.expect(&Tok::LBracket, " opening the list of symbolic dimension names")?;
             names = self.parse_list(Tok::RBracket, "the dimension names", |p| {
                 let (tok, at) = p.next()?;
                 match tok {
-                    Tok::Str(s) if !s.is_empty() => Ok(s),
-                    Tok::Str(_) => p.err(at, "a symbolic dimension name cannot be empty"),
-                    other => p.unexpected(&other, at, "a dimension name string"),
+                    Tok::Str(s) if s.is_empty() => p.err(at, "a symbolic dimension cannot be empty"),
+                    Tok::Str(s) => match DimExpr::parse(&s).and_then(Dim::from_expr) {
+                        Ok(d) => Ok(d),
+                        Err(e) => p.err(at, format!("symbolic dimension: {e}")),
+                    },
+                    other => p.unexpected(&other, at, "a dimension expression string"),
                 }
             })?;
         }
@@ -628,7 +632,7 @@ impl<'a> Parser<'a> {
             .into_iter()
             .map(|d| match d {
                 Some(n) => Dim::Static(n),
-                None => Dim::Symbolic(names.next().unwrap_or_default()),
+                None => names.next().unwrap_or(Dim::Static(0)),
             })
             .collect();
         Ok(TensorType::new(dtype, dims))

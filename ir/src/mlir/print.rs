@@ -146,10 +146,12 @@ pub(crate) fn write_type(out: &mut String, ty: &TensorType) {
     }
     out.push_str(ty.dtype.mlir_name());
     let mut first = true;
-    for name in ty.symbols() {
-        out.push_str(if first { ", [" } else { ", " });
-        first = false;
-        write_string(out, name);
+    for d in &ty.dims {
+        if let Dim::Symbolic(e) = d {
+            out.push_str(if first { ", [" } else { ", " });
+            first = false;
+            write_string(out, &e.to_string());
+        }
     }
     if !first {
         out.push(']');

@@ -13,6 +13,7 @@ use super::{expect_arity, floats, num_elements, operand_shape, FlopResult, Shape
 use crate::dtype::DType;
 use crate::graph::ValueId;
 use crate::sharding::ShardingRule;
+use crate::symbolic::DimExpr;
 use crate::tensor::Tensor;
 use crate::types::{Dim, TensorType};
 
@@ -52,15 +53,44 @@ impl Window {
         }
         Ok((padded - span) / self.strides[d] + 1)
     }
+
+    /// [`Window::output_extent`] over a possibly symbolic input extent: for a symbolic `n`,
+    /// `floordiv(n + pads - span, stride) + 1` (the window is assumed to fit, as it must at run
+    /// time).
+    pub fn output_dim(&self, d: usize, n: &Dim, k: i64) -> Result<Dim, String> {
+        match n {
+            Dim::Static(n) => {
+                let n = i64::try_from(*n).map_err(|_| format!("extent {n} is too large"))?;
+                Ok(Dim::Static(self.output_extent(d, n, k)? as u64))
+            }
+            Dim::Symbolic(e) => {
+                let span =
+                    k.checked_sub(1).and_then(|v| v.checked_mul(self.dilations[d])).and_then(|v| v.checked_add(1));
+                let shift = span.and_then(|s| self.pads[d].checked_add(self.pads[d + 2])?.checked_sub(s));
+                let shift = shift.ok_or("padding or dilation is too large")?;
+                let out = e
+                    .add(&DimExpr::constant(shift))
+                    .and_then(|v| v.floordiv(self.strides[d]))
+                    .and_then(|v| v.add(&DimExpr::constant(1)))
+                    .map_err(|err| err.to_string())?;
+                Dim::from_expr(out).map_err(|err| err.to_string())
+            }
+        }
+    }
 }
 
 fn spatial(x: &TensorType, what: &str) -> Result<[i64; 2], String> {
+    let [h, w] = spatial_dims(x, what)?;
+    let h = h.as_static().ok_or_else(|| format!("{what} height must be static in {x}"))?;
+    let w = w.as_static().ok_or_else(|| format!("{what} width must be static in {x}"))?;
+    Ok([h as i64, w as i64])
+}
+
+fn spatial_dims<'a>(x: &'a TensorType, what: &str) -> Result<[&'a Dim; 2], String> {
     if x.rank() != 4 {
         return Err(format!("{what} must be NCHW (rank 4), got {x}"));
     }
-    let h = x.dims[2].as_static().ok_or_else(|| format!("{what} height must be static in {x}"))?;
-    let w = x.dims[3].as_static().ok_or_else(|| format!("{what} width must be static in {x}"))?;
-    Ok([h as i64, w as i64])
+    Ok([&x.dims[2], &x.dims[3]])
 }
 
 /// `conv2d(x: [N, C, H, W], w: [O, C / groups, KH, KW]) -> [N, O, OH, OW]`.
@@ -68,7 +98,7 @@ pub fn infer_conv2d(inputs: &[&TensorType], window: &Window, groups: i64) -> Sha
     expect_arity(inputs, 2)?;
     let (x, w) = (inputs[0], inputs[1]);
     window.check()?;
-    let [h, wd] = spatial(x, "input")?;
+    let [h, wd] = spatial_dims(x, "input")?;
     let [kh, kw] = spatial(w, "weight")?;
     if x.dtype != w.dtype || !x.dtype.is_float() {
         return Err(format!("input {x} and weight {w} must share a float element type"));
@@ -79,9 +109,9 @@ pub fn infer_conv2d(inputs: &[&TensorType], window: &Window, groups: i64) -> Sha
     if groups < 1 || c % groups != 0 || o % groups != 0 || c_per_group.checked_mul(groups) != Some(c) {
         return Err(format!("groups = {groups} does not fit {c} input and {o} output channels of weight {w}"));
     }
-    let oh = window.output_extent(0, h, kh)?;
-    let ow = window.output_extent(1, wd, kw)?;
-    let dims = vec![x.dims[0].clone(), Dim::Static(o as u64), Dim::Static(oh as u64), Dim::Static(ow as u64)];
+    let oh = window.output_dim(0, h, kh)?;
+    let ow = window.output_dim(1, wd, kw)?;
+    let dims = vec![x.dims[0].clone(), Dim::Static(o as u64), oh, ow];
     Ok(vec![TensorType::new(x.dtype, dims)])
 }
 
@@ -96,10 +126,10 @@ pub fn infer_pool2d(inputs: &[&TensorType], kernel: [i64; 2], window: &Window) -
     if !x.dtype.is_float() {
         return Err(format!("pooling needs a float input, got {x}"));
     }
-    let [h, w] = spatial(x, "input")?;
-    let oh = window.output_extent(0, h, kernel[0])?;
-    let ow = window.output_extent(1, w, kernel[1])?;
-    let dims = vec![x.dims[0].clone(), x.dims[1].clone(), Dim::Static(oh as u64), Dim::Static(ow as u64)];
+    let [h, w] = spatial_dims(x, "input")?;
+    let oh = window.output_dim(0, h, kernel[0])?;
+    let ow = window.output_dim(1, w, kernel[1])?;
+    let dims = vec![x.dims[0].clone(), x.dims[1].clone(), oh, ow];
     Ok(vec![TensorType::new(x.dtype, dims)])
 }
 

@@ -13,8 +13,9 @@ use super::{broadcast_coeffs, expect_arity, product, strided_index, ShapeResult}
 use crate::dtype::DType;
 use crate::graph::ValueId;
 use crate::sharding::ShardingRule;
+use crate::symbolic::DimExpr;
 use crate::tensor::{strides, Buffer, Tensor};
-use crate::types::{normalize_axis, Dim, TensorType};
+use crate::types::{dims_product, normalize_axis, Dim, TensorType};
 
 /// NumPy-style broadcast of `x` to `target`: trailing dimensions align, each input dimension
 /// equals the target's or is 1.
@@ -34,28 +35,26 @@ pub fn infer_broadcast(inputs: &[&TensorType], target: &[Dim]) -> ShapeResult {
     Ok(vec![out])
 }
 
-/// Reshape to `target`. With symbolic dimensions the element counts must agree symbol for
-/// symbol (the same names on both sides) and in the product of the static dimensions.
+/// Reshape to `target`. The element counts, products of dimension expressions, must be equal
+/// as polynomials (`[b, 2 * s, 4] -> [b * s, 8]` checks).
 pub fn infer_reshape(inputs: &[&TensorType], target: &[Dim]) -> ShapeResult {
     expect_arity(inputs, 1)?;
     let x = inputs[0];
     let out = TensorType::new(x.dtype, target.to_vec());
     let static_product =
         |t: &TensorType| t.dims.iter().filter_map(Dim::as_static).try_fold(1u64, |acc, n| acc.checked_mul(n));
-    let mut syms_in: Vec<&str> = x.symbols().collect();
-    let mut syms_out: Vec<&str> = out.symbols().collect();
-    syms_in.sort_unstable();
-    syms_out.sort_unstable();
     let (count_in, count_out) = (static_product(x), static_product(&out));
     // A product past u64 is its own error: calling it "differ" hid the overflow.
     if count_in.is_none() || count_out.is_none() {
         let huge = if count_in.is_none() { x } else { &out };
         return Err(format!("cannot reshape {x} to {out}: {huge} has more than 2^64 elements"));
     }
-    if syms_in != syms_out || count_in != count_out {
-        return Err(format!("cannot reshape {x} to {out}: element counts differ"));
+    let (count_in, count_out) = (dims_product(&x.dims), dims_product(&out.dims));
+    match (count_in, count_out) {
+        (Ok(a), Ok(b)) if a == b => Ok(vec![out]),
+        (Ok(a), Ok(b)) => Err(format!("cannot reshape {x} to {out}: element counts differ ({a} vs {b})")),
+        (Err(e), _) | (_, Err(e)) => Err(format!("cannot reshape {x} to {out}: {e}")),
     }
-    Ok(vec![out])
 }
 
 /// Permutes dimensions: result dimension `i` is input dimension `perm[i]`.
@@ -96,8 +95,28 @@ pub fn slice_extent(len: i64, start: i64, end: i64, step: i64) -> (i64, i64) {
     }
 }
 
-/// Strided slice with one `start`, `end`, `step` per dimension. A symbolic dimension may only
-/// be kept whole (`start = 0`, `end >= i64::MAX / 2`, `step = 1`).
+/// The length of `[start:end:step]` of a symbolic dimension `n`, for the cases that need no
+/// comparison with `n`: a positive step from a non-negative start to the end (`end >= i64::MAX
+/// / 2`) or to `end < 0` counted from the end. The slice is assumed to fit (`n >= start`),
+/// as ONNX exporters' shape arithmetic does; other cases are an error.
+pub fn symbolic_slice_len(n: &DimExpr, start: i64, end: i64, step: i64) -> Result<Dim, String> {
+    let why = || format!("cannot slice symbolic dimension {n} as [{start}:{end}:{step}] without knowing its size");
+    if step <= 0 || start < 0 {
+        return Err(why());
+    }
+    let stop = if end >= i64::MAX / 2 {
+        n.clone()
+    } else if end < 0 {
+        n.add(&DimExpr::constant(end)).map_err(|e| e.to_string())?
+    } else {
+        return Err(why());
+    };
+    let len = stop.sub(&DimExpr::constant(start)).and_then(|v| v.ceildiv(step)).map_err(|e| e.to_string())?;
+    Dim::from_expr(len).map_err(|e| e.to_string())
+}
+
+/// Strided slice with one `start`, `end`, `step` per dimension. A symbolic dimension takes the
+/// length [`symbolic_slice_len`] gives.
 pub fn infer_slice(inputs: &[&TensorType], starts: &[i64], ends: &[i64], steps: &[i64]) -> ShapeResult {
     expect_arity(inputs, 1)?;
     let x = inputs[0];
@@ -115,12 +134,7 @@ pub fn infer_slice(inputs: &[&TensorType], starts: &[i64], ends: &[i64], steps: 
                 let (_, count) = slice_extent(*n as i64, starts[i], ends[i], steps[i]);
                 dims.push(Dim::Static(count as u64));
             }
-            Dim::Symbolic(s) => {
-                if starts[i] != 0 || ends[i] < i64::MAX / 2 || steps[i] != 1 {
-                    return Err(format!("symbolic dimension '{s}' can only be kept whole by a slice"));
-                }
-                dims.push(x.dims[i].clone());
-            }
+            Dim::Symbolic(s) => dims.push(symbolic_slice_len(s, starts[i], ends[i], steps[i])?),
         }
     }
     Ok(vec![TensorType::new(x.dtype, dims)])
@@ -129,7 +143,7 @@ pub fn infer_slice(inputs: &[&TensorType], starts: &[i64], ends: &[i64], steps: 
 pub fn infer_concat(inputs: &[&TensorType], axis: i64) -> ShapeResult {
     let first = *inputs.first().ok_or("concat needs at least one operand")?;
     let ax = normalize_axis(axis, first.rank()).ok_or_else(|| format!("axis {axis} is out of range for {first}"))?;
-    let mut total = 0u64;
+    let mut total = DimExpr::constant(0);
     for t in inputs {
         let same_elsewhere = t.rank() == first.rank()
             && t.dtype == first.dtype
@@ -137,17 +151,11 @@ pub fn infer_concat(inputs: &[&TensorType], axis: i64) -> ShapeResult {
         if !same_elsewhere {
             return Err(format!("operand {t} does not match {first} outside axis {axis}"));
         }
-        match &t.dims[ax] {
-            Dim::Static(n) => {
-                total =
-                    total.checked_add(*n).ok_or_else(|| format!("concatenated extent along axis {axis} overflows"))?
-            }
-            Dim::Symbolic(_) if inputs.len() == 1 => return Ok(vec![(*t).clone()]),
-            Dim::Symbolic(s) => return Err(format!("cannot concatenate along symbolic dimension '{s}'")),
-        }
+        let extent = t.dims[ax].to_expr().and_then(|e| total.add(&e));
+        total = extent.map_err(|_| format!("concatenated extent along axis {axis} overflows"))?;
     }
     let mut dims = first.dims.clone();
-    dims[ax] = Dim::Static(total);
+    dims[ax] = Dim::from_expr(total).map_err(|e| e.to_string())?;
     Ok(vec![TensorType::new(first.dtype, dims)])
 }
 

@@ -37,7 +37,7 @@ mod tests {
 
     fn two_inputs(first: &str) -> Graph {
         let mut g = Graph::new("g");
-        let batch = Dim::Symbolic("batch".into());
+        let batch = Dim::sym("batch");
         g.add_input(first, TensorType::new(DType::F32, vec![batch, Dim::Static(3)]), InputRole::Activation);
         g.add_input("w", TensorType::new(DType::F32, vec![Dim::Static(3)]), InputRole::Parameter);
         g

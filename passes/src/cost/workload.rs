@@ -210,7 +210,7 @@ impl GraphWorkload {
             .map_err(|e| CostError::Invalid(e.to_string()))?
             .computed_nodes()
             .len() as u64;
-        let batch_dim = Dim::Symbolic(dims.batch.clone());
+        let batch_dim = Dim::sym(&dims.batch);
         let symbolic_batch = graph.values().any(|(_, v)| v.ty.dims.contains(&batch_dim));
         let static_batch = (!symbolic_batch).then(|| {
             let first = graph.inputs().iter().find(|&&v| graph.input_role(v) != Some(InputRole::Parameter));
@@ -229,7 +229,7 @@ impl GraphWorkload {
         let mut g = Graph::new(&self.graph.name);
         // Rebuild with bound types: inputs first, then nodes with their result types bound.
         let bind = |ty: &tessera_ir::types::TensorType| -> Result<tessera_ir::types::TensorType, String> {
-            let bound = ty.substitute(&bindings);
+            let bound = ty.substitute(&bindings).map_err(|e| e.to_string())?;
             match bound.dims.iter().find(|d| matches!(d, Dim::Symbolic(_))) {
                 Some(d) => Err(format!(
                     "symbolic dimension '{d}' has no size (only the batch dimension '{}' and the sequence dimension '{}' are bound)",
@@ -238,9 +238,8 @@ impl GraphWorkload {
                 None => Ok(bound),
             }
         };
-        let bind_dims = |dims: &[Dim]| -> Vec<Dim> {
-            let ty = tessera_ir::types::TensorType { dtype: tessera_ir::dtype::DType::F32, dims: dims.to_vec() };
-            ty.substitute(&bindings).dims
+        let bind_dims = |dims: &[Dim]| -> Result<Vec<Dim>, String> {
+            tessera_ir::types::bind_dims(dims, &bindings).map_err(|e| e.to_string())
         };
         let mut value_map = vec![None; self.graph.num_values()];
         for &v in self.graph.inputs() {
@@ -257,8 +256,8 @@ impl GraphWorkload {
                 .collect::<Result<Vec<_>, String>>()?;
             // Reshape and broadcast targets name the same symbolic dimensions as the types.
             let op = match &node.op {
-                Op::Reshape { shape } => Op::Reshape { shape: bind_dims(shape) },
-                Op::Broadcast { shape } => Op::Broadcast { shape: bind_dims(shape) },
+                Op::Reshape { shape } => Op::Reshape { shape: bind_dims(shape)? },
+                Op::Broadcast { shape } => Op::Broadcast { shape: bind_dims(shape)? },
                 other => other.clone(),
             };
             let id = g.add_node_unchecked(op, inputs, results);
@@ -328,9 +327,13 @@ impl SymbolicDims {
         let mut symbolic: Vec<String> = Vec::new();
         for &v in &activations {
             for d in &graph.value(v).ty.dims {
-                if let Dim::Symbolic(name) = d {
-                    if !symbolic.contains(name) {
-                        symbolic.push(name.clone());
+                // Only a lone symbol can be the batch or the sequence: `2 * seq` is derived.
+                if let Some(name) = match d {
+                    Dim::Symbolic(e) => e.as_symbol(),
+                    Dim::Static(_) => None,
+                } {
+                    if !symbolic.iter().any(|s| s == name) {
+                        symbolic.push(name.to_string());
                     }
                 }
             }
@@ -371,7 +374,7 @@ impl SymbolicDims {
 
     /// Whether `graph` has the sequence dimension (then the planner needs a sequence length).
     pub fn has_seq(&self, graph: &Graph) -> bool {
-        let seq = Dim::Symbolic(self.seq.clone());
+        let seq = Dim::sym(&self.seq);
         graph.inputs().iter().any(|&v| graph.value(v).ty.dims.contains(&seq))
     }
 }
@@ -504,7 +507,7 @@ mod tests {
     fn graph_with(inputs: &[&[&str]]) -> Graph {
         let mut g = Graph::new("dims");
         for (i, dims) in inputs.iter().enumerate() {
-            let dims = dims.iter().map(|d| Dim::Symbolic(d.to_string())).collect();
+            let dims = dims.iter().map(|d| Dim::sym(d)).collect();
             g.add_input(&format!("x{i}"), TensorType::new(DType::I64, dims), InputRole::Activation);
         }
         g.add_input("w", TensorType::new(DType::BF16, vec![Dim::Static(4)]), InputRole::Parameter);

@@ -8,6 +8,7 @@ use crate::onnx::tensor;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::ValueId;
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
+use tessera_ir::symbolic::DimExpr;
 
 pub(super) fn register(r: &mut Registry) {
     r.insert("Add", |imp, cx| binary(imp, cx, BinaryOp::Add));
@@ -64,11 +65,77 @@ pub(super) fn register(r: &mut Registry) {
 }
 
 fn binary(imp: &mut Importer, cx: &NodeCx, op: BinaryOp) -> BuildResult<Vec<Slot>> {
+    if let Some(operands) = imp.shape_operands(cx, 0..2)? {
+        let elems = shape_elementwise(&operands, |a, b| shape_binary(op, a, b))?;
+        return Ok(vec![imp.shape_slot(elems, operands.iter().all(|(_, scalar)| *scalar))]);
+    }
     let (a, b) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
     one(imp.binary(op, a, b)?)
 }
 
+/// Shape values broadcast against each other: equal lengths, or one of length 1.
+fn shape_elementwise(
+    operands: &[(Vec<DimExpr>, bool)],
+    f: impl Fn(&DimExpr, &DimExpr) -> BuildResult<DimExpr>,
+) -> BuildResult<Vec<DimExpr>> {
+    let [(a, _), (b, _)] = operands else { return invalid("expected two operands") };
+    let n = a.len().max(b.len());
+    if !(a.len() == n || a.len() == 1) || !(b.len() == n || b.len() == 1) {
+        return invalid(format!("shape values of lengths {} and {} do not broadcast", a.len(), b.len()));
+    }
+    (0..n).map(|i| f(&a[i.min(a.len() - 1)], &b[i.min(b.len() - 1)])).collect()
+}
+
+/// Integer arithmetic on dimension expressions, as exporters apply it to `Shape` results:
+/// division by a positive constant floors (dimensions are non-negative, so this is also ONNX's
+/// truncating integer division); `Min`/`Max` only where the order is known.
+fn shape_binary(op: BinaryOp, a: &DimExpr, b: &DimExpr) -> BuildResult<DimExpr> {
+    let symbolic = |e: tessera_ir::symbolic::SymbolicError| super::BuildError::Invalid(e.to_string());
+    let undecided = || unsupported(format!("{op:?} of the dimensions {a} and {b}, whose order depends on their sizes"));
+    match op {
+        BinaryOp::Add => a.add(b).map_err(symbolic),
+        BinaryOp::Sub => a.sub(b).map_err(symbolic),
+        BinaryOp::Mul => a.mul(b).map_err(symbolic),
+        BinaryOp::Div => match b.as_const() {
+            Some(d) if d > 0 => a.floordiv(d).map_err(symbolic),
+            _ => match a.div_exact(b) {
+                Some(q) => Ok(q),
+                None => unsupported(format!("dividing the dimension {a} by {b}")),
+            },
+        },
+        BinaryOp::Min | BinaryOp::Max => {
+            if a == b {
+                return Ok(a.clone());
+            }
+            match (a.as_const(), b.as_const()) {
+                (Some(x), Some(y)) => Ok(DimExpr::constant(if op == BinaryOp::Min { x.min(y) } else { x.max(y) })),
+                // Dimensions are non-negative: min(d, c) = c and max(d, c) = d for c <= 0.
+                (None, Some(c)) if c <= 0 => Ok(if op == BinaryOp::Min { b.clone() } else { a.clone() }),
+                (Some(c), None) if c <= 0 => Ok(if op == BinaryOp::Min { a.clone() } else { b.clone() }),
+                _ => undecided(),
+            }
+        }
+        other => unsupported(format!("{other:?} on shape values")),
+    }
+}
+
 fn compare(imp: &mut Importer, cx: &NodeCx, op: CompareOp) -> BuildResult<Vec<Slot>> {
+    if op == CompareOp::Eq {
+        if let Some(operands) = imp.shape_operands(cx, 0..2)? {
+            // Equal on shape values: decided when both sides are the same expression, both
+            // constants, or a dimension (never negative) against a negative constant, as in
+            // exporters' `Equal(shape, -1)`; a bool constant either way.
+            let elems = shape_elementwise(&operands, |a, b| match (a == b, a.as_const(), b.as_const()) {
+                (true, _, _) => Ok(DimExpr::constant(1)),
+                (false, Some(_), Some(_)) => Ok(DimExpr::constant(0)),
+                (false, Some(c), None) | (false, None, Some(c)) if c < 0 => Ok(DimExpr::constant(0)),
+                _ => unsupported(format!("Equal of the dimensions {a} and {b}, which depends on their sizes")),
+            })?;
+            let bits: Vec<i64> = elems.iter().filter_map(DimExpr::as_const).collect();
+            let shape = if operands.iter().all(|(_, scalar)| *scalar) { vec![] } else { vec![bits.len()] };
+            return one(imp.constant(tessera_ir::tensor::Tensor::from_i64(DType::Bool, shape, bits)));
+        }
+    }
     let (a, b) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
     one(imp.compare(op, a, b)?)
 }
@@ -86,6 +153,9 @@ fn native_unary(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 /// The variadic ops fold left, broadcasting as they go (ONNX broadcasts all inputs together,
 /// which gives the same result).
 fn variadic(imp: &mut Importer, cx: &NodeCx, op: BinaryOp) -> BuildResult<Vec<Slot>> {
+    if cx.num_inputs() == 2 {
+        return binary(imp, cx, op);
+    }
     let mut acc = imp.value(cx, 0)?;
     for i in 1..cx.num_inputs() {
         let x = imp.value(cx, i)?;
@@ -452,6 +522,31 @@ fn shrink(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 }
 
 fn where_(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    // A constant condition choosing between shape values picks expressions at import time.
+    if let Some(operands) = imp.shape_operands(cx, 1..3)? {
+        let condition = imp.const_input(cx, 0, "condition")?;
+        if let Some(c) = condition.filter(|c| c.shape.len() <= 1) {
+            let picks = c.to_i64_vec();
+            let (a, b) = (&operands[0].0, &operands[1].0);
+            let n = picks.len().max(a.len()).max(b.len());
+            let fits = |len: usize| len == n || len == 1;
+            if !(fits(picks.len()) && fits(a.len()) && fits(b.len())) {
+                return invalid("Where operands do not broadcast");
+            }
+            let elems = (0..n)
+                .map(|i| {
+                    let pick = picks[i.min(picks.len() - 1)] != 0;
+                    if pick {
+                        a[i.min(a.len() - 1)].clone()
+                    } else {
+                        b[i.min(b.len() - 1)].clone()
+                    }
+                })
+                .collect();
+            let scalar = c.shape.is_empty() && operands.iter().all(|(_, s)| *s);
+            return Ok(vec![imp.shape_slot(elems, scalar)]);
+        }
+    }
     let (c, a, b) = (imp.value(cx, 0)?, imp.value(cx, 1)?, imp.value(cx, 2)?);
     one(imp.select(c, a, b)?)
 }

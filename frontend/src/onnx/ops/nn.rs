@@ -30,8 +30,9 @@ struct Geometry {
     pads: Vec<i64>,
 }
 
-/// Reads `strides`, `dilations`, `pads` and `auto_pad` for `spatial` input extents.
-fn geometry(cx: &NodeCx, kernel: Vec<i64>, spatial: &[i64]) -> BuildResult<Geometry> {
+/// Reads `strides`, `dilations`, `pads` and `auto_pad` for `spatial` input extents (`None`:
+/// symbolic, which `auto_pad = SAME_*` cannot pad for).
+fn geometry(cx: &NodeCx, kernel: Vec<i64>, spatial: &[Option<i64>]) -> BuildResult<Geometry> {
     let n = kernel.len();
     // Every window attribute below is read per spatial dimension, so the kernel must have one
     // extent for each (an empty `kernel_shape` once indexed past the end).
@@ -68,9 +69,12 @@ fn geometry(cx: &NodeCx, kernel: Vec<i64>, spatial: &[i64]) -> BuildResult<Geome
                 if strides[d] < 1 {
                     return invalid("strides must be positive");
                 }
-                let out = (spatial[d] + strides[d] - 1) / strides[d];
+                let Some(extent) = spatial[d] else {
+                    return unsupported(format!("auto_pad = {mode} over a symbolic spatial dimension"));
+                };
+                let out = (extent + strides[d] - 1) / strides[d];
                 let span = (kernel[d] - 1) * dilations[d] + 1;
-                let total = ((out - 1) * strides[d] + span - spatial[d]).max(0);
+                let total = ((out - 1) * strides[d] + span - extent).max(0);
                 let small = total / 2;
                 let (begin, end) = if mode == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
                 pads[d] = begin;
@@ -109,8 +113,9 @@ impl Geometry {
     }
 }
 
-/// The static spatial extents of an `[N, C, spatial...]` value with 1 or 2 spatial dimensions.
-fn spatial_extents(imp: &Importer, x: ValueId, what: &str) -> BuildResult<Vec<i64>> {
+/// The spatial extents of an `[N, C, spatial...]` value with 1 or 2 spatial dimensions, `None`
+/// for a symbolic one (tsr's window rule computes over it).
+fn spatial_extents(imp: &Importer, x: ValueId, what: &str) -> BuildResult<Vec<Option<i64>>> {
     let ty = imp.ty(x);
     if ty.rank() < 3 {
         return invalid(format!("{what} must be [N, C, spatial...], got {ty}"));
@@ -118,11 +123,7 @@ fn spatial_extents(imp: &Importer, x: ValueId, what: &str) -> BuildResult<Vec<i6
     if ty.rank() > 4 {
         return unsupported(format!("{}-D {what}s (tessera has 1-D and 2-D)", ty.rank() - 2));
     }
-    ty.dims[2..]
-        .iter()
-        .map(|d| d.as_static().map(|n| n as i64))
-        .collect::<Option<Vec<i64>>>()
-        .map_or_else(|| unsupported(format!("symbolic spatial dimensions in {ty}")), Ok)
+    Ok(ty.dims[2..].iter().map(|d| d.as_static().map(|n| n as i64)).collect())
 }
 
 /// `[N, C, L]` -> `[N, C, 1, L]`, so 1-D windows run as 2-D ones.
@@ -217,6 +218,9 @@ fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> BuildResult<Vec<Slot
     let spatial = spatial_extents(imp, x, "input")?;
     if ceil_mode {
         for (d, &extent) in spatial.iter().enumerate() {
+            let Some(extent) = extent else {
+                return unsupported("ceil_mode over a symbolic spatial dimension");
+            };
             let span = (g.kernel[d] - 1) * g.dilations[d] + 1;
             let padded = extent + g.pads[d] + g.pads[n + d];
             if padded < span || g.strides[d] < 1 {
@@ -297,8 +301,7 @@ fn dilate_axis(imp: &mut Importer, x: ValueId, axis: usize, s: i64) -> BuildResu
         return Ok(x);
     }
     let dims = imp.ty(x).dims;
-    let n = dims[axis].as_static().ok_or_else(|| super::BuildError::Unsupported("a symbolic spatial extent".into()))?;
-    if n == 0 {
+    if dims[axis] == Dim::Static(0) {
         return Ok(x);
     }
     let mut split = dims.clone();
@@ -309,11 +312,13 @@ fn dilate_axis(imp: &mut Importer, x: ValueId, axis: usize, s: i64) -> BuildResu
     let zeros = imp.broadcast(zero, &split)?;
     let spread = imp.add(Op::Concat { axis: axis as i64 + 1 }, &[x1, zeros])?;
     let mut merged = dims;
-    merged[axis] = Dim::Static(n * s as u64);
+    let spread_extent = merged[axis].to_expr().and_then(|n| n.scale(s)).and_then(Dim::from_expr);
+    merged[axis] = spread_extent.map_err(|e| super::BuildError::Invalid(e.to_string()))?;
     let flat = imp.reshape(spread, merged)?;
     let rank = imp.ty(flat).rank();
     let (mut st, mut en) = (vec![0; rank], vec![i64::MAX; rank]);
-    en[axis] = ((n - 1) * s as u64 + 1) as i64;
+    // Drop the s - 1 zeros after the last element: n * s - (s - 1) remain.
+    en[axis] = 1 - s;
     st[axis] = 0;
     imp.add(Op::Slice { starts: st, ends: en, steps: vec![1; rank] }, &[flat])
 }
@@ -352,10 +357,16 @@ fn conv_transpose(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let output_shape = cx.attrs.opt_ints("output_shape")?;
     let mut pads = g.pads.clone();
     for d in 0..n {
-        let full = g.strides[d] * (spatial[d] - 1) + output_padding[d] + (kernel[d] - 1) * g.dilations[d] + 1;
+        if output_shape.is_none() && !matches!(auto_pad.as_str(), "SAME_UPPER" | "SAME_LOWER") {
+            continue;
+        }
+        let Some(extent) = spatial[d] else {
+            return unsupported("output_shape or auto_pad over a symbolic spatial dimension");
+        };
+        let full = g.strides[d] * (extent - 1) + output_padding[d] + (kernel[d] - 1) * g.dilations[d] + 1;
         let wanted = match (&output_shape, auto_pad.as_str()) {
             (Some(shape), _) => Some(*shape.get(shape.len().wrapping_sub(n) + d).unwrap_or(&full)),
-            (None, "SAME_UPPER" | "SAME_LOWER") => Some(spatial[d] * g.strides[d]),
+            (None, "SAME_UPPER" | "SAME_LOWER") => Some(extent * g.strides[d]),
             _ => None,
         };
         if let Some(out) = wanted {

@@ -10,6 +10,7 @@ use tessera_ir::graph::ValueId;
 use tessera_ir::ops::elementwise::BinaryOp;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
+use tessera_ir::types::Dim;
 
 pub(super) fn register(r: &mut Registry) {
     r.insert("Resize", resize);
@@ -224,6 +225,59 @@ fn apply_axis(
     Ok(y)
 }
 
+/// `Resize` over symbolic dimensions, by constant `scales`: an axis scaled by 1 stays, and an
+/// integer upscale `k` in nearest mode with the `asymmetric` transform and `floor` rounding
+/// (output `i` reads input `floor(i / k)`) repeats each element `k` times, `n -> k * n`, as a
+/// reshape, broadcast and reshape. Other modes need the extents, so they are unsupported here.
+fn resize_symbolic(
+    imp: &mut Importer,
+    cx: &NodeCx,
+    x: ValueId,
+    cfg: &Config,
+    axes: &[usize],
+) -> BuildResult<Vec<Slot>> {
+    let ty = imp.ty(x);
+    let unsupported_here = |what: &str| unsupported(format!("resizing symbolic {ty} {what}"));
+    if imp.const_ints(cx, 3, "sizes")?.is_some_and(|s| !s.is_empty()) {
+        return unsupported_here("to constant sizes");
+    }
+    let scales = imp.const_input(cx, 2, "scales")?.filter(|t| !t.is_empty()).map(|t| t.to_f64_vec());
+    let Some(scales) = scales else { return invalid("exactly one of scales and sizes must be given") };
+    if scales.len() != axes.len() {
+        return invalid(format!("scales {scales:?} for {} axes", axes.len()));
+    }
+    let mut y = x;
+    for (&axis, &scale) in axes.iter().zip(&scales) {
+        if scale == 1.0 && cfg.transform != "tf_crop_and_resize" {
+            continue;
+        }
+        let repeat = cfg.mode == Mode::Nearest
+            && cfg.transform == "asymmetric"
+            && cfg.nearest_mode == "floor"
+            && scale.fract() == 0.0
+            && (1.0..=65536.0).contains(&scale);
+        if !repeat {
+            return unsupported_here(&format!(
+                "by {scale} ({} mode, {} transform): only integer nearest upscales with the asymmetric transform \
+                 and floor rounding",
+                cfg.nearest_mode, cfg.transform
+            ));
+        }
+        let k = scale as u64;
+        let dims = imp.ty(y).dims;
+        let mut split = dims.clone();
+        split.insert(axis + 1, Dim::Static(1));
+        let column = imp.reshape(y, split.clone())?;
+        split[axis + 1] = Dim::Static(k);
+        let repeated = imp.broadcast(column, &split)?;
+        let mut merged = dims;
+        let extent = merged[axis].to_expr().and_then(|n| n.scale(k as i64)).and_then(Dim::from_expr);
+        merged[axis] = extent.map_err(|e| BuildError::Invalid(e.to_string()))?;
+        y = imp.reshape(repeated, merged)?;
+    }
+    one(y)
+}
+
 fn resize(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let x = imp.value(cx, 0)?;
     let ty = imp.ty(x);
@@ -248,12 +302,10 @@ fn resize(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         Some(ax) => ax.iter().map(|&v| axis_of(v, r)).collect::<BuildResult<_>>()?,
         None => (0..r).collect(),
     };
-    let in_dims: Vec<u64> = axes
-        .iter()
-        .map(|&d| {
-            ty.dims[d].as_static().ok_or_else(|| BuildError::Unsupported(format!("resizing symbolic {}", ty.dims[d])))
-        })
-        .collect::<BuildResult<_>>()?;
+    if axes.iter().any(|&d| ty.dims[d].as_static().is_none()) {
+        return resize_symbolic(imp, cx, x, &cfg, &axes);
+    }
+    let in_dims: Vec<u64> = axes.iter().filter_map(|&d| ty.dims[d].as_static()).collect();
     let roi = match imp.const_input(cx, 1, "roi")? {
         Some(t) if !t.is_empty() => {
             let v = t.to_f64_vec();

@@ -42,10 +42,10 @@ fn static_dims(ty: &TensorType, what: &str) -> BuildResult<Vec<u64>> {
 fn dims_of(elems: &[SymInt]) -> BuildResult<Vec<Dim>> {
     elems
         .iter()
-        .map(|e| match e {
-            SymInt::Int(n) if (0..=tessera_ir_max_dim()).contains(n) => Ok(Dim::Static(*n as u64)),
-            SymInt::Int(n) => invalid(format!("invalid dimension {n} in shape {}", show_sym(elems))),
-            SymInt::Sym(s) => Ok(Dim::Symbolic(s.clone())),
+        .map(|e| match e.as_const() {
+            Some(n) if (0..=tessera_ir_max_dim()).contains(&n) => Ok(Dim::Static(n as u64)),
+            Some(n) => invalid(format!("invalid dimension {n} in shape {}", show_sym(elems))),
+            None => Ok(Dim::Symbolic(e.clone())),
         })
         .collect()
 }

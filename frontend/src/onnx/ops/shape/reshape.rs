@@ -6,7 +6,8 @@ use crate::onnx::import::{show_sym, Importer, NodeCx, Slot, SymInt};
 use crate::onnx::ops::{axis_of, invalid, one, unsupported, BuildError, BuildResult, Registry};
 use tessera_ir::graph::ValueId;
 use tessera_ir::ops::{broadcast_dims, Op};
-use tessera_ir::types::Dim;
+use tessera_ir::symbolic::DimExpr;
+use tessera_ir::types::{dims_product, Dim};
 
 pub(super) fn register(r: &mut Registry) {
     r.insert("Reshape", reshape);
@@ -19,18 +20,9 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("SpaceToDepth", space_to_depth);
 }
 
-/// Element count of `dims` as (product of static dims, sorted symbol names); the product
-/// saturates, which only an absurd shape reaches and the shape rule then rejects.
-fn count_of(dims: &[Dim]) -> (u64, Vec<String>) {
-    let mut syms: Vec<String> = dims
-        .iter()
-        .filter_map(|d| match d {
-            Dim::Symbolic(s) => Some(s.clone()),
-            Dim::Static(_) => None,
-        })
-        .collect();
-    syms.sort();
-    (dims.iter().filter_map(Dim::as_static).fold(1u64, u64::saturating_mul), syms)
+/// Element count of `dims` as an expression.
+fn count_of(dims: &[Dim]) -> BuildResult<DimExpr> {
+    dims_product(dims).map_err(|e| BuildError::Invalid(e.to_string()))
 }
 
 /// The ONNX Reshape target: `0` copies the input dimension (unless `allowzero`), one `-1` is
@@ -38,15 +30,15 @@ fn count_of(dims: &[Dim]) -> (u64, Vec<String>) {
 fn reshape_target(input: &[Dim], shape: &[SymInt], allowzero: bool) -> BuildResult<Vec<Dim>> {
     let mut dims: Vec<Option<Dim>> = Vec::with_capacity(shape.len());
     for (i, e) in shape.iter().enumerate() {
-        dims.push(match e {
-            SymInt::Int(0) if !allowzero => match input.get(i) {
+        dims.push(match e.as_const() {
+            Some(0) if !allowzero => match input.get(i) {
                 Some(d) => Some(d.clone()),
                 None => return invalid(format!("shape entry {i} is 0 but the input has rank {}", input.len())),
             },
-            SymInt::Int(-1) => None,
-            SymInt::Int(n) if (0..=tessera_ir_max_dim()).contains(n) => Some(Dim::Static(*n as u64)),
-            SymInt::Int(n) => return invalid(format!("invalid shape entry {n}")),
-            SymInt::Sym(s) => Some(Dim::Symbolic(s.clone())),
+            Some(-1) => None,
+            Some(n) if (0..=tessera_ir_max_dim()).contains(&n) => Some(Dim::Static(n as u64)),
+            Some(n) => return invalid(format!("invalid shape entry {n}")),
+            None => Some(Dim::Symbolic(e.clone())),
         });
     }
     let holes = dims.iter().filter(|d| d.is_none()).count();
@@ -55,23 +47,17 @@ fn reshape_target(input: &[Dim], shape: &[SymInt], allowzero: bool) -> BuildResu
     }
     if holes == 1 {
         let known: Vec<Dim> = dims.iter().flatten().cloned().collect();
-        let (p_in, mut s_in) = count_of(input);
-        let (p_out, s_out) = count_of(&known);
-        for s in &s_out {
-            match s_in.iter().position(|x| x == s) {
-                Some(i) => {
-                    s_in.remove(i);
-                }
-                None => return unsupported(format!("cannot infer -1 in {} from {:?}", show_sym(shape), input)),
-            }
-        }
-        let fill = match s_in.as_slice() {
-            [] if p_out != 0 && p_in % p_out == 0 => Dim::Static(p_in / p_out),
-            [s] if p_out != 0 && p_in == p_out => Dim::Symbolic(s.clone()),
-            _ => {
-                let shown: Vec<String> = input.iter().map(Dim::to_string).collect();
-                return invalid(format!("cannot reshape [{}] to {}", shown.join(", "), show_sym(shape)));
-            }
+        let (count_in, count_known) = (count_of(input)?, count_of(&known)?);
+        // The -1 is the quotient of the element counts, which must divide exactly.
+        let fill = count_in.div_exact(&count_known).and_then(|q| Dim::from_expr(q).ok());
+        let Some(fill) = fill else {
+            let shown: Vec<String> = input.iter().map(Dim::to_string).collect();
+            let reason = if count_known.as_const().is_none() && count_in.as_const().is_none() {
+                format!(" ({count_in} is not a multiple of {count_known} as a polynomial)")
+            } else {
+                String::new()
+            };
+            return invalid(format!("cannot reshape [{}] to {}{reason}", shown.join(", "), show_sym(shape)));
         };
         return Ok(dims.into_iter().map(|d| d.unwrap_or_else(|| fill.clone())).collect());
     }
@@ -96,16 +82,9 @@ fn reshape(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     one(imp.reshape(x, dims)?)
 }
 
-/// One dimension for the product of `dims`: static, or a lone symbol times 1.
+/// One dimension for the product of `dims`.
 fn product_dim(dims: &[Dim]) -> BuildResult<Dim> {
-    match count_of(dims) {
-        (p, syms) if syms.is_empty() => Ok(Dim::Static(p)),
-        (1, syms) if syms.len() == 1 => Ok(Dim::Symbolic(syms[0].clone())),
-        _ => {
-            let shown: Vec<String> = dims.iter().map(Dim::to_string).collect();
-            unsupported(format!("flattening [{}] (a product of symbolic dimensions)", shown.join(", ")))
-        }
-    }
+    Dim::from_expr(count_of(dims)?).map_err(|e| BuildError::Invalid(e.to_string()))
 }
 
 fn flatten(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
@@ -167,7 +146,8 @@ fn squeeze(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
                 match &ty.dims[a] {
                     Dim::Static(1) => v.push(a),
                     Dim::Static(n) => return invalid(format!("cannot squeeze axis {a} of extent {n}")),
-                    Dim::Symbolic(s) => return unsupported(format!("squeezing symbolic dimension '{s}'")),
+                    // ONNX requires the axis to have extent 1; the interpreter checks it at run time.
+                    Dim::Symbolic(_) => v.push(a),
                 }
             }
             v

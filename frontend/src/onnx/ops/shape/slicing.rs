@@ -34,7 +34,7 @@ fn concat(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
                 Slot::Shape { elems: e, scalar: false } => elems.extend(e.iter().cloned()),
                 Slot::Value(v) => match imp.constant_of(*v) {
                     Some(t) if t.dtype.is_int() && t.shape.len() == 1 => {
-                        elems.extend(t.to_i64_vec().into_iter().map(SymInt::Int))
+                        elems.extend(t.to_i64_vec().into_iter().map(SymInt::constant))
                     }
                     _ => return unsupported("concatenating a symbolic shape with run-time values"),
                 },
@@ -130,14 +130,17 @@ fn slice(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         // arithmetic from overflowing on hostile values.
         (s[a], e[a], st[a]) = (starts[i], ends[i], steps[i].clamp(-(1 << 42), 1 << 42));
     }
-    // tsr keeps a symbolic dimension only whole; exporters spell "whole" with a huge end.
+    // Exporters spell "to the end" of a symbolic dimension with a huge end; tsr's slice rule
+    // computes the length of the others or says why it cannot.
     let dims = imp.ty(x).dims;
     for a in 0..rank {
-        if let Dim::Symbolic(name) = &dims[a] {
-            if s[a] == 0 && st[a] == 1 && e[a] >= WHOLE_SLICE_END {
+        if let Dim::Symbolic(n) = &dims[a] {
+            if st[a] > 0 && e[a] >= WHOLE_SLICE_END {
                 e[a] = i64::MAX;
-            } else if seen[a] {
-                return unsupported(format!("slicing part of symbolic dimension '{name}'"));
+            }
+            // What the symbolic slice rule cannot size is unsupported, not an invalid model.
+            if let Err(why) = tessera_ir::ops::layout::symbolic_slice_len(n, s[a], e[a], st[a]) {
+                return unsupported(why);
             }
         }
     }
@@ -206,12 +209,15 @@ fn pad_with(
         if b == 0 && e == 0 {
             continue;
         }
-        let n = imp.ty(x).dims[axis]
-            .as_static()
-            .ok_or_else(|| BuildError::Unsupported(format!("padding symbolic dimension {}", imp.ty(x).dims[axis])))?
-            as i64;
-        // Crop first (negative pads), then attach the padding blocks.
-        if b < 0 || e < 0 {
+        // Crop first (negative pads), then attach the padding blocks. A symbolic extent is
+        // cropped by counting the end from the back (tsr's slice rule keeps it an expression).
+        let extent = imp.ty(x).dims[axis].as_static();
+        if (b < 0 || e < 0) && extent.is_none() {
+            let end = if e < 0 { e } else { i64::MAX };
+            x = slice_axis(imp, x, axis, (-b).max(0), end, 1)?;
+        }
+        if let (true, Some(n)) = (b < 0 || e < 0, extent) {
+            let n = n as i64;
             let start = (-b).max(0);
             let end = n - (-e).max(0);
             if end < start {

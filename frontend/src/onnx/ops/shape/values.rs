@@ -43,7 +43,7 @@ fn shape(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
             if scalar {
                 vec![]
             } else {
-                vec![SymInt::Int(elems.len() as i64)]
+                vec![SymInt::constant(elems.len() as i64)]
             }
         }
         _ => {
@@ -51,11 +51,8 @@ fn shape(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
             imp.ty(x)
                 .dims
                 .iter()
-                .map(|d| match d {
-                    Dim::Static(n) => SymInt::Int(*n as i64),
-                    Dim::Symbolic(s) => SymInt::Sym(s.clone()),
-                })
-                .collect()
+                .map(|d| d.to_expr().map_err(|e| BuildError::Invalid(e.to_string())))
+                .collect::<BuildResult<Vec<SymInt>>>()?
         }
     };
     let rank = dims.len() as i64;
