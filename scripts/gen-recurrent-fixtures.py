@@ -1,4 +1,4 @@
-"""Writes the recurrent-op fixtures in tests/data/onnx-recurrent/ (ONNX node-test layout:
+"""Writes the recurrent-op fixtures in tests/fixtures/onnx-recurrent/ (ONNX node-test layout:
 model.onnx and test_data_set_0/{input,output}_*.pb), outputs computed by onnxruntime.
 
 They cover what the ONNX node tests do not: bidirectional layers with sequence_lens (reverse
@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "onnx-recurrent")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "onnx-recurrent")
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 

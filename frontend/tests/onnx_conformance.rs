@@ -88,12 +88,12 @@ fn onnx_node_tests_pass_every_case_of_the_manifest() {
     assert!(check.holds(), "{check}");
 }
 
-/// The recurrent-layer fixtures (`tests/data/onnx-recurrent/`, onnxruntime's outputs for what
+/// The recurrent-layer fixtures (`tests/fixtures/onnx-recurrent/`, onnxruntime's outputs for what
 /// the node tests leave out; `scripts/gen-recurrent-fixtures.py` writes them) all pass on the
 /// interpreter. `tests/e2e/recurrent.rs` runs them compiled.
 #[test]
 fn recurrent_fixtures_match_onnxruntime_on_the_interpreter() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/onnx-recurrent");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/onnx-recurrent");
     let summary = run_node_tests(&dir, &interpreter).unwrap_or_else(|e| panic!("cannot run the fixtures: {e}"));
     let failures: Vec<String> = summary
         .cases

@@ -1,5 +1,5 @@
 //! Recurrent layers (`LSTM`, `GRU`, `RNN`) compiled for the CPU: every ONNX node test of the
-//! three ops and every fixture of `tests/data/onnx-recurrent/` (onnxruntime's outputs for what
+//! three ops and every fixture of `tests/fixtures/onnx-recurrent/` (onnxruntime's outputs for what
 //! the node tests leave out: bidirectional layers with `sequence_lens`, `layout = 1`, `clip`,
 //! `input_forget`, `linear_before_reset`, parameterised activations; written by
 //! `scripts/gen-recurrent-fixtures.py`) must compile with no step left to the reference
@@ -33,9 +33,9 @@ fn recurrent_cases() -> Vec<PathBuf> {
         ["test_lstm_", "test_gru_", "test_rnn_", "test_simple_rnn_"].iter().any(|prefix| name.starts_with(prefix))
     };
     let mut cases = listed(&node_tests, &recurrent);
-    assert_eq!(cases.len(), 12, "the onnx 1.20.1 data has 12 LSTM/GRU/RNN node tests");
-    let fixtures = listed(&root.join("tests/data/onnx-recurrent"), &|_| true);
-    assert_eq!(fixtures.len(), 11, "fixtures of tests/data/onnx-recurrent");
+    assert_eq!(cases.len(), 18, "the onnx 1.23.2 data has 18 LSTM/GRU/RNN node tests");
+    let fixtures = listed(&root.join("tests/fixtures/onnx-recurrent"), &|_| true);
+    assert_eq!(fixtures.len(), 11, "fixtures of tests/fixtures/onnx-recurrent");
     cases.extend(fixtures);
     cases
 }
