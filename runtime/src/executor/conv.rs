@@ -329,19 +329,12 @@ pub fn pool2d(x: &In, out: &mut Out, kind: PoolKind, kernel: [u64; 2], window: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::test_buffers::{bytes, desc};
+    use crate::executor::test_buffers::{bytes, desc, values};
     use proptest::prelude::*;
     use tessera_ir::dtype::DType;
     use tessera_ir::ops::Op;
     use tessera_ir::tensor::Tensor;
     use tessera_ir::types::TensorType;
-
-    /// Seeded values in [-1, 1).
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n as u32)
-            .map(|i| ((i.wrapping_mul(2654435761) ^ seed.wrapping_mul(97)) % 2001) as f32 / 1000.0 - 1.0)
-            .collect()
-    }
 
     /// Runs `call` on the inputs into an output of `out_shape` (prefilled with NaN, so an
     /// unwritten element shows).

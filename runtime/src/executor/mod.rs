@@ -73,6 +73,13 @@ mod test_buffers {
         }
     }
 
+    /// Seeded values in [-1, 1): a multiplicative hash of the index and the seed.
+    pub fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2654435761) ^ seed.wrapping_mul(97)) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
     /// The bytes of `values`, as the arena holds them.
     pub fn bytes(values: &[f32]) -> &[u8] {
         // SAFETY: any f32 is 4 plain bytes; the slice covers exactly the values.

@@ -210,19 +210,13 @@ pub fn recurrent(kind: RecurrentKind, cell: &Cell, ins: &[In], outs: &mut [Out])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::test_buffers::{bytes, desc};
+    use crate::executor::test_buffers::{bytes, desc, values};
     use tessera_ir::artifact::BufferDesc;
     use tessera_ir::dtype::DType;
     use tessera_ir::ops::recurrent::{Activation, ActivationKind, Direction};
     use tessera_ir::ops::Op;
     use tessera_ir::tensor::Tensor;
     use tessera_ir::types::TensorType;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n as u32)
-            .map(|i| ((i.wrapping_mul(2654435761) ^ seed.wrapping_mul(40503)) % 2001) as f32 / 1000.0 - 1.0)
-            .collect()
-    }
 
     fn bytes_mut(values: &mut [f32]) -> &mut [u8] {
         // SAFETY: any 4 bytes are an f32; the slice covers exactly the values, borrowed mutably.
