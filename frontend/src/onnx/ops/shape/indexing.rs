@@ -12,7 +12,7 @@ use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
-use tessera_ir::types::Dim;
+use tessera_ir::types::{Dim, TensorType};
 
 pub(super) fn register(r: &mut Registry) {
     r.insert("Gather", gather);
@@ -473,24 +473,42 @@ fn cumulative_contributes(i: i64, j: i64, exclusive: bool, reverse: bool) -> boo
     }
 }
 
+/// The operands and attributes `CumSum` and `CumProd` share: the input, its type, the axis
+/// (normalized) and its static length, and the `exclusive`/`reverse` flags.
+struct Cumulative {
+    x: ValueId,
+    ty: TensorType,
+    axis: usize,
+    n: u64,
+    exclusive: bool,
+    reverse: bool,
+}
+
+impl Cumulative {
+    fn read(imp: &mut Importer, cx: &NodeCx, op: &str) -> BuildResult<Cumulative> {
+        let x = imp.value(cx, 0)?;
+        let axis = scalar_input(imp, cx, 1, "axis")?.get_i64(0);
+        let exclusive = cx.attrs.int("exclusive", 0)? != 0;
+        let reverse = cx.attrs.int("reverse", 0)? != 0;
+        let ty = imp.ty(x);
+        if ty.rank() == 0 || ty.dtype == DType::Bool {
+            return invalid(format!("{op} of {ty}"));
+        }
+        let axis = axis_of(axis, ty.rank())?;
+        let n = ty.dims[axis]
+            .as_static()
+            .ok_or_else(|| BuildError::Unsupported(format!("{op} along symbolic {}", ty.dims[axis])))?;
+        Ok(Cumulative { x, ty, axis, n, exclusive, reverse })
+    }
+}
+
 /// CumProd (opset 26): `y[j]` is the product of the `x[i]` that `cumulative_contributes`
 /// (an empty product, exclusive mode's first element, is 1). Built as `x` spread to
 /// `[..., n (i), n (j)]` along the axis, non-contributing entries replaced by 1, and a product
 /// over `i`, so it stays exact (no log/exp) and keeps signs and zeros.
 fn cum_prod(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
-    let x = imp.value(cx, 0)?;
-    let axis = scalar_input(imp, cx, 1, "axis")?.get_i64(0);
-    let exclusive = cx.attrs.int("exclusive", 0)? != 0;
-    let reverse = cx.attrs.int("reverse", 0)? != 0;
-    let ty = imp.ty(x);
-    if ty.rank() == 0 || ty.dtype == DType::Bool {
-        return invalid(format!("CumProd of {ty}"));
-    }
+    let Cumulative { x, ty, axis, n, exclusive, reverse } = Cumulative::read(imp, cx, "CumProd")?;
     let r = ty.rank();
-    let axis = axis_of(axis, r)?;
-    let n = ty.dims[axis]
-        .as_static()
-        .ok_or_else(|| BuildError::Unsupported(format!("CumProd along symbolic {}", ty.dims[axis])))?;
     let total = ty.num_elements().map(|e| e.saturating_mul(n));
     generated_len(total.unwrap_or(u64::MAX), "CumProd's spread operand")?;
     let mask: Vec<i64> = (0..n as i64)
@@ -512,19 +530,9 @@ fn cum_prod(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 
 /// Cumulative sum along `axis` as a product with a triangular 0/1 matrix (the axis moved last).
 fn cum_sum(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
-    let x = imp.value(cx, 0)?;
-    let axis = scalar_input(imp, cx, 1, "axis")?.get_i64(0);
-    let exclusive = cx.attrs.int("exclusive", 0)? != 0;
-    let reverse = cx.attrs.int("reverse", 0)? != 0;
-    let ty = imp.ty(x);
-    if ty.rank() == 0 || ty.dtype == DType::Bool {
-        return invalid(format!("CumSum of {ty}"));
-    }
+    let Cumulative { x, ty, axis, n, exclusive, reverse } = Cumulative::read(imp, cx, "CumSum")?;
     let r = ty.rank();
-    let axis = axis_of(axis, r)?;
-    let n = ty.dims[axis]
-        .as_static()
-        .ok_or_else(|| BuildError::Unsupported(format!("CumSum along symbolic {}", ty.dims[axis])))? as i64;
+    let n = n as i64;
     generated_len((n as u64).saturating_mul(n as u64), "CumSum's triangular matrix")?;
     // y[j] = sum over i of x[i] * m[i][j].
     let m: Vec<i64> =
