@@ -8,7 +8,7 @@
 //! f32 only: the shape rules admit float element types alone, and every float dtype is stored
 //! as f32, so any other storage is a malformed artifact and is refused with an error.
 
-use super::library::{f32s, f32s_mut, In, Out, PARALLEL_GEMM_MIN_MACS};
+use super::library::{f32s, f32s_mut, gemm_f32, In, Out, PARALLEL_GEMM_MIN_MACS};
 use rayon::prelude::*;
 use tessera_ir::artifact::{BufferDesc, Storage};
 use tessera_ir::ops::conv::{PoolKind, Window};
@@ -155,31 +155,7 @@ fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geomet
             col
         };
         let lhs = &wv[group * og * k..(group + 1) * og * k];
-        // SAFETY: `lhs` holds og*k, `rhs` k*l and `dst` og*l elements (the caller's shape
-        // checks); the strides describe row-major storage, and `dst` is not read.
-        unsafe {
-            gemm::gemm(
-                og,
-                l,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                l as isize,
-                false,
-                lhs.as_ptr(),
-                1,
-                k as isize,
-                rhs.as_ptr(),
-                1,
-                l as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
+        gemm_f32((og, l, k), lhs, rhs, (1, l), dst, parallelism);
     };
     let macs = ov.len() * k;
     let tasks = ov.chunks_mut(og * l).enumerate();

@@ -44,6 +44,51 @@ pub(super) fn f32s_mut(bytes: &mut [u8]) -> Result<&mut [f32], String> {
     Ok(body)
 }
 
+/// `c = a @ b` in f32: `a` is row-major `[m, k]`, `c` row-major `[m, n]` (overwritten, never
+/// read), and `b` is read through its column and row strides (`rhs_cs` between columns over n,
+/// `rhs_rs` between rows over k): `(1, n)` for a row-major `[k, n]`, `(k, 1)` for a row-major
+/// `[n, k]` used transposed. The one place the library calls reach the `gemm` crate.
+pub(super) fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+    (rhs_cs, rhs_rs): (usize, usize),
+    c: &mut [f32],
+    parallelism: gemm::Parallelism,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        c[..m * n].fill(0.0);
+        return;
+    }
+    let b_last = (n - 1) * rhs_cs + (k - 1) * rhs_rs;
+    assert!(a.len() >= m * k && b.len() > b_last && c.len() >= m * n, "gemm operands too small");
+    // SAFETY: the assertion above bounds every access of `a`, `b` (through its strides) and `c`;
+    // `a` and `c` are read and written row-major, and `c` is not read (`read_dst` false).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 /// GEMMs below this many multiply-adds run on one thread: splitting them costs more than it
 /// saves (measured: a 128x64x128 head of GPT-2 attention ran 3x slower split over 2 threads).
 pub(super) const PARALLEL_GEMM_MIN_MACS: usize = 1 << 22;
@@ -70,7 +115,7 @@ pub fn matmul_on(a: &In, b: &In, out: &mut Out, b_transposed: bool, threaded: bo
     let (b_k, n) =
         if b_transposed { (sb[sb.len() - 1], sb[sb.len() - 2]) } else { (sb[sb.len() - 2], sb[sb.len() - 1]) };
     // Strides of b's rows (over k) and columns (over n).
-    let (rsb, csb) = if b_transposed { (1, k as isize) } else { (n as isize, 1) };
+    let (rsb, csb) = if b_transposed { (1, k) } else { (n, 1) };
     if b_k != k || so[so.len() - 2] != m || so[so.len() - 1] != n {
         return Err(format!("matmul shapes {sa:?} x {sb:?} -> {so:?} do not agree"));
     }
@@ -83,44 +128,12 @@ pub fn matmul_on(a: &In, b: &In, out: &mut Out, b_transposed: bool, threaded: bo
     let b_broadcast = bb.iter().all(|&d| d == 1);
     let a_full = ba == batch_out;
     let gemm = |mm: usize, a: &[f32], b: &[f32], c: &mut [f32], threaded: bool| {
-        if mm == 0 || n == 0 {
-            return;
-        }
-        if k == 0 {
-            c.iter_mut().for_each(|x| *x = 0.0);
-            return;
-        }
         let parallelism = if threaded && mm * n * k >= PARALLEL_GEMM_MIN_MACS {
             gemm::Parallelism::Rayon(0)
         } else {
             gemm::Parallelism::None
         };
-        // SAFETY: the slices hold mm*k, k*n and mm*n elements (checked by the callers' shape
-        // checks and the loader's buffer checks); strides describe row-major storage, and `c`
-        // is not read (`read_dst` false).
-        unsafe {
-            gemm::gemm(
-                mm,
-                n,
-                k,
-                c.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                a.as_ptr(),
-                1,
-                k as isize,
-                b.as_ptr(),
-                csb,
-                rsb,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
+        gemm_f32((mm, n, k), a, b, (csb, rsb), c, parallelism);
     };
     let need = |len: usize, want: usize, what: &str| {
         if len < want {

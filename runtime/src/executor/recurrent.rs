@@ -9,48 +9,15 @@
 //! (i64 storage). Anything else is a malformed artifact and is refused with an error, as are
 //! shapes that do not fit each other and sequence lengths outside `0..=S`.
 
-use super::library::{f32s, f32s_mut, In, Out, PARALLEL_GEMM_MIN_MACS};
+use super::library::{f32s, f32s_mut, gemm_f32, In, Out, PARALLEL_GEMM_MIN_MACS};
 use tessera_ir::artifact::{decode, Storage};
 use tessera_ir::ops::recurrent::{step_counts, Cell, RecurrentKind};
 
 /// `c = a @ b^T` for row-major `a: [m, k]` and `b: [n, k]`.
 fn gemm_bt(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        c[..m * n].fill(0.0);
-        return;
-    }
     let parallelism =
         if m * n * k >= PARALLEL_GEMM_MIN_MACS { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n, "gemm_bt operands too small");
-    // SAFETY: the assertion above bounds every access; strides describe row-major `a` and `c`
-    // and `b` read transposed (rows over k with stride 1, columns over n with stride k); `c`
-    // is not read (`read_dst` false).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    gemm_f32((m, n, k), a, b, (k, 1), c, parallelism);
 }
 
 fn shape_of(x: &In) -> Vec<usize> {
