@@ -182,26 +182,38 @@ pub fn sharding_rule_update(operands: &[&TensorType], results: &[TensorType]) ->
 }
 
 pub fn eval_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor, String> {
-    let x = floats(logits)?;
-    let t = ints(targets)?;
     let v = *logits.shape.last().ok_or("logits have rank 0")?;
-    let rows = t.len();
-    if rows == 0 {
-        // The mean over no tokens is undefined, as in PyTorch.
-        return Ok(Tensor::from_f64(logits.dtype, vec![], vec![f64::NAN]));
+    let loss = mean_negative_log_likelihood(floats(logits)?, ints(targets)?, v)?;
+    Ok(Tensor::from_f64(logits.dtype, vec![], vec![loss]))
+}
+
+/// The mean over rows of `-log softmax(row)[target]`, in f64, for logits `x` laid out as rows of
+/// `classes` values and one class index per row in `targets`; NaN for no rows (the mean over no
+/// tokens is undefined, as in PyTorch). The reference semantics and the CPU library call both
+/// compute the loss here, so they agree bit for bit (f32 logits widen exactly).
+pub fn mean_negative_log_likelihood<T: Copy + Into<f64>>(
+    x: &[T],
+    targets: &[i64],
+    classes: usize,
+) -> Result<f64, String> {
+    if targets.is_empty() {
+        return Ok(f64::NAN);
+    }
+    if x.len() != targets.len() * classes {
+        return Err(format!("{} logits for {} targets of {classes} classes", x.len(), targets.len()));
     }
     let mut total = 0.0;
-    for (r, &target) in t.iter().enumerate() {
+    for (r, &target) in targets.iter().enumerate() {
         let k = usize::try_from(target)
             .ok()
-            .filter(|&k| k < v)
-            .ok_or_else(|| format!("target {target} at position {r} is out of range for {v} classes"))?;
-        let row = &x[r * v..(r + 1) * v];
-        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = row.iter().map(|&z| (z - max).exp()).sum();
-        total += max + sum.ln() - row[k];
+            .filter(|&k| k < classes)
+            .ok_or_else(|| format!("target {target} at position {r} is out of range for {classes} classes"))?;
+        let row = &x[r * classes..(r + 1) * classes];
+        let max = row.iter().map(|&z| z.into()).fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = row.iter().map(|&z| (z.into() - max).exp()).sum();
+        total += max + sum.ln() - row[k].into();
     }
-    Ok(Tensor::from_f64(logits.dtype, vec![], vec![total / rows as f64]))
+    Ok(total / targets.len() as f64)
 }
 
 pub fn eval_sgd(p: &Tensor, g: &Tensor, velocity: &Tensor, hyper: &Sgd) -> Result<Vec<Tensor>, String> {

@@ -7,6 +7,7 @@
 //! inside its region.
 
 use tessera_ir::artifact::{decode, encode, BufferDesc, Storage};
+use tessera_ir::ops::optim::mean_negative_log_likelihood;
 use tessera_ir::ops::Op;
 use tessera_ir::types::TensorType;
 
@@ -440,29 +441,9 @@ fn i64s(bytes: &[u8]) -> Vec<i64> {
 
 /// `tessera_ir::ops::optim::eval_cross_entropy` on f32 logits `[.., V]` and i64 targets.
 fn cross_entropy(logits: &In, targets: &In, out: &mut Out) -> Result<(), String> {
-    let x = f32s(logits.bytes)?;
-    let t = i64s(targets.bytes);
     let v = *dims(logits.desc).last().ok_or("logits have rank 0")?;
-    let result = f32s_mut(out.bytes)?.first_mut().ok_or("the loss buffer is empty")?;
-    if t.is_empty() {
-        *result = f32::NAN;
-        return Ok(());
-    }
-    if x.len() != t.len() * v {
-        return Err(format!("{} logits for {} targets of {v} classes", x.len(), t.len()));
-    }
-    let mut total = 0.0;
-    for (r, &target) in t.iter().enumerate() {
-        let k = usize::try_from(target)
-            .ok()
-            .filter(|&k| k < v)
-            .ok_or_else(|| format!("target {target} at position {r} is out of range for {v} classes"))?;
-        let row = &x[r * v..(r + 1) * v];
-        let max = row.iter().map(|&z| f64::from(z)).fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = row.iter().map(|&z| (f64::from(z) - max).exp()).sum();
-        total += max + sum.ln() - f64::from(row[k]);
-    }
-    *result = (total / t.len() as f64) as f32;
+    let loss = mean_negative_log_likelihood(f32s(logits.bytes)?, &i64s(targets.bytes), v)?;
+    *f32s_mut(out.bytes)?.first_mut().ok_or("the loss buffer is empty")? = loss as f32;
     Ok(())
 }
 
