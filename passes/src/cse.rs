@@ -1,7 +1,8 @@
 //! The `cse` pass: common subexpression elimination.
 //!
 //! Two nodes compute the same values when they have the same op (mnemonic and attributes;
-//! `Op` equality) on the same operands, because every tsr op is pure and deterministic. One walk
+//! `Op` equality) on the same operands, because every tsr op but communication is pure and
+//! deterministic (communication ops are never merged). One walk
 //! in program order keeps the first node of each kind, makes the uses of a later duplicate uses
 //! of the first, and removes the duplicates. Operands are rewritten as the walk reaches each
 //! node, so chains of duplicates (`a1 = f(x); a2 = f(x); b1 = g(a1); b2 = g(a2)`) merge in one
@@ -36,6 +37,11 @@ pub fn run(g: &mut Graph, _options: &PassOptions) -> Result<PassStats, PassError
         let id = NodeId(i as u32);
         remap.apply_to_node(g, id);
         let node = g.node(id);
+        // Two equal sends, receives or collectives are two messages, not one value.
+        if node.op.is_communication() {
+            merged.push(false);
+            continue;
+        }
         let key =
             Key { mnemonic: node.op.mnemonic(), inputs: node.inputs.clone(), constant_hash: constant_hash(&node.op) };
         let candidates = first_of.entry(key).or_default();

@@ -40,6 +40,12 @@
 //! - **Groups are contiguous and numbered in program order.** The pass reorders nodes (a
 //!   topological order over groups) so every group is one run of nodes; `Graph` keeps the tags in
 //!   a side table (`fusion_tag(NodeId)`), which `retain_nodes`/`reorder_nodes` carry along.
+//! - **Communication keeps its order.** No group holds members on both sides of a
+//!   communication op (`send`, `recv`, collectives) in program order, so the reordering keeps
+//!   every communication op after the work before it and in its original order: a per-rank
+//!   program's sends and receives stay in the deadlock-free order `shard` gave them (a group
+//!   joining a forward value sent to the next stage with a backward use behind a `recv` would
+//!   otherwise move the `send` after the `recv`, and two stages would wait on each other).
 //! - **Tags are part of the text form.** The printer writes `// fusion group N (kind, K ops)`
 //!   before each group; MLIR ignores comments (so `--check-mlir` passes) and tessera's parser reads
 //!   them back, so `parse(print(g)) == g` holds for fused graphs too.
@@ -180,6 +186,17 @@ pub fn fuse(g: &mut Graph, config: &FusionConfig<'_>) -> Result<FusionReport, Pa
         g.set_fusion_tag(NodeId(id as u32), None);
     }
     let producer: Vec<Option<NodeId>> = g.values().map(|(v, _)| g.producer(v)).collect();
+    // Per node, the communication ops before it: a group's members must all see the same count.
+    let mut comm_before = Vec::with_capacity(n);
+    let mut seen = 0usize;
+    for (_, node) in g.nodes() {
+        comm_before.push(seen);
+        seen += usize::from(node.op.is_communication());
+    }
+    let one_segment = |members: &[NodeId]| {
+        let counts = members.iter().map(|m| comm_before[m.index()]);
+        counts.clone().min() == counts.max()
+    };
     // group_of[node] = index into `groups`; merged-away groups become empty.
     let mut group_of: Vec<Option<usize>> = vec![None; n];
     let mut groups: Vec<Vec<NodeId>> = Vec::new();
@@ -191,6 +208,7 @@ pub fn fuse(g: &mut Graph, config: &FusionConfig<'_>) -> Result<FusionReport, Pa
         let members = site.nodes();
         generation += 1;
         if members.len() > config.max_ops
+            || !one_segment(&members)
             || !is_convex(
                 g,
                 &members,
@@ -227,6 +245,7 @@ pub fn fuse(g: &mut Graph, config: &FusionConfig<'_>) -> Result<FusionReport, Pa
             let mut union: Vec<NodeId> = groups[pg].iter().chain(&groups[cg]).copied().collect();
             union.sort_unstable();
             if union.len() > config.max_ops
+                || !one_segment(&union)
                 || union.iter().filter(|m| reduction_kind(&g.node(**m).op).is_some()).count() > 1
             {
                 continue;
