@@ -18,9 +18,14 @@ use crate::{compile_cpu, supports, CodegenError, GpuArch};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use tessera_ir::artifact::{sha256_hex, FileEntry, Manifest, RankEntry, FORMAT_VERSION, MANIFEST_FILE};
+use tessera_ir::artifact::{
+    sha256_hex, FileEntry, Manifest, MeshAxis, Program, RankEntry, RankShard, ShardedIo, FORMAT_VERSION,
+    MANIFEST_FILE,
+};
 use tessera_ir::files::{self, FileError, StagedDir};
 use tessera_ir::graph::Graph;
+use tessera_ir::sharding::Sharding;
+use tessera_passes::shard::{ShardedModule, StageProgram};
 
 /// What to compile for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +121,161 @@ pub fn input_hash(model_bytes: &[u8], options: &CompileOptions) -> String {
 
 /// Compiles `graph` (whose source had `model_bytes`) into artifact files, in memory.
 pub fn compile(graph: &Graph, model_bytes: &[u8], options: &CompileOptions) -> Result<Compiled, CompileError> {
+    let code = compile_program(graph, options)?;
+    let rank_dir = "rank0";
+    let mut files = code.rank_files(rank_dir, &code.program)?;
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let entries = file_entries(&files);
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        tessera_version: env!("CARGO_PKG_VERSION").to_string(),
+        input_hash: input_hash(model_bytes, options),
+        target: options.target.name().to_string(),
+        options: options.normalized(),
+        mesh: Vec::new(),
+        ranks: vec![RankEntry { rank: 0, program: format!("{rank_dir}/program.json"), files: entries }],
+    };
+    Ok(Compiled { files: ArtifactFiles { files, manifest }, stats: code.stats })
+}
+
+/// A mesh artifact in memory, and what went into each pipeline stage's program.
+#[derive(Debug, Clone)]
+pub struct CompiledMesh {
+    pub files: ArtifactFiles,
+    /// Per pipeline stage, in stage order.
+    pub stages: Vec<LowerStats>,
+}
+
+/// Compiles the per-rank programs of a partitioned model (`passes::shard`) into one artifact:
+/// `rankR/` per rank of `module.mesh`, each with its stage's program, weights and kernels.
+///
+/// Every rank of a stage runs the same program (the partition is SPMD: collectives name mesh
+/// axes, never ranks), so each stage is lowered and code-generated once, its kernels
+/// deduplicated by identity as in any program, and its ranks' directories hold byte-identical
+/// copies of its files; only `program.json` differs, by its [`RankShard`]. Communication is
+/// library steps ([`tessera_ir::artifact::LibraryCall::Collective`]) in the stage's program
+/// order, which is the pipeline schedule `shard` gave it. The manifest records the mesh, and
+/// the options `mesh=...` (hashed with the rest).
+pub fn compile_sharded(
+    module: &ShardedModule,
+    model_bytes: &[u8],
+    options: &CompileOptions,
+) -> Result<CompiledMesh, CompileError> {
+    let mesh = &module.mesh;
+    let mut options = options.clone();
+    options.graph_options.push(format!("mesh={mesh}"));
+    let n_ranks = mesh.num_devices();
+    let mut files = Vec::new();
+    let mut rank_files: Vec<Option<Vec<FileEntry>>> = vec![None; n_ranks];
+    let mut stages = Vec::with_capacity(module.stages.len());
+    let writer = module.stages.last().and_then(|s| s.ranks.first().copied());
+    for stage in &module.stages {
+        let code = compile_program(&stage.graph, &options)?;
+        for &rank in &stage.ranks {
+            let mut program = code.program.clone();
+            program.shard = Some(rank_shard(module, stage, &program, rank, writer == Some(rank))?);
+            let mut mine = code.rank_files(&format!("rank{rank}"), &program)?;
+            mine.sort_by(|a, b| a.0.cmp(&b.0));
+            let slot = rank_files.get_mut(rank).ok_or_else(|| CompileError::Io {
+                path: PathBuf::from(format!("rank{rank}")),
+                message: format!("stage {} runs rank {rank}, outside the mesh {mesh}", stage.stage),
+            })?;
+            *slot = Some(file_entries(&mine));
+            files.extend(mine);
+        }
+        stages.push(code.stats);
+    }
+    let mut ranks = Vec::with_capacity(n_ranks);
+    for (rank, entries) in rank_files.into_iter().enumerate() {
+        let files = entries.ok_or_else(|| CompileError::Io {
+            path: PathBuf::from(format!("rank{rank}")),
+            message: "no pipeline stage runs this rank".into(),
+        })?;
+        ranks.push(RankEntry { rank: rank as u32, program: format!("rank{rank}/program.json"), files });
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        tessera_version: env!("CARGO_PKG_VERSION").to_string(),
+        input_hash: input_hash(model_bytes, &options),
+        target: options.target.name().to_string(),
+        options: options.normalized(),
+        mesh: mesh.axes().iter().map(|a| MeshAxis { name: a.name.clone(), size: a.size }).collect(),
+        ranks,
+    };
+    Ok(CompiledMesh { files: ArtifactFiles { files, manifest }, stages })
+}
+
+/// Rank `rank`'s place in the mesh: its stage, and how its inputs and outputs are blocks of the
+/// model's (the global shape is the local one times the group size of the axes splitting each
+/// dimension, which `shard` splits only when they divide it).
+fn rank_shard(
+    module: &ShardedModule,
+    stage: &StageProgram,
+    program: &Program,
+    rank: usize,
+    writes_outputs: bool,
+) -> Result<RankShard, CompileError> {
+    let sharded = |bindings: &[tessera_ir::artifact::IoBinding], shardings: &[Sharding]| {
+        bindings
+            .iter()
+            .zip(shardings)
+            .map(|(binding, sharding)| {
+                let local = &program.buffers[binding.buffer as usize].shape;
+                let global_shape = local
+                    .iter()
+                    .zip(&sharding.dims)
+                    .map(|(&n, axes)| Ok(n * module.mesh.group_size(axes)?))
+                    .collect::<Result<Vec<u64>, String>>()
+                    .map_err(|message| CompileError::Io {
+                        path: PathBuf::from(format!("rank{rank}/program.json")),
+                        message: format!("{}: {message}", binding.name),
+                    })?;
+                Ok(ShardedIo { name: binding.name.clone(), global_shape, sharding: sharding.to_string() })
+            })
+            .collect::<Result<Vec<ShardedIo>, CompileError>>()
+    };
+    Ok(RankShard {
+        rank: rank as u32,
+        stage: stage.stage as u32,
+        stages: module.stages.len() as u32,
+        inputs: sharded(&program.inputs, &stage.input_shardings)?,
+        outputs: sharded(&program.outputs, &stage.output_shardings)?,
+        writes_outputs,
+    })
+}
+
+/// One program compiled for a target: everything but its `program.json`, which the caller
+/// writes (a mesh artifact's ranks differ only there).
+struct ProgramCode {
+    program: Program,
+    /// Weights and kernels, relative to the rank's directory.
+    files: Vec<(String, Vec<u8>)>,
+    stats: LowerStats,
+}
+
+impl ProgramCode {
+    /// The files of a rank in `rank_dir` running `program` (this code's, maybe with its
+    /// [`Program::shard`] set).
+    fn rank_files(&self, rank_dir: &str, program: &Program) -> Result<Vec<(String, Vec<u8>)>, CompileError> {
+        let mut files: Vec<(String, Vec<u8>)> =
+            self.files.iter().map(|(rel, bytes)| (format!("{rank_dir}/{rel}"), bytes.clone())).collect();
+        let program_json = serde_json::to_vec_pretty(program)
+            .map_err(|e| CompileError::Io { path: PathBuf::from("program.json"), message: e.to_string() })?;
+        files.push((format!("{rank_dir}/program.json"), program_json));
+        Ok(files)
+    }
+}
+
+fn file_entries(files: &[(String, Vec<u8>)]) -> Vec<FileEntry> {
+    files
+        .iter()
+        .map(|(path, bytes)| FileEntry { path: path.clone(), bytes: bytes.len() as u64, sha256: sha256_hex(bytes) })
+        .collect()
+}
+
+/// Lowers `graph` and generates its kernels for `options.target`.
+fn compile_program(graph: &Graph, options: &CompileOptions) -> Result<ProgramCode, CompileError> {
     // Attention kernels (the only kernels holding a matmul) are CUDA-only: on the CPU the fused
     // flash-style kernel measured slower than the GEMM library calls plus the softmax kernel
     // (BENCHMARKS.md, "Fused flash-style attention"), so the CPU keeps the library path.
@@ -131,7 +291,6 @@ pub fn compile(graph: &Graph, model_bytes: &[u8], options: &CompileOptions) -> R
         graph
     };
     let mut lowered = lower(graph, &options.dims, options.target.name(), &can_compile)?;
-    let rank_dir = "rank0";
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let arch = match options.target {
         Target::Cpu => None,
@@ -142,36 +301,19 @@ pub fn compile(graph: &Graph, model_bytes: &[u8], options: &CompileOptions) -> R
         None if !lowered.kernels.is_empty() => {
             let object = compile_cpu(&lowered.kernels)?;
             lowered.program.kernels_file = Some("kernels.so".to_string());
-            files.push((format!("{rank_dir}/kernels.so"), object.shared_object));
+            files.push(("kernels.so".to_string(), object.shared_object));
         }
         None => {}
         Some(arch) => {
             let ptxas = crate::cuda::find_ptxas();
             let (gpu, kernel_files) = gpu_program(&lowered.program, &lowered.kernels, arch, ptxas.as_deref())?;
-            files.extend(kernel_files.into_iter().map(|(rel, bytes)| (format!("{rank_dir}/{rel}"), bytes)));
+            files.extend(kernel_files);
             lowered.stats.host_steps = host_steps(&lowered.program, &gpu);
             lowered.program.gpu = Some(gpu);
         }
     }
-    files.push((format!("{rank_dir}/{}", lowered.program.weights_file), std::mem::take(&mut lowered.weights)));
-    let program_json = serde_json::to_vec_pretty(&lowered.program)
-        .map_err(|e| CompileError::Io { path: PathBuf::from("program.json"), message: e.to_string() })?;
-    files.push((format!("{rank_dir}/program.json"), program_json));
-    files.sort_by(|a, b| a.0.cmp(&b.0));
-    let entries = files
-        .iter()
-        .map(|(path, bytes)| FileEntry { path: path.clone(), bytes: bytes.len() as u64, sha256: sha256_hex(bytes) })
-        .collect();
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        tessera_version: env!("CARGO_PKG_VERSION").to_string(),
-        input_hash: input_hash(model_bytes, options),
-        target: options.target.name().to_string(),
-        options: options.normalized(),
-        mesh: Vec::new(),
-        ranks: vec![RankEntry { rank: 0, program: format!("{rank_dir}/program.json"), files: entries }],
-    };
-    Ok(Compiled { files: ArtifactFiles { files, manifest }, stats: lowered.stats })
+    files.push((lowered.program.weights_file.clone(), std::mem::take(&mut lowered.weights)));
+    Ok(ProgramCode { program: lowered.program, files, stats: lowered.stats })
 }
 
 /// Library steps a CUDA executor runs on the host (all but the planned GEMMs).

@@ -65,6 +65,7 @@
 use std::collections::{BTreeMap, HashMap};
 use tessera_ir::artifact::{align, encode, BufferDesc, IoBinding, LibraryCall, Location, Program, Step, Storage};
 use tessera_ir::graph::{Graph, NodeId, ValueId};
+use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::{Buffer, Tensor};
 use tessera_ir::types::{normalize_axis, Dim, TensorType};
@@ -157,6 +158,13 @@ pub fn specialize(g: &Graph, dims: &HashMap<String, u64>) -> Result<Graph, Lower
             Op::Constant(t) => Op::Constant(t.cast(Storage::of(t.dtype).compute_dtype())),
             Op::Broadcast { shape } => Op::Broadcast { shape: bind(shape)? },
             Op::Reshape { shape } => Op::Reshape { shape: bind(shape)? },
+            // What arrives is what the sender computed: the storage's compute dtype.
+            Op::Collective(Collective::Recv { mesh_axis, peer, tag, ty }) => Op::Collective(Collective::Recv {
+                mesh_axis: mesh_axis.clone(),
+                peer: *peer,
+                tag: *tag,
+                ty: ty_of(ty)?,
+            }),
             other => other.clone(),
         };
         let inputs = node.inputs.iter().map(|v| map[v]).collect();
@@ -349,6 +357,7 @@ impl<'a> Builder<'a> {
             outputs,
             steps: self.steps,
             gpu: None,
+            shard: None,
         };
         self.stats.arena_bytes = arena_bytes;
         Ok(LoweredProgram { program, weights: self.weights, kernels: self.kernels, stats: self.stats })
@@ -499,6 +508,7 @@ fn library_call(g: &Graph, op: &Op, inputs: &[ValueId]) -> LibraryCall {
     let axis = |a: i64, r: usize| normalize_axis(a, r).map(|a| a as u64);
     let fast = match op {
         Op::MatMul => Some(LibraryCall::MatMul),
+        Op::Collective(c) => Some(LibraryCall::Collective { op: c.clone() }),
         Op::Transpose { perm } => perm
             .iter()
             .map(|&p| u64::try_from(p).ok())

@@ -15,6 +15,7 @@
 //! checks integrity before it maps code into the process.
 
 use crate::dtype::DType;
+use crate::ops::collective::Collective;
 use crate::ops::conv::{PoolKind, Window};
 use crate::ops::recurrent::{Cell, RecurrentKind};
 use crate::ops::Op;
@@ -188,6 +189,11 @@ pub enum LibraryCall {
     /// `tsr.lstm` / `tsr.gru` / `tsr.rnn` on f32 values (args: the op's operands, then its
     /// results): GEMMs for the input and recurrent projections, the reference's per-unit math.
     Recurrent { kind: RecurrentKind, cell: Cell },
+    /// Communication with the other ranks of a mesh artifact (`all_reduce`, `all_gather`,
+    /// `reduce_scatter`, `all_to_all`, `all_slice`, `send`, `recv`), run over the runtime's
+    /// communicator (args: the op's operand, then its result; a `send` has no result, a `recv`
+    /// no operand). Mesh axes resolve to ranks through the manifest's mesh.
+    Collective { op: Collective },
     /// Any other op, evaluated with its reference semantics (`Op::eval`): correct but slow;
     /// the compiler reports how many of these a program has.
     Reference { op: Op },
@@ -206,6 +212,7 @@ impl LibraryCall {
             LibraryCall::Conv2d { .. } => "conv2d",
             LibraryCall::Pool2d { kind, .. } => kind.mnemonic(),
             LibraryCall::Recurrent { kind, .. } => kind.mnemonic(),
+            LibraryCall::Collective { op } => op.mnemonic(),
             LibraryCall::Reference { .. } => "reference",
         }
     }
@@ -263,6 +270,38 @@ pub struct Program {
     /// memory; absent for the CPU target (whose JSON is unchanged by this field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuProgram>,
+    /// Mesh artifacts: which part of the partitioned model this rank's program is, and how its
+    /// inputs and outputs are cut from the model's; absent for a one-device program (whose JSON
+    /// is unchanged by this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<RankShard>,
+}
+
+/// A rank's place in a mesh artifact (see [`Program::shard`]). Every rank of a pipeline stage
+/// runs the same steps (collectives name mesh axes, never ranks), on its own blocks of the
+/// inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RankShard {
+    pub rank: u32,
+    /// The pipeline stage the rank belongs to, of `stages`.
+    pub stage: u32,
+    pub stages: u32,
+    /// Per program input, in [`Program::inputs`] order: the model input it is a block of.
+    pub inputs: Vec<ShardedIo>,
+    /// Per program output, in [`Program::outputs`] order.
+    pub outputs: Vec<ShardedIo>,
+    /// This rank returns the model's outputs (whole): the first rank of the last stage.
+    pub writes_outputs: bool,
+}
+
+/// How a program input or output is a block of the model's tensor of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardedIo {
+    pub name: String,
+    /// The model tensor's shape (the program's buffer holds this rank's block of it).
+    pub global_shape: Vec<u64>,
+    /// The sharding in `ir::sharding`'s text form (`[{dp}, {}]`).
+    pub sharding: String,
 }
 
 /// What a CUDA executor needs beyond the target-independent [`Program`]: the device runs the

@@ -307,6 +307,22 @@ impl CollectiveHandler for RankCollectives<'_> {
     }
 }
 
+/// A rank's way to the others, for executors of compiled per-rank programs: the mesh its
+/// programs' collectives name axes of, and the communicator (whose rank is this rank of it).
+#[derive(Clone)]
+pub struct RankComm {
+    pub mesh: Mesh,
+    pub comm: Arc<dyn Communicator>,
+}
+
+impl RankComm {
+    /// Runs one communication op of this rank's program, as the interpreter does in
+    /// [`run_rank`]: mesh axes resolve to groups of ranks, `send`/`recv` peers to ranks.
+    pub fn execute(&self, op: &Collective, operands: &[&Tensor], results: &[TensorType]) -> Result<Vec<Tensor>, String> {
+        RankCollectives { mesh: &self.mesh, comm: self.comm.as_ref() }.execute(op, operands, results)
+    }
+}
+
 fn axis(d: i64, t: &Tensor) -> Result<usize, String> {
     tessera_ir::types::normalize_axis(d, t.shape.len())
         .ok_or_else(|| format!("dim {d} is out of range for {:?}", t.shape))

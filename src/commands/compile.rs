@@ -2,14 +2,17 @@
 //! artifact directory.
 
 use super::parse_dim_bindings;
-use super::train::OptimizerArg;
+use super::train::{OptimizerArg, ScheduleArg};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
 use tessera::train::{self, OptimizerKind, TrainConfig};
-use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
+use tessera_codegen::artifact::{compile, compile_sharded, write_artifact, CompileOptions, Target};
 use tessera_ir::graph::Graph;
+use tessera_ir::sharding::Mesh;
+use tessera_passes::cost::step::Schedule;
+use tessera_passes::shard::{partition, PipelineSchedule, ShardConfig};
 
 #[derive(Args)]
 pub struct CompileArgs {
@@ -45,6 +48,14 @@ pub struct CompileArgs {
     /// Tokens per sequence (with --train, zoo models; default: the spec's seq).
     #[arg(long, requires = "train")]
     pub seq: Option<u64>,
+    /// Partition over a device mesh (`dp=2,tp=2,pp=2`) with the `shard` pass and write one
+    /// program per rank (`rank0/` ... `rankN-1/`), run with `mpirun -n N tessera run DIR`.
+    #[arg(long, value_name = "AXES")]
+    pub mesh: Option<String>,
+    /// The pipeline schedule of a mesh training step with pp > 1 (the order of each stage's
+    /// steps; with --train --mesh).
+    #[arg(long, value_enum, default_value_t = ScheduleArg::OneFOneB, requires = "mesh")]
+    pub schedule: ScheduleArg,
 }
 
 pub fn run(args: CompileArgs) -> Result<()> {
@@ -70,6 +81,9 @@ pub fn run(args: CompileArgs) -> Result<()> {
         super::check_dim_names(&graph, &dims)?;
     }
     let options = CompileOptions { target, dims, graph_options };
+    if let Some(mesh) = &args.mesh {
+        return compile_mesh(&args, mesh, graph, &model_bytes, options, start);
+    }
     let compiled = compile(&graph, &model_bytes, &options).with_context(|| format!("{}", args.model.display()))?;
     write_artifact(&args.output, &compiled.files)?;
     let s = &compiled.stats;
@@ -107,8 +121,75 @@ pub fn run(args: CompileArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--mesh`: partitions `graph` (the model with `--dim` bound, or the training step) and writes
+/// the per-rank artifact, printing one line per pipeline stage.
+fn compile_mesh(
+    args: &CompileArgs,
+    mesh_text: &str,
+    graph: Graph,
+    model_bytes: &[u8],
+    mut options: CompileOptions,
+    start: Instant,
+) -> Result<()> {
+    let mesh = Mesh::parse(mesh_text).map_err(|e| anyhow::anyhow!("--mesh '{mesh_text}': {e}"))?;
+    let kind = match args.schedule {
+        ScheduleArg::Gpipe => Schedule::GPipe,
+        ScheduleArg::OneFOneB => Schedule::OneFOneB,
+    };
+    let schedule = PipelineSchedule { kind, interleave: 1 };
+    let config = if args.train {
+        let (step, _) = training_step_of(args)?;
+        options.graph_options.push(format!("schedule={schedule}"));
+        ShardConfig { schedule, ..ShardConfig::for_train_step(mesh, &step) }
+    } else {
+        ShardConfig::new(mesh)
+    };
+    // Partitioning splits static dimensions only: bind the sizes first.
+    let graph = graph.bind_dims(&options.dims).map_err(|e| anyhow::anyhow!("--dim: {e}"))?;
+    let module = partition(&graph, &config).with_context(|| format!("cannot partition over {}", config.mesh))?;
+    let compiled =
+        compile_sharded(&module, model_bytes, &options).with_context(|| format!("{}", args.model.display()))?;
+    write_artifact(&args.output, &compiled.files)?;
+    println!(
+        "compiled {}{} for {} over mesh {} in {:.2} s: {} ranks, {} pipeline stage(s)",
+        args.model.display(),
+        if args.train { " training step" } else { "" },
+        options.target.name(),
+        module.mesh,
+        start.elapsed().as_secs_f64(),
+        module.mesh.num_devices(),
+        module.stages.len()
+    );
+    for (stage, s) in module.stages.iter().zip(&compiled.stages) {
+        let communication: usize = s
+            .library_calls
+            .iter()
+            .filter(|(name, _)| tessera_ir::ops::collective::MNEMONICS.contains(name))
+            .map(|(_, n)| n)
+            .sum();
+        println!(
+            "stage {} (ranks {}): {} steps, {} kernels ({} distinct), {} communication steps, {} reference steps",
+            stage.stage,
+            stage.ranks.iter().map(usize::to_string).collect::<Vec<_>>().join(","),
+            s.steps(),
+            s.kernel_steps,
+            s.kernels,
+            communication,
+            s.reference_steps()
+        );
+    }
+    println!("wrote {}", args.output.display());
+    Ok(())
+}
+
 /// The training step graph of `--train`, and the options that shaped it.
 fn training_step(args: &CompileArgs) -> Result<(Graph, Vec<String>)> {
+    let (step, options) = training_step_of(args)?;
+    Ok((step.graph, options))
+}
+
+/// The training step of `--train` (its graph and roles), and the options that shaped it.
+fn training_step_of(args: &CompileArgs) -> Result<(tessera_passes::train_step::TrainStep, Vec<String>)> {
     if args.micro_batches == 0 || args.batch == 0 {
         bail!("--batch and --micro-batches must be positive");
     }
@@ -125,5 +206,5 @@ fn training_step(args: &CompileArgs) -> Result<(Graph, Vec<String>)> {
     let step = train::build_step(&model, &config)?;
     // The same options `tessera train` compiles its step with.
     let options = train::compiled::step_graph_options(&model, &config);
-    Ok((step.graph, options))
+    Ok((step, options))
 }

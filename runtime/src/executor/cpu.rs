@@ -7,6 +7,7 @@ use super::library::{self, In, Out};
 use super::load::Artifact;
 use super::profile::Profile;
 use super::{ArtifactError, Feed, InputData, CONVERT_CHUNK, NOT_AN_INPUT};
+use crate::spmd::RankComm;
 use rayon::prelude::*;
 use std::alloc::Layout;
 use std::borrow::Borrow;
@@ -176,6 +177,7 @@ impl CpuExecutor {
         call: &LibraryCall,
         inputs: &[u32],
         outputs: &[u32],
+        comm: Option<&RankComm>,
     ) -> Result<(), String> {
         let buffers = &self.program.buffers;
         debug_assert!(arena.len >= self.program.arena_bytes as usize);
@@ -191,6 +193,15 @@ impl CpuExecutor {
                 Out { desc: &buffers[b as usize], bytes }
             })
             .collect();
+        if let LibraryCall::Collective { op } = call {
+            let comm = comm.ok_or_else(|| {
+                format!(
+                    "tsr.{} needs the other ranks: run a mesh artifact under mpirun/srun with one process per rank",
+                    op.mnemonic()
+                )
+            })?;
+            return library::collective(op, comm, &ins, &mut outs);
+        }
         let (Some(first_in), Some(first_out)) = (ins.first(), outs.first_mut()) else {
             return match call {
                 LibraryCall::Reference { op } => library::reference(op, &ins, &mut outs),
@@ -217,6 +228,7 @@ impl CpuExecutor {
             }
             LibraryCall::Recurrent { kind, cell } => super::recurrent::recurrent(*kind, cell, &ins, &mut outs),
             LibraryCall::Reference { op } => library::reference(op, &ins, &mut outs),
+            LibraryCall::Collective { .. } => Err("unreachable: collectives are handled above".into()),
         }
     }
 }
@@ -230,6 +242,8 @@ pub struct Bound<E: Borrow<CpuExecutor>> {
     arena: AlignedBytes,
     /// Per program input: bound once (true) or fed per run.
     resident: Vec<bool>,
+    /// The other ranks, for the communication steps of a mesh artifact's program.
+    comm: Option<RankComm>,
 }
 
 impl<E: Borrow<CpuExecutor>> Bound<E> {
@@ -238,13 +252,19 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
         let is_resident = super::resident_inputs(p, resident.iter().map(|(name, _)| name.as_str()))?;
         let arena = AlignedBytes::zeroed(p.arena_bytes as usize)
             .map_err(|message| ArtifactError::Input { name: "(arena)".into(), message })?;
-        let mut bound = Bound { executor, arena, resident: is_resident };
+        let mut bound = Bound { executor, arena, resident: is_resident, comm: None };
         bound.write_inputs(resident, true)?;
         Ok(bound)
     }
 
     pub fn executor(&self) -> &CpuExecutor {
         self.executor.borrow()
+    }
+
+    /// Runs the program's communication steps over `comm` from now on (a mesh artifact's
+    /// rank program; without it such a step fails with an error).
+    pub fn connect(&mut self, comm: RankComm) {
+        self.comm = Some(comm);
     }
 
     /// Writes `inputs` and runs the program: `inputs` must be exactly the program inputs that
@@ -394,7 +414,7 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
                     unsafe { kernel(args.as_ptr()) };
                 }
                 (Step::Library { call, inputs, outputs }, _) => {
-                    executor.library_step(arena, call, inputs, outputs).map_err(step_error)?;
+                    executor.library_step(arena, call, inputs, outputs, self.comm.as_ref()).map_err(step_error)?;
                 }
                 (Step::Kernel { symbol, .. }, None) => {
                     return Err(step_error(format!("kernel {symbol} is not loaded")))

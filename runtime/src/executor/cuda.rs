@@ -483,6 +483,10 @@ fn host_library_call(call: &LibraryCall, ins: &[In], outs: &mut [Out]) -> Result
     let input = |i: usize| ins.get(i).ok_or_else(|| "missing operand".to_string());
     match call {
         LibraryCall::Reference { op } => library::reference(op, ins, outs),
+        LibraryCall::Collective { op } => Err(format!(
+            "tsr.{}: the CUDA executor runs one-device programs; mesh artifacts run on the CPU target",
+            op.mnemonic()
+        )),
         LibraryCall::Split { axis } => library::split(input(0)?, outs, *axis as usize),
         LibraryCall::Concat { axis } => library::concat(ins, outs.first_mut().ok_or("missing output")?, *axis as usize),
         LibraryCall::Recurrent { kind, cell } => super::recurrent::recurrent(*kind, cell, ins, outs),
@@ -503,6 +507,7 @@ fn host_library_call(call: &LibraryCall, ins: &[In], outs: &mut [Out]) -> Result
                 LibraryCall::Split { .. }
                 | LibraryCall::Concat { .. }
                 | LibraryCall::Recurrent { .. }
+                | LibraryCall::Collective { .. }
                 | LibraryCall::Reference { .. } => Err("unreachable library call".into()),
             }
         }

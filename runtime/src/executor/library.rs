@@ -1,12 +1,14 @@
 //! The library calls of CPU programs: GEMM through the `gemm` crate (packed, AVX2/FMA or
 //! AVX-512 kernels chosen at run time, multithreaded on rayon's pool), data movement on raw
-//! element bytes, and the reference fallback. Convolution and pooling are in `super::conv`.
+//! element bytes, communication over a rank's communicator, and the reference fallback. Convolution and pooling are in `super::conv`.
 //!
 //! Every function checks the shapes it is given against each other and returns an error
 //! instead of indexing out of bounds; the loader has already checked that every buffer lies
 //! inside its region.
 
+use crate::spmd::RankComm;
 use tessera_ir::artifact::{decode, encode, BufferDesc, Storage};
+use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::optim::mean_negative_log_likelihood;
 use tessera_ir::ops::Op;
 use tessera_ir::types::TensorType;
@@ -385,6 +387,33 @@ pub fn slice(input: &In, out: &mut Out, starts: &[u64], steps: &[u64]) -> Result
             }
             counter[d] = 0;
         }
+    }
+    Ok(())
+}
+
+/// A communication step on the step's buffers: the operand is read into a tensor (as the
+/// interpreter holds it), sent or reduced over `comm`, and the result written back as stored.
+pub fn collective(op: &Collective, comm: &RankComm, inputs: &[In], outs: &mut [Out]) -> Result<(), String> {
+    let tensors = inputs
+        .iter()
+        .map(|x| {
+            let storage = x.desc.storage;
+            decode(x.bytes, storage, storage.compute_dtype(), &dims(x.desc)).ok_or("input buffer has the wrong size")
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&tessera_ir::tensor::Tensor> = tensors.iter().collect();
+    let types: Vec<TensorType> =
+        outs.iter().map(|o| TensorType::of_static(o.desc.storage.compute_dtype(), &o.desc.shape)).collect();
+    let results = comm.execute(op, &refs, &types)?;
+    if results.len() != outs.len() {
+        return Err(format!("tsr.{} returned {} results, the step has {}", op.mnemonic(), results.len(), outs.len()));
+    }
+    for (o, t) in outs.iter_mut().zip(&results) {
+        let bytes = encode(&t.cast(o.desc.storage.compute_dtype()));
+        if bytes.len() != o.bytes.len() {
+            return Err(format!("received {:?} but the buffer holds {:?}", t.shape, o.desc.shape));
+        }
+        o.bytes.copy_from_slice(&bytes);
     }
     Ok(())
 }

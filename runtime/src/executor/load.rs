@@ -220,6 +220,11 @@ fn check_program(p: &Program, weights_bytes: u64) -> Result<(), String> {
                         && n_out == kind.num_results()
                 }
                 LibraryCall::Concat { .. } => n_in >= 1 && n_out == 1,
+                LibraryCall::Collective { op } => {
+                    let (operands, results) = tessera_ir::ops::collective::Collective::signature(op.mnemonic())
+                        .unwrap_or((usize::MAX, usize::MAX));
+                    n_in == operands && n_out == results
+                }
                 LibraryCall::Reference { .. } => n_out >= 1,
             },
         };

@@ -14,12 +14,16 @@ use super::profile::Profile;
 use super::{cpu, cuda, ArtifactError, Feed};
 use crate::feeds::{random_inputs, read_feeds, write_feeds, FeedError};
 use crate::mpi::{launched_world_size, MpiCommunicator, MpiError};
-use crate::spmd::Communicator;
+use crate::spmd::{Communicator, RankComm};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
-use tessera_ir::artifact::{Program, MANIFEST_FILE};
+use tessera_ir::artifact::{Manifest, Program, RankShard, MANIFEST_FILE};
+use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole};
+use tessera_ir::sharding::{Mesh, Sharding};
+use tessera_ir::tensor::Tensor;
 use tessera_ir::types::TensorType;
 
 /// What to feed an artifact and how to run it (the command-line options of `run`).
@@ -100,8 +104,8 @@ pub fn run_artifact(dir: &Path, config: &RunConfig) -> Result<RunReport, RunErro
         };
         return Err(RunError::WorldSize { ranks, launched, mesh });
     }
-    // Kept until the run ends: dropping it finalizes MPI.
-    let communicator = if world > 1 { Some(MpiCommunicator::init(config.comm_timeout)?) } else { None };
+    // Kept until the run ends: dropping the last reference finalizes MPI.
+    let communicator = if world > 1 { Some(Arc::new(MpiCommunicator::init(config.comm_timeout)?)) } else { None };
     let rank = communicator.as_ref().map_or(0, |c| c.rank());
     let artifact = load_rank(dir, rank)?;
     let target = artifact.program.target.clone();
@@ -109,12 +113,26 @@ pub fn run_artifact(dir: &Path, config: &RunConfig) -> Result<RunReport, RunErro
     if cuda {
         cuda::check(&artifact)?;
     }
-    let signature = signature_graph(&artifact.program);
-    let mut feeds = read_feeds(&signature, &config.inputs)?;
-    if let Some(seed) = config.random_inputs {
-        let random = random_inputs(&signature, &feeds, &HashMap::new(), seed)?;
-        feeds.extend(random.into_iter().map(|(name, t)| (name, Feed::Tensor(t))));
-    }
+    let feeds = match &artifact.program.shard {
+        None => {
+            let signature = signature_graph(&artifact.program);
+            let mut feeds = read_feeds(&signature, &config.inputs)?;
+            if let Some(seed) = config.random_inputs {
+                let random = random_inputs(&signature, &feeds, &HashMap::new(), seed)?;
+                feeds.extend(random.into_iter().map(|(name, t)| (name, Feed::Tensor(t))));
+            }
+            feeds
+        }
+        Some(shard) => rank_feeds(dir, &artifact.manifest, &artifact.program, shard, config)?,
+    };
+    let comm = match (&communicator, &artifact.program.shard) {
+        (Some(c), Some(_)) => {
+            let comm: Arc<dyn Communicator> = c.clone();
+            Some(RankComm { mesh: manifest_mesh(&artifact.manifest, dir)?, comm })
+        }
+        _ => None,
+    };
+    let writes_outputs = artifact.program.shard.as_ref().map_or(rank == 0, |s| s.writes_outputs);
     let (resident, per_run): (Vec<_>, Vec<_>) = feeds.into_iter().partition(|(name, _)| {
         artifact.program.inputs.iter().any(|binding| binding.name == *name && binding.parameter)
     });
@@ -130,6 +148,9 @@ pub fn run_artifact(dir: &Path, config: &RunConfig) -> Result<RunReport, RunErro
     } else {
         let executor = cpu::CpuExecutor::new(artifact)?;
         let mut bound = timings.bind(|| executor.bind(&resident))?;
+        if let Some(comm) = comm {
+            bound.connect(comm);
+        }
         // Outputs come back as the arena's bytes, written to .npy as they are.
         if config.profile {
             profile.record("resident inputs (bound once)", timings.bind);
@@ -139,6 +160,9 @@ pub fn run_artifact(dir: &Path, config: &RunConfig) -> Result<RunReport, RunErro
         }
     };
     let mut report = RunReport { rank, ranks, written: Vec::new(), diagnostics: String::new() };
+    if writes_outputs {
+        report.written = write_feeds(&config.output, &outputs)?;
+    }
     if rank != 0 {
         return Ok(report);
     }
@@ -151,8 +175,78 @@ pub fn run_artifact(dir: &Path, config: &RunConfig) -> Result<RunReport, RunErro
         }
         report.diagnostics += &profile.report();
     }
-    report.written = write_feeds(&config.output, &outputs)?;
     Ok(report)
+}
+
+/// The mesh the manifest records.
+fn manifest_mesh(manifest: &Manifest, dir: &Path) -> Result<Mesh, ArtifactError> {
+    let axes: Vec<(&str, u64)> = manifest.mesh.iter().map(|a| (a.name.as_str(), a.size)).collect();
+    Mesh::new(&axes).map_err(|message| ArtifactError::Malformed {
+        path: dir.join(MANIFEST_FILE),
+        message: format!("mesh: {message}"),
+    })
+}
+
+/// A mesh rank's inputs: the model's inputs as given (files, or seeded random values of the
+/// model's shapes, so every mesh sees what one process would), each cut to this rank's block.
+/// Files are read against every rank's inputs, so a name no rank takes is an error everywhere.
+fn rank_feeds(
+    dir: &Path,
+    manifest: &Manifest,
+    program: &Program,
+    shard: &RankShard,
+    config: &RunConfig,
+) -> Result<Vec<(String, Feed)>, RunError> {
+    let mesh = manifest_mesh(manifest, dir)?;
+    let malformed = |message: String| ArtifactError::InvalidProgram { path: dir.join(MANIFEST_FILE), message };
+    if shard.inputs.len() != program.inputs.len() {
+        return Err(malformed(format!("rank {}: {} sharded inputs for {} inputs", shard.rank, shard.inputs.len(), program.inputs.len())).into());
+    }
+    // The model's inputs: this rank's first, then every other rank's not seen yet.
+    let mut model = Graph::new(&program.name);
+    let mut add = |name: &str, dtype: DType, shape: &[u64]| {
+        if !model.inputs().iter().any(|&v| model.value(v).name == name) {
+            model.add_input(name, TensorType::of_static(dtype, shape), InputRole::Activation);
+        }
+    };
+    for (binding, io) in program.inputs.iter().zip(&shard.inputs) {
+        add(&io.name, binding.dtype, &io.global_shape);
+    }
+    for entry in &manifest.ranks {
+        let path = dir.join(&entry.program);
+        let bytes = std::fs::read(&path).map_err(|source| ArtifactError::Io { path: path.clone(), source })?;
+        let other: Program = serde_json::from_slice(&bytes)
+            .map_err(|e| ArtifactError::Malformed { path: path.clone(), message: e.to_string() })?;
+        let Some(other_shard) = &other.shard else { continue };
+        for (binding, io) in other.inputs.iter().zip(&other_shard.inputs) {
+            add(&io.name, binding.dtype, &io.global_shape);
+        }
+    }
+    let mut given = read_feeds(&model, &config.inputs)?;
+    given.retain(|(name, _)| program.inputs.iter().any(|b| b.name == *name));
+    let mut mine = Graph::new(&program.name);
+    for (binding, io) in program.inputs.iter().zip(&shard.inputs) {
+        mine.add_input(&io.name, TensorType::of_static(binding.dtype, &io.global_shape), InputRole::Activation);
+    }
+    let mut whole: Vec<(String, Tensor)> = Vec::with_capacity(program.inputs.len());
+    for (name, feed) in given {
+        let t = feed.to_tensor().map_err(|message| ArtifactError::Input { name: name.clone(), message })?;
+        whole.push((name, t));
+    }
+    if let Some(seed) = config.random_inputs {
+        let random = random_inputs(&mine, &whole, &HashMap::new(), seed)?;
+        whole.extend(random);
+    }
+    let mut feeds = Vec::with_capacity(whole.len());
+    for (name, t) in whole {
+        let Some(io) = shard.inputs.iter().find(|io| io.name == name) else { continue };
+        let sharding = Sharding::parse(&io.sharding).map_err(|m| malformed(format!("input {name}: sharding: {m}")))?;
+        let block = sharding
+            .shard_tensor(&mesh, shard.rank as usize, &t)
+            .map_err(|message| ArtifactError::Input { name: name.clone(), message })?;
+        feeds.push((name, Feed::Tensor(block)));
+    }
+    Ok(feeds)
 }
 
 /// Wall times of a compiled run: binding the resident inputs once, then each run.
