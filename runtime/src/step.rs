@@ -169,6 +169,8 @@ pub struct CompiledExecutor {
     reference_ops: Vec<String>,
     /// Accumulated per-step wall times when profiling.
     profile: Option<Profile>,
+    /// The mesh size, once connected to the other ranks.
+    ranks: Option<usize>,
 }
 
 impl CompiledExecutor {
@@ -198,7 +200,14 @@ impl CompiledExecutor {
         let bound = CpuExecutor::new(artifact).and_then(|e| e.into_bound(&resident)).map_err(compiled)?;
         let pairs: Vec<(String, String)> = carried.iter().map(|c| (c.output.clone(), c.input.clone())).collect();
         let carry = bound.carry(&pairs).map_err(compiled)?;
-        Ok(CompiledExecutor { bound, carried, carry, reference_ops, profile: None })
+        Ok(CompiledExecutor { bound, carried, carry, reference_ops, profile: None, ranks: None })
+    }
+
+    /// Runs the program's communication steps over `comm` from now on: a rank's program of a
+    /// partitioned step (`tessera train --mesh`).
+    pub fn connect(&mut self, comm: crate::spmd::RankComm) {
+        self.ranks = Some(comm.mesh.num_devices());
+        self.bound.connect(comm);
     }
 
     /// Ops of the steps that fall back to the reference interpreter, sorted (one entry per step).
@@ -247,6 +256,9 @@ impl StepExecutor for CompiledExecutor {
         } else {
             format!("{} reference steps ({})", self.reference_ops.len(), self.reference_ops.join(", "))
         };
-        format!("compiled CPU artifact, 1 process, {fallback}")
+        match self.ranks {
+            None => format!("compiled CPU artifact, 1 process, {fallback}"),
+            Some(n) => format!("compiled CPU artifact, rank of {n}, {fallback}"),
+        }
     }
 }

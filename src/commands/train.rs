@@ -8,8 +8,10 @@
 //!   process over MPI, N equal to the mesh size; rank 0 alone prints, every rank writes its
 //!   blocks of the sharded checkpoints.
 //!
-//! Mesh runs execute their per-rank programs on the reference interpreter whatever
-//! `--executor` says (their start line says so).
+//! Mesh runs compile each pipeline stage's program as `tessera compile --train --mesh` does
+//! (`--executor compiled`, the default; a process under `mpirun` compiles only its rank's stage)
+//! and run it with the collectives over the communicator, or run the per-rank programs on the
+//! reference interpreter (`--executor reference`); their start line says which.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -107,8 +109,8 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// What runs the step: compiled kernels, or the reference interpreter. Mesh runs
-    /// (`--mesh`, `mpirun`) run their per-rank programs on the interpreter either way.
+    /// What runs the step (on a mesh, each rank's program): compiled kernels, or the reference
+    /// interpreter.
     #[arg(long, value_enum, default_value_t = ExecutorArg::Compiled)]
     pub executor: ExecutorArg,
     /// After the last step, print the wall time per kernel and library call of the compiled
@@ -341,7 +343,12 @@ fn run_on_mesh(
     mesh: Mesh,
 ) -> Result<()> {
     let schedule = pipeline_schedule(args, &mesh)?;
-    let shared = Arc::new(DistributedStep::with_schedule(model, config, mesh, schedule)?);
+    let mut step = DistributedStep::with_schedule(model, config, mesh, schedule)?;
+    let compile_time = match args.executor {
+        ExecutorArg::Compiled => Some(step.compile_stages(None)?),
+        ExecutorArg::Reference => None,
+    };
+    let shared = Arc::new(step);
     let resume = match &args.resume {
         Some(dir) => {
             let latest = checkpoint::latest(dir)?;
@@ -358,11 +365,13 @@ fn run_on_mesh(
         let m = &shared.model;
         writeln!(
             out,
-            "training {} ({} parameters) on {} ranks ({}, threads of one process, reference interpreter): {} tokens per step, {} optimizer, from step {}",
+            "training {} ({} parameters) on {} ranks ({}, threads of one process, {}{}): {} tokens per step, {} optimizer, from step {}",
             args.model,
             train::parameter_count(&m.forward),
             shared.mesh().num_devices(),
             shared.mesh(),
+            shared.executor_name(),
+            compile_time.map_or(String::new(), |t| format!(", compiled in {:.2} s", t.as_secs_f64())),
             m.batch * m.seq * shared.config.micro_batches,
             shared.config.optimizer.name(),
             resume.as_ref().map_or(0, |s| s.step)
@@ -422,7 +431,16 @@ fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<dyn Communicator>, fault:
     let model = train::load_model(&args.model, args.batch, args.seq)?;
     let corpus = ByteCorpus::read(&args.data)?;
     let schedule = pipeline_schedule(args, mesh)?;
-    let shared = Arc::new(DistributedStep::with_schedule(model, train_config(args), mesh.clone(), schedule)?);
+    let mut step = DistributedStep::with_schedule(model, train_config(args), mesh.clone(), schedule)?;
+    let compile_time = match args.executor {
+        ExecutorArg::Compiled => {
+            // Each process compiles only the stage its rank runs.
+            let stage = step.module.program_of(rank).with_context(|| format!("no program runs rank {rank}"))?.stage;
+            Some(step.compile_stages(Some(&[stage]))?)
+        }
+        ExecutorArg::Reference => None,
+    };
+    let shared = Arc::new(step);
     let state = match &args.resume {
         // Every rank reads the whole checkpoint (of any mesh) and keeps its own blocks.
         Some(dir) => {
@@ -440,10 +458,12 @@ fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<dyn Communicator>, fault:
     if rank == 0 && args.format == Format::Text {
         writeln!(
             out,
-            "training {} ({} parameters) on mesh {mesh} ({} MPI ranks, reference interpreter): {} tokens per step, {} optimizer, from step {}",
+            "training {} ({} parameters) on mesh {mesh} ({} MPI ranks, {}{}): {} tokens per step, {} optimizer, from step {}",
             args.model,
             train::parameter_count(&trainer.shared.model.forward),
             mesh.num_devices(),
+            trainer.shared.executor_name(),
+            compile_time.map_or(String::new(), |t| format!(", rank 0's stage compiled in {:.2} s", t.as_secs_f64())),
             trainer.tokens_per_step(),
             trainer.shared.config.optimizer.name(),
             trainer.local_state().step

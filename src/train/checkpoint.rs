@@ -312,7 +312,7 @@ pub fn rank_blocks(trainer: &DistributedTrainer) -> Result<Vec<Block>> {
     let mesh = shared.mesh();
     let rank = trainer.rank();
     let mut blocks = Vec::new();
-    for shard in trainer.rank_shards().iter().filter(|s| trainer.writes_shard(s)) {
+    for shard in trainer.rank_shards()?.iter().filter(|s| trainer.writes_shard(s)) {
         let offset = shard
             .sharding
             .dims

@@ -50,7 +50,10 @@ use tessera_ir::tensor::Tensor;
 use tessera_ir::types::TensorType;
 use tessera_passes::shard::{partition, PipelineSchedule, ShardConfig, ShardedModule, StageProgram};
 use tessera_passes::train_step::TrainStep;
-use tessera_runtime::spmd::{peak_live_bytes, run_rank, Communicator, LocalCommunicator};
+use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
+use tessera_runtime::executor::load;
+use tessera_runtime::spmd::{peak_live_bytes, run_rank, Communicator, LocalCommunicator, RankComm};
+use tessera_runtime::step::{CarriedState, CarriedValue, CompiledExecutor, StepExecutor};
 
 /// What every rank of a run shares: the model, the global step graph and its partition.
 /// Building it once and sharing it (`Arc`) spares in-process ranks partitioning the same graph.
@@ -65,6 +68,31 @@ pub struct DistributedStep {
     pub pipeline_axis: String,
     /// The order pipeline stages run their micro-batches' work in.
     pub schedule: PipelineSchedule,
+    /// The stage programs compiled to CPU artifacts ([`DistributedStep::compile_stages`]):
+    /// then ranks run them instead of the interpreter.
+    pub compiled: Option<Arc<CompiledStages>>,
+}
+
+/// Pipeline stages' programs compiled to CPU artifacts in a temporary directory (removed when
+/// the last holder drops it): the runtime maps kernels from a shared object on disk, and every
+/// rank of a stage loads the same one.
+#[derive(Debug)]
+pub struct CompiledStages {
+    _scratch: tempfile::TempDir,
+    /// Per stage, its artifact directory; `None` for a stage this process does not run.
+    dirs: Vec<Option<std::path::PathBuf>>,
+    /// Wall time of compiling them.
+    pub compile_time: Duration,
+}
+
+impl CompiledStages {
+    /// The artifact of stage `stage`.
+    pub fn dir(&self, stage: usize) -> Result<&std::path::Path> {
+        self.dirs
+            .get(stage)
+            .and_then(Option::as_deref)
+            .with_context(|| format!("pipeline stage {stage} was not compiled in this process"))
+    }
 }
 
 impl DistributedStep {
@@ -98,7 +126,53 @@ impl DistributedStep {
         let shard_config = ShardConfig { schedule, ..ShardConfig::for_train_step(mesh, &step) };
         let module = partition(&step.graph, &shard_config)
             .with_context(|| format!("cannot partition the training step over {}", shard_config.mesh))?;
-        Ok(DistributedStep { model, config, step, module, pipeline_axis: shard_config.pipeline_axis, schedule })
+        Ok(DistributedStep {
+            model,
+            config,
+            step,
+            module,
+            pipeline_axis: shard_config.pipeline_axis,
+            schedule,
+            compiled: None,
+        })
+    }
+
+    /// Compiles the programs of pipeline stages `stages` (every stage when `None`: in-process
+    /// ranks; a process under `mpirun` compiles only its own) to CPU artifacts, each as
+    /// `tessera compile --train --mesh` compiles it; from then on trainers built from this step
+    /// run their rank's compiled program, its collectives over their communicator.
+    pub fn compile_stages(&mut self, stages: Option<&[usize]>) -> Result<Duration> {
+        let started = Instant::now();
+        let scratch = tempfile::Builder::new().prefix("tessera-mesh-").tempdir().context("a temporary directory")?;
+        let mut dirs = vec![None; self.module.stages.len()];
+        for program in &self.module.stages {
+            if stages.is_some_and(|wanted| !wanted.contains(&program.stage)) {
+                continue;
+            }
+            let mut graph_options = super::compiled::step_graph_options(&self.model, &self.config);
+            graph_options.push(format!("mesh={}", self.module.mesh));
+            graph_options.push(format!("schedule={}", self.schedule));
+            graph_options.push(format!("stage={}", program.stage));
+            let options = CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options };
+            let compiled = compile(&program.graph, self.config.model.as_bytes(), &options).with_context(|| {
+                format!("{}: cannot compile pipeline stage {} of the training step", self.config.model, program.stage)
+            })?;
+            let dir = scratch.path().join(format!("stage{}", program.stage));
+            write_artifact(&dir, &compiled.files)?;
+            dirs[program.stage] = Some(dir);
+        }
+        let compile_time = started.elapsed();
+        self.compiled = Some(Arc::new(CompiledStages { _scratch: scratch, dirs, compile_time }));
+        Ok(compile_time)
+    }
+
+    /// What runs each rank's program, for logs.
+    pub fn executor_name(&self) -> &'static str {
+        if self.compiled.is_some() {
+            "compiled CPU programs"
+        } else {
+            "reference interpreter"
+        }
     }
 
     /// The peak bytes of values the interpreter holds at once while rank `rank` runs its
@@ -156,9 +230,13 @@ pub struct DistributedTrainer {
     rank: usize,
     comm: Arc<dyn Communicator>,
     corpus: ByteCorpus,
-    /// This rank's blocks of the state tensors that are inputs of its stage program.
+    /// This rank's blocks of the state tensors that are inputs of its stage program. With a
+    /// compiled program, the carried ones live in its arena instead and these are the blocks as
+    /// last restored ([`DistributedTrainer::rank_shards`] reads the current ones).
     shards: Vec<RankShard>,
     progress: Progress,
+    /// The rank's compiled program, when the step was compiled.
+    compiled: Option<CompiledExecutor>,
 }
 
 impl DistributedTrainer {
@@ -212,13 +290,48 @@ impl DistributedTrainer {
             corpus,
             shards: Vec::new(),
             progress: Progress { step: 0, data_position: 0, rng: state.rng },
+            compiled: None,
         };
         trainer.restore_global(state)?;
+        if let Some(stages) = trainer.shared.compiled.clone() {
+            trainer.compiled = Some(trainer.load_compiled(&stages)?);
+        }
         Ok(trainer)
     }
 
     pub fn rank(&self) -> usize {
         self.rank
+    }
+
+    /// This rank's stage program, compiled: its state blocks bound in the arena and carried
+    /// from step to step (`w.next` onto `w`), its collectives over this rank's communicator.
+    fn load_compiled(&self, stages: &CompiledStages) -> Result<CompiledExecutor> {
+        let program = self.program()?;
+        let artifact = load::load(stages.dir(program.stage)?)?;
+        let state = self.carried_blocks();
+        let carried: CarriedState = state
+            .iter()
+            .map(|(name, _)| CarriedValue { input: name.clone(), output: format!("{name}.next") })
+            .collect();
+        let mut executor = CompiledExecutor::new(artifact, carried, &state)
+            .with_context(|| format!("rank {}: cannot bind the compiled stage program", self.rank))?;
+        executor.connect(RankComm { mesh: self.shared.mesh().clone(), comm: Arc::clone(&self.comm) });
+        Ok(executor)
+    }
+
+    /// The state blocks the rank's program updates (see [`DistributedTrainer::is_carried`]), by
+    /// name, as last restored.
+    fn carried_blocks(&self) -> Vec<(String, Tensor)> {
+        self.shards.iter().filter(|s| self.is_carried(s)).map(|s| (s.name.clone(), s.tensor.clone())).collect()
+    }
+
+    /// Whether the rank's program returns `shard`'s update (`NAME.next`), which then replaces it
+    /// in a compiled program's arena after every step.
+    fn is_carried(&self, shard: &RankShard) -> bool {
+        let Ok(program) = self.program() else { return false };
+        let g = &program.graph;
+        let next = format!("{}.next", shard.name);
+        g.outputs().iter().any(|&v| g.value(v).name == next)
     }
 
     pub fn comm(&self) -> &Arc<dyn Communicator> {
@@ -238,8 +351,16 @@ impl DistributedTrainer {
 
     /// This rank's blocks of the parameters and optimizer state (what a sharded checkpoint of
     /// this rank writes).
-    pub fn rank_shards(&self) -> &[RankShard] {
-        &self.shards
+    pub fn rank_shards(&self) -> Result<Vec<RankShard>> {
+        let Some(executor) = &self.compiled else { return Ok(self.shards.clone()) };
+        let current = executor.state().with_context(|| format!("rank {}: reading the state blocks", self.rank))?;
+        let mut shards = self.shards.clone();
+        for (name, tensor) in current {
+            if let Some(shard) = shards.iter_mut().find(|s| s.name == name) {
+                shard.tensor = tensor;
+            }
+        }
+        Ok(shards)
     }
 
     /// Whether this rank writes `shard` in a sharded checkpoint: blocks are replicated over
@@ -303,8 +424,19 @@ impl DistributedTrainer {
                 .map_err(|m| anyhow::anyhow!("rank {}: input '{name}': {m}", self.rank))?;
             feeds.push((name.clone(), block));
         }
-        let outputs = run_rank(shared.mesh(), g, &feeds, self.comm.as_ref())
-            .with_context(|| format!("rank {}: the training step failed", self.rank))?;
+        let carried: Vec<String> =
+            self.shards.iter().filter(|s| self.is_carried(s)).map(|s| s.name.clone()).collect();
+        let outputs = match &mut self.compiled {
+            Some(executor) => {
+                // The carried blocks are in the arena already.
+                let per_step: Vec<(String, Tensor)> =
+                    feeds.into_iter().filter(|(name, _)| !carried.contains(name)).collect();
+                executor.run_step(&per_step)
+            }
+            .map_err(anyhow::Error::from),
+            None => run_rank(shared.mesh(), g, &feeds, self.comm.as_ref()).map_err(anyhow::Error::from),
+        }
+        .with_context(|| format!("rank {}: the training step failed", self.rank))?;
         let mut loss = None;
         for (name, t) in outputs {
             if name == "loss" {
@@ -343,12 +475,13 @@ impl DistributedTrainer {
         let shared = &self.shared;
         let mesh = shared.mesh();
         let everyone: Vec<usize> = (0..mesh.num_devices()).collect();
+        let shards = self.rank_shards()?;
         let mut tensors = Vec::new();
         for (name, ty) in shared.state_slots() {
             let (holder, sharding) =
                 shared.holder(name).with_context(|| format!("no stage of the partitioned step holds '{name}'"))?;
             // Ranks that hold no block of it send an empty tensor.
-            let mine = match self.shards.iter().find(|s| s.name == name) {
+            let mine = match shards.iter().find(|s| s.name == name) {
                 Some(s) if holder.ranks.contains(&self.rank) => s.tensor.clone(),
                 _ => Tensor::zeros(ty.dtype, vec![0]),
             };
@@ -393,6 +526,10 @@ impl DistributedTrainer {
         }
         self.shards = shards;
         self.progress = Progress { step: state.step, data_position: state.data_position, rng: state.rng };
+        let carried = self.carried_blocks();
+        if let Some(executor) = &mut self.compiled {
+            executor.set_state(&carried)?;
+        }
         Ok(())
     }
 }

@@ -457,8 +457,8 @@ fn one_writer_per_distinct_block() {
     for (rank, comm) in comms.into_iter().enumerate() {
         let comm: Arc<dyn Communicator> = Arc::new(comm);
         let trainer = DistributedTrainer::from_state(shared.clone(), corpus.clone(), rank, comm, &state).expect("rank");
-        for shard in trainer.rank_shards() {
-            if trainer.writes_shard(shard) {
+        for shard in trainer.rank_shards().expect("shards") {
+            if trainer.writes_shard(&shard) {
                 writers.entry(shard.name.clone()).or_default().push((
                     rank,
                     shard.tensor.clone(),

@@ -47,7 +47,7 @@ fn the_runtime_and_tessera_rt_depend_on_no_mlir_or_llvm() {
 
 /// `tessera-rt`, built once per test run beside the `tessera` binary (cargo builds only the
 /// binaries of the package under test, and `tessera-rt` is its own package).
-fn tessera_rt_binary() -> &'static Path {
+pub(crate) fn tessera_rt_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
         let tessera = PathBuf::from(env!("CARGO_BIN_EXE_tessera"));
