@@ -433,11 +433,9 @@ fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<dyn Communicator>, fault:
     let schedule = pipeline_schedule(args, mesh)?;
     let mut step = DistributedStep::with_schedule(model, train_config(args), mesh.clone(), schedule)?;
     let compile_time = match args.executor {
-        ExecutorArg::Compiled => {
-            // Each process compiles only the stage its rank runs.
-            let stage = step.module.program_of(rank).with_context(|| format!("no program runs rank {rank}"))?.stage;
-            Some(step.compile_stages(Some(&[stage]))?)
-        }
+        // One compile per stage, sent to the stage's other ranks; they wait for it however
+        // slow the compile is (a dead compiler ends the job through mpirun).
+        ExecutorArg::Compiled => Some(step.compile_stage_of(rank, comm.as_ref(), Duration::from_secs(3600))?),
         ExecutorArg::Reference => None,
     };
     let shared = Arc::new(step);
@@ -463,7 +461,7 @@ fn train_rank(args: &TrainArgs, mesh: &Mesh, comm: Arc<dyn Communicator>, fault:
             train::parameter_count(&trainer.shared.model.forward),
             mesh.num_devices(),
             trainer.shared.executor_name(),
-            compile_time.map_or(String::new(), |t| format!(", rank 0's stage compiled in {:.2} s", t.as_secs_f64())),
+            compile_time.map_or(String::new(), |t| format!(", rank 0's stage compiled (or received) in {:.2} s", t.as_secs_f64())),
             trainer.tokens_per_step(),
             trainer.shared.config.optimizer.name(),
             trainer.local_state().step

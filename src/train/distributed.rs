@@ -50,9 +50,9 @@ use tessera_ir::tensor::Tensor;
 use tessera_ir::types::TensorType;
 use tessera_passes::shard::{partition, PipelineSchedule, ShardConfig, ShardedModule, StageProgram};
 use tessera_passes::train_step::TrainStep;
-use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
+use tessera_codegen::artifact::{compile, write_artifact, ArtifactFiles, CompileOptions, Target};
 use tessera_runtime::executor::load;
-use tessera_runtime::spmd::{peak_live_bytes, run_rank, Communicator, LocalCommunicator, RankComm};
+use tessera_runtime::spmd::{peak_live_bytes, run_rank, CommError, Communicator, LocalCommunicator, RankComm, Tag};
 use tessera_runtime::step::{CarriedState, CarriedValue, CompiledExecutor, StepExecutor};
 
 /// What every rank of a run shares: the model, the global step graph and its partition.
@@ -149,21 +149,67 @@ impl DistributedStep {
             if stages.is_some_and(|wanted| !wanted.contains(&program.stage)) {
                 continue;
             }
-            let mut graph_options = super::compiled::step_graph_options(&self.model, &self.config);
-            graph_options.push(format!("mesh={}", self.module.mesh));
-            graph_options.push(format!("schedule={}", self.schedule));
-            graph_options.push(format!("stage={}", program.stage));
-            let options = CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options };
-            let compiled = compile(&program.graph, self.config.model.as_bytes(), &options).with_context(|| {
-                format!("{}: cannot compile pipeline stage {} of the training step", self.config.model, program.stage)
-            })?;
             let dir = scratch.path().join(format!("stage{}", program.stage));
-            write_artifact(&dir, &compiled.files)?;
+            write_artifact(&dir, &self.compile_stage(program)?)?;
             dirs[program.stage] = Some(dir);
         }
         let compile_time = started.elapsed();
         self.compiled = Some(Arc::new(CompiledStages { _scratch: scratch, dirs, compile_time }));
         Ok(compile_time)
+    }
+
+    /// [`DistributedStep::compile_stages`] for the stage of `rank`, one process per rank (under
+    /// `mpirun`): the first rank of each stage compiles it and sends the artifact to the
+    /// stage's other ranks, which would compile the same bytes (compiles are deterministic), so
+    /// a stage costs one compile however many ranks run it. A receiving rank waits up to
+    /// `patience` for it (compiling is slower than any message).
+    pub fn compile_stage_of(&mut self, rank: usize, comm: &dyn Communicator, patience: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        let program = self.module.program_of(rank).with_context(|| format!("no program runs rank {rank}"))?;
+        let leader = program.ranks.first().copied().unwrap_or(rank);
+        let files = if rank == leader {
+            let files = self.compile_stage(program)?;
+            let message = artifact_message(&files)?;
+            for &peer in program.ranks.iter().filter(|&&r| r != rank) {
+                comm.send(peer, Tag::Message(ARTIFACT_TAG), message.clone())
+                    .with_context(|| format!("sending the compiled stage {} to rank {peer}", program.stage))?;
+            }
+            files
+        } else {
+            let message = loop {
+                match comm.recv(leader, Tag::Message(ARTIFACT_TAG)) {
+                    Err(CommError::Timeout { .. }) if started.elapsed() < patience => continue,
+                    received => {
+                        break received.with_context(|| {
+                            format!("receiving the compiled stage {} from rank {leader}", program.stage)
+                        })?
+                    }
+                }
+            };
+            artifact_of_message(&message).with_context(|| format!("the compiled stage from rank {leader}"))?
+        };
+        let stage = program.stage;
+        let scratch = tempfile::Builder::new().prefix("tessera-mesh-").tempdir().context("a temporary directory")?;
+        let dir = scratch.path().join(format!("stage{stage}"));
+        write_artifact(&dir, &files)?;
+        let mut dirs = vec![None; self.module.stages.len()];
+        dirs[stage] = Some(dir);
+        let compile_time = started.elapsed();
+        self.compiled = Some(Arc::new(CompiledStages { _scratch: scratch, dirs, compile_time }));
+        Ok(compile_time)
+    }
+
+    /// The artifact of `program` (one stage), compiled as `tessera compile --train --mesh` would.
+    fn compile_stage(&self, program: &StageProgram) -> Result<ArtifactFiles> {
+        let mut graph_options = super::compiled::step_graph_options(&self.model, &self.config);
+        graph_options.push(format!("mesh={}", self.module.mesh));
+        graph_options.push(format!("schedule={}", self.schedule));
+        graph_options.push(format!("stage={}", program.stage));
+        let options = CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options };
+        let compiled = compile(&program.graph, self.config.model.as_bytes(), &options).with_context(|| {
+            format!("{}: cannot compile pipeline stage {} of the training step", self.config.model, program.stage)
+        })?;
+        Ok(compiled.files)
     }
 
     /// What runs each rank's program, for logs.
@@ -200,6 +246,48 @@ impl DistributedStep {
             Some((p, p.input_shardings.get(i)?.clone()))
         })
     }
+}
+
+/// The message tag of a compiled stage sent to the stage's other ranks (below MPI's limit of
+/// 32767, above any tag `shard` gives a step's transfers in practice; a clash would still be
+/// harmless, as messages of one tag arrive in order and this one comes first).
+const ARTIFACT_TAG: i64 = 32700;
+
+/// An artifact's files as one message: a tensor of bytes (i8), laid out as the manifest's JSON
+/// then every file, each length-prefixed (u64, little-endian).
+fn artifact_message(files: &ArtifactFiles) -> Result<Tensor> {
+    let mut bytes = Vec::new();
+    let mut put = |chunk: &[u8]| {
+        bytes.extend_from_slice(&(chunk.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(chunk);
+    };
+    put(&serde_json::to_vec(&files.manifest)?);
+    for (path, data) in &files.files {
+        put(path.as_bytes());
+        put(data);
+    }
+    let n = bytes.len();
+    Ok(Tensor::from_i64(tessera_ir::dtype::DType::I8, vec![n], bytes.into_iter().map(|b| i64::from(b as i8)).collect()))
+}
+
+/// The files of [`artifact_message`].
+fn artifact_of_message(message: &Tensor) -> Result<ArtifactFiles> {
+    let bytes: Vec<u8> = message.to_i64_vec().into_iter().map(|x| x as i8 as u8).collect();
+    fn take<'a>(bytes: &'a [u8], at: &mut usize) -> Result<&'a [u8]> {
+        let len = bytes.get(*at..*at + 8).context("a truncated artifact message")?;
+        let len = u64::from_le_bytes(len.try_into().context("a length")?) as usize;
+        let chunk = bytes.get(*at + 8..*at + 8 + len).context("a truncated artifact message")?;
+        *at += 8 + len;
+        Ok(chunk)
+    }
+    let mut at = 0usize;
+    let manifest = serde_json::from_slice(take(&bytes, &mut at)?).context("the manifest")?;
+    let mut files = Vec::new();
+    while at < bytes.len() {
+        let path = String::from_utf8(take(&bytes, &mut at)?.to_vec()).context("a file name")?;
+        files.push((path, take(&bytes, &mut at)?.to_vec()));
+    }
+    Ok(ArtifactFiles { files, manifest })
 }
 
 /// One block of a parameter or optimizer state tensor, as a rank holds it (what a sharded

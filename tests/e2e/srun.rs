@@ -103,7 +103,7 @@ fn srun_training_gives_the_single_process_losses_and_rank_0_alone_prints() {
     assert_eq!(want.len(), 5);
     let cluster = LocalSlurm::start(dir.path());
 
-    let out = cluster.srun(dir.path(), 4, &train_args("5", &["--mesh", "dp=2,tp=2"]), Duration::from_secs(120));
+    let out = cluster.srun(dir.path(), 4, &train_args("5", &["--mesh", "dp=2,tp=2"]), Duration::from_secs(240));
     assert_eq!(out.code, Some(0), "srun: {}", out.stderr);
     // `losses` parses every stdout line as a report: five lines, so only rank 0 printed.
     let got = losses(&out.stdout);
