@@ -8,6 +8,9 @@
 //! DIR/rank0/weights.bin      the program's constants, little-endian, at the offsets of the plan
 //! DIR/rank0/kernels.so       the fused kernels (CPU target)
 //! DIR/rank0/kernels/S.ptx    CUDA targets: one PTX module per kernel S (and S.cubin when ptxas ran)
+//! DIR/rankR/...              a mesh artifact (`compile --mesh`): the same per rank R, each
+//!                            program.json with its RankShard; ranks of one pipeline stage hold
+//!                            byte-identical kernels and weights
 //! ```
 //!
 //! The structs live here, not in `codegen`, because the runtime reads them and must not depend

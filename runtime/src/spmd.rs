@@ -318,7 +318,12 @@ pub struct RankComm {
 impl RankComm {
     /// Runs one communication op of this rank's program, as the interpreter does in
     /// [`run_rank`]: mesh axes resolve to groups of ranks, `send`/`recv` peers to ranks.
-    pub fn execute(&self, op: &Collective, operands: &[&Tensor], results: &[TensorType]) -> Result<Vec<Tensor>, String> {
+    pub fn execute(
+        &self,
+        op: &Collective,
+        operands: &[&Tensor],
+        results: &[TensorType],
+    ) -> Result<Vec<Tensor>, String> {
         RankCollectives { mesh: &self.mesh, comm: self.comm.as_ref() }.execute(op, operands, results)
     }
 }

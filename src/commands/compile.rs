@@ -13,6 +13,7 @@ use tessera_ir::graph::Graph;
 use tessera_ir::sharding::Mesh;
 use tessera_passes::cost::step::Schedule;
 use tessera_passes::shard::{partition, PipelineSchedule, ShardConfig};
+use tessera_passes::train_step::TrainStep;
 
 #[derive(Args)]
 pub struct CompileArgs {
@@ -70,19 +71,19 @@ pub fn run(args: CompileArgs) -> Result<()> {
     } else {
         args.model.to_string_lossy().into_owned().into_bytes()
     };
-    let (graph, graph_options, bound_at_import) = if args.train {
-        let (graph, options) = training_step(&args)?;
-        (graph, options, false)
+    let (graph, graph_options, bound_at_import, step) = if args.train {
+        let (step, options) = training_step(&args)?;
+        (step.graph.clone(), options, false, Some(step))
     } else {
         let (graph, bound) = super::load_model_binding(&args.model, &dims, &[])?;
-        (graph, Vec::new(), bound)
+        (graph, Vec::new(), bound, None)
     };
     if !bound_at_import {
         super::check_dim_names(&graph, &dims)?;
     }
     let options = CompileOptions { target, dims, graph_options };
     if let Some(mesh) = &args.mesh {
-        return compile_mesh(&args, mesh, graph, &model_bytes, options, start);
+        return compile_mesh(&args, mesh, graph, step.as_ref(), &model_bytes, options, start);
     }
     let compiled = compile(&graph, &model_bytes, &options).with_context(|| format!("{}", args.model.display()))?;
     write_artifact(&args.output, &compiled.files)?;
@@ -127,6 +128,7 @@ fn compile_mesh(
     args: &CompileArgs,
     mesh_text: &str,
     graph: Graph,
+    step: Option<&TrainStep>,
     model_bytes: &[u8],
     mut options: CompileOptions,
     start: Instant,
@@ -137,12 +139,12 @@ fn compile_mesh(
         ScheduleArg::OneFOneB => Schedule::OneFOneB,
     };
     let schedule = PipelineSchedule { kind, interleave: 1 };
-    let config = if args.train {
-        let (step, _) = training_step_of(args)?;
-        options.graph_options.push(format!("schedule={schedule}"));
-        ShardConfig { schedule, ..ShardConfig::for_train_step(mesh, &step) }
-    } else {
-        ShardConfig::new(mesh)
+    let config = match step {
+        Some(step) => {
+            options.graph_options.push(format!("schedule={schedule}"));
+            ShardConfig { schedule, ..ShardConfig::for_train_step(mesh, step) }
+        }
+        None => ShardConfig::new(mesh),
     };
     // Partitioning splits static dimensions only: bind the sizes first.
     let graph = graph.bind_dims(&options.dims).map_err(|e| anyhow::anyhow!("--dim: {e}"))?;
@@ -182,14 +184,8 @@ fn compile_mesh(
     Ok(())
 }
 
-/// The training step graph of `--train`, and the options that shaped it.
-fn training_step(args: &CompileArgs) -> Result<(Graph, Vec<String>)> {
-    let (step, options) = training_step_of(args)?;
-    Ok((step.graph, options))
-}
-
 /// The training step of `--train` (its graph and roles), and the options that shaped it.
-fn training_step_of(args: &CompileArgs) -> Result<(tessera_passes::train_step::TrainStep, Vec<String>)> {
+fn training_step(args: &CompileArgs) -> Result<(TrainStep, Vec<String>)> {
     if args.micro_batches == 0 || args.batch == 0 {
         bail!("--batch and --micro-batches must be positive");
     }

@@ -24,6 +24,14 @@
 //! A failing step aborts the communicator, so the other ranks stop with an error instead of
 //! waiting for this one.
 //!
+//! Compiled ranks ([`DistributedStep::compile_stages`], [`DistributedStep::compile_stage_of`]):
+//! each stage program is compiled to a CPU artifact as `tessera compile --train --mesh` does,
+//! and each rank runs its stage's with a `runtime::step::CompiledExecutor` connected to its
+//! communicator: the state blocks are bound once and carried in the arena (`w.next` onto `w`),
+//! the data blocks fed per step, the collectives run as library steps in the scheduled program
+//! order. [`DistributedTrainer::rank_shards`] reads the current blocks out of the arena, so
+//! gathering and sharded checkpoints are the same for both executors.
+//!
 //! # Per-rank trainers
 //!
 //! **`tessera::train::distributed`**: `DistributedStep` (the step graph and its partition, shared
@@ -45,12 +53,12 @@ use super::{build_step, init_state, step_data, SplitMix64State, StepReport, Trai
 use anyhow::{bail, ensure, Context, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tessera_codegen::artifact::{compile, write_artifact, ArtifactFiles, CompileOptions, Target};
 use tessera_ir::sharding::{Mesh, Sharding};
 use tessera_ir::tensor::Tensor;
 use tessera_ir::types::TensorType;
 use tessera_passes::shard::{partition, PipelineSchedule, ShardConfig, ShardedModule, StageProgram};
 use tessera_passes::train_step::TrainStep;
-use tessera_codegen::artifact::{compile, write_artifact, ArtifactFiles, CompileOptions, Target};
 use tessera_runtime::executor::load;
 use tessera_runtime::spmd::{peak_live_bytes, run_rank, CommError, Communicator, LocalCommunicator, RankComm, Tag};
 use tessera_runtime::step::{CarriedState, CarriedValue, CompiledExecutor, StepExecutor};
@@ -512,8 +520,7 @@ impl DistributedTrainer {
                 .map_err(|m| anyhow::anyhow!("rank {}: input '{name}': {m}", self.rank))?;
             feeds.push((name.clone(), block));
         }
-        let carried: Vec<String> =
-            self.shards.iter().filter(|s| self.is_carried(s)).map(|s| s.name.clone()).collect();
+        let carried: Vec<String> = self.shards.iter().filter(|s| self.is_carried(s)).map(|s| s.name.clone()).collect();
         let outputs = match &mut self.compiled {
             Some(executor) => {
                 // The carried blocks are in the arena already.

@@ -95,6 +95,27 @@ fn a_mesh_artifact_on_the_wrong_number_of_ranks_is_an_error_on_every_rank() {
     assert!(out.stderr.contains("but this is one process, not launched by mpirun or srun"), "{}", out.stderr);
 }
 
+/// A rank's program run on its own (through the library, as no command does): its first
+/// communication step says that it needs the other ranks instead of computing garbage.
+#[test]
+fn a_rank_program_without_a_communicator_stops_at_its_first_collective() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    compile(dir.path(), &[&example("mlp.mlir"), "--mesh", "tp=2", "-o", "tp2"]);
+    let artifact = tessera_runtime::executor::load::load_rank(&dir.path().join("tp2"), 1).expect("rank 1 loads");
+    let inputs: Vec<(String, Tensor)> = artifact
+        .program
+        .inputs
+        .iter()
+        .map(|binding| {
+            let shape = artifact.program.buffers[binding.buffer as usize].shape.iter().map(|&n| n as usize).collect();
+            (binding.name.clone(), Tensor::zeros(binding.dtype, shape))
+        })
+        .collect();
+    let executor = tessera_runtime::executor::cpu::CpuExecutor::new(artifact).expect("executor");
+    let error = executor.run(&inputs).expect_err("a collective without a communicator").to_string();
+    assert!(error.contains("tsr.all_reduce needs the other ranks: run a mesh artifact under mpirun/srun"), "{error}");
+}
+
 /// One line per step of a program: kernels by symbol, library calls by name, communication
 /// with its axes or peer, and the buffers it reads and writes.
 fn step_list(program: &Program) -> String {
@@ -184,9 +205,7 @@ fn compiled_mesh_training_under_mpirun_equals_the_single_process_compiled_run() 
     assert_eq!(out.code, 0, "{}", out.stderr);
     let want = losses(&out.stdout);
     let want_state = checkpoint_tensors(&dir.path().join("one"));
-    for (mesh, ranks, ckpt) in
-        [("dp=2", 2, "dp"), ("tp=2", 2, "tp"), ("pp=2", 2, "pp"), ("dp=2,pp=2", 4, "mixed")]
-    {
+    for (mesh, ranks, ckpt) in [("dp=2", 2, "dp"), ("tp=2", 2, "tp"), ("pp=2", 2, "pp"), ("dp=2,pp=2", 4, "mixed")] {
         let run = mpirun(dir.path(), ranks, &args(ckpt, &["--mesh", mesh]), &[], Duration::from_secs(300));
         assert_eq!(run.code, Some(0), "{mesh}: {}", run.stderr);
         let got = losses(&run.stdout);

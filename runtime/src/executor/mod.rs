@@ -44,6 +44,12 @@
 //!   one GEMM per task; threads split the output, never a sum over k, so results are bit-identical
 //!   to a single-threaded run. `tessera run DIR --profile` prints the wall time per kernel symbol
 //!   and library call (and of the input/output copies), sorted by total.
+//! - **Communication steps (mesh artifacts).** `LibraryCall::Collective` steps run over the
+//!   `spmd::RankComm` a `cpu::Bound` is `connect`ed to (mesh plus communicator; `run DIR`
+//!   connects MPI, `tessera train --mesh` the rank's communicator, threads or MPI): the operand
+//!   is read into a tensor as the interpreter holds it, the collective runs with the
+//!   interpreter's group semantics, and the result is written back as stored. Without a
+//!   communicator such a step is an error naming the op; the CUDA executor refuses them.
 //! - **Checked before run.** The loader (`runtime::executor::load`) refuses a missing manifest, an
 //!   unknown format version, a missing file or one whose SHA-256 differs from the manifest, and a
 //!   program whose buffers leave their region, are misaligned, or whose steps write what they read,

@@ -7,7 +7,11 @@
 //! [`crate::mpi::launched_world_size`]), every process runs its own rank's program: the world
 //! must have as many processes as the manifest has ranks, which every process checks on its own
 //! before MPI starts, so a wrong launch is the same clear error on every rank and never a hang.
-//! Rank 0 writes the outputs and reports timings.
+//! A mesh artifact's rank ([`tessera_ir::artifact::RankShard`]) reads the model's inputs (files
+//! or the seeded random values one process would use) and cuts its block of each; its
+//! communication steps run over MPI. The rank that returns the model's outputs writes them (rank
+//! 0 for one device, the first rank of the last pipeline stage for a mesh); rank 0 reports
+//! timings.
 
 use super::load::{load_rank, read_manifest};
 use super::profile::Profile;
@@ -200,7 +204,13 @@ fn rank_feeds(
     let mesh = manifest_mesh(manifest, dir)?;
     let malformed = |message: String| ArtifactError::InvalidProgram { path: dir.join(MANIFEST_FILE), message };
     if shard.inputs.len() != program.inputs.len() {
-        return Err(malformed(format!("rank {}: {} sharded inputs for {} inputs", shard.rank, shard.inputs.len(), program.inputs.len())).into());
+        return Err(malformed(format!(
+            "rank {}: {} sharded inputs for {} inputs",
+            shard.rank,
+            shard.inputs.len(),
+            program.inputs.len()
+        ))
+        .into());
     }
     // The model's inputs: this rank's first, then every other rank's not seen yet.
     let mut model = Graph::new(&program.name);
