@@ -511,6 +511,35 @@ mod tests {
         g
     }
 
+    /// A pipeline stage that sends a forward value and later uses it with a received gradient:
+    /// fusing the two elementwise ops would run the group (and the `send` after it) behind the
+    /// `recv`, and the peer, waiting for the `send` before it sends, would never answer.
+    const STAGE: &str = r#"func.func @stage(%x: tensor<4x8xf32>) -> (tensor<4x8xf32>) {
+  %a = "tsr.relu"(%x) : (tensor<4x8xf32>) -> tensor<4x8xf32>
+  "tsr.send"(%a) {mesh_axis = "pp", peer = 1 : i64, tag = 0 : i64} : (tensor<4x8xf32>) -> ()
+  %g = "tsr.recv"() {mesh_axis = "pp", peer = 1 : i64, tag = 1 : i64} : () -> tensor<4x8xf32>
+  %y = "tsr.mul"(%a, %g) : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  return %y : tensor<4x8xf32>
+}
+"#;
+
+    #[test]
+    fn groups_never_span_communication_so_sends_stay_before_later_receives() {
+        let g = fused(STAGE, &conservative_can_compile);
+        let order: Vec<&str> = g.nodes().map(|(_, n)| n.op.mnemonic()).collect();
+        assert_eq!(order, ["relu", "send", "recv", "mul"]);
+        assert_eq!(groups(&g).iter().map(|gr| gr.nodes.len()).collect::<Vec<_>>(), [1, 1]);
+        // Without the communication in between, the same two ops make one kernel.
+        let joined = STAGE.replace(
+            r#"  "tsr.send"(%a) {mesh_axis = "pp", peer = 1 : i64, tag = 0 : i64} : (tensor<4x8xf32>) -> ()
+  %g = "tsr.recv"() {mesh_axis = "pp", peer = 1 : i64, tag = 1 : i64} : () -> tensor<4x8xf32>
+"#,
+            "  %g = \"tsr.neg\"(%x) : (tensor<4x8xf32>) -> tensor<4x8xf32>\n",
+        );
+        let g = fused(&joined, &conservative_can_compile);
+        assert_eq!(groups(&g).iter().map(|gr| gr.nodes.len()).collect::<Vec<_>>(), [3]);
+    }
+
     #[test]
     fn one_reduction_per_group_and_tags_round_trip_through_text() {
         let g = fused(MLP, &conservative_can_compile);
