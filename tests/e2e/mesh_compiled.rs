@@ -223,3 +223,38 @@ fn compiled_mesh_training_under_mpirun_equals_the_single_process_compiled_run() 
         assert!(files_in(&dir.path().join(ckpt)).iter().any(|f| f == "step-00000003"), "{mesh}");
     }
 }
+
+/// `compile --train --mesh`: the training step's stage programs, each rank's in its pipeline
+/// schedule's order, with the mesh and schedule recorded (and hashed) in the manifest.
+#[test]
+fn a_training_step_compiles_to_one_program_per_rank() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = "gpt:layers=2,hidden=16,heads=2,seq=8,vocab=64";
+    let args = ["compile", model, "--train", "--micro-batches", "2", "--mesh", "pp=2", "-o", "step"];
+    let out = tessera(dir.path(), &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("over mesh pp=2"), "{}", out.stdout);
+    let root = dir.path().join("step");
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(root.join("manifest.json")).expect("manifest")).expect("json");
+    assert!(manifest.options.iter().any(|o| o == "mesh=pp=2"), "{:?}", manifest.options);
+    assert!(manifest.options.iter().any(|o| o == "schedule=1f1b"), "{:?}", manifest.options);
+    assert_eq!(manifest.ranks.len(), 2);
+    for entry in &manifest.ranks {
+        let program: Program =
+            serde_json::from_slice(&std::fs::read(root.join(&entry.program)).expect("program")).expect("json");
+        let count = |mnemonic: &str| {
+            program
+                .steps
+                .iter()
+                .filter(|s| matches!(s, Step::Library { call: LibraryCall::Collective { op }, .. } if op.mnemonic() == mnemonic))
+                .count()
+        };
+        // Activations go forward and gradients back: both stages send and receive, once per
+        // micro-batch at least.
+        assert!(count("send") >= 2 && count("recv") >= 2, "rank {}: {}", entry.rank, step_list(&program));
+        // Every stage updates its own layers' weights and returns the loss.
+        assert!(program.outputs.iter().any(|o| o.name == "loss"), "rank {}", entry.rank);
+        assert!(program.outputs.iter().any(|o| o.name.ends_with(".next")), "rank {}", entry.rank);
+    }
+}
