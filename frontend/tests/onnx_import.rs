@@ -4,8 +4,8 @@
 mod onnx_support;
 
 use onnx_support::{
-    assert_close, attr_float, attr_int, attr_ints, f32_raw, f32_typed, f32_value, i64_typed, mlp_model, model, node,
-    run, value, D,
+    assert_close, attr_float, attr_int, attr_ints, attr_str, f32_raw, f32_typed, f32_value, i64_typed, mlp_model,
+    model, node, run, value, D,
 };
 use prost::Message;
 use tessera_frontend::onnx::proto::tensor_proto::{DataLocation, DataType};
@@ -535,4 +535,60 @@ fn reshape_minus_one_over_a_symbolic_dim_is_the_symbolic_quotient() {
     assert_eq!(g.value(g.outputs()[0]).ty.to_string(), r#"tensor<?x17x32xf32, ["4 * s33"]>"#);
     let out = run(&g, vec![ones(&[2, 4, 17, 32])]);
     assert_eq!(out[0].shape, vec![8, 17, 32]);
+}
+
+/// ViT's position-embedding interpolation: a constant `[1, 2, 3, 3]` grid resized (cubic and
+/// linear, each coordinate transform the run-time path covers) to `sizes` that are shape
+/// arithmetic over the symbolic input, `floordiv(h, 4)` by `w`. The symbolic import computes
+/// taps and weights at run time; it must agree with the import that binds `h` and `w` first,
+/// whose taps are planned at import time, at sizes that shrink, keep and grow the grid.
+#[test]
+fn resize_to_symbolic_sizes_matches_the_import_with_sizes_bound() {
+    let grid: Vec<f32> = (0..18).map(|i| ((i * 7) % 11) as f32 - 3.0).collect();
+    for (mode, transform) in [
+        ("cubic", "half_pixel"),
+        ("cubic", "pytorch_half_pixel"),
+        ("linear", "align_corners"),
+        ("linear", "asymmetric"),
+    ] {
+        let m = model(
+            vec![
+                node("Shape", "shape", &["x"], &["s"], vec![]),
+                node("Gather", "hw", &["s", "hw_idx"], &["hw"], vec![attr_int("axis", 0)]),
+                node("Div", "quarter", &["hw", "div"], &["out_hw"], vec![]),
+                node("Concat", "sizes", &["lead", "out_hw"], &["sizes"], vec![attr_int("axis", 0)]),
+                node(
+                    "Resize",
+                    "resize",
+                    &["grid", "", "", "sizes"],
+                    &["y"],
+                    vec![attr_str("mode", mode), attr_str("coordinate_transformation_mode", transform)],
+                ),
+            ],
+            vec![f32_value("x", &[D::P("h"), D::P("w")])],
+            vec![f32_value("y", &[D::N(1), D::N(2), D::P("oh"), D::P("ow")])],
+            vec![
+                f32_typed("grid", &[1, 2, 3, 3], &grid),
+                i64_typed("hw_idx", &[2], &[0, 1]),
+                i64_typed("div", &[2], &[4, 1]),
+                i64_typed("lead", &[2], &[1, 2]),
+            ],
+            18,
+        );
+        let symbolic = import(&m);
+        assert!(count_ops(&symbolic, "iota") >= 1, "{mode} {transform}: taps are computed at run time");
+        for (h, w) in [(4, 2), (12, 3), (21, 7), (8, 1)] {
+            let dims = [("h".to_string(), h as u64), ("w".to_string(), w as u64)].into_iter().collect();
+            let bound = import_proto(&m, None, &ImportOptions { dims, ..Default::default() })
+                .unwrap_or_else(|e| panic!("bound import: {e}"));
+            let at_run_time = run(&symbolic, vec![ones(&[h, w])]);
+            let planned = run(&bound, vec![ones(&[h, w])]);
+            let expected: Vec<f64> = planned[0].to_f64_vec();
+            let label = format!("{mode} {transform} at {h}x{w}");
+            assert_eq!(at_run_time[0].shape, planned[0].shape, "{label}");
+            for (got, want) in at_run_time[0].to_f64_vec().iter().zip(&expected) {
+                assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "{label}: {got} vs {want}");
+            }
+        }
+    }
 }

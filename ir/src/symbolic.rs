@@ -382,6 +382,9 @@ impl DimExpr {
     /// monomial`, `k != 0`): every term of `self` must contain the monomial with a coefficient
     /// that `k` divides. `None` otherwise (also when the quotient is not exact).
     pub fn div_exact(&self, divisor: &DimExpr) -> Option<DimExpr> {
+        if divisor.terms.len() > 1 {
+            return self.div_exact_polynomial(divisor);
+        }
         let [(dm, dk)] = divisor.terms.iter().collect::<Vec<_>>()[..] else { return None };
         let mut terms = BTreeMap::new();
         for (m, k) in &self.terms {
@@ -399,6 +402,26 @@ impl DimExpr {
             terms.insert(rest.into_iter().collect(), k / dk);
         }
         Some(DimExpr { terms })
+    }
+
+    /// [`DimExpr::div_exact`] by a divisor of several terms (`64 * b + 64 * b * h` by
+    /// `16 * b + 16 * b * h`, as a reshape's `-1` over symbolic dims asks): long division, each
+    /// step dividing the remainder's greatest term by the divisor's, and the quotient checked by
+    /// multiplying back, so a wrong step can only give `None`.
+    fn div_exact_polynomial(&self, divisor: &DimExpr) -> Option<DimExpr> {
+        let (lead_monomial, lead_coefficient) = divisor.terms.iter().next_back()?;
+        let lead = DimExpr { terms: BTreeMap::from([(lead_monomial.clone(), *lead_coefficient)]) };
+        let mut quotient = DimExpr::default();
+        let mut remainder = self.clone();
+        // Each step removes the remainder's greatest term; a bound keeps hostile input finite.
+        for _ in 0..=self.terms.len() {
+            let Some((monomial, coefficient)) = remainder.terms.iter().next_back() else { break };
+            let top = DimExpr { terms: BTreeMap::from([(monomial.clone(), *coefficient)]) };
+            let step = top.div_exact(&lead)?;
+            quotient = quotient.add(&step).ok()?;
+            remainder = remainder.sub(&step.mul(divisor).ok()?).ok()?;
+        }
+        (quotient.mul(divisor).ok()? == *self).then_some(quotient)
     }
 
     /// When `self` is `a * s + b` for a single symbol `s`: `s` and the integer value that makes
@@ -732,6 +755,11 @@ mod tests {
         assert_eq!(e("2 * s").div_exact(&e("4")), None);
         assert_eq!(e("2 * s").div_exact(&e("t")), None);
         assert_eq!(e("2 * s").div_exact(&e("s + 1")), None);
+        let flat = e("64 * b + 64 * b * floordiv(h, 8) * floordiv(w, 8)");
+        assert_eq!(flat.div_exact(&e("16 * b + 16 * b * floordiv(h, 8) * floordiv(w, 8)")), Some(e("4")));
+        assert_eq!(e("s * s + 2 * s + 1").div_exact(&e("s + 1")), Some(e("s + 1")));
+        assert_eq!(e("s * s + 2 * s + 2").div_exact(&e("s + 1")), None);
+        assert_eq!(e("8 * s + 4").div_exact(&e("2 * s + 1")), Some(e("4")));
     }
 
     #[test]
@@ -862,6 +890,16 @@ mod tests {
             }
             if let Some(equal) = ex.decide_equal(&ey) {
                 prop_assert_eq!(equal, vx == vy, "{} == {}", ex, ey);
+            }
+        }
+
+        #[test]
+        fn exact_division_is_sound(x in tree(true), y in tree(true)) {
+            let (ex, ey) = (build(&x), build(&y));
+            for dividend in [ex.clone(), ex.mul(&ey).unwrap()] {
+                if let Some(q) = dividend.div_exact(&ey) {
+                    prop_assert_eq!(q.mul(&ey).unwrap(), dividend);
+                }
             }
         }
 
