@@ -518,7 +518,7 @@ impl Importer {
         if let Some(n) = part.as_const() {
             return Ok(self.constant(Tensor::from_i64(DType::I64, vec![], vec![n])));
         }
-        if !part.lower_bound().is_some_and(|b| b >= 0) {
+        if part.lower_bound().is_none_or(|b| b < 0) {
             return Err(BuildError::Unsupported(format!(
                 "computing the shape entry {whole} at run time: its part {part} may be negative"
             )));
