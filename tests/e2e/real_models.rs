@@ -19,7 +19,9 @@
 //! each with inputs at two shapes and onnxruntime's outputs made at set-up time. One test runs
 //! every corpus model as it is through `tessera run` at both shapes and checks the outcome
 //! against a committed list of the models that must pass (`tests/conformance/
-//! model-corpus-passing.txt`); see [`model_corpus_matches_onnxruntime_as_listed`].
+//! model-corpus-passing.txt`), and a second list of those that must pass with one symbolic
+//! import, their dimensions bound only by `tessera run` from each shape's inputs
+//! (`model-corpus-symbolic.txt`); see [`model_corpus_matches_onnxruntime_as_listed`].
 
 use crate::support::{repo_root, tessera};
 use std::path::{Path, PathBuf};
