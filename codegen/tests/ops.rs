@@ -187,6 +187,19 @@ proptest! {
             g.set_outputs(vec![y]);
             graphs.push(g);
         }
+        // iota along an axis, as integers (gathering rows by it) and as floats (fused with exp).
+        {
+            let mut g = Graph::new("iota");
+            let x = input(&mut g, "x", ty(DType::F32, &shape));
+            let axis = (pick % rank as u64) as i64 - rank as i64;
+            let positions = add(&mut g, Op::Iota { axis }, &[x]);
+            let e = add(&mut g, Op::Unary(UnaryOp::Exp), &[positions]);
+            let counter = input(&mut g, "counter", ty(DType::I64, &shape[..1]));
+            let rows = add(&mut g, Op::Iota { axis: 0 }, &[counter]);
+            let gathered = add(&mut g, Op::Gather { axis: 0 }, &[x, rows]);
+            g.set_outputs(vec![positions, e, gathered]);
+            graphs.push(g);
+        }
         harness::check_all(&graphs, seed);
     }
 

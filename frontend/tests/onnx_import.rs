@@ -4,8 +4,8 @@
 mod onnx_support;
 
 use onnx_support::{
-    assert_close, attr_float, attr_int, attr_ints, f32_raw, f32_typed, f32_value, i64_typed, mlp_model, model, node,
-    run, value, D,
+    assert_close, attr_float, attr_int, attr_ints, attr_str, f32_raw, f32_typed, f32_value, i64_typed, mlp_model,
+    model, node, run, value, D,
 };
 use prost::Message;
 use tessera_frontend::onnx::proto::tensor_proto::{DataLocation, DataType};
@@ -396,4 +396,199 @@ fn initializers_as_parameters_are_inputs_that_compute_the_same() {
     assert!(import_proto(&truncated, None, &options).is_ok());
     let refused = import_proto(&truncated, None, &ImportOptions::default()).err().map(|e| e.to_string());
     assert!(refused.is_some_and(|e| e.contains("holds 3 bytes")));
+}
+
+/// `x: [batch, seq]`, its `Shape`, and `seq` as a scalar (`Gather(shape, 1)`): the start of
+/// the exporter-style shape arithmetic the next tests build on.
+fn seq_of_x() -> Vec<tessera_frontend::onnx::proto::NodeProto> {
+    vec![
+        node("Shape", "shape", &["x"], &["s"], vec![]),
+        node("Gather", "seq", &["s", "one"], &["seq"], vec![attr_int("axis", 0)]),
+    ]
+}
+
+fn ones(shape: &[usize]) -> tessera_ir::tensor::Tensor {
+    f32_tensor(shape, &vec![1.0; shape.iter().product()])
+}
+
+/// `Range(0, seq, 1)` and `Range(1, seq, 2)` over a symbolic `seq` are tensors of symbolic
+/// length (`tsr.iota`), computed once the run binds `seq`, an empty range included.
+#[test]
+fn range_over_a_symbolic_limit_has_a_symbolic_length() {
+    let mut nodes = seq_of_x();
+    nodes.push(node("Range", "positions", &["zero", "seq", "one"], &["p"], vec![]));
+    nodes.push(node("Range", "odd", &["one", "seq", "two"], &["o"], vec![]));
+    let m = model(
+        nodes,
+        vec![f32_value("x", &[D::P("batch"), D::P("seq")])],
+        vec![value("p", DataType::Int64, &[D::P("seq")]), value("o", DataType::Int64, &[D::P("n")])],
+        vec![i64_typed("zero", &[], &[0]), i64_typed("one", &[], &[1]), i64_typed("two", &[], &[2])],
+        17,
+    );
+    let g = import(&m);
+    assert_eq!(g.value(g.outputs()[0]).ty.dims, vec![Dim::sym("seq")]);
+    assert_eq!(g.value(g.outputs()[1]).ty.to_string(), r#"tensor<?xi64, ["floordiv(seq, 2)"]>"#);
+    assert!(count_ops(&g, "iota") >= 1);
+    let out = run(&g, vec![ones(&[2, 5])]);
+    assert_eq!((out[0].to_i64_vec(), out[1].to_i64_vec()), (vec![0, 1, 2, 3, 4], vec![1, 3]));
+    let out = run(&g, vec![ones(&[1, 1])]);
+    assert_eq!((out[0].to_i64_vec(), out[1].to_i64_vec()), (vec![0], vec![]));
+}
+
+/// `table[0:seq]` of a constant table (BERT's position ids): a gather of iota positions with the
+/// symbolic length `seq`; a run with `seq` past the table fails naming the index and the bound.
+#[test]
+fn slice_with_a_symbolic_end_gathers_a_symbolic_length() {
+    let mut nodes = seq_of_x();
+    nodes.push(node("Unsqueeze", "end", &["seq", "axes"], &["end"], vec![]));
+    nodes.push(node("Slice", "rows", &["table", "start", "end", "axes"], &["y"], vec![]));
+    let m = model(
+        nodes,
+        vec![f32_value("x", &[D::P("batch"), D::P("seq")])],
+        vec![f32_value("y", &[D::P("seq"), D::N(2)])],
+        vec![
+            i64_typed("one", &[], &[1]),
+            i64_typed("axes", &[1], &[0]),
+            i64_typed("start", &[1], &[0]),
+            f32_typed("table", &[4, 2], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]),
+        ],
+        17,
+    );
+    let g = import(&m);
+    assert_eq!(g.value(g.outputs()[0]).ty.dims, vec![Dim::sym("seq"), Dim::Static(2)]);
+    let out = run(&g, vec![ones(&[1, 3])]);
+    assert_close(&out[0], DType::F32, &[3, 2], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], 0.0);
+    let x = g.inputs()[0];
+    let too_long = tessera_runtime::interpreter::run(&g, &[(g.value(x).name.clone(), ones(&[1, 5]))]);
+    let message = too_long.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains('4') && message.contains("out of range"), "{message}");
+}
+
+/// Comparisons of dimension expressions decide what holds for every size >= 1: `Equal(seq, -1)`
+/// is false and `Less(0, seq)` true, folded to constants; `Equal(seq, 4)` depends on the size
+/// and is a located error naming both expressions.
+#[test]
+fn comparisons_of_symbolic_dims_decide_for_every_size_or_say_why_not() {
+    let mut nodes = seq_of_x();
+    nodes.push(node("Equal", "is_minus_one", &["seq", "minus_one"], &["e"], vec![]));
+    nodes.push(node("Less", "positive", &["zero", "seq"], &["l"], vec![]));
+    let outputs = vec![value("e", DataType::Bool, &[]), value("l", DataType::Bool, &[])];
+    let initializers = || {
+        vec![
+            i64_typed("one", &[], &[1]),
+            i64_typed("zero", &[], &[0]),
+            i64_typed("minus_one", &[], &[-1]),
+            i64_typed("four", &[], &[4]),
+        ]
+    };
+    let x = || vec![f32_value("x", &[D::P("batch"), D::P("seq")])];
+    let g = import(&model(nodes, x(), outputs, initializers(), 17));
+    assert_eq!(g.num_nodes(), 2, "both comparisons fold to constants");
+    let out = run(&g, vec![ones(&[1, 3])]);
+    assert_eq!((out[0].to_i64_vec(), out[1].to_i64_vec()), (vec![0], vec![1]));
+
+    let mut nodes = seq_of_x();
+    nodes.push(node("Equal", "is_four", &["seq", "four"], &["e"], vec![]));
+    let undecided = model(nodes, x(), vec![value("e", DataType::Bool, &[])], initializers(), 17);
+    let message = import_proto(&undecided, None, &ImportOptions::default()).err().map(|e| e.to_string());
+    let message = message.unwrap_or_default();
+    assert!(message.contains("is_four") && message.contains("seq") && message.contains('4'), "{message}");
+    assert!(message.contains("depends on their sizes"), "{message}");
+}
+
+/// A shape value read as data (`x * float(seq)`) becomes a run-time tensor computed from the
+/// bound sizes, and `GatherND` with run-time indices over a symbolic `[batch, seq]` picks
+/// `x[b, s]` per index pair, negative components counting from the end.
+#[test]
+fn shape_values_as_data_and_gather_nd_with_run_time_indices() {
+    let mut nodes = seq_of_x();
+    nodes.push(node("Cast", "seq_f", &["seq"], &["seq_f"], vec![attr_int("to", DataType::Float as i64)]));
+    nodes.push(node("Mul", "scaled", &["x", "seq_f"], &["y"], vec![]));
+    nodes.push(node("GatherND", "picked", &["x", "idx"], &["z"], vec![]));
+    let m = model(
+        nodes,
+        vec![f32_value("x", &[D::P("batch"), D::P("seq")]), value("idx", DataType::Int64, &[D::P("n"), D::N(2)])],
+        vec![f32_value("y", &[D::P("batch"), D::P("seq")]), f32_value("z", &[D::P("n")])],
+        vec![i64_typed("one", &[], &[1])],
+        17,
+    );
+    let g = import(&m);
+    let values: Vec<f64> = (0..6).map(f64::from).collect();
+    let idx = tessera_ir::tensor::Tensor::from_i64(DType::I64, vec![3, 2], vec![0, 2, 1, 0, -1, -2]);
+    let out = run(&g, vec![f32_tensor(&[2, 3], &values), idx]);
+    assert_close(&out[0], DType::F32, &[2, 3], &[0.0, 3.0, 6.0, 9.0, 12.0, 15.0], 0.0);
+    assert_close(&out[1], DType::F32, &[3], &[2.0, 3.0, 4.0], 0.0);
+}
+
+/// ViT's dynamo export reshapes `[s33, 4, 17, 32]` to `[-1, 17, 32]`: the `-1` is the symbolic
+/// quotient `4 * s33`.
+#[test]
+fn reshape_minus_one_over_a_symbolic_dim_is_the_symbolic_quotient() {
+    let m = model(
+        vec![node("Reshape", "r", &["x", "shape"], &["y"], vec![])],
+        vec![f32_value("x", &[D::P("s33"), D::N(4), D::N(17), D::N(32)])],
+        vec![f32_value("y", &[D::P("n"), D::N(17), D::N(32)])],
+        vec![i64_typed("shape", &[3], &[-1, 17, 32])],
+        17,
+    );
+    let g = import(&m);
+    assert_eq!(g.value(g.outputs()[0]).ty.to_string(), r#"tensor<?x17x32xf32, ["4 * s33"]>"#);
+    let out = run(&g, vec![ones(&[2, 4, 17, 32])]);
+    assert_eq!(out[0].shape, vec![8, 17, 32]);
+}
+
+/// ViT's position-embedding interpolation: a constant `[1, 2, 3, 3]` grid resized (cubic and
+/// linear, each coordinate transform the run-time path covers) to `sizes` that are shape
+/// arithmetic over the symbolic input, `floordiv(h, 4)` by `w`. The symbolic import computes
+/// taps and weights at run time; it must agree with the import that binds `h` and `w` first,
+/// whose taps are planned at import time, at sizes that shrink, keep and grow the grid.
+#[test]
+fn resize_to_symbolic_sizes_matches_the_import_with_sizes_bound() {
+    let grid: Vec<f32> = (0..18).map(|i| ((i * 7) % 11) as f32 - 3.0).collect();
+    for (mode, transform) in [
+        ("cubic", "half_pixel"),
+        ("cubic", "pytorch_half_pixel"),
+        ("linear", "align_corners"),
+        ("linear", "asymmetric"),
+    ] {
+        let m = model(
+            vec![
+                node("Shape", "shape", &["x"], &["s"], vec![]),
+                node("Gather", "hw", &["s", "hw_idx"], &["hw"], vec![attr_int("axis", 0)]),
+                node("Div", "quarter", &["hw", "div"], &["out_hw"], vec![]),
+                node("Concat", "sizes", &["lead", "out_hw"], &["sizes"], vec![attr_int("axis", 0)]),
+                node(
+                    "Resize",
+                    "resize",
+                    &["grid", "", "", "sizes"],
+                    &["y"],
+                    vec![attr_str("mode", mode), attr_str("coordinate_transformation_mode", transform)],
+                ),
+            ],
+            vec![f32_value("x", &[D::P("h"), D::P("w")])],
+            vec![f32_value("y", &[D::N(1), D::N(2), D::P("oh"), D::P("ow")])],
+            vec![
+                f32_typed("grid", &[1, 2, 3, 3], &grid),
+                i64_typed("hw_idx", &[2], &[0, 1]),
+                i64_typed("div", &[2], &[4, 1]),
+                i64_typed("lead", &[2], &[1, 2]),
+            ],
+            18,
+        );
+        let symbolic = import(&m);
+        assert!(count_ops(&symbolic, "iota") >= 1, "{mode} {transform}: taps are computed at run time");
+        for (h, w) in [(4, 2), (12, 3), (21, 7), (8, 1)] {
+            let dims = [("h".to_string(), h as u64), ("w".to_string(), w as u64)].into_iter().collect();
+            let bound = import_proto(&m, None, &ImportOptions { dims, ..Default::default() })
+                .unwrap_or_else(|e| panic!("bound import: {e}"));
+            let at_run_time = run(&symbolic, vec![ones(&[h, w])]);
+            let planned = run(&bound, vec![ones(&[h, w])]);
+            let expected: Vec<f64> = planned[0].to_f64_vec();
+            let label = format!("{mode} {transform} at {h}x{w}");
+            assert_eq!(at_run_time[0].shape, planned[0].shape, "{label}");
+            for (got, want) in at_run_time[0].to_f64_vec().iter().zip(&expected) {
+                assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "{label}: {got} vs {want}");
+            }
+        }
+    }
 }

@@ -248,6 +248,78 @@ impl DimExpr {
         self.add(&DimExpr::constant(bump))?.floordiv(divisor)
     }
 
+    /// `(P, N)` with `self = P - N`, where `P` holds the terms with positive coefficients and
+    /// `N` the negated others, so both are sums of terms with positive coefficients.
+    pub fn split_signs(&self) -> (DimExpr, DimExpr) {
+        let (mut positive, mut negative) = (DimExpr::default(), DimExpr::default());
+        for (monomial, &coefficient) in &self.terms {
+            if coefficient > 0 {
+                positive.terms.insert(monomial.clone(), coefficient);
+            } else if let Some(magnitude) = coefficient.checked_neg() {
+                negative.terms.insert(monomial.clone(), magnitude);
+            } else {
+                // i64::MIN has no positive counterpart; it stays on its side, still exact.
+                positive.terms.insert(monomial.clone(), coefficient);
+            }
+        }
+        (positive, negative)
+    }
+
+    /// A lower bound on the value for every assignment of the symbols to integers `>= 1` (the
+    /// importer's documented assumption: a dimension that a symbol names is at least 1), or
+    /// `None` when the form gives none (a term with a negative coefficient, or an atom whose
+    /// argument has no bound). Each term counts at its least: a symbol at 1, `mod` at 0,
+    /// `floordiv(e, c)` at `floor(bound(e) / c)`.
+    pub fn lower_bound(&self) -> Option<i64> {
+        let mut bound: i64 = 0;
+        for (monomial, &coefficient) in &self.terms {
+            let mut least: i64 = 1;
+            for (atom, exponent) in monomial {
+                let atom_least = match atom {
+                    Atom::Symbol(_) => 1,
+                    Atom::Mod(..) => 0,
+                    Atom::FloorDiv(e, c) => e.lower_bound()?.div_euclid(*c),
+                };
+                // A product grows with its factors only while they are non-negative.
+                if atom_least < 0 {
+                    return None;
+                }
+                least = least.checked_mul(atom_least.checked_pow(*exponent)?)?;
+            }
+            if coefficient < 0 && !monomial.is_empty() {
+                return None;
+            }
+            bound = bound.checked_add(coefficient.checked_mul(least)?)?;
+        }
+        Some(bound)
+    }
+
+    /// Whether `self < other` for every assignment of the symbols to integers `>= 1`: `Some`
+    /// when the answer is the same for all of them and [`DimExpr::lower_bound`] shows it,
+    /// `None` when it depends on the sizes (or the bounds cannot tell).
+    pub fn decide_less(&self, other: &DimExpr) -> Option<bool> {
+        let ahead = other.sub(self).ok()?.lower_bound();
+        let behind = self.sub(other).ok()?.lower_bound();
+        match (ahead, behind) {
+            (Some(d), _) if d >= 1 => Some(true),
+            (_, Some(d)) if d >= 0 => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Whether `self == other` for every assignment of the symbols to integers `>= 1`; `None`
+    /// when it depends on the sizes. Equal canonical forms are equal; otherwise one side must
+    /// be provably larger.
+    pub fn decide_equal(&self, other: &DimExpr) -> Option<bool> {
+        if self == other {
+            return Some(true);
+        }
+        match (self.decide_less(other), other.decide_less(self)) {
+            (Some(true), _) | (_, Some(true)) => Some(false),
+            _ => None,
+        }
+    }
+
     /// The atom when `self` is exactly one atom with coefficient and exponent 1.
     fn single_atom(&self) -> Option<&Atom> {
         match self.terms.iter().next() {
@@ -310,6 +382,9 @@ impl DimExpr {
     /// monomial`, `k != 0`): every term of `self` must contain the monomial with a coefficient
     /// that `k` divides. `None` otherwise (also when the quotient is not exact).
     pub fn div_exact(&self, divisor: &DimExpr) -> Option<DimExpr> {
+        if divisor.terms.len() > 1 {
+            return self.div_exact_polynomial(divisor);
+        }
         let [(dm, dk)] = divisor.terms.iter().collect::<Vec<_>>()[..] else { return None };
         let mut terms = BTreeMap::new();
         for (m, k) in &self.terms {
@@ -327,6 +402,26 @@ impl DimExpr {
             terms.insert(rest.into_iter().collect(), k / dk);
         }
         Some(DimExpr { terms })
+    }
+
+    /// [`DimExpr::div_exact`] by a divisor of several terms (`64 * b + 64 * b * h` by
+    /// `16 * b + 16 * b * h`, as a reshape's `-1` over symbolic dims asks): long division, each
+    /// step dividing the remainder's greatest term by the divisor's, and the quotient checked by
+    /// multiplying back, so a wrong step can only give `None`.
+    fn div_exact_polynomial(&self, divisor: &DimExpr) -> Option<DimExpr> {
+        let (lead_monomial, lead_coefficient) = divisor.terms.iter().next_back()?;
+        let lead = DimExpr { terms: BTreeMap::from([(lead_monomial.clone(), *lead_coefficient)]) };
+        let mut quotient = DimExpr::default();
+        let mut remainder = self.clone();
+        // Each step removes the remainder's greatest term; a bound keeps hostile input finite.
+        for _ in 0..=self.terms.len() {
+            let Some((monomial, coefficient)) = remainder.terms.iter().next_back() else { break };
+            let top = DimExpr { terms: BTreeMap::from([(monomial.clone(), *coefficient)]) };
+            let step = top.div_exact(&lead)?;
+            quotient = quotient.add(&step).ok()?;
+            remainder = remainder.sub(&step.mul(divisor).ok()?).ok()?;
+        }
+        (quotient.mul(divisor).ok()? == *self).then_some(quotient)
     }
 
     /// When `self` is `a * s + b` for a single symbol `s`: `s` and the integer value that makes
@@ -660,6 +755,38 @@ mod tests {
         assert_eq!(e("2 * s").div_exact(&e("4")), None);
         assert_eq!(e("2 * s").div_exact(&e("t")), None);
         assert_eq!(e("2 * s").div_exact(&e("s + 1")), None);
+        let flat = e("64 * b + 64 * b * floordiv(h, 8) * floordiv(w, 8)");
+        assert_eq!(flat.div_exact(&e("16 * b + 16 * b * floordiv(h, 8) * floordiv(w, 8)")), Some(e("4")));
+        assert_eq!(e("s * s + 2 * s + 1").div_exact(&e("s + 1")), Some(e("s + 1")));
+        assert_eq!(e("s * s + 2 * s + 2").div_exact(&e("s + 1")), None);
+        assert_eq!(e("8 * s + 4").div_exact(&e("2 * s + 1")), Some(e("4")));
+    }
+
+    #[test]
+    fn lower_bounds_assume_every_symbol_is_at_least_one() {
+        assert_eq!(e("seq").lower_bound(), Some(1));
+        assert_eq!(e("seq + 1").lower_bound(), Some(2));
+        assert_eq!(e("2 * batch * seq - 3").lower_bound(), Some(-1));
+        assert_eq!(e("mod(seq, 4) + floordiv(seq + 7, 8)").lower_bound(), Some(1));
+        assert_eq!(e("512 - seq").lower_bound(), None);
+        assert_eq!(e("floordiv(seq - 9, 2)").lower_bound(), Some(-4));
+        assert_eq!(e("floordiv(seq - 9, 2) * seq").lower_bound(), None);
+        assert_eq!(e("2 * seq - batch * seq - 3").split_signs(), (e("2 * seq"), e("batch * seq + 3")));
+    }
+
+    #[test]
+    fn comparisons_decide_what_holds_for_every_size() {
+        let (seq, zero, minus_one) = (e("seq"), e("0"), e("-1"));
+        assert_eq!(seq.decide_equal(&minus_one), Some(false));
+        assert_eq!(zero.decide_less(&seq), Some(true));
+        assert_eq!(seq.decide_less(&zero), Some(false));
+        assert_eq!(seq.decide_equal(&e("seq")), Some(true));
+        assert_eq!(seq.decide_equal(&e("1")), None);
+        assert_eq!(seq.decide_less(&e("512")), None);
+        assert_eq!(seq.decide_less(&e("seq + 1")), Some(true));
+        assert_eq!(e("batch * seq + seq").decide_less(&seq), Some(false));
+        // True for every size, but beyond the term-by-term bound: left undecided, not guessed.
+        assert_eq!(e("batch * seq").decide_less(&seq), None);
     }
 
     /// How a random expression is built, kept so the test can evaluate the same tree directly.
@@ -746,6 +873,34 @@ mod tests {
         fn eval_commutes_with_the_arithmetic(t in tree(true), a in -50i64..50, b in -50i64..50, c in -50i64..50) {
             let values = [a, b, c];
             prop_assert_eq!(build(&t).eval(&bindings(&values)), Ok(direct(&t, &values)));
+        }
+
+        #[test]
+        fn lower_bounds_and_decisions_hold_at_every_size(
+            x in tree(true), y in tree(true), a in 1i64..40, b in 1i64..40, c in 1i64..40,
+        ) {
+            let values = [a, b, c];
+            let (ex, ey) = (build(&x), build(&y));
+            let (vx, vy) = (direct(&x, &values), direct(&y, &values));
+            if let Some(bound) = ex.lower_bound() {
+                prop_assert!(vx >= bound, "{ex} = {vx} below its bound {bound}");
+            }
+            if let Some(less) = ex.decide_less(&ey) {
+                prop_assert_eq!(less, vx < vy, "{} < {}", ex, ey);
+            }
+            if let Some(equal) = ex.decide_equal(&ey) {
+                prop_assert_eq!(equal, vx == vy, "{} == {}", ex, ey);
+            }
+        }
+
+        #[test]
+        fn exact_division_is_sound(x in tree(true), y in tree(true)) {
+            let (ex, ey) = (build(&x), build(&y));
+            for dividend in [ex.clone(), ex.mul(&ey).unwrap()] {
+                if let Some(q) = dividend.div_exact(&ey) {
+                    prop_assert_eq!(q.mul(&ey).unwrap(), dividend);
+                }
+            }
         }
 
         #[test]

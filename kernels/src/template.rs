@@ -2,7 +2,7 @@
 //!
 //! A *pointwise* op computes the element at one index from elements of its operands at indices
 //! that are a function of that index alone (elementwise math, casts, `where`, and the layout ops
-//! `broadcast`, `reshape`, `transpose`, `slice`, `concat`, `split`, `gather`, `rope`). A consumer
+//! `broadcast`, `reshape`, `transpose`, `slice`, `concat`, `split`, `gather`, `rope`, and `iota`, which reads no operand element). A consumer
 //! can therefore compute it inline, inside its own loops, without a buffer in between. The other
 //! templates own a loop nest with an inner reduction and always write a buffer.
 
@@ -56,6 +56,7 @@ pub fn template(op: &Op) -> Option<Template> {
         | Op::Concat { .. }
         | Op::Split { .. }
         | Op::Gather { .. }
+        | Op::Iota { .. }
         | Op::Rope { .. } => Template::Pointwise,
         Op::Reduce { .. } => Template::Reduce,
         Op::ArgMax { .. } => Template::ArgMax,

@@ -19,7 +19,9 @@
 //! each with inputs at two shapes and onnxruntime's outputs made at set-up time. One test runs
 //! every corpus model as it is through `tessera run` at both shapes and checks the outcome
 //! against a committed list of the models that must pass (`tests/conformance/
-//! model-corpus-passing.txt`); see [`model_corpus_matches_onnxruntime_as_listed`].
+//! model-corpus-passing.txt`), and a second list of those that must pass with one symbolic
+//! import, their dimensions bound only by `tessera run` from each shape's inputs
+//! (`model-corpus-symbolic.txt`); see [`model_corpus_matches_onnxruntime_as_listed`].
 
 use crate::support::{repo_root, tessera};
 use std::path::{Path, PathBuf};
@@ -147,16 +149,26 @@ struct Reference {
     outputs: Vec<(String, PathBuf)>,
 }
 
+/// What one `tessera run` against onnxruntime measured.
+struct Measured {
+    /// (output name, max error; see [`TOLERANCE`]) per output.
+    errors: Vec<(String, f64)>,
+    /// Whether `tessera run` fell back to importing with the inputs' sizes bound (it says so in
+    /// a note on stderr).
+    bound_import: bool,
+}
+
 /// Runs `tessera run MODEL` (a model file or an artifact directory) on `reference`'s inputs in
-/// `dir`, and returns (output name, max error; see [`TOLERANCE`]) per output, printing each. An
-/// error is the first line of what failed: a non-zero exit, a missing output, a shape mismatch.
+/// `dir`, and returns the error per output (printing each) and whether the run took the bound
+/// import. An error is the first line of what failed: a non-zero exit, a missing output, a
+/// shape mismatch.
 fn run_against(
     dir: &Path,
     label: &str,
     model: &str,
     names: &GraphNames,
     reference: &Reference,
-) -> Result<Vec<(String, f64)>, String> {
+) -> Result<Measured, String> {
     if names.inputs.len() != reference.inputs.len() || names.outputs.len() != reference.outputs.len() {
         return Err(format!(
             "tessera sees {} inputs and {} outputs, onnxruntime {} and {}",
@@ -199,7 +211,7 @@ fn run_against(
         );
         errors.push((onnx_name.clone(), error));
     }
-    Ok(errors)
+    Ok(Measured { errors, bound_import: run.stderr.contains("note: imported with") })
 }
 
 /// Runs `case` through reference.py, `tessera run` and `tessera compile`; returns (output name,
@@ -271,7 +283,7 @@ fn compare(case: &Case<'_>) -> Vec<(String, f64)> {
     for (executor, model) in [("interpreter", model_arg.as_str()), ("compiled", artifact.as_str())] {
         let label = format!("{} ({executor})", case.file);
         let measured = run_against(dir, &label, model, &names, &reference).unwrap_or_else(|e| panic!("{label}: {e}"));
-        errors.extend(measured.into_iter().map(|(output, error)| (format!("{output} ({executor})"), error)));
+        errors.extend(measured.errors.into_iter().map(|(output, error)| (format!("{output} ({executor})"), error)));
     }
     errors
 }
@@ -421,9 +433,17 @@ const CORPUS_EXPECTATIONS: &str = "tests/conformance/model-corpus-passing.txt";
 /// The first line of [`CORPUS_EXPECTATIONS`].
 const CORPUS_HEADER: &str = "# Models of the real-model corpus (scripts/model-corpus/) that match onnxruntime unpinned, at both input shapes, through `tessera run`; TESSERA_BLESS=1 cargo test --test e2e model_corpus promotes new ones";
 
+/// The first line of [`CORPUS_SYMBOLIC`].
+const CORPUS_SYMBOLIC_HEADER: &str = "# Models of the real-model corpus that pass with one symbolic import (no dimension bound at import; `tessera run` binds them from the inputs at each shape); TESSERA_BLESS=1 cargo test --test e2e model_corpus promotes new ones";
+
+/// The corpus models expected to pass with their dimensions symbolic, one name a line.
+const CORPUS_SYMBOLIC: &str = "tests/conformance/model-corpus-symbolic.txt";
+
 /// Runs one corpus model (its directory) at both shapes through `tessera run`, unpinned; Ok when
-/// every output of both shapes is within [`TOLERANCE`], else the first failure in one line.
-fn check_corpus_model(model_dir: &Path) -> Result<(), String> {
+/// every output of both shapes is within [`TOLERANCE`], with whether the model imported
+/// symbolically: imported once with its dimensions symbolic, and run at both shapes with no
+/// bound re-import by `tessera run`. Else the first failure in one line.
+fn check_corpus_model(model_dir: &Path) -> Result<bool, String> {
     let manifest_path = model_dir.join("manifest.json");
     let text = std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
     let manifest: serde_json::Value =
@@ -433,6 +453,9 @@ fn check_corpus_model(model_dir: &Path) -> Result<(), String> {
     let shapes = manifest["shapes"].as_array().ok_or_else(|| malformed("shapes"))?;
     let work = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
     let model_name = model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // One symbolic import serves every shape; without it, each shape imports with its sizes.
+    let symbolic_names = graph_names(&model, &[]).ok().filter(|names| names.symbolic);
+    let mut symbolic = symbolic_names.is_some();
     for shape in shapes {
         let label = shape["label"].as_str().ok_or_else(|| malformed("shape label"))?;
         let files = |key: &str| -> Result<Vec<(String, PathBuf)>, String> {
@@ -449,20 +472,27 @@ fn check_corpus_model(model_dir: &Path) -> Result<(), String> {
             inputs: files("inputs")?.into_iter().map(|(_, file)| file).collect(),
             outputs: files("outputs")?,
         };
-        let names = graph_names(&model, &reference.inputs).map_err(|e| format!("{label}: {e}"))?;
+        let names = match &symbolic_names {
+            Some(names) => GraphNames { inputs: names.inputs.clone(), outputs: names.outputs.clone(), symbolic: true },
+            None => graph_names(&model, &reference.inputs).map_err(|e| format!("{label}: {e}"))?,
+        };
         if !names.symbolic {
             println!("model-corpus: {model_name} {label}: imports only with the inputs' sizes bound");
         }
         let measured =
             run_against(work.path(), &format!("{model_name} {label}"), &model.to_string_lossy(), &names, &reference)
                 .map_err(|e| format!("{label}: {e}"))?;
-        if let Some((output, error)) = measured.iter().find(|(_, error)| *error > TOLERANCE) {
+        if measured.bound_import {
+            println!("model-corpus: {model_name} {label}: tessera run imported with the inputs' sizes bound");
+            symbolic = false;
+        }
+        if let Some((output, error)) = measured.errors.iter().find(|(_, error)| *error > TOLERANCE) {
             return Err(format!(
                 "{label}: output '{output}' differs from onnxruntime by {error:.3e} (max {TOLERANCE:e})"
             ));
         }
     }
-    Ok(())
+    Ok(symbolic)
 }
 
 /// Every model of the corpus through `tessera run` at both shapes, checked against the committed
@@ -499,14 +529,24 @@ fn model_corpus_matches_onnxruntime_as_listed() {
     let expectations = std::fs::read_to_string(&expectations_path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", expectations_path.display()));
     let listed = listed_models(&expectations);
+    let symbolic_path = repo_root().join(CORPUS_SYMBOLIC);
+    let listed_symbolic = listed_models(
+        &std::fs::read_to_string(&symbolic_path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", symbolic_path.display())),
+    );
 
     let mut passing = std::collections::BTreeSet::new();
+    let mut symbolic = std::collections::BTreeSet::new();
     let mut failures = std::collections::BTreeMap::new();
     for model in &models {
         match check_corpus_model(&corpus_dir().join(model)) {
-            Ok(()) => {
-                println!("model-corpus: {model}: pass");
+            Ok(imported_symbolically) => {
+                let how = if imported_symbolically { "one symbolic import" } else { "imported with sizes bound" };
+                println!("model-corpus: {model}: pass ({how})");
                 passing.insert(model.clone());
+                if imported_symbolically {
+                    symbolic.insert(model.clone());
+                }
             }
             Err(e) => {
                 println!("model-corpus: {model}: {e}");
@@ -514,25 +554,46 @@ fn model_corpus_matches_onnxruntime_as_listed() {
             }
         }
     }
-    let check = check_expectations(&models, &listed, &failures);
+    let mut check = check_expectations(&models, &listed, &failures);
+    // The symbolic list: a model that imports only with its sizes bound (or fails) is a
+    // regression of the symbolic import; `failures` holds every model that is not symbolic.
+    let not_symbolic: std::collections::BTreeMap<String, String> = models
+        .iter()
+        .filter(|m| !symbolic.contains(*m))
+        .map(|m| {
+            let why = failures.get(m).cloned().unwrap_or_else(|| "imports only with its sizes bound".to_string());
+            (m.clone(), why)
+        })
+        .collect();
+    let symbolic_check = check_expectations(&models, &listed_symbolic, &not_symbolic);
+    check.problems.extend(symbolic_check.problems.iter().map(|p| format!("{p} (symbolic list {CORPUS_SYMBOLIC})")));
     println!(
-        "model-corpus: {} of {} models pass ({} listed, {} newly passing)",
+        "model-corpus: {} of {} models pass ({} listed, {} newly passing); {} with one symbolic import ({} listed, {} new)",
         passing.len(),
         models.len(),
         listed.len(),
-        check.newly_passing.len()
+        check.newly_passing.len(),
+        symbolic.len(),
+        listed_symbolic.len(),
+        symbolic_check.newly_passing.len()
     );
     for model in &check.newly_passing {
         println!("model-corpus: newly passing: {model} (TESSERA_BLESS=1 lists it)");
     }
+    for model in &symbolic_check.newly_passing {
+        println!("model-corpus: newly symbolic: {model} (TESSERA_BLESS=1 lists it)");
+    }
     if std::env::var_os("TESSERA_BLESS").is_some() && check.problems.is_empty() {
-        let mut text = format!("{CORPUS_HEADER}\n");
-        for model in &passing {
-            text.push_str(model);
-            text.push('\n');
+        for (path, header, models) in
+            [(&expectations_path, CORPUS_HEADER, &passing), (&symbolic_path, CORPUS_SYMBOLIC_HEADER, &symbolic)]
+        {
+            let mut text = format!("{header}\n");
+            for model in models {
+                text.push_str(model);
+                text.push('\n');
+            }
+            std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         }
-        std::fs::write(&expectations_path, text)
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", expectations_path.display()));
         return;
     }
     assert!(check.problems.is_empty(), "{}", check.problems.join("\n"));

@@ -1,6 +1,6 @@
 //! Pointwise ops computed inline: the scalar code of elementwise math, comparisons, `where`
 //! and casts, and the index maps of the layout ops (broadcast, reshape, transpose, slice,
-//! concat, split, gather, rope).
+//! concat, split, gather, rope) and `iota`'s coordinate.
 
 use super::{compute_type, shape_of, FnEmitter};
 use crate::error::CodegenError;
@@ -118,6 +118,12 @@ impl FnEmitter<'_> {
                 self.value_at(input(0), &mapped)
             }
             Op::Rope { interleaved } => self.rope_at(node, *interleaved, idx),
+            Op::Iota { axis } => {
+                let ax = normalize_axis(*axis, out_shape.len()).ok_or_else(|| bad_axis(*axis))?;
+                let coordinate = self.fresh();
+                self.line(format!("{coordinate} = arith.index_cast {} : index to i64", idx[ax]));
+                Ok(self.cast(&coordinate, DType::I64, out_ty.dtype))
+            }
             Op::MatMul
             | Op::Softmax { .. }
             | Op::LayerNorm { .. }

@@ -467,23 +467,69 @@ impl Importer {
         }
     }
 
-    /// Input `i` as a tsr value, `None` when omitted.
-    pub fn opt_value(&self, cx: &NodeCx, i: usize) -> BuildResult<Option<ValueId>> {
+    /// Input `i` as a tsr value, `None` when omitted. A shape value with symbolic entries
+    /// becomes a run-time tensor here ([`Importer::dim_values`]).
+    pub fn opt_value(&mut self, cx: &NodeCx, i: usize) -> BuildResult<Option<ValueId>> {
         match self.slot(cx, i)? {
             None => Ok(None),
             Some(Slot::Value(v)) => Ok(Some(v)),
-            Some(Slot::Shape { elems, .. }) => Err(BuildError::Unsupported(format!(
-                "input '{}' is a shape value with symbolic entries ({}), which tessera computes only at \
-                 import time (shape arithmetic, targets of Reshape/Expand/ConstantOfShape); reading it as a \
-                 run-time tensor is not implemented",
-                cx.input_name(i).unwrap_or_default(),
-                show_sym(&elems)
-            ))),
+            Some(Slot::Shape { elems, scalar }) => self.dim_values(&elems, scalar).map(Some),
         }
     }
 
+    /// A shape value as a run-time int64 tensor (a scalar when `scalar`), for the computation
+    /// that reads it as data (a position index `Range(0, seq) + past`, a mask length, ...).
+    /// Each symbolic entry `e` is split as `P - N`, both sums of terms with positive
+    /// coefficients, and each part is the length of an all-ones vector summed:
+    /// `reduce_sum(broadcast(1, [P]))`. So the entry is computed from the dimensions the run
+    /// binds, by ops the interpreter and the compiled path already have, in `O(P + N)` work.
+    pub fn dim_values(&mut self, elems: &[SymInt], scalar: bool) -> BuildResult<ValueId> {
+        let mut entries = Vec::with_capacity(elems.len());
+        for e in elems {
+            let (positive, negative) = e.split_signs();
+            let p = self.dim_length(&positive, e)?;
+            let entry = match negative.as_const() {
+                Some(0) => p,
+                _ => {
+                    let n = self.dim_length(&negative, e)?;
+                    self.binary(tessera_ir::ops::elementwise::BinaryOp::Sub, p, n)?
+                }
+            };
+            entries.push(entry);
+        }
+        if scalar {
+            return match entries.as_slice() {
+                [v] => Ok(*v),
+                _ => Err(BuildError::Invalid(format!("a scalar shape value with {} entries", entries.len()))),
+            };
+        }
+        let rows: Vec<ValueId> =
+            entries.into_iter().map(|v| self.reshape(v, vec![Dim::Static(1)])).collect::<BuildResult<_>>()?;
+        match rows.as_slice() {
+            [] => Ok(self.constant(Tensor::from_i64(DType::I64, vec![0], vec![]))),
+            [v] => Ok(*v),
+            _ => self.add(Op::Concat { axis: 0 }, &rows),
+        }
+    }
+
+    /// `part` (a sum of terms with positive coefficients, part of the entry `whole`) as a
+    /// run-time int64 scalar.
+    fn dim_length(&mut self, part: &SymInt, whole: &SymInt) -> BuildResult<ValueId> {
+        if let Some(n) = part.as_const() {
+            return Ok(self.constant(Tensor::from_i64(DType::I64, vec![], vec![n])));
+        }
+        if part.lower_bound().is_none_or(|b| b < 0) {
+            return Err(BuildError::Unsupported(format!(
+                "computing the shape entry {whole} at run time: its part {part} may be negative"
+            )));
+        }
+        let one = self.constant(Tensor::from_i64(DType::I64, vec![], vec![1]));
+        let ones = self.broadcast(one, &[Dim::Symbolic(part.clone())])?;
+        self.add(Op::Reduce { kind: tessera_ir::ops::reduce::ReduceKind::Sum, axes: vec![0], keepdims: false }, &[ones])
+    }
+
     /// Required input `i` as a tsr value.
-    pub fn value(&self, cx: &NodeCx, i: usize) -> BuildResult<ValueId> {
+    pub fn value(&mut self, cx: &NodeCx, i: usize) -> BuildResult<ValueId> {
         self.opt_value(cx, i)?.ok_or_else(|| BuildError::Invalid(format!("missing required input {i}")))
     }
 
@@ -502,7 +548,16 @@ impl Importer {
 
     /// Input `i` as a constant tensor: `None` when omitted, unsupported when computed at run time.
     pub fn const_input(&self, cx: &NodeCx, i: usize, what: &str) -> BuildResult<Option<Tensor>> {
-        let Some(v) = self.opt_value(cx, i)? else { return Ok(None) };
+        let v = match self.slot(cx, i)? {
+            None => return Ok(None),
+            Some(Slot::Value(v)) => v,
+            Some(Slot::Shape { elems, .. }) => {
+                return Err(BuildError::NotConstant {
+                    value: format!("{} (the shape value {})", cx.input_name(i).unwrap_or_default(), show_sym(&elems)),
+                    role: what.to_string(),
+                })
+            }
+        };
         if let Some(init) = self.parameter_initializers.get(&v) {
             let mut external = ExternalData::new(self.base_dir.as_deref());
             return tensor::decode(init, &mut external).map(Some).map_err(|e| {

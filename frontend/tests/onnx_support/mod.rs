@@ -59,6 +59,15 @@ pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<
     }
 }
 
+pub fn attr_str(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::String as i32),
+        s: Some(v.as_bytes().to_vec().into()),
+        ..Default::default()
+    }
+}
+
 pub fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),

@@ -1,5 +1,6 @@
-//! Indexing ops: `tsr.gather` (ONNX Gather) and `tsr.scatter` (ONNX ScatterElements, with an
-//! optional `add` reduction, which is also the gradient of gather).
+//! Indexing ops: `tsr.gather` (ONNX Gather), `tsr.scatter` (ONNX ScatterElements, with an
+//! optional `add` reduction, which is also the gradient of gather), and `tsr.iota` (the
+//! coordinate along an axis, which ONNX `Range` over a symbolic length imports to).
 //!
 //! Reference semantics: an index `k` along an axis of extent `n` is valid in `[-n, n)`, negative
 //! ones counting from the end; any other index is an error naming it and the bound. Scatter
@@ -40,6 +41,33 @@ pub fn infer_gather(inputs: &[&TensorType], axis: i64) -> ShapeResult {
     dims.extend(indices.dims.iter().cloned());
     dims.extend(data.dims[ax + 1..].iter().cloned());
     Ok(vec![TensorType::new(data.dtype, dims)])
+}
+
+/// `iota(x)` along `axis`: a tensor of `x`'s type whose every element is its own coordinate along
+/// `axis` (0, 1, ..., n - 1), so `iota` of a `[seq]` tensor is `[0, 1, ..., seq - 1]`. `x`'s
+/// values are not read: it carries the (possibly symbolic) extent, which the interpreter and
+/// the compiled program know once the dimensions are bound.
+pub fn infer_iota(inputs: &[&TensorType], axis: i64) -> ShapeResult {
+    expect_arity(inputs, 1)?;
+    let x = inputs[0];
+    if !(x.dtype.is_int() || x.dtype.is_float()) || x.dtype == DType::Bool {
+        return Err(format!("iota needs an integer or float operand, got {x}"));
+    }
+    normalize_axis(axis, x.rank()).ok_or_else(|| format!("axis {axis} is out of range for {x}"))?;
+    Ok(vec![x.clone()])
+}
+
+/// `iota` (see [`infer_iota`]); `out` is the operand's concrete shape.
+pub fn eval_iota(x: &Tensor, axis: i64, out: &[usize]) -> Result<Tensor, String> {
+    let ax = normalize_axis(axis, out.len()).ok_or_else(|| format!("axis {axis} is out of range for shape {out:?}"))?;
+    let (extent, inner) = (out[ax], product(&out[ax + 1..]));
+    let coordinate = |flat: usize| ((flat / inner.max(1)) % extent.max(1)) as i64;
+    let n = product(out);
+    Ok(if x.dtype.is_float() {
+        Tensor::from_f64(x.dtype, out.to_vec(), (0..n).map(|i| coordinate(i) as f64).collect())
+    } else {
+        Tensor::from_i64(x.dtype, out.to_vec(), (0..n).map(coordinate).collect())
+    })
 }
 
 /// `scatter(data, indices, updates)`: a copy of `data` where, for each position `p` of
@@ -285,6 +313,22 @@ mod eval_tests {
     use super::ScatterReduction;
     use crate::dtype::DType;
     use crate::tensor::Tensor;
+
+    #[test]
+    fn iota_gives_each_element_its_coordinate_along_the_axis() {
+        let x = i64s(&[2, 3], &[9, 9, 9, 9, 9, 9]);
+        let rows = eval1(&Op::Iota { axis: 0 }, &[&x]);
+        assert_eq!((rows.shape.clone(), rows.to_i64_vec()), (vec![2, 3], vec![0, 0, 0, 1, 1, 1]));
+        let columns = eval1(&Op::Iota { axis: -1 }, &[&x]);
+        assert_eq!(columns.to_i64_vec(), vec![0, 1, 2, 0, 1, 2]);
+        let floats = eval1(&Op::Iota { axis: 0 }, &[&f32s(&[3], &[7.0, 7.0, 7.0])]);
+        assert_close(&floats, DType::F32, &[3], &[0.0, 1.0, 2.0], 0.0);
+        let empty = eval1(&Op::Iota { axis: 0 }, &[&i64s(&[0], &[])]);
+        assert!(empty.to_i64_vec().is_empty());
+        assert!(eval_err(&Op::Iota { axis: 2 }, &[&x]).contains("out of range"));
+        let flags = Tensor::from_i64(DType::Bool, vec![1], vec![1]);
+        assert!(eval_err(&Op::Iota { axis: 0 }, &[&flags]).contains("integer or float"));
+    }
 
     #[test]
     fn gather_rows_with_a_negative_index() {

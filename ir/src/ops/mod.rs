@@ -99,6 +99,10 @@ pub enum Op {
     Gather {
         axis: i64,
     },
+    /// Each element's coordinate along `axis`, in the operand's type (see [`indexing::infer_iota`]).
+    Iota {
+        axis: i64,
+    },
     Scatter {
         axis: i64,
         reduction: ScatterReduction,
@@ -182,6 +186,7 @@ impl Op {
             Op::Concat { axis } => layout::infer_concat(inputs, *axis),
             Op::Split { axis, sizes } => layout::infer_split(inputs, *axis, sizes),
             Op::Gather { axis } => indexing::infer_gather(inputs, *axis),
+            Op::Iota { axis } => indexing::infer_iota(inputs, *axis),
             Op::Scatter { axis, .. } => indexing::infer_scatter(inputs, *axis),
             Op::Conv2d { window, groups } => conv::infer_conv2d(inputs, window, *groups),
             Op::Pool2d { kernel, window, .. } => conv::infer_pool2d(inputs, *kernel, window),
@@ -228,7 +233,7 @@ impl Op {
             | Op::Slice { .. }
             | Op::Concat { .. }
             | Op::Split { .. } => Ok(layout::flops()),
-            Op::Gather { .. } => Ok(indexing::flops_gather()),
+            Op::Gather { .. } | Op::Iota { .. } => Ok(indexing::flops_gather()),
             Op::Scatter { reduction, .. } => indexing::flops_scatter(inputs, *reduction),
             Op::Conv2d { .. } => conv::flops_conv2d(inputs, out),
             Op::Pool2d { kernel, .. } => Ok(conv::flops_pool2d(out, *kernel)),
@@ -290,6 +295,7 @@ impl Op {
             Op::Sgd(_) | Op::AdamW(_) => optim::sharding_rule_update(operands, results),
             Op::MatMul
             | Op::Gather { .. }
+            | Op::Iota { .. }
             | Op::Rope { .. }
             | Op::Constant(_)
             | Op::Scatter { .. }
@@ -379,6 +385,7 @@ impl Op {
             Op::Concat { axis } => one(layout::eval_concat(inputs, *axis, out)?),
             Op::Split { axis, .. } => layout::eval_split(operand(inputs, 0)?, *axis, &shapes),
             Op::Gather { axis } => one(indexing::eval_gather(operand(inputs, 0)?, operand(inputs, 1)?, *axis, out)?),
+            Op::Iota { axis } => one(indexing::eval_iota(operand(inputs, 0)?, *axis, out)?),
             Op::Scatter { axis, reduction } => one(indexing::eval_scatter(
                 operand(inputs, 0)?,
                 operand(inputs, 1)?,
@@ -420,7 +427,7 @@ impl Op {
         match self {
             Op::Unary(u) => u.differentiability(),
             Op::Binary(b) => b.differentiability(),
-            Op::Compare(_) | Op::ArgMax { .. } => Differentiability::PiecewiseConstant,
+            Op::Compare(_) | Op::ArgMax { .. } | Op::Iota { .. } => Differentiability::PiecewiseConstant,
             Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) => Differentiability::NotDifferentiable,
             Op::Constant(_)
             | Op::Where
@@ -503,7 +510,7 @@ impl Op {
             Op::Rope { interleaved } => rope::grad(cx, (x(0)?, x(1)?, x(2)?, g), *interleaved, wanted),
             Op::CrossEntropy => Ok(vec![Some(optim::grad_cross_entropy(cx, x(0)?, x(1)?, g)?), None]),
             Op::Recurrent { kind, .. } => Err(recurrent::no_gradient(*kind)),
-            Op::Compare(_) | Op::ArgMax { .. } | Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) => {
+            Op::Compare(_) | Op::ArgMax { .. } | Op::Iota { .. } | Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) => {
                 let operand = (0..inputs.len()).find(|&i| want(i)).unwrap_or(0);
                 let reason = match self {
                     _ if self.differentiability() == Differentiability::PiecewiseConstant => {

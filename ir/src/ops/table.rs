@@ -343,6 +343,7 @@ op_table! {
         Concat { axis } = "concat" (* -> 1);
         Split { axis, sizes } = "split" (1 -> *);
         Gather { axis } = "gather" (2 -> 1);
+        Iota { axis } = "iota" (1 -> 1);
         Scatter { axis, reduction } = "scatter" (3 -> 1);
         Conv2d { window, groups } = "conv2d" (2 -> 1);
         Rope { interleaved } = "rope" (3 -> 1);

@@ -198,6 +198,7 @@ fn class(op: &Op) -> Class {
         | Op::Where
         | Op::Cast { .. }
         | Op::Rope { .. }
+        | Op::Iota { .. }
         | Op::Sgd(_)
         | Op::AdamW(_) => Class::Elementwise,
         Op::Reshape { .. }
@@ -730,6 +731,7 @@ fn saved_activations(block: &BlockGraph, s: &Sizes, consumers: &[Vec<usize>]) ->
                 save(operand(2));
             }
             Op::ArgMax { .. }
+            | Op::Iota { .. }
             | Op::Broadcast { .. }
             | Op::Reshape { .. }
             | Op::Transpose { .. }

@@ -86,9 +86,21 @@ fn shape_elementwise(
     (0..n).map(|i| f(&a[i.min(a.len() - 1)], &b[i.min(b.len() - 1)])).collect()
 }
 
+/// `a op b` for every assignment of the symbols to sizes `>= 1`, when that is one answer.
+fn decide_comparison(op: CompareOp, a: &DimExpr, b: &DimExpr) -> Option<bool> {
+    match op {
+        CompareOp::Eq => a.decide_equal(b),
+        CompareOp::Ne => a.decide_equal(b).map(|equal| !equal),
+        CompareOp::Lt => a.decide_less(b),
+        CompareOp::Gt => b.decide_less(a),
+        CompareOp::Le => b.decide_less(a).map(|greater| !greater),
+        CompareOp::Ge => a.decide_less(b).map(|less| !less),
+    }
+}
+
 /// Integer arithmetic on dimension expressions, as exporters apply it to `Shape` results:
 /// division by a positive constant floors (dimensions are non-negative, so this is also ONNX's
-/// truncating integer division); `Min`/`Max` only where the order is known.
+/// truncating integer division); `Min`/`Max` only where the order is the same for every size.
 fn shape_binary(op: BinaryOp, a: &DimExpr, b: &DimExpr) -> BuildResult<DimExpr> {
     let symbolic = |e: tessera_ir::symbolic::SymbolicError| super::BuildError::Invalid(e.to_string());
     let undecided = || unsupported(format!("{op:?} of the dimensions {a} and {b}, whose order depends on their sizes"));
@@ -103,38 +115,32 @@ fn shape_binary(op: BinaryOp, a: &DimExpr, b: &DimExpr) -> BuildResult<DimExpr> 
                 None => unsupported(format!("dividing the dimension {a} by {b}")),
             },
         },
-        BinaryOp::Min | BinaryOp::Max => {
-            if a == b {
-                return Ok(a.clone());
-            }
-            match (a.as_const(), b.as_const()) {
-                (Some(x), Some(y)) => Ok(DimExpr::constant(if op == BinaryOp::Min { x.min(y) } else { x.max(y) })),
-                // Dimensions are non-negative: min(d, c) = c and max(d, c) = d for c <= 0.
-                (None, Some(c)) if c <= 0 => Ok(if op == BinaryOp::Min { b.clone() } else { a.clone() }),
-                (Some(c), None) if c <= 0 => Ok(if op == BinaryOp::Min { a.clone() } else { b.clone() }),
-                _ => undecided(),
-            }
-        }
+        // The order is decided as comparisons are: where it is the same for every size >= 1.
+        BinaryOp::Min | BinaryOp::Max => match (a == b, a.decide_less(b)) {
+            (true, _) => Ok(a.clone()),
+            (false, Some(a_smaller)) => Ok(if a_smaller == (op == BinaryOp::Min) { a.clone() } else { b.clone() }),
+            (false, None) => undecided(),
+        },
         other => unsupported(format!("{other:?} on shape values")),
     }
 }
 
 fn compare(imp: &mut Importer, cx: &NodeCx, op: CompareOp) -> BuildResult<Vec<Slot>> {
-    if op == CompareOp::Eq {
-        if let Some(operands) = imp.shape_operands(cx, 0..2)? {
-            // Equal on shape values: decided when both sides are the same expression, both
-            // constants, or a dimension (never negative) against a negative constant, as in
-            // exporters' `Equal(shape, -1)`; a bool constant either way.
-            let elems = shape_elementwise(&operands, |a, b| match (a == b, a.as_const(), b.as_const()) {
-                (true, _, _) => Ok(DimExpr::constant(1)),
-                (false, Some(_), Some(_)) => Ok(DimExpr::constant(0)),
-                (false, Some(c), None) | (false, None, Some(c)) if c < 0 => Ok(DimExpr::constant(0)),
-                _ => unsupported(format!("Equal of the dimensions {a} and {b}, which depends on their sizes")),
-            })?;
-            let bits: Vec<i64> = elems.iter().filter_map(DimExpr::as_const).collect();
-            let shape = if operands.iter().all(|(_, scalar)| *scalar) { vec![] } else { vec![bits.len()] };
-            return one(imp.constant(tessera_ir::tensor::Tensor::from_i64(DType::Bool, shape, bits)));
-        }
+    if let Some(operands) = imp.shape_operands(cx, 0..2)? {
+        // Comparisons of shape values are decided at import time, where they hold for every
+        // size: the documented assumption is that each symbol is at least 1, so
+        // `Equal(seq, -1)` is false and `Less(0, seq)` true. What depends on the sizes is an
+        // error naming both expressions, never a guess.
+        let elems = shape_elementwise(&operands, |a, b| match decide_comparison(op, a, b) {
+            Some(holds) => Ok(DimExpr::constant(holds as i64)),
+            None => unsupported(format!(
+                "{op:?} of the dimensions {a} and {b} depends on their sizes (decided at import only \
+                 where it holds for every size >= 1)"
+            )),
+        })?;
+        let bits: Vec<i64> = elems.iter().filter_map(DimExpr::as_const).collect();
+        let shape = if operands.iter().all(|(_, scalar)| *scalar) { vec![] } else { vec![bits.len()] };
+        return one(imp.constant(tessera_ir::tensor::Tensor::from_i64(DType::Bool, shape, bits)));
     }
     let (a, b) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
     one(imp.compare(op, a, b)?)
@@ -263,7 +269,7 @@ fn float_mod(imp: &mut Importer, a: ValueId, b: ValueId, floor_division: bool) -
     imp.select(infinite_case, at_infinity, r)
 }
 
-fn float_input(imp: &Importer, cx: &NodeCx, i: usize) -> BuildResult<ValueId> {
+fn float_input(imp: &mut Importer, cx: &NodeCx, i: usize) -> BuildResult<ValueId> {
     let x = imp.value(cx, i)?;
     let dtype = imp.ty(x).dtype;
     if !dtype.is_float() {
@@ -524,7 +530,8 @@ fn shrink(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 fn where_(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     // A constant condition choosing between shape values picks expressions at import time.
     if let Some(operands) = imp.shape_operands(cx, 1..3)? {
-        let condition = imp.const_input(cx, 0, "condition")?;
+        // A run-time condition selects at run time, with the shape values as tensors.
+        let condition = imp.const_input(cx, 0, "condition").ok().flatten();
         if let Some(c) = condition.filter(|c| c.shape.len() <= 1) {
             let picks = c.to_i64_vec();
             let (a, b) = (&operands[0].0, &operands[1].0);
@@ -602,7 +609,8 @@ fn cast_to(imp: &mut Importer, x: ValueId, to: DType, saturate: bool) -> BuildRe
 
 fn cast_like(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let x = imp.value(cx, 0)?;
-    let to = imp.ty(imp.value(cx, 1)?).dtype;
+    let like = imp.value(cx, 1)?;
+    let to = imp.ty(like).dtype;
     let saturate = cx.attrs.int("saturate", 1)? != 0;
     one(cast_to(imp, x, to, saturate)?)
 }

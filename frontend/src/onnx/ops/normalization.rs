@@ -27,7 +27,7 @@ pub(super) fn register(r: &mut Registry) {
 }
 
 /// A float input `i`.
-fn float_value(imp: &Importer, cx: &NodeCx, i: usize) -> BuildResult<ValueId> {
+fn float_value(imp: &mut Importer, cx: &NodeCx, i: usize) -> BuildResult<ValueId> {
     let x = imp.value(cx, i)?;
     if !imp.ty(x).dtype.is_float() {
         return invalid(format!("needs a float input, got {}", imp.ty(x)));

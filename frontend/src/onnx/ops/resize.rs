@@ -4,10 +4,10 @@
 //! it up to the rounding of the intermediate per-axis results.
 
 use super::{axis_of, generated_len, invalid, one, unsupported, BuildError, BuildResult, Registry};
-use crate::onnx::import::{Importer, NodeCx, Slot};
+use crate::onnx::import::{Importer, NodeCx, Slot, SymInt};
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::ValueId;
-use tessera_ir::ops::elementwise::BinaryOp;
+use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::types::Dim;
@@ -278,6 +278,178 @@ fn resize_symbolic(
     one(y)
 }
 
+/// `Resize` of static extents to `sizes` that are dimension expressions (ViT interpolating its
+/// position-embedding grid to `floordiv(height, 16)` patches): each axis whose size is symbolic
+/// computes its taps and weights at run time, from `iota` over the output positions and the
+/// bound size, with the formulas [`plan_axis`] applies at import (source coordinate by the
+/// transform, the taps nearest it clamped to the edge, linear or cubic weights of the
+/// fraction); constant sizes take [`plan_axis`] itself. Innermost axis first, as there. The
+/// run-time path covers the `linear` and `cubic` modes with the `half_pixel`,
+/// `pytorch_half_pixel`, `align_corners` and `asymmetric` transforms, without antialiasing or
+/// `exclude_outside`; other combinations are refused.
+fn resize_to_symbolic_sizes(
+    imp: &mut Importer,
+    x: ValueId,
+    cfg: &Config,
+    axes: &[usize],
+    sizes: &[SymInt],
+    extrapolation: f64,
+) -> BuildResult<ValueId> {
+    let ty = imp.ty(x);
+    if sizes.len() != axes.len() {
+        return invalid(format!("{} sizes for {} axes", sizes.len(), axes.len()));
+    }
+    let mut y = x;
+    for i in (0..axes.len()).rev() {
+        let axis = axes[i];
+        let n_in = ty.dims[axis].as_static().ok_or_else(|| BuildError::Unsupported(format!("resizing {ty}")))?;
+        match sizes[i].as_const() {
+            Some(n) if n == n_in as i64 && cfg.transform != "tf_crop_and_resize" => continue,
+            Some(n) if n >= 0 => {
+                let plan = plan_axis(cfg, n_in, n as u64, n as f64 / n_in as f64, (0.0, 1.0))?;
+                y = apply_axis(imp, y, axis, &plan, extrapolation)?;
+            }
+            Some(n) => return invalid(format!("size {n}")),
+            None => y = resize_axis_at_run_time(imp, y, axis, n_in, &sizes[i], cfg)?,
+        }
+    }
+    Ok(y)
+}
+
+/// One axis of [`resize_to_symbolic_sizes`] with the symbolic output extent `n_out`.
+fn resize_axis_at_run_time(
+    imp: &mut Importer,
+    x: ValueId,
+    axis: usize,
+    n_in: u64,
+    n_out: &SymInt,
+    cfg: &Config,
+) -> BuildResult<ValueId> {
+    let ty = imp.ty(x);
+    let refuse = |why: String| unsupported(format!("resizing {ty} to the symbolic extent {n_out} {why}"));
+    if cfg.antialias || cfg.exclude_outside {
+        return refuse("with antialiasing or exclude_outside".into());
+    }
+    if !ty.dtype.is_float() {
+        return refuse(format!("for {}", ty.dtype));
+    }
+    let taps: Vec<i64> = match cfg.mode {
+        Mode::Linear => vec![0, 1],
+        Mode::Cubic => vec![-1, 0, 1, 2],
+        Mode::Nearest => return refuse("in nearest mode".into()),
+    };
+    let f = DType::F32;
+    let out_dim = super::shape::dims_of(std::slice::from_ref(n_out))?;
+    let zero = imp.scalar(f, 0.0);
+    let positions = imp.broadcast(zero, &out_dim)?;
+    let o = imp.add(Op::Iota { axis: 0 }, &[positions])?;
+    let extent = imp.dim_values(std::slice::from_ref(n_out), true)?;
+    let out_f = imp.cast(extent, f)?;
+    let in_f = n_in as f64;
+    // The source coordinate of each output position, as plan_axis computes it.
+    let half_pixel = |imp: &mut Importer| -> BuildResult<ValueId> {
+        let centre = imp.binary_scalar(BinaryOp::Add, o, 0.5)?;
+        let stretched = imp.binary_scalar(BinaryOp::Mul, centre, in_f)?;
+        let source = imp.binary(BinaryOp::Div, stretched, out_f)?;
+        imp.binary_scalar(BinaryOp::Sub, source, 0.5)
+    };
+    let is_one = |imp: &mut Importer| -> BuildResult<ValueId> {
+        let one = imp.scalar(f, 1.0);
+        imp.compare(CompareOp::Eq, out_f, one)
+    };
+    let x_ori = match cfg.transform.as_str() {
+        "half_pixel" => half_pixel(imp)?,
+        "pytorch_half_pixel" => {
+            let source = half_pixel(imp)?;
+            let single = is_one(imp)?;
+            let edge = imp.scalar(f, -0.5);
+            imp.select(single, edge, source)?
+        }
+        "align_corners" => {
+            let stretched = imp.binary_scalar(BinaryOp::Mul, o, in_f - 1.0)?;
+            let span = imp.binary_scalar(BinaryOp::Sub, out_f, 1.0)?;
+            let source = imp.binary(BinaryOp::Div, stretched, span)?;
+            let single = is_one(imp)?;
+            let origin = imp.scalar(f, 0.0);
+            imp.select(single, origin, source)?
+        }
+        "asymmetric" => {
+            let stretched = imp.binary_scalar(BinaryOp::Mul, o, in_f)?;
+            imp.binary(BinaryOp::Div, stretched, out_f)?
+        }
+        other => return refuse(format!("with the {other} transform")),
+    };
+    let base = imp.unary(UnaryOp::Floor, x_ori)?;
+    let r = imp.binary(BinaryOp::Sub, x_ori, base)?;
+    let base = imp.cast(base, DType::I64)?;
+    let a = cfg.cubic_a;
+    // Weights of the taps at base + t, as in linear interpolation and cubic_coeffs.
+    let weight = |imp: &mut Importer, t: i64| -> BuildResult<ValueId> {
+        let one_minus_r = |imp: &mut Importer| -> BuildResult<ValueId> {
+            let negated = imp.binary_scalar(BinaryOp::Mul, r, -1.0)?;
+            imp.binary_scalar(BinaryOp::Add, negated, 1.0)
+        };
+        // ((a * s - 5a) * s + 8a) * s - 4a for the far taps, at distance s in 1..2.
+        let far = |imp: &mut Importer, s: ValueId| -> BuildResult<ValueId> {
+            let mut v = imp.binary_scalar(BinaryOp::Mul, s, a)?;
+            v = imp.binary_scalar(BinaryOp::Sub, v, 5.0 * a)?;
+            v = imp.binary(BinaryOp::Mul, v, s)?;
+            v = imp.binary_scalar(BinaryOp::Add, v, 8.0 * a)?;
+            v = imp.binary(BinaryOp::Mul, v, s)?;
+            imp.binary_scalar(BinaryOp::Sub, v, 4.0 * a)
+        };
+        // ((a + 2) * s - (a + 3)) * s * s + 1 for the near taps, at distance s in 0..1.
+        let near = |imp: &mut Importer, s: ValueId| -> BuildResult<ValueId> {
+            let mut v = imp.binary_scalar(BinaryOp::Mul, s, a + 2.0)?;
+            v = imp.binary_scalar(BinaryOp::Sub, v, a + 3.0)?;
+            v = imp.binary(BinaryOp::Mul, v, s)?;
+            v = imp.binary(BinaryOp::Mul, v, s)?;
+            imp.binary_scalar(BinaryOp::Add, v, 1.0)
+        };
+        match (&cfg.mode, t) {
+            (Mode::Linear, 0) => one_minus_r(imp),
+            (Mode::Linear, _) => Ok(r),
+            (_, -1) => {
+                let s = imp.binary_scalar(BinaryOp::Add, r, 1.0)?;
+                far(imp, s)
+            }
+            (_, 0) => near(imp, r),
+            (_, 1) => {
+                let s = one_minus_r(imp)?;
+                near(imp, s)
+            }
+            _ => {
+                let s = one_minus_r(imp)?;
+                let s = imp.binary_scalar(BinaryOp::Add, s, 1.0)?;
+                far(imp, s)
+            }
+        }
+    };
+    let mut weight_dims = vec![Dim::Static(1); ty.rank()];
+    weight_dims[axis] = out_dim[0].clone();
+    let (low, high) = (
+        imp.constant(Tensor::from_i64(DType::I64, vec![], vec![0])),
+        imp.constant(Tensor::from_i64(DType::I64, vec![], vec![n_in as i64 - 1])),
+    );
+    let mut acc: Option<ValueId> = None;
+    for &t in &taps {
+        let shift = imp.constant(Tensor::from_i64(DType::I64, vec![], vec![t]));
+        let mut tap = imp.binary(BinaryOp::Add, base, shift)?;
+        tap = imp.binary(BinaryOp::Max, tap, low)?;
+        tap = imp.binary(BinaryOp::Min, tap, high)?;
+        let picked = imp.add(Op::Gather { axis: axis as i64 }, &[x, tap])?;
+        let w = weight(imp, t)?;
+        let w = imp.cast(w, ty.dtype)?;
+        let w = imp.reshape(w, weight_dims.clone())?;
+        let term = imp.binary(BinaryOp::Mul, picked, w)?;
+        acc = Some(match acc {
+            Some(sum) => imp.binary(BinaryOp::Add, sum, term)?,
+            None => term,
+        });
+    }
+    acc.ok_or_else(|| BuildError::Invalid("no interpolation taps".into()))
+}
+
 fn resize(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let x = imp.value(cx, 0)?;
     let ty = imp.ty(x);
@@ -304,6 +476,9 @@ fn resize(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     };
     if axes.iter().any(|&d| ty.dims[d].as_static().is_none()) {
         return resize_symbolic(imp, cx, x, &cfg, &axes);
+    }
+    if let Some(Slot::Shape { elems, .. }) = imp.slot(cx, 3)? {
+        return one(resize_to_symbolic_sizes(imp, x, &cfg, &axes, &elems, extrapolation)?);
     }
     let in_dims: Vec<u64> = axes.iter().filter_map(|&d| ty.dims[d].as_static()).collect();
     let roi = match imp.const_input(cx, 1, "roi")? {

@@ -3,7 +3,7 @@
 //! `Unique`.
 
 use super::{scalar_input, slice_axis};
-use crate::onnx::import::{Importer, NodeCx, Slot};
+use crate::onnx::import::{Importer, NodeCx, Slot, SymInt};
 use crate::onnx::ops::{axis_of, generated_len, invalid, one, unsupported, BuildError, BuildResult, Registry};
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::ValueId;
@@ -78,9 +78,15 @@ fn nd_rows(data: &[u64], indices: &Tensor, batch_dims: usize, what: &str) -> Bui
 /// flattened to `[rows, rest...]`; the result has shape `indices.shape[..-1] + rest`.
 fn gather_nd(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let data = imp.value(cx, 0)?;
-    let indices =
-        imp.const_input(cx, 1, "indices")?.ok_or_else(|| BuildError::Invalid("missing input 'indices'".into()))?;
     let batch_dims = cx.attrs.int("batch_dims", 0)?;
+    let indices = match imp.const_input(cx, 1, "indices") {
+        Ok(indices) => indices.ok_or_else(|| BuildError::Invalid("missing input 'indices'".into()))?,
+        Err(BuildError::NotConstant { .. }) if batch_dims == 0 => {
+            let indices = imp.value(cx, 1)?;
+            return one(gather_nd_at_run_time(imp, data, indices)?);
+        }
+        Err(e) => return Err(e),
+    };
     let shape = static_shape(imp, data, "GatherND")?;
     let batch_dims =
         usize::try_from(batch_dims).map_err(|_| BuildError::Invalid(format!("batch_dims {batch_dims} is negative")))?;
@@ -95,6 +101,57 @@ fn gather_nd(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let index_shape = indices.shape[..q - 1].to_vec();
     let idx = imp.constant(Tensor::from_i64(DType::I64, index_shape, rows));
     one(imp.add(Op::Gather { axis: 0 }, &[flat_data, idx])?)
+}
+
+/// `GatherND` (no batch dims) with indices computed at run time, as exporters emit for advanced
+/// indexing (`mask[batch_idx, kv_idx]`): each index tuple becomes a row of `data` flattened to
+/// `[d0 * ... * d(k-1), rest...]`, `row = sum_j i_j * stride_j` with negative components counted
+/// from the end, then one `gather`. The dims may be symbolic: strides and extents are computed
+/// from the bound sizes at run time ([`Importer::dim_values`]); an index still out of range is
+/// the gather's run-time error.
+fn gather_nd_at_run_time(imp: &mut Importer, data: ValueId, indices: ValueId) -> BuildResult<ValueId> {
+    let (data_ty, indices_ty) = (imp.ty(data), imp.ty(indices));
+    let Some((last, tuple_dims)) = indices_ty.dims.split_last() else {
+        return invalid("GatherND: indices must have rank >= 1");
+    };
+    let k = last
+        .as_static()
+        .ok_or_else(|| BuildError::Unsupported(format!("GatherND with a symbolic index length ({indices_ty})")))?
+        as usize;
+    if k == 0 || k > data_ty.rank() {
+        return invalid(format!("GatherND: {k} index components for data {data_ty}"));
+    }
+    let extents: Vec<SymInt> = data_ty.dims[..k]
+        .iter()
+        .map(|d| d.to_expr().map_err(|e| BuildError::Invalid(e.to_string())))
+        .collect::<BuildResult<_>>()?;
+    let symbolic = |e: tessera_ir::symbolic::SymbolicError| BuildError::Invalid(e.to_string());
+    let indices = imp.cast(indices, DType::I64)?;
+    let zero = imp.constant(Tensor::from_i64(DType::I64, vec![], vec![0]));
+    let mut row: Option<ValueId> = None;
+    let mut stride = SymInt::constant(1);
+    for j in (0..k).rev() {
+        let picked = slice_axis(imp, indices, tuple_dims.len(), j as i64, j as i64 + 1, 1)?;
+        let mut component = imp.reshape(picked, tuple_dims.to_vec())?;
+        let extent = imp.dim_values(std::slice::from_ref(&extents[j]), true)?;
+        let negative = imp.compare(CompareOp::Lt, component, zero)?;
+        let wrapped = imp.binary(BinaryOp::Add, component, extent)?;
+        component = imp.select(negative, wrapped, component)?;
+        if stride.as_const() != Some(1) {
+            let scale = imp.dim_values(std::slice::from_ref(&stride), true)?;
+            component = imp.binary(BinaryOp::Mul, component, scale)?;
+        }
+        row = Some(match row {
+            None => component,
+            Some(r) => imp.binary(BinaryOp::Add, r, component)?,
+        });
+        stride = stride.mul(&extents[j]).map_err(symbolic)?;
+    }
+    let Some(row) = row else { return invalid("GatherND: no index components") };
+    let mut flat = super::dims_of(std::slice::from_ref(&stride))?;
+    flat.extend(data_ty.dims[k..].iter().cloned());
+    let flat_data = imp.reshape(data, flat)?;
+    imp.add(Op::Gather { axis: 0 }, &[flat_data, row])
 }
 
 /// `ScatterND` with indices known at import time. `data` is viewed as rows (`[prod(dims[..k]),

@@ -39,7 +39,7 @@ fn static_dims(ty: &TensorType, what: &str) -> BuildResult<Vec<u64>> {
     ty.static_shape().ok_or_else(|| BuildError::Unsupported(format!("{what} with symbolic dimensions ({ty})")))
 }
 
-fn dims_of(elems: &[SymInt]) -> BuildResult<Vec<Dim>> {
+pub(super) fn dims_of(elems: &[SymInt]) -> BuildResult<Vec<Dim>> {
     elems
         .iter()
         .map(|e| match e.as_const() {

@@ -96,14 +96,20 @@ const WHOLE_SLICE_END: i64 = 1_000_000_000;
 
 fn slice(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let starts =
-        imp.const_ints(cx, 1, "starts")?.ok_or_else(|| BuildError::Invalid("missing input 'starts'".into()))?;
-    let ends = imp.const_ints(cx, 2, "ends")?.ok_or_else(|| BuildError::Invalid("missing input 'ends'".into()))?;
+        imp.shape_input(cx, 1, "starts")?.ok_or_else(|| BuildError::Invalid("missing input 'starts'".into()))?;
+    let ends = imp.shape_input(cx, 2, "ends")?.ok_or_else(|| BuildError::Invalid("missing input 'ends'".into()))?;
     let axes = imp.const_ints(cx, 3, "axes")?;
     let steps = imp.const_ints(cx, 4, "steps")?.unwrap_or_else(|| vec![1; starts.len()]);
     let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
         return invalid("starts, ends, axes and steps must have one length");
     }
+    if starts.iter().chain(&ends).any(|e| e.as_const().is_none()) {
+        let x = imp.value(cx, 0)?;
+        return one(symbolic_slice(imp, x, &starts, &ends, &axes, &steps)?);
+    }
+    let constants = |v: &[SymInt]| -> Vec<i64> { v.iter().filter_map(SymInt::as_const).collect() };
+    let (starts, ends) = (constants(&starts), constants(&ends));
     if let Some(Slot::Shape { elems, scalar: false }) = imp.slot(cx, 0)? {
         if axes.len() != 1 || axis_of(axes[0], 1)? != 0 || steps[0] == 0 {
             return invalid("a 1-D shape value is sliced along axis 0");
@@ -148,6 +154,98 @@ fn slice(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         return one(x);
     }
     one(imp.add(Op::Slice { starts: s, ends: e, steps: st }, &[x])?)
+}
+
+/// `Slice` with dimension expressions among its starts or ends (a transformer's
+/// `position_ids[:, past:past + seq]`): each such axis becomes a `gather` of the positions
+/// `start + step * iota(len)`, a tensor of the symbolic length `len`. Decisions follow the
+/// shape-value assumption that every symbol is at least 1: a start must be known to lie in
+/// `0..=extent`; an end at or past the extent keeps it whole; an end that may or may not exceed
+/// the extent (`seq` over a 512-row table) is taken as within it, and a run where it is not
+/// fails in `gather` naming the index and the bound (the interpreter checks every index).
+/// Negative and symbolic steps on such axes are refused.
+fn symbolic_slice(
+    imp: &mut Importer,
+    mut x: ValueId,
+    starts: &[SymInt],
+    ends: &[SymInt],
+    axes: &[i64],
+    steps: &[i64],
+) -> BuildResult<ValueId> {
+    let rank = imp.ty(x).rank();
+    let symbolic = |e: tessera_ir::symbolic::SymbolicError| BuildError::Invalid(e.to_string());
+    let mut seen = vec![false; rank];
+    for i in 0..axes.len() {
+        let a = axis_of(axes[i], rank)?;
+        if std::mem::replace(&mut seen[a], true) {
+            return invalid(format!("axis {a} is repeated"));
+        }
+        let step = steps[i];
+        if step == 0 {
+            return invalid("slice step 0");
+        }
+        if let (Some(s), Some(e)) = (starts[i].as_const(), ends[i].as_const()) {
+            let step = step.clamp(-(1 << 42), 1 << 42);
+            x = super::slice_axis(imp, x, a, s, if e >= WHOLE_SLICE_END && step > 0 { i64::MAX } else { e }, step)?;
+            continue;
+        }
+        if step < 0 {
+            return unsupported(format!("a negative step over the symbolic bounds {}..{}", starts[i], ends[i]));
+        }
+        let extent = imp.ty(x).dims[a].to_expr().map_err(|e| BuildError::Invalid(e.to_string()))?;
+        // ONNX counts a negative constant bound from the end.
+        let from_end = |bound: &SymInt| -> BuildResult<SymInt> {
+            match bound.as_const() {
+                Some(k) if k < 0 => extent.add(bound).map_err(symbolic),
+                _ => Ok(bound.clone()),
+            }
+        };
+        let start = from_end(&starts[i])?;
+        let zero = SymInt::constant(0);
+        if start.decide_less(&zero) != Some(false) || extent.decide_less(&start) != Some(false) {
+            return unsupported(format!(
+                "slicing {} from {start}: whether the start lies within the extent depends on the sizes",
+                imp.ty(x).dims[a]
+            ));
+        }
+        let end = match ends[i].as_const() {
+            Some(k) if k >= WHOLE_SLICE_END => extent.clone(),
+            _ => {
+                let end = from_end(&ends[i])?;
+                if end.decide_less(&extent) == Some(false) {
+                    extent.clone()
+                } else {
+                    end
+                }
+            }
+        };
+        let len = end.sub(&start).map_err(symbolic)?.ceildiv(step).map_err(symbolic)?;
+        let len = if len.lower_bound().is_some_and(|b| b >= 0) {
+            len
+        } else if len.decide_less(&SymInt::constant(1)) == Some(true) {
+            zero.clone()
+        } else {
+            return unsupported(format!("slicing {start}..{end}: whether it is empty depends on the sizes"));
+        };
+        if start == zero && step == 1 && len == extent {
+            continue;
+        }
+        let origin = imp.constant(tessera_ir::tensor::Tensor::from_i64(tessera_ir::dtype::DType::I64, vec![], vec![0]));
+        let len_dims = super::dims_of(std::slice::from_ref(&len))?;
+        let zeros = imp.broadcast(origin, &len_dims)?;
+        let mut positions = imp.add(Op::Iota { axis: 0 }, &[zeros])?;
+        if step != 1 {
+            let scale =
+                imp.constant(tessera_ir::tensor::Tensor::from_i64(tessera_ir::dtype::DType::I64, vec![], vec![step]));
+            positions = imp.binary(tessera_ir::ops::elementwise::BinaryOp::Mul, positions, scale)?;
+        }
+        if start != zero {
+            let offset = imp.dim_values(std::slice::from_ref(&start), true)?;
+            positions = imp.binary(tessera_ir::ops::elementwise::BinaryOp::Add, positions, offset)?;
+        }
+        x = imp.add(Op::Gather { axis: a as i64 }, &[x, positions])?;
+    }
+    Ok(x)
 }
 
 /// Tiling repeats the input along each axis: `[.., d, ..]` viewed as `[.., 1, d, ..]`, broadcast

@@ -2,9 +2,10 @@
 //! `EyeLike`. On symbolic shapes `Shape` produces an import-time shape value ([`Slot::Shape`]).
 
 use super::{dims_of, scalar_input, static_dims};
-use crate::onnx::import::{Importer, NodeCx, Slot, SymInt};
+use crate::onnx::import::{Importer, NodeCx, ShapeOperand, Slot, SymInt};
 use crate::onnx::ops::{generated_len, invalid, one, unsupported, BuildError, BuildResult, Registry};
 use tessera_ir::dtype::DType;
+use tessera_ir::ops::elementwise::BinaryOp;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::types::Dim;
 
@@ -99,6 +100,9 @@ fn constant_of_shape(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> 
 }
 
 fn range(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    if let Some(operands) = imp.shape_operands(cx, 0..3)? {
+        return symbolic_range(imp, &operands);
+    }
     let start = scalar_input(imp, cx, 0, "start")?;
     let limit = scalar_input(imp, cx, 1, "limit")?;
     let delta = scalar_input(imp, cx, 2, "delta")?;
@@ -130,6 +134,50 @@ fn range(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         Tensor::from_i64(dtype, vec![n], (0..n as i64).map(|i| s.wrapping_add(i.wrapping_mul(d))).collect())
     };
     one(imp.constant(t))
+}
+
+/// `Range(start, limit, delta)` where `start` or `limit` is a dimension expression (the
+/// positions `Range(0, seq, 1)` of a transformer): `start + delta * iota(n)` over a tensor of
+/// the symbolic length `n = ceil((limit - start) / delta)`, which the run computes once its
+/// dimensions are bound. `n` must be known non-negative, or known empty, under the assumption
+/// that every symbol is at least 1; `delta` must be a constant.
+fn symbolic_range(imp: &mut Importer, operands: &[ShapeOperand]) -> BuildResult<Vec<Slot>> {
+    let scalar = |i: usize, what: &str| -> BuildResult<SymInt> {
+        match &operands[i] {
+            (elems, _) if elems.len() == 1 => Ok(elems[0].clone()),
+            _ => invalid(format!("input '{what}' must be a scalar")),
+        }
+    };
+    let (start, limit, delta) = (scalar(0, "start")?, scalar(1, "limit")?, scalar(2, "delta")?);
+    let step = match delta.as_const() {
+        Some(0) => return invalid("delta must be non-zero"),
+        Some(step) => step,
+        None => return unsupported(format!("Range with the symbolic step {delta}")),
+    };
+    let symbolic = |e: tessera_ir::symbolic::SymbolicError| BuildError::Invalid(e.to_string());
+    let span = if step > 0 { limit.sub(&start) } else { start.sub(&limit) }.map_err(symbolic)?;
+    let len = span.ceildiv(step.checked_abs().unwrap_or(i64::MAX)).map_err(symbolic)?;
+    let len = if len.lower_bound().is_some_and(|b| b >= 0) {
+        len
+    } else if len.decide_less(&SymInt::constant(1)) == Some(true) {
+        SymInt::constant(0)
+    } else {
+        return unsupported(format!(
+            "Range from {start} to {limit} by {step}: whether it is empty depends on the sizes"
+        ));
+    };
+    let zero = imp.constant(Tensor::from_i64(DType::I64, vec![], vec![0]));
+    let zeros = imp.broadcast(zero, &dims_of(&[len])?)?;
+    let mut values = imp.add(tessera_ir::ops::Op::Iota { axis: 0 }, &[zeros])?;
+    if step != 1 {
+        let scale = imp.constant(Tensor::from_i64(DType::I64, vec![], vec![step]));
+        values = imp.binary(BinaryOp::Mul, values, scale)?;
+    }
+    if start.as_const() != Some(0) {
+        let offset = imp.dim_values(&[start], true)?;
+        values = imp.binary(BinaryOp::Add, values, offset)?;
+    }
+    one(values)
 }
 
 fn eye_like(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
