@@ -15,7 +15,7 @@ use tessera_passes::egraph::ilp::IlpOutcome;
 use tessera_passes::egraph::rules::syntax::parse_rules;
 use tessera_passes::egraph::rules::typecheck::instance_graph;
 use tessera_passes::egraph::rules::{builtin, Rule};
-use tessera_passes::egraph::{cost, extract_greedy, extract_ilp, saturate, Limits};
+use tessera_passes::egraph::{cost, extract, extract_greedy, saturate, ExtractConfig, Extraction, Limits, Method};
 use tessera_passes::pass::PassStats;
 use tessera_passes::pipeline::{run_pipeline, Pipeline, RunConfig};
 
@@ -337,12 +337,19 @@ fn ilp_extraction_beats_greedy_where_sharing_matters() {
     g.set_outputs(vec![n, m]);
     let s = saturate(&g, rules(), Limits::default()).expect("saturates");
     let greedy = extract_greedy(&g, &s).expect("greedy graph");
-    let ilp = extract_ilp(&g, &s, std::time::Duration::from_secs(10));
-    assert_eq!(ilp.report.outcome, IlpOutcome::Optimal, "{:?}", ilp.report.outcome);
-    let ilp_graph = ilp.graph.expect("ilp graph");
+    let config = ExtractConfig {
+        extraction: Extraction::Ilp { time_limit: std::time::Duration::from_secs(10) },
+        ..ExtractConfig::default()
+    };
+    let extracted = extract(&g, &s, &config, None);
+    let report = extracted.ilp.as_ref().expect("ilp ran");
+    assert_eq!(report.outcome, IlpOutcome::Optimal, "{:?}", report.outcome);
+    assert_eq!(report.gap(), 0.0);
+    let ilp_graph = extracted.graph;
     let (greedy_cost, ilp_cost) = (cost::graph_cost(&greedy), cost::graph_cost(&ilp_graph));
     assert!(ilp_cost < greedy_cost - 1.0, "ilp {ilp_cost} vs greedy {greedy_cost}");
-    assert!((ilp.report.cost - ilp_cost).abs() < 1e-6, "objective {} vs graph {ilp_cost}", ilp.report.cost);
+    assert!((report.cost - ilp_cost).abs() < 1e-6, "objective {} vs graph {ilp_cost}", report.cost);
+    assert!((extracted.costs[&Method::Ilp] - ilp_cost).abs() < 1e-6, "{:?}", extracted.costs);
     assert_eq!(count(&greedy, "matmul"), 2, "{}", tessera_ir::mlir::print_graph(&greedy));
     assert_eq!(count(&ilp_graph, "matmul"), 1, "{}", tessera_ir::mlir::print_graph(&ilp_graph));
     assert_same_outputs(&g, &greedy);

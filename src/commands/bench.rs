@@ -37,9 +37,12 @@ pub struct BenchArgs {
     /// Saturation: time limit in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub time_ms: u64,
-    /// ILP extraction: time limit in milliseconds.
+    /// MIP extraction: time limit in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub ilp_time_ms: u64,
+    /// Local search (the MIP's warm start): time limit in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    pub search_ms: u64,
     /// Greedy rewriting baseline: time limit in seconds.
     #[arg(long, default_value_t = 60)]
     pub baseline_time_s: u64,
@@ -51,65 +54,68 @@ pub struct BenchArgs {
 const DEFAULT_MODELS: [&str; 6] =
     ["bert-base", "bert-base:form=onnx", "gpt2", "gpt2:form=onnx", "gpt2:qkv=separate,form=onnx", "resnet50"];
 
-/// One method's result on one model.
-struct Row {
-    method: &'static str,
-    after: f64,
-    seconds: f64,
-    note: String,
-}
-
 fn percent(before: f64, after: f64) -> String {
     format!("{:+.1}%", (after / before - 1.0) * 100.0)
 }
 
-fn egraph_rows(g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -> Result<Vec<Row>> {
+/// One model's row: the e-graph's candidates, greedy rewriting, and the guarded result.
+fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -> Result<String> {
     let before = cost::graph_cost(g);
     let limits = Limits { iters: args.iters, nodes: args.nodes, time: Duration::from_millis(args.time_ms) };
-    let mut rows = Vec::new();
-    // Each method saturates on its own, so its time includes saturation.
     let start = Instant::now();
     let s = egraph::saturate(g, rules, limits).map_err(|e| anyhow!(e))?;
     let saturate_s = start.elapsed().as_secs_f64();
-    let greedy = egraph::extract_greedy(g, &s);
-    let after = greedy.as_ref().map_or(before, cost::graph_cost).min(before);
-    let note = format!(
-        "{} iterations, {} e-nodes, stop: {}; saturation {saturate_s:.2} s",
-        s.report.iterations, s.report.enodes, s.report.stop
-    );
-    rows.push(Row { method: "e-graph, greedy extraction", after, seconds: start.elapsed().as_secs_f64(), note });
+    let config = egraph::ExtractConfig {
+        extraction: egraph::Extraction::Ilp { time_limit: Duration::from_millis(args.ilp_time_ms) },
+        search_time: Duration::from_millis(args.search_ms),
+    };
+    let extracted = egraph::extract(g, &s, &config, None);
+    let egraph_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let s = egraph::saturate(g, rules, limits).map_err(|e| anyhow!(e))?;
-    let ilp = egraph::extract_ilp(g, &s, Duration::from_millis(args.ilp_time_ms));
-    let greedy_after = egraph::extract_greedy(g, &s).as_ref().map_or(before, cost::graph_cost).min(before);
-    let ilp_after = ilp.graph.as_ref().map_or(f64::INFINITY, cost::graph_cost);
-    let note = format!(
-        "ILP {} ({} variables, {} constraints){}",
-        ilp.report.outcome.name(),
-        ilp.report.variables,
-        ilp.report.constraints,
-        if ilp_after < greedy_after { "" } else { "; greedy result kept (ILP not cheaper)" }
-    );
-    let after = ilp_after.min(greedy_after);
-    rows.push(Row { method: "e-graph, ILP extraction", after, seconds: start.elapsed().as_secs_f64(), note });
-    let start = Instant::now();
-    let limits = taso::RewriteLimits { steps: usize::MAX, time: Duration::from_secs(args.baseline_time_s) };
-    let (_, report) = taso::rewrite(g, rules, limits).map_err(|e| anyhow!(e))?;
-    let applied: Vec<String> = report.applied.iter().map(|(r, n)| format!("{r} x{n}")).collect();
-    let note = format!(
-        "{} steps, {} candidates, stop: {}; {}",
+    let rewriting_limits = taso::RewriteLimits { steps: usize::MAX, time: Duration::from_secs(args.baseline_time_s) };
+    let (rewritten, report) = taso::rewrite(g, rules, rewriting_limits).map_err(|e| anyhow!(e))?;
+    let rewriting_s = start.elapsed().as_secs_f64();
+    let change = |method: egraph::Method| match extracted.costs.get(&method) {
+        Some(&c) if c.is_finite() => percent(before, c),
+        Some(_) => "none".to_string(),
+        None => "–".to_string(),
+    };
+    let ilp = match &extracted.ilp {
+        Some(ilp) => {
+            let why = match &ilp.outcome {
+                egraph::ilp::IlpOutcome::Failed(why) => format!(": {why}"),
+                _ => String::new(),
+            };
+            format!(
+                "{} ({}{why}, gap {:.2}%, {} variables)",
+                change(egraph::Method::Ilp),
+                ilp.outcome.name(),
+                ilp.gap() * 100.0,
+                ilp.variables
+            )
+        }
+        None => "–".to_string(),
+    };
+    let rewriting_cost = cost::graph_cost(&rewritten);
+    let (guarded, winner) = if rewriting_cost < extracted.cost {
+        (rewriting_cost, egraph::Method::GreedyRewriting)
+    } else {
+        (extracted.cost, extracted.winner)
+    };
+    Ok(format!(
+        "| `{model}` | {} | {before:.1} µs | {} | {} | {ilp} | **{}** ({}) in {egraph_s:.2} s | {} in {rewriting_s:.2} s ({} steps, {}) | {} ({}) | {}; saturation {saturate_s:.2} s |",
+        g.num_nodes(),
+        change(egraph::Method::GreedyExtraction),
+        change(egraph::Method::LocalSearch),
+        percent(before, extracted.cost),
+        extracted.winner.name(),
+        percent(before, rewriting_cost),
         report.steps,
-        report.candidates,
         report.stop,
-        if applied.is_empty() { "nothing applied".to_string() } else { applied.join(", ") }
-    );
-    rows.push(Row {
-        method: "greedy rewriting (no e-graph)",
-        after: report.cost_after,
-        seconds: start.elapsed().as_secs_f64(),
-        note,
-    });
-    Ok(rows)
+        percent(before, guarded),
+        winner.name(),
+        s.report.summary(),
+    ))
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -125,26 +131,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("note: a debug build; build with --release for numbers worth recording");
     }
-    println!("| model | nodes | method | estimated cost before → after | change | time | notes |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| model | nodes | estimated cost | greedy extraction | local search | MIP | e-graph (best method) | greedy rewriting | guarded result | saturation |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for model in &models {
         let g = tessera_frontend::load::load_model(Path::new(model))?;
         if g.num_nodes() == 0 {
             bail!("{model}: empty graph");
         }
-        let before = cost::graph_cost(&g);
-        for row in egraph_rows(&g, rules, &args)? {
-            println!(
-                "| `{model}` | {} | {} | {:.1} µs → {:.1} µs | {} | {:.2} s | {} |",
-                g.num_nodes(),
-                row.method,
-                before,
-                row.after,
-                percent(before, row.after),
-                row.seconds,
-                row.note
-            );
-        }
+        println!("{}", egraph_row(model, &g, rules, &args)?);
     }
     Ok(())
 }

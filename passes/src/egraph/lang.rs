@@ -347,6 +347,55 @@ pub fn build_ranked(
     roots: &[Id],
     rank: &dyn Fn(Id) -> Vec<TsrNode>,
 ) -> Option<(Graph, HashMap<Id, TsrNode>)> {
+    // A class whose every node reads a class being built above it is a dead end of the
+    // top-down choice: ban the node its parent chose and start again (bounded backtracking).
+    let mut banned: std::collections::HashSet<(Id, TsrNode)> = std::collections::HashSet::new();
+    for _ in 0..MAX_RESTARTS {
+        match build_ranked_once(original, roots, rank, &banned) {
+            Attempt::Built(built) => return Some(built),
+            Attempt::Failed => return None,
+            Attempt::DeadEnd(parent, node) => {
+                if !banned.insert((parent, node)) {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Most restarts of [`build_ranked`] after dead ends.
+const MAX_RESTARTS: usize = 256;
+
+/// One top-down pass of [`build_ranked`].
+enum Attempt {
+    Built((Graph, HashMap<Id, TsrNode>)),
+    /// A dead end below `parent`, which had chosen this node.
+    DeadEnd(Id, TsrNode),
+    Failed,
+}
+
+fn build_ranked_once(
+    original: &Graph,
+    roots: &[Id],
+    rank: &dyn Fn(Id) -> Vec<TsrNode>,
+    banned: &std::collections::HashSet<(Id, TsrNode)>,
+) -> Attempt {
+    match build_ranked_inner(original, roots, rank, banned) {
+        Ok(Some(built)) => Attempt::Built(built),
+        Ok(None) => Attempt::Failed,
+        Err((parent, node)) => Attempt::DeadEnd(parent, node),
+    }
+}
+
+type DeadEnd = (Id, TsrNode);
+
+fn build_ranked_inner(
+    original: &Graph,
+    roots: &[Id],
+    rank: &dyn Fn(Id) -> Vec<TsrNode>,
+    banned: &std::collections::HashSet<(Id, TsrNode)>,
+) -> Result<Option<(Graph, HashMap<Id, TsrNode>)>, DeadEnd> {
     let mut g = Graph::new(&original.name);
     let inputs: Vec<ValueId> = original
         .inputs()
@@ -385,21 +434,32 @@ pub fn build_ranked(
                         NodeKind::Attr { .. } => None,
                     };
                     operands.is_some_and(|o| o.iter().all(|c| !on_path.contains(c) && *c != class))
+                        && !banned.contains(&(class, n.clone()))
                 };
-                let node = rank(class).into_iter().find(usable)?;
+                let Some(node) = rank(class).into_iter().find(usable) else {
+                    // The parent is the nearest class on the stack that is being expanded.
+                    let parent = stack.iter().rev().find(|(_, expanded)| *expanded).map(|&(c, _)| c);
+                    return match parent.and_then(|p| chosen.get(&p).map(|n| (p, n.clone()))) {
+                        Some(dead_end) => Err(dead_end),
+                        None => Ok(None),
+                    };
+                };
                 chosen.insert(class, node.clone());
                 node
             }
         };
         let lowered = match &node.kind {
-            NodeKind::Op { .. } => Some(concrete(&node, &attr_of)?),
+            NodeKind::Op { .. } => match concrete(&node, &attr_of) {
+                Some(lowered) => Some(lowered),
+                None => return Ok(None),
+            },
             NodeKind::Input { .. } => None,
-            NodeKind::Attr { .. } => return None, // an attribute is never a value
+            NodeKind::Attr { .. } => return Ok(None), // an attribute is never a value
         };
         let operands: &[Id] = lowered.as_ref().map_or(&[], |(_, operands)| operands);
         if !expanded {
             if !on_path.insert(class) {
-                return None; // a cyclic choice: never emitted
+                return Ok(None); // a cyclic choice: never emitted
             }
             stack.push((class, true));
             for &c in operands.iter().rev() {
@@ -410,32 +470,37 @@ pub fn build_ranked(
             continue;
         }
         on_path.remove(&class);
-        let value = match &node.kind {
-            NodeKind::Input { index, .. } => *inputs.get(*index as usize)?,
-            NodeKind::Attr { .. } => return None,
-            NodeKind::Op { result, .. } => {
-                let op = lowered.as_ref().map(|(op, _)| op.clone())?;
-                let operands: Vec<ValueId> =
-                    operands.iter().map(|c| value_of.get(c).copied()).collect::<Option<_>>()?;
-                let entry = (format!("{op:?}"), operands.clone());
-                let outs = match emitted.get(&entry) {
-                    Some(outs) => outs.clone(),
-                    None => {
-                        let outs = g.add_node(op, &operands).ok()?;
-                        emitted.insert(entry, outs.clone());
-                        outs
-                    }
-                };
-                *outs.get(*result as usize)?
-            }
-        };
+        let value = (|| -> Option<ValueId> {
+            Some(match &node.kind {
+                NodeKind::Input { index, .. } => *inputs.get(*index as usize)?,
+                NodeKind::Attr { .. } => return None,
+                NodeKind::Op { result, .. } => {
+                    let op = lowered.as_ref().map(|(op, _)| op.clone())?;
+                    let operands: Vec<ValueId> =
+                        operands.iter().map(|c| value_of.get(c).copied()).collect::<Option<_>>()?;
+                    let entry = (format!("{op:?}"), operands.clone());
+                    let outs = match emitted.get(&entry) {
+                        Some(outs) => outs.clone(),
+                        None => {
+                            let outs = g.add_node(op, &operands).ok()?;
+                            emitted.insert(entry, outs.clone());
+                            outs
+                        }
+                    };
+                    *outs.get(*result as usize)?
+                }
+            })
+        })();
+        let Some(value) = value else { return Ok(None) };
         value_of.insert(class, value);
     }
-    let outputs: Vec<ValueId> = roots.iter().map(|r| value_of.get(r).copied()).collect::<Option<_>>()?;
+    let Some(outputs) = roots.iter().map(|r| value_of.get(r).copied()).collect::<Option<Vec<ValueId>>>() else {
+        return Ok(None);
+    };
     let mut seen = std::collections::HashSet::new();
     for (&v, &orig) in outputs.iter().zip(original.outputs()) {
         if !seen.insert(v) || g.input_role(v).is_some() {
-            return None;
+            return Ok(None);
         }
         let name = &original.value(orig).name;
         // A fresh numeric name may already hold an output's name: move it aside first.
@@ -450,5 +515,5 @@ pub fn build_ranked(
     }
     g.set_outputs(outputs);
     chosen.retain(|class, _| value_of.contains_key(class));
-    Some((g, chosen))
+    Ok(Some((g, chosen)))
 }
