@@ -15,6 +15,7 @@ use tessera_passes::egraph::ilp::IlpOutcome;
 use tessera_passes::egraph::rules::syntax::parse_rules;
 use tessera_passes::egraph::rules::typecheck::instance_graph;
 use tessera_passes::egraph::rules::{builtin, Rule};
+use tessera_passes::egraph::dag::{Candidates, Choice};
 use tessera_passes::egraph::{cost, extract, extract_greedy, saturate, ExtractConfig, Extraction, Limits, Method};
 use tessera_passes::pass::PassStats;
 use tessera_passes::pipeline::{run_pipeline, Pipeline, RunConfig};
@@ -406,4 +407,126 @@ fn extraction_prices_against_the_h100_preset() {
     let (x, w, y) = (f64s(&[4096, 4096]), f64s(&[4096, 4096]), f64s(&[4096, 4096]));
     let expected = 5.0 + 2.0 * 4096f64.powi(3) / 989e6;
     assert!((cost::kernel_us(&Op::MatMul, &[&x, &w], &[&y]) - expected).abs() < 1e-9);
+}
+
+fn ilp_config(seconds: u64) -> ExtractConfig {
+    ExtractConfig {
+        extraction: Extraction::Ilp { time_limit: std::time::Duration::from_secs(seconds) },
+        search_time: std::time::Duration::from_secs(seconds),
+    }
+}
+
+/// The cheapest emittable choice by enumerating every combination (tiny instances only).
+fn brute_force(cands: &Candidates) -> f64 {
+    let sizes: Vec<usize> = cands.nodes.iter().map(|n| n.len().max(1)).collect();
+    let total: f64 = sizes.iter().map(|&n| n as f64).product();
+    assert!(total <= 2e6, "{total} combinations is too many to enumerate");
+    let mut picks = vec![0usize; sizes.len()];
+    let mut best = f64::INFINITY;
+    loop {
+        let choice: Choice =
+            picks.iter().zip(&cands.nodes).map(|(&p, n)| if n.is_empty() { None } else { Some(p) }).collect();
+        if let Some(c) = cands.dag_cost(&choice) {
+            best = best.min(c);
+        }
+        // Next combination (odometer).
+        let mut i = 0;
+        loop {
+            if i == picks.len() {
+                return best;
+            }
+            picks[i] += 1;
+            if picks[i] < sizes[i] {
+                break;
+            }
+            picks[i] = 0;
+            i += 1;
+        }
+    }
+}
+
+/// On small saturated e-graphs the MIP's optimum equals the brute-force optimum of the same
+/// DAG cost, and it says so (optimal, gap 0).
+#[test]
+fn the_mip_finds_the_brute_force_optimum() {
+    let mut shared = Graph::new("shared");
+    let a = input(&mut shared, "a", f64s(&[64, 4]));
+    let b = input(&mut shared, "b", f64s(&[4, 64]));
+    let m = add(&mut shared, Op::MatMul, &[a, b]);
+    let n = add(&mut shared, Op::Unary(tessera_ir::ops::elementwise::UnaryOp::Neg), &[m]);
+    shared.set_outputs(vec![n, m]);
+    let mut projections = Graph::new("projections");
+    let x = input(&mut projections, "x", f64s(&[16, 32]));
+    let wq = param(&mut projections, "w_q", f64s(&[32, 32]));
+    let wk = param(&mut projections, "w_k", f64s(&[32, 32]));
+    let q = add(&mut projections, Op::MatMul, &[x, wq]);
+    let k = add(&mut projections, Op::MatMul, &[x, wk]);
+    let s = add(&mut projections, Op::Binary(BinaryOp::Add), &[q, k]);
+    projections.set_outputs(vec![s]);
+    for g in [shared, projections] {
+        let limits = Limits { iters: 2, ..Limits::default() };
+        let s = saturate(&g, rules(), limits).expect("saturates");
+        let cands = Candidates::new(&s.egraph, &s.outputs);
+        let optimum = brute_force(&cands);
+        let report = tessera_passes::egraph::ilp::extract(&cands, None, std::time::Duration::from_secs(10));
+        assert_eq!(report.outcome, IlpOutcome::Optimal, "{}: {:?}", g.name, report.outcome);
+        assert!((report.cost - optimum).abs() < 1e-9, "{}: MIP {} vs brute force {optimum}", g.name, report.cost);
+        assert_eq!(report.gap(), 0.0);
+        let extracted = extract(&g, &s, &ilp_config(10), None);
+        assert!(extracted.cost <= optimum + 1e-9, "{}: {} vs {optimum}", g.name, extracted.cost);
+        assert_same_outputs(&g, &extracted.graph);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// On random graphs the guarded extraction is never costlier than the input nor than greedy
+    /// extraction, with or without the MIP, and the cost it reports is its graph's.
+    #[test]
+    fn extraction_never_exceeds_greedy_or_the_input(g in tessera_ir::testing::arb_graph_with(
+        tessera_ir::testing::ArbGraphConfig { max_steps: 12, symbolic_dims: false },
+    )) {
+        let limits = Limits { iters: 3, time: std::time::Duration::from_millis(300), ..Limits::default() };
+        let s = saturate(&g, rules(), limits).expect("saturates");
+        let greedy = extract_greedy(&g, &s).map_or(f64::INFINITY, |e| cost::graph_cost(&e));
+        for config in [ExtractConfig::default(), ilp_config(1)] {
+            let extracted = extract(&g, &s, &config, None);
+            let input = cost::graph_cost(&g);
+            prop_assert!(extracted.cost <= input, "{} > input {}", extracted.cost, input);
+            prop_assert!(extracted.cost <= greedy, "{} > greedy {}", extracted.cost, greedy);
+            prop_assert_eq!(extracted.cost, cost::graph_cost(&extracted.graph));
+            prop_assert!(extracted.costs.values().all(|&c| extracted.cost <= c));
+        }
+    }
+}
+
+/// The saturation report of the attention block, phase by phase: which rules each phase ran,
+/// fired, banned and starved, and which extraction method won.
+#[test]
+fn the_schedule_report_of_the_attention_block() {
+    let g = gpt_attention();
+    let limits = Limits { iters: 8, nodes: 20_000, time: std::time::Duration::from_secs(60) };
+    let s = saturate(&g, rules(), limits).expect("saturates");
+    let mut text = String::new();
+    for phase in &s.report.phases {
+        let fired: Vec<String> = phase.fired.iter().map(|(r, n)| format!("{r} x{n}")).collect();
+        let banned: Vec<String> = phase.banned.iter().map(|(r, n)| format!("{r} x{n}")).collect();
+        text.push_str(&format!(
+            "{}: {} rules, {} iterations, {} e-nodes, stop {}\n  fired: {}\n  banned: {}\n  starved: {}\n",
+            phase.phase.name(),
+            phase.rules,
+            phase.iterations,
+            phase.enodes,
+            phase.stop,
+            fired.join(", "),
+            banned.join(", "),
+            phase.starved.join(", "),
+        ));
+    }
+    let extracted = extract(&g, &s, &ilp_config(10), None);
+    text.push_str(&format!("winner: {}\n", extracted.winner.name()));
+    for (method, c) in &extracted.costs {
+        text.push_str(&format!("  {}: {c:.3} us\n", method.name()));
+    }
+    insta::assert_snapshot!(text);
 }

@@ -167,11 +167,86 @@ impl Candidates {
             .collect()
     }
 
+    /// An emittable choice that follows `rank` (preferred node indices per class; the class's
+    /// other nodes follow by own cost): top-down from the roots, each class takes its first
+    /// node that reads no class being chosen above it. At a dead end (every node of a class
+    /// does) the parent's node is banned and the walk restarts, so this backtracks; `None`
+    /// when the roots themselves run out of nodes or after [`MAX_RESTARTS`].
+    pub fn acyclic_choice(&self, rank: &dyn Fn(usize) -> Vec<usize>) -> Option<Choice> {
+        let n = self.classes.len();
+        let order: Vec<Vec<usize>> = (0..n)
+            .map(|class| {
+                let mut list: Vec<usize> = Vec::new();
+                for p in rank(class) {
+                    if p < self.nodes[class].len() && !list.contains(&p) {
+                        list.push(p);
+                    }
+                }
+                let mut rest: Vec<usize> = (0..self.nodes[class].len()).filter(|p| !list.contains(p)).collect();
+                rest.sort_by(|&a, &b| self.nodes[class][a].cost.total_cmp(&self.nodes[class][b].cost));
+                list.extend(rest);
+                list
+            })
+            .collect();
+        let mut banned: HashSet<(usize, usize)> = HashSet::new();
+        'restart: for _ in 0..MAX_RESTARTS {
+            let mut choice: Choice = vec![None; n];
+            // 0 = not chosen yet, 1 = on the current path, 2 = done.
+            let mut state = vec![0u8; n];
+            let mut stack: Vec<(usize, usize)> = Vec::new();
+            for &root in &self.roots {
+                if state[root] == 2 {
+                    continue;
+                }
+                let mut entering = Some(root);
+                loop {
+                    if let Some(class) = entering.take() {
+                        let usable = order[class].iter().copied().find(|&p| {
+                            !banned.contains(&(class, p)) && self.nodes[class][p].children.iter().all(|&c| state[c] != 1)
+                        });
+                        match usable {
+                            Some(p) => {
+                                choice[class] = Some(p);
+                                state[class] = 1;
+                                stack.push((class, 0));
+                            }
+                            None => match stack.last() {
+                                Some(&(parent, _)) => {
+                                    let parent_pick = choice[parent]?;
+                                    banned.insert((parent, parent_pick));
+                                    continue 'restart;
+                                }
+                                None => return None,
+                            },
+                        }
+                    }
+                    let Some(top) = stack.last_mut() else { break };
+                    let (class, next) = *top;
+                    let children = &self.nodes[class][choice[class]?].children;
+                    if next < children.len() {
+                        top.1 += 1;
+                        if state[children[next]] == 0 {
+                            entering = Some(children[next]);
+                        }
+                        continue;
+                    }
+                    state[class] = 2;
+                    stack.pop();
+                }
+            }
+            return Some(choice);
+        }
+        None
+    }
+
     /// Number of candidate nodes over all classes.
     pub fn num_nodes(&self) -> usize {
         self.nodes.iter().map(Vec::len).sum()
     }
 }
+
+/// Most restarts of [`Candidates::acyclic_choice`] after dead ends.
+pub const MAX_RESTARTS: usize = 1_000;
 
 /// Most follow-up re-picks tried after one move (a move that makes a large sub-DAG reachable
 /// would otherwise cost a DAG walk per consumer of each of its classes).

@@ -238,55 +238,65 @@ pub fn saturate(g: &Graph, rules: &[rules::Rule], limits: Limits) -> Result<Satu
     Ok(Saturated { egraph, outputs, report })
 }
 
-/// The cheapest graph in `s` by greedy (tree-cost) extraction, with `original`'s inputs and
-/// output names; `None` when it cannot keep them.
+/// The cheapest graph in `s` by greedy extraction ([`greedy_choice`]), with `original`'s
+/// inputs and output names; `None` when it cannot keep them.
 pub fn extract_greedy(original: &Graph, s: &Saturated) -> Option<Graph> {
-    greedy_choice(original, s).map(|(g, _)| g)
+    let cands = dag::Candidates::new(&s.egraph, &s.outputs);
+    let ranked = greedy::ranked(&s.egraph, &s.outputs);
+    let choice = greedy_choice(s, &cands, &ranked)?;
+    emit(original, s, &cands, &choice)
 }
 
-/// Greedy extraction and the node it used per class: the cheaper (by [`cost::graph_cost`]) of
-/// two heuristics. By DAG cost per class ([`greedy::ranked`]), which sees sharing inside a
-/// class's sub-DAG but not across classes; and by egg's tree cost with views charged their
-/// share of their operand ([`cost::Roofline`]), which sees the sharing of a merged matmul by
-/// its parts but charges other shared subterms once per use. [`lang::build_ranked`] skips a
-/// node that would close a cycle.
-fn greedy_choice(original: &Graph, s: &Saturated) -> Option<(Graph, HashMap<Id, lang::TsrNode>)> {
-    let ranked = greedy::ranked(&s.egraph, &s.outputs);
-    let by_dag = |class: Id| with_fallback(s, class, ranked.get(&s.egraph.find(class)).cloned().unwrap_or_default());
-    let dag = lang::build_ranked(original, &s.outputs, &by_dag);
+/// Positions in `cands.nodes[class]` of `nodes`, in order (nodes that are not candidates are
+/// skipped).
+fn positions(cands: &dag::Candidates, class: usize, nodes: &[lang::TsrNode]) -> Vec<usize> {
+    nodes.iter().filter_map(|want| cands.nodes[class].iter().position(|c| c.node == *want)).collect()
+}
+
+/// The nodes `ranked` lists for candidate class `class`, as positions.
+fn ranked_positions(cands: &dag::Candidates, ranked: &HashMap<Id, Vec<lang::TsrNode>>, class: usize) -> Vec<usize> {
+    positions(cands, class, ranked.get(&cands.classes[class]).map_or(&[], |v| v.as_slice()))
+}
+
+/// Greedy extraction: the cheaper (by DAG cost) of two rankings made emittable by
+/// [`dag::Candidates::acyclic_choice`]. By DAG cost per class ([`greedy::ranked`]), which sees
+/// sharing inside a class's sub-DAG but not across classes; and by egg's tree cost with views
+/// charged their share of their operand ([`cost::Roofline`]), which sees the sharing of a
+/// merged matmul by its parts but charges other shared subterms once per use.
+fn greedy_choice(
+    s: &Saturated,
+    cands: &dag::Candidates,
+    ranked: &HashMap<Id, Vec<lang::TsrNode>>,
+) -> Option<dag::Choice> {
+    let by_dag = |class: usize| ranked_positions(cands, ranked, class);
     let extractor = Extractor::new(&s.egraph, cost::Roofline { egraph: &s.egraph });
-    let by_tree = |class: Id| {
+    let by_tree = |class: usize| {
         let mut roofline = cost::Roofline { egraph: &s.egraph };
-        let mut nodes: Vec<(f64, lang::TsrNode)> = s.egraph[class]
+        let mut scored: Vec<(f64, usize)> = cands.nodes[class]
             .iter()
-            .map(|n| (roofline.cost(n, |c| extractor.find_best_cost(c)), n.clone()))
+            .enumerate()
+            .map(|(p, c)| (roofline.cost(&c.node, |child| extractor.find_best_cost(child)), p))
             .filter(|(c, _)| c.is_finite())
             .collect();
-        nodes.sort_by(|a, b| a.0.total_cmp(&b.0));
-        with_fallback(s, class, nodes.into_iter().map(|(_, n)| n).collect())
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+        scored.into_iter().map(|(_, p)| p).collect()
     };
-    let tree = lang::build_ranked(original, &s.outputs, &by_tree);
-    match (dag, tree) {
-        (Some(d), Some(t)) => Some(if cost::graph_cost(&t.0) < cost::graph_cost(&d.0) { t } else { d }),
-        (d, t) => d.or(t),
-    }
+    [cands.acyclic_choice(&by_dag), cands.acyclic_choice(&by_tree)]
+        .into_iter()
+        .flatten()
+        .filter_map(|choice| cands.dag_cost(&choice).map(|c| (c, choice)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, choice)| choice)
 }
 
-/// `preferred`, then the class's other nodes by own cost: [`lang::build_ranked`] falls back
-/// along this list when a preferred node would close a cycle, so a class whose ranked nodes
-/// all do (after merges such as `reshape-identity`) still gets a node.
-fn with_fallback(s: &Saturated, class: Id, mut preferred: Vec<lang::TsrNode>) -> Vec<lang::TsrNode> {
-    let class = s.egraph.find(class);
-    let mut rest: Vec<(f64, lang::TsrNode)> = s.egraph[class]
-        .iter()
-        .map(|n| n.clone().map_children(|c| s.egraph.find(c)))
-        .filter(|n| !preferred.contains(n))
-        .map(|n| (cost::node_cost(&s.egraph, &n), n))
-        .filter(|(c, _)| c.is_finite())
-        .collect();
-    rest.sort_by(|a, b| a.0.total_cmp(&b.0));
-    preferred.extend(rest.into_iter().map(|(_, n)| n));
-    preferred
+/// The graph of an emittable `choice`, with `original`'s inputs and output names.
+fn emit(original: &Graph, s: &Saturated, cands: &dag::Candidates, choice: &dag::Choice) -> Option<Graph> {
+    let nodes = cands.nodes_of(choice);
+    let choose = |class: Id| {
+        let class = s.egraph.find(class);
+        nodes.get(&class).cloned().unwrap_or_else(|| s.egraph[class].nodes[0].clone())
+    };
+    lang::build(original, &s.outputs, &choose)
 }
 
 /// A way the pass can end up with a graph; the guard keeps the cheapest.
@@ -370,31 +380,22 @@ fn input_nodes(original: &Graph, s: &Saturated) -> HashMap<Id, Vec<lang::TsrNode
 pub fn extract(original: &Graph, s: &Saturated, config: &ExtractConfig, baseline: Option<&Graph>) -> Extracted {
     let before = cost::graph_cost(original);
     let cands = dag::Candidates::new(&s.egraph, &s.outputs);
-    let greedy = greedy_choice(original, s);
     let ranked = greedy::ranked(&s.egraph, &s.outputs);
-    let fill = cands.choice_from(&|class| ranked.get(&class).cloned().unwrap_or_default());
-    let from_map =
-        |map: &HashMap<Id, lang::TsrNode>| cands.choice_from(&|class| map.get(&class).cloned().into_iter().collect());
+    let greedy = greedy_choice(s, &cands, &ranked);
+    let fill = cands.acyclic_choice(&|class| ranked_positions(&cands, &ranked, class));
     // The input graph as a choice: its own nodes first; where merged classes make them cyclic,
-    // `build_ranked` falls back to other nodes, so the start is emittable.
+    // `acyclic_choice` falls back to other nodes, so the start is emittable.
     let originals = input_nodes(original, s);
-    let input_rank = |class: Id| {
-        let class = s.egraph.find(class);
-        let mut list = originals.get(&class).cloned().unwrap_or_default();
-        list.extend(ranked.get(&class).cloned().unwrap_or_default());
-        with_fallback(s, class, list)
-    };
-    let input = lang::build_ranked(original, &s.outputs, &input_rank)
-        .map(|(_, chosen)| from_map(&chosen))
-        .unwrap_or_else(|| vec![None; cands.classes.len()]);
+    let input = cands.acyclic_choice(&|class| {
+        let mut list = positions(&cands, class, originals.get(&cands.classes[class]).map_or(&[], |v| v.as_slice()));
+        list.extend(ranked_positions(&cands, &ranked, class));
+        list
+    });
     let deadline = Instant::now() + config.search_time;
-    let mut starts = vec![input];
-    if let Some((_, chosen)) = &greedy {
-        starts.push(from_map(chosen));
-    }
+    let fill = fill.unwrap_or_else(|| vec![None; cands.classes.len()]);
     let mut best: Option<(dag::Choice, f64)> = None;
     let mut search = dag::SearchStats::default();
-    for start in &starts {
+    for start in input.iter().chain(greedy.iter()) {
         let (choice, c, stats) = dag::improve(&cands, start, &fill, deadline);
         search.moves += stats.moves;
         search.tried += stats.tried;
@@ -403,16 +404,9 @@ pub fn extract(original: &Graph, s: &Saturated, config: &ExtractConfig, baseline
             best = Some((choice, c));
         }
     }
-    let emit = |choice: &dag::Choice| {
-        let nodes = cands.nodes_of(choice);
-        let choose = |class: Id| {
-            let class = s.egraph.find(class);
-            nodes.get(&class).cloned().unwrap_or_else(|| s.egraph[class].nodes[0].clone())
-        };
-        lang::build(original, &s.outputs, &choose)
-    };
+    let emit = |choice: &dag::Choice| emit(original, s, &cands, choice);
     let mut graphs: Vec<(Method, Option<Graph>)> = vec![
-        (Method::GreedyExtraction, greedy.map(|(g, _)| g)),
+        (Method::GreedyExtraction, greedy.as_ref().and_then(emit)),
         (Method::LocalSearch, best.as_ref().and_then(|(choice, _)| emit(choice))),
     ];
     let mut ilp_report = None;
