@@ -46,6 +46,16 @@ pub struct BenchArgs {
     /// Greedy rewriting baseline: time limit in seconds.
     #[arg(long, default_value_t = 60)]
     pub baseline_time_s: u64,
+    /// E-graph: also compile the graph before and after for the CPU and run both on the same
+    /// seeded inputs, printing the measured change and the outputs' largest difference.
+    #[arg(long)]
+    pub measure: bool,
+    /// `--measure`: runs per round and artifact (the median is kept).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: u32,
+    /// `--measure`: rounds, alternating the two artifacts (the median of the rounds' medians).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     /// Kernels: the device to measure (cuda).
     #[arg(long, default_value = "cuda")]
     pub target: String,
@@ -97,13 +107,25 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
         None => "–".to_string(),
     };
     let rewriting_cost = cost::graph_cost(&rewritten);
-    let (guarded, winner) = if rewriting_cost < extracted.cost {
-        (rewriting_cost, egraph::Method::GreedyRewriting)
+    let (guarded, winner, optimized) = if rewriting_cost < extracted.cost {
+        (rewriting_cost, egraph::Method::GreedyRewriting, &rewritten)
     } else {
-        (extracted.cost, extracted.winner)
+        (extracted.cost, extracted.winner, &extracted.graph)
+    };
+    let measured = if args.measure {
+        let m = measure(g, optimized, args)?;
+        format!(
+            " {:.1} ms → {:.1} ms ({}), max relative difference {:.1e} |",
+            m.before_s * 1e3,
+            m.after_s * 1e3,
+            percent(m.before_s, m.after_s),
+            m.max_relative_difference
+        )
+    } else {
+        String::new()
     };
     Ok(format!(
-        "| `{model}` | {} | {before:.1} µs | {} | {} | {ilp} | **{}** ({}) in {egraph_s:.2} s | {} in {rewriting_s:.2} s ({} steps, {}) | {} ({}) | {}; saturation {saturate_s:.2} s |",
+        "| `{model}` | {} | {before:.1} µs | {} | {} | {ilp} | **{}** ({}) in {egraph_s:.2} s | {} in {rewriting_s:.2} s ({} steps, {}) | {} ({}) | {}; saturation {saturate_s:.2} s |{measured}",
         g.num_nodes(),
         change(egraph::Method::GreedyExtraction),
         change(egraph::Method::LocalSearch),
@@ -116,6 +138,74 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
         winner.name(),
         s.report.summary(),
     ))
+}
+
+/// What `--measure` found for one model.
+struct Measured {
+    before_s: f64,
+    after_s: f64,
+    /// Largest |before − after| over all outputs, relative to the largest |before| of that output.
+    max_relative_difference: f64,
+}
+
+/// The median steady-state run time that `run_artifact --timing` reports.
+fn median_seconds(diagnostics: &str) -> Result<f64> {
+    let line = diagnostics
+        .lines()
+        .find(|l| l.contains("median"))
+        .ok_or_else(|| anyhow!("no median in the timing report: {diagnostics}"))?;
+    let value = line.rsplit("median ").next().and_then(|t| t.trim_end_matches(" s").parse::<f64>().ok());
+    value.ok_or_else(|| anyhow!("cannot read the median in '{line}'"))
+}
+
+/// `--measure`: compiles `before` and `after` for the CPU, runs them alternately on the same
+/// seeded random inputs (`rounds` rounds of `repeat` runs each, parameters resident), and
+/// compares their outputs.
+fn measure(before: &Graph, after: &Graph, args: &BenchArgs) -> Result<Measured> {
+    use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
+    use tessera_runtime::executor::run::{run_artifact, RunConfig};
+    let scratch = std::env::temp_dir().join(format!("tessera-bench-measure-{}", std::process::id()));
+    let options = CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options: Vec::new() };
+    std::fs::create_dir_all(&scratch).map_err(|e| anyhow!("{}: {e}", scratch.display()))?;
+    let mut dirs = Vec::new();
+    for (name, graph) in [("before", before), ("after", after)] {
+        let dir = scratch.join(name);
+        let compiled = compile(graph, name.as_bytes(), &options).map_err(|e| anyhow!("compile {name}: {e}"))?;
+        write_artifact(&dir, &compiled.files).map_err(|e| anyhow!("write {name}: {e}"))?;
+        dirs.push(dir);
+    }
+    let mut medians: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut written: [Vec<std::path::PathBuf>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..args.rounds.max(1) {
+        for (i, dir) in dirs.iter().enumerate() {
+            let config = RunConfig {
+                inputs: Vec::new(),
+                random_inputs: Some(1),
+                output: dir.join("outputs"),
+                repeat: args.repeat.max(2),
+                timing: true,
+                profile: false,
+                comm_timeout: Duration::from_secs(60),
+            };
+            let report = run_artifact(dir, &config).map_err(|e| anyhow!("run {}: {e}", dir.display()))?;
+            medians[i].push(median_seconds(&report.diagnostics)?);
+            written[i] = report.written;
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let mut worst: f64 = 0.0;
+    for (a, b) in written[0].iter().zip(&written[1]) {
+        let x = tessera_runtime::npy::read_npy(a).map_err(|e| anyhow!("{}: {e}", a.display()))?.to_f64_vec();
+        let y = tessera_runtime::npy::read_npy(b).map_err(|e| anyhow!("{}: {e}", b.display()))?.to_f64_vec();
+        let scale = x.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
+        let diff = x.iter().zip(&y).fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
+        worst = worst.max(diff / scale);
+    }
+    std::fs::remove_dir_all(&scratch).ok();
+    Ok(Measured { before_s: median(&mut medians[0]), after_s: median(&mut medians[1]), max_relative_difference: worst })
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -131,10 +221,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("note: a debug build; build with --release for numbers worth recording");
     }
+    let (measured, rule) = if args.measure { (" measured on the CPU (median) |", "---|") } else { ("", "") };
     println!(
-        "| model | nodes | estimated cost | greedy extraction | local search | MIP | e-graph (best method) | greedy rewriting | guarded result | saturation |"
+        "| model | nodes | estimated cost | greedy extraction | local search | MIP | e-graph (best method) | greedy rewriting | guarded result | saturation |{measured}"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|{rule}");
     for model in &models {
         let g = tessera_frontend::load::load_model(Path::new(model))?;
         if g.num_nodes() == 0 {

@@ -187,6 +187,7 @@ pub fn extract(cands: &Candidates, warm: Option<&Choice>, time_limit: Duration) 
     // CBC takes fractional seconds; good_lp's `with_time_limit` would round up to whole ones.
     model.set_parameter("sec", &format!("{:.3}", time_limit.as_secs_f64().max(0.001)));
     model.set_parameter("log", "0");
+    model.set_parameter("slog", "0");
     let mut n_constraints = 0usize;
     let sum_of = |class: usize| -> Expression { x[class].iter().copied().map(Expression::from).sum() };
     for &root in &cands.roots {
