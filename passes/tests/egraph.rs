@@ -11,11 +11,11 @@ use tessera_ir::tensor::Tensor;
 use tessera_ir::testing::build::{add, f64s, input, param};
 use tessera_ir::testing::inputs::seeded_inputs;
 use tessera_ir::types::{Dim, TensorType};
+use tessera_passes::egraph::dag::{Candidates, Choice};
 use tessera_passes::egraph::ilp::IlpOutcome;
 use tessera_passes::egraph::rules::syntax::parse_rules;
 use tessera_passes::egraph::rules::typecheck::instance_graph;
 use tessera_passes::egraph::rules::{builtin, Rule};
-use tessera_passes::egraph::dag::{Candidates, Choice};
 use tessera_passes::egraph::{cost, extract, extract_greedy, saturate, ExtractConfig, Extraction, Limits, Method};
 use tessera_passes::pass::PassStats;
 use tessera_passes::pipeline::{run_pipeline, Pipeline, RunConfig};
@@ -391,6 +391,22 @@ fn greedy_rewriting_baseline_merges_projections() {
     assert!(report.applied.get("matmul-merge-rhs").copied().unwrap_or(0) >= 2, "{report:?}");
     assert_eq!(count(&g, "matmul"), 4, "{}", tessera_ir::mlir::print_graph(&g));
     assert_same_outputs(&original, &g);
+    // Equality saturation finds every rewrite greedy rewriting made: its result is in the
+    // e-graph, and extraction is at least as cheap.
+    let s = saturate(&original, rules(), Limits::default()).expect("saturates");
+    assert!(tessera_passes::egraph::holds(&s, &g), "{:?}", s.report);
+    assert!(!tessera_passes::egraph::holds(&s, &gpt_attention_with_output_scaled()));
+    let extracted = extract(&original, &s, &ExtractConfig::default(), None);
+    assert!(extracted.cost <= report.cost_after, "{} vs {}", extracted.cost, report.cost_after);
+}
+
+/// The attention block with its output doubled: not equivalent, so never in its e-graph.
+fn gpt_attention_with_output_scaled() -> Graph {
+    let mut g = gpt_attention();
+    let y = g.outputs()[0];
+    let doubled = add(&mut g, Op::Binary(BinaryOp::Add), &[y, y]);
+    g.set_outputs(vec![doubled]);
+    g
 }
 
 #[test]

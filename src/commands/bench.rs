@@ -107,6 +107,7 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
         None => "–".to_string(),
     };
     let rewriting_cost = cost::graph_cost(&rewritten);
+    let held = if egraph::holds(&s, &rewritten) { "the e-graph holds it" } else { "**not in the e-graph**" };
     let (guarded, winner, optimized) = if rewriting_cost < extracted.cost {
         (rewriting_cost, egraph::Method::GreedyRewriting, &rewritten)
     } else {
@@ -125,7 +126,7 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
         String::new()
     };
     Ok(format!(
-        "| `{model}` | {} | {before:.1} µs | {} | {} | {ilp} | **{}** ({}) in {egraph_s:.2} s | {} in {rewriting_s:.2} s ({} steps, {}) | {} ({}) | {}; saturation {saturate_s:.2} s |{measured}",
+        "| `{model}` | {} | {before:.1} µs | {} | {} | {ilp} | **{}** ({}) in {egraph_s:.2} s | {} in {rewriting_s:.2} s ({} steps, {}; {held}) | {} ({}) | {}; saturation {saturate_s:.2} s |{measured}",
         g.num_nodes(),
         change(egraph::Method::GreedyExtraction),
         change(egraph::Method::LocalSearch),

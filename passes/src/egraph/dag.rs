@@ -202,7 +202,8 @@ impl Candidates {
                 loop {
                     if let Some(class) = entering.take() {
                         let usable = order[class].iter().copied().find(|&p| {
-                            !banned.contains(&(class, p)) && self.nodes[class][p].children.iter().all(|&c| state[c] != 1)
+                            !banned.contains(&(class, p))
+                                && self.nodes[class][p].children.iter().all(|&c| state[c] != 1)
                         });
                         match usable {
                             Some(p) => {

@@ -288,6 +288,16 @@ pub struct Loaded {
 /// Adds every input and node of `g` to a fresh e-graph.
 pub fn load(g: &Graph) -> Loaded {
     let mut egraph = TsrEGraph::default();
+    let outputs = load_into(&mut egraph, g, &|_| None);
+    Loaded { egraph, outputs }
+}
+
+/// Adds every input and node of `g` to `egraph` (rebuilt afterwards) and returns the classes
+/// of its outputs. Inputs are keyed by their index, so a graph with the same inputs as one
+/// loaded before shares its input classes: whether its outputs land in the classes of the
+/// other's shows whether the e-graph already holds it. `constant_class` may map a literal to
+/// a class already in the e-graph (literals are otherwise keyed by their defining value).
+pub fn load_into(egraph: &mut TsrEGraph, g: &Graph, constant_class: &dyn Fn(&Op) -> Option<Id>) -> Vec<Id> {
     let mut class_of: Vec<Option<Id>> = vec![None; g.num_values()];
     for (index, &v) in g.inputs().iter().enumerate() {
         let parameter = g.input_role(v) == Some(InputRole::Parameter);
@@ -303,6 +313,10 @@ pub fn load(g: &Graph) -> Loaded {
         };
         let rank = node.inputs.first().map_or(0, |&v| g.value(v).ty.rank());
         for (result, &out) in node.outputs.iter().enumerate() {
+            if let Some(class) = constant_class(&node.op) {
+                class_of[out.index()] = Some(class);
+                continue;
+            }
             let enode = match &node.op {
                 // Literals are identified by the value that defined them (see the module doc).
                 Op::Constant(_) => TsrNode {
@@ -328,7 +342,7 @@ pub fn load(g: &Graph) -> Loaded {
     }
     let outputs = g.outputs().iter().filter_map(|v| class_of[v.index()]).collect();
     egraph.rebuild();
-    Loaded { egraph, outputs }
+    outputs
 }
 
 /// Builds a graph from one chosen e-node per class (`choose`), reachable from `roots`, with

@@ -299,6 +299,28 @@ fn emit(original: &Graph, s: &Saturated, cands: &dag::Candidates, choice: &dag::
     lang::build(original, &s.outputs, &choose)
 }
 
+/// Whether the saturated e-graph already holds `other` (an equivalent graph with the same
+/// inputs, e.g. greedy rewriting's result): adding it to a copy merges nothing new into the
+/// output classes, i.e. each of its outputs lands in the class of the matching output.
+/// `other`'s literals are matched to equal literals of the e-graph by value.
+pub fn holds(s: &Saturated, other: &Graph) -> bool {
+    let mut egraph = s.egraph.clone();
+    let mut literals: HashMap<String, Id> = HashMap::new();
+    for class in egraph.classes() {
+        for node in class.iter() {
+            if let Some((op @ tessera_ir::ops::Op::Constant(_), _)) = node.as_op() {
+                literals.entry(format!("{op:?}")).or_insert(class.id);
+            }
+        }
+    }
+    let constant_class = |op: &tessera_ir::ops::Op| match op {
+        tessera_ir::ops::Op::Constant(_) => literals.get(&format!("{op:?}")).copied(),
+        _ => None,
+    };
+    let added = lang::load_into(&mut egraph, other, &constant_class);
+    added.len() == s.outputs.len() && added.iter().zip(&s.outputs).all(|(&a, &o)| egraph.find(a) == egraph.find(o))
+}
+
 /// A way the pass can end up with a graph; the guard keeps the cheapest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Method {
