@@ -363,13 +363,12 @@ pub fn build_ranked(
 ) -> Option<(Graph, HashMap<Id, TsrNode>)> {
     // A class whose every node reads a class being built above it is a dead end of the
     // top-down choice: ban the node its parent chose and start again (bounded backtracking).
-    let mut banned: std::collections::HashSet<(Id, TsrNode)> = std::collections::HashSet::new();
+    let mut banned: std::collections::HashSet<DeadEnd> = std::collections::HashSet::new();
     for _ in 0..MAX_RESTARTS {
         match build_ranked_once(original, roots, rank, &banned) {
-            Attempt::Built(built) => return Some(built),
-            Attempt::Failed => return None,
-            Attempt::DeadEnd(parent, node) => {
-                if !banned.insert((parent, node)) {
+            Ok(built) => return built,
+            Err(dead_end) => {
+                if !banned.insert(dead_end) {
                     return None;
                 }
             }
@@ -381,35 +380,20 @@ pub fn build_ranked(
 /// Most restarts of [`build_ranked`] after dead ends.
 const MAX_RESTARTS: usize = 256;
 
-/// One top-down pass of [`build_ranked`].
-enum Attempt {
-    Built((Graph, HashMap<Id, TsrNode>)),
-    /// A dead end below `parent`, which had chosen this node.
-    DeadEnd(Id, TsrNode),
-    Failed,
-}
+/// A graph and the node used for every class emitted.
+type Built = (Graph, HashMap<Id, TsrNode>);
 
+/// A class and the node it had chosen when a class below it reached a dead end.
+type DeadEnd = (Id, TsrNode);
+
+/// One top-down pass of [`build_ranked`] that avoids the `banned` choices: the result, or the
+/// choice above a dead end.
 fn build_ranked_once(
     original: &Graph,
     roots: &[Id],
     rank: &dyn Fn(Id) -> Vec<TsrNode>,
-    banned: &std::collections::HashSet<(Id, TsrNode)>,
-) -> Attempt {
-    match build_ranked_inner(original, roots, rank, banned) {
-        Ok(Some(built)) => Attempt::Built(built),
-        Ok(None) => Attempt::Failed,
-        Err((parent, node)) => Attempt::DeadEnd(parent, node),
-    }
-}
-
-type DeadEnd = (Id, TsrNode);
-
-fn build_ranked_inner(
-    original: &Graph,
-    roots: &[Id],
-    rank: &dyn Fn(Id) -> Vec<TsrNode>,
-    banned: &std::collections::HashSet<(Id, TsrNode)>,
-) -> Result<Option<(Graph, HashMap<Id, TsrNode>)>, DeadEnd> {
+    banned: &std::collections::HashSet<DeadEnd>,
+) -> Result<Option<Built>, DeadEnd> {
     let mut g = Graph::new(&original.name);
     let inputs: Vec<ValueId> = original
         .inputs()
