@@ -160,8 +160,8 @@ fn median_seconds(diagnostics: &str) -> Result<f64> {
 }
 
 /// `--measure`: compiles `before` and `after` for the CPU, runs them alternately on the same
-/// seeded random inputs (`rounds` rounds of `repeat` runs each, parameters resident), and
-/// compares their outputs.
+/// seeded random inputs (a warm-up round, then `rounds` rounds of `repeat` runs each with the
+/// parameters resident; the median of the rounds' medians), and compares their outputs.
 fn measure(before: &Graph, after: &Graph, args: &BenchArgs) -> Result<Measured> {
     use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
     use tessera_runtime::executor::run::{run_artifact, RunConfig};
@@ -177,7 +177,8 @@ fn measure(before: &Graph, after: &Graph, args: &BenchArgs) -> Result<Measured> 
     }
     let mut medians: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut written: [Vec<std::path::PathBuf>; 2] = [Vec::new(), Vec::new()];
-    for _ in 0..args.rounds.max(1) {
+    // Round 0 warms both artifacts up (thread pool, page faults of the first run) unrecorded.
+    for round in 0..=args.rounds.max(1) {
         for (i, dir) in dirs.iter().enumerate() {
             let config = RunConfig {
                 inputs: Vec::new(),
@@ -189,7 +190,9 @@ fn measure(before: &Graph, after: &Graph, args: &BenchArgs) -> Result<Measured> 
                 comm_timeout: Duration::from_secs(60),
             };
             let report = run_artifact(dir, &config).map_err(|e| anyhow!("run {}: {e}", dir.display()))?;
-            medians[i].push(median_seconds(&report.diagnostics)?);
+            if round > 0 {
+                medians[i].push(median_seconds(&report.diagnostics)?);
+            }
             written[i] = report.written;
         }
     }
