@@ -159,6 +159,35 @@ fn median_seconds(diagnostics: &str) -> Result<f64> {
     value.ok_or_else(|| anyhow!("cannot read the median in '{line}'"))
 }
 
+/// Seeded inputs for `--measure`, written as `.npy` files into `dir`; returns `NAME=FILE`
+/// per input. Values are uniform in [-1, 1) as `tessera run --random-inputs` makes them, except
+/// where that would not be a valid model input: integer inputs (token, type and position
+/// ids) become 0 or 1, valid for every embedding table, and batch-norm variances (`*.var`)
+/// are made positive.
+fn write_measure_inputs(g: &Graph, dir: &Path) -> Result<Vec<String>> {
+    use tessera_ir::tensor::Tensor;
+    std::fs::create_dir_all(dir).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+    let no_feeds: &[(String, Tensor)] = &[];
+    let random = tessera_runtime::feeds::random_inputs(g, no_feeds, &Default::default(), 1)
+        .map_err(|e| anyhow!("random inputs: {e}"))?;
+    let mut args = Vec::new();
+    for (name, tensor) in random {
+        let dtype = tensor.dtype;
+        let values = tensor.to_f64_vec();
+        let tensor = if name.ends_with(".var") {
+            Tensor::from_f64(dtype, tensor.shape.clone(), values.iter().map(|x| x.abs() + 0.5).collect())
+        } else if !dtype.is_float() && dtype != tessera_ir::dtype::DType::Bool {
+            Tensor::from_f64(dtype, tensor.shape.clone(), values.iter().map(|x| x.rem_euclid(2.0).floor()).collect())
+        } else {
+            tensor
+        };
+        let path = dir.join(format!("input{}.npy", args.len()));
+        tessera_runtime::npy::write_npy(&path, &tensor).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        args.push(format!("{name}={}", path.display()));
+    }
+    Ok(args)
+}
+
 /// `--measure`: compiles `before` and `after` for the CPU, runs them alternately on the same
 /// seeded random inputs (a warm-up round, then `rounds` rounds of `repeat` runs each with the
 /// parameters resident; the median of the rounds' medians), and compares their outputs.
@@ -175,14 +204,15 @@ fn measure(before: &Graph, after: &Graph, args: &BenchArgs) -> Result<Measured> 
         write_artifact(&dir, &compiled.files).map_err(|e| anyhow!("write {name}: {e}"))?;
         dirs.push(dir);
     }
+    let inputs = write_measure_inputs(before, &scratch.join("inputs"))?;
     let mut medians: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut written: [Vec<std::path::PathBuf>; 2] = [Vec::new(), Vec::new()];
     // Round 0 warms both artifacts up (thread pool, page faults of the first run) unrecorded.
     for round in 0..=args.rounds.max(1) {
         for (i, dir) in dirs.iter().enumerate() {
             let config = RunConfig {
-                inputs: Vec::new(),
-                random_inputs: Some(1),
+                inputs: inputs.clone(),
+                random_inputs: None,
                 output: dir.join("outputs"),
                 repeat: args.repeat.max(2),
                 timing: true,
