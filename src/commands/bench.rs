@@ -1,6 +1,10 @@
 //! `tessera bench egraph`: the `egraph` pass against greedy rewriting without an e-graph, on
-//! whole models: estimated cost (the roofline of `egraph::cost`) before and after, and the
-//! optimization time of each method. Run it from a release build; numbers go to BENCHMARKS.md.
+//! whole models: estimated cost (the roofline of `egraph::cost`) before and after by each
+//! extraction method (greedy, local search, MIP with its gap), the guarded result, whether the
+//! e-graph holds greedy rewriting's result, the saturation phases with starved rules, and the
+//! optimization time. `--measure` also compiles the graph before and after for the CPU and
+//! runs both on the same inputs (median of repeated runs). Run it from a release build;
+//! numbers go to BENCHMARKS.md.
 //!
 //! `tessera bench kernels --target cuda`: fused GPU kernels (an elementwise chain, softmax,
 //! layer norm over 8192x1024 f32) timed with CUDA events, their bandwidth (bytes each kernel
@@ -15,7 +19,7 @@ use tessera_passes::egraph::{self, cost, rules, taso, Limits};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Suite {
-    /// The `egraph` pass (greedy and ILP extraction) and the greedy rewriting baseline.
+    /// The `egraph` pass (greedy extraction, local search, MIP) and the greedy rewriting baseline.
     Egraph,
     /// Fused GPU kernels (elementwise chain, softmax, layer norm) against the device's copy
     /// bandwidth (`--target cuda`; needs a CUDA driver).

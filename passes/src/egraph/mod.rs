@@ -8,11 +8,18 @@
 //!   the built-in rules (`passes/rules/*.rules`).
 //! - [`taso`]: greedy rewriting without the e-graph (TASO's baseline), for comparison.
 //! - [`cost`]: the roofline cost per e-node and per graph.
-//! - [`greedy`]: greedy extraction by DAG cost (the default).
-//! - [`ilp`]: exact extraction by integer linear programming, with a time limit.
+//! - [`schedule`]: saturation phases (algebraic, layout, fusion-enabling, all) and the backoff
+//!   scheduler that records banned and starved rules.
+//! - [`greedy`]: greedy extraction by DAG cost.
+//! - [`dag`]: the extraction problem in index form, the exact DAG cost of a choice, emittable
+//!   (acyclic) choices, and the DAG-aware local search.
+//! - [`ilp`]: exact extraction by mixed-integer programming (CBC), with a time limit and a gap.
 //!
-//! The pass keeps the original graph unless the extracted one is strictly cheaper by
-//! [`cost::graph_cost`] and keeps every output name; the pipeline verifies what it returns.
+//! **The guard.** [`extract`] keeps the cheapest by [`cost::graph_cost`] of the input, greedy
+//! extraction, the local search, the MIP (with `extract=ilp`) and greedy rewriting's result
+//! (with `guard-rewriting=true`), and says which ([`Method`]): the result is never costlier
+//! than any of them, ties keep the input, and every output name is kept; the pipeline
+//! verifies what it returns.
 //!
 //! # How it works
 //!
@@ -24,13 +31,16 @@
 //! weight-load time (depends on parameters and constants only), and its input set. `rules` parses
 //! rule files (`passes/rules/*.rules`, see `passes/rules/README.md`), type-checks every rule on
 //! sample shapes at load time and turns it into an egg rewrite whose applier re-checks types.
-//! Saturation runs under iteration, e-node and time limits with egg's backoff scheduler
-//! (per-rule `limit N`). Extraction: `greedy` (the cheaper of a per-class DAG-cost extractor and
-//! egg's tree cost with view shares) or `ilp` (exact DAG cost with good_lp + microlp, Tensat's
-//! order variables on cyclic components, warm-started from greedy, under a time limit). `taso`
-//! is the baseline without an e-graph (best single rewrite per step), and `tessera bench egraph`
-//! compares them on whole models. `cost` is the roofline both minimise (`graph_cost` for graphs,
-//! `node_cost` per e-node).
+//! Saturation runs in phases ([`schedule`]) under iteration (per phase), e-node and time limits
+//! with a backoff scheduler (per-rule `limit N`) that reports the rules it starved. Extraction
+//! works on [`dag::Candidates`]: greedy (the cheaper of a per-class DAG-cost ranking and egg's
+//! tree cost with view shares), made emittable by a backtracking top-down choice; then local
+//! search from the input and from greedy; with `extract=ilp` a MIP (good_lp + CBC, Tensat's
+//! order variables on cyclic components, warm-started from the local search, under a time
+//! limit, with its proven gap). `taso` is the baseline without an e-graph (best single rewrite
+//! per step); [`holds`] says whether a saturated e-graph contains its result, and `tessera
+//! bench egraph` compares all of them on whole models (`--measure`: compiled, on the CPU).
+//! `cost` is the roofline they minimise (`graph_cost` for graphs, `node_cost` per e-node).
 
 pub mod cost;
 pub mod dag;
@@ -72,7 +82,7 @@ const EXTRACT: OptionSpec = OptionSpec {
 const ILP_TIME_MS: OptionSpec = OptionSpec {
     name: "ilp-time-ms",
     default: OptionValue::UInt(2_000),
-    help: "time limit of ILP extraction; past it the best solution found (or greedy) is used",
+    help: "time limit of the MIP (CBC); past it the best solution found is used, and the guard compares it with the heuristics",
 };
 
 const SEARCH_MS: OptionSpec = OptionSpec {
