@@ -17,7 +17,7 @@
 //!
 //! **The guard.** [`extract`] keeps the cheapest by [`cost::graph_cost`] of the input, greedy
 //! extraction, the local search, the MIP (with `extract=ilp`) and greedy rewriting's result
-//! (with `guard-rewriting=true`), and says which ([`Method`]): the result is never costlier
+//! (with `guard=true`), and says which ([`Method`]): the result is never costlier
 //! than any of them, ties keep the input, and every output name is kept; the pipeline
 //! verifies what it returns.
 //!
@@ -91,14 +91,14 @@ const SEARCH_MS: OptionSpec = OptionSpec {
     help: "time limit of the DAG-aware local search (the MIP's warm start and fallback)",
 };
 const GUARD_REWRITING: OptionSpec = OptionSpec {
-    name: "guard-rewriting",
+    name: "guard",
     default: OptionValue::Bool(false),
     help: "also run greedy rewriting without the e-graph and keep its result when it is cheaper",
 };
 const REWRITING_TIME_MS: OptionSpec = OptionSpec {
-    name: "rewriting-time-ms",
+    name: "guard-ms",
     default: OptionValue::UInt(10_000),
-    help: "time limit of greedy rewriting under guard-rewriting",
+    help: "time limit of greedy rewriting under guard=true",
 };
 
 /// The options of `egraph{...}`.
@@ -511,7 +511,7 @@ pub fn load_rules(options: &PassOptions) -> Result<Vec<rules::Rule>, PassError> 
 /// `egraph.cost.METHOD-ns` per candidate, `egraph.search-moves`. With `extract=ilp` also
 /// `egraph.ilp.OUTCOME` (1; `optimal`, `time-limit` or `failed`), `egraph.ilp-gap-ppm` (parts
 /// per million), `egraph.ilp-variables` and `egraph.ilp-constraints`. With
-/// `guard-rewriting=true` greedy rewriting runs too and is one of the candidates. `rewrites`
+/// `guard=true` greedy rewriting runs too and is one of the candidates. `rewrites`
 /// is the number of rule applications when the graph changed.
 pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError> {
     let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
