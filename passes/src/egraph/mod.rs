@@ -315,14 +315,22 @@ fn emit(original: &Graph, s: &Saturated, cands: &dag::Candidates, choice: &dag::
 /// `other`'s literals are matched to equal literals of the e-graph by value.
 pub fn holds(s: &Saturated, other: &Graph) -> bool {
     let mut egraph = s.egraph.clone();
+    // Equal literals are separate classes (keyed by their defining value): merge them in the
+    // copy, so that `other`'s literals, mapped to one of them, meet every use.
     let mut literals: HashMap<String, Id> = HashMap::new();
+    let mut same: Vec<(Id, Id)> = Vec::new();
     for class in egraph.classes() {
         for node in class.iter() {
             if let Some((op @ tessera_ir::ops::Op::Constant(_), _)) = node.as_op() {
-                literals.entry(format!("{op:?}")).or_insert(class.id);
+                let first = *literals.entry(format!("{op:?}")).or_insert(class.id);
+                same.push((first, class.id));
             }
         }
     }
+    for (a, b) in same {
+        egraph.union(a, b);
+    }
+    egraph.rebuild();
     let constant_class = |op: &tessera_ir::ops::Op| match op {
         tessera_ir::ops::Op::Constant(_) => literals.get(&format!("{op:?}")).copied(),
         _ => None,
