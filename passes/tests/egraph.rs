@@ -268,6 +268,11 @@ fn user_rule_files_and_limits_are_reported() {
     let mut g = gpt_attention();
     let stats = run_egraph(&mut g, "egraph{iters=1}");
     assert_eq!(stats.counters.get("egraph.stop.iteration-limit"), Some(&1), "{stats:?}");
+    // One iteration per phase, each reported.
+    for phase in ["algebraic", "layout", "fusion-enabling", "all"] {
+        let key = format!("egraph.phase.{phase}.iterations");
+        assert!(stats.counters.get(key.as_str()).is_some_and(|&n| n <= 1), "{key}: {stats:?}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -516,7 +516,9 @@ pub fn load_rules(options: &PassOptions) -> Result<Vec<rules::Rule>, PassError> 
 /// `egraph.enodes`, `egraph.eclasses`, `egraph.stop.REASON` (1), `egraph.cost-before-ns` and
 /// `egraph.cost-after-ns` (roofline estimate), `egraph.kept-original` (1 when nothing improved
 /// the estimate), `egraph.winner.METHOD` (1: which candidate the guard kept, see [`Method`]),
-/// `egraph.cost.METHOD-ns` per candidate, `egraph.search-moves`. With `extract=ilp` also
+/// `egraph.cost.METHOD-ns` per candidate, `egraph.search-moves`, `egraph.phase.PHASE.iterations`
+/// per saturation phase and `egraph.starved.RULE` (1) per rule still banned when saturation
+/// stopped on a limit. With `extract=ilp` also
 /// `egraph.ilp.OUTCOME` (1; `optimal`, `time-limit` or `failed`), `egraph.ilp-gap-ppm` (parts
 /// per million), `egraph.ilp-variables` and `egraph.ilp-constraints`. With
 /// `guard=true` greedy rewriting runs too and is one of the candidates. `rewrites`
@@ -575,6 +577,12 @@ pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError>
     let mut set = |name: &'static str, n: usize| {
         stats.counters.insert(name, n);
     };
+    for phase in &report.phases {
+        set(intern(format!("egraph.phase.{}.iterations", phase.phase.name())), phase.iterations);
+    }
+    for rule in &report.starved {
+        set(intern(format!("egraph.starved.{rule}")), 1);
+    }
     set("egraph.rules-fired", total_fired);
     set("egraph.iterations", report.iterations);
     set("egraph.enodes", report.enodes);
