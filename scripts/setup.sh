@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the system packages tessera builds against (LLVM/MLIR 22, OpenMPI) and the Slurm
+# Installs the system packages tessera builds against (LLVM/MLIR 22, OpenMPI, COIN-OR CBC for
+# the e-graph's MIP extraction) and the Slurm
 # daemons and client plus munge that the srun tests run a throwaway cluster with
 # (scripts/slurm-local.sh), only when missing. Debian's slurmctld/slurmd services stay down
 # without /etc/slurm/slurm.conf, which this script never writes.
@@ -12,6 +13,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   slurmctld slurmd slurm-client munge
   unzip
+  coinor-libcbc-dev
 )
 
 missing=()

@@ -1,6 +1,10 @@
 //! `tessera bench egraph`: the `egraph` pass against greedy rewriting without an e-graph, on
-//! whole models: estimated cost (the roofline of `egraph::cost`) before and after, and the
-//! optimization time of each method. Run it from a release build; numbers go to BENCHMARKS.md.
+//! whole models: estimated cost (the roofline of `egraph::cost`) before and after by each
+//! extraction method (greedy, local search, MIP with its gap), the guarded result, whether the
+//! e-graph holds greedy rewriting's result, the saturation phases with starved rules, and the
+//! optimization time. `--measure` also compiles the graph before and after for the CPU and
+//! runs both on the same inputs (median of repeated runs). Run it from a release build;
+//! numbers go to BENCHMARKS.md.
 //!
 //! `tessera bench kernels --target cuda`: fused GPU kernels (an elementwise chain, softmax,
 //! layer norm over 8192x1024 f32) timed with CUDA events, their bandwidth (bytes each kernel
@@ -15,7 +19,7 @@ use tessera_passes::egraph::{self, cost, rules, taso, Limits};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Suite {
-    /// The `egraph` pass (greedy and ILP extraction) and the greedy rewriting baseline.
+    /// The `egraph` pass (greedy extraction, local search, MIP) and the greedy rewriting baseline.
     Egraph,
     /// Fused GPU kernels (elementwise chain, softmax, layer norm) against the device's copy
     /// bandwidth (`--target cuda`; needs a CUDA driver).
@@ -37,12 +41,25 @@ pub struct BenchArgs {
     /// Saturation: time limit in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub time_ms: u64,
-    /// ILP extraction: time limit in milliseconds.
+    /// MIP extraction: time limit in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub ilp_time_ms: u64,
+    /// Local search (the MIP's warm start): time limit in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    pub search_ms: u64,
     /// Greedy rewriting baseline: time limit in seconds.
     #[arg(long, default_value_t = 60)]
     pub baseline_time_s: u64,
+    /// E-graph: also compile the graph before and after for the CPU and run both on the same
+    /// seeded inputs, printing the measured change and the outputs' largest difference.
+    #[arg(long)]
+    pub measure: bool,
+    /// `--measure`: runs per round and artifact (the median is kept).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: u32,
+    /// `--measure`: rounds, alternating the two artifacts (the median of the rounds' medians).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     /// Kernels: the device to measure (cuda).
     #[arg(long, default_value = "cuda")]
     pub target: String,
@@ -51,65 +68,182 @@ pub struct BenchArgs {
 const DEFAULT_MODELS: [&str; 6] =
     ["bert-base", "bert-base:form=onnx", "gpt2", "gpt2:form=onnx", "gpt2:qkv=separate,form=onnx", "resnet50"];
 
-/// One method's result on one model.
-struct Row {
-    method: &'static str,
-    after: f64,
-    seconds: f64,
-    note: String,
-}
-
 fn percent(before: f64, after: f64) -> String {
     format!("{:+.1}%", (after / before - 1.0) * 100.0)
 }
 
-fn egraph_rows(g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -> Result<Vec<Row>> {
+/// One model's row: the e-graph's candidates, greedy rewriting, and the guarded result.
+fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -> Result<String> {
     let before = cost::graph_cost(g);
     let limits = Limits { iters: args.iters, nodes: args.nodes, time: Duration::from_millis(args.time_ms) };
-    let mut rows = Vec::new();
-    // Each method saturates on its own, so its time includes saturation.
     let start = Instant::now();
     let s = egraph::saturate(g, rules, limits).map_err(|e| anyhow!(e))?;
     let saturate_s = start.elapsed().as_secs_f64();
-    let greedy = egraph::extract_greedy(g, &s);
-    let after = greedy.as_ref().map_or(before, cost::graph_cost).min(before);
-    let note = format!(
-        "{} iterations, {} e-nodes, stop: {}; saturation {saturate_s:.2} s",
-        s.report.iterations, s.report.enodes, s.report.stop
-    );
-    rows.push(Row { method: "e-graph, greedy extraction", after, seconds: start.elapsed().as_secs_f64(), note });
+    let config = egraph::ExtractConfig {
+        extraction: egraph::Extraction::Ilp { time_limit: Duration::from_millis(args.ilp_time_ms) },
+        search_time: Duration::from_millis(args.search_ms),
+    };
+    let extracted = egraph::extract(g, &s, &config, None);
+    let egraph_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let s = egraph::saturate(g, rules, limits).map_err(|e| anyhow!(e))?;
-    let ilp = egraph::extract_ilp(g, &s, Duration::from_millis(args.ilp_time_ms));
-    let greedy_after = egraph::extract_greedy(g, &s).as_ref().map_or(before, cost::graph_cost).min(before);
-    let ilp_after = ilp.graph.as_ref().map_or(f64::INFINITY, cost::graph_cost);
-    let note = format!(
-        "ILP {} ({} variables, {} constraints){}",
-        ilp.report.outcome.name(),
-        ilp.report.variables,
-        ilp.report.constraints,
-        if ilp_after < greedy_after { "" } else { "; greedy result kept (ILP not cheaper)" }
-    );
-    let after = ilp_after.min(greedy_after);
-    rows.push(Row { method: "e-graph, ILP extraction", after, seconds: start.elapsed().as_secs_f64(), note });
-    let start = Instant::now();
-    let limits = taso::RewriteLimits { steps: usize::MAX, time: Duration::from_secs(args.baseline_time_s) };
-    let (_, report) = taso::rewrite(g, rules, limits).map_err(|e| anyhow!(e))?;
-    let applied: Vec<String> = report.applied.iter().map(|(r, n)| format!("{r} x{n}")).collect();
-    let note = format!(
-        "{} steps, {} candidates, stop: {}; {}",
+    let rewriting_limits = taso::RewriteLimits { steps: usize::MAX, time: Duration::from_secs(args.baseline_time_s) };
+    let (rewritten, report) = taso::rewrite(g, rules, rewriting_limits).map_err(|e| anyhow!(e))?;
+    let rewriting_s = start.elapsed().as_secs_f64();
+    let change = |method: egraph::Method| match extracted.costs.get(&method) {
+        Some(&c) if c.is_finite() => percent(before, c),
+        Some(_) => "none".to_string(),
+        None => "–".to_string(),
+    };
+    let ilp = match &extracted.ilp {
+        Some(ilp) => {
+            let why = match &ilp.outcome {
+                egraph::ilp::IlpOutcome::Failed(why) => format!(": {why}"),
+                _ => String::new(),
+            };
+            format!(
+                "{} ({}{why}, gap {:.2}%, {} variables)",
+                change(egraph::Method::Ilp),
+                ilp.outcome.name(),
+                ilp.gap() * 100.0,
+                ilp.variables
+            )
+        }
+        None => "–".to_string(),
+    };
+    let rewriting_cost = cost::graph_cost(&rewritten);
+    let held = if egraph::holds(&s, &rewritten) { "the e-graph holds it" } else { "**not in the e-graph**" };
+    let (guarded, winner, optimized) = if rewriting_cost < extracted.cost {
+        (rewriting_cost, egraph::Method::GreedyRewriting, &rewritten)
+    } else {
+        (extracted.cost, extracted.winner, &extracted.graph)
+    };
+    let measured = if args.measure {
+        let m = measure(g, optimized, args)?;
+        format!(
+            " {:.1} ms → {:.1} ms ({}), max relative difference {:.1e} |",
+            m.before_s * 1e3,
+            m.after_s * 1e3,
+            percent(m.before_s, m.after_s),
+            m.max_relative_difference
+        )
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "| `{model}` | {} | {before:.1} µs | {} | {} | {ilp} | **{}** ({}) in {egraph_s:.2} s | {} in {rewriting_s:.2} s ({} steps, {}; {held}) | {} ({}) | {}; saturation {saturate_s:.2} s |{measured}",
+        g.num_nodes(),
+        change(egraph::Method::GreedyExtraction),
+        change(egraph::Method::LocalSearch),
+        percent(before, extracted.cost),
+        extracted.winner.name(),
+        percent(before, rewriting_cost),
         report.steps,
-        report.candidates,
         report.stop,
-        if applied.is_empty() { "nothing applied".to_string() } else { applied.join(", ") }
-    );
-    rows.push(Row {
-        method: "greedy rewriting (no e-graph)",
-        after: report.cost_after,
-        seconds: start.elapsed().as_secs_f64(),
-        note,
-    });
-    Ok(rows)
+        percent(before, guarded),
+        winner.name(),
+        s.report.summary(),
+    ))
+}
+
+/// What `--measure` found for one model.
+struct Measured {
+    before_s: f64,
+    after_s: f64,
+    /// Largest |before − after| over all outputs, relative to the largest |before| of that output.
+    max_relative_difference: f64,
+}
+
+/// The median steady-state run time that `run_artifact --timing` reports.
+fn median_seconds(diagnostics: &str) -> Result<f64> {
+    let line = diagnostics
+        .lines()
+        .find(|l| l.contains("median"))
+        .ok_or_else(|| anyhow!("no median in the timing report: {diagnostics}"))?;
+    let value = line.rsplit("median ").next().and_then(|t| t.trim_end_matches(" s").parse::<f64>().ok());
+    value.ok_or_else(|| anyhow!("cannot read the median in '{line}'"))
+}
+
+/// Seeded inputs for `--measure`, written as `.npy` files into `dir`; returns `NAME=FILE`
+/// per input. Values are uniform in [-1, 1) as `tessera run --random-inputs` makes them, except
+/// where that would not be a valid model input: integer inputs (token, type and position
+/// ids) become 0 or 1, valid for every embedding table, and batch-norm variances (`*.var`)
+/// are made positive.
+fn write_measure_inputs(g: &Graph, dir: &Path) -> Result<Vec<String>> {
+    use tessera_ir::tensor::Tensor;
+    std::fs::create_dir_all(dir).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+    let no_feeds: &[(String, Tensor)] = &[];
+    let random = tessera_runtime::feeds::random_inputs(g, no_feeds, &Default::default(), 1)
+        .map_err(|e| anyhow!("random inputs: {e}"))?;
+    let mut args = Vec::new();
+    for (name, tensor) in random {
+        let dtype = tensor.dtype;
+        let values = tensor.to_f64_vec();
+        let tensor = if name.ends_with(".var") {
+            Tensor::from_f64(dtype, tensor.shape.clone(), values.iter().map(|x| x.abs() + 0.5).collect())
+        } else if !dtype.is_float() && dtype != tessera_ir::dtype::DType::Bool {
+            Tensor::from_f64(dtype, tensor.shape.clone(), values.iter().map(|x| x.rem_euclid(2.0).floor()).collect())
+        } else {
+            tensor
+        };
+        let path = dir.join(format!("input{}.npy", args.len()));
+        tessera_runtime::npy::write_npy(&path, &tensor).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        args.push(format!("{name}={}", path.display()));
+    }
+    Ok(args)
+}
+
+/// `--measure`: compiles `before` and `after` for the CPU, runs them alternately on the same
+/// seeded random inputs (a warm-up round, then `rounds` rounds of `repeat` runs each with the
+/// parameters resident; the median of the rounds' medians), and compares their outputs.
+fn measure(before: &Graph, after: &Graph, args: &BenchArgs) -> Result<Measured> {
+    use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
+    use tessera_runtime::executor::run::{run_artifact, RunConfig};
+    let scratch = std::env::temp_dir().join(format!("tessera-bench-measure-{}", std::process::id()));
+    let options = CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options: Vec::new() };
+    std::fs::create_dir_all(&scratch).map_err(|e| anyhow!("{}: {e}", scratch.display()))?;
+    let mut dirs = Vec::new();
+    for (name, graph) in [("before", before), ("after", after)] {
+        let dir = scratch.join(name);
+        let compiled = compile(graph, name.as_bytes(), &options).map_err(|e| anyhow!("compile {name}: {e}"))?;
+        write_artifact(&dir, &compiled.files).map_err(|e| anyhow!("write {name}: {e}"))?;
+        dirs.push(dir);
+    }
+    let inputs = write_measure_inputs(before, &scratch.join("inputs"))?;
+    let mut medians: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut written: [Vec<std::path::PathBuf>; 2] = [Vec::new(), Vec::new()];
+    // Round 0 warms both artifacts up (thread pool, page faults of the first run) unrecorded.
+    for round in 0..=args.rounds.max(1) {
+        for (i, dir) in dirs.iter().enumerate() {
+            let config = RunConfig {
+                inputs: inputs.clone(),
+                random_inputs: None,
+                output: dir.join("outputs"),
+                repeat: args.repeat.max(2),
+                timing: true,
+                profile: false,
+                comm_timeout: Duration::from_secs(60),
+            };
+            let report = run_artifact(dir, &config).map_err(|e| anyhow!("run {}: {e}", dir.display()))?;
+            if round > 0 {
+                medians[i].push(median_seconds(&report.diagnostics)?);
+            }
+            written[i] = report.written;
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let mut worst: f64 = 0.0;
+    for (a, b) in written[0].iter().zip(&written[1]) {
+        let x = tessera_runtime::npy::read_npy(a).map_err(|e| anyhow!("{}: {e}", a.display()))?.to_f64_vec();
+        let y = tessera_runtime::npy::read_npy(b).map_err(|e| anyhow!("{}: {e}", b.display()))?.to_f64_vec();
+        let scale = x.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
+        let diff = x.iter().zip(&y).fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
+        worst = worst.max(diff / scale);
+    }
+    std::fs::remove_dir_all(&scratch).ok();
+    Ok(Measured { before_s: median(&mut medians[0]), after_s: median(&mut medians[1]), max_relative_difference: worst })
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -125,26 +259,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("note: a debug build; build with --release for numbers worth recording");
     }
-    println!("| model | nodes | method | estimated cost before → after | change | time | notes |");
-    println!("|---|---|---|---|---|---|---|");
+    let (measured, rule) = if args.measure { (" measured on the CPU (median) |", "---|") } else { ("", "") };
+    println!(
+        "| model | nodes | estimated cost | greedy extraction | local search | MIP | e-graph (best method) | greedy rewriting | guarded result | saturation |{measured}"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|{rule}");
     for model in &models {
         let g = tessera_frontend::load::load_model(Path::new(model))?;
         if g.num_nodes() == 0 {
             bail!("{model}: empty graph");
         }
-        let before = cost::graph_cost(&g);
-        for row in egraph_rows(&g, rules, &args)? {
-            println!(
-                "| `{model}` | {} | {} | {:.1} µs → {:.1} µs | {} | {:.2} s | {} |",
-                g.num_nodes(),
-                row.method,
-                before,
-                row.after,
-                percent(before, row.after),
-                row.seconds,
-                row.note
-            );
-        }
+        println!("{}", egraph_row(model, &g, rules, &args)?);
     }
     Ok(())
 }

@@ -94,3 +94,54 @@ fn bert_gpt2_and_resnet_keep_their_outputs_and_get_cheaper() {
         }
     }
 }
+
+/// `tessera bench egraph --measure` on a small GPT: the guarded result is no costlier than any
+/// method's, and the compiled CPU artifacts before and after compute the same outputs (f32).
+#[test]
+fn bench_measures_the_compiled_result() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = "gpt:layers=1,hidden=32,heads=4,vocab=16,seq=8,dtype=f32,qkv=separate";
+    let args = [
+        "bench",
+        "egraph",
+        spec,
+        "--measure",
+        "--repeat",
+        "2",
+        "--rounds",
+        "1",
+        "--baseline-time-s",
+        "20",
+        "--ilp-time-ms",
+        "2000",
+    ];
+    let out = crate::support::tessera(dir.path(), &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let row =
+        out.stdout.lines().find(|l| l.starts_with(&format!("| `{spec}`"))).unwrap_or_else(|| panic!("{}", out.stdout));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    // | model | nodes | cost | greedy | local | MIP | e-graph | rewriting | guarded | saturation | measured |
+    // A method that produced no graph prints "none".
+    let percent = |cell: &str| -> f64 {
+        if cell.starts_with("none") {
+            return f64::INFINITY;
+        }
+        let value = cell.trim_start_matches("**").split('%').next().unwrap_or("");
+        value.parse().unwrap_or_else(|_| panic!("no percentage in '{cell}'"))
+    };
+    let guarded = percent(cells[9]);
+    for (i, cell) in cells.iter().enumerate().take(9).skip(4) {
+        assert!(guarded <= percent(cell) + 1e-9, "column {i}: {guarded} vs {cell}; {row}");
+    }
+    assert!(guarded < 0.0, "{row}");
+    // Whether the e-graph holds greedy rewriting's result is reported (it depends on how far
+    // saturation got in its time limit).
+    assert!(cells[8].contains("e-graph"), "{row}");
+    assert!(cells[10].contains("starved:"), "{row}");
+    let difference: f64 = cells[11]
+        .rsplit("max relative difference ")
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no difference in '{}'", cells[11]));
+    assert!(difference <= 1e-5, "{row}");
+}

@@ -288,6 +288,16 @@ pub struct Loaded {
 /// Adds every input and node of `g` to a fresh e-graph.
 pub fn load(g: &Graph) -> Loaded {
     let mut egraph = TsrEGraph::default();
+    let outputs = load_into(&mut egraph, g, &|_| None);
+    Loaded { egraph, outputs }
+}
+
+/// Adds every input and node of `g` to `egraph` (rebuilt afterwards) and returns the classes
+/// of its outputs. Inputs are keyed by their index, so a graph with the same inputs as one
+/// loaded before shares its input classes: whether its outputs land in the classes of the
+/// other's shows whether the e-graph already holds it. `constant_class` may map a literal to
+/// a class already in the e-graph (literals are otherwise keyed by their defining value).
+pub fn load_into(egraph: &mut TsrEGraph, g: &Graph, constant_class: &dyn Fn(&Op) -> Option<Id>) -> Vec<Id> {
     let mut class_of: Vec<Option<Id>> = vec![None; g.num_values()];
     for (index, &v) in g.inputs().iter().enumerate() {
         let parameter = g.input_role(v) == Some(InputRole::Parameter);
@@ -303,6 +313,10 @@ pub fn load(g: &Graph) -> Loaded {
         };
         let rank = node.inputs.first().map_or(0, |&v| g.value(v).ty.rank());
         for (result, &out) in node.outputs.iter().enumerate() {
+            if let Some(class) = constant_class(&node.op) {
+                class_of[out.index()] = Some(class);
+                continue;
+            }
             let enode = match &node.op {
                 // Literals are identified by the value that defined them (see the module doc).
                 Op::Constant(_) => TsrNode {
@@ -328,7 +342,7 @@ pub fn load(g: &Graph) -> Loaded {
     }
     let outputs = g.outputs().iter().filter_map(|v| class_of[v.index()]).collect();
     egraph.rebuild();
-    Loaded { egraph, outputs }
+    outputs
 }
 
 /// Builds a graph from one chosen e-node per class (`choose`), reachable from `roots`, with
@@ -347,6 +361,39 @@ pub fn build_ranked(
     roots: &[Id],
     rank: &dyn Fn(Id) -> Vec<TsrNode>,
 ) -> Option<(Graph, HashMap<Id, TsrNode>)> {
+    // A class whose every node reads a class being built above it is a dead end of the
+    // top-down choice: ban the node its parent chose and start again (bounded backtracking).
+    let mut banned: std::collections::HashSet<DeadEnd> = std::collections::HashSet::new();
+    for _ in 0..MAX_RESTARTS {
+        match build_ranked_once(original, roots, rank, &banned) {
+            Ok(built) => return built,
+            Err(dead_end) => {
+                if !banned.insert(dead_end) {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Most restarts of [`build_ranked`] after dead ends.
+const MAX_RESTARTS: usize = 256;
+
+/// A graph and the node used for every class emitted.
+type Built = (Graph, HashMap<Id, TsrNode>);
+
+/// A class and the node it had chosen when a class below it reached a dead end.
+type DeadEnd = (Id, TsrNode);
+
+/// One top-down pass of [`build_ranked`] that avoids the `banned` choices: the result, or the
+/// choice above a dead end.
+fn build_ranked_once(
+    original: &Graph,
+    roots: &[Id],
+    rank: &dyn Fn(Id) -> Vec<TsrNode>,
+    banned: &std::collections::HashSet<DeadEnd>,
+) -> Result<Option<Built>, DeadEnd> {
     let mut g = Graph::new(&original.name);
     let inputs: Vec<ValueId> = original
         .inputs()
@@ -385,21 +432,32 @@ pub fn build_ranked(
                         NodeKind::Attr { .. } => None,
                     };
                     operands.is_some_and(|o| o.iter().all(|c| !on_path.contains(c) && *c != class))
+                        && !banned.contains(&(class, n.clone()))
                 };
-                let node = rank(class).into_iter().find(usable)?;
+                let Some(node) = rank(class).into_iter().find(usable) else {
+                    // The parent is the nearest class on the stack that is being expanded.
+                    let parent = stack.iter().rev().find(|(_, expanded)| *expanded).map(|&(c, _)| c);
+                    return match parent.and_then(|p| chosen.get(&p).map(|n| (p, n.clone()))) {
+                        Some(dead_end) => Err(dead_end),
+                        None => Ok(None),
+                    };
+                };
                 chosen.insert(class, node.clone());
                 node
             }
         };
         let lowered = match &node.kind {
-            NodeKind::Op { .. } => Some(concrete(&node, &attr_of)?),
+            NodeKind::Op { .. } => match concrete(&node, &attr_of) {
+                Some(lowered) => Some(lowered),
+                None => return Ok(None),
+            },
             NodeKind::Input { .. } => None,
-            NodeKind::Attr { .. } => return None, // an attribute is never a value
+            NodeKind::Attr { .. } => return Ok(None), // an attribute is never a value
         };
         let operands: &[Id] = lowered.as_ref().map_or(&[], |(_, operands)| operands);
         if !expanded {
             if !on_path.insert(class) {
-                return None; // a cyclic choice: never emitted
+                return Ok(None); // a cyclic choice: never emitted
             }
             stack.push((class, true));
             for &c in operands.iter().rev() {
@@ -410,32 +468,37 @@ pub fn build_ranked(
             continue;
         }
         on_path.remove(&class);
-        let value = match &node.kind {
-            NodeKind::Input { index, .. } => *inputs.get(*index as usize)?,
-            NodeKind::Attr { .. } => return None,
-            NodeKind::Op { result, .. } => {
-                let op = lowered.as_ref().map(|(op, _)| op.clone())?;
-                let operands: Vec<ValueId> =
-                    operands.iter().map(|c| value_of.get(c).copied()).collect::<Option<_>>()?;
-                let entry = (format!("{op:?}"), operands.clone());
-                let outs = match emitted.get(&entry) {
-                    Some(outs) => outs.clone(),
-                    None => {
-                        let outs = g.add_node(op, &operands).ok()?;
-                        emitted.insert(entry, outs.clone());
-                        outs
-                    }
-                };
-                *outs.get(*result as usize)?
-            }
-        };
+        let value = (|| -> Option<ValueId> {
+            Some(match &node.kind {
+                NodeKind::Input { index, .. } => *inputs.get(*index as usize)?,
+                NodeKind::Attr { .. } => return None,
+                NodeKind::Op { result, .. } => {
+                    let op = lowered.as_ref().map(|(op, _)| op.clone())?;
+                    let operands: Vec<ValueId> =
+                        operands.iter().map(|c| value_of.get(c).copied()).collect::<Option<_>>()?;
+                    let entry = (format!("{op:?}"), operands.clone());
+                    let outs = match emitted.get(&entry) {
+                        Some(outs) => outs.clone(),
+                        None => {
+                            let outs = g.add_node(op, &operands).ok()?;
+                            emitted.insert(entry, outs.clone());
+                            outs
+                        }
+                    };
+                    *outs.get(*result as usize)?
+                }
+            })
+        })();
+        let Some(value) = value else { return Ok(None) };
         value_of.insert(class, value);
     }
-    let outputs: Vec<ValueId> = roots.iter().map(|r| value_of.get(r).copied()).collect::<Option<_>>()?;
+    let Some(outputs) = roots.iter().map(|r| value_of.get(r).copied()).collect::<Option<Vec<ValueId>>>() else {
+        return Ok(None);
+    };
     let mut seen = std::collections::HashSet::new();
     for (&v, &orig) in outputs.iter().zip(original.outputs()) {
         if !seen.insert(v) || g.input_role(v).is_some() {
-            return None;
+            return Ok(None);
         }
         let name = &original.value(orig).name;
         // A fresh numeric name may already hold an output's name: move it aside first.
@@ -450,5 +513,5 @@ pub fn build_ranked(
     }
     g.set_outputs(outputs);
     chosen.retain(|class, _| value_of.contains_key(class));
-    Some((g, chosen))
+    Ok(Some((g, chosen)))
 }

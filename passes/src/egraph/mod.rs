@@ -8,11 +8,18 @@
 //!   the built-in rules (`passes/rules/*.rules`).
 //! - [`taso`]: greedy rewriting without the e-graph (TASO's baseline), for comparison.
 //! - [`cost`]: the roofline cost per e-node and per graph.
-//! - [`greedy`]: greedy extraction by DAG cost (the default).
-//! - [`ilp`]: exact extraction by integer linear programming, with a time limit.
+//! - [`schedule`]: saturation phases (algebraic, layout, fusion-enabling, all) and the backoff
+//!   scheduler that records banned and starved rules.
+//! - [`greedy`]: greedy extraction by DAG cost.
+//! - [`dag`]: the extraction problem in index form, the exact DAG cost of a choice, emittable
+//!   (acyclic) choices, and the DAG-aware local search.
+//! - [`ilp`]: exact extraction by mixed-integer programming (CBC), with a time limit and a gap.
 //!
-//! The pass keeps the original graph unless the extracted one is strictly cheaper by
-//! [`cost::graph_cost`] and keeps every output name; the pipeline verifies what it returns.
+//! **The guard.** [`extract`] keeps the cheapest by [`cost::graph_cost`] of the input, greedy
+//! extraction, the local search, the MIP (with `extract=ilp`) and greedy rewriting's result
+//! (with `guard=true`), and says which ([`Method`]): the result is never costlier
+//! than any of them, ties keep the input, and every output name is kept; the pipeline
+//! verifies what it returns.
 //!
 //! # How it works
 //!
@@ -24,23 +31,28 @@
 //! weight-load time (depends on parameters and constants only), and its input set. `rules` parses
 //! rule files (`passes/rules/*.rules`, see `passes/rules/README.md`), type-checks every rule on
 //! sample shapes at load time and turns it into an egg rewrite whose applier re-checks types.
-//! Saturation runs under iteration, e-node and time limits with egg's backoff scheduler
-//! (per-rule `limit N`). Extraction: `greedy` (the cheaper of a per-class DAG-cost extractor and
-//! egg's tree cost with view shares) or `ilp` (exact DAG cost with good_lp + microlp, Tensat's
-//! order variables on cyclic components, warm-started from greedy, under a time limit). `taso`
-//! is the baseline without an e-graph (best single rewrite per step), and `tessera bench egraph`
-//! compares them on whole models. `cost` is the roofline both minimise (`graph_cost` for graphs,
-//! `node_cost` per e-node).
+//! Saturation runs in phases ([`schedule`]) under iteration (per phase), e-node and time limits
+//! with a backoff scheduler (per-rule `limit N`) that reports the rules it starved. Extraction
+//! works on [`dag::Candidates`]: greedy (the cheaper of a per-class DAG-cost ranking and egg's
+//! tree cost with view shares), made emittable by a backtracking top-down choice; then local
+//! search from the input and from greedy; with `extract=ilp` a MIP (good_lp + CBC, Tensat's
+//! order variables on cyclic components, warm-started from the local search, under a time
+//! limit, with its proven gap). `taso` is the baseline without an e-graph (best single rewrite
+//! per step); [`holds`] says whether a saturated e-graph contains its result, and `tessera
+//! bench egraph` compares all of them on whole models (`--measure`: compiled, on the CPU).
+//! `cost` is the roofline they minimise (`graph_cost` for graphs, `node_cost` per e-node).
 
 pub mod cost;
+pub mod dag;
 pub mod greedy;
 pub mod ilp;
 pub mod lang;
 pub mod rules;
+pub mod schedule;
 pub mod taso;
 
 use crate::pass::{OptionSpec, OptionValue, PassError, PassOptions, PassStats};
-use egg::{BackoffScheduler, CostFunction, Extractor, Id, Runner, StopReason};
+use egg::{CostFunction, Extractor, Id, Language, Runner, StopReason};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -65,23 +77,41 @@ const BUILTIN: OptionSpec =
 const EXTRACT: OptionSpec = OptionSpec {
     name: "extract",
     default: OptionValue::Str(Cow::Borrowed("greedy")),
-    help: "extraction method: greedy (per-class DAG cost) or ilp (exact DAG cost, warm-started from greedy)",
+    help: "extraction method: greedy (greedy extraction and a DAG-aware local search) or ilp (also a MIP, warm-started from the local search)",
 };
 const ILP_TIME_MS: OptionSpec = OptionSpec {
     name: "ilp-time-ms",
     default: OptionValue::UInt(2_000),
-    help: "time limit of ILP extraction; past it the best solution found (or greedy) is used",
+    help: "time limit of the MIP (CBC); past it the best solution found is used, and the guard compares it with the heuristics",
+};
+
+const SEARCH_MS: OptionSpec = OptionSpec {
+    name: "search-ms",
+    default: OptionValue::UInt(1_000),
+    help: "time limit of the DAG-aware local search (the MIP's warm start and fallback)",
+};
+const GUARD_REWRITING: OptionSpec = OptionSpec {
+    name: "guard",
+    default: OptionValue::Bool(false),
+    help: "also run greedy rewriting without the e-graph and keep its result when it is cheaper",
+};
+const REWRITING_TIME_MS: OptionSpec = OptionSpec {
+    name: "guard-ms",
+    default: OptionValue::UInt(10_000),
+    help: "time limit of greedy rewriting under guard=true",
 };
 
 /// The options of `egraph{...}`.
-pub static OPTIONS: &[OptionSpec] = &[ITERS, NODES, TIME_MS, RULES, BUILTIN, EXTRACT, ILP_TIME_MS];
+pub static OPTIONS: &[OptionSpec] =
+    &[ITERS, NODES, TIME_MS, RULES, BUILTIN, EXTRACT, ILP_TIME_MS, SEARCH_MS, GUARD_REWRITING, REWRITING_TIME_MS];
 
 /// How the optimized graph is read out of the saturated e-graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extraction {
-    /// The better of two greedy heuristics (per-class DAG cost, tree cost with view shares).
+    /// Greedy extraction and the DAG-aware local search ([`dag::improve`]).
     Greedy,
-    /// [`ilp::extract`] by DAG cost within the time limit, warm-started from greedy.
+    /// Also [`ilp::extract`] by DAG cost within the time limit, warm-started from the local
+    /// search.
     Ilp { time_limit: Duration },
 }
 
@@ -102,13 +132,33 @@ impl Default for Limits {
 /// What saturation did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
-    /// Applications per rule name (rules that never fired are absent).
+    /// Applications per rule name over all phases (rules that never fired are absent).
     pub fired: BTreeMap<String, usize>,
+    /// Iterations over all phases.
     pub iterations: usize,
     pub enodes: usize,
     pub eclasses: usize,
-    /// `saturated`, `iteration-limit`, `node-limit`, `time-limit` or `other`.
+    /// How the last phase stopped: `saturated`, `iteration-limit`, `node-limit`, `time-limit`
+    /// or `other`.
     pub stop: &'static str,
+    /// Each phase, in the order run ([`schedule::Phase::ORDER`]).
+    pub phases: Vec<schedule::PhaseReport>,
+    /// Rules still banned when the last phase stopped on a limit (their matches were cut
+    /// short); empty when it saturated.
+    pub starved: Vec<String>,
+}
+
+impl Report {
+    /// One line: per phase its iterations, e-nodes and stop reason, then the starved rules.
+    pub fn summary(&self) -> String {
+        let phases: Vec<String> = self
+            .phases
+            .iter()
+            .map(|p| format!("{} {} it/{} nodes/{}", p.phase.name(), p.iterations, p.enodes, p.stop))
+            .collect();
+        let starved = if self.starved.is_empty() { "none".to_string() } else { self.starved.join(" ") };
+        format!("{}; starved: {starved}", phases.join(", "))
+    }
 }
 
 /// A saturated e-graph and the classes of the graph's outputs.
@@ -118,108 +168,313 @@ pub struct Saturated {
     pub report: Report,
 }
 
-/// Loads `g` into an e-graph and applies `rules` until a limit or saturation.
-pub fn saturate(g: &Graph, rules: &[rules::Rule], limits: Limits) -> Result<Saturated, String> {
-    let rewrites = rules.iter().map(rules::applier::rewrite).collect::<Result<Vec<_>, _>>()?;
-    let loaded = lang::load(g);
-    let mut scheduler = BackoffScheduler::default();
-    for rule in rules {
-        if let Some(limit) = rule.match_limit {
-            scheduler = scheduler.rule_match_limit(rule.name.as_str(), limit);
-        }
-    }
-    let runner = Runner::default()
-        .with_scheduler(scheduler)
-        .with_egraph(loaded.egraph)
-        .with_iter_limit(limits.iters)
-        .with_node_limit(limits.nodes)
-        .with_time_limit(limits.time)
-        .run(&rewrites);
-    let mut fired = BTreeMap::new();
-    for it in &runner.iterations {
-        for (name, n) in &it.applied {
-            *fired.entry(name.to_string()).or_insert(0) += n;
-        }
-    }
-    let stop = match runner.stop_reason {
+fn stop_name(reason: &Option<StopReason>) -> &'static str {
+    match reason {
         Some(StopReason::Saturated) => "saturated",
         Some(StopReason::IterationLimit(_)) => "iteration-limit",
         Some(StopReason::NodeLimit(_)) => "node-limit",
         Some(StopReason::TimeLimit(_)) => "time-limit",
         _ => "other",
-    };
-    let egraph = runner.egraph;
+    }
+}
+
+/// Loads `g` into an e-graph and applies `rules` in phases ([`schedule`]) until each phase
+/// saturates or hits a limit: `limits.iters` per phase, the node and time limits over all.
+pub fn saturate(g: &Graph, rules: &[rules::Rule], limits: Limits) -> Result<Saturated, String> {
+    let loaded = lang::load(g);
+    let mut egraph = loaded.egraph;
+    let start = Instant::now();
+    let mut phases = Vec::new();
+    for phase in schedule::Phase::ORDER {
+        let selected: Vec<&rules::Rule> = rules.iter().filter(|r| phase.includes(r)).collect();
+        if selected.is_empty() {
+            continue;
+        }
+        let rewrites = selected.iter().map(|r| rules::applier::rewrite(r)).collect::<Result<Vec<_>, _>>()?;
+        let scheduler = schedule::Backoff::new(selected.iter().copied());
+        let schedules = scheduler.schedules.clone();
+        let runner = Runner::default()
+            .with_scheduler(scheduler)
+            .with_egraph(egraph)
+            .with_iter_limit(limits.iters)
+            .with_node_limit(limits.nodes)
+            .with_time_limit(limits.time.saturating_sub(start.elapsed()))
+            .run(&rewrites);
+        let mut fired = BTreeMap::new();
+        for it in &runner.iterations {
+            for (name, n) in &it.applied {
+                *fired.entry(name.to_string()).or_insert(0) += n;
+            }
+        }
+        let stop = stop_name(&runner.stop_reason);
+        let iterations = runner.iterations.len();
+        egraph = runner.egraph;
+        let schedules = schedules.borrow();
+        let banned =
+            schedules.iter().filter(|(_, s)| s.times_banned > 0).map(|(n, s)| (n.clone(), s.times_banned)).collect();
+        let starved = if stop == "saturated" {
+            Vec::new()
+        } else {
+            schedules.iter().filter(|(_, s)| s.banned_until > iterations).map(|(n, _)| n.clone()).collect()
+        };
+        phases.push(schedule::PhaseReport {
+            phase,
+            rules: selected.len(),
+            iterations,
+            enodes: egraph.total_number_of_nodes(),
+            stop,
+            fired,
+            banned,
+            starved,
+        });
+    }
+    let mut fired = BTreeMap::new();
+    for p in &phases {
+        for (name, n) in &p.fired {
+            *fired.entry(name.clone()).or_insert(0) += n;
+        }
+    }
     let outputs = loaded.outputs.iter().map(|&o| egraph.find(o)).collect();
+    let last = phases.last();
     let report = Report {
         fired,
-        iterations: runner.iterations.len(),
+        iterations: phases.iter().map(|p| p.iterations).sum(),
         enodes: egraph.total_number_of_nodes(),
         eclasses: egraph.number_of_classes(),
-        stop,
+        stop: last.map_or("saturated", |p| p.stop),
+        starved: last.map_or_else(Vec::new, |p| p.starved.clone()),
+        phases,
     };
     Ok(Saturated { egraph, outputs, report })
 }
 
-/// The cheapest graph in `s` by greedy (tree-cost) extraction, with `original`'s inputs and
-/// output names; `None` when it cannot keep them.
+/// The cheapest graph in `s` by greedy extraction ([`greedy_choice`]), with `original`'s
+/// inputs and output names; `None` when it cannot keep them.
 pub fn extract_greedy(original: &Graph, s: &Saturated) -> Option<Graph> {
-    greedy_choice(original, s).map(|(g, _)| g)
+    let cands = dag::Candidates::new(&s.egraph, &s.outputs);
+    let ranked = greedy::ranked(&s.egraph, &s.outputs);
+    let choice = greedy_choice(s, &cands, &ranked)?;
+    emit(original, s, &cands, &choice)
 }
 
-/// Greedy extraction and the node it used per class: the cheaper (by [`cost::graph_cost`]) of
-/// two heuristics. By DAG cost per class ([`greedy::ranked`]), which sees sharing inside a
-/// class's sub-DAG but not across classes; and by egg's tree cost with views charged their
-/// share of their operand ([`cost::Roofline`]), which sees the sharing of a merged matmul by
-/// its parts but charges other shared subterms once per use. [`lang::build_ranked`] skips a
-/// node that would close a cycle.
-fn greedy_choice(original: &Graph, s: &Saturated) -> Option<(Graph, HashMap<Id, lang::TsrNode>)> {
-    let ranked = greedy::ranked(&s.egraph, &s.outputs);
-    let by_dag = |class: Id| ranked.get(&s.egraph.find(class)).cloned().unwrap_or_default();
-    let dag = lang::build_ranked(original, &s.outputs, &by_dag);
+/// Positions in `cands.nodes[class]` of `nodes`, in order (nodes that are not candidates are
+/// skipped).
+fn positions(cands: &dag::Candidates, class: usize, nodes: &[lang::TsrNode]) -> Vec<usize> {
+    nodes.iter().filter_map(|want| cands.nodes[class].iter().position(|c| c.node == *want)).collect()
+}
+
+/// The nodes `ranked` lists for candidate class `class`, as positions.
+fn ranked_positions(cands: &dag::Candidates, ranked: &HashMap<Id, Vec<lang::TsrNode>>, class: usize) -> Vec<usize> {
+    positions(cands, class, ranked.get(&cands.classes[class]).map_or(&[], |v| v.as_slice()))
+}
+
+/// Greedy extraction: the cheaper (by DAG cost) of two rankings made emittable by
+/// [`dag::Candidates::acyclic_choice`]. By DAG cost per class ([`greedy::ranked`]), which sees
+/// sharing inside a class's sub-DAG but not across classes; and by egg's tree cost with views
+/// charged their share of their operand ([`cost::Roofline`]), which sees the sharing of a
+/// merged matmul by its parts but charges other shared subterms once per use.
+fn greedy_choice(
+    s: &Saturated,
+    cands: &dag::Candidates,
+    ranked: &HashMap<Id, Vec<lang::TsrNode>>,
+) -> Option<dag::Choice> {
+    let by_dag = |class: usize| ranked_positions(cands, ranked, class);
     let extractor = Extractor::new(&s.egraph, cost::Roofline { egraph: &s.egraph });
-    let by_tree = |class: Id| {
+    let by_tree = |class: usize| {
         let mut roofline = cost::Roofline { egraph: &s.egraph };
-        let mut nodes: Vec<(f64, lang::TsrNode)> = s.egraph[class]
+        let mut scored: Vec<(f64, usize)> = cands.nodes[class]
             .iter()
-            .map(|n| (roofline.cost(n, |c| extractor.find_best_cost(c)), n.clone()))
+            .enumerate()
+            .map(|(p, c)| (roofline.cost(&c.node, |child| extractor.find_best_cost(child)), p))
             .filter(|(c, _)| c.is_finite())
             .collect();
-        nodes.sort_by(|a, b| a.0.total_cmp(&b.0));
-        nodes.into_iter().map(|(_, n)| n).collect()
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+        scored.into_iter().map(|(_, p)| p).collect()
     };
-    let tree = lang::build_ranked(original, &s.outputs, &by_tree);
-    match (dag, tree) {
-        (Some(d), Some(t)) => Some(if cost::graph_cost(&t.0) < cost::graph_cost(&d.0) { t } else { d }),
-        (d, t) => d.or(t),
-    }
+    [cands.acyclic_choice(&by_dag), cands.acyclic_choice(&by_tree)]
+        .into_iter()
+        .flatten()
+        .filter_map(|choice| cands.dag_cost(&choice).map(|c| (c, choice)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, choice)| choice)
 }
 
-/// What ILP extraction produced: the graph (when it could be emitted with the original
-/// names) and the solver's report.
-pub struct IlpExtracted {
-    pub graph: Option<Graph>,
-    pub report: ilp::IlpChoice,
-}
-
-/// The cheapest graph in `s` by exact (DAG-cost) extraction within `time_limit`, warm-started
-/// from the greedy choice. When the solver fails, `graph` is `None` and the report says why.
-pub fn extract_ilp(original: &Graph, s: &Saturated, time_limit: Duration) -> IlpExtracted {
-    let extractor = Extractor::new(&s.egraph, cost::Roofline { egraph: &s.egraph });
-    let greedy = greedy_choice(original, s).map(|(_, choice)| choice).unwrap_or_default();
-    let warm = |class: Id| {
-        let class = s.egraph.find(class);
-        greedy.get(&class).cloned().unwrap_or_else(|| extractor.find_best_node(class).clone())
-    };
-    let report = ilp::extract(&s.egraph, &s.outputs, &warm, time_limit);
-    if matches!(report.outcome, ilp::IlpOutcome::Failed(_)) {
-        return IlpExtracted { graph: None, report };
-    }
+/// The graph of an emittable `choice`, with `original`'s inputs and output names.
+fn emit(original: &Graph, s: &Saturated, cands: &dag::Candidates, choice: &dag::Choice) -> Option<Graph> {
+    let nodes = cands.nodes_of(choice);
     let choose = |class: Id| {
         let class = s.egraph.find(class);
-        report.choice.get(&class).cloned().unwrap_or_else(|| extractor.find_best_node(class).clone())
+        nodes.get(&class).cloned().unwrap_or_else(|| s.egraph[class].nodes[0].clone())
     };
-    let graph = lang::build(original, &s.outputs, &choose);
-    IlpExtracted { graph, report }
+    lang::build(original, &s.outputs, &choose)
+}
+
+/// Whether the saturated e-graph already holds `other` (an equivalent graph with the same
+/// inputs, e.g. greedy rewriting's result): adding it to a copy merges nothing new into the
+/// output classes, i.e. each of its outputs lands in the class of the matching output.
+/// `other`'s literals are matched to equal literals of the e-graph by value.
+pub fn holds(s: &Saturated, other: &Graph) -> bool {
+    let mut egraph = s.egraph.clone();
+    // Equal literals are separate classes (keyed by their defining value): merge them in the
+    // copy, so that `other`'s literals, mapped to one of them, meet every use.
+    let mut literals: HashMap<String, Id> = HashMap::new();
+    let mut same: Vec<(Id, Id)> = Vec::new();
+    for class in egraph.classes() {
+        for node in class.iter() {
+            if let Some((op @ tessera_ir::ops::Op::Constant(_), _)) = node.as_op() {
+                let first = *literals.entry(format!("{op:?}")).or_insert(class.id);
+                same.push((first, class.id));
+            }
+        }
+    }
+    for (a, b) in same {
+        egraph.union(a, b);
+    }
+    egraph.rebuild();
+    let constant_class = |op: &tessera_ir::ops::Op| match op {
+        tessera_ir::ops::Op::Constant(_) => literals.get(&format!("{op:?}")).copied(),
+        _ => None,
+    };
+    let added = lang::load_into(&mut egraph, other, &constant_class);
+    added.len() == s.outputs.len() && added.iter().zip(&s.outputs).all(|(&a, &o)| egraph.find(a) == egraph.find(o))
+}
+
+/// A way the pass can end up with a graph; the guard keeps the cheapest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Method {
+    /// The input graph, unchanged.
+    Input,
+    /// Greedy extraction ([`extract_greedy`]).
+    GreedyExtraction,
+    /// The DAG-aware heuristic: local search from the input and from greedy extraction
+    /// ([`dag::improve`]).
+    LocalSearch,
+    /// The MIP ([`ilp::extract`]), warm-started from the local search.
+    Ilp,
+    /// Greedy rewriting without the e-graph ([`taso::rewrite`]), when the guard runs it.
+    GreedyRewriting,
+}
+
+impl Method {
+    /// Kebab-case name for counters and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Input => "input",
+            Method::GreedyExtraction => "greedy-extraction",
+            Method::LocalSearch => "local-search",
+            Method::Ilp => "ilp",
+            Method::GreedyRewriting => "greedy-rewriting",
+        }
+    }
+}
+
+/// How [`extract`] reads the result out of a saturated e-graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtractConfig {
+    pub extraction: Extraction,
+    /// Time for the local search.
+    pub search_time: Duration,
+}
+
+impl Default for ExtractConfig {
+    fn default() -> ExtractConfig {
+        ExtractConfig { extraction: Extraction::Greedy, search_time: Duration::from_millis(1_000) }
+    }
+}
+
+/// The result of [`extract`]: the cheapest candidate, which method gave it, and every
+/// candidate's estimated cost.
+pub struct Extracted {
+    /// The cheapest graph ([`cost::graph_cost`]); the input itself when nothing is cheaper.
+    pub graph: Graph,
+    pub cost: f64,
+    pub winner: Method,
+    /// Each method's estimated cost (infinite when it produced no graph), in [`Method`] order.
+    pub costs: BTreeMap<Method, f64>,
+    /// The MIP's report, with `extraction = ilp`.
+    pub ilp: Option<ilp::IlpChoice>,
+    pub search: dag::SearchStats,
+    /// Variables of the extraction problem: candidate e-nodes reachable from the outputs.
+    pub candidate_nodes: usize,
+}
+
+/// The input graph's own nodes per class of the saturated e-graph: loading `original` again
+/// gives the same class ids (egg never renumbers), canonicalised through `s`. A class may hold
+/// several (merged) original nodes.
+fn input_nodes(original: &Graph, s: &Saturated) -> HashMap<Id, Vec<lang::TsrNode>> {
+    let fresh = lang::load(original);
+    let mut nodes: HashMap<Id, Vec<lang::TsrNode>> = HashMap::new();
+    for class in fresh.egraph.classes() {
+        for node in class.iter() {
+            let node = node.clone().map_children(|c| s.egraph.find(c));
+            nodes.entry(s.egraph.find(class.id)).or_default().push(node);
+        }
+    }
+    nodes
+}
+
+/// Extracts from `s` by `config`, and keeps the cheapest (by [`cost::graph_cost`]) of the
+/// input, greedy extraction, the local search, the MIP (with `extract = ilp`) and `baseline`
+/// (greedy rewriting's result, when the caller ran it): the result is never costlier than any
+/// of them. Ties go to the earlier [`Method`], so an unimproved graph stays the input.
+pub fn extract(original: &Graph, s: &Saturated, config: &ExtractConfig, baseline: Option<&Graph>) -> Extracted {
+    let before = cost::graph_cost(original);
+    let cands = dag::Candidates::new(&s.egraph, &s.outputs);
+    let ranked = greedy::ranked(&s.egraph, &s.outputs);
+    let greedy = greedy_choice(s, &cands, &ranked);
+    let fill = cands.acyclic_choice(&|class| ranked_positions(&cands, &ranked, class));
+    // The input graph as a choice: its own nodes first; where merged classes make them cyclic,
+    // `acyclic_choice` falls back to other nodes, so the start is emittable.
+    let originals = input_nodes(original, s);
+    let input = cands.acyclic_choice(&|class| {
+        let mut list = positions(&cands, class, originals.get(&cands.classes[class]).map_or(&[], |v| v.as_slice()));
+        list.extend(ranked_positions(&cands, &ranked, class));
+        list
+    });
+    let deadline = Instant::now() + config.search_time;
+    let fill = fill.unwrap_or_else(|| vec![None; cands.classes.len()]);
+    let mut best: Option<(dag::Choice, f64)> = None;
+    let mut search = dag::SearchStats::default();
+    for start in input.iter().chain(greedy.iter()) {
+        let (choice, c, stats) = dag::improve(&cands, start, &fill, deadline);
+        search.moves += stats.moves;
+        search.tried += stats.tried;
+        search.timed_out |= stats.timed_out;
+        if c.is_finite() && best.as_ref().is_none_or(|(_, b)| c < *b) {
+            best = Some((choice, c));
+        }
+    }
+    let emit = |choice: &dag::Choice| emit(original, s, &cands, choice);
+    let mut graphs: Vec<(Method, Option<Graph>)> = vec![
+        (Method::GreedyExtraction, greedy.as_ref().and_then(emit)),
+        (Method::LocalSearch, best.as_ref().and_then(|(choice, _)| emit(choice))),
+    ];
+    let mut ilp_report = None;
+    if let Extraction::Ilp { time_limit } = config.extraction {
+        let report = ilp::extract(&cands, best.as_ref().map(|(choice, _)| choice), time_limit);
+        let graph = if matches!(report.outcome, ilp::IlpOutcome::Failed(_)) { None } else { emit(&report.choice) };
+        graphs.push((Method::Ilp, graph));
+        ilp_report = Some(report);
+    }
+    let mut costs = BTreeMap::new();
+    costs.insert(Method::Input, before);
+    let mut winner = (Method::Input, before, None);
+    for (method, graph) in graphs.into_iter().chain(baseline.map(|g| (Method::GreedyRewriting, Some(g.clone())))) {
+        let c = graph.as_ref().map_or(f64::INFINITY, cost::graph_cost);
+        costs.insert(method, c);
+        if c < winner.1 {
+            winner = (method, c, graph);
+        }
+    }
+    Extracted {
+        graph: winner.2.unwrap_or_else(|| original.clone()),
+        cost: winner.1,
+        winner: winner.0,
+        costs,
+        ilp: ilp_report,
+        search,
+        candidate_nodes: cands.num_nodes(),
+    }
 }
 
 /// Counter names must be `&'static str`; rule names come from files, so each distinct name is
@@ -259,12 +514,15 @@ pub fn load_rules(options: &PassOptions) -> Result<Vec<rules::Rule>, PassError> 
 
 /// Counters: `rule.NAME` per rule application, `egraph.rules-fired`, `egraph.iterations`,
 /// `egraph.enodes`, `egraph.eclasses`, `egraph.stop.REASON` (1), `egraph.cost-before-ns` and
-/// `egraph.cost-after-ns` (roofline estimate), `egraph.kept-original` (1 when extraction did not
-/// improve the estimate). With `extract=ilp` also `egraph.greedy-cost-ns`, `egraph.ilp-cost-ns`,
-/// `egraph.ilp.OUTCOME` (1; `optimal`, `time-limit` or `failed`), `egraph.ilp-variables`,
-/// `egraph.ilp-constraints`, and `egraph.ilp-used-greedy` (1 when the greedy graph was kept
-/// because the ILP found nothing cheaper or failed). `rewrites` is the number of rule
-/// applications when the graph changed.
+/// `egraph.cost-after-ns` (roofline estimate), `egraph.kept-original` (1 when nothing improved
+/// the estimate), `egraph.winner.METHOD` (1: which candidate the guard kept, see [`Method`]),
+/// `egraph.cost.METHOD-ns` per candidate, `egraph.search-moves`, `egraph.phase.PHASE.iterations`
+/// per saturation phase and `egraph.starved.RULE` (1) per rule still banned when saturation
+/// stopped on a limit. With `extract=ilp` also
+/// `egraph.ilp.OUTCOME` (1; `optimal`, `time-limit` or `failed`), `egraph.ilp-gap-ppm` (parts
+/// per million), `egraph.ilp-variables` and `egraph.ilp-constraints`. With
+/// `guard=true` greedy rewriting runs too and is one of the candidates. `rewrites`
+/// is the number of rule applications when the graph changed.
 pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError> {
     let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     let limits = Limits {
@@ -277,6 +535,7 @@ pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError>
         "ilp" => Extraction::Ilp { time_limit: Duration::from_millis(options.uint(PASS, &ILP_TIME_MS)?) },
         other => return Err(failed(format!("extract={other} is not supported (greedy or ilp)"))),
     };
+    let config = ExtractConfig { extraction, search_time: Duration::from_millis(options.uint(PASS, &SEARCH_MS)?) };
     // Per-rank programs are opaque to the e-graph: a `send` has no result to extract, and
     // collectives must stay in program order on every rank.
     if g.nodes().any(|(_, n)| n.op.is_communication()) {
@@ -286,30 +545,30 @@ pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError>
     }
     let rules = load_rules(options)?;
     let start = Instant::now();
+    let baseline = if options.bool(PASS, &GUARD_REWRITING)? {
+        let limits = taso::RewriteLimits {
+            steps: usize::MAX,
+            time: Duration::from_millis(options.uint(PASS, &REWRITING_TIME_MS)?),
+        };
+        Some(taso::rewrite(g, &rules, limits).map_err(failed)?.0)
+    } else {
+        None
+    };
     let saturated = saturate(g, &rules, limits).map_err(failed)?;
-    let before = cost::graph_cost(g);
+    let extracted = extract(g, &saturated, &config, baseline.as_ref());
     let mut stats = PassStats::default();
     let ns = |us: f64| if us.is_finite() { (us * 1000.0).round() as usize } else { usize::MAX };
-    let greedy = extract_greedy(g, &saturated);
-    let extracted = match extraction {
-        Extraction::Greedy => greedy,
-        Extraction::Ilp { time_limit } => {
-            let ilp = extract_ilp(g, &saturated, time_limit);
-            let greedy_cost = greedy.as_ref().map_or(f64::INFINITY, cost::graph_cost);
-            let ilp_cost = ilp.graph.as_ref().map_or(f64::INFINITY, cost::graph_cost);
-            stats.counters.insert("egraph.greedy-cost-ns", ns(greedy_cost));
-            stats.counters.insert("egraph.ilp-cost-ns", ns(ilp_cost));
-            stats.counters.insert(intern(format!("egraph.ilp.{}", ilp.report.outcome.name())), 1);
-            stats.counters.insert("egraph.ilp-variables", ilp.report.variables);
-            stats.counters.insert("egraph.ilp-constraints", ilp.report.constraints);
-            if ilp_cost <= greedy_cost {
-                ilp.graph
-            } else {
-                stats.counters.insert("egraph.ilp-used-greedy", 1);
-                greedy
-            }
-        }
-    };
+    if let Some(ilp) = &extracted.ilp {
+        stats.counters.insert(intern(format!("egraph.ilp.{}", ilp.outcome.name())), 1);
+        stats.counters.insert("egraph.ilp-gap-ppm", (ilp.gap() * 1e6).round() as usize);
+        stats.counters.insert("egraph.ilp-variables", ilp.variables);
+        stats.counters.insert("egraph.ilp-constraints", ilp.constraints);
+    }
+    for (method, &c) in &extracted.costs {
+        stats.counters.insert(intern(format!("egraph.cost.{}-ns", method.name())), ns(c));
+    }
+    stats.counters.insert(intern(format!("egraph.winner.{}", extracted.winner.name())), 1);
+    stats.counters.insert("egraph.search-moves", extracted.search.moves);
     let report = &saturated.report;
     let total_fired: usize = report.fired.values().sum();
     for (name, &n) in &report.fired {
@@ -318,25 +577,25 @@ pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError>
     let mut set = |name: &'static str, n: usize| {
         stats.counters.insert(name, n);
     };
+    for phase in &report.phases {
+        set(intern(format!("egraph.phase.{}.iterations", phase.phase.name())), phase.iterations);
+    }
+    for rule in &report.starved {
+        set(intern(format!("egraph.starved.{rule}")), 1);
+    }
     set("egraph.rules-fired", total_fired);
     set("egraph.iterations", report.iterations);
     set("egraph.enodes", report.enodes);
     set("egraph.eclasses", report.eclasses);
     set(intern(format!("egraph.stop.{}", report.stop)), 1);
-    set("egraph.cost-before-ns", ns(before));
-    let after = extracted.as_ref().map(cost::graph_cost);
-    match (extracted, after) {
-        (Some(new), Some(after)) if after < before => {
-            set("egraph.cost-after-ns", ns(after));
-            set("egraph.time-us", start.elapsed().as_micros() as usize);
-            *g = new;
-            stats.rewrites = total_fired.max(1);
-        }
-        _ => {
-            set("egraph.cost-after-ns", ns(before));
-            set("egraph.kept-original", 1);
-            set("egraph.time-us", start.elapsed().as_micros() as usize);
-        }
+    set("egraph.cost-before-ns", ns(extracted.costs[&Method::Input]));
+    set("egraph.cost-after-ns", ns(extracted.cost));
+    if extracted.winner == Method::Input {
+        set("egraph.kept-original", 1);
+    } else {
+        *g = extracted.graph;
+        stats.rewrites = total_fired.max(1);
     }
+    set("egraph.time-us", start.elapsed().as_micros() as usize);
     Ok(stats)
 }
