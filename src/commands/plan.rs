@@ -19,9 +19,10 @@ use tessera::workload::ZooWorkload;
 use tessera_frontend::onnx::{ImportOptions, Initializers};
 use tessera_passes::cost::step::{Job, Mode};
 use tessera_passes::cost::workload::{GraphWorkload, SymbolicDims, Workload};
+use tessera_passes::planner::energy::{EnergyRequest, Objective};
 use tessera_passes::planner::fixed::Fixed;
 use tessera_passes::planner::run::{run_cost, RunSpec};
-use tessera_passes::planner::{plan, PlanError, Request};
+use tessera_passes::planner::{plan_with_energy, PlanError, Request};
 
 #[derive(Args)]
 pub struct PlanArgs {
@@ -60,6 +61,57 @@ pub struct PlanArgs {
     pub alternatives: usize,
     #[command(flatten)]
     pub run: RunArgs,
+    #[command(flatten)]
+    pub energy: EnergyArgs,
+}
+
+/// Energy: per-stage clocks, the time–energy frontier (`energy` in the plan) and what the
+/// search minimizes ([`tessera_passes::planner::energy`]). Without any of these flags the plan
+/// has no `energy` object and is ranked by step time at full clocks.
+#[derive(Args)]
+pub struct EnergyArgs {
+    /// What to minimize: time (step time), energy (joules per token) or cost (dollars per
+    /// token: GPU-hours at --gpu-hour-price plus facility energy at --electricity-price).
+    #[arg(long, value_name = "time|energy|cost")]
+    pub objective: Option<String>,
+    /// Board power limit per GPU, W: clocks that would draw more are not used.
+    #[arg(long, value_name = "W", allow_negative_numbers = true)]
+    pub power_cap: Option<f64>,
+    /// Electricity price for the cost objective, USD per kWh [default: 0.08].
+    #[arg(long, value_name = "USD_PER_KWH", allow_negative_numbers = true)]
+    pub electricity_price: Option<f64>,
+}
+
+impl EnergyArgs {
+    /// The request, `None` when no energy flag is given; prices come from the run's flags
+    /// where given.
+    fn request(&self, run: &RunArgs) -> Result<Option<EnergyRequest>, SpecError> {
+        if self.objective.is_none() && self.power_cap.is_none() {
+            if self.electricity_price.is_some() {
+                return Err(SpecError("--electricity-price prices the cost objective: give --objective cost".into()));
+            }
+            return Ok(None);
+        }
+        let objective = match &self.objective {
+            Some(text) => Objective::parse(text).map_err(|e| SpecError(e.to_string()))?,
+            None => Objective::Time,
+        };
+        let mut request = EnergyRequest::new(objective);
+        request.power_cap_w = self.power_cap;
+        if let Some(price) = self.electricity_price {
+            if !(price.is_finite() && price >= 0.0) {
+                return Err(SpecError(format!("--electricity-price {price}: must not be negative")));
+            }
+            request.electricity_usd_per_kwh = price;
+        }
+        if let Some(price) = run.gpu_hour_price {
+            request.gpu_hour_price_usd = price;
+        }
+        if let Some(pue) = run.pue {
+            request.pue = pue;
+        }
+        Ok(Some(request))
+    }
 }
 
 /// The whole run (`run` in the plan): given `--tokens`, its days, GPU-hours, energy, dollars
@@ -92,10 +144,12 @@ pub struct RunArgs {
 impl RunArgs {
     /// The run's spec, `None` without `--tokens`; a flag without `--tokens` or a number no run
     /// can have is a [`SpecError`].
-    fn spec(&self) -> Result<Option<RunSpec>, SpecError> {
+    /// `cost_objective`: the cost objective prices GPU-hours and energy without a whole run,
+    /// so `--pue` and `--gpu-hour-price` stand without `--tokens` (and are checked here).
+    fn spec(&self, cost_objective: bool) -> Result<Option<RunSpec>, SpecError> {
         let given = [
-            ("--pue", self.pue.is_some()),
-            ("--gpu-hour-price", self.gpu_hour_price.is_some()),
+            ("--pue", self.pue.is_some() && !cost_objective),
+            ("--gpu-hour-price", self.gpu_hour_price.is_some() && !cost_objective),
             ("--grid-carbon", self.grid_carbon.is_some()),
             ("--mtbf-hours", self.mtbf_hours.is_some()),
             ("--storage-gbps", self.storage_gbps.is_some()),
@@ -104,7 +158,17 @@ impl RunArgs {
         let Some(tokens) = self.tokens else {
             return match given.iter().find(|(_, is_given)| *is_given) {
                 Some((flag, _)) => Err(SpecError(format!("{flag} prices a whole run: give its --tokens too"))),
-                None => Ok(None),
+                None => {
+                    // Checked as a run would check them, with a placeholder token count.
+                    let defaults = RunSpec::with_tokens(1.0);
+                    let prices = RunSpec {
+                        pue: self.pue.unwrap_or(defaults.pue),
+                        gpu_hour_price_usd: self.gpu_hour_price.unwrap_or(defaults.gpu_hour_price_usd),
+                        ..defaults
+                    };
+                    prices.validate().map_err(|e| SpecError(e.to_string()))?;
+                    Ok(None)
+                }
             };
         };
         let defaults = RunSpec::with_tokens(tokens);
@@ -162,7 +226,8 @@ pub fn exit_code(err: &anyhow::Error) -> Option<u8> {
 
 pub fn run(args: PlanArgs) -> Result<()> {
     let cluster = tessera_frontend::cluster::parse(&args.cluster)?;
-    let run_spec = args.run.spec()?;
+    let energy = args.energy.request(&args.run)?;
+    let run_spec = args.run.spec(energy.is_some_and(|e| e.objective == Objective::Cost))?;
     let workload = load_workload(&args)?;
     let fixed = match &args.fix {
         Some(text) => Fixed::parse(text)?,
@@ -185,7 +250,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let started = Instant::now();
-    let result = plan(workload.as_ref(), &cluster, &request, &mut |done, total| {
+    let result = plan_with_energy(workload.as_ref(), &cluster, &request, energy.as_ref(), &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     });

@@ -13,6 +13,7 @@ mod mpi;
 mod onnx;
 mod pass_data;
 mod plan;
+mod plan_energy;
 mod plan_model_file;
 mod plan_run;
 mod planner;
