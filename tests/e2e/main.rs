@@ -16,6 +16,7 @@ mod plan;
 mod plan_energy;
 mod plan_model_file;
 mod plan_run;
+mod plan_serve;
 mod planner;
 mod real_models;
 mod recurrent;

@@ -44,6 +44,7 @@ pub mod energy;
 pub mod fixed;
 pub mod report;
 pub mod run;
+pub mod serve;
 
 use crate::cost::step::{estimate, Estimate, Job, Mode, Parallelism, Recompute, Schedule, TimeBreakdown};
 use crate::cost::workload::{ProfileCache, Workload};
