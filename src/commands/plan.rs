@@ -58,6 +58,10 @@ pub struct PlanArgs {
     /// Write the plan here (atomically) instead of standard output.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Also write a self-contained HTML report here (pipeline timeline, memory, traffic,
+    /// alternatives, energy and serving frontiers as inline SVG).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
     /// How many runners-up to list with the reason they lost.
     #[arg(long, default_value_t = 5)]
     pub alternatives: usize,
@@ -369,6 +373,9 @@ pub fn run(args: PlanArgs) -> Result<()> {
     if let Some(spec) = &run_spec {
         planned.run = Some(run_cost(&planned, cluster.nodes, spec));
     }
+    if let Some(path) = &args.report {
+        write_atomic(path, tessera_passes::planner::html::plan_report(&planned, &cluster.device).as_bytes())?;
+    }
     let text = match args.format {
         PlanFormat::Text => format!("{planned}\nplanned in {elapsed:.2} s\n"),
         PlanFormat::Json => serde_json::to_string_pretty(&planned).context("serializing the plan")? + "\n",
@@ -393,6 +400,10 @@ fn serve(
     let started = Instant::now();
     let plan = plan_serving(workload, cluster, &serve_workload, slo)?;
     let elapsed = started.elapsed().as_secs_f64();
+    if let Some(path) = &args.report {
+        let html = tessera_passes::planner::html::serve_report(workload.name(), &cluster.name, &plan);
+        write_atomic(path, html.as_bytes())?;
+    }
     let output = ServeOutput {
         model: workload.name().to_string(),
         cluster: &cluster.name,

@@ -15,6 +15,7 @@ mod pass_data;
 mod plan;
 mod plan_energy;
 mod plan_model_file;
+mod plan_report;
 mod plan_run;
 mod plan_serve;
 mod planner;

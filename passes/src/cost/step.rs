@@ -223,6 +223,10 @@ pub struct StageTimes {
     pub memory_bound_s: f64,
     /// Collectives and pipeline sends the stage waits on.
     pub transfer_s: f64,
+    /// The same kernel time split by pass: forward, and backward with recomputation (0 when
+    /// serving), for drawing the schedule.
+    pub forward_s: f64,
+    pub backward_s: f64,
 }
 
 impl StageTimes {
@@ -342,6 +346,8 @@ pub fn estimate(
                 clock_bound_s: c.clock_bound,
                 memory_bound_s: c.fwd + c.bwd + c.recompute - c.clock_bound,
                 transfer_s: c.tp + c.ep + c.pp + c.zero3,
+                forward_s: c.fwd,
+                backward_s: c.bwd + c.recompute,
             })
             .collect(),
         after_s: after.time,

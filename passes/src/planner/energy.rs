@@ -456,7 +456,7 @@ mod tests {
     use tessera_ir::hardware::DeviceSpec;
 
     fn stage(clock_bound_s: f64) -> StageTimes {
-        StageTimes { gpus: 8, clock_bound_s, memory_bound_s: 0.2, transfer_s: 0.05 }
+        StageTimes { gpus: 8, clock_bound_s, memory_bound_s: 0.2, transfer_s: 0.05, ..StageTimes::default() }
     }
 
     fn pipeline(stages: Vec<StageTimes>) -> PipelineTimes {
@@ -466,7 +466,7 @@ mod tests {
     #[test]
     fn power_at_the_highest_clock_is_tdp_and_falls_with_the_clock() {
         let a100 = DeviceSpec::a100_80g_sxm();
-        let one = pipeline(vec![StageTimes { gpus: 1, clock_bound_s: 1.0, memory_bound_s: 0.0, transfer_s: 0.0 }]);
+        let one = pipeline(vec![StageTimes { gpus: 1, clock_bound_s: 1.0, ..StageTimes::default() }]);
         let planner = ClockPlanner::new(&one, &a100, a100.power.clock_ratios());
         // One micro-batch-long step of pure compute-bound work: 32 s at 400 W plus 0.1 s idle.
         let max = planner.max_clock();

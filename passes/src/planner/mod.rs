@@ -42,6 +42,7 @@
 
 pub mod energy;
 pub mod fixed;
+pub mod html;
 pub mod report;
 pub mod run;
 pub mod serve;
