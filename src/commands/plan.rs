@@ -136,7 +136,7 @@ impl ServeArgs {
         };
         if let Some(s) = slo {
             for (key, v) in [("ttft", s.ttft_s), ("tpot", s.tpot_s)] {
-                if !(v > 0.0) || v.is_nan() {
+                if v.is_nan() || v <= 0.0 {
                     return Err(SpecError(format!(
                         "--slo {key}={}: must be a positive number of milliseconds",
                         v * 1e3

@@ -144,6 +144,34 @@ const TIME_WEIGHTS: [f64; 5] = [1.0, 3.0, 10.0, 30.0, 1e6];
 /// The index of the time-first weight.
 const TIME_FIRST: usize = 4;
 
+impl EnergyPlan {
+    /// The clocks `request` picks for a configuration's pipeline, the frontier (at most
+    /// `points` points) and the explanation, for a step of `tokens` on `gpus` devices.
+    pub fn new(
+        times: &PipelineTimes,
+        device: &DeviceSpec,
+        ratios: Vec<f64>,
+        request: &EnergyRequest,
+        gpus: f64,
+        tokens: f64,
+        points: usize,
+    ) -> EnergyPlan {
+        let planner = ClockPlanner::new(times, device, ratios);
+        let chosen = planner.best(&scorer(request, gpus, tokens), request.objective == Objective::Time);
+        let frontier = planner.frontier(points);
+        let max_clock = planner.max_clock();
+        let explanation = explain(&frontier, &max_clock, device.power.max_sm_clock_mhz);
+        EnergyPlan {
+            objective: request.objective,
+            power_cap_w: request.power_cap_w,
+            max_clock,
+            chosen,
+            frontier,
+            explanation,
+        }
+    }
+}
+
 /// The clock planner's view of one configuration on one device. Stages with the same times
 /// (all but the ends, for evenly cut repeated layers) are planned once, as one class.
 pub struct ClockPlanner<'a> {
@@ -361,7 +389,7 @@ fn thin(points: Vec<ClockPoint>, limit: usize) -> Vec<ClockPoint> {
 /// The saving at most 1% slower than the fastest point, said in words: which stages run at
 /// which clocks.
 pub fn explain(frontier: &[ClockPoint], max_clock: &ClockPoint, max_mhz: f64) -> String {
-    let Some(within) = frontier.iter().filter(|p| p.step_time_s <= max_clock.step_time_s * 1.01).last() else {
+    let Some(within) = frontier.iter().rfind(|p| p.step_time_s <= max_clock.step_time_s * 1.01) else {
         return String::new();
     };
     let saving = 100.0 * (1.0 - within.energy_j / max_clock.energy_j);
@@ -491,7 +519,7 @@ mod tests {
         let frontier = planner.frontier(12);
         assert_eq!(frontier[0].step_time_s, max.step_time_s);
         // Within 1% of the fastest time, the faster stages run slower and save energy.
-        let within = frontier.iter().filter(|p| p.step_time_s <= max.step_time_s * 1.01).last().expect("a point");
+        let within = frontier.iter().rfind(|p| p.step_time_s <= max.step_time_s * 1.01).expect("a point");
         assert!(within.energy_j < max.energy_j * 0.95, "{within:?} vs {max:?}");
         assert_eq!(within.stage_clocks_mhz[3], 1410.0);
         assert!(within.stage_clocks_mhz[0] < 1200.0, "{within:?}");

@@ -533,6 +533,39 @@ fn why(best: &Scored, alt: &Scored, device_memory: f64, gpus_per_node: u64, stag
     }
 }
 
+/// Gives the runners-up the score of their planned clocks (the search may have kept only a
+/// lower bound), best first.
+fn rescore(
+    runners: &mut [Scored],
+    cache: &mut ProfileCache,
+    cluster: &ClusterSpec,
+    job: &Job,
+    request: &EnergyRequest,
+    ratios: &[f64],
+) -> Result<(), PlanError> {
+    for runner in runners.iter_mut() {
+        let e = estimate(cache, cluster, job, &runner.par)?;
+        let score = energy::scorer(request, cluster.gpus as f64, e.tokens);
+        let point = ClockPlanner::new(&e.pipeline, &cluster.device, ratios.to_vec())
+            .best(&score, request.objective == Objective::Time);
+        runner.score = score(point.step_time_s, point.energy_j);
+    }
+    runners.sort_by(|a, b| a.score.total_cmp(&b.score).then_with(|| describe(&a.par).cmp(&describe(&b.par))));
+    Ok(())
+}
+
+/// Why `alt` lost under an energy or cost objective: its score against the plan's.
+fn why_by_objective(best: &Scored, alt: &Scored, objective: Objective) -> String {
+    let worse = 100.0 * (alt.score / best.score - 1.0);
+    let slower = 100.0 * (alt.step / best.step - 1.0);
+    let what = match objective {
+        Objective::Time => "step time",
+        Objective::Energy => "energy per token",
+        Objective::Cost => "dollars per token",
+    };
+    format!("{worse:+.1}% {what} at its best clocks ({slower:+.1}% step time at full clocks)")
+}
+
 /// Searches for the fastest configuration of `workload` on `cluster` that fits in memory.
 /// `progress(done, total)` is called every few thousand candidates.
 pub fn plan(
@@ -634,15 +667,7 @@ pub fn plan_with_energy(
     runners.sort_by(|a, b| a.score.total_cmp(&b.score).then_with(|| describe(&a.par).cmp(&describe(&b.par))));
     runners.truncate(request.alternatives);
     if let Some(request) = search_energy {
-        // Runners-up the search skipped by their bound get their planned clocks' score.
-        for runner in &mut runners {
-            let e = estimate(&mut cache, cluster, &job, &runner.par)?;
-            let score = energy::scorer(request, cluster.gpus as f64, e.tokens);
-            let point = ClockPlanner::new(&e.pipeline, &cluster.device, ratios.clone())
-                .best(&score, request.objective == Objective::Time);
-            runner.score = score(point.step_time_s, point.energy_j);
-        }
-        runners.sort_by(|a, b| a.score.total_cmp(&b.score).then_with(|| describe(&a.par).cmp(&describe(&b.par))));
+        rescore(&mut runners, &mut cache, cluster, &job, request, &ratios)?;
     }
     too_big.sort_by(|a, b| a.step.total_cmp(&b.step));
     // The fastest layouts that would beat the plan if memory allowed, one per layout.
@@ -664,18 +689,7 @@ pub fn plan_with_energy(
             memory_per_gpu_bytes: alt.memory,
             fits: alt.memory <= device_memory,
             why: match search_energy {
-                Some(request) if alt.memory <= device_memory => {
-                    let worse = 100.0 * (alt.score / best.score - 1.0);
-                    let slower = 100.0 * (alt.step / best.step - 1.0);
-                    format!(
-                        "{worse:+.1}% {} at its best clocks ({slower:+.1}% step time at full clocks)",
-                        match request.objective {
-                            Objective::Time => "step time",
-                            Objective::Energy => "energy per token",
-                            Objective::Cost => "dollars per token",
-                        }
-                    )
-                }
+                Some(request) if alt.memory <= device_memory => why_by_objective(&best, alt, request.objective),
                 _ => why(&best, alt, device_memory, cluster.gpus_per_node, workload.stage_programs(1).is_some()),
             },
         })
@@ -685,19 +699,7 @@ pub fn plan_with_energy(
     let gpus = cluster.gpus as f64;
     let peak = cluster.device.peak_flops(tessera_ir::dtype::DType::BF16);
     let energy_plan = energy.map(|request| {
-        let planner = ClockPlanner::new(&e.pipeline, &cluster.device, ratios.clone());
-        let chosen = planner.best(&energy::scorer(request, gpus, e.tokens), request.objective == Objective::Time);
-        let frontier = planner.frontier(FRONTIER_POINTS);
-        let max_clock = planner.max_clock();
-        let explanation = energy::explain(&frontier, &max_clock, cluster.device.power.max_sm_clock_mhz);
-        EnergyPlan {
-            objective: request.objective,
-            power_cap_w: request.power_cap_w,
-            max_clock,
-            chosen,
-            frontier,
-            explanation,
-        }
+        EnergyPlan::new(&e.pipeline, &cluster.device, ratios.clone(), request, gpus, e.tokens, FRONTIER_POINTS)
     });
     let (step_time_s, energy_per_step_j) = match &energy_plan {
         Some(p) => (p.chosen.step_time_s, p.chosen.energy_j),

@@ -244,6 +244,9 @@ struct Operating {
     decode_bound: f64,
 }
 
+/// A layout with how it runs, its goodput per GPU and its largest decode batch.
+type Evaluated = (Placement, Operating, f64, u64);
+
 /// A layout under evaluation: colocated (`prefill == decode`) or disaggregated.
 #[derive(Debug, Clone, Copy)]
 struct Placement {
@@ -317,27 +320,9 @@ pub fn plan_serving(
         )));
     }
 
-    let mut candidates: Vec<Placement> = Vec::new();
-    for &(tp, pp, _, _) in &shapes {
-        let layout = PhaseLayout { tp, pp, replicas: gpus / (tp * pp) };
-        candidates.push(Placement { disaggregated: false, prefill: layout, decode: layout });
-    }
-    // Disaggregated: prefill on `p` GPUs, decode on the rest, each pool its own split.
-    for p_gpus in 1..gpus {
-        let d_gpus = gpus - p_gpus;
-        for &(tp_p, pp_p, _, _) in shapes.iter().filter(|s| p_gpus % (s.0 * s.1) == 0) {
-            for &(tp_d, pp_d, _, _) in shapes.iter().filter(|s| d_gpus % (s.0 * s.1) == 0) {
-                candidates.push(Placement {
-                    disaggregated: true,
-                    prefill: PhaseLayout { tp: tp_p, pp: pp_p, replicas: p_gpus / (tp_p * pp_p) },
-                    decode: PhaseLayout { tp: tp_d, pp: pp_d, replicas: d_gpus / (tp_d * pp_d) },
-                });
-            }
-        }
-    }
-
+    let candidates = placements(&shapes, gpus);
     let memory_of = |l: &PhaseLayout| shapes.iter().find(|s| (s.0, s.1) == (l.tp, l.pp)).map(|s| (s.2, s.3));
-    let mut evaluated: Vec<(Placement, Operating, f64, u64)> = Vec::new();
+    let mut evaluated: Vec<Evaluated> = Vec::new();
     for placement in &candidates {
         let Some((capacity, kv_per_token)) = memory_of(&placement.decode) else { continue };
         let max_batch = ((capacity / (kv_per_token * (i + o) as f64)).floor() as u64).max(1);
@@ -367,51 +352,89 @@ pub fn plan_serving(
         return Err(ServeError::Spec(format!("no serving layout of {} on {}", model.name(), cluster.name)));
     };
     if let (Some(s), false) = (slo, meets(&best.1) && sustains(&best.1)) {
-        // The layout that comes closest: the smallest worst ratio of latency to target among
-        // those that sustain the load, else the one that serves the most.
-        let lateness = |op: &Operating| (op.ttft_s / s.ttft_s).max(op.tpot_s / s.tpot_s);
-        let sustaining: Vec<&(Placement, Operating, f64, u64)> = evaluated.iter().filter(|e| sustains(&e.1)).collect();
-        let why = match sustaining.iter().min_by(|a, b| lateness(&a.1).total_cmp(&lateness(&b.1))) {
-            Some(closest) => {
-                let op = &closest.1;
-                let floor = evaluated.iter().map(|e| e.1.prefill_s).fold(f64::INFINITY, f64::min);
-                format!(
-                    "the closest layout ({}) has TTFT {:.0} ms and TPOT {:.1} ms at batch {}; the fastest prefill of \
-                     {i} tokens alone takes {:.0} ms",
-                    describe(&closest.0),
-                    op.ttft_s * 1e3,
-                    op.tpot_s * 1e3,
-                    op.batch,
-                    floor * 1e3
-                )
-            }
-            None => {
-                let most =
-                    evaluated.iter().max_by(|a, b| a.1.capacity_rps.total_cmp(&b.1.capacity_rps)).unwrap_or(&best);
-                format!(
-                    "at most {:.2} requests/s can be served ({}), below the {} asked",
-                    most.1.capacity_rps,
-                    describe(&most.0),
-                    match workload.arrival {
-                        Arrival::Rate(r) => format!("{r} requests/s"),
-                        Arrival::Batch(b) => format!("batch {b}"),
-                    }
-                )
-            }
-        };
-        return Err(ServeError::Unmeetable {
-            model: model.name().to_string(),
-            cluster: cluster.name.clone(),
-            ttft_ms: s.ttft_s * 1e3,
-            tpot_ms: s.tpot_s * 1e3,
-            why,
-        });
+        return Err(unmeetable(model, cluster, workload, s, &evaluated, &best, &sustains));
     }
     let mut plan = build(&mut pricer, cluster, workload, slo, &best, &meets)?;
     if let Some(other) = best_of(Some(!best.0.disaggregated)) {
         plan.other_placement = Some(Box::new(build(&mut pricer, cluster, workload, slo, &other, &meets)?));
     }
     Ok(plan)
+}
+
+/// Every colocated layout, and every split of the GPUs into a prefill and a decode pool with
+/// each pool's own layout; `shapes` are the replica shapes `(tp, pp, ...)` that fit.
+fn placements(shapes: &[(u64, u64, f64, f64)], gpus: u64) -> Vec<Placement> {
+    let mut candidates: Vec<Placement> = Vec::new();
+    for &(tp, pp, _, _) in shapes {
+        let layout = PhaseLayout { tp, pp, replicas: gpus / (tp * pp) };
+        candidates.push(Placement { disaggregated: false, prefill: layout, decode: layout });
+    }
+    // Disaggregated: prefill on `p` GPUs, decode on the rest, each pool its own split.
+    for p_gpus in 1..gpus {
+        let d_gpus = gpus - p_gpus;
+        for &(tp_p, pp_p, _, _) in shapes.iter().filter(|s| p_gpus % (s.0 * s.1) == 0) {
+            for &(tp_d, pp_d, _, _) in shapes.iter().filter(|s| d_gpus % (s.0 * s.1) == 0) {
+                candidates.push(Placement {
+                    disaggregated: true,
+                    prefill: PhaseLayout { tp: tp_p, pp: pp_p, replicas: p_gpus / (tp_p * pp_p) },
+                    decode: PhaseLayout { tp: tp_d, pp: pp_d, replicas: d_gpus / (tp_d * pp_d) },
+                });
+            }
+        }
+    }
+    candidates
+}
+
+/// The error for an SLO no layout meets: the closest layout that sustains the load and its
+/// latencies, or the most any layout serves.
+fn unmeetable(
+    model: &dyn Workload,
+    cluster: &ClusterSpec,
+    workload: &ServeWorkload,
+    s: Slo,
+    evaluated: &[Evaluated],
+    best: &Evaluated,
+    sustains: &dyn Fn(&Operating) -> bool,
+) -> ServeError {
+    let i = workload.input_tokens;
+    // The layout that comes closest: the smallest worst ratio of latency to target among
+    // those that sustain the load, else the one that serves the most.
+    let lateness = |op: &Operating| (op.ttft_s / s.ttft_s).max(op.tpot_s / s.tpot_s);
+    let sustaining: Vec<&Evaluated> = evaluated.iter().filter(|e| sustains(&e.1)).collect();
+    let why = match sustaining.iter().min_by(|a, b| lateness(&a.1).total_cmp(&lateness(&b.1))) {
+        Some(closest) => {
+            let op = &closest.1;
+            let floor = evaluated.iter().map(|e| e.1.prefill_s).fold(f64::INFINITY, f64::min);
+            format!(
+                "the closest layout ({}) has TTFT {:.0} ms and TPOT {:.1} ms at batch {}; the fastest prefill of \
+                 {i} tokens alone takes {:.0} ms",
+                describe(&closest.0),
+                op.ttft_s * 1e3,
+                op.tpot_s * 1e3,
+                op.batch,
+                floor * 1e3
+            )
+        }
+        None => {
+            let most = evaluated.iter().max_by(|a, b| a.1.capacity_rps.total_cmp(&b.1.capacity_rps)).unwrap_or(best);
+            format!(
+                "at most {:.2} requests/s can be served ({}), below the {} asked",
+                most.1.capacity_rps,
+                describe(&most.0),
+                match workload.arrival {
+                    Arrival::Rate(r) => format!("{r} requests/s"),
+                    Arrival::Batch(b) => format!("batch {b}"),
+                }
+            )
+        }
+    };
+    ServeError::Unmeetable {
+        model: model.name().to_string(),
+        cluster: cluster.name.clone(),
+        ttft_ms: s.ttft_s * 1e3,
+        tpot_ms: s.tpot_s * 1e3,
+        why,
+    }
 }
 
 /// Memory a decode replica keeps free of KV cache for activations and temporaries.
