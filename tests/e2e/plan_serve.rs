@@ -201,6 +201,12 @@ fn bad_serving_requests_exit_2_with_one_clear_line() {
         (&["--slo", "ttft=500"], "error: --slo needs a serving --workload"),
         (&["--workload", "in=0,out=256"], "error: --workload in=0,out=256: token counts must be 1 to"),
     ];
+    let mlp = crate::support::example("mlp.mlir");
+    let file =
+        ["plan", mlp.as_str(), "--mode", "serve", "--cluster", "h100-80g-sxm:gpus=8", "--workload", "in=16,out=4"];
+    let out = tessera(dir.path(), &file);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("a model file has no decode step"), "{}", out.stderr);
     for (extra, expected) in cases {
         let args: Vec<&str> = base.iter().chain(extra.iter()).copied().collect();
         let out = tessera(dir.path(), &args);

@@ -266,6 +266,13 @@ pub fn plan_serving(
     slo: Option<Slo>,
 ) -> Result<ServePlan, ServeError> {
     let (i, o) = (workload.input_tokens, workload.output_tokens);
+    if model.stage_programs(1).is_some() {
+        return Err(ServeError::Spec(format!(
+            "{}: serving plans price a zoo model's prefill and decode blocks; a model file has no decode step \
+             (plan its forward pass with --mode serve --global-batch N)",
+            model.name()
+        )));
+    }
     if i == 0 || o == 0 || i > MAX_TOKENS || o > MAX_TOKENS {
         return Err(ServeError::Spec(format!("--workload in={i},out={o}: token counts must be 1 to {MAX_TOKENS}")));
     }
