@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages tessera builds against (LLVM/MLIR 22, OpenMPI, COIN-OR CBC for
-# the e-graph's MIP extraction) and the Slurm
-# daemons and client plus munge that the srun tests run a throwaway cluster with
-# (scripts/slurm-local.sh), only when missing. Debian's slurmctld/slurmd services stay down
+# the e-graph's MIP extraction), the Slurm daemons and client plus munge that the srun tests
+# run a throwaway cluster with (scripts/slurm-local.sh), and headless Chromium, which the
+# plan-report test opens `tessera plan --report` pages in to check for console errors, only
+# when missing. Debian's slurmctld/slurmd services stay down
 # without /etc/slurm/slurm.conf, which this script never writes.
 # Idempotent: a second run on a set-up machine does nothing and prints one line.
 set -euo pipefail
@@ -14,6 +15,7 @@ packages=(
   slurmctld slurmd slurm-client munge
   unzip
   coinor-libcbc-dev
+  chromium
 )
 
 missing=()

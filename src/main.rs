@@ -26,7 +26,7 @@ enum Command {
     /// Summarize a model: ops, parameters, FLOPs and memory.
     Info(commands::info::InfoArgs),
     /// Find the fastest parallel configuration of a model on a cluster, and explain it.
-    Plan(commands::plan::PlanArgs),
+    Plan(Box<commands::plan::PlanArgs>),
     /// Compile a model into an ahead-of-time artifact directory (fused kernels + program).
     Compile(commands::compile::CompileArgs),
     /// Import an ONNX model and print it as tsr MLIR text.
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         Command::Opt(args) => commands::opt::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Info(args) => commands::info::run(args),
-        Command::Plan(args) => commands::plan::run(args),
+        Command::Plan(args) => commands::plan::run(*args),
         Command::Compile(args) => commands::compile::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::TestOnnx(args) => commands::test_onnx::run(args),

@@ -65,6 +65,76 @@ pub struct DeviceSpec {
     /// Memory the framework holds besides tensors (CUDA context, library workspaces,
     /// fragmentation), GB.
     pub reserved_gb: f64,
+    /// Board power against SM clock and load, for energy and clock planning. A cluster file
+    /// without one gets [`PowerModel::default`] (the A100's clock range and curve).
+    #[serde(default)]
+    pub power: PowerModel,
+}
+
+/// Board power against SM clock and load: `P(f) = idle + (tdp - idle) * load * (f / f_max)^k`.
+///
+/// `load` is 1 while compute-bound kernels run and [`PowerModel::memory_bound_load`] while
+/// memory-bound ones do; between kernels (waiting on a collective, in a pipeline bubble) the
+/// board draws `idle_w`. Compute-bound kernels take `f_max / f` times as long at clock `f`;
+/// memory-bound kernels and transfers take the same time (HBM and links have their own
+/// clocks). Dynamic power is `C V^2 f`: with the voltage proportional to the clock `k` is 3,
+/// with the voltage at its floor 1; NVIDIA's DVFS tables keep the voltage flat over the lower
+/// part of the range, so the presets use 2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerModel {
+    /// Highest SM (graphics) clock the board runs at, MHz: what the datasheet peaks assume.
+    pub max_sm_clock_mhz: f64,
+    /// Lowest clock the planner may pick, MHz.
+    pub min_sm_clock_mhz: f64,
+    /// Granularity of settable clocks (`nvidia-smi -lgc`), MHz.
+    pub clock_step_mhz: f64,
+    /// The exponent `k` of dynamic power against clock.
+    pub dynamic_power_exponent: f64,
+    /// Dynamic power of memory-bound kernels as a fraction of compute-bound ones.
+    pub memory_bound_load: f64,
+}
+
+impl Default for PowerModel {
+    fn default() -> Self {
+        PowerModel::a100()
+    }
+}
+
+impl PowerModel {
+    /// A100 SXM: clocks 1410 MHz (the boost clock the 312 TFLOP/s peak is quoted at, NVIDIA
+    /// A100 datasheet and nvidia-smi's supported clocks) down to 705 MHz (half: below it the
+    /// energy per operation rises again because idle power dominates, Zeus, You et al.
+    /// NSDI 2023), in nvidia-smi's 15 MHz steps. Memory-bound phases draw about 60% of the
+    /// dynamic power of compute-bound ones (Patel et al., "Characterizing Power Management
+    /// Opportunities for LLMs in the Cloud", ASPLOS 2024: token generation draws well below
+    /// TDP, prompt processing near it).
+    pub fn a100() -> PowerModel {
+        PowerModel {
+            max_sm_clock_mhz: 1410.0,
+            min_sm_clock_mhz: 705.0,
+            clock_step_mhz: 15.0,
+            dynamic_power_exponent: 2.0,
+            memory_bound_load: 0.6,
+        }
+    }
+
+    /// H100 and H200 SXM: the same curve over 1980 MHz (the SXM boost clock, NVIDIA H100
+    /// datasheet) down to 990 MHz.
+    pub fn h100() -> PowerModel {
+        PowerModel { max_sm_clock_mhz: 1980.0, min_sm_clock_mhz: 990.0, ..PowerModel::a100() }
+    }
+
+    /// The settable clocks from the highest down, as fractions of the highest.
+    pub fn clock_ratios(&self) -> Vec<f64> {
+        let mut out = Vec::new();
+        let mut mhz = self.max_sm_clock_mhz;
+        while mhz >= self.min_sm_clock_mhz - 1e-9 && out.len() < 4096 {
+            out.push(mhz / self.max_sm_clock_mhz);
+            mhz -= self.clock_step_mhz;
+        }
+        out
+    }
 }
 
 /// Dense tensor-core peak per element type, TFLOP/s; an absent entry is a type the device has
@@ -219,6 +289,7 @@ impl DeviceSpec {
             memory_efficiency: 0.8,
             kernel_overhead_us: 5.0,
             reserved_gb: 2.0,
+            power: PowerModel::a100(),
         }
     }
 
@@ -244,6 +315,7 @@ impl DeviceSpec {
             memory_efficiency: 0.8,
             kernel_overhead_us: 5.0,
             reserved_gb: 2.0,
+            power: PowerModel::h100(),
         }
     }
 
@@ -269,6 +341,7 @@ impl DeviceSpec {
             memory_efficiency: 0.8,
             kernel_overhead_us: 5.0,
             reserved_gb: 2.0,
+            power: PowerModel::h100(),
         }
     }
 }

@@ -177,6 +177,33 @@ pub fn validate(c: &ClusterSpec) -> Result<(), ClusterError> {
             return invalid(field, out_of_range(value));
         }
     }
+    let power = &d.power;
+    let clocks = [
+        ("device.power.max_sm_clock_mhz", power.max_sm_clock_mhz),
+        ("device.power.min_sm_clock_mhz", power.min_sm_clock_mhz),
+        ("device.power.clock_step_mhz", power.clock_step_mhz),
+    ];
+    for (field, value) in clocks {
+        if !(value.is_finite() && value > 0.0 && value <= MAX_NUMBER) {
+            return invalid(field, format!("{value} must be a positive number"));
+        }
+    }
+    if power.min_sm_clock_mhz > power.max_sm_clock_mhz {
+        let message = format!("{} is above max_sm_clock_mhz {}", power.min_sm_clock_mhz, power.max_sm_clock_mhz);
+        return invalid("device.power.min_sm_clock_mhz", message);
+    }
+    if !(1.0..=4.0).contains(&power.dynamic_power_exponent) {
+        return invalid(
+            "device.power.dynamic_power_exponent",
+            format!("{} must be in [1, 4]", power.dynamic_power_exponent),
+        );
+    }
+    if !(power.memory_bound_load > 0.0 && power.memory_bound_load <= 1.0) {
+        return invalid("device.power.memory_bound_load", format!("{} must be in (0, 1]", power.memory_bound_load));
+    }
+    if d.idle_w >= d.tdp_w {
+        return invalid("device.idle_w", format!("{} W is not below the {} W TDP", d.idle_w, d.tdp_w));
+    }
     if d.reserved_gb >= d.memory_gb {
         return invalid("device.reserved_gb", format!("{} leaves no memory of {} GB", d.reserved_gb, d.memory_gb));
     }

@@ -174,6 +174,20 @@ pub struct BlockProfile {
     pub peak_kernel_bytes: f64,
 }
 
+impl BlockProfile {
+    /// The fraction of the block's kernel time the roofline's compute side bounds: the part
+    /// a lower SM clock stretches.
+    pub fn compute_bound_fraction(&self) -> f64 {
+        let total: f64 = self.kernels.iter().map(|k| k.time_s).sum();
+        let bound: f64 = self.kernels.iter().filter(|k| k.compute_bound).map(|k| k.time_s).sum();
+        if total > 0.0 {
+            bound / total
+        } else {
+            0.0
+        }
+    }
+}
+
 /// The mesh axis a stage program's collectives must name to be priced as tensor parallelism.
 pub const TENSOR_AXIS: &str = "tp";
 

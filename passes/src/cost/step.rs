@@ -192,6 +192,48 @@ pub struct Estimate {
     /// Tokens processed (training) or generated (serving) per step.
     pub tokens: f64,
     pub energy_j: f64,
+    /// Each stage's time per micro-batch by what the SM clock does to it, for clock and
+    /// energy planning ([`crate::planner::energy`]); not part of the plan's JSON.
+    #[serde(skip)]
+    pub pipeline: PipelineTimes,
+}
+
+/// The pipeline of one estimate as clock planning sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PipelineTimes {
+    pub train: bool,
+    /// Micro-batches per step and data-parallel replica.
+    pub micro_batches: u64,
+    /// Model chunks per stage.
+    pub interleave: u64,
+    /// Per pipeline stage, first to last.
+    pub stages: Vec<StageTimes>,
+    /// The slowest stage's time after the pipeline drains (gradient sync, optimizer).
+    pub after_s: f64,
+}
+
+/// One stage's seconds per micro-batch at the highest clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// Devices running the stage (its tensor- and data-parallel ranks).
+    pub gpus: u64,
+    /// Compute-bound kernels: `f_max / f` times as long at clock `f`.
+    pub clock_bound_s: f64,
+    /// Memory-bound kernels: as long at any clock.
+    pub memory_bound_s: f64,
+    /// Collectives and pipeline sends the stage waits on.
+    pub transfer_s: f64,
+    /// The same kernel time split by pass: forward, and backward with recomputation (0 when
+    /// serving), for drawing the schedule.
+    pub forward_s: f64,
+    pub backward_s: f64,
+}
+
+impl StageTimes {
+    /// Seconds per micro-batch at `ratio` of the highest clock.
+    pub fn at(&self, ratio: f64) -> f64 {
+        self.clock_bound_s / ratio + self.memory_bound_s + self.transfer_s
+    }
 }
 
 /// Blocks of one stage with how many of each, per micro-batch.
@@ -293,6 +335,23 @@ pub fn estimate(
     let busy = ((time.compute_s + time.recompute_s) / step_time).min(1.0);
     let energy_j = par.gpus() as f64 * (device.idle_w + (device.tdp_w - device.idle_w) * busy) * step_time;
     let tokens = if train { (job.global_batch * job.seq) as f64 } else { (par.dp * par.micro_batch * m) as f64 };
+    let pipeline_times = PipelineTimes {
+        train,
+        micro_batches: m,
+        interleave: v,
+        stages: costs
+            .iter()
+            .map(|c| StageTimes {
+                gpus: par.tp * par.dp,
+                clock_bound_s: c.clock_bound,
+                memory_bound_s: c.fwd + c.bwd + c.recompute - c.clock_bound,
+                transfer_s: c.tp + c.ep + c.pp + c.zero3,
+                forward_s: c.fwd,
+                backward_s: c.bwd + c.recompute,
+            })
+            .collect(),
+        after_s: after.time,
+    };
     Ok(Estimate {
         step_time_s: step_time,
         pipeline_time_s: pipeline,
@@ -305,6 +364,7 @@ pub fn estimate(
         hardware_flops,
         tokens,
         energy_j,
+        pipeline: pipeline_times,
     })
 }
 
@@ -450,6 +510,8 @@ struct StageCost {
     fwd: f64,
     bwd: f64,
     recompute: f64,
+    /// The part of `fwd + bwd + recompute` in compute-bound kernels.
+    clock_bound: f64,
     tp: f64,
     ep: f64,
     pp: f64,
@@ -497,6 +559,8 @@ fn price_stage(setting: &Setting, stage: &Stage) -> StageCost {
         let n = *n;
         let fwd = b.fwd_time.with_sequence_split(sp_div);
         c.fwd += n * fwd;
+        let bound = b.compute_bound_fraction();
+        let before = c.fwd - n * fwd + c.bwd + c.recompute;
         // Passes of the block's collectives: forward, backward, forward again under full
         // recomputation (serving: forward only).
         let passes = if !train {
@@ -516,6 +580,7 @@ fn price_stage(setting: &Setting, stage: &Stage) -> StageCost {
                 };
             }
         }
+        c.clock_bound += bound * (c.fwd + c.bwd + c.recompute - before);
         for &(kind, bytes) in &b.tp_comms {
             let cost = collective(cluster, kind, bytes, setting.tp_group);
             c.tp += n * passes * cost.time_s;

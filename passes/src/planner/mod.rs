@@ -40,13 +40,17 @@
 //!   program the planner builds) or profiling fails; the model FLOPs of a graph are the whole
 //!   graph's, not the sum of the local programs'.
 
+pub mod energy;
 pub mod fixed;
+pub mod html;
 pub mod report;
 pub mod run;
+pub mod serve;
 
 use crate::cost::step::{estimate, Estimate, Job, Mode, Parallelism, Recompute, Schedule, TimeBreakdown};
 use crate::cost::workload::{ProfileCache, Workload};
 use crate::cost::CostError;
+use energy::{ClockPlanner, EnergyPlan, EnergyRequest, Objective};
 use fixed::Fixed;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -89,6 +93,9 @@ pub enum PlanError {
     /// the search so that a huge value answers at once instead of searching for minutes.
     #[error("{what} = {value} is out of range: the planner accepts 1 to {limit}")]
     OutOfRange { what: &'static str, value: u64, limit: u64 },
+    /// An objective, power cap or price the planner cannot work with.
+    #[error(transparent)]
+    Energy(#[from] energy::EnergyError),
     #[error(transparent)]
     Cost(#[from] CostError),
 }
@@ -192,7 +199,16 @@ pub struct Plan {
     /// The whole run's cost ([`run::run_cost`]), when the request gives its tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<run::RunCost>,
+    /// Per-stage clocks and the time–energy frontier ([`energy`]), when the request names an
+    /// objective or a power cap. `energy_per_step_j` and `step_time_s` are then the chosen
+    /// point's; without it they are at the highest clock with every device as busy as the
+    /// slowest stage (the flat estimate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub energy: Option<EnergyPlan>,
 }
+
+/// Points of the time–energy frontier a plan lists.
+pub const FRONTIER_POINTS: usize = 12;
 
 /// Divisors of `n`, ascending.
 pub fn divisors(n: u64) -> Vec<u64> {
@@ -457,6 +473,8 @@ struct Scored {
     step: f64,
     memory: f64,
     time: TimeBreakdown,
+    /// What the objective ranks by (the step time when it is time at full clocks).
+    score: f64,
 }
 
 /// Why `alt` lost to `best`: the largest contributions to the difference.
@@ -515,6 +533,39 @@ fn why(best: &Scored, alt: &Scored, device_memory: f64, gpus_per_node: u64, stag
     }
 }
 
+/// Gives the runners-up the score of their planned clocks (the search may have kept only a
+/// lower bound), best first.
+fn rescore(
+    runners: &mut [Scored],
+    cache: &mut ProfileCache,
+    cluster: &ClusterSpec,
+    job: &Job,
+    request: &EnergyRequest,
+    ratios: &[f64],
+) -> Result<(), PlanError> {
+    for runner in runners.iter_mut() {
+        let e = estimate(cache, cluster, job, &runner.par)?;
+        let score = energy::scorer(request, cluster.gpus as f64, e.tokens);
+        let point = ClockPlanner::new(&e.pipeline, &cluster.device, ratios.to_vec())
+            .best(&score, request.objective == Objective::Time);
+        runner.score = score(point.step_time_s, point.energy_j);
+    }
+    runners.sort_by(|a, b| a.score.total_cmp(&b.score).then_with(|| describe(&a.par).cmp(&describe(&b.par))));
+    Ok(())
+}
+
+/// Why `alt` lost under an energy or cost objective: its score against the plan's.
+fn why_by_objective(best: &Scored, alt: &Scored, objective: Objective) -> String {
+    let worse = 100.0 * (alt.score / best.score - 1.0);
+    let slower = 100.0 * (alt.step / best.step - 1.0);
+    let what = match objective {
+        Objective::Time => "step time",
+        Objective::Energy => "energy per token",
+        Objective::Cost => "dollars per token",
+    };
+    format!("{worse:+.1}% {what} at its best clocks ({slower:+.1}% step time at full clocks)")
+}
+
 /// Searches for the fastest configuration of `workload` on `cluster` that fits in memory.
 /// `progress(done, total)` is called every few thousand candidates.
 pub fn plan(
@@ -523,6 +574,23 @@ pub fn plan(
     request: &Request,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Plan, PlanError> {
+    plan_with_energy(workload, cluster, request, None, progress)
+}
+
+/// [`plan`] ranked by `energy`'s objective under its power cap (every feasible configuration's
+/// clocks planned), with the chosen plan's clocks and frontier in [`Plan::energy`].
+pub fn plan_with_energy(
+    workload: &dyn Workload,
+    cluster: &ClusterSpec,
+    request: &Request,
+    energy: Option<&EnergyRequest>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Plan, PlanError> {
+    let ratios = match energy {
+        Some(e) => energy::allowed_ratios(&cluster.device, e.power_cap_w)?,
+        None => Vec::new(),
+    };
+    let search_energy = energy.filter(|e| e.changes_the_search());
     let job = request.job;
     let f = request.fixed;
     check_limits(workload, cluster, &job)?;
@@ -543,7 +611,8 @@ pub fn plan(
             progress(i as u64, total);
         }
         let e = estimate(&mut cache, cluster, &job, par)?;
-        let scored = Scored { par: *par, step: e.step_time_s, memory: e.memory.total, time: e.time };
+        let mut scored =
+            Scored { par: *par, step: e.step_time_s, memory: e.memory.total, time: e.time, score: e.step_time_s };
         if smallest.is_none_or(|s| scored.memory < s.memory) {
             smallest = Some(scored);
         }
@@ -556,11 +625,23 @@ pub fn plan(
             continue;
         }
         feasible += 1;
-        if best.is_none_or(|b| scored.step < b.step) {
+        if let Some(request) = search_energy {
+            let score = energy::scorer(request, cluster.gpus as f64, e.tokens);
+            let bound = energy::lower_bound(&e.pipeline, &cluster.device, &ratios, &score);
+            // A configuration whose bound cannot beat the best so far keeps the bound as its
+            // score: it loses either way, and its clocks need no planning.
+            scored.score = bound;
+            if best.is_none_or(|b| bound < b.score) {
+                let planner = ClockPlanner::new(&e.pipeline, &cluster.device, ratios.clone());
+                let point = planner.best(&score, request.objective == Objective::Time);
+                scored.score = score(point.step_time_s, point.energy_j);
+            }
+        }
+        if best.is_none_or(|b| scored.score < b.score) {
             best = Some(scored);
         }
         let key = (par.dp, par.tp, par.pp, par.ep);
-        if by_layout.get(&key).is_none_or(|b| scored.step < b.step) {
+        if by_layout.get(&key).is_none_or(|b| scored.score < b.score) {
             by_layout.insert(key, scored);
         }
     }
@@ -583,8 +664,11 @@ pub fn plan(
         .filter(|s| (s.par.dp, s.par.tp, s.par.pp, s.par.ep) != (best.par.dp, best.par.tp, best.par.pp, best.par.ep))
         .copied()
         .collect();
-    runners.sort_by(|a, b| a.step.total_cmp(&b.step).then_with(|| describe(&a.par).cmp(&describe(&b.par))));
+    runners.sort_by(|a, b| a.score.total_cmp(&b.score).then_with(|| describe(&a.par).cmp(&describe(&b.par))));
     runners.truncate(request.alternatives);
+    if let Some(request) = search_energy {
+        rescore(&mut runners, &mut cache, cluster, &job, request, &ratios)?;
+    }
     too_big.sort_by(|a, b| a.step.total_cmp(&b.step));
     // The fastest layouts that would beat the plan if memory allowed, one per layout.
     let mut faster_but_too_big: Vec<Scored> = Vec::new();
@@ -604,13 +688,23 @@ pub fn plan(
             step_time_s: alt.step,
             memory_per_gpu_bytes: alt.memory,
             fits: alt.memory <= device_memory,
-            why: why(&best, alt, device_memory, cluster.gpus_per_node, workload.stage_programs(1).is_some()),
+            why: match search_energy {
+                Some(request) if alt.memory <= device_memory => why_by_objective(&best, alt, request.objective),
+                _ => why(&best, alt, device_memory, cluster.gpus_per_node, workload.stage_programs(1).is_some()),
+            },
         })
         .collect();
 
     let e = estimate(&mut cache, cluster, &job, &best.par)?;
     let gpus = cluster.gpus as f64;
     let peak = cluster.device.peak_flops(tessera_ir::dtype::DType::BF16);
+    let energy_plan = energy.map(|request| {
+        EnergyPlan::new(&e.pipeline, &cluster.device, ratios.clone(), request, gpus, e.tokens, FRONTIER_POINTS)
+    });
+    let (step_time_s, energy_per_step_j) = match &energy_plan {
+        Some(p) => (p.chosen.step_time_s, p.chosen.energy_j),
+        None => (e.step_time_s, e.energy_j),
+    };
     Ok(Plan {
         model: workload.name().to_string(),
         cluster: cluster.name.clone(),
@@ -620,11 +714,11 @@ pub fn plan(
         global_batch: job.global_batch,
         seq: job.seq,
         parameters: workload.parameters(),
-        step_time_s: e.step_time_s,
-        tokens_per_s: e.tokens / e.step_time_s,
-        model_tflops_per_gpu: e.model_flops / e.step_time_s / gpus / 1e12,
-        hardware_tflops_per_gpu: e.hardware_flops / e.step_time_s / gpus / 1e12,
-        mfu: e.model_flops / e.step_time_s / gpus / peak,
+        step_time_s,
+        tokens_per_s: e.tokens / step_time_s,
+        model_tflops_per_gpu: e.model_flops / step_time_s / gpus / 1e12,
+        hardware_tflops_per_gpu: e.hardware_flops / step_time_s / gpus / 1e12,
+        mfu: e.model_flops / step_time_s / gpus / peak,
         memory_per_gpu_bytes: e.memory.total,
         device_memory_bytes: device_memory,
         parallelism: best.par,
@@ -635,10 +729,11 @@ pub fn plan(
             inter_node_link: cluster.inter_node.name.clone(),
         },
         bubble_fraction: e.bubble_fraction,
-        energy_per_step_j: e.energy_j,
+        energy_per_step_j,
         estimate: e,
         alternatives,
         search: SearchStats { space: total, feasible, profiles: cache.len() },
         run: None,
+        energy: energy_plan,
     })
 }

@@ -152,6 +152,9 @@ impl fmt::Display for Plan {
         if let Some(run) = &self.run {
             write_run(f, run)?;
         }
+        if let Some(energy) = &self.energy {
+            write_energy(f, energy)?;
+        }
         if self.alternatives.is_empty() {
             return Ok(());
         }
@@ -198,6 +201,54 @@ impl fmt::Display for Plan {
         }
         Ok(())
     }
+}
+
+/// Per-stage clocks as `1410 x4, 1200 x4` (runs of equal clocks, in stage order).
+pub fn clocks(mhz: &[f64]) -> String {
+    let mut runs: Vec<(f64, usize)> = Vec::new();
+    for &c in mhz {
+        match runs.last_mut() {
+            Some((last, n)) if *last == c => *n += 1,
+            _ => runs.push((c, 1)),
+        }
+    }
+    let parts: Vec<String> =
+        runs.iter().map(|(c, n)| if *n == 1 { format!("{c:.0}") } else { format!("{c:.0} x{n}") }).collect();
+    parts.join(", ")
+}
+
+/// The `energy` lines: the objective's clocks, and the time–energy frontier as a table.
+fn write_energy(f: &mut fmt::Formatter<'_>, energy: &crate::planner::energy::EnergyPlan) -> fmt::Result {
+    let cap = energy.power_cap_w.map(|w| format!(", power cap {w:.0} W")).unwrap_or_default();
+    writeln!(
+        f,
+        "  clocks        objective {}{cap}: {} MHz per stage, {} and {:.1} kJ per step (all stages at the highest clock: {} and {:.1} kJ)",
+        energy.objective.name(),
+        clocks(&energy.chosen.stage_clocks_mhz),
+        seconds(energy.chosen.step_time_s),
+        energy.chosen.energy_j / 1e3,
+        seconds(energy.max_clock.step_time_s),
+        energy.max_clock.energy_j / 1e3
+    )?;
+    if !energy.explanation.is_empty() {
+        writeln!(f, "                {}", energy.explanation)?;
+    }
+    writeln!(f)?;
+    writeln!(f, "time-energy frontier (per step)")?;
+    writeln!(f, "  {:>10}  {:>7}  {:>12}  {:>7}  stage clocks (MHz)", "step", "time", "energy", "energy")?;
+    let base = &energy.max_clock;
+    for p in &energy.frontier {
+        writeln!(
+            f,
+            "  {:>10}  {:>+6.2}%  {:>9.1} kJ  {:>+6.1}%  {}",
+            seconds(p.step_time_s),
+            100.0 * (p.step_time_s / base.step_time_s - 1.0),
+            p.energy_j / 1e3,
+            100.0 * (p.energy_j / base.energy_j - 1.0),
+            clocks(&p.stage_clocks_mhz)
+        )?;
+    }
+    Ok(())
 }
 
 /// The `run` lines of a plan: the whole run's time, energy, money and emissions.
