@@ -10,6 +10,7 @@ use std::time::Instant;
 use tessera::train::{self, OptimizerKind, TrainConfig};
 use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
 use tessera_ir::graph::Graph;
+use tessera_ir::serving::ServeShape;
 
 #[derive(Args)]
 pub struct CompileArgs {
@@ -45,6 +46,20 @@ pub struct CompileArgs {
     /// Tokens per sequence (with --train, zoo models; default: the spec's seq).
     #[arg(long, requires = "train")]
     pub seq: Option<u64>,
+    /// Compile the serving programs (prefill and batched decode over a paged KV cache) of a
+    /// zoo model or a Hugging Face checkpoint directory: DIR gets serve.json and one artifact
+    /// per program (embed, layer_in, layer_out, head).
+    #[arg(long, conflicts_with = "train")]
+    pub serve: bool,
+    /// Sequences one decode step runs at most (with --serve).
+    #[arg(long, default_value_t = 8, requires = "serve")]
+    pub max_batch: u64,
+    /// Tokens a sequence holds at most (with --serve; default: the model's context, at most 2048).
+    #[arg(long, requires = "serve")]
+    pub max_seq: Option<u64>,
+    /// Tokens per KV-cache block (with --serve).
+    #[arg(long, default_value_t = 16, requires = "serve")]
+    pub kv_block: u64,
 }
 
 pub fn run(args: CompileArgs) -> Result<()> {
@@ -52,6 +67,9 @@ pub fn run(args: CompileArgs) -> Result<()> {
     let Some(target) = Target::parse(&args.target) else {
         bail!("--target '{}': expected cpu, cuda:sm_80 or cuda:sm_90", args.target);
     };
+    if args.serve {
+        return serve(&args, target, start);
+    }
     let dims = parse_dim_bindings(&args.dim)?;
     // The input hash covers the model's bytes; a zoo model is its spec.
     let model_bytes = if args.model.is_file() {
@@ -102,6 +120,36 @@ pub fn run(args: CompileArgs) -> Result<()> {
         "arena {:.1} MiB (without reuse {:.1} MiB); wrote {}",
         s.arena_bytes as f64 / (1 << 20) as f64,
         s.unshared_bytes as f64 / (1 << 20) as f64,
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// `--serve`: the serving programs of a zoo spec or checkpoint directory.
+fn serve(args: &CompileArgs, target: Target, start: Instant) -> Result<()> {
+    if target != Target::Cpu {
+        bail!("--serve compiles for --target cpu (the engine's attention runs on the host)");
+    }
+    if !args.dim.is_empty() {
+        bail!("--serve takes --max-batch, --max-seq and --kv-block, not --dim");
+    }
+    let name = args.model.to_string_lossy().into_owned();
+    let model = tessera::serve::open_model(&name, 0)?;
+    let max_seq = args.max_seq.unwrap_or(model.config.seq.min(2048));
+    let manifest = model.manifest(ServeShape::new(args.max_batch, max_seq, args.kv_block))?;
+    tessera::serve::compile_serving(&model, &manifest, &args.output)?;
+    let s = manifest.shape;
+    let m = &manifest.model;
+    let kv_bytes = s.cache_blocks() * s.kv_block * 2 * m.layers * m.kv_heads * m.head_dim * 4;
+    println!(
+        "compiled the serving programs of {name} for cpu in {:.2} s: {} rows per run, decode batches up to {}, {} tokens per sequence, KV cache {} blocks of {} tokens ({:.1} MiB); wrote {}",
+        start.elapsed().as_secs_f64(),
+        s.rows,
+        s.max_batch,
+        s.max_seq,
+        s.cache_blocks(),
+        s.kv_block,
+        kv_bytes as f64 / (1 << 20) as f64,
         args.output.display()
     );
     Ok(())

@@ -9,6 +9,7 @@ mod cost_model;
 mod cuda;
 mod distributed;
 mod egraph_models;
+mod generate;
 mod mpi;
 mod onnx;
 mod pass_data;
