@@ -51,7 +51,7 @@ pub struct CompileArgs {
     /// per program (embed, layer_in, layer_out, head).
     #[arg(long, conflicts_with = "train")]
     pub serve: bool,
-    /// Sequences one decode step runs at most (with --serve).
+    /// Sequences one decode step runs at most, and tokens per program run (with --serve).
     #[arg(long, default_value_t = 8, requires = "serve")]
     pub max_batch: u64,
     /// Tokens a sequence holds at most (with --serve; default: the model's context, at most 2048).

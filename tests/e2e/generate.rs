@@ -168,12 +168,12 @@ fn compile_serve_writes_the_programs_and_manifest() {
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        out.stdout.contains("16 rows per run, decode batches up to 4, 128 tokens per sequence, KV cache 32 blocks"),
+        out.stdout.contains("4 rows per run, decode batches up to 4, 128 tokens per sequence, KV cache 32 blocks"),
         "{}",
         out.stdout
     );
     let (manifest, _programs) = tessera_runtime::serve::load_serving_dir(&out_dir).expect("the directory loads");
-    assert_eq!((manifest.model.layers, manifest.model.vocab, manifest.shape.rows), (2, 384, 16));
+    assert_eq!((manifest.model.layers, manifest.model.vocab, manifest.shape.rows), (2, 384, 4));
 }
 
 /// A checkpoint that does not match its config is refused naming the file and tensor.

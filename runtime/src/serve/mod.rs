@@ -19,7 +19,8 @@
 //!   one batched run; returns each one's next logits.
 //! - `step(&[(seq, tokens)])`: the general form of both, so one iteration can mix prefill
 //!   chunks with decode tokens (Orca/vLLM iteration-level scheduling). Tokens of all items are
-//!   packed into the programs' rows (`shape.rows` per run).
+//!   packed into the programs' rows (`shape.rows`, the maximum batch, per run; a longer prompt
+//!   runs in chunks of that many tokens).
 //! - A step is checked in full before it changes anything: unknown sequences, token ids outside
 //!   the vocabulary, sequences past `max_seq`, and too few free blocks
 //!   ([`ServeError::OutOfBlocks`], the scheduler's cue to preempt a sequence and recompute it
@@ -34,7 +35,7 @@
 //! [`attention::KvCache::attend`] (causal, grouped-query, reading keys and values through the
 //! block tables), then `layer_out`; finally `head` gives logits. The dense programs are
 //! compiled CPU artifacts run by [`crate::executor::cpu`]; rows past the step's tokens are
-//! padding (decode is bound by reading the weights, so padding rows cost little).
+//! padding (computed and ignored).
 //!
 //! Map: [`blocks`] (the block allocator: free list and usage counts), [`attention`] (cache
 //! layout and paged attention), [`engine`], [`sampling`] (greedy, temperature and top-p),
