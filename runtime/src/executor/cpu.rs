@@ -141,9 +141,9 @@ impl CpuExecutor {
     /// [`CpuExecutor::bind`] into a [`Bound`] that shares the executor with other bindings (the
     /// serving engine binds one layer program once per layer, each holding that layer's weights).
     pub fn bind_shared<T: InputData>(
-        executor: std::sync::Arc<CpuExecutor>,
+        executor: std::rc::Rc<CpuExecutor>,
         resident: &[(String, T)],
-    ) -> Result<Bound<std::sync::Arc<CpuExecutor>>, ArtifactError> {
+    ) -> Result<Bound<std::rc::Rc<CpuExecutor>>, ArtifactError> {
         Bound::new(executor, resident)
     }
 

@@ -8,7 +8,7 @@ use crate::executor::cpu::{Bound, CpuExecutor};
 use crate::executor::{Feed, InputData};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::rc::Rc;
 use tessera_ir::artifact::Storage;
 use tessera_ir::dtype::DType;
 use tessera_ir::serving::{names, Positions, ServeManifest, LAYER_PREFIX};
@@ -117,8 +117,8 @@ fn resident_weights(
 pub struct Engine {
     manifest: ServeManifest,
     embed: Bound<CpuExecutor>,
-    layer_in: Vec<Bound<Arc<CpuExecutor>>>,
-    layer_out: Vec<Bound<Arc<CpuExecutor>>>,
+    layer_in: Vec<Bound<Rc<CpuExecutor>>>,
+    layer_out: Vec<Bound<Rc<CpuExecutor>>>,
     head: Bound<CpuExecutor>,
     cache: KvCache,
     blocks: BlockAllocator,
@@ -142,7 +142,7 @@ impl Engine {
         let embed = programs.embed.into_bound(&resident)?;
         let resident = resident_weights(programs.head.program(), weights, &same)?;
         let head = programs.head.into_bound(&resident)?;
-        let (layer_in_program, layer_out_program) = (Arc::new(programs.layer_in), Arc::new(programs.layer_out));
+        let (layer_in_program, layer_out_program) = (Rc::new(programs.layer_in), Rc::new(programs.layer_out));
         let mut layer_in = Vec::new();
         let mut layer_out = Vec::new();
         for layer in 0..m.layers {
