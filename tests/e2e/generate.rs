@@ -119,6 +119,24 @@ fn generate_command_streams_the_reference_text() {
     let want = tokenizer.decode(&case.generated_ids).expect("the reference ids decode");
     assert_eq!(out.stdout.trim_end_matches('\n'), want);
     assert!(out.stderr.contains("7 prompt tokens, 50 generated"), "{}", out.stderr);
+    // --stop: the text up to the first occurrence of a piece of it, nothing of the piece.
+    let stop: String = want.chars().skip(10).take(3).collect();
+    let before = &want[..want.find(&stop).expect("the stop text occurs")];
+    let out = tessera(
+        &repo_root(),
+        &[
+            "generate",
+            dir.to_str().expect("a UTF-8 path"),
+            "--prompt",
+            &case.prompt,
+            "--max-new-tokens",
+            "50",
+            "--stop",
+            &stop,
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim_end_matches('\n'), before, "stopped at {stop:?}");
 }
 
 /// A zoo spec is a servable model too (seeded weights, byte tokens): deterministic, and
