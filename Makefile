@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= examples/transformer_block.mlir
 DEMO_OUT ?= target/demo
 
-.PHONY: setup demo test lint build onnx-tests real-models model-corpus ptxas
+.PHONY: setup demo test lint build onnx-tests real-models model-corpus serve-data ptxas
 
 setup:
 	@bash scripts/setup.sh
@@ -47,6 +47,11 @@ real-models:
 model-corpus:
 	@bash scripts/model-corpus/setup.sh
 
+# Random-init Hugging Face checkpoints (GPT-2, Llama with GQA) and transformers' greedy tokens for
+# the serving tests (issue 18), made with the model corpus's venv in .cache/serve.
+serve-data:
+	@bash scripts/serve/setup.sh
+
 # NVIDIA's PTX assembler and libdevice from the pinned nvidia-cuda-nvcc-cu12 wheel (cached in
 # .cache/cuda-nvcc): codegen links libdevice into GPU kernels and the tests assemble every
 # emitted PTX module with ptxas, so the GPU path is checked on machines without a GPU.
@@ -55,7 +60,7 @@ ptxas:
 
 # The conformance summary and the real-model comparisons are printed first, for the log; the
 # whole suite (which asserts both) runs last.
-test: lint onnx-tests real-models model-corpus ptxas
+test: lint onnx-tests real-models model-corpus serve-data ptxas
 	$(CARGO) run --locked -q -- test-onnx .cache/onnx-node-tests --manifest tests/conformance/onnx-node-passing.txt --excluded tests/conformance/onnx-node-excluded.txt
 	$(CARGO) test --locked -q --test e2e real_models -- --nocapture
 	$(CARGO) test --workspace --locked

@@ -2,5 +2,6 @@
 //! share. The subcommands themselves live in the binary.
 
 pub mod fault;
+pub mod serve;
 pub mod train;
 pub mod workload;

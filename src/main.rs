@@ -29,6 +29,8 @@ enum Command {
     Plan(Box<commands::plan::PlanArgs>),
     /// Compile a model into an ahead-of-time artifact directory (fused kernels + program).
     Compile(commands::compile::CompileArgs),
+    /// Generate text from a Hugging Face checkpoint directory or a zoo model, streamed to stdout.
+    Generate(commands::generate::GenerateArgs),
     /// Import an ONNX model and print it as tsr MLIR text.
     Import(commands::import::ImportArgs),
     /// Run ONNX backend node tests through import and the reference interpreter.
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Info(args) => commands::info::run(args),
         Command::Plan(args) => commands::plan::run(*args),
         Command::Compile(args) => commands::compile::run(args),
+        Command::Generate(args) => commands::generate::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::TestOnnx(args) => commands::test_onnx::run(args),
         Command::Train(args) => commands::train::run(args),

@@ -8,6 +8,7 @@
 //! a format stay in its importer.
 
 pub mod cluster;
+pub mod hf;
 pub mod load;
 pub mod onnx;
 pub mod zoo;

@@ -21,7 +21,8 @@
 //! input-driven allocations are checked against), [`quote`] (input quoted in messages,
 //! clipped), [`hardware`] (devices, links, clusters and their presets, shared by the cluster
 //! specs of `frontend` and the cost model of `passes`), [`workload`] (the shape and sharding a
-//! model block's graph is built for, shared by the zoo and the cost model).
+//! model block's graph is built for, shared by the zoo and the cost model), [`serving`] (the
+//! serving programs' manifest and the model facts the serving engine reads).
 
 pub mod artifact;
 pub mod budget;
@@ -36,6 +37,7 @@ pub mod mlir;
 pub mod ops;
 pub mod quote;
 pub mod random;
+pub mod serving;
 pub mod sharding;
 pub mod symbolic;
 pub mod tensor;

@@ -9,7 +9,8 @@
 //! (loader with integrity checks, CPU executor over `kernels.so` and library calls, and
 //! [`executor::run`], the `run DIR` command of both binaries), the files around a run
 //! ([`feeds`]: `--input` specs, seeded random inputs, `.npy` outputs, written atomically through
-//! [`tessera_ir::files`]).
+//! [`tessera_ir::files`]), and [`serve`] (the serving engine: compiled prefill/decode programs over
+//! a paged KV cache, sampling, tokenizers).
 //!
 //! What it may depend on: `tessera-ir` (whose ops carry the reference semantics and the
 //! artifact format) and small utility crates (`libloading`, `gemm` and `rayon` for GEMMs). Never on
@@ -22,6 +23,7 @@ pub mod interpreter;
 pub mod mpi;
 pub mod nccl;
 pub mod npy;
+pub mod serve;
 pub mod spmd;
 pub mod step;
 pub mod wire;

@@ -14,6 +14,7 @@ use tessera_ir::sharding::Mesh;
 use tessera_passes::cost::step::Schedule;
 use tessera_passes::shard::{partition, PipelineSchedule, ShardConfig};
 use tessera_passes::train_step::TrainStep;
+use tessera_ir::serving::ServeShape;
 
 #[derive(Args)]
 pub struct CompileArgs {
@@ -57,6 +58,20 @@ pub struct CompileArgs {
     /// steps; with --train --mesh).
     #[arg(long, value_enum, default_value_t = ScheduleArg::OneFOneB, requires = "mesh")]
     pub schedule: ScheduleArg,
+    /// Compile the serving programs (prefill and batched decode over a paged KV cache) of a
+    /// zoo model or a Hugging Face checkpoint directory: DIR gets serve.json and one artifact
+    /// per program (embed, layer_in, layer_out, head).
+    #[arg(long, conflicts_with = "train")]
+    pub serve: bool,
+    /// Sequences one decode step runs at most, and tokens per program run (with --serve).
+    #[arg(long, default_value_t = 8, requires = "serve")]
+    pub max_batch: u64,
+    /// Tokens a sequence holds at most (with --serve; default: the model's context, at most 2048).
+    #[arg(long, requires = "serve")]
+    pub max_seq: Option<u64>,
+    /// Tokens per KV-cache block (with --serve).
+    #[arg(long, default_value_t = 16, requires = "serve")]
+    pub kv_block: u64,
 }
 
 pub fn run(args: CompileArgs) -> Result<()> {
@@ -64,6 +79,9 @@ pub fn run(args: CompileArgs) -> Result<()> {
     let Some(target) = Target::parse(&args.target) else {
         bail!("--target '{}': expected cpu, cuda:sm_80 or cuda:sm_90", args.target);
     };
+    if args.serve {
+        return serve(&args, target, start);
+    }
     let dims = parse_dim_bindings(&args.dim)?;
     // The input hash covers the model's bytes; a zoo model is its spec.
     let model_bytes = if args.model.is_file() {
@@ -181,6 +199,36 @@ fn compile_mesh(
         );
     }
     println!("wrote {}", args.output.display());
+    Ok(())
+}
+
+/// `--serve`: the serving programs of a zoo spec or checkpoint directory.
+fn serve(args: &CompileArgs, target: Target, start: Instant) -> Result<()> {
+    if target != Target::Cpu {
+        bail!("--serve compiles for --target cpu (the engine's attention runs on the host)");
+    }
+    if !args.dim.is_empty() {
+        bail!("--serve takes --max-batch, --max-seq and --kv-block, not --dim");
+    }
+    let name = args.model.to_string_lossy().into_owned();
+    let model = tessera::serve::open_model(&name, 0)?;
+    let max_seq = args.max_seq.unwrap_or(model.config.seq.min(2048));
+    let manifest = model.manifest(ServeShape::new(args.max_batch, max_seq, args.kv_block))?;
+    tessera::serve::compile_serving(&model, &manifest, &args.output)?;
+    let s = manifest.shape;
+    let m = &manifest.model;
+    let kv_bytes = s.cache_blocks() * s.kv_block * 2 * m.layers * m.kv_heads * m.head_dim * 4;
+    println!(
+        "compiled the serving programs of {name} for cpu in {:.2} s: {} rows per run, decode batches up to {}, {} tokens per sequence, KV cache {} blocks of {} tokens ({:.1} MiB); wrote {}",
+        start.elapsed().as_secs_f64(),
+        s.rows,
+        s.max_batch,
+        s.max_seq,
+        s.cache_blocks(),
+        s.kv_block,
+        kv_bytes as f64 / (1 << 20) as f64,
+        args.output.display()
+    );
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod comm_test;
 pub mod compile;
+pub mod generate;
 pub mod import;
 pub mod info;
 pub mod opt;

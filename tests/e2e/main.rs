@@ -9,6 +9,7 @@ mod cost_model;
 mod cuda;
 mod distributed;
 mod egraph_models;
+mod generate;
 mod mesh_compiled;
 mod mpi;
 mod onnx;

@@ -15,6 +15,8 @@
 //!   Mixtral, DeepSeek-V3).
 //! - [`spec`]: parsing `family:key=value,...` and preset overrides.
 //! - [`build`]: graph builders and the per-node annotations.
+//! - [`serve`]: the four token-parallel serving programs (attention runs beside them over the
+//!   paged KV cache).
 //! - [`resnet`]: ResNet-50 and smaller bottleneck ResNets (a CNN, so its own config and spec;
 //!   `tessera plan` takes it as a plain graph, like a model file).
 //!
@@ -35,6 +37,7 @@ pub mod config;
 mod layers;
 pub mod presets;
 pub mod resnet;
+pub mod serve;
 pub mod spec;
 
 /// Why a model spec or a build failed. One line each, naming the key, preset or field.

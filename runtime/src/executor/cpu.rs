@@ -139,6 +139,15 @@ impl CpuExecutor {
         Bound::new(self, resident)
     }
 
+    /// [`CpuExecutor::bind`] into a [`Bound`] that shares the executor with other bindings (the
+    /// serving engine binds one layer program once per layer, each holding that layer's weights).
+    pub fn bind_shared<T: InputData>(
+        executor: std::rc::Rc<CpuExecutor>,
+        resident: &[(String, T)],
+    ) -> Result<Bound<std::rc::Rc<CpuExecutor>>, ArtifactError> {
+        Bound::new(executor, resident)
+    }
+
     /// Runs the program on `inputs` (every program input by name, of its declared dtype and
     /// shape) and returns the outputs by name, in the program's order.
     pub fn run<T: InputData>(&self, inputs: &[(String, T)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {

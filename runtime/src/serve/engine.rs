@@ -1,0 +1,369 @@
+//! The serving engine: the four programs bound to a model's weights, the paged KV cache, and
+//! the sequences whose tokens it holds (see the module doc of [`crate::serve`] for the API).
+
+use super::attention::{AttentionRow, KvCache};
+use super::blocks::{BlockAllocator, BlockId};
+use super::ServeError;
+use crate::executor::cpu::{Bound, CpuExecutor};
+use crate::executor::{Feed, InputData};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::rc::Rc;
+use tessera_ir::artifact::Storage;
+use tessera_ir::dtype::DType;
+use tessera_ir::serving::{names, Positions, ServeManifest, LAYER_PREFIX};
+
+/// The loaded (not yet bound) serving programs.
+pub struct Programs {
+    pub embed: CpuExecutor,
+    pub layer_in: CpuExecutor,
+    pub layer_out: CpuExecutor,
+    pub head: CpuExecutor,
+}
+
+/// A sequence's id in an [`Engine`].
+pub type SeqId = u64;
+
+/// Where a weight comes from: called with a parameter's model name (`l0.attn.q.weight`) and
+/// the shape the program declares; returns its f32 values.
+pub type WeightSource<'a> = dyn FnMut(&str, &[u64]) -> Result<Vec<f32>, String> + 'a;
+
+struct Sequence {
+    blocks: Vec<BlockId>,
+    /// Tokens whose keys and values are in the cache.
+    len: usize,
+}
+
+/// How much of the KV cache is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvUsage {
+    pub blocks_total: usize,
+    pub blocks_used: usize,
+    pub block_bytes: usize,
+    /// Tokens cached over all live sequences.
+    pub live_tokens: usize,
+    pub sequences: usize,
+}
+
+/// Inputs the engine feeds to the programs, in their storage.
+enum HostTensor {
+    F32 { shape: Vec<usize>, values: Vec<f32> },
+    I64 { shape: Vec<usize>, values: Vec<i64> },
+}
+
+impl InputData for HostTensor {
+    fn dtype(&self) -> DType {
+        match self {
+            HostTensor::F32 { .. } => DType::F32,
+            HostTensor::I64 { .. } => DType::I64,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            HostTensor::F32 { shape, .. } | HostTensor::I64 { shape, .. } => shape,
+        }
+    }
+
+    fn write_into(&self, storage: Storage, dest: &mut [u8]) -> Result<(), String> {
+        let bytes = self.stored_bytes(storage)?;
+        if bytes.len() != dest.len() {
+            return Err(format!("{} bytes for a buffer of {}", bytes.len(), dest.len()));
+        }
+        dest.copy_from_slice(&bytes);
+        Ok(())
+    }
+
+    fn stored_bytes(&self, storage: Storage) -> Result<Cow<'_, [u8]>, String> {
+        match (self, storage) {
+            (HostTensor::F32 { values, .. }, Storage::F32) => {
+                Ok(Cow::Owned(values.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            }
+            (HostTensor::I64 { values, .. }, Storage::I64) => {
+                Ok(Cow::Owned(values.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            }
+            (_, storage) => Err(format!("the engine feeds f32 and i64, not {storage:?}")),
+        }
+    }
+}
+
+fn f32s(shape: Vec<usize>, values: Vec<f32>) -> HostTensor {
+    HostTensor::F32 { shape, values }
+}
+
+/// The parameter inputs of `program` with their values from `weights`, each named for
+/// `weights` through `model_name`.
+fn resident_weights(
+    program: &tessera_ir::artifact::Program,
+    weights: &mut WeightSource,
+    model_name: &dyn Fn(&str) -> String,
+) -> Result<Vec<(String, HostTensor)>, ServeError> {
+    let mut resident = Vec::new();
+    for input in program.inputs.iter().filter(|i| i.parameter) {
+        let shape = &program.buffers[input.buffer as usize].shape;
+        let name = model_name(&input.name);
+        let values = weights(&name, shape).map_err(|message| ServeError::Weight { name: name.clone(), message })?;
+        let dims: Vec<usize> = shape.iter().map(|&n| n as usize).collect();
+        if values.len() != dims.iter().product::<usize>() {
+            let message = format!("{} values for shape {shape:?}", values.len());
+            return Err(ServeError::Weight { name, message });
+        }
+        resident.push((input.name.clone(), f32s(dims, values)));
+    }
+    Ok(resident)
+}
+
+/// The serving engine: see [`crate::serve`].
+pub struct Engine {
+    manifest: ServeManifest,
+    embed: Bound<CpuExecutor>,
+    layer_in: Vec<Bound<Rc<CpuExecutor>>>,
+    layer_out: Vec<Bound<Rc<CpuExecutor>>>,
+    head: Bound<CpuExecutor>,
+    cache: KvCache,
+    blocks: BlockAllocator,
+    sequences: HashMap<SeqId, Sequence>,
+    next_seq: SeqId,
+    /// `cos` and `sin` per position, `[max_seq, head_dim / 2]` (rotary models).
+    rotary: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+impl Engine {
+    /// Binds the programs to the weights `weights` gives (layer programs once per layer) and
+    /// allocates the KV cache the manifest's shape asks for.
+    pub fn new(manifest: ServeManifest, programs: Programs, weights: &mut WeightSource) -> Result<Engine, ServeError> {
+        let m = &manifest.model;
+        let shape = manifest.shape;
+        if m.heads % m.kv_heads != 0 || shape.kv_block == 0 || shape.rows < shape.max_batch {
+            return Err(ServeError::Invalid("serve.json: inconsistent heads or shape".into()));
+        }
+        let same = |name: &str| name.to_string();
+        let resident = resident_weights(programs.embed.program(), weights, &same)?;
+        let embed = programs.embed.into_bound(&resident)?;
+        let resident = resident_weights(programs.head.program(), weights, &same)?;
+        let head = programs.head.into_bound(&resident)?;
+        let (layer_in_program, layer_out_program) = (Rc::new(programs.layer_in), Rc::new(programs.layer_out));
+        let mut layer_in = Vec::new();
+        let mut layer_out = Vec::new();
+        for layer in 0..m.layers {
+            let rename = |name: &str| match name.strip_prefix(LAYER_PREFIX) {
+                Some(rest) => format!("l{layer}{rest}"),
+                None => name.to_string(),
+            };
+            for (program, bindings) in [(&layer_in_program, &mut layer_in), (&layer_out_program, &mut layer_out)] {
+                let resident = resident_weights(program.program(), weights, &rename)?;
+                bindings.push(CpuExecutor::bind_shared(program.clone(), &resident)?);
+            }
+        }
+        let total_blocks = u32::try_from(shape.cache_blocks())
+            .map_err(|_| ServeError::Invalid(format!("{} KV-cache blocks", shape.cache_blocks())))?;
+        let cache = KvCache::new(
+            m.layers as usize,
+            total_blocks as usize,
+            shape.kv_block as usize,
+            m.kv_heads as usize,
+            m.head_dim as usize,
+        );
+        let rotary = match &m.positions {
+            Positions::Learned => None,
+            Positions::Rotary(rope) => {
+                let inverse = rope.inverse_frequencies(m.head_dim);
+                let angles: Vec<f32> =
+                    (0..shape.max_seq).flat_map(|p| inverse.iter().map(move |f| p as f32 * f)).collect();
+                Some((angles.iter().map(|a| a.cos()).collect(), angles.iter().map(|a| a.sin()).collect()))
+            }
+        };
+        Ok(Engine {
+            manifest,
+            embed,
+            layer_in,
+            layer_out,
+            head,
+            cache,
+            blocks: BlockAllocator::new(total_blocks),
+            sequences: HashMap::new(),
+            next_seq: 0,
+            rotary,
+        })
+    }
+
+    pub fn manifest(&self) -> &ServeManifest {
+        &self.manifest
+    }
+
+    /// A new, empty sequence.
+    pub fn add_sequence(&mut self) -> SeqId {
+        let id = self.next_seq;
+        self.next_seq += 1;
+        self.sequences.insert(id, Sequence { blocks: Vec::new(), len: 0 });
+        id
+    }
+
+    /// Drops a sequence and lets go of its blocks.
+    pub fn release(&mut self, seq: SeqId) {
+        if let Some(s) = self.sequences.remove(&seq) {
+            s.blocks.into_iter().for_each(|b| self.blocks.release(b));
+        }
+    }
+
+    /// Tokens cached for `seq`.
+    pub fn sequence_len(&self, seq: SeqId) -> Option<usize> {
+        self.sequences.get(&seq).map(|s| s.len)
+    }
+
+    pub fn kv_usage(&self) -> KvUsage {
+        KvUsage {
+            blocks_total: self.blocks.total(),
+            blocks_used: self.blocks.used_count(),
+            block_bytes: self.cache.bytes_per_token() * self.cache.block_size,
+            live_tokens: self.sequences.values().map(|s| s.len).sum(),
+            sequences: self.sequences.len(),
+        }
+    }
+
+    /// Appends a prompt (or a chunk of it) to `seq`; returns the logits after its last token.
+    pub fn prefill(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Vec<f32>, ServeError> {
+        let mut logits = self.step(&[(seq, tokens)])?;
+        Ok(logits.pop().unwrap_or_default())
+    }
+
+    /// Appends one token to each sequence of `batch`; returns each one's next logits.
+    pub fn decode(&mut self, batch: &[(SeqId, u32)]) -> Result<Vec<Vec<f32>>, ServeError> {
+        let work: Vec<(SeqId, [u32; 1])> = batch.iter().map(|&(seq, token)| (seq, [token])).collect();
+        let work: Vec<(SeqId, &[u32])> = work.iter().map(|(seq, t)| (*seq, &t[..])).collect();
+        self.step(&work)
+    }
+
+    /// The general step both of the above are: appends `tokens` to each sequence of `work` (a
+    /// sequence at most once), running the programs over all of their tokens packed into rows,
+    /// and returns the logits after each item's last token. Checks everything (sequences,
+    /// token ids, lengths, free blocks) before changing anything, so a refused step leaves the
+    /// engine as it was; out of blocks is [`ServeError::OutOfBlocks`], for a scheduler to
+    /// preempt on.
+    pub fn step(&mut self, work: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>, ServeError> {
+        let shape = self.manifest.shape;
+        let vocab = self.manifest.model.vocab;
+        let mut needed = 0;
+        for (i, &(seq, tokens)) in work.iter().enumerate() {
+            let s = self.sequences.get(&seq).ok_or(ServeError::UnknownSequence(seq))?;
+            if work[..i].iter().any(|&(other, _)| other == seq) {
+                return Err(ServeError::Invalid(format!("sequence {seq} appears twice in one step")));
+            }
+            if tokens.is_empty() {
+                return Err(ServeError::Invalid(format!("no tokens for sequence {seq}")));
+            }
+            if let Some(&id) = tokens.iter().find(|&&t| u64::from(t) >= vocab) {
+                return Err(ServeError::BadToken { id, vocab });
+            }
+            let len = s.len + tokens.len();
+            if len as u64 > shape.max_seq {
+                return Err(ServeError::TooLong { seq, len, max: shape.max_seq });
+            }
+            needed += len.div_ceil(shape.kv_block as usize) - s.blocks.len();
+        }
+        if needed > self.blocks.free_count() {
+            return Err(ServeError::OutOfBlocks { needed, free: self.blocks.free_count() });
+        }
+        // Rows: (item, token, position), packed item by item.
+        let mut rows = Vec::new();
+        for (item, &(seq, tokens)) in work.iter().enumerate() {
+            let s = self.sequences.get_mut(&seq).ok_or(ServeError::UnknownSequence(seq))?;
+            while s.blocks.len() * (shape.kv_block as usize) < s.len + tokens.len() {
+                let block = self.blocks.allocate().ok_or(ServeError::OutOfBlocks { needed, free: 0 })?;
+                s.blocks.push(block);
+            }
+            rows.extend(tokens.iter().enumerate().map(|(j, &t)| (item, t, s.len + j)));
+            s.len += tokens.len();
+        }
+        let mut logits = vec![Vec::new(); work.len()];
+        for chunk in rows.chunks(shape.rows as usize) {
+            let chunk_logits = self.forward(work, chunk)?;
+            for (r, &(item, _, position)) in chunk.iter().enumerate() {
+                if position + 1 == self.sequences[&work[item].0].len {
+                    logits[item] = chunk_logits[r].clone();
+                }
+            }
+        }
+        Ok(logits)
+    }
+
+    /// One run of the programs over `rows` (at most `shape.rows`): returns every row's logits.
+    fn forward(&mut self, work: &[(SeqId, &[u32])], rows: &[(usize, u32, usize)]) -> Result<Vec<Vec<f32>>, ServeError> {
+        let m = &self.manifest.model;
+        let r = self.manifest.shape.rows as usize;
+        let (h, heads, kv, dh, vocab) =
+            (m.hidden as usize, m.heads as usize, m.kv_heads as usize, m.head_dim as usize, m.vocab as usize);
+        let mut tokens = vec![0i64; r];
+        let mut positions = vec![0i64; r];
+        for (i, &(_, token, position)) in rows.iter().enumerate() {
+            tokens[i] = i64::from(token);
+            positions[i] = position as i64;
+        }
+        let mut inputs = vec![(names::TOKENS.to_string(), HostTensor::I64 { shape: vec![r], values: tokens })];
+        if matches!(m.positions, Positions::Learned) {
+            inputs.push((names::POSITIONS.to_string(), HostTensor::I64 { shape: vec![r], values: positions.clone() }));
+        }
+        let mut x = run(&mut self.embed, &inputs, 1)?.remove(0);
+        let half = dh / 2;
+        let (cos, sin) = match &self.rotary {
+            None => (None, None),
+            Some((cos, sin)) => {
+                let table = |t: &[f32]| -> Vec<f32> {
+                    positions.iter().flat_map(|&p| t[p as usize * half..(p as usize + 1) * half].to_vec()).collect()
+                };
+                (Some(table(cos)), Some(table(sin)))
+            }
+        };
+        let tables: Vec<&[BlockId]> =
+            rows.iter().map(|&(item, _, _)| &self.sequences[&work[item].0].blocks[..]).collect();
+        let attention_rows: Vec<AttentionRow> =
+            rows.iter().zip(&tables).map(|(&(_, _, position), blocks)| AttentionRow { blocks, position }).collect();
+        let mut context = vec![0.0f32; r * heads * dh];
+        for layer in 0..self.layer_in.len() {
+            let mut inputs = vec![(names::STREAM.to_string(), f32s(vec![r, h], x))];
+            if let (Some(cos), Some(sin)) = (&cos, &sin) {
+                inputs.push((names::COS.to_string(), f32s(vec![r, half], cos.clone())));
+                inputs.push((names::SIN.to_string(), f32s(vec![r, half], sin.clone())));
+            }
+            let qkv = run(&mut self.layer_in[layer], &inputs, 3)?;
+            let HostTensor::F32 { values: stream, .. } = inputs.swap_remove(0).1 else {
+                unreachable!("the stream is f32")
+            };
+            for (i, row) in attention_rows.iter().enumerate() {
+                let (k, v) = (&qkv[1][i * kv * dh..(i + 1) * kv * dh], &qkv[2][i * kv * dh..(i + 1) * kv * dh]);
+                self.cache.write(layer, row.blocks, row.position, k, v);
+            }
+            self.cache.attend(layer, heads, &qkv[0], &attention_rows, &mut context);
+            let inputs = [
+                (names::STREAM.to_string(), f32s(vec![r, h], stream)),
+                (names::CONTEXT.to_string(), f32s(vec![r, heads * dh], context.clone())),
+            ];
+            x = run(&mut self.layer_out[layer], &inputs, 1)?.remove(0);
+        }
+        let logits = run(&mut self.head, &[(names::STREAM.to_string(), f32s(vec![r, h], x))], 1)?.remove(0);
+        Ok(logits.chunks(vocab).take(rows.len()).map(<[f32]>::to_vec).collect())
+    }
+}
+
+/// Runs a bound program and returns its `outputs` f32 outputs.
+fn run<E: std::borrow::Borrow<CpuExecutor>>(
+    bound: &mut Bound<E>,
+    inputs: &[(String, HostTensor)],
+    outputs: usize,
+) -> Result<Vec<Vec<f32>>, ServeError> {
+    let program = bound.executor().program().name.clone();
+    let results = bound.run_stored(inputs, None)?;
+    if results.len() != outputs {
+        let message = format!("{} outputs, the engine expects {outputs}", results.len());
+        return Err(ServeError::Program { program, message });
+    }
+    results
+        .into_iter()
+        .map(|(name, feed)| match feed {
+            Feed::Stored { dtype: DType::F32, data, start, .. } => {
+                Ok(data[start..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+            }
+            _ => Err(ServeError::Program { program: program.clone(), message: format!("output {name} is not f32") }),
+        })
+        .collect()
+}

@@ -1,0 +1,100 @@
+//! Serving: a language model's compiled programs bound to its weights once, a paged KV cache,
+//! and the sequences it holds, for `tessera generate` today and for an HTTP server with
+//! continuous batching next.
+//!
+//! # The engine API
+//!
+//! [`engine::Engine`] is the one object a scheduler drives; it never blocks on anything but
+//! its own compute and never decides what runs:
+//! - `Engine::new(manifest, programs, weights)` binds the four programs of a serving directory
+//!   ([`tessera_ir::serving`]) to the weights a closure hands out by the model's parameter
+//!   names (a Hugging Face checkpoint, a zoo model's seeded weights), the two layer programs
+//!   once per layer, and allocates the KV cache: `shape.cache_blocks()` blocks of `kv_block`
+//!   tokens.
+//! - `add_sequence() -> SeqId`, `release(seq)`: a sequence owns a block table (its blocks in
+//!   order) and a length; releasing it returns its blocks.
+//! - `prefill(seq, tokens)`: appends a prompt or a chunk of one (chunked prefill is calling it
+//!   again with the next chunk) and returns the logits after its last token.
+//! - `decode(&[(seq, token)])`: one token for each of several sequences of different lengths in
+//!   one batched run; returns each one's next logits.
+//! - `step(&[(seq, tokens)])`: the general form of both, so one iteration can mix prefill
+//!   chunks with decode tokens (Orca/vLLM iteration-level scheduling). Tokens of all items are
+//!   packed into the programs' rows (`shape.rows`, the maximum batch, per run; a longer prompt
+//!   runs in chunks of that many tokens).
+//! - A step is checked in full before it changes anything: unknown sequences, token ids outside
+//!   the vocabulary, sequences past `max_seq`, and too few free blocks
+//!   ([`ServeError::OutOfBlocks`], the scheduler's cue to preempt a sequence and recompute it
+//!   later) are refused with the engine unchanged.
+//! - `kv_usage()`: blocks used and free, bytes per block, live tokens; blocks are allocated as
+//!   sequences grow, so each sequence holds at most one partly filled block.
+//!
+//! # What runs
+//!
+//! Per run: `embed`, then per layer `layer_in` (norm, projections, rotary embedding), the
+//! engine writes each row's key and value into its sequence's block and runs
+//! [`attention::KvCache::attend`] (causal, grouped-query, reading keys and values through the
+//! block tables), then `layer_out`; finally `head` gives logits. The dense programs are
+//! compiled CPU artifacts run by [`crate::executor::cpu`]; rows past the step's tokens are
+//! padding (computed and ignored).
+//!
+//! Map: [`blocks`] (the block allocator: free list and usage counts), [`attention`] (cache
+//! layout and paged attention), [`engine`], [`sampling`] (greedy, temperature and top-p),
+//! [`tokenizer`] (`tokenizer.json` or bytes; streaming detokenization).
+
+pub mod attention;
+pub mod blocks;
+pub mod engine;
+pub mod sampling;
+pub mod tokenizer;
+
+use crate::executor::cpu::CpuExecutor;
+use crate::executor::{load, ArtifactError};
+use std::path::Path;
+use tessera_ir::serving::{ServeManifest, EMBED, HEAD, LAYER_IN, LAYER_OUT, SERVE_FORMAT_VERSION, SERVE_MANIFEST_FILE};
+
+/// Why serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("{path}: {message}")]
+    Manifest { path: String, message: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("weight {name}: {message}")]
+    Weight { name: String, message: String },
+    #[error("out of KV-cache blocks: the step needs {needed} more, {free} are free")]
+    OutOfBlocks { needed: usize, free: usize },
+    #[error("sequence {seq} would hold {len} tokens; the programs were compiled for at most {max} (--max-seq)")]
+    TooLong { seq: engine::SeqId, len: usize, max: u64 },
+    #[error("no sequence {0}")]
+    UnknownSequence(engine::SeqId),
+    #[error("token id {id} is outside the model's vocabulary of {vocab}")]
+    BadToken { id: u32, vocab: u64 },
+    #[error("program {program}: {message}")]
+    Program { program: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Reads a serving directory (`serve.json` and the four artifacts) written by `tessera compile
+/// --serve`, loading and checking each artifact.
+pub fn load_serving_dir(dir: &Path) -> Result<(ServeManifest, engine::Programs), ServeError> {
+    let path = dir.join(SERVE_MANIFEST_FILE);
+    let manifest_error = |message: String| ServeError::Manifest { path: path.display().to_string(), message };
+    let text = std::fs::read_to_string(&path).map_err(|e| manifest_error(e.to_string()))?;
+    let manifest: ServeManifest = serde_json::from_str(&text).map_err(|e| manifest_error(e.to_string()))?;
+    if manifest.format_version != SERVE_FORMAT_VERSION {
+        let found = manifest.format_version;
+        return Err(manifest_error(format!("format version {found}; this tessera reads {SERVE_FORMAT_VERSION}")));
+    }
+    let program =
+        |name: &str| -> Result<CpuExecutor, ServeError> { Ok(CpuExecutor::new(load::load(&dir.join(name))?)?) };
+    let programs = engine::Programs {
+        embed: program(EMBED)?,
+        layer_in: program(LAYER_IN)?,
+        layer_out: program(LAYER_OUT)?,
+        head: program(HEAD)?,
+    };
+    Ok((manifest, programs))
+}

@@ -1,0 +1,264 @@
+//! Serving glue shared by `tessera compile --serve` and `tessera generate`: a model named by a
+//! zoo spec or a Hugging Face checkpoint directory becomes serving programs
+//! (`frontend::zoo::serve`, compiled by `codegen` for the CPU), weights (the checkpoint's, or
+//! seeded for a zoo spec) and a tokenizer (`tokenizer.json`, or bytes for a zoo spec), bound
+//! into a `runtime::serve::Engine`; [`generate`] runs one sequence on it.
+
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
+use tessera_frontend::hf::{self, Checkpoint};
+use tessera_frontend::zoo::config::{ModelConfig, Position};
+use tessera_frontend::zoo::serve::{build_serving, ServeArch};
+use tessera_ir::random::SplitMix64;
+use tessera_ir::serving::{Positions, Rope, RopeScaling, ServeManifest, ServeModel, ServeShape, SERVE_FORMAT_VERSION};
+use tessera_runtime::serve::engine::{Engine, SeqId};
+use tessera_runtime::serve::sampling::{Sampler, SamplingParams};
+use tessera_runtime::serve::tokenizer::{StreamDecoder, TextTokenizer};
+use tessera_runtime::serve::{load_serving_dir, ServeError};
+
+/// Where a served model's weights come from.
+pub enum Weights {
+    Checkpoint(Box<Checkpoint>),
+    /// A zoo spec: seeded weights (norm scales 1, biases 0, the rest N(0, 0.02²)).
+    Seeded(u64),
+}
+
+/// A model ready to compile and bind.
+pub struct ServedModel {
+    pub config: ModelConfig,
+    pub arch: ServeArch,
+    pub positions: Positions,
+    pub weights: Weights,
+    pub tokenizer: TextTokenizer,
+    /// The token that ends a sequence, if the model has one.
+    pub eos: Option<u32>,
+}
+
+/// Opens `model`: a checkpoint directory (`config.json`, `*.safetensors`, `tokenizer.json`) or
+/// a zoo spec (byte-level tokenizer, weights seeded with `seed`).
+pub fn open_model(model: &str, seed: u64) -> Result<ServedModel> {
+    let path = Path::new(model);
+    if hf::is_checkpoint_dir(path) {
+        let checkpoint = Checkpoint::open(path)?;
+        let tokenizer = TextTokenizer::from_file(&path.join(hf::TOKENIZER_FILE))?;
+        return Ok(ServedModel {
+            config: checkpoint.config.clone(),
+            arch: checkpoint.arch,
+            positions: checkpoint.positions.clone(),
+            eos: checkpoint.eos_token,
+            tokenizer,
+            weights: Weights::Checkpoint(Box::new(checkpoint)),
+        });
+    }
+    if path.is_dir() {
+        bail!("{model}: not a Hugging Face checkpoint (no {})", hf::CONFIG_FILE);
+    }
+    let config = tessera_frontend::zoo::spec::parse(model)?;
+    if config.vocab < 256 {
+        bail!(
+            "{model}: a zoo model is served with a byte-level tokenizer, which needs vocab >= 256 (got {})",
+            config.vocab
+        );
+    }
+    let positions = match config.position {
+        Position::Learned => Positions::Learned,
+        Position::Rope => Positions::Rotary(Rope { theta: 10000.0, scaling: RopeScaling::None }),
+    };
+    Ok(ServedModel {
+        config,
+        arch: ServeArch::ZOO,
+        positions,
+        weights: Weights::Seeded(seed),
+        tokenizer: TextTokenizer::Bytes,
+        eos: None,
+    })
+}
+
+impl ServedModel {
+    /// The manifest of this model's serving programs for `shape`; refuses a `max_seq` beyond a
+    /// learned position table.
+    pub fn manifest(&self, shape: ServeShape) -> Result<ServeManifest> {
+        let c = &self.config;
+        if shape.max_batch == 0 || shape.max_seq == 0 || shape.kv_block == 0 {
+            bail!("--max-batch, --max-seq and --kv-block must be positive");
+        }
+        if self.positions == Positions::Learned && shape.max_seq > c.seq {
+            bail!("--max-seq {}: the model's learned position table has {} rows", shape.max_seq, c.seq);
+        }
+        let model = ServeModel {
+            name: c.name.clone(),
+            layers: c.layers,
+            hidden: c.hidden,
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+            vocab: c.vocab,
+            max_positions: c.seq,
+            positions: self.positions.clone(),
+        };
+        let programs = tessera_ir::serving::PROGRAMS.iter().map(|p| p.to_string()).collect();
+        Ok(ServeManifest { format_version: SERVE_FORMAT_VERSION, model, shape, programs })
+    }
+
+    /// The value of parameter `name` (a zoo name) of `shape`.
+    pub fn weight(&self, name: &str, shape: &[u64]) -> Result<Vec<f32>, String> {
+        match &self.weights {
+            Weights::Checkpoint(checkpoint) => checkpoint.weight(name, shape).map_err(|e| e.to_string()),
+            Weights::Seeded(seed) => Ok(seeded_weight(*seed, name, shape)),
+        }
+    }
+}
+
+/// A zoo parameter's seeded values: the same for a name whatever order they are asked in.
+fn seeded_weight(seed: u64, name: &str, shape: &[u64]) -> Vec<f32> {
+    let n = shape.iter().product::<u64>() as usize;
+    if name.ends_with(".scale") {
+        return vec![1.0; n];
+    }
+    if name.ends_with(".bias") {
+        return vec![0.0; n];
+    }
+    let mut rng = SplitMix64::for_name(seed, name);
+    (0..n)
+        .map(|_| {
+            // Box-Muller: a standard normal from two uniforms.
+            let u1 = rng.next_f64().max(f64::MIN_POSITIVE);
+            let u2 = rng.next_f64();
+            (0.02 * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+        })
+        .collect()
+}
+
+/// Builds and compiles the four serving programs of `model` into `dir` (one artifact directory
+/// each, then `serve.json`), replacing a previous serving directory there.
+pub fn compile_serving(model: &ServedModel, manifest: &ServeManifest, dir: &Path) -> Result<()> {
+    let graphs = build_serving(&model.config, &model.arch, manifest.shape.rows)?;
+    let staged = tessera_ir::files::StagedDir::beside(dir)?;
+    for (name, graph) in graphs.named() {
+        let s = &manifest.shape;
+        let options = CompileOptions {
+            target: Target::Cpu,
+            dims: Default::default(),
+            graph_options: vec![format!("serve:program={name}"), format!("serve:rows={}", s.rows)],
+        };
+        let compiled = compile(graph, model.config.name.as_bytes(), &options)
+            .with_context(|| format!("{}: cannot compile the serving program {name}", model.config.name))?;
+        write_artifact(&staged.path().join(name), &compiled.files)?;
+    }
+    let json = serde_json::to_string_pretty(manifest)?;
+    tessera_ir::files::write_atomic(&staged.path().join(tessera_ir::serving::SERVE_MANIFEST_FILE), json.as_bytes())?;
+    staged.publish()?;
+    Ok(())
+}
+
+/// Compiles `model`'s serving programs (in a private temporary directory, removed once
+/// loaded) and binds them to its weights; returns the engine and how long that took.
+pub fn build_engine(model: &ServedModel, shape: ServeShape) -> Result<(Engine, Duration)> {
+    let started = Instant::now();
+    let manifest = model.manifest(shape)?;
+    let scratch = tempfile::Builder::new().prefix("tessera-serve-").tempdir().context("a temporary directory")?;
+    let dir = scratch.path().join("serve");
+    compile_serving(model, &manifest, &dir)?;
+    let (manifest, programs) = load_serving_dir(&dir)?;
+    let engine = Engine::new(manifest, programs, &mut |name, shape| model.weight(name, shape))?;
+    // The kernels stay mapped after their files are gone.
+    scratch.close().context("removing the temporary serving directory")?;
+    Ok((engine, started.elapsed()))
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Generation stops before the first occurrence of this text.
+    pub stop: Option<String>,
+}
+
+/// One sequence's result.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub prompt_ids: Vec<u32>,
+    pub generated_ids: Vec<u32>,
+    pub text: String,
+    /// Prefill time (to the first token) and the time of the decode steps after it.
+    pub prefill: Duration,
+    pub decode: Duration,
+}
+
+/// Generates from `prompt` on `engine`, handing each piece of final text to `on_text` as soon
+/// as it exists.
+pub fn generate(
+    engine: &mut Engine,
+    model: &ServedModel,
+    prompt: &str,
+    options: &GenerateOptions,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generation> {
+    let prompt_ids = model.tokenizer.encode(prompt)?;
+    if prompt_ids.is_empty() {
+        bail!("the prompt is empty (no tokens)");
+    }
+    let seq = engine.add_sequence();
+    let result = run_sequence(engine, model, seq, prompt_ids, options, on_text);
+    engine.release(seq);
+    result
+}
+
+fn run_sequence(
+    engine: &mut Engine,
+    model: &ServedModel,
+    seq: SeqId,
+    prompt_ids: Vec<u32>,
+    options: &GenerateOptions,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generation> {
+    let mut sampler = Sampler::new(options.sampling);
+    let mut stream = StreamDecoder::default();
+    let mut text = String::new();
+    let mut generated_ids = Vec::new();
+    let started = Instant::now();
+    let mut logits = engine.prefill(seq, &prompt_ids)?;
+    let prefill = started.elapsed();
+    let decode_started = Instant::now();
+    let mut emitted = 0;
+    while generated_ids.len() < options.max_new_tokens {
+        let token = sampler.next(&logits);
+        generated_ids.push(token);
+        if model.eos == Some(token) {
+            break;
+        }
+        text.push_str(&stream.push(&model.tokenizer, token)?);
+        if let Some(stop) = options.stop.as_deref().filter(|s| !s.is_empty()) {
+            if let Some(at) = text.find(stop) {
+                text.truncate(at);
+                break;
+            }
+            // Hold back a tail that could still become the stop text.
+            let mut safe = text.len().saturating_sub(stop.len() - 1).max(emitted);
+            while !text.is_char_boundary(safe) {
+                safe -= 1;
+            }
+            on_text(&text[emitted..safe]);
+            emitted = safe;
+        } else {
+            on_text(&text[emitted..]);
+            emitted = text.len();
+        }
+        if generated_ids.len() == options.max_new_tokens {
+            break;
+        }
+        logits = match engine.decode(&[(seq, token)]) {
+            Ok(mut next) => next.pop().unwrap_or_default(),
+            Err(ServeError::TooLong { .. }) => break,
+            Err(e) => return Err(e.into()),
+        };
+    }
+    if options.stop.is_none() {
+        text.push_str(&stream.finish(&model.tokenizer)?);
+    }
+    on_text(&text[emitted.min(text.len())..]);
+    Ok(Generation { prompt_ids, generated_ids, text, prefill, decode: decode_started.elapsed() })
+}

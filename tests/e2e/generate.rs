@@ -1,0 +1,226 @@
+//! Serving: `tessera generate` and the engine under it against `transformers`, on the
+//! random-init GPT-2 and Llama (GQA, llama3 RoPE scaling) checkpoints that
+//! `scripts/serve/setup.sh` writes to `.cache/serve` with transformers' greedy tokens for
+//! prompts of 1, 7 and 100 tokens.
+
+use crate::support::{repo_root, tessera};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tessera::serve::{build_engine, generate, open_model, GenerateOptions};
+use tessera_ir::serving::ServeShape;
+use tessera_runtime::serve::sampling::{argmax, SamplingParams};
+use tessera_runtime::serve::tokenizer::TextTokenizer;
+
+#[derive(Deserialize)]
+struct Reference {
+    new_tokens: usize,
+    models: BTreeMap<String, Vec<Case>>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    prompt: String,
+    prompt_ids: Vec<u32>,
+    generated_ids: Vec<u32>,
+    min_logit_gap: f64,
+}
+
+fn cache() -> PathBuf {
+    repo_root().join(".cache/serve")
+}
+
+fn reference() -> Reference {
+    let path = cache().join("reference.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/serve/setup.sh (make serve-data)", path.display()));
+    serde_json::from_str(&text).expect("reference.json parses")
+}
+
+fn greedy(max_new_tokens: usize) -> GenerateOptions {
+    GenerateOptions { max_new_tokens, sampling: SamplingParams::default(), stop: None }
+}
+
+/// The headline check: for both checkpoints and all three prompts, tessera's tokenizer gives
+/// transformers' prompt ids and greedy generation gives transformers' 50 tokens exactly.
+#[test]
+fn greedy_tokens_equal_transformers_for_gpt2_and_llama() {
+    let reference = reference();
+    assert_eq!(reference.models.len(), 2, "gpt2-tiny and llama-tiny");
+    for (name, cases) in &reference.models {
+        let dir = cache().join(name);
+        let model = open_model(dir.to_str().expect("a UTF-8 path"), 0).expect("the checkpoint opens");
+        let (mut engine, _) = build_engine(&model, ServeShape::new(1, 160, 16)).expect("the engine builds");
+        for case in cases {
+            let generation = generate(&mut engine, &model, &case.prompt, &greedy(reference.new_tokens), &mut |_| {})
+                .expect("generation runs");
+            println!(
+                "{name}: prompt of {} tokens: {} tokens generated (transformers' smallest top-2 logit gap {:.3})",
+                case.prompt_ids.len(),
+                generation.generated_ids.len(),
+                case.min_logit_gap
+            );
+            assert_eq!(generation.prompt_ids, case.prompt_ids, "{name}: prompt ids");
+            assert_eq!(generation.generated_ids, case.generated_ids, "{name}: prompt of {}", case.prompt_ids.len());
+            assert_eq!(engine.kv_usage().blocks_used, 0, "a finished sequence returns its blocks");
+        }
+    }
+}
+
+/// The three prompts of each model decoded together, one batched step per token over
+/// sequences of different lengths, give the same tokens as each alone; the paged cache holds
+/// at most one partly filled block per sequence along the way.
+#[test]
+fn batched_decode_over_different_lengths_matches_transformers() {
+    let reference = reference();
+    for (name, cases) in &reference.models {
+        let model = open_model(cache().join(name).to_str().expect("a UTF-8 path"), 0).expect("the checkpoint opens");
+        let (mut engine, _) = build_engine(&model, ServeShape::new(4, 160, 16)).expect("the engine builds");
+        let seqs: Vec<u64> = cases.iter().map(|_| engine.add_sequence()).collect();
+        let mut next: Vec<u32> = cases
+            .iter()
+            .zip(&seqs)
+            .map(|(case, &seq)| argmax(&engine.prefill(seq, &case.prompt_ids).expect("prefill")))
+            .collect();
+        let mut generated: Vec<Vec<u32>> = vec![Vec::new(); cases.len()];
+        for step in 0..reference.new_tokens {
+            generated.iter_mut().zip(&next).for_each(|(g, &t)| g.push(t));
+            if step + 1 == reference.new_tokens {
+                break;
+            }
+            let batch: Vec<(u64, u32)> = seqs.iter().copied().zip(next.iter().copied()).collect();
+            let logits = engine.decode(&batch).expect("a batched decode step");
+            next = logits.iter().map(|l| argmax(l)).collect();
+            let usage = engine.kv_usage();
+            let block_tokens = 16;
+            assert!(
+                usage.blocks_used * block_tokens < usage.live_tokens + usage.sequences * block_tokens,
+                "{usage:?}: more than one partly filled block per sequence"
+            );
+        }
+        for (case, tokens) in cases.iter().zip(&generated) {
+            assert_eq!(tokens, &case.generated_ids, "{name}: prompt of {} tokens, batched", case.prompt_ids.len());
+        }
+    }
+}
+
+/// The command streams the text of exactly transformers' tokens to stdout.
+#[test]
+fn generate_command_streams_the_reference_text() {
+    let reference = reference();
+    let case = &reference.models["llama-tiny"][1];
+    let dir = cache().join("llama-tiny");
+    let out = tessera(
+        &repo_root(),
+        &["generate", dir.to_str().expect("a UTF-8 path"), "--prompt", &case.prompt, "--max-new-tokens", "50"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json")).expect("tokenizer.json loads");
+    let want = tokenizer.decode(&case.generated_ids).expect("the reference ids decode");
+    assert_eq!(out.stdout.trim_end_matches('\n'), want);
+    assert!(out.stderr.contains("7 prompt tokens, 50 generated"), "{}", out.stderr);
+    // --stop: the text up to the first occurrence of a piece of it, nothing of the piece.
+    let stop: String = want.chars().skip(10).take(3).collect();
+    let before = &want[..want.find(&stop).expect("the stop text occurs")];
+    let out = tessera(
+        &repo_root(),
+        &[
+            "generate",
+            dir.to_str().expect("a UTF-8 path"),
+            "--prompt",
+            &case.prompt,
+            "--max-new-tokens",
+            "50",
+            "--stop",
+            &stop,
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim_end_matches('\n'), before, "stopped at {stop:?}");
+}
+
+/// A zoo spec is a servable model too (seeded weights, byte tokens): deterministic, and
+/// `--stop` cuts the text before the stop string.
+#[test]
+fn zoo_models_generate_with_byte_tokens() {
+    let spec = "llama:layers=2,hidden=64,heads=4,kv_heads=2,vocab=256,seq=64";
+    let run = |extra: &[&str]| {
+        let mut args = vec!["generate", spec, "--prompt", "hello", "--max-new-tokens", "12", "--json"];
+        args.extend_from_slice(extra);
+        let out = tessera(&repo_root(), &args);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        serde_json::from_str::<serde_json::Value>(&out.stdout).expect("one JSON object")
+    };
+    let first = run(&[]);
+    assert_eq!(first["prompt_ids"], serde_json::json!([104, 101, 108, 108, 111]));
+    assert_eq!(first["generated_ids"].as_array().map(Vec::len), Some(12));
+    let again = run(&[]);
+    assert_eq!(
+        (&again["generated_ids"], &again["text"]),
+        (&first["generated_ids"], &first["text"]),
+        "greedy is deterministic"
+    );
+    let sampled = run(&["--temperature", "1.5", "--seed", "3"]);
+    assert_eq!(sampled["generated_ids"], run(&["--temperature", "1.5", "--seed", "3"])["generated_ids"]);
+}
+
+/// `tessera compile --serve` writes the serving directory: the manifest and four artifacts.
+#[test]
+fn compile_serve_writes_the_programs_and_manifest() {
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let out_dir = work.path().join("served");
+    let dir = cache().join("gpt2-tiny");
+    let out = tessera(
+        &repo_root(),
+        &[
+            "compile",
+            dir.to_str().expect("a UTF-8 path"),
+            "--serve",
+            "--max-batch",
+            "4",
+            "--max-seq",
+            "128",
+            "-o",
+            out_dir.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("4 rows per run, decode batches up to 4, 128 tokens per sequence, KV cache 32 blocks"),
+        "{}",
+        out.stdout
+    );
+    let (manifest, _programs) = tessera_runtime::serve::load_serving_dir(&out_dir).expect("the directory loads");
+    assert_eq!((manifest.model.layers, manifest.model.vocab, manifest.shape.rows), (2, 384, 4));
+}
+
+/// A checkpoint that does not match its config is refused naming the file and tensor.
+#[test]
+fn mismatched_checkpoints_are_located_errors() {
+    let source = cache().join("gpt2-tiny");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(source.join("config.json")).expect("config.json")).expect("JSON");
+    for (key, value, expected) in [
+        (
+            "n_layer",
+            3,
+            "no tensor 'transformer.h.2.ln_1.weight' in any .safetensors file (parameter l2.attn_norm.scale)",
+        ),
+        (
+            "vocab_size",
+            400,
+            "model.safetensors: tensor 'transformer.wte.weight' has shape [384, 64], expected [400, 64]",
+        ),
+    ] {
+        let work = tempfile::tempdir().expect("a temporary directory");
+        let mut changed = config.clone();
+        changed[key] = serde_json::json!(value);
+        std::fs::write(work.path().join("config.json"), changed.to_string()).expect("write config");
+        for file in ["model.safetensors", "tokenizer.json"] {
+            std::fs::copy(source.join(file), work.path().join(file)).expect("copy");
+        }
+        let out = tessera(&repo_root(), &["generate", work.path().to_str().expect("UTF-8"), "--prompt", "a"]);
+        assert_eq!(out.code, 1, "{key}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{key}: {}", out.stderr);
+    }
+}
