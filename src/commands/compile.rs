@@ -10,11 +10,11 @@ use std::time::Instant;
 use tessera::train::{self, OptimizerKind, TrainConfig};
 use tessera_codegen::artifact::{compile, compile_sharded, write_artifact, CompileOptions, Target};
 use tessera_ir::graph::Graph;
+use tessera_ir::serving::ServeShape;
 use tessera_ir::sharding::Mesh;
 use tessera_passes::cost::step::Schedule;
 use tessera_passes::shard::{partition, PipelineSchedule, ShardConfig};
 use tessera_passes::train_step::TrainStep;
-use tessera_ir::serving::ServeShape;
 
 #[derive(Args)]
 pub struct CompileArgs {
