@@ -348,6 +348,7 @@ impl<'a> Builder<'a> {
             inputs,
             outputs,
             steps: self.steps,
+            kernel_signatures: self.kernels.iter().map(KernelSource::signature).collect(),
             gpu: None,
         };
         self.stats.arena_bytes = arena_bytes;

@@ -52,6 +52,7 @@
 pub mod conv;
 pub mod cpu;
 pub mod cuda;
+pub mod elf;
 pub mod library;
 pub mod load;
 pub mod profile;
