@@ -51,12 +51,35 @@ pub fn load(dir: &Path) -> Result<Artifact, ArtifactError> {
 
 /// Reads and parses `dir/manifest.json` after checking its format version (no file checks).
 pub fn read_manifest(dir: &Path) -> Result<Manifest, ArtifactError> {
+    read_manifest_expecting(dir, None)
+}
+
+/// [`read_manifest`], refusing a manifest whose SHA-256 is not `expected` (hex, either case)
+/// when one is given, before parsing it.
+pub fn read_manifest_expecting(dir: &Path, expected: Option<&str>) -> Result<Manifest, ArtifactError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     if !manifest_path.is_file() {
         return Err(ArtifactError::NotAnArtifact { dir: dir.to_path_buf() });
     }
     let bytes = read(&manifest_path)?;
+    if let Some(expected) = expected {
+        check_expected_sha256(&bytes, expected, &manifest_path)?;
+    }
     parse_manifest(&bytes, &manifest_path)
+}
+
+/// The manifest's bytes against the SHA-256 a deployment expects (`--expect-sha256`).
+fn check_expected_sha256(bytes: &[u8], expected: &str, path: &Path) -> Result<(), ArtifactError> {
+    let expected = expected.trim().to_ascii_lowercase();
+    if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let shown = tessera_ir::quote::clip(&expected).into_owned();
+        return Err(ArtifactError::ExpectedHash { expected: shown });
+    }
+    let found = sha256_hex(bytes);
+    if found != expected {
+        return Err(ArtifactError::ManifestHash { path: path.to_path_buf(), found, expected });
+    }
+    Ok(())
 }
 
 /// Parses the bytes of a `manifest.json` (`path` is for messages): the format version first, so
@@ -96,7 +119,13 @@ pub fn parse_program(bytes: &[u8], weights_bytes: u64, path: &Path) -> Result<Pr
 /// [`load`] for the program of rank `rank` (the manifest's entry at that index, which must say
 /// it is that rank): its files' SHA-256 and its consistency are checked, other ranks' are not.
 pub fn load_rank(dir: &Path, rank: usize) -> Result<Artifact, ArtifactError> {
-    let manifest = read_manifest(dir)?;
+    load_rank_expecting(dir, rank, None)
+}
+
+/// [`load_rank`] of an artifact whose `manifest.json` must have the SHA-256 `expected` (when
+/// given): checked on the bytes that are then parsed, before any other file is read.
+pub fn load_rank_expecting(dir: &Path, rank: usize, expected: Option<&str>) -> Result<Artifact, ArtifactError> {
+    let manifest = read_manifest_expecting(dir, expected)?;
     let manifest_path = dir.join(MANIFEST_FILE);
     let Some(entry) = manifest.ranks.get(rank) else {
         let message = match manifest.ranks.len() {

@@ -108,6 +108,10 @@ pub enum ArtifactError {
     FormatVersion { path: PathBuf, found: u32, expected: u32 },
     #[error("{path}: listed in the manifest but missing")]
     MissingFile { path: PathBuf },
+    #[error("{path}: SHA-256 {found} is not the expected {expected} (--expect-sha256); refusing to load the artifact")]
+    ManifestHash { path: PathBuf, found: String, expected: String },
+    #[error("--expect-sha256 '{expected}' is not a SHA-256 (64 hexadecimal digits)")]
+    ExpectedHash { expected: String },
     #[error("{path}: corrupted: SHA-256 {found} differs from the manifest's {expected}")]
     HashMismatch { path: PathBuf, found: String, expected: String },
     #[error("{path}: invalid program: {message}")]
