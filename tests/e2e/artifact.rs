@@ -209,6 +209,7 @@ fn damaged_artifacts_are_refused_with_the_reason() {
 #[test]
 fn tampered_programs_with_recomputed_hashes_are_refused_before_anything_runs() {
     use tessera_ir::artifact::{Location, Program, Step};
+    use tessera_ir::budget::human_bytes;
     let tmp = tempfile::tempdir().expect("tempdir");
     let cwd = tmp.path();
     let spec = "gpt:layers=1,hidden=32,heads=2,seq=16,vocab=100,dtype=f32,dropout=0";
@@ -288,6 +289,14 @@ fn tampered_programs_with_recomputed_hashes_are_refused_before_anything_runs() {
     assert!(e.contains(&format!("step {step}: argument 0 of kernel {symbol} is buffer")), "{e}");
     let e = tamper("no-signature", &|p| p.kernel_signatures.clear());
     assert!(e.contains(&format!("step {step}: kernel {symbol} has no signature")), "{e}");
+    // An arena of a petabyte (every buffer still inside it) is refused before it is allocated.
+    let e = tamper("huge-arena", &|p| p.arena_bytes = 1 << 50);
+    assert!(e.contains("the program's arena needs 1.0 PiB, more than the memory limit of"), "{e}");
+    assert!(e.contains("(raise it with --max-memory)"), "{e}");
+    let out = tessera(cwd, &["--max-memory", "4K", "run", "good", "--random-inputs", "1", "-o", "out"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let want = format!("good/rank0/program.json: the program's arena needs {}", human_bytes(good.arena_bytes));
+    assert!(out.stderr.contains(&want) && out.stderr.contains("the memory limit of 4.0 KiB"), "{}", out.stderr);
     assert!(!cwd.join("out").exists(), "a refused artifact wrote outputs");
 }
 

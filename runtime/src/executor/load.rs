@@ -188,6 +188,14 @@ pub fn load_rank_expecting(dir: &Path, rank: usize, expected: Option<&str>) -> R
     }
     check_program(&program, weights.len() as u64)
         .map_err(|message| ArtifactError::InvalidProgram { path: program_path.clone(), message })?;
+    if program.target == "cpu" {
+        // The CPU executor allocates the arena on the host when it binds: a size from the file
+        // is checked against the memory budget before any memory or code is mapped.
+        let limit = tessera_ir::budget::max_memory();
+        if program.arena_bytes > limit {
+            return Err(ArtifactError::ArenaBudget { path: program_path, bytes: program.arena_bytes, limit });
+        }
+    }
     if let (Some((path, object)), "cpu") = (kernels_object, program.target.as_str()) {
         check_kernel_table(&object, &program.kernel_signatures)
             .map_err(|message| ArtifactError::Kernels { path, message })?;

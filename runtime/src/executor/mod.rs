@@ -114,6 +114,12 @@ pub enum ArtifactError {
     ExpectedHash { expected: String },
     #[error("{path}: corrupted: SHA-256 {found} differs from the manifest's {expected}")]
     HashMismatch { path: PathBuf, found: String, expected: String },
+    #[error(
+        "{path}: the program's arena needs {}, more than the memory limit of {} (raise it with --max-memory)",
+        tessera_ir::budget::human_bytes(*bytes),
+        tessera_ir::budget::human_bytes(*limit)
+    )]
+    ArenaBudget { path: PathBuf, bytes: u64, limit: u64 },
     #[error("{path}: invalid program: {message}")]
     InvalidProgram { path: PathBuf, message: String },
     #[error("artifact target {target} cannot run here: {message}")]
