@@ -15,7 +15,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --
 mkdir -p logs
 # Stable Rust: cargo-fuzz's default AddressSanitizer needs nightly's -Zsanitizer, so the
 # targets run without a sanitizer (-s none); libFuzzer's coverage instrumentation is stable.
-cargo fuzz build -s none -O "${targets[@]/#/--bin=}" >/dev/null 2>&1 || cargo fuzz build -s none -O
+cargo fuzz build -s none -O || exit 1
 run() {
   local t=$1 limits=()
   # Each rule of a rule file is type-checked on sample shapes (milliseconds per rule): short
