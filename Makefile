@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= examples/transformer_block.mlir
 DEMO_OUT ?= target/demo
 
-.PHONY: setup demo test lint build onnx-tests real-models model-corpus serve-data ptxas
+.PHONY: setup demo test lint build onnx-tests real-models model-corpus serve-data ptxas fuzz fuzz-smoke
 
 setup:
 	@bash scripts/setup.sh
@@ -58,9 +58,22 @@ serve-data:
 ptxas:
 	@bash scripts/fetch-ptxas.sh
 
+# Coverage-guided fuzzing (fuzz/, cargo-fuzz with libFuzzer, no sanitizer on stable Rust) of
+# the ONNX importer, the MLIR parser, the .npy reader, the artifact loader and the rule-file
+# parser, seeded from the test data (fuzz/seed.sh). `fuzz` runs each target for 10 minutes, two
+# at a time (FUZZING.md records the runs); `fuzz-smoke` runs each for 20 seconds, in `make test`.
+# Any crash, hang or out-of-memory input fails the target and is kept in fuzz/artifacts/.
+fuzz: setup
+	$(CARGO) build --locked
+	bash fuzz/run.sh 600
+
+fuzz-smoke: setup
+	$(CARGO) build --locked
+	bash fuzz/run.sh 20
+
 # The conformance summary and the real-model comparisons are printed first, for the log; the
 # whole suite (which asserts both) runs last.
-test: lint onnx-tests real-models model-corpus serve-data ptxas
+test: lint onnx-tests real-models model-corpus serve-data ptxas fuzz-smoke
 	$(CARGO) run --locked -q -- test-onnx .cache/onnx-node-tests --manifest tests/conformance/onnx-node-passing.txt --excluded tests/conformance/onnx-node-excluded.txt
 	$(CARGO) test --locked -q --test e2e real_models -- --nocapture
 	$(CARGO) test --workspace --locked

@@ -19,7 +19,8 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use tessera_ir::artifact::{
-    sha256_hex, FileEntry, Manifest, MeshAxis, Program, RankEntry, RankShard, ShardedIo, FORMAT_VERSION, MANIFEST_FILE,
+    sha256_hex, FileEntry, Manifest, MeshAxis, Program, RankEntry, RankShard, ShardedIo, FIRST_FORMAT_VERSION, FORMAT_VERSION,
+    MANIFEST_FILE,
 };
 use tessera_ir::files::{self, FileError, StagedDir};
 use tessera_ir::graph::Graph;
@@ -321,13 +322,14 @@ fn host_steps(program: &tessera_ir::artifact::Program, gpu: &tessera_ir::artifac
     library.count() - gpu.gemms.len()
 }
 
-/// Whether `dir` holds a complete tessera artifact: a manifest that parses, of the format
-/// version this build writes, whose every listed file is present with its recorded size. Only such a directory is
-/// ever replaced by `compile -o`; a file merely named `manifest.json` is not enough.
+/// Whether `dir` holds a complete tessera artifact: a manifest that parses, of a format version
+/// tessera ever wrote (an artifact of an older format is still a recompile's to replace), whose
+/// every listed file is present with its recorded size. Only such a directory is ever replaced
+/// by `compile -o`; a file merely named `manifest.json` is not enough.
 pub fn is_complete_artifact(dir: &Path) -> bool {
     let Ok(text) = fs::read(dir.join(MANIFEST_FILE)) else { return false };
     let Ok(manifest) = serde_json::from_slice::<Manifest>(&text) else { return false };
-    manifest.format_version == FORMAT_VERSION
+    (FIRST_FORMAT_VERSION..=FORMAT_VERSION).contains(&manifest.format_version)
         && !manifest.ranks.is_empty()
         && manifest.ranks.iter().all(|r| {
             !r.files.is_empty()
@@ -352,7 +354,7 @@ pub fn write_artifact(dir: &Path, files: &ArtifactFiles) -> Result<(), CompileEr
                 path: dir.to_path_buf(),
                 message: format!(
                     "exists and is not a complete tessera artifact (a manifest of format version \
-                     {FORMAT_VERSION} whose listed files are present); refusing to replace it"
+                     {FIRST_FORMAT_VERSION} to {FORMAT_VERSION} whose listed files are present); refusing to replace it"
                 ),
             });
         }

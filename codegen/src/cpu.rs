@@ -14,7 +14,8 @@ use crate::{check_symbols, KernelSource};
 use std::process::Command;
 
 /// A compiled set of CPU kernels: an x86-64 ELF shared object exporting one
-/// `extern "C" fn(args: *const *mut u8)` per kernel.
+/// `extern "C" fn(args: *const *mut u8)` per kernel, and the kernels' signature table
+/// ([`tessera_ir::artifact::KERNEL_SIGNATURES_SYMBOL`]) that the loader checks before mapping it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuObject {
     pub shared_object: Vec<u8>,
@@ -49,7 +50,9 @@ pub fn compile_cpu(kernels: &[KernelSource]) -> Result<CpuObject, CodegenError> 
             n_args: k.graph.inputs().len() + k.graph.outputs().len(),
         })
         .collect();
-    let object = emit_cpu_object(&llvm_context, &llvm_module, &entries)?;
+    let signatures: Vec<_> = kernels.iter().map(KernelSource::signature).collect();
+    let table = tessera_ir::artifact::signature_table(&signatures);
+    let object = emit_cpu_object(&llvm_context, &llvm_module, &entries, &table)?;
     Ok(CpuObject { shared_object: link_shared_object(&object)? })
 }
 

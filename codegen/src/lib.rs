@@ -100,6 +100,25 @@ pub struct KernelSource {
     pub graph: Graph,
 }
 
+impl KernelSource {
+    /// The kernel's ABI as the artifact records it: the storage and shape of each argument.
+    pub fn signature(&self) -> tessera_ir::artifact::KernelSignature {
+        let operands = |ids: &[tessera_ir::graph::ValueId]| {
+            let operand = |&v: &tessera_ir::graph::ValueId| {
+                let ty = &self.graph.value(v).ty;
+                let storage = tessera_ir::artifact::Storage::of(ty.dtype);
+                tessera_ir::artifact::KernelOperand { storage, shape: ty.static_shape().unwrap_or_default() }
+            };
+            ids.iter().map(operand).collect()
+        };
+        tessera_ir::artifact::KernelSignature {
+            symbol: self.symbol.clone(),
+            inputs: operands(self.graph.inputs()),
+            outputs: operands(self.graph.outputs()),
+        }
+    }
+}
+
 /// Checks that every symbol is a C identifier, unique, and that every graph is supported.
 pub(crate) fn check_symbols(kernels: &[KernelSource]) -> Result<(), CodegenError> {
     let mut seen = std::collections::BTreeSet::new();

@@ -8,6 +8,7 @@ use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Tar
 use inkwell::values::BasicMetadataValueEnum;
 use inkwell::{AddressSpace, OptimizationLevel};
 use std::sync::Once;
+use tessera_ir::artifact::KERNEL_SIGNATURES_SYMBOL;
 
 /// The x86-64 target of CPU kernels: fixed (not the host's), so that the object is the same on
 /// every machine that compiles it. `x86-64-v3` (AVX2, FMA, BMI2; every x86-64 server CPU since
@@ -44,6 +45,7 @@ pub fn emit_cpu_object<'ctx>(
     context: &'ctx Context,
     module: &Module<'ctx>,
     entries: &[EntryPoint],
+    signature_table: &str,
 ) -> Result<Vec<u8>, CodegenError> {
     let machine = cpu_target_machine()?;
     module.set_triple(&machine.get_triple());
@@ -51,6 +53,7 @@ pub fn emit_cpu_object<'ctx>(
     // The name is recorded in the object; a fixed one keeps the bytes independent of paths.
     module.set_source_file_name("tessera_kernels");
     add_entry_points(context, module, entries)?;
+    add_signature_table(context, module, signature_table);
     module.verify().map_err(|e| CodegenError::Llvm { stage: "verification", message: e.to_string() })?;
     module
         .run_passes("default<O3>", &machine, inkwell::passes::PassBuilderOptions::create())
@@ -59,6 +62,16 @@ pub fn emit_cpu_object<'ctx>(
         .write_to_memory_buffer(module, FileType::Object)
         .map_err(|e| CodegenError::Llvm { stage: "object emission", message: e.to_string() })?;
     Ok(buffer.as_slice().to_vec())
+}
+
+/// The exported constant [`KERNEL_SIGNATURES_SYMBOL`] holding `table` (not NUL-terminated:
+/// the symbol's size is its length), which the loader reads from the file before mapping it.
+fn add_signature_table<'ctx>(context: &'ctx Context, module: &Module<'ctx>, table: &str) {
+    let bytes = context.const_string(table.as_bytes(), false);
+    let global = module.add_global(bytes.get_type(), None, KERNEL_SIGNATURES_SYMBOL);
+    global.set_initializer(&bytes);
+    global.set_constant(true);
+    global.set_linkage(Linkage::External);
 }
 
 fn add_entry_points<'ctx>(

@@ -356,6 +356,7 @@ impl<'a> Builder<'a> {
             inputs,
             outputs,
             steps: self.steps,
+            kernel_signatures: self.kernels.iter().map(KernelSource::signature).collect(),
             gpu: None,
             shard: None,
         };

@@ -87,6 +87,9 @@ fn the_shared_object_needs_only_libc_and_libm() {
         assert!(exports.lines().any(|l| l.ends_with(&format!(" T {name}"))), "{name} exported: {exports}");
     }
     assert!(!exports.contains("__impl"), "implementations stay internal: {exports}");
+    // The signature table the loader checks before mapping the object, in read-only data.
+    let table = tessera_ir::artifact::KERNEL_SIGNATURES_SYMBOL;
+    assert!(exports.lines().any(|l| l.ends_with(&format!(" R {table}"))), "{table} exported: {exports}");
 }
 
 #[test]

@@ -26,8 +26,16 @@ use crate::tensor::{Buffer, Tensor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Bumped on every change a loader of the previous version would misread.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped on every change a loader of the previous version would misread. Version 2 added
+/// [`Program::kernel_signatures`] and the signature table of `kernels.so`
+/// ([`KERNEL_SIGNATURES_SYMBOL`]), which the loader requires.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version a tessera artifact directory was ever written with: `compile -o`
+/// replaces a complete artifact of any version from this one to [`FORMAT_VERSION`].
+pub const FIRST_FORMAT_VERSION: u32 = 1;
+/// The exported data symbol of `kernels.so` holding [`signature_table`] of the kernels it was
+/// compiled with, which the loader compares with the program's before mapping the object.
+pub const KERNEL_SIGNATURES_SYMBOL: &str = "tessera_kernel_signatures";
 /// The manifest's file name at the artifact's root.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// Offsets of arena and weight buffers are multiples of this (a cache line, and the widest
@@ -105,6 +113,15 @@ impl Storage {
             Storage::F32 => DType::F32,
             Storage::I64 => DType::I64,
             Storage::U8 => DType::Bool,
+        }
+    }
+
+    /// The spelling in JSON and in the kernels' signature table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::F32 => "f32",
+            Storage::I64 => "i64",
+            Storage::U8 => "u8",
         }
     }
 
@@ -269,6 +286,12 @@ pub struct Program {
     pub inputs: Vec<IoBinding>,
     pub outputs: Vec<IoBinding>,
     pub steps: Vec<Step>,
+    /// What every generated kernel is called with: one per distinct symbol, in the order the
+    /// kernels were compiled. The loader checks every kernel step against it (arity and the
+    /// storage of each operand) and, on the CPU, checks it equals the table the shared object
+    /// exports, so no kernel is ever called with buffers it was not compiled for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_signatures: Vec<KernelSignature>,
     /// CUDA targets: the kernels' PTX files and launches, the cuBLAS GEMMs and the scratch
     /// memory; absent for the CPU target (whose JSON is unchanged by this field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,6 +328,37 @@ pub struct ShardedIo {
     pub global_shape: Vec<u64>,
     /// The sharding in `ir::sharding`'s text form (`[{dp}, {}]`).
     pub sharding: String,
+}
+
+/// A generated kernel's ABI: its symbol and what each pointer of its argument array points to
+/// (inputs, then outputs). Kernels are specialized to their operands' shapes, so the shapes are
+/// part of the signature: a kernel called on a smaller buffer would read or write past it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelSignature {
+    pub symbol: String,
+    pub inputs: Vec<KernelOperand>,
+    pub outputs: Vec<KernelOperand>,
+}
+
+/// One argument of a kernel: the storage and shape of the buffer it must be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelOperand {
+    pub storage: Storage,
+    pub shape: Vec<u64>,
+}
+
+/// The text of the signature table a CPU `kernels.so` exports as [`KERNEL_SIGNATURES_SYMBOL`]:
+/// one line per kernel, `symbol(f32[2,3],i64[])->(f32[2,3])`. The loader compares it byte for
+/// byte with the table of the program's signatures, so a foreign or mismatched object is refused.
+pub fn signature_table(signatures: &[KernelSignature]) -> String {
+    let list = |operands: &[KernelOperand]| {
+        let spell = |o: &KernelOperand| {
+            let dims: Vec<String> = o.shape.iter().map(u64::to_string).collect();
+            format!("{}[{}]", o.storage.name(), dims.join(","))
+        };
+        operands.iter().map(spell).collect::<Vec<_>>().join(",")
+    };
+    signatures.iter().map(|k| format!("{}({})->({})\n", k.symbol, list(&k.inputs), list(&k.outputs))).collect()
 }
 
 /// What a CUDA executor needs beyond the target-independent [`Program`]: the device runs the
@@ -452,6 +506,22 @@ mod tests {
         assert_eq!(encode(&b), vec![1, 0, 1]);
         assert_eq!(decode(&[1, 0, 1], Storage::U8, DType::Bool, &[3]), Some(b));
         assert_eq!(decode(&[1, 0], Storage::U8, DType::Bool, &[3]), None);
+    }
+
+    #[test]
+    fn signature_table_lists_each_kernel_on_a_line() {
+        let operand = |storage, shape: &[u64]| KernelOperand { storage, shape: shape.to_vec() };
+        let signatures = [
+            KernelSignature {
+                symbol: "k0".into(),
+                inputs: vec![operand(Storage::F32, &[2, 3]), operand(Storage::I64, &[])],
+                outputs: vec![operand(Storage::F32, &[2, 3])],
+            },
+            KernelSignature { symbol: "k1".into(), inputs: vec![], outputs: vec![operand(Storage::U8, &[4])] },
+        ];
+        assert_eq!(signature_table(&signatures), "k0(f32[2,3],i64[])->(f32[2,3])\nk1()->(u8[4])\n");
+        let json = serde_json::to_string(&signatures[1]).expect("json");
+        assert_eq!(json, r#"{"symbol":"k1","inputs":[],"outputs":[{"storage":"u8","shape":[4]}]}"#);
     }
 
     #[test]

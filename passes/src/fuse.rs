@@ -197,6 +197,7 @@ pub fn fuse(g: &mut Graph, config: &FusionConfig<'_>) -> Result<FusionReport, Pa
         let counts = members.iter().map(|m| comm_before[m.index()]);
         counts.clone().min() == counts.max()
     };
+    let uses = Uses::of(g);
     // group_of[node] = index into `groups`; merged-away groups become empty.
     let mut group_of: Vec<Option<usize>> = vec![None; n];
     let mut groups: Vec<Vec<NodeId>> = Vec::new();
@@ -216,7 +217,7 @@ pub fn fuse(g: &mut Graph, config: &FusionConfig<'_>) -> Result<FusionReport, Pa
                 &mut stamp,
                 generation,
             )
-            || !can_compile(g, &members, config)
+            || !can_compile(g, &uses, &members, config)
         {
             continue;
         }
@@ -230,7 +231,7 @@ pub fn fuse(g: &mut Graph, config: &FusionConfig<'_>) -> Result<FusionReport, Pa
         if group_of[id.index()].is_some() {
             continue;
         }
-        if !may_fuse(&node.op) || !can_compile(g, &[id], config) {
+        if !may_fuse(&node.op) || !can_compile(g, &uses, &[id], config) {
             continue;
         }
         groups.push(vec![id]);
@@ -252,7 +253,7 @@ pub fn fuse(g: &mut Graph, config: &FusionConfig<'_>) -> Result<FusionReport, Pa
             }
             generation += 1;
             let context = Context { producer: &producer, group_of: &group_of, groups: &groups };
-            if !is_convex(g, &union, &context, &mut stamp, generation) || !can_compile(g, &union, config) {
+            if !is_convex(g, &union, &context, &mut stamp, generation) || !can_compile(g, &uses, &union, config) {
                 continue;
             }
             for m in &union {
@@ -295,8 +296,8 @@ pub fn fuse(g: &mut Graph, config: &FusionConfig<'_>) -> Result<FusionReport, Pa
     Ok(report)
 }
 
-fn can_compile(g: &Graph, members: &[NodeId], config: &FusionConfig<'_>) -> bool {
-    extract_kernel(g, members, "candidate").is_ok_and(|k| (config.can_compile)(&k.graph))
+fn can_compile(g: &Graph, uses: &Uses, members: &[NodeId], config: &FusionConfig<'_>) -> bool {
+    extract_kernel_using(g, uses, members, "candidate").is_ok_and(|k| (config.can_compile)(&k.graph))
 }
 
 fn group_kind(g: &Graph, members: &[NodeId]) -> FusionKind {
@@ -440,6 +441,42 @@ pub enum ExtractError {
 /// Turns `members` (in program order) into a self-contained kernel graph named `name`. Values
 /// keep their names; the operands become inputs with the activation role.
 pub fn extract_kernel(g: &Graph, members: &[NodeId], name: &str) -> Result<KernelGraph, ExtractError> {
+    extract_kernel_using(g, &Uses::of(g), members, name)
+}
+
+/// Who reads each value of a graph: what [`extract_kernel_using`] needs to find a group's
+/// outputs without scanning the whole graph per group (which made fusion quadratic).
+pub struct Uses {
+    /// Per value, the nodes that read it (a node once per operand that reads it).
+    consumers: Vec<Vec<NodeId>>,
+    /// Per value, whether the graph returns it.
+    returned: Vec<bool>,
+}
+
+impl Uses {
+    pub fn of(g: &Graph) -> Uses {
+        let mut consumers = vec![Vec::new(); g.num_values()];
+        for (id, node) in g.nodes() {
+            for v in &node.inputs {
+                consumers[v.index()].push(id);
+            }
+        }
+        let mut returned = vec![false; g.num_values()];
+        for v in g.outputs() {
+            returned[v.index()] = true;
+        }
+        Uses { consumers, returned }
+    }
+}
+
+/// [`extract_kernel`] with the graph's [`Uses`] computed once by the caller: linear in the
+/// members and the uses of their results, not in the graph.
+pub fn extract_kernel_using(
+    g: &Graph,
+    uses: &Uses,
+    members: &[NodeId],
+    name: &str,
+) -> Result<KernelGraph, ExtractError> {
     if members.is_empty() {
         return Err(ExtractError::Empty);
     }
@@ -457,17 +494,8 @@ pub fn extract_kernel(g: &Graph, members: &[NodeId], name: &str) -> Result<Kerne
             }
         }
     }
-    let mut used_outside = vec![false; g.num_values()];
-    for (id, node) in g.nodes() {
-        if !inside.contains(&id) {
-            for v in &node.inputs {
-                used_outside[v.index()] = true;
-            }
-        }
-    }
-    for v in g.outputs() {
-        used_outside[v.index()] = true;
-    }
+    let used_outside =
+        |v: ValueId| uses.returned[v.index()] || uses.consumers[v.index()].iter().any(|c| !inside.contains(c));
     let mut outputs = Vec::new();
     for m in members {
         let node = g.node(*m);
@@ -476,7 +504,7 @@ pub fn extract_kernel(g: &Graph, members: &[NodeId], name: &str) -> Result<Kerne
         let new_node = kernel.add_node_unchecked(node.op.clone(), operands, results);
         for (&old, &new) in node.outputs.iter().zip(&kernel.node(new_node).outputs.clone()) {
             map.insert(old, new);
-            if used_outside[old.index()] {
+            if used_outside(old) {
                 outputs.push(old);
             }
         }

@@ -54,6 +54,10 @@ struct RunArgs {
     /// from another before failing.
     #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
     comm_timeout: f64,
+    /// For a compiled artifact: refuse it unless its manifest.json has this SHA-256 (hex). The
+    /// manifest lists every other file's SHA-256, so this pins the whole artifact.
+    #[arg(long, value_name = "HEX")]
+    expect_sha256: Option<String>,
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -68,6 +72,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         timing: args.timing,
         profile: args.profile,
         comm_timeout: Duration::from_secs_f64(args.comm_timeout),
+        expect_manifest_sha256: args.expect_sha256,
     };
     run_artifact(&args.artifact, &config)?.print();
     Ok(())

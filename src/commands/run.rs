@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// from another before failing.
     #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
     pub comm_timeout: f64,
+    /// For a compiled artifact: refuse it unless its manifest.json has this SHA-256 (hex). The
+    /// manifest lists every other file's SHA-256, so this pins the whole artifact.
+    #[arg(long, value_name = "HEX")]
+    pub expect_sha256: Option<String>,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -51,6 +55,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         let config = artifact_config(&args)?;
         run_artifact(&args.model, &config)?.print();
         return Ok(());
+    }
+    if args.expect_sha256.is_some() {
+        bail!("--expect-sha256 checks a compiled artifact's manifest (a directory written by `tessera compile`)");
     }
     if args.profile {
         bail!("--profile profiles compiled artifacts (a directory written by `tessera compile`); use --timing for a model");
@@ -94,6 +101,7 @@ fn artifact_config(args: &RunArgs) -> Result<RunConfig> {
         timing: args.timing,
         profile: args.profile,
         comm_timeout: Duration::from_secs_f64(args.comm_timeout),
+        expect_manifest_sha256: args.expect_sha256.clone(),
     })
 }
 

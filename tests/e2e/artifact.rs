@@ -184,11 +184,11 @@ fn damaged_artifacts_are_refused_with_the_reason() {
 
     let old = copy("old");
     let manifest = std::fs::read_to_string(old.join("manifest.json")).expect("read");
-    std::fs::write(old.join("manifest.json"), manifest.replace("\"format_version\": 1", "\"format_version\": 99"))
+    std::fs::write(old.join("manifest.json"), manifest.replace("\"format_version\": 2", "\"format_version\": 99"))
         .expect("write");
     let out = run("old");
     assert!(
-        out.stderr.contains("artifact format version 99, but this tessera reads version 1; recompile"),
+        out.stderr.contains("artifact format version 99, but this tessera reads version 2; recompile"),
         "{}",
         out.stderr
     );
@@ -209,6 +209,7 @@ fn damaged_artifacts_are_refused_with_the_reason() {
 #[test]
 fn tampered_programs_with_recomputed_hashes_are_refused_before_anything_runs() {
     use tessera_ir::artifact::{Location, Program, Step};
+    use tessera_ir::budget::human_bytes;
     let tmp = tempfile::tempdir().expect("tempdir");
     let cwd = tmp.path();
     let spec = "gpt:layers=1,hidden=32,heads=2,seq=16,vocab=100,dtype=f32,dropout=0";
@@ -281,7 +282,76 @@ fn tampered_programs_with_recomputed_hashes_are_refused_before_anything_runs() {
         }
     });
     assert!(e.contains("writes memory it also reads or writes elsewhere"), "{e}");
+    // A kernel step whose buffers are not what its kernel was compiled for: the recorded
+    // signature of its first kernel says a longer first input than the step passes.
+    let (step, symbol) = (kernels[0].0, kernels[0].1.clone());
+    let e = tamper("signature-shape", &|p| p.kernel_signatures[0].inputs[0].shape.push(7));
+    assert!(e.contains(&format!("step {step}: argument 0 of kernel {symbol} is buffer")), "{e}");
+    let e = tamper("no-signature", &|p| p.kernel_signatures.clear());
+    assert!(e.contains(&format!("step {step}: kernel {symbol} has no signature")), "{e}");
+    // An arena of a petabyte (every buffer still inside it) is refused before it is allocated.
+    let e = tamper("huge-arena", &|p| p.arena_bytes = 1 << 50);
+    assert!(e.contains("the program's arena needs 1.0 PiB, more than the memory limit of"), "{e}");
+    assert!(e.contains("(raise it with --max-memory)"), "{e}");
+    let out = tessera(cwd, &["--max-memory", "4K", "run", "good", "--random-inputs", "1", "-o", "out"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let want = format!("good/rank0/program.json: the program's arena needs {}", human_bytes(good.arena_bytes));
+    assert!(out.stderr.contains(&want) && out.stderr.contains("the memory limit of 4.0 KiB"), "{}", out.stderr);
     assert!(!cwd.join("out").exists(), "a refused artifact wrote outputs");
+}
+
+/// A foreign `kernels.so` under recomputed hashes is refused from its bytes, before it is mapped:
+/// one whose constructor would leave a marker file (it never runs), and another model's kernels
+/// (same symbols, other shapes), whose signature table differs from the program's.
+#[test]
+fn foreign_kernel_objects_are_refused_before_they_are_mapped() {
+    use tessera_ir::artifact::{Manifest, Program};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tmp.path();
+    let spec = "gpt:layers=1,hidden=32,heads=2,seq=16,vocab=100,dtype=f32,dropout=0";
+    let other = "gpt:layers=1,hidden=64,heads=2,seq=16,vocab=100,dtype=f32,dropout=0";
+    assert_eq!(tessera(cwd, &["compile", spec, "-o", "good"]).code, 0);
+    assert_eq!(tessera(cwd, &["compile", other, "-o", "other"]).code, 0);
+    let marker = cwd.join("constructor-ran");
+    let source = cwd.join("hostile.c");
+    let c = format!(
+        "#include <stdio.h>\n__attribute__((constructor)) static void hostile(void) {{ fclose(fopen(\"{}\", \"w\")); }}\n",
+        marker.display()
+    );
+    std::fs::write(&source, c).expect("write");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(cwd.join("hostile.so"))
+        .arg(&source)
+        .status()
+        .expect("cc");
+    assert!(built.success());
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(cwd.join("good/manifest.json")).expect("read")).expect("manifest");
+    let program: Program =
+        serde_json::from_slice(&std::fs::read(cwd.join("good/rank0/program.json")).expect("read")).expect("program");
+    let swap = |name: &str, object: &Path| {
+        let dir = cwd.join(name);
+        std::fs::create_dir_all(dir.join("rank0")).expect("mkdir");
+        for (rel, bytes) in all_files(&cwd.join("good")) {
+            std::fs::write(dir.join(rel), bytes).expect("copy");
+        }
+        std::fs::copy(object, dir.join("rank0/kernels.so")).expect("swap");
+        crate::support::write_rehashed(&dir, &program, &manifest);
+        let out = tessera(cwd, &["run", name, "--random-inputs", "1", "-o", "out"]);
+        assert_eq!(out.code, 1, "{name} ran: {}", out.stderr);
+        assert!(out.stderr.contains(&format!("{name}/rank0/kernels.so: cannot load kernels")), "{}", out.stderr);
+        out.stderr
+    };
+    let e = swap("constructor", &cwd.join("hostile.so"));
+    assert!(e.contains("exports no tessera_kernel_signatures table"), "{e}");
+    assert!(!marker.exists(), "the foreign object's constructor ran");
+    let e = swap("other-model", &cwd.join("other/rank0/kernels.so"));
+    assert!(e.contains("its kernel signatures differ from the program's"), "{e}");
+    assert!(e.contains("f32[1,16,64]") || e.contains(",64]"), "the foreign shapes are shown: {e}");
+    assert!(!cwd.join("out").exists(), "a refused artifact wrote outputs");
+    // The good artifact, loaded in-process, passes the same check.
+    load(&cwd.join("good")).expect("the compiler's own object has the program's signatures");
 }
 
 /// Named tensors fed to an executor.

@@ -206,3 +206,48 @@ fn under_mpirun_each_process_runs_its_ranks_program_and_rank_0_writes() {
     assert!(damaged.stderr.contains("rank1/weights.bin: corrupted: SHA-256"), "{}", damaged.stderr);
     assert!(!damaged.stderr.contains("rank0/"), "{}", damaged.stderr);
 }
+
+/// `--expect-sha256` pins an artifact for a deployment: both binaries run it when its manifest
+/// has that SHA-256 and refuse it, before loading anything, when the manifest was changed (here
+/// rewritten with every file's hash recomputed, which the integrity check alone accepts) or the
+/// expectation is not a SHA-256.
+#[test]
+fn expect_sha256_pins_the_manifest_in_both_binaries() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tmp.path();
+    assert_eq!(tessera(cwd, &["compile", &example("mlp.mlir"), "--dim", "batch=2", "-o", "art"]).code, 0);
+    let manifest_bytes = std::fs::read(cwd.join("art/manifest.json")).expect("manifest");
+    let good = tessera_ir::artifact::sha256_hex(&manifest_bytes);
+    let upper = good.to_ascii_uppercase();
+    for (binary, run) in [("tessera", tessera as fn(&Path, &[&str]) -> Outcome), ("tessera-rt", tessera_rt)] {
+        let out = run(cwd, &["run", "art", "--random-inputs", "1", "--expect-sha256", &upper, "-o", "out-ok"]);
+        assert_eq!(out.code, 0, "{binary}: {}", out.stderr);
+        let out = run(cwd, &["run", "art", "--random-inputs", "1", "--expect-sha256", "abc", "-o", "out-bad"]);
+        assert_eq!(out.code, 1, "{binary}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("--expect-sha256 'abc' is not a SHA-256 (64 hexadecimal digits)"),
+            "{}",
+            out.stderr
+        );
+    }
+    // The same artifact with its manifest rewritten (another tool version) and rehashed.
+    let manifest: tessera_ir::artifact::Manifest = serde_json::from_slice(&manifest_bytes).expect("parse");
+    let program: tessera_ir::artifact::Program =
+        serde_json::from_slice(&std::fs::read(cwd.join("art/rank0/program.json")).expect("program")).expect("parse");
+    let changed = tessera_ir::artifact::Manifest { tessera_version: "9.9.9".into(), ..manifest };
+    crate::support::write_rehashed(&cwd.join("art"), &program, &changed);
+    let found = tessera_ir::artifact::sha256_hex(&std::fs::read(cwd.join("art/manifest.json")).expect("manifest"));
+    for (binary, run) in [("tessera", tessera as fn(&Path, &[&str]) -> Outcome), ("tessera-rt", tessera_rt)] {
+        let out = run(cwd, &["run", "art", "--random-inputs", "1", "--expect-sha256", &good, "-o", "out-changed"]);
+        assert_eq!(out.code, 1, "{binary}: {}", out.stderr);
+        let want = format!("manifest.json: SHA-256 {found} is not the expected {good} (--expect-sha256)");
+        assert!(out.stderr.contains(&want), "{binary}: {}", out.stderr);
+        // Without the expectation the rehashed artifact is accepted: the pin is what refused it.
+        let out = run(cwd, &["run", "art", "--random-inputs", "1", "-o", "out-unpinned"]);
+        assert_eq!(out.code, 0, "{binary}: {}", out.stderr);
+    }
+    assert!(!cwd.join("out-bad").exists() && !cwd.join("out-changed").exists());
+    let out = tessera(cwd, &["run", &example("mlp.mlir"), "--expect-sha256", &good, "-o", "o"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("--expect-sha256 checks a compiled artifact's manifest"), "{}", out.stderr);
+}

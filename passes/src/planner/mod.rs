@@ -117,9 +117,21 @@ impl PlanError {
 /// The planner's limits on its numeric inputs, `(what, limit)`, checked before the search:
 /// the search enumerates divisors of the GPU count and of the per-replica batch, and
 /// interleaving divides the layers, so unbounded values take minutes and gigabytes. Each
-/// limit is far above any real job (16M sequences or tokens, a million GPUs, 1024 layers); the
-/// search grows faster than linearly in the layers (a debug build plans 96 layers in 0.3 s,
-/// 1024 in 9 s, 4096 in over a minute).
+/// limit is far above any real job (16M sequences or tokens, a million GPUs, 1024 layers).
+///
+/// Why the layer limit stays (issue 17; numbers in BENCHMARKS.md, "Planner search cost and the
+/// layer limit"): the search space barely grows with the layers and the block profiles not at
+/// all, but the work per configuration does. Without per-stage programs,
+/// [`crate::cost::step::estimate`] expands the workload's run-length layer list into one entry
+/// per layer, weighs each and assigns each to its pipeline chunk: O(layers) for every one of the
+/// tens of thousands of configurations. And the chunks come from the shard pass's exact
+/// balancer ([`crate::shard::stages::balance`]), a dynamic program over `pp * v` chunks and the
+/// layers with a binary search per cell, O(pp·v · layers · log layers) per distinct block
+/// shape and chunk count (cached, but chunk counts reach the layer count). Planning a uniform
+/// stack in time independent of its depth means balancing runs of identical layers in closed
+/// form and pricing stages per run, not per layer; the exact balancer is kept because its
+/// tie-breaking decides the chosen plans (the planner's baselines are byte-for-byte), so that
+/// replacement needs a proof that it cuts where the dynamic program does.
 pub const LIMITS: [(&str, u64); 4] = [
     ("--global-batch", 1 << 24),
     ("the sequence length", 1 << 24),

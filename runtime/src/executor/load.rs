@@ -3,7 +3,8 @@
 use super::ArtifactError;
 use std::path::{Path, PathBuf};
 use tessera_ir::artifact::{
-    sha256_hex, GpuProgram, LibraryCall, Location, Manifest, Program, Step, ALIGNMENT, FORMAT_VERSION, MANIFEST_FILE,
+    sha256_hex, signature_table, GpuProgram, KernelSignature, LibraryCall, Location, Manifest, Program, Step,
+    ALIGNMENT, FORMAT_VERSION, KERNEL_SIGNATURES_SYMBOL, MANIFEST_FILE,
 };
 
 /// A loaded, checked artifact: the manifest and one rank's program (rank 0 unless loaded with
@@ -50,37 +51,81 @@ pub fn load(dir: &Path) -> Result<Artifact, ArtifactError> {
 
 /// Reads and parses `dir/manifest.json` after checking its format version (no file checks).
 pub fn read_manifest(dir: &Path) -> Result<Manifest, ArtifactError> {
+    read_manifest_expecting(dir, None)
+}
+
+/// [`read_manifest`], refusing a manifest whose SHA-256 is not `expected` (hex, either case)
+/// when one is given, before parsing it.
+pub fn read_manifest_expecting(dir: &Path, expected: Option<&str>) -> Result<Manifest, ArtifactError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     if !manifest_path.is_file() {
         return Err(ArtifactError::NotAnArtifact { dir: dir.to_path_buf() });
     }
     let bytes = read(&manifest_path)?;
-    // The version first, so an artifact of another format says so rather than "malformed".
-    let version = serde_json::from_slice::<FormatVersion>(&bytes)
-        .map_err(|e| ArtifactError::Malformed { path: manifest_path.clone(), message: e.to_string() })?
-        .format_version;
+    if let Some(expected) = expected {
+        check_expected_sha256(&bytes, expected, &manifest_path)?;
+    }
+    parse_manifest(&bytes, &manifest_path)
+}
+
+/// The manifest's bytes against the SHA-256 a deployment expects (`--expect-sha256`).
+fn check_expected_sha256(bytes: &[u8], expected: &str, path: &Path) -> Result<(), ArtifactError> {
+    let expected = expected.trim().to_ascii_lowercase();
+    if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let shown = tessera_ir::quote::clip(&expected).into_owned();
+        return Err(ArtifactError::ExpectedHash { expected: shown });
+    }
+    let found = sha256_hex(bytes);
+    if found != expected {
+        return Err(ArtifactError::ManifestHash { path: path.to_path_buf(), found, expected });
+    }
+    Ok(())
+}
+
+/// Parses the bytes of a `manifest.json` (`path` is for messages): the format version first, so
+/// an artifact of another format says so rather than "malformed", then the rest.
+pub fn parse_manifest(bytes: &[u8], path: &Path) -> Result<Manifest, ArtifactError> {
+    let malformed =
+        |e: serde_json::Error| ArtifactError::Malformed { path: path.to_path_buf(), message: e.to_string() };
+    let version = serde_json::from_slice::<FormatVersion>(bytes).map_err(malformed)?.format_version;
     match version {
         Some(v) if v == u64::from(FORMAT_VERSION) => {}
         Some(v) => {
             return Err(ArtifactError::FormatVersion {
-                path: manifest_path,
+                path: path.to_path_buf(),
                 found: u32::try_from(v).unwrap_or(u32::MAX),
                 expected: FORMAT_VERSION,
             })
         }
         None => {
             let message = "no format_version".to_string();
-            return Err(ArtifactError::Malformed { path: manifest_path, message });
+            return Err(ArtifactError::Malformed { path: path.to_path_buf(), message });
         }
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ArtifactError::Malformed { path: manifest_path.clone(), message: e.to_string() })
+    serde_json::from_slice(bytes).map_err(malformed)
+}
+
+/// Parses the bytes of a rank's `program.json` (`path` is for messages) and checks it against
+/// its own invariants and a weights image of `weights_bytes` bytes: what [`load_rank`] does once
+/// the files' checksums match (the artifact fuzz target drives it directly).
+pub fn parse_program(bytes: &[u8], weights_bytes: u64, path: &Path) -> Result<Program, ArtifactError> {
+    let program: Program = serde_json::from_slice(bytes)
+        .map_err(|e| ArtifactError::Malformed { path: path.to_path_buf(), message: e.to_string() })?;
+    check_program(&program, weights_bytes)
+        .map_err(|message| ArtifactError::InvalidProgram { path: path.to_path_buf(), message })?;
+    Ok(program)
 }
 
 /// [`load`] for the program of rank `rank` (the manifest's entry at that index, which must say
 /// it is that rank): its files' SHA-256 and its consistency are checked, other ranks' are not.
 pub fn load_rank(dir: &Path, rank: usize) -> Result<Artifact, ArtifactError> {
-    let manifest = read_manifest(dir)?;
+    load_rank_expecting(dir, rank, None)
+}
+
+/// [`load_rank`] of an artifact whose `manifest.json` must have the SHA-256 `expected` (when
+/// given): checked on the bytes that are then parsed, before any other file is read.
+pub fn load_rank_expecting(dir: &Path, rank: usize, expected: Option<&str>) -> Result<Artifact, ArtifactError> {
+    let manifest = read_manifest_expecting(dir, expected)?;
     let manifest_path = dir.join(MANIFEST_FILE);
     let Some(entry) = manifest.ranks.get(rank) else {
         let message = match manifest.ranks.len() {
@@ -117,9 +162,15 @@ pub fn load_rank(dir: &Path, rank: usize) -> Result<Artifact, ArtifactError> {
     let rank_dir = program_path.parent().map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
     let rank_prefix = rank.program.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
     let weights = take(&format!("{rank_prefix}{}", program.weights_file), &mut contents)?;
+    let mut kernels_object = None;
     if let Some(kernels) = &program.kernels_file {
-        // Checked above; the executor maps it from disk.
-        take(&format!("{rank_prefix}{kernels}"), &mut contents)?;
+        // Checked above; the executor maps it from disk, after its signature table is
+        // compared with the program's (dlopen runs an object's initializers: a foreign object
+        // is refused from its bytes).
+        kernels_object = Some((
+            inside(&rank_dir, kernels, &manifest_path)?,
+            take(&format!("{rank_prefix}{kernels}"), &mut contents)?,
+        ));
     }
     if let Some(gpu) = &program.gpu {
         // Checked above; the CUDA executor reads them from disk. A path may not leave the
@@ -137,7 +188,76 @@ pub fn load_rank(dir: &Path, rank: usize) -> Result<Artifact, ArtifactError> {
     }
     check_program(&program, weights.len() as u64)
         .map_err(|message| ArtifactError::InvalidProgram { path: program_path.clone(), message })?;
+    if program.target == "cpu" {
+        // The CPU executor allocates the arena on the host when it binds: a size from the file
+        // is checked against the memory budget before any memory or code is mapped.
+        let limit = tessera_ir::budget::max_memory();
+        if program.arena_bytes > limit {
+            return Err(ArtifactError::ArenaBudget { path: program_path, bytes: program.arena_bytes, limit });
+        }
+    }
+    if let (Some((path, object)), "cpu") = (kernels_object, program.target.as_str()) {
+        check_kernel_table(&object, &program.kernel_signatures)
+            .map_err(|message| ArtifactError::Kernels { path, message })?;
+    }
     Ok(Artifact { dir: dir.to_path_buf(), manifest, program, rank_dir, weights })
+}
+
+/// The signature table a CPU kernels object exports against the one the program's signatures
+/// give (see [`tessera_ir::artifact::signature_table`]): equal, byte for byte.
+pub fn check_kernel_table(object: &[u8], signatures: &[KernelSignature]) -> Result<(), String> {
+    let exported = super::elf::exported_symbol_bytes(object, KERNEL_SIGNATURES_SYMBOL)?
+        .ok_or_else(|| format!("exports no {KERNEL_SIGNATURES_SYMBOL} table: not compiled by this tessera"))?;
+    let expected = signature_table(signatures);
+    if exported != expected.as_bytes() {
+        let exported = String::from_utf8_lossy(exported);
+        return Err(format!(
+            "its kernel signatures differ from the program's (it exports {:?}, the program expects {:?})",
+            tessera_ir::quote::clip(&exported),
+            tessera_ir::quote::clip(&expected)
+        ));
+    }
+    Ok(())
+}
+
+/// Every kernel step against the signature of its symbol: one signature per symbol, and the
+/// step's inputs and outputs as many as the kernel's arguments, each a buffer of the storage and
+/// shape the kernel was compiled for (a kernel indexes its argument array and each buffer
+/// blindly).
+fn check_kernel_signatures(p: &Program) -> Result<(), String> {
+    let mut by_symbol = std::collections::HashMap::new();
+    for k in &p.kernel_signatures {
+        if by_symbol.insert(k.symbol.as_str(), k).is_some() {
+            return Err(format!("kernel {} has two signatures", k.symbol));
+        }
+    }
+    for (s, step) in p.steps.iter().enumerate() {
+        let Step::Kernel { symbol, inputs, outputs } = step else { continue };
+        let k = by_symbol.get(symbol.as_str()).ok_or_else(|| format!("step {s}: kernel {symbol} has no signature"))?;
+        if (inputs.len(), outputs.len()) != (k.inputs.len(), k.outputs.len()) {
+            return Err(format!(
+                "step {s} calls kernel {symbol} with {} inputs and {} outputs, its signature has {} and {}",
+                inputs.len(),
+                outputs.len(),
+                k.inputs.len(),
+                k.outputs.len()
+            ));
+        }
+        let operands = inputs.iter().chain(outputs).zip(k.inputs.iter().chain(&k.outputs));
+        for (i, (&b, wanted)) in operands.enumerate() {
+            let found = &p.buffers[b as usize];
+            if found.storage != wanted.storage || found.shape != wanted.shape {
+                return Err(format!(
+                    "step {s}: argument {i} of kernel {symbol} is buffer {b} ({} {:?}), the kernel takes {} {:?}",
+                    found.storage.name(),
+                    found.shape,
+                    wanted.storage.name(),
+                    wanted.shape
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Byte range of a buffer in its region, checked against the region's size and alignment.
@@ -232,6 +352,7 @@ fn check_program(p: &Program, weights_bytes: u64) -> Result<(), String> {
             return Err(format!("step {s} has {n_in} inputs and {n_out} outputs, wrong for its kind"));
         }
     }
+    check_kernel_signatures(p)?;
     check_bindings(p)?;
     if let Some(gpu) = &p.gpu {
         check_gpu(p, gpu)?;

@@ -58,6 +58,7 @@
 pub mod conv;
 pub mod cpu;
 pub mod cuda;
+pub mod elf;
 pub mod library;
 pub mod load;
 pub mod profile;
@@ -113,8 +114,18 @@ pub enum ArtifactError {
     FormatVersion { path: PathBuf, found: u32, expected: u32 },
     #[error("{path}: listed in the manifest but missing")]
     MissingFile { path: PathBuf },
+    #[error("{path}: SHA-256 {found} is not the expected {expected} (--expect-sha256); refusing to load the artifact")]
+    ManifestHash { path: PathBuf, found: String, expected: String },
+    #[error("--expect-sha256 '{expected}' is not a SHA-256 (64 hexadecimal digits)")]
+    ExpectedHash { expected: String },
     #[error("{path}: corrupted: SHA-256 {found} differs from the manifest's {expected}")]
     HashMismatch { path: PathBuf, found: String, expected: String },
+    #[error(
+        "{path}: the program's arena needs {}, more than the memory limit of {} (raise it with --max-memory)",
+        tessera_ir::budget::human_bytes(*bytes),
+        tessera_ir::budget::human_bytes(*limit)
+    )]
+    ArenaBudget { path: PathBuf, bytes: u64, limit: u64 },
     #[error("{path}: invalid program: {message}")]
     InvalidProgram { path: PathBuf, message: String },
     #[error("artifact target {target} cannot run here: {message}")]

@@ -13,7 +13,7 @@
 //! 0 for one device, the first rank of the last pipeline stage for a mesh); rank 0 reports
 //! timings.
 
-use super::load::{load_rank, read_manifest};
+use super::load::{load_rank_expecting, read_manifest_expecting};
 use super::profile::Profile;
 use super::{cpu, cuda, ArtifactError, Feed};
 use crate::feeds::{random_inputs, read_feeds, write_feeds, FeedError};
@@ -47,6 +47,10 @@ pub struct RunConfig {
     pub profile: bool,
     /// How long a rank waits for a message from another before failing (MPI launches).
     pub comm_timeout: Duration,
+    /// The SHA-256 (hex) that `manifest.json` must have (`--expect-sha256`): the manifest
+    /// lists every other file's SHA-256, so this pins the whole artifact before any of it is
+    /// loaded, for a deployment that knows which artifact it shipped.
+    pub expect_manifest_sha256: Option<String>,
 }
 
 /// What a run produced: the files rank 0 wrote and its report for standard error.
@@ -92,7 +96,8 @@ pub enum RunError {
 /// Loads the artifact in `dir` (this process's rank of it), feeds it, runs it `config.repeat`
 /// times and, on rank 0, writes the outputs; see the module documentation.
 pub fn run_artifact(dir: &Path, config: &RunConfig) -> Result<RunReport, RunError> {
-    let manifest = read_manifest(dir)?;
+    let expected = config.expect_manifest_sha256.as_deref();
+    let manifest = read_manifest_expecting(dir, expected)?;
     let ranks = manifest.ranks.len();
     if ranks == 0 {
         let message = "no ranks".to_string();
@@ -111,7 +116,7 @@ pub fn run_artifact(dir: &Path, config: &RunConfig) -> Result<RunReport, RunErro
     // Kept until the run ends: dropping the last reference finalizes MPI.
     let communicator = if world > 1 { Some(Arc::new(MpiCommunicator::init(config.comm_timeout)?)) } else { None };
     let rank = communicator.as_ref().map_or(0, |c| c.rank());
-    let artifact = load_rank(dir, rank)?;
+    let artifact = load_rank_expecting(dir, rank, expected)?;
     let target = artifact.program.target.clone();
     let cuda = target.starts_with("cuda");
     if cuda {
