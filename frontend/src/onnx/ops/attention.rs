@@ -157,7 +157,7 @@ fn attention(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         None => dtype,
     };
     let scores = imp.cast(scores, precision)?;
-    let mut probs = super::normalization::softmax_of(imp, scores, -1)?;
+    let mut probs = imp.add(Op::Softmax { axis: -1 }, &[scores])?;
     if let Some(b) = bias {
         // Rows with no attendable key (decided on the bias, not on possibly-NaN scores) give 0.
         let row_max = imp.add(Op::Reduce { kind: ReduceKind::Max, axes: vec![-1], keepdims: true }, &[b])?;

@@ -7,7 +7,6 @@
 
 use super::{axis_of, invalid, one, unsupported, BuildResult, Registry};
 use crate::onnx::import::{Importer, NodeCx, Slot};
-use tessera_ir::dtype::DType;
 use tessera_ir::graph::ValueId;
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use tessera_ir::ops::reduce::ReduceKind;
@@ -76,24 +75,8 @@ fn unrows(imp: &mut Importer, y: ValueId, dims: Option<Vec<Dim>>) -> BuildResult
 fn softmax(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let x = float_value(imp, cx, 0)?;
     let (x, axis, dims) = rows(imp, cx, x)?;
-    let y = softmax_of(imp, x, axis)?;
+    let y = imp.add(Op::Softmax { axis }, &[x])?;
     unrows(imp, y, dims)
-}
-
-/// Softmax along `axis` with ONNX's rounding: Softmax-13 is defined by its function body,
-/// `exp(x - max(x)) / sum(exp(x - max(x)))`, each step an op of its own and so rounded to T.
-/// In f32 and f64 that rounding is far below the tolerances and the one tsr.softmax op (the
-/// exact quotient rounded once) stands for it; in f16 and bf16 the two differ by an ulp in a
-/// few values (2 of 192 in test_attention_4d_causal_fp16), so the steps are ops of their own.
-pub(super) fn softmax_of(imp: &mut Importer, x: ValueId, axis: i64) -> BuildResult<ValueId> {
-    if !matches!(imp.ty(x).dtype, DType::F16 | DType::BF16) {
-        return imp.add(Op::Softmax { axis }, &[x]);
-    }
-    let m = reduce(imp, ReduceKind::Max, x, vec![axis])?;
-    let shifted = imp.binary(BinaryOp::Sub, x, m)?;
-    let e = imp.unary(UnaryOp::Exp, shifted)?;
-    let sum = reduce(imp, ReduceKind::Sum, e, vec![axis])?;
-    imp.binary(BinaryOp::Div, e, sum)
 }
 
 /// `s - log(sum(exp(s)))` with `s = x - max(x)` along `axis`.
