@@ -97,6 +97,45 @@ fn gemm_softmax_and_layer_norm() {
     assert_close(&out[2], DType::F32, &[1, 4], &expected, 1e-5);
 }
 
+/// Celu in bf16 is its formula rounded once (onnx's reference: `2 * expm1(x / 2)` in f32, then
+/// bf16). Rounding `exp(-0.25)` to bf16 before `- 1`, as a bf16 decomposition would, gives
+/// -0.4453125 for x = -0.5 instead of -0.443359375.
+#[test]
+fn celu_in_bf16_rounds_its_formula_once() {
+    let m = model(
+        vec![node("Celu", "celu", &["x"], &["y"], vec![attr_float("alpha", 2.0)])],
+        vec![value("x", DataType::Bfloat16, &[D::N(5)])],
+        vec![value("y", DataType::Bfloat16, &[D::N(5)])],
+        vec![],
+        17,
+    );
+    let x = tessera_ir::tensor::Tensor::from_f64(DType::BF16, vec![5], vec![-3.0, -0.5, 0.0, 0.5, 3.0]);
+    let y = run(&import(&m), vec![x]);
+    assert_close(&y[0], DType::BF16, &[5], &[-1.5546875, -0.443359375, 0.0, 0.5, 3.0], 0.0);
+}
+
+/// Softmax in f16 is the steps of its Softmax-13 function body, each rounded to f16 (as onnx's
+/// reference and its `_expanded` tests compute it). The one-op softmax, the exact quotient rounded
+/// once, would give [0.7119140625, 0.16357421875, 0.065185546875, 0.0595703125] here.
+#[test]
+fn softmax_in_f16_rounds_each_step_of_its_function_body() {
+    let m = model(
+        vec![node("Softmax", "sm", &["x"], &["y"], vec![attr_int("axis", -1)])],
+        vec![value("x", DataType::Float16, &[D::N(1), D::N(4)])],
+        vec![value("y", DataType::Float16, &[D::N(1), D::N(4)])],
+        vec![],
+        17,
+    );
+    let x = tessera_ir::tensor::Tensor::from_f64(
+        DType::F16,
+        vec![1, 4],
+        vec![2.55078125, 1.080078125, 0.1600341796875, 0.07000732421875],
+    );
+    let y = run(&import(&m), vec![x]);
+    let steps = [0.71142578125, 0.1634521484375, 0.06512451171875, 0.059539794921875];
+    assert_close(&y[0], DType::F16, &[1, 4], &steps, 0.0);
+}
+
 /// A strided convolution over symbolic height and width, then exporter-style shape arithmetic on
 /// its result (`Shape`, `Gather`, `Mul`, `Div`, `Concat`) flattening it: the types are
 /// expressions, the arithmetic folds at import, and the values match at two input sizes.

@@ -392,21 +392,40 @@ fn prelu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     one(imp.select(neg, sx, x)?)
 }
 
-/// `where(x < 0, alpha * (exp(x) - 1), x)`.
-fn elu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+/// The type in which an op defined by one formula (Elu, Selu, Celu) evaluates its steps: f32 for
+/// the narrow floats (f16, bf16, f8), whose result is the formula's value rounded once to T; a
+/// rounding after each step would differ by an ulp or more (`exp(x)` rounded to bf16 before
+/// `- 1` loses the low bits that `expm1` keeps, as onnx's reference and ml_dtypes compute it).
+fn formula_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2 => DType::F32,
+        wide => wide,
+    }
+}
+
+/// Reads input 0 as a float and widens it to [`formula_dtype`]; returns it with the input's type.
+fn formula_input(imp: &mut Importer, cx: &NodeCx) -> BuildResult<(ValueId, DType)> {
     let x = float_input(imp, cx, 0)?;
+    let dtype = imp.ty(x).dtype;
+    Ok((imp.cast(x, formula_dtype(dtype))?, dtype))
+}
+
+/// `where(x < 0, alpha * (exp(x) - 1), x)`, evaluated in [`formula_dtype`].
+fn elu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let (x, dtype) = formula_input(imp, cx)?;
     let alpha = cx.attrs.float("alpha", 1.0)?;
     let zero = imp.scalar(imp.ty(x).dtype, 0.0);
     let neg = imp.compare(CompareOp::Lt, x, zero)?;
     let e = imp.unary(UnaryOp::Exp, x)?;
     let em1 = imp.binary_scalar(BinaryOp::Sub, e, 1.0)?;
     let a = imp.binary_scalar(BinaryOp::Mul, em1, alpha)?;
-    one(imp.select(neg, a, x)?)
+    let y = imp.select(neg, a, x)?;
+    one(imp.cast(y, dtype)?)
 }
 
-/// `gamma * where(x <= 0, alpha * exp(x) - alpha, x)`.
+/// `gamma * where(x <= 0, alpha * exp(x) - alpha, x)`, evaluated in [`formula_dtype`].
 fn selu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
-    let x = float_input(imp, cx, 0)?;
+    let (x, dtype) = formula_input(imp, cx)?;
     let alpha = cx.attrs.float("alpha", 1.673_263_192_176_818_8)?;
     let gamma = cx.attrs.float("gamma", 1.050_701_022_148_132_3)?;
     let zero = imp.scalar(imp.ty(x).dtype, 0.0);
@@ -415,12 +434,13 @@ fn selu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let ae = imp.binary_scalar(BinaryOp::Mul, e, alpha)?;
     let neg_part = imp.binary_scalar(BinaryOp::Sub, ae, alpha)?;
     let inner = imp.select(le, neg_part, x)?;
-    one(imp.binary_scalar(BinaryOp::Mul, inner, gamma)?)
+    let y = imp.binary_scalar(BinaryOp::Mul, inner, gamma)?;
+    one(imp.cast(y, dtype)?)
 }
 
-/// `max(0, x) + min(0, alpha * (exp(x / alpha) - 1))`.
+/// `max(0, x) + min(0, alpha * (exp(x / alpha) - 1))`, evaluated in [`formula_dtype`].
 fn celu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
-    let x = float_input(imp, cx, 0)?;
+    let (x, dtype) = formula_input(imp, cx)?;
     let alpha = cx.attrs.float("alpha", 1.0)?;
     let xa = imp.binary_scalar(BinaryOp::Div, x, alpha)?;
     let e = imp.unary(UnaryOp::Exp, xa)?;
@@ -428,7 +448,8 @@ fn celu(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let a = imp.binary_scalar(BinaryOp::Mul, em1, alpha)?;
     let neg = imp.binary_scalar(BinaryOp::Min, a, 0.0)?;
     let pos = imp.binary_scalar(BinaryOp::Max, x, 0.0)?;
-    one(imp.binary(BinaryOp::Add, pos, neg)?)
+    let y = imp.binary(BinaryOp::Add, pos, neg)?;
+    one(imp.cast(y, dtype)?)
 }
 
 /// `where(x > alpha, x, 0)`.
