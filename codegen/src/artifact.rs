@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use tessera_ir::artifact::{
-    sha256_hex, FileEntry, Manifest, MeshAxis, Program, RankEntry, RankShard, ShardedIo, FIRST_FORMAT_VERSION, FORMAT_VERSION,
-    MANIFEST_FILE,
+    sha256_hex, FileEntry, Manifest, MeshAxis, Program, RankEntry, RankShard, ShardedIo, FIRST_FORMAT_VERSION,
+    FORMAT_VERSION, MANIFEST_FILE,
 };
 use tessera_ir::files::{self, FileError, StagedDir};
 use tessera_ir::graph::Graph;
