@@ -345,7 +345,7 @@ mod tests {
             "constant" => {
                 attrs.push(("value".to_string(), Attr::Dense(Tensor::scalar(tessera_ir::dtype::DType::F32, 1.0))))
             }
-            "softmax" | "concat" | "gather" => attrs.push(("axis".to_string(), Attr::Int(0))),
+            "softmax" | "concat" | "gather" | "iota" => attrs.push(("axis".to_string(), Attr::Int(0))),
             "layer_norm" | "rms_norm" => {
                 attrs.push(("axis".to_string(), Attr::Int(0)));
                 attrs.push(("epsilon".to_string(), Attr::Float(1e-5)));
