@@ -88,8 +88,14 @@ fn a_mesh_artifact_on_the_wrong_number_of_ranks_is_an_error_on_every_rank() {
     compile(dir.path(), &[&example("mlp.mlir"), "--mesh", "tp=2", "-o", "tp2"]);
     let run = mpirun(dir.path(), 3, &["run", "tp2", "--random-inputs", "1", "-o", "out"], &[], Duration::from_secs(60));
     assert_ne!(run.code, Some(0));
-    let message = "the artifact has 2 rank(s) (mesh tp=2) but 3 process(es) were launched: run it with `mpirun -n 2`";
-    assert_eq!(run.stderr.matches(message).count(), 3, "{}", run.stderr);
+    // Every rank refuses before MPI starts, but mpirun kills the remaining ranks once the first
+    // one exits non-zero, so a loaded machine may show fewer than three copies of the refusal;
+    // every error line it shows must be the refusal (as in runtime_only's mpirun test).
+    let refusal = "error: the artifact has 2 rank(s) (mesh tp=2) but 3 process(es) were launched: run it with \
+                   `mpirun -n 2`";
+    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert!(!errors.is_empty() && errors.len() <= 3, "{}", run.stderr);
+    assert!(errors.iter().all(|l| l.starts_with(refusal)), "{}", run.stderr);
     let out = tessera(dir.path(), &["run", "tp2", "--random-inputs", "1", "-o", "out"]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("but this is one process, not launched by mpirun or srun"), "{}", out.stderr);
