@@ -391,9 +391,9 @@ pub fn slice(input: &In, out: &mut Out, starts: &[u64], steps: &[u64]) -> Result
     Ok(())
 }
 
-/// A communication step on the step's buffers: the operand is read into a tensor (as the
-/// interpreter holds it), sent or reduced over `comm`, and the result written back as stored.
-pub fn collective(op: &Collective, comm: &RankComm, inputs: &[In], outs: &mut [Out]) -> Result<(), String> {
+/// A step's operands decoded into tensors of their compute types (as the interpreter holds
+/// them), and its results' types: what the reference semantics and the communicator take.
+fn as_tensors(inputs: &[In], outs: &[Out]) -> Result<(Vec<tessera_ir::tensor::Tensor>, Vec<TensorType>), String> {
     let tensors = inputs
         .iter()
         .map(|x| {
@@ -401,9 +401,15 @@ pub fn collective(op: &Collective, comm: &RankComm, inputs: &[In], outs: &mut [O
             decode(x.bytes, storage, storage.compute_dtype(), &dims(x.desc)).ok_or("input buffer has the wrong size")
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let types = outs.iter().map(|o| TensorType::of_static(o.desc.storage.compute_dtype(), &o.desc.shape)).collect();
+    Ok((tensors, types))
+}
+
+/// A communication step on the step's buffers: the operand is read into a tensor (as the
+/// interpreter holds it), sent or reduced over `comm`, and the result written back as stored.
+pub fn collective(op: &Collective, comm: &RankComm, inputs: &[In], outs: &mut [Out]) -> Result<(), String> {
+    let (tensors, types) = as_tensors(inputs, outs)?;
     let refs: Vec<&tessera_ir::tensor::Tensor> = tensors.iter().collect();
-    let types: Vec<TensorType> =
-        outs.iter().map(|o| TensorType::of_static(o.desc.storage.compute_dtype(), &o.desc.shape)).collect();
     let results = comm.execute(op, &refs, &types)?;
     if results.len() != outs.len() {
         return Err(format!("tsr.{} returned {} results, the step has {}", op.mnemonic(), results.len(), outs.len()));
@@ -423,16 +429,8 @@ pub fn reference(op: &Op, inputs: &[In], outs: &mut [Out]) -> Result<(), String>
     if let Some(done) = reference_direct(op, inputs, outs) {
         return done;
     }
-    let tensors = inputs
-        .iter()
-        .map(|x| {
-            let storage = x.desc.storage;
-            decode(x.bytes, storage, storage.compute_dtype(), &dims(x.desc)).ok_or("input buffer has the wrong size")
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (tensors, types) = as_tensors(inputs, outs)?;
     let refs: Vec<&tessera_ir::tensor::Tensor> = tensors.iter().collect();
-    let types: Vec<TensorType> =
-        outs.iter().map(|o| TensorType::of_static(o.desc.storage.compute_dtype(), &o.desc.shape)).collect();
     let results = op.eval(&refs, &types)?;
     for (o, t) in outs.iter_mut().zip(&results) {
         let bytes = encode(t);
