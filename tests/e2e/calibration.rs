@@ -1,6 +1,9 @@
 //! Calibration: the eight Megatron iteration times of Korthikanti et al. 2022 (A100-80GB,
-//! Selene), predicted with the published configuration fixed, each within 15%. One device
-//! description and one set of link numbers (the `a100-80g-sxm` preset) for all rows.
+//! Selene), predicted with the published configuration fixed, each within 15%; and the held-out
+//! set of `calibration/heldout_training.json` (Megatron-LM's GPT-3 175B example, MT-NLG 530B
+//! on three cluster sizes, BLOOM-176B), which sets no number of the cost model. One device
+//! description and one set of link numbers (the `a100-80g-sxm` preset) for all rows; a row
+//! whose cluster had another network between nodes says so and only that link changes.
 //!
 //! `tests/fixtures/korthikanti2022.json` is a copy of `shared/calibration/korthikanti2022.json`.
 
@@ -10,6 +13,13 @@ use tessera_passes::cost::step::{estimate, Job, Mode, Parallelism, Recompute, Sc
 use tessera_passes::cost::workload::ProfileCache;
 
 const TOLERANCE: f64 = 0.15;
+
+/// The held-out bounds: what the cost model reaches today (mean |error| 20.1%, max 27.0%, all
+/// rows predicted too fast: BENCHMARKS.md, "Held-out training runs") with a few points of
+/// slack, so that a change that makes it worse fails. The aim (5% mean, 10% max) is not
+/// met; BENCHMARKS.md says why.
+const HELD_OUT_MEAN: f64 = 0.23;
+const HELD_OUT_MAX: f64 = 0.30;
 
 /// (model, column, predicted, measured) for every row and column.
 pub fn predictions() -> Vec<(String, &'static str, f64, f64)> {
@@ -71,4 +81,82 @@ fn korthikanti_iteration_times_within_15_percent() {
             "{model} {column}: predicted {predicted:.2} s, measured {measured:.2} s\n{table}"
         );
     }
+}
+
+/// One held-out row: its name, the predicted and the measured iteration time.
+pub struct HeldOut {
+    pub name: String,
+    pub predicted_s: f64,
+    pub measured_s: f64,
+}
+
+/// Every row of `calibration/heldout_training.json`, predicted with its published
+/// configuration fixed.
+pub fn held_out_predictions() -> Vec<HeldOut> {
+    let data: Value =
+        serde_json::from_str(include_str!("../../calibration/heldout_training.json")).expect("held-out json");
+    let int = |row: &Value, key: &str| row[key].as_u64().unwrap_or_else(|| panic!("{key} in {row}"));
+    let mut out = Vec::new();
+    for row in data["rows"].as_array().expect("rows") {
+        let name = row["name"].as_str().expect("name");
+        let workload = zoo(row["model"].as_str().expect("model"));
+        assert_eq!(
+            (workload.cfg.layers, workload.cfg.hidden, workload.cfg.heads, workload.cfg.seq, workload.cfg.vocab),
+            (int(row, "layers"), int(row, "hidden"), int(row, "heads"), int(row, "seq"), int(row, "vocab")),
+            "{name}: the zoo spelling matches the row"
+        );
+        let gpus = int(row, "gpus");
+        let device = row["device"].as_str().expect("device");
+        let mut c = cluster(&format!("{device}:gpus={gpus}"));
+        assert_eq!(c.gpus_per_node, int(row, "gpus_per_node"), "{name}");
+        if let Some(link) = row["inter_node"].as_object() {
+            c.inter_node.name = link["name"].as_str().expect("link name").to_string();
+            c.inter_node.bandwidth_gbps = link["bandwidth_gbps"].as_f64().expect("link bandwidth");
+        }
+        let (tp, pp, dp) = (int(row, "tp"), int(row, "pp"), int(row, "dp"));
+        assert_eq!(tp * pp * dp, gpus, "{name}: tp * pp * dp is the GPUs");
+        let recompute = match row["recompute"].as_str().expect("recompute") {
+            "full" => Recompute::Full,
+            "selective" => Recompute::Selective,
+            "none" => Recompute::None,
+            other => panic!("{name}: recompute {other}"),
+        };
+        let par = Parallelism {
+            dp,
+            tp,
+            pp,
+            ep: 1,
+            sp: false,
+            micro_batch: int(row, "micro_batch"),
+            interleave: int(row, "interleave"),
+            recompute,
+            zero: int(row, "zero") as u8,
+            schedule: Schedule::OneFOneB,
+        };
+        let job = Job { mode: Mode::Train, global_batch: int(row, "global_batch"), seq: int(row, "seq") };
+        let mut cache = ProfileCache::new(&workload, &c.device);
+        let e = estimate(&mut cache, &c, &job, &par).unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert!(e.memory.total <= c.device.memory_bytes(), "{name} needs {:.1} GB", e.memory.total / 1e9);
+        let measured_s = row["iter_time_s"].as_f64().expect("iter_time_s");
+        out.push(HeldOut { name: name.to_string(), predicted_s: e.step_time_s, measured_s });
+    }
+    out
+}
+
+#[test]
+fn held_out_iteration_times_within_the_measured_bound() {
+    let rows = held_out_predictions();
+    assert_eq!(rows.len(), 5);
+    let mut table = String::from("row                      predicted  measured  error\n");
+    for r in &rows {
+        let error = r.predicted_s / r.measured_s - 1.0;
+        table += &format!("{:<24} {:>8.2} s {:>7.2} s {:>+6.1}%\n", r.name, r.predicted_s, r.measured_s, 100.0 * error);
+    }
+    let errors: Vec<f64> = rows.iter().map(|r| (r.predicted_s / r.measured_s - 1.0).abs()).collect();
+    let mean = errors.iter().sum::<f64>() / errors.len() as f64;
+    let max = errors.iter().fold(0.0f64, |a, &b| a.max(b));
+    table += &format!("mean |error| {:.1}%, max {:.1}%\n", 100.0 * mean, 100.0 * max);
+    println!("{table}");
+    assert!(mean <= HELD_OUT_MEAN, "held-out mean |error| {:.1}%\n{table}", 100.0 * mean);
+    assert!(max <= HELD_OUT_MAX, "held-out max |error| {:.1}%\n{table}", 100.0 * max);
 }
