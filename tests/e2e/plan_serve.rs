@@ -100,12 +100,13 @@ fn phase_latencies_match_the_splitwise_profiles() {
                 errors.len()
             );
             // Where the model stands today (BENCHMARKS.md), so that it cannot get worse
-            // unnoticed: decode within 10% on the calibration rows and 25% held out; prefill
-            // within 25% (large prefill batches are the worst: the profiles slow down per
-            // token beyond batch 8, the roofline does not).
+            // unnoticed: decode within 10% on the calibration rows and 12% held out (9.1% since
+            // the synchronization rounds take SM cycles rather than a fixed time); prefill within
+            // 25% (large prefill batches are the worst: the profiles slow down per token beyond
+            // batch 8, the roofline does not).
             let bound = match (calibration, phase) {
                 (true, "decode") => 0.10,
-                (false, "decode") => 0.25,
+                (false, "decode") => 0.12,
                 _ => 0.25,
             };
             assert!(mean <= bound, "{set} {phase}: mean |error| {mean}");

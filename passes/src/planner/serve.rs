@@ -6,9 +6,10 @@
 //! Phases. Prefill of `b` prompts of `I` tokens is one forward pass of the model at shape
 //! `(batch b, seq I)`; a decode step of `b` sequences at context `c` is one forward pass of one
 //! token each reading `c` cached tokens. A phase on `tp` ranks and `pp` stages takes every
-//! block's kernel time, its tensor-parallel collectives (each with [`SERVING_SYNC_S_PER_ROUND`]
-//! of rank synchronization, the floor the SplitwiseSim profiles show: see `BENCHMARKS.md`) and
-//! the `pp - 1` activation sends.
+//! block's kernel time, its tensor-parallel collectives (each with
+//! [`SERVING_SYNC_CYCLES_PER_ROUND`] of rank synchronization at the device's SM clock, the
+//! floor the SplitwiseSim profiles show: see `BENCHMARKS.md`) and the `pp - 1` activation
+//! sends.
 //!
 //! Colocated. Each replica (`tp * pp` GPUs) runs continuous batching: a decode step for the
 //! running batch, with the prompts of newly admitted requests prefilled in between. A request
@@ -31,13 +32,22 @@ use serde::Serialize;
 use tessera_ir::hardware::ClusterSpec;
 use tessera_ir::workload::BlockShape;
 
-/// Seconds each tensor-parallel collective of a serving step costs per doubling of its ranks
-/// (`log2(tp)` rounds of a tree barrier), besides its alpha-beta time: the synchronization of ranks that each launch their kernels
-/// from their own host thread (no CUDA graphs), which the SplitwiseSim decode profiles show as
-/// a floor rising with `tp` (A100, batch 1: 55, 45, 45 ms at tp 2, 4, 8 where the weights'
-/// roofline halves each time). Fitted once on the calibration rows (DGX-A100), checked on the
-/// held-out ones (DGX-H100): `BENCHMARKS.md`.
-pub const SERVING_SYNC_S_PER_ROUND: f64 = 45e-6;
+/// SM clock cycles each tensor-parallel collective of a serving step costs per doubling of its
+/// ranks (`log2(tp)` rounds of a tree barrier), besides its alpha-beta time: the
+/// synchronization of ranks that each launch their kernels from their own host thread (no CUDA
+/// graphs), which the SplitwiseSim decode profiles show as a floor rising with `tp` (A100,
+/// batch 1: 55, 45, 45 ms at tp 2, 4, 8 where the weights' roofline halves each time). The
+/// rounds are device-side work (NCCL's low-latency protocol polls flags in memory from a
+/// kernel that occupies the SMs, and each step's kernels drain behind it), so they take
+/// cycles, not a fixed time: 45 µs at the A100's 1410 MHz, fitted once on the calibration rows
+/// (DGX-A100). At the H100's 1980 MHz the same cycles take 32 µs; the DGX-H100 rows are the
+/// check (`BENCHMARKS.md`).
+pub const SERVING_SYNC_CYCLES_PER_ROUND: f64 = 45e-6 * 1410e6;
+
+/// Seconds one synchronization round takes on a device whose highest SM clock is `clock_mhz`.
+pub fn serving_sync_s_per_round(clock_mhz: f64) -> f64 {
+    SERVING_SYNC_CYCLES_PER_ROUND / (clock_mhz * 1e6)
+}
 
 /// What is served.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -160,6 +170,7 @@ impl<'c, 'w> PhasePricer<'c, 'w> {
             blocks.push((BlockKind::Head, 1.0));
         }
         let tp_group = Group::new(shape.tp, 1);
+        let round_s = serving_sync_s_per_round(self.cluster.device.power.max_sm_clock_mhz);
         let (mut time, mut kernels, mut bound) = (0.0, 0.0, 0.0);
         let mut stream_bytes: f64 = 0.0;
         for (kind, n) in blocks {
@@ -169,7 +180,7 @@ impl<'c, 'w> PhasePricer<'c, 'w> {
             bound += n * t * p.compute_bound_fraction();
             time += n * t;
             for &(ck, bytes) in &p.tp_comms {
-                let sync = SERVING_SYNC_S_PER_ROUND * (shape.tp as f64).log2();
+                let sync = round_s * (shape.tp as f64).log2();
                 time += n * (collective(self.cluster, ck, bytes, tp_group).time_s + sync);
             }
             if matches!(kind, BlockKind::Layer(_)) {
