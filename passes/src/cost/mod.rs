@@ -13,7 +13,9 @@
 //!   KV cache for serving, FLOPs and energy.
 //!
 //! Calibration: `tests/e2e/calibration.rs` predicts the eight Megatron iteration times of
-//! Korthikanti et al. 2022 with one device description and one set of link numbers.
+//! Korthikanti et al. 2022 with one device description and one set of link numbers, and the
+//! held-out runs of `calibration/heldout_training.json` (which set no number here) with the
+//! same description: in-sample and held-out errors are in `BENCHMARKS.md`.
 
 pub mod collective;
 pub mod hardware;
