@@ -667,3 +667,16 @@ fn build(
         other_placement: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::serving_sync_s_per_round;
+
+    #[test]
+    fn a_synchronization_round_is_45_us_on_an_a100_and_shorter_at_a_higher_clock() {
+        assert!((serving_sync_s_per_round(1410.0) - 45e-6).abs() < 1e-12);
+        let h100 = serving_sync_s_per_round(1980.0);
+        assert!((h100 - 45e-6 * 1410.0 / 1980.0).abs() < 1e-12, "{h100}");
+        assert!((h100 * 1e6 - 32.045).abs() < 1e-3, "{h100}");
+    }
+}
