@@ -8,7 +8,7 @@
 //! f32 only: the shape rules admit float element types alone, and every float dtype is stored
 //! as f32, so any other storage is a malformed artifact and is refused with an error.
 
-use super::library::{f32s, f32s_mut, gemm_f32, In, Out, PARALLEL_GEMM_MIN_MACS};
+use super::library::{f32s, f32s_mut, gemm_f32, gemm_f32_add, In, Out, PARALLEL_GEMM_MIN_MACS};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use tessera_ir::artifact::{BufferDesc, Storage};
@@ -145,16 +145,22 @@ struct ConvShape {
 
 /// Per image and group: `out[og, L] = w_g[og, K] @ col[K, L]` with `K = cg * kh * kw` taps and
 /// `L = oh * ow` output positions; `col` is the group's input unfolded (im2col), or the input
-/// itself for a 1x1 kernel with unit strides and no padding. Threads split whole GEMMs when each
+/// itself for a 1x1 kernel with unit strides and no padding, and no `col` at all for a kernel
+/// one column wide at unit strides without horizontal padding ([`column_taps`]). Threads split whole GEMMs when each
 /// is small, else the output inside one GEMM (never the sum over K); small convolutions run on
 /// the calling thread.
 fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry) {
     let (og, k, l) = (s.o / s.groups, s.cg * s.kh * s.kw, s.oh * s.ow);
     let pointwise = s.kh == 1 && s.kw == 1 && g.strides == [1, 1] && g.pads == [0; 4];
+    let columnwise = s.kh > 1 && s.kw == 1 && g.strides == [1, 1] && g.pads[1] == 0 && g.pads[3] == 0;
     let one = |t: usize, dst: &mut [f32], col: &mut Vec<f32>, parallelism: gemm::Parallelism| {
         let (image, group) = (t / s.groups, t % s.groups);
         let channels = (image * s.c + group * s.cg) * s.h * s.w;
         let input = &xv[channels..channels + s.cg * s.h * s.w];
+        let lhs = &wv[group * og * k..(group + 1) * og * k];
+        if columnwise {
+            return column_taps(input, lhs, dst, s, g, parallelism);
+        }
         let rhs: &[f32] = if pointwise {
             input
         } else {
@@ -162,7 +168,6 @@ fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geomet
             unfold(input, col, s, g);
             col
         };
-        let lhs = &wv[group * og * k..(group + 1) * og * k];
         gemm_f32((og, l, k), lhs, rhs, (1, l), dst, parallelism);
     };
     let macs = ov.len() * k;
@@ -175,6 +180,33 @@ fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geomet
         tasks.for_each(|(t, dst)| one(t, dst, &mut col, gemm::Parallelism::Rayon(0)));
     } else {
         tasks.par_bridge().for_each_init(Vec::new, |col, (t, dst)| one(t, dst, col, gemm::Parallelism::None));
+    }
+}
+
+/// A convolution whose kernel is one column wide (`kw = 1`), at unit strides and without
+/// horizontal padding (magika's `5x1` over a width-1 image): output position `l = oy * w + ox`
+/// of tap `ky` reads input position `l + (ky * dy - top) * w` of every channel, so the product
+/// is a sum over the taps of GEMMs on shifted views of the input, `out[og, L] += w_g[.., ky]
+/// [og, cg] @ x[cg, L shifted]`, each over the output rows that tap reaches inside the image:
+/// no unfolded copy of the input (the `gemm` crate packs its operands either way).
+fn column_taps(input: &[f32], lhs: &[f32], dst: &mut [f32], s: &ConvShape, g: &Geometry, p: gemm::Parallelism) {
+    let (og, k, l) = (s.o / s.groups, s.cg * s.kh, s.oh * s.ow);
+    dst.fill(0.0);
+    for ky in 0..s.kh {
+        let (ys, y_offset) = g.valid(0, ky, s.h, s.oh);
+        if ys.is_empty() {
+            continue;
+        }
+        let first_in = ((ys.start as isize + y_offset) as usize) * s.w;
+        let (first_out, n) = (ys.start * s.ow, ys.len() * s.ow);
+        // w_g[o, ci, ky] lies at o * k + ci * kh + ky; x[ci, position] at ci * h * w + position.
+        gemm_f32_add(
+            (og, n, s.cg),
+            (&lhs[ky..], (k, s.kh)),
+            (&input[first_in..], (s.h * s.w, 1)),
+            (&mut dst[first_out..], l),
+            p,
+        );
     }
 }
 
@@ -539,6 +571,13 @@ mod tests {
         check_conv(&Case { n: 2, groups: 8, cg: 1, og: 2, hw: [9, 7], kernel: [3, 3], window: dilated });
         let pointwise = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
         check_conv(&Case { n: 2, groups: 2, cg: 8, og: 4, hw: [5, 7], kernel: [1, 1], window: pointwise });
+        // One column wide, tap by tap without im2col: magika's shape (width 1), scaled down, one
+        // that splits its GEMMs over threads, and one padded and dilated over a wider image.
+        let column = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
+        check_conv(&Case { n: 1, groups: 1, cg: 32, og: 16, hw: [40, 1], kernel: [5, 1], window: column.clone() });
+        check_conv(&Case { n: 1, groups: 1, cg: 64, og: 128, hw: [260, 1], kernel: [5, 1], window: column });
+        let padded = Window { strides: [1, 1], pads: [3, 0, 1, 0], dilations: [2, 1] };
+        check_conv(&Case { n: 2, groups: 2, cg: 3, og: 4, hw: [9, 6], kernel: [3, 1], window: padded });
     }
 
     #[test]
