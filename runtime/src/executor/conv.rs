@@ -1,6 +1,6 @@
 //! The convolution and pooling library calls of CPU programs: `conv2d` as im2col per group into
-//! a packed buffer and one GEMM (the `gemm` crate, as for MatMul), a direct loop for depthwise
-//! convolutions, and direct max/average pooling.
+//! a packed buffer and one GEMM (the `gemm` crate, as for MatMul), a direct loop over a
+//! zero-padded copy of each plane for depthwise convolutions, and direct max/average pooling.
 //!
 //! Semantics are those of `tessera_ir::ops::conv` (NCHW images, weights `[O, C / groups, KH,
 //! KW]`, pads `[top, left, bottom, right]`, average pooling over the non-padding taps only); the
@@ -8,8 +8,9 @@
 //! f32 only: the shape rules admit float element types alone, and every float dtype is stored
 //! as f32, so any other storage is a malformed artifact and is refused with an error.
 
-use super::library::{f32s, f32s_mut, gemm_f32, In, Out, PARALLEL_GEMM_MIN_MACS};
+use super::library::{f32s, f32s_mut, gemm_f32, gemm_f32_add, In, Out, PARALLEL_GEMM_MIN_MACS};
 use rayon::prelude::*;
+use std::cell::RefCell;
 use tessera_ir::artifact::{BufferDesc, Storage};
 use tessera_ir::ops::conv::{PoolKind, Window};
 
@@ -88,6 +89,13 @@ fn check_f32(descs: &[&BufferDesc], what: &str) -> Result<(), String> {
     }
 }
 
+thread_local! {
+    /// Per thread, reused across calls so that the small layers of a model do not allocate (and
+    /// fault in fresh pages) on every call: the padded input plane and the accumulator of a
+    /// depthwise convolution.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// `out = conv2d(x, w)` with `groups` channel groups; see the module docs.
 pub fn conv2d(x: &In, w: &In, out: &mut Out, window: &Window, groups: u64) -> Result<(), String> {
     check_f32(&[x.desc, w.desc, out.desc], "conv2d")?;
@@ -137,16 +145,22 @@ struct ConvShape {
 
 /// Per image and group: `out[og, L] = w_g[og, K] @ col[K, L]` with `K = cg * kh * kw` taps and
 /// `L = oh * ow` output positions; `col` is the group's input unfolded (im2col), or the input
-/// itself for a 1x1 kernel with unit strides and no padding. Threads split whole GEMMs when each
+/// itself for a 1x1 kernel with unit strides and no padding, and no `col` at all for a kernel
+/// one column wide at unit strides without horizontal padding ([`column_taps`]). Threads split whole GEMMs when each
 /// is small, else the output inside one GEMM (never the sum over K); small convolutions run on
 /// the calling thread.
 fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry) {
     let (og, k, l) = (s.o / s.groups, s.cg * s.kh * s.kw, s.oh * s.ow);
     let pointwise = s.kh == 1 && s.kw == 1 && g.strides == [1, 1] && g.pads == [0; 4];
+    let columnwise = s.kh > 1 && s.kw == 1 && g.strides == [1, 1] && g.pads[1] == 0 && g.pads[3] == 0;
     let one = |t: usize, dst: &mut [f32], col: &mut Vec<f32>, parallelism: gemm::Parallelism| {
         let (image, group) = (t / s.groups, t % s.groups);
         let channels = (image * s.c + group * s.cg) * s.h * s.w;
         let input = &xv[channels..channels + s.cg * s.h * s.w];
+        let lhs = &wv[group * og * k..(group + 1) * og * k];
+        if columnwise {
+            return column_taps(input, lhs, dst, s, g, parallelism);
+        }
         let rhs: &[f32] = if pointwise {
             input
         } else {
@@ -154,7 +168,6 @@ fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geomet
             unfold(input, col, s, g);
             col
         };
-        let lhs = &wv[group * og * k..(group + 1) * og * k];
         gemm_f32((og, l, k), lhs, rhs, (1, l), dst, parallelism);
     };
     let macs = ov.len() * k;
@@ -167,6 +180,33 @@ fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geomet
         tasks.for_each(|(t, dst)| one(t, dst, &mut col, gemm::Parallelism::Rayon(0)));
     } else {
         tasks.par_bridge().for_each_init(Vec::new, |col, (t, dst)| one(t, dst, col, gemm::Parallelism::None));
+    }
+}
+
+/// A convolution whose kernel is one column wide (`kw = 1`), at unit strides and without
+/// horizontal padding (magika's `5x1` over a width-1 image): output position `l = oy * w + ox`
+/// of tap `ky` reads input position `l + (ky * dy - top) * w` of every channel, so the product
+/// is a sum over the taps of GEMMs on shifted views of the input, `out[og, L] += w_g[.., ky]
+/// [og, cg] @ x[cg, L shifted]`, each over the output rows that tap reaches inside the image:
+/// no unfolded copy of the input (the `gemm` crate packs its operands either way).
+fn column_taps(input: &[f32], lhs: &[f32], dst: &mut [f32], s: &ConvShape, g: &Geometry, p: gemm::Parallelism) {
+    let (og, k, l) = (s.o / s.groups, s.cg * s.kh, s.oh * s.ow);
+    dst.fill(0.0);
+    for ky in 0..s.kh {
+        let (ys, y_offset) = g.valid(0, ky, s.h, s.oh);
+        if ys.is_empty() {
+            continue;
+        }
+        let first_in = ((ys.start as isize + y_offset) as usize) * s.w;
+        let (first_out, n) = (ys.start * s.ow, ys.len() * s.ow);
+        // w_g[o, ci, ky] lies at o * k + ci * kh + ky; x[ci, position] at ci * h * w + position.
+        gemm_f32_add(
+            (og, n, s.cg),
+            (&lhs[ky..], (k, s.kh)),
+            (&input[first_in..], (s.h * s.w, 1)),
+            (&mut dst[first_out..], l),
+            p,
+        );
     }
 }
 
@@ -207,8 +247,11 @@ fn unfold(input: &[f32], col: &mut [f32], s: &ConvShape, g: &Geometry) {
 }
 
 /// Depthwise convolution (one input channel per group): each output plane is a weighted sum of
-/// shifted input planes, accumulated tap by tap over the rows each tap reaches. Threads split
-/// the planes.
+/// shifted input planes. The input plane is first copied into a zero-padded scratch plane, so
+/// every tap reads whole rows without bounds arithmetic; with unit strides the output is
+/// accumulated at the padded width, so each tap is one long multiply-add over the whole plane
+/// (the planes of mobile models are a few pixels wide, too short for row-sized loops), and the
+/// valid columns are copied out at the end. Threads split the planes.
 fn depthwise(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry) {
     let multiplier = s.o / s.groups;
     let taps = s.kh * s.kw;
@@ -217,33 +260,109 @@ fn depthwise(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry
         let channel = image * s.c + oc / multiplier;
         let input = &xv[channel * s.h * s.w..(channel + 1) * s.h * s.w];
         let weights = &wv[oc * taps..(oc + 1) * taps];
-        plane.fill(0.0);
+        SCRATCH.with_borrow_mut(|(padded, acc)| depthwise_plane(input, weights, plane, s, g, padded, acc));
+    });
+}
+
+/// One plane of [`depthwise`], on the best instruction set the CPU has.
+fn depthwise_plane(
+    input: &[f32],
+    weights: &[f32],
+    plane: &mut [f32],
+    s: &ConvShape,
+    g: &Geometry,
+    padded: &mut Vec<f32>,
+    acc: &mut Vec<f32>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        unsafe { depthwise_plane_avx2_fma(input, weights, plane, s, g, padded, acc) };
+        return;
+    }
+    depthwise_plane_body::<false>(input, weights, plane, s, g, padded, acc);
+}
+
+/// [`depthwise_plane_body`] compiled for AVX2 and FMA, so its loops vectorize 8 wide.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn depthwise_plane_avx2_fma(
+    input: &[f32],
+    weights: &[f32],
+    plane: &mut [f32],
+    s: &ConvShape,
+    g: &Geometry,
+    padded: &mut Vec<f32>,
+    acc: &mut Vec<f32>,
+) {
+    depthwise_plane_body::<true>(input, weights, plane, s, g, padded, acc);
+}
+
+/// The work of [`depthwise_plane`]; `FMA`: multiply-adds are fused (only where the CPU has
+/// them: `mul_add` is a slow library call otherwise).
+#[inline(always)]
+fn depthwise_plane_body<const FMA: bool>(
+    input: &[f32],
+    weights: &[f32],
+    plane: &mut [f32],
+    s: &ConvShape,
+    g: &Geometry,
+    padded: &mut Vec<f32>,
+    acc: &mut Vec<f32>,
+) {
+    let madd = |a: f32, w: f32, x: f32| if FMA { x.mul_add(w, a) } else { a + w * x };
+    let [top, left, bottom, right] = g.pads;
+    let (ph, pw) = (s.h + top + bottom, s.w + left + right);
+    padded.clear();
+    padded.resize(ph * pw, 0.0);
+    for (y, row) in input.chunks_exact(s.w).enumerate() {
+        let at = (y + top) * pw + left;
+        padded[at..at + s.w].copy_from_slice(row);
+    }
+    let [dy, dx] = g.dilations;
+    if g.strides == [1, 1] {
+        // Output position (oy, ox) at oy * pw + ox of `acc`; its tap (ky, kx) reads the padded
+        // plane at that index plus ky * dy * pw + kx * dx, which stays inside it for every
+        // valid position (oh = ph - (kh - 1) * dy, ow = pw - (kw - 1) * dx at most).
+        let len = (s.oh - 1) * pw + s.ow;
+        acc.clear();
+        acc.resize(len, 0.0);
         for ky in 0..s.kh {
-            let (ys, y_offset) = g.valid(0, ky, s.h, s.oh);
             for kx in 0..s.kw {
-                let (xs, x_offset) = g.valid(1, kx, s.w, s.ow);
                 let weight = weights[ky * s.kw + kx];
-                if xs.is_empty() {
-                    continue;
+                let shifted = &padded[ky * dy * pw + kx * dx..][..len];
+                for (a, &x) in acc.iter_mut().zip(shifted) {
+                    *a = madd(*a, weight, x);
                 }
-                for oy in ys.clone() {
-                    let iy = ((oy * g.strides[0]) as isize + y_offset) as usize;
-                    let src = &input[iy * s.w..(iy + 1) * s.w];
-                    let dst = &mut plane[oy * s.ow..(oy + 1) * s.ow];
-                    let first = ((xs.start * g.strides[1]) as isize + x_offset) as usize;
-                    if g.strides[1] == 1 {
-                        for (d, &v) in dst[xs.clone()].iter_mut().zip(&src[first..first + xs.len()]) {
-                            *d += weight * v;
-                        }
-                    } else {
-                        for (j, d) in dst[xs.clone()].iter_mut().enumerate() {
-                            *d += weight * src[first + j * g.strides[1]];
-                        }
+            }
+        }
+        for (oy, dst) in plane.chunks_exact_mut(s.ow).enumerate() {
+            dst.copy_from_slice(&acc[oy * pw..oy * pw + s.ow]);
+        }
+        return;
+    }
+    let [sy, sx] = g.strides;
+    for (oy, dst) in plane.chunks_exact_mut(s.ow).enumerate() {
+        dst.fill(0.0);
+        for ky in 0..s.kh {
+            let row = &padded[(oy * sy + ky * dy) * pw..][..pw];
+            for kx in 0..s.kw {
+                let weight = weights[ky * s.kw + kx];
+                if sx == 1 {
+                    for (d, &x) in dst.iter_mut().zip(&row[kx * dx..kx * dx + s.ow]) {
+                        *d = madd(*d, weight, x);
+                    }
+                } else {
+                    for (ox, d) in dst.iter_mut().enumerate() {
+                        *d = madd(*d, weight, row[ox * sx + kx * dx]);
                     }
                 }
             }
         }
-    });
+    }
 }
 
 /// `out = max_pool2d / avg_pool2d(x)` over a `kernel` window: max pads with -inf and propagates
@@ -434,16 +553,31 @@ mod tests {
     }
 
     /// Convolutions big enough to use threads (one GEMM split across them, whole GEMMs per task,
-    /// depthwise planes per task) and a 1x1 one that reads the input in place still match the
-    /// interpreter.
+    /// depthwise planes per task), the depthwise shapes of a mobile model, and a 1x1 one that
+    /// reads the input in place still match the interpreter.
     #[test]
     fn large_and_pointwise_convolutions_match_the_interpreter() {
         let big = Window { strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1] };
         check_conv(&Case { n: 1, groups: 1, cg: 32, og: 64, hw: [32, 32], kernel: [3, 3], window: big.clone() });
         check_conv(&Case { n: 1, groups: 4, cg: 8, og: 8, hw: [16, 16], kernel: [3, 3], window: big.clone() });
         check_conv(&Case { n: 2, groups: 64, cg: 1, og: 1, hw: [32, 32], kernel: [3, 3], window: big });
+        // Depthwise layers of PP-OCRv4 rec: 5x5 taps over planes four pixels wide, unit and
+        // (2, 1) strides; and a dilated one.
+        let mobile = Window { strides: [1, 1], pads: [2, 2, 2, 2], dilations: [1, 1] };
+        check_conv(&Case { n: 1, groups: 240, cg: 1, og: 1, hw: [12, 4], kernel: [5, 5], window: mobile });
+        let strided = Window { strides: [2, 1], pads: [2, 2, 2, 2], dilations: [1, 1] };
+        check_conv(&Case { n: 1, groups: 48, cg: 1, og: 1, hw: [12, 4], kernel: [5, 5], window: strided });
+        let dilated = Window { strides: [1, 2], pads: [2, 1, 0, 3], dilations: [2, 2] };
+        check_conv(&Case { n: 2, groups: 8, cg: 1, og: 2, hw: [9, 7], kernel: [3, 3], window: dilated });
         let pointwise = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
         check_conv(&Case { n: 2, groups: 2, cg: 8, og: 4, hw: [5, 7], kernel: [1, 1], window: pointwise });
+        // One column wide, tap by tap without im2col: magika's shape (width 1), scaled down, one
+        // that splits its GEMMs over threads, and one padded and dilated over a wider image.
+        let column = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
+        check_conv(&Case { n: 1, groups: 1, cg: 32, og: 16, hw: [40, 1], kernel: [5, 1], window: column.clone() });
+        check_conv(&Case { n: 1, groups: 1, cg: 64, og: 128, hw: [260, 1], kernel: [5, 1], window: column });
+        let padded = Window { strides: [1, 1], pads: [3, 0, 1, 0], dilations: [2, 1] };
+        check_conv(&Case { n: 2, groups: 2, cg: 3, og: 4, hw: [9, 6], kernel: [3, 1], window: padded });
     }
 
     #[test]

@@ -92,6 +92,52 @@ pub(super) fn gemm_f32(
     }
 }
 
+/// `c[.., cols] += a @ b` in f32, every operand read (and `c` written) through its own row and
+/// column strides: `a [m, k]` at `a_strides = (rows, columns)`, `b [k, n]` at `b_strides`, `c`
+/// row-major with row stride `c_rs` (its columns contiguous). For a sum split into several
+/// products over shifted views of one operand (a convolution tap by tap).
+pub(super) fn gemm_f32_add(
+    (m, n, k): (usize, usize, usize),
+    (a, a_strides): (&[f32], (usize, usize)),
+    (b, b_strides): (&[f32], (usize, usize)),
+    (c, c_rs): (&mut [f32], usize),
+    parallelism: gemm::Parallelism,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let last = |(rows, cols): (usize, usize), r: usize, q: usize| (r - 1) * rows + (q - 1) * cols;
+    assert!(
+        a.len() > last(a_strides, m, k) && b.len() > last(b_strides, k, n) && c.len() > (m - 1) * c_rs + n - 1,
+        "gemm operands too small"
+    );
+    // SAFETY: the assertion above bounds every access of `a`, `b` and `c` through their
+    // strides; `c` is read and written (`read_dst` true, alpha 1: `c = c + a @ b`).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            c_rs as isize,
+            true,
+            a.as_ptr(),
+            a_strides.1 as isize,
+            a_strides.0 as isize,
+            b.as_ptr(),
+            b_strides.1 as isize,
+            b_strides.0 as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 /// GEMMs below this many multiply-adds run on one thread: splitting them costs more than it
 /// saves (measured: a 128x64x128 head of GPT-2 attention ran 3x slower split over 2 threads).
 pub(super) const PARALLEL_GEMM_MIN_MACS: usize = 1 << 22;
