@@ -137,7 +137,8 @@ impl FnEmitter<'_> {
             | Op::Sgd(_)
             | Op::AdamW(_)
             | Op::Recurrent { .. }
-            | Op::Collective(_) => Err(CodegenError::Internal(format!("tsr.{} is not pointwise", n.op.mnemonic()))),
+            | Op::Collective(_)
+            | Op::If(_) => Err(CodegenError::Internal(format!("tsr.{} is not pointwise", n.op.mnemonic()))),
         }
     }
 

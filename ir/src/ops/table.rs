@@ -241,6 +241,7 @@ macro_rules! op_table {
                     $(Op::$yv(kind) => kind.mnemonic(),)*
                     $(Op::$kv { kind, .. } => kind.mnemonic(),)*
                     Op::Collective(c) => c.mnemonic(),
+                    Op::If(_) => "if",
                 }
             }
 
@@ -250,6 +251,7 @@ macro_rules! op_table {
                 $(names.extend($yt::ALL.iter().map(|kind| kind.mnemonic()));)*
                 $(names.extend($kt::ALL.iter().map(|kind| kind.mnemonic()));)*
                 names.extend(collective::MNEMONICS);
+                names.push("if");
                 names
             }
 
@@ -268,6 +270,9 @@ macro_rules! op_table {
                 $(if $kt::from_mnemonic(mnemonic).is_some() {
                     return Some((arity!($ki), arity!($ko)));
                 })*
+                if mnemonic == "if" {
+                    return Some((Arity::Variadic, Arity::Variadic));
+                }
                 if let Some((operands, results)) = Collective::signature(mnemonic) {
                     return Some((Arity::Fixed(operands), Arity::Fixed(results)));
                 }
@@ -291,6 +296,8 @@ macro_rules! op_table {
                     $(Op::$yv(_) => {})*
                     $(Op::$kv { $($kf,)* .. } => { $(AttrCodec::write($kf, stringify!($kf), &mut attrs);)* })*
                     Op::Collective(c) => attrs = c.attrs(),
+                    // The branches are regions, printed after the operands, not attributes.
+                    Op::If(_) => {}
                 }
                 attrs.sort_by_key(|(name, _)| *name);
                 attrs
@@ -320,6 +327,7 @@ macro_rules! op_table {
                         $($fm => Op::$fv $({ $($ff: AttrCodec::read(&mut attrs, stringify!($ff))?),* })?,)*
                         $($pm => Op::$pv(AttrCodec::read(&mut attrs, stringify!($pf))?),)*
                         $($tm => Op::$tv { $tf: FromResult::from_result(single_result(mnemonic)?) },)*
+                        "if" => return Err("'tsr.if' needs its two regions (then, else)".into()),
                         _ => return Err(format!("unknown op 'tsr.{mnemonic}'")),
                     }
                 };

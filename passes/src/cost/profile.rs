@@ -230,6 +230,8 @@ fn class(op: &Op) -> Class {
         // A chain of small GEMMs with a serial dependence between steps: never fused, and far
         // from a GEMM's efficiency, so it is not priced as one.
         | Op::Recurrent { .. }
+        // A branch is a whole sub-graph run as one step: never fused, priced by its FLOPs.
+        | Op::If(_)
         | Op::CrossEntropy => Class::Reduction,
         // Slicing out this rank's block of a replicated value is a view.
         Op::Collective(Collective::AllSlice { .. }) => Class::Layout,
@@ -735,7 +737,8 @@ fn saved_activations(block: &BlockGraph, s: &Sizes, consumers: &[Vec<usize>]) ->
             }
             Op::Pool2d { .. } => save(operand(0)),
             // Backpropagation through time reads every operand and the whole state sequence.
-            Op::Recurrent { .. } => {
+            // Control flow is not differentiated; were it, a branch would read any operand.
+            Op::Recurrent { .. } | Op::If(_) => {
                 keep.extend(n.inputs.iter().copied());
                 keep.extend(n.outputs.first().copied());
             }
