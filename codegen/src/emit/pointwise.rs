@@ -138,7 +138,8 @@ impl FnEmitter<'_> {
             | Op::AdamW(_)
             | Op::Recurrent { .. }
             | Op::Collective(_)
-            | Op::If(_) => Err(CodegenError::Internal(format!("tsr.{} is not pointwise", n.op.mnemonic()))),
+            | Op::If(_)
+            | Op::Trap(_) => Err(CodegenError::Internal(format!("tsr.{} is not pointwise", n.op.mnemonic()))),
         }
     }
 

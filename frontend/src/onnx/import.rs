@@ -507,7 +507,14 @@ impl Importer {
     /// it reads are copied in rather than captured, so they keep folding inside the region.
     pub fn import_region(&mut self, body: &GraphProto, opset: i64, what: &str) -> BuildResult<(Graph, Vec<ValueId>)> {
         let first = tessera_ir::graph::NodeId(self.graph.num_nodes() as u32);
-        let slots = self.import_subgraph(body, opset, what)?;
+        let slots = match self.import_subgraph(body, opset, what) {
+            Ok(slots) => slots,
+            Err(e) => {
+                // What the branch added before failing is no part of the enclosing graph.
+                let _discarded = self.graph.split_off_region(first, what, &[]);
+                return Err(e);
+            }
+        };
         let mut yields = Vec::with_capacity(slots.len());
         for slot in slots {
             yields.push(match slot {
@@ -517,7 +524,7 @@ impl Importer {
         }
         let (mut region, captures) = self
             .graph
-            .split_off_region(first, what, &yields)
+            .split_off_region(first, tessera_ir::ops::control::REGION_NAME, &yields)
             .map_err(|m| BuildError::Invalid(format!("{what}: {m}")))?;
         remove_dead_nodes(&mut region);
         self.inline_small_constants(region, captures).map_err(|m| BuildError::Invalid(format!("{what}: {m}")))

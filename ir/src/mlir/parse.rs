@@ -545,7 +545,7 @@ impl<'a> Parser<'a> {
             return self.err(at, format!("regions nest deeper than {MAX_REGION_DEPTH}"));
         }
         self.expect(&Tok::LBrace, " opening a region")?;
-        let saved_graph = std::mem::replace(&mut self.graph, Graph::new("region"));
+        let saved_graph = std::mem::replace(&mut self.graph, Graph::new(crate::ops::control::REGION_NAME));
         let saved_scope = std::mem::take(&mut self.scope);
         let saved_locs = std::mem::take(&mut self.node_locs);
         let saved_offsets = std::mem::take(&mut self.node_offsets);

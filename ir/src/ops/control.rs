@@ -16,6 +16,20 @@ use crate::tensor::Tensor;
 use crate::types::{Dim, TensorType};
 use std::collections::HashMap;
 
+/// The name every region graph carries (the text form prints none, so parsing gives this one).
+pub const REGION_NAME: &str = "region";
+
+/// `tsr.trap`: stands for a computation that cannot run, and fails with `message` when it is
+/// reached. The importer makes it the body of an `If` branch that does not type-check for the
+/// shapes imported (ONNX runs only the branch taken, so a model may hold a branch that is
+/// ill-typed for the inputs it is used with); the branch is then an error only if taken.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Trap {
+    pub message: String,
+    /// The result types (the text form prints them; the other branch's yields).
+    pub types: Vec<TensorType>,
+}
+
 /// The two branches of a `tsr.if`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IfRegions {

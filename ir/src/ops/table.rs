@@ -242,6 +242,7 @@ macro_rules! op_table {
                     $(Op::$kv { kind, .. } => kind.mnemonic(),)*
                     Op::Collective(c) => c.mnemonic(),
                     Op::If(_) => "if",
+                    Op::Trap(_) => "trap",
                 }
             }
 
@@ -252,6 +253,7 @@ macro_rules! op_table {
                 $(names.extend($kt::ALL.iter().map(|kind| kind.mnemonic()));)*
                 names.extend(collective::MNEMONICS);
                 names.push("if");
+                names.push("trap");
                 names
             }
 
@@ -272,6 +274,9 @@ macro_rules! op_table {
                 })*
                 if mnemonic == "if" {
                     return Some((Arity::Variadic, Arity::Variadic));
+                }
+                if mnemonic == "trap" {
+                    return Some((Arity::Fixed(0), Arity::Variadic));
                 }
                 if let Some((operands, results)) = Collective::signature(mnemonic) {
                     return Some((Arity::Fixed(operands), Arity::Fixed(results)));
@@ -298,6 +303,7 @@ macro_rules! op_table {
                     Op::Collective(c) => attrs = c.attrs(),
                     // The branches are regions, printed after the operands, not attributes.
                     Op::If(_) => {}
+                    Op::Trap(trap) => attrs.push(("message", Attr::Str(trap.message.clone()))),
                 }
                 attrs.sort_by_key(|(name, _)| *name);
                 attrs
@@ -328,6 +334,10 @@ macro_rules! op_table {
                         $($pm => Op::$pv(AttrCodec::read(&mut attrs, stringify!($pf))?),)*
                         $($tm => Op::$tv { $tf: FromResult::from_result(single_result(mnemonic)?) },)*
                         "if" => return Err("'tsr.if' needs its two regions (then, else)".into()),
+                        "trap" => Op::Trap(Box::new(super::control::Trap {
+                            message: attrs.string("message")?,
+                            types: results.to_vec(),
+                        })),
                         _ => return Err(format!("unknown op 'tsr.{mnemonic}'")),
                     }
                 };

@@ -2,13 +2,14 @@
 //! the enclosing values they read); an `If` whose condition is known at import time is
 //! replaced by the branch it takes.
 
-use super::{invalid, BuildResult, Registry};
+use super::{invalid, BuildError, BuildResult, Registry};
 use crate::onnx::import::{Importer, NodeCx, Slot};
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::BlockArg;
-use tessera_ir::ops::control::IfRegions;
+use tessera_ir::graph::{BlockArg, Graph, ValueId};
+use tessera_ir::ops::control::{IfRegions, Trap};
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Buffer;
+use tessera_ir::types::TensorType;
 
 pub(super) fn register(r: &mut Registry) {
     r.insert("If", build_if);
@@ -36,8 +37,23 @@ fn build_if(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         };
         return check_outputs(cx, imp.import_subgraph(body, cx.opset, what)?);
     }
-    let (then_region, then_captures) = imp.import_region(then_body, cx.opset, "the then branch")?;
-    let (else_region, else_captures) = imp.import_region(else_body, cx.opset, "the else branch")?;
+    let then_import = imp.import_region(then_body, cx.opset, "the then branch");
+    let else_import = imp.import_region(else_body, cx.opset, "the else branch");
+    let ((then_region, then_captures), (else_region, else_captures)) = match (then_import, else_import) {
+        (Ok(then_branch), Ok(else_branch)) => (then_branch, else_branch),
+        // ONNX runs only the branch taken, and exporters leave branches that are ill-typed for
+        // some input shapes (silero-vad's 8 kHz path on a 16 kHz frame): such a branch becomes
+        // a trap, an error only if it is taken. Unsupported ops stay errors.
+        (Ok(then_branch), Err(BuildError::Invalid(why))) => {
+            let trap = trap_region(&then_branch.0, why);
+            (then_branch, trap)
+        }
+        (Err(BuildError::Invalid(why)), Ok(else_branch)) => {
+            let trap = trap_region(&else_branch.0, why);
+            (trap, else_branch)
+        }
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
     // Both regions take the union of what either captures, in one order.
     let mut captured = then_captures.clone();
     for &v in &else_captures {
@@ -45,7 +61,7 @@ fn build_if(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
             captured.push(v);
         }
     }
-    let args_for = |own: &[tessera_ir::graph::ValueId]| -> Vec<BlockArg> {
+    let args_for = |own: &[ValueId]| -> Vec<BlockArg> {
         captured
             .iter()
             .map(|v| match own.iter().position(|o| o == v) {
@@ -60,6 +76,18 @@ fn build_if(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     operands.extend(&captured);
     let outs = imp.add_n(Op::If(Box::new(IfRegions { then_branch, else_branch })), &operands)?;
     check_outputs(cx, outs.into_iter().map(Slot::Value).collect())
+}
+
+/// A region that yields what `other` yields by failing with `why` (see [`Trap`]).
+fn trap_region(other: &Graph, why: String) -> (Graph, Vec<ValueId>) {
+    let types: Vec<TensorType> = other.outputs().iter().map(|&v| other.value(v).ty.clone()).collect();
+    let mut region = Graph::new(tessera_ir::ops::control::REGION_NAME);
+    let message = format!("the If branch taken cannot run for these shapes: {why}");
+    let results = types.iter().enumerate().map(|(i, ty)| (format!("unreachable{i}"), ty.clone())).collect();
+    let node = region.add_node_unchecked(Op::Trap(Box::new(Trap { message, types })), vec![], results);
+    let yields = region.node(node).outputs.clone();
+    region.set_outputs(yields);
+    (region, Vec::new())
 }
 
 /// The branches yield what the node's outputs name, one each.
