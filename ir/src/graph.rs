@@ -405,6 +405,11 @@ impl Graph {
                     tag: *tag,
                     ty: ty.substitute(bindings)?,
                 }),
+                // Regions see the same symbols: a binding holds inside them too.
+                Op::If(regions) => Op::If(Box::new(crate::ops::control::IfRegions {
+                    then_branch: regions.then_branch.bind_dims(bindings)?,
+                    else_branch: regions.else_branch.bind_dims(bindings)?,
+                })),
                 other => other.clone(),
             };
             let inputs = node.inputs.iter().map(|v| remap[v.index()]).collect();
@@ -419,6 +424,147 @@ impl Graph {
             }
         }
         g.outputs = self.outputs.iter().map(|v| remap[v.index()]).collect();
+        g.next_temp = self.next_temp;
+        Ok(g)
+    }
+}
+
+impl Graph {
+    /// Moves the nodes from `first` on (and the values they define, which must be the values
+    /// from `first`'s first result on: the nodes were appended last) out of this graph into a
+    /// region yielding `yields`. Values of this graph the moved nodes read, or that are yielded
+    /// without being computed there, become the region's block arguments, listed in the
+    /// returned captures in the same order. This is how an importer builds a branch: it imports
+    /// the branch's nodes into the enclosing graph, then moves them into the region.
+    pub fn split_off_region(
+        &mut self,
+        first: NodeId,
+        name: &str,
+        yields: &[ValueId],
+    ) -> Result<(Graph, Vec<ValueId>), String> {
+        let first_value = match self.nodes.get(first.index()) {
+            None => self.values.len(),
+            Some(node) => node.outputs.first().map_or(self.values.len(), |v| v.index()),
+        };
+        let moved_values_ok = self.values[first_value..].iter().all(|v| match v.def {
+            ValueDef::Result { node, .. } => node.index() >= first.index(),
+            ValueDef::Input { .. } => false,
+        });
+        if !moved_values_ok || self.nodes.len() < first.index() {
+            return Err("the region's nodes are not the last ones added".into());
+        }
+        let mut region = Graph::new(name);
+        let mut remap: HashMap<ValueId, ValueId> = HashMap::new();
+        let mut captures = Vec::new();
+        let mut capture = |region: &mut Graph, remap: &mut HashMap<ValueId, ValueId>, outer: &Graph, v: ValueId| {
+            if let Some(&inner) = remap.get(&v) {
+                return inner;
+            }
+            let value = outer.value(v);
+            let inner = region.add_input(&value.name, value.ty.clone(), InputRole::Activation);
+            remap.insert(v, inner);
+            captures.push(v);
+            inner
+        };
+        let moved: Vec<Node> = self.nodes.drain(first.index()..).collect();
+        self.fusion.truncate(first.index());
+        for node in &moved {
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|&v| if v.index() >= first_value { remap[&v] } else { capture(&mut region, &mut remap, self, v) })
+                .collect();
+            let results =
+                node.outputs.iter().map(|&v| (self.value(v).name.clone(), self.value(v).ty.clone())).collect();
+            let id = region.add_node_unchecked(node.op.clone(), inputs, results);
+            for (&old, &new) in node.outputs.iter().zip(&region.nodes[id.index()].outputs) {
+                remap.insert(old, new);
+            }
+        }
+        let outputs = yields
+            .iter()
+            .map(|&v| if v.index() >= first_value { remap[&v] } else { capture(&mut region, &mut remap, self, v) })
+            .collect();
+        region.set_outputs(outputs);
+        for value in self.values.drain(first_value..) {
+            self.names.remove(&value.name);
+        }
+        Ok((region, captures))
+    }
+}
+
+/// One block argument of a rebuilt region ([`Graph::with_block_args`]).
+#[derive(Debug, Clone)]
+pub enum BlockArg {
+    /// The region's input at this index.
+    Input(usize),
+    /// A new argument the region does not read (the other branch's capture).
+    Unused { name: String, ty: TensorType },
+    /// The region's input at this index, replaced by a constant node holding `value`.
+    Literal { input: usize, value: crate::tensor::Tensor },
+}
+
+impl Graph {
+    /// A copy of this region with its inputs rearranged as `args` says (every input of this
+    /// graph should appear once, as `Input` or `Literal`; one left out must be unread). Nodes,
+    /// names and outputs are kept; literals become constant nodes before the others.
+    pub fn with_block_args(&self, args: &[BlockArg]) -> Result<Graph, String> {
+        let mut g = Graph::new(&self.name);
+        let mut remap: Vec<Option<ValueId>> = vec![None; self.values.len()];
+        let input = |index: usize| -> Result<ValueId, String> {
+            self.inputs.get(index).copied().ok_or_else(|| format!("the region has no input {index}"))
+        };
+        for arg in args {
+            match arg {
+                BlockArg::Input(index) => {
+                    let v = input(*index)?;
+                    remap[v.index()] =
+                        Some(g.add_input(&self.value(v).name, self.value(v).ty.clone(), InputRole::Activation));
+                }
+                BlockArg::Unused { name, ty } => {
+                    let mut unique = name.clone();
+                    let mut k = 1;
+                    while self.names.contains(&unique) || g.names.contains(&unique) {
+                        unique = format!("{name}_{k}");
+                        k += 1;
+                    }
+                    g.add_input(&unique, ty.clone(), InputRole::Activation);
+                }
+                BlockArg::Literal { .. } => {}
+            }
+        }
+        for arg in args {
+            if let BlockArg::Literal { input: index, value } = arg {
+                let v = input(*index)?;
+                let node = g.add_node_unchecked(
+                    Op::Constant(value.clone()),
+                    vec![],
+                    vec![(self.value(v).name.clone(), self.value(v).ty.clone())],
+                );
+                remap[v.index()] = Some(g.nodes[node.index()].outputs[0]);
+            }
+        }
+        for node in &self.nodes {
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|v| {
+                    remap[v.index()]
+                        .ok_or_else(|| format!("block argument %{} is read but not kept", self.value(*v).name))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let results =
+                node.outputs.iter().map(|&v| (self.value(v).name.clone(), self.value(v).ty.clone())).collect();
+            let id = g.add_node_unchecked(node.op.clone(), inputs, results);
+            for (i, &v) in node.outputs.iter().enumerate() {
+                remap[v.index()] = Some(g.nodes[id.index()].outputs[i]);
+            }
+        }
+        g.outputs = self
+            .outputs
+            .iter()
+            .map(|v| remap[v.index()].ok_or_else(|| format!("yielded %{} is not kept", self.value(*v).name)))
+            .collect::<Result<Vec<_>, String>>()?;
         g.next_temp = self.next_temp;
         Ok(g)
     }

@@ -48,6 +48,11 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
                 return Err(node_error(format!("operand {v} is used before it is defined")));
             }
         }
+        if let crate::ops::Op::If(regions) = &node.op {
+            for (name, branch) in regions.branches() {
+                verify(branch).map_err(|e| node_error(format!("in the {name} region: {e}")))?;
+            }
+        }
         let operand_types: Vec<&TensorType> = node.inputs.iter().map(|&v| &g.value(v).ty).collect();
         let inferred = node.op.infer(&operand_types).map_err(&node_error)?;
         let declared: Vec<&TensorType> = node.outputs.iter().map(|&v| &g.value(v).ty).collect();

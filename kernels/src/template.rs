@@ -69,7 +69,13 @@ pub fn template(op: &Op) -> Option<Template> {
         Op::Scatter { .. } => return None,
         // Training ops run on the interpreter until codegen covers them; communication is the
         // runtime's, never a kernel's.
-        Op::CrossEntropy | Op::Sgd(_) | Op::AdamW(_) | Op::Recurrent { .. } | Op::Collective(_) => return None,
+        Op::CrossEntropy
+        | Op::Sgd(_)
+        | Op::AdamW(_)
+        | Op::Recurrent { .. }
+        | Op::Collective(_)
+        | Op::If(_)
+        | Op::Trap(_) => return None,
     })
 }
 

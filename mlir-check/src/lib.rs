@@ -398,6 +398,7 @@ mod tests {
                     attrs.push((k.to_string(), Attr::Float(0.1)));
                 }
             }
+            "trap" => attrs.push(("message".to_string(), Attr::Str("unreachable".into()))),
             "adamw" => {
                 for k in ["lr", "beta1", "beta2", "epsilon", "weight_decay"] {
                     attrs.push((k.to_string(), Attr::Float(0.1)));

@@ -137,7 +137,9 @@ impl FnEmitter<'_> {
             | Op::Sgd(_)
             | Op::AdamW(_)
             | Op::Recurrent { .. }
-            | Op::Collective(_) => Err(CodegenError::Internal(format!("tsr.{} is not pointwise", n.op.mnemonic()))),
+            | Op::Collective(_)
+            | Op::If(_)
+            | Op::Trap(_) => Err(CodegenError::Internal(format!("tsr.{} is not pointwise", n.op.mnemonic()))),
         }
     }
 

@@ -115,6 +115,13 @@ impl<'a> Attrs<'a> {
         Ok(Some(strings.collect::<Result<_, _>>().map_err(|_| format!("attribute '{name}' is not UTF-8"))?))
     }
 
+    /// A subgraph attribute (`If`'s branches, `Loop`'s and `Scan`'s body).
+    pub fn req_graph(&self, name: &str) -> Result<&'a super::proto::GraphProto, String> {
+        self.typed(name, AttributeType::Graph)?
+            .and_then(|a| a.g.as_ref())
+            .ok_or_else(|| format!("missing required graph attribute '{name}'"))
+    }
+
     pub fn opt_tensor(&self, name: &str) -> Result<Option<&'a TensorProto>, String> {
         Ok(self.typed(name, AttributeType::Tensor)?.and_then(|a| a.t.as_ref()))
     }

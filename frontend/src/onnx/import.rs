@@ -144,6 +144,25 @@ pub(crate) fn import(model: &ModelProto, base_dir: Option<&Path>, options: &Impo
     Ok(imp.graph)
 }
 
+/// Drops the nodes of `g` no output depends on.
+fn remove_dead_nodes(g: &mut Graph) {
+    let mut live = vec![false; g.num_values()];
+    for v in g.outputs() {
+        live[v.index()] = true;
+    }
+    let mut keep = vec![false; g.num_nodes()];
+    let nodes: Vec<_> = g.nodes().map(|(id, n)| (id, n.inputs.clone(), n.outputs.clone())).collect();
+    for (id, inputs, outputs) in nodes.into_iter().rev() {
+        if outputs.iter().any(|v| live[v.index()]) {
+            keep[id.index()] = true;
+            for v in inputs {
+                live[v.index()] = true;
+            }
+        }
+    }
+    g.retain_nodes(|id, _| keep[id.index()]);
+}
+
 /// A graph holding only the model's activation inputs (those without an initializer), with
 /// their declared types and the names a full import gives them: what reading input files
 /// needs, without importing any node.
@@ -424,21 +443,112 @@ impl Importer {
 
     /// Drops nodes no graph output depends on (folded shape arithmetic, unused initializers).
     fn remove_dead_nodes(&mut self) {
-        let mut live = vec![false; self.graph.num_values()];
-        for v in self.graph.outputs() {
-            live[v.index()] = true;
-        }
-        let mut keep = vec![false; self.graph.num_nodes()];
-        let nodes: Vec<_> = self.graph.nodes().map(|(id, n)| (id, n.inputs.clone(), n.outputs.clone())).collect();
-        for (id, inputs, outputs) in nodes.into_iter().rev() {
-            if outputs.iter().any(|v| live[v.index()]) {
-                keep[id.index()] = true;
-                for v in inputs {
-                    live[v.index()] = true;
-                }
+        remove_dead_nodes(&mut self.graph);
+    }
+
+    // ---- Subgraphs (the branches of `If`) ----
+
+    /// Imports the nodes of `body` (a subgraph attribute) into the graph being built, reading
+    /// the enclosing scope's values by name, and returns one slot per subgraph output. Names the
+    /// subgraph defines are visible only inside it: the scope is restored afterwards.
+    pub fn import_subgraph(&mut self, body: &GraphProto, opset: i64, what: &str) -> BuildResult<Vec<Slot>> {
+        let saved = self.slots.clone();
+        let result = self.import_subgraph_nodes(body, opset);
+        self.slots = saved;
+        result.map_err(|e| {
+            let message = format!("in {what}: {e}");
+            if e.is_unsupported() {
+                BuildError::Unsupported(message)
+            } else {
+                BuildError::Invalid(message)
             }
+        })
+    }
+
+    fn import_subgraph_nodes(&mut self, body: &GraphProto, opset: i64) -> Result<Vec<Slot>, OnnxError> {
+        for init in &body.initializer {
+            let t = tensor::decode(init, &mut self.external).map_err(|e| OnnxError::Tensor {
+                name: init.name().to_string(),
+                message: e.message,
+                unsupported: e.unsupported,
+            })?;
+            let v = self.constant(t);
+            self.name_value(v, init.name());
+            self.slots.insert(init.name().to_string(), Slot::Value(v));
         }
-        self.graph.retain_nodes(|id, _| keep[id.index()]);
+        if let Some(input) = body.input.first() {
+            return Err(OnnxError::GraphValue {
+                kind: "input",
+                name: input.name().to_string(),
+                message: "a branch subgraph takes no inputs (it reads the enclosing scope)".into(),
+                unsupported: false,
+            });
+        }
+        let registry = ops::registry();
+        for (index, node) in body.node.iter().enumerate() {
+            self.import_node(node, index, Some(opset), &registry)?;
+        }
+        body.output
+            .iter()
+            .map(|out| {
+                self.slots.get(out.name()).cloned().ok_or_else(|| OnnxError::GraphValue {
+                    kind: "output",
+                    name: out.name().to_string(),
+                    message: "is not produced by any node of the subgraph or the enclosing scope".into(),
+                    unsupported: false,
+                })
+            })
+            .collect()
+    }
+
+    /// Imports `body` as a region: its nodes are imported into the graph being built, then
+    /// moved out into a graph of their own (dead ones dropped) whose block arguments are the
+    /// enclosing values it reads, returned beside it. Small constants of the enclosing scope
+    /// it reads are copied in rather than captured, so they keep folding inside the region.
+    pub fn import_region(&mut self, body: &GraphProto, opset: i64, what: &str) -> BuildResult<(Graph, Vec<ValueId>)> {
+        let first = tessera_ir::graph::NodeId(self.graph.num_nodes() as u32);
+        let slots = match self.import_subgraph(body, opset, what) {
+            Ok(slots) => slots,
+            Err(e) => {
+                // What the branch added before failing is no part of the enclosing graph.
+                let _discarded = self.graph.split_off_region(first, what, &[]);
+                return Err(e);
+            }
+        };
+        let mut yields = Vec::with_capacity(slots.len());
+        for slot in slots {
+            yields.push(match slot {
+                Slot::Value(v) => v,
+                Slot::Shape { elems, scalar } => self.dim_values(&elems, scalar)?,
+            });
+        }
+        let (mut region, captures) = self
+            .graph
+            .split_off_region(first, tessera_ir::ops::control::REGION_NAME, &yields)
+            .map_err(|m| BuildError::Invalid(format!("{what}: {m}")))?;
+        remove_dead_nodes(&mut region);
+        self.inline_small_constants(region, captures).map_err(|m| BuildError::Invalid(format!("{what}: {m}")))
+    }
+
+    /// Replaces the block arguments of `region` that stand for small constants of the
+    /// enclosing graph by copies of those constants.
+    fn inline_small_constants(&self, region: Graph, captures: Vec<ValueId>) -> Result<(Graph, Vec<ValueId>), String> {
+        use tessera_ir::graph::BlockArg;
+        let literal = |v: ValueId| self.constant_of(v).filter(|t| t.len() as u64 <= FOLD_LIMIT).cloned();
+        let args: Vec<BlockArg> = captures
+            .iter()
+            .enumerate()
+            .map(|(input, &v)| match literal(v) {
+                Some(value) => BlockArg::Literal { input, value },
+                None => BlockArg::Input(input),
+            })
+            .collect();
+        if args.iter().all(|a| matches!(a, BlockArg::Input(_))) {
+            return Ok((region, captures));
+        }
+        let kept: Vec<ValueId> =
+            captures.iter().zip(&args).filter(|(_, a)| matches!(a, BlockArg::Input(_))).map(|(&v, _)| v).collect();
+        Ok((region.with_block_args(&args)?, kept))
     }
 
     /// A name for a new value derived from `onnx_name`, unique in the graph.

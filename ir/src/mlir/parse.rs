@@ -122,7 +122,12 @@ struct Parser<'a> {
     node_offsets: Vec<usize>,
     /// Offset of the `return` keyword, for errors about graph outputs.
     last_return: usize,
+    /// How deeply the region being parsed nests.
+    depth: usize,
 }
+
+/// Regions nest at most this deep (nested `tsr.if`), so hostile text cannot exhaust the stack.
+const MAX_REGION_DEPTH: usize = 64;
 
 type PResult<T> = Result<T, ParseError>;
 
@@ -141,6 +146,7 @@ impl<'a> Parser<'a> {
             node_locs: Vec::new(),
             node_offsets: Vec::new(),
             last_return: 0,
+            depth: 0,
         }
     }
 
@@ -413,6 +419,12 @@ impl<'a> Parser<'a> {
         };
         self.expect(&Tok::LParen, " opening the operand list")?;
         let operands = self.parse_list(Tok::RParen, "the operand list", |p| p.parse_use("an operand ('%name')"))?;
+        let regions_at = self.peek_start()?;
+        let regions = if self.eat(&Tok::LParen)? {
+            self.parse_list(Tok::RParen, "the region list", |p| p.parse_region())?
+        } else {
+            Vec::new()
+        };
         let attrs = self.parse_attr_dict()?;
         self.expect(&Tok::Colon, " before the op's type")?;
         let types_at = self.expect(&Tok::LParen, " opening the operand types")?;
@@ -451,13 +463,28 @@ impl<'a> Parser<'a> {
         let Some(mnemonic) = op_name.strip_prefix("tsr.") else {
             return Err(ParseError::at(op_loc, format!("unknown op '{op_name}'")));
         };
-        let op = Op::from_parts(mnemonic, AttrMap::new(attrs), &result_types).map_err(|m| {
-            if m.starts_with("unknown op") {
-                ParseError::at(op_loc, m)
-            } else {
-                ParseError::at(op_loc, format!("{op_name}: {m}"))
+        let op = if mnemonic == "if" {
+            if !attrs.is_empty() {
+                return Err(ParseError::at(op_loc, "tsr.if takes no attributes"));
             }
-        })?;
+            let mut regions = regions.into_iter();
+            match (regions.next(), regions.next(), regions.next()) {
+                (Some(then_branch), Some(else_branch), None) => {
+                    Op::If(Box::new(crate::ops::control::IfRegions { then_branch, else_branch }))
+                }
+                _ => return self.err(regions_at, "tsr.if takes exactly two regions (then, else)"),
+            }
+        } else if !regions.is_empty() {
+            return self.err(regions_at, format!("{op_name} takes no regions"));
+        } else {
+            Op::from_parts(mnemonic, AttrMap::new(attrs), &result_types).map_err(|m| {
+                if m.starts_with("unknown op") {
+                    ParseError::at(op_loc, m)
+                } else {
+                    ParseError::at(op_loc, format!("{op_name}: {m}"))
+                }
+            })?
+        };
 
         // Names: `%a` is one value; `%a:N` is N values named `a_0`.. (`r1_0`.. for numeric
         // `%1:N`, since a numeric name must be all digits).
@@ -505,6 +532,83 @@ impl<'a> Parser<'a> {
             };
             self.scope.insert(name, binding);
         }
+        Ok(())
+    }
+
+    /// A region: `{ [^bb0(%a: type, ...):] ops "tsr.yield"(%v, ...) : (types) -> () }`. Regions
+    /// are isolated from above: their names form a scope of their own, and they read only
+    /// their block arguments.
+    fn parse_region(&mut self) -> PResult<Graph> {
+        self.depth += 1;
+        if self.depth > MAX_REGION_DEPTH {
+            let at = self.peek_start()?;
+            return self.err(at, format!("regions nest deeper than {MAX_REGION_DEPTH}"));
+        }
+        self.expect(&Tok::LBrace, " opening a region")?;
+        let saved_graph = std::mem::replace(&mut self.graph, Graph::new(crate::ops::control::REGION_NAME));
+        let saved_scope = std::mem::take(&mut self.scope);
+        let saved_locs = std::mem::take(&mut self.node_locs);
+        let saved_offsets = std::mem::take(&mut self.node_offsets);
+        let body = self.parse_region_body();
+        let region = std::mem::replace(&mut self.graph, saved_graph);
+        self.scope = saved_scope;
+        self.node_locs = saved_locs;
+        self.node_offsets = saved_offsets;
+        self.depth -= 1;
+        body?;
+        Ok(region)
+    }
+
+    fn parse_region_body(&mut self) -> PResult<()> {
+        if let Tok::Block(_) = self.peek()? {
+            self.next()?;
+            if self.eat(&Tok::LParen)? {
+                self.parse_list(Tok::RParen, "the block arguments", |p| p.parse_argument())?;
+            }
+            self.expect(&Tok::Colon, " after the block label")?;
+        }
+        loop {
+            match self.peek()? {
+                Tok::Str(s) if s == "tsr.yield" => {
+                    self.next()?;
+                    self.parse_yield()?;
+                    break;
+                }
+                Tok::Value { .. } | Tok::Str(_) => self.parse_op()?,
+                _ => {
+                    let (tok, at) = self.next()?;
+                    return self.unexpected(&tok, at, "an op or \"tsr.yield\"");
+                }
+            }
+        }
+        self.expect(&Tok::RBrace, " after \"tsr.yield\" (it ends the region)")?;
+        Ok(())
+    }
+
+    /// `"tsr.yield"(%a, ...) : (types) -> ()`, the region's results.
+    fn parse_yield(&mut self) -> PResult<()> {
+        self.expect(&Tok::LParen, " opening the yielded values")?;
+        let values =
+            self.parse_list(Tok::RParen, "the yielded values", |p| p.parse_use("a yielded value ('%name')"))?;
+        self.expect(&Tok::Colon, " before the yield's type")?;
+        let types_at = self.expect(&Tok::LParen, " opening the yielded types")?;
+        let types = self.parse_list(Tok::RParen, "the yielded types", |p| p.parse_tensor_type())?;
+        self.expect(&Tok::Arrow, " in the yield's type")?;
+        self.expect(&Tok::LParen, " ('tsr.yield' has no results: '-> ()')")?;
+        self.expect(&Tok::RParen, " ('tsr.yield' has no results: '-> ()')")?;
+        if types.len() != values.len() {
+            return self.err(types_at, format!("yield of {} value(s) lists {} type(s)", values.len(), types.len()));
+        }
+        for ((v, _), ty) in values.iter().zip(&types) {
+            let value = self.graph.value(*v);
+            if value.ty != *ty {
+                return self.err(
+                    types_at,
+                    format!("yielded %{} has type {}, but the yield's type says {ty}", value.name, value.ty),
+                );
+            }
+        }
+        self.graph.set_outputs(values.into_iter().map(|(v, _)| v).collect());
         Ok(())
     }
 

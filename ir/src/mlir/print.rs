@@ -39,55 +39,7 @@ pub fn print_graph(g: &Graph) -> String {
     out.push_str(") -> (");
     write_type_list(&mut out, g, g.outputs());
     out.push_str(") {\n");
-
-    let mut previous_group = None;
-    for (id, node) in g.nodes() {
-        let tag = g.fusion_tag(id);
-        if let Some(tag) = tag.filter(|t| previous_group != Some(t.group)) {
-            // Members are contiguous (the `fuse` pass orders them so); count this run.
-            let members = g.nodes().skip(id.index()).take_while(|(m, _)| g.fusion_tag(*m) == Some(tag)).count();
-            out.push_str("  ");
-            out.push_str(&crate::fusion::group_comment(tag, members));
-            out.push('\n');
-        }
-        previous_group = tag.map(|t| t.group);
-        out.push_str("  ");
-        if !node.outputs.is_empty() {
-            write_value_list(&mut out, g, &node.outputs);
-            out.push_str(" = ");
-        }
-        out.push_str("\"tsr.");
-        out.push_str(node.op.mnemonic());
-        out.push_str("\"(");
-        write_value_list(&mut out, g, &node.inputs);
-        out.push(')');
-        let attrs = node.op.attrs();
-        if !attrs.is_empty() {
-            out.push_str(" {");
-            for (i, (name, attr)) in attrs.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                out.push_str(name);
-                out.push_str(" = ");
-                write_attr(&mut out, attr);
-            }
-            out.push('}');
-        }
-        out.push_str(" : (");
-        write_type_list(&mut out, g, &node.inputs);
-        out.push_str(") -> ");
-        // MLIR's functional type: a single result type stands alone, others are parenthesized.
-        if let [v] = node.outputs.as_slice() {
-            write_type(&mut out, &g.value(*v).ty);
-        } else {
-            out.push('(');
-            write_type_list(&mut out, g, &node.outputs);
-            out.push(')');
-        }
-        out.push('\n');
-    }
-
+    write_nodes(&mut out, g, "  ");
     out.push_str("  return");
     if !g.outputs().is_empty() {
         out.push(' ');
@@ -97,6 +49,97 @@ pub fn print_graph(g: &Graph) -> String {
     }
     out.push_str("\n}\n");
     out
+}
+
+/// A region in MLIR's generic form: its entry block's arguments, its ops one indent deeper,
+/// and `"tsr.yield"` of its outputs. `indent` is the indentation of the op holding it.
+fn write_region(out: &mut String, g: &Graph, indent: &str) {
+    out.push_str("{\n");
+    if !g.inputs().is_empty() {
+        out.push_str(indent);
+        out.push_str("^bb0(");
+        for (i, &v) in g.inputs().iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push('%');
+            out.push_str(&g.value(v).name);
+            out.push_str(": ");
+            write_type(out, &g.value(v).ty);
+        }
+        out.push_str("):\n");
+    }
+    let inner = format!("{indent}  ");
+    write_nodes(out, g, &inner);
+    out.push_str(&inner);
+    out.push_str("\"tsr.yield\"(");
+    write_value_list(out, g, g.outputs());
+    out.push_str(") : (");
+    write_type_list(out, g, g.outputs());
+    out.push_str(") -> ()\n");
+    out.push_str(indent);
+    out.push('}');
+}
+
+/// The ops of `g`, one a line at `indent`, with the fusion-group comments.
+fn write_nodes(out: &mut String, g: &Graph, indent: &str) {
+    let mut previous_group = None;
+    for (id, node) in g.nodes() {
+        let tag = g.fusion_tag(id);
+        if let Some(tag) = tag.filter(|t| previous_group != Some(t.group)) {
+            // Members are contiguous (the `fuse` pass orders them so); count this run.
+            let members = g.nodes().skip(id.index()).take_while(|(m, _)| g.fusion_tag(*m) == Some(tag)).count();
+            out.push_str(indent);
+            out.push_str(&crate::fusion::group_comment(tag, members));
+            out.push('\n');
+        }
+        previous_group = tag.map(|t| t.group);
+        out.push_str(indent);
+        if !node.outputs.is_empty() {
+            write_value_list(out, g, &node.outputs);
+            out.push_str(" = ");
+        }
+        out.push_str("\"tsr.");
+        out.push_str(node.op.mnemonic());
+        out.push_str("\"(");
+        write_value_list(out, g, &node.inputs);
+        out.push(')');
+        if let crate::ops::Op::If(regions) = &node.op {
+            out.push_str(" (");
+            for (i, (_, branch)) in regions.branches().iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_region(out, branch, indent);
+            }
+            out.push(')');
+        }
+        let attrs = node.op.attrs();
+        if !attrs.is_empty() {
+            out.push_str(" {");
+            for (i, (name, attr)) in attrs.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(name);
+                out.push_str(" = ");
+                write_attr(out, attr);
+            }
+            out.push('}');
+        }
+        out.push_str(" : (");
+        write_type_list(out, g, &node.inputs);
+        out.push_str(") -> ");
+        // MLIR's functional type: a single result type stands alone, others are parenthesized.
+        if let [v] = node.outputs.as_slice() {
+            write_type(out, &g.value(*v).ty);
+        } else {
+            out.push('(');
+            write_type_list(out, g, &node.outputs);
+            out.push(')');
+        }
+        out.push('\n');
+    }
 }
 
 /// A symbol as MLIR spells it: bare when it is a valid bare identifier, else a quoted string.

@@ -6,6 +6,7 @@
 
 pub mod attr;
 pub mod collective;
+pub mod control;
 pub mod conv;
 pub mod elementwise;
 pub mod gradient;
@@ -134,6 +135,10 @@ pub enum Op {
     },
     /// Communication between ranks (only in per-rank programs; see [`collective`]).
     Collective(collective::Collective),
+    /// Structured control flow: `(cond, captured...)` runs one of two regions; see [`control`].
+    If(Box<control::IfRegions>),
+    /// Fails when evaluated; results of the given types (see [`control::Trap`]).
+    Trap(Box<control::Trap>),
 }
 
 impl Op {
@@ -145,6 +150,8 @@ impl Op {
             Op::AdamW(_) => 3,
             Op::Recurrent { kind, .. } => kind.num_results(),
             Op::Collective(c) => c.num_results(),
+            Op::If(regions) => regions.then_branch.outputs().len(),
+            Op::Trap(trap) => trap.types.len(),
             _ => 1,
         }
     }
@@ -196,6 +203,11 @@ impl Op {
             Op::AdamW(h) => optim::infer_adamw(inputs, h),
             Op::Recurrent { kind, cell } => recurrent::infer(inputs, *kind, cell),
             Op::Collective(c) => c.infer(inputs),
+            Op::If(regions) => control::infer_if(inputs, regions),
+            Op::Trap(trap) => {
+                expect_arity(inputs, 0)?;
+                Ok(trap.types.clone())
+            }
         }
     }
 
@@ -244,6 +256,8 @@ impl Op {
             Op::Recurrent { kind, cell } => recurrent::flops(inputs, *kind, cell),
             // Communication moves data; the cost model prices it by bytes on links.
             Op::Collective(_) => Ok(0),
+            Op::If(regions) => control::flops_if(regions),
+            Op::Trap(_) => Ok(0),
         }
     }
 }
@@ -300,6 +314,8 @@ impl Op {
             | Op::Constant(_)
             | Op::Scatter { .. }
             | Op::Collective(_)
+            | Op::If(_)
+            | Op::Trap(_)
             // Batch-parallel in principle; replicated until a rule splits `x`, the states and
             // `sequence_lens` together.
             | Op::Recurrent { .. }
@@ -329,6 +345,9 @@ impl Op {
     pub fn eval(&self, inputs: &[&Tensor], results: &[TensorType]) -> Result<Vec<Tensor>, String> {
         if let Op::Collective(c) = self {
             return Err(c.eval_error());
+        }
+        if let Op::Trap(trap) = self {
+            return Err(trap.message.clone());
         }
         for (i, t) in inputs.iter().enumerate() {
             check_tensor(t).map_err(|m| format!("operand {i} is malformed: {m}"))?;
@@ -417,6 +436,8 @@ impl Op {
             ),
             Op::Recurrent { kind, cell } => recurrent::eval(inputs, *kind, cell, results),
             Op::Collective(c) => Err(c.eval_error()),
+            Op::If(regions) => control::eval_if(inputs, regions),
+            Op::Trap(trap) => Err(trap.message.clone()),
         }
     }
 }
@@ -428,7 +449,9 @@ impl Op {
             Op::Unary(u) => u.differentiability(),
             Op::Binary(b) => b.differentiability(),
             Op::Compare(_) | Op::ArgMax { .. } | Op::Iota { .. } => Differentiability::PiecewiseConstant,
-            Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) => Differentiability::NotDifferentiable,
+            Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) | Op::If(_) | Op::Trap(_) => {
+                Differentiability::NotDifferentiable
+            }
             Op::Constant(_)
             | Op::Where
             | Op::Cast { .. }
@@ -510,6 +533,10 @@ impl Op {
             Op::Rope { interleaved } => rope::grad(cx, (x(0)?, x(1)?, x(2)?, g), *interleaved, wanted),
             Op::CrossEntropy => Ok(vec![Some(optim::grad_cross_entropy(cx, x(0)?, x(1)?, g)?), None]),
             Op::Recurrent { kind, .. } => Err(recurrent::no_gradient(*kind)),
+            Op::If(_) | Op::Trap(_) => Err(GradError::Unsupported {
+                op: mnemonic,
+                message: "control flow is not differentiated (differentiate each branch's graph)".into(),
+            }),
             Op::Compare(_) | Op::ArgMax { .. } | Op::Iota { .. } | Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) => {
                 let operand = (0..inputs.len()).find(|&i| want(i)).unwrap_or(0);
                 let reason = match self {

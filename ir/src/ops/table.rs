@@ -241,6 +241,8 @@ macro_rules! op_table {
                     $(Op::$yv(kind) => kind.mnemonic(),)*
                     $(Op::$kv { kind, .. } => kind.mnemonic(),)*
                     Op::Collective(c) => c.mnemonic(),
+                    Op::If(_) => "if",
+                    Op::Trap(_) => "trap",
                 }
             }
 
@@ -250,6 +252,8 @@ macro_rules! op_table {
                 $(names.extend($yt::ALL.iter().map(|kind| kind.mnemonic()));)*
                 $(names.extend($kt::ALL.iter().map(|kind| kind.mnemonic()));)*
                 names.extend(collective::MNEMONICS);
+                names.push("if");
+                names.push("trap");
                 names
             }
 
@@ -268,6 +272,12 @@ macro_rules! op_table {
                 $(if $kt::from_mnemonic(mnemonic).is_some() {
                     return Some((arity!($ki), arity!($ko)));
                 })*
+                if mnemonic == "if" {
+                    return Some((Arity::Variadic, Arity::Variadic));
+                }
+                if mnemonic == "trap" {
+                    return Some((Arity::Fixed(0), Arity::Variadic));
+                }
                 if let Some((operands, results)) = Collective::signature(mnemonic) {
                     return Some((Arity::Fixed(operands), Arity::Fixed(results)));
                 }
@@ -291,6 +301,9 @@ macro_rules! op_table {
                     $(Op::$yv(_) => {})*
                     $(Op::$kv { $($kf,)* .. } => { $(AttrCodec::write($kf, stringify!($kf), &mut attrs);)* })*
                     Op::Collective(c) => attrs = c.attrs(),
+                    // The branches are regions, printed after the operands, not attributes.
+                    Op::If(_) => {}
+                    Op::Trap(trap) => attrs.push(("message", Attr::Str(trap.message.clone()))),
                 }
                 attrs.sort_by_key(|(name, _)| *name);
                 attrs
@@ -320,6 +333,11 @@ macro_rules! op_table {
                         $($fm => Op::$fv $({ $($ff: AttrCodec::read(&mut attrs, stringify!($ff))?),* })?,)*
                         $($pm => Op::$pv(AttrCodec::read(&mut attrs, stringify!($pf))?),)*
                         $($tm => Op::$tv { $tf: FromResult::from_result(single_result(mnemonic)?) },)*
+                        "if" => return Err("'tsr.if' needs its two regions (then, else)".into()),
+                        "trap" => Op::Trap(Box::new(super::control::Trap {
+                            message: attrs.string("message")?,
+                            types: results.to_vec(),
+                        })),
                         _ => return Err(format!("unknown op 'tsr.{mnemonic}'")),
                     }
                 };

@@ -230,7 +230,11 @@ fn class(op: &Op) -> Class {
         // A chain of small GEMMs with a serial dependence between steps: never fused, and far
         // from a GEMM's efficiency, so it is not priced as one.
         | Op::Recurrent { .. }
+        // A branch is a whole sub-graph run as one step: never fused, priced by its FLOPs.
+        | Op::If(_)
         | Op::CrossEntropy => Class::Reduction,
+        // Never runs to completion; nothing to price.
+        Op::Trap(_) => Class::Literal,
         // Slicing out this rank's block of a replicated value is a view.
         Op::Collective(Collective::AllSlice { .. }) => Class::Layout,
         // Collectives move data and never fuse; the step model prices them on links, not here.
@@ -716,7 +720,7 @@ fn saved_activations(block: &BlockGraph, s: &Sizes, consumers: &[Vec<usize>]) ->
                 save(operand(0));
                 save(operand(1));
             }
-            Op::Binary(_) | Op::Compare(_) | Op::Cast { .. } | Op::Constant(_) | Op::Collective(_) => {}
+            Op::Binary(_) | Op::Compare(_) | Op::Cast { .. } | Op::Constant(_) | Op::Collective(_) | Op::Trap(_) => {}
             Op::Unary(u) => match u.backward_keeps() {
                 BackwardKeeps::Nothing => {}
                 BackwardKeeps::Operand => save(operand(0)),
@@ -735,7 +739,8 @@ fn saved_activations(block: &BlockGraph, s: &Sizes, consumers: &[Vec<usize>]) ->
             }
             Op::Pool2d { .. } => save(operand(0)),
             // Backpropagation through time reads every operand and the whole state sequence.
-            Op::Recurrent { .. } => {
+            // Control flow is not differentiated; were it, a branch would read any operand.
+            Op::Recurrent { .. } | Op::If(_) => {
                 keep.extend(n.inputs.iter().copied());
                 keep.extend(n.outputs.first().copied());
             }

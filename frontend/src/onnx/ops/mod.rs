@@ -2,6 +2,7 @@
 //! Opset quirks (attributes that became inputs, changed defaults) stay inside each builder.
 
 mod attention;
+mod control;
 mod einsum;
 mod elementwise;
 mod loss;
@@ -78,10 +79,12 @@ impl Registry {
     }
 }
 
-/// Every builder. Subgraph ops (If, Loop, Scan) have none and are reported as unsupported.
+/// Every builder. Of the subgraph ops, `If` imports (as `tsr.if`); `Loop` and `Scan` have no
+/// builder and are reported as unsupported.
 pub(crate) fn registry() -> Registry {
     let mut r = Registry::default();
     attention::register(&mut r);
+    control::register(&mut r);
     einsum::register(&mut r);
     elementwise::register(&mut r);
     loss::register(&mut r);

@@ -15,6 +15,8 @@ pub(super) enum Tok {
     },
     /// `@name` or `@"any name"`.
     Symbol(String),
+    /// `^name`, a block label (the entry block of a region: `^bb0(%a: type):`).
+    Block(String),
     /// A bare identifier: `func.func`, `return`, `tensor`, `axis`, `tsr.param`, `i64`, ...
     Ident(String),
     /// A decimal integer literal, sign included.
@@ -45,6 +47,7 @@ impl fmt::Display for Tok {
             Tok::Value { name, index: None } => write!(f, "'%{}'", clip(name)),
             Tok::Value { name, index: Some(i) } => write!(f, "'%{}#{i}'", clip(name)),
             Tok::Symbol(s) => write!(f, "'@{}'", clip(s)),
+            Tok::Block(s) => write!(f, "'^{}'", clip(s)),
             Tok::Ident(s) | Tok::Int(s) | Tok::Float(s) => write!(f, "'{}'", clip(s)),
             Tok::Hex(s) => write!(f, "'0x{}'", clip(s)),
             Tok::Str(_) => f.write_str("string"),
@@ -189,6 +192,11 @@ impl<'a> Parser<'a> {
                 }
                 let name = self.take_while(is_id_char).to_string();
                 Ok((Tok::Symbol(name), start))
+            }
+            b'^' => {
+                self.pos += 1;
+                let name = self.lex_suffix_id(start, "block name")?;
+                Ok((Tok::Block(name), start))
             }
             b'"' => Ok((Tok::Str(self.lex_string()?), start)),
             b if is_id_start(b) => Ok((Tok::Ident(self.take_while(is_id_char).to_string()), start)),

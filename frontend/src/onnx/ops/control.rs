@@ -1,0 +1,99 @@
+//! Control flow: ONNX `If` as `tsr.if` (its branches become regions whose block arguments are
+//! the enclosing values they read); an `If` whose condition is known at import time is
+//! replaced by the branch it takes.
+
+use super::{invalid, BuildError, BuildResult, Registry};
+use crate::onnx::import::{Importer, NodeCx, Slot};
+use tessera_ir::dtype::DType;
+use tessera_ir::graph::{BlockArg, Graph, ValueId};
+use tessera_ir::ops::control::{IfRegions, Trap};
+use tessera_ir::ops::Op;
+use tessera_ir::tensor::Buffer;
+use tessera_ir::types::TensorType;
+
+pub(super) fn register(r: &mut Registry) {
+    r.insert("If", build_if);
+}
+
+/// `If(cond)` with `then_branch` and `else_branch` (every opset from 11 on: 13 and later only
+/// widen the element types, 16 adds optional types, which tessera refuses elsewhere).
+fn build_if(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let then_body = cx.attrs.req_graph("then_branch")?;
+    let else_body = cx.attrs.req_graph("else_branch")?;
+    let cond = imp.value(cx, 0)?;
+    let cond_ty = imp.ty(cond);
+    if cond_ty.dtype != DType::Bool {
+        return invalid(format!("the condition must be a bool tensor, got {cond_ty}"));
+    }
+    if cond_ty.num_elements() != Some(1) {
+        return invalid(format!("the condition must have exactly one element, got {cond_ty}"));
+    }
+    // A condition known now (shape arithmetic, a constant) picks its branch at import.
+    if let Some(Buffer::Int(v)) = imp.constant_of(cond).map(|t| &t.data) {
+        let (what, body) = if v.first().is_some_and(|&c| c != 0) {
+            ("the then branch", then_body)
+        } else {
+            ("the else branch", else_body)
+        };
+        return check_outputs(cx, imp.import_subgraph(body, cx.opset, what)?);
+    }
+    let then_import = imp.import_region(then_body, cx.opset, "the then branch");
+    let else_import = imp.import_region(else_body, cx.opset, "the else branch");
+    let ((then_region, then_captures), (else_region, else_captures)) = match (then_import, else_import) {
+        (Ok(then_branch), Ok(else_branch)) => (then_branch, else_branch),
+        // ONNX runs only the branch taken, and exporters leave branches that are ill-typed for
+        // some input shapes (silero-vad's 8 kHz path on a 16 kHz frame): such a branch becomes
+        // a trap, an error only if it is taken. Unsupported ops stay errors.
+        (Ok(then_branch), Err(BuildError::Invalid(why))) => {
+            let trap = trap_region(&then_branch.0, why);
+            (then_branch, trap)
+        }
+        (Err(BuildError::Invalid(why)), Ok(else_branch)) => {
+            let trap = trap_region(&else_branch.0, why);
+            (trap, else_branch)
+        }
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    // Both regions take the union of what either captures, in one order.
+    let mut captured = then_captures.clone();
+    for &v in &else_captures {
+        if !captured.contains(&v) {
+            captured.push(v);
+        }
+    }
+    let args_for = |own: &[ValueId]| -> Vec<BlockArg> {
+        captured
+            .iter()
+            .map(|v| match own.iter().position(|o| o == v) {
+                Some(i) => BlockArg::Input(i),
+                None => BlockArg::Unused { name: imp.graph.value(*v).name.clone(), ty: imp.ty(*v) },
+            })
+            .collect()
+    };
+    let then_branch = then_region.with_block_args(&args_for(&then_captures))?;
+    let else_branch = else_region.with_block_args(&args_for(&else_captures))?;
+    let mut operands = vec![cond];
+    operands.extend(&captured);
+    let outs = imp.add_n(Op::If(Box::new(IfRegions { then_branch, else_branch })), &operands)?;
+    check_outputs(cx, outs.into_iter().map(Slot::Value).collect())
+}
+
+/// A region that yields what `other` yields by failing with `why` (see [`Trap`]).
+fn trap_region(other: &Graph, why: String) -> (Graph, Vec<ValueId>) {
+    let types: Vec<TensorType> = other.outputs().iter().map(|&v| other.value(v).ty.clone()).collect();
+    let mut region = Graph::new(tessera_ir::ops::control::REGION_NAME);
+    let message = format!("the If branch taken cannot run for these shapes: {why}");
+    let results = types.iter().enumerate().map(|(i, ty)| (format!("unreachable{i}"), ty.clone())).collect();
+    let node = region.add_node_unchecked(Op::Trap(Box::new(Trap { message, types })), vec![], results);
+    let yields = region.node(node).outputs.clone();
+    region.set_outputs(yields);
+    (region, Vec::new())
+}
+
+/// The branches yield what the node's outputs name, one each.
+fn check_outputs(cx: &NodeCx, slots: Vec<Slot>) -> BuildResult<Vec<Slot>> {
+    if slots.len() != cx.num_outputs() {
+        return invalid(format!("the branch yields {} values for {} outputs", slots.len(), cx.num_outputs()));
+    }
+    Ok(slots)
+}
