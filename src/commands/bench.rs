@@ -164,27 +164,20 @@ fn median_seconds(diagnostics: &str) -> Result<f64> {
 }
 
 /// Seeded inputs for `--measure`, written as `.npy` files into `dir`; returns `NAME=FILE`
-/// per input. Values are uniform in [-1, 1) as `tessera run --random-inputs` makes them, except
-/// where that would not be a valid model input: integer inputs (token, type and position
-/// ids) become 0 or 1, valid for every embedding table, and batch-norm variances (`*.var`)
-/// are made positive.
+/// per input. They are [`tessera_ir::testing::inputs::model_inputs`]: valid ids, positive
+/// variances and weights scaled by their fan-in, so that the outputs' difference measures the
+/// rewrites and not how far random unscaled weights amplify rounding.
 fn write_measure_inputs(g: &Graph, dir: &Path) -> Result<Vec<String>> {
-    use tessera_ir::tensor::Tensor;
     std::fs::create_dir_all(dir).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
-    let no_feeds: &[(String, Tensor)] = &[];
-    let random = tessera_runtime::feeds::random_inputs(g, no_feeds, &Default::default(), 1)
-        .map_err(|e| anyhow!("random inputs: {e}"))?;
-    let mut args = Vec::new();
-    for (name, tensor) in random {
-        let dtype = tensor.dtype;
-        let values = tensor.to_f64_vec();
-        let tensor = if name.ends_with(".var") {
-            Tensor::from_f64(dtype, tensor.shape.clone(), values.iter().map(|x| x.abs() + 0.5).collect())
-        } else if !dtype.is_float() && dtype != tessera_ir::dtype::DType::Bool {
-            Tensor::from_f64(dtype, tensor.shape.clone(), values.iter().map(|x| x.rem_euclid(2.0).floor()).collect())
-        } else {
-            tensor
+    for &v in g.inputs() {
+        let value = g.value(v);
+        let Some(shape) = value.ty.static_shape() else {
+            bail!("--measure needs static input shapes; %{} has {}", value.name, value.ty);
         };
+        tessera_ir::budget::check_shape(&format!("input %{}", value.name), &shape).map_err(|e| anyhow!("{e}"))?;
+    }
+    let mut args = Vec::new();
+    for (name, tensor) in tessera_ir::testing::inputs::model_inputs(g, 1, 0) {
         let path = dir.join(format!("input{}.npy", args.len()));
         tessera_runtime::npy::write_npy(&path, &tensor).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         args.push(format!("{name}={}", path.display()));
