@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// `--measure`: rounds, alternating the two artifacts (the median of the rounds' medians).
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
+    /// How the estimate prices values computed from parameters only: `load` (folded once when
+    /// weights load, free per step) or `step` (computed on every call, as CPU artifacts do).
+    /// The default is `step` with `--measure`, whose artifacts are CPU ones, else `load`.
+    #[arg(long, value_parser = ["load", "step"])]
+    pub weights: Option<String>,
     /// Kernels: the device to measure (cuda).
     #[arg(long, default_value = "cuda")]
     pub target: String,
@@ -74,8 +79,14 @@ fn percent(before: f64, after: f64) -> String {
 
 /// One model's row: the e-graph's candidates, greedy rewriting, and the guarded result.
 fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -> Result<String> {
-    let before = cost::graph_cost(g);
-    let limits = Limits { iters: args.iters, nodes: args.nodes, time: Duration::from_millis(args.time_ms) };
+    let weights = match args.weights.as_deref() {
+        Some("step") => cost::Weights::EveryStep,
+        Some(_) => cost::Weights::FoldedAtLoad,
+        None if args.measure => cost::Weights::EveryStep,
+        None => cost::Weights::FoldedAtLoad,
+    };
+    let before = cost::graph_cost_for(g, weights);
+    let limits = Limits { iters: args.iters, nodes: args.nodes, time: Duration::from_millis(args.time_ms), weights };
     let start = Instant::now();
     let s = egraph::saturate(g, rules, limits).map_err(|e| anyhow!(e))?;
     let saturate_s = start.elapsed().as_secs_f64();
@@ -86,7 +97,8 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
     let extracted = egraph::extract(g, &s, &config, None);
     let egraph_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let rewriting_limits = taso::RewriteLimits { steps: usize::MAX, time: Duration::from_secs(args.baseline_time_s) };
+    let rewriting_limits =
+        taso::RewriteLimits { steps: usize::MAX, time: Duration::from_secs(args.baseline_time_s), weights };
     let (rewritten, report) = taso::rewrite(g, rules, rewriting_limits).map_err(|e| anyhow!(e))?;
     let rewriting_s = start.elapsed().as_secs_f64();
     let change = |method: egraph::Method| match extracted.costs.get(&method) {
@@ -110,7 +122,7 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
         }
         None => "–".to_string(),
     };
-    let rewriting_cost = cost::graph_cost(&rewritten);
+    let rewriting_cost = cost::graph_cost_for(&rewritten, weights);
     let held = if egraph::holds(&s, &rewritten) { "the e-graph holds it" } else { "**not in the e-graph**" };
     let (guarded, winner, optimized) = if rewriting_cost < extracted.cost {
         (rewriting_cost, egraph::Method::GreedyRewriting, &rewritten)
