@@ -107,8 +107,19 @@ const REWRITING_TIME_MS: OptionSpec = OptionSpec {
 };
 
 /// The options of `egraph{...}`.
-pub static OPTIONS: &[OptionSpec] =
-    &[ITERS, NODES, TIME_MS, RULES, BUILTIN, EXTRACT, ILP_TIME_MS, SEARCH_MS, WEIGHTS, GUARD_REWRITING, REWRITING_TIME_MS];
+pub static OPTIONS: &[OptionSpec] = &[
+    ITERS,
+    NODES,
+    TIME_MS,
+    RULES,
+    BUILTIN,
+    EXTRACT,
+    ILP_TIME_MS,
+    SEARCH_MS,
+    WEIGHTS,
+    GUARD_REWRITING,
+    REWRITING_TIME_MS,
+];
 
 /// How the optimized graph is read out of the saturated e-graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
