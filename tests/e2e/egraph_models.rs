@@ -99,31 +99,34 @@ fn optimized_models_agree_in_f64_to_rounding() {
 
 /// `tessera bench egraph --measure` on a small GPT, BERT and ResNet: the guarded result is no
 /// costlier than any method's, and the compiled CPU artifacts before and after compute the same
-/// outputs to 1e-5 relative (f32).
+/// outputs to 1e-5 relative (f32). `--measure` prices weight computations per step (as the CPU
+/// artifact runs them): the GPT and the ResNet must still get cheaper; the small BERT need not
+/// (its gains were the merged QKV weight and scales moved onto weights, which a CPU artifact
+/// recomputes on every call; it keeps its input graph today).
 #[test]
 fn bench_measures_the_compiled_result() {
     let dir = tempfile::tempdir().expect("temp dir");
     let specs = [
-        "gpt:layers=1,hidden=32,heads=4,vocab=16,seq=8,dtype=f32,qkv=separate",
-        "bert:layers=4,hidden=32,heads=4,ffn=64,vocab=16,seq=8,dtype=f32",
-        "resnet:blocks=1-1-1-1,width=4,image=32,classes=10",
+        ("gpt:layers=1,hidden=32,heads=4,vocab=16,seq=8,dtype=f32,qkv=separate", true),
+        ("bert:layers=4,hidden=32,heads=4,ffn=64,vocab=16,seq=8,dtype=f32", false),
+        ("resnet:blocks=1-1-1-1,width=4,image=32,classes=10", true),
     ];
     let mut args = vec!["bench", "egraph"];
-    args.extend(specs);
+    args.extend(specs.iter().map(|(spec, _)| *spec));
     args.extend(["--measure", "--repeat", "2", "--rounds", "1", "--baseline-time-s", "20", "--ilp-time-ms", "2000"]);
     let out = crate::support::tessera(dir.path(), &args);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    for spec in specs {
+    for (spec, gets_cheaper) in specs {
         let row = out
             .stdout
             .lines()
             .find(|l| l.starts_with(&format!("| `{spec}`")))
             .unwrap_or_else(|| panic!("{}", out.stdout));
-        check_bench_row(row);
+        check_bench_row(row, gets_cheaper);
     }
 }
 
-fn check_bench_row(row: &str) {
+fn check_bench_row(row: &str, gets_cheaper: bool) {
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
     // | model | nodes | cost | greedy | local | MIP | e-graph | rewriting | guarded | saturation | measured |
     // A method that produced no graph prints "none".
@@ -138,7 +141,8 @@ fn check_bench_row(row: &str) {
     for (i, cell) in cells.iter().enumerate().take(9).skip(4) {
         assert!(guarded <= percent(cell) + 1e-9, "column {i}: {guarded} vs {cell}; {row}");
     }
-    assert!(guarded < 0.0, "{row}");
+    assert!(guarded <= 0.0, "{row}");
+    assert!(guarded < 0.0 || !gets_cheaper, "{row}");
     // Whether the e-graph holds greedy rewriting's result is reported (it depends on how far
     // saturation got in its time limit).
     assert!(cells[8].contains("e-graph"), "{row}");
