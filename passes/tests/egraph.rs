@@ -2,6 +2,7 @@
 //! interpreter, f64), rules put equal terms in one e-class, bad rule files are located errors,
 //! and whole graphs keep their outputs while their estimated cost drops.
 
+use egg::Language;
 use proptest::prelude::*;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, ValueId};
@@ -13,10 +14,13 @@ use tessera_ir::testing::inputs::seeded_inputs;
 use tessera_ir::types::{Dim, TensorType};
 use tessera_passes::egraph::dag::{Candidates, Choice};
 use tessera_passes::egraph::ilp::IlpOutcome;
+use tessera_passes::egraph::lang::{self, TsrNode};
 use tessera_passes::egraph::rules::syntax::parse_rules;
 use tessera_passes::egraph::rules::typecheck::instance_graph;
 use tessera_passes::egraph::rules::{builtin, Rule};
-use tessera_passes::egraph::{cost, extract, extract_greedy, saturate, ExtractConfig, Extraction, Limits, Method};
+use tessera_passes::egraph::{
+    cost, extract, extract_greedy, greedy, saturate, ExtractConfig, Extraction, Limits, Method,
+};
 use tessera_passes::pass::PassStats;
 use tessera_passes::pipeline::{run_pipeline, Pipeline, RunConfig};
 
@@ -87,12 +91,105 @@ proptest! {
     }
 }
 
+/// Every rule through the e-graph, not only as written: the left side alone is loaded,
+/// saturated with that one rule (its egg applier, attribute lifting and type re-check), and
+/// every e-node of each output's class, emitted as a graph ([`lang::build_ranked`]), must
+/// compute the left side's values (f64, seeded). A wrong applier (axis, permutation or shape
+/// handling), a wrong union or a wrong emission shows as a difference of order one. Returns how
+/// often the rule fired and how many nodes other than the left side's own were emitted.
+fn check_rule_in_egraph(rule: &Rule, index: usize, seed: u64) -> Result<(usize, usize), String> {
+    let instances = rule.sample_instances();
+    let inst = &instances[index % instances.len()];
+    let mut lhs_only = rule.clone();
+    lhs_only.rhs.clear();
+    let g = instance_graph(&lhs_only, inst)?;
+    let expected = evaluate(&g, seed);
+    let limits = Limits { iters: 1, nodes: 10_000, time: std::time::Duration::from_secs(10), ..Limits::default() };
+    let s = saturate(&g, std::slice::from_ref(rule), limits)?;
+    let fired = s.report.fired.get(&rule.name).copied().unwrap_or(0);
+    let ranked = greedy::ranked(&s.egraph, &s.outputs);
+    // The left side's own output nodes (egg keeps class ids, so a fresh load lines up).
+    let fresh = lang::load(&g);
+    let own: Vec<TsrNode> = fresh
+        .outputs
+        .iter()
+        .flat_map(|&o| fresh.egraph[o].nodes.iter().map(|n| n.clone().map_children(|c| s.egraph.find(c))))
+        .collect();
+    let mut alternatives = 0;
+    for (i, &root) in s.outputs.iter().enumerate() {
+        for node in &s.egraph[root].nodes {
+            let rank = |class: egg::Id| -> Vec<TsrNode> {
+                let mut nodes = ranked.get(&class).cloned().unwrap_or_default();
+                if class == root {
+                    nodes.retain(|n| n != node);
+                    nodes.insert(0, node.clone());
+                }
+                nodes
+            };
+            // `None`: the node cannot keep the output's name (it is an input, as `?x` on a
+            // right side makes it), which the pass never emits either.
+            let Some((built, used)) = lang::build_ranked(&g, &s.outputs, &rank) else { continue };
+            if used.get(&root) != Some(node) {
+                continue;
+            }
+            if !own.contains(node) {
+                alternatives += 1;
+            }
+            let got = evaluate(&built, seed);
+            close(&expected[i], &got[i])
+                .map_err(|m| format!("rule {} on {inst:?}, e-node {node:?}: {m}", rule.name))?;
+        }
+    }
+    Ok((fired, alternatives))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+    #[test]
+    fn every_builtin_rule_is_sound_through_the_egraph(index in 0usize..10_000, seed in any::<u64>()) {
+        for rule in rules() {
+            if let Err(m) = check_rule_in_egraph(rule, index, seed) {
+                prop_assert!(false, "{}", m);
+            }
+        }
+    }
+}
+
+/// Each rule's applier matches its own left side on some sample instance and adds a right side
+/// that the pass could emit (checked numerically by [`check_rule_in_egraph`]); only rules whose
+/// right side is a bare variable emit nothing new (the output would be that input).
+#[test]
+fn every_builtin_rule_fires_on_its_own_left_side() {
+    for rule in rules() {
+        let n = rule.sample_instances().len().min(8);
+        let (mut fired, mut alternatives) = (0, 0);
+        for index in 0..n {
+            let (f, a) = check_rule_in_egraph(rule, index, index as u64).unwrap_or_else(|m| panic!("{m}"));
+            fired += f;
+            alternatives += a;
+        }
+        assert!(fired > 0, "rule {} never fired on its own left side ({n} instances)", rule.name);
+        let identity = rule.rhs.iter().all(|t| matches!(t, tessera_passes::egraph::rules::Term::Var(_)));
+        if !identity {
+            assert!(alternatives > 0, "rule {}: no alternative to the left side was emitted", rule.name);
+        }
+    }
+}
+
 #[test]
 fn a_wrong_rule_fails_the_numeric_check() {
     // Type-correct (so it loads) but false: subtraction does not commute.
     let wrong = parse_rules("test", "rule sub-comm: (sub ?a ?b) => (sub ?b ?a)\n").expect("loads");
     let failures = (0..8).filter(|&seed| check_rule(&wrong[0], seed as usize, seed).is_err()).count();
     assert!(failures > 0, "the wrong rule passed every check");
+}
+
+#[test]
+fn a_wrong_rule_fails_the_check_through_the_egraph() {
+    // The same false rule, applied by egg in the e-graph: the emitted alternative differs.
+    let wrong = parse_rules("test", "rule sub-comm: (sub ?a ?b) => (sub ?b ?a)\n").expect("loads");
+    let failures = (0..8).filter(|&seed| check_rule_in_egraph(&wrong[0], seed as usize, seed).is_err()).count();
+    assert!(failures > 0, "the wrong rule passed every check through the e-graph");
 }
 
 #[test]
@@ -234,6 +331,28 @@ fn qkv_projections_merge_and_the_cost_drops() {
     // Q, K and V are one matmul now: 3 projections + 2 attention + 1 output -> 4.
     assert_eq!(count(&g, "matmul"), 4, "{}", tessera_ir::mlir::print_graph(&g));
     assert_same_outputs(&original, &g);
+}
+
+/// `weights=step` prices what a CPU artifact runs on every call: the merged QKV's weight
+/// concat is then a kernel per step. The optimized graph is never costlier than the input under
+/// the pricing it was extracted with, and costs more under `step` than under `load` exactly by
+/// the kernels it computes from weights.
+#[test]
+fn weights_priced_per_step_count_the_weight_kernels() {
+    use tessera_passes::egraph::cost::Weights;
+    let original = gpt_attention();
+    let (mut folded, mut every_step) = (original.clone(), original.clone());
+    run_egraph(&mut folded, "egraph");
+    let stats = run_egraph(&mut every_step, "egraph{weights=step}");
+    let (before, after) = (stats.counters["egraph.cost-before-ns"], stats.counters["egraph.cost-after-ns"]);
+    assert!(after <= before, "{stats:?}");
+    assert_eq!(after as f64, (cost::graph_cost_for(&every_step, Weights::EveryStep) * 1000.0).round());
+    // The input computes nothing from weights alone: both pricings agree on it.
+    assert_eq!(cost::graph_cost(&original), cost::graph_cost_for(&original, Weights::EveryStep));
+    // The load-priced result concatenates the three weights; per step that costs a kernel.
+    assert_eq!(count(&folded, "concat"), 1, "{}", tessera_ir::mlir::print_graph(&folded));
+    assert!(cost::graph_cost_for(&folded, Weights::EveryStep) > cost::graph_cost(&folded));
+    assert_same_outputs(&original, &every_step);
 }
 
 #[test]
@@ -398,7 +517,7 @@ fn ilp_extraction_through_the_pass() {
 fn greedy_rewriting_baseline_merges_projections() {
     use tessera_passes::egraph::taso::{rewrite, RewriteLimits};
     let original = gpt_attention();
-    let limits = RewriteLimits { steps: 50, time: std::time::Duration::from_secs(60) };
+    let limits = RewriteLimits { steps: 50, time: std::time::Duration::from_secs(60), weights: Default::default() };
     let (g, report) = rewrite(&original, rules(), limits).expect("rewrites");
     assert_eq!(report.stop, "no-improvement", "{report:?}");
     assert!(report.cost_after < report.cost_before, "{report:?}");
@@ -536,7 +655,7 @@ proptest! {
 #[test]
 fn the_schedule_report_of_the_attention_block() {
     let g = gpt_attention();
-    let limits = Limits { iters: 8, nodes: 20_000, time: std::time::Duration::from_secs(60) };
+    let limits = Limits { iters: 8, nodes: 20_000, time: std::time::Duration::from_secs(60), ..Limits::default() };
     let s = saturate(&g, rules(), limits).expect("saturates");
     let mut text = String::new();
     for phase in &s.report.phases {

@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// `--measure`: rounds, alternating the two artifacts (the median of the rounds' medians).
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
+    /// How the estimate prices values computed from parameters only: `load` (folded once when
+    /// weights load, free per step) or `step` (computed on every call, as CPU artifacts do).
+    /// The default is `step` with `--measure`, whose artifacts are CPU ones, else `load`.
+    #[arg(long, value_parser = ["load", "step"])]
+    pub weights: Option<String>,
     /// Kernels: the device to measure (cuda).
     #[arg(long, default_value = "cuda")]
     pub target: String,
@@ -74,8 +79,14 @@ fn percent(before: f64, after: f64) -> String {
 
 /// One model's row: the e-graph's candidates, greedy rewriting, and the guarded result.
 fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -> Result<String> {
-    let before = cost::graph_cost(g);
-    let limits = Limits { iters: args.iters, nodes: args.nodes, time: Duration::from_millis(args.time_ms) };
+    let weights = match args.weights.as_deref() {
+        Some("step") => cost::Weights::EveryStep,
+        Some(_) => cost::Weights::FoldedAtLoad,
+        None if args.measure => cost::Weights::EveryStep,
+        None => cost::Weights::FoldedAtLoad,
+    };
+    let before = cost::graph_cost_for(g, weights);
+    let limits = Limits { iters: args.iters, nodes: args.nodes, time: Duration::from_millis(args.time_ms), weights };
     let start = Instant::now();
     let s = egraph::saturate(g, rules, limits).map_err(|e| anyhow!(e))?;
     let saturate_s = start.elapsed().as_secs_f64();
@@ -86,7 +97,8 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
     let extracted = egraph::extract(g, &s, &config, None);
     let egraph_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let rewriting_limits = taso::RewriteLimits { steps: usize::MAX, time: Duration::from_secs(args.baseline_time_s) };
+    let rewriting_limits =
+        taso::RewriteLimits { steps: usize::MAX, time: Duration::from_secs(args.baseline_time_s), weights };
     let (rewritten, report) = taso::rewrite(g, rules, rewriting_limits).map_err(|e| anyhow!(e))?;
     let rewriting_s = start.elapsed().as_secs_f64();
     let change = |method: egraph::Method| match extracted.costs.get(&method) {
@@ -110,7 +122,7 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
         }
         None => "–".to_string(),
     };
-    let rewriting_cost = cost::graph_cost(&rewritten);
+    let rewriting_cost = cost::graph_cost_for(&rewritten, weights);
     let held = if egraph::holds(&s, &rewritten) { "the e-graph holds it" } else { "**not in the e-graph**" };
     let (guarded, winner, optimized) = if rewriting_cost < extracted.cost {
         (rewriting_cost, egraph::Method::GreedyRewriting, &rewritten)
@@ -164,27 +176,20 @@ fn median_seconds(diagnostics: &str) -> Result<f64> {
 }
 
 /// Seeded inputs for `--measure`, written as `.npy` files into `dir`; returns `NAME=FILE`
-/// per input. Values are uniform in [-1, 1) as `tessera run --random-inputs` makes them, except
-/// where that would not be a valid model input: integer inputs (token, type and position
-/// ids) become 0 or 1, valid for every embedding table, and batch-norm variances (`*.var`)
-/// are made positive.
+/// per input. They are [`tessera_ir::testing::inputs::model_inputs`]: valid ids, positive
+/// variances and weights scaled by their fan-in, so that the outputs' difference measures the
+/// rewrites and not how far random unscaled weights amplify rounding.
 fn write_measure_inputs(g: &Graph, dir: &Path) -> Result<Vec<String>> {
-    use tessera_ir::tensor::Tensor;
     std::fs::create_dir_all(dir).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
-    let no_feeds: &[(String, Tensor)] = &[];
-    let random = tessera_runtime::feeds::random_inputs(g, no_feeds, &Default::default(), 1)
-        .map_err(|e| anyhow!("random inputs: {e}"))?;
-    let mut args = Vec::new();
-    for (name, tensor) in random {
-        let dtype = tensor.dtype;
-        let values = tensor.to_f64_vec();
-        let tensor = if name.ends_with(".var") {
-            Tensor::from_f64(dtype, tensor.shape.clone(), values.iter().map(|x| x.abs() + 0.5).collect())
-        } else if !dtype.is_float() && dtype != tessera_ir::dtype::DType::Bool {
-            Tensor::from_f64(dtype, tensor.shape.clone(), values.iter().map(|x| x.rem_euclid(2.0).floor()).collect())
-        } else {
-            tensor
+    for &v in g.inputs() {
+        let value = g.value(v);
+        let Some(shape) = value.ty.static_shape() else {
+            bail!("--measure needs static input shapes; %{} has {}", value.name, value.ty);
         };
+        tessera_ir::budget::check_shape(&format!("input %{}", value.name), &shape).map_err(|e| anyhow!("{e}"))?;
+    }
+    let mut args = Vec::new();
+    for (name, tensor) in tessera_ir::testing::inputs::model_inputs(g, 1, 0) {
         let path = dir.join(format!("input{}.npy", args.len()));
         tessera_runtime::npy::write_npy(&path, &tensor).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         args.push(format!("{name}={}", path.display()));

@@ -5,7 +5,7 @@
 
 use tessera_ir::graph::Graph;
 use tessera_ir::tensor::Tensor;
-use tessera_ir::testing::inputs::seeded_inputs;
+use tessera_ir::testing::inputs::model_inputs;
 use tessera_passes::pass::PassStats;
 use tessera_passes::pipeline::{run_pipeline, Pipeline, RunConfig};
 
@@ -13,28 +13,11 @@ fn model(spec: &str) -> Graph {
     tessera_frontend::load::load_model(std::path::Path::new(spec)).unwrap_or_else(|e| panic!("{spec}: {e}"))
 }
 
-/// Seeded inputs; integer inputs (token ids, types, positions) stay below 2, valid for every
-/// table here; keep-masks are random booleans.
+/// Seeded model-like inputs (valid ids, positive variances, weights scaled by fan-in; see
+/// `model_inputs` for why unscaled weights would make any two f32 forms disagree).
 fn feeds(g: &Graph, seed: u64) -> Vec<(String, Tensor)> {
     assert!(g.inputs().iter().all(|&v| g.value(v).ty.static_shape().is_some()), "static models");
-    seeded_inputs(g, seed, 0)
-        .into_iter()
-        .zip(g.inputs())
-        .map(|((name, t), &v)| {
-            let value = g.value(v);
-            let t = if value.name.ends_with(".var") {
-                // Batch-norm variances are positive.
-                let v: Vec<f64> = t.to_f64_vec().iter().map(|x| x.abs() + 0.5).collect();
-                Tensor::from_f64(value.ty.dtype, t.shape.clone(), v)
-            } else if value.ty.dtype.is_float() || value.ty.dtype == tessera_ir::dtype::DType::Bool {
-                t
-            } else {
-                let ids: Vec<f64> = t.to_f64_vec().iter().map(|x| x.rem_euclid(2.0)).collect();
-                Tensor::from_f64(value.ty.dtype, t.shape.clone(), ids)
-            };
-            (name, t)
-        })
-        .collect()
+    model_inputs(g, seed, 0)
 }
 
 fn optimize(g: &Graph, pipeline: &str) -> (Graph, PassStats) {
@@ -45,8 +28,9 @@ fn optimize(g: &Graph, pipeline: &str) -> (Graph, PassStats) {
     (out, stats)
 }
 
-/// Outputs agree to `1e-4` relative (f32 graphs; rewrites reassociate float math).
-fn assert_same_outputs(spec: &str, a: &Graph, b: &Graph) {
+/// The outputs of `a` and `b` on the same seeded inputs agree to `tolerance`, relative to the
+/// largest magnitude of each output (the bench's measure, and the 1e-5 for f32).
+fn assert_same_outputs(spec: &str, a: &Graph, b: &Graph, tolerance: f64) {
     for seed in [1, 2] {
         let inputs = feeds(a, seed);
         let x = tessera_runtime::interpreter::run(a, &inputs).unwrap_or_else(|e| panic!("{spec}: {e}"));
@@ -55,10 +39,10 @@ fn assert_same_outputs(spec: &str, a: &Graph, b: &Graph) {
         for ((name_x, tx), (name_y, ty)) in x.iter().zip(&y) {
             assert_eq!(name_x, name_y, "{spec}: output names are kept");
             assert_eq!(tx.shape, ty.shape, "{spec}: {name_x}");
-            for (i, (p, q)) in tx.to_f64_vec().iter().zip(ty.to_f64_vec()).enumerate() {
-                let ok = (p - q).abs() <= 1e-4 * p.abs().max(q.abs()).max(1.0);
-                assert!(ok, "{spec}: {name_x}[{i}]: {p} vs {q}");
-            }
+            let (p, q) = (tx.to_f64_vec(), ty.to_f64_vec());
+            let scale = p.iter().fold(f64::MIN_POSITIVE, |m, v| m.max(v.abs()));
+            let worst = p.iter().zip(&q).fold(0.0f64, |m, (u, v)| m.max((u - v).abs()));
+            assert!(worst <= tolerance * scale, "{spec}: {name_x}: difference {worst:e} of {scale:e}");
         }
     }
 }
@@ -79,9 +63,9 @@ fn bert_gpt2_and_resnet_keep_their_outputs_and_get_cheaper() {
         let original = model(spec);
         // ILP extraction on two of the models only: in debug builds it takes its whole limit.
         let pipelines: &[&str] = if i % 2 == 0 {
-            &["egraph{iters=5}", "egraph{iters=5,extract=ilp,ilp-time-ms=1000}"]
+            &["egraph{iters=5,time-ms=600000}", "egraph{iters=5,time-ms=600000,extract=ilp,ilp-time-ms=1000}"]
         } else {
-            &["egraph{iters=5}"]
+            &["egraph{iters=5,time-ms=600000}"]
         };
         for &pipeline in pipelines {
             let (optimized, stats) = optimize(&original, pipeline);
@@ -90,35 +74,59 @@ fn bert_gpt2_and_resnet_keep_their_outputs_and_get_cheaper() {
             for rule in rules {
                 assert!(fired(&stats, rule) > 0, "{spec} {pipeline}: {rule} did not fire; {stats:?}");
             }
-            assert_same_outputs(spec, &original, &optimized);
+            assert_same_outputs(spec, &original, &optimized, 1e-5);
         }
     }
 }
 
-/// `tessera bench egraph --measure` on a small GPT: the guarded result is no costlier than any
-/// method's, and the compiled CPU artifacts before and after compute the same outputs (f32).
+/// The rewrites are exact, not merely close: in f64 the optimized graph agrees with the original
+/// to rounding (1e-12), at a depth where f32 rounding alone would reach 1e-5 with unscaled
+/// weights. A wrong rule, applier or extraction shows here as a difference of order one.
+#[test]
+fn optimized_models_agree_in_f64_to_rounding() {
+    for spec in [
+        "bert:layers=6,hidden=32,heads=4,ffn=64,vocab=16,seq=8,dtype=f64",
+        "gpt:layers=6,hidden=32,heads=4,vocab=16,seq=8,dtype=f64",
+        "gpt:layers=2,hidden=32,heads=4,vocab=16,seq=8,dtype=f64,qkv=separate,form=onnx",
+    ] {
+        let original = model(spec);
+        let (optimized, stats) = optimize(&original, "egraph{iters=5,time-ms=600000}");
+        let (before, after) = (stats.counters["egraph.cost-before-ns"], stats.counters["egraph.cost-after-ns"]);
+        assert!(after < before, "{spec}: the e-graph changed nothing to check; {stats:?}");
+        assert_same_outputs(spec, &original, &optimized, 1e-12);
+    }
+}
+
+/// `tessera bench egraph --measure` on a small GPT, BERT and ResNet: the guarded result is no
+/// costlier than any method's, and the compiled CPU artifacts before and after compute the same
+/// outputs to 1e-5 relative (f32). `--measure` prices weight computations per step (as the CPU
+/// artifact runs them): the GPT and the ResNet must still get cheaper; the small BERT need not
+/// (its gains were the merged QKV weight and scales moved onto weights, which a CPU artifact
+/// recomputes on every call; it keeps its input graph today).
 #[test]
 fn bench_measures_the_compiled_result() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let spec = "gpt:layers=1,hidden=32,heads=4,vocab=16,seq=8,dtype=f32,qkv=separate";
-    let args = [
-        "bench",
-        "egraph",
-        spec,
-        "--measure",
-        "--repeat",
-        "2",
-        "--rounds",
-        "1",
-        "--baseline-time-s",
-        "20",
-        "--ilp-time-ms",
-        "2000",
+    let specs = [
+        ("gpt:layers=1,hidden=32,heads=4,vocab=16,seq=8,dtype=f32,qkv=separate", true),
+        ("bert:layers=4,hidden=32,heads=4,ffn=64,vocab=16,seq=8,dtype=f32", false),
+        ("resnet:blocks=1-1-1-1,width=4,image=32,classes=10", true),
     ];
+    let mut args = vec!["bench", "egraph"];
+    args.extend(specs.iter().map(|(spec, _)| *spec));
+    args.extend(["--measure", "--repeat", "2", "--rounds", "1", "--baseline-time-s", "20", "--ilp-time-ms", "2000"]);
     let out = crate::support::tessera(dir.path(), &args);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let row =
-        out.stdout.lines().find(|l| l.starts_with(&format!("| `{spec}`"))).unwrap_or_else(|| panic!("{}", out.stdout));
+    for (spec, gets_cheaper) in specs {
+        let row = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{spec}`")))
+            .unwrap_or_else(|| panic!("{}", out.stdout));
+        check_bench_row(row, gets_cheaper);
+    }
+}
+
+fn check_bench_row(row: &str, gets_cheaper: bool) {
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
     // | model | nodes | cost | greedy | local | MIP | e-graph | rewriting | guarded | saturation | measured |
     // A method that produced no graph prints "none".
@@ -133,7 +141,8 @@ fn bench_measures_the_compiled_result() {
     for (i, cell) in cells.iter().enumerate().take(9).skip(4) {
         assert!(guarded <= percent(cell) + 1e-9, "column {i}: {guarded} vs {cell}; {row}");
     }
-    assert!(guarded < 0.0, "{row}");
+    assert!(guarded <= 0.0, "{row}");
+    assert!(guarded < 0.0 || !gets_cheaper, "{row}");
     // Whether the e-graph holds greedy rewriting's result is reported (it depends on how far
     // saturation got in its time limit).
     assert!(cells[8].contains("e-graph"), "{row}");

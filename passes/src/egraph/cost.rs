@@ -10,8 +10,12 @@
 //! Three conventions of our own:
 //! - `reshape`, `slice` and `split` are views: a consumer reads through strides, no kernel
 //!   runs. This is what makes a merged QKV matmul pay off (its three parts are views).
-//! - a value computed from parameters and constants only is folded when weights load (the
-//!   concatenated QKV weight is prepared once), so it costs nothing per step.
+//! - under [`Weights::FoldedAtLoad`] (the default) a value computed from parameters and
+//!   constants only is folded when weights load (the concatenated QKV weight is prepared once),
+//!   so it costs nothing per step. Under [`Weights::EveryStep`] it is a kernel like any other:
+//!   that is what a CPU artifact does today (it runs every kernel on every call, parameters
+//!   resident but nothing precomputed from them), and pricing it free made the extracted
+//!   graphs measure slower there than they were estimated.
 //! - symbolic dimensions count as [`SYMBOL_SIZE`].
 //!
 //! Extraction picks one e-node per class by tree cost, which counts a shared subterm once per
@@ -55,6 +59,17 @@ impl KernelRates {
 
 /// The device extraction prices against: the H100 SXM preset.
 pub static RATES: LazyLock<KernelRates> = LazyLock::new(|| KernelRates::of(&DeviceSpec::h100_80g_sxm()));
+
+/// When values computed from parameters (and constants) only are computed, which decides
+/// whether they cost anything per step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Weights {
+    /// Once, when weights load: free per step (a runtime that prepares weights, the planner).
+    #[default]
+    FoldedAtLoad,
+    /// On every step, as the CPU artifact runs them: priced as kernels. Constants still fold.
+    EveryStep,
+}
 
 /// Size assumed for every symbolic dimension.
 pub const SYMBOL_SIZE: u64 = 8;
@@ -109,11 +124,16 @@ pub fn kernel_us(op: &Op, inputs: &[&TensorType], results: &[&TensorType]) -> f6
 }
 
 /// The estimated step time of `g` in microseconds: every kernel once (views and folded values
-/// are free).
+/// are free), with weights folded at load ([`graph_cost_for`] with [`Weights::FoldedAtLoad`]).
 pub fn graph_cost(g: &Graph) -> f64 {
+    graph_cost_for(g, Weights::FoldedAtLoad)
+}
+
+/// [`graph_cost`] with values computed from parameters priced as `weights` says.
+pub fn graph_cost_for(g: &Graph, weights: Weights) -> f64 {
     let mut folded = vec![false; g.num_values()];
     for &v in g.inputs() {
-        folded[v.index()] = g.input_role(v) == Some(InputRole::Parameter);
+        folded[v.index()] = weights == Weights::FoldedAtLoad && g.input_role(v) == Some(InputRole::Parameter);
     }
     let mut total = 0.0;
     for (_, node) in g.nodes() {

@@ -11,6 +11,7 @@
 //! Ops are keyed by their `Debug` text after normalisation: `concat`, `split` and `softmax`
 //! count their axis from the end, so a rule written with `-1` matches the last axis of any rank.
 
+use super::cost::Weights;
 use egg::{Analysis, DidMerge, EGraph, Id, Language};
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -285,10 +286,16 @@ pub struct Loaded {
     pub outputs: Vec<Id>,
 }
 
-/// Adds every input and node of `g` to a fresh e-graph.
+/// Adds every input and node of `g` to a fresh e-graph, weights folded at load.
 pub fn load(g: &Graph) -> Loaded {
+    load_for(g, Weights::FoldedAtLoad)
+}
+
+/// [`load`], with parameter inputs marked as folding (see [`ClassData::folded`]) only when
+/// `weights` folds them at load.
+pub fn load_for(g: &Graph, weights: Weights) -> Loaded {
     let mut egraph = TsrEGraph::default();
-    let outputs = load_into(&mut egraph, g, &|_| None);
+    let outputs = load_into(&mut egraph, g, weights, &|_| None);
     Loaded { egraph, outputs }
 }
 
@@ -297,10 +304,15 @@ pub fn load(g: &Graph) -> Loaded {
 /// loaded before shares its input classes: whether its outputs land in the classes of the
 /// other's shows whether the e-graph already holds it. `constant_class` may map a literal to
 /// a class already in the e-graph (literals are otherwise keyed by their defining value).
-pub fn load_into(egraph: &mut TsrEGraph, g: &Graph, constant_class: &dyn Fn(&Op) -> Option<Id>) -> Vec<Id> {
+pub fn load_into(
+    egraph: &mut TsrEGraph,
+    g: &Graph,
+    weights: Weights,
+    constant_class: &dyn Fn(&Op) -> Option<Id>,
+) -> Vec<Id> {
     let mut class_of: Vec<Option<Id>> = vec![None; g.num_values()];
     for (index, &v) in g.inputs().iter().enumerate() {
-        let parameter = g.input_role(v) == Some(InputRole::Parameter);
+        let parameter = weights == Weights::FoldedAtLoad && g.input_role(v) == Some(InputRole::Parameter);
         let ty = Arc::new(g.value(v).ty.clone());
         let node = TsrNode { kind: NodeKind::Input { index: index as u32, parameter, ty }, children: vec![] };
         class_of[v.index()] = Some(egraph.add(node));

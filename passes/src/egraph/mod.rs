@@ -90,6 +90,11 @@ const SEARCH_MS: OptionSpec = OptionSpec {
     default: OptionValue::UInt(1_000),
     help: "time limit of the DAG-aware local search (the MIP's warm start and fallback)",
 };
+const WEIGHTS: OptionSpec = OptionSpec {
+    name: "weights",
+    default: OptionValue::Str(Cow::Borrowed("load")),
+    help: "when values computed from parameters only are computed: load (once, free per step; GPU runtimes, the planner) or step (on every call, as CPU artifacts run them; priced as kernels)",
+};
 const GUARD_REWRITING: OptionSpec = OptionSpec {
     name: "guard",
     default: OptionValue::Bool(false),
@@ -102,8 +107,19 @@ const REWRITING_TIME_MS: OptionSpec = OptionSpec {
 };
 
 /// The options of `egraph{...}`.
-pub static OPTIONS: &[OptionSpec] =
-    &[ITERS, NODES, TIME_MS, RULES, BUILTIN, EXTRACT, ILP_TIME_MS, SEARCH_MS, GUARD_REWRITING, REWRITING_TIME_MS];
+pub static OPTIONS: &[OptionSpec] = &[
+    ITERS,
+    NODES,
+    TIME_MS,
+    RULES,
+    BUILTIN,
+    EXTRACT,
+    ILP_TIME_MS,
+    SEARCH_MS,
+    WEIGHTS,
+    GUARD_REWRITING,
+    REWRITING_TIME_MS,
+];
 
 /// How the optimized graph is read out of the saturated e-graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,11 +137,14 @@ pub struct Limits {
     pub iters: usize,
     pub nodes: usize,
     pub time: Duration,
+    /// How the cost that extraction minimises prices values computed from parameters: the
+    /// e-graph's analysis marks them as folding only under [`cost::Weights::FoldedAtLoad`].
+    pub weights: cost::Weights,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { iters: 8, nodes: 20_000, time: Duration::from_millis(2_000) }
+        Limits { iters: 8, nodes: 20_000, time: Duration::from_millis(2_000), weights: cost::Weights::FoldedAtLoad }
     }
 }
 
@@ -166,6 +185,8 @@ pub struct Saturated {
     pub egraph: lang::TsrEGraph,
     pub outputs: Vec<egg::Id>,
     pub report: Report,
+    /// The pricing the e-graph was loaded with ([`Limits::weights`]).
+    pub weights: cost::Weights,
 }
 
 fn stop_name(reason: &Option<StopReason>) -> &'static str {
@@ -181,7 +202,7 @@ fn stop_name(reason: &Option<StopReason>) -> &'static str {
 /// Loads `g` into an e-graph and applies `rules` in phases ([`schedule`]) until each phase
 /// saturates or hits a limit: `limits.iters` per phase, the node and time limits over all.
 pub fn saturate(g: &Graph, rules: &[rules::Rule], limits: Limits) -> Result<Saturated, String> {
-    let loaded = lang::load(g);
+    let loaded = lang::load_for(g, limits.weights);
     let mut egraph = loaded.egraph;
     let start = Instant::now();
     let mut phases = Vec::new();
@@ -245,7 +266,7 @@ pub fn saturate(g: &Graph, rules: &[rules::Rule], limits: Limits) -> Result<Satu
         starved: last.map_or_else(Vec::new, |p| p.starved.clone()),
         phases,
     };
-    Ok(Saturated { egraph, outputs, report })
+    Ok(Saturated { egraph, outputs, report, weights: limits.weights })
 }
 
 /// The cheapest graph in `s` by greedy extraction ([`greedy_choice`]), with `original`'s
@@ -335,7 +356,7 @@ pub fn holds(s: &Saturated, other: &Graph) -> bool {
         tessera_ir::ops::Op::Constant(_) => literals.get(&format!("{op:?}")).copied(),
         _ => None,
     };
-    let added = lang::load_into(&mut egraph, other, &constant_class);
+    let added = lang::load_into(&mut egraph, other, s.weights, &constant_class);
     added.len() == s.outputs.len() && added.iter().zip(&s.outputs).all(|(&a, &o)| egraph.find(a) == egraph.find(o))
 }
 
@@ -402,7 +423,7 @@ pub struct Extracted {
 /// gives the same class ids (egg never renumbers), canonicalised through `s`. A class may hold
 /// several (merged) original nodes.
 fn input_nodes(original: &Graph, s: &Saturated) -> HashMap<Id, Vec<lang::TsrNode>> {
-    let fresh = lang::load(original);
+    let fresh = lang::load_for(original, s.weights);
     let mut nodes: HashMap<Id, Vec<lang::TsrNode>> = HashMap::new();
     for class in fresh.egraph.classes() {
         for node in class.iter() {
@@ -418,7 +439,7 @@ fn input_nodes(original: &Graph, s: &Saturated) -> HashMap<Id, Vec<lang::TsrNode
 /// (greedy rewriting's result, when the caller ran it): the result is never costlier than any
 /// of them. Ties go to the earlier [`Method`], so an unimproved graph stays the input.
 pub fn extract(original: &Graph, s: &Saturated, config: &ExtractConfig, baseline: Option<&Graph>) -> Extracted {
-    let before = cost::graph_cost(original);
+    let before = cost::graph_cost_for(original, s.weights);
     let cands = dag::Candidates::new(&s.egraph, &s.outputs);
     let ranked = greedy::ranked(&s.egraph, &s.outputs);
     let greedy = greedy_choice(s, &cands, &ranked);
@@ -460,7 +481,7 @@ pub fn extract(original: &Graph, s: &Saturated, config: &ExtractConfig, baseline
     costs.insert(Method::Input, before);
     let mut winner = (Method::Input, before, None);
     for (method, graph) in graphs.into_iter().chain(baseline.map(|g| (Method::GreedyRewriting, Some(g.clone())))) {
-        let c = graph.as_ref().map_or(f64::INFINITY, cost::graph_cost);
+        let c = graph.as_ref().map_or(f64::INFINITY, |g| cost::graph_cost_for(g, s.weights));
         costs.insert(method, c);
         if c < winner.1 {
             winner = (method, c, graph);
@@ -529,6 +550,11 @@ pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError>
         iters: to_usize(options.uint(PASS, &ITERS)?),
         nodes: to_usize(options.uint(PASS, &NODES)?),
         time: Duration::from_millis(options.uint(PASS, &TIME_MS)?),
+        weights: match options.str(PASS, &WEIGHTS)? {
+            "load" => cost::Weights::FoldedAtLoad,
+            "step" => cost::Weights::EveryStep,
+            other => return Err(failed(format!("weights={other} is not supported (load or step)"))),
+        },
     };
     let extraction = match options.str(PASS, &EXTRACT)? {
         "greedy" => Extraction::Greedy,
@@ -549,6 +575,7 @@ pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError>
         let limits = taso::RewriteLimits {
             steps: usize::MAX,
             time: Duration::from_millis(options.uint(PASS, &REWRITING_TIME_MS)?),
+            weights: limits.weights,
         };
         Some(taso::rewrite(g, &rules, limits).map_err(failed)?.0)
     } else {

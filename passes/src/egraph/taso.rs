@@ -22,6 +22,8 @@ use tessera_ir::graph::Graph;
 pub struct RewriteLimits {
     pub steps: usize,
     pub time: Duration,
+    /// How the cost prices values computed from parameters ([`cost::Weights`]).
+    pub weights: cost::Weights,
 }
 
 /// What greedy rewriting did.
@@ -65,7 +67,7 @@ pub fn rewrite(g: &Graph, rules: &[Rule], limits: RewriteLimits) -> Result<(Grap
     let useful: Vec<&Rule> = rules.iter().filter(|r| !is_permutation(r)).collect();
     let rewrites = useful.iter().map(|r| rules::applier::rewrite(r)).collect::<Result<Vec<_>, _>>()?;
     let mut current = g.clone();
-    let mut current_cost = cost::graph_cost(g);
+    let mut current_cost = cost::graph_cost_for(g, limits.weights);
     let mut report = RewriteReport {
         applied: BTreeMap::new(),
         steps: 0,
@@ -79,7 +81,7 @@ pub fn rewrite(g: &Graph, rules: &[Rule], limits: RewriteLimits) -> Result<(Grap
             report.stop = "step-limit";
             break;
         }
-        let loaded = lang::load(&current);
+        let loaded = lang::load_for(&current, limits.weights);
         let base = loaded.egraph;
         let original: HashSet<TsrNode> = base.classes().flat_map(|c| c.iter().cloned()).collect();
         let mut best: Option<(f64, Graph, usize)> = None;
@@ -109,7 +111,7 @@ pub fn rewrite(g: &Graph, rules: &[Rule], limits: RewriteLimits) -> Result<(Grap
                     let Some((graph, _)) = lang::build_ranked(&current, &roots, &rank) else {
                         continue;
                     };
-                    let c = cost::graph_cost(&graph);
+                    let c = cost::graph_cost_for(&graph, limits.weights);
                     if c < current_cost - 1e-9 && best.as_ref().is_none_or(|(b, _, _)| c < *b) {
                         best = Some((c, graph, index));
                     }
