@@ -444,7 +444,9 @@ impl Scheduler {
             let piece = r.text[r.emitted..safe].to_string();
             r.emitted = safe;
             if r.events.send(Event::Text(piece)).is_err() {
+                // The client hung up between two iterations.
                 r.done = true;
+                self.lock_metrics().aborted += 1;
             }
         }
     }
