@@ -60,7 +60,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         seed: args.seed,
         host: args.host,
         port: args.port,
-        scheduler: SchedulerConfig { max_batch: args.max_batch, max_seq, kv_block: args.kv_block, kv_blocks, step_tokens },
+        scheduler: SchedulerConfig {
+            max_batch: args.max_batch,
+            max_seq,
+            kv_block: args.kv_block,
+            kv_blocks,
+            step_tokens,
+        },
         shutdown_grace: Duration::from_secs_f64(args.shutdown_grace_s),
     })
 }

@@ -85,11 +85,16 @@ pub fn parse_completion(body: &[u8]) -> Result<CompletionParams, ApiError> {
     let max_tokens = match optional(&fields, "max_tokens", Value::as_i64, "an integer")? {
         None => DEFAULT_MAX_TOKENS,
         Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
-        Some(n) => return Err(ApiError::invalid(Some("max_tokens"), format!("max_tokens must be at least 1, got {n}"))),
+        Some(n) => {
+            return Err(ApiError::invalid(Some("max_tokens"), format!("max_tokens must be at least 1, got {n}")))
+        }
     };
     let temperature = optional(&fields, "temperature", Value::as_f64, "a number")?.unwrap_or(1.0);
     if !(0.0..=2.0).contains(&temperature) {
-        return Err(ApiError::invalid(Some("temperature"), format!("temperature must be in [0, 2], got {temperature}")));
+        return Err(ApiError::invalid(
+            Some("temperature"),
+            format!("temperature must be in [0, 2], got {temperature}"),
+        ));
     }
     let top_p = optional(&fields, "top_p", Value::as_f64, "a number")?.unwrap_or(1.0);
     if !(top_p > 0.0 && top_p <= 1.0) {
@@ -185,7 +190,11 @@ fn stop(fields: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
             .iter()
-            .map(|item| item.as_str().map(str::to_string).ok_or_else(|| invalid(format!("stop strings must be strings, got {item}"))))
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| invalid(format!("stop strings must be strings, got {item}")))
+            })
             .collect::<Result<_, _>>()?,
         Some(other) => return Err(invalid(format!("stop must be a string or an array of strings, got {other}"))),
     };

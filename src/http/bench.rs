@@ -82,7 +82,11 @@ impl Summary {
             let (low, high) = (at.floor() as usize, at.ceil() as usize);
             sorted[low] + (sorted[high] - sorted[low]) * (at - low as f64)
         };
-        Summary { mean: sorted.iter().sum::<f64>() / sorted.len() as f64, median: percentile(50.0), p99: percentile(99.0) }
+        Summary {
+            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
+            median: percentile(50.0),
+            p99: percentile(99.0),
+        }
     }
 }
 
@@ -91,7 +95,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
     if config.requests == 0 || config.input_len == 0 || config.output_len == 0 || config.concurrency == 0 {
         bail!("--requests, --input-len, --output-len and --concurrency must be positive");
     }
-    if !(config.rate > 0.0) {
+    if config.rate.is_nan() || config.rate <= 0.0 {
         bail!("--rate must be positive (inf sends every request at once)");
     }
     let mut rng = SplitMix64::new(config.seed);
@@ -103,8 +107,9 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
             at += -(1.0 - rng.next_f64()).ln() / config.rate;
         }
     }
-    let prompts: Vec<Vec<u64>> =
-        (0..config.requests).map(|_| (0..config.input_len).map(|_| rng.next_u64() % PROMPT_ID_LIMIT).collect()).collect();
+    let prompts: Vec<Vec<u64>> = (0..config.requests)
+        .map(|_| (0..config.input_len).map(|_| rng.next_u64() % PROMPT_ID_LIMIT).collect())
+        .collect();
     let slots = Arc::new((Mutex::new(0usize), Condvar::new()));
     let started = Instant::now();
     let mut threads = Vec::new();
@@ -132,7 +137,10 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
     }
     let results: Vec<Measured> = threads
         .into_iter()
-        .map(|t| t.join().unwrap_or_else(|_| Measured { error: Some("a client thread panicked".into()), ..Default::default() }))
+        .map(|t| {
+            t.join()
+                .unwrap_or_else(|_| Measured { error: Some("a client thread panicked".into()), ..Default::default() })
+        })
         .collect();
     Ok(report(&results, started.elapsed().as_secs_f64()))
 }
@@ -182,7 +190,9 @@ fn one_request(address: &str, body: &[u8], input_tokens: usize) -> Measured {
     });
     measured.latency = started.elapsed().as_secs_f64();
     match outcome {
-        Ok(response) if response.status != 200 => error = Some(format!("HTTP {}: {}", response.status, response.text())),
+        Ok(response) if response.status != 200 => {
+            error = Some(format!("HTTP {}: {}", response.status, response.text()))
+        }
         Ok(_) if error.is_none() && measured.output_tokens == 0 => error = Some("no usage chunk".into()),
         Ok(_) => {}
         Err(e) => error = Some(e.to_string()),

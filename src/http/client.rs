@@ -67,8 +67,11 @@ pub fn stream_events(
     Ok(HttpResponse { status, headers, body: Vec::new() })
 }
 
+/// A response's status line and headers, and a reader of its body.
+type ResponseHead = (u16, Vec<(String, String)>, BodyReader);
+
 /// Writes the request and reads the status line and headers; returns a reader of the body.
-fn send(address: &str, method: &str, path: &str, body: &[u8]) -> io::Result<(u16, Vec<(String, String)>, BodyReader)> {
+fn send(address: &str, method: &str, path: &str, body: &[u8]) -> io::Result<ResponseHead> {
     let stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_nodelay(true)?;

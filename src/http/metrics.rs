@@ -87,9 +87,17 @@ impl Metrics {
             ("tessera_kv_blocks_used", "KV-cache blocks held by sequences.", kv.blocks_used as u64),
             ("tessera_kv_blocks_free", "KV-cache blocks on the free list.", (kv.blocks_total - kv.blocks_used) as u64),
             ("tessera_kv_block_bytes", "Bytes of one KV-cache block (all layers).", kv.block_bytes as u64),
-            ("tessera_kv_bytes_in_use", "Bytes of the KV-cache blocks in use.", (kv.blocks_used * kv.block_bytes) as u64),
+            (
+                "tessera_kv_bytes_in_use",
+                "Bytes of the KV-cache blocks in use.",
+                (kv.blocks_used * kv.block_bytes) as u64,
+            ),
             ("tessera_kv_live_tokens", "Tokens whose keys and values are cached.", kv.live_tokens as u64),
-            ("tessera_kv_live_token_bytes", "Bytes the cached tokens' keys and values fill.", (kv.live_tokens * token_bytes) as u64),
+            (
+                "tessera_kv_live_token_bytes",
+                "Bytes the cached tokens' keys and values fill.",
+                (kv.live_tokens * token_bytes) as u64,
+            ),
             ("tessera_kv_sequences", "Sequences holding KV-cache blocks.", kv.sequences as u64),
         ];
         for (name, help, value) in gauges {
@@ -129,7 +137,8 @@ mod tests {
         metrics.time_to_first_token.observe(0.003);
         metrics.time_to_first_token.observe(0.2);
         metrics.time_to_first_token.observe(100.0);
-        metrics.kv = Some(KvUsage { blocks_total: 10, blocks_used: 3, block_bytes: 1024, live_tokens: 40, sequences: 2 });
+        metrics.kv =
+            Some(KvUsage { blocks_total: 10, blocks_used: 3, block_bytes: 1024, live_tokens: 40, sequences: 2 });
         let text = metrics.render();
         let ttft = "tessera_time_to_first_token_seconds";
         assert_eq!(sample(&text, &format!("{ttft}_bucket{{le=\"0.005\"}}")), Some(1.0));

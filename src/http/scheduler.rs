@@ -51,10 +51,15 @@ pub struct SchedulerConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The request passed the model's checks and is queued.
-    Accepted { prompt_tokens: usize },
+    Accepted {
+        prompt_tokens: usize,
+    },
     /// Final text, in order.
     Text(String),
-    Finished { reason: FinishReason, usage: Usage },
+    Finished {
+        reason: FinishReason,
+        usage: Usage,
+    },
     /// Refused or aborted: no more events follow.
     Failed(ApiError),
 }
@@ -70,7 +75,9 @@ pub struct Submission {
 pub enum Message {
     Submit(Submission),
     /// Shutting down: refuse new requests, finish the others until `deadline`, then abort them.
-    Drain { deadline: Instant },
+    Drain {
+        deadline: Instant,
+    },
 }
 
 /// What the front end learns once the engine is ready.
@@ -248,7 +255,8 @@ impl Scheduler {
         let blocks = total.div_ceil(self.config.kv_block as usize);
         let capacity = self.engine.kv_usage().blocks_total;
         if blocks > capacity {
-            let message = format!("the request needs {blocks} KV-cache blocks; the server has {capacity} (--kv-blocks)");
+            let message =
+                format!("the request needs {blocks} KV-cache blocks; the server has {capacity} (--kv-blocks)");
             return Err(ApiError::invalid(Some("max_tokens"), message).with_code("context_length_exceeded"));
         }
         Ok(ids)

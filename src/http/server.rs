@@ -97,7 +97,10 @@ pub fn serve(options: ServerOptions) -> Result<()> {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let signal = shutdown_signal().await;
-                    eprintln!("{signal}: finishing in-flight requests (at most {:.0} s), accepting no more", grace.as_secs_f64());
+                    eprintln!(
+                        "{signal}: finishing in-flight requests (at most {:.0} s), accepting no more",
+                        grace.as_secs_f64()
+                    );
                     let _ = drain.send(Message::Drain { deadline: Instant::now() + grace });
                 })
                 .await
@@ -214,37 +217,43 @@ impl Completion {
 
     /// Server-sent events: a chunk per piece of text, a last chunk with the finish reason,
     /// the usage chunk if asked for, then `data: [DONE]`.
-    fn stream(self, received: UnboundedReceiver<Event>) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    fn stream(
+        self,
+        received: UnboundedReceiver<Event>,
+    ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
         let state = (received, self, VecDeque::new(), false);
-        let events = futures_util::stream::unfold(state, |(mut received, completion, mut pending, mut ended)| async move {
-            loop {
-                if let Some(event) = pending.pop_front() {
-                    return Some((Ok(event), (received, completion, pending, ended)));
-                }
-                if ended {
-                    return None;
-                }
-                let data = |value: serde_json::Value| SseEvent::default().data(value.to_string());
-                match received.recv().await {
-                    Some(Event::Text(piece)) => pending.push_back(data(completion.header().object(&piece, None, None))),
-                    Some(Event::Finished { reason, usage }) => {
-                        pending.push_back(data(completion.header().object("", Some(reason), None)));
-                        if completion.stream_usage {
-                            pending.push_back(data(completion.header().usage_chunk(usage)));
+        let events =
+            futures_util::stream::unfold(state, |(mut received, completion, mut pending, mut ended)| async move {
+                loop {
+                    if let Some(event) = pending.pop_front() {
+                        return Some((Ok(event), (received, completion, pending, ended)));
+                    }
+                    if ended {
+                        return None;
+                    }
+                    let data = |value: serde_json::Value| SseEvent::default().data(value.to_string());
+                    match received.recv().await {
+                        Some(Event::Text(piece)) => {
+                            pending.push_back(data(completion.header().object(&piece, None, None)))
                         }
-                        pending.push_back(SseEvent::default().data("[DONE]"));
-                        ended = true;
+                        Some(Event::Finished { reason, usage }) => {
+                            pending.push_back(data(completion.header().object("", Some(reason), None)));
+                            if completion.stream_usage {
+                                pending.push_back(data(completion.header().usage_chunk(usage)));
+                            }
+                            pending.push_back(SseEvent::default().data("[DONE]"));
+                            ended = true;
+                        }
+                        Some(Event::Failed(e)) => {
+                            pending.push_back(data(e.body()));
+                            pending.push_back(SseEvent::default().data("[DONE]"));
+                            ended = true;
+                        }
+                        Some(Event::Accepted { .. }) => {}
+                        None => ended = true,
                     }
-                    Some(Event::Failed(e)) => {
-                        pending.push_back(data(e.body()));
-                        pending.push_back(SseEvent::default().data("[DONE]"));
-                        ended = true;
-                    }
-                    Some(Event::Accepted { .. }) => {}
-                    None => ended = true,
                 }
-            }
-        });
+            });
         Sse::new(events)
     }
 }

@@ -81,7 +81,8 @@ impl Server {
     }
 
     fn post(&self, body: &Value) -> client::HttpResponse {
-        client::request(&self.address, "POST", "/v1/completions", body.to_string().as_bytes()).expect("the request goes through")
+        client::request(&self.address, "POST", "/v1/completions", body.to_string().as_bytes())
+            .expect("the request goes through")
     }
 
     fn metrics(&self) -> String {
@@ -169,8 +170,8 @@ fn eight_mixed_requests_match_transformers(server: &Server, model: &str) {
                     let s = stream(&address, &body);
                     (s.text, s.finish_reason, s.usage.expect("a usage chunk"))
                 } else {
-                    let response =
-                        client::request(&address, "POST", "/v1/completions", body.to_string().as_bytes()).expect("POST");
+                    let response = client::request(&address, "POST", "/v1/completions", body.to_string().as_bytes())
+                        .expect("POST");
                     assert_eq!(response.status, 200, "{}", response.text());
                     let object = response.json().expect("a JSON body");
                     let text = object.pointer("/choices/0/text").and_then(Value::as_str).expect("text").to_string();
@@ -217,7 +218,8 @@ fn assert_kv_bound(metrics: &str, max_batch: f64) -> f64 {
 /// the KV bound holding.
 fn sixty_four_streams_complete(server: &Server) {
     let cases = reference_cases("gpt2-tiny");
-    let tokenizer = TextTokenizer::from_file(&checkpoint("gpt2-tiny").join("tokenizer.json")).expect("tokenizer.json loads");
+    let tokenizer =
+        TextTokenizer::from_file(&checkpoint("gpt2-tiny").join("tokenizer.json")).expect("tokenizer.json loads");
     let new_tokens = 12;
     let threads: Vec<_> = (0..64)
         .map(|i| {
@@ -247,8 +249,11 @@ fn sixty_four_streams_complete(server: &Server) {
 
 /// Every malformed request gets its 4xx with OpenAI's error object, and the server goes on.
 fn bad_requests_are_refused(server: &Server) {
-    let raw: [(&[u8], &str); 3] =
-        [(b"{\"prompt\": \"unclosed", "malformed JSON"), (b"{\"prompt\":\"\xff\xfe\"}", "invalid UTF-8"), (b"[1,2]", "not an object")];
+    let raw: [(&[u8], &str); 3] = [
+        (b"{\"prompt\": \"unclosed", "malformed JSON"),
+        (b"{\"prompt\":\"\xff\xfe\"}", "invalid UTF-8"),
+        (b"[1,2]", "not an object"),
+    ];
     let mut cases: Vec<(Vec<u8>, String, Option<&str>)> =
         raw.iter().map(|(body, what)| (body.to_vec(), what.to_string(), None)).collect();
     let long_prompt = vec![1; 300];
@@ -310,8 +315,22 @@ fn bench_serve_reports(server: &Server) {
     let out = tessera(
         &repo_root(),
         &[
-            "bench", "serve", "--url", &format!("http://{}", server.address), "--requests", "8", "--rate", "100",
-            "--input-len", "6", "--output-len", "5", "--concurrency", "4", "--format", "json",
+            "bench",
+            "serve",
+            "--url",
+            &format!("http://{}", server.address),
+            "--requests",
+            "8",
+            "--rate",
+            "100",
+            "--input-len",
+            "6",
+            "--output-len",
+            "5",
+            "--concurrency",
+            "4",
+            "--format",
+            "json",
         ],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -319,7 +338,9 @@ fn bench_serve_reports(server: &Server) {
     assert_eq!((report["completed"].clone(), report["failed"].clone()), (json!(8), json!(0)), "{report}");
     assert_eq!(report["total_output_tokens"], json!(40));
     assert_eq!(report["total_input_tokens"], json!(48));
-    for field in ["output_throughput", "request_throughput", "mean_ttft_ms", "p99_ttft_ms", "median_itl_ms", "p99_itl_ms"] {
+    for field in
+        ["output_throughput", "request_throughput", "mean_ttft_ms", "p99_ttft_ms", "median_itl_ms", "p99_itl_ms"]
+    {
         assert!(report[field].as_f64().is_some_and(|x| x > 0.0), "{field} in {report}");
     }
 }
