@@ -291,6 +291,32 @@ fn bad_requests_are_refused(server: &Server) {
     assert_eq!(after.status, 200, "{}", after.text());
 }
 
+/// A stop string ends the completion before it (finish reason `stop`), streamed or not, and
+/// a seed reproduces a sampled completion.
+fn stop_strings_and_seeds(server: &Server) {
+    let case = &reference_cases("gpt2-tiny")[1];
+    let tokenizer =
+        TextTokenizer::from_file(&checkpoint("gpt2-tiny").join("tokenizer.json")).expect("tokenizer.json loads");
+    let full = tokenizer.decode(&case.generated_ids).expect("the reference decodes");
+    let chars: Vec<char> = full.chars().collect();
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let want = &full[..full.find(&stop).expect("the stop string is in the text")];
+    let body = json!({"prompt": case.prompt, "max_tokens": case.generated_ids.len(), "temperature": 0, "stop": [stop]});
+    let object = server.post(&body).json().expect("a JSON body");
+    assert_eq!(object.pointer("/choices/0/text"), Some(&json!(want)), "{object}");
+    assert_eq!(object.pointer("/choices/0/finish_reason"), Some(&json!("stop")));
+    let mut streamed_body = body.clone();
+    streamed_body["stream"] = json!(true);
+    let streamed = stream(&server.address, &streamed_body);
+    assert_eq!((streamed.text.as_str(), streamed.finish_reason.as_deref()), (want, Some("stop")));
+    let sampled = |seed: u64| {
+        let body = json!({"prompt": case.prompt, "max_tokens": 20, "temperature": 1.0, "top_p": 0.9, "seed": seed});
+        server.post(&body).json().expect("a JSON body")["choices"][0]["text"].clone()
+    };
+    assert_eq!(sampled(11), sampled(11), "the same seed gives the same completion");
+    assert_ne!(sampled(11), sampled(12), "another seed another completion (20 tokens from a random model)");
+}
+
 /// A client that hangs up mid-stream has its sequence dropped and its blocks freed.
 fn hang_up_frees_the_blocks(server: &Server) {
     let aborted_before = server.metric("tessera_requests_aborted_total");
@@ -353,6 +379,7 @@ fn gpt2_server_serves_streams_refuses_and_shuts_down() {
     eight_mixed_requests_match_transformers(&server, "gpt2-tiny");
     sixty_four_streams_complete(&server);
     bad_requests_are_refused(&server);
+    stop_strings_and_seeds(&server);
     hang_up_frees_the_blocks(&server);
     bench_serve_reports(&server);
     let address = server.address.clone();
