@@ -2,6 +2,7 @@
 //! share. The subcommands themselves live in the binary.
 
 pub mod fault;
+pub mod http;
 pub mod serve;
 pub mod train;
 pub mod workload;

@@ -31,6 +31,9 @@ enum Command {
     Compile(commands::compile::CompileArgs),
     /// Generate text from a Hugging Face checkpoint directory or a zoo model, streamed to stdout.
     Generate(commands::generate::GenerateArgs),
+    /// Serve a model over HTTP: OpenAI-compatible `POST /v1/completions` with continuous
+    /// batching, `GET /health`, `GET /metrics` (Prometheus).
+    Serve(commands::serve::ServeArgs),
     /// Import an ONNX model and print it as tsr MLIR text.
     Import(commands::import::ImportArgs),
     /// Run ONNX backend node tests through import and the reference interpreter.
@@ -38,7 +41,8 @@ enum Command {
     /// Train a model on byte-level text, on the compiled step (default) or the reference interpreter; checkpoints and resumes.
     Train(commands::train::TrainArgs),
     /// Benchmarks: the optimizer on whole models (`tessera bench egraph`), fused GPU kernels
-    /// against the copy bandwidth (`tessera bench kernels --target cuda`).
+    /// against the copy bandwidth (`tessera bench kernels --target cuda`), a completions
+    /// server under load (`tessera bench serve --url U`).
     Bench(commands::bench::BenchArgs),
     /// Check the MPI transport under `mpirun`: collectives against the in-process transport and
     /// a partitioned forward graph against one device.
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => commands::plan::run(*args),
         Command::Compile(args) => commands::compile::run(args),
         Command::Generate(args) => commands::generate::run(args),
+        Command::Serve(args) => commands::serve::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::TestOnnx(args) => commands::test_onnx::run(args),
         Command::Train(args) => commands::train::run(args),

@@ -156,13 +156,23 @@ pub fn compile_serving(model: &ServedModel, manifest: &ServeManifest, dir: &Path
 /// Compiles `model`'s serving programs (in a private temporary directory, removed once
 /// loaded) and binds them to its weights; returns the engine and how long that took.
 pub fn build_engine(model: &ServedModel, shape: ServeShape) -> Result<(Engine, Duration)> {
+    build_engine_with_blocks(model, shape, shape.cache_blocks())
+}
+
+/// [`build_engine`] with a KV cache of `cache_blocks` blocks (`tessera serve --kv-blocks`).
+pub fn build_engine_with_blocks(
+    model: &ServedModel,
+    shape: ServeShape,
+    cache_blocks: u64,
+) -> Result<(Engine, Duration)> {
     let started = Instant::now();
     let manifest = model.manifest(shape)?;
     let scratch = tempfile::Builder::new().prefix("tessera-serve-").tempdir().context("a temporary directory")?;
     let dir = scratch.path().join("serve");
     compile_serving(model, &manifest, &dir)?;
     let (manifest, programs) = load_serving_dir(&dir)?;
-    let engine = Engine::new(manifest, programs, &mut |name, shape| model.weight(name, shape))?;
+    let engine =
+        Engine::with_cache_blocks(manifest, programs, &mut |name, shape| model.weight(name, shape), cache_blocks)?;
     // The kernels stay mapped after their files are gone.
     scratch.close().context("removing the temporary serving directory")?;
     Ok((engine, started.elapsed()))

@@ -9,6 +9,9 @@
 //! `tessera bench kernels --target cuda`: fused GPU kernels (an elementwise chain, softmax,
 //! layer norm over 8192x1024 f32) timed with CUDA events, their bandwidth (bytes each kernel
 //! must move / time) against the device's device-to-device copy bandwidth.
+//!
+//! `tessera bench serve --url U`: a completions server under Poisson load
+//! (`tessera::http::bench`), reporting vLLM `benchmark_serving`'s fields.
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
@@ -24,6 +27,14 @@ pub enum Suite {
     /// Fused GPU kernels (elementwise chain, softmax, layer norm) against the device's copy
     /// bandwidth (`--target cuda`; needs a CUDA driver).
     Kernels,
+    /// An OpenAI-compatible completions server under load (`--url`; see `tessera serve`).
+    Serve,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BenchFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args)]
@@ -68,6 +79,30 @@ pub struct BenchArgs {
     /// Kernels: the device to measure (cuda).
     #[arg(long, default_value = "cuda")]
     pub target: String,
+    /// Serve: the server, `http://host:port` or `host:port`.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Serve: requests to send.
+    #[arg(long, default_value_t = 64)]
+    pub requests: usize,
+    /// Serve: requests per second, a Poisson process (`inf`: all at once).
+    #[arg(long, default_value_t = f64::INFINITY)]
+    pub rate: f64,
+    /// Serve: prompt tokens per request (seeded random ids).
+    #[arg(long, default_value_t = 32)]
+    pub input_len: usize,
+    /// Serve: tokens to generate per request (`max_tokens`).
+    #[arg(long, default_value_t = 32)]
+    pub output_len: usize,
+    /// Serve: requests in flight at most.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Serve: seed of the arrival times and prompts.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Serve: the report as text (vLLM's layout) or one JSON object.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: BenchFormat,
 }
 
 const DEFAULT_MODELS: [&str; 6] =
@@ -254,8 +289,10 @@ fn measure(before: &Graph, after: &Graph, args: &BenchArgs) -> Result<Measured> 
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if let Suite::Kernels = args.suite {
-        return kernels(&args);
+    match args.suite {
+        Suite::Kernels => return kernels(&args),
+        Suite::Serve => return serve(&args),
+        Suite::Egraph => {}
     }
     let rules = rules::builtin()?;
     let models: Vec<String> = if args.models.is_empty() {
@@ -277,6 +314,34 @@ pub fn run(args: BenchArgs) -> Result<()> {
             bail!("{model}: empty graph");
         }
         println!("{}", egraph_row(model, &g, rules, &args)?);
+    }
+    Ok(())
+}
+
+/// `tessera bench serve`: see `tessera::http::bench`.
+fn serve(args: &BenchArgs) -> Result<()> {
+    let Some(url) = &args.url else { bail!("bench serve needs --url (the address `tessera serve` printed)") };
+    let address = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    if address.starts_with("https://") {
+        bail!("--url {url}: this client speaks plain HTTP");
+    }
+    let config = tessera::http::bench::BenchConfig {
+        address,
+        model: None,
+        requests: args.requests,
+        rate: args.rate,
+        input_len: args.input_len,
+        output_len: args.output_len,
+        concurrency: args.concurrency,
+        seed: args.seed,
+    };
+    let report = tessera::http::bench::run(&config)?;
+    match args.format {
+        BenchFormat::Text => println!("{}", report.to_text()),
+        BenchFormat::Json => println!("{}", report.to_json()),
+    }
+    if report.completed == 0 {
+        bail!("no request completed: {}", report.first_error.unwrap_or_default());
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod info;
 pub mod opt;
 pub mod plan;
 pub mod run;
+pub mod serve;
 pub mod test_onnx;
 pub mod train;
 

@@ -224,3 +224,35 @@ fn mismatched_checkpoints_are_located_errors() {
         assert!(out.stderr.contains(expected), "{key}: {}", out.stderr);
     }
 }
+
+/// A step whose programs fail part-way (the 11th of a 100-token prefill's 50 runs) is undone:
+/// the sequence keeps its old length, the blocks it took are free again, and both sequences
+/// then give transformers' tokens as if nothing had happened.
+#[test]
+fn a_step_that_fails_part_way_is_undone() {
+    let reference = reference();
+    let cases = &reference.models["gpt2-tiny"];
+    let model = open_model(cache().join("gpt2-tiny").to_str().expect("a UTF-8 path"), 0).expect("the checkpoint opens");
+    let (mut engine, _) = build_engine(&model, ServeShape::new(2, 160, 16)).expect("the engine builds");
+    let (short, long) = (&cases[1], &cases[2]);
+    let a = engine.add_sequence();
+    let mut next_a = argmax(&engine.prefill(a, &short.prompt_ids).expect("prefill"));
+    let b = engine.add_sequence();
+    let before = engine.kv_usage();
+    engine.fail_forward_after(10);
+    let error = engine.prefill(b, &long.prompt_ids).expect_err("the injected failure");
+    assert!(matches!(error, tessera_runtime::serve::ServeError::Program { .. }), "{error}");
+    assert_eq!(engine.sequence_len(b), Some(0), "the failed prefill left no tokens behind");
+    assert_eq!(engine.sequence_len(a), Some(short.prompt_ids.len()));
+    assert_eq!(engine.kv_usage(), before, "the blocks the failed step took are free again");
+    let mut next_b = argmax(&engine.prefill(b, &long.prompt_ids).expect("the retried prefill"));
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        got_a.push(next_a);
+        got_b.push(next_b);
+        let logits = engine.decode(&[(a, next_a), (b, next_b)]).expect("a batched decode");
+        (next_a, next_b) = (argmax(&logits[0]), argmax(&logits[1]));
+    }
+    assert_eq!(got_a, short.generated_ids[..10]);
+    assert_eq!(got_b, long.generated_ids[..10]);
+}

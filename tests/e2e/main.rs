@@ -24,6 +24,7 @@ mod planner;
 mod real_models;
 mod recurrent;
 mod runtime_only;
+mod serve_http;
 mod shard;
 mod srun;
 mod support;

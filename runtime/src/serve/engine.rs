@@ -126,12 +126,27 @@ pub struct Engine {
     next_seq: SeqId,
     /// `cos` and `sin` per position, `[max_seq, head_dim / 2]` (rotary models).
     rotary: Option<(Vec<f32>, Vec<f32>)>,
+    /// Fault injection ([`Engine::fail_forward_after`]): program runs left before one fails.
+    forward_fault: Option<usize>,
 }
 
 impl Engine {
     /// Binds the programs to the weights `weights` gives (layer programs once per layer) and
     /// allocates the KV cache the manifest's shape asks for.
     pub fn new(manifest: ServeManifest, programs: Programs, weights: &mut WeightSource) -> Result<Engine, ServeError> {
+        let blocks = manifest.shape.cache_blocks();
+        Engine::with_cache_blocks(manifest, programs, weights, blocks)
+    }
+
+    /// [`Engine::new`] with a KV cache of `cache_blocks` blocks instead of the shape's
+    /// `cache_blocks()` (a server sized for its memory rather than for `max_batch` sequences
+    /// of `max_seq` tokens).
+    pub fn with_cache_blocks(
+        manifest: ServeManifest,
+        programs: Programs,
+        weights: &mut WeightSource,
+        cache_blocks: u64,
+    ) -> Result<Engine, ServeError> {
         let m = &manifest.model;
         let shape = manifest.shape;
         if m.heads % m.kv_heads != 0 || shape.kv_block == 0 || shape.rows < shape.max_batch {
@@ -155,8 +170,10 @@ impl Engine {
                 bindings.push(CpuExecutor::bind_shared(program.clone(), &resident)?);
             }
         }
-        let total_blocks = u32::try_from(shape.cache_blocks())
-            .map_err(|_| ServeError::Invalid(format!("{} KV-cache blocks", shape.cache_blocks())))?;
+        let total_blocks = u32::try_from(cache_blocks)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| ServeError::Invalid(format!("{cache_blocks} KV-cache blocks")))?;
         let cache = KvCache::new(
             m.layers as usize,
             total_blocks as usize,
@@ -184,6 +201,7 @@ impl Engine {
             sequences: HashMap::new(),
             next_seq: 0,
             rotary,
+            forward_fault: None,
         })
     }
 
@@ -264,10 +282,13 @@ impl Engine {
         if needed > self.blocks.free_count() {
             return Err(ServeError::OutOfBlocks { needed, free: self.blocks.free_count() });
         }
-        // Rows: (item, token, position), packed item by item.
+        // Rows: (item, token, position), packed item by item. `before` keeps each sequence's
+        // length and block count, so a program failure mid-step can undo the step.
         let mut rows = Vec::new();
+        let mut before = Vec::with_capacity(work.len());
         for (item, &(seq, tokens)) in work.iter().enumerate() {
             let s = self.sequences.get_mut(&seq).ok_or(ServeError::UnknownSequence(seq))?;
+            before.push((seq, s.len, s.blocks.len()));
             while s.blocks.len() * (shape.kv_block as usize) < s.len + tokens.len() {
                 let block = self.blocks.allocate().ok_or(ServeError::OutOfBlocks { needed, free: 0 })?;
                 s.blocks.push(block);
@@ -277,7 +298,13 @@ impl Engine {
         }
         let mut logits = vec![Vec::new(); work.len()];
         for chunk in rows.chunks(shape.rows as usize) {
-            let chunk_logits = self.forward(work, chunk)?;
+            let chunk_logits = match self.forward(work, chunk) {
+                Ok(logits) => logits,
+                Err(e) => {
+                    self.undo_step(&before);
+                    return Err(e);
+                }
+            };
             for (r, &(item, _, position)) in chunk.iter().enumerate() {
                 if position + 1 == self.sequences[&work[item].0].len {
                     logits[item] = chunk_logits[r].clone();
@@ -287,8 +314,35 @@ impl Engine {
         Ok(logits)
     }
 
+    /// Fault injection for tests of the recovery from a failed step: after `runs` more runs of
+    /// the programs, the next one fails as a program error would (once).
+    pub fn fail_forward_after(&mut self, runs: usize) {
+        self.forward_fault = Some(runs);
+    }
+
+    /// Puts the sequences of a failed step back to their `(seq, len, blocks)` from before it:
+    /// the tokens it appended are gone (their cache entries are garbage past `len`, overwritten
+    /// by the next step) and the blocks it allocated are free again.
+    fn undo_step(&mut self, before: &[(SeqId, usize, usize)]) {
+        for &(seq, len, n_blocks) in before {
+            if let Some(s) = self.sequences.get_mut(&seq) {
+                s.len = len;
+                s.blocks.drain(n_blocks..).for_each(|b| self.blocks.release(b));
+            }
+        }
+    }
+
     /// One run of the programs over `rows` (at most `shape.rows`): returns every row's logits.
     fn forward(&mut self, work: &[(SeqId, &[u32])], rows: &[(usize, u32, usize)]) -> Result<Vec<Vec<f32>>, ServeError> {
+        match self.forward_fault {
+            Some(0) => {
+                self.forward_fault = None;
+                let message = "injected failure (Engine::fail_forward_after)".to_string();
+                return Err(ServeError::Program { program: "embed".into(), message });
+            }
+            Some(runs) => self.forward_fault = Some(runs - 1),
+            None => {}
+        }
         let m = &self.manifest.model;
         let r = self.manifest.shape.rows as usize;
         let (h, heads, kv, dh, vocab) =

@@ -1,6 +1,6 @@
 //! Serving: a language model's compiled programs bound to its weights once, a paged KV cache,
-//! and the sequences it holds, for `tessera generate` today and for an HTTP server with
-//! continuous batching next.
+//! and the sequences it holds, for `tessera generate` and for `tessera serve` (the HTTP server
+//! with continuous batching in the root package's `http` module).
 //!
 //! # The engine API
 //!
@@ -25,6 +25,12 @@
 //!   the vocabulary, sequences past `max_seq`, and too few free blocks
 //!   ([`ServeError::OutOfBlocks`], the scheduler's cue to preempt a sequence and recompute it
 //!   later) are refused with the engine unchanged.
+//! - A step whose programs fail part-way (after some of its rows ran) is undone: its
+//!   sequences get back their lengths and blocks from before it, so the caller can fail the
+//!   step's requests and go on with the others ([`engine::Engine::fail_forward_after`] injects
+//!   such a failure for tests).
+//! - `with_cache_blocks` sizes the cache by blocks rather than by `max_batch` full sequences
+//!   (`tessera serve --kv-blocks`).
 //! - `kv_usage()`: blocks used and free, bytes per block, live tokens; blocks are allocated as
 //!   sequences grow, so each sequence holds at most one partly filled block.
 //!

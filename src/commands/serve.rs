@@ -1,0 +1,72 @@
+//! `tessera serve`: an OpenAI-compatible completions server for a Hugging Face checkpoint
+//! directory or a zoo model (see `tessera::http`).
+
+use anyhow::{bail, Result};
+use clap::Args;
+use std::time::Duration;
+use tessera::http::scheduler::SchedulerConfig;
+use tessera::http::server::{serve, ServerOptions};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json) or a
+    /// zoo spec such as gpt:layers=2,hidden=64,heads=4,vocab=256 (seeded weights, byte tokens).
+    pub model: String,
+    /// The port to listen on (0: any free port; the address is printed on stdout).
+    #[arg(long)]
+    pub port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Sequences decoded together at most (the programs' rows).
+    #[arg(long, default_value_t = 16)]
+    pub max_batch: u64,
+    /// Tokens a sequence holds at most, prompt and completion (default: the model's context).
+    #[arg(long)]
+    pub max_seq: Option<u64>,
+    /// Tokens per KV-cache block.
+    #[arg(long, default_value_t = 16)]
+    pub kv_block: u64,
+    /// Blocks in the KV cache (default: enough for --max-batch sequences of --max-seq tokens).
+    #[arg(long)]
+    pub kv_blocks: Option<u64>,
+    /// Tokens one scheduler step runs at most: the decodes, then prefill chunks in the rest
+    /// (default: twice --max-batch).
+    #[arg(long)]
+    pub step_tokens: Option<usize>,
+    /// Seed of a zoo model's weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Seconds in-flight requests may run on after SIGTERM or SIGINT before they are aborted.
+    #[arg(long, default_value_t = 30.0)]
+    pub shutdown_grace_s: f64,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    if args.max_batch == 0 || args.kv_block == 0 || args.max_seq == Some(0) || args.kv_blocks == Some(0) {
+        bail!("--max-batch, --max-seq, --kv-block and --kv-blocks must be positive");
+    }
+    if !(args.shutdown_grace_s >= 0.0 && args.shutdown_grace_s.is_finite()) {
+        bail!("--shutdown-grace-s must be a non-negative number of seconds");
+    }
+    // Opened here too (the scheduler thread opens its own) so that a missing model fails
+    // before anything listens.
+    let context = tessera::serve::open_model(&args.model, args.seed)?.config.seq;
+    let max_seq = args.max_seq.unwrap_or(context);
+    let kv_blocks = args.kv_blocks.unwrap_or(args.max_batch * max_seq.div_ceil(args.kv_block));
+    let step_tokens = args.step_tokens.unwrap_or(2 * args.max_batch as usize).max(1);
+    serve(ServerOptions {
+        model: args.model,
+        seed: args.seed,
+        host: args.host,
+        port: args.port,
+        scheduler: SchedulerConfig {
+            max_batch: args.max_batch,
+            max_seq,
+            kv_block: args.kv_block,
+            kv_blocks,
+            step_tokens,
+        },
+        shutdown_grace: Duration::from_secs_f64(args.shutdown_grace_s),
+    })
+}
