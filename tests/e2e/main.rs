@@ -26,6 +26,7 @@ mod recurrent;
 mod runtime_only;
 mod shard;
 mod srun;
+mod stablehlo;
 mod support;
 mod tidy;
 mod train;

@@ -232,15 +232,8 @@ impl<'m> Translator<'m> {
 
     fn op(&mut self, op: &'m SOp, env: &Env) -> SResult<Vec<Val>> {
         let args: Vec<Val> = op.operands.iter().map(|r| lookup(env, r)).collect::<SResult<_>>()?;
-        let at = op.offset;
-        let name = op.name.as_str();
-        let arity = |n: usize| -> SResult<()> {
-            if args.len() == n {
-                Ok(())
-            } else {
-                err(at, format!("{name} takes {n} operands, got {}", args.len()))
-            }
-        };
+        let (at, name) = (op.offset, op.name.as_str());
+        let arity = |n: usize| check_arity(op, &args, n);
         if let Some(b) = binary_of(name) {
             arity(2)?;
             if let Some(v) = size_arithmetic(b, &args[0], &args[1]) {
@@ -252,7 +245,53 @@ impl<'m> Translator<'m> {
             arity(1)?;
             return Ok(vec![self.emit(Op::Unary(u), &[&args[0]], at)?]);
         }
-        let one = |v: Val| Ok(vec![v]);
+        let one = |v: Val| -> SResult<Vec<Val>> { Ok(vec![v]) };
+        match name {
+            "stablehlo.constant"
+            | "chlo.erfc"
+            | "stablehlo.exponential_minus_one"
+            | "stablehlo.log_plus_one"
+            | "stablehlo.clamp"
+            | "stablehlo.compare"
+            | "stablehlo.select"
+            | "stablehlo.convert"
+            | "stablehlo.optimization_barrier"
+            | "stablehlo.iota" => self.value_op(op, args),
+            "stablehlo.broadcast_in_dim"
+            | "stablehlo.dynamic_broadcast_in_dim"
+            | "stablehlo.reshape"
+            | "stablehlo.dynamic_reshape"
+            | "stablehlo.get_dimension_size"
+            | "stablehlo.transpose"
+            | "stablehlo.slice"
+            | "stablehlo.concatenate"
+            | "stablehlo.dynamic_slice"
+            | "stablehlo.dynamic_update_slice" => self.layout_op(op, args),
+            "stablehlo.while" | "stablehlo.case" | "func.call" | "call" | "stablehlo.custom_call" => {
+                self.control_op(op, env, args)
+            }
+            "stablehlo.dot_general" => {
+                arity(2)?;
+                one(self.dot_general(op, &args[0], &args[1])?)
+            }
+            "stablehlo.reduce" => self.reduce(op, &args),
+            "stablehlo.reduce_window" => self.reduce_window(op, &args),
+            "stablehlo.convolution" => {
+                arity(2)?;
+                one(self.convolution(op, &args[0], &args[1])?)
+            }
+            _ if name.starts_with("stablehlo.") || name.starts_with("chlo.") || name.starts_with("mhlo.") => {
+                err(at, format!("unsupported StableHLO op {name}"))
+            }
+            _ => err(at, format!("unknown op {name}")),
+        }
+    }
+
+    /// Constants, elementwise ops beyond one tsr op, and conversions.
+    fn value_op(&mut self, op: &'m SOp, args: Vec<Val>) -> SResult<Vec<Val>> {
+        let (at, name) = (op.offset, op.name.as_str());
+        let arity = |n: usize| check_arity(op, &args, n);
+        let one = |v: Val| -> SResult<Vec<Val>> { Ok(vec![v]) };
         match name {
             "stablehlo.constant" => match op.attr("value") {
                 Some(Attr::Dense(t)) => one(Val::constant(t.clone())),
@@ -336,6 +375,16 @@ impl<'m> Translator<'m> {
                     .map_err(|m| SyntaxError { offset: at, message: m })?;
                 one(Val::constant(t))
             }
+            _ => err(at, format!("unsupported StableHLO op {name}")),
+        }
+    }
+
+    /// Broadcasts, reshapes, transposes, slices and concatenation.
+    fn layout_op(&mut self, op: &'m SOp, args: Vec<Val>) -> SResult<Vec<Val>> {
+        let (at, name) = (op.offset, op.name.as_str());
+        let arity = |n: usize| check_arity(op, &args, n);
+        let one = |v: Val| -> SResult<Vec<Val>> { Ok(vec![v]) };
+        match name {
             "stablehlo.broadcast_in_dim" | "stablehlo.dynamic_broadcast_in_dim" => {
                 let dims = ints_attr(op, &["broadcast_dimensions", "dims"])?;
                 let target = if name == "stablehlo.dynamic_broadcast_in_dim" {
@@ -443,16 +492,15 @@ impl<'m> Translator<'m> {
                 let starts = self.constant_starts(&args[0], &args[2..], &sizes, at)?;
                 one(self.update_slice(&args[0], &args[1], &starts, 0, at)?)
             }
-            "stablehlo.dot_general" => {
-                arity(2)?;
-                one(self.dot_general(op, &args[0], &args[1])?)
-            }
-            "stablehlo.reduce" => self.reduce(op, &args),
-            "stablehlo.reduce_window" => self.reduce_window(op, &args),
-            "stablehlo.convolution" => {
-                arity(2)?;
-                one(self.convolution(op, &args[0], &args[1])?)
-            }
+            _ => err(at, format!("unsupported StableHLO op {name}")),
+        }
+    }
+
+    /// Loops, branches, calls and custom calls.
+    fn control_op(&mut self, op: &'m SOp, env: &Env, args: Vec<Val>) -> SResult<Vec<Val>> {
+        let (at, name) = (op.offset, op.name.as_str());
+        let arity = |n: usize| check_arity(op, &args, n);
+        match name {
             "stablehlo.while" => self.while_loop(op, env, args),
             "stablehlo.case" => {
                 arity(1)?;
@@ -505,10 +553,7 @@ impl<'m> Translator<'m> {
                 }
                 err(at, format!("custom_call @{target} is not supported: tessera cannot call foreign code"))
             }
-            _ if name.starts_with("stablehlo.") || name.starts_with("chlo.") || name.starts_with("mhlo.") => {
-                err(at, format!("unsupported StableHLO op {name}"))
-            }
-            _ => err(at, format!("unknown op {name}")),
+            _ => err(at, format!("unsupported StableHLO op {name}")),
         }
     }
 
@@ -1053,6 +1098,14 @@ fn size_arithmetic(op: BinaryOp, a: &Val, b: &Val) -> Option<Val> {
         out.push(Dim::from_expr(e).ok()?);
     }
     Some(Val::sizes(a.ty.clone(), out))
+}
+
+fn check_arity(op: &SOp, args: &[Val], n: usize) -> SResult<()> {
+    if args.len() == n {
+        Ok(())
+    } else {
+        err(op.offset, format!("{} takes {n} operands, got {}", op.name, args.len()))
+    }
 }
 
 fn lookup(env: &Env, r: &ValueRef) -> SResult<Val> {
