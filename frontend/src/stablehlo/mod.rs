@@ -6,8 +6,9 @@
 //! onto tsr ops (inlining private functions, unrolling `while` loops whose trip count folds,
 //! folding constants); the verifier runs last. `@main`'s arguments keep their names (`%arg0`
 //! becomes input `arg0`, a `?` dimension the symbol `arg0_dim0`), results are `out0`, `out1`.
-//! Every failure is a [`StablehloError`] at a line and column.
+//! Every failure is a [`StablehloError`] at a line and column. [`export`] writes the other way.
 
+pub mod export;
 pub mod syntax;
 pub mod translate;
 
