@@ -100,6 +100,10 @@ def scan_rnn(xs, h0, wx, wh):
     return last, hs
 
 
+def embedding_gather(table, ids, x):
+    return table[ids] * 2.0, jnp.take(x, ids[0], axis=1, mode="clip")
+
+
 def dynamic_mlp(x, w, b):
     return jnp.tanh(x @ w + b).sum(axis=-1)
 
@@ -156,6 +160,8 @@ def main():
     jit_case(out_dir, "decoder_rmsnorm_rope", decoder, decoder_params(3))
     jit_case(out_dir, "conv_block", conv_block, seeded(4, (2, 3, 8, 8), (4, 3, 3, 3), (4,)))
     jit_case(out_dir, "scan_rnn", scan_rnn, seeded(5, (5, 2, 4), (2, 8), (4, 8), (8, 8)))
+    ids = np.random.default_rng(7).integers(-10, 10, size=(2, 3)).astype(np.int32)
+    jit_case(out_dir, "embedding_gather", embedding_gather, seeded(7, (10, 4)) + [ids] + seeded(8, (2, 10, 3)))
     dynamic_case(out_dir)
     names = sorted(d for d in os.listdir(out_dir) if os.path.isdir(os.path.join(out_dir, d)))
     with open(os.path.join(out_dir, "cases.json"), "w") as f:

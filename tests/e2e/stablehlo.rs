@@ -102,7 +102,7 @@ fn check_run(work: &Path, label: &str, model: &str, inputs: &[String], case: &Pa
 #[test]
 fn every_jax_case_matches_jax_in_the_interpreter_and_compiled() {
     let Some(cases) = generated_cases() else { return };
-    assert!(cases.len() >= 6, "expected the six generated cases, got {cases:?}");
+    assert!(cases.len() >= 7, "expected the seven generated cases, got {cases:?}");
     let work = tempfile::tempdir().expect("a temporary directory");
     let mut checked = 0;
     for name in &cases {

@@ -429,10 +429,8 @@ impl<'a> Reader<'a> {
                 }
                 // `->` is no closing angle bracket.
                 b'>' if self.pos > 0 && self.bytes.get(self.pos - 1) == Some(&b'-') => {}
-                b'>' | b')' | b']' | b'}' => {
-                    if stack.pop() != Some(b) {
-                        return self.err(self.pos, format!("unbalanced '{}'", b as char));
-                    }
+                b'>' | b')' | b']' | b'}' if stack.pop() != Some(b) => {
+                    return self.err(self.pos, format!("unbalanced '{}'", b as char));
                 }
                 _ => {}
             }
@@ -778,18 +776,16 @@ impl<'a> Reader<'a> {
         self.expect("^")?;
         self.ident()?;
         let mut args = Vec::new();
-        if self.eat("(") {
-            if !self.eat(")") {
-                loop {
-                    let arg = self.value_ref()?;
-                    self.expect(":")?;
-                    args.push((arg.name, self.ty()?));
-                    if !self.eat(",") {
-                        break;
-                    }
+        if self.eat("(") && !self.eat(")") {
+            loop {
+                let arg = self.value_ref()?;
+                self.expect(":")?;
+                args.push((arg.name, self.ty()?));
+                if !self.eat(",") {
+                    break;
                 }
-                self.expect(")")?;
             }
+            self.expect(")")?;
         }
         self.expect(":")?;
         Ok(args)

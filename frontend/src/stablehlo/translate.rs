@@ -267,6 +267,10 @@ impl<'m> Translator<'m> {
             | "stablehlo.concatenate"
             | "stablehlo.dynamic_slice"
             | "stablehlo.dynamic_update_slice" => self.layout_op(op, args),
+            "stablehlo.gather" => {
+                arity(2)?;
+                one(self.gather(op, &args[0], &args[1])?)
+            }
             "stablehlo.while" | "stablehlo.case" | "func.call" | "call" | "stablehlo.custom_call" => {
                 self.control_op(op, env, args)
             }
@@ -714,12 +718,91 @@ impl<'m> Translator<'m> {
         self.emit(Op::Concat { axis: d as i64 }, &refs, at)
     }
 
+    /// The `gather` JAX emits for `table[ids]` and `jnp.take(x, ids, axis)`: one collapsed
+    /// dimension indexed by the whole index vector, full slices elsewhere, offset dimensions
+    /// around the index dimensions as tsr's `gather` places them.
+    fn gather(&mut self, op: &SOp, data: &Val, indices: &Val) -> SResult<Val> {
+        let at = op.offset;
+        let Some(Attr::Dict(numbers)) = op.attr("dimension_numbers") else {
+            return err(at, "stablehlo.gather needs its dimension_numbers");
+        };
+        let get = |k: &str| numbers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let list = |k: &str| get(k).as_ref().and_then(attr_ints).unwrap_or_default();
+        let index_vector_dim = match get("index_vector_dim") {
+            Some(Attr::Int(d)) => d,
+            _ => indices.ty.rank() as i64,
+        };
+        let (collapsed, start_map) = (list("collapsed_slice_dims"), list("start_index_map"));
+        let batching = list("operand_batching_dims");
+        let [axis] = collapsed[..] else {
+            return err(
+                at,
+                format!("gather collapsing {collapsed:?} is not supported (tessera's gather collapses one dimension)"),
+            );
+        };
+        if start_map != [axis] || !batching.is_empty() {
+            return err(
+                at,
+                format!(
+                    "gather with start_index_map {start_map:?} and operand_batching_dims {batching:?} is not supported"
+                ),
+            );
+        }
+        let rank = data.ty.rank();
+        if axis < 0 || axis as usize >= rank {
+            return err(at, format!("collapsed dimension {axis} is out of range for {}", data.ty));
+        }
+        // Drop the index vector dimension (of size 1) when the indices carry one.
+        let mut idx = indices.clone();
+        if (index_vector_dim as usize) < indices.ty.rank() {
+            if indices.ty.dims.get(index_vector_dim as usize) != Some(&Dim::Static(1)) {
+                return err(
+                    at,
+                    format!("gather's index vector dimension {index_vector_dim} of {} must have size 1", indices.ty),
+                );
+            }
+            let mut dims = indices.ty.dims.clone();
+            dims.remove(index_vector_dim as usize);
+            idx = self.emit(Op::Reshape { shape: dims }, &[indices], at)?;
+        }
+        let batch_rank = idx.ty.rank() as i64;
+        let expected_offsets: Vec<i64> =
+            (0..rank as i64).filter(|&d| d != axis).map(|d| if d < axis { d } else { d - 1 + batch_rank }).collect();
+        if list("offset_dims") != expected_offsets {
+            return err(
+                at,
+                format!(
+                    "gather offset_dims {:?} are not supported (tessera's gather puts them at {expected_offsets:?})",
+                    list("offset_dims")
+                ),
+            );
+        }
+        let sizes = ints_attr(op, &["slice_sizes"])?;
+        let full = data.ty.dims.iter().enumerate().all(|(d, n)| {
+            if d as i64 == axis {
+                sizes.get(d) == Some(&1)
+            } else {
+                n.as_static().map(|n| n as i64) == sizes.get(d).copied()
+            }
+        });
+        if !full || sizes.len() != rank {
+            return err(
+                at,
+                format!(
+                    "gather slice_sizes {sizes:?} must be 1 on dimension {axis} and whole elsewhere for {}",
+                    data.ty
+                ),
+            );
+        }
+        self.emit(Op::Gather { axis }, &[data, &idx], at)
+    }
+
     /// `dot_general` as transposes to `[batch, free, contracting]` and `[batch, contracting,
     /// free]`, reshapes to one free and one contracting dimension, a batched `matmul`, and a
     /// reshape to `[batch, lhs free, rhs free]`.
     fn dot_general(&mut self, op: &SOp, lhs: &Val, rhs: &Val) -> SResult<Val> {
         let at = op.offset;
-        let (lb, rb, lc, rc) = dot_dimension_numbers(op)?;
+        let DotDims { lhs_batch: lb, rhs_batch: rb, lhs_contract: lc, rhs_contract: rc } = dot_dimension_numbers(op)?;
         let check = |dims: &[i64], v: &Val, what: &str| -> SResult<()> {
             for &d in dims {
                 if d < 0 || d as usize >= v.ty.rank() {
@@ -1051,16 +1134,24 @@ fn one_or_combined(t: &mut Translator, r: Val, init: &Val, kind: Reducer, at: us
     Ok(vec![t.emit(Op::Binary(kind.combine), &[&r, &b], at)?])
 }
 
-/// `(lhs batching, rhs batching, lhs contracting, rhs contracting)` from either form.
-fn dot_dimension_numbers(op: &SOp) -> SResult<(Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>)> {
+/// `dot_general`'s dimension numbers.
+struct DotDims {
+    lhs_batch: Vec<i64>,
+    rhs_batch: Vec<i64>,
+    lhs_contract: Vec<i64>,
+    rhs_contract: Vec<i64>,
+}
+
+/// The dimension numbers from either form.
+fn dot_dimension_numbers(op: &SOp) -> SResult<DotDims> {
     if let Some(Attr::Dict(entries)) = op.attr("dot_dimension_numbers") {
         let get = |k: &str| entries.iter().find(|(n, _)| n == k).and_then(|(_, v)| attr_ints(v)).unwrap_or_default();
-        return Ok((
-            get("lhs_batching_dimensions"),
-            get("rhs_batching_dimensions"),
-            get("lhs_contracting_dimensions"),
-            get("rhs_contracting_dimensions"),
-        ));
+        return Ok(DotDims {
+            lhs_batch: get("lhs_batching_dimensions"),
+            rhs_batch: get("rhs_batching_dimensions"),
+            lhs_contract: get("lhs_contracting_dimensions"),
+            rhs_contract: get("rhs_contracting_dimensions"),
+        });
     }
     let pair = |k: &str| -> SResult<(Vec<i64>, Vec<i64>)> {
         match op.attr(k) {
@@ -1072,9 +1163,9 @@ fn dot_dimension_numbers(op: &SOp) -> SResult<(Vec<i64>, Vec<i64>, Vec<i64>, Vec
             Some(_) => err(op.offset, format!("{k} must be [lhs dims] x [rhs dims]")),
         }
     };
-    let (lb, rb) = pair("batching_dims")?;
-    let (lc, rc) = pair("contracting_dims")?;
-    Ok((lb, rb, lc, rc))
+    let (lhs_batch, rhs_batch) = pair("batching_dims")?;
+    let (lhs_contract, rhs_contract) = pair("contracting_dims")?;
+    Ok(DotDims { lhs_batch, rhs_batch, lhs_contract, rhs_contract })
 }
 
 /// Integer-valued arithmetic on dimension sizes (`batch * 8` for a dynamic reshape's shape).
