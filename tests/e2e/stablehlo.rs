@@ -420,3 +420,29 @@ fn exporting_an_op_without_counterpart_names_the_node() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     insta::assert_snapshot!(out.stderr.trim_end());
 }
+
+/// A module JAX lowers under a Shardy mesh (`in_shardings`, `with_sharding_constraint`):
+/// `sdy.mesh`, argument shardings and `sdy.sharding_constraint` are read and dropped (tsr
+/// graphs carry no per-value shardings; `shard` and the planner choose them).
+#[test]
+fn a_shardy_annotated_module_imports_without_its_shardings() {
+    let text = r#"module @jit_f attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32} {
+  sdy.mesh @mesh = <["dp"=1, "tp"=1]> {stablehlo.mesh = {axes = [{name = "dp", size = 1 : i64}, {name = "tp", size = 1 : i64}]}}
+  func.func public @main(%arg0: tensor<4x8xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"dp"}, {}]>}, %arg1: tensor<8x6xf32> {sdy.sharding = #sdy.sharding<@mesh, [{}, {"tp"}]>}) -> (tensor<4x6xf32> {jax.result_info = "result"}) {
+    %0 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [1] x [0], precision = [DEFAULT, DEFAULT] : (tensor<4x8xf32>, tensor<8x6xf32>) -> tensor<4x6xf32>
+    %1 = sdy.sharding_constraint %0 <@mesh, [{"dp"}, {"tp"}]> : tensor<4x6xf32>
+    %2 = stablehlo.tanh %1 : tensor<4x6xf32>
+    return %2 : tensor<4x6xf32>
+  }
+}
+"#;
+    let graph = tessera_frontend::stablehlo::import_text(text).unwrap_or_else(|e| panic!("{e}"));
+    let ops: Vec<&str> = graph.nodes().map(|(_, n)| n.op.mnemonic()).collect();
+    assert_eq!(ops, ["matmul", "tanh"]);
+    let x = Tensor::from_f64(tessera_ir::dtype::DType::F32, vec![4, 8], vec![0.25; 32]);
+    let w = Tensor::from_f64(tessera_ir::dtype::DType::F32, vec![8, 6], vec![0.5; 48]);
+    let out = tessera_runtime::interpreter::run(&graph, &[("arg0".into(), x), ("arg1".into(), w)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let want = (8.0f64 * 0.25 * 0.5).tanh();
+    assert!(out[0].1.to_f64_vec().iter().all(|&v| (v - want).abs() < 1e-6), "{:?}", out[0].1.to_f64_vec());
+}

@@ -898,6 +898,29 @@ impl<'a> Reader<'a> {
                 Ok(())
             }
             "func.func" => self.custom_func(op),
+            // Shardy's mesh and sharding constraints; tessera keeps the text of the shardings.
+            "sdy.mesh" => {
+                self.expect("@")?;
+                op.attrs.push(("sym_name".into(), Attr::Str(self.ident()?)));
+                self.expect("=")?;
+                self.expect("<")?;
+                let axes = self.balanced_until(b'>')?;
+                op.attrs.push(("mesh".into(), Attr::Opaque(axes.to_string())));
+                self.expect(">")?;
+                self.skip_trivia();
+                if self.peek() == Some(b'{') {
+                    op.attrs.extend(self.attr_dict()?);
+                }
+                Ok(())
+            }
+            "sdy.sharding_constraint" => {
+                op.operands.push(self.value_ref()?);
+                self.expect("<")?;
+                let sharding = self.balanced_until(b'>')?;
+                op.attrs.push(("sharding".into(), Attr::Opaque(sharding.to_string())));
+                self.expect(">")?;
+                self.trailing_attrs_and_signature(op)
+            }
             "return" | "func.return" | "stablehlo.return" => {
                 self.skip_trivia();
                 if self.peek() == Some(b'%') {

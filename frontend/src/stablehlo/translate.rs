@@ -84,6 +84,9 @@ pub fn translate(top: &[SOp]) -> SResult<Graph> {
                     return err(op.offset, format!("function @{name} is defined twice"));
                 }
             }
+            // A Shardy mesh: tsr graphs carry no per-value shardings (the `shard` pass and the
+            // planner choose them), so the mesh and the shardings that name it are not kept.
+            "sdy.mesh" => {}
             other => return err(op.offset, format!("expected a module or func.func at the top level, found {other}")),
         }
     }
@@ -256,6 +259,7 @@ impl<'m> Translator<'m> {
             | "stablehlo.select"
             | "stablehlo.convert"
             | "stablehlo.optimization_barrier"
+            | "sdy.sharding_constraint"
             | "stablehlo.iota" => self.value_op(op, args),
             "stablehlo.broadcast_in_dim"
             | "stablehlo.dynamic_broadcast_in_dim"
@@ -366,7 +370,7 @@ impl<'m> Translator<'m> {
                 }
                 one(self.emit(Op::Cast { to }, &[&args[0]], at)?)
             }
-            "stablehlo.optimization_barrier" => Ok(args),
+            "stablehlo.optimization_barrier" | "sdy.sharding_constraint" => Ok(args),
             "stablehlo.iota" => {
                 let axis = int_attr(op, &["iota_dimension", "dim"])?;
                 let ty = result_type(op, 0)?;
