@@ -306,27 +306,7 @@ impl Writer {
                 let s = self.unreduce(&s, &[ax], &out.dims);
                 one(self.binary("stablehlo.divide", &e, &s, &out.dims))
             }
-            Op::LayerNorm { axis, epsilon } | Op::RmsNorm { axis, epsilon } => {
-                let ax = axis_index(*axis, x[0].shape.rank())?;
-                let axes: Vec<usize> = (ax..x[0].shape.rank()).collect();
-                let centered = if matches!(op, Op::LayerNorm { .. }) {
-                    let mean = self.mean_keep(&x[0], &axes);
-                    self.binary("stablehlo.subtract", &x[0], &mean, &out.dims)
-                } else {
-                    x[0].clone()
-                };
-                let square = self.binary("stablehlo.multiply", &centered, &centered, &out.dims);
-                let var = self.mean_keep(&square, &axes);
-                let eps = self.splat(*epsilon, &out);
-                let shifted = self.binary("stablehlo.add", &var, &eps, &out.dims);
-                let inv = self.unary("stablehlo.rsqrt", &shifted);
-                let normed = self.binary("stablehlo.multiply", &centered, &inv, &out.dims);
-                let scaled = self.binary("stablehlo.multiply", &normed, &x[1], &out.dims);
-                match x.get(2) {
-                    Some(bias) => one(self.binary("stablehlo.add", &scaled, bias, &out.dims)),
-                    None => one(scaled),
-                }
-            }
+            Op::LayerNorm { axis, epsilon } | Op::RmsNorm { axis, epsilon } => self.norm(op, *axis, *epsilon, x, &out),
             Op::Reduce { kind, axes, keepdims } => {
                 let rank = x[0].shape.rank();
                 let mut axes: Vec<usize> = axes.iter().map(|&a| axis_index(a, rank)).collect::<EResult<_>>()?;
@@ -404,6 +384,30 @@ impl Writer {
             | Op::AdamW(_)
             | Op::Recurrent { .. }
             | Op::Collective(_) => refuse("this op has no StableHLO counterpart in the exporter yet"),
+        }
+    }
+
+    /// `layer_norm` (centred) and `rms_norm` over the dimensions from `axis` on, scaled (and
+    /// shifted by the bias operand when there is one).
+    fn norm(&mut self, op: &Op, axis: i64, epsilon: f64, x: &[V], out: &Shape) -> EResult<Vec<V>> {
+        let ax = axis_index(axis, x[0].shape.rank())?;
+        let axes: Vec<usize> = (ax..x[0].shape.rank()).collect();
+        let centered = if matches!(op, Op::LayerNorm { .. }) {
+            let mean = self.mean_keep(&x[0], &axes);
+            self.binary("stablehlo.subtract", &x[0], &mean, &out.dims)
+        } else {
+            x[0].clone()
+        };
+        let square = self.binary("stablehlo.multiply", &centered, &centered, &out.dims);
+        let var = self.mean_keep(&square, &axes);
+        let eps = self.splat(epsilon, out);
+        let shifted = self.binary("stablehlo.add", &var, &eps, &out.dims);
+        let inv = self.unary("stablehlo.rsqrt", &shifted);
+        let normed = self.binary("stablehlo.multiply", &centered, &inv, &out.dims);
+        let scaled = self.binary("stablehlo.multiply", &normed, &x[1], &out.dims);
+        match x.get(2) {
+            Some(bias) => Ok(vec![self.binary("stablehlo.add", &scaled, bias, &out.dims)]),
+            None => Ok(vec![scaled]),
         }
     }
 
