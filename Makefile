@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEMO_MODEL ?= examples/transformer_block.mlir
 DEMO_OUT ?= target/demo
 
-.PHONY: setup demo test lint build onnx-tests real-models model-corpus serve-data ptxas fuzz fuzz-smoke
+.PHONY: setup demo test lint build onnx-tests real-models model-corpus serve-data stablehlo-cases ptxas fuzz fuzz-smoke
 
 setup:
 	@bash scripts/setup.sh
@@ -47,6 +47,12 @@ real-models:
 model-corpus:
 	@bash scripts/model-corpus/setup.sh
 
+# StableHLO cases from JAX itself (issue 19): a venv with CPU jax/jaxlib in .cache/stablehlo and
+# the cases generate.py lowers (pretty and generic text, inputs, JAX's outputs); about a minute
+# from a warm wheel cache, once.
+stablehlo-cases:
+	@bash scripts/stablehlo/setup.sh
+
 # Random-init Hugging Face checkpoints (GPT-2, Llama with GQA) and transformers' greedy tokens for
 # the serving tests (issue 18), made with the model corpus's venv in .cache/serve.
 serve-data:
@@ -73,7 +79,7 @@ fuzz-smoke: setup
 
 # The conformance summary and the real-model comparisons are printed first, for the log; the
 # whole suite (which asserts both) runs last.
-test: lint onnx-tests real-models model-corpus serve-data ptxas fuzz-smoke
+test: lint onnx-tests real-models model-corpus serve-data stablehlo-cases ptxas fuzz-smoke
 	$(CARGO) run --locked -q -- test-onnx .cache/onnx-node-tests --manifest tests/conformance/onnx-node-passing.txt --excluded tests/conformance/onnx-node-excluded.txt
 	$(CARGO) test --locked -q --test e2e real_models -- --nocapture
 	$(CARGO) test --workspace --locked

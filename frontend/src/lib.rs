@@ -11,4 +11,5 @@ pub mod cluster;
 pub mod hf;
 pub mod load;
 pub mod onnx;
+pub mod stablehlo;
 pub mod zoo;

@@ -13,11 +13,17 @@ pub enum ModelFormat {
     GraphJson,
     /// An ONNX model (`.onnx`), imported by [`crate::onnx`].
     Onnx,
+    /// StableHLO text (`.stablehlo.mlir`, or `.mlir` whose ops are `stablehlo.`/`chlo.`),
+    /// imported by [`crate::stablehlo`].
+    StableHlo,
 }
 
 impl ModelFormat {
     /// The format a path's extension names, if any.
     pub fn of_path(path: &Path) -> Option<ModelFormat> {
+        if path.file_name()?.to_str()?.ends_with(".stablehlo.mlir") {
+            return Some(ModelFormat::StableHlo);
+        }
         match path.extension()?.to_str()? {
             "mlir" => Some(ModelFormat::MlirText),
             "json" => Some(ModelFormat::GraphJson),
@@ -42,6 +48,8 @@ pub enum LoadError {
     Syntax { path: PathBuf, line: u32, col: u32, message: String },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("{path}:{source}")]
+    StableHlo { path: PathBuf, source: crate::stablehlo::StablehloError },
     #[error("{path}: {source}")]
     Onnx { path: PathBuf, source: Box<crate::onnx::OnnxError> },
 }
@@ -104,6 +112,12 @@ fn load_zoo_model(spec: &str, path: &Path) -> Result<Graph, LoadError> {
 pub fn load_model_text(path: &Path, text: &str, format: ModelFormat) -> Result<Graph, LoadError> {
     let path = path.to_path_buf();
     match format {
+        ModelFormat::MlirText if crate::stablehlo::looks_like_stablehlo(text) => {
+            load_model_text(&path, text, ModelFormat::StableHlo)
+        }
+        ModelFormat::StableHlo => {
+            crate::stablehlo::import_text(text).map_err(|source| LoadError::StableHlo { path, source })
+        }
         ModelFormat::MlirText => tessera_ir::mlir::parse_verified(text).map_err(|e| LoadError::Syntax {
             path,
             line: e.line,
@@ -133,6 +147,7 @@ impl fmt::Display for ModelFormat {
             ModelFormat::MlirText => "MLIR text",
             ModelFormat::GraphJson => "graph JSON",
             ModelFormat::Onnx => "ONNX",
+            ModelFormat::StableHlo => "StableHLO text",
         })
     }
 }

@@ -36,51 +36,27 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "$here/../.." && pwd)"
+# shellcheck source=../lib/venv.sh
+source "$repo_root/scripts/lib/venv.sh"
 cache="$repo_root/.cache/model-corpus"
 venv="$cache/venv"
 packaged="$cache/packaged"
 corpus="$cache/corpus"
 stamp="$cache/.installed"
 
-want="$(cat "$here/setup.sh" "$here/requirements.txt" "$here/generate.py" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$here/setup.sh" "$here/requirements.txt" "$here/generate.py" "$repo_root/scripts/lib/venv.sh" | sha256sum | cut -d' ' -f1)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/python" && -f "$corpus/corpus.json" ]]; then
     echo "model-corpus: present in $cache"
     exit 0
 fi
 
-command -v python3 >/dev/null || { echo "model-corpus: python3 is required" >&2; exit 1; }
-if ! python3 -c 'import ensurepip' 2>/dev/null; then
-    # Debian splits venv's pip bootstrap into its own package.
-    sudo_cmd=()
-    [[ "$(id -u)" -ne 0 ]] && sudo_cmd=(sudo)
-    echo "model-corpus: installing python3-venv"
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-fi
+venv_require_python model-corpus
 
 started=$SECONDS
 echo "model-corpus: building $cache"
 rm -rf "$cache"
 mkdir -p "$cache"
-python3 -m venv "$venv"
-# --no-deps: requirements.txt pins the whole environment (see its header for what is left out
-# and why). PIP_FIND_LINKS is cleared so that every wheel comes from the package index.
-wheels="${TESSERA_WHEEL_CACHE:-$HOME/.cache/tessera/wheels}"
-mkdir -p "$wheels"
-install_cached() {
-    PIP_FIND_LINKS= "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
-        --no-index --find-links "$wheels" --no-compile -r "$here/requirements.txt"
-}
-# From the wheel cache alone when it has every pinned wheel (pip resolves all before it installs
-# any, so a miss leaves the venv empty); else download what is missing, then install.
-# --no-compile: Python writes the bytecode of what it imports on first use; compiling all of
-# torch and transformers up front would add minutes that the exports never need.
-if ! install_cached 2>/dev/null; then
-    echo "model-corpus: downloading the pinned wheels into $wheels"
-    PIP_FIND_LINKS= "$venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
-        --only-binary=:all: --dest "$wheels" -r "$here/requirements.txt"
-    install_cached
-fi
+venv_install_pinned model-corpus "$venv" "$here/requirements.txt"
 installed=$SECONDS
 
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"

@@ -48,6 +48,9 @@ pub enum Emit {
     Mlir,
     /// The JSON view of the graph.
     Json,
+    /// StableHLO text (generic op form) that JAX/XLA load; the graph's dimensions must be
+    /// static (bind symbols with --dim).
+    Stablehlo,
 }
 
 pub fn run(args: OptArgs) -> Result<()> {
@@ -110,8 +113,8 @@ pub fn run(args: OptArgs) -> Result<()> {
             }
             match args.emit {
                 Emit::Mlir => module.print(),
-                Emit::Json => {
-                    bail!("--emit json shows one graph; 'shard' makes one program per stage (use --emit mlir)")
+                Emit::Json | Emit::Stablehlo => {
+                    bail!("--emit json and stablehlo show one graph; 'shard' makes one program per stage (use --emit mlir)")
                 }
             }
         }
@@ -123,6 +126,8 @@ pub fn run(args: OptArgs) -> Result<()> {
             match args.emit {
                 Emit::Mlir => text,
                 Emit::Json => tessera_ir::json::to_json(&graph),
+                Emit::Stablehlo => tessera_frontend::stablehlo::export::export_graph(&graph)
+                    .with_context(|| format!("{}: --emit stablehlo", args.input.display()))?,
             }
         }
     };

@@ -27,6 +27,7 @@ mod runtime_only;
 mod serve_http;
 mod shard;
 mod srun;
+mod stablehlo;
 mod support;
 mod tidy;
 mod train;

@@ -14,5 +14,5 @@
 pub mod parse;
 pub mod print;
 
-pub use parse::{parse_graph, parse_verified, Loc, ParseError, SourceMap};
+pub use parse::{parse_dense_at, parse_graph, parse_verified, Loc, ParseError, SourceMap};
 pub use print::print_graph;

@@ -103,6 +103,17 @@ pub fn parse_verified(text: &str) -> Result<Graph, ParseError> {
     Ok(g)
 }
 
+/// A dense literal `<...> : tensor<...>` that starts at byte `offset` of `text` (just after its
+/// `dense` keyword), for the other MLIR-text readers (the StableHLO importer): the tensor and
+/// the offset just past its type. Errors are located in `text`.
+pub fn parse_dense_at(text: &str, offset: usize) -> Result<(crate::tensor::Tensor, usize), ParseError> {
+    let mut parser = Parser::new(text);
+    parser.pos = offset.min(text.len());
+    let tensor = parser.parse_dense(offset)?;
+    let end = parser.peeked.as_ref().map_or(parser.pos, |(_, start, _)| *start);
+    Ok((tensor, end))
+}
+
 /// A name in scope: one value, or the values of a `%name:N` result group.
 enum Binding {
     Single(ValueId),

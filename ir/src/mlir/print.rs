@@ -248,6 +248,14 @@ fn write_attr(out: &mut String, attr: &Attr) {
 /// re-reads fast and exactly; smaller ones keep the readable nested lists.
 pub const HEX_DENSE_MIN_ELEMENTS: usize = 1024;
 
+/// A tensor's `dense<...> : tensor<...>` literal, as the tsr printer writes it (for other MLIR
+/// writers: the StableHLO exporter).
+pub fn dense_literal(t: &Tensor) -> String {
+    let mut out = String::new();
+    write_dense(&mut out, t);
+    out
+}
+
 /// `dense<...> : tensor<...>`: a splat when every element has the same bits, `dense<>` when
 /// empty, hex data when large (see [`HEX_DENSE_MIN_ELEMENTS`]), else lists nested by shape.
 fn write_dense(out: &mut String, t: &Tensor) {

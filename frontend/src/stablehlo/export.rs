@@ -1,0 +1,594 @@
+//! The StableHLO writer: a verified tsr graph with static shapes as a StableHLO module that
+//! JAX's MLIR bindings parse and XLA runs (`tessera opt IN --emit stablehlo`).
+//!
+//! Ops are written in MLIR's generic form (one spelling for every op, nothing to get wrong in
+//! custom assemblies) inside a `func.func public @main` whose arguments are the graph inputs in
+//! order and whose results are the graph outputs. tsr's NumPy-style broadcasting becomes
+//! explicit `broadcast_in_dim`s; composite tsr ops (`softmax`, `layer_norm`, `gelu`, ...) are
+//! written as the StableHLO ops JAX would emit for them. Ops without a counterpart here are
+//! refused naming the node.
+
+use std::fmt::Write as _;
+use tessera_ir::dtype::DType;
+use tessera_ir::graph::{Graph, NodeId, ValueId};
+use tessera_ir::ops::conv::{PoolKind, Window};
+use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
+use tessera_ir::ops::reduce::ReduceKind;
+use tessera_ir::ops::Op;
+use tessera_ir::tensor::Tensor;
+
+/// Why a graph cannot be written as StableHLO.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ExportError {
+    pub message: String,
+}
+
+type EResult<T> = Result<T, ExportError>;
+
+fn refuse<T>(message: impl Into<String>) -> EResult<T> {
+    Err(ExportError { message: message.into() })
+}
+
+/// A static tensor type.
+#[derive(Debug, Clone, PartialEq)]
+struct Shape {
+    dtype: DType,
+    dims: Vec<u64>,
+}
+
+impl Shape {
+    fn text(&self) -> String {
+        let mut s = String::from("tensor<");
+        for d in &self.dims {
+            let _ = write!(s, "{d}x");
+        }
+        s.push_str(self.dtype.mlir_name());
+        s.push('>');
+        s
+    }
+
+    fn with_dims(&self, dims: Vec<u64>) -> Shape {
+        Shape { dtype: self.dtype, dims }
+    }
+
+    fn scalar(&self) -> Shape {
+        self.with_dims(Vec::new())
+    }
+
+    fn rank(&self) -> usize {
+        self.dims.len()
+    }
+}
+
+/// A written value: its SSA name and type.
+#[derive(Debug, Clone)]
+struct V {
+    name: String,
+    shape: Shape,
+}
+
+/// Writes `graph` as a StableHLO module named after it.
+pub fn export_graph(graph: &Graph) -> EResult<String> {
+    let mut w = Writer { body: String::new(), next: 0, values: vec![None; graph.num_values()] };
+    let mut params = Vec::new();
+    for (i, &id) in graph.inputs().iter().enumerate() {
+        let shape = static_shape(graph, id)?;
+        params.push(format!("%arg{i}: {}", shape.text()));
+        w.values[id.index()] = Some(V { name: format!("%arg{i}"), shape });
+    }
+    for (node_id, node) in graph.nodes() {
+        let inputs: Vec<V> = node.inputs.iter().map(|&v| w.value(v)).collect::<EResult<_>>()?;
+        let results: Vec<Shape> = node.outputs.iter().map(|&v| static_shape(graph, v)).collect::<EResult<_>>()?;
+        let written = w.node(&node.op, &inputs, &results).map_err(|e| ExportError {
+            message: format!(
+                "node {} (tsr.{}, result %{}): {}",
+                node_id.index(),
+                node.op.mnemonic(),
+                name_of(graph, node_id),
+                e.message
+            ),
+        })?;
+        for (&out, v) in node.outputs.iter().zip(written) {
+            w.values[out.index()] = Some(v);
+        }
+    }
+    let outputs: Vec<V> = graph.outputs().iter().map(|&v| w.value(v)).collect::<EResult<_>>()?;
+    let module_name: String =
+        graph.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let result_types: Vec<String> = outputs.iter().map(|v| v.shape.text()).collect();
+    let mut out = String::new();
+    let _ = writeln!(out, "module @{} {{", if module_name.is_empty() { "tessera" } else { &module_name });
+    let _ = writeln!(out, "  func.func public @main({}) -> ({}) {{", params.join(", "), result_types.join(", "));
+    out.push_str(&w.body);
+    let names: Vec<&str> = outputs.iter().map(|v| v.name.as_str()).collect();
+    let _ = writeln!(out, "    \"func.return\"({}) : ({}) -> ()", names.join(", "), result_types.join(", "));
+    out.push_str("  }\n}\n");
+    Ok(out)
+}
+
+fn name_of(graph: &Graph, node: NodeId) -> String {
+    graph.node(node).outputs.first().map_or_else(String::new, |&v| graph.value(v).name.clone())
+}
+
+fn static_shape(graph: &Graph, v: ValueId) -> EResult<Shape> {
+    let ty = &graph.value(v).ty;
+    match ty.static_shape() {
+        Some(dims) => Ok(Shape { dtype: ty.dtype, dims }),
+        None => refuse(format!(
+            "%{} has the symbolic type {ty}; bind its dimensions with --dim to export",
+            graph.value(v).name
+        )),
+    }
+}
+
+fn ints(values: impl IntoIterator<Item = i64>) -> String {
+    let list: Vec<String> = values.into_iter().map(|v| v.to_string()).collect();
+    if list.is_empty() {
+        "array<i64>".to_string()
+    } else {
+        format!("array<i64: {}>", list.join(", "))
+    }
+}
+
+fn list(values: &[i64]) -> String {
+    let items: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    format!("[{}]", items.join(", "))
+}
+
+struct Writer {
+    body: String,
+    next: usize,
+    values: Vec<Option<V>>,
+}
+
+impl Writer {
+    fn value(&self, id: ValueId) -> EResult<V> {
+        match self.values.get(id.index()).cloned().flatten() {
+            Some(v) => Ok(v),
+            None => refuse(format!("value {} is used before it is defined", id.index())),
+        }
+    }
+
+    fn fresh(&mut self) -> String {
+        self.next += 1;
+        format!("%{}", self.next - 1)
+    }
+
+    /// One generic op line: `%n = "name"(operands) <{props}> : (types) -> result`.
+    fn op(&mut self, name: &str, operands: &[&V], props: &str, result: &Shape) -> V {
+        let out = self.fresh();
+        let names: Vec<&str> = operands.iter().map(|v| v.name.as_str()).collect();
+        let types: Vec<String> = operands.iter().map(|v| v.shape.text()).collect();
+        let props = if props.is_empty() { String::new() } else { format!(" <{{{props}}}>") };
+        let _ = writeln!(
+            self.body,
+            "    {out} = \"{name}\"({}){props} : ({}) -> {}",
+            names.join(", "),
+            types.join(", "),
+            result.text()
+        );
+        V { name: out, shape: result.clone() }
+    }
+
+    fn constant(&mut self, t: &Tensor) -> V {
+        let literal = tessera_ir::mlir::print::dense_literal(t);
+        let shape = Shape { dtype: t.dtype, dims: t.shape.iter().map(|&d| d as u64).collect() };
+        self.op("stablehlo.constant", &[], &format!("value = {literal}"), &shape)
+    }
+
+    /// `value` of `like`'s element type, broadcast to its shape.
+    fn splat(&mut self, value: f64, like: &Shape) -> V {
+        let scalar = self.constant(&Tensor::scalar(like.dtype, value));
+        self.broadcast_to(&scalar, &like.dims)
+    }
+
+    /// NumPy-style broadcast (trailing dimensions align, 1 stretches) to `dims`.
+    fn broadcast_to(&mut self, v: &V, dims: &[u64]) -> V {
+        if v.shape.dims == dims {
+            return v.clone();
+        }
+        let offset = dims.len().saturating_sub(v.shape.rank());
+        let map = ints((0..v.shape.rank()).map(|i| (offset + i) as i64));
+        self.op(
+            "stablehlo.broadcast_in_dim",
+            &[v],
+            &format!("broadcast_dimensions = {map}"),
+            &v.shape.with_dims(dims.to_vec()),
+        )
+    }
+
+    /// `v` (the result of reducing `axes` away) broadcast back to `dims`.
+    fn unreduce(&mut self, v: &V, axes: &[usize], dims: &[u64]) -> V {
+        let kept = ints((0..dims.len()).filter(|d| !axes.contains(d)).map(|d| d as i64));
+        self.op(
+            "stablehlo.broadcast_in_dim",
+            &[v],
+            &format!("broadcast_dimensions = {kept}"),
+            &v.shape.with_dims(dims.to_vec()),
+        )
+    }
+
+    fn binary(&mut self, name: &str, a: &V, b: &V, dims: &[u64]) -> V {
+        let a = self.broadcast_to(a, dims);
+        let b = self.broadcast_to(b, dims);
+        let shape = a.shape.clone();
+        self.op(name, &[&a, &b], "", &shape)
+    }
+
+    fn unary(&mut self, name: &str, x: &V) -> V {
+        let shape = x.shape.clone();
+        self.op(name, &[x], "", &shape)
+    }
+
+    /// `reduce` over `axes` with the body `combine` and the initial value `init`.
+    fn reduce(&mut self, x: &V, axes: &[usize], combine: &str, init: f64) -> V {
+        let init_v = self.constant(&Tensor::scalar(x.shape.dtype, init));
+        let dims: Vec<u64> =
+            x.shape.dims.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect();
+        let result = x.shape.with_dims(dims);
+        let scalar = x.shape.scalar().text();
+        let (out, a, b, c) = (self.fresh(), self.fresh(), self.fresh(), self.fresh());
+        let axes_attr = ints(axes.iter().map(|&a| a as i64));
+        let _ = writeln!(
+            self.body,
+            "    {out} = \"stablehlo.reduce\"({}, {}) <{{dimensions = {axes_attr}}}> ({{\n    ^bb0({a}: {scalar}, {b}: {scalar}):\n      {c} = \"{combine}\"({a}, {b}) : ({scalar}, {scalar}) -> {scalar}\n      \"stablehlo.return\"({c}) : ({scalar}) -> ()\n    }}) : ({}, {scalar}) -> {}",
+            x.name,
+            init_v.name,
+            x.shape.text(),
+            result.text()
+        );
+        V { name: out, shape: result }
+    }
+
+    /// The mean over `axes`, broadcast back to `x`'s shape.
+    fn mean_keep(&mut self, x: &V, axes: &[usize]) -> V {
+        let sum = self.reduce(x, axes, "stablehlo.add", 0.0);
+        let count: u64 = axes.iter().map(|&a| x.shape.dims[a]).product();
+        let n = self.splat(count as f64, &sum.shape);
+        let mean = self.binary("stablehlo.divide", &sum, &n, &sum.shape.dims.clone());
+        self.unreduce(&mean, axes, &x.shape.dims)
+    }
+
+    /// The StableHLO for one tsr node; one value per result.
+    fn node(&mut self, op: &Op, x: &[V], results: &[Shape]) -> EResult<Vec<V>> {
+        let out = results.first().cloned().ok_or_else(|| ExportError { message: "node has no results".into() })?;
+        let one = |v: V| Ok(vec![v]);
+        match op {
+            Op::Constant(t) => one(self.constant(t)),
+            Op::Unary(u) => one(self.unary_op(*u, &x[0])),
+            Op::Binary(b) => {
+                let name = match b {
+                    BinaryOp::Add => "stablehlo.add",
+                    BinaryOp::Sub => "stablehlo.subtract",
+                    BinaryOp::Mul => "stablehlo.multiply",
+                    BinaryOp::Div => "stablehlo.divide",
+                    BinaryOp::Pow => "stablehlo.power",
+                    BinaryOp::Max => "stablehlo.maximum",
+                    BinaryOp::Min => "stablehlo.minimum",
+                    BinaryOp::And => "stablehlo.and",
+                    BinaryOp::Or => "stablehlo.or",
+                };
+                one(self.binary(name, &x[0], &x[1], &out.dims))
+            }
+            Op::Compare(c) => {
+                let direction = match c {
+                    CompareOp::Eq => "EQ",
+                    CompareOp::Ne => "NE",
+                    CompareOp::Lt => "LT",
+                    CompareOp::Le => "LE",
+                    CompareOp::Gt => "GT",
+                    CompareOp::Ge => "GE",
+                };
+                let kind = match x[0].shape.dtype {
+                    d if d.is_float() => "FLOAT",
+                    DType::Bool => "UNSIGNED",
+                    _ => "SIGNED",
+                };
+                let (a, b) = (self.broadcast_to(&x[0], &out.dims), self.broadcast_to(&x[1], &out.dims));
+                let props = format!("compare_type = #stablehlo<comparison_type {kind}>, comparison_direction = #stablehlo<comparison_direction {direction}>");
+                one(self.op("stablehlo.compare", &[&a, &b], &props, &out))
+            }
+            Op::Where => {
+                let c = self.broadcast_to(&x[0], &out.dims);
+                let (a, b) = (self.broadcast_to(&x[1], &out.dims), self.broadcast_to(&x[2], &out.dims));
+                one(self.op("stablehlo.select", &[&c, &a, &b], "", &out))
+            }
+            Op::Cast { .. } => one(self.op("stablehlo.convert", &[&x[0]], "", &out)),
+            Op::MatMul => one(self.matmul(&x[0], &x[1], &out)),
+            Op::Softmax { axis } => {
+                let ax = axis_index(*axis, x[0].shape.rank())?;
+                let m = self.reduce(&x[0], &[ax], "stablehlo.maximum", f64::NEG_INFINITY);
+                let m = self.unreduce(&m, &[ax], &out.dims);
+                let shifted = self.binary("stablehlo.subtract", &x[0], &m, &out.dims);
+                let e = self.unary("stablehlo.exponential", &shifted);
+                let s = self.reduce(&e, &[ax], "stablehlo.add", 0.0);
+                let s = self.unreduce(&s, &[ax], &out.dims);
+                one(self.binary("stablehlo.divide", &e, &s, &out.dims))
+            }
+            Op::LayerNorm { axis, epsilon } | Op::RmsNorm { axis, epsilon } => self.norm(op, *axis, *epsilon, x, &out),
+            Op::Reduce { kind, axes, keepdims } => {
+                let rank = x[0].shape.rank();
+                let mut axes: Vec<usize> = axes.iter().map(|&a| axis_index(a, rank)).collect::<EResult<_>>()?;
+                axes.sort_unstable();
+                axes.dedup();
+                let reduced = match kind {
+                    ReduceKind::Sum => self.reduce(&x[0], &axes, "stablehlo.add", 0.0),
+                    ReduceKind::Max => self.reduce(&x[0], &axes, "stablehlo.maximum", f64::NEG_INFINITY),
+                    ReduceKind::Min => self.reduce(&x[0], &axes, "stablehlo.minimum", f64::INFINITY),
+                    ReduceKind::Prod => self.reduce(&x[0], &axes, "stablehlo.multiply", 1.0),
+                    ReduceKind::Mean => {
+                        let sum = self.reduce(&x[0], &axes, "stablehlo.add", 0.0);
+                        let count: u64 = axes.iter().map(|&a| x[0].shape.dims[a]).product();
+                        let n = self.splat(count as f64, &sum.shape);
+                        self.binary("stablehlo.divide", &sum, &n, &sum.shape.dims.clone())
+                    }
+                };
+                if *keepdims {
+                    return one(self.op("stablehlo.reshape", &[&reduced], "", &out));
+                }
+                one(reduced)
+            }
+            Op::Broadcast { .. } => one(self.broadcast_to(&x[0], &out.dims)),
+            Op::Reshape { .. } => one(self.op("stablehlo.reshape", &[&x[0]], "", &out)),
+            Op::Transpose { perm } => one(self.op(
+                "stablehlo.transpose",
+                &[&x[0]],
+                &format!("permutation = {}", ints(perm.iter().copied())),
+                &out,
+            )),
+            Op::Slice { starts, ends, steps } => one(self.slice(&x[0], starts, ends, steps, &out)?),
+            Op::Concat { axis } => {
+                let ax = axis_index(*axis, out.rank())?;
+                let refs: Vec<&V> = x.iter().collect();
+                one(self.op("stablehlo.concatenate", &refs, &format!("dimension = {ax} : i64"), &out))
+            }
+            Op::Split { axis, .. } => {
+                let ax = axis_index(*axis, x[0].shape.rank())?;
+                let mut start = 0i64;
+                let mut pieces = Vec::new();
+                for piece in results {
+                    let rank = x[0].shape.rank();
+                    let mut starts = vec![0; rank];
+                    let mut ends: Vec<i64> = x[0].shape.dims.iter().map(|&d| d as i64).collect();
+                    starts[ax] = start;
+                    ends[ax] = start + piece.dims[ax] as i64;
+                    start = ends[ax];
+                    pieces.push(self.slice(&x[0], &starts, &ends, &vec![1; rank], piece)?);
+                }
+                Ok(pieces)
+            }
+            Op::Gather { axis } => one(self.gather(&x[0], &x[1], *axis, &out)?),
+            Op::Iota { axis } => {
+                let ax = axis_index(*axis, out.rank())?;
+                one(self.op("stablehlo.iota", &[], &format!("iota_dimension = {ax} : i64"), &out))
+            }
+            Op::Conv2d { window, groups } => {
+                let props = format!(
+                    "batch_group_count = 1 : i64, dimension_numbers = #stablehlo.conv<[b, f, 0, 1]x[o, i, 0, 1]->[b, f, 0, 1]>, feature_group_count = {groups} : i64, padding = dense<[[{}, {}], [{}, {}]]> : tensor<2x2xi64>, rhs_dilation = {}, window_strides = {}",
+                    window.pads[0],
+                    window.pads[2],
+                    window.pads[1],
+                    window.pads[3],
+                    ints(window.dilations),
+                    ints(window.strides)
+                );
+                one(self.op("stablehlo.convolution", &[&x[0], &x[1]], &props, &out))
+            }
+            Op::Pool2d { kind, kernel, window } => one(self.pool(&x[0], *kind, *kernel, window, &out)?),
+            Op::ArgMax { .. }
+            | Op::Scatter { .. }
+            | Op::Rope { .. }
+            | Op::CrossEntropy
+            | Op::Sgd(_)
+            | Op::AdamW(_)
+            | Op::Recurrent { .. }
+            | Op::Collective(_) => refuse("this op has no StableHLO counterpart in the exporter yet"),
+        }
+    }
+
+    /// `layer_norm` (centred) and `rms_norm` over the dimensions from `axis` on, scaled (and
+    /// shifted by the bias operand when there is one).
+    fn norm(&mut self, op: &Op, axis: i64, epsilon: f64, x: &[V], out: &Shape) -> EResult<Vec<V>> {
+        let ax = axis_index(axis, x[0].shape.rank())?;
+        let axes: Vec<usize> = (ax..x[0].shape.rank()).collect();
+        let centered = if matches!(op, Op::LayerNorm { .. }) {
+            let mean = self.mean_keep(&x[0], &axes);
+            self.binary("stablehlo.subtract", &x[0], &mean, &out.dims)
+        } else {
+            x[0].clone()
+        };
+        let square = self.binary("stablehlo.multiply", &centered, &centered, &out.dims);
+        let var = self.mean_keep(&square, &axes);
+        let eps = self.splat(epsilon, out);
+        let shifted = self.binary("stablehlo.add", &var, &eps, &out.dims);
+        let inv = self.unary("stablehlo.rsqrt", &shifted);
+        let normed = self.binary("stablehlo.multiply", &centered, &inv, &out.dims);
+        let scaled = self.binary("stablehlo.multiply", &normed, &x[1], &out.dims);
+        match x.get(2) {
+            Some(bias) => Ok(vec![self.binary("stablehlo.add", &scaled, bias, &out.dims)]),
+            None => Ok(vec![scaled]),
+        }
+    }
+
+    fn unary_op(&mut self, u: UnaryOp, x: &V) -> V {
+        let dims = x.shape.dims.clone();
+        match u {
+            UnaryOp::Neg => self.unary("stablehlo.negate", x),
+            UnaryOp::Abs => self.unary("stablehlo.abs", x),
+            UnaryOp::Exp => self.unary("stablehlo.exponential", x),
+            UnaryOp::Log => self.unary("stablehlo.log", x),
+            UnaryOp::Sqrt => self.unary("stablehlo.sqrt", x),
+            UnaryOp::Rsqrt => self.unary("stablehlo.rsqrt", x),
+            UnaryOp::Tanh => self.unary("stablehlo.tanh", x),
+            UnaryOp::Sigmoid => self.unary("stablehlo.logistic", x),
+            UnaryOp::Sin => self.unary("stablehlo.sine", x),
+            UnaryOp::Cos => self.unary("stablehlo.cosine", x),
+            UnaryOp::Floor => self.unary("stablehlo.floor", x),
+            UnaryOp::Ceil => self.unary("stablehlo.ceil", x),
+            UnaryOp::Round => self.unary("stablehlo.round_nearest_even", x),
+            UnaryOp::Not => self.unary("stablehlo.not", x),
+            UnaryOp::Erf => self.unary("chlo.erf", x),
+            UnaryOp::Acos => self.unary("chlo.acos", x),
+            UnaryOp::Asin => self.unary("chlo.asin", x),
+            UnaryOp::Atan => self.unary("chlo.atan", x),
+            UnaryOp::Reciprocal => {
+                let one = self.splat(1.0, &x.shape);
+                self.binary("stablehlo.divide", &one, x, &dims)
+            }
+            UnaryOp::Relu => {
+                let zero = self.splat(0.0, &x.shape);
+                self.binary("stablehlo.maximum", x, &zero, &dims)
+            }
+            UnaryOp::Silu => {
+                let s = self.unary("stablehlo.logistic", x);
+                self.binary("stablehlo.multiply", x, &s, &dims)
+            }
+            UnaryOp::Softsign => {
+                let a = self.unary("stablehlo.abs", x);
+                let one = self.splat(1.0, &x.shape);
+                let d = self.binary("stablehlo.add", &one, &a, &dims);
+                self.binary("stablehlo.divide", x, &d, &dims)
+            }
+            // 0.5 x (1 + erf(x / sqrt 2)) and 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).
+            UnaryOp::Gelu | UnaryOp::GeluTanh => {
+                let inner = if u == UnaryOp::Gelu {
+                    let c = self.splat(std::f64::consts::FRAC_1_SQRT_2, &x.shape);
+                    let scaled = self.binary("stablehlo.multiply", x, &c, &dims);
+                    self.unary("chlo.erf", &scaled)
+                } else {
+                    let cube = self.binary("stablehlo.multiply", x, x, &dims);
+                    let cube = self.binary("stablehlo.multiply", &cube, x, &dims);
+                    let k = self.splat(0.044715, &x.shape);
+                    let term = self.binary("stablehlo.multiply", &k, &cube, &dims);
+                    let sum = self.binary("stablehlo.add", x, &term, &dims);
+                    let c = self.splat((2.0 / std::f64::consts::PI).sqrt(), &x.shape);
+                    let scaled = self.binary("stablehlo.multiply", &c, &sum, &dims);
+                    self.unary("stablehlo.tanh", &scaled)
+                };
+                let one = self.splat(1.0, &x.shape);
+                let plus = self.binary("stablehlo.add", &one, &inner, &dims);
+                let half = self.splat(0.5, &x.shape);
+                let hx = self.binary("stablehlo.multiply", &half, x, &dims);
+                self.binary("stablehlo.multiply", &hx, &plus, &dims)
+            }
+        }
+    }
+
+    /// `[..., m, k] x [..., k, n]`: a `dot_general` contracting `k`; a rank-2 right side
+    /// needs no batch, otherwise both sides are broadcast to the result's batch.
+    fn matmul(&mut self, a: &V, b: &V, out: &Shape) -> V {
+        let ra = a.shape.rank();
+        if b.shape.rank() == 2 {
+            let props = format!("dot_dimension_numbers = #stablehlo.dot<lhs_contracting_dimensions = [{}], rhs_contracting_dimensions = [0]>", ra - 1);
+            return self.op("stablehlo.dot_general", &[a, b], &props, out);
+        }
+        let nb = out.rank() - 2;
+        let batch = &out.dims[..nb];
+        let mut a_dims = batch.to_vec();
+        a_dims.extend_from_slice(&a.shape.dims[ra - 2..]);
+        let mut b_dims = batch.to_vec();
+        b_dims.extend_from_slice(&b.shape.dims[b.shape.rank() - 2..]);
+        let a = self.broadcast_to(a, &a_dims);
+        let b = self.broadcast_to(b, &b_dims);
+        let batch_list = list(&(0..nb as i64).collect::<Vec<_>>());
+        let props = format!(
+            "dot_dimension_numbers = #stablehlo.dot<lhs_batching_dimensions = {batch_list}, rhs_batching_dimensions = {batch_list}, lhs_contracting_dimensions = [{}], rhs_contracting_dimensions = [{}]>",
+            nb + 1,
+            nb
+        );
+        self.op("stablehlo.dot_general", &[&a, &b], &props, out)
+    }
+
+    fn slice(&mut self, x: &V, starts: &[i64], ends: &[i64], steps: &[i64], out: &Shape) -> EResult<V> {
+        let mut s = Vec::new();
+        let mut e = Vec::new();
+        for (i, &len) in x.shape.dims.iter().enumerate() {
+            if steps[i] < 1 {
+                return refuse("slices with a negative step have no StableHLO slice counterpart");
+            }
+            let (first, count) = tessera_ir::ops::layout::slice_extent(len as i64, starts[i], ends[i], steps[i]);
+            s.push(first);
+            e.push(if count == 0 { first } else { first + (count - 1) * steps[i] + 1 });
+        }
+        let props = format!(
+            "limit_indices = {}, start_indices = {}, strides = {}",
+            ints(e),
+            ints(s),
+            ints(steps.iter().copied())
+        );
+        Ok(self.op("stablehlo.slice", &[x], &props, out))
+    }
+
+    /// tsr `gather` (ONNX Gather) as StableHLO `gather` with one collapsed dimension; negative
+    /// indices are wrapped first, as tsr resolves them (StableHLO would clamp).
+    fn gather(&mut self, data: &V, indices: &V, axis: i64, out: &Shape) -> EResult<V> {
+        let rank = data.shape.rank();
+        let ax = axis_index(axis, rank)?;
+        let ri = indices.shape.rank();
+        let zero = self.splat(0.0, &indices.shape);
+        let extent = self.splat(data.shape.dims[ax] as f64, &indices.shape);
+        let negative = self.op(
+            "stablehlo.compare",
+            &[indices, &zero],
+            "compare_type = #stablehlo<comparison_type SIGNED>, comparison_direction = #stablehlo<comparison_direction LT>",
+            &indices.shape.with_dims(indices.shape.dims.clone()).with_bool(),
+        );
+        let wrapped = self.binary("stablehlo.add", indices, &extent, &indices.shape.dims.clone());
+        let resolved = self.op("stablehlo.select", &[&negative, &wrapped, indices], "", &indices.shape);
+        let offset_dims: Vec<i64> =
+            (0..rank).filter(|&d| d != ax).map(|d| if d < ax { d as i64 } else { (d - 1 + ri) as i64 }).collect();
+        let sizes = ints(data.shape.dims.iter().enumerate().map(|(d, &n)| if d == ax { 1 } else { n as i64 }));
+        let props = format!(
+            "dimension_numbers = #stablehlo.gather<offset_dims = {}, collapsed_slice_dims = [{ax}], start_index_map = [{ax}], index_vector_dim = {ri}>, indices_are_sorted = false, slice_sizes = {sizes}",
+            list(&offset_dims)
+        );
+        Ok(self.op("stablehlo.gather", &[data, &resolved], &props, out))
+    }
+
+    fn pool(&mut self, x: &V, kind: PoolKind, kernel: [i64; 2], window: &Window, out: &Shape) -> EResult<V> {
+        if window.dilations != [1, 1] {
+            return refuse("pooling with dilation has no export yet");
+        }
+        let (combine, init) = match kind {
+            PoolKind::Max => ("stablehlo.maximum", f64::NEG_INFINITY),
+            PoolKind::Avg if window.pads == [0, 0, 0, 0] => ("stablehlo.add", 0.0),
+            PoolKind::Avg => return refuse("padded average pooling has no export yet"),
+        };
+        let init_v = self.constant(&Tensor::scalar(x.shape.dtype, init));
+        let scalar = x.shape.scalar().text();
+        let (res, a, b, c) = (self.fresh(), self.fresh(), self.fresh(), self.fresh());
+        let p = window.pads;
+        let _ = writeln!(
+            self.body,
+            "    {res} = \"stablehlo.reduce_window\"({}, {}) <{{padding = dense<[[0, 0], [0, 0], [{}, {}], [{}, {}]]> : tensor<4x2xi64>, window_dimensions = {}, window_strides = {}}}> ({{\n    ^bb0({a}: {scalar}, {b}: {scalar}):\n      {c} = \"{combine}\"({a}, {b}) : ({scalar}, {scalar}) -> {scalar}\n      \"stablehlo.return\"({c}) : ({scalar}) -> ()\n    }}) : ({}, {scalar}) -> {}",
+            x.name,
+            init_v.name,
+            p[0],
+            p[2],
+            p[1],
+            p[3],
+            ints([1, 1, kernel[0], kernel[1]]),
+            ints([1, 1, window.strides[0], window.strides[1]]),
+            x.shape.text(),
+            out.text()
+        );
+        let pooled = V { name: res, shape: out.clone() };
+        if kind == PoolKind::Max {
+            return Ok(pooled);
+        }
+        let count = self.splat((kernel[0] * kernel[1]) as f64, out);
+        Ok(self.binary("stablehlo.divide", &pooled, &count, &out.dims))
+    }
+}
+
+impl Shape {
+    fn with_bool(&self) -> Shape {
+        Shape { dtype: DType::Bool, dims: self.dims.clone() }
+    }
+}
+
+fn axis_index(axis: i64, rank: usize) -> EResult<usize> {
+    tessera_ir::types::normalize_axis(axis, rank)
+        .ok_or_else(|| ExportError { message: format!("axis {axis} is out of range for rank {rank}") })
+}

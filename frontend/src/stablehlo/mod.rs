@@ -1,0 +1,51 @@
+//! The StableHLO importer: MLIR text as JAX writes it (`jax.jit(f).lower(...).as_text()`,
+//! `jax.export`), in the custom assembly of the ops JAX emits or MLIR's generic op form, into a
+//! verified tsr graph.
+//!
+//! [`syntax`] reads the text into a small tree with byte offsets; [`translate`] maps `@main`
+//! onto tsr ops (inlining private functions, unrolling `while` loops whose trip count folds,
+//! folding constants); the verifier runs last. `@main`'s arguments keep their names (`%arg0`
+//! becomes input `arg0`, a `?` dimension the symbol `arg0_dim0`), results are `out0`, `out1`.
+//! Every failure is a [`StablehloError`] at a line and column. [`export`] writes the other way.
+
+pub mod export;
+pub mod syntax;
+pub mod translate;
+
+use tessera_ir::graph::Graph;
+
+/// A located import error: `line:col: message` (1-based; columns count characters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{line}:{col}: {message}")]
+pub struct StablehloError {
+    pub line: u32,
+    pub col: u32,
+    pub message: String,
+}
+
+impl StablehloError {
+    fn at(text: &str, offset: usize, message: String) -> StablehloError {
+        let offset = offset.min(text.len());
+        let before = text.get(..offset).unwrap_or(text);
+        let line = before.matches('\n').count() as u32 + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let col = before.get(line_start..).map_or(0, |s| s.chars().count()) as u32 + 1;
+        StablehloError { line, col, message }
+    }
+}
+
+/// True when `text` looks like StableHLO rather than the tsr dialect: a module whose ops come
+/// from the `stablehlo` or `chlo` dialects.
+pub fn looks_like_stablehlo(text: &str) -> bool {
+    text.contains("stablehlo.") || text.contains("chlo.")
+}
+
+/// Imports StableHLO text into a verified graph.
+pub fn import_text(text: &str) -> Result<Graph, StablehloError> {
+    let located = |e: syntax::SyntaxError| StablehloError::at(text, e.offset, e.message);
+    let top = syntax::parse_module(text).map_err(located)?;
+    let graph = translate::translate(&top).map_err(located)?;
+    tessera_ir::verify::verify(&graph)
+        .map_err(|e| StablehloError::at(text, 0, format!("the imported graph does not verify: {e}")))?;
+    Ok(graph)
+}

@@ -1,0 +1,172 @@
+"""Writes the StableHLO test cases of tests/e2e/stablehlo.rs from JAX itself.
+
+Usage: generate.py OUT_DIR
+
+For each case NAME, OUT_DIR/NAME/ holds:
+  pretty.stablehlo.mlir   jax.jit(f).lower(...).as_text(): the custom assembly JAX prints
+  generic.stablehlo.mlir  the same module in MLIR's generic op form, without debug locations
+  inputs/argN.npy         the seeded inputs, named as tessera names @main's arguments
+  outputs/outN.npy        JAX's outputs on the XLA CPU backend
+The dynamic-batch case is exported with a symbolic batch dimension (jax.export), so its text has
+`?` dimensions; its inputs fix the batch at 3. OUT_DIR/cases.json lists the cases.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from jax import export, lax  # noqa: E402
+
+
+def seeded(seed, *shapes, scale=0.5):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal(s) * scale).astype(np.float32) for s in shapes]
+
+
+def mlp(x, w1, b1, w2, b2):
+    h = x @ w1 + b1
+    exact = jax.nn.gelu(h, approximate=False)
+    tanh_form = jax.nn.gelu(h, approximate=True)
+    return (exact + tanh_form) @ w2 + b2, jnp.mean(exact, axis=-1)
+
+
+def causal_attention(q, k, v):
+    scale = 1.0 / np.sqrt(q.shape[-1]).astype(np.float32)
+    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) * scale
+    seq = q.shape[2]
+    mask = jnp.arange(seq)[:, None] >= jnp.arange(seq)[None, :]
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    return jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(scores, axis=-1), v)
+
+
+HEADS, HEAD_DIM, HIDDEN, SEQ = 2, 8, 16, 6
+
+
+def rms_norm(x, g):
+    return x * lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + 1e-6) * g
+
+
+def rope(x):
+    # x: [seq, heads, head_dim], rotate-half (Llama) pairing.
+    half = HEAD_DIM // 2
+    inv = 1.0 / (10000.0 ** (jnp.arange(half, dtype=jnp.float32) / half))
+    angles = jnp.arange(x.shape[0], dtype=jnp.float32)[:, None] * inv[None, :]
+    cos = jnp.concatenate([jnp.cos(angles)] * 2, axis=-1)[:, None, :]
+    sin = jnp.concatenate([jnp.sin(angles)] * 2, axis=-1)[:, None, :]
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+def decoder(x, *params):
+    for layer in range(2):
+        g1, wq, wk, wv, wo, g2, w_up, w_down = params[layer * 8:(layer + 1) * 8]
+        h = rms_norm(x, g1)
+        q = rope((h @ wq).reshape(SEQ, HEADS, HEAD_DIM))
+        k = rope((h @ wk).reshape(SEQ, HEADS, HEAD_DIM))
+        v = (h @ wv).reshape(SEQ, HEADS, HEAD_DIM)
+        att = causal_attention(q.transpose(1, 0, 2)[None], k.transpose(1, 0, 2)[None], v.transpose(1, 0, 2)[None])
+        x = x + att[0].transpose(1, 0, 2).reshape(SEQ, HIDDEN) @ wo
+        h = rms_norm(x, g2)
+        x = x + jax.nn.silu(h @ w_up) @ w_down
+    return x
+
+
+def decoder_params(seed):
+    shapes = []
+    for _ in range(2):
+        shapes += [(HIDDEN,), (HIDDEN, HIDDEN), (HIDDEN, HIDDEN), (HIDDEN, HIDDEN), (HIDDEN, HIDDEN),
+                   (HIDDEN,), (HIDDEN, 32), (32, HIDDEN)]
+    return seeded(seed, (SEQ, HIDDEN), *shapes)
+
+
+def conv_block(x, w, b):
+    y = lax.conv_general_dilated(x, w, window_strides=(1, 1), padding=((1, 1), (1, 1)),
+                                 dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    y = jax.nn.relu(y + b[None, :, None, None])
+    pooled = lax.reduce_window(y, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+    return pooled, jnp.sum(pooled, axis=(2, 3))
+
+
+def scan_rnn(xs, h0, wx, wh):
+    def step(h, x):
+        h = jnp.tanh(x @ wx + h @ wh)
+        return h, h
+    last, hs = lax.scan(step, h0, xs)
+    return last, hs
+
+
+def embedding_gather(table, ids, x):
+    return table[ids] * 2.0, jnp.take(x, ids[0], axis=1, mode="clip")
+
+
+def dynamic_mlp(x, w, b):
+    return jnp.tanh(x @ w + b).sum(axis=-1)
+
+
+def generic_text(lowered):
+    module = lowered.compiler_ir("stablehlo")
+    return module.operation.get_asm(print_generic_op_form=True, enable_debug_info=False)
+
+
+def write_case(out_dir, name, pretty, generic, inputs, outputs):
+    case = os.path.join(out_dir, name)
+    os.makedirs(os.path.join(case, "inputs"), exist_ok=True)
+    os.makedirs(os.path.join(case, "outputs"), exist_ok=True)
+    with open(os.path.join(case, "pretty.stablehlo.mlir"), "w") as f:
+        f.write(pretty)
+    with open(os.path.join(case, "generic.stablehlo.mlir"), "w") as f:
+        f.write(generic)
+    for i, x in enumerate(inputs):
+        np.save(os.path.join(case, "inputs", f"arg{i}.npy"), np.asarray(x))
+    for i, y in enumerate(outputs):
+        np.save(os.path.join(case, "outputs", f"out{i}.npy"), np.asarray(y))
+    print(f"stablehlo: {name}: {len(inputs)} inputs, {len(outputs)} outputs")
+
+
+def jit_case(out_dir, name, f, inputs):
+    lowered = jax.jit(f).lower(*inputs)
+    outputs = jax.jit(f)(*inputs)
+    outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    write_case(out_dir, name, lowered.as_text(), generic_text(lowered), inputs, outputs)
+
+
+def dynamic_case(out_dir):
+    (b,) = export.symbolic_shape("batch")
+    specs = [jax.ShapeDtypeStruct((b, 16), jnp.float32), jax.ShapeDtypeStruct((16, 8), jnp.float32),
+             jax.ShapeDtypeStruct((8,), jnp.float32)]
+    exported = export.export(jax.jit(dynamic_mlp))(*specs)
+    inputs = seeded(6, (3, 16), (16, 8), (8,))
+    outputs = (exported.call(*inputs),)
+    module = exported.mlir_module()
+    from jax._src.interpreters import mlir as jax_mlir
+    with jax_mlir.make_ir_context():
+        from jax._src.lib.mlir import ir
+        parsed = ir.Module.parse(module)
+        generic = parsed.operation.get_asm(print_generic_op_form=True, enable_debug_info=False)
+        pretty = parsed.operation.get_asm(enable_debug_info=False)
+    write_case(out_dir, "dynamic_batch", pretty, generic, inputs, outputs)
+
+
+def main():
+    out_dir = sys.argv[1]
+    os.makedirs(out_dir, exist_ok=True)
+    jit_case(out_dir, "mlp_gelu", mlp, seeded(1, (4, 16), (16, 32), (32,), (32, 8), (8,)))
+    jit_case(out_dir, "causal_attention", causal_attention, seeded(2, (2, 2, 6, 8), (2, 2, 6, 8), (2, 2, 6, 8)))
+    jit_case(out_dir, "decoder_rmsnorm_rope", decoder, decoder_params(3))
+    jit_case(out_dir, "conv_block", conv_block, seeded(4, (2, 3, 8, 8), (4, 3, 3, 3), (4,)))
+    jit_case(out_dir, "scan_rnn", scan_rnn, seeded(5, (5, 2, 4), (2, 8), (4, 8), (8, 8)))
+    ids = np.random.default_rng(7).integers(-10, 10, size=(2, 3)).astype(np.int32)
+    jit_case(out_dir, "embedding_gather", embedding_gather, seeded(7, (10, 4)) + [ids] + seeded(8, (2, 10, 3)))
+    dynamic_case(out_dir)
+    names = sorted(d for d in os.listdir(out_dir) if os.path.isdir(os.path.join(out_dir, d)))
+    with open(os.path.join(out_dir, "cases.json"), "w") as f:
+        json.dump({"jax": jax.__version__, "cases": names}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
