@@ -383,7 +383,9 @@ impl Writer {
             | Op::Sgd(_)
             | Op::AdamW(_)
             | Op::Recurrent { .. }
-            | Op::Collective(_) => refuse("this op has no StableHLO counterpart in the exporter yet"),
+            | Op::Collective(_)
+            | Op::If(_)
+            | Op::Trap(_) => refuse("this op has no StableHLO counterpart in the exporter yet"),
         }
     }
 
