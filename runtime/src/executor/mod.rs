@@ -62,6 +62,7 @@ pub mod elf;
 pub mod library;
 pub mod load;
 pub mod profile;
+pub mod ranged;
 pub mod recurrent;
 pub mod run;
 
@@ -110,7 +111,10 @@ pub enum ArtifactError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: malformed: {message}")]
     Malformed { path: PathBuf, message: String },
-    #[error("{path}: artifact format version {found}, but this tessera reads version {expected}; recompile the model")]
+    #[error(
+        "{path}: artifact format version {found}, but this tessera reads versions {} to {expected}; recompile the model",
+        tessera_ir::artifact::FIRST_READABLE_FORMAT_VERSION
+    )]
     FormatVersion { path: PathBuf, found: u32, expected: u32 },
     #[error("{path}: listed in the manifest but missing")]
     MissingFile { path: PathBuf },
@@ -132,6 +136,12 @@ pub enum ArtifactError {
     Target { target: String, message: String },
     #[error("{path}: cannot load kernels: {message}")]
     Kernels { path: PathBuf, message: String },
+    #[error("{origin}: symbolic dimension '{}' is {size}, outside the artifact's range {range}", range.name)]
+    DimOutOfRange { range: tessera_ir::artifact::DimRange, size: u64, origin: String },
+    #[error("inconsistent input sizes: {message}")]
+    DimSizes { message: String },
+    #[error("symbolic program: {message}")]
+    Symbolic { message: String },
     #[error("input {name}: {message}")]
     Input { name: String, message: String },
     #[error("step {step} ({what}): {message}")]
