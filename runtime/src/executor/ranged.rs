@@ -246,10 +246,11 @@ mod tests {
     use super::*;
     use tessera_ir::dtype::DType;
 
-    /// `y = x + b` with x: batch x seq x 4 and b: seq x 4.
-    const MODEL: &str = r##"func.func @m(%x: tensor<?x?x4xf32, ["batch", "seq"]>, %b: tensor<?x4xf32, ["seq"]>) -> tensor<?x?x4xf32, ["batch", "seq"]> {
-  %y = "tsr.add"(%x, %b) : (tensor<?x?x4xf32, ["batch", "seq"]>, tensor<?x4xf32, ["seq"]>) -> tensor<?x?x4xf32, ["batch", "seq"]>
-  return %y : tensor<?x?x4xf32, ["batch", "seq"]>
+    /// `y = (x + z) @ w` with x, z: batch x seq and w: seq x 4.
+    const MODEL: &str = r##"func.func @m(%x: tensor<?x?xf32, ["batch", "seq"]>, %z: tensor<?x?xf32, ["batch", "seq"]>, %w: tensor<?x4xf32, ["seq"]>) -> tensor<?x4xf32, ["batch"]> {
+  %a = "tsr.add"(%x, %z) : (tensor<?x?xf32, ["batch", "seq"]>, tensor<?x?xf32, ["batch", "seq"]>) -> tensor<?x?xf32, ["batch", "seq"]>
+  %y = "tsr.matmul"(%a, %w) : (tensor<?x?xf32, ["batch", "seq"]>, tensor<?x4xf32, ["seq"]>) -> tensor<?x4xf32, ["batch"]>
+  return %y : tensor<?x4xf32, ["batch"]>
 }
 "##;
 
@@ -264,59 +265,63 @@ mod tests {
         Tensor::from_f64(DType::F32, shape.to_vec(), (0..n).map(|i| i as f64 * 0.5 + offset).collect())
     }
 
+    fn feeds(batch: usize, seq: usize, z_seq: usize) -> Vec<(String, Tensor)> {
+        vec![
+            ("x".to_string(), tensor(&[batch, seq], 1.0)),
+            ("z".to_string(), tensor(&[batch, z_seq], -2.0)),
+            ("w".to_string(), tensor(&[seq, 4], 0.25)),
+        ]
+    }
+
     #[test]
     fn runs_at_every_size_in_range_like_the_interpreter() {
         let executor = executor();
         assert_eq!(executor.dims()[0].name, "batch", "ranges are kept sorted");
         for (batch, seq) in [(2, 1), (3, 8), (2, 5)] {
-            let x = tensor(&[batch, seq, 4], 1.0);
-            let b = tensor(&[seq, 4], -2.0);
-            let feeds = vec![("x".to_string(), x), ("b".to_string(), b)];
+            let feeds = feeds(batch, seq, seq);
             let expected = interpreter::run(executor.graph(), &feeds).expect("interpreter");
             let got = executor.run(&feeds).expect("run");
             assert_eq!(got, expected);
-            assert_eq!(got[0].1.shape, vec![batch, seq, 4]);
+            assert_eq!(got[0].1.shape, vec![batch, 4]);
         }
     }
 
     #[test]
     fn bound_inputs_stay_across_runs_at_other_sizes() {
         let executor = executor();
-        let mut bound = executor.bind(vec![("b".to_string(), tensor(&[3, 4], 0.0))]).expect("bind");
+        let w = tensor(&[3, 4], 0.25);
+        let mut bound = executor.bind(vec![("w".to_string(), w)]).expect("bind");
         for batch in [2, 3] {
-            let x = tensor(&[batch, 3, 4], 0.0);
-            let out = bound.run(&[("x".to_string(), x.clone())]).expect("run");
-            let want = x.to_f64_vec().iter().zip((0..12).cycle()).map(|(a, i)| a + i as f64 * 0.5).collect::<Vec<_>>();
-            assert_eq!(out[0].1.to_f64_vec(), want);
+            let all = feeds(batch, 3, 3);
+            let expected = interpreter::run(executor.graph(), &all).expect("interpreter");
+            assert_eq!(bound.run(&all[..2]).expect("run"), expected);
         }
-        let err = bound.run(&[("b".to_string(), tensor(&[3, 4], 0.0))]).expect_err("b is bound");
-        assert!(err.to_string().contains("input b: given twice"), "{err}");
+        let err = bound.run(&feeds(2, 3, 3)).expect_err("w is bound");
+        assert!(err.to_string().contains("input w: given twice"), "{err}");
     }
 
     #[test]
     fn a_size_outside_its_range_names_the_symbol_range_and_input() {
         let executor = executor();
-        let feeds = vec![("x".to_string(), tensor(&[4, 2, 4], 0.0)), ("b".to_string(), tensor(&[2, 4], 0.0))];
-        let err = executor.run(&feeds).expect_err("batch 4 is out of 2..3");
+        let err = executor.run(&feeds(4, 2, 2)).expect_err("batch 4 is out of 2..3");
         assert_eq!(
             err.to_string(),
             "input 'x', dimension 0: symbolic dimension 'batch' is 4, outside the artifact's range batch=2..3"
         );
-        let feeds = vec![("x".to_string(), tensor(&[2, 9, 4], 0.0)), ("b".to_string(), tensor(&[9, 4], 0.0))];
-        let err = executor.run(&feeds).expect_err("seq 9 is out of 1..8");
+        let err = executor.run(&feeds(2, 9, 9)).expect_err("seq 9 is out of 1..8");
         assert!(err.to_string().contains("'seq' is 9, outside the artifact's range seq=1..8"), "{err}");
     }
 
     #[test]
     fn inputs_that_disagree_on_a_size_are_refused_naming_the_input() {
         let executor = executor();
-        let feeds = vec![("x".to_string(), tensor(&[2, 3, 4], 0.0)), ("b".to_string(), tensor(&[5, 4], 0.0))];
-        let err = executor.run(&feeds).expect_err("seq is 3 in x and 5 in b");
+        let err = executor.run(&feeds(2, 3, 5)).expect_err("seq is 3 in x and 5 in z");
         let text = err.to_string();
         assert!(text.starts_with("inconsistent input sizes: "), "{text}");
         assert!(text.contains("input '") && text.contains("seq"), "{text}");
-        let feeds = vec![("x".to_string(), tensor(&[2, 3], 0.0)), ("b".to_string(), tensor(&[3, 4], 0.0))];
-        let err = executor.run(&feeds).expect_err("x has rank 2");
+        let mut feeds = feeds(2, 3, 3);
+        feeds[0].1 = tensor(&[2, 3, 1], 0.0);
+        let err = executor.run(&feeds).expect_err("x has rank 3");
         assert!(err.to_string().starts_with("input x: declared"), "{err}");
     }
 
