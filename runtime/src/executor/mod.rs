@@ -9,7 +9,10 @@
 //! returned `Bound` keeps, and each `Bound::run(rest)` writes only the others
 //! (`resident_inputs` and `check_run_inputs` hold the rules); [`library`] holds the
 //! library calls (GEMM through the `gemm` crate, data movement, the reference fallback).
-//! [`cuda`] is the entry point for CUDA targets. [`profile`] accumulates per-step wall time
+//! [`cuda`] is the entry point for CUDA targets. [`ranged`] runs range artifacts (`compile --dim
+//! NAME=LO..HI`, format 3: the symbolic graph, its sizes bound from each run's inputs and
+//! checked against the recorded ranges; `RangedExecutor::load`, `bind` once, `run` at any
+//! sizes). [`profile`] accumulates per-step wall time
 //! (`tessera run --profile`). [`run`] is running an artifact directory as a command, shared by
 //! `tessera run` and `tessera-rt run` (rank selection under `mpirun`/`srun` included).
 //!
