@@ -547,6 +547,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn manifests_without_ranges_stay_format_2_and_print_no_dims() {
+        let mut manifest = Manifest {
+            format_version: Manifest::version_for(&[]),
+            tessera_version: "0".into(),
+            input_hash: String::new(),
+            target: "cpu".into(),
+            options: Vec::new(),
+            mesh: Vec::new(),
+            ranks: Vec::new(),
+            dims: Vec::new(),
+        };
+        assert_eq!(manifest.format_version, 2);
+        let json = serde_json::to_string(&manifest).expect("json");
+        assert!(!json.contains("dims"), "{json}");
+        let ranges = vec![DimRange { name: "seq".into(), lo: 1, hi: 512 }];
+        manifest.format_version = Manifest::version_for(&ranges);
+        manifest.dims = ranges;
+        assert_eq!(manifest.format_version, FORMAT_VERSION);
+        let json = serde_json::to_string(&manifest).expect("json");
+        assert!(json.contains(r#""dims":[{"name":"seq","lo":1,"hi":512}]"#), "{json}");
+        assert_eq!(serde_json::from_str::<Manifest>(&json).expect("parse"), manifest);
+        assert_eq!(manifest.dims[0].to_string(), "seq=1..512");
+        assert!(manifest.dims[0].contains(1) && manifest.dims[0].contains(512) && !manifest.dims[0].contains(513));
+    }
+
+    #[test]
     fn encode_decode_round_trip_by_storage() {
         let f = Tensor::from_f64(DType::F32, vec![3], vec![1.5, -2.0, 0.1]);
         let bytes = encode(&f);
