@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use tessera_ir::artifact::{
-    sha256_hex, FileEntry, Manifest, MeshAxis, Program, RankEntry, RankShard, ShardedIo, FIRST_FORMAT_VERSION,
-    FORMAT_VERSION, MANIFEST_FILE,
+    sha256_hex, DimRange, FileEntry, Manifest, MeshAxis, Program, RankEntry, RankShard, ShardedIo,
+    FIRST_FORMAT_VERSION, FORMAT_VERSION, MANIFEST_FILE, SYMBOLIC_PROGRAM_FILE,
 };
 use tessera_ir::files::{self, FileError, StagedDir};
 use tessera_ir::graph::Graph;
@@ -89,6 +89,8 @@ pub enum CompileError {
     Io { path: PathBuf, message: String },
     #[error(transparent)]
     Write(#[from] FileError),
+    #[error("--dim ranges: {0}")]
+    Range(String),
 }
 
 /// An artifact in memory: relative paths and contents, manifest included.
@@ -127,15 +129,83 @@ pub fn compile(graph: &Graph, model_bytes: &[u8], options: &CompileOptions) -> R
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let entries = file_entries(&files);
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
+        format_version: Manifest::version_for(&[]),
         tessera_version: env!("CARGO_PKG_VERSION").to_string(),
         input_hash: input_hash(model_bytes, options),
         target: options.target.name().to_string(),
         options: options.normalized(),
         mesh: Vec::new(),
         ranks: vec![RankEntry { rank: 0, program: format!("{rank_dir}/program.json"), files: entries }],
+        dims: Vec::new(),
     };
     Ok(Compiled { files: ArtifactFiles { files, manifest }, stats: code.stats })
+}
+
+/// Compiles a range artifact (format 3): `graph` with the `options.dims` sizes bound and the
+/// symbols of `ranges` left free, written as its `tsr` text (`rank0/graph.mlir`), the ranges
+/// recorded in [`Manifest::dims`] and, spelled `dim:NAME=LO..HI`, in the options and the input
+/// hash. The runtime's `executor::ranged` runs it at any size in range (see its docs for why
+/// the program is the symbolic graph, not kernels). CPU only: a CUDA target is refused.
+pub fn compile_ranged(
+    graph: &Graph,
+    model_bytes: &[u8],
+    options: &CompileOptions,
+    ranges: &[DimRange],
+) -> Result<ArtifactFiles, CompileError> {
+    if options.target != Target::Cpu {
+        return Err(CompileError::Range(format!(
+            "a range artifact runs on the CPU only (its program is the symbolic graph, run by the interpreter); \
+             pin every dimension with --dim NAME=N to compile for {}",
+            options.target.name()
+        )));
+    }
+    let mut ranges = ranges.to_vec();
+    ranges.sort();
+    if let Some(bad) = ranges.iter().find(|r| r.lo == 0 || r.lo > r.hi) {
+        return Err(CompileError::Range(format!("{bad} is empty or includes 0")));
+    }
+    let symbolic_error = |e: tessera_ir::symbolic::SymbolicError| LowerError::Specialize(e.to_string());
+    let bound = graph.bind_dims(&options.dims).map_err(symbolic_error)?;
+    let ranged: std::collections::BTreeSet<&str> = ranges.iter().map(|r| r.name.as_str()).collect();
+    let mut free = std::collections::BTreeSet::new();
+    for &v in bound.inputs() {
+        let value = bound.value(v);
+        for symbol in value.ty.symbols() {
+            if !ranged.contains(symbol) {
+                let dim = symbol.to_string();
+                return Err(LowerError::UnboundDim { value: value.name.clone(), dim }.into());
+            }
+            free.insert(symbol);
+        }
+    }
+    if let Some(unused) = ranged.iter().find(|name| !free.contains(*name)) {
+        return Err(CompileError::Range(format!(
+            "'{unused}' is no symbolic dimension of the model's inputs (or is also given a size)"
+        )));
+    }
+    tessera_ir::verify::verify(&bound).map_err(|e| LowerError::Specialize(e.to_string()))?;
+    let text = tessera_ir::mlir::print_graph(&bound);
+    // What the runtime will parse: a graph the text form cannot carry is refused here.
+    tessera_ir::mlir::parse_verified(&text)
+        .map_err(|e| CompileError::Range(format!("the symbolic program does not read back: {e}")))?;
+    let mut options = options.clone();
+    options.graph_options.extend(ranges.iter().map(|r| format!("dim:{r}")));
+    let files = vec![(format!("rank0/{SYMBOLIC_PROGRAM_FILE}"), text.into_bytes())];
+    let manifest = Manifest {
+        format_version: Manifest::version_for(&ranges),
+        tessera_version: env!("CARGO_PKG_VERSION").to_string(),
+        input_hash: input_hash(model_bytes, &options),
+        target: options.target.name().to_string(),
+        options: options.normalized(),
+        mesh: Vec::new(),
+        ranks: vec![RankEntry {
+            rank: 0,
+            program: format!("rank0/{SYMBOLIC_PROGRAM_FILE}"),
+            files: file_entries(&files),
+        }],
+        dims: ranges,
+    };
+    Ok(ArtifactFiles { files, manifest })
 }
 
 /// A mesh artifact in memory, and what went into each pipeline stage's program.
@@ -195,13 +265,14 @@ pub fn compile_sharded(
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
+        format_version: Manifest::version_for(&[]),
         tessera_version: env!("CARGO_PKG_VERSION").to_string(),
         input_hash: input_hash(model_bytes, &options),
         target: options.target.name().to_string(),
         options: options.normalized(),
         mesh: mesh.axes().iter().map(|a| MeshAxis { name: a.name.clone(), size: a.size }).collect(),
         ranks,
+        dims: Vec::new(),
     };
     Ok(CompiledMesh { files: ArtifactFiles { files, manifest }, stages })
 }

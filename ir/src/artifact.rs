@@ -8,6 +8,9 @@
 //! DIR/rank0/weights.bin      the program's constants, little-endian, at the offsets of the plan
 //! DIR/rank0/kernels.so       the fused kernels (CPU target)
 //! DIR/rank0/kernels/S.ptx    CUDA targets: one PTX module per kernel S (and S.cubin when ptxas ran)
+//! DIR/rank0/graph.mlir       a range artifact (`compile --dim NAME=LO..HI`, format 3): the model's
+//!                            symbolic graph in the `tsr` text form, constants included, instead
+//!                            of program.json, weights.bin and kernels (see [`DimRange`])
 //! DIR/rankR/...              a mesh artifact (`compile --mesh`): the same per rank R, each
 //!                            program.json with its RankShard; ranks of one pipeline stage hold
 //!                            byte-identical kernels and weights
@@ -28,8 +31,18 @@ use sha2::{Digest, Sha256};
 
 /// Bumped on every change a loader of the previous version would misread. Version 2 added
 /// [`Program::kernel_signatures`] and the signature table of `kernels.so`
-/// ([`KERNEL_SIGNATURES_SYMBOL`]), which the loader requires.
-pub const FORMAT_VERSION: u32 = 2;
+/// ([`KERNEL_SIGNATURES_SYMBOL`]), which the loader requires. Version 3 added range artifacts:
+/// [`Manifest::dims`] and the symbolic program [`SYMBOLIC_PROGRAM_FILE`]. An artifact is written
+/// with the oldest version that describes it ([`Manifest::version_for`]): one without ranges is
+/// still version 2, byte for byte what it was, and loaders read versions
+/// [`FIRST_READABLE_FORMAT_VERSION`] to [`FORMAT_VERSION`].
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format version a loader of this tessera runs (version 1 programs lack the kernel
+/// signatures the loader checks).
+pub const FIRST_READABLE_FORMAT_VERSION: u32 = 2;
+/// A range artifact's program (rank 0, format 3): the graph as `tsr` MLIR text, its symbolic
+/// dimensions those of [`Manifest::dims`].
+pub const SYMBOLIC_PROGRAM_FILE: &str = "graph.mlir";
 /// The oldest format version a tessera artifact directory was ever written with: `compile -o`
 /// replaces a complete artifact of any version from this one to [`FORMAT_VERSION`].
 pub const FIRST_FORMAT_VERSION: u32 = 1;
@@ -59,6 +72,45 @@ pub struct Manifest {
     pub mesh: Vec<MeshAxis>,
     /// One entry per rank, in rank order.
     pub ranks: Vec<RankEntry>,
+    /// Range artifacts (format 3): the symbolic dimensions left free and the sizes each may take
+    /// at run time, sorted by name; the run binds them from the inputs. Empty (and absent from
+    /// the JSON, so older manifests are unchanged) for an artifact of static shapes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dims: Vec<DimRange>,
+}
+
+impl Manifest {
+    /// The format version an artifact with these `dims` is written with: the oldest that can
+    /// describe it (2 without ranges, 3 with).
+    pub fn version_for(dims: &[DimRange]) -> u32 {
+        if dims.is_empty() {
+            2
+        } else {
+            FORMAT_VERSION
+        }
+    }
+}
+
+/// A symbolic dimension a range artifact leaves free: every size in `lo..=hi` runs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DimRange {
+    pub name: String,
+    pub lo: u64,
+    pub hi: u64,
+}
+
+impl DimRange {
+    /// Whether `size` is in the range.
+    pub fn contains(&self, size: u64) -> bool {
+        (self.lo..=self.hi).contains(&size)
+    }
+}
+
+impl std::fmt::Display for DimRange {
+    /// `name=lo..hi`, the spelling of `tessera compile --dim`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}..{}", self.name, self.lo, self.hi)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -493,6 +545,32 @@ pub fn align(n: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifests_without_ranges_stay_format_2_and_print_no_dims() {
+        let mut manifest = Manifest {
+            format_version: Manifest::version_for(&[]),
+            tessera_version: "0".into(),
+            input_hash: String::new(),
+            target: "cpu".into(),
+            options: Vec::new(),
+            mesh: Vec::new(),
+            ranks: Vec::new(),
+            dims: Vec::new(),
+        };
+        assert_eq!(manifest.format_version, 2);
+        let json = serde_json::to_string(&manifest).expect("json");
+        assert!(!json.contains("dims"), "{json}");
+        let ranges = vec![DimRange { name: "seq".into(), lo: 1, hi: 512 }];
+        manifest.format_version = Manifest::version_for(&ranges);
+        manifest.dims = ranges;
+        assert_eq!(manifest.format_version, FORMAT_VERSION);
+        let json = serde_json::to_string(&manifest).expect("json");
+        assert!(json.contains(r#""dims":[{"name":"seq","lo":1,"hi":512}]"#), "{json}");
+        assert_eq!(serde_json::from_str::<Manifest>(&json).expect("parse"), manifest);
+        assert_eq!(manifest.dims[0].to_string(), "seq=1..512");
+        assert!(manifest.dims[0].contains(1) && manifest.dims[0].contains(512) && !manifest.dims[0].contains(513));
+    }
 
     #[test]
     fn encode_decode_round_trip_by_storage() {

@@ -1,14 +1,15 @@
 //! `tessera compile`: a model (or, with `--train`, its whole training step) to an ahead-of-time
 //! artifact directory.
 
-use super::parse_dim_bindings;
+use super::parse_dim_specs;
 use super::train::{OptimizerArg, ScheduleArg};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
 use tessera::train::{self, OptimizerKind, TrainConfig};
-use tessera_codegen::artifact::{compile, compile_sharded, write_artifact, CompileOptions, Target};
+use tessera_codegen::artifact::{compile, compile_ranged, compile_sharded, write_artifact, CompileOptions, Target};
+use tessera_ir::artifact::DimRange;
 use tessera_ir::graph::Graph;
 use tessera_ir::serving::ServeShape;
 use tessera_ir::sharding::Mesh;
@@ -23,8 +24,10 @@ pub struct CompileArgs {
     /// What to compile for: cpu, cuda:sm_80 or cuda:sm_90.
     #[arg(long, default_value = "cpu")]
     pub target: String,
-    /// Size of a symbolic dimension, e.g. --dim batch=8 (repeatable).
-    #[arg(long, value_name = "NAME=SIZE")]
+    /// Size of a symbolic dimension, e.g. --dim batch=8, or the range of sizes it may take at
+    /// run time, e.g. --dim seq=1..512 (repeatable, mixing both): with a range the artifact
+    /// runs at any size in it, taken from the inputs at each run (CPU target only).
+    #[arg(long, value_name = "NAME=SIZE|NAME=LO..HI")]
     pub dim: Vec<String>,
     /// The artifact directory to write (replaced atomically if it holds an artifact).
     #[arg(short, long, value_name = "DIR")]
@@ -82,7 +85,10 @@ pub fn run(args: CompileArgs) -> Result<()> {
     if args.serve {
         return serve(&args, target, start);
     }
-    let dims = parse_dim_bindings(&args.dim)?;
+    let (dims, ranges) = parse_dim_specs(&args.dim)?;
+    if !ranges.is_empty() {
+        return compile_range(&args, target, dims, &ranges, start);
+    }
     // The input hash covers the model's bytes; a zoo model is its spec.
     let model_bytes = if args.model.is_file() {
         std::fs::read(&args.model).with_context(|| format!("{}: cannot read", args.model.display()))?
@@ -135,6 +141,46 @@ pub fn run(args: CompileArgs) -> Result<()> {
         "arena {:.1} MiB (without reuse {:.1} MiB); wrote {}",
         s.arena_bytes as f64 / (1 << 20) as f64,
         s.unshared_bytes as f64 / (1 << 20) as f64,
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// `--dim NAME=LO..HI`: a range artifact (see `runtime::executor::ranged`), which needs the
+/// model to import with its dimensions symbolic.
+fn compile_range(
+    args: &CompileArgs,
+    target: Target,
+    dims: std::collections::HashMap<String, u64>,
+    ranges: &[DimRange],
+    start: Instant,
+) -> Result<()> {
+    if args.train || args.mesh.is_some() {
+        bail!("--dim NAME=LO..HI compiles a model for one device; --train and --mesh need every dimension pinned (--dim NAME=N)");
+    }
+    let model_bytes = if args.model.is_file() {
+        std::fs::read(&args.model).with_context(|| format!("{}: cannot read", args.model.display()))?
+    } else {
+        args.model.to_string_lossy().into_owned().into_bytes()
+    };
+    let graph = tessera_frontend::load::load_model(&args.model).with_context(|| {
+        format!("{}: a range artifact needs the model to import with symbolic dimensions", args.model.display())
+    })?;
+    let mut names = dims.clone();
+    names.extend(ranges.iter().map(|r| (r.name.clone(), r.lo)));
+    super::check_dim_names(&graph, &names)?;
+    let options = CompileOptions { target, dims, graph_options: Vec::new() };
+    let files =
+        compile_ranged(&graph, &model_bytes, &options, ranges).with_context(|| format!("{}", args.model.display()))?;
+    write_artifact(&args.output, &files)?;
+    let spelled: Vec<String> = ranges.iter().map(ToString::to_string).collect();
+    println!(
+        "compiled {} ({} nodes) for {} in {:.2} s: a range artifact for {} (the symbolic graph, run by the interpreter at each run's sizes); wrote {}",
+        args.model.display(),
+        graph.num_nodes(),
+        target.name(),
+        start.elapsed().as_secs_f64(),
+        spelled.join(", "),
         args.output.display()
     );
     Ok(())

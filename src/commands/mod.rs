@@ -72,6 +72,35 @@ pub fn check_dim_names(graph: &tessera_ir::graph::Graph, bindings: &HashMap<Stri
     Ok(())
 }
 
+/// Parses `tessera compile`'s `--dim` specs: `NAME=N` pins a symbol (the first map), `NAME=LO..HI`
+/// leaves it free within a range (the list, sorted by name). A name given twice is refused.
+pub fn parse_dim_specs(specs: &[String]) -> Result<(HashMap<String, u64>, Vec<tessera_ir::artifact::DimRange>)> {
+    let mut pinned = Vec::new();
+    let mut ranges = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for spec in specs {
+        let (name, value) =
+            spec.split_once('=').with_context(|| format!("--dim '{spec}': expected NAME=SIZE or NAME=LO..HI"))?;
+        if !names.insert(name.to_string()) {
+            bail!("--dim '{name}' is given twice");
+        }
+        let Some((lo, hi)) = value.split_once("..") else {
+            pinned.push(spec.clone());
+            continue;
+        };
+        let size = |text: &str| text.trim().parse::<u64>().ok().filter(|&n| n > 0);
+        let (Some(lo), Some(hi)) = (size(lo), size(hi)) else {
+            bail!("--dim '{spec}': a range is LO..HI with positive integers LO <= HI");
+        };
+        if lo > hi {
+            bail!("--dim '{spec}': the range is empty ({lo} > {hi})");
+        }
+        ranges.push(tessera_ir::artifact::DimRange { name: name.to_string(), lo, hi });
+    }
+    ranges.sort();
+    Ok((parse_dim_bindings(&pinned)?, ranges))
+}
+
 pub fn parse_dim_bindings(dims: &[String]) -> Result<HashMap<String, u64>> {
     let mut bindings = HashMap::new();
     for spec in dims {

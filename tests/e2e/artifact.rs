@@ -188,7 +188,7 @@ fn damaged_artifacts_are_refused_with_the_reason() {
         .expect("write");
     let out = run("old");
     assert!(
-        out.stderr.contains("artifact format version 99, but this tessera reads version 2; recompile"),
+        out.stderr.contains("artifact format version 99, but this tessera reads versions 2 to 3; recompile"),
         "{}",
         out.stderr
     );

@@ -21,6 +21,7 @@ mod plan_report;
 mod plan_run;
 mod plan_serve;
 mod planner;
+mod range_artifact;
 mod real_models;
 mod recurrent;
 mod runtime_only;

@@ -439,11 +439,28 @@ const CORPUS_SYMBOLIC_HEADER: &str = "# Models of the real-model corpus that pas
 /// The corpus models expected to pass with their dimensions symbolic, one name a line.
 const CORPUS_SYMBOLIC: &str = "tests/conformance/model-corpus-symbolic.txt";
 
+/// The corpus models expected to match onnxruntime at both shapes through one range artifact
+/// (`tessera compile --dim NAME=LO..HI`), one name a line.
+const CORPUS_RANGE: &str = "tests/conformance/model-corpus-range.txt";
+
+/// The first line of [`CORPUS_RANGE`].
+const CORPUS_RANGE_HEADER: &str = "# Models of the real-model corpus that match onnxruntime at both input shapes through ONE artifact compiled with `--dim NAME=LO..HI` ranges spanning both; TESSERA_BLESS=1 cargo test --test e2e model_corpus promotes new ones";
+
+/// What one corpus model did beyond matching onnxruntime through `tessera run`.
+struct CorpusOutcome {
+    /// Imported once with its dimensions symbolic, and run at both shapes with no bound
+    /// re-import by `tessera run`.
+    symbolic: bool,
+    /// For a symbolic model: one `tessera compile --dim NAME=LO..HI` artifact, its ranges
+    /// spanning both shapes, run at both shapes within [`TOLERANCE`] (else the first failure).
+    range: Option<Result<(), String>>,
+}
+
 /// Runs one corpus model (its directory) at both shapes through `tessera run`, unpinned; Ok when
-/// every output of both shapes is within [`TOLERANCE`], with whether the model imported
-/// symbolically: imported once with its dimensions symbolic, and run at both shapes with no
-/// bound re-import by `tessera run`. Else the first failure in one line.
-fn check_corpus_model(model_dir: &Path) -> Result<bool, String> {
+/// every output of both shapes is within [`TOLERANCE`], with what else it passed (see
+/// [`CorpusOutcome`]; a symbolic model is also run through one range artifact). Else the first
+/// failure in one line.
+fn check_corpus_model(model_dir: &Path) -> Result<CorpusOutcome, String> {
     let manifest_path = model_dir.join("manifest.json");
     let text = std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
     let manifest: serde_json::Value =
@@ -456,6 +473,7 @@ fn check_corpus_model(model_dir: &Path) -> Result<bool, String> {
     // One symbolic import serves every shape; without it, each shape imports with its sizes.
     let symbolic_names = graph_names(&model, &[]).ok().filter(|names| names.symbolic);
     let mut symbolic = symbolic_names.is_some();
+    let mut checked = Vec::new();
     for shape in shapes {
         let label = shape["label"].as_str().ok_or_else(|| malformed("shape label"))?;
         let files = |key: &str| -> Result<Vec<(String, PathBuf)>, String> {
@@ -491,8 +509,59 @@ fn check_corpus_model(model_dir: &Path) -> Result<bool, String> {
                 "{label}: output '{output}' differs from onnxruntime by {error:.3e} (max {TOLERANCE:e})"
             ));
         }
+        checked.push((label.to_string(), names, reference));
     }
-    Ok(symbolic)
+    let range = symbolic.then(|| check_range_artifact(work.path(), &model_name, &model, &checked));
+    Ok(CorpusOutcome { symbolic, range })
+}
+
+/// Compiles `model` once with `--dim NAME=LO..HI` for every symbol that is a whole dimension of
+/// an input, each range the smallest spanning the sizes of the `shapes` (label, names, inputs
+/// and onnxruntime's outputs), and runs that one artifact at every shape against onnxruntime.
+fn check_range_artifact(
+    work: &Path,
+    model_name: &str,
+    model: &Path,
+    shapes: &[(String, GraphNames, Reference)],
+) -> Result<(), String> {
+    let graph = tessera_frontend::onnx::import_model(model).map_err(|e| format!("range: import: {e}"))?;
+    let mut ranges: std::collections::BTreeMap<String, (usize, usize)> = std::collections::BTreeMap::new();
+    for (label, _, reference) in shapes {
+        for (&input, file) in graph.inputs().iter().zip(&reference.inputs) {
+            let shape = npy::read_npy(file).map_err(|e| format!("range {label}: {}: {e}", file.display()))?.shape;
+            for (dim, &size) in graph.value(input).ty.dims.iter().zip(&shape) {
+                if let Some(symbol) = symbol_of(dim) {
+                    let range = ranges.entry(symbol.to_string()).or_insert((size, size));
+                    *range = (range.0.min(size), range.1.max(size));
+                }
+            }
+        }
+    }
+    let artifact = work.join("range-artifact");
+    let mut args: Vec<String> = vec!["compile".into(), model.to_string_lossy().into_owned()];
+    for (symbol, (lo, hi)) in &ranges {
+        args.extend(["--dim".into(), format!("{symbol}={lo}..{hi}")]);
+    }
+    args.extend(["-o".into(), artifact.to_string_lossy().into_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let compiled = tessera(work, &args);
+    if compiled.code != 0 {
+        return Err(format!("range: tessera compile: {}", first_line(&compiled.stderr)));
+    }
+    let spelled: Vec<String> = ranges.iter().map(|(s, (lo, hi))| format!("{s}={lo}..{hi}")).collect();
+    for (label, names, reference) in shapes {
+        let measured =
+            run_against(work, &format!("{model_name} {label} range"), &artifact.to_string_lossy(), names, reference)
+                .map_err(|e| format!("range {label}: {e}"))?;
+        if let Some((output, error)) = measured.errors.iter().find(|(_, error)| *error > TOLERANCE) {
+            return Err(format!(
+                "range {label} ({}): output '{output}' differs from onnxruntime by {error:.3e} (max {TOLERANCE:e})",
+                spelled.join(", ")
+            ));
+        }
+    }
+    println!("model-corpus: {model_name}: one range artifact ({}) passes at every shape", spelled.join(", "));
+    Ok(())
 }
 
 /// Every model of the corpus through `tessera run` at both shapes, checked against the committed
@@ -535,21 +604,41 @@ fn model_corpus_matches_onnxruntime_as_listed() {
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", symbolic_path.display())),
     );
 
+    let range_path = repo_root().join(CORPUS_RANGE);
+    let listed_range = listed_models(
+        &std::fs::read_to_string(&range_path).unwrap_or_else(|e| panic!("cannot read {}: {e}", range_path.display())),
+    );
+
     let mut passing = std::collections::BTreeSet::new();
     let mut symbolic = std::collections::BTreeSet::new();
+    let mut ranged = std::collections::BTreeSet::new();
     let mut failures = std::collections::BTreeMap::new();
+    let mut range_failures = std::collections::BTreeMap::new();
     for model in &models {
         match check_corpus_model(&corpus_dir().join(model)) {
-            Ok(imported_symbolically) => {
-                let how = if imported_symbolically { "one symbolic import" } else { "imported with sizes bound" };
+            Ok(outcome) => {
+                let how = if outcome.symbolic { "one symbolic import" } else { "imported with sizes bound" };
                 println!("model-corpus: {model}: pass ({how})");
                 passing.insert(model.clone());
-                if imported_symbolically {
+                if outcome.symbolic {
                     symbolic.insert(model.clone());
+                }
+                match outcome.range {
+                    Some(Ok(())) => {
+                        ranged.insert(model.clone());
+                    }
+                    Some(Err(e)) => {
+                        println!("model-corpus: {model}: {e}");
+                        range_failures.insert(model.clone(), e);
+                    }
+                    None => {
+                        range_failures.insert(model.clone(), "not symbolic: no range artifact".to_string());
+                    }
                 }
             }
             Err(e) => {
                 println!("model-corpus: {model}: {e}");
+                range_failures.insert(model.clone(), e.clone());
                 failures.insert(model.clone(), e);
             }
         }
@@ -567,6 +656,8 @@ fn model_corpus_matches_onnxruntime_as_listed() {
         .collect();
     let symbolic_check = check_expectations(&models, &listed_symbolic, &not_symbolic);
     check.problems.extend(symbolic_check.problems.iter().map(|p| format!("{p} (symbolic list {CORPUS_SYMBOLIC})")));
+    let range_check = check_expectations(&models, &listed_range, &range_failures);
+    check.problems.extend(range_check.problems.iter().map(|p| format!("{p} (range list {CORPUS_RANGE})")));
     println!(
         "model-corpus: {} of {} models pass ({} listed, {} newly passing); {} with one symbolic import ({} listed, {} new)",
         passing.len(),
@@ -583,10 +674,21 @@ fn model_corpus_matches_onnxruntime_as_listed() {
     for model in &symbolic_check.newly_passing {
         println!("model-corpus: newly symbolic: {model} (TESSERA_BLESS=1 lists it)");
     }
+    println!(
+        "model-corpus: {} through one range artifact ({} listed, {} new)",
+        ranged.len(),
+        listed_range.len(),
+        range_check.newly_passing.len()
+    );
+    for model in &range_check.newly_passing {
+        println!("model-corpus: newly passing through a range artifact: {model} (TESSERA_BLESS=1 lists it)");
+    }
     if std::env::var_os("TESSERA_BLESS").is_some() && check.problems.is_empty() {
-        for (path, header, models) in
-            [(&expectations_path, CORPUS_HEADER, &passing), (&symbolic_path, CORPUS_SYMBOLIC_HEADER, &symbolic)]
-        {
+        for (path, header, models) in [
+            (&expectations_path, CORPUS_HEADER, &passing),
+            (&symbolic_path, CORPUS_SYMBOLIC_HEADER, &symbolic),
+            (&range_path, CORPUS_RANGE_HEADER, &ranged),
+        ] {
             let mut text = format!("{header}\n");
             for model in models {
                 text.push_str(model);
@@ -657,4 +759,12 @@ fn listed_models(text: &str) -> Vec<String> {
 fn the_expectation_list_skips_comments_and_blank_lines() {
     let text = "# header\n\ngpt2-dynamo\n  magika-standard-v3.3  \n# a note\n";
     assert_eq!(listed_models(text), vec!["gpt2-dynamo".to_string(), "magika-standard-v3.3".to_string()]);
+}
+
+/// The symbol a dimension is exactly (`batch`), if it is one.
+fn symbol_of(dim: &tessera_ir::types::Dim) -> Option<&str> {
+    match dim {
+        tessera_ir::types::Dim::Symbolic(e) => e.as_symbol(),
+        tessera_ir::types::Dim::Static(_) => None,
+    }
 }

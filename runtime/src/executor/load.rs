@@ -4,7 +4,7 @@ use super::ArtifactError;
 use std::path::{Path, PathBuf};
 use tessera_ir::artifact::{
     sha256_hex, signature_table, GpuProgram, KernelSignature, LibraryCall, Location, Manifest, Program, Step,
-    ALIGNMENT, FORMAT_VERSION, KERNEL_SIGNATURES_SYMBOL, MANIFEST_FILE,
+    ALIGNMENT, FIRST_READABLE_FORMAT_VERSION, FORMAT_VERSION, KERNEL_SIGNATURES_SYMBOL, MANIFEST_FILE,
 };
 
 /// A loaded, checked artifact: the manifest and one rank's program (rank 0 unless loaded with
@@ -89,7 +89,7 @@ pub fn parse_manifest(bytes: &[u8], path: &Path) -> Result<Manifest, ArtifactErr
         |e: serde_json::Error| ArtifactError::Malformed { path: path.to_path_buf(), message: e.to_string() };
     let version = serde_json::from_slice::<FormatVersion>(bytes).map_err(malformed)?.format_version;
     match version {
-        Some(v) if v == u64::from(FORMAT_VERSION) => {}
+        Some(v) if (u64::from(FIRST_READABLE_FORMAT_VERSION)..=u64::from(FORMAT_VERSION)).contains(&v) => {}
         Some(v) => {
             return Err(ArtifactError::FormatVersion {
                 path: path.to_path_buf(),
@@ -103,6 +103,26 @@ pub fn parse_manifest(bytes: &[u8], path: &Path) -> Result<Manifest, ArtifactErr
         }
     }
     serde_json::from_slice(bytes).map_err(malformed)
+}
+
+/// The contents of every file of `rank`, each checked against the SHA-256 the manifest lists
+/// (paths relative to the artifact root, as listed).
+pub(crate) fn checked_files(
+    dir: &Path,
+    rank: &tessera_ir::artifact::RankEntry,
+) -> Result<Vec<(String, Vec<u8>)>, ArtifactError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let mut contents = Vec::new();
+    for file in &rank.files {
+        let path = inside(dir, &file.path, &manifest_path)?;
+        let data = read(&path)?;
+        let found = sha256_hex(&data);
+        if found != file.sha256 {
+            return Err(ArtifactError::HashMismatch { path, found, expected: file.sha256.clone() });
+        }
+        contents.push((file.path.clone(), data));
+    }
+    Ok(contents)
 }
 
 /// Parses the bytes of a rank's `program.json` (`path` is for messages) and checks it against
@@ -138,17 +158,16 @@ pub fn load_rank_expecting(dir: &Path, rank: usize, expected: Option<&str>) -> R
         let message = format!("rank entry {rank} says it is rank {}", entry.rank);
         return Err(ArtifactError::Malformed { path: manifest_path, message });
     }
-    let rank = entry;
-    let mut contents = Vec::new();
-    for file in &rank.files {
-        let path = inside(dir, &file.path, &manifest_path)?;
-        let data = read(&path)?;
-        let found = sha256_hex(&data);
-        if found != file.sha256 {
-            return Err(ArtifactError::HashMismatch { path, found, expected: file.sha256.clone() });
-        }
-        contents.push((file.path.clone(), data));
+    if !manifest.dims.is_empty() {
+        let ranges: Vec<String> = manifest.dims.iter().map(ToString::to_string).collect();
+        let message = format!(
+            "a range artifact ({}): it holds a symbolic program, which executor::ranged runs, not program.json",
+            ranges.join(", ")
+        );
+        return Err(ArtifactError::Malformed { path: manifest_path, message });
     }
+    let rank = entry;
+    let mut contents = checked_files(dir, rank)?;
     let take = |rel: &str, contents: &mut Vec<(String, Vec<u8>)>| -> Result<Vec<u8>, ArtifactError> {
         let i = contents.iter().position(|(p, _)| p == rel).ok_or_else(|| ArtifactError::Malformed {
             path: manifest_path.clone(),

@@ -9,7 +9,10 @@
 //! returned `Bound` keeps, and each `Bound::run(rest)` writes only the others
 //! (`resident_inputs` and `check_run_inputs` hold the rules); [`library`] holds the
 //! library calls (GEMM through the `gemm` crate, data movement, the reference fallback).
-//! [`cuda`] is the entry point for CUDA targets. [`profile`] accumulates per-step wall time
+//! [`cuda`] is the entry point for CUDA targets. [`ranged`] runs range artifacts (`compile --dim
+//! NAME=LO..HI`, format 3: the symbolic graph, its sizes bound from each run's inputs and
+//! checked against the recorded ranges; `RangedExecutor::load`, `bind` once, `run` at any
+//! sizes). [`profile`] accumulates per-step wall time
 //! (`tessera run --profile`). [`run`] is running an artifact directory as a command, shared by
 //! `tessera run` and `tessera-rt run` (rank selection under `mpirun`/`srun` included).
 //!
@@ -62,6 +65,7 @@ pub mod elf;
 pub mod library;
 pub mod load;
 pub mod profile;
+pub mod ranged;
 pub mod recurrent;
 pub mod run;
 
@@ -110,7 +114,10 @@ pub enum ArtifactError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: malformed: {message}")]
     Malformed { path: PathBuf, message: String },
-    #[error("{path}: artifact format version {found}, but this tessera reads version {expected}; recompile the model")]
+    #[error(
+        "{path}: artifact format version {found}, but this tessera reads versions {} to {expected}; recompile the model",
+        tessera_ir::artifact::FIRST_READABLE_FORMAT_VERSION
+    )]
     FormatVersion { path: PathBuf, found: u32, expected: u32 },
     #[error("{path}: listed in the manifest but missing")]
     MissingFile { path: PathBuf },
@@ -132,6 +139,12 @@ pub enum ArtifactError {
     Target { target: String, message: String },
     #[error("{path}: cannot load kernels: {message}")]
     Kernels { path: PathBuf, message: String },
+    #[error("{origin}: symbolic dimension '{}' is {size}, outside the artifact's range {range}", range.name)]
+    DimOutOfRange { range: tessera_ir::artifact::DimRange, size: u64, origin: String },
+    #[error("inconsistent input sizes: {message}")]
+    DimSizes { message: String },
+    #[error("symbolic program: {message}")]
+    Symbolic { message: String },
     #[error("input {name}: {message}")]
     Input { name: String, message: String },
     #[error("step {step} ({what}): {message}")]

@@ -15,8 +15,8 @@
 
 use super::load::{load_rank_expecting, read_manifest_expecting};
 use super::profile::Profile;
-use super::{cpu, cuda, ArtifactError, Feed};
-use crate::feeds::{random_inputs, read_feeds, write_feeds, FeedError};
+use super::{cpu, cuda, ranged, ArtifactError, Feed};
+use crate::feeds::{random_inputs, read_feeds, read_inputs, write_feeds, FeedError};
 use crate::mpi::{launched_world_size, MpiCommunicator, MpiError};
 use crate::spmd::{Communicator, RankComm};
 use std::collections::HashMap;
@@ -83,6 +83,8 @@ pub enum RunError {
     Artifact(#[from] ArtifactError),
     #[error(transparent)]
     Feed(#[from] FeedError),
+    #[error("--profile times compiled steps; a range artifact (compile --dim NAME=LO..HI) runs the interpreter")]
+    ProfileOnRange,
     #[error("--profile times CPU artifacts; this artifact targets {target}")]
     ProfileOnGpu { target: String },
     #[error(
@@ -112,6 +114,9 @@ pub fn run_artifact(dir: &Path, config: &RunConfig) -> Result<RunReport, RunErro
             Some(n) => format!("{n} process(es) were launched"),
         };
         return Err(RunError::WorldSize { ranks, launched, mesh });
+    }
+    if !manifest.dims.is_empty() {
+        return run_ranged(dir, config);
     }
     // Kept until the run ends: dropping the last reference finalizes MPI.
     let communicator = if world > 1 { Some(Arc::new(MpiCommunicator::init(config.comm_timeout)?)) } else { None };
@@ -183,6 +188,50 @@ pub fn run_artifact(dir: &Path, config: &RunConfig) -> Result<RunReport, RunErro
             report.diagnostics += &format!("profile, summed over {} runs:\n", config.repeat);
         }
         report.diagnostics += &profile.report();
+    }
+    Ok(report)
+}
+
+/// [`run_artifact`] for a range artifact ([`super::ranged`]): the inputs are read as tensors of
+/// the symbolic program's inputs, random ones take the sizes the given inputs bind (a symbol no
+/// given input binds is the low end of its range), parameters are bound once.
+fn run_ranged(dir: &Path, config: &RunConfig) -> Result<RunReport, RunError> {
+    if config.profile {
+        return Err(RunError::ProfileOnRange);
+    }
+    let executor = ranged::RangedExecutor::load(dir, config.expect_manifest_sha256.as_deref())?;
+    let graph = executor.graph();
+    let mut feeds = read_inputs(graph, &config.inputs)?;
+    if let Some(seed) = config.random_inputs {
+        let mut sizes = HashMap::new();
+        let mut given = Vec::new();
+        for &v in graph.inputs() {
+            let value = graph.value(v);
+            if let Some((_, t)) = feeds.iter().find(|(name, _)| *name == value.name) {
+                if t.shape.len() == value.ty.rank() {
+                    given.push((value.name.as_str(), &value.ty, t.shape.as_slice()));
+                }
+            }
+        }
+        tessera_ir::types::bind_from_shapes(&given, &mut sizes)
+            .map_err(|message| ArtifactError::DimSizes { message })?;
+        for range in executor.dims() {
+            sizes.entry(range.name.clone()).or_insert(range.lo);
+        }
+        feeds.extend(random_inputs(graph, &feeds, &sizes, seed)?);
+    }
+    let parameters = executor.parameters();
+    let (resident, per_run): (Vec<_>, Vec<_>) =
+        feeds.into_iter().partition(|(name, _)| parameters.contains(&name.as_str()));
+    let n_resident = resident.len();
+    let mut timings = Timings::default();
+    let mut bound = timings.bind(|| executor.bind(resident))?;
+    let outputs = timings.runs(config.repeat, || bound.run(&per_run))?;
+    let outputs: Vec<(String, Feed)> = outputs.into_iter().map(|(name, t)| (name, Feed::Tensor(t))).collect();
+    let mut report =
+        RunReport { rank: 0, ranks: 1, written: write_feeds(&config.output, &outputs)?, diagnostics: String::new() };
+    if config.timing {
+        report.diagnostics += &timings.report(n_resident).replace("compiled artifact", "range artifact (interpreted)");
     }
     Ok(report)
 }

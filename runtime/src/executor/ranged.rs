@@ -1,0 +1,338 @@
+//! Range artifacts (`tessera compile --dim NAME=LO..HI`, format 3): one artifact that runs at
+//! any size in its ranges, taking the sizes from the inputs at every run.
+//!
+//! What the artifact holds: the model's graph with its range symbols left symbolic (the `--dim
+//! NAME=N` ones bound), as `tsr` MLIR text in `rank0/graph.mlir` (constants included), and in
+//! the manifest the ranges ([`tessera_ir::artifact::Manifest::dims`]). How it runs: each run
+//! binds the symbols from the inputs' shapes (`ir::types::bind_from_shapes`, so a dimension
+//! such as `seq + 1` solves for `seq`), checks every size against its range, and evaluates the
+//! graph with the reference interpreter ([`crate::interpreter`]), which gives each node its
+//! concrete types through the op's shape rule and allocates per value (no arena: memory is
+//! the live set of the run at its own sizes, dropped after each value's last use).
+//!
+//! Why the interpreter and not compiled kernels: the code generator (`codegen`) emits kernels
+//! over static memrefs with constant loop bounds, its library calls and memory plan read sizes
+//! from the program, and specializing once per size in a range multiplies compile time by the
+//! number of sizes (a ViT image range of 32..48 by 32..40 is 153 programs). Kernels taking the
+//! sizes as runtime parameters are the next step; this module's API (load once, bind the
+//! weights once, run at varying sizes, located errors) is what they will keep. The price is
+//! speed: see BENCHMARKS.md for a range artifact against a pinned one at the same size.
+//!
+//! # API: bind weights once, run at varying sizes
+//!
+//! ```text
+//! let executor = RangedExecutor::load(dir, None)?;       // manifest, checksums, parse, verify
+//! let mut bound = executor.bind(weights)?;               // the parameters, kept across runs
+//! let out = bound.run(&[("input_ids".into(), ids)])?;    // any sizes in range, each run
+//! ```
+//!
+//! # Invariants
+//!
+//! - **Every free symbol has a range, every range a symbol.** The graph's input symbols are
+//!   exactly the manifest's `dims` (checked at load), so no run meets an unbound dimension.
+//! - **A run outside a range is refused before any compute**, naming the symbol, its size, the
+//!   range and the input and axis it came from; inputs whose sizes disagree (`batch` 2 in one
+//!   input and 3 in another) are refused naming the input and dimension. Both are
+//!   `ArtifactError`s, never panics.
+
+use super::load::{checked_files, read_manifest_expecting};
+use super::ArtifactError;
+use crate::interpreter;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use tessera_ir::artifact::{DimRange, MANIFEST_FILE, SYMBOLIC_PROGRAM_FILE};
+use tessera_ir::graph::{Graph, InputRole};
+use tessera_ir::tensor::Tensor;
+use tessera_ir::types::Dim;
+
+/// A range artifact's program, loaded and checked, ready to bind and run.
+#[derive(Debug)]
+pub struct RangedExecutor {
+    graph: Graph,
+    dims: Vec<DimRange>,
+}
+
+impl RangedExecutor {
+    /// Loads the range artifact in `dir`: the manifest (whose SHA-256 must be `expected` when
+    /// given), rank 0's files against their checksums, and its symbolic program.
+    pub fn load(dir: &Path, expected: Option<&str>) -> Result<RangedExecutor, ArtifactError> {
+        let manifest = read_manifest_expecting(dir, expected)?;
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let malformed = |message: String| ArtifactError::Malformed { path: manifest_path.clone(), message };
+        if manifest.dims.is_empty() {
+            return Err(malformed("no dims: not a range artifact".into()));
+        }
+        let [rank] = manifest.ranks.as_slice() else {
+            return Err(malformed(format!("a range artifact has one rank, this one {}", manifest.ranks.len())));
+        };
+        if manifest.target != "cpu" {
+            return Err(malformed(format!("a range artifact runs on the cpu, this one targets {}", manifest.target)));
+        }
+        let program_path = dir.join(&rank.program);
+        let text = checked_files(dir, rank)?
+            .into_iter()
+            .find(|(path, _)| *path == rank.program)
+            .map(|(_, bytes)| bytes)
+            .ok_or_else(|| malformed(format!("'{}' is used but not listed with a checksum", rank.program)))?;
+        if !rank.program.ends_with(SYMBOLIC_PROGRAM_FILE) {
+            return Err(malformed(format!(
+                "the program of a range artifact is {SYMBOLIC_PROGRAM_FILE}, not {}",
+                rank.program
+            )));
+        }
+        let invalid = |message: String| ArtifactError::InvalidProgram { path: program_path.clone(), message };
+        let text = String::from_utf8(text).map_err(|_| invalid("not UTF-8 text".into()))?;
+        let graph = tessera_ir::mlir::parse::parse_verified(&text).map_err(|e| invalid(e.to_string()))?;
+        RangedExecutor::new(graph, manifest.dims).map_err(|e| match e {
+            ArtifactError::InvalidProgram { message, .. } => invalid(message),
+            other => other,
+        })
+    }
+
+    /// An executor of `graph` whose input symbols are exactly the names of `dims`, each range
+    /// non-empty and starting at 1 or more.
+    pub fn new(graph: Graph, mut dims: Vec<DimRange>) -> Result<RangedExecutor, ArtifactError> {
+        let invalid = |message: String| ArtifactError::InvalidProgram { path: "graph".into(), message };
+        tessera_ir::verify::verify(&graph).map_err(|e| invalid(e.to_string()))?;
+        dims.sort();
+        for pair in dims.windows(2) {
+            if pair[0].name == pair[1].name {
+                return Err(invalid(format!("dimension '{}' has two ranges", pair[0].name)));
+            }
+        }
+        if let Some(bad) = dims.iter().find(|d| d.lo == 0 || d.lo > d.hi) {
+            return Err(invalid(format!("range {bad} is empty or includes 0")));
+        }
+        let symbols: BTreeSet<&str> = graph.inputs().iter().flat_map(|&v| graph.value(v).ty.symbols()).collect();
+        let ranged: BTreeSet<&str> = dims.iter().map(|d| d.name.as_str()).collect();
+        if symbols != ranged {
+            let list = |s: &BTreeSet<&str>| s.iter().copied().collect::<Vec<_>>().join(", ");
+            return Err(invalid(format!(
+                "the inputs' symbolic dimensions ({}) are not the ranged ones ({})",
+                list(&symbols),
+                list(&ranged)
+            )));
+        }
+        Ok(RangedExecutor { graph, dims })
+    }
+
+    /// The symbolic program.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The ranges, sorted by name.
+    pub fn dims(&self) -> &[DimRange] {
+        &self.dims
+    }
+
+    /// The inputs the model declares parameters (what a caller binds once).
+    pub fn parameters(&self) -> Vec<&str> {
+        let inputs = self.graph.inputs().iter();
+        inputs
+            .filter(|&&v| self.graph.input_role(v) == Some(InputRole::Parameter))
+            .map(|&v| self.graph.value(v).name.as_str())
+            .collect()
+    }
+
+    /// The size of every ranged symbol for `inputs` (all of the graph's inputs, by name):
+    /// learned from their shapes and checked against the ranges (see the module docs).
+    pub fn sizes(&self, inputs: &[(&str, &Tensor)]) -> Result<HashMap<String, u64>, ArtifactError> {
+        let mut given = Vec::new();
+        for &v in self.graph.inputs() {
+            let value = self.graph.value(v);
+            let Some((_, tensor)) = inputs.iter().find(|(name, _)| *name == value.name) else { continue };
+            if tensor.shape.len() != value.ty.rank() {
+                return Err(ArtifactError::Input {
+                    name: value.name.clone(),
+                    message: format!("declared {} but the tensor given has shape {:?}", value.ty, tensor.shape),
+                });
+            }
+            given.push((format!("input '{}'", value.name), &value.ty, tensor.shape.as_slice()));
+        }
+        let observed: Vec<(&str, &tessera_ir::types::TensorType, &[usize])> =
+            given.iter().map(|(what, ty, shape)| (what.as_str(), *ty, *shape)).collect();
+        let mut sizes = HashMap::new();
+        tessera_ir::types::bind_from_shapes(&observed, &mut sizes)
+            .map_err(|message| ArtifactError::DimSizes { message })?;
+        for range in &self.dims {
+            let Some(&size) = sizes.get(&range.name) else {
+                return Err(ArtifactError::DimSizes {
+                    message: format!("no input gives the size of symbolic dimension '{}'", range.name),
+                });
+            };
+            if !range.contains(size) {
+                return Err(ArtifactError::DimOutOfRange {
+                    range: range.clone(),
+                    size,
+                    origin: self.origin(&range.name, &given),
+                });
+            }
+        }
+        Ok(sizes)
+    }
+
+    /// "input 'x', dimension 1": the first input dimension that is exactly `symbol`, else the
+    /// first that mentions it.
+    fn origin(&self, symbol: &str, given: &[(String, &tessera_ir::types::TensorType, &[usize])]) -> String {
+        let found = |exact: bool| {
+            given.iter().find_map(|(what, ty, _)| {
+                ty.dims
+                    .iter()
+                    .position(|d| match d {
+                        Dim::Symbolic(e) if exact => e.as_symbol() == Some(symbol),
+                        Dim::Symbolic(e) => e.symbols().contains(symbol),
+                        Dim::Static(_) => false,
+                    })
+                    .map(|axis| format!("{what}, dimension {axis}"))
+            })
+        };
+        found(true).or_else(|| found(false)).unwrap_or_else(|| "the inputs".to_string())
+    }
+
+    /// Keeps `resident` (typically the parameters) for every run of the returned [`RangedBound`].
+    /// Refuses a name that is not an input and a name given twice.
+    pub fn bind(&self, resident: Vec<(String, Tensor)>) -> Result<RangedBound<'_>, ArtifactError> {
+        self.check_names(&resident, &[])?;
+        Ok(RangedBound { executor: self, resident })
+    }
+
+    /// One run with every input given: `bind(vec![])` then [`RangedBound::run`].
+    pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        self.bind(Vec::new())?.run(inputs)
+    }
+
+    fn check_names(&self, feeds: &[(String, Tensor)], resident: &[(String, Tensor)]) -> Result<(), ArtifactError> {
+        let mut seen = BTreeSet::new();
+        for (name, _) in resident.iter().chain(feeds) {
+            let known = self.graph.inputs().iter().any(|&v| self.graph.value(v).name == *name);
+            let message = if !known {
+                "not an input of the program"
+            } else if !seen.insert(name.as_str()) {
+                "given twice (or bound and given)"
+            } else {
+                continue;
+            };
+            return Err(ArtifactError::Input { name: name.clone(), message: message.into() });
+        }
+        Ok(())
+    }
+}
+
+/// A [`RangedExecutor`] with some inputs bound once (see [`RangedExecutor::bind`]).
+#[derive(Debug)]
+pub struct RangedBound<'e> {
+    executor: &'e RangedExecutor,
+    resident: Vec<(String, Tensor)>,
+}
+
+impl RangedBound<'_> {
+    /// Runs at the sizes `inputs` (the inputs not bound) and the bound ones give; the graph's
+    /// outputs in order, by name.
+    pub fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
+        let executor = self.executor;
+        executor.check_names(inputs, &self.resident)?;
+        let all: Vec<(&str, &Tensor)> = self.resident.iter().chain(inputs).map(|(n, t)| (n.as_str(), t)).collect();
+        executor.sizes(&all)?;
+        // The interpreter takes one list of owned feeds; the copy is the inputs' (the
+        // parameters of an imported model are usually constants inside the graph).
+        let feeds: Vec<(String, Tensor)> = self.resident.iter().chain(inputs).cloned().collect();
+        interpreter::run(&executor.graph, &feeds).map_err(|e| ArtifactError::Symbolic { message: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_ir::dtype::DType;
+
+    /// `y = (x + z) @ w` with x, z: batch x seq and w: seq x 4.
+    const MODEL: &str = r##"func.func @m(%x: tensor<?x?xf32, ["batch", "seq"]>, %z: tensor<?x?xf32, ["batch", "seq"]>, %w: tensor<?x4xf32, ["seq"]>) -> tensor<?x4xf32, ["batch"]> {
+  %a = "tsr.add"(%x, %z) : (tensor<?x?xf32, ["batch", "seq"]>, tensor<?x?xf32, ["batch", "seq"]>) -> tensor<?x?xf32, ["batch", "seq"]>
+  %y = "tsr.matmul"(%a, %w) : (tensor<?x?xf32, ["batch", "seq"]>, tensor<?x4xf32, ["seq"]>) -> tensor<?x4xf32, ["batch"]>
+  return %y : tensor<?x4xf32, ["batch"]>
+}
+"##;
+
+    fn executor() -> RangedExecutor {
+        let graph = tessera_ir::mlir::parse::parse_verified(MODEL).expect("parse");
+        let dims = vec![DimRange { name: "seq".into(), lo: 1, hi: 8 }, DimRange { name: "batch".into(), lo: 2, hi: 3 }];
+        RangedExecutor::new(graph, dims).expect("executor")
+    }
+
+    fn tensor(shape: &[usize], offset: f64) -> Tensor {
+        let n: usize = shape.iter().product();
+        Tensor::from_f64(DType::F32, shape.to_vec(), (0..n).map(|i| i as f64 * 0.5 + offset).collect())
+    }
+
+    fn feeds(batch: usize, seq: usize, z_seq: usize) -> Vec<(String, Tensor)> {
+        vec![
+            ("x".to_string(), tensor(&[batch, seq], 1.0)),
+            ("z".to_string(), tensor(&[batch, z_seq], -2.0)),
+            ("w".to_string(), tensor(&[seq, 4], 0.25)),
+        ]
+    }
+
+    #[test]
+    fn runs_at_every_size_in_range_like_the_interpreter() {
+        let executor = executor();
+        assert_eq!(executor.dims()[0].name, "batch", "ranges are kept sorted");
+        for (batch, seq) in [(2, 1), (3, 8), (2, 5)] {
+            let feeds = feeds(batch, seq, seq);
+            let expected = interpreter::run(executor.graph(), &feeds).expect("interpreter");
+            let got = executor.run(&feeds).expect("run");
+            assert_eq!(got, expected);
+            assert_eq!(got[0].1.shape, vec![batch, 4]);
+        }
+    }
+
+    #[test]
+    fn bound_inputs_stay_across_runs_at_other_sizes() {
+        let executor = executor();
+        let w = tensor(&[3, 4], 0.25);
+        let mut bound = executor.bind(vec![("w".to_string(), w)]).expect("bind");
+        for batch in [2, 3] {
+            let all = feeds(batch, 3, 3);
+            let expected = interpreter::run(executor.graph(), &all).expect("interpreter");
+            assert_eq!(bound.run(&all[..2]).expect("run"), expected);
+        }
+        let err = bound.run(&feeds(2, 3, 3)).expect_err("w is bound");
+        assert!(err.to_string().contains("input w: given twice"), "{err}");
+    }
+
+    #[test]
+    fn a_size_outside_its_range_names_the_symbol_range_and_input() {
+        let executor = executor();
+        let err = executor.run(&feeds(4, 2, 2)).expect_err("batch 4 is out of 2..3");
+        assert_eq!(
+            err.to_string(),
+            "input 'x', dimension 0: symbolic dimension 'batch' is 4, outside the artifact's range batch=2..3"
+        );
+        let err = executor.run(&feeds(2, 9, 9)).expect_err("seq 9 is out of 1..8");
+        assert!(err.to_string().contains("'seq' is 9, outside the artifact's range seq=1..8"), "{err}");
+    }
+
+    #[test]
+    fn inputs_that_disagree_on_a_size_are_refused_naming_the_input() {
+        let executor = executor();
+        let err = executor.run(&feeds(2, 3, 5)).expect_err("seq is 3 in x and 5 in z");
+        let text = err.to_string();
+        assert!(text.starts_with("inconsistent input sizes: "), "{text}");
+        assert!(text.contains("input '") && text.contains("seq"), "{text}");
+        let mut feeds = feeds(2, 3, 3);
+        feeds[0].1 = tensor(&[2, 3, 1], 0.0);
+        let err = executor.run(&feeds).expect_err("x has rank 3");
+        assert!(err.to_string().starts_with("input x: declared"), "{err}");
+    }
+
+    #[test]
+    fn ranges_must_match_the_inputs_symbols() {
+        let graph = tessera_ir::mlir::parse::parse_verified(MODEL).expect("parse");
+        let err = RangedExecutor::new(graph.clone(), vec![DimRange { name: "batch".into(), lo: 1, hi: 2 }])
+            .expect_err("seq has no range");
+        assert!(err.to_string().contains("(batch, seq) are not the ranged ones (batch)"), "{err}");
+        let dims = vec![DimRange { name: "batch".into(), lo: 3, hi: 2 }, DimRange { name: "seq".into(), lo: 1, hi: 2 }];
+        let err = RangedExecutor::new(graph, dims).expect_err("3..2 is empty");
+        assert!(err.to_string().contains("range batch=3..2 is empty"), "{err}");
+    }
+}

@@ -1,0 +1,174 @@
+//! Range artifacts end to end (`tessera compile --dim NAME=LO..HI`): one artifact run at several
+//! sizes against the interpreter, the recorded dims, and located refusals of sizes out of range,
+//! inputs that disagree, bad specs, and targets that cannot take ranges.
+
+use crate::artifact::assert_close;
+use crate::support::tessera;
+use std::path::Path;
+use tessera_ir::dtype::DType;
+use tessera_ir::tensor::Tensor;
+use tessera_runtime::npy::{read_npy, write_npy};
+
+/// `y = tanh((x * z) @ w)` with x, z: batch x seq and w: seq x 8, and `g = tanh(h)` with a
+/// `heads` dimension the tests pin.
+const MODEL: &str = r#"func.func @m(%x: tensor<?x?xf32, ["batch", "seq"]>, %z: tensor<?x?xf32, ["batch", "seq"]>, %w: tensor<?x8xf32, ["seq"]>, %h: tensor<?x8xf32, ["heads"]>) -> (tensor<?x8xf32, ["batch"]>, tensor<?x8xf32, ["heads"]>) {
+  %a = "tsr.mul"(%x, %z) : (tensor<?x?xf32, ["batch", "seq"]>, tensor<?x?xf32, ["batch", "seq"]>) -> tensor<?x?xf32, ["batch", "seq"]>
+  %m = "tsr.matmul"(%a, %w) : (tensor<?x?xf32, ["batch", "seq"]>, tensor<?x8xf32, ["seq"]>) -> tensor<?x8xf32, ["batch"]>
+  %y = "tsr.tanh"(%m) : (tensor<?x8xf32, ["batch"]>) -> tensor<?x8xf32, ["batch"]>
+  %g = "tsr.tanh"(%h) : (tensor<?x8xf32, ["heads"]>) -> tensor<?x8xf32, ["heads"]>
+  return %y, %g : tensor<?x8xf32, ["batch"]>, tensor<?x8xf32, ["heads"]>
+}
+"#;
+
+fn tensor(shape: &[usize], scale: f64) -> Tensor {
+    let n: usize = shape.iter().product();
+    Tensor::from_f64(DType::F32, shape.to_vec(), (0..n).map(|i| ((i * 7 % 13) as f64 - 6.0) * scale).collect())
+}
+
+/// Writes the inputs at (batch, seq), z's seq `z_seq`, as `PREFIX-NAME.npy` and returns the
+/// `--input` arguments.
+fn write_inputs(cwd: &Path, prefix: &str, batch: usize, seq: usize, z_seq: usize) -> Vec<String> {
+    let inputs = [
+        ("x", tensor(&[batch, seq], 0.1)),
+        ("z", tensor(&[batch, z_seq], 0.2)),
+        ("w", tensor(&[seq, 8], 0.05)),
+        ("h", tensor(&[2, 8], 0.3)),
+    ];
+    let mut args = Vec::new();
+    for (name, t) in inputs {
+        let file = format!("{prefix}-{name}.npy");
+        write_npy(&cwd.join(&file), &t).expect("write input");
+        args.extend(["--input".to_string(), format!("{name}={file}")]);
+    }
+    args
+}
+
+fn run(cwd: &Path, model: &str, inputs: &[String], out: &str) -> crate::support::Outcome {
+    let mut args = vec!["run", model];
+    args.extend(inputs.iter().map(String::as_str));
+    args.extend(["-o", out]);
+    tessera(cwd, &args)
+}
+
+#[test]
+fn one_range_artifact_runs_at_every_size_and_matches_the_interpreter() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tmp.path();
+    std::fs::write(cwd.join("m.mlir"), MODEL).expect("write model");
+    let compile = ["compile", "m.mlir", "--dim", "seq=1..16", "--dim", "heads=2", "--dim", "batch=2..4", "-o", "art"];
+    let out = tessera(cwd, &compile);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("a range artifact for batch=2..4, seq=1..16"), "{}", out.stdout);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cwd.join("art/manifest.json")).expect("manifest")).expect("json");
+    let recorded = serde_json::json!({
+        "format_version": manifest["format_version"],
+        "options": manifest["options"],
+        "program": manifest["ranks"][0]["program"],
+        "dims": manifest["dims"],
+    });
+    insta::assert_snapshot!("range_artifact_recorded_dims", serde_json::to_string_pretty(&recorded).expect("json"));
+
+    for (batch, seq) in [(2, 1), (4, 16), (3, 5)] {
+        let inputs = write_inputs(cwd, &format!("{batch}x{seq}"), batch, seq, seq);
+        let ranged = run(cwd, "art", &inputs, &format!("r-{batch}x{seq}"));
+        assert_eq!(ranged.code, 0, "{}", ranged.stderr);
+        let mut reference_inputs = inputs.clone();
+        reference_inputs.extend(["--dim".to_string(), "heads=2".to_string()]);
+        let reference = run(cwd, "m.mlir", &reference_inputs, &format!("i-{batch}x{seq}"));
+        assert_eq!(reference.code, 0, "{}", reference.stderr);
+        for output in ["y", "g"] {
+            let got = read_npy(&cwd.join(format!("r-{batch}x{seq}/{output}.npy"))).expect("range output");
+            let want = read_npy(&cwd.join(format!("i-{batch}x{seq}/{output}.npy"))).expect("reference output");
+            assert_close(&got, &want, &format!("{output} at batch {batch}, seq {seq}"));
+        }
+        let y = read_npy(&cwd.join(format!("r-{batch}x{seq}/y.npy"))).expect("y");
+        assert_eq!(y.shape, vec![batch, 8]);
+    }
+}
+
+#[test]
+fn sizes_out_of_range_and_inputs_that_disagree_are_located_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tmp.path();
+    std::fs::write(cwd.join("m.mlir"), MODEL).expect("write model");
+    let out = tessera(
+        cwd,
+        &["compile", "m.mlir", "--dim", "batch=2..4", "--dim", "seq=1..16", "--dim", "heads=2", "-o", "art"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let too_big = write_inputs(cwd, "big", 5, 3, 3);
+    let out = run(cwd, "art", &too_big, "o1");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "input 'x', dimension 0: symbolic dimension 'batch' is 5, outside the artifact's range batch=2..4"
+        ),
+        "{}",
+        out.stderr
+    );
+    let too_long = write_inputs(cwd, "long", 2, 17, 17);
+    let out = run(cwd, "art", &too_long, "o2");
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("symbolic dimension 'seq' is 17, outside the artifact's range seq=1..16"),
+        "{}",
+        out.stderr
+    );
+
+    let disagree = write_inputs(cwd, "bad", 2, 3, 4);
+    let out = run(cwd, "art", &disagree, "o3");
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains(
+            "inconsistent input sizes: dimension 1 of input 'z' is seq = 3 (with seq = 3), but the tensor given has 4"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!cwd.join("o3").exists(), "a refused run wrote outputs");
+}
+
+#[test]
+fn bad_range_specs_and_targets_without_ranges_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tmp.path();
+    std::fs::write(cwd.join("m.mlir"), MODEL).expect("write model");
+    let cases: [(&[&str], &str); 6] = [
+        (&["--dim", "batch=4..2"], "--dim 'batch=4..2': the range is empty (4 > 2)"),
+        (&["--dim", "batch=0..2"], "a range is LO..HI with positive integers LO <= HI"),
+        (&["--dim", "batch=1..x"], "a range is LO..HI with positive integers LO <= HI"),
+        (&["--dim", "batch=1..2", "--dim", "batch=3"], "--dim 'batch' is given twice"),
+        (&["--dim", "bacth=1..2"], "--dim bacth: the model has no symbolic dimension 'bacth'"),
+        (
+            &["--dim", "batch=1..2", "--dim", "heads=2"],
+            "input %x has symbolic dimension 'seq': give its size with --dim seq=N",
+        ),
+    ];
+    for (dims, message) in cases {
+        let mut args = vec!["compile", "m.mlir", "-o", "art"];
+        args.extend(dims);
+        let out = tessera(cwd, &args);
+        assert_eq!(out.code, 1, "{dims:?}: {}", out.stderr);
+        assert!(out.stderr.contains(message), "{dims:?}: {}", out.stderr);
+        assert!(!cwd.join("art").exists(), "{dims:?}: a refused compile wrote the artifact");
+    }
+    let cuda = [
+        "compile",
+        "m.mlir",
+        "--target",
+        "cuda:sm_90",
+        "--dim",
+        "batch=1..2",
+        "--dim",
+        "seq=3",
+        "--dim",
+        "heads=2",
+        "-o",
+        "art",
+    ];
+    let out = tessera(cwd, &cuda);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("a range artifact runs on the CPU only"), "{}", out.stderr);
+}
