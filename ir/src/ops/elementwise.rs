@@ -373,6 +373,10 @@ pub fn eval_binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, Strin
             let values = x.iter().zip(y).map(|(&p, &q)| op.apply_f64(p, q)).collect();
             Ok(Tensor::from_f64(a.dtype, shape, values))
         }
+        (Buffer::Int(x), Buffer::Int(y)) if a.dtype == DType::U64 => {
+            let values = x.iter().zip(y).map(|(&p, &q)| apply_u64(op, p, q)).collect::<Result<_, _>>()?;
+            Ok(Tensor::from_i64(a.dtype, shape, values))
+        }
         (Buffer::Int(x), Buffer::Int(y)) => {
             let values = x.iter().zip(y).map(|(&p, &q)| op.apply_i64(p, q)).collect::<Result<_, _>>()?;
             Ok(Tensor::from_i64(a.dtype, shape, values))
@@ -381,9 +385,26 @@ pub fn eval_binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, Strin
     }
 }
 
+/// `op` on two u64 held as two's complement `i64`: addition, subtraction and multiplication
+/// wrap alike; division and ordering must read the bits as unsigned.
+fn apply_u64(op: BinaryOp, a: i64, b: i64) -> Result<i64, String> {
+    let (ua, ub) = (a as u64, b as u64);
+    Ok(match op {
+        BinaryOp::Div if ub == 0 => return Err("integer division by zero".into()),
+        BinaryOp::Div => (ua / ub) as i64,
+        BinaryOp::Max => ua.max(ub) as i64,
+        BinaryOp::Min => ua.min(ub) as i64,
+        _ => op.apply_i64(a, b)?,
+    })
+}
+
 pub fn eval_compare(op: CompareOp, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
     let values: Vec<i64> = match (&a.data, &b.data) {
         (Buffer::Float(x), Buffer::Float(y)) => x.iter().zip(y).map(|(&p, &q)| op.apply_f64(p, q) as i64).collect(),
+        // u64 held as two's complement i64 orders like i64 once the top bit is flipped.
+        (Buffer::Int(x), Buffer::Int(y)) if a.dtype == DType::U64 => {
+            x.iter().zip(y).map(|(&p, &q)| op.apply_i64(p ^ i64::MIN, q ^ i64::MIN) as i64).collect()
+        }
         (Buffer::Int(x), Buffer::Int(y)) => x.iter().zip(y).map(|(&p, &q)| op.apply_i64(p, q) as i64).collect(),
         _ => return Err(format!("operands {} and {} have different storage", a.dtype, b.dtype)),
     };

@@ -615,9 +615,8 @@ fn cast(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 /// finite value of the format (NaN stays NaN).
 fn cast_to(imp: &mut Importer, x: ValueId, to: DType, saturate: bool) -> BuildResult<ValueId> {
     let from = imp.ty(x).dtype;
-    let limit = match to {
-        DType::F8E4M3 => 448.0,
-        DType::F8E5M2 => 57344.0,
+    let limit = match (to, to.max_finite()) {
+        (DType::F8E4M3 | DType::F8E5M2 | DType::F8E4M3Fnuz | DType::F8E5M2Fnuz, Some(max)) => max,
         _ => return imp.cast(x, to),
     };
     if !saturate || !from.is_float() {
