@@ -26,7 +26,11 @@ use tessera_ir::types::{Dim, TensorType};
 /// with a `stash_type` and SpaceToDepth-28 gains `mode` (CRD), which their builders handle;
 /// Mod-28 defines `fmod = 0` on floats (floor division), and its builder handles float Mod at
 /// every opset. ReduceLogSum(Exp)-28 drop integer types.
-pub const MIN_OPSET: i64 = 11;
+///
+/// Opsets 1 to 10 go through `legacy::modernize`, which rewrites each node into its opset-11
+/// form (Slice/Pad/Clip/TopK attributes that became inputs, Scatter as ScatterElements) and
+/// refuses by name the ops whose older form it does not map.
+pub const MIN_OPSET: i64 = 1;
 pub const MAX_OPSET: i64 = 28;
 
 /// Constant folding evaluates an op at import time when all its operands are constants and its
@@ -343,8 +347,9 @@ impl Importer {
             format!("{domain}.{}", node.op_type())
         };
         let node_ref = NodeRef { name: node.name().to_string(), index, op_type: op_type.clone() };
-        let builder =
-            registry.get(op_type.as_str()).ok_or_else(|| OnnxError::UnsupportedOp { node: node_ref.clone() })?;
+        if registry.get(op_type.as_str()).is_none() && !(op_type == "Scatter" && opset.is_some_and(|v| v < 11)) {
+            return Err(OnnxError::UnsupportedOp { node: node_ref });
+        }
         let opset = opset.ok_or_else(|| OnnxError::Node {
             node: node_ref.clone(),
             message: "the model imports no opset of the default ONNX domain".into(),
@@ -362,6 +367,17 @@ impl Importer {
                 });
             }
         }
+        let modern;
+        let node = if opset < 11 && matches!(domain, "" | "ai.onnx") {
+            modern = super::legacy::modernize(self, node, opset)
+                .map_err(|message| OnnxError::UnsupportedNode { node: node_ref.clone(), message })?;
+            &modern
+        } else {
+            node
+        };
+        let builder =
+            if matches!(domain, "" | "ai.onnx") { registry.get(node.op_type()) } else { registry.get(&op_type) };
+        let builder = builder.ok_or_else(|| OnnxError::UnsupportedOp { node: node_ref.clone() })?;
         let cx = NodeCx { proto: node, attrs: Attrs::of(node), opset };
         let first_new = self.graph.num_values();
         let outs = builder(self, &cx).map_err(|e| match e {
@@ -454,6 +470,20 @@ impl Importer {
     fn name_value(&mut self, v: ValueId, onnx_name: &str) {
         let name = self.unique_name(onnx_name);
         self.graph.rename_value(v, &name);
+    }
+
+    /// Defines the ONNX value `name` as the constant `t` (the inputs `legacy::modernize` adds).
+    pub fn define_constant(&mut self, name: &str, t: Tensor) {
+        let v = self.constant(t);
+        self.slots.insert(name.to_string(), Slot::Value(v));
+    }
+
+    /// The element type of `node`'s input `i`, when it is a defined value.
+    pub fn input_dtype(&self, node: &NodeProto, i: usize) -> Option<DType> {
+        match self.slots.get(node.input.get(i)?)? {
+            Slot::Value(v) => Some(self.graph.value(*v).ty.dtype),
+            Slot::Shape { .. } => Some(DType::I64),
+        }
     }
 
     // ---- Inputs of the current node ----
