@@ -613,7 +613,7 @@ fn cast(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 
 /// Cast with ONNX's float8 saturation: out-of-range values and infinities become the largest
 /// finite value of the format (NaN stays NaN).
-fn cast_to(imp: &mut Importer, x: ValueId, to: DType, saturate: bool) -> BuildResult<ValueId> {
+pub(crate) fn cast_to(imp: &mut Importer, x: ValueId, to: DType, saturate: bool) -> BuildResult<ValueId> {
     let from = imp.ty(x).dtype;
     let limit = match (to, to.max_finite()) {
         (DType::F8E4M3 | DType::F8E5M2 | DType::F8E4M3Fnuz | DType::F8E5M2Fnuz, Some(max)) => max,

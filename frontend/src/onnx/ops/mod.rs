@@ -8,6 +8,7 @@ mod loss;
 mod matmul;
 mod nn;
 mod normalization;
+mod quantize;
 mod recurrent;
 mod reduce;
 mod resize;
@@ -88,6 +89,7 @@ pub(crate) fn registry() -> Registry {
     matmul::register(&mut r);
     nn::register(&mut r);
     normalization::register(&mut r);
+    quantize::register(&mut r);
     recurrent::register(&mut r);
     reduce::register(&mut r);
     resize::register(&mut r);
