@@ -350,10 +350,17 @@ impl Importer {
         if registry.get(op_type.as_str()).is_none() && !(op_type == "Scatter" && opset.is_some_and(|v| v < 11)) {
             return Err(OnnxError::UnsupportedOp { node: node_ref });
         }
-        let opset = opset.ok_or_else(|| OnnxError::Node {
-            node: node_ref.clone(),
-            message: "the model imports no opset of the default ONNX domain".into(),
-        })?;
+        // A node of another domain (ai.onnx.ml) does not depend on the default domain's opset.
+        let opset = match opset {
+            Some(v) => v,
+            None if !matches!(domain, "" | "ai.onnx") => MAX_OPSET,
+            None => {
+                return Err(OnnxError::Node {
+                    node: node_ref.clone(),
+                    message: "the model imports no opset of the default ONNX domain".into(),
+                })
+            }
+        };
         // ONNX graphs are SSA: a second definition of a name would silently replace the first.
         for (i, out_name) in node.output.iter().enumerate() {
             let again_in_node = node.output[..i].contains(out_name);

@@ -468,4 +468,33 @@ mod tests {
             assert_eq!(back, t, "{dtype}");
         }
     }
+
+    proptest::proptest! {
+        /// Packed 4- and 2-bit payloads (and every other dtype) decode to the values encoded.
+        #[test]
+        fn packed_payloads_round_trip_through_bytes(values in proptest::collection::vec(proptest::num::i64::ANY, 0..9)) {
+            for dtype in DType::ALL {
+                let n = values.len();
+                let t = if dtype.is_float() {
+                    let xs = values.iter().map(|&v| (v % 1000) as f64 / 8.0).collect();
+                    Tensor::from_f64(dtype, vec![n], xs)
+                } else {
+                    Tensor::from_i64(dtype, vec![n], values.clone())
+                };
+                let proto = encode("t", &t);
+                proptest::prop_assert_eq!(proto.raw_data.as_ref().map(|b| b.len()), dtype.packed_bytes(n));
+                let back = decode(&proto, &mut ExternalData::default());
+                proptest::prop_assert!(back.as_ref().is_ok_and(|b| b.to_f64_vec().iter().zip(t.to_f64_vec()).all(|(x, y)| *x == y || (x.is_nan() && y.is_nan()))), "{} does not round trip: {:?}", dtype, back);
+            }
+        }
+    }
+
+    #[test]
+    fn int4_packs_two_to_a_byte_low_nibble_first() {
+        let t = Tensor::from_i64(DType::I4, vec![3], vec![-8, 7, -1]);
+        let proto = encode("t", &t);
+        assert_eq!(proto.raw_data.as_deref(), Some(&[0x78u8, 0x0f][..]));
+        let u2 = from_raw(DType::U2, vec![5], 5, &[0b11_10_01_00, 0b01]).unwrap();
+        assert_eq!(u2.to_i64_vec(), [0, 1, 2, 3, 1]);
+    }
 }

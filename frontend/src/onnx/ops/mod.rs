@@ -13,6 +13,7 @@ mod recurrent;
 mod reduce;
 mod resize;
 mod shape;
+mod signal;
 
 use super::import::{Importer, NodeCx, Slot};
 use std::collections::HashMap;
@@ -94,6 +95,7 @@ pub(crate) fn registry() -> Registry {
     reduce::register(&mut r);
     resize::register(&mut r);
     shape::register(&mut r);
+    signal::register(&mut r);
     r
 }
 

@@ -4,6 +4,7 @@
 
 use super::{invalid, one, unsupported, BuildResult, Registry};
 use crate::onnx::import::{Importer, NodeCx, Slot};
+use tessera_ir::dtype::DType;
 use tessera_ir::graph::ValueId;
 use tessera_ir::ops::conv::{PoolKind, Window};
 use tessera_ir::ops::elementwise::BinaryOp;
@@ -186,8 +187,23 @@ fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> BuildResult<Vec<Slot
         return unsupported("the Indices output of MaxPool");
     }
     let x = imp.value(cx, 0)?;
-    if !imp.ty(x).dtype.is_float() {
-        return unsupported(format!("pooling {} values", imp.ty(x).dtype));
+    let dtype = imp.ty(x).dtype;
+    if !dtype.is_float() {
+        // Max pooling of integers runs in f64, exact for every integer below 2^53.
+        if kind != PoolKind::Max || dtype == DType::Bool {
+            return unsupported(format!("pooling {dtype} values"));
+        }
+        let wide = imp.cast(x, DType::F64)?;
+        let y = pool_values(imp, cx, kind, wide)?;
+        return one(imp.cast(y, dtype)?);
+    }
+    one(pool_values(imp, cx, kind, x)?)
+}
+
+/// The pooling of `pool` on a float value `x`.
+fn pool_values(imp: &mut Importer, cx: &NodeCx, kind: PoolKind, x: ValueId) -> BuildResult<ValueId> {
+    if imp.ty(x).rank() == 5 && kind == PoolKind::Max {
+        return max_pool_3d(imp, cx, x);
     }
     let spatial = spatial_extents(imp, x, "input")?;
     let kernel = cx
@@ -217,6 +233,19 @@ fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> BuildResult<Vec<Slot
     }
     let spatial = spatial_extents(imp, x, "input")?;
     if ceil_mode {
+        extend_for_ceil_mode(&mut g, &spatial)?;
+    }
+    let one_d = n == 1;
+    let x2 = to_2d(imp, x)?;
+    let y = imp.add(Op::Pool2d { kind, kernel: g.kernel2(), window: g.window() }, &[x2])?;
+    from_2d(imp, y, one_d)
+}
+
+/// `ceil_mode`: grows the end pads so the output size rounds up, keeping the last window
+/// starting inside the input or its begin padding.
+fn extend_for_ceil_mode(g: &mut Geometry, spatial: &[Option<i64>]) -> BuildResult<()> {
+    let n = spatial.len();
+    {
         for (d, &extent) in spatial.iter().enumerate() {
             let Some(extent) = extent else {
                 return unsupported("ceil_mode over a symbolic spatial dimension");
@@ -237,10 +266,45 @@ fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> BuildResult<Vec<Slot
             }
         }
     }
-    let one_d = n == 1;
-    let x2 = to_2d(imp, x)?;
-    let y = imp.add(Op::Pool2d { kind, kernel: g.kernel2(), window: g.window() }, &[x2])?;
-    one(from_2d(imp, y, one_d)?)
+    Ok(())
+}
+
+/// 3-D max pooling as two 2-D max pools (the max over a box is the max over its depth of the
+/// maxima over its planes): first over (H, W) with the depth folded into the channels, then
+/// over D with (H, W) flattened into one axis.
+fn max_pool_3d(imp: &mut Importer, cx: &NodeCx, x: ValueId) -> BuildResult<ValueId> {
+    let Some(shape) = imp.ty(x).static_shape() else {
+        return unsupported("3-D max pooling over symbolic dimensions");
+    };
+    let [n, c, d, h, w] = [0, 1, 2, 3, 4].map(|i| shape[i]);
+    let spatial: Vec<Option<i64>> = [d, h, w].iter().map(|&e| Some(e as i64)).collect();
+    let kernel = cx
+        .attrs
+        .opt_ints("kernel_shape")?
+        .ok_or_else(|| super::BuildError::Invalid("missing required attribute 'kernel_shape'".into()))?;
+    if kernel.len() != 3 {
+        return invalid(format!("kernel_shape {kernel:?} does not match 3 spatial dimensions"));
+    }
+    let mut g = geometry(cx, kernel, &spatial)?;
+    if cx.attrs.int("ceil_mode", 0)? != 0 {
+        extend_for_ceil_mode(&mut g, &spatial)?;
+    }
+    let st = |v: u64| Dim::Static(v);
+    let planes = imp.reshape(x, vec![st(n), st(c * d), st(h), st(w)])?;
+    let window = Window {
+        strides: [g.strides[1], g.strides[2]],
+        pads: [g.pads[1], g.pads[2], g.pads[4], g.pads[5]],
+        dilations: [g.dilations[1], g.dilations[2]],
+    };
+    let hw = imp.add(Op::Pool2d { kind: PoolKind::Max, kernel: [g.kernel[1], g.kernel[2]], window }, &[planes])?;
+    let Some(hw_shape) = imp.ty(hw).static_shape() else { return invalid("pooled planes lost their shape") };
+    let (h2, w2) = (hw_shape[2], hw_shape[3]);
+    let columns = imp.reshape(hw, vec![st(n), st(c), st(d), st(h2 * w2)])?;
+    let window =
+        Window { strides: [g.strides[0], 1], pads: [g.pads[0], 0, g.pads[3], 0], dilations: [g.dilations[0], 1] };
+    let y = imp.add(Op::Pool2d { kind: PoolKind::Max, kernel: [g.kernel[0], 1], window }, &[columns])?;
+    let Some(y_shape) = imp.ty(y).static_shape() else { return invalid("pooled depth lost its shape") };
+    imp.reshape(y, vec![st(n), st(c), st(y_shape[2]), st(h2), st(w2)])
 }
 
 fn global_pool(imp: &mut Importer, cx: &NodeCx, kind: ReduceKind) -> BuildResult<Vec<Slot>> {
