@@ -4,6 +4,7 @@
 mod attention;
 mod einsum;
 mod elementwise;
+mod grid_sample;
 mod loss;
 mod matmul;
 mod nn;
@@ -86,6 +87,7 @@ pub(crate) fn registry() -> Registry {
     attention::register(&mut r);
     einsum::register(&mut r);
     elementwise::register(&mut r);
+    grid_sample::register(&mut r);
     loss::register(&mut r);
     matmul::register(&mut r);
     nn::register(&mut r);
