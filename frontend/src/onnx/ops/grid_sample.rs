@@ -1,4 +1,4 @@
-//! `GridSample` (2-D and 3-D; `nearest`, `linear`/`bilinear`, `cubic`/`bicubic`; `zeros`,
+//! `AffineGrid` and `GridSample` (2-D and 3-D; `nearest`, `linear`/`bilinear`, `cubic`/`bicubic`; `zeros`,
 //! `border` and `reflection` padding) composed from elementwise arithmetic and one flat
 //! `tsr.gather` per interpolation tap, following onnx's reference: coordinates are
 //! denormalized, moved inside the border (clamped or reflected) when they fall outside it, and
@@ -15,6 +15,7 @@ use tessera_ir::types::Dim;
 
 pub(super) fn register(r: &mut Registry) {
     r.insert("GridSample", grid_sample);
+    r.insert("AffineGrid", affine_grid);
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -292,4 +293,63 @@ fn grid_sample(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     }
     let Some(total) = total else { return invalid("GridSample without taps") };
     one(c.imp.cast(total, x_dtype)?)
+}
+
+/// `AffineGrid`: `theta [N, r, r+1]` applied to the homogeneous coordinates `(x, y[, z], 1)` of
+/// every output point (the normalized pixel centers, or corners with `align_corners`), in f64
+/// as onnx's reference computes it, giving the `[N, size..., r]` grid `GridSample` reads.
+fn affine_grid(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let theta = imp.value(cx, 0)?;
+    let size = match imp.const_ints(cx, 1, "size")? {
+        Some(v) => v,
+        None => return invalid("missing required input 1 (size)"),
+    };
+    let tty = imp.ty(theta);
+    let r = size.len().saturating_sub(2);
+    let Some(ts) = tty.static_shape() else { return unsupported("AffineGrid over a symbolic theta") };
+    if !(r == 2 || r == 3) || ts.len() != 3 || ts[1] != r as u64 || ts[2] != r as u64 + 1 || size.iter().any(|&s| s < 1)
+    {
+        return invalid(format!(
+            "AffineGrid needs theta [N, r, r + 1] and size [N, C, r extents] (r = 2 or 3), got {tty} and {size:?}"
+        ));
+    }
+    let align = cx.attrs.int("align_corners", 0)? != 0;
+    let extents: Vec<usize> = size[2..].iter().map(|&s| s as usize).collect();
+    let points = super::generated_len(extents.iter().map(|&e| e as u64).product(), "AffineGrid's grid")?;
+    // Normalized coordinate of index i along an extent of n.
+    let coord = |i: usize, n: usize| {
+        if align {
+            -1.0 + i as f64 * 2.0 / (n as f64 - 1.0)
+        } else {
+            let step = 2.0 / n as f64;
+            -1.0 + step / 2.0 + i as f64 * step
+        }
+    };
+    // base[j, p]: row j is x, y[, z] (the extents reversed), then 1.
+    let mut base = vec![0.0; (r + 1) * points];
+    for p in 0..points {
+        let mut rest = p;
+        let mut index = vec![0; r];
+        for d in (0..r).rev() {
+            index[d] = rest % extents[d];
+            rest /= extents[d];
+        }
+        for j in 0..r {
+            let d = r - 1 - j;
+            base[j * points + p] = coord(index[d], extents[d]);
+        }
+        base[r * points + p] = 1.0;
+    }
+    let base = imp.constant(tessera_ir::tensor::Tensor::from_f64(DType::F64, vec![r + 1, points], base));
+    let theta64 = imp.cast(theta, DType::F64)?;
+    let n = ts[0];
+    let base = imp.reshape(base, vec![Dim::Static(1), Dim::Static(r as u64 + 1), Dim::Static(points as u64)])?;
+    let base = imp.broadcast(base, &[Dim::Static(n), Dim::Static(r as u64 + 1), Dim::Static(points as u64)])?;
+    let grid = imp.add(Op::MatMul, &[theta64, base])?;
+    let grid = imp.add(Op::Transpose { perm: vec![0, 2, 1] }, &[grid])?;
+    let mut dims = vec![Dim::Static(n)];
+    dims.extend(extents.iter().map(|&e| Dim::Static(e as u64)));
+    dims.push(Dim::Static(r as u64));
+    let grid = imp.reshape(grid, dims)?;
+    one(imp.cast(grid, tty.dtype)?)
 }
