@@ -347,7 +347,9 @@ impl Importer {
             format!("{domain}.{}", node.op_type())
         };
         let node_ref = NodeRef { name: node.name().to_string(), index, op_type: op_type.clone() };
-        if registry.get(op_type.as_str()).is_none() && !(op_type == "Scatter" && opset.is_some_and(|v| v < 11)) {
+        if registry.get(op_type.as_str()).is_none()
+            && !(super::legacy::RENAMED.contains(&op_type.as_str()) && opset.is_some_and(|v| v < 11))
+        {
             return Err(OnnxError::UnsupportedOp { node: node_ref });
         }
         // A node of another domain (ai.onnx.ml) does not depend on the default domain's opset.

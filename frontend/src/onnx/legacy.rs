@@ -108,7 +108,16 @@ const UNCHANGED: &[&str] = &[
     "Unsqueeze",
     "Where",
     "Xor",
+    // Opset 10's quantized ops take per-tensor parameters, a case of their opset-13 forms.
+    "ConvInteger",
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QuantizeLinear",
 ];
+
+/// Ops of opsets before 11 that are imported under another op type.
+pub(crate) const RENAMED: &[&str] = &["Scatter", "Upsample"];
 
 /// The opset-11 form of `node` from a model of default-domain `opset` < 11, or why there is none.
 /// Constant inputs it adds are defined in `imp` under names derived from the node's first output.
@@ -147,6 +156,40 @@ pub(crate) fn modernize(imp: &mut Importer, node: &NodeProto, opset: i64) -> Res
             }
         }
         "Slice" => {}
+        // Upsample 7-9 is Resize with asymmetric coordinates (nearest rounds down); its scales
+        // are an attribute at 7 and an input from 9.
+        "Upsample" => {
+            let mode = attrs.string("mode", "nearest")?;
+            let x = node.input.first().cloned().unwrap_or_default();
+            let scales = node.input.get(1).cloned();
+            let mut resize = NodeProto {
+                op_type: Some("Resize".into()),
+                output: node.output.clone(),
+                name: node.name.clone(),
+                input: vec![x, String::new()],
+                ..NodeProto::default()
+            };
+            let string_attr = |name: &str, value: &str| super::proto::AttributeProto {
+                name: Some(name.into()),
+                s: Some(value.as_bytes().to_vec().into()),
+                r#type: Some(super::proto::attribute_proto::AttributeType::String as i32),
+                ..Default::default()
+            };
+            resize.attribute = vec![
+                string_attr("mode", &mode),
+                string_attr("coordinate_transformation_mode", "asymmetric"),
+                string_attr("nearest_mode", "floor"),
+            ];
+            match (scales, attrs.opt_floats("scales")?) {
+                (Some(s), _) if opset >= 9 => resize.input.push(s),
+                (_, Some(values)) => {
+                    let t = Tensor::from_f64(DType::F32, vec![values.len()], values);
+                    add_input(imp, &mut resize, "scales", t);
+                }
+                _ => return Err("Upsample needs scales".into()),
+            }
+            return Ok(resize);
+        }
         // Pad 2-10: `pads` and `value` are attributes.
         "Pad" => {
             let pads = attrs.opt_ints("pads")?.ok_or("Pad needs 'pads'")?;

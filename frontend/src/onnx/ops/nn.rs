@@ -14,6 +14,8 @@ use tessera_ir::types::Dim;
 
 pub(super) fn register(r: &mut Registry) {
     r.insert("Conv", conv);
+    r.insert("ConvInteger", conv_integer);
+    r.insert("QLinearConv", qlinear_conv);
     r.insert("ConvTranspose", conv_transpose);
     r.insert("MaxPool", |imp, cx| pool(imp, cx, PoolKind::Max));
     r.insert("AveragePool", |imp, cx| pool(imp, cx, PoolKind::Avg));
@@ -148,6 +150,121 @@ fn from_2d(imp: &mut Importer, y: ValueId, one_d: bool) -> BuildResult<ValueId> 
 
 fn conv(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let (x, w) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
+    let mut y = conv_values(imp, cx, x, w)?;
+    if let Some(b) = imp.opt_value(cx, 2)? {
+        y = add_channel_bias(imp, y, b)?;
+    }
+    one(y)
+}
+
+/// `y + b` for a `[M]` bias over `[N, M, spatial...]`.
+fn add_channel_bias(imp: &mut Importer, y: ValueId, b: ValueId) -> BuildResult<ValueId> {
+    // B is [M]; as [M, 1, ...] it broadcasts over the spatial dimensions.
+    let mut dims = imp.ty(b).dims;
+    dims.extend(std::iter::repeat_n(Dim::Static(1), imp.ty(y).rank().saturating_sub(2)));
+    let b = imp.reshape(b, dims)?;
+    imp.binary(BinaryOp::Add, y, b)
+}
+
+/// `w - zero_point` in i32 (f64 for the convolution), the zero point a scalar or one per
+/// output channel.
+fn centered_weight(imp: &mut Importer, w: ValueId, zp: Option<ValueId>) -> BuildResult<ValueId> {
+    let w = imp.cast(w, DType::I32)?;
+    let w = match zp {
+        Some(z) => {
+            let zty = imp.ty(z);
+            let rank = imp.ty(w).rank();
+            let mut dims = vec![Dim::Static(1); rank];
+            if zty.rank() == 1 && zty.dims[0] != Dim::Static(1) {
+                dims[0] = zty.dims[0].clone();
+            }
+            let z = imp.reshape(z, dims)?;
+            let z = imp.cast(z, DType::I32)?;
+            imp.binary(BinaryOp::Sub, w, z)?
+        }
+        None => w,
+    };
+    imp.cast(w, DType::F64)
+}
+
+/// `x - zero_point` (a scalar) in f64.
+fn centered_input(imp: &mut Importer, x: ValueId, zp: Option<ValueId>) -> BuildResult<ValueId> {
+    let x = imp.cast(x, DType::I32)?;
+    let x = match zp {
+        Some(z) => {
+            let rank = imp.ty(x).rank();
+            let z = imp.reshape(z, vec![Dim::Static(1); rank])?;
+            let z = imp.cast(z, DType::I32)?;
+            imp.binary(BinaryOp::Sub, x, z)?
+        }
+        None => x,
+    };
+    imp.cast(x, DType::F64)
+}
+
+/// `ConvInteger`: the convolution of the centered operands, exact in f64, as int32.
+fn conv_integer(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let (x, w) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
+    let (x_zp, w_zp) = (imp.opt_value(cx, 2)?, imp.opt_value(cx, 3)?);
+    let x = centered_input(imp, x, x_zp)?;
+    let w = centered_weight(imp, w, w_zp)?;
+    let y = conv_values(imp, cx, x, w)?;
+    one(imp.cast(y, DType::I32)?)
+}
+
+/// `QLinearConv` as onnx's reference computes it: the int32 convolution of the centered
+/// operands (plus the int32 bias), times `x_scale * w_scale / y_scale` (`w_scale` per output
+/// channel or one), plus the output zero point, clipped to the output type and rounded.
+fn qlinear_conv(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let (x_scale, x_zp) = (imp.value(cx, 1)?, imp.opt_value(cx, 2)?);
+    let w = imp.value(cx, 3)?;
+    let (w_scale, w_zp) = (imp.value(cx, 4)?, imp.opt_value(cx, 5)?);
+    let (y_scale, y_zp) = (imp.value(cx, 6)?, imp.opt_value(cx, 7)?);
+    let out = match y_zp {
+        Some(z) => imp.ty(z).dtype,
+        None => imp.ty(x).dtype,
+    };
+    let xc = centered_input(imp, x, x_zp)?;
+    let wc = centered_weight(imp, w, w_zp)?;
+    let mut y = conv_values(imp, cx, xc, wc)?;
+    if let Some(b) = imp.opt_value(cx, 8)? {
+        let b = imp.cast(b, DType::F64)?;
+        y = add_channel_bias(imp, y, b)?;
+    }
+    let rank = imp.ty(y).rank();
+    let ones = vec![Dim::Static(1); rank];
+    let xs = imp.reshape(x_scale, ones.clone())?;
+    let ys = imp.reshape(y_scale, ones.clone())?;
+    let wty = imp.ty(w_scale);
+    let mut w_dims = ones.clone();
+    if wty.rank() == 1 && wty.dims[0] != Dim::Static(1) {
+        w_dims[1] = wty.dims[0].clone();
+    }
+    let ws = imp.reshape(w_scale, w_dims)?;
+    // x_scale * w_scale / y_scale in the scales' type, then the f64 product.
+    let xw = imp.binary(BinaryOp::Mul, xs, ws)?;
+    let factor = imp.binary(BinaryOp::Div, xw, ys)?;
+    let factor = imp.cast(factor, DType::F64)?;
+    let dims = imp.ty(y).dims;
+    let factor = imp.broadcast(factor, &dims)?;
+    let mut r = imp.binary(BinaryOp::Mul, y, factor)?;
+    if let Some(z) = y_zp {
+        let z = imp.reshape(z, ones)?;
+        let z = imp.cast(z, DType::F64)?;
+        let z = imp.broadcast(z, &dims)?;
+        r = imp.binary(BinaryOp::Add, r, z)?;
+    }
+    if let Some((lo, hi)) = out.int_range() {
+        r = imp.binary_scalar(BinaryOp::Max, r, lo as f64)?;
+        r = imp.binary_scalar(BinaryOp::Min, r, hi as f64)?;
+    }
+    let r = imp.unary(tessera_ir::ops::elementwise::UnaryOp::Round, r)?;
+    one(imp.cast(r, out)?)
+}
+
+/// The convolution of `x` by `w` with the node's window attributes (no bias).
+fn conv_values(imp: &mut Importer, cx: &NodeCx, x: ValueId, w: ValueId) -> BuildResult<ValueId> {
     let spatial = spatial_extents(imp, x, "input")?;
     let wty = imp.ty(w);
     if wty.rank() != spatial.len() + 2 {
@@ -170,16 +287,7 @@ fn conv(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let one_d = spatial.len() == 1;
     let (x2, w2) = (to_2d(imp, x)?, to_2d(imp, w)?);
     let y = imp.add(Op::Conv2d { window: g.window(), groups }, &[x2, w2])?;
-    let mut y = from_2d(imp, y, one_d)?;
-    if let Some(b) = imp.opt_value(cx, 2)? {
-        // B is [M]; as [M, 1, ...] it broadcasts over the spatial dimensions.
-        let m = imp.ty(b).dims;
-        let mut dims = m.clone();
-        dims.extend(std::iter::repeat_n(Dim::Static(1), spatial.len()));
-        let b = imp.reshape(b, dims)?;
-        y = imp.binary(BinaryOp::Add, y, b)?;
-    }
-    one(y)
+    from_2d(imp, y, one_d)
 }
 
 fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> BuildResult<Vec<Slot>> {
