@@ -1,3 +1,4 @@
+//! Image geometry: `Col2Im` (one scatter-add with indices from the static geometry),
 //! `AffineGrid` and `GridSample` (2-D and 3-D; `nearest`, `linear`/`bilinear`, `cubic`/`bicubic`; `zeros`,
 //! `border` and `reflection` padding) composed from elementwise arithmetic and one flat
 //! `tsr.gather` per interpolation tap, following onnx's reference: coordinates are
@@ -16,6 +17,7 @@ use tessera_ir::types::Dim;
 pub(super) fn register(r: &mut Registry) {
     r.insert("GridSample", grid_sample);
     r.insert("AffineGrid", affine_grid);
+    r.insert("Col2Im", col2im);
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -352,4 +354,78 @@ fn affine_grid(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     dims.push(Dim::Static(r as u64));
     let grid = imp.reshape(grid, dims)?;
     one(imp.cast(grid, tty.dtype)?)
+}
+
+/// `Col2Im`: sums the columns `[N, C * prod(block), L]` back into an image `[N, C, image...]`
+/// with one flat `tsr.scatter` (add) whose indices are computed here from the static geometry;
+/// column entries that fall into the padding go to one extra slot that is sliced off.
+fn col2im(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let (Some(image), Some(block)) = (imp.const_ints(cx, 1, "image_shape")?, imp.const_ints(cx, 2, "block_shape")?)
+    else {
+        return invalid("Col2Im needs image_shape and block_shape");
+    };
+    let xty = imp.ty(x);
+    let Some(xs) = xty.static_shape() else { return unsupported("Col2Im over symbolic dimensions") };
+    let r = image.len();
+    if xs.len() != 3 || block.len() != r || r == 0 || image.iter().chain(&block).any(|&v| v < 1) {
+        return invalid(format!("Col2Im needs input [N, C*K, L] and matching image/block shapes, got {xty}"));
+    }
+    let read = |name: &str, default: i64, len: usize| -> BuildResult<Vec<i64>> {
+        Ok(cx.attrs.opt_ints(name)?.unwrap_or_else(|| vec![default; len]))
+    };
+    let (dil, pads, strides) = (read("dilations", 1, r)?, read("pads", 0, 2 * r)?, read("strides", 1, r)?);
+    if dil.len() != r || pads.len() != 2 * r || strides.len() != r || dil.iter().chain(&strides).any(|&v| v < 1) {
+        return invalid("Col2Im dilations, pads and strides must match the image rank");
+    }
+    let kernel: i64 = block.iter().product();
+    let blocks: Vec<i64> =
+        (0..r).map(|d| (image[d] + pads[d] + pads[r + d] - (dil[d] * (block[d] - 1) + 1)) / strides[d] + 1).collect();
+    let l: i64 = blocks.iter().product();
+    let (n, ck, len) = (xs[0] as i64, xs[1] as i64, xs[2] as i64);
+    if kernel == 0 || ck % kernel != 0 || len != l || blocks.iter().any(|&b| b < 1) {
+        return invalid(format!("Col2Im input {xty} does not match {l} blocks of {kernel} elements"));
+    }
+    let ch = ck / kernel;
+    let pixels: i64 = image.iter().product();
+    let total = (n * ch * pixels) as u64;
+    super::generated_len(total + 1 + (n * ck * len) as u64, "Col2Im's scatter")?;
+    let unravel = |mut i: i64, dims: &[i64]| {
+        let mut out = vec![0; dims.len()];
+        for d in (0..dims.len()).rev() {
+            out[d] = i % dims[d];
+            i /= dims[d];
+        }
+        out
+    };
+    let mut indices = Vec::with_capacity((n * ck * len) as usize);
+    for b in 0..n {
+        for row in 0..ck {
+            let (c, k) = (row / kernel, row % kernel);
+            let kpos = unravel(k, &block);
+            for col in 0..len {
+                let bpos = unravel(col, &blocks);
+                let mut flat = 0;
+                let mut inside = true;
+                for d in 0..r {
+                    let p = bpos[d] * strides[d] - pads[d] + kpos[d] * dil[d];
+                    inside &= (0..image[d]).contains(&p);
+                    flat = flat * image[d] + p;
+                }
+                indices.push(if inside { (b * ch + c) * pixels + flat } else { total as i64 });
+            }
+        }
+    }
+    let count = indices.len();
+    let idx = imp.constant(tessera_ir::tensor::Tensor::from_i64(DType::I64, vec![count], indices));
+    let updates = imp.reshape(x, vec![Dim::Static(count as u64)])?;
+    let zeros = imp.constant(tessera_ir::tensor::Tensor::zeros(xty.dtype, vec![total as usize + 1]));
+    let summed = imp.add(
+        Op::Scatter { axis: 0, reduction: tessera_ir::ops::indexing::ScatterReduction::Add },
+        &[zeros, idx, updates],
+    )?;
+    let kept = imp.add(Op::Slice { starts: vec![0], ends: vec![total as i64], steps: vec![1] }, &[summed])?;
+    let mut dims = vec![Dim::Static(n as u64), Dim::Static(ch as u64)];
+    dims.extend(image.iter().map(|&v| Dim::Static(v as u64)));
+    one(imp.reshape(kept, dims)?)
 }
