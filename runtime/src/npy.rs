@@ -32,13 +32,13 @@ pub enum NpyError {
     UnsupportedVersion { major: u8, minor: u8 },
     #[error("malformed .npy header: {0}")]
     MalformedHeader(String),
-    #[error("unsupported dtype '{0}' (supported: f8, f4, f2, i8, i4, i1, b1)")]
+    #[error("unsupported dtype '{0}' (supported: f8, f4, f2, i8, i4, i2, i1, u8, u4, u2, u1, b1)")]
     UnsupportedDtype(String),
     #[error("truncated {what}: expected {expected} bytes, got {got}")]
     Truncated { what: &'static str, expected: usize, got: usize },
     #[error("{0} unexpected bytes after the array data")]
     TrailingBytes(usize),
-    #[error("the array is {given} but the input is declared {declared} (only f32 arrays convert, to bf16 and fp8)")]
+    #[error("the array is {given} but the input is declared {declared} (only f32 arrays convert, to bf16 and the 8- and 4-bit floats, and i1/u1 ones to the 4- and 2-bit integers in range)")]
     DtypeMismatch { declared: DType, given: DType },
 }
 
