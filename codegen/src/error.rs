@@ -14,7 +14,7 @@ pub enum Unsupported {
     Op { op: &'static str, node: NodeId, subject: String },
     #[error("value %{value} has type {ty}: kernels need fully static shapes")]
     SymbolicShape { value: String, ty: String },
-    #[error("value %{value} has element type {dtype}, which codegen does not support (8-bit floats)")]
+    #[error("value %{value} has element type {dtype}, which codegen does not emit (it emits f64, f32, f16, bf16, i64, i32, i8 and i1; 8- and 4-bit floats, unsigned and 16-, 4- and 2-bit integers run on the reference interpreter)")]
     DType { value: String, dtype: DType },
     #[error("{subject}: {reason}")]
     Operands { node: NodeId, subject: String, reason: String },

@@ -18,8 +18,17 @@ fn is_splat(t: &tessera_ir::tensor::Tensor) -> bool {
     }
 }
 
+/// The element types the CPU and GPU code generators emit; the others (8- and 4-bit floats,
+/// unsigned and 16-, 4- and 2-bit integers) stay on the reference path.
+fn compiled_dtype(dtype: DType) -> bool {
+    matches!(
+        dtype,
+        DType::F64 | DType::F32 | DType::F16 | DType::BF16 | DType::I64 | DType::I32 | DType::I8 | DType::Bool
+    )
+}
+
 /// `Ok` when [`crate::compile_cpu`] (and [`crate::compile_ptx`]) can compile `g`: it verifies,
-/// every shape is static, no value is an 8-bit float, every op has a template, and no literal
+/// every shape is static, every element type is one codegen emits, every op has a template, and no literal
 /// is large (see [`MAX_CONSTANT_ELEMENTS`]).
 pub fn supports(g: &Graph) -> Result<(), Unsupported> {
     verify(g).map_err(|e| Unsupported::InvalidGraph(e.to_string()))?;
@@ -27,7 +36,7 @@ pub fn supports(g: &Graph) -> Result<(), Unsupported> {
         if value.ty.static_shape().is_none() {
             return Err(Unsupported::SymbolicShape { value: value.name.clone(), ty: value.ty.to_string() });
         }
-        if matches!(value.ty.dtype, DType::F8E4M3 | DType::F8E5M2) {
+        if !compiled_dtype(value.ty.dtype) {
             return Err(Unsupported::DType { value: value.name.clone(), dtype: value.ty.dtype });
         }
     }

@@ -63,10 +63,26 @@ fn empty_file_and_missing_graph_are_reported() {
 #[test]
 fn wrong_opset_names_the_opset() {
     let mut m = mlp_model();
-    m.opset_import[0].version = Some(10);
-    assert_eq!(error_of(&m), "model uses ONNX opset 10; tessera imports opsets 11 to 28");
+    m.opset_import[0].version = Some(0);
+    assert_eq!(error_of(&m), "model uses ONNX opset 0; tessera imports opsets 1 to 28");
     m.opset_import[0].version = Some(29);
-    assert_eq!(error_of(&m), "model uses ONNX opset 29; tessera imports opsets 11 to 28");
+    assert_eq!(error_of(&m), "model uses ONNX opset 29; tessera imports opsets 1 to 28");
+}
+
+#[test]
+fn old_opsets_import_unchanged_ops_and_name_the_others() {
+    let mut m = mlp_model();
+    m.opset_import[0].version = Some(9);
+    assert!(
+        import_proto(&m, None, &ImportOptions::default()).is_ok(),
+        "an MLP of ops unchanged since opset 7 imports at opset 9"
+    );
+    m.opset_import[0].version = Some(5);
+    let err = error_of(&m);
+    assert!(
+        err.contains("at opset 5 is not imported (before opset 7 only Not, Identity, Shape and Transpose are)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -217,19 +233,29 @@ fn nodes_with_bad_inputs_or_attributes_are_named() {
 
 #[test]
 fn unsupported_types_are_named_and_classified() {
-    let m = model(
-        vec![node("Identity", "id", &["x"], &["y"], vec![])],
-        vec![value("x", DataType::Uint8, &[D::N(2)])],
-        vec![value("y", DataType::Uint8, &[D::N(2)])],
-        vec![],
-        17,
-    );
-    let e = match import_proto(&m, None, &ImportOptions::default()) {
-        Ok(_) => panic!("uint8 imported"),
+    let identity_of = |t: DataType| {
+        model(
+            vec![node("Identity", "id", &["x"], &["y"], vec![])],
+            vec![value("x", t, &[D::N(2)])],
+            vec![value("y", t, &[D::N(2)])],
+            vec![],
+            17,
+        )
+    };
+    let error = |t: DataType| match import_proto(&identity_of(t), None, &ImportOptions::default()) {
+        Ok(_) => panic!("{t:?} imported"),
         Err(e) => e,
     };
+    let e = error(DataType::Complex64);
     assert!(e.is_unsupported());
-    assert_eq!(e.to_string(), "graph input 'x': element type uint8 is not supported by tessera");
+    assert_eq!(e.to_string(), "graph input 'x': element type complex64 is not supported by tessera");
+    let e = error(DataType::String);
+    assert!(e.is_unsupported());
+    assert_eq!(
+        e.to_string(),
+        "graph input 'x': string tensors are not supported: tessera computes on numeric tensors only"
+    );
+    assert!(import_proto(&identity_of(DataType::Uint8), None, &ImportOptions::default()).is_ok());
 }
 
 #[test]

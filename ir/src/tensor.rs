@@ -21,14 +21,15 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    /// A float tensor; values are rounded to `dtype`. For an integer `dtype` they are truncated.
+    /// A float tensor; values are rounded to `dtype`. For an integer `dtype` they are converted
+    /// as [`DType::int_from_f64`] says (truncated, then wrapped).
     pub fn from_f64(dtype: DType, shape: Vec<usize>, values: Vec<f64>) -> Tensor {
         debug_assert_eq!(values.len(), shape.iter().product::<usize>());
         if dtype.is_float() {
             let data = values.into_iter().map(|x| dtype.round_float(x)).collect();
             Tensor { dtype, shape, data: Buffer::Float(data) }
         } else {
-            let data = values.into_iter().map(|x| dtype.wrap_int(x as i64)).collect();
+            let data = values.into_iter().map(|x| dtype.int_from_f64(x)).collect();
             Tensor { dtype, shape, data: Buffer::Int(data) }
         }
     }
@@ -79,7 +80,7 @@ impl Tensor {
     pub fn get_f64(&self, i: usize) -> f64 {
         match &self.data {
             Buffer::Float(v) => v[i],
-            Buffer::Int(v) => v[i] as f64,
+            Buffer::Int(v) => self.dtype.int_to_f64(v[i]),
         }
     }
 
@@ -95,7 +96,7 @@ impl Tensor {
     pub fn to_f64_vec(&self) -> Vec<f64> {
         match &self.data {
             Buffer::Float(v) => v.clone(),
-            Buffer::Int(v) => v.iter().map(|&x| x as f64).collect(),
+            Buffer::Int(v) => v.iter().map(|&x| self.dtype.int_to_f64(x)).collect(),
         }
     }
 
@@ -115,6 +116,7 @@ impl Tensor {
                 Tensor::from_i64(dtype, self.shape.clone(), v.iter().map(|&x| (x != 0.0) as i64).collect())
             }
             Buffer::Float(v) => Tensor::from_f64(dtype, self.shape.clone(), v.clone()),
+            Buffer::Int(_) if dtype.is_float() => Tensor::from_f64(dtype, self.shape.clone(), self.to_f64_vec()),
             Buffer::Int(v) => Tensor::from_i64(dtype, self.shape.clone(), v.clone()),
         }
     }

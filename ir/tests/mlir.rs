@@ -745,3 +745,50 @@ fn verifier_errors_without_a_node_point_at_the_return_or_the_function() {
     let name_error = VerifyError { node: None, subject: "%x".into(), message: "is defined more than once".into() };
     assert_eq!(map.locate(&name_error), Loc { line: 1, col: 1 });
 }
+
+/// The element types of issue 15 (unsigned and 16/4/2-bit integers, FNUZ float8, float4) print
+/// as MLIR's builtin types (`ui8`, `i4`, `f8E4M3FNUZ`, `f4E2M1FN`), read back equal, in both
+/// the list and (large integer constants) the hex form, and MLIR itself accepts the text.
+#[test]
+fn narrow_and_unsigned_dtypes_round_trip() {
+    let mut g = Graph::new("narrow");
+    let mut outs = Vec::new();
+    let ints = [
+        (DType::U8, vec![0, 255]),
+        (DType::U16, vec![0, 65535]),
+        (DType::U32, vec![0, u32::MAX as i64]),
+        (DType::U64, vec![0, -1]), // u64::MAX, held as -1
+        (DType::I16, vec![-32768, 32767]),
+        (DType::I4, vec![-8, 7]),
+        (DType::U4, vec![0, 15]),
+        (DType::I2, vec![-2, 1]),
+        (DType::U2, vec![0, 3]),
+    ];
+    for (dtype, values) in ints {
+        let t = Tensor::from_i64(dtype, vec![2], values);
+        outs.push(add_named(&mut g, &format!("c_{dtype}"), Op::Constant(t), &[]));
+    }
+    for (dtype, values) in [
+        (DType::F8E4M3Fnuz, vec![240.0, -0.5, f64::NAN]),
+        (DType::F8E5M2Fnuz, vec![57344.0, 1.25, f64::NAN]),
+        (DType::F4E2M1, vec![6.0, -1.5, 0.5]),
+    ] {
+        let t = Tensor::from_f64(dtype, vec![3], values);
+        outs.push(add_named(&mut g, &format!("c_{dtype}"), Op::Constant(t), &[]));
+    }
+    let n = tessera_ir::mlir::print::HEX_DENSE_MIN_ELEMENTS + 1;
+    for dtype in [DType::U8, DType::U32, DType::I16, DType::I4] {
+        let t = Tensor::from_i64(dtype, vec![n], (0..n as i64).map(|i| i * 7919 - 3000).collect());
+        outs.push(add_named(&mut g, &format!("large_{dtype}"), Op::Constant(t), &[]));
+    }
+    g.set_outputs(outs);
+    verify(&g).expect("verifies");
+    let text = print_graph(&g);
+    for spelling in ["tensor<2xui8>", "tensor<2xi4>", "tensor<2xui2>", "tensor<3xf8E4M3FNUZ>", "tensor<3xf4E2M1FN>"] {
+        assert!(text.contains(spelling), "{spelling} missing from\n{text}");
+    }
+    assert!(text.contains("18446744073709551615"), "u64::MAX prints unsigned\n{text}");
+    let (back, _) = parse_graph(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(print_graph(&back), text);
+    check_with_mlir(&text).expect("MLIR accepts the builtin narrow and unsigned types");
+}

@@ -39,10 +39,14 @@ impl Template {
 }
 
 /// The template of `op`, or `None` when the code generator has none (`scatter`, whose
-/// data-dependent writes need atomics on the GPU): the fusion pass keeps such ops out of
+/// data-dependent writes need atomics on the GPU; the bitwise ops): the fusion pass keeps such ops out of
 /// generated kernels.
 pub fn template(op: &Op) -> Option<Template> {
     Some(match op {
+        // Bitwise ops and shifts (integer-only; a shift by the width or more is 0 in the
+        // reference but poison in MLIR) run on the interpreter.
+        Op::Unary(u) if u.is_bitwise() => return None,
+        Op::Binary(b) if b.is_bitwise() => return None,
         Op::Constant(_)
         | Op::Unary(_)
         | Op::Binary(_)

@@ -179,7 +179,7 @@ proptest! {
     fn unary_ops(seed in any::<u64>(), shape in dims()) {
         for &u in UnaryOp::ALL {
             let values = match u {
-                UnaryOp::Not | UnaryOp::Ceil | UnaryOp::Floor | UnaryOp::Round => continue,
+                UnaryOp::Not | UnaryOp::BitNot | UnaryOp::Ceil | UnaryOp::Floor | UnaryOp::Round => continue,
                 UnaryOp::Acos | UnaryOp::Asin => Values::Inside,
                 UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Reciprocal => Values::Positive,
                 UnaryOp::Abs | UnaryOp::Relu => Values::AwayFromZero,
@@ -197,6 +197,7 @@ proptest! {
         for &b in BinaryOp::ALL {
             let (va, vb) = match b {
                 BinaryOp::And | BinaryOp::Or => continue,
+                b if b.is_bitwise() => continue,
                 BinaryOp::Div => (Values::Signed, Values::Positive),
                 BinaryOp::Pow => (Values::Positive, Values::Signed),
                 _ => (Values::Signed, Values::Signed),

@@ -32,13 +32,13 @@ pub enum NpyError {
     UnsupportedVersion { major: u8, minor: u8 },
     #[error("malformed .npy header: {0}")]
     MalformedHeader(String),
-    #[error("unsupported dtype '{0}' (supported: f8, f4, f2, i8, i4, i1, b1)")]
+    #[error("unsupported dtype '{0}' (supported: f8, f4, f2, i8, i4, i2, i1, u8, u4, u2, u1, b1)")]
     UnsupportedDtype(String),
     #[error("truncated {what}: expected {expected} bytes, got {got}")]
     Truncated { what: &'static str, expected: usize, got: usize },
     #[error("{0} unexpected bytes after the array data")]
     TrailingBytes(usize),
-    #[error("the array is {given} but the input is declared {declared} (only f32 arrays convert, to bf16 and fp8)")]
+    #[error("the array is {given} but the input is declared {declared} (only f32 arrays convert, to bf16 and the 8- and 4-bit floats, and i1/u1 ones to the 4- and 2-bit integers in range)")]
     DtypeMismatch { declared: DType, given: DType },
 }
 
@@ -209,15 +209,7 @@ pub fn write_npy_feed_bytes(feed: &Feed) -> Result<Vec<u8>, String> {
 
 /// The magic, version, and padded header of a `.npy` file, with room for `data_bytes` more.
 fn npy_header(dtype: DType, shape: &[usize], data_bytes: usize) -> Vec<u8> {
-    let descr = match dtype {
-        DType::F64 => "<f8",
-        DType::F32 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2 => "<f4",
-        DType::F16 => "<f2",
-        DType::I64 => "<i8",
-        DType::I32 => "<i4",
-        DType::I8 => "|i1",
-        DType::Bool => "|b1",
-    };
+    let descr = npy_descr(dtype);
     let shape = match shape {
         [] => "()".to_string(),
         [n] => format!("({n},)"),
@@ -244,19 +236,44 @@ fn npy_header(dtype: DType, shape: &[usize], data_bytes: usize) -> Vec<u8> {
     out
 }
 
+/// The `.npy` type of a dtype: NumPy's own where it has one; bf16 and the 8- and 4-bit floats
+/// are written as `f4`, the 4- and 2-bit integers one per byte as `i1`/`u1`.
+fn npy_descr(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F64 => "<f8",
+        DType::F32
+        | DType::BF16
+        | DType::F8E4M3
+        | DType::F8E5M2
+        | DType::F8E4M3Fnuz
+        | DType::F8E5M2Fnuz
+        | DType::F4E2M1 => "<f4",
+        DType::F16 => "<f2",
+        DType::I64 => "<i8",
+        DType::I32 => "<i4",
+        DType::I16 => "<i2",
+        DType::I8 | DType::I4 | DType::I2 => "|i1",
+        DType::U64 => "<u8",
+        DType::U32 => "<u4",
+        DType::U16 => "<u2",
+        DType::U8 | DType::U4 | DType::U2 => "|u1",
+        DType::Bool => "|b1",
+    }
+}
+
 /// Appends `t`'s elements in the encoding [`npy_header`] announces for its dtype.
 fn write_npy_data(t: &Tensor, out: &mut Vec<u8>) {
     for i in 0..t.len() {
-        match t.dtype {
-            DType::F64 => out.extend_from_slice(&t.get_f64(i).to_le_bytes()),
-            DType::F32 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2 => {
-                out.extend_from_slice(&(t.get_f64(i) as f32).to_le_bytes())
+        match npy_descr(t.dtype) {
+            "<f8" => out.extend_from_slice(&t.get_f64(i).to_le_bytes()),
+            "<f4" => out.extend_from_slice(&(t.get_f64(i) as f32).to_le_bytes()),
+            "<f2" => out.extend_from_slice(&half::f16::from_f64(t.get_f64(i)).to_bits().to_le_bytes()),
+            "|b1" => out.push((t.get_i64(i) != 0) as u8),
+            // Integers: the low bytes of the two's complement value, as wide as the descr says.
+            descr => {
+                let width = descr[2..].parse::<usize>().unwrap_or(8);
+                out.extend_from_slice(&t.get_i64(i).to_le_bytes()[..width]);
             }
-            DType::F16 => out.extend_from_slice(&half::f16::from_f64(t.get_f64(i)).to_bits().to_le_bytes()),
-            DType::I64 => out.extend_from_slice(&t.get_i64(i).to_le_bytes()),
-            DType::I32 => out.extend_from_slice(&(t.get_i64(i) as i32).to_le_bytes()),
-            DType::I8 => out.push(t.get_i64(i) as i8 as u8),
-            DType::Bool => out.push((t.get_i64(i) != 0) as u8),
         }
     }
 }
@@ -267,7 +284,16 @@ fn write_npy_data(t: &Tensor, out: &mut Vec<u8>) {
 pub fn conform_to(t: Tensor, declared: DType) -> Result<Tensor, NpyError> {
     match (t.dtype, declared) {
         (given, declared) if given == declared => Ok(t),
-        (DType::F32, DType::BF16 | DType::F8E4M3 | DType::F8E5M2) => Ok(t.cast(declared)),
+        (DType::F32, d) if d.is_float() && npy_descr(d) == "<f4" => Ok(t.cast(declared)),
+        // The 4- and 2-bit integers travel one per byte; values out of their range are refused.
+        (DType::I8, DType::I4 | DType::I2) | (DType::U8, DType::U4 | DType::U2) => {
+            let (lo, hi) = declared.int_range().unwrap_or((0, 0));
+            if t.to_i64_vec().iter().all(|v| (lo..=hi).contains(v)) {
+                Ok(t.cast(declared))
+            } else {
+                Err(NpyError::DtypeMismatch { declared, given: t.dtype })
+            }
+        }
         (given, declared) => Err(NpyError::DtypeMismatch { declared, given }),
     }
 }
@@ -300,7 +326,12 @@ fn parse_descr(descr: &str) -> Result<(DType, ByteOrder), NpyError> {
         "f2" => DType::F16,
         "i8" => DType::I64,
         "i4" => DType::I32,
+        "i2" => DType::I16,
         "i1" => DType::I8,
+        "u8" => DType::U64,
+        "u4" => DType::U32,
+        "u2" => DType::U16,
+        "u1" => DType::U8,
         "b1" => DType::Bool,
         _ => return Err(NpyError::UnsupportedDtype(descr.to_string())),
     };
@@ -332,10 +363,30 @@ fn decode(dtype: DType, order: ByteOrder, data: &[u8], shape: Vec<usize>) -> Ten
         DType::I32 => {
             Tensor::from_i64(dtype, shape, chunks::<4>(data, order).map(|b| i32::from_le_bytes(b) as i64).collect())
         }
+        DType::I16 => {
+            Tensor::from_i64(dtype, shape, chunks::<2>(data, order).map(|b| i16::from_le_bytes(b) as i64).collect())
+        }
+        DType::U64 => Tensor::from_i64(dtype, shape, chunks::<8>(data, order).map(i64::from_le_bytes).collect()),
+        DType::U32 => {
+            Tensor::from_i64(dtype, shape, chunks::<4>(data, order).map(|b| u32::from_le_bytes(b) as i64).collect())
+        }
+        DType::U16 => {
+            Tensor::from_i64(dtype, shape, chunks::<2>(data, order).map(|b| u16::from_le_bytes(b) as i64).collect())
+        }
         DType::I8 => Tensor::from_i64(dtype, shape, data.iter().map(|&b| b as i8 as i64).collect()),
+        DType::U8 => Tensor::from_i64(dtype, shape, data.iter().map(|&b| b as i64).collect()),
         DType::Bool => Tensor::from_i64(dtype, shape, data.iter().map(|&b| (b != 0) as i64).collect()),
-        // parse_descr never yields these.
-        DType::BF16 | DType::F8E4M3 | DType::F8E5M2 => Tensor::zeros(dtype, shape),
+        // parse_descr never yields these (NumPy has no such types).
+        DType::BF16
+        | DType::F8E4M3
+        | DType::F8E5M2
+        | DType::F8E4M3Fnuz
+        | DType::F8E5M2Fnuz
+        | DType::F4E2M1
+        | DType::I4
+        | DType::I2
+        | DType::U4
+        | DType::U2 => Tensor::zeros(dtype, shape),
     }
 }
 

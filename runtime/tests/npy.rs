@@ -43,6 +43,11 @@ fn every_numpy_dtype_round_trips() {
         Tensor::from_i64(DType::I64, vec![2, 3], vec![i64::MIN, i64::MAX, 0, -1, 5, 6]),
         Tensor::from_i64(DType::I32, vec![1, 6], vec![i32::MIN as i64, i32::MAX as i64, 0, -1, 5, 6]),
         Tensor::from_i64(DType::I8, vec![6], ints.to_vec()),
+        Tensor::from_i64(DType::I16, vec![6], vec![-32768, 32767, 0, -1, 5, 6]),
+        Tensor::from_i64(DType::U8, vec![6], vec![0, 255, 1, 2, 128, 7]),
+        Tensor::from_i64(DType::U16, vec![6], vec![0, 65535, 1, 2, 128, 7]),
+        Tensor::from_i64(DType::U32, vec![6], vec![0, u32::MAX as i64, 1, 2, 128, 7]),
+        Tensor::from_i64(DType::U64, vec![6], vec![0, -1, 1, i64::MIN, 128, 7]),
         Tensor::from_i64(DType::Bool, vec![2, 1, 3], vec![1, 0, 0, 1, 1, 0]),
         Tensor::from_f64(DType::F32, vec![], vec![3.25]),
         Tensor::from_f64(DType::F64, vec![0, 4], vec![]),
@@ -72,15 +77,25 @@ fn the_header_is_the_dict_numpy_writes() {
 
 #[test]
 fn bf16_and_fp8_are_written_as_float32_and_conform_back() {
-    for dtype in [DType::BF16, DType::F8E4M3, DType::F8E5M2] {
-        let t = Tensor::from_f64(dtype, vec![3], vec![1.0, -0.5, 3.5]);
+    for dtype in [DType::BF16, DType::F8E4M3, DType::F8E5M2, DType::F8E4M3Fnuz, DType::F8E5M2Fnuz, DType::F4E2M1] {
+        let t = Tensor::from_f64(dtype, vec![3], vec![1.0, -0.5, 3.0]);
         let back = read_npy_bytes(&write_npy_bytes(&t)).expect("read");
-        assert_eq!(back, Tensor::from_f64(DType::F32, vec![3], vec![1.0, -0.5, 3.5]));
+        assert_eq!(back, Tensor::from_f64(DType::F32, vec![3], vec![1.0, -0.5, 3.0]));
         assert_eq!(conform_to(back, dtype).expect("conform"), t);
     }
     // Conforming rounds a float32 value that the narrow type cannot hold.
     let wide = Tensor::from_f64(DType::F32, vec![1], vec![1.0 + 1.0 / 128.0 + 1.0 / 1024.0]);
     assert_eq!(conform_to(wide, DType::BF16).expect("conform").to_f64_vec(), [1.0078125]);
+}
+
+#[test]
+fn four_and_two_bit_integers_travel_one_per_byte() {
+    let t = Tensor::from_i64(DType::I4, vec![3], vec![-8, 7, -1]);
+    let back = read_npy_bytes(&write_npy_bytes(&t)).expect("read");
+    assert_eq!(back, Tensor::from_i64(DType::I8, vec![3], vec![-8, 7, -1]));
+    assert_eq!(conform_to(back, DType::I4).expect("conform"), t);
+    let too_wide = Tensor::from_i64(DType::U8, vec![1], vec![4]);
+    assert!(conform_to(too_wide, DType::U2).is_err(), "4 does not fit ui2");
 }
 
 #[test]
@@ -91,7 +106,7 @@ fn conform_to_refuses_other_conversions() {
     let err = conform_to(f64s, DType::F32).expect_err("f64 to f32");
     assert_eq!(
         err.to_string(),
-        "the array is f64 but the input is declared f32 (only f32 arrays convert, to bf16 and fp8)"
+        "the array is f64 but the input is declared f32 (only f32 arrays convert, to bf16 and the 8- and 4-bit floats, and i1/u1 ones to the 4- and 2-bit integers in range)"
     );
     let ints = Tensor::from_i64(DType::I32, vec![1], vec![1]);
     assert!(matches!(
@@ -169,10 +184,11 @@ fn broken_files_give_precise_errors() {
     assert_eq!(read_err(&extra), "3 unexpected bytes after the array data");
     assert_eq!(read_err(b"PK\x03\x04 not numpy at all"), "not a .npy file: bad magic (expected \\x93NUMPY)");
     assert_eq!(read_err(b""), "not a .npy file: bad magic (expected \\x93NUMPY)");
-    let unsigned = npy_file(1, "{'descr': '|u1', 'fortran_order': False, 'shape': (1,), }", &[0]);
-    assert_eq!(read_err(&unsigned), "unsupported dtype '|u1' (supported: f8, f4, f2, i8, i4, i1, b1)");
     let complex = npy_file(1, "{'descr': '<c16', 'fortran_order': False, 'shape': (), }", &[0; 16]);
-    assert_eq!(read_err(&complex), "unsupported dtype '<c16' (supported: f8, f4, f2, i8, i4, i1, b1)");
+    assert_eq!(
+        read_err(&complex),
+        "unsupported dtype '<c16' (supported: f8, f4, f2, i8, i4, i2, i1, u8, u4, u2, u1, b1)"
+    );
     let missing = npy_file(1, "{'descr': '<f8', 'shape': (2,), }", &[0u8; 16]);
     assert_eq!(read_err(&missing), "malformed .npy header: missing key 'fortran_order'");
     let bad_shape = npy_file(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (-2,), }", &[]);

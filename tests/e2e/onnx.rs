@@ -40,7 +40,10 @@ fn test_onnx_summarizes_a_selection_of_node_tests() {
     let string_case = cases.iter().find(|c| c["name"] == "test_string_concat").unwrap();
     assert_eq!(string_case["outcome"], "unsupported");
     let reason = string_case["reason"].as_str().unwrap();
-    assert!(reason.contains("element type string is not supported by tessera"), "{string_case}");
+    assert!(
+        reason.contains("string tensors are not supported: tessera computes on numeric tensors only"),
+        "{string_case}"
+    );
 
     // A wrong expected value makes the case fail, and a failure makes the command fail (an
     // unsupported case does not).
@@ -65,7 +68,7 @@ fn test_onnx_fails_naming_each_listed_case_that_does_not_pass() {
     std::fs::write(dir.path().join("passing.txt"), "# two cases\ntest_abs\ntest_string_concat\n").unwrap();
     let out = tessera(dir.path(), &["test-onnx", "suite", "--manifest", "passing.txt"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
-    let regressed = "REGRESSED test_string_concat: graph input 'x': element type string is not supported by tessera";
+    let regressed = "REGRESSED test_string_concat: graph input 'x': string tensors are not supported: tessera computes on numeric tensors only";
     assert!(out.stdout.contains(regressed), "{}", out.stdout);
     assert!(out.stderr.contains("1 listed node test(s) regressed and 0 are missing"), "{}", out.stderr);
     // Known failures outside the manifest are not fatal; a case that passes but is not listed

@@ -410,6 +410,8 @@ impl FnEmitter<'_> {
             // `math.roundeven`: halves to even (`math.round` takes them away from zero).
             UnaryOp::Round => self.op("math.roundeven", &[x], ty),
             UnaryOp::Not => return Err(CodegenError::Internal(format!("'not' on {dtype}"))),
+            // `supports` refuses bitwise ops before emission.
+            UnaryOp::BitNot => return Err(CodegenError::Internal(format!("'bitwise_not' on {dtype}"))),
         };
         Ok(self.round(r, dtype))
     }
@@ -590,6 +592,10 @@ impl FnEmitter<'_> {
                     self.line(format!("{r} = arith.uitofp {both} : i1 to f32"));
                     r
                 }
+                // Not defined on floats; the verifier rejects them before codegen.
+                BinaryOp::BitAnd | BinaryOp::BitOr | BinaryOp::BitXor | BinaryOp::ShiftLeft | BinaryOp::ShiftRight => {
+                    self.op("arith.mulf", &[x, y], ty)
+                }
             };
             return self.round(r, dtype);
         }
@@ -616,6 +622,13 @@ impl FnEmitter<'_> {
                 self.line(format!("{r} = arith.extui {both} : i1 to {ty}"));
                 r
             }
+            BinaryOp::BitAnd => self.op("arith.andi", &[x, y], ty),
+            BinaryOp::BitOr => self.op("arith.ori", &[x, y], ty),
+            BinaryOp::BitXor => self.op("arith.xori", &[x, y], ty),
+            // Shift amounts of the width or more are poison in MLIR but 0 in the reference, so
+            // `supports` refuses shifts; these lines are never reached through it.
+            BinaryOp::ShiftLeft => self.op("arith.shli", &[x, y], ty),
+            BinaryOp::ShiftRight => self.op("arith.shrui", &[x, y], ty),
         }
     }
 

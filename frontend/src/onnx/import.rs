@@ -26,7 +26,11 @@ use tessera_ir::types::{Dim, TensorType};
 /// with a `stash_type` and SpaceToDepth-28 gains `mode` (CRD), which their builders handle;
 /// Mod-28 defines `fmod = 0` on floats (floor division), and its builder handles float Mod at
 /// every opset. ReduceLogSum(Exp)-28 drop integer types.
-pub const MIN_OPSET: i64 = 11;
+///
+/// Opsets 1 to 10 go through `legacy::modernize`, which rewrites each node into its opset-11
+/// form (Slice/Pad/Clip/TopK attributes that became inputs, Scatter as ScatterElements) and
+/// refuses by name the ops whose older form it does not map.
+pub const MIN_OPSET: i64 = 1;
 pub const MAX_OPSET: i64 = 28;
 
 /// Constant folding evaluates an op at import time when all its operands are constants and its
@@ -362,12 +366,22 @@ impl Importer {
             format!("{domain}.{}", node.op_type())
         };
         let node_ref = NodeRef { name: node.name().to_string(), index, op_type: op_type.clone() };
-        let builder =
-            registry.get(op_type.as_str()).ok_or_else(|| OnnxError::UnsupportedOp { node: node_ref.clone() })?;
-        let opset = opset.ok_or_else(|| OnnxError::Node {
-            node: node_ref.clone(),
-            message: "the model imports no opset of the default ONNX domain".into(),
-        })?;
+        if registry.get(op_type.as_str()).is_none()
+            && !(super::legacy::RENAMED.contains(&op_type.as_str()) && opset.is_some_and(|v| v < 11))
+        {
+            return Err(OnnxError::UnsupportedOp { node: node_ref });
+        }
+        // A node of another domain (ai.onnx.ml) does not depend on the default domain's opset.
+        let opset = match opset {
+            Some(v) => v,
+            None if !matches!(domain, "" | "ai.onnx") => MAX_OPSET,
+            None => {
+                return Err(OnnxError::Node {
+                    node: node_ref.clone(),
+                    message: "the model imports no opset of the default ONNX domain".into(),
+                })
+            }
+        };
         // ONNX graphs are SSA: a second definition of a name would silently replace the first.
         for (i, out_name) in node.output.iter().enumerate() {
             let again_in_node = node.output[..i].contains(out_name);
@@ -381,6 +395,17 @@ impl Importer {
                 });
             }
         }
+        let modern;
+        let node = if opset < 11 && matches!(domain, "" | "ai.onnx") {
+            modern = super::legacy::modernize(self, node, opset)
+                .map_err(|message| OnnxError::UnsupportedNode { node: node_ref.clone(), message })?;
+            &modern
+        } else {
+            node
+        };
+        let builder =
+            if matches!(domain, "" | "ai.onnx") { registry.get(node.op_type()) } else { registry.get(&op_type) };
+        let builder = builder.ok_or_else(|| OnnxError::UnsupportedOp { node: node_ref.clone() })?;
         let cx = NodeCx { proto: node, attrs: Attrs::of(node), opset };
         let first_new = self.graph.num_values();
         let outs = builder(self, &cx).map_err(|e| match e {
@@ -564,6 +589,20 @@ impl Importer {
     fn name_value(&mut self, v: ValueId, onnx_name: &str) {
         let name = self.unique_name(onnx_name);
         self.graph.rename_value(v, &name);
+    }
+
+    /// Defines the ONNX value `name` as the constant `t` (the inputs `legacy::modernize` adds).
+    pub fn define_constant(&mut self, name: &str, t: Tensor) {
+        let v = self.constant(t);
+        self.slots.insert(name.to_string(), Slot::Value(v));
+    }
+
+    /// The element type of `node`'s input `i`, when it is a defined value.
+    pub fn input_dtype(&self, node: &NodeProto, i: usize) -> Option<DType> {
+        match self.slots.get(node.input.get(i)?)? {
+            Slot::Value(v) => Some(self.graph.value(*v).ty.dtype),
+            Slot::Shape { .. } => Some(DType::I64),
+        }
     }
 
     // ---- Inputs of the current node ----

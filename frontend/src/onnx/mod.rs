@@ -1,4 +1,4 @@
-//! The ONNX importer: `.onnx` files (protobuf `ModelProto`, opsets 11 to 28) to verified tsr
+//! The ONNX importer: `.onnx` files (protobuf `ModelProto`, opsets 7 to 28, a few ops from 1) to verified tsr
 //! graphs, and the runner for ONNX's backend node conformance tests.
 //!
 //! How a model maps onto the IR:
@@ -20,6 +20,7 @@ mod attrs;
 pub mod conformance;
 mod error;
 mod import;
+mod legacy;
 mod ops;
 pub mod proto;
 pub mod tensor;

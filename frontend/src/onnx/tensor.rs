@@ -31,26 +31,48 @@ pub(crate) fn onnx_type_name(code: i32) -> String {
     }
 }
 
-/// The tsr dtype of an ONNX element type code. Types tsr lacks (unsigned and 16-bit integers,
-/// strings, complex numbers, 4-bit and FNUZ floats) are unsupported.
+/// The ONNX element types and the tsr dtype of each.
+const ELEMENT_TYPES: [(DataType, DType); 22] = [
+    (DataType::Float, DType::F32),
+    (DataType::Double, DType::F64),
+    (DataType::Float16, DType::F16),
+    (DataType::Bfloat16, DType::BF16),
+    (DataType::Float8e4m3fn, DType::F8E4M3),
+    (DataType::Float8e5m2, DType::F8E5M2),
+    (DataType::Float8e4m3fnuz, DType::F8E4M3Fnuz),
+    (DataType::Float8e5m2fnuz, DType::F8E5M2Fnuz),
+    (DataType::Float4e2m1, DType::F4E2M1),
+    (DataType::Int64, DType::I64),
+    (DataType::Int32, DType::I32),
+    (DataType::Int16, DType::I16),
+    (DataType::Int8, DType::I8),
+    (DataType::Int4, DType::I4),
+    (DataType::Int2, DType::I2),
+    (DataType::Uint64, DType::U64),
+    (DataType::Uint32, DType::U32),
+    (DataType::Uint16, DType::U16),
+    (DataType::Uint8, DType::U8),
+    (DataType::Uint4, DType::U4),
+    (DataType::Uint2, DType::U2),
+    (DataType::Bool, DType::Bool),
+];
+
+/// The tsr dtype of an ONNX element type code. Types tsr lacks (strings, complex numbers,
+/// FLOAT8E8M0) are unsupported.
 pub(crate) fn dtype_of(code: i32) -> Result<DType, PayloadError> {
-    let dtype = match DataType::try_from(code) {
-        Ok(DataType::Float) => Some(DType::F32),
-        Ok(DataType::Double) => Some(DType::F64),
-        Ok(DataType::Float16) => Some(DType::F16),
-        Ok(DataType::Bfloat16) => Some(DType::BF16),
-        Ok(DataType::Float8e4m3fn) => Some(DType::F8E4M3),
-        Ok(DataType::Float8e5m2) => Some(DType::F8E5M2),
-        Ok(DataType::Int64) => Some(DType::I64),
-        Ok(DataType::Int32) => Some(DType::I32),
-        Ok(DataType::Int8) => Some(DType::I8),
-        Ok(DataType::Bool) => Some(DType::Bool),
+    let onnx = match DataType::try_from(code) {
         Ok(DataType::Undefined) | Err(_) => {
             return Err(PayloadError::invalid(format!("element type {code} is not an ONNX data type")))
         }
-        Ok(_) => None,
+        Ok(t) => t,
     };
-    dtype.ok_or_else(|| PayloadError {
+    if onnx == DataType::String {
+        return Err(PayloadError {
+            message: "string tensors are not supported: tessera computes on numeric tensors only".into(),
+            unsupported: true,
+        });
+    }
+    ELEMENT_TYPES.iter().find(|(o, _)| *o == onnx).map(|&(_, d)| d).ok_or_else(|| PayloadError {
         message: format!("element type {} is not supported by tessera", onnx_type_name(code)),
         unsupported: true,
     })
@@ -58,18 +80,7 @@ pub(crate) fn dtype_of(code: i32) -> Result<DType, PayloadError> {
 
 /// The ONNX element type code of a tsr dtype.
 pub(crate) fn onnx_code_of(dtype: DType) -> i32 {
-    let t = match dtype {
-        DType::F64 => DataType::Double,
-        DType::F32 => DataType::Float,
-        DType::F16 => DataType::Float16,
-        DType::BF16 => DataType::Bfloat16,
-        DType::F8E4M3 => DataType::Float8e4m3fn,
-        DType::F8E5M2 => DataType::Float8e5m2,
-        DType::I64 => DataType::Int64,
-        DType::I32 => DataType::Int32,
-        DType::I8 => DataType::Int8,
-        DType::Bool => DataType::Bool,
-    };
+    let t = ELEMENT_TYPES.iter().find(|(_, d)| *d == dtype).map_or(DataType::Undefined, |&(o, _)| o);
     t as i32
 }
 
@@ -229,15 +240,16 @@ pub(crate) fn decode(t: &TensorProto, external: &mut ExternalData) -> Result<Ten
     from_typed_fields(t, dtype, shape, count)
 }
 
-/// Little-endian packed elements, as `raw_data` and external files hold them.
+/// Little-endian packed elements, as `raw_data` and external files hold them (4- and 2-bit
+/// types packed into bytes, the first element in the lowest bits).
 pub(crate) fn from_raw(dtype: DType, shape: Vec<usize>, count: usize, bytes: &[u8]) -> Result<Tensor, PayloadError> {
-    let size = dtype.size_bytes();
-    if Some(bytes.len()) != count.checked_mul(size) {
+    let needed = dtype.packed_bytes(count);
+    if Some(bytes.len()) != needed {
         return Err(PayloadError::invalid(format!(
             "holds {} bytes, but shape {shape:?} of {} needs {}",
             bytes.len(),
             dtype,
-            count.saturating_mul(size)
+            needed.unwrap_or(usize::MAX)
         )));
     }
     // Each decoder below yields values exactly representable in `dtype` (floats widened from
@@ -259,14 +271,55 @@ pub(crate) fn from_raw(dtype: DType, shape: Vec<usize>, count: usize, bytes: &[u
         DType::F64 => floats(each(bytes, 8, |c| f64::from_le_bytes(le(c)))),
         DType::F16 => floats(each(bytes, 2, |c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())),
         DType::BF16 => floats(each(bytes, 2, |c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())),
-        DType::F8E4M3 => floats(each(bytes, 1, |c| f8e4m3fn_to_f64(c[0]))),
-        DType::F8E5M2 => floats(each(bytes, 1, |c| f8e5m2_to_f64(c[0]))),
-        DType::I64 => ints(each(bytes, 8, |c| i64::from_le_bytes(le(c)))),
+        DType::F8E4M3 | DType::F8E5M2 | DType::F8E4M3Fnuz | DType::F8E5M2Fnuz => {
+            let table = small_float_table(dtype);
+            floats(each(bytes, 1, |c| table[usize::from(c[0])]))
+        }
+        DType::F4E2M1 => {
+            let table = small_float_table(dtype);
+            floats(unpack(bytes, 4, count).into_iter().map(|b| table[usize::from(b)]).collect())
+        }
+        DType::I64 | DType::U64 => ints(each(bytes, 8, |c| i64::from_le_bytes(le(c)))),
         DType::I32 => ints(each(bytes, 4, |c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)),
+        DType::U32 => ints(each(bytes, 4, |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)),
+        DType::I16 => ints(each(bytes, 2, |c| i16::from_le_bytes([c[0], c[1]]) as i64)),
+        DType::U16 => ints(each(bytes, 2, |c| u16::from_le_bytes([c[0], c[1]]) as i64)),
         DType::I8 => ints(each(bytes, 1, |c| c[0] as i8 as i64)),
+        DType::U8 => ints(each(bytes, 1, |c| c[0] as i64)),
+        DType::I4 | DType::U4 | DType::I2 | DType::U2 => {
+            ints(unpack(bytes, dtype.bits(), count).into_iter().map(|b| dtype.wrap_int(i64::from(b))).collect())
+        }
         // Any nonzero byte is true, as `Tensor`'s wrapping to bool would make it.
         DType::Bool => ints(each(bytes, 1, |c| (c[0] != 0) as i64)),
     })
+}
+
+/// The values of the 256 (or 16) bit patterns of a small float dtype.
+fn small_float_table(dtype: DType) -> Vec<f64> {
+    (0..1u64 << dtype.bits()).map(|b| dtype.float_from_bits(b).unwrap_or(0.0)).collect()
+}
+
+/// The first `count` `bits`-wide fields of `bytes`, lowest bits first (ONNX's packing of 4- and
+/// 2-bit types).
+fn unpack(bytes: &[u8], bits: usize, count: usize) -> Vec<u8> {
+    let per_byte = 8 / bits;
+    let mask = (1u16 << bits) as u8 - 1;
+    (0..count).map(|i| (bytes[i / per_byte] >> ((i % per_byte) * bits)) & mask).collect()
+}
+
+/// Packs `fields` (each below `1 << bits`) `8 / bits` to a byte, lowest bits first.
+fn pack(fields: impl Iterator<Item = u8>, bits: usize) -> Vec<u8> {
+    let per_byte = 8 / bits;
+    let mut out = Vec::new();
+    for (i, f) in fields.enumerate() {
+        if i % per_byte == 0 {
+            out.push(0);
+        }
+        if let Some(last) = out.last_mut() {
+            *last |= f << ((i % per_byte) * bits);
+        }
+    }
+    out
 }
 
 /// `f` over each `size`-byte element of `bytes`; generic so every element type gets its own
@@ -276,84 +329,83 @@ fn each<T>(bytes: &[u8], size: usize, f: impl Fn(&[u8]) -> T) -> Vec<T> {
 }
 
 /// The typed repeated fields (`float_data`, `int32_data`, ...), per the ONNX storage rules:
-/// 16-bit and 8-bit floats, bools and small integers travel as bit patterns in `int32_data`.
+/// 16-bit and 8-bit floats, bools and small integers travel as bit patterns in `int32_data`
+/// (4- and 2-bit types packed into each entry's low byte), uint32 and uint64 in `uint64_data`.
 fn from_typed_fields(t: &TensorProto, dtype: DType, shape: Vec<usize>, count: usize) -> Result<Tensor, PayloadError> {
-    let check = |len: usize, field: &str| {
-        if len == count {
+    let check = |len: usize, field: &str, needed: usize| {
+        if len == needed {
             Ok(())
         } else {
-            Err(PayloadError::invalid(format!("{field} holds {len} elements, but shape {shape:?} needs {count}")))
+            Err(PayloadError::invalid(format!("{field} holds {len} elements, but shape {shape:?} needs {needed}")))
         }
     };
     let bits16 = |v: i32| v as u16;
     Ok(match dtype {
         DType::F32 => {
-            check(t.float_data.len(), "float_data")?;
+            check(t.float_data.len(), "float_data", count)?;
             Tensor::from_f64(dtype, shape, t.float_data.iter().map(|&x| x as f64).collect())
         }
         DType::F64 => {
-            check(t.double_data.len(), "double_data")?;
+            check(t.double_data.len(), "double_data", count)?;
             Tensor::from_f64(dtype, shape, t.double_data.clone())
         }
         DType::I64 => {
-            check(t.int64_data.len(), "int64_data")?;
+            check(t.int64_data.len(), "int64_data", count)?;
             Tensor::from_i64(dtype, shape, t.int64_data.clone())
         }
-        DType::I32 | DType::I8 | DType::Bool => {
-            check(t.int32_data.len(), "int32_data")?;
+        DType::U32 | DType::U64 => {
+            check(t.uint64_data.len(), "uint64_data", count)?;
+            Tensor::from_i64(dtype, shape, t.uint64_data.iter().map(|&x| x as i64).collect())
+        }
+        DType::I32 | DType::I16 | DType::I8 | DType::U16 | DType::U8 | DType::Bool => {
+            check(t.int32_data.len(), "int32_data", count)?;
             Tensor::from_i64(dtype, shape, t.int32_data.iter().map(|&x| x as i64).collect())
         }
+        DType::I4 | DType::U4 | DType::I2 | DType::U2 | DType::F4E2M1 => {
+            let needed = dtype.packed_bytes(count).unwrap_or(usize::MAX);
+            check(t.int32_data.len(), "int32_data", needed)?;
+            let bytes: Vec<u8> = t.int32_data.iter().map(|&x| x as u8).collect();
+            return from_raw(dtype, shape, count, &bytes);
+        }
         DType::F16 => {
-            check(t.int32_data.len(), "int32_data")?;
+            check(t.int32_data.len(), "int32_data", count)?;
             let v = t.int32_data.iter().map(|&x| half::f16::from_bits(bits16(x)).to_f64()).collect();
             Tensor::from_f64(dtype, shape, v)
         }
         DType::BF16 => {
-            check(t.int32_data.len(), "int32_data")?;
+            check(t.int32_data.len(), "int32_data", count)?;
             let v = t.int32_data.iter().map(|&x| half::bf16::from_bits(bits16(x)).to_f64()).collect();
             Tensor::from_f64(dtype, shape, v)
         }
-        DType::F8E4M3 | DType::F8E5M2 => {
-            check(t.int32_data.len(), "int32_data")?;
-            let decode = if dtype == DType::F8E4M3 { f8e4m3fn_to_f64 } else { f8e5m2_to_f64 };
-            Tensor::from_f64(dtype, shape, t.int32_data.iter().map(|&x| decode(x as u8)).collect())
+        DType::F8E4M3 | DType::F8E5M2 | DType::F8E4M3Fnuz | DType::F8E5M2Fnuz => {
+            check(t.int32_data.len(), "int32_data", count)?;
+            let bytes: Vec<u8> = t.int32_data.iter().map(|&x| x as u8).collect();
+            return from_raw(dtype, shape, count, &bytes);
         }
     })
 }
 
-/// FLOAT8E4M3FN: 1 sign, 4 exponent (bias 7), 3 mantissa bits; `S.1111.111` is NaN, no infinities.
-fn f8e4m3fn_to_f64(b: u8) -> f64 {
-    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
-    let exp = ((b >> 3) & 0x0f) as i32;
-    let mant = (b & 0x07) as f64;
-    if exp == 0x0f && b & 0x07 == 0x07 {
-        return f64::NAN;
-    }
-    if exp == 0 {
-        sign * mant / 8.0 * 2f64.powi(-6)
-    } else {
-        sign * (1.0 + mant / 8.0) * 2f64.powi(exp - 7)
-    }
-}
-
-/// FLOAT8E5M2 is the upper byte of an IEEE half.
-fn f8e5m2_to_f64(b: u8) -> f64 {
-    half::f16::from_bits((b as u16) << 8).to_f64()
-}
-
-/// Encodes a tsr tensor as a TensorProto with `raw_data` (for tests and tools that write models).
+/// Encodes a tsr tensor as a TensorProto with `raw_data` (for tests and tools that write models);
+/// 4- and 2-bit types are packed as ONNX packs them.
 pub fn encode(name: &str, t: &Tensor) -> TensorProto {
     let mut raw = Vec::with_capacity(t.len() * t.dtype.size_bytes());
-    for i in 0..t.len() {
-        match t.dtype {
-            DType::F64 => raw.extend_from_slice(&t.get_f64(i).to_le_bytes()),
-            DType::F32 => raw.extend_from_slice(&(t.get_f64(i) as f32).to_le_bytes()),
-            DType::F16 => raw.extend_from_slice(&half::f16::from_f64(t.get_f64(i)).to_le_bytes()),
-            DType::BF16 => raw.extend_from_slice(&half::bf16::from_f64(t.get_f64(i)).to_le_bytes()),
-            DType::F8E4M3 | DType::F8E5M2 => raw.push(encode_f8(t.dtype, t.get_f64(i))),
-            DType::I64 => raw.extend_from_slice(&t.get_i64(i).to_le_bytes()),
-            DType::I32 => raw.extend_from_slice(&(t.get_i64(i) as i32).to_le_bytes()),
-            DType::I8 | DType::Bool => raw.push(t.get_i64(i) as u8),
+    let bits = t.dtype.bits();
+    if bits < 8 {
+        let mask = (1u16 << bits) as u8 - 1;
+        let field = |i: usize| match t.dtype.float_to_bits(t.get_f64(i)) {
+            Some(b) => b as u8 & mask,
+            None => t.get_i64(i) as u8 & mask,
+        };
+        raw = pack((0..t.len()).map(field), bits);
+    } else {
+        for i in 0..t.len() {
+            match t.dtype {
+                d if d.is_float() => {
+                    let b = d.float_to_bits(t.get_f64(i)).unwrap_or(0);
+                    raw.extend_from_slice(&b.to_le_bytes()[..d.size_bytes()]);
+                }
+                d => raw.extend_from_slice(&t.get_i64(i).to_le_bytes()[..d.size_bytes()]),
+            }
         }
     }
     TensorProto {
@@ -365,24 +417,20 @@ pub fn encode(name: &str, t: &Tensor) -> TensorProto {
     }
 }
 
-/// The byte whose decoding is `x` (values of f8 tensors are already representable).
-fn encode_f8(dtype: DType, x: f64) -> u8 {
-    let decode = if dtype == DType::F8E4M3 { f8e4m3fn_to_f64 } else { f8e5m2_to_f64 };
-    (0..=255u8).find(|&b| decode(b) == x || (x.is_nan() && decode(b).is_nan())).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn float8_decoding_matches_the_format_tables() {
-        assert_eq!(f8e4m3fn_to_f64(0x7e), 448.0);
-        assert!(f8e4m3fn_to_f64(0x7f).is_nan());
-        assert_eq!(f8e4m3fn_to_f64(0x01), 2f64.powi(-9));
-        assert_eq!(f8e4m3fn_to_f64(0x38), 1.0);
-        assert_eq!(f8e5m2_to_f64(0x3c), 1.0);
-        assert_eq!(f8e5m2_to_f64(0x7c), f64::INFINITY);
+        let e4m3 = small_float_table(DType::F8E4M3);
+        let e5m2 = small_float_table(DType::F8E5M2);
+        assert_eq!(e4m3[0x7e], 448.0);
+        assert!(e4m3[0x7f].is_nan());
+        assert_eq!(e4m3[0x01], 2f64.powi(-9));
+        assert_eq!(e4m3[0x38], 1.0);
+        assert_eq!(e5m2[0x3c], 1.0);
+        assert_eq!(e5m2[0x7c], f64::INFINITY);
     }
 
     #[test]
@@ -414,9 +462,39 @@ mod tests {
     #[test]
     fn encode_then_decode_round_trips() {
         for dtype in DType::ALL {
-            let t = Tensor::from_f64(dtype, vec![3], vec![1.0, -2.0, 0.5]);
+            let values = if dtype.is_unsigned() { vec![1.0, 2.0, 0.0] } else { vec![1.0, -2.0, 0.5] };
+            let t = Tensor::from_f64(dtype, vec![3], values);
             let back = decode(&encode("t", &t), &mut ExternalData::default()).unwrap();
             assert_eq!(back, t, "{dtype}");
         }
+    }
+
+    proptest::proptest! {
+        /// Packed 4- and 2-bit payloads (and every other dtype) decode to the values encoded.
+        #[test]
+        fn packed_payloads_round_trip_through_bytes(values in proptest::collection::vec(proptest::num::i64::ANY, 0..9)) {
+            for dtype in DType::ALL {
+                let n = values.len();
+                let t = if dtype.is_float() {
+                    let xs = values.iter().map(|&v| (v % 1000) as f64 / 8.0).collect();
+                    Tensor::from_f64(dtype, vec![n], xs)
+                } else {
+                    Tensor::from_i64(dtype, vec![n], values.clone())
+                };
+                let proto = encode("t", &t);
+                proptest::prop_assert_eq!(proto.raw_data.as_ref().map(|b| b.len()), dtype.packed_bytes(n));
+                let back = decode(&proto, &mut ExternalData::default());
+                proptest::prop_assert!(back.as_ref().is_ok_and(|b| b.to_f64_vec().iter().zip(t.to_f64_vec()).all(|(x, y)| *x == y || (x.is_nan() && y.is_nan()))), "{} does not round trip: {:?}", dtype, back);
+            }
+        }
+    }
+
+    #[test]
+    fn int4_packs_two_to_a_byte_low_nibble_first() {
+        let t = Tensor::from_i64(DType::I4, vec![3], vec![-8, 7, -1]);
+        let proto = encode("t", &t);
+        assert_eq!(proto.raw_data.as_deref(), Some(&[0x78u8, 0x0f][..]));
+        let u2 = from_raw(DType::U2, vec![5], 5, &[0b11_10_01_00, 0b01]).unwrap();
+        assert_eq!(u2.to_i64_vec(), [0, 1, 2, 3, 1]);
     }
 }

@@ -291,8 +291,9 @@ fn element_bits(t: &Tensor, i: usize) -> Option<u64> {
         DType::F32 => u64::from((t.get_f64(i) as f32).to_bits()),
         DType::F16 => u64::from(half::f16::from_f64(t.get_f64(i)).to_bits()),
         DType::BF16 => u64::from(half::bf16::from_f64(t.get_f64(i)).to_bits()),
-        DType::I64 | DType::I32 | DType::I8 => t.get_i64(i) as u64,
-        DType::F8E4M3 | DType::F8E5M2 | DType::Bool => return None,
+        d if d.is_int() => t.get_i64(i) as u64,
+        // Small floats and booleans keep the list form.
+        _ => return None,
     };
     Some(bits)
 }
@@ -349,6 +350,9 @@ fn format_element(t: &Tensor, i: usize) -> String {
         format_float(t.get_f64(i), t.dtype)
     } else if t.dtype == DType::Bool {
         (if t.get_i64(i) != 0 { "true" } else { "false" }).to_string()
+    } else if t.dtype == DType::U64 {
+        // u64's upper half is held as negative i64 (two's complement).
+        (t.get_i64(i) as u64).to_string()
     } else {
         t.get_i64(i).to_string()
     }
@@ -447,8 +451,11 @@ fn format_hex_float(x: f64, dtype: DType) -> String {
             let bits = if x.is_nan() { 0x7E } else { 0x7C };
             format!("0x{:02X}", bits | if neg { 0x80 } else { 0 })
         }
+        DType::F8E4M3Fnuz | DType::F8E5M2Fnuz | DType::F4E2M1 => {
+            format!("0x{:02X}", dtype.float_to_bits(x).unwrap_or(0))
+        }
         // Not a float dtype; no caller asks, but print something readable.
-        DType::I64 | DType::I32 | DType::I8 | DType::Bool => format!("{x}"),
+        _ => format!("{x}"),
     }
 }
 

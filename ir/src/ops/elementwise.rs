@@ -110,6 +110,8 @@ unary_table!(
         Cos = "cos", onnx: Some("Cos"), keeps: Operand;
         Softsign = "softsign", onnx: Some("Softsign"), keeps: Operand;
         Not = "not", onnx: Some("Not"), keeps: Nothing;
+        // Two's complement bitwise complement of an integer (ONNX `BitwiseNot`).
+        BitNot = "bitwise_not", onnx: Some("BitwiseNot"), keeps: Nothing;
     }
 );
 
@@ -118,6 +120,10 @@ named_enum!(
     BinaryOp {
         Add = "add", Sub = "sub", Mul = "mul", Div = "div", Pow = "pow", Max = "max",
         Min = "min", And = "and", Or = "or",
+        // Bitwise ops on integers' two's complement bits; shifts move the dtype's bit pattern
+        // (logical right shift) and give 0 once the amount reaches the width (ONNX `BitShift`).
+        BitAnd = "bitwise_and", BitOr = "bitwise_or", BitXor = "bitwise_xor",
+        ShiftLeft = "shift_left", ShiftRight = "shift_right",
     }
 );
 
@@ -127,11 +133,17 @@ named_enum!(
 );
 
 impl UnaryOp {
+    /// The integer-only bitwise ops (code generators leave them to the interpreter).
+    pub fn is_bitwise(self) -> bool {
+        self == UnaryOp::BitNot
+    }
+
     /// Which element types the op is defined on.
     pub fn accepts(self, dtype: DType) -> bool {
         match self {
             UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu => dtype != DType::Bool,
             UnaryOp::Not => dtype == DType::Bool,
+            UnaryOp::BitNot => dtype.is_int(),
             _ => dtype.is_float(),
         }
     }
@@ -151,8 +163,17 @@ impl BinaryOp {
         match self {
             BinaryOp::And | BinaryOp::Or => dtype == DType::Bool,
             BinaryOp::Pow => dtype.is_float(),
+            _ if self.is_bitwise() => dtype.is_int(),
             _ => dtype != DType::Bool,
         }
+    }
+
+    /// The integer-only bitwise ops and shifts (code generators leave them to the interpreter).
+    pub fn is_bitwise(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::BitAnd | BinaryOp::BitOr | BinaryOp::BitXor | BinaryOp::ShiftLeft | BinaryOp::ShiftRight
+        )
     }
 
     pub fn infer(self, inputs: &[&TensorType]) -> ShapeResult {
@@ -252,6 +273,8 @@ impl UnaryOp {
             UnaryOp::Round => x.round_ties_even(),
             UnaryOp::Softsign => x / (1.0 + x.abs()),
             UnaryOp::Not => (x == 0.0) as i64 as f64,
+            // Not defined on floats (the shape rule refuses it).
+            UnaryOp::BitNot => f64::NAN,
         }
     }
 
@@ -262,6 +285,8 @@ impl UnaryOp {
             UnaryOp::Abs => Some(x.wrapping_abs()),
             UnaryOp::Relu => Some(x.max(0)),
             UnaryOp::Not => Some((x == 0) as i64),
+            // The caller wraps to the dtype: for unsigned types that keeps the low bits of !x.
+            UnaryOp::BitNot => Some(!x),
             _ => None,
         }
     }
@@ -308,6 +333,10 @@ impl BinaryOp {
             BinaryOp::Min => min_f64(a, b),
             BinaryOp::And => (a != 0.0 && b != 0.0) as i64 as f64,
             BinaryOp::Or => (a != 0.0 || b != 0.0) as i64 as f64,
+            // Not defined on floats (the shape rule refuses them).
+            BinaryOp::BitAnd | BinaryOp::BitOr | BinaryOp::BitXor | BinaryOp::ShiftLeft | BinaryOp::ShiftRight => {
+                f64::NAN
+            }
         }
     }
 
@@ -325,7 +354,30 @@ impl BinaryOp {
             BinaryOp::Min => a.min(b),
             BinaryOp::And => (a != 0 && b != 0) as i64,
             BinaryOp::Or => (a != 0 || b != 0) as i64,
+            BinaryOp::BitAnd => a & b,
+            BinaryOp::BitOr => a | b,
+            BinaryOp::BitXor => a ^ b,
+            BinaryOp::ShiftLeft | BinaryOp::ShiftRight => self.apply_shift(DType::I64, a, b),
         })
+    }
+
+    /// A shift of `a` (of `dtype`) by `b` as onnx's reference shifts: right shifts are
+    /// arithmetic on signed types and logical on unsigned ones; an amount outside
+    /// `0..width` shifts every bit out (0, or -1 for a negative signed value shifted right).
+    /// The caller wraps the result to the dtype.
+    pub fn apply_shift(self, dtype: DType, a: i64, b: i64) -> i64 {
+        let width = dtype.bits() as i64;
+        let negative = !dtype.is_unsigned() && a < 0;
+        if !(0..width).contains(&b) {
+            return if self == BinaryOp::ShiftRight && negative { -1 } else { 0 };
+        }
+        match self {
+            BinaryOp::ShiftLeft => a.wrapping_shl(b as u32),
+            _ if dtype == DType::U64 => ((a as u64) >> b) as i64,
+            // Stored values of the narrower unsigned types are non-negative, so `>>` is
+            // logical for them and arithmetic for signed types.
+            _ => a >> b,
+        }
     }
 }
 
@@ -373,6 +425,14 @@ pub fn eval_binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, Strin
             let values = x.iter().zip(y).map(|(&p, &q)| op.apply_f64(p, q)).collect();
             Ok(Tensor::from_f64(a.dtype, shape, values))
         }
+        (Buffer::Int(x), Buffer::Int(y)) if matches!(op, BinaryOp::ShiftLeft | BinaryOp::ShiftRight) => {
+            let values = x.iter().zip(y).map(|(&p, &q)| op.apply_shift(a.dtype, p, q)).collect();
+            Ok(Tensor::from_i64(a.dtype, shape, values))
+        }
+        (Buffer::Int(x), Buffer::Int(y)) if a.dtype == DType::U64 => {
+            let values = x.iter().zip(y).map(|(&p, &q)| apply_u64(op, p, q)).collect::<Result<_, _>>()?;
+            Ok(Tensor::from_i64(a.dtype, shape, values))
+        }
         (Buffer::Int(x), Buffer::Int(y)) => {
             let values = x.iter().zip(y).map(|(&p, &q)| op.apply_i64(p, q)).collect::<Result<_, _>>()?;
             Ok(Tensor::from_i64(a.dtype, shape, values))
@@ -381,9 +441,26 @@ pub fn eval_binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, Strin
     }
 }
 
+/// `op` on two u64 held as two's complement `i64`: addition, subtraction and multiplication
+/// wrap alike; division and ordering must read the bits as unsigned.
+fn apply_u64(op: BinaryOp, a: i64, b: i64) -> Result<i64, String> {
+    let (ua, ub) = (a as u64, b as u64);
+    Ok(match op {
+        BinaryOp::Div if ub == 0 => return Err("integer division by zero".into()),
+        BinaryOp::Div => (ua / ub) as i64,
+        BinaryOp::Max => ua.max(ub) as i64,
+        BinaryOp::Min => ua.min(ub) as i64,
+        _ => op.apply_i64(a, b)?,
+    })
+}
+
 pub fn eval_compare(op: CompareOp, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
     let values: Vec<i64> = match (&a.data, &b.data) {
         (Buffer::Float(x), Buffer::Float(y)) => x.iter().zip(y).map(|(&p, &q)| op.apply_f64(p, q) as i64).collect(),
+        // u64 held as two's complement i64 orders like i64 once the top bit is flipped.
+        (Buffer::Int(x), Buffer::Int(y)) if a.dtype == DType::U64 => {
+            x.iter().zip(y).map(|(&p, &q)| op.apply_i64(p ^ i64::MIN, q ^ i64::MIN) as i64).collect()
+        }
         (Buffer::Int(x), Buffer::Int(y)) => x.iter().zip(y).map(|(&p, &q)| op.apply_i64(p, q) as i64).collect(),
         _ => return Err(format!("operands {} and {} have different storage", a.dtype, b.dtype)),
     };
@@ -412,7 +489,9 @@ impl UnaryOp {
     /// Whether the op is differentiable (`not` works on booleans only).
     pub fn differentiability(self) -> Differentiability {
         match self {
-            UnaryOp::Not | UnaryOp::Ceil | UnaryOp::Floor | UnaryOp::Round => Differentiability::PiecewiseConstant,
+            UnaryOp::Not | UnaryOp::BitNot | UnaryOp::Ceil | UnaryOp::Floor | UnaryOp::Round => {
+                Differentiability::PiecewiseConstant
+            }
             _ => Differentiability::Differentiable,
         }
     }
@@ -570,6 +649,11 @@ impl UnaryOp {
             UnaryOp::Not => {
                 Err(GradError::NotDifferentiable { op: "not", operand: 0, reason: "it works on booleans".into() })
             }
+            UnaryOp::BitNot => Err(GradError::NotDifferentiable {
+                op: "bitwise_not",
+                operand: 0,
+                reason: "it works on integers".into(),
+            }),
         }
     }
 }
@@ -578,6 +662,7 @@ impl BinaryOp {
     pub fn differentiability(self) -> Differentiability {
         match self {
             BinaryOp::And | BinaryOp::Or => Differentiability::PiecewiseConstant,
+            b if b.is_bitwise() => Differentiability::PiecewiseConstant,
             _ => Differentiability::Differentiable,
         }
     }
@@ -644,6 +729,13 @@ impl BinaryOp {
                     op: self.mnemonic(),
                     operand: 0,
                     reason: "it works on booleans".into(),
+                })
+            }
+            BinaryOp::BitAnd | BinaryOp::BitOr | BinaryOp::BitXor | BinaryOp::ShiftLeft | BinaryOp::ShiftRight => {
+                return Err(GradError::NotDifferentiable {
+                    op: self.mnemonic(),
+                    operand: 0,
+                    reason: "it works on integers".into(),
                 })
             }
         };

@@ -20,6 +20,10 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("And", |imp, cx| binary(imp, cx, BinaryOp::And));
     r.insert("Or", |imp, cx| binary(imp, cx, BinaryOp::Or));
     r.insert("Xor", |imp, cx| compare(imp, cx, CompareOp::Ne));
+    r.insert("BitwiseAnd", |imp, cx| binary(imp, cx, BinaryOp::BitAnd));
+    r.insert("BitwiseOr", |imp, cx| binary(imp, cx, BinaryOp::BitOr));
+    r.insert("BitwiseXor", |imp, cx| binary(imp, cx, BinaryOp::BitXor));
+    r.insert("BitShift", bit_shift);
     r.insert("Max", |imp, cx| variadic(imp, cx, BinaryOp::Max));
     r.insert("Min", |imp, cx| variadic(imp, cx, BinaryOp::Min));
     r.insert("Sum", |imp, cx| variadic(imp, cx, BinaryOp::Add));
@@ -62,6 +66,15 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("CastLike", cast_like);
     r.insert("Identity", identity);
     r.insert("Dropout", dropout);
+}
+
+/// `BitShift` with `direction` `LEFT` or `RIGHT` (on unsigned integers).
+fn bit_shift(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    match cx.attrs.string("direction", "")?.as_str() {
+        "LEFT" => binary(imp, cx, BinaryOp::ShiftLeft),
+        "RIGHT" => binary(imp, cx, BinaryOp::ShiftRight),
+        other => super::invalid(format!("BitShift direction must be LEFT or RIGHT, got '{other}'")),
+    }
 }
 
 fn binary(imp: &mut Importer, cx: &NodeCx, op: BinaryOp) -> BuildResult<Vec<Slot>> {
@@ -613,11 +626,10 @@ fn cast(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 
 /// Cast with ONNX's float8 saturation: out-of-range values and infinities become the largest
 /// finite value of the format (NaN stays NaN).
-fn cast_to(imp: &mut Importer, x: ValueId, to: DType, saturate: bool) -> BuildResult<ValueId> {
+pub(crate) fn cast_to(imp: &mut Importer, x: ValueId, to: DType, saturate: bool) -> BuildResult<ValueId> {
     let from = imp.ty(x).dtype;
-    let limit = match to {
-        DType::F8E4M3 => 448.0,
-        DType::F8E5M2 => 57344.0,
+    let limit = match (to, to.max_finite()) {
+        (DType::F8E4M3 | DType::F8E5M2 | DType::F8E4M3Fnuz | DType::F8E5M2Fnuz, Some(max)) => max,
         _ => return imp.cast(x, to),
     };
     if !saturate || !from.is_float() {

@@ -5,14 +5,17 @@ mod attention;
 mod control;
 mod einsum;
 mod elementwise;
+mod grid_sample;
 mod loss;
 mod matmul;
 mod nn;
 mod normalization;
+mod quantize;
 mod recurrent;
 mod reduce;
 mod resize;
 mod shape;
+mod signal;
 
 use super::import::{Importer, NodeCx, Slot};
 use std::collections::HashMap;
@@ -87,14 +90,17 @@ pub(crate) fn registry() -> Registry {
     control::register(&mut r);
     einsum::register(&mut r);
     elementwise::register(&mut r);
+    grid_sample::register(&mut r);
     loss::register(&mut r);
     matmul::register(&mut r);
     nn::register(&mut r);
     normalization::register(&mut r);
+    quantize::register(&mut r);
     recurrent::register(&mut r);
     reduce::register(&mut r);
     resize::register(&mut r);
     shape::register(&mut r);
+    signal::register(&mut r);
     r
 }
 

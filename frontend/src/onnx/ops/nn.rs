@@ -4,6 +4,7 @@
 
 use super::{invalid, one, unsupported, BuildResult, Registry};
 use crate::onnx::import::{Importer, NodeCx, Slot};
+use tessera_ir::dtype::DType;
 use tessera_ir::graph::ValueId;
 use tessera_ir::ops::conv::{PoolKind, Window};
 use tessera_ir::ops::elementwise::BinaryOp;
@@ -13,6 +14,8 @@ use tessera_ir::types::Dim;
 
 pub(super) fn register(r: &mut Registry) {
     r.insert("Conv", conv);
+    r.insert("ConvInteger", conv_integer);
+    r.insert("QLinearConv", qlinear_conv);
     r.insert("ConvTranspose", conv_transpose);
     r.insert("MaxPool", |imp, cx| pool(imp, cx, PoolKind::Max));
     r.insert("AveragePool", |imp, cx| pool(imp, cx, PoolKind::Avg));
@@ -147,6 +150,121 @@ fn from_2d(imp: &mut Importer, y: ValueId, one_d: bool) -> BuildResult<ValueId> 
 
 fn conv(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let (x, w) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
+    let mut y = conv_values(imp, cx, x, w)?;
+    if let Some(b) = imp.opt_value(cx, 2)? {
+        y = add_channel_bias(imp, y, b)?;
+    }
+    one(y)
+}
+
+/// `y + b` for a `[M]` bias over `[N, M, spatial...]`.
+fn add_channel_bias(imp: &mut Importer, y: ValueId, b: ValueId) -> BuildResult<ValueId> {
+    // B is [M]; as [M, 1, ...] it broadcasts over the spatial dimensions.
+    let mut dims = imp.ty(b).dims;
+    dims.extend(std::iter::repeat_n(Dim::Static(1), imp.ty(y).rank().saturating_sub(2)));
+    let b = imp.reshape(b, dims)?;
+    imp.binary(BinaryOp::Add, y, b)
+}
+
+/// `w - zero_point` in i32 (f64 for the convolution), the zero point a scalar or one per
+/// output channel.
+fn centered_weight(imp: &mut Importer, w: ValueId, zp: Option<ValueId>) -> BuildResult<ValueId> {
+    let w = imp.cast(w, DType::I32)?;
+    let w = match zp {
+        Some(z) => {
+            let zty = imp.ty(z);
+            let rank = imp.ty(w).rank();
+            let mut dims = vec![Dim::Static(1); rank];
+            if zty.rank() == 1 && zty.dims[0] != Dim::Static(1) {
+                dims[0] = zty.dims[0].clone();
+            }
+            let z = imp.reshape(z, dims)?;
+            let z = imp.cast(z, DType::I32)?;
+            imp.binary(BinaryOp::Sub, w, z)?
+        }
+        None => w,
+    };
+    imp.cast(w, DType::F64)
+}
+
+/// `x - zero_point` (a scalar) in f64.
+fn centered_input(imp: &mut Importer, x: ValueId, zp: Option<ValueId>) -> BuildResult<ValueId> {
+    let x = imp.cast(x, DType::I32)?;
+    let x = match zp {
+        Some(z) => {
+            let rank = imp.ty(x).rank();
+            let z = imp.reshape(z, vec![Dim::Static(1); rank])?;
+            let z = imp.cast(z, DType::I32)?;
+            imp.binary(BinaryOp::Sub, x, z)?
+        }
+        None => x,
+    };
+    imp.cast(x, DType::F64)
+}
+
+/// `ConvInteger`: the convolution of the centered operands, exact in f64, as int32.
+fn conv_integer(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let (x, w) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
+    let (x_zp, w_zp) = (imp.opt_value(cx, 2)?, imp.opt_value(cx, 3)?);
+    let x = centered_input(imp, x, x_zp)?;
+    let w = centered_weight(imp, w, w_zp)?;
+    let y = conv_values(imp, cx, x, w)?;
+    one(imp.cast(y, DType::I32)?)
+}
+
+/// `QLinearConv` as onnx's reference computes it: the int32 convolution of the centered
+/// operands (plus the int32 bias), times `x_scale * w_scale / y_scale` (`w_scale` per output
+/// channel or one), plus the output zero point, clipped to the output type and rounded.
+fn qlinear_conv(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = imp.value(cx, 0)?;
+    let (x_scale, x_zp) = (imp.value(cx, 1)?, imp.opt_value(cx, 2)?);
+    let w = imp.value(cx, 3)?;
+    let (w_scale, w_zp) = (imp.value(cx, 4)?, imp.opt_value(cx, 5)?);
+    let (y_scale, y_zp) = (imp.value(cx, 6)?, imp.opt_value(cx, 7)?);
+    let out = match y_zp {
+        Some(z) => imp.ty(z).dtype,
+        None => imp.ty(x).dtype,
+    };
+    let xc = centered_input(imp, x, x_zp)?;
+    let wc = centered_weight(imp, w, w_zp)?;
+    let mut y = conv_values(imp, cx, xc, wc)?;
+    if let Some(b) = imp.opt_value(cx, 8)? {
+        let b = imp.cast(b, DType::F64)?;
+        y = add_channel_bias(imp, y, b)?;
+    }
+    let rank = imp.ty(y).rank();
+    let ones = vec![Dim::Static(1); rank];
+    let xs = imp.reshape(x_scale, ones.clone())?;
+    let ys = imp.reshape(y_scale, ones.clone())?;
+    let wty = imp.ty(w_scale);
+    let mut w_dims = ones.clone();
+    if wty.rank() == 1 && wty.dims[0] != Dim::Static(1) {
+        w_dims[1] = wty.dims[0].clone();
+    }
+    let ws = imp.reshape(w_scale, w_dims)?;
+    // x_scale * w_scale / y_scale in the scales' type, then the f64 product.
+    let xw = imp.binary(BinaryOp::Mul, xs, ws)?;
+    let factor = imp.binary(BinaryOp::Div, xw, ys)?;
+    let factor = imp.cast(factor, DType::F64)?;
+    let dims = imp.ty(y).dims;
+    let factor = imp.broadcast(factor, &dims)?;
+    let mut r = imp.binary(BinaryOp::Mul, y, factor)?;
+    if let Some(z) = y_zp {
+        let z = imp.reshape(z, ones)?;
+        let z = imp.cast(z, DType::F64)?;
+        let z = imp.broadcast(z, &dims)?;
+        r = imp.binary(BinaryOp::Add, r, z)?;
+    }
+    if let Some((lo, hi)) = out.int_range() {
+        r = imp.binary_scalar(BinaryOp::Max, r, lo as f64)?;
+        r = imp.binary_scalar(BinaryOp::Min, r, hi as f64)?;
+    }
+    let r = imp.unary(tessera_ir::ops::elementwise::UnaryOp::Round, r)?;
+    one(imp.cast(r, out)?)
+}
+
+/// The convolution of `x` by `w` with the node's window attributes (no bias).
+fn conv_values(imp: &mut Importer, cx: &NodeCx, x: ValueId, w: ValueId) -> BuildResult<ValueId> {
     let spatial = spatial_extents(imp, x, "input")?;
     let wty = imp.ty(w);
     if wty.rank() != spatial.len() + 2 {
@@ -169,16 +287,7 @@ fn conv(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let one_d = spatial.len() == 1;
     let (x2, w2) = (to_2d(imp, x)?, to_2d(imp, w)?);
     let y = imp.add(Op::Conv2d { window: g.window(), groups }, &[x2, w2])?;
-    let mut y = from_2d(imp, y, one_d)?;
-    if let Some(b) = imp.opt_value(cx, 2)? {
-        // B is [M]; as [M, 1, ...] it broadcasts over the spatial dimensions.
-        let m = imp.ty(b).dims;
-        let mut dims = m.clone();
-        dims.extend(std::iter::repeat_n(Dim::Static(1), spatial.len()));
-        let b = imp.reshape(b, dims)?;
-        y = imp.binary(BinaryOp::Add, y, b)?;
-    }
-    one(y)
+    from_2d(imp, y, one_d)
 }
 
 fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> BuildResult<Vec<Slot>> {
@@ -186,8 +295,23 @@ fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> BuildResult<Vec<Slot
         return unsupported("the Indices output of MaxPool");
     }
     let x = imp.value(cx, 0)?;
-    if !imp.ty(x).dtype.is_float() {
-        return unsupported(format!("pooling {} values", imp.ty(x).dtype));
+    let dtype = imp.ty(x).dtype;
+    if !dtype.is_float() {
+        // Max pooling of integers runs in f64, exact for every integer below 2^53.
+        if kind != PoolKind::Max || dtype == DType::Bool {
+            return unsupported(format!("pooling {dtype} values"));
+        }
+        let wide = imp.cast(x, DType::F64)?;
+        let y = pool_values(imp, cx, kind, wide)?;
+        return one(imp.cast(y, dtype)?);
+    }
+    one(pool_values(imp, cx, kind, x)?)
+}
+
+/// The pooling of `pool` on a float value `x`.
+fn pool_values(imp: &mut Importer, cx: &NodeCx, kind: PoolKind, x: ValueId) -> BuildResult<ValueId> {
+    if imp.ty(x).rank() == 5 && kind == PoolKind::Max {
+        return max_pool_3d(imp, cx, x);
     }
     let spatial = spatial_extents(imp, x, "input")?;
     let kernel = cx
@@ -217,6 +341,19 @@ fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> BuildResult<Vec<Slot
     }
     let spatial = spatial_extents(imp, x, "input")?;
     if ceil_mode {
+        extend_for_ceil_mode(&mut g, &spatial)?;
+    }
+    let one_d = n == 1;
+    let x2 = to_2d(imp, x)?;
+    let y = imp.add(Op::Pool2d { kind, kernel: g.kernel2(), window: g.window() }, &[x2])?;
+    from_2d(imp, y, one_d)
+}
+
+/// `ceil_mode`: grows the end pads so the output size rounds up, keeping the last window
+/// starting inside the input or its begin padding.
+fn extend_for_ceil_mode(g: &mut Geometry, spatial: &[Option<i64>]) -> BuildResult<()> {
+    let n = spatial.len();
+    {
         for (d, &extent) in spatial.iter().enumerate() {
             let Some(extent) = extent else {
                 return unsupported("ceil_mode over a symbolic spatial dimension");
@@ -237,10 +374,45 @@ fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> BuildResult<Vec<Slot
             }
         }
     }
-    let one_d = n == 1;
-    let x2 = to_2d(imp, x)?;
-    let y = imp.add(Op::Pool2d { kind, kernel: g.kernel2(), window: g.window() }, &[x2])?;
-    one(from_2d(imp, y, one_d)?)
+    Ok(())
+}
+
+/// 3-D max pooling as two 2-D max pools (the max over a box is the max over its depth of the
+/// maxima over its planes): first over (H, W) with the depth folded into the channels, then
+/// over D with (H, W) flattened into one axis.
+fn max_pool_3d(imp: &mut Importer, cx: &NodeCx, x: ValueId) -> BuildResult<ValueId> {
+    let Some(shape) = imp.ty(x).static_shape() else {
+        return unsupported("3-D max pooling over symbolic dimensions");
+    };
+    let [n, c, d, h, w] = [0, 1, 2, 3, 4].map(|i| shape[i]);
+    let spatial: Vec<Option<i64>> = [d, h, w].iter().map(|&e| Some(e as i64)).collect();
+    let kernel = cx
+        .attrs
+        .opt_ints("kernel_shape")?
+        .ok_or_else(|| super::BuildError::Invalid("missing required attribute 'kernel_shape'".into()))?;
+    if kernel.len() != 3 {
+        return invalid(format!("kernel_shape {kernel:?} does not match 3 spatial dimensions"));
+    }
+    let mut g = geometry(cx, kernel, &spatial)?;
+    if cx.attrs.int("ceil_mode", 0)? != 0 {
+        extend_for_ceil_mode(&mut g, &spatial)?;
+    }
+    let st = |v: u64| Dim::Static(v);
+    let planes = imp.reshape(x, vec![st(n), st(c * d), st(h), st(w)])?;
+    let window = Window {
+        strides: [g.strides[1], g.strides[2]],
+        pads: [g.pads[1], g.pads[2], g.pads[4], g.pads[5]],
+        dilations: [g.dilations[1], g.dilations[2]],
+    };
+    let hw = imp.add(Op::Pool2d { kind: PoolKind::Max, kernel: [g.kernel[1], g.kernel[2]], window }, &[planes])?;
+    let Some(hw_shape) = imp.ty(hw).static_shape() else { return invalid("pooled planes lost their shape") };
+    let (h2, w2) = (hw_shape[2], hw_shape[3]);
+    let columns = imp.reshape(hw, vec![st(n), st(c), st(d), st(h2 * w2)])?;
+    let window =
+        Window { strides: [g.strides[0], 1], pads: [g.pads[0], 0, g.pads[3], 0], dilations: [g.dilations[0], 1] };
+    let y = imp.add(Op::Pool2d { kind: PoolKind::Max, kernel: [g.kernel[0], 1], window }, &[columns])?;
+    let Some(y_shape) = imp.ty(y).static_shape() else { return invalid("pooled depth lost its shape") };
+    imp.reshape(y, vec![st(n), st(c), st(y_shape[2]), st(h2), st(w2)])
 }
 
 fn global_pool(imp: &mut Importer, cx: &NodeCx, kind: ReduceKind) -> BuildResult<Vec<Slot>> {

@@ -148,18 +148,12 @@ impl<'a> Parser<'a> {
     }
 
     fn int_element(&self, s: &Scalar, at: usize, dtype: DType) -> PResult<i64> {
-        let (lo, hi): (i128, i128) = match dtype {
-            DType::I8 => (i8::MIN.into(), i8::MAX.into()),
-            DType::I32 => (i32::MIN.into(), i32::MAX.into()),
-            DType::Bool => (0, 1),
+        let (lo, hi): (i128, i128) = match (dtype, dtype.int_range()) {
+            (DType::U64, _) => (0, u64::MAX.into()),
+            (_, Some((lo, hi))) => (lo.into(), hi.into()),
             _ => (i64::MIN.into(), i64::MAX.into()),
         };
-        let bits = match dtype {
-            DType::I8 => 8,
-            DType::I32 => 32,
-            DType::Bool => 1,
-            _ => 64,
-        };
+        let bits = if dtype == DType::Bool { 1 } else { dtype.bits() as u32 };
         match s {
             Scalar::Bool(b) if dtype == DType::Bool => Ok(i64::from(*b)),
             Scalar::Bool(b) => Err(ParseError::at(self.loc(at), format!("expected an {dtype} element, got {b}"))),
@@ -254,40 +248,8 @@ impl<'a> Parser<'a> {
 
 /// The value of the bit pattern `bits` (in the low bits) of a float dtype.
 fn float_from_bits(bits: u64, dtype: DType) -> f64 {
-    match dtype {
-        DType::F64 => f64::from_bits(bits),
-        DType::F32 => f64::from(f32::from_bits(bits as u32)),
-        DType::F16 => half::f16::from_bits(bits as u16).to_f64(),
-        DType::BF16 => half::bf16::from_bits(bits as u16).to_f64(),
-        DType::F8E4M3 => decode_f8(bits as u8, 3, 7, false),
-        DType::F8E5M2 => decode_f8(bits as u8, 2, 15, true),
-        // Not floats; callers check first.
-        DType::I64 | DType::I32 | DType::I8 | DType::Bool => bits as f64,
-    }
-}
-
-/// Decodes an 8-bit float with `mantissa_bits` and exponent `bias`; `ieee` formats reserve the
-/// top exponent for infinities and NaN, E4M3FN only its all-ones pattern for NaN.
-fn decode_f8(b: u8, mantissa_bits: u32, bias: i32, ieee: bool) -> f64 {
-    let negative = b & 0x80 != 0;
-    let sign = if negative { -1.0 } else { 1.0 };
-    // Negation (not multiplication) sets a NaN's sign bit reliably.
-    let nan = if negative { -f64::NAN } else { f64::NAN };
-    let exp_bits = 7 - mantissa_bits;
-    let max_exp = (1u8 << exp_bits) - 1;
-    let exp = (b >> mantissa_bits) & max_exp;
-    let mant = b & ((1u8 << mantissa_bits) - 1);
-    let scale = f64::from(1u32 << mantissa_bits);
-    if ieee && exp == max_exp {
-        return if mant == 0 { sign * f64::INFINITY } else { nan };
-    }
-    if !ieee && exp == max_exp && mant == (1u8 << mantissa_bits) - 1 {
-        return nan;
-    }
-    if exp == 0 {
-        return sign * f64::from(mant) / scale * 2f64.powi(1 - bias);
-    }
-    sign * (1.0 + f64::from(mant) / scale) * 2f64.powi(i32::from(exp) - bias)
+    // Not floats give the bits as a number; callers check first.
+    dtype.float_from_bits(bits).unwrap_or(bits as f64)
 }
 
 /// Whether the nested lists have exactly `shape` (every list at depth `d` has `shape[d]`
@@ -323,14 +285,16 @@ mod tests {
 
     #[test]
     fn fp8_bit_patterns_decode_to_the_format_values() {
-        assert_eq!(decode_f8(0x38, 3, 7, false), 1.0);
-        assert_eq!(decode_f8(0x7E, 3, 7, false), 448.0);
-        assert!(decode_f8(0x7F, 3, 7, false).is_nan());
-        assert_eq!(decode_f8(0x01, 3, 7, false), 2f64.powi(-9));
-        assert_eq!(decode_f8(0x3C, 2, 15, true), 1.0);
-        assert_eq!(decode_f8(0x7B, 2, 15, true), 57344.0);
-        assert_eq!(decode_f8(0xFC, 2, 15, true), f64::NEG_INFINITY);
-        assert!(decode_f8(0x7E, 2, 15, true).is_nan());
-        assert_eq!(decode_f8(0x01, 2, 15, true), 2f64.powi(-16));
+        let e4m3 = |b| float_from_bits(b, DType::F8E4M3);
+        let e5m2 = |b| float_from_bits(b, DType::F8E5M2);
+        assert_eq!(e4m3(0x38), 1.0);
+        assert_eq!(e4m3(0x7E), 448.0);
+        assert!(e4m3(0x7F).is_nan());
+        assert_eq!(e4m3(0x01), 2f64.powi(-9));
+        assert_eq!(e5m2(0x3C), 1.0);
+        assert_eq!(e5m2(0x7B), 57344.0);
+        assert_eq!(e5m2(0xFC), f64::NEG_INFINITY);
+        assert!(e5m2(0x7E).is_nan());
+        assert_eq!(e5m2(0x01), 2f64.powi(-16));
     }
 }
