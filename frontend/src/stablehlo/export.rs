@@ -267,7 +267,14 @@ impl Writer {
                     BinaryOp::Max => "stablehlo.maximum",
                     BinaryOp::Min => "stablehlo.minimum",
                     BinaryOp::And => "stablehlo.and",
-                    BinaryOp::Or => "stablehlo.or",
+                    BinaryOp::Or | BinaryOp::BitOr => "stablehlo.or",
+                    BinaryOp::BitAnd => "stablehlo.and",
+                    BinaryOp::BitXor => "stablehlo.xor",
+                    // StableHLO reads the amount as unsigned, so an amount outside 0..width
+                    // gives 0 (or -1 arithmetic right of a negative value), as tsr defines it.
+                    BinaryOp::ShiftLeft => "stablehlo.shift_left",
+                    BinaryOp::ShiftRight if x[0].shape.dtype.is_unsigned() => "stablehlo.shift_right_logical",
+                    BinaryOp::ShiftRight => "stablehlo.shift_right_arithmetic",
                 };
                 one(self.binary(name, &x[0], &x[1], &out.dims))
             }
@@ -429,7 +436,7 @@ impl Writer {
             UnaryOp::Floor => self.unary("stablehlo.floor", x),
             UnaryOp::Ceil => self.unary("stablehlo.ceil", x),
             UnaryOp::Round => self.unary("stablehlo.round_nearest_even", x),
-            UnaryOp::Not => self.unary("stablehlo.not", x),
+            UnaryOp::Not | UnaryOp::BitNot => self.unary("stablehlo.not", x),
             UnaryOp::Erf => self.unary("chlo.erf", x),
             UnaryOp::Acos => self.unary("chlo.acos", x),
             UnaryOp::Asin => self.unary("chlo.asin", x),
