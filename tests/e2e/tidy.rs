@@ -184,3 +184,18 @@ fn no_function_is_longer_than_the_limit() {
         );
     }
 }
+
+/// The architecture map stays short enough to read in ten minutes (issue 14): detail belongs in
+/// module docs, so a longer map means prose moved to the wrong place.
+const ARCHITECTURE_MAX_LINES: usize = 250;
+
+#[test]
+fn the_architecture_map_stays_within_its_line_budget() {
+    let path = workspace_root().join("docs/ARCHITECTURE.md");
+    let text = std::fs::read_to_string(&path).expect("docs/ARCHITECTURE.md is readable");
+    let lines = text.lines().count();
+    assert!(
+        lines <= ARCHITECTURE_MAX_LINES,
+        "docs/ARCHITECTURE.md has {lines} lines, over the budget of {ARCHITECTURE_MAX_LINES}: move algorithm prose into module docs"
+    );
+}
