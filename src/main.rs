@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", tessera_rt::error_line(err.as_ref()));
+            tessera_rt::print_error(err.as_ref());
             // `tessera plan` exits with 2 for a request it refuses as asked (README: infeasible plans).
             commands::plan::exit_code(&err).map_or(ExitCode::FAILURE, ExitCode::from)
         }

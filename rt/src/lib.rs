@@ -20,6 +20,17 @@ pub fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
     clip_line(&line.replace('\n', " "))
 }
 
+/// Prints `error: MESSAGE` on standard error in one `write`: standard error is unbuffered, so
+/// `eprintln!` would write the prefix, the message and the newline separately, and the lines of
+/// the ranks of one `mpirun` job (which share the launcher's standard error) would interleave
+/// mid-line. A line under the pipe's atomic size (4096 bytes; lines are clipped to 1000) stays whole.
+pub fn print_error(err: &(dyn std::error::Error + 'static)) {
+    use std::io::Write;
+    let line = format!("error: {}\n", error_line(err));
+    // Nothing better can be done when standard error itself is gone.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 /// The most bytes of one error line: a message that quotes a huge piece of input (a 10 MB
 /// garbage line, a megabyte-long name) keeps its start and its end, not the middle.
 const MAX_ERROR_LINE: usize = 1000;

@@ -88,7 +88,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", tessera_rt::error_line(err.as_ref()));
+            tessera_rt::print_error(err.as_ref());
             ExitCode::FAILURE
         }
     }

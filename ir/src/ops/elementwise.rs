@@ -504,7 +504,7 @@ impl UnaryOp {
     /// `asin: g/sqrt(1-x^2)`, `atan: g/(1+x^2)`. `ceil`, `floor` and `round` are piecewise
     /// constant (derivative 0 wherever it exists): no adjoint flows through them.
     pub fn grad(self, cx: &mut GradContext, x: ValueId, y: ValueId, g: ValueId) -> Result<ValueId, GradError> {
-        use std::f64::consts::{FRAC_1_SQRT_2, PI};
+        use std::f64::consts::PI;
         let sign_mask = |cx: &mut GradContext, x: ValueId| -> Result<(ValueId, ValueId), GradError> {
             let zero = cx.splat_like(x, 0.0)?;
             Ok((cx.compare(CompareOp::Gt, x, zero)?, cx.compare(CompareOp::Lt, x, zero)?))
@@ -552,42 +552,11 @@ impl UnaryOp {
                 cx.mul(g, d)
             }
             UnaryOp::Gelu => {
-                // Phi(x) = (1 + erf(x / sqrt 2)) / 2, phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
-                let scaled = cx.scale(x, FRAC_1_SQRT_2)?;
-                let erf = cx.unary(UnaryOp::Erf, scaled)?;
-                let one = cx.splat_like(x, 1.0)?;
-                let cdf = cx.add2(one, erf)?;
-                let cdf = cx.scale(cdf, 0.5)?;
-                let xx = cx.mul(x, x)?;
-                let e = cx.scale(xx, -0.5)?;
-                let e = cx.unary(UnaryOp::Exp, e)?;
-                let pdf = cx.scale(e, 1.0 / (2.0 * PI).sqrt())?;
-                let xpdf = cx.mul(x, pdf)?;
-                let d = cx.add2(cdf, xpdf)?;
+                let d = gelu_derivative(cx, x)?;
                 cx.mul(g, d)
             }
             UnaryOp::GeluTanh => {
-                // y = x (1 + t) / 2 with t = tanh(u), u = K (x + c x^3):
-                // dy/dx = (1 + t) / 2 + x (1 - t^2) K (1 + 3 c x^2) / 2.
-                const K: f64 = 0.797_884_560_802_865_4;
-                const C: f64 = 0.044715;
-                let xx = cx.mul(x, x)?;
-                let xxx = cx.mul(xx, x)?;
-                let cubic = cx.scale(xxx, C)?;
-                let inner = cx.add2(x, cubic)?;
-                let u = cx.scale(inner, K)?;
-                let t = cx.unary(UnaryOp::Tanh, u)?;
-                let one = cx.splat_like(x, 1.0)?;
-                let one_plus_t = cx.add2(one, t)?;
-                let first = cx.scale(one_plus_t, 0.5)?;
-                let tt = cx.mul(t, t)?;
-                let sech2 = cx.sub(one, tt)?;
-                let three_c_xx = cx.scale(xx, 3.0 * C)?;
-                let du = cx.add2(one, three_c_xx)?;
-                let du = cx.scale(du, 0.5 * K)?;
-                let second = cx.mul(sech2, du)?;
-                let second = cx.mul(x, second)?;
-                let d = cx.add2(first, second)?;
+                let d = gelu_tanh_derivative(cx, x)?;
                 cx.mul(g, d)
             }
             UnaryOp::Silu => {
@@ -656,6 +625,48 @@ impl UnaryOp {
             }),
         }
     }
+}
+
+/// `d/dx gelu(x) = Phi(x) + x phi(x)`, as graph nodes (a helper of [`UnaryOp::grad`]).
+fn gelu_derivative(cx: &mut GradContext, x: ValueId) -> Result<ValueId, GradError> {
+    use std::f64::consts::{FRAC_1_SQRT_2, PI};
+    // Phi(x) = (1 + erf(x / sqrt 2)) / 2, phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+    let scaled = cx.scale(x, FRAC_1_SQRT_2)?;
+    let erf = cx.unary(UnaryOp::Erf, scaled)?;
+    let one = cx.splat_like(x, 1.0)?;
+    let cdf = cx.add2(one, erf)?;
+    let cdf = cx.scale(cdf, 0.5)?;
+    let xx = cx.mul(x, x)?;
+    let e = cx.scale(xx, -0.5)?;
+    let e = cx.unary(UnaryOp::Exp, e)?;
+    let pdf = cx.scale(e, 1.0 / (2.0 * PI).sqrt())?;
+    let xpdf = cx.mul(x, pdf)?;
+    cx.add2(cdf, xpdf)
+}
+
+/// `d/dx gelu_tanh(x)`, as graph nodes (a helper of [`UnaryOp::grad`]).
+fn gelu_tanh_derivative(cx: &mut GradContext, x: ValueId) -> Result<ValueId, GradError> {
+    // y = x (1 + t) / 2 with t = tanh(u), u = K (x + c x^3):
+    // dy/dx = (1 + t) / 2 + x (1 - t^2) K (1 + 3 c x^2) / 2.
+    const K: f64 = 0.797_884_560_802_865_4;
+    const C: f64 = 0.044715;
+    let xx = cx.mul(x, x)?;
+    let xxx = cx.mul(xx, x)?;
+    let cubic = cx.scale(xxx, C)?;
+    let inner = cx.add2(x, cubic)?;
+    let u = cx.scale(inner, K)?;
+    let t = cx.unary(UnaryOp::Tanh, u)?;
+    let one = cx.splat_like(x, 1.0)?;
+    let one_plus_t = cx.add2(one, t)?;
+    let first = cx.scale(one_plus_t, 0.5)?;
+    let tt = cx.mul(t, t)?;
+    let sech2 = cx.sub(one, tt)?;
+    let three_c_xx = cx.scale(xx, 3.0 * C)?;
+    let du = cx.add2(one, three_c_xx)?;
+    let du = cx.scale(du, 0.5 * K)?;
+    let second = cx.mul(sech2, du)?;
+    let second = cx.mul(x, second)?;
+    cx.add2(first, second)
 }
 
 impl BinaryOp {

@@ -147,66 +147,8 @@ fn grid_sample(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let point_dims: Vec<Dim> = std::iter::once(n).chain(out.iter().copied()).map(st).collect();
     let grid64 = imp.cast(grid, DType::F64)?;
     let mut c = Calc { imp };
-    // Per spatial dim (in X's order), the coordinate after denormalizing and border handling.
-    let mut coords = Vec::with_capacity(r);
-    for (i, &size) in sizes.iter().enumerate() {
-        let component = r - 1 - i; // grid's last axis is (x, y[, z]): W first
-        let mut starts = vec![0i64; r + 2];
-        let mut ends: Vec<i64> = gs.iter().map(|&v| v as i64).collect();
-        starts[r + 1] = component as i64;
-        ends[r + 1] = component as i64 + 1;
-        let g = c.imp.add(Op::Slice { starts, ends, steps: vec![1; r + 2] }, &[grid64])?;
-        let g = c.imp.reshape(g, point_dims.clone())?;
-        let size = size as f64;
-        let g1 = c.k(BinaryOp::Add, g, 1.0)?;
-        let mut v = if align {
-            let h = c.k(BinaryOp::Mul, g1, 0.5)?;
-            c.k(BinaryOp::Mul, h, size - 1.0)?
-        } else {
-            let s = c.k(BinaryOp::Mul, g1, size)?;
-            let s = c.k(BinaryOp::Sub, s, 1.0)?;
-            c.k(BinaryOp::Mul, s, 0.5)?
-        };
-        if mode == "nearest" {
-            v = c.un(UnaryOp::Round, v)?;
-        }
-        let (lo, hi) = if align { (0.0, size - 1.0) } else { (-0.5, size - 0.5) };
-        v = match padding {
-            Padding::Zeros => v,
-            Padding::Border => {
-                let clamped = c.clamp(v, 0.0, size - 1.0)?;
-                let below = c.cmp_k(CompareOp::Lt, v, lo)?;
-                let above = c.cmp_k(CompareOp::Gt, v, hi)?;
-                let outside = c.imp.binary(BinaryOp::Or, below, above)?;
-                c.imp.select(outside, clamped, v)?
-            }
-            Padding::Reflection => c.reflect(v, lo, hi)?,
-        };
-        coords.push((v, size, lo, hi));
-    }
-    // Per spatial dim: the taps' indices and weights.
-    let mut taps: Vec<Vec<(ValueId, Option<ValueId>)>> = Vec::with_capacity(r);
-    for &(v, _, _, _) in &coords {
-        let mut dim_taps = Vec::new();
-        if taps_per_dim == 1 {
-            dim_taps.push((v, None));
-        } else {
-            let base = c.un(UnaryOp::Floor, v)?;
-            let t = c.bin(BinaryOp::Sub, v, base)?;
-            let weights: Vec<ValueId> = if taps_per_dim == 2 {
-                let n_t = c.k(BinaryOp::Mul, t, -1.0)?;
-                vec![c.k(BinaryOp::Add, n_t, 1.0)?, t]
-            } else {
-                cubic_weights(&mut c, t)?.to_vec()
-            };
-            let first = if taps_per_dim == 2 { 0.0 } else { -1.0 };
-            for (j, w) in weights.into_iter().enumerate() {
-                let idx = c.k(BinaryOp::Add, base, first + j as f64)?;
-                dim_taps.push((idx, Some(w)));
-            }
-        }
-        taps.push(dim_taps);
-    }
+    let coords = grid_coordinates(&mut c, grid64, &gs, &sizes, &point_dims, align, mode == "nearest", padding)?;
+    let taps = tap_indices_and_weights(&mut c, &coords, taps_per_dim)?;
     // Flat offsets of each (n, c) plane: [N, C, 1...] broadcast over the outputs.
     let plane = sizes.iter().product::<u64>();
     let out_dims: Vec<Dim> = [n, ch].into_iter().chain(out.iter().copied()).map(st).collect();
@@ -295,6 +237,93 @@ fn grid_sample(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     }
     let Some(total) = total else { return invalid("GridSample without taps") };
     one(c.imp.cast(total, x_dtype)?)
+}
+
+/// Per spatial dimension (in X's order): the sampling coordinate of every output point after
+/// denormalizing (`align_corners`), rounding (`nearest`) and the border rule, with the
+/// dimension's size and the coordinate range `[lo, hi]` that counts as inside.
+#[allow(clippy::too_many_arguments)]
+fn grid_coordinates(
+    c: &mut Calc,
+    grid64: ValueId,
+    gs: &[u64],
+    sizes: &[u64],
+    point_dims: &[Dim],
+    align: bool,
+    nearest: bool,
+    padding: Padding,
+) -> BuildResult<Vec<(ValueId, f64, f64, f64)>> {
+    let r = sizes.len();
+    let mut coords = Vec::with_capacity(r);
+    for (i, &size) in sizes.iter().enumerate() {
+        let component = r - 1 - i; // grid's last axis is (x, y[, z]): W first
+        let mut starts = vec![0i64; r + 2];
+        let mut ends: Vec<i64> = gs.iter().map(|&v| v as i64).collect();
+        starts[r + 1] = component as i64;
+        ends[r + 1] = component as i64 + 1;
+        let g = c.imp.add(Op::Slice { starts, ends, steps: vec![1; r + 2] }, &[grid64])?;
+        let g = c.imp.reshape(g, point_dims.to_vec())?;
+        let size = size as f64;
+        let g1 = c.k(BinaryOp::Add, g, 1.0)?;
+        let mut v = if align {
+            let h = c.k(BinaryOp::Mul, g1, 0.5)?;
+            c.k(BinaryOp::Mul, h, size - 1.0)?
+        } else {
+            let s = c.k(BinaryOp::Mul, g1, size)?;
+            let s = c.k(BinaryOp::Sub, s, 1.0)?;
+            c.k(BinaryOp::Mul, s, 0.5)?
+        };
+        if nearest {
+            v = c.un(UnaryOp::Round, v)?;
+        }
+        let (lo, hi) = if align { (0.0, size - 1.0) } else { (-0.5, size - 0.5) };
+        v = match padding {
+            Padding::Zeros => v,
+            Padding::Border => {
+                let clamped = c.clamp(v, 0.0, size - 1.0)?;
+                let below = c.cmp_k(CompareOp::Lt, v, lo)?;
+                let above = c.cmp_k(CompareOp::Gt, v, hi)?;
+                let outside = c.imp.binary(BinaryOp::Or, below, above)?;
+                c.imp.select(outside, clamped, v)?
+            }
+            Padding::Reflection => c.reflect(v, lo, hi)?,
+        };
+        coords.push((v, size, lo, hi));
+    }
+    Ok(coords)
+}
+
+/// Per spatial dimension: the taps' indices (integers in f64) and their interpolation weights
+/// (`None` for nearest sampling).
+#[allow(clippy::type_complexity)]
+fn tap_indices_and_weights(
+    c: &mut Calc,
+    coords: &[(ValueId, f64, f64, f64)],
+    taps_per_dim: i64,
+) -> BuildResult<Vec<Vec<(ValueId, Option<ValueId>)>>> {
+    let mut taps: Vec<Vec<(ValueId, Option<ValueId>)>> = Vec::with_capacity(coords.len());
+    for &(v, _, _, _) in coords {
+        let mut dim_taps = Vec::new();
+        if taps_per_dim == 1 {
+            dim_taps.push((v, None));
+        } else {
+            let base = c.un(UnaryOp::Floor, v)?;
+            let t = c.bin(BinaryOp::Sub, v, base)?;
+            let weights: Vec<ValueId> = if taps_per_dim == 2 {
+                let n_t = c.k(BinaryOp::Mul, t, -1.0)?;
+                vec![c.k(BinaryOp::Add, n_t, 1.0)?, t]
+            } else {
+                cubic_weights(c, t)?.to_vec()
+            };
+            let first = if taps_per_dim == 2 { 0.0 } else { -1.0 };
+            for (j, w) in weights.into_iter().enumerate() {
+                let idx = c.k(BinaryOp::Add, base, first + j as f64)?;
+                dim_taps.push((idx, Some(w)));
+            }
+        }
+        taps.push(dim_taps);
+    }
+    Ok(taps)
 }
 
 /// `AffineGrid`: `theta [N, r, r+1]` applied to the homogeneous coordinates `(x, y[, z], 1)` of
