@@ -4,7 +4,7 @@
 
 mod onnx_support;
 
-use onnx_support::{f32_raw, f32_value, i64_typed, mlp_model, model, node, value, D};
+use onnx_support::{attr_ints, f32_raw, f32_value, i64_typed, mlp_model, model, node, value, D};
 use proptest::prelude::*;
 use prost::Message;
 use tessera_frontend::onnx::proto::tensor_proto::{DataLocation, DataType};
@@ -476,4 +476,30 @@ proptest! {
         }
         let _ = import_proto(&m, None, &ImportOptions::default());
     }
+}
+
+/// A ConvTranspose whose attributes push its sizes past i64 is refused by name, and an
+/// `output_shape` with fewer entries than spatial dimensions falls back to the computed extent
+/// (both panicked with arithmetic overflow; the second was found by the `onnx_import` fuzz target).
+#[test]
+fn conv_transpose_sizes_never_overflow() {
+    let conv_transpose = |attrs| {
+        model(
+            vec![node("ConvTranspose", "up", &["x", "w"], &["y"], attrs)],
+            vec![
+                f32_value("x", &[D::N(1), D::N(1), D::N(3), D::N(3)]),
+                f32_value("w", &[D::N(1), D::N(2), D::N(3), D::N(3)]),
+            ],
+            vec![f32_value("y", &[D::N(1), D::N(2), D::P("h"), D::P("w")])],
+            vec![],
+            22,
+        )
+    };
+    let huge = conv_transpose(vec![attr_ints("output_padding", &[i64::MAX, 0]), attr_ints("output_shape", &[5, 5])]);
+    assert_eq!(
+        error_of(&huge),
+        "node 'up' (ConvTranspose): ConvTranspose: the output extent of spatial dimension 0 overflows"
+    );
+    let short = conv_transpose(vec![attr_ints("output_shape", &[7]), attr_ints("strides", &[3, 2])]);
+    assert!(import_proto(&short, None, &ImportOptions::default()).is_ok());
 }

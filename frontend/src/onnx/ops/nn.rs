@@ -535,14 +535,25 @@ fn conv_transpose(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         let Some(extent) = spatial[d] else {
             return unsupported("output_shape or auto_pad over a symbolic spatial dimension");
         };
-        let full = g.strides[d] * (extent - 1) + output_padding[d] + (kernel[d] - 1) * g.dilations[d] + 1;
+        // Attributes are the model's: every size is computed with checked arithmetic.
+        let full = (|| {
+            let reach = (kernel[d] - 1).checked_mul(g.dilations[d])?;
+            g.strides[d].checked_mul(extent - 1)?.checked_add(output_padding[d])?.checked_add(reach)?.checked_add(1)
+        })();
+        let Some(full) = full else {
+            return invalid(format!("ConvTranspose: the output extent of spatial dimension {d} overflows"));
+        };
         let wanted = match (&output_shape, auto_pad.as_str()) {
-            (Some(shape), _) => Some(*shape.get(shape.len().wrapping_sub(n) + d).unwrap_or(&full)),
-            (None, "SAME_UPPER" | "SAME_LOWER") => Some(extent * g.strides[d]),
+            (Some(shape), _) => {
+                Some(Some(*(shape.len() + d).checked_sub(n).and_then(|i| shape.get(i)).unwrap_or(&full)))
+            }
+            (None, "SAME_UPPER" | "SAME_LOWER") => Some(extent.checked_mul(g.strides[d])),
             _ => None,
         };
         if let Some(out) = wanted {
-            let total = full - out;
+            let Some(total) = out.and_then(|out| full.checked_sub(out)) else {
+                return invalid(format!("ConvTranspose: the padding of spatial dimension {d} overflows"));
+            };
             // Floor division, as ONNX's reference: a negative total (an output larger than the
             // transposed convolution makes) puts the extra element at the end.
             let (small, big) = (total.div_euclid(2), total - total.div_euclid(2));
@@ -556,9 +567,14 @@ fn conv_transpose(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     }
     let mut all_pads = vec![0i64; 2 * (n + 2)];
     for d in 0..n {
-        let reach = g.dilations[d] * (kernel[d] - 1);
-        all_pads[2 + d] = reach - pads[d];
-        all_pads[(n + 2) + 2 + d] = reach - pads[n + d] + output_padding[d];
+        let crops = (|| {
+            let reach = g.dilations[d].checked_mul(kernel[d] - 1)?;
+            Some((reach.checked_sub(pads[d])?, reach.checked_sub(pads[n + d])?.checked_add(output_padding[d])?))
+        })();
+        let Some((before, after)) = crops else {
+            return invalid(format!("ConvTranspose: the padding of spatial dimension {d} overflows"));
+        };
+        (all_pads[2 + d], all_pads[(n + 2) + 2 + d]) = (before, after);
     }
     xx = super::shape::slicing::pad_constant(imp, xx, &all_pads, 0.0)?;
     // Kernel side: [C, M/g, k...] -> [g, C/g, M/g, k...] -> [g, M/g, C/g, k...] -> [M, C/g, k...],
