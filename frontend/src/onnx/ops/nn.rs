@@ -543,17 +543,17 @@ fn conv_transpose(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         let Some(full) = full else {
             return invalid(format!("ConvTranspose: the output extent of spatial dimension {d} overflows"));
         };
+        let overflow = || invalid(format!("ConvTranspose: the padding of spatial dimension {d} overflows"));
         let wanted = match (&output_shape, auto_pad.as_str()) {
-            (Some(shape), _) => {
-                Some(Some(*(shape.len() + d).checked_sub(n).and_then(|i| shape.get(i)).unwrap_or(&full)))
-            }
-            (None, "SAME_UPPER" | "SAME_LOWER") => Some(extent.checked_mul(g.strides[d])),
+            (Some(shape), _) => Some(*(shape.len() + d).checked_sub(n).and_then(|i| shape.get(i)).unwrap_or(&full)),
+            (None, "SAME_UPPER" | "SAME_LOWER") => match extent.checked_mul(g.strides[d]) {
+                Some(out) => Some(out),
+                None => return overflow(),
+            },
             _ => None,
         };
         if let Some(out) = wanted {
-            let Some(total) = out.and_then(|out| full.checked_sub(out)) else {
-                return invalid(format!("ConvTranspose: the padding of spatial dimension {d} overflows"));
-            };
+            let Some(total) = full.checked_sub(out) else { return overflow() };
             // Floor division, as ONNX's reference: a negative total (an output larger than the
             // transposed convolution makes) puts the extra element at the end.
             let (small, big) = (total.div_euclid(2), total - total.div_euclid(2));
