@@ -78,10 +78,7 @@ pub fn balance(times: &[f64], stages: usize) -> Vec<usize> {
     if stages <= 1 || n == 0 {
         return vec![0; n];
     }
-    let mut prefix = vec![0.0; n + 1];
-    for i in 0..n {
-        prefix[i + 1] = prefix[i] + times[i];
-    }
+    let prefix = prefix_sums(times);
     let sum = |a: usize, b: usize| prefix[b] - prefix[a];
     // best[k][i]: the smallest possible maximum over the first i items in k runs; cut[k][i]:
     // where the last run starts, the smallest start that reaches best[k][i].
@@ -96,6 +93,21 @@ pub fn balance(times: &[f64], stages: usize) -> Vec<usize> {
             }
         }
     }
+    stages_from_cuts(&cut, n, stages)
+}
+
+/// Running sums of `times`: `prefix[i]` is the sum of the first `i` items.
+fn prefix_sums(times: &[f64]) -> Vec<f64> {
+    let mut prefix = vec![0.0; times.len() + 1];
+    for (i, t) in times.iter().enumerate() {
+        prefix[i + 1] = prefix[i] + t;
+    }
+    prefix
+}
+
+/// The stage of each of `n` items, read back from the last-run starts `cut[k][i]` of the
+/// `stages`-run split (the traceback shared by [`balance`] and the scan it is tested against).
+fn stages_from_cuts(cut: &[Vec<usize>], n: usize, stages: usize) -> Vec<usize> {
     let mut stage_of = vec![0; n];
     let mut end = n;
     for k in (1..=stages).rev() {
@@ -170,7 +182,7 @@ mod tests {
 /// The binary searches of [`best_cut`] against the plain scan they replace.
 #[cfg(test)]
 mod scan_equivalence {
-    use super::balance;
+    use super::{balance, prefix_sums, stages_from_cuts};
     use proptest::prelude::*;
 
     /// The plain scan the binary searches replace: every start, strictly better wins.
@@ -179,10 +191,7 @@ mod scan_equivalence {
         if stages <= 1 || n == 0 {
             return vec![0; n];
         }
-        let mut prefix = vec![0.0; n + 1];
-        for i in 0..n {
-            prefix[i + 1] = prefix[i] + times[i];
-        }
+        let prefix = prefix_sums(times);
         let mut best = vec![vec![f64::INFINITY; n + 1]; stages + 1];
         let mut cut = vec![vec![0usize; n + 1]; stages + 1];
         best[0][0] = 0.0;
@@ -197,16 +206,7 @@ mod scan_equivalence {
                 }
             }
         }
-        let mut stage_of = vec![0; n];
-        let mut end = n;
-        for k in (1..=stages).rev() {
-            let start = cut[k][end];
-            for s in stage_of.iter_mut().take(end).skip(start) {
-                *s = k - 1;
-            }
-            end = start;
-        }
-        stage_of
+        stages_from_cuts(&cut, n, stages)
     }
 
     proptest! {
