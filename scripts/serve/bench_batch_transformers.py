@@ -14,25 +14,10 @@ Usage (with the model corpus's venv, .cache/model-corpus/venv/bin/python):
 import json
 import statistics
 import sys
-import time
 
 import torch
-from transformers import AutoModelForCausalLM
 
-
-def timed_generate(model, ids, new_tokens):
-    start = time.perf_counter()
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                         min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-    elapsed = time.perf_counter() - start
-    assert out.shape[1] == ids.shape[1] + new_tokens
-    return elapsed
-
-
-def decode_rate(model, ids, new_tokens):
-    first = timed_generate(model, ids, 1)
-    total = timed_generate(model, ids, new_tokens)
-    return ids.shape[0] * (new_tokens - 1) / (total - first)
+from hf_timing import decode_rate, load_model, timed_generate
 
 
 def main():
@@ -40,15 +25,14 @@ def main():
     rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 5
     if len(sys.argv) > 5:
         torch.set_num_threads(int(sys.argv[5]))
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    model.generation_config.eos_token_id = None
+    model = load_model(path)
     generator = torch.Generator().manual_seed(0)
     result = {"torch_threads": torch.get_num_threads(), "input_len": input_len, "new_tokens": new_tokens}
     with torch.inference_mode():
         for batch in (1, 16):
             ids = torch.randint(0, 256, (batch, input_len), generator=generator)
             timed_generate(model, ids, new_tokens)  # warm-up
-            rates = [decode_rate(model, ids, new_tokens) for _ in range(rounds)]
+            rates = [decode_rate(model, ids, new_tokens)[0] for _ in range(rounds)]
             result[f"decode_tokens_per_second_batch_{batch}"] = statistics.median(rates)
     print(json.dumps(result))
 

@@ -12,26 +12,11 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 from tokenizers import Tokenizer
-from transformers import AutoModelForCausalLM
 
-
-def timed_generate(model, ids, new_tokens):
-    start = time.perf_counter()
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                         min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-    elapsed = time.perf_counter() - start
-    assert out.shape[1] == ids.shape[1] + new_tokens
-    return elapsed, out[0, ids.shape[1]:].tolist()
-
-
-def transformers_rate(model, ids, new_tokens):
-    first, _ = timed_generate(model, ids, 1)
-    total, tokens = timed_generate(model, ids, new_tokens)
-    return (new_tokens - 1) / (total - first), tokens
+from hf_timing import decode_rate, load_model, timed_generate
 
 
 def tessera_rate(binary, path, prompt, new_tokens):
@@ -48,14 +33,13 @@ def main():
         torch.set_num_threads(int(sys.argv[6]))
     tok = Tokenizer.from_file(f"{path}/tokenizer.json")
     ids = torch.tensor([tok.encode(prompt).ids])
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    model.generation_config.eos_token_id = None
+    model = load_model(path)
     rates = {"tessera": [], "transformers": []}
     with torch.inference_mode():
         timed_generate(model, ids, new_tokens)  # warm-up
         for i in range(rounds):
             t_rate, t_tokens = tessera_rate(binary, path, prompt, new_tokens)
-            h_rate, h_tokens = transformers_rate(model, ids, new_tokens)
+            h_rate, h_tokens = decode_rate(model, ids, new_tokens)
             assert t_tokens == h_tokens, "greedy tokens differ"
             rates["tessera"].append(t_rate)
             rates["transformers"].append(h_rate)
