@@ -10,23 +10,10 @@ mod fused_graphs;
 mod harness;
 
 use fused_graphs::{attention, masked_softmax, residual_norms};
-use std::time::{Duration, Instant};
 use tessera_codegen::{compile_cpu, compile_ptx, GpuArch, KernelSource};
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::Graph;
-
-/// Median wall time of `runs` calls of `f`.
-fn median(runs: usize, mut f: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[runs / 2]
-}
+use tessera_ir::testing::bench::median;
 
 fn kernels(graphs: &[Graph]) -> Vec<KernelSource> {
     graphs.iter().enumerate().map(|(i, g)| KernelSource { symbol: format!("k{i}"), graph: g.clone() }).collect()

@@ -5,25 +5,13 @@
 //!
 //! Run: `cargo bench -p tessera-ir --bench parse`. Numbers go to BENCHMARKS.md.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::Graph;
 use tessera_ir::mlir::{parse_graph, print_graph};
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
-
-/// Median wall time of `runs` calls of `f`.
-fn median(runs: usize, mut f: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[runs / 2]
-}
+use tessera_ir::testing::bench::median;
 
 /// A graph returning one f32 constant of `n` distinct elements.
 fn constant_graph(n: usize) -> Graph {

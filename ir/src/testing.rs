@@ -9,8 +9,9 @@
 //! to fit the values at hand adds nothing.
 //!
 //! [`inputs`] holds the helpers tests share for evaluating graphs (seeded inputs), [`build`]
-//! the ones for building graphs by hand.
+//! the ones for building graphs by hand, [`bench`] the timing the plain bench harnesses share.
 
+pub mod bench;
 pub mod build;
 pub mod inputs;
 
