@@ -50,24 +50,28 @@ fn saturating_float8_casts_clamp_to_the_largest_finite_value() {
     assert!(DType::F8E5M2Fnuz.round_float(-1e-30).is_sign_positive());
 }
 
-const SMALL_FLOATS: [DType; 5] = [DType::F8E4M3, DType::F8E5M2, DType::F8E4M3Fnuz, DType::F8E5M2Fnuz, DType::F4E2M1];
-const INTS: [DType; 11] = [
-    DType::I64,
-    DType::I32,
-    DType::I16,
-    DType::I8,
-    DType::I4,
-    DType::I2,
-    DType::U64,
-    DType::U32,
-    DType::U16,
-    DType::U8,
-    DType::U4,
-];
+/// The float types of 8 bits or fewer: small enough to check every bit pattern.
+fn small_floats() -> impl Iterator<Item = DType> {
+    DType::ALL.into_iter().filter(|d| d.is_float() && d.bits() <= 8)
+}
+
+/// Every integer type (signed and unsigned, packed ones included; not bool).
+fn ints() -> impl Iterator<Item = DType> {
+    DType::ALL.into_iter().filter(|d| d.is_int())
+}
+
+#[test]
+fn the_filtered_lists_hold_the_types_the_tests_mean() {
+    let small: Vec<DType> = small_floats().collect();
+    assert_eq!(small, [DType::F8E4M3, DType::F8E5M2, DType::F8E4M3Fnuz, DType::F8E5M2Fnuz, DType::F4E2M1]);
+    let ints: Vec<DType> = ints().collect();
+    assert_eq!(ints.len(), 12, "{ints:?}");
+    assert!(ints.contains(&DType::U2) && !ints.contains(&DType::Bool), "{ints:?}");
+}
 
 #[test]
 fn every_bit_pattern_of_a_small_float_decodes_and_encodes_back() {
-    for d in SMALL_FLOATS {
+    for d in small_floats() {
         for bits in 0..1u64 << d.bits() {
             let Some(x) = d.float_from_bits(bits) else { panic!("{d} is a float") };
             let back = d.float_to_bits(x).and_then(|b| d.float_from_bits(b));
@@ -82,7 +86,7 @@ fn every_bit_pattern_of_a_small_float_decodes_and_encodes_back() {
 proptest! {
     #[test]
     fn rounded_small_floats_survive_their_bits(x in prop::num::f64::ANY) {
-        for d in SMALL_FLOATS {
+        for d in small_floats() {
             let r = d.round_float(x);
             let back = d.float_to_bits(r).and_then(|b| d.float_from_bits(b));
             prop_assert!(back.is_some_and(|y| same(r, y)), "{} of {}: {} does not survive its bits", d, x, r);
@@ -92,7 +96,7 @@ proptest! {
 
     #[test]
     fn wrapped_integers_stay_in_range_and_keep_the_low_bits(x in any::<i64>()) {
-        for d in INTS {
+        for d in ints() {
             let w = d.wrap_int(x);
             let (lo, hi) = d.int_range().unwrap_or((0, 0));
             prop_assert!((lo..=hi).contains(&w), "{} wraps {} to {} outside {}..={}", d, x, w, lo, hi);
