@@ -319,29 +319,15 @@ impl DeviceSpec {
         }
     }
 
-    /// NVIDIA H200 141GB SXM: the H100's compute with more and faster HBM3e. Source: NVIDIA
-    /// H200 Tensor Core GPU datasheet (SXM column, dense), as recorded in
-    /// shared/calibration/devices.json.
+    /// NVIDIA H200 141GB SXM: the H100 (same compute, power and efficiencies) with more and
+    /// faster HBM3e, so only those fields differ. Source: NVIDIA H200 Tensor Core GPU datasheet
+    /// (SXM column, dense), as recorded in shared/calibration/devices.json.
     pub fn h200_141g_sxm() -> DeviceSpec {
         DeviceSpec {
             name: "h200-141g-sxm".to_string(),
-            peak_tflops: PeakTflops {
-                bf16: Some(989.0),
-                fp16: Some(989.0),
-                fp32: Some(67.0),
-                fp8: Some(1979.0),
-                tf32: Some(494.0),
-            },
             memory_gb: 141.0,
             hbm_gbps: 4800.0,
-            tdp_w: 700.0,
-            idle_w: 140.0,
-            gemm_efficiency: 0.8,
-            gemm_half_dim: 64.0,
-            memory_efficiency: 0.8,
-            kernel_overhead_us: 5.0,
-            reserved_gb: 2.0,
-            power: PowerModel::h100(),
+            ..DeviceSpec::h100_80g_sxm()
         }
     }
 }
