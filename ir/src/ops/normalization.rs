@@ -14,7 +14,7 @@ use super::{expect_arity, floats, product, ShapeResult};
 use crate::graph::ValueId;
 use crate::sharding::ShardingRule;
 use crate::tensor::Tensor;
-use crate::types::{normalize_axis, TensorType};
+use crate::types::{normalize_axis, Dim, TensorType};
 
 pub fn infer_softmax(inputs: &[&TensorType], axis: i64) -> ShapeResult {
     expect_arity(inputs, 1)?;
@@ -151,6 +151,31 @@ fn mean_back(cx: &mut GradContext, x: ValueId, axes: &[usize]) -> Result<ValueId
     cx.broadcast(m, &dims)
 }
 
+/// The normalized dimensions `axis..` of a norm over a tensor of `rank` dimensions.
+fn norm_axes(cx: &GradContext, rank: usize, axis: i64) -> Result<Vec<usize>, GradError> {
+    let ax = normalize_axis(axis, rank).ok_or_else(|| cx.unsupported(format!("axis {axis} out of range")))?;
+    Ok((ax..rank).collect())
+}
+
+/// `1 / sqrt(v + epsilon)`, the reciprocal deviation both norms multiply by.
+fn rsqrt_plus(cx: &mut GradContext, v: ValueId, epsilon: f64) -> Result<ValueId, GradError> {
+    let eps = cx.splat_like(v, epsilon)?;
+    let v_eps = cx.add2(v, eps)?;
+    cx.unary(UnaryOp::Rsqrt, v_eps)
+}
+
+/// `g * scale`, the scale broadcast to `dims`: the adjoint of the normalized value.
+fn times_scale(cx: &mut GradContext, g: ValueId, scale: ValueId, dims: &[Dim]) -> Result<ValueId, GradError> {
+    let scale_b = cx.broadcast(scale, dims)?;
+    cx.mul(g, scale_b)
+}
+
+/// The scale's gradient `sum(g * normalized)` over the dimensions the scale is broadcast along.
+fn scale_grad(cx: &mut GradContext, g: ValueId, normalized: ValueId, scale: ValueId) -> Result<ValueId, GradError> {
+    let g_normalized = cx.mul(g, normalized)?;
+    cx.sum_to(g_normalized, &cx.ty(scale))
+}
+
 /// Layer norm over `axis..` with `xhat = (x - mean) * rstd`, `rstd = 1 / sqrt(var + eps)` and
 /// `gs = g * scale`: `dx = rstd * (gs - mean(gs) - xhat * mean(gs * xhat))`,
 /// `dscale = sum(g * xhat)`, `dbias = sum(g)` over the leading dimensions.
@@ -162,19 +187,15 @@ pub fn grad_layer_norm(
     wanted: &[bool],
 ) -> GradResult {
     let t = cx.ty(x);
-    let ax = normalize_axis(axis, t.rank()).ok_or_else(|| cx.unsupported(format!("axis {axis} out of range")))?;
-    let axes: Vec<usize> = (ax..t.rank()).collect();
+    let axes = norm_axes(cx, t.rank(), axis)?;
     let mean = mean_back(cx, x, &axes)?;
     let centered = cx.sub(x, mean)?;
     let squares = cx.mul(centered, centered)?;
     let var = mean_back(cx, squares, &axes)?;
-    let eps = cx.splat_like(var, epsilon)?;
-    let var_eps = cx.add2(var, eps)?;
-    let rstd = cx.unary(UnaryOp::Rsqrt, var_eps)?;
+    let rstd = rsqrt_plus(cx, var, epsilon)?;
     let xhat = cx.mul(centered, rstd)?;
     let dx = if wanted[0] {
-        let scale_b = cx.broadcast(scale, &t.dims)?;
-        let gs = cx.mul(g, scale_b)?;
+        let gs = times_scale(cx, g, scale, &t.dims)?;
         let mean_gs = mean_back(cx, gs, &axes)?;
         let gsx = cx.mul(gs, xhat)?;
         let mean_gsx = mean_back(cx, gsx, &axes)?;
@@ -185,12 +206,7 @@ pub fn grad_layer_norm(
     } else {
         None
     };
-    let dscale = if wanted[1] {
-        let gx = cx.mul(g, xhat)?;
-        Some(cx.sum_to(gx, &cx.ty(scale))?)
-    } else {
-        None
-    };
+    let dscale = if wanted[1] { Some(scale_grad(cx, g, xhat, scale)?) } else { None };
     let dbias = if wanted[2] { Some(cx.sum_to(g, &cx.ty(bias))?) } else { None };
     Ok(vec![dx, dscale, dbias])
 }
@@ -205,16 +221,12 @@ pub fn grad_rms_norm(
     wanted: &[bool],
 ) -> GradResult {
     let t = cx.ty(x);
-    let ax = normalize_axis(axis, t.rank()).ok_or_else(|| cx.unsupported(format!("axis {axis} out of range")))?;
-    let axes: Vec<usize> = (ax..t.rank()).collect();
+    let axes = norm_axes(cx, t.rank(), axis)?;
     let squares = cx.mul(x, x)?;
     let ms = mean_back(cx, squares, &axes)?;
-    let eps = cx.splat_like(ms, epsilon)?;
-    let ms_eps = cx.add2(ms, eps)?;
-    let r = cx.unary(UnaryOp::Rsqrt, ms_eps)?;
+    let r = rsqrt_plus(cx, ms, epsilon)?;
     let dx = if wanted[0] {
-        let scale_b = cx.broadcast(scale, &t.dims)?;
-        let gs = cx.mul(g, scale_b)?;
+        let gs = times_scale(cx, g, scale, &t.dims)?;
         let rgs = cx.mul(r, gs)?;
         let gsx = cx.mul(gs, x)?;
         let mean_gsx = mean_back(cx, gsx, &axes)?;
@@ -228,8 +240,7 @@ pub fn grad_rms_norm(
     };
     let dscale = if wanted[1] {
         let xr = cx.mul(x, r)?;
-        let gxr = cx.mul(g, xr)?;
-        Some(cx.sum_to(gxr, &cx.ty(scale))?)
+        Some(scale_grad(cx, g, xr, scale)?)
     } else {
         None
     };
