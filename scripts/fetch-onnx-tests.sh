@@ -22,10 +22,7 @@ cache_dir="${1:-$repo_root/.cache/onnx-node-tests}"
 source "$repo_root/scripts/lib/cache.sh"
 
 # Skip the generation when this exact version is already in place.
-if cache_is_current "$cache_dir" .onnx-version "$ONNX_VERSION"; then
-    echo "onnx node tests $ONNX_VERSION already in $cache_dir"
-    exit 0
-fi
+exit_if_current "$cache_dir" .onnx-version "$ONNX_VERSION" "onnx node tests"
 
 require_tools fetch-onnx-tests python3
 

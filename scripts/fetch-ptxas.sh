@@ -16,10 +16,7 @@ cache_dir="${1:-$repo_root/.cache/cuda-nvcc}"
 source "$repo_root/scripts/lib/cache.sh"
 
 # Skip the download when this exact version is already unpacked.
-if cache_is_current "$cache_dir" .nvcc-version "$NVCC_VERSION"; then
-    echo "ptxas and libdevice $NVCC_VERSION already in $cache_dir"
-    exit 0
-fi
+exit_if_current "$cache_dir" .nvcc-version "$NVCC_VERSION" "ptxas and libdevice"
 
 require_tools fetch-ptxas unzip python3
 

@@ -7,6 +7,16 @@ cache_is_current() {
     [[ -f "$dir/$stamp" && "$(cat "$dir/$stamp")" == "$version" ]]
 }
 
+# exit_if_current DIR STAMP VERSION WHAT: ends the calling script (status 0), saying so, when DIR
+# already holds VERSION of WHAT; the fetch scripts' skip-when-present check.
+exit_if_current() {
+    local dir=$1 stamp=$2 version=$3 what=$4
+    if cache_is_current "$dir" "$stamp" "$version"; then
+        echo "$what $version already in $dir"
+        exit 0
+    fi
+}
+
 # require_tools WHO TOOL...: exits with a message naming WHO when a TOOL is not on PATH.
 require_tools() {
     local who=$1 tool
