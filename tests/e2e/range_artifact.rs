@@ -98,35 +98,24 @@ fn sizes_out_of_range_and_inputs_that_disagree_are_located_errors() {
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
 
-    let too_big = write_inputs(cwd, "big", 5, 3, 3);
-    let out = run(cwd, "art", &too_big, "o1");
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains(
-            "input 'x', dimension 0: symbolic dimension 'batch' is 5, outside the artifact's range batch=2..4"
+    // (input files' name, batch, seq of x, seq of z, the error the run must name)
+    let refused = [
+        ("big", 5, 3, 3, "input 'x', dimension 0: symbolic dimension 'batch' is 5, outside the artifact's range batch=2..4"),
+        ("long", 2, 17, 17, "symbolic dimension 'seq' is 17, outside the artifact's range seq=1..16"),
+        (
+            "bad",
+            2,
+            3,
+            4,
+            "inconsistent input sizes: dimension 1 of input 'z' is seq = 3 (with seq = 3), but the tensor given has 4",
         ),
-        "{}",
-        out.stderr
-    );
-    let too_long = write_inputs(cwd, "long", 2, 17, 17);
-    let out = run(cwd, "art", &too_long, "o2");
-    assert_eq!(out.code, 1);
-    assert!(
-        out.stderr.contains("symbolic dimension 'seq' is 17, outside the artifact's range seq=1..16"),
-        "{}",
-        out.stderr
-    );
-
-    let disagree = write_inputs(cwd, "bad", 2, 3, 4);
-    let out = run(cwd, "art", &disagree, "o3");
-    assert_eq!(out.code, 1);
-    assert!(
-        out.stderr.contains(
-            "inconsistent input sizes: dimension 1 of input 'z' is seq = 3 (with seq = 3), but the tensor given has 4"
-        ),
-        "{}",
-        out.stderr
-    );
+    ];
+    for (i, (name, batch, seq_x, seq_z, expected)) in refused.into_iter().enumerate() {
+        let inputs = write_inputs(cwd, name, batch, seq_x, seq_z);
+        let out = run(cwd, "art", &inputs, &format!("o{}", i + 1));
+        assert_eq!(out.code, 1, "{name}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{name}: {}", out.stderr);
+    }
     assert!(!cwd.join("o3").exists(), "a refused run wrote outputs");
 }
 
