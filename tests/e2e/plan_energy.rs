@@ -2,7 +2,7 @@
 //! pipeline-parallel GPT-175B plan (Perseus-style slack of non-critical stages), the
 //! objectives, and the bad requests that exit 2.
 
-use crate::support::tessera;
+use crate::support::{assert_usage_errors, tessera, GPT2_PLAN};
 
 fn plan_json(args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -97,8 +97,6 @@ fn the_energy_objective_trades_time_for_joules_and_a_power_cap_slows_the_clock()
 
 #[test]
 fn bad_energy_requests_exit_2_with_one_clear_line() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gpt2 = ["plan", "gpt2", "--cluster", "h100-80g-sxm:gpus=8", "--global-batch", "8"];
     let cases: &[(&[&str], &str)] = &[
         (&["--objective", "speed"], "error: --objective speed: unknown objective (time, energy or cost)"),
         (
@@ -110,11 +108,5 @@ fn bad_energy_requests_exit_2_with_one_clear_line() {
         (&["--electricity-price", "0.1"], "error: --electricity-price prices the cost objective"),
         (&["--objective", "cost", "--pue", "0.5"], "error: --pue 0.5: must be at least 1"),
     ];
-    for (extra, expected) in cases {
-        let args: Vec<&str> = gpt2.iter().chain(extra.iter()).copied().collect();
-        let out = tessera(dir.path(), &args);
-        assert_eq!(out.code, 2, "{extra:?}: {}", out.stderr);
-        assert!(out.stderr.starts_with(expected), "{extra:?}: {}", out.stderr);
-        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-    }
+    assert_usage_errors(&GPT2_PLAN, cases);
 }

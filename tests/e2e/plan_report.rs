@@ -2,7 +2,7 @@
 //! SVG skeleton (elements and classes, no coordinates) is snapshotted, and which headless
 //! Chromium (installed by `scripts/setup.sh`) renders without console errors.
 
-use crate::support::tessera;
+use crate::support::{llama3_70b_serve_plan, tessera};
 use std::path::Path;
 
 /// The elements of every `<svg>` as `tag.class xN`, counted per SVG in order of first
@@ -68,18 +68,7 @@ fn self_contained(html: &str) {
 
 const TRAIN: [&str; 8] =
     ["plan", "gpt3-175b", "--cluster", "a100-80g-sxm:gpus=1024", "--global-batch", "1536", "--alternatives", "3"];
-const SERVE: [&str; 10] = [
-    "plan",
-    "llama3-70b",
-    "--mode",
-    "serve",
-    "--cluster",
-    "h100-80g-sxm:gpus=8",
-    "--workload",
-    "in=2048,out=256,rate=4",
-    "--slo",
-    "ttft=500,tpot=50",
-];
+const SERVE_WORKLOAD: [&str; 4] = ["--workload", "in=2048,out=256,rate=4", "--slo", "ttft=500,tpot=50"];
 
 #[test]
 fn the_training_report_draws_timeline_memory_links_and_frontier() {
@@ -97,7 +86,7 @@ fn the_training_report_draws_timeline_memory_links_and_frontier() {
 #[test]
 fn the_serving_report_draws_the_throughput_latency_frontier() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let html = report(dir.path(), &SERVE);
+    let html = report(dir.path(), &llama3_70b_serve_plan(&SERVE_WORKLOAD));
     self_contained(&html);
     insta::assert_snapshot!("llama3_70b_serving_report_svg", svg_skeleton(&html));
     chromium_renders_without_console_errors(dir.path(), &html, 2);

@@ -2,7 +2,7 @@
 //! goodput under failures and Young/Daly checkpointing), against Meta's published Llama 3 405B
 //! run, and the bad specs that exit 2 (never a panic).
 
-use crate::support::tessera;
+use crate::support::{assert_usage_errors, llama3_70b_serve_plan, tessera, GPT2_PLAN};
 
 const LLAMA3_405B: [&str; 9] = [
     "plan",
@@ -82,13 +82,7 @@ fn the_run_text_lists_days_money_energy_and_checkpoints() {
 
 #[test]
 fn serving_prices_a_million_tokens() {
-    let run = run_of(&[
-        "plan",
-        "llama3-70b",
-        "--mode",
-        "serve",
-        "--cluster",
-        "h100-80g-sxm:gpus=8",
+    let run = run_of(&llama3_70b_serve_plan(&[
         "--global-batch",
         "64",
         "--seq",
@@ -97,7 +91,7 @@ fn serving_prices_a_million_tokens() {
         "1e9",
         "--format",
         "json",
-    ]);
+    ]));
     assert_eq!(run["goodput"].as_f64(), Some(1.0));
     assert!(run["training"].is_null(), "{run}");
     let usd = number(&run, "usd_per_million_tokens");
@@ -120,7 +114,6 @@ fn without_tokens_the_plan_has_no_run() {
 #[test]
 fn bad_specs_exit_2_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
-    let gpt2 = ["plan", "gpt2", "--cluster", "h100-80g-sxm:gpus=8", "--global-batch", "8"];
     let cases: &[(&[&str], &str)] = &[
         (&["--tokens", "1e9", "--gpu-hour-price", "-2"], "error: --gpu-hour-price -2: must not be negative"),
         (&["--tokens", "1e9", "--pue", "0.9"], "error: --pue 0.9: must be at least 1"),
@@ -131,13 +124,7 @@ fn bad_specs_exit_2_with_one_clear_line() {
         (&["--tokens", "1e9", "--storage-gbps", "inf"], "error: --storage-gbps inf: must be positive"),
         (&["--pue", "1.2"], "error: --pue prices a whole run: give its --tokens too"),
     ];
-    for (extra, expected) in cases {
-        let args: Vec<&str> = gpt2.iter().chain(extra.iter()).copied().collect();
-        let out = tessera(dir.path(), &args);
-        assert_eq!(out.code, 2, "{extra:?}: {}", out.stderr);
-        assert!(out.stderr.starts_with(expected), "{extra:?}: {}", out.stderr);
-        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-    }
+    assert_usage_errors(&GPT2_PLAN, cases);
     let clusters = [
         ("h100-80g-sxm:gpus=8:foo=1", "expected a positive integer"),
         ("h100-80g-sxm:gpus=-8", "expected a positive integer"),

@@ -4,7 +4,7 @@
 //!
 //! `tests/fixtures/splitwise_phases.json` is a copy of `shared/calibration/splitwise_phases.json`.
 
-use crate::support::{cluster, tessera, zoo};
+use crate::support::{cluster, llama3_70b_serve_plan, tessera, zoo};
 use serde_json::Value;
 use tessera_passes::cost::workload::ProfileCache;
 use tessera_passes::planner::serve::PhasePricer;
@@ -114,25 +114,13 @@ fn phase_latencies_match_the_splitwise_profiles() {
     }
 }
 
-const LLAMA3_70B_SERVE: [&str; 13] = [
-    "plan",
-    "llama3-70b",
-    "--mode",
-    "serve",
-    "--cluster",
-    "h100-80g-sxm:gpus=8",
-    "--workload",
-    "in=2048,out=256,rate=4",
-    "--slo",
-    "ttft=500,tpot=50",
-    "--format",
-    "json",
-    "--alternatives",
-];
+const WORKLOAD_JSON_NO_ALTERNATIVES: [&str; 8] =
+    ["--workload", "in=2048,out=256,rate=4", "--slo", "ttft=500,tpot=50", "--format", "json", "--alternatives", "0"];
 
 fn serve_json(extra: &[&str]) -> Value {
     let dir = tempfile::tempdir().expect("tempdir");
-    let args: Vec<&str> = LLAMA3_70B_SERVE.iter().chain(["0"].iter()).chain(extra).copied().collect();
+    let mut args = llama3_70b_serve_plan(&WORKLOAD_JSON_NO_ALTERNATIVES);
+    args.extend_from_slice(extra);
     let out = tessera(dir.path(), &args);
     assert_eq!(out.code, 0, "{}", out.stderr);
     serde_json::from_str(&out.stdout).expect("plan JSON")

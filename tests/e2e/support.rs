@@ -41,6 +41,29 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
+/// `tessera plan` for GPT-2 on one 8-GPU H100 node, the base the planner's usage-error tests
+/// add their bad flags to.
+pub const GPT2_PLAN: [&str; 6] = ["plan", "gpt2", "--cluster", "h100-80g-sxm:gpus=8", "--global-batch", "8"];
+
+/// `tessera plan` serving Llama 3 70B on one 8-GPU H100 node, followed by `extra`.
+pub fn llama3_70b_serve_plan<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let base = ["plan", "llama3-70b", "--mode", "serve", "--cluster", "h100-80g-sxm:gpus=8"];
+    base.iter().chain(extra).copied().collect()
+}
+
+/// Runs `base` plus each case's extra flags and checks the usage error: exit code 2 and one
+/// line of stderr that starts with the case's message.
+pub fn assert_usage_errors(base: &[&str], cases: &[(&[&str], &str)]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (extra, expected) in cases {
+        let args: Vec<&str> = base.iter().chain(extra.iter()).copied().collect();
+        let out = tessera(dir.path(), &args);
+        assert_eq!(out.code, 2, "{extra:?}: {}", out.stderr);
+        assert!(out.stderr.starts_with(expected), "{extra:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
+}
+
 /// A zoo preset or spec in the cost model's terms.
 pub fn zoo(spec: &str) -> tessera::workload::ZooWorkload {
     let cfg = tessera_frontend::zoo::spec::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
