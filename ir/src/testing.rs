@@ -158,6 +158,8 @@ fn input_type(rng: &mut Rng, symbolic: bool) -> TensorType {
         let w = 3 + rng.below(3) as u64;
         return TensorType::new(dtype, vec![n, Dim::Static(c), Dim::Static(h), Dim::Static(w)]);
     }
+    // Input element types, f32 three times as likely as each other. `random_constant` draws
+    // from a list of its own (the odds differ and it adds i8), so the two lists look alike.
     let dtype = rng
         .pick(&[
             DType::F32,

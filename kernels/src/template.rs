@@ -42,6 +42,9 @@ impl Template {
 /// data-dependent writes need atomics on the GPU; the bitwise ops): the fusion pass keeps such ops out of
 /// generated kernels.
 pub fn template(op: &Op) -> Option<Template> {
+    // Every variant is named, with no `_` arm, so that a new op must be given a template or be
+    // refused here. The run of layout ops repeats `is_data_movement` below and
+    // `Op::differentiability`; each list answers its own question, so they stay separate.
     Some(match op {
         // Bitwise ops and shifts (integer-only; a shift by the width or more is 0 in the
         // reference but poison in MLIR) run on the interpreter.

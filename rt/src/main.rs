@@ -8,6 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tessera_runtime::executor::run::{run_artifact, RunConfig};
 
+// The same two fields as `tessera`'s `Cli` (src/main.rs): the global budget flags and the
+// subcommand. clap's derive takes a binary's name and about from its own struct, so each binary
+// declares it; what they share (BudgetArgs, print_error) is in this crate's lib.
 #[derive(Parser)]
 #[command(name = "tessera-rt", version, about = "Runs tessera artifacts (no compiler, no MLIR or LLVM)")]
 struct Cli {

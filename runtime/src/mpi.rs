@@ -546,6 +546,8 @@ impl Communicator for MpiCommunicator {
         Ok(block.into_tensor(t.dtype, shape))
     }
 
+    // The signature and argument checks are `Communicator::all_to_all`'s, as in the NCCL
+    // override; only the transfer (MPI_Ialltoall) is MPI's own.
     fn all_to_all(
         &self,
         group: &[usize],

@@ -576,6 +576,8 @@ impl Communicator for NcclCommunicator {
         Ok(out.into_tensor(t.dtype, shape))
     }
 
+    // The signature and argument checks are `Communicator::all_to_all`'s, as in the MPI
+    // override; only the transfer (grouped ncclSend/ncclRecv) is NCCL's own.
     fn all_to_all(
         &self,
         group: &[usize],

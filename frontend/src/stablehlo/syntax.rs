@@ -44,7 +44,9 @@ impl std::fmt::Display for Ty {
     }
 }
 
-/// An attribute value, as either form writes it.
+/// An attribute value, as either form writes it. Its own type rather than
+/// `tessera_ir::ops::attr::Attr` (whose first variants it repeats): StableHLO attributes also
+/// hold symbols, keywords, lists, dictionaries and types, which tsr attributes never do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attr {
     Int(i64),

@@ -445,6 +445,9 @@ impl Op {
 impl Op {
     /// What reverse-mode differentiation may assume of the op (see [`gradient`]).
     pub fn differentiability(&self) -> Differentiability {
+        // Every variant is named, with no `_` arm, so that a new op must state how it
+        // differentiates; the same variant runs appear in other exhaustive per-op matches
+        // (e.g. `kernels::template`), each answering its own question.
         match self {
             Op::Unary(u) => u.differentiability(),
             Op::Binary(b) => b.differentiability(),

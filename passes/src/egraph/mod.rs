@@ -61,6 +61,8 @@ use tessera_ir::graph::Graph;
 
 const PASS: &str = "egraph";
 
+// The option table of `egraph{...}`: one `OptionSpec` (name, default, help) per option, listed
+// in `OPTIONS` below. The rows are alike by design (the duplicates tool lists them).
 const ITERS: OptionSpec =
     OptionSpec { name: "iters", default: OptionValue::UInt(8), help: "most rounds of rule application" };
 const NODES: OptionSpec =

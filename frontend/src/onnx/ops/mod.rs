@@ -55,6 +55,9 @@ pub(crate) type BuildResult<T> = Result<T, BuildError>;
 /// the builder does not produce may be left off; asking for them is then an error).
 pub(crate) type Builder = fn(&mut Importer, &NodeCx) -> BuildResult<Vec<Slot>>;
 
+/// ONNX op type -> builder. Each family module fills it in its `register`, a table of one
+/// `insert` per op type; those rows look alike across families by design (the duplicates tool
+/// lists them as repeated shape), and each stays beside the builders it names.
 #[derive(Default)]
 pub(crate) struct Registry {
     builders: HashMap<&'static str, Builder>,
