@@ -11,12 +11,8 @@ use tessera_ir::tensor::Tensor;
 use tessera_ir::types::{Dim, TensorType};
 
 pub(crate) struct Builder {
-    pub graph: Graph,
-    pub roles: Vec<Role>,
-    pub comms: Vec<CommSite>,
-    pub expert_params: Vec<ValueId>,
-    pub stream_inputs: Vec<ValueId>,
-    pub cache_inputs: Vec<ValueId>,
+    /// The graph and its side tables, as [`Builder::finish`] hands them over.
+    pub block: ZooBlock,
     /// The role given to nodes added from now on.
     pub role: Role,
     pub dtype: DType,
@@ -30,12 +26,14 @@ pub(crate) fn dims(shape: &[u64]) -> Vec<Dim> {
 impl Builder {
     pub fn new(name: &str, model: &str, dtype: DType) -> Builder {
         Builder {
-            graph: Graph::new(name),
-            roles: Vec::new(),
-            comms: Vec::new(),
-            expert_params: Vec::new(),
-            stream_inputs: Vec::new(),
-            cache_inputs: Vec::new(),
+            block: ZooBlock {
+                graph: Graph::new(name),
+                roles: Vec::new(),
+                comms: Vec::new(),
+                expert_params: Vec::new(),
+                stream_inputs: Vec::new(),
+                cache_inputs: Vec::new(),
+            },
             role: Role::Replicated,
             dtype,
             model: model.to_string(),
@@ -43,16 +41,9 @@ impl Builder {
     }
 
     pub fn finish(self, outputs: Vec<ValueId>) -> ZooBlock {
-        let mut graph = self.graph;
-        graph.set_outputs(outputs);
-        ZooBlock {
-            graph,
-            roles: self.roles,
-            comms: self.comms,
-            expert_params: self.expert_params,
-            stream_inputs: self.stream_inputs,
-            cache_inputs: self.cache_inputs,
-        }
+        let mut block = self.block;
+        block.graph.set_outputs(outputs);
+        block
     }
 
     fn error(&self, what: &str, message: String) -> ZooError {
@@ -61,54 +52,54 @@ impl Builder {
 
     pub fn shape(&self, v: ValueId) -> Vec<u64> {
         // Zoo graphs are fully static; a symbolic dimension would be a builder bug, shown as 0.
-        self.graph.value(v).ty.dims.iter().map(|d| d.as_static().unwrap_or(0)).collect()
+        self.block.graph.value(v).ty.dims.iter().map(|d| d.as_static().unwrap_or(0)).collect()
     }
 
     pub fn param(&mut self, name: &str, shape: &[u64]) -> ValueId {
-        self.graph.add_input(name, TensorType::of_static(self.dtype, shape), InputRole::Parameter)
+        self.block.graph.add_input(name, TensorType::of_static(self.dtype, shape), InputRole::Parameter)
     }
 
     pub fn expert_param(&mut self, name: &str, shape: &[u64]) -> ValueId {
         let v = self.param(name, shape);
-        self.expert_params.push(v);
+        self.block.expert_params.push(v);
         v
     }
 
     pub fn input(&mut self, name: &str, dtype: DType, shape: &[u64]) -> ValueId {
-        self.graph.add_input(name, TensorType::of_static(dtype, shape), InputRole::Activation)
+        self.block.graph.add_input(name, TensorType::of_static(dtype, shape), InputRole::Activation)
     }
 
     /// KV cache of earlier tokens (serving).
     pub fn cache_input(&mut self, name: &str, shape: &[u64]) -> ValueId {
         let v = self.input(name, self.dtype, shape);
-        self.cache_inputs.push(v);
+        self.block.cache_inputs.push(v);
         v
     }
 
     /// The residual stream (or the token ids) entering a block; gradients flow into it.
     pub fn stream_input(&mut self, name: &str, dtype: DType, shape: &[u64]) -> ValueId {
         let v = self.input(name, dtype, shape);
-        self.stream_inputs.push(v);
+        self.block.stream_inputs.push(v);
         v
     }
 
     pub fn op(&mut self, op: Op, inputs: &[ValueId]) -> Result<ValueId, ZooError> {
         let mnemonic = op.mnemonic();
-        let v = self.graph.add(op, inputs).map_err(|e| self.error(mnemonic, e.message))?;
-        self.roles.push(self.role);
+        let v = self.block.graph.add(op, inputs).map_err(|e| self.error(mnemonic, e.message))?;
+        self.block.roles.push(self.role);
         Ok(v)
     }
 
     pub fn ops(&mut self, op: Op, inputs: &[ValueId]) -> Result<Vec<ValueId>, ZooError> {
         let mnemonic = op.mnemonic();
-        let vs = self.graph.add_node(op, inputs).map_err(|e| self.error(mnemonic, e.message))?;
-        self.roles.push(self.role);
+        let vs = self.block.graph.add_node(op, inputs).map_err(|e| self.error(mnemonic, e.message))?;
+        self.block.roles.push(self.role);
         Ok(vs)
     }
 
     /// Marks `v` as needing collective `site` across its group before any use.
     pub fn comm(&mut self, site: fn(ValueId) -> CommSite, v: ValueId) {
-        self.comms.push(site(v));
+        self.block.comms.push(site(v));
     }
 
     pub fn binary(&mut self, op: BinaryOp, a: ValueId, b: ValueId) -> Result<ValueId, ZooError> {
@@ -147,7 +138,7 @@ impl Builder {
 
     /// `x * c` for a scalar literal `c`.
     pub fn scale(&mut self, x: ValueId, c: f64) -> Result<ValueId, ZooError> {
-        let dtype = self.graph.value(x).ty.dtype;
+        let dtype = self.block.graph.value(x).ty.dtype;
         let shape = self.shape(x);
         let literal = self.op(Op::Constant(Tensor::scalar(dtype, c)), &[])?;
         let splat = self.broadcast(literal, &shape)?;
@@ -156,7 +147,7 @@ impl Builder {
 
     /// `x op c` for a scalar literal `c` broadcast to `x`'s shape (ONNX's implicit broadcast).
     pub fn binary_scalar(&mut self, op: BinaryOp, x: ValueId, c: f64) -> Result<ValueId, ZooError> {
-        let dtype = self.graph.value(x).ty.dtype;
+        let dtype = self.block.graph.value(x).ty.dtype;
         let shape = self.shape(x);
         let literal = self.op(Op::Constant(Tensor::scalar(dtype, c)), &[])?;
         let splat = self.broadcast(literal, &shape)?;

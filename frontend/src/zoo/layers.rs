@@ -105,7 +105,7 @@ fn dropout(b: &mut Builder, cfg: &ModelConfig, opts: &BlockShape, x: ValueId, na
     }
     let shape = b.shape(x);
     let mask = b.input(&format!("{name}.keep"), DType::Bool, &shape);
-    let dtype = b.graph.value(x).ty.dtype;
+    let dtype = b.block.graph.value(x).ty.dtype;
     let keep = b.op(Op::Cast { to: dtype }, &[mask])?;
     let kept = b.binary(BinaryOp::Mul, x, keep)?;
     b.scale(kept, 1.0 / (1.0 - cfg.dropout))
@@ -400,7 +400,7 @@ fn mlp_body(
             if cfg.bias {
                 let bias = b.param(&format!("{name}.fc1.bias"), &bias_shape(ffn_local));
                 if experts.is_some() {
-                    b.expert_params.push(bias);
+                    b.block.expert_params.push(bias);
                 }
                 y = b.add_bias(y, bias)?;
             }
