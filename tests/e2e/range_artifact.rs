@@ -100,7 +100,13 @@ fn sizes_out_of_range_and_inputs_that_disagree_are_located_errors() {
 
     // (input files' name, batch, seq of x, seq of z, the error the run must name)
     let refused = [
-        ("big", 5, 3, 3, "input 'x', dimension 0: symbolic dimension 'batch' is 5, outside the artifact's range batch=2..4"),
+        (
+            "big",
+            5,
+            3,
+            3,
+            "input 'x', dimension 0: symbolic dimension 'batch' is 5, outside the artifact's range batch=2..4",
+        ),
         ("long", 2, 17, 17, "symbolic dimension 'seq' is 17, outside the artifact's range seq=1..16"),
         (
             "bad",
