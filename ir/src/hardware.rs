@@ -83,8 +83,15 @@ pub struct DeviceSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PowerModel {
-    /// Highest SM (graphics) clock the board runs at, MHz: what the datasheet peaks assume.
+    /// Highest SM (graphics) clock the planner sets, MHz: the clock the datasheet's tensor
+    /// peak is quoted at, so that compute-bound kernels run at the peak there and `f_max / f`
+    /// times as long at `f`.
     pub max_sm_clock_mhz: f64,
+    /// The board's boost clock when it is above `max_sm_clock_mhz`, MHz: light, latency-bound
+    /// work (the synchronization rounds of a serving step) runs at it because it is far from
+    /// the power limit. `None`: the same as `max_sm_clock_mhz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boost_sm_clock_mhz: Option<f64>,
     /// Lowest clock the planner may pick, MHz.
     pub min_sm_clock_mhz: f64,
     /// Granularity of settable clocks (`nvidia-smi -lgc`), MHz.
@@ -112,6 +119,7 @@ impl PowerModel {
     pub fn a100() -> PowerModel {
         PowerModel {
             max_sm_clock_mhz: 1410.0,
+            boost_sm_clock_mhz: None,
             min_sm_clock_mhz: 705.0,
             clock_step_mhz: 15.0,
             dynamic_power_exponent: 2.0,
@@ -119,10 +127,23 @@ impl PowerModel {
         }
     }
 
-    /// H100 and H200 SXM: the same curve over 1980 MHz (the SXM boost clock, NVIDIA H100
-    /// datasheet) down to 990 MHz.
+    /// H100 and H200 SXM: the same curve over 1830 MHz down to 915 MHz. 1830 MHz is the clock
+    /// the 989 TFLOP/s dense BF16 peak is quoted at (132 SMs x 4 tensor cores x 1024 FLOPs per
+    /// clock x 1.83 GHz = 989.4 TFLOP/s: NVIDIA H100 whitepaper; G. Lockwood, "Peak FLOPS"),
+    /// as 1410 MHz is the A100's (108 x 2048 x 1.41 GHz = 311.9). The board boosts to
+    /// 1980 MHz (nvidia-smi's highest clock) under light load.
     pub fn h100() -> PowerModel {
-        PowerModel { max_sm_clock_mhz: 1980.0, min_sm_clock_mhz: 990.0, ..PowerModel::a100() }
+        PowerModel {
+            max_sm_clock_mhz: 1830.0,
+            boost_sm_clock_mhz: Some(1980.0),
+            min_sm_clock_mhz: 915.0,
+            ..PowerModel::a100()
+        }
+    }
+
+    /// The clock light, latency-bound work runs at, MHz.
+    pub fn boost_clock_mhz(&self) -> f64 {
+        self.boost_sm_clock_mhz.unwrap_or(self.max_sm_clock_mhz)
     }
 
     /// The settable clocks from the highest down, as fractions of the highest.
@@ -358,5 +379,32 @@ impl LinkSpec {
     /// Source: shared/calibration/devices.json `links`.
     pub fn infiniband_ndr() -> LinkSpec {
         LinkSpec { name: "infiniband-ndr".to_string(), bandwidth_gbps: 50.0, latency_us: 10.0, efficiency: 0.8 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeviceSpec;
+    use crate::dtype::DType;
+
+    /// The top planned clock is the one the tensor peak is quoted at: SMs x dense BF16 FLOPs
+    /// per SM and clock x clock gives the datasheet peak (A100: 108 SMs of 2048 FLOPs per
+    /// clock; H100 SXM: 132 of 4096), so a stage at the top clock runs at the peak.
+    #[test]
+    fn the_top_planned_clock_is_the_clock_of_the_tensor_peak() {
+        for (device, sms, flops_per_clock) in
+            [(DeviceSpec::a100_80g_sxm(), 108.0, 2048.0), (DeviceSpec::h100_80g_sxm(), 132.0, 4096.0)]
+        {
+            let at_clock = sms * flops_per_clock * device.power.max_sm_clock_mhz * 1e6;
+            let peak = device.peak_flops(DType::BF16);
+            assert!(
+                (at_clock / peak - 1.0).abs() < 1e-3,
+                "{}: {at_clock:e} at the top clock, peak {peak:e}",
+                device.name
+            );
+        }
+        let h100 = DeviceSpec::h100_80g_sxm().power;
+        assert_eq!((h100.max_sm_clock_mhz, h100.boost_clock_mhz()), (1830.0, 1980.0));
+        assert_eq!(DeviceSpec::a100_80g_sxm().power.boost_clock_mhz(), 1410.0);
     }
 }

@@ -64,6 +64,12 @@ fn an_onnx_export_trains_with_its_weights_as_parameters_like_the_zoo_model() {
     assert_eq!(memory(&file, "weights"), 2.0 * expected as f64);
     assert_eq!(memory(&file, "gradients"), 4.0 * expected as f64);
     assert!(memory(&file, "optimizer") > 0.0, "{file}");
+    // The zoo model on one stage holds its tied token table once, as the file does: the same
+    // weights, gradients and optimizer state (its head used to count a second copy).
+    for part in ["weights", "gradients", "optimizer"] {
+        let (f, z) = (memory(&file, part), memory(&zoo, part));
+        assert!((z / f - 1.0).abs() < 1e-9, "{part}: {f} bytes for the file, {z} for the zoo");
+    }
 }
 
 #[test]

@@ -159,6 +159,10 @@ pub struct BlockProfile {
     pub param_bytes: f64,
     /// The part of `params` that belongs to routed experts.
     pub expert_params: f64,
+    /// Each parameter input by name with its (elements, bytes): a weight two blocks of one
+    /// stage share (a tied token table, when the embedding and the head sit on one stage) is
+    /// found by its name and counted once.
+    pub named_params: Vec<(String, f64, f64)>,
     /// Each collective over the tensor-parallel group, with its bytes in NCCL's buffer
     /// convention (see [`crate::cost::collective`]): the zoo's partial sums
     /// ([`Comm::TpAllReduce`]) and the explicit collectives of a stage program.
@@ -373,6 +377,12 @@ pub fn profile(block: &BlockGraph, device: &DeviceSpec) -> Result<BlockProfile, 
     let priced = price_groups(block, device, &facts, &group_of);
     let saved_bytes = saved_activations(block, &facts.s, &facts.consumers);
     let (params, param_bytes, expert_params) = parameter_counts(block, &facts.s);
+    let named_params = g
+        .inputs()
+        .iter()
+        .filter(|&&v| g.input_role(v) == Some(InputRole::Parameter))
+        .map(|&v| (g.value(v).name.clone(), facts.s.elements[v.index()], facts.s.bytes[v.index()]))
+        .collect();
     let comms = block_comms(block, &facts)?;
     let bytes_of = |v: &ValueId| facts.s.bytes.get(v.index()).copied().unwrap_or(0.0);
     Ok(BlockProfile {
@@ -384,6 +394,7 @@ pub fn profile(block: &BlockGraph, device: &DeviceSpec) -> Result<BlockProfile, 
         params,
         param_bytes,
         expert_params,
+        named_params,
         tp_comms: comms.tp_comms,
         sends: comms.sends,
         recvs: comms.recvs,

@@ -27,7 +27,9 @@
 //! Adam step streams `ADAM_BYTES_PER_PARAM` bytes per parameter it owns.
 //!
 //! Memory of a stage: bf16 weights, fp32 gradients and fp32 Adam state (master weights, two
-//! moments), each divided over data-parallel ranks from its ZeRO stage on; activations of the
+//! moments), each divided over data-parallel ranks from its ZeRO stage on (a weight the
+//! embedding and the head share by name, a tied token table on a one-stage pipeline, counts
+//! once; on separate stages each end holds its copy); activations of the
 //! micro-batches in flight (1F1B: `p - s` on stage `s`, interleaved: `p + (p - 1) / v` on the
 //! first, GPipe: all `m`), as the block profiles store them under the recomputation policy and
 //! with the replicated part split by sequence parallelism; a full-recomputation transient of
@@ -555,6 +557,9 @@ fn price_stage(setting: &Setting, stage: &Stage) -> StageCost {
     let (p, v, m, sp_div) = (setting.p, setting.v, setting.m, setting.sp_div);
     let mut c = StageCost::default();
     let mut stream_bytes: f64 = 0.0;
+    // Parameters of the stage's embedding and head by name: a tied head on the embedding's
+    // stage reads the same token table, which is one weight, not two.
+    let mut end_params: Vec<&str> = Vec::new();
     for (b, n, is_layer) in &stage.blocks {
         let n = *n;
         let fwd = b.fwd_time.with_sequence_split(sp_div);
@@ -601,9 +606,20 @@ fn price_stage(setting: &Setting, stage: &Stage) -> StageCost {
             c.ep += n * passes * a2a.time_s;
             c.comm.add(&a2a, n * passes * m as f64);
         }
-        c.dense_params += n * (b.params - b.expert_params);
+        let (mut shared, mut shared_bytes) = (0.0, 0.0);
+        if !is_layer {
+            for (name, elements, bytes) in &b.named_params {
+                if end_params.contains(&name.as_str()) {
+                    shared += elements;
+                    shared_bytes += bytes;
+                } else {
+                    end_params.push(name);
+                }
+            }
+        }
+        c.dense_params += n * (b.params - b.expert_params - shared);
         c.expert_params += n * b.expert_params;
-        c.param_bytes += n * b.param_bytes;
+        c.param_bytes += n * (b.param_bytes - shared_bytes);
         if !is_layer && setting.tied_embeddings && b.params > 0.0 {
             c.embedding_params = c.embedding_params.max(b.params);
         }

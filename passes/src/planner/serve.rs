@@ -40,8 +40,9 @@ use tessera_ir::workload::BlockShape;
 /// rounds are device-side work (NCCL's low-latency protocol polls flags in memory from a
 /// kernel that occupies the SMs, and each step's kernels drain behind it), so they take
 /// cycles, not a fixed time: 45 µs at the A100's 1410 MHz, fitted once on the calibration rows
-/// (DGX-A100). At the H100's 1980 MHz the same cycles take 32 µs; the DGX-H100 rows are the
-/// check (`BENCHMARKS.md`).
+/// (DGX-A100). A decode step is light work, far from the power limit, so the board runs at
+/// its boost clock ([`tessera_ir::hardware::PowerModel::boost_clock_mhz`]): at the H100's
+/// 1980 MHz the same cycles take 32 µs; the DGX-H100 rows are the check (`BENCHMARKS.md`).
 pub const SERVING_SYNC_CYCLES_PER_ROUND: f64 = 45e-6 * 1410e6;
 
 /// Seconds one synchronization round takes on a device whose highest SM clock is `clock_mhz`.
@@ -170,7 +171,7 @@ impl<'c, 'w> PhasePricer<'c, 'w> {
             blocks.push((BlockKind::Head, 1.0));
         }
         let tp_group = Group::new(shape.tp, 1);
-        let round_s = serving_sync_s_per_round(self.cluster.device.power.max_sm_clock_mhz);
+        let round_s = serving_sync_s_per_round(self.cluster.device.power.boost_clock_mhz());
         let (mut time, mut kernels, mut bound) = (0.0, 0.0, 0.0);
         let mut stream_bytes: f64 = 0.0;
         for (kind, n) in blocks {
