@@ -244,21 +244,18 @@ fn unfold(input: &[f32], col: &mut [f32], s: &ConvShape, g: &Geometry) {
             for kx in 0..s.kw {
                 let (xs, x_offset) = g.valid(1, kx, s.w, s.ow);
                 let Some(row) = rows.next() else { return };
+                if ys.len() < s.oh || xs.len() < s.ow {
+                    // Some of this tap's positions fall in the padding: zeros there.
+                    row.fill(0.0);
+                }
                 if xs.is_empty() {
                     // Every column of this tap is padding (and `first` below would be negative).
-                    row.fill(0.0);
                     continue;
                 }
-                // Zeros where this tap falls in the padding (whole output rows above and below
-                // `ys`, the columns beside `xs`), and nothing written twice.
-                row[..ys.start * s.ow].fill(0.0);
-                row[ys.end * s.ow..].fill(0.0);
                 for oy in ys.clone() {
                     let iy = (oy * g.strides[0]) as isize + y_offset;
                     let src = &plane[iy as usize * s.w..(iy as usize + 1) * s.w];
                     let dst = &mut row[oy * s.ow..(oy + 1) * s.ow];
-                    dst[..xs.start].fill(0.0);
-                    dst[xs.end..].fill(0.0);
                     let first = (xs.start * g.strides[1]) as isize + x_offset;
                     if g.strides[1] == 1 {
                         let first = first as usize;
