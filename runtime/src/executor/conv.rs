@@ -164,6 +164,8 @@ fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geomet
         let rhs: &[f32] = if pointwise {
             input
         } else {
+            // `unfold` writes every element, so a longer buffer from an earlier call is only
+            // shortened (no fill), and a shorter one grows with zeros once.
             col.resize(k * l, 0.0);
             unfold(input, col, s, g);
             col
@@ -173,14 +175,34 @@ fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geomet
     let macs = ov.len() * k;
     let tasks = ov.chunks_mut(og * l).enumerate();
     if macs < SEQUENTIAL_MAX_MACS {
-        let mut col = Vec::new();
-        tasks.for_each(|(t, dst)| one(t, dst, &mut col, gemm::Parallelism::None));
+        with_columns(|col| tasks.for_each(|(t, dst)| one(t, dst, col, gemm::Parallelism::None)));
     } else if og * k * l >= PARALLEL_GEMM_MIN_MACS {
-        let mut col = Vec::new();
-        tasks.for_each(|(t, dst)| one(t, dst, &mut col, gemm::Parallelism::Rayon(0)));
+        with_columns(|col| tasks.for_each(|(t, dst)| one(t, dst, col, gemm::Parallelism::Rayon(0))));
     } else {
-        tasks.par_bridge().for_each_init(Vec::new, |col, (t, dst)| one(t, dst, col, gemm::Parallelism::None));
+        tasks.par_bridge().for_each(|(t, dst)| with_columns(|col| one(t, dst, col, gemm::Parallelism::None)));
     }
+}
+
+thread_local! {
+    /// Per thread, the im2col buffer of [`im2col_gemm`], kept across calls: allocating it per
+    /// call cost a fresh zeroed allocation (memset and page faults) for every convolution of
+    /// every run (`perf`: memset and memmove 13% of a PP-OCRv4 det run).
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's im2col buffer. The buffer is taken out of the thread-local for
+/// the call (and put back after), so a nested use on the same thread (rayon may run another
+/// convolution's task here while a threaded GEMM waits) gets an empty buffer instead of a
+/// borrow panic.
+fn with_columns<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    let mut col = COLUMNS.with_borrow_mut(std::mem::take);
+    let result = f(&mut col);
+    COLUMNS.with_borrow_mut(|kept| {
+        if kept.capacity() < col.capacity() {
+            *kept = col;
+        }
+    });
+    result
 }
 
 /// A convolution whose kernel is one column wide (`kw = 1`), at unit strides and without
@@ -222,7 +244,10 @@ fn unfold(input: &[f32], col: &mut [f32], s: &ConvShape, g: &Geometry) {
             for kx in 0..s.kw {
                 let (xs, x_offset) = g.valid(1, kx, s.w, s.ow);
                 let Some(row) = rows.next() else { return };
-                row.fill(0.0);
+                if ys.len() < s.oh || xs.len() < s.ow {
+                    // Some of this tap's positions fall in the padding: zeros there.
+                    row.fill(0.0);
+                }
                 if xs.is_empty() {
                     // Every column of this tap is padding (and `first` below would be negative).
                     continue;
