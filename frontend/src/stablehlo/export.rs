@@ -392,6 +392,7 @@ impl Writer {
             | Op::Recurrent { .. }
             | Op::Collective(_)
             | Op::If(_)
+            | Op::Loop(_)
             | Op::Trap(_) => refuse("this op has no StableHLO counterpart in the exporter yet"),
         }
     }
