@@ -147,7 +147,7 @@ fn a_scan_unrolls_and_a_polymorphic_batch_stays_symbolic() {
 }
 
 /// Malformed StableHLO, each a located error with exit status 1 from `tessera info`.
-const MALFORMED: [(&str, &str); 7] = [
+const MALFORMED: [(&str, &str); 11] = [
     (
         "unknown_op",
         "func.func @main(%arg0: tensor<2xf32>) -> tensor<2xf32> {\n  %0 = stablehlo.frobnicate %arg0 : tensor<2xf32>\n  return %0 : tensor<2xf32>\n}\n",
@@ -175,6 +175,24 @@ const MALFORMED: [(&str, &str); 7] = [
     (
         "custom_call",
         "func.func @main(%arg0: tensor<2xf32>) -> tensor<2xf32> {\n  %0 = stablehlo.custom_call @cublas_gemm(%arg0) : (tensor<2xf32>) -> tensor<2xf32>\n  return %0 : tensor<2xf32>\n}\n",
+    ),
+    (
+        // A data-dependent while whose body changes a carried value's type.
+        "while_mismatched_carried_types",
+        "func.func @main(%arg0: tensor<2xf32>, %arg1: tensor<i32>) -> tensor<2xf32> {\n  %c = stablehlo.constant dense<0> : tensor<i32>\n  %0:2 = stablehlo.while(%i = %c, %x = %arg0) : tensor<i32>, tensor<2xf32>\n  cond {\n    %1 = stablehlo.compare LT, %i, %arg1, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>\n    stablehlo.return %1 : tensor<i1>\n  } do {\n    %1 = stablehlo.convert %x : (tensor<2xf32>) -> tensor<2xf16>\n    stablehlo.return %i, %1 : tensor<i32>, tensor<2xf16>\n  }\n  return %0#1 : tensor<2xf32>\n}\n",
+    ),
+    (
+        "case_without_branches",
+        "func.func @main(%arg0: tensor<2xf32>, %arg1: tensor<i32>) -> tensor<2xf32> {\n  %0 = \"stablehlo.case\"(%arg1) : (tensor<i32>) -> tensor<2xf32>\n  return %0 : tensor<2xf32>\n}\n",
+    ),
+    (
+        "case_branches_disagree",
+        "func.func @main(%arg0: tensor<2xf32>, %arg1: tensor<i32>) -> tensor<2xf32> {\n  %0 = \"stablehlo.case\"(%arg1) ({\n    stablehlo.return %arg0 : tensor<2xf32>\n  }, {\n    %1 = stablehlo.reshape %arg0 : (tensor<2xf32>) -> tensor<1x2xf32>\n    stablehlo.return %1 : tensor<1x2xf32>\n  }) : (tensor<i32>) -> tensor<2xf32>\n  return %0 : tensor<2xf32>\n}\n",
+    ),
+    (
+        // A condition that never turns false, with a trip count known at import.
+        "while_never_ends",
+        "func.func @main(%arg0: tensor<2xf32>) -> tensor<2xf32> {\n  %t = stablehlo.constant dense<true> : tensor<i1>\n  %0 = stablehlo.while(%x = %arg0) : tensor<2xf32>\n  cond {\n    stablehlo.return %t : tensor<i1>\n  } do {\n    stablehlo.return %x : tensor<2xf32>\n  }\n  return %0 : tensor<2xf32>\n}\n",
     ),
 ];
 

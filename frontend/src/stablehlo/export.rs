@@ -77,22 +77,7 @@ pub fn export_graph(graph: &Graph) -> EResult<String> {
         params.push(format!("%arg{i}: {}", shape.text()));
         w.values[id.index()] = Some(V { name: format!("%arg{i}"), shape });
     }
-    for (node_id, node) in graph.nodes() {
-        let inputs: Vec<V> = node.inputs.iter().map(|&v| w.value(v)).collect::<EResult<_>>()?;
-        let results: Vec<Shape> = node.outputs.iter().map(|&v| static_shape(graph, v)).collect::<EResult<_>>()?;
-        let written = w.node(&node.op, &inputs, &results).map_err(|e| ExportError {
-            message: format!(
-                "node {} (tsr.{}, result %{}): {}",
-                node_id.index(),
-                node.op.mnemonic(),
-                name_of(graph, node_id),
-                e.message
-            ),
-        })?;
-        for (&out, v) in node.outputs.iter().zip(written) {
-            w.values[out.index()] = Some(v);
-        }
-    }
+    w.nodes(graph)?;
     let outputs: Vec<V> = graph.outputs().iter().map(|&v| w.value(v)).collect::<EResult<_>>()?;
     let module_name: String =
         graph.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
@@ -143,6 +128,96 @@ struct Writer {
 }
 
 impl Writer {
+    /// Writes every node of `graph`, whose inputs are already bound.
+    fn nodes(&mut self, graph: &Graph) -> EResult<()> {
+        for (node_id, node) in graph.nodes() {
+            let inputs: Vec<V> = node.inputs.iter().map(|&v| self.value(v)).collect::<EResult<_>>()?;
+            let results: Vec<Shape> = node.outputs.iter().map(|&v| static_shape(graph, v)).collect::<EResult<_>>()?;
+            let written = self.node(&node.op, &inputs, &results).map_err(|e| ExportError {
+                message: format!(
+                    "node {} (tsr.{}, result %{}): {}",
+                    node_id.index(),
+                    node.op.mnemonic(),
+                    name_of(graph, node_id),
+                    e.message
+                ),
+            })?;
+            for (&out, v) in node.outputs.iter().zip(written) {
+                self.values[out.index()] = Some(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// A region as StableHLO writes it: `{ [^bb0(args):] ops "stablehlo.return"(yields) }`.
+    /// With `captured`, the region's inputs are those outer values (`case` branches take no
+    /// block arguments); else they become block arguments. A `cond` region's one-element
+    /// condition is reshaped to the `tensor<i1>` `while` wants.
+    fn region(&mut self, g: &Graph, captured: Option<&[V]>, cond: bool) -> EResult<String> {
+        let mut sub = Writer { body: String::new(), next: self.next, values: vec![None; g.num_values()] };
+        let mut args = Vec::new();
+        for (i, &id) in g.inputs().iter().enumerate() {
+            let v = match captured {
+                Some(outer) => outer.get(i).cloned().ok_or_else(|| ExportError {
+                    message: format!("the region reads {} values but {} are captured", g.inputs().len(), outer.len()),
+                })?,
+                None => {
+                    let shape = static_shape(g, id)?;
+                    let name = sub.fresh();
+                    args.push(format!("{name}: {}", shape.text()));
+                    V { name, shape }
+                }
+            };
+            sub.values[id.index()] = Some(v);
+        }
+        sub.nodes(g)?;
+        let mut yields: Vec<V> = g.outputs().iter().map(|&v| sub.value(v)).collect::<EResult<_>>()?;
+        if cond {
+            if let Some(first) = yields.first_mut().filter(|v| v.shape.rank() > 0) {
+                let scalar = first.shape.scalar();
+                *first = sub.op("stablehlo.reshape", &[&first.clone()], "", &scalar);
+            }
+        }
+        self.next = sub.next;
+        let names: Vec<&str> = yields.iter().map(|v| v.name.as_str()).collect();
+        let types: Vec<String> = yields.iter().map(|v| v.shape.text()).collect();
+        let header = if args.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "    ^bb0({}):
+",
+                args.join(", ")
+            )
+        };
+        Ok(format!(
+            "{{
+{header}{}    \"stablehlo.return\"({}) : ({}) -> ()
+    }}",
+            sub.body,
+            names.join(", "),
+            types.join(", ")
+        ))
+    }
+
+    /// An op with regions: `%n:k = "name"(operands) (regions) : (types) -> (types)`.
+    fn region_op(&mut self, name: &str, operands: &[&V], regions: &[String], results: &[Shape]) -> Vec<V> {
+        let out = self.fresh();
+        let names: Vec<&str> = operands.iter().map(|v| v.name.as_str()).collect();
+        let types: Vec<String> = operands.iter().map(|v| v.shape.text()).collect();
+        let result_types: Vec<String> = results.iter().map(Shape::text).collect();
+        let _ = writeln!(
+            self.body,
+            "    {out}:{} = \"{name}\"({}) ({}) : ({}) -> ({})",
+            results.len(),
+            names.join(", "),
+            regions.join(", "),
+            types.join(", "),
+            result_types.join(", ")
+        );
+        results.iter().enumerate().map(|(i, shape)| V { name: format!("{out}#{i}"), shape: shape.clone() }).collect()
+    }
+
     fn value(&self, id: ValueId) -> EResult<V> {
         match self.values.get(id.index()).cloned().flatten() {
             Some(v) => Ok(v),
@@ -256,6 +331,27 @@ impl Writer {
         let one = |v: V| Ok(vec![v]);
         match op {
             Op::Constant(t) => one(self.constant(t)),
+            Op::Loop(regions) => {
+                let cond = self.region(&regions.cond, None, true)?;
+                let body = self.region(&regions.body, None, false)?;
+                let operands: Vec<&V> = x.iter().collect();
+                Ok(self.region_op("stablehlo.while", &operands, &[cond, body], results))
+            }
+            Op::If(regions) => {
+                // `case` runs branch `index`, the last one for an index out of range: the
+                // condition as an i32 (1 when true) picks (else, then).
+                let scalar = x[0].shape.scalar();
+                let flag = if x[0].shape.rank() > 0 {
+                    self.op("stablehlo.reshape", &[&x[0]], "", &scalar)
+                } else {
+                    x[0].clone()
+                };
+                let index = self.op("stablehlo.convert", &[&flag], "", &Shape { dtype: DType::I32, dims: Vec::new() });
+                let captured = &x[1..];
+                let else_branch = self.region(&regions.else_branch, Some(captured), false)?;
+                let then_branch = self.region(&regions.then_branch, Some(captured), false)?;
+                Ok(self.region_op("stablehlo.case", &[&index], &[else_branch, then_branch], results))
+            }
             Op::Unary(u) => one(self.unary_op(*u, &x[0])),
             Op::Binary(b) => {
                 let name = match b {
@@ -391,8 +487,6 @@ impl Writer {
             | Op::AdamW(_)
             | Op::Recurrent { .. }
             | Op::Collective(_)
-            | Op::If(_)
-            | Op::Loop(_)
             | Op::Trap(_) => refuse("this op has no StableHLO counterpart in the exporter yet"),
         }
     }
