@@ -462,6 +462,7 @@ impl Writer {
                 Ok(pieces)
             }
             Op::Gather { axis } => one(self.gather(&x[0], &x[1], *axis, &out)?),
+            Op::Scatter { axis, reduction } => one(self.scatter(&x[0], &x[1], &x[2], *axis, *reduction, &out)?),
             Op::Iota { axis } => {
                 let ax = axis_index(*axis, out.rank())?;
                 one(self.op("stablehlo.iota", &[], &format!("iota_dimension = {ax} : i64"), &out))
@@ -480,7 +481,6 @@ impl Writer {
             }
             Op::Pool2d { kind, kernel, window } => one(self.pool(&x[0], *kind, *kernel, window, &out)?),
             Op::ArgMax { .. }
-            | Op::Scatter { .. }
             | Op::Rope { .. }
             | Op::CrossEntropy
             | Op::Sgd(_)
@@ -626,6 +626,83 @@ impl Writer {
 
     /// tsr `gather` (ONNX Gather) as StableHLO `gather` with one collapsed dimension; negative
     /// indices are wrapped first, as tsr resolves them (StableHLO would clamp).
+    /// tsr's `scatter` (ONNX ScatterElements along `axis`) as `stablehlo.scatter` of single
+    /// elements: each update's full coordinates (its own position, with the wrapped index on
+    /// `axis`) as the index vector, every operand dimension inserted.
+    fn scatter(
+        &mut self,
+        data: &V,
+        indices: &V,
+        updates: &V,
+        axis: i64,
+        reduction: tessera_ir::ops::indexing::ScatterReduction,
+        out: &Shape,
+    ) -> EResult<V> {
+        let rank = data.shape.rank();
+        let ax = axis_index(axis, rank)?;
+        let idx_shape = Shape { dtype: DType::I64, dims: indices.shape.dims.clone() };
+        let idx = if indices.shape.dtype == DType::I64 {
+            indices.clone()
+        } else {
+            self.op("stablehlo.convert", &[indices], "", &idx_shape)
+        };
+        let zero = self.splat(0.0, &idx_shape);
+        let extent = self.splat(data.shape.dims[ax] as f64, &idx_shape);
+        let negative = self.op(
+            "stablehlo.compare",
+            &[&idx, &zero],
+            "compare_type = #stablehlo<comparison_type SIGNED>, comparison_direction = #stablehlo<comparison_direction LT>",
+            &idx_shape.with_bool(),
+        );
+        let wrapped = self.binary("stablehlo.add", &idx, &extent, &idx_shape.dims.clone());
+        let resolved = self.op("stablehlo.select", &[&negative, &wrapped, &idx], "", &idx_shape);
+        let mut column_dims = idx_shape.dims.clone();
+        column_dims.push(1);
+        let column = idx_shape.with_dims(column_dims);
+        let mut coordinates = Vec::with_capacity(rank);
+        for d in 0..rank {
+            let position = if d == ax {
+                resolved.clone()
+            } else {
+                self.op("stablehlo.iota", &[], &format!("iota_dimension = {d} : i64"), &idx_shape)
+            };
+            coordinates.push(self.op("stablehlo.reshape", &[&position], "", &column));
+        }
+        let mut all_dims = idx_shape.dims.clone();
+        all_dims.push(rank as u64);
+        let refs: Vec<&V> = coordinates.iter().collect();
+        let full = self.op(
+            "stablehlo.concatenate",
+            &refs,
+            &format!("dimension = {rank} : i64"),
+            &idx_shape.with_dims(all_dims),
+        );
+        let scalar = data.shape.scalar().text();
+        let (result, a, b, c) = (self.fresh(), self.fresh(), self.fresh(), self.fresh());
+        let combine = match reduction {
+            tessera_ir::ops::indexing::ScatterReduction::Add => format!(
+                "      {c} = \"stablehlo.add\"({a}, {b}) : ({scalar}, {scalar}) -> {scalar}\n      \"stablehlo.return\"({c}) : ({scalar}) -> ()"
+            ),
+            tessera_ir::ops::indexing::ScatterReduction::None => {
+                format!("      \"stablehlo.return\"({b}) : ({scalar}) -> ()")
+            }
+        };
+        let dims = list(&(0..rank as i64).collect::<Vec<_>>());
+        let _ = writeln!(
+            self.body,
+            "    {result} = \"stablehlo.scatter\"({}, {}, {}) <{{indices_are_sorted = false, scatter_dimension_numbers = #stablehlo.scatter<inserted_window_dims = {dims}, scatter_dims_to_operand_dims = {dims}, index_vector_dim = {}>, unique_indices = false}}> ({{\n    ^bb0({a}: {scalar}, {b}: {scalar}):\n{combine}\n    }}) : ({}, {}, {}) -> {}",
+            data.name,
+            full.name,
+            updates.name,
+            idx_shape.rank(),
+            data.shape.text(),
+            full.shape.text(),
+            updates.shape.text(),
+            out.text()
+        );
+        Ok(V { name: result, shape: out.clone() })
+    }
+
     fn gather(&mut self, data: &V, indices: &V, axis: i64, out: &Shape) -> EResult<V> {
         let rank = data.shape.rank();
         let ax = axis_index(axis, rank)?;

@@ -4,7 +4,10 @@
 //! Folding is what makes control flow fit a graph without loops: a value whose operands are all
 //! known is evaluated with tsr's own reference semantics ([`Op::eval`]) instead of becoming a
 //! node, so a `while`'s condition over a constant counter folds to a boolean each trip and the
-//! loop unrolls, and a `dynamic_slice` at a folded index becomes a plain `slice`. Dimension
+//! loop unrolls, and a `dynamic_slice` at a folded index becomes a plain `slice`. A `while` whose
+//! condition does not fold on its first trip becomes a `tsr.loop`, and a `case` on an index
+//! known only at run time nested `tsr.if`s; their regions read outer values as carried or
+//! captured operands (tsr regions are isolated from above). Dimension
 //! sizes JAX reads with `get_dimension_size` under shape polymorphism are carried as symbolic
 //! dimensions beside the values, so `dynamic_broadcast_in_dim` gets its `?` sizes back.
 
@@ -17,6 +20,7 @@ use tessera_ir::graph::{Graph, InputRole, ValueId};
 use tessera_ir::ops::control::REGION_NAME;
 use tessera_ir::ops::conv::{PoolKind, Window};
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
+use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 use tessera_ir::symbolic::DimExpr;
@@ -284,6 +288,10 @@ impl<'m> Translator<'m> {
                 one(self.dot_general(op, &args[0], &args[1])?)
             }
             "stablehlo.reduce" => self.reduce(op, &args),
+            "stablehlo.scatter" => {
+                arity(3)?;
+                Ok(vec![self.scatter(op, &args[0], &args[1], &args[2])?])
+            }
             "stablehlo.reduce_window" => self.reduce_window(op, &args),
             "stablehlo.convolution" => {
                 arity(2)?;
@@ -800,6 +808,118 @@ impl<'m> Translator<'m> {
             );
         }
         self.emit(Op::Gather { axis }, &[data, &idx], at)
+    }
+
+    /// `scatter` of whole slices along one operand dimension `a` (what `x.at[ids].add(v)` and
+    /// `.set(v)` lower to) as tsr's `scatter` (ONNX ScatterElements) along `a`: the updates
+    /// transposed so their scatter dimension sits at `a`, the indices broadcast over the slice.
+    /// The update computation is `add` (returning the sum of its arguments) or replace
+    /// (returning the update). StableHLO skips an update whose index is out of bounds: the
+    /// operand gets one spare slice at index `n` along `a`, such indices are sent there, and
+    /// the spare slice is cut off again.
+    fn scatter(&mut self, op: &SOp, data: &Val, indices: &Val, updates: &Val) -> SResult<Val> {
+        let at = op.offset;
+        let Some(Attr::Dict(numbers)) = op.attr("scatter_dimension_numbers") else {
+            return err(at, "stablehlo.scatter needs its scatter_dimension_numbers");
+        };
+        let get = |k: &str| numbers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let list = |k: &str| get(k).as_ref().and_then(attr_ints).unwrap_or_default();
+        let (window, inserted, to_operand) =
+            (list("update_window_dims"), list("inserted_window_dims"), list("scatter_dims_to_operand_dims"));
+        if !list("input_batching_dims").is_empty() || !list("scatter_indices_batching_dims").is_empty() {
+            return err(at, "scatter with batching dimensions is not supported");
+        }
+        let rank = data.ty.rank();
+        let [axis] = inserted[..] else {
+            return err(at, format!("scatter inserting window dimensions {inserted:?} is not supported (tessera scatters along one dimension)"));
+        };
+        if axis < 0 || axis as usize >= rank {
+            return err(at, format!("inserted window dimension {axis} is out of range for {}", data.ty));
+        }
+        if to_operand != [axis] {
+            return err(
+                at,
+                format!("scatter_dims_to_operand_dims {to_operand:?} must be the inserted dimension [{axis}]"),
+            );
+        }
+        let index_vector_dim = match get("index_vector_dim") {
+            Some(Attr::Int(d)) => d,
+            _ => indices.ty.rank() as i64,
+        };
+        let mut idx = indices.clone();
+        if index_vector_dim >= 0 && (index_vector_dim as usize) < indices.ty.rank() {
+            if indices.ty.dims[index_vector_dim as usize] != Dim::Static(1) {
+                return err(
+                    at,
+                    format!("scatter's index vector dimension {index_vector_dim} of {} must have size 1", indices.ty),
+                );
+            }
+            let mut dims = indices.ty.dims.clone();
+            dims.remove(index_vector_dim as usize);
+            idx = self.emit(Op::Reshape { shape: dims }, &[indices], at)?;
+        }
+        if idx.ty.rank() != 1 {
+            return err(at, format!("scatter indices {} must index one scatter dimension", indices.ty));
+        }
+        // The updates: one scatter dimension and the window dimensions, one per operand
+        // dimension but `axis`, in order, each whole.
+        let urank = updates.ty.rank();
+        let scatter_dims: Vec<usize> = (0..urank).filter(|d| !window.contains(&(*d as i64))).collect();
+        let window_ok = window.len() + 1 == rank
+            && window.windows(2).all(|w| w[0] < w[1])
+            && window.iter().all(|&w| w >= 0 && (w as usize) < urank);
+        let [u] = scatter_dims[..] else {
+            return err(
+                at,
+                format!("update_window_dims {window:?} must leave one scatter dimension of {}", updates.ty),
+            );
+        };
+        if !window_ok || urank != rank {
+            return err(
+                at,
+                format!("update_window_dims {window:?} do not fit updates {} and operand {}", updates.ty, data.ty),
+            );
+        }
+        let operand_dims: Vec<usize> = (0..rank).filter(|&d| d != axis as usize).collect();
+        for (&w, &d) in window.iter().zip(&operand_dims) {
+            if updates.ty.dims[w as usize] != data.ty.dims[d] {
+                return err(
+                    at,
+                    format!(
+                        "scatter window dimension {w} of {} must span operand dimension {d} of {} whole",
+                        updates.ty, data.ty
+                    ),
+                );
+            }
+        }
+        let mut perm: Vec<i64> = window.clone();
+        perm.insert(axis as usize, u as i64);
+        let shape: Vec<Dim> = perm.iter().map(|&p| updates.ty.dims[p as usize].clone()).collect();
+        let arranged = self.arrange(updates, &perm, &shape, at)?;
+        let mut column: Vec<Dim> = vec![Dim::Static(1); rank];
+        column[axis as usize] = idx.ty.dims[0].clone();
+        let Some(static_dims) = data.ty.static_shape() else {
+            return err(at, format!("scatter into {} needs a static operand shape", data.ty));
+        };
+        let ax = axis as usize;
+        let n = static_dims[ax];
+        let zero = self.splat(0.0, &idx.ty.clone(), at)?;
+        let extent = self.splat(n as f64, &idx.ty.clone(), at)?;
+        let not_negative = self.emit(Op::Compare(CompareOp::Ge), &[&idx, &zero], at)?;
+        let below = self.emit(Op::Compare(CompareOp::Lt), &[&idx, &extent], at)?;
+        let in_bounds = self.emit(Op::Binary(BinaryOp::And), &[&not_negative, &below], at)?;
+        let idx = self.emit(Op::Where, &[&in_bounds, &idx, &extent], at)?;
+        let idx = self.emit(Op::Reshape { shape: column }, &[&idx], at)?;
+        let idx = self.emit(Op::Broadcast { shape: shape.clone() }, &[&idx], at)?;
+        let mut spare_dims = data.ty.dims.clone();
+        spare_dims[ax] = Dim::Static(1);
+        let spare = self.splat(0.0, &TensorType::new(data.ty.dtype, spare_dims), at)?;
+        let padded = self.emit(Op::Concat { axis }, &[data, &spare], at)?;
+        let reduction = scatter_reduction(op)?;
+        let scattered = self.emit(Op::Scatter { axis, reduction }, &[&padded, &idx, &arranged], at)?;
+        let ends: Vec<i64> = static_dims.iter().map(|&d| d as i64).collect();
+        let slice = Op::Slice { starts: vec![0; rank], ends, steps: vec![1; rank] };
+        self.emit(slice, &[&scattered], at)
     }
 
     /// `dot_general` as transposes to `[batch, free, contracting]` and `[batch, contracting,
@@ -1349,6 +1469,40 @@ fn free_names(block: &Block, defined: &mut Vec<String>, free: &mut Vec<String>) 
         defined.extend(op.results.iter().map(|(name, _)| name.clone()));
     }
     defined.truncate(mark);
+}
+
+/// The update computation of a `scatter`: `add` of its two arguments, or the update returned.
+fn scatter_reduction(op: &SOp) -> SResult<ScatterReduction> {
+    let Some(body) = op.regions.first() else { return err(op.offset, "stablehlo.scatter needs an update region") };
+    let (Some((current, _)), Some((update, _))) = (body.args.first(), body.args.get(1)) else {
+        return err(body.offset, "the scatter update region takes (current, update) scalars");
+    };
+    match body.ops.as_slice() {
+        [ret]
+            if matches!(ret.name.as_str(), "stablehlo.return" | "return")
+                && ret.operands.len() == 1
+                && ret.operands[0].name == *update =>
+        {
+            Ok(ScatterReduction::None)
+        }
+        [combine, ret]
+            if matches!(ret.name.as_str(), "stablehlo.return" | "return")
+                && ret.operands.len() == 1
+                && combine.results.first().is_some_and(|(n, _)| *n == ret.operands[0].name) =>
+        {
+            let names: Vec<&str> = combine.operands.iter().map(|r| r.name.as_str()).collect();
+            let both = names.len() == 2 && names.contains(&current.as_str()) && names.contains(&update.as_str());
+            if combine.name == "stablehlo.add" && both {
+                Ok(ScatterReduction::Add)
+            } else {
+                err(
+                    combine.offset,
+                    format!("scatter update computation {} is not supported (add or replace)", combine.name),
+                )
+            }
+        }
+        _ => err(body.offset, "scatter update computation is not supported (add or replace)"),
+    }
 }
 
 /// A reduction body recognized as one tsr reduction, with its identity element.
