@@ -325,12 +325,9 @@ impl Writer {
         self.unreduce(&mean, axes, &x.shape.dims)
     }
 
-    /// The StableHLO for one tsr node; one value per result.
-    fn node(&mut self, op: &Op, x: &[V], results: &[Shape]) -> EResult<Vec<V>> {
-        let out = results.first().cloned().ok_or_else(|| ExportError { message: "node has no results".into() })?;
-        let one = |v: V| Ok(vec![v]);
+    /// `tsr.loop` as `stablehlo.while`, `tsr.if` as `stablehlo.case`.
+    fn control(&mut self, op: &Op, x: &[V], results: &[Shape]) -> EResult<Vec<V>> {
         match op {
-            Op::Constant(t) => one(self.constant(t)),
             Op::Loop(regions) => {
                 let cond = self.region(&regions.cond, None, true)?;
                 let body = self.region(&regions.body, None, false)?;
@@ -352,6 +349,17 @@ impl Writer {
                 let then_branch = self.region(&regions.then_branch, Some(captured), false)?;
                 Ok(self.region_op("stablehlo.case", &[&index], &[else_branch, then_branch], results))
             }
+            _ => refuse("not a control-flow op"),
+        }
+    }
+
+    /// The StableHLO for one tsr node; one value per result.
+    fn node(&mut self, op: &Op, x: &[V], results: &[Shape]) -> EResult<Vec<V>> {
+        let out = results.first().cloned().ok_or_else(|| ExportError { message: "node has no results".into() })?;
+        let one = |v: V| Ok(vec![v]);
+        match op {
+            Op::Constant(t) => one(self.constant(t)),
+            Op::Loop(_) | Op::If(_) => self.control(op, x, results),
             Op::Unary(u) => one(self.unary_op(*u, &x[0])),
             Op::Binary(b) => {
                 let name = match b {
