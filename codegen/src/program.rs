@@ -140,6 +140,15 @@ pub fn specialize(g: &Graph, dims: &HashMap<String, u64>) -> Result<Graph, Lower
             return Err(LowerError::UnboundDim { value: value.name.clone(), dim: dim.to_string() });
         }
     }
+    let out = specialize_unchecked(g, dims)?;
+    tessera_ir::verify::verify(&out).map_err(|e| LowerError::Specialize(e.to_string()))?;
+    Ok(out)
+}
+
+/// [`specialize`] without the checks, for a graph or a region of one (`tsr.if`, `tsr.loop`),
+/// whose regions are specialized alike so their block arguments keep the operands' types.
+fn specialize_unchecked(g: &Graph, dims: &HashMap<String, u64>) -> Result<Graph, LowerError> {
+    let specialize_error = |e: tessera_ir::symbolic::SymbolicError| LowerError::Specialize(e.to_string());
     let ty_of = |t: &TensorType| -> Result<TensorType, LowerError> {
         let t = t.substitute(dims).map_err(specialize_error)?;
         Ok(t.with_dtype(Storage::of(t.dtype).compute_dtype()))
@@ -156,6 +165,15 @@ pub fn specialize(g: &Graph, dims: &HashMap<String, u64>) -> Result<Graph, Lower
         let op = match &node.op {
             Op::Cast { to } => Op::Cast { to: Storage::of(*to).compute_dtype() },
             Op::Constant(t) => Op::Constant(t.cast(Storage::of(t.dtype).compute_dtype())),
+            Op::If(regions) => Op::If(Box::new(tessera_ir::ops::control::IfRegions {
+                then_branch: specialize_unchecked(&regions.then_branch, dims)?,
+                else_branch: specialize_unchecked(&regions.else_branch, dims)?,
+            })),
+            Op::Loop(regions) => Op::Loop(Box::new(tessera_ir::ops::control::LoopRegions {
+                cond: specialize_unchecked(&regions.cond, dims)?,
+                body: specialize_unchecked(&regions.body, dims)?,
+                max_trips: regions.max_trips,
+            })),
             Op::Broadcast { shape } => Op::Broadcast { shape: bind(shape)? },
             Op::Reshape { shape } => Op::Reshape { shape: bind(shape)? },
             // What arrives is what the sender computed: the storage's compute dtype.
@@ -179,7 +197,6 @@ pub fn specialize(g: &Graph, dims: &HashMap<String, u64>) -> Result<Graph, Lower
         }
     }
     out.set_outputs(g.outputs().iter().map(|v| map[v]).collect());
-    tessera_ir::verify::verify(&out).map_err(|e| LowerError::Specialize(e.to_string()))?;
     Ok(out)
 }
 

@@ -410,6 +410,11 @@ impl Graph {
                     then_branch: regions.then_branch.bind_dims(bindings)?,
                     else_branch: regions.else_branch.bind_dims(bindings)?,
                 })),
+                Op::Loop(regions) => Op::Loop(Box::new(crate::ops::control::LoopRegions {
+                    cond: regions.cond.bind_dims(bindings)?,
+                    body: regions.body.bind_dims(bindings)?,
+                    max_trips: regions.max_trips,
+                })),
                 other => other.clone(),
             };
             let inputs = node.inputs.iter().map(|v| remap[v.index()]).collect();

@@ -53,6 +53,11 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
                 verify(branch).map_err(|e| node_error(format!("in the {name} region: {e}")))?;
             }
         }
+        if let crate::ops::Op::Loop(regions) = &node.op {
+            for (name, region) in regions.regions() {
+                verify(region).map_err(|e| node_error(format!("in the {name} region: {e}")))?;
+            }
+        }
         let operand_types: Vec<&TensorType> = node.inputs.iter().map(|&v| &g.value(v).ty).collect();
         let inferred = node.op.infer(&operand_types).map_err(&node_error)?;
         let declared: Vec<&TensorType> = node.outputs.iter().map(|&v| &g.value(v).ty).collect();

@@ -82,6 +82,7 @@ pub fn template(op: &Op) -> Option<Template> {
         | Op::Recurrent { .. }
         | Op::Collective(_)
         | Op::If(_)
+        | Op::Loop(_)
         | Op::Trap(_) => return None,
     })
 }

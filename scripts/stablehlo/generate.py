@@ -100,6 +100,31 @@ def scan_rnn(xs, h0, wx, wh):
     return last, hs
 
 
+def while_growth(x, limit):
+    # The trip count depends on the data: grow x until its magnitude passes the limit.
+    def cond(carry):
+        i, v = carry
+        return jnp.sum(jnp.abs(v)) < limit[0]
+
+    def body(carry):
+        i, v = carry
+        return i + 1, jnp.tanh(v) * 1.5 + v
+
+    trips, grown = lax.while_loop(cond, body, (jnp.int32(0), x))
+    return grown, trips
+
+
+def switch_branches(x, k):
+    # The branch index is data: stablehlo.case with three branches.
+    branches = [lambda v: jnp.sin(v), lambda v: v * 2.0 + 1.0, lambda v: jnp.tanh(v) - v]
+    return lax.switch(k[0], branches, x)
+
+
+def scatter_add(x, ids, v):
+    # Rows of v added into x at ids (a repeated id adds twice): stablehlo.scatter with an add body.
+    return x.at[ids].add(v), x.at[ids[1:]].set(v[1:] * 3.0)
+
+
 def embedding_gather(table, ids, x):
     return table[ids] * 2.0, jnp.take(x, ids[0], axis=1, mode="clip")
 
@@ -162,6 +187,10 @@ def main():
     jit_case(out_dir, "scan_rnn", scan_rnn, seeded(5, (5, 2, 4), (2, 8), (4, 8), (8, 8)))
     ids = np.random.default_rng(7).integers(-10, 10, size=(2, 3)).astype(np.int32)
     jit_case(out_dir, "embedding_gather", embedding_gather, seeded(7, (10, 4)) + [ids] + seeded(8, (2, 10, 3)))
+    jit_case(out_dir, "while_growth", while_growth, seeded(9, (2, 3)) + [np.array([40.0], dtype=np.float32)])
+    jit_case(out_dir, "switch_branches", switch_branches, seeded(10, (3, 4)) + [np.array([1], dtype=np.int32)])
+    scatter_ids = np.array([3, 0, 3, 5], dtype=np.int32)
+    jit_case(out_dir, "scatter_add", scatter_add, seeded(11, (6, 4)) + [scatter_ids] + seeded(12, (4, 4)))
     dynamic_case(out_dir)
     names = sorted(d for d in os.listdir(out_dir) if os.path.isdir(os.path.join(out_dir, d)))
     with open(os.path.join(out_dir, "cases.json"), "w") as f:

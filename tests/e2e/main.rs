@@ -5,6 +5,7 @@ mod attention;
 mod bad_input;
 mod calibration;
 mod cli;
+mod control_loop;
 mod cost_model;
 mod cuda;
 mod distributed;

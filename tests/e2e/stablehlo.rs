@@ -147,7 +147,7 @@ fn a_scan_unrolls_and_a_polymorphic_batch_stays_symbolic() {
 }
 
 /// Malformed StableHLO, each a located error with exit status 1 from `tessera info`.
-const MALFORMED: [(&str, &str); 7] = [
+const MALFORMED: [(&str, &str); 13] = [
     (
         "unknown_op",
         "func.func @main(%arg0: tensor<2xf32>) -> tensor<2xf32> {\n  %0 = stablehlo.frobnicate %arg0 : tensor<2xf32>\n  return %0 : tensor<2xf32>\n}\n",
@@ -175,6 +175,33 @@ const MALFORMED: [(&str, &str); 7] = [
     (
         "custom_call",
         "func.func @main(%arg0: tensor<2xf32>) -> tensor<2xf32> {\n  %0 = stablehlo.custom_call @cublas_gemm(%arg0) : (tensor<2xf32>) -> tensor<2xf32>\n  return %0 : tensor<2xf32>\n}\n",
+    ),
+    (
+        // A data-dependent while whose body changes a carried value's type.
+        "while_mismatched_carried_types",
+        "func.func @main(%arg0: tensor<2xf32>, %arg1: tensor<i32>) -> tensor<2xf32> {\n  %c = stablehlo.constant dense<0> : tensor<i32>\n  %0:2 = stablehlo.while(%i = %c, %x = %arg0) : tensor<i32>, tensor<2xf32>\n  cond {\n    %1 = stablehlo.compare LT, %i, %arg1, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>\n    stablehlo.return %1 : tensor<i1>\n  } do {\n    %1 = stablehlo.convert %x : (tensor<2xf32>) -> tensor<2xf16>\n    stablehlo.return %i, %1 : tensor<i32>, tensor<2xf16>\n  }\n  return %0#1 : tensor<2xf32>\n}\n",
+    ),
+    (
+        "case_without_branches",
+        "func.func @main(%arg0: tensor<2xf32>, %arg1: tensor<i32>) -> tensor<2xf32> {\n  %0 = \"stablehlo.case\"(%arg1) : (tensor<i32>) -> tensor<2xf32>\n  return %0 : tensor<2xf32>\n}\n",
+    ),
+    (
+        "case_branches_disagree",
+        "func.func @main(%arg0: tensor<2xf32>, %arg1: tensor<i32>) -> tensor<2xf32> {\n  %0 = \"stablehlo.case\"(%arg1) ({\n    stablehlo.return %arg0 : tensor<2xf32>\n  }, {\n    %1 = stablehlo.reshape %arg0 : (tensor<2xf32>) -> tensor<1x2xf32>\n    stablehlo.return %1 : tensor<1x2xf32>\n  }) : (tensor<i32>) -> tensor<2xf32>\n  return %0 : tensor<2xf32>\n}\n",
+    ),
+    (
+        // A condition that never turns false, with a trip count known at import.
+        "while_never_ends",
+        "func.func @main(%arg0: tensor<2xf32>) -> tensor<2xf32> {\n  %t = stablehlo.constant dense<true> : tensor<i1>\n  %0 = stablehlo.while(%x = %arg0) : tensor<2xf32>\n  cond {\n    stablehlo.return %t : tensor<i1>\n  } do {\n    stablehlo.return %x : tensor<2xf32>\n  }\n  return %0 : tensor<2xf32>\n}\n",
+    ),
+    (
+        // The scattered dimension is 0 but the indices are said to address dimension 1.
+        "scatter_bad_dimension_numbers",
+        "func.func @main(%arg0: tensor<6x4xf32>, %arg1: tensor<2x1xi32>, %arg2: tensor<2x4xf32>) -> tensor<6x4xf32> {\n  %0 = \"stablehlo.scatter\"(%arg0, %arg1, %arg2) <{scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], inserted_window_dims = [0], scatter_dims_to_operand_dims = [1], index_vector_dim = 1>}> ({\n  ^bb0(%a: tensor<f32>, %b: tensor<f32>):\n    %1 = stablehlo.add %a, %b : tensor<f32>\n    stablehlo.return %1 : tensor<f32>\n  }) : (tensor<6x4xf32>, tensor<2x1xi32>, tensor<2x4xf32>) -> tensor<6x4xf32>\n  return %0 : tensor<6x4xf32>\n}\n",
+    ),
+    (
+        "scatter_unsupported_update",
+        "func.func @main(%arg0: tensor<6x4xf32>, %arg1: tensor<2x1xi32>, %arg2: tensor<2x4xf32>) -> tensor<6x4xf32> {\n  %0 = \"stablehlo.scatter\"(%arg0, %arg1, %arg2) <{scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], inserted_window_dims = [0], scatter_dims_to_operand_dims = [0], index_vector_dim = 1>}> ({\n  ^bb0(%a: tensor<f32>, %b: tensor<f32>):\n    %1 = stablehlo.multiply %a, %b : tensor<f32>\n    stablehlo.return %1 : tensor<f32>\n  }) : (tensor<6x4xf32>, tensor<2x1xi32>, tensor<2x4xf32>) -> tensor<6x4xf32>\n  return %0 : tensor<6x4xf32>\n}\n",
     ),
 ];
 

@@ -139,6 +139,7 @@ impl FnEmitter<'_> {
             | Op::Recurrent { .. }
             | Op::Collective(_)
             | Op::If(_)
+            | Op::Loop(_)
             | Op::Trap(_) => Err(CodegenError::Internal(format!("tsr.{} is not pointwise", n.op.mnemonic()))),
         }
     }

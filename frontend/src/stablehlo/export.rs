@@ -77,22 +77,7 @@ pub fn export_graph(graph: &Graph) -> EResult<String> {
         params.push(format!("%arg{i}: {}", shape.text()));
         w.values[id.index()] = Some(V { name: format!("%arg{i}"), shape });
     }
-    for (node_id, node) in graph.nodes() {
-        let inputs: Vec<V> = node.inputs.iter().map(|&v| w.value(v)).collect::<EResult<_>>()?;
-        let results: Vec<Shape> = node.outputs.iter().map(|&v| static_shape(graph, v)).collect::<EResult<_>>()?;
-        let written = w.node(&node.op, &inputs, &results).map_err(|e| ExportError {
-            message: format!(
-                "node {} (tsr.{}, result %{}): {}",
-                node_id.index(),
-                node.op.mnemonic(),
-                name_of(graph, node_id),
-                e.message
-            ),
-        })?;
-        for (&out, v) in node.outputs.iter().zip(written) {
-            w.values[out.index()] = Some(v);
-        }
-    }
+    w.nodes(graph)?;
     let outputs: Vec<V> = graph.outputs().iter().map(|&v| w.value(v)).collect::<EResult<_>>()?;
     let module_name: String =
         graph.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
@@ -143,6 +128,96 @@ struct Writer {
 }
 
 impl Writer {
+    /// Writes every node of `graph`, whose inputs are already bound.
+    fn nodes(&mut self, graph: &Graph) -> EResult<()> {
+        for (node_id, node) in graph.nodes() {
+            let inputs: Vec<V> = node.inputs.iter().map(|&v| self.value(v)).collect::<EResult<_>>()?;
+            let results: Vec<Shape> = node.outputs.iter().map(|&v| static_shape(graph, v)).collect::<EResult<_>>()?;
+            let written = self.node(&node.op, &inputs, &results).map_err(|e| ExportError {
+                message: format!(
+                    "node {} (tsr.{}, result %{}): {}",
+                    node_id.index(),
+                    node.op.mnemonic(),
+                    name_of(graph, node_id),
+                    e.message
+                ),
+            })?;
+            for (&out, v) in node.outputs.iter().zip(written) {
+                self.values[out.index()] = Some(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// A region as StableHLO writes it: `{ [^bb0(args):] ops "stablehlo.return"(yields) }`.
+    /// With `captured`, the region's inputs are those outer values (`case` branches take no
+    /// block arguments); else they become block arguments. A `cond` region's one-element
+    /// condition is reshaped to the `tensor<i1>` `while` wants.
+    fn region(&mut self, g: &Graph, captured: Option<&[V]>, cond: bool) -> EResult<String> {
+        let mut sub = Writer { body: String::new(), next: self.next, values: vec![None; g.num_values()] };
+        let mut args = Vec::new();
+        for (i, &id) in g.inputs().iter().enumerate() {
+            let v = match captured {
+                Some(outer) => outer.get(i).cloned().ok_or_else(|| ExportError {
+                    message: format!("the region reads {} values but {} are captured", g.inputs().len(), outer.len()),
+                })?,
+                None => {
+                    let shape = static_shape(g, id)?;
+                    let name = sub.fresh();
+                    args.push(format!("{name}: {}", shape.text()));
+                    V { name, shape }
+                }
+            };
+            sub.values[id.index()] = Some(v);
+        }
+        sub.nodes(g)?;
+        let mut yields: Vec<V> = g.outputs().iter().map(|&v| sub.value(v)).collect::<EResult<_>>()?;
+        if cond {
+            if let Some(first) = yields.first_mut().filter(|v| v.shape.rank() > 0) {
+                let scalar = first.shape.scalar();
+                *first = sub.op("stablehlo.reshape", &[&first.clone()], "", &scalar);
+            }
+        }
+        self.next = sub.next;
+        let names: Vec<&str> = yields.iter().map(|v| v.name.as_str()).collect();
+        let types: Vec<String> = yields.iter().map(|v| v.shape.text()).collect();
+        let header = if args.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "    ^bb0({}):
+",
+                args.join(", ")
+            )
+        };
+        Ok(format!(
+            "{{
+{header}{}    \"stablehlo.return\"({}) : ({}) -> ()
+    }}",
+            sub.body,
+            names.join(", "),
+            types.join(", ")
+        ))
+    }
+
+    /// An op with regions: `%n:k = "name"(operands) (regions) : (types) -> (types)`.
+    fn region_op(&mut self, name: &str, operands: &[&V], regions: &[String], results: &[Shape]) -> Vec<V> {
+        let out = self.fresh();
+        let names: Vec<&str> = operands.iter().map(|v| v.name.as_str()).collect();
+        let types: Vec<String> = operands.iter().map(|v| v.shape.text()).collect();
+        let result_types: Vec<String> = results.iter().map(Shape::text).collect();
+        let _ = writeln!(
+            self.body,
+            "    {out}:{} = \"{name}\"({}) ({}) : ({}) -> ({})",
+            results.len(),
+            names.join(", "),
+            regions.join(", "),
+            types.join(", "),
+            result_types.join(", ")
+        );
+        results.iter().enumerate().map(|(i, shape)| V { name: format!("{out}#{i}"), shape: shape.clone() }).collect()
+    }
+
     fn value(&self, id: ValueId) -> EResult<V> {
         match self.values.get(id.index()).cloned().flatten() {
             Some(v) => Ok(v),
@@ -250,12 +325,41 @@ impl Writer {
         self.unreduce(&mean, axes, &x.shape.dims)
     }
 
+    /// `tsr.loop` as `stablehlo.while`, `tsr.if` as `stablehlo.case`.
+    fn control(&mut self, op: &Op, x: &[V], results: &[Shape]) -> EResult<Vec<V>> {
+        match op {
+            Op::Loop(regions) => {
+                let cond = self.region(&regions.cond, None, true)?;
+                let body = self.region(&regions.body, None, false)?;
+                let operands: Vec<&V> = x.iter().collect();
+                Ok(self.region_op("stablehlo.while", &operands, &[cond, body], results))
+            }
+            Op::If(regions) => {
+                // `case` runs branch `index`, the last one for an index out of range: the
+                // condition as an i32 (1 when true) picks (else, then).
+                let scalar = x[0].shape.scalar();
+                let flag = if x[0].shape.rank() > 0 {
+                    self.op("stablehlo.reshape", &[&x[0]], "", &scalar)
+                } else {
+                    x[0].clone()
+                };
+                let index = self.op("stablehlo.convert", &[&flag], "", &Shape { dtype: DType::I32, dims: Vec::new() });
+                let captured = &x[1..];
+                let else_branch = self.region(&regions.else_branch, Some(captured), false)?;
+                let then_branch = self.region(&regions.then_branch, Some(captured), false)?;
+                Ok(self.region_op("stablehlo.case", &[&index], &[else_branch, then_branch], results))
+            }
+            _ => refuse("not a control-flow op"),
+        }
+    }
+
     /// The StableHLO for one tsr node; one value per result.
     fn node(&mut self, op: &Op, x: &[V], results: &[Shape]) -> EResult<Vec<V>> {
         let out = results.first().cloned().ok_or_else(|| ExportError { message: "node has no results".into() })?;
         let one = |v: V| Ok(vec![v]);
         match op {
             Op::Constant(t) => one(self.constant(t)),
+            Op::Loop(_) | Op::If(_) => self.control(op, x, results),
             Op::Unary(u) => one(self.unary_op(*u, &x[0])),
             Op::Binary(b) => {
                 let name = match b {
@@ -366,6 +470,7 @@ impl Writer {
                 Ok(pieces)
             }
             Op::Gather { axis } => one(self.gather(&x[0], &x[1], *axis, &out)?),
+            Op::Scatter { axis, reduction } => one(self.scatter(&x[0], &x[1], &x[2], *axis, *reduction, &out)?),
             Op::Iota { axis } => {
                 let ax = axis_index(*axis, out.rank())?;
                 one(self.op("stablehlo.iota", &[], &format!("iota_dimension = {ax} : i64"), &out))
@@ -384,14 +489,12 @@ impl Writer {
             }
             Op::Pool2d { kind, kernel, window } => one(self.pool(&x[0], *kind, *kernel, window, &out)?),
             Op::ArgMax { .. }
-            | Op::Scatter { .. }
             | Op::Rope { .. }
             | Op::CrossEntropy
             | Op::Sgd(_)
             | Op::AdamW(_)
             | Op::Recurrent { .. }
             | Op::Collective(_)
-            | Op::If(_)
             | Op::Trap(_) => refuse("this op has no StableHLO counterpart in the exporter yet"),
         }
     }
@@ -531,6 +634,83 @@ impl Writer {
 
     /// tsr `gather` (ONNX Gather) as StableHLO `gather` with one collapsed dimension; negative
     /// indices are wrapped first, as tsr resolves them (StableHLO would clamp).
+    /// tsr's `scatter` (ONNX ScatterElements along `axis`) as `stablehlo.scatter` of single
+    /// elements: each update's full coordinates (its own position, with the wrapped index on
+    /// `axis`) as the index vector, every operand dimension inserted.
+    fn scatter(
+        &mut self,
+        data: &V,
+        indices: &V,
+        updates: &V,
+        axis: i64,
+        reduction: tessera_ir::ops::indexing::ScatterReduction,
+        out: &Shape,
+    ) -> EResult<V> {
+        let rank = data.shape.rank();
+        let ax = axis_index(axis, rank)?;
+        let idx_shape = Shape { dtype: DType::I64, dims: indices.shape.dims.clone() };
+        let idx = if indices.shape.dtype == DType::I64 {
+            indices.clone()
+        } else {
+            self.op("stablehlo.convert", &[indices], "", &idx_shape)
+        };
+        let zero = self.splat(0.0, &idx_shape);
+        let extent = self.splat(data.shape.dims[ax] as f64, &idx_shape);
+        let negative = self.op(
+            "stablehlo.compare",
+            &[&idx, &zero],
+            "compare_type = #stablehlo<comparison_type SIGNED>, comparison_direction = #stablehlo<comparison_direction LT>",
+            &idx_shape.with_bool(),
+        );
+        let wrapped = self.binary("stablehlo.add", &idx, &extent, &idx_shape.dims.clone());
+        let resolved = self.op("stablehlo.select", &[&negative, &wrapped, &idx], "", &idx_shape);
+        let mut column_dims = idx_shape.dims.clone();
+        column_dims.push(1);
+        let column = idx_shape.with_dims(column_dims);
+        let mut coordinates = Vec::with_capacity(rank);
+        for d in 0..rank {
+            let position = if d == ax {
+                resolved.clone()
+            } else {
+                self.op("stablehlo.iota", &[], &format!("iota_dimension = {d} : i64"), &idx_shape)
+            };
+            coordinates.push(self.op("stablehlo.reshape", &[&position], "", &column));
+        }
+        let mut all_dims = idx_shape.dims.clone();
+        all_dims.push(rank as u64);
+        let refs: Vec<&V> = coordinates.iter().collect();
+        let full = self.op(
+            "stablehlo.concatenate",
+            &refs,
+            &format!("dimension = {rank} : i64"),
+            &idx_shape.with_dims(all_dims),
+        );
+        let scalar = data.shape.scalar().text();
+        let (result, a, b, c) = (self.fresh(), self.fresh(), self.fresh(), self.fresh());
+        let combine = match reduction {
+            tessera_ir::ops::indexing::ScatterReduction::Add => format!(
+                "      {c} = \"stablehlo.add\"({a}, {b}) : ({scalar}, {scalar}) -> {scalar}\n      \"stablehlo.return\"({c}) : ({scalar}) -> ()"
+            ),
+            tessera_ir::ops::indexing::ScatterReduction::None => {
+                format!("      \"stablehlo.return\"({b}) : ({scalar}) -> ()")
+            }
+        };
+        let dims = list(&(0..rank as i64).collect::<Vec<_>>());
+        let _ = writeln!(
+            self.body,
+            "    {result} = \"stablehlo.scatter\"({}, {}, {}) <{{indices_are_sorted = false, scatter_dimension_numbers = #stablehlo.scatter<inserted_window_dims = {dims}, scatter_dims_to_operand_dims = {dims}, index_vector_dim = {}>, unique_indices = false}}> ({{\n    ^bb0({a}: {scalar}, {b}: {scalar}):\n{combine}\n    }}) : ({}, {}, {}) -> {}",
+            data.name,
+            full.name,
+            updates.name,
+            idx_shape.rank(),
+            data.shape.text(),
+            full.shape.text(),
+            updates.shape.text(),
+            out.text()
+        );
+        Ok(V { name: result, shape: out.clone() })
+    }
+
     fn gather(&mut self, data: &V, indices: &V, axis: i64, out: &Shape) -> EResult<V> {
         let rank = data.shape.rank();
         let ax = axis_index(axis, rank)?;

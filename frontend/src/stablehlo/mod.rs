@@ -3,8 +3,12 @@
 //! verified tsr graph.
 //!
 //! [`syntax`] reads the text into a small tree with byte offsets; [`translate`] maps `@main`
-//! onto tsr ops (inlining private functions, unrolling `while` loops whose trip count folds,
-//! folding constants); the verifier runs last. `@main`'s arguments keep their names (`%arg0`
+//! onto tsr ops (inlining private functions, unrolling `while` loops whose trip count folds and
+//! making the others `tsr.loop`, a `case` on a run-time index nested `tsr.if`s, `scatter` of
+//! whole slices along one dimension `tsr.scatter`, folding constants); the verifier runs last.
+//! Sharding annotations (`sdy.sharding`, `sdy.sharding_constraint`, `mhlo.sharding`) are read
+//! and dropped: tsr values carry no per-value shardings (the `shard` pass and the planner
+//! choose them). `@main`'s arguments keep their names (`%arg0`
 //! becomes input `arg0`, a `?` dimension the symbol `arg0_dim0`), results are `out0`, `out1`.
 //! Every failure is a [`StablehloError`] at a line and column. [`export`] writes the other way.
 

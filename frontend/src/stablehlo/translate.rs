@@ -4,7 +4,10 @@
 //! Folding is what makes control flow fit a graph without loops: a value whose operands are all
 //! known is evaluated with tsr's own reference semantics ([`Op::eval`]) instead of becoming a
 //! node, so a `while`'s condition over a constant counter folds to a boolean each trip and the
-//! loop unrolls, and a `dynamic_slice` at a folded index becomes a plain `slice`. Dimension
+//! loop unrolls, and a `dynamic_slice` at a folded index becomes a plain `slice`. A `while` whose
+//! condition does not fold on its first trip becomes a `tsr.loop`, and a `case` on an index
+//! known only at run time nested `tsr.if`s; their regions read outer values as carried or
+//! captured operands (tsr regions are isolated from above). Dimension
 //! sizes JAX reads with `get_dimension_size` under shape polymorphism are carried as symbolic
 //! dimensions beside the values, so `dynamic_broadcast_in_dim` gets its `?` sizes back.
 
@@ -14,8 +17,10 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole, ValueId};
+use tessera_ir::ops::control::REGION_NAME;
 use tessera_ir::ops::conv::{PoolKind, Window};
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
+use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 use tessera_ir::symbolic::DimExpr;
@@ -283,6 +288,10 @@ impl<'m> Translator<'m> {
                 one(self.dot_general(op, &args[0], &args[1])?)
             }
             "stablehlo.reduce" => self.reduce(op, &args),
+            "stablehlo.scatter" => {
+                arity(3)?;
+                Ok(vec![self.scatter(op, &args[0], &args[1], &args[2])?])
+            }
             "stablehlo.reduce_window" => self.reduce_window(op, &args),
             "stablehlo.convolution" => {
                 arity(2)?;
@@ -512,11 +521,11 @@ impl<'m> Translator<'m> {
             "stablehlo.while" => self.while_loop(op, env, args),
             "stablehlo.case" => {
                 arity(1)?;
-                let Some(index) = args[0].konst.as_ref().map(|t| t.get_i64(0)) else {
-                    return err(at, "stablehlo.case on an index not known at import is not supported (tessera graphs have no branches)");
-                };
                 let Some(last) = op.regions.len().checked_sub(1) else {
                     return err(at, "stablehlo.case without branches");
+                };
+                let Some(index) = args[0].konst.as_ref().map(|t| t.get_i64(0)) else {
+                    return self.structured_case(op, env, &args[0]);
                 };
                 // Out-of-range indices run the last branch, as StableHLO specifies.
                 let branch = usize::try_from(index).ok().filter(|&i| i <= last).unwrap_or(last);
@@ -801,6 +810,118 @@ impl<'m> Translator<'m> {
         self.emit(Op::Gather { axis }, &[data, &idx], at)
     }
 
+    /// `scatter` of whole slices along one operand dimension `a` (what `x.at[ids].add(v)` and
+    /// `.set(v)` lower to) as tsr's `scatter` (ONNX ScatterElements) along `a`: the updates
+    /// transposed so their scatter dimension sits at `a`, the indices broadcast over the slice.
+    /// The update computation is `add` (returning the sum of its arguments) or replace
+    /// (returning the update). StableHLO skips an update whose index is out of bounds: the
+    /// operand gets one spare slice at index `n` along `a`, such indices are sent there, and
+    /// the spare slice is cut off again.
+    fn scatter(&mut self, op: &SOp, data: &Val, indices: &Val, updates: &Val) -> SResult<Val> {
+        let at = op.offset;
+        let Some(Attr::Dict(numbers)) = op.attr("scatter_dimension_numbers") else {
+            return err(at, "stablehlo.scatter needs its scatter_dimension_numbers");
+        };
+        let get = |k: &str| numbers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let list = |k: &str| get(k).as_ref().and_then(attr_ints).unwrap_or_default();
+        let (window, inserted, to_operand) =
+            (list("update_window_dims"), list("inserted_window_dims"), list("scatter_dims_to_operand_dims"));
+        if !list("input_batching_dims").is_empty() || !list("scatter_indices_batching_dims").is_empty() {
+            return err(at, "scatter with batching dimensions is not supported");
+        }
+        let rank = data.ty.rank();
+        let [axis] = inserted[..] else {
+            return err(at, format!("scatter inserting window dimensions {inserted:?} is not supported (tessera scatters along one dimension)"));
+        };
+        if axis < 0 || axis as usize >= rank {
+            return err(at, format!("inserted window dimension {axis} is out of range for {}", data.ty));
+        }
+        if to_operand != [axis] {
+            return err(
+                at,
+                format!("scatter_dims_to_operand_dims {to_operand:?} must be the inserted dimension [{axis}]"),
+            );
+        }
+        let index_vector_dim = match get("index_vector_dim") {
+            Some(Attr::Int(d)) => d,
+            _ => indices.ty.rank() as i64,
+        };
+        let mut idx = indices.clone();
+        if index_vector_dim >= 0 && (index_vector_dim as usize) < indices.ty.rank() {
+            if indices.ty.dims[index_vector_dim as usize] != Dim::Static(1) {
+                return err(
+                    at,
+                    format!("scatter's index vector dimension {index_vector_dim} of {} must have size 1", indices.ty),
+                );
+            }
+            let mut dims = indices.ty.dims.clone();
+            dims.remove(index_vector_dim as usize);
+            idx = self.emit(Op::Reshape { shape: dims }, &[indices], at)?;
+        }
+        if idx.ty.rank() != 1 {
+            return err(at, format!("scatter indices {} must index one scatter dimension", indices.ty));
+        }
+        // The updates: one scatter dimension and the window dimensions, one per operand
+        // dimension but `axis`, in order, each whole.
+        let urank = updates.ty.rank();
+        let scatter_dims: Vec<usize> = (0..urank).filter(|d| !window.contains(&(*d as i64))).collect();
+        let window_ok = window.len() + 1 == rank
+            && window.windows(2).all(|w| w[0] < w[1])
+            && window.iter().all(|&w| w >= 0 && (w as usize) < urank);
+        let [u] = scatter_dims[..] else {
+            return err(
+                at,
+                format!("update_window_dims {window:?} must leave one scatter dimension of {}", updates.ty),
+            );
+        };
+        if !window_ok || urank != rank {
+            return err(
+                at,
+                format!("update_window_dims {window:?} do not fit updates {} and operand {}", updates.ty, data.ty),
+            );
+        }
+        let operand_dims: Vec<usize> = (0..rank).filter(|&d| d != axis as usize).collect();
+        for (&w, &d) in window.iter().zip(&operand_dims) {
+            if updates.ty.dims[w as usize] != data.ty.dims[d] {
+                return err(
+                    at,
+                    format!(
+                        "scatter window dimension {w} of {} must span operand dimension {d} of {} whole",
+                        updates.ty, data.ty
+                    ),
+                );
+            }
+        }
+        let mut perm: Vec<i64> = window.clone();
+        perm.insert(axis as usize, u as i64);
+        let shape: Vec<Dim> = perm.iter().map(|&p| updates.ty.dims[p as usize].clone()).collect();
+        let arranged = self.arrange(updates, &perm, &shape, at)?;
+        let mut column: Vec<Dim> = vec![Dim::Static(1); rank];
+        column[axis as usize] = idx.ty.dims[0].clone();
+        let Some(static_dims) = data.ty.static_shape() else {
+            return err(at, format!("scatter into {} needs a static operand shape", data.ty));
+        };
+        let ax = axis as usize;
+        let n = static_dims[ax];
+        let zero = self.splat(0.0, &idx.ty.clone(), at)?;
+        let extent = self.splat(n as f64, &idx.ty.clone(), at)?;
+        let not_negative = self.emit(Op::Compare(CompareOp::Ge), &[&idx, &zero], at)?;
+        let below = self.emit(Op::Compare(CompareOp::Lt), &[&idx, &extent], at)?;
+        let in_bounds = self.emit(Op::Binary(BinaryOp::And), &[&not_negative, &below], at)?;
+        let idx = self.emit(Op::Where, &[&in_bounds, &idx, &extent], at)?;
+        let idx = self.emit(Op::Reshape { shape: column }, &[&idx], at)?;
+        let idx = self.emit(Op::Broadcast { shape: shape.clone() }, &[&idx], at)?;
+        let mut spare_dims = data.ty.dims.clone();
+        spare_dims[ax] = Dim::Static(1);
+        let spare = self.splat(0.0, &TensorType::new(data.ty.dtype, spare_dims), at)?;
+        let padded = self.emit(Op::Concat { axis }, &[data, &spare], at)?;
+        let reduction = scatter_reduction(op)?;
+        let scattered = self.emit(Op::Scatter { axis, reduction }, &[&padded, &idx, &arranged], at)?;
+        let ends: Vec<i64> = static_dims.iter().map(|&d| d as i64).collect();
+        let slice = Op::Slice { starts: vec![0; rank], ends, steps: vec![1; rank] };
+        self.emit(slice, &[&scattered], at)
+    }
+
     /// `dot_general` as transposes to `[batch, free, contracting]` and `[batch, contracting,
     /// free]`, reshapes to one free and one contracting dimension, a batched `matmul`, and a
     /// reshape to `[batch, lhs free, rhs free]`.
@@ -1034,7 +1155,7 @@ impl<'m> Translator<'m> {
         let [cond, body] = op.regions.as_slice() else {
             return err(op.offset, "stablehlo.while needs a cond and a body region");
         };
-        for _ in 0..MAX_TRIPS {
+        for trip in 0..MAX_TRIPS {
             let verdict = self.block(cond, env, carried.clone())?;
             let [pred] = verdict.as_slice() else {
                 return err(cond.offset, format!("while condition returns {} values, not one i1", verdict.len()));
@@ -1043,7 +1164,16 @@ impl<'m> Translator<'m> {
                 return err(cond.offset, format!("while condition returns {}, not tensor<i1>", pred.ty));
             }
             let Some(go_on) = pred.konst.as_ref().map(|t| t.get_i64(0) != 0) else {
-                return err(op.offset, "while loop whose trip count is not known at import: tessera graphs have no loops, and only loops with a constant trip count are unrolled");
+                if trip == 0 {
+                    // The trip count is data: the loop stays a loop. The nodes the condition
+                    // just added are left unread (dead-code elimination drops them): removing
+                    // them here would leave stale ids in constants they materialized.
+                    return self.structured_loop(op, env, carried);
+                }
+                return err(
+                    op.offset,
+                    "while loop whose condition folds on its first trips but not later is not supported",
+                );
             };
             if !go_on {
                 return Ok(carried);
@@ -1058,6 +1188,320 @@ impl<'m> Translator<'m> {
             carried = next;
         }
         err(op.offset, format!("while loop runs more than {MAX_TRIPS} trips; it is not unrolled"))
+    }
+}
+
+impl<'m> Translator<'m> {
+    /// A `while` whose trip count is known only at run time, as one `tsr.loop`. The carried
+    /// values are its operands; every non-constant outer value the regions read (StableHLO
+    /// regions may read from above, tsr regions may not) is carried too, unchanged by the body;
+    /// outer constants are copied into the regions.
+    fn structured_loop(&mut self, op: &'m SOp, env: &Env, carried: Vec<Val>) -> SResult<Vec<Val>> {
+        let [cond, body] = op.regions.as_slice() else {
+            return err(op.offset, "stablehlo.while needs a cond and a body region");
+        };
+        let mut free = Vec::new();
+        for block in [cond, body] {
+            free_names(block, &mut Vec::new(), &mut free);
+        }
+        let mut region_env = Env::new();
+        let mut captured: Vec<Val> = Vec::new();
+        for name in free {
+            let Some(vals) = env.get(&name) else { continue };
+            let mut inner = Vec::new();
+            for v in vals {
+                match &v.konst {
+                    Some(t) => inner.push(Val::constant((**t).clone())),
+                    None => {
+                        inner.push(v.clone());
+                        captured.push(v.clone());
+                    }
+                }
+            }
+            region_env.insert(name, inner);
+        }
+        let n_carried = carried.len();
+        let mut operands = Vec::new();
+        for v in carried.iter().chain(&captured) {
+            operands.push(self.materialize(v, op.offset)?);
+        }
+        let types: Vec<TensorType> = carried.iter().chain(&captured).map(|v| v.ty.clone()).collect();
+        let (cond_graph, _) = self.loop_region(cond, &region_env, &captured, &types, n_carried, false)?;
+        let (body_graph, yields) = self.loop_region(body, &region_env, &captured, &types, n_carried, true)?;
+        if yields != n_carried {
+            return err(body.offset, format!("while body returns {yields} values for {n_carried} loop values"));
+        }
+        let regions = tessera_ir::ops::control::LoopRegions {
+            cond: cond_graph,
+            body: body_graph,
+            max_trips: tessera_ir::ops::control::DEFAULT_MAX_TRIPS,
+        };
+        let outs = self
+            .graph
+            .add_node(Op::Loop(Box::new(regions)), &operands)
+            .map_err(|e| SyntaxError { offset: op.offset, message: format!("stablehlo.while as {e}") })?;
+        Ok(outs.iter().take(n_carried).map(|&id| Val::node(id, self.graph.value(id).ty.clone())).collect())
+    }
+
+    /// One region of a `tsr.loop` from a `while` block: block arguments for the carried values
+    /// and then the captured ones (rebound in `env` by name), translated into a graph of its
+    /// own. The body yields the captured values back unchanged. Returns the region and how many
+    /// values the block returned.
+    fn loop_region(
+        &mut self,
+        block: &'m Block,
+        env: &Env,
+        captured: &[Val],
+        types: &[TensorType],
+        n_carried: usize,
+        is_body: bool,
+    ) -> SResult<(Graph, usize)> {
+        let outer = std::mem::replace(&mut self.graph, Graph::new(REGION_NAME));
+        let built = self.loop_region_in_place(block, env, captured, types, n_carried, is_body);
+        let region = std::mem::replace(&mut self.graph, outer);
+        built.map(|n| (region, n))
+    }
+
+    fn loop_region_in_place(
+        &mut self,
+        block: &'m Block,
+        env: &Env,
+        captured: &[Val],
+        types: &[TensorType],
+        n_carried: usize,
+        is_body: bool,
+    ) -> SResult<usize> {
+        let params: Vec<ValueId> = types
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| {
+                let name = if i < n_carried { format!("carried{i}") } else { format!("captured{}", i - n_carried) };
+                self.graph.add_input(&name, ty.clone(), InputRole::Activation)
+            })
+            .collect();
+        let mut env = env.clone();
+        // A captured outer value is the block argument in here: rebind every name holding it.
+        // Constants get a fresh value each region (a value materializes in one graph only).
+        for vals in env.values_mut() {
+            for v in vals.iter_mut() {
+                if let Some(k) = captured.iter().position(|c| Rc::ptr_eq(&c.id, &v.id)) {
+                    *v = Val::node(params[n_carried + k], types[n_carried + k].clone());
+                } else if let Some(t) = &v.konst {
+                    *v = Val::constant((**t).clone());
+                }
+            }
+        }
+        let args: Vec<Val> = params[..n_carried].iter().zip(types).map(|(&p, ty)| Val::node(p, ty.clone())).collect();
+        let returned = self.block(block, &env, args)?;
+        let mut yields = Vec::new();
+        for v in &returned {
+            yields.push(self.materialize(v, block.offset)?);
+        }
+        if is_body {
+            yields.extend_from_slice(&params[n_carried..]);
+        } else if returned.len() != 1 || returned[0].ty.dtype != DType::Bool || returned[0].ty.rank() != 0 {
+            let got: Vec<String> = returned.iter().map(|v| v.ty.to_string()).collect();
+            return err(block.offset, format!("while condition returns ({}), not one tensor<i1>", got.join(", ")));
+        }
+        self.graph.set_outputs(yields);
+        Ok(returned.len())
+    }
+}
+
+impl<'m> Translator<'m> {
+    /// A `case` on an index known only at run time, as nested `tsr.if`s: `index == 0` picks
+    /// branch 0, else `index == 1` branch 1, ..., and the last branch otherwise (StableHLO runs
+    /// the last branch for an index out of range). Each branch reads the outer values it uses
+    /// as captured operands; outer constants are copied in.
+    fn structured_case(&mut self, op: &'m SOp, env: &Env, index: &Val) -> SResult<Vec<Val>> {
+        if index.ty.rank() != 0 || !matches!(index.ty.dtype, DType::I32 | DType::I64 | DType::U32 | DType::U64) {
+            return err(op.offset, format!("stablehlo.case index must be a tensor<i32>, got {}", index.ty));
+        }
+        for (k, branch) in op.regions.iter().enumerate() {
+            if !branch.args.is_empty() {
+                return err(
+                    branch.offset,
+                    format!("stablehlo.case branch {k} takes block arguments; branches take none"),
+                );
+            }
+        }
+        let mut free = Vec::new();
+        for block in &op.regions {
+            free_names(block, &mut Vec::new(), &mut free);
+        }
+        // Captured: the index first, then every non-constant outer value a branch reads.
+        let mut captured: Vec<Val> = vec![index.clone()];
+        let mut region_env = Env::new();
+        for name in free {
+            let Some(vals) = env.get(&name) else { continue };
+            for v in vals {
+                if v.konst.is_none() && !captured.iter().any(|c| Rc::ptr_eq(&c.id, &v.id)) {
+                    captured.push(v.clone());
+                }
+            }
+            region_env.insert(name, vals.clone());
+        }
+        let mut operands = Vec::new();
+        for v in &captured {
+            operands.push(self.materialize(v, op.offset)?);
+        }
+        let types: Vec<TensorType> = captured.iter().map(|v| v.ty.clone()).collect();
+        let selection = self.case_region(op, &region_env, &captured, &types, 0)?;
+        self.inline_region(&selection, &operands, op.offset)
+    }
+
+    /// A region over the captured values (the index first) that runs the branches from `k` on:
+    /// the last branch's ops, or `tsr.if` on `index == k` between branch `k` and the region of
+    /// the branches after it.
+    fn case_region(
+        &mut self,
+        op: &'m SOp,
+        env: &Env,
+        captured: &[Val],
+        types: &[TensorType],
+        k: usize,
+    ) -> SResult<Graph> {
+        let branch = self.in_fresh_region(|t| t.branch_into_current(&op.regions[k], env, captured, types))?;
+        if k + 1 == op.regions.len() {
+            return Ok(branch);
+        }
+        let rest = self.case_region(op, env, captured, types, k + 1)?;
+        self.in_fresh_region(|t| {
+            let params: Vec<ValueId> = types
+                .iter()
+                .enumerate()
+                .map(|(i, ty)| t.graph.add_input(&format!("captured{i}"), ty.clone(), InputRole::Activation))
+                .collect();
+            let pred = t.index_is(params[0], &types[0], k, op.offset)?;
+            let mut operands = vec![pred];
+            operands.extend_from_slice(&params);
+            let regions = tessera_ir::ops::control::IfRegions { then_branch: branch, else_branch: rest };
+            let outs = t
+                .graph
+                .add_node(Op::If(Box::new(regions)), &operands)
+                .map_err(|e| SyntaxError { offset: op.offset, message: e.to_string() })?;
+            t.graph.set_outputs(outs);
+            Ok(())
+        })
+    }
+
+    /// Runs `build` with `self.graph` a fresh region; returns that region.
+    fn in_fresh_region(&mut self, build: impl FnOnce(&mut Self) -> SResult<()>) -> SResult<Graph> {
+        let outer = std::mem::replace(&mut self.graph, Graph::new(REGION_NAME));
+        let built = build(self);
+        let region = std::mem::replace(&mut self.graph, outer);
+        built.map(|()| region)
+    }
+
+    /// `index == k` as an `i1` value of `self.graph`.
+    fn index_is(&mut self, index: ValueId, ty: &TensorType, k: usize, at: usize) -> SResult<ValueId> {
+        let k = self.add(Op::Constant(Tensor::scalar(ty.dtype, k as f64)), &[], at)?;
+        self.add(Op::Compare(CompareOp::Eq), &[index, k], at)
+    }
+
+    /// One `case` branch translated into `self.graph` (a fresh region): inputs for the captured
+    /// values, the branch's ops, its results as outputs.
+    fn branch_into_current(
+        &mut self,
+        block: &'m Block,
+        env: &Env,
+        captured: &[Val],
+        types: &[TensorType],
+    ) -> SResult<()> {
+        let params: Vec<ValueId> = types
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| self.graph.add_input(&format!("captured{i}"), ty.clone(), InputRole::Activation))
+            .collect();
+        let mut env = env.clone();
+        for vals in env.values_mut() {
+            for v in vals.iter_mut() {
+                if let Some(k) = captured.iter().position(|c| Rc::ptr_eq(&c.id, &v.id)) {
+                    *v = Val::node(params[k], types[k].clone());
+                } else if let Some(t) = &v.konst {
+                    *v = Val::constant((**t).clone());
+                }
+            }
+        }
+        let returned = self.block(block, &env, Vec::new())?;
+        let mut yields = Vec::new();
+        for v in &returned {
+            yields.push(self.materialize(v, block.offset)?);
+        }
+        self.graph.set_outputs(yields);
+        Ok(())
+    }
+
+    /// Copies `region`'s nodes into `self.graph` with its inputs bound to `args`; its outputs.
+    fn inline_region(&mut self, region: &Graph, args: &[ValueId], at: usize) -> SResult<Vec<Val>> {
+        let mut remap: HashMap<ValueId, ValueId> = HashMap::new();
+        for (&p, &a) in region.inputs().iter().zip(args) {
+            remap.insert(p, a);
+        }
+        for (_, node) in region.nodes() {
+            let inputs: Vec<ValueId> = node.inputs.iter().map(|v| remap[v]).collect();
+            let outs = self
+                .graph
+                .add_node(node.op.clone(), &inputs)
+                .map_err(|e| SyntaxError { offset: at, message: e.to_string() })?;
+            for (&old, new) in node.outputs.iter().zip(outs) {
+                remap.insert(old, new);
+            }
+        }
+        Ok(region.outputs().iter().map(|v| Val::node(remap[v], self.graph.value(remap[v]).ty.clone())).collect())
+    }
+}
+
+/// The value names `block` (and the blocks nested in it) reads without defining, in first-use
+/// order, added to `free`; `defined` holds the names in scope.
+fn free_names(block: &Block, defined: &mut Vec<String>, free: &mut Vec<String>) {
+    let mark = defined.len();
+    defined.extend(block.args.iter().map(|(name, _)| name.clone()));
+    for op in &block.ops {
+        for r in &op.operands {
+            if !defined.contains(&r.name) && !free.contains(&r.name) {
+                free.push(r.name.clone());
+            }
+        }
+        for region in &op.regions {
+            free_names(region, defined, free);
+        }
+        defined.extend(op.results.iter().map(|(name, _)| name.clone()));
+    }
+    defined.truncate(mark);
+}
+
+/// The update computation of a `scatter`: `add` of its two arguments, or the update returned.
+fn scatter_reduction(op: &SOp) -> SResult<ScatterReduction> {
+    let Some(body) = op.regions.first() else { return err(op.offset, "stablehlo.scatter needs an update region") };
+    let (Some((current, _)), Some((update, _))) = (body.args.first(), body.args.get(1)) else {
+        return err(body.offset, "the scatter update region takes (current, update) scalars");
+    };
+    match body.ops.as_slice() {
+        [ret]
+            if matches!(ret.name.as_str(), "stablehlo.return" | "return")
+                && ret.operands.len() == 1
+                && ret.operands[0].name == *update =>
+        {
+            Ok(ScatterReduction::None)
+        }
+        [combine, ret]
+            if matches!(ret.name.as_str(), "stablehlo.return" | "return")
+                && ret.operands.len() == 1
+                && combine.results.first().is_some_and(|(n, _)| *n == ret.operands[0].name) =>
+        {
+            let names: Vec<&str> = combine.operands.iter().map(|r| r.name.as_str()).collect();
+            let both = names.len() == 2 && names.contains(&current.as_str()) && names.contains(&update.as_str());
+            if combine.name == "stablehlo.add" && both {
+                Ok(ScatterReduction::Add)
+            } else {
+                err(
+                    combine.offset,
+                    format!("scatter update computation {} is not supported (add or replace)", combine.name),
+                )
+            }
+        }
+        _ => err(body.offset, "scatter update computation is not supported (add or replace)"),
     }
 }
 

@@ -485,6 +485,20 @@ impl<'a> Parser<'a> {
                 }
                 _ => return self.err(regions_at, "tsr.if takes exactly two regions (then, else)"),
             }
+        } else if mnemonic == "loop" {
+            let mut attrs = AttrMap::new(attrs);
+            let max_trips = attrs.int("max_trips").map_err(|m| ParseError::at(op_loc, format!("{op_name}: {m}")))?;
+            attrs.finish().map_err(|m| ParseError::at(op_loc, format!("{op_name}: {m}")))?;
+            let Ok(max_trips) = u64::try_from(max_trips) else {
+                return Err(ParseError::at(op_loc, format!("{op_name}: max_trips must not be negative")));
+            };
+            let mut regions = regions.into_iter();
+            match (regions.next(), regions.next(), regions.next()) {
+                (Some(cond), Some(body), None) => {
+                    Op::Loop(Box::new(crate::ops::control::LoopRegions { cond, body, max_trips }))
+                }
+                _ => return self.err(regions_at, "tsr.loop takes exactly two regions (cond, body)"),
+            }
         } else if !regions.is_empty() {
             return self.err(regions_at, format!("{op_name} takes no regions"));
         } else {

@@ -104,9 +104,14 @@ fn write_nodes(out: &mut String, g: &Graph, indent: &str) {
         out.push_str("\"(");
         write_value_list(out, g, &node.inputs);
         out.push(')');
-        if let crate::ops::Op::If(regions) = &node.op {
+        let regions = match &node.op {
+            crate::ops::Op::If(regions) => Some(regions.branches()),
+            crate::ops::Op::Loop(regions) => Some(regions.regions()),
+            _ => None,
+        };
+        if let Some(regions) = regions {
             out.push_str(" (");
-            for (i, (_, branch)) in regions.branches().iter().enumerate() {
+            for (i, (_, branch)) in regions.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }

@@ -1,4 +1,5 @@
-//! Structured control flow: `tsr.if`, an op whose two branches are regions.
+//! Structured control flow: `tsr.if`, an op whose two branches are regions, and `tsr.loop`, a
+//! while loop over loop-carried values with a condition region and a body region.
 //!
 //! A region is a [`Graph`] of its own: its inputs are the block arguments, its outputs what the
 //! region yields. Regions are isolated from above (like `func.func`): every outer value a
@@ -9,6 +10,17 @@
 //! Operands: `(cond, captured...)`; `cond` is an `i1` tensor of one element (rank 0, or every
 //! dimension 1), each captured value has the type of both branches' block argument at its
 //! position. Results: the branches' yields, which must agree in count and type.
+//!
+//! `tsr.loop` has `stablehlo.while`'s form: operands are the initial carried values; the `cond`
+//! region takes the carried values and yields one `i1` element (go on?); the `body` region takes
+//! them and yields the next ones, of the same types; the results are the carried values when
+//! `cond` first says stop. Two regions rather than one body yielding `(cond, carried...)`
+//! because StableHLO's while is this form exactly (imported and exported region for region),
+//! and ONNX `Loop`/`Scan` fit it by carrying their iteration counter, trip count and
+//! condition: `cond` compares them, `body` runs the ONNX body and steps the counter; loop
+//! invariants are carried unchanged (regions read only their block arguments). The reference
+//! semantics stop with an error after `max_trips` trips (an attribute, by default
+//! [`DEFAULT_MAX_TRIPS`]) rather than hang on a loop that never ends.
 
 use super::ShapeResult;
 use crate::graph::Graph;
@@ -28,6 +40,81 @@ pub struct Trap {
     pub message: String,
     /// The result types (the text form prints them; the other branch's yields).
     pub types: Vec<TensorType>,
+}
+
+/// The trips a `tsr.loop` may run when its importer sets no other limit: past it the reference
+/// semantics fail (`loop did not end within N trips`) instead of hanging.
+pub const DEFAULT_MAX_TRIPS: u64 = 1_000_000;
+
+/// The regions of a `tsr.loop` and its trip limit.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoopRegions {
+    /// `(carried...) -> i1` of one element: whether to run the body again.
+    pub cond: Graph,
+    /// `(carried...) -> (carried...)`: the next carried values, of the same types.
+    pub body: Graph,
+    /// The most trips the reference semantics run before failing (the text attribute
+    /// `max_trips`).
+    pub max_trips: u64,
+}
+
+impl LoopRegions {
+    /// The regions with their text names (`cond`, `body`), in printing order.
+    pub fn regions(&self) -> [(&'static str, &Graph); 2] {
+        [("cond", &self.cond), ("body", &self.body)]
+    }
+}
+
+/// The shape rule of `tsr.loop`: both regions take the carried values; `cond` yields one `i1`
+/// element and `body` yields exactly the types it takes (so the carried types cannot drift
+/// from trip to trip). The results have the operands' types.
+pub fn infer_loop(inputs: &[&TensorType], regions: &LoopRegions) -> ShapeResult {
+    let verdict = region_yield_types("cond", &regions.cond, inputs)?;
+    match verdict.as_slice() {
+        [cond] => check_condition(cond).map_err(|e| format!("the cond region: {e}"))?,
+        _ => return Err(format!("the cond region yields {} values, not one i1 condition", verdict.len())),
+    }
+    region_yield_types("body", &regions.body, inputs)?;
+    let params: Vec<&TensorType> = regions.body.inputs().iter().map(|&p| &regions.body.value(p).ty).collect();
+    let yields: Vec<&TensorType> = regions.body.outputs().iter().map(|&v| &regions.body.value(v).ty).collect();
+    if params.len() != yields.len() {
+        return Err(format!("the body region takes {} carried values but yields {}", params.len(), yields.len()));
+    }
+    for (i, (param, yielded)) in params.iter().zip(&yields).enumerate() {
+        if param != yielded {
+            return Err(format!("carried value {i} enters the body as {param} but the body yields {yielded}"));
+        }
+    }
+    Ok(inputs.iter().map(|t| (*t).clone()).collect())
+}
+
+/// The reference semantics of `tsr.loop`: while `cond` yields true, replaces the carried values
+/// by what `body` yields; an error after `max_trips` trips.
+pub fn eval_loop(inputs: &[&Tensor], regions: &LoopRegions) -> Result<Vec<Tensor>, String> {
+    let mut carried: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
+    let mut trips = 0u64;
+    loop {
+        let args: Vec<&Tensor> = carried.iter().collect();
+        let verdict = eval_region(&regions.cond, &args).map_err(|e| format!("in the cond region: {e}"))?;
+        let go_on = match verdict.first().map(|t| &t.data) {
+            Some(crate::tensor::Buffer::Int(v)) if v.len() == 1 => v[0] != 0,
+            _ => return Err("the cond region must yield one i1 element".into()),
+        };
+        if !go_on {
+            return Ok(carried);
+        }
+        if trips >= regions.max_trips {
+            return Err(format!("the loop did not end within {} trips (its max_trips limit)", regions.max_trips));
+        }
+        trips += 1;
+        carried = eval_region(&regions.body, &args).map_err(|e| format!("in the body region, trip {trips}: {e}"))?;
+    }
+}
+
+/// FLOPs of `tsr.loop`: one trip (`cond` and `body` once), since the trip count is known only at
+/// run time: a lower bound for a loop that runs at least once.
+pub fn flops_loop(regions: &LoopRegions) -> super::FlopResult {
+    Ok(region_flops(&regions.cond)?.saturating_add(region_flops(&regions.body)?))
 }
 
 /// The two branches of a `tsr.if`.

@@ -137,6 +137,9 @@ pub enum Op {
     Collective(collective::Collective),
     /// Structured control flow: `(cond, captured...)` runs one of two regions; see [`control`].
     If(Box<control::IfRegions>),
+    /// A while loop over carried values: `(carried...)` with a cond and a body region; see
+    /// [`control`].
+    Loop(Box<control::LoopRegions>),
     /// Fails when evaluated; results of the given types (see [`control::Trap`]).
     Trap(Box<control::Trap>),
 }
@@ -151,6 +154,7 @@ impl Op {
             Op::Recurrent { kind, .. } => kind.num_results(),
             Op::Collective(c) => c.num_results(),
             Op::If(regions) => regions.then_branch.outputs().len(),
+            Op::Loop(regions) => regions.body.outputs().len(),
             Op::Trap(trap) => trap.types.len(),
             _ => 1,
         }
@@ -204,6 +208,7 @@ impl Op {
             Op::Recurrent { kind, cell } => recurrent::infer(inputs, *kind, cell),
             Op::Collective(c) => c.infer(inputs),
             Op::If(regions) => control::infer_if(inputs, regions),
+            Op::Loop(regions) => control::infer_loop(inputs, regions),
             Op::Trap(trap) => {
                 expect_arity(inputs, 0)?;
                 Ok(trap.types.clone())
@@ -257,6 +262,7 @@ impl Op {
             // Communication moves data; the cost model prices it by bytes on links.
             Op::Collective(_) => Ok(0),
             Op::If(regions) => control::flops_if(regions),
+            Op::Loop(regions) => control::flops_loop(regions),
             Op::Trap(_) => Ok(0),
         }
     }
@@ -315,6 +321,7 @@ impl Op {
             | Op::Scatter { .. }
             | Op::Collective(_)
             | Op::If(_)
+            | Op::Loop(_)
             | Op::Trap(_)
             // Batch-parallel in principle; replicated until a rule splits `x`, the states and
             // `sequence_lens` together.
@@ -437,6 +444,7 @@ impl Op {
             Op::Recurrent { kind, cell } => recurrent::eval(inputs, *kind, cell, results),
             Op::Collective(c) => Err(c.eval_error()),
             Op::If(regions) => control::eval_if(inputs, regions),
+            Op::Loop(regions) => control::eval_loop(inputs, regions),
             Op::Trap(trap) => Err(trap.message.clone()),
         }
     }
@@ -452,7 +460,7 @@ impl Op {
             Op::Unary(u) => u.differentiability(),
             Op::Binary(b) => b.differentiability(),
             Op::Compare(_) | Op::ArgMax { .. } | Op::Iota { .. } => Differentiability::PiecewiseConstant,
-            Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) | Op::If(_) | Op::Trap(_) => {
+            Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) | Op::If(_) | Op::Loop(_) | Op::Trap(_) => {
                 Differentiability::NotDifferentiable
             }
             Op::Constant(_)
@@ -539,6 +547,10 @@ impl Op {
             Op::If(_) | Op::Trap(_) => Err(GradError::Unsupported {
                 op: mnemonic,
                 message: "control flow is not differentiated (differentiate each branch's graph)".into(),
+            }),
+            Op::Loop(_) => Err(GradError::Unsupported {
+                op: mnemonic,
+                message: "loops are not differentiated (reverse mode would have to keep every trip's values)".into(),
             }),
             Op::Compare(_) | Op::ArgMax { .. } | Op::Iota { .. } | Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) => {
                 let operand = (0..inputs.len()).find(|&i| want(i)).unwrap_or(0);

@@ -242,6 +242,7 @@ macro_rules! op_table {
                     $(Op::$kv { kind, .. } => kind.mnemonic(),)*
                     Op::Collective(c) => c.mnemonic(),
                     Op::If(_) => "if",
+                    Op::Loop(_) => "loop",
                     Op::Trap(_) => "trap",
                 }
             }
@@ -253,6 +254,7 @@ macro_rules! op_table {
                 $(names.extend($kt::ALL.iter().map(|kind| kind.mnemonic()));)*
                 names.extend(collective::MNEMONICS);
                 names.push("if");
+                names.push("loop");
                 names.push("trap");
                 names
             }
@@ -272,7 +274,7 @@ macro_rules! op_table {
                 $(if $kt::from_mnemonic(mnemonic).is_some() {
                     return Some((arity!($ki), arity!($ko)));
                 })*
-                if mnemonic == "if" {
+                if mnemonic == "if" || mnemonic == "loop" {
                     return Some((Arity::Variadic, Arity::Variadic));
                 }
                 if mnemonic == "trap" {
@@ -303,6 +305,7 @@ macro_rules! op_table {
                     Op::Collective(c) => attrs = c.attrs(),
                     // The branches are regions, printed after the operands, not attributes.
                     Op::If(_) => {}
+                    Op::Loop(regions) => attrs.push(("max_trips", Attr::Int(regions.max_trips as i64))),
                     Op::Trap(trap) => attrs.push(("message", Attr::Str(trap.message.clone()))),
                 }
                 attrs.sort_by_key(|(name, _)| *name);
@@ -334,6 +337,7 @@ macro_rules! op_table {
                         $($pm => Op::$pv(AttrCodec::read(&mut attrs, stringify!($pf))?),)*
                         $($tm => Op::$tv { $tf: FromResult::from_result(single_result(mnemonic)?) },)*
                         "if" => return Err("'tsr.if' needs its two regions (then, else)".into()),
+                        "loop" => return Err("'tsr.loop' needs its two regions (cond, body)".into()),
                         "trap" => Op::Trap(Box::new(super::control::Trap {
                             message: attrs.string("message")?,
                             types: results.to_vec(),

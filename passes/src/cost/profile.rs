@@ -236,6 +236,8 @@ fn class(op: &Op) -> Class {
         | Op::Recurrent { .. }
         // A branch is a whole sub-graph run as one step: never fused, priced by its FLOPs.
         | Op::If(_)
+        // A loop is a whole sub-graph run per trip as one step: never fused.
+        | Op::Loop(_)
         | Op::CrossEntropy => Class::Reduction,
         // Never runs to completion; nothing to price.
         Op::Trap(_) => Class::Literal,
@@ -751,7 +753,7 @@ fn saved_activations(block: &BlockGraph, s: &Sizes, consumers: &[Vec<usize>]) ->
             Op::Pool2d { .. } => save(operand(0)),
             // Backpropagation through time reads every operand and the whole state sequence.
             // Control flow is not differentiated; were it, a branch would read any operand.
-            Op::Recurrent { .. } | Op::If(_) => {
+            Op::Recurrent { .. } | Op::If(_) | Op::Loop(_) => {
                 keep.extend(n.inputs.iter().copied());
                 keep.extend(n.outputs.first().copied());
             }
