@@ -170,7 +170,8 @@ pub fn build_engine(model: &ServedModel, shape: ServeShape) -> Result<(Engine, D
 /// `max_batch`, and `max_batch`. A run uses the fewest rows that hold its tokens, so a
 /// sequence alone runs one row, not `max_batch` (padding rows cost as much as real ones).
 pub fn row_buckets(max_batch: u64) -> Vec<u64> {
-    let mut rows: Vec<u64> = std::iter::successors(Some(1u64), |&r| r.checked_mul(2)).take_while(|&r| r < max_batch).collect();
+    let mut rows: Vec<u64> =
+        std::iter::successors(Some(1u64), |&r| r.checked_mul(2)).take_while(|&r| r < max_batch).collect();
     rows.push(max_batch);
     rows
 }

@@ -59,7 +59,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     // One sequence: the cache holds the prompt and the new tokens, within the context.
     let max_seq = (prompt_len + args.max_new_tokens).clamp(1, context) as u64;
-    let (mut engine, setup) = build_engine(&model, ServeShape { kv_dtype: args.kv_dtype, ..ServeShape::new(1, max_seq, args.kv_block) })?;
+    let (mut engine, setup) =
+        build_engine(&model, ServeShape { kv_dtype: args.kv_dtype, ..ServeShape::new(1, max_seq, args.kv_block) })?;
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, seed: args.seed },

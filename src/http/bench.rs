@@ -113,30 +113,31 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
     // One runtime thread drives every client: a thread per client would take the cores the
     // server being measured runs on.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (results, elapsed) = runtime.block_on(async {
-        let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency));
-        let started = tokio::time::Instant::now();
-        let mut tasks = Vec::new();
-        for (arrival, prompt) in arrivals.into_iter().zip(prompts) {
-            tokio::time::sleep_until(started + Duration::from_secs_f64(arrival)).await;
-            let Ok(slot) = slots.clone().acquire_owned().await else { break };
-            let body = request_body(config, &prompt);
-            let address = config.address.clone();
-            tasks.push(tokio::spawn(async move {
-                let measured = one_request(&address, &body, prompt.len()).await;
-                drop(slot);
-                measured
-            }));
-        }
-        let mut results = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            results.push(task.await.unwrap_or_else(|_| Measured {
-                error: Some("a client task panicked".into()),
-                ..Default::default()
-            }));
-        }
-        (results, started.elapsed())
-    });
+    let (results, elapsed) =
+        runtime.block_on(async {
+            let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency));
+            let started = tokio::time::Instant::now();
+            let mut tasks = Vec::new();
+            for (arrival, prompt) in arrivals.into_iter().zip(prompts) {
+                tokio::time::sleep_until(started + Duration::from_secs_f64(arrival)).await;
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let body = request_body(config, &prompt);
+                let address = config.address.clone();
+                tasks.push(tokio::spawn(async move {
+                    let measured = one_request(&address, &body, prompt.len()).await;
+                    drop(slot);
+                    measured
+                }));
+            }
+            let mut results = Vec::with_capacity(tasks.len());
+            for task in tasks {
+                results.push(task.await.unwrap_or_else(|_| Measured {
+                    error: Some("a client task panicked".into()),
+                    ..Default::default()
+                }));
+            }
+            (results, started.elapsed())
+        });
     Ok(report(&results, elapsed.as_secs_f64()))
 }
 

@@ -149,9 +149,12 @@ pub fn run(
     ready: std::sync::mpsc::Sender<Result<Ready, String>>,
 ) {
     let built = open_model(model, seed).and_then(|model| {
-        let shape =
-            ServeShape { kv_dtype: config.kv_dtype, ..ServeShape::new(config.max_batch, config.max_seq, config.kv_block) };
-        let (engine, setup) = build_engine_with_blocks(&model, shape, config.kv_blocks, &row_buckets(config.max_batch))?;
+        let shape = ServeShape {
+            kv_dtype: config.kv_dtype,
+            ..ServeShape::new(config.max_batch, config.max_seq, config.kv_block)
+        };
+        let (engine, setup) =
+            build_engine_with_blocks(&model, shape, config.kv_blocks, &row_buckets(config.max_batch))?;
         Ok((model, engine, setup))
     });
     let (model, engine, setup) = match built {

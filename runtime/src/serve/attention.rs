@@ -29,7 +29,10 @@ enum Store {
     /// The upper halves of the f32 values, rounded to nearest even.
     Bf16(Vec<Vec<u16>>),
     /// `data * scales[block * kv_heads + head]` per layer.
-    Int8 { data: Vec<Vec<i8>>, scales: Vec<Vec<f32>> },
+    Int8 {
+        data: Vec<Vec<i8>>,
+        scales: Vec<Vec<f32>>,
+    },
 }
 
 /// One row (token) of an attention call: where its sequence's blocks are and its position;
@@ -195,7 +198,9 @@ impl KvCache {
     /// arithmetic is f32 (for an f32 cache, exactly as before the other types existed).
     pub fn attend(&self, layer: usize, heads: usize, queries: &[f32], rows: &[AttentionRow], out: &mut [f32]) {
         match (&self.keys, &self.values) {
-            (Store::F32(k), Store::F32(v)) => self.attend_in(heads, queries, rows, out, (&k[layer], None), (&v[layer], None)),
+            (Store::F32(k), Store::F32(v)) => {
+                self.attend_in(heads, queries, rows, out, (&k[layer], None), (&v[layer], None))
+            }
             (Store::Bf16(k), Store::Bf16(v)) => {
                 self.attend_in(heads, queries, rows, out, (&k[layer], None), (&v[layer], None))
             }
@@ -232,9 +237,8 @@ impl KvCache {
             let kv_head = head / group;
             let block = |position: usize| r.blocks[position / self.block_size] as usize;
             let at = |position: usize| self.offset(block(position) as BlockId, kv_head, position % self.block_size);
-            let block_scale = |scales: Option<&[f32]>, position: usize| {
-                scales.map(|s| s[block(position) * self.kv_heads + kv_head])
-            };
+            let block_scale =
+                |scales: Option<&[f32]>, position: usize| scales.map(|s| s[block(position) * self.kv_heads + kv_head]);
             let mut scores: Vec<f32> = (0..=r.position)
                 .map(|t| {
                     let k = &keys[at(t)..at(t) + d];
@@ -354,7 +358,8 @@ mod tests {
     fn int8_blocks_widen_their_scale_and_keep_earlier_rows() {
         let (d, block) = (4, 4);
         let mut cache = KvCache::new(1, 1, block, 1, d, KvDtype::Int8);
-        let rows: Vec<Vec<f32>> = (0..block).map(|t| (0..d).map(|j| (t * 10 + j) as f32 * 0.37 - 1.0).collect()).collect();
+        let rows: Vec<Vec<f32>> =
+            (0..block).map(|t| (0..d).map(|j| (t * 10 + j) as f32 * 0.37 - 1.0).collect()).collect();
         for (t, row) in rows.iter().enumerate() {
             cache.write(0, &[0], t, row, row);
         }

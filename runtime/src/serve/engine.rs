@@ -124,7 +124,11 @@ struct RowPrograms {
 }
 
 impl RowPrograms {
-    fn bind(manifest: &ServeManifest, programs: Programs, weights: &mut WeightSource) -> Result<RowPrograms, ServeError> {
+    fn bind(
+        manifest: &ServeManifest,
+        programs: Programs,
+        weights: &mut WeightSource,
+    ) -> Result<RowPrograms, ServeError> {
         let same = |name: &str| name.to_string();
         let resident = resident_weights(programs.embed.program(), weights, &same)?;
         let embed = programs.embed.into_bound(&resident)?;
