@@ -257,8 +257,11 @@ async fn read_some_async(stream: &tokio::net::TcpStream, scratch: &mut [u8], int
     }
 }
 
+/// A response's status, headers and body framing.
+type ParsedHead = (u16, Vec<(String, String)>, Framing);
+
 /// The status and headers of a response head (without its blank line), and its body's framing.
-fn parse_head(head: &str) -> io::Result<(u16, Vec<(String, String)>, Framing)> {
+fn parse_head(head: &str) -> io::Result<ParsedHead> {
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let status = status_line
