@@ -12,11 +12,18 @@ use tessera_frontend::hf::{self, Checkpoint};
 use tessera_frontend::zoo::config::{ModelConfig, Position};
 use tessera_frontend::zoo::serve::{build_serving, ServeArch};
 use tessera_ir::random::SplitMix64;
-use tessera_ir::serving::{Positions, Rope, RopeScaling, ServeManifest, ServeModel, ServeShape, SERVE_FORMAT_VERSION};
+use tessera_ir::serving::{
+    KvDtype, Positions, Rope, RopeScaling, ServeManifest, ServeModel, ServeShape, SERVE_FORMAT_VERSION,
+};
 use tessera_runtime::serve::engine::{Engine, SeqId};
 use tessera_runtime::serve::sampling::{Sampler, SamplingParams};
 use tessera_runtime::serve::tokenizer::{StreamDecoder, TextTokenizer};
 use tessera_runtime::serve::{load_serving_dir, ServeError};
+
+/// `--kv-dtype`'s parser: f32, bf16 or int8.
+pub fn parse_kv_dtype(name: &str) -> Result<KvDtype, String> {
+    KvDtype::parse(name).ok_or_else(|| format!("{name}: the KV cache stores f32, bf16 or int8"))
+}
 
 /// Where a served model's weights come from.
 pub enum Weights {
@@ -156,14 +163,26 @@ pub fn compile_serving(model: &ServedModel, manifest: &ServeManifest, dir: &Path
 /// Compiles `model`'s serving programs (in a private temporary directory, removed once
 /// loaded) and binds them to its weights; returns the engine and how long that took.
 pub fn build_engine(model: &ServedModel, shape: ServeShape) -> Result<(Engine, Duration)> {
-    build_engine_with_blocks(model, shape, shape.cache_blocks())
+    build_engine_with_blocks(model, shape, shape.cache_blocks(), &[])
 }
 
-/// [`build_engine`] with a KV cache of `cache_blocks` blocks (`tessera serve --kv-blocks`).
+/// The row counts `tessera serve` compiles the programs for: the powers of two below
+/// `max_batch`, and `max_batch`. A run uses the fewest rows that hold its tokens, so a
+/// sequence alone runs one row, not `max_batch` (padding rows cost as much as real ones).
+pub fn row_buckets(max_batch: u64) -> Vec<u64> {
+    let mut rows: Vec<u64> =
+        std::iter::successors(Some(1u64), |&r| r.checked_mul(2)).take_while(|&r| r < max_batch).collect();
+    rows.push(max_batch);
+    rows
+}
+
+/// [`build_engine`] with a KV cache of `cache_blocks` blocks (`tessera serve --kv-blocks`)
+/// and programs for each row count of `row_counts` besides `shape.rows` (see [`row_buckets`]).
 pub fn build_engine_with_blocks(
     model: &ServedModel,
     shape: ServeShape,
     cache_blocks: u64,
+    row_counts: &[u64],
 ) -> Result<(Engine, Duration)> {
     let started = Instant::now();
     let manifest = model.manifest(shape)?;
@@ -171,8 +190,15 @@ pub fn build_engine_with_blocks(
     let dir = scratch.path().join("serve");
     compile_serving(model, &manifest, &dir)?;
     let (manifest, programs) = load_serving_dir(&dir)?;
-    let engine =
-        Engine::with_cache_blocks(manifest, programs, &mut |name, shape| model.weight(name, shape), cache_blocks)?;
+    let mut weights = |name: &str, shape: &[u64]| model.weight(name, shape);
+    let mut engine = Engine::with_cache_blocks(manifest.clone(), programs, &mut weights, cache_blocks)?;
+    for &rows in row_counts.iter().filter(|&&rows| rows != manifest.shape.rows) {
+        let smaller = ServeManifest { shape: ServeShape { rows, ..manifest.shape }, ..manifest.clone() };
+        let dir = scratch.path().join(format!("serve-{rows}"));
+        compile_serving(model, &smaller, &dir)?;
+        let (smaller, programs) = load_serving_dir(&dir)?;
+        engine.add_row_programs(&smaller, programs, &mut weights)?;
+    }
     // The kernels stay mapped after their files are gone.
     scratch.close().context("removing the temporary serving directory")?;
     Ok((engine, started.elapsed()))

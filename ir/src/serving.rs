@@ -133,6 +133,49 @@ pub struct ServeModel {
     pub positions: Positions,
 }
 
+/// The element type the paged KV cache stores keys and values in; attention reads it
+/// directly and computes in f32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvDtype {
+    /// Exactly the values the layer programs computed.
+    #[default]
+    F32,
+    /// bfloat16, rounded to nearest even: half the bytes, about 3 significant digits.
+    Bf16,
+    /// Symmetric int8 with one f32 scale per block, head and key/value (absmax / 127): a
+    /// quarter of the bytes.
+    Int8,
+}
+
+impl KvDtype {
+    /// The spelling of `--kv-dtype` and of `serve.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F32 => "f32",
+            KvDtype::Bf16 => "bf16",
+            KvDtype::Int8 => "int8",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<KvDtype> {
+        [KvDtype::F32, KvDtype::Bf16, KvDtype::Int8].into_iter().find(|d| d.name() == name)
+    }
+
+    /// Bytes of one stored element.
+    pub fn element_bytes(self) -> usize {
+        match self {
+            KvDtype::F32 => 4,
+            KvDtype::Bf16 => 2,
+            KvDtype::Int8 => 1,
+        }
+    }
+
+    fn is_f32(&self) -> bool {
+        *self == KvDtype::F32
+    }
+}
+
 /// The shapes the programs and the KV cache were planned for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServeShape {
@@ -148,12 +191,16 @@ pub struct ServeShape {
     /// compute is wasted (measured: padding a batch-1 decode to 16 rows cost about 2.8x in a
     /// debug build), so the row count follows the batch, not the block size.
     pub rows: u64,
+    /// What the KV cache stores; f32 is left out of `serve.json` (files from before the
+    /// option read as f32, and an f32 serving directory is written as it was).
+    #[serde(default, skip_serializing_if = "KvDtype::is_f32")]
+    pub kv_dtype: KvDtype,
 }
 
 impl ServeShape {
     /// The shape for the given limits (rows derived, see [`ServeShape::rows`]).
     pub fn new(max_batch: u64, max_seq: u64, kv_block: u64) -> ServeShape {
-        ServeShape { max_batch, max_seq, kv_block, rows: max_batch }
+        ServeShape { max_batch, max_seq, kv_block, rows: max_batch, kv_dtype: KvDtype::F32 }
     }
 
     /// Blocks per sequence at `max_seq` tokens.
@@ -175,6 +222,20 @@ pub struct ServeManifest {
     pub shape: ServeShape,
     /// The artifact directories, [`PROGRAMS`] in order.
     pub programs: Vec<String>,
+}
+
+impl ServeManifest {
+    /// Bytes of one KV-cache block over all layers, keys and values, in the cache's dtype
+    /// (int8 adds one f32 scale per layer, head and key/value).
+    pub fn kv_block_bytes(&self) -> u64 {
+        let (m, s) = (&self.model, &self.shape);
+        let elements = 2 * m.layers * m.kv_heads * s.kv_block * m.head_dim;
+        let scales = match s.kv_dtype {
+            KvDtype::Int8 => 2 * m.layers * m.kv_heads * 4,
+            KvDtype::F32 | KvDtype::Bf16 => 0,
+        };
+        elements * s.kv_dtype.element_bytes() as u64 + scales
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +265,22 @@ mod tests {
         // In between, strictly between the two.
         let middle = (1..7).find(|&i| scaled[i] != plain[i] && scaled[i] != plain[i] / 8.0);
         assert!(middle.is_some(), "{scaled:?} vs {plain:?}");
+    }
+
+    /// An f32 shape serializes as before the option existed; others name their dtype and read
+    /// back; a file without the field reads as f32.
+    #[test]
+    fn kv_dtype_round_trips_and_defaults_to_f32() {
+        let f32_shape = ServeShape::new(2, 64, 16);
+        let text = serde_json::to_string(&f32_shape).unwrap();
+        assert_eq!(text, r#"{"max_batch":2,"max_seq":64,"kv_block":16,"rows":2}"#);
+        assert_eq!(serde_json::from_str::<ServeShape>(&text).unwrap(), f32_shape);
+        let int8 = ServeShape { kv_dtype: KvDtype::Int8, ..f32_shape };
+        let text = serde_json::to_string(&int8).unwrap();
+        assert!(text.contains(r#""kv_dtype":"int8""#), "{text}");
+        assert_eq!(serde_json::from_str::<ServeShape>(&text).unwrap(), int8);
+        assert_eq!(KvDtype::parse("bf16"), Some(KvDtype::Bf16));
+        assert_eq!(KvDtype::parse("fp8"), None);
     }
 
     #[test]

@@ -12,7 +12,8 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 "$bin" serve "$checkpoint" --port 0 --max-batch 16 --max-seq 256 >"$scratch/stdout" 2>"$scratch/stderr" &
 server=$!
-for _ in $(seq 300); do
+# Compiling the programs for every row count can take minutes on a loaded machine.
+for _ in $(seq 3000); do
     grep -q listening "$scratch/stdout" && break
     kill -0 "$server" 2>/dev/null || { cat "$scratch/stderr" >&2; exit 1; }
     sleep 0.2

@@ -11,7 +11,7 @@ use tessera::train::{self, OptimizerKind, TrainConfig};
 use tessera_codegen::artifact::{compile, compile_ranged, compile_sharded, write_artifact, CompileOptions, Target};
 use tessera_ir::artifact::DimRange;
 use tessera_ir::graph::Graph;
-use tessera_ir::serving::ServeShape;
+use tessera_ir::serving::{KvDtype, ServeShape};
 use tessera_ir::sharding::Mesh;
 use tessera_passes::cost::step::Schedule;
 use tessera_passes::shard::{partition, PipelineSchedule, ShardConfig};
@@ -75,6 +75,10 @@ pub struct CompileArgs {
     /// Tokens per KV-cache block (with --serve).
     #[arg(long, default_value_t = 16, requires = "serve")]
     pub kv_block: u64,
+    /// What the paged KV cache stores keys and values in: f32 (exact), bf16 or int8 (with a
+    /// scale per block and head); attention reads it directly.
+    #[arg(long, default_value = "f32", value_parser = tessera::serve::parse_kv_dtype, requires = "serve")]
+    pub kv_dtype: KvDtype,
 }
 
 pub fn run(args: CompileArgs) -> Result<()> {
@@ -259,11 +263,11 @@ fn serve(args: &CompileArgs, target: Target, start: Instant) -> Result<()> {
     let name = args.model.to_string_lossy().into_owned();
     let model = tessera::serve::open_model(&name, 0)?;
     let max_seq = args.max_seq.unwrap_or(model.config.seq.min(2048));
-    let manifest = model.manifest(ServeShape::new(args.max_batch, max_seq, args.kv_block))?;
+    let shape = ServeShape { kv_dtype: args.kv_dtype, ..ServeShape::new(args.max_batch, max_seq, args.kv_block) };
+    let manifest = model.manifest(shape)?;
     tessera::serve::compile_serving(&model, &manifest, &args.output)?;
     let s = manifest.shape;
-    let m = &manifest.model;
-    let kv_bytes = s.cache_blocks() * s.kv_block * 2 * m.layers * m.kv_heads * m.head_dim * 4;
+    let kv_bytes = s.cache_blocks() * manifest.kv_block_bytes();
     println!(
         "compiled the serving programs of {name} for cpu in {:.2} s: {} rows per run, decode batches up to {}, {} tokens per sequence, KV cache {} blocks of {} tokens ({:.1} MiB); wrote {}",
         start.elapsed().as_secs_f64(),

@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use std::io::Write;
 use tessera::serve::{build_engine, generate, open_model, GenerateOptions};
-use tessera_ir::serving::ServeShape;
+use tessera_ir::serving::{KvDtype, ServeShape};
 use tessera_runtime::serve::sampling::SamplingParams;
 
 #[derive(Args)]
@@ -34,6 +34,10 @@ pub struct GenerateArgs {
     /// Tokens per KV-cache block.
     #[arg(long, default_value_t = 16)]
     pub kv_block: u64,
+    /// What the paged KV cache stores keys and values in: f32 (exact), bf16 or int8 (with a
+    /// scale per block and head); attention reads it directly.
+    #[arg(long, default_value = "f32", value_parser = tessera::serve::parse_kv_dtype)]
+    pub kv_dtype: KvDtype,
     /// Print one JSON object (prompt and generated token ids, text, timings) instead of
     /// streaming the text.
     #[arg(long)]
@@ -55,7 +59,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     // One sequence: the cache holds the prompt and the new tokens, within the context.
     let max_seq = (prompt_len + args.max_new_tokens).clamp(1, context) as u64;
-    let (mut engine, setup) = build_engine(&model, ServeShape::new(1, max_seq, args.kv_block))?;
+    let (mut engine, setup) =
+        build_engine(&model, ServeShape { kv_dtype: args.kv_dtype, ..ServeShape::new(1, max_seq, args.kv_block) })?;
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, seed: args.seed },

@@ -6,6 +6,7 @@ use clap::Args;
 use std::time::Duration;
 use tessera::http::scheduler::SchedulerConfig;
 use tessera::http::server::{serve, ServerOptions};
+use tessera_ir::serving::KvDtype;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -27,6 +28,10 @@ pub struct ServeArgs {
     /// Tokens per KV-cache block.
     #[arg(long, default_value_t = 16)]
     pub kv_block: u64,
+    /// What the paged KV cache stores keys and values in: f32 (exact), bf16 or int8 (with a
+    /// scale per block and head); attention reads it directly.
+    #[arg(long, default_value = "f32", value_parser = tessera::serve::parse_kv_dtype)]
+    pub kv_dtype: KvDtype,
     /// Blocks in the KV cache (default: enough for --max-batch sequences of --max-seq tokens).
     #[arg(long)]
     pub kv_blocks: Option<u64>,
@@ -64,6 +69,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             max_batch: args.max_batch,
             max_seq,
             kv_block: args.kv_block,
+            kv_dtype: args.kv_dtype,
             kv_blocks,
             step_tokens,
         },

@@ -267,6 +267,22 @@ impl CompletionHeader<'_> {
         object
     }
 
+    /// A stream's text chunks as the text between two fixed parts: what
+    /// [`CompletionHeader::object`] gives for a text without finish reason or usage, serialized
+    /// once per request, so a token costs one escaped string rather than building a JSON tree.
+    pub fn text_chunk_parts(&self) -> TextChunkParts {
+        let text = |value: &str| Value::from(value).to_string();
+        TextChunkParts {
+            before: format!(
+                "{{\"id\":{},\"object\":\"text_completion\",\"created\":{},\"model\":{},\"choices\":[{{\"index\":0,\"text\":",
+                text(self.id),
+                self.created,
+                text(self.model)
+            ),
+            after: ",\"logprobs\":null,\"finish_reason\":null}]}",
+        }
+    }
+
     /// The stream's usage chunk (`stream_options.include_usage`): no choices.
     pub fn usage_chunk(&self, usage: Usage) -> Value {
         json!({
@@ -280,9 +296,39 @@ impl CompletionHeader<'_> {
     }
 }
 
+/// See [`CompletionHeader::text_chunk_parts`].
+#[derive(Debug, Clone)]
+pub struct TextChunkParts {
+    before: String,
+    after: &'static str,
+}
+
+impl TextChunkParts {
+    /// Appends the chunk of `text` (its JSON) to `out`.
+    pub fn write(&self, text: &str, out: &mut String) {
+        out.push_str(&self.before);
+        // A `String`'s serialization cannot fail; `Value::to_string` would allocate a tree.
+        out.push_str(&serde_json::to_string(text).unwrap_or_default());
+        out.push_str(self.after);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The precomposed text chunk is the same JSON as the object built field by field, for
+    /// text that needs escaping.
+    #[test]
+    fn text_chunks_equal_the_built_object() {
+        let header = CompletionHeader { id: "cmpl-7", created: 1_700_000_000, model: "a \"model\"" };
+        for text in ["", "plain", "quote \" and \\ and \n and \u{1} and é😀"] {
+            let mut out = String::new();
+            header.text_chunk_parts().write(text, &mut out);
+            let parsed: Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(parsed, header.object(text, None, None), "{out}");
+        }
+    }
 
     fn refused(body: &str) -> ApiError {
         parse_completion(body.as_bytes()).expect_err(body)

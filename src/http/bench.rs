@@ -8,7 +8,7 @@
 use super::client;
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_ir::random::SplitMix64;
 
@@ -110,39 +110,35 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
     let prompts: Vec<Vec<u64>> = (0..config.requests)
         .map(|_| (0..config.input_len).map(|_| rng.next_u64() % PROMPT_ID_LIMIT).collect())
         .collect();
-    let slots = Arc::new((Mutex::new(0usize), Condvar::new()));
-    let started = Instant::now();
-    let mut threads = Vec::new();
-    for (arrival, prompt) in arrivals.into_iter().zip(prompts) {
-        if let Some(wait) = Duration::from_secs_f64(arrival).checked_sub(started.elapsed()) {
-            std::thread::sleep(wait);
-        }
-        {
-            let (in_flight, freed) = &*slots;
-            let mut n = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-            while *n >= config.concurrency {
-                n = freed.wait(n).unwrap_or_else(PoisonError::into_inner);
+    // One runtime thread drives every client: a thread per client would take the cores the
+    // server being measured runs on.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (results, elapsed) =
+        runtime.block_on(async {
+            let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency));
+            let started = tokio::time::Instant::now();
+            let mut tasks = Vec::new();
+            for (arrival, prompt) in arrivals.into_iter().zip(prompts) {
+                tokio::time::sleep_until(started + Duration::from_secs_f64(arrival)).await;
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let body = request_body(config, &prompt);
+                let address = config.address.clone();
+                tasks.push(tokio::spawn(async move {
+                    let measured = one_request(&address, &body, prompt.len()).await;
+                    drop(slot);
+                    measured
+                }));
             }
-            *n += 1;
-        }
-        let body = request_body(config, &prompt);
-        let (address, slots) = (config.address.clone(), slots.clone());
-        threads.push(std::thread::spawn(move || {
-            let measured = one_request(&address, &body, prompt.len());
-            let (in_flight, freed) = &*slots;
-            *in_flight.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
-            freed.notify_one();
-            measured
-        }));
-    }
-    let results: Vec<Measured> = threads
-        .into_iter()
-        .map(|t| {
-            t.join()
-                .unwrap_or_else(|_| Measured { error: Some("a client thread panicked".into()), ..Default::default() })
-        })
-        .collect();
-    Ok(report(&results, started.elapsed().as_secs_f64()))
+            let mut results = Vec::with_capacity(tasks.len());
+            for task in tasks {
+                results.push(task.await.unwrap_or_else(|_| Measured {
+                    error: Some("a client task panicked".into()),
+                    ..Default::default()
+                }));
+            }
+            (results, started.elapsed())
+        });
+    Ok(report(&results, elapsed.as_secs_f64()))
 }
 
 fn request_body(config: &BenchConfig, prompt: &[u64]) -> Vec<u8> {
@@ -160,12 +156,12 @@ fn request_body(config: &BenchConfig, prompt: &[u64]) -> Vec<u8> {
 }
 
 /// One streaming request, timed from just before it is sent.
-fn one_request(address: &str, body: &[u8], input_tokens: usize) -> Measured {
+async fn one_request(address: &str, body: &[u8], input_tokens: usize) -> Measured {
     let started = Instant::now();
     let mut measured = Measured { input_tokens, ..Default::default() };
     let mut last: Option<Instant> = None;
     let mut error = None;
-    let outcome = client::stream_events(address, "/v1/completions", body, &mut |data| {
+    let outcome = client::stream_events_async(address, "/v1/completions", body, &mut |data| {
         let now = Instant::now();
         let Ok(chunk) = serde_json::from_str::<Value>(data) else {
             error = Some(format!("not JSON: {data}"));
@@ -187,7 +183,8 @@ fn one_request(address: &str, body: &[u8], input_tokens: usize) -> Measured {
             last = Some(now);
         }
         true
-    });
+    })
+    .await;
     measured.latency = started.elapsed().as_secs_f64();
     match outcome {
         Ok(response) if response.status != 200 => {

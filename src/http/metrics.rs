@@ -80,7 +80,6 @@ impl Metrics {
             live_tokens: 0,
             sequences: 0,
         });
-        let token_bytes = kv.block_bytes / self.kv_block_tokens.max(1);
         let gauges: [(&str, &str, u64); 9] = [
             ("tessera_requests_running", "Requests whose sequences are in the batch.", self.running as u64),
             ("tessera_requests_waiting", "Requests queued for admission (new or preempted).", self.waiting as u64),
@@ -96,7 +95,7 @@ impl Metrics {
             (
                 "tessera_kv_live_token_bytes",
                 "Bytes the cached tokens' keys and values fill.",
-                (kv.live_tokens * token_bytes) as u64,
+                (kv.live_tokens * kv.block_bytes / self.kv_block_tokens.max(1)) as u64,
             ),
             ("tessera_kv_sequences", "Sequences holding KV-cache blocks.", kv.sequences as u64),
         ];

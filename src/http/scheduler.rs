@@ -20,12 +20,12 @@
 
 use super::api::{ApiError, CompletionParams, FinishReason, Prompt, Usage};
 use super::metrics::Metrics;
-use crate::serve::{build_engine_with_blocks, open_model, ServedModel};
+use crate::serve::{build_engine_with_blocks, open_model, row_buckets, ServedModel};
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tessera_ir::serving::ServeShape;
+use tessera_ir::serving::{KvDtype, ServeShape};
 use tessera_runtime::serve::engine::{Engine, SeqId};
 use tessera_runtime::serve::sampling::Sampler;
 use tessera_runtime::serve::tokenizer::StreamDecoder;
@@ -41,6 +41,8 @@ pub struct SchedulerConfig {
     pub max_seq: u64,
     /// Tokens per KV-cache block.
     pub kv_block: u64,
+    /// What the KV cache stores keys and values in.
+    pub kv_dtype: KvDtype,
     /// Blocks in the KV cache.
     pub kv_blocks: u64,
     /// Tokens one step runs at most (decodes first, prefill chunks in what is left).
@@ -131,6 +133,9 @@ pub struct Scheduler {
     metrics: Arc<Mutex<Metrics>>,
     next_order: u64,
     draining: Option<Instant>,
+    /// This iteration's tokens as `(first of its request, latency)`, written into the metrics
+    /// under one lock at the end of the iteration (not one lock per token).
+    latencies: Vec<(bool, f64)>,
 }
 
 /// Opens `model`, builds its engine and runs the scheduler on the calling thread until
@@ -144,8 +149,12 @@ pub fn run(
     ready: std::sync::mpsc::Sender<Result<Ready, String>>,
 ) {
     let built = open_model(model, seed).and_then(|model| {
-        let shape = ServeShape::new(config.max_batch, config.max_seq, config.kv_block);
-        let (engine, setup) = build_engine_with_blocks(&model, shape, config.kv_blocks)?;
+        let shape = ServeShape {
+            kv_dtype: config.kv_dtype,
+            ..ServeShape::new(config.max_batch, config.max_seq, config.kv_block)
+        };
+        let (engine, setup) =
+            build_engine_with_blocks(&model, shape, config.kv_blocks, &row_buckets(config.max_batch))?;
         Ok((model, engine, setup))
     });
     let (model, engine, setup) = match built {
@@ -173,6 +182,7 @@ pub fn run(
         metrics,
         next_order: 0,
         draining: None,
+        latencies: Vec::new(),
     };
     scheduler.serve(&messages);
 }
@@ -419,15 +429,7 @@ impl Scheduler {
         let first = r.last_token_at.is_none();
         r.last_token_at = Some(now);
         r.tokens.push(token);
-        {
-            let mut m = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
-            m.generation_tokens += 1;
-            if first {
-                m.time_to_first_token.observe(latency);
-            } else {
-                m.inter_token_latency.observe(latency);
-            }
-        }
+        self.latencies.push((first, latency));
         let r = &mut self.running[i];
         if eos == Some(token) {
             return self.finish(i, FinishReason::Stop);
@@ -462,6 +464,8 @@ impl Scheduler {
     /// Sends the rest of the text and the finish event; the request leaves at the end of the
     /// iteration.
     fn finish(&mut self, i: usize, mut reason: FinishReason) {
+        // The counts a client may read once it has its last event include its tokens.
+        self.flush_latencies();
         let r = &mut self.running[i];
         if reason == FinishReason::Length {
             if let Ok(rest) = r.decoder.finish(&self.model.tokenizer) {
@@ -525,9 +529,27 @@ impl Scheduler {
         self.publish();
     }
 
-    fn publish(&self) {
+    /// Writes the tokens of [`Scheduler::latencies`] into the metrics.
+    fn flush_latencies(&mut self) {
+        if self.latencies.is_empty() {
+            return;
+        }
+        let mut m = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
+        m.generation_tokens += self.latencies.len() as u64;
+        for &(first, latency) in &self.latencies {
+            if first {
+                m.time_to_first_token.observe(latency);
+            } else {
+                m.inter_token_latency.observe(latency);
+            }
+        }
+        self.latencies.clear();
+    }
+
+    fn publish(&mut self) {
+        self.flush_latencies();
         let kv = self.engine.kv_usage();
-        let mut m = self.lock_metrics();
+        let mut m = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
         m.running = self.running.len();
         m.waiting = self.waiting.len();
         m.kv = Some(kv);

@@ -2,18 +2,16 @@
 //! object or server-sent events), and the process's life: bind, wait for the engine, print
 //! the address, serve until SIGTERM or SIGINT, drain, exit.
 
-use super::api::{self, ApiError, CompletionHeader};
+use super::api::{self, ApiError, CompletionHeader, TextChunkParts};
 use super::metrics::Metrics;
 use super::scheduler::{self, Event, Message, SchedulerConfig, Submission};
 use anyhow::{anyhow, bail, Context, Result};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,12 +72,13 @@ pub fn serve(options: ServerOptions) -> Result<()> {
     std::io::stdout().flush().context("writing to stdout")?;
     let c = options.scheduler;
     eprintln!(
-        "{}: max batch {}, context {} tokens, {} KV blocks of {} tokens; compiled and bound in {:.2} s",
+        "{}: max batch {}, context {} tokens, {} KV blocks of {} tokens ({}); compiled and bound in {:.2} s",
         options.model,
         c.max_batch,
         c.max_seq,
         ready.kv_blocks,
         c.kv_block,
+        c.kv_dtype.name(),
         ready.setup.as_secs_f64()
     );
     let drain = submit.clone();
@@ -180,7 +179,7 @@ async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Respons
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let completion = Completion { id, created, model: state.model.clone(), stream_usage };
     if stream {
-        completion.stream(received).into_response()
+        completion.stream(received)
     } else {
         completion.collect(received).await
     }
@@ -216,44 +215,65 @@ impl Completion {
     }
 
     /// Server-sent events: a chunk per piece of text, a last chunk with the finish reason,
-    /// the usage chunk if asked for, then `data: [DONE]`.
-    fn stream(
-        self,
-        received: UnboundedReceiver<Event>,
-    ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
-        let state = (received, self, VecDeque::new(), false);
-        let events =
-            futures_util::stream::unfold(state, |(mut received, completion, mut pending, mut ended)| async move {
-                loop {
-                    if let Some(event) = pending.pop_front() {
-                        return Some((Ok(event), (received, completion, pending, ended)));
-                    }
-                    if ended {
-                        return None;
-                    }
-                    let data = |value: serde_json::Value| SseEvent::default().data(value.to_string());
-                    match received.recv().await {
-                        Some(Event::Text(piece)) => {
-                            pending.push_back(data(completion.header().object(&piece, None, None)))
-                        }
-                        Some(Event::Finished { reason, usage }) => {
-                            pending.push_back(data(completion.header().object("", Some(reason), None)));
-                            if completion.stream_usage {
-                                pending.push_back(data(completion.header().usage_chunk(usage)));
-                            }
-                            pending.push_back(SseEvent::default().data("[DONE]"));
-                            ended = true;
-                        }
-                        Some(Event::Failed(e)) => {
-                            pending.push_back(data(e.body()));
-                            pending.push_back(SseEvent::default().data("[DONE]"));
-                            ended = true;
-                        }
-                        Some(Event::Accepted { .. }) => {}
-                        None => ended = true,
-                    }
+    /// the usage chunk if asked for, then `data: [DONE]`. Whatever events are queued when the
+    /// body is polled go out together in one HTTP chunk (one write), and a text chunk is
+    /// precomposed JSON around the escaped text, so a token costs little beside its wake-up.
+    fn stream(self, received: UnboundedReceiver<Event>) -> Response {
+        let parts = self.header().text_chunk_parts();
+        let state = (received, self, parts, false);
+        let body = futures_util::stream::unfold(state, |(mut received, completion, parts, ended)| async move {
+            if ended {
+                return None;
+            }
+            let mut out = String::new();
+            let mut event = received.recv().await;
+            let mut ended = false;
+            loop {
+                ended |= completion.write_event(event, &parts, &mut out);
+                if ended {
+                    break;
                 }
-            });
-        Sse::new(events)
+                match received.try_recv() {
+                    Ok(next) => event = Some(next),
+                    Err(_) => break,
+                }
+            }
+            Some((Ok::<_, Infallible>(Bytes::from(out)), (received, completion, parts, ended)))
+        });
+        let headers = [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")];
+        (headers, Body::from_stream(body)).into_response()
+    }
+
+    /// Appends the server-sent events of `event` (None: the scheduler went away) to `out`;
+    /// true when the stream ends with it.
+    fn write_event(&self, event: Option<Event>, parts: &TextChunkParts, out: &mut String) -> bool {
+        let mut data = |json: &str| {
+            out.push_str("data: ");
+            out.push_str(json);
+            out.push_str("\n\n");
+        };
+        match event {
+            Some(Event::Text(piece)) => {
+                out.push_str("data: ");
+                parts.write(&piece, out);
+                out.push_str("\n\n");
+                false
+            }
+            Some(Event::Finished { reason, usage }) => {
+                data(&self.header().object("", Some(reason), None).to_string());
+                if self.stream_usage {
+                    data(&self.header().usage_chunk(usage).to_string());
+                }
+                data("[DONE]");
+                true
+            }
+            Some(Event::Failed(e)) => {
+                data(&e.body().to_string());
+                data("[DONE]");
+                true
+            }
+            Some(Event::Accepted { .. }) => false,
+            None => true,
+        }
     }
 }

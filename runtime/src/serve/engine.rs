@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use tessera_ir::artifact::Storage;
 use tessera_ir::dtype::DType;
-use tessera_ir::serving::{names, Positions, ServeManifest, LAYER_PREFIX};
+use tessera_ir::serving::{names, Positions, ServeManifest, ServeShape, LAYER_PREFIX};
 
 /// The loaded (not yet bound) serving programs.
 pub struct Programs {
@@ -113,13 +113,49 @@ fn resident_weights(
     Ok(resident)
 }
 
-/// The serving engine: see [`crate::serve`].
-pub struct Engine {
-    manifest: ServeManifest,
+/// The four programs for one row count, bound to the weights (the layer programs once per
+/// layer).
+struct RowPrograms {
+    rows: usize,
     embed: Bound<CpuExecutor>,
     layer_in: Vec<Bound<Rc<CpuExecutor>>>,
     layer_out: Vec<Bound<Rc<CpuExecutor>>>,
     head: Bound<CpuExecutor>,
+}
+
+impl RowPrograms {
+    fn bind(
+        manifest: &ServeManifest,
+        programs: Programs,
+        weights: &mut WeightSource,
+    ) -> Result<RowPrograms, ServeError> {
+        let same = |name: &str| name.to_string();
+        let resident = resident_weights(programs.embed.program(), weights, &same)?;
+        let embed = programs.embed.into_bound(&resident)?;
+        let resident = resident_weights(programs.head.program(), weights, &same)?;
+        let head = programs.head.into_bound(&resident)?;
+        let (layer_in_program, layer_out_program) = (Rc::new(programs.layer_in), Rc::new(programs.layer_out));
+        let mut layer_in = Vec::new();
+        let mut layer_out = Vec::new();
+        for layer in 0..manifest.model.layers {
+            let rename = |name: &str| match name.strip_prefix(LAYER_PREFIX) {
+                Some(rest) => format!("l{layer}{rest}"),
+                None => name.to_string(),
+            };
+            for (program, bindings) in [(&layer_in_program, &mut layer_in), (&layer_out_program, &mut layer_out)] {
+                let resident = resident_weights(program.program(), weights, &rename)?;
+                bindings.push(CpuExecutor::bind_shared(program.clone(), &resident)?);
+            }
+        }
+        Ok(RowPrograms { rows: manifest.shape.rows as usize, embed, layer_in, layer_out, head })
+    }
+}
+
+/// The serving engine: see [`crate::serve`].
+pub struct Engine {
+    manifest: ServeManifest,
+    /// The programs by row count, fewest rows first; the last has `manifest.shape.rows`.
+    row_programs: Vec<RowPrograms>,
     cache: KvCache,
     blocks: BlockAllocator,
     sequences: HashMap<SeqId, Sequence>,
@@ -152,24 +188,7 @@ impl Engine {
         if m.heads % m.kv_heads != 0 || shape.kv_block == 0 || shape.rows < shape.max_batch {
             return Err(ServeError::Invalid("serve.json: inconsistent heads or shape".into()));
         }
-        let same = |name: &str| name.to_string();
-        let resident = resident_weights(programs.embed.program(), weights, &same)?;
-        let embed = programs.embed.into_bound(&resident)?;
-        let resident = resident_weights(programs.head.program(), weights, &same)?;
-        let head = programs.head.into_bound(&resident)?;
-        let (layer_in_program, layer_out_program) = (Rc::new(programs.layer_in), Rc::new(programs.layer_out));
-        let mut layer_in = Vec::new();
-        let mut layer_out = Vec::new();
-        for layer in 0..m.layers {
-            let rename = |name: &str| match name.strip_prefix(LAYER_PREFIX) {
-                Some(rest) => format!("l{layer}{rest}"),
-                None => name.to_string(),
-            };
-            for (program, bindings) in [(&layer_in_program, &mut layer_in), (&layer_out_program, &mut layer_out)] {
-                let resident = resident_weights(program.program(), weights, &rename)?;
-                bindings.push(CpuExecutor::bind_shared(program.clone(), &resident)?);
-            }
-        }
+        let row_programs = vec![RowPrograms::bind(&manifest, programs, weights)?];
         let total_blocks = u32::try_from(cache_blocks)
             .ok()
             .filter(|&n| n > 0)
@@ -180,6 +199,7 @@ impl Engine {
             shape.kv_block as usize,
             m.kv_heads as usize,
             m.head_dim as usize,
+            shape.kv_dtype,
         );
         let rotary = match &m.positions {
             Positions::Learned => None,
@@ -192,10 +212,7 @@ impl Engine {
         };
         Ok(Engine {
             manifest,
-            embed,
-            layer_in,
-            layer_out,
-            head,
+            row_programs,
             cache,
             blocks: BlockAllocator::new(total_blocks),
             sequences: HashMap::new(),
@@ -207,6 +224,38 @@ impl Engine {
 
     pub fn manifest(&self) -> &ServeManifest {
         &self.manifest
+    }
+
+    /// Adds the programs of the same model compiled for fewer rows (`manifest` differs from
+    /// the engine's only in `shape.rows`), bound to the same weights: a run of the programs
+    /// then uses the fewest rows that hold its tokens, so a small batch is not padded to
+    /// `max_batch` rows (as vLLM captures CUDA graphs per batch size bucket).
+    pub fn add_row_programs(
+        &mut self,
+        manifest: &ServeManifest,
+        programs: Programs,
+        weights: &mut WeightSource,
+    ) -> Result<(), ServeError> {
+        let (mine, theirs) = (&self.manifest, manifest);
+        let same_shape = ServeShape { rows: mine.shape.rows, ..theirs.shape } == mine.shape;
+        if theirs.model != mine.model || !same_shape || theirs.shape.rows == 0 || theirs.shape.rows > mine.shape.rows {
+            let message = format!(
+                "programs of {} rows do not fit an engine of {} rows of the same model and limits",
+                theirs.shape.rows, mine.shape.rows
+            );
+            return Err(ServeError::Invalid(message));
+        }
+        let bound = RowPrograms::bind(manifest, programs, weights)?;
+        match self.row_programs.binary_search_by_key(&bound.rows, |p| p.rows) {
+            Ok(at) => self.row_programs[at] = bound,
+            Err(at) => self.row_programs.insert(at, bound),
+        }
+        Ok(())
+    }
+
+    /// The row counts the engine has programs for, fewest first.
+    pub fn row_counts(&self) -> Vec<usize> {
+        self.row_programs.iter().map(|p| p.rows).collect()
     }
 
     /// A new, empty sequence.
@@ -233,7 +282,7 @@ impl Engine {
         KvUsage {
             blocks_total: self.blocks.total(),
             blocks_used: self.blocks.used_count(),
-            block_bytes: self.cache.bytes_per_token() * self.cache.block_size,
+            block_bytes: self.cache.block_bytes(),
             live_tokens: self.sequences.values().map(|s| s.len).sum(),
             sequences: self.sequences.len(),
         }
@@ -344,7 +393,9 @@ impl Engine {
             None => {}
         }
         let m = &self.manifest.model;
-        let r = self.manifest.shape.rows as usize;
+        let at = self.row_programs.iter().position(|p| p.rows >= rows.len()).unwrap_or(self.row_programs.len() - 1);
+        let programs = &mut self.row_programs[at];
+        let r = programs.rows;
         let (h, heads, kv, dh, vocab) =
             (m.hidden as usize, m.heads as usize, m.kv_heads as usize, m.head_dim as usize, m.vocab as usize);
         let mut tokens = vec![0i64; r];
@@ -357,7 +408,7 @@ impl Engine {
         if matches!(m.positions, Positions::Learned) {
             inputs.push((names::POSITIONS.to_string(), HostTensor::I64 { shape: vec![r], values: positions.clone() }));
         }
-        let mut x = run(&mut self.embed, &inputs, 1)?.remove(0);
+        let mut x = run(&mut programs.embed, &inputs, 1)?.remove(0);
         let half = dh / 2;
         let (cos, sin) = match &self.rotary {
             None => (None, None),
@@ -373,13 +424,13 @@ impl Engine {
         let attention_rows: Vec<AttentionRow> =
             rows.iter().zip(&tables).map(|(&(_, _, position), blocks)| AttentionRow { blocks, position }).collect();
         let mut context = vec![0.0f32; r * heads * dh];
-        for layer in 0..self.layer_in.len() {
+        for layer in 0..programs.layer_in.len() {
             let mut inputs = vec![(names::STREAM.to_string(), f32s(vec![r, h], x))];
             if let (Some(cos), Some(sin)) = (&cos, &sin) {
                 inputs.push((names::COS.to_string(), f32s(vec![r, half], cos.clone())));
                 inputs.push((names::SIN.to_string(), f32s(vec![r, half], sin.clone())));
             }
-            let qkv = run(&mut self.layer_in[layer], &inputs, 3)?;
+            let qkv = run(&mut programs.layer_in[layer], &inputs, 3)?;
             let HostTensor::F32 { values: stream, .. } = inputs.swap_remove(0).1 else {
                 unreachable!("the stream is f32")
             };
@@ -392,9 +443,9 @@ impl Engine {
                 (names::STREAM.to_string(), f32s(vec![r, h], stream)),
                 (names::CONTEXT.to_string(), f32s(vec![r, heads * dh], context.clone())),
             ];
-            x = run(&mut self.layer_out[layer], &inputs, 1)?.remove(0);
+            x = run(&mut programs.layer_out[layer], &inputs, 1)?.remove(0);
         }
-        let logits = run(&mut self.head, &[(names::STREAM.to_string(), f32s(vec![r, h], x))], 1)?.remove(0);
+        let logits = run(&mut programs.head, &[(names::STREAM.to_string(), f32s(vec![r, h], x))], 1)?.remove(0);
         Ok(logits.chunks(vocab).take(rows.len()).map(<[f32]>::to_vec).collect())
     }
 }

@@ -21,6 +21,9 @@
 //!   chunks with decode tokens (Orca/vLLM iteration-level scheduling). Tokens of all items are
 //!   packed into the programs' rows (`shape.rows`, the maximum batch, per run; a longer prompt
 //!   runs in chunks of that many tokens).
+//! - `add_row_programs(manifest, programs, weights)` adds the same programs compiled for fewer
+//!   rows; a run then uses the fewest rows that hold its tokens, so a lone sequence is not
+//!   padded to `max_batch` rows (`tessera serve` compiles powers of two up to `max_batch`).
 //! - A step is checked in full before it changes anything: unknown sequences, token ids outside
 //!   the vocabulary, sequences past `max_seq`, and too few free blocks
 //!   ([`ServeError::OutOfBlocks`], the scheduler's cue to preempt a sequence and recompute it
@@ -33,6 +36,9 @@
 //!   (`tessera serve --kv-blocks`).
 //! - `kv_usage()`: blocks used and free, bytes per block, live tokens; blocks are allocated as
 //!   sequences grow, so each sequence holds at most one partly filled block.
+//! - The cache stores keys and values in `shape.kv_dtype` (`--kv-dtype f32|bf16|int8`, int8
+//!   with one scale per block, head and key/value); attention reads that type directly and
+//!   computes in f32, and an f32 cache computes exactly what it did before the option.
 //!
 //! # What runs
 //!

@@ -51,33 +51,53 @@ impl TextTokenizer {
     }
 }
 
-/// Incremental detokenization of one sequence's generated ids.
+/// Incremental detokenization of one sequence's generated ids, in O(1) amortized work per
+/// token (the prefix/read-offset algorithm of vLLM and TGI): only a window of the last ids is
+/// decoded, never the whole sequence. `ids[prefix..read]` were already emitted and are decoded
+/// again only as context, because a tokenizer's decoder may render a token differently at the
+/// start of a text than after another token (a SentencePiece word's leading space); the text
+/// of `ids[prefix..]` beyond the text of `ids[prefix..read]` is new. It is held back while it
+/// ends in U+FFFD (a token that ends inside a multi-byte character whose rest comes later).
 #[derive(Default)]
 pub struct StreamDecoder {
     ids: Vec<u32>,
-    /// Bytes of the decoded text already handed out.
-    emitted: usize,
+    /// Start of the context window: ids before it are never decoded again.
+    prefix: usize,
+    /// Ids before this are emitted.
+    read: usize,
 }
+
+/// A held-back tail grows the window while it stays incomplete; past this many ids (no
+/// character takes that many tokens) it is emitted as it decodes, replacement characters and all.
+const MAX_HELD_IDS: usize = 16;
 
 impl StreamDecoder {
     /// Adds `id`; returns the text that became final (possibly empty).
     pub fn push(&mut self, tokenizer: &TextTokenizer, id: u32) -> Result<String, ServeError> {
         self.ids.push(id);
-        let text = tokenizer.decode(&self.ids)?;
-        // A trailing replacement character may be half of a character whose rest comes later.
-        if text.ends_with('\u{FFFD}') || text.len() < self.emitted || !text.is_char_boundary(self.emitted) {
-            return Ok(String::new());
+        let before = tokenizer.decode(&self.ids[self.prefix..self.read])?;
+        let text = tokenizer.decode(&self.ids[self.prefix..])?;
+        let held = self.ids.len() - self.read;
+        let complete = !text.ends_with('\u{FFFD}') || held >= MAX_HELD_IDS;
+        match text.get(before.len()..) {
+            Some(new) if complete && text.len() > before.len() && text.starts_with(before.as_str()) => {
+                let new = new.to_string();
+                self.prefix = self.read;
+                self.read = self.ids.len();
+                Ok(new)
+            }
+            _ => Ok(String::new()),
         }
-        let new = text[self.emitted..].to_string();
-        self.emitted = text.len();
-        Ok(new)
     }
 
     /// Whatever is still held back (an incomplete character at the end).
     pub fn finish(&mut self, tokenizer: &TextTokenizer) -> Result<String, ServeError> {
-        let text = tokenizer.decode(&self.ids)?;
-        let rest = text.get(self.emitted..).unwrap_or_default().to_string();
-        self.emitted = text.len();
+        let before = tokenizer.decode(&self.ids[self.prefix..self.read])?;
+        let text = tokenizer.decode(&self.ids[self.prefix..])?;
+        let rest = text.get(before.len()..).filter(|_| text.starts_with(before.as_str())).unwrap_or_default();
+        let rest = rest.to_string();
+        self.prefix = self.read;
+        self.read = self.ids.len();
         Ok(rest)
     }
 }
@@ -95,5 +115,36 @@ mod tests {
         let pieces: Vec<String> = ids.iter().map(|&id| stream.push(&t, id).unwrap()).collect();
         assert_eq!(pieces, vec!["n", "", "é"]);
         assert_eq!(stream.finish(&t).unwrap(), "");
+    }
+
+    /// Streaming a long sequence gives the text of decoding it whole, and each push decodes a
+    /// window of a few ids, not the sequence so far.
+    #[test]
+    fn streamed_text_equals_the_whole_decode_with_a_bounded_window() {
+        let t = TextTokenizer::Bytes;
+        let text = "aé€😀b".repeat(200);
+        let ids = t.encode(&text).unwrap();
+        let mut stream = StreamDecoder::default();
+        let mut streamed = String::new();
+        for &id in &ids {
+            streamed.push_str(&stream.push(&t, id).unwrap());
+            assert!(stream.ids.len() - stream.prefix <= 8, "window of {} ids", stream.ids.len() - stream.prefix);
+        }
+        streamed.push_str(&stream.finish(&t).unwrap());
+        assert_eq!(streamed, text);
+    }
+
+    /// An id sequence that never completes its character is emitted (lossily) once it is
+    /// longer than any character, and `finish` hands out a truncated tail.
+    #[test]
+    fn invalid_utf8_is_emitted_lossily_not_held_forever() {
+        let t = TextTokenizer::Bytes;
+        let mut stream = StreamDecoder::default();
+        let mut streamed = String::new();
+        for _ in 0..40 {
+            streamed.push_str(&stream.push(&t, 0xC3).unwrap());
+        }
+        streamed.push_str(&stream.finish(&t).unwrap());
+        assert_eq!(streamed, "\u{FFFD}".repeat(40));
     }
 }
