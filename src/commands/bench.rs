@@ -121,6 +121,7 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
     let before = cost::graph_cost_for(g, weights);
     let limits = Limits { iters: args.iters, nodes: args.nodes, time: Duration::from_millis(args.time_ms), weights };
     let start = Instant::now();
+    let start_cpu = process_cpu_seconds()?;
     let s = egraph::saturate(g, rules, limits).map_err(|e| anyhow!(e))?;
     let saturate_s = start.elapsed().as_secs_f64();
     let config = egraph::ExtractConfig {
@@ -129,6 +130,7 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
     };
     let extracted = egraph::extract(g, &s, &config, None);
     let egraph_s = start.elapsed().as_secs_f64();
+    let egraph_cpu_s = process_cpu_seconds()? - start_cpu;
     let start = Instant::now();
     let rewriting_limits =
         taso::RewriteLimits { steps: usize::MAX, time: Duration::from_secs(args.baseline_time_s), weights };
@@ -177,7 +179,7 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
         String::new()
     };
     Ok(format!(
-        "| `{model}` | {} | {before:.1} µs | {} | {} | {ilp} | **{}** ({}) in {egraph_s:.2} s | {} in {rewriting_s:.2} s ({} steps, {}; {held}) | {} ({}) | {}; saturation {saturate_s:.2} s |{measured}",
+        "| `{model}` | {} | {before:.1} µs | {} | {} | {ilp} | **{}** ({}) in {egraph_s:.2} s (CPU {egraph_cpu_s:.2} s) | {} in {rewriting_s:.2} s ({} steps, {}; {held}) | {} ({}) | {}; saturation {saturate_s:.2} s |{measured}",
         g.num_nodes(),
         change(egraph::Method::GreedyExtraction),
         change(egraph::Method::LocalSearch),

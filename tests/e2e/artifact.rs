@@ -526,12 +526,12 @@ fn weight_only_steps_run_at_bind_and_follow_the_weights() {
     };
 
     let mut bound = executor.bind(&[q1.clone(), k.clone()]).expect("bind");
-    assert_close(bound.run(&[x1.clone()]).expect("run"), expect(&[&x1, &q1, &k]), "first run");
-    assert_close(bound.run(&[x2.clone()]).expect("run"), expect(&[&x2, &q1, &k]), "second run");
+    assert_close(bound.run(std::slice::from_ref(&x1)).expect("run"), expect(&[&x1, &q1, &k]), "first run");
+    assert_close(bound.run(std::slice::from_ref(&x2)).expect("run"), expect(&[&x2, &q1, &k]), "second run");
     bound.write_resident("wq", q2.1.clone()).expect("write resident");
-    assert_close(bound.run(&[x1.clone()]).expect("run"), expect(&[&x1, &q2, &k]), "after a new weight");
+    assert_close(bound.run(std::slice::from_ref(&x1)).expect("run"), expect(&[&x1, &q2, &k]), "after a new weight");
     // A parameter fed per run: the bind steps run on every run, on that run's weight.
-    let mut partly = executor.bind(&[k.clone()]).expect("bind one weight");
+    let mut partly = executor.bind(std::slice::from_ref(&k)).expect("bind one weight");
     assert_close(partly.run(&[x1.clone(), q1.clone()]).expect("run"), expect(&[&x1, &q1, &k]), "per-run weight");
     assert_close(partly.run(&[x1.clone(), q2.clone()]).expect("run"), expect(&[&x1, &q2, &k]), "per-run weight");
 }
