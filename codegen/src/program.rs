@@ -347,7 +347,8 @@ impl<'a> Builder<'a> {
             }
         }
         self.stats.kernels = self.kernels.len();
-        let arena_bytes = self.plan_memory();
+        let bind_steps = self.bind_steps();
+        let arena_bytes = self.plan_memory(&bind_steps);
         let io = |graph_values: &[ValueId], declared: &[ValueId], this: &mut Builder| -> Vec<IoBinding> {
             graph_values
                 .iter()
@@ -376,13 +377,46 @@ impl<'a> Builder<'a> {
             kernel_signatures: self.kernels.iter().map(KernelSource::signature).collect(),
             gpu: None,
             shard: None,
+            bind_steps,
         };
         self.stats.arena_bytes = arena_bytes;
         Ok(LoweredProgram { program, weights: self.weights, kernels: self.kernels, stats: self.stats })
     }
 
-    /// Assigns arena offsets (see the module docs); returns the arena size.
-    fn plan_memory(&mut self) -> u64 {
+    /// The steps whose every operand is a parameter input, a constant or the result of an
+    /// earlier such step ([`Program::bind_steps`]): weight-only work an executor with resident
+    /// parameters does once. Steps without operands and communication stay per run.
+    fn bind_steps(&self) -> Vec<u32> {
+        let mut weight_only = vec![false; self.buffers.len()];
+        for (b, desc) in self.buffers.iter().enumerate() {
+            if matches!(desc.location, Location::Weights { .. }) {
+                weight_only[b] = true;
+            }
+        }
+        for &v in self.g.inputs() {
+            if self.g.input_role(v) == Some(tessera_ir::graph::InputRole::Parameter) {
+                weight_only[self.root_of[self.buffer_of[&v] as usize] as usize] = true;
+            }
+        }
+        let mut bind_steps = Vec::new();
+        for (s, step) in self.steps.iter().enumerate() {
+            let communicates = matches!(step, Step::Library { call: LibraryCall::Collective { .. }, .. });
+            let reads_weights_only = step.inputs().iter().all(|&b| weight_only[self.root_of[b as usize] as usize]);
+            if communicates || step.inputs().is_empty() || !reads_weights_only {
+                continue;
+            }
+            for &b in step.outputs() {
+                weight_only[self.root_of[b as usize] as usize] = true;
+            }
+            bind_steps.push(s as u32);
+        }
+        bind_steps
+    }
+
+    /// Assigns arena offsets (see the module docs); returns the arena size. The results of
+    /// `bind_steps` are pinned like inputs (live from before the first step to the end):
+    /// computed once, they must stay intact across runs.
+    fn plan_memory(&mut self, bind_steps: &[u32]) -> u64 {
         let n = self.buffers.len();
         let in_arena = |b: &BufferDesc| matches!(b.location, Location::Arena { .. });
         // Lifetimes of roots in step numbers; inputs are defined at step 0 (before it runs).
@@ -410,6 +444,15 @@ impl<'a> Builder<'a> {
         for &v in self.g.inputs().iter().chain(self.g.outputs()) {
             let root = self.root_of[self.buffer_of[&v] as usize] as usize;
             last[root] = usize::MAX;
+        }
+        // Bind steps' results live from before the first step (an executor may compute them
+        // in the bind) to the end, like inputs.
+        for &s in bind_steps {
+            for &b in self.steps[s as usize].outputs() {
+                let root = self.root_of[b as usize] as usize;
+                first[root] = 0;
+                last[root] = usize::MAX;
+            }
         }
         // Allocation order: by first step, inputs first, then buffer id.
         let mut allocs_at: BTreeMap<usize, Vec<usize>> = BTreeMap::new();

@@ -353,6 +353,14 @@ pub struct Program {
     /// is unchanged by this field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<RankShard>,
+    /// Indices into `steps` (ascending) of the steps that read only parameter inputs,
+    /// constants and earlier such steps' results: weight-only subexpressions (a merged QKV
+    /// weight, a batch-norm scale folded into a convolution's weights). The memory plan pins
+    /// their results like inputs, so an executor that holds every parameter resident may run
+    /// them once when it binds the parameters instead of on every run (the CPU executor does).
+    /// Absent when there are none (that program's JSON is unchanged by this field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bind_steps: Vec<u32>,
 }
 
 /// A rank's place in a mesh artifact (see [`Program::shard`]). Every rank of a pipeline stage

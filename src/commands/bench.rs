@@ -3,7 +3,7 @@
 //! extraction method (greedy, local search, MIP with its gap), the guarded result, whether the
 //! e-graph holds greedy rewriting's result, the saturation phases with starved rules, and the
 //! optimization time. `--measure` also compiles the graph before and after for the CPU and
-//! runs both on the same inputs (median of repeated runs). Run it from a release build;
+//! runs both on the same inputs, interleaved, by process CPU time per run (median, quartiles). Run it from a release build;
 //! numbers go to BENCHMARKS.md.
 //!
 //! `tessera bench kernels --target cuda`: fused GPU kernels (an elementwise chain, softmax,
@@ -65,15 +65,15 @@ pub struct BenchArgs {
     /// seeded inputs, printing the measured change and the outputs' largest difference.
     #[arg(long)]
     pub measure: bool,
-    /// `--measure`: runs per round and artifact (the median is kept).
+    /// `--measure`: pairs of runs per round (`repeat × rounds` interleaved pairs in all).
     #[arg(long, default_value_t = 5)]
     pub repeat: u32,
-    /// `--measure`: rounds, alternating the two artifacts (the median of the rounds' medians).
+    /// `--measure`: rounds (see `--repeat`).
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
-    /// How the estimate prices values computed from parameters only: `load` (folded once when
-    /// weights load, free per step) or `step` (computed on every call, as CPU artifacts do).
-    /// The default is `step` with `--measure`, whose artifacts are CPU ones, else `load`.
+    /// How the estimate prices values computed from parameters only: `load` (computed once when
+    /// weights load, free per step: what CPU artifacts do with their bind steps, the default)
+    /// or `step` (computed on every call).
     #[arg(long, value_parser = ["load", "step"])]
     pub weights: Option<String>,
     /// Kernels: the device to measure (cuda).
@@ -116,13 +116,12 @@ fn percent(before: f64, after: f64) -> String {
 fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -> Result<String> {
     let weights = match args.weights.as_deref() {
         Some("step") => cost::Weights::EveryStep,
-        Some(_) => cost::Weights::FoldedAtLoad,
-        None if args.measure => cost::Weights::EveryStep,
-        None => cost::Weights::FoldedAtLoad,
+        Some(_) | None => cost::Weights::FoldedAtLoad,
     };
     let before = cost::graph_cost_for(g, weights);
     let limits = Limits { iters: args.iters, nodes: args.nodes, time: Duration::from_millis(args.time_ms), weights };
     let start = Instant::now();
+    let start_cpu = process_cpu_seconds()?;
     let s = egraph::saturate(g, rules, limits).map_err(|e| anyhow!(e))?;
     let saturate_s = start.elapsed().as_secs_f64();
     let config = egraph::ExtractConfig {
@@ -131,6 +130,7 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
     };
     let extracted = egraph::extract(g, &s, &config, None);
     let egraph_s = start.elapsed().as_secs_f64();
+    let egraph_cpu_s = process_cpu_seconds()? - start_cpu;
     let start = Instant::now();
     let rewriting_limits =
         taso::RewriteLimits { steps: usize::MAX, time: Duration::from_secs(args.baseline_time_s), weights };
@@ -166,18 +166,20 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
     };
     let measured = if args.measure {
         let m = measure(g, optimized, args)?;
+        let [low, mid, high] = m.ratio_quartiles.map(|r| (r - 1.0) * 100.0);
         format!(
-            " {:.1} ms → {:.1} ms ({}), max relative difference {:.1e} |",
+            " {:.1} ms → {:.1} ms CPU per run ({}; {} interleaved pairs, after/before {mid:+.1}% [{low:+.1}%, {high:+.1}%]), max relative difference {:.1e} |",
             m.before_s * 1e3,
             m.after_s * 1e3,
             percent(m.before_s, m.after_s),
+            m.pairs,
             m.max_relative_difference
         )
     } else {
         String::new()
     };
     Ok(format!(
-        "| `{model}` | {} | {before:.1} µs | {} | {} | {ilp} | **{}** ({}) in {egraph_s:.2} s | {} in {rewriting_s:.2} s ({} steps, {}; {held}) | {} ({}) | {}; saturation {saturate_s:.2} s |{measured}",
+        "| `{model}` | {} | {before:.1} µs | {} | {} | {ilp} | **{}** ({}) in {egraph_s:.2} s (CPU {egraph_cpu_s:.2} s) | {} in {rewriting_s:.2} s ({} steps, {}; {held}) | {} ({}) | {}; saturation {saturate_s:.2} s |{measured}",
         g.num_nodes(),
         change(egraph::Method::GreedyExtraction),
         change(egraph::Method::LocalSearch),
@@ -194,28 +196,43 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
 
 /// What `--measure` found for one model.
 struct Measured {
+    /// Median CPU seconds per run of each artifact (the process's CPU time, every thread).
     before_s: f64,
     after_s: f64,
+    /// Quartiles (25%, 50%, 75%) of after / before over the interleaved pairs of runs.
+    ratio_quartiles: [f64; 3],
+    pairs: usize,
     /// Largest |before − after| over all outputs, relative to the largest |before| of that output.
     max_relative_difference: f64,
 }
 
-/// The median steady-state run time that `run_artifact --timing` reports.
-fn median_seconds(diagnostics: &str) -> Result<f64> {
-    let line = diagnostics
-        .lines()
-        .find(|l| l.contains("median"))
-        .ok_or_else(|| anyhow!("no median in the timing report: {diagnostics}"))?;
-    let value = line.rsplit("median ").next().and_then(|t| t.trim_end_matches(" s").parse::<f64>().ok());
-    value.ok_or_else(|| anyhow!("cannot read the median in '{line}'"))
+/// CPU time this process has used so far, every thread (`CLOCK_PROCESS_CPUTIME_ID`): on a
+/// machine shared with other work a run's CPU time is what it costs; its wall time is mostly
+/// how long it waited for a core.
+fn process_cpu_seconds() -> Result<f64> {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) } != 0 {
+        bail!("clock_gettime(CLOCK_PROCESS_CPUTIME_ID): {}", std::io::Error::last_os_error());
+    }
+    Ok(t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9)
 }
 
-/// Seeded inputs for `--measure`, written as `.npy` files into `dir`; returns `NAME=FILE`
-/// per input. They are [`tessera_ir::testing::inputs::model_inputs`]: valid ids, positive
-/// variances and weights scaled by their fan-in, so that the outputs' difference measures the
-/// rewrites and not how far random unscaled weights amplify rounding.
-fn write_measure_inputs(g: &Graph, dir: &Path) -> Result<Vec<String>> {
-    std::fs::create_dir_all(dir).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+/// The value at fraction `q` of `sorted` (nearest rank).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let i = ((sorted.len().saturating_sub(1)) as f64 * q).round() as usize;
+    sorted.get(i).copied().unwrap_or(f64::NAN)
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+/// Seeded inputs for `--measure`: [`tessera_ir::testing::inputs::model_inputs`] (valid ids,
+/// positive variances and weights scaled by their fan-in, so that the outputs' difference
+/// measures the rewrites and not how far random unscaled weights amplify rounding).
+fn measure_inputs(g: &Graph) -> Result<Vec<(String, tessera_ir::tensor::Tensor)>> {
     for &v in g.inputs() {
         let value = g.value(v);
         let Some(shape) = value.ty.static_shape() else {
@@ -223,69 +240,71 @@ fn write_measure_inputs(g: &Graph, dir: &Path) -> Result<Vec<String>> {
         };
         tessera_ir::budget::check_shape(&format!("input %{}", value.name), &shape).map_err(|e| anyhow!("{e}"))?;
     }
-    let mut args = Vec::new();
-    for (name, tensor) in tessera_ir::testing::inputs::model_inputs(g, 1, 0) {
-        let path = dir.join(format!("input{}.npy", args.len()));
-        tessera_runtime::npy::write_npy(&path, &tensor).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        args.push(format!("{name}={}", path.display()));
-    }
-    Ok(args)
+    Ok(tessera_ir::testing::inputs::model_inputs(g, 1, 0))
 }
 
-/// `--measure`: compiles `before` and `after` for the CPU, runs them alternately on the same
-/// seeded random inputs (a warm-up round, then `rounds` rounds of `repeat` runs each with the
-/// parameters resident; the median of the rounds' medians), and compares their outputs.
+/// `--measure`: compiles `before` and `after` for the CPU, binds both with their parameters
+/// resident (so each artifact's bind steps, its weight-only work, run once), runs each once to
+/// warm up, then `repeat × rounds` pairs of single runs, interleaved (before then after, then
+/// after then before, ...), recording each run's process CPU time; and compares the outputs.
 fn measure(before: &Graph, after: &Graph, args: &BenchArgs) -> Result<Measured> {
     use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
-    use tessera_runtime::executor::run::{run_artifact, RunConfig};
+    use tessera_runtime::executor::cpu::CpuExecutor;
     let scratch = std::env::temp_dir().join(format!("tessera-bench-measure-{}", std::process::id()));
     let options = CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options: Vec::new() };
     std::fs::create_dir_all(&scratch).map_err(|e| anyhow!("{}: {e}", scratch.display()))?;
-    let mut dirs = Vec::new();
+    let mut executors = Vec::new();
     for (name, graph) in [("before", before), ("after", after)] {
         let dir = scratch.join(name);
         let compiled = compile(graph, name.as_bytes(), &options).map_err(|e| anyhow!("compile {name}: {e}"))?;
         write_artifact(&dir, &compiled.files).map_err(|e| anyhow!("write {name}: {e}"))?;
-        dirs.push(dir);
+        let artifact = tessera_runtime::executor::load::load(&dir).map_err(|e| anyhow!("load {name}: {e}"))?;
+        executors.push(CpuExecutor::new(artifact).map_err(|e| anyhow!("load {name}: {e}"))?);
     }
-    let inputs = write_measure_inputs(before, &scratch.join("inputs"))?;
-    let mut medians: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut written: [Vec<std::path::PathBuf>; 2] = [Vec::new(), Vec::new()];
-    // Round 0 warms both artifacts up (thread pool, page faults of the first run) unrecorded.
-    for round in 0..=args.rounds.max(1) {
-        for (i, dir) in dirs.iter().enumerate() {
-            let config = RunConfig {
-                inputs: inputs.clone(),
-                random_inputs: None,
-                output: dir.join("outputs"),
-                repeat: args.repeat.max(2),
-                timing: true,
-                profile: false,
-                comm_timeout: Duration::from_secs(60),
-                // Both artifacts were just written by this command.
-                expect_manifest_sha256: None,
-            };
-            let report = run_artifact(dir, &config).map_err(|e| anyhow!("run {}: {e}", dir.display()))?;
-            if round > 0 {
-                medians[i].push(median_seconds(&report.diagnostics)?);
-            }
-            written[i] = report.written;
+    std::fs::remove_dir_all(&scratch).ok();
+    let inputs = measure_inputs(before)?;
+    let mut bound = Vec::new();
+    for executor in &executors {
+        let inputs = inputs.clone();
+        let parameters: std::collections::HashSet<&str> =
+            executor.program().inputs.iter().filter(|b| b.parameter).map(|b| b.name.as_str()).collect();
+        let (resident, per_run): (Vec<_>, Vec<_>) =
+            inputs.into_iter().partition(|(n, _)| parameters.contains(n.as_str()));
+        let b = executor.bind(&resident).map_err(|e| anyhow!("bind: {e}"))?;
+        bound.push((b, per_run));
+    }
+    // The warm-up run of each (first touch of the arena, the thread pool) gives the outputs.
+    let mut outputs = Vec::new();
+    for (b, per_run) in bound.iter_mut() {
+        outputs.push(b.run(per_run).map_err(|e| anyhow!("run: {e}"))?);
+    }
+    let pairs = (args.repeat * args.rounds).max(1) as usize;
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for k in 0..pairs {
+        let order = if k % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let (b, per_run) = &mut bound[i];
+            let started = process_cpu_seconds()?;
+            b.run(per_run).map_err(|e| anyhow!("run: {e}"))?;
+            times[i].push(process_cpu_seconds()? - started);
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
+    let ratios = sorted(times[1].iter().zip(&times[0]).map(|(a, b)| a / b).collect());
     let mut worst: f64 = 0.0;
-    for (a, b) in written[0].iter().zip(&written[1]) {
-        let x = tessera_runtime::npy::read_npy(a).map_err(|e| anyhow!("{}: {e}", a.display()))?.to_f64_vec();
-        let y = tessera_runtime::npy::read_npy(b).map_err(|e| anyhow!("{}: {e}", b.display()))?.to_f64_vec();
+    for ((_, x), (_, y)) in outputs[0].iter().zip(&outputs[1]) {
+        let (x, y) = (x.to_f64_vec(), y.to_f64_vec());
         let scale = x.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
         let diff = x.iter().zip(&y).fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
         worst = worst.max(diff / scale);
     }
-    std::fs::remove_dir_all(&scratch).ok();
-    Ok(Measured { before_s: median(&mut medians[0]), after_s: median(&mut medians[1]), max_relative_difference: worst })
+    let [before_times, after_times] = times;
+    Ok(Measured {
+        before_s: quantile(&sorted(before_times), 0.5),
+        after_s: quantile(&sorted(after_times), 0.5),
+        ratio_quartiles: [quantile(&ratios, 0.25), quantile(&ratios, 0.5), quantile(&ratios, 0.75)],
+        pairs,
+        max_relative_difference: worst,
+    })
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -300,10 +319,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         args.models.clone()
     };
+    if args.measure && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // One thread: the CPU time of a run is then its work, not the pool's spinning.
+        // Set before anything starts rayon's pool (nothing has yet: no other thread runs).
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     if cfg!(debug_assertions) {
         eprintln!("note: a debug build; build with --release for numbers worth recording");
     }
-    let (measured, rule) = if args.measure { (" measured on the CPU (median) |", "---|") } else { ("", "") };
+    let (measured, rule) =
+        if args.measure { (" measured on the CPU (median CPU time per run) |", "---|") } else { ("", "") };
     println!(
         "| model | nodes | estimated cost | greedy extraction | local search | MIP | e-graph (best method) | greedy rewriting | guarded result | saturation |{measured}"
     );

@@ -287,6 +287,12 @@ fn tampered_programs_with_recomputed_hashes_are_refused_before_anything_runs() {
     let (step, symbol) = (kernels[0].0, kernels[0].1.clone());
     let e = tamper("signature-shape", &|p| p.kernel_signatures[0].inputs[0].shape.push(7));
     assert!(e.contains(&format!("step {step}: argument 0 of kernel {symbol} is buffer")), "{e}");
+    let e = tamper("bind-step-out-of-range", &|p| p.bind_steps = vec![p.steps.len() as u32]);
+    assert!(e.contains(&format!("bind step {n}, but there are {n} steps", n = good.steps.len())), "{e}");
+    // Step 0's result dies early and its range is reused: as a bind step (computed once) a
+    // later step would overwrite it.
+    let e = tamper("clobbered-bind-step", &|p| p.bind_steps = vec![0]);
+    assert!(e.contains("overwrites the result of a bind step"), "{e}");
     let e = tamper("no-signature", &|p| p.kernel_signatures.clear());
     assert!(e.contains(&format!("step {step}: kernel {symbol} has no signature")), "{e}");
     // An arena of a petabyte (every buffer still inside it) is refused before it is allocated.
@@ -471,4 +477,61 @@ fn weights_bound_once_stay_resident_across_runs_and_bad_bindings_are_refused() {
     let executor = CpuExecutor::new(artifact).expect("executor");
     let Err(e) = executor.bind(&weights) else { panic!("kept an input resident that a step overwrites") };
     assert!(e.to_string().contains("overwrites its buffer, so it cannot stay resident"), "{e}");
+}
+
+/// Weight-only work (here a concatenation of two weights and its scaling, what the e-graph's
+/// merged-projection rewrite creates) is a program's bind steps: with every parameter resident
+/// they run once in the bind, again after a resident weight changes, and on every run when a
+/// parameter is fed per run; every way gives the interpreter's outputs.
+#[test]
+fn weight_only_steps_run_at_bind_and_follow_the_weights() {
+    use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
+    use tessera_ir::graph::{Graph, InputRole};
+    use tessera_ir::ops::elementwise::BinaryOp;
+    use tessera_ir::ops::Op;
+    use tessera_ir::types::TensorType;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut g = Graph::new("merged_projection");
+    let x = g.add_input("x", TensorType::of_static(DType::F32, &[3, 4]), InputRole::Activation);
+    let wq = g.add_input("wq", TensorType::of_static(DType::F32, &[4, 4]), InputRole::Parameter);
+    let wk = g.add_input("wk", TensorType::of_static(DType::F32, &[4, 4]), InputRole::Parameter);
+    let merged = g.add(Op::Concat { axis: 1 }, &[wq, wk]).expect("concat");
+    let two = g.add(Op::Constant(Tensor::from_f64(DType::F32, vec![4, 8], vec![2.0; 32])), &[]).expect("constant");
+    let scaled = g.add(Op::Binary(BinaryOp::Mul), &[merged, two]).expect("mul");
+    let y = g.add(Op::MatMul, &[x, scaled]).expect("matmul");
+    g.set_outputs(vec![y]);
+    let options = CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options: Vec::new() };
+    let compiled = compile(&g, b"merged_projection", &options).expect("compile");
+    write_artifact(&tmp.path().join("a"), &compiled.files).expect("write");
+    let artifact = load(&tmp.path().join("a")).expect("load");
+    // Everything but the matmul on `x` reads weights only.
+    let steps = &artifact.program.steps;
+    assert_eq!(artifact.program.bind_steps.len(), steps.len() - 1, "{steps:?}");
+    let executor = CpuExecutor::new(artifact).expect("executor");
+
+    let tensor = |name: &str, seed: u64, shape: &[usize]| {
+        (name.to_string(), uniform_tensor(&mut SplitMix64::for_name(seed, name), DType::F32, shape.to_vec()))
+    };
+    let (q1, q2, k) = (tensor("wq", 1, &[4, 4]), tensor("wq", 2, &[4, 4]), tensor("wk", 1, &[4, 4]));
+    let (x1, x2) = (tensor("x", 1, &[3, 4]), tensor("x", 2, &[3, 4]));
+    let expect = |feeds: &[&(String, Tensor)]| {
+        let feeds: Vec<(String, Tensor)> = feeds.iter().map(|&f| f.clone()).collect();
+        tessera_runtime::interpreter::run(&g, &feeds).expect("interpreter")
+    };
+    let assert_close = |got: Vec<(String, Tensor)>, want: Vec<(String, Tensor)>, what: &str| {
+        let (got, want) = (got[0].1.to_f64_vec(), want[0].1.to_f64_vec());
+        assert_eq!(got.len(), want.len(), "{what}");
+        let worst = got.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((a - b).abs() / b.abs().max(1.0)));
+        assert!(worst < 1e-5, "{what}: differs by {worst}");
+    };
+
+    let mut bound = executor.bind(&[q1.clone(), k.clone()]).expect("bind");
+    assert_close(bound.run(std::slice::from_ref(&x1)).expect("run"), expect(&[&x1, &q1, &k]), "first run");
+    assert_close(bound.run(std::slice::from_ref(&x2)).expect("run"), expect(&[&x2, &q1, &k]), "second run");
+    bound.write_resident("wq", q2.1.clone()).expect("write resident");
+    assert_close(bound.run(std::slice::from_ref(&x1)).expect("run"), expect(&[&x1, &q2, &k]), "after a new weight");
+    // A parameter fed per run: the bind steps run on every run, on that run's weight.
+    let mut partly = executor.bind(std::slice::from_ref(&k)).expect("bind one weight");
+    assert_close(partly.run(&[x1.clone(), q1.clone()]).expect("run"), expect(&[&x1, &q1, &k]), "per-run weight");
+    assert_close(partly.run(&[x1.clone(), q2.clone()]).expect("run"), expect(&[&x1, &q2, &k]), "per-run weight");
 }

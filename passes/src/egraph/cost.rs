@@ -12,10 +12,10 @@
 //!   runs. This is what makes a merged QKV matmul pay off (its three parts are views).
 //! - under [`Weights::FoldedAtLoad`] (the default) a value computed from parameters and
 //!   constants only is folded when weights load (the concatenated QKV weight is prepared once),
-//!   so it costs nothing per step. Under [`Weights::EveryStep`] it is a kernel like any other:
-//!   that is what a CPU artifact does today (it runs every kernel on every call, parameters
-//!   resident but nothing precomputed from them), and pricing it free made the extracted
-//!   graphs measure slower there than they were estimated.
+//!   so it costs nothing per step. CPU artifacts do this too: such values are their program's
+//!   bind steps, run once when the parameters are bound (`ir::artifact::Program::bind_steps`).
+//!   Under [`Weights::EveryStep`] it is a kernel like any other: what a runtime that binds
+//!   parameters per call (or feeds them per run) pays.
 //! - symbolic dimensions count as [`SYMBOL_SIZE`].
 //!
 //! Extraction picks one e-node per class by tree cost, which counts a shared subterm once per
@@ -64,10 +64,10 @@ pub static RATES: LazyLock<KernelRates> = LazyLock::new(|| KernelRates::of(&Devi
 /// whether they cost anything per step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Weights {
-    /// Once, when weights load: free per step (a runtime that prepares weights, the planner).
+    /// Once, when weights load: free per step (CPU artifacts' bind steps, the planner).
     #[default]
     FoldedAtLoad,
-    /// On every step, as the CPU artifact runs them: priced as kernels. Constants still fold.
+    /// On every step (parameters fed per call): priced as kernels. Constants still fold.
     EveryStep,
 }
 

@@ -95,7 +95,7 @@ const SEARCH_MS: OptionSpec = OptionSpec {
 const WEIGHTS: OptionSpec = OptionSpec {
     name: "weights",
     default: OptionValue::Str(Cow::Borrowed("load")),
-    help: "when values computed from parameters only are computed: load (once, free per step; GPU runtimes, the planner) or step (on every call, as CPU artifacts run them; priced as kernels)",
+    help: "when values computed from parameters only are computed: load (once, free per step: CPU artifacts' bind steps, the planner) or step (on every call, priced as kernels)",
 };
 const GUARD_REWRITING: OptionSpec = OptionSpec {
     name: "guard",

@@ -1,7 +1,9 @@
 //! The CPU executor: maps `kernels.so`, resolves every kernel step's symbol once, and runs the
 //! steps over an arena. [`CpuExecutor::bind`] allocates the arena and writes the resident inputs
 //! (weights) once; each [`Bound::run`] writes only the other inputs; [`CpuExecutor::run`] is a
-//! bind of nothing followed by one run.
+//! bind of nothing followed by one run. When every parameter input is resident, the program's
+//! bind steps (weight-only work, `Program::bind_steps`) run once in the bind, and again only
+//! after a resident input changed ([`Bound::write_resident`], carried outputs).
 
 use super::library::{self, In, Out};
 use super::load::Artifact;
@@ -164,6 +166,30 @@ impl CpuExecutor {
         self.bind::<T>(&[])?.run_profiled(inputs, profile)
     }
 
+    /// Runs step `s` of the program on `arena`.
+    fn run_step(
+        &self,
+        arena: &AlignedBytes,
+        s: usize,
+        step: &Step,
+        comm: Option<&RankComm>,
+    ) -> Result<(), ArtifactError> {
+        let step_error = |message: String| ArtifactError::Step { step: s, what: describe(step), message };
+        match (step, self.kernels[s]) {
+            (Step::Kernel { inputs, outputs, .. }, Some(kernel)) => {
+                let args: Vec<*mut u8> = inputs.iter().chain(outputs).map(|&b| self.pointer(arena, b)).collect();
+                // SAFETY: the kernel reads and writes exactly the buffers of its kernel graph,
+                // which the program passes in ABI order; all lie inside their regions.
+                unsafe { kernel(args.as_ptr()) };
+                Ok(())
+            }
+            (Step::Library { call, inputs, outputs }, _) => {
+                self.library_step(arena, call, inputs, outputs, comm).map_err(step_error)
+            }
+            (Step::Kernel { symbol, .. }, None) => Err(step_error(format!("kernel {symbol} is not loaded"))),
+        }
+    }
+
     fn pointer(&self, arena: &AlignedBytes, buffer: u32) -> *mut u8 {
         match self.program.buffers[buffer as usize].location {
             // SAFETY: the loader checked offset + size against the arena's length, so the
@@ -180,31 +206,22 @@ impl CpuExecutor {
         unsafe { std::slice::from_raw_parts(self.pointer(arena, buffer), len) }
     }
 
-    /// Runs every step of the program over `arena`, in order, adding each one's wall time to
-    /// `profile`.
+    /// Runs the steps of the program over `arena` in order, except those `skip` marks (the bind
+    /// steps whose results are current; `skip` may be shorter than the steps), adding each
+    /// one's wall time to `profile`.
     fn steps(
         &self,
         arena: &AlignedBytes,
+        skip: &[bool],
         comm: Option<&RankComm>,
         mut profile: Option<&mut Profile>,
     ) -> Result<(), ArtifactError> {
         for (s, step) in self.program.steps.iter().enumerate() {
-            let step_error = |message: String| ArtifactError::Step { step: s, what: describe(step), message };
-            let started = profile.as_ref().map(|_| Instant::now());
-            match (step, self.kernels[s]) {
-                (Step::Kernel { inputs, outputs, .. }, Some(kernel)) => {
-                    let args: Vec<*mut u8> = inputs.iter().chain(outputs).map(|&b| self.pointer(arena, b)).collect();
-                    // SAFETY: the kernel reads and writes exactly the buffers of its kernel graph,
-                    // which the program passes in ABI order; all lie inside their regions.
-                    unsafe { kernel(args.as_ptr()) };
-                }
-                (Step::Library { call, inputs, outputs }, _) => {
-                    self.library_step(arena, call, inputs, outputs, comm).map_err(step_error)?;
-                }
-                (Step::Kernel { symbol, .. }, None) => {
-                    return Err(step_error(format!("kernel {symbol} is not loaded")))
-                }
+            if skip.get(s).copied().unwrap_or(false) {
+                continue;
             }
+            let started = profile.as_ref().map(|_| Instant::now());
+            self.run_step(arena, s, step, comm)?;
             if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
                 profile.record_step(step, started.elapsed());
             }
@@ -302,6 +319,13 @@ pub struct Bound<E: Borrow<CpuExecutor>> {
     resident: Vec<bool>,
     /// The other ranks, for the communication steps of a mesh artifact's program.
     comm: Option<RankComm>,
+    /// Per step: one of the program's bind steps, run once and skipped while
+    /// `bind_results_current` (empty when not every parameter is resident: then every step
+    /// runs on every run, as the per-run parameters may change).
+    bind_step: Vec<bool>,
+    /// The bind steps' results in the arena were computed from the resident inputs as they are
+    /// now (false after [`Bound::write_resident`] or a run that carried outputs into them).
+    bind_results_current: bool,
 }
 
 impl<E: Borrow<CpuExecutor>> Bound<E> {
@@ -310,9 +334,31 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
         let is_resident = super::resident_inputs(p, resident.iter().map(|(name, _)| name.as_str()))?;
         let arena = AlignedBytes::zeroed(p.arena_bytes as usize)
             .map_err(|message| ArtifactError::Input { name: "(arena)".into(), message })?;
-        let mut bound = Bound { executor, arena, resident: is_resident, comm: None };
+        let every_parameter_resident = p.inputs.iter().zip(&is_resident).all(|(binding, &r)| r || !binding.parameter);
+        let mut bind_step = Vec::new();
+        if every_parameter_resident && !p.bind_steps.is_empty() {
+            bind_step = vec![false; p.steps.len()];
+            for &s in &p.bind_steps {
+                bind_step[s as usize] = true;
+            }
+        }
+        let mut bound =
+            Bound { executor, arena, resident: is_resident, comm: None, bind_step, bind_results_current: false };
         bound.write_inputs(resident, true)?;
+        bound.run_bind_steps()?;
         Ok(bound)
+    }
+
+    /// Runs the bind steps (if they are run apart from the others) on the resident inputs.
+    fn run_bind_steps(&mut self) -> Result<(), ArtifactError> {
+        let executor = self.executor.borrow();
+        for (s, step) in executor.program.steps.iter().enumerate() {
+            if self.bind_step.get(s).copied().unwrap_or(false) {
+                executor.run_step(&self.arena, s, step, self.comm.as_ref())?;
+            }
+        }
+        self.bind_results_current = true;
+        Ok(())
     }
 
     pub fn executor(&self) -> &CpuExecutor {
@@ -426,7 +472,9 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
         // reference into the arena is alive (`&mut self`).
         let dest =
             unsafe { std::slice::from_raw_parts_mut(self.arena.ptr.add(offset as usize), desc.bytes() as usize) };
-        data.write_into(desc.storage, dest).map_err(input_error)
+        data.write_into(desc.storage, dest).map_err(input_error)?;
+        self.bind_results_current = false;
+        Ok(())
     }
 
     /// Writes the resident inputs (`resident` true) or the per-run ones into the arena.
@@ -457,11 +505,15 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
         if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
             profile.record("inputs (copied into the arena)", started.elapsed());
         }
+        if !self.bind_results_current {
+            self.run_bind_steps()?;
+        }
         let executor = self.executor.borrow();
         let p = &executor.program;
         let arena = &self.arena;
+        let skip = self.bind_step.as_slice();
         match &self.comm {
-            Some(comm) => executor.steps(arena, Some(comm), profile.as_deref_mut())?,
+            Some(comm) => executor.steps(arena, skip, Some(comm), profile.as_deref_mut())?,
             None => {
                 // The steps run on a thread of rayon's pool, so that each parallel library call
                 // (a GEMM split over threads, convolution planes) starts its tasks from a worker
@@ -475,7 +527,7 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
                     // A method call, so that the closure captures the whole `job` (its fields
                     // alone are not `Send`).
                     let (executor, arena, profile) = job.into_parts();
-                    executor.steps(arena, None, profile)
+                    executor.steps(arena, skip, None, profile)
                 })?;
             }
         }
@@ -510,6 +562,9 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
             // `len` bytes (`Bound::carry` checked storage and shape); the destination is an
             // input's arena range, which no step writes; `copy` allows the two to overlap.
             unsafe { std::ptr::copy(src, dest, len) };
+        }
+        if !carry.pairs.is_empty() {
+            self.bind_results_current = false;
         }
         if let (Some(profile), Some(started)) = (profile, started) {
             if !carry.pairs.is_empty() {

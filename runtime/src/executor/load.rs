@@ -279,6 +279,37 @@ fn check_kernel_signatures(p: &Program) -> Result<(), String> {
     Ok(())
 }
 
+/// [`Program::bind_steps`]: ascending step indices, no communication among them, and no other
+/// step writes memory a bind step's result occupies (an executor that runs them once at bind
+/// reads those results on every later run).
+fn check_bind_steps(p: &Program, ranges: &[(u8, u64, u64)]) -> Result<(), String> {
+    if let Some(pair) = p.bind_steps.windows(2).find(|w| w[0] >= w[1]) {
+        return Err(format!("bind steps are not ascending ({} then {})", pair[0], pair[1]));
+    }
+    let mut is_bind_step = vec![false; p.steps.len()];
+    for &s in &p.bind_steps {
+        let step =
+            p.steps.get(s as usize).ok_or_else(|| format!("bind step {s}, but there are {} steps", p.steps.len()))?;
+        if matches!(step, Step::Library { call: LibraryCall::Collective { .. }, .. }) {
+            return Err(format!("bind step {s} is a collective"));
+        }
+        is_bind_step[s as usize] = true;
+    }
+    let kept: Vec<(u8, u64, u64)> = p
+        .bind_steps
+        .iter()
+        .flat_map(|&s| p.steps[s as usize].outputs().iter().map(|&b| ranges[b as usize]))
+        .filter(|r| r.1 != r.2)
+        .collect();
+    let overlap = |a: (u8, u64, u64), b: (u8, u64, u64)| a.0 == b.0 && a.1 < b.2 && b.1 < a.2;
+    for (s, step) in p.steps.iter().enumerate().filter(|(s, _)| !is_bind_step[*s]) {
+        if step.outputs().iter().any(|&o| kept.iter().any(|&k| overlap(k, ranges[o as usize]))) {
+            return Err(format!("step {s} overwrites the result of a bind step"));
+        }
+    }
+    Ok(())
+}
+
 /// Byte range of a buffer in its region, checked against the region's size and alignment.
 fn check_program(p: &Program, weights_bytes: u64) -> Result<(), String> {
     if weights_bytes != p.weights_bytes {
@@ -371,6 +402,7 @@ fn check_program(p: &Program, weights_bytes: u64) -> Result<(), String> {
             return Err(format!("step {s} has {n_in} inputs and {n_out} outputs, wrong for its kind"));
         }
     }
+    check_bind_steps(p, &ranges)?;
     check_kernel_signatures(p)?;
     check_bindings(p)?;
     if let Some(gpu) = &p.gpu {
