@@ -65,8 +65,8 @@ ptxas:
 	@bash scripts/fetch-ptxas.sh
 
 # Coverage-guided fuzzing (fuzz/, cargo-fuzz with libFuzzer, no sanitizer on stable Rust) of
-# the ONNX importer, the MLIR parser, the .npy reader, the artifact loader and the rule-file
-# parser, seeded from the test data (fuzz/seed.sh). `fuzz` runs each target for 10 minutes, two
+# the ONNX importer, the MLIR parser, the .npy reader, the artifact loader, the rule-file
+# parser, the kernels.so ELF reader and the StableHLO importer, seeded from the test data (fuzz/seed.sh). `fuzz` runs each target for 10 minutes, two
 # at a time (FUZZING.md records the runs); `fuzz-smoke` runs each for 20 seconds, in `make test`.
 # Any crash, hang or out-of-memory input fails the target and is kept in fuzz/artifacts/.
 fuzz: setup

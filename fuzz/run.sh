@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 seconds=${1:?seconds per target}
 shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(onnx_import mlir_parse npy_read artifact_load rule_parse)
+[ ${#targets[@]} -gt 0 ] || targets=(onnx_import mlir_parse npy_read artifact_load rule_parse elf_read stablehlo_parse)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
 [ -d corpus ] || bash seed.sh
 mkdir -p logs

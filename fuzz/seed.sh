@@ -6,15 +6,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=fuzz/corpus
-mkdir -p "$corpus"/{onnx_import,mlir_parse,npy_read,artifact_load,rule_parse}
+mkdir -p "$corpus"/{onnx_import,mlir_parse,npy_read,artifact_load,rule_parse,elf_read,stablehlo_parse}
 
 # ONNX: the node-test models (scripts/fetch-onnx-tests.sh) and the committed fixtures.
-find .cache/onnx-node-tests tests/fixtures -name '*.onnx' 2>/dev/null | while read -r f; do
+find -L .cache/onnx-node-tests tests/fixtures -name '*.onnx' 2>/dev/null | while read -r f; do
   cp "$f" "$corpus/onnx_import/$(sha256sum "$f" | cut -c1-16).onnx"
 done
 # MLIR: the pass test data and the examples.
 find tests/data examples -name '*.mlir' | while read -r f; do
   cp "$f" "$corpus/mlir_parse/$(sha256sum "$f" | cut -c1-16).mlir"
+done
+# StableHLO: the cases JAX wrote (scripts/stablehlo/setup.sh), both forms, and the export
+# test data.
+find -L .cache/stablehlo/cases tests/data -name '*.stablehlo.mlir' 2>/dev/null | while read -r f; do
+  cp "$f" "$corpus/stablehlo_parse/$(sha256sum "$f" | cut -c1-16).mlir"
 done
 # Rule files: the built-in rules.
 cp passes/rules/*.rules "$corpus/rule_parse/"
@@ -29,6 +34,8 @@ if [ -x "$tessera" ]; then
       out="$scratch/$name-${target%%:*}"
       "$tessera" compile "$model" --target "$target" --dim batch=2 -o "$out" >/dev/null
       { cat "$out/manifest.json"; printf '\0'; cat "$out/rank0/program.json"; } > "$corpus/artifact_load/$name-${target%%:*}"
+      # ELF: the CPU kernels objects (the only ELF files an artifact carries for the loader).
+      if [ -f "$out/rank0/kernels.so" ]; then cp "$out/rank0/kernels.so" "$corpus/elf_read/$name.so"; fi
     done
     "$tessera" run "$model" --random-inputs 1 --dim batch=2 -o "$scratch/$name-outputs" >/dev/null
     for f in "$scratch/$name-outputs"/*.npy; do cp "$f" "$corpus/npy_read/$name-$(basename "$f")"; done

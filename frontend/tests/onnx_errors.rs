@@ -152,6 +152,16 @@ fn missing_external_data_file_is_named() {
         e,
         "tensor 'W': external data location '../secret.bin' must be a relative path inside the model directory"
     );
+    // An absolute location likewise, whatever file it names.
+    let init = m.graph.as_mut().map(|g| &mut g.initializer[0]);
+    let Some(w) = init else { panic!("no graph") };
+    w.external_data[0].value = Some("/etc/passwd".into());
+    std::fs::write(&path, m.encode_to_vec()).ok();
+    let e = import_model(&path).err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(
+        e,
+        "tensor 'W': external data location '/etc/passwd' must be a relative path inside the model directory"
+    );
 }
 
 /// A model whose initializer `W` (3x2 f32) lives in external data at `location`.

@@ -210,10 +210,22 @@ fn output_to_a_symlink_fifo_or_device_is_refused() {
     std::os::unix::fs::symlink("target.txt", cwd.join("link")).unwrap();
     assert!(std::process::Command::new("mkfifo").arg(cwd.join("fifo")).status().unwrap().success());
     let plan_args = ["plan", "gpt2", "--cluster", "a100-80g-sxm:gpus=8", "--global-batch", "8"];
-    for (out, kind) in [("link", "is a symbolic link"), ("fifo", "is a FIFO"), ("/dev/null", "is a device node")] {
+    let onnx = crate::support::repo_root().join(".cache/onnx-node-tests/test_abs/model.onnx");
+    assert!(onnx.is_file(), "{} is missing: run scripts/fetch-onnx-tests.sh", onnx.display());
+    let onnx = onnx.to_string_lossy().into_owned();
+    // /dev/stdout is a symlink (to /proc/self/fd/1): refused like any other, where writing it
+    // through a replacement file printed nothing.
+    let specials = [
+        ("link", "is a symbolic link"),
+        ("fifo", "is a FIFO"),
+        ("/dev/null", "is a device node"),
+        ("/dev/stdout", "is a symbolic link"),
+    ];
+    for (out, kind) in specials {
         let opt: Vec<&str> = vec!["opt", &mlp, "-o", out];
+        let import: Vec<&str> = vec!["import", &onnx, "-o", out];
         let plan: Vec<&str> = plan_args.iter().copied().chain(["-o", out]).collect();
-        for args in [opt, plan] {
+        for args in [opt, import, plan] {
             let before = files_in(cwd);
             let got = tessera(cwd, &args);
             assert_eq!(got.code, 1, "{args:?}: {}", got.stderr);

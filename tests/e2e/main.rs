@@ -11,6 +11,7 @@ mod cuda;
 mod distributed;
 mod egraph_models;
 mod generate;
+mod kernel_code;
 mod mesh_compiled;
 mod mpi;
 mod onnx;

@@ -413,7 +413,9 @@ impl<'m> Translator<'m> {
                 } else {
                     arity(1)?;
                     self.result_dims(op, 0, |i| {
-                        dims.iter().position(|&d| d == i as i64).map(|j| args[0].ty.dims[j].clone())
+                        // The operand's rank is checked against `dims` later: a
+                        // dimension past it gives no size here.
+                        dims.iter().position(|&d| d == i as i64).and_then(|j| args[0].ty.dims.get(j).cloned())
                     })?
                 };
                 one(self.broadcast_in_dim(&args[0], &dims, &target, at)?)

@@ -4,6 +4,7 @@ mod canonicalize;
 mod cse;
 mod dce;
 mod examples;
+mod fuse_scaling;
 mod pipeline;
 mod random_graphs;
 mod shard;

@@ -99,10 +99,19 @@ impl CpuExecutor {
         let mut library = None;
         if let Some(file) = &artifact.program.kernels_file {
             let path = artifact.rank_dir.join(file);
-            // SAFETY: loading runs the object's initializers. The object is the compiler's
-            // output (no constructors of its own) and its SHA-256 matched the manifest.
-            let lib = unsafe { libloading::Library::new(&path) }
-                .map_err(|e| ArtifactError::Kernels { path: path.clone(), message: e.to_string() })?;
+            let kernels_error = |message: String| ArtifactError::Kernels { path: path.clone(), message };
+            let object = artifact
+                .kernels_object
+                .as_deref()
+                .ok_or_else(|| kernels_error("not loaded with the program".into()))?;
+            // The bytes that were checked, from a sealed memfd: the file at `path` may have
+            // changed since (executor::sealed).
+            let sealed = super::sealed::SealedObject::new("tessera-kernels.so", object)
+                .map_err(|e| kernels_error(format!("cannot copy the checked object to memory: {e}")))?;
+            // SAFETY: loading runs the object's initializers. These bytes are the compiler's
+            // output (no constructors of its own): their SHA-256 matched the manifest and their
+            // signature table the program's. The mapping outlives the memfd.
+            let lib = unsafe { libloading::Library::new(sealed.path()) }.map_err(|e| kernels_error(e.to_string()))?;
             library = Some((lib, path));
         }
         let mut kernels = Vec::with_capacity(artifact.program.steps.len());

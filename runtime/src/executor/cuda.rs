@@ -374,9 +374,13 @@ impl Bound<'_> {
     }
 }
 
+/// The checked bytes of a PTX or cubin file (the loader kept them: the file is not read again,
+/// so what runs is what was checked).
 fn read_code(artifact: &Artifact, rel: &str) -> Result<Vec<u8>, ArtifactError> {
-    let path = artifact.rank_dir.join(rel);
-    std::fs::read(&path).map_err(|source| ArtifactError::Io { path, source })
+    artifact.gpu_code(rel).map(<[u8]>::to_vec).ok_or_else(|| ArtifactError::Kernels {
+        path: artifact.rank_dir.join(rel),
+        message: "not loaded with the program".into(),
+    })
 }
 
 /// Loads the module of one GPU kernel (its cubin where that loads, else its PTX, which the

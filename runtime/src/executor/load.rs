@@ -17,6 +17,19 @@ pub struct Artifact {
     /// The rank's directory, where the program's files live.
     pub rank_dir: PathBuf,
     pub weights: Vec<u8>,
+    /// The CPU kernels object's bytes as checked (SHA-256 and signature table): the executor
+    /// loads these, never the file again (see [`super::sealed`]).
+    pub kernels_object: Option<Vec<u8>>,
+    /// Each GPU kernel's PTX and cubin bytes as checked, by their path relative to the rank's
+    /// directory: the CUDA executor loads these, never the files again.
+    pub gpu_code: Vec<(String, Vec<u8>)>,
+}
+
+impl Artifact {
+    /// The checked bytes of the GPU code file `rel` (a `ptx_file` or `cubin_file` of the program).
+    pub fn gpu_code(&self, rel: &str) -> Option<&[u8]> {
+        self.gpu_code.iter().find(|(path, _)| path == rel).map(|(_, bytes)| bytes.as_slice())
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ArtifactError> {
@@ -183,21 +196,24 @@ pub fn load_rank_expecting(dir: &Path, rank: usize, expected: Option<&str>) -> R
     let weights = take(&format!("{rank_prefix}{}", program.weights_file), &mut contents)?;
     let mut kernels_object = None;
     if let Some(kernels) = &program.kernels_file {
-        // Checked above; the executor maps it from disk, after its signature table is
-        // compared with the program's (dlopen runs an object's initializers: a foreign object
-        // is refused from its bytes).
+        // Checked above; its signature table is compared with the program's below, and the
+        // executor loads these bytes (dlopen runs an object's initializers: a foreign object is
+        // refused from its bytes, and the file is never reopened after the check).
         kernels_object = Some((
             inside(&rank_dir, kernels, &manifest_path)?,
             take(&format!("{rank_prefix}{kernels}"), &mut contents)?,
         ));
     }
+    let mut gpu_code: Vec<(String, Vec<u8>)> = Vec::new();
     if let Some(gpu) = &program.gpu {
-        // Checked above; the CUDA executor reads them from disk. A path may not leave the
-        // artifact.
+        // Checked above; the CUDA executor loads these bytes. A path may not leave the
+        // artifact; two kernels may share a module.
         for code in &gpu.kernels {
             for rel in std::iter::once(&code.ptx_file).chain(&code.cubin_file) {
                 inside(&rank_dir, rel, &manifest_path)?;
-                take(&format!("{rank_prefix}{rel}"), &mut contents)?;
+                if !gpu_code.iter().any(|(path, _)| path == rel) {
+                    gpu_code.push((rel.clone(), take(&format!("{rank_prefix}{rel}"), &mut contents)?));
+                }
             }
         }
     }
@@ -215,11 +231,19 @@ pub fn load_rank_expecting(dir: &Path, rank: usize, expected: Option<&str>) -> R
             return Err(ArtifactError::ArenaBudget { path: program_path, bytes: program.arena_bytes, limit });
         }
     }
-    if let (Some((path, object)), "cpu") = (kernels_object, program.target.as_str()) {
-        check_kernel_table(&object, &program.kernel_signatures)
-            .map_err(|message| ArtifactError::Kernels { path, message })?;
+    if let (Some((path, object)), "cpu") = (&kernels_object, program.target.as_str()) {
+        check_kernel_table(object, &program.kernel_signatures)
+            .map_err(|message| ArtifactError::Kernels { path: path.clone(), message })?;
     }
-    Ok(Artifact { dir: dir.to_path_buf(), manifest, program, rank_dir, weights })
+    if let Some(gpu) = &program.gpu {
+        for code in &gpu.kernels {
+            let ptx = gpu_code.iter().find(|(path, _)| *path == code.ptx_file).map_or(&[][..], |(_, b)| b.as_slice());
+            super::ptx::check_kernel_entries(ptx, code, &program)
+                .map_err(|message| ArtifactError::Kernels { path: rank_dir.join(&code.ptx_file), message })?;
+        }
+    }
+    let kernels_object = kernels_object.map(|(_, bytes)| bytes);
+    Ok(Artifact { dir: dir.to_path_buf(), manifest, program, rank_dir, weights, kernels_object, gpu_code })
 }
 
 /// The signature table a CPU kernels object exports against the one the program's signatures

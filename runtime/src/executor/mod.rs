@@ -65,9 +65,11 @@ pub mod elf;
 pub mod library;
 pub mod load;
 pub mod profile;
+pub mod ptx;
 pub mod ranged;
 pub mod recurrent;
 pub mod run;
+pub mod sealed;
 
 /// Buffers for the library calls' unit tests (`conv`, `library`).
 #[cfg(test)]

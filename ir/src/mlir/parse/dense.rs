@@ -3,7 +3,7 @@
 //! conversion to the declared type. Linear in the literal's size: positions are kept as byte
 //! offsets and turned into line:col only for an error.
 
-use super::lex::{hex_value, Tok};
+use super::lex::{hex_value, NumberKind, Tok};
 use super::{PResult, ParseError, Parser};
 use crate::dtype::DType;
 use crate::tensor::Tensor;
@@ -15,11 +15,13 @@ const MAX_NESTING: usize = 64;
 /// rather than an allocation failure. Literal lists are bounded by the text size already.
 const MAX_SPLAT_ELEMENTS: usize = 1 << 26;
 
-/// One element of a dense literal as written, converted once the element type is known.
+/// One element of a dense literal as written, converted once the element type is known: a
+/// number is the byte range of its text (hex: of its digits), so reading an element allocates
+/// nothing.
 enum Scalar {
-    Int(String),
-    Float(String),
-    Hex(String),
+    Int(usize, usize),
+    Float(usize, usize),
+    Hex(usize, usize),
     Bool(bool),
 }
 
@@ -118,7 +120,26 @@ impl<'a> Parser<'a> {
     }
 
     fn parse_dense_tree(&mut self, depth: usize) -> PResult<DenseTree> {
+        // The common case, a number with no token looked ahead: read as a span of the text.
+        if self.peeked.is_none() {
+            self.skip_trivia();
+            let start = self.pos;
+            let number = match self.byte(start) {
+                Some(b'0'..=b'9') => true,
+                Some(b'-') => self.byte(start + 1) != Some(b'>'),
+                _ => false,
+            };
+            if number {
+                let scalar = match self.lex_number_span(start)? {
+                    NumberKind::Int => Scalar::Int(start, self.pos),
+                    NumberKind::Float => Scalar::Float(start, self.pos),
+                    NumberKind::Hex => Scalar::Hex(start + 2, self.pos),
+                };
+                return Ok(DenseTree::Scalar(scalar, start));
+            }
+        }
         let (tok, at) = self.next()?;
+        // A token's text is the exact source text at its offset (hex: after the `0x`).
         let scalar = match tok {
             Tok::LBracket => {
                 if depth >= MAX_NESTING {
@@ -127,9 +148,9 @@ impl<'a> Parser<'a> {
                 let items = self.parse_list(Tok::RBracket, "the dense literal", |p| p.parse_dense_tree(depth + 1))?;
                 return Ok(DenseTree::List(items));
             }
-            Tok::Int(s) => Scalar::Int(s),
-            Tok::Float(s) => Scalar::Float(s),
-            Tok::Hex(h) => Scalar::Hex(h),
+            Tok::Int(s) => Scalar::Int(at, at + s.len()),
+            Tok::Float(s) => Scalar::Float(at, at + s.len()),
+            Tok::Hex(h) => Scalar::Hex(at + 2, at + 2 + h.len()),
             Tok::Ident(s) if s == "true" => Scalar::Bool(true),
             Tok::Ident(s) if s == "false" => Scalar::Bool(false),
             other => return self.unexpected(&other, at, "a dense element"),
@@ -137,12 +158,19 @@ impl<'a> Parser<'a> {
         Ok(DenseTree::Scalar(scalar, at))
     }
 
+    /// The source text of a number element.
+    fn span(&self, start: usize, end: usize) -> &'a str {
+        self.text.get(start..end).unwrap_or("")
+    }
+
     fn float_element(&self, s: &Scalar, at: usize, dtype: DType) -> PResult<f64> {
-        match s {
-            Scalar::Float(text) | Scalar::Int(text) => text
-                .parse::<f64>()
-                .map_err(|_| ParseError::at(self.loc(at), format!("malformed float literal '{text}'"))),
-            Scalar::Hex(h) => self.hex_float(h, dtype, at),
+        match *s {
+            Scalar::Float(start, end) | Scalar::Int(start, end) => {
+                let text = self.span(start, end);
+                text.parse::<f64>()
+                    .map_err(|_| ParseError::at(self.loc(at), format!("malformed float literal '{text}'")))
+            }
+            Scalar::Hex(start, end) => self.hex_float(self.span(start, end), dtype, at),
             Scalar::Bool(b) => Err(ParseError::at(self.loc(at), format!("expected a {dtype} element, got {b}"))),
         }
     }
@@ -154,22 +182,29 @@ impl<'a> Parser<'a> {
             _ => (i64::MIN.into(), i64::MAX.into()),
         };
         let bits = if dtype == DType::Bool { 1 } else { dtype.bits() as u32 };
-        match s {
-            Scalar::Bool(b) if dtype == DType::Bool => Ok(i64::from(*b)),
+        match *s {
+            Scalar::Bool(b) if dtype == DType::Bool => Ok(i64::from(b)),
             Scalar::Bool(b) => Err(ParseError::at(self.loc(at), format!("expected an {dtype} element, got {b}"))),
-            Scalar::Int(text) => match text.parse::<i128>() {
+            Scalar::Int(start, end) => match self.span(start, end).parse::<i128>() {
                 Ok(v) if (lo..=hi).contains(&v) => Ok(v as i64),
-                _ => Err(ParseError::at(self.loc(at), format!("integer {text} is out of range for {dtype}"))),
+                _ => {
+                    let text = self.span(start, end);
+                    Err(ParseError::at(self.loc(at), format!("integer {text} is out of range for {dtype}")))
+                }
             },
             // A hex integer is a bit pattern of the element width, as in MLIR.
-            Scalar::Hex(h) => match u128::from_str_radix(h, 16) {
+            Scalar::Hex(start, end) => match u128::from_str_radix(self.span(start, end), 16) {
                 Ok(v) if v < (1u128 << bits) => {
                     let shift = 128 - bits;
                     Ok((((v << shift) as i128) >> shift) as i64)
                 }
-                _ => Err(ParseError::at(self.loc(at), format!("hex literal 0x{h} does not fit {dtype}"))),
+                _ => {
+                    let h = self.span(start, end);
+                    Err(ParseError::at(self.loc(at), format!("hex literal 0x{h} does not fit {dtype}")))
+                }
             },
-            Scalar::Float(text) => {
+            Scalar::Float(start, end) => {
+                let text = self.span(start, end);
                 Err(ParseError::at(self.loc(at), format!("expected an {dtype} element, got {text}")))
             }
         }

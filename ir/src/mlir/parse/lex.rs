@@ -68,6 +68,14 @@ impl fmt::Display for Tok {
     }
 }
 
+/// What kind of number [`Parser::lex_number_span`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NumberKind {
+    Int,
+    Float,
+    Hex,
+}
+
 fn is_id_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_'
 }
@@ -224,6 +232,20 @@ impl<'a> Parser<'a> {
     }
 
     pub(super) fn lex_number(&mut self, start: usize) -> PResult<(Tok, usize)> {
+        let kind = self.lex_number_span(start)?;
+        let text = self.text.get(start..self.pos).unwrap_or("");
+        let tok = match kind {
+            NumberKind::Hex => Tok::Hex(text.get(2..).unwrap_or("").to_string()),
+            NumberKind::Float => Tok::Float(text.to_string()),
+            NumberKind::Int => Tok::Int(text.to_string()),
+        };
+        Ok((tok, start))
+    }
+
+    /// Lexes the number at `start` (`self.pos`) without allocating: afterwards its text is
+    /// `start..self.pos` (`0x` included for hex). The dense-literal reader takes elements this
+    /// way, as spans of the text, so a list of millions of numbers makes no string per element.
+    pub(super) fn lex_number_span(&mut self, start: usize) -> PResult<NumberKind> {
         let negative = self.byte(self.pos) == Some(b'-');
         if negative {
             self.pos += 1;
@@ -237,7 +259,7 @@ impl<'a> Parser<'a> {
             if digits.is_empty() {
                 return self.err(start, "expected hex digits after '0x'");
             }
-            return Ok((Tok::Hex(digits.to_string()), start));
+            return Ok(NumberKind::Hex);
         }
         self.take_while(|b| b.is_ascii_digit());
         let mut is_float = false;
@@ -260,8 +282,7 @@ impl<'a> Parser<'a> {
         if self.byte(self.pos).is_some_and(is_id_char) {
             return self.err(start, "malformed number");
         }
-        let text = self.text.get(start..self.pos).unwrap_or("").to_string();
-        Ok((if is_float { Tok::Float(text) } else { Tok::Int(text) }, start))
+        Ok(if is_float { NumberKind::Float } else { NumberKind::Int })
     }
 
     /// A `"..."` literal with MLIR's escapes (`\"`, `\\`, `\n`, `\t`, `\XX`).
