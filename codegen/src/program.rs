@@ -63,7 +63,7 @@
 //!   cost is memory: GPT-2 small's arena grows from 475 to 523 MiB.
 
 use std::collections::{BTreeMap, HashMap};
-use tessera_ir::artifact::{align, encode, BufferDesc, IoBinding, LibraryCall, Location, Program, Step, Storage};
+use tessera_ir::artifact::{align, encode_into, BufferDesc, IoBinding, LibraryCall, Location, Program, Step, Storage};
 use tessera_ir::graph::{Graph, NodeId, ValueId};
 use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::Op;
@@ -309,7 +309,7 @@ impl<'a> Builder<'a> {
                 Op::Constant(t) => {
                     let offset = align(self.weights.len() as u64);
                     self.weights.resize(offset as usize, 0);
-                    self.weights.extend_from_slice(&encode(t));
+                    encode_into(t, &mut self.weights);
                     self.new_buffer(node.outputs[0], Location::Weights { offset }, None);
                 }
                 Op::Reshape { .. } => {

@@ -532,15 +532,21 @@ pub fn sha256_hex_of_stream(
 
 /// A tensor's elements in their storage type, little-endian.
 pub fn encode(t: &Tensor) -> Vec<u8> {
+    let mut out = Vec::with_capacity(t.len() * Storage::of(t.dtype).element_bytes() as usize);
+    encode_into(t, &mut out);
+    out
+}
+
+/// [`encode`], appended to `out` (a weights image) without a temporary per tensor.
+pub fn encode_into(t: &Tensor, out: &mut Vec<u8>) {
     let storage = Storage::of(t.dtype);
-    let mut out = Vec::with_capacity(t.len() * storage.element_bytes() as usize);
+    out.reserve(t.len() * storage.element_bytes() as usize);
     match (&t.data, storage) {
         (Buffer::Float(v), _) => v.iter().for_each(|&x| out.extend_from_slice(&(x as f32).to_le_bytes())),
         (Buffer::F32(v), _) => v.iter().for_each(|&x| out.extend_from_slice(&x.to_le_bytes())),
         (Buffer::Int(v), Storage::U8) => out.extend(v.iter().map(|&x| u8::from(x != 0))),
         (Buffer::Int(v), _) => v.iter().for_each(|&x| out.extend_from_slice(&x.to_le_bytes())),
     }
-    out
 }
 
 /// Reads `shape`'s elements of `storage` from `bytes` (little-endian) as a tensor of `dtype`,
