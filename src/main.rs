@@ -42,7 +42,8 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Benchmarks: the optimizer on whole models (`tessera bench egraph`), fused GPU kernels
     /// against the copy bandwidth (`tessera bench kernels --target cuda`), a completions
-    /// server under load (`tessera bench serve --url U`).
+    /// server under load (`tessera bench serve --url U`), importing and compiling a model file
+    /// (`tessera bench import MODEL --dim NAME=N`).
     Bench(commands::bench::BenchArgs),
     /// Check the MPI transport under `mpirun`: collectives against the in-process transport and
     /// a partitioned forward graph against one device.

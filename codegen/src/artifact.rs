@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use tessera_ir::artifact::{
-    sha256_hex, DimRange, FileEntry, Manifest, MeshAxis, Program, RankEntry, RankShard, ShardedIo,
-    FIRST_FORMAT_VERSION, FORMAT_VERSION, MANIFEST_FILE, SYMBOLIC_PROGRAM_FILE,
+    sha256_hex, sha256_hex_of_parts, sha256_hex_of_stream, DimRange, FileEntry, Manifest, MeshAxis, Program, RankEntry,
+    RankShard, ShardedIo, FIRST_FORMAT_VERSION, FORMAT_VERSION, MANIFEST_FILE, SYMBOLIC_PROGRAM_FILE,
 };
 use tessera_ir::files::{self, FileError, StagedDir};
 use tessera_ir::graph::Graph;
@@ -110,19 +110,41 @@ pub struct Compiled {
 /// SHA-256 over the model's bytes and the normalized options, length-prefixed so no two inputs
 /// share an encoding.
 pub fn input_hash(model_bytes: &[u8], options: &CompileOptions) -> String {
-    let mut data = Vec::with_capacity(model_bytes.len() + 64);
-    data.extend_from_slice(b"tessera-compile-input\n");
-    data.extend_from_slice(&(model_bytes.len() as u64).to_le_bytes());
-    data.extend_from_slice(model_bytes);
+    let model_len = (model_bytes.len() as u64).to_le_bytes();
+    sha256_hex_of_parts(&[INPUT_HASH_TAG, &model_len, model_bytes, &options_for_hash(options)])
+}
+
+/// [`input_hash`] of the file at `path`, read in pieces rather than held in memory (the same
+/// digest as `input_hash(&fs::read(path)?, options)`).
+pub fn input_hash_of_file(path: &Path, options: &CompileOptions) -> std::io::Result<String> {
+    let file = fs::File::open(path)?;
+    let model_len = file.metadata()?.len().to_le_bytes();
+    sha256_hex_of_stream(&[INPUT_HASH_TAG, &model_len], file, &[&options_for_hash(options)])
+}
+
+const INPUT_HASH_TAG: &[u8] = b"tessera-compile-input\n";
+
+/// The normalized options, each length-prefixed, as the input hash covers them.
+fn options_for_hash(options: &CompileOptions) -> Vec<u8> {
+    let mut bytes = Vec::new();
     for option in options.normalized() {
-        data.extend_from_slice(&(option.len() as u64).to_le_bytes());
-        data.extend_from_slice(option.as_bytes());
+        bytes.extend_from_slice(&(option.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(option.as_bytes());
     }
-    sha256_hex(&data)
+    bytes
 }
 
 /// Compiles `graph` (whose source had `model_bytes`) into artifact files, in memory.
 pub fn compile(graph: &Graph, model_bytes: &[u8], options: &CompileOptions) -> Result<Compiled, CompileError> {
+    compile_with_input_hash(graph, input_hash(model_bytes, options), options)
+}
+
+/// [`compile`] given the model's [`input_hash`] (or [`input_hash_of_file`]) instead of its bytes.
+pub fn compile_with_input_hash(
+    graph: &Graph,
+    input_hash: String,
+    options: &CompileOptions,
+) -> Result<Compiled, CompileError> {
     let code = compile_program(graph, options)?;
     let rank_dir = "rank0";
     let mut files = code.rank_files(rank_dir, &code.program)?;
@@ -131,7 +153,7 @@ pub fn compile(graph: &Graph, model_bytes: &[u8], options: &CompileOptions) -> R
     let manifest = Manifest {
         format_version: Manifest::version_for(&[]),
         tessera_version: env!("CARGO_PKG_VERSION").to_string(),
-        input_hash: input_hash(model_bytes, options),
+        input_hash,
         target: options.target.name().to_string(),
         options: options.normalized(),
         mesh: Vec::new(),

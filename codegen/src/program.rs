@@ -63,7 +63,7 @@
 //!   cost is memory: GPT-2 small's arena grows from 475 to 523 MiB.
 
 use std::collections::{BTreeMap, HashMap};
-use tessera_ir::artifact::{align, encode, BufferDesc, IoBinding, LibraryCall, Location, Program, Step, Storage};
+use tessera_ir::artifact::{align, encode_into, BufferDesc, IoBinding, LibraryCall, Location, Program, Step, Storage};
 use tessera_ir::graph::{Graph, NodeId, ValueId};
 use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::Op;
@@ -326,7 +326,7 @@ impl<'a> Builder<'a> {
                 Op::Constant(t) => {
                     let offset = align(self.weights.len() as u64);
                     self.weights.resize(offset as usize, 0);
-                    self.weights.extend_from_slice(&encode(t));
+                    encode_into(t, &mut self.weights);
                     self.new_buffer(node.outputs[0], Location::Weights { offset }, None);
                 }
                 Op::Reshape { .. } => {
@@ -508,6 +508,14 @@ pub fn kernel_identity(kernel: &Graph) -> String {
                 let _ = write!(key, "constant {dtype:?} {shape:?} [");
                 for x in values {
                     let _ = write!(key, "{:x},", x.to_bits());
+                }
+                key.push_str("] (");
+            }
+            // Widened, so an f32 literal keys as it did when f32 constants were held as f64.
+            Op::Constant(Tensor { dtype, shape, data: Buffer::F32(values) }) => {
+                let _ = write!(key, "constant {dtype:?} {shape:?} [");
+                for &x in values.iter() {
+                    let _ = write!(key, "{:x},", f64::from(x).to_bits());
                 }
                 key.push_str("] (");
             }
@@ -784,11 +792,11 @@ mod tests {
     }
 
     /// `x + c` for the constant `c`.
-    fn add_constant(values: Vec<f64>) -> Graph {
+    fn add_constant(values: Vec<f32>) -> Graph {
         let mut g = Graph::new("add_constant");
         let x = input(&mut g, "x", f32s(&[2]));
         // Built directly: `Tensor::from_f64` rounds to the dtype, which makes every NaN alike.
-        let constant = Tensor { dtype: DType::F32, shape: vec![2], data: Buffer::Float(values) };
+        let constant = Tensor { dtype: DType::F32, shape: vec![2], data: Buffer::F32(std::sync::Arc::new(values)) };
         let c = add(&mut g, Op::Constant(constant), &[]);
         let y = add(&mut g, Op::Binary(tessera_ir::ops::elementwise::BinaryOp::Add), &[x, c]);
         g.set_outputs(vec![y]);
@@ -797,11 +805,11 @@ mod tests {
 
     #[test]
     fn constants_are_compared_by_their_bits() {
-        let identity = |values: Vec<f64>| kernel_identity(&add_constant(values));
+        let identity = |values: Vec<f32>| kernel_identity(&add_constant(values));
         assert_eq!(identity(vec![1.0, 2.0]), identity(vec![1.0, 2.0]));
         assert_ne!(identity(vec![1.0, 2.0]), identity(vec![1.0, 3.0]));
         assert_ne!(identity(vec![0.0, 2.0]), identity(vec![-0.0, 2.0]));
-        let (nan_a, nan_b) = (f32::from_bits(0x7fc0_0001) as f64, f32::from_bits(0x7fc0_0002) as f64);
+        let (nan_a, nan_b) = (f32::from_bits(0x7fc0_0001), f32::from_bits(0x7fc0_0002));
         assert_eq!(format!("{nan_a:?}"), format!("{nan_b:?}"), "Debug cannot tell them apart");
         assert_ne!(identity(vec![nan_a, 2.0]), identity(vec![nan_b, 2.0]));
     }

@@ -14,6 +14,7 @@ pub const MAX_CONSTANT_ELEMENTS: usize = 1 << 16;
 fn is_splat(t: &tessera_ir::tensor::Tensor) -> bool {
     match &t.data {
         tessera_ir::tensor::Buffer::Float(v) => v.windows(2).all(|w| w[0].to_bits() == w[1].to_bits()),
+        tessera_ir::tensor::Buffer::F32(v) => v.windows(2).all(|w| w[0].to_bits() == w[1].to_bits()),
         tessera_ir::tensor::Buffer::Int(v) => v.windows(2).all(|w| w[0] == w[1]),
     }
 }

@@ -9,7 +9,7 @@ use onnx_support::{
 };
 use prost::Message;
 use tessera_frontend::onnx::proto::tensor_proto::{DataLocation, DataType};
-use tessera_frontend::onnx::proto::StringStringEntryProto;
+use tessera_frontend::onnx::proto::{StringStringEntryProto, TensorProto};
 use tessera_frontend::onnx::{import_bytes, import_model, import_proto, ImportOptions};
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::Graph;
@@ -628,6 +628,48 @@ fn resize_to_symbolic_sizes_matches_the_import_with_sizes_bound() {
             for (got, want) in at_run_time[0].to_f64_vec().iter().zip(&expected) {
                 assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "{label}: {got} vs {want}");
             }
+        }
+    }
+}
+
+#[test]
+fn float32_initializers_import_into_f32_storage_with_their_exact_bits() {
+    // A quiet NaN with a payload, a signalling NaN, the smallest subnormal, negative zero, the
+    // largest f32 and 0.1 (not exact in binary): every bit pattern must survive, as f32, from
+    // both payload forms (raw bytes and the typed `float_data` field).
+    let bits: [u32; 6] = [0x7fc0_0123, 0x7f80_0001, 0x0000_0001, 0x8000_0000, 0x7f7f_ffff, 0x3dcc_cccd];
+    let values: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+    let raw = TensorProto {
+        dims: vec![2, 3],
+        data_type: Some(DataType::Float as i32),
+        name: Some("raw".into()),
+        raw_data: Some(values.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        ..TensorProto::default()
+    };
+    let m = model(
+        vec![
+            node("Identity", "from_raw", &["raw"], &["y_raw"], vec![]),
+            node("Identity", "from_typed", &["typed"], &["y_typed"], vec![]),
+        ],
+        vec![],
+        vec![
+            value("y_raw", DataType::Float, &[D::N(2), D::N(3)]),
+            value("y_typed", DataType::Float, &[D::N(2), D::N(3)]),
+        ],
+        vec![raw, f32_typed("typed", &[2, 3], &values)],
+        17,
+    );
+    let g = import(&m);
+    let constants: Vec<&tessera_ir::tensor::Tensor> =
+        g.nodes().filter_map(|(_, n)| if let Op::Constant(t) = &n.op { Some(t) } else { None }).collect();
+    assert_eq!(constants.len(), 2);
+    for t in constants {
+        assert_eq!((t.dtype, t.shape.as_slice()), (DType::F32, &[2usize, 3][..]));
+        match &t.data {
+            tessera_ir::tensor::Buffer::F32(v) => {
+                assert_eq!(v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), bits);
+            }
+            other => panic!("expected f32 storage, got {other:?}"),
         }
     }
 }

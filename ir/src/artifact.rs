@@ -505,20 +505,56 @@ pub struct GemmBatch {
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex_of_parts(&[bytes])
+}
+
+/// Lowercase hex SHA-256 of the concatenation of `parts`, hashed in place: a model's bytes are
+/// not copied into one buffer first (for a 650 MB model that copy was 650 MB of peak memory).
+pub fn sha256_hex_of_parts(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    parts.iter().for_each(|part| hasher.update(part));
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lowercase hex SHA-256 of `prefix`, then everything `reader` yields, then `suffix`, read in
+/// 1 MiB pieces: a model file is hashed without holding it in memory.
+pub fn sha256_hex_of_stream(
+    prefix: &[&[u8]],
+    mut reader: impl std::io::Read,
+    suffix: &[&[u8]],
+) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    prefix.iter().for_each(|part| hasher.update(part));
+    let mut piece = vec![0u8; 1 << 20];
+    loop {
+        match reader.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&piece[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    suffix.iter().for_each(|part| hasher.update(part));
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A tensor's elements in their storage type, little-endian.
 pub fn encode(t: &Tensor) -> Vec<u8> {
+    let mut out = Vec::with_capacity(t.len() * Storage::of(t.dtype).element_bytes() as usize);
+    encode_into(t, &mut out);
+    out
+}
+
+/// [`encode`], appended to `out` (a weights image) without a temporary per tensor.
+pub fn encode_into(t: &Tensor, out: &mut Vec<u8>) {
     let storage = Storage::of(t.dtype);
-    let mut out = Vec::with_capacity(t.len() * storage.element_bytes() as usize);
+    out.reserve(t.len() * storage.element_bytes() as usize);
     match (&t.data, storage) {
         (Buffer::Float(v), _) => v.iter().for_each(|&x| out.extend_from_slice(&(x as f32).to_le_bytes())),
+        (Buffer::F32(v), _) => v.iter().for_each(|&x| out.extend_from_slice(&x.to_le_bytes())),
         (Buffer::Int(v), Storage::U8) => out.extend(v.iter().map(|&x| u8::from(x != 0))),
         (Buffer::Int(v), _) => v.iter().for_each(|&x| out.extend_from_slice(&x.to_le_bytes())),
     }
-    out
 }
 
 /// Reads `shape`'s elements of `storage` from `bytes` (little-endian) as a tensor of `dtype`,

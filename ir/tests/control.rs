@@ -49,7 +49,7 @@ fn choose() -> Graph {
 
 fn floats(t: &Tensor) -> Vec<f64> {
     match &t.data {
-        tessera_ir::tensor::Buffer::Float(v) => v.clone(),
+        tessera_ir::tensor::Buffer::Float(_) | tessera_ir::tensor::Buffer::F32(_) => t.to_f64_vec(),
         tessera_ir::tensor::Buffer::Int(_) => panic!("expected floats, got {}", t.dtype),
     }
 }

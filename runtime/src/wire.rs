@@ -88,6 +88,7 @@ impl Elements {
         match (wire, &t.data) {
             (Wire::F64, Buffer::Float(v)) => Elements::F64(v.clone()),
             (Wire::F32, Buffer::Float(v)) => Elements::F32(v.iter().map(|&x| x as f32).collect()),
+            (Wire::F32, Buffer::F32(v)) => Elements::F32(v.to_vec()),
             (Wire::I64, Buffer::Int(v)) => Elements::I64(v.clone()),
             (Wire::F64, _) => Elements::F64(t.to_f64_vec()),
             (Wire::F32, _) => Elements::F32(t.to_f64_vec().into_iter().map(|x| x as f32).collect()),

@@ -12,6 +12,9 @@
 //!
 //! `tessera bench serve --url U`: a completions server under Poisson load
 //! (`tessera::http::bench`), reporting vLLM `benchmark_serving`'s fields.
+//!
+//! `tessera bench import MODEL --dim NAME=N`: import and CPU compile of a model file, phase by
+//! phase, with peak memory against the weights' bytes (`commands::bench_import`).
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
@@ -29,6 +32,9 @@ pub enum Suite {
     Kernels,
     /// An OpenAI-compatible completions server under load (`--url`; see `tessera serve`).
     Serve,
+    /// Importing and compiling one model file for the CPU (`tessera bench import MODEL --dim
+    /// NAME=N`): time per phase, peak memory and the weights' bytes.
+    Import,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -103,6 +109,9 @@ pub struct BenchArgs {
     /// Serve: the report as text (vLLM's layout) or one JSON object.
     #[arg(long, value_enum, default_value = "text")]
     pub format: BenchFormat,
+    /// Import: size of a symbolic dimension, e.g. --dim batch=1 (repeatable).
+    #[arg(long, value_name = "NAME=SIZE")]
+    pub dim: Vec<String>,
 }
 
 const DEFAULT_MODELS: [&str; 6] =
@@ -311,6 +320,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.suite {
         Suite::Kernels => return kernels(&args),
         Suite::Serve => return serve(&args),
+        Suite::Import => return super::bench_import::run(&args.models, &args.dim),
         Suite::Egraph => {}
     }
     let rules = rules::builtin()?;

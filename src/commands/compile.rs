@@ -8,7 +8,10 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
 use tessera::train::{self, OptimizerKind, TrainConfig};
-use tessera_codegen::artifact::{compile, compile_ranged, compile_sharded, write_artifact, CompileOptions, Target};
+use tessera_codegen::artifact::{
+    compile_ranged, compile_sharded, compile_with_input_hash, input_hash, input_hash_of_file, write_artifact,
+    CompileOptions, Target,
+};
 use tessera_ir::artifact::DimRange;
 use tessera_ir::graph::Graph;
 use tessera_ir::serving::{KvDtype, ServeShape};
@@ -93,12 +96,6 @@ pub fn run(args: CompileArgs) -> Result<()> {
     if !ranges.is_empty() {
         return compile_range(&args, target, dims, &ranges, start);
     }
-    // The input hash covers the model's bytes; a zoo model is its spec.
-    let model_bytes = if args.model.is_file() {
-        std::fs::read(&args.model).with_context(|| format!("{}: cannot read", args.model.display()))?
-    } else {
-        args.model.to_string_lossy().into_owned().into_bytes()
-    };
     let (graph, graph_options, bound_at_import, step) = if args.train {
         let (step, options) = training_step(&args)?;
         (step.graph.clone(), options, false, Some(step))
@@ -111,9 +108,18 @@ pub fn run(args: CompileArgs) -> Result<()> {
     }
     let options = CompileOptions { target, dims, graph_options };
     if let Some(mesh) = &args.mesh {
+        let model_bytes = model_bytes(&args.model)?;
         return compile_mesh(&args, mesh, graph, step.as_ref(), &model_bytes, options, start);
     }
-    let compiled = compile(&graph, &model_bytes, &options).with_context(|| format!("{}", args.model.display()))?;
+    // The input hash covers the model's bytes, hashed from the file in pieces (holding a 650 MB
+    // model's bytes through the compile was that much peak memory); a zoo model is its spec.
+    let input_hash = if args.model.is_file() {
+        input_hash_of_file(&args.model, &options).with_context(|| format!("{}: cannot read", args.model.display()))?
+    } else {
+        input_hash(args.model.to_string_lossy().as_bytes(), &options)
+    };
+    let compiled =
+        compile_with_input_hash(&graph, input_hash, &options).with_context(|| format!("{}", args.model.display()))?;
     write_artifact(&args.output, &compiled.files)?;
     let s = &compiled.stats;
     let library: Vec<String> = s.library_calls.iter().map(|(name, n)| format!("{n} {name}")).collect();
@@ -150,6 +156,15 @@ pub fn run(args: CompileArgs) -> Result<()> {
     Ok(())
 }
 
+/// What the input hash covers: the model file's bytes, or a zoo model's spec.
+fn model_bytes(model: &std::path::Path) -> Result<Vec<u8>> {
+    if model.is_file() {
+        std::fs::read(model).with_context(|| format!("{}: cannot read", model.display()))
+    } else {
+        Ok(model.to_string_lossy().into_owned().into_bytes())
+    }
+}
+
 /// `--dim NAME=LO..HI`: a range artifact (see `runtime::executor::ranged`), which needs the
 /// model to import with its dimensions symbolic.
 fn compile_range(
@@ -162,11 +177,7 @@ fn compile_range(
     if args.train || args.mesh.is_some() {
         bail!("--dim NAME=LO..HI compiles a model for one device; --train and --mesh need every dimension pinned (--dim NAME=N)");
     }
-    let model_bytes = if args.model.is_file() {
-        std::fs::read(&args.model).with_context(|| format!("{}: cannot read", args.model.display()))?
-    } else {
-        args.model.to_string_lossy().into_owned().into_bytes()
-    };
+    let model_bytes = model_bytes(&args.model)?;
     let graph = tessera_frontend::load::load_model(&args.model).with_context(|| {
         format!("{}: a range artifact needs the model to import with symbolic dimensions", args.model.display())
     })?;

@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap arguments and its body.
 
 pub mod bench;
+pub mod bench_import;
 pub mod comm_test;
 pub mod compile;
 pub mod generate;

@@ -301,12 +301,14 @@ impl FnEmitter<'_> {
         if splat {
             return Ok(match &t.data {
                 Storage::Float(v) => self.f32(v.first().copied().unwrap_or(0.0)),
+                Storage::F32(v) => self.f32(v.first().copied().map_or(0.0, f64::from)),
                 Storage::Int(v) => self.int(v.first().copied().unwrap_or(0), ty),
             });
         }
         let memref = super::memref_type(t.dtype, &t.shape);
         let elements: Vec<String> = match &t.data {
             Storage::Float(v) => v.iter().map(|&x| format!("0x{:08X}", (x as f32).to_bits())).collect(),
+            Storage::F32(v) => v.iter().map(|&x| format!("0x{:08X}", x.to_bits())).collect(),
             Storage::Int(v) => v.iter().map(|x| x.to_string()).collect(),
         };
         let mut literal = format!("dense<[{}]>", elements.join(", "));
@@ -765,6 +767,7 @@ fn bad_axis(axis: i64) -> CodegenError {
 fn same_element(t: &Tensor, i: usize, j: usize) -> bool {
     match &t.data {
         Storage::Float(v) => v[i].to_bits() == v[j].to_bits(),
+        Storage::F32(v) => v[i].to_bits() == v[j].to_bits(),
         Storage::Int(v) => v[i] == v[j],
     }
 }

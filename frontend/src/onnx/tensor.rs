@@ -267,7 +267,8 @@ pub(crate) fn from_raw(dtype: DType, shape: Vec<usize>, count: usize, bytes: &[u
     }
     // `chunks_exact(size)` yields slices of exactly `size` bytes, so the indexing below holds.
     Ok(match dtype {
-        DType::F32 => floats(each(bytes, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)),
+        // f32 keeps its own width (tsr's `F32` storage): the bytes are copied, not widened.
+        DType::F32 => Tensor::from_f32(shape.clone(), each(bytes, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
         DType::F64 => floats(each(bytes, 8, |c| f64::from_le_bytes(le(c)))),
         DType::F16 => floats(each(bytes, 2, |c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())),
         DType::BF16 => floats(each(bytes, 2, |c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())),
@@ -343,7 +344,7 @@ fn from_typed_fields(t: &TensorProto, dtype: DType, shape: Vec<usize>, count: us
     Ok(match dtype {
         DType::F32 => {
             check(t.float_data.len(), "float_data", count)?;
-            Tensor::from_f64(dtype, shape, t.float_data.iter().map(|&x| x as f64).collect())
+            Tensor::from_f32(shape, t.float_data.clone())
         }
         DType::F64 => {
             check(t.double_data.len(), "double_data", count)?;

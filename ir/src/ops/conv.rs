@@ -161,6 +161,7 @@ fn tap(window: &Window, d: usize, o: usize, k: usize, n: usize) -> Option<usize>
 /// `conv2d(x: [N, C, H, W], w: [O, C / groups, KH, KW])` giving `out = [N, O, OH, OW]`.
 pub fn eval_conv2d(x: &Tensor, w: &Tensor, window: &Window, groups: i64, out: &[usize]) -> Result<Tensor, String> {
     let (xv, wv) = (floats(x)?, floats(w)?);
+    let (xv, wv) = (&*xv, &*wv);
     let [n, c, h, wd] = nchw(&x.shape, "input")?;
     let [o, c_per_group, kh, kw] = nchw(&w.shape, "weight")?;
     let [_, _, oh, ow] = nchw(out, "result")?;
@@ -202,6 +203,7 @@ pub fn eval_pool2d(
     out: &[usize],
 ) -> Result<Tensor, String> {
     let xv = floats(x)?;
+    let xv = &*xv;
     let [n, c, h, wd] = nchw(&x.shape, "input")?;
     let [_, _, oh, ow] = nchw(out, "result")?;
     let [kh, kw] = kernel.map(|k| usize::try_from(k).unwrap_or(0));

@@ -8,7 +8,7 @@
 //! integer division truncating toward zero; `max`/`min` propagate NaN.
 
 use super::gradient::{Differentiability, GradContext, GradError, GradResult};
-use super::{expect_arity, ints, ShapeResult};
+use super::{expect_arity, floats, ints, ShapeResult};
 use crate::dtype::DType;
 use crate::graph::ValueId;
 use crate::tensor::{Buffer, Tensor};
@@ -407,6 +407,7 @@ pub fn eval_unary(op: UnaryOp, x: &Tensor) -> Result<Tensor, String> {
     let shape = x.shape.clone();
     match &x.data {
         Buffer::Float(v) => Ok(Tensor::from_f64(x.dtype, shape, v.iter().map(|&a| op.apply_f64(a)).collect())),
+        Buffer::F32(v) => Ok(Tensor::from_f64(x.dtype, shape, v.iter().map(|&a| op.apply_f64(f64::from(a))).collect())),
         Buffer::Int(v) => {
             let values = v
                 .iter()
@@ -421,8 +422,9 @@ pub fn eval_unary(op: UnaryOp, x: &Tensor) -> Result<Tensor, String> {
 pub fn eval_binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
     let shape = a.shape.clone();
     match (&a.data, &b.data) {
-        (Buffer::Float(x), Buffer::Float(y)) => {
-            let values = x.iter().zip(y).map(|(&p, &q)| op.apply_f64(p, q)).collect();
+        _ if a.has_float_storage() && b.has_float_storage() => {
+            let (x, y) = (floats(a)?, floats(b)?);
+            let values = x.iter().zip(y.iter()).map(|(&p, &q)| op.apply_f64(p, q)).collect();
             Ok(Tensor::from_f64(a.dtype, shape, values))
         }
         (Buffer::Int(x), Buffer::Int(y)) if matches!(op, BinaryOp::ShiftLeft | BinaryOp::ShiftRight) => {
@@ -456,7 +458,10 @@ fn apply_u64(op: BinaryOp, a: i64, b: i64) -> Result<i64, String> {
 
 pub fn eval_compare(op: CompareOp, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
     let values: Vec<i64> = match (&a.data, &b.data) {
-        (Buffer::Float(x), Buffer::Float(y)) => x.iter().zip(y).map(|(&p, &q)| op.apply_f64(p, q) as i64).collect(),
+        _ if a.has_float_storage() && b.has_float_storage() => {
+            let (x, y) = (floats(a)?, floats(b)?);
+            x.iter().zip(y.iter()).map(|(&p, &q)| op.apply_f64(p, q) as i64).collect()
+        }
         // u64 held as two's complement i64 orders like i64 once the top bit is flipped.
         (Buffer::Int(x), Buffer::Int(y)) if a.dtype == DType::U64 => {
             x.iter().zip(y).map(|(&p, &q)| op.apply_i64(p ^ i64::MIN, q ^ i64::MIN) as i64).collect()
@@ -473,6 +478,10 @@ pub fn eval_where(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor, Strin
     let data = match (&a.data, &b.data) {
         (Buffer::Float(x), Buffer::Float(y)) => {
             Buffer::Float(c.iter().zip(x.iter().zip(y)).map(|(&k, (&p, &q))| if k != 0 { p } else { q }).collect())
+        }
+        (Buffer::F32(x), Buffer::F32(y)) => {
+            let picked = c.iter().zip(x.iter().zip(y.iter())).map(|(&k, (&p, &q))| if k != 0 { p } else { q });
+            Buffer::F32(std::sync::Arc::new(picked.collect()))
         }
         (Buffer::Int(x), Buffer::Int(y)) => {
             Buffer::Int(c.iter().zip(x.iter().zip(y)).map(|(&k, (&p, &q))| if k != 0 { p } else { q }).collect())

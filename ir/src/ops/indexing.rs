@@ -175,9 +175,9 @@ pub fn eval_scatter(
         targets.push(position.iter().zip(&data_strides).map(|(i, s)| i * s).sum::<usize>());
     }
     match (&data.data, &updates.data) {
-        (Buffer::Float(d), Buffer::Float(u)) => {
-            let mut out = d.clone();
-            for (&t, &v) in targets.iter().zip(u) {
+        _ if data.has_float_storage() && updates.has_float_storage() => {
+            let mut out = data.to_f64_vec();
+            for (&t, &v) in targets.iter().zip(super::floats(updates)?.iter()) {
                 match reduction {
                     ScatterReduction::None => out[t] = v,
                     ScatterReduction::Add => out[t] += v,

@@ -90,8 +90,9 @@ pub fn eval(a: &Tensor, b: &Tensor, out: &[usize]) -> Result<Tensor, String> {
         |bi: usize| (strided_index(bi, batch, &a_coeffs, 0) * m * k, strided_index(bi, batch, &b_coeffs, 0) * k * n);
     // One loop nest for both storages: f64 accumulates exactly as written, integers wrap.
     match (&a.data, &b.data) {
-        (Buffer::Float(x), Buffer::Float(y)) => {
-            let acc = batched_gemm(x, y, n_batch, (m, k, n), offsets, |r: &mut f64, l, v| *r += l * v);
+        _ if a.has_float_storage() && b.has_float_storage() => {
+            let (x, y) = (super::floats(a)?, super::floats(b)?);
+            let acc = batched_gemm(&x, &y, n_batch, (m, k, n), offsets, |r: &mut f64, l, v| *r += l * v);
             Ok(Tensor::from_f64(a.dtype, out.to_vec(), acc))
         }
         (Buffer::Int(x), Buffer::Int(y)) => {

@@ -613,27 +613,28 @@ fn check_tensor(t: &Tensor) -> Result<(), String> {
     if count != Some(t.len()) {
         return Err(format!("{} elements stored for shape {:?}", t.len(), t.shape));
     }
-    let float_storage = matches!(t.data, Buffer::Float(_));
+    let float_storage = t.has_float_storage();
     if float_storage != t.dtype.is_float() {
         let kind = if float_storage { "floats" } else { "integers" };
         return Err(format!("{} values stored as {kind}", t.dtype));
     }
+    if matches!(t.data, Buffer::F32(_)) != (t.dtype == DType::F32) {
+        let width = if matches!(t.data, Buffer::F32(_)) { "f32" } else { "f64" };
+        return Err(format!("{} values stored as {width} floats", t.dtype));
+    }
     Ok(())
 }
 
-/// The float storage of `t`, for ops defined on floats only.
-pub(crate) fn floats(t: &Tensor) -> Result<&[f64], String> {
-    match &t.data {
-        Buffer::Float(v) => Ok(v),
-        Buffer::Int(_) => Err(format!("expected a float tensor, got {}", t.dtype)),
-    }
+/// The float elements of `t` as `f64` (see [`Tensor::floats`]), for ops defined on floats only.
+pub(crate) fn floats(t: &Tensor) -> Result<std::borrow::Cow<'_, [f64]>, String> {
+    t.floats().ok_or_else(|| format!("expected a float tensor, got {}", t.dtype))
 }
 
 /// The integer storage of `t` (integers and booleans).
 pub(crate) fn ints(t: &Tensor) -> Result<&[i64], String> {
     match &t.data {
         Buffer::Int(v) => Ok(v),
-        Buffer::Float(_) => Err(format!("expected an integer tensor, got {}", t.dtype)),
+        Buffer::Float(_) | Buffer::F32(_) => Err(format!("expected an integer tensor, got {}", t.dtype)),
     }
 }
 

@@ -94,6 +94,7 @@ pub fn eval_softmax(x: &Tensor, axis: i64) -> Result<Tensor, String> {
 /// Layer norm over the dimensions `axis..` of `x`.
 pub fn eval_layer_norm(x: &Tensor, scale: &Tensor, bias: &Tensor, axis: i64, epsilon: f64) -> Result<Tensor, String> {
     let (v, g, b) = (floats(x)?, floats(scale)?, floats(bias)?);
+    let (v, g, b) = (&*v, &*g, &*b);
     let ax = axis_of(x, axis)?;
     let n = product(&x.shape[ax..]);
     check_param_len(g, n, "scale")?;
@@ -111,6 +112,7 @@ pub fn eval_layer_norm(x: &Tensor, scale: &Tensor, bias: &Tensor, axis: i64, eps
 /// RMS norm over the dimensions `axis..` of `x`.
 pub fn eval_rms_norm(x: &Tensor, scale: &Tensor, axis: i64, epsilon: f64) -> Result<Tensor, String> {
     let (v, g) = (floats(x)?, floats(scale)?);
+    let (v, g) = (&*v, &*g);
     let ax = axis_of(x, axis)?;
     let n = product(&x.shape[ax..]);
     check_param_len(g, n, "scale")?;

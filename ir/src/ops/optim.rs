@@ -183,7 +183,7 @@ pub fn sharding_rule_update(operands: &[&TensorType], results: &[TensorType]) ->
 
 pub fn eval_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor, String> {
     let v = *logits.shape.last().ok_or("logits have rank 0")?;
-    let loss = mean_negative_log_likelihood(floats(logits)?, ints(targets)?, v)?;
+    let loss = mean_negative_log_likelihood(&floats(logits)?, ints(targets)?, v)?;
     Ok(Tensor::from_f64(logits.dtype, vec![], vec![loss]))
 }
 
@@ -218,6 +218,7 @@ pub fn mean_negative_log_likelihood<T: Copy + Into<f64>>(
 
 pub fn eval_sgd(p: &Tensor, g: &Tensor, velocity: &Tensor, hyper: &Sgd) -> Result<Vec<Tensor>, String> {
     let (pv, gv, vv) = (floats(p)?, floats(g)?, floats(velocity)?);
+    let (pv, gv, vv) = (&*pv, &*gv, &*vv);
     let mut new_p = Vec::with_capacity(pv.len());
     let mut new_v = Vec::with_capacity(pv.len());
     for ((&p, &g), &v) in pv.iter().zip(gv).zip(vv) {
@@ -238,6 +239,7 @@ pub fn eval_adamw(
     hyper: &AdamW,
 ) -> Result<Vec<Tensor>, String> {
     let (pv, gv, mv, vv) = (floats(p)?, floats(g)?, floats(m)?, floats(v)?);
+    let (pv, gv, mv, vv) = (&*pv, &*gv, &*mv, &*vv);
     let t = ints(step)?.first().copied().ok_or("step is empty")?;
     if t < 1 {
         return Err(format!("adamw step counts updates from 1, got {t}"));

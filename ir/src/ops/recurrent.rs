@@ -526,14 +526,16 @@ pub fn eval(
     cell: &Cell,
     results: &[TensorType],
 ) -> Result<Vec<Tensor>, String> {
-    let floats = |i: usize| -> Result<&[f64], String> {
+    let floats = |i: usize| -> Result<std::borrow::Cow<[f64]>, String> {
         super::floats(inputs.get(i).ok_or_else(|| format!("missing operand {i}"))?)
     };
     let x_t = inputs.first().ok_or("missing operand 0")?;
     let [seq, batch, input] = <[usize; 3]>::try_from(x_t.shape.as_slice()).map_err(|_| "input must be rank 3")?;
     let directions = cell.direction.num_directions();
     let (x, w, r, b, h0) = (floats(0)?, floats(1)?, floats(2)?, floats(3)?, floats(4)?);
-    let (c0, p) = if kind == RecurrentKind::Lstm { (floats(5)?, floats(6)?) } else { (&[][..], &[][..]) };
+    let (x, w, r, b, h0) = (&*x, &*w, &*r, &*b, &*h0);
+    let (c0, p) = if kind == RecurrentKind::Lstm { (floats(5)?, floats(6)?) } else { Default::default() };
+    let (c0, p) = (&*c0, &*p);
     let lens = step_counts(inputs.get(kind.required_operands()).copied(), seq, batch)?;
     let hd = usize::try_from(cell.hidden_size).map_err(|_| "hidden_size out of range")?;
     let gh = kind.gates() * hd;

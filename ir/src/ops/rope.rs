@@ -52,6 +52,7 @@ pub enum RopeLayout {
 /// Rotates every `[..., seq, head_dim]` row of `x` by the angles in `cos`/`sin` (`[seq, head_dim / 2]`).
 pub fn eval(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: RopeLayout) -> Result<Tensor, String> {
     let (xv, cv, sv) = (floats(x)?, floats(cos)?, floats(sin)?);
+    let (xv, cv, sv) = (&*xv, &*cv, &*sv);
     let rank = x.shape.len();
     if rank < 2 || x.shape[rank - 1] % 2 == 1 {
         return Err(format!("x must be [..., seq, head_dim] with an even head_dim, got {:?}", x.shape));

@@ -31,10 +31,12 @@ pub fn random_inputs(g: &Graph, seed: u64) -> HashMap<String, Tensor> {
     seeded_inputs(g, seed, 2)
         .into_iter()
         .map(|(name, mut t)| {
-            if let Buffer::Float(xs) = &mut t.data {
-                for (x, s) in xs.iter_mut().zip(specials) {
-                    *x = s;
+            match &mut t.data {
+                Buffer::Float(xs) => xs.iter_mut().zip(specials).for_each(|(x, s)| *x = s),
+                Buffer::F32(xs) => {
+                    std::sync::Arc::make_mut(xs).iter_mut().zip(specials).for_each(|(x, s)| *x = s as f32)
                 }
+                Buffer::Int(_) => {}
             }
             (name, t)
         })

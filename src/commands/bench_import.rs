@@ -1,0 +1,90 @@
+//! `tessera bench import MODEL --dim NAME=N`: what `tessera compile MODEL --target cpu` costs on a
+//! large model, phase by phase (import, input hash, compile, artifact write), with the peak
+//! resident memory against the bytes of the model's weights (issue 15's bar for GPT-2 small:
+//! under 3 s in all, peak memory at most 1.5x the weights). Run it from a release build;
+//! numbers go to BENCHMARKS.md ("GPT-2 small: import and compile").
+
+use super::parse_dim_specs;
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::time::Instant;
+use tessera_codegen::artifact::{compile_with_input_hash, input_hash_of_file, write_artifact, CompileOptions, Target};
+use tessera_ir::graph::Graph;
+use tessera_ir::ops::Op;
+
+/// Runs the phases of `tessera compile MODEL --target cpu --dim ...` on `model` once, writing the
+/// artifact into a temporary directory that is removed afterwards, and prints one line per
+/// phase and a summary.
+pub fn run(models: &[String], dim_specs: &[String]) -> Result<()> {
+    let [model] = models else { bail!("bench import takes one model file, got {}", models.len()) };
+    let path = Path::new(model);
+    if !path.is_file() {
+        bail!("{model}: not a file (bench import measures importing a model file)");
+    }
+    let (dims, ranges) = parse_dim_specs(dim_specs)?;
+    if !ranges.is_empty() {
+        bail!("bench import compiles for pinned sizes: give --dim NAME=N");
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("note: a debug build; build with --release for numbers worth recording");
+    }
+    let start = Instant::now();
+    let (graph, _) = super::load_model_binding(path, &dims, &[])?;
+    super::check_dim_names(&graph, &dims)?;
+    let import_s = start.elapsed().as_secs_f64();
+    let import_rss = resident_kib("VmHWM");
+    let weight_bytes = constant_bytes(&graph);
+
+    let options = CompileOptions { target: Target::Cpu, dims, graph_options: Vec::new() };
+    let phase = Instant::now();
+    let hash = input_hash_of_file(path, &options).with_context(|| format!("{model}: cannot read"))?;
+    let hash_s = phase.elapsed().as_secs_f64();
+    let phase = Instant::now();
+    let compiled = compile_with_input_hash(&graph, hash, &options).with_context(|| model.clone())?;
+    drop(graph);
+    let compile_s = phase.elapsed().as_secs_f64();
+    let phase = Instant::now();
+    let out = std::env::temp_dir().join(format!("tessera-bench-import-{}", std::process::id()));
+    write_artifact(&out, &compiled.files)?;
+    let write_s = phase.elapsed().as_secs_f64();
+    let total_s = start.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
+
+    let peak = resident_kib("VmHWM");
+    let mib = |kib: Option<u64>| kib.map_or("unknown".to_string(), |k| format!("{:.0} MiB", k as f64 / 1024.0));
+    let weight_mib = weight_bytes as f64 / (1 << 20) as f64;
+    println!("model          {model} ({} nodes compiled)", compiled.stats.nodes);
+    println!("import         {import_s:.3} s (peak RSS so far {})", mib(import_rss));
+    println!("input hash     {hash_s:.3} s");
+    println!("compile (cpu)  {compile_s:.3} s");
+    println!("artifact write {write_s:.3} s");
+    println!("total          {total_s:.3} s");
+    println!("weights        {weight_mib:.0} MiB ({weight_bytes} bytes of constants)");
+    match peak {
+        Some(k) => println!(
+            "peak RSS       {} ({:.2}x the weights)",
+            mib(Some(k)),
+            k as f64 * 1024.0 / weight_bytes.max(1) as f64
+        ),
+        None => println!("peak RSS       unknown (no /proc/self/status)"),
+    }
+    Ok(())
+}
+
+/// Bytes of the graph's constants in their own element types (a model's weights).
+fn constant_bytes(g: &Graph) -> u64 {
+    g.nodes()
+        .filter_map(|(_, n)| match &n.op {
+            Op::Constant(t) => t.dtype.packed_bytes(t.len()),
+            _ => None,
+        })
+        .map(|b| b as u64)
+        .sum()
+}
+
+/// A `/proc/self/status` memory field (`VmHWM`: peak resident set) in KiB; `None` off Linux.
+fn resident_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
