@@ -7,7 +7,7 @@ use tessera_ir::mlir::{parse_verified, print_graph};
 use tessera_ir::ops::control::{LoopRegions, REGION_NAME};
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp};
 use tessera_ir::ops::Op;
-use tessera_ir::tensor::{Buffer, Tensor};
+use tessera_ir::tensor::Tensor;
 use tessera_ir::testing::build::{add_named, f32s, input};
 use tessera_ir::types::TensorType;
 use tessera_ir::verify::verify;
@@ -56,9 +56,9 @@ fn doubling_loop(max_trips: u64) -> Graph {
 }
 
 fn floats(t: &Tensor) -> Vec<f64> {
-    match &t.data {
-        Buffer::Float(v) => v.clone(),
-        Buffer::Int(_) => panic!("expected floats, got {}", t.dtype),
+    match t.floats() {
+        Some(v) => v.into_owned(),
+        None => panic!("expected floats, got {}", t.dtype),
     }
 }
 
