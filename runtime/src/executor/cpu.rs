@@ -80,8 +80,13 @@ pub struct CpuExecutor {
     weights: AlignedBytes,
     /// Resolved kernel per step (None for library steps).
     kernels: Vec<Option<KernelFn>>,
-    // Keeps the shared object mapped while `kernels` point into it; dropped last.
+    // Keeps the shared object mapped while `kernels` point into it; dropped after them.
     _library: Option<libloading::Library>,
+    // The memfd the library was opened from, kept open until after the library is closed:
+    // `dlopen` finds an already loaded object by its path string, so while a library opened
+    // as `/proc/self/fd/N` is loaded, no other object may be given the number N (a second
+    // executor in this process would otherwise get the first one's kernels). Dropped last.
+    _sealed: Option<super::sealed::SealedObject>,
 }
 
 impl CpuExecutor {
@@ -97,6 +102,7 @@ impl CpuExecutor {
         // SAFETY: `weights` has exactly `artifact.weights.len()` bytes.
         unsafe { std::ptr::copy_nonoverlapping(artifact.weights.as_ptr(), weights.ptr, artifact.weights.len()) };
         let mut library = None;
+        let mut sealed_object = None;
         if let Some(file) = &artifact.program.kernels_file {
             let path = artifact.rank_dir.join(file);
             let kernels_error = |message: String| ArtifactError::Kernels { path: path.clone(), message };
@@ -110,9 +116,10 @@ impl CpuExecutor {
                 .map_err(|e| kernels_error(format!("cannot copy the checked object to memory: {e}")))?;
             // SAFETY: loading runs the object's initializers. These bytes are the compiler's
             // output (no constructors of its own): their SHA-256 matched the manifest and their
-            // signature table the program's. The mapping outlives the memfd.
+            // signature table the program's.
             let lib = unsafe { libloading::Library::new(sealed.path()) }.map_err(|e| kernels_error(e.to_string()))?;
             library = Some((lib, path));
+            sealed_object = Some(sealed);
         }
         let mut kernels = Vec::with_capacity(artifact.program.steps.len());
         for step in &artifact.program.steps {
@@ -128,7 +135,13 @@ impl CpuExecutor {
                 _ => None,
             });
         }
-        Ok(CpuExecutor { program: artifact.program, weights, kernels, _library: library.map(|(l, _)| l) })
+        Ok(CpuExecutor {
+            program: artifact.program,
+            weights,
+            kernels,
+            _library: library.map(|(l, _)| l),
+            _sealed: sealed_object,
+        })
     }
 
     pub fn program(&self) -> &Program {

@@ -13,8 +13,10 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::PathBuf;
 
-/// An anonymous, sealed, read-only file holding a kernels object's bytes; closed on drop (a
-/// library mapped from it stays mapped).
+/// An anonymous, sealed, read-only file holding a kernels object's bytes; closed on drop. Keep
+/// it open for as long as a library opened through [`SealedObject::path`] is loaded: `dlopen`
+/// matches loaded objects by path string, so a reused descriptor number would hand a later
+/// `dlopen` the earlier object.
 pub struct SealedObject {
     file: File,
 }
