@@ -112,3 +112,41 @@ fn cuda_ptx_entries_must_take_the_parameters_the_program_passes() {
     let renamed = tamper("renamed", &|text| text.replace(&format!(".entry {entry}("), ".entry other_name("));
     assert!(renamed.contains(&format!("the PTX declares no entry {entry}")), "{renamed}");
 }
+
+/// The CUDA executor loads a kernel's cubin before its PTX, so a cubin whose entry takes other
+/// parameters than the program passes is refused at load too (read from its `.nv.info`
+/// records; no GPU needed).
+#[test]
+fn cuda_cubin_entries_must_take_the_parameters_the_program_passes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tmp.path();
+    let out = tessera(cwd, &["compile", SPEC, "--target", "cuda:sm_90", "-o", "good"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let artifact = load(&cwd.join("good")).expect("the compiler's cubins match its program");
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(cwd.join("good/manifest.json")).expect("read")).expect("manifest");
+    let gpu = artifact.program.gpu.clone().expect("a GPU section");
+    let kernel = &gpu.kernels[0];
+    let cubin_file = kernel.cubin_file.as_ref().expect("a cubin (ptxas was available at compile time)");
+    let cubin = std::fs::read(cwd.join("good/rank0").join(cubin_file)).expect("cubin");
+    let other = gpu.kernels.iter().filter_map(|k| k.cubin_file.as_ref()).find(|c| *c != cubin_file);
+    let other = std::fs::read(cwd.join("good/rank0").join(other.expect("a second cubin"))).expect("cubin");
+    // One parameter record turned into another attribute: the entry now takes one fewer.
+    let record = cubin.windows(4).position(|w| w == [4, 0x17, 12, 0]).expect("a parameter record");
+    let mut one_fewer = cubin.clone();
+    one_fewer[record + 1] = 0x18;
+    for (name, bytes, wanted) in
+        [("one-fewer", one_fewer, "parameters, the program passes"), ("foreign", other, "the cubin has no entry")]
+    {
+        let dir = cwd.join(name);
+        for (rel, contents) in all_files(&cwd.join("good")) {
+            std::fs::create_dir_all(dir.join(&rel).parent().expect("parent")).expect("mkdir");
+            std::fs::write(dir.join(rel), contents).expect("copy");
+        }
+        std::fs::write(dir.join("rank0").join(cubin_file), bytes).expect("write");
+        crate::support::write_rehashed(&dir, &artifact.program, &manifest);
+        let error = load(&dir).map(|_| ()).expect_err("a tampered cubin loaded").to_string();
+        assert!(error.contains(wanted) && error.contains(&format!("kernel {}", kernel.symbol)), "{name}: {error}");
+        assert!(error.contains(&format!("rank0/{cubin_file}: cannot load kernels")), "{name}: {error}");
+    }
+}

@@ -1,4 +1,5 @@
-//! Reads an exported data symbol out of an x86-64 ELF shared object's bytes, without mapping it.
+//! Reads an exported data symbol out of an x86-64 ELF shared object's bytes, and a named section
+//! out of a CUDA cubin's, without mapping either.
 //!
 //! The loader checks `kernels.so`'s signature table ([`tessera_ir::artifact::KERNEL_SIGNATURES_SYMBOL`])
 //! before `dlopen`, because `dlopen` already runs the object's initializers: a foreign object must
@@ -34,8 +35,10 @@ impl<'a> Bytes<'a> {
     }
 }
 
-/// One section header's fields that the lookup needs.
+/// One section header's fields that the lookups need.
 struct Section {
+    /// Offset of the name in the section-name string table.
+    name: u32,
     kind: u32,
     addr: u64,
     offset: u64,
@@ -46,20 +49,29 @@ struct Section {
 
 const SHT_DYNSYM: u32 = 11;
 const SHT_NOBITS: u32 = 8;
-const EM_X86_64: u16 = 62;
+/// The machines this reader accepts: a host kernels object, and a CUDA cubin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    X86_64 = 62,
+    Cuda = 190,
+}
 const SECTION_HEADER_BYTES: u64 = 64;
 const SYMBOL_BYTES: u64 = 24;
 /// More sections than any linker writes for a kernels object; bounds the work on hostile input.
 const MAX_SECTIONS: u64 = 1 << 16;
 
-fn sections(elf: &Bytes) -> Result<Vec<Section>, String> {
+fn sections(elf: &Bytes, machine: Machine) -> Result<Vec<Section>, String> {
     let ident = elf.slice(0, 16, "the ELF header")?;
     if &ident[..4] != b"\x7fELF" {
         return Err("not an ELF file".into());
     }
     // ELFCLASS64, ELFDATA2LSB.
-    if ident[4] != 2 || ident[5] != 1 || elf.u16(18, "the ELF header")? != EM_X86_64 {
-        return Err("not a little-endian 64-bit x86-64 ELF object".into());
+    if ident[4] != 2 || ident[5] != 1 || elf.u16(18, "the ELF header")? != machine as u16 {
+        let machine = match machine {
+            Machine::X86_64 => "x86-64",
+            Machine::Cuda => "CUDA",
+        };
+        return Err(format!("not a little-endian 64-bit {machine} ELF object"));
     }
     let table = elf.u64(40, "the ELF header")?;
     let entry_size = u64::from(elf.u16(58, "the ELF header")?);
@@ -75,6 +87,7 @@ fn sections(elf: &Bytes) -> Result<Vec<Section>, String> {
             let what = "a section header";
             let header = Bytes(elf.slice(at, SECTION_HEADER_BYTES, what)?);
             Ok(Section {
+                name: header.u32(0, what)?,
                 kind: header.u32(4, what)?,
                 addr: header.u64(16, what)?,
                 offset: header.u64(24, what)?,
@@ -91,7 +104,7 @@ fn sections(elf: &Bytes) -> Result<Vec<Section>, String> {
 /// well-formed x86-64 ELF object as far as the lookup reads it.
 pub fn exported_symbol_bytes<'a>(object: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, String> {
     let elf = Bytes(object);
-    let sections = sections(&elf)?;
+    let sections = sections(&elf, Machine::X86_64)?;
     let Some(dynsym) = sections.iter().find(|s| s.kind == SHT_DYNSYM) else {
         return Err("no dynamic symbol table".into());
     };
@@ -120,6 +133,23 @@ pub fn exported_symbol_bytes<'a>(object: &'a [u8], name: &str) -> Result<Option<
         let start = within.ok_or_else(|| format!("symbol {name} lies outside its section"))?;
         let at = section.offset.checked_add(start).ok_or_else(|| format!("symbol {name} lies outside the file"))?;
         return elf.slice(at, size, "a symbol's contents").map(Some);
+    }
+    Ok(None)
+}
+
+/// The contents of the section called `name` in an ELF object for `machine`, `Ok(None)` when it
+/// has none, `Err` when the file is not well-formed as far as the lookup reads it.
+pub fn section_named<'a>(object: &'a [u8], machine: Machine, name: &str) -> Result<Option<&'a [u8]>, String> {
+    let elf = Bytes(object);
+    let sections = sections(&elf, machine)?;
+    let names =
+        sections.get(usize::from(elf.u16(62, "the ELF header")?)).ok_or("the section-name string table is missing")?;
+    let names = elf.slice(names.offset, names.size, "the section-name string table")?;
+    for section in &sections {
+        let section_name = names.get(section.name as usize..).and_then(|s| s.split(|&b| b == 0).next());
+        if section_name == Some(name.as_bytes()) && section.kind != SHT_NOBITS {
+            return elf.slice(section.offset, section.size, "a section's contents").map(Some);
+        }
     }
     Ok(None)
 }

@@ -240,6 +240,12 @@ pub fn load_rank_expecting(dir: &Path, rank: usize, expected: Option<&str>) -> R
             let ptx = gpu_code.iter().find(|(path, _)| *path == code.ptx_file).map_or(&[][..], |(_, b)| b.as_slice());
             super::ptx::check_kernel_entries(ptx, code, &program)
                 .map_err(|message| ArtifactError::Kernels { path: rank_dir.join(&code.ptx_file), message })?;
+            // The executor prefers the cubin where it loads: its entries are checked as well.
+            if let Some(cubin_file) = &code.cubin_file {
+                let cubin = gpu_code.iter().find(|(path, _)| path == cubin_file).map_or(&[][..], |(_, b)| b.as_slice());
+                super::cubin::check_kernel_entries(cubin, code, &program)
+                    .map_err(|message| ArtifactError::Kernels { path: rank_dir.join(cubin_file), message })?;
+            }
         }
     }
     let kernels_object = kernels_object.map(|(_, bytes)| bytes);

@@ -60,6 +60,7 @@
 
 pub mod conv;
 pub mod cpu;
+pub mod cubin;
 pub mod cuda;
 pub mod elf;
 pub mod library;

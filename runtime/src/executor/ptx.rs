@@ -115,13 +115,43 @@ fn param(declaration: &str) -> Option<Param> {
     Some(Param { type_name, array: declaration.contains('[') })
 }
 
+/// The parameters the program passes each entry of a GPU kernel: one 64-bit pointer per input
+/// and output of its signature and per temporary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParameterCount {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub temporaries: usize,
+}
+
+impl ParameterCount {
+    pub fn of(code: &GpuKernel, program: &Program) -> Result<ParameterCount, String> {
+        let signature = program.kernel_signatures.iter().find(|k| k.symbol == code.symbol);
+        let signature = signature.ok_or_else(|| format!("GPU kernel {} has no signature", clip(&code.symbol)))?;
+        Ok(ParameterCount {
+            inputs: signature.inputs.len(),
+            outputs: signature.outputs.len(),
+            temporaries: code.temporaries.len(),
+        })
+    }
+
+    pub fn total(&self) -> usize {
+        self.inputs + self.outputs + self.temporaries
+    }
+}
+
+impl std::fmt::Display for ParameterCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ParameterCount { inputs, outputs, temporaries } = self;
+        write!(f, "{} ({inputs} inputs, {outputs} outputs, {temporaries} temporaries)", self.total())
+    }
+}
+
 /// The PTX of `code` against the program: each launch's entry is declared exactly once and takes
 /// one 64-bit pointer per kernel input, output and temporary of `code.symbol`'s signature.
 pub fn check_kernel_entries(ptx: &[u8], code: &GpuKernel, program: &Program) -> Result<(), String> {
     let symbol = &code.symbol;
-    let signature = program.kernel_signatures.iter().find(|k| k.symbol == *symbol);
-    let signature = signature.ok_or_else(|| format!("GPU kernel {} has no signature", clip(symbol)))?;
-    let wanted = signature.inputs.len() + signature.outputs.len() + code.temporaries.len();
+    let count = ParameterCount::of(code, program)?;
     let declared = entries(ptx)?;
     for launch in &code.launches {
         let mut matching = declared.iter().filter(|e| e.name == launch.entry);
@@ -132,14 +162,11 @@ pub fn check_kernel_entries(ptx: &[u8], code: &GpuKernel, program: &Program) -> 
                 return Err(format!("kernel {symbol}: the PTX declares entry {} twice", launch.entry))
             }
         };
-        if entry.params.len() != wanted {
+        if entry.params.len() != count.total() {
             return Err(format!(
-                "kernel {symbol}: entry {} takes {} parameters, the program passes {wanted} ({} inputs, {} outputs, {} temporaries)",
+                "kernel {symbol}: entry {} takes {} parameters, the program passes {count}",
                 entry.name,
-                entry.params.len(),
-                signature.inputs.len(),
-                signature.outputs.len(),
-                code.temporaries.len()
+                entry.params.len()
             ));
         }
         let pointer = |p: &Param| !p.array && matches!(p.type_name.as_str(), "u64" | "b64" | "s64");
