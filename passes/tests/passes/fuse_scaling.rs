@@ -6,6 +6,9 @@ use tessera_ir::graph::Graph;
 use tessera_ir::mlir::parse_verified;
 use tessera_passes::fuse::{conservative_can_compile, fuse, groups, FusionConfig};
 
+// The same generator as `benches/fuse.rs`, written out again on purpose: a bench target and an
+// integration test are separate crates with no module to share, and the test pins the graph the
+// bench times (the duplicates tool lists the pair).
 /// `blocks` residual blocks `x + cast(cast(softmax(gelu(x @ w + b) * x)))` over a `[16, 32]`
 /// activation (9 ops each; the graph of `benches/fuse.rs`).
 fn residual_stack(blocks: usize) -> Graph {
