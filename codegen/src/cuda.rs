@@ -274,6 +274,8 @@ mod tests {
                 let first = call.offset_b as usize + batch * call.stride_b as usize;
                 let second = call.offset_a as usize + batch * call.stride_a as usize;
                 let out = call.offset_c as usize + batch * call.stride_c as usize;
+                // `op_first` and `op_second` mirror each other (b/a, row/column roles swapped),
+                // as cuBLAS's `op(A)` and `op(B)` do; written out so each reads as the docs.
                 let op_first = |i: usize, l: usize| {
                     let ld = g.ld_b as usize;
                     if g.trans_b {

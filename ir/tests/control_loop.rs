@@ -98,6 +98,8 @@ fn a_loop_counts_one_trip_of_flops() {
     assert_eq!(node.op.flops(&[&[], &[], &[2]], &[&[], &[], &[2]]), Ok(4));
 }
 
+// The same round-trip check as `control.rs`'s region test, written out in each test: insta names
+// a snapshot after the test function, so a shared helper would rename the snapshots.
 #[test]
 fn the_loop_text_form_is_stable_and_round_trips() {
     let g = doubling_loop(1000);

@@ -64,22 +64,6 @@ def onnxruntime_cpu_ms(session, feeds, repeat):
     return 1e3 * (time.process_time() - start) / repeat, outputs
 
 
-def output_error(out_dir, session, outputs):
-    produced = sorted(os.listdir(out_dir))
-    errors = []
-    for output, value in zip(session.get_outputs(), outputs):
-        file = f"{output.name}.npy"
-        if file not in produced and len(produced) == len(outputs) == 1:
-            file = produced[0]
-        if file not in produced:
-            return float("nan")
-        actual = np.load(os.path.join(out_dir, file)).astype(np.float64)
-        if actual.shape != value.shape:
-            return float("inf")
-        errors.append(real_models.max_relative_error(actual, value.astype(np.float64)))
-    return max(errors)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tessera", default=os.path.join(real_models.ROOT, "target/debug/tessera"))
@@ -117,7 +101,7 @@ def main():
                 for label, path in runners:
                     out_dir = os.path.join(work, f"{name}-{label}-out")
                     best[label] = min(best[label], tessera_cpu_ms(path, artifact, inputs, out_dir, args.repeat))
-                    errors[label] = output_error(out_dir, session, outputs)
+                    errors[label] = real_models.output_error(out_dir, session, outputs)
             cells = []
             for label, _ in runners:
                 ratios[label].append(best[label] / best_ort)

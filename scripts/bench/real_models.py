@@ -157,8 +157,17 @@ def bench(name, tessera, runner, repeat, work):
         times.append(time.perf_counter() - start)
     t_ort = statistics.median(times)
 
-    # tessera names its output files by its (sanitized) output names: match them to onnxruntime's
-    # by name, or take the only one; an output that cannot be matched makes the error NaN.
+    return t_tessera, t_ort, output_error(out_dir, session, outputs)
+
+
+def output_error(out_dir, session, outputs):
+    """The largest relative error of tessera's output files in `out_dir` against onnxruntime's
+    `outputs` (also used by cpu_time.py).
+
+    tessera names its output files by its (sanitized) output names: they are matched to
+    onnxruntime's by name, or the only one is taken; an output that cannot be matched makes the
+    error NaN, one of another shape infinite.
+    """
     produced = sorted(os.listdir(out_dir))
     errors = []
     for output, value in zip(session.get_outputs(), outputs):
@@ -166,11 +175,12 @@ def bench(name, tessera, runner, repeat, work):
         if file not in produced and len(produced) == len(outputs) == 1:
             file = produced[0]
         if file not in produced:
-            errors.append(float("nan"))
-            continue
+            return float("nan")
         actual = np.load(os.path.join(out_dir, file)).astype(np.float64)
-        errors.append(max_relative_error(actual, value.astype(np.float64)) if actual.shape == value.shape else float("inf"))
-    return t_tessera, t_ort, max(errors)
+        if actual.shape != value.shape:
+            return float("inf")
+        errors.append(max_relative_error(actual, value.astype(np.float64)))
+    return max(errors)
 
 
 def main():

@@ -106,14 +106,7 @@ fn send(address: &str, method: &str, path: &str, body: &[u8]) -> io::Result<Resp
             headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
         }
     }
-    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-    let framing = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        Framing::Chunked { left_in_chunk: 0, finished: false }
-    } else if let Some(length) = header("content-length") {
-        Framing::Length(length.parse().map_err(|_| invalid(format!("Content-Length: {length}")))?)
-    } else {
-        Framing::UntilClose
-    };
+    let framing = Framing::from_headers(&headers)?;
     Ok((status, headers, BodyReader { inner: reader, framing }))
 }
 
@@ -125,6 +118,22 @@ enum Framing {
     Length(u64),
     Chunked { left_in_chunk: u64, finished: bool },
     UntilClose,
+}
+
+impl Framing {
+    /// How the body of a response with these (lower-cased) headers ends: chunked, after
+    /// Content-Length bytes, or when the connection closes. Shared by the blocking reader and
+    /// the async one (`parse_head`) so that both frame a body alike.
+    fn from_headers(headers: &[(String, String)]) -> io::Result<Framing> {
+        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        Ok(if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            Framing::Chunked { left_in_chunk: 0, finished: false }
+        } else if let Some(length) = header("content-length") {
+            Framing::Length(length.parse().map_err(|_| invalid(format!("Content-Length: {length}")))?)
+        } else {
+            Framing::UntilClose
+        })
+    }
 }
 
 /// A response body with its framing taken off.
@@ -273,14 +282,7 @@ fn parse_head(head: &str) -> io::Result<ParsedHead> {
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
         .collect();
-    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-    let framing = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        Framing::Chunked { left_in_chunk: 0, finished: false }
-    } else if let Some(length) = header("content-length") {
-        Framing::Length(length.parse().map_err(|_| invalid(format!("Content-Length: {length}")))?)
-    } else {
-        Framing::UntilClose
-    };
+    let framing = Framing::from_headers(&headers)?;
     Ok((status, headers, framing))
 }
 

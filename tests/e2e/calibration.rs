@@ -165,6 +165,8 @@ fn held_out_iteration_times_within_the_measured_bound() {
     let mean = errors.iter().sum::<f64>() / errors.len() as f64;
     let max = errors.iter().fold(0.0f64, |a, &b| a.max(b));
     table += &format!("mean |error| {:.1}%, max {:.1}%\n", 100.0 * mean, 100.0 * max);
+    // A fixed-width text table (its shape resembles the planner's HTML alternatives table; only
+    // the layout of a row is shared, not the columns).
     table += "row                      m    compute recompute  tp comm  pp comm   bubble  dp exp.  adam\n";
     for r in &rows {
         let t = &r.time;

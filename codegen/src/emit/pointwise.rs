@@ -24,6 +24,9 @@ impl FnEmitter<'_> {
         let in_dtype = |i: usize| g.value(n.inputs[i]).ty.dtype;
         let in_shape = |i: usize| shape_of(&g.value(n.inputs[i]).ty);
         let out_shape = shape_of(out_ty)?;
+        // Exhaustive on purpose (no `_` arm): a new op must be given a pointwise form or be
+        // refused here, so the run of non-pointwise variants repeats other per-op matches
+        // (`kernels::template`, the StableHLO exporter).
         match &n.op {
             Op::Constant(t) => self.constant_at(t, idx),
             Op::Unary(u) => {

@@ -13,6 +13,9 @@ use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 use tessera_ir::types::normalize_axis;
 
+// One method per kernel template (issue 14). Each opens the same way (node, result, its
+// attributes, `dest`; then the node and its result layout): the parameters differ per template,
+// so the shared prologue is three lines rather than a helper, and the duplicates tool lists them.
 impl FnEmitter<'_> {
     /// Writes result `result` of `node` into `dest`: through the kernel template of its op, or a
     /// plain loop nest over the output for pointwise values.

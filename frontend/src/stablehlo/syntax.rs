@@ -500,19 +500,12 @@ impl<'a> Reader<'a> {
     fn attr_dict(&mut self) -> SResult<Vec<(String, Attr)>> {
         self.expect("{")?;
         self.enter()?;
-        let mut out = Vec::new();
-        if !self.eat("}") {
-            loop {
-                self.skip_trivia();
-                let key = if self.peek() == Some(b'"') { self.string()? } else { self.ident()? };
-                let value = if self.eat("=") { self.attr()? } else { Attr::Unit };
-                out.push((key, value));
-                if !self.eat(",") {
-                    break;
-                }
-            }
-            self.expect("}")?;
-        }
+        let out = self.comma_list("}", |p| {
+            p.skip_trivia();
+            let key = if p.peek() == Some(b'"') { p.string()? } else { p.ident()? };
+            let value = if p.eat("=") { p.attr()? } else { Attr::Unit };
+            Ok((key, value))
+        })?;
         self.leave();
         Ok(out)
     }
@@ -532,17 +525,7 @@ impl<'a> Reader<'a> {
             None => return self.expected("an attribute value"),
             Some(b'[') => {
                 self.pos += 1;
-                let mut items = Vec::new();
-                if !self.eat("]") {
-                    loop {
-                        items.push(self.attr()?);
-                        if !self.eat(",") {
-                            break;
-                        }
-                    }
-                    self.expect("]")?;
-                }
-                Attr::List(items)
+                Attr::List(self.comma_list("]", Self::attr)?)
             }
             Some(b'{') => Attr::Dict(self.attr_dict()?),
             Some(b'"') => Attr::Str(self.string()?),
@@ -778,16 +761,12 @@ impl<'a> Reader<'a> {
         self.expect("^")?;
         self.ident()?;
         let mut args = Vec::new();
-        if self.eat("(") && !self.eat(")") {
-            loop {
-                let arg = self.value_ref()?;
-                self.expect(":")?;
-                args.push((arg.name, self.ty()?));
-                if !self.eat(",") {
-                    break;
-                }
-            }
-            self.expect(")")?;
+        if self.eat("(") {
+            args = self.comma_list(")", |p| {
+                let arg = p.value_ref()?;
+                p.expect(":")?;
+                Ok((arg.name, p.ty()?))
+            })?;
         }
         self.expect(":")?;
         Ok(args)
@@ -796,15 +775,22 @@ impl<'a> Reader<'a> {
     /// `(%a, %b)`.
     fn operand_list(&mut self) -> SResult<Vec<ValueRef>> {
         self.expect("(")?;
+        self.comma_list(")", Self::value_ref)
+    }
+
+    /// The rest of a comma-separated list whose opening token was just read: `item, item close`,
+    /// or `close` alone for an empty list. One place for the loop that every bracketed list of
+    /// the syntax (operands, block arguments, attribute lists and dictionaries) shares.
+    fn comma_list<T>(&mut self, close: &str, mut item: impl FnMut(&mut Self) -> SResult<T>) -> SResult<Vec<T>> {
         let mut out = Vec::new();
-        if !self.eat(")") {
+        if !self.eat(close) {
             loop {
-                out.push(self.value_ref()?);
+                out.push(item(self)?);
                 if !self.eat(",") {
                     break;
                 }
             }
-            self.expect(")")?;
+            self.expect(close)?;
         }
         Ok(out)
     }

@@ -304,6 +304,9 @@ impl<'m> Translator<'m> {
         }
     }
 
+    // Each op-family method opens with the same three locals (location, arity check, one-result
+    // wrap) over its own `op` and `args`; closures that borrow them cannot be returned by a shared
+    // helper, so the lines repeat per family (the duplicates tool lists them).
     /// Constants, elementwise ops beyond one tsr op, and conversions.
     fn value_op(&mut self, op: &'m SOp, args: Vec<Val>) -> SResult<Vec<Val>> {
         let (at, name) = (op.offset, op.name.as_str());

@@ -207,6 +207,9 @@ fn attention_core(
     Ok(ctx)
 }
 
+// The layer builders (`attention`, `latent_attention`, ...) share one parameter list (builder,
+// model config, block shape, name, input) and open with the same locals: each builds a different
+// subgraph from the same inputs, so the parallel signatures are deliberate.
 /// Multi-head or grouped-query attention with its norm and residual; returns the new stream.
 fn attention(
     b: &mut Builder,

@@ -178,6 +178,9 @@ fn scale_grad(cx: &mut GradContext, g: ValueId, normalized: ValueId, scale: Valu
     cx.sum_to(g_normalized, &cx.ty(scale))
 }
 
+// `grad_layer_norm` and `grad_rms_norm` take the same shape of arguments (context, operands and
+// cotangent, axis, epsilon, wanted) and open alike: the gradient rules are plain functions over
+// their op's own operands, one per op family, so the parallel signatures are deliberate.
 /// Layer norm over `axis..` with `xhat = (x - mean) * rstd`, `rstd = 1 / sqrt(var + eps)` and
 /// `gs = g * scale`: `dx = rstd * (gs - mean(gs) - xhat * mean(gs * xhat))`,
 /// `dscale = sum(g * xhat)`, `dbias = sum(g)` over the leading dimensions.

@@ -262,6 +262,8 @@ pub fn eval_adamw(
     Ok(vec![tensor(new_p), tensor(new_m), tensor(new_v)])
 }
 
+// Gradient rules share the signature `(cx, operands.., g, attrs..)` by convention (see
+// `indexing::grad_gather`): each is a plain function of its op's operands, so they look alike.
 /// `dlogits = (softmax(logits) - onehot(targets)) * g / N` with `N` the number of targets.
 pub fn grad_cross_entropy(
     cx: &mut GradContext,

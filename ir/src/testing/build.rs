@@ -77,6 +77,33 @@ pub fn filled_constant(g: &mut Graph, dtype: DType, shape: &[u64], value: f64) -
     add(g, Op::Constant(t), &[])
 }
 
+/// `blocks` residual blocks over a `[16, 32]` activation: `x + softmax(gelu(x @ w + b) * x)`,
+/// with an f16 round trip (two casts), so each block has one library call and one fusible chain
+/// (9 ops a block). The graph the `fuse` bench times and its scaling test checks.
+pub fn residual_stack(blocks: usize) -> Graph {
+    let t = "tensor<16x32xf32>";
+    let mut params = vec![format!("%x: {t}")];
+    let mut body = String::new();
+    let mut cur = "%x".to_string();
+    for i in 0..blocks {
+        params.push(format!("%w{i}: tensor<32x32xf32> {{tsr.param}}, %b{i}: tensor<32xf32> {{tsr.param}}"));
+        body += &format!(
+            "  %h{i} = \"tsr.matmul\"({cur}, %w{i}) : ({t}, tensor<32x32xf32>) -> {t}\n\
+             \x20 %bb{i} = \"tsr.broadcast\"(%b{i}) : (tensor<32xf32>) -> {t}\n\
+             \x20 %a{i} = \"tsr.add\"(%h{i}, %bb{i}) : ({t}, {t}) -> {t}\n\
+             \x20 %g{i} = \"tsr.gelu\"(%a{i}) : ({t}) -> {t}\n\
+             \x20 %m{i} = \"tsr.mul\"(%g{i}, {cur}) : ({t}, {t}) -> {t}\n\
+             \x20 %s{i} = \"tsr.softmax\"(%m{i}) {{axis = -1 : i64}} : ({t}) -> {t}\n\
+             \x20 %c{i} = \"tsr.cast\"(%s{i}) : ({t}) -> tensor<16x32xf16>\n\
+             \x20 %d{i} = \"tsr.cast\"(%c{i}) : (tensor<16x32xf16>) -> {t}\n\
+             \x20 %r{i} = \"tsr.add\"(%d{i}, {cur}) : ({t}, {t}) -> {t}\n"
+        );
+        cur = format!("%r{i}");
+    }
+    let text = format!("func.func @stack({}) -> ({t}) {{\n{body}  return {cur} : {t}\n}}\n", params.join(", "));
+    crate::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("the residual stack parses: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{add_named, broadcast_scalar, f32s, filled_constant, input, param};

@@ -470,6 +470,9 @@ fn describe(p: &Placement) -> String {
     }
 }
 
+// `operate`, `goodput` and `at_batch` take the same leading arguments (pricer, cluster,
+// workload, placement, batch limit, KV bytes per token): three questions asked of one placement,
+// kept as plain functions with parallel signatures on purpose (the duplicates tool lists them).
 /// How `placement` runs the workload: at the asked batch, or at the batch the asked rate
 /// settles at (Little's law); `None` when that batch does not fit.
 fn operate(

@@ -3,34 +3,8 @@
 
 use std::time::{Duration, Instant};
 use tessera_ir::graph::Graph;
-use tessera_ir::mlir::parse_verified;
+use tessera_ir::testing::build::residual_stack;
 use tessera_passes::fuse::{conservative_can_compile, fuse, groups, FusionConfig};
-
-/// `blocks` residual blocks `x + cast(cast(softmax(gelu(x @ w + b) * x)))` over a `[16, 32]`
-/// activation (9 ops each; the graph of `benches/fuse.rs`).
-fn residual_stack(blocks: usize) -> Graph {
-    let t = "tensor<16x32xf32>";
-    let mut params = vec![format!("%x: {t}")];
-    let mut body = String::new();
-    let mut cur = "%x".to_string();
-    for i in 0..blocks {
-        params.push(format!("%w{i}: tensor<32x32xf32> {{tsr.param}}, %b{i}: tensor<32xf32> {{tsr.param}}"));
-        body += &format!(
-            "  %h{i} = \"tsr.matmul\"({cur}, %w{i}) : ({t}, tensor<32x32xf32>) -> {t}\n\
-             \x20 %bb{i} = \"tsr.broadcast\"(%b{i}) : (tensor<32xf32>) -> {t}\n\
-             \x20 %a{i} = \"tsr.add\"(%h{i}, %bb{i}) : ({t}, {t}) -> {t}\n\
-             \x20 %g{i} = \"tsr.gelu\"(%a{i}) : ({t}) -> {t}\n\
-             \x20 %m{i} = \"tsr.mul\"(%g{i}, {cur}) : ({t}, {t}) -> {t}\n\
-             \x20 %s{i} = \"tsr.softmax\"(%m{i}) {{axis = -1 : i64}} : ({t}) -> {t}\n\
-             \x20 %c{i} = \"tsr.cast\"(%s{i}) : ({t}) -> tensor<16x32xf16>\n\
-             \x20 %d{i} = \"tsr.cast\"(%c{i}) : (tensor<16x32xf16>) -> {t}\n\
-             \x20 %r{i} = \"tsr.add\"(%d{i}, {cur}) : ({t}, {t}) -> {t}\n"
-        );
-        cur = format!("%r{i}");
-    }
-    let text = format!("func.func @stack({}) -> ({t}) {{\n{body}  return {cur} : {t}\n}}\n", params.join(", "));
-    parse_verified(&text).unwrap_or_else(|e| panic!("the stack parses: {e}"))
-}
 
 /// The fastest of `runs` fusions of `graph`, and the number of groups it made.
 fn fastest_fuse(graph: &Graph, runs: usize) -> (Duration, usize) {

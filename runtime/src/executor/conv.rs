@@ -289,6 +289,8 @@ fn depthwise(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry
     });
 }
 
+// `depthwise_plane` and `depthwise_plane_avx2_fma` share their parameter list by design: the
+// first is the safe dispatcher, the second the same loop compiled with AVX2/FMA enabled.
 /// One plane of [`depthwise`], on the best instruction set the CPU has.
 fn depthwise_plane(
     input: &[f32],
