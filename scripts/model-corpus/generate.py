@@ -117,6 +117,10 @@ def _wrap(model, output_names, input_names, **fixed_kwargs):
     return exported
 
 
+# One builder per transformer of the corpus. Their config blocks share a shape on purpose: each is
+# that model's own table of (random-init, tiny) hyperparameters in its transformers config class,
+# kept literal so a reader sees exactly what was exported; a shared helper would hide the
+# per-family keyword names (d_model vs hidden_size, num_layers vs num_hidden_layers).
 def gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 

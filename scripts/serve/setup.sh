@@ -15,6 +15,9 @@
 # Usage: scripts/serve/setup.sh
 set -euo pipefail
 
+# The paths and the stamp check below share their shape with the other set-up scripts on
+# purpose: each names its own cache layout and the inputs its stamp hashes; the shared work
+# (building a venv from pinned wheels, skipping a current cache) lives in scripts/lib/.
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "$here/../.." && pwd)"
 cache="$repo_root/.cache/serve"
