@@ -770,19 +770,7 @@ impl<'m> Translator<'m> {
         if axis < 0 || axis as usize >= rank {
             return err(at, format!("collapsed dimension {axis} is out of range for {}", data.ty));
         }
-        // Drop the index vector dimension (of size 1) when the indices carry one.
-        let mut idx = indices.clone();
-        if (index_vector_dim as usize) < indices.ty.rank() {
-            if indices.ty.dims.get(index_vector_dim as usize) != Some(&Dim::Static(1)) {
-                return err(
-                    at,
-                    format!("gather's index vector dimension {index_vector_dim} of {} must have size 1", indices.ty),
-                );
-            }
-            let mut dims = indices.ty.dims.clone();
-            dims.remove(index_vector_dim as usize);
-            idx = self.emit(Op::Reshape { shape: dims }, &[indices], at)?;
-        }
+        let idx = self.without_index_vector_dim("gather", indices, index_vector_dim, at)?;
         let batch_rank = idx.ty.rank() as i64;
         let expected_offsets: Vec<i64> =
             (0..rank as i64).filter(|&d| d != axis).map(|d| if d < axis { d } else { d - 1 + batch_rank }).collect();
@@ -851,18 +839,7 @@ impl<'m> Translator<'m> {
             Some(Attr::Int(d)) => d,
             _ => indices.ty.rank() as i64,
         };
-        let mut idx = indices.clone();
-        if index_vector_dim >= 0 && (index_vector_dim as usize) < indices.ty.rank() {
-            if indices.ty.dims[index_vector_dim as usize] != Dim::Static(1) {
-                return err(
-                    at,
-                    format!("scatter's index vector dimension {index_vector_dim} of {} must have size 1", indices.ty),
-                );
-            }
-            let mut dims = indices.ty.dims.clone();
-            dims.remove(index_vector_dim as usize);
-            idx = self.emit(Op::Reshape { shape: dims }, &[indices], at)?;
-        }
+        let idx = self.without_index_vector_dim("scatter", indices, index_vector_dim, at)?;
         if idx.ty.rank() != 1 {
             return err(at, format!("scatter indices {} must index one scatter dimension", indices.ty));
         }
@@ -1284,18 +1261,7 @@ impl<'m> Translator<'m> {
                 self.graph.add_input(&name, ty.clone(), InputRole::Activation)
             })
             .collect();
-        let mut env = env.clone();
-        // A captured outer value is the block argument in here: rebind every name holding it.
-        // Constants get a fresh value each region (a value materializes in one graph only).
-        for vals in env.values_mut() {
-            for v in vals.iter_mut() {
-                if let Some(k) = captured.iter().position(|c| Rc::ptr_eq(&c.id, &v.id)) {
-                    *v = Val::node(params[n_carried + k], types[n_carried + k].clone());
-                } else if let Some(t) = &v.konst {
-                    *v = Val::constant((**t).clone());
-                }
-            }
-        }
+        let env = env_for_region(env, captured, &params[n_carried..], &types[n_carried..]);
         let args: Vec<Val> = params[..n_carried].iter().zip(types).map(|(&p, ty)| Val::node(p, ty.clone())).collect();
         let returned = self.block(block, &env, args)?;
         let mut yields = Vec::new();
@@ -1398,6 +1364,22 @@ impl<'m> Translator<'m> {
         built.map(|()| region)
     }
 
+    /// `indices` without their index vector dimension (which must have size 1) when they carry
+    /// one at `index_vector_dim`; as they are otherwise.
+    fn without_index_vector_dim(&mut self, op: &str, indices: &Val, index_vector_dim: i64, at: usize) -> SResult<Val> {
+        let Some(d) = usize::try_from(index_vector_dim).ok().filter(|&d| d < indices.ty.rank()) else {
+            return Ok(indices.clone());
+        };
+        if indices.ty.dims[d] != Dim::Static(1) {
+            let message =
+                format!("{op}'s index vector dimension {index_vector_dim} of {} must have size 1", indices.ty);
+            return err(at, message);
+        }
+        let mut dims = indices.ty.dims.clone();
+        dims.remove(d);
+        self.emit(Op::Reshape { shape: dims }, &[indices], at)
+    }
+
     /// `index == k` as an `i1` value of `self.graph`.
     fn index_is(&mut self, index: ValueId, ty: &TensorType, k: usize, at: usize) -> SResult<ValueId> {
         let k = self.add(Op::Constant(Tensor::scalar(ty.dtype, k as f64)), &[], at)?;
@@ -1418,16 +1400,7 @@ impl<'m> Translator<'m> {
             .enumerate()
             .map(|(i, ty)| self.graph.add_input(&format!("captured{i}"), ty.clone(), InputRole::Activation))
             .collect();
-        let mut env = env.clone();
-        for vals in env.values_mut() {
-            for v in vals.iter_mut() {
-                if let Some(k) = captured.iter().position(|c| Rc::ptr_eq(&c.id, &v.id)) {
-                    *v = Val::node(params[k], types[k].clone());
-                } else if let Some(t) = &v.konst {
-                    *v = Val::constant((**t).clone());
-                }
-            }
-        }
+        let env = env_for_region(env, captured, &params, types);
         let returned = self.block(block, &env, Vec::new())?;
         let mut yields = Vec::new();
         for v in &returned {
@@ -1751,4 +1724,21 @@ fn unary_of(name: &str) -> Option<UnaryOp> {
         "chlo.atan" => UnaryOp::Atan,
         _ => return None,
     })
+}
+
+/// `env` as a region sees it: every name holding a captured outer value is rebound to that
+/// value's region input (`captured[k]` to `inputs[k]` of type `types[k]`: the block argument in
+/// there), and every constant gets a fresh value (a value materializes in one graph only).
+fn env_for_region(env: &Env, captured: &[Val], inputs: &[ValueId], types: &[TensorType]) -> Env {
+    let mut env = env.clone();
+    for vals in env.values_mut() {
+        for v in vals.iter_mut() {
+            if let Some(k) = captured.iter().position(|c| Rc::ptr_eq(&c.id, &v.id)) {
+                *v = Val::node(inputs[k], types[k].clone());
+            } else if let Some(t) = &v.konst {
+                *v = Val::constant((**t).clone());
+            }
+        }
+    }
+    env
 }
