@@ -673,3 +673,42 @@ fn float32_initializers_import_into_f32_storage_with_their_exact_bits() {
         }
     }
 }
+
+/// `Pad` in reflect mode over a symbolic extent (silero-vad's STFT pads its `sequence` axis by
+/// 64): the mirrored blocks are gathered by constant indices, so one symbolic import runs at
+/// every length, equal to the import with the length bound; a length the padding does not fit
+/// (ONNX requires more elements than the padding) is the run's out-of-range error.
+#[test]
+fn reflect_padding_of_a_symbolic_axis_matches_the_import_with_its_size_bound() {
+    let m = model(
+        vec![node("Pad", "pad", &["x", "pads"], &["y"], vec![attr_str("mode", "reflect")])],
+        vec![f32_value("x", &[D::N(2), D::P("n")])],
+        vec![f32_value("y", &[D::N(2), D::P("m")])],
+        vec![i64_typed("pads", &[4], &[0, 3, 0, 2])],
+        18,
+    );
+    let symbolic = import(&m);
+    assert_eq!(symbolic.value(symbolic.outputs()[0]).ty.to_string(), r#"tensor<2x?xf32, ["n + 5"]>"#);
+    let x = |n: usize| f32_tensor(&[2, n], &(0..2 * n).map(|i| (i * i % 7) as f64).collect::<Vec<_>>());
+    let out = run(&symbolic, vec![x(4)]);
+    // Row 0 is [0, 1, 4, 2]: reflected, [2, 4, 1 | 0, 1, 4, 2 | 4, 1] (NumPy's np.pad agrees).
+    assert_close(
+        &out[0],
+        DType::F32,
+        &[2, 9],
+        &[2.0, 4.0, 1.0, 0.0, 1.0, 4.0, 2.0, 4.0, 1.0, 0.0, 1.0, 4.0, 2.0, 4.0, 1.0, 0.0, 1.0, 4.0],
+        0.0,
+    );
+    for n in [4, 6, 11] {
+        let dims = [("n".to_string(), n as u64)].into_iter().collect();
+        let bound = import_proto(&m, None, &ImportOptions { dims, ..Default::default() })
+            .unwrap_or_else(|e| panic!("bound import at n = {n}: {e}"));
+        let (at_run_time, planned) = (run(&symbolic, vec![x(n)]), run(&bound, vec![x(n)]));
+        assert_eq!(at_run_time[0].shape, vec![2, n + 5]);
+        assert_eq!(at_run_time[0].to_f64_vec(), planned[0].to_f64_vec(), "n = {n}");
+    }
+    let input = symbolic.value(symbolic.inputs()[0]).name.clone();
+    let too_short = tessera_runtime::interpreter::run(&symbolic, &[(input, x(3))]);
+    let message = too_short.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("out of range"), "{message}");
+}

@@ -3,9 +3,11 @@
 
 use crate::onnx::import::{Importer, NodeCx, Slot, SymInt};
 use crate::onnx::ops::{axis_of, invalid, one, unsupported, BuildError, BuildResult, Registry};
+use tessera_ir::dtype::DType;
 use tessera_ir::graph::ValueId;
 use tessera_ir::ops::layout::slice_extent;
 use tessera_ir::ops::Op;
+use tessera_ir::tensor::Tensor;
 use tessera_ir::types::Dim;
 
 use super::slice_axis;
@@ -370,7 +372,17 @@ fn pad(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
             imp.broadcast(edge, &dims)
         })?,
         "reflect" => pad_with(imp, x, &pads, |imp, x, axis, before, width| {
-            let n = imp.ty(x).dims[axis].as_static().unwrap_or(0) as i64;
+            let Some(n) = imp.ty(x).dims[axis].as_static() else {
+                // A symbolic extent: the mirrored elements are x[width], ..., x[1] before and
+                // x[n-2], ..., x[n-1-width] after, gathered by constant indices (the second
+                // counted from the end), so the block's extent is `width` whatever n is. ONNX
+                // requires n > width; a smaller bound size is the gather's out-of-range error.
+                let indices: Vec<i64> =
+                    if before { (1..=width).rev().collect() } else { (0..width).map(|k| -2 - k).collect() };
+                let indices = imp.constant(Tensor::from_i64(DType::I64, vec![indices.len()], indices));
+                return imp.add(Op::Gather { axis: axis as i64 }, &[x, indices]);
+            };
+            let n = n as i64;
             if width >= n {
                 return invalid(format!("reflect padding of {width} needs more than {n} elements"));
             }
