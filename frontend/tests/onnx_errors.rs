@@ -513,3 +513,67 @@ fn conv_transpose_sizes_never_overflow() {
     let short = conv_transpose(vec![attr_ints("output_shape", &[7]), attr_ints("strides", &[3, 2])]);
     assert!(import_proto(&short, None, &ImportOptions::default()).is_ok());
 }
+
+/// Shape arithmetic on a symbolic dimension that overflows i64 (`Shape(x) * 2^62 * 2^62`, `Shape(x)
+/// + (2^63 - 1) + (2^63 - 1)`) is an import error naming the node and the expression, not a
+/// wrapped size.
+#[test]
+fn overflowing_symbolic_shape_arithmetic_is_a_located_error() {
+    for (op, big, expected) in [
+        ("Mul", 1i64 << 62, "integer overflow computing (4611686018427387904 * n) * (4611686018427387904)"),
+        ("Add", i64::MAX, "integer overflow computing n + 9223372036854775807 + 9223372036854775807"),
+    ] {
+        let m = model(
+            vec![
+                node("Shape", "shape", &["x"], &["s"], vec![]),
+                node(op, "once", &["s", "big"], &["s2"], vec![]),
+                node(op, "twice", &["s2", "big"], &["s3"], vec![]),
+                node("ConstantOfShape", "fill", &["s3"], &["y"], vec![]),
+            ],
+            vec![f32_value("x", &[D::P("n")])],
+            vec![f32_value("y", &[D::P("m")])],
+            vec![i64_typed("big", &[1], &[big])],
+            17,
+        );
+        let e = error_of(&m);
+        assert!(e.starts_with(&format!("node 'twice' ({op}): ")) && e.contains(expected), "{e}");
+    }
+}
+
+/// `ConstantOfShape` and `Expand` to `[n, 2^20, 2^20]` with `n` symbolic import (the size is
+/// unknown until a run), and a run at n = 3 is refused by the memory budget, naming the result
+/// and its size (3 * 2^40 elements), instead of attempting the allocation.
+#[test]
+fn terabyte_fills_sized_by_a_symbolic_input_are_refused_at_run_time() {
+    let shape = || node("Shape", "shape", &["x"], &["s"], vec![]);
+    let concat = node("Concat", "sizes", &["s", "tail"], &["sizes"], vec![onnx_support::attr_int("axis", 0)]);
+    let fill = model(
+        vec![shape(), concat.clone(), node("ConstantOfShape", "fill", &["sizes"], &["y"], vec![])],
+        vec![f32_value("x", &[D::P("n")])],
+        vec![f32_value("y", &[D::P("n"), D::N(1 << 20), D::N(1 << 20)])],
+        vec![i64_typed("tail", &[2], &[1 << 20, 1 << 20])],
+        17,
+    );
+    let expand = model(
+        vec![
+            shape(),
+            node("Concat", "sizes", &["tail", "s"], &["sizes"], vec![onnx_support::attr_int("axis", 0)]),
+            node("Expand", "grow", &["x", "sizes"], &["y"], vec![]),
+        ],
+        vec![f32_value("x", &[D::P("n")])],
+        vec![f32_value("y", &[D::N(1 << 20), D::N(1 << 20), D::P("n")])],
+        vec![i64_typed("tail", &[2], &[1 << 20, 1 << 20])],
+        17,
+    );
+    tessera_ir::budget::set_max_memory(1 << 30);
+    for (label, m) in [("ConstantOfShape", fill), ("Expand", expand)] {
+        let g = import_proto(&m, None, &ImportOptions::default()).unwrap_or_else(|e| panic!("{label} imports: {e}"));
+        let x = tessera_ir::tensor::Tensor::zeros(tessera_ir::dtype::DType::F32, vec![3]);
+        let e = tessera_runtime::interpreter::run(&g, &[("x".to_string(), x)]).err().map(|e| e.to_string());
+        let e = e.unwrap_or_default();
+        assert!(
+            e.contains("needs 24.0 TiB (3298534883328 elements), more than the memory limit of 1.0 GiB"),
+            "{label}: {e}"
+        );
+    }
+}
