@@ -29,7 +29,8 @@ pub struct CompileArgs {
     pub target: String,
     /// Size of a symbolic dimension, e.g. --dim batch=8, or the range of sizes it may take at
     /// run time, e.g. --dim seq=1..512 (repeatable, mixing both): with a range the artifact
-    /// runs at any size in it, taken from the inputs at each run (CPU target only).
+    /// runs at any size in it, taken from the inputs at each run (CPU target only). A one-size
+    /// range (seq=48..48) is a pinned size, bound at import where the symbolic import fails.
     #[arg(long, value_name = "NAME=SIZE|NAME=LO..HI")]
     pub dim: Vec<String>,
     /// The artifact directory to write (replaced atomically if it holds an artifact).
@@ -166,7 +167,10 @@ fn model_bytes(model: &std::path::Path) -> Result<Vec<u8>> {
 }
 
 /// `--dim NAME=LO..HI`: a range artifact (see `runtime::executor::ranged`), which needs the
-/// model to import with its dimensions symbolic.
+/// model to import with its ranged dimensions symbolic. A range of one size (`NAME=N..N`) is a
+/// pinned size: when the symbolic import fails, the model is imported again with the pinned
+/// sizes bound, as a compile without ranges does (shape arithmetic that only some sizes allow,
+/// e.g. a branch on `seq == 1`, then folds), and the other ranges stay symbolic.
 fn compile_range(
     args: &CompileArgs,
     target: Target,
@@ -178,15 +182,27 @@ fn compile_range(
         bail!("--dim NAME=LO..HI compiles a model for one device; --train and --mesh need every dimension pinned (--dim NAME=N)");
     }
     let model_bytes = model_bytes(&args.model)?;
-    let graph = tessera_frontend::load::load_model(&args.model).with_context(|| {
+    let mut pinned = dims.clone();
+    pinned.extend(ranges.iter().filter(|r| r.lo == r.hi).map(|r| (r.name.clone(), r.lo)));
+    let (graph, bound_at_import) = super::load_model_binding(&args.model, &pinned, &[]).with_context(|| {
         format!("{}: a range artifact needs the model to import with symbolic dimensions", args.model.display())
     })?;
+    // What the import bound is a static size in the graph now, no longer a range.
+    let bound: Vec<&DimRange> = if bound_at_import {
+        let left: std::collections::BTreeSet<&str> = graph.values().flat_map(|(_, v)| v.ty.symbols()).collect();
+        ranges.iter().filter(|r| r.lo == r.hi && !left.contains(r.name.as_str())).collect()
+    } else {
+        Vec::new()
+    };
+    let ranges: Vec<DimRange> = ranges.iter().filter(|r| !bound.contains(r)).cloned().collect();
     let mut names = dims.clone();
     names.extend(ranges.iter().map(|r| (r.name.clone(), r.lo)));
-    super::check_dim_names(&graph, &names)?;
+    if !bound_at_import {
+        super::check_dim_names(&graph, &names)?;
+    }
     let options = CompileOptions { target, dims, graph_options: Vec::new() };
     let files =
-        compile_ranged(&graph, &model_bytes, &options, ranges).with_context(|| format!("{}", args.model.display()))?;
+        compile_ranged(&graph, &model_bytes, &options, &ranges).with_context(|| format!("{}", args.model.display()))?;
     write_artifact(&args.output, &files)?;
     let spelled: Vec<String> = ranges.iter().map(ToString::to_string).collect();
     println!(

@@ -451,15 +451,17 @@ struct CorpusOutcome {
     /// Imported once with its dimensions symbolic, and run at both shapes with no bound
     /// re-import by `tessera run`.
     symbolic: bool,
-    /// For a symbolic model: one `tessera compile --dim NAME=LO..HI` artifact, its ranges
-    /// spanning both shapes, run at both shapes within [`TOLERANCE`] (else the first failure).
-    range: Option<Result<(), String>>,
+    /// One `tessera compile --dim NAME=LO..HI` artifact, its ranges spanning both shapes, run at
+    /// both shapes within [`TOLERANCE`] (else the first failure). A symbol both shapes give one
+    /// size is a one-size range, which `tessera compile` binds at import where the symbolic
+    /// import fails.
+    range: Result<(), String>,
 }
 
 /// Runs one corpus model (its directory) at both shapes through `tessera run`, unpinned; Ok when
 /// every output of both shapes is within [`TOLERANCE`], with what else it passed (see
-/// [`CorpusOutcome`]; a symbolic model is also run through one range artifact). Else the first
-/// failure in one line.
+/// [`CorpusOutcome`]; the model is also run through one range artifact). Else the first failure
+/// in one line.
 fn check_corpus_model(model_dir: &Path) -> Result<CorpusOutcome, String> {
     let manifest_path = model_dir.join("manifest.json");
     let text = std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
@@ -511,20 +513,21 @@ fn check_corpus_model(model_dir: &Path) -> Result<CorpusOutcome, String> {
         }
         checked.push((label.to_string(), names, reference));
     }
-    let range = symbolic.then(|| check_range_artifact(work.path(), &model_name, &model, &checked));
+    let range = check_range_artifact(work.path(), &model_name, &model, &checked);
     Ok(CorpusOutcome { symbolic, range })
 }
 
 /// Compiles `model` once with `--dim NAME=LO..HI` for every symbol that is a whole dimension of
-/// an input, each range the smallest spanning the sizes of the `shapes` (label, names, inputs
-/// and onnxruntime's outputs), and runs that one artifact at every shape against onnxruntime.
+/// an input as the model declares it, each range the smallest spanning the sizes of the `shapes`
+/// (label, names, inputs and onnxruntime's outputs), and runs that one artifact at every shape
+/// against onnxruntime.
 fn check_range_artifact(
     work: &Path,
     model_name: &str,
     model: &Path,
     shapes: &[(String, GraphNames, Reference)],
 ) -> Result<(), String> {
-    let graph = tessera_frontend::onnx::import_model(model).map_err(|e| format!("range: import: {e}"))?;
+    let graph = tessera_frontend::onnx::declared_inputs(model).map_err(|e| format!("range: inputs: {e}"))?;
     let mut ranges: std::collections::BTreeMap<String, (usize, usize)> = std::collections::BTreeMap::new();
     for (label, _, reference) in shapes {
         for (&input, file) in graph.inputs().iter().zip(&reference.inputs) {
@@ -624,15 +627,12 @@ fn model_corpus_matches_onnxruntime_as_listed() {
                     symbolic.insert(model.clone());
                 }
                 match outcome.range {
-                    Some(Ok(())) => {
+                    Ok(()) => {
                         ranged.insert(model.clone());
                     }
-                    Some(Err(e)) => {
+                    Err(e) => {
                         println!("model-corpus: {model}: {e}");
                         range_failures.insert(model.clone(), e);
-                    }
-                    None => {
-                        range_failures.insert(model.clone(), "not symbolic: no range artifact".to_string());
                     }
                 }
             }
