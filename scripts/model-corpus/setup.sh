@@ -47,7 +47,8 @@ packaged="$cache/packaged"
 corpus="$cache/corpus"
 stamp="$cache/.installed"
 
-want="$(cat "$here/setup.sh" "$here/requirements.txt" "$here/generate.py" "$repo_root/scripts/lib/venv.sh" | sha256sum | cut -d' ' -f1)"
+# generate.py draws the text detector's pages with scripts/real-models/reference.py.
+want="$(cat "$here/setup.sh" "$here/requirements.txt" "$here/generate.py" "$repo_root/scripts/real-models/reference.py" "$repo_root/scripts/lib/venv.sh" | sha256sum | cut -d' ' -f1)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/python" && -f "$corpus/corpus.json" ]]; then
     echo "model-corpus: present in $cache"
     exit 0
