@@ -514,9 +514,9 @@ fn conv_transpose_sizes_never_overflow() {
     assert!(import_proto(&short, None, &ImportOptions::default()).is_ok());
 }
 
-/// Shape arithmetic on a symbolic dimension that overflows i64 (`Shape(x) * 2^62 * 2^62`, `Shape(x)
-/// + (2^63 - 1) + (2^63 - 1)`) is an import error naming the node and the expression, not a
-/// wrapped size.
+/// Shape arithmetic on a symbolic dimension that overflows i64 (`Shape(x) * 2^62 * 2^62`, and
+/// `Shape(x) + (2^63 - 1) + (2^63 - 1)`) is an import error naming the node and the expression,
+/// not a wrapped size.
 #[test]
 fn overflowing_symbolic_shape_arithmetic_is_a_located_error() {
     for (op, big, expected) in [
