@@ -167,3 +167,48 @@ fn bad_range_specs_and_targets_without_ranges_are_refused() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("a range artifact runs on the CPU only"), "{}", out.stderr);
 }
+
+/// A model whose shape arithmetic holds at one size only (`tests/fixtures/range-pin/`: x [batch,
+/// width] reshaped to [batch, 4]) gets no range artifact while `width` ranges, since it imports
+/// only with width bound; with the one-size range `width=4..4` the compile binds it at import,
+/// says so, and the artifact runs at every batch in range (tanh of the input, checked by value)
+/// and refuses another width naming the declared type.
+#[test]
+fn a_one_size_range_is_bound_at_import_where_the_symbolic_import_fails() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tmp.path();
+    let model = crate::support::repo_root().join("tests/fixtures/range-pin/width-must-be-4.onnx");
+    let model = model.to_string_lossy().into_owned();
+    let free = tessera(cwd, &["compile", &model, "--dim", "batch=1..3", "--dim", "width=4..8", "-o", "free"]);
+    assert_eq!(free.code, 1, "{}", free.stderr);
+    assert!(
+        free.stderr.contains("a range artifact needs the model to import with symbolic dimensions")
+            && free.stderr.contains("element counts differ (batch * width vs 4 * batch)"),
+        "{}",
+        free.stderr
+    );
+    let pinned = tessera(cwd, &["compile", &model, "--dim", "batch=1..3", "--dim", "width=4..4", "-o", "art"]);
+    assert_eq!(pinned.code, 0, "{}", pinned.stderr);
+    assert!(pinned.stderr.contains("note: imported with width=4 bound"), "{}", pinned.stderr);
+    assert!(pinned.stdout.contains("a range artifact for batch=1..3"), "{}", pinned.stdout);
+    for batch in [1, 3] {
+        let x = tensor(&[batch, 4], 0.2);
+        write_npy(&cwd.join("x.npy"), &x).expect("write input");
+        let out = format!("out{batch}");
+        let ran = run(cwd, "art", &["--input".to_string(), "x=x.npy".to_string()], &out);
+        assert_eq!(ran.code, 0, "batch {batch}: {}", ran.stderr);
+        let y = read_npy(&cwd.join(&out).join("y.npy")).expect("read output");
+        let expected: Vec<f64> = x.to_f64_vec().iter().map(|v| v.tanh()).collect();
+        assert_close(&y, &Tensor::from_f64(DType::F32, vec![batch, 4], expected), &format!("batch {batch}"));
+    }
+    write_npy(&cwd.join("x5.npy"), &tensor(&[2, 5], 0.2)).expect("write input");
+    let wrong = run(cwd, "art", &["--input".to_string(), "x=x5.npy".to_string()], "out5");
+    assert_eq!(wrong.code, 1, "{}", wrong.stderr);
+    assert!(
+        wrong
+            .stderr
+            .contains(r#"input 'x' is declared tensor<?x4xf32, ["batch"]> but the tensor given has shape [2, 5]"#),
+        "{}",
+        wrong.stderr
+    );
+}
