@@ -10,7 +10,8 @@
 //! (`gemm_efficiency`, `memory_efficiency`, per link `efficiency`) and a per-kernel overhead:
 //! one set of these numbers for all models, which `tests/e2e/calibration.rs` checks against
 //! published Megatron iteration times. Only the A100 numbers are calibrated; the H100 and H200
-//! presets use the same fractions.
+//! presets use the same fractions, and carry the share of them that kernels written for the
+//! A100 reach (`prior_generation_kernel_fraction`, a published microbenchmark).
 //!
 //! ```
 //! use tessera_ir::hardware::{preset, DeviceSpec};

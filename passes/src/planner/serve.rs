@@ -9,7 +9,11 @@
 //! block's kernel time, its tensor-parallel collectives (each with
 //! [`SERVING_SYNC_CYCLES_PER_ROUND`] of rank synchronization at the device's SM clock, the
 //! floor the SplitwiseSim profiles show: see `BENCHMARKS.md`) and the `pp - 1` activation
-//! sends.
+//! sends. Kernels are priced as the device's own (a Hopper-native engine on an H100); an engine
+//! whose kernels were written for the previous generation is priced on
+//! [`tessera_ir::hardware::DeviceSpec::running_prior_generation_kernels`], as the tests price the
+//! SplitwiseSim profiles (`BENCHMARKS.md`). [`PhasePricer::prefill_parts`] splits a prefill by
+//! cause.
 //!
 //! Colocated. Each replica (`tp * pp` GPUs) runs continuous batching: a decode step for the
 //! running batch, with the prompts of newly admitted requests prefilled in between. A request
