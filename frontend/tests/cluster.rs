@@ -58,6 +58,13 @@ fn json_files_round_trip() {
         parse(text).expect_err("bad number").to_string(),
         format!("{text}: cluster 'lab': intra_node.efficiency: 1.5 must be in (0, 1]")
     );
+    let mut broken = spec.clone();
+    broken.device.prior_generation_kernel_fraction = 0.0;
+    std::fs::write(&path, serde_json::to_string(&broken).expect("serialize")).expect("write");
+    assert_eq!(
+        parse(text).expect_err("bad fraction").to_string(),
+        format!("{text}: cluster 'lab': device.prior_generation_kernel_fraction: 0 must be in (0, 1]")
+    );
 }
 
 /// A finite but absurd number made the planner print "inf GB"; every field has an upper bound.

@@ -10,7 +10,8 @@
 //! (`gemm_efficiency`, `memory_efficiency`, per link `efficiency`) and a per-kernel overhead:
 //! one set of these numbers for all models, which `tests/e2e/calibration.rs` checks against
 //! published Megatron iteration times. Only the A100 numbers are calibrated; the H100 and H200
-//! presets use the same fractions.
+//! presets use the same fractions, and carry the share of them that kernels written for the
+//! A100 reach (`prior_generation_kernel_fraction`, a published microbenchmark).
 //!
 //! ```
 //! use tessera_ir::hardware::{preset, DeviceSpec};
@@ -58,6 +59,14 @@ pub struct DeviceSpec {
     /// A matmul dimension of this size runs at half the efficiency of a large one (tiles and
     /// waves only partly filled); smaller matmuls are slower per FLOP.
     pub gemm_half_dim: f64,
+    /// The fraction of `gemm_efficiency` that tensor-core kernels written for the previous
+    /// GPU generation reach on this device: 1 where that generation's instructions are this
+    /// device's own (A100), less where the device's full rate needs instructions the older
+    /// kernels do not issue (Hopper's asynchronous `wgmma` and TMA). Planning prices the
+    /// device's own kernels; [`DeviceSpec::running_prior_generation_kernels`] prices an engine
+    /// built for the previous generation (the SplitwiseSim profiles' engine, `BENCHMARKS.md`).
+    #[serde(default = "native_kernel_fraction", skip_serializing_if = "is_native_kernel_fraction")]
+    pub prior_generation_kernel_fraction: f64,
     /// Fraction of HBM bandwidth that streaming (memory-bound) kernels reach.
     pub memory_efficiency: f64,
     /// Launch and tail time every kernel pays, microseconds.
@@ -100,6 +109,14 @@ pub struct PowerModel {
     pub dynamic_power_exponent: f64,
     /// Dynamic power of memory-bound kernels as a fraction of compute-bound ones.
     pub memory_bound_load: f64,
+}
+
+fn native_kernel_fraction() -> f64 {
+    1.0
+}
+
+fn is_native_kernel_fraction(fraction: &f64) -> bool {
+    *fraction == 1.0
 }
 
 impl Default for PowerModel {
@@ -220,6 +237,18 @@ impl DeviceSpec {
         found.unwrap_or_else(|| self.vector_flops())
     }
 
+    /// The same device running an engine whose tensor-core kernels were written for the
+    /// previous GPU generation: its matmuls reach [`DeviceSpec::prior_generation_kernel_fraction`]
+    /// of the efficiency of the device's own kernels; memory-bound kernels, links and clocks
+    /// are unchanged.
+    pub fn running_prior_generation_kernels(&self) -> DeviceSpec {
+        DeviceSpec {
+            gemm_efficiency: self.gemm_efficiency * self.prior_generation_kernel_fraction,
+            prior_generation_kernel_fraction: 1.0,
+            ..self.clone()
+        }
+    }
+
     /// Non-tensor-core f32 arithmetic (normalizations, softmax), FLOP/s: the fp32 entry, else
     /// 1/16 of the largest peak (A100: 19.5 against 312).
     pub fn vector_flops(&self) -> f64 {
@@ -284,6 +313,15 @@ pub fn preset(name: &str) -> Option<ClusterSpec> {
     Some(ClusterSpec { name: name.to_string(), device, gpus_per_node: 8, nodes: 1, gpus: 8, intra_node, inter_node })
 }
 
+/// [`DeviceSpec::prior_generation_kernel_fraction`] of the Hopper presets: Ampere's synchronous
+/// `mma.sync` tensor-core instruction, which kernels written for the A100 issue, "can only
+/// reach about 2/3 the peak throughput of Hopper Tensor Cores" without Hopper's `wgmma`
+/// (Shah et al., "FlashAttention-3: Fast and Accurate Attention with Asynchrony and
+/// Low-precision", PyTorch blog, July 2024, note 1, citing Luo et al., "Benchmarking and
+/// Dissecting the Nvidia Hopper GPU Architecture", arXiv:2402.13499). A published
+/// microbenchmark, fitted on none of our data.
+pub const HOPPER_PRIOR_GENERATION_KERNEL_FRACTION: f64 = 2.0 / 3.0;
+
 // The fractions of peak below are ours, not datasheet numbers: calibrated on A100 against the
 // Megatron iteration times (tests/e2e/calibration.rs) and reused for the newer devices.
 // Idle power is taken as 20% of TDP.
@@ -307,6 +345,7 @@ impl DeviceSpec {
             idle_w: 80.0,
             gemm_efficiency: 0.8,
             gemm_half_dim: 64.0,
+            prior_generation_kernel_fraction: 1.0,
             memory_efficiency: 0.8,
             kernel_overhead_us: 5.0,
             reserved_gb: 2.0,
@@ -333,6 +372,7 @@ impl DeviceSpec {
             idle_w: 140.0,
             gemm_efficiency: 0.8,
             gemm_half_dim: 64.0,
+            prior_generation_kernel_fraction: HOPPER_PRIOR_GENERATION_KERNEL_FRACTION,
             memory_efficiency: 0.8,
             kernel_overhead_us: 5.0,
             reserved_gb: 2.0,

@@ -56,3 +56,25 @@ fn peaks_serialize_as_a_map_of_present_entries() {
     let err = serde_json::from_str::<PeakTflops>(r#"{"int4": 1}"#).expect_err("unknown type").to_string();
     assert!(err.contains("unknown field `int4`"), "{err}");
 }
+
+#[test]
+fn prior_generation_kernels_slow_only_hopper_matmuls() {
+    // The A100 runs its own generation's kernels: nothing changes.
+    let a100 = DeviceSpec::a100_80g_sxm();
+    assert_eq!(a100.running_prior_generation_kernels(), a100);
+    // On the H100, Ampere's mma.sync reaches 2/3 of the tensor rate; the rest is unchanged, and
+    // applying it twice changes nothing more.
+    let h100 = DeviceSpec::h100_80g_sxm();
+    let legacy = h100.running_prior_generation_kernels();
+    assert_eq!(legacy.gemm_efficiency, 0.8 * (2.0 / 3.0));
+    assert_eq!((legacy.memory_efficiency, legacy.hbm_gbps), (0.8, 3350.0));
+    assert_eq!(legacy.peak_tflops, h100.peak_tflops);
+    assert_eq!(legacy.running_prior_generation_kernels(), legacy);
+    // The field is left out of a native device's JSON and read back as 1 when absent.
+    let json = serde_json::to_value(&a100).expect("serialize");
+    assert!(json.get("prior_generation_kernel_fraction").is_none(), "{json}");
+    let back: DeviceSpec = serde_json::from_value(json).expect("deserialize");
+    assert_eq!(back.prior_generation_kernel_fraction, 1.0);
+    let json = serde_json::to_value(&h100).expect("serialize");
+    assert_eq!(json["prior_generation_kernel_fraction"], 2.0 / 3.0);
+}

@@ -14,12 +14,13 @@ use tessera_passes::cost::workload::ProfileCache;
 
 const TOLERANCE: f64 = 0.15;
 
-/// The held-out bounds: what the cost model reaches today (mean |error| 20.1%, max 27.0%, all
-/// rows predicted too fast: BENCHMARKS.md, "Held-out training runs") with a few points of
-/// slack, so that a change that makes it worse fails. The issue's aim (5% mean, 10% max) is not
-/// met; BENCHMARKS.md says why.
-const HELD_OUT_MEAN: f64 = 0.23;
-const HELD_OUT_MAX: f64 = 0.30;
+/// The held-out bounds: what the cost model reaches today (mean |error| 10.6%, max 24.5%, since
+/// the runs on Megatron-DeepSpeed are priced with DeepSpeed's lockstep pipeline schedule, which
+/// they ran; 20.1% and 27.0% with Megatron's 1F1B for all: BENCHMARKS.md, "Held-out training
+/// runs") with a few points of slack, so that a change that makes it worse fails. The issue's
+/// aim (5% mean, 10% max) is not met; BENCHMARKS.md says why.
+const HELD_OUT_MEAN: f64 = 0.13;
+const HELD_OUT_MAX: f64 = 0.27;
 
 /// (model, column, predicted, measured) for every row and column.
 pub fn predictions() -> Vec<(String, &'static str, f64, f64)> {
@@ -134,7 +135,11 @@ pub fn held_out_predictions() -> Vec<HeldOut> {
             interleave: int(row, "interleave"),
             recompute,
             zero: int(row, "zero") as u8,
-            schedule: Schedule::OneFOneB,
+            schedule: match row["schedule"].as_str().expect("schedule") {
+                "1f1b" => Schedule::OneFOneB,
+                "deepspeed" => Schedule::DeepSpeed,
+                other => panic!("{name}: schedule {other}"),
+            },
         };
         let job = Job { mode: Mode::Train, global_batch: int(row, "global_batch"), seq: int(row, "seq") };
         let mut cache = ProfileCache::new(&workload, &c.device);

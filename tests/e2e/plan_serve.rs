@@ -19,6 +19,17 @@ fn spec(model: &str) -> &'static str {
     }
 }
 
+/// The cluster a SplitwiseSim row ran on, with the profiled engine's kernels: written for the
+/// A100 (synchronous `mma.sync` tensor-core code, no Hopper `wgmma`/TMA), so on the H100 they
+/// reach `prior_generation_kernel_fraction` of a Hopper-native kernel's efficiency (see
+/// `tessera_ir::hardware::HOPPER_PRIOR_GENERATION_KERNEL_FRACTION`); on the A100 that is the
+/// device's own generation and nothing changes.
+fn splitwise_cluster(preset: &str, tp: u64) -> tessera_ir::hardware::ClusterSpec {
+    let mut c = cluster(&format!("{preset}:gpus={tp}"));
+    c.device = c.device.running_prior_generation_kernels();
+    c
+}
+
 /// One phase measurement and its prediction.
 pub struct PhaseRow {
     pub label: String,
@@ -40,7 +51,7 @@ pub fn phase_predictions() -> Vec<PhaseRow> {
         let preset = if gpu.starts_with("a100") { "a100-80g-sxm" } else { "h100-80g-sxm" };
         let (tp, batch, prompt) = (int("tp"), int("batch"), int("prompt_tokens"));
         let workload = zoo(spec(model));
-        let c = cluster(&format!("{preset}:gpus={tp}"));
+        let c = splitwise_cluster(preset, tp);
         let mut cache = ProfileCache::new(&workload, &c.device);
         let mut pricer = PhasePricer::new(&mut cache, &c);
         let prefill = pricer.prefill(batch, prompt, tp, 1).expect("prefill");
@@ -99,17 +110,80 @@ fn phase_latencies_match_the_splitwise_profiles() {
                 100.0 * max,
                 errors.len()
             );
-            // Where the model stands today (BENCHMARKS.md), so that it cannot get worse
-            // unnoticed: decode within 10% on the calibration rows and 12% held out (9.1% since
-            // the synchronization rounds take SM cycles rather than a fixed time); prefill within
-            // 25% (large prefill batches are the worst: the profiles slow down per token beyond
-            // batch 8, the roofline does not).
+            // Where the model stands today (BENCHMARKS.md) plus a few points, so that it cannot
+            // get worse unnoticed: decode within 10% on the calibration rows and 12% held out
+            // (9.1% since the synchronization rounds take SM cycles rather than a fixed time);
+            // prefill held out within 15% (12.2% since the profiled engine's A100 kernels are
+            // priced at the 2/3 of the H100's tensor rate that `mma.sync` reaches; 21.6%
+            // before), calibration within 25% (20.5%: large prefill batches are the worst, the
+            // profiles slow down per token beyond batch 8, the roofline does not).
             let bound = match (calibration, phase) {
                 (true, "decode") => 0.10,
                 (false, "decode") => 0.12,
+                (false, "prefill") => 0.15,
                 _ => 0.25,
             };
             assert!(mean <= bound, "{set} {phase}: mean |error| {mean}");
+        }
+    }
+}
+
+/// Streaming multiprocessors of the two profiled devices (A100 and H100 SXM whitepapers), for
+/// the tile-and-wave count of each prefill matmul printed below.
+fn sm_count(gpu: &str) -> f64 {
+    if gpu.starts_with("a100") {
+        108.0
+    } else {
+        132.0
+    }
+}
+
+/// The prefill of every profiled row split by cause (`PhasePricer::prefill_parts`), and each
+/// layer matmul's modelled share of peak beside the share of the last wave that 128x128 output
+/// tiles fill: the decomposition `BENCHMARKS.md` quotes. The parts must add up to the priced
+/// prefill.
+#[test]
+fn prefill_parts_add_up_to_the_priced_prefill() {
+    let data: Value = serde_json::from_str(include_str!("../fixtures/splitwise_phases.json")).expect("splitwise json");
+    for row in data["rows"].as_array().expect("rows") {
+        let int = |k: &str| row[k].as_u64().unwrap_or_else(|| panic!("{k} in {row}"));
+        let (model, gpu) = (row["model"].as_str().expect("model"), row["gpu"].as_str().expect("gpu"));
+        let preset = if gpu.starts_with("a100") { "a100-80g-sxm" } else { "h100-80g-sxm" };
+        let (tp, batch, prompt) = (int("tp"), int("batch"), int("prompt_tokens"));
+        let workload = zoo(spec(model));
+        let c = splitwise_cluster(preset, tp);
+        let mut cache = ProfileCache::new(&workload, &c.device);
+        let mut pricer = PhasePricer::new(&mut cache, &c);
+        let total = pricer.prefill(batch, prompt, tp, 1).expect("prefill");
+        let parts = pricer.prefill_parts(batch, prompt, tp, 1).expect("parts");
+        assert!((parts.total() - total).abs() <= 1e-9 * total, "{parts:?} against {total}");
+        let measured = row["prefill_ms"].as_f64().expect("prefill_ms");
+        println!(
+            "{model} {gpu} tp={tp} batch={batch} prompt={prompt}: measured {measured:.1} ms, predicted {:.1} ms = \
+             matmul {:.1} + attention {:.1} + other {:.1} (launch {:.1} of these) + tp all-reduce {:.1} + sync {:.1}",
+            1e3 * total,
+            1e3 * parts.matmul_s,
+            1e3 * parts.attention_s,
+            1e3 * parts.other_kernels_s,
+            1e3 * parts.launch_s,
+            1e3 * parts.tp_collective_s,
+            1e3 * parts.sync_s
+        );
+        let shape = tessera_ir::workload::BlockShape { batch, seq: prompt, tp, ep: 1, training: false, kv_cache: 0 };
+        let kind = tessera_passes::cost::workload::Workload::layer_runs(&workload)[0].0;
+        let layer = cache.get(tessera_passes::cost::workload::BlockKind::Layer(kind), &shape).expect("layer");
+        for k in layer.kernels.iter().filter(|k| k.matmul_dims.is_some()) {
+            let (m, n, kk, products) = k.matmul_dims.expect("matmul");
+            let tiles = products * (m / 128.0).ceil() * (n / 128.0).ceil();
+            let waves = (tiles / sm_count(gpu)).ceil();
+            let peak = c.device.peak_flops(tessera_ir::dtype::DType::F16);
+            println!(
+                "    {:<14} m={m:<6} n={n:<6} k={kk:<6} x{products:<4} {:>7.3} ms  {:>4.1}% of peak  {tiles} tiles in {waves} waves ({:.0}% filled)",
+                k.name,
+                1e3 * k.time_s,
+                100.0 * k.flops / k.time_s / peak,
+                100.0 * tiles / (waves * sm_count(gpu))
+            );
         }
     }
 }

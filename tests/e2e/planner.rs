@@ -223,3 +223,31 @@ fn a_static_batch_is_the_micro_batch() {
     let err = plan(&w, &c, &odd, &mut |_, _| {}).expect_err("3 sequences in runs of 2").to_string();
     assert!(err.contains("static (2 per micro-batch)"), "{err}");
 }
+
+/// `schedule=deepspeed` prices DeepSpeed's lockstep pipeline engine: with the same fixed
+/// configuration the step is the 1F1B step plus, per micro-batch, the difference between a
+/// stage's backward half and its forward half (equal stages), and the gradient reduction
+/// overlaps nothing; it cannot be interleaved.
+#[test]
+fn deepspeed_schedule_pays_its_lockstep_steps() {
+    let base = "tp=8,pp=4,dp=2,micro_batch=1,interleave=1,recompute=full,sp=off,zero=1";
+    let job = train(64, 2048);
+    let of = |schedule: &str| {
+        run("gpt-22b", "a100-80g-sxm:gpus=64", job, &format!("{base},schedule={schedule}"))
+            .unwrap_or_else(|e| panic!("{schedule}: {e}"))
+    };
+    let (megatron, deepspeed) = (of("1f1b"), of("deepspeed"));
+    assert_eq!(deepspeed.parallelism.schedule, Schedule::DeepSpeed);
+    let (m, t) = (megatron.estimate.micro_batches as f64, &megatron.estimate.time);
+    // Per micro-batch on the slowest stage: forward f, backward 2f, full recomputation f.
+    let per_micro_batch = (t.compute_s + t.recompute_s + t.tp_comm_s + t.pp_comm_s) / m;
+    let forward_half = per_micro_batch * (t.compute_s / 3.0) / (t.compute_s + t.recompute_s);
+    let extra = m * (per_micro_batch - 2.0 * forward_half);
+    let pipeline_gap = deepspeed.estimate.pipeline_time_s - megatron.estimate.pipeline_time_s;
+    assert!((pipeline_gap - extra).abs() <= 0.02 * extra, "{pipeline_gap} s against {extra} s");
+    assert!(deepspeed.estimate.time.dp_comm_exposed_s >= megatron.estimate.time.dp_comm_exposed_s);
+    let err = run("gpt-22b", "a100-80g-sxm:gpus=64", job, "pp=4,interleave=2,schedule=deepspeed")
+        .expect_err("interleaved deepspeed")
+        .to_string();
+    assert!(err.starts_with("--fix interleave: "), "{err}");
+}

@@ -152,6 +152,7 @@ pub fn validate(c: &ClusterSpec) -> Result<(), ClusterError> {
     }
     let fractions = [
         ("device.gemm_efficiency", d.gemm_efficiency),
+        ("device.prior_generation_kernel_fraction", d.prior_generation_kernel_fraction),
         ("device.memory_efficiency", d.memory_efficiency),
         ("intra_node.efficiency", c.intra_node.efficiency),
         ("inter_node.efficiency", c.inter_node.efficiency),

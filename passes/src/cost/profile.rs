@@ -139,6 +139,9 @@ pub struct Kernel {
     pub time_s: f64,
     /// Whether the roofline's compute side bound it.
     pub compute_bound: bool,
+    /// A matmul's `(m, n, k, batch)` (batch: independent products of one batched matmul);
+    /// `None` for every other kernel.
+    pub matmul_dims: Option<(f64, f64, f64, f64)>,
 }
 
 /// A block's costs on one device, per micro-batch.
@@ -557,9 +560,11 @@ fn price_groups(block: &BlockGraph, device: &DeviceSpec, facts: &BlockFacts, gro
         let sum = |vs: &[ValueId]| vs.iter().map(|v| s.bytes[v.index()]).sum::<f64>();
         let sum_read = |vs: &[ValueId]| vs.iter().map(|&v| read_bytes(g, s, v)).sum::<f64>();
         let head = nodes[root].1;
+        let mut matmul_dims = None;
         let (bytes, compute_s) = match (classes[root], &head.op) {
             (Class::Gemm, op) => {
-                let (m, n, k, _) = gemm_dims(op, &head.inputs, &head.outputs, s);
+                let (m, n, k, batch) = gemm_dims(op, &head.inputs, &head.outputs, s);
+                matmul_dims = Some((m, n, k, batch));
                 let dtype = g.value(head.inputs[0]).ty.dtype;
                 let eff = gemm_efficiency(device, m, n, k);
                 // A matmul too thin for tensor-core tiles (decoding) still runs at the vector rate.
@@ -590,6 +595,7 @@ fn price_groups(block: &BlockGraph, device: &DeviceSpec, facts: &BlockFacts, gro
             bytes,
             time_s,
             compute_bound: compute_s >= memory_s,
+            matmul_dims,
         });
     }
 

@@ -18,7 +18,10 @@
 //! the pipeline takes `m * t_max + (sum of stage times - t_max) / v`: the slowest stage runs
 //! every micro-batch and the others fill and drain around it, which for equal stages is the
 //! familiar `(m + (p - 1) / v) * t` with bubble fraction `(p - 1) / (v m + p - 1)`. GPipe and
-//! 1F1B take the same time and differ in memory.
+//! 1F1B take the same time and differ in memory. DeepSpeed's pipeline engine
+//! ([`Schedule::DeepSpeed`]) runs its stages in lockstep, one forward or one backward per step:
+//! `2 m * h_max + (sum of stage times - t_max)` with `h_max` the longest half (forward, or
+//! backward with its recomputation) of any stage, and its gradient reduction overlaps nothing.
 //!
 //! After the pipeline: the gradient reduction over data-parallel ranks overlaps the last
 //! backward pass of the stage (exposed only beyond it), ZeRO-1/2 all-gather updated weights
@@ -83,6 +86,13 @@ pub enum Schedule {
     /// One-forward-one-backward; interleaved when `interleave > 1`.
     #[serde(rename = "1f1b")]
     OneFOneB,
+    /// DeepSpeed's pipeline engine (`deepspeed/runtime/pipe/schedule.py`, `TrainSchedule`):
+    /// `2 (m + p - 1)` steps, each one forward or one backward per stage, with blocking sends
+    /// and receives paired between neighbours at every step, so the stages advance in lockstep
+    /// and a steady-state step lasts the slowest half of a micro-batch (a backward); the
+    /// gradient reduction and the optimizer run after the last step. Not interleaved.
+    #[serde(rename = "deepspeed")]
+    DeepSpeed,
 }
 
 impl Schedule {
@@ -90,6 +100,7 @@ impl Schedule {
         match self {
             Schedule::GPipe => "gpipe",
             Schedule::OneFOneB => "1f1b",
+            Schedule::DeepSpeed => "deepspeed",
         }
     }
 }
@@ -308,7 +319,20 @@ pub fn estimate(
     let sum: f64 = costs.iter().map(|c| c.time).sum();
     let (p, v, m) = (setting.p, setting.v, setting.m);
     let mf = m as f64;
-    let pipeline = if train {
+    let pipeline = if train && par.schedule == Schedule::DeepSpeed {
+        // Lockstep: every steady-state step lasts the longest forward or backward half of any
+        // stage, two steps per micro-batch; the fill and drain as 1F1B's. A stage's
+        // collectives and sends split between its halves as its compute does.
+        let half = costs
+            .iter()
+            .map(|c| {
+                let compute = c.fwd + c.bwd + c.recompute;
+                let forward = if compute > 0.0 { c.time * c.fwd / compute } else { 0.0 };
+                forward.max(c.time - forward)
+            })
+            .fold(0.0, f64::max);
+        2.0 * mf * half + (sum - t_max)
+    } else if train {
         mf * t_max + (sum - t_max) / v as f64
     } else {
         // Decoding: each micro-batch passes every stage before its next token.
@@ -709,7 +733,8 @@ fn after_pipeline(setting: &Setting, costs: &[StageCost], critical: usize) -> Af
                     } else {
                         collective(cluster, CollectiveKind::ReduceScatter, params * GRAD_BYTES, group)
                     };
-                    let last_backward = c.bwd + c.recompute;
+                    // DeepSpeed's engine reduces after its last step (`ReduceGrads`), overlapping nothing.
+                    let last_backward = if par.schedule == Schedule::DeepSpeed { 0.0 } else { c.bwd + c.recompute };
                     exposed += (grads.time_s - last_backward).max(0.0);
                     after.comm[i].add(&grads, 1.0);
                 }
@@ -761,6 +786,8 @@ fn peak_memory(setting: &Setting, costs: &[StageCost]) -> Memory {
             let in_flight = match par.schedule {
                 Schedule::GPipe => mf,
                 Schedule::OneFOneB if v == 1 => (p - s as u64).min(m) as f64,
+                // `TrainSchedule::num_pipe_buffers`: one more than 1F1B's, at least two.
+                Schedule::DeepSpeed => (p - s as u64 + 1).min(m).max(2) as f64,
                 Schedule::OneFOneB => {
                     let warmup_chunks = (p - s as u64 - 1) * 2 + (v - 1) * p + 1;
                     warmup_chunks.min(m * v) as f64 / v as f64

@@ -1,5 +1,5 @@
 //! `--fix` knobs: `tp=8,pp=8,dp=..,ep=..,micro_batch=..,interleave=..,recompute=full|selective|none,
-//! sp=on|off,zero=0..3,schedule=1f1b|gpipe`. Whatever is fixed, the search does not vary.
+//! sp=on|off,zero=0..3,schedule=1f1b|gpipe|deepspeed`. Whatever is fixed, the search does not vary.
 
 use crate::cost::step::{Recompute, Schedule};
 use crate::planner::PlanError;
@@ -72,7 +72,8 @@ impl Fixed {
                     let s = match value {
                         "1f1b" => Schedule::OneFOneB,
                         "gpipe" => Schedule::GPipe,
-                        _ => return Err(bad(key, format!("'{value}' is not 1f1b or gpipe"))),
+                        "deepspeed" => Schedule::DeepSpeed,
+                        _ => return Err(bad(key, format!("'{value}' is not 1f1b, gpipe or deepspeed"))),
                     };
                     fixed.schedule.replace(s).is_some()
                 }

@@ -329,7 +329,7 @@ fn check_fixed(workload: &dyn Workload, cluster: &ClusterSpec, job: &Job, f: &Fi
                     ));
                 }
             }
-            if f.schedule == Some(Schedule::GPipe) {
+            if matches!(f.schedule, Some(Schedule::GPipe | Schedule::DeepSpeed)) {
                 return Err(bad("interleave", "interleaving needs the 1f1b schedule".into()));
             }
         }
@@ -421,10 +421,11 @@ fn candidates(
                     let zeros: &[u8] = if train && dp > 1 { &[0, 1, 2, 3] } else { &[0] };
                     let schedules: &[Schedule] = match f.schedule {
                         Some(Schedule::GPipe) => &[Schedule::GPipe],
+                        Some(Schedule::DeepSpeed) => &[Schedule::DeepSpeed],
                         _ => &[Schedule::OneFOneB],
                     };
                     for v in vs.into_iter().filter(|v| allowed(f.interleave, v)) {
-                        if v > 1 && schedules == [Schedule::GPipe] {
+                        if v > 1 && schedules != [Schedule::OneFOneB] {
                             continue;
                         }
                         for &sp in sps.iter().filter(|sp| allowed(f.sp, *sp)) {

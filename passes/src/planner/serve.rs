@@ -9,7 +9,11 @@
 //! block's kernel time, its tensor-parallel collectives (each with
 //! [`SERVING_SYNC_CYCLES_PER_ROUND`] of rank synchronization at the device's SM clock, the
 //! floor the SplitwiseSim profiles show: see `BENCHMARKS.md`) and the `pp - 1` activation
-//! sends.
+//! sends. Kernels are priced as the device's own (a Hopper-native engine on an H100); an engine
+//! whose kernels were written for the previous generation is priced on
+//! [`tessera_ir::hardware::DeviceSpec::running_prior_generation_kernels`], as the tests price the
+//! SplitwiseSim profiles (`BENCHMARKS.md`). [`PhasePricer::prefill_parts`] splits a prefill by
+//! cause.
 //!
 //! Colocated. Each replica (`tp * pp` GPUs) runs continuous batching: a decode step for the
 //! running batch, with the prompts of newly admitted requests prefilled in between. A request
@@ -25,6 +29,7 @@
 //! Goodput per GPU is the largest request rate every SLO holds at, over the GPUs.
 
 use crate::cost::collective::{collective, CollectiveKind, Group};
+use crate::cost::profile::Region;
 use crate::cost::workload::{BlockKind, ProfileCache, Workload};
 use crate::cost::CostError;
 use crate::planner::divisors;
@@ -146,6 +151,32 @@ pub struct ServePlan {
     pub other_placement: Option<Box<ServePlan>>,
 }
 
+/// One phase's latency by cause, as [`PhasePricer::prefill_parts`] splits it; the parts add
+/// up to [`PhasePricer::prefill`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PhaseParts {
+    /// Matmul kernels outside the attention core (projections, MLP, LM head).
+    pub matmul_s: f64,
+    /// The attention core's kernels (scores, softmax, weighted values).
+    pub attention_s: f64,
+    /// Every other kernel (norms, elementwise, embedding gather).
+    pub other_kernels_s: f64,
+    /// The part of the three above that is per-kernel launch overhead.
+    pub launch_s: f64,
+    /// Tensor-parallel collectives by the alpha-beta model.
+    pub tp_collective_s: f64,
+    /// The synchronization rounds of those collectives.
+    pub sync_s: f64,
+    /// Activation sends between pipeline stages.
+    pub pp_send_s: f64,
+}
+
+impl PhaseParts {
+    pub fn total(&self) -> f64 {
+        self.matmul_s + self.attention_s + self.other_kernels_s + self.tp_collective_s + self.sync_s + self.pp_send_s
+    }
+}
+
 /// Phase prices of one model on one device kind, cached by shape.
 pub struct PhasePricer<'c, 'w> {
     cache: &'c mut ProfileCache<'w>,
@@ -198,6 +229,49 @@ impl<'c, 'w> PhasePricer<'c, 'w> {
             time += (pp - 1) as f64 * send.time_s;
         }
         Ok((time, if kernels > 0.0 { bound / kernels } else { 0.0 }))
+    }
+
+    /// [`PhasePricer::prefill`] split by cause: kernels by kind, collectives, their
+    /// synchronization rounds, pipeline sends.
+    pub fn prefill_parts(&mut self, batch: u64, tokens: u64, tp: u64, pp: u64) -> Result<PhaseParts, CostError> {
+        let shape = BlockShape { batch, seq: tokens, tp, ep: 1, training: false, kv_cache: 0 };
+        let workload = self.cache.workload();
+        let mut blocks: Vec<(BlockKind, f64)> = Vec::new();
+        if workload.has_embedding() {
+            blocks.push((BlockKind::Embedding, 1.0));
+        }
+        blocks.extend(workload.layer_runs().iter().map(|&(k, n)| (BlockKind::Layer(k), n as f64)));
+        if workload.has_head() {
+            blocks.push((BlockKind::Head, 1.0));
+        }
+        let tp_group = Group::new(tp, 1);
+        let round_s = serving_sync_s_per_round(self.cluster.device.power.boost_clock_mhz());
+        let launch_s = self.cluster.device.kernel_overhead_s();
+        let mut parts = PhaseParts::default();
+        let mut stream_bytes: f64 = 0.0;
+        for (kind, n) in blocks {
+            let p = self.cache.get(kind, &shape)?;
+            for k in &p.kernels {
+                match (k.region, k.matmul_dims) {
+                    (Region::AttentionCore, _) => parts.attention_s += n * k.time_s,
+                    (_, Some(_)) => parts.matmul_s += n * k.time_s,
+                    (_, None) => parts.other_kernels_s += n * k.time_s,
+                }
+                parts.launch_s += n * launch_s;
+            }
+            for &(ck, bytes) in &p.tp_comms {
+                parts.tp_collective_s += n * collective(self.cluster, ck, bytes, tp_group).time_s;
+                parts.sync_s += n * round_s * (tp as f64).log2();
+            }
+            if matches!(kind, BlockKind::Layer(_)) {
+                stream_bytes = stream_bytes.max(p.stream_bytes);
+            }
+        }
+        if pp > 1 {
+            let send = collective(self.cluster, CollectiveKind::SendRecv, stream_bytes / tp as f64, Group::new(2, tp));
+            parts.pp_send_s = (pp - 1) as f64 * send.time_s;
+        }
+        Ok(parts)
     }
 
     /// Prefill of `batch` prompts of `tokens` tokens.

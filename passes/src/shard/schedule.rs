@@ -112,7 +112,7 @@ impl PipelineSchedule {
             if stages <= 1 {
                 return Err(format!("interleave={v} needs pipeline parallelism (pp > 1)"));
             }
-            if self.kind == Schedule::GPipe {
+            if self.kind != Schedule::OneFOneB {
                 return Err("interleaving needs the 1f1b schedule".into());
             }
             if micro_batches % stages != 0 {
@@ -144,6 +144,27 @@ impl PipelineSchedule {
                     out.push(unit(Phase::Backward, i, 0));
                 }
                 out.extend((m - warmup..m).map(|k| unit(Phase::Backward, k, 0)));
+                out
+            }
+            (Schedule::DeepSpeed, _) => {
+                // DeepSpeed's `TrainSchedule::_step_to_micro_batch` over its `2 (m + p - 1)`
+                // steps: at an even step even stages run a forward and odd stages a backward, at
+                // an odd step the other way round; steps naming no micro-batch are idle.
+                let (p, s) = (stages as i64, stage as i64);
+                let mut out = Vec::with_capacity(2 * m);
+                for step in 0..2 * (m as i64 + p - 1) {
+                    let forward = step % 2 == s % 2;
+                    let micro_batch = match (step % 2 == 0, forward) {
+                        (true, true) => step / 2 - s / 2,
+                        (false, true) => (step - 1) / 2 - s / 2,
+                        (true, false) => step / 2 - p + (s + 1) / 2,
+                        (false, false) => (step - 1) / 2 - p + 1 + s / 2,
+                    };
+                    if (0..m as i64).contains(&micro_batch) {
+                        let phase = if forward { Phase::Forward } else { Phase::Backward };
+                        out.push(unit(phase, micro_batch as usize, 0));
+                    }
+                }
                 out
             }
             (Schedule::OneFOneB, _) => {
@@ -463,6 +484,22 @@ mod tests {
     }
 
     #[test]
+    fn deepspeed_follows_its_train_schedule() {
+        // DeepSpeed's TrainSchedule with pp=2 and 3 micro-batches: stage 0 runs forwards at even
+        // steps and backwards at odd ones, stage 1 the other way round, in lockstep.
+        let s = PipelineSchedule { kind: Schedule::DeepSpeed, interleave: 1 };
+        assert_eq!(names(&s.units(0, 2, 3)), "F0 F1 B0 F2 B1 B2");
+        assert_eq!(names(&s.units(1, 2, 3)), "F0 B0 F1 B1 F2 B2");
+        assert_eq!(names(&s.units(0, 4, 6)), "F0 F1 F2 F3 B0 F4 B1 F5 B2 B3 B4 B5");
+        let peak = simulate(s, 4, 8).expect("no deadlock");
+        assert_eq!(peak, [4, 3, 2, 1]);
+        assert_eq!(
+            PipelineSchedule { kind: Schedule::DeepSpeed, interleave: 2 }.check(2, 4).unwrap_err(),
+            "interleaving needs the 1f1b schedule"
+        );
+    }
+
+    #[test]
     fn interleaved_follows_megatron() {
         let s = PipelineSchedule { kind: Schedule::OneFOneB, interleave: 2 };
         // pp=2, 4 micro-batches: stage 0 warms up with (pp-1)*2 + (v-1)*pp = 4 forwards.
@@ -554,8 +591,8 @@ mod tests {
     proptest! {
         /// Every schedule runs to completion with buffered sends, whatever pp, v and M.
         #[test]
-        fn schedules_never_deadlock(p in 1usize..6, v in 1usize..4, groups in 1usize..4, gpipe in any::<bool>()) {
-            let kind = if gpipe { Schedule::GPipe } else { Schedule::OneFOneB };
+        fn schedules_never_deadlock(p in 1usize..6, v in 1usize..4, groups in 1usize..4, kind in 0usize..3) {
+            let kind = [Schedule::GPipe, Schedule::OneFOneB, Schedule::DeepSpeed][kind];
             let s = PipelineSchedule { kind, interleave: v };
             let m = groups * p;
             prop_assume!(s.check(p, m).is_ok());
