@@ -201,7 +201,7 @@ const MALFORMED: [(&str, &str); 13] = [
     ),
     (
         "scatter_unsupported_update",
-        "func.func @main(%arg0: tensor<6x4xf32>, %arg1: tensor<2x1xi32>, %arg2: tensor<2x4xf32>) -> tensor<6x4xf32> {\n  %0 = \"stablehlo.scatter\"(%arg0, %arg1, %arg2) <{scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], inserted_window_dims = [0], scatter_dims_to_operand_dims = [0], index_vector_dim = 1>}> ({\n  ^bb0(%a: tensor<f32>, %b: tensor<f32>):\n    %1 = stablehlo.multiply %a, %b : tensor<f32>\n    stablehlo.return %1 : tensor<f32>\n  }) : (tensor<6x4xf32>, tensor<2x1xi32>, tensor<2x4xf32>) -> tensor<6x4xf32>\n  return %0 : tensor<6x4xf32>\n}\n",
+        "func.func @main(%arg0: tensor<6x4xf32>, %arg1: tensor<2x1xi32>, %arg2: tensor<2x4xf32>) -> tensor<6x4xf32> {\n  %0 = \"stablehlo.scatter\"(%arg0, %arg1, %arg2) <{scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], inserted_window_dims = [0], scatter_dims_to_operand_dims = [0], index_vector_dim = 1>}> ({\n  ^bb0(%a: tensor<f32>, %b: tensor<f32>):\n    %1 = stablehlo.subtract %a, %b : tensor<f32>\n    stablehlo.return %1 : tensor<f32>\n  }) : (tensor<6x4xf32>, tensor<2x1xi32>, tensor<2x4xf32>) -> tensor<6x4xf32>\n  return %0 : tensor<6x4xf32>\n}\n",
     ),
 ];
 
@@ -586,4 +586,37 @@ fn an_imported_sharding_over_another_mesh_is_refused_by_shard() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     let message = out.stderr.replace(&model, "MODEL");
     insta::assert_snapshot!(message.trim_end());
+}
+
+/// `x.at[idx].max(v)`, `.min(v)` and `.multiply(v)` as JAX lowers them (scatters whose update
+/// regions are `maximum`, `minimum`, `multiply`; index 1 repeated, so updates combine with each
+/// other too; tests/data/stablehlo/scatter_combine from scripts/stablehlo/
+/// generate_scatter_combine.py) match JAX in the interpreter and compiled CPU, and export back
+/// to XLA with the same outputs.
+#[test]
+fn scatter_max_min_and_multiply_match_jax_interpreted_and_compiled() {
+    let case = sharded_fixture("scatter_combine");
+    let model = case.join("pretty.stablehlo.mlir");
+    let model_arg = model.to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(&model).expect("the scatter fixture");
+    let graph = tessera_frontend::stablehlo::import_text(&text).unwrap_or_else(|e| panic!("{e}"));
+    let reductions: Vec<String> = graph
+        .nodes()
+        .filter_map(|(_, n)| match &n.op {
+            tessera_ir::ops::Op::Scatter { reduction, .. } => Some(reduction.mnemonic().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reductions, ["max", "min", "mul"]);
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let (inputs, _) = run_args(&model, &case);
+    assert_eq!(check_run(work.path(), "scatter_combine interpreter", &model_arg, &inputs, &case), 3);
+    let artifact = work.path().join("artifact").to_string_lossy().into_owned();
+    let compiled = tessera(work.path(), &["compile", &model_arg, "--target", "cpu", "-o", &artifact]);
+    assert_eq!(compiled.code, 0, "tessera compile failed: {}", compiled.stderr);
+    assert_eq!(check_run(work.path(), "scatter_combine compiled", &artifact, &inputs, &case), 3);
+    if jax_venv_present() {
+        let error = round_trip_error(&model_arg, &[]);
+        assert!(error <= TOLERANCE, "XLA differs from tessera by {error:.3e}");
+    }
 }

@@ -708,13 +708,19 @@ impl Writer {
         );
         let scalar = data.shape.scalar().text();
         let (result, a, b, c) = (self.fresh(), self.fresh(), self.fresh(), self.fresh());
-        let combine = match reduction {
-            tessera_ir::ops::indexing::ScatterReduction::Add => format!(
-                "      {c} = \"stablehlo.add\"({a}, {b}) : ({scalar}, {scalar}) -> {scalar}\n      \"stablehlo.return\"({c}) : ({scalar}) -> ()"
+        use tessera_ir::ops::indexing::ScatterReduction;
+        let combiner = match reduction {
+            ScatterReduction::None => None,
+            ScatterReduction::Add => Some("stablehlo.add"),
+            ScatterReduction::Mul => Some("stablehlo.multiply"),
+            ScatterReduction::Max => Some("stablehlo.maximum"),
+            ScatterReduction::Min => Some("stablehlo.minimum"),
+        };
+        let combine = match combiner {
+            Some(op) => format!(
+                "      {c} = \"{op}\"({a}, {b}) : ({scalar}, {scalar}) -> {scalar}\n      \"stablehlo.return\"({c}) : ({scalar}) -> ()"
             ),
-            tessera_ir::ops::indexing::ScatterReduction::None => {
-                format!("      \"stablehlo.return\"({b}) : ({scalar}) -> ()")
-            }
+            None => format!("      \"stablehlo.return\"({b}) : ({scalar}) -> ()"),
         };
         let dims = list(&(0..rank as i64).collect::<Vec<_>>());
         let _ = writeln!(

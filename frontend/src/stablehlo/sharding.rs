@@ -87,9 +87,11 @@ pub fn read_io_shardings(
         }
         if let Some((name, m)) = key {
             match &mesh {
-                Some((first, _)) if *first != name => return Err(format!(
+                Some((first, _)) if *first != name => {
+                    return Err(format!(
                     "{what}: sharded over {name}, another annotation over {first}; tessera reads one mesh per module"
-                )),
+                ))
+                }
                 Some(_) => {}
                 None => mesh = Some((name, m)),
             }

@@ -1459,7 +1459,8 @@ fn free_names(block: &Block, defined: &mut Vec<String>, free: &mut Vec<String>) 
     defined.truncate(mark);
 }
 
-/// The update computation of a `scatter`: `add` of its two arguments, or the update returned.
+/// The update computation of a `scatter`: `add`, `multiply`, `maximum` or `minimum` of its two
+/// arguments, or the update returned.
 fn scatter_reduction(op: &SOp) -> SResult<ScatterReduction> {
     let Some(body) = op.regions.first() else { return err(op.offset, "stablehlo.scatter needs an update region") };
     let (Some((current, _)), Some((update, _))) = (body.args.first(), body.args.get(1)) else {
@@ -1480,16 +1481,27 @@ fn scatter_reduction(op: &SOp) -> SResult<ScatterReduction> {
         {
             let names: Vec<&str> = combine.operands.iter().map(|r| r.name.as_str()).collect();
             let both = names.len() == 2 && names.contains(&current.as_str()) && names.contains(&update.as_str());
-            if combine.name == "stablehlo.add" && both {
-                Ok(ScatterReduction::Add)
-            } else {
-                err(
+            let reduction = match combine.name.as_str() {
+                "stablehlo.add" => Some(ScatterReduction::Add),
+                "stablehlo.multiply" => Some(ScatterReduction::Mul),
+                "stablehlo.maximum" => Some(ScatterReduction::Max),
+                "stablehlo.minimum" => Some(ScatterReduction::Min),
+                _ => None,
+            };
+            match reduction {
+                Some(r) if both => Ok(r),
+                _ => err(
                     combine.offset,
-                    format!("scatter update computation {} is not supported (add or replace)", combine.name),
-                )
+                    format!(
+                        "scatter update computation {} is not supported (add, multiply, maximum, minimum of the two arguments, or replace)",
+                        combine.name
+                    ),
+                ),
             }
         }
-        _ => err(body.offset, "scatter update computation is not supported (add or replace)"),
+        _ => {
+            err(body.offset, "scatter update computation is not supported (add, multiply, maximum, minimum or replace)")
+        }
     }
 }
 
