@@ -7,6 +7,7 @@
 use crate::fusion::FusionTag;
 use crate::ops::collective::Collective;
 use crate::ops::Op;
+use crate::sharding::IoShardings;
 use crate::symbolic::SymbolicError;
 use crate::types::TensorType;
 use serde::{Deserialize, Serialize};
@@ -94,6 +95,8 @@ pub struct Graph {
     outputs: Vec<ValueId>,
     /// Side table: the fusion group of each node (indexed by `NodeId`), set by the `fuse` pass.
     fusion: Vec<Option<FusionTag>>,
+    /// Side table: shardings the graph's inputs and outputs were given (by an importer).
+    io_shardings: Option<IoShardings>,
     /// Every value name, for fresh-name generation; derived from `values`.
     names: HashSet<String>,
     next_temp: u64,
@@ -107,6 +110,7 @@ impl PartialEq for Graph {
             && self.inputs == other.inputs
             && self.outputs == other.outputs
             && self.fusion == other.fusion
+            && self.io_shardings == other.io_shardings
     }
 }
 
@@ -119,6 +123,7 @@ impl Graph {
             inputs: Vec::new(),
             outputs: Vec::new(),
             fusion: Vec::new(),
+            io_shardings: None,
             names: HashSet::new(),
             next_temp: 0,
         }
@@ -137,6 +142,16 @@ impl Graph {
     }
 
     /// Whether a value already has `name`.
+    /// The shardings the inputs and outputs were given, if any ([`IoShardings`]).
+    pub fn io_shardings(&self) -> Option<&IoShardings> {
+        self.io_shardings.as_ref()
+    }
+
+    /// Sets the boundary shardings; the verifier checks them against the inputs and outputs.
+    pub fn set_io_shardings(&mut self, shardings: Option<IoShardings>) {
+        self.io_shardings = shardings;
+    }
+
     pub fn has_name(&self, name: &str) -> bool {
         self.names.contains(name)
     }
@@ -269,6 +284,12 @@ impl Graph {
         let old = std::mem::replace(&mut self.values[v.index()].name, name.to_string());
         self.names.remove(&old);
         self.names.insert(name.to_string());
+        // Input shardings are keyed by name: the renamed input keeps its sharding.
+        if let (Some(io), ValueDef::Input { .. }) = (self.io_shardings.as_mut(), &self.values[v.index()].def) {
+            for (input, _) in io.inputs.iter_mut().filter(|(input, _)| *input == old) {
+                *input = name.to_string();
+            }
+        }
     }
 
     /// Number of uses of each value by nodes and graph outputs, indexed by `ValueId`.
@@ -332,6 +353,7 @@ impl Graph {
         }
         self.outputs = old.outputs.iter().map(|v| remap[v.index()].unwrap_or(*v)).collect();
         self.next_temp = old.next_temp;
+        self.io_shardings = old.io_shardings;
         dropped
     }
 }
@@ -379,6 +401,7 @@ impl Graph {
         }
         self.outputs = old.outputs.iter().map(|v| remap[v.index()]).collect();
         self.next_temp = old.next_temp;
+        self.io_shardings = old.io_shardings;
         true
     }
 
@@ -430,6 +453,7 @@ impl Graph {
         }
         g.outputs = self.outputs.iter().map(|v| remap[v.index()]).collect();
         g.next_temp = self.next_temp;
+        g.io_shardings = self.io_shardings.clone();
         Ok(g)
     }
 }
@@ -588,12 +612,57 @@ struct GraphRepr {
     /// Fusion tags per node; absent when no node has one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     fusion: Vec<Option<FusionTag>>,
+    /// Boundary shardings in their text forms; absent when the graph has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    io_shardings: Option<IoShardingsRepr>,
+}
+
+/// [`IoShardings`] as text: the mesh (`dp=2,tp=4`), shardings (`[{dp}, {}]`) by input name and
+/// by output position.
+#[derive(Serialize, Deserialize)]
+struct IoShardingsRepr {
+    mesh: String,
+    inputs: Vec<(String, String)>,
+    outputs: Vec<(usize, String)>,
+}
+
+impl From<&IoShardings> for IoShardingsRepr {
+    fn from(io: &IoShardings) -> IoShardingsRepr {
+        IoShardingsRepr {
+            mesh: io.mesh.to_string(),
+            inputs: io.inputs.iter().map(|(n, s)| (n.clone(), s.to_string())).collect(),
+            outputs: io.outputs.iter().map(|(i, s)| (*i, s.to_string())).collect(),
+        }
+    }
+}
+
+impl TryFrom<IoShardingsRepr> for IoShardings {
+    type Error = String;
+
+    fn try_from(r: IoShardingsRepr) -> Result<IoShardings, String> {
+        let mesh = crate::sharding::Mesh::parse(&r.mesh).map_err(|e| e.to_string())?;
+        let sharding = |text: &str| crate::sharding::Sharding::parse(text);
+        Ok(IoShardings {
+            mesh,
+            inputs: r.inputs.iter().map(|(n, t)| Ok((n.clone(), sharding(t)?))).collect::<Result<_, String>>()?,
+            outputs: r.outputs.iter().map(|(i, t)| Ok((*i, sharding(t)?))).collect::<Result<_, String>>()?,
+        })
+    }
 }
 
 impl From<Graph> for GraphRepr {
     fn from(g: Graph) -> GraphRepr {
         let fusion = if g.has_fusion_tags() { g.fusion } else { Vec::new() };
-        GraphRepr { name: g.name, values: g.values, nodes: g.nodes, inputs: g.inputs, outputs: g.outputs, fusion }
+        let io_shardings = g.io_shardings.as_ref().map(IoShardingsRepr::from);
+        GraphRepr {
+            name: g.name,
+            values: g.values,
+            nodes: g.nodes,
+            inputs: g.inputs,
+            outputs: g.outputs,
+            fusion,
+            io_shardings,
+        }
     }
 }
 
@@ -653,6 +722,7 @@ impl TryFrom<GraphRepr> for Graph {
             inputs: r.inputs,
             outputs: r.outputs,
             fusion,
+            io_shardings: r.io_shardings.map(IoShardings::try_from).transpose()?,
             names,
             next_temp: 0,
         })

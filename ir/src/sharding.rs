@@ -472,6 +472,29 @@ impl ShardingRule {
     }
 }
 
+/// Shardings a graph's boundary was given, over the one mesh they name: what an importer reads
+/// off a model's arguments and results (StableHLO's `sdy.sharding`/`mhlo.sharding`). A side
+/// table of [`crate::graph::Graph`]; the `shard` pass seeds inputs from it, exporters write it
+/// back. Inputs are keyed by name (passes keep input names), outputs by position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoShardings {
+    pub mesh: Mesh,
+    pub inputs: Vec<(String, Sharding)>,
+    pub outputs: Vec<(usize, Sharding)>,
+}
+
+impl IoShardings {
+    /// The sharding given to input `name`, if any.
+    pub fn input(&self, name: &str) -> Option<&Sharding> {
+        self.inputs.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+    }
+
+    /// The sharding given to output `index`, if any.
+    pub fn output(&self, index: usize) -> Option<&Sharding> {
+        self.outputs.iter().find(|(i, _)| *i == index).map(|(_, s)| s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,6 +79,27 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
             return Err(graph_error(format!("graph output {i}"), format!("refers to undefined value {v}")));
         }
     }
+    if let Some(io) = g.io_shardings() {
+        verify_io_shardings(g, io)?;
+    }
+    Ok(())
+}
+
+/// Boundary shardings name existing inputs and outputs and fit their types over the mesh.
+fn verify_io_shardings(g: &Graph, io: &crate::sharding::IoShardings) -> Result<(), VerifyError> {
+    let graph_error = |subject: String, message: String| VerifyError { node: None, subject, message };
+    for (name, sharding) in &io.inputs {
+        let Some(&v) = g.inputs().iter().find(|&&v| g.value(v).name == *name) else {
+            return Err(graph_error(format!("sharding of input %{name}"), "names no graph input".into()));
+        };
+        sharding.check(&io.mesh, &g.value(v).ty).map_err(|m| graph_error(format!("sharding of input %{name}"), m))?;
+    }
+    for (index, sharding) in &io.outputs {
+        let Some(&v) = g.outputs().get(*index) else {
+            return Err(graph_error(format!("sharding of output {index}"), "names no graph output".into()));
+        };
+        sharding.check(&io.mesh, &g.value(v).ty).map_err(|m| graph_error(format!("sharding of output {index}"), m))?;
+    }
     Ok(())
 }
 

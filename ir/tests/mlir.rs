@@ -11,6 +11,7 @@ use tessera_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use tessera_ir::ops::recurrent::{Cell, Direction, RecurrentKind};
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
+use tessera_ir::sharding::{IoShardings, Mesh, Sharding};
 use tessera_ir::symbolic::DimExpr;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::testing::arb_graph;
@@ -177,7 +178,42 @@ fn hand_built() -> Vec<(&'static str, Graph)> {
         ("symbolic", symbolic()),
         ("recurrent", recurrent()),
         ("symbolic_expressions", symbolic_expressions()),
+        ("sharded_mlp", sharded_mlp()),
     ]
+}
+
+/// The MLP with boundary shardings (what a StableHLO import with `sdy.sharding`s gives): they
+/// print as `tsr.sharding` argument and result attributes and the function's `tsr.mesh`.
+fn sharded_mlp() -> Graph {
+    let mut g = mlp();
+    let sharding = |text: &str| Sharding::parse(text).expect("sharding");
+    g.set_io_shardings(Some(IoShardings {
+        mesh: Mesh::parse("dp=2,tp=4").expect("mesh"),
+        inputs: vec![("x".into(), sharding("[{dp}, {}]")), ("w1".into(), sharding("[{}, {tp}]"))],
+        outputs: vec![(0, sharding("[{dp}, {}]"))],
+    }));
+    g
+}
+
+/// Boundary shardings that do not read or do not fit are located errors.
+#[test]
+fn bad_boundary_shardings_are_located_errors() {
+    let err = |text: &str| parse_verified(text).expect_err(text).to_string();
+    let f = |args: &str, results: &str, attrs: &str| {
+        format!("func.func @f(%x: tensor<4x8xf32>{args}) -> (tensor<4x8xf32>{results}){attrs} {{\n  return %x : tensor<4x8xf32>\n}}\n")
+    };
+    let mesh = r#" attributes {tsr.mesh = "dp=2"}"#;
+    let report = [
+        err(&f(r#" {tsr.sharding = "[{dp}, {}]"}"#, "", "")),
+        err(&f(r#" {tsr.sharding = "[{dp}"}"#, "", mesh)),
+        err(&f("", r#" {tsr.sharding = "[{tp}, {}]"}"#, mesh)),
+        err(&f(r#" {tsr.sharding = "[{dp}]"}"#, "", mesh)),
+        err(&f("", "", r#" attributes {tsr.mesh = "dp=0"}"#)),
+        err(&f("", "", r#" attributes {tsr.grid = "dp=2"}"#)),
+        err(&f("", r#" {tsr.sharding = 3}"#, mesh)),
+    ]
+    .join("\n");
+    insta::assert_snapshot!(report);
 }
 
 // ---- snapshots and round trips of the hand-built graphs ----
@@ -709,7 +745,7 @@ fn malformed_inputs_give_located_errors() {
             "2:8: %s = tsr.softmax: axis 3 is out of range for tensor<4xf32>",
         ),
         ("func.func @f(%x: tensor<4xf32>, %x: tensor<4xf32>) -> () {\n  return\n}\n".to_string(), "1:33: redefinition of value %x"),
-        ("func.func @f(%x: tensor<4xf32> {tsr.weight}) -> () {\n  return\n}\n".to_string(), "1:33: unknown argument attribute 'tsr.weight' (only tsr.param is known)"),
+        ("func.func @f(%x: tensor<4xf32> {tsr.weight}) -> () {\n  return\n}\n".to_string(), "1:33: unknown argument attribute 'tsr.weight' (tsr.param and tsr.sharding are known)"),
         ("func.func @f() -> () {\n  %s = \"tsr.x\n  return\n}\n".to_string(), "2:8: unterminated string"),
         ("func.func @f() -> () {\n  return\n}\nfunc.func @g() -> () {\n  return\n}\n".to_string(), "4:1: expected one func.func, found a second one"),
         ("".to_string(), "1:1: unexpected end of input, expected 'func.func'"),

@@ -378,8 +378,10 @@ pub fn run_pipeline(
         let name = invocation.pass.name;
         let nodes_before = g.num_nodes();
         let start = Instant::now();
+        let io_shardings = g.io_shardings().cloned();
         let stats = (invocation.pass.run)(g, &invocation.options)?;
         let wall = start.elapsed();
+        keep_io_shardings(g, io_shardings);
         if config.verify_each {
             let start = Instant::now();
             tessera_ir::verify::verify(g).map_err(|error| PassError::BrokeIr { pass: name, error })?;
@@ -391,6 +393,22 @@ pub fn run_pipeline(
         }
     }
     Ok(report)
+}
+
+/// Gives a graph back the boundary shardings a pass dropped by rebuilding it (passes build new
+/// graphs and need not know the side table): those of inputs still present by name and of
+/// outputs still present by position, when their types still fit.
+fn keep_io_shardings(g: &mut Graph, before: Option<tessera_ir::sharding::IoShardings>) {
+    let Some(mut io) = before else { return };
+    if g.io_shardings().is_some() {
+        return;
+    }
+    let input_type = |name: &str| g.inputs().iter().map(|&v| g.value(v)).find(|v| v.name == name).map(|v| &v.ty);
+    io.inputs.retain(|(name, s)| input_type(name).is_some_and(|ty| s.check(&io.mesh, ty).is_ok()));
+    io.outputs.retain(|(i, s)| g.outputs().get(*i).is_some_and(|&v| s.check(&io.mesh, &g.value(v).ty).is_ok()));
+    if !io.inputs.is_empty() || !io.outputs.is_empty() {
+        g.set_io_shardings(Some(io));
+    }
 }
 
 impl PipelineReport {

@@ -201,7 +201,7 @@ const MALFORMED: [(&str, &str); 13] = [
     ),
     (
         "scatter_unsupported_update",
-        "func.func @main(%arg0: tensor<6x4xf32>, %arg1: tensor<2x1xi32>, %arg2: tensor<2x4xf32>) -> tensor<6x4xf32> {\n  %0 = \"stablehlo.scatter\"(%arg0, %arg1, %arg2) <{scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], inserted_window_dims = [0], scatter_dims_to_operand_dims = [0], index_vector_dim = 1>}> ({\n  ^bb0(%a: tensor<f32>, %b: tensor<f32>):\n    %1 = stablehlo.multiply %a, %b : tensor<f32>\n    stablehlo.return %1 : tensor<f32>\n  }) : (tensor<6x4xf32>, tensor<2x1xi32>, tensor<2x4xf32>) -> tensor<6x4xf32>\n  return %0 : tensor<6x4xf32>\n}\n",
+        "func.func @main(%arg0: tensor<6x4xf32>, %arg1: tensor<2x1xi32>, %arg2: tensor<2x4xf32>) -> tensor<6x4xf32> {\n  %0 = \"stablehlo.scatter\"(%arg0, %arg1, %arg2) <{scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], inserted_window_dims = [0], scatter_dims_to_operand_dims = [0], index_vector_dim = 1>}> ({\n  ^bb0(%a: tensor<f32>, %b: tensor<f32>):\n    %1 = stablehlo.subtract %a, %b : tensor<f32>\n    stablehlo.return %1 : tensor<f32>\n  }) : (tensor<6x4xf32>, tensor<2x1xi32>, tensor<2x4xf32>) -> tensor<6x4xf32>\n  return %0 : tensor<6x4xf32>\n}\n",
     ),
 ];
 
@@ -448,11 +448,11 @@ fn exporting_an_op_without_counterpart_names_the_node() {
     insta::assert_snapshot!(out.stderr.trim_end());
 }
 
-/// A module JAX lowers under a Shardy mesh (`in_shardings`, `with_sharding_constraint`):
-/// `sdy.mesh`, argument shardings and `sdy.sharding_constraint` are read and dropped (tsr
-/// graphs carry no per-value shardings; `shard` and the planner choose them).
+/// A module JAX lowers under a Shardy mesh (`in_shardings`, `with_sharding_constraint`): the
+/// argument shardings become the graph's boundary shardings over the mesh; the
+/// `sdy.sharding_constraint` between ops is dropped (tsr has no per-value annotation there).
 #[test]
-fn a_shardy_annotated_module_imports_without_its_shardings() {
+fn a_shardy_annotated_module_keeps_its_boundary_shardings() {
     let text = r#"module @jit_f attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32} {
   sdy.mesh @mesh = <["dp"=1, "tp"=1]> {stablehlo.mesh = {axes = [{name = "dp", size = 1 : i64}, {name = "tp", size = 1 : i64}]}}
   func.func public @main(%arg0: tensor<4x8xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"dp"}, {}]>}, %arg1: tensor<8x6xf32> {sdy.sharding = #sdy.sharding<@mesh, [{}, {"tp"}]>}) -> (tensor<4x6xf32> {jax.result_info = "result"}) {
@@ -466,10 +466,157 @@ fn a_shardy_annotated_module_imports_without_its_shardings() {
     let graph = tessera_frontend::stablehlo::import_text(text).unwrap_or_else(|e| panic!("{e}"));
     let ops: Vec<&str> = graph.nodes().map(|(_, n)| n.op.mnemonic()).collect();
     assert_eq!(ops, ["matmul", "tanh"]);
+    let io = graph.io_shardings().expect("the boundary shardings");
+    assert_eq!(io.mesh.to_string(), "dp=1,tp=1");
+    let inputs: Vec<String> = io.inputs.iter().map(|(n, s)| format!("{n}: {s}")).collect();
+    assert_eq!(inputs, ["arg0: [{dp}, {}]", "arg1: [{}, {tp}]"]);
+    assert!(io.outputs.is_empty());
     let x = Tensor::from_f64(tessera_ir::dtype::DType::F32, vec![4, 8], vec![0.25; 32]);
     let w = Tensor::from_f64(tessera_ir::dtype::DType::F32, vec![8, 6], vec![0.5; 48]);
     let out = tessera_runtime::interpreter::run(&graph, &[("arg0".into(), x), ("arg1".into(), w)])
         .unwrap_or_else(|e| panic!("{e}"));
     let want = (8.0f64 * 0.25 * 0.5).tanh();
     assert!(out[0].1.to_f64_vec().iter().all(|&v| (v - want).abs() < 1e-6), "{:?}", out[0].1.to_f64_vec());
+}
+
+fn sharded_fixture(file: &str) -> PathBuf {
+    repo_root().join("tests/data/stablehlo").join(file)
+}
+
+/// A JAX function jitted with `NamedSharding`s over a 2x2 CPU mesh (tests/data/stablehlo,
+/// written by scripts/stablehlo/generate_sharded.py): the imported graph carries the argument
+/// and result shardings (snapshot of its tsr text), computes JAX's output, the `shard` pass
+/// seeds its inputs from them (no `dp`/`tp` roles involved: the axes are JAX's `x` and `y`),
+/// and `--emit stablehlo` writes them back as Shardy annotations that import to the same.
+#[test]
+fn jax_named_shardings_import_seed_the_shard_pass_and_export_back() {
+    let model = sharded_fixture("sharded_mlp.stablehlo.mlir");
+    let text = std::fs::read_to_string(&model).expect("the sharded fixture");
+    let graph = tessera_frontend::stablehlo::import_text(&text).unwrap_or_else(|e| panic!("{e}"));
+    insta::assert_snapshot!("sharded_mlp_imported", tessera_ir::mlir::print_graph(&graph));
+    let inputs: Vec<(String, Tensor)> = (0..3)
+        .map(|i| {
+            let file = sharded_fixture(&format!("sharded_mlp.arg{i}.npy"));
+            (format!("arg{i}"), read_npy(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())))
+        })
+        .collect();
+    let out = tessera_runtime::interpreter::run(&graph, &inputs).unwrap_or_else(|e| panic!("{e}"));
+    let want = read_npy(&sharded_fixture("sharded_mlp.out0.npy")).expect("JAX's output");
+    let error = error_to_scale(&out[0].1, &want);
+    assert!(error <= TOLERANCE, "interpreter vs JAX: {error:.3e}");
+
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let model_arg = model.to_string_lossy().into_owned();
+    let sharded = tessera(work.path(), &["opt", &model_arg, "--pipeline", "canonicalize,shard{mesh=x=2,y=2}"]);
+    assert_eq!(sharded.code, 0, "{}", sharded.stderr);
+    let seeds: Vec<&str> = sharded.stdout.lines().filter(|l| l.starts_with("// input")).collect();
+    assert_eq!(seeds, ["// input %arg0: [{x}, {}]", "// input %arg1: [{}, {y}]", "// input %arg2: [{y}, {}]"]);
+    assert!(
+        sharded
+            .stdout
+            .contains("func.func @jit_f(%arg0: tensor<4x4xf32>, %arg1: tensor<4x3xf32>, %arg2: tensor<3x4xf32>)"),
+        "{}",
+        sharded.stdout
+    );
+
+    let exported = tessera(work.path(), &["opt", &model_arg, "--emit", "stablehlo"]);
+    assert_eq!(exported.code, 0, "{}", exported.stderr);
+    assert!(exported.stdout.contains(r#"sdy.mesh @mesh = <["x"=2, "y"=2]>"#), "{}", exported.stdout);
+    let again = tessera_frontend::stablehlo::import_text(&exported.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.io_shardings(), graph.io_shardings());
+    if jax_venv_present() {
+        let error = round_trip_error(&model_arg, &[]);
+        assert!(error <= TOLERANCE, "XLA differs from tessera by {error:.3e}");
+    }
+}
+
+/// `@main` with one argument annotated `ANNOTATION` (a 4x8 f32) and a second sharded over `x`.
+fn annotated_main(mesh: &str, annotation: &str) -> String {
+    format!(
+        "module @m {{\n  {mesh}\n  func.func public @main(%arg0: tensor<4x8xf32> {{{annotation}}}) -> (tensor<4x8xf32>) {{\n    %0 = stablehlo.tanh %arg0 : tensor<4x8xf32>\n    return %0 : tensor<4x8xf32>\n  }}\n}}\n"
+    )
+}
+
+/// Every sharding form: what tessera reads (GSPMD strings as a device grid `d0, d1, ...`) and the
+/// located error naming each form it cannot represent (exit 1, no panic).
+#[test]
+fn sharding_annotations_read_or_name_the_form_they_cannot_represent() {
+    let sdy_mesh = r#"sdy.mesh @mesh = <["x"=2, "y"=2]>"#;
+    let cases: &[(&str, &str, &str)] = &[
+        ("mhlo_tiled", "", r#"mhlo.sharding = "{devices=[2,1]0,1}""#),
+        ("mhlo_iota_replicate_last", "", r#"mhlo.sharding = "{devices=[1,2,2]<=[4] last_tile_dim_replicate}""#),
+        ("mhlo_replicated", "", r#"mhlo.sharding = "{replicated}""#),
+        ("sdy_open_dimension", sdy_mesh, r#"sdy.sharding = #sdy.sharding<@mesh, [{"y", ?}, {"x"}]>"#),
+        ("mhlo_maximal", "", r#"mhlo.sharding = "{maximal device=0}""#),
+        ("mhlo_devices_out_of_order", "", r#"mhlo.sharding = "{devices=[2,1]1,0}""#),
+        ("mhlo_tuple", "", r#"mhlo.sharding = "{{replicated}, {maximal device=1}}""#),
+        ("sdy_sub_axis", sdy_mesh, r#"sdy.sharding = #sdy.sharding<@mesh, [{"x":(1)2}, {}]>"#),
+        ("sdy_unknown_mesh", sdy_mesh, r#"sdy.sharding = #sdy.sharding<@grid, [{"x"}, {}]>"#),
+        ("sdy_unknown_axis", sdy_mesh, r#"sdy.sharding = #sdy.sharding<@mesh, [{"z"}, {}]>"#),
+        ("sdy_uneven", r#"sdy.mesh @mesh = <["x"=3]>"#, r#"sdy.sharding = #sdy.sharding<@mesh, [{"x"}, {}]>"#),
+        (
+            "sdy_device_ids",
+            r#"sdy.mesh @mesh = <["x"=2], device_ids=[1, 0]>"#,
+            r#"sdy.sharding = #sdy.sharding<@mesh, [{"x"}, {}]>"#,
+        ),
+    ];
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let mut report = String::new();
+    for (name, mesh, annotation) in cases {
+        let file = format!("{name}.stablehlo.mlir");
+        std::fs::write(work.path().join(&file), annotated_main(mesh, annotation)).expect("write the case");
+        let out = tessera(work.path(), &["opt", &file]);
+        assert!(!out.stderr.contains("panicked"), "{name}: {}", out.stderr);
+        let line = match out.code {
+            0 => out.stdout.lines().next().unwrap_or_default().to_string(),
+            1 => out.stderr.lines().next().unwrap_or_default().to_string(),
+            code => panic!("{name}: exit status {code}: {}", out.stderr),
+        };
+        report.push_str(&format!("{name}: {line}\n"));
+    }
+    insta::assert_snapshot!(report);
+}
+
+/// An imported sharding whose axis the shard mesh sizes differently is an error naming both.
+#[test]
+fn an_imported_sharding_over_another_mesh_is_refused_by_shard() {
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let model = sharded_fixture("sharded_mlp.stablehlo.mlir").to_string_lossy().into_owned();
+    let out = tessera(work.path(), &["opt", &model, "--pipeline", "shard{mesh=x=4,y=1}"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let message = out.stderr.replace(&model, "MODEL");
+    insta::assert_snapshot!(message.trim_end());
+}
+
+/// `x.at[idx].max(v)`, `.min(v)` and `.multiply(v)` as JAX lowers them (scatters whose update
+/// regions are `maximum`, `minimum`, `multiply`; index 1 repeated, so updates combine with each
+/// other too; tests/data/stablehlo/scatter_combine from scripts/stablehlo/
+/// generate_scatter_combine.py) match JAX in the interpreter and compiled CPU, and export back
+/// to XLA with the same outputs.
+#[test]
+fn scatter_max_min_and_multiply_match_jax_interpreted_and_compiled() {
+    let case = sharded_fixture("scatter_combine");
+    let model = case.join("pretty.stablehlo.mlir");
+    let model_arg = model.to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(&model).expect("the scatter fixture");
+    let graph = tessera_frontend::stablehlo::import_text(&text).unwrap_or_else(|e| panic!("{e}"));
+    let reductions: Vec<String> = graph
+        .nodes()
+        .filter_map(|(_, n)| match &n.op {
+            tessera_ir::ops::Op::Scatter { reduction, .. } => Some(reduction.mnemonic().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reductions, ["max", "min", "mul"]);
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let (inputs, _) = run_args(&model, &case);
+    assert_eq!(check_run(work.path(), "scatter_combine interpreter", &model_arg, &inputs, &case), 3);
+    let artifact = work.path().join("artifact").to_string_lossy().into_owned();
+    let compiled = tessera(work.path(), &["compile", &model_arg, "--target", "cpu", "-o", &artifact]);
+    assert_eq!(compiled.code, 0, "tessera compile failed: {}", compiled.stderr);
+    assert_eq!(check_run(work.path(), "scatter_combine compiled", &artifact, &inputs, &case), 3);
+    if jax_venv_present() {
+        let error = round_trip_error(&model_arg, &[]);
+        assert!(error <= TOLERANCE, "XLA differs from tessera by {error:.3e}");
+    }
 }

@@ -15,6 +15,7 @@ use tessera_ir::ops::conv::{PoolKind, Window};
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
+use tessera_ir::sharding::Sharding;
 use tessera_ir::tensor::Tensor;
 
 /// Why a graph cannot be written as StableHLO.
@@ -72,9 +73,21 @@ struct V {
 pub fn export_graph(graph: &Graph) -> EResult<String> {
     let mut w = Writer { body: String::new(), next: 0, values: vec![None; graph.num_values()] };
     let mut params = Vec::new();
+    // Boundary shardings go back as Shardy's, over one `sdy.mesh @mesh`.
+    let io = graph.io_shardings();
+    let sdy = |s: Option<&Sharding>| -> EResult<String> {
+        match s {
+            None => Ok(String::new()),
+            Some(s) if s.partial.is_some() => {
+                refuse(format!("the boundary sharding {s} is partial; StableHLO boundaries are not"))
+            }
+            Some(s) => Ok(format!(" {{sdy.sharding = {}}}", super::sharding::sdy_sharding_text("mesh", s))),
+        }
+    };
     for (i, &id) in graph.inputs().iter().enumerate() {
         let shape = static_shape(graph, id)?;
-        params.push(format!("%arg{i}: {}", shape.text()));
+        let sharding = sdy(io.and_then(|io| io.input(&graph.value(id).name)))?;
+        params.push(format!("%arg{i}: {}{sharding}", shape.text()));
         w.values[id.index()] = Some(V { name: format!("%arg{i}"), shape });
     }
     w.nodes(graph)?;
@@ -82,9 +95,17 @@ pub fn export_graph(graph: &Graph) -> EResult<String> {
     let module_name: String =
         graph.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
     let result_types: Vec<String> = outputs.iter().map(|v| v.shape.text()).collect();
+    let results = result_types
+        .iter()
+        .enumerate()
+        .map(|(i, ty)| Ok(format!("{ty}{}", sdy(io.and_then(|io| io.output(i)))?)))
+        .collect::<EResult<Vec<String>>>()?;
     let mut out = String::new();
     let _ = writeln!(out, "module @{} {{", if module_name.is_empty() { "tessera" } else { &module_name });
-    let _ = writeln!(out, "  func.func public @main({}) -> ({}) {{", params.join(", "), result_types.join(", "));
+    if let Some(io) = io {
+        let _ = writeln!(out, "  sdy.mesh @mesh = <{}>", super::sharding::sdy_mesh_text(&io.mesh));
+    }
+    let _ = writeln!(out, "  func.func public @main({}) -> ({}) {{", params.join(", "), results.join(", "));
     out.push_str(&w.body);
     let names: Vec<&str> = outputs.iter().map(|v| v.name.as_str()).collect();
     let _ = writeln!(out, "    \"func.return\"({}) : ({}) -> ()", names.join(", "), result_types.join(", "));
@@ -687,13 +708,19 @@ impl Writer {
         );
         let scalar = data.shape.scalar().text();
         let (result, a, b, c) = (self.fresh(), self.fresh(), self.fresh(), self.fresh());
-        let combine = match reduction {
-            tessera_ir::ops::indexing::ScatterReduction::Add => format!(
-                "      {c} = \"stablehlo.add\"({a}, {b}) : ({scalar}, {scalar}) -> {scalar}\n      \"stablehlo.return\"({c}) : ({scalar}) -> ()"
+        use tessera_ir::ops::indexing::ScatterReduction;
+        let combiner = match reduction {
+            ScatterReduction::None => None,
+            ScatterReduction::Add => Some("stablehlo.add"),
+            ScatterReduction::Mul => Some("stablehlo.multiply"),
+            ScatterReduction::Max => Some("stablehlo.maximum"),
+            ScatterReduction::Min => Some("stablehlo.minimum"),
+        };
+        let combine = match combiner {
+            Some(op) => format!(
+                "      {c} = \"{op}\"({a}, {b}) : ({scalar}, {scalar}) -> {scalar}\n      \"stablehlo.return\"({c}) : ({scalar}) -> ()"
             ),
-            tessera_ir::ops::indexing::ScatterReduction::None => {
-                format!("      \"stablehlo.return\"({b}) : ({scalar}) -> ()")
-            }
+            None => format!("      \"stablehlo.return\"({b}) : ({scalar}) -> ()"),
         };
         let dims = list(&(0..rank as i64).collect::<Vec<_>>());
         let _ = writeln!(

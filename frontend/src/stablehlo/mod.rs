@@ -6,13 +6,15 @@
 //! onto tsr ops (inlining private functions, unrolling `while` loops whose trip count folds and
 //! making the others `tsr.loop`, a `case` on a run-time index nested `tsr.if`s, `scatter` of
 //! whole slices along one dimension `tsr.scatter`, folding constants); the verifier runs last.
-//! Sharding annotations (`sdy.sharding`, `sdy.sharding_constraint`, `mhlo.sharding`) are read
-//! and dropped: tsr values carry no per-value shardings (the `shard` pass and the planner
-//! choose them). `@main`'s arguments keep their names (`%arg0`
+//! Sharding annotations on `@main`'s arguments and results (`sdy.sharding` over an `sdy.mesh`,
+//! `mhlo.sharding`) become the graph's boundary shardings ([`sharding`], `Graph::io_shardings`),
+//! which the `shard` pass seeds its inputs from; shardings between ops (`sdy.sharding_constraint`,
+//! an op's `mhlo.sharding`) are dropped, as tsr has no per-value annotation inside a graph. `@main`'s arguments keep their names (`%arg0`
 //! becomes input `arg0`, a `?` dimension the symbol `arg0_dim0`), results are `out0`, `out1`.
 //! Every failure is a [`StablehloError`] at a line and column. [`export`] writes the other way.
 
 pub mod export;
+pub mod sharding;
 pub mod syntax;
 pub mod translate;
 

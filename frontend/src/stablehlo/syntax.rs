@@ -977,7 +977,30 @@ impl<'a> Reader<'a> {
         }
         op.attrs.push(("arg_attrs".into(), Attr::List(arg_attrs)));
         if self.eat("->") {
-            op.result_types = self.type_list()?;
+            // Result attributes (`{sdy.sharding = ...}`) are kept as `res_attrs`, as the generic
+            // form writes them.
+            let mut res_attrs = Vec::new();
+            self.skip_trivia();
+            if self.eat("(") {
+                if !self.eat(")") {
+                    loop {
+                        op.result_types.push(self.ty()?);
+                        self.skip_trivia();
+                        res_attrs.push(Attr::Dict(if self.peek() == Some(b'{') {
+                            self.attr_dict()?
+                        } else {
+                            Vec::new()
+                        }));
+                        if !self.eat(",") {
+                            break;
+                        }
+                    }
+                    self.expect(")")?;
+                }
+            } else {
+                op.result_types.push(self.ty()?);
+            }
+            op.attrs.push(("res_attrs".into(), Attr::List(res_attrs)));
         }
         if self.eat_word("attributes") {
             op.attrs.extend(self.attr_dict()?);

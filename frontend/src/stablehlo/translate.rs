@@ -72,6 +72,7 @@ fn err<T>(offset: usize, message: impl Into<String>) -> SResult<T> {
 pub fn translate(top: &[SOp]) -> SResult<Graph> {
     let mut funcs: HashMap<String, &SOp> = HashMap::new();
     let mut module_name = None;
+    let mut meshes: Vec<(String, String)> = Vec::new();
     let mut pending: Vec<&SOp> = top.iter().collect();
     while let Some(op) = pending.pop() {
         match op.name.as_str() {
@@ -89,9 +90,12 @@ pub fn translate(top: &[SOp]) -> SResult<Graph> {
                     return err(op.offset, format!("function @{name} is defined twice"));
                 }
             }
-            // A Shardy mesh: tsr graphs carry no per-value shardings (the `shard` pass and the
-            // planner choose them), so the mesh and the shardings that name it are not kept.
-            "sdy.mesh" => {}
+            // A Shardy mesh: read with the shardings that name it (`@main`'s boundary).
+            "sdy.mesh" => {
+                if let (Some(Attr::Str(name)), Some(Attr::Opaque(axes))) = (op.attr("sym_name"), op.attr("mesh")) {
+                    meshes.push((name.clone(), axes.clone()));
+                }
+            }
             other => return err(op.offset, format!("expected a module or func.func at the top level, found {other}")),
         }
     }
@@ -140,6 +144,12 @@ pub fn translate(top: &[SOp]) -> SResult<Graph> {
         outputs.push(id);
     }
     t.graph.set_outputs(outputs);
+    let attr_list = |key: &str| match main.attr(key) {
+        Some(Attr::List(items)) => items.clone(),
+        _ => Vec::new(),
+    };
+    super::sharding::read_io_shardings(&mut t.graph, &meshes, &attr_list("arg_attrs"), &attr_list("res_attrs"))
+        .map_err(|message| SyntaxError { offset: main.offset, message })?;
     Ok(t.graph)
 }
 
@@ -1449,7 +1459,8 @@ fn free_names(block: &Block, defined: &mut Vec<String>, free: &mut Vec<String>) 
     defined.truncate(mark);
 }
 
-/// The update computation of a `scatter`: `add` of its two arguments, or the update returned.
+/// The update computation of a `scatter`: `add`, `multiply`, `maximum` or `minimum` of its two
+/// arguments, or the update returned.
 fn scatter_reduction(op: &SOp) -> SResult<ScatterReduction> {
     let Some(body) = op.regions.first() else { return err(op.offset, "stablehlo.scatter needs an update region") };
     let (Some((current, _)), Some((update, _))) = (body.args.first(), body.args.get(1)) else {
@@ -1470,16 +1481,27 @@ fn scatter_reduction(op: &SOp) -> SResult<ScatterReduction> {
         {
             let names: Vec<&str> = combine.operands.iter().map(|r| r.name.as_str()).collect();
             let both = names.len() == 2 && names.contains(&current.as_str()) && names.contains(&update.as_str());
-            if combine.name == "stablehlo.add" && both {
-                Ok(ScatterReduction::Add)
-            } else {
-                err(
+            let reduction = match combine.name.as_str() {
+                "stablehlo.add" => Some(ScatterReduction::Add),
+                "stablehlo.multiply" => Some(ScatterReduction::Mul),
+                "stablehlo.maximum" => Some(ScatterReduction::Max),
+                "stablehlo.minimum" => Some(ScatterReduction::Min),
+                _ => None,
+            };
+            match reduction {
+                Some(r) if both => Ok(r),
+                _ => err(
                     combine.offset,
-                    format!("scatter update computation {} is not supported (add or replace)", combine.name),
-                )
+                    format!(
+                        "scatter update computation {} is not supported (add, multiply, maximum, minimum of the two arguments, or replace)",
+                        combine.name
+                    ),
+                ),
             }
         }
-        _ => err(body.offset, "scatter update computation is not supported (add or replace)"),
+        _ => {
+            err(body.offset, "scatter update computation is not supported (add, multiply, maximum, minimum or replace)")
+        }
     }
 }
 

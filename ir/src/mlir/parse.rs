@@ -10,6 +10,7 @@ use crate::dtype::DType;
 use crate::graph::{Graph, InputRole, NodeId, ValueId};
 use crate::ops::attr::{Attr, AttrMap};
 use crate::ops::Op;
+use crate::sharding::{IoShardings, Mesh, Sharding};
 use crate::symbolic::DimExpr;
 use crate::types::{Dim, TensorType};
 use crate::verify::{verify, VerifyError};
@@ -135,6 +136,17 @@ struct Parser<'a> {
     last_return: usize,
     /// How deeply the region being parsed nests.
     depth: usize,
+    /// The function's boundary shardings as written (`tsr.sharding`, `tsr.mesh`), with where.
+    written_shardings: WrittenShardings,
+}
+
+/// `tsr.sharding = "..."` texts on arguments (by name) and results (by position), and the
+/// function's `tsr.mesh`, each with its offset; turned into [`IoShardings`] after the signature.
+#[derive(Default)]
+struct WrittenShardings {
+    inputs: Vec<(String, String, usize)>,
+    outputs: Vec<(usize, String, usize)>,
+    mesh: Option<(String, usize)>,
 }
 
 /// Regions nest at most this deep (nested `tsr.if`), so hostile text cannot exhaust the stack.
@@ -158,6 +170,7 @@ impl<'a> Parser<'a> {
             node_offsets: Vec::new(),
             last_return: 0,
             depth: 0,
+            written_shardings: WrittenShardings::default(),
         }
     }
 
@@ -185,12 +198,66 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// `(type, ...)` or a single type, as MLIR writes result types.
+    /// `(type [{tsr.sharding = "..."}], ...)` or a single type, as MLIR writes result types.
     fn parse_result_types(&mut self) -> PResult<Vec<TensorType>> {
         if self.eat(&Tok::LParen)? {
-            return self.parse_list(Tok::RParen, "the result types", |p| p.parse_tensor_type());
+            let mut index = 0;
+            return self.parse_list(Tok::RParen, "the result types", |p| {
+                let ty = p.parse_tensor_type()?;
+                if p.eat(&Tok::LBrace)? {
+                    let (key, key_at) = p.parse_string_attr()?;
+                    if key != "tsr.sharding" {
+                        return p.err(key_at, format!("unknown result attribute '{key}' (only tsr.sharding is known)"));
+                    }
+                    let (text, text_at) = p.parse_string_value(&key)?;
+                    p.written_shardings.outputs.push((index, text, text_at));
+                    p.expect(&Tok::RBrace, " closing the result attributes")?;
+                }
+                index += 1;
+                Ok(ty)
+            });
         }
         Ok(vec![self.parse_tensor_type()?])
+    }
+
+    /// An attribute key (`tsr.sharding`), its position; the caller reads what follows.
+    fn parse_string_attr(&mut self) -> PResult<(String, usize)> {
+        let (tok, key_at) = self.next()?;
+        match tok {
+            Tok::Ident(s) | Tok::Str(s) => Ok((s, key_at)),
+            other => self.unexpected(&other, key_at, "an attribute name"),
+        }
+    }
+
+    /// `= "text"` after attribute `key`: the text and where it starts.
+    fn parse_string_value(&mut self, key: &str) -> PResult<(String, usize)> {
+        self.expect(&Tok::Equal, &format!(" after '{key}' (it takes a string)"))?;
+        let (tok, at) = self.next()?;
+        match tok {
+            Tok::Str(text) => Ok((text, at)),
+            other => self.unexpected(&other, at, &format!("a string for '{key}'")),
+        }
+    }
+
+    /// Builds the graph's [`IoShardings`] from the `tsr.sharding`/`tsr.mesh` texts read.
+    fn apply_written_shardings(&mut self) -> PResult<()> {
+        let written = std::mem::take(&mut self.written_shardings);
+        let Some((mesh_text, mesh_at)) = written.mesh else {
+            if let Some(at) = written.inputs.first().map(|i| i.2).or(written.outputs.first().map(|o| o.2)) {
+                return self
+                    .err(at, "tsr.sharding needs the function's tsr.mesh attribute (attributes {tsr.mesh = \"x=2\"})");
+            }
+            return Ok(());
+        };
+        let mesh = Mesh::parse(&mesh_text).map_err(|e| ParseError::at(self.loc(mesh_at), format!("tsr.mesh: {e}")))?;
+        let sharding = |text: &str, at: usize| {
+            Sharding::parse(text).map_err(|e| ParseError::at(self.loc(at), format!("tsr.sharding: {e}")))
+        };
+        let inputs =
+            written.inputs.iter().map(|(n, t, at)| Ok((n.clone(), sharding(t, *at)?))).collect::<PResult<_>>()?;
+        let outputs = written.outputs.iter().map(|(i, t, at)| Ok((*i, sharding(t, *at)?))).collect::<PResult<_>>()?;
+        self.graph.set_io_shardings(Some(IoShardings { mesh, inputs, outputs }));
+        Ok(())
     }
 
     // ---- grammar ----
@@ -256,6 +323,17 @@ impl<'a> Parser<'a> {
         self.expect(&Tok::LParen, " opening the argument list")?;
         self.parse_list(Tok::RParen, "the argument list", |p| p.parse_argument())?;
         let result_types = if self.eat(&Tok::Arrow)? { self.parse_result_types()? } else { Vec::new() };
+        if self.eat_keyword("attributes")? {
+            self.expect(&Tok::LBrace, " opening the function attributes")?;
+            let (key, key_at) = self.parse_string_attr()?;
+            if key != "tsr.mesh" {
+                return self.err(key_at, format!("unknown function attribute '{key}' (only tsr.mesh is known)"));
+            }
+            let (text, text_at) = self.parse_string_value(&key)?;
+            self.written_shardings.mesh = Some((text, text_at));
+            self.expect(&Tok::RBrace, " closing the function attributes")?;
+        }
+        self.apply_written_shardings()?;
         self.expect(&Tok::LBrace, " opening the function body")?;
         loop {
             let at = self.peek_start()?;
@@ -277,7 +355,7 @@ impl<'a> Parser<'a> {
         Ok((func_loc, ret_loc))
     }
 
-    /// `%name: type` with an optional `{tsr.param}`.
+    /// `%name: type` with optional attributes `{tsr.param, tsr.sharding = "[{x}, {}]"}`.
     fn parse_argument(&mut self) -> PResult<()> {
         let (tok, at) = self.next()?;
         let Tok::Value { name, index } = tok else {
@@ -296,15 +374,20 @@ impl<'a> Parser<'a> {
                     Tok::Ident(s) | Tok::Str(s) => s,
                     other => return p.unexpected(&other, key_at, "an argument attribute"),
                 };
+                if key == "tsr.sharding" {
+                    let (text, text_at) = p.parse_string_value(&key)?;
+                    p.written_shardings.inputs.push((name.clone(), text, text_at));
+                    return Ok((String::new(), key_at));
+                }
                 if p.eat(&Tok::Equal)? && !p.eat_keyword("unit")? {
                     let at = p.peek_start()?;
                     return p.err(at, format!("'{key}' takes no value"));
                 }
                 Ok((key, key_at))
             })?;
-            for (key, key_at) in keys {
+            for (key, key_at) in keys.into_iter().filter(|(key, _)| !key.is_empty()) {
                 if key != "tsr.param" {
-                    let message = format!("unknown argument attribute '{key}' (only tsr.param is known)");
+                    let message = format!("unknown argument attribute '{key}' (tsr.param and tsr.sharding are known)");
                     return self.err(key_at, message);
                 }
                 if role == InputRole::Parameter {

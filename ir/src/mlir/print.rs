@@ -32,13 +32,39 @@ pub fn print_graph(g: &Graph) -> String {
         out.push_str(&value.name);
         out.push_str(": ");
         write_type(&mut out, &value.ty);
-        if g.input_role(v) == Some(InputRole::Parameter) {
-            out.push_str(" {tsr.param}");
+        let param = g.input_role(v) == Some(InputRole::Parameter);
+        let sharding = g.io_shardings().and_then(|io| io.input(&value.name));
+        match (param, sharding) {
+            (false, None) => {}
+            (true, None) => out.push_str(" {tsr.param}"),
+            (false, Some(s)) => {
+                let _ = write!(out, " {{tsr.sharding = \"{s}\"}}");
+            }
+            (true, Some(s)) => {
+                let _ = write!(out, " {{tsr.param, tsr.sharding = \"{s}\"}}");
+            }
         }
     }
     out.push_str(") -> (");
-    write_type_list(&mut out, g, g.outputs());
-    out.push_str(") {\n");
+    match g.io_shardings() {
+        None => write_type_list(&mut out, g, g.outputs()),
+        Some(io) => {
+            for (i, &v) in g.outputs().iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_type(&mut out, &g.value(v).ty);
+                if let Some(s) = io.output(i) {
+                    let _ = write!(out, " {{tsr.sharding = \"{s}\"}}");
+                }
+            }
+        }
+    }
+    out.push(')');
+    if let Some(io) = g.io_shardings() {
+        let _ = write!(out, " attributes {{tsr.mesh = \"{}\"}}", io.mesh);
+    }
+    out.push_str(" {\n");
     write_nodes(&mut out, g, "  ");
     out.push_str("  return");
     if !g.outputs().is_empty() {

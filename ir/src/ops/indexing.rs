@@ -19,8 +19,9 @@ use crate::types::Dim;
 use crate::types::{normalize_axis, TensorType};
 
 named_enum!(
-    /// How `scatter` combines an update with the value already there.
-    ScatterReduction { None = "none", Add = "add" }
+    /// How `scatter` combines an update with the value already there (StableHLO's update
+    /// regions and ONNX's `reduction`): replace, add, multiply, maximum, minimum.
+    ScatterReduction { None = "none", Add = "add", Mul = "mul", Max = "max", Min = "min" }
 );
 
 fn check_indices(t: &TensorType) -> Result<(), String> {
@@ -102,10 +103,12 @@ pub fn flops_gather() -> u128 {
     0
 }
 
-/// FLOPs of `scatter`: 1 per update with `add`, none without a reduction.
+/// FLOPs of `scatter`: 1 per update with a combining reduction, none when it replaces.
 pub fn flops_scatter(inputs: &[&[u64]], reduction: ScatterReduction) -> FlopResult {
     match reduction {
-        ScatterReduction::Add => Ok(num_elements(operand_shape(inputs, 2)?)),
+        ScatterReduction::Add | ScatterReduction::Mul | ScatterReduction::Max | ScatterReduction::Min => {
+            Ok(num_elements(operand_shape(inputs, 2)?))
+        }
         ScatterReduction::None => Ok(0),
     }
 }
@@ -181,6 +184,9 @@ pub fn eval_scatter(
                 match reduction {
                     ScatterReduction::None => out[t] = v,
                     ScatterReduction::Add => out[t] += v,
+                    ScatterReduction::Mul => out[t] *= v,
+                    ScatterReduction::Max => out[t] = out[t].max(v),
+                    ScatterReduction::Min => out[t] = out[t].min(v),
                 }
             }
             Ok(Tensor::from_f64(data.dtype, data.shape.clone(), out))
@@ -191,6 +197,9 @@ pub fn eval_scatter(
                 match reduction {
                     ScatterReduction::None => out[t] = v,
                     ScatterReduction::Add => out[t] = out[t].wrapping_add(v),
+                    ScatterReduction::Mul => out[t] = out[t].wrapping_mul(v),
+                    ScatterReduction::Max => out[t] = out[t].max(v),
+                    ScatterReduction::Min => out[t] = out[t].min(v),
                 }
             }
             Ok(Tensor::from_i64(data.dtype, data.shape.clone(), out))
@@ -247,6 +256,10 @@ pub fn grad_scatter(
     let ax = normalize_axis(axis, gt.rank()).ok_or_else(|| cx.unsupported(format!("axis {axis} out of range")))?;
     let gathered = |cx: &mut GradContext| cx.gather_elements(g, indices, ax);
     match reduction {
+        ScatterReduction::Mul | ScatterReduction::Max | ScatterReduction::Min => Err(cx.unsupported(format!(
+            "scatter with reduction {} (its gradient depends on which updates won; only none and add differentiate)",
+            reduction.mnemonic()
+        ))),
         ScatterReduction::Add => {
             let dupdates = if wanted[2] { Some(gathered(cx)?) } else { None };
             Ok(vec![wanted[0].then_some(g), None, dupdates])

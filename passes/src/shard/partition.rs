@@ -36,10 +36,32 @@ impl<'g> Analysis<'g> {
         let mut seeds = HashMap::new();
         for &v in src.inputs() {
             let value = src.value(v);
-            let seed = config.seeds.iter().find(|(name, _)| *name == value.name).map(|(_, s)| s.clone());
+            let seed_error = |message: String| ShardError::Seed { value: value.name.clone(), message };
+            // A seed given in the config wins; then the sharding the graph's input was given
+            // (an imported `sdy.sharding`), whose axes must mean the same on the shard mesh.
+            let imported = src.io_shardings().and_then(|io| io.input(&value.name).map(|s| (io, s)));
+            let seed = match config.seeds.iter().find(|(name, _)| *name == value.name) {
+                Some((_, s)) => Some(s.clone()),
+                None => match imported {
+                    Some((io, s)) => {
+                        for axis in s.used_axes() {
+                            let (given, here) = (io.mesh.axis_size(axis), mesh.axis_size(axis));
+                            if given != here {
+                                return Err(seed_error(format!(
+                                    "its sharding {s} was given over the mesh {}, where axis '{axis}' has size {}, but the shard mesh {mesh} {}",
+                                    io.mesh,
+                                    given.unwrap_or(0),
+                                    here.map_or("has no such axis".to_string(), |n| format!("gives it size {n}"))
+                                )));
+                            }
+                        }
+                        Some(s.clone())
+                    }
+                    None => None,
+                },
+            };
             match seed {
                 Some(s) => {
-                    let seed_error = |message: String| ShardError::Seed { value: value.name.clone(), message };
                     if s.partial.is_some() {
                         return Err(seed_error(format!("an input cannot be partial ({s})")));
                     }

@@ -563,6 +563,9 @@ fn scatter(
         match reduction {
             tessera_ir::ops::indexing::ScatterReduction::None => acc[target] = f64::from(value),
             tessera_ir::ops::indexing::ScatterReduction::Add => acc[target] += f64::from(value),
+            tessera_ir::ops::indexing::ScatterReduction::Mul => acc[target] *= f64::from(value),
+            tessera_ir::ops::indexing::ScatterReduction::Max => acc[target] = acc[target].max(f64::from(value)),
+            tessera_ir::ops::indexing::ScatterReduction::Min => acc[target] = acc[target].min(f64::from(value)),
         }
         // The next position of `updates`, row-major.
         for d in (0..rank).rev() {
