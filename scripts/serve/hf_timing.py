@@ -2,7 +2,8 @@
 greedy decoding and timing its decode rate (generate(N) minus generate(1), so the prefill is
 taken out as `tessera generate` and `tessera bench serve` take it out).
 
-Imported by bench_decode.py and bench_batch_transformers.py (run from this folder's scripts).
+Imported by bench_decode.py, bench_batch_transformers.py and bench_side_by_side.py (run from this
+folder's scripts).
 """
 
 import time

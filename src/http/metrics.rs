@@ -51,6 +51,8 @@ pub struct Metrics {
     pub kv: Option<KvUsage>,
     /// Tokens per KV-cache block.
     pub kv_block_tokens: usize,
+    /// Bytes of the weights the engine's programs read (one copy for every row count).
+    pub weight_bytes: u64,
     pub preemptions: u64,
     pub prompt_tokens: u64,
     pub generation_tokens: u64,
@@ -80,7 +82,7 @@ impl Metrics {
             live_tokens: 0,
             sequences: 0,
         });
-        let gauges: [(&str, &str, u64); 9] = [
+        let gauges: [(&str, &str, u64); 10] = [
             ("tessera_requests_running", "Requests whose sequences are in the batch.", self.running as u64),
             ("tessera_requests_waiting", "Requests queued for admission (new or preempted).", self.waiting as u64),
             ("tessera_kv_blocks_used", "KV-cache blocks held by sequences.", kv.blocks_used as u64),
@@ -98,6 +100,11 @@ impl Metrics {
                 (kv.live_tokens * kv.block_bytes / self.kv_block_tokens.max(1)) as u64,
             ),
             ("tessera_kv_sequences", "Sequences holding KV-cache blocks.", kv.sequences as u64),
+            (
+                "tessera_weight_bytes",
+                "Bytes of the model weights held for the programs (one copy shared by every row count).",
+                self.weight_bytes,
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
@@ -132,7 +139,7 @@ mod tests {
 
     #[test]
     fn histograms_are_cumulative_and_gauges_readable() {
-        let mut metrics = Metrics { kv_block_tokens: 16, ..Default::default() };
+        let mut metrics = Metrics { kv_block_tokens: 16, weight_bytes: 4096, ..Default::default() };
         metrics.time_to_first_token.observe(0.003);
         metrics.time_to_first_token.observe(0.2);
         metrics.time_to_first_token.observe(100.0);
@@ -147,5 +154,6 @@ mod tests {
         assert_eq!(sample(&text, "tessera_kv_blocks_free"), Some(7.0));
         assert_eq!(sample(&text, "tessera_kv_bytes_in_use"), Some(3072.0));
         assert_eq!(sample(&text, "tessera_kv_live_token_bytes"), Some(2560.0));
+        assert_eq!(sample(&text, "tessera_weight_bytes"), Some(4096.0));
     }
 }

@@ -169,6 +169,7 @@ pub fn run(
         let mut m = metrics.lock().unwrap_or_else(PoisonError::into_inner);
         m.kv = Some(kv);
         m.kv_block_tokens = config.kv_block as usize;
+        m.weight_bytes = engine.weight_bytes() as u64;
     }
     if ready.send(Ok(Ready { kv_blocks: kv.blocks_total, setup })).is_err() {
         return;

@@ -3,10 +3,11 @@
 
 use crate::support::tessera;
 use std::path::Path;
+use std::sync::Arc;
 use tessera_ir::dtype::DType;
 use tessera_ir::random::{uniform_tensor, SplitMix64};
 use tessera_ir::tensor::Tensor;
-use tessera_runtime::executor::cpu::CpuExecutor;
+use tessera_runtime::executor::cpu::{Bound, CpuExecutor, SharedInput};
 use tessera_runtime::executor::load::{load, Artifact};
 use tessera_runtime::executor::{ArtifactError, Feed, InputData};
 use tessera_runtime::npy::{read_npy, read_npy_feed, write_npy};
@@ -461,6 +462,42 @@ fn weights_bound_once_stay_resident_across_runs_and_bad_bindings_are_refused() {
     assert_eq!(e, format!("input {}: missing", first[0].0));
     // After refused runs, the bound weights still give the right outputs.
     assert!(bound.run(&first).expect("bound run") == fresh_first);
+
+    // The weights as shared inputs (one read-only copy outside the arenas, mapped by any number
+    // of bindings, as the serving engine binds its row-count programs): two bindings read the
+    // same bytes and each gives a fresh arena's outputs; a shared input cannot be overwritten
+    // and must have the input's shape.
+    let program = executor.program();
+    let shared: Vec<(String, Arc<SharedInput>)> = weights
+        .iter()
+        .map(|(name, tensor)| {
+            let binding = program.inputs.iter().find(|b| b.name == *name).expect("a program input");
+            let storage = program.buffers[binding.buffer as usize].storage;
+            (name.clone(), Arc::new(SharedInput::new(tensor, storage).expect("the weight converts")))
+        })
+        .collect();
+    let no_copies: &[(String, Tensor)] = &[];
+    let mut one = Bound::with_shared_inputs(&executor, no_copies, &shared).expect("bind shared");
+    let mut other = Bound::with_shared_inputs(&executor, no_copies, &shared).expect("bind shared again");
+    assert_eq!(Arc::strong_count(&shared[0].1), 3, "both bindings hold the one copy");
+    for (per_run, want) in [(&first, &fresh_first), (&second, &fresh_second)] {
+        assert!(one.run(per_run).expect("shared run") == *want, "a run over shared weights differs");
+        assert!(other.run(per_run).expect("shared run") == *want, "a run over shared weights differs");
+    }
+    let e = one.write_resident(&weights[0].0, weights[0].1.clone()).expect_err("overwrote a shared input");
+    assert_eq!(e.to_string(), format!("input {}: a shared input is read-only", weights[0].0));
+    let mut misshapen = shared.clone();
+    let (_, other_shape) = shared
+        .iter()
+        .zip(&weights)
+        .find(|(_, (_, tensor))| tensor.shape != weights[0].1.shape)
+        .map(|(pair, _)| pair)
+        .expect("weights of two shapes");
+    misshapen[0].1 = other_shape.clone();
+    let Err(e) = Bound::with_shared_inputs(&executor, no_copies, &misshapen) else {
+        panic!("bound a shared input of another shape")
+    };
+    assert!(e.to_string().starts_with(&format!("input {}: expected", weights[0].0)), "{e}");
 
     // An artifact whose plan lets a step overwrite an input's range (as memory plans did before
     // inputs were pinned) runs, but refuses to keep that input resident.

@@ -7,7 +7,7 @@ use crate::support::{repo_root, tessera};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use tessera::serve::{build_engine, generate, open_model, GenerateOptions};
+use tessera::serve::{build_engine, build_engine_with_blocks, generate, open_model, row_buckets, GenerateOptions};
 use tessera_ir::serving::{KvDtype, ServeShape};
 use tessera_runtime::serve::sampling::{argmax, SamplingParams};
 use tessera_runtime::serve::tokenizer::TextTokenizer;
@@ -322,4 +322,28 @@ fn a_step_that_fails_part_way_is_undone() {
     }
     assert_eq!(got_a, short.generated_ids[..10]);
     assert_eq!(got_b, long.generated_ids[..10]);
+}
+
+/// Every row-count program reads one copy of the weights: an engine with programs for 1, 2, 4,
+/// 8 and 16 rows (`tessera serve --max-batch 16`) holds the model's parameters exactly once in
+/// f32 (before, each row count bound its own copy: five), and a prefill of 100 tokens (runs of
+/// 16 rows, then 4), one of 7 (8 rows) and the decodes after them (1 row) still give
+/// transformers' tokens.
+#[test]
+fn row_count_programs_share_one_copy_of_the_weights() {
+    let reference = reference();
+    for name in ["llama-tiny", "gpt2-tiny"] {
+        let model = open_model(cache().join(name).to_str().expect("a UTF-8 path"), 0).expect("the checkpoint opens");
+        let shape = ServeShape::new(16, 160, 16);
+        let (mut engine, _) =
+            build_engine_with_blocks(&model, shape, shape.cache_blocks(), &row_buckets(16)).expect("the engine builds");
+        assert_eq!(engine.row_counts(), [1, 2, 4, 8, 16]);
+        let one_copy = model.config.parameter_count() as usize * std::mem::size_of::<f32>();
+        assert_eq!(engine.weight_bytes(), one_copy, "{name}: bytes of weights held for five row counts");
+        for case in &reference.models[name] {
+            let generation = generate(&mut engine, &model, &case.prompt, &greedy(reference.new_tokens), &mut |_| {})
+                .expect("generation runs");
+            assert_eq!(generation.generated_ids, case.generated_ids, "{name}: prompt of {}", case.prompt_ids.len());
+        }
+    }
 }

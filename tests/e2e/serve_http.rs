@@ -376,6 +376,11 @@ fn bench_serve_reports(server: &Server) {
 #[test]
 fn gpt2_server_serves_streams_refuses_and_shuts_down() {
     let server = Server::start("gpt2-tiny", &["--max-batch", "8", "--max-seq", "256"]);
+    // Programs for 1, 2, 4 and 8 rows, one copy of the weights (f32) between them.
+    let config = tessera::serve::open_model(checkpoint("gpt2-tiny").to_str().expect("a UTF-8 path"), 0)
+        .expect("the checkpoint opens")
+        .config;
+    assert_eq!(server.metric("tessera_weight_bytes"), (config.parameter_count() * 4) as f64);
     eight_mixed_requests_match_transformers(&server, "gpt2-tiny");
     sixty_four_streams_complete(&server);
     bad_requests_are_refused(&server);

@@ -3,7 +3,10 @@
 //! (weights) once; each [`Bound::run`] writes only the other inputs; [`CpuExecutor::run`] is a
 //! bind of nothing followed by one run. When every parameter input is resident, the program's
 //! bind steps (weight-only work, `Program::bind_steps`) run once in the bind, and again only
-//! after a resident input changed ([`Bound::write_resident`], carried outputs).
+//! after a resident input changed ([`Bound::write_resident`], carried outputs). A resident input
+//! may also be a [`SharedInput`]: bytes outside the arena, read-only, shared by every binding
+//! that maps them ([`Bound::with_shared_inputs`]; the serving engine binds one copy of the
+//! weights to the programs of every row count).
 
 use super::library::{self, In, Out};
 use super::load::Artifact;
@@ -57,6 +60,64 @@ impl Drop for AlignedBytes {
         // SAFETY: allocated in `zeroed` with this layout.
         unsafe { std::alloc::dealloc(self.base, self.layout) }
     }
+}
+
+/// A resident input's stored bytes outside any arena, written once and then only read, shared
+/// (through `Arc`) by every [`Bound`] that maps them ([`Bound::with_shared_inputs`]): programs
+/// that read the same weights (the serving programs compiled for several row counts) hold one
+/// copy between them instead of one per arena.
+pub struct SharedInput {
+    bytes: AlignedBytes,
+    dtype: DType,
+    storage: Storage,
+    shape: Vec<u64>,
+}
+
+// SAFETY: the bytes are written in `SharedInput::new` and only read after it: no step writes an
+// input's range (`executor::resident_inputs`), and `Bound::write_resident` and `Bound::carry`
+// refuse a shared input. Plain bytes have no thread affinity.
+unsafe impl Send for SharedInput {}
+// SAFETY: as above; shared references only read.
+unsafe impl Sync for SharedInput {}
+
+impl SharedInput {
+    /// `data` converted to `storage` (the storage of the program buffers it will be bound to).
+    pub fn new<T: InputData>(data: &T, storage: Storage) -> Result<SharedInput, String> {
+        let shape: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
+        let len = shape
+            .iter()
+            .try_fold(storage.element_bytes(), |bytes, &n| bytes.checked_mul(n))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| format!("{shape:?} elements of {storage:?} do not fit in memory"))?;
+        let bytes = AlignedBytes::zeroed(len)?;
+        // SAFETY: `bytes` was just allocated with `len` bytes; nothing else refers to it yet.
+        let dest = unsafe { std::slice::from_raw_parts_mut(bytes.ptr, len) };
+        data.write_into(storage, dest)?;
+        Ok(SharedInput { bytes, dtype: data.dtype(), storage, shape })
+    }
+
+    /// Bytes held (once, however many bindings share them).
+    pub fn len(&self) -> usize {
+        self.bytes.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.len == 0
+    }
+}
+
+/// An arena byte range `start..end` that a [`Bound`] reads from a [`SharedInput`] instead.
+struct SharedRange {
+    start: u64,
+    end: u64,
+    input: std::sync::Arc<SharedInput>,
+}
+
+/// Where a bound program's buffers live: in its arena, except the ranges of shared inputs.
+#[derive(Clone, Copy)]
+struct Memory<'a> {
+    arena: &'a AlignedBytes,
+    shared: &'a [SharedRange],
 }
 
 /// [`decode`], with a fast path for the common case, f32 values of an f32 output: they are
@@ -189,13 +250,7 @@ impl CpuExecutor {
     }
 
     /// Runs step `s` of the program on `arena`.
-    fn run_step(
-        &self,
-        arena: &AlignedBytes,
-        s: usize,
-        step: &Step,
-        comm: Option<&RankComm>,
-    ) -> Result<(), ArtifactError> {
+    fn run_step(&self, arena: Memory, s: usize, step: &Step, comm: Option<&RankComm>) -> Result<(), ArtifactError> {
         let step_error = |message: String| ArtifactError::Step { step: s, what: describe(step), message };
         match (step, self.kernels[s]) {
             (Step::Kernel { inputs, outputs, .. }, Some(kernel)) => {
@@ -212,17 +267,22 @@ impl CpuExecutor {
         }
     }
 
-    fn pointer(&self, arena: &AlignedBytes, buffer: u32) -> *mut u8 {
+    fn pointer(&self, memory: Memory, buffer: u32) -> *mut u8 {
         match self.program.buffers[buffer as usize].location {
-            // SAFETY: the loader checked offset + size against the arena's length, so the
-            // result stays inside the allocation.
-            Location::Arena { offset } => unsafe { arena.ptr.add(offset as usize) },
+            Location::Arena { offset } => match memory.shared.iter().find(|r| r.start <= offset && offset < r.end) {
+                // SAFETY: `Bound::with_shared_inputs` checked that a buffer starting inside a
+                // shared range ends inside it, and the range is the shared input's length.
+                Some(range) => unsafe { range.input.bytes.ptr.add((offset - range.start) as usize) },
+                // SAFETY: the loader checked offset + size against the arena's length, so the
+                // result stays inside the allocation.
+                None => unsafe { memory.arena.ptr.add(offset as usize) },
+            },
             // SAFETY: as above, against the length of the weights region.
             Location::Weights { offset } => unsafe { self.weights.ptr.add(offset as usize) },
         }
     }
 
-    fn bytes<'a>(&'a self, arena: &'a AlignedBytes, buffer: u32) -> &'a [u8] {
+    fn bytes<'a>(&'a self, arena: Memory<'a>, buffer: u32) -> &'a [u8] {
         let len = self.program.buffers[buffer as usize].bytes() as usize;
         // SAFETY: inside its region (checked by the loader); no `&mut` to it is alive.
         unsafe { std::slice::from_raw_parts(self.pointer(arena, buffer), len) }
@@ -233,7 +293,7 @@ impl CpuExecutor {
     /// one's wall time to `profile`.
     fn steps(
         &self,
-        arena: &AlignedBytes,
+        arena: Memory,
         skip: &[bool],
         comm: Option<&RankComm>,
         mut profile: Option<&mut Profile>,
@@ -253,14 +313,14 @@ impl CpuExecutor {
 
     fn library_step(
         &self,
-        arena: &AlignedBytes,
+        arena: Memory,
         call: &LibraryCall,
         inputs: &[u32],
         outputs: &[u32],
         comm: Option<&RankComm>,
     ) -> Result<(), String> {
         let buffers = &self.program.buffers;
-        debug_assert!(arena.len >= self.program.arena_bytes as usize);
+        debug_assert!(arena.arena.len >= self.program.arena_bytes as usize);
         let ins: Vec<In> =
             inputs.iter().map(|&b| In { desc: &buffers[b as usize], bytes: self.bytes(arena, b) }).collect();
         let mut outs: Vec<Out> = outputs
@@ -316,7 +376,7 @@ impl CpuExecutor {
 /// The borrows that [`Bound::run_steps`] hands to a pool thread: the executor (its mapped
 /// kernels), the arena and the profile. Not `Send` on their own only because the arena and the
 /// weights are raw pointers.
-struct SendJob<'a>((&'a CpuExecutor, &'a AlignedBytes, Option<&'a mut Profile>));
+struct SendJob<'a>((&'a CpuExecutor, Memory<'a>, Option<&'a mut Profile>));
 
 // SAFETY: `rayon::scope` returns only when its closure has, and the calling thread blocks in it
 // meanwhile: the borrows are used by one thread at a time, as if moved there and back. The
@@ -325,7 +385,7 @@ struct SendJob<'a>((&'a CpuExecutor, &'a AlignedBytes, Option<&'a mut Profile>))
 unsafe impl Send for SendJob<'_> {}
 
 impl<'a> SendJob<'a> {
-    fn into_parts(self) -> (&'a CpuExecutor, &'a AlignedBytes, Option<&'a mut Profile>) {
+    fn into_parts(self) -> (&'a CpuExecutor, Memory<'a>, Option<&'a mut Profile>) {
         self.0
     }
 }
@@ -339,6 +399,10 @@ pub struct Bound<E: Borrow<CpuExecutor>> {
     arena: AlignedBytes,
     /// Per program input: bound once (true) or fed per run.
     resident: Vec<bool>,
+    /// Per program input: a resident input read from a [`SharedInput`] (`shared`), not the arena.
+    shared_input: Vec<bool>,
+    /// The arena ranges of the shared inputs (and of the buffers that alias them).
+    shared: Vec<SharedRange>,
     /// The other ranks, for the communication steps of a mesh artifact's program.
     comm: Option<RankComm>,
     /// Per step: one of the program's bind steps, run once and skipped while
@@ -352,8 +416,52 @@ pub struct Bound<E: Borrow<CpuExecutor>> {
 
 impl<E: Borrow<CpuExecutor>> Bound<E> {
     fn new<T: InputData>(executor: E, resident: &[(String, T)]) -> Result<Bound<E>, ArtifactError> {
+        Bound::with_shared_inputs(executor, resident, &[])
+    }
+
+    /// Binds `resident` inputs as [`CpuExecutor::bind`] does, and maps the `shared` ones
+    /// instead of copying them: the program reads their buffers (and any buffer aliasing them)
+    /// from the [`SharedInput`]'s bytes, which must have the input's dtype, storage and shape.
+    /// They are read-only here ([`Bound::write_resident`] and [`Bound::carry`] refuse them).
+    pub fn with_shared_inputs<T: InputData>(
+        executor: E,
+        resident: &[(String, T)],
+        shared: &[(String, std::sync::Arc<SharedInput>)],
+    ) -> Result<Bound<E>, ArtifactError> {
         let p = &executor.borrow().program;
-        let is_resident = super::resident_inputs(p, resident.iter().map(|(name, _)| name.as_str()))?;
+        let names = resident.iter().map(|(name, _)| name.as_str()).chain(shared.iter().map(|(name, _)| name.as_str()));
+        let is_resident = super::resident_inputs(p, names)?;
+        let mut shared_input = vec![false; p.inputs.len()];
+        let mut shared_ranges = Vec::with_capacity(shared.len());
+        for (name, input) in shared {
+            let input_error = |message: String| ArtifactError::Input { name: name.clone(), message };
+            let i = p.inputs.iter().position(|b| b.name == *name).ok_or_else(|| input_error(NOT_AN_INPUT.into()))?;
+            let (binding, desc) = (&p.inputs[i], &p.buffers[p.inputs[i].buffer as usize]);
+            if binding.dtype != input.dtype || desc.storage != input.storage || desc.shape != input.shape {
+                return Err(input_error(format!(
+                    "expected {} {:?} stored as {:?}, the shared input is {} {:?} stored as {:?}",
+                    binding.dtype, desc.shape, desc.storage, input.dtype, input.shape, input.storage
+                )));
+            }
+            let Location::Arena { offset: start } = desc.location else {
+                return Err(input_error("not in the arena".into()));
+            };
+            let end = start + desc.bytes();
+            // A buffer that aliases the input (a reshape of it) is read from the shared bytes
+            // too, so it must lie wholly inside the input's range.
+            let straddles = p.buffers.iter().any(|b| match b.location {
+                Location::Arena { offset } => {
+                    let b_end = offset + b.bytes();
+                    offset < end && start < b_end && (offset < start || b_end > end)
+                }
+                Location::Weights { .. } => false,
+            });
+            if straddles {
+                return Err(input_error("a buffer overlaps the input's range without lying inside it".into()));
+            }
+            shared_input[i] = true;
+            shared_ranges.push(SharedRange { start, end, input: input.clone() });
+        }
         let arena = AlignedBytes::zeroed(p.arena_bytes as usize)
             .map_err(|message| ArtifactError::Input { name: "(arena)".into(), message })?;
         let every_parameter_resident = p.inputs.iter().zip(&is_resident).all(|(binding, &r)| r || !binding.parameter);
@@ -364,8 +472,16 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
                 bind_step[s as usize] = true;
             }
         }
-        let mut bound =
-            Bound { executor, arena, resident: is_resident, comm: None, bind_step, bind_results_current: false };
+        let mut bound = Bound {
+            executor,
+            arena,
+            resident: is_resident,
+            shared_input,
+            shared: shared_ranges,
+            comm: None,
+            bind_step,
+            bind_results_current: false,
+        };
         bound.write_inputs(resident, true)?;
         bound.run_bind_steps()?;
         Ok(bound)
@@ -376,7 +492,8 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
         let executor = self.executor.borrow();
         for (s, step) in executor.program.steps.iter().enumerate() {
             if self.bind_step.get(s).copied().unwrap_or(false) {
-                executor.run_step(&self.arena, s, step, self.comm.as_ref())?;
+                let memory = Memory { arena: &self.arena, shared: &self.shared };
+                executor.run_step(memory, s, step, self.comm.as_ref())?;
             }
         }
         self.bind_results_current = true;
@@ -436,6 +553,9 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
             if !self.resident[i] {
                 return Err(input_error("only a resident input can carry an output from run to run".into()));
             }
+            if self.shared_input[i] {
+                return Err(input_error("a shared input is read-only: it cannot carry an output".into()));
+            }
             if carry.pairs.iter().any(|c| c.input == i) {
                 return Err(input_error("carries two outputs".into()));
             }
@@ -475,7 +595,8 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
         let binding = &p.inputs[i];
         let desc = &p.buffers[binding.buffer as usize];
         let shape: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
-        read_elements(self.executor().bytes(&self.arena, binding.buffer), desc.storage, binding.dtype, &shape)
+        let memory = Memory { arena: &self.arena, shared: &self.shared };
+        read_elements(self.executor().bytes(memory, binding.buffer), desc.storage, binding.dtype, &shape)
             .ok_or_else(|| input_error("buffer has the wrong size"))
     }
 
@@ -487,6 +608,9 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
         let i = p.inputs.iter().position(|b| b.name == name).ok_or_else(|| input_error(NOT_AN_INPUT.into()))?;
         if !self.resident[i] {
             return Err(input_error("not resident: feed it per run".into()));
+        }
+        if self.shared_input[i] {
+            return Err(input_error("a shared input is read-only".into()));
         }
         let given = [(name.to_string(), data)];
         let (data, desc, offset) = super::bound_input(p, &p.inputs[i], &given)?;
@@ -502,7 +626,8 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
     /// Writes the resident inputs (`resident` true) or the per-run ones into the arena.
     fn write_inputs<T: InputData>(&mut self, inputs: &[(String, T)], resident: bool) -> Result<(), ArtifactError> {
         let p = &self.executor.borrow().program;
-        for (binding, _) in p.inputs.iter().zip(&self.resident).filter(|(_, &r)| r == resident) {
+        let written = p.inputs.iter().zip(self.resident.iter().zip(&self.shared_input));
+        for (binding, _) in written.filter(|(_, (r, shared))| **r == resident && !**shared) {
             let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
             let (data, desc, offset) = super::bound_input(p, binding, inputs)?;
             // SAFETY: the loader checked that the buffer lies inside the arena, and no other
@@ -532,7 +657,7 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
         }
         let executor = self.executor.borrow();
         let p = &executor.program;
-        let arena = &self.arena;
+        let arena = Memory { arena: &self.arena, shared: &self.shared };
         let skip = self.bind_step.as_slice();
         match &self.comm {
             Some(comm) => executor.steps(arena, skip, Some(comm), profile.as_deref_mut())?,

@@ -4,11 +4,12 @@
 use super::attention::{AttentionRow, KvCache};
 use super::blocks::{BlockAllocator, BlockId};
 use super::ServeError;
-use crate::executor::cpu::{Bound, CpuExecutor};
+use crate::executor::cpu::{Bound, CpuExecutor, SharedInput};
 use crate::executor::{Feed, InputData};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use tessera_ir::artifact::Storage;
 use tessera_ir::dtype::DType;
 use tessera_ir::serving::{names, Positions, ServeManifest, ServeShape, LAYER_PREFIX};
@@ -91,26 +92,65 @@ fn f32s(shape: Vec<usize>, values: Vec<f32>) -> HostTensor {
     HostTensor::F32 { shape, values }
 }
 
-/// The parameter inputs of `program` with their values from `weights`, each named for
-/// `weights` through `model_name`.
-fn resident_weights(
-    program: &tessera_ir::artifact::Program,
+/// The weights the engine's programs read, each held once and shared read-only by every
+/// binding that reads it: the programs of every row count, and prefill and decode (which are
+/// runs of the same programs). Keyed by model name (`l0.attn.q.weight`), storage and shape, so
+/// only programs that declare the same tensor share it.
+#[derive(Default)]
+struct WeightStore {
+    tensors: HashMap<(String, Storage, Vec<u64>), Arc<SharedInput>>,
+}
+
+impl WeightStore {
+    /// The parameter inputs of `program`, each named for `weights` through `model_name`, with
+    /// their shared values: from the store, or loaded from `weights` the first time.
+    fn for_program(
+        &mut self,
+        program: &tessera_ir::artifact::Program,
+        weights: &mut WeightSource,
+        model_name: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<(String, Arc<SharedInput>)>, ServeError> {
+        let mut shared = Vec::new();
+        for input in program.inputs.iter().filter(|i| i.parameter) {
+            let desc = &program.buffers[input.buffer as usize];
+            let name = model_name(&input.name);
+            let key = (name.clone(), desc.storage, desc.shape.clone());
+            let tensor = match self.tensors.get(&key) {
+                Some(tensor) => tensor.clone(),
+                None => {
+                    let values = weights(&name, &desc.shape)
+                        .map_err(|message| ServeError::Weight { name: name.clone(), message })?;
+                    let dims: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
+                    if values.len() != dims.iter().product::<usize>() {
+                        let message = format!("{} values for shape {:?}", values.len(), desc.shape);
+                        return Err(ServeError::Weight { name, message });
+                    }
+                    let tensor = SharedInput::new(&f32s(dims, values), desc.storage)
+                        .map_err(|message| ServeError::Weight { name: name.clone(), message })?;
+                    let tensor = Arc::new(tensor);
+                    self.tensors.insert(key, tensor.clone());
+                    tensor
+                }
+            };
+            shared.push((input.name.clone(), tensor));
+        }
+        Ok(shared)
+    }
+
+    fn bytes(&self) -> usize {
+        self.tensors.values().map(|t| t.len()).sum()
+    }
+}
+
+/// Binds `program` to its parameters in `store` (no copy: the binding reads the store's).
+fn bind_program<E: std::borrow::Borrow<CpuExecutor>>(
+    program: E,
+    store: &mut WeightStore,
     weights: &mut WeightSource,
     model_name: &dyn Fn(&str) -> String,
-) -> Result<Vec<(String, HostTensor)>, ServeError> {
-    let mut resident = Vec::new();
-    for input in program.inputs.iter().filter(|i| i.parameter) {
-        let shape = &program.buffers[input.buffer as usize].shape;
-        let name = model_name(&input.name);
-        let values = weights(&name, shape).map_err(|message| ServeError::Weight { name: name.clone(), message })?;
-        let dims: Vec<usize> = shape.iter().map(|&n| n as usize).collect();
-        if values.len() != dims.iter().product::<usize>() {
-            let message = format!("{} values for shape {shape:?}", values.len());
-            return Err(ServeError::Weight { name, message });
-        }
-        resident.push((input.name.clone(), f32s(dims, values)));
-    }
-    Ok(resident)
+) -> Result<Bound<E>, ServeError> {
+    let shared = store.for_program(program.borrow().program(), weights, model_name)?;
+    Ok(Bound::with_shared_inputs(program, &[] as &[(String, HostTensor)], &shared)?)
 }
 
 /// The four programs for one row count, bound to the weights (the layer programs once per
@@ -127,13 +167,12 @@ impl RowPrograms {
     fn bind(
         manifest: &ServeManifest,
         programs: Programs,
+        store: &mut WeightStore,
         weights: &mut WeightSource,
     ) -> Result<RowPrograms, ServeError> {
         let same = |name: &str| name.to_string();
-        let resident = resident_weights(programs.embed.program(), weights, &same)?;
-        let embed = programs.embed.into_bound(&resident)?;
-        let resident = resident_weights(programs.head.program(), weights, &same)?;
-        let head = programs.head.into_bound(&resident)?;
+        let embed = bind_program(programs.embed, store, weights, &same)?;
+        let head = bind_program(programs.head, store, weights, &same)?;
         let (layer_in_program, layer_out_program) = (Rc::new(programs.layer_in), Rc::new(programs.layer_out));
         let mut layer_in = Vec::new();
         let mut layer_out = Vec::new();
@@ -143,8 +182,7 @@ impl RowPrograms {
                 None => name.to_string(),
             };
             for (program, bindings) in [(&layer_in_program, &mut layer_in), (&layer_out_program, &mut layer_out)] {
-                let resident = resident_weights(program.program(), weights, &rename)?;
-                bindings.push(CpuExecutor::bind_shared(program.clone(), &resident)?);
+                bindings.push(bind_program(program.clone(), store, weights, &rename)?);
             }
         }
         Ok(RowPrograms { rows: manifest.shape.rows as usize, embed, layer_in, layer_out, head })
@@ -156,6 +194,8 @@ pub struct Engine {
     manifest: ServeManifest,
     /// The programs by row count, fewest rows first; the last has `manifest.shape.rows`.
     row_programs: Vec<RowPrograms>,
+    /// The one copy of the weights that all of `row_programs` read.
+    weights: WeightStore,
     cache: KvCache,
     blocks: BlockAllocator,
     sequences: HashMap<SeqId, Sequence>,
@@ -188,7 +228,8 @@ impl Engine {
         if m.heads % m.kv_heads != 0 || shape.kv_block == 0 || shape.rows < shape.max_batch {
             return Err(ServeError::Invalid("serve.json: inconsistent heads or shape".into()));
         }
-        let row_programs = vec![RowPrograms::bind(&manifest, programs, weights)?];
+        let mut store = WeightStore::default();
+        let row_programs = vec![RowPrograms::bind(&manifest, programs, &mut store, weights)?];
         let total_blocks = u32::try_from(cache_blocks)
             .ok()
             .filter(|&n| n > 0)
@@ -213,6 +254,7 @@ impl Engine {
         Ok(Engine {
             manifest,
             row_programs,
+            weights: store,
             cache,
             blocks: BlockAllocator::new(total_blocks),
             sequences: HashMap::new(),
@@ -227,7 +269,8 @@ impl Engine {
     }
 
     /// Adds the programs of the same model compiled for fewer rows (`manifest` differs from
-    /// the engine's only in `shape.rows`), bound to the same weights: a run of the programs
+    /// the engine's only in `shape.rows`), reading the engine's one copy of the weights
+    /// (`weights` is asked only for a tensor no program read before): a run of the programs
     /// then uses the fewest rows that hold its tokens, so a small batch is not padded to
     /// `max_batch` rows (as vLLM captures CUDA graphs per batch size bucket).
     pub fn add_row_programs(
@@ -245,12 +288,18 @@ impl Engine {
             );
             return Err(ServeError::Invalid(message));
         }
-        let bound = RowPrograms::bind(manifest, programs, weights)?;
+        let bound = RowPrograms::bind(manifest, programs, &mut self.weights, weights)?;
         match self.row_programs.binary_search_by_key(&bound.rows, |p| p.rows) {
             Ok(at) => self.row_programs[at] = bound,
             Err(at) => self.row_programs.insert(at, bound),
         }
         Ok(())
+    }
+
+    /// Bytes of the weights the programs read: each tensor once, however many row counts (and
+    /// layer bindings of the same program) read it.
+    pub fn weight_bytes(&self) -> usize {
+        self.weights.bytes()
     }
 
     /// The row counts the engine has programs for, fewest first.

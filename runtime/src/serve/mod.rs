@@ -10,7 +10,10 @@
 //!   ([`tessera_ir::serving`]) to the weights a closure hands out by the model's parameter
 //!   names (a Hugging Face checkpoint, a zoo model's seeded weights), the two layer programs
 //!   once per layer, and allocates the KV cache: `shape.cache_blocks()` blocks of `kv_block`
-//!   tokens.
+//!   tokens. Each weight tensor is converted once into a read-only
+//!   [`crate::executor::cpu::SharedInput`] that every binding reading it maps (no copy in the
+//!   programs' arenas); `weight_bytes()` is their total, one copy of the model whatever the
+//!   number of row counts.
 //! - `add_sequence() -> SeqId`, `release(seq)`: a sequence owns a block table (its blocks in
 //!   order) and a length; releasing it returns its blocks.
 //! - `prefill(seq, tokens)`: appends a prompt or a chunk of one (chunked prefill is calling it
@@ -22,8 +25,9 @@
 //!   packed into the programs' rows (`shape.rows`, the maximum batch, per run; a longer prompt
 //!   runs in chunks of that many tokens).
 //! - `add_row_programs(manifest, programs, weights)` adds the same programs compiled for fewer
-//!   rows; a run then uses the fewest rows that hold its tokens, so a lone sequence is not
-//!   padded to `max_batch` rows (`tessera serve` compiles powers of two up to `max_batch`).
+//!   rows, reading the same shared weights; a run then uses the fewest rows that hold its
+//!   tokens, so a lone sequence is not padded to `max_batch` rows (`tessera serve` compiles
+//!   powers of two up to `max_batch`).
 //! - A step is checked in full before it changes anything: unknown sequences, token ids outside
 //!   the vocabulary, sequences past `max_seq`, and too few free blocks
 //!   ([`ServeError::OutOfBlocks`], the scheduler's cue to preempt a sequence and recompute it
