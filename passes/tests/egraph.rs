@@ -517,7 +517,12 @@ fn ilp_extraction_through_the_pass() {
 fn greedy_rewriting_baseline_merges_projections() {
     use tessera_passes::egraph::taso::{rewrite, RewriteLimits};
     let original = gpt_attention();
-    let limits = RewriteLimits { steps: 50, time: std::time::Duration::from_secs(60), weights: Default::default() };
+    let limits = RewriteLimits {
+        steps: 50,
+        time: std::time::Duration::from_secs(60),
+        weights: Default::default(),
+        kernels: Default::default(),
+    };
     let (g, report) = rewrite(&original, rules(), limits).expect("rewrites");
     assert_eq!(report.stop, "no-improvement", "{report:?}");
     assert!(report.cost_after < report.cost_before, "{report:?}");
