@@ -116,8 +116,7 @@ fn work(g: &Graph, family: &str) -> Result<f64> {
 /// compiled for the CPU, parameters resident, one thread. CPU time, not wall time, because on
 /// a shared machine a run's wall time is mostly waiting for a core. The run's CPU time also
 /// covers copying its activation inputs in and its output out, which a step inside a model does
-/// not pay: memory-bound families are priced at up to about twice their own time (apportioning
-/// by the steps' share of wall time was tried: under load that share is noise).
+/// not pay; [`run`] subtracts them at the copy rate of [`copy_us_per_byte`].
 fn step_us(g: &Graph, scratch: &Path) -> Result<f64> {
     use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
     use tessera_runtime::executor::cpu::CpuExecutor;
@@ -149,6 +148,27 @@ fn step_us(g: &Graph, scratch: &Path) -> Result<f64> {
     }
     times.sort_by(|a, b| a.total_cmp(b));
     Ok(times[times.len() / 2] * 1e6)
+}
+
+/// What a run spends per byte of activation input copied in and output copied out: the run of
+/// a graph that only reshapes (a view, no step) a 16 MiB input, over the 32 MiB it copies.
+fn copy_us_per_byte(scratch: &Path) -> Result<f64> {
+    let mut g = Graph::new("copy");
+    let x = g.add_input("x", f32(&[4, 1024, 1024]), InputRole::Activation);
+    let shape = [4096u64, 1024].map(tessera_ir::types::Dim::Static).to_vec();
+    let y = g.add(Op::Reshape { shape }, &[x])?;
+    g.set_outputs(vec![y]);
+    Ok(step_us(&g, scratch)? / (2.0 * 16.0 * 1024.0 * 1024.0))
+}
+
+/// Bytes a run of `g` copies: its activation inputs in and its outputs out.
+fn copied_bytes(g: &Graph) -> f64 {
+    let bytes = |v: &tessera_ir::graph::ValueId| {
+        let ty = &g.value(*v).ty;
+        ty.num_elements().unwrap_or(0) as f64 * ty.dtype.size_bytes() as f64
+    };
+    let inputs: f64 = g.inputs().iter().filter(|&&v| g.input_role(v) != Some(InputRole::Parameter)).map(bytes).sum();
+    inputs + g.outputs().iter().map(bytes).sum::<f64>()
 }
 
 fn machine() -> Machine {
@@ -185,19 +205,24 @@ pub fn run(out: Option<&Path>) -> Result<()> {
         "machine: {} ({} CPUs, {} thread(s), load {:.1}, {} build)",
         machine.cpu, machine.cpus, machine.threads, machine.load_average, machine.build
     );
-    println!("| family | shape class | work | time | rate |");
-    println!("|---|---|---|---|---|");
+    let copy = copy_us_per_byte(&scratch)?;
+    println!("copying inputs in and outputs out: {:.2} GB/s (subtracted from each run)", 1e-3 / copy);
+    println!("| family | shape class | work | run | time less copies | rate |");
+    println!("|---|---|---|---|---|---|");
     let mut families: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for case in cases()? {
         let work = work(&case.graph, case.family)?;
-        let us = step_us(&case.graph, &scratch).map_err(|e| anyhow!("{} {}: {e}", case.family, case.shape))?;
+        let run_us = step_us(&case.graph, &scratch).map_err(|e| anyhow!("{} {}: {e}", case.family, case.shape))?;
+        // Never below a tenth of the run: the copy rate is one measurement, a kernel's own
+        // time is never nothing.
+        let us = (run_us - copy * copied_bytes(&case.graph)).max(0.1 * run_us);
         let rate = if calibration::work_is_flops(case.family) {
             format!("{:.2} GFLOP/s", work / us / 1e3)
         } else {
             format!("{:.2} GB/s", work / us / 1e3)
         };
         let unit = if calibration::work_is_flops(case.family) { "FLOP" } else { "B" };
-        println!("| {} | {} | {work:.3e} {unit} | {us:.1} µs | {rate} |", case.family, case.shape);
+        println!("| {} | {} | {work:.3e} {unit} | {run_us:.1} µs | {us:.1} µs | {rate} |", case.family, case.shape);
         families.entry(case.family.to_string()).or_default().push(Point { shape: case.shape, work, us });
     }
     std::fs::remove_dir_all(&scratch).ok();
