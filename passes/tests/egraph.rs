@@ -517,7 +517,12 @@ fn ilp_extraction_through_the_pass() {
 fn greedy_rewriting_baseline_merges_projections() {
     use tessera_passes::egraph::taso::{rewrite, RewriteLimits};
     let original = gpt_attention();
-    let limits = RewriteLimits { steps: 50, time: std::time::Duration::from_secs(60), weights: Default::default() };
+    let limits = RewriteLimits {
+        steps: 50,
+        time: std::time::Duration::from_secs(60),
+        weights: Default::default(),
+        kernels: Default::default(),
+    };
     let (g, report) = rewrite(&original, rules(), limits).expect("rewrites");
     assert_eq!(report.stop, "no-improvement", "{report:?}");
     assert!(report.cost_after < report.cost_before, "{report:?}");
@@ -679,4 +684,37 @@ fn the_schedule_report_of_the_attention_block() {
         text.push_str(&format!("  {}: {c:.3} us\n", method.name()));
     }
     insta::assert_snapshot!(text);
+}
+
+/// `egraph{kernel-costs=FILE}` prices by the measured table: the pass's costs are the table's,
+/// not the roofline's; a table that cannot be read is an error, not a silent roofline.
+#[test]
+fn a_calibration_table_prices_extraction() {
+    use tessera_passes::egraph::cost::KernelCosts;
+    let text = r#"{
+        "machine": {"cpu": "test", "cpus": 2, "threads": 1, "load_average": 0.0, "build": "debug", "measured_at_unix_s": 0},
+        "families": {
+            "elementwise": [{"shape": "small", "work": 1000, "us": 2}, {"shape": "large", "work": 1000000, "us": 400}],
+            "matmul": [{"shape": "small", "work": 1000, "us": 1}, {"shape": "large", "work": 100000000, "us": 2000}]
+        }
+    }"#;
+    let path = std::env::temp_dir().join(format!("tessera-calibration-test-{}.json", std::process::id()));
+    std::fs::write(&path, text).expect("write table");
+    let measured = KernelCosts::measured(&path.display().to_string()).expect("table loads");
+    let original = gpt_attention();
+    let mut g = original.clone();
+    let stats = run_egraph(&mut g, &format!("egraph{{kernel-costs={}}}", path.display()));
+    let expected = cost::graph_cost_with(&original, cost::Weights::FoldedAtLoad, &measured);
+    assert_eq!(stats.counters["egraph.cost-before-ns"], (expected * 1000.0).round() as usize);
+    assert_ne!(expected, cost::graph_cost(&original));
+    assert_eq!(
+        stats.counters["egraph.cost-after-ns"],
+        (cost::graph_cost_with(&g, cost::Weights::FoldedAtLoad, &measured) * 1000.0).round() as usize
+    );
+    assert_same_outputs(&original, &g);
+    std::fs::remove_file(&path).ok();
+    let pipeline = Pipeline::parse("egraph{kernel-costs=/nonexistent/table.json}").expect("parses");
+    let error =
+        run_pipeline(&mut original.clone(), &pipeline, &mut RunConfig::default()).expect_err("unreadable table");
+    assert!(error.to_string().contains("cannot read calibration table"), "{error}");
 }

@@ -10,6 +10,9 @@
 //! layer norm over 8192x1024 f32) timed with CUDA events, their bandwidth (bytes each kernel
 //! must move / time) against the device's device-to-device copy bandwidth.
 //!
+//! `tessera bench kernels --target cpu --out FILE`: the calibration table of this machine
+//! (`commands::bench_kernels_cpu`), which `--kernel-costs FILE` makes `bench egraph` price by.
+//!
 //! `tessera bench serve --url U`: a completions server under Poisson load
 //! (`tessera::http::bench`), reporting vLLM `benchmark_serving`'s fields.
 //!
@@ -82,9 +85,16 @@ pub struct BenchArgs {
     /// or `step` (computed on every call).
     #[arg(long, value_parser = ["load", "step"])]
     pub weights: Option<String>,
-    /// Kernels: the device to measure (cuda).
+    /// Kernels: the device to measure (cuda, or cpu for the calibration table).
     #[arg(long, default_value = "cuda")]
     pub target: String,
+    /// Kernels, `--target cpu`: where to write the calibration table (JSON).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// E-graph: price kernels by this calibration table (`bench kernels --target cpu --out`)
+    /// instead of the H100 roofline.
+    #[arg(long)]
+    pub kernel_costs: Option<String>,
     /// Serve: the server, `http://host:port` or `host:port`.
     #[arg(long)]
     pub url: Option<String>,
@@ -127,8 +137,18 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
         Some("step") => cost::Weights::EveryStep,
         Some(_) | None => cost::Weights::FoldedAtLoad,
     };
-    let before = cost::graph_cost_for(g, weights);
-    let limits = Limits { iters: args.iters, nodes: args.nodes, time: Duration::from_millis(args.time_ms), weights };
+    let kernels = match &args.kernel_costs {
+        Some(path) => cost::KernelCosts::measured(path)?,
+        None => cost::KernelCosts::Roofline,
+    };
+    let before = cost::graph_cost_with(g, weights, &kernels);
+    let limits = Limits {
+        iters: args.iters,
+        nodes: args.nodes,
+        time: Duration::from_millis(args.time_ms),
+        weights,
+        kernels: kernels.clone(),
+    };
     let start = Instant::now();
     let start_cpu = process_cpu_seconds()?;
     let s = egraph::saturate(g, rules, limits).map_err(|e| anyhow!(e))?;
@@ -141,8 +161,12 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
     let egraph_s = start.elapsed().as_secs_f64();
     let egraph_cpu_s = process_cpu_seconds()? - start_cpu;
     let start = Instant::now();
-    let rewriting_limits =
-        taso::RewriteLimits { steps: usize::MAX, time: Duration::from_secs(args.baseline_time_s), weights };
+    let rewriting_limits = taso::RewriteLimits {
+        steps: usize::MAX,
+        time: Duration::from_secs(args.baseline_time_s),
+        weights,
+        kernels: kernels.clone(),
+    };
     let (rewritten, report) = taso::rewrite(g, rules, rewriting_limits).map_err(|e| anyhow!(e))?;
     let rewriting_s = start.elapsed().as_secs_f64();
     let change = |method: egraph::Method| match extracted.costs.get(&method) {
@@ -166,7 +190,7 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
         }
         None => "–".to_string(),
     };
-    let rewriting_cost = cost::graph_cost_for(&rewritten, weights);
+    let rewriting_cost = cost::graph_cost_with(&rewritten, weights, &kernels);
     let held = if egraph::holds(&s, &rewritten) { "the e-graph holds it" } else { "**not in the e-graph**" };
     let (guarded, winner, optimized) = if rewriting_cost < extracted.cost {
         (rewriting_cost, egraph::Method::GreedyRewriting, &rewritten)
@@ -218,7 +242,7 @@ struct Measured {
 /// CPU time this process has used so far, every thread (`CLOCK_PROCESS_CPUTIME_ID`): on a
 /// machine shared with other work a run's CPU time is what it costs; its wall time is mostly
 /// how long it waited for a core.
-fn process_cpu_seconds() -> Result<f64> {
+pub(crate) fn process_cpu_seconds() -> Result<f64> {
     let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `t` is a valid, writable timespec.
     if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) } != 0 {
@@ -434,11 +458,15 @@ fn kernel_cases() -> Result<Vec<(&'static str, tessera_codegen::KernelSource, u6
 /// device's copy bandwidth. PTX for sm_80 (which the driver also runs on sm_90 devices).
 fn kernels(args: &BenchArgs) -> Result<()> {
     use tessera_runtime::executor::cuda::{BenchKernel, CudaBench};
+    if args.target == "cpu" {
+        if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+            // One thread, as `bench egraph --measure` runs: set before rayon's pool starts.
+            std::env::set_var("RAYON_NUM_THREADS", "1");
+        }
+        return super::bench_kernels_cpu::run(args.out.as_deref());
+    }
     if args.target != "cuda" {
-        bail!(
-            "bench kernels: --target '{}': only cuda is measured here (CPU kernels: cargo bench -p tessera-codegen)",
-            args.target
-        );
+        bail!("bench kernels: --target '{}': cuda or cpu", args.target);
     }
     // PTX first (so every machine checks that the kernels compile), then the driver.
     let cases = kernel_cases()?;

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_import;
+pub mod bench_kernels_cpu;
 pub mod comm_test;
 pub mod compile;
 pub mod generate;

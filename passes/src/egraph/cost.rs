@@ -1,4 +1,5 @@
-//! The roofline estimate that extraction minimises, per e-node and for whole graphs.
+//! The estimate that extraction minimises, per e-node and for whole graphs: the roofline, or a
+//! measured calibration table ([`KernelCosts`]).
 //!
 //! A kernel costs `overhead + max(flops / peak, bytes / bandwidth)` on the H100 SXM preset of
 //! [`tessera_ir::hardware`] ([`DeviceSpec::h100_80g_sxm`]): the bf16 tensor-core peak for
@@ -23,9 +24,10 @@
 //! exact when all parts of a split are used, as after a QKV merge. The pass compares the
 //! true DAG cost ([`graph_cost`]) of the result with the original and keeps the cheaper graph.
 
+use super::calibration::{Table, TableError};
 use super::lang::{concrete, NodeKind, TsrEGraph, TsrNode};
 use egg::{CostFunction, Id};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, InputRole};
 use tessera_ir::hardware::DeviceSpec;
@@ -59,6 +61,45 @@ impl KernelRates {
 
 /// The device extraction prices against: the H100 SXM preset.
 pub static RATES: LazyLock<KernelRates> = LazyLock::new(|| KernelRates::of(&DeviceSpec::h100_80g_sxm()));
+
+/// What one kernel costs: the roofline of [`RATES`] (the default: GPU targets and the planner),
+/// or a table measured on the machine that will run the artifact ([`super::calibration`]: CPU
+/// artifacts, `egraph{kernel-costs=FILE}`). Views and folded values are free under both.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum KernelCosts {
+    #[default]
+    Roofline,
+    Measured(Arc<Table>),
+}
+
+impl KernelCosts {
+    /// Reads a calibration table ([`Table::read`]).
+    pub fn measured(path: &str) -> Result<KernelCosts, TableError> {
+        Ok(KernelCosts::Measured(Arc::new(Table::read(path)?)))
+    }
+
+    /// Microseconds of one kernel computing `op` (all its results) from `inputs`.
+    pub fn kernel_us(&self, op: &Op, inputs: &[&TensorType], results: &[&TensorType]) -> f64 {
+        match self {
+            KernelCosts::Roofline => kernel_us(op, inputs, results),
+            KernelCosts::Measured(table) => {
+                if is_view(op) {
+                    return 0.0;
+                }
+                let (flops, moved) = kernel_work(op, inputs, results);
+                table.kernel_us(op, flops, moved)
+            }
+        }
+    }
+
+    /// `roofline` or `measured (CPU, date)`, for reports.
+    pub fn name(&self) -> String {
+        match self {
+            KernelCosts::Roofline => "roofline".to_string(),
+            KernelCosts::Measured(t) => format!("measured on {}", t.machine.cpu),
+        }
+    }
+}
 
 /// When values computed from parameters (and constants) only are computed, which decides
 /// whether they cost anything per step.
@@ -102,6 +143,13 @@ fn bytes(t: &TensorType) -> f64 {
     elements(t) * t.dtype.size_bytes() as f64
 }
 
+/// The FLOPs of one kernel of `op` and the bytes it moves (every operand read once, every
+/// result written once), symbolic dimensions counted as [`SYMBOL_SIZE`].
+pub fn kernel_work(op: &Op, inputs: &[&TensorType], results: &[&TensorType]) -> (f64, f64) {
+    let moved = inputs.iter().map(|t| bytes(t)).sum::<f64>() + results.iter().map(|t| bytes(t)).sum::<f64>();
+    (flops(op, inputs, results), moved)
+}
+
 /// Whether `op` is a view (no kernel) in this model.
 pub fn is_view(op: &Op) -> bool {
     matches!(op, Op::Reshape { .. } | Op::Slice { .. } | Op::Split { .. } | Op::Constant(_))
@@ -112,14 +160,13 @@ pub fn kernel_us(op: &Op, inputs: &[&TensorType], results: &[&TensorType]) -> f6
     if is_view(op) {
         return 0.0;
     }
-    let flops = flops(op, inputs, results);
+    let (flops, moved) = kernel_work(op, inputs, results);
     let rates = &*RATES;
     let peak = if matches!(op, Op::MatMul | Op::Conv2d { .. }) {
         rates.matmul_flops_per_us
     } else {
         rates.vector_flops_per_us
     };
-    let moved: f64 = inputs.iter().map(|t| bytes(t)).sum::<f64>() + results.iter().map(|t| bytes(t)).sum::<f64>();
     rates.overhead_us + (flops / peak).max(moved / rates.bytes_per_us)
 }
 
@@ -131,6 +178,11 @@ pub fn graph_cost(g: &Graph) -> f64 {
 
 /// [`graph_cost`] with values computed from parameters priced as `weights` says.
 pub fn graph_cost_for(g: &Graph, weights: Weights) -> f64 {
+    graph_cost_with(g, weights, &KernelCosts::Roofline)
+}
+
+/// [`graph_cost_for`] with each kernel priced by `kernels`.
+pub fn graph_cost_with(g: &Graph, weights: Weights, kernels: &KernelCosts) -> f64 {
     let mut folded = vec![false; g.num_values()];
     for &v in g.inputs() {
         folded[v.index()] = weights == Weights::FoldedAtLoad && g.input_role(v) == Some(InputRole::Parameter);
@@ -146,12 +198,13 @@ pub fn graph_cost_for(g: &Graph, weights: Weights) -> f64 {
         }
         let inputs: Vec<&TensorType> = node.inputs.iter().map(|&v| &g.value(v).ty).collect();
         let results: Vec<&TensorType> = node.outputs.iter().map(|&v| &g.value(v).ty).collect();
-        total += kernel_us(&node.op, &inputs, &results);
+        total += kernels.kernel_us(&node.op, &inputs, &results);
     }
     total
 }
 
-/// The own cost of one e-node in microseconds: its kernel, or 0 for inputs, views and values
+/// The own cost of one e-node in microseconds: its kernel (priced by the e-graph's
+/// [`KernelCosts`]), or 0 for inputs, views and values
 /// folded at weight-load time; infinite when the node is ill-typed. Exact extraction sums it
 /// over the chosen DAG (a multi-result kernel is split evenly over its results).
 pub fn node_cost(egraph: &TsrEGraph, enode: &TsrNode) -> f64 {
@@ -175,7 +228,7 @@ pub fn node_cost(egraph: &TsrEGraph, enode: &TsrNode) -> f64 {
         return 0.0;
     }
     let results: Vec<&TensorType> = result_types.iter().collect();
-    kernel_us(op, &types, &results) / results.len().max(1) as f64
+    egraph.analysis.kernels.kernel_us(op, &types, &results) / results.len().max(1) as f64
 }
 
 /// Tree cost for egg's extractor, with views charged their share of their operand.
@@ -220,7 +273,7 @@ impl CostFunction<TsrNode> for Roofline<'_> {
             return enode.children.iter().map(|&c| costs(c)).sum::<f64>() * share;
         }
         // A multi-result kernel is charged once, split over its results.
-        let own = kernel_us(op, &types, &results) / results.len().max(1) as f64;
+        let own = self.egraph.analysis.kernels.kernel_us(op, &types, &results) / results.len().max(1) as f64;
         own + enode.children.iter().map(|&c| costs(c)).sum::<f64>()
     }
 }

@@ -201,7 +201,11 @@ pub struct ClassData {
 
 /// The shape analysis: each class carries its `TensorType`.
 #[derive(Debug, Default, Clone)]
-pub struct ShapeAnalysis;
+pub struct ShapeAnalysis {
+    /// How extraction prices a kernel ([`super::cost::node_cost`]); the analysis itself does not
+    /// use it, it travels with the e-graph so every extractor sees the same pricing.
+    pub kernels: super::cost::KernelCosts,
+}
 
 /// The e-graph type of the pass.
 pub type TsrEGraph = EGraph<TsrNode, ShapeAnalysis>;

@@ -7,7 +7,9 @@
 //! - [`rules`]: the rule-file format, its parser, the load-time type check, egg rewrites, and
 //!   the built-in rules (`passes/rules/*.rules`).
 //! - [`taso`]: greedy rewriting without the e-graph (TASO's baseline), for comparison.
-//! - [`cost`]: the roofline cost per e-node and per graph.
+//! - [`cost`]: the roofline cost per e-node and per graph, or a measured table's.
+//! - [`calibration`]: the measured kernel-time table of a machine (`tessera bench kernels
+//!   --target cpu`), per op family and shape class, that `egraph{kernel-costs=FILE}` prices by.
 //! - [`schedule`]: saturation phases (algebraic, layout, fusion-enabling, all) and the backoff
 //!   scheduler that records banned and starved rules.
 //! - [`greedy`]: greedy extraction by DAG cost.
@@ -42,6 +44,7 @@
 //! bench egraph` compares all of them on whole models (`--measure`: compiled, on the CPU).
 //! `cost` is the roofline they minimise (`graph_cost` for graphs, `node_cost` per e-node).
 
+pub mod calibration;
 pub mod cost;
 pub mod dag;
 pub mod greedy;
@@ -108,6 +111,12 @@ const REWRITING_TIME_MS: OptionSpec = OptionSpec {
     help: "time limit of greedy rewriting under guard=true",
 };
 
+const KERNEL_COSTS: OptionSpec = OptionSpec {
+    name: "kernel-costs",
+    default: OptionValue::Str(Cow::Borrowed("")),
+    help: "a calibration table (JSON, `tessera bench kernels --target cpu --out FILE`) that prices kernels as measured on the machine that runs the artifact; empty: the H100 roofline",
+};
+
 /// The options of `egraph{...}`.
 pub static OPTIONS: &[OptionSpec] = &[
     ITERS,
@@ -121,6 +130,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     WEIGHTS,
     GUARD_REWRITING,
     REWRITING_TIME_MS,
+    KERNEL_COSTS,
 ];
 
 /// How the optimized graph is read out of the saturated e-graph.
@@ -133,8 +143,8 @@ pub enum Extraction {
     Ilp { time_limit: Duration },
 }
 
-/// Limits on saturation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Limits on saturation, and the pricing extraction will use.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub iters: usize,
     pub nodes: usize,
@@ -142,11 +152,19 @@ pub struct Limits {
     /// How the cost that extraction minimises prices values computed from parameters: the
     /// e-graph's analysis marks them as folding only under [`cost::Weights::FoldedAtLoad`].
     pub weights: cost::Weights,
+    /// How a kernel is priced (the saturated e-graph carries it to extraction).
+    pub kernels: cost::KernelCosts,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { iters: 8, nodes: 20_000, time: Duration::from_millis(2_000), weights: cost::Weights::FoldedAtLoad }
+        Limits {
+            iters: 8,
+            nodes: 20_000,
+            time: Duration::from_millis(2_000),
+            weights: cost::Weights::FoldedAtLoad,
+            kernels: cost::KernelCosts::Roofline,
+        }
     }
 }
 
@@ -206,6 +224,7 @@ fn stop_name(reason: &Option<StopReason>) -> &'static str {
 pub fn saturate(g: &Graph, rules: &[rules::Rule], limits: Limits) -> Result<Saturated, String> {
     let loaded = lang::load_for(g, limits.weights);
     let mut egraph = loaded.egraph;
+    egraph.analysis.kernels = limits.kernels.clone();
     let start = Instant::now();
     let mut phases = Vec::new();
     for phase in schedule::Phase::ORDER {
@@ -441,7 +460,8 @@ fn input_nodes(original: &Graph, s: &Saturated) -> HashMap<Id, Vec<lang::TsrNode
 /// (greedy rewriting's result, when the caller ran it): the result is never costlier than any
 /// of them. Ties go to the earlier [`Method`], so an unimproved graph stays the input.
 pub fn extract(original: &Graph, s: &Saturated, config: &ExtractConfig, baseline: Option<&Graph>) -> Extracted {
-    let before = cost::graph_cost_for(original, s.weights);
+    let price = |g: &Graph| cost::graph_cost_with(g, s.weights, &s.egraph.analysis.kernels);
+    let before = price(original);
     let cands = dag::Candidates::new(&s.egraph, &s.outputs);
     let ranked = greedy::ranked(&s.egraph, &s.outputs);
     let greedy = greedy_choice(s, &cands, &ranked);
@@ -483,7 +503,7 @@ pub fn extract(original: &Graph, s: &Saturated, config: &ExtractConfig, baseline
     costs.insert(Method::Input, before);
     let mut winner = (Method::Input, before, None);
     for (method, graph) in graphs.into_iter().chain(baseline.map(|g| (Method::GreedyRewriting, Some(g.clone())))) {
-        let c = graph.as_ref().map_or(f64::INFINITY, |g| cost::graph_cost_for(g, s.weights));
+        let c = graph.as_ref().map_or(f64::INFINITY, price);
         costs.insert(method, c);
         if c < winner.1 {
             winner = (method, c, graph);
@@ -557,6 +577,10 @@ pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError>
             "step" => cost::Weights::EveryStep,
             other => return Err(failed(format!("weights={other} is not supported (load or step)"))),
         },
+        kernels: match options.str(PASS, &KERNEL_COSTS)? {
+            "" => cost::KernelCosts::Roofline,
+            path => cost::KernelCosts::measured(path).map_err(|e| failed(e.to_string()))?,
+        },
     };
     let extraction = match options.str(PASS, &EXTRACT)? {
         "greedy" => Extraction::Greedy,
@@ -578,6 +602,7 @@ pub fn run(g: &mut Graph, options: &PassOptions) -> Result<PassStats, PassError>
             steps: usize::MAX,
             time: Duration::from_millis(options.uint(PASS, &REWRITING_TIME_MS)?),
             weights: limits.weights,
+            kernels: limits.kernels.clone(),
         };
         Some(taso::rewrite(g, &rules, limits).map_err(failed)?.0)
     } else {

@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 use tessera_ir::graph::Graph;
 
 /// Limits of the rewriting loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RewriteLimits {
     pub steps: usize,
     pub time: Duration,
     /// How the cost prices values computed from parameters ([`cost::Weights`]).
     pub weights: cost::Weights,
+    /// How a kernel is priced ([`cost::KernelCosts`]).
+    pub kernels: cost::KernelCosts,
 }
 
 /// What greedy rewriting did.
@@ -67,7 +69,7 @@ pub fn rewrite(g: &Graph, rules: &[Rule], limits: RewriteLimits) -> Result<(Grap
     let useful: Vec<&Rule> = rules.iter().filter(|r| !is_permutation(r)).collect();
     let rewrites = useful.iter().map(|r| rules::applier::rewrite(r)).collect::<Result<Vec<_>, _>>()?;
     let mut current = g.clone();
-    let mut current_cost = cost::graph_cost_for(g, limits.weights);
+    let mut current_cost = cost::graph_cost_with(g, limits.weights, &limits.kernels);
     let mut report = RewriteReport {
         applied: BTreeMap::new(),
         steps: 0,
@@ -111,7 +113,7 @@ pub fn rewrite(g: &Graph, rules: &[Rule], limits: RewriteLimits) -> Result<(Grap
                     let Some((graph, _)) = lang::build_ranked(&current, &roots, &rank) else {
                         continue;
                     };
-                    let c = cost::graph_cost_for(&graph, limits.weights);
+                    let c = cost::graph_cost_with(&graph, limits.weights, &limits.kernels);
                     if c < current_cost - 1e-9 && best.as_ref().is_none_or(|(b, _, _)| c < *b) {
                         best = Some((c, graph, index));
                     }
