@@ -97,10 +97,11 @@ fn unknown_and_subgraph_ops_are_named() {
         )
     };
     assert_eq!(error_of(&one_node("FooBar", "weird_0")), "node 'weird_0' (FooBar): unsupported op");
-    assert_eq!(error_of(&one_node("Scan", "Scan_3")), "node 'Scan_3' (Scan): unsupported op");
-    // If imports (as tsr.if), so one without its branches is malformed, not unsupported.
+    // If, Loop and Scan import (as tsr.if and tsr.loop), so one without its body is malformed,
+    // not unsupported.
     assert_eq!(error_of(&one_node("If", "If_3")), "node 'If_3' (If): missing required graph attribute 'then_branch'");
-    assert_eq!(error_of(&one_node("Loop", "")), "node #0 (Loop): unsupported op");
+    assert_eq!(error_of(&one_node("Scan", "Scan_3")), "node 'Scan_3' (Scan): missing required graph attribute 'body'");
+    assert_eq!(error_of(&one_node("Loop", "")), "node #0 (Loop): missing required graph attribute 'body'");
     let mut custom = one_node("FusedMatMul", "fused");
     if let Some(g) = custom.graph.as_mut() {
         g.node[0].domain = Some("com.microsoft".into());

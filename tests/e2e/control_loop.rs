@@ -1,6 +1,7 @@
 //! `tsr.loop` end to end: a loop whose trip count is an input runs through the interpreter and
 //! through a compiled CPU artifact (as a reference step) with the hand-computed result, and a
-//! loop that never ends stops at its trip limit with exit 1.
+//! loop that never ends stops at its trip limit with exit 1; the ONNX `Loop`/`Scan` fixtures
+//! compiled (static and range artifacts) match onnxruntime.
 
 use crate::support::tessera;
 use std::path::Path;
@@ -103,4 +104,47 @@ fn a_loop_past_its_trip_limit_exits_1_with_the_limit_named() {
         "{}",
         outcome.stderr
     );
+}
+
+/// The ONNX loop fixtures (`tests/fixtures/onnx-loops/`, onnxruntime's outputs; written by
+/// `scripts/gen-loop-fixtures.py`) compiled for the CPU match onnxruntime at every data set: the
+/// Loop with a data-dependent trip count as one static artifact (the loop a reference step, the
+/// only one), the Loop and Scan of symbolic length as range artifacts run at two sizes each.
+#[test]
+fn onnx_loop_fixtures_compiled_match_onnxruntime() {
+    use tessera_frontend::onnx::conformance::{run_node_test, Outcome};
+    use tessera_ir::graph::Graph;
+    use tessera_runtime::executor::cpu::CpuExecutor;
+    use tessera_runtime::executor::load::load;
+    use tessera_runtime::executor::ranged::RangedExecutor;
+
+    let fixtures = crate::support::repo_root().join("tests/fixtures/onnx-loops");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let compile = |name: &str, dims: &[&str]| -> (std::path::PathBuf, String) {
+        let artifact = tmp.path().join(name);
+        let model = fixtures.join(name).join("model.onnx").to_string_lossy().into_owned();
+        let mut args = vec!["compile", model.as_str(), "-o"];
+        let out_dir = artifact.to_string_lossy().into_owned();
+        args.push(&out_dir);
+        for d in dims {
+            args.extend(["--dim", d]);
+        }
+        let out = tessera(tmp.path(), &args);
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        (artifact, out.stdout)
+    };
+
+    let (artifact, report) = compile("loop_data_dependent_trips", &[]);
+    assert!(report.contains("reference steps: 1 of 2 (1 loop)"), "{report}");
+    let executor = CpuExecutor::new(load(&artifact).expect("load")).expect("executor");
+    let compiled = |_: &Graph, inputs: &[(String, Tensor)]| executor.run(inputs).map_err(|e| e.to_string());
+    assert_eq!(run_node_test(&fixtures.join("loop_data_dependent_trips"), &compiled), Outcome::Passed);
+
+    for (name, dim) in [("loop_symbolic_scan_outputs", "n=1..8"), ("scan_reverse_cumsum", "steps=1..8")] {
+        let (artifact, report) = compile(name, &[dim]);
+        assert!(report.contains(&format!("a range artifact for {dim}")), "{name}: {report}");
+        let executor = RangedExecutor::load(&artifact, None).expect("load");
+        let ranged = |_: &Graph, inputs: &[(String, Tensor)]| executor.run(inputs).map_err(|e| e.to_string());
+        assert_eq!(run_node_test(&fixtures.join(name), &ranged), Outcome::Passed, "{name}");
+    }
 }

@@ -69,6 +69,114 @@ pub enum Initializers {
     Parameters,
 }
 
+/// Where a region built in place began ([`Importer::begin_region`]).
+pub(crate) struct RegionStart {
+    first: tessera_ir::graph::NodeId,
+    /// The `tsr.trap` nodes standing for its block arguments ([`Importer::block_args`]).
+    placeholders: Vec<tessera_ir::graph::NodeId>,
+}
+
+/// A region's nodes moved out of the graph being built ([`Importer::end_region`]), before its
+/// block arguments are final: the loop that owns it decides which enclosing values it carries.
+pub(crate) struct OpenRegion {
+    /// The nodes as split off: its inputs are `captures`, its first nodes include the
+    /// placeholders.
+    raw: Graph,
+    /// The placeholder nodes, as node indices of `raw`.
+    placeholders: Vec<usize>,
+    /// The enclosing values read, one per input of `raw`.
+    captures: Vec<ValueId>,
+    /// The value of each capture copied in as a constant, if it is one.
+    literals: Vec<Option<Tensor>>,
+    /// Per value of `raw`: whether a yield depends on it.
+    live: Vec<bool>,
+}
+
+impl OpenRegion {
+    /// The enclosing values the region reads at run time (small constants are copied in).
+    pub fn captures(&self) -> Vec<ValueId> {
+        let inputs = self.raw.inputs();
+        self.captures
+            .iter()
+            .zip(&self.literals)
+            .zip(inputs)
+            .filter(|((_, literal), input)| literal.is_none() && self.live[input.index()])
+            .map(|((&v, _), _)| v)
+            .collect()
+    }
+
+    /// The region as a graph of its own: its block arguments are the placeholders' values, then
+    /// one per `carried` enclosing value (unread where the region does not read it); it yields
+    /// what [`Importer::end_region`] was given, then, with `pass_carried`, the `carried`
+    /// arguments unchanged (a loop body carries its loop invariants).
+    pub fn close(&self, outer: &Graph, carried: &[ValueId], pass_carried: bool) -> Result<Graph, String> {
+        let raw = &self.raw;
+        let mut g = Graph::new(tessera_ir::ops::control::REGION_NAME);
+        let mut remap: Vec<Option<ValueId>> = vec![None; raw.num_values()];
+        for &node in &self.placeholders {
+            for &v in &raw.node(tessera_ir::graph::NodeId(node as u32)).outputs {
+                remap[v.index()] =
+                    Some(g.add_input(&raw.value(v).name, raw.value(v).ty.clone(), InputRole::Activation));
+            }
+        }
+        let mut carried_args = Vec::with_capacity(carried.len());
+        for &c in carried {
+            let own = self.captures.iter().position(|&v| v == c).filter(|&i| self.literals[i].is_none());
+            let arg = match own {
+                Some(i) => {
+                    let input = raw.inputs()[i];
+                    let arg = g.add_input(&raw.value(input).name, raw.value(input).ty.clone(), InputRole::Activation);
+                    remap[input.index()] = Some(arg);
+                    arg
+                }
+                None => {
+                    let base = &outer.value(c).name;
+                    let name = (0u64..)
+                        .map(|k| if k == 0 { base.clone() } else { format!("{base}_{k}") })
+                        .find(|n| !g.has_name(n) && !raw.has_name(n))
+                        .unwrap_or_else(|| base.clone());
+                    g.add_input(&name, outer.value(c).ty.clone(), InputRole::Activation)
+                }
+            };
+            carried_args.push(arg);
+        }
+        for (i, literal) in self.literals.iter().enumerate() {
+            if let Some(t) = literal {
+                let input = raw.inputs()[i];
+                let value = raw.value(input);
+                let node =
+                    g.add_node_unchecked(Op::Constant(t.clone()), vec![], vec![(value.name.clone(), value.ty.clone())]);
+                remap[input.index()] = Some(g.node(node).outputs[0]);
+            }
+        }
+        for (id, node) in raw.nodes() {
+            if self.placeholders.contains(&id.index()) || !node.outputs.iter().any(|v| self.live[v.index()]) {
+                continue;
+            }
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|v| remap[v.index()].ok_or_else(|| format!("%{} is read but not carried", raw.value(*v).name)))
+                .collect::<Result<Vec<_>, String>>()?;
+            let results = node.outputs.iter().map(|&v| (raw.value(v).name.clone(), raw.value(v).ty.clone())).collect();
+            let new = g.add_node_unchecked(node.op.clone(), inputs, results);
+            for (&old, &v) in node.outputs.iter().zip(&g.node(new).outputs) {
+                remap[old.index()] = Some(v);
+            }
+        }
+        let mut yields = raw
+            .outputs()
+            .iter()
+            .map(|v| remap[v.index()].ok_or_else(|| format!("yielded %{} has no value", raw.value(*v).name)))
+            .collect::<Result<Vec<_>, String>>()?;
+        if pass_carried {
+            yields.extend(carried_args);
+        }
+        g.set_outputs(yields);
+        Ok(g)
+    }
+}
+
 /// An integer of a shape computed at import time: a dimension expression, constant when known.
 pub(crate) type SymInt = DimExpr;
 
@@ -477,8 +585,20 @@ impl Importer {
     /// the enclosing scope's values by name, and returns one slot per subgraph output. Names the
     /// subgraph defines are visible only inside it: the scope is restored afterwards.
     pub fn import_subgraph(&mut self, body: &GraphProto, opset: i64, what: &str) -> BuildResult<Vec<Slot>> {
+        self.import_body(body, opset, what, &[])
+    }
+
+    /// [`Importer::import_subgraph`] for a body that takes inputs (a `Loop` or `Scan` body):
+    /// its inputs, in order, name `params`.
+    pub fn import_body(
+        &mut self,
+        body: &GraphProto,
+        opset: i64,
+        what: &str,
+        params: &[ValueId],
+    ) -> BuildResult<Vec<Slot>> {
         let saved = self.slots.clone();
-        let result = self.import_subgraph_nodes(body, opset);
+        let result = self.import_subgraph_nodes(body, opset, params);
         self.slots = saved;
         result.map_err(|e| {
             let message = format!("in {what}: {e}");
@@ -490,7 +610,12 @@ impl Importer {
         })
     }
 
-    fn import_subgraph_nodes(&mut self, body: &GraphProto, opset: i64) -> Result<Vec<Slot>, OnnxError> {
+    fn import_subgraph_nodes(
+        &mut self,
+        body: &GraphProto,
+        opset: i64,
+        params: &[ValueId],
+    ) -> Result<Vec<Slot>, OnnxError> {
         for init in &body.initializer {
             let t = tensor::decode(init, &mut self.external).map_err(|e| OnnxError::Tensor {
                 name: init.name().to_string(),
@@ -501,13 +626,24 @@ impl Importer {
             self.name_value(v, init.name());
             self.slots.insert(init.name().to_string(), Slot::Value(v));
         }
-        if let Some(input) = body.input.first() {
-            return Err(OnnxError::GraphValue {
-                kind: "input",
-                name: input.name().to_string(),
-                message: "a branch subgraph takes no inputs (it reads the enclosing scope)".into(),
-                unsupported: false,
-            });
+        if params.is_empty() {
+            if let Some(input) = body.input.first() {
+                return Err(OnnxError::GraphValue {
+                    kind: "input",
+                    name: input.name().to_string(),
+                    message: "a branch subgraph takes no inputs (it reads the enclosing scope)".into(),
+                    unsupported: false,
+                });
+            }
+        } else if body.input.len() != params.len() {
+            return Err(OnnxError::Model(format!(
+                "the body takes {} inputs where {} are expected",
+                body.input.len(),
+                params.len()
+            )));
+        }
+        for (input, &param) in body.input.iter().zip(params) {
+            self.slots.insert(input.name().to_string(), Slot::Value(param));
         }
         let registry = ops::registry();
         for (index, node) in body.node.iter().enumerate() {
@@ -574,6 +710,52 @@ impl Importer {
         let kept: Vec<ValueId> =
             captures.iter().zip(&args).filter(|(_, a)| matches!(a, BlockArg::Input(_))).map(|(&v, _)| v).collect();
         Ok((region.with_block_args(&args)?, kept))
+    }
+
+    // ---- Regions built in place (the bodies of `Loop` and `Scan`) ----
+
+    /// Starts a region: the nodes added from now on until [`Importer::end_region`] move into it.
+    pub fn begin_region(&mut self) -> RegionStart {
+        RegionStart { first: tessera_ir::graph::NodeId(self.graph.num_nodes() as u32), placeholders: Vec::new() }
+    }
+
+    /// New block arguments of the region begun at `start`, one per `(name, type)`: in the
+    /// enclosing graph they are the results of a `tsr.trap` that only stands for them until the
+    /// region is closed (it never reaches a finished graph).
+    pub fn block_args(&mut self, start: &mut RegionStart, args: &[(&str, TensorType)]) -> Vec<ValueId> {
+        let results = args.iter().map(|(name, ty)| (self.unique_name(name), ty.clone())).collect();
+        let trap = tessera_ir::ops::control::Trap {
+            message: "a block argument of a region being imported".into(),
+            types: args.iter().map(|(_, ty)| ty.clone()).collect(),
+        };
+        let node = self.graph.add_node_unchecked(Op::Trap(Box::new(trap)), vec![], results);
+        start.placeholders.push(node);
+        self.graph.node(node).outputs.clone()
+    }
+
+    /// Moves the nodes added since `start` out of the graph being built into an open region
+    /// yielding `yields`: its block arguments are those [`Importer::block_args`] made, then the
+    /// enclosing values it reads. On an error, pass `None` to drop what was added.
+    pub fn end_region(&mut self, start: RegionStart, yields: Option<&[ValueId]>) -> Result<OpenRegion, String> {
+        let (raw, captures) =
+            self.graph.split_off_region(start.first, tessera_ir::ops::control::REGION_NAME, yields.unwrap_or(&[]))?;
+        let placeholders = start.placeholders.iter().map(|n| n.index() - start.first.index()).collect();
+        // A small constant it reads is copied in rather than captured, so it keeps folding.
+        let literals =
+            captures.iter().map(|&v| self.constant_of(v).filter(|t| t.len() as u64 <= FOLD_LIMIT).cloned()).collect();
+        let mut live = vec![false; raw.num_values()];
+        for v in raw.outputs() {
+            live[v.index()] = true;
+        }
+        let nodes: Vec<_> = raw.nodes().map(|(_, n)| (n.inputs.clone(), n.outputs.clone())).collect();
+        for (inputs, outputs) in nodes.into_iter().rev() {
+            if outputs.iter().any(|v| live[v.index()]) {
+                for v in inputs {
+                    live[v.index()] = true;
+                }
+            }
+        }
+        Ok(OpenRegion { raw, placeholders, captures, literals, live })
     }
 
     /// A name for a new value derived from `onnx_name`, unique in the graph.

@@ -215,6 +215,11 @@ pub(crate) fn modernize(imp: &mut Importer, node: &NodeProto, opset: i64) -> Res
             add_input(imp, &mut out, "k", ints(&[k]));
         }
         "TopK" => {}
+        // Loop 1-10 has Loop-11's inputs, outputs and body signature (11 widened the types);
+        // Scan 9-10 is Scan-11 without negative axes.
+        "Loop" => {}
+        "Scan" if opset >= 9 => {}
+        "Scan" => return Err("Scan-8 (a batch axis and sequence_lens) is not imported; Scan from opset 9 on is".into()),
         _ => {
             return Err(format!(
                 "{op} at opset {opset} is not imported (tessera reads opsets before 11 only for ops whose older form it maps onto opset 11)"

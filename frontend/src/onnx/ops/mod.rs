@@ -6,6 +6,7 @@ mod control;
 mod einsum;
 mod elementwise;
 mod grid_sample;
+mod loops;
 mod loss;
 mod matmul;
 mod nn;
@@ -91,6 +92,7 @@ pub(crate) fn registry() -> Registry {
     let mut r = Registry::default();
     attention::register(&mut r);
     control::register(&mut r);
+    loops::register(&mut r);
     einsum::register(&mut r);
     elementwise::register(&mut r);
     grid_sample::register(&mut r);
