@@ -510,11 +510,11 @@ pub fn kernel_identity(kernel: &Graph) -> String {
                 }
                 key.push_str("] (");
             }
-            // Widened, so an f32 literal keys as it did when f32 constants were held as f64.
-            Op::Constant(Tensor { dtype, shape, data: Buffer::F32(values) }) => {
+            // Widened, so an f32, f16 or bf16 literal keys as it did when they were held as f64.
+            Op::Constant(t @ Tensor { dtype, shape, data: Buffer::F32(_) | Buffer::F16(_) | Buffer::BF16(_) }) => {
                 let _ = write!(key, "constant {dtype:?} {shape:?} [");
-                for &x in values.iter() {
-                    let _ = write!(key, "{:x},", f64::from(x).to_bits());
+                for x in t.to_f64_vec() {
+                    let _ = write!(key, "{:x},", x.to_bits());
                 }
                 key.push_str("] (");
             }

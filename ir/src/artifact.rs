@@ -583,6 +583,9 @@ pub fn encode_range_into(t: &Tensor, elements: std::ops::Range<usize>, out: &mut
     match (&t.data, storage) {
         (Buffer::Float(v), _) => v[elements].iter().for_each(|&x| out.extend_from_slice(&(x as f32).to_le_bytes())),
         (Buffer::F32(v), _) => v[elements].iter().for_each(|&x| out.extend_from_slice(&x.to_le_bytes())),
+        // Every float is stored as f32 in an artifact (the kernel ABI); f16 and bf16 widen exactly.
+        (Buffer::F16(v), _) => v[elements].iter().for_each(|&x| out.extend_from_slice(&x.to_f32().to_le_bytes())),
+        (Buffer::BF16(v), _) => v[elements].iter().for_each(|&x| out.extend_from_slice(&x.to_f32().to_le_bytes())),
         (Buffer::Int(v), Storage::U8) => out.extend(v[elements].iter().map(|&x| u8::from(x != 0))),
         (Buffer::Int(v), _) => v[elements].iter().for_each(|&x| out.extend_from_slice(&x.to_le_bytes())),
     }

@@ -293,10 +293,10 @@ struct FileRange<'a> {
     length: u64,
 }
 
-/// The payload at `range` decoded as [`from_raw`] decodes bytes. Float32 elements (a model's
-/// weights) are read with one `pread` straight into the constant's `Vec<f32>`: the bytes are
-/// copied once, from the page cache, and no mapped page or staging buffer stays resident.
-/// Other element types go through a byte buffer and [`from_raw`].
+/// The payload at `range` decoded as [`from_raw`] decodes bytes. Float32, float16 and bfloat16
+/// elements (a model's weights) are read with one `pread` straight into the constant's storage,
+/// in their own width: the bytes are copied once, from the page cache, and no mapped page or
+/// staging buffer stays resident. Other element types go through a byte buffer and [`from_raw`].
 fn read_payload(dtype: DType, shape: Vec<usize>, count: usize, range: FileRange) -> Result<Tensor, PayloadError> {
     check_payload_length(dtype, &shape, count, range.length)?;
     let read = |buf: &mut [u8]| {
@@ -309,23 +309,46 @@ fn read_payload(dtype: DType, shape: Vec<usize>, count: usize, range: FileRange)
             ))
         })
     };
-    if dtype == DType::F32 && cfg!(target_endian = "little") {
-        // Zeroed allocation of this size comes from fresh pages, so zeroing costs nothing; the
-        // read then writes each page once.
-        let mut values = vec![0f32; count];
-        read(f32_bytes_mut(&mut values))?;
-        return Ok(Tensor::from_f32(shape, values));
+    // Zeroed allocations of these sizes come from fresh pages, so zeroing costs nothing; the
+    // read then writes each page once.
+    if cfg!(target_endian = "little") {
+        match dtype {
+            DType::F32 => {
+                let mut values = vec![0f32; count];
+                read(element_bytes_mut(&mut values))?;
+                return Ok(Tensor::from_f32(shape, values));
+            }
+            DType::F16 => {
+                let mut values = vec![half::f16::ZERO; count];
+                read(element_bytes_mut(&mut values))?;
+                return Ok(Tensor::from_f16(shape, values));
+            }
+            DType::BF16 => {
+                let mut values = vec![half::bf16::ZERO; count];
+                read(element_bytes_mut(&mut values))?;
+                return Ok(Tensor::from_bf16(shape, values));
+            }
+            _ => {}
+        }
     }
     let mut bytes = vec![0u8; range.length as usize];
     read(&mut bytes)?;
     from_raw(dtype, shape, count, &bytes)
 }
 
-/// The bytes of `values`, for reading little-endian f32 payloads into them.
-fn f32_bytes_mut(values: &mut [f32]) -> &mut [u8] {
+/// Element types whose every bit pattern is a valid value and that have no padding: a file's
+/// bytes may be read straight into a slice of them.
+trait AnyBitPattern: Copy {}
+impl AnyBitPattern for f32 {}
+impl AnyBitPattern for half::f16 {}
+impl AnyBitPattern for half::bf16 {}
+
+/// The bytes of `values`, for reading little-endian payloads into them.
+fn element_bytes_mut<T: AnyBitPattern>(values: &mut [T]) -> &mut [u8] {
     // SAFETY: the byte slice covers exactly the memory of `values` (size_of_val bytes from its
-    // start), u8 has alignment 1, and every bit pattern is a valid f32, so whatever is written
-    // through the bytes leaves valid floats; `values` stays mutably borrowed for the lifetime.
+    // start), u8 has alignment 1, and every bit pattern is a valid `T` (the trait's contract:
+    // f32, and half's f16/bf16, which are transparent u16s), so whatever is written through the
+    // bytes leaves valid elements; `values` stays mutably borrowed for the lifetime.
     unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
 }
 
@@ -363,8 +386,9 @@ pub(crate) fn from_raw(dtype: DType, shape: Vec<usize>, count: usize, bytes: &[u
         // f32 keeps its own width (tsr's `F32` storage): the bytes are copied, not widened.
         DType::F32 => Tensor::from_f32(shape.clone(), each(bytes, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
         DType::F64 => floats(each(bytes, 8, |c| f64::from_le_bytes(le(c)))),
-        DType::F16 => floats(each(bytes, 2, |c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())),
-        DType::BF16 => floats(each(bytes, 2, |c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())),
+        // f16 and bf16 keep their 2-byte width too (tsr's `F16`/`BF16` storage).
+        DType::F16 => Tensor::from_f16(shape.clone(), each(bytes, 2, |c| half::f16::from_le_bytes([c[0], c[1]]))),
+        DType::BF16 => Tensor::from_bf16(shape.clone(), each(bytes, 2, |c| half::bf16::from_le_bytes([c[0], c[1]]))),
         DType::F8E4M3 | DType::F8E5M2 | DType::F8E4M3Fnuz | DType::F8E5M2Fnuz => {
             let table = small_float_table(dtype);
             floats(each(bytes, 1, |c| table[usize::from(c[0])]))
@@ -463,13 +487,11 @@ fn from_typed_fields(t: &TensorProto, dtype: DType, shape: Vec<usize>, count: us
         }
         DType::F16 => {
             check(t.int32_data.len(), "int32_data", count)?;
-            let v = t.int32_data.iter().map(|&x| half::f16::from_bits(bits16(x)).to_f64()).collect();
-            Tensor::from_f64(dtype, shape, v)
+            Tensor::from_f16(shape, t.int32_data.iter().map(|&x| half::f16::from_bits(bits16(x))).collect())
         }
         DType::BF16 => {
             check(t.int32_data.len(), "int32_data", count)?;
-            let v = t.int32_data.iter().map(|&x| half::bf16::from_bits(bits16(x)).to_f64()).collect();
-            Tensor::from_f64(dtype, shape, v)
+            Tensor::from_bf16(shape, t.int32_data.iter().map(|&x| half::bf16::from_bits(bits16(x))).collect())
         }
         DType::F8E4M3 | DType::F8E5M2 | DType::F8E4M3Fnuz | DType::F8E5M2Fnuz => {
             check(t.int32_data.len(), "int32_data", count)?;
