@@ -5,7 +5,8 @@
 //! program is built in graph order, JSON is printed from structs, the weights image is laid out
 //! by the plan, and the code generator emits the same bytes for the same kernels.
 //!
-//! Atomicity: everything is built in memory first; only then is a temporary directory created
+//! Atomicity: everything is built in memory first (the weights image as a layout of the
+//! constants, encoded as it is written: [`FileContent::Weights`]); only then is a temporary directory created
 //! beside the destination (`.NAME.tmp-PID-N`, by [`tessera_ir::files::StagedDir`]), every file written and fsynced, the directory
 //! fsynced, and renamed onto the destination. A compile that fails before the rename removes
 //! its temporary directory; a killed one leaves at most that hidden directory, never a
@@ -14,10 +15,12 @@
 use crate::cuda::gpu_program;
 use crate::decompose::{decompose_optimizers, has_optimizer_updates};
 use crate::program::{lower, LowerError, LowerStats};
+use crate::weights::WeightsImage;
 use crate::{compile_cpu, supports, CodegenError, GpuArch};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tessera_ir::artifact::{
     sha256_hex, sha256_hex_of_parts, sha256_hex_of_stream, DimRange, FileEntry, Manifest, MeshAxis, Program, RankEntry,
     RankShard, ShardedIo, FIRST_FORMAT_VERSION, FORMAT_VERSION, MANIFEST_FILE, SYMBOLIC_PROGRAM_FILE,
@@ -96,8 +99,55 @@ pub enum CompileError {
 /// An artifact in memory: relative paths and contents, manifest included.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactFiles {
-    pub files: Vec<(String, Vec<u8>)>,
+    pub files: Vec<(String, FileContent)>,
     pub manifest: Manifest,
+}
+
+/// The content of one artifact file: bytes, or a weights image that is encoded only as it is
+/// written (a large model's weights are never held as an image beside its constants).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileContent {
+    Bytes(Vec<u8>),
+    /// Shared: the ranks of a mesh artifact's stage write the same image.
+    Weights(Arc<WeightsImage>),
+}
+
+impl FileContent {
+    /// The file's size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            FileContent::Bytes(bytes) => bytes.len() as u64,
+            FileContent::Weights(image) => image.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The SHA-256 of the file's bytes (lowercase hex), as the manifest records it.
+    pub fn sha256_hex(&self) -> String {
+        match self {
+            FileContent::Bytes(bytes) => sha256_hex(bytes),
+            FileContent::Weights(image) => image.sha256_hex().to_string(),
+        }
+    }
+
+    /// The file's bytes (a weights image encoded whole: for small artifacts sent as messages).
+    pub fn to_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            FileContent::Bytes(bytes) => std::borrow::Cow::Borrowed(bytes),
+            FileContent::Weights(image) => std::borrow::Cow::Owned(image.to_vec()),
+        }
+    }
+
+    /// Writes the file's bytes to `out`.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        match self {
+            FileContent::Bytes(bytes) => out.write_all(bytes),
+            FileContent::Weights(image) => image.write_to(out),
+        }
+    }
 }
 
 /// A compiled artifact and what went into it.
@@ -212,7 +262,7 @@ pub fn compile_ranged(
         .map_err(|e| CompileError::Range(format!("the symbolic program does not read back: {e}")))?;
     let mut options = options.clone();
     options.graph_options.extend(ranges.iter().map(|r| format!("dim:{r}")));
-    let files = vec![(format!("rank0/{SYMBOLIC_PROGRAM_FILE}"), text.into_bytes())];
+    let files = vec![(format!("rank0/{SYMBOLIC_PROGRAM_FILE}"), FileContent::Bytes(text.into_bytes()))];
     let manifest = Manifest {
         format_version: Manifest::version_for(&ranges),
         tessera_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -343,27 +393,27 @@ fn rank_shard(
 struct ProgramCode {
     program: Program,
     /// Weights and kernels, relative to the rank's directory.
-    files: Vec<(String, Vec<u8>)>,
+    files: Vec<(String, FileContent)>,
     stats: LowerStats,
 }
 
 impl ProgramCode {
     /// The files of a rank in `rank_dir` running `program` (this code's, maybe with its
     /// [`Program::shard`] set).
-    fn rank_files(&self, rank_dir: &str, program: &Program) -> Result<Vec<(String, Vec<u8>)>, CompileError> {
-        let mut files: Vec<(String, Vec<u8>)> =
-            self.files.iter().map(|(rel, bytes)| (format!("{rank_dir}/{rel}"), bytes.clone())).collect();
+    fn rank_files(&self, rank_dir: &str, program: &Program) -> Result<Vec<(String, FileContent)>, CompileError> {
+        let mut files: Vec<(String, FileContent)> =
+            self.files.iter().map(|(rel, content)| (format!("{rank_dir}/{rel}"), content.clone())).collect();
         let program_json = serde_json::to_vec_pretty(program)
             .map_err(|e| CompileError::Io { path: PathBuf::from("program.json"), message: e.to_string() })?;
-        files.push((format!("{rank_dir}/program.json"), program_json));
+        files.push((format!("{rank_dir}/program.json"), FileContent::Bytes(program_json)));
         Ok(files)
     }
 }
 
-fn file_entries(files: &[(String, Vec<u8>)]) -> Vec<FileEntry> {
+fn file_entries(files: &[(String, FileContent)]) -> Vec<FileEntry> {
     files
         .iter()
-        .map(|(path, bytes)| FileEntry { path: path.clone(), bytes: bytes.len() as u64, sha256: sha256_hex(bytes) })
+        .map(|(path, content)| FileEntry { path: path.clone(), bytes: content.len(), sha256: content.sha256_hex() })
         .collect()
 }
 
@@ -384,28 +434,39 @@ fn compile_program(graph: &Graph, options: &CompileOptions) -> Result<ProgramCod
         graph
     };
     let mut lowered = lower(graph, &options.dims, options.target.name(), &can_compile)?;
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut files: Vec<(String, FileContent)> = Vec::new();
     let arch = match options.target {
         Target::Cpu => None,
         Target::CudaSm80 => Some(GpuArch::Sm80),
         Target::CudaSm90 => Some(GpuArch::Sm90),
     };
-    match arch {
-        None if !lowered.kernels.is_empty() => {
-            let object = compile_cpu(&lowered.kernels)?;
-            lowered.program.kernels_file = Some("kernels.so".to_string());
-            files.push(("kernels.so".to_string(), object.shared_object));
+    let weights = Arc::new(std::mem::take(&mut lowered.weights));
+    // The weights image's SHA-256 (for the manifest) is hashed on a second thread while the
+    // kernels compile: for a 124 M-parameter model it is half a second of one core.
+    std::thread::scope(|scope| -> Result<(), CompileError> {
+        let hashing = scope.spawn(|| weights.sha256_hex().len());
+        match arch {
+            None if !lowered.kernels.is_empty() => {
+                let object = compile_cpu(&lowered.kernels)?;
+                lowered.program.kernels_file = Some("kernels.so".to_string());
+                files.push(("kernels.so".to_string(), FileContent::Bytes(object.shared_object)));
+            }
+            None => {}
+            Some(arch) => {
+                let ptxas = crate::cuda::find_ptxas();
+                let (gpu, kernel_files) = gpu_program(&lowered.program, &lowered.kernels, arch, ptxas.as_deref())?;
+                files.extend(kernel_files.into_iter().map(|(path, bytes)| (path, FileContent::Bytes(bytes))));
+                lowered.stats.host_steps = host_steps(&lowered.program, &gpu);
+                lowered.program.gpu = Some(gpu);
+            }
         }
-        None => {}
-        Some(arch) => {
-            let ptxas = crate::cuda::find_ptxas();
-            let (gpu, kernel_files) = gpu_program(&lowered.program, &lowered.kernels, arch, ptxas.as_deref())?;
-            files.extend(kernel_files);
-            lowered.stats.host_steps = host_steps(&lowered.program, &gpu);
-            lowered.program.gpu = Some(gpu);
+        // A panic while hashing is a bug, not bad input: surface it as the panic it was.
+        if let Err(panic) = hashing.join() {
+            std::panic::resume_unwind(panic);
         }
-    }
-    files.push((lowered.program.weights_file.clone(), std::mem::take(&mut lowered.weights)));
+        Ok(())
+    })?;
+    files.push((lowered.program.weights_file.clone(), FileContent::Weights(weights)));
     Ok(ProgramCode { program: lowered.program, files, stats: lowered.stats })
 }
 
@@ -453,13 +514,18 @@ pub fn write_artifact(dir: &Path, files: &ArtifactFiles) -> Result<(), CompileEr
         }
     }
     let staged = StagedDir::beside(dir)?;
-    for (rel, bytes) in &files.files {
+    for (rel, content) in &files.files {
         let path = staged.path().join(rel);
         if let Some(sub) = path.parent() {
             fs::create_dir_all(sub)
                 .map_err(|e| CompileError::Io { path: sub.to_path_buf(), message: format!("cannot create: {e}") })?;
         }
-        files::write_synced(&path, bytes)?;
+        files::write_synced_from(&path, |file| {
+            // Buffered: a weights image arrives as many small constants and their padding.
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            content.write_to(&mut out)?;
+            std::io::Write::flush(&mut out)
+        })?;
         if let Some(sub) = path.parent() {
             files::sync_dir(sub)?;
         }

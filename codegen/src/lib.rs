@@ -16,7 +16,8 @@
 //! [`ptx`] ([`compile_ptx`] and the launch protocol), [`cuda`] (a program's GPU section: PTX
 //! and cubin files, launches, cuBLAS GEMMs), [`decompose`] (optimizer updates as elementwise
 //! ops), [`error`]; [`program`] (a model graph to
-//! an artifact program: fusion, kernels, library calls, memory plan) and [`artifact`] (`tessera
+//! an artifact program: fusion, kernels, library calls, memory plan), [`weights`] (the weights
+//! image as a layout of shared constants, streamed when written) and [`artifact`] (`tessera
 //! compile`: the artifact directory, atomic and deterministic).
 //!
 //! What it may depend on: `tessera-ir`, `tessera-passes` (fusion), `tessera-kernels`,
@@ -84,6 +85,7 @@ pub mod mlir;
 pub mod program;
 pub mod ptx;
 pub mod support;
+pub mod weights;
 
 pub use cpu::{compile_cpu, CpuObject};
 pub use error::{CodegenError, Unsupported};

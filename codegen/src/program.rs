@@ -63,7 +63,7 @@
 //!   cost is memory: GPT-2 small's arena grows from 475 to 523 MiB.
 
 use std::collections::{BTreeMap, HashMap};
-use tessera_ir::artifact::{align, encode_into, BufferDesc, IoBinding, LibraryCall, Location, Program, Step, Storage};
+use tessera_ir::artifact::{align, BufferDesc, IoBinding, LibraryCall, Location, Program, Step, Storage};
 use tessera_ir::graph::{Graph, NodeId, ValueId};
 use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::Op;
@@ -71,6 +71,7 @@ use tessera_ir::tensor::{Buffer, Tensor};
 use tessera_ir::types::{normalize_axis, Dim, TensorType};
 use tessera_passes::fuse::{extract_kernel, fuse, FusionConfig};
 
+use crate::weights::WeightsImage;
 use crate::KernelSource;
 
 /// Why a graph could not be lowered to a program.
@@ -91,7 +92,7 @@ pub enum LowerError {
 pub struct LoweredProgram {
     pub program: Program,
     /// The weights image (constants at their planned offsets).
-    pub weights: Vec<u8>,
+    pub weights: WeightsImage,
     /// One kernel per distinct fusion group (see the module docs), in order of first launch.
     pub kernels: Vec<KernelSource>,
     pub stats: LowerStats,
@@ -225,7 +226,7 @@ struct Builder<'a> {
     buffer_of: HashMap<ValueId, u32>,
     /// Buffers that are views of another (reshape results): view -> root.
     root_of: Vec<u32>,
-    weights: Vec<u8>,
+    weights: WeightsImage,
     steps: Vec<Step>,
     kernels: Vec<KernelSource>,
     /// The symbol of each distinct kernel, by [`kernel_identity`].
@@ -244,7 +245,7 @@ impl<'a> Builder<'a> {
             buffers: Vec::new(),
             buffer_of: HashMap::new(),
             root_of: Vec::new(),
-            weights: Vec::new(),
+            weights: WeightsImage::default(),
             steps: Vec::new(),
             kernels: Vec::new(),
             symbol_of_kernel: HashMap::new(),
@@ -324,9 +325,7 @@ impl<'a> Builder<'a> {
             }
             match &node.op {
                 Op::Constant(t) => {
-                    let offset = align(self.weights.len() as u64);
-                    self.weights.resize(offset as usize, 0);
-                    encode_into(t, &mut self.weights);
+                    let offset = self.weights.place(t);
                     self.new_buffer(node.outputs[0], Location::Weights { offset }, None);
                 }
                 Op::Reshape { .. } => {
@@ -368,7 +367,7 @@ impl<'a> Builder<'a> {
             target: self.target.to_string(),
             arena_bytes,
             weights_file: "weights.bin".to_string(),
-            weights_bytes: self.weights.len() as u64,
+            weights_bytes: self.weights.len(),
             kernels_file: None,
             buffers: self.buffers,
             inputs,
@@ -511,11 +510,11 @@ pub fn kernel_identity(kernel: &Graph) -> String {
                 }
                 key.push_str("] (");
             }
-            // Widened, so an f32 literal keys as it did when f32 constants were held as f64.
-            Op::Constant(Tensor { dtype, shape, data: Buffer::F32(values) }) => {
+            // Widened, so an f32, f16 or bf16 literal keys as it did when they were held as f64.
+            Op::Constant(t @ Tensor { dtype, shape, data: Buffer::F32(_) | Buffer::F16(_) | Buffer::BF16(_) }) => {
                 let _ = write!(key, "constant {dtype:?} {shape:?} [");
-                for &x in values.iter() {
-                    let _ = write!(key, "{:x},", f64::from(x).to_bits());
+                for x in t.to_f64_vec() {
+                    let _ = write!(key, "{:x},", x.to_bits());
                 }
                 key.push_str("] (");
             }

@@ -15,6 +15,8 @@ fn is_splat(t: &tessera_ir::tensor::Tensor) -> bool {
     match &t.data {
         tessera_ir::tensor::Buffer::Float(v) => v.windows(2).all(|w| w[0].to_bits() == w[1].to_bits()),
         tessera_ir::tensor::Buffer::F32(v) => v.windows(2).all(|w| w[0].to_bits() == w[1].to_bits()),
+        tessera_ir::tensor::Buffer::F16(v) => v.windows(2).all(|w| w[0].to_bits() == w[1].to_bits()),
+        tessera_ir::tensor::Buffer::BF16(v) => v.windows(2).all(|w| w[0].to_bits() == w[1].to_bits()),
         tessera_ir::tensor::Buffer::Int(v) => v.windows(2).all(|w| w[0] == w[1]),
     }
 }

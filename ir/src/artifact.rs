@@ -516,6 +516,31 @@ pub fn sha256_hex_of_parts(parts: &[&[u8]]) -> String {
     hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A `std::io::Write` sink that SHA-256-hashes what is written to it: for content produced by
+/// a writer (a weights image encoded piece by piece) that is never held whole in memory.
+#[derive(Default)]
+pub struct Sha256Writer {
+    hasher: Sha256,
+}
+
+impl Sha256Writer {
+    /// The lowercase hex digest of everything written, as [`sha256_hex`] gives it.
+    pub fn finish_hex(self) -> String {
+        self.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::io::Write for Sha256Writer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Lowercase hex SHA-256 of `prefix`, then everything `reader` yields, then `suffix`, read in
 /// 1 MiB pieces: a model file is hashed without holding it in memory.
 pub fn sha256_hex_of_stream(
@@ -547,14 +572,28 @@ pub fn encode(t: &Tensor) -> Vec<u8> {
 
 /// [`encode`], appended to `out` (a weights image) without a temporary per tensor.
 pub fn encode_into(t: &Tensor, out: &mut Vec<u8>) {
+    encode_range_into(t, 0..t.len(), out);
+}
+
+/// The bytes [`encode`] gives `t`'s elements `elements` (row-major indices), appended to `out`:
+/// a large constant is written to a file piece by piece, never encoded whole in memory.
+pub fn encode_range_into(t: &Tensor, elements: std::ops::Range<usize>, out: &mut Vec<u8>) {
     let storage = Storage::of(t.dtype);
-    out.reserve(t.len() * storage.element_bytes() as usize);
+    out.reserve(elements.len() * storage.element_bytes() as usize);
     match (&t.data, storage) {
-        (Buffer::Float(v), _) => v.iter().for_each(|&x| out.extend_from_slice(&(x as f32).to_le_bytes())),
-        (Buffer::F32(v), _) => v.iter().for_each(|&x| out.extend_from_slice(&x.to_le_bytes())),
-        (Buffer::Int(v), Storage::U8) => out.extend(v.iter().map(|&x| u8::from(x != 0))),
-        (Buffer::Int(v), _) => v.iter().for_each(|&x| out.extend_from_slice(&x.to_le_bytes())),
+        (Buffer::Float(v), _) => v[elements].iter().for_each(|&x| out.extend_from_slice(&(x as f32).to_le_bytes())),
+        (Buffer::F32(v), _) => v[elements].iter().for_each(|&x| out.extend_from_slice(&x.to_le_bytes())),
+        // Every float is stored as f32 in an artifact (the kernel ABI); f16 and bf16 widen exactly.
+        (Buffer::F16(v), _) => v[elements].iter().for_each(|&x| out.extend_from_slice(&x.to_f32().to_le_bytes())),
+        (Buffer::BF16(v), _) => v[elements].iter().for_each(|&x| out.extend_from_slice(&x.to_f32().to_le_bytes())),
+        (Buffer::Int(v), Storage::U8) => out.extend(v[elements].iter().map(|&x| u8::from(x != 0))),
+        (Buffer::Int(v), _) => v[elements].iter().for_each(|&x| out.extend_from_slice(&x.to_le_bytes())),
     }
+}
+
+/// The number of bytes [`encode`] gives `t`.
+pub fn encoded_len(t: &Tensor) -> u64 {
+    t.len() as u64 * Storage::of(t.dtype).element_bytes()
 }
 
 /// Reads `shape`'s elements of `storage` from `bytes` (little-endian) as a tensor of `dtype`,

@@ -101,6 +101,17 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     file.sync_all().map_err(io(path, "cannot sync"))
 }
 
+/// [`write_synced`] of the bytes `write` writes to the new file: content produced piece by
+/// piece (a weights image) is never held whole in memory.
+pub fn write_synced_from(
+    path: &Path,
+    write: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> Result<(), FileError> {
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(io(path, "cannot create"))?;
+    write(&mut file).map_err(io(path, "cannot write"))?;
+    file.sync_all().map_err(io(path, "cannot sync"))
+}
+
 /// Fsyncs a directory, so the entries created or renamed in it survive a crash.
 pub fn sync_dir(path: &Path) -> Result<(), FileError> {
     fs::File::open(path).and_then(|d| d.sync_all()).map_err(io(path, "cannot sync directory"))

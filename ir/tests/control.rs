@@ -49,8 +49,8 @@ fn choose() -> Graph {
 
 fn floats(t: &Tensor) -> Vec<f64> {
     match &t.data {
-        tessera_ir::tensor::Buffer::Float(_) | tessera_ir::tensor::Buffer::F32(_) => t.to_f64_vec(),
         tessera_ir::tensor::Buffer::Int(_) => panic!("expected floats, got {}", t.dtype),
+        _ => t.to_f64_vec(),
     }
 }
 

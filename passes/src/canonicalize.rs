@@ -243,6 +243,8 @@ pub(crate) fn is_splat(g: &Graph, v: ValueId, value: Splat) -> bool {
     match (&t.data, value) {
         (Buffer::Float(xs), Splat::Float(s)) => xs.iter().all(|x| x.to_bits() == s.to_bits()),
         (Buffer::F32(xs), Splat::Float(s)) => xs.iter().all(|&x| f64::from(x).to_bits() == s.to_bits()),
+        (Buffer::F16(xs), Splat::Float(s)) => xs.iter().all(|&x| f64::from(x).to_bits() == s.to_bits()),
+        (Buffer::BF16(xs), Splat::Float(s)) => xs.iter().all(|&x| f64::from(x).to_bits() == s.to_bits()),
         (Buffer::Int(xs), Splat::Int(s)) => xs.iter().all(|&x| x == s),
         _ => false,
     }

@@ -90,6 +90,14 @@ pub fn same_bits(a: &Tensor, b: &Tensor) -> bool {
                 std::sync::Arc::ptr_eq(x, y)
                     || (x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| p.to_bits() == q.to_bits()))
             }
+            (Buffer::F16(x), Buffer::F16(y)) => {
+                std::sync::Arc::ptr_eq(x, y)
+                    || (x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| p.to_bits() == q.to_bits()))
+            }
+            (Buffer::BF16(x), Buffer::BF16(y)) => {
+                std::sync::Arc::ptr_eq(x, y)
+                    || (x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| p.to_bits() == q.to_bits()))
+            }
             (Buffer::Int(x), Buffer::Int(y)) => x == y,
             _ => false,
         }
@@ -103,6 +111,8 @@ fn constant_hash(op: &Op) -> u64 {
     match &t.data {
         Buffer::Float(v) => v.iter().for_each(|x| x.to_bits().hash(&mut h)),
         Buffer::F32(v) => v.iter().for_each(|x| x.to_bits().hash(&mut h)),
+        Buffer::F16(v) => v.iter().for_each(|x| x.to_bits().hash(&mut h)),
+        Buffer::BF16(v) => v.iter().for_each(|x| x.to_bits().hash(&mut h)),
         Buffer::Int(v) => v.hash(&mut h),
     }
     h.finish()

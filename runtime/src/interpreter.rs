@@ -238,7 +238,7 @@ fn check_well_formed(t: &Tensor) -> Result<(), String> {
     if count != Some(t.len()) {
         return Err(format!("{} elements stored for shape {:?}", t.len(), t.shape));
     }
-    if t.has_float_storage() != t.dtype.is_float() || matches!(t.data, Buffer::F32(_)) != (t.dtype == DType::F32) {
+    if t.data.kind() != Buffer::kind_of(t.dtype) {
         return Err(format!("{} values in the wrong storage", t.dtype));
     }
     Ok(())

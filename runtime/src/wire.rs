@@ -90,6 +90,8 @@ impl Elements {
             (Wire::F32, Buffer::Float(v)) => Elements::F32(v.iter().map(|&x| x as f32).collect()),
             (Wire::F32, Buffer::F32(v)) => Elements::F32(v.to_vec()),
             (Wire::I64, Buffer::Int(v)) => Elements::I64(v.clone()),
+            (Wire::Bits16, Buffer::F16(v)) => Elements::Bits16(v.iter().map(|x| x.to_bits()).collect()),
+            (Wire::Bits16, Buffer::BF16(v)) => Elements::Bits16(v.iter().map(|x| x.to_bits()).collect()),
             (Wire::F64, _) => Elements::F64(t.to_f64_vec()),
             (Wire::F32, _) => Elements::F32(t.to_f64_vec().into_iter().map(|x| x as f32).collect()),
             (Wire::I64, _) => Elements::I64(t.to_i64_vec()),

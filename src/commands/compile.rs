@@ -97,6 +97,13 @@ pub fn run(args: CompileArgs) -> Result<()> {
     if !ranges.is_empty() {
         return compile_range(&args, target, dims, &ranges, start);
     }
+    // A plain model file's input hash (SHA-256 of its bytes: 650 MB for GPT-2 small) does not
+    // depend on the import, so it is hashed on a second thread while the model imports.
+    let early_hash = (!args.train && args.mesh.is_none() && args.model.is_file()).then(|| {
+        let path = args.model.clone();
+        let options = CompileOptions { target, dims: dims.clone(), graph_options: Vec::new() };
+        std::thread::spawn(move || input_hash_of_file(&path, &options))
+    });
     let (graph, graph_options, bound_at_import, step) = if args.train {
         let (step, options) = training_step(&args)?;
         (step.graph.clone(), options, false, Some(step))
@@ -114,7 +121,10 @@ pub fn run(args: CompileArgs) -> Result<()> {
     }
     // The input hash covers the model's bytes, hashed from the file in pieces (holding a 650 MB
     // model's bytes through the compile was that much peak memory); a zoo model is its spec.
-    let input_hash = if args.model.is_file() {
+    let input_hash = if let Some(hashing) = early_hash {
+        let hashed = hashing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        hashed.with_context(|| format!("{}: cannot read", args.model.display()))?
+    } else if args.model.is_file() {
         input_hash_of_file(&args.model, &options).with_context(|| format!("{}: cannot read", args.model.display()))?
     } else {
         input_hash(args.model.to_string_lossy().as_bytes(), &options)

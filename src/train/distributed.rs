@@ -53,7 +53,7 @@ use super::{build_step, init_state, step_data, SplitMix64State, StepReport, Trai
 use anyhow::{bail, ensure, Context, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera_codegen::artifact::{compile, write_artifact, ArtifactFiles, CompileOptions, Target};
+use tessera_codegen::artifact::{compile, write_artifact, ArtifactFiles, CompileOptions, FileContent, Target};
 use tessera_ir::sharding::{Mesh, Sharding};
 use tessera_ir::tensor::Tensor;
 use tessera_ir::types::TensorType;
@@ -270,9 +270,9 @@ fn artifact_message(files: &ArtifactFiles) -> Result<Tensor> {
         bytes.extend_from_slice(chunk);
     };
     put(&serde_json::to_vec(&files.manifest)?);
-    for (path, data) in &files.files {
+    for (path, content) in &files.files {
         put(path.as_bytes());
-        put(data);
+        put(&content.to_bytes());
     }
     let n = bytes.len();
     Ok(Tensor::from_i64(tessera_ir::dtype::DType::I8, vec![n], bytes.into_iter().map(|b| i64::from(b as i8)).collect()))
@@ -293,7 +293,7 @@ fn artifact_of_message(message: &Tensor) -> Result<ArtifactFiles> {
     let mut files = Vec::new();
     while at < bytes.len() {
         let path = String::from_utf8(take(&bytes, &mut at)?.to_vec()).context("a file name")?;
-        files.push((path, take(&bytes, &mut at)?.to_vec()));
+        files.push((path, FileContent::Bytes(take(&bytes, &mut at)?.to_vec())));
     }
     Ok(ArtifactFiles { files, manifest })
 }

@@ -305,6 +305,8 @@ impl FnEmitter<'_> {
             return Ok(match &t.data {
                 Storage::Float(v) => self.f32(v.first().copied().unwrap_or(0.0)),
                 Storage::F32(v) => self.f32(v.first().copied().map_or(0.0, f64::from)),
+                Storage::F16(v) => self.f32(v.first().copied().map_or(0.0, f64::from)),
+                Storage::BF16(v) => self.f32(v.first().copied().map_or(0.0, f64::from)),
                 Storage::Int(v) => self.int(v.first().copied().unwrap_or(0), ty),
             });
         }
@@ -312,6 +314,9 @@ impl FnEmitter<'_> {
         let elements: Vec<String> = match &t.data {
             Storage::Float(v) => v.iter().map(|&x| format!("0x{:08X}", (x as f32).to_bits())).collect(),
             Storage::F32(v) => v.iter().map(|&x| format!("0x{:08X}", x.to_bits())).collect(),
+            // Kernels compute 2-byte floats in f32 (the kernel ABI); they widen exactly.
+            Storage::F16(v) => v.iter().map(|&x| format!("0x{:08X}", x.to_f32().to_bits())).collect(),
+            Storage::BF16(v) => v.iter().map(|&x| format!("0x{:08X}", x.to_f32().to_bits())).collect(),
             Storage::Int(v) => v.iter().map(|x| x.to_string()).collect(),
         };
         let mut literal = format!("dense<[{}]>", elements.join(", "));
@@ -771,6 +776,8 @@ fn same_element(t: &Tensor, i: usize, j: usize) -> bool {
     match &t.data {
         Storage::Float(v) => v[i].to_bits() == v[j].to_bits(),
         Storage::F32(v) => v[i].to_bits() == v[j].to_bits(),
+        Storage::F16(v) => v[i].to_bits() == v[j].to_bits(),
+        Storage::BF16(v) => v[i].to_bits() == v[j].to_bits(),
         Storage::Int(v) => v[i] == v[j],
     }
 }

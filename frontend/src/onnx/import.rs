@@ -234,14 +234,25 @@ pub(crate) struct Importer {
 
 /// Imports a decoded model; `base_dir` resolves external data.
 pub(crate) fn import(model: &ModelProto, base_dir: Option<&Path>, options: &ImportOptions) -> Result<Graph, OnnxError> {
+    import_with_payloads(model, ExternalData::new(base_dir), options)
+}
+
+/// [`import`] reading payloads through `external` (which may know the model's own file, so
+/// that `raw_data` is read from it straight into each constant: see [`ExternalData::with_model_file`]).
+pub(crate) fn import_with_payloads(
+    model: &ModelProto,
+    external: ExternalData,
+    options: &ImportOptions,
+) -> Result<Graph, OnnxError> {
     let opset = default_opset(model)?;
     let graph_proto = model.graph.as_ref().ok_or_else(|| OnnxError::Model("the model has no graph".into()))?;
     let name = sanitize(graph_proto.name());
+    let base_dir = external.base_dir().map(Path::to_path_buf);
     let mut imp = Importer {
         graph: Graph::new(if name.is_empty() { "main" } else { &name }),
         slots: HashMap::new(),
-        external: ExternalData::new(base_dir),
-        base_dir: base_dir.map(Path::to_path_buf),
+        external,
+        base_dir,
         parameter_initializers: HashMap::new(),
     };
     imp.add_initializers(graph_proto, options.initializers)?;

@@ -35,37 +35,43 @@ use tessera_ir::graph::Graph;
 
 /// Imports an `.onnx` file; external data is resolved relative to the file's directory.
 ///
-/// The file is memory-mapped, so tensor payloads are decoded straight from the map without
-/// an intermediate copy of the model.
+/// The file is memory-mapped for the protobuf structure, but tensor payloads are not read
+/// through the map: each initializer's bytes are read from the file (`pread`) straight into the
+/// constant's storage, so a model's weights are in memory once, not once as mapped pages and
+/// again as constants (BENCHMARKS.md, "GPT-2 small: import and compile").
 pub fn import_model(path: &Path) -> Result<Graph, OnnxError> {
     import_model_with(path, &ImportOptions::default())
 }
 
 /// [`import_model`] with [`ImportOptions`].
 pub fn import_model_with(path: &Path, options: &ImportOptions) -> Result<Graph, OnnxError> {
-    import::import(&read_model(path)?, path.parent(), options)
+    let (model, model_file) = read_model(path)?;
+    let external = tensor::ExternalData::new(path.parent()).with_model_file(model_file);
+    import::import_with_payloads(&model, external, options)
 }
 
-/// Decodes an `.onnx` file.
-fn read_model(path: &Path) -> Result<proto::ModelProto, OnnxError> {
+/// Decodes an `.onnx` file; also returns the open file and its map, from which `raw_data`
+/// payloads are read ([`tensor::ModelFile`]).
+fn read_model(path: &Path) -> Result<(proto::ModelProto, Option<tensor::ModelFile>), OnnxError> {
     let io = |source| OnnxError::Io { path: path.to_path_buf(), source };
     let file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
-    let bytes = if len == 0 {
-        Bytes::new()
-    } else {
-        // SAFETY: read-only map of a file we only read; see `tensor::ExternalData` for the usual
-        // caveat about files truncated while mapped.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Bytes::from_owner(map)
-    };
-    Ok(proto::ModelProto::decode(bytes)?)
+    if len == 0 {
+        return Ok((proto::ModelProto::decode(Bytes::new())?, None));
+    }
+    // SAFETY: the map is read-only and lives as long as the decoded model. Another process
+    // truncating the file meanwhile could fault a read of it; that is the usual caveat of
+    // memory-mapped model loading (onnxruntime and tract map weights the same way).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+    let bytes = Bytes::from_owner(map);
+    let model = proto::ModelProto::decode(bytes.clone())?;
+    Ok((model, Some(tensor::ModelFile::new(path, file, bytes))))
 }
 
 /// The activation inputs of an `.onnx` file as a graph with no nodes: their names and declared
 /// types as [`import_model`] gives them, for reading input files before importing.
 pub fn declared_inputs(path: &Path) -> Result<Graph, OnnxError> {
-    import::declared_inputs(&read_model(path)?)
+    import::declared_inputs(&read_model(path)?.0)
 }
 
 /// Imports a model from its serialized bytes; `base_dir` is where external data files live

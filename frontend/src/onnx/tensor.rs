@@ -1,10 +1,12 @@
 //! ONNX element types and `TensorProto` payloads: inline typed fields, `raw_data`, and external
-//! data files (memory-mapped, resolved relative to the model's directory).
+//! data files (resolved relative to the model's directory), read with `pread` into each constant.
 
 use super::proto::tensor_proto::{DataLocation, DataType};
 use super::proto::TensorProto;
-use memmap2::Mmap;
+use bytes::Bytes;
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use tessera_ir::dtype::DType;
 use tessera_ir::tensor::{Buffer, Tensor};
@@ -84,21 +86,66 @@ pub(crate) fn onnx_code_of(dtype: DType) -> i32 {
     t as i32
 }
 
-/// Memory maps of external data files, opened once per file during one import.
+/// The model file a [`ModelProto`](super::proto::ModelProto) was decoded from: the open file,
+/// and the memory map its `bytes` fields slice. A `raw_data` payload that lies inside the map is
+/// read from the file at the same offset ([`read_payload`]) instead of through the map, so its
+/// pages never become resident as mapped memory beside the constant built from them.
+pub(crate) struct ModelFile {
+    path: PathBuf,
+    file: File,
+    map: Bytes,
+}
+
+impl ModelFile {
+    pub fn new(path: &Path, file: File, map: Bytes) -> ModelFile {
+        ModelFile { path: path.to_path_buf(), file, map }
+    }
+
+    /// The file offset of `slice` when it lies inside the map (a `raw_data` field decoded from
+    /// it); `None` for bytes from anywhere else.
+    fn offset_of(&self, slice: &[u8]) -> Option<u64> {
+        let start = self.map.as_ptr() as usize;
+        let at = slice.as_ptr() as usize;
+        let inside = at >= start && at.checked_add(slice.len())? <= start + self.map.len();
+        inside.then(|| (at - start) as u64)
+    }
+}
+
+/// Where an import reads payloads from: external data files (opened once per file, read with
+/// `pread` at each tensor's offset) and, when known, the model's own file.
 #[derive(Default)]
 pub(crate) struct ExternalData {
     /// Directory that `location` entries are relative to: the model file's directory.
     base_dir: Option<PathBuf>,
-    maps: HashMap<PathBuf, Mmap>,
+    /// Open external data files and their lengths.
+    files: HashMap<PathBuf, (File, u64)>,
+    model_file: Option<ModelFile>,
 }
 
 impl ExternalData {
     pub fn new(base_dir: Option<&Path>) -> ExternalData {
-        ExternalData { base_dir: base_dir.map(Path::to_path_buf), maps: HashMap::new() }
+        ExternalData { base_dir: base_dir.map(Path::to_path_buf), files: HashMap::new(), model_file: None }
     }
 
-    /// The bytes `[offset, offset + length)` of `location`, from a map kept for the import.
-    fn bytes(&mut self, location: &str, offset: u64, length: Option<u64>) -> Result<&[u8], PayloadError> {
+    /// Reads `raw_data` payloads from `model_file` (see [`ModelFile`]).
+    pub fn with_model_file(mut self, model_file: Option<ModelFile>) -> ExternalData {
+        self.model_file = model_file;
+        self
+    }
+
+    pub fn base_dir(&self) -> Option<&Path> {
+        self.base_dir.as_deref()
+    }
+
+    /// The file holding `location`'s bytes `[offset, offset + length)` (to the end of the file
+    /// without a length), checked to lie inside it: the open file, its path, the offset and the
+    /// length of the range.
+    fn range(
+        &mut self,
+        location: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<(&File, &Path, u64, u64), PayloadError> {
         let base = self.base_dir.as_ref().ok_or_else(|| {
             PayloadError::invalid(format!("external data '{location}' needs the model's directory, which is unknown"))
         })?;
@@ -113,31 +160,23 @@ impl ExternalData {
             )));
         }
         let path = confined_regular_file(base, rel, location)?;
-        if !self.maps.contains_key(&path) {
-            let file = std::fs::File::open(&path).map_err(|e| {
+        if !self.files.contains_key(&path) {
+            let cannot_open = |e: std::io::Error| {
                 PayloadError::invalid(format!("cannot open external data file {}: {e}", path.display()))
-            })?;
-            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            let map = if len == 0 {
-                // Mapping an empty file fails on Linux; an empty anonymous map reads the same.
-                memmap2::MmapOptions::new().len(0).map_anon().and_then(|m| m.make_read_only())
-            } else {
-                // SAFETY: the map is read-only and lives only during this import. Another process
-                // truncating the file meanwhile could fault the read; that is the usual caveat of
-                // memory-mapped model loading (onnxruntime and tract map weights the same way).
-                unsafe { Mmap::map(&file) }
             };
-            let map = map.map_err(|e| PayloadError::invalid(format!("cannot map {}: {e}", path.display())))?;
-            self.maps.insert(path.clone(), map);
+            let file = File::open(&path).map_err(cannot_open)?;
+            let len = file.metadata().map_err(cannot_open)?.len();
+            self.files.insert(path.clone(), (file, len));
         }
-        let map = self.maps.get(&path).map(|m| &m[..]).unwrap_or(&[]);
-        let file_len = map.len() as u64;
+        let Some((path, (file, file_len))) = self.files.get_key_value(&path) else {
+            return Err(PayloadError::invalid(format!("external data file {} is not open", path.display())));
+        };
         let end = match length {
             Some(n) => offset.checked_add(n),
-            None => Some(file_len),
+            None => Some(*file_len),
         };
         match end {
-            Some(end) if offset <= end && end <= file_len => Ok(&map[offset as usize..end as usize]),
+            Some(end) if offset <= end && end <= *file_len => Ok((file, path.as_path(), offset, end - offset)),
             _ => Err(PayloadError::invalid(format!(
                 "external data range offset {offset}, length {} exceeds {} ({file_len} bytes)",
                 length.map_or("(rest of file)".to_string(), |n| n.to_string()),
@@ -231,27 +270,104 @@ pub(crate) fn decode(t: &TensorProto, external: &mut ExternalData) -> Result<Ten
             }
         }
         let location = location.ok_or_else(|| PayloadError::invalid("external data has no 'location'"))?;
-        let bytes = external.bytes(&location, offset, length)?;
-        return from_raw(dtype, shape, count, bytes);
+        let (file, path, offset, length) = external.range(&location, offset, length)?;
+        return read_payload(dtype, shape, count, FileRange { file, path, offset, length });
     }
     if let Some(raw) = &t.raw_data {
+        if let Some(model) = &external.model_file {
+            if let Some(offset) = model.offset_of(raw) {
+                let range = FileRange { file: &model.file, path: &model.path, offset, length: raw.len() as u64 };
+                return read_payload(dtype, shape, count, range);
+            }
+        }
         return from_raw(dtype, shape, count, raw);
     }
     from_typed_fields(t, dtype, shape, count)
 }
 
-/// Little-endian packed elements, as `raw_data` and external files hold them (4- and 2-bit
-/// types packed into bytes, the first element in the lowest bits).
-pub(crate) fn from_raw(dtype: DType, shape: Vec<usize>, count: usize, bytes: &[u8]) -> Result<Tensor, PayloadError> {
+/// A payload's place in a file.
+struct FileRange<'a> {
+    file: &'a File,
+    path: &'a Path,
+    offset: u64,
+    length: u64,
+}
+
+/// The payload at `range` decoded as [`from_raw`] decodes bytes. Float32, float16 and bfloat16
+/// elements (a model's weights) are read with one `pread` straight into the constant's storage,
+/// in their own width: the bytes are copied once, from the page cache, and no mapped page or
+/// staging buffer stays resident. Other element types go through a byte buffer and [`from_raw`].
+fn read_payload(dtype: DType, shape: Vec<usize>, count: usize, range: FileRange) -> Result<Tensor, PayloadError> {
+    check_payload_length(dtype, &shape, count, range.length)?;
+    let read = |buf: &mut [u8]| {
+        range.file.read_exact_at(buf, range.offset).map_err(|e| {
+            PayloadError::invalid(format!(
+                "cannot read {} bytes at offset {} of {}: {e}",
+                range.length,
+                range.offset,
+                range.path.display()
+            ))
+        })
+    };
+    // Zeroed allocations of these sizes come from fresh pages, so zeroing costs nothing; the
+    // read then writes each page once.
+    if cfg!(target_endian = "little") {
+        match dtype {
+            DType::F32 => {
+                let mut values = vec![0f32; count];
+                read(element_bytes_mut(&mut values))?;
+                return Ok(Tensor::from_f32(shape, values));
+            }
+            DType::F16 => {
+                let mut values = vec![half::f16::ZERO; count];
+                read(element_bytes_mut(&mut values))?;
+                return Ok(Tensor::from_f16(shape, values));
+            }
+            DType::BF16 => {
+                let mut values = vec![half::bf16::ZERO; count];
+                read(element_bytes_mut(&mut values))?;
+                return Ok(Tensor::from_bf16(shape, values));
+            }
+            _ => {}
+        }
+    }
+    let mut bytes = vec![0u8; range.length as usize];
+    read(&mut bytes)?;
+    from_raw(dtype, shape, count, &bytes)
+}
+
+/// Element types whose every bit pattern is a valid value and that have no padding: a file's
+/// bytes may be read straight into a slice of them.
+trait AnyBitPattern: Copy {}
+impl AnyBitPattern for f32 {}
+impl AnyBitPattern for half::f16 {}
+impl AnyBitPattern for half::bf16 {}
+
+/// The bytes of `values`, for reading little-endian payloads into them.
+fn element_bytes_mut<T: AnyBitPattern>(values: &mut [T]) -> &mut [u8] {
+    // SAFETY: the byte slice covers exactly the memory of `values` (size_of_val bytes from its
+    // start), u8 has alignment 1, and every bit pattern is a valid `T` (the trait's contract:
+    // f32, and half's f16/bf16, which are transparent u16s), so whatever is written through the
+    // bytes leaves valid elements; `values` stays mutably borrowed for the lifetime.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
+}
+
+/// Refuses a payload of `length` bytes that does not hold exactly `count` elements of `dtype`.
+fn check_payload_length(dtype: DType, shape: &[usize], count: usize, length: u64) -> Result<(), PayloadError> {
     let needed = dtype.packed_bytes(count);
-    if Some(bytes.len()) != needed {
+    if needed.map(|n| n as u64) != Some(length) {
         return Err(PayloadError::invalid(format!(
-            "holds {} bytes, but shape {shape:?} of {} needs {}",
-            bytes.len(),
-            dtype,
+            "holds {length} bytes, but shape {shape:?} of {dtype} needs {}",
             needed.unwrap_or(usize::MAX)
         )));
     }
+    Ok(())
+}
+
+/// Little-endian packed elements, as `raw_data` and external files hold them (4- and 2-bit
+/// types packed into bytes, the first element in the lowest bits).
+pub(crate) fn from_raw(dtype: DType, shape: Vec<usize>, count: usize, bytes: &[u8]) -> Result<Tensor, PayloadError> {
+    check_payload_length(dtype, &shape, count, bytes.len() as u64)?;
     // Each decoder below yields values exactly representable in `dtype` (floats widened from
     // their own bit patterns, integers from their own width), which is what `Tensor` holds, so
     // the tensor is built directly rather than through `Tensor::from_f64`/`from_i64`: their
@@ -270,8 +386,9 @@ pub(crate) fn from_raw(dtype: DType, shape: Vec<usize>, count: usize, bytes: &[u
         // f32 keeps its own width (tsr's `F32` storage): the bytes are copied, not widened.
         DType::F32 => Tensor::from_f32(shape.clone(), each(bytes, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
         DType::F64 => floats(each(bytes, 8, |c| f64::from_le_bytes(le(c)))),
-        DType::F16 => floats(each(bytes, 2, |c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())),
-        DType::BF16 => floats(each(bytes, 2, |c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())),
+        // f16 and bf16 keep their 2-byte width too (tsr's `F16`/`BF16` storage).
+        DType::F16 => Tensor::from_f16(shape.clone(), each(bytes, 2, |c| half::f16::from_le_bytes([c[0], c[1]]))),
+        DType::BF16 => Tensor::from_bf16(shape.clone(), each(bytes, 2, |c| half::bf16::from_le_bytes([c[0], c[1]]))),
         DType::F8E4M3 | DType::F8E5M2 | DType::F8E4M3Fnuz | DType::F8E5M2Fnuz => {
             let table = small_float_table(dtype);
             floats(each(bytes, 1, |c| table[usize::from(c[0])]))
@@ -370,13 +487,11 @@ fn from_typed_fields(t: &TensorProto, dtype: DType, shape: Vec<usize>, count: us
         }
         DType::F16 => {
             check(t.int32_data.len(), "int32_data", count)?;
-            let v = t.int32_data.iter().map(|&x| half::f16::from_bits(bits16(x)).to_f64()).collect();
-            Tensor::from_f64(dtype, shape, v)
+            Tensor::from_f16(shape, t.int32_data.iter().map(|&x| half::f16::from_bits(bits16(x))).collect())
         }
         DType::BF16 => {
             check(t.int32_data.len(), "int32_data", count)?;
-            let v = t.int32_data.iter().map(|&x| half::bf16::from_bits(bits16(x)).to_f64()).collect();
-            Tensor::from_f64(dtype, shape, v)
+            Tensor::from_bf16(shape, t.int32_data.iter().map(|&x| half::bf16::from_bits(bits16(x))).collect())
         }
         DType::F8E4M3 | DType::F8E5M2 | DType::F8E4M3Fnuz | DType::F8E5M2Fnuz => {
             check(t.int32_data.len(), "int32_data", count)?;

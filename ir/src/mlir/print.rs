@@ -13,7 +13,7 @@
 use crate::dtype::DType;
 use crate::graph::{Graph, InputRole, ValueId};
 use crate::ops::attr::Attr;
-use crate::tensor::Tensor;
+use crate::tensor::{Buffer, Tensor};
 use crate::types::{Dim, TensorType};
 use std::fmt::Write;
 
@@ -320,8 +320,13 @@ fn element_bits(t: &Tensor, i: usize) -> Option<u64> {
     let bits = match t.dtype {
         DType::F64 => t.get_f64(i).to_bits(),
         DType::F32 => u64::from((t.get_f64(i) as f32).to_bits()),
-        DType::F16 => u64::from(half::f16::from_f64(t.get_f64(i)).to_bits()),
-        DType::BF16 => u64::from(half::bf16::from_f64(t.get_f64(i)).to_bits()),
+        // 2-byte storage prints its own bits (NaN payloads included).
+        DType::F16 | DType::BF16 => match &t.data {
+            Buffer::F16(v) => u64::from(v[i].to_bits()),
+            Buffer::BF16(v) => u64::from(v[i].to_bits()),
+            _ if t.dtype == DType::F16 => u64::from(half::f16::from_f64(t.get_f64(i)).to_bits()),
+            _ => u64::from(half::bf16::from_f64(t.get_f64(i)).to_bits()),
+        },
         d if d.is_int() => t.get_i64(i) as u64,
         // Small floats and booleans keep the list form.
         _ => return None,

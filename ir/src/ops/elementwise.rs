@@ -407,7 +407,9 @@ pub fn eval_unary(op: UnaryOp, x: &Tensor) -> Result<Tensor, String> {
     let shape = x.shape.clone();
     match &x.data {
         Buffer::Float(v) => Ok(Tensor::from_f64(x.dtype, shape, v.iter().map(|&a| op.apply_f64(a)).collect())),
-        Buffer::F32(v) => Ok(Tensor::from_f64(x.dtype, shape, v.iter().map(|&a| op.apply_f64(f64::from(a))).collect())),
+        Buffer::F32(_) | Buffer::F16(_) | Buffer::BF16(_) => {
+            Ok(Tensor::from_f64(x.dtype, shape, x.to_f64_vec().into_iter().map(|a| op.apply_f64(a)).collect()))
+        }
         Buffer::Int(v) => {
             let values = v
                 .iter()
@@ -482,6 +484,14 @@ pub fn eval_where(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor, Strin
         (Buffer::F32(x), Buffer::F32(y)) => {
             let picked = c.iter().zip(x.iter().zip(y.iter())).map(|(&k, (&p, &q))| if k != 0 { p } else { q });
             Buffer::F32(std::sync::Arc::new(picked.collect()))
+        }
+        (Buffer::F16(x), Buffer::F16(y)) => {
+            let picked = c.iter().zip(x.iter().zip(y.iter())).map(|(&k, (&p, &q))| if k != 0 { p } else { q });
+            Buffer::F16(std::sync::Arc::new(picked.collect()))
+        }
+        (Buffer::BF16(x), Buffer::BF16(y)) => {
+            let picked = c.iter().zip(x.iter().zip(y.iter())).map(|(&k, (&p, &q))| if k != 0 { p } else { q });
+            Buffer::BF16(std::sync::Arc::new(picked.collect()))
         }
         (Buffer::Int(x), Buffer::Int(y)) => {
             Buffer::Int(c.iter().zip(x.iter().zip(y)).map(|(&k, (&p, &q))| if k != 0 { p } else { q }).collect())

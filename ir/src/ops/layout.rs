@@ -266,11 +266,19 @@ pub fn eval_concat(xs: &[&Tensor], axis: i64, out: &[usize]) -> Result<Tensor, S
         xs.iter().map(|t| if let Buffer::F32(v) = &t.data { Some(v.as_slice()) } else { None }).collect();
     let ints: Option<Vec<&[i64]>> =
         xs.iter().map(|t| if let Buffer::Int(v) = &t.data { Some(v.as_slice()) } else { None }).collect();
+    let halves: Option<Vec<&[half::f16]>> =
+        xs.iter().map(|t| if let Buffer::F16(v) = &t.data { Some(v.as_slice()) } else { None }).collect();
+    let brains: Option<Vec<&[half::bf16]>> =
+        xs.iter().map(|t| if let Buffer::BF16(v) = &t.data { Some(v.as_slice()) } else { None }).collect();
     let data = match (floats, floats32, ints) {
         (Some(parts), _, _) => Buffer::Float(gather(&parts, &chunks, outer)),
         (_, Some(parts), _) => Buffer::F32(std::sync::Arc::new(gather(&parts, &chunks, outer))),
         (_, _, Some(parts)) => Buffer::Int(gather(&parts, &chunks, outer)),
-        _ => return Err("operands have different storage".into()),
+        _ => match (halves, brains) {
+            (Some(parts), _) => Buffer::F16(std::sync::Arc::new(gather(&parts, &chunks, outer))),
+            (_, Some(parts)) => Buffer::BF16(std::sync::Arc::new(gather(&parts, &chunks, outer))),
+            _ => return Err("operands have different storage".into()),
+        },
     };
     let t = Tensor { dtype: first.dtype, shape: out.to_vec(), data };
     if t.len() != product(out) {

@@ -23,7 +23,7 @@ pub mod table;
 use crate::dtype::DType;
 use crate::graph::ValueId;
 use crate::sharding::ShardingRule;
-use crate::tensor::{Buffer, Tensor};
+use crate::tensor::{Buffer, BufferKind, Tensor};
 use crate::types::{Dim, TensorType};
 use conv::{PoolKind, Window};
 use elementwise::{BinaryOp, CompareOp, UnaryOp};
@@ -618,8 +618,13 @@ fn check_tensor(t: &Tensor) -> Result<(), String> {
         let kind = if float_storage { "floats" } else { "integers" };
         return Err(format!("{} values stored as {kind}", t.dtype));
     }
-    if matches!(t.data, Buffer::F32(_)) != (t.dtype == DType::F32) {
-        let width = if matches!(t.data, Buffer::F32(_)) { "f32" } else { "f64" };
+    if t.data.kind() != Buffer::kind_of(t.dtype) {
+        let width = match t.data.kind() {
+            BufferKind::F32 => "f32",
+            BufferKind::F16 => "f16",
+            BufferKind::BF16 => "bf16",
+            BufferKind::Float | BufferKind::Int => "f64",
+        };
         return Err(format!("{} values stored as {width} floats", t.dtype));
     }
     Ok(())
@@ -634,7 +639,9 @@ pub(crate) fn floats(t: &Tensor) -> Result<std::borrow::Cow<'_, [f64]>, String> 
 pub(crate) fn ints(t: &Tensor) -> Result<&[i64], String> {
     match &t.data {
         Buffer::Int(v) => Ok(v),
-        Buffer::Float(_) | Buffer::F32(_) => Err(format!("expected an integer tensor, got {}", t.dtype)),
+        Buffer::Float(_) | Buffer::F32(_) | Buffer::F16(_) | Buffer::BF16(_) => {
+            Err(format!("expected an integer tensor, got {}", t.dtype))
+        }
     }
 }
 

@@ -90,7 +90,7 @@ pub fn eval(x: &Tensor, kind: ReduceKind, axes: &[i64], out: &[usize]) -> Result
     }
     let slot = |i: usize| strided_index(i, &x.shape, &coeffs, 0);
     match &x.data {
-        Buffer::Float(_) | Buffer::F32(_) => {
+        Buffer::Float(_) | Buffer::F32(_) | Buffer::F16(_) | Buffer::BF16(_) => {
             let v = super::floats(x)?;
             let (init, combine): (f64, fn(f64, f64) -> f64) = match kind {
                 ReduceKind::Sum | ReduceKind::Mean => (0.0, |a, b| a + b),
@@ -138,6 +138,8 @@ pub fn eval_argmax(x: &Tensor, axis: i64, out: &[usize]) -> Result<Tensor, Strin
         match &x.data {
             Buffer::Float(v) => !v[best].is_nan() && (v[j].is_nan() || v[j] > v[best]),
             Buffer::F32(v) => !v[best].is_nan() && (v[j].is_nan() || v[j] > v[best]),
+            Buffer::F16(v) => !v[best].is_nan() && (v[j].is_nan() || v[j] > v[best]),
+            Buffer::BF16(v) => !v[best].is_nan() && (v[j].is_nan() || v[j] > v[best]),
             Buffer::Int(v) => v[j] > v[best],
         }
     };

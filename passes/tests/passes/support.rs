@@ -36,7 +36,13 @@ pub fn random_inputs(g: &Graph, seed: u64) -> HashMap<String, Tensor> {
                 Buffer::F32(xs) => {
                     std::sync::Arc::make_mut(xs).iter_mut().zip(specials).for_each(|(x, s)| *x = s as f32)
                 }
-                Buffer::Int(_) => {}
+                Buffer::F16(_) | Buffer::BF16(_) | Buffer::Int(_) => {}
+            }
+            // 2-byte floats: rebuilt through f64, which rounds the specials to the dtype.
+            if matches!(t.data, Buffer::F16(_) | Buffer::BF16(_)) {
+                let mut values = t.to_f64_vec();
+                values.iter_mut().zip(specials).for_each(|(x, s)| *x = s);
+                t = Tensor::from_f64(t.dtype, t.shape.clone(), values);
             }
             (name, t)
         })
