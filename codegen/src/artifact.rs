@@ -13,7 +13,7 @@
 
 use crate::cuda::gpu_program;
 use crate::decompose::{decompose_optimizers, has_optimizer_updates};
-use crate::program::{lower, LowerError, LowerStats};
+use crate::program::{lower_with, LowerError, LowerStats};
 use crate::{compile_cpu, supports, CodegenError, GpuArch};
 use std::collections::HashMap;
 use std::fs;
@@ -63,6 +63,10 @@ pub struct CompileOptions {
     /// Options that shaped the graph before it got here, one `key=value` each (`tessera compile
     /// --train` records `train:optimizer=adamw` and so on): recorded and hashed, not interpreted.
     pub graph_options: Vec<String>,
+    /// Fold the elementwise fusion group after a GEMM or convolution into its library call as
+    /// an epilogue (CPU target; `codegen::epilogue`). On by default; off (`tessera compile
+    /// --no-epilogues`) keeps such groups as kernels, for comparison.
+    pub epilogues: bool,
 }
 
 impl CompileOptions {
@@ -75,6 +79,10 @@ impl CompileOptions {
         let mut graph_options = self.graph_options.clone();
         graph_options.sort();
         out.extend(graph_options);
+        // Recorded only when off, so the default's manifest and hash stay what they were.
+        if !self.epilogues {
+            out.push("epilogues=off".to_string());
+        }
         out
     }
 }
@@ -383,7 +391,7 @@ fn compile_program(graph: &Graph, options: &CompileOptions) -> Result<ProgramCod
     } else {
         graph
     };
-    let mut lowered = lower(graph, &options.dims, options.target.name(), &can_compile)?;
+    let mut lowered = lower_with(graph, &options.dims, options.target.name(), &can_compile, options.epilogues)?;
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let arch = match options.target {
         Target::Cpu => None,

@@ -78,6 +78,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod decompose;
 pub mod emit;
+mod epilogue;
 pub mod error;
 pub mod llvm;
 pub mod mlir;

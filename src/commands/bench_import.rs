@@ -35,7 +35,7 @@ pub fn run(models: &[String], dim_specs: &[String]) -> Result<()> {
     let import_rss = resident_kib("VmHWM");
     let weight_bytes = constant_bytes(&graph);
 
-    let options = CompileOptions { target: Target::Cpu, dims, graph_options: Vec::new() };
+    let options = CompileOptions { target: Target::Cpu, dims, graph_options: Vec::new(), epilogues: true };
     let phase = Instant::now();
     let hash = input_hash_of_file(path, &options).with_context(|| format!("{model}: cannot read"))?;
     let hash_s = phase.elapsed().as_secs_f64();

@@ -41,6 +41,11 @@ pub struct CompileArgs {
     /// updated weights and the updated optimizer state, in that order.
     #[arg(long)]
     pub train: bool,
+    /// Keep the elementwise work after each GEMM and convolution (bias, activation, residual)
+    /// as kernels of their own instead of folding it into the library call as an epilogue
+    /// (CPU target): for comparing the two.
+    #[arg(long)]
+    pub no_epilogues: bool,
     /// The optimizer of the training step (with --train).
     #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw, requires = "train")]
     pub optimizer: OptimizerArg,
@@ -106,7 +111,7 @@ pub fn run(args: CompileArgs) -> Result<()> {
     if !bound_at_import {
         super::check_dim_names(&graph, &dims)?;
     }
-    let options = CompileOptions { target, dims, graph_options };
+    let options = CompileOptions { target, dims, graph_options, epilogues: !args.no_epilogues };
     if let Some(mesh) = &args.mesh {
         let model_bytes = model_bytes(&args.model)?;
         return compile_mesh(&args, mesh, graph, step.as_ref(), &model_bytes, options, start);
@@ -184,7 +189,7 @@ fn compile_range(
     let mut names = dims.clone();
     names.extend(ranges.iter().map(|r| (r.name.clone(), r.lo)));
     super::check_dim_names(&graph, &names)?;
-    let options = CompileOptions { target, dims, graph_options: Vec::new() };
+    let options = CompileOptions { target, dims, graph_options: Vec::new(), epilogues: true };
     let files =
         compile_ranged(&graph, &model_bytes, &options, ranges).with_context(|| format!("{}", args.model.display()))?;
     write_artifact(&args.output, &files)?;
