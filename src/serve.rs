@@ -149,6 +149,7 @@ pub fn compile_serving(model: &ServedModel, manifest: &ServeManifest, dir: &Path
             target: Target::Cpu,
             dims: Default::default(),
             graph_options: vec![format!("serve:program={name}"), format!("serve:rows={}", s.rows)],
+            epilogues: false,
         };
         let compiled = compile(graph, model.config.name.as_bytes(), &options)
             .with_context(|| format!("{}: cannot compile the serving program {name}", model.config.name))?;

@@ -14,7 +14,7 @@
 
 use crate::cuda::gpu_program;
 use crate::decompose::{decompose_optimizers, has_optimizer_updates};
-use crate::program::{lower, LowerError, LowerStats};
+use crate::program::{lower_with, LowerError, LowerStats};
 use crate::weights::WeightsImage;
 use crate::{compile_cpu, supports, CodegenError, GpuArch};
 use std::collections::HashMap;
@@ -66,6 +66,10 @@ pub struct CompileOptions {
     /// Options that shaped the graph before it got here, one `key=value` each (`tessera compile
     /// --train` records `train:optimizer=adamw` and so on): recorded and hashed, not interpreted.
     pub graph_options: Vec<String>,
+    /// Fold the elementwise fusion group after a GEMM or convolution into its library call as
+    /// an epilogue (CPU target; `codegen::epilogue`). Off by default (`tessera compile
+    /// --epilogues` turns it on): not yet faster on every measured model.
+    pub epilogues: bool,
 }
 
 impl CompileOptions {
@@ -78,6 +82,10 @@ impl CompileOptions {
         let mut graph_options = self.graph_options.clone();
         graph_options.sort();
         out.extend(graph_options);
+        // Recorded only when on, so the default's manifest and hash stay what they were.
+        if self.epilogues {
+            out.push("epilogues=on".to_string());
+        }
         out
     }
 }
@@ -433,7 +441,7 @@ fn compile_program(graph: &Graph, options: &CompileOptions) -> Result<ProgramCod
     } else {
         graph
     };
-    let mut lowered = lower(graph, &options.dims, options.target.name(), &can_compile)?;
+    let mut lowered = lower_with(graph, &options.dims, options.target.name(), &can_compile, options.epilogues)?;
     let mut files: Vec<(String, FileContent)> = Vec::new();
     let arch = match options.target {
         Target::Cpu => None,

@@ -79,6 +79,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod decompose;
 pub mod emit;
+mod epilogue;
 pub mod error;
 pub mod llvm;
 pub mod mlir;

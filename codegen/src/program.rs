@@ -112,6 +112,8 @@ pub struct LowerStats {
     /// The ops of the `reference` library calls (run by the interpreter), by mnemonic.
     pub reference_ops: BTreeMap<&'static str, usize>,
     pub views: usize,
+    /// Fusion groups folded into the GEMM or convolution before them as its epilogue.
+    pub epilogues: usize,
     pub arena_bytes: u64,
     /// What the arena would need without reuse (every value its own range).
     pub unshared_bytes: u64,
@@ -209,12 +211,26 @@ pub fn lower(
     target: &str,
     can_compile: &dyn Fn(&Graph) -> bool,
 ) -> Result<LoweredProgram, LowerError> {
+    lower_with(g, dims, target, can_compile, true)
+}
+
+/// [`lower`]; `epilogues`: fold the elementwise group after a GEMM or convolution into its
+/// library call (CPU target, [`crate::epilogue`]).
+pub fn lower_with(
+    g: &Graph,
+    dims: &HashMap<String, u64>,
+    target: &str,
+    can_compile: &dyn Fn(&Graph) -> bool,
+    epilogues: bool,
+) -> Result<LoweredProgram, LowerError> {
     let mut graph = specialize(g, dims)?;
     let pipeline = tessera_passes::pipeline::Pipeline::parse("cse,dce").map_err(|e| LowerError::Pass(e.to_string()))?;
     tessera_passes::pipeline::run_pipeline(&mut graph, &pipeline, &mut Default::default())
         .map_err(|e| LowerError::Pass(e.to_string()))?;
     fuse(&mut graph, &FusionConfig { max_ops: 64, can_compile }).map_err(|e| LowerError::Pass(e.to_string()))?;
-    Builder::new(&graph, g, target).build()
+    let mut builder = Builder::new(&graph, g, target);
+    builder.epilogues = epilogues && target == "cpu";
+    builder.build()
 }
 
 struct Builder<'a> {
@@ -232,6 +248,8 @@ struct Builder<'a> {
     /// The symbol of each distinct kernel, by [`kernel_identity`].
     symbol_of_kernel: HashMap<String, String>,
     stats: LowerStats,
+    /// Fold epilogues into GEMMs and convolutions.
+    epilogues: bool,
 }
 
 const UNPLACED: Location = Location::Arena { offset: u64::MAX };
@@ -250,6 +268,7 @@ impl<'a> Builder<'a> {
             kernels: Vec::new(),
             symbol_of_kernel: HashMap::new(),
             stats: LowerStats { nodes: g.num_nodes(), ..LowerStats::default() },
+            epilogues: false,
         }
     }
 
@@ -281,10 +300,31 @@ impl<'a> Builder<'a> {
             self.new_buffer(v, UNPLACED, None);
         }
         let (folded, transposed_b) = transposes_into_gemms(g);
+        let epilogues = if self.epilogues { fold_epilogues(g, &transposed_b) } else { HashMap::new() };
+        let epilogue_producers: std::collections::HashSet<NodeId> =
+            epilogues.values().map(|f| f.folded.producer).collect();
         let mut done_groups = std::collections::HashSet::new();
         let nodes: Vec<(NodeId, _)> = g.nodes().collect();
         for (id, node) in nodes {
-            if folded.contains(&id) {
+            if folded.contains(&id) || epilogue_producers.contains(&id) {
+                continue;
+            }
+            if let Some(fold) = g.fusion_tag(id).and_then(|tag| epilogues.get(&tag.group)) {
+                if !done_groups.insert(fold.group) {
+                    continue;
+                }
+                let producer = g.node(fold.folded.producer);
+                let (call, call_inputs) = match transposed_b.get(&fold.folded.producer) {
+                    Some(&source) => (LibraryCall::MatMulTransposedB, vec![producer.inputs[0], source]),
+                    None => (library_call(g, &producer.op, &producer.inputs), producer.inputs.clone()),
+                };
+                let call = LibraryCall::WithEpilogue { gemm: Box::new(call), epilogue: fold.folded.epilogue.clone() };
+                *self.stats.library_calls.entry(call.name()).or_insert(0) += 1;
+                self.stats.epilogues += 1;
+                self.stats.fused_ops += fold.members;
+                let inputs = call_inputs.iter().chain(&fold.folded.operands).map(|&v| self.buffer(v)).collect();
+                let outputs = vec![self.buffer(fold.folded.output)];
+                self.steps.push(Step::Library { call, inputs, outputs });
                 continue;
             }
             if let Some(&source) = transposed_b.get(&id) {
@@ -541,6 +581,42 @@ pub fn kernel_identity(kernel: &Graph) -> String {
 /// Transposes of the last two axes whose one use is as the second operand of a matmul, alone
 /// (untagged or a group of one): they fold into the GEMM's strides. Returns the folded
 /// transposes and, per such matmul, the transpose's operand.
+/// A fusion group folded into a GEMM's or convolution's library call as its epilogue.
+struct EpilogueFold {
+    group: u32,
+    members: usize,
+    folded: crate::epilogue::Folded,
+}
+
+/// The fusion groups that fold into the GEMM or convolution they read ([`crate::epilogue`]),
+/// by group. A producer must be a library call of its own (not in a fusion group) that
+/// lowers to `matmul`, `matmul_transposed_b` or `conv2d`.
+fn fold_epilogues(g: &Graph, transposed_b: &HashMap<NodeId, ValueId>) -> HashMap<u32, EpilogueFold> {
+    let readers = crate::epilogue::Readers::of(g);
+    let is_call = |n: NodeId| {
+        let node = g.node(n);
+        g.fusion_tag(n).is_none()
+            && (transposed_b.contains_key(&n)
+                || (matches!(node.op, Op::MatMul | Op::Conv2d { .. })
+                    && crate::epilogue::takes_epilogue(&library_call(g, &node.op, &node.inputs))))
+    };
+    let mut groups: Vec<(u32, Vec<NodeId>)> = Vec::new();
+    for (id, _) in g.nodes() {
+        let Some(tag) = g.fusion_tag(id) else { continue };
+        match groups.last_mut() {
+            Some((group, members)) if *group == tag.group => members.push(id),
+            _ => groups.push((tag.group, vec![id])),
+        }
+    }
+    let mut folds = HashMap::new();
+    for (group, members) in groups {
+        if let Some(folded) = crate::epilogue::fold(g, &readers, &members, &is_call) {
+            folds.insert(group, EpilogueFold { group, members: members.len(), folded });
+        }
+    }
+    folds
+}
+
 fn transposes_into_gemms(g: &Graph) -> (std::collections::HashSet<NodeId>, HashMap<NodeId, ValueId>) {
     let uses = g.use_counts();
     let mut folded = std::collections::HashSet::new();

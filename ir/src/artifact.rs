@@ -23,6 +23,7 @@
 use crate::dtype::DType;
 use crate::ops::collective::Collective;
 use crate::ops::conv::{PoolKind, Window};
+use crate::ops::elementwise::{BinaryOp, UnaryOp};
 use crate::ops::recurrent::{Cell, RecurrentKind};
 use crate::ops::Op;
 use crate::tensor::{Buffer, Tensor};
@@ -269,6 +270,107 @@ pub enum LibraryCall {
     /// Any other op, evaluated with its reference semantics (`Op::eval`): correct but slow;
     /// the compiler reports how many of these a program has.
     Reference { op: Op },
+    /// A GEMM or a convolution (`gemm`: [`LibraryCall::MatMul`],
+    /// [`LibraryCall::MatMulTransposedB`] or [`LibraryCall::Conv2d`]) whose result goes through
+    /// `epilogue` (bias, activation, residual add: the elementwise fusion group that was its
+    /// only reader) block by block, right after each block is computed and while it is in
+    /// cache, instead of a separate kernel that re-reads the whole tensor (args: the call's two
+    /// operands, then the epilogue's operands, then the output).
+    WithEpilogue { gemm: Box<LibraryCall>, epilogue: Epilogue },
+}
+
+/// Elementwise f32 work applied to every element of a GEMM's or a convolution's result: a
+/// straight-line program over the element `x` at flat index `i` of the result, operands read at
+/// indices derived from `i` ([`EpilogueOperand`]). Instruction `j` defines value `j`; every
+/// instruction reads only earlier values; the last one is what is stored at `i`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Epilogue {
+    /// How each operand (the step inputs after the call's own two) is indexed.
+    pub operands: Vec<EpilogueOperand>,
+    pub code: Vec<EpilogueOp>,
+}
+
+/// How an epilogue operand broadcasts over the result: element `i` of the result reads element
+/// `(i / inner) % extent` of the operand. A residual has `inner` 1 and `extent` the result's
+/// size, a scalar `extent` 1, a bias over a matmul's columns `inner` 1 and `extent` the columns,
+/// a bias over a convolution's channels `inner` the plane size and `extent` the channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpilogueOperand {
+    pub inner: u64,
+    pub extent: u64,
+}
+
+/// One instruction of an [`Epilogue`]; `x`, `a` and `b` name earlier instructions' values.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum EpilogueOp {
+    /// The call's result at this element.
+    Result,
+    /// Operand `index` at this element ([`EpilogueOperand`]).
+    Operand {
+        index: u32,
+    },
+    Unary {
+        unary: UnaryOp,
+        x: u32,
+    },
+    Binary {
+        binary: BinaryOp,
+        a: u32,
+        b: u32,
+    },
+}
+
+impl Epilogue {
+    /// The unary ops an epilogue computes (f32, the generated kernels' approximations).
+    pub fn supports_unary(op: UnaryOp) -> bool {
+        matches!(
+            op,
+            UnaryOp::Neg
+                | UnaryOp::Abs
+                | UnaryOp::Exp
+                | UnaryOp::Sqrt
+                | UnaryOp::Rsqrt
+                | UnaryOp::Reciprocal
+                | UnaryOp::Tanh
+                | UnaryOp::Sigmoid
+                | UnaryOp::Relu
+                | UnaryOp::Gelu
+                | UnaryOp::GeluTanh
+                | UnaryOp::Silu
+                | UnaryOp::Erf
+                | UnaryOp::Softsign
+        )
+    }
+
+    /// The binary ops an epilogue computes.
+    pub fn supports_binary(op: BinaryOp) -> bool {
+        matches!(op, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Max | BinaryOp::Min)
+    }
+
+    /// Why the epilogue is malformed (an instruction reading a later value or a missing
+    /// operand, an unsupported op, no instructions), if it is.
+    pub fn check(&self) -> Result<(), String> {
+        if self.code.is_empty() {
+            return Err("an epilogue needs at least one instruction".into());
+        }
+        for (j, op) in self.code.iter().enumerate() {
+            let earlier = |v: u32| (v as usize) < j;
+            let ok = match *op {
+                EpilogueOp::Result => true,
+                EpilogueOp::Operand { index } => (index as usize) < self.operands.len(),
+                EpilogueOp::Unary { unary, x } => Self::supports_unary(unary) && earlier(x),
+                EpilogueOp::Binary { binary, a, b } => Self::supports_binary(binary) && earlier(a) && earlier(b),
+            };
+            if !ok {
+                return Err(format!("epilogue instruction {j} ({op:?}) is malformed"));
+            }
+        }
+        if self.operands.iter().any(|o| o.inner == 0 || o.extent == 0) {
+            return Err("an epilogue operand has an empty extent".into());
+        }
+        Ok(())
+    }
 }
 
 impl LibraryCall {
@@ -286,6 +388,12 @@ impl LibraryCall {
             LibraryCall::Recurrent { kind, .. } => kind.mnemonic(),
             LibraryCall::Collective { op } => op.mnemonic(),
             LibraryCall::Reference { .. } => "reference",
+            LibraryCall::WithEpilogue { gemm, .. } => match **gemm {
+                LibraryCall::MatMul => "matmul_epilogue",
+                LibraryCall::MatMulTransposedB => "matmul_transposed_b_epilogue",
+                LibraryCall::Conv2d { .. } => "conv2d_epilogue",
+                _ => "epilogue",
+            },
         }
     }
 }

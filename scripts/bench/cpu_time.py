@@ -4,7 +4,8 @@ Usage (the interpreter of scripts/real-models/setup.sh or scripts/model-corpus/s
 
     .cache/real-models/venv/bin/python scripts/bench/cpu_time.py --tessera target/debug/tessera \
         --run-with before=/tmp/tessera-rt-before --run-with after=target/rel/release/tessera-rt \
-        [--repeat 100] [--rounds 3] [--models magika,cls,det,rec,gpt2-dynamo,...]
+        [--repeat 100] [--rounds 3] [--models magika,cls,det,rec,gpt2-dynamo,...] \
+        [--compile-variant fused=--epilogues]
 
 Wall-clock medians (scripts/bench/real_models.py) mean nothing on a machine whose load average
 is many times its core count: neighbouring runs differ 2-10x. CPU time on one thread is barely
@@ -18,6 +19,8 @@ intra-op and one inter-op thread, default graph optimizations, after one warm-up
 process CPU time over N runs, divided by N. Each measure is the best of --rounds, and the binaries
 alternate within a round. Prints per model the milliseconds and the ratio to onnxruntime, then
 the median ratio per binary, and checks each binary's outputs against onnxruntime's.
+Each --compile-variant LABEL=FLAGS compiles a second artifact with those extra `tessera compile`
+flags (space-separated), which every binary also runs: a column per binary and artifact.
 """
 
 import argparse
@@ -71,10 +74,16 @@ def main():
     parser.add_argument("--repeat", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--models", default=",".join(real_models.CASES))
+    parser.add_argument("--compile-variant", action="append", default=[],
+                        help="LABEL=FLAGS: also compile with these extra flags and run that artifact")
     args = parser.parse_args()
     if args.repeat < 2:
         sys.exit("--repeat must be at least 2")
-    runners = [tuple(r.split("=", 1)) for r in args.run_with]
+    binaries = [tuple(r.split("=", 1)) for r in args.run_with]
+    variants = [("", [])] + [(v.split("=", 1)[0], v.split("=", 1)[1].split()) for v in args.compile_variant]
+    # One column per binary and artifact variant: (label, binary, variant label).
+    runners = [(label + (f"/{variant}" if variant else ""), (path, variant))
+               for variant, _ in variants for label, path in binaries]
     print(f"onnxruntime {ort.__version__}, 1 thread; tessera RAYON_NUM_THREADS=1; CPU ms per run, "
           f"best of {args.rounds} rounds of {args.repeat} runs; load average {os.getloadavg()}")
     print(f"{'model':14} {'onnxruntime':>11} " + " ".join(f"{label:>18}" for label, _ in runners) + "  max rel err")
@@ -85,8 +94,10 @@ def main():
                 model, inputs, compile_args = real_models.prepare_case(name, args.tessera, work)
             else:
                 model, inputs, compile_args = real_models.prepare_corpus(name)
-            artifact = os.path.join(work, f"{name}-artifact")
-            real_models.run([args.tessera, "compile", model, "-o", artifact] + compile_args)
+            artifacts = {}
+            for variant, flags in variants:
+                artifacts[variant] = os.path.join(work, f"{name}-artifact{variant}")
+                real_models.run([args.tessera, "compile", model, "-o", artifacts[variant]] + compile_args + flags)
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
             options.inter_op_num_threads = 1
@@ -98,9 +109,10 @@ def main():
             for _ in range(args.rounds):
                 ms, outputs = onnxruntime_cpu_ms(session, feeds, args.repeat)
                 best_ort = min(best_ort, ms)
-                for label, path in runners:
-                    out_dir = os.path.join(work, f"{name}-{label}-out")
-                    best[label] = min(best[label], tessera_cpu_ms(path, artifact, inputs, out_dir, args.repeat))
+                for label, (path, variant) in runners:
+                    out_dir = os.path.join(work, f"{name}-{label.replace('/', '-')}-out")
+                    ms = tessera_cpu_ms(path, artifacts[variant], inputs, out_dir, args.repeat)
+                    best[label] = min(best[label], ms)
                     errors[label] = real_models.output_error(out_dir, session, outputs)
             cells = []
             for label, _ in runners:

@@ -29,7 +29,8 @@ pub fn run(models: &[String], dim_specs: &[String]) -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("note: a debug build; build with --release for numbers worth recording");
     }
-    let options = CompileOptions { target: Target::Cpu, dims: dims.clone(), graph_options: Vec::new() };
+    let options =
+        CompileOptions { target: Target::Cpu, dims: dims.clone(), graph_options: Vec::new(), epilogues: false };
     let start = Instant::now();
     // As `tessera compile` does: the input hash on a second thread while the model imports.
     let hashing = {

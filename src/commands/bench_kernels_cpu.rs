@@ -120,7 +120,8 @@ fn work(g: &Graph, family: &str) -> Result<f64> {
 fn step_us(g: &Graph, scratch: &Path) -> Result<f64> {
     use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
     use tessera_runtime::executor::cpu::CpuExecutor;
-    let options = CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options: Vec::new() };
+    let options =
+        CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options: Vec::new(), epilogues: false };
     let compiled = compile(g, b"calibration", &options).map_err(|e| anyhow!("compile: {e}"))?;
     std::fs::remove_dir_all(scratch).ok();
     write_artifact(scratch, &compiled.files).map_err(|e| anyhow!("write: {e}"))?;

@@ -42,6 +42,11 @@ pub struct CompileArgs {
     /// updated weights and the updated optimizer state, in that order.
     #[arg(long)]
     pub train: bool,
+    /// Fold the elementwise work after each GEMM and convolution (bias, activation, residual)
+    /// into the library call as an epilogue instead of kernels of their own (CPU target).
+    /// Opt-in: measured faster on magika but slower on PP-OCR cls (BENCHMARKS.md, "Epilogues").
+    #[arg(long)]
+    pub epilogues: bool,
     /// The optimizer of the training step (with --train).
     #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw, requires = "train")]
     pub optimizer: OptimizerArg,
@@ -101,7 +106,8 @@ pub fn run(args: CompileArgs) -> Result<()> {
     // depend on the import, so it is hashed on a second thread while the model imports.
     let early_hash = (!args.train && args.mesh.is_none() && args.model.is_file()).then(|| {
         let path = args.model.clone();
-        let options = CompileOptions { target, dims: dims.clone(), graph_options: Vec::new() };
+        let options =
+            CompileOptions { target, dims: dims.clone(), graph_options: Vec::new(), epilogues: args.epilogues };
         std::thread::spawn(move || input_hash_of_file(&path, &options))
     });
     let (graph, graph_options, bound_at_import, step) = if args.train {
@@ -114,7 +120,7 @@ pub fn run(args: CompileArgs) -> Result<()> {
     if !bound_at_import {
         super::check_dim_names(&graph, &dims)?;
     }
-    let options = CompileOptions { target, dims, graph_options };
+    let options = CompileOptions { target, dims, graph_options, epilogues: args.epilogues };
     if let Some(mesh) = &args.mesh {
         let model_bytes = model_bytes(&args.model)?;
         return compile_mesh(&args, mesh, graph, step.as_ref(), &model_bytes, options, start);
@@ -210,7 +216,7 @@ fn compile_range(
     if !bound_at_import {
         super::check_dim_names(&graph, &names)?;
     }
-    let options = CompileOptions { target, dims, graph_options: Vec::new() };
+    let options = CompileOptions { target, dims, graph_options: Vec::new(), epilogues: args.epilogues };
     let files =
         compile_ranged(&graph, &model_bytes, &options, &ranges).with_context(|| format!("{}", args.model.display()))?;
     write_artifact(&args.output, &files)?;

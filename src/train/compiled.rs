@@ -45,6 +45,7 @@ pub fn compile_step(
         target: Target::Cpu,
         dims: Default::default(),
         graph_options: step_graph_options(model, config),
+        epilogues: false,
     };
     let compiled = compile(&step.graph, config.model.as_bytes(), &options)
         .with_context(|| format!("{}: cannot compile the training step", config.model))?;

@@ -10,6 +10,7 @@ mod cost_model;
 mod cuda;
 mod distributed;
 mod egraph_models;
+mod epilogue;
 mod generate;
 mod kernel_code;
 mod mesh_compiled;

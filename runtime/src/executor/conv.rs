@@ -8,6 +8,7 @@
 //! f32 only: the shape rules admit float element types alone, and every float dtype is stored
 //! as f32, so any other storage is a malformed artifact and is refused with an error.
 
+use super::epilogue::BoundEpilogue;
 use super::library::{f32s, f32s_mut, gemm_f32, gemm_f32_add, In, Out, PARALLEL_GEMM_MIN_MACS};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -98,6 +99,19 @@ thread_local! {
 
 /// `out = conv2d(x, w)` with `groups` channel groups; see the module docs.
 pub fn conv2d(x: &In, w: &In, out: &mut Out, window: &Window, groups: u64) -> Result<(), String> {
+    conv2d_with(x, w, out, window, groups, None)
+}
+
+/// [`conv2d`], then `epilogue` over each GEMM's (or depthwise plane's) output right after it is
+/// computed, on the same thread.
+pub fn conv2d_with(
+    x: &In,
+    w: &In,
+    out: &mut Out,
+    window: &Window,
+    groups: u64,
+    epilogue: Option<&BoundEpilogue>,
+) -> Result<(), String> {
     check_f32(&[x.desc, w.desc, out.desc], "conv2d")?;
     let [n, c, h, wd] = nchw(x.desc, "conv2d input")?;
     let [o, cg, kh, kw] = nchw(w.desc, "conv2d weight")?;
@@ -121,10 +135,13 @@ pub fn conv2d(x: &In, w: &In, out: &mut Out, window: &Window, groups: u64) -> Re
     let shape = ConvShape { c, h, w: wd, o, cg, kh, kw, oh, ow, groups };
     if cg * kh * kw == 0 {
         ov.fill(0.0);
+        if let Some(epilogue) = epilogue {
+            epilogue.apply(ov, 0);
+        }
     } else if cg == 1 && groups == c && groups > 1 {
-        depthwise(xv, wv, ov, &shape, &geometry);
+        depthwise(xv, wv, ov, &shape, &geometry, epilogue);
     } else {
-        im2col_gemm(xv, wv, ov, &shape, &geometry);
+        im2col_gemm(xv, wv, ov, &shape, &geometry, epilogue);
     }
     Ok(())
 }
@@ -149,7 +166,7 @@ struct ConvShape {
 /// one column wide at unit strides without horizontal padding ([`column_taps`]). Threads split whole GEMMs when each
 /// is small, else the output inside one GEMM (never the sum over K); small convolutions run on
 /// the calling thread.
-fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry) {
+fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry, epilogue: Option<&BoundEpilogue>) {
     let (og, k, l) = (s.o / s.groups, s.cg * s.kh * s.kw, s.oh * s.ow);
     let pointwise = s.kh == 1 && s.kw == 1 && g.strides == [1, 1] && g.pads == [0; 4];
     let columnwise = s.kh > 1 && s.kw == 1 && g.strides == [1, 1] && g.pads[1] == 0 && g.pads[3] == 0;
@@ -159,18 +176,23 @@ fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geomet
         let input = &xv[channels..channels + s.cg * s.h * s.w];
         let lhs = &wv[group * og * k..(group + 1) * og * k];
         if columnwise {
-            return column_taps(input, lhs, dst, s, g, parallelism);
-        }
-        let rhs: &[f32] = if pointwise {
-            input
+            column_taps(input, lhs, dst, s, g, parallelism);
         } else {
-            // `unfold` writes every element, so a longer buffer from an earlier call is only
-            // shortened (no fill), and a shorter one grows with zeros once.
-            col.resize(k * l, 0.0);
-            unfold(input, col, s, g);
-            col
-        };
-        gemm_f32((og, l, k), lhs, rhs, (1, l), dst, parallelism);
+            let rhs: &[f32] = if pointwise {
+                input
+            } else {
+                // `unfold` writes every element, so a longer buffer from an earlier call is only
+                // shortened (no fill), and a shorter one grows with zeros once.
+                col.resize(k * l, 0.0);
+                unfold(input, col, s, g);
+                col
+            };
+            gemm_f32((og, l, k), lhs, rhs, (1, l), dst, parallelism);
+        }
+        if let Some(epilogue) = epilogue {
+            let threaded = matches!(parallelism, gemm::Parallelism::Rayon(_));
+            epilogue.apply_maybe_parallel(dst, t * og * l, threaded);
+        }
     };
     let macs = ov.len() * k;
     let tasks = ov.chunks_mut(og * l).enumerate();
@@ -277,7 +299,7 @@ fn unfold(input: &[f32], col: &mut [f32], s: &ConvShape, g: &Geometry) {
 /// accumulated at the padded width, so each tap is one long multiply-add over the whole plane
 /// (the planes of mobile models are a few pixels wide, too short for row-sized loops), and the
 /// valid columns are copied out at the end. Threads split the planes.
-fn depthwise(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry) {
+fn depthwise(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry, epilogue: Option<&BoundEpilogue>) {
     let multiplier = s.o / s.groups;
     let taps = s.kh * s.kw;
     for_each_plane(ov, s.oh * s.ow, ov.len() * taps, |p, plane| {
@@ -286,6 +308,9 @@ fn depthwise(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry
         let input = &xv[channel * s.h * s.w..(channel + 1) * s.h * s.w];
         let weights = &wv[oc * taps..(oc + 1) * taps];
         SCRATCH.with_borrow_mut(|(padded, acc)| depthwise_plane(input, weights, plane, s, g, padded, acc));
+        if let Some(epilogue) = epilogue {
+            epilogue.apply(plane, p * s.oh * s.ow);
+        }
     });
 }
 

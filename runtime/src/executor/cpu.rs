@@ -368,6 +368,7 @@ impl CpuExecutor {
             }
             LibraryCall::Recurrent { kind, cell } => super::recurrent::recurrent(*kind, cell, &ins, &mut outs),
             LibraryCall::Reference { op } => library::reference(op, &ins, &mut outs),
+            LibraryCall::WithEpilogue { gemm, epilogue } => library::with_epilogue(gemm, epilogue, &ins, first_out),
             LibraryCall::Collective { .. } => Err("unreachable: collectives are handled above".into()),
         }
     }

@@ -494,6 +494,9 @@ fn host_library_call(call: &LibraryCall, ins: &[In], outs: &mut [Out]) -> Result
         LibraryCall::Split { axis } => library::split(input(0)?, outs, *axis as usize),
         LibraryCall::Concat { axis } => library::concat(ins, outs.first_mut().ok_or("missing output")?, *axis as usize),
         LibraryCall::Recurrent { kind, cell } => super::recurrent::recurrent(*kind, cell, ins, outs),
+        LibraryCall::WithEpilogue { gemm, epilogue } => {
+            library::with_epilogue(gemm, epilogue, ins, outs.first_mut().ok_or("missing output")?)
+        }
         _ => {
             let out = outs.first_mut().ok_or("missing output")?;
             match call {
@@ -512,7 +515,8 @@ fn host_library_call(call: &LibraryCall, ins: &[In], outs: &mut [Out]) -> Result
                 | LibraryCall::Concat { .. }
                 | LibraryCall::Recurrent { .. }
                 | LibraryCall::Collective { .. }
-                | LibraryCall::Reference { .. } => Err("unreachable library call".into()),
+                | LibraryCall::Reference { .. }
+                | LibraryCall::WithEpilogue { .. } => Err("unreachable library call".into()),
             }
         }
     }

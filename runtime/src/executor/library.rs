@@ -6,8 +6,9 @@
 //! instead of indexing out of bounds; the loader has already checked that every buffer lies
 //! inside its region.
 
+use super::epilogue::BoundEpilogue;
 use crate::spmd::RankComm;
-use tessera_ir::artifact::{decode, encode, BufferDesc, Storage};
+use tessera_ir::artifact::{decode, encode, BufferDesc, Epilogue, LibraryCall, Storage};
 use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::optim::mean_negative_log_likelihood;
 use tessera_ir::ops::Op;
@@ -153,6 +154,38 @@ pub fn matmul(a: &In, b: &In, out: &mut Out, b_transposed: bool) -> Result<(), S
 /// one GEMM, or into whole GEMMs of a batch), never the sum over k, so every element is
 /// summed in the same order either way and the results are bit-identical.
 pub fn matmul_on(a: &In, b: &In, out: &mut Out, b_transposed: bool, threaded: bool) -> Result<(), String> {
+    matmul_with(a, b, out, b_transposed, threaded, None)
+}
+
+/// A [`LibraryCall::WithEpilogue`] step: `call` (a GEMM or a convolution) on the first two
+/// inputs, its output block by block through `epilogue`, whose operands are the other inputs.
+pub fn with_epilogue(call: &LibraryCall, epilogue: &Epilogue, inputs: &[In], out: &mut Out) -> Result<(), String> {
+    let [a, b, operands @ ..] = inputs else {
+        return Err("an epilogue step needs the call's two operands".into());
+    };
+    if out.desc.storage != Storage::F32 || operands.iter().any(|o| o.desc.storage != Storage::F32) {
+        return Err("epilogue of non-float tensors".into());
+    }
+    let data = operands.iter().map(|o| f32s(o.bytes)).collect::<Result<Vec<_>, _>>()?;
+    let bound = BoundEpilogue::new(epilogue, data, out.desc.elements() as usize)?;
+    match call {
+        LibraryCall::MatMul => matmul_with(a, b, out, false, true, Some(&bound)),
+        LibraryCall::MatMulTransposedB => matmul_with(a, b, out, true, true, Some(&bound)),
+        LibraryCall::Conv2d { window, groups } => super::conv::conv2d_with(a, b, out, window, *groups, Some(&bound)),
+        other => Err(format!("an epilogue after a '{}' call", other.name())),
+    }
+}
+
+/// [`matmul_on`], then `epilogue` over each GEMM's output right after that GEMM, on the same
+/// thread (split over the pool when the GEMM was).
+pub fn matmul_with(
+    a: &In,
+    b: &In,
+    out: &mut Out,
+    b_transposed: bool,
+    threaded: bool,
+    epilogue: Option<&BoundEpilogue>,
+) -> Result<(), String> {
     if [a.desc.storage, b.desc.storage, out.desc.storage] != [Storage::F32; 3] {
         return Err("matmul of non-float tensors".into());
     }
@@ -176,13 +209,14 @@ pub fn matmul_on(a: &In, b: &In, out: &mut Out, b_transposed: bool, threaded: bo
     // A weight without batch dimensions: fold the whole batch of `a` into the rows of one GEMM.
     let b_broadcast = bb.iter().all(|&d| d == 1);
     let a_full = ba == batch_out;
-    let gemm = |mm: usize, a: &[f32], b: &[f32], c: &mut [f32], threaded: bool| {
-        let parallelism = if threaded && mm * n * k >= PARALLEL_GEMM_MIN_MACS {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
+    // `start`: the flat index of `c`'s first element in the output, for the epilogue.
+    let gemm = |mm: usize, a: &[f32], b: &[f32], c: &mut [f32], threaded: bool, start: usize| {
+        let split = threaded && mm * n * k >= PARALLEL_GEMM_MIN_MACS;
+        let parallelism = if split { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
         gemm_f32((mm, n, k), a, b, (csb, rsb), c, parallelism);
+        if let Some(epilogue) = epilogue {
+            epilogue.apply_maybe_parallel(c, start, split);
+        }
     };
     let need = |len: usize, want: usize, what: &str| {
         if len < want {
@@ -195,7 +229,7 @@ pub fn matmul_on(a: &In, b: &In, out: &mut Out, b_transposed: bool, threaded: bo
     need(pb.len(), sb.iter().product(), "b")?;
     need(po.len(), batches * m * n, "out")?;
     if b_broadcast && a_full {
-        gemm(batches * m, &pa[..batches * m * k], &pb[..k * n], &mut po[..batches * m * n], threaded);
+        gemm(batches * m, &pa[..batches * m * k], &pb[..k * n], &mut po[..batches * m * n], threaded, 0);
         return Ok(());
     }
     let index = |out_batch: usize, shape: &[usize]| -> usize {
@@ -219,7 +253,7 @@ pub fn matmul_on(a: &In, b: &In, out: &mut Out, b_transposed: bool, threaded: bo
     };
     let one = |t: usize, c: &mut [f32], threaded: bool| {
         let (ia, ib) = (index(t, ba), index(t, bb));
-        gemm(m, &pa[ia * m * k..(ia + 1) * m * k], &pb[ib * k * n..(ib + 1) * k * n], c, threaded);
+        gemm(m, &pa[ia * m * k..(ia + 1) * m * k], &pb[ib * k * n..(ib + 1) * k * n], c, threaded, t * m * n);
     };
     if m * n == 0 {
         return Ok(());

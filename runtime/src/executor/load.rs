@@ -426,6 +426,14 @@ fn check_program(p: &Program, weights_bytes: u64) -> Result<(), String> {
                     n_in == operands && n_out == results
                 }
                 LibraryCall::Reference { .. } => n_out >= 1,
+                LibraryCall::WithEpilogue { gemm, epilogue } => {
+                    if let Err(message) = epilogue.check() {
+                        return Err(format!("step {s}: {message}"));
+                    }
+                    matches!(**gemm, LibraryCall::MatMul | LibraryCall::MatMulTransposedB | LibraryCall::Conv2d { .. })
+                        && n_in == 2 + epilogue.operands.len()
+                        && n_out == 1
+                }
             },
         };
         if !arity_ok {

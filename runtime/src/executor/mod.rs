@@ -63,6 +63,7 @@ pub mod cpu;
 pub mod cubin;
 pub mod cuda;
 pub mod elf;
+pub mod epilogue;
 pub mod library;
 pub mod load;
 pub mod profile;
