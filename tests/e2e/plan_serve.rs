@@ -30,6 +30,49 @@ fn splitwise_cluster(preset: &str, tp: u64) -> tessera_ir::hardware::ClusterSpec
     c
 }
 
+/// One SplitwiseSim profile row: what ran, on which cluster.
+struct ProfiledRow<'a> {
+    row: &'a Value,
+    model: &'a str,
+    gpu: &'a str,
+    tp: u64,
+    batch: u64,
+    prompt: u64,
+}
+
+impl<'a> ProfiledRow<'a> {
+    fn read(row: &'a Value) -> Self {
+        let int = |k: &str| row[k].as_u64().unwrap_or_else(|| panic!("{k} in {row}"));
+        let (model, gpu) = (row["model"].as_str().expect("model"), row["gpu"].as_str().expect("gpu"));
+        ProfiledRow { row, model, gpu, tp: int("tp"), batch: int("batch"), prompt: int("prompt_tokens") }
+    }
+
+    fn measured_ms(&self, key: &str) -> f64 {
+        self.row[key].as_f64().unwrap_or_else(|| panic!("{key} in {}", self.row))
+    }
+
+    /// The DGX-A100 rows calibrate; the DGX-H100 rows are held out.
+    fn calibration(&self) -> bool {
+        self.gpu.starts_with("a100")
+    }
+
+    fn workload(&self) -> tessera::workload::ZooWorkload {
+        zoo(spec(self.model))
+    }
+
+    fn cluster(&self) -> tessera_ir::hardware::ClusterSpec {
+        splitwise_cluster(if self.calibration() { "a100-80g-sxm" } else { "h100-80g-sxm" }, self.tp)
+    }
+
+    fn label(&self) -> String {
+        format!("{} {} tp={} batch={} prompt={}", self.model, self.gpu, self.tp, self.batch, self.prompt)
+    }
+}
+
+fn splitwise_rows() -> Value {
+    serde_json::from_str(include_str!("../fixtures/splitwise_phases.json")).expect("splitwise json")
+}
+
 /// One phase measurement and its prediction.
 pub struct PhaseRow {
     pub label: String,
@@ -41,36 +84,29 @@ pub struct PhaseRow {
 }
 
 pub fn phase_predictions() -> Vec<PhaseRow> {
-    let data: Value = serde_json::from_str(include_str!("../fixtures/splitwise_phases.json")).expect("splitwise json");
+    let data = splitwise_rows();
     let mut out = Vec::new();
     for row in data["rows"].as_array().expect("rows") {
-        let int = |k: &str| row[k].as_u64().unwrap_or_else(|| panic!("{k} in {row}"));
-        let num = |k: &str| row[k].as_f64().unwrap_or_else(|| panic!("{k} in {row}"));
-        let model = row["model"].as_str().expect("model");
-        let gpu = row["gpu"].as_str().expect("gpu");
-        let preset = if gpu.starts_with("a100") { "a100-80g-sxm" } else { "h100-80g-sxm" };
-        let (tp, batch, prompt) = (int("tp"), int("batch"), int("prompt_tokens"));
-        let workload = zoo(spec(model));
-        let c = splitwise_cluster(preset, tp);
+        let r = ProfiledRow::read(row);
+        let (workload, c) = (r.workload(), r.cluster());
         let mut cache = ProfileCache::new(&workload, &c.device);
         let mut pricer = PhasePricer::new(&mut cache, &c);
-        let prefill = pricer.prefill(batch, prompt, tp, 1).expect("prefill");
-        let decode = pricer.decode(batch, prompt, tp, 1).expect("decode");
-        let label = format!("{model} {gpu} tp={tp} batch={batch} prompt={prompt}");
-        let calibration = gpu.starts_with("a100");
+        let prefill = pricer.prefill(r.batch, r.prompt, r.tp, 1).expect("prefill");
+        let decode = pricer.decode(r.batch, r.prompt, r.tp, 1).expect("decode");
+        let (label, calibration) = (r.label(), r.calibration());
         out.push(PhaseRow {
             label: label.clone(),
             calibration,
             phase: "prefill",
             predicted_ms: prefill * 1e3,
-            measured_ms: num("prefill_ms"),
+            measured_ms: r.measured_ms("prefill_ms"),
         });
         out.push(PhaseRow {
             label,
             calibration,
             phase: "decode",
             predicted_ms: decode * 1e3,
-            measured_ms: num("decode_ms_per_token"),
+            measured_ms: r.measured_ms("decode_ms_per_token"),
         });
     }
     out
@@ -144,23 +180,21 @@ fn sm_count(gpu: &str) -> f64 {
 /// prefill.
 #[test]
 fn prefill_parts_add_up_to_the_priced_prefill() {
-    let data: Value = serde_json::from_str(include_str!("../fixtures/splitwise_phases.json")).expect("splitwise json");
+    let data = splitwise_rows();
     for row in data["rows"].as_array().expect("rows") {
-        let int = |k: &str| row[k].as_u64().unwrap_or_else(|| panic!("{k} in {row}"));
-        let (model, gpu) = (row["model"].as_str().expect("model"), row["gpu"].as_str().expect("gpu"));
-        let preset = if gpu.starts_with("a100") { "a100-80g-sxm" } else { "h100-80g-sxm" };
-        let (tp, batch, prompt) = (int("tp"), int("batch"), int("prompt_tokens"));
-        let workload = zoo(spec(model));
-        let c = splitwise_cluster(preset, tp);
+        let r = ProfiledRow::read(row);
+        let (tp, batch, prompt, gpu) = (r.tp, r.batch, r.prompt, r.gpu);
+        let (workload, c) = (r.workload(), r.cluster());
         let mut cache = ProfileCache::new(&workload, &c.device);
         let mut pricer = PhasePricer::new(&mut cache, &c);
         let total = pricer.prefill(batch, prompt, tp, 1).expect("prefill");
         let parts = pricer.prefill_parts(batch, prompt, tp, 1).expect("parts");
         assert!((parts.total() - total).abs() <= 1e-9 * total, "{parts:?} against {total}");
-        let measured = row["prefill_ms"].as_f64().expect("prefill_ms");
+        let measured = r.measured_ms("prefill_ms");
         println!(
-            "{model} {gpu} tp={tp} batch={batch} prompt={prompt}: measured {measured:.1} ms, predicted {:.1} ms = \
+            "{}: measured {measured:.1} ms, predicted {:.1} ms = \
              matmul {:.1} + attention {:.1} + other {:.1} (launch {:.1} of these) + tp all-reduce {:.1} + sync {:.1}",
+            r.label(),
             1e3 * total,
             1e3 * parts.matmul_s,
             1e3 * parts.attention_s,
