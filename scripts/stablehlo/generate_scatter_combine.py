@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates tests/data/stablehlo/scatter_combine/: x.at[idx].max(v), .min(v) and .multiply(v)
+"""Generates tests/fixtures/stablehlo/scatter_combine/: x.at[idx].max(v), .min(v) and .multiply(v)
 (StableHLO scatters whose update regions are maximum, minimum and multiply), with repeated
 indices, in the case layout of generate.py (pretty.stablehlo.mlir, inputs/argN.npy,
 outputs/outN.npy).

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates tests/data/stablehlo/sharded_mlp.*: a JAX function jitted with NamedSharding
+"""Generates tests/fixtures/stablehlo/sharded_mlp.*: a JAX function jitted with NamedSharding
 in/out shardings over a 2x2 CPU mesh (Shardy annotations), with inputs and JAX's outputs."""
 import os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"

@@ -480,10 +480,10 @@ fn a_shardy_annotated_module_keeps_its_boundary_shardings() {
 }
 
 fn sharded_fixture(file: &str) -> PathBuf {
-    repo_root().join("tests/data/stablehlo").join(file)
+    repo_root().join("tests/fixtures/stablehlo").join(file)
 }
 
-/// A JAX function jitted with `NamedSharding`s over a 2x2 CPU mesh (tests/data/stablehlo,
+/// A JAX function jitted with `NamedSharding`s over a 2x2 CPU mesh (tests/fixtures/stablehlo,
 /// written by scripts/stablehlo/generate_sharded.py): the imported graph carries the argument
 /// and result shardings (snapshot of its tsr text), computes JAX's output, the `shard` pass
 /// seeds its inputs from them (no `dp`/`tp` roles involved: the axes are JAX's `x` and `y`),
@@ -590,7 +590,7 @@ fn an_imported_sharding_over_another_mesh_is_refused_by_shard() {
 
 /// `x.at[idx].max(v)`, `.min(v)` and `.multiply(v)` as JAX lowers them (scatters whose update
 /// regions are `maximum`, `minimum`, `multiply`; index 1 repeated, so updates combine with each
-/// other too; tests/data/stablehlo/scatter_combine from scripts/stablehlo/
+/// other too; tests/fixtures/stablehlo/scatter_combine from scripts/stablehlo/
 /// generate_scatter_combine.py) match JAX in the interpreter and compiled CPU, and export back
 /// to XLA with the same outputs.
 #[test]
