@@ -481,13 +481,22 @@ impl Scheduler {
             let _ = r.events.send(Event::Text(r.text[r.emitted..].to_string()));
             r.emitted = r.text.len();
         }
-        let _ = r.events.send(Event::Finished { reason, usage: r.usage() });
         r.done = true;
-        let mut m = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
-        match reason {
-            FinishReason::Stop => m.finished_stop += 1,
-            FinishReason::Length => m.finished_length += 1,
+        // A client that has its last event may read `/metrics` at once: by then its blocks are
+        // free and its finish is counted (the step that produced its last token is over, so the
+        // sequence is not read again; `retire_finished` finds it already released).
+        if let Some(seq) = r.seq.take() {
+            self.engine.release(seq);
         }
+        {
+            let mut m = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
+            m.kv = Some(self.engine.kv_usage());
+            match reason {
+                FinishReason::Stop => m.finished_stop += 1,
+                FinishReason::Length => m.finished_length += 1,
+            }
+        }
+        let _ = r.events.send(Event::Finished { reason, usage: r.usage() });
     }
 
     fn fail(&mut self, i: usize, error: ApiError) {
