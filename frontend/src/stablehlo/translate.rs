@@ -1248,10 +1248,12 @@ impl<'m> Translator<'m> {
         n_carried: usize,
         is_body: bool,
     ) -> SResult<(Graph, usize)> {
-        let outer = std::mem::replace(&mut self.graph, Graph::new(REGION_NAME));
-        let built = self.loop_region_in_place(block, env, captured, types, n_carried, is_body);
-        let region = std::mem::replace(&mut self.graph, outer);
-        built.map(|n| (region, n))
+        let mut yielded = 0;
+        let region = self.in_fresh_region(|t| {
+            yielded = t.loop_region_in_place(block, env, captured, types, n_carried, is_body)?;
+            Ok(())
+        })?;
+        Ok((region, yielded))
     }
 
     fn loop_region_in_place(
