@@ -204,14 +204,15 @@ fn specialize_unchecked(g: &Graph, dims: &HashMap<String, u64>) -> Result<Graph,
 }
 
 /// Lowers `g` (the model as loaded; `dims` binds its symbolic dimensions) for a target whose
-/// code generator accepts the kernel graphs `can_compile` accepts.
+/// code generator accepts the kernel graphs `can_compile` accepts, without epilogues (the
+/// default of `CompileOptions::epilogues`).
 pub fn lower(
     g: &Graph,
     dims: &HashMap<String, u64>,
     target: &str,
     can_compile: &dyn Fn(&Graph) -> bool,
 ) -> Result<LoweredProgram, LowerError> {
-    lower_with(g, dims, target, can_compile, true)
+    lower_with(g, dims, target, can_compile, false)
 }
 
 /// [`lower`]; `epilogues`: fold the elementwise group after a GEMM or convolution into its
