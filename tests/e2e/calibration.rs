@@ -14,13 +14,14 @@ use tessera_passes::cost::workload::ProfileCache;
 
 const TOLERANCE: f64 = 0.15;
 
-/// The held-out bounds: what the cost model reaches today (mean |error| 10.6%, max 24.5%, since
-/// the runs on Megatron-DeepSpeed are priced with DeepSpeed's lockstep pipeline schedule, which
-/// they ran; 20.1% and 27.0% with Megatron's 1F1B for all: BENCHMARKS.md, "Held-out training
-/// runs") with a few points of slack, so that a change that makes it worse fails. The issue's
-/// aim (5% mean, 10% max) is not met; BENCHMARKS.md says why.
-const HELD_OUT_MEAN: f64 = 0.13;
-const HELD_OUT_MAX: f64 = 0.27;
+/// The held-out bounds: what the cost model reaches today (mean |error| 19.7%, max 26.7%, with
+/// the runs on Megatron-DeepSpeed priced by running DeepSpeed's `TrainSchedule` step by step,
+/// which takes 1F1B's time; 10.6% and 24.5% under the lockstep reading of that schedule the
+/// code does not support: BENCHMARKS.md, "Held-out training runs") with a few points of slack,
+/// so that a change that makes it worse fails. The issue's aim (5% mean, 10% max) is not met;
+/// BENCHMARKS.md says why.
+const HELD_OUT_MEAN: f64 = 0.22;
+const HELD_OUT_MAX: f64 = 0.29;
 
 /// (model, column, predicted, measured) for every row and column.
 pub fn predictions() -> Vec<(String, &'static str, f64, f64)> {

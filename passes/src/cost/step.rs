@@ -19,9 +19,10 @@
 //! every micro-batch and the others fill and drain around it, which for equal stages is the
 //! familiar `(m + (p - 1) / v) * t` with bubble fraction `(p - 1) / (v m + p - 1)`. GPipe and
 //! 1F1B take the same time and differ in memory. DeepSpeed's pipeline engine
-//! ([`Schedule::DeepSpeed`]) runs its stages in lockstep, one forward or one backward per step:
-//! `2 m * h_max + (sum of stage times - t_max)` with `h_max` the longest half (forward, or
-//! backward with its recomputation) of any stage, and its gradient reduction overlaps nothing.
+//! ([`Schedule::DeepSpeed`]) is priced by running its `TrainSchedule` step by step
+//! ([`deepspeed_pipeline`]): each step a stage exchanges with one neighbour (both streams
+//! wait for the pair's transfers) and then runs one forward or one backward; its gradient
+//! reduction overlaps nothing.
 //!
 //! After the pipeline: the gradient reduction over data-parallel ranks overlaps the last
 //! backward pass of the stage (exposed only beyond it), ZeRO-1/2 all-gather updated weights
@@ -87,9 +88,9 @@ pub enum Schedule {
     #[serde(rename = "1f1b")]
     OneFOneB,
     /// DeepSpeed's pipeline engine (`deepspeed/runtime/pipe/schedule.py`, `TrainSchedule`):
-    /// `2 (m + p - 1)` steps, each one forward or one backward per stage, with blocking sends
-    /// and receives paired between neighbours at every step, so the stages advance in lockstep
-    /// and a steady-state step lasts the slowest half of a micro-batch (a backward); the
+    /// `2 (m + p - 1)` steps, each one forward or one backward per stage after a blocking,
+    /// paired exchange with one neighbour (the previous stage before a forward, the next one
+    /// before a backward), so a stage waits only for that neighbour's previous step; the
     /// gradient reduction and the optimizer run after the last step. Not interleaved.
     #[serde(rename = "deepspeed")]
     DeepSpeed,
@@ -320,18 +321,7 @@ pub fn estimate(
     let (p, v, m) = (setting.p, setting.v, setting.m);
     let mf = m as f64;
     let pipeline = if train && par.schedule == Schedule::DeepSpeed {
-        // Lockstep: every steady-state step lasts the longest forward or backward half of any
-        // stage, two steps per micro-batch; the fill and drain as 1F1B's. A stage's
-        // collectives and sends split between its halves as its compute does.
-        let half = costs
-            .iter()
-            .map(|c| {
-                let compute = c.fwd + c.bwd + c.recompute;
-                let forward = if compute > 0.0 { c.time * c.fwd / compute } else { 0.0 };
-                forward.max(c.time - forward)
-            })
-            .fold(0.0, f64::max);
-        2.0 * mf * half + (sum - t_max)
+        deepspeed_pipeline(&costs, m)
     } else if train {
         mf * t_max + (sum - t_max) / v as f64
     } else {
@@ -344,13 +334,16 @@ pub fn estimate(
     let (model_flops, hardware_flops) = step_flops(cache, &setting, &stages, &shape)?;
 
     let crit = &costs[critical];
+    // DeepSpeed's stages exchange before both halves of a micro-batch, two transfers each
+    // time: twice the sends 1F1B pays.
+    let deepspeed_extra_sends = if train && par.schedule == Schedule::DeepSpeed { mf * crit.pp } else { 0.0 };
     let time = TimeBreakdown {
         compute_s: mf * (crit.fwd + crit.bwd),
         recompute_s: mf * crit.recompute,
         tp_comm_s: mf * crit.tp,
         ep_comm_s: mf * crit.ep,
-        pp_comm_s: mf * crit.pp,
-        bubble_s: (pipeline - mf * t_max).max(0.0),
+        pp_comm_s: mf * crit.pp + deepspeed_extra_sends,
+        bubble_s: (pipeline - mf * t_max - deepspeed_extra_sends).max(0.0),
         dp_comm_exposed_s: after.dp_exposed_critical,
         optimizer_s: after.optimizer_critical,
     };
@@ -392,6 +385,78 @@ pub fn estimate(
         energy_j,
         pipeline: pipeline_times,
     })
+}
+
+/// DeepSpeed's `TrainSchedule` (`deepspeed/runtime/pipe/schedule.py`) run step by step over
+/// the stages' costs: the time from the first step to the last stage's last step.
+///
+/// Step `t` of stage `s` (`_step_to_micro_batch`): a forward when `s` and `t` have the same
+/// parity, else a backward, of the micro-batch the step maps to (none during fill and drain).
+/// Before a forward the stage receives the activation from `s - 1` and sends it the gradient
+/// of its previous step's micro-batch; before a backward it sends its previous forward's
+/// output to `s + 1` and receives the gradient. The engine's `p2p.send`/`recv` are NCCL
+/// point-to-point operations (`dist.send`/`dist.recv`, or a broadcast over the pair before
+/// torch 1.8) that the compute stream waits on, and the neighbour posts its side only after
+/// its own previous step: so a step starts when the stage and the neighbour it exchanges with
+/// have both finished their previous step, and its compute starts after the transfers (one
+/// per instruction, each a stage's per-micro-batch send time `pp / 2`, run in order on the
+/// pair's stream). A stage's collectives split between its halves as its compute does.
+fn deepspeed_pipeline(costs: &[StageCost], m: u64) -> f64 {
+    let p = costs.len() as i64;
+    let m = m as i64;
+    let halves: Vec<(f64, f64)> = costs
+        .iter()
+        .map(|c| {
+            let compute = c.fwd + c.bwd + c.recompute;
+            let busy = c.time - c.pp;
+            let forward = if compute > 0.0 { busy * c.fwd / compute } else { 0.0 };
+            (forward, busy - forward)
+        })
+        .collect();
+    let valid = |micro: i64| (0..m).contains(&micro);
+    // `_step_to_micro_batch` of DeepSpeed's TrainSchedule: (micro-batch, forward?).
+    let micro_of = |s: i64, t: i64| -> (i64, bool) {
+        match (t % 2 == 0, s % 2 == 0) {
+            (true, true) => (t / 2 - s / 2, true),
+            (false, false) => ((t - 1) / 2 - s / 2, true),
+            (true, false) => (t / 2 - p + (s + 1) / 2, false),
+            (false, true) => ((t - 1) / 2 - p + 1 + s / 2, false),
+        }
+    };
+    let mut end = vec![0.0f64; p as usize];
+    let mut next = vec![0.0f64; p as usize];
+    let mut previous = vec![-1i64; p as usize];
+    for t in 0..2 * (m + p - 1) {
+        for s in 0..p {
+            let (micro, forward) = micro_of(s, t);
+            let prev = previous[s as usize];
+            let neighbour = if forward { s - 1 } else { s + 1 };
+            let transfers =
+                if (0..p).contains(&neighbour) { u8::from(valid(micro)) + u8::from(valid(prev)) } else { 0 };
+            let mut start = end[s as usize];
+            if transfers > 0 {
+                let n = neighbour as usize;
+                let send = 0.5 * costs[s as usize].pp.max(costs[n].pp);
+                start = start.max(end[n]) + f64::from(transfers) * send;
+            }
+            let (f, b) = halves[s as usize];
+            next[s as usize] = start
+                + if valid(micro) {
+                    if forward {
+                        f
+                    } else {
+                        b
+                    }
+                } else {
+                    0.0
+                };
+        }
+        for s in 0..p {
+            previous[s as usize] = micro_of(s, t).0;
+        }
+        std::mem::swap(&mut end, &mut next);
+    }
+    end.iter().copied().fold(0.0, f64::max)
 }
 
 /// What the parts of one estimate share: the plan, the quantities derived from it and the
@@ -844,4 +909,51 @@ fn step_flops(
     let model_flops = passes * model_fwd * replicas;
     let hardware_flops = model_flops + if train { recompute_fwd * replicas } else { 0.0 };
     Ok((model_flops, hardware_flops))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{deepspeed_pipeline, StageCost};
+
+    /// A stage whose forward takes `fwd`, backward `2 fwd` plus a full recomputation `fwd`, and
+    /// whose two sends per micro-batch take `pp` in all.
+    fn stage(fwd: f64, pp: f64) -> StageCost {
+        let (bwd, recompute) = (2.0 * fwd, fwd);
+        StageCost { fwd, bwd, recompute, pp, time: fwd + bwd + recompute + pp, ..StageCost::default() }
+    }
+
+    #[test]
+    fn deepspeed_equal_stages_take_one_f_one_b_time_without_transfers() {
+        // Each step a stage waits only for the neighbour it exchanges with, and that neighbour
+        // ran the other half the step before: no stage waits in the steady state, so the
+        // schedule ends at 1F1B's `(m + p - 1) t` (a lockstep would take `2 m b + (p - 1) t`).
+        for (p, m) in [(2u64, 3u64), (4, 8), (12, 128), (35, 240)] {
+            let costs = vec![stage(1.0, 0.0); p as usize];
+            let time = deepspeed_pipeline(&costs, m);
+            assert_eq!(time, ((m + p - 1) * 4) as f64, "p={p} m={m}");
+        }
+    }
+
+    #[test]
+    fn deepspeed_pays_each_exchange_before_the_compute_it_feeds() {
+        // Two stages, one micro-batch: stage 0 forwards (step 0); step 1 sends the activation
+        // (stage 0) which stage 1 receives before its forward; step 2 stage 1 backwards after
+        // receiving nothing new; step 3 stage 1 sends the gradient back before stage 0's
+        // backward. Two transfers of 0.5 each on the critical path: 4 + 4 compute + 1.
+        let costs = vec![stage(1.0, 1.0); 2];
+        assert_eq!(deepspeed_pipeline(&costs, 1), 9.0);
+    }
+
+    #[test]
+    fn deepspeed_slowest_stage_sets_the_pace() {
+        // One stage twice as slow: the others wait for it, so the step is at least its `m`
+        // micro-batches and at most 1F1B's `m t_max + (sum - t_max)` (522 of 524 here).
+        let mut costs = vec![stage(1.0, 0.0); 4];
+        costs[2] = stage(2.0, 0.0);
+        let (m, slow) = (64u64, 8.0);
+        let time = deepspeed_pipeline(&costs, m);
+        let one_f_one_b = m as f64 * slow + (3.0 * 4.0);
+        assert!(time >= m as f64 * slow && time <= one_f_one_b, "{time} against {one_f_one_b}");
+        assert_eq!(time, 522.0);
+    }
 }

@@ -486,7 +486,7 @@ mod tests {
     #[test]
     fn deepspeed_follows_its_train_schedule() {
         // DeepSpeed's TrainSchedule with pp=2 and 3 micro-batches: stage 0 runs forwards at even
-        // steps and backwards at odd ones, stage 1 the other way round, in lockstep.
+        // steps and backwards at odd ones, stage 1 the other way round.
         let s = PipelineSchedule { kind: Schedule::DeepSpeed, interleave: 1 };
         assert_eq!(names(&s.units(0, 2, 3)), "F0 F1 B0 F2 B1 B2");
         assert_eq!(names(&s.units(1, 2, 3)), "F0 B0 F1 B1 F2 B2");
