@@ -27,6 +27,7 @@ fn par(dp: u64, tp: u64, pp: u64) -> Parallelism {
         recompute: Recompute::None,
         zero: 0,
         schedule: Schedule::OneFOneB,
+        bf16_optimizer: false,
     }
 }
 

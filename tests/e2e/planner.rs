@@ -41,6 +41,7 @@ fn never_slower_than_the_published_configuration() {
             recompute: Recompute::Selective,
             zero: 0,
             schedule: Schedule::OneFOneB,
+            bf16_optimizer: false,
         };
         let reference = estimate(&mut ProfileCache::new(&w, &c.device), &c, &job, &par).expect("published");
         assert!(best.step_time_s <= reference.step_time_s, "{model}: {} > {}", best.step_time_s, reference.step_time_s);
@@ -222,6 +223,36 @@ fn a_static_batch_is_the_micro_batch() {
     let odd = Request { job: train(3, 1), ..request };
     let err = plan(&w, &c, &odd, &mut |_, _| {}).expect_err("3 sequences in runs of 2").to_string();
     assert!(err.contains("static (2 per micro-batch)"), "{err}");
+}
+
+/// `bf16_optimizer=on` prices DeepSpeed's `BF16_Optimizer`: every micro-batch's backward
+/// streams 18 bytes per parameter of the stage (the fp32 accumulation), the gradients are
+/// all-reduced in fp32 rather than reduce-scattered, and the bf16 gradient sits beside the fp32
+/// one (2 bytes per parameter, as much as the bf16 weights); only with DeepSpeed's engine.
+#[test]
+fn bf16_optimizer_accumulates_in_fp32_every_micro_batch() {
+    let base = "tp=8,pp=4,dp=2,micro_batch=1,interleave=1,recompute=full,sp=off,zero=1,schedule=deepspeed";
+    let job = train(64, 2048);
+    let of = |extra: &str| {
+        run("gpt-22b", "a100-80g-sxm:gpus=64", job, &format!("{base}{extra}"))
+            .unwrap_or_else(|e| panic!("{extra}: {e}"))
+    };
+    let (off, on) = (of(""), of(",bf16_optimizer=on"));
+    assert!(on.parallelism.bf16_optimizer && !off.parallelism.bf16_optimizer);
+    let m = off.estimate.micro_batches as f64;
+    let (weights, bandwidth) = (off.estimate.memory.weights, cluster("a100-80g-sxm:gpus=64").device.stream_bandwidth());
+    assert!((on.estimate.memory.gradients - off.estimate.memory.gradients - weights).abs() <= 1e-6 * weights);
+    // The stage with the most memory holds the embedding; the slowest stage holds layers only,
+    // so its pass is over somewhat fewer parameters than `weights / 2`.
+    let accumulation = on.estimate.time.compute_s - off.estimate.time.compute_s;
+    let full_pass = m * (weights / 2.0) * 18.0 / bandwidth;
+    assert!(accumulation > 0.5 * full_pass && accumulation <= full_pass * 1.0001, "{accumulation} s of {full_pass} s");
+    assert!(on.estimate.step_time_s > off.estimate.step_time_s + accumulation * 0.9);
+    assert!(on.estimate.time.dp_comm_exposed_s > off.estimate.time.dp_comm_exposed_s);
+    let err = run("gpt-22b", "a100-80g-sxm:gpus=64", job, "pp=4,bf16_optimizer=on")
+        .expect_err("bf16 optimizer without deepspeed")
+        .to_string();
+    assert!(err.starts_with("--fix bf16_optimizer: "), "{err}");
 }
 
 /// `schedule=deepspeed` prices DeepSpeed's pipeline engine, whose stages wait only for the

@@ -57,6 +57,12 @@ pub const ADAM_BYTES_PER_PARAM: f64 = 34.0;
 /// weights ZeRO gathers.
 const GRAD_BYTES: f64 = 4.0;
 const OPTIMIZER_BYTES: f64 = 12.0;
+/// Bytes `BF16_Optimizer::update_hp_grads` streams per parameter and micro-batch:
+/// `hp_grad.add_(lp.grad.to(float32))` reads the bf16 gradient (2) and writes its fp32 copy (4),
+/// then reads that copy and the fp32 gradient (8) and writes the sum (4).
+pub const BF16_OPTIMIZER_BYTES_PER_PARAM: f64 = 18.0;
+/// Bytes per parameter of the bf16 gradient `BF16_Optimizer` keeps beside the fp32 one.
+const BF16_OPTIMIZER_LOW_PRECISION_GRAD_BYTES: f64 = 2.0;
 /// Backward time per forward time of a kernel (see `profile`).
 pub const BACKWARD_FACTOR: f64 = 2.0;
 
@@ -130,6 +136,18 @@ pub struct Parallelism {
     /// ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also weights.
     pub zero: u8,
     pub schedule: Schedule,
+    /// DeepSpeed's `BF16_Optimizer` (`deepspeed/runtime/bf16_optimizer.py`, the bf16 path of its
+    /// pipeline engine, which BLOOM ran): after every micro-batch's backward the engine calls
+    /// `update_hp_grads`, which adds each bf16 gradient into an fp32 copy of all the stage's
+    /// gradients (`BF16_OPTIMIZER_BYTES_PER_PARAM`), and the step all-reduces those fp32
+    /// gradients over the data-parallel ranks (`_bf16_reduce_grads`) before each rank updates
+    /// its shard. Only with `schedule=deepspeed`; absent from a plan's JSON when off.
+    #[serde(default, skip_serializing_if = "is_off")]
+    pub bf16_optimizer: bool,
+}
+
+fn is_off(on: &bool) -> bool {
+    !*on
 }
 
 impl Parallelism {
@@ -736,6 +754,11 @@ fn price_stage(setting: &Setting, stage: &Stage) -> StageCost {
         c.pp += transfers * send.time_s;
         c.comm.add(&send, transfers * m as f64);
     }
+    if train && par.bf16_optimizer {
+        // A memory-bound pass over every parameter of the stage in each backward half.
+        let params = c.dense_params + c.expert_params;
+        c.bwd += params * BF16_OPTIMIZER_BYTES_PER_PARAM / cluster.device.stream_bandwidth();
+    }
     if train && par.zero >= 2 && par.dp > 1 {
         // Sharded gradients cannot accumulate locally: every micro-batch reduce-scatters
         // its gradients (overlapping its backward), and ZeRO-3 gathers the weights for the
@@ -793,7 +816,7 @@ fn after_pipeline(setting: &Setting, costs: &[StageCost], critical: usize) -> Af
                 }
                 // ZeRO-2 reduced its gradients micro-batch by micro-batch already.
                 if par.zero < 2 {
-                    let grads = if par.zero == 0 {
+                    let grads = if par.zero == 0 || par.bf16_optimizer {
                         collective(cluster, CollectiveKind::AllReduce, params * GRAD_BYTES, group)
                     } else {
                         collective(cluster, CollectiveKind::ReduceScatter, params * GRAD_BYTES, group)
@@ -847,6 +870,9 @@ fn peak_memory(setting: &Setting, costs: &[StageCost]) -> Memory {
         mem.weights = weight_bytes * (shard(c.dense_params, par.dp, 3) + shard(c.expert_params, edp, 3));
         if train {
             mem.gradients = GRAD_BYTES * (shard(c.dense_params, par.dp, 2) + shard(c.expert_params, edp, 2));
+            if par.bf16_optimizer {
+                mem.gradients += BF16_OPTIMIZER_LOW_PRECISION_GRAD_BYTES * (c.dense_params + c.expert_params);
+            }
             mem.optimizer = OPTIMIZER_BYTES * (shard(c.dense_params, par.dp, 1) + shard(c.expert_params, edp, 1));
             let in_flight = match par.schedule {
                 Schedule::GPipe => mf,

@@ -1,5 +1,6 @@
 //! `--fix` knobs: `tp=8,pp=8,dp=..,ep=..,micro_batch=..,interleave=..,recompute=full|selective|none,
-//! sp=on|off,zero=0..3,schedule=1f1b|gpipe|deepspeed`. Whatever is fixed, the search does not vary.
+//! sp=on|off,zero=0..3,schedule=1f1b|gpipe|deepspeed,bf16_optimizer=on|off`. Whatever is fixed, the
+//! search does not vary.
 
 use crate::cost::step::{Recompute, Schedule};
 use crate::planner::PlanError;
@@ -17,11 +18,13 @@ pub struct Fixed {
     pub sp: Option<bool>,
     pub zero: Option<u8>,
     pub schedule: Option<Schedule>,
+    /// DeepSpeed's `BF16_Optimizer` (`Parallelism::bf16_optimizer`); never searched.
+    pub bf16_optimizer: Option<bool>,
 }
 
 /// The knob names `--fix` accepts.
-pub const KNOBS: [&str; 10] =
-    ["dp", "tp", "pp", "ep", "micro_batch", "interleave", "recompute", "sp", "zero", "schedule"];
+pub const KNOBS: [&str; 11] =
+    ["dp", "tp", "pp", "ep", "micro_batch", "interleave", "recompute", "sp", "zero", "schedule", "bf16_optimizer"];
 
 impl Fixed {
     /// Parses `key=value,...`; errors name the knob.
@@ -53,14 +56,8 @@ impl Fixed {
                     };
                     fixed.recompute.replace(r).is_some()
                 }
-                "sp" => {
-                    let on = match value {
-                        "on" | "true" | "1" => true,
-                        "off" | "false" | "0" => false,
-                        _ => return Err(bad(key, format!("'{value}' is not on or off"))),
-                    };
-                    fixed.sp.replace(on).is_some()
-                }
+                "sp" => fixed.sp.replace(on_off(key, value)?).is_some(),
+                "bf16_optimizer" => fixed.bf16_optimizer.replace(on_off(key, value)?).is_some(),
                 "zero" => {
                     let z = match value.parse::<u8>() {
                         Ok(z) if z <= 3 => z,
@@ -84,6 +81,14 @@ impl Fixed {
             }
         }
         Ok(fixed)
+    }
+}
+
+fn on_off(knob: &str, value: &str) -> Result<bool, PlanError> {
+    match value {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(bad(knob, format!("'{value}' is not on or off"))),
     }
 }
 

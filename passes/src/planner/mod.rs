@@ -334,6 +334,9 @@ fn check_fixed(workload: &dyn Workload, cluster: &ClusterSpec, job: &Job, f: &Fi
             }
         }
     }
+    if f.bf16_optimizer == Some(true) && f.schedule != Some(Schedule::DeepSpeed) {
+        return Err(bad("bf16_optimizer", "DeepSpeed's BF16_Optimizer needs schedule=deepspeed".into()));
+    }
     if f.sp == Some(true) && f.tp == Some(1) {
         return Err(bad("sp", "sequence parallelism needs tp > 1".into()));
     }
@@ -443,6 +446,7 @@ fn candidates(
                                             recompute,
                                             zero,
                                             schedule,
+                                            bf16_optimizer: f.bf16_optimizer.unwrap_or(false),
                                         });
                                     }
                                 }
@@ -477,7 +481,7 @@ pub fn describe(p: &Parallelism) -> String {
         p.recompute.name(),
         p.zero,
         p.schedule.name()
-    )
+    ) + if p.bf16_optimizer { " bf16_optimizer=on" } else { "" }
 }
 
 #[derive(Debug, Clone, Copy)]

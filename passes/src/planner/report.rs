@@ -79,7 +79,7 @@ impl fmt::Display for Plan {
         writeln!(f)?;
         writeln!(
             f,
-            "  parallelism   dp={} tp={} pp={} ep={} sp={} micro_batch={} interleave={} recompute={} zero={} schedule={}",
+            "  parallelism   dp={} tp={} pp={} ep={} sp={} micro_batch={} interleave={} recompute={} zero={} schedule={}{}",
             p.dp,
             p.tp,
             p.pp,
@@ -89,7 +89,8 @@ impl fmt::Display for Plan {
             p.interleave,
             p.recompute.name(),
             p.zero,
-            p.schedule.name()
+            p.schedule.name(),
+            if p.bf16_optimizer { " bf16_optimizer=on" } else { "" }
         )?;
         let unit = match self.mode {
             Mode::Train => "step",
