@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tessera_ir::workload::BlockShape;
 use tessera_passes::cost::collective::{collective, Algorithm, CollectiveKind, Group};
 use tessera_passes::cost::profile::profile;
-use tessera_passes::cost::step::{estimate, Estimate, Job, Mode, Parallelism, Recompute, Schedule};
+use tessera_passes::cost::step::{estimate, Estimate, GradAccumulation, Job, Mode, Parallelism, Recompute, Schedule};
 use tessera_passes::cost::workload::{BlockKind, ProfileCache, Workload};
 use tessera_passes::stats::GraphStats;
 
@@ -27,7 +27,7 @@ fn par(dp: u64, tp: u64, pp: u64) -> Parallelism {
         recompute: Recompute::None,
         zero: 0,
         schedule: Schedule::OneFOneB,
-        bf16_optimizer: false,
+        grad_accumulation: GradAccumulation::Fused,
     }
 }
 

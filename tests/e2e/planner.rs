@@ -3,7 +3,7 @@
 //! and its JSON for a small fixed case is a snapshot.
 
 use crate::support::{cluster, zoo};
-use tessera_passes::cost::step::{estimate, Job, Mode, Parallelism, Recompute, Schedule};
+use tessera_passes::cost::step::{estimate, GradAccumulation, Job, Mode, Parallelism, Recompute, Schedule};
 use tessera_passes::cost::workload::{GraphWorkload, ProfileCache};
 use tessera_passes::planner::fixed::Fixed;
 use tessera_passes::planner::{plan, Plan, PlanError, Request};
@@ -41,7 +41,7 @@ fn never_slower_than_the_published_configuration() {
             recompute: Recompute::Selective,
             zero: 0,
             schedule: Schedule::OneFOneB,
-            bf16_optimizer: false,
+            grad_accumulation: GradAccumulation::Fused,
         };
         let reference = estimate(&mut ProfileCache::new(&w, &c.device), &c, &job, &par).expect("published");
         assert!(best.step_time_s <= reference.step_time_s, "{model}: {} > {}", best.step_time_s, reference.step_time_s);
@@ -225,34 +225,46 @@ fn a_static_batch_is_the_micro_batch() {
     assert!(err.contains("static (2 per micro-batch)"), "{err}");
 }
 
-/// `bf16_optimizer=on` prices DeepSpeed's `BF16_Optimizer`: every micro-batch's backward
-/// streams 18 bytes per parameter of the stage (the fp32 accumulation), the gradients are
-/// all-reduced in fp32 rather than reduce-scattered, and the bf16 gradient sits beside the fp32
-/// one (2 bytes per parameter, as much as the bf16 weights); only with DeepSpeed's engine.
+/// `grad_accumulation=unfused` adds a pass of 6 bytes per parameter of the stage to every
+/// micro-batch's backward; `grad_accumulation=bf16_optimizer` (DeepSpeed's `BF16_Optimizer`)
+/// one of 18 bytes, all-reduces the gradients in fp32 rather than reduce-scattering them, and
+/// keeps the bf16 gradient beside the fp32 one (2 bytes per parameter, as much as the bf16
+/// weights); the latter only with DeepSpeed's engine.
 #[test]
-fn bf16_optimizer_accumulates_in_fp32_every_micro_batch() {
+fn unfused_gradient_accumulation_streams_every_parameter_every_micro_batch() {
     let base = "tp=8,pp=4,dp=2,micro_batch=1,interleave=1,recompute=full,sp=off,zero=1,schedule=deepspeed";
     let job = train(64, 2048);
     let of = |extra: &str| {
         run("gpt-22b", "a100-80g-sxm:gpus=64", job, &format!("{base}{extra}"))
             .unwrap_or_else(|e| panic!("{extra}: {e}"))
     };
-    let (off, on) = (of(""), of(",bf16_optimizer=on"));
-    assert!(on.parallelism.bf16_optimizer && !off.parallelism.bf16_optimizer);
-    let m = off.estimate.micro_batches as f64;
-    let (weights, bandwidth) = (off.estimate.memory.weights, cluster("a100-80g-sxm:gpus=64").device.stream_bandwidth());
-    assert!((on.estimate.memory.gradients - off.estimate.memory.gradients - weights).abs() <= 1e-6 * weights);
+    let fused = of("");
+    let unfused = of(",grad_accumulation=unfused");
+    let bf16 = of(",grad_accumulation=bf16_optimizer");
+    assert_eq!(fused.parallelism.grad_accumulation, GradAccumulation::Fused);
+    assert_eq!(unfused.parallelism.grad_accumulation, GradAccumulation::Unfused);
+    assert_eq!(bf16.parallelism.grad_accumulation, GradAccumulation::Bf16Optimizer);
+    let pass = |p: &Plan| p.estimate.time.compute_s - fused.estimate.time.compute_s;
+    // The same parameters stream in both: the pass grows with its bytes, 18 against 6.
+    assert!((pass(&bf16) - 3.0 * pass(&unfused)).abs() <= 1e-9 * pass(&bf16), "{} {}", pass(&bf16), pass(&unfused));
     // The stage with the most memory holds the embedding; the slowest stage holds layers only,
     // so its pass is over somewhat fewer parameters than `weights / 2`.
-    let accumulation = on.estimate.time.compute_s - off.estimate.time.compute_s;
+    let m = fused.estimate.micro_batches as f64;
+    let weights = fused.estimate.memory.weights;
+    let bandwidth = cluster("a100-80g-sxm:gpus=64").device.stream_bandwidth();
     let full_pass = m * (weights / 2.0) * 18.0 / bandwidth;
-    assert!(accumulation > 0.5 * full_pass && accumulation <= full_pass * 1.0001, "{accumulation} s of {full_pass} s");
-    assert!(on.estimate.step_time_s > off.estimate.step_time_s + accumulation * 0.9);
-    assert!(on.estimate.time.dp_comm_exposed_s > off.estimate.time.dp_comm_exposed_s);
-    let err = run("gpt-22b", "a100-80g-sxm:gpus=64", job, "pp=4,bf16_optimizer=on")
+    assert!(pass(&bf16) > 0.5 * full_pass && pass(&bf16) <= full_pass * 1.0001, "{} s of {full_pass} s", pass(&bf16));
+    assert!(unfused.estimate.step_time_s > fused.estimate.step_time_s + 0.9 * pass(&unfused));
+    assert_eq!(unfused.estimate.memory.gradients, fused.estimate.memory.gradients);
+    assert_eq!(unfused.estimate.time.dp_comm_exposed_s, fused.estimate.time.dp_comm_exposed_s);
+    assert!((bf16.estimate.memory.gradients - fused.estimate.memory.gradients - weights).abs() <= 1e-6 * weights);
+    assert!(bf16.estimate.time.dp_comm_exposed_s > fused.estimate.time.dp_comm_exposed_s);
+    let err = run("gpt-22b", "a100-80g-sxm:gpus=64", job, "pp=4,grad_accumulation=bf16_optimizer")
         .expect_err("bf16 optimizer without deepspeed")
         .to_string();
-    assert!(err.starts_with("--fix bf16_optimizer: "), "{err}");
+    assert!(err.starts_with("--fix grad_accumulation: "), "{err}");
+    let err = run("gpt-22b", "a100-80g-sxm:gpus=64", job, "grad_accumulation=fp8").expect_err("unknown").to_string();
+    assert!(err.starts_with("--fix grad_accumulation: 'fp8' is not"), "{err}");
 }
 
 /// `schedule=deepspeed` prices DeepSpeed's pipeline engine, whose stages wait only for the

@@ -61,6 +61,9 @@ const OPTIMIZER_BYTES: f64 = 12.0;
 /// `hp_grad.add_(lp.grad.to(float32))` reads the bf16 gradient (2) and writes its fp32 copy (4),
 /// then reads that copy and the fp32 gradient (8) and writes the sum (4).
 pub const BF16_OPTIMIZER_BYTES_PER_PARAM: f64 = 18.0;
+/// Bytes an unfused accumulation streams per parameter and micro-batch: the in-place add of a
+/// 16-bit gradient into the 16-bit accumulator reads both (2 + 2) and writes the sum (2).
+pub const UNFUSED_ACCUMULATION_BYTES_PER_PARAM: f64 = 6.0;
 /// Bytes per parameter of the bf16 gradient `BF16_Optimizer` keeps beside the fp32 one.
 const BF16_OPTIMIZER_LOW_PRECISION_GRAD_BYTES: f64 = 2.0;
 /// Backward time per forward time of a kernel (see `profile`).
@@ -136,18 +139,59 @@ pub struct Parallelism {
     /// ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also weights.
     pub zero: u8,
     pub schedule: Schedule,
-    /// DeepSpeed's `BF16_Optimizer` (`deepspeed/runtime/bf16_optimizer.py`, the bf16 path of its
-    /// pipeline engine, which BLOOM ran): after every micro-batch's backward the engine calls
-    /// `update_hp_grads`, which adds each bf16 gradient into an fp32 copy of all the stage's
-    /// gradients (`BF16_OPTIMIZER_BYTES_PER_PARAM`), and the step all-reduces those fp32
-    /// gradients over the data-parallel ranks (`_bf16_reduce_grads`) before each rank updates
-    /// its shard. Only with `schedule=deepspeed`; absent from a plan's JSON when off.
-    #[serde(default, skip_serializing_if = "is_off")]
-    pub bf16_optimizer: bool,
+    /// How each micro-batch's weight gradients join the step's; absent from a plan's JSON
+    /// when fused (the default, and the only one the search uses).
+    #[serde(default, skip_serializing_if = "GradAccumulation::is_fused")]
+    pub grad_accumulation: GradAccumulation,
 }
 
-fn is_off(on: &bool) -> bool {
-    !*on
+/// How a framework accumulates the weight gradients of the micro-batches of a step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GradAccumulation {
+    /// Inside the weight-gradient GEMM (Megatron-LM's `--gradient-accumulation-fusion`, on by
+    /// default since 2022-02, as in Korthikanti et al.'s runs): no pass of its own.
+    #[default]
+    Fused,
+    /// A separate in-place add of each micro-batch's half-precision gradient into the
+    /// accumulated one after its backward (`UNFUSED_ACCUMULATION_BYTES_PER_PARAM`):
+    /// Megatron-LM's local DDP before the fusion (`param.main_grad.add_(param.grad.data)` in
+    /// its `param_hook`), and PyTorch's `AccumulateGrad` (`variable_grad += new_grad`) wherever
+    /// `.grad` accumulates across micro-batches, as DeepSpeed's fp16 pipeline engine does.
+    Unfused,
+    /// DeepSpeed's `BF16_Optimizer` (`deepspeed/runtime/bf16_optimizer.py`, the bf16 path of
+    /// its pipeline engine, which BLOOM ran): after every micro-batch's backward the engine
+    /// calls `update_hp_grads`, which adds each bf16 gradient into an fp32 copy of all the
+    /// stage's gradients (`BF16_OPTIMIZER_BYTES_PER_PARAM`), and the step all-reduces those
+    /// fp32 gradients over the data-parallel ranks (`_bf16_reduce_grads`) before each rank
+    /// updates its shard. Only with `schedule=deepspeed`.
+    Bf16Optimizer,
+}
+
+impl GradAccumulation {
+    pub const ALL: [GradAccumulation; 3] =
+        [GradAccumulation::Fused, GradAccumulation::Unfused, GradAccumulation::Bf16Optimizer];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GradAccumulation::Fused => "fused",
+            GradAccumulation::Unfused => "unfused",
+            GradAccumulation::Bf16Optimizer => "bf16_optimizer",
+        }
+    }
+
+    pub fn is_fused(&self) -> bool {
+        *self == GradAccumulation::Fused
+    }
+
+    /// Bytes the accumulation streams per parameter of a stage and micro-batch.
+    fn bytes_per_param(self) -> f64 {
+        match self {
+            GradAccumulation::Fused => 0.0,
+            GradAccumulation::Unfused => UNFUSED_ACCUMULATION_BYTES_PER_PARAM,
+            GradAccumulation::Bf16Optimizer => BF16_OPTIMIZER_BYTES_PER_PARAM,
+        }
+    }
 }
 
 impl Parallelism {
@@ -754,10 +798,11 @@ fn price_stage(setting: &Setting, stage: &Stage) -> StageCost {
         c.pp += transfers * send.time_s;
         c.comm.add(&send, transfers * m as f64);
     }
-    if train && par.bf16_optimizer {
-        // A memory-bound pass over every parameter of the stage in each backward half.
+    if train {
+        // An unfused accumulation is a memory-bound pass over every parameter of the stage in
+        // each backward half.
         let params = c.dense_params + c.expert_params;
-        c.bwd += params * BF16_OPTIMIZER_BYTES_PER_PARAM / cluster.device.stream_bandwidth();
+        c.bwd += params * par.grad_accumulation.bytes_per_param() / cluster.device.stream_bandwidth();
     }
     if train && par.zero >= 2 && par.dp > 1 {
         // Sharded gradients cannot accumulate locally: every micro-batch reduce-scatters
@@ -816,7 +861,7 @@ fn after_pipeline(setting: &Setting, costs: &[StageCost], critical: usize) -> Af
                 }
                 // ZeRO-2 reduced its gradients micro-batch by micro-batch already.
                 if par.zero < 2 {
-                    let grads = if par.zero == 0 || par.bf16_optimizer {
+                    let grads = if par.zero == 0 || par.grad_accumulation == GradAccumulation::Bf16Optimizer {
                         collective(cluster, CollectiveKind::AllReduce, params * GRAD_BYTES, group)
                     } else {
                         collective(cluster, CollectiveKind::ReduceScatter, params * GRAD_BYTES, group)
@@ -870,7 +915,7 @@ fn peak_memory(setting: &Setting, costs: &[StageCost]) -> Memory {
         mem.weights = weight_bytes * (shard(c.dense_params, par.dp, 3) + shard(c.expert_params, edp, 3));
         if train {
             mem.gradients = GRAD_BYTES * (shard(c.dense_params, par.dp, 2) + shard(c.expert_params, edp, 2));
-            if par.bf16_optimizer {
+            if par.grad_accumulation == GradAccumulation::Bf16Optimizer {
                 mem.gradients += BF16_OPTIMIZER_LOW_PRECISION_GRAD_BYTES * (c.dense_params + c.expert_params);
             }
             mem.optimizer = OPTIMIZER_BYTES * (shard(c.dense_params, par.dp, 1) + shard(c.expert_params, edp, 1));

@@ -1,8 +1,8 @@
 //! `--fix` knobs: `tp=8,pp=8,dp=..,ep=..,micro_batch=..,interleave=..,recompute=full|selective|none,
-//! sp=on|off,zero=0..3,schedule=1f1b|gpipe|deepspeed,bf16_optimizer=on|off`. Whatever is fixed, the
-//! search does not vary.
+//! sp=on|off,zero=0..3,schedule=1f1b|gpipe|deepspeed,grad_accumulation=fused|unfused|bf16_optimizer`.
+//! Whatever is fixed, the search does not vary.
 
-use crate::cost::step::{Recompute, Schedule};
+use crate::cost::step::{GradAccumulation, Recompute, Schedule};
 use crate::planner::PlanError;
 
 /// Knobs the user fixed; `None` means searched.
@@ -18,13 +18,14 @@ pub struct Fixed {
     pub sp: Option<bool>,
     pub zero: Option<u8>,
     pub schedule: Option<Schedule>,
-    /// DeepSpeed's `BF16_Optimizer` (`Parallelism::bf16_optimizer`); never searched.
-    pub bf16_optimizer: Option<bool>,
+    /// The framework's gradient accumulation (`Parallelism::grad_accumulation`); never
+    /// searched (fused unless fixed).
+    pub grad_accumulation: Option<GradAccumulation>,
 }
 
 /// The knob names `--fix` accepts.
 pub const KNOBS: [&str; 11] =
-    ["dp", "tp", "pp", "ep", "micro_batch", "interleave", "recompute", "sp", "zero", "schedule", "bf16_optimizer"];
+    ["dp", "tp", "pp", "ep", "micro_batch", "interleave", "recompute", "sp", "zero", "schedule", "grad_accumulation"];
 
 impl Fixed {
     /// Parses `key=value,...`; errors name the knob.
@@ -57,7 +58,12 @@ impl Fixed {
                     fixed.recompute.replace(r).is_some()
                 }
                 "sp" => fixed.sp.replace(on_off(key, value)?).is_some(),
-                "bf16_optimizer" => fixed.bf16_optimizer.replace(on_off(key, value)?).is_some(),
+                "grad_accumulation" => {
+                    let Some(g) = GradAccumulation::ALL.into_iter().find(|g| g.name() == value) else {
+                        return Err(bad(key, format!("'{value}' is not fused, unfused or bf16_optimizer")));
+                    };
+                    fixed.grad_accumulation.replace(g).is_some()
+                }
                 "zero" => {
                     let z = match value.parse::<u8>() {
                         Ok(z) if z <= 3 => z,

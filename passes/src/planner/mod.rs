@@ -47,7 +47,9 @@ pub mod report;
 pub mod run;
 pub mod serve;
 
-use crate::cost::step::{estimate, Estimate, Job, Mode, Parallelism, Recompute, Schedule, TimeBreakdown};
+use crate::cost::step::{
+    estimate, Estimate, GradAccumulation, Job, Mode, Parallelism, Recompute, Schedule, TimeBreakdown,
+};
 use crate::cost::workload::{ProfileCache, Workload};
 use crate::cost::CostError;
 use energy::{ClockPlanner, EnergyPlan, EnergyRequest, Objective};
@@ -334,8 +336,8 @@ fn check_fixed(workload: &dyn Workload, cluster: &ClusterSpec, job: &Job, f: &Fi
             }
         }
     }
-    if f.bf16_optimizer == Some(true) && f.schedule != Some(Schedule::DeepSpeed) {
-        return Err(bad("bf16_optimizer", "DeepSpeed's BF16_Optimizer needs schedule=deepspeed".into()));
+    if f.grad_accumulation == Some(GradAccumulation::Bf16Optimizer) && f.schedule != Some(Schedule::DeepSpeed) {
+        return Err(bad("grad_accumulation", "DeepSpeed's BF16_Optimizer needs schedule=deepspeed".into()));
     }
     if f.sp == Some(true) && f.tp == Some(1) {
         return Err(bad("sp", "sequence parallelism needs tp > 1".into()));
@@ -446,7 +448,7 @@ fn candidates(
                                             recompute,
                                             zero,
                                             schedule,
-                                            bf16_optimizer: f.bf16_optimizer.unwrap_or(false),
+                                            grad_accumulation: f.grad_accumulation.unwrap_or_default(),
                                         });
                                     }
                                 }
@@ -481,7 +483,16 @@ pub fn describe(p: &Parallelism) -> String {
         p.recompute.name(),
         p.zero,
         p.schedule.name()
-    ) + if p.bf16_optimizer { " bf16_optimizer=on" } else { "" }
+    ) + &grad_accumulation_suffix(p)
+}
+
+/// ` grad_accumulation=...` when it is not the default fused one, else nothing.
+pub fn grad_accumulation_suffix(p: &Parallelism) -> String {
+    if p.grad_accumulation.is_fused() {
+        String::new()
+    } else {
+        format!(" grad_accumulation={}", p.grad_accumulation.name())
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -90,7 +90,7 @@ impl fmt::Display for Plan {
             p.recompute.name(),
             p.zero,
             p.schedule.name(),
-            if p.bf16_optimizer { " bf16_optimizer=on" } else { "" }
+            crate::planner::grad_accumulation_suffix(p)
         )?;
         let unit = match self.mode {
             Mode::Train => "step",
