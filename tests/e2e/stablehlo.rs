@@ -36,7 +36,7 @@ fn generated_cases() -> Option<Vec<String>> {
 }
 
 /// The worst element's distance from JAX's, over the largest magnitude of JAX's output.
-fn error_to_scale(actual: &Tensor, expected: &Tensor) -> f64 {
+pub(crate) fn error_to_scale(actual: &Tensor, expected: &Tensor) -> f64 {
     assert_eq!(actual.shape, expected.shape, "output shapes differ");
     let (a, e) = (actual.to_f64_vec(), expected.to_f64_vec());
     let scale = e.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(f64::MIN_POSITIVE);
@@ -320,7 +320,7 @@ proptest! {
 
 /// A seeded input for `ty`: floats in [-1, 1), integers in [0, 8) (valid token ids and
 /// positions for the small models below), booleans true (dropout keeps everything).
-fn seeded_input(ty: &tessera_ir::types::TensorType, seed: &mut u64) -> Tensor {
+pub(crate) fn seeded_input(ty: &tessera_ir::types::TensorType, seed: &mut u64) -> Tensor {
     let shape: Vec<usize> = ty.static_shape().expect("a static input").iter().map(|&d| d as usize).collect();
     let n: usize = shape.iter().product();
     let mut next = || {
@@ -394,7 +394,7 @@ fn round_trip_error(model: &str, dims: &[&str]) -> f64 {
     worst
 }
 
-fn jax_venv_present() -> bool {
+pub(crate) fn jax_venv_present() -> bool {
     let present = repo_root().join(".cache/stablehlo/venv/bin/python").is_file();
     if !present {
         let why = "the jax venv is missing: run scripts/stablehlo/setup.sh";

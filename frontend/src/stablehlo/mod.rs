@@ -11,8 +11,12 @@
 //! which the `shard` pass seeds its inputs from; shardings between ops (`sdy.sharding_constraint`,
 //! an op's `mhlo.sharding`) are dropped, as tsr has no per-value annotation inside a graph. `@main`'s arguments keep their names (`%arg0`
 //! becomes input `arg0`, a `?` dimension the symbol `arg0_dim0`), results are `out0`, `out1`.
-//! Every failure is a [`StablehloError`] at a line and column. [`export`] writes the other way.
+//! StableHLO collectives (`all_reduce`, `all_gather`, `reduce_scatter`, `all_to_all`) of a
+//! replicated per-rank module become tsr collectives, their `replica_groups` read as mesh axes
+//! ([`collective`]). Every failure is a [`StablehloError`] at a line and column. [`export`]
+//! writes the other way, per-rank programs with their collectives included.
 
+pub mod collective;
 pub mod export;
 pub mod sharding;
 pub mod syntax;

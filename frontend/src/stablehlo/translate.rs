@@ -23,6 +23,7 @@ use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
+use tessera_ir::sharding::Mesh;
 use tessera_ir::symbolic::DimExpr;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::types::{Dim, TensorType};
@@ -105,7 +106,9 @@ pub fn translate(top: &[SOp]) -> SResult<Graph> {
     let Some(body) = main.regions.first() else { return err(main.offset, "@main has no body") };
     let name = module_name.unwrap_or_else(|| "main".to_string());
     let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
-    let mut t = Translator { funcs, graph: Graph::new(&name), depth: 0 };
+    // Read only when a collective needs it: other modules import whatever their meshes say.
+    let mesh = collective_mesh(&meshes, top);
+    let mut t = Translator { funcs, graph: Graph::new(&name), depth: 0, mesh };
     let mut args = Vec::new();
     for (position, (ssa_name, ty)) in body.args.iter().enumerate() {
         // MLIR numbers unnamed block arguments across the whole module in the generic form
@@ -153,10 +156,32 @@ pub fn translate(top: &[SOp]) -> SResult<Graph> {
     Ok(t.graph)
 }
 
+/// The mesh of the module's collectives: its `sdy.mesh` (the only one, or the one named
+/// `mesh`), else `replicas=N` from the module's `mhlo.num_replicas`, else none.
+fn collective_mesh(meshes: &[(String, String)], top: &[SOp]) -> Result<Option<Mesh>, String> {
+    let chosen = match meshes {
+        [(_, axes)] => Some(axes),
+        _ => meshes.iter().find(|(name, _)| name == "mesh").map(|(_, axes)| axes),
+    };
+    if let Some(axes) = chosen {
+        return super::sharding::parse_sdy_mesh(axes).map(Some);
+    }
+    let replicas = top.iter().filter(|op| matches!(op.name.as_str(), "module" | "builtin.module")).find_map(|op| {
+        match op.attr("mhlo.num_replicas") {
+            Some(Attr::Int(n)) if *n > 1 => Some(*n as u64),
+            _ => None,
+        }
+    });
+    replicas.map(|n| Mesh::new(&[(super::collective::REPLICAS_AXIS, n)])).transpose()
+}
+
 struct Translator<'m> {
     funcs: HashMap<String, &'m SOp>,
     graph: Graph,
     depth: usize,
+    /// The mesh collectives' replica groups are read over ([`super::collective`]), or why the
+    /// module's mesh does not read.
+    mesh: Result<Option<Mesh>, String>,
 }
 
 impl<'m> Translator<'m> {
@@ -303,6 +328,21 @@ impl<'m> Translator<'m> {
                 Ok(vec![self.scatter(op, &args[0], &args[1], &args[2])?])
             }
             "stablehlo.reduce_window" => self.reduce_window(op, &args),
+            _ if super::collective::is_collective(name) => {
+                arity(1)?;
+                let mesh = self.mesh.as_ref().map_err(|e| SyntaxError { offset: at, message: format!("{name}: {e}") })?;
+                let collective = super::collective::collective_of(op, mesh.as_ref())?;
+                let x = self.materialize(&args[0], at)?;
+                let id = self.add(Op::Collective(collective), &[x], at)?;
+                one(Val::node(id, self.graph.value(id).ty.clone()))
+            }
+            "stablehlo.collective_permute" | "stablehlo.collective_broadcast" | "stablehlo.send" | "stablehlo.recv" => {
+                err(at, format!("{name} has no tsr counterpart: tsr moves data between ranks only in group collectives and the send/recv that join pipeline stages"))
+            }
+            "sdy.manual_computation" => err(
+                at,
+                "sdy.manual_computation (a shard_map or pmap body) is not read: import the global program (tessera partitions it with 'shard') or a per-rank program as a replicated module (mhlo.num_replicas)",
+            ),
             "stablehlo.convolution" => {
                 arity(2)?;
                 one(self.convolution(op, &args[0], &args[1])?)
