@@ -449,17 +449,15 @@ fn exporting_an_op_without_counterpart_names_the_node() {
 }
 
 /// A module JAX lowers under a Shardy mesh (`in_shardings`, `with_sharding_constraint`): the
-/// argument shardings become the graph's boundary shardings over the mesh; the
-/// `sdy.sharding_constraint` between ops is dropped (tsr has no per-value annotation there).
+/// argument shardings become the graph's boundary shardings over the mesh.
 #[test]
 fn a_shardy_annotated_module_keeps_its_boundary_shardings() {
     let text = r#"module @jit_f attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32} {
   sdy.mesh @mesh = <["dp"=1, "tp"=1]> {stablehlo.mesh = {axes = [{name = "dp", size = 1 : i64}, {name = "tp", size = 1 : i64}]}}
   func.func public @main(%arg0: tensor<4x8xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"dp"}, {}]>}, %arg1: tensor<8x6xf32> {sdy.sharding = #sdy.sharding<@mesh, [{}, {"tp"}]>}) -> (tensor<4x6xf32> {jax.result_info = "result"}) {
     %0 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [1] x [0], precision = [DEFAULT, DEFAULT] : (tensor<4x8xf32>, tensor<8x6xf32>) -> tensor<4x6xf32>
-    %1 = sdy.sharding_constraint %0 <@mesh, [{"dp"}, {"tp"}]> : tensor<4x6xf32>
-    %2 = stablehlo.tanh %1 : tensor<4x6xf32>
-    return %2 : tensor<4x6xf32>
+    %1 = stablehlo.tanh %0 : tensor<4x6xf32>
+    return %1 : tensor<4x6xf32>
   }
 }
 "#;
@@ -477,6 +475,46 @@ fn a_shardy_annotated_module_keeps_its_boundary_shardings() {
         .unwrap_or_else(|e| panic!("{e}"));
     let want = (8.0f64 * 0.25 * 0.5).tanh();
     assert!(out[0].1.to_f64_vec().iter().all(|&v| (v - want).abs() < 1e-6), "{:?}", out[0].1.to_f64_vec());
+}
+
+/// `jax.lax.with_sharding_constraint` as JAX 0.10.2 lowers it under Shardy and under GSPMD
+/// (scripts/stablehlo: a 2x2 mesh, `P('x', 'y')`), and an op carrying its own `mhlo.sharding`:
+/// each is a located error naming the form (exit 1), never silently dropped.
+#[test]
+fn shardings_between_ops_are_refused_naming_the_form() {
+    let with_constraint = |mesh: &str, constraint: &str| {
+        format!(
+            "module @jit_f attributes {{mhlo.num_partitions = 4 : i32, mhlo.num_replicas = 1 : i32}} {{\n{mesh}  func.func public @main(%arg0: tensor<4x8xf32>) -> (tensor<4x8xf32> {{jax.result_info = \"result\"}}) {{\n    %0 = stablehlo.tanh %arg0 : tensor<4x8xf32>\n    {constraint}\n    return %1 : tensor<4x8xf32>\n  }}\n}}\n"
+        )
+    };
+    let sdy_mesh = "  sdy.mesh @mesh = <[\"x\"=2, \"y\"=2]> {stablehlo.mesh = {axes = [{name = \"x\", size = 2 : i64}, {name = \"y\", size = 2 : i64}]}}\n";
+    let cases = [
+        ("shardy", with_constraint(sdy_mesh, "%1 = sdy.sharding_constraint %0 <@mesh, [{\"x\"}, {\"y\"}]> : tensor<4x8xf32>")),
+        (
+            "shardy_generic",
+            with_constraint(sdy_mesh, "%1 = \"sdy.sharding_constraint\"(%0) <{sharding = #sdy.sharding<@mesh, [{\"x\"}, {}]>}> : (tensor<4x8xf32>) -> tensor<4x8xf32>"),
+        ),
+        (
+            "gspmd",
+            with_constraint("", "%1 = stablehlo.custom_call @Sharding(%0) {backend_config = \"\", mhlo.sharding = \"{devices=[2,2]<=[4]}\"} : (tensor<4x8xf32>) -> tensor<4x8xf32>"),
+        ),
+        ("op_attribute", with_constraint("", "%1 = stablehlo.negate %0 {mhlo.sharding = \"{replicated}\"} : tensor<4x8xf32>")),
+    ];
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let mut report = String::new();
+    for (name, text) in &cases {
+        let file = format!("{name}.stablehlo.mlir");
+        std::fs::write(work.path().join(&file), text).expect("write the case");
+        let out = tessera(work.path(), &["info", &file]);
+        assert_eq!(out.code, 1, "{name}: {}", out.stderr);
+        let line = out.stderr.lines().next().unwrap_or_default();
+        let constraint_line = text.lines().position(|l| l.contains("%1 =")).expect("the constraint") + 1;
+        let at = format!("error: {file}:{constraint_line}:");
+        assert!(line.starts_with(&at), "{name}: not located at the constraint: {line}");
+        report.push_str(line);
+        report.push('\n');
+    }
+    insta::assert_snapshot!(report);
 }
 
 fn sharded_fixture(file: &str) -> PathBuf {

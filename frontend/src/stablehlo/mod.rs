@@ -9,7 +9,9 @@
 //! Sharding annotations on `@main`'s arguments and results (`sdy.sharding` over an `sdy.mesh`,
 //! `mhlo.sharding`) become the graph's boundary shardings ([`sharding`], `Graph::io_shardings`),
 //! which the `shard` pass seeds its inputs from; shardings between ops (`sdy.sharding_constraint`,
-//! an op's `mhlo.sharding`) are dropped, as tsr has no per-value annotation inside a graph. `@main`'s arguments keep their names (`%arg0`
+//! `custom_call @Sharding`, an op's `mhlo.sharding`) are refused with a located error naming
+//! the form, as tsr has no per-value annotation inside a graph and dropping one would change the
+//! partitioning silently. `@main`'s arguments keep their names (`%arg0`
 //! becomes input `arg0`, a `?` dimension the symbol `arg0_dim0`), results are `out0`, `out1`.
 //! StableHLO collectives (`all_reduce`, `all_gather`, `reduce_scatter`, `all_to_all`) of a
 //! replicated per-rank module become tsr collectives, their `replica_groups` read as mesh axes

@@ -156,6 +156,36 @@ pub fn translate(top: &[SOp]) -> SResult<Graph> {
     Ok(t.graph)
 }
 
+/// The form of a sharding an op inside a function carries, if any: `sdy.sharding_constraint`,
+/// JAX's `custom_call @Sharding` (GSPMD's `with_sharding_constraint`), or an op's own
+/// `mhlo.sharding`/`sdy.sharding` attribute. Dropping one would silently change how the program
+/// is partitioned, so the import refuses it.
+fn sharding_between_ops(op: &SOp) -> Option<String> {
+    let text = |a: &Attr| match a {
+        Attr::Str(s) | Attr::Opaque(s) => s.clone(),
+        other => format!("{other:?}"),
+    };
+    if op.name == "sdy.sharding_constraint" {
+        let sharding = op.attr("sharding").map(text).unwrap_or_default();
+        return Some(format!(
+            "sdy.sharding_constraint <{}>",
+            sharding.trim_start_matches("#sdy.sharding<").trim_end_matches('>')
+        ));
+    }
+    for key in ["mhlo.sharding", "sdy.sharding"] {
+        if let Some(a) = op.attr(key) {
+            let target = match (op.name.as_str(), &op.callee, op.attr("call_target_name")) {
+                ("stablehlo.custom_call", Some(t), _) | ("stablehlo.custom_call", None, Some(Attr::Str(t))) => {
+                    format!(" @{t}")
+                }
+                _ => String::new(),
+            };
+            return Some(format!("{}{target} with {key} = {}", op.name, text(a)));
+        }
+    }
+    None
+}
+
 /// The mesh of the module's collectives: its `sdy.mesh` (the only one, or the one named
 /// `mesh`), else `replicas=N` from the module's `mhlo.num_replicas`, else none.
 fn collective_mesh(meshes: &[(String, String)], top: &[SOp]) -> Result<Option<Mesh>, String> {
@@ -276,6 +306,16 @@ impl<'m> Translator<'m> {
     fn op(&mut self, op: &'m SOp, env: &Env) -> SResult<Vec<Val>> {
         let args: Vec<Val> = op.operands.iter().map(|r| lookup(env, r)).collect::<SResult<_>>()?;
         let (at, name) = (op.offset, op.name.as_str());
+        if let Some(form) = sharding_between_ops(op) {
+            return err(
+                at,
+                format!(
+                    "{form} is a sharding between ops, which tsr cannot represent (tsr shards at @main's \
+                     arguments and results, which seed the shard pass); move it to an argument or result \
+                     sharding or remove it"
+                ),
+            );
+        }
         let arity = |n: usize| check_arity(op, &args, n);
         if let Some(b) = binary_of(name) {
             arity(2)?;
@@ -299,7 +339,6 @@ impl<'m> Translator<'m> {
             | "stablehlo.select"
             | "stablehlo.convert"
             | "stablehlo.optimization_barrier"
-            | "sdy.sharding_constraint"
             | "stablehlo.iota" => self.value_op(op, args),
             "stablehlo.broadcast_in_dim"
             | "stablehlo.dynamic_broadcast_in_dim"
@@ -432,7 +471,7 @@ impl<'m> Translator<'m> {
                 }
                 one(self.emit(Op::Cast { to }, &[&args[0]], at)?)
             }
-            "stablehlo.optimization_barrier" | "sdy.sharding_constraint" => Ok(args),
+            "stablehlo.optimization_barrier" => Ok(args),
             "stablehlo.iota" => {
                 let axis = int_attr(op, &["iota_dimension", "dim"])?;
                 let ty = result_type(op, 0)?;
