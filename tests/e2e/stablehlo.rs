@@ -195,9 +195,9 @@ const MALFORMED: [(&str, &str); 13] = [
         "func.func @main(%arg0: tensor<2xf32>) -> tensor<2xf32> {\n  %t = stablehlo.constant dense<true> : tensor<i1>\n  %0 = stablehlo.while(%x = %arg0) : tensor<2xf32>\n  cond {\n    stablehlo.return %t : tensor<i1>\n  } do {\n    stablehlo.return %x : tensor<2xf32>\n  }\n  return %0 : tensor<2xf32>\n}\n",
     ),
     (
-        // The scattered dimension is 0 but the indices are said to address dimension 1.
+        // The indices are said to address dimension 2 of a rank-2 operand.
         "scatter_bad_dimension_numbers",
-        "func.func @main(%arg0: tensor<6x4xf32>, %arg1: tensor<2x1xi32>, %arg2: tensor<2x4xf32>) -> tensor<6x4xf32> {\n  %0 = \"stablehlo.scatter\"(%arg0, %arg1, %arg2) <{scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], inserted_window_dims = [0], scatter_dims_to_operand_dims = [1], index_vector_dim = 1>}> ({\n  ^bb0(%a: tensor<f32>, %b: tensor<f32>):\n    %1 = stablehlo.add %a, %b : tensor<f32>\n    stablehlo.return %1 : tensor<f32>\n  }) : (tensor<6x4xf32>, tensor<2x1xi32>, tensor<2x4xf32>) -> tensor<6x4xf32>\n  return %0 : tensor<6x4xf32>\n}\n",
+        "func.func @main(%arg0: tensor<6x4xf32>, %arg1: tensor<2x1xi32>, %arg2: tensor<2x4xf32>) -> tensor<6x4xf32> {\n  %0 = \"stablehlo.scatter\"(%arg0, %arg1, %arg2) <{scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], inserted_window_dims = [0], scatter_dims_to_operand_dims = [2], index_vector_dim = 1>}> ({\n  ^bb0(%a: tensor<f32>, %b: tensor<f32>):\n    %1 = stablehlo.add %a, %b : tensor<f32>\n    stablehlo.return %1 : tensor<f32>\n  }) : (tensor<6x4xf32>, tensor<2x1xi32>, tensor<2x4xf32>) -> tensor<6x4xf32>\n  return %0 : tensor<6x4xf32>\n}\n",
     ),
     (
         "scatter_unsupported_update",
@@ -338,6 +338,12 @@ pub(crate) fn seeded_input(ty: &tessera_ir::types::TensorType, seed: &mut u64) -
 /// jax venv), against `tessera run MODEL` on the same seeded inputs; the worst error relative to
 /// each output's largest magnitude.
 fn round_trip_error(model: &str, dims: &[&str]) -> f64 {
+    round_trip_error_fed(model, dims, None)
+}
+
+/// [`round_trip_error`] on the inputs of `case` (`case/inputs/NAME.npy`) when given: indices
+/// the seeded values would put out of range (JAX's fill value, NaN, there) come from JAX.
+fn round_trip_error_fed(model: &str, dims: &[&str], case: Option<&Path>) -> f64 {
     let work = tempfile::tempdir().expect("a temporary directory");
     let dir = work.path();
     let mut opt = vec!["opt", model, "--emit", "stablehlo", "-o", "exported.mlir"];
@@ -361,8 +367,14 @@ fn round_trip_error(model: &str, dims: &[&str]) -> f64 {
     let mut files = Vec::new();
     for &id in graph.inputs() {
         let value = graph.value(id);
-        let file = dir.join(format!("input{}.npy", files.len()));
-        tessera_runtime::npy::write_npy(&file, &seeded_input(&value.ty, &mut seed)).expect("write an input");
+        let file = match case {
+            Some(case) => case.join("inputs").join(format!("{}.npy", value.name)),
+            None => {
+                let file = dir.join(format!("input{}.npy", files.len()));
+                tessera_runtime::npy::write_npy(&file, &seeded_input(&value.ty, &mut seed)).expect("write an input");
+                file
+            }
+        };
         run.extend(["--input".to_string(), format!("{}={}", value.name, file.display())]);
         files.push(file.to_string_lossy().into_owned());
     }
@@ -657,4 +669,91 @@ fn scatter_max_min_and_multiply_match_jax_interpreted_and_compiled() {
         let error = round_trip_error(&model_arg, &[]);
         assert!(error <= TOLERANCE, "XLA differs from tessera by {error:.3e}");
     }
+}
+
+/// Issue 19's last forms, as JAX 0.10.2 lowers them (tests/fixtures/stablehlo, written by
+/// scripts/stablehlo/generate_indexing_cases.py): `lax.switch` on a run-time index with
+/// operands (a `case` whose branches read the function's values), `jnp.take_along_axis` and a
+/// `vmap`ped row lookup (gathers with operand batching dimensions), `x.at[i, j].set(v)` and
+/// `.add(v)` (scatters with a 2-element index vector). Each matches JAX interpreted and
+/// compiled, and exports back to XLA with tessera's outputs.
+#[test]
+fn switch_with_operands_and_general_gathers_and_scatters_match_jax() {
+    let cases = [
+        ("switch_operands", 2, "if"),
+        ("take_along_axis", 1, "gather"),
+        ("set_2d", 2, "scatter"),
+        ("vmap_gather", 1, "gather"),
+    ];
+    for (name, outputs, op) in cases {
+        let case = sharded_fixture(name);
+        let model = case.join("pretty.stablehlo.mlir");
+        let model_arg = model.to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&model).expect("the fixture");
+        let graph = tessera_frontend::stablehlo::import_text(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(graph.nodes().any(|(_, n)| n.op.mnemonic() == op), "{name} imports with a tsr.{op}");
+        let work = tempfile::tempdir().expect("a temporary directory");
+        let (inputs, _) = run_args(&model, &case);
+        assert_eq!(check_run(work.path(), &format!("{name} interpreter"), &model_arg, &inputs, &case), outputs);
+        let artifact = work.path().join("artifact").to_string_lossy().into_owned();
+        let compiled = tessera(work.path(), &["compile", &model_arg, "--target", "cpu", "-o", &artifact]);
+        assert_eq!(compiled.code, 0, "{name}: tessera compile failed: {}", compiled.stderr);
+        assert_eq!(check_run(work.path(), &format!("{name} compiled"), &artifact, &inputs, &case), outputs);
+        if jax_venv_present() {
+            let error = round_trip_error_fed(&model_arg, &[], Some(&case));
+            assert!(error <= TOLERANCE, "{name}: XLA differs from tessera by {error:.3e}");
+        }
+    }
+}
+
+/// Wrong dimension numbers of the general gather/scatter forms (the fixtures with one number
+/// changed): a located error naming them, exit 1.
+#[test]
+fn malformed_general_gathers_and_scatters_are_located_errors() {
+    let fixture =
+        |name: &str| std::fs::read_to_string(sharded_fixture(name).join("pretty.stablehlo.mlir")).expect("fixture");
+    let cases = [
+        (
+            "batching_unpaired",
+            fixture("take_along_axis")
+                .replace("start_indices_batching_dims = [0]", "start_indices_batching_dims = [0, 1]"),
+        ),
+        (
+            "batching_is_the_index_vector",
+            fixture("vmap_gather").replace("start_indices_batching_dims = [0]", "start_indices_batching_dims = [2]"),
+        ),
+        (
+            "slice_larger_than_operand",
+            fixture("vmap_gather").replace("slice_sizes = array<i64: 1, 1, 2>", "slice_sizes = array<i64: 1, 1, 3>"),
+        ),
+        (
+            "index_map_repeats",
+            fixture("set_2d").replacen(
+                "scatter_dims_to_operand_dims = [0, 1]",
+                "scatter_dims_to_operand_dims = [1, 1]",
+                1,
+            ),
+        ),
+        (
+            "index_map_too_short",
+            fixture("set_2d").replacen(
+                "scatter_dims_to_operand_dims = [0, 1]",
+                "scatter_dims_to_operand_dims = [0]",
+                1,
+            ),
+        ),
+    ];
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let mut report = String::new();
+    for (name, text) in &cases {
+        let file = format!("{name}.stablehlo.mlir");
+        std::fs::write(work.path().join(&file), text).expect("write the case");
+        let out = tessera(work.path(), &["info", &file]);
+        assert_eq!(out.code, 1, "{name}: {}", out.stderr);
+        let line = out.stderr.lines().next().unwrap_or_default();
+        assert!(line.starts_with(&format!("error: {file}:")), "{name}: {line}");
+        report.push_str(line);
+        report.push('\n');
+    }
+    insta::assert_snapshot!(report);
 }

@@ -205,6 +205,8 @@ fn collective_mesh(meshes: &[(String, String)], top: &[SOp]) -> Result<Option<Me
     replicas.map(|n| Mesh::new(&[(super::collective::REPLICAS_AXIS, n)])).transpose()
 }
 
+mod general_indexing;
+
 struct Translator<'m> {
     funcs: HashMap<String, &'m SOp>,
     graph: Graph,
@@ -841,19 +843,13 @@ impl<'m> Translator<'m> {
         };
         let (collapsed, start_map) = (list("collapsed_slice_dims"), list("start_index_map"));
         let batching = list("operand_batching_dims");
+        // Anything beyond one collapsed, whole-sliced dimension takes the general form.
+        let general = general_indexing::IndexDims::read(op, "dimension_numbers", indices.ty.rank())?;
         let [axis] = collapsed[..] else {
-            return err(
-                at,
-                format!("gather collapsing {collapsed:?} is not supported (tessera's gather collapses one dimension)"),
-            );
+            return self.general_gather(op, &general, data, indices);
         };
         if start_map != [axis] || !batching.is_empty() {
-            return err(
-                at,
-                format!(
-                    "gather with start_index_map {start_map:?} and operand_batching_dims {batching:?} is not supported"
-                ),
-            );
+            return self.general_gather(op, &general, data, indices);
         }
         let rank = data.ty.rank();
         if axis < 0 || axis as usize >= rank {
@@ -864,13 +860,7 @@ impl<'m> Translator<'m> {
         let expected_offsets: Vec<i64> =
             (0..rank as i64).filter(|&d| d != axis).map(|d| if d < axis { d } else { d - 1 + batch_rank }).collect();
         if list("offset_dims") != expected_offsets {
-            return err(
-                at,
-                format!(
-                    "gather offset_dims {:?} are not supported (tessera's gather puts them at {expected_offsets:?})",
-                    list("offset_dims")
-                ),
-            );
+            return self.general_gather(op, &general, data, indices);
         }
         let sizes = ints_attr(op, &["slice_sizes"])?;
         let full = data.ty.dims.iter().enumerate().all(|(d, n)| {
@@ -881,13 +871,7 @@ impl<'m> Translator<'m> {
             }
         });
         if !full || sizes.len() != rank {
-            return err(
-                at,
-                format!(
-                    "gather slice_sizes {sizes:?} must be 1 on dimension {axis} and whole elsewhere for {}",
-                    data.ty
-                ),
-            );
+            return self.general_gather(op, &general, data, indices);
         }
         self.emit(Op::Gather { axis }, &[data, &idx], at)
     }
@@ -908,21 +892,21 @@ impl<'m> Translator<'m> {
         let list = |k: &str| get(k).as_ref().and_then(attr_ints).unwrap_or_default();
         let (window, inserted, to_operand) =
             (list("update_window_dims"), list("inserted_window_dims"), list("scatter_dims_to_operand_dims"));
+        // Anything beyond whole slices along one dimension takes the general form.
+        let general = general_indexing::IndexDims::read(op, "scatter_dimension_numbers", indices.ty.rank())?;
+        let reduction = scatter_reduction(op)?;
         if !list("input_batching_dims").is_empty() || !list("scatter_indices_batching_dims").is_empty() {
-            return err(at, "scatter with batching dimensions is not supported");
+            return self.general_scatter(op, &general, data, indices, updates, reduction);
         }
         let rank = data.ty.rank();
         let [axis] = inserted[..] else {
-            return err(at, format!("scatter inserting window dimensions {inserted:?} is not supported (tessera scatters along one dimension)"));
+            return self.general_scatter(op, &general, data, indices, updates, reduction);
         };
         if axis < 0 || axis as usize >= rank {
             return err(at, format!("inserted window dimension {axis} is out of range for {}", data.ty));
         }
         if to_operand != [axis] {
-            return err(
-                at,
-                format!("scatter_dims_to_operand_dims {to_operand:?} must be the inserted dimension [{axis}]"),
-            );
+            return self.general_scatter(op, &general, data, indices, updates, reduction);
         }
         let index_vector_dim = match get("index_vector_dim") {
             Some(Attr::Int(d)) => d,
@@ -930,7 +914,7 @@ impl<'m> Translator<'m> {
         };
         let idx = self.without_index_vector_dim("scatter", indices, index_vector_dim, at)?;
         if idx.ty.rank() != 1 {
-            return err(at, format!("scatter indices {} must index one scatter dimension", indices.ty));
+            return self.general_scatter(op, &general, data, indices, updates, reduction);
         }
         // The updates: one scatter dimension and the window dimensions, one per operand
         // dimension but `axis`, in order, each whole.
@@ -940,27 +924,15 @@ impl<'m> Translator<'m> {
             && window.windows(2).all(|w| w[0] < w[1])
             && window.iter().all(|&w| w >= 0 && (w as usize) < urank);
         let [u] = scatter_dims[..] else {
-            return err(
-                at,
-                format!("update_window_dims {window:?} must leave one scatter dimension of {}", updates.ty),
-            );
+            return self.general_scatter(op, &general, data, indices, updates, reduction);
         };
         if !window_ok || urank != rank {
-            return err(
-                at,
-                format!("update_window_dims {window:?} do not fit updates {} and operand {}", updates.ty, data.ty),
-            );
+            return self.general_scatter(op, &general, data, indices, updates, reduction);
         }
         let operand_dims: Vec<usize> = (0..rank).filter(|&d| d != axis as usize).collect();
         for (&w, &d) in window.iter().zip(&operand_dims) {
             if updates.ty.dims[w as usize] != data.ty.dims[d] {
-                return err(
-                    at,
-                    format!(
-                        "scatter window dimension {w} of {} must span operand dimension {d} of {} whole",
-                        updates.ty, data.ty
-                    ),
-                );
+                return self.general_scatter(op, &general, data, indices, updates, reduction);
             }
         }
         let mut perm: Vec<i64> = window.clone();
@@ -986,7 +958,6 @@ impl<'m> Translator<'m> {
         spare_dims[ax] = Dim::Static(1);
         let spare = self.splat(0.0, &TensorType::new(data.ty.dtype, spare_dims), at)?;
         let padded = self.emit(Op::Concat { axis }, &[data, &spare], at)?;
-        let reduction = scatter_reduction(op)?;
         let scattered = self.emit(Op::Scatter { axis, reduction }, &[&padded, &idx, &arranged], at)?;
         let ends: Vec<i64> = static_dims.iter().map(|&d| d as i64).collect();
         let slice = Op::Slice { starts: vec![0; rank], ends, steps: vec![1; rank] };
@@ -1097,6 +1068,13 @@ impl<'m> Translator<'m> {
         let (x, init) = (&args[0], &args[1]);
         let kind = reducer_kind(op, x.ty.dtype)?;
         let axes = ints_attr(op, &["dimensions"])?;
+        if x.ty.dtype == DType::Bool {
+            // tsr reduces numbers: all / any of booleans as the minimum / maximum of 0s and 1s.
+            let numbers = self.emit(Op::Cast { to: DType::I32 }, &[x], at)?;
+            let r = self.emit(Op::Reduce { kind: kind.reduce, axes, keepdims: false }, &[&numbers], at)?;
+            let r = self.emit(Op::Cast { to: DType::Bool }, &[&r], at)?;
+            return one_or_combined(self, r, init, kind, at);
+        }
         let r = self.emit(Op::Reduce { kind: kind.reduce, axes, keepdims: false }, &[x], at)?;
         one_or_combined(self, r, init, kind, at)
     }
@@ -1630,6 +1608,9 @@ fn reducer_kind(op: &SOp, dtype: DType) -> SResult<Reducer> {
         "stablehlo.maximum" => (ReduceKind::Max, BinaryOp::Max, f64::NEG_INFINITY),
         "stablehlo.minimum" => (ReduceKind::Min, BinaryOp::Min, f64::INFINITY),
         "stablehlo.multiply" => (ReduceKind::Prod, BinaryOp::Mul, 1.0),
+        // All / any of booleans (JAX's bounds checks of index vectors): the minimum / maximum.
+        "stablehlo.and" if dtype == DType::Bool => (ReduceKind::Min, BinaryOp::And, 1.0),
+        "stablehlo.or" if dtype == DType::Bool => (ReduceKind::Max, BinaryOp::Or, 0.0),
         other => {
             return err(
                 combine.offset,
