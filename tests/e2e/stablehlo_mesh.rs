@@ -196,7 +196,7 @@ fn every_collective_runs_on_xla_replicas_as_on_tesseras_ranks_and_imports_back()
     let mut shlo = tessera_frontend::stablehlo::export::export_rank_program(&original, &mesh).expect("exports");
     let imported = tessera_frontend::stablehlo::import_text(&shlo).unwrap_or_else(|e| panic!("{e}\n{shlo}"));
     let collectives = |g: &Graph| -> Vec<String> {
-        g.nodes().filter_map(|(_, n)| matches!(n.op, Op::Collective(_)).then(|| format!("{:?}", n.op))).collect()
+        g.nodes().filter(|(_, n)| matches!(n.op, Op::Collective(_))).map(|(_, n)| format!("{:?}", n.op)).collect()
     };
     assert_eq!(collectives(&imported), collectives(&original));
     let back = spmd_outputs(&imported, &mesh, &rank_inputs);
