@@ -5,7 +5,9 @@
 //! [`syntax`] reads the text into a small tree with byte offsets; [`translate`] maps `@main`
 //! onto tsr ops (inlining private functions, unrolling `while` loops whose trip count folds and
 //! making the others `tsr.loop`, a `case` on a run-time index nested `tsr.if`s, `scatter` of
-//! whole slices along one dimension `tsr.scatter`, folding constants); the verifier runs last.
+//! whole slices along one dimension `tsr.scatter`, other gathers and scatters index arithmetic
+//! around a one-axis `tsr.gather`/`tsr.scatter` of the flattened operand, folding constants);
+//! the verifier runs last.
 //! Sharding annotations on `@main`'s arguments and results (`sdy.sharding` over an `sdy.mesh`,
 //! `mhlo.sharding`) become the graph's boundary shardings ([`sharding`], `Graph::io_shardings`),
 //! which the `shard` pass seeds its inputs from; shardings between ops (`sdy.sharding_constraint`,
