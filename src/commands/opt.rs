@@ -40,6 +40,11 @@ pub struct OptArgs {
     /// The output form.
     #[arg(long, value_enum, default_value_t = Emit::Mlir)]
     pub emit: Emit,
+    /// The mesh a per-rank program (one with collectives) runs on, e.g. --mesh dp=2,tp=2: with
+    /// --emit stablehlo its collectives become StableHLO collectives over replica groups.
+    /// After 'shard' in the pipeline the pass's mesh is used instead.
+    #[arg(long, value_name = "AXIS=SIZE,...")]
+    pub mesh: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,6 +67,12 @@ pub fn run(args: OptArgs) -> Result<()> {
         tessera_ir::verify::verify(&graph).with_context(|| format!("{} with --dim", args.input.display()))?;
     }
     let pipeline = Pipeline::parse(&args.pipeline).context("--pipeline")?;
+    let mesh = args.mesh.as_deref().map(tessera_ir::sharding::Mesh::parse).transpose().context("--mesh")?;
+    if mesh.is_some()
+        && (!matches!(args.emit, Emit::Stablehlo) || pipeline.passes.iter().any(|p| p.pass.name == "shard"))
+    {
+        bail!("--mesh names the mesh of a per-rank program for --emit stablehlo; with 'shard' the pass names it");
+    }
     let mut print_after = |pass: &str, g: &Graph| {
         eprintln!("// -----// IR Dump After {pass} //----- //");
         eprintln!("{}", tessera_ir::mlir::print_graph(g));
@@ -111,10 +122,20 @@ pub fn run(args: OptArgs) -> Result<()> {
                         .with_context(|| format!("MLIR rejected the program of stage {}", stage.stage))?;
                 }
             }
-            match args.emit {
-                Emit::Mlir => module.print(),
-                Emit::Json | Emit::Stablehlo => {
-                    bail!("--emit json and stablehlo show one graph; 'shard' makes one program per stage (use --emit mlir)")
+            match (args.emit, module.stages.as_slice()) {
+                (Emit::Mlir, _) => module.print(),
+                // One stage: every rank runs the same program, a replicated StableHLO module.
+                (Emit::Stablehlo, [stage]) => {
+                    tessera_frontend::stablehlo::export::export_rank_program(&stage.graph, &module.mesh)
+                        .with_context(|| format!("{}: --emit stablehlo", args.input.display()))?
+                }
+                (Emit::Stablehlo, _) => bail!(
+                    "--emit stablehlo writes one replicated program, but 'shard' made {} pipeline stages \
+                     (use --emit mlir)",
+                    module.stages.len()
+                ),
+                (Emit::Json, _) => {
+                    bail!("--emit json shows one graph; 'shard' makes one program per stage (use --emit mlir)")
                 }
             }
         }
@@ -126,8 +147,11 @@ pub fn run(args: OptArgs) -> Result<()> {
             match args.emit {
                 Emit::Mlir => text,
                 Emit::Json => tessera_ir::json::to_json(&graph),
-                Emit::Stablehlo => tessera_frontend::stablehlo::export::export_graph(&graph)
-                    .with_context(|| format!("{}: --emit stablehlo", args.input.display()))?,
+                Emit::Stablehlo => match &mesh {
+                    Some(mesh) => tessera_frontend::stablehlo::export::export_rank_program(&graph, mesh),
+                    None => tessera_frontend::stablehlo::export::export_graph(&graph),
+                }
+                .with_context(|| format!("{}: --emit stablehlo", args.input.display()))?,
             }
         }
     };

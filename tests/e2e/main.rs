@@ -32,6 +32,7 @@ mod serve_http;
 mod shard;
 mod srun;
 mod stablehlo;
+mod stablehlo_mesh;
 mod support;
 mod tidy;
 mod train;

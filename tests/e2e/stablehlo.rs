@@ -36,7 +36,7 @@ fn generated_cases() -> Option<Vec<String>> {
 }
 
 /// The worst element's distance from JAX's, over the largest magnitude of JAX's output.
-fn error_to_scale(actual: &Tensor, expected: &Tensor) -> f64 {
+pub(crate) fn error_to_scale(actual: &Tensor, expected: &Tensor) -> f64 {
     assert_eq!(actual.shape, expected.shape, "output shapes differ");
     let (a, e) = (actual.to_f64_vec(), expected.to_f64_vec());
     let scale = e.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(f64::MIN_POSITIVE);
@@ -195,9 +195,9 @@ const MALFORMED: [(&str, &str); 13] = [
         "func.func @main(%arg0: tensor<2xf32>) -> tensor<2xf32> {\n  %t = stablehlo.constant dense<true> : tensor<i1>\n  %0 = stablehlo.while(%x = %arg0) : tensor<2xf32>\n  cond {\n    stablehlo.return %t : tensor<i1>\n  } do {\n    stablehlo.return %x : tensor<2xf32>\n  }\n  return %0 : tensor<2xf32>\n}\n",
     ),
     (
-        // The scattered dimension is 0 but the indices are said to address dimension 1.
+        // The indices are said to address dimension 2 of a rank-2 operand.
         "scatter_bad_dimension_numbers",
-        "func.func @main(%arg0: tensor<6x4xf32>, %arg1: tensor<2x1xi32>, %arg2: tensor<2x4xf32>) -> tensor<6x4xf32> {\n  %0 = \"stablehlo.scatter\"(%arg0, %arg1, %arg2) <{scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], inserted_window_dims = [0], scatter_dims_to_operand_dims = [1], index_vector_dim = 1>}> ({\n  ^bb0(%a: tensor<f32>, %b: tensor<f32>):\n    %1 = stablehlo.add %a, %b : tensor<f32>\n    stablehlo.return %1 : tensor<f32>\n  }) : (tensor<6x4xf32>, tensor<2x1xi32>, tensor<2x4xf32>) -> tensor<6x4xf32>\n  return %0 : tensor<6x4xf32>\n}\n",
+        "func.func @main(%arg0: tensor<6x4xf32>, %arg1: tensor<2x1xi32>, %arg2: tensor<2x4xf32>) -> tensor<6x4xf32> {\n  %0 = \"stablehlo.scatter\"(%arg0, %arg1, %arg2) <{scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], inserted_window_dims = [0], scatter_dims_to_operand_dims = [2], index_vector_dim = 1>}> ({\n  ^bb0(%a: tensor<f32>, %b: tensor<f32>):\n    %1 = stablehlo.add %a, %b : tensor<f32>\n    stablehlo.return %1 : tensor<f32>\n  }) : (tensor<6x4xf32>, tensor<2x1xi32>, tensor<2x4xf32>) -> tensor<6x4xf32>\n  return %0 : tensor<6x4xf32>\n}\n",
     ),
     (
         "scatter_unsupported_update",
@@ -320,7 +320,7 @@ proptest! {
 
 /// A seeded input for `ty`: floats in [-1, 1), integers in [0, 8) (valid token ids and
 /// positions for the small models below), booleans true (dropout keeps everything).
-fn seeded_input(ty: &tessera_ir::types::TensorType, seed: &mut u64) -> Tensor {
+pub(crate) fn seeded_input(ty: &tessera_ir::types::TensorType, seed: &mut u64) -> Tensor {
     let shape: Vec<usize> = ty.static_shape().expect("a static input").iter().map(|&d| d as usize).collect();
     let n: usize = shape.iter().product();
     let mut next = || {
@@ -338,6 +338,12 @@ fn seeded_input(ty: &tessera_ir::types::TensorType, seed: &mut u64) -> Tensor {
 /// jax venv), against `tessera run MODEL` on the same seeded inputs; the worst error relative to
 /// each output's largest magnitude.
 fn round_trip_error(model: &str, dims: &[&str]) -> f64 {
+    round_trip_error_fed(model, dims, None)
+}
+
+/// [`round_trip_error`] on the inputs of `case` (`case/inputs/NAME.npy`) when given: indices
+/// the seeded values would put out of range (JAX's fill value, NaN, there) come from JAX.
+fn round_trip_error_fed(model: &str, dims: &[&str], case: Option<&Path>) -> f64 {
     let work = tempfile::tempdir().expect("a temporary directory");
     let dir = work.path();
     let mut opt = vec!["opt", model, "--emit", "stablehlo", "-o", "exported.mlir"];
@@ -361,8 +367,14 @@ fn round_trip_error(model: &str, dims: &[&str]) -> f64 {
     let mut files = Vec::new();
     for &id in graph.inputs() {
         let value = graph.value(id);
-        let file = dir.join(format!("input{}.npy", files.len()));
-        tessera_runtime::npy::write_npy(&file, &seeded_input(&value.ty, &mut seed)).expect("write an input");
+        let file = match case {
+            Some(case) => case.join("inputs").join(format!("{}.npy", value.name)),
+            None => {
+                let file = dir.join(format!("input{}.npy", files.len()));
+                tessera_runtime::npy::write_npy(&file, &seeded_input(&value.ty, &mut seed)).expect("write an input");
+                file
+            }
+        };
         run.extend(["--input".to_string(), format!("{}={}", value.name, file.display())]);
         files.push(file.to_string_lossy().into_owned());
     }
@@ -394,7 +406,7 @@ fn round_trip_error(model: &str, dims: &[&str]) -> f64 {
     worst
 }
 
-fn jax_venv_present() -> bool {
+pub(crate) fn jax_venv_present() -> bool {
     let present = repo_root().join(".cache/stablehlo/venv/bin/python").is_file();
     if !present {
         let why = "the jax venv is missing: run scripts/stablehlo/setup.sh";
@@ -449,17 +461,15 @@ fn exporting_an_op_without_counterpart_names_the_node() {
 }
 
 /// A module JAX lowers under a Shardy mesh (`in_shardings`, `with_sharding_constraint`): the
-/// argument shardings become the graph's boundary shardings over the mesh; the
-/// `sdy.sharding_constraint` between ops is dropped (tsr has no per-value annotation there).
+/// argument shardings become the graph's boundary shardings over the mesh.
 #[test]
 fn a_shardy_annotated_module_keeps_its_boundary_shardings() {
     let text = r#"module @jit_f attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32} {
   sdy.mesh @mesh = <["dp"=1, "tp"=1]> {stablehlo.mesh = {axes = [{name = "dp", size = 1 : i64}, {name = "tp", size = 1 : i64}]}}
   func.func public @main(%arg0: tensor<4x8xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"dp"}, {}]>}, %arg1: tensor<8x6xf32> {sdy.sharding = #sdy.sharding<@mesh, [{}, {"tp"}]>}) -> (tensor<4x6xf32> {jax.result_info = "result"}) {
     %0 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [1] x [0], precision = [DEFAULT, DEFAULT] : (tensor<4x8xf32>, tensor<8x6xf32>) -> tensor<4x6xf32>
-    %1 = sdy.sharding_constraint %0 <@mesh, [{"dp"}, {"tp"}]> : tensor<4x6xf32>
-    %2 = stablehlo.tanh %1 : tensor<4x6xf32>
-    return %2 : tensor<4x6xf32>
+    %1 = stablehlo.tanh %0 : tensor<4x6xf32>
+    return %1 : tensor<4x6xf32>
   }
 }
 "#;
@@ -477,6 +487,46 @@ fn a_shardy_annotated_module_keeps_its_boundary_shardings() {
         .unwrap_or_else(|e| panic!("{e}"));
     let want = (8.0f64 * 0.25 * 0.5).tanh();
     assert!(out[0].1.to_f64_vec().iter().all(|&v| (v - want).abs() < 1e-6), "{:?}", out[0].1.to_f64_vec());
+}
+
+/// `jax.lax.with_sharding_constraint` as JAX 0.10.2 lowers it under Shardy and under GSPMD
+/// (scripts/stablehlo: a 2x2 mesh, `P('x', 'y')`), and an op carrying its own `mhlo.sharding`:
+/// each is a located error naming the form (exit 1), never silently dropped.
+#[test]
+fn shardings_between_ops_are_refused_naming_the_form() {
+    let with_constraint = |mesh: &str, constraint: &str| {
+        format!(
+            "module @jit_f attributes {{mhlo.num_partitions = 4 : i32, mhlo.num_replicas = 1 : i32}} {{\n{mesh}  func.func public @main(%arg0: tensor<4x8xf32>) -> (tensor<4x8xf32> {{jax.result_info = \"result\"}}) {{\n    %0 = stablehlo.tanh %arg0 : tensor<4x8xf32>\n    {constraint}\n    return %1 : tensor<4x8xf32>\n  }}\n}}\n"
+        )
+    };
+    let sdy_mesh = "  sdy.mesh @mesh = <[\"x\"=2, \"y\"=2]> {stablehlo.mesh = {axes = [{name = \"x\", size = 2 : i64}, {name = \"y\", size = 2 : i64}]}}\n";
+    let cases = [
+        ("shardy", with_constraint(sdy_mesh, "%1 = sdy.sharding_constraint %0 <@mesh, [{\"x\"}, {\"y\"}]> : tensor<4x8xf32>")),
+        (
+            "shardy_generic",
+            with_constraint(sdy_mesh, "%1 = \"sdy.sharding_constraint\"(%0) <{sharding = #sdy.sharding<@mesh, [{\"x\"}, {}]>}> : (tensor<4x8xf32>) -> tensor<4x8xf32>"),
+        ),
+        (
+            "gspmd",
+            with_constraint("", "%1 = stablehlo.custom_call @Sharding(%0) {backend_config = \"\", mhlo.sharding = \"{devices=[2,2]<=[4]}\"} : (tensor<4x8xf32>) -> tensor<4x8xf32>"),
+        ),
+        ("op_attribute", with_constraint("", "%1 = stablehlo.negate %0 {mhlo.sharding = \"{replicated}\"} : tensor<4x8xf32>")),
+    ];
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let mut report = String::new();
+    for (name, text) in &cases {
+        let file = format!("{name}.stablehlo.mlir");
+        std::fs::write(work.path().join(&file), text).expect("write the case");
+        let out = tessera(work.path(), &["info", &file]);
+        assert_eq!(out.code, 1, "{name}: {}", out.stderr);
+        let line = out.stderr.lines().next().unwrap_or_default();
+        let constraint_line = text.lines().position(|l| l.contains("%1 =")).expect("the constraint") + 1;
+        let at = format!("error: {file}:{constraint_line}:");
+        assert!(line.starts_with(&at), "{name}: not located at the constraint: {line}");
+        report.push_str(line);
+        report.push('\n');
+    }
+    insta::assert_snapshot!(report);
 }
 
 fn sharded_fixture(file: &str) -> PathBuf {
@@ -619,4 +669,91 @@ fn scatter_max_min_and_multiply_match_jax_interpreted_and_compiled() {
         let error = round_trip_error(&model_arg, &[]);
         assert!(error <= TOLERANCE, "XLA differs from tessera by {error:.3e}");
     }
+}
+
+/// Issue 19's last forms, as JAX 0.10.2 lowers them (tests/fixtures/stablehlo, written by
+/// scripts/stablehlo/generate_indexing_cases.py): `lax.switch` on a run-time index with
+/// operands (a `case` whose branches read the function's values), `jnp.take_along_axis` and a
+/// `vmap`ped row lookup (gathers with operand batching dimensions), `x.at[i, j].set(v)` and
+/// `.add(v)` (scatters with a 2-element index vector). Each matches JAX interpreted and
+/// compiled, and exports back to XLA with tessera's outputs.
+#[test]
+fn switch_with_operands_and_general_gathers_and_scatters_match_jax() {
+    let cases = [
+        ("switch_operands", 2, "if"),
+        ("take_along_axis", 1, "gather"),
+        ("set_2d", 2, "scatter"),
+        ("vmap_gather", 1, "gather"),
+    ];
+    for (name, outputs, op) in cases {
+        let case = sharded_fixture(name);
+        let model = case.join("pretty.stablehlo.mlir");
+        let model_arg = model.to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&model).expect("the fixture");
+        let graph = tessera_frontend::stablehlo::import_text(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(graph.nodes().any(|(_, n)| n.op.mnemonic() == op), "{name} imports with a tsr.{op}");
+        let work = tempfile::tempdir().expect("a temporary directory");
+        let (inputs, _) = run_args(&model, &case);
+        assert_eq!(check_run(work.path(), &format!("{name} interpreter"), &model_arg, &inputs, &case), outputs);
+        let artifact = work.path().join("artifact").to_string_lossy().into_owned();
+        let compiled = tessera(work.path(), &["compile", &model_arg, "--target", "cpu", "-o", &artifact]);
+        assert_eq!(compiled.code, 0, "{name}: tessera compile failed: {}", compiled.stderr);
+        assert_eq!(check_run(work.path(), &format!("{name} compiled"), &artifact, &inputs, &case), outputs);
+        if jax_venv_present() {
+            let error = round_trip_error_fed(&model_arg, &[], Some(&case));
+            assert!(error <= TOLERANCE, "{name}: XLA differs from tessera by {error:.3e}");
+        }
+    }
+}
+
+/// Wrong dimension numbers of the general gather/scatter forms (the fixtures with one number
+/// changed): a located error naming them, exit 1.
+#[test]
+fn malformed_general_gathers_and_scatters_are_located_errors() {
+    let fixture =
+        |name: &str| std::fs::read_to_string(sharded_fixture(name).join("pretty.stablehlo.mlir")).expect("fixture");
+    let cases = [
+        (
+            "batching_unpaired",
+            fixture("take_along_axis")
+                .replace("start_indices_batching_dims = [0]", "start_indices_batching_dims = [0, 1]"),
+        ),
+        (
+            "batching_is_the_index_vector",
+            fixture("vmap_gather").replace("start_indices_batching_dims = [0]", "start_indices_batching_dims = [2]"),
+        ),
+        (
+            "slice_larger_than_operand",
+            fixture("vmap_gather").replace("slice_sizes = array<i64: 1, 1, 2>", "slice_sizes = array<i64: 1, 1, 3>"),
+        ),
+        (
+            "index_map_repeats",
+            fixture("set_2d").replacen(
+                "scatter_dims_to_operand_dims = [0, 1]",
+                "scatter_dims_to_operand_dims = [1, 1]",
+                1,
+            ),
+        ),
+        (
+            "index_map_too_short",
+            fixture("set_2d").replacen(
+                "scatter_dims_to_operand_dims = [0, 1]",
+                "scatter_dims_to_operand_dims = [0]",
+                1,
+            ),
+        ),
+    ];
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let mut report = String::new();
+    for (name, text) in &cases {
+        let file = format!("{name}.stablehlo.mlir");
+        std::fs::write(work.path().join(&file), text).expect("write the case");
+        let out = tessera(work.path(), &["info", &file]);
+        assert_eq!(out.code, 1, "{name}: {}", out.stderr);
+        let line = out.stderr.lines().next().unwrap_or_default();
+        assert!(line.starts_with(&format!("error: {file}:")), "{name}: {line}");
+        report.push_str(line);
+        report.push('\n');
+    }
+    insta::assert_snapshot!(report);
 }

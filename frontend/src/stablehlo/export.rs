@@ -7,15 +7,28 @@
 //! explicit `broadcast_in_dim`s; composite tsr ops (`softmax`, `layer_norm`, `gelu`, ...) are
 //! written as the StableHLO ops JAX would emit for them. Ops without a counterpart here are
 //! refused naming the node.
+//!
+//! A per-rank program (what `shard` makes, one stage) exports over its mesh
+//! ([`export_rank_program`]) as a replicated module: `mhlo.num_replicas` is the mesh size, rank
+//! `r` is replica `r`, and each collective's group (its mesh axes) becomes `replica_groups`, the
+//! groups in order of their first member and members in tsr's group order (coordinates on the
+//! axes, major to minor). `all_reduce`, `all_gather` and `reduce_scatter` carry a
+//! `channel_handle` with `use_global_device_ids` (flattened ids, which with one partition are the
+//! replica ids), as JAX writes them; `all_to_all` carries none, because XLA reads an all-to-all
+//! with a channel as cross-partition and a replicated module has one partition. `all_slice`
+//! becomes a `dynamic_slice` at the block of `replica_id`. The mesh is written as
+//! `sdy.mesh @mesh` so the import can name the axes again. `send`/`recv` are refused: they join
+//! pipeline stages, which run different programs, while XLA runs one program on every replica.
 
 use std::fmt::Write as _;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{Graph, NodeId, ValueId};
+use tessera_ir::ops::collective::{Collective, MeshAxes, Reduction};
 use tessera_ir::ops::conv::{PoolKind, Window};
 use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
-use tessera_ir::sharding::Sharding;
+use tessera_ir::sharding::{Mesh, Sharding};
 use tessera_ir::tensor::Tensor;
 
 /// Why a graph cannot be written as StableHLO.
@@ -71,10 +84,27 @@ struct V {
 
 /// Writes `graph` as a StableHLO module named after it.
 pub fn export_graph(graph: &Graph) -> EResult<String> {
-    let mut w = Writer { body: String::new(), next: 0, values: vec![None; graph.num_values()] };
+    export_with(graph, None)
+}
+
+/// Writes the per-rank program `graph` that every rank of `mesh` runs as a replicated StableHLO
+/// module, its collectives as StableHLO collectives over replica groups (see the module docs).
+/// Its arguments are one rank's blocks, so boundary shardings are not written.
+pub fn export_rank_program(graph: &Graph, mesh: &Mesh) -> EResult<String> {
+    export_with(graph, Some(mesh))
+}
+
+fn export_with(graph: &Graph, mesh: Option<&Mesh>) -> EResult<String> {
+    let mut w = Writer {
+        body: String::new(),
+        next: 0,
+        values: vec![None; graph.num_values()],
+        mesh: mesh.cloned(),
+        channels: 0,
+    };
     let mut params = Vec::new();
     // Boundary shardings go back as Shardy's, over one `sdy.mesh @mesh`.
-    let io = graph.io_shardings();
+    let io = if mesh.is_some() { None } else { graph.io_shardings() };
     let sdy = |s: Option<&Sharding>| -> EResult<String> {
         match s {
             None => Ok(String::new()),
@@ -101,7 +131,20 @@ pub fn export_graph(graph: &Graph) -> EResult<String> {
         .map(|(i, ty)| Ok(format!("{ty}{}", sdy(io.and_then(|io| io.output(i)))?)))
         .collect::<EResult<Vec<String>>>()?;
     let mut out = String::new();
-    let _ = writeln!(out, "module @{} {{", if module_name.is_empty() { "tessera" } else { &module_name });
+    let module_name = if module_name.is_empty() { "tessera" } else { &module_name };
+    match mesh {
+        Some(mesh) => {
+            let _ = writeln!(
+                out,
+                "module @{module_name} attributes {{mhlo.num_partitions = 1 : i32, mhlo.num_replicas = {} : i32}} {{",
+                mesh.num_devices()
+            );
+            let _ = writeln!(out, "  sdy.mesh @mesh = <{}>", super::sharding::sdy_mesh_text(mesh));
+        }
+        None => {
+            let _ = writeln!(out, "module @{module_name} {{");
+        }
+    }
     if let Some(io) = io {
         let _ = writeln!(out, "  sdy.mesh @mesh = <{}>", super::sharding::sdy_mesh_text(&io.mesh));
     }
@@ -146,6 +189,10 @@ struct Writer {
     body: String,
     next: usize,
     values: Vec<Option<V>>,
+    /// The mesh of a per-rank program; collectives are refused without one.
+    mesh: Option<Mesh>,
+    /// Channel handles handed out so far (each collective gets its own, from 1).
+    channels: u64,
 }
 
 impl Writer {
@@ -175,7 +222,13 @@ impl Writer {
     /// block arguments); else they become block arguments. A `cond` region's one-element
     /// condition is reshaped to the `tensor<i1>` `while` wants.
     fn region(&mut self, g: &Graph, captured: Option<&[V]>, cond: bool) -> EResult<String> {
-        let mut sub = Writer { body: String::new(), next: self.next, values: vec![None; g.num_values()] };
+        let mut sub = Writer {
+            body: String::new(),
+            next: self.next,
+            values: vec![None; g.num_values()],
+            mesh: self.mesh.clone(),
+            channels: self.channels,
+        };
         let mut args = Vec::new();
         for (i, &id) in g.inputs().iter().enumerate() {
             let v = match captured {
@@ -200,6 +253,7 @@ impl Writer {
             }
         }
         self.next = sub.next;
+        self.channels = sub.channels;
         let names: Vec<&str> = yields.iter().map(|v| v.name.as_str()).collect();
         let types: Vec<String> = yields.iter().map(|v| v.shape.text()).collect();
         let header = if args.is_empty() {
@@ -376,11 +430,15 @@ impl Writer {
 
     /// The StableHLO for one tsr node; one value per result.
     fn node(&mut self, op: &Op, x: &[V], results: &[Shape]) -> EResult<Vec<V>> {
+        if let Op::Collective(c) = op {
+            return self.collective(c, x, results);
+        }
         let out = results.first().cloned().ok_or_else(|| ExportError { message: "node has no results".into() })?;
         let one = |v: V| Ok(vec![v]);
         match op {
             Op::Constant(t) => one(self.constant(t)),
             Op::Loop(_) | Op::If(_) => self.control(op, x, results),
+            Op::Collective(c) => self.collective(c, x, results),
             Op::Unary(u) => one(self.unary_op(*u, &x[0])),
             Op::Binary(b) => {
                 let name = match b {
@@ -515,7 +573,6 @@ impl Writer {
             | Op::Sgd(_)
             | Op::AdamW(_)
             | Op::Recurrent { .. }
-            | Op::Collective(_)
             | Op::Trap(_) => refuse("this op has no StableHLO counterpart in the exporter yet"),
         }
     }
@@ -762,6 +819,116 @@ impl Writer {
         Ok(self.op("stablehlo.gather", &[data, &resolved], &props, out))
     }
 
+    /// A collective of a per-rank program over the writer's mesh (see the module docs).
+    fn collective(&mut self, c: &Collective, x: &[V], results: &[Shape]) -> EResult<Vec<V>> {
+        let Some(mesh) = self.mesh.clone() else {
+            return refuse(
+                "a collective needs the mesh its ranks form: export the per-rank program with --mesh, \
+                 or after 'shard' in the same pipeline",
+            );
+        };
+        let (Some(group), Some(x), Some(out)) = (c.group(), x.first(), results.first()) else {
+            return refuse(
+                "send/recv join pipeline stages, which run different programs; a replicated StableHLO module \
+                 runs one program on every replica",
+            );
+        };
+        let groups = replica_groups(&mesh, group)?;
+        let scalar = x.shape.scalar().text();
+        let body = |combine: &str, a: &str, b: &str, c: &str| {
+            format!(
+                "({{\n    ^bb0({a}: {scalar}, {b}: {scalar}):\n      {c} = \"{combine}\"({a}, {b}) : ({scalar}, {scalar}) -> {scalar}\n      \"stablehlo.return\"({c}) : ({scalar}) -> ()\n    }})"
+            )
+        };
+        let rank = x.shape.rank();
+        match c {
+            Collective::AllReduce { .. } | Collective::ReduceScatter { .. } => {
+                let (name, combine, extra) = match c {
+                    Collective::AllReduce { reduction: Reduction::Max, .. } => {
+                        ("stablehlo.all_reduce", "stablehlo.maximum", String::new())
+                    }
+                    Collective::ReduceScatter { dim, .. } => (
+                        "stablehlo.reduce_scatter",
+                        "stablehlo.add",
+                        format!(", scatter_dimension = {} : i64", axis_index(*dim, rank)?),
+                    ),
+                    _ => ("stablehlo.all_reduce", "stablehlo.add", String::new()),
+                };
+                let channel = self.channel();
+                let (result, a, b, s) = (self.fresh(), self.fresh(), self.fresh(), self.fresh());
+                let _ = writeln!(
+                    self.body,
+                    "    {result} = \"{name}\"({}) <{{{channel}, replica_groups = {groups}{extra}, use_global_device_ids}}> {} : ({}) -> {}",
+                    x.name,
+                    body(combine, &a, &b, &s),
+                    x.shape.text(),
+                    out.text()
+                );
+                Ok(vec![V { name: result, shape: out.clone() }])
+            }
+            Collective::AllGather { dim, .. } => {
+                let props = format!(
+                    "all_gather_dim = {} : i64, {}, replica_groups = {groups}, use_global_device_ids",
+                    axis_index(*dim, rank)?,
+                    self.channel()
+                );
+                Ok(vec![self.op("stablehlo.all_gather", &[x], &props, out)])
+            }
+            Collective::AllToAll { split_dim, concat_dim, group } => {
+                let props = format!(
+                    "concat_dimension = {} : i64, replica_groups = {groups}, split_count = {} : i64, split_dimension = {} : i64",
+                    axis_index(*concat_dim, rank)?,
+                    group.size,
+                    axis_index(*split_dim, rank)?
+                );
+                Ok(vec![self.op("stablehlo.all_to_all", &[x], &props, out)])
+            }
+            Collective::AllSlice { dim, group } => {
+                let d = axis_index(*dim, rank)?;
+                // Rank r's block starts at (its index in the group) x (block length): a table
+                // read at `replica_id`.
+                let block = out.dims[d] as i64;
+                let starts: Vec<i64> = (0..mesh.num_devices())
+                    .map(|r| mesh.index_in_group(r, &group.axes).map(|i| i as i64 * block))
+                    .collect::<Result<_, String>>()
+                    .map_err(|message| ExportError { message })?;
+                let n = starts.len();
+                let table = self.constant(&Tensor::from_i64(DType::I64, vec![n], starts));
+                let id = self.fresh();
+                let _ = writeln!(self.body, "    {id} = \"stablehlo.replica_id\"() : () -> tensor<ui32>");
+                let scalar_i64 = Shape { dtype: DType::I64, dims: Vec::new() };
+                let id_i64 = self.fresh();
+                let _ = writeln!(
+                    self.body,
+                    "    {id_i64} = \"stablehlo.convert\"({id}) : (tensor<ui32>) -> {}",
+                    scalar_i64.text()
+                );
+                let id_i64 = V { name: id_i64, shape: scalar_i64.clone() };
+                let one_start = self.op(
+                    "stablehlo.dynamic_slice",
+                    &[&table, &id_i64],
+                    "slice_sizes = array<i64: 1>",
+                    &scalar_i64.with_dims(vec![1]),
+                );
+                let start = self.op("stablehlo.reshape", &[&one_start], "", &scalar_i64);
+                let zero = self.constant(&Tensor::scalar(DType::I64, 0.0));
+                let mut operands: Vec<&V> = vec![x];
+                for i in 0..rank {
+                    operands.push(if i == d { &start } else { &zero });
+                }
+                let props = format!("slice_sizes = {}", ints(out.dims.iter().map(|&n| n as i64)));
+                Ok(vec![self.op("stablehlo.dynamic_slice", &operands, &props, out)])
+            }
+            Collective::Send { .. } | Collective::Recv { .. } => refuse("send/recv have no group"),
+        }
+    }
+
+    /// The next channel handle, as the attribute entry `channel_handle = ...`.
+    fn channel(&mut self) -> String {
+        self.channels += 1;
+        format!("channel_handle = #stablehlo.channel_handle<handle = {}, type = 1>", self.channels)
+    }
+
     fn pool(&mut self, x: &V, kind: PoolKind, kernel: [i64; 2], window: &Window, out: &Shape) -> EResult<V> {
         if window.dilations != [1, 1] {
             return refuse("pooling with dilation has no export yet");
@@ -802,6 +969,23 @@ impl Shape {
     fn with_bool(&self) -> Shape {
         Shape { dtype: DType::Bool, dims: self.dims.clone() }
     }
+}
+
+/// The groups of a collective over `group`'s axes as a `replica_groups` attribute: every rank of
+/// `mesh` in exactly one group, groups ordered by their first member, members in tsr's order.
+fn replica_groups(mesh: &Mesh, group: &MeshAxes) -> EResult<String> {
+    let groups = super::collective::groups_over(mesh, &group.axes).map_err(|message| ExportError { message })?;
+    let size = groups.first().map_or(0, Vec::len);
+    if size as u64 != group.size {
+        return refuse(format!(
+            "the group over {} has {size} ranks on mesh {mesh}, but the op says group_size = {}",
+            group.joined(),
+            group.size
+        ));
+    }
+    let rows: Vec<String> =
+        groups.iter().map(|g| format!("[{}]", g.iter().map(usize::to_string).collect::<Vec<_>>().join(", "))).collect();
+    Ok(format!("dense<[{}]> : tensor<{}x{size}xi64>", rows.join(", "), groups.len()))
 }
 
 fn axis_index(axis: i64, rank: usize) -> EResult<usize> {

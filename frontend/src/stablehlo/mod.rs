@@ -5,14 +5,22 @@
 //! [`syntax`] reads the text into a small tree with byte offsets; [`translate`] maps `@main`
 //! onto tsr ops (inlining private functions, unrolling `while` loops whose trip count folds and
 //! making the others `tsr.loop`, a `case` on a run-time index nested `tsr.if`s, `scatter` of
-//! whole slices along one dimension `tsr.scatter`, folding constants); the verifier runs last.
+//! whole slices along one dimension `tsr.scatter`, other gathers and scatters index arithmetic
+//! around a one-axis `tsr.gather`/`tsr.scatter` of the flattened operand, folding constants);
+//! the verifier runs last.
 //! Sharding annotations on `@main`'s arguments and results (`sdy.sharding` over an `sdy.mesh`,
 //! `mhlo.sharding`) become the graph's boundary shardings ([`sharding`], `Graph::io_shardings`),
 //! which the `shard` pass seeds its inputs from; shardings between ops (`sdy.sharding_constraint`,
-//! an op's `mhlo.sharding`) are dropped, as tsr has no per-value annotation inside a graph. `@main`'s arguments keep their names (`%arg0`
+//! `custom_call @Sharding`, an op's `mhlo.sharding`) are refused with a located error naming
+//! the form, as tsr has no per-value annotation inside a graph and dropping one would change the
+//! partitioning silently. `@main`'s arguments keep their names (`%arg0`
 //! becomes input `arg0`, a `?` dimension the symbol `arg0_dim0`), results are `out0`, `out1`.
-//! Every failure is a [`StablehloError`] at a line and column. [`export`] writes the other way.
+//! StableHLO collectives (`all_reduce`, `all_gather`, `reduce_scatter`, `all_to_all`) of a
+//! replicated per-rank module become tsr collectives, their `replica_groups` read as mesh axes
+//! ([`collective`]). Every failure is a [`StablehloError`] at a line and column. [`export`]
+//! writes the other way, per-rank programs with their collectives included.
 
+pub mod collective;
 pub mod export;
 pub mod sharding;
 pub mod syntax;

@@ -23,6 +23,7 @@ use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
+use tessera_ir::sharding::Mesh;
 use tessera_ir::symbolic::DimExpr;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::types::{Dim, TensorType};
@@ -105,7 +106,9 @@ pub fn translate(top: &[SOp]) -> SResult<Graph> {
     let Some(body) = main.regions.first() else { return err(main.offset, "@main has no body") };
     let name = module_name.unwrap_or_else(|| "main".to_string());
     let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
-    let mut t = Translator { funcs, graph: Graph::new(&name), depth: 0 };
+    // Read only when a collective needs it: other modules import whatever their meshes say.
+    let mesh = collective_mesh(&meshes, top);
+    let mut t = Translator { funcs, graph: Graph::new(&name), depth: 0, mesh };
     let mut args = Vec::new();
     for (position, (ssa_name, ty)) in body.args.iter().enumerate() {
         // MLIR numbers unnamed block arguments across the whole module in the generic form
@@ -153,10 +156,64 @@ pub fn translate(top: &[SOp]) -> SResult<Graph> {
     Ok(t.graph)
 }
 
+/// The form of a sharding an op inside a function carries, if any: `sdy.sharding_constraint`,
+/// JAX's `custom_call @Sharding` (GSPMD's `with_sharding_constraint`), or an op's own
+/// `mhlo.sharding`/`sdy.sharding` attribute. Dropping one would silently change how the program
+/// is partitioned, so the import refuses it.
+fn sharding_between_ops(op: &SOp) -> Option<String> {
+    let text = |a: &Attr| match a {
+        Attr::Str(s) | Attr::Opaque(s) => s.clone(),
+        other => format!("{other:?}"),
+    };
+    if op.name == "sdy.sharding_constraint" {
+        let sharding = op.attr("sharding").map(text).unwrap_or_default();
+        return Some(format!(
+            "sdy.sharding_constraint <{}>",
+            sharding.trim_start_matches("#sdy.sharding<").trim_end_matches('>')
+        ));
+    }
+    for key in ["mhlo.sharding", "sdy.sharding"] {
+        if let Some(a) = op.attr(key) {
+            let target = match (op.name.as_str(), &op.callee, op.attr("call_target_name")) {
+                ("stablehlo.custom_call", Some(t), _) | ("stablehlo.custom_call", None, Some(Attr::Str(t))) => {
+                    format!(" @{t}")
+                }
+                _ => String::new(),
+            };
+            return Some(format!("{}{target} with {key} = {}", op.name, text(a)));
+        }
+    }
+    None
+}
+
+/// The mesh of the module's collectives: its `sdy.mesh` (the only one, or the one named
+/// `mesh`), else `replicas=N` from the module's `mhlo.num_replicas`, else none.
+fn collective_mesh(meshes: &[(String, String)], top: &[SOp]) -> Result<Option<Mesh>, String> {
+    let chosen = match meshes {
+        [(_, axes)] => Some(axes),
+        _ => meshes.iter().find(|(name, _)| name == "mesh").map(|(_, axes)| axes),
+    };
+    if let Some(axes) = chosen {
+        return super::sharding::parse_sdy_mesh(axes).map(Some);
+    }
+    let replicas = top.iter().filter(|op| matches!(op.name.as_str(), "module" | "builtin.module")).find_map(|op| {
+        match op.attr("mhlo.num_replicas") {
+            Some(Attr::Int(n)) if *n > 1 => Some(*n as u64),
+            _ => None,
+        }
+    });
+    replicas.map(|n| Mesh::new(&[(super::collective::REPLICAS_AXIS, n)])).transpose()
+}
+
+mod general_indexing;
+
 struct Translator<'m> {
     funcs: HashMap<String, &'m SOp>,
     graph: Graph,
     depth: usize,
+    /// The mesh collectives' replica groups are read over ([`super::collective`]), or why the
+    /// module's mesh does not read.
+    mesh: Result<Option<Mesh>, String>,
 }
 
 impl<'m> Translator<'m> {
@@ -251,6 +308,16 @@ impl<'m> Translator<'m> {
     fn op(&mut self, op: &'m SOp, env: &Env) -> SResult<Vec<Val>> {
         let args: Vec<Val> = op.operands.iter().map(|r| lookup(env, r)).collect::<SResult<_>>()?;
         let (at, name) = (op.offset, op.name.as_str());
+        if let Some(form) = sharding_between_ops(op) {
+            return err(
+                at,
+                format!(
+                    "{form} is a sharding between ops, which tsr cannot represent (tsr shards at @main's \
+                     arguments and results, which seed the shard pass); move it to an argument or result \
+                     sharding or remove it"
+                ),
+            );
+        }
         let arity = |n: usize| check_arity(op, &args, n);
         if let Some(b) = binary_of(name) {
             arity(2)?;
@@ -274,7 +341,6 @@ impl<'m> Translator<'m> {
             | "stablehlo.select"
             | "stablehlo.convert"
             | "stablehlo.optimization_barrier"
-            | "sdy.sharding_constraint"
             | "stablehlo.iota" => self.value_op(op, args),
             "stablehlo.broadcast_in_dim"
             | "stablehlo.dynamic_broadcast_in_dim"
@@ -303,6 +369,21 @@ impl<'m> Translator<'m> {
                 Ok(vec![self.scatter(op, &args[0], &args[1], &args[2])?])
             }
             "stablehlo.reduce_window" => self.reduce_window(op, &args),
+            _ if super::collective::is_collective(name) => {
+                arity(1)?;
+                let mesh = self.mesh.as_ref().map_err(|e| SyntaxError { offset: at, message: format!("{name}: {e}") })?;
+                let collective = super::collective::collective_of(op, mesh.as_ref())?;
+                let x = self.materialize(&args[0], at)?;
+                let id = self.add(Op::Collective(collective), &[x], at)?;
+                one(Val::node(id, self.graph.value(id).ty.clone()))
+            }
+            "stablehlo.collective_permute" | "stablehlo.collective_broadcast" | "stablehlo.send" | "stablehlo.recv" => {
+                err(at, format!("{name} has no tsr counterpart: tsr moves data between ranks only in group collectives and the send/recv that join pipeline stages"))
+            }
+            "sdy.manual_computation" => err(
+                at,
+                "sdy.manual_computation (a shard_map or pmap body) is not read: import the global program (tessera partitions it with 'shard') or a per-rank program as a replicated module (mhlo.num_replicas)",
+            ),
             "stablehlo.convolution" => {
                 arity(2)?;
                 one(self.convolution(op, &args[0], &args[1])?)
@@ -392,7 +473,7 @@ impl<'m> Translator<'m> {
                 }
                 one(self.emit(Op::Cast { to }, &[&args[0]], at)?)
             }
-            "stablehlo.optimization_barrier" | "sdy.sharding_constraint" => Ok(args),
+            "stablehlo.optimization_barrier" => Ok(args),
             "stablehlo.iota" => {
                 let axis = int_attr(op, &["iota_dimension", "dim"])?;
                 let ty = result_type(op, 0)?;
@@ -762,19 +843,13 @@ impl<'m> Translator<'m> {
         };
         let (collapsed, start_map) = (list("collapsed_slice_dims"), list("start_index_map"));
         let batching = list("operand_batching_dims");
+        // Anything beyond one collapsed, whole-sliced dimension takes the general form.
+        let general = general_indexing::IndexDims::read(op, "dimension_numbers", indices.ty.rank())?;
         let [axis] = collapsed[..] else {
-            return err(
-                at,
-                format!("gather collapsing {collapsed:?} is not supported (tessera's gather collapses one dimension)"),
-            );
+            return self.general_gather(op, &general, data, indices);
         };
         if start_map != [axis] || !batching.is_empty() {
-            return err(
-                at,
-                format!(
-                    "gather with start_index_map {start_map:?} and operand_batching_dims {batching:?} is not supported"
-                ),
-            );
+            return self.general_gather(op, &general, data, indices);
         }
         let rank = data.ty.rank();
         if axis < 0 || axis as usize >= rank {
@@ -785,13 +860,7 @@ impl<'m> Translator<'m> {
         let expected_offsets: Vec<i64> =
             (0..rank as i64).filter(|&d| d != axis).map(|d| if d < axis { d } else { d - 1 + batch_rank }).collect();
         if list("offset_dims") != expected_offsets {
-            return err(
-                at,
-                format!(
-                    "gather offset_dims {:?} are not supported (tessera's gather puts them at {expected_offsets:?})",
-                    list("offset_dims")
-                ),
-            );
+            return self.general_gather(op, &general, data, indices);
         }
         let sizes = ints_attr(op, &["slice_sizes"])?;
         let full = data.ty.dims.iter().enumerate().all(|(d, n)| {
@@ -802,13 +871,7 @@ impl<'m> Translator<'m> {
             }
         });
         if !full || sizes.len() != rank {
-            return err(
-                at,
-                format!(
-                    "gather slice_sizes {sizes:?} must be 1 on dimension {axis} and whole elsewhere for {}",
-                    data.ty
-                ),
-            );
+            return self.general_gather(op, &general, data, indices);
         }
         self.emit(Op::Gather { axis }, &[data, &idx], at)
     }
@@ -829,21 +892,21 @@ impl<'m> Translator<'m> {
         let list = |k: &str| get(k).as_ref().and_then(attr_ints).unwrap_or_default();
         let (window, inserted, to_operand) =
             (list("update_window_dims"), list("inserted_window_dims"), list("scatter_dims_to_operand_dims"));
+        // Anything beyond whole slices along one dimension takes the general form.
+        let general = general_indexing::IndexDims::read(op, "scatter_dimension_numbers", indices.ty.rank())?;
+        let reduction = scatter_reduction(op)?;
         if !list("input_batching_dims").is_empty() || !list("scatter_indices_batching_dims").is_empty() {
-            return err(at, "scatter with batching dimensions is not supported");
+            return self.general_scatter(op, &general, data, indices, updates, reduction);
         }
         let rank = data.ty.rank();
         let [axis] = inserted[..] else {
-            return err(at, format!("scatter inserting window dimensions {inserted:?} is not supported (tessera scatters along one dimension)"));
+            return self.general_scatter(op, &general, data, indices, updates, reduction);
         };
         if axis < 0 || axis as usize >= rank {
             return err(at, format!("inserted window dimension {axis} is out of range for {}", data.ty));
         }
         if to_operand != [axis] {
-            return err(
-                at,
-                format!("scatter_dims_to_operand_dims {to_operand:?} must be the inserted dimension [{axis}]"),
-            );
+            return self.general_scatter(op, &general, data, indices, updates, reduction);
         }
         let index_vector_dim = match get("index_vector_dim") {
             Some(Attr::Int(d)) => d,
@@ -851,7 +914,7 @@ impl<'m> Translator<'m> {
         };
         let idx = self.without_index_vector_dim("scatter", indices, index_vector_dim, at)?;
         if idx.ty.rank() != 1 {
-            return err(at, format!("scatter indices {} must index one scatter dimension", indices.ty));
+            return self.general_scatter(op, &general, data, indices, updates, reduction);
         }
         // The updates: one scatter dimension and the window dimensions, one per operand
         // dimension but `axis`, in order, each whole.
@@ -861,27 +924,15 @@ impl<'m> Translator<'m> {
             && window.windows(2).all(|w| w[0] < w[1])
             && window.iter().all(|&w| w >= 0 && (w as usize) < urank);
         let [u] = scatter_dims[..] else {
-            return err(
-                at,
-                format!("update_window_dims {window:?} must leave one scatter dimension of {}", updates.ty),
-            );
+            return self.general_scatter(op, &general, data, indices, updates, reduction);
         };
         if !window_ok || urank != rank {
-            return err(
-                at,
-                format!("update_window_dims {window:?} do not fit updates {} and operand {}", updates.ty, data.ty),
-            );
+            return self.general_scatter(op, &general, data, indices, updates, reduction);
         }
         let operand_dims: Vec<usize> = (0..rank).filter(|&d| d != axis as usize).collect();
         for (&w, &d) in window.iter().zip(&operand_dims) {
             if updates.ty.dims[w as usize] != data.ty.dims[d] {
-                return err(
-                    at,
-                    format!(
-                        "scatter window dimension {w} of {} must span operand dimension {d} of {} whole",
-                        updates.ty, data.ty
-                    ),
-                );
+                return self.general_scatter(op, &general, data, indices, updates, reduction);
             }
         }
         let mut perm: Vec<i64> = window.clone();
@@ -907,7 +958,6 @@ impl<'m> Translator<'m> {
         spare_dims[ax] = Dim::Static(1);
         let spare = self.splat(0.0, &TensorType::new(data.ty.dtype, spare_dims), at)?;
         let padded = self.emit(Op::Concat { axis }, &[data, &spare], at)?;
-        let reduction = scatter_reduction(op)?;
         let scattered = self.emit(Op::Scatter { axis, reduction }, &[&padded, &idx, &arranged], at)?;
         let ends: Vec<i64> = static_dims.iter().map(|&d| d as i64).collect();
         let slice = Op::Slice { starts: vec![0; rank], ends, steps: vec![1; rank] };
@@ -1018,6 +1068,13 @@ impl<'m> Translator<'m> {
         let (x, init) = (&args[0], &args[1]);
         let kind = reducer_kind(op, x.ty.dtype)?;
         let axes = ints_attr(op, &["dimensions"])?;
+        if x.ty.dtype == DType::Bool {
+            // tsr reduces numbers: all / any of booleans as the minimum / maximum of 0s and 1s.
+            let numbers = self.emit(Op::Cast { to: DType::I32 }, &[x], at)?;
+            let r = self.emit(Op::Reduce { kind: kind.reduce, axes, keepdims: false }, &[&numbers], at)?;
+            let r = self.emit(Op::Cast { to: DType::Bool }, &[&r], at)?;
+            return one_or_combined(self, r, init, kind, at);
+        }
         let r = self.emit(Op::Reduce { kind: kind.reduce, axes, keepdims: false }, &[x], at)?;
         one_or_combined(self, r, init, kind, at)
     }
@@ -1551,6 +1608,9 @@ fn reducer_kind(op: &SOp, dtype: DType) -> SResult<Reducer> {
         "stablehlo.maximum" => (ReduceKind::Max, BinaryOp::Max, f64::NEG_INFINITY),
         "stablehlo.minimum" => (ReduceKind::Min, BinaryOp::Min, f64::INFINITY),
         "stablehlo.multiply" => (ReduceKind::Prod, BinaryOp::Mul, 1.0),
+        // All / any of booleans (JAX's bounds checks of index vectors): the minimum / maximum.
+        "stablehlo.and" if dtype == DType::Bool => (ReduceKind::Min, BinaryOp::And, 1.0),
+        "stablehlo.or" if dtype == DType::Bool => (ReduceKind::Max, BinaryOp::Or, 0.0),
         other => {
             return err(
                 combine.offset,
