@@ -263,7 +263,6 @@ impl<'m> Translator<'m> {
             arity(1)?;
             return Ok(vec![self.emit(Op::Unary(u), &[&args[0]], at)?]);
         }
-        let one = |v: Val| -> SResult<Vec<Val>> { Ok(vec![v]) };
         match name {
             "stablehlo.constant"
             | "chlo.erfc"
@@ -314,14 +313,12 @@ impl<'m> Translator<'m> {
         }
     }
 
-    // Each op-family method opens with the same three locals (location, arity check, one-result
-    // wrap) over its own `op` and `args`; closures that borrow them cannot be returned by a shared
-    // helper, so the lines repeat per family (the duplicates tool lists them).
+    // Each op-family method opens with the same two locals (location and name, arity check) over
+    // its own `op` and `args`: a closure that borrows them cannot be returned by a shared helper.
     /// Constants, elementwise ops beyond one tsr op, and conversions.
     fn value_op(&mut self, op: &'m SOp, args: Vec<Val>) -> SResult<Vec<Val>> {
         let (at, name) = (op.offset, op.name.as_str());
         let arity = |n: usize| check_arity(op, &args, n);
-        let one = |v: Val| -> SResult<Vec<Val>> { Ok(vec![v]) };
         match name {
             "stablehlo.constant" => match op.attr("value") {
                 Some(Attr::Dense(t)) => one(Val::constant(t.clone())),
@@ -413,7 +410,6 @@ impl<'m> Translator<'m> {
     fn layout_op(&mut self, op: &'m SOp, args: Vec<Val>) -> SResult<Vec<Val>> {
         let (at, name) = (op.offset, op.name.as_str());
         let arity = |n: usize| check_arity(op, &args, n);
-        let one = |v: Val| -> SResult<Vec<Val>> { Ok(vec![v]) };
         match name {
             "stablehlo.broadcast_in_dim" | "stablehlo.dynamic_broadcast_in_dim" => {
                 let dims = ints_attr(op, &["broadcast_dimensions", "dims"])?;
@@ -1639,6 +1635,11 @@ fn size_arithmetic(op: BinaryOp, a: &Val, b: &Val) -> Option<Val> {
         out.push(Dim::from_expr(e).ok()?);
     }
     Some(Val::sizes(a.ty.clone(), out))
+}
+
+/// The results of an op with one result.
+fn one(v: Val) -> SResult<Vec<Val>> {
+    Ok(vec![v])
 }
 
 fn check_arity(op: &SOp, args: &[Val], n: usize) -> SResult<()> {
