@@ -657,7 +657,13 @@ pub(crate) fn check_all_to_all(t: &Tensor, split_dim: usize, concat_dim: usize, 
 
 /// The result of an `all_to_all` of `t` over a group of `g` from the `received` blocks (one per
 /// member, member-major): the blocks concatenated along `concat_dim`.
-pub(crate) fn all_to_all_result(received: Elements, t: &Tensor, split_dim: usize, concat_dim: usize, g: usize) -> Tensor {
+pub(crate) fn all_to_all_result(
+    received: Elements,
+    t: &Tensor,
+    split_dim: usize,
+    concat_dim: usize,
+    g: usize,
+) -> Tensor {
     let mut block_shape = t.shape.clone();
     block_shape[split_dim] /= g;
     let out = received.concat_blocks(&block_shape, concat_dim, g);
