@@ -1246,44 +1246,33 @@ impl<'m> Translator<'m> {
     ) -> SResult<(Graph, usize)> {
         let mut yielded = 0;
         let region = self.in_fresh_region(|t| {
-            yielded = t.loop_region_in_place(block, env, captured, types, n_carried, is_body)?;
+            let params: Vec<ValueId> = types
+                .iter()
+                .enumerate()
+                .map(|(i, ty)| {
+                    let name = if i < n_carried { format!("carried{i}") } else { format!("captured{}", i - n_carried) };
+                    t.graph.add_input(&name, ty.clone(), InputRole::Activation)
+                })
+                .collect();
+            let env = env_for_region(env, captured, &params[n_carried..], &types[n_carried..]);
+            let args: Vec<Val> =
+                params[..n_carried].iter().zip(types).map(|(&p, ty)| Val::node(p, ty.clone())).collect();
+            let returned = t.block(block, &env, args)?;
+            let mut yields = Vec::new();
+            for v in &returned {
+                yields.push(t.materialize(v, block.offset)?);
+            }
+            if is_body {
+                yields.extend_from_slice(&params[n_carried..]);
+            } else if returned.len() != 1 || returned[0].ty.dtype != DType::Bool || returned[0].ty.rank() != 0 {
+                let got: Vec<String> = returned.iter().map(|v| v.ty.to_string()).collect();
+                return err(block.offset, format!("while condition returns ({}), not one tensor<i1>", got.join(", ")));
+            }
+            t.graph.set_outputs(yields);
+            yielded = returned.len();
             Ok(())
         })?;
         Ok((region, yielded))
-    }
-
-    fn loop_region_in_place(
-        &mut self,
-        block: &'m Block,
-        env: &Env,
-        captured: &[Val],
-        types: &[TensorType],
-        n_carried: usize,
-        is_body: bool,
-    ) -> SResult<usize> {
-        let params: Vec<ValueId> = types
-            .iter()
-            .enumerate()
-            .map(|(i, ty)| {
-                let name = if i < n_carried { format!("carried{i}") } else { format!("captured{}", i - n_carried) };
-                self.graph.add_input(&name, ty.clone(), InputRole::Activation)
-            })
-            .collect();
-        let env = env_for_region(env, captured, &params[n_carried..], &types[n_carried..]);
-        let args: Vec<Val> = params[..n_carried].iter().zip(types).map(|(&p, ty)| Val::node(p, ty.clone())).collect();
-        let returned = self.block(block, &env, args)?;
-        let mut yields = Vec::new();
-        for v in &returned {
-            yields.push(self.materialize(v, block.offset)?);
-        }
-        if is_body {
-            yields.extend_from_slice(&params[n_carried..]);
-        } else if returned.len() != 1 || returned[0].ty.dtype != DType::Bool || returned[0].ty.rank() != 0 {
-            let got: Vec<String> = returned.iter().map(|v| v.ty.to_string()).collect();
-            return err(block.offset, format!("while condition returns ({}), not one tensor<i1>", got.join(", ")));
-        }
-        self.graph.set_outputs(yields);
-        Ok(returned.len())
     }
 }
 
