@@ -38,21 +38,6 @@ impl Template {
     }
 }
 
-/// The pattern of the ops that only move or select data (no arithmetic on the values): one list
-/// for [`template`] (they are pointwise) and [`is_data_movement`], so the two cannot drift apart.
-macro_rules! data_movement_ops {
-    () => {
-        Op::Constant(_)
-            | Op::Broadcast { .. }
-            | Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::Slice { .. }
-            | Op::Concat { .. }
-            | Op::Split { .. }
-            | Op::Gather { .. }
-    };
-}
-
 /// The pattern of the ops no kernel template covers because they run on the interpreter or the
 /// runtime (training ops until codegen covers them; communication and control flow): one list
 /// for [`template`] and codegen's pointwise emitter, which must both refuse them.
@@ -74,14 +59,15 @@ macro_rules! interpreter_only_ops {
 /// data-dependent writes need atomics on the GPU; the bitwise ops): the fusion pass keeps such ops out of
 /// generated kernels.
 pub fn template(op: &Op) -> Option<Template> {
-    // Every variant is named (directly or through the two patterns above), with no `_` arm, so
-    // that a new op must be given a template or be refused here.
+    // Every variant is named (directly or through `tessera_ir::data_movement_ops!` and
+    // `interpreter_only_ops!`), with no `_` arm, so that a new op must be given a template or be
+    // refused here.
     Some(match op {
         // Bitwise ops and shifts (integer-only; a shift by the width or more is 0 in the
         // reference but poison in MLIR) run on the interpreter.
         Op::Unary(u) if u.is_bitwise() => return None,
         Op::Binary(b) if b.is_bitwise() => return None,
-        data_movement_ops!()
+        tessera_ir::data_movement_ops!()
         | Op::Unary(_)
         | Op::Binary(_)
         | Op::Compare(_)
@@ -105,7 +91,7 @@ pub fn template(op: &Op) -> Option<Template> {
 /// True for ops that only move or select data (no arithmetic on the values): recomputing them
 /// per use costs index arithmetic and a load, never a transcendental.
 pub fn is_data_movement(op: &Op) -> bool {
-    matches!(op, data_movement_ops!())
+    matches!(op, tessera_ir::data_movement_ops!())
 }
 
 #[cfg(test)]
