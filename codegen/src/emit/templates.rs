@@ -90,7 +90,7 @@ impl FnEmitter<'_> {
         let extents: Vec<usize> = axes.iter().map(|&a| in_shape[a]).collect();
         let count: usize = extents.iter().product();
         let ty = compute_type(dtype);
-        self.for_each_index(&out_shape, |e, out_idx| {
+        self.for_each_index(out_shape, |e, out_idx| {
             let init = e.reduce_identity(kind, dtype);
             let mut body = |e: &mut Self, red: &[String], accs: &[String]| {
                 let in_idx = reduced_index(in_shape.len(), &axes, keepdims, out_idx, red);
@@ -117,7 +117,7 @@ impl FnEmitter<'_> {
         let in_shape = shape_of(&g.value(x).ty)?;
         let ax = normalize_axis(axis, in_shape.len()).ok_or_else(|| bad_axis(axis))?;
         let ty = compute_type(in_dtype);
-        self.for_each_index(&out_shape, |e, out_idx| {
+        self.for_each_index(out_shape, |e, out_idx| {
             let zero = e.index(0);
             let first_idx = reduced_index(in_shape.len(), &[ax], keepdims, out_idx, std::slice::from_ref(&zero));
             let first = e.value_at(x, &first_idx)?;
@@ -145,7 +145,7 @@ impl FnEmitter<'_> {
         let (out_shape, dtype, dest) = (&t.out_shape[..], t.dtype, t.dest);
         let x = t.inputs[0];
         let ax = normalize_axis(axis, out_shape.len()).ok_or_else(|| bad_axis(axis))?;
-        let outer: Vec<usize> = without(&out_shape, ax);
+        let outer: Vec<usize> = without(out_shape, ax);
         let len = out_shape[ax];
         self.for_each_index(&outer, |e, outer_idx| {
             let at = |j: &str| with(outer_idx, ax, j);
@@ -252,9 +252,9 @@ impl FnEmitter<'_> {
         let ro = out_shape.len();
         let ty = compute_type(dtype);
         if self.gpu.is_none() {
-            return self.matmul_rows(a, b, &a_shape, &b_shape, &out_shape, dtype, dest);
+            return self.matmul_rows(a, b, &a_shape, &b_shape, out_shape, dtype, dest);
         }
-        self.for_each_index(&out_shape, |e, idx| {
+        self.for_each_index(out_shape, |e, idx| {
             let batch = &idx[..ro - 2];
             let a_batch = e.broadcast_index(batch, &a_shape[..a_shape.len() - 2]);
             let b_batch = e.broadcast_index(batch, &b_shape[..b_shape.len() - 2]);
@@ -286,7 +286,7 @@ impl FnEmitter<'_> {
         let (c_per_group, kh, kw) = (w_shape[1], w_shape[2], w_shape[3]);
         let o_per_group = w_shape[0] / groups.max(1) as usize;
         let window = window.clone();
-        self.for_each_index(&out_shape, |e, idx| {
+        self.for_each_index(out_shape, |e, idx| {
             let per_group = e.index(o_per_group.max(1));
             let group = e.op("arith.divui", &[&idx[1], &per_group], "index");
             let cpg = e.index(c_per_group);
@@ -324,7 +324,7 @@ impl FnEmitter<'_> {
         let x_shape = shape_of(&g.value(x).ty)?;
         let (kh, kw) = (kernel[0].max(0) as usize, kernel[1].max(0) as usize);
         let (max, window) = (kind == PoolKind::Max, window.clone());
-        self.for_each_index(&out_shape, |e, idx| {
+        self.for_each_index(out_shape, |e, idx| {
             let init = e.f32(if max { f64::NEG_INFINITY } else { 0.0 });
             let zero = e.f32(0.0);
             let one = e.f32(1.0);
