@@ -4,17 +4,8 @@
 mod commands;
 mod files;
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use std::process::ExitCode;
-
-#[derive(Parser)]
-#[command(name = "tessera", version, about = "A training-and-serving dataflow compiler")]
-struct Cli {
-    #[command(flatten)]
-    budget: tessera_rt::BudgetArgs,
-    #[command(subcommand)]
-    command: Command,
-}
 
 #[derive(Subcommand)]
 enum Command {
@@ -51,10 +42,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tessera_rt::reset_sigpipe();
-    let cli = Cli::parse();
-    cli.budget.apply();
-    let result = match cli.command {
+    let command =
+        tessera_rt::start::<Command>("tessera", env!("CARGO_PKG_VERSION"), "A training-and-serving dataflow compiler");
+    let result = match command {
         Command::Opt(args) => commands::opt::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Info(args) => commands::info::run(args),

@@ -274,24 +274,8 @@ mod tests {
                 let first = call.offset_b as usize + batch * call.stride_b as usize;
                 let second = call.offset_a as usize + batch * call.stride_a as usize;
                 let out = call.offset_c as usize + batch * call.stride_c as usize;
-                // `op_first` and `op_second` mirror each other (b/a, row/column roles swapped),
-                // as cuBLAS's `op(A)` and `op(B)` do; written out so each reads as the docs.
-                let op_first = |i: usize, l: usize| {
-                    let ld = g.ld_b as usize;
-                    if g.trans_b {
-                        b[first + l + i * ld]
-                    } else {
-                        b[first + i + l * ld]
-                    }
-                };
-                let op_second = |l: usize, j: usize| {
-                    let ld = g.ld_a as usize;
-                    if g.trans_a {
-                        a[second + j + l * ld]
-                    } else {
-                        a[second + l + j * ld]
-                    }
-                };
+                let op_first = |i: usize, l: usize| op_element(b, first, g.ld_b as usize, g.trans_b, i, l);
+                let op_second = |l: usize, j: usize| op_element(a, second, g.ld_a as usize, g.trans_a, l, j);
                 for i in 0..m {
                     for j in 0..n {
                         let sum: f32 = (0..k).map(|l| op_first(i, l) * op_second(l, j)).sum();
@@ -299,6 +283,16 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Element (`row`, `col`) of cuBLAS's `op(M)` for the column-major matrix `M` that starts at
+    /// `base` in `matrix` with leading dimension `ld`: `M` itself, or its transpose when `trans`.
+    fn op_element(matrix: &[f32], base: usize, ld: usize, trans: bool, row: usize, col: usize) -> f32 {
+        if trans {
+            matrix[base + col + row * ld]
+        } else {
+            matrix[base + row + col * ld]
         }
     }
 

@@ -42,6 +42,16 @@ use crate::tensor::Tensor;
 use crate::types::{Dim, TensorType};
 use proptest::prelude::{any, Strategy};
 
+/// The text form of `g`, after asserting that it parses and verifies back to `g` and prints the
+/// same again: the round-trip check the region tests share (they snapshot the returned text).
+pub fn round_tripped_text(g: &Graph) -> String {
+    let text = crate::mlir::print_graph(g);
+    let back = crate::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(&back, g);
+    assert_eq!(crate::mlir::print_graph(&back), text);
+    text
+}
+
 /// What random graphs may contain.
 #[derive(Debug, Clone, Copy)]
 pub struct ArbGraphConfig {

@@ -9,6 +9,7 @@ use tessera_ir::ops::elementwise::{BinaryOp, CompareOp};
 use tessera_ir::ops::Op;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::testing::build::{add_named, f32s, input};
+use tessera_ir::testing::round_tripped_text;
 use tessera_ir::types::TensorType;
 use tessera_ir::verify::verify;
 
@@ -98,16 +99,9 @@ fn a_loop_counts_one_trip_of_flops() {
     assert_eq!(node.op.flops(&[&[], &[], &[2]], &[&[], &[], &[2]]), Ok(4));
 }
 
-// The same round-trip check as `control.rs`'s region test, written out in each test: insta names
-// a snapshot after the test function, so a shared helper would rename the snapshots.
 #[test]
 fn the_loop_text_form_is_stable_and_round_trips() {
-    let g = doubling_loop(1000);
-    let text = print_graph(&g);
-    insta::assert_snapshot!(text);
-    let back = parse_verified(&text).expect("parses");
-    assert_eq!(back, g);
-    assert_eq!(print_graph(&back), text);
+    insta::assert_snapshot!(round_tripped_text(&doubling_loop(1000)));
 }
 
 #[test]

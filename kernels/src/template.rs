@@ -38,31 +38,41 @@ impl Template {
     }
 }
 
+/// The pattern of the ops no kernel template covers because they run on the interpreter or the
+/// runtime (training ops until codegen covers them; communication and control flow): one list
+/// for [`template`] and codegen's pointwise emitter, which must both refuse them.
+#[macro_export]
+macro_rules! interpreter_only_ops {
+    () => {
+        ::tessera_ir::ops::Op::CrossEntropy
+            | ::tessera_ir::ops::Op::Sgd(_)
+            | ::tessera_ir::ops::Op::AdamW(_)
+            | ::tessera_ir::ops::Op::Recurrent { .. }
+            | ::tessera_ir::ops::Op::Collective(_)
+            | ::tessera_ir::ops::Op::If(_)
+            | ::tessera_ir::ops::Op::Loop(_)
+            | ::tessera_ir::ops::Op::Trap(_)
+    };
+}
+
 /// The template of `op`, or `None` when the code generator has none (`scatter`, whose
 /// data-dependent writes need atomics on the GPU; the bitwise ops): the fusion pass keeps such ops out of
 /// generated kernels.
 pub fn template(op: &Op) -> Option<Template> {
-    // Every variant is named, with no `_` arm, so that a new op must be given a template or be
-    // refused here. The run of layout ops repeats `is_data_movement` below and
-    // `Op::differentiability`; each list answers its own question, so they stay separate.
+    // Every variant is named (directly or through `tessera_ir::data_movement_ops!` and
+    // `interpreter_only_ops!`), with no `_` arm, so that a new op must be given a template or be
+    // refused here.
     Some(match op {
         // Bitwise ops and shifts (integer-only; a shift by the width or more is 0 in the
         // reference but poison in MLIR) run on the interpreter.
         Op::Unary(u) if u.is_bitwise() => return None,
         Op::Binary(b) if b.is_bitwise() => return None,
-        Op::Constant(_)
+        tessera_ir::data_movement_ops!()
         | Op::Unary(_)
         | Op::Binary(_)
         | Op::Compare(_)
         | Op::Where
         | Op::Cast { .. }
-        | Op::Broadcast { .. }
-        | Op::Reshape { .. }
-        | Op::Transpose { .. }
-        | Op::Slice { .. }
-        | Op::Concat { .. }
-        | Op::Split { .. }
-        | Op::Gather { .. }
         | Op::Iota { .. }
         | Op::Rope { .. } => Template::Pointwise,
         Op::Reduce { .. } => Template::Reduce,
@@ -74,33 +84,14 @@ pub fn template(op: &Op) -> Option<Template> {
         Op::Conv2d { .. } => Template::Conv2d,
         Op::Pool2d { .. } => Template::Pool2d,
         Op::Scatter { .. } => return None,
-        // Training ops run on the interpreter until codegen covers them; communication is the
-        // runtime's, never a kernel's.
-        Op::CrossEntropy
-        | Op::Sgd(_)
-        | Op::AdamW(_)
-        | Op::Recurrent { .. }
-        | Op::Collective(_)
-        | Op::If(_)
-        | Op::Loop(_)
-        | Op::Trap(_) => return None,
+        interpreter_only_ops!() => return None,
     })
 }
 
 /// True for ops that only move or select data (no arithmetic on the values): recomputing them
 /// per use costs index arithmetic and a load, never a transcendental.
 pub fn is_data_movement(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Constant(_)
-            | Op::Broadcast { .. }
-            | Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::Slice { .. }
-            | Op::Concat { .. }
-            | Op::Split { .. }
-            | Op::Gather { .. }
-    )
+    matches!(op, tessera_ir::data_movement_ops!())
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! What the two command-line tools, `tessera` and `tessera-rt`, share besides the runtime: the
-//! one-line error format and the `--max-memory` flag. Both print `error: MESSAGE` on standard error and exit with 1 on a
+//! start of `main` (command line with the `--max-memory` flag) and the one-line error format. Both print `error: MESSAGE` on standard error and exit with 1 on a
 //! failed command (2 on a usage error, from clap).
 
 /// The error and its causes, outermost first, on one line. A cause whose text the line already
@@ -48,6 +48,28 @@ fn clip_line(line: &str) -> String {
         tail += 1;
     }
     format!("{} [... {} bytes omitted ...] {}", &line[..head], tail - head, &line[tail..])
+}
+
+// Both binaries' command line: the global budget flags and the binary's own subcommands. (A
+// plain comment: a doc comment would become the `about` text of both binaries.)
+#[derive(clap::Parser)]
+struct CommandLine<C: clap::Subcommand> {
+    #[command(flatten)]
+    budget: BudgetArgs,
+    #[command(subcommand)]
+    command: C,
+}
+
+/// The start of both binaries' `main`: restores SIGPIPE, parses the command line of the binary
+/// `name` (`version` and `about` for `--version` and `--help`), sets the memory budget, and
+/// returns the subcommand. Usage errors exit as clap's do (code 2).
+pub fn start<C: clap::Subcommand>(name: &'static str, version: &'static str, about: &'static str) -> C {
+    use clap::{CommandFactory, FromArgMatches};
+    reset_sigpipe();
+    let matches = CommandLine::<C>::command().name(name).version(version).about(about).get_matches();
+    let cli = CommandLine::<C>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.budget.apply();
+    cli.command
 }
 
 /// The global `--max-memory` flag of both binaries: the budget ([`tessera_ir::budget`]) that

@@ -2,23 +2,11 @@
 //! A cluster node needs only this binary and the artifact; under `mpirun`/`srun` every process
 //! runs its rank's program. Exit codes as `tessera`'s: 0 success, 1 a failed run, 2 usage errors.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tessera_runtime::executor::run::{run_artifact, RunConfig};
-
-// The same two fields as `tessera`'s `Cli` (src/main.rs): the global budget flags and the
-// subcommand. clap's derive takes a binary's name and about from its own struct, so each binary
-// declares it; what they share (BudgetArgs, print_error) is in this crate's lib.
-#[derive(Parser)]
-#[command(name = "tessera-rt", version, about = "Runs tessera artifacts (no compiler, no MLIR or LLVM)")]
-struct Cli {
-    #[command(flatten)]
-    budget: tessera_rt::BudgetArgs,
-    #[command(subcommand)]
-    command: Command,
-}
 
 #[derive(Subcommand)]
 enum Command {
@@ -82,10 +70,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    tessera_rt::reset_sigpipe();
-    let cli = Cli::parse();
-    cli.budget.apply();
-    let result = match cli.command {
+    let command = tessera_rt::start::<Command>(
+        "tessera-rt",
+        env!("CARGO_PKG_VERSION"),
+        "Runs tessera artifacts (no compiler, no MLIR or LLVM)",
+    );
+    let result = match command {
         Command::Run(args) => run(args),
     };
     match result {

@@ -546,8 +546,9 @@ impl Communicator for MpiCommunicator {
         Ok(block.into_tensor(t.dtype, shape))
     }
 
-    // The signature and argument checks are `Communicator::all_to_all`'s, as in the NCCL
-    // override; only the transfer (MPI_Ialltoall) is MPI's own.
+    // The signature is `Communicator::all_to_all`'s; the checks and the reassembly of the
+    // received blocks are shared with the NCCL override; only the transfer (MPI_Ialltoall) is
+    // MPI's own.
     fn all_to_all(
         &self,
         group: &[usize],
@@ -555,8 +556,7 @@ impl Communicator for MpiCommunicator {
         split_dim: usize,
         concat_dim: usize,
     ) -> Result<Tensor, CommError> {
-        check_divisible(t, split_dim, group.len(), "all_to_all")?;
-        check_axis(t, concat_dim)?;
+        check_all_to_all(t, split_dim, concat_dim, group.len())?;
         let Some(call) = self.native_call(group, t)? else { return Ok(t.clone()) };
         let g = group.len();
         let send = Elements::of(t, Wire::of(t.dtype, Use::Move)).split_blocks(&t.shape, split_dim, g);
@@ -567,13 +567,8 @@ impl Communicator for MpiCommunicator {
         let (_, blocks) = self.nonblocking(call.peer, (send, recv), |(send, recv), request| unsafe {
             ffi::MPI_Ialltoall(send.as_ptr(), count, datatype, recv.as_mut_ptr(), count, datatype, call.comm, request)
         })?;
-        let mut block_shape = t.shape.clone();
-        block_shape[split_dim] /= g;
-        let out = blocks.concat_blocks(&block_shape, concat_dim, g);
-        let mut shape = block_shape;
-        shape[concat_dim] *= g;
         self.count(Native::AllToAll);
-        Ok(out.into_tensor(t.dtype, shape))
+        Ok(all_to_all_result(blocks, t, split_dim, concat_dim, g))
     }
 }
 
@@ -651,6 +646,30 @@ pub(crate) fn check_divisible(t: &Tensor, dim: usize, g: usize, op: &str) -> Res
             t.tensor_type()
         )))
     }
+}
+
+/// Checks an `all_to_all` operand for a group of `g`: `split_dim` cuts `t` into `g` equal
+/// blocks and `concat_dim` is one of its axes.
+pub(crate) fn check_all_to_all(t: &Tensor, split_dim: usize, concat_dim: usize, g: usize) -> Result<(), CommError> {
+    check_divisible(t, split_dim, g, "all_to_all")?;
+    check_axis(t, concat_dim)
+}
+
+/// The result of an `all_to_all` of `t` over a group of `g` from the `received` blocks (one per
+/// member, member-major): the blocks concatenated along `concat_dim`.
+pub(crate) fn all_to_all_result(
+    received: Elements,
+    t: &Tensor,
+    split_dim: usize,
+    concat_dim: usize,
+    g: usize,
+) -> Tensor {
+    let mut block_shape = t.shape.clone();
+    block_shape[split_dim] /= g;
+    let out = received.concat_blocks(&block_shape, concat_dim, g);
+    let mut shape = block_shape;
+    shape[concat_dim] *= g;
+    out.into_tensor(t.dtype, shape)
 }
 
 impl MpiCommunicator {

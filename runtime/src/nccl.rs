@@ -38,7 +38,9 @@
 //!
 //! [`broadcast`]: NcclCommunicator::broadcast
 
-use crate::mpi::{check_axis, check_divisible, poll_until, MpiCommunicator, MpiError};
+use crate::mpi::{
+    all_to_all_result, check_all_to_all, check_axis, check_divisible, poll_until, MpiCommunicator, MpiError,
+};
 use crate::spmd::{CommError, Communicator, Tag};
 use crate::wire::{Elements, Use, Wire};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
@@ -576,8 +578,9 @@ impl Communicator for NcclCommunicator {
         Ok(out.into_tensor(t.dtype, shape))
     }
 
-    // The signature and argument checks are `Communicator::all_to_all`'s, as in the MPI
-    // override; only the transfer (grouped ncclSend/ncclRecv) is NCCL's own.
+    // The signature is `Communicator::all_to_all`'s; the checks and the reassembly of the
+    // received blocks are shared with the MPI override; only the transfer (grouped
+    // ncclSend/ncclRecv) is NCCL's own.
     fn all_to_all(
         &self,
         group: &[usize],
@@ -585,8 +588,7 @@ impl Communicator for NcclCommunicator {
         split_dim: usize,
         concat_dim: usize,
     ) -> Result<Tensor, CommError> {
-        check_divisible(t, split_dim, group.len(), "all_to_all")?;
-        check_axis(t, concat_dim)?;
+        check_all_to_all(t, split_dim, concat_dim, group.len())?;
         if group.len() == 1 {
             return Ok(t.clone());
         }
@@ -616,13 +618,8 @@ impl Communicator for NcclCommunicator {
             },
             false,
         )?;
-        let mut block_shape = t.shape.clone();
-        block_shape[split_dim] /= g;
-        let out = blocks.concat_blocks(&block_shape, concat_dim, g);
-        let mut shape = block_shape;
-        shape[concat_dim] *= g;
         self.count("all_to_all");
-        Ok(out.into_tensor(t.dtype, shape))
+        Ok(all_to_all_result(blocks, t, split_dim, concat_dim, g))
     }
 }
 

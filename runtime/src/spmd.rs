@@ -109,7 +109,8 @@ pub trait Communicator: Send + Sync {
     }
 
     // The signature is `Communicator::all_to_all`'s, as in the MPI and NCCL overrides (the
-    // duplicates tool lists the three); only how the transfer runs differs.
+    // duplicates tool lists the three: rustfmt cannot fit it on one line); the body is this
+    // communicator's own.
     fn all_to_all(
         &self,
         group: &[usize],

@@ -25,8 +25,7 @@ impl FnEmitter<'_> {
         let in_shape = |i: usize| shape_of(&g.value(n.inputs[i]).ty);
         let out_shape = shape_of(out_ty)?;
         // Exhaustive on purpose (no `_` arm): a new op must be given a pointwise form or be
-        // refused here, so the run of non-pointwise variants repeats other per-op matches
-        // (`kernels::template`, the StableHLO exporter).
+        // refused here. The ops that run on the interpreter are `kernels::template`'s pattern.
         match &n.op {
             Op::Constant(t) => self.constant_at(t, idx),
             Op::Unary(u) => {
@@ -136,14 +135,9 @@ impl FnEmitter<'_> {
             | Op::Scatter { .. }
             | Op::Conv2d { .. }
             | Op::Pool2d { .. }
-            | Op::CrossEntropy
-            | Op::Sgd(_)
-            | Op::AdamW(_)
-            | Op::Recurrent { .. }
-            | Op::Collective(_)
-            | Op::If(_)
-            | Op::Loop(_)
-            | Op::Trap(_) => Err(CodegenError::Internal(format!("tsr.{} is not pointwise", n.op.mnemonic()))),
+            | tessera_kernels::interpreter_only_ops!() => {
+                Err(CodegenError::Internal(format!("tsr.{} is not pointwise", n.op.mnemonic())))
+            }
         }
     }
 

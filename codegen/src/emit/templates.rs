@@ -7,43 +7,49 @@ use super::pointwise::axes_of;
 use super::{compute_type, shape_of, Buffer, FnEmitter};
 use crate::error::CodegenError;
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::NodeId;
+use tessera_ir::graph::{NodeId, ValueId};
 use tessera_ir::ops::conv::{PoolKind, Window};
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
 use tessera_ir::types::normalize_axis;
 
-// One method per kernel template (issue 14). Each opens the same way (node, result, its
-// attributes, `dest`; then the node and its result layout): the parameters differ per template,
-// so the shared prologue is three lines rather than a helper, and the duplicates tool lists them.
+/// What a kernel template writes: the value of one result of `node`, whose operands are
+/// `inputs`, with its static shape and element type, into `dest`. [`FnEmitter::emit_node_into`]
+/// reads it once for every template method (one method per template, issue 14).
+struct TemplateTarget<'t> {
+    node: NodeId,
+    inputs: &'t [ValueId],
+    out_shape: Vec<usize>,
+    dtype: DType,
+    dest: &'t Buffer,
+}
+
 impl FnEmitter<'_> {
     /// Writes result `result` of `node` into `dest`: through the kernel template of its op, or a
     /// plain loop nest over the output for pointwise values.
     pub(crate) fn emit_node_into(&mut self, node: NodeId, result: usize, dest: &Buffer) -> Result<(), CodegenError> {
         let g = self.g;
-        match &g.node(node).op {
-            Op::Reduce { kind, axes, keepdims } => self.emit_reduce_into(node, result, *kind, axes, *keepdims, dest),
-            Op::ArgMax { axis, keepdims } => self.emit_argmax_into(node, result, *axis, *keepdims, dest),
-            Op::Softmax { axis } => self.emit_softmax_into(node, result, *axis, dest),
-            Op::LayerNorm { axis, epsilon } | Op::RmsNorm { axis, epsilon } => {
-                self.emit_norm_into(node, result, *axis, *epsilon, dest)
+        let n = g.node(node);
+        if matches!(n.op, Op::MatMul) {
+            if let Some(site) = self.plan.attention.iter().find(|s| s.output == node).cloned() {
+                return self.emit_attention(&site, dest);
             }
-            Op::MatMul if self.plan.attention.iter().any(|s| s.output == node) => {
-                let site = self.plan.attention.iter().find(|s| s.output == node).cloned();
-                let site = site.ok_or_else(|| CodegenError::Internal("attention site lost".into()))?;
-                self.emit_attention(&site, dest)
-            }
-            Op::MatMul => self.emit_matmul_into(node, result, dest),
-            Op::Conv2d { window, groups } => self.emit_conv2d_into(node, result, window, *groups, dest),
-            Op::Pool2d { kind, kernel, window } => self.emit_pool2d_into(node, result, *kind, *kernel, window, dest),
-            _ => {
-                let (out_shape, dtype) = self.result_layout(node, result)?;
-                self.for_each_index(&out_shape, |e, idx| {
-                    let v = e.pointwise(node, result, idx)?;
-                    e.store(&v, dest, dtype, idx);
-                    Ok(())
-                })
-            }
+        }
+        let (out_shape, dtype) = self.result_layout(node, result)?;
+        let t = TemplateTarget { node, inputs: &n.inputs, out_shape, dtype, dest };
+        match &n.op {
+            Op::Reduce { kind, axes, keepdims } => self.emit_reduce_into(&t, *kind, axes, *keepdims),
+            Op::ArgMax { axis, keepdims } => self.emit_argmax_into(&t, *axis, *keepdims),
+            Op::Softmax { axis } => self.emit_softmax_into(&t, *axis),
+            Op::LayerNorm { axis, epsilon } | Op::RmsNorm { axis, epsilon } => self.emit_norm_into(&t, *axis, *epsilon),
+            Op::MatMul => self.emit_matmul_into(&t),
+            Op::Conv2d { window, groups } => self.emit_conv2d_into(&t, window, *groups),
+            Op::Pool2d { kind, kernel, window } => self.emit_pool2d_into(&t, *kind, *kernel, window),
+            _ => self.for_each_index(&t.out_shape, |e, idx| {
+                let v = e.pointwise(node, result, idx)?;
+                e.store(&v, dest, dtype, idx);
+                Ok(())
+            }),
         }
     }
 
@@ -70,24 +76,21 @@ impl FnEmitter<'_> {
     /// Reduces `x` over `axes` (sum, mean, max, ...) into the output buffer.
     fn emit_reduce_into(
         &mut self,
-        node: NodeId,
-        result: usize,
+        t: &TemplateTarget,
         kind: ReduceKind,
         axes: &[i64],
         keepdims: bool,
-        dest: &Buffer,
     ) -> Result<(), CodegenError> {
         let g = self.g;
-        let n = g.node(node);
-        let (out_shape, dtype) = self.result_layout(node, result)?;
-        let x = n.inputs[0];
+        let (out_shape, dtype, dest) = (&t.out_shape[..], t.dtype, t.dest);
+        let x = t.inputs[0];
         let in_ty = &g.value(x).ty;
         let in_shape = shape_of(in_ty)?;
         let axes = axes_of(axes, in_shape.len())?;
         let extents: Vec<usize> = axes.iter().map(|&a| in_shape[a]).collect();
         let count: usize = extents.iter().product();
         let ty = compute_type(dtype);
-        self.for_each_index(&out_shape, |e, out_idx| {
+        self.for_each_index(out_shape, |e, out_idx| {
             let init = e.reduce_identity(kind, dtype);
             let mut body = |e: &mut Self, red: &[String], accs: &[String]| {
                 let in_idx = reduced_index(in_shape.len(), &axes, keepdims, out_idx, red);
@@ -106,23 +109,15 @@ impl FnEmitter<'_> {
     }
 
     /// The index of the first maximum along `axis` (NaN wins, as in the reference).
-    fn emit_argmax_into(
-        &mut self,
-        node: NodeId,
-        result: usize,
-        axis: i64,
-        keepdims: bool,
-        dest: &Buffer,
-    ) -> Result<(), CodegenError> {
+    fn emit_argmax_into(&mut self, t: &TemplateTarget, axis: i64, keepdims: bool) -> Result<(), CodegenError> {
         let g = self.g;
-        let n = g.node(node);
-        let (out_shape, _) = self.result_layout(node, result)?;
-        let x = n.inputs[0];
+        let (out_shape, dest) = (&t.out_shape[..], t.dest);
+        let x = t.inputs[0];
         let in_dtype = g.value(x).ty.dtype;
         let in_shape = shape_of(&g.value(x).ty)?;
         let ax = normalize_axis(axis, in_shape.len()).ok_or_else(|| bad_axis(axis))?;
         let ty = compute_type(in_dtype);
-        self.for_each_index(&out_shape, |e, out_idx| {
+        self.for_each_index(out_shape, |e, out_idx| {
             let zero = e.index(0);
             let first_idx = reduced_index(in_shape.len(), &[ax], keepdims, out_idx, std::slice::from_ref(&zero));
             let first = e.value_at(x, &first_idx)?;
@@ -146,13 +141,11 @@ impl FnEmitter<'_> {
 
     /// Softmax along `axis`: a max pass, an exponential-sum pass that stores the exponentials, and
     /// a scaling pass.
-    fn emit_softmax_into(&mut self, node: NodeId, result: usize, axis: i64, dest: &Buffer) -> Result<(), CodegenError> {
-        let g = self.g;
-        let n = g.node(node);
-        let (out_shape, dtype) = self.result_layout(node, result)?;
-        let x = n.inputs[0];
+    fn emit_softmax_into(&mut self, t: &TemplateTarget, axis: i64) -> Result<(), CodegenError> {
+        let (out_shape, dtype, dest) = (&t.out_shape[..], t.dtype, t.dest);
+        let x = t.inputs[0];
         let ax = normalize_axis(axis, out_shape.len()).ok_or_else(|| bad_axis(axis))?;
-        let outer: Vec<usize> = without(&out_shape, ax);
+        let outer: Vec<usize> = without(out_shape, ax);
         let len = out_shape[ax];
         self.for_each_index(&outer, |e, outer_idx| {
             let at = |j: &str| with(outer_idx, ax, j);
@@ -190,21 +183,12 @@ impl FnEmitter<'_> {
 
     /// Layer norm (mean and variance) or RMS norm (mean square) over the axes from `axis` on, then
     /// scale (and bias).
-    fn emit_norm_into(
-        &mut self,
-        node: NodeId,
-        result: usize,
-        axis: i64,
-        epsilon: f64,
-        dest: &Buffer,
-    ) -> Result<(), CodegenError> {
-        let g = self.g;
-        let n = g.node(node);
-        let (out_shape, dtype) = self.result_layout(node, result)?;
-        let layer = matches!(n.op, Op::LayerNorm { .. });
-        let x = n.inputs[0];
-        let scale = n.inputs[1];
-        let bias = if layer { Some(n.inputs[2]) } else { None };
+    fn emit_norm_into(&mut self, t: &TemplateTarget, axis: i64, epsilon: f64) -> Result<(), CodegenError> {
+        let (out_shape, dtype, dest) = (&t.out_shape[..], t.dtype, t.dest);
+        let layer = matches!(self.g.node(t.node).op, Op::LayerNorm { .. });
+        let x = t.inputs[0];
+        let scale = t.inputs[1];
+        let bias = if layer { Some(t.inputs[2]) } else { None };
         let ax = normalize_axis(axis, out_shape.len()).ok_or_else(|| bad_axis(axis))?;
         let (outer, inner) = (out_shape[..ax].to_vec(), out_shape[ax..].to_vec());
         let count: usize = inner.iter().product();
@@ -258,20 +242,19 @@ impl FnEmitter<'_> {
     }
 
     /// Matmul: row by row on the CPU, one accumulation per output element on GPUs.
-    fn emit_matmul_into(&mut self, node: NodeId, result: usize, dest: &Buffer) -> Result<(), CodegenError> {
+    fn emit_matmul_into(&mut self, t: &TemplateTarget) -> Result<(), CodegenError> {
         let g = self.g;
-        let n = g.node(node);
-        let (out_shape, dtype) = self.result_layout(node, result)?;
-        let (a, b) = (n.inputs[0], n.inputs[1]);
+        let (out_shape, dtype, dest) = (&t.out_shape[..], t.dtype, t.dest);
+        let (a, b) = (t.inputs[0], t.inputs[1]);
         let a_shape = shape_of(&g.value(a).ty)?;
         let b_shape = shape_of(&g.value(b).ty)?;
         let k = a_shape[a_shape.len() - 1];
         let ro = out_shape.len();
         let ty = compute_type(dtype);
         if self.gpu.is_none() {
-            return self.matmul_rows(a, b, &a_shape, &b_shape, &out_shape, dtype, dest);
+            return self.matmul_rows(a, b, &a_shape, &b_shape, out_shape, dtype, dest);
         }
-        self.for_each_index(&out_shape, |e, idx| {
+        self.for_each_index(out_shape, |e, idx| {
             let batch = &idx[..ro - 2];
             let a_batch = e.broadcast_index(batch, &a_shape[..a_shape.len() - 2]);
             let b_batch = e.broadcast_index(batch, &b_shape[..b_shape.len() - 2]);
@@ -294,24 +277,16 @@ impl FnEmitter<'_> {
     }
 
     /// Grouped 2-D convolution: one accumulation over channels and taps per output element.
-    fn emit_conv2d_into(
-        &mut self,
-        node: NodeId,
-        result: usize,
-        window: &Window,
-        groups: i64,
-        dest: &Buffer,
-    ) -> Result<(), CodegenError> {
+    fn emit_conv2d_into(&mut self, t: &TemplateTarget, window: &Window, groups: i64) -> Result<(), CodegenError> {
         let g = self.g;
-        let n = g.node(node);
-        let (out_shape, dtype) = self.result_layout(node, result)?;
-        let (x, w) = (n.inputs[0], n.inputs[1]);
+        let (out_shape, dtype, dest) = (&t.out_shape[..], t.dtype, t.dest);
+        let (x, w) = (t.inputs[0], t.inputs[1]);
         let x_shape = shape_of(&g.value(x).ty)?;
         let w_shape = shape_of(&g.value(w).ty)?;
         let (c_per_group, kh, kw) = (w_shape[1], w_shape[2], w_shape[3]);
         let o_per_group = w_shape[0] / groups.max(1) as usize;
         let window = window.clone();
-        self.for_each_index(&out_shape, |e, idx| {
+        self.for_each_index(out_shape, |e, idx| {
             let per_group = e.index(o_per_group.max(1));
             let group = e.op("arith.divui", &[&idx[1], &per_group], "index");
             let cpg = e.index(c_per_group);
@@ -338,21 +313,18 @@ impl FnEmitter<'_> {
     /// Max or average pooling; padding taps are skipped (average: not counted).
     fn emit_pool2d_into(
         &mut self,
-        node: NodeId,
-        result: usize,
+        t: &TemplateTarget,
         kind: PoolKind,
         kernel: [i64; 2],
         window: &Window,
-        dest: &Buffer,
     ) -> Result<(), CodegenError> {
         let g = self.g;
-        let n = g.node(node);
-        let (out_shape, dtype) = self.result_layout(node, result)?;
-        let x = n.inputs[0];
+        let (out_shape, dtype, dest) = (&t.out_shape[..], t.dtype, t.dest);
+        let x = t.inputs[0];
         let x_shape = shape_of(&g.value(x).ty)?;
         let (kh, kw) = (kernel[0].max(0) as usize, kernel[1].max(0) as usize);
         let (max, window) = (kind == PoolKind::Max, window.clone());
-        self.for_each_index(&out_shape, |e, idx| {
+        self.for_each_index(out_shape, |e, idx| {
             let init = e.f32(if max { f64::NEG_INFINITY } else { 0.0 });
             let zero = e.f32(0.0);
             let one = e.f32(1.0);

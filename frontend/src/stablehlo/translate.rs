@@ -330,7 +330,6 @@ impl<'m> Translator<'m> {
             arity(1)?;
             return Ok(vec![self.emit(Op::Unary(u), &[&args[0]], at)?]);
         }
-        let one = |v: Val| -> SResult<Vec<Val>> { Ok(vec![v]) };
         match name {
             "stablehlo.constant"
             | "chlo.erfc"
@@ -395,14 +394,12 @@ impl<'m> Translator<'m> {
         }
     }
 
-    // Each op-family method opens with the same three locals (location, arity check, one-result
-    // wrap) over its own `op` and `args`; closures that borrow them cannot be returned by a shared
-    // helper, so the lines repeat per family (the duplicates tool lists them).
+    // Each op-family method opens with the same two locals (location and name, arity check) over
+    // its own `op` and `args`: a closure that borrows them cannot be returned by a shared helper.
     /// Constants, elementwise ops beyond one tsr op, and conversions.
     fn value_op(&mut self, op: &'m SOp, args: Vec<Val>) -> SResult<Vec<Val>> {
         let (at, name) = (op.offset, op.name.as_str());
         let arity = |n: usize| check_arity(op, &args, n);
-        let one = |v: Val| -> SResult<Vec<Val>> { Ok(vec![v]) };
         match name {
             "stablehlo.constant" => match op.attr("value") {
                 Some(Attr::Dense(t)) => one(Val::constant(t.clone())),
@@ -494,7 +491,6 @@ impl<'m> Translator<'m> {
     fn layout_op(&mut self, op: &'m SOp, args: Vec<Val>) -> SResult<Vec<Val>> {
         let (at, name) = (op.offset, op.name.as_str());
         let arity = |n: usize| check_arity(op, &args, n);
-        let one = |v: Val| -> SResult<Vec<Val>> { Ok(vec![v]) };
         match name {
             "stablehlo.broadcast_in_dim" | "stablehlo.dynamic_broadcast_in_dim" => {
                 let dims = ints_attr(op, &["broadcast_dimensions", "dims"])?;
@@ -1307,44 +1303,33 @@ impl<'m> Translator<'m> {
     ) -> SResult<(Graph, usize)> {
         let mut yielded = 0;
         let region = self.in_fresh_region(|t| {
-            yielded = t.loop_region_in_place(block, env, captured, types, n_carried, is_body)?;
+            let params: Vec<ValueId> = types
+                .iter()
+                .enumerate()
+                .map(|(i, ty)| {
+                    let name = if i < n_carried { format!("carried{i}") } else { format!("captured{}", i - n_carried) };
+                    t.graph.add_input(&name, ty.clone(), InputRole::Activation)
+                })
+                .collect();
+            let env = env_for_region(env, captured, &params[n_carried..], &types[n_carried..]);
+            let args: Vec<Val> =
+                params[..n_carried].iter().zip(types).map(|(&p, ty)| Val::node(p, ty.clone())).collect();
+            let returned = t.block(block, &env, args)?;
+            let mut yields = Vec::new();
+            for v in &returned {
+                yields.push(t.materialize(v, block.offset)?);
+            }
+            if is_body {
+                yields.extend_from_slice(&params[n_carried..]);
+            } else if returned.len() != 1 || returned[0].ty.dtype != DType::Bool || returned[0].ty.rank() != 0 {
+                let got: Vec<String> = returned.iter().map(|v| v.ty.to_string()).collect();
+                return err(block.offset, format!("while condition returns ({}), not one tensor<i1>", got.join(", ")));
+            }
+            t.graph.set_outputs(yields);
+            yielded = returned.len();
             Ok(())
         })?;
         Ok((region, yielded))
-    }
-
-    fn loop_region_in_place(
-        &mut self,
-        block: &'m Block,
-        env: &Env,
-        captured: &[Val],
-        types: &[TensorType],
-        n_carried: usize,
-        is_body: bool,
-    ) -> SResult<usize> {
-        let params: Vec<ValueId> = types
-            .iter()
-            .enumerate()
-            .map(|(i, ty)| {
-                let name = if i < n_carried { format!("carried{i}") } else { format!("captured{}", i - n_carried) };
-                self.graph.add_input(&name, ty.clone(), InputRole::Activation)
-            })
-            .collect();
-        let env = env_for_region(env, captured, &params[n_carried..], &types[n_carried..]);
-        let args: Vec<Val> = params[..n_carried].iter().zip(types).map(|(&p, ty)| Val::node(p, ty.clone())).collect();
-        let returned = self.block(block, &env, args)?;
-        let mut yields = Vec::new();
-        for v in &returned {
-            yields.push(self.materialize(v, block.offset)?);
-        }
-        if is_body {
-            yields.extend_from_slice(&params[n_carried..]);
-        } else if returned.len() != 1 || returned[0].ty.dtype != DType::Bool || returned[0].ty.rank() != 0 {
-            let got: Vec<String> = returned.iter().map(|v| v.ty.to_string()).collect();
-            return err(block.offset, format!("while condition returns ({}), not one tensor<i1>", got.join(", ")));
-        }
-        self.graph.set_outputs(yields);
-        Ok(returned.len())
     }
 }
 
@@ -1699,6 +1684,11 @@ fn size_arithmetic(op: BinaryOp, a: &Val, b: &Val) -> Option<Val> {
         out.push(Dim::from_expr(e).ok()?);
     }
     Some(Val::sizes(a.ty.clone(), out))
+}
+
+/// The results of an op with one result.
+fn one(v: Val) -> SResult<Vec<Val>> {
+    Ok(vec![v])
 }
 
 fn check_arity(op: &SOp, args: &[Val], n: usize) -> SResult<()> {

@@ -450,12 +450,28 @@ impl Op {
     }
 }
 
+/// The pattern of the ops that only move or select data (no arithmetic on the values): one list
+/// for every exhaustive per-op match that treats them alike (`differentiability` here,
+/// `template` and `is_data_movement` in `tessera-kernels`), so the lists cannot drift apart.
+#[macro_export]
+macro_rules! data_movement_ops {
+    () => {
+        $crate::ops::Op::Constant(_)
+            | $crate::ops::Op::Broadcast { .. }
+            | $crate::ops::Op::Reshape { .. }
+            | $crate::ops::Op::Transpose { .. }
+            | $crate::ops::Op::Slice { .. }
+            | $crate::ops::Op::Concat { .. }
+            | $crate::ops::Op::Split { .. }
+            | $crate::ops::Op::Gather { .. }
+    };
+}
+
 impl Op {
     /// What reverse-mode differentiation may assume of the op (see [`gradient`]).
     pub fn differentiability(&self) -> Differentiability {
-        // Every variant is named, with no `_` arm, so that a new op must state how it
-        // differentiates; the same variant runs appear in other exhaustive per-op matches
-        // (e.g. `kernels::template`), each answering its own question.
+        // Every variant is named (directly or through `data_movement_ops!`), with no `_` arm, so
+        // that a new op must state how it differentiates.
         match self {
             Op::Unary(u) => u.differentiability(),
             Op::Binary(b) => b.differentiability(),
@@ -463,7 +479,7 @@ impl Op {
             Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) | Op::If(_) | Op::Loop(_) | Op::Trap(_) => {
                 Differentiability::NotDifferentiable
             }
-            Op::Constant(_)
+            crate::data_movement_ops!()
             | Op::Where
             | Op::Cast { .. }
             | Op::MatMul
@@ -471,13 +487,6 @@ impl Op {
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
             | Op::Reduce { .. }
-            | Op::Broadcast { .. }
-            | Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::Slice { .. }
-            | Op::Concat { .. }
-            | Op::Split { .. }
-            | Op::Gather { .. }
             | Op::Scatter { .. }
             | Op::Conv2d { .. }
             | Op::Pool2d { .. }

@@ -153,10 +153,13 @@ fn mean_back(cx: &mut GradContext, x: ValueId, axes: &[usize]) -> Result<ValueId
     cx.broadcast(m, &dims)
 }
 
-/// The normalized dimensions `axis..` of a norm over a tensor of `rank` dimensions.
-fn norm_axes(cx: &GradContext, rank: usize, axis: i64) -> Result<Vec<usize>, GradError> {
+/// The dimensions of a norm's input `x` and the normalized ones among them (`axis..`): where
+/// both norms' gradients start.
+fn norm_dims(cx: &GradContext, x: ValueId, axis: i64) -> Result<(Vec<Dim>, Vec<usize>), GradError> {
+    let dims = cx.ty(x).dims;
+    let rank = dims.len();
     let ax = normalize_axis(axis, rank).ok_or_else(|| cx.unsupported(format!("axis {axis} out of range")))?;
-    Ok((ax..rank).collect())
+    Ok((dims, (ax..rank).collect()))
 }
 
 /// `1 / sqrt(v + epsilon)`, the reciprocal deviation both norms multiply by.
@@ -178,9 +181,6 @@ fn scale_grad(cx: &mut GradContext, g: ValueId, normalized: ValueId, scale: Valu
     cx.sum_to(g_normalized, &cx.ty(scale))
 }
 
-// `grad_layer_norm` and `grad_rms_norm` take the same shape of arguments (context, operands and
-// cotangent, axis, epsilon, wanted) and open alike: the gradient rules are plain functions over
-// their op's own operands, one per op family, so the parallel signatures are deliberate.
 /// Layer norm over `axis..` with `xhat = (x - mean) * rstd`, `rstd = 1 / sqrt(var + eps)` and
 /// `gs = g * scale`: `dx = rstd * (gs - mean(gs) - xhat * mean(gs * xhat))`,
 /// `dscale = sum(g * xhat)`, `dbias = sum(g)` over the leading dimensions.
@@ -191,8 +191,7 @@ pub fn grad_layer_norm(
     epsilon: f64,
     wanted: &[bool],
 ) -> GradResult {
-    let t = cx.ty(x);
-    let axes = norm_axes(cx, t.rank(), axis)?;
+    let (dims, axes) = norm_dims(cx, x, axis)?;
     let mean = mean_back(cx, x, &axes)?;
     let centered = cx.sub(x, mean)?;
     let squares = cx.mul(centered, centered)?;
@@ -200,7 +199,7 @@ pub fn grad_layer_norm(
     let rstd = rsqrt_plus(cx, var, epsilon)?;
     let xhat = cx.mul(centered, rstd)?;
     let dx = if wanted[0] {
-        let gs = times_scale(cx, g, scale, &t.dims)?;
+        let gs = times_scale(cx, g, scale, &dims)?;
         let mean_gs = mean_back(cx, gs, &axes)?;
         let gsx = cx.mul(gs, xhat)?;
         let mean_gsx = mean_back(cx, gsx, &axes)?;
@@ -225,13 +224,12 @@ pub fn grad_rms_norm(
     epsilon: f64,
     wanted: &[bool],
 ) -> GradResult {
-    let t = cx.ty(x);
-    let axes = norm_axes(cx, t.rank(), axis)?;
+    let (dims, axes) = norm_dims(cx, x, axis)?;
     let squares = cx.mul(x, x)?;
     let ms = mean_back(cx, squares, &axes)?;
     let r = rsqrt_plus(cx, ms, epsilon)?;
     let dx = if wanted[0] {
-        let gs = times_scale(cx, g, scale, &t.dims)?;
+        let gs = times_scale(cx, g, scale, &dims)?;
         let rgs = cx.mul(r, gs)?;
         let gsx = cx.mul(gs, x)?;
         let mean_gsx = mean_back(cx, gsx, &axes)?;

@@ -419,8 +419,9 @@ pub fn plan_serving(
     for placement in &candidates {
         let Some((capacity, kv_per_token)) = memory_of(&placement.decode) else { continue };
         let max_batch = ((capacity / (kv_per_token * (i + o) as f64)).floor() as u64).max(1);
-        let Some(op) = operate(&mut pricer, cluster, workload, placement, max_batch, kv_per_token)? else { continue };
-        let goodput = goodput(&mut pricer, cluster, workload, placement, max_batch, kv_per_token, slo)?;
+        let candidate = Candidate { cluster, workload, placement, kv_per_token };
+        let Some(op) = operate(&mut pricer, &candidate, max_batch)? else { continue };
+        let goodput = goodput(&mut pricer, &candidate, max_batch, slo)?;
         evaluated.push((*placement, op, goodput, max_batch));
     }
 
@@ -544,57 +545,50 @@ fn describe(p: &Placement) -> String {
     }
 }
 
-// `operate`, `goodput` and `at_batch` take the same leading arguments (pricer, cluster,
-// workload, placement, batch limit, KV bytes per token): three questions asked of one placement,
-// kept as plain functions with parallel signatures on purpose (the duplicates tool lists them).
-/// How `placement` runs the workload: at the asked batch, or at the batch the asked rate
-/// settles at (Little's law); `None` when that batch does not fit.
-fn operate(
-    pricer: &mut PhasePricer,
-    cluster: &ClusterSpec,
-    workload: &ServeWorkload,
-    placement: &Placement,
-    max_batch: u64,
+/// One placement of the workload on the cluster, with the KV-cache bytes per token its decode
+/// layout stores: what [`operate`], [`goodput`] and [`at_batch`] ask their questions of.
+#[derive(Clone, Copy)]
+struct Candidate<'a> {
+    cluster: &'a ClusterSpec,
+    workload: &'a ServeWorkload,
+    placement: &'a Placement,
     kv_per_token: f64,
-) -> Result<Option<Operating>, CostError> {
-    match workload.arrival {
+}
+
+/// How the candidate's placement runs the workload: at the asked batch, or at the batch the
+/// asked rate settles at (Little's law); `None` when that batch does not fit.
+fn operate(pricer: &mut PhasePricer, c: &Candidate, max_batch: u64) -> Result<Option<Operating>, CostError> {
+    match c.workload.arrival {
         Arrival::Batch(b) => {
             if b > max_batch {
                 return Ok(None);
             }
-            let rate = at_batch(pricer, cluster, workload, placement, b, kv_per_token, None)?.capacity_rps;
-            Ok(Some(at_batch(pricer, cluster, workload, placement, b, kv_per_token, Some(rate))?))
+            let rate = at_batch(pricer, c, b, None)?.capacity_rps;
+            Ok(Some(at_batch(pricer, c, b, Some(rate))?))
         }
         Arrival::Rate(rate) => {
             // Little's law per decode replica: running = rate * time in system; a few rounds
             // settle it (time in system grows with the batch).
-            let per_replica = rate / placement.decode.replicas as f64;
+            let per_replica = rate / c.placement.decode.replicas as f64;
             let mut batch = 1u64;
             for _ in 0..8 {
-                let op = at_batch(pricer, cluster, workload, placement, batch, kv_per_token, Some(rate))?;
-                let o = workload.output_tokens as f64;
+                let op = at_batch(pricer, c, batch, Some(rate))?;
+                let o = c.workload.output_tokens as f64;
                 let next = (per_replica * (op.ttft_s + o * op.tpot_s)).ceil().max(1.0) as u64;
                 if next == batch {
                     break;
                 }
                 batch = next.min(max_batch);
             }
-            Ok(Some(at_batch(pricer, cluster, workload, placement, batch, kv_per_token, Some(rate))?))
+            Ok(Some(at_batch(pricer, c, batch, Some(rate))?))
         }
     }
 }
 
 /// Latencies at decode batch `batch`, with requests arriving at `rate` (for queueing; `None`:
 /// none).
-fn at_batch(
-    pricer: &mut PhasePricer,
-    cluster: &ClusterSpec,
-    workload: &ServeWorkload,
-    placement: &Placement,
-    batch: u64,
-    kv_per_token: f64,
-    rate: Option<f64>,
-) -> Result<Operating, CostError> {
+fn at_batch(pricer: &mut PhasePricer, c: &Candidate, batch: u64, rate: Option<f64>) -> Result<Operating, CostError> {
+    let Candidate { cluster, workload, placement, kv_per_token } = *c;
     let (i, o) = (workload.input_tokens, workload.output_tokens);
     let (pl, dl) = (placement.prefill, placement.decode);
     let context = i + o / 2;
@@ -641,25 +635,18 @@ fn at_batch(
     })
 }
 
-/// The largest request rate at which `placement` meets `slo` (without one: its capacity at the
-/// largest batch), per GPU.
-fn goodput(
-    pricer: &mut PhasePricer,
-    cluster: &ClusterSpec,
-    workload: &ServeWorkload,
-    placement: &Placement,
-    max_batch: u64,
-    kv_per_token: f64,
-    slo: Option<Slo>,
-) -> Result<f64, CostError> {
+/// The largest request rate at which the candidate's placement meets `slo` (without one: its
+/// capacity at the largest batch), per GPU.
+fn goodput(pricer: &mut PhasePricer, c: &Candidate, max_batch: u64, slo: Option<Slo>) -> Result<f64, CostError> {
+    let placement = c.placement;
     let gpus = (placement.prefill.gpus() + if placement.disaggregated { placement.decode.gpus() } else { 0 }) as f64;
     let mut best: f64 = 0.0;
     for batch in batches(max_batch) {
-        let free = at_batch(pricer, cluster, workload, placement, batch, kv_per_token, None)?;
+        let free = at_batch(pricer, c, batch, None)?;
         // Offer the capacity at this batch, less a margin for queueing, and check the SLO there.
         let mut rate = free.capacity_rps;
         for _ in 0..12 {
-            let op = at_batch(pricer, cluster, workload, placement, batch, kv_per_token, Some(rate))?;
+            let op = at_batch(pricer, c, batch, Some(rate))?;
             if slo.is_none_or(|s| op.ttft_s <= s.ttft_s && op.tpot_s <= s.tpot_s) {
                 best = best.max(rate);
                 break;
@@ -690,6 +677,7 @@ fn build(
 ) -> Result<ServePlan, CostError> {
     let (placement, op, goodput, max_batch) = *best;
     let (_, kv_per_token) = pricer.memory(placement.decode.tp, placement.decode.pp)?;
+    let candidate = Candidate { cluster, workload, placement: &placement, kv_per_token };
     let (weights, _) = pricer.memory(placement.decode.tp, placement.decode.pp)?;
     let usable = cluster.device.memory_bytes() - cluster.device.reserved_bytes();
     let gpus = (placement.prefill.gpus() + if placement.disaggregated { placement.decode.gpus() } else { 0 }) as f64;
@@ -701,7 +689,7 @@ fn build(
     let output_tokens_per_s = requests_per_s * o;
     let mut frontier = Vec::new();
     for batch in batches(max_batch) {
-        let f = at_batch(pricer, cluster, workload, &placement, batch, kv_per_token, None)?;
+        let f = at_batch(pricer, &candidate, batch, None)?;
         frontier.push(FrontierPoint {
             batch,
             tpot_s: f.tpot_s,

@@ -307,32 +307,34 @@ fn depthwise(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geometry
         let channel = image * s.c + oc / multiplier;
         let input = &xv[channel * s.h * s.w..(channel + 1) * s.h * s.w];
         let weights = &wv[oc * taps..(oc + 1) * taps];
-        SCRATCH.with_borrow_mut(|(padded, acc)| depthwise_plane(input, weights, plane, s, g, padded, acc));
+        let operands = PlaneOperands { input, weights, s, g };
+        SCRATCH.with_borrow_mut(|(padded, acc)| depthwise_plane(operands, plane, padded, acc));
         if let Some(epilogue) = epilogue {
             epilogue.apply(plane, p * s.oh * s.ow);
         }
     });
 }
 
-// `depthwise_plane` and `depthwise_plane_avx2_fma` share their parameter list by design: the
-// first is the safe dispatcher, the second the same loop compiled with AVX2/FMA enabled.
-/// One plane of [`depthwise`], on the best instruction set the CPU has.
-fn depthwise_plane(
-    input: &[f32],
-    weights: &[f32],
-    plane: &mut [f32],
-    s: &ConvShape,
-    g: &Geometry,
-    padded: &mut Vec<f32>,
-    acc: &mut Vec<f32>,
-) {
+/// What one plane of [`depthwise`] reads: its input channel, its filter taps, and the
+/// convolution's shape and geometry (passed as one through the instruction-set dispatch).
+#[derive(Clone, Copy)]
+struct PlaneOperands<'a> {
+    input: &'a [f32],
+    weights: &'a [f32],
+    s: &'a ConvShape,
+    g: &'a Geometry,
+}
+
+/// One plane of [`depthwise`] into `plane`, on the best instruction set the CPU has; `padded`
+/// and `acc` are the thread's scratch buffers.
+fn depthwise_plane(operands: PlaneOperands, plane: &mut [f32], padded: &mut Vec<f32>, acc: &mut Vec<f32>) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        unsafe { depthwise_plane_avx2_fma(input, weights, plane, s, g, padded, acc) };
+        unsafe { depthwise_plane_avx2_fma(operands, plane, padded, acc) };
         return;
     }
-    depthwise_plane_body::<false>(input, weights, plane, s, g, padded, acc);
+    depthwise_plane_body::<false>(operands, plane, padded, acc);
 }
 
 /// [`depthwise_plane_body`] compiled for AVX2 and FMA, so its loops vectorize 8 wide.
@@ -342,29 +344,24 @@ fn depthwise_plane(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn depthwise_plane_avx2_fma(
-    input: &[f32],
-    weights: &[f32],
+    operands: PlaneOperands,
     plane: &mut [f32],
-    s: &ConvShape,
-    g: &Geometry,
     padded: &mut Vec<f32>,
     acc: &mut Vec<f32>,
 ) {
-    depthwise_plane_body::<true>(input, weights, plane, s, g, padded, acc);
+    depthwise_plane_body::<true>(operands, plane, padded, acc);
 }
 
 /// The work of [`depthwise_plane`]; `FMA`: multiply-adds are fused (only where the CPU has
 /// them: `mul_add` is a slow library call otherwise).
 #[inline(always)]
 fn depthwise_plane_body<const FMA: bool>(
-    input: &[f32],
-    weights: &[f32],
+    operands: PlaneOperands,
     plane: &mut [f32],
-    s: &ConvShape,
-    g: &Geometry,
     padded: &mut Vec<f32>,
     acc: &mut Vec<f32>,
 ) {
+    let PlaneOperands { input, weights, s, g } = operands;
     let madd = |a: f32, w: f32, x: f32| if FMA { x.mul_add(w, a) } else { a + w * x };
     let [top, left, bottom, right] = g.pads;
     let (ph, pw) = (s.h + top + bottom, s.w + left + right);
