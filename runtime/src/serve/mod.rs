@@ -60,13 +60,16 @@
 pub mod attention;
 pub mod blocks;
 pub mod engine;
+pub mod mesh;
 pub mod sampling;
 pub mod tokenizer;
 
 use crate::executor::cpu::CpuExecutor;
 use crate::executor::{load, ArtifactError};
 use std::path::Path;
-use tessera_ir::serving::{ServeManifest, EMBED, HEAD, LAYER_IN, LAYER_OUT, SERVE_FORMAT_VERSION, SERVE_MANIFEST_FILE};
+use tessera_ir::serving::{
+    ServeManifest, ATTN_OUT, EMBED, HEAD, LAYER_IN, LAYER_OUT, MLP, SERVE_FORMAT_VERSION, SERVE_MANIFEST_FILE,
+};
 
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,12 +92,15 @@ pub enum ServeError {
     BadToken { id: u32, vocab: u64 },
     #[error("program {program}: {message}")]
     Program { program: String, message: String },
+    #[error("tensor-parallel all-reduce: {0}")]
+    Collective(#[from] crate::spmd::CommError),
     #[error("{0}")]
     Invalid(String),
 }
 
-/// Reads a serving directory (`serve.json` and the four artifacts) written by `tessera compile
-/// --serve`, loading and checking each artifact.
+/// Reads a serving directory (`serve.json` and the four artifacts, or five with tensor
+/// parallelism) written by `tessera compile --serve`, loading and checking each artifact. Each
+/// call loads its own executors (each rank of a mesh calls it).
 pub fn load_serving_dir(dir: &Path) -> Result<(ServeManifest, engine::Programs), ServeError> {
     let path = dir.join(SERVE_MANIFEST_FILE);
     let manifest_error = |message: String| ServeError::Manifest { path: path.display().to_string(), message };
@@ -109,7 +115,10 @@ pub fn load_serving_dir(dir: &Path) -> Result<(ServeManifest, engine::Programs),
     let programs = engine::Programs {
         embed: program(EMBED)?,
         layer_in: program(LAYER_IN)?,
-        layer_out: program(LAYER_OUT)?,
+        layer_out: match manifest.tensor_parallel {
+            None => engine::LayerOutPrograms::Whole(program(LAYER_OUT)?),
+            Some(_) => engine::LayerOutPrograms::Split { attn_out: program(ATTN_OUT)?, mlp: program(MLP)? },
+        },
         head: program(HEAD)?,
     };
     Ok((manifest, programs))
