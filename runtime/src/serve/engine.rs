@@ -473,7 +473,10 @@ impl Engine {
     /// Bytes of the weights the programs read: each tensor once, however many row counts (and
     /// layer bindings of the same program) read it.
     pub fn weight_bytes(&self) -> usize {
-        self.weights.bytes()
+        let biases = self.rank.as_ref().map_or(0, |r| {
+            r.row_parallel_bias.iter().map(|(a, m)| (a.len() + m.len()) * std::mem::size_of::<f32>()).sum()
+        });
+        self.weights.bytes() + biases
     }
 
     /// The row counts the engine has programs for, fewest first.
