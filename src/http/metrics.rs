@@ -58,6 +58,9 @@ pub struct Metrics {
     /// a block spans every rank's key/value heads, so blocks count once and a block's bytes
     /// are summed over the ranks.
     pub tp_ranks: u64,
+    /// Seconds rank 0 has spent in tensor-parallel all-reduces, waiting for its peers
+    /// included (0 for one rank).
+    pub all_reduce_seconds: f64,
     pub preemptions: u64,
     pub prompt_tokens: u64,
     pub generation_tokens: u64,
@@ -124,6 +127,12 @@ impl Metrics {
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         }
+        let name = "tessera_all_reduce_seconds_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Seconds rank 0 spent in tensor-parallel all-reduces (waiting for its peers included).\n# TYPE {name} counter\n{name} {}",
+            self.all_reduce_seconds
+        );
         let name = "tessera_requests_finished_total";
         let _ = writeln!(out, "# HELP {name} Requests finished, by finish reason.\n# TYPE {name} counter");
         let _ = writeln!(out, "{name}{{finish_reason=\"stop\"}} {}", self.finished_stop);

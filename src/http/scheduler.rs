@@ -562,10 +562,12 @@ impl Scheduler {
     fn publish(&mut self) {
         self.flush_latencies();
         let kv = self.engine.kv_usage();
+        let all_reduce = self.engine.all_reduce_time();
         let mut m = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
         m.running = self.running.len();
         m.waiting = self.waiting.len();
         m.kv = Some(kv);
+        m.all_reduce_seconds = all_reduce.as_secs_f64();
     }
 }
 

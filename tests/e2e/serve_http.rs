@@ -213,6 +213,7 @@ fn llama_on_two_ranks_serves_the_same_completions() {
     eight_mixed_requests_match_transformers(&server, "llama-tiny");
     assert!(server.metric("tessera_preemptions_total") >= 1.0, "16 blocks for 8 requests must preempt");
     assert_eq!(server.metric("tessera_tp_ranks"), 2.0);
+    assert!(server.metric("tessera_all_reduce_seconds_total") > 0.0, "the ranks all-reduced");
     // 2 layers x 2 key/value heads x 16 tokens x 16 dims x (key, value) x 4 bytes: one rank's
     // block with all the heads, half of them on each rank.
     assert_eq!(server.metric("tessera_kv_block_bytes"), 8192.0);

@@ -50,6 +50,8 @@ pub struct MeshEngine {
     weight_bytes: usize,
     /// The last KV usage read from rank 0 (answered again if rank 0 has stopped).
     last_kv: Cell<KvUsage>,
+    /// Rank 0's all-reduce time after the last step.
+    all_reduce_time: Duration,
 }
 
 impl MeshEngine {
@@ -115,6 +117,7 @@ impl MeshEngine {
             block_bytes,
             weight_bytes: built.iter().map(|b| b.1).sum(),
             last_kv: Cell::new(KvUsage { block_bytes, ..kv }),
+            all_reduce_time: Duration::ZERO,
         };
         Ok(mesh)
     }
@@ -191,13 +194,16 @@ impl ServingEngine for MeshEngine {
         let owned: Vec<(SeqId, Vec<u32>)> = work.iter().map(|&(seq, tokens)| (seq, tokens.to_vec())).collect();
         let results = self.on_all(move |engine| {
             let work: Vec<(SeqId, &[u32])> = owned.iter().map(|(seq, tokens)| (*seq, &tokens[..])).collect();
-            engine.step(&work)
+            (engine.step(&work), engine.all_reduce_time())
         })?;
+        if let Some(&(_, time)) = results.first() {
+            self.all_reduce_time = time;
+        }
         // The cause rather than its echo: a rank whose program failed, not the peers it stopped.
         let echo = |e: &ServeError| matches!(e, ServeError::Collective(crate::spmd::CommError::PeerFailed { .. }));
         let mut errors: Vec<ServeError> = Vec::new();
         let mut logits = None;
-        for result in results {
+        for (result, _) in results {
             match result {
                 Ok(rank_logits) => {
                     logits.get_or_insert(rank_logits);
@@ -230,7 +236,7 @@ impl ServingEngine for MeshEngine {
     }
 
     fn all_reduce_time(&self) -> Duration {
-        self.on_all(|engine| engine.all_reduce_time()).ok().and_then(|t| t.first().copied()).unwrap_or_default()
+        self.all_reduce_time
     }
 }
 
