@@ -387,6 +387,45 @@ mod tests {
         }
     }
 
+    /// A rank's parameters of `tp=2` are the one-rank parameters by name, each its shape with
+    /// the axis [`tp_split`] names halved; the row-parallel biases alone are left to the
+    /// engine; a tp that does not divide the key/value heads is refused.
+    #[test]
+    fn rank_parameters_are_halves_of_the_whole_ones() {
+        for spec in [
+            "gpt:layers=2,hidden=64,heads=4,vocab=300,seq=128",
+            "llama:layers=2,hidden=64,heads=4,kv_heads=2,vocab=300",
+            "llama:layers=1,hidden=64,heads=4,kv_heads=2,vocab=300,qkv=separate",
+        ] {
+            let cfg = crate::zoo::spec::parse(spec).unwrap();
+            let all = |graphs: &ServeGraphs| -> BTreeMap<String, Vec<u64>> {
+                graphs.named().into_iter().flat_map(|(_, g)| params(g)).collect()
+            };
+            let whole = all(&build_serving(&cfg, &ServeArch::ZOO, 4).unwrap());
+            let rank = build_serving_tp(&cfg, &ServeArch::ZOO, 4, 2).unwrap();
+            let names: Vec<&str> = rank.named().iter().map(|(name, _)| *name).collect();
+            assert_eq!(names, tessera_ir::serving::TP_PROGRAMS, "{spec}");
+            let rank = all(&rank);
+            for (name, shape) in &whole {
+                let Some(shard) = rank.get(name) else {
+                    assert!(name.ends_with(".out.bias"), "{spec}: {name} is on no rank");
+                    continue;
+                };
+                let mut want = shape.clone();
+                match tp_split(name) {
+                    TpSplit::Replicated => {}
+                    TpSplit::Rows => want[0] /= 2,
+                    TpSplit::Columns => *want.last_mut().unwrap() /= 2,
+                }
+                assert_eq!(shard, &want, "{spec}: {name} ({:?})", tp_split(name));
+            }
+            assert!(rank.keys().all(|name| whole.contains_key(name)), "{spec}");
+        }
+        let cfg = crate::zoo::spec::parse("llama:layers=2,hidden=64,heads=4,kv_heads=2,vocab=300").unwrap();
+        let err = build_serving_tp(&cfg, &ServeArch::ZOO, 4, 4).unwrap_err();
+        assert!(err.to_string().contains("tp=4 does not divide the model's 2 key/value heads"), "{err}");
+    }
+
     #[test]
     fn experts_are_refused() {
         let cfg = crate::zoo::spec::parse("moe:layers=2,hidden=64,heads=4,experts=4").unwrap();
