@@ -53,9 +53,22 @@
 //! compiled CPU artifacts run by [`crate::executor::cpu`]; rows past the step's tokens are
 //! padding (computed and ignored).
 //!
+//! # Tensor parallelism
+//!
+//! A manifest with `tensor_parallel` (`--mesh tp=N`) has five programs: `layer_out` is split
+//! at its two row-parallel matmuls into `attn_out` (a rank's heads' part of the output
+//! projection) and `mlp` (norm, a rank's up-projection columns, its down-projection rows).
+//! [`engine::Engine::rank`] binds them to one rank's weight shards, holds that rank's
+//! key/value heads in its cache, and after each of the two runs all-reduces the partial sums
+//! (added in rank order, so every rank and every run gets the same bits), then adds the
+//! residual and the projection's bias itself. [`mesh::MeshEngine`] runs one such engine per
+//! thread over [`crate::spmd::LocalCommunicator`] and drives them in lockstep; both are an
+//! [`engine::ServingEngine`], the interface `tessera generate` and the server's scheduler use.
+//!
 //! Map: [`blocks`] (the block allocator: free list and usage counts), [`attention`] (cache
-//! layout and paged attention), [`engine`], [`sampling`] (greedy, temperature and top-p),
-//! [`tokenizer`] (`tokenizer.json` or bytes; streaming detokenization).
+//! layout and paged attention), [`engine`], [`mesh`] (tensor-parallel ranks on threads),
+//! [`sampling`] (greedy, temperature and top-p), [`tokenizer`] (`tokenizer.json` or bytes;
+//! streaming detokenization).
 
 pub mod attention;
 pub mod blocks;
