@@ -51,12 +51,12 @@ pub struct ServeGraphs {
 #[derive(Debug, Clone)]
 pub enum LayerOutGraphs {
     /// `LAYER_OUT`: output projection, residual, norm, MLP, residual.
-    Whole(Graph),
+    Whole(Box<Graph>),
     /// `ATTN_OUT`: `context [rows, heads/tp * head_dim]` times the rank's rows of the output
     /// projection, a partial `[rows, hidden]`; `MLP`: from the stream after attention's
     /// residual, norm, the rank's up-projection columns, activation and down-projection rows,
     /// a partial `[rows, hidden]`. Residuals and row-parallel biases are the engine's.
-    Split { attn_out: Graph, mlp: Graph },
+    Split { attn_out: Box<Graph>, mlp: Box<Graph> },
 }
 
 impl ServeGraphs {
@@ -66,8 +66,8 @@ impl ServeGraphs {
         use tessera_ir::serving::{ATTN_OUT, EMBED, HEAD, LAYER_IN, LAYER_OUT, MLP};
         let mut named = vec![(EMBED, &self.embed), (LAYER_IN, &self.layer_in)];
         match &self.layer_out {
-            LayerOutGraphs::Whole(g) => named.push((LAYER_OUT, g)),
-            LayerOutGraphs::Split { attn_out, mlp } => named.extend([(ATTN_OUT, attn_out), (MLP, mlp)]),
+            LayerOutGraphs::Whole(g) => named.push((LAYER_OUT, &**g)),
+            LayerOutGraphs::Split { attn_out, mlp } => named.extend([(ATTN_OUT, &**attn_out), (MLP, &**mlp)]),
         }
         named.push((HEAD, &self.head));
         named
@@ -167,7 +167,7 @@ pub fn build_serving_tp(cfg: &ModelConfig, arch: &ServeArch, rows: u64, ranks: u
         let mut b = Builder::new(&name("mlp"), &cfg.name, DType::F32);
         let out = mlp(&mut b, &shard, arch, rows)?;
         let mlp = b.finish(vec![out]).graph;
-        let layer_out = LayerOutGraphs::Split { attn_out, mlp };
+        let layer_out = LayerOutGraphs::Split { attn_out: Box::new(attn_out), mlp: Box::new(mlp) };
         return Ok(ServeGraphs { layer_in, layer_out, ..whole });
     }
     let name = |part: &str| format!("{}_{part}", cfg.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
@@ -179,7 +179,7 @@ pub fn build_serving_tp(cfg: &ModelConfig, arch: &ServeArch, rows: u64, ranks: u
     let layer_in = b.finish(outs).graph;
     let mut b = Builder::new(&name("layer_out"), &cfg.name, DType::F32);
     let out = layer_out(&mut b, cfg, arch, rows)?;
-    let layer_out = LayerOutGraphs::Whole(b.finish(vec![out]).graph);
+    let layer_out = LayerOutGraphs::Whole(Box::new(b.finish(vec![out]).graph));
     let mut b = Builder::new(&name("head"), &cfg.name, DType::F32);
     let out = head(&mut b, cfg, arch, rows)?;
     let head = b.finish(vec![out]).graph;

@@ -28,9 +28,9 @@ pub struct Programs {
 /// What runs after attention in a layer (see `tessera_ir::serving::ATTN_OUT`).
 pub enum LayerOutPrograms {
     /// `layer_out` (one rank).
-    Whole(CpuExecutor),
+    Whole(Box<CpuExecutor>),
     /// `attn_out` and `mlp` (tensor parallelism).
-    Split { attn_out: CpuExecutor, mlp: CpuExecutor },
+    Split { attn_out: Box<CpuExecutor>, mlp: Box<CpuExecutor> },
 }
 
 /// What every serving front end drives: [`Engine`] (one rank) and
@@ -239,10 +239,10 @@ impl RowPrograms {
         };
         let layer_in = per_layer(programs.layer_in, store, weights)?;
         let layer_out = match programs.layer_out {
-            LayerOutPrograms::Whole(program) => LayerOutBindings::Whole(per_layer(program, store, weights)?),
+            LayerOutPrograms::Whole(program) => LayerOutBindings::Whole(per_layer(*program, store, weights)?),
             LayerOutPrograms::Split { attn_out, mlp } => LayerOutBindings::Split {
-                attn_out: per_layer(attn_out, store, weights)?,
-                mlp: per_layer(mlp, store, weights)?,
+                attn_out: per_layer(*attn_out, store, weights)?,
+                mlp: per_layer(*mlp, store, weights)?,
             },
         };
         Ok(RowPrograms { rows: manifest.shape.rows as usize, embed, layer_in, layer_out, head })

@@ -129,8 +129,10 @@ pub fn load_serving_dir(dir: &Path) -> Result<(ServeManifest, engine::Programs),
         embed: program(EMBED)?,
         layer_in: program(LAYER_IN)?,
         layer_out: match manifest.tensor_parallel {
-            None => engine::LayerOutPrograms::Whole(program(LAYER_OUT)?),
-            Some(_) => engine::LayerOutPrograms::Split { attn_out: program(ATTN_OUT)?, mlp: program(MLP)? },
+            None => engine::LayerOutPrograms::Whole(Box::new(program(LAYER_OUT)?)),
+            Some(_) => {
+                engine::LayerOutPrograms::Split { attn_out: Box::new(program(ATTN_OUT)?), mlp: Box::new(program(MLP)?) }
+            }
         },
         head: program(HEAD)?,
     };
