@@ -5,17 +5,20 @@
 //! into a `runtime::serve::Engine`; [`generate`] runs one sequence on it.
 
 use anyhow::{bail, Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
 use tessera_frontend::hf::{self, Checkpoint};
 use tessera_frontend::zoo::config::{ModelConfig, Position};
-use tessera_frontend::zoo::serve::{build_serving, ServeArch};
+use tessera_frontend::zoo::serve::{build_serving_tp, check_tensor_parallel, tp_split, ServeArch, TpSplit};
 use tessera_ir::random::SplitMix64;
 use tessera_ir::serving::{
-    KvDtype, Positions, Rope, RopeScaling, ServeManifest, ServeModel, ServeShape, SERVE_FORMAT_VERSION,
+    KvDtype, Positions, Rope, RopeScaling, ServeManifest, ServeModel, ServeShape, TensorParallel, SERVE_FORMAT_VERSION,
 };
-use tessera_runtime::serve::engine::{Engine, SeqId};
+use tessera_ir::sharding::Mesh;
+use tessera_runtime::serve::engine::{Engine, SeqId, ServingEngine};
+use tessera_runtime::serve::mesh::{MeshEngine, RankBuilder};
 use tessera_runtime::serve::sampling::{Sampler, SamplingParams};
 use tessera_runtime::serve::tokenizer::{StreamDecoder, TextTokenizer};
 use tessera_runtime::serve::{load_serving_dir, ServeError};
@@ -25,9 +28,10 @@ pub fn parse_kv_dtype(name: &str) -> Result<KvDtype, String> {
     KvDtype::parse(name).ok_or_else(|| format!("{name}: the KV cache stores f32, bf16 or int8"))
 }
 
-/// Where a served model's weights come from.
+/// Where a served model's weights come from (shared with the ranks of a tensor-parallel mesh).
+#[derive(Clone)]
 pub enum Weights {
-    Checkpoint(Box<Checkpoint>),
+    Checkpoint(Arc<Checkpoint>),
     /// A zoo spec: seeded weights (norm scales 1, biases 0, the rest N(0, 0.02²)).
     Seeded(u64),
 }
@@ -56,7 +60,7 @@ pub fn open_model(model: &str, seed: u64) -> Result<ServedModel> {
             positions: checkpoint.positions.clone(),
             eos: checkpoint.eos_token,
             tokenizer,
-            weights: Weights::Checkpoint(Box::new(checkpoint)),
+            weights: Weights::Checkpoint(Arc::new(checkpoint)),
         });
     }
     if path.is_dir() {
@@ -84,9 +88,9 @@ pub fn open_model(model: &str, seed: u64) -> Result<ServedModel> {
 }
 
 impl ServedModel {
-    /// The manifest of this model's serving programs for `shape`; refuses a `max_seq` beyond a
-    /// learned position table.
-    pub fn manifest(&self, shape: ServeShape) -> Result<ServeManifest> {
+    /// The manifest of this model's serving programs for `shape` on `tp` tensor-parallel ranks
+    /// (checked with [`serving_tp`]); refuses a `max_seq` beyond a learned position table.
+    pub fn manifest(&self, shape: ServeShape, tp: u64) -> Result<ServeManifest> {
         let c = &self.config;
         if shape.max_batch == 0 || shape.max_seq == 0 || shape.kv_block == 0 {
             bail!("--max-batch, --max-seq and --kv-block must be positive");
@@ -105,17 +109,83 @@ impl ServedModel {
             max_positions: c.seq,
             positions: self.positions.clone(),
         };
-        let programs = tessera_ir::serving::PROGRAMS.iter().map(|p| p.to_string()).collect();
-        Ok(ServeManifest { format_version: SERVE_FORMAT_VERSION, model, shape, programs })
+        check_tensor_parallel(c, tp).map_err(|message| ServeMeshError(format!("--mesh tp={tp}: {message}")))?;
+        let (programs, tensor_parallel) = if tp > 1 {
+            let split = TensorParallel { ranks: tp, row_parallel_bias: c.bias };
+            (&tessera_ir::serving::TP_PROGRAMS[..], Some(split))
+        } else {
+            (&tessera_ir::serving::PROGRAMS[..], None)
+        };
+        let programs = programs.iter().map(|p| p.to_string()).collect();
+        Ok(ServeManifest { format_version: SERVE_FORMAT_VERSION, model, shape, programs, tensor_parallel })
     }
 
     /// The value of parameter `name` (a zoo name) of `shape`.
     pub fn weight(&self, name: &str, shape: &[u64]) -> Result<Vec<f32>, String> {
-        match &self.weights {
+        self.weights.get(name, shape)
+    }
+}
+
+impl Weights {
+    /// The value of parameter `name` (a zoo name) of `shape`.
+    pub fn get(&self, name: &str, shape: &[u64]) -> Result<Vec<f32>, String> {
+        match self {
             Weights::Checkpoint(checkpoint) => checkpoint.weight(name, shape).map_err(|e| e.to_string()),
             Weights::Seeded(seed) => Ok(seeded_weight(*seed, name, shape)),
         }
     }
+
+    /// Rank `rank` of `ranks`' shard of parameter `name`, whose shard has `shape` (as the
+    /// rank's programs declare it): the whole tensor read, then the rank's slice of it (see
+    /// [`TpSplit`]).
+    pub fn shard(&self, name: &str, shape: &[u64], rank: u64, ranks: u64) -> Result<Vec<f32>, String> {
+        let split = tp_split(name);
+        if split == TpSplit::Replicated || ranks == 1 {
+            return self.get(name, shape);
+        }
+        let mut whole_shape = shape.to_vec();
+        let axis = if split == TpSplit::Rows { 0 } else { shape.len().saturating_sub(1) };
+        let dim = whole_shape.get_mut(axis).ok_or_else(|| format!("a scalar cannot be split over {ranks} ranks"))?;
+        *dim *= ranks;
+        let whole = self.get(name, &whole_shape)?;
+        // Rows: one contiguous run. Columns: a run from each row.
+        let (runs, run_len) = match split {
+            TpSplit::Rows => (1, shape.iter().product::<u64>() as usize),
+            _ => (whole_shape[..axis].iter().product::<u64>() as usize, shape[axis] as usize),
+        };
+        let stride = run_len * ranks as usize;
+        let start = run_len * rank as usize;
+        Ok((0..runs).flat_map(|i| whole[i * stride + start..i * stride + start + run_len].iter().copied()).collect())
+    }
+}
+
+/// A mesh `tessera generate`/`serve` cannot run: exits 2 (a request wrong as written).
+#[derive(Debug)]
+pub struct ServeMeshError(pub String);
+
+impl std::fmt::Display for ServeMeshError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServeMeshError {}
+
+/// The tensor-parallel degree of a serving `--mesh` (`tp=N`; 1 without one): serving splits
+/// layers over `tp` only, so any other axis larger than 1 is refused, as is a `tp` that does
+/// not divide `config`'s heads, key/value heads and MLP width.
+pub fn serving_tp(mesh: Option<&str>, config: &ModelConfig) -> Result<u64, ServeMeshError> {
+    let Some(text) = mesh else { return Ok(1) };
+    let mesh = Mesh::parse(text).map_err(|e| ServeMeshError(format!("--mesh '{text}': {e}")))?;
+    if let Some(axis) = mesh.axes().iter().find(|a| a.name != "tp" && a.size > 1) {
+        return Err(ServeMeshError(format!(
+            "--mesh '{text}': serving runs tensor parallelism only (tp=N); {}={} is not supported",
+            axis.name, axis.size
+        )));
+    }
+    let tp = mesh.axis_size("tp").unwrap_or(1);
+    check_tensor_parallel(config, tp).map_err(|message| ServeMeshError(format!("--mesh '{text}': {message}")))?;
+    Ok(tp)
 }
 
 /// A zoo parameter's seeded values: the same for a name whatever order they are asked in.
@@ -141,7 +211,7 @@ fn seeded_weight(seed: u64, name: &str, shape: &[u64]) -> Vec<f32> {
 /// Builds and compiles the four serving programs of `model` into `dir` (one artifact directory
 /// each, then `serve.json`), replacing a previous serving directory there.
 pub fn compile_serving(model: &ServedModel, manifest: &ServeManifest, dir: &Path) -> Result<()> {
-    let graphs = build_serving(&model.config, &model.arch, manifest.shape.rows)?;
+    let graphs = build_serving_tp(&model.config, &model.arch, manifest.shape.rows, manifest.tp_ranks())?;
     let staged = tessera_ir::files::StagedDir::beside(dir)?;
     for (name, graph) in graphs.named() {
         let s = &manifest.shape;
@@ -186,7 +256,7 @@ pub fn build_engine_with_blocks(
     row_counts: &[u64],
 ) -> Result<(Engine, Duration)> {
     let started = Instant::now();
-    let manifest = model.manifest(shape)?;
+    let manifest = model.manifest(shape, 1)?;
     let scratch = tempfile::Builder::new().prefix("tessera-serve-").tempdir().context("a temporary directory")?;
     let dir = scratch.path().join("serve");
     compile_serving(model, &manifest, &dir)?;
@@ -200,6 +270,64 @@ pub fn build_engine_with_blocks(
         let (smaller, programs) = load_serving_dir(&dir)?;
         engine.add_row_programs(&smaller, programs, &mut weights)?;
     }
+    // The kernels stay mapped after their files are gone.
+    scratch.close().context("removing the temporary serving directory")?;
+    Ok((engine, started.elapsed()))
+}
+
+/// [`build_engine_with_blocks`] on `tp` tensor-parallel ranks (one rank per thread, see
+/// `tessera_runtime::serve::mesh`); `tp` 1 is the one-rank engine itself.
+pub fn build_serving_engine(
+    model: &ServedModel,
+    shape: ServeShape,
+    cache_blocks: u64,
+    row_counts: &[u64],
+    tp: u64,
+) -> Result<(Box<dyn ServingEngine>, Duration)> {
+    if tp <= 1 {
+        let (engine, setup) = build_engine_with_blocks(model, shape, cache_blocks, row_counts)?;
+        return Ok((Box::new(engine), setup));
+    }
+    let (engine, setup) = build_mesh_engine(model, shape, cache_blocks, row_counts, tp)?;
+    Ok((Box::new(engine), setup))
+}
+
+/// The tensor-parallel engine of [`build_serving_engine`]: the rank programs are compiled once
+/// (every rank's are the same) and each rank loads them and binds its shard of the weights.
+pub fn build_mesh_engine(
+    model: &ServedModel,
+    shape: ServeShape,
+    cache_blocks: u64,
+    row_counts: &[u64],
+    tp: u64,
+) -> Result<(MeshEngine, Duration)> {
+    let started = Instant::now();
+    let manifest = model.manifest(shape, tp)?;
+    let scratch = tempfile::Builder::new().prefix("tessera-serve-").tempdir().context("a temporary directory")?;
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let rows =
+        std::iter::once(manifest.shape.rows).chain(row_counts.iter().copied().filter(|&r| r != manifest.shape.rows));
+    for rows in rows {
+        let dir = scratch.path().join(format!("serve-{rows}"));
+        compile_serving(
+            model,
+            &ServeManifest { shape: ServeShape { rows, ..manifest.shape }, ..manifest.clone() },
+            &dir,
+        )?;
+        dirs.push(dir);
+    }
+    let weights = model.weights.clone();
+    let build: Arc<RankBuilder> = Arc::new(move |rank, comm| {
+        let mut shard = |name: &str, shape: &[u64]| weights.shard(name, shape, rank as u64, tp);
+        let (manifest, programs) = load_serving_dir(&dirs[0])?;
+        let mut engine = Engine::rank(manifest, programs, &mut shard, cache_blocks, comm)?;
+        for dir in &dirs[1..] {
+            let (smaller, programs) = load_serving_dir(dir)?;
+            engine.add_row_programs(&smaller, programs, &mut shard)?;
+        }
+        Ok(engine)
+    });
+    let engine = MeshEngine::start(tp as usize, build)?;
     // The kernels stay mapped after their files are gone.
     scratch.close().context("removing the temporary serving directory")?;
     Ok((engine, started.elapsed()))
@@ -228,7 +356,7 @@ pub struct Generation {
 /// Generates from `prompt` on `engine`, handing each piece of final text to `on_text` as soon
 /// as it exists.
 pub fn generate(
-    engine: &mut Engine,
+    engine: &mut dyn ServingEngine,
     model: &ServedModel,
     prompt: &str,
     options: &GenerateOptions,
@@ -245,7 +373,7 @@ pub fn generate(
 }
 
 fn run_sequence(
-    engine: &mut Engine,
+    engine: &mut dyn ServingEngine,
     model: &ServedModel,
     seq: SeqId,
     prompt_ids: Vec<u32>,

@@ -27,6 +27,15 @@ pub const LAYER_OUT: &str = "layer_out";
 pub const HEAD: &str = "head";
 /// The four programs, in the order a forward pass runs them.
 pub const PROGRAMS: [&str; 4] = [EMBED, LAYER_IN, LAYER_OUT, HEAD];
+/// Tensor-parallel programs (a manifest with [`TensorParallel`]) split [`LAYER_OUT`] at its
+/// two row-parallel matmuls, where the ranks' partial sums are all-reduced: [`ATTN_OUT`] is
+/// this rank's heads' part of the attention output projection, [`MLP`] this rank's part of the
+/// MLP (norm, its columns of the up projection, its rows of the down projection). The engine
+/// sums the partials over the ranks and adds the residual (and the projection's bias) itself.
+pub const ATTN_OUT: &str = "attn_out";
+pub const MLP: &str = "mlp";
+/// The programs of a tensor-parallel serving directory, in the order a forward pass runs them.
+pub const TP_PROGRAMS: [&str; 5] = [EMBED, LAYER_IN, ATTN_OUT, MLP, HEAD];
 /// The parameter prefix of a layer's weights inside the layer programs; the model's names
 /// (`l3.attn.q.weight`) replace `l3` by it (`layer.attn.q.weight`).
 pub const LAYER_PREFIX: &str = "layer";
@@ -42,7 +51,8 @@ pub mod names {
     /// `LAYER_IN` inputs (rotary models): `[rows, head_dim / 2]`, the angles of each row's position.
     pub const COS: &str = "cos";
     pub const SIN: &str = "sin";
-    /// `LAYER_OUT` input: attention's output `[rows, heads * head_dim]`, heads concatenated.
+    /// `LAYER_OUT` input: attention's output `[rows, heads * head_dim]`, heads concatenated
+    /// (`ATTN_OUT`'s: this rank's heads).
     pub const CONTEXT: &str = "context";
 }
 
@@ -220,13 +230,37 @@ pub struct ServeManifest {
     pub format_version: u32,
     pub model: ServeModel,
     pub shape: ServeShape,
-    /// The artifact directories, [`PROGRAMS`] in order.
+    /// The artifact directories, [`PROGRAMS`] in order ([`TP_PROGRAMS`] with tensor
+    /// parallelism).
     pub programs: Vec<String>,
+    /// Tensor parallelism (`--mesh tp=N`): every rank binds the same programs to its own
+    /// shard of the weights; absent for one rank (and in files from before the option).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensor_parallel: Option<TensorParallel>,
+}
+
+/// How the programs of a tensor-parallel serving directory split the model (Megatron-LM's
+/// layout): rank `r` of `ranks` holds query heads `r * heads / ranks ..` and the key/value
+/// heads they read (so its share of the paged KV cache), the matching columns of the Q/K/V and
+/// MLP up projections and rows of the output and down projections; embedding and norms are
+/// whole on every rank, and rank 0 alone holds and runs the head (it alone returns logits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorParallel {
+    pub ranks: u64,
+    /// Whether the attention output and MLP down projections have biases
+    /// (`l{i}.attn.out.bias`, `l{i}.mlp.out.bias`, `[hidden]`): the engine adds them once,
+    /// after the all-reduce, instead of a program adding them on every rank.
+    pub row_parallel_bias: bool,
 }
 
 impl ServeManifest {
+    /// Ranks the programs are split over (1 without tensor parallelism).
+    pub fn tp_ranks(&self) -> u64 {
+        self.tensor_parallel.map_or(1, |tp| tp.ranks)
+    }
+
     /// Bytes of one KV-cache block over all layers, keys and values, in the cache's dtype
-    /// (int8 adds one f32 scale per layer, head and key/value).
+    /// (int8 adds one f32 scale per layer, head and key/value), summed over all ranks.
     pub fn kv_block_bytes(&self) -> u64 {
         let (m, s) = (&self.model, &self.shape);
         let elements = 2 * m.layers * m.kv_heads * s.kv_block * m.head_dim;

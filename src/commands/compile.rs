@@ -307,7 +307,7 @@ fn serve(args: &CompileArgs, target: Target, start: Instant) -> Result<()> {
     let model = tessera::serve::open_model(&name, 0)?;
     let max_seq = args.max_seq.unwrap_or(model.config.seq.min(2048));
     let shape = ServeShape { kv_dtype: args.kv_dtype, ..ServeShape::new(args.max_batch, max_seq, args.kv_block) };
-    let manifest = model.manifest(shape)?;
+    let manifest = model.manifest(shape, 1)?;
     tessera::serve::compile_serving(&model, &manifest, &args.output)?;
     let s = manifest.shape;
     let kv_bytes = s.cache_blocks() * manifest.kv_block_bytes();

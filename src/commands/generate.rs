@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use std::io::Write;
-use tessera::serve::{build_engine, generate, open_model, GenerateOptions};
+use tessera::serve::{build_serving_engine, generate, open_model, serving_tp, GenerateOptions};
 use tessera_ir::serving::{KvDtype, ServeShape};
 use tessera_runtime::serve::sampling::SamplingParams;
 
@@ -38,6 +38,10 @@ pub struct GenerateArgs {
     /// scale per block and head); attention reads it directly.
     #[arg(long, default_value = "f32", value_parser = tessera::serve::parse_kv_dtype)]
     pub kv_dtype: KvDtype,
+    /// Split the model over tensor-parallel ranks (`tp=N`, one thread per rank): each rank
+    /// holds its share of the heads, of the MLP and of the KV cache; no other mesh axis.
+    #[arg(long)]
+    pub mesh: Option<String>,
     /// Print one JSON object (prompt and generated token ids, text, timings) instead of
     /// streaming the text.
     #[arg(long)]
@@ -52,6 +56,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bail!("--top-p must be in (0, 1]");
     }
     let model = open_model(&args.model, args.seed)?;
+    let tp = serving_tp(args.mesh.as_deref(), &model.config)?;
     let prompt_len = model.tokenizer.encode(&args.prompt)?.len();
     let context = model.config.seq as usize;
     if prompt_len > context {
@@ -59,8 +64,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     // One sequence: the cache holds the prompt and the new tokens, within the context.
     let max_seq = (prompt_len + args.max_new_tokens).clamp(1, context) as u64;
-    let (mut engine, setup) =
-        build_engine(&model, ServeShape { kv_dtype: args.kv_dtype, ..ServeShape::new(1, max_seq, args.kv_block) })?;
+    let shape = ServeShape { kv_dtype: args.kv_dtype, ..ServeShape::new(1, max_seq, args.kv_block) };
+    let (mut engine, setup) = build_serving_engine(&model, shape, shape.cache_blocks(), &[], tp)?;
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, seed: args.seed },
@@ -69,7 +74,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     let streaming = !args.json;
     let mut write_error = None;
-    let generation = generate(&mut engine, &model, &args.prompt, &options, &mut |text| {
+    let generation = generate(engine.as_mut(), &model, &args.prompt, &options, &mut |text| {
         if streaming && write_error.is_none() {
             if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
                 write_error = Some(e);
@@ -89,6 +94,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             "prefill_seconds": generation.prefill.as_secs_f64(),
             "decode_seconds": generation.decode.as_secs_f64(),
             "decode_tokens_per_second": decode_rate,
+            "tp": tp,
+            "all_reduce_seconds": engine.all_reduce_time().as_secs_f64(),
         });
         writeln!(stdout, "{json}")?;
     } else {

@@ -328,7 +328,8 @@ pub fn exit_code(err: &anyhow::Error) -> Option<u8> {
         .is_some_and(|e| !matches!(e, tessera_frontend::cluster::ClusterError::Io { .. }));
     let bad_spec = err.downcast_ref::<SpecError>().is_some();
     let bad_serving = err.downcast_ref::<ServeError>().is_some_and(|e| !matches!(e, ServeError::Cost(_)));
-    (refused || bad_cluster || bad_spec || bad_serving).then_some(2)
+    let bad_serving_mesh = err.downcast_ref::<tessera::serve::ServeMeshError>().is_some();
+    (refused || bad_cluster || bad_spec || bad_serving || bad_serving_mesh).then_some(2)
 }
 
 pub fn run(args: PlanArgs) -> Result<()> {

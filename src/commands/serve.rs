@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// (default: twice --max-batch).
     #[arg(long)]
     pub step_tokens: Option<usize>,
+    /// Split the model over tensor-parallel ranks (`tp=N`, one thread per rank, stepped in
+    /// lockstep by the one scheduler); no other mesh axis.
+    #[arg(long)]
+    pub mesh: Option<String>,
     /// Seed of a zoo model's weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -56,7 +60,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     // Opened here too (the scheduler thread opens its own) so that a missing model fails
     // before anything listens.
-    let context = tessera::serve::open_model(&args.model, args.seed)?.config.seq;
+    let config = tessera::serve::open_model(&args.model, args.seed)?.config;
+    let tp = tessera::serve::serving_tp(args.mesh.as_deref(), &config)?;
+    let context = config.seq;
     let max_seq = args.max_seq.unwrap_or(context);
     let kv_blocks = args.kv_blocks.unwrap_or(args.max_batch * max_seq.div_ceil(args.kv_block));
     let step_tokens = args.step_tokens.unwrap_or(2 * args.max_batch as usize).max(1);
@@ -72,6 +78,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             kv_dtype: args.kv_dtype,
             kv_blocks,
             step_tokens,
+            tp,
         },
         shutdown_grace: Duration::from_secs_f64(args.shutdown_grace_s),
     })

@@ -51,8 +51,16 @@ pub struct Metrics {
     pub kv: Option<KvUsage>,
     /// Tokens per KV-cache block.
     pub kv_block_tokens: usize,
-    /// Bytes of the weights the engine's programs read (one copy for every row count).
+    /// Bytes of the weights the engine's programs read (one copy for every row count), summed
+    /// over the tensor-parallel ranks.
     pub weight_bytes: u64,
+    /// Tensor-parallel ranks (`--mesh tp=N`; 1 without). The KV numbers are the whole mesh's:
+    /// a block spans every rank's key/value heads, so blocks count once and a block's bytes
+    /// are summed over the ranks.
+    pub tp_ranks: u64,
+    /// Seconds rank 0 has spent in tensor-parallel all-reduces, waiting for its peers
+    /// included (0 for one rank).
+    pub all_reduce_seconds: f64,
     pub preemptions: u64,
     pub prompt_tokens: u64,
     pub generation_tokens: u64,
@@ -82,12 +90,12 @@ impl Metrics {
             live_tokens: 0,
             sequences: 0,
         });
-        let gauges: [(&str, &str, u64); 10] = [
+        let gauges: [(&str, &str, u64); 11] = [
             ("tessera_requests_running", "Requests whose sequences are in the batch.", self.running as u64),
             ("tessera_requests_waiting", "Requests queued for admission (new or preempted).", self.waiting as u64),
             ("tessera_kv_blocks_used", "KV-cache blocks held by sequences.", kv.blocks_used as u64),
             ("tessera_kv_blocks_free", "KV-cache blocks on the free list.", (kv.blocks_total - kv.blocks_used) as u64),
-            ("tessera_kv_block_bytes", "Bytes of one KV-cache block (all layers).", kv.block_bytes as u64),
+            ("tessera_kv_block_bytes", "Bytes of one KV-cache block (all layers, all tensor-parallel ranks).", kv.block_bytes as u64),
             (
                 "tessera_kv_bytes_in_use",
                 "Bytes of the KV-cache blocks in use.",
@@ -102,9 +110,10 @@ impl Metrics {
             ("tessera_kv_sequences", "Sequences holding KV-cache blocks.", kv.sequences as u64),
             (
                 "tessera_weight_bytes",
-                "Bytes of the model weights held for the programs (one copy shared by every row count).",
+                "Bytes of the model weights held for the programs (one copy shared by every row count; summed over the tensor-parallel ranks).",
                 self.weight_bytes,
             ),
+            ("tessera_tp_ranks", "Tensor-parallel ranks the model is split over.", self.tp_ranks.max(1)),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
@@ -118,6 +127,12 @@ impl Metrics {
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         }
+        let name = "tessera_all_reduce_seconds_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Seconds rank 0 spent in tensor-parallel all-reduces (waiting for its peers included).\n# TYPE {name} counter\n{name} {}",
+            self.all_reduce_seconds
+        );
         let name = "tessera_requests_finished_total";
         let _ = writeln!(out, "# HELP {name} Requests finished, by finish reason.\n# TYPE {name} counter");
         let _ = writeln!(out, "{name}{{finish_reason=\"stop\"}} {}", self.finished_stop);

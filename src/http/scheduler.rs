@@ -20,13 +20,13 @@
 
 use super::api::{ApiError, CompletionParams, FinishReason, Prompt, Usage};
 use super::metrics::Metrics;
-use crate::serve::{build_engine_with_blocks, open_model, row_buckets, ServedModel};
+use crate::serve::{build_serving_engine, open_model, row_buckets, ServedModel};
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tessera_ir::serving::{KvDtype, ServeShape};
-use tessera_runtime::serve::engine::{Engine, SeqId};
+use tessera_runtime::serve::engine::{SeqId, ServingEngine};
 use tessera_runtime::serve::sampling::Sampler;
 use tessera_runtime::serve::tokenizer::StreamDecoder;
 use tessera_runtime::serve::ServeError;
@@ -47,6 +47,8 @@ pub struct SchedulerConfig {
     pub kv_blocks: u64,
     /// Tokens one step runs at most (decodes first, prefill chunks in what is left).
     pub step_tokens: usize,
+    /// Tensor-parallel ranks (`--mesh tp=N`), stepped in lockstep by this one scheduler.
+    pub tp: u64,
 }
 
 /// What the front end tells a request's handler.
@@ -125,7 +127,7 @@ impl Request {
 
 /// The scheduler's state; see the module doc.
 pub struct Scheduler {
-    engine: Engine,
+    engine: Box<dyn ServingEngine>,
     model: ServedModel,
     config: SchedulerConfig,
     waiting: VecDeque<Request>,
@@ -154,7 +156,7 @@ pub fn run(
             ..ServeShape::new(config.max_batch, config.max_seq, config.kv_block)
         };
         let (engine, setup) =
-            build_engine_with_blocks(&model, shape, config.kv_blocks, &row_buckets(config.max_batch))?;
+            build_serving_engine(&model, shape, config.kv_blocks, &row_buckets(config.max_batch), config.tp)?;
         Ok((model, engine, setup))
     });
     let (model, engine, setup) = match built {
@@ -170,6 +172,7 @@ pub fn run(
         m.kv = Some(kv);
         m.kv_block_tokens = config.kv_block as usize;
         m.weight_bytes = engine.weight_bytes() as u64;
+        m.tp_ranks = config.tp;
     }
     if ready.send(Ok(Ready { kv_blocks: kv.blocks_total, setup })).is_err() {
         return;
@@ -559,10 +562,12 @@ impl Scheduler {
     fn publish(&mut self) {
         self.flush_latencies();
         let kv = self.engine.kv_usage();
+        let all_reduce = self.engine.all_reduce_time();
         let mut m = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
         m.running = self.running.len();
         m.waiting = self.waiting.len();
         m.kv = Some(kv);
+        m.all_reduce_seconds = all_reduce.as_secs_f64();
     }
 }
 

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tessera::serve::{build_engine, build_engine_with_blocks, generate, open_model, row_buckets, GenerateOptions};
 use tessera_ir::serving::{KvDtype, ServeShape};
+use tessera_runtime::serve::engine::ServingEngine;
 use tessera_runtime::serve::sampling::{argmax, SamplingParams};
 use tessera_runtime::serve::tokenizer::TextTokenizer;
 

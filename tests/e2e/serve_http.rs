@@ -203,6 +203,24 @@ fn llama_completions_equal_transformers_with_preemption() {
     assert_eq!(server.terminate(), 0);
 }
 
+/// `--mesh tp=2`: the one scheduler steps both ranks in lockstep, and the same 8 requests
+/// with preemption forced give the same texts as one rank (transformers', the test above);
+/// `/metrics` counts the whole mesh: a block once, its bytes over both ranks' key/value heads.
+#[test]
+fn llama_on_two_ranks_serves_the_same_completions() {
+    let server =
+        Server::start("llama-tiny", &["--max-batch", "4", "--max-seq", "160", "--kv-blocks", "16", "--mesh", "tp=2"]);
+    eight_mixed_requests_match_transformers(&server, "llama-tiny");
+    assert!(server.metric("tessera_preemptions_total") >= 1.0, "16 blocks for 8 requests must preempt");
+    assert_eq!(server.metric("tessera_tp_ranks"), 2.0);
+    assert!(server.metric("tessera_all_reduce_seconds_total") > 0.0, "the ranks all-reduced");
+    // 2 layers x 2 key/value heads x 16 tokens x 16 dims x (key, value) x 4 bytes: one rank's
+    // block with all the heads, half of them on each rank.
+    assert_eq!(server.metric("tessera_kv_block_bytes"), 8192.0);
+    assert_eq!((server.metric("tessera_kv_blocks_used"), server.metric("tessera_kv_blocks_free")), (0.0, 16.0));
+    assert_eq!(server.terminate(), 0);
+}
+
 /// The KV bound of issue 18 from `/metrics`: bytes in use at most the live tokens' bytes plus
 /// one block per sequence; and no more running sequences than the batch holds.
 fn assert_kv_bound(metrics: &str, max_batch: f64) -> f64 {

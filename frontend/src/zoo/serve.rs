@@ -34,24 +34,87 @@ impl ServeArch {
     pub const ZOO: ServeArch = ServeArch { norm_epsilon: 1e-5, gelu: UnaryOp::Gelu };
 }
 
-/// The four serving graphs (see the module doc).
+/// The serving graphs (see the module doc).
 #[derive(Debug, Clone)]
 pub struct ServeGraphs {
     pub embed: Graph,
     /// Outputs `q [rows, heads * head_dim]`, `k` and `v` `[rows, kv_heads * head_dim]`, rotary
-    /// embedding applied.
+    /// embedding applied (a rank's heads with tensor parallelism).
     pub layer_in: Graph,
-    pub layer_out: Graph,
+    pub layer_out: LayerOutGraphs,
     /// Output: logits `f32 [rows, vocab]`.
     pub head: Graph,
 }
 
+/// What follows attention in a layer: one graph, or (tensor parallelism) the two halves whose
+/// partial sums the ranks all-reduce.
+#[derive(Debug, Clone)]
+pub enum LayerOutGraphs {
+    /// `LAYER_OUT`: output projection, residual, norm, MLP, residual.
+    Whole(Box<Graph>),
+    /// `ATTN_OUT`: `context [rows, heads/tp * head_dim]` times the rank's rows of the output
+    /// projection, a partial `[rows, hidden]`; `MLP`: from the stream after attention's
+    /// residual, norm, the rank's up-projection columns, activation and down-projection rows,
+    /// a partial `[rows, hidden]`. Residuals and row-parallel biases are the engine's.
+    Split { attn_out: Box<Graph>, mlp: Box<Graph> },
+}
+
 impl ServeGraphs {
-    /// The graphs with their program names, in [`tessera_ir::serving::PROGRAMS`] order.
-    pub fn named(&self) -> [(&'static str, &Graph); 4] {
-        use tessera_ir::serving::{EMBED, HEAD, LAYER_IN, LAYER_OUT};
-        [(EMBED, &self.embed), (LAYER_IN, &self.layer_in), (LAYER_OUT, &self.layer_out), (HEAD, &self.head)]
+    /// The graphs with their program names, in [`tessera_ir::serving::PROGRAMS`] order
+    /// ([`tessera_ir::serving::TP_PROGRAMS`] when split).
+    pub fn named(&self) -> Vec<(&'static str, &Graph)> {
+        use tessera_ir::serving::{ATTN_OUT, EMBED, HEAD, LAYER_IN, LAYER_OUT, MLP};
+        let mut named = vec![(EMBED, &self.embed), (LAYER_IN, &self.layer_in)];
+        match &self.layer_out {
+            LayerOutGraphs::Whole(g) => named.push((LAYER_OUT, &**g)),
+            LayerOutGraphs::Split { attn_out, mlp } => named.extend([(ATTN_OUT, &**attn_out), (MLP, &**mlp)]),
+        }
+        named.push((HEAD, &self.head));
+        named
     }
+}
+
+/// How tensor parallelism splits a parameter (by its name, the zoo's, with `l{i}` or
+/// [`LAYER_PREFIX`]): a rank's shard is a contiguous slice of whole rows or columns because
+/// the zoo's fused layouts keep a key/value head's query heads, key and value together
+/// (QKV) and pair each gate column with its up column (SwiGLU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TpSplit {
+    /// The same whole tensor on every rank (embedding, norms, head, row-parallel biases).
+    Replicated,
+    /// Rank `r` of `n` holds the `r`-th of `n` equal slices of the last axis (Q/K/V and MLP up
+    /// projections and their biases).
+    Columns,
+    /// Rank `r` of `n` holds the `r`-th of `n` equal slices of the first axis (attention output
+    /// and MLP down projections).
+    Rows,
+}
+
+/// The split of parameter `name` (see [`TpSplit`]).
+pub fn tp_split(name: &str) -> TpSplit {
+    const COLUMNS: [&str; 5] = [".attn.qkv.", ".attn.q.", ".attn.k.", ".attn.v.", ".mlp.fc1."];
+    const ROWS: [&str; 2] = [".attn.out.weight", ".mlp.down.weight"];
+    if COLUMNS.iter().any(|part| name.contains(part)) || name.ends_with(".mlp.gate_up.weight") {
+        TpSplit::Columns
+    } else if ROWS.iter().any(|part| name.ends_with(part)) {
+        TpSplit::Rows
+    } else {
+        TpSplit::Replicated
+    }
+}
+
+/// Refuses a tensor-parallel degree that does not divide the query heads, the key/value heads
+/// (each rank attends with whole GQA groups) and the MLP width.
+pub fn check_tensor_parallel(cfg: &ModelConfig, ranks: u64) -> Result<(), String> {
+    if ranks == 0 {
+        return Err("tp must be at least 1".into());
+    }
+    for (what, n) in [("attention heads", cfg.heads), ("key/value heads", cfg.kv_heads), ("MLP width (ffn)", cfg.ffn)] {
+        if n % ranks != 0 {
+            return Err(format!("tp={ranks} does not divide the model's {n} {what}"));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses what the serving graphs do not build: MoE, MLA, BERT, ONNX-form graphs.
@@ -71,7 +134,42 @@ pub fn check_servable(cfg: &ModelConfig) -> Result<(), ZooError> {
 
 /// Builds the four serving graphs of `cfg` over `rows` tokens per run.
 pub fn build_serving(cfg: &ModelConfig, arch: &ServeArch, rows: u64) -> Result<ServeGraphs, ZooError> {
+    build_serving_tp(cfg, arch, rows, 1)
+}
+
+/// Builds the serving graphs of one rank of `ranks` (tensor parallelism; every rank's graphs
+/// are the same, only their weights differ): [`LayerOutGraphs::Split`] for more than one rank,
+/// [`build_serving`]'s graphs for one.
+pub fn build_serving_tp(cfg: &ModelConfig, arch: &ServeArch, rows: u64, ranks: u64) -> Result<ServeGraphs, ZooError> {
     check_servable(cfg)?;
+    check_tensor_parallel(cfg, ranks).map_err(|message| ZooError::Build {
+        model: cfg.name.clone(),
+        what: "tensor-parallel serving programs".into(),
+        message,
+    })?;
+    if ranks > 1 {
+        // A rank's layer programs are the layer programs of a model with its share of the
+        // heads and of the MLP width.
+        let shard = ModelConfig {
+            heads: cfg.heads / ranks,
+            kv_heads: cfg.kv_heads / ranks,
+            ffn: cfg.ffn / ranks,
+            ..cfg.clone()
+        };
+        let whole = build_serving_tp(cfg, arch, rows, 1)?;
+        let name = |part: &str| format!("{}_{part}", cfg.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        let mut b = Builder::new(&name("layer_in"), &cfg.name, DType::F32);
+        let outs = layer_in(&mut b, &shard, arch, rows)?;
+        let layer_in = b.finish(outs).graph;
+        let mut b = Builder::new(&name("attn_out"), &cfg.name, DType::F32);
+        let out = attn_out(&mut b, &shard, rows)?;
+        let attn_out = b.finish(vec![out]).graph;
+        let mut b = Builder::new(&name("mlp"), &cfg.name, DType::F32);
+        let out = mlp(&mut b, &shard, arch, rows)?;
+        let mlp = b.finish(vec![out]).graph;
+        let layer_out = LayerOutGraphs::Split { attn_out: Box::new(attn_out), mlp: Box::new(mlp) };
+        return Ok(ServeGraphs { layer_in, layer_out, ..whole });
+    }
     let name = |part: &str| format!("{}_{part}", cfg.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
     let mut b = Builder::new(&name("embed"), &cfg.name, DType::F32);
     let out = embed(&mut b, cfg, rows)?;
@@ -81,7 +179,7 @@ pub fn build_serving(cfg: &ModelConfig, arch: &ServeArch, rows: u64) -> Result<S
     let layer_in = b.finish(outs).graph;
     let mut b = Builder::new(&name("layer_out"), &cfg.name, DType::F32);
     let out = layer_out(&mut b, cfg, arch, rows)?;
-    let layer_out = b.finish(vec![out]).graph;
+    let layer_out = LayerOutGraphs::Whole(Box::new(b.finish(vec![out]).graph));
     let mut b = Builder::new(&name("head"), &cfg.name, DType::F32);
     let out = head(&mut b, cfg, arch, rows)?;
     let head = b.finish(vec![out]).graph;
@@ -170,12 +268,35 @@ fn layer_in(b: &mut Builder, cfg: &ModelConfig, arch: &ServeArch, rows: u64) -> 
 }
 
 fn layer_out(b: &mut Builder, cfg: &ModelConfig, arch: &ServeArch, rows: u64) -> Result<ValueId, ZooError> {
-    let (h, ffn) = (cfg.hidden, cfg.ffn);
-    let x = b.stream_input(names::STREAM, DType::F32, &[rows, h]);
-    let context = b.input(names::CONTEXT, DType::F32, &[rows, cfg.heads * cfg.head_dim]);
-    let w_out = b.param(&format!("{LAYER_PREFIX}.attn.out.weight"), &[cfg.heads * cfg.head_dim, h]);
-    let attn_out = b.matmul(context, w_out)?;
+    let x = b.stream_input(names::STREAM, DType::F32, &[rows, cfg.hidden]);
+    let attn_out = attn_projection(b, cfg, rows)?;
     let x = residual(b, cfg, x, attn_out, &format!("{LAYER_PREFIX}.attn"))?;
+    let down = mlp_down(b, cfg, arch, x, rows)?;
+    residual(b, cfg, x, down, &format!("{LAYER_PREFIX}.mlp"))
+}
+
+/// `ATTN_OUT`: a rank's part of the attention output projection (without its bias).
+fn attn_out(b: &mut Builder, shard: &ModelConfig, rows: u64) -> Result<ValueId, ZooError> {
+    attn_projection(b, shard, rows)
+}
+
+/// `MLP`: a rank's part of the MLP from the stream after attention (without the down
+/// projection's bias and the residual).
+fn mlp(b: &mut Builder, shard: &ModelConfig, arch: &ServeArch, rows: u64) -> Result<ValueId, ZooError> {
+    let x = b.stream_input(names::STREAM, DType::F32, &[rows, shard.hidden]);
+    mlp_down(b, shard, arch, x, rows)
+}
+
+/// `context @ {layer}.attn.out.weight`.
+fn attn_projection(b: &mut Builder, cfg: &ModelConfig, rows: u64) -> Result<ValueId, ZooError> {
+    let context = b.input(names::CONTEXT, DType::F32, &[rows, cfg.heads * cfg.head_dim]);
+    let w_out = b.param(&format!("{LAYER_PREFIX}.attn.out.weight"), &[cfg.heads * cfg.head_dim, cfg.hidden]);
+    b.matmul(context, w_out)
+}
+
+/// The MLP of `x` up to its down projection (no bias): norm, up projection, activation, down.
+fn mlp_down(b: &mut Builder, cfg: &ModelConfig, arch: &ServeArch, x: ValueId, rows: u64) -> Result<ValueId, ZooError> {
+    let (h, ffn) = (cfg.hidden, cfg.ffn);
     let normed = norm(b, cfg, arch, x, &format!("{LAYER_PREFIX}.mlp_norm"))?;
     let mlp = format!("{LAYER_PREFIX}.mlp");
     let act = match cfg.mlp {
@@ -196,8 +317,7 @@ fn layer_out(b: &mut Builder, cfg: &ModelConfig, arch: &ServeArch, rows: u64) ->
         }
     };
     let w_down = b.param(&format!("{mlp}.down.weight"), &[ffn, h]);
-    let down = b.matmul(act, w_down)?;
-    residual(b, cfg, x, down, &mlp)
+    b.matmul(act, w_down)
 }
 
 /// `x + out [+ {name}.out.bias]` (the zoo's row-parallel bias name).
@@ -265,6 +385,45 @@ mod tests {
             }
             assert_eq!(covered, whole, "{spec}");
         }
+    }
+
+    /// A rank's parameters of `tp=2` are the one-rank parameters by name, each its shape with
+    /// the axis [`tp_split`] names halved; the row-parallel biases alone are left to the
+    /// engine; a tp that does not divide the key/value heads is refused.
+    #[test]
+    fn rank_parameters_are_halves_of_the_whole_ones() {
+        for spec in [
+            "gpt:layers=2,hidden=64,heads=4,vocab=300,seq=128",
+            "llama:layers=2,hidden=64,heads=4,kv_heads=2,vocab=300",
+            "llama:layers=1,hidden=64,heads=4,kv_heads=2,vocab=300,qkv=separate",
+        ] {
+            let cfg = crate::zoo::spec::parse(spec).unwrap();
+            let all = |graphs: &ServeGraphs| -> BTreeMap<String, Vec<u64>> {
+                graphs.named().into_iter().flat_map(|(_, g)| params(g)).collect()
+            };
+            let whole = all(&build_serving(&cfg, &ServeArch::ZOO, 4).unwrap());
+            let rank = build_serving_tp(&cfg, &ServeArch::ZOO, 4, 2).unwrap();
+            let names: Vec<&str> = rank.named().iter().map(|(name, _)| *name).collect();
+            assert_eq!(names, tessera_ir::serving::TP_PROGRAMS, "{spec}");
+            let rank = all(&rank);
+            for (name, shape) in &whole {
+                let Some(shard) = rank.get(name) else {
+                    assert!(name.ends_with(".out.bias"), "{spec}: {name} is on no rank");
+                    continue;
+                };
+                let mut want = shape.clone();
+                match tp_split(name) {
+                    TpSplit::Replicated => {}
+                    TpSplit::Rows => want[0] /= 2,
+                    TpSplit::Columns => *want.last_mut().unwrap() /= 2,
+                }
+                assert_eq!(shard, &want, "{spec}: {name} ({:?})", tp_split(name));
+            }
+            assert!(rank.keys().all(|name| whole.contains_key(name)), "{spec}");
+        }
+        let cfg = crate::zoo::spec::parse("llama:layers=2,hidden=64,heads=4,kv_heads=2,vocab=300").unwrap();
+        let err = build_serving_tp(&cfg, &ServeArch::ZOO, 4, 4).unwrap_err();
+        assert!(err.to_string().contains("tp=4 does not divide the model's 2 key/value heads"), "{err}");
     }
 
     #[test]

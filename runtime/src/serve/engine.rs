@@ -6,20 +6,62 @@ use super::blocks::{BlockAllocator, BlockId};
 use super::ServeError;
 use crate::executor::cpu::{Bound, CpuExecutor, SharedInput};
 use crate::executor::{Feed, InputData};
+use crate::spmd::Communicator;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tessera_ir::artifact::Storage;
 use tessera_ir::dtype::DType;
 use tessera_ir::serving::{names, Positions, ServeManifest, ServeShape, LAYER_PREFIX};
+use tessera_ir::tensor::{Buffer, Tensor};
 
 /// The loaded (not yet bound) serving programs.
 pub struct Programs {
     pub embed: CpuExecutor,
     pub layer_in: CpuExecutor,
-    pub layer_out: CpuExecutor,
+    pub layer_out: LayerOutPrograms,
     pub head: CpuExecutor,
+}
+
+/// What runs after attention in a layer (see `tessera_ir::serving::ATTN_OUT`).
+pub enum LayerOutPrograms {
+    /// `layer_out` (one rank).
+    Whole(Box<CpuExecutor>),
+    /// `attn_out` and `mlp` (tensor parallelism).
+    Split { attn_out: Box<CpuExecutor>, mlp: Box<CpuExecutor> },
+}
+
+/// What every serving front end drives: [`Engine`] (one rank) and
+/// [`super::mesh::MeshEngine`] (tensor-parallel ranks on threads) alike. The methods are
+/// [`Engine`]'s, described there and in the module doc of [`crate::serve`].
+pub trait ServingEngine {
+    fn manifest(&self) -> &ServeManifest;
+    fn add_sequence(&mut self) -> SeqId;
+    fn release(&mut self, seq: SeqId);
+    fn step(&mut self, work: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>, ServeError>;
+    /// KV-cache use; with tensor parallelism a block spans every rank's heads, and
+    /// `block_bytes` is summed over the ranks.
+    fn kv_usage(&self) -> KvUsage;
+    /// Bytes of weights held, summed over the ranks.
+    fn weight_bytes(&self) -> usize;
+    /// Time spent in tensor-parallel all-reduces (rank 0's, waiting for its peers included);
+    /// zero for one rank.
+    fn all_reduce_time(&self) -> Duration;
+
+    /// Appends a prompt (or a chunk of it) to `seq`; returns the logits after its last token.
+    fn prefill(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Vec<f32>, ServeError> {
+        let mut logits = self.step(&[(seq, tokens)])?;
+        Ok(logits.pop().unwrap_or_default())
+    }
+
+    /// Appends one token to each sequence of `batch`; returns each one's next logits.
+    fn decode(&mut self, batch: &[(SeqId, u32)]) -> Result<Vec<Vec<f32>>, ServeError> {
+        let work: Vec<(SeqId, [u32; 1])> = batch.iter().map(|&(seq, token)| (seq, [token])).collect();
+        let work: Vec<(SeqId, &[u32])> = work.iter().map(|(seq, t)| (*seq, &t[..])).collect();
+        self.step(&work)
+    }
 }
 
 /// A sequence's id in an [`Engine`].
@@ -153,14 +195,23 @@ fn bind_program<E: std::borrow::Borrow<CpuExecutor>>(
     Ok(Bound::with_shared_inputs(program, &[] as &[(String, HostTensor)], &shared)?)
 }
 
-/// The four programs for one row count, bound to the weights (the layer programs once per
-/// layer).
+/// A layer program bound once per layer.
+type PerLayer = Vec<Bound<Rc<CpuExecutor>>>;
+
+/// [`LayerOutPrograms`] bound per layer.
+enum LayerOutBindings {
+    Whole(PerLayer),
+    Split { attn_out: PerLayer, mlp: PerLayer },
+}
+
+/// The programs for one row count, bound to the weights (the layer programs once per layer).
 struct RowPrograms {
     rows: usize,
     embed: Bound<CpuExecutor>,
-    layer_in: Vec<Bound<Rc<CpuExecutor>>>,
-    layer_out: Vec<Bound<Rc<CpuExecutor>>>,
-    head: Bound<CpuExecutor>,
+    layer_in: PerLayer,
+    layer_out: LayerOutBindings,
+    /// Absent on tensor-parallel ranks other than 0: rank 0 alone computes logits.
+    head: Option<Bound<CpuExecutor>>,
 }
 
 impl RowPrograms {
@@ -169,23 +220,81 @@ impl RowPrograms {
         programs: Programs,
         store: &mut WeightStore,
         weights: &mut WeightSource,
+        with_head: bool,
     ) -> Result<RowPrograms, ServeError> {
         let same = |name: &str| name.to_string();
         let embed = bind_program(programs.embed, store, weights, &same)?;
-        let head = bind_program(programs.head, store, weights, &same)?;
-        let (layer_in_program, layer_out_program) = (Rc::new(programs.layer_in), Rc::new(programs.layer_out));
-        let mut layer_in = Vec::new();
-        let mut layer_out = Vec::new();
-        for layer in 0..manifest.model.layers {
-            let rename = |name: &str| match name.strip_prefix(LAYER_PREFIX) {
-                Some(rest) => format!("l{layer}{rest}"),
-                None => name.to_string(),
-            };
-            for (program, bindings) in [(&layer_in_program, &mut layer_in), (&layer_out_program, &mut layer_out)] {
-                bindings.push(bind_program(program.clone(), store, weights, &rename)?);
-            }
-        }
+        let head = if with_head { Some(bind_program(programs.head, store, weights, &same)?) } else { None };
+        let per_layer = |program: CpuExecutor, store: &mut WeightStore, weights: &mut WeightSource| {
+            let program = Rc::new(program);
+            (0..manifest.model.layers)
+                .map(|layer| {
+                    let rename = |name: &str| match name.strip_prefix(LAYER_PREFIX) {
+                        Some(rest) => format!("l{layer}{rest}"),
+                        None => name.to_string(),
+                    };
+                    bind_program(program.clone(), store, weights, &rename)
+                })
+                .collect::<Result<PerLayer, ServeError>>()
+        };
+        let layer_in = per_layer(programs.layer_in, store, weights)?;
+        let layer_out = match programs.layer_out {
+            LayerOutPrograms::Whole(program) => LayerOutBindings::Whole(per_layer(*program, store, weights)?),
+            LayerOutPrograms::Split { attn_out, mlp } => LayerOutBindings::Split {
+                attn_out: per_layer(*attn_out, store, weights)?,
+                mlp: per_layer(*mlp, store, weights)?,
+            },
+        };
         Ok(RowPrograms { rows: manifest.shape.rows as usize, embed, layer_in, layer_out, head })
+    }
+}
+
+/// A tensor-parallel rank's link to its peers.
+struct RankLink {
+    comm: Box<dyn Communicator>,
+    /// Per layer, the attention output and MLP down projections' biases (`[hidden]`), added
+    /// once after the all-reduce; empty for a model without them.
+    row_parallel_bias: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Time spent in all-reduces, waiting for the peers included.
+    all_reduce_time: Duration,
+}
+
+impl RankLink {
+    /// The sum over all ranks of each rank's `partial`, added in rank order (so every rank
+    /// gets the same bits, and the same bits run after run).
+    fn all_reduce(&mut self, partial: Vec<f32>) -> Result<Vec<f32>, ServeError> {
+        let started = Instant::now();
+        let group: Vec<usize> = (0..self.comm.size()).collect();
+        let all = self.comm.exchange(&group, &Tensor::from_f32(vec![partial.len()], partial))?;
+        let mut parts = all.iter().map(|t| match &t.data {
+            Buffer::F32(values) if values.len() == t.len() => Ok(&values[..]),
+            _ => Err(ServeError::Invalid("an all-reduce operand is not f32".into())),
+        });
+        let mut sum =
+            parts.next().ok_or_else(|| ServeError::Invalid("an empty tensor-parallel group".into()))??.to_vec();
+        for part in parts {
+            let part = part?;
+            if part.len() != sum.len() {
+                return Err(ServeError::Invalid("all-reduce operands of different lengths".into()));
+            }
+            sum.iter_mut().zip(part).for_each(|(s, p)| *s += p);
+        }
+        self.all_reduce_time += started.elapsed();
+        Ok(sum)
+    }
+}
+
+/// `stream + (sum + bias)` row by row (`bias` `[hidden]`, or empty for none): the residual of a
+/// row-parallel projection, added as `LAYER_OUT` adds it.
+fn add_residual(stream: &mut [f32], sum: &[f32], bias: &[f32]) {
+    if bias.is_empty() {
+        stream.iter_mut().zip(sum).for_each(|(x, s)| *x += s);
+        return;
+    }
+    for (x_row, s_row) in stream.chunks_mut(bias.len()).zip(sum.chunks(bias.len())) {
+        for ((x, s), b) in x_row.iter_mut().zip(s_row).zip(bias) {
+            *x += s + b;
+        }
     }
 }
 
@@ -204,6 +313,8 @@ pub struct Engine {
     rotary: Option<(Vec<f32>, Vec<f32>)>,
     /// Fault injection ([`Engine::fail_forward_after`]): program runs left before one fails.
     forward_fault: Option<usize>,
+    /// Tensor parallelism: this rank's link to the others (`None` for one rank).
+    rank: Option<RankLink>,
 }
 
 impl Engine {
@@ -223,13 +334,69 @@ impl Engine {
         weights: &mut WeightSource,
         cache_blocks: u64,
     ) -> Result<Engine, ServeError> {
+        Engine::build(manifest, programs, weights, cache_blocks, None)
+    }
+
+    /// One rank of a tensor-parallel engine ([`Engine::with_cache_blocks`] for the programs of
+    /// a manifest with `tensor_parallel`): `weights` hands out this rank's shards (by the
+    /// programs' shapes) and the whole row-parallel biases; `comm` joins it to the other ranks,
+    /// which must be driven through the same calls in the same order (see
+    /// [`super::mesh::MeshEngine`]). Its cache holds its own key/value heads; its `step`
+    /// returns logits on rank 0 and empty vectors elsewhere.
+    pub fn rank(
+        manifest: ServeManifest,
+        programs: Programs,
+        weights: &mut WeightSource,
+        cache_blocks: u64,
+        comm: Box<dyn Communicator>,
+    ) -> Result<Engine, ServeError> {
+        Engine::build(manifest, programs, weights, cache_blocks, Some(comm))
+    }
+
+    fn build(
+        manifest: ServeManifest,
+        programs: Programs,
+        weights: &mut WeightSource,
+        cache_blocks: u64,
+        comm: Option<Box<dyn Communicator>>,
+    ) -> Result<Engine, ServeError> {
         let m = &manifest.model;
         let shape = manifest.shape;
         if m.heads % m.kv_heads != 0 || shape.kv_block == 0 || shape.rows < shape.max_batch {
             return Err(ServeError::Invalid("serve.json: inconsistent heads or shape".into()));
         }
+        let ranks = manifest.tp_ranks();
+        let world = comm.as_ref().map_or(1, |c| c.size() as u64);
+        if ranks != world || m.heads % ranks != 0 || m.kv_heads % ranks != 0 {
+            let message = format!(
+                "programs for {ranks} tensor-parallel ranks of {} heads and {} key/value heads, run on {world}",
+                m.heads, m.kv_heads
+            );
+            return Err(ServeError::Invalid(message));
+        }
+        let split = matches!(programs.layer_out, LayerOutPrograms::Split { .. });
+        if split != (ranks > 1) {
+            return Err(ServeError::Invalid(format!("{ranks} ranks need the programs of {ranks} ranks")));
+        }
+        let with_head = comm.as_ref().is_none_or(|c| c.rank() == 0);
         let mut store = WeightStore::default();
-        let row_programs = vec![RowPrograms::bind(&manifest, programs, &mut store, weights)?];
+        let row_programs = vec![RowPrograms::bind(&manifest, programs, &mut store, weights, with_head)?];
+        let rank = match comm {
+            None => None,
+            Some(comm) => {
+                let hidden = m.hidden;
+                let mut bias = |name: String| {
+                    weights(&name, &[hidden]).map_err(|message| ServeError::Weight { name: name.clone(), message })
+                };
+                let row_parallel_bias = match manifest.tensor_parallel {
+                    Some(tp) if tp.row_parallel_bias => (0..m.layers)
+                        .map(|l| Ok((bias(format!("l{l}.attn.out.bias"))?, bias(format!("l{l}.mlp.out.bias"))?)))
+                        .collect::<Result<Vec<_>, ServeError>>()?,
+                    _ => Vec::new(),
+                };
+                Some(RankLink { comm, row_parallel_bias, all_reduce_time: Duration::ZERO })
+            }
+        };
         let total_blocks = u32::try_from(cache_blocks)
             .ok()
             .filter(|&n| n > 0)
@@ -238,7 +405,7 @@ impl Engine {
             m.layers as usize,
             total_blocks as usize,
             shape.kv_block as usize,
-            m.kv_heads as usize,
+            (m.kv_heads / ranks) as usize,
             m.head_dim as usize,
             shape.kv_dtype,
         );
@@ -261,6 +428,7 @@ impl Engine {
             next_seq: 0,
             rotary,
             forward_fault: None,
+            rank,
         })
     }
 
@@ -281,14 +449,20 @@ impl Engine {
     ) -> Result<(), ServeError> {
         let (mine, theirs) = (&self.manifest, manifest);
         let same_shape = ServeShape { rows: mine.shape.rows, ..theirs.shape } == mine.shape;
-        if theirs.model != mine.model || !same_shape || theirs.shape.rows == 0 || theirs.shape.rows > mine.shape.rows {
+        if theirs.model != mine.model
+            || theirs.tensor_parallel != mine.tensor_parallel
+            || !same_shape
+            || theirs.shape.rows == 0
+            || theirs.shape.rows > mine.shape.rows
+        {
             let message = format!(
                 "programs of {} rows do not fit an engine of {} rows of the same model and limits",
                 theirs.shape.rows, mine.shape.rows
             );
             return Err(ServeError::Invalid(message));
         }
-        let bound = RowPrograms::bind(manifest, programs, &mut self.weights, weights)?;
+        let with_head = self.rank.as_ref().is_none_or(|r| r.comm.rank() == 0);
+        let bound = RowPrograms::bind(manifest, programs, &mut self.weights, weights, with_head)?;
         match self.row_programs.binary_search_by_key(&bound.rows, |p| p.rows) {
             Ok(at) => self.row_programs[at] = bound,
             Err(at) => self.row_programs.insert(at, bound),
@@ -299,7 +473,10 @@ impl Engine {
     /// Bytes of the weights the programs read: each tensor once, however many row counts (and
     /// layer bindings of the same program) read it.
     pub fn weight_bytes(&self) -> usize {
-        self.weights.bytes()
+        let biases = self.rank.as_ref().map_or(0, |r| {
+            r.row_parallel_bias.iter().map(|(a, m)| (a.len() + m.len()) * std::mem::size_of::<f32>()).sum()
+        });
+        self.weights.bytes() + biases
     }
 
     /// The row counts the engine has programs for, fewest first.
@@ -337,17 +514,9 @@ impl Engine {
         }
     }
 
-    /// Appends a prompt (or a chunk of it) to `seq`; returns the logits after its last token.
-    pub fn prefill(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Vec<f32>, ServeError> {
-        let mut logits = self.step(&[(seq, tokens)])?;
-        Ok(logits.pop().unwrap_or_default())
-    }
-
-    /// Appends one token to each sequence of `batch`; returns each one's next logits.
-    pub fn decode(&mut self, batch: &[(SeqId, u32)]) -> Result<Vec<Vec<f32>>, ServeError> {
-        let work: Vec<(SeqId, [u32; 1])> = batch.iter().map(|&(seq, token)| (seq, [token])).collect();
-        let work: Vec<(SeqId, &[u32])> = work.iter().map(|(seq, t)| (*seq, &t[..])).collect();
-        self.step(&work)
+    /// Time this rank spent in all-reduces (zero for one rank).
+    pub fn all_reduce_time(&self) -> Duration {
+        self.rank.as_ref().map_or(Duration::ZERO, |r| r.all_reduce_time)
     }
 
     /// The general step both of the above are: appends `tokens` to each sequence of `work` (a
@@ -396,7 +565,24 @@ impl Engine {
         }
         let mut logits = vec![Vec::new(); work.len()];
         for chunk in rows.chunks(shape.rows as usize) {
-            let chunk_logits = match self.forward(work, chunk) {
+            let result = match self.forward_fault {
+                // Before any collective, so injected on every rank it fails them all alike.
+                Some(0) => {
+                    self.forward_fault = None;
+                    let message = "injected failure (Engine::fail_forward_after)".to_string();
+                    Err(ServeError::Program { program: "embed".into(), message })
+                }
+                fault => {
+                    self.forward_fault = fault.map(|runs| runs - 1);
+                    let result = self.forward(work, chunk);
+                    if let (Err(e), Some(rank)) = (&result, &self.rank) {
+                        // The peers may be waiting for this rank's part of an all-reduce.
+                        rank.comm.abort(&e.to_string());
+                    }
+                    result
+                }
+            };
+            let chunk_logits = match result {
                 Ok(logits) => logits,
                 Err(e) => {
                     self.undo_step(&before);
@@ -405,7 +591,7 @@ impl Engine {
             };
             for (r, &(item, _, position)) in chunk.iter().enumerate() {
                 if position + 1 == self.sequences[&work[item].0].len {
-                    logits[item] = chunk_logits[r].clone();
+                    logits[item] = chunk_logits.get(r).cloned().unwrap_or_default();
                 }
             }
         }
@@ -431,22 +617,21 @@ impl Engine {
     }
 
     /// One run of the programs over `rows` (at most `shape.rows`): returns every row's logits.
+    /// On tensor-parallel ranks other than 0 the result is empty (no head).
     fn forward(&mut self, work: &[(SeqId, &[u32])], rows: &[(usize, u32, usize)]) -> Result<Vec<Vec<f32>>, ServeError> {
-        match self.forward_fault {
-            Some(0) => {
-                self.forward_fault = None;
-                let message = "injected failure (Engine::fail_forward_after)".to_string();
-                return Err(ServeError::Program { program: "embed".into(), message });
-            }
-            Some(runs) => self.forward_fault = Some(runs - 1),
-            None => {}
-        }
         let m = &self.manifest.model;
         let at = self.row_programs.iter().position(|p| p.rows >= rows.len()).unwrap_or(self.row_programs.len() - 1);
         let programs = &mut self.row_programs[at];
         let r = programs.rows;
-        let (h, heads, kv, dh, vocab) =
-            (m.hidden as usize, m.heads as usize, m.kv_heads as usize, m.head_dim as usize, m.vocab as usize);
+        let ranks = self.manifest.tp_ranks() as usize;
+        // This rank's heads (all of them for one rank).
+        let (h, heads, kv, dh, vocab) = (
+            m.hidden as usize,
+            m.heads as usize / ranks,
+            m.kv_heads as usize / ranks,
+            m.head_dim as usize,
+            m.vocab as usize,
+        );
         let mut tokens = vec![0i64; r];
         let mut positions = vec![0i64; r];
         for (i, &(_, token, position)) in rows.iter().enumerate() {
@@ -488,14 +673,66 @@ impl Engine {
                 self.cache.write(layer, row.blocks, row.position, k, v);
             }
             self.cache.attend(layer, heads, &qkv[0], &attention_rows, &mut context);
-            let inputs = [
-                (names::STREAM.to_string(), f32s(vec![r, h], stream)),
-                (names::CONTEXT.to_string(), f32s(vec![r, heads * dh], context.clone())),
-            ];
-            x = run(&mut programs.layer_out[layer], &inputs, 1)?.remove(0);
+            let context_input = (names::CONTEXT.to_string(), f32s(vec![r, heads * dh], context.clone()));
+            x = match (&mut programs.layer_out, &mut self.rank) {
+                (LayerOutBindings::Whole(layer_out), _) => {
+                    let inputs = [(names::STREAM.to_string(), f32s(vec![r, h], stream)), context_input];
+                    run(&mut layer_out[layer], &inputs, 1)?.remove(0)
+                }
+                (LayerOutBindings::Split { attn_out, mlp }, Some(rank)) => {
+                    let partial = run(&mut attn_out[layer], &[context_input], 1)?.remove(0);
+                    let sum = rank.all_reduce(partial)?;
+                    let mut stream = stream;
+                    add_residual(&mut stream, &sum, rank.row_parallel_bias.get(layer).map_or(&[], |b| &b.0));
+                    let inputs = [(names::STREAM.to_string(), f32s(vec![r, h], stream))];
+                    let partial = run(&mut mlp[layer], &inputs, 1)?.remove(0);
+                    let [(_, HostTensor::F32 { values: mut stream, .. })] = inputs else {
+                        unreachable!("the stream is f32")
+                    };
+                    let sum = rank.all_reduce(partial)?;
+                    add_residual(&mut stream, &sum, rank.row_parallel_bias.get(layer).map_or(&[], |b| &b.1));
+                    stream
+                }
+                (LayerOutBindings::Split { .. }, None) => {
+                    return Err(ServeError::Invalid("tensor-parallel programs without a mesh".into()))
+                }
+            };
         }
-        let logits = run(&mut programs.head, &[(names::STREAM.to_string(), f32s(vec![r, h], x))], 1)?.remove(0);
+        let Some(head) = &mut programs.head else {
+            return Ok(Vec::new());
+        };
+        let logits = run(head, &[(names::STREAM.to_string(), f32s(vec![r, h], x))], 1)?.remove(0);
         Ok(logits.chunks(vocab).take(rows.len()).map(<[f32]>::to_vec).collect())
+    }
+}
+
+impl ServingEngine for Engine {
+    fn manifest(&self) -> &ServeManifest {
+        Engine::manifest(self)
+    }
+
+    fn add_sequence(&mut self) -> SeqId {
+        Engine::add_sequence(self)
+    }
+
+    fn release(&mut self, seq: SeqId) {
+        Engine::release(self, seq)
+    }
+
+    fn step(&mut self, work: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>, ServeError> {
+        Engine::step(self, work)
+    }
+
+    fn kv_usage(&self) -> KvUsage {
+        Engine::kv_usage(self)
+    }
+
+    fn weight_bytes(&self) -> usize {
+        Engine::weight_bytes(self)
+    }
+
+    fn all_reduce_time(&self) -> Duration {
+        Engine::all_reduce_time(self)
     }
 }
 

@@ -53,20 +53,36 @@
 //! compiled CPU artifacts run by [`crate::executor::cpu`]; rows past the step's tokens are
 //! padding (computed and ignored).
 //!
+//! # Tensor parallelism
+//!
+//! A manifest with `tensor_parallel` (`--mesh tp=N`) has five programs: `layer_out` is split
+//! at its two row-parallel matmuls into `attn_out` (a rank's heads' part of the output
+//! projection) and `mlp` (norm, a rank's up-projection columns, its down-projection rows).
+//! [`engine::Engine::rank`] binds them to one rank's weight shards, holds that rank's
+//! key/value heads in its cache, and after each of the two runs all-reduces the partial sums
+//! (added in rank order, so every rank and every run gets the same bits), then adds the
+//! residual and the projection's bias itself. [`mesh::MeshEngine`] runs one such engine per
+//! thread over [`crate::spmd::LocalCommunicator`] and drives them in lockstep; both are an
+//! [`engine::ServingEngine`], the interface `tessera generate` and the server's scheduler use.
+//!
 //! Map: [`blocks`] (the block allocator: free list and usage counts), [`attention`] (cache
-//! layout and paged attention), [`engine`], [`sampling`] (greedy, temperature and top-p),
-//! [`tokenizer`] (`tokenizer.json` or bytes; streaming detokenization).
+//! layout and paged attention), [`engine`], [`mesh`] (tensor-parallel ranks on threads),
+//! [`sampling`] (greedy, temperature and top-p), [`tokenizer`] (`tokenizer.json` or bytes;
+//! streaming detokenization).
 
 pub mod attention;
 pub mod blocks;
 pub mod engine;
+pub mod mesh;
 pub mod sampling;
 pub mod tokenizer;
 
 use crate::executor::cpu::CpuExecutor;
 use crate::executor::{load, ArtifactError};
 use std::path::Path;
-use tessera_ir::serving::{ServeManifest, EMBED, HEAD, LAYER_IN, LAYER_OUT, SERVE_FORMAT_VERSION, SERVE_MANIFEST_FILE};
+use tessera_ir::serving::{
+    ServeManifest, ATTN_OUT, EMBED, HEAD, LAYER_IN, LAYER_OUT, MLP, SERVE_FORMAT_VERSION, SERVE_MANIFEST_FILE,
+};
 
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,12 +105,15 @@ pub enum ServeError {
     BadToken { id: u32, vocab: u64 },
     #[error("program {program}: {message}")]
     Program { program: String, message: String },
+    #[error("tensor-parallel all-reduce: {0}")]
+    Collective(#[from] crate::spmd::CommError),
     #[error("{0}")]
     Invalid(String),
 }
 
-/// Reads a serving directory (`serve.json` and the four artifacts) written by `tessera compile
-/// --serve`, loading and checking each artifact.
+/// Reads a serving directory (`serve.json` and the four artifacts, or five with tensor
+/// parallelism) written by `tessera compile --serve`, loading and checking each artifact. Each
+/// call loads its own executors (each rank of a mesh calls it).
 pub fn load_serving_dir(dir: &Path) -> Result<(ServeManifest, engine::Programs), ServeError> {
     let path = dir.join(SERVE_MANIFEST_FILE);
     let manifest_error = |message: String| ServeError::Manifest { path: path.display().to_string(), message };
@@ -109,7 +128,12 @@ pub fn load_serving_dir(dir: &Path) -> Result<(ServeManifest, engine::Programs),
     let programs = engine::Programs {
         embed: program(EMBED)?,
         layer_in: program(LAYER_IN)?,
-        layer_out: program(LAYER_OUT)?,
+        layer_out: match manifest.tensor_parallel {
+            None => engine::LayerOutPrograms::Whole(Box::new(program(LAYER_OUT)?)),
+            Some(_) => {
+                engine::LayerOutPrograms::Split { attn_out: Box::new(program(ATTN_OUT)?), mlp: Box::new(program(MLP)?) }
+            }
+        },
         head: program(HEAD)?,
     };
     Ok((manifest, programs))

@@ -1,0 +1,131 @@
+//! Tensor-parallel serving (`--mesh tp=N`): the GPT-2 and Llama (GQA) test checkpoints of
+//! `.cache/serve` split over two ranks give the same greedy tokens as one rank, the same bits
+//! run after run (the all-reduce adds in rank order), KV numbers for the whole mesh, and
+//! meshes serving cannot run refused with exit 2.
+
+use crate::support::{repo_root, tessera};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tessera::serve::{build_engine, build_mesh_engine, generate, open_model, GenerateOptions};
+use tessera_ir::serving::ServeShape;
+use tessera_runtime::serve::engine::ServingEngine;
+use tessera_runtime::serve::sampling::SamplingParams;
+
+#[derive(Deserialize)]
+struct Reference {
+    models: BTreeMap<String, Vec<Case>>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    prompt: String,
+    prompt_ids: Vec<u32>,
+    generated_ids: Vec<u32>,
+}
+
+fn checkpoint(name: &str) -> PathBuf {
+    repo_root().join(".cache/serve").join(name)
+}
+
+fn reference() -> Reference {
+    let path = repo_root().join(".cache/serve/reference.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/serve/setup.sh (make serve-data)", path.display()));
+    serde_json::from_str(&text).expect("reference.json parses")
+}
+
+const NEW_TOKENS: usize = 20;
+
+fn greedy() -> GenerateOptions {
+    GenerateOptions { max_new_tokens: NEW_TOKENS, sampling: SamplingParams::default(), stop: None }
+}
+
+/// For both checkpoints and the prompts of 1 and 7 tokens, two ranks generate one rank's 20
+/// greedy tokens (which are transformers'); their logits are within float rounding of one
+/// rank's and bit-identical from one run to the next; the mesh's KV block is one rank's block
+/// in bytes (each rank holds half the key/value heads) and its weights are one copy plus the
+/// replicated embedding, layer norms and row-parallel biases (the head is rank 0's alone).
+#[test]
+fn two_ranks_generate_the_tokens_of_one() {
+    let reference = reference();
+    for name in ["gpt2-tiny", "llama-tiny"] {
+        let model = open_model(checkpoint(name).to_str().expect("a UTF-8 path"), 0).expect("the checkpoint opens");
+        let shape = ServeShape::new(1, 64, 16);
+        let (mut one, _) = build_engine(&model, shape).expect("the one-rank engine builds");
+        let (mut two, _) =
+            build_mesh_engine(&model, shape, shape.cache_blocks(), &[], 2).expect("the two-rank engine builds");
+        let cases: Vec<&Case> = reference.models[name].iter().filter(|c| c.prompt_ids.len() <= 7).collect();
+        assert_eq!(cases.iter().map(|c| c.prompt_ids.len()).collect::<Vec<_>>(), [1, 7], "{name}: the short prompts");
+        for case in cases {
+            let want = generate(&mut one, &model, &case.prompt, &greedy(), &mut |_| {}).expect("one rank generates");
+            let got = generate(&mut two, &model, &case.prompt, &greedy(), &mut |_| {}).expect("two ranks generate");
+            let label = format!("{name}, prompt of {} tokens", case.prompt_ids.len());
+            assert_eq!(want.generated_ids, case.generated_ids[..NEW_TOKENS], "{label}: one rank is transformers");
+            assert_eq!(got.generated_ids, want.generated_ids, "{label}");
+            assert_eq!(got.text, want.text, "{label}");
+            // Logits: close to one rank's, and the same bits on a second run.
+            let logits = |engine: &mut dyn ServingEngine| {
+                let seq = engine.add_sequence();
+                let logits = engine.prefill(seq, &case.prompt_ids).expect("prefill");
+                engine.release(seq);
+                logits
+            };
+            let (single, first, second) = (logits(&mut one), logits(&mut two), logits(&mut two));
+            assert_eq!(first, second, "{label}: the all-reduce adds in a fixed order");
+            let worst = single.iter().zip(&first).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "{label}: logits differ by {worst}");
+        }
+        assert!(two.all_reduce_time() > std::time::Duration::ZERO, "{name}: the ranks all-reduced");
+        let (kv_one, kv_two) = (one.kv_usage(), two.kv_usage());
+        assert_eq!(kv_two, kv_one, "{name}: the mesh's blocks, whole-mesh bytes per block, nothing held");
+        let c = &model.config;
+        // The layers' norms (the final norm is the head's, on rank 0 alone); LayerNorm has a bias.
+        let norms = 2 * c.layers * c.hidden * if c.bias { 2 } else { 1 };
+        let positions = if name == "gpt2-tiny" { c.seq * c.hidden } else { 0 };
+        let replicated = c.vocab * c.hidden + positions + norms + if c.bias { 2 * c.layers * c.hidden } else { 0 };
+        assert_eq!(two.weight_bytes(), one.weight_bytes() + (replicated * 4) as usize, "{name}: weight bytes");
+    }
+}
+
+/// The command: `--mesh tp=2` streams the text one rank streams and says so in its JSON.
+#[test]
+fn generate_command_runs_on_two_ranks() {
+    let reference = reference();
+    let case = &reference.models["llama-tiny"][1];
+    let dir = checkpoint("llama-tiny");
+    let args = ["generate", dir.to_str().expect("a UTF-8 path"), "--prompt", &case.prompt, "--max-new-tokens", "20"];
+    let out = tessera(&repo_root(), &[&args[..], &["--mesh", "tp=2", "--json"]].concat());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON object");
+    assert_eq!(json["tp"], 2);
+    assert_eq!(json["generated_ids"], serde_json::json!(case.generated_ids[..NEW_TOKENS]));
+    assert!(json["all_reduce_seconds"].as_f64().is_some_and(|s| s > 0.0), "{json}");
+}
+
+/// Meshes serving cannot run exit 2 with the reason: a tp that does not divide the heads
+/// (gpt2-tiny has 4), the key/value heads (llama-tiny has 2 for 4 query heads) or the MLP
+/// width, and axes other than tp; `serve` refuses before it listens.
+#[test]
+fn meshes_serving_cannot_run_are_refused() {
+    let gpt2 = checkpoint("gpt2-tiny");
+    let llama = checkpoint("llama-tiny");
+    let zoo = "llama:layers=1,hidden=64,heads=4,kv_heads=4,ffn=90,vocab=256,seq=64";
+    let cases: [(&str, &str, &str); 5] = [
+        (gpt2.to_str().expect("a UTF-8 path"), "tp=3", "tp=3 does not divide the model's 4 attention heads"),
+        (llama.to_str().expect("a UTF-8 path"), "tp=4", "tp=4 does not divide the model's 2 key/value heads"),
+        (zoo, "tp=4", "tp=4 does not divide the model's 90 MLP width (ffn)"),
+        (gpt2.to_str().expect("a UTF-8 path"), "dp=2,tp=2", "serving runs tensor parallelism only (tp=N); dp=2"),
+        (llama.to_str().expect("a UTF-8 path"), "pp=2", "serving runs tensor parallelism only (tp=N); pp=2"),
+    ];
+    for (model, mesh, reason) in cases {
+        let out =
+            tessera(&repo_root(), &["generate", model, "--prompt", "hi", "--max-new-tokens", "2", "--mesh", mesh]);
+        assert_eq!(out.code, 2, "generate {model} --mesh {mesh}: {}", out.stderr);
+        assert!(out.stderr.contains(reason), "generate --mesh {mesh}: {}", out.stderr);
+        let out = tessera(&repo_root(), &["serve", model, "--port", "0", "--mesh", mesh]);
+        assert_eq!(out.code, 2, "serve {model} --mesh {mesh}: {}", out.stderr);
+        assert!(out.stderr.contains(reason), "serve --mesh {mesh}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "serve --mesh {mesh} listened: {}", out.stdout);
+    }
+}
