@@ -371,9 +371,9 @@ fn ppocrv4_rec_matches_onnxruntime() {
 
 /// The models whose convolutions have dynamic spatial sizes, as published (no `--pin`), each at
 /// two input shapes from the same file: PP-OCR cls imports with symbolic batch, height and
-/// width; PP-OCRv4 det and rec have shape arithmetic valid only at some sizes (det adds a 2x
-/// upsampled stride-32 map to a stride-16 one; rec reshapes its height to 1, true for height
-/// 48), so they import with the inputs' sizes bound.
+/// width; PP-OCRv4 det adds a 2x upsampled stride-32 map to a stride-16 one, sizes equal only
+/// at some heights and widths, which it imports symbolically as run-time shape checks; rec
+/// reshapes its height to 1, true for height 48 only, so it imports with the inputs' sizes bound.
 #[test]
 fn ppocr_cls_matches_onnxruntime_unpinned_at_two_shapes() {
     for (shape, dims) in [
@@ -403,7 +403,7 @@ fn ppocrv4_det_matches_onnxruntime_unpinned_at_two_shapes() {
             reference_args: &["--shape", shape, "--range", "x=-2.1:2.6", "--page", "x"],
             compile_args: &compile_args,
             reference_steps: 0,
-            symbolic_import: false,
+            symbolic_import: true,
         });
     }
 }
