@@ -719,13 +719,16 @@ mod run_time_broadcast_tests {
         let x = TensorType::new(DType::F32, vec![Dim::Static(2), stride16.clone()]);
         let op = Op::Broadcast { shape: vec![Dim::Static(2), upsampled.clone()] };
         assert_eq!(op.infer(&[&x]).expect("undecidable pair")[0].dims[1], upsampled);
-        assert_eq!(broadcast_dims(&[stride16.clone()], &[upsampled.clone()]), Some(vec![stride16.clone()]));
+        assert_eq!(
+            broadcast_dims(std::slice::from_ref(&stride16), std::slice::from_ref(&upsampled)),
+            Some(vec![stride16.clone()])
+        );
         // h + 1 is never h: refused symbolically.
         let h = Dim::sym("h");
         let h1 = Dim::Symbolic(DimExpr::parse("h + 1").expect("h + 1"));
         let x = TensorType::new(DType::F32, vec![h.clone()]);
         assert!(Op::Broadcast { shape: vec![h1.clone()] }.infer(&[&x]).is_err());
-        assert_eq!(broadcast_dims(&[h.clone()], &[h1]), None);
+        assert_eq!(broadcast_dims(std::slice::from_ref(&h), &[h1]), None);
         // A symbol against a static size other than 1 stays an import-time refusal.
         assert!(Op::Broadcast { shape: vec![Dim::Static(5)] }.infer(&[&x]).is_err());
         assert_eq!(broadcast_dims(&[h], &[Dim::Static(5)]), None);
