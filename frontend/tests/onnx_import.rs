@@ -712,3 +712,49 @@ fn reflect_padding_of_a_symbolic_axis_matches_the_import_with_its_size_bound() {
     let message = too_short.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("out of range"), "{message}");
 }
+
+/// Two inputs whose batch symbols the graph uses as one size (an `Add` of `[a, 2]` and `[b, 2]`)
+/// import with one symbol: `b` becomes `a` in every type, the result is `[a, 2]`, and it runs at
+/// any batch the inputs agree on.
+#[test]
+fn symbols_an_add_uses_as_one_size_become_one() {
+    let m = model(
+        vec![node("Add", "sum", &["x", "y"], &["z"], vec![])],
+        vec![f32_value("x", &[D::P("a"), D::N(2)]), f32_value("y", &[D::P("b"), D::N(2)])],
+        vec![f32_value("z", &[D::P("a"), D::N(2)])],
+        vec![],
+        17,
+    );
+    let g = import(&m);
+    let types: Vec<String> = g.inputs().iter().map(|&v| g.value(v).ty.to_string()).collect();
+    assert_eq!(types, vec![r#"tensor<?x2xf32, ["a"]>"#; 2]);
+    assert_eq!(g.value(g.outputs()[0]).ty.dims, vec![Dim::sym("a"), Dim::Static(2)]);
+    let x = tessera_ir::tensor::Tensor::from_f64(DType::F32, vec![3, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let y = tessera_ir::tensor::Tensor::from_f64(DType::F32, vec![3, 2], vec![10.0; 6]);
+    assert_close(&run(&g, vec![x, y])[0], DType::F32, &[3, 2], &[11.0, 12.0, 13.0, 14.0, 15.0, 16.0], 0.0);
+}
+
+/// An LSTM's initial state declared with a batch symbol of its own (silero-vad's `state:
+/// [2, state_dim1, 128]` beside `input: [input_dim0, ...]`) takes the batch symbol of X.
+#[test]
+fn an_lstm_initial_state_takes_the_batch_symbol_of_its_input() {
+    let m = model(
+        vec![node("LSTM", "lstm", &["x", "W", "R", "", "", "h0"], &["", "h"], vec![attr_int("hidden_size", 1)])],
+        vec![f32_value("x", &[D::N(2), D::P("n"), D::N(1)]), f32_value("h0", &[D::N(1), D::P("state_n"), D::N(1)])],
+        vec![f32_value("h", &[D::N(1), D::P("n"), D::N(1)])],
+        vec![f32_typed("W", &[1, 4, 1], &[0.5; 4]), f32_typed("R", &[1, 4, 1], &[0.25; 4])],
+        14,
+    );
+    let g = import(&m);
+    let h0 = g.inputs()[1];
+    assert_eq!(g.value(h0).ty.dims, vec![Dim::Static(1), Dim::sym("n"), Dim::Static(1)]);
+    assert_eq!(g.value(g.outputs()[0]).ty.dims, vec![Dim::Static(1), Dim::sym("n"), Dim::Static(1)]);
+    let out = run(
+        &g,
+        vec![
+            tessera_ir::tensor::Tensor::zeros(DType::F32, vec![2, 3, 1]),
+            tessera_ir::tensor::Tensor::zeros(DType::F32, vec![1, 3, 1]),
+        ],
+    );
+    assert_eq!(out[0].shape, vec![1, 3, 1]);
+}

@@ -459,6 +459,50 @@ impl Graph {
 }
 
 impl Graph {
+    /// Replaces symbol `name` by the expression `by` in place, wherever a dimension can hold it:
+    /// every value type, the targets `reshape`, `broadcast` and `recv` carry, and the regions of
+    /// `if`/`loop` (they see the enclosing symbols). Names, ids and order are kept. This is how
+    /// an importer unifies two symbols the graph proves equal. Substituting multiplies out
+    /// products, so it can overflow (an error; the graph may then be partly substituted).
+    pub fn substitute_symbol(&mut self, name: &str, by: &crate::symbolic::DimExpr) -> Result<(), SymbolicError> {
+        fn dims(
+            dims: &mut [crate::types::Dim],
+            name: &str,
+            by: &crate::symbolic::DimExpr,
+        ) -> Result<(), SymbolicError> {
+            for d in dims.iter_mut() {
+                if let crate::types::Dim::Symbolic(e) = d {
+                    if e.symbols().contains(name) {
+                        let replaced = e.substitute_with(&|s| (s == name).then(|| by.clone()))?;
+                        *d = crate::types::Dim::from_expr(replaced)?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        for value in &mut self.values {
+            dims(&mut value.ty.dims, name, by)?;
+        }
+        for node in &mut self.nodes {
+            match &mut node.op {
+                Op::Reshape { shape } | Op::Broadcast { shape } => dims(shape, name, by)?,
+                Op::Collective(Collective::Recv { ty, .. }) => dims(&mut ty.dims, name, by)?,
+                Op::If(regions) => {
+                    regions.then_branch.substitute_symbol(name, by)?;
+                    regions.else_branch.substitute_symbol(name, by)?;
+                }
+                Op::Loop(regions) => {
+                    regions.cond.substitute_symbol(name, by)?;
+                    regions.body.substitute_symbol(name, by)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Graph {
     /// Moves the nodes from `first` on (and the values they define, which must be the values
     /// from `first`'s first result on: the nodes were appended last) out of this graph into a
     /// region yielding `yields`. Values of this graph the moved nodes read, or that are yielded
@@ -726,5 +770,36 @@ impl TryFrom<GraphRepr> for Graph {
             names,
             next_temp: 0,
         })
+    }
+}
+
+#[cfg(test)]
+mod substitute_tests {
+    use super::{Graph, InputRole};
+    use crate::dtype::DType;
+    use crate::ops::Op;
+    use crate::symbolic::DimExpr;
+    use crate::types::{Dim, TensorType};
+
+    /// Unifying `b` into `a` rewrites every type and reshape target that mentions `b`, products
+    /// included, and leaves a verified graph whose input types share one symbol.
+    #[test]
+    fn substituting_a_symbol_rewrites_types_and_targets() {
+        let mut g = Graph::new("g");
+        let x =
+            g.add_input("x", TensorType::new(DType::F32, vec![Dim::sym("a"), Dim::Static(4)]), InputRole::Activation);
+        let y =
+            g.add_input("y", TensorType::new(DType::F32, vec![Dim::sym("b"), Dim::Static(4)]), InputRole::Activation);
+        let ab = Dim::Symbolic(DimExpr::parse("4 * b").expect("4 * b"));
+        let flat = g.add_node(Op::Reshape { shape: vec![ab] }, &[y]).expect("reshape")[0];
+        g.set_outputs(vec![x, flat]);
+        assert!(g.add_node(Op::Concat { axis: 1 }, &[x, y]).is_err(), "a and b are different symbols");
+        g.substitute_symbol("b", &DimExpr::symbol("a")).expect("substitute");
+        assert_eq!(g.value(y).ty, g.value(x).ty);
+        assert_eq!(g.value(flat).ty.dims, vec![Dim::Symbolic(DimExpr::parse("4 * a").expect("4 * a"))]);
+        g.add_node(Op::Concat { axis: 1 }, &[x, y]).expect("one symbol now");
+        crate::verify::verify(&g).expect("verified");
+        let symbols: Vec<&str> = g.values().flat_map(|(_, v)| v.ty.symbols()).collect();
+        assert!(symbols.iter().all(|&s| s == "a"), "{symbols:?}");
     }
 }

@@ -211,6 +211,7 @@ fn compile_range(
         Vec::new()
     };
     let ranges: Vec<DimRange> = ranges.iter().filter(|r| !bound.contains(r)).cloned().collect();
+    let ranges = merge_unified_ranges(ranges, &super::unified_symbols(&args.model, &graph))?;
     let mut names = dims.clone();
     names.extend(ranges.iter().map(|r| (r.name.clone(), r.lo)));
     if !bound_at_import {
@@ -220,6 +221,17 @@ fn compile_range(
     let files =
         compile_ranged(&graph, &model_bytes, &options, &ranges).with_context(|| format!("{}", args.model.display()))?;
     write_artifact(&args.output, &files)?;
+    // Broadcasts between sizes the symbols leave undecided: each run checks them at its sizes.
+    let checks = tessera_ir::ops::layout::deferred_broadcasts(&graph);
+    if !checks.is_empty() {
+        let listed: Vec<String> =
+            checks.iter().map(|c| format!("{} == {} ('{}')", c.operand, c.target, c.value)).collect();
+        println!(
+            "run-time shape checks: {} ({}), refused at a run whose sizes break one",
+            checks.len(),
+            listed.join(", ")
+        );
+    }
     let spelled: Vec<String> = ranges.iter().map(ToString::to_string).collect();
     println!(
         "compiled {} ({} nodes) for {} in {:.2} s: a range artifact for {} (the symbolic graph, run by the interpreter at each run's sizes); wrote {}",
@@ -231,6 +243,37 @@ fn compile_range(
         args.output.display()
     );
     Ok(())
+}
+
+/// `ranges` with the range of each symbol the import unified with another (`aliases`: replaced
+/// symbol -> kept symbol) moved onto the kept symbol: intersected with its range if it has
+/// one (an empty intersection is an error: no run could satisfy both), else renamed.
+fn merge_unified_ranges(
+    ranges: Vec<DimRange>,
+    aliases: &std::collections::HashMap<String, String>,
+) -> Result<Vec<DimRange>> {
+    let mut merged: Vec<DimRange> = ranges.iter().filter(|r| !aliases.contains_key(&r.name)).cloned().collect();
+    for range in ranges.iter().filter(|r| aliases.contains_key(&r.name)) {
+        let kept = &aliases[&range.name];
+        match merged.iter_mut().find(|r| &r.name == kept) {
+            Some(r) => {
+                let (lo, hi) = (r.lo.max(range.lo), r.hi.min(range.hi));
+                if lo > hi {
+                    bail!(
+                        "--dim {range}: the model uses '{}' as the size '{kept}' is, whose range {r} does not meet it",
+                        range.name
+                    );
+                }
+                (r.lo, r.hi) = (lo, hi);
+            }
+            None => merged.push(DimRange { name: kept.clone(), lo: range.lo, hi: range.hi }),
+        }
+        eprintln!(
+            "note: --dim {range}: the model uses '{}' as the same size as '{kept}'; the range applies to '{kept}'",
+            range.name
+        );
+    }
+    Ok(merged)
 }
 
 /// `--mesh`: partitions `graph` (the model with `--dim` bound, or the training step) and writes

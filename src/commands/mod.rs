@@ -56,6 +56,31 @@ pub fn load_model_binding(
     Ok((graph, true))
 }
 
+/// The symbols of `path`'s declared inputs that its import unified with another (two symbols
+/// the graph uses as one size become one, see `Importer::unify_dims`), each mapped to the
+/// symbol `graph` keeps: found by comparing each declared input's dimensions with those of the
+/// graph input of the same name. Empty for a model that is not ONNX.
+pub fn unified_symbols(path: &std::path::Path, graph: &tessera_ir::graph::Graph) -> HashMap<String, String> {
+    let mut aliases = HashMap::new();
+    let Ok(declared) = tessera_frontend::onnx::declared_inputs(path) else { return aliases };
+    for &d in declared.inputs() {
+        let declared_value = declared.value(d);
+        let Some(&g) = graph.inputs().iter().find(|&&g| graph.value(g).name == declared_value.name) else { continue };
+        for (a, b) in declared_value.ty.dims.iter().zip(&graph.value(g).ty.dims) {
+            let symbol = |d: &tessera_ir::types::Dim| match d {
+                tessera_ir::types::Dim::Symbolic(e) => e.as_symbol().map(str::to_string),
+                tessera_ir::types::Dim::Static(_) => None,
+            };
+            if let (Some(from), Some(to)) = (symbol(a), symbol(b)) {
+                if from != to {
+                    aliases.insert(from, to);
+                }
+            }
+        }
+    }
+    aliases
+}
+
 /// Parses `--dim name=N` bindings of symbolic dimensions.
 /// Refuses a `--dim` binding of a symbol `graph` does not have (a typo would otherwise be
 /// silently ignored), naming the symbols it has.

@@ -5,7 +5,7 @@
 //! `scripts/real-models/setup.sh` (`make test` runs it first). Without that cache these tests
 //! fail and name the script. Each test has `scripts/real-models/reference.py` write seeded inputs
 //! and onnxruntime's outputs, runs `tessera run` on the same inputs, and compares every output
-//! element by element (see [`TOLERANCE`]). Each model runs twice: on the reference interpreter,
+//! each output within 1e-4 of its largest magnitude (see [`TOLERANCE`]). Each model runs twice: on the reference interpreter,
 //! and compiled (`tessera compile`, CPU) with no step left to the interpreter.
 //!
 //! Inputs are small (batch 1, small images), since the reference interpreter is slow in a debug
@@ -29,12 +29,13 @@ use std::process::Command;
 use tessera_ir::tensor::Tensor;
 use tessera_runtime::npy;
 
-/// The largest error allowed: `|actual - expected| / max(|expected|, floor)` per element, where
-/// the floor is [`FLOOR_FRACTION`] of the output's largest magnitude. So elements within 100x of
-/// the output's scale are held to 1e-4 relative error, and smaller ones to 1e-6 of the scale in
-/// absolute terms. Without a floor the measure would grade float32 kernel noise on near-zero
-/// values: onnxruntime's own optimization levels disagree by 1.5e-7 absolute on PP-OCRv4-det's
-/// probabilities near 0 (its sigmoid is exact to about 1e-7), i.e. by 1.5e-4 with a 1e-3 floor.
+/// The largest error allowed, issue 15's measure: `max |actual - expected|` over an output's
+/// elements, divided by the output's largest magnitude `max |expected|` (so an error is a
+/// fraction of the output's scale, as in `stablehlo.rs`). Each element is also measured against
+/// its own magnitude, floored at [`FLOOR_FRACTION`] of the scale ([`max_floored_error`]); that
+/// stricter measure (up to 100x) is printed beside it, not checked: it grades float32 rounding
+/// on elements far below the output's scale (PicoDet's layout outputs: 4.5e-4 on it, 4.7e-6 of
+/// the scale), where the order of a sum decides the last bits.
 const TOLERANCE: f64 = 1e-4;
 const FLOOR_FRACTION: f64 = 1e-2;
 
@@ -59,8 +60,20 @@ fn cache_dir() -> PathBuf {
     repo_root().join(".cache/real-models")
 }
 
-/// The worst element's error (see [`TOLERANCE`]) of `actual` against `expected`.
+/// The checked error (see [`TOLERANCE`]) of `actual` against `expected`: the largest absolute
+/// difference over the largest expected magnitude; infinite where an element is NaN.
 fn max_relative_error(actual: &Tensor, expected: &Tensor) -> f64 {
+    let (a, e) = (actual.to_f64_vec(), expected.to_f64_vec());
+    let scale = e.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(f64::MIN_POSITIVE);
+    a.iter()
+        .zip(&e)
+        .map(|(a, e)| (a - e).abs() / scale)
+        .fold(0.0, |m: f64, r| if r.is_nan() { f64::INFINITY } else { m.max(r) })
+}
+
+/// The worst element's error against its own magnitude, floored at [`FLOOR_FRACTION`] of the
+/// output's largest magnitude: printed beside the checked measure for comparison.
+fn max_floored_error(actual: &Tensor, expected: &Tensor) -> f64 {
     let (a, e) = (actual.to_f64_vec(), expected.to_f64_vec());
     let scale = e.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     let floor = (FLOOR_FRACTION * scale).max(f64::MIN_POSITIVE);
@@ -206,7 +219,8 @@ fn run_against(
         }
         let error = max_relative_error(&actual, &expected);
         println!(
-            "{label}: output '{onnx_name}': max relative error {error:.3e} (norm-wise {:.3e})",
+            "{label}: output '{onnx_name}': max error {error:.3e} of the largest magnitude (per element, floored: {:.3e}; norm-wise {:.3e})",
+            max_floored_error(&actual, &expected),
             norm_relative_error(&actual, &expected)
         );
         errors.push((onnx_name.clone(), error));
@@ -357,9 +371,9 @@ fn ppocrv4_rec_matches_onnxruntime() {
 
 /// The models whose convolutions have dynamic spatial sizes, as published (no `--pin`), each at
 /// two input shapes from the same file: PP-OCR cls imports with symbolic batch, height and
-/// width; PP-OCRv4 det and rec have shape arithmetic valid only at some sizes (det adds a 2x
-/// upsampled stride-32 map to a stride-16 one; rec reshapes its height to 1, true for height
-/// 48), so they import with the inputs' sizes bound.
+/// width; PP-OCRv4 det adds a 2x upsampled stride-32 map to a stride-16 one, sizes equal only
+/// at some heights and widths, which it imports symbolically as run-time shape checks; rec
+/// reshapes its height to 1, true for height 48 only, so it imports with the inputs' sizes bound.
 #[test]
 fn ppocr_cls_matches_onnxruntime_unpinned_at_two_shapes() {
     for (shape, dims) in [
@@ -389,7 +403,7 @@ fn ppocrv4_det_matches_onnxruntime_unpinned_at_two_shapes() {
             reference_args: &["--shape", shape, "--range", "x=-2.1:2.6", "--page", "x"],
             compile_args: &compile_args,
             reference_steps: 0,
-            symbolic_import: false,
+            symbolic_import: true,
         });
     }
 }
@@ -409,16 +423,22 @@ fn ppocrv4_rec_matches_onnxruntime_unpinned_at_two_shapes() {
 }
 
 #[test]
-fn the_error_measure_floors_tiny_expected_values() {
-    let expected = Tensor::from_f64(tessera_ir::dtype::DType::F64, vec![3], vec![1.0, 0.5, 0.0]);
-    // 1e-5 off on the largest element is a relative error of 1e-5.
-    let close = Tensor::from_f64(tessera_ir::dtype::DType::F64, vec![3], vec![1.00001, 0.5, 0.0]);
-    assert!((max_relative_error(&close, &expected) - 1e-5).abs() < 1e-9);
-    // An expected 0 is compared against the floor, 1e-2 of the scale: 1e-6 off is 1e-4.
-    let tiny = Tensor::from_f64(tessera_ir::dtype::DType::F64, vec![3], vec![1.0, 0.5, 1e-6]);
-    assert!((max_relative_error(&tiny, &expected) - 1e-4).abs() < 1e-9);
+fn the_error_measure_is_relative_to_the_largest_magnitude() {
+    let expected = Tensor::from_f64(tessera_ir::dtype::DType::F64, vec![3], vec![2.0, 0.5, 0.0]);
+    // 1e-5 off on the largest element is 5e-6 of the scale (2).
+    let close = Tensor::from_f64(tessera_ir::dtype::DType::F64, vec![3], vec![2.00001, 0.5, 0.0]);
+    assert!((max_relative_error(&close, &expected) - 5e-6).abs() < 1e-12);
+    // 2e-4 off on an expected 0 is 1e-4 of the scale: at the bound. The floored per-element
+    // measure calls it 1e-2 (2e-4 against a floor of 2e-2).
+    let tiny = Tensor::from_f64(tessera_ir::dtype::DType::F64, vec![3], vec![2.0, 0.5, 2e-4]);
+    assert!((max_relative_error(&tiny, &expected) - 1e-4).abs() < 1e-12);
+    assert!((max_floored_error(&tiny, &expected) - 1e-2).abs() < 1e-12);
+    // 3e-4 off on the small element is over the bound whatever its own magnitude.
+    let over = Tensor::from_f64(tessera_ir::dtype::DType::F64, vec![3], vec![2.0, 0.5003, 0.0]);
+    assert!(max_relative_error(&over, &expected) > TOLERANCE);
     let nan = Tensor::from_f64(tessera_ir::dtype::DType::F64, vec![3], vec![f64::NAN, 0.5, 0.0]);
     assert_eq!(max_relative_error(&nan, &expected), f64::INFINITY);
+    assert_eq!(max_floored_error(&nan, &expected), f64::INFINITY);
 }
 
 /// The corpus of `scripts/model-corpus/`: each model as exported or shipped (dynamic axes kept),

@@ -49,8 +49,8 @@ pub struct ImportOptions {
     pub initializers: Initializers,
     /// Sizes of symbolic dimensions, bound in the graph inputs' types before any node is
     /// imported, so shape arithmetic folds to constants (for models whose shape arithmetic the
-    /// symbolic import cannot decide, e.g. broadcasting `2 * floordiv(h + 31, 32)` against
-    /// `floordiv(h + 15, 16)`).
+    /// symbolic import cannot decide, e.g. silero-vad's `Equal` of `floordiv(n + 320, 512)` and
+    /// 1 choosing a branch).
     pub dims: HashMap<String, u64>,
 }
 
@@ -230,6 +230,8 @@ pub(crate) struct Importer {
     /// Initializers imported as parameters ([`Initializers::Parameters`]), by their input, for
     /// the rare builder that needs one's value at import time.
     parameter_initializers: HashMap<ValueId, TensorProto>,
+    /// Symbols replaced by another ([`Importer::unify_dims`]), (replaced, kept), in order.
+    unified_symbols: Vec<(String, String)>,
 }
 
 /// Imports a decoded model; `base_dir` resolves external data.
@@ -254,6 +256,7 @@ pub(crate) fn import_with_payloads(
         external,
         base_dir,
         parameter_initializers: HashMap::new(),
+        unified_symbols: Vec::new(),
     };
     imp.add_initializers(graph_proto, options.initializers)?;
     imp.add_inputs(graph_proto, &options.constants, &options.dims)?;
@@ -297,6 +300,7 @@ pub(crate) fn declared_inputs(model: &ModelProto) -> Result<Graph, OnnxError> {
         external: ExternalData::new(None),
         base_dir: None,
         parameter_initializers: HashMap::new(),
+        unified_symbols: Vec::new(),
     };
     for init in &graph_proto.initializer {
         // Marks the name as defined, so add_inputs skips it; nothing reads the slot.
@@ -1044,16 +1048,83 @@ impl Importer {
         self.add(Op::Broadcast { shape: dims.to_vec() }, &[v])
     }
 
-    /// Broadcasts all of `vs` to their common NumPy shape.
+    /// Broadcasts all of `vs` to their common NumPy shape. Two different symbols meeting in one
+    /// position are unified first ([`Importer::unify_dims`]): the graph uses them as one size.
     pub fn broadcast_all(&mut self, vs: &[ValueId]) -> BuildResult<Vec<ValueId>> {
         let mut dims: Vec<Dim> = Vec::new();
         for &v in vs {
+            let ty = self.ty(v);
+            let rank = dims.len().max(ty.rank());
+            for i in 0..rank {
+                let (Some(i_dims), Some(i_ty)) =
+                    ((i + dims.len()).checked_sub(rank), (i + ty.rank()).checked_sub(rank))
+                else {
+                    continue;
+                };
+                let (da, db) = (self.unified(&dims[i_dims]), self.unified(&ty.dims[i_ty]));
+                self.unify_dims(&da, &db)?;
+                dims[i_dims] = self.unified(&da);
+            }
             let ty = self.ty(v);
             dims = broadcast_dims(&dims, &ty.dims).ok_or_else(|| {
                 BuildError::Invalid(format!("operand shapes do not broadcast: {}", self.type_list(vs)))
             })?;
         }
         vs.iter().map(|&v| self.broadcast(v, &dims)).collect()
+    }
+
+    /// Makes two dimensions that the node being imported requires to be one size one symbol:
+    /// where `a` and `b` are two different bare symbols, the one whose name sorts last is
+    /// replaced by the other everywhere ([`Graph::substitute_symbol`]: value types, shape values
+    /// in flight, regions). Anything else is left as it is (equal dimensions, a size 1 that
+    /// broadcasts, expressions), for the op's own shape rule to accept or refuse.
+    ///
+    /// A symbol is a size the inputs give at run time; two of them the graph uses as one (a
+    /// recurrent layer's batch and its initial state's, two operands of an `Add`) can only run
+    /// when the inputs give them one size, so one symbol loses nothing, and a run whose inputs
+    /// disagree fails binding the symbol, naming the input. Broadcasting a symbol that is 1 at
+    /// run time against another is the case given up (exporters' dynamic axes do not do that).
+    pub fn unify_dims(&mut self, a: &Dim, b: &Dim) -> BuildResult<()> {
+        let (Dim::Symbolic(ea), Dim::Symbolic(eb)) = (a, b) else { return Ok(()) };
+        let (Some(sa), Some(sb)) = (ea.as_symbol(), eb.as_symbol()) else { return Ok(()) };
+        if sa == sb {
+            return Ok(());
+        }
+        let (kept, replaced) = if sa < sb { (sa, sb) } else { (sb, sa) };
+        let (kept, replaced) = (kept.to_string(), replaced.to_string());
+        let by = DimExpr::symbol(&kept);
+        let failed = |e: tessera_ir::symbolic::SymbolicError| {
+            BuildError::Invalid(format!("unifying dimension '{replaced}' with '{kept}': {e}"))
+        };
+        self.graph.substitute_symbol(&replaced, &by).map_err(failed)?;
+        for slot in self.slots.values_mut() {
+            if let Slot::Shape { elems, .. } = slot {
+                for e in elems.iter_mut() {
+                    if e.symbols().contains(replaced.as_str()) {
+                        *e = e.substitute_with(&|s| (s == replaced).then(|| by.clone())).map_err(failed)?;
+                    }
+                }
+            }
+        }
+        self.unified_symbols.push((replaced, kept));
+        Ok(())
+    }
+
+    /// `d` with every symbol [`Importer::unify_dims`] replaced so far substituted.
+    pub fn unified(&self, d: &Dim) -> Dim {
+        let mut d = d.clone();
+        for (replaced, kept) in &self.unified_symbols {
+            if let Dim::Symbolic(e) = &d {
+                if e.symbols().contains(replaced.as_str()) {
+                    let by = DimExpr::symbol(kept);
+                    match e.substitute_with(&|s| (s == replaced).then(|| by.clone())).and_then(Dim::from_expr) {
+                        Ok(next) => d = next,
+                        Err(_) => return d,
+                    }
+                }
+            }
+        }
+        d
     }
 
     fn type_list(&self, vs: &[ValueId]) -> String {

@@ -18,7 +18,12 @@ use crate::tensor::{strides, Buffer, Tensor};
 use crate::types::{dims_product, normalize_axis, Dim, TensorType};
 
 /// NumPy-style broadcast of `x` to `target`: trailing dimensions align, each input dimension
-/// equals the target's or is 1.
+/// equals the target's or is 1, or is a symbolic size the symbols cannot decide equal to the
+/// target's symbolic size or not (`floordiv(h + 15, 16)` to `2 * floordiv(h + 31, 32)`: equal
+/// at some `h` only). That one is checked when the sizes are known, as NumPy's `broadcast_to`
+/// does: binding the symbols gives each size, and this rule refuses the pair if they differ
+/// (the interpreter infers every node's concrete type at each run; a compile with the sizes
+/// bound verifies the bound graph).
 pub fn infer_broadcast(inputs: &[&TensorType], target: &[Dim]) -> ShapeResult {
     expect_arity(inputs, 1)?;
     let x = inputs[0];
@@ -28,11 +33,68 @@ pub fn infer_broadcast(inputs: &[&TensorType], target: &[Dim]) -> ShapeResult {
     }
     let offset = target.len() - x.rank();
     for (i, d) in x.dims.iter().enumerate() {
-        if *d != Dim::Static(1) && *d != target[offset + i] {
+        let t = &target[offset + i];
+        if *d != Dim::Static(1) && d != t && !super::checked_at_run_time(d, t) {
             return Err(format!("dimension {i} of {x} does not broadcast to {out}"));
         }
     }
     Ok(vec![out])
+}
+
+/// A `tsr.broadcast` dimension the symbols left undecided ([`super::checked_at_run_time`]):
+/// the operand's size must equal the target's (or be 1) once the symbols are bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredBroadcast {
+    /// The broadcast's result value, by name.
+    pub value: String,
+    pub operand: DimExpr,
+    pub target: DimExpr,
+}
+
+impl DeferredBroadcast {
+    /// Whether the sizes `bindings` give satisfy the check; an expression that does not
+    /// evaluate (an unbound symbol, overflow) is an error naming it.
+    pub fn holds(&self, bindings: &std::collections::HashMap<String, i64>) -> Result<bool, String> {
+        let operand = self.operand.eval(bindings).map_err(|e| e.to_string())?;
+        let target = self.target.eval(bindings).map_err(|e| e.to_string())?;
+        Ok(operand == target || operand == 1)
+    }
+}
+
+/// Every broadcast of `graph` (regions included) whose operand and target sizes only some sizes
+/// of the symbols make equal: the shape checks a run at given sizes must pass, in node order.
+pub fn deferred_broadcasts(graph: &crate::graph::Graph) -> Vec<DeferredBroadcast> {
+    let mut out = Vec::new();
+    for (_, node) in graph.nodes() {
+        match &node.op {
+            Op::Broadcast { shape } => {
+                let (Some(&x), Some(&result)) = (node.inputs.first(), node.outputs.first()) else { continue };
+                let x_dims = &graph.value(x).ty.dims;
+                let offset = shape.len().saturating_sub(x_dims.len());
+                for (d, t) in x_dims.iter().zip(&shape[offset..]) {
+                    if let (Dim::Symbolic(operand), Dim::Symbolic(target)) = (d, t) {
+                        if d != t && super::checked_at_run_time(d, t) {
+                            out.push(DeferredBroadcast {
+                                value: graph.value(result).name.clone(),
+                                operand: operand.clone(),
+                                target: target.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            Op::If(regions) => {
+                out.extend(deferred_broadcasts(&regions.then_branch));
+                out.extend(deferred_broadcasts(&regions.else_branch));
+            }
+            Op::Loop(regions) => {
+                out.extend(deferred_broadcasts(&regions.cond));
+                out.extend(deferred_broadcasts(&regions.body));
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Reshape to `target`. The element counts, products of dimension expressions, must be equal
@@ -629,5 +691,60 @@ mod eval_tests {
         let target = vec![Dim::Static(1 << 40), Dim::Static(1 << 40)];
         let err = Op::Reshape { shape: target }.infer(&[&small]).expect_err("reshape");
         assert!(err.ends_with("tensor<1099511627776x1099511627776xf32> has more than 2^64 elements"), "{err}");
+    }
+}
+
+/// `tsr.broadcast` between symbolic sizes the symbols cannot decide: accepted symbolically,
+/// decided once the symbols are bound.
+#[cfg(test)]
+mod run_time_broadcast_tests {
+    use super::super::{broadcast_dims, Op};
+    use crate::dtype::DType;
+    use crate::symbolic::DimExpr;
+    use crate::types::{Dim, TensorType};
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    /// PP-OCRv4-det's pair: a stride-32 map upsampled 2x against a stride-16 map.
+    fn pair() -> (Dim, Dim) {
+        let h = DimExpr::parse("h").expect("h");
+        let upsampled = h.add(&DimExpr::constant(31)).and_then(|e| e.floordiv(32)).and_then(|e| e.scale(2));
+        let stride16 = h.add(&DimExpr::constant(15)).and_then(|e| e.floordiv(16));
+        (Dim::Symbolic(upsampled.expect("expr")), Dim::Symbolic(stride16.expect("expr")))
+    }
+
+    #[test]
+    fn undecidable_symbolic_sizes_broadcast_and_provably_different_ones_do_not() {
+        let (upsampled, stride16) = pair();
+        let x = TensorType::new(DType::F32, vec![Dim::Static(2), stride16.clone()]);
+        let op = Op::Broadcast { shape: vec![Dim::Static(2), upsampled.clone()] };
+        assert_eq!(op.infer(&[&x]).expect("undecidable pair")[0].dims[1], upsampled);
+        assert_eq!(
+            broadcast_dims(std::slice::from_ref(&stride16), std::slice::from_ref(&upsampled)),
+            Some(vec![stride16.clone()])
+        );
+        // h + 1 is never h: refused symbolically.
+        let h = Dim::sym("h");
+        let h1 = Dim::Symbolic(DimExpr::parse("h + 1").expect("h + 1"));
+        let x = TensorType::new(DType::F32, vec![h.clone()]);
+        assert!(Op::Broadcast { shape: vec![h1.clone()] }.infer(&[&x]).is_err());
+        assert_eq!(broadcast_dims(std::slice::from_ref(&h), &[h1]), None);
+        // A symbol against a static size other than 1 stays an import-time refusal.
+        assert!(Op::Broadcast { shape: vec![Dim::Static(5)] }.infer(&[&x]).is_err());
+        assert_eq!(broadcast_dims(&[h], &[Dim::Static(5)]), None);
+    }
+
+    proptest! {
+        /// Binding `h` decides the pair: the bound broadcast is accepted exactly where the two
+        /// sizes agree (or the operand's is 1), so a run at a size where they differ is refused.
+        #[test]
+        fn binding_decides_the_run_time_check(h in 1u64..400) {
+            let (upsampled, stride16) = pair();
+            let bindings = HashMap::from([("h".to_string(), h)]);
+            let (target, operand) = (upsampled.bind(&bindings).expect("bind"), stride16.bind(&bindings).expect("bind"));
+            let x = TensorType::new(DType::F32, vec![operand.clone()]);
+            let bound = Op::Broadcast { shape: vec![target.clone()] }.infer(&[&x]);
+            prop_assert_eq!(bound.is_ok(), operand == target || operand == Dim::Static(1));
+        }
     }
 }

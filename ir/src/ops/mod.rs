@@ -700,8 +700,20 @@ pub fn expect_arity(inputs: &[&TensorType], n: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether two different dimensions may still broadcast, to be checked once their sizes are
+/// known: both symbolic, and the symbols cannot decide whether they are equal
+/// ([`DimExpr::decide_equal`](crate::symbolic::DimExpr::decide_equal) gives `None`). A symbolic
+/// size against a static one is decided at import instead (it is refused unless 1).
+pub fn checked_at_run_time(a: &Dim, b: &Dim) -> bool {
+    match (a, b) {
+        (Dim::Symbolic(x), Dim::Symbolic(y)) => x.decide_equal(y).is_none(),
+        _ => false,
+    }
+}
+
 /// NumPy broadcasting of two dimension lists (trailing alignment, 1 stretches); `None` when
-/// they do not broadcast.
+/// they do not broadcast. Two symbolic sizes that only some sizes make equal
+/// ([`checked_at_run_time`]) broadcast to `a`'s, checked at run time by `tsr.broadcast`'s rule.
 pub fn broadcast_dims(a: &[Dim], b: &[Dim]) -> Option<Vec<Dim>> {
     let n = a.len().max(b.len());
     let one = Dim::Static(1);
@@ -713,6 +725,7 @@ pub fn broadcast_dims(a: &[Dim], b: &[Dim]) -> Option<Vec<Dim>> {
                 _ if da == db => Some(da.clone()),
                 (Dim::Static(1), _) => Some(db.clone()),
                 (_, Dim::Static(1)) => Some(da.clone()),
+                _ if checked_at_run_time(da, db) => Some(da.clone()),
                 _ => None,
             }
         })

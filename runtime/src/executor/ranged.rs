@@ -50,6 +50,9 @@ use tessera_ir::types::Dim;
 pub struct RangedExecutor {
     graph: Graph,
     dims: Vec<DimRange>,
+    /// The broadcasts whose sizes the symbols left undecided, checked at every run's sizes
+    /// before anything is computed.
+    checks: Vec<tessera_ir::ops::layout::DeferredBroadcast>,
 }
 
 impl RangedExecutor {
@@ -113,7 +116,8 @@ impl RangedExecutor {
                 list(&ranged)
             )));
         }
-        Ok(RangedExecutor { graph, dims })
+        let checks = tessera_ir::ops::layout::deferred_broadcasts(&graph);
+        Ok(RangedExecutor { graph, dims, checks })
     }
 
     /// The symbolic program.
@@ -166,6 +170,28 @@ impl RangedExecutor {
                     range: range.clone(),
                     size,
                     origin: self.origin(&range.name, &given),
+                });
+            }
+        }
+        // Sizes past i64 were refused binding; `bind_from_shapes` works in i64.
+        let signed: HashMap<String, i64> = sizes.iter().map(|(k, &v)| (k.clone(), v as i64)).collect();
+        for check in &self.checks {
+            let holds = check.holds(&signed).map_err(|message| ArtifactError::DimSizes { message })?;
+            if !holds {
+                let size =
+                    |e: &tessera_ir::symbolic::DimExpr| e.eval(&signed).map(|n| n.to_string()).unwrap_or_default();
+                let mut bound: Vec<String> = sizes.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                bound.sort();
+                return Err(ArtifactError::DimSizes {
+                    message: format!(
+                        "these input sizes ({}) do not run this model: it broadcasts a dimension of size {} = {} against {} = {} (value '{}'); the two agree only at some sizes",
+                        bound.join(", "),
+                        check.operand,
+                        size(&check.operand),
+                        check.target,
+                        size(&check.target),
+                        check.value
+                    ),
                 });
             }
         }
@@ -271,6 +297,36 @@ mod tests {
             ("z".to_string(), tensor(&[batch, z_seq], -2.0)),
             ("w".to_string(), tensor(&[seq, 4], 0.25)),
         ]
+    }
+
+    /// `x + broadcast(y)` where `y`'s size `floordiv(h + 1, 2)` agrees with `x`'s `floordiv(h, 2)`
+    /// only at even `h` (the shape PP-OCRv4-det's feature pyramid has).
+    const UNDECIDED: &str = r##"func.func @main(%x: tensor<?xf32, ["floordiv(h, 2)"]>, %y: tensor<?xf32, ["floordiv(h + 1, 2)"]>, %h: tensor<?xf32, ["h"]>) -> tensor<?xf32, ["floordiv(h, 2)"]> {
+  %b = "tsr.broadcast"(%y) : (tensor<?xf32, ["floordiv(h + 1, 2)"]>) -> tensor<?xf32, ["floordiv(h, 2)"]>
+  %a = "tsr.add"(%x, %b) : (tensor<?xf32, ["floordiv(h, 2)"]>, tensor<?xf32, ["floordiv(h, 2)"]>) -> tensor<?xf32, ["floordiv(h, 2)"]>
+  return %a : tensor<?xf32, ["floordiv(h, 2)"]>
+}
+"##;
+
+    #[test]
+    fn a_broadcast_the_symbols_leave_undecided_is_checked_at_each_runs_sizes() {
+        let graph = tessera_ir::mlir::parse::parse_verified(UNDECIDED).expect("parse");
+        let executor =
+            RangedExecutor::new(graph, vec![DimRange { name: "h".into(), lo: 1, hi: 16 }]).expect("executor");
+        let feeds = |h: usize| {
+            vec![
+                ("x".to_string(), tensor(&[h / 2], 1.0)),
+                ("y".to_string(), tensor(&[h.div_ceil(2)], 0.0)),
+                ("h".to_string(), tensor(&[h], 0.0)),
+            ]
+        };
+        let out = executor.run(&feeds(6)).expect("h = 6: 3 and 3");
+        assert_eq!(out[0].1.to_f64_vec(), vec![1.0, 2.0, 3.0]);
+        let err = executor.run(&feeds(7)).expect_err("h = 7: 3 against 4");
+        assert_eq!(
+            err.to_string(),
+            "inconsistent input sizes: these input sizes (h = 7) do not run this model: it broadcasts a dimension of size floordiv(h + 1, 2) = 4 against floordiv(h, 2) = 3 (value 'b'); the two agree only at some sizes"
+        );
     }
 
     #[test]

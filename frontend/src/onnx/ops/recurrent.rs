@@ -102,21 +102,32 @@ fn recurrent(imp: &mut Importer, cx: &NodeCx, kind: RecurrentKind) -> BuildResul
         x = imp.add(swap.clone(), &[x])?;
     }
     let x_ty = imp.ty(x);
-    let Some(batch) = x_ty.dims.get(1).cloned() else {
+    if x_ty.rank() != 3 {
         return invalid(format!("{name} input X must have rank 3, got {x_ty}"));
-    };
+    }
     let g = kind.gates();
     let b = match imp.opt_value(cx, 3)? {
         Some(b) => b,
         None => zeros(imp, x, vec![directions, 2 * g * h]),
     };
+    // A given state's batch is X's batch: where they are two symbols they become one.
     let state = |imp: &mut Importer, i: usize| -> BuildResult<ValueId> {
-        match imp.opt_value(cx, i)? {
-            Some(v) if layout == 1 => imp.add(swap.clone(), &[v]),
-            Some(v) => Ok(v),
+        let given = match imp.opt_value(cx, i)? {
+            Some(v) if layout == 1 => Some(imp.add(swap.clone(), &[v])?),
+            other => other,
+        };
+        match given {
+            Some(v) => {
+                if let Some(state_batch) = imp.ty(v).dims.get(1) {
+                    let x_batch = imp.ty(x).dims[1].clone();
+                    imp.unify_dims(&x_batch, state_batch)?;
+                }
+                Ok(v)
+            }
             None => {
                 let zero = zeros(imp, x, vec![]);
-                imp.broadcast(zero, &[Dim::Static(directions as u64), batch.clone(), Dim::Static(h as u64)])
+                let batch = imp.ty(x).dims[1].clone();
+                imp.broadcast(zero, &[Dim::Static(directions as u64), batch, Dim::Static(h as u64)])
             }
         }
     };

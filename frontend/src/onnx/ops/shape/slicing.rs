@@ -51,11 +51,48 @@ fn concat(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         return invalid("Concat needs at least one input");
     }
     let rank = imp.ty(vs[0]).rank();
-    axis_of(axis, rank)?;
+    let axis_index = axis_of(axis, rank)?;
     if vs.len() == 1 {
         return one(vs[0]);
     }
+    let vs = match_concat_operands(imp, &vs, axis_index)?;
     one(imp.add(Op::Concat { axis }, &vs)?)
+}
+
+/// Concat's operands agree outside `axis`, which the graph thereby proves: two different
+/// symbols there become one ([`Importer::unify_dims`]), and sizes the symbols leave undecided
+/// (PP-OCRv4-det concatenates a 4x upsampled stride-16 map, `4 * floordiv(h + 15, 16)`, with an
+/// 8x upsampled stride-32 one, `8 * floordiv(h + 31, 32)`) take the first operand's through a
+/// `tsr.broadcast`, whose shape rule checks them once the sizes are known.
+fn match_concat_operands(imp: &mut Importer, vs: &[ValueId], axis: usize) -> BuildResult<Vec<ValueId>> {
+    let first = imp.ty(vs[0]);
+    if vs.iter().any(|&v| imp.ty(v).rank() != first.rank()) {
+        return Ok(vs.to_vec());
+    }
+    for &v in &vs[1..] {
+        for i in (0..first.rank()).filter(|&i| i != axis) {
+            let (a, b) = (imp.unified(&imp.ty(vs[0]).dims[i]), imp.unified(&imp.ty(v).dims[i]));
+            imp.unify_dims(&a, &b)?;
+        }
+    }
+    let first = imp.ty(vs[0]);
+    let mut matched = vec![vs[0]];
+    for &v in &vs[1..] {
+        let ty = imp.ty(v);
+        let deferred = (0..ty.rank()).any(|i| {
+            i != axis
+                && ty.dims[i] != first.dims[i]
+                && tessera_ir::ops::checked_at_run_time(&ty.dims[i], &first.dims[i])
+        });
+        if !deferred {
+            matched.push(v);
+            continue;
+        }
+        let target: Vec<Dim> =
+            (0..ty.rank()).map(|i| if i == axis { ty.dims[i].clone() } else { first.dims[i].clone() }).collect();
+        matched.push(imp.broadcast(v, &target)?);
+    }
+    Ok(matched)
 }
 
 fn split(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
