@@ -4,14 +4,18 @@
 //! weights are then in memory once while it compiles, not once as constants and again as the
 //! image (BENCHMARKS.md, "GPT-2 small: import and compile").
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::OnceLock;
 use tessera_ir::artifact::{align, encode_range_into, encoded_len, Sha256Writer};
-use tessera_ir::tensor::Tensor;
+use tessera_ir::tensor::{Buffer, Tensor};
 
-/// Elements encoded per piece when the image is streamed (4 MiB of f32): large enough that the
-/// per-piece calls cost nothing, small enough that the staging buffer is negligible memory.
-const ELEMENTS_PER_PIECE: usize = 1 << 20;
+/// Elements per piece when the image is streamed (256 KiB of f32): large enough that the
+/// per-piece calls cost nothing, small enough that a piece hashed and then written
+/// ([`WeightsImage::write_hashing`]) is still in the core's cache when it is written.
+const ELEMENTS_PER_PIECE: usize = 1 << 16;
+
+/// Zeros for the padding between constants (always shorter than one alignment unit).
+const ZEROS: [u8; tessera_ir::artifact::ALIGNMENT as usize] = [0; tessera_ir::artifact::ALIGNMENT as usize];
 
 /// The constants of a program at their offsets in `weights.bin`; the bytes are exactly what
 /// encoding every constant with [`tessera_ir::artifact::encode`] at its offset, zeros between,
@@ -45,23 +49,54 @@ impl WeightsImage {
         self.len == 0
     }
 
-    /// Writes the image's bytes to `out`, encoding one piece of a constant at a time.
-    pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+    /// Calls `each` with the image's bytes, piece by piece in order: the padding, then each
+    /// constant a piece at a time. An f32 constant's piece is its own elements' bytes on a
+    /// little-endian host (what encoding them gives), so a model's weights are not copied to be
+    /// written or hashed; other constants are encoded into a staging buffer a piece at a time.
+    fn for_each_piece(&self, mut each: impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
         let mut written = 0u64;
-        let mut piece = Vec::new();
+        let mut staging = Vec::new();
         for (offset, constant) in &self.placed {
-            let padding = offset - written;
-            std::io::copy(&mut std::io::repeat(0).take(padding), out)?;
+            let mut padding = (offset - written) as usize;
+            while padding > 0 {
+                let n = padding.min(ZEROS.len());
+                each(&ZEROS[..n])?;
+                padding -= n;
+            }
             let mut start = 0;
             while start < constant.len() {
                 let end = (start + ELEMENTS_PER_PIECE).min(constant.len());
-                piece.clear();
-                encode_range_into(constant, start..end, &mut piece);
-                out.write_all(&piece)?;
+                match (&constant.data, cfg!(target_endian = "little")) {
+                    (Buffer::F32(values), true) => each(f32_bytes(&values[start..end]))?,
+                    _ => {
+                        staging.clear();
+                        encode_range_into(constant, start..end, &mut staging);
+                        each(&staging)?;
+                    }
+                }
                 start = end;
             }
             written = offset + encoded_len(constant);
         }
+        Ok(())
+    }
+
+    /// Writes the image's bytes to `out`.
+    pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+        self.for_each_piece(|piece| out.write_all(piece))
+    }
+
+    /// Writes the image's bytes to `out` and hashes them in the same pass (each piece hashed,
+    /// then written while it is still in cache), so that [`WeightsImage::sha256_hex`] is known
+    /// afterwards without reading the constants again.
+    pub fn write_hashing(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut hasher = Sha256Writer::default();
+        self.for_each_piece(|piece| {
+            hasher.write_all(piece)?;
+            out.write_all(piece)
+        })?;
+        // Already set only when the image was hashed before: the same bytes, the same digest.
+        let _ = self.sha256.set(hasher.finish_hex());
         Ok(())
     }
 
@@ -83,6 +118,14 @@ impl WeightsImage {
             hasher.finish_hex()
         })
     }
+}
+
+/// The bytes of `values` in memory order (their little-endian encoding on a little-endian host).
+fn f32_bytes(values: &[f32]) -> &[u8] {
+    // SAFETY: the byte slice covers exactly the memory of `values` (size_of_val bytes from its
+    // start), lives no longer than the borrow of `values`, and u8 has alignment 1 and no
+    // invalid bit patterns; f32 has no padding, so every byte is initialized.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
 }
 
 /// Two images are equal when their bytes are: same length and same SHA-256 (the constants'
@@ -133,5 +176,15 @@ mod tests {
         let bytes = image.to_vec();
         assert!(bytes == expected, "the streamed image differs from the encoded constants");
         assert_eq!(image.sha256_hex(), tessera_ir::artifact::sha256_hex(&expected));
+
+        // Written and hashed in one pass: the same bytes, and the digest set by the write.
+        let mut fresh = WeightsImage::default();
+        constants.iter().for_each(|constant| {
+            fresh.place(constant);
+        });
+        let mut written = Vec::new();
+        fresh.write_hashing(&mut written).expect("writing to a Vec");
+        assert!(written == expected, "the image written while hashing differs from the encoded constants");
+        assert_eq!(fresh.sha256.get().map(String::as_str), Some(tessera_ir::artifact::sha256_hex(&expected).as_str()));
     }
 }
