@@ -210,12 +210,11 @@ pub fn compile_with_input_hash(
 }
 
 /// [`compile_with_input_hash`] and [`write_artifact`] to `dir` in one, with the same files, but
-/// the weights image is written (and fsynced, and hashed in the same pass) into the staged
-/// directory on a second thread while the kernels are generated, instead of after them: for
-/// GPT-2 small the 622 MiB image's write and fsync overlap the LLVM compile (BENCHMARKS.md,
-/// "GPT-2 small: import and compile"). Atomic as [`write_artifact`] is: nothing appears at
-/// `dir` before every file and the manifest are synced; a failure removes the staging
-/// directory.
+/// the weights image is written into the staged directory on a second thread while the
+/// kernels are generated and the image is hashed, instead of after them: for GPT-2 small the
+/// 622 MiB image's write and fsync overlap the LLVM compile (BENCHMARKS.md, "GPT-2 small: import
+/// and compile"). Atomic as [`write_artifact`] is: nothing appears at `dir` before every file
+/// and the manifest are synced; a failure removes the staging directory.
 pub fn compile_to_dir(
     graph: &Graph,
     input_hash: String,
@@ -230,7 +229,12 @@ pub fn compile_to_dir(
     let weights_path = staged.path().join(&weights_rel);
     let code = std::thread::scope(|scope| {
         let writing = scope.spawn(|| write_weights_file(&weights_path, &weights));
-        let code = generate_code(lowered, &weights, options);
+        // The image's SHA-256 (for the manifest) is hashed on this thread once the kernels are
+        // compiled, while the other one is still copying the image into the file: one pass
+        // each, on the two cores, rather than both on the writing thread.
+        let code = generate_code(lowered, &weights, options).inspect(|_| {
+            weights.sha256_hex();
+        });
         let written = writing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         written?;
         code
@@ -241,17 +245,63 @@ pub fn compile_to_dir(
     Ok(compiled)
 }
 
-/// Writes `image` as the new file `path` (its directory created), hashing it in the same pass,
-/// and fsyncs the file and its directory.
+/// Bytes written between two starts of write-back in [`WritebackFile`].
+const WRITEBACK_STEP: u64 = 32 << 20;
+
+/// A file being written whose every [`WRITEBACK_STEP`] bytes are handed to the disk as soon as
+/// they are written (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`, which starts the write-back
+/// without waiting for it), so the disk writes while the rest is still being copied and the
+/// final fsync waits only for the tail. Otherwise the kernel keeps a 622 MiB image dirty in
+/// memory (it is below the dirty-page thresholds) until the fsync, which then writes all of it.
+struct WritebackFile<'a> {
+    file: &'a mut fs::File,
+    written: u64,
+    /// Where the bytes not yet handed to the disk start.
+    pending_from: u64,
+}
+
+impl WritebackFile<'_> {
+    fn start_writeback(&mut self) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let (from, len) = (self.pending_from as libc::off64_t, (self.written - self.pending_from) as libc::off64_t);
+            // SAFETY: sync_file_range reads no memory of ours; the descriptor is the open file
+            // borrowed here. Its result is ignored: it is only a hint to start writing early,
+            // and the fsync that ends every artifact file reports any write error.
+            let _ = unsafe { libc::sync_file_range(self.file.as_raw_fd(), from, len, libc::SYNC_FILE_RANGE_WRITE) };
+        }
+        self.pending_from = self.written;
+    }
+}
+
+impl std::io::Write for WritebackFile<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(bytes)?;
+        self.written += n as u64;
+        if self.written - self.pending_from >= WRITEBACK_STEP {
+            self.start_writeback();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Writes `image` as the new file `path` (its directory created), starting its write-back as
+/// it goes ([`WritebackFile`]), and fsyncs the file and its directory.
 fn write_weights_file(path: &Path, image: &WeightsImage) -> Result<(), CompileError> {
     if let Some(sub) = path.parent() {
         fs::create_dir_all(sub)
             .map_err(|e| CompileError::Io { path: sub.to_path_buf(), message: format!("cannot create: {e}") })?;
     }
     files::write_synced_from(path, |file| {
-        // Pieces arrive at 256 KiB, written as they are; the buffer gathers small constants.
+        // Pieces arrive at 256 KiB and pass through; the buffer gathers small constants.
+        let file = WritebackFile { file, written: 0, pending_from: 0 };
         let mut out = std::io::BufWriter::with_capacity(64 << 10, file);
-        image.write_hashing(&mut out)?;
+        image.write_to(&mut out)?;
         std::io::Write::flush(&mut out)
     })?;
     if let Some(sub) = path.parent() {

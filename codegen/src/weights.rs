@@ -10,8 +10,8 @@ use tessera_ir::artifact::{align, encode_range_into, encoded_len, Sha256Writer};
 use tessera_ir::tensor::{Buffer, Tensor};
 
 /// Elements per piece when the image is streamed (256 KiB of f32): large enough that the
-/// per-piece calls cost nothing, small enough that a piece hashed and then written
-/// ([`WeightsImage::write_hashing`]) is still in the core's cache when it is written.
+/// per-piece calls cost nothing, small enough that a staged piece is still in the core's cache
+/// when it is written or hashed.
 const ELEMENTS_PER_PIECE: usize = 1 << 16;
 
 /// Zeros for the padding between constants (always shorter than one alignment unit).
@@ -84,20 +84,6 @@ impl WeightsImage {
     /// Writes the image's bytes to `out`.
     pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
         self.for_each_piece(|piece| out.write_all(piece))
-    }
-
-    /// Writes the image's bytes to `out` and hashes them in the same pass (each piece hashed,
-    /// then written while it is still in cache), so that [`WeightsImage::sha256_hex`] is known
-    /// afterwards without reading the constants again.
-    pub fn write_hashing(&self, out: &mut impl Write) -> std::io::Result<()> {
-        let mut hasher = Sha256Writer::default();
-        self.for_each_piece(|piece| {
-            hasher.write_all(piece)?;
-            out.write_all(piece)
-        })?;
-        // Already set only when the image was hashed before: the same bytes, the same digest.
-        let _ = self.sha256.set(hasher.finish_hex());
-        Ok(())
     }
 
     /// The image's bytes in one buffer (for small images and tests).
@@ -176,15 +162,5 @@ mod tests {
         let bytes = image.to_vec();
         assert!(bytes == expected, "the streamed image differs from the encoded constants");
         assert_eq!(image.sha256_hex(), tessera_ir::artifact::sha256_hex(&expected));
-
-        // Written and hashed in one pass: the same bytes, and the digest set by the write.
-        let mut fresh = WeightsImage::default();
-        constants.iter().for_each(|constant| {
-            fresh.place(constant);
-        });
-        let mut written = Vec::new();
-        fresh.write_hashing(&mut written).expect("writing to a Vec");
-        assert!(written == expected, "the image written while hashing differs from the encoded constants");
-        assert_eq!(fresh.sha256.get().map(String::as_str), Some(tessera_ir::artifact::sha256_hex(&expected).as_str()));
     }
 }
