@@ -10,7 +10,9 @@
 //! beside the destination (`.NAME.tmp-PID-N`, by [`tessera_ir::files::StagedDir`]), every file written and fsynced, the directory
 //! fsynced, and renamed onto the destination. A compile that fails before the rename removes
 //! its temporary directory; a killed one leaves at most that hidden directory, never a
-//! half-written artifact at the destination.
+//! half-written artifact at the destination. [`compile_to_dir`] keeps those guarantees but
+//! creates the temporary directory before the kernels are generated, so that the weights image
+//! is written and fsynced there on a second thread meanwhile.
 
 use crate::cuda::gpu_program;
 use crate::decompose::{decompose_optimizers, has_optimizer_updates};
@@ -204,6 +206,116 @@ pub fn compile_with_input_hash(
     options: &CompileOptions,
 ) -> Result<Compiled, CompileError> {
     let code = compile_program(graph, options)?;
+    single_program_artifact(code, input_hash, options)
+}
+
+/// [`compile_with_input_hash`] and [`write_artifact`] to `dir` in one, with the same files, but
+/// the weights image is written into the staged directory on a second thread while the
+/// kernels are generated and the image is hashed, instead of after them: for GPT-2 small the
+/// 622 MiB image's write and fsync overlap the LLVM compile (BENCHMARKS.md, "GPT-2 small: import
+/// and compile"). Atomic as [`write_artifact`] is: nothing appears at `dir` before every file
+/// and the manifest are synced; a failure removes the staging directory.
+pub fn compile_to_dir(
+    graph: &Graph,
+    input_hash: String,
+    options: &CompileOptions,
+    dir: &Path,
+) -> Result<Compiled, CompileError> {
+    check_replaceable(dir)?;
+    let (lowered, weights) = lower_program(graph, options)?;
+    let staged = StagedDir::beside(dir)?;
+    let rank_dir = "rank0";
+    let weights_rel = format!("{rank_dir}/{}", lowered.program.weights_file);
+    let weights_path = staged.path().join(&weights_rel);
+    let code = std::thread::scope(|scope| {
+        let writing = scope.spawn(|| write_weights_file(&weights_path, &weights));
+        // The image's SHA-256 (for the manifest) is hashed on this thread once the kernels are
+        // compiled, while the other one is still copying the image into the file: one pass
+        // each, on the two cores, rather than both on the writing thread.
+        let code = generate_code(lowered, &weights, options).inspect(|_| {
+            weights.sha256_hex();
+        });
+        let written = writing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        written?;
+        code
+    })?;
+    let compiled = single_program_artifact(code, input_hash, options)?;
+    write_staged(dir, &staged, &compiled.files, &[weights_rel])?;
+    staged.publish()?;
+    Ok(compiled)
+}
+
+/// Bytes written between two starts of write-back in [`WritebackFile`].
+const WRITEBACK_STEP: u64 = 32 << 20;
+
+/// A file being written whose every [`WRITEBACK_STEP`] bytes are handed to the disk as soon as
+/// they are written (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`, which starts the write-back
+/// without waiting for it), so the disk writes while the rest is still being copied and the
+/// final fsync waits only for the tail. Otherwise the kernel keeps a 622 MiB image dirty in
+/// memory (it is below the dirty-page thresholds) until the fsync, which then writes all of it.
+struct WritebackFile<'a> {
+    file: &'a mut fs::File,
+    written: u64,
+    /// Where the bytes not yet handed to the disk start.
+    pending_from: u64,
+}
+
+impl WritebackFile<'_> {
+    fn start_writeback(&mut self) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let (from, len) = (self.pending_from as libc::off64_t, (self.written - self.pending_from) as libc::off64_t);
+            // SAFETY: sync_file_range reads no memory of ours; the descriptor is the open file
+            // borrowed here. Its result is ignored: it is only a hint to start writing early,
+            // and the fsync that ends every artifact file reports any write error.
+            let _ = unsafe { libc::sync_file_range(self.file.as_raw_fd(), from, len, libc::SYNC_FILE_RANGE_WRITE) };
+        }
+        self.pending_from = self.written;
+    }
+}
+
+impl std::io::Write for WritebackFile<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(bytes)?;
+        self.written += n as u64;
+        if self.written - self.pending_from >= WRITEBACK_STEP {
+            self.start_writeback();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Writes `image` as the new file `path` (its directory created), starting its write-back as
+/// it goes ([`WritebackFile`]), and fsyncs the file and its directory.
+fn write_weights_file(path: &Path, image: &WeightsImage) -> Result<(), CompileError> {
+    if let Some(sub) = path.parent() {
+        fs::create_dir_all(sub)
+            .map_err(|e| CompileError::Io { path: sub.to_path_buf(), message: format!("cannot create: {e}") })?;
+    }
+    files::write_synced_from(path, |file| {
+        // Pieces arrive at 256 KiB and pass through; the buffer gathers small constants.
+        let file = WritebackFile { file, written: 0, pending_from: 0 };
+        let mut out = std::io::BufWriter::with_capacity(64 << 10, file);
+        image.write_to(&mut out)?;
+        std::io::Write::flush(&mut out)
+    })?;
+    if let Some(sub) = path.parent() {
+        files::sync_dir(sub)?;
+    }
+    Ok(())
+}
+
+/// The files and manifest of a one-program artifact (`rank0/`) from its compiled code.
+fn single_program_artifact(
+    code: ProgramCode,
+    input_hash: String,
+    options: &CompileOptions,
+) -> Result<Compiled, CompileError> {
     let rank_dir = "rank0";
     let mut files = code.rank_files(rank_dir, &code.program)?;
     files.sort_by(|a, b| a.0.cmp(&b.0));
@@ -427,6 +539,26 @@ fn file_entries(files: &[(String, FileContent)]) -> Vec<FileEntry> {
 
 /// Lowers `graph` and generates its kernels for `options.target`.
 fn compile_program(graph: &Graph, options: &CompileOptions) -> Result<ProgramCode, CompileError> {
+    let (lowered, weights) = lower_program(graph, options)?;
+    // The weights image's SHA-256 (for the manifest) is hashed on a second thread while the
+    // kernels compile: for a 124 M-parameter model it is half a second of one core.
+    std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| weights.sha256_hex().len());
+        let code = generate_code(lowered, &weights, options);
+        // A panic while hashing is a bug, not bad input: surface it as the panic it was.
+        if let Err(panic) = hashing.join() {
+            std::panic::resume_unwind(panic);
+        }
+        code
+    })
+}
+
+/// Lowers `graph` for `options.target` (fusion, buffers, steps; no code generated yet) and
+/// takes its weights image out, to be shared by the thread that hashes or writes it.
+fn lower_program(
+    graph: &Graph,
+    options: &CompileOptions,
+) -> Result<(crate::program::LoweredProgram, Arc<WeightsImage>), CompileError> {
     // Attention kernels (the only kernels holding a matmul) are CUDA-only: on the CPU the fused
     // flash-style kernel measured slower than the GEMM library calls plus the softmax kernel
     // (BENCHMARKS.md, "Fused flash-style attention"), so the CPU keeps the library path.
@@ -442,39 +574,39 @@ fn compile_program(graph: &Graph, options: &CompileOptions) -> Result<ProgramCod
         graph
     };
     let mut lowered = lower_with(graph, &options.dims, options.target.name(), &can_compile, options.epilogues)?;
+    let weights = Arc::new(std::mem::take(&mut lowered.weights));
+    Ok((lowered, weights))
+}
+
+/// Generates the kernels of `lowered` (whose weights image is `weights`) for
+/// `options.target`: the program and its files, the weights image last.
+fn generate_code(
+    mut lowered: crate::program::LoweredProgram,
+    weights: &Arc<WeightsImage>,
+    options: &CompileOptions,
+) -> Result<ProgramCode, CompileError> {
     let mut files: Vec<(String, FileContent)> = Vec::new();
     let arch = match options.target {
         Target::Cpu => None,
         Target::CudaSm80 => Some(GpuArch::Sm80),
         Target::CudaSm90 => Some(GpuArch::Sm90),
     };
-    let weights = Arc::new(std::mem::take(&mut lowered.weights));
-    // The weights image's SHA-256 (for the manifest) is hashed on a second thread while the
-    // kernels compile: for a 124 M-parameter model it is half a second of one core.
-    std::thread::scope(|scope| -> Result<(), CompileError> {
-        let hashing = scope.spawn(|| weights.sha256_hex().len());
-        match arch {
-            None if !lowered.kernels.is_empty() => {
-                let object = compile_cpu(&lowered.kernels)?;
-                lowered.program.kernels_file = Some("kernels.so".to_string());
-                files.push(("kernels.so".to_string(), FileContent::Bytes(object.shared_object)));
-            }
-            None => {}
-            Some(arch) => {
-                let ptxas = crate::cuda::find_ptxas();
-                let (gpu, kernel_files) = gpu_program(&lowered.program, &lowered.kernels, arch, ptxas.as_deref())?;
-                files.extend(kernel_files.into_iter().map(|(path, bytes)| (path, FileContent::Bytes(bytes))));
-                lowered.stats.host_steps = host_steps(&lowered.program, &gpu);
-                lowered.program.gpu = Some(gpu);
-            }
+    match arch {
+        None if !lowered.kernels.is_empty() => {
+            let object = compile_cpu(&lowered.kernels)?;
+            lowered.program.kernels_file = Some("kernels.so".to_string());
+            files.push(("kernels.so".to_string(), FileContent::Bytes(object.shared_object)));
         }
-        // A panic while hashing is a bug, not bad input: surface it as the panic it was.
-        if let Err(panic) = hashing.join() {
-            std::panic::resume_unwind(panic);
+        None => {}
+        Some(arch) => {
+            let ptxas = crate::cuda::find_ptxas();
+            let (gpu, kernel_files) = gpu_program(&lowered.program, &lowered.kernels, arch, ptxas.as_deref())?;
+            files.extend(kernel_files.into_iter().map(|(path, bytes)| (path, FileContent::Bytes(bytes))));
+            lowered.stats.host_steps = host_steps(&lowered.program, &gpu);
+            lowered.program.gpu = Some(gpu);
         }
-        Ok(())
-    })?;
-    files.push((lowered.program.weights_file.clone(), FileContent::Weights(weights)));
+    }
+    files.push((lowered.program.weights_file.clone(), FileContent::Weights(Arc::clone(weights))));
     Ok(ProgramCode { program: lowered.program, files, stats: lowered.stats })
 }
 
@@ -508,6 +640,16 @@ pub fn is_complete_artifact(dir: &Path) -> bool {
 /// [`is_complete_artifact`]) or an empty directory is replaced; anything else (other files, a
 /// symlink, a special file) is refused, so a typo cannot delete someone's data.
 pub fn write_artifact(dir: &Path, files: &ArtifactFiles) -> Result<(), CompileError> {
+    check_replaceable(dir)?;
+    let staged = StagedDir::beside(dir)?;
+    write_staged(dir, &staged, files, &[])?;
+    staged.publish()?;
+    Ok(())
+}
+
+/// Refuses a `dir` that exists and is neither empty nor a complete artifact (see
+/// [`write_artifact`]).
+fn check_replaceable(dir: &Path) -> Result<(), CompileError> {
     if fs::symlink_metadata(dir).is_ok() {
         files::check_dir_destination(dir)?;
         let is_empty_dir = fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
@@ -521,8 +663,18 @@ pub fn write_artifact(dir: &Path, files: &ArtifactFiles) -> Result<(), CompileEr
             });
         }
     }
-    let staged = StagedDir::beside(dir)?;
-    for (rel, content) in &files.files {
+    Ok(())
+}
+
+/// Writes every file of `files` but those in `already_written` (relative paths) into `staged`,
+/// each fsynced with its directory, then the manifest.
+fn write_staged(
+    dir: &Path,
+    staged: &StagedDir,
+    files: &ArtifactFiles,
+    already_written: &[String],
+) -> Result<(), CompileError> {
+    for (rel, content) in files.files.iter().filter(|(rel, _)| !already_written.contains(rel)) {
         let path = staged.path().join(rel);
         if let Some(sub) = path.parent() {
             fs::create_dir_all(sub)
@@ -541,6 +693,5 @@ pub fn write_artifact(dir: &Path, files: &ArtifactFiles) -> Result<(), CompileEr
     let manifest = serde_json::to_vec_pretty(&files.manifest)
         .map_err(|e| CompileError::Io { path: dir.join(MANIFEST_FILE), message: e.to_string() })?;
     files::write_synced(&staged.path().join(MANIFEST_FILE), &manifest)?;
-    staged.publish()?;
     Ok(())
 }

@@ -4,14 +4,18 @@
 //! weights are then in memory once while it compiles, not once as constants and again as the
 //! image (BENCHMARKS.md, "GPT-2 small: import and compile").
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::OnceLock;
 use tessera_ir::artifact::{align, encode_range_into, encoded_len, Sha256Writer};
-use tessera_ir::tensor::Tensor;
+use tessera_ir::tensor::{Buffer, Tensor};
 
-/// Elements encoded per piece when the image is streamed (4 MiB of f32): large enough that the
-/// per-piece calls cost nothing, small enough that the staging buffer is negligible memory.
-const ELEMENTS_PER_PIECE: usize = 1 << 20;
+/// Elements per piece when the image is streamed (256 KiB of f32): large enough that the
+/// per-piece calls cost nothing, small enough that a staged piece is still in the core's cache
+/// when it is written or hashed.
+const ELEMENTS_PER_PIECE: usize = 1 << 16;
+
+/// Zeros for the padding between constants (always shorter than one alignment unit).
+const ZEROS: [u8; tessera_ir::artifact::ALIGNMENT as usize] = [0; tessera_ir::artifact::ALIGNMENT as usize];
 
 /// The constants of a program at their offsets in `weights.bin`; the bytes are exactly what
 /// encoding every constant with [`tessera_ir::artifact::encode`] at its offset, zeros between,
@@ -45,24 +49,41 @@ impl WeightsImage {
         self.len == 0
     }
 
-    /// Writes the image's bytes to `out`, encoding one piece of a constant at a time.
-    pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+    /// Calls `each` with the image's bytes, piece by piece in order: the padding, then each
+    /// constant a piece at a time. An f32 constant's piece is its own elements' bytes on a
+    /// little-endian host (what encoding them gives), so a model's weights are not copied to be
+    /// written or hashed; other constants are encoded into a staging buffer a piece at a time.
+    fn for_each_piece(&self, mut each: impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
         let mut written = 0u64;
-        let mut piece = Vec::new();
+        let mut staging = Vec::new();
         for (offset, constant) in &self.placed {
-            let padding = offset - written;
-            std::io::copy(&mut std::io::repeat(0).take(padding), out)?;
+            let mut padding = (offset - written) as usize;
+            while padding > 0 {
+                let n = padding.min(ZEROS.len());
+                each(&ZEROS[..n])?;
+                padding -= n;
+            }
             let mut start = 0;
             while start < constant.len() {
                 let end = (start + ELEMENTS_PER_PIECE).min(constant.len());
-                piece.clear();
-                encode_range_into(constant, start..end, &mut piece);
-                out.write_all(&piece)?;
+                match (&constant.data, cfg!(target_endian = "little")) {
+                    (Buffer::F32(values), true) => each(f32_bytes(&values[start..end]))?,
+                    _ => {
+                        staging.clear();
+                        encode_range_into(constant, start..end, &mut staging);
+                        each(&staging)?;
+                    }
+                }
                 start = end;
             }
             written = offset + encoded_len(constant);
         }
         Ok(())
+    }
+
+    /// Writes the image's bytes to `out`.
+    pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+        self.for_each_piece(|piece| out.write_all(piece))
     }
 
     /// The image's bytes in one buffer (for small images and tests).
@@ -83,6 +104,14 @@ impl WeightsImage {
             hasher.finish_hex()
         })
     }
+}
+
+/// The bytes of `values` in memory order (their little-endian encoding on a little-endian host).
+fn f32_bytes(values: &[f32]) -> &[u8] {
+    // SAFETY: the byte slice covers exactly the memory of `values` (size_of_val bytes from its
+    // start), lives no longer than the borrow of `values`, and u8 has alignment 1 and no
+    // invalid bit patterns; f32 has no padding, so every byte is initialized.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
 }
 
 /// Two images are equal when their bytes are: same length and same SHA-256 (the constants'

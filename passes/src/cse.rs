@@ -103,17 +103,29 @@ pub fn same_bits(a: &Tensor, b: &Tensor) -> bool {
         }
 }
 
+/// Elements of a constant that [`constant_hash`] reads: all of a small constant, an evenly
+/// strided sample of a large one.
+const HASHED_ELEMENTS: usize = 4096;
+
+/// A bucket key for a constant: its dtype, shape and at most [`HASHED_ELEMENTS`] of its elements
+/// (bits), evenly strided. Bucketing only has to tell constants apart; equality is decided by
+/// [`same_bits`] over every element. Hashing every element of a model's weights (SipHash over
+/// 163 M floats for GPT-2 small) was a large part of compiling it (BENCHMARKS.md, "GPT-2 small:
+/// import and compile"); two weights that agree on the sample but differ elsewhere only meet in
+/// one bucket, where the comparison stops at their first difference.
 fn constant_hash(op: &Op) -> u64 {
     let Op::Constant(t) = op else { return 0 };
     let mut h = DefaultHasher::new();
     t.dtype.hash(&mut h);
     t.shape.hash(&mut h);
+    let len = t.len();
+    let stride = len.div_ceil(HASHED_ELEMENTS).max(1);
     match &t.data {
-        Buffer::Float(v) => v.iter().for_each(|x| x.to_bits().hash(&mut h)),
-        Buffer::F32(v) => v.iter().for_each(|x| x.to_bits().hash(&mut h)),
-        Buffer::F16(v) => v.iter().for_each(|x| x.to_bits().hash(&mut h)),
-        Buffer::BF16(v) => v.iter().for_each(|x| x.to_bits().hash(&mut h)),
-        Buffer::Int(v) => v.hash(&mut h),
+        Buffer::Float(v) => v.iter().step_by(stride).for_each(|x| x.to_bits().hash(&mut h)),
+        Buffer::F32(v) => v.iter().step_by(stride).for_each(|x| x.to_bits().hash(&mut h)),
+        Buffer::F16(v) => v.iter().step_by(stride).for_each(|x| x.to_bits().hash(&mut h)),
+        Buffer::BF16(v) => v.iter().step_by(stride).for_each(|x| x.to_bits().hash(&mut h)),
+        Buffer::Int(v) => v.iter().step_by(stride).for_each(|x| x.hash(&mut h)),
     }
     h.finish()
 }
@@ -143,5 +155,37 @@ mod tests {
         assert_eq!(stats.counters.get("merged"), Some(&1));
         let ops: Vec<&str> = g.nodes().map(|(_, n)| n.op.mnemonic()).collect();
         assert_eq!(ops, ["recv", "recv", "exp", "add", "add", "add"]);
+    }
+
+    /// Large constants are bucketed by a sample of their elements, but merged only when every
+    /// element agrees: two weights equal on the sample and different at one unsampled element
+    /// stay apart; an equal copy (its own storage, not shared) merges.
+    #[test]
+    fn large_constants_merge_only_when_every_element_agrees() {
+        let n = HASHED_ELEMENTS * 8;
+        let base: Vec<f32> = (0..n).map(|i| i as f32 * 0.25).collect();
+        let mut differs = base.clone();
+        // Index 1 is off the sample's stride (8), so only the full comparison sees it.
+        differs[1] = -1.0;
+        let constants = [base.clone(), differs, base];
+        let mut g = Graph::new("weights");
+        let mut outputs = Vec::new();
+        for values in constants {
+            let t = Tensor::from_f32(vec![n], values);
+            outputs.extend(g.add_node(Op::Constant(t), &[]).expect("constant"));
+        }
+        g.set_outputs(outputs);
+        assert_eq!(constant_hash(&g.node(NodeId(0)).op), constant_hash(&g.node(NodeId(1)).op));
+        let stats = run(&mut g, &PassOptions::default()).expect("cse");
+        assert_eq!(stats.counters.get("merged"), Some(&1));
+        let kept: Vec<f32> = g
+            .nodes()
+            .map(|(_, node)| match &node.op {
+                Op::Constant(t) => t.to_f64_vec()[1] as f32,
+                other => panic!("unexpected {}", other.mnemonic()),
+            })
+            .collect();
+        assert_eq!(kept, [0.25, -1.0]);
+        assert_eq!(g.outputs()[0], g.outputs()[2]);
     }
 }

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tessera::train::{self, OptimizerKind, TrainConfig};
 use tessera_codegen::artifact::{
-    compile_ranged, compile_sharded, compile_with_input_hash, input_hash, input_hash_of_file, write_artifact,
-    CompileOptions, Target,
+    compile_ranged, compile_sharded, compile_to_dir, input_hash, input_hash_of_file, write_artifact, CompileOptions,
+    Target,
 };
 use tessera_ir::artifact::DimRange;
 use tessera_ir::graph::Graph;
@@ -135,9 +135,9 @@ pub fn run(args: CompileArgs) -> Result<()> {
     } else {
         input_hash(args.model.to_string_lossy().as_bytes(), &options)
     };
-    let compiled =
-        compile_with_input_hash(&graph, input_hash, &options).with_context(|| format!("{}", args.model.display()))?;
-    write_artifact(&args.output, &compiled.files)?;
+    // The weights are written and fsynced while the kernels compile (codegen::artifact docs).
+    let compiled = compile_to_dir(&graph, input_hash, &options, &args.output)
+        .with_context(|| format!("{}", args.model.display()))?;
     let s = &compiled.stats;
     let library: Vec<String> = s.library_calls.iter().map(|(name, n)| format!("{n} {name}")).collect();
     println!(
