@@ -74,6 +74,8 @@ pub fn template(op: &Op) -> Option<Template> {
         Op::Conv2d { .. } => Template::Conv2d,
         Op::Pool2d { .. } => Template::Pool2d,
         Op::Scatter { .. } => return None,
+        // Winograd transforms are library calls of the CPU runtime (`executor::winograd`).
+        Op::WinogradInput { .. } | Op::WinogradWeight | Op::WinogradOutput { .. } => return None,
         // Training ops run on the interpreter until codegen covers them; communication is the
         // runtime's, never a kernel's.
         Op::CrossEntropy

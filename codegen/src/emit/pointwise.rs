@@ -143,7 +143,12 @@ impl FnEmitter<'_> {
             | Op::Collective(_)
             | Op::If(_)
             | Op::Loop(_)
-            | Op::Trap(_) => Err(CodegenError::Internal(format!("tsr.{} is not pointwise", n.op.mnemonic()))),
+            | Op::Trap(_)
+            | Op::WinogradInput { .. }
+            | Op::WinogradWeight
+            | Op::WinogradOutput { .. } => {
+                Err(CodegenError::Internal(format!("tsr.{} is not pointwise", n.op.mnemonic())))
+            }
         }
     }
 

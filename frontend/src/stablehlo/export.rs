@@ -515,6 +515,9 @@ impl Writer {
             | Op::Sgd(_)
             | Op::AdamW(_)
             | Op::Recurrent { .. }
+            | Op::WinogradInput { .. }
+            | Op::WinogradWeight
+            | Op::WinogradOutput { .. }
             | Op::Collective(_)
             | Op::Trap(_) => refuse("this op has no StableHLO counterpart in the exporter yet"),
         }
