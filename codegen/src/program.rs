@@ -678,6 +678,23 @@ fn library_call(g: &Graph, op: &Op, inputs: &[ValueId]) -> LibraryCall {
                 _ => None,
             }
         }
+        Op::WinogradInput { pads } => {
+            let float = inputs.iter().all(|&v| Storage::of(g.value(v).ty.dtype) == Storage::F32);
+            let pads = pads.map(|p| u64::try_from(p).ok());
+            match pads {
+                [Some(top), Some(left), Some(bottom), Some(right)] if float => {
+                    Some(LibraryCall::WinogradInput { pads: [top, left, bottom, right] })
+                }
+                _ => None,
+            }
+        }
+        Op::WinogradWeight | Op::WinogradOutput { .. } => {
+            let float = inputs.iter().all(|&v| Storage::of(g.value(v).ty.dtype) == Storage::F32);
+            float.then(|| match op {
+                Op::WinogradWeight => LibraryCall::WinogradWeight,
+                _ => LibraryCall::WinogradOutput,
+            })
+        }
         Op::Recurrent { kind, cell } => {
             // Float operands (f32 storage); `sequence_lens`, the one integer operand, is last.
             let float =

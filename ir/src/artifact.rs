@@ -267,6 +267,14 @@ pub enum LibraryCall {
     /// communicator (args: the op's operand, then its result; a `send` has no result, a `recv`
     /// no operand). Mesh axes resolve to ranks through the manifest's mesh.
     Collective { op: Collective },
+    /// `tsr.winograd_input` on an f32 NCHW image (args: input, output); the output shape
+    /// `[16, T, C]` and `pads` (`[top, left, bottom, right]`) give the tiling.
+    WinogradInput { pads: [u64; 4] },
+    /// `tsr.winograd_weight` on an f32 `[K, C, 3, 3]` kernel (args: weight, output).
+    WinogradWeight,
+    /// `tsr.winograd_output` of an f32 `[16, T, K]` product into `[N, K, OH, OW]` (args: input,
+    /// output).
+    WinogradOutput,
     /// Any other op, evaluated with its reference semantics (`Op::eval`): correct but slow;
     /// the compiler reports how many of these a program has.
     Reference { op: Op },
@@ -387,6 +395,9 @@ impl LibraryCall {
             LibraryCall::Pool2d { kind, .. } => kind.mnemonic(),
             LibraryCall::Recurrent { kind, .. } => kind.mnemonic(),
             LibraryCall::Collective { op } => op.mnemonic(),
+            LibraryCall::WinogradInput { .. } => "winograd_input",
+            LibraryCall::WinogradWeight => "winograd_weight",
+            LibraryCall::WinogradOutput => "winograd_output",
             LibraryCall::Reference { .. } => "reference",
             LibraryCall::WithEpilogue { gemm, .. } => match **gemm {
                 LibraryCall::MatMul => "matmul_epilogue",

@@ -52,6 +52,10 @@ macro_rules! interpreter_only_ops {
             | ::tessera_ir::ops::Op::If(_)
             | ::tessera_ir::ops::Op::Loop(_)
             | ::tessera_ir::ops::Op::Trap(_)
+            // Winograd transforms are library calls of the CPU runtime (`executor::winograd`).
+            | ::tessera_ir::ops::Op::WinogradInput { .. }
+            | ::tessera_ir::ops::Op::WinogradWeight
+            | ::tessera_ir::ops::Op::WinogradOutput { .. }
     };
 }
 

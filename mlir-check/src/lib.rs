@@ -399,6 +399,7 @@ mod tests {
                 }
             }
             "trap" => attrs.push(("message".to_string(), Attr::Str("unreachable".into()))),
+            "winograd_input" => attrs.push(("pads".to_string(), ints(&[0, 0, 0, 0]))),
             "adamw" => {
                 for k in ["lr", "beta1", "beta2", "epsilon", "weight_decay"] {
                     attrs.push((k.to_string(), Attr::Float(0.1)));

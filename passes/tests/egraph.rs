@@ -718,3 +718,47 @@ fn a_calibration_table_prices_extraction() {
         run_pipeline(&mut original.clone(), &pipeline, &mut RunConfig::default()).expect_err("unreadable table");
     assert!(error.to_string().contains("cannot read calibration table"), "{error}");
 }
+
+/// A 3x3 same-padded convolution over a 16x16 image, its kernel a parameter (f64).
+fn conv_3x3() -> Graph {
+    let mut g = Graph::new("conv");
+    let x = input(&mut g, "x", f64s(&[1, 16, 16, 16]));
+    let w = param(&mut g, "w", f64s(&[16, 16, 3, 3]));
+    let window = tessera_ir::ops::conv::Window { strides: [1, 1], pads: [1; 4], dilations: [1, 1] };
+    let y = add(&mut g, Op::Conv2d { window, groups: 1 }, &[x, w]);
+    g.set_outputs(vec![y]);
+    g
+}
+
+/// Extraction takes the Winograd form of a convolution where the table prices it cheaper
+/// (its GEMM does 2.25x fewer FLOPs, the transforms are cheap, the kernel transform runs at
+/// bind) and keeps the direct convolution where the table prices the transforms dear; both
+/// ways the outputs are the convolution's.
+#[test]
+fn winograd_is_extracted_only_where_the_table_prices_it_cheaper() {
+    let table = |transform_us: f64| {
+        format!(
+            r#"{{
+            "machine": {{"cpu": "test", "cpus": 2, "threads": 1, "load_average": 0.0, "build": "release", "measured_at_unix_s": 0}},
+            "families": {{
+                "elementwise": [{{"shape": "small", "work": 1000, "us": 2}}],
+                "matmul": [{{"shape": "small", "work": 1000, "us": 1}}, {{"shape": "large", "work": 100000000, "us": 2000}}],
+                "conv2d": [{{"shape": "small", "work": 1000, "us": 1}}, {{"shape": "large", "work": 100000000, "us": 2000}}],
+                "winograd": [{{"shape": "small", "work": 1000, "us": {transform_us}}}, {{"shape": "large", "work": 1000000000, "us": {transform_us}}}]
+            }}
+        }}"#
+        )
+    };
+    for (transform_us, winograd) in [(1.0, true), (1000.0, false)] {
+        let path = std::env::temp_dir().join(format!("tessera-winograd-{}-{transform_us}.json", std::process::id()));
+        std::fs::write(&path, table(transform_us)).expect("write table");
+        let original = conv_3x3();
+        let mut g = original.clone();
+        run_egraph(&mut g, &format!("egraph{{kernel-costs={}}}", path.display()));
+        std::fs::remove_file(&path).ok();
+        let expected = if winograd { [0, 1, 1, 1, 1] } else { [1, 0, 0, 0, 0] };
+        let found = ["conv2d", "winograd_input", "winograd_weight", "matmul", "winograd_output"].map(|m| count(&g, m));
+        assert_eq!(found, expected, "transforms at {transform_us} us");
+        assert_same_outputs(&original, &g);
+    }
+}

@@ -96,6 +96,19 @@ fn cases() -> Result<Vec<Case>> {
     for shape in [[8u64, 64], [128, 768], [512, 768]] {
         push("concat", format!("3 x {}", label(&shape)), one_op(Op::Concat { axis: -1 }, &[(&shape[..], false); 3])?);
     }
+    // Winograd F(2x2, 3x3) over ResNet-50's stride-1 3x3 convolutions: the input and output
+    // transforms (memory-bound), and the batched GEMM between them (16 transform positions,
+    // the weight transform resident: it runs at bind).
+    for (c, hw) in [(64u64, 56u64), (128, 28), (256, 14), (512, 7)] {
+        let tiles = hw.div_ceil(2) * hw.div_ceil(2);
+        let input = Op::WinogradInput { pads: [1; 4] };
+        push("winograd", format!("input 1x{c}x{hw}x{hw}"), one_op(input, &[(&[1, c, hw, hw], false)])?);
+        let shape = vec![1, c, hw, hw].into_iter().map(tessera_ir::types::Dim::Static).collect();
+        let output = Op::WinogradOutput { shape };
+        push("winograd", format!("output 16x{tiles}x{c}"), one_op(output, &[(&[16, tiles, c], false)])?);
+        let g = one_op(Op::MatMul, &[(&[16, tiles, c], false), (&[16, c, c], true)])?;
+        push("matmul", format!("16x{tiles}x{c} @ 16x{c}x{c}"), g);
+    }
     for (c, hw) in [(16, 16), (64, 112)] {
         let op = Op::Pool2d { kind: PoolKind::Max, kernel: [3, 3], window: window(2, 1) };
         push("pool2d", format!("1x{c}x{hw}x{hw}"), one_op(op, &[(&[1, c, hw, hw], false)])?);

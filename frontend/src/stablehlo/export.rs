@@ -573,6 +573,9 @@ impl Writer {
             | Op::Sgd(_)
             | Op::AdamW(_)
             | Op::Recurrent { .. }
+            | Op::WinogradInput { .. }
+            | Op::WinogradWeight
+            | Op::WinogradOutput { .. }
             | Op::Trap(_) => refuse("this op has no StableHLO counterpart in the exporter yet"),
         }
     }

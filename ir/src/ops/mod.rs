@@ -19,6 +19,7 @@ pub mod recurrent;
 pub mod reduce;
 pub mod rope;
 pub mod table;
+pub mod winograd;
 
 use crate::dtype::DType;
 use crate::graph::ValueId;
@@ -117,6 +118,18 @@ pub enum Op {
         kernel: [i64; 2],
         window: Window,
     },
+    /// Winograd F(2x2, 3x3) input-tile transform (`pads`: `[top, left, bottom, right]`); see
+    /// [`winograd`].
+    WinogradInput {
+        pads: [i64; 4],
+    },
+    /// Winograd F(2x2, 3x3) kernel transform; see [`winograd`].
+    WinogradWeight,
+    /// Winograd F(2x2, 3x3) output transform to `shape` (the result type's dimensions); see
+    /// [`winograd`].
+    WinogradOutput {
+        shape: Vec<Dim>,
+    },
     /// Rotary embedding; `interleaved` picks GPT-J pairing over Llama/NeoX pairing.
     Rope {
         interleaved: bool,
@@ -200,6 +213,9 @@ impl Op {
             Op::Iota { axis } => indexing::infer_iota(inputs, *axis),
             Op::Scatter { axis, .. } => indexing::infer_scatter(inputs, *axis),
             Op::Conv2d { window, groups } => conv::infer_conv2d(inputs, window, *groups),
+            Op::WinogradInput { pads } => winograd::infer_input(inputs, *pads),
+            Op::WinogradWeight => winograd::infer_weight(inputs),
+            Op::WinogradOutput { shape } => winograd::infer_output(inputs, shape),
             Op::Pool2d { kernel, window, .. } => conv::infer_pool2d(inputs, *kernel, window),
             Op::Rope { .. } => rope::infer(inputs),
             Op::CrossEntropy => optim::infer_cross_entropy(inputs),
@@ -253,6 +269,9 @@ impl Op {
             Op::Gather { .. } | Op::Iota { .. } => Ok(indexing::flops_gather()),
             Op::Scatter { reduction, .. } => indexing::flops_scatter(inputs, *reduction),
             Op::Conv2d { .. } => conv::flops_conv2d(inputs, out),
+            Op::WinogradInput { .. } => winograd::flops_input(out),
+            Op::WinogradWeight => winograd::flops_weight(out),
+            Op::WinogradOutput { .. } => winograd::flops_output(out),
             Op::Pool2d { kernel, .. } => Ok(conv::flops_pool2d(out, *kernel)),
             Op::Rope { .. } => Ok(rope::flops(out)),
             Op::CrossEntropy => optim::flops_cross_entropy(num_elements(operand_shape(inputs, 0)?)),
@@ -326,7 +345,11 @@ impl Op {
             // Batch-parallel in principle; replicated until a rule splits `x`, the states and
             // `sequence_lens` together.
             | Op::Recurrent { .. }
-            | Op::CrossEntropy => replicated(),
+            | Op::CrossEntropy
+            // Tiles mix an image's rows and columns, and the tile axis mixes the batch.
+            | Op::WinogradInput { .. }
+            | Op::WinogradWeight
+            | Op::WinogradOutput { .. } => replicated(),
         }
     }
 }
@@ -425,6 +448,9 @@ impl Op {
             Op::Pool2d { kind, kernel, window } => {
                 one(conv::eval_pool2d(operand(inputs, 0)?, *kind, *kernel, window, out)?)
             }
+            Op::WinogradInput { pads } => one(winograd::eval_input(operand(inputs, 0)?, *pads, out)?),
+            Op::WinogradWeight => one(winograd::eval_weight(operand(inputs, 0)?, out)?),
+            Op::WinogradOutput { .. } => one(winograd::eval_output(operand(inputs, 0)?, out)?),
             Op::Rope { interleaved } => one(rope::eval(
                 operand(inputs, 0)?,
                 operand(inputs, 1)?,
@@ -476,9 +502,15 @@ impl Op {
             Op::Unary(u) => u.differentiability(),
             Op::Binary(b) => b.differentiability(),
             Op::Compare(_) | Op::ArgMax { .. } | Op::Iota { .. } => Differentiability::PiecewiseConstant,
-            Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) | Op::If(_) | Op::Loop(_) | Op::Trap(_) => {
-                Differentiability::NotDifferentiable
-            }
+            Op::Sgd(_)
+            | Op::AdamW(_)
+            | Op::Collective(_)
+            | Op::If(_)
+            | Op::Loop(_)
+            | Op::Trap(_)
+            | Op::WinogradInput { .. }
+            | Op::WinogradWeight
+            | Op::WinogradOutput { .. } => Differentiability::NotDifferentiable,
             crate::data_movement_ops!()
             | Op::Where
             | Op::Cast { .. }
@@ -561,13 +593,24 @@ impl Op {
                 op: mnemonic,
                 message: "loops are not differentiated (reverse mode would have to keep every trip's values)".into(),
             }),
-            Op::Compare(_) | Op::ArgMax { .. } | Op::Iota { .. } | Op::Sgd(_) | Op::AdamW(_) | Op::Collective(_) => {
+            Op::Compare(_)
+            | Op::ArgMax { .. }
+            | Op::Iota { .. }
+            | Op::Sgd(_)
+            | Op::AdamW(_)
+            | Op::Collective(_)
+            | Op::WinogradInput { .. }
+            | Op::WinogradWeight
+            | Op::WinogradOutput { .. } => {
                 let operand = (0..inputs.len()).find(|&i| want(i)).unwrap_or(0);
                 let reason = match self {
                     _ if self.differentiability() == Differentiability::PiecewiseConstant => {
                         "its result is not a float (piecewise constant)"
                     }
                     Op::Collective(_) => "it is communication in a per-rank program: differentiate before partitioning",
+                    Op::WinogradInput { .. } | Op::WinogradWeight | Op::WinogradOutput { .. } => {
+                        "it is a Winograd transform introduced by the e-graph for inference: differentiate before optimizing"
+                    }
                     _ => "it is an optimizer state update",
                 };
                 Err(GradError::NotDifferentiable { op: mnemonic, operand, reason: reason.into() })

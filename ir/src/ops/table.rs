@@ -370,6 +370,8 @@ op_table! {
         Conv2d { window, groups } = "conv2d" (2 -> 1);
         Rope { interleaved } = "rope" (3 -> 1);
         CrossEntropy = "cross_entropy" (2 -> 1);
+        WinogradInput { pads } = "winograd_input" (1 -> 1);
+        WinogradWeight = "winograd_weight" (1 -> 1);
     }
     payload {
         Constant(value) = "constant" (0 -> 1);
@@ -380,6 +382,7 @@ op_table! {
         Cast { to } = "cast" (1 -> 1);
         Broadcast { shape } = "broadcast" (1 -> 1);
         Reshape { shape } = "reshape" (1 -> 1);
+        WinogradOutput { shape } = "winograd_output" (1 -> 1);
     }
     family {
         Unary(UnaryOp) (1 -> 1);

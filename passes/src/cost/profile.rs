@@ -248,7 +248,12 @@ fn class(op: &Op) -> Class {
         Op::Collective(Collective::AllSlice { .. }) => Class::Layout,
         // Collectives move data and never fuse; the step model prices them on links, not here.
         Op::Collective(_) => Class::Communication,
-        Op::Gather { .. } | Op::Scatter { .. } => Class::Memory,
+        // Winograd transforms scatter and gather 4x4 tiles: memory-bound, never fused.
+        Op::Gather { .. }
+        | Op::Scatter { .. }
+        | Op::WinogradInput { .. }
+        | Op::WinogradWeight
+        | Op::WinogradOutput { .. } => Class::Memory,
         Op::Constant(_) => Class::Literal,
     }
 }
@@ -739,7 +744,16 @@ fn saved_activations(block: &BlockGraph, s: &Sizes, consumers: &[Vec<usize>]) ->
                 save(operand(0));
                 save(operand(1));
             }
-            Op::Binary(_) | Op::Compare(_) | Op::Cast { .. } | Op::Constant(_) | Op::Collective(_) | Op::Trap(_) => {}
+            // The Winograd transforms are linear and not differentiated (see `ops::winograd`).
+            Op::Binary(_)
+            | Op::Compare(_)
+            | Op::Cast { .. }
+            | Op::Constant(_)
+            | Op::Collective(_)
+            | Op::Trap(_)
+            | Op::WinogradInput { .. }
+            | Op::WinogradWeight
+            | Op::WinogradOutput { .. } => {}
             Op::Unary(u) => match u.backward_keeps() {
                 BackwardKeeps::Nothing => {}
                 BackwardKeeps::Operand => save(operand(0)),

@@ -28,6 +28,7 @@ pub fn family(op: &Op) -> &'static str {
         Op::Transpose { .. } => "transpose",
         Op::Concat { .. } => "concat",
         Op::Pool2d { .. } => "pool2d",
+        Op::WinogradInput { .. } | Op::WinogradWeight | Op::WinogradOutput { .. } => "winograd",
         _ => FALLBACK_FAMILY,
     }
 }

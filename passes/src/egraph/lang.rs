@@ -62,8 +62,20 @@ pub fn lift(op: &Op) -> Option<(Op, AttrValue)> {
         Op::Conv2d { window, groups } => {
             Some((generic_conv(), AttrValue::Conv { window: window.clone(), groups: *groups }))
         }
+        // The input transform reads only the padding of the convolution's window.
+        Op::WinogradInput { pads } => Some((
+            generic_winograd_input(),
+            AttrValue::Conv { window: Window { strides: [1; 2], pads: *pads, dilations: [1; 2] }, groups: 1 },
+        )),
+        Op::WinogradOutput { shape } => Some((Op::WinogradOutput { shape: vec![] }, AttrValue::Shape(shape.clone()))),
         _ => None,
     }
+}
+
+/// The generic `winograd_input` of e-nodes and rules (its window is the attribute child); no
+/// concrete one has negative pads.
+pub fn generic_winograd_input() -> Op {
+    Op::WinogradInput { pads: [-1; 4] }
 }
 
 /// The generic `conv2d` of e-nodes and rules (its window is the attribute child).
@@ -84,6 +96,8 @@ pub fn lower(op: &Op, attr: &AttrValue) -> Option<Op> {
         (Op::Conv2d { .. }, AttrValue::Conv { window, groups }) => {
             Some(Op::Conv2d { window: window.clone(), groups: *groups })
         }
+        (Op::WinogradInput { .. }, AttrValue::Conv { window, .. }) => Some(Op::WinogradInput { pads: window.pads }),
+        (Op::WinogradOutput { .. }, AttrValue::Shape(shape)) => Some(Op::WinogradOutput { shape: shape.clone() }),
         _ => None,
     }
 }

@@ -367,6 +367,9 @@ impl CpuExecutor {
                 super::conv::pool2d(first_in, first_out, *kind, *kernel, window)
             }
             LibraryCall::Recurrent { kind, cell } => super::recurrent::recurrent(*kind, cell, &ins, &mut outs),
+            LibraryCall::WinogradInput { pads } => super::winograd::input(first_in, first_out, *pads),
+            LibraryCall::WinogradWeight => super::winograd::weight(first_in, first_out),
+            LibraryCall::WinogradOutput => super::winograd::output(first_in, first_out),
             LibraryCall::Reference { op } => library::reference(op, &ins, &mut outs),
             LibraryCall::WithEpilogue { gemm, epilogue } => library::with_epilogue(gemm, epilogue, &ins, first_out),
             LibraryCall::Collective { .. } => Err("unreachable: collectives are handled above".into()),

@@ -511,6 +511,9 @@ fn host_library_call(call: &LibraryCall, ins: &[In], outs: &mut [Out]) -> Result
                 LibraryCall::Pool2d { kind, kernel, window } => {
                     super::conv::pool2d(input(0)?, out, *kind, *kernel, window)
                 }
+                LibraryCall::WinogradInput { pads } => super::winograd::input(input(0)?, out, *pads),
+                LibraryCall::WinogradWeight => super::winograd::weight(input(0)?, out),
+                LibraryCall::WinogradOutput => super::winograd::output(input(0)?, out),
                 LibraryCall::Split { .. }
                 | LibraryCall::Concat { .. }
                 | LibraryCall::Recurrent { .. }

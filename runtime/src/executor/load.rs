@@ -411,9 +411,12 @@ fn check_program(p: &Program, weights_bytes: u64) -> Result<(), String> {
                 | LibraryCall::MatMulTransposedB
                 | LibraryCall::Gather { .. }
                 | LibraryCall::Conv2d { .. } => n_in == 2 && n_out == 1,
-                LibraryCall::Transpose { .. } | LibraryCall::Slice { .. } | LibraryCall::Pool2d { .. } => {
-                    n_in == 1 && n_out == 1
-                }
+                LibraryCall::Transpose { .. }
+                | LibraryCall::Slice { .. }
+                | LibraryCall::Pool2d { .. }
+                | LibraryCall::WinogradInput { .. }
+                | LibraryCall::WinogradWeight
+                | LibraryCall::WinogradOutput => n_in == 1 && n_out == 1,
                 LibraryCall::Split { .. } => n_in == 1 && n_out >= 1,
                 LibraryCall::Recurrent { kind, .. } => {
                     (n_in == kind.required_operands() || n_in == kind.required_operands() + 1)

@@ -36,7 +36,8 @@
 //! different merged matmuls for the three projections. On shapes: `shape-is(?x, ?s)` (tensor
 //! `?x` has shape `?s`), `same-except(?a, ?b, AXIS)` (same rank, equal dimensions except at
 //! `AXIS`: concatenable) and `unit-except(?x, AXIS)` (all dimensions 1 but the one at `AXIS`:
-//! a per-channel vector).
+//! a per-channel vector). On convolutions: `winograd(?w, ?win)` (a 3x3 kernel under a stride-1,
+//! undilated, ungrouped window).
 //!
 //! **Scheduling.** A rule may end with `limit N`: after `N` matches in one iteration egg's
 //! backoff scheduler bans it for a few iterations (doubling each time). The built-in
@@ -110,6 +111,9 @@ pub enum Condition {
     /// `unit-except(?x, AXIS)`: every dimension of `?x` is 1 except the one at `AXIS` (from
     /// the end): a per-channel vector laid out for broadcasting.
     UnitExcept(String, i64),
+    /// `winograd(?w, ?win)`: kernel `?w` is a static `[K, C, 3, 3]` and window `?win` has
+    /// stride 1, no dilation and one group: a convolution Winograd F(2x2, 3x3) computes.
+    Winograd(String, String),
 }
 
 /// What a rule variable stands for, fixed by where it appears.

@@ -4,7 +4,7 @@
 
 use super::typecheck::{type_check, var_kinds, MAX_VARS};
 use super::{Condition, Rule, RuleError, RuleOp, Term};
-use crate::egraph::lang::generic_conv;
+use crate::egraph::lang::{generic_conv, generic_winograd_input};
 use std::collections::BTreeSet;
 use tessera_ir::ops::attr::AttrMap;
 use tessera_ir::ops::table::Arity;
@@ -215,6 +215,10 @@ impl Parser<'_> {
                 self.at += 1;
                 Condition::SameExcept(a, b, axis)
             }
+            "winograd" => {
+                let b = self.var()?;
+                Condition::Winograd(a, b)
+            }
             "unit-except" => {
                 let axis = match self.peek() {
                     Some(Tok::Int(n)) if *n < 0 => *n,
@@ -239,7 +243,7 @@ impl Parser<'_> {
                 return Err((self.err)(
                     column,
                     format!(
-                        "unknown condition '{name}' (known: same-rank, same-type, rank, min-rank, distinct, disjoint, ordered, shape-is, same-except, unit-except)"
+                        "unknown condition '{name}' (known: same-rank, same-type, rank, min-rank, distinct, disjoint, ordered, shape-is, same-except, unit-except, winograd)"
                     ),
                 ))
             }
@@ -299,6 +303,16 @@ fn rule_op(name: &str, attrs: &[Attr], args: &[Term], rhs: bool) -> Result<RuleO
             no_attrs()?;
             arity(3)?;
             generic_conv()
+        }
+        "winograd_input" => {
+            no_attrs()?;
+            arity(2)?;
+            generic_winograd_input()
+        }
+        "winograd_output" => {
+            no_attrs()?;
+            arity(2)?;
+            Op::WinogradOutput { shape: vec![] }
         }
         "shape-of" => {
             if !rhs {
@@ -369,7 +383,8 @@ fn condition_vars(c: &Condition) -> Vec<&String> {
         | Condition::Disjoint(a, b)
         | Condition::Ordered(a, b)
         | Condition::ShapeIs(a, b)
-        | Condition::SameExcept(a, b, _) => vec![a, b],
+        | Condition::SameExcept(a, b, _)
+        | Condition::Winograd(a, b) => vec![a, b],
         Condition::Rank(a, _) | Condition::MinRank(a, _) | Condition::UnitExcept(a, _) => vec![a],
     }
 }

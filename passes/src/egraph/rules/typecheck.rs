@@ -70,6 +70,17 @@ pub(super) fn holds(c: &Condition, facts: &Facts) -> bool {
             }
             _ => false,
         },
+        Condition::Winograd(w, win) => {
+            let kernel = ty(w).is_some_and(|t| {
+                t.rank() == 4
+                    && t.dims[2] == Dim::Static(3)
+                    && t.dims[3] == Dim::Static(3)
+                    && t.static_shape().is_some()
+            });
+            let window = matches!((facts.attr)(win), Some(AttrValue::Conv { window, groups: 1 })
+                if window.strides == [1, 1] && window.dilations == [1, 1]);
+            kernel && window
+        }
         Condition::UnitExcept(a, axis) => ty(a).is_some_and(|t| {
             let keep = tessera_ir::types::normalize_axis(*axis, t.rank());
             keep.is_some() && t.dims.iter().enumerate().all(|(i, d)| Some(i) == keep || *d == Dim::Static(1))
@@ -223,7 +234,11 @@ pub(super) fn var_kinds<'a>(terms: impl Iterator<Item = &'a Term>) -> Result<BTr
                 let lifted = matches!(op, RuleOp::Fixed(op) if is_lifted(op));
                 for (i, a) in args.iter().enumerate() {
                     let kind = match op {
-                        RuleOp::Fixed(Op::Conv2d { .. }) if lifted && i + 1 == args.len() => VarKind::Window,
+                        RuleOp::Fixed(Op::Conv2d { .. } | Op::WinogradInput { .. })
+                            if lifted && i + 1 == args.len() =>
+                        {
+                            VarKind::Window
+                        }
                         RuleOp::Fixed(_) if lifted && i + 1 == args.len() => VarKind::Shape,
                         _ => VarKind::Tensor,
                     };
