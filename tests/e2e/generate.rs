@@ -3,40 +3,13 @@
 //! `scripts/serve/setup.sh` writes to `.cache/serve` with transformers' greedy tokens for
 //! prompts of 1, 7 and 100 tokens.
 
+use crate::serve_reference::{cache, reference};
 use crate::support::{repo_root, tessera};
-use serde::Deserialize;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use tessera::serve::{build_engine, build_engine_with_blocks, generate, open_model, row_buckets, GenerateOptions};
 use tessera_ir::serving::{KvDtype, ServeShape};
 use tessera_runtime::serve::engine::ServingEngine;
 use tessera_runtime::serve::sampling::{argmax, SamplingParams};
 use tessera_runtime::serve::tokenizer::TextTokenizer;
-
-#[derive(Deserialize)]
-struct Reference {
-    new_tokens: usize,
-    models: BTreeMap<String, Vec<Case>>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    prompt: String,
-    prompt_ids: Vec<u32>,
-    generated_ids: Vec<u32>,
-    min_logit_gap: f64,
-}
-
-fn cache() -> PathBuf {
-    repo_root().join(".cache/serve")
-}
-
-fn reference() -> Reference {
-    let path = cache().join("reference.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/serve/setup.sh (make serve-data)", path.display()));
-    serde_json::from_str(&text).expect("reference.json parses")
-}
 
 fn greedy(max_new_tokens: usize) -> GenerateOptions {
     GenerateOptions { max_new_tokens, sampling: SamplingParams::default(), stop: None }

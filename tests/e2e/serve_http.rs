@@ -5,12 +5,10 @@
 //! hang-up, `tessera bench serve`, and SIGTERM ending the server with exit 0 after it
 //! finishes what is in flight.
 
+use crate::serve_reference::{checkpoint, reference, Case};
 use crate::support::{repo_root, tessera};
-use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,28 +16,8 @@ use tessera::http::client;
 use tessera::http::metrics::sample;
 use tessera_runtime::serve::tokenizer::TextTokenizer;
 
-#[derive(Deserialize)]
-struct Reference {
-    models: BTreeMap<String, Vec<Case>>,
-}
-
-#[derive(Deserialize, Clone)]
-struct Case {
-    prompt: String,
-    prompt_ids: Vec<u32>,
-    generated_ids: Vec<u32>,
-}
-
-fn checkpoint(name: &str) -> PathBuf {
-    repo_root().join(".cache/serve").join(name)
-}
-
 fn reference_cases(model: &str) -> Vec<Case> {
-    let path = repo_root().join(".cache/serve/reference.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/serve/setup.sh (make serve-data)", path.display()));
-    let reference: Reference = serde_json::from_str(&text).expect("reference.json parses");
-    reference.models[model].clone()
+    reference().models[model].clone()
 }
 
 /// A `tessera serve` child process; killed if a test fails before it stops.

@@ -3,37 +3,12 @@
 //! run after run (the all-reduce adds in rank order), KV numbers for the whole mesh, and
 //! meshes serving cannot run refused with exit 2.
 
+use crate::serve_reference::{checkpoint, reference, Case};
 use crate::support::{repo_root, tessera};
-use serde::Deserialize;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use tessera::serve::{build_engine, build_mesh_engine, generate, open_model, GenerateOptions};
 use tessera_ir::serving::ServeShape;
 use tessera_runtime::serve::engine::ServingEngine;
 use tessera_runtime::serve::sampling::SamplingParams;
-
-#[derive(Deserialize)]
-struct Reference {
-    models: BTreeMap<String, Vec<Case>>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    prompt: String,
-    prompt_ids: Vec<u32>,
-    generated_ids: Vec<u32>,
-}
-
-fn checkpoint(name: &str) -> PathBuf {
-    repo_root().join(".cache/serve").join(name)
-}
-
-fn reference() -> Reference {
-    let path = repo_root().join(".cache/serve/reference.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/serve/setup.sh (make serve-data)", path.display()));
-    serde_json::from_str(&text).expect("reference.json parses")
-}
 
 const NEW_TOKENS: usize = 20;
 

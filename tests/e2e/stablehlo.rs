@@ -2,7 +2,7 @@
 //! through the interpreter and a compiled CPU artifact and match JAX's outputs; malformed text
 //! gives a located error and exit 1; mutated text never panics the reader.
 
-use crate::support::{repo_root, tessera};
+use crate::support::{repo_root, stablehlo_error_lines, tessera};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 use tessera_ir::tensor::Tensor;
@@ -208,24 +208,8 @@ const MALFORMED: [(&str, &str); 13] = [
 #[test]
 fn malformed_stablehlo_is_a_located_error_with_exit_1() {
     let work = tempfile::tempdir().expect("a temporary directory");
-    let mut messages = String::new();
-    for (name, text) in MALFORMED {
-        let file = format!("{name}.stablehlo.mlir");
-        std::fs::write(work.path().join(&file), text).expect("write the case");
-        let out = tessera(work.path(), &["info", &file]);
-        assert_eq!(out.code, 1, "{name}: exit status; stderr: {}", out.stderr);
-        assert!(!out.stderr.contains("panicked"), "{name}: {}", out.stderr);
-        let line = out.stderr.lines().next().unwrap_or_default();
-        // `error: FILE:LINE:COL: message`
-        let located = line.strip_prefix(&format!("error: {file}:")).and_then(|rest| {
-            let mut parts = rest.splitn(3, ':');
-            Some((parts.next()?.parse::<u32>().ok()?, parts.next()?.parse::<u32>().ok()?))
-        });
-        assert!(located.is_some(), "{name}: not a located error: {line}");
-        messages.push_str(line);
-        messages.push('\n');
-    }
-    insta::assert_snapshot!(messages);
+    let lines = stablehlo_error_lines(work.path(), &MALFORMED);
+    insta::assert_snapshot!(lines.iter().map(|line| format!("{line}\n")).collect::<String>());
 }
 
 /// A small module in both forms, for the mutation test (the generated cases may be absent).
@@ -513,20 +497,13 @@ fn shardings_between_ops_are_refused_naming_the_form() {
         ("op_attribute", with_constraint("", "%1 = stablehlo.negate %0 {mhlo.sharding = \"{replicated}\"} : tensor<4x8xf32>")),
     ];
     let work = tempfile::tempdir().expect("a temporary directory");
-    let mut report = String::new();
-    for (name, text) in &cases {
-        let file = format!("{name}.stablehlo.mlir");
-        std::fs::write(work.path().join(&file), text).expect("write the case");
-        let out = tessera(work.path(), &["info", &file]);
-        assert_eq!(out.code, 1, "{name}: {}", out.stderr);
-        let line = out.stderr.lines().next().unwrap_or_default();
+    let lines = stablehlo_error_lines(work.path(), &cases);
+    for ((name, text), line) in cases.iter().zip(&lines) {
         let constraint_line = text.lines().position(|l| l.contains("%1 =")).expect("the constraint") + 1;
-        let at = format!("error: {file}:{constraint_line}:");
+        let at = format!("error: {name}.stablehlo.mlir:{constraint_line}:");
         assert!(line.starts_with(&at), "{name}: not located at the constraint: {line}");
-        report.push_str(line);
-        report.push('\n');
     }
-    insta::assert_snapshot!(report);
+    insta::assert_snapshot!(lines.iter().map(|line| format!("{line}\n")).collect::<String>());
 }
 
 fn sharded_fixture(file: &str) -> PathBuf {
@@ -744,16 +721,6 @@ fn malformed_general_gathers_and_scatters_are_located_errors() {
         ),
     ];
     let work = tempfile::tempdir().expect("a temporary directory");
-    let mut report = String::new();
-    for (name, text) in &cases {
-        let file = format!("{name}.stablehlo.mlir");
-        std::fs::write(work.path().join(&file), text).expect("write the case");
-        let out = tessera(work.path(), &["info", &file]);
-        assert_eq!(out.code, 1, "{name}: {}", out.stderr);
-        let line = out.stderr.lines().next().unwrap_or_default();
-        assert!(line.starts_with(&format!("error: {file}:")), "{name}: {line}");
-        report.push_str(line);
-        report.push('\n');
-    }
-    insta::assert_snapshot!(report);
+    let lines = stablehlo_error_lines(work.path(), &cases);
+    insta::assert_snapshot!(lines.iter().map(|line| format!("{line}\n")).collect::<String>());
 }

@@ -6,7 +6,7 @@
 //! the same tsr collectives.
 
 use crate::stablehlo::{error_to_scale, jax_venv_present, seeded_input};
-use crate::support::{example, repo_root, tessera};
+use crate::support::{example, repo_root, stablehlo_error_lines, tessera};
 use std::path::Path;
 use tessera_ir::graph::Graph;
 use tessera_ir::ops::Op;
@@ -263,21 +263,8 @@ fn malformed_collectives_are_located_errors_and_unexportable_programs_are_named(
             ),
         ),
     ];
-    let mut messages = String::new();
-    for (name, text) in &cases {
-        let file = format!("{name}.stablehlo.mlir");
-        std::fs::write(work.path().join(&file), text).expect("write the case");
-        let out = tessera(work.path(), &["info", &file]);
-        assert_eq!(out.code, 1, "{name}: exit status; stderr: {}", out.stderr);
-        let line = out.stderr.lines().next().unwrap_or_default();
-        let located = line.strip_prefix(&format!("error: {file}:")).and_then(|rest| {
-            let mut parts = rest.splitn(3, ':');
-            Some((parts.next()?.parse::<u32>().ok()?, parts.next()?.parse::<u32>().ok()?))
-        });
-        assert!(located.is_some(), "{name}: not a located error: {line}");
-        messages.push_str(line);
-        messages.push('\n');
-    }
+    let mut messages: String =
+        stablehlo_error_lines(work.path(), &cases).iter().map(|line| format!("{line}\n")).collect();
     // Export: a per-rank program's collectives need its mesh; pipeline stages are refused.
     std::fs::write(work.path().join("ranks.mlir"), EVERY_COLLECTIVE).expect("write the program");
     let no_mesh = tessera(work.path(), &["opt", "ranks.mlir", "--emit", "stablehlo"]);

@@ -129,3 +129,26 @@ pub fn write_rehashed(dir: &Path, program: &tessera_ir::artifact::Program, manif
     }
     std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).expect("json")).expect("write");
 }
+
+/// Writes each `(name, text)` case to `NAME.stablehlo.mlir` in `dir` and runs `tessera info` on
+/// it; asserts exit status 1, no panic, and a first line of stderr located in that file
+/// (`error: FILE:LINE:COL: message`). Returns those lines, one per case, in order.
+pub fn stablehlo_error_lines<S: AsRef<str>>(dir: &Path, cases: &[(&str, S)]) -> Vec<String> {
+    cases
+        .iter()
+        .map(|(name, text)| {
+            let file = format!("{name}.stablehlo.mlir");
+            std::fs::write(dir.join(&file), text.as_ref()).expect("write the case");
+            let out = tessera(dir, &["info", &file]);
+            assert_eq!(out.code, 1, "{name}: exit status; stderr: {}", out.stderr);
+            assert!(!out.stderr.contains("panicked"), "{name}: {}", out.stderr);
+            let line = out.stderr.lines().next().unwrap_or_default().to_string();
+            let located = line.strip_prefix(&format!("error: {file}:")).and_then(|rest| {
+                let mut parts = rest.splitn(3, ':');
+                Some((parts.next()?.parse::<u32>().ok()?, parts.next()?.parse::<u32>().ok()?))
+            });
+            assert!(located.is_some(), "{name}: not a located error: {line}");
+            line
+        })
+        .collect()
+}
