@@ -691,6 +691,7 @@ fn the_schedule_report_of_the_attention_block() {
 #[test]
 fn a_calibration_table_prices_extraction() {
     use tessera_passes::egraph::cost::KernelCosts;
+    // The file format as in the unit tests of `egraph::calibration`, with this test's own rows.
     let text = r#"{
         "machine": {"cpu": "test", "cpus": 2, "threads": 1, "load_average": 0.0, "build": "debug", "measured_at_unix_s": 0},
         "families": {

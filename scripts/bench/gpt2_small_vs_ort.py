@@ -31,20 +31,10 @@ import onnxruntime as ort
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cpu_time  # noqa: E402  (the one-thread CPU time measures)
-import real_models  # noqa: E402  (tessera's wall-clock median and the error measure)
+import real_models  # noqa: E402  (the wall-clock medians and the error measure)
 
 VOCABULARY = 50257
 SEED = 7
-
-
-def onnxruntime_wall_median(session, feeds, repeat):
-    session.run(None, feeds)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        outputs = session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), outputs
 
 
 def main():
@@ -86,7 +76,7 @@ def main():
         best = {"tessera wall": float("inf"), "onnxruntime wall": float("inf"),
                 "tessera cpu": float("inf"), "onnxruntime cpu": float("inf")}
         for round_index in range(args.rounds):
-            ort_wall, outputs = onnxruntime_wall_median(default_session, feeds, args.repeat)
+            ort_wall, outputs = real_models.onnxruntime_wall_median(default_session, feeds, args.repeat)
             tessera_wall = real_models.tessera_median(runner, artifact, inputs, out_dir, args.repeat)
             error = real_models.output_error(out_dir, default_session, outputs)
             ort_cpu, _ = cpu_time.onnxruntime_cpu_ms(one_thread_session, feeds, args.repeat)

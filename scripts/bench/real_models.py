@@ -149,15 +149,20 @@ def bench(name, tessera, runner, repeat, work):
     t_tessera = tessera_median(runner, artifact, inputs, out_dir, repeat)
 
     session = ort.InferenceSession(run_model, providers=["CPUExecutionProvider"])
+    t_ort, outputs = onnxruntime_wall_median(session, feeds, repeat)
+
+    return t_tessera, t_ort, output_error(out_dir, session, outputs)
+
+
+def onnxruntime_wall_median(session, feeds, repeat):
+    """Median wall seconds of `repeat` runs of `session` after one warm-up run, and the outputs."""
     session.run(None, feeds)
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         outputs = session.run(None, feeds)
         times.append(time.perf_counter() - start)
-    t_ort = statistics.median(times)
-
-    return t_tessera, t_ort, output_error(out_dir, session, outputs)
+    return statistics.median(times), outputs
 
 
 def output_error(out_dir, session, outputs):

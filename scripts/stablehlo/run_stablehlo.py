@@ -59,14 +59,18 @@ def save(path, result):
     np.save(path, result)
 
 
-def main_replicated(module_path, out_dir, inputs):
-    """Runs a per-rank program on REPLICAS devices, replica r as rank r."""
+def parse_module(module_path):
+    """The argument dtypes of `@main` and the module as MLIR bytecode, for XLA to compile."""
     with open(module_path) as f:
         text = f.read()
     with mlir.make_ir_context():
         module = ir.Module.parse(text)
-        types = argument_types(module)
-        bytecode = mlir.module_to_bytecode(module)
+        return argument_types(module), mlir.module_to_bytecode(module)
+
+
+def main_replicated(module_path, out_dir, inputs):
+    """Runs a per-rank program on REPLICAS devices, replica r as rank r."""
+    types, bytecode = parse_module(module_path)
     n = REPLICAS
     if len(inputs) != n * len(types):
         raise SystemExit(f"run_stablehlo: {n} replicas x {len(types)} arguments need {n * len(types)} files, "
@@ -105,12 +109,7 @@ def main():
     if REPLICAS > 1:
         return main_replicated(sys.argv[3], sys.argv[4], sys.argv[5:])
     module_path, out_dir, inputs = sys.argv[1], sys.argv[2], sys.argv[3:]
-    with open(module_path) as f:
-        text = f.read()
-    with mlir.make_ir_context():
-        module = ir.Module.parse(text)
-        types = argument_types(module)
-        bytecode = mlir.module_to_bytecode(module)
+    types, bytecode = parse_module(module_path)
     backend = xla_bridge.get_backend("cpu")
     device = backend.devices()[0]
     executable = backend.compile_and_load(bytecode, xla_client.DeviceList((device,)), xla_client.CompileOptions())

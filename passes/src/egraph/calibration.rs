@@ -145,6 +145,8 @@ impl Table {
 mod tests {
     use super::*;
 
+    // A calibration table in the file format, as in passes/tests/egraph.rs: each test states its
+    // own rows, since the numbers are what it checks.
     fn table() -> Table {
         let text = r#"{
             "machine": {"cpu": "test", "cpus": 2, "threads": 1, "load_average": 0.0, "build": "debug", "measured_at_unix_s": 0},

@@ -324,6 +324,8 @@ pub fn plan_report(plan: &Plan, device: &DeviceSpec) -> String {
     ];
     body += &stacked_bars("communication", &links, None, &gigabytes);
     body += "<h2>Alternatives</h2>\n<table class=\"alternatives\">\n<tr><th>dp</th><th>tp</th><th>pp</th><th>ep</th><th>mb</th><th>v</th><th>recompute</th><th>zero</th><th>step</th><th>memory</th><th>why it lost</th></tr>\n";
+    // One row per alternative; the calibration test's text table has the same row layout, not
+    // the same columns.
     for a in &plan.alternatives {
         let q = &a.parallelism;
         body += &format!(
