@@ -10,15 +10,16 @@
 use crate::support::{cluster, zoo};
 use serde_json::Value;
 use tessera_passes::cost::step::{
-    estimate, GradAccumulation, Job, Mode, Parallelism, Recompute, Schedule, TimeBreakdown,
+    estimate, GradAccumulation, Job, LayerPartition, Mode, Parallelism, Recompute, Schedule, TimeBreakdown,
 };
 use tessera_passes::cost::workload::ProfileCache;
 
 const TOLERANCE: f64 = 0.15;
 
-/// The held-out bounds: what the cost model reaches today (mean |error| 15.7%, max 23.5%, with
+/// The held-out bounds: what the cost model reaches today (mean |error| 15.8%, max 23.5%, with
 /// the runs on Megatron-DeepSpeed priced by running DeepSpeed's `TrainSchedule` step by step,
-/// which takes 1F1B's time, and each run's gradient accumulation as its framework did it;
+/// which takes 1F1B's time, each run's gradient accumulation as its framework did it, and its
+/// stages cut as its framework cut them (`layer_partition`);
 /// 10.6% and 24.5% under the lockstep reading of that schedule the code does not support:
 /// BENCHMARKS.md, "Held-out training runs") with a few points of slack, so that a change that
 /// makes it worse fails. The aim (5% mean, 10% max) is not met; BENCHMARKS.md says why.
@@ -59,6 +60,7 @@ pub fn predictions() -> Vec<(String, &'static str, f64, f64)> {
                 zero: 0,
                 schedule: Schedule::OneFOneB,
                 grad_accumulation: GradAccumulation::Fused,
+                layer_partition: LayerPartition::Layers,
             };
             let e = estimate(&mut cache, &c, &job, &par).unwrap_or_else(|err| panic!("{model} {column}: {err}"));
             assert!(e.memory.total <= c.device.memory_bytes(), "{model} {column} needs {:.1} GB", e.memory.total / 1e9);
@@ -150,6 +152,12 @@ pub fn held_out_predictions() -> Vec<HeldOut> {
                 "bf16_optimizer" => GradAccumulation::Bf16Optimizer,
                 other => panic!("{name}: grad_accumulation {other}"),
             },
+            layer_partition: match row["layer_partition"].as_str().expect("layer_partition") {
+                "time" => LayerPartition::Time,
+                "layers" => LayerPartition::Layers,
+                "layers_and_embeddings" => LayerPartition::LayersAndEmbeddings,
+                other => panic!("{name}: layer_partition {other}"),
+            },
         };
         let job = Job { mode: Mode::Train, global_batch: int(row, "global_batch"), seq: int(row, "seq") };
         let mut cache = ProfileCache::new(&workload, &c.device);
@@ -203,7 +211,9 @@ fn held_out_iteration_times_within_the_measured_bound() {
         // The decomposition BENCHMARKS.md prints is the step but for one difference: the step
         // ends with the longest tail after the pipeline (the embedding's stage reduces more
         // gradients), the breakdown lists the slowest stage's own tail. Nothing else is
-        // priced outside it.
+        // priced outside it. BLOOM's end stages (one layer fewer under its
+        // `type:transformer|embedding` partition, so not the slowest) reduce the 250,880-token
+        // embedding's fp32 gradients over Omni-Path after the pipeline: 1.0 s (1.1%) longer.
         let t = &r.time;
         let parts = t.compute_s
             + t.recompute_s
@@ -214,8 +224,61 @@ fn held_out_iteration_times_within_the_measured_bound() {
             + t.dp_comm_exposed_s
             + t.optimizer_s;
         let gap = (r.predicted_s - parts) / r.predicted_s;
-        assert!((0.0..0.01).contains(&gap), "{}: parts {parts} s, step {} s", r.name, r.predicted_s);
+        assert!((0.0..0.015).contains(&gap), "{}: parts {parts} s, step {} s", r.name, r.predicted_s);
     }
     assert!(mean <= HELD_OUT_MEAN, "held-out mean |error| {:.1}%\n{table}", 100.0 * mean);
     assert!(max <= HELD_OUT_MAX, "held-out max |error| {:.1}%\n{table}", 100.0 * max);
+}
+
+/// Each held-out row's TFLOP/s per GPU, recomputed from its iteration time through the formula
+/// its source used (`tflops_formula`), agrees with the TFLOP/s the source prints: so the times
+/// are the ones the sources measured, and the sources counted a recomputed forward pass per
+/// layer (full activation checkpointing, priced as `recompute: full`). The same time through the
+/// formula without recomputation (3 forward-equivalents of FLOPs instead of 4) would miss the
+/// printed figure by a quarter, so the check tells the two readings apart.
+#[test]
+fn held_out_tflops_count_the_recomputed_forward() {
+    let data: Value =
+        serde_json::from_str(include_str!("../../calibration/heldout_training.json")).expect("held-out json");
+    let number = |row: &Value, key: &str| row[key].as_f64().unwrap_or_else(|| panic!("{key} in {}", row["name"]));
+    let mut checked = 0;
+    for row in data["rows"].as_array().expect("rows") {
+        let name = row["name"].as_str().expect("name");
+        let (batch, seq, layers, hidden, vocab) = (
+            number(row, "global_batch"),
+            number(row, "seq"),
+            number(row, "layers"),
+            number(row, "hidden"),
+            number(row, "vocab"),
+        );
+        // FLOPs of one iteration with full recomputation: four forward-equivalents per layer.
+        let flops_with_recompute = match row["tflops_formula"].as_str().expect("tflops_formula") {
+            // Narayanan et al. 2021, Section 5.1: 96 B s l h^2 (1 + s / 6h + V / 16 l h).
+            "narayanan2021" => {
+                96.0 * batch
+                    * seq
+                    * layers
+                    * hidden
+                    * hidden
+                    * (1.0 + seq / (6.0 * hidden) + vocab / (16.0 * layers * hidden))
+            }
+            // BigScience: parameters * 8 * tokens (2 forward, 4 backward, 2 recomputed forward).
+            "params_x8" => number(row, "params_b") * 1e9 * 8.0 * batch * seq,
+            other => panic!("{name}: tflops_formula {other}"),
+        };
+        let per_gpu_second = number(row, "gpus") * number(row, "iter_time_s") * 1e12;
+        let with_recompute = flops_with_recompute / per_gpu_second;
+        let without_recompute = 0.75 * with_recompute;
+        let printed = number(row, "tflops_per_gpu");
+        assert!(
+            (with_recompute / printed - 1.0).abs() <= 0.01,
+            "{name}: {with_recompute:.1} TFLOP/s from the iteration time, the source prints {printed}"
+        );
+        assert!(
+            (without_recompute / printed - 1.0).abs() >= 0.2,
+            "{name}: without recomputation {without_recompute:.1} TFLOP/s would also match {printed}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, data["rows"].as_array().expect("rows").len());
 }

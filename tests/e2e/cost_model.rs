@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use tessera_ir::workload::BlockShape;
 use tessera_passes::cost::collective::{collective, Algorithm, CollectiveKind, Group};
 use tessera_passes::cost::profile::profile;
-use tessera_passes::cost::step::{estimate, Estimate, GradAccumulation, Job, Mode, Parallelism, Recompute, Schedule};
+use tessera_passes::cost::step::{
+    estimate, Estimate, GradAccumulation, Job, LayerPartition, Mode, Parallelism, Recompute, Schedule,
+};
 use tessera_passes::cost::workload::{BlockKind, ProfileCache, Workload};
 use tessera_passes::stats::GraphStats;
 
@@ -28,6 +30,7 @@ fn par(dp: u64, tp: u64, pp: u64) -> Parallelism {
         zero: 0,
         schedule: Schedule::OneFOneB,
         grad_accumulation: GradAccumulation::Fused,
+        layer_partition: LayerPartition::Time,
     }
 }
 

@@ -3,7 +3,9 @@
 //! and its JSON for a small fixed case is a snapshot.
 
 use crate::support::{cluster, zoo};
-use tessera_passes::cost::step::{estimate, GradAccumulation, Job, Mode, Parallelism, Recompute, Schedule};
+use tessera_passes::cost::step::{
+    estimate, GradAccumulation, Job, LayerPartition, Mode, Parallelism, Recompute, Schedule,
+};
 use tessera_passes::cost::workload::{GraphWorkload, ProfileCache};
 use tessera_passes::planner::fixed::Fixed;
 use tessera_passes::planner::{plan, Plan, PlanError, Request};
@@ -42,6 +44,7 @@ fn never_slower_than_the_published_configuration() {
             zero: 0,
             schedule: Schedule::OneFOneB,
             grad_accumulation: GradAccumulation::Fused,
+            layer_partition: LayerPartition::Time,
         };
         let reference = estimate(&mut ProfileCache::new(&w, &c.device), &c, &job, &par).expect("published");
         assert!(best.step_time_s <= reference.step_time_s, "{model}: {} > {}", best.step_time_s, reference.step_time_s);
@@ -265,6 +268,38 @@ fn unfused_gradient_accumulation_streams_every_parameter_every_micro_batch() {
     assert!(err.starts_with("--fix grad_accumulation: "), "{err}");
     let err = run("gpt-22b", "a100-80g-sxm:gpus=64", job, "grad_accumulation=fp8").expect_err("unknown").to_string();
     assert!(err.starts_with("--fix grad_accumulation: 'fp8' is not"), "{err}");
+}
+
+/// `layer_partition=` cuts the layers as the framework did rather than by time: `layers` by
+/// count (Megatron-LM, DeepSpeed's `type:transformer`: 10 layers over 4 stages fill 3, 3, 3
+/// and leave 1, as DeepSpeed's `partition_balanced` does), `layers_and_embeddings` with the
+/// embedding and the head counted as a layer each (DeepSpeed's `type:transformer|embedding`:
+/// 12 items, 2, 3, 3, 2 layers). Read back from each stage's forward time, in units of the
+/// middle stages' layers (the 512-token embedding and head are small beside a layer).
+#[test]
+fn fixed_layer_partition_cuts_the_stages_by_count() {
+    let model = "gpt:layers=10,hidden=2048,heads=16,vocab=512,seq=1024";
+    let base = "tp=1,pp=4,dp=1,micro_batch=1,interleave=1,recompute=full,sp=off,zero=0,schedule=deepspeed";
+    let job = train(8, 1024);
+    let layers_per_stage = |partition: &str| -> Vec<f64> {
+        let fix = if partition.is_empty() { base.to_string() } else { format!("{base},layer_partition={partition}") };
+        let plan = run(model, "a100-80g-sxm:gpus=4", job, &fix).unwrap_or_else(|e| panic!("{partition}: {e}"));
+        let forward: Vec<f64> = plan.estimate.pipeline.stages.iter().map(|s| s.forward_s).collect();
+        let name = if partition.is_empty() { "time" } else { partition };
+        assert_eq!(plan.parallelism.layer_partition.name(), name);
+        // Stage 1 holds 3 layers under every partition here.
+        forward.iter().map(|f| 3.0 * f / forward[1]).collect()
+    };
+    let near = |got: &[f64], want: [f64; 4]| got.iter().zip(want).all(|(g, w)| (g - w).abs() <= 0.05);
+    let by_count = layers_per_stage("layers");
+    assert!(near(&by_count, [3.0, 3.0, 3.0, 1.0]), "layers: {by_count:?}");
+    let with_ends = layers_per_stage("layers_and_embeddings");
+    assert!(near(&with_ends, [2.0, 3.0, 3.0, 2.0]), "layers_and_embeddings: {with_ends:?}");
+    // By time the slowest stage holds the fewest layers it can: 3.
+    let by_time = layers_per_stage("");
+    assert!(by_time.iter().all(|&l| l <= 3.05) && by_time.iter().sum::<f64>() >= 9.9, "time: {by_time:?}");
+    let err = run(model, "a100-80g-sxm:gpus=4", job, "layer_partition=parameters").expect_err("unknown").to_string();
+    assert!(err.starts_with("--fix layer_partition: 'parameters' is not"), "{err}");
 }
 
 /// `schedule=deepspeed` prices DeepSpeed's pipeline engine, whose stages wait only for the

@@ -143,6 +143,73 @@ pub struct Parallelism {
     /// when fused (the default, and the only one the search uses).
     #[serde(default, skip_serializing_if = "GradAccumulation::is_fused")]
     pub grad_accumulation: GradAccumulation,
+    /// How the layers are cut into pipeline stages; absent from a plan's JSON when by time
+    /// (the default, and the only one the search uses).
+    #[serde(default, skip_serializing_if = "LayerPartition::is_time")]
+    pub layer_partition: LayerPartition,
+}
+
+/// How a framework cuts the layers into pipeline stages (the embedding always sits on the
+/// first stage and the head on the last).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerPartition {
+    /// By forward time, with the shard pass's exact balancer over the embedding, the layers
+    /// and the head: the stages beside a heavy embedding or head take fewer layers when that
+    /// lowers the slowest stage. What a planner would choose.
+    #[default]
+    Time,
+    /// By count of transformer layers, the embedding and the head extra on the end stages:
+    /// Megatron-LM's `num_layers // pipeline_model_parallel_size` layers per stage, and
+    /// DeepSpeed's `partition_method='type:transformer'` (Megatron-DeepSpeed's `GPTModelPipe`
+    /// default), which balances 1 per transformer layer and 0 per other layer.
+    Layers,
+    /// DeepSpeed's `type:transformer|embedding` (Megatron-DeepSpeed's `--pp-partition-method`,
+    /// BLOOM's run): the embedding and the head (the tied `EmbeddingPipe` at either end) each
+    /// count as one transformer layer, so the end stages take one layer fewer each.
+    LayersAndEmbeddings,
+}
+
+impl LayerPartition {
+    pub const ALL: [LayerPartition; 3] =
+        [LayerPartition::Time, LayerPartition::Layers, LayerPartition::LayersAndEmbeddings];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerPartition::Time => "time",
+            LayerPartition::Layers => "layers",
+            LayerPartition::LayersAndEmbeddings => "layers_and_embeddings",
+        }
+    }
+
+    pub fn is_time(&self) -> bool {
+        *self == LayerPartition::Time
+    }
+}
+
+/// The chunk of every item when `chunks` contiguous chunks are cut by count, as DeepSpeed's
+/// `partition_balanced` does over 0/1 weights (`deepspeed/runtime/utils.py`): the heaviest
+/// chunk holds `ceil(counted / chunks)` counted items, and `_lprobe` fills each chunk in order
+/// up to that; an uncounted item stays in the chunk of the counted item before it (the first
+/// chunk before any). So 78 layers over 12 stages are eleven stages of 7 and one of 1, as
+/// BigScience found ("the last stage has 1 block, while the rest have 7").
+pub fn partition_by_count(counted: &[bool], chunks: u64) -> Vec<usize> {
+    let total = counted.iter().filter(|&&c| c).count() as u64;
+    let cap = total.div_ceil(chunks.max(1)).max(1);
+    let (mut chunk, mut load) = (0usize, 0u64);
+    counted
+        .iter()
+        .map(|&c| {
+            if c {
+                if load == cap {
+                    chunk += 1;
+                    load = 0;
+                }
+                load += 1;
+            }
+            chunk
+        })
+        .collect()
 }
 
 /// How a framework accumulates the weight gradients of the micro-batches of a step.
@@ -627,7 +694,19 @@ impl StagePlan {
                 let layers = layer_kinds.iter().filter_map(|&k| profiles[k].as_deref().map(time));
                 embedding.as_deref().map(time).into_iter().chain(layers).chain(head.as_deref().map(time)).collect()
             };
-            let chunk_of = cache.chunks(shape, setting.par.sp, p * v, weights);
+            let ends_count = setting.par.layer_partition == LayerPartition::LayersAndEmbeddings;
+            let chunk_of = match setting.par.layer_partition {
+                LayerPartition::Time => cache.chunks(shape, setting.par.sp, p * v, weights),
+                LayerPartition::Layers | LayerPartition::LayersAndEmbeddings => {
+                    let counted: Vec<bool> = embedding
+                        .iter()
+                        .map(|_| ends_count)
+                        .chain(layer_kinds.iter().map(|_| true))
+                        .chain(head.iter().map(|_| ends_count))
+                        .collect();
+                    Arc::new(partition_by_count(&counted, p * v))
+                }
+            };
             let first = usize::from(embedding.is_some());
             for (i, &kind) in layer_kinds.iter().enumerate() {
                 let stage = chunk_of.get(first + i).copied().unwrap_or(0) % p as usize;
@@ -984,7 +1063,51 @@ fn step_flops(
 
 #[cfg(test)]
 mod tests {
-    use super::{deepspeed_pipeline, StageCost};
+    use super::{deepspeed_pipeline, partition_by_count, StageCost};
+
+    /// Transformer layers per chunk when the items of [`model`] are cut by count.
+    fn layers_per_chunk(model: &[bool], chunks: u64) -> Vec<usize> {
+        let chunk_of = partition_by_count(model, chunks);
+        let mut per_chunk = vec![0; chunks as usize];
+        // Item 0 is the embedding and the last the head; the layers are in between.
+        for &chunk in &chunk_of[1..chunk_of.len() - 1] {
+            per_chunk[chunk] += 1;
+        }
+        per_chunk
+    }
+
+    /// An embedding, `layers` transformer layers and a head, the ends counted or not.
+    fn model(layers: usize, ends_count: bool) -> Vec<bool> {
+        std::iter::once(ends_count)
+            .chain(std::iter::repeat_n(true, layers))
+            .chain(std::iter::once(ends_count))
+            .collect()
+    }
+
+    #[test]
+    fn count_partition_matches_deepspeed_type_partitions() {
+        // BLOOM: 70 layers plus the two embeddings over 12 stages: 6 items each, so the end
+        // stages hold 5 transformer layers and the others 6.
+        let bloom = model(70, true);
+        assert_eq!(layers_per_chunk(&bloom, 12), [5, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 5]);
+        let chunk_of = partition_by_count(&bloom, 12);
+        assert_eq!((chunk_of[0], chunk_of[71]), (0, 11), "embedding first, head last");
+        // MT-NLG: 105 layers, 35 stages, 'type:transformer': 3 each, ends uncounted.
+        let mt_nlg = model(105, false);
+        assert_eq!(layers_per_chunk(&mt_nlg, 35), vec![3; 35]);
+        let chunk_of = partition_by_count(&mt_nlg, 35);
+        assert_eq!((chunk_of[0], chunk_of[106]), (0, 34));
+        // BigScience's 78 layers over 12 stages: "the last stage has 1 block, while the rest
+        // have 7".
+        let mut uneven = vec![7; 11];
+        uneven.push(1);
+        assert_eq!(layers_per_chunk(&model(78, false), 12), uneven);
+        // Every item lands in a chunk, in order.
+        for (layers, chunks) in [(1, 1), (7, 3), (96, 16), (128, 64), (9, 4)] {
+            let chunk_of = partition_by_count(&model(layers, false), chunks);
+            assert!(chunk_of.windows(2).all(|w| w[0] <= w[1]) && chunk_of.iter().all(|&c| (c as u64) < chunks));
+        }
+    }
 
     /// A stage whose forward takes `fwd`, backward `2 fwd` plus a full recomputation `fwd`, and
     /// whose two sends per micro-batch take `pp` in all.

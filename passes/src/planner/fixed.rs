@@ -1,8 +1,9 @@
 //! `--fix` knobs: `tp=8,pp=8,dp=..,ep=..,micro_batch=..,interleave=..,recompute=full|selective|none,
-//! sp=on|off,zero=0..3,schedule=1f1b|gpipe|deepspeed,grad_accumulation=fused|unfused|bf16_optimizer`.
+//! sp=on|off,zero=0..3,schedule=1f1b|gpipe|deepspeed,grad_accumulation=fused|unfused|bf16_optimizer,
+//! layer_partition=time|layers|layers_and_embeddings`.
 //! Whatever is fixed, the search does not vary.
 
-use crate::cost::step::{GradAccumulation, Recompute, Schedule};
+use crate::cost::step::{GradAccumulation, LayerPartition, Recompute, Schedule};
 use crate::planner::PlanError;
 
 /// Knobs the user fixed; `None` means searched.
@@ -21,11 +22,26 @@ pub struct Fixed {
     /// The framework's gradient accumulation (`Parallelism::grad_accumulation`); never
     /// searched (fused unless fixed).
     pub grad_accumulation: Option<GradAccumulation>,
+    /// How the framework cuts layers into stages (`Parallelism::layer_partition`); never
+    /// searched (by time unless fixed).
+    pub layer_partition: Option<LayerPartition>,
 }
 
 /// The knob names `--fix` accepts.
-pub const KNOBS: [&str; 11] =
-    ["dp", "tp", "pp", "ep", "micro_batch", "interleave", "recompute", "sp", "zero", "schedule", "grad_accumulation"];
+pub const KNOBS: [&str; 12] = [
+    "dp",
+    "tp",
+    "pp",
+    "ep",
+    "micro_batch",
+    "interleave",
+    "recompute",
+    "sp",
+    "zero",
+    "schedule",
+    "grad_accumulation",
+    "layer_partition",
+];
 
 impl Fixed {
     /// Parses `key=value,...`; errors name the knob.
@@ -63,6 +79,12 @@ impl Fixed {
                         return Err(bad(key, format!("'{value}' is not fused, unfused or bf16_optimizer")));
                     };
                     fixed.grad_accumulation.replace(g).is_some()
+                }
+                "layer_partition" => {
+                    let Some(l) = LayerPartition::ALL.into_iter().find(|l| l.name() == value) else {
+                        return Err(bad(key, format!("'{value}' is not time, layers or layers_and_embeddings")));
+                    };
+                    fixed.layer_partition.replace(l).is_some()
                 }
                 "zero" => {
                     let z = match value.parse::<u8>() {

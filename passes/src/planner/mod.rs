@@ -449,6 +449,7 @@ fn candidates(
                                             zero,
                                             schedule,
                                             grad_accumulation: f.grad_accumulation.unwrap_or_default(),
+                                            layer_partition: f.layer_partition.unwrap_or_default(),
                                         });
                                     }
                                 }
@@ -483,16 +484,20 @@ pub fn describe(p: &Parallelism) -> String {
         p.recompute.name(),
         p.zero,
         p.schedule.name()
-    ) + &grad_accumulation_suffix(p)
+    ) + &framework_knobs_suffix(p)
 }
 
-/// ` grad_accumulation=...` when it is not the default fused one, else nothing.
-pub fn grad_accumulation_suffix(p: &Parallelism) -> String {
-    if p.grad_accumulation.is_fused() {
-        String::new()
-    } else {
-        format!(" grad_accumulation={}", p.grad_accumulation.name())
+/// ` grad_accumulation=...` and ` layer_partition=...` for whichever is not its default (fused,
+/// by time), else nothing.
+pub fn framework_knobs_suffix(p: &Parallelism) -> String {
+    let mut suffix = String::new();
+    if !p.grad_accumulation.is_fused() {
+        suffix += &format!(" grad_accumulation={}", p.grad_accumulation.name());
     }
+    if !p.layer_partition.is_time() {
+        suffix += &format!(" layer_partition={}", p.layer_partition.name());
+    }
+    suffix
 }
 
 #[derive(Debug, Clone, Copy)]

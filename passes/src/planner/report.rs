@@ -90,7 +90,7 @@ impl fmt::Display for Plan {
             p.recompute.name(),
             p.zero,
             p.schedule.name(),
-            crate::planner::grad_accumulation_suffix(p)
+            crate::planner::framework_knobs_suffix(p)
         )?;
         let unit = match self.mode {
             Mode::Train => "step",
