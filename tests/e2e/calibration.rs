@@ -1,7 +1,8 @@
 //! Calibration: the eight Megatron iteration times of Korthikanti et al. 2022 (A100-80GB,
 //! Selene), predicted with the published configuration fixed, each within 15%; and the held-out
 //! set of `calibration/heldout_training.json` (Megatron-LM's GPT-3 175B example, MT-NLG 530B
-//! on three cluster sizes, BLOOM-176B), which sets no number of the cost model. One device
+//! on three cluster sizes, BLOOM-176B, and seven of BigScience's topology runs of a 181B model
+//! before BLOOM), which sets no number of the cost model. One device
 //! description and one set of link numbers (the `a100-80g-sxm` preset) for all rows; a row
 //! whose cluster had another network between nodes says so and only that link changes.
 //!
@@ -16,15 +17,16 @@ use tessera_passes::cost::workload::ProfileCache;
 
 const TOLERANCE: f64 = 0.15;
 
-/// The held-out bounds: what the cost model reaches today (mean |error| 15.8%, max 23.5%, with
+/// The held-out bounds: what the cost model reaches today (mean |error| 18.4%, max 26.7% over
+/// all twelve rows; 15.8% and 23.5% over the five before BigScience's seven topology runs, with
 /// the runs on Megatron-DeepSpeed priced by running DeepSpeed's `TrainSchedule` step by step,
 /// which takes 1F1B's time, each run's gradient accumulation as its framework did it, and its
 /// stages cut as its framework cut them (`layer_partition`);
 /// 10.6% and 24.5% under the lockstep reading of that schedule the code does not support:
 /// BENCHMARKS.md, "Held-out training runs") with a few points of slack, so that a change that
 /// makes it worse fails. The aim (5% mean, 10% max) is not met; BENCHMARKS.md says why.
-const HELD_OUT_MEAN: f64 = 0.18;
-const HELD_OUT_MAX: f64 = 0.26;
+const HELD_OUT_MEAN: f64 = 0.21;
+const HELD_OUT_MAX: f64 = 0.29;
 
 /// (model, column, predicted, measured) for every row and column.
 pub fn predictions() -> Vec<(String, &'static str, f64, f64)> {
@@ -178,7 +180,7 @@ pub fn held_out_predictions() -> Vec<HeldOut> {
 #[test]
 fn held_out_iteration_times_within_the_measured_bound() {
     let rows = held_out_predictions();
-    assert_eq!(rows.len(), 5);
+    assert_eq!(rows.len(), 12);
     let mut table = String::from("row                      predicted  measured  error\n");
     for r in &rows {
         let error = r.predicted_s / r.measured_s - 1.0;
