@@ -713,6 +713,50 @@ fn reflect_padding_of_a_symbolic_axis_matches_the_import_with_its_size_bound() {
     assert!(message.contains("out of range"), "{message}");
 }
 
+/// `CumSum` along a symbolic axis (RoBERTa's position ids: a cumulative sum of the attention
+/// mask along `seq`) imports with its triangular mask built at run time from `iota` positions,
+/// for each `exclusive`/`reverse` combination: hand-computed sums at `seq = 4`, and the bound
+/// import's values at other lengths.
+#[test]
+fn cumsum_along_a_symbolic_axis_runs_at_every_length() {
+    // x = [[1, 2, 3, 4], [5, 6, 7, 8]] at seq = 4; the sums run along axis 1.
+    let expected = [
+        ((0, 0), [1.0, 3.0, 6.0, 10.0, 5.0, 11.0, 18.0, 26.0]),
+        ((1, 0), [0.0, 1.0, 3.0, 6.0, 0.0, 5.0, 11.0, 18.0]),
+        ((0, 1), [10.0, 9.0, 7.0, 4.0, 26.0, 21.0, 15.0, 8.0]),
+        ((1, 1), [9.0, 7.0, 4.0, 0.0, 21.0, 15.0, 8.0, 0.0]),
+    ];
+    let x = |n: usize| f32_tensor(&[2, n], &(1..=2 * n).map(|i| i as f64).collect::<Vec<_>>());
+    for ((exclusive, reverse), want) in expected {
+        let m = model(
+            vec![node(
+                "CumSum",
+                "positions",
+                &["x", "axis"],
+                &["y"],
+                vec![attr_int("exclusive", exclusive), attr_int("reverse", reverse)],
+            )],
+            vec![f32_value("x", &[D::N(2), D::P("seq")])],
+            vec![f32_value("y", &[D::N(2), D::P("seq")])],
+            vec![i64_typed("axis", &[], &[1])],
+            14,
+        );
+        let symbolic = import(&m);
+        assert_eq!(symbolic.value(symbolic.outputs()[0]).ty.dims, vec![Dim::Static(2), Dim::sym("seq")]);
+        assert!(count_ops(&symbolic, "iota") >= 2, "the mask's positions are computed at run time");
+        let out = run(&symbolic, vec![x(4)]);
+        assert_close(&out[0], DType::F32, &[2, 4], &want, 0.0);
+        for n in [1, 3, 7] {
+            let dims = [("seq".to_string(), n as u64)].into_iter().collect();
+            let bound = import_proto(&m, None, &ImportOptions { dims, ..Default::default() })
+                .unwrap_or_else(|e| panic!("bound import at seq = {n}: {e}"));
+            let (at_run_time, planned) = (run(&symbolic, vec![x(n)]), run(&bound, vec![x(n)]));
+            assert_eq!(at_run_time[0].shape, vec![2, n]);
+            assert_eq!(at_run_time[0].to_f64_vec(), planned[0].to_f64_vec(), "{exclusive} {reverse} seq = {n}");
+        }
+    }
+}
+
 /// Two inputs whose batch symbols the graph uses as one size (an `Add` of `[a, 2]` and `[b, 2]`)
 /// import with one symbol: `b` becomes `a` in every type, the result is `[a, 2]`, and it runs at
 /// any batch the inputs agree on.
