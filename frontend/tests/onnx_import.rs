@@ -757,6 +757,38 @@ fn cumsum_along_a_symbolic_axis_runs_at_every_length() {
     }
 }
 
+/// `Tile` by a shape value (DeBERTa-v2 tiles its relative position embeddings by
+/// `[batch, 1, 1]`, from `Shape`): the repeat is the symbolic `batch`, and one import runs at
+/// every batch, equal to NumPy's `tile` (each copy of `t` stacked along axis 0).
+#[test]
+fn tile_by_a_shape_value_repeats_a_symbolic_number_of_times() {
+    let m = model(
+        vec![
+            node("Shape", "shape", &["x"], &["s"], vec![]),
+            node("Slice", "batch", &["s", "zero", "one"], &["b"], vec![]),
+            node("Concat", "repeats", &["b", "one", "two"], &["r"], vec![attr_int("axis", 0)]),
+            node("Tile", "tile", &["t", "r"], &["y"], vec![]),
+        ],
+        vec![f32_value("x", &[D::P("batch"), D::N(3)])],
+        vec![f32_value("y", &[D::P("rows"), D::N(2), D::N(4)])],
+        vec![
+            i64_typed("zero", &[1], &[0]),
+            i64_typed("one", &[1], &[1]),
+            i64_typed("two", &[1], &[2]),
+            f32_typed("t", &[1, 2, 2], &[1.0, 2.0, 3.0, 4.0]),
+        ],
+        17,
+    );
+    let g = import(&m);
+    assert_eq!(g.value(g.outputs()[0]).ty.to_string(), r#"tensor<?x2x4xf32, ["batch"]>"#);
+    for batch in [1, 3] {
+        let out = run(&g, vec![ones(&[batch, 3])]);
+        let row = [1.0, 2.0, 1.0, 2.0, 3.0, 4.0, 3.0, 4.0];
+        let want: Vec<f64> = (0..batch).flat_map(|_| row).collect();
+        assert_close(&out[0], DType::F32, &[batch, 2, 4], &want, 0.0);
+    }
+}
+
 /// Two inputs whose batch symbols the graph uses as one size (an `Add` of `[a, 2]` and `[b, 2]`)
 /// import with one symbol: `b` becomes `a` in every type, the result is `[a, 2]`, and it runs at
 /// any batch the inputs agree on.
