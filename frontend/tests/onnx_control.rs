@@ -1,11 +1,12 @@
 //! ONNX `If` through the importer and the reference interpreter: a run-time condition becomes
 //! `tsr.if` with the enclosing values it reads as operands, a condition known at import picks
-//! its branch, a branch ill-typed for the imported shapes becomes a `tsr.trap`, and nested
+//! its branch, a branch ill-typed for the imported shapes becomes a `tsr.trap`, a condition the
+//! sizes decide is a run-time `tsr.if` whose branches must hold for every size, and nested
 //! branches import as nested regions.
 
 mod onnx_support;
 
-use onnx_support::{assert_close, f32_raw, f32_value, model, node, run, value, D};
+use onnx_support::{assert_close, attr_int, f32_raw, f32_value, i64_typed, model, node, run, value, D};
 use tessera_frontend::onnx::proto::attribute_proto::AttributeType;
 use tessera_frontend::onnx::proto::tensor_proto::DataType;
 use tessera_frontend::onnx::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
@@ -139,6 +140,59 @@ fn a_branch_ill_typed_for_the_shapes_is_an_error_only_when_taken() {
     let message = err.to_string();
     assert!(message.contains("the If branch taken cannot run for these shapes"), "{message}");
     assert!(message.contains("do not broadcast"), "{message}");
+}
+
+/// `y = (n == 4) ? x + x : -x` for `x: [b, n]`, the condition the sizes decide: `Shape`,
+/// `Gather` and `Equal` of the symbolic `n` and 4, then an `If` whose branches keep `x`'s shape.
+fn doubled_when_four_long(then_nodes: Vec<NodeProto>, then_yield: &str) -> tessera_frontend::onnx::proto::ModelProto {
+    model(
+        vec![
+            node("Shape", "shape", &["x"], &["s"], vec![]),
+            node("Gather", "n", &["s", "one"], &["n"], vec![attr_int("axis", 0)]),
+            node("Equal", "is_four", &["n", "four"], &["c"], vec![]),
+            if_node(
+                "c",
+                "y",
+                branch(then_nodes, &[then_yield]),
+                branch(vec![node("Neg", "neg", &["x"], &["e"], vec![])], &["e"]),
+            ),
+        ],
+        vec![f32_value("x", &[D::P("b"), D::P("n")])],
+        vec![f32_value("y", &[D::P("b"), D::P("n")])],
+        vec![i64_typed("one", &[], &[1]), i64_typed("four", &[], &[4])],
+        16,
+    )
+}
+
+#[test]
+fn a_condition_the_sizes_decide_is_a_run_time_if_when_both_branches_hold_for_every_size() {
+    let g = import(&doubled_when_four_long(vec![node("Add", "add", &["x", "x"], &["t"], vec![])], "t"));
+    assert_eq!(ifs(&g).len(), 1, "one tsr.if, not a branch picked at import");
+    let x = |n: usize| Tensor::from_f64(DType::F32, vec![2, n], (0..2 * n).map(|i| i as f64).collect());
+    let four = run(&g, vec![x(4)]);
+    assert_close(&four[0], DType::F32, &[2, 4], &[0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0], 0.0);
+    let three = run(&g, vec![x(3)]);
+    assert_close(&three[0], DType::F32, &[2, 3], &[-0.0, -1.0, -2.0, -3.0, -4.0, -5.0], 0.0);
+}
+
+/// torch's TorchScript exporter writes `squeeze(dim)` as an `If` on `size == 1` with a `Squeeze`
+/// and an `Identity` branch (silero-vad): over a symbolic size the branches yield different
+/// ranks, so no one type follows the `If`. It is refused at the `If`, naming the condition.
+#[test]
+fn a_condition_the_sizes_decide_whose_branches_differ_in_shape_is_refused_naming_it() {
+    let mut m = doubled_when_four_long(vec![node("Squeeze", "squeeze", &["x", "axes"], &["t"], vec![])], "t");
+    let graph = m.graph.as_mut().expect("a graph");
+    graph.initializer.push(i64_typed("axes", &[1], &[1]));
+    let message = import_proto(&m, None, &ImportOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("node 'if'"), "{message}");
+    assert!(message.contains("the condition depends on the sizes (Eq of n and 4)"), "{message}");
+    assert!(message.contains("does not hold for every size"), "{message}");
+
+    // The same model with `n` bound picks its branch at import and runs.
+    let dims = [("n".to_string(), 1u64)].into_iter().collect();
+    let bound = import_proto(&m, None, &ImportOptions { dims, ..Default::default() }).expect("the bound import");
+    let out = run(&bound, vec![Tensor::from_f64(DType::F32, vec![2, 1], vec![1.0, 2.0])]);
+    assert_close(&out[0], DType::F32, &[2, 1], &[-1.0, -2.0], 0.0);
 }
 
 #[test]

@@ -219,6 +219,42 @@ def t5_encoder():
     return model, ["input_ids", "attention_mask"], ["last_hidden_state"], {}
 
 
+def roberta():
+    from transformers import RobertaConfig, RobertaModel
+
+    # Position ids are a cumulative sum of the padding mask along the sequence (CumSum over a
+    # symbolic axis), offset by the padding index; positions reach seq + 1, hence 80 of them.
+    config = RobertaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=80,
+        pad_token_id=1,
+    )
+    return RobertaModel(config), ["input_ids", "attention_mask"], ["last_hidden_state", "pooler_output"], {}
+
+
+def deberta_v2():
+    from transformers import DebertaV2Config, DebertaV2Model
+
+    # Disentangled attention over bucketed relative positions: the relative embeddings are
+    # tiled by the batch size (Tile with a shape value as repeats).
+    config = DebertaV2Config(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        relative_attention=True,
+        position_buckets=16,
+        pos_att_type=["p2c", "c2p"],
+    )
+    return DebertaV2Model(config), ["input_ids", "attention_mask"], ["last_hidden_state"], {}
+
+
 TEXT_INPUTS = {"input_ids": token_ids, "attention_mask": attention_mask}
 TEXT_SHAPES = [[2, 7], [3, 12]]
 
@@ -230,6 +266,8 @@ TRANSFORMERS = {
     "llama-gqa": (llama, {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}),
     "vit": (vit, {"pixel_values": {0: "batch", 2: "height", 3: "width"}}),
     "t5-encoder": (t5_encoder, {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}),
+    "roberta": (roberta, {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}),
+    "deberta-v2": (deberta_v2, {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}),
 }
 
 # The example inputs the exporters trace with (neither 0 nor 1 in a dynamic dimension, so the

@@ -1,6 +1,6 @@
 //! Range artifacts end to end (`tessera compile --dim NAME=LO..HI`): one artifact run at several
 //! sizes against the interpreter, the recorded dims, and located refusals of sizes out of range,
-//! inputs that disagree, bad specs, and targets that cannot take ranges.
+//! inputs that disagree, bad specs, targets that cannot take ranges, and an `If` the sizes decide.
 
 use crate::artifact::assert_close;
 use crate::support::tessera;
@@ -211,4 +211,32 @@ fn a_one_size_range_is_bound_at_import_where_the_symbolic_import_fails() {
         "{}",
         wrong.stderr
     );
+}
+
+/// An `If` whose condition the sizes decide (`tests/fixtures/size-if/`: `x + x` when x's width is
+/// 4, else `-x`, the condition `Equal(Gather(Shape(x), 1), 4)`) imports once as a run-time
+/// conditional: `tessera run` takes each branch by the width it is given, with no bound
+/// re-import, and one range artifact over the width does the same at both widths.
+#[test]
+fn an_if_the_sizes_decide_runs_each_branch_from_one_import() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tmp.path();
+    let model = crate::support::repo_root().join("tests/fixtures/size-if/doubled-when-four-wide.onnx");
+    let model = model.to_string_lossy().into_owned();
+    let compiled = tessera(cwd, &["compile", &model, "--dim", "batch=1..2", "--dim", "width=3..4", "-o", "art"]);
+    assert_eq!(compiled.code, 0, "{}", compiled.stderr);
+    assert!(!compiled.stderr.contains("note: imported with"), "{}", compiled.stderr);
+    for (width, factor) in [(4, 2.0), (3, -1.0)] {
+        let x = tensor(&[2, width], 0.2);
+        write_npy(&cwd.join("x.npy"), &x).expect("write input");
+        let expected =
+            Tensor::from_f64(DType::F32, vec![2, width], x.to_f64_vec().iter().map(|v| v * factor).collect());
+        for (model, out) in [(model.as_str(), format!("run{width}")), ("art", format!("art{width}"))] {
+            let ran = run(cwd, model, &["--input".to_string(), "x=x.npy".to_string()], &out);
+            assert_eq!(ran.code, 0, "{model} at width {width}: {}", ran.stderr);
+            assert!(!ran.stderr.contains("note: imported with"), "{model} at width {width}: {}", ran.stderr);
+            let y = read_npy(&cwd.join(&out).join("y.npy")).expect("read output");
+            assert_close(&y, &expected, &format!("{model} at width {width}"));
+        }
+    }
 }

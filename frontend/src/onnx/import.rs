@@ -232,6 +232,12 @@ pub(crate) struct Importer {
     parameter_initializers: HashMap<ValueId, TensorProto>,
     /// Symbols replaced by another ([`Importer::unify_dims`]), (replaced, kept), in order.
     unified_symbols: Vec<(String, String)>,
+    /// Comparisons of dimension expressions that only the sizes decide, computed at run time
+    /// ([`Importer::size_comparison`]): the result (a `tsr.compare`) -> the comparison as text,
+    /// so an `If` on one can tell its condition depends on the sizes
+    /// ([`Importer::size_condition`]). Keyed by id, since the result is renamed to the ONNX
+    /// output's name after its builder returns.
+    size_comparisons: HashMap<ValueId, String>,
 }
 
 /// Imports a decoded model; `base_dir` resolves external data.
@@ -257,6 +263,7 @@ pub(crate) fn import_with_payloads(
         base_dir,
         parameter_initializers: HashMap::new(),
         unified_symbols: Vec::new(),
+        size_comparisons: HashMap::new(),
     };
     imp.add_initializers(graph_proto, options.initializers)?;
     imp.add_inputs(graph_proto, &options.constants, &options.dims)?;
@@ -301,6 +308,7 @@ pub(crate) fn declared_inputs(model: &ModelProto) -> Result<Graph, OnnxError> {
         base_dir: None,
         parameter_initializers: HashMap::new(),
         unified_symbols: Vec::new(),
+        size_comparisons: HashMap::new(),
     };
     for init in &graph_proto.initializer {
         // Marks the name as defined, so add_inputs skips it; nothing reads the slot.
@@ -856,6 +864,44 @@ impl Importer {
             [v] => Ok(*v),
             _ => self.add(Op::Concat { axis: 0 }, &rows),
         }
+    }
+
+    /// `a op b` of two shape values that the sizes decide (see `compare` in the elementwise ops):
+    /// both computed at run time ([`Importer::dim_values`]) and compared there; `text` says
+    /// which comparison it is, for the messages of an `If` on the result.
+    pub fn size_comparison(
+        &mut self,
+        op: tessera_ir::ops::elementwise::CompareOp,
+        (a, a_scalar): (&[SymInt], bool),
+        (b, b_scalar): (&[SymInt], bool),
+        text: String,
+    ) -> BuildResult<ValueId> {
+        let (a, b) = (self.dim_values(a, a_scalar)?, self.dim_values(b, b_scalar)?);
+        let holds = self.compare(op, a, b)?;
+        self.size_comparisons.insert(holds, text);
+        Ok(holds)
+    }
+
+    /// The first size comparison ([`Importer::size_comparison`]) that `cond` is computed from,
+    /// as text, found by walking its producers in the graph being built (so through `Not`,
+    /// `Cast`, `And`, reshapes); `None` when the condition depends on data only.
+    pub fn size_condition(&self, cond: ValueId) -> Option<String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut pending = vec![cond];
+        while let Some(v) = pending.pop() {
+            if !seen.insert(v) {
+                continue;
+            }
+            let Some(node) = self.graph.producer(v) else { continue };
+            let node = self.graph.node(node);
+            // A region imported and split off frees its ids, so an id is taken for a size
+            // comparison only while a compare still defines it.
+            if let (Some(text), Op::Compare(_)) = (self.size_comparisons.get(&v), &node.op) {
+                return Some(text.clone());
+            }
+            pending.extend(node.inputs.iter().copied());
+        }
+        None
     }
 
     /// `part` (a sum of terms with positive coefficients, part of the entry `whole`) as a

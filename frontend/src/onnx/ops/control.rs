@@ -37,8 +37,12 @@ fn build_if(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         };
         return check_outputs(cx, imp.import_subgraph(body, cx.opset, what)?);
     }
+    let size_condition = imp.size_condition(cond);
     let then_import = imp.import_region(then_body, cx.opset, "the then branch");
     let else_import = imp.import_region(else_body, cx.opset, "the else branch");
+    if let Some(condition) = &size_condition {
+        return size_conditional(imp, cx, (cond, condition), then_import, else_import);
+    }
     let ((then_region, then_captures), (else_region, else_captures)) = match (then_import, else_import) {
         (Ok(then_branch), Ok(else_branch)) => (then_branch, else_branch),
         // ONNX runs only the branch taken, and exporters leave branches that are ill-typed for
@@ -54,6 +58,57 @@ fn build_if(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         }
         (Err(e), _) | (_, Err(e)) => return Err(e),
     };
+    conditional(imp, cx, cond, (then_region, then_captures), (else_region, else_captures))
+}
+
+/// An `If` whose condition the sizes decide (`Equal` of a dimension expression and a constant,
+/// as torch's TorchScript exporter writes `squeeze(dim)`): a run-time conditional like any
+/// other, except that both branches must import, and yield the same types, for every size: a
+/// branch that is ill-typed for some sizes is no trap here, since the sizes that pick it are
+/// the ones that make it well-typed, and the types after the `If` would then depend on the
+/// condition. Such an `If` is refused, naming the condition and the difference; `tessera run`
+/// then imports with the sizes bound, where the condition is a constant.
+fn size_conditional(
+    imp: &mut Importer,
+    cx: &NodeCx,
+    (cond, condition): (ValueId, &str),
+    then_import: BuildResult<(Graph, Vec<ValueId>)>,
+    else_import: BuildResult<(Graph, Vec<ValueId>)>,
+) -> BuildResult<Vec<Slot>> {
+    let refuse = |why: String| -> BuildResult<Vec<Slot>> {
+        Err(BuildError::Unsupported(format!(
+            "the condition depends on the sizes ({condition}) and {why}, so the shapes after the If \
+             would depend on it (import with the sizes bound: `--dim NAME=N`)"
+        )))
+    };
+    let (then_branch, else_branch) = match (then_import, else_import) {
+        (Ok(then_branch), Ok(else_branch)) => (then_branch, else_branch),
+        (Err(BuildError::Invalid(why)), _) => {
+            return refuse(format!("the then branch does not hold for every size: {why}"))
+        }
+        (_, Err(BuildError::Invalid(why))) => {
+            return refuse(format!("the else branch does not hold for every size: {why}"))
+        }
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    let types =
+        |region: &Graph| -> Vec<TensorType> { region.outputs().iter().map(|&v| region.value(v).ty.clone()).collect() };
+    let (then_types, else_types) = (types(&then_branch.0), types(&else_branch.0));
+    if let Some((i, (t, e))) = then_types.iter().zip(&else_types).enumerate().find(|(_, (t, e))| t != e) {
+        return refuse(format!("its branches yield {t} and {e} as output {i}"));
+    }
+    conditional(imp, cx, cond, then_branch, else_branch)
+}
+
+/// `tsr.if` on `cond` with the two imported regions, each taking the union of what either
+/// captures as its block arguments.
+fn conditional(
+    imp: &mut Importer,
+    cx: &NodeCx,
+    cond: ValueId,
+    (then_region, then_captures): (Graph, Vec<ValueId>),
+    (else_region, else_captures): (Graph, Vec<ValueId>),
+) -> BuildResult<Vec<Slot>> {
     // Both regions take the union of what either captures, in one order.
     let mut captured = then_captures.clone();
     for &v in &else_captures {

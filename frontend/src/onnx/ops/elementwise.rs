@@ -142,14 +142,25 @@ fn compare(imp: &mut Importer, cx: &NodeCx, op: CompareOp) -> BuildResult<Vec<Sl
     if let Some(operands) = imp.shape_operands(cx, 0..2)? {
         // Comparisons of shape values are decided at import time, where they hold for every
         // size: the documented assumption is that each symbol is at least 1, so
-        // `Equal(seq, -1)` is false and `Less(0, seq)` true. What depends on the sizes is an
-        // error naming both expressions, never a guess.
+        // `Equal(seq, -1)` is false and `Less(0, seq)` true. What depends on the sizes is
+        // computed at run time from the bound sizes, never guessed; an `If` on it is a run-time
+        // conditional whose branches must then hold for every size (see control.rs).
+        let undecided =
+            shape_elementwise(&operands, |a, b| Ok(DimExpr::constant(decide_comparison(op, a, b).is_none() as i64)))?;
+        if undecided.iter().any(|e| e.as_const() == Some(1)) {
+            let [(a, a_scalar), (b, b_scalar)] = operands.as_slice() else {
+                return invalid("expected two operands");
+            };
+            let show = |elems: &[DimExpr], scalar: bool| match elems {
+                [e] if scalar => e.to_string(),
+                _ => crate::onnx::import::show_sym(elems),
+            };
+            let text = format!("{op:?} of {} and {}", show(a, *a_scalar), show(b, *b_scalar));
+            return one(imp.size_comparison(op, (a, *a_scalar), (b, *b_scalar), text)?);
+        }
         let elems = shape_elementwise(&operands, |a, b| match decide_comparison(op, a, b) {
             Some(holds) => Ok(DimExpr::constant(holds as i64)),
-            None => unsupported(format!(
-                "{op:?} of the dimensions {a} and {b} depends on their sizes (decided at import only \
-                 where it holds for every size >= 1)"
-            )),
+            None => invalid(format!("{op:?} of the dimensions {a} and {b} was decided, then not")),
         })?;
         let bits: Vec<i64> = elems.iter().filter_map(DimExpr::as_const).collect();
         let shape = if operands.iter().all(|(_, scalar)| *scalar) { vec![] } else { vec![bits.len()] };

@@ -531,12 +531,12 @@ fn cumulative_contributes(i: i64, j: i64, exclusive: bool, reverse: bool) -> boo
 }
 
 /// The operands and attributes `CumSum` and `CumProd` share: the input, its type, the axis
-/// (normalized) and its static length, and the `exclusive`/`reverse` flags.
+/// (normalized) and its length (static or symbolic), and the `exclusive`/`reverse` flags.
 struct Cumulative {
     x: ValueId,
     ty: TensorType,
     axis: usize,
-    n: u64,
+    n: Dim,
     exclusive: bool,
     reverse: bool,
 }
@@ -552,10 +552,35 @@ impl Cumulative {
             return invalid(format!("{op} of {ty}"));
         }
         let axis = axis_of(axis, ty.rank())?;
-        let n = ty.dims[axis]
-            .as_static()
-            .ok_or_else(|| BuildError::Unsupported(format!("{op} along symbolic {}", ty.dims[axis])))?;
+        let n = ty.dims[axis].clone();
         Ok(Cumulative { x, ty, axis, n, exclusive, reverse })
+    }
+
+    /// The bool `[n (i), n (j)]` matrix of [`cumulative_contributes`]: a constant for a static
+    /// length (checked against the generated-size limit), else built at run time from the
+    /// positions along both axes (`iota`), so an axis of symbolic length (RoBERTa's position
+    /// ids, a cumulative sum of the attention mask along the sequence) imports symbolically.
+    fn contributions(&self, imp: &mut Importer, op: &str) -> BuildResult<ValueId> {
+        let (exclusive, reverse) = (self.exclusive, self.reverse);
+        if let Some(n) = self.n.as_static() {
+            generated_len(n.saturating_mul(n), &format!("{op}'s triangular matrix"))?;
+            let n = n as i64;
+            let mask: Vec<i64> = (0..n)
+                .flat_map(|i| (0..n).map(move |j| cumulative_contributes(i, j, exclusive, reverse) as i64))
+                .collect();
+            return Ok(imp.constant(Tensor::from_i64(DType::Bool, vec![n as usize, n as usize], mask)));
+        }
+        let zero = imp.constant(Tensor::from_i64(DType::I64, vec![], vec![0]));
+        let square = imp.broadcast(zero, &[self.n.clone(), self.n.clone()])?;
+        let i = imp.add(Op::Iota { axis: 0 }, &[square])?;
+        let j = imp.add(Op::Iota { axis: 1 }, &[square])?;
+        let holds = match (reverse, exclusive) {
+            (false, false) => CompareOp::Le,
+            (false, true) => CompareOp::Lt,
+            (true, false) => CompareOp::Ge,
+            (true, true) => CompareOp::Gt,
+        };
+        imp.compare(holds, i, j)
     }
 }
 
@@ -564,22 +589,22 @@ impl Cumulative {
 /// `[..., n (i), n (j)]` along the axis, non-contributing entries replaced by 1, and a product
 /// over `i`, so it stays exact (no log/exp) and keeps signs and zeros.
 fn cum_prod(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
-    let Cumulative { x, ty, axis, n, exclusive, reverse } = Cumulative::read(imp, cx, "CumProd")?;
+    let cumulative = Cumulative::read(imp, cx, "CumProd")?;
+    let Cumulative { x, ref ty, axis, ref n, .. } = cumulative;
     let r = ty.rank();
-    let total = ty.num_elements().map(|e| e.saturating_mul(n));
-    generated_len(total.unwrap_or(u64::MAX), "CumProd's spread operand")?;
-    let mask: Vec<i64> = (0..n as i64)
-        .flat_map(|i| (0..n as i64).map(move |j| cumulative_contributes(i, j, exclusive, reverse) as i64))
-        .collect();
+    if let (Some(elements), Some(length)) = (ty.num_elements(), n.as_static()) {
+        generated_len(elements.saturating_mul(length), "CumProd's spread operand")?;
+    }
     // x with a new axis after `axis`: [..., n (i), 1, ...] spread to [..., n (i), n (j), ...].
     let mut with_j = ty.dims.clone();
     with_j.insert(axis + 1, Dim::Static(1));
     let unsqueezed = imp.reshape(x, with_j.clone())?;
-    with_j[axis + 1] = Dim::Static(n);
+    with_j[axis + 1] = n.clone();
     let spread = imp.broadcast(unsqueezed, &with_j)?;
-    let mut mask_shape = vec![1usize; r + 1];
-    (mask_shape[axis], mask_shape[axis + 1]) = (n as usize, n as usize);
-    let mask = imp.constant(Tensor::from_i64(DType::Bool, mask_shape, mask));
+    let mut mask_shape = vec![Dim::Static(1); r + 1];
+    (mask_shape[axis], mask_shape[axis + 1]) = (n.clone(), n.clone());
+    let square = cumulative.contributions(imp, "CumProd")?;
+    let mask = imp.reshape(square, mask_shape)?;
     let ones = imp.full_like(spread, 1.0)?;
     let factors = imp.select(mask, spread, ones)?;
     one(imp.add(Op::Reduce { kind: ReduceKind::Prod, axes: vec![axis as i64], keepdims: false }, &[factors])?)
@@ -587,14 +612,11 @@ fn cum_prod(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 
 /// Cumulative sum along `axis` as a product with a triangular 0/1 matrix (the axis moved last).
 fn cum_sum(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
-    let Cumulative { x, ty, axis, n, exclusive, reverse } = Cumulative::read(imp, cx, "CumSum")?;
-    let r = ty.rank();
-    let n = n as i64;
-    generated_len((n as u64).saturating_mul(n as u64), "CumSum's triangular matrix")?;
+    let cumulative = Cumulative::read(imp, cx, "CumSum")?;
+    let (x, r, axis) = (cumulative.x, cumulative.ty.rank(), cumulative.axis);
     // y[j] = sum over i of x[i] * m[i][j].
-    let m: Vec<i64> =
-        (0..n).flat_map(|i| (0..n).map(move |j| cumulative_contributes(i, j, exclusive, reverse) as i64)).collect();
-    let m = imp.constant(Tensor::from_i64(ty.dtype, vec![n as usize, n as usize], m));
+    let contributes = cumulative.contributions(imp, "CumSum")?;
+    let m = imp.cast(contributes, cumulative.ty.dtype)?;
     let mut perm: Vec<i64> = (0..r as i64).filter(|&d| d != axis as i64).collect();
     perm.push(axis as i64);
     let moved = if axis + 1 == r { x } else { imp.add(Op::Transpose { perm: perm.clone() }, &[x])? };

@@ -291,27 +291,37 @@ fn symbolic_slice(
 /// to `[.., r, d, ..]` and merged to `[.., r * d, ..]`, so nothing is materialized.
 fn tile(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let mut x = imp.value(cx, 0)?;
+    // Constant repeats, or a shape value (DeBERTa-v2 tiles its relative positions by
+    // `[batch, 1, 1]`), each repeat a dimension expression.
     let repeats =
-        imp.const_ints(cx, 1, "repeats")?.ok_or_else(|| BuildError::Invalid("missing input 'repeats'".into()))?;
+        imp.shape_input(cx, 1, "repeats")?.ok_or_else(|| BuildError::Invalid("missing input 'repeats'".into()))?;
     let rank = imp.ty(x).rank();
-    if repeats.len() != rank || repeats.iter().any(|&r| r < 0) {
-        return invalid(format!("repeats {repeats:?} for rank {rank}"));
+    if repeats.len() != rank || repeats.iter().any(|r| r.as_const().is_some_and(|r| r < 0)) {
+        return invalid(format!("repeats {} for rank {rank}", crate::onnx::import::show_sym(&repeats)));
     }
-    for (axis, &r) in repeats.iter().enumerate() {
-        if r == 1 {
+    let symbolic = |e: tessera_ir::symbolic::SymbolicError| BuildError::Invalid(e.to_string());
+    for (axis, r) in repeats.iter().enumerate() {
+        if r.as_const() == Some(1) {
             continue;
         }
+        // A shape value entry is a size, so at least 0; a symbolic repeat is a dimension.
+        let repeat = Dim::from_expr(r.clone()).map_err(symbolic)?;
         let dims = imp.ty(x).dims;
-        let d =
-            dims[axis].as_static().ok_or_else(|| BuildError::Unsupported(format!("tiling symbolic {}", dims[axis])))?;
         let mut split = dims.clone();
         split.insert(axis, Dim::Static(1));
         let viewed = imp.reshape(x, split.clone())?;
-        split[axis] = Dim::Static(r as u64);
+        split[axis] = repeat;
         let spread = imp.broadcast(viewed, &split)?;
         let mut merged = dims;
-        merged[axis] =
-            Dim::Static(d.checked_mul(r as u64).ok_or_else(|| BuildError::Invalid("tile too large".into()))?);
+        let total = match (merged[axis].as_static(), r.as_const()) {
+            (Some(d), Some(r)) => {
+                Dim::Static(d.checked_mul(r as u64).ok_or_else(|| BuildError::Invalid("tile too large".into()))?)
+            }
+            _ => {
+                Dim::from_expr(merged[axis].to_expr().map_err(symbolic)?.mul(r).map_err(symbolic)?).map_err(symbolic)?
+            }
+        };
+        merged[axis] = total;
         x = imp.reshape(spread, merged)?;
     }
     one(x)
