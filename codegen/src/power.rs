@@ -18,7 +18,7 @@ use tessera_passes::fuse::KernelGraph;
 /// The power a float constant raises to when all its elements equal one integer from 1 to 4:
 /// such powers are computed by multiplication (2 ulp at most), any other by `powf`.
 pub(crate) fn small_integer_power(t: &Tensor) -> Option<u32> {
-    if !t.dtype.is_float() || t.len() == 0 {
+    if !t.dtype.is_float() || t.is_empty() {
         return None;
     }
     let power = t.get_f64(0);
