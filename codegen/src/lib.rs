@@ -83,6 +83,7 @@ mod epilogue;
 pub mod error;
 pub mod llvm;
 pub mod mlir;
+mod power;
 pub mod program;
 pub mod ptx;
 pub mod support;

@@ -350,6 +350,7 @@ impl<'a> Builder<'a> {
                 let symbol = format!("tsr_kernel_{}", tag.group);
                 let kernel = extract_kernel(g, &members, &symbol)
                     .map_err(|e| LowerError::Kernel { group: tag.group, message: e.to_string() })?;
+                let kernel = crate::power::inline_constant_exponents(g, kernel);
                 let inputs = kernel.inputs.iter().map(|&v| self.buffer(v)).collect();
                 let outputs = kernel.outputs.iter().map(|&v| self.buffer(v)).collect();
                 let symbol = match self.symbol_of_kernel.entry(kernel_identity(&kernel.graph)) {

@@ -116,3 +116,38 @@ fn emitted_mlir_of_a_masked_softmax() {
     let gpu = tessera_codegen::emit::emit_gpu_kernel("softmax", &graph).unwrap();
     insta::assert_snapshot!("gpu", format!("{}\n{:?}", gpu.module, gpu.launches));
 }
+
+/// `pow` by a constant small integer is multiplication, not a `powf` call (which keeps the loop
+/// scalar), and stays within 2 ulp of the exact power (negative bases, tiny and huge values,
+/// overflow to infinity, NaN); other exponents keep `powf` and its accuracy.
+#[test]
+fn powers_by_small_integers_are_multiplications() {
+    let xs: Vec<f64> = sweep(-30.0, 30.0, 6001).chain([1e-20, -1e-12, 3e12, -5e25, f64::NAN, f64::INFINITY]).collect();
+    for (exponent, inline) in [(1.0, true), (2.0, true), (3.0, true), (4.0, true), (2.5, false), (5.0, false)] {
+        let mut g = Graph::new("power");
+        let shape = [xs.len() as u64];
+        let x = input(&mut g, "x", f32s(&shape));
+        let power = tessera_ir::testing::build::filled_constant(&mut g, DType::F32, &shape, exponent);
+        let y = add(&mut g, Op::Binary(BinaryOp::Pow), &[x, power]);
+        g.set_outputs(vec![y]);
+        let emitted = tessera_codegen::emit::emit_kernel("power", &g).unwrap();
+        assert_eq!(!emitted.function.contains("math.powf"), inline, "x^{exponent}");
+        let object =
+            tessera_codegen::compile_cpu(&[tessera_codegen::KernelSource { symbol: "t".into(), graph: g.clone() }])
+                .unwrap();
+        let lib = harness::load(&object.shared_object);
+        let data = tessera_ir::tensor::Tensor::from_f64(DType::F32, vec![xs.len()], xs.clone());
+        let got = harness::call(&lib, "t", &g, std::slice::from_ref(&data)).remove(0).to_f64_vec();
+        for (x, t) in data.to_f64_vec().iter().zip(&got) {
+            let want = x.powf(exponent);
+            if want.is_nan() {
+                assert!(t.is_nan(), "{x}^{exponent} gave {t}");
+            } else if (want as f32).is_infinite() {
+                assert_eq!(*t, f64::from(want as f32), "{x}^{exponent}");
+            } else {
+                let ulp = f64::from((want as f32).abs().max(f32::MIN_POSITIVE) * f32::EPSILON);
+                assert!((t - want).abs() <= 2.0 * ulp, "{x}^{exponent}: {t}, exact {want}");
+            }
+        }
+    }
+}
