@@ -327,7 +327,10 @@ pub fn build_mesh_engine(
         }
         Ok(engine)
     });
-    let engine = MeshEngine::start(tp as usize, build)?;
+    let mut engine = MeshEngine::start(tp as usize, build)?;
+    if let Some((rank, runs, fault)) = crate::fault::serve_requested()? {
+        engine.inject_fault(rank, runs, fault);
+    }
     // The kernels stay mapped after their files are gone.
     scratch.close().context("removing the temporary serving directory")?;
     Ok((engine, started.elapsed()))

@@ -1,14 +1,20 @@
 //! Tensor-parallel serving (`--mesh tp=N`): the GPT-2 and Llama (GQA) test checkpoints of
 //! `.cache/serve` split over two ranks give the same greedy tokens as one rank, the same bits
-//! run after run (the all-reduce adds in rank order), KV numbers for the whole mesh, and
-//! meshes serving cannot run refused with exit 2.
+//! run after run (the all-reduce adds in rank order), KV numbers for the whole mesh,
+//! meshes serving cannot run refused with exit 2, and a rank that fails or panics stopping
+//! its peers at once (not after the 300 s receive deadline) with an error that names it.
 
 use crate::serve_reference::{checkpoint, reference, Case};
 use crate::support::{repo_root, tessera};
+use std::time::{Duration, Instant};
 use tessera::serve::{build_engine, build_mesh_engine, generate, open_model, GenerateOptions};
 use tessera_ir::serving::ServeShape;
-use tessera_runtime::serve::engine::ServingEngine;
+use tessera_runtime::serve::engine::{Fault, ServingEngine};
 use tessera_runtime::serve::sampling::SamplingParams;
+use tessera_runtime::serve::ServeError;
+
+/// Far below the mesh's 300 s receive deadline: a peer that waited for it would fail the test.
+const PROMPT_FAILURE: Duration = Duration::from_secs(20);
 
 const NEW_TOKENS: usize = 20;
 
@@ -103,4 +109,81 @@ fn meshes_serving_cannot_run_are_refused() {
         assert!(out.stderr.contains(reason), "serve --mesh {mesh}: {}", out.stderr);
         assert!(out.stdout.is_empty(), "serve --mesh {mesh} listened: {}", out.stdout);
     }
+}
+
+/// An injected kernel error on rank 1 alone, in the middle of a 7-token prefill (one-row runs,
+/// so rank 0 is waiting in an all-reduce for rank 1's part): the step fails at once with an
+/// error naming rank 1, both ranks undid it (no blocks held), and the same mesh then generates
+/// transformers' tokens: the failure is not permanent.
+#[test]
+fn a_step_failing_on_one_rank_names_it_and_the_mesh_runs_on() {
+    let reference = reference();
+    let case = &reference.models["llama-tiny"][1];
+    assert_eq!(case.prompt_ids.len(), 7);
+    let model = open_model(checkpoint("llama-tiny").to_str().expect("a UTF-8 path"), 0).expect("the checkpoint opens");
+    let shape = ServeShape::new(1, 64, 16);
+    let (mut two, _) =
+        build_mesh_engine(&model, shape, shape.cache_blocks(), &[], 2).expect("the two-rank engine builds");
+    for runs_before in [0, 3] {
+        let seq = two.add_sequence();
+        two.inject_fault(1, runs_before, Fault::Error);
+        let started = Instant::now();
+        let error = two.prefill(seq, &case.prompt_ids).expect_err("the injected failure");
+        assert!(started.elapsed() < PROMPT_FAILURE, "the peer waited {:?}", started.elapsed());
+        assert!(matches!(error, ServeError::RankFailed { rank: 1, .. }), "{error}");
+        assert!(error.to_string().starts_with("tensor-parallel rank 1 failed the step: "), "{error}");
+        assert!(!error.is_fatal());
+        assert_eq!(two.kv_usage().blocks_used, 0, "the failed step's blocks are free on every rank");
+        two.release(seq);
+        let got = generate(&mut two, &model, &case.prompt, &greedy(), &mut |_| {}).expect("the mesh runs on");
+        assert_eq!(got.generated_ids, case.generated_ids[..NEW_TOKENS], "after a failure {runs_before} runs in");
+    }
+}
+
+/// Rank 1 panicking part-way through a prefill is caught at its thread and stops rank 0's
+/// all-reduce at once; the mesh is lost: this step and every later call fail with
+/// `RankLost` naming rank 1 and the panic, and dropping the mesh does not hang.
+#[test]
+fn a_rank_that_panics_loses_the_mesh_at_once() {
+    let reference = reference();
+    let case = &reference.models["gpt2-tiny"][1];
+    let model = open_model(checkpoint("gpt2-tiny").to_str().expect("a UTF-8 path"), 0).expect("the checkpoint opens");
+    let shape = ServeShape::new(1, 64, 16);
+    let (mut two, _) =
+        build_mesh_engine(&model, shape, shape.cache_blocks(), &[], 2).expect("the two-rank engine builds");
+    let seq = two.add_sequence();
+    two.inject_fault(1, 2, Fault::Panic);
+    let started = Instant::now();
+    let error = two.prefill(seq, &case.prompt_ids).expect_err("the injected panic");
+    assert!(started.elapsed() < PROMPT_FAILURE, "the peer waited {:?}", started.elapsed());
+    let ServeError::RankLost { rank: 1, message } = &error else { panic!("not rank 1 lost: {error}") };
+    assert!(message.contains("panicked: injected failure (Engine::inject_fault) on tensor-parallel rank 1"), "{error}");
+    assert!(error.is_fatal());
+    let again = two.decode(&[(seq, 0)]).expect_err("a lost mesh runs nothing");
+    assert_eq!(again.to_string(), error.to_string());
+    let generation = generate(&mut two, &model, &case.prompt, &greedy(), &mut |_| {});
+    let message = generation.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("tensor-parallel rank 1 panicked"), "{message}");
+    let dropped = Instant::now();
+    drop(two);
+    assert!(dropped.elapsed() < PROMPT_FAILURE);
+}
+
+/// The command: a rank that panics (the debug-build fault hook `TESSERA_SERVE_FAULT`) ends
+/// `tessera generate --mesh tp=2` at once with exit 1 and a message naming the rank.
+#[test]
+fn generate_exits_1_naming_a_rank_that_panicked() {
+    let dir = checkpoint("llama-tiny");
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["generate", dir.to_str().expect("a UTF-8 path"), "--prompt", "hello there", "--mesh", "tp=2"])
+        .args(["--max-new-tokens", "8"])
+        .env(tessera::fault::SERVE_ENV, "1:4:panic")
+        .output()
+        .expect("tessera runs");
+    assert!(started.elapsed() < PROMPT_FAILURE + Duration::from_secs(30), "{:?}", started.elapsed());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("tensor-parallel rank 1 panicked: injected failure"), "{stderr}");
+    assert!(stderr.contains("the mesh cannot run another step"), "{stderr}");
 }

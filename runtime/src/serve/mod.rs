@@ -107,8 +107,22 @@ pub enum ServeError {
     Program { program: String, message: String },
     #[error("tensor-parallel all-reduce: {0}")]
     Collective(#[from] crate::spmd::CommError),
+    /// A step failed on tensor-parallel rank `rank` (every rank undid it; the mesh runs on).
+    #[error("tensor-parallel rank {rank} failed the step: {message}")]
+    RankFailed { rank: usize, message: String },
+    /// Tensor-parallel rank `rank` is gone (it panicked, its thread or process ended): the
+    /// mesh runs nothing more, and its owner should exit (see [`mesh`]).
+    #[error("tensor-parallel rank {rank} {message}; the mesh cannot run another step")]
+    RankLost { rank: usize, message: String },
     #[error("{0}")]
     Invalid(String),
+}
+
+impl ServeError {
+    /// Whether the engine that returned this can run nothing more (its owner should exit).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, ServeError::RankLost { .. })
+    }
 }
 
 /// Reads a serving directory (`serve.json` and the four artifacts, or five with tensor
