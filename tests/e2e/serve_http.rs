@@ -36,7 +36,11 @@ impl Server {
 
     /// [`Server::start`] with variables `env` set for the server.
     fn start_with_env(model: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let path = checkpoint(model);
+        Server::start_path(&checkpoint(model), extra, env)
+    }
+
+    /// [`Server::start_with_env`] on any model path (a compiled serving directory).
+    fn start_path(path: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args(["serve", path.to_str().expect("a UTF-8 path"), "--port", "0"])
             .args(extra)
@@ -420,6 +424,29 @@ fn gpt2_server_serves_streams_refuses_and_shuts_down() {
     assert_eq!(server.terminate(), 0);
     let last = in_flight.join().expect("the in-flight request's thread");
     assert_eq!(last.finish_reason.as_deref(), Some("length"), "the in-flight request finished");
+}
+
+/// A directory `tessera compile --serve --mesh tp=2` wrote serves on its own (programs and
+/// rank shards, no checkpoint): the 8 mixed requests get transformers' tokens, on two ranks.
+#[test]
+fn a_compiled_two_rank_directory_serves_the_same_completions() {
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let dir = work.path().join("llama-tp2");
+    let source = checkpoint("llama-tiny");
+    let out = tessera(
+        &repo_root(),
+        &["compile", source.to_str().expect("a UTF-8 path"), "--serve", "--mesh", "tp=2", "--max-batch", "4"]
+            .iter()
+            .chain(&["--max-seq", "160", "-o", dir.to_str().expect("a UTF-8 path")])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let server = Server::start_path(&dir, &["--kv-blocks", "16"], &[]);
+    eight_mixed_requests_match_transformers(&server, "llama-tiny");
+    assert_eq!(server.metric("tessera_tp_ranks"), 2.0);
+    assert!(server.metric("tessera_all_reduce_seconds_total") > 0.0, "the ranks all-reduced");
+    assert_eq!(server.terminate(), 0);
 }
 
 /// Tensor-parallel failures through the socket (the debug-build hook `TESSERA_SERVE_FAULT`):

@@ -187,3 +187,90 @@ fn generate_exits_1_naming_a_rank_that_panicked() {
     assert!(stderr.contains("tensor-parallel rank 1 panicked: injected failure"), "{stderr}");
     assert!(stderr.contains("the mesh cannot run another step"), "{stderr}");
 }
+
+/// `tessera compile CHECKPOINT --serve --mesh tp=2 -o DIR` into a fresh directory; DIR.
+fn compile_serving_dir(work: &std::path::Path, name: &str, mesh: &str) -> std::path::PathBuf {
+    let out_dir = work.join(format!("{name}-{mesh}"));
+    let source = checkpoint(name);
+    let args = ["compile", source.to_str().expect("a UTF-8 path"), "--serve", "--max-batch", "2", "--max-seq", "128"];
+    let out =
+        tessera(&repo_root(), &[&args[..], &["--mesh", mesh, "-o", out_dir.to_str().expect("a UTF-8 path")]].concat());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out_dir
+}
+
+/// Per-rank serving artifacts: `compile --serve --mesh tp=2` writes the programs once and
+/// `rank0/`, `rank1/` with each rank's shards only (rank 1 has no head; a query projection is
+/// half its columns), and `generate DIR` gives transformers' tokens for the GPT-2 and Llama
+/// (GQA) checkpoints from the two-rank and the one-rank directory alike, with no checkpoint.
+#[test]
+fn compiled_rank_directories_generate_the_tokens_of_one_rank() {
+    let reference = reference();
+    let work = tempfile::tempdir().expect("a temporary directory");
+    for name in ["gpt2-tiny", "llama-tiny"] {
+        let two = compile_serving_dir(work.path(), name, "tp=2");
+        let one = compile_serving_dir(work.path(), name, "tp=1");
+        let expected = ["attn_out", "embed", "head", "layer_in", "mlp", "model.json", "rank0", "rank1", "serve.json"];
+        let expected: Vec<String> = expected.iter().chain(&["tokenizer.json"]).map(|s| s.to_string()).collect();
+        assert_eq!(crate::support::files_in(&two), expected, "{name}: the programs once, a directory per rank");
+        assert_eq!(crate::support::files_in(&two.join("rank1")), ["weights.safetensors"], "{name}: weights only");
+        let shards = |rank: usize| {
+            let bytes = std::fs::read(two.join(format!("rank{rank}/weights.safetensors"))).expect("the rank's weights");
+            let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+            tensors
+                .tensors()
+                .into_iter()
+                .map(|(n, v)| (n, v.shape().to_vec()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let (rank0, rank1) = (shards(0), shards(1));
+        // The head (the final norm, and the output projection unless tied to the embedding)
+        // is rank 0's alone; every other tensor is on both ranks.
+        let head_only: Vec<&String> = rank0.keys().filter(|k| !rank1.contains_key(*k)).collect();
+        let expected: &[&str] = match name {
+            "gpt2-tiny" => &["final_norm.bias", "final_norm.scale"],
+            _ => &["final_norm.scale", "head.weight"],
+        };
+        assert_eq!(head_only, expected, "{name}");
+        assert!(rank1.keys().all(|k| rank0.contains_key(k)), "{name}");
+        let model = open_model(checkpoint(name).to_str().expect("a UTF-8 path"), 0).expect("the checkpoint opens");
+        let c = &model.config;
+        let per_rank = (c.heads * c.head_dim / 2) as usize;
+        let q = if name == "gpt2-tiny" { "l0.attn.qkv.weight" } else { "l0.attn.q.weight" };
+        let columns = if name == "gpt2-tiny" { 3 * per_rank } else { per_rank };
+        assert_eq!(rank1[q], [c.hidden as usize, columns], "{name}: rank 1's {q}");
+        for case in reference.models[name].iter().filter(|c| c.prompt_ids.len() <= 7) {
+            for dir in [&two, &one] {
+                let args = ["generate", dir.to_str().expect("a UTF-8 path"), "--prompt", &case.prompt, "--json"];
+                let out = tessera(&repo_root(), &[&args[..], &["--max-new-tokens", "20"]].concat());
+                assert_eq!(out.code, 0, "{}", out.stderr);
+                let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON object");
+                let label = format!("{name} from {}, prompt of {} tokens", dir.display(), case.prompt_ids.len());
+                assert_eq!(json["generated_ids"], serde_json::json!(case.generated_ids[..NEW_TOKENS]), "{label}");
+                assert_eq!(json["tp"], if dir == &two { 2 } else { 1 }, "{label}");
+            }
+        }
+    }
+}
+
+/// A compiled directory runs as compiled: another --mesh, --max-batch or --kv-dtype is refused
+/// with exit 2 naming what it was compiled for.
+#[test]
+fn a_compiled_directory_refuses_other_shapes_and_meshes() {
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let dir = compile_serving_dir(work.path(), "llama-tiny", "tp=2");
+    let dir = dir.to_str().expect("a UTF-8 path");
+    let out = tessera(&repo_root(), &["generate", dir, "--prompt", "hi", "--mesh", "tp=1"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("was compiled for tp=2"), "{}", out.stderr);
+    let out = tessera(&repo_root(), &["generate", dir, "--prompt", "hi", "--kv-dtype", "int8"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("was compiled for --max-batch 2 --max-seq 128 --kv-block 16 --kv-dtype f32"),
+        "{}",
+        out.stderr
+    );
+    let out = tessera(&repo_root(), &["serve", dir, "--port", "0", "--max-batch", "4"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "serve listened: {}", out.stdout);
+}
