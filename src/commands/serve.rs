@@ -7,6 +7,9 @@ use std::time::Duration;
 use tessera::http::scheduler::SchedulerConfig;
 use tessera::http::server::{serve, ServerOptions};
 use tessera_ir::serving::{KvDtype, ServeShape};
+use tessera_runtime::nccl::{CommChoice, Transport};
+use tessera_runtime::serve::process;
+use tessera_runtime::spmd::Communicator;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -89,7 +92,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let kv_blocks = args.kv_blocks.unwrap_or(shape.max_batch * shape.max_seq.div_ceil(shape.kv_block));
     let step_tokens = args.step_tokens.unwrap_or(2 * shape.max_batch as usize).max(1);
-    serve(ServerOptions {
+    let world = match tessera_runtime::mpi::launched_world_size().filter(|&n| n > 1) {
+        None => None,
+        Some(n) => {
+            if model.compiled.is_none() || tp != n as u64 {
+                bail!(
+                    "{}: under a launcher of {n} processes, serve runs a directory compiled with `tessera compile --serve --mesh tp={n}`",
+                    args.model
+                );
+            }
+            let comm = Transport::open(CommChoice::Mpi, PEER_TIMEOUT)?.into_shared();
+            if comm.rank() != 0 {
+                return follow_rank_0(&model, kv_blocks, comm);
+            }
+            Some(comm)
+        }
+    };
+    let options = ServerOptions {
         model: args.model,
         seed: args.seed,
         host: args.host,
@@ -104,5 +123,51 @@ pub fn run(args: ServeArgs) -> Result<()> {
             tp,
         },
         shutdown_grace: Duration::from_secs_f64(args.shutdown_grace_s),
-    })
+    };
+    let result = serve(options, world.clone());
+    if let (Err(e), Some(comm)) = (&result, &world) {
+        // The followers wait for rank 0's commands: end the job (MPI_Abort) with the reason.
+        comm.abort(&format!("tensor-parallel rank 0 (the server): {e:#}"));
+    }
+    result
+}
+
+/// How long a rank waits for a peer inside a step's all-reduce: the same programs on the same
+/// rows, so a peer this late has died or hung (a follower waits for commands without limit).
+const PEER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A rank other than 0 of `mpirun -n N tessera serve DIR`: builds its engine and applies rank
+/// 0's commands until rank 0 stops it (exit 0). Signals are rank 0's to act on (it drains and
+/// then stops the followers), so this process ignores SIGTERM and SIGINT; a failure or panic
+/// here ends the job with a message naming the rank.
+fn follow_rank_0(
+    model: &tessera::serve::ServedModel,
+    kv_blocks: u64,
+    comm: std::sync::Arc<dyn Communicator>,
+) -> Result<()> {
+    // SAFETY: signal(2) with SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+    let rank = comm.rank();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
+        let mut engine = tessera::serve::compiled::build_process_rank(model, kv_blocks, comm.clone())?;
+        process::follow(&mut engine, comm.as_ref())?;
+        Ok(())
+    }));
+    let message = match result {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(payload) => {
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            format!("panicked: {text}")
+        }
+    };
+    comm.abort(&format!("tensor-parallel rank {rank} {message}"));
+    bail!("tensor-parallel rank {rank} {message}")
 }

@@ -30,9 +30,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tessera_ir::serving::{KvDtype, ServeShape};
 use tessera_runtime::serve::engine::{SeqId, ServingEngine};
+use tessera_runtime::serve::process::LeaderEngine;
 use tessera_runtime::serve::sampling::Sampler;
 use tessera_runtime::serve::tokenizer::StreamDecoder;
 use tessera_runtime::serve::ServeError;
+use tessera_runtime::spmd::Communicator;
 use tokio::sync::mpsc::UnboundedSender;
 
 /// The server's limits, from the command line.
@@ -145,7 +147,8 @@ pub struct Scheduler {
     lost: Option<String>,
 }
 
-/// Opens `model`, builds its engine and runs the scheduler on the calling thread until
+/// Opens `model`, builds its engine (rank 0's of a job of processes joined by `world`, if
+/// given: a [`LeaderEngine`]) and runs the scheduler on the calling thread until
 /// `messages` closes or the engine is lost; `ready` learns first whether the engine could be
 /// built. Returns why the engine was lost, if it was.
 pub fn run(
@@ -155,12 +158,20 @@ pub fn run(
     metrics: Arc<Mutex<Metrics>>,
     messages: Receiver<Message>,
     ready: std::sync::mpsc::Sender<Result<Ready, String>>,
+    world: Option<Arc<dyn Communicator>>,
 ) -> Option<String> {
     let built = open_model(model, seed).and_then(|model| {
         let shape = ServeShape {
             kv_dtype: config.kv_dtype,
             ..ServeShape::new(config.max_batch, config.max_seq, config.kv_block)
         };
+        if let Some(world) = world {
+            // Rank 0 of a job of processes: the others follow its commands.
+            let started = std::time::Instant::now();
+            let engine = crate::serve::compiled::build_process_rank(&model, config.kv_blocks, world.clone())?;
+            let engine: Box<dyn ServingEngine> = Box::new(LeaderEngine::new(engine, world));
+            return Ok((model, engine, started.elapsed()));
+        }
         let (engine, setup) =
             build_serving_engine(&model, shape, config.kv_blocks, &row_buckets(config.max_batch), config.tp)?;
         Ok((model, engine, setup))

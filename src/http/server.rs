@@ -41,8 +41,10 @@ struct AppState {
 }
 
 /// Runs the server until a signal ends it; an error before serving (the address is taken,
-/// the model does not load) ends it non-zero.
-pub fn serve(options: ServerOptions) -> Result<()> {
+/// the model does not load) ends it non-zero. With `world`, this process is rank 0 of a job
+/// of tensor-parallel processes (`tessera_runtime::serve::process`): its engine leads the
+/// others.
+pub fn serve(options: ServerOptions, world: Option<Arc<dyn tessera_runtime::spmd::Communicator>>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -62,7 +64,7 @@ pub fn serve(options: ServerOptions) -> Result<()> {
         std::thread::Builder::new()
             .name("tessera-scheduler".into())
             .spawn(move || {
-                let lost = scheduler::run(&model, seed, config, metrics, messages, ready_sender);
+                let lost = scheduler::run(&model, seed, config, metrics, messages, ready_sender, world);
                 if let Some(reason) = &lost {
                     let _ = lost_sender.send(reason.clone());
                 }

@@ -108,6 +108,38 @@ pub fn check_run_options(compiled: &CompiledServing, asked: ServeShape, mesh: Op
     Ok(())
 }
 
+/// Rank `comm.rank()`'s engine of a compiled directory whose ranks are processes (one per
+/// rank under `mpirun`): its programs bound to its own weights file, joined to the others by
+/// `comm` (a job of as many processes as the directory has ranks), with `cache_blocks` KV
+/// blocks. The debug-build fault hook applies to the rank it names.
+pub fn build_process_rank(
+    model: &ServedModel,
+    cache_blocks: u64,
+    comm: Arc<dyn tessera_runtime::spmd::Communicator>,
+) -> Result<Engine> {
+    let Some(compiled) = &model.compiled else {
+        bail!("ranks as processes run a directory compiled with `tessera compile --serve --mesh tp=N`");
+    };
+    let (rank, ranks) = (comm.rank() as u64, compiled.manifest.tp_ranks());
+    if comm.size() as u64 != ranks {
+        bail!(
+            "{} was compiled for {ranks} tensor-parallel ranks; the launcher started {}",
+            compiled.dir.display(),
+            comm.size()
+        );
+    }
+    let (manifest, programs) = load_serving_dir(&compiled.dir)?;
+    let mut read = |name: &str, shape: &[u64]| model.weights.shard(name, shape, rank, ranks);
+    let shared = Box::new(tessera_runtime::serve::process::SharedCommunicator(comm));
+    let mut engine = Engine::rank(manifest, programs, &mut read, cache_blocks, shared)?;
+    if let Some((fault_rank, runs, fault)) = crate::fault::serve_requested()? {
+        if fault_rank as u64 == rank {
+            engine.inject_fault(runs, fault);
+        }
+    }
+    Ok(engine)
+}
+
 /// Whether `path` is a serving directory written by [`write_compiled`].
 pub fn is_compiled_dir(path: &Path) -> bool {
     path.join(SERVED_MODEL_FILE).is_file() && path.join(SERVE_MANIFEST_FILE).is_file()

@@ -21,10 +21,11 @@ fn reference_cases(model: &str) -> Vec<Case> {
     reference().models[model].clone()
 }
 
-/// A `tessera serve` child process; killed if a test fails before it stops.
-struct Server {
+/// A `tessera serve` child process (or `mpirun` running them); killed if a test fails before
+/// it stops.
+pub(crate) struct Server {
     child: Child,
-    address: String,
+    pub(crate) address: String,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -41,14 +42,17 @@ impl Server {
 
     /// [`Server::start_with_env`] on any model path (a compiled serving directory).
     fn start_path(path: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        command
             .args(["serve", path.to_str().expect("a UTF-8 path"), "--port", "0"])
             .args(extra)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tessera serve starts");
+            .envs(env.iter().copied());
+        Server::spawn(command)
+    }
+
+    /// Runs `command` (which starts a server on port 0) and waits for the address line.
+    pub(crate) fn spawn(mut command: Command) -> Server {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("tessera serve starts");
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().expect("stderr is piped");
         let collected = stderr.clone();
@@ -80,13 +84,18 @@ impl Server {
         response.text()
     }
 
-    fn metric(&self, name: &str) -> f64 {
+    /// The process id of the child (`tessera serve`, or `mpirun`).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn metric(&self, name: &str) -> f64 {
         let text = self.metrics();
         sample(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"))
     }
 
     /// Sends SIGTERM and waits for the exit code.
-    fn terminate(mut self) -> i32 {
+    pub(crate) fn terminate(mut self) -> i32 {
         let pid = i32::try_from(self.child.id()).expect("a pid fits in i32");
         // SAFETY: kill(2) on our own child's pid has no memory effects.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -94,7 +103,7 @@ impl Server {
     }
 
     /// Waits at most `limit` for the server to exit on its own; its exit code.
-    fn wait_exit(&mut self, limit: Duration, why: &str) -> i32 {
+    pub(crate) fn wait_exit(&mut self, limit: Duration, why: &str) -> i32 {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -106,7 +115,7 @@ impl Server {
     }
 
     /// Everything the server wrote to stderr, once it has exited.
-    fn stderr_text(&self) -> String {
+    pub(crate) fn stderr_text(&self) -> String {
         // The reader thread appends once the pipe closes, just after the exit.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -159,7 +168,7 @@ fn stream(address: &str, body: &Value) -> Streamed {
 
 /// The 8 requests: the three reference prompts in turn, as text or as token ids, streamed or
 /// not, all sent at once; each must give transformers' greedy tokens.
-fn eight_mixed_requests_match_transformers(server: &Server, model: &str) {
+pub(crate) fn eight_mixed_requests_match_transformers(server: &Server, model: &str) {
     let cases = reference_cases(model);
     let tokenizer = TextTokenizer::from_file(&checkpoint(model).join("tokenizer.json")).expect("tokenizer.json loads");
     let threads: Vec<_> = (0..8)

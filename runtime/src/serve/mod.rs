@@ -67,6 +67,7 @@
 //!
 //! Map: [`blocks`] (the block allocator: free list and usage counts), [`attention`] (cache
 //! layout and paged attention), [`engine`], [`mesh`] (tensor-parallel ranks on threads),
+//! [`process`] (tensor-parallel ranks as processes under `mpirun`: rank 0 leads),
 //! [`sampling`] (greedy, temperature and top-p), [`tokenizer`] (`tokenizer.json` or bytes;
 //! streaming detokenization).
 
@@ -74,6 +75,7 @@ pub mod attention;
 pub mod blocks;
 pub mod engine;
 pub mod mesh;
+pub mod process;
 pub mod sampling;
 pub mod tokenizer;
 
