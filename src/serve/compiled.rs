@@ -232,15 +232,13 @@ pub fn write_compiled(model: &ServedModel, manifest: &ServeManifest, source: &Pa
     Ok(())
 }
 
+/// A rank's tensors by name: shape and little-endian f32 bytes.
+type RankTensors = BTreeMap<String, (Vec<u64>, Vec<u8>)>;
+
 /// The tensors rank `rank` of `ranks` binds (name to shape and little-endian f32 bytes),
 /// recorded by building its engine on the programs in `programs_dir` once.
-fn rank_tensors(
-    model: &ServedModel,
-    programs_dir: &Path,
-    rank: u64,
-    ranks: u64,
-) -> Result<BTreeMap<String, (Vec<u64>, Vec<u8>)>> {
-    let mut tensors: BTreeMap<String, (Vec<u64>, Vec<u8>)> = BTreeMap::new();
+fn rank_tensors(model: &ServedModel, programs_dir: &Path, rank: u64, ranks: u64) -> Result<RankTensors> {
+    let mut tensors = RankTensors::new();
     let mut clash = None;
     let mut record = |name: &str, shape: &[u64]| -> Result<Vec<f32>, String> {
         let values = model.weights.shard(name, shape, rank, ranks)?;
