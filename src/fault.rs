@@ -56,3 +56,29 @@ pub fn maybe_die(fault: Option<Fault>, rank: usize, step: u64) {
         libc::kill(libc::getpid(), signal);
     }
 }
+
+/// Serving's fault injection, read by debug builds only (the `tessera` the end-to-end tests
+/// run): `TESSERA_SERVE_FAULT=RANK:RUNS:panic` makes tensor-parallel rank RANK panic when it
+/// starts its program run after RUNS runs (counted from when the mesh is built; one run is
+/// one chunk of a step), `RANK:RUNS:error` makes that run fail as a kernel error would. A
+/// release build ignores the variable, so no setting can crash a production server.
+pub const SERVE_ENV: &str = "TESSERA_SERVE_FAULT";
+
+/// A requested serving fault: rank, runs before it, and how the run fails.
+pub type ServeFault = (usize, usize, tessera_runtime::serve::engine::Fault);
+
+/// The serving fault the environment asks for (always none in a release build).
+pub fn serve_requested() -> Result<Option<ServeFault>> {
+    if !cfg!(debug_assertions) {
+        return Ok(None);
+    }
+    let Ok(spec) = std::env::var(SERVE_ENV) else { return Ok(None) };
+    let parse =
+        |s: &str| s.trim().parse::<usize>().with_context(|| format!("{SERVE_ENV}='{spec}': '{s}' is not a number"));
+    use tessera_runtime::serve::engine::Fault as F;
+    match spec.split(':').collect::<Vec<_>>()[..] {
+        [rank, runs, "panic"] => Ok(Some((parse(rank)?, parse(runs)?, F::Panic))),
+        [rank, runs, "error"] => Ok(Some((parse(rank)?, parse(runs)?, F::Error))),
+        _ => bail!("{SERVE_ENV}='{spec}': expected RANK:RUNS:panic or RANK:RUNS:error"),
+    }
+}

@@ -2,7 +2,10 @@
 //! zoo spec or a Hugging Face checkpoint directory becomes serving programs
 //! (`frontend::zoo::serve`, compiled by `codegen` for the CPU), weights (the checkpoint's, or
 //! seeded for a zoo spec) and a tokenizer (`tokenizer.json`, or bytes for a zoo spec), bound
-//! into a `runtime::serve::Engine`; [`generate`] runs one sequence on it.
+//! into a `runtime::serve::Engine`; [`generate`] runs one sequence on it. A directory that
+//! `tessera compile --serve` wrote runs as it is ([`compiled`]).
+
+pub mod compiled;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -34,6 +37,8 @@ pub enum Weights {
     Checkpoint(Arc<Checkpoint>),
     /// A zoo spec: seeded weights (norm scales 1, biases 0, the rest N(0, 0.02²)).
     Seeded(u64),
+    /// A compiled serving directory's shards, one file per rank, already split.
+    Compiled(Arc<compiled::RankWeights>),
 }
 
 /// A model ready to compile and bind.
@@ -45,12 +50,19 @@ pub struct ServedModel {
     pub tokenizer: TextTokenizer,
     /// The token that ends a sequence, if the model has one.
     pub eos: Option<u32>,
+    /// The compiled programs of a directory `tessera compile --serve` wrote (none: compile
+    /// them for each run).
+    pub compiled: Option<compiled::CompiledServing>,
 }
 
-/// Opens `model`: a checkpoint directory (`config.json`, `*.safetensors`, `tokenizer.json`) or
-/// a zoo spec (byte-level tokenizer, weights seeded with `seed`).
+/// Opens `model`: a compiled serving directory ([`compiled`]), a checkpoint directory
+/// (`config.json`, `*.safetensors`, `tokenizer.json`) or a zoo spec (byte-level tokenizer,
+/// weights seeded with `seed`).
 pub fn open_model(model: &str, seed: u64) -> Result<ServedModel> {
     let path = Path::new(model);
+    if compiled::is_compiled_dir(path) {
+        return compiled::open_compiled(path);
+    }
     if hf::is_checkpoint_dir(path) {
         let checkpoint = Checkpoint::open(path)?;
         let tokenizer = TextTokenizer::from_file(&path.join(hf::TOKENIZER_FILE))?;
@@ -61,10 +73,15 @@ pub fn open_model(model: &str, seed: u64) -> Result<ServedModel> {
             eos: checkpoint.eos_token,
             tokenizer,
             weights: Weights::Checkpoint(Arc::new(checkpoint)),
+            compiled: None,
         });
     }
     if path.is_dir() {
-        bail!("{model}: not a Hugging Face checkpoint (no {})", hf::CONFIG_FILE);
+        bail!(
+            "{model}: neither a Hugging Face checkpoint (no {}) nor a compiled serving directory (no {})",
+            hf::CONFIG_FILE,
+            compiled::SERVED_MODEL_FILE
+        );
     }
     let config = tessera_frontend::zoo::spec::parse(model)?;
     if config.vocab < 256 {
@@ -84,6 +101,7 @@ pub fn open_model(model: &str, seed: u64) -> Result<ServedModel> {
         weights: Weights::Seeded(seed),
         tokenizer: TextTokenizer::Bytes,
         eos: None,
+        compiled: None,
     })
 }
 
@@ -132,6 +150,7 @@ impl Weights {
         match self {
             Weights::Checkpoint(checkpoint) => checkpoint.weight(name, shape).map_err(|e| e.to_string()),
             Weights::Seeded(seed) => Ok(seeded_weight(*seed, name, shape)),
+            Weights::Compiled(ranks) => ranks.get(0, name, shape),
         }
     }
 
@@ -139,6 +158,9 @@ impl Weights {
     /// rank's programs declare it): the whole tensor read, then the rank's slice of it (see
     /// [`TpSplit`]).
     pub fn shard(&self, name: &str, shape: &[u64], rank: u64, ranks: u64) -> Result<Vec<f32>, String> {
+        if let Weights::Compiled(files) = self {
+            return files.get(rank, name, shape);
+        }
         let split = tp_split(name);
         if split == TpSplit::Replicated || ranks == 1 {
             return self.get(name, shape);
@@ -211,8 +233,18 @@ fn seeded_weight(seed: u64, name: &str, shape: &[u64]) -> Vec<f32> {
 /// Builds and compiles the four serving programs of `model` into `dir` (one artifact directory
 /// each, then `serve.json`), replacing a previous serving directory there.
 pub fn compile_serving(model: &ServedModel, manifest: &ServeManifest, dir: &Path) -> Result<()> {
-    let graphs = build_serving_tp(&model.config, &model.arch, manifest.shape.rows, manifest.tp_ranks())?;
     let staged = tessera_ir::files::StagedDir::beside(dir)?;
+    compile_programs(model, manifest, staged.path())?;
+    staged.publish()?;
+    Ok(())
+}
+
+/// [`compile_serving`] into `dir` as it is (the caller stages and publishes it).
+fn compile_programs(model: &ServedModel, manifest: &ServeManifest, dir: &Path) -> Result<()> {
+    if model.compiled.is_some() {
+        bail!("the model is a compiled serving directory: its programs cannot be compiled again");
+    }
+    let graphs = build_serving_tp(&model.config, &model.arch, manifest.shape.rows, manifest.tp_ranks())?;
     for (name, graph) in graphs.named() {
         let s = &manifest.shape;
         let options = CompileOptions {
@@ -223,11 +255,10 @@ pub fn compile_serving(model: &ServedModel, manifest: &ServeManifest, dir: &Path
         };
         let compiled = compile(graph, model.config.name.as_bytes(), &options)
             .with_context(|| format!("{}: cannot compile the serving program {name}", model.config.name))?;
-        write_artifact(&staged.path().join(name), &compiled.files)?;
+        write_artifact(&dir.join(name), &compiled.files)?;
     }
     let json = serde_json::to_string_pretty(manifest)?;
-    tessera_ir::files::write_atomic(&staged.path().join(tessera_ir::serving::SERVE_MANIFEST_FILE), json.as_bytes())?;
-    staged.publish()?;
+    tessera_ir::files::write_atomic(&dir.join(tessera_ir::serving::SERVE_MANIFEST_FILE), json.as_bytes())?;
     Ok(())
 }
 
@@ -284,6 +315,9 @@ pub fn build_serving_engine(
     row_counts: &[u64],
     tp: u64,
 ) -> Result<(Box<dyn ServingEngine>, Duration)> {
+    if let Some(compiled) = &model.compiled {
+        return build_compiled_engine(model, compiled, shape, cache_blocks, tp);
+    }
     if tp <= 1 {
         let (engine, setup) = build_engine_with_blocks(model, shape, cache_blocks, row_counts)?;
         return Ok((Box::new(engine), setup));
@@ -327,10 +361,52 @@ pub fn build_mesh_engine(
         }
         Ok(engine)
     });
-    let engine = MeshEngine::start(tp as usize, build)?;
+    let mut engine = MeshEngine::start(tp as usize, build)?;
+    if let Some((rank, runs, fault)) = crate::fault::serve_requested()? {
+        engine.inject_fault(rank, runs, fault);
+    }
     // The kernels stay mapped after their files are gone.
     scratch.close().context("removing the temporary serving directory")?;
     Ok((engine, started.elapsed()))
+}
+
+/// The engine of a compiled serving directory: its programs as they are, for its shape and
+/// ranks (`shape` and `tp` must be the directory's), each rank reading its own weights file.
+fn build_compiled_engine(
+    model: &ServedModel,
+    compiled: &compiled::CompiledServing,
+    shape: ServeShape,
+    cache_blocks: u64,
+    tp: u64,
+) -> Result<(Box<dyn ServingEngine>, Duration)> {
+    let started = Instant::now();
+    let m = &compiled.manifest;
+    if shape != m.shape || tp != m.tp_ranks() {
+        bail!(
+            "{}: compiled for {} ranks of {:?}; asked to run {tp} of {shape:?}",
+            compiled.dir.display(),
+            m.tp_ranks(),
+            m.shape
+        );
+    }
+    let weights = model.weights.clone();
+    if tp <= 1 {
+        let (manifest, programs) = load_serving_dir(&compiled.dir)?;
+        let mut read = |name: &str, shape: &[u64]| weights.shard(name, shape, 0, 1);
+        let engine = Engine::with_cache_blocks(manifest, programs, &mut read, cache_blocks)?;
+        return Ok((Box::new(engine), started.elapsed()));
+    }
+    let dir = compiled.dir.clone();
+    let build: Arc<RankBuilder> = Arc::new(move |rank, comm| {
+        let mut read = |name: &str, shape: &[u64]| weights.shard(name, shape, rank as u64, tp);
+        let (manifest, programs) = load_serving_dir(&dir)?;
+        Engine::rank(manifest, programs, &mut read, cache_blocks, comm)
+    });
+    let mut engine = MeshEngine::start(tp as usize, build)?;
+    if let Some((rank, runs, fault)) = crate::fault::serve_requested()? {
+        engine.inject_fault(rank, runs, fault);
+    }
+    Ok((Box::new(engine), started.elapsed()))
 }
 
 /// What to generate.

@@ -189,6 +189,20 @@ impl LocalCommunicator {
     pub fn first_failure(&self) -> Option<(usize, String)> {
         lock(&self.world.failure).clone()
     }
+
+    /// Makes an aborted world usable again: clears the failure and drops every undelivered
+    /// message (a failed round's operands, which would otherwise be taken for the next
+    /// round's). Only for a caller that knows no rank is inside a send or receive (the serving
+    /// mesh, between steps, once every rank has answered); a rank still communicating could
+    /// lose a message.
+    pub fn reset(&self) {
+        let mut failure = lock(&self.world.failure);
+        for mailbox in &self.world.mailboxes {
+            lock(&mailbox.queues).clear();
+        }
+        *failure = None;
+        self.world.failed.store(false, Ordering::SeqCst);
+    }
 }
 
 impl Communicator for LocalCommunicator {
@@ -480,6 +494,23 @@ mod tests {
             assert_eq!(err, CommError::PeerFailed { rank: 0, message: "boom".into() });
         });
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    /// After an abort, `reset` gives a world that delivers again, without the failed round's
+    /// leftover message (rank 1's operand that rank 0 never took).
+    #[test]
+    fn a_reset_world_forgets_the_failure_and_the_failed_round() {
+        let comms = LocalCommunicator::world(2, Duration::from_millis(200));
+        let stale = Tensor::from_f32(vec![1], vec![1.0]);
+        comms[1].send(0, Tag::Collective, stale).expect("sent");
+        comms[0].abort("rank 0's program failed");
+        assert_eq!(comms[1].first_failure(), Some((0, "rank 0's program failed".into())));
+        comms[0].reset();
+        assert_eq!(comms[1].first_failure(), None);
+        assert!(matches!(comms[0].recv(1, Tag::Collective), Err(CommError::Timeout { from: 1, .. })));
+        let fresh = Tensor::from_f32(vec![1], vec![2.0]);
+        comms[1].send(0, Tag::Collective, fresh.clone()).expect("sent");
+        assert_eq!(comms[0].recv(1, Tag::Collective).expect("delivered"), fresh);
     }
 
     /// The interpreter's free rule, by hand: a result lives from its node to its last use

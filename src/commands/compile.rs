@@ -64,6 +64,7 @@ pub struct CompileArgs {
     pub seq: Option<u64>,
     /// Partition over a device mesh (`dp=2,tp=2,pp=2`) with the `shard` pass and write one
     /// program per rank (`rank0/` ... `rankN-1/`), run with `mpirun -n N tessera run DIR`.
+    /// With --serve: `tp=N` only, each rank's weight shards in `rankR/`.
     #[arg(long, value_name = "AXES")]
     pub mesh: Option<String>,
     /// The pipeline schedule of a mesh training step with pp > 1 (the order of each stage's
@@ -71,8 +72,10 @@ pub struct CompileArgs {
     #[arg(long, value_enum, default_value_t = ScheduleArg::OneFOneB, requires = "mesh")]
     pub schedule: ScheduleArg,
     /// Compile the serving programs (prefill and batched decode over a paged KV cache) of a
-    /// zoo model or a Hugging Face checkpoint directory: DIR gets serve.json and one artifact
-    /// per program (embed, layer_in, layer_out, head).
+    /// zoo model or a Hugging Face checkpoint directory: DIR gets serve.json, one artifact per
+    /// program (embed, layer_in, layer_out, head; attn_out and mlp for layer_out with
+    /// --mesh tp=N), model.json, the tokenizer and rank0/ ... rankN-1/ with each rank's weight
+    /// shards; `tessera serve DIR` and `tessera generate DIR` run it.
     #[arg(long, conflicts_with = "train")]
     pub serve: bool,
     /// Sequences one decode step runs at most, and tokens per program run (with --serve).
@@ -350,12 +353,14 @@ fn serve(args: &CompileArgs, target: Target, start: Instant) -> Result<()> {
     let model = tessera::serve::open_model(&name, 0)?;
     let max_seq = args.max_seq.unwrap_or(model.config.seq.min(2048));
     let shape = ServeShape { kv_dtype: args.kv_dtype, ..ServeShape::new(args.max_batch, max_seq, args.kv_block) };
-    let manifest = model.manifest(shape, 1)?;
-    tessera::serve::compile_serving(&model, &manifest, &args.output)?;
+    let tp = tessera::serve::serving_tp(args.mesh.as_deref(), &model.config)?;
+    let manifest = model.manifest(shape, tp)?;
+    tessera::serve::compiled::write_compiled(&model, &manifest, &args.model, &args.output)?;
     let s = manifest.shape;
     let kv_bytes = s.cache_blocks() * manifest.kv_block_bytes();
     println!(
-        "compiled the serving programs of {name} for cpu in {:.2} s: {} rows per run, decode batches up to {}, {} tokens per sequence, KV cache {} blocks of {} tokens ({:.1} MiB); wrote {}",
+        "compiled the serving programs of {name} for cpu{} in {:.2} s: {} rows per run, decode batches up to {}, {} tokens per sequence, KV cache {} blocks of {} tokens ({:.1} MiB); wrote {}",
+        if tp > 1 { format!(" on {tp} tensor-parallel ranks") } else { String::new() },
         start.elapsed().as_secs_f64(),
         s.rows,
         s.max_batch,

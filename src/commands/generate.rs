@@ -4,14 +4,16 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use std::io::Write;
+use tessera::serve::compiled::check_run_options;
 use tessera::serve::{build_serving_engine, generate, open_model, serving_tp, GenerateOptions};
 use tessera_ir::serving::{KvDtype, ServeShape};
 use tessera_runtime::serve::sampling::SamplingParams;
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// A Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json) or a
-    /// zoo spec such as gpt:layers=2,hidden=64,heads=4,vocab=256 (seeded weights, byte tokens).
+    /// A Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json), a zoo
+    /// spec such as gpt:layers=2,hidden=64,heads=4,vocab=256 (seeded weights, byte tokens), or
+    /// a directory `tessera compile --serve` wrote (its shape and --mesh are fixed there).
     pub model: String,
     /// The prompt.
     #[arg(long)]
@@ -31,13 +33,13 @@ pub struct GenerateArgs {
     /// Stop before the first occurrence of this text.
     #[arg(long)]
     pub stop: Option<String>,
-    /// Tokens per KV-cache block.
-    #[arg(long, default_value_t = 16)]
-    pub kv_block: u64,
-    /// What the paged KV cache stores keys and values in: f32 (exact), bf16 or int8 (with a
-    /// scale per block and head); attention reads it directly.
-    #[arg(long, default_value = "f32", value_parser = tessera::serve::parse_kv_dtype)]
-    pub kv_dtype: KvDtype,
+    /// Tokens per KV-cache block (default 16).
+    #[arg(long)]
+    pub kv_block: Option<u64>,
+    /// What the paged KV cache stores keys and values in: f32 (exact, the default), bf16 or
+    /// int8 (with a scale per block and head); attention reads it directly.
+    #[arg(long, value_parser = tessera::serve::parse_kv_dtype)]
+    pub kv_dtype: Option<KvDtype>,
     /// Split the model over tensor-parallel ranks (`tp=N`, one thread per rank): each rank
     /// holds its share of the heads, of the MLP and of the KV cache; no other mesh axis.
     #[arg(long)]
@@ -56,15 +58,35 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bail!("--top-p must be in (0, 1]");
     }
     let model = open_model(&args.model, args.seed)?;
-    let tp = serving_tp(args.mesh.as_deref(), &model.config)?;
     let prompt_len = model.tokenizer.encode(&args.prompt)?.len();
     let context = model.config.seq as usize;
     if prompt_len > context {
         bail!("the prompt has {prompt_len} tokens; the model's context is {context}");
     }
-    // One sequence: the cache holds the prompt and the new tokens, within the context.
-    let max_seq = (prompt_len + args.max_new_tokens).clamp(1, context) as u64;
-    let shape = ServeShape { kv_dtype: args.kv_dtype, ..ServeShape::new(1, max_seq, args.kv_block) };
+    let (tp, shape) = match &model.compiled {
+        Some(compiled) => {
+            let m = &compiled.manifest;
+            let asked = ServeShape {
+                kv_dtype: args.kv_dtype.unwrap_or(m.shape.kv_dtype),
+                ..ServeShape::new(m.shape.max_batch, m.shape.max_seq, args.kv_block.unwrap_or(m.shape.kv_block))
+            };
+            check_run_options(compiled, asked, args.mesh.as_deref())?;
+            if prompt_len as u64 > m.shape.max_seq {
+                bail!("the prompt has {prompt_len} tokens; {} holds {} a sequence", args.model, m.shape.max_seq);
+            }
+            (m.tp_ranks(), m.shape)
+        }
+        None => {
+            let tp = serving_tp(args.mesh.as_deref(), &model.config)?;
+            // One sequence: the cache holds the prompt and the new tokens, within the context.
+            let max_seq = (prompt_len + args.max_new_tokens).clamp(1, context) as u64;
+            let kv_block = args.kv_block.unwrap_or(16);
+            (
+                tp,
+                ServeShape { kv_dtype: args.kv_dtype.unwrap_or(KvDtype::F32), ..ServeShape::new(1, max_seq, kv_block) },
+            )
+        }
+    };
     let (mut engine, setup) = build_serving_engine(&model, shape, shape.cache_blocks(), &[], tp)?;
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,

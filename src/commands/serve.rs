@@ -6,12 +6,16 @@ use clap::Args;
 use std::time::Duration;
 use tessera::http::scheduler::SchedulerConfig;
 use tessera::http::server::{serve, ServerOptions};
-use tessera_ir::serving::KvDtype;
+use tessera_ir::serving::{KvDtype, ServeShape};
+use tessera_runtime::nccl::{CommChoice, Transport};
+use tessera_runtime::serve::process;
+use tessera_runtime::spmd::Communicator;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// A Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json) or a
-    /// zoo spec such as gpt:layers=2,hidden=64,heads=4,vocab=256 (seeded weights, byte tokens).
+    /// A Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json), a zoo
+    /// spec such as gpt:layers=2,hidden=64,heads=4,vocab=256 (seeded weights, byte tokens), or
+    /// a directory `tessera compile --serve` wrote (its shape and --mesh are fixed there).
     pub model: String,
     /// The port to listen on (0: any free port; the address is printed on stdout).
     #[arg(long)]
@@ -19,19 +23,19 @@ pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
-    /// Sequences decoded together at most (the programs' rows).
-    #[arg(long, default_value_t = 16)]
-    pub max_batch: u64,
+    /// Sequences decoded together at most (the programs' rows; default 16).
+    #[arg(long)]
+    pub max_batch: Option<u64>,
     /// Tokens a sequence holds at most, prompt and completion (default: the model's context).
     #[arg(long)]
     pub max_seq: Option<u64>,
-    /// Tokens per KV-cache block.
-    #[arg(long, default_value_t = 16)]
-    pub kv_block: u64,
-    /// What the paged KV cache stores keys and values in: f32 (exact), bf16 or int8 (with a
-    /// scale per block and head); attention reads it directly.
-    #[arg(long, default_value = "f32", value_parser = tessera::serve::parse_kv_dtype)]
-    pub kv_dtype: KvDtype,
+    /// Tokens per KV-cache block (default 16).
+    #[arg(long)]
+    pub kv_block: Option<u64>,
+    /// What the paged KV cache stores keys and values in: f32 (exact, the default), bf16 or
+    /// int8 (with a scale per block and head); attention reads it directly.
+    #[arg(long, value_parser = tessera::serve::parse_kv_dtype)]
+    pub kv_dtype: Option<KvDtype>,
     /// Blocks in the KV cache (default: enough for --max-batch sequences of --max-seq tokens).
     #[arg(long)]
     pub kv_blocks: Option<u64>,
@@ -52,7 +56,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    if args.max_batch == 0 || args.kv_block == 0 || args.max_seq == Some(0) || args.kv_blocks == Some(0) {
+    if args.max_batch == Some(0) || args.kv_block == Some(0) || args.max_seq == Some(0) || args.kv_blocks == Some(0) {
         bail!("--max-batch, --max-seq, --kv-block and --kv-blocks must be positive");
     }
     if !(args.shutdown_grace_s >= 0.0 && args.shutdown_grace_s.is_finite()) {
@@ -60,26 +64,110 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     // Opened here too (the scheduler thread opens its own) so that a missing model fails
     // before anything listens.
-    let config = tessera::serve::open_model(&args.model, args.seed)?.config;
-    let tp = tessera::serve::serving_tp(args.mesh.as_deref(), &config)?;
-    let context = config.seq;
-    let max_seq = args.max_seq.unwrap_or(context);
-    let kv_blocks = args.kv_blocks.unwrap_or(args.max_batch * max_seq.div_ceil(args.kv_block));
-    let step_tokens = args.step_tokens.unwrap_or(2 * args.max_batch as usize).max(1);
-    serve(ServerOptions {
+    let model = tessera::serve::open_model(&args.model, args.seed)?;
+    let config = &model.config;
+    let (tp, shape) = match &model.compiled {
+        Some(compiled) => {
+            let m = &compiled.manifest;
+            let asked = ServeShape {
+                kv_dtype: args.kv_dtype.unwrap_or(m.shape.kv_dtype),
+                ..ServeShape::new(
+                    args.max_batch.unwrap_or(m.shape.max_batch),
+                    args.max_seq.unwrap_or(m.shape.max_seq),
+                    args.kv_block.unwrap_or(m.shape.kv_block),
+                )
+            };
+            tessera::serve::compiled::check_run_options(compiled, asked, args.mesh.as_deref())?;
+            (m.tp_ranks(), m.shape)
+        }
+        None => {
+            let tp = tessera::serve::serving_tp(args.mesh.as_deref(), config)?;
+            let max_batch = args.max_batch.unwrap_or(16);
+            let shape = ServeShape {
+                kv_dtype: args.kv_dtype.unwrap_or(KvDtype::F32),
+                ..ServeShape::new(max_batch, args.max_seq.unwrap_or(config.seq), args.kv_block.unwrap_or(16))
+            };
+            (tp, shape)
+        }
+    };
+    let kv_blocks = args.kv_blocks.unwrap_or(shape.max_batch * shape.max_seq.div_ceil(shape.kv_block));
+    let step_tokens = args.step_tokens.unwrap_or(2 * shape.max_batch as usize).max(1);
+    let world = match tessera_runtime::mpi::launched_world_size().filter(|&n| n > 1) {
+        None => None,
+        Some(n) => {
+            if model.compiled.is_none() || tp != n as u64 {
+                bail!(
+                    "{}: under a launcher of {n} processes, serve runs a directory compiled with `tessera compile --serve --mesh tp={n}`",
+                    args.model
+                );
+            }
+            let comm = Transport::open(CommChoice::Mpi, PEER_TIMEOUT)?.into_shared();
+            if comm.rank() != 0 {
+                return follow_rank_0(&model, kv_blocks, comm);
+            }
+            Some(comm)
+        }
+    };
+    let options = ServerOptions {
         model: args.model,
         seed: args.seed,
         host: args.host,
         port: args.port,
         scheduler: SchedulerConfig {
-            max_batch: args.max_batch,
-            max_seq,
-            kv_block: args.kv_block,
-            kv_dtype: args.kv_dtype,
+            max_batch: shape.max_batch,
+            max_seq: shape.max_seq,
+            kv_block: shape.kv_block,
+            kv_dtype: shape.kv_dtype,
             kv_blocks,
             step_tokens,
             tp,
         },
         shutdown_grace: Duration::from_secs_f64(args.shutdown_grace_s),
-    })
+    };
+    let result = serve(options, world.clone());
+    if let (Err(e), Some(comm)) = (&result, &world) {
+        // The followers wait for rank 0's commands: end the job (MPI_Abort) with the reason.
+        comm.abort(&format!("tensor-parallel rank 0 (the server): {e:#}"));
+    }
+    result
+}
+
+/// How long a rank waits for a peer inside a step's all-reduce: the same programs on the same
+/// rows, so a peer this late has died or hung (a follower waits for commands without limit).
+const PEER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A rank other than 0 of `mpirun -n N tessera serve DIR`: builds its engine and applies rank
+/// 0's commands until rank 0 stops it (exit 0). Signals are rank 0's to act on (it drains and
+/// then stops the followers), so this process ignores SIGTERM and SIGINT; a failure or panic
+/// here ends the job with a message naming the rank.
+fn follow_rank_0(
+    model: &tessera::serve::ServedModel,
+    kv_blocks: u64,
+    comm: std::sync::Arc<dyn Communicator>,
+) -> Result<()> {
+    // SAFETY: signal(2) with SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+    let rank = comm.rank();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
+        let mut engine = tessera::serve::compiled::build_process_rank(model, kv_blocks, comm.clone())?;
+        process::follow(&mut engine, comm.as_ref())?;
+        Ok(())
+    }));
+    let message = match result {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(payload) => {
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            format!("panicked: {text}")
+        }
+    };
+    comm.abort(&format!("tensor-parallel rank {rank} {message}"));
+    bail!("tensor-parallel rank {rank} {message}")
 }

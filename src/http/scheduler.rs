@@ -14,8 +14,11 @@
 //!    what could still become a stop string) and finishes it on end-of-sequence, a stop
 //!    string or `max_tokens`.
 //!
-//! A failed step (a program error) leaves the engine as it was before it; its requests get an
-//! error and the others go on. On [`Message::Drain`] the scheduler refuses new requests,
+//! A failed step (a program error, on any tensor-parallel rank) leaves the engine as it was
+//! before it; its requests get a 500 naming the rank and the others go on. A lost engine (a
+//! tensor-parallel rank panicked or is gone: `ServeError::is_fatal`) can run nothing more:
+//! every request gets a 503 saying so and [`run`] returns the reason, on which the server
+//! stops and exits 1 (a supervisor restarts it). On [`Message::Drain`] the scheduler refuses new requests,
 //! finishes the ones it has, and after the deadline aborts what is left.
 
 use super::api::{ApiError, CompletionParams, FinishReason, Prompt, Usage};
@@ -27,9 +30,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tessera_ir::serving::{KvDtype, ServeShape};
 use tessera_runtime::serve::engine::{SeqId, ServingEngine};
+use tessera_runtime::serve::process::LeaderEngine;
 use tessera_runtime::serve::sampling::Sampler;
 use tessera_runtime::serve::tokenizer::StreamDecoder;
 use tessera_runtime::serve::ServeError;
+use tessera_runtime::spmd::Communicator;
 use tokio::sync::mpsc::UnboundedSender;
 
 /// The server's limits, from the command line.
@@ -138,10 +143,14 @@ pub struct Scheduler {
     /// This iteration's tokens as `(first of its request, latency)`, written into the metrics
     /// under one lock at the end of the iteration (not one lock per token).
     latencies: Vec<(bool, f64)>,
+    /// Why the engine can run nothing more, once it cannot.
+    lost: Option<String>,
 }
 
-/// Opens `model`, builds its engine and runs the scheduler on the calling thread until
-/// `messages` closes; `ready` learns first whether the engine could be built.
+/// Opens `model`, builds its engine (rank 0's of a job of processes joined by `world`, if
+/// given: a [`LeaderEngine`]) and runs the scheduler on the calling thread until
+/// `messages` closes or the engine is lost; `ready` learns first whether the engine could be
+/// built. Returns why the engine was lost, if it was.
 pub fn run(
     model: &str,
     seed: u64,
@@ -149,12 +158,20 @@ pub fn run(
     metrics: Arc<Mutex<Metrics>>,
     messages: Receiver<Message>,
     ready: std::sync::mpsc::Sender<Result<Ready, String>>,
-) {
+    world: Option<Arc<dyn Communicator>>,
+) -> Option<String> {
     let built = open_model(model, seed).and_then(|model| {
         let shape = ServeShape {
             kv_dtype: config.kv_dtype,
             ..ServeShape::new(config.max_batch, config.max_seq, config.kv_block)
         };
+        if let Some(world) = world {
+            // Rank 0 of a job of processes: the others follow its commands.
+            let started = std::time::Instant::now();
+            let engine = crate::serve::compiled::build_process_rank(&model, config.kv_blocks, world.clone())?;
+            let engine: Box<dyn ServingEngine> = Box::new(LeaderEngine::new(engine, world));
+            return Ok((model, engine, started.elapsed()));
+        }
         let (engine, setup) =
             build_serving_engine(&model, shape, config.kv_blocks, &row_buckets(config.max_batch), config.tp)?;
         Ok((model, engine, setup))
@@ -163,7 +180,7 @@ pub fn run(
         Ok(built) => built,
         Err(e) => {
             let _ = ready.send(Err(tessera_rt::error_line(e.as_ref())));
-            return;
+            return None;
         }
     };
     let kv = engine.kv_usage();
@@ -175,7 +192,7 @@ pub fn run(
         m.tp_ranks = config.tp;
     }
     if ready.send(Ok(Ready { kv_blocks: kv.blocks_total, setup })).is_err() {
-        return;
+        return None;
     }
     let mut scheduler = Scheduler {
         engine,
@@ -187,8 +204,10 @@ pub fn run(
         next_order: 0,
         draining: None,
         latencies: Vec::new(),
+        lost: None,
     };
     scheduler.serve(&messages);
+    scheduler.lost
 }
 
 impl Scheduler {
@@ -215,6 +234,9 @@ impl Scheduler {
                 self.abort_all("the server shut down before the request finished");
             }
             self.iterate();
+            if self.lost.is_some() {
+                return;
+            }
         }
     }
 
@@ -321,6 +343,13 @@ impl Scheduler {
                 .collect();
             match self.engine.step(&items) {
                 Ok(logits) => self.advance(&work, &logits),
+                Err(e) if e.is_fatal() => {
+                    let message = format!("the engine step failed: {e}; the server is exiting");
+                    eprintln!("tessera serve: {message}");
+                    self.abort_all(&message);
+                    self.lost = Some(e.to_string());
+                    return;
+                }
                 Err(e) => self.fail_step(&work, &e),
             }
             self.retire_finished();

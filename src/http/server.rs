@@ -41,8 +41,10 @@ struct AppState {
 }
 
 /// Runs the server until a signal ends it; an error before serving (the address is taken,
-/// the model does not load) ends it non-zero.
-pub fn serve(options: ServerOptions) -> Result<()> {
+/// the model does not load) ends it non-zero. With `world`, this process is rank 0 of a job
+/// of tensor-parallel processes (`tessera_runtime::serve::process`): its engine leads the
+/// others.
+pub fn serve(options: ServerOptions, world: Option<Arc<dyn tessera_runtime::spmd::Communicator>>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -55,11 +57,19 @@ pub fn serve(options: ServerOptions) -> Result<()> {
     let metrics = Arc::new(Mutex::new(Metrics::default()));
     let (submit, messages) = std::sync::mpsc::channel();
     let (ready_sender, ready) = std::sync::mpsc::channel();
+    // The scheduler says here that its engine is lost, which stops the server.
+    let (lost_sender, lost) = tokio::sync::oneshot::channel::<String>();
     let scheduler_thread = {
         let (model, seed, config, metrics) = (options.model.clone(), options.seed, options.scheduler, metrics.clone());
         std::thread::Builder::new()
             .name("tessera-scheduler".into())
-            .spawn(move || scheduler::run(&model, seed, config, metrics, messages, ready_sender))
+            .spawn(move || {
+                let lost = scheduler::run(&model, seed, config, metrics, messages, ready_sender, world);
+                if let Some(reason) = &lost {
+                    let _ = lost_sender.send(reason.clone());
+                }
+                lost
+            })
             .context("starting the scheduler thread")?
     };
     let ready = match ready.recv() {
@@ -95,18 +105,32 @@ pub fn serve(options: ServerOptions) -> Result<()> {
         .block_on(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
-                    let signal = shutdown_signal().await;
-                    eprintln!(
-                        "{signal}: finishing in-flight requests (at most {:.0} s), accepting no more",
-                        grace.as_secs_f64()
-                    );
-                    let _ = drain.send(Message::Drain { deadline: Instant::now() + grace });
+                    let engine_lost = async {
+                        match lost.await {
+                            Ok(reason) => reason,
+                            // The scheduler ended without losing its engine: only a signal stops.
+                            Err(_) => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        signal = shutdown_signal() => {
+                            eprintln!(
+                                "{signal}: finishing in-flight requests (at most {:.0} s), accepting no more",
+                                grace.as_secs_f64()
+                            );
+                            let _ = drain.send(Message::Drain { deadline: Instant::now() + grace });
+                        }
+                        reason = engine_lost => eprintln!("tessera serve: stopping: {reason}"),
+                    }
                 })
                 .await
         })
         .context("serving")?;
     // Every sender is gone with the router: the scheduler finishes and returns.
-    scheduler_thread.join().map_err(|_| anyhow!("the scheduler thread panicked"))?;
+    let lost = scheduler_thread.join().map_err(|_| anyhow!("the scheduler thread panicked"))?;
+    if let Some(reason) = lost {
+        bail!("{reason}: the server stopped; restart it (a supervisor restarting on a non-zero exit does)");
+    }
     eprintln!("tessera serve: stopped");
     Ok(())
 }

@@ -29,6 +29,7 @@ mod real_models;
 mod recurrent;
 mod runtime_only;
 mod serve_http;
+mod serve_mpi;
 mod serve_reference;
 mod serve_tp;
 mod shard;

@@ -2,8 +2,9 @@
 //! requests of mixed lengths in flight together (streamed and not, with preemption forced by
 //! a small KV cache), 64 concurrent streams, the KV-cache bound read from `/metrics` while
 //! they run, every kind of bad request refused with an OpenAI-style 4xx, cancellation on
-//! hang-up, `tessera bench serve`, and SIGTERM ending the server with exit 0 after it
-//! finishes what is in flight.
+//! hang-up, `tessera bench serve`, SIGTERM ending the server with exit 0 after it
+//! finishes what is in flight, and a failing tensor-parallel rank failing its request (500)
+//! while a panicking one stops the server (503, exit 1).
 
 use crate::serve_reference::{checkpoint, reference, Case};
 use crate::support::{repo_root, tessera};
@@ -20,24 +21,38 @@ fn reference_cases(model: &str) -> Vec<Case> {
     reference().models[model].clone()
 }
 
-/// A `tessera serve` child process; killed if a test fails before it stops.
-struct Server {
+/// A `tessera serve` child process (or `mpirun` running them); killed if a test fails before
+/// it stops.
+pub(crate) struct Server {
     child: Child,
-    address: String,
+    pub(crate) address: String,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Server {
     /// Starts the server on a free port and waits for the address line on its stdout.
     fn start(model: &str, extra: &[&str]) -> Server {
-        let path = checkpoint(model);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        Server::start_with_env(model, extra, &[])
+    }
+
+    /// [`Server::start`] with variables `env` set for the server.
+    fn start_with_env(model: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_path(&checkpoint(model), extra, env)
+    }
+
+    /// [`Server::start_with_env`] on any model path (a compiled serving directory).
+    fn start_path(path: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        command
             .args(["serve", path.to_str().expect("a UTF-8 path"), "--port", "0"])
             .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tessera serve starts");
+            .envs(env.iter().copied());
+        Server::spawn(command)
+    }
+
+    /// Runs `command` (which starts a server on port 0) and waits for the address line.
+    pub(crate) fn spawn(mut command: Command) -> Server {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("tessera serve starts");
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().expect("stderr is piped");
         let collected = stderr.clone();
@@ -69,22 +84,45 @@ impl Server {
         response.text()
     }
 
-    fn metric(&self, name: &str) -> f64 {
+    /// The process id of the child (`tessera serve`, or `mpirun`).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn metric(&self, name: &str) -> f64 {
         let text = self.metrics();
         sample(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"))
     }
 
     /// Sends SIGTERM and waits for the exit code.
-    fn terminate(mut self) -> i32 {
+    pub(crate) fn terminate(mut self) -> i32 {
         let pid = i32::try_from(self.child.id()).expect("a pid fits in i32");
         // SAFETY: kill(2) on our own child's pid has no memory effects.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.wait_exit(Duration::from_secs(60), "after SIGTERM")
+    }
+
+    /// Waits at most `limit` for the server to exit on its own; its exit code.
+    pub(crate) fn wait_exit(&mut self, limit: Duration, why: &str) -> i32 {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status.code().unwrap_or(-1);
             }
-            assert!(Instant::now() < deadline, "the server did not exit after SIGTERM");
+            assert!(Instant::now() < deadline, "the server did not exit {why}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the server wrote to stderr, once it has exited.
+    pub(crate) fn stderr_text(&self) -> String {
+        // The reader thread appends once the pipe closes, just after the exit.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.stderr.lock().expect("stderr lock").clone();
+            if !text.is_empty() || Instant::now() >= deadline {
+                return text;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -130,7 +168,7 @@ fn stream(address: &str, body: &Value) -> Streamed {
 
 /// The 8 requests: the three reference prompts in turn, as text or as token ids, streamed or
 /// not, all sent at once; each must give transformers' greedy tokens.
-fn eight_mixed_requests_match_transformers(server: &Server, model: &str) {
+pub(crate) fn eight_mixed_requests_match_transformers(server: &Server, model: &str) {
     let cases = reference_cases(model);
     let tokenizer = TextTokenizer::from_file(&checkpoint(model).join("tokenizer.json")).expect("tokenizer.json loads");
     let threads: Vec<_> = (0..8)
@@ -395,6 +433,66 @@ fn gpt2_server_serves_streams_refuses_and_shuts_down() {
     assert_eq!(server.terminate(), 0);
     let last = in_flight.join().expect("the in-flight request's thread");
     assert_eq!(last.finish_reason.as_deref(), Some("length"), "the in-flight request finished");
+}
+
+/// A directory `tessera compile --serve --mesh tp=2` wrote serves on its own (programs and
+/// rank shards, no checkpoint): the 8 mixed requests get transformers' tokens, on two ranks.
+#[test]
+fn a_compiled_two_rank_directory_serves_the_same_completions() {
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let dir = work.path().join("llama-tp2");
+    let source = checkpoint("llama-tiny");
+    let out = tessera(
+        &repo_root(),
+        &["compile", source.to_str().expect("a UTF-8 path"), "--serve", "--mesh", "tp=2", "--max-batch", "4"]
+            .iter()
+            .chain(&["--max-seq", "160", "-o", dir.to_str().expect("a UTF-8 path")])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let server = Server::start_path(&dir, &["--kv-blocks", "16"], &[]);
+    eight_mixed_requests_match_transformers(&server, "llama-tiny");
+    assert_eq!(server.metric("tessera_tp_ranks"), 2.0);
+    assert!(server.metric("tessera_all_reduce_seconds_total") > 0.0, "the ranks all-reduced");
+    assert_eq!(server.terminate(), 0);
+}
+
+/// Tensor-parallel failures through the socket (the debug-build hook `TESSERA_SERVE_FAULT`):
+/// rank 1 failing a step fails that request with an OpenAI-style 500 naming the rank, and the
+/// server serves on (transformers' tokens for the next requests, exit 0 on SIGTERM); rank 1
+/// panicking fails the request in flight with a 503 naming it, and the server exits 1 at
+/// once (not after the 300 s receive deadline) so that a supervisor restarts it.
+#[test]
+fn a_failing_rank_fails_its_request_and_a_panicking_rank_stops_the_server() {
+    let case = reference_cases("llama-tiny")[1].clone();
+    let body = json!({"prompt": case.prompt_ids, "max_tokens": case.generated_ids.len(), "temperature": 0});
+    let flags = ["--max-batch", "1", "--mesh", "tp=2"];
+    let error_of = |response: &client::HttpResponse| {
+        let object = response.json().expect("a JSON error body");
+        assert_eq!(object["error"]["type"], "server_error", "{object}");
+        object["error"]["message"].as_str().expect("a message").to_string()
+    };
+
+    let server = Server::start_with_env("llama-tiny", &flags, &[(tessera::fault::SERVE_ENV, "1:2:error")]);
+    let failed = server.post(&body);
+    assert_eq!(failed.status, 500, "{}", failed.text());
+    let message = error_of(&failed);
+    assert!(message.contains("tensor-parallel rank 1 failed the step: "), "{message}");
+    eight_mixed_requests_match_transformers(&server, "llama-tiny");
+    assert_eq!(server.terminate(), 0);
+
+    let mut server = Server::start_with_env("llama-tiny", &flags, &[(tessera::fault::SERVE_ENV, "1:2:panic")]);
+    let started = Instant::now();
+    let failed = server.post(&body);
+    assert_eq!(failed.status, 503, "{}", failed.text());
+    let message = error_of(&failed);
+    assert!(message.contains("tensor-parallel rank 1 panicked: injected failure"), "{message}");
+    assert!(message.contains("the server is exiting"), "{message}");
+    assert_eq!(server.wait_exit(Duration::from_secs(30), "after losing a rank"), 1);
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    let stderr = server.stderr_text();
+    assert!(stderr.contains("the server stopped; restart it"), "{stderr}");
 }
 
 /// Start-up failures are clear errors with a non-zero exit.

@@ -298,6 +298,15 @@ fn add_residual(stream: &mut [f32], sum: &[f32], bias: &[f32]) {
     }
 }
 
+/// How an injected fault ([`Engine::inject_fault`]) fails a program run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The run returns an error, as a failing kernel would: the step is undone.
+    Error,
+    /// The run panics, as a bug would: nothing is undone.
+    Panic,
+}
+
 /// The serving engine: see [`crate::serve`].
 pub struct Engine {
     manifest: ServeManifest,
@@ -311,8 +320,8 @@ pub struct Engine {
     next_seq: SeqId,
     /// `cos` and `sin` per position, `[max_seq, head_dim / 2]` (rotary models).
     rotary: Option<(Vec<f32>, Vec<f32>)>,
-    /// Fault injection ([`Engine::fail_forward_after`]): program runs left before one fails.
-    forward_fault: Option<usize>,
+    /// Fault injection ([`Engine::inject_fault`]): program runs left before one fails, and how.
+    forward_fault: Option<(usize, Fault)>,
     /// Tensor parallelism: this rank's link to the others (`None` for one rank).
     rank: Option<RankLink>,
 }
@@ -567,21 +576,23 @@ impl Engine {
         for chunk in rows.chunks(shape.rows as usize) {
             let result = match self.forward_fault {
                 // Before any collective, so injected on every rank it fails them all alike.
-                Some(0) => {
+                Some((0, fault)) => {
                     self.forward_fault = None;
-                    let message = "injected failure (Engine::fail_forward_after)".to_string();
+                    let message = format!("injected failure (Engine::inject_fault){}", self.rank_suffix());
+                    if fault == Fault::Panic {
+                        panic!("{message}");
+                    }
                     Err(ServeError::Program { program: "embed".into(), message })
                 }
                 fault => {
-                    self.forward_fault = fault.map(|runs| runs - 1);
-                    let result = self.forward(work, chunk);
-                    if let (Err(e), Some(rank)) = (&result, &self.rank) {
-                        // The peers may be waiting for this rank's part of an all-reduce.
-                        rank.comm.abort(&e.to_string());
-                    }
-                    result
+                    self.forward_fault = fault.map(|(runs, kind)| (runs - 1, kind));
+                    self.forward(work, chunk)
                 }
             };
+            if let (Err(e), Some(rank)) = (&result, &self.rank) {
+                // The peers may be waiting for this rank's part of an all-reduce.
+                rank.comm.abort(&e.to_string());
+            }
             let chunk_logits = match result {
                 Ok(logits) => logits,
                 Err(e) => {
@@ -601,7 +612,18 @@ impl Engine {
     /// Fault injection for tests of the recovery from a failed step: after `runs` more runs of
     /// the programs, the next one fails as a program error would (once).
     pub fn fail_forward_after(&mut self, runs: usize) {
-        self.forward_fault = Some(runs);
+        self.inject_fault(runs, Fault::Error);
+    }
+
+    /// Fault injection for tests: after `runs` more runs of the programs, the next one fails
+    /// (once) the way `fault` says, before it runs anything (so before its collectives).
+    pub fn inject_fault(&mut self, runs: usize, fault: Fault) {
+        self.forward_fault = Some((runs, fault));
+    }
+
+    /// " on tensor-parallel rank R", or nothing for one rank: for messages.
+    fn rank_suffix(&self) -> String {
+        self.rank.as_ref().map(|r| format!(" on tensor-parallel rank {}", r.comm.rank())).unwrap_or_default()
     }
 
     /// Puts the sequences of a failed step back to their `(seq, len, blocks)` from before it:

@@ -8,15 +8,26 @@
 //! meet in the two all-reduces of each layer, and rank 0 returns the logits.
 //!
 //! A step refused before it runs (unknown sequence, out of blocks, too long) is refused alike
-//! by every rank. A program failing on one rank aborts the communicator (its peers stop at
-//! their next all-reduce) and every rank undoes the step; the mesh cannot run another step
-//! after that (its communicator stays failed), so later steps fail with the first error.
+//! by every rank.
+//!
+//! Failures never hang and never outlive their cause:
+//! - A program failing on one rank (an error) aborts the communicator, so its peers' pending
+//!   all-reduce returns at once, and every rank undoes the step. Once all ranks have answered,
+//!   the mesh resets the communicator (clearing the failure and the failed round's undelivered
+//!   operands): the step's requests get the error, naming the rank, and the next step runs.
+//! - A rank that panics is caught at its thread (`catch_unwind`), which aborts the
+//!   communicator the same way, so its peers return at once too. Its engine may be half-way
+//!   through the step, so the mesh is lost: this and every later call fail with
+//!   [`ServeError::RankLost`] naming the rank. The owner ends (`tessera generate` exits 1; the
+//!   server fails every request with a 503 and exits 1 so that a supervisor restarts it).
+//! - A rank's thread that is gone is lost the same way.
 
-use super::engine::{Engine, KvUsage, SeqId, ServingEngine};
+use super::engine::{Engine, Fault, KvUsage, SeqId, ServingEngine};
 use super::ServeError;
 use crate::spmd::{Communicator, LocalCommunicator};
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -52,6 +63,20 @@ pub struct MeshEngine {
     last_kv: Cell<KvUsage>,
     /// Rank 0's all-reduce time after the last step.
     all_reduce_time: Duration,
+    /// The first rank lost (panicked, or its thread gone) and why: the mesh runs nothing after.
+    lost: RefCell<Option<(usize, String)>>,
+}
+
+/// What a rank's job sends back: its result, or the message of the panic that ended it.
+type Answer = (usize, Result<Box<dyn Any + Send>, String>);
+
+/// The text of a caught panic's payload.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 impl MeshEngine {
@@ -118,6 +143,7 @@ impl MeshEngine {
             weight_bytes: built.iter().map(|b| b.1).sum(),
             last_kv: Cell::new(KvUsage { block_bytes, ..kv }),
             all_reduce_time: Duration::ZERO,
+            lost: RefCell::new(None),
         };
         Ok(mesh)
     }
@@ -126,44 +152,90 @@ impl MeshEngine {
         self.ranks.len()
     }
 
-    /// Runs `f` on every rank at once; returns each rank's result in rank order.
+    /// The error of a lost mesh, if it is lost.
+    fn lost_error(&self) -> Option<ServeError> {
+        self.lost
+            .borrow()
+            .as_ref()
+            .map(|(rank, message)| ServeError::RankLost { rank: *rank, message: message.clone() })
+    }
+
+    /// Runs `f` on every rank at once; returns each rank's result in rank order. A rank that
+    /// panics (caught on its thread, which aborts the communicator so that its peers stop
+    /// waiting for it) or whose thread is gone loses the mesh: [`ServeError::RankLost`].
     fn on_all<T: Send + 'static>(
         &self,
         f: impl Fn(&mut Engine) -> T + Clone + Send + 'static,
     ) -> Result<Vec<T>, ServeError> {
-        let (tx, rx) = mpsc::channel();
+        if let Some(e) = self.lost_error() {
+            return Err(e);
+        }
+        let (tx, rx) = mpsc::channel::<Answer>();
         for (rank, thread) in self.ranks.iter().enumerate() {
-            let (f, tx) = (f.clone(), tx.clone());
+            let (f, tx, comm) = (f.clone(), tx.clone(), self.comm.clone());
             let job: Job = Box::new(move |engine| {
-                let _ = tx.send((rank, Box::new(f(engine)) as Box<dyn Any + Send>));
+                let answer = match std::panic::catch_unwind(AssertUnwindSafe(|| f(engine))) {
+                    Ok(value) => Ok(Box::new(value) as Box<dyn Any + Send>),
+                    Err(payload) => {
+                        let message = format!("panicked: {}", panic_message(payload.as_ref()));
+                        comm.abort(&format!("tensor-parallel rank {rank} {message}"));
+                        Err(message)
+                    }
+                };
+                let _ = tx.send((rank, answer));
             });
             if thread.jobs.send(job).is_err() {
-                return Err(self.rank_gone(rank));
+                return Err(self.lose(rank, "its thread has stopped".into()));
             }
         }
         drop(tx);
         let mut results: Vec<Option<T>> = (0..self.ranks.len()).map(|_| None).collect();
-        for (rank, value) in rx.iter().take(self.ranks.len()) {
-            results[rank] = value.downcast::<T>().ok().map(|v| *v);
+        let mut panicked: Option<(usize, String)> = None;
+        for (rank, answer) in rx.iter().take(self.ranks.len()) {
+            match answer {
+                Ok(value) => results[rank] = value.downcast::<T>().ok().map(|v| *v),
+                Err(message) => {
+                    panicked.get_or_insert((rank, message));
+                }
+            }
         }
-        results.into_iter().enumerate().map(|(rank, result)| result.ok_or_else(|| self.rank_gone(rank))).collect()
+        if let Some((rank, message)) = panicked {
+            return Err(self.lose(rank, message));
+        }
+        let missing = results.iter().position(Option::is_none);
+        if let Some(rank) = missing {
+            return Err(self.lose(rank, "its thread has stopped".into()));
+        }
+        Ok(results.into_iter().flatten().collect())
     }
 
     /// Runs `f` on every rank without waiting for it.
     fn on_all_async(&self, f: impl Fn(&mut Engine) + Clone + Send + 'static) {
+        if self.lost.borrow().is_some() {
+            return;
+        }
         for (rank, thread) in self.ranks.iter().enumerate() {
-            let f = f.clone();
-            if thread.jobs.send(Box::new(move |engine| f(engine))).is_err() {
-                self.rank_gone(rank);
+            let (f, comm) = (f.clone(), self.comm.clone());
+            let job: Job = Box::new(move |engine| {
+                if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| f(engine))) {
+                    let message = panic_message(payload.as_ref());
+                    comm.abort(&format!("tensor-parallel rank {rank} panicked: {message}"));
+                }
+            });
+            if thread.jobs.send(job).is_err() {
+                self.lose(rank, "its thread has stopped".into());
+                return;
             }
         }
     }
 
-    /// A rank's thread has ended (it panicked): stops the others' collectives.
-    fn rank_gone(&self, rank: usize) -> ServeError {
-        let message = format!("tensor-parallel rank {rank}'s thread has stopped");
-        self.comm.abort(&message);
-        ServeError::Invalid(message)
+    /// Marks the mesh lost through `rank` (the first loss is the one reported) and stops every
+    /// rank's collectives; returns the error.
+    fn lose(&self, rank: usize, message: String) -> ServeError {
+        let mut lost = self.lost.borrow_mut();
+        let (rank, message) = lost.get_or_insert((rank, message)).clone();
+        self.comm.abort(&format!("tensor-parallel rank {rank} {message}"));
+        ServeError::RankLost { rank, message }
     }
 }
 
@@ -212,13 +284,25 @@ impl ServingEngine for MeshEngine {
             }
         }
         if let Some(at) = errors.iter().position(|e| !echo(e)).or((!errors.is_empty()).then_some(0)) {
-            return Err(errors.swap_remove(at));
+            // Every rank has answered and undone the step: nothing is in flight, so the
+            // communicator can forget the failure and the next step can run.
+            let cause = self.comm.first_failure();
+            self.comm.reset();
+            let error = errors.swap_remove(at);
+            return Err(match (error, cause) {
+                // Name the rank whose failure stopped the others.
+                (ServeError::Collective(crate::spmd::CommError::PeerFailed { rank, message }), _) => {
+                    ServeError::RankFailed { rank, message }
+                }
+                (error, Some((rank, _))) => ServeError::RankFailed { rank, message: error.to_string() },
+                (error, None) => error,
+            });
         }
         logits.ok_or_else(|| ServeError::Invalid("no rank answered the step".into()))
     }
 
     fn kv_usage(&self) -> KvUsage {
-        let rank0 = self.ranks.first().map(|thread| {
+        let rank0 = self.ranks.first().filter(|_| self.lost.borrow().is_none()).map(|thread| {
             let (tx, rx) = mpsc::channel();
             let job: Job = Box::new(move |engine| {
                 let _ = tx.send(engine.kv_usage());
@@ -244,6 +328,14 @@ impl MeshEngine {
     /// [`Engine::fail_forward_after`] on every rank (the same run fails on all of them).
     pub fn fail_forward_after(&mut self, runs: usize) {
         self.on_all_async(move |engine| engine.fail_forward_after(runs));
+    }
+
+    /// [`Engine::inject_fault`] on rank `rank` alone: its peers meet the fault in their
+    /// all-reduces. A `rank` outside the mesh injects nothing.
+    pub fn inject_fault(&mut self, rank: usize, runs: usize, fault: Fault) {
+        if let Some(thread) = self.ranks.get(rank) {
+            let _ = thread.jobs.send(Box::new(move |engine| engine.inject_fault(runs, fault)));
+        }
     }
 }
 

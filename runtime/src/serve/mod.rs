@@ -67,6 +67,7 @@
 //!
 //! Map: [`blocks`] (the block allocator: free list and usage counts), [`attention`] (cache
 //! layout and paged attention), [`engine`], [`mesh`] (tensor-parallel ranks on threads),
+//! [`process`] (tensor-parallel ranks as processes under `mpirun`: rank 0 leads),
 //! [`sampling`] (greedy, temperature and top-p), [`tokenizer`] (`tokenizer.json` or bytes;
 //! streaming detokenization).
 
@@ -74,6 +75,7 @@ pub mod attention;
 pub mod blocks;
 pub mod engine;
 pub mod mesh;
+pub mod process;
 pub mod sampling;
 pub mod tokenizer;
 
@@ -107,8 +109,22 @@ pub enum ServeError {
     Program { program: String, message: String },
     #[error("tensor-parallel all-reduce: {0}")]
     Collective(#[from] crate::spmd::CommError),
+    /// A step failed on tensor-parallel rank `rank` (every rank undid it; the mesh runs on).
+    #[error("tensor-parallel rank {rank} failed the step: {message}")]
+    RankFailed { rank: usize, message: String },
+    /// Tensor-parallel rank `rank` is gone (it panicked, its thread or process ended): the
+    /// mesh runs nothing more, and its owner should exit (see [`mesh`]).
+    #[error("tensor-parallel rank {rank} {message}; the mesh cannot run another step")]
+    RankLost { rank: usize, message: String },
     #[error("{0}")]
     Invalid(String),
+}
+
+impl ServeError {
+    /// Whether the engine that returned this can run nothing more (its owner should exit).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, ServeError::RankLost { .. })
+    }
 }
 
 /// Reads a serving directory (`serve.json` and the four artifacts, or five with tensor
