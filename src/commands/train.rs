@@ -178,6 +178,7 @@ fn print_report(out: &mut impl Write, format: Format, report: &StepReport) -> Re
                 "loss": report.loss,
                 "step_time_s": report.step_time_s,
                 "tokens_per_s": report.tokens_per_s,
+                "cpu_time_s": report.cpu_time_s,
             });
             writeln!(out, "{line}")?;
         }

@@ -495,6 +495,7 @@ impl DistributedTrainer {
 
     fn try_train_step(&mut self) -> Result<StepReport> {
         let started = Instant::now();
+        let cpu_started = super::process_cpu_time_s();
         let shared = Arc::clone(&self.shared);
         let p = &self.progress;
         let data =
@@ -560,6 +561,7 @@ impl DistributedTrainer {
             loss,
             step_time_s,
             tokens_per_s: self.tokens_per_step() as f64 / step_time_s.max(1e-12),
+            cpu_time_s: super::process_cpu_time_s() - cpu_started,
         })
     }
 

@@ -38,10 +38,14 @@ fn json_losses(stdout: &str) -> Vec<(u64, f64)> {
         .lines()
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
-            for key in ["step", "loss", "step_time_s", "tokens_per_s"] {
+            for key in ["step", "loss", "step_time_s", "tokens_per_s", "cpu_time_s"] {
                 assert!(v.get(key).is_some_and(|x| x.is_number()), "{key} missing in {line}");
             }
             assert!(v["tokens_per_s"].as_f64().is_some_and(|t| t > 0.0), "{line}");
+            // A step's CPU time (every thread of the process) is positive and at most what the
+            // machine's cores can give in its wall time (2 here; 4 leaves room for clock skew).
+            let (cpu, wall) = (v["cpu_time_s"].as_f64().unwrap_or(-1.0), v["step_time_s"].as_f64().unwrap_or(0.0));
+            assert!(cpu > 0.0 && cpu <= 4.0 * wall + 0.01, "{line}");
             (v["step"].as_u64().expect("step"), v["loss"].as_f64().expect("loss"))
         })
         .collect()

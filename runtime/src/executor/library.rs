@@ -212,8 +212,12 @@ pub fn matmul_with(
     // `start`: the flat index of `c`'s first element in the output, for the epilogue.
     let gemm = |mm: usize, a: &[f32], b: &[f32], c: &mut [f32], threaded: bool, start: usize| {
         let split = threaded && mm * n * k >= PARALLEL_GEMM_MIN_MACS;
-        let parallelism = if split { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-        gemm_f32((mm, n, k), a, b, (csb, rsb), c, parallelism);
+        if !split && super::small_gemm::suits(mm, n, k) {
+            super::small_gemm::gemm((mm, n, k), a, b, (csb, rsb), c);
+        } else {
+            let parallelism = if split { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+            gemm_f32((mm, n, k), a, b, (csb, rsb), c, parallelism);
+        }
         if let Some(epilogue) = epilogue {
             epilogue.apply_maybe_parallel(c, start, split);
         }

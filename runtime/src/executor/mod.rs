@@ -72,6 +72,7 @@ pub mod ranged;
 pub mod recurrent;
 pub mod run;
 pub mod sealed;
+mod small_gemm;
 pub mod winograd;
 
 /// Buffers for the library calls' unit tests (`conv`, `library`).
