@@ -62,7 +62,17 @@ fn cases() -> Result<Vec<Case>> {
     push("matmul", "12x128x64 @ 12x64x128".into(), g);
     let window = |stride: i64, pad: i64| Window { strides: [stride, stride], pads: [pad; 4], dilations: [1, 1] };
     for (c, o, hw, k, stride) in
-        [(16, 16, 8, 3, 1), (64, 64, 56, 3, 1), (256, 64, 56, 1, 1), (256, 256, 14, 3, 1), (512, 2048, 7, 1, 1)]
+        // The 3x3 ones at every ResNet-50 stage, so that each direct convolution the Winograd
+        // rule could replace is priced by a point of its own shape class.
+        [
+            (16, 16, 8, 3, 1),
+            (64, 64, 56, 3, 1),
+            (128, 128, 28, 3, 1),
+            (256, 256, 14, 3, 1),
+            (512, 512, 7, 3, 1),
+            (256, 64, 56, 1, 1),
+            (512, 2048, 7, 1, 1),
+        ]
     {
         let op = Op::Conv2d { window: window(stride, k as i64 / 2), groups: 1 };
         let g = one_op(op, &[(&[1, c, hw, hw], false), (&[o, c, k, k], true)])?;
@@ -171,8 +181,7 @@ fn timed(g: &Graph, scratch: &Path) -> Result<Timed> {
         bound.run_profiled(&per_run, &mut profile).map_err(|e| anyhow!("run: {e}"))?;
         let (cpu, wall) = (super::bench::process_cpu_seconds()? - started, wall.elapsed().as_secs_f64());
         let is_step = |kind: &str| kind.starts_with("kernel ") || kind.starts_with("library ");
-        let step_wall: f64 =
-            profile.entries().iter().filter(|e| is_step(&e.kind)).map(|e| e.total.as_secs_f64()).sum();
+        let step_wall: f64 = profile.entries().iter().filter(|e| is_step(&e.kind)).map(|e| e.total.as_secs_f64()).sum();
         runs.push(cpu);
         steps.push(step_wall);
         walls.push(wall);

@@ -202,6 +202,7 @@ unsafe fn input_avx2(x: &[f32], tiling: &Tiling, v: &mut [f32], staging: &mut Ve
 fn input_channels_last(x: &[f32], tiling: &Tiling, v: &mut [f32], staging: &mut Vec<f32>) {
     let Tiling { n, c, h, w, tiles_h, tiles_w, top, left, .. } = *tiling;
     let tiles = tiling.tiles();
+    let avx2 = has_avx2();
     let (padded_h, padded_w) = (2 * tiles_h + 2, 2 * tiles_w + 2);
     // `h + top <= padded_h` and `w + left <= padded_w`: the output extent is `h + top + bottom - 2`
     // and the tiles cover it.
@@ -237,6 +238,14 @@ fn input_channels_last(x: &[f32], tiling: &Tiling, v: &mut [f32], staging: &mut 
                 let t = (image * tiles_h + i) * tiles_w + j;
                 for ch in (0..c).step_by(LANES) {
                     let len = LANES.min(c - ch);
+                    #[cfg(target_arch = "x86_64")]
+                    if len == LANES && avx2 {
+                        let patch = |r: usize, s: usize| ((2 * i + r) * padded_w + 2 * j + s) * c + ch;
+                        let rows: [usize; POSITIONS] = std::array::from_fn(|xi| (xi * tiles + t) * c + ch);
+                        // SAFETY: the CPU has AVX2 (checked just above).
+                        unsafe { avx2::input_patch(staging, patch, v, &rows) };
+                        continue;
+                    }
                     let d: [Lanes; POSITIONS] = std::array::from_fn(|rs| {
                         let (r, s) = (rs / 4, rs % 4);
                         Lanes::load(&staging[((2 * i + r) * padded_w + 2 * j + s) * c + ch..], len)
@@ -267,6 +276,7 @@ unsafe fn output_avx2(m: &[f32], tiling: &Tiling, k: usize, y: &mut [f32], stagi
 fn output_channels_last(m: &[f32], tiling: &Tiling, k: usize, y: &mut [f32], staging: &mut Vec<f32>) {
     let Tiling { n, out_h, out_w, tiles_h, tiles_w, .. } = *tiling;
     let tiles = tiling.tiles();
+    let avx2 = has_avx2();
     let staged_w = 2 * tiles_w;
     staging.clear();
     staging.resize(2 * staged_w * k, 0.0);
@@ -276,6 +286,15 @@ fn output_channels_last(m: &[f32], tiling: &Tiling, k: usize, y: &mut [f32], sta
                 let t = (image * tiles_h + i) * tiles_w + j;
                 for ch in (0..k).step_by(LANES) {
                     let len = LANES.min(k - ch);
+                    #[cfg(target_arch = "x86_64")]
+                    if len == LANES && avx2 {
+                        let rows: [usize; POSITIONS] = std::array::from_fn(|xi| (xi * tiles + t) * k + ch);
+                        let outs: [usize; 4] =
+                            std::array::from_fn(|pq| ((pq / 2) * staged_w + 2 * j + pq % 2) * k + ch);
+                        // SAFETY: the CPU has AVX2 (checked just above).
+                        unsafe { avx2::output_tile(m, &rows, staging, &outs) };
+                        continue;
+                    }
                     let tile: [Lanes; POSITIONS] =
                         std::array::from_fn(|xi| Lanes::load(&m[(xi * tiles + t) * k + ch..], len));
                     for (pq, value) in winograd::output_tile(&tile).into_iter().enumerate() {
@@ -293,6 +312,81 @@ fn output_channels_last(m: &[f32], tiling: &Tiling, k: usize, y: &mut [f32], sta
                     }
                 }
             }
+        }
+    }
+}
+
+/// The full-vector transforms in AVX2 intrinsics: the same arithmetic as
+/// [`winograd::input_tile`] and [`winograd::output_tile`] on eight channels, kept in registers
+/// (the generic [`Lanes`] form moves its 16-vector arrays through the stack).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{LANES, POSITIONS};
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_sub_ps,
+    };
+
+    /// Eight values of `from` at `at` (bounds-checked).
+    #[inline(always)]
+    unsafe fn load(from: &[f32], at: usize) -> __m256 {
+        _mm256_loadu_ps(from[at..at + LANES].as_ptr())
+    }
+
+    #[inline(always)]
+    unsafe fn store(to: &mut [f32], at: usize, value: __m256) {
+        _mm256_storeu_ps(to[at..at + LANES].as_mut_ptr(), value)
+    }
+
+    /// `Bᵀ d B` of the patch whose input `(r, s)` starts at `patch(r, s)` in `staging`, position
+    /// `ξ` written at `rows[ξ]` of `v`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn input_patch(
+        staging: &[f32],
+        patch: impl Fn(usize, usize) -> usize,
+        v: &mut [f32],
+        rows: &[usize; POSITIONS],
+    ) {
+        let mut combined = [[_mm256_setzero_ps(); 4]; 4];
+        for s in 0..4 {
+            let (d0, d1, d2, d3) = (
+                load(staging, patch(0, s)),
+                load(staging, patch(1, s)),
+                load(staging, patch(2, s)),
+                load(staging, patch(3, s)),
+            );
+            combined[0][s] = _mm256_sub_ps(d0, d2);
+            combined[1][s] = _mm256_add_ps(d1, d2);
+            combined[2][s] = _mm256_sub_ps(d2, d1);
+            combined[3][s] = _mm256_sub_ps(d1, d3);
+        }
+        for (a, r) in combined.iter().enumerate() {
+            store(v, rows[4 * a], _mm256_sub_ps(r[0], r[2]));
+            store(v, rows[4 * a + 1], _mm256_add_ps(r[1], r[2]));
+            store(v, rows[4 * a + 2], _mm256_sub_ps(r[2], r[1]));
+            store(v, rows[4 * a + 3], _mm256_sub_ps(r[1], r[3]));
+        }
+    }
+
+    /// `Aᵀ m A` of the tile whose position `ξ` starts at `rows[ξ]` of `m`, output `(p, q)`
+    /// written at `outs[2p + q]` of `staging`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn output_tile(m: &[f32], rows: &[usize; POSITIONS], staging: &mut [f32], outs: &[usize; 4]) {
+        let at = |a: usize, b: usize| rows[4 * a + b];
+        let mut combined = [[_mm256_setzero_ps(); 4]; 2];
+        for s in 0..4 {
+            let (m0, m1, m2, m3) = (load(m, at(0, s)), load(m, at(1, s)), load(m, at(2, s)), load(m, at(3, s)));
+            combined[0][s] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+            combined[1][s] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+        }
+        for (p, r) in combined.iter().enumerate() {
+            store(staging, outs[2 * p], _mm256_add_ps(_mm256_add_ps(r[0], r[1]), r[2]));
+            store(staging, outs[2 * p + 1], _mm256_sub_ps(_mm256_sub_ps(r[1], r[2]), r[3]));
         }
     }
 }
@@ -327,7 +421,8 @@ mod tests {
     fn winograd_calls_around_a_matmul_match_the_interpreters_conv2d() {
         // Channel counts below, at and past one vector of lanes (the full and the tail paths);
         // output channels likewise.
-        let cases = [([1usize, 8, 9, 9], 6usize, [1i64; 4]), ([2, 3, 6, 5], 4, [0, 1, 2, 0]), ([2, 19, 7, 8], 11, [1; 4])];
+        let cases =
+            [([1usize, 8, 9, 9], 6usize, [1i64; 4]), ([2, 3, 6, 5], 4, [0, 1, 2, 0]), ([2, 19, 7, 8], 11, [1; 4])];
         for (xs, k, pads) in cases {
             let ws = [k, xs[1], 3, 3];
             let (x, w) = (values(xs.iter().product(), 1), values(ws.iter().product(), 2));
