@@ -343,6 +343,7 @@ mod avx2 {
     /// # Safety
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
+    #[allow(clippy::needless_range_loop)] // `s` picks a column of the patch and of `combined` alike
     pub(super) unsafe fn input_patch(
         staging: &[f32],
         patch: impl Fn(usize, usize) -> usize,
@@ -376,6 +377,7 @@ mod avx2 {
     /// # Safety
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
+    #[allow(clippy::needless_range_loop)] // `s` picks a column of the tile and of `combined` alike
     pub(super) unsafe fn output_tile(m: &[f32], rows: &[usize; POSITIONS], staging: &mut [f32], outs: &[usize; 4]) {
         let at = |a: usize, b: usize| rows[4 * a + b];
         let mut combined = [[_mm256_setzero_ps(); 4]; 2];
