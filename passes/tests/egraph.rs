@@ -91,6 +91,14 @@ proptest! {
     }
 }
 
+/// A calibration table of one row, as `tessera bench kernels --target cpu` would write it.
+fn one_row_cpu_table() -> tessera_passes::egraph::cost::KernelCosts {
+    let text = r#"{"machine": {"cpu": "test", "cpus": 2, "threads": 1, "load_average": 0.0, "build": "release", "measured_at_unix_s": 0},
+        "families": {"elementwise": [{"shape": "small", "work": 1000, "us": 2}]}}"#;
+    let table = tessera_passes::egraph::calibration::Table::from_json("one-row.json", text).expect("a valid table");
+    tessera_passes::egraph::cost::KernelCosts::Measured(std::sync::Arc::new(table))
+}
+
 /// Every rule through the e-graph, not only as written: the left side alone is loaded,
 /// saturated with that one rule (its egg applier, attribute lifting and type re-check), and
 /// every e-node of each output's class, emitted as a graph ([`lang::build_ranked`]), must
@@ -104,7 +112,15 @@ fn check_rule_in_egraph(rule: &Rule, index: usize, seed: u64) -> Result<(usize, 
     lhs_only.rhs.clear();
     let g = instance_graph(&lhs_only, inst)?;
     let expected = evaluate(&g, seed);
-    let limits = Limits { iters: 1, nodes: 10_000, time: std::time::Duration::from_secs(10), ..Limits::default() };
+    // Priced by a measured CPU table, under which every rule may fire (`winograd` holds only
+    // there); this check reads every e-node, not extraction's choice, so the prices do not matter.
+    let limits = Limits {
+        iters: 1,
+        nodes: 10_000,
+        time: std::time::Duration::from_secs(10),
+        kernels: one_row_cpu_table(),
+        ..Limits::default()
+    };
     let s = saturate(&g, std::slice::from_ref(rule), limits)?;
     let fired = s.report.fired.get(&rule.name).copied().unwrap_or(0);
     let ranked = greedy::ranked(&s.egraph, &s.outputs);
@@ -729,6 +745,23 @@ fn conv_3x3() -> Graph {
     let y = add(&mut g, Op::Conv2d { window, groups: 1 }, &[x, w]);
     g.set_outputs(vec![y]);
     g
+}
+
+/// Winograd is measured to pay on the CPU backend only: under the roofline (the default
+/// pricing, and the only one for CUDA targets, where the transforms would be host library
+/// calls between device GEMMs) `conv-winograd` never fires, whatever the convolution, and the
+/// extracted graph keeps `conv2d`; under a CPU table the same graph gets the Winograd form.
+#[test]
+fn winograd_fires_only_under_a_measured_cpu_table() {
+    let g = conv_3x3();
+    let roofline = saturate(&g, rules(), Limits::default()).expect("saturates");
+    assert_eq!(roofline.report.fired.get("conv-winograd"), None, "fired under the roofline");
+    let mut extracted = g.clone();
+    run_egraph(&mut extracted, "egraph");
+    assert_eq!(["conv2d", "winograd_input"].map(|m| count(&extracted, m)), [1, 0]);
+    let table = Limits { kernels: one_row_cpu_table(), ..Limits::default() };
+    let measured = saturate(&g, rules(), table).expect("saturates");
+    assert_eq!(measured.report.fired.get("conv-winograd"), Some(&1), "not fired under a CPU table");
 }
 
 /// Extraction takes the Winograd form of a convolution where the table prices it cheaper

@@ -1,7 +1,7 @@
 //! `tessera bench kernels --target cpu`: the calibration table of this machine (issue 20, item
 //! 3). Each op family the e-graph prices ([`calibration::family`]) is compiled for the CPU as a
 //! one-op graph at a few shape classes, run on one thread with its parameters resident, and
-//! timed by process CPU time per run (see [`step_us`]). The table, with the machine, goes to
+//! timed step by step by the executor's profile (see [`timed`]). The table, with the machine, goes to
 //! `--out` as JSON for `egraph{kernel-costs=FILE}` and `tessera bench egraph --kernel-costs`.
 
 use anyhow::{anyhow, Result};
@@ -62,7 +62,17 @@ fn cases() -> Result<Vec<Case>> {
     push("matmul", "12x128x64 @ 12x64x128".into(), g);
     let window = |stride: i64, pad: i64| Window { strides: [stride, stride], pads: [pad; 4], dilations: [1, 1] };
     for (c, o, hw, k, stride) in
-        [(16, 16, 8, 3, 1), (64, 64, 56, 3, 1), (256, 64, 56, 1, 1), (256, 256, 14, 3, 1), (512, 2048, 7, 1, 1)]
+        // The 3x3 ones at every ResNet-50 stage, so that each direct convolution the Winograd
+        // rule could replace is priced by a point of its own shape class.
+        [
+            (16, 16, 8, 3, 1),
+            (64, 64, 56, 3, 1),
+            (128, 128, 28, 3, 1),
+            (256, 256, 14, 3, 1),
+            (512, 512, 7, 3, 1),
+            (256, 64, 56, 1, 1),
+            (512, 2048, 7, 1, 1),
+        ]
     {
         let op = Op::Conv2d { window: window(stride, k as i64 / 2), groups: 1 };
         let g = one_op(op, &[(&[1, c, hw, hw], false), (&[o, c, k, k], true)])?;
@@ -117,22 +127,37 @@ fn cases() -> Result<Vec<Case>> {
 }
 
 /// The work of `g`'s one node as the e-graph counts it ([`cost::kernel_work`]).
-fn work(g: &Graph, family: &str) -> Result<f64> {
+/// Also the bytes it moves, for families whose work is FLOPs (see [`Point::bytes`]).
+fn work(g: &Graph, family: &str) -> Result<(f64, Option<f64>)> {
     let (_, node) = g.nodes().next().ok_or_else(|| anyhow!("empty calibration graph"))?;
     let inputs: Vec<&TensorType> = node.inputs.iter().map(|&v| &g.value(v).ty).collect();
     let results: Vec<&TensorType> = node.outputs.iter().map(|&v| &g.value(v).ty).collect();
     let (flops, bytes) = cost::kernel_work(&node.op, &inputs, &results);
-    Ok(if calibration::work_is_flops(family) { flops } else { bytes })
+    Ok(if calibration::work_is_flops(family) { (flops, Some(bytes)) } else { (bytes, None) })
 }
 
-/// Process CPU time of one run of `g`, in microseconds (the median over repeated runs):
-/// compiled for the CPU, parameters resident, one thread. CPU time, not wall time, because on
-/// a shared machine a run's wall time is mostly waiting for a core. The run's CPU time also
-/// covers copying its activation inputs in and its output out, which a step inside a model does
-/// not pay; [`run`] subtracts them at the copy rate of [`copy_us_per_byte`].
-fn step_us(g: &Graph, scratch: &Path) -> Result<f64> {
+/// One calibration graph's times, in microseconds (medians over repeated runs).
+struct Timed {
+    /// Process CPU time of a whole run: the steps, and copying the activation inputs in and
+    /// the outputs out.
+    run_us: f64,
+    /// The steps' share of it: what the kernel costs inside a model, where no copy surrounds
+    /// it.
+    steps_us: f64,
+}
+
+/// Times repeated runs of `g`: compiled for the CPU, parameters resident, one thread. A run is
+/// timed by process CPU time, not wall time, because on a shared machine a run's wall time is
+/// mostly waiting for a core; the steps get the share of it that the executor's profile (wall
+/// time around each step) gives them of the run's wall time, both taken at their 10th
+/// percentile over the runs (the runs least interrupted by waiting for a core, which would
+/// otherwise land on the steps or the copies at random). Timing the steps, rather than
+/// subtracting the copies at a measured copy rate, keeps memory-bound kernels off a floor: the
+/// copies of a one-op run are most of it when the op moves no more bytes than they do.
+fn timed(g: &Graph, scratch: &Path) -> Result<Timed> {
     use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
     use tessera_runtime::executor::cpu::CpuExecutor;
+    use tessera_runtime::executor::profile::Profile;
     let options =
         CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options: Vec::new(), epilogues: false };
     let compiled = compile(g, b"calibration", &options).map_err(|e| anyhow!("compile: {e}"))?;
@@ -148,41 +173,30 @@ fn step_us(g: &Graph, scratch: &Path) -> Result<f64> {
     let mut bound = executor.bind(&resident).map_err(|e| anyhow!("bind: {e}"))?;
     bound.run(&per_run).map_err(|e| anyhow!("run: {e}"))?;
     let (budget_s, max_runs, min_runs) = (0.3, 200, 5);
-    let mut times = Vec::new();
+    let (mut runs, mut steps, mut walls) = (Vec::new(), Vec::new(), Vec::new());
     let mut spent = 0.0;
     for run in 0..max_runs {
-        let started = super::bench::process_cpu_seconds()?;
-        bound.run(&per_run).map_err(|e| anyhow!("run: {e}"))?;
-        let cpu = super::bench::process_cpu_seconds()? - started;
-        times.push(cpu);
+        let mut profile = Profile::new();
+        let (started, wall) = (super::bench::process_cpu_seconds()?, std::time::Instant::now());
+        bound.run_profiled(&per_run, &mut profile).map_err(|e| anyhow!("run: {e}"))?;
+        let (cpu, wall) = (super::bench::process_cpu_seconds()? - started, wall.elapsed().as_secs_f64());
+        let is_step = |kind: &str| kind.starts_with("kernel ") || kind.starts_with("library ");
+        let step_wall: f64 = profile.entries().iter().filter(|e| is_step(&e.kind)).map(|e| e.total.as_secs_f64()).sum();
+        runs.push(cpu);
+        steps.push(step_wall);
+        walls.push(wall);
         spent += cpu;
         if run + 1 >= min_runs && spent >= budget_s {
             break;
         }
     }
-    times.sort_by(|a, b| a.total_cmp(b));
-    Ok(times[times.len() / 2] * 1e6)
-}
-
-/// What a run spends per byte of activation input copied in and output copied out: the run of
-/// a graph that only reshapes (a view, no step) a 16 MiB input, over the 32 MiB it copies.
-fn copy_us_per_byte(scratch: &Path) -> Result<f64> {
-    let mut g = Graph::new("copy");
-    let x = g.add_input("x", f32(&[4, 1024, 1024]), InputRole::Activation);
-    let shape = [4096u64, 1024].map(tessera_ir::types::Dim::Static).to_vec();
-    let y = g.add(Op::Reshape { shape }, &[x])?;
-    g.set_outputs(vec![y]);
-    Ok(step_us(&g, scratch)? / (2.0 * 16.0 * 1024.0 * 1024.0))
-}
-
-/// Bytes a run of `g` copies: its activation inputs in and its outputs out.
-fn copied_bytes(g: &Graph) -> f64 {
-    let bytes = |v: &tessera_ir::graph::ValueId| {
-        let ty = &g.value(*v).ty;
-        ty.num_elements().unwrap_or(0) as f64 * ty.dtype.size_bytes() as f64
+    let quantile = |mut times: Vec<f64>, q: f64| {
+        times.sort_by(|a, b| a.total_cmp(b));
+        times[((times.len() - 1) as f64 * q) as usize] * 1e6
     };
-    let inputs: f64 = g.inputs().iter().filter(|&&v| g.input_role(v) != Some(InputRole::Parameter)).map(bytes).sum();
-    inputs + g.outputs().iter().map(bytes).sum::<f64>()
+    let run_us = quantile(runs, 0.5);
+    let share = (quantile(steps, 0.1) / quantile(walls, 0.1)).min(1.0);
+    Ok(Timed { run_us, steps_us: run_us * share })
 }
 
 fn machine() -> Machine {
@@ -219,17 +233,15 @@ pub fn run(out: Option<&Path>) -> Result<()> {
         "machine: {} ({} CPUs, {} thread(s), load {:.1}, {} build)",
         machine.cpu, machine.cpus, machine.threads, machine.load_average, machine.build
     );
-    let copy = copy_us_per_byte(&scratch)?;
-    println!("copying inputs in and outputs out: {:.2} GB/s (subtracted from each run)", 1e-3 / copy);
-    println!("| family | shape class | work | run | time less copies | rate |");
+    println!("| family | shape class | work | run (CPU) | steps alone | rate |");
     println!("|---|---|---|---|---|---|");
     let mut families: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for case in cases()? {
-        let work = work(&case.graph, case.family)?;
-        let run_us = step_us(&case.graph, &scratch).map_err(|e| anyhow!("{} {}: {e}", case.family, case.shape))?;
-        // Never below a tenth of the run: the copy rate is one measurement, a kernel's own
-        // time is never nothing.
-        let us = (run_us - copy * copied_bytes(&case.graph)).max(0.1 * run_us);
+        let (work, bytes) = work(&case.graph, case.family)?;
+        let Timed { run_us, steps_us } =
+            timed(&case.graph, &scratch).map_err(|e| anyhow!("{} {}: {e}", case.family, case.shape))?;
+        // A step is never free: the profile's clock has a resolution far below any kernel here.
+        let us = steps_us.max(0.01);
         let rate = if calibration::work_is_flops(case.family) {
             format!("{:.2} GFLOP/s", work / us / 1e3)
         } else {
@@ -237,7 +249,7 @@ pub fn run(out: Option<&Path>) -> Result<()> {
         };
         let unit = if calibration::work_is_flops(case.family) { "FLOP" } else { "B" };
         println!("| {} | {} | {work:.3e} {unit} | {run_us:.1} µs | {us:.1} µs | {rate} |", case.family, case.shape);
-        families.entry(case.family.to_string()).or_default().push(Point { shape: case.shape, work, us });
+        families.entry(case.family.to_string()).or_default().push(Point { shape: case.shape, work, us, bytes });
     }
     std::fs::remove_dir_all(&scratch).ok();
     let mut table = Table { machine, families };

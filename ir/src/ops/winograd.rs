@@ -162,8 +162,10 @@ pub fn flops_output(out_elements: u128) -> FlopResult {
     Ok(out_elements.saturating_mul(6))
 }
 
-/// `Bᵀ d B` of a 4x4 patch `d` (row-major), as 16 values (row-major).
-fn input_tile<T: Scalar>(d: &[T; 16]) -> [T; 16] {
+/// `Bᵀ d B` of a 4x4 patch `d` (row-major), as 16 values (row-major). Public, and generic over
+/// [`Scalar`], so that the CPU runtime runs it on vectors of channels.
+#[inline(always)]
+pub fn input_tile<T: Scalar>(d: &[T; 16]) -> [T; 16] {
     // Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]: rows first, then columns.
     let mut rows = [T::default(); 16];
     for s in 0..4 {
@@ -207,8 +209,9 @@ fn weight_tile<T: Scalar>(g: &[T; 9]) -> [T; 16] {
     out
 }
 
-/// `Aᵀ m A` of a 4x4 tile `m` (row-major), as a 2x2 tile (row-major).
-fn output_tile<T: Scalar>(m: &[T; 16]) -> [T; 4] {
+/// `Aᵀ m A` of a 4x4 tile `m` (row-major), as a 2x2 tile (row-major); public like [`input_tile`].
+#[inline(always)]
+pub fn output_tile<T: Scalar>(m: &[T; 16]) -> [T; 4] {
     // Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]].
     let mut rows = [T::default(); 8]; // Aᵀ m: 2x4
     for s in 0..4 {

@@ -63,8 +63,13 @@ pub struct Point {
     pub shape: String,
     /// FLOPs or bytes ([`work_is_flops`]).
     pub work: f64,
-    /// Median process CPU time of one run of the kernel, microseconds.
+    /// Median time of the kernel's step, microseconds.
     pub us: f64,
+    /// Bytes the kernel reads and writes, for `matmul` and `conv2d` points (absent in tables
+    /// written before it was recorded): with the FLOPs it places a point by arithmetic
+    /// intensity, see [`Table::kernel_us`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<f64>,
 }
 
 /// A calibration table: measured points per op family, sorted by work.
@@ -133,11 +138,42 @@ impl Table {
 
     /// Microseconds of one kernel of `op` doing `flops` and moving `bytes` (as the roofline
     /// counts them).
+    ///
+    /// A GEMM's or convolution's rate depends on its shape as much as on its FLOPs: the 16
+    /// batched GEMMs of a Winograd convolution over a 7x7 image (16 rows each, a 512x512
+    /// operand each) run at a fifth of the rate of one GEMM of the same FLOPs with hundreds of
+    /// rows. So where the family's points record their bytes, the kernel is priced from the
+    /// measured point nearest to it in log FLOPs and log arithmetic intensity (FLOPs per byte,
+    /// intensity counting double), at that point's rate; else by FLOPs alone.
     pub fn kernel_us(&self, op: &Op, flops: f64, bytes: f64) -> f64 {
         let own = family(op);
         let name = if self.families.contains_key(own) { own } else { FALLBACK_FAMILY };
+        if work_is_flops(name) && flops > 0.0 && bytes > 0.0 {
+            if let Some(us) = self.nearest_rate_us(name, flops, bytes) {
+                return us;
+            }
+        }
         let work = if work_is_flops(name) { flops } else { bytes };
         self.family_us(name, work.max(0.0)).unwrap_or(f64::INFINITY)
+    }
+
+    /// `flops` at the rate of the point of `family` nearest in log FLOPs and log intensity
+    /// (see [`Table::kernel_us`]); `None` when no point of the family records its bytes.
+    fn nearest_rate_us(&self, family: &str, flops: f64, bytes: f64) -> Option<f64> {
+        let intensity = (flops / bytes).ln();
+        let distance = |p: &Point| -> Option<f64> {
+            let b = p.bytes.filter(|&b| b > 0.0)?;
+            let di = (p.work / b).ln() - intensity;
+            let df = p.work.ln() - flops.ln();
+            Some(4.0 * di * di + df * df)
+        };
+        let points = self.families.get(family)?;
+        let nearest = points
+            .iter()
+            .filter_map(|p| distance(p).map(|d| (d, p)))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, p)| p)?;
+        Some(nearest.us * flops / nearest.work)
     }
 }
 
@@ -175,6 +211,25 @@ mod tests {
         let softmax = Op::Softmax { axis: -1 };
         assert_eq!(t.kernel_us(&softmax, 1e12, 8000.0), 5.0);
         assert_eq!(t.kernel_us(&Op::MatMul, 3000.0, 1e12), 6.0);
+    }
+
+    /// Two GEMMs of the same FLOPs, one thin (few rows per GEMM: few FLOPs per byte) and slow,
+    /// one square and fast: a kernel is priced at the rate of the one whose intensity it
+    /// shares, and by FLOPs alone where the points record no bytes.
+    #[test]
+    fn gemms_are_priced_at_the_rate_of_the_nearest_intensity() {
+        let text = r#"{
+            "machine": {"cpu": "test", "cpus": 2, "threads": 1, "load_average": 0.0, "build": "release", "measured_at_unix_s": 0},
+            "families": {
+                "elementwise": [{"shape": "1K", "work": 8000, "us": 5}],
+                "matmul": [{"shape": "thin", "work": 1e8, "us": 5000, "bytes": 1.6e7},
+                           {"shape": "square", "work": 1e8, "us": 1000, "bytes": 1e6}]
+            }
+        }"#;
+        let t = Table::from_json("t.json", text).expect("valid table");
+        assert_eq!(t.kernel_us(&Op::MatMul, 2e8, 3e7), 10_000.0);
+        assert_eq!(t.kernel_us(&Op::MatMul, 2e8, 2e6), 2_000.0);
+        assert_eq!(table().kernel_us(&Op::MatMul, 2000.0, 10.0), 4.0);
     }
 
     #[test]

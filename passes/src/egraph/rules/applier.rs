@@ -79,7 +79,8 @@ impl Applier<TsrNode, ShapeAnalysis> for RuleApplier {
             (Some(x), Some(y)) if x != 0 && y != 0 => 63 - x.leading_zeros() < y.trailing_zeros(),
             _ => false,
         };
-        let facts = Facts { ty: &ty, attr: &attr, same: &same, disjoint: &disjoint, ordered: &ordered };
+        let measured_cpu = matches!(egraph.analysis.kernels, crate::egraph::cost::KernelCosts::Measured(_));
+        let facts = Facts { ty: &ty, attr: &attr, same: &same, disjoint: &disjoint, ordered: &ordered, measured_cpu };
         if !self.rule.conditions.iter().all(|c| holds(c, &facts)) {
             return vec![];
         }

@@ -112,7 +112,9 @@ pub enum Condition {
     /// the end): a per-channel vector laid out for broadcasting.
     UnitExcept(String, i64),
     /// `winograd(?w, ?win)`: kernel `?w` is a static `[K, C, 3, 3]` and window `?win` has
-    /// stride 1, no dilation and one group: a convolution Winograd F(2x2, 3x3) computes.
+    /// stride 1, no dilation and one group: a convolution Winograd F(2x2, 3x3) computes; and
+    /// kernels are priced by a measured CPU calibration table, the one pricing under which the
+    /// Winograd form is measured to pay (never under the roofline, so never for CUDA targets).
     Winograd(String, String),
 }
 

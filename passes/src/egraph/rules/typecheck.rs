@@ -48,6 +48,11 @@ pub(super) struct Facts<'a> {
     pub(super) same: &'a dyn Fn(&str, &str) -> bool,
     pub(super) disjoint: &'a dyn Fn(&str, &str) -> bool,
     pub(super) ordered: &'a dyn Fn(&str, &str) -> bool,
+    /// Whether kernels are priced by a calibration table measured on the CPU backend
+    /// ([`crate::egraph::cost::KernelCosts::Measured`]): `winograd` holds only then, since
+    /// only there is the Winograd form measured to pay (the roofline prices GPU kernels, and
+    /// on a CUDA target the transforms would be host library calls).
+    pub(super) measured_cpu: bool,
 }
 
 pub(super) fn holds(c: &Condition, facts: &Facts) -> bool {
@@ -79,7 +84,7 @@ pub(super) fn holds(c: &Condition, facts: &Facts) -> bool {
             });
             let window = matches!((facts.attr)(win), Some(AttrValue::Conv { window, groups: 1 })
                 if window.strides == [1, 1] && window.dilations == [1, 1]);
-            kernel && window
+            kernel && window && facts.measured_cpu
         }
         Condition::UnitExcept(a, axis) => ty(a).is_some_and(|t| {
             let keep = tessera_ir::types::normalize_axis(*axis, t.rank());
@@ -302,9 +307,16 @@ impl Rule {
                     _ => None,
                 })
             };
-            // Sample variables are distinct inputs, listed in order.
-            let facts =
-                Facts { ty: &ty, attr: &attr, same: &|a, b| a == b, disjoint: &|a, b| a != b, ordered: &|a, b| a < b };
+            // Sample variables are distinct inputs, listed in order; the samples check the
+            // rule's arithmetic, which holds whatever the pricing.
+            let facts = Facts {
+                ty: &ty,
+                attr: &attr,
+                same: &|a, b| a == b,
+                disjoint: &|a, b| a != b,
+                ordered: &|a, b| a < b,
+                measured_cpu: true,
+            };
             if !self.conditions.iter().all(|c| holds(c, &facts)) {
                 continue;
             }
