@@ -19,7 +19,10 @@
 //! becomes a `dynamic_slice` at the block of `replica_id`; `collective_permute` a
 //! `collective_permute` whose `source_target_pairs` repeat the member pairs in every group
 //! (without a channel, for the same reason as `all_to_all`). The mesh is written as
-//! `sdy.mesh @mesh` so the import can name the axes again. `send`/`recv` are refused: they join
+//! `sdy.mesh @mesh` so the import can name the axes again. A global program's
+//! `tsr.sharding_constraint`s are written as `sdy.sharding_constraint` over the mesh of its
+//! boundary shardings (refused without one, and in a per-rank program, where `shard` has
+//! already resharded at them). `send`/`recv` are refused: they join
 //! pipeline stages, which run different programs, while XLA runs one program on every replica.
 
 use std::fmt::Write as _;

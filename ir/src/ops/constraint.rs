@@ -72,7 +72,7 @@ mod tests {
         let x = Tensor::from_f64(DType::F32, vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let op = constraint("[{}, {tp}]");
         assert_eq!(op.infer(&[&ty]).expect("infers"), vec![ty.clone()]);
-        assert_eq!(op.eval(&[&x], &[ty.clone()]).expect("evaluates"), vec![x]);
+        assert_eq!(op.eval(&[&x], std::slice::from_ref(&ty)).expect("evaluates"), vec![x]);
         assert!(constraint("[{tp}]").infer(&[&ty]).expect_err("rank").contains("has 1 dimensions, the value 2"));
         assert!(constraint("[{tp}, {tp}]").infer(&[&ty]).expect_err("twice").contains("axis 'tp' twice"));
         let partial = constraint("[{}, {}] partial_sum{tp}").infer(&[&ty]).expect_err("partial");

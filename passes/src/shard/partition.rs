@@ -82,7 +82,10 @@ impl<'g> Analysis<'g> {
             if node.op.is_communication() {
                 return Err(ShardError::AlreadyPartitioned { op: node.op.mnemonic() });
             }
-            let is_free = node.inputs.iter().all(|v| free[v.index()]);
+            // A constrained value is computed where it stands (resharded there), even when it
+            // depends on parameters only: its layout is the constraint's, not its first use's.
+            let is_free =
+                !matches!(node.op, Op::ShardingConstraint { .. }) && node.inputs.iter().all(|v| free[v.index()]);
             for v in &node.outputs {
                 free[v.index()] = is_free;
             }
