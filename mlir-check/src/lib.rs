@@ -403,6 +403,7 @@ mod tests {
                 }
             }
             "trap" => attrs.push(("message".to_string(), Attr::Str("unreachable".into()))),
+            "sharding_constraint" => attrs.push(("sharding".to_string(), Attr::Str("[{}, {}]".into()))),
             "winograd_input" => attrs.push(("pads".to_string(), ints(&[0, 0, 0, 0]))),
             "adamw" => {
                 for k in ["lr", "beta1", "beta2", "epsilon", "weight_decay"] {
