@@ -531,24 +531,7 @@ impl Writer {
             }
             Op::Broadcast { .. } => one(self.broadcast_to(&x[0], &out.dims)),
             Op::Reshape { .. } => one(self.op("stablehlo.reshape", &[&x[0]], "", &out)),
-            Op::ShardingConstraint { sharding } => {
-                if self.mesh.is_some() {
-                    return refuse(
-                        "a sharding constraint in a per-rank program: 'shard' reshards at constraints and removes them",
-                    );
-                }
-                let Some(mesh) = &self.io_mesh else {
-                    return refuse(
-                        "a sharding constraint names axes of the mesh the boundary shardings define, and this graph has none",
-                    );
-                };
-                let ty = tessera_ir::types::TensorType::of_static(out.dtype, &out.dims);
-                sharding
-                    .check(mesh, &ty)
-                    .map_err(|e| ExportError { message: format!("sharding constraint {sharding}: {e}") })?;
-                let props = format!("sharding = {}", super::sharding::sdy_sharding_text("mesh", sharding));
-                one(self.op("sdy.sharding_constraint", &[&x[0]], &props, &out))
-            }
+            Op::ShardingConstraint { sharding } => one(self.sharding_constraint(sharding, &x[0], &out)?),
             Op::Transpose { perm } => one(self.op(
                 "stablehlo.transpose",
                 &[&x[0]],
@@ -971,6 +954,27 @@ impl Writer {
             }
             Collective::Send { .. } | Collective::Recv { .. } => refuse("send/recv have no group"),
         }
+    }
+
+    /// `tsr.sharding_constraint` of a global program: `sdy.sharding_constraint` over the
+    /// boundary shardings' mesh.
+    fn sharding_constraint(&mut self, sharding: &Sharding, x: &V, out: &Shape) -> EResult<V> {
+        if self.mesh.is_some() {
+            return refuse(
+                "a sharding constraint in a per-rank program: 'shard' reshards at constraints and removes them",
+            );
+        }
+        let Some(mesh) = &self.io_mesh else {
+            return refuse(
+                "a sharding constraint names axes of the mesh the boundary shardings define, and this graph has none",
+            );
+        };
+        let ty = tessera_ir::types::TensorType::of_static(out.dtype, &out.dims);
+        sharding
+            .check(mesh, &ty)
+            .map_err(|e| ExportError { message: format!("sharding constraint {sharding}: {e}") })?;
+        let props = format!("sharding = {}", super::sharding::sdy_sharding_text("mesh", sharding));
+        Ok(self.op("sdy.sharding_constraint", &[x], &props, out))
     }
 
     /// The next channel handle, as the attribute entry `channel_handle = ...`.
