@@ -24,7 +24,8 @@ pub const COLLECTIVES_TEXT: &str = r#"func.func @stage(%x: tensor<4x6xf32>) -> (
   %c = "tsr.reduce_scatter"(%b) {dim = 1 : i64, group_size = 4 : i64, mesh_axes = "dp,tp"} : (tensor<4x24xf32>) -> tensor<4x6xf32>
   %d = "tsr.all_to_all"(%c) {concat_dim = 1 : i64, group_size = 2 : i64, mesh_axes = "tp", split_dim = 0 : i64} : (tensor<4x6xf32>) -> tensor<2x12xf32>
   %e = "tsr.all_slice"(%d) {dim = 1 : i64, group_size = 2 : i64, mesh_axes = "tp"} : (tensor<2x12xf32>) -> tensor<2x6xf32>
-  "tsr.send"(%e) {mesh_axis = "pp", peer = 1 : i64, tag = 7 : i64} : (tensor<2x6xf32>) -> ()
+  %p = "tsr.collective_permute"(%e) {group_size = 2 : i64, mesh_axes = "tp", sources = array<i64: 0, 1>, targets = array<i64: 1, 0>} : (tensor<2x6xf32>) -> tensor<2x6xf32>
+  "tsr.send"(%p) {mesh_axis = "pp", peer = 1 : i64, tag = 7 : i64} : (tensor<2x6xf32>) -> ()
   %f = "tsr.recv"() {mesh_axis = "pp", peer = 1 : i64, tag = 8 : i64} : () -> tensor<4x6xf32>
   return %f : tensor<4x6xf32>
 }

@@ -375,7 +375,7 @@ mod tests {
                     attrs.push(("kernel".to_string(), ints(&[1, 1])));
                 }
             }
-            "all_reduce" | "all_gather" | "reduce_scatter" | "all_to_all" | "all_slice" => {
+            "all_reduce" | "all_gather" | "reduce_scatter" | "all_to_all" | "all_slice" | "collective_permute" => {
                 attrs.push(("mesh_axes".to_string(), Attr::Str("tp".into())));
                 attrs.push(("group_size".to_string(), Attr::Int(2)));
                 match m {
@@ -383,6 +383,10 @@ mod tests {
                     "all_to_all" => {
                         attrs.push(("split_dim".to_string(), Attr::Int(0)));
                         attrs.push(("concat_dim".to_string(), Attr::Int(1)));
+                    }
+                    "collective_permute" => {
+                        attrs.push(("sources".to_string(), ints(&[0, 1])));
+                        attrs.push(("targets".to_string(), ints(&[1, 0])));
                     }
                     _ => attrs.push(("dim".to_string(), Attr::Int(0))),
                 }
@@ -399,6 +403,7 @@ mod tests {
                 }
             }
             "trap" => attrs.push(("message".to_string(), Attr::Str("unreachable".into()))),
+            "sharding_constraint" => attrs.push(("sharding".to_string(), Attr::Str("[{}, {}]".into()))),
             "winograd_input" => attrs.push(("pads".to_string(), ints(&[0, 0, 0, 0]))),
             "adamw" => {
                 for k in ["lr", "beta1", "beta2", "epsilon", "weight_decay"] {

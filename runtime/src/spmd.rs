@@ -85,6 +85,23 @@ pub trait Communicator: Send + Sync {
         let all = match op {
             // No data moves: only the member's own operand matters.
             Collective::AllSlice { .. } => vec![t.clone(); group.len()],
+            // Point to point: the member sends to its target and reads its source's operand
+            // into the source's slot (the other slots are not read).
+            Collective::CollectivePermute { pairs, .. } => {
+                let mut all = vec![t.clone(); group.len()];
+                let rank_of = |m: u64| {
+                    group.get(m as usize).copied().ok_or_else(|| {
+                        CommError::Semantics(format!("member {m} is outside a group of {}", group.len()))
+                    })
+                };
+                for &(_, target) in pairs.iter().filter(|p| p.0 as usize == member && p.1 as usize != member) {
+                    self.send(rank_of(target)?, Tag::Collective, t.clone())?;
+                }
+                for &(source, _) in pairs.iter().filter(|p| p.1 as usize == member && p.0 as usize != member) {
+                    all[source as usize] = self.recv(rank_of(source)?, Tag::Collective)?;
+                }
+                all
+            }
             _ => self.exchange(group, t)?,
         };
         let refs: Vec<&Tensor> = all.iter().collect();

@@ -182,3 +182,33 @@ fn fused_qkv_attention_under_tp_needs_no_gather() {
         }
     }
 }
+
+/// An MLP whose first weight is constrained to split its rows over tp (row-parallel, where the
+/// Megatron default would split its columns) and whose hidden activation is constrained to
+/// split its batch over dp: the per-rank program holds each constrained value in that layout
+/// (snapshot), every rank computes the single-device result, and a constraint over the pipeline
+/// axis or an axis the mesh lacks is an error naming the value.
+#[test]
+fn sharding_constraints_pin_the_layout_of_their_values() {
+    let text = r#"func.func @constrained(%x: tensor<4x8xf64>, %w1: tensor<8x6xf64> {tsr.param}, %w2: tensor<6x8xf64> {tsr.param}) -> (tensor<4x8xf64>) {
+  %w1_rows = "tsr.sharding_constraint"(%w1) {sharding = "[{tp}, {}]"} : (tensor<8x6xf64>) -> tensor<8x6xf64>
+  %h = "tsr.matmul"(%x, %w1_rows) : (tensor<4x8xf64>, tensor<8x6xf64>) -> tensor<4x6xf64>
+  %t = "tsr.tanh"(%h) : (tensor<4x6xf64>) -> tensor<4x6xf64>
+  %t_batch = "tsr.sharding_constraint"(%t) {sharding = "[{dp}, {}]"} : (tensor<4x6xf64>) -> tensor<4x6xf64>
+  %y = "tsr.matmul"(%t_batch, %w2) : (tensor<4x6xf64>, tensor<6x8xf64>) -> tensor<4x8xf64>
+  return %y : tensor<4x8xf64>
+}
+"#;
+    let g = tessera_ir::mlir::parse_verified(text).expect("the constrained MLP parses");
+    let mesh = Mesh::parse("dp=2,tp=2").expect("mesh");
+    let module = partition(&g, &ShardConfig::new(mesh)).expect("partitions");
+    let program = module.print();
+    insta::assert_snapshot!(program);
+    check(&g, &module, &feeds(&g, 7, 1));
+    for (mesh, wanted) in [("tp=2,pp=2", "the pipeline axis 'pp' cannot split a value"), ("dp=2", "axis 'tp'")] {
+        let bad = text.replace("[{tp}, {}]", if mesh.contains("pp") { "[{pp}, {}]" } else { "[{tp}, {}]" });
+        let g = tessera_ir::mlir::parse_verified(&bad).expect("parses");
+        let err = partition(&g, &ShardConfig::new(Mesh::parse(mesh).expect("mesh"))).expect_err(mesh).to_string();
+        assert!(err.starts_with("sharding constraint on %w1_rows: ") && err.contains(wanted), "{mesh}: {err}");
+    }
+}

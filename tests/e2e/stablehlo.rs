@@ -473,18 +473,18 @@ fn a_shardy_annotated_module_keeps_its_boundary_shardings() {
     assert!(out[0].1.to_f64_vec().iter().all(|&v| (v - want).abs() < 1e-6), "{:?}", out[0].1.to_f64_vec());
 }
 
-/// `jax.lax.with_sharding_constraint` as JAX 0.10.2 lowers it under Shardy and under GSPMD
-/// (scripts/stablehlo: a 2x2 mesh, `P('x', 'y')`), and an op carrying its own `mhlo.sharding`:
-/// each is a located error naming the form (exit 1), never silently dropped.
+/// Shardings between ops in the forms JAX and hand-written modules use: each imports as one
+/// `tsr.sharding_constraint` with the sharding it names (the snapshot lists them); forms with
+/// no tsr sharding, or over another mesh, are located errors (exit 1).
 #[test]
-fn shardings_between_ops_are_refused_naming_the_form() {
+fn shardings_between_ops_import_as_constraints_or_name_the_form() {
     let with_constraint = |mesh: &str, constraint: &str| {
         format!(
             "module @jit_f attributes {{mhlo.num_partitions = 4 : i32, mhlo.num_replicas = 1 : i32}} {{\n{mesh}  func.func public @main(%arg0: tensor<4x8xf32>) -> (tensor<4x8xf32> {{jax.result_info = \"result\"}}) {{\n    %0 = stablehlo.tanh %arg0 : tensor<4x8xf32>\n    {constraint}\n    return %1 : tensor<4x8xf32>\n  }}\n}}\n"
         )
     };
     let sdy_mesh = "  sdy.mesh @mesh = <[\"x\"=2, \"y\"=2]> {stablehlo.mesh = {axes = [{name = \"x\", size = 2 : i64}, {name = \"y\", size = 2 : i64}]}}\n";
-    let cases = [
+    let read = [
         ("shardy", with_constraint(sdy_mesh, "%1 = sdy.sharding_constraint %0 <@mesh, [{\"x\"}, {\"y\"}]> : tensor<4x8xf32>")),
         (
             "shardy_generic",
@@ -495,15 +495,106 @@ fn shardings_between_ops_are_refused_naming_the_form() {
             with_constraint("", "%1 = stablehlo.custom_call @Sharding(%0) {backend_config = \"\", mhlo.sharding = \"{devices=[2,2]<=[4]}\"} : (tensor<4x8xf32>) -> tensor<4x8xf32>"),
         ),
         ("op_attribute", with_constraint("", "%1 = stablehlo.negate %0 {mhlo.sharding = \"{replicated}\"} : tensor<4x8xf32>")),
+        (
+            "op_shardy_attribute",
+            with_constraint(sdy_mesh, "%1 = stablehlo.negate %0 {sdy.sharding = #sdy.sharding_per_value<[<@mesh, [{}, {\"y\"}]>]>} : tensor<4x8xf32>"),
+        ),
+    ];
+    let mut listed = String::new();
+    for (name, text) in &read {
+        let graph = tessera_frontend::stablehlo::import_text(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let constraints: Vec<String> = graph
+            .nodes()
+            .filter_map(|(_, n)| match &n.op {
+                tessera_ir::ops::Op::ShardingConstraint { sharding } => Some(sharding.to_string()),
+                _ => None,
+            })
+            .collect();
+        let mesh = graph.io_shardings().map_or("none".to_string(), |io| io.mesh.to_string());
+        listed.push_str(&format!("{name}: {} over {mesh}\n", constraints.join(", ")));
+    }
+    let refused = [
+        ("no_such_mesh", with_constraint(sdy_mesh, "%1 = sdy.sharding_constraint %0 <@other, [{\"x\"}, {}]> : tensor<4x8xf32>")),
+        ("wrong_rank", with_constraint(sdy_mesh, "%1 = sdy.sharding_constraint %0 <@mesh, [{\"x\"}]> : tensor<4x8xf32>")),
+        (
+            "devices_out_of_order",
+            with_constraint("", "%1 = stablehlo.custom_call @Sharding(%0) {backend_config = \"\", mhlo.sharding = \"{devices=[1,2,2]<=[2,2]T(1,0) last_tile_dim_replicate}\"} : (tensor<4x8xf32>) -> tensor<4x8xf32>"),
+        ),
+        ("sub_axis", with_constraint(sdy_mesh, "%1 = sdy.sharding_constraint %0 <@mesh, [{\"x\":(1)2}, {}]> : tensor<4x8xf32>")),
+        (
+            "two_meshes",
+            with_constraint(
+                "  sdy.mesh @mesh = <[\"x\"=2, \"y\"=2]>\n  sdy.mesh @other = <[\"z\"=4]>\n",
+                "%c = sdy.sharding_constraint %0 <@mesh, [{\"x\"}, {}]> : tensor<4x8xf32>\n    %1 = sdy.sharding_constraint %c <@other, [{\"z\"}, {}]> : tensor<4x8xf32>",
+            ),
+        ),
     ];
     let work = tempfile::tempdir().expect("a temporary directory");
-    let lines = stablehlo_error_lines(work.path(), &cases);
-    for ((name, text), line) in cases.iter().zip(&lines) {
+    let lines = stablehlo_error_lines(work.path(), &refused);
+    for ((name, text), line) in refused.iter().zip(&lines) {
         let constraint_line = text.lines().position(|l| l.contains("%1 =")).expect("the constraint") + 1;
         let at = format!("error: {name}.stablehlo.mlir:{constraint_line}:");
         assert!(line.starts_with(&at), "{name}: not located at the constraint: {line}");
     }
-    insta::assert_snapshot!(lines.iter().map(|line| format!("{line}\n")).collect::<String>());
+    listed.extend(lines.iter().map(|line| format!("{line}\n")));
+    insta::assert_snapshot!(listed);
+}
+
+/// `jax.lax.with_sharding_constraint` as JAX writes it (tests/fixtures/stablehlo/constraint_*,
+/// scripts/stablehlo/generate_constraint.py): Shardy's `sdy.sharding_constraint` (hidden
+/// columns over `y`) and GSPMD's `custom_call @Sharding` (rows over the device grid's `d0`).
+/// Each imports with one `tsr.sharding_constraint`, matches JAX interpreted and compiled, and
+/// `shard` puts the constrained value in the constrained layout (snapshots of the per-rank
+/// programs); the Shardy form exports back as `sdy.sharding_constraint`, which imports to the
+/// same graph and runs on XLA with tessera's outputs.
+#[test]
+fn jax_sharding_constraints_match_jax_and_pin_the_shard_pass() {
+    for (form, mesh) in [("sdy", "x=2,y=2"), ("mhlo", "d0=2,d1=2")] {
+        let name = format!("constraint_{form}");
+        let case = sharded_fixture(&name);
+        let model = case.join("pretty.stablehlo.mlir");
+        let model_arg = model.to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&model).expect("the fixture");
+        let graph = tessera_frontend::stablehlo::import_text(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let constraints = graph.nodes().filter(|(_, n)| n.op.mnemonic() == "sharding_constraint").count();
+        assert_eq!(constraints, 1, "{name}");
+        let work = tempfile::tempdir().expect("a temporary directory");
+        let (inputs, _) = run_args(&model, &case);
+        assert_eq!(check_run(work.path(), &format!("{name} interpreter"), &model_arg, &inputs, &case), 1);
+        let artifact = work.path().join("artifact").to_string_lossy().into_owned();
+        let compiled = tessera(work.path(), &["compile", &model_arg, "--target", "cpu", "-o", &artifact]);
+        assert_eq!(compiled.code, 0, "{name}: tessera compile failed: {}", compiled.stderr);
+        assert_eq!(check_run(work.path(), &format!("{name} compiled"), &artifact, &inputs, &case), 1);
+        let pipeline = format!("shard{{mesh={mesh}}}");
+        let sharded = tessera(work.path(), &["opt", &model_arg, "--pipeline", &pipeline]);
+        assert_eq!(sharded.code, 0, "{name}: {}", sharded.stderr);
+        insta::assert_snapshot!(format!("{name}_per_rank"), sharded.stdout);
+    }
+    let model_arg = sharded_fixture("constraint_sdy").join("pretty.stablehlo.mlir").to_string_lossy().into_owned();
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let exported = tessera(work.path(), &["opt", &model_arg, "--emit", "stablehlo"]);
+    assert_eq!(exported.code, 0, "{}", exported.stderr);
+    assert!(
+        exported.stdout.contains(r#""sdy.sharding_constraint"(%"#)
+            && exported.stdout.contains(r#"<{sharding = #sdy.sharding<@mesh, [{}, {"y"}]>}>"#),
+        "{}",
+        exported.stdout
+    );
+    let text = std::fs::read_to_string(&model_arg).expect("the fixture");
+    let graph = tessera_frontend::stablehlo::import_text(&text).expect("imports");
+    let again = tessera_frontend::stablehlo::import_text(&exported.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let constraints = |g: &tessera_ir::graph::Graph| -> Vec<String> {
+        g.nodes()
+            .filter(|(_, n)| n.op.mnemonic() == "sharding_constraint")
+            .map(|(_, n)| format!("{:?}", n.op))
+            .collect()
+    };
+    assert_eq!(constraints(&again), constraints(&graph));
+    assert_eq!(again.io_shardings(), graph.io_shardings());
+    if jax_venv_present() {
+        let error = round_trip_error_fed(&model_arg, &[], Some(&sharded_fixture("constraint_sdy")));
+        assert!(error <= TOLERANCE, "XLA differs from tessera by {error:.3e}");
+    }
 }
 
 fn sharded_fixture(file: &str) -> PathBuf {

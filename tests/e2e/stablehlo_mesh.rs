@@ -124,26 +124,18 @@ fn sharded_programs_run_on_xla_replicas_with_the_single_process_result() {
     }
 }
 
-/// A per-rank program with every grouped collective tsr has, on a 2x2 mesh.
-const EVERY_COLLECTIVE: &str = r#"func.func @every_collective(%x: tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x16xf32>, tensor<1x8xf32>, tensor<8x4xf32>, tensor<4x4xf32>, tensor<4x8xf32>) {
+/// A per-rank program with every grouped collective tsr has, on a 2x2 mesh (a permutation that
+/// leaves member 0 without a source, which gets zeros, and a rotation of the whole mesh).
+const EVERY_COLLECTIVE: &str = r#"func.func @every_collective(%x: tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x16xf32>, tensor<1x8xf32>, tensor<8x4xf32>, tensor<4x4xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>) {
   %peak = "tsr.all_reduce"(%x) {group_size = 2 : i64, mesh_axes = "tp", reduction = "max"} : (tensor<4x8xf32>) -> tensor<4x8xf32>
   %wide = "tsr.all_gather"(%x) {dim = 1 : i64, group_size = 2 : i64, mesh_axes = "dp"} : (tensor<4x8xf32>) -> tensor<4x16xf32>
   %part = "tsr.reduce_scatter"(%x) {dim = 0 : i64, group_size = 4 : i64, mesh_axes = "tp,dp"} : (tensor<4x8xf32>) -> tensor<1x8xf32>
   %swapped = "tsr.all_to_all"(%x) {concat_dim = 0 : i64, group_size = 2 : i64, mesh_axes = "tp", split_dim = 1 : i64} : (tensor<4x8xf32>) -> tensor<8x4xf32>
   %mine = "tsr.all_slice"(%x) {dim = 1 : i64, group_size = 2 : i64, mesh_axes = "dp"} : (tensor<4x8xf32>) -> tensor<4x4xf32>
   %sum = "tsr.all_reduce"(%x) {group_size = 4 : i64, mesh_axes = "dp,tp", reduction = "sum"} : (tensor<4x8xf32>) -> tensor<4x8xf32>
-  return %peak, %wide, %part, %swapped, %mine, %sum : tensor<4x8xf32>, tensor<4x16xf32>, tensor<1x8xf32>, tensor<8x4xf32>, tensor<4x4xf32>, tensor<4x8xf32>
-}
-"#;
-
-/// The collectives of [`EVERY_COLLECTIVE`] that import back (all but `all_slice`).
-const GROUP_COLLECTIVES: &str = r#"func.func @group_collectives(%x: tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x16xf32>, tensor<1x8xf32>, tensor<8x4xf32>, tensor<4x8xf32>) {
-  %peak = "tsr.all_reduce"(%x) {group_size = 2 : i64, mesh_axes = "tp", reduction = "max"} : (tensor<4x8xf32>) -> tensor<4x8xf32>
-  %wide = "tsr.all_gather"(%x) {dim = 1 : i64, group_size = 2 : i64, mesh_axes = "dp"} : (tensor<4x8xf32>) -> tensor<4x16xf32>
-  %part = "tsr.reduce_scatter"(%x) {dim = 0 : i64, group_size = 4 : i64, mesh_axes = "tp,dp"} : (tensor<4x8xf32>) -> tensor<1x8xf32>
-  %swapped = "tsr.all_to_all"(%x) {concat_dim = 0 : i64, group_size = 2 : i64, mesh_axes = "tp", split_dim = 1 : i64} : (tensor<4x8xf32>) -> tensor<8x4xf32>
-  %sum = "tsr.all_reduce"(%x) {group_size = 4 : i64, mesh_axes = "dp,tp", reduction = "sum"} : (tensor<4x8xf32>) -> tensor<4x8xf32>
-  return %peak, %wide, %part, %swapped, %sum : tensor<4x8xf32>, tensor<4x16xf32>, tensor<1x8xf32>, tensor<8x4xf32>, tensor<4x8xf32>
+  %shifted = "tsr.collective_permute"(%x) {group_size = 2 : i64, mesh_axes = "dp", sources = array<i64: 0>, targets = array<i64: 1>} : (tensor<4x8xf32>) -> tensor<4x8xf32>
+  %rotated = "tsr.collective_permute"(%x) {group_size = 4 : i64, mesh_axes = "dp,tp", sources = array<i64: 0, 1, 2, 3>, targets = array<i64: 1, 2, 3, 0>} : (tensor<4x8xf32>) -> tensor<4x8xf32>
+  return %peak, %wide, %part, %swapped, %mine, %sum, %shifted, %rotated : tensor<4x8xf32>, tensor<4x16xf32>, tensor<1x8xf32>, tensor<8x4xf32>, tensor<4x4xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>
 }
 "#;
 
@@ -169,11 +161,22 @@ fn every_collective_runs_on_xla_replicas_as_on_tesseras_ranks_and_imports_back()
     let out = tessera(dir, &["opt", "ranks.mlir", "--mesh", "dp=2,tp=2", "--emit", "stablehlo", "-o", "exported.mlir"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let text = std::fs::read_to_string(dir.join("exported.mlir")).expect("the export");
-    for op in ["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "replica_id", "dynamic_slice"] {
+    for op in [
+        "all_reduce",
+        "all_gather",
+        "reduce_scatter",
+        "all_to_all",
+        "replica_id",
+        "dynamic_slice",
+        "collective_permute",
+    ] {
         assert!(text.contains(&format!("\"stablehlo.{op}\"")), "{op}: {text}");
     }
     // "tp,dp" orders the 4-rank group tp-major: members 0, 2, 1, 3.
     assert!(text.contains("replica_groups = dense<[[0, 2, 1, 3]]> : tensor<1x4xi64>, scatter_dimension = 0"), "{text}");
+    // dp's groups are [0, 2] and [1, 3].
+    assert!(text.contains("source_target_pairs = dense<[[0, 2], [1, 3]]> : tensor<2x2xi64>"), "{text}");
+    assert!(text.contains("source_target_pairs = dense<[[0, 1], [1, 2], [2, 3], [3, 0]]> : tensor<4x2xi64>"), "{text}");
     let graph = tessera_ir::mlir::parse_verified(EVERY_COLLECTIVE).expect("the program parses");
     let mesh = Mesh::parse("dp=2,tp=2").expect("mesh");
     let mut seed = 5;
@@ -190,10 +193,10 @@ fn every_collective_runs_on_xla_replicas_as_on_tesseras_ranks_and_imports_back()
             }
         }
     }
-    // Import back: the groups name the same mesh axes again. all_slice exports as a
-    // replica_id-indexed slice, which has no import, so the program without it goes back.
-    let original = tessera_ir::mlir::parse_verified(GROUP_COLLECTIVES).expect("the group program parses");
-    let mut shlo = tessera_frontend::stablehlo::export::export_rank_program(&original, &mesh).expect("exports");
+    // Import back: the groups name the same mesh axes again, and all_slice's replica_id-indexed
+    // dynamic_slice reads as the all_slice it was.
+    let original = graph;
+    let mut shlo = text.clone();
     let imported = tessera_frontend::stablehlo::import_text(&shlo).unwrap_or_else(|e| panic!("{e}\n{shlo}"));
     let collectives = |g: &Graph| -> Vec<String> {
         g.nodes().filter(|(_, n)| matches!(n.op, Op::Collective(_))).map(|(_, n)| format!("{:?}", n.op)).collect()
@@ -229,6 +232,24 @@ fn malformed_collectives_are_located_errors_and_unexportable_programs_are_named(
         format!("    %0 = \"stablehlo.all_reduce\"(%arg0) <{{replica_groups = {groups}}}> {body} : (tensor<4x8xf32>) -> tensor<4x8xf32>")
     };
     let pairs = "dense<[[0, 1], [2, 3]]> : tensor<2x2xi64>";
+    let with_mesh =
+        |module: &str| module.replacen("{\n  func", "{\n  sdy.mesh @mesh = <[\"dp\"=2, \"tp\"=2]>\n  func", 1);
+    let permute = |pairs: &str| {
+        let n = pairs.matches('[').count() - 1;
+        format!("    %0 = \"stablehlo.collective_permute\"(%arg0) <{{source_target_pairs = dense<{pairs}> : tensor<{n}x2xi64>}}> : (tensor<4x8xf32>) -> tensor<4x8xf32>")
+    };
+    // all_slice as tessera exports it, with each replica's offset along dimension 1 read from
+    // `table` and the slice sizes `sizes`.
+    let replica_slice = |table: &str, sizes: &str| {
+        let result = format!("tensor<{}xf32>", sizes.replace(", ", "x"));
+        collective_module(
+            REPLICATED,
+            &format!(
+                "    %t = \"stablehlo.constant\"() <{{value = {table} : tensor<4xi64>}}> : () -> tensor<4xi64>\n    %r = \"stablehlo.replica_id\"() : () -> tensor<ui32>\n    %i = \"stablehlo.convert\"(%r) : (tensor<ui32>) -> tensor<i64>\n    %s1 = \"stablehlo.dynamic_slice\"(%t, %i) <{{slice_sizes = array<i64: 1>}}> : (tensor<4xi64>, tensor<i64>) -> tensor<1xi64>\n    %s = \"stablehlo.reshape\"(%s1) : (tensor<1xi64>) -> tensor<i64>\n    %z = \"stablehlo.constant\"() <{{value = dense<0> : tensor<i64>}}> : () -> tensor<i64>\n    %0 = \"stablehlo.dynamic_slice\"(%arg0, %z, %s) <{{slice_sizes = array<i64: {sizes}>}}> : (tensor<4x8xf32>, tensor<i64>, tensor<i64>) -> {result}"
+            ),
+            &result,
+        )
+    };
     let cases = [
         ("no_mesh", collective_module("", &all_reduce(pairs, ADD_BODY), "tensor<4x8xf32>")),
         (
@@ -254,14 +275,19 @@ fn malformed_collectives_are_located_errors_and_unexportable_programs_are_named(
             "ragged_groups",
             collective_module(REPLICATED, &all_reduce("dense<[[0, 1, 2], [3, -1, -1]]> : tensor<2x3xi64>", ADD_BODY), "tensor<4x8xf32>"),
         ),
+        ("permute_outside_the_mesh", with_mesh(&collective_module(REPLICATED, &permute("[[0, 1], [1, 7]]"), "tensor<4x8xf32>"))),
+        ("permute_source_twice", with_mesh(&collective_module(REPLICATED, &permute("[[0, 1], [0, 2]]"), "tensor<4x8xf32>"))),
+        ("permute_no_mesh", collective_module("", &permute("[[0, 1], [1, 0]]"), "tensor<4x8xf32>")),
         (
-            "collective_permute",
-            collective_module(
+            "replica_id_as_data",
+            with_mesh(&collective_module(
                 REPLICATED,
-                "    %0 = \"stablehlo.collective_permute\"(%arg0) <{source_target_pairs = dense<[[0, 1], [1, 0]]> : tensor<2x2xi64>}> : (tensor<4x8xf32>) -> tensor<4x8xf32>",
+                "    %r = \"stablehlo.replica_id\"() : () -> tensor<ui32>\n    %f = \"stablehlo.convert\"(%r) : (tensor<ui32>) -> tensor<f32>\n    %b = \"stablehlo.broadcast_in_dim\"(%f) <{broadcast_dimensions = array<i64>}> : (tensor<f32>) -> tensor<4x8xf32>\n    %0 = \"stablehlo.add\"(%arg0, %b) : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>",
                 "tensor<4x8xf32>",
-            ),
+            )),
         ),
+        ("slice_offsets_of_no_axes", with_mesh(&replica_slice("dense<[0, 4, 4, 0]>", "4, 4"))),
+        ("slice_cuts_two_dimensions", with_mesh(&replica_slice("dense<[0, 4, 4, 0]>", "2, 4"))),
     ];
     let mut messages: String =
         stablehlo_error_lines(work.path(), &cases).iter().map(|line| format!("{line}\n")).collect();

@@ -73,6 +73,8 @@ impl FnEmitter<'_> {
                 let mapped = self.reshape_index(&out_shape, &in_shape(0)?, idx);
                 self.value_at(input(0), &mapped)
             }
+            // An identity on one device (its layout is `shard`'s business).
+            Op::ShardingConstraint { .. } => self.value_at(input(0), idx),
             Op::Transpose { perm } => {
                 // out.shape[d] = in.shape[perm[d]], so the input index at perm[d] is idx[d].
                 let mut mapped = vec![String::new(); idx.len()];

@@ -1,7 +1,9 @@
-//! StableHLO collectives (`all_reduce`, `all_gather`, `reduce_scatter`, `all_to_all`) read back
-//! into tsr collectives: the module is a per-rank program run as replicas (what
-//! [`super::export::export_rank_program`] writes), and each op's `replica_groups` are matched
-//! against the groups of the mesh's axes to find the `mesh_axes` that span them.
+//! StableHLO collectives (`all_reduce`, `all_gather`, `reduce_scatter`, `all_to_all`,
+//! `collective_permute`) read back into tsr collectives: the module is a per-rank program run as
+//! replicas (what [`super::export::export_rank_program`] writes), and each op's `replica_groups`
+//! are matched against the groups of the mesh's axes to find the `mesh_axes` that span them; a
+//! `collective_permute`'s `source_target_pairs` must be the same member pairs in every group of
+//! some axes (the fewest axes, then the mesh's order, is chosen: any of them moves the same data).
 //!
 //! The mesh is the module's `sdy.mesh` (one, or the one named `mesh`); a module without one but
 //! with `mhlo.num_replicas = N` reads as the one-axis mesh `replicas=N` (a `pmap`-style module
@@ -24,7 +26,11 @@ fn fail<T>(op: &SOp, message: String) -> SResult<T> {
 pub fn is_collective(name: &str) -> bool {
     matches!(
         name,
-        "stablehlo.all_reduce" | "stablehlo.all_gather" | "stablehlo.reduce_scatter" | "stablehlo.all_to_all"
+        "stablehlo.all_reduce"
+            | "stablehlo.all_gather"
+            | "stablehlo.reduce_scatter"
+            | "stablehlo.all_to_all"
+            | "stablehlo.collective_permute"
     )
 }
 
@@ -40,7 +46,7 @@ pub fn groups_over(mesh: &Mesh, axes: &[String]) -> Result<Vec<Vec<usize>>, Stri
 }
 
 /// Every ordered choice of distinct axes (the order decides the members' order in a group).
-fn axis_orders(names: &[String]) -> Vec<Vec<String>> {
+pub fn axis_orders(names: &[String]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let mut stack: Vec<Vec<String>> = vec![Vec::new()];
     while let Some(prefix) = stack.pop() {
@@ -69,13 +75,69 @@ pub fn axes_of_groups(mesh: &Mesh, groups: &[Vec<usize>]) -> Option<MeshAxes> {
     })
 }
 
+/// The member pairs of `pairs` (global ranks) when they are the same pairs in every group of
+/// `axes`.
+fn member_pairs(mesh: &Mesh, axes: &[String], pairs: &[Vec<usize>]) -> Option<Vec<(u64, u64)>> {
+    let groups = groups_over(mesh, axes).ok()?;
+    let mut per_group: Vec<Vec<(u64, u64)>> = vec![Vec::new(); groups.len()];
+    for pair in pairs {
+        let (source, target) = (*pair.first()?, *pair.get(1)?);
+        let g = groups.iter().position(|g| g.contains(&source))?;
+        let member = |r: usize| groups[g].iter().position(|&m| m == r).map(|i| i as u64);
+        per_group[g].push((member(source)?, member(target)?));
+    }
+    for pairs in &mut per_group {
+        pairs.sort();
+    }
+    let first = per_group.first()?.clone();
+    per_group.iter().all(|p| *p == first).then_some(first)
+}
+
+/// `collective_permute`: its `source_target_pairs` as member pairs over the smallest group of
+/// mesh axes that holds every pair and repeats the same pairs in each of its groups.
+fn permute(op: &SOp, mesh: &Mesh) -> SResult<Collective> {
+    let pairs = int_rows(op, "source_target_pairs", "tensor<Nx2xi64>")?;
+    if pairs.iter().any(|p| p.len() != 2) {
+        return fail(op, "source_target_pairs must be (source, target) rows, tensor<Nx2xi64>".into());
+    }
+    let names: Vec<String> = mesh.axes().iter().map(|a| a.name.clone()).collect();
+    // Fewest axes first, then the mesh's own order (major to minor): a deterministic choice.
+    let mut orders = axis_orders(&names);
+    orders.sort_by_key(|axes| {
+        let positions: Vec<usize> = axes.iter().filter_map(|a| names.iter().position(|n| n == a)).collect();
+        (axes.len(), positions)
+    });
+    let found = orders.into_iter().find_map(|axes| {
+        let members = member_pairs(mesh, &axes, &pairs)?;
+        let size = mesh.group_size(&axes).ok()?;
+        Some(Collective::CollectivePermute { pairs: members, group: MeshAxes { axes, size } })
+    });
+    // Pairs naming a member twice are left to tsr's shape rule, which the import runs on it.
+    let Some(permute) = found else {
+        let text: Vec<String> = pairs.iter().map(|p| format!("{p:?}")).collect();
+        return fail(
+            op,
+            format!(
+                "source_target_pairs {} are not the same member pairs in every group of any axes of the mesh {mesh}",
+                text.join(", ")
+            ),
+        );
+    };
+    Ok(permute)
+}
+
 /// `replica_groups = dense<[[0, 1], [2, 3]]> : tensor<2x2xi64>` as lists of ranks.
 fn replica_groups(op: &SOp) -> SResult<Vec<Vec<usize>>> {
-    let Some(Attr::Dense(t)) = op.attr("replica_groups") else {
-        return fail(op, "needs replica_groups = dense<[[...], ...]> : tensor<GxSxi64>".into());
+    int_rows(op, "replica_groups", "tensor<GxSxi64>")
+}
+
+/// A 2-D integer attribute of non-negative ids (`replica_groups`, `source_target_pairs`) as rows.
+fn int_rows(op: &SOp, name: &str, form: &str) -> SResult<Vec<Vec<usize>>> {
+    let Some(Attr::Dense(t)) = op.attr(name) else {
+        return fail(op, format!("needs {name} = dense<[[...], ...]> : {form}"));
     };
     if t.shape.len() != 2 || !t.dtype.is_int() {
-        return fail(op, format!("replica_groups must be a 2-D integer tensor, got shape {:?}", t.shape));
+        return fail(op, format!("{name} must be a 2-D integer tensor, got shape {:?}", t.shape));
     }
     let size = t.shape[1];
     let ids = t.to_i64_vec();
@@ -86,7 +148,7 @@ fn replica_groups(op: &SOp) -> SResult<Vec<Vec<usize>>> {
             // XLA pads ragged groups with -1; tsr groups are all one size.
             match usize::try_from(id) {
                 Ok(id) => group.push(id),
-                Err(_) => return fail(op, format!("replica_groups holds {id}; tsr groups are all the same size")),
+                Err(_) => return fail(op, format!("{name} holds {id}; tsr groups are all the same size")),
             }
         }
         groups.push(group);
@@ -122,6 +184,9 @@ pub fn collective_of(op: &SOp, mesh: Option<&Mesh>) -> SResult<Collective> {
             "a collective needs the mesh its replicas form: the module has no sdy.mesh and no mhlo.num_replicas".into(),
         );
     };
+    if op.name == "stablehlo.collective_permute" {
+        return permute(op, mesh);
+    }
     let groups = replica_groups(op)?;
     let Some(group) = axes_of_groups(mesh, &groups) else {
         let text: Vec<String> = groups.iter().map(|g| format!("{g:?}")).collect();

@@ -16,8 +16,13 @@
 //! `channel_handle` with `use_global_device_ids` (flattened ids, which with one partition are the
 //! replica ids), as JAX writes them; `all_to_all` carries none, because XLA reads an all-to-all
 //! with a channel as cross-partition and a replicated module has one partition. `all_slice`
-//! becomes a `dynamic_slice` at the block of `replica_id`. The mesh is written as
-//! `sdy.mesh @mesh` so the import can name the axes again. `send`/`recv` are refused: they join
+//! becomes a `dynamic_slice` at the block of `replica_id`; `collective_permute` a
+//! `collective_permute` whose `source_target_pairs` repeat the member pairs in every group
+//! (without a channel, for the same reason as `all_to_all`). The mesh is written as
+//! `sdy.mesh @mesh` so the import can name the axes again. A global program's
+//! `tsr.sharding_constraint`s are written as `sdy.sharding_constraint` over the mesh of its
+//! boundary shardings (refused without one, and in a per-rank program, where `shard` has
+//! already resharded at them). `send`/`recv` are refused: they join
 //! pipeline stages, which run different programs, while XLA runs one program on every replica.
 
 use std::fmt::Write as _;
@@ -95,16 +100,17 @@ pub fn export_rank_program(graph: &Graph, mesh: &Mesh) -> EResult<String> {
 }
 
 fn export_with(graph: &Graph, mesh: Option<&Mesh>) -> EResult<String> {
+    // Boundary shardings go back as Shardy's, over one `sdy.mesh @mesh`.
+    let io = if mesh.is_some() { None } else { graph.io_shardings() };
     let mut w = Writer {
         body: String::new(),
         next: 0,
         values: vec![None; graph.num_values()],
         mesh: mesh.cloned(),
+        io_mesh: io.map(|io| io.mesh.clone()),
         channels: 0,
     };
     let mut params = Vec::new();
-    // Boundary shardings go back as Shardy's, over one `sdy.mesh @mesh`.
-    let io = if mesh.is_some() { None } else { graph.io_shardings() };
     let sdy = |s: Option<&Sharding>| -> EResult<String> {
         match s {
             None => Ok(String::new()),
@@ -191,6 +197,9 @@ struct Writer {
     values: Vec<Option<V>>,
     /// The mesh of a per-rank program; collectives are refused without one.
     mesh: Option<Mesh>,
+    /// The mesh of a global program's boundary shardings (written as `sdy.mesh @mesh`), which
+    /// its sharding constraints name.
+    io_mesh: Option<Mesh>,
     /// Channel handles handed out so far (each collective gets its own, from 1).
     channels: u64,
 }
@@ -227,6 +236,7 @@ impl Writer {
             next: self.next,
             values: vec![None; g.num_values()],
             mesh: self.mesh.clone(),
+            io_mesh: self.io_mesh.clone(),
             channels: self.channels,
         };
         let mut args = Vec::new();
@@ -521,6 +531,7 @@ impl Writer {
             }
             Op::Broadcast { .. } => one(self.broadcast_to(&x[0], &out.dims)),
             Op::Reshape { .. } => one(self.op("stablehlo.reshape", &[&x[0]], "", &out)),
+            Op::ShardingConstraint { sharding } => one(self.sharding_constraint(sharding, &x[0], &out)?),
             Op::Transpose { perm } => one(self.op(
                 "stablehlo.transpose",
                 &[&x[0]],
@@ -922,8 +933,48 @@ impl Writer {
                 let props = format!("slice_sizes = {}", ints(out.dims.iter().map(|&n| n as i64)));
                 Ok(vec![self.op("stablehlo.dynamic_slice", &operands, &props, out)])
             }
+            Collective::CollectivePermute { pairs, group } => {
+                let groups =
+                    super::collective::groups_over(&mesh, &group.axes).map_err(|message| ExportError { message })?;
+                let mut rows = Vec::new();
+                for members in &groups {
+                    for &(source, target) in pairs {
+                        let (Some(s), Some(t)) = (members.get(source as usize), members.get(target as usize)) else {
+                            return refuse(format!(
+                                "collective_permute pair ({source}, {target}) is outside a group of {}",
+                                members.len()
+                            ));
+                        };
+                        rows.push(format!("[{s}, {t}]"));
+                    }
+                }
+                let props =
+                    format!("source_target_pairs = dense<[{}]> : tensor<{}x2xi64>", rows.join(", "), rows.len());
+                Ok(vec![self.op("stablehlo.collective_permute", &[x], &props, out)])
+            }
             Collective::Send { .. } | Collective::Recv { .. } => refuse("send/recv have no group"),
         }
+    }
+
+    /// `tsr.sharding_constraint` of a global program: `sdy.sharding_constraint` over the
+    /// boundary shardings' mesh.
+    fn sharding_constraint(&mut self, sharding: &Sharding, x: &V, out: &Shape) -> EResult<V> {
+        if self.mesh.is_some() {
+            return refuse(
+                "a sharding constraint in a per-rank program: 'shard' reshards at constraints and removes them",
+            );
+        }
+        let Some(mesh) = &self.io_mesh else {
+            return refuse(
+                "a sharding constraint names axes of the mesh the boundary shardings define, and this graph has none",
+            );
+        };
+        let ty = tessera_ir::types::TensorType::of_static(out.dtype, &out.dims);
+        sharding
+            .check(mesh, &ty)
+            .map_err(|e| ExportError { message: format!("sharding constraint {sharding}: {e}") })?;
+        let props = format!("sharding = {}", super::sharding::sdy_sharding_text("mesh", sharding));
+        Ok(self.op("sdy.sharding_constraint", &[x], &props, out))
     }
 
     /// The next channel handle, as the attribute entry `channel_handle = ...`.

@@ -11,14 +11,17 @@
 //! Sharding annotations on `@main`'s arguments and results (`sdy.sharding` over an `sdy.mesh`,
 //! `mhlo.sharding`) become the graph's boundary shardings ([`sharding`], `Graph::io_shardings`),
 //! which the `shard` pass seeds its inputs from; shardings between ops (`sdy.sharding_constraint`,
-//! `custom_call @Sharding`, an op's `mhlo.sharding`) are refused with a located error naming
-//! the form, as tsr has no per-value annotation inside a graph and dropping one would change the
-//! partitioning silently. `@main`'s arguments keep their names (`%arg0`
-//! becomes input `arg0`, a `?` dimension the symbol `arg0_dim0`), results are `out0`, `out1`.
-//! StableHLO collectives (`all_reduce`, `all_gather`, `reduce_scatter`, `all_to_all`) of a
-//! replicated per-rank module become tsr collectives, their `replica_groups` read as mesh axes
-//! ([`collective`]). Every failure is a [`StablehloError`] at a line and column. [`export`]
-//! writes the other way, per-rank programs with their collectives included.
+//! `custom_call @Sharding`, an op's own one-result sharding) become `tsr.sharding_constraint`s
+//! (`translate::constraint`), which `shard` reshards at. `@main`'s arguments keep their names
+//! (`%arg0` becomes input `arg0`, a `?` dimension the symbol `arg0_dim0`), results are `out0`,
+//! `out1`.
+//! StableHLO collectives (`all_reduce`, `all_gather`, `reduce_scatter`, `all_to_all`,
+//! `collective_permute`) of a replicated per-rank module become tsr collectives, their
+//! `replica_groups` (or `source_target_pairs`) read as mesh axes ([`collective`]); `replica_id`
+//! is known per replica at import, and the `dynamic_slice` at a `replica_id`-indexed offset
+//! that tessera exports `all_slice` as reads back as `all_slice` (`translate::replica`). Every
+//! failure is a [`StablehloError`] at a line and column. [`export`] writes the other way,
+//! per-rank programs with their collectives included.
 
 pub mod collective;
 pub mod export;

@@ -23,7 +23,7 @@ use tessera_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp};
 use tessera_ir::ops::indexing::ScatterReduction;
 use tessera_ir::ops::reduce::ReduceKind;
 use tessera_ir::ops::Op;
-use tessera_ir::sharding::Mesh;
+use tessera_ir::sharding::{IoShardings, Mesh};
 use tessera_ir::symbolic::DimExpr;
 use tessera_ir::tensor::Tensor;
 use tessera_ir::types::{Dim, TensorType};
@@ -36,30 +36,32 @@ const MAX_TRIPS: usize = 4096;
 const MAX_CALL_DEPTH: usize = 64;
 
 /// A StableHLO value during translation: a graph value (made on first use when the value is a
-/// folded constant), its folded contents if known, and, for integer shape values, the
-/// dimension sizes they hold.
+/// folded constant), its folded contents if known, for integer shape values the dimension
+/// sizes they hold, and for a value computed from `replica_id` its contents on every replica
+/// (known at import, never a graph value: see [`replica`]).
 #[derive(Clone)]
 struct Val {
     id: Rc<Cell<Option<ValueId>>>,
     konst: Option<Rc<Tensor>>,
     ty: TensorType,
     sizes: Option<Vec<Dim>>,
+    per_replica: Option<Rc<Vec<Tensor>>>,
 }
 
 impl Val {
     fn node(id: ValueId, ty: TensorType) -> Val {
-        Val { id: Rc::new(Cell::new(Some(id))), konst: None, ty, sizes: None }
+        Val { id: Rc::new(Cell::new(Some(id))), konst: None, ty, sizes: None, per_replica: None }
     }
 
     fn constant(t: Tensor) -> Val {
         let sizes = (t.dtype.is_int() && t.shape.len() <= 1)
             .then(|| t.to_i64_vec().into_iter().map(|v| Dim::Static(v.max(0) as u64)).collect::<Vec<_>>());
-        Val { id: Rc::new(Cell::new(None)), ty: t.tensor_type(), konst: Some(Rc::new(t)), sizes }
+        Val { id: Rc::new(Cell::new(None)), ty: t.tensor_type(), konst: Some(Rc::new(t)), sizes, per_replica: None }
     }
 
     /// A scalar or vector of dimension sizes that exists only at import (no graph value).
     fn sizes(ty: TensorType, sizes: Vec<Dim>) -> Val {
-        Val { id: Rc::new(Cell::new(None)), konst: None, ty, sizes: Some(sizes) }
+        Val { id: Rc::new(Cell::new(None)), konst: None, ty, sizes: Some(sizes), per_replica: None }
     }
 }
 
@@ -108,7 +110,14 @@ pub fn translate(top: &[SOp]) -> SResult<Graph> {
     let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
     // Read only when a collective needs it: other modules import whatever their meshes say.
     let mesh = collective_mesh(&meshes, top);
-    let mut t = Translator { funcs, graph: Graph::new(&name), depth: 0, mesh };
+    let mut t = Translator {
+        funcs,
+        graph: Graph::new(&name),
+        depth: 0,
+        mesh,
+        sdy_meshes: meshes.clone(),
+        constraint_mesh: None,
+    };
     let mut args = Vec::new();
     for (position, (ssa_name, ty)) in body.args.iter().enumerate() {
         // MLIR numbers unnamed block arguments across the whole module in the generic form
@@ -153,37 +162,11 @@ pub fn translate(top: &[SOp]) -> SResult<Graph> {
     };
     super::sharding::read_io_shardings(&mut t.graph, &meshes, &attr_list("arg_attrs"), &attr_list("res_attrs"))
         .map_err(|message| SyntaxError { offset: main.offset, message })?;
+    let boundary = t.graph.io_shardings().map(|io| io.mesh.clone());
+    if let Some(mesh) = t.constraint_mesh_against(boundary.as_ref(), main.offset)? {
+        t.graph.set_io_shardings(Some(IoShardings { mesh, inputs: Vec::new(), outputs: Vec::new() }));
+    }
     Ok(t.graph)
-}
-
-/// The form of a sharding an op inside a function carries, if any: `sdy.sharding_constraint`,
-/// JAX's `custom_call @Sharding` (GSPMD's `with_sharding_constraint`), or an op's own
-/// `mhlo.sharding`/`sdy.sharding` attribute. Dropping one would silently change how the program
-/// is partitioned, so the import refuses it.
-fn sharding_between_ops(op: &SOp) -> Option<String> {
-    let text = |a: &Attr| match a {
-        Attr::Str(s) | Attr::Opaque(s) => s.clone(),
-        other => format!("{other:?}"),
-    };
-    if op.name == "sdy.sharding_constraint" {
-        let sharding = op.attr("sharding").map(text).unwrap_or_default();
-        return Some(format!(
-            "sdy.sharding_constraint <{}>",
-            sharding.trim_start_matches("#sdy.sharding<").trim_end_matches('>')
-        ));
-    }
-    for key in ["mhlo.sharding", "sdy.sharding"] {
-        if let Some(a) = op.attr(key) {
-            let target = match (op.name.as_str(), &op.callee, op.attr("call_target_name")) {
-                ("stablehlo.custom_call", Some(t), _) | ("stablehlo.custom_call", None, Some(Attr::Str(t))) => {
-                    format!(" @{t}")
-                }
-                _ => String::new(),
-            };
-            return Some(format!("{}{target} with {key} = {}", op.name, text(a)));
-        }
-    }
-    None
 }
 
 /// The mesh of the module's collectives: its `sdy.mesh` (the only one, or the one named
@@ -205,7 +188,9 @@ fn collective_mesh(meshes: &[(String, String)], top: &[SOp]) -> Result<Option<Me
     replicas.map(|n| Mesh::new(&[(super::collective::REPLICAS_AXIS, n)])).transpose()
 }
 
+mod constraint;
 mod general_indexing;
+mod replica;
 
 struct Translator<'m> {
     funcs: HashMap<String, &'m SOp>,
@@ -214,6 +199,10 @@ struct Translator<'m> {
     /// The mesh collectives' replica groups are read over ([`super::collective`]), or why the
     /// module's mesh does not read.
     mesh: Result<Option<Mesh>, String>,
+    /// The module's `sdy.mesh`es (name, axes text), which sharding constraints name.
+    sdy_meshes: Vec<(String, String)>,
+    /// The mesh the sharding constraints read so far name, and how it was named.
+    constraint_mesh: Option<(String, Mesh)>,
 }
 
 impl<'m> Translator<'m> {
@@ -254,6 +243,9 @@ impl<'m> Translator<'m> {
         if let Some(id) = v.id.get() {
             return Ok(id);
         }
+        if v.per_replica.is_some() {
+            return err(at, replica::AS_DATA);
+        }
         let Some(t) = &v.konst else {
             return err(
                 at,
@@ -278,7 +270,13 @@ impl<'m> Translator<'m> {
             let mut results =
                 op.infer(&types).map_err(|m| SyntaxError { offset: at, message: format!("{}: {m}", op.mnemonic()) })?;
             if results.len() == 1 {
-                return Ok(Val { id: Rc::new(Cell::new(None)), konst: None, ty: results.remove(0), sizes: None });
+                return Ok(Val {
+                    id: Rc::new(Cell::new(None)),
+                    konst: None,
+                    ty: results.remove(0),
+                    sizes: None,
+                    per_replica: None,
+                });
             }
         }
         if inputs.iter().all(|v| v.konst.is_some()) {
@@ -307,17 +305,18 @@ impl<'m> Translator<'m> {
 
     fn op(&mut self, op: &'m SOp, env: &Env) -> SResult<Vec<Val>> {
         let args: Vec<Val> = op.operands.iter().map(|r| lookup(env, r)).collect::<SResult<_>>()?;
-        let (at, name) = (op.offset, op.name.as_str());
-        if let Some(form) = sharding_between_ops(op) {
-            return err(
-                at,
-                format!(
-                    "{form} is a sharding between ops, which tsr cannot represent (tsr shards at @main's \
-                     arguments and results, which seed the shard pass); move it to an argument or result \
-                     sharding or remove it"
-                ),
-            );
+        if let Some(form) = constraint::form_of(op) {
+            return self.with_constraint(op, env, args, form);
         }
+        if args.iter().any(|v| v.per_replica.is_some()) {
+            return self.replica_dependent(op, env, args);
+        }
+        self.op_on(op, env, args)
+    }
+
+    /// One op on operands already looked up (none of them replica-dependent).
+    fn op_on(&mut self, op: &'m SOp, env: &Env, args: Vec<Val>) -> SResult<Vec<Val>> {
+        let (at, name) = (op.offset, op.name.as_str());
         let arity = |n: usize| check_arity(op, &args, n);
         if let Some(b) = binary_of(name) {
             arity(2)?;
@@ -376,9 +375,21 @@ impl<'m> Translator<'m> {
                 let id = self.add(Op::Collective(collective), &[x], at)?;
                 one(Val::node(id, self.graph.value(id).ty.clone()))
             }
-            "stablehlo.collective_permute" | "stablehlo.collective_broadcast" | "stablehlo.send" | "stablehlo.recv" => {
-                err(at, format!("{name} has no tsr counterpart: tsr moves data between ranks only in group collectives and the send/recv that join pipeline stages"))
+            "stablehlo.replica_id" => {
+                arity(0)?;
+                one(self.replica_id(at)?)
             }
+            "stablehlo.collective_broadcast" => {
+                err(at, format!("{name} has no tsr counterpart: tsr moves data between ranks in group collectives, collective_permute and the send/recv that join pipeline stages"))
+            }
+            "stablehlo.send" | "stablehlo.recv" => err(
+                at,
+                format!(
+                    "{name} has no tsr counterpart in a replicated module: tsr's send/recv join pipeline stages, \
+                     which run different programs, while every replica runs this one (collective_permute moves \
+                     data between replicas)"
+                ),
+            ),
             "sdy.manual_computation" => err(
                 at,
                 "sdy.manual_computation (a shard_map or pmap body) is not read: import the global program (tessera partitions it with 'shard') or a per-rank program as a replicated module (mhlo.num_replicas)",

@@ -1,6 +1,6 @@
 //! Collective communication ops, which the sharding passes insert into per-rank programs:
 //! `tsr.all_reduce`, `tsr.all_gather`, `tsr.reduce_scatter`, `tsr.all_to_all`, `tsr.all_slice`,
-//! `tsr.send` and `tsr.recv`.
+//! `tsr.collective_permute`, `tsr.send` and `tsr.recv`.
 //!
 //! Every rank runs its own program, so types are *local* (the block one rank holds). The group
 //! of a collective is the set of ranks that differ from the executing rank only on `mesh_axes`
@@ -16,6 +16,9 @@
 //! - `all_to_all {split_dim, concat_dim}`: member `j` gets `concat_i(block_j(x_i, split_dim), concat_dim)`.
 //! - `all_slice {dim}`: member `i` keeps block `i` of its own operand along `dim` (no data moves;
 //!   it turns a replicated value into a sharded one, like MLIR `shard.all_slice`).
+//! - `collective_permute {sources, targets}` (two equally long lists of member indices): member
+//!   `targets[k]` gets `x_{sources[k]}`, a member no pair targets gets zeros (StableHLO's
+//!   `collective_permute`, JAX's `ppermute`). No member is a source twice or a target twice.
 //! - `send {mesh_axis, peer, tag}` sends its operand to the rank whose coordinate on
 //!   `mesh_axis` is `peer` (others equal) and has no result; `recv {mesh_axis, peer, tag}`
 //!   receives the message with the same tag from that rank; its result type says what arrives.
@@ -111,6 +114,11 @@ pub enum Collective {
         dim: i64,
         group: MeshAxes,
     },
+    /// `(source, target)` member pairs.
+    CollectivePermute {
+        pairs: Vec<(u64, u64)>,
+        group: MeshAxes,
+    },
     Send {
         mesh_axis: String,
         peer: i64,
@@ -127,7 +135,7 @@ pub enum Collective {
 
 /// Every mnemonic of the family.
 pub const MNEMONICS: &[&str] =
-    &["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_slice", "send", "recv"];
+    &["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "all_slice", "collective_permute", "send", "recv"];
 
 impl Collective {
     /// Operand and result counts of the collective named `mnemonic`; `None` for other ops.
@@ -147,6 +155,7 @@ impl Collective {
             Collective::ReduceScatter { .. } => "reduce_scatter",
             Collective::AllToAll { .. } => "all_to_all",
             Collective::AllSlice { .. } => "all_slice",
+            Collective::CollectivePermute { .. } => "collective_permute",
             Collective::Send { .. } => "send",
             Collective::Recv { .. } => "recv",
         }
@@ -159,7 +168,8 @@ impl Collective {
             | Collective::AllGather { group, .. }
             | Collective::ReduceScatter { group, .. }
             | Collective::AllToAll { group, .. }
-            | Collective::AllSlice { group, .. } => Some(group),
+            | Collective::AllSlice { group, .. }
+            | Collective::CollectivePermute { group, .. } => Some(group),
             Collective::Send { .. } | Collective::Recv { .. } => None,
         }
     }
@@ -196,6 +206,12 @@ impl Collective {
                 let mut a = group_attrs(group);
                 a.push(("split_dim", Attr::Int(*split_dim)));
                 a.push(("concat_dim", Attr::Int(*concat_dim)));
+                a
+            }
+            Collective::CollectivePermute { pairs, group } => {
+                let mut a = group_attrs(group);
+                a.push(("sources", Attr::Ints(pairs.iter().map(|p| p.0 as i64).collect())));
+                a.push(("targets", Attr::Ints(pairs.iter().map(|p| p.1 as i64).collect())));
                 a
             }
             Collective::Send { mesh_axis, peer, tag } | Collective::Recv { mesh_axis, peer, tag, .. } => {
@@ -236,6 +252,25 @@ impl Collective {
                     split_dim: attrs.int("split_dim")?,
                     concat_dim: attrs.int("concat_dim")?,
                 },
+                "collective_permute" => {
+                    let group = group()?;
+                    let (sources, targets) = (attrs.ints("sources")?, attrs.ints("targets")?);
+                    if sources.len() != targets.len() {
+                        return Err(format!(
+                            "collective_permute has {} sources but {} targets",
+                            sources.len(),
+                            targets.len()
+                        ));
+                    }
+                    let member =
+                        |m: i64| u64::try_from(m).map_err(|_| format!("collective_permute member {m} is negative"));
+                    let pairs = sources
+                        .iter()
+                        .zip(&targets)
+                        .map(|(&s, &t)| Ok((member(s)?, member(t)?)))
+                        .collect::<Result<Vec<_>, String>>()?;
+                    Collective::CollectivePermute { pairs, group }
+                }
                 _ => {
                     let mesh_axis = attrs.string("mesh_axis")?;
                     let (peer, tag) = (attrs.int("peer")?, attrs.int("tag")?);
@@ -307,6 +342,10 @@ impl Collective {
                 let d = dim_of(*dim)?;
                 Ok(vec![with_dim(d, split(d, group.size)?)])
             }
+            Collective::CollectivePermute { pairs, group } => {
+                check_pairs(pairs, group.size)?;
+                Ok(vec![x.clone()])
+            }
             Collective::AllToAll { split_dim, concat_dim, group } => {
                 let (s, c) = (dim_of(*split_dim)?, dim_of(*concat_dim)?);
                 if s == c {
@@ -330,6 +369,22 @@ impl Collective {
             self.mnemonic()
         )
     }
+}
+
+/// Every member of a permutation's pairs is in the group, none a source or a target twice.
+fn check_pairs(pairs: &[(u64, u64)], size: u64) -> Result<(), String> {
+    for (k, &(source, target)) in pairs.iter().enumerate() {
+        if let Some(m) = [source, target].into_iter().find(|&m| m >= size) {
+            return Err(format!("collective_permute pair ({source}, {target}) names member {m} of a group of {size}"));
+        }
+        if pairs[..k].iter().any(|p| p.0 == source) {
+            return Err(format!("collective_permute sends member {source}'s operand twice"));
+        }
+        if pairs[..k].iter().any(|p| p.1 == target) {
+            return Err(format!("collective_permute sends member {target} two operands"));
+        }
+    }
+    Ok(())
 }
 
 // `Recv` returns before the match; this keeps the match exhaustive without a panic.
@@ -365,6 +420,13 @@ pub fn eval_group(op: &Collective, operands: &[&Tensor], member: usize, result: 
             block(&sum, dim(*d)?, g, member)
         }
         Collective::AllSlice { dim: d, .. } => block(own, dim(*d)?, g, member),
+        Collective::CollectivePermute { pairs, .. } => {
+            check_pairs(pairs, g as u64)?;
+            match pairs.iter().find(|p| p.1 as usize == member) {
+                Some(&(source, _)) => Ok(operands[source as usize].clone()),
+                None => Ok(Tensor::zeros(own.dtype, own.shape.clone())),
+            }
+        }
         Collective::AllToAll { split_dim, concat_dim, .. } => {
             let (s, c) = (dim(*split_dim)?, dim(*concat_dim)?);
             let blocks = operands.iter().map(|t| block(t, s, g, member)).collect::<Result<Vec<_>, _>>()?;
@@ -492,6 +554,21 @@ mod tests {
         assert_eq!(eval_group(&a2a, &[&a, &b], 1, &ty(&[1, 4])).expect("a2a").to_f64_vec(), [3.0, 4.0, 30.0, 40.0]);
         let slice = Collective::AllSlice { dim: 1, group: group("tp", 2) };
         assert_eq!(eval_group(&slice, &[&a, &b], 1, &ty(&[2, 1])).expect("slice").to_f64_vec(), [20.0, 40.0]);
+        // Member 0 sends to 1; nothing is sent to 0, which gets zeros.
+        let shift = Collective::CollectivePermute { pairs: vec![(0, 1)], group: group("tp", 2) };
+        assert_eq!(eval_group(&shift, &[&a, &b], 1, &ty(&[2, 2])).expect("to 1").to_f64_vec(), [1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(eval_group(&shift, &[&a, &b], 0, &ty(&[2, 2])).expect("to 0").to_f64_vec(), [0.0; 4]);
+    }
+
+    #[test]
+    fn permutations_name_each_member_once_as_source_and_as_target() {
+        let x = TensorType::of_static(DType::F32, &[2]);
+        let infer =
+            |pairs: Vec<(u64, u64)>| Collective::CollectivePermute { pairs, group: group("tp", 2) }.infer(&[&x]);
+        assert_eq!(infer(vec![(0, 1), (1, 0)]).expect("a swap"), vec![x.clone()]);
+        assert!(infer(vec![(0, 2)]).expect_err("outside").contains("names member 2 of a group of 2"));
+        assert!(infer(vec![(0, 1), (0, 0)]).expect_err("twice").contains("member 0's operand twice"));
+        assert!(infer(vec![(0, 1), (1, 1)]).expect_err("two").contains("sends member 1 two operands"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod attr;
 pub mod collective;
+pub mod constraint;
 pub mod control;
 pub mod conv;
 pub mod elementwise;
@@ -82,6 +83,11 @@ pub enum Op {
     /// Reshape to `shape` (the result type's dimensions).
     Reshape {
         shape: Vec<Dim>,
+    },
+    /// An identity that pins the value's layout over the mesh for `shard` (see [`constraint`]).
+    ShardingConstraint {
+        #[serde(with = "constraint::as_text")]
+        sharding: crate::sharding::Sharding,
     },
     Transpose {
         perm: Vec<i64>,
@@ -205,6 +211,7 @@ impl Op {
             Op::ArgMax { axis, keepdims } => reduce::infer_argmax(inputs, *axis, *keepdims),
             Op::Broadcast { shape } => layout::infer_broadcast(inputs, shape),
             Op::Reshape { shape } => layout::infer_reshape(inputs, shape),
+            Op::ShardingConstraint { sharding } => constraint::infer(inputs, sharding),
             Op::Transpose { perm } => layout::infer_transpose(inputs, perm),
             Op::Slice { starts, ends, steps } => layout::infer_slice(inputs, starts, ends, steps),
             Op::Concat { axis } => layout::infer_concat(inputs, *axis),
@@ -262,6 +269,7 @@ impl Op {
             Op::Reduce { .. } | Op::ArgMax { .. } => Ok(reduce::flops(inputs)),
             Op::Broadcast { .. }
             | Op::Reshape { .. }
+            | Op::ShardingConstraint { .. }
             | Op::Transpose { .. }
             | Op::Slice { .. }
             | Op::Concat { .. }
@@ -319,6 +327,7 @@ impl Op {
             Op::ArgMax { axis, keepdims } => reduce::sharding_rule(first, out, None, &[*axis], *keepdims),
             Op::Broadcast { .. } => layout::sharding_rule_broadcast(first, out),
             Op::Reshape { .. } => layout::sharding_rule_reshape(first, out),
+            Op::ShardingConstraint { .. } => constraint::sharding_rule(first),
             Op::Transpose { perm } => layout::sharding_rule_transpose(first, out, perm),
             Op::Slice { starts, ends, steps } => layout::sharding_rule_slice(first, out, starts, ends, steps),
             Op::Concat { axis } | Op::Split { axis, .. } => {
@@ -427,6 +436,7 @@ impl Op {
             Op::ArgMax { axis, .. } => one(reduce::eval_argmax(operand(inputs, 0)?, *axis, out)?),
             Op::Broadcast { .. } => one(layout::eval_broadcast(operand(inputs, 0)?, out)?),
             Op::Reshape { .. } => one(layout::eval_reshape(operand(inputs, 0)?, out)?),
+            Op::ShardingConstraint { .. } => one(constraint::eval(operand(inputs, 0)?)),
             Op::Transpose { perm } => one(layout::eval_transpose(operand(inputs, 0)?, perm, out)?),
             Op::Slice { starts, ends, steps } => {
                 one(layout::eval_slice(operand(inputs, 0)?, starts, ends, steps, out)?)
@@ -485,6 +495,7 @@ macro_rules! data_movement_ops {
         $crate::ops::Op::Constant(_)
             | $crate::ops::Op::Broadcast { .. }
             | $crate::ops::Op::Reshape { .. }
+            | $crate::ops::Op::ShardingConstraint { .. }
             | $crate::ops::Op::Transpose { .. }
             | $crate::ops::Op::Slice { .. }
             | $crate::ops::Op::Concat { .. }
@@ -574,6 +585,8 @@ impl Op {
             Op::Reduce { kind, axes, .. } => one(kind.grad(cx, (x(0)?, y, g), axes)?),
             Op::Broadcast { .. } => one(layout::grad_broadcast(cx, x(0)?, g)?),
             Op::Reshape { .. } => one(layout::grad_reshape(cx, x(0)?, g)?),
+            // The gradient passes through (its layout is the shard pass's own choice).
+            Op::ShardingConstraint { .. } => one(g),
             Op::Transpose { perm } => one(layout::grad_transpose(cx, g, perm)?),
             Op::Slice { starts, ends, steps } => one(layout::grad_slice(cx, x(0)?, g, (starts, ends, steps))?),
             Op::Concat { axis } => layout::grad_concat(cx, inputs, g, *axis, wanted),

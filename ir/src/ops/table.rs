@@ -157,6 +157,16 @@ impl AttrCodec for AdamW {
 
 /// A recurrent cell is its attributes: `hidden_size`, `direction`, `activations` (one string,
 /// see [`Cell::activations_text`]), `clip` when set, and the flags `input_forget` and
+/// A sharding as its text, `"[{}, {tp}]"` (see `ops::constraint`).
+impl AttrCodec for crate::sharding::Sharding {
+    fn write(&self, name: &'static str, out: &mut Vec<(&'static str, Attr)>) {
+        out.push((name, Attr::Str(self.to_string())));
+    }
+    fn read(attrs: &mut AttrMap, name: &str) -> Result<Self, String> {
+        crate::sharding::Sharding::parse(&attrs.string(name)?)
+    }
+}
+
 /// `linear_before_reset` when true.
 impl AttrCodec for Cell {
     fn write(&self, _name: &'static str, out: &mut Vec<(&'static str, Attr)>) {
@@ -372,6 +382,7 @@ op_table! {
         CrossEntropy = "cross_entropy" (2 -> 1);
         WinogradInput { pads } = "winograd_input" (1 -> 1);
         WinogradWeight = "winograd_weight" (1 -> 1);
+        ShardingConstraint { sharding } = "sharding_constraint" (1 -> 1);
     }
     payload {
         Constant(value) = "constant" (0 -> 1);

@@ -223,6 +223,8 @@ fn class(op: &Op) -> Class {
         | Op::Sgd(_)
         | Op::AdamW(_) => Class::Elementwise,
         Op::Reshape { .. }
+        // An identity where it stays; `shard` turns it into the resharding collectives.
+        | Op::ShardingConstraint { .. }
         | Op::Transpose { .. }
         | Op::Broadcast { .. }
         | Op::Split { .. }
@@ -664,6 +666,9 @@ fn block_comms(block: &BlockGraph, facts: &BlockFacts) -> Result<BlockComms, Cos
             Collective::AllGather { .. } => (CollectiveKind::AllGather, result),
             Collective::ReduceScatter { .. } => (CollectiveKind::ReduceScatter, operand),
             Collective::AllToAll { .. } => (CollectiveKind::AllToAll, operand),
+            // Every member's operand goes to one peer: priced as the all-to-all of the
+            // operand, the priced kind whose traffic is closest (it keeps 1/G of it local).
+            Collective::CollectivePermute { .. } => (CollectiveKind::AllToAll, operand),
         };
         // Stage programs name the tensor axis `tp` (the shard pass's default roles); the
         // data-parallel replicas' gradient sync is the step model's, not the program's.
@@ -750,6 +755,7 @@ fn saved_activations(block: &BlockGraph, s: &Sizes, consumers: &[Vec<usize>]) ->
             | Op::Cast { .. }
             | Op::Constant(_)
             | Op::Collective(_)
+            | Op::ShardingConstraint { .. }
             | Op::Trap(_)
             | Op::WinogradInput { .. }
             | Op::WinogradWeight

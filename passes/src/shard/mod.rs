@@ -262,6 +262,8 @@ pub enum ShardError {
     AlreadyPartitioned { op: &'static str },
     #[error("seed for %{value}: {message}")]
     Seed { value: String, message: String },
+    #[error("sharding constraint on %{value}: {message}")]
+    Constraint { value: String, message: String },
     #[error("pipeline axis {axis}={stages} needs at least {stages} compute nodes, the graph has {nodes}")]
     TooManyStages { axis: String, stages: usize, nodes: usize },
     #[error("data axis {axis}={size} does not divide the batch (first) dimension of input %{input}: {ty}")]

@@ -82,7 +82,10 @@ impl<'g> Analysis<'g> {
             if node.op.is_communication() {
                 return Err(ShardError::AlreadyPartitioned { op: node.op.mnemonic() });
             }
-            let is_free = node.inputs.iter().all(|v| free[v.index()]);
+            // A constrained value is computed where it stands (resharded there), even when it
+            // depends on parameters only: its layout is the constraint's, not its first use's.
+            let is_free =
+                !matches!(node.op, Op::ShardingConstraint { .. }) && node.inputs.iter().all(|v| free[v.index()]);
             for v in &node.outputs {
                 free[v.index()] = is_free;
             }
@@ -392,6 +395,9 @@ impl<'a, 'g> StageBuilder<'a, 'g> {
     pub fn visit(&mut self, node: NodeId) -> Result<(), ShardError> {
         let src = self.an.src;
         let n = src.node(node);
+        if let Op::ShardingConstraint { sharding } = &n.op {
+            return self.constrain(node, sharding);
+        }
         let rule = rule_of(src, node);
         let mut assignment: Vec<Vec<String>> = vec![Vec::new(); rule.factor_sizes.len()];
         // An optimizer update splits like its parameter as this stage holds it, so the updated
@@ -442,6 +448,29 @@ impl<'a, 'g> StageBuilder<'a, 'g> {
             }
         }
         self.emit_node(node, &rule, &assignment)
+    }
+
+    /// A `tsr.sharding_constraint`: its operand resharded into the constraint's sharding (what
+    /// collectives that takes), which is then its result's local value; the op itself emits
+    /// nothing, so what follows starts from the constrained layout.
+    fn constrain(&mut self, node: NodeId, sharding: &Sharding) -> Result<(), ShardError> {
+        let src = self.an.src;
+        let n = src.node(node);
+        let (Some(&x), Some(&y)) = (n.inputs.first(), n.outputs.first()) else {
+            return Err(self.internal("tsr.sharding_constraint without its operand or result".into()));
+        };
+        let fail = |message: String| ShardError::Constraint { value: src.value(y).name.clone(), message };
+        if sharding.used_axes().any(|a| *a == self.an.config.pipeline_axis) {
+            return Err(fail(format!("the pipeline axis '{}' cannot split a value", self.an.config.pipeline_axis)));
+        }
+        sharding.check(self.an.mesh, &src.value(x).ty).map_err(fail)?;
+        if !self.an.free[x.index()] && !self.avail.contains_key(&x) {
+            let natural = self.received.get(&x).map(|(_, s)| s.clone()).or_else(|| self.an.seeds.get(&x).cloned());
+            self.define(x, &natural.unwrap_or_else(|| Sharding::replicated(src.value(x).ty.rank())))?;
+        }
+        let local = self.get(x, sharding)?;
+        self.avail.entry(y).or_default().push((local, sharding.clone()));
+        Ok(())
     }
 
     /// The local value of `v` as it is (partial or not), defining it if needed.
