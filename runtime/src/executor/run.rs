@@ -241,13 +241,16 @@ fn run_ranged(dir: &Path, config: &RunConfig) -> Result<RunReport, RunError> {
             // The compile is part of the first run at each size, so the first run's time
             // includes it; the compiles are listed apart too.
             for (sizes, took) in bound.compiles() {
-                report.diagnostics +=
-                    &format!("range artifact: compiled at {sizes} in {:.3} s (cached for later runs)\n", took.as_secs_f64());
+                report.diagnostics += &format!(
+                    "range artifact: compiled at {sizes} in {:.3} s (cached for later runs)\n",
+                    took.as_secs_f64()
+                );
             }
             report.diagnostics +=
                 &timings.report(n_resident).replace("compiled artifact", "range artifact (compiled per size)");
         } else {
-            report.diagnostics += &timings.report(n_resident).replace("compiled artifact", "range artifact (interpreted)");
+            report.diagnostics +=
+                &timings.report(n_resident).replace("compiled artifact", "range artifact (interpreted)");
         }
     }
     Ok(report)
