@@ -283,10 +283,12 @@ impl RangedExecutor {
 pub struct RangedBound<'e> {
     executor: &'e RangedExecutor,
     resident: Vec<(String, Tensor)>,
-    /// Per distinct sizes: the compiled program with the resident inputs bound.
-    programs: HashMap<BTreeMap<String, u64>, Bound<CpuExecutor>>,
-    /// Per compile, in order: the sizes (`batch=2, seq=5`) and how long compiling and binding took.
-    compiles: Vec<(String, Duration)>,
+    /// Per distinct sizes: the compiled program with the resident inputs bound, or `None`
+    /// where compiling or its first run failed and the interpreter runs those sizes.
+    programs: HashMap<BTreeMap<String, u64>, Option<Bound<CpuExecutor>>>,
+    /// Per compile, in order: the sizes (`batch=2, seq=5`), how long compiling, binding and the
+    /// first run took, and why the interpreter runs these sizes instead, if it does.
+    compiles: Vec<(String, Duration, Option<String>)>,
 }
 
 impl std::fmt::Debug for RangedBound<'_> {
@@ -295,7 +297,7 @@ impl std::fmt::Debug for RangedBound<'_> {
         f.debug_struct("RangedBound")
             .field("executor", self.executor)
             .field("resident", &self.resident)
-            .field("programs", &self.programs.keys().collect::<Vec<_>>())
+            .field("programs", &self.programs.iter().map(|(k, p)| (k, p.is_some())).collect::<Vec<_>>())
             .field("compiles", &self.compiles)
             .finish()
     }
@@ -319,27 +321,41 @@ impl RangedBound<'_> {
         // What the interpreter refuses (a static dimension or dtype that differs, an input
         // missing) the compiled path refuses with the same message, before compiling.
         interpreter::check_inputs(&executor.graph, &feeds).map_err(symbolic)?;
-        drop(feeds);
         let sizes: BTreeMap<String, u64> = sizes.into_iter().collect();
-        let program = match self.programs.entry(sizes) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                let start = Instant::now();
-                let spelled = spell(entry.key());
-                let artifact = specializer
-                    .specialize(&executor.graph, entry.key(), &executor.options)
-                    .map_err(|message| ArtifactError::Specialize { sizes: spelled.clone(), message })?;
-                let bound = CpuExecutor::new(artifact)?.into_bound(&self.resident)?;
-                self.compiles.push((spelled, start.elapsed()));
-                entry.insert(bound)
+        if let Some(Some(program)) = self.programs.get_mut(&sizes) {
+            return program.run(inputs);
+        }
+        if self.programs.contains_key(&sizes) {
+            return interpreter::run(&executor.graph, &feeds).map_err(symbolic);
+        }
+        // First run at these sizes: compile, bind and run. What the code generator cannot take
+        // at these sizes (a refused specialization, or a step its library calls do not cover)
+        // falls back to the interpreter, which checked the inputs above, and is reported.
+        let start = Instant::now();
+        let spelled = spell(&sizes);
+        let compiled = specializer
+            .specialize(&executor.graph, &sizes, &executor.options)
+            .map_err(|message| ArtifactError::Specialize { sizes: spelled.clone(), message })
+            .and_then(|artifact| CpuExecutor::new(artifact)?.into_bound(&self.resident))
+            .and_then(|mut bound| bound.run(inputs).map(|outputs| (bound, outputs)));
+        match compiled {
+            Ok((bound, outputs)) => {
+                self.compiles.push((spelled, start.elapsed(), None));
+                self.programs.insert(sizes, Some(bound));
+                Ok(outputs)
             }
-        };
-        program.run(inputs)
+            Err(why) => {
+                self.compiles.push((spelled, start.elapsed(), Some(why.to_string())));
+                self.programs.insert(sizes, None);
+                interpreter::run(&executor.graph, &feeds).map_err(symbolic)
+            }
+        }
     }
 
-    /// Every compile so far (sizes spelled `batch=2, seq=5`, and the time it took with the
-    /// bind), in order: empty when the interpreter runs.
-    pub fn compiles(&self) -> &[(String, Duration)] {
+    /// Every compile so far (sizes spelled `batch=2, seq=5`, the time it took with the bind and
+    /// the first run, and why the interpreter runs those sizes, if it does), in order: empty
+    /// when no specializer was given.
+    pub fn compiles(&self) -> &[(String, Duration, Option<String>)] {
         &self.compiles
     }
 }

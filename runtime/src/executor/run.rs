@@ -240,11 +240,14 @@ fn run_ranged(dir: &Path, config: &RunConfig) -> Result<RunReport, RunError> {
         if executor.specializes() {
             // The compile is part of the first run at each size, so the first run's time
             // includes it; the compiles are listed apart too.
-            for (sizes, took) in bound.compiles() {
-                report.diagnostics += &format!(
-                    "range artifact: compiled at {sizes} in {:.3} s (cached for later runs)\n",
-                    took.as_secs_f64()
-                );
+            for (sizes, took, fallback) in bound.compiles() {
+                report.diagnostics += &match fallback {
+                    None => format!(
+                        "range artifact: compiled at {sizes} in {:.3} s with the first run (cached for later runs)\n",
+                        took.as_secs_f64()
+                    ),
+                    Some(why) => format!("range artifact: interpreted at {sizes}: the compiled path failed: {why}\n"),
+                };
             }
             report.diagnostics +=
                 &timings.report(n_resident).replace("compiled artifact", "range artifact (compiled per size)");
