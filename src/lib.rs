@@ -4,5 +4,6 @@
 pub mod fault;
 pub mod http;
 pub mod serve;
+pub mod specialize;
 pub mod train;
 pub mod workload;

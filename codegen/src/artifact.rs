@@ -336,8 +336,9 @@ fn single_program_artifact(
 /// Compiles a range artifact (format 3): `graph` with the `options.dims` sizes bound and the
 /// symbols of `ranges` left free, written as its `tsr` text (`rank0/graph.mlir`), the ranges
 /// recorded in [`Manifest::dims`] and, spelled `dim:NAME=LO..HI`, in the options and the input
-/// hash. The runtime's `executor::ranged` runs it at any size in range (see its docs for why
-/// the program is the symbolic graph, not kernels). CPU only: a CUDA target is refused.
+/// hash. The runtime's `executor::ranged` runs it at any size in range: compiled per distinct
+/// size where the binary links this crate (`tessera run`), interpreted where it does not
+/// (`tessera-rt`). CPU only: a CUDA target is refused.
 pub fn compile_ranged(
     graph: &Graph,
     model_bytes: &[u8],
@@ -346,7 +347,7 @@ pub fn compile_ranged(
 ) -> Result<ArtifactFiles, CompileError> {
     if options.target != Target::Cpu {
         return Err(CompileError::Range(format!(
-            "a range artifact runs on the CPU only (its program is the symbolic graph, run by the interpreter); \
+            "a range artifact runs on the CPU only (its program is the symbolic graph, compiled per size on the CPU); \
              pin every dimension with --dim NAME=N to compile for {}",
             options.target.name()
         )));

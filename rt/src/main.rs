@@ -64,6 +64,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         profile: args.profile,
         comm_timeout: Duration::from_secs_f64(args.comm_timeout),
         expect_manifest_sha256: args.expect_sha256,
+        // tessera-rt links no code generator: a range artifact runs on the interpreter.
+        specializer: None,
     };
     run_artifact(&args.artifact, &config)?.print();
     Ok(())

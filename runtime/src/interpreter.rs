@@ -159,6 +159,15 @@ pub fn run_with(
     Ok(outputs)
 }
 
+/// Checks `inputs` against `g`'s inputs exactly as [`run`] does before computing anything (names,
+/// dtypes, declared shapes, consistent sizes, none missing) and returns every symbol's size: for
+/// an executor that runs compiled code in the interpreter's place and must refuse what it
+/// refuses, with the same messages.
+pub fn check_inputs(g: &Graph, inputs: &[(String, Tensor)]) -> Result<HashMap<String, u64>, RunError> {
+    let mut values: Vec<Option<Cow<'_, Tensor>>> = vec![None; g.num_values()];
+    bind_inputs(g, inputs, &mut values)
+}
+
 /// Checks every feed against the graph's inputs, stores it in `values`, and returns the size of
 /// every symbolic dimension.
 fn bind_inputs<'a>(

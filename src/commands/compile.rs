@@ -237,7 +237,7 @@ fn compile_range(
     }
     let spelled: Vec<String> = ranges.iter().map(ToString::to_string).collect();
     println!(
-        "compiled {} ({} nodes) for {} in {:.2} s: a range artifact for {} (the symbolic graph, run by the interpreter at each run's sizes); wrote {}",
+        "compiled {} ({} nodes) for {} in {:.2} s: a range artifact for {} (the symbolic graph, compiled by `tessera run` per distinct size it meets); wrote {}",
         args.model.display(),
         graph.num_nodes(),
         target.name(),

@@ -102,6 +102,8 @@ fn artifact_config(args: &RunArgs) -> Result<RunConfig> {
         profile: args.profile,
         comm_timeout: Duration::from_secs_f64(args.comm_timeout),
         expect_manifest_sha256: args.expect_sha256.clone(),
+        // A range artifact runs the kernels of a pinned compile at each size (cached per size).
+        specializer: Some(std::sync::Arc::new(tessera::specialize::CpuSpecializer)),
     })
 }
 

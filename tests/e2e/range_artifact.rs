@@ -85,6 +85,16 @@ fn one_range_artifact_runs_at_every_size_and_matches_the_interpreter() {
         let y = read_npy(&cwd.join(format!("r-{batch}x{seq}/y.npy"))).expect("y");
         assert_eq!(y.shape, vec![batch, 8]);
     }
+
+    // Several runs at one size compile it once: the program is cached by its sizes.
+    let mut repeated = write_inputs(cwd, "again", 3, 5, 5);
+    repeated.extend(["--timing", "--repeat", "3"].map(String::from));
+    let again = run(cwd, "art", &repeated, "again");
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let compiles: Vec<&str> = again.stderr.lines().filter(|l| l.starts_with("range artifact: compiled at ")).collect();
+    assert_eq!(compiles.len(), 1, "{}", again.stderr);
+    assert!(compiles[0].starts_with("range artifact: compiled at batch=3, seq=5 in "), "{}", again.stderr);
+    assert!(again.stderr.contains("range artifact (compiled per size), 3 runs"), "{}", again.stderr);
 }
 
 #[test]

@@ -478,11 +478,9 @@ struct CorpusOutcome {
     range: Result<(), String>,
 }
 
-/// Runs one corpus model (its directory) at both shapes through `tessera run`, unpinned; Ok when
-/// every output of both shapes is within [`TOLERANCE`], with what else it passed (see
-/// [`CorpusOutcome`]; the model is also run through one range artifact). Else the first failure
-/// in one line.
-fn check_corpus_model(model_dir: &Path) -> Result<CorpusOutcome, String> {
+/// A corpus model's file and its reference runs (shape label, inputs and onnxruntime's outputs),
+/// as its `manifest.json` lists them.
+fn corpus_references(model_dir: &Path) -> Result<(PathBuf, Vec<(String, Reference)>), String> {
     let manifest_path = model_dir.join("manifest.json");
     let text = std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
     let manifest: serde_json::Value =
@@ -490,12 +488,7 @@ fn check_corpus_model(model_dir: &Path) -> Result<CorpusOutcome, String> {
     let malformed = |what: &str| format!("{}: no {what}", manifest_path.display());
     let model = model_dir.join(manifest["model"].as_str().ok_or_else(|| malformed("model"))?);
     let shapes = manifest["shapes"].as_array().ok_or_else(|| malformed("shapes"))?;
-    let work = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
-    let model_name = model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    // One symbolic import serves every shape; without it, each shape imports with its sizes.
-    let symbolic_names = graph_names(&model, &[]).ok().filter(|names| names.symbolic);
-    let mut symbolic = symbolic_names.is_some();
-    let mut checked = Vec::new();
+    let mut references = Vec::new();
     for shape in shapes {
         let label = shape["label"].as_str().ok_or_else(|| malformed("shape label"))?;
         let files = |key: &str| -> Result<Vec<(String, PathBuf)>, String> {
@@ -512,6 +505,25 @@ fn check_corpus_model(model_dir: &Path) -> Result<CorpusOutcome, String> {
             inputs: files("inputs")?.into_iter().map(|(_, file)| file).collect(),
             outputs: files("outputs")?,
         };
+        references.push((label.to_string(), reference));
+    }
+    Ok((model, references))
+}
+
+/// Runs one corpus model (its directory) at both shapes through `tessera run`, unpinned; Ok when
+/// every output of both shapes is within [`TOLERANCE`], with what else it passed (see
+/// [`CorpusOutcome`]; the model is also run through one range artifact). Else the first failure
+/// in one line.
+fn check_corpus_model(model_dir: &Path) -> Result<CorpusOutcome, String> {
+    let (model, references) = corpus_references(model_dir)?;
+    let work = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
+    let model_name = model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // One symbolic import serves every shape; without it, each shape imports with its sizes.
+    let symbolic_names = graph_names(&model, &[]).ok().filter(|names| names.symbolic);
+    let mut symbolic = symbolic_names.is_some();
+    let mut checked = Vec::new();
+    for (label, reference) in references {
+        let label = label.as_str();
         let names = match &symbolic_names {
             Some(names) => GraphNames { inputs: names.inputs.clone(), outputs: names.outputs.clone(), symbolic: true },
             None => graph_names(&model, &reference.inputs).map_err(|e| format!("{label}: {e}"))?,
@@ -547,9 +559,34 @@ fn check_range_artifact(
     model: &Path,
     shapes: &[(String, GraphNames, Reference)],
 ) -> Result<(), String> {
+    let references: Vec<(&str, &Reference)> = shapes.iter().map(|(label, _, r)| (label.as_str(), r)).collect();
+    let (artifact, spelled) = compile_range_artifact(work, model, &references)?;
+    for (label, names, reference) in shapes {
+        let measured =
+            run_against(work, &format!("{model_name} {label} range"), &artifact.to_string_lossy(), names, reference)
+                .map_err(|e| format!("range {label}: {e}"))?;
+        if let Some((output, error)) = measured.errors.iter().find(|(_, error)| *error > TOLERANCE) {
+            return Err(format!(
+                "range {label} ({}): output '{output}' differs from onnxruntime by {error:.3e} (max {TOLERANCE:e})",
+                spelled.join(", ")
+            ));
+        }
+    }
+    println!("model-corpus: {model_name}: one range artifact ({}) passes at every shape", spelled.join(", "));
+    Ok(())
+}
+
+/// Compiles `model` into `work/range-artifact` with `--dim NAME=LO..HI` for every symbol that is
+/// a whole dimension of an input as the model declares it, each range the smallest spanning the
+/// sizes of the `references`' inputs; returns the artifact and the ranges spelled.
+fn compile_range_artifact(
+    work: &Path,
+    model: &Path,
+    references: &[(&str, &Reference)],
+) -> Result<(PathBuf, Vec<String>), String> {
     let graph = tessera_frontend::onnx::declared_inputs(model).map_err(|e| format!("range: inputs: {e}"))?;
     let mut ranges: std::collections::BTreeMap<String, (usize, usize)> = std::collections::BTreeMap::new();
-    for (label, _, reference) in shapes {
+    for (label, reference) in references {
         for (&input, file) in graph.inputs().iter().zip(&reference.inputs) {
             let shape = npy::read_npy(file).map_err(|e| format!("range {label}: {}: {e}", file.display()))?.shape;
             for (dim, &size) in graph.value(input).ty.dims.iter().zip(&shape) {
@@ -572,19 +609,91 @@ fn check_range_artifact(
         return Err(format!("range: tessera compile: {}", first_line(&compiled.stderr)));
     }
     let spelled: Vec<String> = ranges.iter().map(|(s, (lo, hi))| format!("{s}={lo}..{hi}")).collect();
-    for (label, names, reference) in shapes {
-        let measured =
-            run_against(work, &format!("{model_name} {label} range"), &artifact.to_string_lossy(), names, reference)
-                .map_err(|e| format!("range {label}: {e}"))?;
-        if let Some((output, error)) = measured.errors.iter().find(|(_, error)| *error > TOLERANCE) {
-            return Err(format!(
-                "range {label} ({}): output '{output}' differs from onnxruntime by {error:.3e} (max {TOLERANCE:e})",
-                spelled.join(", ")
-            ));
-        }
+    Ok((artifact, spelled))
+}
+
+/// Issues 15 and 16: a range artifact run by `tessera run` compiles each size it meets (the
+/// kernels of a pinned `--dim NAME=N` compile) and says so under `--timing`; its outputs equal
+/// `tessera-rt run`'s, which links no code generator and interprets the symbolic graph, within
+/// 1e-5 of the largest magnitude, and onnxruntime's within [`TOLERANCE`], at both corpus shapes
+/// of one artifact. A size past the range is still refused naming the range.
+#[test]
+fn a_range_artifact_runs_compiled_per_size_and_equals_the_interpreter() {
+    if !corpus_dir().join("corpus.json").is_file() {
+        assert!(std::env::var_os("CI").is_none(), "the model corpus is not built: run scripts/model-corpus/setup.sh");
+        println!("model-corpus: skipped: the corpus is not built (scripts/model-corpus/setup.sh)");
+        return;
     }
-    println!("model-corpus: {model_name}: one range artifact ({}) passes at every shape", spelled.join(", "));
-    Ok(())
+    for model_name in ["gpt2-dynamo", "ppocr-mobile-v2.0-cls"] {
+        let (model, references) = corpus_references(&corpus_dir().join(model_name)).expect("corpus model");
+        let names = graph_names(&model, &[]).expect("a symbolic import");
+        let work = tempfile::tempdir().expect("tempdir");
+        let listed: Vec<(&str, &Reference)> = references.iter().map(|(label, r)| (label.as_str(), r)).collect();
+        let (artifact, spelled) = compile_range_artifact(work.path(), &model, &listed).expect("range artifact");
+        let artifact = artifact.to_string_lossy().into_owned();
+        for (label, reference) in &references {
+            let mut args: Vec<String> = vec!["run".into(), artifact.clone(), "--timing".into()];
+            for (name, file) in names.inputs.iter().zip(&reference.inputs) {
+                args.extend(["--input".into(), format!("{name}={}", file.display())]);
+            }
+            let with_output = |out: &str| {
+                let mut all = args.clone();
+                all.extend(["-o".into(), out.to_string()]);
+                all
+            };
+            let compiled_args = with_output(&format!("compiled-{label}"));
+            let compiled_args: Vec<&str> = compiled_args.iter().map(String::as_str).collect();
+            let compiled = tessera(work.path(), &compiled_args);
+            assert_eq!(compiled.code, 0, "{model_name} {label}: {}", compiled.stderr);
+            assert!(compiled.stderr.contains("range artifact: compiled at "), "{model_name}: {}", compiled.stderr);
+            let interpreted_args = with_output(&format!("interpreted-{label}"));
+            let interpreted_args: Vec<&str> = interpreted_args.iter().map(String::as_str).collect();
+            let interpreted = crate::runtime_only::tessera_rt(work.path(), &interpreted_args);
+            assert_eq!(interpreted.code, 0, "{model_name} {label}: {}", interpreted.stderr);
+            assert!(interpreted.stderr.contains("range artifact (interpreted)"), "{}", interpreted.stderr);
+            for (name, (onnx_name, expected_file)) in names.outputs.iter().zip(&reference.outputs) {
+                let read = |path: PathBuf| npy::read_npy(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let got = read(work.path().join(format!("compiled-{label}/{name}.npy")));
+                let oracle = read(work.path().join(format!("interpreted-{label}/{name}.npy")));
+                assert_eq!(got.shape, oracle.shape, "{model_name} {label} {onnx_name}");
+                let against_interpreter = max_relative_error(&got, &oracle);
+                let against_onnxruntime = max_relative_error(&got, &read(expected_file.clone()));
+                println!(
+                    "{model_name} {label} ({}): '{onnx_name}' compiled vs interpreter {against_interpreter:.3e}, vs onnxruntime {against_onnxruntime:.3e}",
+                    spelled.join(", ")
+                );
+                assert!(against_interpreter <= 1e-5, "{model_name} {label} {onnx_name}: {against_interpreter:e}");
+                assert!(against_onnxruntime <= TOLERANCE, "{model_name} {label} {onnx_name}: {against_onnxruntime:e}");
+            }
+        }
+        // One past the largest size of the first input's last dimension (sequence, width).
+        let first = npy::read_npy(&references[0].1.inputs[0]).expect("an input");
+        let mut too_big = first.shape.clone();
+        if let Some(last) = too_big.last_mut() {
+            *last = references
+                .iter()
+                .map(|(_, r)| npy::read_npy(&r.inputs[0]).expect("input").shape)
+                .map(|s| s[s.len() - 1])
+                .max()
+                .unwrap_or(0)
+                + 1;
+        }
+        let mut args: Vec<String> = vec!["run".into(), artifact.clone()];
+        for (i, (name, file)) in names.inputs.iter().zip(&references[0].1.inputs).enumerate() {
+            let given = npy::read_npy(file).expect("an input");
+            let shape = if given.shape.len() == too_big.len() { too_big.clone() } else { given.shape.clone() };
+            let n: usize = shape.iter().product();
+            let wide = Tensor::from_f64(given.dtype, shape, vec![1.0; n]);
+            let path = work.path().join(format!("too-big-{i}.npy"));
+            npy::write_npy(&path, &wide).expect("write input");
+            args.extend(["--input".into(), format!("{name}={}", path.display())]);
+        }
+        args.extend(["-o".into(), "too-big".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let refused = tessera(work.path(), &args);
+        assert_eq!(refused.code, 1, "{model_name}: {}", refused.stderr);
+        assert!(refused.stderr.contains("outside the artifact's range"), "{model_name}: {}", refused.stderr);
+    }
 }
 
 /// Every model of the corpus through `tessera run` at both shapes, checked against the committed

@@ -66,7 +66,7 @@ pub(crate) fn tessera_rt_binary() -> &'static Path {
     })
 }
 
-fn tessera_rt(cwd: &Path, args: &[&str]) -> Outcome {
+pub(crate) fn tessera_rt(cwd: &Path, args: &[&str]) -> Outcome {
     let out = Command::new(tessera_rt_binary()).args(args).current_dir(cwd).output().expect("tessera-rt runs");
     Outcome {
         code: out.status.code().unwrap_or(-1),

@@ -151,6 +151,8 @@ pub enum ArtifactError {
     DimSizes { message: String },
     #[error("symbolic program: {message}")]
     Symbolic { message: String },
+    #[error("cannot compile the range artifact at {sizes}: {message}")]
+    Specialize { sizes: String, message: String },
     #[error("input {name}: {message}")]
     Input { name: String, message: String },
     #[error("step {step} ({what}): {message}")]

@@ -10,13 +10,14 @@
 //! concrete types through the op's shape rule and allocates per value (no arena: memory is
 //! the live set of the run at its own sizes, dropped after each value's last use).
 //!
-//! Why the interpreter and not compiled kernels: the code generator (`codegen`) emits kernels
-//! over static memrefs with constant loop bounds, its library calls and memory plan read sizes
-//! from the program, and specializing once per size in a range multiplies compile time by the
-//! number of sizes (a ViT image range of 32..48 by 32..40 is 153 programs). Kernels taking the
-//! sizes as runtime parameters are the next step; this module's API (load once, bind the
-//! weights once, run at varying sizes, located errors) is what they will keep. The price is
-//! speed: see BENCHMARKS.md for a range artifact against a pinned one at the same size.
+//! Two ways to run, by what the binary links. The runtime links no code generator (`tessera-rt`
+//! stays free of MLIR/LLVM), so on its own it evaluates the graph with the interpreter. A binary
+//! that links one (`tessera`) hands the executor a [`Specializer`]: each run's sizes are then
+//! bound into the graph and compiled exactly as `tessera compile --dim NAME=N` compiles them (the
+//! same CPU pipeline, so the same kernels, library calls and memory plan for that size), and the
+//! compiled program is kept in a cache keyed by the sizes: a `--repeat` run or a server compiles
+//! once per distinct size, and memory is planned per size (re-planned per distinct size, not for
+//! the upper bound). The interpreter stays the oracle the compiled path is tested against.
 //!
 //! # API: bind weights once, run at varying sizes
 //!
@@ -24,6 +25,8 @@
 //! let executor = RangedExecutor::load(dir, None)?;       // manifest, checksums, parse, verify
 //! let mut bound = executor.bind(weights)?;               // the parameters, kept across runs
 //! let out = bound.run(&[("input_ids".into(), ids)])?;    // any sizes in range, each run
+//! // or, compiled per distinct size and cached (the binary supplies the code generator):
+//! let executor = RangedExecutor::load(dir, None)?.with_specializer(specializer);
 //! ```
 //!
 //! # Invariants
@@ -35,15 +38,27 @@
 //!   input and 3 in another) are refused naming the input and dimension. Both are
 //!   `ArtifactError`s, never panics.
 
-use super::load::{checked_files, read_manifest_expecting};
+use super::cpu::{Bound, CpuExecutor};
+use super::load::{checked_files, read_manifest_expecting, Artifact};
 use super::ArtifactError;
 use crate::interpreter;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tessera_ir::artifact::{DimRange, MANIFEST_FILE, SYMBOLIC_PROGRAM_FILE};
 use tessera_ir::graph::{Graph, InputRole};
 use tessera_ir::tensor::Tensor;
 use tessera_ir::types::Dim;
+
+/// Compiles a range artifact's symbolic program at one set of sizes into a loaded, checked CPU
+/// artifact: what `tessera compile --dim NAME=N` writes for those sizes. Supplied by a binary
+/// that links the code generator (the runtime does not: see the module docs).
+pub trait Specializer: std::fmt::Debug + Send + Sync {
+    /// `graph` compiled with every symbol of `sizes` bound; `options` are the range artifact's
+    /// manifest options (`epilogues=on` and the like), which the compile keeps.
+    fn specialize(&self, graph: &Graph, sizes: &BTreeMap<String, u64>, options: &[String]) -> Result<Artifact, String>;
+}
 
 /// A range artifact's program, loaded and checked, ready to bind and run.
 #[derive(Debug)]
@@ -53,6 +68,10 @@ pub struct RangedExecutor {
     /// The broadcasts whose sizes the symbols left undecided, checked at every run's sizes
     /// before anything is computed.
     checks: Vec<tessera_ir::ops::layout::DeferredBroadcast>,
+    /// The manifest's options, handed to the specializer.
+    options: Vec<String>,
+    /// Compiles each distinct size when present; the interpreter runs otherwise.
+    specializer: Option<Arc<dyn Specializer>>,
 }
 
 impl RangedExecutor {
@@ -86,10 +105,24 @@ impl RangedExecutor {
         let invalid = |message: String| ArtifactError::InvalidProgram { path: program_path.clone(), message };
         let text = String::from_utf8(text).map_err(|_| invalid("not UTF-8 text".into()))?;
         let graph = tessera_ir::mlir::parse::parse_verified(&text).map_err(|e| invalid(e.to_string()))?;
-        RangedExecutor::new(graph, manifest.dims).map_err(|e| match e {
+        let mut executor = RangedExecutor::new(graph, manifest.dims).map_err(|e| match e {
             ArtifactError::InvalidProgram { message, .. } => invalid(message),
             other => other,
-        })
+        })?;
+        executor.options = manifest.options;
+        Ok(executor)
+    }
+
+    /// Runs compiled code from now on: each distinct size compiled by `specializer` once per
+    /// [`RangedBound`] and cached there.
+    pub fn with_specializer(mut self, specializer: Arc<dyn Specializer>) -> RangedExecutor {
+        self.specializer = Some(specializer);
+        self
+    }
+
+    /// Whether runs compile per size (a [`Specializer`] was given) rather than interpret.
+    pub fn specializes(&self) -> bool {
+        self.specializer.is_some()
     }
 
     /// An executor of `graph` whose input symbols are exactly the names of `dims`, each range
@@ -117,7 +150,7 @@ impl RangedExecutor {
             )));
         }
         let checks = tessera_ir::ops::layout::deferred_broadcasts(&graph);
-        Ok(RangedExecutor { graph, dims, checks })
+        Ok(RangedExecutor { graph, dims, checks, options: Vec::new(), specializer: None })
     }
 
     /// The symbolic program.
@@ -220,7 +253,7 @@ impl RangedExecutor {
     /// Refuses a name that is not an input and a name given twice.
     pub fn bind(&self, resident: Vec<(String, Tensor)>) -> Result<RangedBound<'_>, ArtifactError> {
         self.check_names(&resident, &[])?;
-        Ok(RangedBound { executor: self, resident })
+        Ok(RangedBound { executor: self, resident, programs: HashMap::new(), compiles: Vec::new() })
     }
 
     /// One run with every input given: `bind(vec![])` then [`RangedBound::run`].
@@ -245,26 +278,91 @@ impl RangedExecutor {
     }
 }
 
-/// A [`RangedExecutor`] with some inputs bound once (see [`RangedExecutor::bind`]).
-#[derive(Debug)]
+/// A [`RangedExecutor`] with some inputs bound once (see [`RangedExecutor::bind`]), and, when
+/// the executor specializes, the compiled program of every size run so far.
 pub struct RangedBound<'e> {
     executor: &'e RangedExecutor,
     resident: Vec<(String, Tensor)>,
+    /// Per distinct sizes: the compiled program with the resident inputs bound, or `None`
+    /// where compiling or its first run failed and the interpreter runs those sizes.
+    programs: HashMap<BTreeMap<String, u64>, Option<Bound<CpuExecutor>>>,
+    /// Per compile, in order: the sizes (`batch=2, seq=5`), how long compiling, binding and the
+    /// first run took, and why the interpreter runs these sizes instead, if it does.
+    compiles: Vec<(String, Duration, Option<String>)>,
+}
+
+impl std::fmt::Debug for RangedBound<'_> {
+    /// The compiled programs show as their sizes (a bound program is an arena and mapped code).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RangedBound")
+            .field("executor", self.executor)
+            .field("resident", &self.resident)
+            .field("programs", &self.programs.iter().map(|(k, p)| (k, p.is_some())).collect::<Vec<_>>())
+            .field("compiles", &self.compiles)
+            .finish()
+    }
 }
 
 impl RangedBound<'_> {
     /// Runs at the sizes `inputs` (the inputs not bound) and the bound ones give; the graph's
-    /// outputs in order, by name.
+    /// outputs in order, by name. Specializing, the first run at a size compiles it.
     pub fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, ArtifactError> {
         let executor = self.executor;
         executor.check_names(inputs, &self.resident)?;
         let all: Vec<(&str, &Tensor)> = self.resident.iter().chain(inputs).map(|(n, t)| (n.as_str(), t)).collect();
-        executor.sizes(&all)?;
+        let sizes = executor.sizes(&all)?;
         // The interpreter takes one list of owned feeds; the copy is the inputs' (the
         // parameters of an imported model are usually constants inside the graph).
         let feeds: Vec<(String, Tensor)> = self.resident.iter().chain(inputs).cloned().collect();
-        interpreter::run(&executor.graph, &feeds).map_err(|e| ArtifactError::Symbolic { message: e.to_string() })
+        let symbolic = |e: interpreter::RunError| ArtifactError::Symbolic { message: e.to_string() };
+        let Some(specializer) = &executor.specializer else {
+            return interpreter::run(&executor.graph, &feeds).map_err(symbolic);
+        };
+        // What the interpreter refuses (a static dimension or dtype that differs, an input
+        // missing) the compiled path refuses with the same message, before compiling.
+        interpreter::check_inputs(&executor.graph, &feeds).map_err(symbolic)?;
+        let sizes: BTreeMap<String, u64> = sizes.into_iter().collect();
+        if let Some(Some(program)) = self.programs.get_mut(&sizes) {
+            return program.run(inputs);
+        }
+        if self.programs.contains_key(&sizes) {
+            return interpreter::run(&executor.graph, &feeds).map_err(symbolic);
+        }
+        // First run at these sizes: compile, bind and run. What the code generator cannot take
+        // at these sizes (a refused specialization, or a step its library calls do not cover)
+        // falls back to the interpreter, which checked the inputs above, and is reported.
+        let start = Instant::now();
+        let spelled = spell(&sizes);
+        let compiled = specializer
+            .specialize(&executor.graph, &sizes, &executor.options)
+            .map_err(|message| ArtifactError::Specialize { sizes: spelled.clone(), message })
+            .and_then(|artifact| CpuExecutor::new(artifact)?.into_bound(&self.resident))
+            .and_then(|mut bound| bound.run(inputs).map(|outputs| (bound, outputs)));
+        match compiled {
+            Ok((bound, outputs)) => {
+                self.compiles.push((spelled, start.elapsed(), None));
+                self.programs.insert(sizes, Some(bound));
+                Ok(outputs)
+            }
+            Err(why) => {
+                self.compiles.push((spelled, start.elapsed(), Some(why.to_string())));
+                self.programs.insert(sizes, None);
+                interpreter::run(&executor.graph, &feeds).map_err(symbolic)
+            }
+        }
     }
+
+    /// Every compile so far (sizes spelled `batch=2, seq=5`, the time it took with the bind and
+    /// the first run, and why the interpreter runs those sizes, if it does), in order: empty
+    /// when no specializer was given.
+    pub fn compiles(&self) -> &[(String, Duration, Option<String>)] {
+        &self.compiles
+    }
+}
+
+/// `batch=2, seq=5`.
+fn spell(sizes: &BTreeMap<String, u64>) -> String {
+    sizes.iter().map(|(name, size)| format!("{name}={size}")).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
