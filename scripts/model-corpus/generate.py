@@ -152,15 +152,15 @@ def gpt2():
     return GPT2LMHeadModel(config), ["input_ids", "attention_mask"], ["logits"], {}
 
 
+# The size every small encoder of the corpus shares (BERT and its descendants).
+ENCODER_SIZE = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+
+
 def bert():
     from transformers import BertConfig, BertModel
 
     config = BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
+        **ENCODER_SIZE,
         max_position_embeddings=64,
     )
     return BertModel(config), ["input_ids", "attention_mask"], ["last_hidden_state", "pooler_output"], {}
@@ -225,11 +225,7 @@ def roberta():
     # Position ids are a cumulative sum of the padding mask along the sequence (CumSum over a
     # symbolic axis), offset by the padding index; positions reach seq + 1, hence 80 of them.
     config = RobertaConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
+        **ENCODER_SIZE,
         max_position_embeddings=80,
         pad_token_id=1,
     )
@@ -242,11 +238,7 @@ def deberta_v2():
     # Disentangled attention over bucketed relative positions: the relative embeddings are
     # tiled by the batch size (Tile with a shape value as repeats).
     config = DebertaV2Config(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
+        **ENCODER_SIZE,
         max_position_embeddings=64,
         relative_attention=True,
         position_buckets=16,
