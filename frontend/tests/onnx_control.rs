@@ -198,7 +198,10 @@ fn a_branch_that_holds_for_no_size_picking_it_is_a_trap() {
 /// and `[b, n]` after the else branch. What follows the `If` (here a sum over the last axis, a
 /// sum of everything, and the rank) is imported once per branch, so one symbolic import runs
 /// both: at `n = 1` the squeezed path (rank 1, the last-axis sum over `b`), else the other.
-fn squeezed_when_one_long(outputs: Vec<tessera_frontend::onnx::proto::ValueInfoProto>, tail: Vec<NodeProto>) -> tessera_frontend::onnx::proto::ModelProto {
+fn squeezed_when_one_long(
+    outputs: Vec<tessera_frontend::onnx::proto::ValueInfoProto>,
+    tail: Vec<NodeProto>,
+) -> tessera_frontend::onnx::proto::ModelProto {
     let mut nodes = vec![
         node("Shape", "shape", &["x"], &["s"], vec![]),
         node("Gather", "n", &["s", "one"], &["n"], vec![attr_int("axis", 0)]),

@@ -49,8 +49,8 @@ pub struct ImportOptions {
     pub initializers: Initializers,
     /// Sizes of symbolic dimensions, bound in the graph inputs' types before any node is
     /// imported, so shape arithmetic folds to constants (for models whose shape arithmetic the
-    /// symbolic import cannot decide, e.g. silero-vad's `Equal` of `floordiv(n + 320, 512)` and
-    /// 1 choosing a branch).
+    /// symbolic import cannot decide, e.g. PP-OCRv4's recognizer, whose Reshape holds only
+    /// where `floordiv(h + 15, 48)` is 1).
     pub dims: HashMap<String, u64>,
 }
 
@@ -946,7 +946,8 @@ impl Importer {
     pub fn assumed_equal(&self, dim: &SymInt, n: i64) -> bool {
         let n = DimExpr::constant(n);
         // Ids of regions split off are reused, so an entry counts only while a compare defines it.
-        let compared = |v: ValueId| self.graph.producer(v).is_some_and(|p| matches!(self.graph.node(p).op, Op::Compare(_)));
+        let compared =
+            |v: ValueId| self.graph.producer(v).is_some_and(|p| matches!(self.graph.node(p).op, Op::Compare(_)));
         self.assumed_conditions.iter().any(|(cond, value)| match self.size_equalities.get(cond) {
             Some((x, y, says_equal)) if says_equal == value && compared(*cond) => {
                 (x == dim && *y == n) || (y == dim && *x == n)

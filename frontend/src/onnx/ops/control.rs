@@ -50,22 +50,10 @@ fn build_if(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     if let Some(condition) = &size_condition {
         return size_conditional(imp, cx, (cond, condition), then_import, else_import);
     }
-    let ((then_region, then_captures), (else_region, else_captures)) = match (then_import, else_import) {
-        (Ok(then_branch), Ok(else_branch)) => (then_branch, else_branch),
-        // ONNX runs only the branch taken, and exporters leave branches that are ill-typed for
-        // some input shapes (silero-vad's 8 kHz path on a 16 kHz frame): such a branch becomes
-        // a trap, an error only if it is taken. Unsupported ops stay errors.
-        (Ok(then_branch), Err(BuildError::Invalid(why))) => {
-            let trap = trap_region(&then_branch.0, why);
-            (then_branch, trap)
-        }
-        (Err(BuildError::Invalid(why)), Ok(else_branch)) => {
-            let trap = trap_region(&else_branch.0, why);
-            (trap, else_branch)
-        }
-        (Err(e), _) | (_, Err(e)) => return Err(e),
-    };
-    conditional(imp, cx, cond, (then_region, then_captures), (else_region, else_captures))
+    // ONNX runs only the branch taken, and exporters leave branches that are ill-typed for some
+    // input shapes (silero-vad's 8 kHz path on a 16 kHz frame).
+    let (then_part, else_part) = trapping_the_ill_typed(then_import, else_import)?;
+    conditional(imp, cx, cond, then_part, else_part)
 }
 
 /// An `If` whose condition the sizes decide (`Equal` of a dimension expression and a constant,
@@ -209,18 +197,7 @@ pub(crate) fn split_at_size_if(
     }
     let else_part = parts.pop().ok_or("two parts")?;
     let then_part = parts.pop().ok_or("two parts")?;
-    let (then_part, else_part) = match (then_part, else_part) {
-        (Ok(then_part), Ok(else_part)) => (then_part, else_part),
-        (Ok(then_part), Err(BuildError::Invalid(why))) => {
-            let trap = trap_region(&then_part.0, why);
-            (then_part, trap)
-        }
-        (Err(BuildError::Invalid(why)), Ok(else_part)) => {
-            let trap = trap_region(&else_part.0, why);
-            (trap, else_part)
-        }
-        (Err(e), _) | (_, Err(e)) => return Err(refuse(build_message(e))),
-    };
+    let (then_part, else_part) = trapping_the_ill_typed(then_part, else_part).map_err(|e| refuse(build_message(e)))?;
     let types =
         |region: &Graph| -> Vec<TensorType> { region.outputs().iter().map(|&v| region.value(v).ty.clone()).collect() };
     let (then_types, else_types) = (types(&then_part.0), types(&else_part.0));
@@ -233,6 +210,27 @@ pub(crate) fn split_at_size_if(
         imp.define_value(out.name(), v);
     }
     Ok(())
+}
+
+/// A conditional's part: an imported region and the enclosing values it captures.
+type Part = (Graph, Vec<ValueId>);
+
+/// The two imported parts of a conditional, where one that is ill-typed (an `Invalid` error)
+/// becomes a trap yielding the other's types: an error only if it is taken. Unsupported ops,
+/// or both parts failing, stay errors.
+fn trapping_the_ill_typed(then_part: BuildResult<Part>, else_part: BuildResult<Part>) -> BuildResult<(Part, Part)> {
+    match (then_part, else_part) {
+        (Ok(then_part), Ok(else_part)) => Ok((then_part, else_part)),
+        (Ok(then_part), Err(BuildError::Invalid(why))) => {
+            let trap = trap_region(&then_part.0, why);
+            Ok((then_part, trap))
+        }
+        (Err(BuildError::Invalid(why)), Ok(else_part)) => {
+            let trap = trap_region(&else_part.0, why);
+            Ok((trap, else_part))
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
 }
 
 /// The message of a build error.
