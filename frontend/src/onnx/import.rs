@@ -49,8 +49,8 @@ pub struct ImportOptions {
     pub initializers: Initializers,
     /// Sizes of symbolic dimensions, bound in the graph inputs' types before any node is
     /// imported, so shape arithmetic folds to constants (for models whose shape arithmetic the
-    /// symbolic import cannot decide, e.g. PP-OCRv4's recognizer, whose Reshape holds only
-    /// where `floordiv(h + 15, 48)` is 1).
+    /// symbolic import cannot decide; PP-OCRv4's recognizer, whose Reshape holds only where
+    /// `floordiv(h + 15, 48)` is 1, now imports with that assumed and checked at run time).
     pub dims: HashMap<String, u64>,
 }
 
