@@ -96,7 +96,7 @@ fn drop_assumed_unit_factor(imp: &mut Importer, x: ValueId, target: &[Dim]) -> B
     }
     let Some(factor) = count_in.div_exact(&count_out) else { return Ok(x) };
     // Only a factor that is not always 1 and may be 1 (0, which no run allows, fails the check).
-    if factor.as_const().is_some() || !factor.lower_bound().is_some_and(|least| least <= 1) {
+    if factor.as_const().is_some() || factor.lower_bound().is_none_or(|least| least > 1) {
         return Ok(x);
     }
     if !imp.assumed_equal(&factor, 1) {

@@ -79,7 +79,7 @@ fn take_assumed_units(imp: &mut Importer, vs: &[ValueId], axis: usize) -> BuildR
         for &i in &unit_axes {
             let Dim::Symbolic(size) = imp.ty(v).dims[i].clone() else { continue };
             // A lone symbol there is unified with 1 (the graph proves it), as before.
-            if size.as_symbol().is_some() || !size.lower_bound().is_some_and(|least| least <= 1) {
+            if size.as_symbol().is_some() || size.lower_bound().is_none_or(|least| least > 1) {
                 continue;
             }
             if !imp.assumed_equal(&size, 1) {
