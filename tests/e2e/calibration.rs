@@ -1,8 +1,8 @@
 //! Calibration: the eight Megatron iteration times of Korthikanti et al. 2022 (A100-80GB,
 //! Selene), predicted with the published configuration fixed, each within 15%; and the held-out
 //! set of `calibration/heldout_training.json` (Megatron-LM's GPT-3 175B example, MT-NLG 530B
-//! on three cluster sizes, BLOOM-176B, and seven of BigScience's topology runs of a 181B model
-//! before BLOOM), which sets no number of the cost model. One device
+//! on three cluster sizes, BLOOM-176B, and eleven of BigScience's topology runs of 181B and
+//! 196B models before BLOOM), which sets no number of the cost model. One device
 //! description and one set of link numbers (the `a100-80g-sxm` preset) for all rows; a row
 //! whose cluster had another network between nodes says so and only that link changes.
 //!
@@ -21,10 +21,10 @@ use tessera_passes::cost::workload::ProfileCache;
 
 const TOLERANCE: f64 = 0.15;
 
-/// The held-out bounds: what the cost model reaches today (mean |error| 5.7%, max 8.1% over
-/// all twelve rows, with Megatron-DeepSpeed's tensor-parallel collectives priced at the time
+/// The held-out bounds: what the cost model reaches today (mean |error| 5.4%, max 8.1% over
+/// all sixteen rows, with Megatron-DeepSpeed's tensor-parallel collectives priced at the time
 /// its one-node calibration rows measured, `MEGATRON_DEEPSPEED_TP_TIME_FACTOR`; 18.4% and 26.7%
-/// before it: BENCHMARKS.md, "Held-out training runs") with a few points of slack, so that a
+/// over the first twelve before it: BENCHMARKS.md, "Held-out training runs") with a little slack, so that a
 /// change that makes it worse fails. The aim (5% mean, 10% max) is met for the max,
 /// not for the mean; BENCHMARKS.md says why.
 const HELD_OUT_MEAN: f64 = 0.075;
@@ -187,7 +187,7 @@ fn published_run_predictions(json: &str, key: &str) -> Vec<HeldOut> {
 #[test]
 fn held_out_iteration_times_within_the_measured_bound() {
     let rows = held_out_predictions();
-    assert_eq!(rows.len(), 12);
+    assert_eq!(rows.len(), 16);
     let mut table = String::from("row                      predicted  measured  error\n");
     for r in &rows {
         let error = r.predicted_s / r.measured_s - 1.0;
