@@ -1,6 +1,6 @@
 //! Convolution and pooling: `Conv`, `MaxPool`, `AveragePool`, `GlobalAveragePool`,
-//! `GlobalMaxPool` over 2-D images (1-D ones through a unit height; 3-D max and average pools as
-//! two 2-D pools), with ONNX's `auto_pad`, `ceil_mode` and `count_include_pad` mapped onto tsr's
+//! `GlobalMaxPool`, `LpPool` over 2-D images (1-D ones through a unit height; 3-D pools as two
+//! 2-D pools), with ONNX's `auto_pad`, `ceil_mode` and `count_include_pad` mapped onto tsr's
 //! explicit padding.
 
 use super::{invalid, one, unsupported, BuildResult, Registry};
@@ -435,7 +435,8 @@ fn lp_pool(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     if cx.attrs.int("ceil_mode", 0)? != 0 {
         return unsupported("LpPool with ceil_mode");
     }
-    let spatial = spatial_extents(imp, x, "input")?;
+    let three_d = imp.ty(x).rank() == 5;
+    let spatial = if three_d { static_spatial(imp, x)? } else { spatial_extents(imp, x, "input")? };
     let n = spatial.len();
     let kernel = cx
         .attrs
@@ -458,9 +459,13 @@ fn lp_pool(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     }
     let padded = super::shape::slicing::pad_constant(imp, powered, &all_pads, 0.0)?;
     g.pads = vec![0; 2 * n];
-    let x2 = to_2d(imp, padded)?;
-    let avg = imp.add(Op::Pool2d { kind: PoolKind::Avg, kernel: g.kernel2(), window: g.window() }, &[x2])?;
-    let avg = from_2d(imp, avg, n == 1)?;
+    let avg = if three_d {
+        pool_3d(imp, PoolKind::Avg, padded, &g)?
+    } else {
+        let x2 = to_2d(imp, padded)?;
+        let avg = imp.add(Op::Pool2d { kind: PoolKind::Avg, kernel: g.kernel2(), window: g.window() }, &[x2])?;
+        from_2d(imp, avg, n == 1)?
+    };
     let window: i64 = g.kernel.iter().product();
     let sum = imp.binary_scalar(BinaryOp::Mul, avg, window as f64)?;
     one(if p == 1 { sum } else { imp.binary_scalar(BinaryOp::Pow, sum, 1.0 / p as f64)? })
