@@ -48,19 +48,9 @@ impl Tolerances {
     /// keeping its default); blank lines and lines starting with `#` are skipped.
     pub fn parse(text: &str) -> Result<Tolerances, ManifestError> {
         let mut per_case = std::collections::BTreeMap::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let error = |message: String| ManifestError { line: i + 1, message };
-            let Some((name, settings)) = line.split_once(':') else {
-                return Err(error(format!("'{}' is not 'name: rtol=R atol=A'", truncate(line))));
-            };
-            let name = name.trim();
-            if name.is_empty() || name.contains(char::is_whitespace) || name.contains(['/', '\\']) {
-                return Err(error(format!("'{}' is not a node-test directory name", truncate(name))));
-            }
+        for entry in named_lines(text, "name: rtol=R atol=A") {
+            let (line, name, settings) = entry?;
+            let error = |message: String| ManifestError { line, message };
             let mut tolerance = Tolerance::default();
             let mut keys = Vec::new();
             for setting in settings.split_whitespace() {
@@ -509,19 +499,9 @@ impl Manifest {
     /// case may not be both listed and excluded.
     pub fn with_exclusions(mut self, text: &str) -> Result<Manifest, ManifestError> {
         let mut excluded = std::collections::BTreeMap::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let error = |message: String| ManifestError { line: i + 1, message };
-            let Some((name, reason)) = line.split_once(':') else {
-                return Err(error(format!("'{}' is not 'name: reason'", truncate(line))));
-            };
-            let (name, reason) = (name.trim(), reason.trim());
-            if name.is_empty() || name.contains(char::is_whitespace) || name.contains(['/', '\\']) {
-                return Err(error(format!("'{}' is not a node-test directory name", truncate(name))));
-            }
+        for entry in named_lines(text, "name: reason") {
+            let (line, name, reason) = entry?;
+            let error = |message: String| ManifestError { line, message };
             if reason.is_empty() {
                 return Err(error(format!("'{name}' is excluded without a reason")));
             }
@@ -617,6 +597,30 @@ impl Manifest {
         }
         check
     }
+}
+
+/// The `name: rest` lines of a list file, as (line number, name, trimmed rest); blank lines and
+/// lines starting with `#` are skipped. A line without `:` is an error naming `form`, and so is
+/// a name that is not a node-test directory name.
+fn named_lines<'t>(
+    text: &'t str,
+    form: &'static str,
+) -> impl Iterator<Item = Result<(usize, &'t str, &'t str), ManifestError>> + 't {
+    text.lines().enumerate().filter_map(move |(i, raw)| {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        let error = |message: String| Some(Err(ManifestError { line: i + 1, message }));
+        let Some((name, rest)) = line.split_once(':') else {
+            return error(format!("'{}' is not '{form}'", truncate(line)));
+        };
+        let name = name.trim();
+        if name.is_empty() || name.contains(char::is_whitespace) || name.contains(['/', '\\']) {
+            return error(format!("'{}' is not a node-test directory name", truncate(name)));
+        }
+        Some(Ok((i + 1, name, rest.trim())))
+    })
 }
 
 /// What a case's outcome says, for messages.
