@@ -154,22 +154,9 @@ fn test_onnx_applies_per_case_tolerances_and_refuses_a_malformed_list() {
 /// compile with no step left to the interpreter and give the node tests' expected outputs.
 #[test]
 fn three_d_pooling_and_lrn_compile_for_the_cpu_and_match_the_node_tests() {
-    use tessera_frontend::onnx::conformance::{run_node_test, Outcome};
-    use tessera_ir::graph::Graph;
-    use tessera_ir::tensor::Tensor;
-    use tessera_runtime::executor::cpu::CpuExecutor;
-    use tessera_runtime::executor::load::load;
     let tmp = tempfile::tempdir().unwrap();
     for name in ["test_averagepool_3d_dilations_small", "test_lppool_3d_default", "test_lrn", "test_lrn_default"] {
-        let case = node_tests().join(name);
-        let artifact = tmp.path().join(name);
-        let model = case.join("model.onnx").to_string_lossy().into_owned();
-        let out = tessera(tmp.path(), &["compile", &model, "-o", &artifact.to_string_lossy()]);
-        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
-        let reference_steps = out.stdout.lines().find_map(|l| l.strip_prefix("reference steps: "));
-        assert!(reference_steps.is_some_and(|r| r.starts_with("0 of ")), "{name}: {}", out.stdout);
-        let executor = CpuExecutor::new(load(&artifact).expect("load")).expect("executor");
-        let compiled = |_: &Graph, inputs: &[(String, Tensor)]| executor.run(inputs).map_err(|e| e.to_string());
-        assert_eq!(run_node_test(&case, &compiled), Outcome::Passed, "{name}");
+        let outcome = crate::support::run_node_test_compiled(&node_tests().join(name), tmp.path());
+        assert_eq!(outcome, tessera_frontend::onnx::conformance::Outcome::Passed, "{name}");
     }
 }
