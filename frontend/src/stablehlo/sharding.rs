@@ -487,7 +487,8 @@ mod tests {
     fn mhlo_forms_without_a_tsr_sharding_are_named_in_the_error() {
         let err = |t: &str| parse_mhlo_sharding(t).expect_err(t);
         assert!(err("{maximal device=0}").contains("\"{maximal device=0}\": a value on one device"));
-        assert!(err("{devices=[4,1]0,3,1,2}").contains("devices '0,3,1,2': no mesh of named axes numbers them in this order"));
+        assert!(err("{devices=[4,1]0,3,1,2}")
+            .contains("devices '0,3,1,2': no mesh of named axes numbers them in this order"));
         assert!(err("{devices=[2,1]0,0}").contains("not the devices 0..2 each once"));
         assert!(err("{devices=[2,2]<=[2,2]T(1,1)}").contains("not a permutation"));
         assert!(err("{devices=[2,2]<=[3]}").contains("do not hold the 4 tiles"));

@@ -174,13 +174,7 @@ impl<'m> Translator<'m> {
         self.manual_mesh(format!("@{mesh_name}"), mesh.clone(), op)?;
         let mut blocks = Vec::with_capacity(args.len());
         for (i, (v, (_, sharding))) in args.iter().zip(&ins).enumerate() {
-            if sharding.dims.len() != v.ty.rank() {
-                return Err(fail(format!(
-                    "in_sharding {i} {sharding} has {} dimensions, the operand {}",
-                    sharding.dims.len(),
-                    v.ty.rank()
-                )));
-            }
+            check_rank("in_sharding", i, sharding, v).map_err(fail)?;
             blocks.push(self.cut_block(v, sharding, Some(&mesh), op)?);
         }
         let Some(body) = op.regions.first() else { return Err(fail("has no body".into())) };
@@ -190,13 +184,7 @@ impl<'m> Translator<'m> {
         }
         let mut joined = Vec::with_capacity(results.len());
         for (i, (v, (_, sharding))) in results.iter().zip(&outs).enumerate() {
-            if sharding.dims.len() != v.ty.rank() {
-                return Err(fail(format!(
-                    "out_sharding {i} {sharding} has {} dimensions, the result {}",
-                    sharding.dims.len(),
-                    v.ty.rank()
-                )));
-            }
+            check_rank("out_sharding", i, sharding, v).map_err(fail)?;
             joined.push(self.join_blocks(v, sharding, Some(&mesh), op)?);
         }
         Ok(joined)
@@ -232,6 +220,14 @@ impl<'m> Translator<'m> {
         let mesh = parsed.mesh().cloned().or(mesh);
         Ok(vec![self.join_blocks(v, &sharding, mesh.as_ref(), op)?])
     }
+}
+
+/// `what` number `i` (an in- or out-sharding) must name one entry per dimension of `v`.
+fn check_rank(what: &str, i: usize, sharding: &Sharding, v: &Val) -> Result<(), String> {
+    if sharding.dims.len() == v.ty.rank() {
+        return Ok(());
+    }
+    Err(format!("{what} {i} {sharding} has {} dimensions, the value {}", sharding.dims.len(), v.ty.rank()))
 }
 
 /// The sharding a `tsr.sharding_constraint` producing `id` asks for.
