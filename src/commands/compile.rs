@@ -17,7 +17,7 @@ use tessera_ir::graph::Graph;
 use tessera_ir::serving::{KvDtype, ServeShape};
 use tessera_ir::sharding::Mesh;
 use tessera_passes::cost::step::Schedule;
-use tessera_passes::shard::{partition, PipelineSchedule, ShardConfig};
+use tessera_passes::shard::{partition, PipelineSchedule, ShardConfig, ShardedModule};
 use tessera_passes::train_step::TrainStep;
 
 #[derive(Args)]
@@ -124,6 +124,10 @@ pub fn run(args: CompileArgs) -> Result<()> {
         super::check_dim_names(&graph, &dims)?;
     }
     let options = CompileOptions { target, dims, graph_options, epilogues: args.epilogues };
+    if args.mesh.is_none() && is_rank_program(&graph) {
+        let mesh = graph.io_shardings().map_or_else(|| "MESH".to_string(), |io| io.mesh.to_string());
+        bail!("{} is a per-rank program (it has collectives): compile it with --mesh {mesh}", args.model.display());
+    }
     if let Some(mesh) = &args.mesh {
         let model_bytes = model_bytes(&args.model)?;
         return compile_mesh(&args, mesh, graph, step.as_ref(), &model_bytes, options, start);
@@ -279,6 +283,11 @@ fn merge_unified_ranges(
     Ok(merged)
 }
 
+/// True when `graph` has collectives: a program each rank of a mesh runs, not a global one.
+fn is_rank_program(graph: &Graph) -> bool {
+    graph.nodes().any(|(_, n)| matches!(n.op, tessera_ir::ops::Op::Collective(_)))
+}
+
 /// `--mesh`: partitions `graph` (the model with `--dim` bound, or the training step) and writes
 /// the per-rank artifact, printing one line per pipeline stage.
 fn compile_mesh(
@@ -305,7 +314,16 @@ fn compile_mesh(
     };
     // Partitioning splits static dimensions only: bind the sizes first.
     let graph = graph.bind_dims(&options.dims).map_err(|e| anyhow::anyhow!("--dim: {e}"))?;
-    let module = partition(&graph, &config).with_context(|| format!("cannot partition over {}", config.mesh))?;
+    let module = if is_rank_program(&graph) {
+        // Already per-rank (an imported shard_map body): every rank runs it on the global inputs.
+        if let Some(io) = graph.io_shardings().filter(|io| io.mesh != config.mesh) {
+            bail!("{} is a per-rank program over the mesh {}, not {}", args.model.display(), io.mesh, config.mesh);
+        }
+        ShardedModule::of_rank_program(&graph, &config.mesh)
+            .with_context(|| format!("cannot run {} over {}", args.model.display(), config.mesh))?
+    } else {
+        partition(&graph, &config).with_context(|| format!("cannot partition over {}", config.mesh))?
+    };
     let compiled =
         compile_sharded(&module, model_bytes, &options).with_context(|| format!("{}", args.model.display()))?;
     write_artifact(&args.output, &compiled.files)?;

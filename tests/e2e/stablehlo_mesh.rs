@@ -21,7 +21,11 @@ const TOLERANCE: f64 = 1e-4;
 
 /// Runs `module` (a replicated StableHLO module) on `rank_inputs.len()` XLA replicas; each
 /// rank's outputs in order.
-fn run_on_xla_replicas(dir: &Path, module: &Path, rank_inputs: &[Vec<(String, Tensor)>]) -> Vec<Vec<Tensor>> {
+pub(crate) fn run_on_xla_replicas(
+    dir: &Path,
+    module: &Path,
+    rank_inputs: &[Vec<(String, Tensor)>],
+) -> Vec<Vec<Tensor>> {
     let n = rank_inputs.len();
     let mut files = Vec::new();
     for (rank, inputs) in rank_inputs.iter().enumerate() {
@@ -140,7 +144,11 @@ const EVERY_COLLECTIVE: &str = r#"func.func @every_collective(%x: tensor<4x8xf32
 "#;
 
 /// Every rank's outputs of `graph` on tessera's in-process multi-rank executor.
-fn spmd_outputs(graph: &Graph, mesh: &Mesh, rank_inputs: &[Vec<(String, Tensor)>]) -> Vec<Vec<(String, Tensor)>> {
+pub(crate) fn spmd_outputs(
+    graph: &Graph,
+    mesh: &Mesh,
+    rank_inputs: &[Vec<(String, Tensor)>],
+) -> Vec<Vec<(String, Tensor)>> {
     // Fed by position: an imported program names its inputs `arg0`, ...
     let names: Vec<String> = graph.inputs().iter().map(|&v| graph.value(v).name.clone()).collect();
     let programs: Vec<RankProgram<'_>> = rank_inputs

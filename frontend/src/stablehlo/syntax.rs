@@ -909,7 +909,8 @@ impl<'a> Reader<'a> {
                 self.expect(">")?;
                 self.trailing_attrs_and_signature(op)
             }
-            "return" | "func.return" | "stablehlo.return" => {
+            "sdy.manual_computation" => self.custom_manual_computation(op),
+            "return" | "func.return" | "stablehlo.return" | "sdy.return" => {
                 self.skip_trivia();
                 if self.peek() == Some(b'%') {
                     loop {
@@ -1109,6 +1110,32 @@ impl<'a> Reader<'a> {
             }
         }
         Ok(())
+    }
+
+    /// `sdy.manual_computation(%a, ...) in_shardings=[...] out_shardings=[...] manual_axes={...}
+    /// (%arg: T, ...) { ... } : (types) -> types`; the shardings and axes keep their text.
+    fn custom_manual_computation(&mut self, op: &mut Op) -> SResult<()> {
+        op.operands = self.operand_list()?;
+        for (key, open, close) in
+            [("in_shardings", "[", b']'), ("out_shardings", "[", b']'), ("manual_axes", "{", b'}')]
+        {
+            if !self.eat_word(key) {
+                return self.expected(&format!("'{key}=' in sdy.manual_computation"));
+            }
+            self.expect("=")?;
+            self.expect(open)?;
+            let inner = self.balanced_until(close)?;
+            op.attrs.push((key.into(), Attr::Opaque(format!("{open}{inner}{}", close as char))));
+            self.pos += 1;
+        }
+        self.expect("(")?;
+        let args = self.comma_list(")", |p| {
+            let arg = p.value_ref()?;
+            p.expect(":")?;
+            Ok((arg.name, p.ty()?))
+        })?;
+        op.regions.push(self.braced_block(args)?);
+        self.trailing_attrs_and_signature(op)
     }
 
     /// `stablehlo.while(%iterArg = %init, ...) : T, ... cond { ... } do { ... }`.
