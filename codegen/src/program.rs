@@ -179,6 +179,11 @@ fn specialize_unchecked(g: &Graph, dims: &HashMap<String, u64>) -> Result<Graph,
             })),
             Op::Broadcast { shape } => Op::Broadcast { shape: bind(shape)? },
             Op::Reshape { shape } => Op::Reshape { shape: bind(shape)? },
+            // A trap's result types are its attribute: they bind like every other type.
+            Op::Trap(trap) => Op::Trap(Box::new(tessera_ir::ops::control::Trap {
+                message: trap.message.clone(),
+                types: trap.types.iter().map(ty_of).collect::<Result<_, _>>()?,
+            })),
             // What arrives is what the sender computed: the storage's compute dtype.
             Op::Collective(Collective::Recv { mesh_axis, peer, tag, ty }) => Op::Collective(Collective::Recv {
                 mesh_axis: mesh_axis.clone(),
@@ -653,7 +658,13 @@ fn library_call(g: &Graph, op: &Op, inputs: &[ValueId]) -> LibraryCall {
     let rank = |i: usize| inputs.get(i).map_or(0, |v| g.value(*v).ty.rank());
     let axis = |a: i64, r: usize| normalize_axis(a, r).map(|a| a as u64);
     let fast = match op {
-        Op::MatMul => Some(LibraryCall::MatMul),
+        // The GEMM library computes in f32; an integer product (CumSum lowered to a product
+        // with a triangular 0/1 matrix, on int64 position ids) is exact only as the reference
+        // step computes it, in i64.
+        Op::MatMul => {
+            let float = inputs.iter().all(|&v| Storage::of(g.value(v).ty.dtype) == Storage::F32);
+            float.then_some(LibraryCall::MatMul)
+        }
         Op::Collective(c) => Some(LibraryCall::Collective { op: c.clone() }),
         Op::Transpose { perm } => perm
             .iter()

@@ -1,8 +1,8 @@
 //! ONNX `If` through the importer and the reference interpreter: a run-time condition becomes
 //! `tsr.if` with the enclosing values it reads as operands, a condition known at import picks
 //! its branch, a branch ill-typed for the imported shapes becomes a `tsr.trap`, a condition the
-//! sizes decide is a run-time `tsr.if` whose branches must hold for every size, and nested
-//! branches import as nested regions.
+//! sizes decide is a run-time `tsr.if` (what follows it imported once per branch where the
+//! branches' types differ by size), and nested branches import as nested regions.
 
 mod onnx_support;
 
@@ -175,24 +175,108 @@ fn a_condition_the_sizes_decide_is_a_run_time_if_when_both_branches_hold_for_eve
     assert_close(&three[0], DType::F32, &[2, 3], &[-0.0, -1.0, -2.0, -3.0, -4.0, -5.0], 0.0);
 }
 
-/// torch's TorchScript exporter writes `squeeze(dim)` as an `If` on `size == 1` with a `Squeeze`
-/// and an `Identity` branch (silero-vad): over a symbolic size the branches yield different
-/// ranks, so no one type follows the `If`. It is refused at the `If`, naming the condition.
+/// A then branch that holds for no size picking it (a `Squeeze` of the axis the condition says
+/// is 4 long) makes what follows it a trap: the model imports with its sizes symbolic, runs the
+/// other branch, and fails, naming why, only at the sizes that pick it (as ONNX would).
 #[test]
-fn a_condition_the_sizes_decide_whose_branches_differ_in_shape_is_refused_naming_it() {
+fn a_branch_that_holds_for_no_size_picking_it_is_a_trap() {
     let mut m = doubled_when_four_long(vec![node("Squeeze", "squeeze", &["x", "axes"], &["t"], vec![])], "t");
     let graph = m.graph.as_mut().expect("a graph");
     graph.initializer.push(i64_typed("axes", &[1], &[1]));
+    let g = import(&m);
+    assert_eq!(ifs(&g).len(), 1, "one tsr.if on the size condition");
+    let three = run(&g, vec![Tensor::from_f64(DType::F32, vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]);
+    assert_close(&three[0], DType::F32, &[2, 3], &[-1.0, -2.0, -3.0, -4.0, -5.0, -6.0], 0.0);
+    let named = vec![("x".to_string(), Tensor::from_f64(DType::F32, vec![1, 4], vec![1.0; 4]))];
+    let message = tessera_runtime::interpreter::run(&g, &named).expect_err("the trap is taken").to_string();
+    assert!(message.contains("the If branch taken cannot run for these shapes"), "{message}");
+    assert!(message.contains("Squeeze"), "{message}");
+}
+
+/// torch's TorchScript exporter writes `squeeze(dim)` as an `If` on `size == 1` with a
+/// `Squeeze` and an `Identity` branch (silero-vad): `x: [b, n]` is `[b]` after the then branch
+/// and `[b, n]` after the else branch. What follows the `If` (here a sum over the last axis, a
+/// sum of everything, and the rank) is imported once per branch, so one symbolic import runs
+/// both: at `n = 1` the squeezed path (rank 1, the last-axis sum over `b`), else the other.
+fn squeezed_when_one_long(
+    outputs: Vec<tessera_frontend::onnx::proto::ValueInfoProto>,
+    tail: Vec<NodeProto>,
+) -> tessera_frontend::onnx::proto::ModelProto {
+    let mut nodes = vec![
+        node("Shape", "shape", &["x"], &["s"], vec![]),
+        node("Gather", "n", &["s", "one"], &["n"], vec![attr_int("axis", 0)]),
+        node("Equal", "is_one", &["n", "one"], &["c"], vec![]),
+        if_node(
+            "c",
+            "y",
+            branch(vec![node("Squeeze", "squeeze", &["x", "axes"], &["t"], vec![])], &["t"]),
+            branch(vec![node("Identity", "keep", &["x"], &["e"], vec![])], &["e"]),
+        ),
+    ];
+    nodes.extend(tail);
+    model(
+        nodes,
+        vec![f32_value("x", &[D::P("b"), D::P("n")])],
+        outputs,
+        vec![i64_typed("one", &[], &[1]), i64_typed("axes", &[1], &[1]), i64_typed("last", &[1], &[-1])],
+        16,
+    )
+}
+
+#[test]
+fn what_follows_an_if_whose_branches_differ_in_rank_by_size_is_imported_per_branch() {
+    let mut m = squeezed_when_one_long(
+        vec![f32_value("total", &[]), value("rank", DataType::Int64, &[]), f32_value("rows", &[D::P("b")])],
+        vec![
+            node("ReduceSum", "total", &["y"], &["total"], vec![attr_int("keepdims", 0)]),
+            node("Shape", "y_shape", &["y"], &["ys"], vec![]),
+            node("Size", "rank", &["ys"], &["rank"], vec![]),
+            // [b] after the squeeze: its last axis is b, summed to a scalar, then spread back.
+            node("ReduceSum", "rows", &["y", "last"], &["r"], vec![attr_int("keepdims", 0)]),
+            node("Gather", "b", &["s", "zero"], &["b"], vec![attr_int("axis", 0)]),
+            node("Unsqueeze", "b_shape", &["b", "zero_axis"], &["b_shape"], vec![]),
+            node("Expand", "spread", &["r", "b_shape"], &["rows"], vec![]),
+        ],
+    );
+    let graph = m.graph.as_mut().expect("a graph");
+    graph.initializer.push(i64_typed("zero", &[], &[0]));
+    graph.initializer.push(i64_typed("zero_axis", &[1], &[0]));
+    let g = import(&m);
+    assert_eq!(ifs(&g).len(), 1, "one tsr.if holding what follows each branch");
+    assert!(g.inputs().iter().all(|&v| !g.value(v).ty.symbols().collect::<Vec<_>>().is_empty()), "symbolic inputs");
+
+    // n = 1: squeezed to [2]; the last-axis sum adds the two rows' one element each.
+    let one_long = run(&g, vec![Tensor::from_f64(DType::F32, vec![2, 1], vec![1.0, 2.0])]);
+    assert_close(&one_long[0], DType::F32, &[], &[3.0], 0.0);
+    assert_close(&one_long[1], DType::I64, &[], &[1.0], 0.0);
+    assert_close(&one_long[2], DType::F32, &[2], &[3.0, 3.0], 0.0);
+    // n = 3: kept as [2, 3]; the last-axis sum is per row.
+    let three_long = run(&g, vec![Tensor::from_f64(DType::F32, vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]);
+    assert_close(&three_long[0], DType::F32, &[], &[21.0], 0.0);
+    assert_close(&three_long[1], DType::I64, &[], &[2.0], 0.0);
+    assert_close(&three_long[2], DType::F32, &[2], &[6.0, 15.0], 0.0);
+
+    // The printed form parses back to the same graph.
+    let text = tessera_ir::mlir::print_graph(&g);
+    let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(back, g);
+}
+
+/// Where the outputs' types still differ after what follows each branch, the `If` is refused,
+/// naming its condition and the output.
+#[test]
+fn an_if_whose_followers_yield_different_types_by_size_is_refused_naming_the_output() {
+    let m = squeezed_when_one_long(vec![f32_value("y", &[D::P("b"), D::P("n")])], vec![]);
     let message = import_proto(&m, None, &ImportOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("node 'if'"), "{message}");
-    assert!(message.contains("the condition depends on the sizes (Eq of n and 4)"), "{message}");
-    assert!(message.contains("does not hold for every size"), "{message}");
+    assert!(message.contains("the condition depends on the sizes (Eq of n and 1)"), "{message}");
+    assert!(message.contains("output 'y' is tensor<?xf32"), "{message}");
 
     // The same model with `n` bound picks its branch at import and runs.
-    let dims = [("n".to_string(), 1u64)].into_iter().collect();
+    let dims = [("n".to_string(), 3u64)].into_iter().collect();
     let bound = import_proto(&m, None, &ImportOptions { dims, ..Default::default() }).expect("the bound import");
-    let out = run(&bound, vec![Tensor::from_f64(DType::F32, vec![2, 1], vec![1.0, 2.0])]);
-    assert_close(&out[0], DType::F32, &[2, 1], &[-1.0, -2.0], 0.0);
+    let out = run(&bound, vec![Tensor::from_f64(DType::F32, vec![1, 3], vec![1.0, 2.0, 3.0])]);
+    assert_close(&out[0], DType::F32, &[1, 3], &[1.0, 2.0, 3.0], 0.0);
 }
 
 #[test]

@@ -406,7 +406,8 @@ impl Graph {
     }
 
     /// A copy with the symbolic dimensions named in `bindings` replaced by their sizes, in every
-    /// value type and in the targets `reshape`, `broadcast` and `recv` carry; names, roles and
+    /// value type, in the targets `reshape`, `broadcast` and `recv` carry and in the result types
+    /// of `trap`; names, roles and
     /// order are kept. The caller verifies the result (a binding can make a reshape ill-typed).
     /// Binding evaluates dimension expressions; one that overflows or turns negative is an error.
     pub fn bind_dims(&self, bindings: &HashMap<String, u64>) -> Result<Graph, SymbolicError> {
@@ -428,6 +429,10 @@ impl Graph {
                     tag: *tag,
                     ty: ty.substitute(bindings)?,
                 }),
+                Op::Trap(trap) => Op::Trap(Box::new(crate::ops::control::Trap {
+                    message: trap.message.clone(),
+                    types: trap.types.iter().map(|t| t.substitute(bindings)).collect::<Result<_, _>>()?,
+                })),
                 // Regions see the same symbols: a binding holds inside them too.
                 Op::If(regions) => Op::If(Box::new(crate::ops::control::IfRegions {
                     then_branch: regions.then_branch.bind_dims(bindings)?,
@@ -460,7 +465,8 @@ impl Graph {
 
 impl Graph {
     /// Replaces symbol `name` by the expression `by` in place, wherever a dimension can hold it:
-    /// every value type, the targets `reshape`, `broadcast` and `recv` carry, and the regions of
+    /// every value type, the targets `reshape`, `broadcast` and `recv` carry, `trap`'s result
+    /// types, and the regions of
     /// `if`/`loop` (they see the enclosing symbols). Names, ids and order are kept. This is how
     /// an importer unifies two symbols the graph proves equal. Substituting multiplies out
     /// products, so it can overflow (an error; the graph may then be partly substituted).
@@ -487,6 +493,11 @@ impl Graph {
             match &mut node.op {
                 Op::Reshape { shape } | Op::Broadcast { shape } => dims(shape, name, by)?,
                 Op::Collective(Collective::Recv { ty, .. }) => dims(&mut ty.dims, name, by)?,
+                Op::Trap(trap) => {
+                    for ty in &mut trap.types {
+                        dims(&mut ty.dims, name, by)?;
+                    }
+                }
                 Op::If(regions) => {
                     regions.then_branch.substitute_symbol(name, by)?;
                     regions.else_branch.substitute_symbol(name, by)?;

@@ -169,6 +169,9 @@ struct Measured {
     /// Whether `tessera run` fell back to importing with the inputs' sizes bound (it says so in
     /// a note on stderr).
     bound_import: bool,
+    /// For a range artifact (run with `--timing`): the line saying a size ran on the
+    /// interpreter because its compiled path failed, if one did.
+    interpreted: Option<String>,
 }
 
 /// Runs `tessera run MODEL` (a model file or an artifact directory) on `reference`'s inputs in
@@ -197,6 +200,10 @@ fn run_against(
         args.extend(["--input".into(), format!("{name}={}", file.display())]);
     }
     args.extend(["-o".into(), out_dir.to_string_lossy().into_owned()]);
+    // An artifact says under `--timing` how each size ran (compiled, or interpreted and why).
+    if Path::new(model).is_dir() {
+        args.push("--timing".into());
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let run = tessera(dir, &args);
     if run.code != 0 {
@@ -225,7 +232,9 @@ fn run_against(
         );
         errors.push((onnx_name.clone(), error));
     }
-    Ok(Measured { errors, bound_import: run.stderr.contains("note: imported with") })
+    let interpreted =
+        run.stderr.lines().find(|line| line.starts_with("range artifact: interpreted at")).map(str::to_string);
+    Ok(Measured { errors, bound_import: run.stderr.contains("note: imported with"), interpreted })
 }
 
 /// Runs `case` through reference.py, `tessera run` and `tessera compile`; returns (output name,
@@ -565,6 +574,10 @@ fn check_range_artifact(
         let measured =
             run_against(work, &format!("{model_name} {label} range"), &artifact.to_string_lossy(), names, reference)
                 .map_err(|e| format!("range {label}: {e}"))?;
+        // Every size of the range runs the compiled program, none the interpreter.
+        if let Some(line) = measured.interpreted {
+            return Err(format!("range {label} ({}): {line}", spelled.join(", ")));
+        }
         if let Some((output, error)) = measured.errors.iter().find(|(_, error)| *error > TOLERANCE) {
             return Err(format!(
                 "range {label} ({}): output '{output}' differs from onnxruntime by {error:.3e} (max {TOLERANCE:e})",
@@ -646,6 +659,7 @@ fn a_range_artifact_runs_compiled_per_size_and_equals_the_interpreter() {
             let compiled = tessera(work.path(), &compiled_args);
             assert_eq!(compiled.code, 0, "{model_name} {label}: {}", compiled.stderr);
             assert!(compiled.stderr.contains("range artifact: compiled at "), "{model_name}: {}", compiled.stderr);
+            assert!(!compiled.stderr.contains("interpreted at"), "{model_name}: {}", compiled.stderr);
             let interpreted_args = with_output(&format!("interpreted-{label}"));
             let interpreted_args: Vec<&str> = interpreted_args.iter().map(String::as_str).collect();
             let interpreted = crate::runtime_only::tessera_rt(work.path(), &interpreted_args);
@@ -703,6 +717,9 @@ fn a_range_artifact_runs_compiled_per_size_and_equals_the_interpreter() {
 ///
 /// Without the corpus (`scripts/model-corpus/setup.sh`; `make test` runs it) the test says so
 /// and passes, except under CI (`CI` set), where the missing corpus fails it.
+///
+/// `TESSERA_CORPUS_MODELS=a,b` checks only those models (against their lines of the lists;
+/// `TESSERA_BLESS=1` then rewrites only their lines).
 #[test]
 fn model_corpus_matches_onnxruntime_as_listed() {
     let index = corpus_dir().join("corpus.json");
@@ -726,20 +743,34 @@ fn model_corpus_matches_onnxruntime_as_listed() {
             m.as_str().unwrap_or_else(|| panic!("{}: a model name that is not a string", index.display())).to_string()
         })
         .collect();
+    let selected: Option<Vec<String>> = std::env::var("TESSERA_CORPUS_MODELS")
+        .ok()
+        .map(|names| names.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect());
+    if let Some(names) = &selected {
+        let unknown: Vec<&String> = names.iter().filter(|n| !models.contains(n)).collect();
+        assert!(unknown.is_empty(), "TESSERA_CORPUS_MODELS names models not in the corpus: {unknown:?}");
+    }
+    let models: Vec<String> = models.into_iter().filter(|m| selected.as_ref().is_none_or(|s| s.contains(m))).collect();
+    // A list's lines for the models not checked stay as they are.
+    let kept = |listed: &[String]| -> Vec<String> { listed.iter().filter(|m| !models.contains(m)).cloned().collect() };
+    let checked = |listed: Vec<String>| -> Vec<String> { listed.into_iter().filter(|m| models.contains(m)).collect() };
     let expectations_path = repo_root().join(CORPUS_EXPECTATIONS);
     let expectations = std::fs::read_to_string(&expectations_path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", expectations_path.display()));
-    let listed = listed_models(&expectations);
+    let listed_all = listed_models(&expectations);
+    let listed = checked(listed_all.clone());
     let symbolic_path = repo_root().join(CORPUS_SYMBOLIC);
-    let listed_symbolic = listed_models(
+    let listed_symbolic_all = listed_models(
         &std::fs::read_to_string(&symbolic_path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", symbolic_path.display())),
     );
+    let listed_symbolic = checked(listed_symbolic_all.clone());
 
     let range_path = repo_root().join(CORPUS_RANGE);
-    let listed_range = listed_models(
+    let listed_range_all = listed_models(
         &std::fs::read_to_string(&range_path).unwrap_or_else(|e| panic!("cannot read {}: {e}", range_path.display())),
     );
+    let listed_range = checked(listed_range_all.clone());
 
     let mut passing = std::collections::BTreeSet::new();
     let mut symbolic = std::collections::BTreeSet::new();
@@ -813,13 +844,15 @@ fn model_corpus_matches_onnxruntime_as_listed() {
         println!("model-corpus: newly passing through a range artifact: {model} (TESSERA_BLESS=1 lists it)");
     }
     if std::env::var_os("TESSERA_BLESS").is_some() && check.problems.is_empty() {
-        for (path, header, models) in [
-            (&expectations_path, CORPUS_HEADER, &passing),
-            (&symbolic_path, CORPUS_SYMBOLIC_HEADER, &symbolic),
-            (&range_path, CORPUS_RANGE_HEADER, &ranged),
+        for (path, header, models, listed) in [
+            (&expectations_path, CORPUS_HEADER, &passing, &listed_all),
+            (&symbolic_path, CORPUS_SYMBOLIC_HEADER, &symbolic, &listed_symbolic_all),
+            (&range_path, CORPUS_RANGE_HEADER, &ranged, &listed_range_all),
         ] {
             let mut text = format!("{header}\n");
-            for model in models {
+            let mut lines: std::collections::BTreeSet<String> = kept(listed).into_iter().collect();
+            lines.extend(models.iter().cloned());
+            for model in &lines {
                 text.push_str(model);
                 text.push('\n');
             }

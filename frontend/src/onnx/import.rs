@@ -49,8 +49,8 @@ pub struct ImportOptions {
     pub initializers: Initializers,
     /// Sizes of symbolic dimensions, bound in the graph inputs' types before any node is
     /// imported, so shape arithmetic folds to constants (for models whose shape arithmetic the
-    /// symbolic import cannot decide, e.g. silero-vad's `Equal` of `floordiv(n + 320, 512)` and
-    /// 1 choosing a branch).
+    /// symbolic import cannot decide, e.g. PP-OCRv4's recognizer, whose Reshape holds only
+    /// where `floordiv(h + 15, 48)` is 1).
     pub dims: HashMap<String, u64>,
 }
 
@@ -238,6 +238,23 @@ pub(crate) struct Importer {
     /// ([`Importer::size_condition`]). Keyed by id, since the result is renamed to the ONNX
     /// output's name after its builder returns.
     size_comparisons: HashMap<ValueId, String>,
+    /// The size conditions the nodes being imported are known to satisfy: inside the part of a
+    /// graph imported once per branch of a size-decided `If` ([`ops::control::split_at_size_if`]),
+    /// (condition, its value there). A later `If` on the same condition takes that branch.
+    pub assumed_conditions: Vec<(ValueId, bool)>,
+    /// The size comparisons of two single entries that are an equality or its negation
+    /// (`Equal(dim, 1)`, and `Not` of that as `!=`): result -> (the entries, whether the result
+    /// says they are equal), so an assumed condition tells which sizes are equal.
+    size_equalities: HashMap<ValueId, (SymInt, SymInt, bool)>,
+}
+
+/// What importing one node came to.
+pub(crate) enum NodeImport {
+    /// Its outputs are defined.
+    Imported,
+    /// It is an `If` on a size condition whose branches yield different types: what follows
+    /// must be imported once per branch. The refusal, should that fail too.
+    SplitHere(String),
 }
 
 /// Imports a decoded model; `base_dir` resolves external data.
@@ -264,13 +281,13 @@ pub(crate) fn import_with_payloads(
         parameter_initializers: HashMap::new(),
         unified_symbols: Vec::new(),
         size_comparisons: HashMap::new(),
+        assumed_conditions: Vec::new(),
+        size_equalities: HashMap::new(),
     };
     imp.add_initializers(graph_proto, options.initializers)?;
     imp.add_inputs(graph_proto, &options.constants, &options.dims)?;
     let registry = ops::registry();
-    for (index, node) in graph_proto.node.iter().enumerate() {
-        imp.import_node(node, index, opset, &registry)?;
-    }
+    imp.import_nodes(&graph_proto.node, opset, &registry, &graph_proto.output)?;
     imp.set_outputs(graph_proto)?;
     imp.remove_dead_nodes();
     tessera_ir::verify::verify(&imp.graph)?;
@@ -309,6 +326,8 @@ pub(crate) fn declared_inputs(model: &ModelProto) -> Result<Graph, OnnxError> {
         parameter_initializers: HashMap::new(),
         unified_symbols: Vec::new(),
         size_comparisons: HashMap::new(),
+        assumed_conditions: Vec::new(),
+        size_equalities: HashMap::new(),
     };
     for init in &graph_proto.initializer {
         // Marks the name as defined, so add_inputs skips it; nothing reads the slot.
@@ -483,13 +502,36 @@ impl Importer {
         Ok(())
     }
 
+    /// Imports `nodes` in order, defining the graph's `outputs` (by name). At an `If` whose
+    /// branches' types only the sizes decide, the nodes after it are imported once per branch
+    /// ([`ops::control::split_at_size_if`]), which defines the outputs, and the walk ends.
+    fn import_nodes(
+        &mut self,
+        nodes: &[NodeProto],
+        opset: Option<i64>,
+        registry: &Registry,
+        outputs: &[ValueInfoProto],
+    ) -> Result<(), OnnxError> {
+        for (index, node) in nodes.iter().enumerate() {
+            if let NodeImport::SplitHere(refusal) = self.import_node(node, index, opset, registry)? {
+                // import_node refuses a default-domain node without an opset before building it.
+                let opset = opset.unwrap_or(MAX_OPSET);
+                let node_ref = NodeRef { name: node.name().to_string(), index, op_type: node.op_type().to_string() };
+                let rest = &nodes[index + 1..];
+                return ops::control::split_at_size_if(self, node, rest, outputs, opset, &refusal)
+                    .map_err(|message| OnnxError::UnsupportedNode { node: node_ref, message });
+            }
+        }
+        Ok(())
+    }
+
     fn import_node(
         &mut self,
         node: &NodeProto,
         index: usize,
         opset: Option<i64>,
         registry: &Registry,
-    ) -> Result<(), OnnxError> {
+    ) -> Result<NodeImport, OnnxError> {
         let domain = node.domain();
         let op_type = if matches!(domain, "" | "ai.onnx") {
             node.op_type().to_string()
@@ -539,8 +581,14 @@ impl Importer {
         let builder = builder.ok_or_else(|| OnnxError::UnsupportedOp { node: node_ref.clone() })?;
         let cx = NodeCx { proto: node, attrs: Attrs::of(node), opset };
         let first_new = self.graph.num_values();
-        let outs = builder(self, &cx).map_err(|e| match e {
-            BuildError::Unsupported(message) => OnnxError::UnsupportedNode { node: node_ref.clone(), message },
+        let outs = builder(self, &cx);
+        if let Err(BuildError::TypesDependOnSizes(refusal)) = outs {
+            return Ok(NodeImport::SplitHere(refusal));
+        }
+        let outs = outs.map_err(|e| match e {
+            BuildError::Unsupported(message) | BuildError::TypesDependOnSizes(message) => {
+                OnnxError::UnsupportedNode { node: node_ref.clone(), message }
+            }
             BuildError::Invalid(message) => OnnxError::Node { node: node_ref.clone(), message },
             BuildError::NotConstant { value, role } => OnnxError::NotConstant { node: node_ref.clone(), role, value },
         })?;
@@ -563,7 +611,7 @@ impl Importer {
             }
             self.slots.insert(out_name.clone(), slot.clone());
         }
-        Ok(())
+        Ok(NodeImport::Imported)
     }
 
     fn set_outputs(&mut self, g: &GraphProto) -> Result<(), OnnxError> {
@@ -669,9 +717,7 @@ impl Importer {
             self.slots.insert(input.name().to_string(), Slot::Value(param));
         }
         let registry = ops::registry();
-        for (index, node) in body.node.iter().enumerate() {
-            self.import_node(node, index, Some(opset), &registry)?;
-        }
+        self.import_nodes(&body.node, Some(opset), &registry, &body.output)?;
         body.output
             .iter()
             .map(|out| {
@@ -802,6 +848,12 @@ impl Importer {
         self.slots.insert(name.to_string(), Slot::Value(v));
     }
 
+    /// Defines the ONNX value `name` as `v`, named after it.
+    pub fn define_value(&mut self, name: &str, v: ValueId) {
+        self.name_value(v, name);
+        self.slots.insert(name.to_string(), Slot::Value(v));
+    }
+
     /// The element type of `node`'s input `i`, when it is a defined value.
     pub fn input_dtype(&self, node: &NodeProto, i: usize) -> Option<DType> {
         match self.slots.get(node.input.get(i)?)? {
@@ -876,10 +928,32 @@ impl Importer {
         (b, b_scalar): (&[SymInt], bool),
         text: String,
     ) -> BuildResult<ValueId> {
+        let entries = match (a, b) {
+            ([x], [y]) if matches!(op, CompareOp::Eq | CompareOp::Ne) => Some((x.clone(), y.clone())),
+            _ => None,
+        };
         let (a, b) = (self.dim_values(a, a_scalar)?, self.dim_values(b, b_scalar)?);
         let holds = self.compare(op, a, b)?;
         self.size_comparisons.insert(holds, text);
+        if let Some((x, y)) = entries {
+            self.size_equalities.insert(holds, (x, y, op == CompareOp::Eq));
+        }
         Ok(holds)
+    }
+
+    /// Whether the conditions assumed where the nodes being imported run
+    /// ([`Importer::assumed_conditions`]) say that the size `dim` equals `n`.
+    pub fn assumed_equal(&self, dim: &SymInt, n: i64) -> bool {
+        let n = DimExpr::constant(n);
+        // Ids of regions split off are reused, so an entry counts only while a compare defines it.
+        let compared =
+            |v: ValueId| self.graph.producer(v).is_some_and(|p| matches!(self.graph.node(p).op, Op::Compare(_)));
+        self.assumed_conditions.iter().any(|(cond, value)| match self.size_equalities.get(cond) {
+            Some((x, y, says_equal)) if says_equal == value && compared(*cond) => {
+                (x == dim && *y == n) || (y == dim && *x == n)
+            }
+            _ => false,
+        })
     }
 
     /// The first size comparison ([`Importer::size_comparison`]) that `cond` is computed from,

@@ -3,7 +3,9 @@
 //! replaced by the branch it takes.
 
 use super::{invalid, BuildError, BuildResult, Registry};
+use crate::onnx::attrs::Attrs;
 use crate::onnx::import::{Importer, NodeCx, Slot};
+use crate::onnx::proto::{GraphProto, NodeProto, ValueInfoProto};
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::{BlockArg, Graph, ValueId};
 use tessera_ir::ops::control::{IfRegions, Trap};
@@ -37,37 +39,29 @@ fn build_if(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
         };
         return check_outputs(cx, imp.import_subgraph(body, cx.opset, what)?);
     }
+    // Inside what follows a size-decided If, imported once per branch, its condition is known.
+    if let Some(&(_, holds)) = imp.assumed_conditions.iter().find(|(c, _)| *c == cond) {
+        let (what, body) = if holds { ("the then branch", then_body) } else { ("the else branch", else_body) };
+        return check_outputs(cx, imp.import_subgraph(body, cx.opset, what)?);
+    }
     let size_condition = imp.size_condition(cond);
     let then_import = imp.import_region(then_body, cx.opset, "the then branch");
     let else_import = imp.import_region(else_body, cx.opset, "the else branch");
     if let Some(condition) = &size_condition {
         return size_conditional(imp, cx, (cond, condition), then_import, else_import);
     }
-    let ((then_region, then_captures), (else_region, else_captures)) = match (then_import, else_import) {
-        (Ok(then_branch), Ok(else_branch)) => (then_branch, else_branch),
-        // ONNX runs only the branch taken, and exporters leave branches that are ill-typed for
-        // some input shapes (silero-vad's 8 kHz path on a 16 kHz frame): such a branch becomes
-        // a trap, an error only if it is taken. Unsupported ops stay errors.
-        (Ok(then_branch), Err(BuildError::Invalid(why))) => {
-            let trap = trap_region(&then_branch.0, why);
-            (then_branch, trap)
-        }
-        (Err(BuildError::Invalid(why)), Ok(else_branch)) => {
-            let trap = trap_region(&else_branch.0, why);
-            (trap, else_branch)
-        }
-        (Err(e), _) | (_, Err(e)) => return Err(e),
-    };
-    conditional(imp, cx, cond, (then_region, then_captures), (else_region, else_captures))
+    // ONNX runs only the branch taken, and exporters leave branches that are ill-typed for some
+    // input shapes (silero-vad's 8 kHz path on a 16 kHz frame).
+    let (then_part, else_part) = trapping_the_ill_typed(then_import, else_import)?;
+    conditional(imp, cx, cond, then_part, else_part)
 }
 
 /// An `If` whose condition the sizes decide (`Equal` of a dimension expression and a constant,
 /// as torch's TorchScript exporter writes `squeeze(dim)`): a run-time conditional like any
-/// other, except that both branches must import, and yield the same types, for every size: a
-/// branch that is ill-typed for some sizes is no trap here, since the sizes that pick it are
-/// the ones that make it well-typed, and the types after the `If` would then depend on the
-/// condition. Such an `If` is refused, naming the condition and the difference; `tessera run`
-/// then imports with the sizes bound, where the condition is a constant.
+/// other when both branches import, and yield the same types, for every size. Otherwise (a
+/// branch that is ill-typed for some sizes is no trap here, since the sizes that pick it may be
+/// the ones that make it well-typed; or the branches yield different types) what follows the
+/// `If` is imported once per branch, with the condition known ([`split_at_size_if`]).
 fn size_conditional(
     imp: &mut Importer,
     cx: &NodeCx,
@@ -81,13 +75,17 @@ fn size_conditional(
              would depend on it (import with the sizes bound: `--dim NAME=N`)"
         )))
     };
+    let split = |refusal: BuildResult<Vec<Slot>>| match refusal {
+        Err(BuildError::Unsupported(why)) => Err(BuildError::TypesDependOnSizes(why)),
+        other => other,
+    };
     let (then_branch, else_branch) = match (then_import, else_import) {
         (Ok(then_branch), Ok(else_branch)) => (then_branch, else_branch),
         (Err(BuildError::Invalid(why)), _) => {
-            return refuse(format!("the then branch does not hold for every size: {why}"))
+            return split(refuse(format!("the then branch does not hold for every size: {why}")))
         }
         (_, Err(BuildError::Invalid(why))) => {
-            return refuse(format!("the else branch does not hold for every size: {why}"))
+            return split(refuse(format!("the else branch does not hold for every size: {why}")))
         }
         (Err(e), _) | (_, Err(e)) => return Err(e),
     };
@@ -95,7 +93,7 @@ fn size_conditional(
         |region: &Graph| -> Vec<TensorType> { region.outputs().iter().map(|&v| region.value(v).ty.clone()).collect() };
     let (then_types, else_types) = (types(&then_branch.0), types(&else_branch.0));
     if let Some((i, (t, e))) = then_types.iter().zip(&else_types).enumerate().find(|(_, (t, e))| t != e) {
-        return refuse(format!("its branches yield {t} and {e} as output {i}"));
+        return split(refuse(format!("its branches yield {t} and {e} as output {i}")));
     }
     conditional(imp, cx, cond, then_branch, else_branch)
 }
@@ -106,9 +104,20 @@ fn conditional(
     imp: &mut Importer,
     cx: &NodeCx,
     cond: ValueId,
+    then_part: (Graph, Vec<ValueId>),
+    else_part: (Graph, Vec<ValueId>),
+) -> BuildResult<Vec<Slot>> {
+    let outs = if_values(imp, cond, then_part, else_part)?;
+    check_outputs(cx, outs.into_iter().map(Slot::Value).collect())
+}
+
+/// The results of a `tsr.if` on `cond` with the two imported regions (see [`conditional`]).
+fn if_values(
+    imp: &mut Importer,
+    cond: ValueId,
     (then_region, then_captures): (Graph, Vec<ValueId>),
     (else_region, else_captures): (Graph, Vec<ValueId>),
-) -> BuildResult<Vec<Slot>> {
+) -> BuildResult<Vec<ValueId>> {
     // Both regions take the union of what either captures, in one order.
     let mut captured = then_captures.clone();
     for &v in &else_captures {
@@ -129,8 +138,107 @@ fn conditional(
     let else_branch = else_region.with_block_args(&args_for(&else_captures))?;
     let mut operands = vec![cond];
     operands.extend(&captured);
-    let outs = imp.add_n(Op::If(Box::new(IfRegions { then_branch, else_branch })), &operands)?;
-    check_outputs(cx, outs.into_iter().map(Slot::Value).collect())
+    imp.add_n(Op::If(Box::new(IfRegions { then_branch, else_branch })), &operands)
+}
+
+/// The most size-decided `If`s whose followers are imported once per branch, one inside the
+/// other: each doubles what is imported after it.
+const MAX_NESTED_SPLITS: usize = 4;
+
+/// What follows an `If` on a size condition whose branches yield different types (or hold only
+/// for the sizes that pick them), imported once per branch: for each branch, a graph of its
+/// nodes, then `Identity` nodes giving the `If`'s outputs their values, then the `rest` of the
+/// enclosing graph's nodes, yielding the enclosing graph's `outputs`, imported as a region
+/// while the condition is assumed to have the value that picks the branch (so a `Squeeze` of a
+/// dimension it says is 1 types as one, and a later `If` on it takes its branch). The two
+/// become one `tsr.if` on the condition, whose results define `outputs`: the types must agree
+/// there. Where what follows one branch does not type-check for any size that picks it, that
+/// side is a trap (an error only if those sizes come). `refusal` is the `If`'s own refusal,
+/// quoted when this fails too.
+pub(crate) fn split_at_size_if(
+    imp: &mut Importer,
+    node: &NodeProto,
+    rest: &[NodeProto],
+    outputs: &[ValueInfoProto],
+    opset: i64,
+    refusal: &str,
+) -> Result<(), String> {
+    let refuse = |why: String| format!("{refusal}; importing what follows once per branch: {why}");
+    if imp.assumed_conditions.len() >= MAX_NESTED_SPLITS {
+        return Err(refuse(format!("more than {MAX_NESTED_SPLITS} such Ifs nest")));
+    }
+    let cx = NodeCx { proto: node, attrs: Attrs::of(node), opset };
+    let cond = imp.value(&cx, 0).map_err(|e| refuse(build_message(e)))?;
+    let follower = |body: &GraphProto| -> GraphProto {
+        let mut g = GraphProto { initializer: body.initializer.clone(), node: body.node.clone(), ..Default::default() };
+        for (k, (from, to)) in body.output.iter().zip(&node.output).enumerate() {
+            if !to.is_empty() {
+                g.node.push(NodeProto {
+                    name: Some(format!("{}/result{k}", node.name())),
+                    op_type: Some("Identity".into()),
+                    input: vec![from.name().to_string()],
+                    output: vec![to.clone()],
+                    ..Default::default()
+                });
+            }
+        }
+        g.node.extend(rest.iter().cloned());
+        g.output = outputs.to_vec();
+        g
+    };
+    let mut parts = Vec::with_capacity(2);
+    for (attr, holds) in [("then_branch", true), ("else_branch", false)] {
+        let body = cx.attrs.req_graph(attr).map_err(refuse)?;
+        let what = format!("the {} and what follows it", attr.replace('_', " "));
+        imp.assumed_conditions.push((cond, holds));
+        let imported = imp.import_region(&follower(body), opset, &what);
+        imp.assumed_conditions.pop();
+        parts.push(imported);
+    }
+    let else_part = parts.pop().ok_or("two parts")?;
+    let then_part = parts.pop().ok_or("two parts")?;
+    let (then_part, else_part) = trapping_the_ill_typed(then_part, else_part).map_err(|e| refuse(build_message(e)))?;
+    let types =
+        |region: &Graph| -> Vec<TensorType> { region.outputs().iter().map(|&v| region.value(v).ty.clone()).collect() };
+    let (then_types, else_types) = (types(&then_part.0), types(&else_part.0));
+    if let Some((i, (t, e))) = then_types.iter().zip(&else_types).enumerate().find(|(_, (t, e))| t != e) {
+        let name = outputs.get(i).map_or("", |o| o.name());
+        return Err(refuse(format!("output '{name}' is {t} after the then branch and {e} after the else branch")));
+    }
+    let results = if_values(imp, cond, then_part, else_part).map_err(|e| refuse(build_message(e)))?;
+    for (out, v) in outputs.iter().zip(results) {
+        imp.define_value(out.name(), v);
+    }
+    Ok(())
+}
+
+/// A conditional's part: an imported region and the enclosing values it captures.
+type Part = (Graph, Vec<ValueId>);
+
+/// The two imported parts of a conditional, where one that is ill-typed (an `Invalid` error)
+/// becomes a trap yielding the other's types: an error only if it is taken. Unsupported ops,
+/// or both parts failing, stay errors.
+fn trapping_the_ill_typed(then_part: BuildResult<Part>, else_part: BuildResult<Part>) -> BuildResult<(Part, Part)> {
+    match (then_part, else_part) {
+        (Ok(then_part), Ok(else_part)) => Ok((then_part, else_part)),
+        (Ok(then_part), Err(BuildError::Invalid(why))) => {
+            let trap = trap_region(&then_part.0, why);
+            Ok((then_part, trap))
+        }
+        (Err(BuildError::Invalid(why)), Ok(else_part)) => {
+            let trap = trap_region(&else_part.0, why);
+            Ok((trap, else_part))
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
+}
+
+/// The message of a build error.
+fn build_message(e: BuildError) -> String {
+    match e {
+        BuildError::Unsupported(m) | BuildError::Invalid(m) | BuildError::TypesDependOnSizes(m) => m,
+        BuildError::NotConstant { value, role } => format!("input '{role}' ('{value}') must be known at import time"),
+    }
 }
 
 /// A region that yields what `other` yields by failing with `why` (see [`Trap`]).

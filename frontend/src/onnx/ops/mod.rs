@@ -2,7 +2,7 @@
 //! Opset quirks (attributes that became inputs, changed defaults) stay inside each builder.
 
 mod attention;
-mod control;
+pub(crate) mod control;
 mod einsum;
 mod elementwise;
 mod grid_sample;
@@ -35,6 +35,11 @@ pub(crate) enum BuildError {
     /// An input that must be known at import time is computed at run time: the ONNX value name
     /// and the input's role (`axes`, `shape`, ...).
     NotConstant { value: String, role: String },
+    /// An `If` whose condition only the sizes decide and whose branches yield different types
+    /// (a `squeeze` of a dimension that may be 1): no one type follows it, so the importer
+    /// imports what follows once per branch ([`crate::onnx::ops::control::split_at_size_if`]).
+    /// The message is the refusal, should that fail too.
+    TypesDependOnSizes(String),
 }
 
 impl From<AddNodeError> for BuildError {

@@ -136,7 +136,7 @@ fn squeeze(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
             return Ok(vec![Slot::Shape { elems, scalar: true }]);
         }
     }
-    let x = imp.value(cx, 0)?;
+    let mut x = imp.value(cx, 0)?;
     let ty = imp.ty(x);
     let remove: Vec<usize> = match axes {
         Some(axes) => {
@@ -146,6 +146,18 @@ fn squeeze(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
                 match &ty.dims[a] {
                     Dim::Static(1) => v.push(a),
                     Dim::Static(n) => return invalid(format!("cannot squeeze axis {a} of extent {n}")),
+                    // Where the sizes are known to make it 1 (the branch of TorchScript's
+                    // `If(Equal(dim, 1))` that squeezes), its one element is taken, which
+                    // gives the axis the static extent 1 for every size.
+                    Dim::Symbolic(e) if imp.assumed_equal(e, 1) => {
+                        let first = imp.constant(tessera_ir::tensor::Tensor::from_i64(
+                            tessera_ir::dtype::DType::I64,
+                            vec![1],
+                            vec![0],
+                        ));
+                        x = imp.add(Op::Gather { axis: a as i64 }, &[x, first])?;
+                        v.push(a)
+                    }
                     // ONNX requires the axis to have extent 1; the interpreter checks it at run time.
                     Dim::Symbolic(_) => v.push(a),
                 }
@@ -159,6 +171,7 @@ fn squeeze(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
             (0..ty.rank()).filter(|&i| ty.dims[i] == Dim::Static(1)).collect()
         }
     };
+    let ty = imp.ty(x);
     let target = ty.dims.iter().enumerate().filter(|(i, _)| !remove.contains(i)).map(|(_, d)| d.clone()).collect();
     one(imp.reshape(x, target)?)
 }
