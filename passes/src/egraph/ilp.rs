@@ -336,8 +336,8 @@ impl<'a> Formulation<'a> {
     }
 
     /// The program: binaries, Tensat's constraints, one node per class (exactly one where
-    /// required), and `cuts`.
-    fn build(&self, cuts: &[SupportCut]) -> Built {
+    /// required), and `cuts`; `presolve = false` turns CBC's presolve and preprocessing off.
+    fn build(&self, cuts: &[SupportCut], presolve: bool) -> Built {
         let cands = self.cands;
         let n = cands.classes.len();
         let mut vars = ProblemVariables::new();
@@ -355,13 +355,10 @@ impl<'a> Formulation<'a> {
         let mut model = vars.minimise(objective).using(coin_cbc);
         model.set_parameter("log", "0");
         model.set_parameter("slog", "0");
-        // CBC's presolve and integer preprocessing, given the warm start, declared the
-        // relaxation of feasible programs infeasible (secondary status "linear relaxation
-        // infeasible") and returned a non-solution, on the attention blocks of
-        // `passes/tests/egraph.rs` once classes were fixed to one node or cut: off, the
-        // program is solved as written.
-        model.set_parameter("presolve", "off");
-        model.set_parameter("preprocess", "off");
+        if !presolve {
+            model.set_parameter("presolve", "off");
+            model.set_parameter("preprocess", "off");
+        }
         let mut constraints = 0usize;
         let sum_of = |class: usize| -> Expression { x[class].iter().flatten().copied().map(Expression::from).sum() };
         for class in 0..n {
@@ -444,34 +441,46 @@ pub fn extract(cands: &Candidates, warm: Option<&Choice>, time_limit: Duration) 
     let start = std::time::Instant::now();
     let program = Formulation::new(cands);
     let cuts = program.pair_cuts();
-    let Built { mut model, x, t, variables: n_vars, constraints: n_constraints } = program.build(&cuts);
-    // CBC takes fractional seconds; good_lp's `with_time_limit` would round up to whole ones.
-    let left = time_limit.saturating_sub(start.elapsed());
-    model.set_parameter("sec", &format!("{:.3}", left.as_secs_f64().max(0.001)));
     let warm = warm.map(|w| onto_kept(cands, &program.kept, w));
-    if let Some(values) = warm.as_ref().and_then(|w| warm_start(cands, w, &x, &t, &program.comp, &program.comp_size)) {
-        model = model.with_initial_solution(values);
+    // CBC's presolve and preprocessing, given the warm start, declared the relaxation of
+    // feasible programs infeasible (secondary status "linear relaxation infeasible") and
+    // returned a non-solution, on the attention blocks of `passes/tests/egraph.rs`; without
+    // them ResNet-50's program found no solution in its limit. So: with them, and when that
+    // gives nothing usable, without them in the time left.
+    let mut last = failed("not solved".to_string(), 0, 0);
+    for presolve in [true, false] {
+        let Built { mut model, x, t, variables, constraints } = program.build(&cuts, presolve);
+        // CBC takes fractional seconds; good_lp's `with_time_limit` would round up to whole ones.
+        let left = time_limit.saturating_sub(start.elapsed());
+        model.set_parameter("sec", &format!("{:.3}", left.as_secs_f64().max(0.001)));
+        if let Some(values) =
+            warm.as_ref().and_then(|w| warm_start(cands, w, &x, &t, &program.comp, &program.comp_size))
+        {
+            model = model.with_initial_solution(values);
+        }
+        let solution = match model.solve() {
+            Ok(s) => s,
+            Err(e) => {
+                last = failed(e.to_string(), variables, constraints);
+                continue;
+            }
+        };
+        let outcome = match solution.status() {
+            SolutionStatus::Optimal => IlpOutcome::Optimal,
+            _ => IlpOutcome::TimeLimit,
+        };
+        let bound = solution.model().best_possible_value();
+        let choice: Choice =
+            x.iter().map(|xs| xs.iter().position(|v| v.is_some_and(|v| solution.value(v) > 0.5))).collect();
+        let Some(cost) = cands.dag_cost(&choice) else {
+            let message = "the solver's choice cannot be emitted (none found in the limit)";
+            last = failed(message.to_string(), variables, constraints);
+            continue;
+        };
+        let bound = if bound.is_finite() { bound.min(cost) } else { 0.0 };
+        return IlpChoice { outcome, choice, cost, bound, variables, constraints };
     }
-    let solution = match model.solve() {
-        Ok(s) => s,
-        Err(e) => return failed(e.to_string(), n_vars, n_constraints),
-    };
-    let outcome = match solution.status() {
-        SolutionStatus::Optimal => IlpOutcome::Optimal,
-        _ => IlpOutcome::TimeLimit,
-    };
-    let bound = solution.model().best_possible_value();
-    let choice: Choice =
-        x.iter().map(|xs| xs.iter().position(|v| v.is_some_and(|v| solution.value(v) > 0.5))).collect();
-    let Some(cost) = cands.dag_cost(&choice) else {
-        return failed(
-            "the solver's choice cannot be emitted (none found in the limit)".to_string(),
-            n_vars,
-            n_constraints,
-        );
-    };
-    let bound = if bound.is_finite() { bound.min(cost) } else { 0.0 };
-    IlpChoice { outcome, choice, cost, bound, variables: n_vars, constraints: n_constraints }
+    last
 }
 
 /// The variable values of `warm`, when it is emittable: picks on the classes it reaches, and
