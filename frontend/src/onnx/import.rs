@@ -1058,6 +1058,20 @@ impl Importer {
     }
 
     fn try_fold(&self, op: &Op, inputs: &[ValueId]) -> Option<Vec<Tensor>> {
+        // Only ops of constants are typed here (a shape rule may refuse, or overflow on, what
+        // the graph builder reports with a located error).
+        let constant_source = |v: ValueId| {
+            self.constant_of(v).or_else(|| {
+                let node = self.graph.node(self.graph.producer(v)?);
+                match (&node.op, node.inputs.as_slice()) {
+                    (Op::Broadcast { .. }, [source]) => self.constant_of(*source),
+                    _ => None,
+                }
+            })
+        };
+        if !inputs.iter().all(|&v| constant_source(v).is_some()) {
+            return None;
+        }
         let types: Vec<&TensorType> = inputs.iter().map(|&v| &self.graph.value(v).ty).collect();
         let results = op.infer(&types).ok()?;
         let small = results.iter().all(|t| t.num_elements().is_some_and(|n| n <= FOLD_LIMIT));
