@@ -199,8 +199,8 @@ fn compile_serving_dir(work: &std::path::Path, name: &str, mesh: &str) -> std::p
     out_dir
 }
 
-/// Per-rank serving artifacts: `compile --serve --mesh tp=2` writes the programs once and
-/// `rank0/`, `rank1/` with each rank's shards only (rank 1 has no head; a query projection is
+/// Per-rank serving artifacts: `compile --serve --mesh tp=2` writes the programs once (and
+/// for one row in `rows1/`) and `rank0/`, `rank1/` with each rank's shards only (rank 1 has no head; a query projection is
 /// half its columns), and `generate DIR` gives transformers' tokens for the GPT-2 and Llama
 /// (GQA) checkpoints from the two-rank and the one-rank directory alike, with no checkpoint.
 #[test]
@@ -210,7 +210,8 @@ fn compiled_rank_directories_generate_the_tokens_of_one_rank() {
     for name in ["gpt2-tiny", "llama-tiny"] {
         let two = compile_serving_dir(work.path(), name, "tp=2");
         let one = compile_serving_dir(work.path(), name, "tp=1");
-        let expected = ["attn_out", "embed", "head", "layer_in", "mlp", "model.json", "rank0", "rank1", "serve.json"];
+        let expected =
+            ["attn_out", "embed", "head", "layer_in", "mlp", "model.json", "rank0", "rank1", "rows1", "serve.json"];
         let expected: Vec<String> = expected.iter().chain(&["tokenizer.json"]).map(|s| s.to_string()).collect();
         assert_eq!(crate::support::files_in(&two), expected, "{name}: the programs once, a directory per rank");
         assert_eq!(crate::support::files_in(&two.join("rank1")), ["weights.safetensors"], "{name}: weights only");

@@ -212,6 +212,8 @@ struct RowPrograms {
     layer_out: LayerOutBindings,
     /// Absent on tensor-parallel ranks other than 0: rank 0 alone computes logits.
     head: Option<Bound<CpuExecutor>>,
+    /// Runs of these programs so far.
+    runs: u64,
 }
 
 impl RowPrograms {
@@ -245,7 +247,7 @@ impl RowPrograms {
                 mlp: per_layer(*mlp, store, weights)?,
             },
         };
-        Ok(RowPrograms { rows: manifest.shape.rows as usize, embed, layer_in, layer_out, head })
+        Ok(RowPrograms { rows: manifest.shape.rows as usize, embed, layer_in, layer_out, head, runs: 0 })
     }
 }
 
@@ -493,6 +495,12 @@ impl Engine {
         self.row_programs.iter().map(|p| p.rows).collect()
     }
 
+    /// Each row count the engine has programs for, fewest first, with how many runs of the
+    /// programs used it: a run uses the fewest rows that hold its tokens.
+    pub fn runs_per_row_count(&self) -> Vec<(usize, u64)> {
+        self.row_programs.iter().map(|p| (p.rows, p.runs)).collect()
+    }
+
     /// A new, empty sequence.
     pub fn add_sequence(&mut self) -> SeqId {
         let id = self.next_seq;
@@ -644,6 +652,7 @@ impl Engine {
         let m = &self.manifest.model;
         let at = self.row_programs.iter().position(|p| p.rows >= rows.len()).unwrap_or(self.row_programs.len() - 1);
         let programs = &mut self.row_programs[at];
+        programs.runs += 1;
         let r = programs.rows;
         let ranks = self.manifest.tp_ranks() as usize;
         // This rank's heads (all of them for one rank).
