@@ -140,6 +140,9 @@ pub fn build_process_rank(
     for (bucket, programs) in buckets {
         engine.add_row_programs(&bucket, programs, &mut read)?;
     }
+    // A failed step is undone on every rank and the processes serve on (MPI_Abort would end
+    // the job).
+    engine.announce_failures();
     if let Some((fault_rank, runs, fault)) = crate::fault::serve_requested()? {
         if fault_rank as u64 == rank {
             engine.inject_fault(runs, fault);

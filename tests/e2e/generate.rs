@@ -225,7 +225,7 @@ fn compile_serve_writes_the_programs_and_manifest() {
     // each, and 16 f32 scales a block: 133,120 bytes (f32 would be 0.5 MiB).
     assert!(
         out.stdout.contains(
-            "4 rows per run, decode batches up to 4, 128 tokens per sequence, KV cache 32 blocks of 16 tokens (0.1 MiB)"
+            "4 rows per run (and 1, 2 for fewer tokens), decode batches up to 4, 128 tokens per sequence, KV cache 32 blocks of 16 tokens (0.1 MiB)"
         ),
         "{}",
         out.stdout

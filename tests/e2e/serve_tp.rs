@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tessera::serve::{build_engine, build_mesh_engine, generate, open_model, GenerateOptions};
 use tessera_ir::serving::ServeShape;
 use tessera_runtime::serve::engine::{Fault, ServingEngine};
-use tessera_runtime::serve::sampling::SamplingParams;
+use tessera_runtime::serve::sampling::{argmax, SamplingParams};
 use tessera_runtime::serve::ServeError;
 
 /// Far below the mesh's 300 s receive deadline: a peer that waited for it would fail the test.
@@ -137,6 +137,34 @@ fn a_step_failing_on_one_rank_names_it_and_the_mesh_runs_on() {
         two.release(seq);
         let got = generate(&mut two, &model, &case.prompt, &greedy(), &mut |_| {}).expect("the mesh runs on");
         assert_eq!(got.generated_ids, case.generated_ids[..NEW_TOKENS], "after a failure {runs_before} runs in");
+    }
+}
+
+/// A failure past a run's all-reduces (rank 0's head, `Fault::HeadError`), in a 7-token
+/// prefill's first one-row run (rank 1 then waits in the next run's all-reduce) and in its
+/// last (rank 1 has finished the step, and undoes it after): the error names rank 0, and the
+/// same sequence prefilled again gives transformers' tokens, so no rank kept the failed step.
+#[test]
+fn a_head_failure_on_rank_0_is_undone_on_every_rank() {
+    let reference = reference();
+    let case = &reference.models["llama-tiny"][1];
+    let model = open_model(checkpoint("llama-tiny").to_str().expect("a UTF-8 path"), 0).expect("the checkpoint opens");
+    let shape = ServeShape::new(1, 64, 16);
+    let (mut two, _) =
+        build_mesh_engine(&model, shape, shape.cache_blocks(), &[], 2).expect("the two-rank engine builds");
+    for runs_before in [0, case.prompt_ids.len() - 1] {
+        let seq = two.add_sequence();
+        two.inject_fault(0, runs_before, Fault::HeadError);
+        let error = two.prefill(seq, &case.prompt_ids).expect_err("the injected failure");
+        assert!(matches!(error, ServeError::RankFailed { rank: 0, .. }), "{error}");
+        let mut next = argmax(&two.prefill(seq, &case.prompt_ids).expect("the same prompt again"));
+        let mut generated = vec![next];
+        while generated.len() < NEW_TOKENS {
+            next = argmax(&two.decode(&[(seq, next)]).expect("a decode step")[0]);
+            generated.push(next);
+        }
+        assert_eq!(generated, case.generated_ids[..NEW_TOKENS], "after a head failure {runs_before} runs in");
+        two.release(seq);
     }
 }
 

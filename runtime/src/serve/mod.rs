@@ -122,6 +122,19 @@ pub enum ServeError {
 }
 
 impl ServeError {
+    /// Whether this is a step refused before it ran, alike on every rank (a bad request or
+    /// too few free blocks), rather than a failure.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ServeError::OutOfBlocks { .. }
+                | ServeError::TooLong { .. }
+                | ServeError::UnknownSequence(_)
+                | ServeError::BadToken { .. }
+                | ServeError::Invalid(_)
+        )
+    }
+
     /// Whether the engine that returned this can run nothing more (its owner should exit).
     pub fn is_fatal(&self) -> bool {
         matches!(self, ServeError::RankLost { .. })
