@@ -78,7 +78,9 @@ pub struct CompileArgs {
     /// shards; `tessera serve DIR` and `tessera generate DIR` run it.
     #[arg(long, conflicts_with = "train")]
     pub serve: bool,
-    /// Sequences one decode step runs at most, and tokens per program run (with --serve).
+    /// Sequences one decode step runs at most, and tokens per program run (with --serve); the
+    /// programs are also compiled for each smaller power of two rows (`rows1/`, `rows2/`, ...),
+    /// and a run uses the fewest rows that hold its tokens.
     #[arg(long, default_value_t = 8, requires = "serve")]
     pub max_batch: u64,
     /// Tokens a sequence holds at most (with --serve; default: the model's context, at most 2048).
@@ -372,15 +374,25 @@ fn serve(args: &CompileArgs, target: Target, start: Instant) -> Result<()> {
     let max_seq = args.max_seq.unwrap_or(model.config.seq.min(2048));
     let shape = ServeShape { kv_dtype: args.kv_dtype, ..ServeShape::new(args.max_batch, max_seq, args.kv_block) };
     let tp = tessera::serve::serving_tp(args.mesh.as_deref(), &model.config)?;
-    let manifest = model.manifest(shape, tp)?;
+    let mut manifest = model.manifest(shape, tp)?;
+    // A run uses the fewest rows that hold its tokens: a lone sequence is not padded.
+    manifest.row_buckets =
+        tessera::serve::row_buckets(shape.max_batch).into_iter().filter(|&r| r < shape.rows).collect();
     tessera::serve::compiled::write_compiled(&model, &manifest, &args.model, &args.output)?;
     let s = manifest.shape;
     let kv_bytes = s.cache_blocks() * manifest.kv_block_bytes();
     println!(
-        "compiled the serving programs of {name} for cpu{} in {:.2} s: {} rows per run, decode batches up to {}, {} tokens per sequence, KV cache {} blocks of {} tokens ({:.1} MiB); wrote {}",
+        "compiled the serving programs of {name} for cpu{} in {:.2} s: {} rows per run{}, decode batches up to {}, {} tokens per sequence, KV cache {} blocks of {} tokens ({:.1} MiB); wrote {}",
         if tp > 1 { format!(" on {tp} tensor-parallel ranks") } else { String::new() },
         start.elapsed().as_secs_f64(),
         s.rows,
+        match &manifest.row_buckets[..] {
+            [] => String::new(),
+            fewer => format!(
+                " (and {} for fewer tokens)",
+                fewer.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        },
         s.max_batch,
         s.max_seq,
         s.cache_blocks(),
