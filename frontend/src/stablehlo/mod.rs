@@ -24,7 +24,8 @@
 //! `@SPMDShardToFullShape`) makes the module a per-rank program over its mesh: every rank cuts
 //! its blocks with `all_slice`, runs the body and joins the results with `all_gather`
 //! (`translate::manual`). `send`/`recv` are refused: in a module every replica runs, they have no
-//! partner program (tsr's join pipeline stages that run different programs). Every
+//! partner program (tsr's join pipeline stages that run different programs). The reader stops
+//! at the first op holding the `!stablehlo.token` that orders them, naming that op. Every
 //! failure is a [`StablehloError`] at a line and column. [`export`] writes the other way,
 //! per-rank programs with their collectives included.
 

@@ -118,7 +118,7 @@ pub struct Block {
 
 /// Reads a whole module: the top-level ops (`module` or `"builtin.module"`, or bare functions).
 pub fn parse_module(text: &str) -> SResult<Vec<Op>> {
-    let mut reader = Reader { text, bytes: text.as_bytes(), pos: 0, depth: 0 };
+    let mut reader = Reader { text, bytes: text.as_bytes(), pos: 0, depth: 0, op_name: String::new() };
     let mut ops = Vec::new();
     loop {
         reader.skip_trivia();
@@ -134,6 +134,8 @@ struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
     depth: usize,
+    /// The op whose text is being read, so that a type it cannot hold names it.
+    op_name: String,
 }
 
 fn is_ident_byte(b: u8) -> bool {
@@ -329,6 +331,18 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         if self.peek() == Some(b'!') {
             let name = self.ident_after_bang()?;
+            if name == "stablehlo.token" {
+                return self.err(
+                    start,
+                    format!(
+                        "{}: !stablehlo.token has no tsr counterpart: tokens order the point-to-point \
+                         stablehlo.send/recv (and infeed/outfeed), while tsr's send/recv join pipeline stages that run \
+                         different programs and every replica runs this module (collective_permute moves data between \
+                         replicas)",
+                        self.op_name
+                    ),
+                );
+            }
             return self.err(start, format!("type !{name} is not supported (only tensors)"));
         }
         let word = self.ident()?;
@@ -827,13 +841,15 @@ impl<'a> Reader<'a> {
             operand_types: Vec::new(),
             result_types: Vec::new(),
         };
-        if self.peek() == Some(b'"') {
-            op.name = self.string()?;
+        let generic = self.peek() == Some(b'"');
+        op.name = if generic { self.string()? } else { self.ident()? };
+        let outer = std::mem::replace(&mut self.op_name, op.name.clone());
+        if generic {
             self.generic_op(&mut op)?;
         } else {
-            op.name = self.ident()?;
             self.custom_op(&mut op)?;
         }
+        self.op_name = outer;
         Ok(op)
     }
 
