@@ -19,8 +19,7 @@
 //! same matmuls, softmaxes and norms below it: [`mandatory`] computes, per class, the classes
 //! any emittable choice reaching it must reach (a fixed point over the class graph), and the
 //! classes the outputs must reach get `Σ x_n = 1`. The bound on `gpt2` rose to 3,164 µs and CBC
-//! proves the optimum in well under a second. A class that is not required still implies what
-//! it must reach: `Σ x_A ≤ Σ x_d` for the nearest such classes `d` ([`implied_reach`]).
+//! proves the optimum in well under a second.
 //!
 //! **Fewer binaries.** A node is *dominated* when another node of its class costs no more and
 //! reads a subset of its operand classes (ties: the earlier node stays): every choice that picks
@@ -262,51 +261,6 @@ fn mandatory(cands: &Candidates, kept: &[Vec<bool>], comp: &[usize]) -> Vec<Vec<
     must
 }
 
-/// Per class that is not required, the classes of `must` it implies directly: `Σ x_A ≤ Σ x_d`
-/// holds for every `d ∈ must(A)` (a choice that reaches `A` reaches `d`), and the relaxation
-/// does not see it when `A`'s nodes reach `d` along different paths: it picks them at a
-/// fraction each and pays only that fraction of `d`. This is what the required classes miss
-/// below classes that are not required (a matmul's scale on its left operand, its right
-/// operand or its output: three classes, none required, each with alternatives of its own on
-/// `bert-base`). Only the
-/// nearest are kept: `d` is dropped when another `d'` of `must(A)` in a different component
-/// has `d ∈ must(d')`, since `A ⇒ d' ⇒ d` then follows by the same cuts on `d'` (`A ⇒ d'`
-/// by induction over the components' order). Required classes are fixed to 1, so their cuts
-/// would be redundant.
-fn implied_reach(must: &[Vec<u64>], comp: &[usize], required: &[bool]) -> Vec<Vec<usize>> {
-    let n = must.len();
-    let has = |set: &[u64], c: usize| set[c / 64] & (1 << (c % 64)) != 0;
-    let mut comp_members: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (class, &c) in comp.iter().enumerate() {
-        comp_members.entry(c).or_default().push(class);
-    }
-    // What each class must reach outside its own component: strictly below it.
-    let below: Vec<Vec<u64>> = (0..n)
-        .map(|d| {
-            let mut set = must[d].clone();
-            for &e in &comp_members[&comp[d]] {
-                set[e / 64] &= !(1 << (e % 64));
-            }
-            set
-        })
-        .collect();
-    (0..n)
-        .map(|class| {
-            if required[class] {
-                return Vec::new();
-            }
-            let reach: Vec<usize> = (0..n).filter(|&d| d != class && has(&must[class], d)).collect();
-            let mut covered = vec![0u64; must[class].len()];
-            for &d in &reach {
-                for (c, m) in covered.iter_mut().zip(&below[d]) {
-                    *c |= m;
-                }
-            }
-            reach.into_iter().filter(|&d| !has(&covered, d)).collect()
-        })
-        .collect()
-}
-
 /// The program's structure, shared by the LP rounds and the MIP.
 struct Formulation<'a> {
     cands: &'a Candidates,
@@ -316,9 +270,6 @@ struct Formulation<'a> {
     comp_size: HashMap<usize, usize>,
     /// Classes every emittable choice reaches (the roots and what they must reach).
     required: Vec<bool>,
-    /// Per class that is not required, the nearest classes any choice reaching it must reach
-    /// (see [`implied_reach`]): a picked class implies they are picked.
-    implies: Vec<Vec<usize>>,
 }
 
 /// A built model with its variables (`x` per kept node, `t` per class in a cyclic component).
@@ -347,8 +298,7 @@ impl<'a> Formulation<'a> {
                 *r |= must[root][class / 64] & (1 << (class % 64)) != 0;
             }
         }
-        let implies = implied_reach(&must, &comp, &required);
-        Formulation { cands, kept, comp, comp_size, required, implies }
+        Formulation { cands, kept, comp, comp_size, required }
     }
 
     fn cyclic(&self, class: usize) -> bool {
@@ -433,12 +383,6 @@ impl<'a> Formulation<'a> {
                         }
                     }
                 }
-            }
-        }
-        for (class, implied) in self.implies.iter().enumerate() {
-            for &d in implied {
-                model.add_constraint(sum_of(class).leq(sum_of(d)));
-                constraints += 1;
             }
         }
         for cut in cuts {
@@ -657,31 +601,6 @@ mod tests {
         let report = extract(&cands, None, Duration::from_secs(10));
         assert_eq!(report.outcome, IlpOutcome::Optimal);
         assert!((report.cost - 103.0).abs() < 1e-9, "{}", report.cost);
-    }
-
-    #[test]
-    fn a_picked_class_implies_what_all_its_nodes_reach() {
-        // The root is computed for 60, or for 1 from class 1; class 1 is free from class 2 or
-        // from class 3, both of which need the expensive class 4 (and its leaf 5). Class 1 is
-        // not required, so the relaxation could pick its nodes at a half each and pay half of
-        // class 4 (a bound of 52.5 against the optimum 60); the cut `x_1 ≤ x_4` closes that.
-        // Class 5 is reached through class 4, so it gets no cut of its own.
-        let cands = candidates(vec![
-            vec![node(0, 60.0, &[]), node(1, 1.0, &[1])],
-            vec![node(2, 0.0, &[2]), node(3, 0.0, &[3])],
-            vec![node(4, 1.0, &[4])],
-            vec![node(5, 1.0, &[4])],
-            vec![node(6, 100.0, &[5])],
-            vec![node(7, 1.0, &[])],
-        ]);
-        let program = Formulation::new(&cands);
-        assert_eq!(program.required, vec![true, false, false, false, false, false]);
-        let implies: Vec<Vec<usize>> = vec![vec![], vec![4], vec![4], vec![4], vec![5], vec![]];
-        assert_eq!(program.implies, implies);
-        let report = extract(&cands, None, Duration::from_secs(10));
-        assert_eq!(report.outcome, IlpOutcome::Optimal);
-        assert_eq!(report.choice[0], Some(0));
-        assert!((report.cost - 60.0).abs() < 1e-9, "{}", report.cost);
     }
 
     #[test]
