@@ -172,6 +172,9 @@ struct Measured {
     /// For a range artifact (run with `--timing`): the line saying a size ran on the
     /// interpreter because its compiled path failed, if one did.
     interpreted: Option<String>,
+    /// For a range artifact: the line of a size whose compiled program has reference steps
+    /// (issue 16: none should), if one has.
+    reference_steps: Option<String>,
 }
 
 /// Runs `tessera run MODEL` (a model file or an artifact directory) on `reference`'s inputs in
@@ -234,7 +237,12 @@ fn run_against(
     }
     let interpreted =
         run.stderr.lines().find(|line| line.starts_with("range artifact: interpreted at")).map(str::to_string);
-    Ok(Measured { errors, bound_import: run.stderr.contains("note: imported with"), interpreted })
+    let reference_steps = run
+        .stderr
+        .lines()
+        .find(|line| line.starts_with("range artifact: compiled at") && !line.ends_with(", 0 reference steps"))
+        .map(str::to_string);
+    Ok(Measured { errors, bound_import: run.stderr.contains("note: imported with"), interpreted, reference_steps })
 }
 
 /// Runs `case` through reference.py, `tessera run` and `tessera compile`; returns (output name,
@@ -576,6 +584,10 @@ fn check_range_artifact(
                 .map_err(|e| format!("range {label}: {e}"))?;
         // Every size of the range runs the compiled program, none the interpreter.
         if let Some(line) = measured.interpreted {
+            return Err(format!("range {label} ({}): {line}", spelled.join(", ")));
+        }
+        // Issue 16: and no step of the compiled program at any size falls back to the reference.
+        if let Some(line) = measured.reference_steps {
             return Err(format!("range {label} ({}): {line}", spelled.join(", ")));
         }
         if let Some((output, error)) = measured.errors.iter().find(|(_, error)| *error > TOLERANCE) {
