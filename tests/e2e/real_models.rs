@@ -566,6 +566,12 @@ fn check_corpus_model(model_dir: &Path) -> Result<CorpusOutcome, String> {
     Ok(CorpusOutcome { symbolic, range })
 }
 
+/// The corpus models whose compiled programs still have reference steps (issue 16), and why.
+const REFERENCE_STEPS_ALLOWED: &[(&str, &str)] = &[
+    ("silero-vad", "one `if` on the sample-rate input (data-dependent control flow): no compiled If yet"),
+    ("silero-vad-op18", "one `if` on the sample-rate input (data-dependent control flow): no compiled If yet"),
+];
+
 /// Compiles `model` once with `--dim NAME=LO..HI` for every symbol that is a whole dimension of
 /// an input as the model declares it, each range the smallest spanning the sizes of the `shapes`
 /// (label, names, inputs and onnxruntime's outputs), and runs that one artifact at every shape
@@ -586,9 +592,16 @@ fn check_range_artifact(
         if let Some(line) = measured.interpreted {
             return Err(format!("range {label} ({}): {line}", spelled.join(", ")));
         }
-        // Issue 16: and no step of the compiled program at any size falls back to the reference.
-        if let Some(line) = measured.reference_steps {
-            return Err(format!("range {label} ({}): {line}", spelled.join(", ")));
+        // Issue 16: and no step of the compiled program at any size falls back to the reference,
+        // but for the models listed with their reason (a listed model that has none fails too,
+        // so the list cannot go stale).
+        let allowed = REFERENCE_STEPS_ALLOWED.iter().any(|(name, _)| *name == model_name);
+        match (measured.reference_steps, allowed) {
+            (Some(line), false) => return Err(format!("range {label} ({}): {line}", spelled.join(", "))),
+            (None, true) => {
+                return Err(format!("range {label}: no reference steps: take {model_name} off REFERENCE_STEPS_ALLOWED"))
+            }
+            _ => {}
         }
         if let Some((output, error)) = measured.errors.iter().find(|(_, error)| *error > TOLERANCE) {
             return Err(format!(
