@@ -80,6 +80,6 @@ fuzz-smoke: setup
 # The conformance summary and the real-model comparisons are printed first, for the log; the
 # whole suite (which asserts both) runs last.
 test: lint onnx-tests real-models model-corpus serve-data stablehlo-cases ptxas fuzz-smoke
-	$(CARGO) run --locked -q -- test-onnx .cache/onnx-node-tests --manifest tests/conformance/onnx-node-passing.txt --excluded tests/conformance/onnx-node-excluded.txt
+	$(CARGO) run --locked -q -- test-onnx .cache/onnx-node-tests --manifest tests/conformance/onnx-node-passing.txt --excluded tests/conformance/onnx-node-excluded.txt --tolerances tests/conformance/onnx-node-tolerances.txt
 	$(CARGO) test --locked -q --test e2e real_models -- --nocapture
 	$(CARGO) test --workspace --locked

@@ -60,7 +60,8 @@ pub fn maybe_die(fault: Option<Fault>, rank: usize, step: u64) {
 /// Serving's fault injection, read by debug builds only (the `tessera` the end-to-end tests
 /// run): `TESSERA_SERVE_FAULT=RANK:RUNS:panic` makes tensor-parallel rank RANK panic when it
 /// starts its program run after RUNS runs (counted from when the mesh is built; one run is
-/// one chunk of a step), `RANK:RUNS:error` makes that run fail as a kernel error would. A
+/// one chunk of a step), `RANK:RUNS:error` makes that run fail as a kernel error would,
+/// `RANK:RUNS:head-error` makes it fail after its all-reduces (in rank 0's head). A
 /// release build ignores the variable, so no setting can crash a production server.
 pub const SERVE_ENV: &str = "TESSERA_SERVE_FAULT";
 
@@ -79,6 +80,7 @@ pub fn serve_requested() -> Result<Option<ServeFault>> {
     match spec.split(':').collect::<Vec<_>>()[..] {
         [rank, runs, "panic"] => Ok(Some((parse(rank)?, parse(runs)?, F::Panic))),
         [rank, runs, "error"] => Ok(Some((parse(rank)?, parse(runs)?, F::Error))),
-        _ => bail!("{SERVE_ENV}='{spec}': expected RANK:RUNS:panic or RANK:RUNS:error"),
+        [rank, runs, "head-error"] => Ok(Some((parse(rank)?, parse(runs)?, F::HeadError))),
+        _ => bail!("{SERVE_ENV}='{spec}': expected RANK:RUNS:panic, RANK:RUNS:error or RANK:RUNS:head-error"),
     }
 }

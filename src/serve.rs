@@ -24,7 +24,7 @@ use tessera_runtime::serve::engine::{Engine, SeqId, ServingEngine};
 use tessera_runtime::serve::mesh::{MeshEngine, RankBuilder};
 use tessera_runtime::serve::sampling::{Sampler, SamplingParams};
 use tessera_runtime::serve::tokenizer::{StreamDecoder, TextTokenizer};
-use tessera_runtime::serve::{load_serving_dir, ServeError};
+use tessera_runtime::serve::{load_row_buckets, load_serving_dir, ServeError};
 
 /// `--kv-dtype`'s parser: f32, bf16 or int8.
 pub fn parse_kv_dtype(name: &str) -> Result<KvDtype, String> {
@@ -135,7 +135,14 @@ impl ServedModel {
             (&tessera_ir::serving::PROGRAMS[..], None)
         };
         let programs = programs.iter().map(|p| p.to_string()).collect();
-        Ok(ServeManifest { format_version: SERVE_FORMAT_VERSION, model, shape, programs, tensor_parallel })
+        Ok(ServeManifest {
+            format_version: SERVE_FORMAT_VERSION,
+            model,
+            shape,
+            programs,
+            tensor_parallel,
+            row_buckets: Vec::new(),
+        })
     }
 
     /// The value of parameter `name` (a zoo name) of `shape`.
@@ -295,7 +302,7 @@ pub fn build_engine_with_blocks(
     let mut weights = |name: &str, shape: &[u64]| model.weight(name, shape);
     let mut engine = Engine::with_cache_blocks(manifest.clone(), programs, &mut weights, cache_blocks)?;
     for &rows in row_counts.iter().filter(|&&rows| rows != manifest.shape.rows) {
-        let smaller = ServeManifest { shape: ServeShape { rows, ..manifest.shape }, ..manifest.clone() };
+        let smaller = manifest.for_rows(rows);
         let dir = scratch.path().join(format!("serve-{rows}"));
         compile_serving(model, &smaller, &dir)?;
         let (smaller, programs) = load_serving_dir(&dir)?;
@@ -343,11 +350,7 @@ pub fn build_mesh_engine(
         std::iter::once(manifest.shape.rows).chain(row_counts.iter().copied().filter(|&r| r != manifest.shape.rows));
     for rows in rows {
         let dir = scratch.path().join(format!("serve-{rows}"));
-        compile_serving(
-            model,
-            &ServeManifest { shape: ServeShape { rows, ..manifest.shape }, ..manifest.clone() },
-            &dir,
-        )?;
+        compile_serving(model, &manifest.for_rows(rows), &dir)?;
         dirs.push(dir);
     }
     let weights = model.weights.clone();
@@ -389,18 +392,20 @@ fn build_compiled_engine(
             m.shape
         );
     }
-    let weights = model.weights.clone();
     if tp <= 1 {
-        let (manifest, programs) = load_serving_dir(&compiled.dir)?;
-        let mut read = |name: &str, shape: &[u64]| weights.shard(name, shape, 0, 1);
-        let engine = Engine::with_cache_blocks(manifest, programs, &mut read, cache_blocks)?;
+        let engine = compiled::build_one_rank(model, cache_blocks)?;
         return Ok((Box::new(engine), started.elapsed()));
     }
-    let dir = compiled.dir.clone();
+    let (weights, dir) = (model.weights.clone(), compiled.dir.clone());
     let build: Arc<RankBuilder> = Arc::new(move |rank, comm| {
         let mut read = |name: &str, shape: &[u64]| weights.shard(name, shape, rank as u64, tp);
         let (manifest, programs) = load_serving_dir(&dir)?;
-        Engine::rank(manifest, programs, &mut read, cache_blocks, comm)
+        let buckets = load_row_buckets(&dir, &manifest)?;
+        let mut engine = Engine::rank(manifest, programs, &mut read, cache_blocks, comm)?;
+        for (bucket, programs) in buckets {
+            engine.add_row_programs(&bucket, programs, &mut read)?;
+        }
+        Ok(engine)
     });
     let mut engine = MeshEngine::start(tp as usize, build)?;
     if let Some((rank, runs, fault)) = crate::fault::serve_requested()? {

@@ -659,11 +659,17 @@ fn library_call(g: &Graph, op: &Op, inputs: &[ValueId]) -> LibraryCall {
     let axis = |a: i64, r: usize| normalize_axis(a, r).map(|a| a as u64);
     let fast = match op {
         // The GEMM library computes in f32; an integer product (CumSum lowered to a product
-        // with a triangular 0/1 matrix, on int64 position ids) is exact only as the reference
-        // step computes it, in i64.
+        // with a triangular 0/1 matrix, on int64 position ids) has its own exact kernel, which
+        // wraps to the first operand's dtype as the interpreter does.
         Op::MatMul => {
-            let float = inputs.iter().all(|&v| Storage::of(g.value(v).ty.dtype) == Storage::F32);
-            float.then_some(LibraryCall::MatMul)
+            let storages: Vec<Storage> = inputs.iter().map(|&v| Storage::of(g.value(v).ty.dtype)).collect();
+            match (storages.as_slice(), inputs.first()) {
+                ([Storage::F32, Storage::F32], _) => Some(LibraryCall::MatMul),
+                ([Storage::I64, Storage::I64], Some(&a)) => {
+                    Some(LibraryCall::IntegerMatMul { dtype: g.value(a).ty.dtype })
+                }
+                _ => None,
+            }
         }
         Op::Collective(c) => Some(LibraryCall::Collective { op: c.clone() }),
         Op::Transpose { perm } => perm

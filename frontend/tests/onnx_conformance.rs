@@ -2,6 +2,8 @@
 //! against a manifest of the cases known to pass (`tests/conformance/onnx-node-passing.txt`): every
 //! listed case must still pass, so one op cannot regress unnoticed while another starts passing,
 //! and every other case is excluded with a reason (`tests/conformance/onnx-node-excluded.txt`).
+//! Cases are compared under onnx's own per-case tolerances where its backend test sets them
+//! (`tests/conformance/onnx-node-tolerances.txt`), else under the runner's defaults.
 //!
 //! The suite comes from the pinned onnx wheel (`scripts/fetch-onnx-tests.sh` unpacks it into
 //! `.cache/onnx-node-tests/`; `make test` runs it first); without that directory the test fails
@@ -10,7 +12,7 @@
 //! (name, outcome, reason) for triage.
 
 use std::path::Path;
-use tessera_frontend::onnx::conformance::{run_node_tests, Manifest, Outcome};
+use tessera_frontend::onnx::conformance::{run_node_tests, run_node_tests_with, Manifest, Outcome, Tolerances};
 use tessera_ir::graph::Graph;
 use tessera_ir::tensor::Tensor;
 
@@ -62,7 +64,11 @@ fn onnx_node_tests_pass_every_case_of_the_manifest() {
     let excluded = std::fs::read_to_string(&excluded_path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", excluded_path.display()));
     let manifest = manifest.with_exclusions(&excluded).unwrap_or_else(|e| panic!("{}: {e}", excluded_path.display()));
-    let summary = match run_node_tests(&dir, &interpreter) {
+    let tolerances_path = root.join("tests/conformance/onnx-node-tolerances.txt");
+    let tolerances = std::fs::read_to_string(&tolerances_path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", tolerances_path.display()));
+    let tolerances = Tolerances::parse(&tolerances).unwrap_or_else(|e| panic!("{}: {e}", tolerances_path.display()));
+    let summary = match run_node_tests_with(&dir, &interpreter, &tolerances) {
         Ok(s) => s,
         Err(e) => panic!("cannot run the suite: {e}"),
     };

@@ -265,6 +265,55 @@ fn conv_batch_norm_and_pooling() {
     assert_close(&out[1], DType::F32, &[1, 1, 1, 1], &[(25.0 + 33.0 + 49.0 + 57.0) / 4.0], 0.0);
 }
 
+/// A batch norm and a hard-swish after a convolution keep their constants at the size of the
+/// channels (or a scalar), broadcast to the activation's shape by `tsr.broadcast`: none is
+/// folded into a constant the size of the activation (which every kernel would then read).
+/// The values still follow the formula.
+#[test]
+fn per_channel_and_scalar_constants_stay_broadcasts_of_their_own_size() {
+    let (channels, side) = (3usize, 8usize);
+    let plane = side * side;
+    let m = model(
+        vec![
+            node("Conv", "conv", &["x", "w"], &["c"], vec![attr_ints("kernel_shape", &[1, 1])]),
+            node("BatchNormalization", "bn", &["c", "scale", "bias", "mean", "var"], &["n"], vec![]),
+            node("HardSwish", "hs", &["n"], &["y"], vec![]),
+        ],
+        vec![f32_value("x", &[D::N(1), D::N(1), D::N(side as i64), D::N(side as i64)])],
+        vec![f32_value("y", &[D::N(1), D::N(channels as i64), D::N(side as i64), D::N(side as i64)])],
+        vec![
+            f32_raw("w", &[channels, 1, 1, 1], &[1.0, -2.0, 0.5]),
+            f32_typed("scale", &[3], &[2.0, 1.0, 4.0]),
+            f32_typed("bias", &[3], &[1.0, 0.0, -1.0]),
+            f32_typed("mean", &[3], &[0.5, -1.0, 0.0]),
+            f32_typed("var", &[3], &[1.0, 4.0, 0.25]),
+        ],
+        15,
+    );
+    let g = import(&m);
+    let largest_constant = g
+        .nodes()
+        .filter_map(|(_, n)| match &n.op {
+            Op::Constant(t) => Some(t.len()),
+            _ => None,
+        })
+        .max();
+    assert_eq!(largest_constant, Some(channels), "a constant was folded at the activation's size");
+    assert!(count_ops(&g, "broadcast") >= 2, "the scale and shift are broadcast at run time");
+    let x: Vec<f64> = (0..plane).map(|i| i as f64 * 0.1 - 3.0).collect();
+    let out = run(&g, vec![f32_tensor(&[1, 1, side, side], &x)]);
+    let (w, scale, bias, mean, var) =
+        ([1.0, -2.0, 0.5], [2.0, 1.0, 4.0], [1.0, 0.0, -1.0], [0.5, -1.0, 0.0], [1.0, 4.0, 0.25]);
+    let want: Vec<f64> = (0..channels * plane)
+        .map(|i| {
+            let (c, p) = (i / plane, i % plane);
+            let n = (x[p] * w[c] - mean[c]) / (var[c] + 1e-5f64).sqrt() * scale[c] + bias[c];
+            n * (n + 3.0).clamp(0.0, 6.0) / 6.0
+        })
+        .collect();
+    assert_close(&out[0], DType::F32, &[1, channels, side, side], &want, 1e-4);
+}
+
 #[test]
 fn split_slice_gather_transpose_concat() {
     let m = model(

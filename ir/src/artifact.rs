@@ -244,6 +244,10 @@ pub enum LibraryCall {
     /// `a @ transpose(b)` over the last two axes, with `b` given untransposed as `[.., n, k]`
     /// (args: a, b, out): a transpose that only feeds a GEMM folds into the GEMM's strides.
     MatMulTransposedB,
+    /// Batched integer matrix product, broadcast like [`LibraryCall::MatMul`], on `i64` storage
+    /// (args: a, b, out): products and sums wrap in i64 and the result wraps to `dtype`, as the
+    /// interpreter computes it (the GEMM library is f32 only).
+    IntegerMatMul { dtype: DType },
     /// Axis permutation (args: input, output).
     Transpose { perm: Vec<u64> },
     /// Rows of `data` selected by `indices` along `axis` (args: data, indices, output).
@@ -386,6 +390,7 @@ impl LibraryCall {
         match self {
             LibraryCall::MatMul => "matmul",
             LibraryCall::MatMulTransposedB => "matmul_transposed_b",
+            LibraryCall::IntegerMatMul { .. } => "integer_matmul",
             LibraryCall::Transpose { .. } => "transpose",
             LibraryCall::Gather { .. } => "gather",
             LibraryCall::Split { .. } => "split",

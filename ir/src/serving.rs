@@ -196,10 +196,11 @@ pub struct ServeShape {
     /// Tokens per KV-cache block.
     pub kv_block: u64,
     /// Rows (tokens) of every program run: `max_batch`, so a decode step of up to `max_batch`
-    /// sequences is one run, and a prompt is prefilled in chunks of `max_batch` tokens. One row
-    /// count means one binding of the weights; rows a step leaves empty are padding, whose
-    /// compute is wasted (measured: padding a batch-1 decode to 16 rows cost about 2.8x in a
-    /// debug build), so the row count follows the batch, not the block size.
+    /// sequences is one run, and a prompt is prefilled in chunks of `max_batch` tokens. Rows a
+    /// run leaves empty are padding, whose compute is wasted (measured: padding a batch-1
+    /// decode to 16 rows cost about 2.8x in a debug build), so the row count follows the
+    /// batch, not the block size, and a directory also holds programs for fewer rows
+    /// ([`ServeManifest::row_buckets`]), all reading one copy of the weights.
     pub rows: u64,
     /// What the KV cache stores; f32 is left out of `serve.json` (files from before the
     /// option read as f32, and an f32 serving directory is written as it was).
@@ -237,6 +238,13 @@ pub struct ServeManifest {
     /// shard of the weights; absent for one rank (and in files from before the option).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tensor_parallel: Option<TensorParallel>,
+    /// The smaller row counts the directory also holds the programs for, fewest first: each
+    /// in [`ServeManifest::row_bucket_dir`], a serving directory of its own whose manifest
+    /// differs from this one only in `shape.rows` (and has no buckets). A run uses the fewest
+    /// rows that hold its tokens, so a lone sequence is not padded to `max_batch` rows.
+    /// Absent (none) in files from before the option: they run `shape.rows` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub row_buckets: Vec<u64>,
 }
 
 /// How the programs of a tensor-parallel serving directory split the model (Megatron-LM's
@@ -254,6 +262,17 @@ pub struct TensorParallel {
 }
 
 impl ServeManifest {
+    /// The subdirectory of a serving directory that holds the programs for `rows` rows (one
+    /// of [`ServeManifest::row_buckets`]).
+    pub fn row_bucket_dir(rows: u64) -> String {
+        format!("rows{rows}")
+    }
+
+    /// This manifest for programs of `rows` rows: what a row bucket's directory holds.
+    pub fn for_rows(&self, rows: u64) -> ServeManifest {
+        ServeManifest { shape: ServeShape { rows, ..self.shape }, row_buckets: Vec::new(), ..self.clone() }
+    }
+
     /// Ranks the programs are split over (1 without tensor parallelism).
     pub fn tp_ranks(&self) -> u64 {
         self.tensor_parallel.map_or(1, |tp| tp.ranks)

@@ -5,7 +5,7 @@ Usage (the interpreter of scripts/real-models/setup.sh or scripts/model-corpus/s
     .cache/real-models/venv/bin/python scripts/bench/cpu_time.py --tessera target/debug/tessera \
         --run-with before=/tmp/tessera-rt-before --run-with after=target/rel/release/tessera-rt \
         [--repeat 100] [--rounds 3] [--models magika,cls,det,rec,gpt2-dynamo,...] \
-        [--compile-variant fused=--epilogues]
+        [--compile-variant fused=--epilogues] [--compile-with before=/tmp/tessera-before]
 
 Wall-clock medians (scripts/bench/real_models.py) mean nothing on a machine whose load average
 is many times its core count: neighbouring runs differ 2-10x. CPU time on one thread is barely
@@ -21,6 +21,9 @@ alternate within a round. Prints per model the milliseconds and the ratio to onn
 the median ratio per binary, and checks each binary's outputs against onnxruntime's.
 Each --compile-variant LABEL=FLAGS compiles a second artifact with those extra `tessera compile`
 flags (space-separated), which every binary also runs: a column per binary and artifact.
+Each --compile-with LABEL=PATH compiles the artifacts that the --run-with binary of that label
+runs with another `tessera` (a change to import or code generation measured against the
+compiler before it, side by side in one invocation).
 """
 
 import argparse
@@ -76,13 +79,20 @@ def main():
     parser.add_argument("--models", default=",".join(real_models.CASES))
     parser.add_argument("--compile-variant", action="append", default=[],
                         help="LABEL=FLAGS: also compile with these extra flags and run that artifact")
+    parser.add_argument("--compile-with", action="append", default=[],
+                        help="LABEL=PATH: the tessera that compiles what the --run-with binary LABEL runs")
     args = parser.parse_args()
     if args.repeat < 2:
         sys.exit("--repeat must be at least 2")
     binaries = [tuple(r.split("=", 1)) for r in args.run_with]
+    compilers = dict(c.split("=", 1) for c in args.compile_with)
+    unknown = set(compilers) - {label for label, _ in binaries}
+    if unknown:
+        sys.exit(f"--compile-with names no --run-with label: {', '.join(sorted(unknown))}")
+    compiler_of = {label: compilers.get(label, args.tessera) for label, _ in binaries}
     variants = [("", [])] + [(v.split("=", 1)[0], v.split("=", 1)[1].split()) for v in args.compile_variant]
     # One column per binary and artifact variant: (label, binary, variant label).
-    runners = [(label + (f"/{variant}" if variant else ""), (path, variant))
+    runners = [(label + (f"/{variant}" if variant else ""), (path, (variant, compiler_of[label])))
                for variant, _ in variants for label, path in binaries]
     print(f"onnxruntime {ort.__version__}, 1 thread; tessera RAYON_NUM_THREADS=1; CPU ms per run, "
           f"best of {args.rounds} rounds of {args.repeat} runs; load average {os.getloadavg()}")
@@ -96,8 +106,10 @@ def main():
                 model, inputs, compile_args = real_models.prepare_corpus(name)
             artifacts = {}
             for variant, flags in variants:
-                artifacts[variant] = os.path.join(work, f"{name}-artifact{variant}")
-                real_models.run([args.tessera, "compile", model, "-o", artifacts[variant]] + compile_args + flags)
+                for i, compiler in enumerate(sorted(set(compiler_of.values()))):
+                    artifacts[(variant, compiler)] = os.path.join(work, f"{name}-artifact{variant}-{i}")
+                    real_models.run([compiler, "compile", model, "-o", artifacts[(variant, compiler)]]
+                                    + compile_args + flags)
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
             options.inter_op_num_threads = 1

@@ -4,16 +4,19 @@
 # with 16 requests at concurrency 1, then 64 requests at concurrency 16 (32 prompt tokens, 64
 # generated, all sent at once), prints both JSON reports and the server's all-reduce seconds
 # after each (tensor parallelism; 0 for one rank), and stops the server with SIGTERM. Further
-# arguments go to `tessera serve` (`--mesh tp=2`).
+# arguments go to `tessera serve` (`--mesh tp=2`). SERVE_LAUNCHER, if set, starts the server
+# (`SERVE_LAUNCHER="mpirun -n 2" ... DIR` for ranks as processes on a `--mesh tp=2` directory;
+# a compiled directory keeps its own --max-batch and --max-seq, so pass the ones it has).
 #
-# Usage: scripts/serve/bench_serve.sh TESSERA_BIN CHECKPOINT_DIR [SERVE_ARGS...]
+# Usage: scripts/serve/bench_serve.sh TESSERA_BIN CHECKPOINT_DIR|SERVE_DIR [SERVE_ARGS...]
 set -euo pipefail
 bin=$1
 checkpoint=$2
 shift 2
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-"$bin" serve "$checkpoint" --port 0 --max-batch 16 --max-seq 256 "$@" >"$scratch/stdout" 2>"$scratch/stderr" &
+read -r -a launcher <<<"${SERVE_LAUNCHER:-}"
+"${launcher[@]}" "$bin" serve "$checkpoint" --port 0 --max-batch 16 --max-seq 256 "$@" >"$scratch/stdout" 2>"$scratch/stderr" &
 server=$!
 # Compiling the programs for every row count can take minutes on a loaded machine.
 for _ in $(seq 3000); do

@@ -8,7 +8,20 @@ For each case NAME, OUT_DIR/NAME/ holds:
   inputs/argN.npy         the seeded inputs, named as tessera names @main's arguments
   outputs/outN.npy        JAX's outputs on the XLA CPU backend
 The dynamic-batch case is exported with a symbolic batch dimension (jax.export), so its text has
-`?` dimensions; its inputs fix the batch at 3. OUT_DIR/cases.json lists the cases.
+`?` dimensions; its inputs fix the batch at 3.
+
+The mesh cases run on 4 host CPU devices over a 2x2 mesh ("x", "y") built from the device array
+transposed (jax.sharding.Mesh over devices [[0, 2], [1, 3]]), so the physical order differs from
+the logical one the text names:
+  shard_map_sdy, shard_map_gspmd  one jax.shard_map body (psum, all_gather, psum_scatter,
+                                  all_to_all, ppermute over the manual axes) lowered with Shardy
+                                  (sdy.manual_computation) and with GSPMD (custom_call
+                                  @SPMDFullToShardShape / @SPMDShardToFullShape)
+  gspmd_transposed                a jit with in/out shardings and a sharding constraint over the
+                                  minor axis, whose GSPMD text reads <=[2,2]T(1,0); shards/out0.rR.npy
+                                  is the output block of the device with logical id R
+OUT_DIR/cases.json lists the single-device cases under "cases" and the mesh cases under
+"mesh_cases". `generate.py OUT_DIR NAME...` writes only the named cases.
 """
 
 import json
@@ -18,6 +31,8 @@ import sys
 import numpy as np
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The mesh cases need 4 devices; single-device cases run on the first one as before.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax import export, lax  # noqa: E402
@@ -177,9 +192,82 @@ def dynamic_case(out_dir):
     write_case(out_dir, "dynamic_batch", pretty, generic, inputs, outputs)
 
 
+def transposed_mesh():
+    """A 2x2 ("x", "y") mesh over the 4 CPU devices in transposed order."""
+    from jax.sharding import AxisType, Mesh
+    devices = np.array(jax.devices()[:4]).reshape(2, 2).T
+    return Mesh(devices, ("x", "y"), axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def shard_map_body(a, w):
+    """Per device: a is an (8/2)x(4/2) block of a, w a (4/2)x6 block of w."""
+    h = lax.psum(a @ w, "y")                                  # all_reduce over y: 4x6
+    g = lax.all_gather(h, "x", axis=0, tiled=True)            # all_gather over x: 8x6
+    s = lax.psum_scatter(jnp.tanh(g), "x", scatter_dimension=1, tiled=True)  # reduce_scatter: 8x3
+    t = lax.all_to_all(s, "y", 0, 1, tiled=True)              # all_to_all over y: 4x6
+    p = lax.ppermute(t, "x", perm=[(0, 1), (1, 0)])           # collective_permute over x
+    return p * 0.5 + t, h
+
+
+def shard_map_case(out_dir, name, shardy):
+    from jax.sharding import PartitionSpec as P
+    mesh = transposed_mesh()
+    jax.config.update("jax_use_shardy_partitioner", shardy)
+    try:
+        f = jax.shard_map(shard_map_body, mesh=mesh, in_specs=(P("x", "y"), P("y", None)),
+                          out_specs=(P(("y", "x"), None), P("x", None)), check_vma=False)
+        jit_case(out_dir, name, f, seeded(21, (8, 4), (4, 6)))
+    finally:
+        jax.config.update("jax_use_shardy_partitioner", True)
+
+
+def gspmd_transposed_case(out_dir):
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    mesh = transposed_mesh()
+
+    def f(a, w):
+        h = jnp.tanh(a @ w)
+        h = lax.with_sharding_constraint(h, NamedSharding(mesh, P("y", None)))
+        return h * 2.0 + 1.0
+
+    jax.config.update("jax_use_shardy_partitioner", False)
+    try:
+        jitted = jax.jit(f, in_shardings=(NamedSharding(mesh, P("x", "y")), NamedSharding(mesh, P("y", None))),
+                         out_shardings=NamedSharding(mesh, P(None, "y")))
+        inputs = seeded(22, (8, 4), (4, 6))
+        lowered = jitted.lower(*inputs)
+        out = jitted(*inputs)
+        write_case(out_dir, "gspmd_transposed", lowered.as_text(), generic_text(lowered), inputs, (out,))
+        # The block each device holds, by its logical id (its position in the mesh, the id the
+        # text's shardings name), which is not its physical id on the transposed mesh.
+        shards = os.path.join(out_dir, "gspmd_transposed", "shards")
+        os.makedirs(shards, exist_ok=True)
+        logical = {d.id: i for i, d in enumerate(mesh.devices.flat)}
+        for shard in out.addressable_shards:
+            np.save(os.path.join(shards, f"out0.r{logical[shard.device.id]}.npy"), np.asarray(shard.data))
+    finally:
+        jax.config.update("jax_use_shardy_partitioner", True)
+
+
+MESH_CASES = {
+    "shard_map_sdy": lambda out_dir: shard_map_case(out_dir, "shard_map_sdy", True),
+    "shard_map_gspmd": lambda out_dir: shard_map_case(out_dir, "shard_map_gspmd", False),
+    "gspmd_transposed": gspmd_transposed_case,
+}
+
+
 def main():
     out_dir = sys.argv[1]
+    only = set(sys.argv[2:])
     os.makedirs(out_dir, exist_ok=True)
+    if only:
+        unknown = only - set(MESH_CASES)
+        if unknown:
+            raise SystemExit(f"generate.py: only the mesh cases are written by name, not {sorted(unknown)}")
+        for name in sorted(only):
+            MESH_CASES[name](out_dir)
+        write_index(out_dir)
+        return
     jit_case(out_dir, "mlp_gelu", mlp, seeded(1, (4, 16), (16, 32), (32,), (32, 8), (8,)))
     jit_case(out_dir, "causal_attention", causal_attention, seeded(2, (2, 2, 6, 8), (2, 2, 6, 8), (2, 2, 6, 8)))
     jit_case(out_dir, "decoder_rmsnorm_rope", decoder, decoder_params(3))
@@ -192,9 +280,16 @@ def main():
     scatter_ids = np.array([3, 0, 3, 5], dtype=np.int32)
     jit_case(out_dir, "scatter_add", scatter_add, seeded(11, (6, 4)) + [scatter_ids] + seeded(12, (4, 4)))
     dynamic_case(out_dir)
+    for make in MESH_CASES.values():
+        make(out_dir)
+    write_index(out_dir)
+
+
+def write_index(out_dir):
     names = sorted(d for d in os.listdir(out_dir) if os.path.isdir(os.path.join(out_dir, d)))
     with open(os.path.join(out_dir, "cases.json"), "w") as f:
-        json.dump({"jax": jax.__version__, "cases": names}, f, indent=1)
+        json.dump({"jax": jax.__version__, "cases": [n for n in names if n not in MESH_CASES],
+                   "mesh_cases": [n for n in names if n in MESH_CASES]}, f, indent=1)
 
 
 if __name__ == "__main__":

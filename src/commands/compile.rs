@@ -17,7 +17,7 @@ use tessera_ir::graph::Graph;
 use tessera_ir::serving::{KvDtype, ServeShape};
 use tessera_ir::sharding::Mesh;
 use tessera_passes::cost::step::Schedule;
-use tessera_passes::shard::{partition, PipelineSchedule, ShardConfig};
+use tessera_passes::shard::{partition, PipelineSchedule, ShardConfig, ShardedModule};
 use tessera_passes::train_step::TrainStep;
 
 #[derive(Args)]
@@ -78,7 +78,9 @@ pub struct CompileArgs {
     /// shards; `tessera serve DIR` and `tessera generate DIR` run it.
     #[arg(long, conflicts_with = "train")]
     pub serve: bool,
-    /// Sequences one decode step runs at most, and tokens per program run (with --serve).
+    /// Sequences one decode step runs at most, and tokens per program run (with --serve); the
+    /// programs are also compiled for each smaller power of two rows (`rows1/`, `rows2/`, ...),
+    /// and a run uses the fewest rows that hold its tokens.
     #[arg(long, default_value_t = 8, requires = "serve")]
     pub max_batch: u64,
     /// Tokens a sequence holds at most (with --serve; default: the model's context, at most 2048).
@@ -124,6 +126,10 @@ pub fn run(args: CompileArgs) -> Result<()> {
         super::check_dim_names(&graph, &dims)?;
     }
     let options = CompileOptions { target, dims, graph_options, epilogues: args.epilogues };
+    if args.mesh.is_none() && is_rank_program(&graph) {
+        let mesh = graph.io_shardings().map_or_else(|| "MESH".to_string(), |io| io.mesh.to_string());
+        bail!("{} is a per-rank program (it has collectives): compile it with --mesh {mesh}", args.model.display());
+    }
     if let Some(mesh) = &args.mesh {
         let model_bytes = model_bytes(&args.model)?;
         return compile_mesh(&args, mesh, graph, step.as_ref(), &model_bytes, options, start);
@@ -279,6 +285,11 @@ fn merge_unified_ranges(
     Ok(merged)
 }
 
+/// True when `graph` has collectives: a program each rank of a mesh runs, not a global one.
+fn is_rank_program(graph: &Graph) -> bool {
+    graph.nodes().any(|(_, n)| matches!(n.op, tessera_ir::ops::Op::Collective(_)))
+}
+
 /// `--mesh`: partitions `graph` (the model with `--dim` bound, or the training step) and writes
 /// the per-rank artifact, printing one line per pipeline stage.
 fn compile_mesh(
@@ -305,7 +316,16 @@ fn compile_mesh(
     };
     // Partitioning splits static dimensions only: bind the sizes first.
     let graph = graph.bind_dims(&options.dims).map_err(|e| anyhow::anyhow!("--dim: {e}"))?;
-    let module = partition(&graph, &config).with_context(|| format!("cannot partition over {}", config.mesh))?;
+    let module = if is_rank_program(&graph) {
+        // Already per-rank (an imported shard_map body): every rank runs it on the global inputs.
+        if let Some(io) = graph.io_shardings().filter(|io| io.mesh != config.mesh) {
+            bail!("{} is a per-rank program over the mesh {}, not {}", args.model.display(), io.mesh, config.mesh);
+        }
+        ShardedModule::of_rank_program(&graph, &config.mesh)
+            .with_context(|| format!("cannot run {} over {}", args.model.display(), config.mesh))?
+    } else {
+        partition(&graph, &config).with_context(|| format!("cannot partition over {}", config.mesh))?
+    };
     let compiled =
         compile_sharded(&module, model_bytes, &options).with_context(|| format!("{}", args.model.display()))?;
     write_artifact(&args.output, &compiled.files)?;
@@ -354,15 +374,25 @@ fn serve(args: &CompileArgs, target: Target, start: Instant) -> Result<()> {
     let max_seq = args.max_seq.unwrap_or(model.config.seq.min(2048));
     let shape = ServeShape { kv_dtype: args.kv_dtype, ..ServeShape::new(args.max_batch, max_seq, args.kv_block) };
     let tp = tessera::serve::serving_tp(args.mesh.as_deref(), &model.config)?;
-    let manifest = model.manifest(shape, tp)?;
+    let mut manifest = model.manifest(shape, tp)?;
+    // A run uses the fewest rows that hold its tokens: a lone sequence is not padded.
+    manifest.row_buckets =
+        tessera::serve::row_buckets(shape.max_batch).into_iter().filter(|&r| r < shape.rows).collect();
     tessera::serve::compiled::write_compiled(&model, &manifest, &args.model, &args.output)?;
     let s = manifest.shape;
     let kv_bytes = s.cache_blocks() * manifest.kv_block_bytes();
     println!(
-        "compiled the serving programs of {name} for cpu{} in {:.2} s: {} rows per run, decode batches up to {}, {} tokens per sequence, KV cache {} blocks of {} tokens ({:.1} MiB); wrote {}",
+        "compiled the serving programs of {name} for cpu{} in {:.2} s: {} rows per run{}, decode batches up to {}, {} tokens per sequence, KV cache {} blocks of {} tokens ({:.1} MiB); wrote {}",
         if tp > 1 { format!(" on {tp} tensor-parallel ranks") } else { String::new() },
         start.elapsed().as_secs_f64(),
         s.rows,
+        match &manifest.row_buckets[..] {
+            [] => String::new(),
+            fewer => format!(
+                " (and {} for fewer tokens)",
+                fewer.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        },
         s.max_batch,
         s.max_seq,
         s.cache_blocks(),

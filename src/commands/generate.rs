@@ -1,12 +1,16 @@
 //! `tessera generate`: text from a model (a Hugging Face checkpoint directory or a zoo spec)
-//! through the serving engine, streamed to stdout as it is generated.
+//! through the serving engine, streamed to stdout as it is generated. Under `mpirun -n N` on a
+//! directory compiled with `--mesh tp=N` the ranks are processes: rank 0 generates and prints,
+//! the others follow its steps (as in `tessera serve`) and print nothing.
 
 use anyhow::{bail, Result};
 use clap::Args;
 use std::io::Write;
-use tessera::serve::compiled::check_run_options;
+use tessera::serve::compiled::{build_process_rank, check_run_options};
 use tessera::serve::{build_serving_engine, generate, open_model, serving_tp, GenerateOptions};
 use tessera_ir::serving::{KvDtype, ServeShape};
+use tessera_runtime::serve::engine::ServingEngine;
+use tessera_runtime::serve::process::LeaderEngine;
 use tessera_runtime::serve::sampling::SamplingParams;
 
 #[derive(Args)]
@@ -87,7 +91,18 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             )
         }
     };
-    let (mut engine, setup) = build_serving_engine(&model, shape, shape.cache_blocks(), &[], tp)?;
+    let world = super::serve::process_world(&args.model, &model, tp)?;
+    let (mut engine, setup) = match world {
+        None => build_serving_engine(&model, shape, shape.cache_blocks(), &[], tp)?,
+        Some(comm) if comm.rank() != 0 => return super::serve::follow_rank_0(&model, shape.cache_blocks(), comm),
+        Some(comm) => {
+            let started = std::time::Instant::now();
+            let engine = build_process_rank(&model, shape.cache_blocks(), comm.clone());
+            let engine = engine.inspect_err(|e| comm.abort(&format!("tensor-parallel rank 0: {e:#}")))?;
+            let leader: Box<dyn ServingEngine> = Box::new(LeaderEngine::new(engine, comm.clone()));
+            (leader, started.elapsed())
+        }
+    };
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, seed: args.seed },

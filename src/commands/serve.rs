@@ -92,22 +92,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let kv_blocks = args.kv_blocks.unwrap_or(shape.max_batch * shape.max_seq.div_ceil(shape.kv_block));
     let step_tokens = args.step_tokens.unwrap_or(2 * shape.max_batch as usize).max(1);
-    let world = match tessera_runtime::mpi::launched_world_size().filter(|&n| n > 1) {
-        None => None,
-        Some(n) => {
-            if model.compiled.is_none() || tp != n as u64 {
-                bail!(
-                    "{}: under a launcher of {n} processes, serve runs a directory compiled with `tessera compile --serve --mesh tp={n}`",
-                    args.model
-                );
-            }
-            let comm = Transport::open(CommChoice::Mpi, PEER_TIMEOUT)?.into_shared();
-            if comm.rank() != 0 {
-                return follow_rank_0(&model, kv_blocks, comm);
-            }
-            Some(comm)
-        }
-    };
+    let world = process_world(&args.model, &model, tp)?;
+    if let Some(comm) = world.clone().filter(|comm| comm.rank() != 0) {
+        return follow_rank_0(&model, kv_blocks, comm);
+    }
     let options = ServerOptions {
         model: args.model,
         seed: args.seed,
@@ -132,15 +120,32 @@ pub fn run(args: ServeArgs) -> Result<()> {
     result
 }
 
+/// The world of the processes a launcher started (none outside one, or for one process): they
+/// must be as many as the tensor-parallel ranks `tp` of the compiled directory `model` (named
+/// `name`), each rank one process.
+pub(crate) fn process_world(
+    name: &str,
+    model: &tessera::serve::ServedModel,
+    tp: u64,
+) -> Result<Option<std::sync::Arc<dyn Communicator>>> {
+    let Some(n) = tessera_runtime::mpi::launched_world_size().filter(|&n| n > 1) else {
+        return Ok(None);
+    };
+    if model.compiled.is_none() || tp != n as u64 {
+        bail!("{name}: under a launcher of {n} processes, tessera runs a directory compiled with `tessera compile --serve --mesh tp={n}`");
+    }
+    Ok(Some(Transport::open(CommChoice::Mpi, PEER_TIMEOUT)?.into_shared()))
+}
+
 /// How long a rank waits for a peer inside a step's all-reduce: the same programs on the same
 /// rows, so a peer this late has died or hung (a follower waits for commands without limit).
 const PEER_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// A rank other than 0 of `mpirun -n N tessera serve DIR`: builds its engine and applies rank
+/// A rank other than 0 of `mpirun -n N tessera serve DIR` (or `generate DIR`): builds its engine and applies rank
 /// 0's commands until rank 0 stops it (exit 0). Signals are rank 0's to act on (it drains and
 /// then stops the followers), so this process ignores SIGTERM and SIGINT; a failure or panic
 /// here ends the job with a message naming the rank.
-fn follow_rank_0(
+pub(crate) fn follow_rank_0(
     model: &tessera::serve::ServedModel,
     kv_blocks: u64,
     comm: std::sync::Arc<dyn Communicator>,

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use tessera_frontend::onnx::conformance::{run_node_tests, CaseResult, Manifest, Outcome};
+use tessera_frontend::onnx::conformance::{run_node_tests_with, CaseResult, Manifest, Outcome, Tolerances};
 use tessera_ir::graph::Graph;
 use tessera_ir::tensor::Tensor;
 
@@ -26,6 +26,11 @@ pub struct TestOnnxArgs {
     /// tests/conformance/onnx-node-excluded.txt. Every case must then be listed or excluded.
     #[arg(long, value_name = "FILE", requires = "manifest")]
     pub excluded: Option<PathBuf>,
+    /// Per-case tolerances in place of the runner's defaults (rtol 1e-3, atol 1e-7), one
+    /// `name: rtol=R atol=A` per line, e.g. tests/conformance/onnx-node-tolerances.txt (onnx's
+    /// own backend test's per-case tolerances).
+    #[arg(long, value_name = "FILE")]
+    pub tolerances: Option<PathBuf>,
 }
 
 fn interpreter(g: &Graph, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, String> {
@@ -47,7 +52,16 @@ fn case_json(case: &CaseResult) -> serde_json::Value {
 }
 
 pub fn run(args: TestOnnxArgs) -> Result<()> {
-    let summary = run_node_tests(&args.dir, &interpreter).with_context(|| format!("{}", args.dir.display()))?;
+    let tolerances = match &args.tolerances {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read the tolerances", path.display()))?;
+            Tolerances::parse(&text).with_context(|| format!("{}", path.display()))?
+        }
+        None => Tolerances::default(),
+    };
+    let summary =
+        run_node_tests_with(&args.dir, &interpreter, &tolerances).with_context(|| format!("{}", args.dir.display()))?;
     for case in &summary.cases {
         if args.json {
             println!("{}", case_json(case));

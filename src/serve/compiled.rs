@@ -6,6 +6,7 @@
 //! ```text
 //! DIR/serve.json                   the programs' manifest (ir::serving), tensor_parallel for tp > 1
 //! DIR/embed/ layer_in/ ... head/   the programs: one copy, every rank runs the same kernels
+//! DIR/rows1/ rows2/ ...            the programs for fewer rows (serve.json and the programs)
 //! DIR/model.json                   the model's config, end-of-sequence token, tokenizer, rank files
 //! DIR/tokenizer.json               the checkpoint's tokenizer (absent: byte-level, a zoo model)
 //! DIR/rank0/weights.safetensors    rank 0's shards (f32, the zoo's parameter names) ... one per rank
@@ -16,7 +17,10 @@
 //! the replicated embedding and norms; the head on rank 0 alone): the compiler records them by
 //! building each rank's engine once over the source model's weights. The programs' shape
 //! (`--max-batch`, `--max-seq`, `--kv-block`, `--kv-dtype`) and tensor-parallel degree are
-//! fixed at compile time; the directory runs programs for its `max_batch` rows only.
+//! fixed at compile time. Besides the programs for `max_batch` rows, the directory holds them
+//! for each smaller power of two (`rows1/`, `rows2/`, ...: `ServeManifest::row_buckets`), and
+//! every run uses the fewest rows that hold its tokens, all row counts reading one copy of
+//! the weights; a directory from before the buckets runs its `max_batch` rows only.
 
 use super::{compile_programs, ServedModel, Weights};
 use anyhow::{bail, Context, Result};
@@ -32,7 +36,7 @@ use tessera_frontend::zoo::serve::ServeArch;
 use tessera_ir::serving::{ServeManifest, ServeShape, SERVE_MANIFEST_FILE};
 use tessera_runtime::serve::engine::Engine;
 use tessera_runtime::serve::tokenizer::TextTokenizer;
-use tessera_runtime::serve::{load_serving_dir, ServeError};
+use tessera_runtime::serve::{load_row_buckets, load_serving_dir, ServeError};
 use tessera_runtime::spmd::LocalCommunicator;
 
 /// The file that makes a serving directory runnable on its own (see the module doc).
@@ -129,13 +133,39 @@ pub fn build_process_rank(
         );
     }
     let (manifest, programs) = load_serving_dir(&compiled.dir)?;
+    let buckets = load_row_buckets(&compiled.dir, &manifest)?;
     let mut read = |name: &str, shape: &[u64]| model.weights.shard(name, shape, rank, ranks);
     let shared = Box::new(tessera_runtime::serve::process::SharedCommunicator(comm));
     let mut engine = Engine::rank(manifest, programs, &mut read, cache_blocks, shared)?;
+    for (bucket, programs) in buckets {
+        engine.add_row_programs(&bucket, programs, &mut read)?;
+    }
+    // A failed step is undone on every rank and the processes serve on (MPI_Abort would end
+    // the job).
+    engine.announce_failures();
     if let Some((fault_rank, runs, fault)) = crate::fault::serve_requested()? {
         if fault_rank as u64 == rank {
             engine.inject_fault(runs, fault);
         }
+    }
+    Ok(engine)
+}
+
+/// The one-rank engine of a compiled directory (`tp=1`): its programs for every row count it
+/// holds, bound to its weights file, with `cache_blocks` KV blocks.
+pub fn build_one_rank(model: &ServedModel, cache_blocks: u64) -> Result<Engine> {
+    let Some(compiled) = &model.compiled else {
+        bail!("not a directory compiled with `tessera compile --serve`");
+    };
+    if compiled.manifest.tp_ranks() != 1 {
+        bail!("{} was compiled for {} tensor-parallel ranks", compiled.dir.display(), compiled.manifest.tp_ranks());
+    }
+    let (manifest, programs) = load_serving_dir(&compiled.dir)?;
+    let buckets = load_row_buckets(&compiled.dir, &manifest)?;
+    let mut read = |name: &str, shape: &[u64]| model.weights.shard(name, shape, 0, 1);
+    let mut engine = Engine::with_cache_blocks(manifest, programs, &mut read, cache_blocks)?;
+    for (bucket, programs) in buckets {
+        engine.add_row_programs(&bucket, programs, &mut read)?;
     }
     Ok(engine)
 }
@@ -197,6 +227,11 @@ pub fn write_compiled(model: &ServedModel, manifest: &ServeManifest, source: &Pa
     }
     let staged = tessera_ir::files::StagedDir::beside(dir)?;
     compile_programs(model, manifest, staged.path())?;
+    for &rows in &manifest.row_buckets {
+        let bucket_dir = staged.path().join(ServeManifest::row_bucket_dir(rows));
+        std::fs::create_dir(&bucket_dir).with_context(|| format!("creating {}", bucket_dir.display()))?;
+        compile_programs(model, &manifest.for_rows(rows), &bucket_dir)?;
+    }
     let ranks = manifest.tp_ranks();
     let mut files = Vec::with_capacity(ranks as usize);
     for rank in 0..ranks {

@@ -1,10 +1,13 @@
 //! Calibration: the eight Megatron iteration times of Korthikanti et al. 2022 (A100-80GB,
 //! Selene), predicted with the published configuration fixed, each within 15%; and the held-out
 //! set of `calibration/heldout_training.json` (Megatron-LM's GPT-3 175B example, MT-NLG 530B
-//! on three cluster sizes, BLOOM-176B, and seven of BigScience's topology runs of a 181B model
-//! before BLOOM), which sets no number of the cost model. One device
+//! on three cluster sizes, BLOOM-176B, and eleven of BigScience's topology runs of 181B and
+//! 196B models before BLOOM), which sets no number of the cost model. One device
 //! description and one set of link numbers (the `a100-80g-sxm` preset) for all rows; a row
 //! whose cluster had another network between nodes says so and only that link changes.
+//!
+//! `calibration/megatron_deepspeed_calibration.json` holds BigScience's one-node runs on
+//! Megatron-DeepSpeed, which set `MEGATRON_DEEPSPEED_TP_TIME_FACTOR` and nothing else.
 //!
 //! `tests/fixtures/korthikanti2022.json` is a copy of `shared/calibration/korthikanti2022.json`.
 
@@ -12,21 +15,20 @@ use crate::support::{cluster, zoo};
 use serde_json::Value;
 use tessera_passes::cost::step::{
     estimate, GradAccumulation, Job, LayerPartition, Mode, Parallelism, Recompute, Schedule, TimeBreakdown,
+    MEGATRON_DEEPSPEED_TP_TIME_FACTOR,
 };
 use tessera_passes::cost::workload::ProfileCache;
 
 const TOLERANCE: f64 = 0.15;
 
-/// The held-out bounds: what the cost model reaches today (mean |error| 18.4%, max 26.7% over
-/// all twelve rows; 15.8% and 23.5% over the five before BigScience's seven topology runs, with
-/// the runs on Megatron-DeepSpeed priced by running DeepSpeed's `TrainSchedule` step by step,
-/// which takes 1F1B's time, each run's gradient accumulation as its framework did it, and its
-/// stages cut as its framework cut them (`layer_partition`);
-/// 10.6% and 24.5% under the lockstep reading of that schedule the code does not support:
-/// BENCHMARKS.md, "Held-out training runs") with a few points of slack, so that a change that
-/// makes it worse fails. The aim (5% mean, 10% max) is not met; BENCHMARKS.md says why.
-const HELD_OUT_MEAN: f64 = 0.21;
-const HELD_OUT_MAX: f64 = 0.29;
+/// The held-out bounds: what the cost model reaches today (mean |error| 5.4%, max 8.1% over
+/// all sixteen rows, with Megatron-DeepSpeed's tensor-parallel collectives priced at the time
+/// its one-node calibration rows measured, `MEGATRON_DEEPSPEED_TP_TIME_FACTOR`; 18.4% and 26.7%
+/// over the first twelve before it: BENCHMARKS.md, "Held-out training runs") with a little slack, so that a
+/// change that makes it worse fails. The aim (5% mean, 10% max) is met for the max,
+/// not for the mean; BENCHMARKS.md says why.
+const HELD_OUT_MEAN: f64 = 0.075;
+const HELD_OUT_MAX: f64 = 0.10;
 
 /// (model, column, predicted, measured) for every row and column.
 pub fn predictions() -> Vec<(String, &'static str, f64, f64)> {
@@ -105,11 +107,16 @@ pub struct HeldOut {
 /// Every row of `calibration/heldout_training.json`, predicted with its published
 /// configuration fixed.
 pub fn held_out_predictions() -> Vec<HeldOut> {
-    let data: Value =
-        serde_json::from_str(include_str!("../../calibration/heldout_training.json")).expect("held-out json");
+    published_run_predictions(include_str!("../../calibration/heldout_training.json"), "rows")
+}
+
+/// Every row under `key` of a file of published training runs (the held-out file's fields),
+/// predicted with its published configuration fixed.
+fn published_run_predictions(json: &str, key: &str) -> Vec<HeldOut> {
+    let data: Value = serde_json::from_str(json).expect("published runs json");
     let int = |row: &Value, key: &str| row[key].as_u64().unwrap_or_else(|| panic!("{key} in {row}"));
     let mut out = Vec::new();
-    for row in data["rows"].as_array().expect("rows") {
+    for row in data[key].as_array().expect("rows") {
         let name = row["name"].as_str().expect("name");
         let workload = zoo(row["model"].as_str().expect("model"));
         assert_eq!(
@@ -180,7 +187,7 @@ pub fn held_out_predictions() -> Vec<HeldOut> {
 #[test]
 fn held_out_iteration_times_within_the_measured_bound() {
     let rows = held_out_predictions();
-    assert_eq!(rows.len(), 12);
+    assert_eq!(rows.len(), 16);
     let mut table = String::from("row                      predicted  measured  error\n");
     for r in &rows {
         let error = r.predicted_s / r.measured_s - 1.0;
@@ -232,6 +239,58 @@ fn held_out_iteration_times_within_the_measured_bound() {
     assert!(max <= HELD_OUT_MAX, "held-out max |error| {:.1}%\n{table}", 100.0 * max);
 }
 
+/// The Megatron-DeepSpeed calibration rows (`calibration/megatron_deepspeed_calibration.json`:
+/// BigScience's one-node TP 8 runs, no pipeline, data parallelism or network) set
+/// `MEGATRON_DEEPSPEED_TP_TIME_FACTOR`: with it, what the model still misses on them, in
+/// units of their tensor-parallel time, averages zero; and each is within 7%.
+#[test]
+fn megatron_deepspeed_calibration_rows_set_the_tensor_parallel_time_factor() {
+    let json = include_str!("../../calibration/megatron_deepspeed_calibration.json");
+    let rows = published_run_predictions(json, "rows");
+    assert_eq!(rows.len(), 3);
+    let mut table = String::from("row                          predicted  measured  error   tp time\n");
+    let mut missing_per_tp_time = 0.0;
+    for r in &rows {
+        let error = r.predicted_s / r.measured_s - 1.0;
+        table += &format!(
+            "{:<28} {:>8.2} s {:>7.2} s {:>+6.1}% {:>7.2} s\n",
+            r.name,
+            r.predicted_s,
+            r.measured_s,
+            100.0 * error,
+            r.time.tp_comm_s
+        );
+        // The tensor-parallel time already holds the factor: the fit is over the ring time.
+        let ring_s = r.time.tp_comm_s / MEGATRON_DEEPSPEED_TP_TIME_FACTOR;
+        missing_per_tp_time += (r.measured_s - r.predicted_s) / ring_s / rows.len() as f64;
+    }
+    println!("{table}mean (measured - predicted) / ring time: {missing_per_tp_time:+.3}");
+    assert!(missing_per_tp_time.abs() <= 0.02, "the factor is off its fit by {missing_per_tp_time:+.3}\n{table}");
+    for r in &rows {
+        let error = r.predicted_s / r.measured_s - 1.0;
+        assert!(error.abs() <= 0.07, "{}: {:+.1}%\n{table}", r.name, 100.0 * error);
+    }
+    // The pair that chose the form: BLOOM's shape at TP 8 and TP 4 on the same day. Pricing the
+    // collectives (not the kernels) gets the ratio of their steps.
+    let pair = published_run_predictions(json, "form_evidence");
+    let (tp8, tp4) = (&pair[0], &pair[1]);
+    for r in &pair {
+        println!(
+            "{:<32} {:>8.2} s {:>7.2} s {:>+6.1}%",
+            r.name,
+            r.predicted_s,
+            r.measured_s,
+            100.0 * (r.predicted_s / r.measured_s - 1.0)
+        );
+    }
+    let (predicted, measured) = (tp4.predicted_s / tp8.predicted_s, tp4.measured_s / tp8.measured_s);
+    println!("TP 4 / TP 8 step: predicted {predicted:.3}, measured {measured:.3}");
+    assert!(
+        (predicted / measured - 1.0).abs() <= 0.03,
+        "TP 4 / TP 8: predicted {predicted:.3}, measured {measured:.3}"
+    );
+}
+
 /// Each held-out row's TFLOP/s per GPU, recomputed from its iteration time through the formula
 /// its source used (`tflops_formula`), agrees with the TFLOP/s the source prints: so the times
 /// are the ones the sources measured, and the sources counted a recomputed forward pass per
@@ -240,11 +299,21 @@ fn held_out_iteration_times_within_the_measured_bound() {
 /// printed figure by a quarter, so the check tells the two readings apart.
 #[test]
 fn held_out_tflops_count_the_recomputed_forward() {
-    let data: Value =
-        serde_json::from_str(include_str!("../../calibration/heldout_training.json")).expect("held-out json");
+    for json in [
+        include_str!("../../calibration/heldout_training.json"),
+        include_str!("../../calibration/megatron_deepspeed_calibration.json"),
+    ] {
+        tflops_count_the_recomputed_forward(json);
+    }
+}
+
+fn tflops_count_the_recomputed_forward(json: &str) {
+    let data: Value = serde_json::from_str(json).expect("published runs json");
     let number = |row: &Value, key: &str| row[key].as_f64().unwrap_or_else(|| panic!("{key} in {}", row["name"]));
+    let rows: Vec<&Value> =
+        ["rows", "form_evidence"].iter().filter_map(|key| data[*key].as_array()).flatten().collect();
     let mut checked = 0;
-    for row in data["rows"].as_array().expect("rows") {
+    for row in rows.iter().copied() {
         let name = row["name"].as_str().expect("name");
         let (batch, seq, layers, hidden, vocab) = (
             number(row, "global_batch"),
@@ -282,5 +351,5 @@ fn held_out_tflops_count_the_recomputed_forward() {
         );
         checked += 1;
     }
-    assert_eq!(checked, data["rows"].as_array().expect("rows").len());
+    assert_eq!(checked, rows.len());
 }

@@ -168,3 +168,59 @@ fn a_tiny_cuda_program_is_stable() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("leaves the artifact directory"), "{}", out.stderr);
 }
+
+/// The kernel half of CUDA serving: the serving programs of the Llama checkpoint (GQA, rotary
+/// embedding), one rank's four and a `tp=2` rank's five, compile for cuda:sm_80 with every
+/// matmul a cuBLAS GEMM and every kernel's PTX assembled by ptxas. The serving engine binds
+/// compiled CPU programs only (attention over the paged cache runs on the host), so
+/// `compile --serve` still refuses a CUDA target, naming why.
+#[test]
+fn serving_programs_compile_to_ptx_that_ptxas_assembles() {
+    use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
+    let checkpoint = crate::serve_reference::checkpoint("llama-tiny");
+    let model = tessera::serve::open_model(checkpoint.to_str().expect("a UTF-8 path"), 0).expect("the checkpoint");
+    let work = tempfile::tempdir().expect("tempdir");
+    for tp in [1, 2] {
+        let graphs = tessera_frontend::zoo::serve::build_serving_tp(&model.config, &model.arch, 4, tp)
+            .expect("the serving programs build");
+        for (name, graph) in graphs.named() {
+            let options = CompileOptions {
+                target: Target::CudaSm80,
+                dims: Default::default(),
+                graph_options: vec![format!("serve:program={name}"), "serve:rows=4".to_string()],
+                epilogues: false,
+            };
+            let compiled = compile(graph, b"llama-tiny", &options)
+                .unwrap_or_else(|e| panic!("tp={tp} {name}: no CUDA compile: {e}"));
+            let dir = work.path().join(format!("tp{tp}-{name}"));
+            write_artifact(&dir, &compiled.files).expect("the artifact is written");
+            let program: tessera_ir::artifact::Program =
+                serde_json::from_slice(&std::fs::read(dir.join("rank0/program.json")).expect("program"))
+                    .expect("parse");
+            let gpu = program.gpu.as_ref().expect("a GPU section");
+            let matmuls = program.steps.iter().filter(|s| {
+                use tessera_ir::artifact::{LibraryCall, Step};
+                matches!(s, Step::Library { call: LibraryCall::MatMul | LibraryCall::MatMulTransposedB, .. })
+            });
+            assert_eq!(matmuls.count(), gpu.gemms.len(), "tp={tp} {name}");
+            for kernel in &gpu.kernels {
+                let ptx = dir.join("rank0").join(&kernel.ptx_file);
+                if let Err(e) = assemble(&ptx, "sm_80") {
+                    panic!("tp={tp} {name}: ptxas rejects {}: {e}", ptx.display());
+                }
+                let cubin = kernel.cubin_file.as_ref().expect("a cubin (ptxas was available at compile time)");
+                assert!(dir.join("rank0").join(cubin).is_file(), "tp={tp} {name}: {cubin}");
+            }
+        }
+    }
+    let out = tessera(
+        work.path(),
+        &["compile", checkpoint.to_str().expect("a UTF-8 path"), "--serve", "--target", "cuda:sm_80", "-o", "served"],
+    );
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("--serve compiles for --target cpu (the engine's attention runs on the host)"),
+        "{}",
+        out.stderr
+    );
+}

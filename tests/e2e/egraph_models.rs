@@ -97,6 +97,28 @@ fn optimized_models_agree_in_f64_to_rounding() {
     }
 }
 
+/// The MIP proves its optimum or a gap of at most 1% within its 10 s (issue 20) on a small GPT,
+/// whose e-graph has the structure that made the bound weak (residual sums in a dozen orders,
+/// reshape pairs that read each other): with Tensat's program alone CBC stopped at its limit
+/// with a gap of 82% on it. The MIP's graph is also checked. (The small BERT of the test above
+/// still ends at its limit with a gap of about 5%.)
+#[test]
+fn the_mip_proves_a_gap_of_at_most_one_percent() {
+    for spec in ["gpt:layers=2,hidden=32,heads=4,vocab=16,seq=8,dtype=f32"] {
+        let original = model(spec);
+        let (optimized, stats) = optimize(&original, "egraph{iters=5,time-ms=600000,extract=ilp,ilp-time-ms=10000}");
+        assert!(!stats.counters.contains_key("egraph.ilp.failed"), "{spec}: {stats:?}");
+        let gap_ppm = stats.counters["egraph.ilp-gap-ppm"];
+        assert!(gap_ppm <= 10_000, "{spec}: gap {:.2}%; {stats:?}", gap_ppm as f64 / 1e4);
+        // The guard keeps the cheapest method; the MIP's result is no costlier than any.
+        let ilp = stats.counters["egraph.cost.ilp-ns"];
+        for method in ["greedy-extraction", "local-search"] {
+            assert!(ilp <= stats.counters[format!("egraph.cost.{method}-ns").as_str()], "{spec}: {stats:?}");
+        }
+        assert_same_outputs(spec, &original, &optimized, 1e-5);
+    }
+}
+
 /// `tessera bench egraph --measure` on a small GPT, BERT and ResNet: the guarded result is no
 /// costlier than any method's, and the compiled CPU artifacts before and after compute the same
 /// outputs to 1e-5 relative (f32). Weight-only values are priced as computed once (a CPU

@@ -225,7 +225,7 @@ fn compile_serve_writes_the_programs_and_manifest() {
     // each, and 16 f32 scales a block: 133,120 bytes (f32 would be 0.5 MiB).
     assert!(
         out.stdout.contains(
-            "4 rows per run, decode batches up to 4, 128 tokens per sequence, KV cache 32 blocks of 16 tokens (0.1 MiB)"
+            "4 rows per run (and 1, 2 for fewer tokens), decode batches up to 4, 128 tokens per sequence, KV cache 32 blocks of 16 tokens (0.1 MiB)"
         ),
         "{}",
         out.stdout
@@ -319,5 +319,96 @@ fn row_count_programs_share_one_copy_of_the_weights() {
                 .expect("generation runs");
             assert_eq!(generation.generated_ids, case.generated_ids, "{name}: prompt of {}", case.prompt_ids.len());
         }
+    }
+}
+
+/// A directory `tessera compile --serve --max-batch 4` wrote holds the programs for 1, 2 and 4
+/// rows (`rows1/`, `rows2/`), and every run uses the fewest rows that hold its tokens: a lone
+/// sequence prefills and decodes on one row, two sequences decode on two, a 100-token prompt
+/// prefills in runs of four; transformers' tokens throughout, for GPT-2 and Llama (GQA). A
+/// directory from before the buckets (no `row_buckets`) still runs, on its four rows only, and
+/// a bucket whose manifest is not the directory's programs for its rows is refused by path.
+#[test]
+fn a_compiled_directory_runs_each_step_on_its_fewest_rows() {
+    let reference = reference();
+    let work = tempfile::tempdir().expect("a temporary directory");
+    for name in ["llama-tiny", "gpt2-tiny"] {
+        let dir = work.path().join(name);
+        let source = cache().join(name);
+        let args = ["compile", source.to_str().expect("a UTF-8 path"), "--serve", "--max-batch", "4"];
+        let out = tessera(
+            &repo_root(),
+            &[&args[..], &["--max-seq", "160", "-o", dir.to_str().expect("a UTF-8 path")]].concat(),
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.stdout.contains("4 rows per run (and 1, 2 for fewer tokens)"), "{}", out.stdout);
+        let open =
+            |dir: &std::path::Path| open_model(dir.to_str().expect("a UTF-8 path"), 0).expect("the directory opens");
+        let model = open(&dir);
+        let mut engine = tessera::serve::compiled::build_one_rank(&model, 40).expect("the engine builds");
+        assert_eq!(engine.row_counts(), [1, 2, 4]);
+        let cases = &reference.models[name];
+        let lone = cases.iter().find(|c| c.prompt_ids.len() == 1).expect("a one-token prompt");
+        let generation = generate(&mut engine, &model, &lone.prompt, &greedy(reference.new_tokens), &mut |_| {})
+            .expect("generation");
+        assert_eq!(generation.generated_ids, lone.generated_ids, "{name}: one-token prompt");
+        // One prefill run and 49 decode runs, all on one row.
+        assert_eq!(engine.runs_per_row_count(), [(1, 50), (2, 0), (4, 0)], "{name}");
+        for case in cases.iter().filter(|c| c.prompt_ids.len() > 1) {
+            let generation = generate(&mut engine, &model, &case.prompt, &greedy(reference.new_tokens), &mut |_| {})
+                .expect("generation");
+            assert_eq!(generation.generated_ids, case.generated_ids, "{name}: prompt of {}", case.prompt_ids.len());
+        }
+        // Prompts of 7 and 100 tokens: 2 + 25 runs of four rows (the last 7-token chunk of 3
+        // rows included), every decode on one row.
+        assert_eq!(engine.runs_per_row_count(), [(1, 50 + 2 * 49), (2, 0), (4, 27)], "{name}");
+        // The one- and seven-token prompts decoded together: two rows a step.
+        let pair: Vec<_> = cases.iter().filter(|c| c.prompt_ids.len() <= 7).collect();
+        let seqs: Vec<u64> = pair.iter().map(|_| engine.add_sequence()).collect();
+        let mut next: Vec<u32> = pair
+            .iter()
+            .zip(&seqs)
+            .map(|(c, &seq)| argmax(&engine.prefill(seq, &c.prompt_ids).expect("prefill")))
+            .collect();
+        let before = engine.runs_per_row_count();
+        for step in 1..reference.new_tokens {
+            let batch: Vec<(u64, u32)> = seqs.iter().copied().zip(next.iter().copied()).collect();
+            next = engine.decode(&batch).expect("a decode step of two").iter().map(|l| argmax(l)).collect();
+            for (case, &token) in pair.iter().zip(&next) {
+                assert_eq!(token, case.generated_ids[step], "{name}: prompt of {}, two at once", case.prompt_ids.len());
+            }
+        }
+        let after = engine.runs_per_row_count();
+        assert_eq!(after[1].1 - before[1].1, reference.new_tokens as u64 - 1, "{name}: {before:?} -> {after:?}");
+        // A directory from before the buckets: its manifest without them, no bucket directories.
+        let old = work.path().join(format!("{name}-old"));
+        let copy = std::process::Command::new("cp").args(["-r"]).arg(&dir).arg(&old).status().expect("cp runs");
+        assert!(copy.success());
+        for rows in [1, 2] {
+            std::fs::remove_dir_all(old.join(format!("rows{rows}"))).expect("the bucket is removed");
+        }
+        let manifest_path = old.join("serve.json");
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest_path).expect("serve.json")).expect("JSON");
+        manifest.as_object_mut().expect("an object").remove("row_buckets").expect("the directory's buckets");
+        std::fs::write(&manifest_path, manifest.to_string()).expect("serve.json is written");
+        let old_model = open(&old);
+        let mut old_engine = tessera::serve::compiled::build_one_rank(&old_model, 40).expect("the old engine builds");
+        assert_eq!(old_engine.row_counts(), [4]);
+        let seven = cases.iter().find(|c| c.prompt_ids.len() == 7).expect("a seven-token prompt");
+        let generation =
+            generate(&mut old_engine, &old_model, &seven.prompt, &greedy(reference.new_tokens), &mut |_| {})
+                .expect("generation");
+        assert_eq!(generation.generated_ids, seven.generated_ids, "{name}: the old directory");
+        // A bucket whose manifest names other rows.
+        let bucket = dir.join("rows2").join("serve.json");
+        let text = std::fs::read_to_string(&bucket).expect("the bucket's manifest");
+        std::fs::write(&bucket, text.replace("\"rows\": 2", "\"rows\": 3")).expect("the manifest is written");
+        let error = tessera::serve::compiled::build_one_rank(&open(&dir), 40).err().expect("a mismatched bucket");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("rows2/serve.json: not the programs of") && message.contains("for 2 rows"),
+            "{message}"
+        );
     }
 }

@@ -35,6 +35,7 @@ mod serve_tp;
 mod shard;
 mod srun;
 mod stablehlo;
+mod stablehlo_manual;
 mod stablehlo_mesh;
 mod support;
 mod tidy;

@@ -127,3 +127,36 @@ fn onnx_models_run_and_summarize_directly() {
     assert_eq!(info.code, 0, "{}", info.stderr);
     assert!(info.stdout.contains("softmax"), "{}", info.stdout);
 }
+
+/// `--tolerances` compares a case under its own tolerance, as onnx's backend test does: the DFT
+/// inverse data (NumPy's float32 FFT, 1.9e-7 where the exact value is 0) fails the default atol
+/// 1e-7 and passes onnx's 1e-6; a malformed tolerance line is a located error and exit 1.
+#[test]
+fn test_onnx_applies_per_case_tolerances_and_refuses_a_malformed_list() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&node_tests().join("test_dft_inverse"), &dir.path().join("cases/test_dft_inverse"));
+    let out = tessera(dir.path(), &["test-onnx", "cases"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert_eq!(out.stdout.lines().last(), Some("onnx-node: 0 passed, 1 failed, 0 unsupported"));
+
+    std::fs::write(dir.path().join("tolerances.txt"), "# onnx's dft_atol\ntest_dft_inverse: atol=1e-6\n").unwrap();
+    let out = tessera(dir.path(), &["test-onnx", "cases", "--tolerances", "tolerances.txt"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(out.stdout.lines().last(), Some("onnx-node: 1 passed, 0 failed, 0 unsupported"));
+
+    std::fs::write(dir.path().join("bad.txt"), "test_dft: atol=1e-6\ntest_dft_inverse: atol=wide\n").unwrap();
+    let out = tessera(dir.path(), &["test-onnx", "cases", "--tolerances", "bad.txt"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("bad.txt") && out.stderr.contains("line 2: atol: 'wide' is not a finite number >= 0"));
+}
+
+/// 3-D AveragePool and LpPool (two 2-D pools) and LRN (an average pool over the channels)
+/// compile with no step left to the interpreter and give the node tests' expected outputs.
+#[test]
+fn three_d_pooling_and_lrn_compile_for_the_cpu_and_match_the_node_tests() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["test_averagepool_3d_dilations_small", "test_lppool_3d_default", "test_lrn", "test_lrn_default"] {
+        let outcome = crate::support::run_node_test_compiled(&node_tests().join(name), tmp.path());
+        assert_eq!(outcome, tessera_frontend::onnx::conformance::Outcome::Passed, "{name}");
+    }
+}

@@ -7,13 +7,9 @@
 //! side of the same cases runs in `tessera test-onnx` (the manifest, and the frontend test of
 //! the fixtures).
 
-use crate::support::{repo_root, tessera};
+use crate::support::repo_root;
 use std::path::{Path, PathBuf};
-use tessera_frontend::onnx::conformance::{run_node_test, Outcome};
-use tessera_ir::graph::Graph;
-use tessera_ir::tensor::Tensor;
-use tessera_runtime::executor::cpu::CpuExecutor;
-use tessera_runtime::executor::load::load;
+use tessera_frontend::onnx::conformance::Outcome;
 
 fn recurrent_cases() -> Vec<PathBuf> {
     let root = repo_root();
@@ -45,14 +41,6 @@ fn compiled_recurrent_layers_match_onnxruntime_with_no_reference_steps() {
     let tmp = tempfile::tempdir().expect("tempdir");
     for case in recurrent_cases() {
         let name = case.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let artifact = tmp.path().join(&name);
-        let model = case.join("model.onnx").to_string_lossy().into_owned();
-        let out = tessera(tmp.path(), &["compile", &model, "-o", &artifact.to_string_lossy()]);
-        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
-        let reference_steps = out.stdout.lines().find_map(|l| l.strip_prefix("reference steps: "));
-        assert!(reference_steps.is_some_and(|r| r.starts_with("0 of ")), "{name}: {}", out.stdout);
-        let executor = CpuExecutor::new(load(&artifact).expect("load")).expect("executor");
-        let compiled = |_: &Graph, inputs: &[(String, Tensor)]| executor.run(inputs).map_err(|e| e.to_string());
-        assert_eq!(run_node_test(&case, &compiled), Outcome::Passed, "{name}");
+        assert_eq!(crate::support::run_node_test_compiled(&case, tmp.path()), Outcome::Passed, "{name}");
     }
 }

@@ -100,3 +100,85 @@ fn a_rank_process_that_panics_ends_the_job() {
     let stderr = server.stderr_text();
     assert!(stderr.contains("aborting the MPI job: tensor-parallel rank 1 panicked: injected failure"), "{stderr}");
 }
+
+/// `mpirun -n 2 tessera generate DIR` on a two-rank directory: rank 0 prints one JSON object
+/// with transformers' tokens (tp 2) for prompts of 1, 7 and 100 tokens and 50 new tokens,
+/// rank 1 follows its steps and prints nothing, and both exit 0 (streamed text too: rank 0
+/// alone writes it). A checkpoint (not a compiled directory) under two processes is refused.
+#[test]
+fn two_rank_processes_generate_the_tokens_of_one() {
+    let reference = crate::serve_reference::reference();
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let dir = two_rank_directory(work.path());
+    let dir = dir.to_str().expect("a UTF-8 path");
+    let limit = Duration::from_secs(120);
+    let new_tokens = reference.new_tokens.to_string();
+    for case in &reference.models["llama-tiny"] {
+        let args = ["generate", dir, "--prompt", &case.prompt, "--max-new-tokens", &new_tokens, "--json"];
+        let out = crate::mpi::mpirun(&repo_root(), 2, &args, &[], limit);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "rank 0 alone prints: {}", out.stdout);
+        let json: serde_json::Value = serde_json::from_str(lines[0]).expect("one JSON object");
+        let label = format!("prompt of {} tokens", case.prompt_ids.len());
+        assert_eq!(json["generated_ids"], json!(case.generated_ids), "{label}");
+        assert_eq!(json["tp"], 2, "{label}");
+        assert!(json["all_reduce_seconds"].as_f64().is_some_and(|s| s > 0.0), "{label}: {json}");
+    }
+    let case = &reference.models["llama-tiny"][1];
+    let streamed = crate::mpi::mpirun(&repo_root(), 2, &["generate", dir, "--prompt", &case.prompt], &[], limit);
+    let alone = tessera(&repo_root(), &["generate", dir, "--prompt", &case.prompt]);
+    assert_eq!((streamed.code, alone.code), (Some(0), 0), "{}\n{}", streamed.stderr, alone.stderr);
+    assert_eq!(streamed.stdout, alone.stdout, "two processes stream what the threads of one do");
+    let source = checkpoint("llama-tiny");
+    let args = ["generate", source.to_str().expect("a UTF-8 path"), "--prompt", "hi"];
+    let refused = crate::mpi::mpirun(&repo_root(), 2, &args, &[], limit);
+    assert_ne!(refused.code, Some(0));
+    assert!(refused.stderr.contains("under a launcher of 2 processes"), "{}", refused.stderr);
+}
+
+/// Under MPI a step that fails on one rank (a program error, `TESSERA_SERVE_FAULT=1:3:error`,
+/// not a crash) is undone on every rank, as with threads: `generate` exits 1 naming the rank
+/// and its error without aborting the job, and a server answers the request of the failed
+/// step with a 500 naming the rank, then serves 8 mixed requests with transformers' tokens
+/// and ends with exit 0 on SIGTERM.
+#[test]
+fn a_step_failing_on_a_rank_process_is_undone_and_the_ranks_serve_on() {
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let dir = two_rank_directory(work.path());
+    let fault = [(tessera::fault::SERVE_ENV, "1:3:error")];
+    let args = ["generate", dir.to_str().expect("a UTF-8 path"), "--prompt", "Hello world", "--json"];
+    let out = crate::mpi::mpirun(&repo_root(), 2, &args, &fault, Duration::from_secs(60));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "no tokens from a failed generation: {}", out.stdout);
+    let cause = "tensor-parallel rank 1 failed the step: program embed: injected failure (Engine::inject_fault) on tensor-parallel rank 1";
+    assert!(out.stderr.contains(cause), "{}", out.stderr);
+    assert!(!out.stderr.contains("aborting the MPI job"), "{}", out.stderr);
+
+    let mut server = mpirun_serve(&dir, &fault);
+    let body = json!({"prompt": "Hello world", "max_tokens": 20, "temperature": 0});
+    let failed = client::request(&server.address, "POST", "/v1/completions", body.to_string().as_bytes())
+        .expect("the request goes through");
+    assert_eq!(failed.status, 500, "{}", failed.text());
+    assert!(failed.text().contains(cause), "{}", failed.text());
+    eight_mixed_requests_match_transformers(&server, "llama-tiny");
+    let rank0 = rank_process(server.pid(), 0);
+    // SAFETY: kill(2) on a process of this test's job has no memory effects.
+    assert_eq!(unsafe { libc::kill(rank0, libc::SIGTERM) }, 0);
+    assert_eq!(server.wait_exit(Duration::from_secs(60), "after SIGTERM to rank 0"), 0);
+    let stderr = server.stderr_text();
+    assert!(stderr.contains("tensor-parallel rank 1: a step failed and was undone on every rank"), "{stderr}");
+
+    // Rank 0's head failing in a decode step (one run, past its all-reduces): rank 1 has
+    // finished the step when rank 0 fails, and undoes it on rank 0's word.
+    let mut server = mpirun_serve(&dir, &[(tessera::fault::SERVE_ENV, "0:3:head-error")]);
+    let failed = client::request(&server.address, "POST", "/v1/completions", body.to_string().as_bytes())
+        .expect("the request goes through");
+    assert_eq!(failed.status, 500, "{}", failed.text());
+    assert!(failed.text().contains("program head: injected failure"), "{}", failed.text());
+    eight_mixed_requests_match_transformers(&server, "llama-tiny");
+    let rank0 = rank_process(server.pid(), 0);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(rank0, libc::SIGTERM) }, 0);
+    assert_eq!(server.wait_exit(Duration::from_secs(60), "after SIGTERM to rank 0"), 0);
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tessera::serve::{build_engine, build_mesh_engine, generate, open_model, GenerateOptions};
 use tessera_ir::serving::ServeShape;
 use tessera_runtime::serve::engine::{Fault, ServingEngine};
-use tessera_runtime::serve::sampling::SamplingParams;
+use tessera_runtime::serve::sampling::{argmax, SamplingParams};
 use tessera_runtime::serve::ServeError;
 
 /// Far below the mesh's 300 s receive deadline: a peer that waited for it would fail the test.
@@ -140,6 +140,34 @@ fn a_step_failing_on_one_rank_names_it_and_the_mesh_runs_on() {
     }
 }
 
+/// A failure past a run's all-reduces (rank 0's head, `Fault::HeadError`), in a 7-token
+/// prefill's first one-row run (rank 1 then waits in the next run's all-reduce) and in its
+/// last (rank 1 has finished the step, and undoes it after): the error names rank 0, and the
+/// same sequence prefilled again gives transformers' tokens, so no rank kept the failed step.
+#[test]
+fn a_head_failure_on_rank_0_is_undone_on_every_rank() {
+    let reference = reference();
+    let case = &reference.models["llama-tiny"][1];
+    let model = open_model(checkpoint("llama-tiny").to_str().expect("a UTF-8 path"), 0).expect("the checkpoint opens");
+    let shape = ServeShape::new(1, 64, 16);
+    let (mut two, _) =
+        build_mesh_engine(&model, shape, shape.cache_blocks(), &[], 2).expect("the two-rank engine builds");
+    for runs_before in [0, case.prompt_ids.len() - 1] {
+        let seq = two.add_sequence();
+        two.inject_fault(0, runs_before, Fault::HeadError);
+        let error = two.prefill(seq, &case.prompt_ids).expect_err("the injected failure");
+        assert!(matches!(error, ServeError::RankFailed { rank: 0, .. }), "{error}");
+        let mut next = argmax(&two.prefill(seq, &case.prompt_ids).expect("the same prompt again"));
+        let mut generated = vec![next];
+        while generated.len() < NEW_TOKENS {
+            next = argmax(&two.decode(&[(seq, next)]).expect("a decode step")[0]);
+            generated.push(next);
+        }
+        assert_eq!(generated, case.generated_ids[..NEW_TOKENS], "after a head failure {runs_before} runs in");
+        two.release(seq);
+    }
+}
+
 /// Rank 1 panicking part-way through a prefill is caught at its thread and stops rank 0's
 /// all-reduce at once; the mesh is lost: this step and every later call fail with
 /// `RankLost` naming rank 1 and the panic, and dropping the mesh does not hang.
@@ -199,8 +227,8 @@ fn compile_serving_dir(work: &std::path::Path, name: &str, mesh: &str) -> std::p
     out_dir
 }
 
-/// Per-rank serving artifacts: `compile --serve --mesh tp=2` writes the programs once and
-/// `rank0/`, `rank1/` with each rank's shards only (rank 1 has no head; a query projection is
+/// Per-rank serving artifacts: `compile --serve --mesh tp=2` writes the programs once (and
+/// for one row in `rows1/`) and `rank0/`, `rank1/` with each rank's shards only (rank 1 has no head; a query projection is
 /// half its columns), and `generate DIR` gives transformers' tokens for the GPT-2 and Llama
 /// (GQA) checkpoints from the two-rank and the one-rank directory alike, with no checkpoint.
 #[test]
@@ -210,7 +238,8 @@ fn compiled_rank_directories_generate_the_tokens_of_one_rank() {
     for name in ["gpt2-tiny", "llama-tiny"] {
         let two = compile_serving_dir(work.path(), name, "tp=2");
         let one = compile_serving_dir(work.path(), name, "tp=1");
-        let expected = ["attn_out", "embed", "head", "layer_in", "mlp", "model.json", "rank0", "rank1", "serve.json"];
+        let expected =
+            ["attn_out", "embed", "head", "layer_in", "mlp", "model.json", "rank0", "rank1", "rows1", "serve.json"];
         let expected: Vec<String> = expected.iter().chain(&["tokenizer.json"]).map(|s| s.to_string()).collect();
         assert_eq!(crate::support::files_in(&two), expected, "{name}: the programs once, a directory per rank");
         assert_eq!(crate::support::files_in(&two.join("rank1")), ["weights.safetensors"], "{name}: weights only");

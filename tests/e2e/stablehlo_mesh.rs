@@ -21,7 +21,11 @@ const TOLERANCE: f64 = 1e-4;
 
 /// Runs `module` (a replicated StableHLO module) on `rank_inputs.len()` XLA replicas; each
 /// rank's outputs in order.
-fn run_on_xla_replicas(dir: &Path, module: &Path, rank_inputs: &[Vec<(String, Tensor)>]) -> Vec<Vec<Tensor>> {
+pub(crate) fn run_on_xla_replicas(
+    dir: &Path,
+    module: &Path,
+    rank_inputs: &[Vec<(String, Tensor)>],
+) -> Vec<Vec<Tensor>> {
     let n = rank_inputs.len();
     let mut files = Vec::new();
     for (rank, inputs) in rank_inputs.iter().enumerate() {
@@ -140,7 +144,11 @@ const EVERY_COLLECTIVE: &str = r#"func.func @every_collective(%x: tensor<4x8xf32
 "#;
 
 /// Every rank's outputs of `graph` on tessera's in-process multi-rank executor.
-fn spmd_outputs(graph: &Graph, mesh: &Mesh, rank_inputs: &[Vec<(String, Tensor)>]) -> Vec<Vec<(String, Tensor)>> {
+pub(crate) fn spmd_outputs(
+    graph: &Graph,
+    mesh: &Mesh,
+    rank_inputs: &[Vec<(String, Tensor)>],
+) -> Vec<Vec<(String, Tensor)>> {
     // Fed by position: an imported program names its inputs `arg0`, ...
     let names: Vec<String> = graph.inputs().iter().map(|&v| graph.value(v).name.clone()).collect();
     let programs: Vec<RankProgram<'_>> = rank_inputs
@@ -288,6 +296,27 @@ fn malformed_collectives_are_located_errors_and_unexportable_programs_are_named(
         ),
         ("slice_offsets_of_no_axes", with_mesh(&replica_slice("dense<[0, 4, 4, 0]>", "4, 4"))),
         ("slice_cuts_two_dimensions", with_mesh(&replica_slice("dense<[0, 4, 4, 0]>", "2, 4"))),
+        // Point-to-point transfers ordered by tokens, as XLA pipelines write them.
+        (
+            "send",
+            collective_module(
+                REPLICATED,
+                "    %t = \"stablehlo.after_all\"() : () -> !stablehlo.token\n    %s = \"stablehlo.send\"(%arg0, %t) <{channel_handle = #stablehlo.channel_handle<handle = 1, type = 2>, is_host_transfer = false}> : (tensor<4x8xf32>, !stablehlo.token) -> !stablehlo.token\n    %0 = \"stablehlo.negate\"(%arg0) : (tensor<4x8xf32>) -> tensor<4x8xf32>",
+                "tensor<4x8xf32>",
+            ),
+        ),
+        (
+            "recv",
+            collective_module(
+                REPLICATED,
+                "    %t = \"stablehlo.after_all\"() : () -> !stablehlo.token\n    %r:2 = \"stablehlo.recv\"(%t) <{channel_handle = #stablehlo.channel_handle<handle = 1, type = 3>, is_host_transfer = false}> : (!stablehlo.token) -> (tensor<4x8xf32>, !stablehlo.token)\n    %0 = \"stablehlo.add\"(%arg0, %r#0) : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>",
+                "tensor<4x8xf32>",
+            ),
+        ),
+        (
+            "token_argument",
+            "module @m {\n  func.func public @main(%arg0: tensor<4x8xf32>, %arg1: !stablehlo.token) -> (tensor<4x8xf32>) {\n    \"func.return\"(%arg0) : (tensor<4x8xf32>) -> ()\n  }\n}\n".to_string(),
+        ),
     ];
     let mut messages: String =
         stablehlo_error_lines(work.path(), &cases).iter().map(|line| format!("{line}\n")).collect();

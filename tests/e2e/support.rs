@@ -152,3 +152,23 @@ pub fn stablehlo_error_lines<S: AsRef<str>>(dir: &Path, cases: &[(&str, S)]) -> 
         })
         .collect()
 }
+
+/// Compiles the ONNX node test (or fixture) directory `case` for the CPU into `tmp`, asserts that
+/// no step is left to the reference interpreter, and runs its data sets on the compiled code
+/// under the node-test tolerances.
+pub fn run_node_test_compiled(case: &Path, tmp: &Path) -> tessera_frontend::onnx::conformance::Outcome {
+    use tessera_runtime::executor::cpu::CpuExecutor;
+    use tessera_runtime::executor::load::load;
+    let name = case.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let artifact = tmp.join(&name);
+    let model = case.join("model.onnx").to_string_lossy().into_owned();
+    let out = tessera(tmp, &["compile", &model, "-o", &artifact.to_string_lossy()]);
+    assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+    let reference_steps = out.stdout.lines().find_map(|l| l.strip_prefix("reference steps: "));
+    assert!(reference_steps.is_some_and(|r| r.starts_with("0 of ")), "{name}: {}", out.stdout);
+    let executor = CpuExecutor::new(load(&artifact).expect("load")).expect("executor");
+    let compiled = |_: &tessera_ir::graph::Graph, inputs: &[(String, tessera_ir::tensor::Tensor)]| {
+        executor.run(inputs).map_err(|e| e.to_string())
+    };
+    tessera_frontend::onnx::conformance::run_node_test(case, &compiled)
+}

@@ -1153,13 +1153,63 @@ impl Importer {
     }
 
     fn try_fold(&self, op: &Op, inputs: &[ValueId]) -> Option<Vec<Tensor>> {
-        let consts: Vec<&Tensor> = inputs.iter().map(|&v| self.constant_of(v)).collect::<Option<_>>()?;
+        // Only ops of constants are typed here (a shape rule may refuse, or overflow on, what
+        // the graph builder reports with a located error).
+        let constant_source = |v: ValueId| {
+            self.constant_of(v).or_else(|| {
+                let node = self.graph.node(self.graph.producer(v)?);
+                match (&node.op, node.inputs.as_slice()) {
+                    (Op::Broadcast { .. }, [source]) => self.constant_of(*source),
+                    _ => None,
+                }
+            })
+        };
+        if !inputs.iter().all(|&v| constant_source(v).is_some()) {
+            return None;
+        }
         let types: Vec<&TensorType> = inputs.iter().map(|&v| &self.graph.value(v).ty).collect();
         let results = op.infer(&types).ok()?;
         let small = results.iter().all(|t| t.num_elements().is_some_and(|n| n <= FOLD_LIMIT));
+        if !small {
+            return None;
+        }
+        // Operands are constants, or float constants broadcast (kept as broadcasts, below),
+        // evaluated here at their full shape.
+        let mut largest_constant = 0;
+        let mut operands: Vec<std::borrow::Cow<Tensor>> = Vec::with_capacity(inputs.len());
+        for &v in inputs {
+            let (constant, full) = self.folding_operand(v)?;
+            largest_constant = largest_constant.max(constant.len());
+            operands.push(full);
+        }
+        // A float result larger than every constant it is computed from is a broadcast of
+        // them (a per-channel scale or bias, a scalar): it stays a `tsr.broadcast` of the small
+        // constant, not a copy at the activation's size (PP-OCR cls's batch norms and
+        // hard-swish constants had made 7.6 MB of weights out of 0.5 MB, and every kernel and
+        // epilogue read five activation-sized tensors instead of a few channels' values).
+        let expands =
+            results.iter().any(|t| t.dtype.is_float() && t.num_elements().is_some_and(|n| n > largest_constant as u64));
+        if expands {
+            return None;
+        }
+        let refs: Vec<&Tensor> = operands.iter().map(|t| t.as_ref()).collect();
         // Evaluation errors (say, integer division by zero) are left to run time, where they
         // belong to the inputs that cause them, so folding never turns a valid model invalid.
-        small.then(|| op.eval(&consts, &results).ok()).flatten()
+        op.eval(&refs, &results).ok()
+    }
+
+    /// `v` as a folding operand: the constant it is, or the float constant it broadcasts
+    /// (with the broadcast evaluated); `None` when it is computed at run time.
+    fn folding_operand(&self, v: ValueId) -> Option<(&Tensor, std::borrow::Cow<'_, Tensor>)> {
+        if let Some(t) = self.constant_of(v) {
+            return Some((t, std::borrow::Cow::Borrowed(t)));
+        }
+        let node = self.graph.node(self.graph.producer(v)?);
+        let (Op::Broadcast { .. }, [source]) = (&node.op, node.inputs.as_slice()) else { return None };
+        let constant = self.constant_of(*source)?;
+        let ty = &self.graph.value(v).ty;
+        let full = node.op.eval(&[constant], std::slice::from_ref(ty)).ok()?.pop()?;
+        Some((constant, std::borrow::Cow::Owned(full)))
     }
 
     pub fn constant(&mut self, t: Tensor) -> ValueId {

@@ -21,8 +21,8 @@
 //! (without a channel, for the same reason as `all_to_all`). The mesh is written as
 //! `sdy.mesh @mesh` so the import can name the axes again. A global program's
 //! `tsr.sharding_constraint`s are written as `sdy.sharding_constraint` over the mesh of its
-//! boundary shardings (refused without one, and in a per-rank program, where `shard` has
-//! already resharded at them). `send`/`recv` are refused: they join
+//! boundary shardings (refused without one; in a per-rank program they are identities and
+//! write as their operand). `send`/`recv` are refused: they join
 //! pipeline stages, which run different programs, while XLA runs one program on every replica.
 
 use std::fmt::Write as _;
@@ -957,12 +957,11 @@ impl Writer {
     }
 
     /// `tsr.sharding_constraint` of a global program: `sdy.sharding_constraint` over the
-    /// boundary shardings' mesh.
+    /// boundary shardings' mesh. In a per-rank program (an imported GSPMD shard_map keeps the
+    /// layout its blocks were cut by) it is the identity it is on every rank: its operand.
     fn sharding_constraint(&mut self, sharding: &Sharding, x: &V, out: &Shape) -> EResult<V> {
         if self.mesh.is_some() {
-            return refuse(
-                "a sharding constraint in a per-rank program: 'shard' reshards at constraints and removes them",
-            );
+            return Ok(x.clone());
         }
         let Some(mesh) = &self.io_mesh else {
             return refuse(

@@ -19,7 +19,13 @@
 //! `collective_permute`) of a replicated per-rank module become tsr collectives, their
 //! `replica_groups` (or `source_target_pairs`) read as mesh axes ([`collective`]); `replica_id`
 //! is known per replica at import, and the `dynamic_slice` at a `replica_id`-indexed offset
-//! that tessera exports `all_slice` as reads back as `all_slice` (`translate::replica`). Every
+//! that tessera exports `all_slice` as reads back as `all_slice` (`translate::replica`). A
+//! `jax.shard_map` body (Shardy's `sdy.manual_computation`, GSPMD's `@SPMDFullToShardShape` /
+//! `@SPMDShardToFullShape`) makes the module a per-rank program over its mesh: every rank cuts
+//! its blocks with `all_slice`, runs the body and joins the results with `all_gather`
+//! (`translate::manual`). `send`/`recv` are refused: in a module every replica runs, they have no
+//! partner program (tsr's join pipeline stages that run different programs). The reader stops
+//! at the first op holding the `!stablehlo.token` that orders them, naming that op. Every
 //! failure is a [`StablehloError`] at a line and column. [`export`] writes the other way,
 //! per-rank programs with their collectives included.
 

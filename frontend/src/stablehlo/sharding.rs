@@ -3,12 +3,15 @@
 //! `mhlo.sharding` strings (`{replicated}`, `{devices=[2,1]0,1}`, `{devices=[2,1,2]<=[4]
 //! last_tile_dim_replicate}`).
 //!
-//! A GSPMD tile assignment names devices, not mesh axes; tessera reads one whose devices are in
-//! order (`0,1,...` or `<=[n]`) as a mesh with one axis per tile count above 1, named `d0`,
-//! `d1`, ... in order (the replicated last tile dimension included), so every tiled annotation
-//! of a module must tile the devices the same way. Forms with no tsr sharding (a value on one
-//! device, manual or tuple shardings, devices out of order, Shardy sub-axes, priorities,
-//! unreduced axes, inline meshes) are errors naming the form.
+//! A GSPMD tile assignment names devices, not mesh axes; tessera reads the devices' order as a
+//! mesh: each tile count splits into prime digits, each digit steps the device id by a fixed
+//! stride, and sorting the digits by stride gives the mesh's axes `d0`, `d1`, ... (slowest
+//! first; neighbouring digits of one tile dimension merge). So `<=[4]` in order, an iota with a
+//! transpose (`<=[2,2]T(1,0)`: a dimension split over the faster axis `d1`) and an explicit list
+//! in such an order all read, and every tiled annotation of a module must give the same mesh.
+//! Forms with no tsr sharding (a value on one device, manual or tuple shardings, devices in no
+//! mesh order, Shardy sub-axes, priorities, unreduced axes, inline meshes) are errors naming the
+//! form.
 
 use super::syntax::Attr;
 use tessera_ir::graph::Graph;
@@ -69,13 +72,7 @@ pub fn read_io_shardings(
             }
             Annotation::Mhlo(text) => {
                 let parsed = parse_mhlo_sharding(text).map_err(|e| format!("{what}: {e}"))?;
-                let grid = parsed.grid();
-                let key = if grid.is_empty() {
-                    None
-                } else {
-                    let m = mhlo_mesh(&grid).map_err(|e| format!("{what}: mhlo.sharding \"{text}\": {e}"))?;
-                    Some((format!("the device grid {grid:?}"), m))
-                };
+                let key = parsed.mesh().map(|m| (format!("the device grid {m}"), m.clone()));
                 (key, parsed.to_sharding(rank))
             }
         };
@@ -190,56 +187,150 @@ pub fn parse_sdy_sharding(text: &str) -> Result<(String, Sharding), String> {
     Ok((mesh_name.trim().to_string(), sharding))
 }
 
-/// A GSPMD sharding tessera can read: replicated, or tiled over devices in order.
+/// A GSPMD sharding tessera can read: replicated, or tiled over devices in an order a mesh of
+/// named axes gives (any iota tile assignment `<=[dims]T(perm)`, or a device list in such an
+/// order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MhloSharding {
     Replicated,
-    /// Tile counts per tensor dimension, and the trailing replication count (1 when absent).
+    /// The mesh the tile assignment's devices form (axes `d0`, `d1`, ... from the slowest-varying
+    /// device id digit to the fastest), and the axes each tensor dimension is split over (major
+    /// first); the replicated last tile dimension's axes split nothing.
     Tiled {
-        tiles: Vec<u64>,
-        replicate: u64,
+        mesh: Mesh,
+        dims: Vec<Vec<String>>,
     },
 }
 
 impl MhloSharding {
-    /// The device grid this sharding implies: the tile counts above 1, in order.
-    pub fn grid(&self) -> Vec<u64> {
+    /// The mesh of a tiled sharding.
+    pub fn mesh(&self) -> Option<&Mesh> {
         match self {
-            MhloSharding::Replicated => Vec::new(),
-            MhloSharding::Tiled { tiles, replicate } => {
-                tiles.iter().chain(std::iter::once(replicate)).copied().filter(|&t| t > 1).collect()
-            }
+            MhloSharding::Replicated => None,
+            MhloSharding::Tiled { mesh, .. } => Some(mesh),
         }
     }
 
-    /// The tsr sharding over the mesh of [`mhlo_mesh`] for this sharding's grid.
+    /// The tsr sharding of a value of rank `rank` over [`MhloSharding::mesh`].
     pub fn to_sharding(&self, rank: usize) -> Sharding {
         match self {
             MhloSharding::Replicated => Sharding::replicated(rank),
-            MhloSharding::Tiled { tiles, .. } => {
-                let mut next_axis = 0;
-                let dims = tiles
-                    .iter()
-                    .map(|&t| {
-                        if t > 1 {
-                            next_axis += 1;
-                            vec![format!("d{}", next_axis - 1)]
-                        } else {
-                            Vec::new()
-                        }
-                    })
-                    .collect();
-                Sharding { dims, partial: None }
-            }
+            MhloSharding::Tiled { dims, .. } => Sharding { dims: dims.clone(), partial: None },
         }
     }
 }
 
-/// The mesh tessera reads a GSPMD device grid as: axes `d0`, `d1`, ... of the grid's sizes.
-pub fn mhlo_mesh(grid: &[u64]) -> Result<Mesh, String> {
-    let names: Vec<String> = (0..grid.len()).map(|i| format!("d{i}")).collect();
-    let pairs: Vec<(&str, u64)> = names.iter().map(String::as_str).zip(grid.iter().copied()).collect();
-    Mesh::new(&pairs)
+/// The prime factors of `n`, smallest first.
+fn prime_factors(mut n: u64) -> Vec<u64> {
+    let mut factors = Vec::new();
+    let mut p = 2;
+    while p * p <= n {
+        while n % p == 0 {
+            factors.push(p);
+            n /= p;
+        }
+        p += 1;
+    }
+    if n > 1 {
+        factors.push(n);
+    }
+    factors
+}
+
+/// The devices of an iota tile assignment `<=[reshape]T(perm)` (or `<=[n]`): `0..n` reshaped,
+/// transposed by `perm` and read in row-major order.
+fn iota_devices(reshape: &[u64], perm: Option<&[usize]>) -> Result<Vec<u64>, String> {
+    let n: u64 = reshape.iter().product();
+    let identity: Vec<usize> = (0..reshape.len()).collect();
+    let perm = perm.unwrap_or(&identity);
+    let mut sorted = perm.to_vec();
+    sorted.sort_unstable();
+    if sorted != identity {
+        return Err(format!("T{perm:?} is not a permutation of the {} reshape dimensions", reshape.len()));
+    }
+    let mut strides = vec![1u64; reshape.len()];
+    for d in (0..reshape.len().saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * reshape[d + 1];
+    }
+    let shape: Vec<u64> = perm.iter().map(|&p| reshape[p]).collect();
+    let mut devices = Vec::with_capacity(n as usize);
+    for flat in 0..n {
+        let mut rest = flat;
+        let mut device = 0;
+        for (d, &size) in shape.iter().enumerate().rev() {
+            device += (rest % size) * strides[perm[d]];
+            rest /= size;
+        }
+        devices.push(device);
+    }
+    Ok(devices)
+}
+
+/// The mesh and per-dimension axes of a tile assignment: `devices` holds the device of every
+/// tile, row-major over `grid` (the tile counts, the replicated last dimension included). Each
+/// grid dimension is split into prime digits; each digit must step the device id by a fixed
+/// stride, and the strides must be a row-major numbering of the digits in some order: that order
+/// is the mesh's (adjacent digits of one dimension in order merge into one axis).
+fn tile_mesh(grid: &[u64], devices: &[u64]) -> Result<(Mesh, Vec<Vec<String>>), String> {
+    let n: u64 = grid.iter().product();
+    let mut seen = vec![false; n as usize];
+    for &d in devices {
+        match seen.get_mut(d as usize) {
+            Some(s) if !*s => *s = true,
+            _ => return Err(format!("the tile assignment is not the devices 0..{n} each once")),
+        }
+    }
+    if devices.len() as u64 != n {
+        return Err(format!("{} devices for {n} tiles", devices.len()));
+    }
+    // (grid dimension, size) of every digit, major first, and its stride among the tiles.
+    let digits: Vec<(usize, u64)> = grid
+        .iter()
+        .enumerate()
+        .flat_map(|(d, &size)| prime_factors(size).into_iter().rev().map(move |p| (d, p)))
+        .collect();
+    let mut tile_strides = vec![1u64; digits.len()];
+    for k in (0..digits.len().saturating_sub(1)).rev() {
+        tile_strides[k] = tile_strides[k + 1] * digits[k + 1].1;
+    }
+    let device_strides: Vec<u64> = tile_strides.iter().map(|&s| devices[s as usize]).collect();
+    let mut order: Vec<usize> = (0..digits.len()).collect();
+    order.sort_by_key(|&k| std::cmp::Reverse(device_strides[k]));
+    let mut expected = 1;
+    for &k in order.iter().rev() {
+        if device_strides[k] != expected {
+            return Err("no mesh of named axes numbers them in this order".into());
+        }
+        expected *= digits[k].1;
+    }
+    for (tile, &device) in devices.iter().enumerate() {
+        let at: u64 =
+            (0..digits.len()).map(|k| (tile as u64 / tile_strides[k]) % digits[k].1 * device_strides[k]).sum();
+        if at != device {
+            return Err("no mesh of named axes numbers them in this order".into());
+        }
+    }
+    // Merge digits adjacent in the mesh that are adjacent digits of one dimension, in order.
+    let mut axes: Vec<(usize, Vec<usize>, u64)> = Vec::new(); // (dimension, digits, size)
+    for &k in &order {
+        match axes.last_mut() {
+            Some((d, ks, size)) if *d == digits[k].0 && k.checked_sub(1).is_some_and(|j| ks.last() == Some(&j)) => {
+                ks.push(k);
+                *size *= digits[k].1;
+            }
+            _ => axes.push((digits[k].0, vec![k], digits[k].1)),
+        }
+    }
+    let names: Vec<String> = (0..axes.len()).map(|i| format!("d{i}")).collect();
+    let pairs: Vec<(&str, u64)> = names.iter().map(String::as_str).zip(axes.iter().map(|a| a.2)).collect();
+    let mesh = Mesh::new(&pairs)?;
+    let mut dims: Vec<Vec<String>> = vec![Vec::new(); grid.len()];
+    let mut by_digit: Vec<(usize, usize)> = axes.iter().enumerate().map(|(i, (_, ks, _))| (ks[0], i)).collect();
+    by_digit.sort_unstable();
+    for (_, i) in by_digit {
+        dims[axes[i].0].push(names[i].clone());
+    }
+    Ok((mesh, dims))
 }
 
 /// Reads an `mhlo.sharding` string.
@@ -267,10 +358,8 @@ pub fn parse_mhlo_sharding(text: &str) -> Result<MhloSharding, String> {
         return Err(format!("{}: expected replicated, maximal or devices=[...]", form()));
     };
     let (tiles_text, rest) = rest.split_once(']').ok_or_else(|| format!("{}: the tile counts have no ']'", form()))?;
-    let mut tiles = tiles_text
-        .split(',')
-        .map(|t| t.trim().parse::<u64>().ok().filter(|&t| t > 0))
-        .collect::<Option<Vec<u64>>>()
+    let mut grid = int_list(tiles_text)
+        .filter(|t| t.iter().all(|&t| t > 0))
         .ok_or_else(|| format!("{}: tile counts must be positive integers", form()))?;
     let (devices_text, flags) = match rest.split_once(' ') {
         Some((d, f)) => (d.trim(), f.trim()),
@@ -281,21 +370,43 @@ pub fn parse_mhlo_sharding(text: &str) -> Result<MhloSharding, String> {
         "last_tile_dim_replicate" => true,
         other => return Err(format!("{}: '{other}' has no tsr sharding", form())),
     };
-    let devices: u64 = tiles.iter().product();
-    let in_order = if let Some(iota) = devices_text.strip_prefix("<=[") {
-        iota.strip_suffix(']').and_then(|n| n.trim().parse::<u64>().ok()) == Some(devices)
-    } else {
-        let listed: Option<Vec<u64>> = devices_text.split(',').map(|d| d.trim().parse().ok()).collect();
-        listed.is_some_and(|l| l.len() as u64 == devices && l.iter().enumerate().all(|(i, &d)| d == i as u64))
-    };
-    if !in_order {
-        return Err(format!(
-            "{}: devices '{devices_text}' are not the {devices} devices in order, which tessera needs to name mesh axes",
-            form()
-        ));
+    let n: u64 = grid.iter().product();
+    if n == 1 {
+        return Ok(MhloSharding::Replicated);
     }
-    let replicate = if replicate_last { tiles.pop().unwrap_or(1) } else { 1 };
-    Ok(MhloSharding::Tiled { tiles, replicate })
+    let devices = if let Some(iota) = devices_text.strip_prefix("<=[") {
+        let (reshape_text, transpose) =
+            iota.split_once(']').ok_or_else(|| format!("{}: the iota dimensions have no ']'", form()))?;
+        let reshape = int_list(reshape_text).ok_or_else(|| format!("{}: iota dimensions must be integers", form()))?;
+        let perm = match transpose.trim() {
+            "" => None,
+            t => Some(
+                t.strip_prefix("T(")
+                    .and_then(|p| p.strip_suffix(')'))
+                    .and_then(int_list)
+                    .ok_or_else(|| format!("{}: expected T(permutation) after the iota dimensions", form()))?,
+            ),
+        };
+        if reshape.iter().product::<u64>() != n {
+            return Err(format!("{}: the iota dimensions {reshape:?} do not hold the {n} tiles", form()));
+        }
+        let perm: Option<Vec<usize>> = perm.map(|p| p.into_iter().map(|i| i as usize).collect());
+        iota_devices(&reshape, perm.as_deref()).map_err(|e| format!("{}: {e}", form()))?
+    } else {
+        int_list(devices_text).ok_or_else(|| format!("{}: devices '{devices_text}' are not a list of ids", form()))?
+    };
+    let (mesh, mut dims) =
+        tile_mesh(&grid, &devices).map_err(|e| format!("{}: devices '{devices_text}': {e}", form()))?;
+    if replicate_last {
+        grid.pop();
+        dims.pop();
+    }
+    Ok(MhloSharding::Tiled { mesh, dims })
+}
+
+/// `2,1,2` as integers.
+fn int_list(text: &str) -> Option<Vec<u64>> {
+    text.split(',').map(|t| t.trim().parse::<u64>().ok()).collect()
 }
 
 /// Writes `sharding` as Shardy's `#sdy.sharding<@mesh, [...]>`.
@@ -346,22 +457,41 @@ mod tests {
     #[test]
     fn mhlo_shardings_read_as_a_device_grid() {
         assert_eq!(parse_mhlo_sharding("{replicated}"), Ok(MhloSharding::Replicated));
-        let tiled = parse_mhlo_sharding("{devices=[2,1]0,1}").expect("tiled");
-        assert_eq!(tiled, MhloSharding::Tiled { tiles: vec![2, 1], replicate: 1 });
-        assert_eq!(tiled.grid(), vec![2]);
-        assert_eq!(tiled.to_sharding(2).to_string(), "[{d0}, {}]");
-        let partly = parse_mhlo_sharding("{devices=[1,2,2]<=[4] last_tile_dim_replicate}").expect("replicate");
-        assert_eq!(partly.grid(), vec![2, 2]);
-        assert_eq!(partly.to_sharding(2).to_string(), "[{}, {d0}]");
-        assert_eq!(mhlo_mesh(&partly.grid()).expect("mesh").to_string(), "d0=2,d1=2");
+        let read = |t: &str| {
+            let parsed = parse_mhlo_sharding(t).expect(t);
+            let mesh = parsed.mesh().map(|m| m.to_string()).unwrap_or_default();
+            format!("{mesh} {}", parsed.to_sharding(2))
+        };
+        assert_eq!(read("{devices=[2,1]0,1}"), "d0=2 [{d0}, {}]");
+        assert_eq!(read("{devices=[1,2,2]<=[4] last_tile_dim_replicate}"), "d0=2,d1=2 [{}, {d0}]");
+        assert_eq!(read("{devices=[4,1]<=[4]}"), "d0=4 [{d0}, {}]");
+        // Transposed: tile (i, j) is on device 2j + i, so rows follow the fast axis d1.
+        assert_eq!(read("{devices=[2,2]<=[2,2]T(1,0)}"), "d0=2,d1=2 [{d1}, {d0}]");
+        assert_eq!(read("{devices=[2,2]0,2,1,3}"), "d0=2,d1=2 [{d1}, {d0}]");
+        // JAX's P('y', None) over a 2x2 mesh: rows over y, replicated over x.
+        assert_eq!(read("{devices=[2,1,2]<=[2,2]T(1,0) last_tile_dim_replicate}"), "d0=2,d1=2 [{d1}, {}]");
+        // One dimension over both axes, minor first: tile i on device 2(i mod 2) + i div 2.
+        assert_eq!(read("{devices=[4,1]<=[2,2]T(1,0)}"), "d0=2,d1=2 [{d1, d0}, {}]");
+        assert_eq!(read("{devices=[4,2]<=[2,2,2]T(2,1,0)}"), "d0=2,d1=2,d2=2 [{d2, d1}, {d0}]");
+    }
+
+    #[test]
+    fn iota_devices_reshape_transpose_and_flatten() {
+        assert_eq!(iota_devices(&[2, 2], Some(&[1, 0])), Ok(vec![0, 2, 1, 3]));
+        assert_eq!(iota_devices(&[2, 3], Some(&[1, 0])), Ok(vec![0, 3, 1, 4, 2, 5]));
+        assert_eq!(iota_devices(&[4], None), Ok(vec![0, 1, 2, 3]));
+        assert!(iota_devices(&[2, 2], Some(&[0, 0])).is_err());
     }
 
     #[test]
     fn mhlo_forms_without_a_tsr_sharding_are_named_in_the_error() {
         let err = |t: &str| parse_mhlo_sharding(t).expect_err(t);
         assert!(err("{maximal device=0}").contains("\"{maximal device=0}\": a value on one device"));
-        assert!(err("{devices=[2,1]1,0}").contains("not the 2 devices in order"));
-        assert!(err("{devices=[2,2]<=[2,2]T(1,0)}").contains("not the 4 devices in order"));
+        assert!(err("{devices=[4,1]0,3,1,2}")
+            .contains("devices '0,3,1,2': no mesh of named axes numbers them in this order"));
+        assert!(err("{devices=[2,1]0,0}").contains("not the devices 0..2 each once"));
+        assert!(err("{devices=[2,2]<=[2,2]T(1,1)}").contains("not a permutation"));
+        assert!(err("{devices=[2,2]<=[3]}").contains("do not hold the 4 tiles"));
         assert!(err("{manual}").contains("manual"));
         assert!(err("{devices=[2,1]0,1 last_tile_dims={manual}}").contains("has no tsr sharding"));
     }

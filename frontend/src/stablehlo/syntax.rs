@@ -118,7 +118,7 @@ pub struct Block {
 
 /// Reads a whole module: the top-level ops (`module` or `"builtin.module"`, or bare functions).
 pub fn parse_module(text: &str) -> SResult<Vec<Op>> {
-    let mut reader = Reader { text, bytes: text.as_bytes(), pos: 0, depth: 0 };
+    let mut reader = Reader { text, bytes: text.as_bytes(), pos: 0, depth: 0, op_name: String::new() };
     let mut ops = Vec::new();
     loop {
         reader.skip_trivia();
@@ -134,6 +134,8 @@ struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
     depth: usize,
+    /// The op whose text is being read, so that a type it cannot hold names it.
+    op_name: String,
 }
 
 fn is_ident_byte(b: u8) -> bool {
@@ -329,6 +331,18 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         if self.peek() == Some(b'!') {
             let name = self.ident_after_bang()?;
+            if name == "stablehlo.token" {
+                return self.err(
+                    start,
+                    format!(
+                        "{}: !stablehlo.token has no tsr counterpart: tokens order the point-to-point \
+                         stablehlo.send/recv (and infeed/outfeed), while tsr's send/recv join pipeline stages that run \
+                         different programs and every replica runs this module (collective_permute moves data between \
+                         replicas)",
+                        self.op_name
+                    ),
+                );
+            }
             return self.err(start, format!("type !{name} is not supported (only tensors)"));
         }
         let word = self.ident()?;
@@ -827,13 +841,15 @@ impl<'a> Reader<'a> {
             operand_types: Vec::new(),
             result_types: Vec::new(),
         };
-        if self.peek() == Some(b'"') {
-            op.name = self.string()?;
+        let generic = self.peek() == Some(b'"');
+        op.name = if generic { self.string()? } else { self.ident()? };
+        let outer = std::mem::replace(&mut self.op_name, op.name.clone());
+        if generic {
             self.generic_op(&mut op)?;
         } else {
-            op.name = self.ident()?;
             self.custom_op(&mut op)?;
         }
+        self.op_name = outer;
         Ok(op)
     }
 
@@ -909,7 +925,8 @@ impl<'a> Reader<'a> {
                 self.expect(">")?;
                 self.trailing_attrs_and_signature(op)
             }
-            "return" | "func.return" | "stablehlo.return" => {
+            "sdy.manual_computation" => self.custom_manual_computation(op),
+            "return" | "func.return" | "stablehlo.return" | "sdy.return" => {
                 self.skip_trivia();
                 if self.peek() == Some(b'%') {
                     loop {
@@ -1109,6 +1126,32 @@ impl<'a> Reader<'a> {
             }
         }
         Ok(())
+    }
+
+    /// `sdy.manual_computation(%a, ...) in_shardings=[...] out_shardings=[...] manual_axes={...}
+    /// (%arg: T, ...) { ... } : (types) -> types`; the shardings and axes keep their text.
+    fn custom_manual_computation(&mut self, op: &mut Op) -> SResult<()> {
+        op.operands = self.operand_list()?;
+        for (key, open, close) in
+            [("in_shardings", "[", b']'), ("out_shardings", "[", b']'), ("manual_axes", "{", b'}')]
+        {
+            if !self.eat_word(key) {
+                return self.expected(&format!("'{key}=' in sdy.manual_computation"));
+            }
+            self.expect("=")?;
+            self.expect(open)?;
+            let inner = self.balanced_until(close)?;
+            op.attrs.push((key.into(), Attr::Opaque(format!("{open}{inner}{}", close as char))));
+            self.pos += 1;
+        }
+        self.expect("(")?;
+        let args = self.comma_list(")", |p| {
+            let arg = p.value_ref()?;
+            p.expect(":")?;
+            Ok((arg.name, p.ty()?))
+        })?;
+        op.regions.push(self.braced_block(args)?);
+        self.trailing_attrs_and_signature(op)
     }
 
     /// `stablehlo.while(%iterArg = %init, ...) : T, ... cond { ... } do { ... }`.

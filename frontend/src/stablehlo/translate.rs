@@ -190,6 +190,7 @@ fn collective_mesh(meshes: &[(String, String)], top: &[SOp]) -> Result<Option<Me
 
 mod constraint;
 mod general_indexing;
+mod manual;
 mod replica;
 
 struct Translator<'m> {
@@ -220,7 +221,7 @@ impl<'m> Translator<'m> {
             env.insert(name.clone(), vec![v]);
         }
         for op in &block.ops {
-            if matches!(op.name.as_str(), "return" | "func.return" | "stablehlo.return") {
+            if matches!(op.name.as_str(), "return" | "func.return" | "stablehlo.return" | "sdy.return") {
                 return op.operands.iter().map(|r| lookup(&env, r)).collect();
             }
             let vals = self.op(op, &env)?;
@@ -305,6 +306,10 @@ impl<'m> Translator<'m> {
 
     fn op(&mut self, op: &'m SOp, env: &Env) -> SResult<Vec<Val>> {
         let args: Vec<Val> = op.operands.iter().map(|r| lookup(env, r)).collect::<SResult<_>>()?;
+        if manual::is_manual_marker(op) {
+            check_arity(op, &args, 1)?;
+            return Ok(args);
+        }
         if let Some(form) = constraint::form_of(op) {
             return self.with_constraint(op, env, args, form);
         }
@@ -370,7 +375,9 @@ impl<'m> Translator<'m> {
             _ if super::collective::is_collective(name) => {
                 arity(1)?;
                 let mesh = self.mesh.as_ref().map_err(|e| SyntaxError { offset: at, message: format!("{name}: {e}") })?;
-                let collective = super::collective::collective_of(op, mesh.as_ref())?;
+                // A GSPMD shard_map body's groups are over the device grid its shardings name.
+                let mesh = mesh.as_ref().or(self.constraint_mesh.as_ref().map(|(_, m)| m));
+                let collective = super::collective::collective_of(op, mesh)?;
                 let x = self.materialize(&args[0], at)?;
                 let id = self.add(Op::Collective(collective), &[x], at)?;
                 one(Val::node(id, self.graph.value(id).ty.clone()))
@@ -390,10 +397,7 @@ impl<'m> Translator<'m> {
                      data between replicas)"
                 ),
             ),
-            "sdy.manual_computation" => err(
-                at,
-                "sdy.manual_computation (a shard_map or pmap body) is not read: import the global program (tessera partitions it with 'shard') or a per-rank program as a replicated module (mhlo.num_replicas)",
-            ),
+            "sdy.manual_computation" => self.manual_computation(op, env, args),
             "stablehlo.convolution" => {
                 arity(2)?;
                 one(self.convolution(op, &args[0], &args[1])?)
@@ -659,6 +663,9 @@ impl<'m> Translator<'m> {
                     _ => None,
                 });
                 let target = target.unwrap_or_default();
+                if matches!(target.as_str(), "SPMDFullToShardShape" | "SPMDShardToFullShape") {
+                    return self.spmd_shape(op, args, target == "SPMDFullToShardShape");
+                }
                 if target == "shape_assertion" {
                     // JAX's check that the input shapes meet the export's constraints: checked
                     // here when it folds, else it is the run's binding of the dimensions.

@@ -85,6 +85,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write;
 use tessera_ir::graph::{Graph, ValueId};
+use tessera_ir::ops::Op;
 use tessera_ir::sharding::{Mesh, MeshError, Sharding};
 use tessera_ir::tensor::Tensor;
 
@@ -272,6 +273,8 @@ pub enum ShardError {
     Internal { stage: usize, message: String },
     #[error("{0}")]
     Feed(String),
+    #[error("the per-rank program's {node}: {message}")]
+    RankProgram { node: String, message: String },
     #[error("pipeline schedule {schedule}: {message}")]
     Schedule { schedule: PipelineSchedule, message: String },
 }
@@ -302,6 +305,44 @@ pub struct ShardedModule {
 }
 
 impl ShardedModule {
+    /// A program that is already per-rank (its collectives name axes of `mesh`, as an imported
+    /// `shard_map` body does) as the one stage every rank runs, its inputs and outputs
+    /// replicated: every rank reads the global inputs and returns the global outputs.
+    pub fn of_rank_program(g: &Graph, mesh: &Mesh) -> Result<ShardedModule, ShardError> {
+        tessera_ir::verify::verify(g).map_err(ShardError::InvalidInput)?;
+        let mut collectives = 0;
+        for (id, n) in g.nodes() {
+            let Op::Collective(c) = &n.op else { continue };
+            collectives += 1;
+            let node = || format!("tsr.{} (node {})", n.op.mnemonic(), id.index());
+            let Some(group) = c.group() else {
+                let message = "send/recv join pipeline stages; every rank runs this one program".to_string();
+                return Err(ShardError::RankProgram { node: node(), message });
+            };
+            if mesh.group_size(&group.axes).ok() != Some(group.size) {
+                let message = format!(
+                    "mesh axes {} of group size {} are not axes of the mesh {mesh}",
+                    group.axes.join(","),
+                    group.size
+                );
+                return Err(ShardError::RankProgram { node: node(), message });
+            }
+        }
+        let replicated =
+            |values: &[ValueId]| values.iter().map(|&v| Sharding::replicated(g.value(v).ty.rank())).collect();
+        let stage = StageProgram {
+            stage: 0,
+            ranks: (0..mesh.num_devices()).collect(),
+            graph: g.clone(),
+            input_shardings: replicated(g.inputs()),
+            output_shardings: replicated(g.outputs()),
+            collectives,
+            roofline_s: 0.0,
+            schedule: Vec::new(),
+        };
+        Ok(ShardedModule { mesh: mesh.clone(), stages: vec![stage] })
+    }
+
     /// The program rank `rank` runs.
     pub fn program_of(&self, rank: usize) -> Option<&StageProgram> {
         self.stages.iter().find(|s| s.ranks.contains(&rank))

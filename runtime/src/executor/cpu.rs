@@ -353,6 +353,9 @@ impl CpuExecutor {
             LibraryCall::MatMulTransposedB => {
                 library::matmul(first_in, ins.get(1).ok_or("missing operand")?, first_out, true)
             }
+            LibraryCall::IntegerMatMul { dtype } => {
+                library::integer_matmul(first_in, ins.get(1).ok_or("missing operand")?, first_out, *dtype)
+            }
             LibraryCall::Transpose { perm } => library::transpose(first_in, first_out, perm),
             LibraryCall::Gather { axis } => {
                 library::gather(first_in, ins.get(1).ok_or("missing operand")?, first_out, *axis as usize)

@@ -502,6 +502,7 @@ fn host_library_call(call: &LibraryCall, ins: &[In], outs: &mut [Out]) -> Result
             match call {
                 LibraryCall::MatMul => library::matmul(input(0)?, input(1)?, out, false),
                 LibraryCall::MatMulTransposedB => library::matmul(input(0)?, input(1)?, out, true),
+                LibraryCall::IntegerMatMul { dtype } => library::integer_matmul(input(0)?, input(1)?, out, *dtype),
                 LibraryCall::Transpose { perm } => library::transpose(input(0)?, out, perm),
                 LibraryCall::Gather { axis } => library::gather(input(0)?, input(1)?, out, *axis as usize),
                 LibraryCall::Slice { starts, steps } => library::slice(input(0)?, out, starts, steps),

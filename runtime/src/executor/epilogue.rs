@@ -115,6 +115,17 @@ impl<'a> BoundEpilogue<'a> {
     #[inline(always)]
     fn run_chunks(&self, block: &mut [f32], start: usize, values: &mut [[f32; LANES]]) {
         let code = &self.epilogue.code;
+        // A scalar operand (a clip bound, hard-swish's 3 and 6) is the same in every chunk:
+        // its register is filled once per call, not once per chunk.
+        let is_scalar = |op: &EpilogueOp| match *op {
+            EpilogueOp::Operand { index } => self.operands[index as usize].len() == 1,
+            _ => false,
+        };
+        for (op, register) in code.iter().zip(values.iter_mut()) {
+            if let (true, EpilogueOp::Operand { index }) = (is_scalar(op), op) {
+                register.fill(self.operands[*index as usize][0]);
+            }
+        }
         for (c, chunk) in block.chunks_mut(LANES).enumerate() {
             let base = start + c * LANES;
             let len = chunk.len();
@@ -123,6 +134,7 @@ impl<'a> BoundEpilogue<'a> {
                 let out = &mut rest[0][..len];
                 match *op {
                     EpilogueOp::Result => out.copy_from_slice(chunk),
+                    EpilogueOp::Operand { .. } if is_scalar(op) => {}
                     EpilogueOp::Operand { index } => {
                         let pattern = self.epilogue.operands[index as usize];
                         let data = self.operands[index as usize];
@@ -358,6 +370,7 @@ mod tests {
             operands: vec![
                 EpilogueOperand { inner: plane as u64, extent: channels as u64 },
                 EpilogueOperand { inner: 1, extent: total as u64 },
+                EpilogueOperand { inner: total as u64, extent: 1 },
             ],
             code: vec![
                 EpilogueOp::Result,
@@ -366,11 +379,14 @@ mod tests {
                 EpilogueOp::Unary { unary: UnaryOp::Relu, x: 2 },
                 EpilogueOp::Operand { index: 1 },
                 EpilogueOp::Binary { binary: BinaryOp::Add, a: 3, b: 4 },
+                EpilogueOp::Operand { index: 2 },
+                EpilogueOp::Binary { binary: BinaryOp::Min, a: 5, b: 6 },
             ],
         };
-        let bound = BoundEpilogue::new(&epilogue, vec![&bias, &residual], total).expect("binds");
+        let bound = BoundEpilogue::new(&epilogue, vec![&bias, &residual, &[1.5]], total).expect("binds");
         let input: Vec<f32> = (0..total).map(|i| (i as f32 * 0.37).sin()).collect();
-        let want: Vec<f32> = (0..total).map(|i| (input[i] + bias[i / plane]).max(0.0) + residual[i]).collect();
+        let want: Vec<f32> =
+            (0..total).map(|i| ((input[i] + bias[i / plane]).max(0.0) + residual[i]).min(1.5)).collect();
         for split in [1, 7, 64, 100, total] {
             let mut got = input.clone();
             let mut start = 0;
@@ -381,7 +397,7 @@ mod tests {
             }
             assert_eq!(got, want, "blocks of {split}");
         }
-        assert!(BoundEpilogue::new(&epilogue, vec![&bias[..2], &residual], total).is_err());
-        assert!(BoundEpilogue::new(&epilogue, vec![&bias], total).is_err());
+        assert!(BoundEpilogue::new(&epilogue, vec![&bias[..2], &residual, &[1.5]], total).is_err());
+        assert!(BoundEpilogue::new(&epilogue, vec![&bias, &residual], total).is_err());
     }
 }

@@ -9,6 +9,7 @@
 use super::epilogue::BoundEpilogue;
 use crate::spmd::RankComm;
 use tessera_ir::artifact::{decode, encode, BufferDesc, Epilogue, LibraryCall, Storage};
+use tessera_ir::dtype::DType;
 use tessera_ir::ops::collective::Collective;
 use tessera_ir::ops::optim::mean_negative_log_likelihood;
 use tessera_ir::ops::Op;
@@ -236,27 +237,8 @@ pub fn matmul_with(
         gemm(batches * m, &pa[..batches * m * k], &pb[..k * n], &mut po[..batches * m * n], threaded, 0);
         return Ok(());
     }
-    let index = |out_batch: usize, shape: &[usize]| -> usize {
-        // Maps a batch index of the output to one of an operand (trailing alignment, 1 stretches).
-        let mut rest = out_batch;
-        let mut idx = 0;
-        let mut stride = 1;
-        for d in (0..batch_out.len()).rev() {
-            let extent = batch_out[d];
-            let i = rest % extent.max(1);
-            rest /= extent.max(1);
-            if let Some(sd) = (d + shape.len()).checked_sub(batch_out.len()) {
-                let s = shape[sd];
-                if s != 1 {
-                    idx += i * stride;
-                }
-                stride *= s;
-            }
-        }
-        idx
-    };
     let one = |t: usize, c: &mut [f32], threaded: bool| {
-        let (ia, ib) = (index(t, ba), index(t, bb));
+        let (ia, ib) = (operand_batch(t, batch_out, ba), operand_batch(t, batch_out, bb));
         gemm(m, &pa[ia * m * k..(ia + 1) * m * k], &pb[ib * k * n..(ib + 1) * k * n], c, threaded, t * m * n);
     };
     if m * n == 0 {
@@ -269,6 +251,77 @@ pub fn matmul_with(
         outputs.par_bridge().for_each(|(t, c)| one(t, c, false));
     } else {
         outputs.for_each(|(t, c)| one(t, c, threaded));
+    }
+    Ok(())
+}
+
+/// Maps batch index `out_batch` of a matmul's output (batch dimensions `batch_out`) to the
+/// batch index of an operand whose batch dimensions are `shape` (aligned at the end, an extent
+/// of 1 stretches), NumPy-style.
+fn operand_batch(out_batch: usize, batch_out: &[usize], shape: &[usize]) -> usize {
+    let mut rest = out_batch;
+    let mut idx = 0;
+    let mut stride = 1;
+    for d in (0..batch_out.len()).rev() {
+        let extent = batch_out[d];
+        let i = rest % extent.max(1);
+        rest /= extent.max(1);
+        if let Some(sd) = (d + shape.len()).checked_sub(batch_out.len()) {
+            let s = shape[sd];
+            if s != 1 {
+                idx += i * stride;
+            }
+            stride *= s;
+        }
+    }
+    idx
+}
+
+/// A [`LibraryCall::IntegerMatMul`] step: `a @ b` on i64 storage with the interpreter's
+/// arithmetic (`tessera_ir::ops::matmul::eval`): products and sums wrap in i64, then the result
+/// wraps to `dtype`. That is exact for narrower integers too: wrapping is a ring homomorphism,
+/// so wrapping once at the end equals wrapping at `dtype`'s width after every operation.
+pub fn integer_matmul(a: &In, b: &In, out: &mut Out, dtype: DType) -> Result<(), String> {
+    if [a.desc.storage, b.desc.storage, out.desc.storage] != [Storage::I64; 3] || !dtype.is_int() {
+        return Err(format!("integer matmul of non-integer tensors ({dtype})"));
+    }
+    let (sa, sb, so) = (dims(a.desc), dims(b.desc), dims(out.desc));
+    if sa.len() < 2 || sb.len() < 2 || so.len() < 2 {
+        return Err("matmul operands need rank >= 2".into());
+    }
+    let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+    let n = sb[sb.len() - 1];
+    if sb[sb.len() - 2] != k || so[so.len() - 2] != m || so[so.len() - 1] != n {
+        return Err(format!("matmul shapes {sa:?} x {sb:?} -> {so:?} do not agree"));
+    }
+    let batch_out = &so[..so.len() - 2];
+    let (ba, bb) = (&sa[..sa.len() - 2], &sb[..sb.len() - 2]);
+    let (pa, pb) = (i64s(a.bytes), i64s(b.bytes));
+    let batches: usize = batch_out.iter().product();
+    if pa.len() < sa.iter().product() || pb.len() < sb.iter().product() || out.bytes.len() < 8 * batches * m * n {
+        return Err("integer matmul buffer too small".into());
+    }
+    let mut row = vec![0i64; n];
+    let mut rows = out.bytes.chunks_exact_mut(8 * n.max(1));
+    for t in 0..batches {
+        let (ia, ib) = (operand_batch(t, batch_out, ba), operand_batch(t, batch_out, bb));
+        let (x, y) = (&pa[ia * m * k..(ia + 1) * m * k], &pb[ib * k * n..(ib + 1) * k * n]);
+        for i in 0..m {
+            row.fill(0);
+            for (p, &lhs) in x[i * k..(i + 1) * k].iter().enumerate() {
+                // CumSum's triangular 0/1 matrix is half zeros.
+                if lhs == 0 {
+                    continue;
+                }
+                for (r, &v) in row.iter_mut().zip(&y[p * n..(p + 1) * n]) {
+                    *r = r.wrapping_add(lhs.wrapping_mul(v));
+                }
+            }
+            let Some(dest) = rows.next() else { return Ok(()) };
+            for (d, &r) in dest.chunks_exact_mut(8).zip(&row) {
+                d.copy_from_slice(&dtype.wrap_int(r).to_le_bytes());
+            }
+        }
     }
     Ok(())
 }
@@ -742,5 +795,48 @@ mod tests {
         check(&[12, 33, 17], &[12, 17, 29], &[12, 33, 29], false);
         check(&[2, 1, 9, 5], &[1, 3, 5, 7], &[2, 3, 9, 7], false);
         check(&[4, 9, 5], &[4, 7, 5], &[4, 9, 7], true);
+    }
+
+    /// The integer GEMM against the interpreter's `matmul` eval: the same values, for CumSum's
+    /// shape (`[1, s] @ [s, s]` with a triangular 0/1 matrix), broadcast batches on either side,
+    /// products and sums that overflow i64, and an i32 product that wraps at 32 bits.
+    #[test]
+    fn integer_matmul_equals_the_interpreter_and_wraps_like_it() {
+        use tessera_ir::tensor::Tensor;
+        let int_desc = |shape: &[usize]| BufferDesc { storage: Storage::I64, ..desc(shape) };
+        let run = |dtype: DType, sa: &[usize], a: Vec<i64>, sb: &[usize], b: Vec<i64>, so: &[usize]| {
+            let (ta, tb) = (Tensor::from_i64(dtype, sa.to_vec(), a), Tensor::from_i64(dtype, sb.to_vec(), b));
+            let expected = tessera_ir::ops::matmul::eval(&ta, &tb, so).expect("interpreter");
+            let (da, db, dout) = (int_desc(sa), int_desc(sb), int_desc(so));
+            let (ba, bb) = (encode(&ta), encode(&tb));
+            let mut out = vec![0xA5u8; 8 * so.iter().product::<usize>()];
+            let mut o = Out { desc: &dout, bytes: &mut out };
+            integer_matmul(&In { desc: &da, bytes: &ba }, &In { desc: &db, bytes: &bb }, &mut o, dtype).unwrap();
+            assert_eq!(out, encode(&expected), "{dtype} {sa:?} x {sb:?}");
+            out
+        };
+        let seeded = |n: usize, seed: i64, scale: i64| -> Vec<i64> {
+            (0..n as i64).map(|i| (i.wrapping_mul(2654435761) ^ seed) % 201 * scale - 100 * scale).collect()
+        };
+        // CumSum of position ids along a symbolic axis: ones below and on the diagonal.
+        let s = 7;
+        let ids: Vec<i64> = (0..s as i64).map(|i| i % 3).collect();
+        let lower: Vec<i64> = (0..s * s).map(|e| i64::from(e / s <= e % s)).collect();
+        let cumsum = run(DType::I64, &[1, s], ids.clone(), &[s, s], lower, &[1, s]);
+        let prefix: Vec<u8> = ids
+            .iter()
+            .scan(0i64, |acc, x| {
+                *acc += x;
+                Some(*acc)
+            })
+            .flat_map(i64::to_le_bytes)
+            .collect();
+        assert_eq!(cumsum, prefix);
+        run(DType::I64, &[2, 1, 3, 4], seeded(24, 1, 1), &[5, 4, 2], seeded(40, 2, 1), &[2, 5, 3, 2]);
+        run(DType::I64, &[3, 5], seeded(15, 3, 1 << 40), &[4, 5, 6], seeded(120, 4, 1 << 40), &[4, 3, 6]);
+        // Products of up to 2^32 summed over 4: the i32 result wraps where the i64 one does not.
+        let (a, b) = (seeded(24, 5, 1 << 12), seeded(12, 6, 1 << 12));
+        let wide = run(DType::I64, &[2, 3, 4], a.clone(), &[4, 3], b.clone(), &[2, 3, 3]);
+        assert_ne!(run(DType::I32, &[2, 3, 4], a, &[4, 3], b, &[2, 3, 3]), wide);
     }
 }

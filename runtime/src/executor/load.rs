@@ -409,6 +409,7 @@ fn check_program(p: &Program, weights_bytes: u64) -> Result<(), String> {
             Step::Library { call, .. } => match call {
                 LibraryCall::MatMul
                 | LibraryCall::MatMulTransposedB
+                | LibraryCall::IntegerMatMul { .. }
                 | LibraryCall::Gather { .. }
                 | LibraryCall::Conv2d { .. } => n_in == 2 && n_out == 1,
                 LibraryCall::Transpose { .. }

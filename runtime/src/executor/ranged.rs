@@ -46,7 +46,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera_ir::artifact::{DimRange, MANIFEST_FILE, SYMBOLIC_PROGRAM_FILE};
+use tessera_ir::artifact::{DimRange, LibraryCall, Step, MANIFEST_FILE, SYMBOLIC_PROGRAM_FILE};
 use tessera_ir::graph::{Graph, InputRole};
 use tessera_ir::tensor::Tensor;
 use tessera_ir::types::Dim;
@@ -288,7 +288,7 @@ pub struct RangedBound<'e> {
     programs: HashMap<BTreeMap<String, u64>, Option<Bound<CpuExecutor>>>,
     /// Per compile, in order: the sizes (`batch=2, seq=5`), how long compiling, binding and the
     /// first run took, and why the interpreter runs these sizes instead, if it does.
-    compiles: Vec<(String, Duration, Option<String>)>,
+    compiles: Vec<SizeCompile>,
 }
 
 impl std::fmt::Debug for RangedBound<'_> {
@@ -333,19 +333,30 @@ impl RangedBound<'_> {
         // falls back to the interpreter, which checked the inputs above, and is reported.
         let start = Instant::now();
         let spelled = spell(&sizes);
+        let mut reference_steps = 0;
         let compiled = specializer
             .specialize(&executor.graph, &sizes, &executor.options)
             .map_err(|message| ArtifactError::Specialize { sizes: spelled.clone(), message })
-            .and_then(|artifact| CpuExecutor::new(artifact)?.into_bound(&self.resident))
+            .and_then(|artifact| {
+                reference_steps = artifact
+                    .program
+                    .steps
+                    .iter()
+                    .filter(|step| matches!(step, Step::Library { call: LibraryCall::Reference { .. }, .. }))
+                    .count();
+                CpuExecutor::new(artifact)?.into_bound(&self.resident)
+            })
             .and_then(|mut bound| bound.run(inputs).map(|outputs| (bound, outputs)));
+        let took = start.elapsed();
         match compiled {
             Ok((bound, outputs)) => {
-                self.compiles.push((spelled, start.elapsed(), None));
+                self.compiles.push(SizeCompile { sizes: spelled, took, reference_steps, fallback: None });
                 self.programs.insert(sizes, Some(bound));
                 Ok(outputs)
             }
             Err(why) => {
-                self.compiles.push((spelled, start.elapsed(), Some(why.to_string())));
+                let fallback = Some(why.to_string());
+                self.compiles.push(SizeCompile { sizes: spelled, took, reference_steps, fallback });
                 self.programs.insert(sizes, None);
                 interpreter::run(&executor.graph, &feeds).map_err(symbolic)
             }
@@ -355,9 +366,22 @@ impl RangedBound<'_> {
     /// Every compile so far (sizes spelled `batch=2, seq=5`, the time it took with the bind and
     /// the first run, and why the interpreter runs those sizes, if it does), in order: empty
     /// when no specializer was given.
-    pub fn compiles(&self) -> &[(String, Duration, Option<String>)] {
+    pub fn compiles(&self) -> &[SizeCompile] {
         &self.compiles
     }
+}
+
+/// One compile of a range artifact at the sizes of a run.
+#[derive(Debug, Clone)]
+pub struct SizeCompile {
+    /// The sizes, spelled `batch=2, seq=5`.
+    pub sizes: String,
+    /// The compile with the bind and the first run.
+    pub took: Duration,
+    /// Steps of the compiled program that run an op's reference semantics (issue 16: none).
+    pub reference_steps: usize,
+    /// Why the interpreter runs these sizes, if it does.
+    pub fallback: Option<String>,
 }
 
 /// `batch=2, seq=5`.

@@ -240,11 +240,13 @@ fn run_ranged(dir: &Path, config: &RunConfig) -> Result<RunReport, RunError> {
         if executor.specializes() {
             // The compile is part of the first run at each size, so the first run's time
             // includes it; the compiles are listed apart too.
-            for (sizes, took, fallback) in bound.compiles() {
-                report.diagnostics += &match fallback {
+            for compile in bound.compiles() {
+                let sizes = &compile.sizes;
+                report.diagnostics += &match &compile.fallback {
                     None => format!(
-                        "range artifact: compiled at {sizes} in {:.3} s with the first run (cached for later runs)\n",
-                        took.as_secs_f64()
+                        "range artifact: compiled at {sizes} in {:.3} s with the first run (cached for later runs), {} reference steps\n",
+                        compile.took.as_secs_f64(),
+                        compile.reference_steps
                     ),
                     Some(why) => format!("range artifact: interpreted at {sizes}: the compiled path failed: {why}\n"),
                 };

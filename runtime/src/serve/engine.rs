@@ -212,6 +212,8 @@ struct RowPrograms {
     layer_out: LayerOutBindings,
     /// Absent on tensor-parallel ranks other than 0: rank 0 alone computes logits.
     head: Option<Bound<CpuExecutor>>,
+    /// Runs of these programs so far.
+    runs: u64,
 }
 
 impl RowPrograms {
@@ -245,7 +247,7 @@ impl RowPrograms {
                 mlp: per_layer(*mlp, store, weights)?,
             },
         };
-        Ok(RowPrograms { rows: manifest.shape.rows as usize, embed, layer_in, layer_out, head })
+        Ok(RowPrograms { rows: manifest.shape.rows as usize, embed, layer_in, layer_out, head, runs: 0 })
     }
 }
 
@@ -257,6 +259,9 @@ struct RankLink {
     row_parallel_bias: Vec<(Vec<f32>, Vec<f32>)>,
     /// Time spent in all-reduces, waiting for the peers included.
     all_reduce_time: Duration,
+    /// Whether a program failure is announced to the peers at their next all-reduce
+    /// ([`Engine::announce_failures`]) instead of aborting the communicator.
+    announce_failures: bool,
 }
 
 impl RankLink {
@@ -266,6 +271,14 @@ impl RankLink {
         let started = Instant::now();
         let group: Vec<usize> = (0..self.comm.size()).collect();
         let all = self.comm.exchange(&group, &Tensor::from_f32(vec![partial.len()], partial))?;
+        // A failure announced in place of a partial ([`RankLink::announce_failure`]): every
+        // rank sees the same announcements at the same all-reduce, so all stop here alike.
+        if let Some((rank, t)) = all.iter().enumerate().find(|(_, t)| matches!(t.data, Buffer::Int(_))) {
+            let Buffer::Int(bytes) = &t.data else { unreachable!("matched above") };
+            let message = String::from_utf8_lossy(&bytes.iter().map(|&b| b as u8).collect::<Vec<u8>>()).into_owned();
+            self.all_reduce_time += started.elapsed();
+            return Err(ServeError::RankFailed { rank, message });
+        }
         let mut parts = all.iter().map(|t| match &t.data {
             Buffer::F32(values) if values.len() == t.len() => Ok(&values[..]),
             _ => Err(ServeError::Invalid("an all-reduce operand is not f32".into())),
@@ -281,6 +294,18 @@ impl RankLink {
         }
         self.all_reduce_time += started.elapsed();
         Ok(sum)
+    }
+}
+
+impl RankLink {
+    /// Joins the peers' next all-reduce with `error`'s text (UTF-8 bytes as an i64 tensor) in
+    /// place of this rank's partial sum, so that every rank returns
+    /// [`ServeError::RankFailed`] from it and undoes the step.
+    fn announce_failure(&mut self, error: &ServeError) -> Result<(), ServeError> {
+        let group: Vec<usize> = (0..self.comm.size()).collect();
+        let bytes: Vec<i64> = error.to_string().bytes().map(i64::from).collect();
+        self.comm.exchange(&group, &Tensor::from_i64(DType::I64, vec![bytes.len()], bytes))?;
+        Ok(())
     }
 }
 
@@ -305,6 +330,9 @@ pub enum Fault {
     Error,
     /// The run panics, as a bug would: nothing is undone.
     Panic,
+    /// The run's head fails (after its all-reduces, when the peers have done their part of
+    /// the run): the step is undone on every rank.
+    HeadError,
 }
 
 /// The serving engine: see [`crate::serve`].
@@ -324,6 +352,9 @@ pub struct Engine {
     forward_fault: Option<(usize, Fault)>,
     /// Tensor parallelism: this rank's link to the others (`None` for one rank).
     rank: Option<RankLink>,
+    /// Each sequence's `(seq, len, blocks)` from before the last step, if it succeeded
+    /// ([`Engine::undo_last_step`]).
+    last_step: Option<Vec<(SeqId, usize, usize)>>,
 }
 
 impl Engine {
@@ -403,7 +434,7 @@ impl Engine {
                         .collect::<Result<Vec<_>, ServeError>>()?,
                     _ => Vec::new(),
                 };
-                Some(RankLink { comm, row_parallel_bias, all_reduce_time: Duration::ZERO })
+                Some(RankLink { comm, row_parallel_bias, all_reduce_time: Duration::ZERO, announce_failures: false })
             }
         };
         let total_blocks = u32::try_from(cache_blocks)
@@ -438,6 +469,7 @@ impl Engine {
             rotary,
             forward_fault: None,
             rank,
+            last_step: None,
         })
     }
 
@@ -493,6 +525,12 @@ impl Engine {
         self.row_programs.iter().map(|p| p.rows).collect()
     }
 
+    /// Each row count the engine has programs for, fewest first, with how many runs of the
+    /// programs used it: a run uses the fewest rows that hold its tokens.
+    pub fn runs_per_row_count(&self) -> Vec<(usize, u64)> {
+        self.row_programs.iter().map(|p| (p.rows, p.runs)).collect()
+    }
+
     /// A new, empty sequence.
     pub fn add_sequence(&mut self) -> SeqId {
         let id = self.next_seq;
@@ -503,6 +541,7 @@ impl Engine {
 
     /// Drops a sequence and lets go of its blocks.
     pub fn release(&mut self, seq: SeqId) {
+        self.last_step = None;
         if let Some(s) = self.sequences.remove(&seq) {
             s.blocks.into_iter().for_each(|b| self.blocks.release(b));
         }
@@ -535,6 +574,7 @@ impl Engine {
     /// engine as it was; out of blocks is [`ServeError::OutOfBlocks`], for a scheduler to
     /// preempt on.
     pub fn step(&mut self, work: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>, ServeError> {
+        self.last_step = None;
         let shape = self.manifest.shape;
         let vocab = self.manifest.model.vocab;
         let mut needed = 0;
@@ -573,25 +613,58 @@ impl Engine {
             s.len += tokens.len();
         }
         let mut logits = vec![Vec::new(); work.len()];
-        for chunk in rows.chunks(shape.rows as usize) {
+        let chunks = rows.len().div_ceil(shape.rows as usize);
+        for (chunk_index, chunk) in rows.chunks(shape.rows as usize).enumerate() {
+            // Whether the run got past its all-reduces (to the head, rank 0's alone).
+            let mut in_head = false;
             let result = match self.forward_fault {
-                // Before any collective, so injected on every rank it fails them all alike.
+                // Before any collective (but `HeadError`), so injected on every rank it fails
+                // them all alike.
                 Some((0, fault)) => {
                     self.forward_fault = None;
                     let message = format!("injected failure (Engine::inject_fault){}", self.rank_suffix());
-                    if fault == Fault::Panic {
-                        panic!("{message}");
+                    match fault {
+                        Fault::Panic => panic!("{message}"),
+                        Fault::Error => Err(ServeError::Program { program: "embed".into(), message }),
+                        Fault::HeadError => self.forward(work, chunk).and_then(|_| {
+                            in_head = true;
+                            Err(ServeError::Program { program: "head".into(), message })
+                        }),
                     }
-                    Err(ServeError::Program { program: "embed".into(), message })
                 }
                 fault => {
                     self.forward_fault = fault.map(|(runs, kind)| (runs - 1, kind));
-                    self.forward(work, chunk)
+                    match self.forward(work, chunk) {
+                        Ok((at, stream)) => {
+                            in_head = true;
+                            self.head(at, stream, chunk.len())
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
             };
-            if let (Err(e), Some(rank)) = (&result, &self.rank) {
-                // The peers may be waiting for this rank's part of an all-reduce.
-                rank.comm.abort(&e.to_string());
+            if let (Err(e), Some(rank)) = (&result, &mut self.rank) {
+                match e {
+                    // Every rank saw the announcement at the same all-reduce: nothing pends.
+                    ServeError::RankFailed { .. } if rank.announce_failures => {}
+                    // The communicator itself failed: the ranks can no longer agree.
+                    ServeError::Collective(_) | ServeError::RankFailed { .. } | ServeError::RankLost { .. } => {
+                        rank.comm.abort(&e.to_string())
+                    }
+                    // The peers wait at their next all-reduce: this run's, or the next run's
+                    // after a failure in the head (rank 0's, past the run's all-reduces); after
+                    // the step's last run they have finished it and the leader undoes it
+                    // ([`Engine::undo_last_step`]).
+                    _ if rank.announce_failures => {
+                        if !in_head || chunk_index + 1 < chunks {
+                            if let Err(lost) = rank.announce_failure(e) {
+                                rank.comm.abort(&format!("{e} (and announcing it failed: {lost})"));
+                            }
+                        }
+                    }
+                    // The peers may be waiting for this rank's part of an all-reduce.
+                    _ => rank.comm.abort(&e.to_string()),
+                }
             }
             let chunk_logits = match result {
                 Ok(logits) => logits,
@@ -606,7 +679,26 @@ impl Engine {
                 }
             }
         }
+        self.last_step = Some(before);
         Ok(logits)
+    }
+
+    /// Undoes the last step if it succeeded (and nothing changed the sequences since): what a
+    /// tensor-parallel rank does when a peer failed after this rank's part of the step was
+    /// done (rank 0's head, past the last all-reduce). A no-op after a failed or refused step.
+    pub fn undo_last_step(&mut self) {
+        if let Some(before) = self.last_step.take() {
+            self.undo_step(&before);
+        }
+    }
+
+    /// Ranks as processes (`mpirun`): a step that fails on this rank joins its peers' next
+    /// all-reduce with the error instead of aborting the communicator (which for MPI ends the
+    /// job), so every rank undoes the step and the ranks serve on; see [`super::process`].
+    pub fn announce_failures(&mut self) {
+        if let Some(rank) = &mut self.rank {
+            rank.announce_failures = true;
+        }
     }
 
     /// Fault injection for tests of the recovery from a failed step: after `runs` more runs of
@@ -638,22 +730,22 @@ impl Engine {
         }
     }
 
-    /// One run of the programs over `rows` (at most `shape.rows`): returns every row's logits.
-    /// On tensor-parallel ranks other than 0 the result is empty (no head).
-    fn forward(&mut self, work: &[(SeqId, &[u32])], rows: &[(usize, u32, usize)]) -> Result<Vec<Vec<f32>>, ServeError> {
+    /// One run of the programs but the head over `rows` (at most `shape.rows`): returns the
+    /// index of the row programs it ran and the final residual stream of their rows.
+    fn forward(
+        &mut self,
+        work: &[(SeqId, &[u32])],
+        rows: &[(usize, u32, usize)],
+    ) -> Result<(usize, Vec<f32>), ServeError> {
         let m = &self.manifest.model;
         let at = self.row_programs.iter().position(|p| p.rows >= rows.len()).unwrap_or(self.row_programs.len() - 1);
         let programs = &mut self.row_programs[at];
+        programs.runs += 1;
         let r = programs.rows;
         let ranks = self.manifest.tp_ranks() as usize;
         // This rank's heads (all of them for one rank).
-        let (h, heads, kv, dh, vocab) = (
-            m.hidden as usize,
-            m.heads as usize / ranks,
-            m.kv_heads as usize / ranks,
-            m.head_dim as usize,
-            m.vocab as usize,
-        );
+        let (h, heads, kv, dh) =
+            (m.hidden as usize, m.heads as usize / ranks, m.kv_heads as usize / ranks, m.head_dim as usize);
         let mut tokens = vec![0i64; r];
         let mut positions = vec![0i64; r];
         for (i, &(_, token, position)) in rows.iter().enumerate() {
@@ -720,11 +812,19 @@ impl Engine {
                 }
             };
         }
+        Ok((at, x))
+    }
+
+    /// The head of row programs `at` over `stream`: the logits of its first `rows` rows. On
+    /// tensor-parallel ranks other than 0 the result is empty (no head).
+    fn head(&mut self, at: usize, stream: Vec<f32>, rows: usize) -> Result<Vec<Vec<f32>>, ServeError> {
+        let programs = &mut self.row_programs[at];
         let Some(head) = &mut programs.head else {
             return Ok(Vec::new());
         };
-        let logits = run(head, &[(names::STREAM.to_string(), f32s(vec![r, h], x))], 1)?.remove(0);
-        Ok(logits.chunks(vocab).take(rows.len()).map(<[f32]>::to_vec).collect())
+        let (r, h, vocab) = (programs.rows, self.manifest.model.hidden as usize, self.manifest.model.vocab as usize);
+        let logits = run(head, &[(names::STREAM.to_string(), f32s(vec![r, h], stream))], 1)?.remove(0);
+        Ok(logits.chunks(vocab).take(rows).map(<[f32]>::to_vec).collect())
     }
 }
 

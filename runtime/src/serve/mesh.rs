@@ -288,6 +288,9 @@ impl ServingEngine for MeshEngine {
             // communicator can forget the failure and the next step can run.
             let cause = self.comm.first_failure();
             self.comm.reset();
+            // A failure past the step's last all-reduce (rank 0's head) left the other ranks'
+            // part of the step done: they undo it too (a no-op where the step failed).
+            self.on_all_async(|engine| engine.undo_last_step());
             let error = errors.swap_remove(at);
             return Err(match (error, cause) {
                 // Name the rank whose failure stopped the others.

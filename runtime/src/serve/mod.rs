@@ -27,7 +27,8 @@
 //! - `add_row_programs(manifest, programs, weights)` adds the same programs compiled for fewer
 //!   rows, reading the same shared weights; a run then uses the fewest rows that hold its
 //!   tokens, so a lone sequence is not padded to `max_batch` rows (`tessera serve` compiles
-//!   powers of two up to `max_batch`).
+//!   powers of two up to `max_batch`, and a directory `tessera compile --serve` wrote holds
+//!   them: [`load_row_buckets`]); `runs_per_row_count()` says which ran.
 //! - A step is checked in full before it changes anything: unknown sequences, token ids outside
 //!   the vocabulary, sequences past `max_seq`, and too few free blocks
 //!   ([`ServeError::OutOfBlocks`], the scheduler's cue to preempt a sequence and recompute it
@@ -121,6 +122,19 @@ pub enum ServeError {
 }
 
 impl ServeError {
+    /// Whether this is a step refused before it ran, alike on every rank (a bad request or
+    /// too few free blocks), rather than a failure.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ServeError::OutOfBlocks { .. }
+                | ServeError::TooLong { .. }
+                | ServeError::UnknownSequence(_)
+                | ServeError::BadToken { .. }
+                | ServeError::Invalid(_)
+        )
+    }
+
     /// Whether the engine that returned this can run nothing more (its owner should exit).
     pub fn is_fatal(&self) -> bool {
         matches!(self, ServeError::RankLost { .. })
@@ -153,4 +167,26 @@ pub fn load_serving_dir(dir: &Path) -> Result<(ServeManifest, engine::Programs),
         head: program(HEAD)?,
     };
     Ok((manifest, programs))
+}
+
+/// The programs of each row bucket of the serving directory `dir` whose manifest is
+/// `manifest` (`manifest.row_buckets`, fewest rows first), each checked to be `manifest`'s
+/// programs for its row count, for [`engine::Engine::add_row_programs`].
+pub fn load_row_buckets(
+    dir: &Path,
+    manifest: &ServeManifest,
+) -> Result<Vec<(ServeManifest, engine::Programs)>, ServeError> {
+    let mut buckets = Vec::with_capacity(manifest.row_buckets.len());
+    for &rows in &manifest.row_buckets {
+        let bucket_dir = dir.join(ServeManifest::row_bucket_dir(rows));
+        let (bucket, programs) = load_serving_dir(&bucket_dir)?;
+        if rows == 0 || rows >= manifest.shape.rows || bucket != manifest.for_rows(rows) {
+            let path = bucket_dir.join(SERVE_MANIFEST_FILE).display().to_string();
+            let message =
+                format!("not the programs of {} for {rows} rows (of at most {})", dir.display(), manifest.shape.rows);
+            return Err(ServeError::Manifest { path, message });
+        }
+        buckets.push((bucket, programs));
+    }
+    Ok(buckets)
 }

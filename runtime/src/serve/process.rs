@@ -9,14 +9,23 @@
 //! [`super::mesh::MeshEngine`] do), and meet rank 0 in each layer's all-reduces.
 //!
 //! Commands travel as `i64` tensors on one message tag (point-to-point, first in first out):
-//! `[ADD]`, `[RELEASE, seq]`, `[STEP, items, seq, n, tokens..., ...]`, `[STOP]`. A follower
+//! `[ADD]`, `[RELEASE, seq]`, `[STEP, items, seq, n, tokens..., ...]`, `[UNDO]`, `[STOP]`. A follower
 //! waits for the next command without a deadline (an idle server sends nothing), since a
 //! leader that dies ends the job through the launcher.
 //!
-//! Failures end the job: a program failing on any rank aborts the communicator, which for MPI
-//! is `MPI_Abort` with the message (every process ends, the launcher exits non-zero); a rank
-//! killed outright is noticed by `mpirun`, which kills the rest. Dropping the leader sends
-//! `STOP`, so a server that shuts down ends its followers with exit 0.
+//! A step that fails on a rank (a program error) is undone on every rank and the ranks serve
+//! on, as the threads of a mesh do, without aborting the communicator (which for MPI is
+//! `MPI_Abort`, ending the job): the failing rank joins its peers' next all-reduce with the
+//! error in place of its partial sum ([`Engine::announce_failures`]), so every rank leaves
+//! that all-reduce with [`ServeError::RankFailed`] naming it and undoes the step. MPI cannot
+//! cancel a collective a peer never joins, hence announcing rather than aborting. The one
+//! failure past a step's last all-reduce is rank 0's head: the leader then sends `UNDO`, and
+//! the followers undo the step they finished ([`Engine::undo_last_step`]); a head failure in
+//! an earlier run of the step is announced at the next run's first all-reduce. A failure of
+//! the communicator itself (a deadline, a lost peer) and a panic still end the job
+//! (`MPI_Abort` with the message; a rank killed outright is noticed by `mpirun`, which kills
+//! the rest). Dropping the leader sends `STOP`, so a server that shuts down ends its followers
+//! with exit 0.
 
 use super::engine::{Engine, KvUsage, SeqId, ServingEngine};
 use super::ServeError;
@@ -35,6 +44,7 @@ const ADD: i64 = 0;
 const RELEASE: i64 = 1;
 const STEP: i64 = 2;
 const STOP: i64 = 3;
+const UNDO: i64 = 4;
 
 /// A shared communicator as the owned one [`Engine::rank`] takes: every call forwarded, the
 /// native collectives included.
@@ -131,7 +141,14 @@ impl ServingEngine for LeaderEngine {
             command.extend(tokens.iter().map(|&t| i64::from(t)));
         }
         self.tell(command)?;
-        self.engine.step(work)
+        let result = self.engine.step(work);
+        if result.is_err() {
+            // A failure past the step's last all-reduce (rank 0's head) is rank 0's alone:
+            // the followers finished the step, so they undo it (a no-op where it failed or was
+            // refused there too).
+            self.tell(vec![UNDO])?;
+        }
+        result
     }
 
     fn kv_usage(&self) -> KvUsage {
@@ -157,8 +174,8 @@ impl Drop for LeaderEngine {
 }
 
 /// A follower's loop (ranks other than 0): applies rank 0's commands to `engine` until
-/// `STOP`. A step's own error needs nothing here: a refusal is rank 0's too, and a program
-/// failure has already aborted the job.
+/// `STOP`. A step's own error needs nothing here but a line on stderr: a refusal is rank 0's
+/// too, and a program failure has been announced to every rank (or aborted the job).
 pub fn follow(engine: &mut Engine, comm: &dyn Communicator) -> Result<(), ServeError> {
     loop {
         let command = match comm.recv(0, COMMAND_TAG) {
@@ -190,8 +207,18 @@ pub fn follow(engine: &mut Engine, comm: &dyn Communicator) -> Result<(), ServeE
                     at += 2 + n;
                 }
                 let work: Vec<(SeqId, &[u32])> = work.iter().map(|(seq, tokens)| (*seq, &tokens[..])).collect();
-                let _ = engine.step(&work);
+                match engine.step(&work) {
+                    // A refusal is rank 0's too, and a failure on any rank (this one's
+                    // announced) is undone on every rank: rank 0 answers for the step.
+                    Ok(_) | Err(ServeError::RankFailed { .. }) => {}
+                    Err(e) if e.is_refusal() => {}
+                    Err(e) => eprintln!(
+                        "tessera: tensor-parallel rank {}: a step failed and was undone on every rank: {e}",
+                        comm.rank()
+                    ),
+                }
             }
+            Some(UNDO) => engine.undo_last_step(),
             Some(STOP) => return Ok(()),
             _ => return Err(bad()),
         }

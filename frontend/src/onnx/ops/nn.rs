@@ -1,6 +1,7 @@
 //! Convolution and pooling: `Conv`, `MaxPool`, `AveragePool`, `GlobalAveragePool`,
-//! `GlobalMaxPool` over 2-D images (1-D ones through a unit height), with ONNX's `auto_pad`,
-//! `ceil_mode` and `count_include_pad` mapped onto tsr's explicit padding.
+//! `GlobalMaxPool`, `LpPool` over 2-D images (1-D ones through a unit height; 3-D pools as two
+//! 2-D pools), with ONNX's `auto_pad`, `ceil_mode` and `count_include_pad` mapped onto tsr's
+//! explicit padding.
 
 use super::{invalid, one, unsupported, BuildResult, Registry};
 use crate::onnx::import::{Importer, NodeCx, Slot};
@@ -310,10 +311,8 @@ fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> BuildResult<Vec<Slot
 
 /// The pooling of `pool` on a float value `x`.
 fn pool_values(imp: &mut Importer, cx: &NodeCx, kind: PoolKind, x: ValueId) -> BuildResult<ValueId> {
-    if imp.ty(x).rank() == 5 && kind == PoolKind::Max {
-        return max_pool_3d(imp, cx, x);
-    }
-    let spatial = spatial_extents(imp, x, "input")?;
+    let three_d = imp.ty(x).rank() == 5;
+    let spatial = if three_d { static_spatial(imp, x)? } else { spatial_extents(imp, x, "input")? };
     let kernel = cx
         .attrs
         .opt_ints("kernel_shape")?
@@ -339,9 +338,12 @@ fn pool_values(imp: &mut Importer, cx: &NodeCx, kind: PoolKind, x: ValueId) -> B
         x = super::shape::slicing::pad_constant(imp, x, &all_pads, 0.0)?;
         g.pads = vec![0; 2 * n];
     }
-    let spatial = spatial_extents(imp, x, "input")?;
+    let spatial = if three_d { static_spatial(imp, x)? } else { spatial_extents(imp, x, "input")? };
     if ceil_mode {
         extend_for_ceil_mode(&mut g, &spatial)?;
+    }
+    if three_d {
+        return pool_3d(imp, kind, x, &g);
     }
     let one_d = n == 1;
     let x2 = to_2d(imp, x)?;
@@ -377,26 +379,24 @@ fn extend_for_ceil_mode(g: &mut Geometry, spatial: &[Option<i64>]) -> BuildResul
     Ok(())
 }
 
-/// 3-D max pooling as two 2-D max pools (the max over a box is the max over its depth of the
-/// maxima over its planes): first over (H, W) with the depth folded into the channels, then
-/// over D with (H, W) flattened into one axis.
-fn max_pool_3d(imp: &mut Importer, cx: &NodeCx, x: ValueId) -> BuildResult<ValueId> {
+/// The (D, H, W) extents of a `[N, C, D, H, W]` value, which 3-D pooling needs static.
+fn static_spatial(imp: &Importer, x: ValueId) -> BuildResult<Vec<Option<i64>>> {
+    match imp.ty(x).static_shape() {
+        Some(shape) => Ok(shape[2..].iter().map(|&e| Some(e as i64)).collect()),
+        None => unsupported("3-D pooling over symbolic dimensions"),
+    }
+}
+
+/// 3-D pooling as two 2-D pools: first over (H, W) with the depth folded into the channels,
+/// then over D with (H, W) flattened into one axis. The max over a box is the max over its
+/// depth of the maxima over its planes; the average is too, because a box's valid elements (the
+/// padding never counts: `count_include_pad` pads explicitly before) are the product of the
+/// valid depths and the valid plane positions, so every plane of one window has the same count.
+fn pool_3d(imp: &mut Importer, kind: PoolKind, x: ValueId, g: &Geometry) -> BuildResult<ValueId> {
     let Some(shape) = imp.ty(x).static_shape() else {
-        return unsupported("3-D max pooling over symbolic dimensions");
+        return unsupported("3-D pooling over symbolic dimensions");
     };
     let [n, c, d, h, w] = [0, 1, 2, 3, 4].map(|i| shape[i]);
-    let spatial: Vec<Option<i64>> = [d, h, w].iter().map(|&e| Some(e as i64)).collect();
-    let kernel = cx
-        .attrs
-        .opt_ints("kernel_shape")?
-        .ok_or_else(|| super::BuildError::Invalid("missing required attribute 'kernel_shape'".into()))?;
-    if kernel.len() != 3 {
-        return invalid(format!("kernel_shape {kernel:?} does not match 3 spatial dimensions"));
-    }
-    let mut g = geometry(cx, kernel, &spatial)?;
-    if cx.attrs.int("ceil_mode", 0)? != 0 {
-        extend_for_ceil_mode(&mut g, &spatial)?;
-    }
     let st = |v: u64| Dim::Static(v);
     let planes = imp.reshape(x, vec![st(n), st(c * d), st(h), st(w)])?;
     let window = Window {
@@ -404,13 +404,13 @@ fn max_pool_3d(imp: &mut Importer, cx: &NodeCx, x: ValueId) -> BuildResult<Value
         pads: [g.pads[1], g.pads[2], g.pads[4], g.pads[5]],
         dilations: [g.dilations[1], g.dilations[2]],
     };
-    let hw = imp.add(Op::Pool2d { kind: PoolKind::Max, kernel: [g.kernel[1], g.kernel[2]], window }, &[planes])?;
+    let hw = imp.add(Op::Pool2d { kind, kernel: [g.kernel[1], g.kernel[2]], window }, &[planes])?;
     let Some(hw_shape) = imp.ty(hw).static_shape() else { return invalid("pooled planes lost their shape") };
     let (h2, w2) = (hw_shape[2], hw_shape[3]);
     let columns = imp.reshape(hw, vec![st(n), st(c), st(d), st(h2 * w2)])?;
     let window =
         Window { strides: [g.strides[0], 1], pads: [g.pads[0], 0, g.pads[3], 0], dilations: [g.dilations[0], 1] };
-    let y = imp.add(Op::Pool2d { kind: PoolKind::Max, kernel: [g.kernel[0], 1], window }, &[columns])?;
+    let y = imp.add(Op::Pool2d { kind, kernel: [g.kernel[0], 1], window }, &[columns])?;
     let Some(y_shape) = imp.ty(y).static_shape() else { return invalid("pooled depth lost its shape") };
     imp.reshape(y, vec![st(n), st(c), st(y_shape[2]), st(h2), st(w2)])
 }
@@ -435,7 +435,8 @@ fn lp_pool(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     if cx.attrs.int("ceil_mode", 0)? != 0 {
         return unsupported("LpPool with ceil_mode");
     }
-    let spatial = spatial_extents(imp, x, "input")?;
+    let three_d = imp.ty(x).rank() == 5;
+    let spatial = if three_d { static_spatial(imp, x)? } else { spatial_extents(imp, x, "input")? };
     let n = spatial.len();
     let kernel = cx
         .attrs
@@ -458,9 +459,13 @@ fn lp_pool(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     }
     let padded = super::shape::slicing::pad_constant(imp, powered, &all_pads, 0.0)?;
     g.pads = vec![0; 2 * n];
-    let x2 = to_2d(imp, padded)?;
-    let avg = imp.add(Op::Pool2d { kind: PoolKind::Avg, kernel: g.kernel2(), window: g.window() }, &[x2])?;
-    let avg = from_2d(imp, avg, n == 1)?;
+    let avg = if three_d {
+        pool_3d(imp, PoolKind::Avg, padded, &g)?
+    } else {
+        let x2 = to_2d(imp, padded)?;
+        let avg = imp.add(Op::Pool2d { kind: PoolKind::Avg, kernel: g.kernel2(), window: g.window() }, &[x2])?;
+        from_2d(imp, avg, n == 1)?
+    };
     let window: i64 = g.kernel.iter().product();
     let sum = imp.binary_scalar(BinaryOp::Mul, avg, window as f64)?;
     one(if p == 1 { sum } else { imp.binary_scalar(BinaryOp::Pow, sum, 1.0 / p as f64)? })

@@ -3,7 +3,7 @@
 //! `LayerNormalization` and `RMSNormalization` (tsr ops when their parameters have exactly the
 //! normalized shape and only `Y` is asked for, decomposed otherwise), and the decomposed
 //! `BatchNormalization` (inference), `InstanceNormalization`, `GroupNormalization`,
-//! `LpNormalization`, `MeanVarianceNormalization`.
+//! `LpNormalization`, `MeanVarianceNormalization`, `LRN`.
 
 use super::{axis_of, invalid, one, unsupported, BuildResult, Registry};
 use crate::onnx::import::{Importer, NodeCx, Slot};
@@ -24,6 +24,45 @@ pub(super) fn register(r: &mut Registry) {
     r.insert("GroupNormalization", group_norm);
     r.insert("LpNormalization", lp_norm);
     r.insert("MeanVarianceNormalization", mean_variance_norm);
+    r.insert("LRN", local_response_norm);
+}
+
+/// `LRN` (AlexNet, GoogLeNet): `x / (bias + alpha / size * square_sum) ^ beta`, where
+/// `square_sum` at channel `c` sums `x^2` over the channels `c - floor((size - 1) / 2)` to
+/// `c + ceil((size - 1) / 2)` that exist. That window sum is an average pool of `x^2` laid out as
+/// `[N, 1, C, rest]` with kernel `[size, 1]` over zero padding (which counts, so the average
+/// times `size` is the sum).
+fn local_response_norm(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
+    let x = float_value(imp, cx, 0)?;
+    let size = cx.attrs.req_int("size")?;
+    let (alpha, beta, bias) =
+        (cx.attrs.float("alpha", 1e-4)?, cx.attrs.float("beta", 0.75)?, cx.attrs.float("bias", 1.0)?);
+    // The bound keeps the padding arithmetic and tsr's window shape rule far from overflow.
+    if !(1..=1 << 31).contains(&size) {
+        return invalid(format!("size = {size}, not in 1..=2^31"));
+    }
+    let ty = imp.ty(x);
+    if ty.rank() < 3 {
+        return invalid(format!("input must be [N, C, spatial...], got {ty}"));
+    }
+    let Some(shape) = ty.static_shape() else {
+        return unsupported(format!("LRN over symbolic dimensions ({ty})"));
+    };
+    let (n, c, rest) = (shape[0], shape[1], shape[2..].iter().product::<u64>());
+    let st = Dim::Static;
+    let squares = imp.binary(BinaryOp::Mul, x, x)?;
+    let channels_as_rows = imp.reshape(squares, vec![st(n), st(1), st(c), st(rest)])?;
+    let (before, after) = ((size - 1) / 2, size / 2);
+    let padded = super::shape::slicing::pad_constant(imp, channels_as_rows, &[0, 0, before, 0, 0, 0, after, 0], 0.0)?;
+    let window = tessera_ir::ops::conv::Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
+    let mean =
+        imp.add(Op::Pool2d { kind: tessera_ir::ops::conv::PoolKind::Avg, kernel: [size, 1], window }, &[padded])?;
+    let mean = imp.reshape(mean, ty.dims.clone())?;
+    // alpha / size * (mean * size) = alpha * mean.
+    let scaled = imp.binary_scalar(BinaryOp::Mul, mean, alpha)?;
+    let shifted = imp.binary_scalar(BinaryOp::Add, scaled, bias)?;
+    let denominator = imp.binary_scalar(BinaryOp::Pow, shifted, beta)?;
+    one(imp.binary(BinaryOp::Div, x, denominator)?)
 }
 
 /// A float input `i`.

@@ -9,7 +9,7 @@
 //! or outputs), so the export writes the constraints over the same `sdy.mesh` again.
 
 use super::{err, Translator, Val};
-use crate::stablehlo::sharding::{mhlo_mesh, parse_mhlo_sharding, parse_sdy_mesh, parse_sdy_sharding};
+use crate::stablehlo::sharding::{parse_mhlo_sharding, parse_sdy_mesh, parse_sdy_sharding};
 use crate::stablehlo::syntax::{Attr, Op as SOp, SResult};
 use tessera_ir::ops::Op;
 use tessera_ir::sharding::{Mesh, Sharding};
@@ -30,6 +30,10 @@ pub(super) fn form_of(op: &SOp) -> Option<Form> {
     };
     if op.name == "sdy.sharding_constraint" || (op.name == "stablehlo.custom_call" && target == Some("Sharding")) {
         return Some(Form::Op);
+    }
+    // A shard_map's shape changes carry the layout of their full side, read by `manual`.
+    if matches!(target, Some("SPMDFullToShardShape" | "SPMDShardToFullShape")) {
+        return None;
     }
     (op.attr("mhlo.sharding").is_some() || op.attr("sdy.sharding").is_some()).then_some(Form::OnResult)
 }
@@ -74,13 +78,8 @@ impl<'m> Translator<'m> {
             let text = text_of(a);
             let located = |m: String| super::SyntaxError { offset: at, message: format!("{}: {m}", op.name) };
             let parsed = parse_mhlo_sharding(&text).map_err(located)?;
-            let grid = parsed.grid();
-            if grid.is_empty() {
-                (None, None, parsed.to_sharding(rank))
-            } else {
-                let mesh = mhlo_mesh(&grid).map_err(|m| located(format!("mhlo.sharding \"{text}\": {m}")))?;
-                (Some(format!("the device grid {grid:?}")), Some(mesh), parsed.to_sharding(rank))
-            }
+            let mesh = parsed.mesh().cloned();
+            (mesh.as_ref().map(|m| format!("the device grid {m}")), mesh, parsed.to_sharding(rank))
         };
         if let (Some(key), Some(mesh)) = (key, mesh) {
             match &self.constraint_mesh {
