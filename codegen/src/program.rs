@@ -230,6 +230,9 @@ pub fn lower_with(
     epilogues: bool,
 ) -> Result<LoweredProgram, LowerError> {
     let mut graph = specialize(g, dims)?;
+    // Sizes are bound now: a `tsr.if` on a size check (an importer's assumption) has a constant
+    // condition, and compiles as the region it takes rather than as one reference step.
+    tessera_passes::fold_if::fold_constant_ifs(&mut graph).map_err(LowerError::Pass)?;
     let pipeline = tessera_passes::pipeline::Pipeline::parse("cse,dce").map_err(|e| LowerError::Pass(e.to_string()))?;
     tessera_passes::pipeline::run_pipeline(&mut graph, &pipeline, &mut Default::default())
         .map_err(|e| LowerError::Pass(e.to_string()))?;

@@ -6,7 +6,7 @@
 
 mod onnx_support;
 
-use onnx_support::{assert_close, attr_int, f32_raw, f32_value, i64_typed, model, node, run, value, D};
+use onnx_support::{assert_close, attr_int, attr_ints, f32_raw, f32_value, i64_typed, model, node, run, value, D};
 use tessera_frontend::onnx::proto::attribute_proto::AttributeType;
 use tessera_frontend::onnx::proto::tensor_proto::DataType;
 use tessera_frontend::onnx::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
@@ -314,6 +314,45 @@ fn nested_ifs_import_as_nested_regions() {
         let out = run(&g, vec![cond(c1), cond(c2), x()]);
         assert_close(&out[0], DType::F32, &[3], &expected, 0.0);
     }
+    // The printed form parses back to the same graph.
+    let text = tessera_ir::mlir::print_graph(&g);
+    let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(back, g);
+}
+
+/// A size an op's shape rule needs equal to 1, true for some sizes only (PP-OCRv4's recognizer
+/// reshapes a height `floordiv(h + 15, 48)` away): `x: [1, 1, h]` max-pooled by 2 is
+/// `[1, 1, floordiv(h, 2)]`, reshaped to `[1, 1, 1]` (which needs `floordiv(h, 2) = 1`) and
+/// concatenated with the pooled map along axis 1 (which needs it again). One symbolic import
+/// assumes it once, checked at run time: `h = 3` runs, `h = 5` is an error naming the reshape
+/// and the size.
+#[test]
+fn a_size_a_shape_rule_needs_equal_to_one_is_assumed_once_and_checked_at_run_time() {
+    let m = model(
+        vec![
+            node("MaxPool", "pool", &["x"], &["p"], vec![attr_ints("kernel_shape", &[2]), attr_ints("strides", &[2])]),
+            node("Reshape", "flat", &["p", "unit_shape"], &["r"], vec![]),
+            node("Neg", "negate", &["r"], &["n"], vec![]),
+            node("Concat", "join", &["p", "n"], &["y"], vec![attr_int("axis", 1)]),
+        ],
+        vec![f32_value("x", &[D::N(1), D::N(1), D::P("h")])],
+        vec![f32_value("y", &[D::N(1), D::N(2), D::N(1)])],
+        vec![i64_typed("unit_shape", &[3], &[1, 1, 1])],
+        13,
+    );
+    let g = import(&m);
+    assert_eq!(ifs(&g).len(), 1, "one assumption, one run-time check: {}", tessera_ir::mlir::print_graph(&g));
+    let out = run(&g, vec![Tensor::from_f64(DType::F32, vec![1, 1, 3], vec![5.0, 7.0, 2.0])]);
+    assert_close(&out[0], DType::F32, &[1, 2, 1], &[7.0, -7.0], 0.0);
+
+    let named = vec![("x".to_string(), Tensor::from_f64(DType::F32, vec![1, 1, 5], vec![1.0; 5]))];
+    let message = match tessera_runtime::interpreter::run(&g, &named) {
+        Ok(_) => panic!("h = 5 gives floordiv(h, 2) = 2 and must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(message.contains("node 'flat'"), "{message}");
+    assert!(message.contains("floordiv(h, 2) to be 1"), "{message}");
+
     // The printed form parses back to the same graph.
     let text = tessera_ir::mlir::print_graph(&g);
     let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));

@@ -15,7 +15,8 @@
 //! - [`registry`]: the one table of passes, by kebab-case name.
 //! - [`pipeline`]: pipeline text, `run_pipeline`, and the timing report.
 //! - [`rewrite`]: value replacement that keeps graph-output names.
-//! - passes: [`verify`], [`dce`], [`cse`], [`canonicalize`], [`egraph`] (equality saturation),
+//! - passes: [`verify`], [`dce`], [`cse`], [`canonicalize`], [`fold_if`] (an `if` whose condition
+//!   is constant becomes the region it takes), [`egraph`] (equality saturation),
 //!   [`fuse`] (fusion groups for the code generator, and their extraction as kernel graphs).
 //! - [`shard`]: partitioning over a device mesh (sharding propagation, collective insertion,
 //!   pipeline stages) into per-rank programs.
@@ -32,6 +33,7 @@ pub mod cost;
 pub mod cse;
 pub mod dce;
 pub mod egraph;
+pub mod fold_if;
 pub mod fuse;
 pub mod pass;
 pub mod pipeline;

@@ -48,6 +48,12 @@ pub static PASSES: &[PassInfo] = &[
         run: crate::egraph::run,
     },
     PassInfo {
+        name: "fold-if",
+        description: "replace each tsr.if whose condition is computed from constants by the region it takes",
+        options: &[],
+        run: crate::fold_if::run,
+    },
+    PassInfo {
         name: "fuse",
         description: "group elementwise ops, reductions, softmax and norms into fused kernels (tags the nodes)",
         options: crate::fuse::OPTIONS,

@@ -226,7 +226,8 @@ fn a_one_size_range_is_bound_at_import_where_the_symbolic_import_fails() {
 /// An `If` whose condition the sizes decide (`tests/fixtures/size-if/`: `x + x` when x's width is
 /// 4, else `-x`, the condition `Equal(Gather(Shape(x), 1), 4)`) imports once as a run-time
 /// conditional: `tessera run` takes each branch by the width it is given, with no bound
-/// re-import, and one range artifact over the width does the same at both widths.
+/// re-import, and one range artifact over the width does the same at both widths, each size's
+/// program compiled with the conditional folded to its branch (no reference step).
 #[test]
 fn an_if_the_sizes_decide_runs_each_branch_from_one_import() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -242,8 +243,15 @@ fn an_if_the_sizes_decide_runs_each_branch_from_one_import() {
         let expected =
             Tensor::from_f64(DType::F32, vec![2, width], x.to_f64_vec().iter().map(|v| v * factor).collect());
         for (model, out) in [(model.as_str(), format!("run{width}")), ("art", format!("art{width}"))] {
-            let ran = run(cwd, model, &["--input".to_string(), "x=x.npy".to_string()], &out);
+            let mut inputs = vec!["--input".to_string(), "x=x.npy".to_string()];
+            if model == "art" {
+                inputs.push("--timing".to_string());
+            }
+            let ran = run(cwd, model, &inputs, &out);
             assert_eq!(ran.code, 0, "{model} at width {width}: {}", ran.stderr);
+            if model == "art" {
+                assert!(ran.stderr.contains(", 0 reference steps"), "width {width}: {}", ran.stderr);
+            }
             assert!(!ran.stderr.contains("note: imported with"), "{model} at width {width}: {}", ran.stderr);
             let y = read_npy(&cwd.join(&out).join("y.npy")).expect("read output");
             assert_close(&y, &expected, &format!("{model} at width {width}"));

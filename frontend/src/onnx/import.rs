@@ -49,8 +49,8 @@ pub struct ImportOptions {
     pub initializers: Initializers,
     /// Sizes of symbolic dimensions, bound in the graph inputs' types before any node is
     /// imported, so shape arithmetic folds to constants (for models whose shape arithmetic the
-    /// symbolic import cannot decide, e.g. PP-OCRv4's recognizer, whose Reshape holds only
-    /// where `floordiv(h + 15, 48)` is 1).
+    /// symbolic import cannot decide; PP-OCRv4's recognizer, whose Reshape holds only where
+    /// `floordiv(h + 15, 48)` is 1, now imports with that assumed and checked at run time).
     pub dims: HashMap<String, u64>,
 }
 
@@ -255,6 +255,9 @@ pub(crate) enum NodeImport {
     /// It is an `If` on a size condition whose branches yield different types: what follows
     /// must be imported once per branch. The refusal, should that fail too.
     SplitHere(String),
+    /// Its shape rule needs `size = value`, true for some sizes only: it and what follows are
+    /// imported with that assumed, under a run-time check ([`BuildError::AssumesSize`]).
+    AssumeHere { size: SymInt, value: i64, refusal: String },
 }
 
 /// Imports a decoded model; `base_dir` resolves external data.
@@ -513,13 +516,25 @@ impl Importer {
         outputs: &[ValueInfoProto],
     ) -> Result<(), OnnxError> {
         for (index, node) in nodes.iter().enumerate() {
-            if let NodeImport::SplitHere(refusal) = self.import_node(node, index, opset, registry)? {
-                // import_node refuses a default-domain node without an opset before building it.
-                let opset = opset.unwrap_or(MAX_OPSET);
-                let node_ref = NodeRef { name: node.name().to_string(), index, op_type: node.op_type().to_string() };
-                let rest = &nodes[index + 1..];
-                return ops::control::split_at_size_if(self, node, rest, outputs, opset, &refusal)
-                    .map_err(|message| OnnxError::UnsupportedNode { node: node_ref, message });
+            // import_node refuses a default-domain node without an opset before building it.
+            let node_ref = || NodeRef { name: node.name().to_string(), index, op_type: node.op_type().to_string() };
+            match self.import_node(node, index, opset, registry)? {
+                NodeImport::Imported => {}
+                NodeImport::SplitHere(refusal) => {
+                    let rest = &nodes[index + 1..];
+                    let opset = opset.unwrap_or(MAX_OPSET);
+                    return ops::control::split_at_size_if(self, node, rest, outputs, opset, &refusal)
+                        .map_err(|message| OnnxError::UnsupportedNode { node: node_ref(), message });
+                }
+                NodeImport::AssumeHere { size, value, refusal } => {
+                    let assumption = ops::control::SizeAssumption { size, value, node: node_ref() };
+                    let opset = opset.unwrap_or(MAX_OPSET);
+                    return ops::control::split_at_size_assumption(self, &assumption, &nodes[index..], outputs, opset)
+                        .map_err(|why| OnnxError::UnsupportedNode {
+                            node: node_ref(),
+                            message: format!("{refusal}; importing it and what follows with that assumed: {why}"),
+                        });
+                }
             }
         }
         Ok(())
@@ -582,11 +597,17 @@ impl Importer {
         let cx = NodeCx { proto: node, attrs: Attrs::of(node), opset };
         let first_new = self.graph.num_values();
         let outs = builder(self, &cx);
-        if let Err(BuildError::TypesDependOnSizes(refusal)) = outs {
-            return Ok(NodeImport::SplitHere(refusal));
+        match outs {
+            Err(BuildError::TypesDependOnSizes(refusal)) => return Ok(NodeImport::SplitHere(refusal)),
+            Err(BuildError::AssumesSize { size, value, refusal }) => {
+                return Ok(NodeImport::AssumeHere { size, value, refusal })
+            }
+            _ => {}
         }
         let outs = outs.map_err(|e| match e {
-            BuildError::Unsupported(message) | BuildError::TypesDependOnSizes(message) => {
+            BuildError::Unsupported(message)
+            | BuildError::TypesDependOnSizes(message)
+            | BuildError::AssumesSize { refusal: message, .. } => {
                 OnnxError::UnsupportedNode { node: node_ref.clone(), message }
             }
             BuildError::Invalid(message) => OnnxError::Node { node: node_ref.clone(), message },

@@ -4,6 +4,7 @@ mod canonicalize;
 mod cse;
 mod dce;
 mod examples;
+mod fold_if;
 mod fuse_scaling;
 mod pipeline;
 mod random_graphs;

@@ -9,7 +9,7 @@ use tessera_passes::pass::{PassError, PassOptions, PassStats};
 use tessera_passes::pipeline::{run_pipeline, PassInvocation, Pipeline, RunConfig};
 use tessera_passes::registry::PassInfo;
 
-const KNOWN: &str = "known passes: canonicalize, cse, dce, egraph, fuse, shard, verify";
+const KNOWN: &str = "known passes: canonicalize, cse, dce, egraph, fold-if, fuse, shard, verify";
 
 #[test]
 fn bad_pipelines_have_located_messages() {

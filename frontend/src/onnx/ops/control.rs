@@ -212,6 +212,70 @@ pub(crate) fn split_at_size_if(
     Ok(())
 }
 
+/// A size an op's shape rule needs equal to a constant ([`BuildError::AssumesSize`]), and the
+/// node that needs it (named in the run-time error for sizes that violate it).
+pub(crate) struct SizeAssumption {
+    pub size: tessera_ir::symbolic::DimExpr,
+    pub value: i64,
+    pub node: crate::onnx::error::NodeRef,
+}
+
+/// `nodes` (the node that needs the assumption, then the rest of the enclosing graph or branch
+/// body), imported once while `size = value` is assumed (so a `Reshape` or `Concat` that needs
+/// it takes the one element of that axis, static extent 1 for every size), as the then branch
+/// of a `tsr.if` on the size comparison computed at run time; the else branch is a trap naming
+/// the node and the size, the located error a run at violating sizes gets. The results define
+/// `outputs`. The assumption is recorded once: later nodes that need the same size equal the
+/// same constant see it assumed, and only a different size splits again.
+pub(crate) fn split_at_size_assumption(
+    imp: &mut Importer,
+    assumption: &SizeAssumption,
+    nodes: &[NodeProto],
+    outputs: &[ValueInfoProto],
+    opset: i64,
+) -> Result<(), String> {
+    let SizeAssumption { size, value, node } = assumption;
+    if imp.assumed_conditions.len() >= MAX_NESTED_SPLITS {
+        return Err(format!("more than {MAX_NESTED_SPLITS} assumed sizes or size-decided Ifs nest"));
+    }
+    let constant = tessera_ir::symbolic::DimExpr::constant(*value);
+    let text = format!("Eq of {size} and {value}");
+    let holds = imp
+        .size_comparison(
+            tessera_ir::ops::elementwise::CompareOp::Eq,
+            (std::slice::from_ref(size), true),
+            (std::slice::from_ref(&constant), true),
+            text,
+        )
+        .map_err(build_message)?;
+    let body = GraphProto { node: nodes.to_vec(), output: outputs.to_vec(), ..Default::default() };
+    imp.assumed_conditions.push((holds, true));
+    let what = format!("node '{}' and what follows it, with {size} = {value} assumed", node.name);
+    let imported = imp.import_region(&body, opset, &what);
+    imp.assumed_conditions.pop();
+    let then_part = imported.map_err(build_message)?;
+    let message = format!(
+        "{node} needs the size {size} to be {value}, which these input sizes do not give \
+         (the model imports with it assumed and checks it at run time)"
+    );
+    let (mut trap, _) = trap_region_saying(&then_part.0, message);
+    // Each region binds its symbols from its block arguments, and what the then branch reads
+    // may carry the width only as `floordiv(w + 3, 8)`: both take the inputs that name the
+    // symbols (unused where not read), so every symbol of their types is bound.
+    let symbolic_inputs: Vec<ValueId> =
+        imp.graph.inputs().iter().copied().filter(|&v| imp.ty(v).symbols().next().is_some()).collect();
+    for &v in &symbolic_inputs {
+        let name = imp.graph.value(v).name.clone();
+        trap.add_input(&name, imp.ty(v), tessera_ir::graph::InputRole::Activation);
+    }
+    let else_part = (trap, symbolic_inputs);
+    let results = if_values(imp, holds, then_part, else_part).map_err(build_message)?;
+    for (out, v) in outputs.iter().zip(results) {
+        imp.define_value(out.name(), v);
+    }
+    Ok(())
+}
+
 /// A conditional's part: an imported region and the enclosing values it captures.
 type Part = (Graph, Vec<ValueId>);
 
@@ -236,16 +300,23 @@ fn trapping_the_ill_typed(then_part: BuildResult<Part>, else_part: BuildResult<P
 /// The message of a build error.
 fn build_message(e: BuildError) -> String {
     match e {
-        BuildError::Unsupported(m) | BuildError::Invalid(m) | BuildError::TypesDependOnSizes(m) => m,
+        BuildError::Unsupported(m)
+        | BuildError::Invalid(m)
+        | BuildError::TypesDependOnSizes(m)
+        | BuildError::AssumesSize { refusal: m, .. } => m,
         BuildError::NotConstant { value, role } => format!("input '{role}' ('{value}') must be known at import time"),
     }
 }
 
 /// A region that yields what `other` yields by failing with `why` (see [`Trap`]).
 fn trap_region(other: &Graph, why: String) -> (Graph, Vec<ValueId>) {
+    trap_region_saying(other, format!("the If branch taken cannot run for these shapes: {why}"))
+}
+
+/// A region that yields what `other` yields by failing with `message`.
+fn trap_region_saying(other: &Graph, message: String) -> (Graph, Vec<ValueId>) {
     let types: Vec<TensorType> = other.outputs().iter().map(|&v| other.value(v).ty.clone()).collect();
     let mut region = Graph::new(tessera_ir::ops::control::REGION_NAME);
-    let message = format!("the If branch taken cannot run for these shapes: {why}");
     let results = types.iter().enumerate().map(|(i, ty)| (format!("unreachable{i}"), ty.clone())).collect();
     let node = region.add_node_unchecked(Op::Trap(Box::new(Trap { message, types })), vec![], results);
     let yields = region.node(node).outputs.clone();

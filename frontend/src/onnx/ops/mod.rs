@@ -40,6 +40,12 @@ pub(crate) enum BuildError {
     /// imports what follows once per branch ([`crate::onnx::ops::control::split_at_size_if`]).
     /// The message is the refusal, should that fail too.
     TypesDependOnSizes(String),
+    /// The op's shape rule needs the size `size` to equal `value`, which holds for some sizes of
+    /// the symbols only (PP-OCRv4's recognizer reshapes `[b, w' * floordiv(h + 15, 48), c]` to
+    /// `[b, 1, w', c]`). The importer imports this node and what follows with that assumed,
+    /// checked at run time before it ([`crate::onnx::ops::control::split_at_size_assumption`]).
+    /// The message is the refusal, should that fail too.
+    AssumesSize { size: tessera_ir::symbolic::DimExpr, value: i64, refusal: String },
 }
 
 impl From<AddNodeError> for BuildError {

@@ -79,7 +79,56 @@ fn reshape(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     }
     let x = imp.value(cx, 0)?;
     let dims = reshape_target(&imp.ty(x).dims, &target, allowzero)?;
+    let x = drop_assumed_unit_factor(imp, x, &dims)?;
     one(imp.reshape(x, dims)?)
+}
+
+/// Where `x` has `q` times the elements of `target` for a size `q` that is 1 for some sizes of
+/// the symbols only (PP-OCRv4's recognizer flattens `[b, c, floordiv(h + 15, 48), w']` and
+/// reshapes it to `[b, 1, w', c]`): under the assumption `q = 1` ([`BuildError::AssumesSize`]),
+/// the factor is split off an axis it divides and its one element taken, which leaves the
+/// element count of `target`; without it, the request for that assumption. Otherwise `x`.
+fn drop_assumed_unit_factor(imp: &mut Importer, x: ValueId, target: &[Dim]) -> BuildResult<ValueId> {
+    let dims = imp.ty(x).dims;
+    let (count_in, count_out) = (count_of(&dims)?, count_of(target)?);
+    if count_in == count_out {
+        return Ok(x);
+    }
+    let Some(factor) = count_in.div_exact(&count_out) else { return Ok(x) };
+    // Only a factor that is not always 1 and may be 1 (0, which no run allows, fails the check).
+    if factor.as_const().is_some() || factor.lower_bound().is_none_or(|least| least > 1) {
+        return Ok(x);
+    }
+    if !imp.assumed_equal(&factor, 1) {
+        let shown: Vec<String> = dims.iter().map(Dim::to_string).collect();
+        let target: Vec<String> = target.iter().map(Dim::to_string).collect();
+        return Err(BuildError::AssumesSize {
+            refusal: format!(
+                "cannot reshape [{}] to [{}]: the element counts are equal only where {factor} = 1",
+                shown.join(", "),
+                target.join(", ")
+            ),
+            size: factor,
+            value: 1,
+        });
+    }
+    let divided = dims.iter().enumerate().find_map(|(axis, d)| match d {
+        Dim::Symbolic(e) => e.div_exact(&factor).and_then(|rest| Dim::from_expr(rest).ok()).map(|rest| (axis, rest)),
+        Dim::Static(_) => None,
+    });
+    let Some((axis, rest)) = divided else {
+        return invalid(format!("the factor {factor} of the element count divides no one dimension"));
+    };
+    let mut split = dims.clone();
+    split.splice(axis..=axis, [Dim::Symbolic(factor), rest]);
+    let x = imp.reshape(x, split)?;
+    take_first(imp, x, axis)
+}
+
+/// The first element along `axis`, kept as an axis of static extent 1.
+pub(crate) fn take_first(imp: &mut Importer, x: ValueId, axis: usize) -> BuildResult<ValueId> {
+    let first = imp.constant(tessera_ir::tensor::Tensor::from_i64(tessera_ir::dtype::DType::I64, vec![1], vec![0]));
+    imp.add(Op::Gather { axis: axis as i64 }, &[x, first])
 }
 
 /// One dimension for the product of `dims`.
@@ -150,12 +199,7 @@ fn squeeze(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
                     // `If(Equal(dim, 1))` that squeezes), its one element is taken, which
                     // gives the axis the static extent 1 for every size.
                     Dim::Symbolic(e) if imp.assumed_equal(e, 1) => {
-                        let first = imp.constant(tessera_ir::tensor::Tensor::from_i64(
-                            tessera_ir::dtype::DType::I64,
-                            vec![1],
-                            vec![0],
-                        ));
-                        x = imp.add(Op::Gather { axis: a as i64 }, &[x, first])?;
+                        x = take_first(imp, x, a)?;
                         v.push(a)
                     }
                     // ONNX requires the axis to have extent 1; the interpreter checks it at run time.

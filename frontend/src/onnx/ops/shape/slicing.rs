@@ -55,8 +55,45 @@ fn concat(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     if vs.len() == 1 {
         return one(vs[0]);
     }
+    let vs = take_assumed_units(imp, &vs, axis_index)?;
     let vs = match_concat_operands(imp, &vs, axis_index)?;
     one(imp.add(Op::Concat { axis }, &vs)?)
+}
+
+/// Where an operand's extent outside `axis` is a size `e` and another's is 1 there (PP-OCRv4's
+/// recognizer concatenates its backbone's `[b, c, floordiv(h + 15, 48), w']` with a
+/// `[b, c', 1, w']` made under the assumption that size is 1), the operand takes its first
+/// element along that axis when `e = 1` is assumed, and the assumption is requested when not
+/// ([`BuildError::AssumesSize`]). A size that is never 1 is left to the shape rule's error, a
+/// lone symbol to [`match_concat_operands`].
+fn take_assumed_units(imp: &mut Importer, vs: &[ValueId], axis: usize) -> BuildResult<Vec<ValueId>> {
+    let rank = imp.ty(vs[0]).rank();
+    if vs.iter().any(|&v| imp.ty(v).rank() != rank) {
+        return Ok(vs.to_vec());
+    }
+    let unit_axes: Vec<usize> =
+        (0..rank).filter(|&i| i != axis && vs.iter().any(|&v| imp.ty(v).dims[i] == Dim::Static(1))).collect();
+    let mut taken = Vec::with_capacity(vs.len());
+    for &v in vs {
+        let mut v = v;
+        for &i in &unit_axes {
+            let Dim::Symbolic(size) = imp.ty(v).dims[i].clone() else { continue };
+            // A lone symbol there is unified with 1 (the graph proves it), as before.
+            if size.as_symbol().is_some() || size.lower_bound().is_none_or(|least| least > 1) {
+                continue;
+            }
+            if !imp.assumed_equal(&size, 1) {
+                return Err(BuildError::AssumesSize {
+                    refusal: format!("operand {} has extent {size} on axis {i} where another has 1", imp.ty(v)),
+                    size,
+                    value: 1,
+                });
+            }
+            v = super::reshape::take_first(imp, v, i)?;
+        }
+        taken.push(v);
+    }
+    Ok(taken)
 }
 
 /// Concat's operands agree outside `axis`, which the graph thereby proves: two different
