@@ -14,7 +14,8 @@ pub struct OptArgs {
     pub input: PathBuf,
     /// Comma-separated passes with options, e.g. 'canonicalize,cse,dce'. With
     /// 'shard{mesh=dp=2,tp=4,pp=2}' the output is the per-rank programs (one per pipeline stage,
-    /// with their ranks); passes after 'shard' run on each program.
+    /// with their ranks); passes after 'shard' run on each program. With --emit stablehlo the
+    /// stages become one module every replica runs, each replica its own stage.
     #[arg(long, default_value = "verify")]
     pub pipeline: String,
     /// Where to write the result (atomically); standard output when absent.
@@ -129,11 +130,16 @@ pub fn run(args: OptArgs) -> Result<()> {
                     tessera_frontend::stablehlo::export::export_rank_program(&stage.graph, &module.mesh)
                         .with_context(|| format!("{}: --emit stablehlo", args.input.display()))?
                 }
-                (Emit::Stablehlo, _) => bail!(
-                    "--emit stablehlo writes one replicated program, but 'shard' made {} pipeline stages \
-                     (use --emit mlir)",
-                    module.stages.len()
-                ),
+                // Stages that run different programs: one module that runs each replica's stage.
+                (Emit::Stablehlo, stages) => {
+                    let graphs: Vec<&Graph> = stages.iter().map(|s| &s.graph).collect();
+                    tessera_frontend::stablehlo::export::pipeline::export_pipeline(
+                        &graphs,
+                        &module.mesh,
+                        &shard_config.pipeline_axis,
+                    )
+                    .with_context(|| format!("{}: --emit stablehlo", args.input.display()))?
+                }
                 (Emit::Json, _) => {
                     bail!("--emit json shows one graph; 'shard' makes one program per stage (use --emit mlir)")
                 }

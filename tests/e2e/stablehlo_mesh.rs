@@ -3,7 +3,8 @@
 //! collectives over replica groups; XLA runs the module with one replica per rank
 //! (scripts/stablehlo/run_stablehlo.py --replicas N) and every rank's outputs match tessera's
 //! single-process result (or its in-process multi-rank executor); the export imports back into
-//! the same tsr collectives.
+//! the same tsr collectives. Pipeline stages export as one module that runs each replica's
+//! stage, and the last stage's replicas return the single-process result.
 
 use crate::stablehlo::{error_to_scale, jax_venv_present, seeded_input};
 use crate::support::{example, repo_root, stablehlo_error_lines, tessera};
@@ -62,7 +63,10 @@ pub(crate) fn run_on_xla_replicas(
 
 /// The model `model` with `dims` bound, partitioned over `mesh` as `tessera opt` does, exported
 /// through the CLI and run on XLA replicas: the worst error of any rank's output against the
-/// single-process interpreter, and the exported text.
+/// single-process interpreter, and the exported text. With pipeline stages the module's
+/// arguments are the stages' inputs merged by name and type (a replica feeds its own stage's
+/// blocks and zeros for the others) and its results the stages' outputs merged the same way;
+/// a replica whose stage does not compute an output must return zeros there.
 fn sharded_round_trip(model: &str, dims: &[(&str, u64)], mesh: &str) -> (f64, String) {
     let work = tempfile::tempdir().expect("a temporary directory");
     let dir = work.path();
@@ -88,12 +92,44 @@ fn sharded_round_trip(model: &str, dims: &[(&str, u64)], mesh: &str) -> (f64, St
         .map(|&id| (graph.value(id).name.clone(), seeded_input(&graph.value(id).ty, &mut seed)))
         .collect();
     let expected = tessera_runtime::interpreter::run(&graph, &global).expect("single process");
-    let rank_inputs: Vec<_> = (0..mesh.num_devices()).map(|r| module.rank_inputs(r, &global).expect("feeds")).collect();
+    let merged = |values: fn(&Graph) -> &[tessera_ir::graph::ValueId]| {
+        let mut list: Vec<(String, tessera_ir::types::TensorType)> = Vec::new();
+        for stage in &module.stages {
+            for &v in values(&stage.graph) {
+                let key = (stage.graph.value(v).name.clone(), stage.graph.value(v).ty.clone());
+                if !list.contains(&key) {
+                    list.push(key);
+                }
+            }
+        }
+        list
+    };
+    let (params, results) = (merged(Graph::inputs), merged(Graph::outputs));
+    let rank_inputs: Vec<Vec<(String, Tensor)>> = (0..mesh.num_devices())
+        .map(|r| {
+            let own = module.rank_inputs(r, &global).expect("feeds");
+            params
+                .iter()
+                .map(|(name, ty)| {
+                    let dims: Vec<usize> = ty.static_shape().expect("static").iter().map(|&d| d as usize).collect();
+                    let fed = own.iter().find(|(n, t)| n == name && t.shape == dims);
+                    (name.clone(), fed.map_or_else(|| Tensor::zeros(ty.dtype, dims.clone()), |(_, t)| t.clone()))
+                })
+                .collect()
+        })
+        .collect();
     let got = run_on_xla_replicas(dir, &dir.join("exported.mlir"), &rank_inputs);
     let mut worst = 0.0f64;
     for (rank, outputs) in got.iter().enumerate() {
-        assert_eq!(outputs.len(), expected.len(), "rank {rank}'s outputs");
-        for (ours, (name, want)) in outputs.iter().zip(&expected) {
+        assert_eq!(outputs.len(), results.len(), "rank {rank}'s outputs");
+        let stage = module.program_of(rank).expect("a stage");
+        for (ours, (name, _)) in outputs.iter().zip(&results) {
+            let computes = stage.graph.outputs().iter().any(|&v| stage.graph.value(v).name == *name);
+            if !computes {
+                assert!(ours.to_f64_vec().iter().all(|&x| x == 0.0), "rank {rank} %{name}: not zeros off its stage");
+                continue;
+            }
+            let (_, want) = expected.iter().find(|(n, _)| n == name).expect("a graph output");
             let error = error_to_scale(ours, want);
             println!("{model} on {mesh}: rank {rank} %{name}: XLA replica vs one process {error:.2e}");
             worst = worst.max(error);
@@ -126,6 +162,32 @@ fn sharded_programs_run_on_xla_replicas_with_the_single_process_result() {
         assert!(error <= TOLERANCE, "zoo GPT block on {mesh}: {error:.3e}");
         assert!(text.contains("\"stablehlo.all_reduce\""), "{mesh}: {text}");
     }
+}
+
+/// Pipeline stages that run different programs, exported as one module every replica runs (a
+/// `case` on the replica's stage, each send/recv pair one `collective_permute`): on XLA the
+/// last stage's replicas return the single-process result and every other replica zeros.
+#[test]
+fn pipeline_stages_run_on_xla_replicas_as_one_module_with_the_single_process_result() {
+    if !jax_venv_present() {
+        return;
+    }
+    // The exported text: XLA's replicas gave the single-process result, and the text has the
+    // case and the transfers `pairs` (`[[source, target], ...]> : tensor<...>`).
+    let check = |model: &str, dims: &[(&str, u64)], mesh: &str, pairs: &str| {
+        let (error, text) = sharded_round_trip(model, dims, mesh);
+        assert!(error <= TOLERANCE, "{model} on {mesh}: {error:.3e}");
+        assert!(text.contains("\"stablehlo.case\""), "{mesh}: {text}");
+        assert!(text.contains("\"stablehlo.collective_permute\"(%"), "{mesh}: {text}");
+        assert!(text.contains(&format!("source_target_pairs = dense<{pairs}")), "{mesh}: {text}");
+        text
+    };
+    let gpt = "gpt:layers=2,hidden=32,heads=4,ffn=64,vocab=64,seq=8,dtype=f32";
+    check(gpt, &[], "pp=2", "[[0, 1]]> : tensor<1x2xi64>");
+    check(gpt, &[], "pp=4", "[[1, 2]]> : tensor<1x2xi64>");
+    // Stages whose programs hold the tensor-parallel all-reduce; pp moves rank r to r + 2.
+    let text = check(&example("mlp.mlir"), &[("batch", 4)], "pp=2,tp=2", "[[0, 2], [1, 3]]> : tensor<2x2xi64>");
+    assert!(text.contains("\"stablehlo.all_reduce\""), "{text}");
 }
 
 /// A per-rank program with every grouped collective tsr has, on a 2x2 mesh (a permutation that
@@ -320,12 +382,14 @@ fn malformed_collectives_are_located_errors_and_unexportable_programs_are_named(
     ];
     let mut messages: String =
         stablehlo_error_lines(work.path(), &cases).iter().map(|line| format!("{line}\n")).collect();
-    // Export: a per-rank program's collectives need its mesh; pipeline stages are refused.
+    // Export: a per-rank program's collectives need its mesh; one stage's program alone cannot
+    // export its send (its partner is another program).
     std::fs::write(work.path().join("ranks.mlir"), EVERY_COLLECTIVE).expect("write the program");
     let no_mesh = tessera(work.path(), &["opt", "ranks.mlir", "--emit", "stablehlo"]);
-    let stages =
-        tessera(work.path(), &["opt", &example("mlp.mlir"), "--pipeline", "shard{mesh=pp=2}", "--emit", "stablehlo"]);
-    for out in [no_mesh, stages] {
+    let stage = "func.func @stage0(%x: tensor<4x8xf32>) -> (tensor<4x8xf32>) {\n  \"tsr.send\"(%x) {mesh_axis = \"pp\", peer = 1 : i64, tag = 0 : i64} : (tensor<4x8xf32>) -> ()\n  return %x : tensor<4x8xf32>\n}\n";
+    std::fs::write(work.path().join("stage0.mlir"), stage).expect("write the program");
+    let one_stage = tessera(work.path(), &["opt", "stage0.mlir", "--mesh", "pp=2", "--emit", "stablehlo"]);
+    for out in [no_mesh, one_stage] {
         assert_eq!(out.code, 1, "{}", out.stderr);
         messages.push_str(&out.stderr.replace(&example("mlp.mlir"), "mlp.mlir"));
     }

@@ -22,8 +22,11 @@
 //! `sdy.mesh @mesh` so the import can name the axes again. A global program's
 //! `tsr.sharding_constraint`s are written as `sdy.sharding_constraint` over the mesh of its
 //! boundary shardings (refused without one; in a per-rank program they are identities and
-//! write as their operand). `send`/`recv` are refused: they join
-//! pipeline stages, which run different programs, while XLA runs one program on every replica.
+//! write as their operand). Pipeline stages, which run different programs joined by
+//! `send`/`recv`, export together as one module ([`pipeline`]); in a one-program export
+//! `send`/`recv` are refused.
+
+pub mod pipeline;
 
 use std::fmt::Write as _;
 use tessera_ir::dtype::DType;
@@ -128,8 +131,7 @@ fn export_with(graph: &Graph, mesh: Option<&Mesh>) -> EResult<String> {
     }
     w.nodes(graph)?;
     let outputs: Vec<V> = graph.outputs().iter().map(|&v| w.value(v)).collect::<EResult<_>>()?;
-    let module_name: String =
-        graph.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let module_name = module_name(graph);
     let result_types: Vec<String> = outputs.iter().map(|v| v.shape.text()).collect();
     let results = result_types
         .iter()
@@ -137,16 +139,8 @@ fn export_with(graph: &Graph, mesh: Option<&Mesh>) -> EResult<String> {
         .map(|(i, ty)| Ok(format!("{ty}{}", sdy(io.and_then(|io| io.output(i)))?)))
         .collect::<EResult<Vec<String>>>()?;
     let mut out = String::new();
-    let module_name = if module_name.is_empty() { "tessera" } else { &module_name };
     match mesh {
-        Some(mesh) => {
-            let _ = writeln!(
-                out,
-                "module @{module_name} attributes {{mhlo.num_partitions = 1 : i32, mhlo.num_replicas = {} : i32}} {{",
-                mesh.num_devices()
-            );
-            let _ = writeln!(out, "  sdy.mesh @mesh = <{}>", super::sharding::sdy_mesh_text(mesh));
-        }
+        Some(mesh) => replicated_module_header(&mut out, &module_name, mesh),
         None => {
             let _ = writeln!(out, "module @{module_name} {{");
         }
@@ -154,12 +148,51 @@ fn export_with(graph: &Graph, mesh: Option<&Mesh>) -> EResult<String> {
     if let Some(io) = io {
         let _ = writeln!(out, "  sdy.mesh @mesh = <{}>", super::sharding::sdy_mesh_text(&io.mesh));
     }
-    let _ = writeln!(out, "  func.func public @main({}) -> ({}) {{", params.join(", "), results.join(", "));
-    out.push_str(&w.body);
-    let names: Vec<&str> = outputs.iter().map(|v| v.name.as_str()).collect();
-    let _ = writeln!(out, "    \"func.return\"({}) : ({}) -> ()", names.join(", "), result_types.join(", "));
-    out.push_str("  }\n}\n");
+    close_module(&mut out, &params, &results, &w.body, &outputs);
     Ok(out)
+}
+
+/// `@main` with arguments `params`, result types `results` (each with its attributes), the ops
+/// `body` and the return of `outputs`; then the end of the module.
+fn close_module(out: &mut String, params: &[String], results: &[String], body: &str, outputs: &[V]) {
+    let _ = writeln!(out, "  func.func public @main({}) -> ({}) {{", params.join(", "), results.join(", "));
+    out.push_str(body);
+    let names: Vec<&str> = outputs.iter().map(|v| v.name.as_str()).collect();
+    let types: Vec<String> = outputs.iter().map(|v| v.shape.text()).collect();
+    let _ = writeln!(out, "    \"func.return\"({}) : ({}) -> ()", names.join(", "), types.join(", "));
+    out.push_str("  }\n}\n");
+}
+
+/// `e` located at node `node_id` of `graph`.
+fn in_node(graph: &Graph, node_id: NodeId, e: ExportError) -> ExportError {
+    let result = match name_of(graph, node_id) {
+        name if name.is_empty() => String::new(),
+        name => format!(", result %{name}"),
+    };
+    let op = graph.node(node_id).op.mnemonic();
+    ExportError { message: format!("node {} (tsr.{op}{result}): {}", node_id.index(), e.message) }
+}
+
+/// The module name for `graph`: its name with everything but letters, digits and `_` as `_`.
+fn module_name(graph: &Graph) -> String {
+    let name: String =
+        graph.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if name.is_empty() {
+        "tessera".to_string()
+    } else {
+        name
+    }
+}
+
+/// The opening of a module every replica of `mesh` runs (one partition), with the mesh written
+/// as `sdy.mesh @mesh` so the import can name its axes again.
+fn replicated_module_header(out: &mut String, module_name: &str, mesh: &Mesh) {
+    let _ = writeln!(
+        out,
+        "module @{module_name} attributes {{mhlo.num_partitions = 1 : i32, mhlo.num_replicas = {} : i32}} {{",
+        mesh.num_devices()
+    );
+    let _ = writeln!(out, "  sdy.mesh @mesh = <{}>", super::sharding::sdy_mesh_text(mesh));
 }
 
 fn name_of(graph: &Graph, node: NodeId) -> String {
@@ -207,23 +240,52 @@ struct Writer {
 impl Writer {
     /// Writes every node of `graph`, whose inputs are already bound.
     fn nodes(&mut self, graph: &Graph) -> EResult<()> {
-        for (node_id, node) in graph.nodes() {
-            let inputs: Vec<V> = node.inputs.iter().map(|&v| self.value(v)).collect::<EResult<_>>()?;
-            let results: Vec<Shape> = node.outputs.iter().map(|&v| static_shape(graph, v)).collect::<EResult<_>>()?;
-            let written = self.node(&node.op, &inputs, &results).map_err(|e| ExportError {
-                message: format!(
-                    "node {} (tsr.{}, result %{}): {}",
-                    node_id.index(),
-                    node.op.mnemonic(),
-                    name_of(graph, node_id),
-                    e.message
-                ),
-            })?;
-            for (&out, v) in node.outputs.iter().zip(written) {
-                self.values[out.index()] = Some(v);
-            }
+        for (node_id, _) in graph.nodes() {
+            self.graph_node(graph, node_id)?;
         }
         Ok(())
+    }
+
+    /// Writes node `node_id` of `graph`, whose inputs are already bound, and binds its results.
+    fn graph_node(&mut self, graph: &Graph, node_id: NodeId) -> EResult<()> {
+        let node = graph.node(node_id);
+        let inputs: Vec<V> = node.inputs.iter().map(|&v| self.value(v)).collect::<EResult<_>>()?;
+        let results: Vec<Shape> = node.outputs.iter().map(|&v| static_shape(graph, v)).collect::<EResult<_>>()?;
+        let written = self.node(&node.op, &inputs, &results).map_err(|e| in_node(graph, node_id, e))?;
+        for (&out, v) in node.outputs.iter().zip(written) {
+            self.values[out.index()] = Some(v);
+        }
+        Ok(())
+    }
+
+    /// A writer for a region nested in this one's body: fresh names continue this writer's,
+    /// values bound as `values` (indexed by the region's graph).
+    fn nested(&self, values: Vec<Option<V>>) -> Writer {
+        Writer {
+            body: String::new(),
+            next: self.next,
+            values,
+            mesh: self.mesh.clone(),
+            io_mesh: self.io_mesh.clone(),
+            channels: self.channels,
+        }
+    }
+
+    /// Takes back the names and channels a nested writer handed out; its region's text as
+    /// StableHLO writes it: `{ [^bb0(args):] ops "stablehlo.return"(yields) }`.
+    fn close_region(&mut self, sub: Writer, block_args: &[String], yields: &[V]) -> String {
+        self.next = sub.next;
+        self.channels = sub.channels;
+        let names: Vec<&str> = yields.iter().map(|v| v.name.as_str()).collect();
+        let types: Vec<String> = yields.iter().map(|v| v.shape.text()).collect();
+        let header =
+            if block_args.is_empty() { String::new() } else { format!("    ^bb0({}):\n", block_args.join(", ")) };
+        format!(
+            "{{\n{header}{}    \"stablehlo.return\"({}) : ({}) -> ()\n    }}",
+            sub.body,
+            names.join(", "),
+            types.join(", ")
+        )
     }
 
     /// A region as StableHLO writes it: `{ [^bb0(args):] ops "stablehlo.return"(yields) }`.
@@ -231,14 +293,7 @@ impl Writer {
     /// block arguments); else they become block arguments. A `cond` region's one-element
     /// condition is reshaped to the `tensor<i1>` `while` wants.
     fn region(&mut self, g: &Graph, captured: Option<&[V]>, cond: bool) -> EResult<String> {
-        let mut sub = Writer {
-            body: String::new(),
-            next: self.next,
-            values: vec![None; g.num_values()],
-            mesh: self.mesh.clone(),
-            io_mesh: self.io_mesh.clone(),
-            channels: self.channels,
-        };
+        let mut sub = self.nested(vec![None; g.num_values()]);
         let mut args = Vec::new();
         for (i, &id) in g.inputs().iter().enumerate() {
             let v = match captured {
@@ -262,27 +317,7 @@ impl Writer {
                 *first = sub.op("stablehlo.reshape", &[&first.clone()], "", &scalar);
             }
         }
-        self.next = sub.next;
-        self.channels = sub.channels;
-        let names: Vec<&str> = yields.iter().map(|v| v.name.as_str()).collect();
-        let types: Vec<String> = yields.iter().map(|v| v.shape.text()).collect();
-        let header = if args.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "    ^bb0({}):
-",
-                args.join(", ")
-            )
-        };
-        Ok(format!(
-            "{{
-{header}{}    \"stablehlo.return\"({}) : ({}) -> ()
-    }}",
-            sub.body,
-            names.join(", "),
-            types.join(", ")
-        ))
+        Ok(self.close_region(sub, &args, &yields))
     }
 
     /// An op with regions: `%n:k = "name"(operands) (regions) : (types) -> (types)`.
@@ -843,8 +878,8 @@ impl Writer {
         };
         let (Some(group), Some(x), Some(out)) = (c.group(), x.first(), results.first()) else {
             return refuse(
-                "send/recv join pipeline stages, which run different programs; a replicated StableHLO module \
-                 runs one program on every replica",
+                "send/recv join pipeline stages, which run different programs: export the stages together, \
+                 after 'shard' in the same pipeline",
             );
         };
         let groups = replica_groups(&mesh, group)?;
@@ -906,25 +941,7 @@ impl Writer {
                     .map(|r| mesh.index_in_group(r, &group.axes).map(|i| i as i64 * block))
                     .collect::<Result<_, String>>()
                     .map_err(|message| ExportError { message })?;
-                let n = starts.len();
-                let table = self.constant(&Tensor::from_i64(DType::I64, vec![n], starts));
-                let id = self.fresh();
-                let _ = writeln!(self.body, "    {id} = \"stablehlo.replica_id\"() : () -> tensor<ui32>");
-                let scalar_i64 = Shape { dtype: DType::I64, dims: Vec::new() };
-                let id_i64 = self.fresh();
-                let _ = writeln!(
-                    self.body,
-                    "    {id_i64} = \"stablehlo.convert\"({id}) : (tensor<ui32>) -> {}",
-                    scalar_i64.text()
-                );
-                let id_i64 = V { name: id_i64, shape: scalar_i64.clone() };
-                let one_start = self.op(
-                    "stablehlo.dynamic_slice",
-                    &[&table, &id_i64],
-                    "slice_sizes = array<i64: 1>",
-                    &scalar_i64.with_dims(vec![1]),
-                );
-                let start = self.op("stablehlo.reshape", &[&one_start], "", &scalar_i64);
+                let start = self.at_replica(starts);
                 let zero = self.constant(&Tensor::scalar(DType::I64, 0.0));
                 let mut operands: Vec<&V> = vec![x];
                 for i in 0..rank {
@@ -974,6 +991,26 @@ impl Writer {
             .map_err(|e| ExportError { message: format!("sharding constraint {sharding}: {e}") })?;
         let props = format!("sharding = {}", super::sharding::sdy_sharding_text("mesh", sharding));
         Ok(self.op("sdy.sharding_constraint", &[x], &props, out))
+    }
+
+    /// `table[replica_id]`, an i64 scalar: what differs between replicas of one module.
+    fn at_replica(&mut self, table: Vec<i64>) -> V {
+        let n = table.len();
+        let table = self.constant(&Tensor::from_i64(DType::I64, vec![n], table));
+        let id = self.fresh();
+        let _ = writeln!(self.body, "    {id} = \"stablehlo.replica_id\"() : () -> tensor<ui32>");
+        let scalar_i64 = Shape { dtype: DType::I64, dims: Vec::new() };
+        let id_i64 = self.fresh();
+        let _ =
+            writeln!(self.body, "    {id_i64} = \"stablehlo.convert\"({id}) : (tensor<ui32>) -> {}", scalar_i64.text());
+        let id_i64 = V { name: id_i64, shape: scalar_i64.clone() };
+        let one = self.op(
+            "stablehlo.dynamic_slice",
+            &[&table, &id_i64],
+            "slice_sizes = array<i64: 1>",
+            &scalar_i64.with_dims(vec![1]),
+        );
+        self.op("stablehlo.reshape", &[&one], "", &scalar_i64)
     }
 
     /// The next channel handle, as the attribute entry `channel_handle = ...`.

@@ -27,7 +27,8 @@
 //! partner program (tsr's join pipeline stages that run different programs). The reader stops
 //! at the first op holding the `!stablehlo.token` that orders them, naming that op. Every
 //! failure is a [`StablehloError`] at a line and column. [`export`] writes the other way,
-//! per-rank programs with their collectives included.
+//! per-rank programs with their collectives included, and pipeline stages as one module that
+//! runs each replica's stage ([`export::pipeline`]).
 
 pub mod collective;
 pub mod export;

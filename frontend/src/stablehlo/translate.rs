@@ -389,14 +389,6 @@ impl<'m> Translator<'m> {
             "stablehlo.collective_broadcast" => {
                 err(at, format!("{name} has no tsr counterpart: tsr moves data between ranks in group collectives, collective_permute and the send/recv that join pipeline stages"))
             }
-            "stablehlo.send" | "stablehlo.recv" => err(
-                at,
-                format!(
-                    "{name} has no tsr counterpart in a replicated module: tsr's send/recv join pipeline stages, \
-                     which run different programs, while every replica runs this one (collective_permute moves \
-                     data between replicas)"
-                ),
-            ),
             "sdy.manual_computation" => self.manual_computation(op, env, args),
             "stablehlo.convolution" => {
                 arity(2)?;
