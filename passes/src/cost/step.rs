@@ -94,7 +94,9 @@ impl TpCollectiveTime {
 /// their relative errors (a test recomputes the fit): BigScience's one-node runs (TP 8, PP 1,
 /// DP 1, so no pipeline transfer, no data-parallel reduction and no network) of 2022-02-21,
 /// which the ring time priced 18-25% fast with every other cost in place, and its sweep of one
-/// 40-node model over micro-batch sizes 1, 2, 4 and 8 (2022-02-20).
+/// 40-node model over micro-batch sizes 1, 2, 4 and 8 (2022-02-20), whose errors count about
+/// their own mean (that model's level is not the collectives'): the sweep sets how the time
+/// grows with the micro-batch, the one-node rows set the level.
 ///
 /// Why the tensor-parallel collectives and not the kernels or the engine: on one day and one
 /// set of nodes a TP 4 run of BLOOM's shape took 0.84 of the TP 8 run's step where a uniform
