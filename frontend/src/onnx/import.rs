@@ -62,7 +62,9 @@ pub enum Initializers {
     Constants,
     /// The weights as the model's parameters: every floating-point initializer of rank 1 or more
     /// becomes a graph input with [`InputRole::Parameter`] and its declared type, and its payload
-    /// is not read (what the planner needs, in the time it takes to read the graph). Integer and
+    /// is not read (what the planner needs, in the time it takes to read the graph), except to
+    /// find an exporter's transposed copy of another initializer, which reads it through a
+    /// transpose ([`Importer::transposed_copies`]). Integer and
     /// boolean initializers (indices, shapes, masks) and float scalars (an epsilon, a scale)
     /// stay constants. A builder that needs a parameter's value at import time (a `Resize`'s
     /// scales, say) decodes it then, and the input stays a parameter.
