@@ -64,7 +64,7 @@ pub enum Initializers {
     /// becomes a graph input with [`InputRole::Parameter`] and its declared type, and its payload
     /// is not read (what the planner needs, in the time it takes to read the graph), except to
     /// find an exporter's transposed copy of another initializer, which reads it through a
-    /// transpose ([`Importer::transposed_copies`]). Integer and
+    /// transpose (`Importer::transposed_copies`). Integer and
     /// boolean initializers (indices, shapes, masks) and float scalars (an epsilon, a scale)
     /// stay constants. A builder that needs a parameter's value at import time (a `Resize`'s
     /// scales, say) decodes it then, and the input stays a parameter.
