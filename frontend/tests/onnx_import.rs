@@ -486,6 +486,59 @@ fn initializers_as_parameters_are_inputs_that_compute_the_same() {
     assert!(refused.is_some_and(|e| e.contains("holds 3 bytes")));
 }
 
+/// A tied weight that the exporter wrote twice, once transposed (`torch.onnx.export` of GPT-2:
+/// the token table `[vocab, hidden]` and the head's `[hidden, vocab]` copy), is one parameter
+/// when planning: the copy reads it through a transpose. A matrix of the swapped shape that
+/// differs in one element stays a parameter of its own. The model computes what its constants do.
+#[test]
+fn a_transposed_copy_of_an_initializer_is_the_same_parameter() {
+    use tessera_frontend::onnx::Initializers;
+    use tessera_ir::graph::InputRole;
+    let table = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0];
+    // Row-major [4, 3] `E` and its transpose [3, 4]; `U` is the transpose but for one element.
+    let transposed: Vec<f32> = (0..3).flat_map(|c| (0..4).map(move |r| table[r * 3 + c] as f32)).collect();
+    let mut almost = transposed.clone();
+    almost[5] += 0.5;
+    let m = model(
+        vec![
+            node("Gather", "embed", &["E", "ids"], &["h"], vec![]),
+            node("MatMul", "head", &["h", "ET"], &["logits"], vec![]),
+            node("MatMul", "other", &["h", "U"], &["other_logits"], vec![]),
+        ],
+        vec![value("ids", DataType::Int64, &[D::P("batch")])],
+        vec![f32_value("logits", &[D::P("batch"), D::N(4)]), f32_value("other_logits", &[D::P("batch"), D::N(4)])],
+        vec![f32_raw("E", &[4, 3], &table), f32_typed("ET", &[3, 4], &transposed), f32_typed("U", &[3, 4], &almost)],
+        17,
+    );
+    let options = ImportOptions { initializers: Initializers::Parameters, ..ImportOptions::default() };
+    let g = match import_proto(&m, None, &options) {
+        Ok(g) => g,
+        Err(e) => panic!("{e}"),
+    };
+    let parameters: Vec<String> = g
+        .inputs()
+        .iter()
+        .filter(|&&v| g.input_role(v) == Some(InputRole::Parameter))
+        .map(|&v| g.value(v).name.clone())
+        .collect();
+    assert_eq!(parameters, vec!["E".to_string(), "U".to_string()]);
+    assert_eq!(count_ops(&g, "transpose"), 1);
+    let ids = tessera_ir::tensor::Tensor::from_i64(DType::I64, vec![2], vec![3, 1]);
+    let e = f32_tensor(&[4, 3], &table);
+    let u = f32_tensor(&[3, 4], &almost.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>());
+    let planned = run(&g, vec![e, u, ids.clone()]);
+    let constants = match import_proto(&m, None, &ImportOptions::default()) {
+        Ok(g) => g,
+        Err(e) => panic!("{e}"),
+    };
+    let expected = run(&constants, vec![ids]);
+    assert_eq!(planned, expected);
+    // h = rows 3 and 1 of E; logits = h E^T.
+    let dot = |a: usize, b: usize| (0..3).map(|c| table[a * 3 + c] * table[b * 3 + c]).sum::<f64>();
+    let want: Vec<f64> = [3, 1].iter().flat_map(|&a| (0..4).map(move |b| dot(a, b))).collect();
+    assert_close(&planned[0], DType::F32, &[2, 4], &want, 0.0);
+}
+
 /// `x: [batch, seq]`, its `Shape`, and `seq` as a scalar (`Gather(shape, 1)`): the start of
 /// the exporter-style shape arithmetic the next tests build on.
 fn seq_of_x() -> Vec<tessera_frontend::onnx::proto::NodeProto> {

@@ -7,27 +7,29 @@
 //! whose cluster had another network between nodes says so and only that link changes.
 //!
 //! `calibration/megatron_deepspeed_calibration.json` holds BigScience's one-node runs on
-//! Megatron-DeepSpeed, which set `MEGATRON_DEEPSPEED_TP_TIME_FACTOR` and nothing else.
+//! Megatron-DeepSpeed and its 40-node sweep over the micro-batch size, which set
+//! `MEGATRON_DEEPSPEED_TP` (a time per ring time and per call of a tensor-parallel
+//! collective) and nothing else.
 //!
 //! `tests/fixtures/korthikanti2022.json` is a copy of `shared/calibration/korthikanti2022.json`.
 
 use crate::support::{cluster, zoo};
 use serde_json::Value;
 use tessera_passes::cost::step::{
-    estimate, GradAccumulation, Job, LayerPartition, Mode, Parallelism, Recompute, Schedule, TimeBreakdown,
-    MEGATRON_DEEPSPEED_TP_TIME_FACTOR,
+    estimate, estimate_with, GradAccumulation, Job, LayerPartition, Mode, Parallelism, Recompute, Schedule,
+    TimeBreakdown, TpCollectiveTime, MEGATRON_DEEPSPEED_TP,
 };
 use tessera_passes::cost::workload::ProfileCache;
 
 const TOLERANCE: f64 = 0.15;
 
-/// The held-out bounds: what the cost model reaches today (mean |error| 5.4%, max 8.1% over
-/// all sixteen rows, with Megatron-DeepSpeed's tensor-parallel collectives priced at the time
-/// its one-node calibration rows measured, `MEGATRON_DEEPSPEED_TP_TIME_FACTOR`; 18.4% and 26.7%
-/// over the first twelve before it: BENCHMARKS.md, "Held-out training runs") with a little slack, so that a
-/// change that makes it worse fails. The aim (5% mean, 10% max) is met for the max,
-/// not for the mean; BENCHMARKS.md says why.
-const HELD_OUT_MEAN: f64 = 0.075;
+/// The held-out bounds: what the cost model reaches today (mean |error| 4.7%, max 8.2% over
+/// all sixteen rows, with Megatron-DeepSpeed's tensor-parallel collectives priced by
+/// `MEGATRON_DEEPSPEED_TP`, a time per ring time and per call fitted on its calibration rows;
+/// 5.4% and 8.1% with a time per ring time alone, 18.4% and 26.7% over the first twelve rows
+/// with neither: BENCHMARKS.md, "Held-out training runs") with a little slack, so that a change
+/// that makes it worse fails. The aim is 5% mean and 10% max.
+const HELD_OUT_MEAN: f64 = 0.05;
 const HELD_OUT_MAX: f64 = 0.10;
 
 /// (model, column, predicted, measured) for every row and column.
@@ -113,6 +115,12 @@ pub fn held_out_predictions() -> Vec<HeldOut> {
 /// Every row under `key` of a file of published training runs (the held-out file's fields),
 /// predicted with its published configuration fixed.
 fn published_run_predictions(json: &str, key: &str) -> Vec<HeldOut> {
+    published_run_predictions_with(json, key, MEGATRON_DEEPSPEED_TP)
+}
+
+/// [`published_run_predictions`] with Megatron-DeepSpeed's tensor-parallel collectives priced
+/// by `deepspeed_tp`.
+fn published_run_predictions_with(json: &str, key: &str, deepspeed_tp: TpCollectiveTime) -> Vec<HeldOut> {
     let data: Value = serde_json::from_str(json).expect("published runs json");
     let int = |row: &Value, key: &str| row[key].as_u64().unwrap_or_else(|| panic!("{key} in {row}"));
     let mut out = Vec::new();
@@ -170,7 +178,7 @@ fn published_run_predictions(json: &str, key: &str) -> Vec<HeldOut> {
         };
         let job = Job { mode: Mode::Train, global_batch: int(row, "global_batch"), seq: int(row, "seq") };
         let mut cache = ProfileCache::new(&workload, &c.device);
-        let e = estimate(&mut cache, &c, &job, &par).unwrap_or_else(|err| panic!("{name}: {err}"));
+        let e = estimate_with(&mut cache, &c, &job, &par, deepspeed_tp).unwrap_or_else(|err| panic!("{name}: {err}"));
         assert!(e.memory.total <= c.device.memory_bytes(), "{name} needs {:.1} GB", e.memory.total / 1e9);
         let measured_s = row["iter_time_s"].as_f64().expect("iter_time_s");
         out.push(HeldOut {
@@ -239,33 +247,81 @@ fn held_out_iteration_times_within_the_measured_bound() {
     assert!(max <= HELD_OUT_MAX, "held-out max |error| {:.1}%\n{table}", 100.0 * max);
 }
 
+/// The least-squares fit of Megatron-DeepSpeed's tensor-parallel collective time over the
+/// relative errors of the rows under `key` of `json` (a sweep's rows, those with one `sweep`
+/// name, about their mean), starting from `start`. The step is
+/// piecewise linear in the two numbers (a pipeline's slowest stage can change), so the fit takes
+/// Gauss-Newton steps with the slopes measured by moving each number.
+fn fit_deepspeed_tp(json: &str, key: &str, start: TpCollectiveTime) -> TpCollectiveTime {
+    let data: Value = serde_json::from_str(json).expect("published runs json");
+    let sweeps: Vec<Option<&str>> =
+        data[key].as_array().expect("rows").iter().map(|row| row["sweep"].as_str()).collect();
+    // A sweep's rows count by their errors about the sweep's mean: the level is its own.
+    let errors = |tp: TpCollectiveTime| -> Vec<f64> {
+        let raw: Vec<f64> =
+            published_run_predictions_with(json, key, tp).iter().map(|r| r.predicted_s / r.measured_s - 1.0).collect();
+        let level = |sweep: &str| {
+            let members: Vec<f64> =
+                raw.iter().zip(&sweeps).filter(|(_, s)| **s == Some(sweep)).map(|(e, _)| *e).collect();
+            members.iter().sum::<f64>() / members.len() as f64
+        };
+        raw.iter().zip(&sweeps).map(|(e, s)| e - s.map_or(0.0, level)).collect()
+    };
+    let (d_factor, d_call) = (0.5, 1e-4);
+    let mut at = start;
+    for _ in 0..3 {
+        let e0 = errors(at);
+        let ef = errors(TpCollectiveTime { ring_time_factor: at.ring_time_factor + d_factor, ..at });
+        let ec = errors(TpCollectiveTime { call_s: at.call_s + d_call, ..at });
+        let jf: Vec<f64> = ef.iter().zip(&e0).map(|(a, b)| (a - b) / d_factor).collect();
+        let jc: Vec<f64> = ec.iter().zip(&e0).map(|(a, b)| (a - b) / d_call).collect();
+        let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(a, b)| a * b).sum::<f64>();
+        let (aff, afc, acc) = (dot(&jf, &jf), dot(&jf, &jc), dot(&jc, &jc));
+        let (bf, bc) = (-dot(&jf, &e0), -dot(&jc, &e0));
+        let det = aff * acc - afc * afc;
+        assert!(det.abs() > 0.0, "the calibration rows do not tell the two numbers apart");
+        at = TpCollectiveTime {
+            ring_time_factor: at.ring_time_factor + (bf * acc - bc * afc) / det,
+            call_s: at.call_s + (aff * bc - afc * bf) / det,
+        };
+    }
+    at
+}
+
 /// The Megatron-DeepSpeed calibration rows (`calibration/megatron_deepspeed_calibration.json`:
-/// BigScience's one-node TP 8 runs, no pipeline, data parallelism or network) set
-/// `MEGATRON_DEEPSPEED_TP_TIME_FACTOR`: with it, what the model still misses on them, in
-/// units of their tensor-parallel time, averages zero; and each is within 7%.
+/// BigScience's one-node TP 8 runs, no pipeline, data parallelism or network, and its 40-node
+/// sweep of one model over micro-batch sizes 1 to 8) set `MEGATRON_DEEPSPEED_TP`: it is the
+/// least-squares fit over their relative errors, and each is within 7%.
 #[test]
-fn megatron_deepspeed_calibration_rows_set_the_tensor_parallel_time_factor() {
+fn megatron_deepspeed_calibration_rows_set_the_tensor_parallel_collective_time() {
     let json = include_str!("../../calibration/megatron_deepspeed_calibration.json");
     let rows = published_run_predictions(json, "rows");
-    assert_eq!(rows.len(), 3);
-    let mut table = String::from("row                          predicted  measured  error   tp time\n");
-    let mut missing_per_tp_time = 0.0;
+    assert_eq!(rows.len(), 7);
+    let mut table = String::from("row                                    predicted  measured  error   tp time\n");
     for r in &rows {
         let error = r.predicted_s / r.measured_s - 1.0;
         table += &format!(
-            "{:<28} {:>8.2} s {:>7.2} s {:>+6.1}% {:>7.2} s\n",
+            "{:<38} {:>8.2} s {:>7.2} s {:>+6.1}% {:>7.2} s\n",
             r.name,
             r.predicted_s,
             r.measured_s,
             100.0 * error,
             r.time.tp_comm_s
         );
-        // The tensor-parallel time already holds the factor: the fit is over the ring time.
-        let ring_s = r.time.tp_comm_s / MEGATRON_DEEPSPEED_TP_TIME_FACTOR;
-        missing_per_tp_time += (r.measured_s - r.predicted_s) / ring_s / rows.len() as f64;
     }
-    println!("{table}mean (measured - predicted) / ring time: {missing_per_tp_time:+.3}");
-    assert!(missing_per_tp_time.abs() <= 0.02, "the factor is off its fit by {missing_per_tp_time:+.3}\n{table}");
+    let fit = fit_deepspeed_tp(json, "rows", MEGATRON_DEEPSPEED_TP);
+    println!(
+        "{table}least squares: {:.3} ring times + {:.3} ms per call (shipped: {:.3} + {:.3} ms)",
+        fit.ring_time_factor,
+        1e3 * fit.call_s,
+        MEGATRON_DEEPSPEED_TP.ring_time_factor,
+        1e3 * MEGATRON_DEEPSPEED_TP.call_s
+    );
+    assert!(
+        (fit.ring_time_factor - MEGATRON_DEEPSPEED_TP.ring_time_factor).abs() <= 0.02
+            && (fit.call_s - MEGATRON_DEEPSPEED_TP.call_s).abs() <= 2e-6,
+        "the shipped numbers are off their fit {fit:?}\n{table}"
+    );
     for r in &rows {
         let error = r.predicted_s / r.measured_s - 1.0;
         assert!(error.abs() <= 0.07, "{}: {:+.1}%\n{table}", r.name, 100.0 * error);
@@ -313,6 +369,9 @@ fn tflops_count_the_recomputed_forward(json: &str) {
     let rows: Vec<&Value> =
         ["rows", "form_evidence"].iter().filter_map(|key| data[*key].as_array()).flatten().collect();
     let mut checked = 0;
+    // Rows whose source printed TFLOP/s through an estimate older than its iteration time's
+    // (`tflops_formula: null`) are checked by their time alone.
+    let rows: Vec<&Value> = rows.into_iter().filter(|row| !row["tflops_formula"].is_null()).collect();
     for row in rows.iter().copied() {
         let name = row["name"].as_str().expect("name");
         let (batch, seq, layers, hidden, vocab) = (

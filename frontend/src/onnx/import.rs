@@ -62,7 +62,9 @@ pub enum Initializers {
     Constants,
     /// The weights as the model's parameters: every floating-point initializer of rank 1 or more
     /// becomes a graph input with [`InputRole::Parameter`] and its declared type, and its payload
-    /// is not read (what the planner needs, in the time it takes to read the graph). Integer and
+    /// is not read (what the planner needs, in the time it takes to read the graph), except to
+    /// find an exporter's transposed copy of another initializer, which reads it through a
+    /// transpose (`Importer::transposed_copies`). Integer and
     /// boolean initializers (indices, shapes, masks) and float scalars (an epsilon, a scale)
     /// stay constants. A builder that needs a parameter's value at import time (a `Resize`'s
     /// scales, say) decodes it then, and the input stays a parameter.
@@ -433,10 +435,14 @@ impl Importer {
                 unsupported: true,
             });
         }
+        let copies = if initializers == Initializers::Parameters { self.transposed_copies(g) } else { HashMap::new() };
         for init in &g.initializer {
             let name = init.name();
             if name.is_empty() {
                 return Err(OnnxError::Model("an initializer has no name".into()));
+            }
+            if copies.contains_key(name) {
+                continue;
             }
             let tensor_error = |e: tensor::PayloadError| OnnxError::Tensor {
                 name: name.to_string(),
@@ -458,7 +464,68 @@ impl Importer {
             self.name_value(v, name);
             self.slots.insert(name.to_string(), Slot::Value(v));
         }
+        // A copy reads its original through a transpose: one parameter, as in the model.
+        let mut copies: Vec<(String, String)> = copies.into_iter().collect();
+        copies.sort();
+        for (copy, original) in copies {
+            let Some(Slot::Value(of)) = self.slots.get(&original).cloned() else { continue };
+            let added = self.graph.add_node(Op::Transpose { perm: vec![1, 0] }, &[of]);
+            let Some(&v) = added
+                .map_err(|e| OnnxError::Model(format!("initializer '{copy}' as the transpose of '{original}': {e}")))?
+                .first()
+            else {
+                return Err(OnnxError::Model(format!("initializer '{copy}': tsr.transpose gave no result")));
+            };
+            self.name_value(v, &copy);
+            self.slots.insert(copy, Slot::Value(v));
+        }
         Ok(())
+    }
+
+    /// Initializers whose values are another initializer's transpose, by name, each with the
+    /// name of the one it copies (the first of the two in the file): how `torch.onnx.export`
+    /// writes a tied weight that one side reads transposed. GPT-2's head reads the token table
+    /// as a second, pre-transposed `[hidden, vocab]` initializer, so the file holds 38.6 M
+    /// weights twice; planned as two parameters, the model would have 162.9 M of them and
+    /// train, shard and store both. Only non-square 2-D float initializers with swapped shapes
+    /// and one element type are compared, each decoded at most once; a pair that differs
+    /// anywhere is no copy, and one that cannot be decoded is left as it is.
+    fn transposed_copies(&mut self, g: &GraphProto) -> HashMap<String, String> {
+        let matrices: Vec<(usize, usize, usize)> = g
+            .initializer
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let ty = tensor::declared_type(t).ok()?;
+                match ty.dims.as_slice() {
+                    [Dim::Static(r), Dim::Static(c)] if ty.dtype.is_float() && r != c => {
+                        Some((i, *r as usize, *c as usize))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        let mut decoded: HashMap<usize, Option<Tensor>> = HashMap::new();
+        let mut copies = HashMap::new();
+        for (a, &(i, rows, cols)) in matrices.iter().enumerate() {
+            for &(j, rows_j, cols_j) in &matrices[a + 1..] {
+                let (first, second) = (&g.initializer[i], &g.initializer[j]);
+                let swapped = (rows_j, cols_j) == (cols, rows) && first.data_type() == second.data_type();
+                if !swapped || copies.contains_key(second.name()) || copies.contains_key(first.name()) {
+                    continue;
+                }
+                for k in [i, j] {
+                    decoded.entry(k).or_insert_with(|| tensor::decode(&g.initializer[k], &mut self.external).ok());
+                }
+                let (Some(Some(x)), Some(Some(y))) = (decoded.get(&i), decoded.get(&j)) else { continue };
+                let transposed = (0..rows)
+                    .all(|r| (0..cols).all(|c| x.get_f64(r * cols + c).to_bits() == y.get_f64(c * rows + r).to_bits()));
+                if transposed {
+                    copies.insert(second.name().to_string(), first.name().to_string());
+                }
+            }
+        }
+        copies
     }
 
     /// Graph inputs not shadowed by an initializer become activation inputs. An input that also

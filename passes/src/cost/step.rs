@@ -23,7 +23,7 @@
 //! ([`deepspeed_pipeline`]): each step a stage exchanges with one neighbour (both streams
 //! wait for the pair's transfers) and then runs one forward or one backward; its gradient
 //! reduction overlaps nothing; and the tensor-parallel collectives of Megatron-DeepSpeed, which
-//! runs that engine, take [`MEGATRON_DEEPSPEED_TP_TIME_FACTOR`] times their ring time.
+//! runs that engine, take the time [`MEGATRON_DEEPSPEED_TP`] gives for their ring time.
 //!
 //! After the pipeline: the gradient reduction over data-parallel ranks overlaps the last
 //! backward pass of the stage (exposed only beyond it), ZeRO-1/2 all-gather updated weights
@@ -69,20 +69,46 @@ pub const UNFUSED_ACCUMULATION_BYTES_PER_PARAM: f64 = 6.0;
 const BF16_OPTIMIZER_LOW_PRECISION_GRAD_BYTES: f64 = 2.0;
 /// Backward time per forward time of a kernel (see `profile`).
 pub const BACKWARD_FACTOR: f64 = 2.0;
-/// Time of a tensor-parallel collective under Megatron-DeepSpeed (DeepSpeed's pipeline engine,
-/// [`Schedule::DeepSpeed`]) per ring time of the same collective under Megatron-LM, whose 2022
-/// runs (Korthikanti et al.) set the link numbers. Calibrated on the rows of
-/// `calibration/megatron_deepspeed_calibration.json` and nothing else: BigScience's one-node runs
-/// (TP 8, PP 1, DP 1, so no pipeline transfer, no data-parallel reduction and no network) of
-/// 2022-02-21, which the model priced 18-25% fast with every other cost in place; the mean over
-/// the rows of `(measured - predicted) / tp_time` is 2.88 more ring times (a test recomputes it).
-/// Why it is the tensor-parallel collectives and not the kernels or the engine: on the same day
-/// and nodes a TP 4 run of BLOOM's shape took 0.84 of the TP 8 run's step where a uniform kernel
-/// slowdown predicts 0.95; the missing time per layer and micro-batch is the same at 6 and 12
-/// layers per stage (not a per-stage engine cost); and it grows with the micro-batch, as the
-/// all-reduced bytes do, if more slowly (BENCHMARKS.md, "Megatron-DeepSpeed's tensor-parallel
-/// collectives"). Which part of the stack makes them slower is not found in the code read.
-pub const MEGATRON_DEEPSPEED_TP_TIME_FACTOR: f64 = 3.88;
+/// How long a tensor-parallel collective takes on the software stack that runs a training step,
+/// against the ring time of [`collective`] (which the link numbers fit to Megatron-LM 2022,
+/// Korthikanti et al.): `ring_time_factor` ring times plus `call_s` seconds per call. Only
+/// time changes, not the bytes moved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TpCollectiveTime {
+    pub ring_time_factor: f64,
+    pub call_s: f64,
+}
+
+impl TpCollectiveTime {
+    /// Megatron-LM's own stack: the ring time.
+    pub const RING: TpCollectiveTime = TpCollectiveTime { ring_time_factor: 1.0, call_s: 0.0 };
+
+    fn time(&self, ring_s: f64) -> f64 {
+        self.ring_time_factor * ring_s + self.call_s
+    }
+}
+
+/// Tensor-parallel collectives under Megatron-DeepSpeed (DeepSpeed's pipeline engine,
+/// [`Schedule::DeepSpeed`]). Calibrated on the rows of
+/// `calibration/megatron_deepspeed_calibration.json` and nothing else, by least squares over
+/// their relative errors (a test recomputes the fit): BigScience's one-node runs (TP 8, PP 1,
+/// DP 1, so no pipeline transfer, no data-parallel reduction and no network) of 2022-02-21,
+/// which the ring time priced 18-25% fast with every other cost in place, and its sweep of one
+/// 40-node model over micro-batch sizes 1, 2, 4 and 8 (2022-02-20), whose errors count about
+/// their own mean (that model's level is not the collectives'): the sweep sets how the time
+/// grows with the micro-batch, the one-node rows set the level.
+///
+/// Why the tensor-parallel collectives and not the kernels or the engine: on one day and one
+/// set of nodes a TP 4 run of BLOOM's shape took 0.84 of the TP 8 run's step where a uniform
+/// kernel slowdown predicts 0.95; the missing time per layer and micro-batch is the same at 6
+/// and 12 layers per stage (not a per-stage engine cost). Why a cost per call besides the
+/// bandwidth: the missing time per layer and micro-batch grows with the micro-batch more
+/// slowly than its bytes (11 ms at micro-batch 1, 38 ms at 8), so a step of many small
+/// micro-batches pays more than its bytes say; a factor on the ring time alone priced every
+/// micro-batch-1 row fast and every micro-batch-4 and 8 row slow (BENCHMARKS.md,
+/// "Megatron-DeepSpeed's tensor-parallel collectives"). Which part of the stack costs the
+/// time is not found in the code read.
+pub const MEGATRON_DEEPSPEED_TP: TpCollectiveTime = TpCollectiveTime { ring_time_factor: 3.355, call_s: 0.343e-3 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -435,6 +461,18 @@ pub fn estimate(
     job: &Job,
     par: &Parallelism,
 ) -> Result<Estimate, CostError> {
+    estimate_with(cache, cluster, job, par, MEGATRON_DEEPSPEED_TP)
+}
+
+/// [`estimate`] with Megatron-DeepSpeed's tensor-parallel collectives priced by `deepspeed_tp`
+/// instead of [`MEGATRON_DEEPSPEED_TP`]: what its calibration varies.
+pub fn estimate_with(
+    cache: &mut ProfileCache,
+    cluster: &ClusterSpec,
+    job: &Job,
+    par: &Parallelism,
+    deepspeed_tp: TpCollectiveTime,
+) -> Result<Estimate, CostError> {
     let workload = cache.workload();
     let layers = workload.layers();
     let programs = workload.stage_programs(par.pp);
@@ -451,7 +489,8 @@ pub fn estimate(
     } else {
         BlockShape { batch: par.micro_batch, seq: 1, tp: par.tp, ep: par.ep, training: false, kv_cache: job.seq }
     };
-    let setting = Setting::new(cluster, job, par, programs.is_some(), workload.tied_embeddings());
+    let tp_time = if train && par.schedule == Schedule::DeepSpeed { deepspeed_tp } else { TpCollectiveTime::RING };
+    let setting = Setting::new(cluster, job, par, programs.is_some(), workload.tied_embeddings(), tp_time);
     let stages = StagePlan::new(cache, &setting, &shape, programs.as_deref())?;
     let costs = price_stages(&setting, &stages);
 
@@ -620,6 +659,8 @@ struct Setting<'a> {
     /// The workload brings its own per-stage programs instead of repeated layers.
     stage_programs: bool,
     tied_embeddings: bool,
+    /// How long a tensor-parallel collective takes on the stack that runs the step.
+    tp_time: TpCollectiveTime,
     tp_group: Group,
     ep_group: Group,
     dp_group: Group,
@@ -636,6 +677,7 @@ impl<'a> Setting<'a> {
         par: &'a Parallelism,
         stage_programs: bool,
         tied_embeddings: bool,
+        tp_time: TpCollectiveTime,
     ) -> Self {
         Setting {
             cluster,
@@ -647,6 +689,7 @@ impl<'a> Setting<'a> {
             sp_div: if par.sp { par.tp as f64 } else { 1.0 },
             stage_programs,
             tied_embeddings,
+            tp_time,
             tp_group: Group::new(par.tp, 1),
             ep_group: Group::new(par.ep, par.tp),
             dp_group: Group::new(par.dp, par.tp),
@@ -795,17 +838,6 @@ fn price_stages(setting: &Setting, stages: &StagePlan) -> Vec<StageCost> {
     costs
 }
 
-/// How long a tensor-parallel collective takes on the stack that runs the step, per ring time
-/// of [`collective`]: [`MEGATRON_DEEPSPEED_TP_TIME_FACTOR`] when training under DeepSpeed's
-/// pipeline engine (Megatron-DeepSpeed), else 1. Only time changes, not the bytes moved.
-fn tp_time_factor(par: &Parallelism, train: bool) -> f64 {
-    if train && par.schedule == Schedule::DeepSpeed {
-        MEGATRON_DEEPSPEED_TP_TIME_FACTOR
-    } else {
-        1.0
-    }
-}
-
 /// The cost of one stage: its blocks' compute and collectives, the pipeline sends and the
 /// per-micro-batch ZeRO-2/3 traffic.
 fn price_stage(setting: &Setting, stage: &Stage) -> StageCost {
@@ -844,7 +876,7 @@ fn price_stage(setting: &Setting, stage: &Stage) -> StageCost {
         c.clock_bound += bound * (c.fwd + c.bwd + c.recompute - before);
         for &(kind, bytes) in &b.tp_comms {
             let cost = collective(cluster, kind, bytes, setting.tp_group);
-            c.tp += n * passes * cost.time_s * tp_time_factor(par, train);
+            c.tp += n * passes * setting.tp_time.time(cost.time_s);
             c.comm.add(&cost, n * passes * m as f64);
         }
         if p > 1 && setting.stage_programs {
