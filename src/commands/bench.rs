@@ -58,9 +58,11 @@ pub struct BenchArgs {
     /// Saturation: most e-nodes.
     #[arg(long, default_value_t = 20_000)]
     pub nodes: usize,
-    /// Saturation: time limit in milliseconds.
-    #[arg(long, default_value_t = 2_000)]
-    pub time_ms: u64,
+    /// Saturation: wall-time limit in milliseconds. None by default: saturation then stops on
+    /// the iteration and node limits only, so every run of a model saturates the same e-graph
+    /// and its MIP row does not change with the machine's load.
+    #[arg(long)]
+    pub time_ms: Option<u64>,
     /// MIP extraction: time limit in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub ilp_time_ms: u64,
@@ -145,7 +147,7 @@ fn egraph_row(model: &str, g: &Graph, rules: &[rules::Rule], args: &BenchArgs) -
     let limits = Limits {
         iters: args.iters,
         nodes: args.nodes,
-        time: Duration::from_millis(args.time_ms),
+        time: args.time_ms.map_or(Duration::MAX, Duration::from_millis),
         weights,
         kernels: kernels.clone(),
     };
