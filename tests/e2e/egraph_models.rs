@@ -146,6 +146,40 @@ fn bench_measures_the_compiled_result() {
     }
 }
 
+/// `tessera bench egraph` saturates under iteration and node limits only (no wall-time limit
+/// unless `--time-ms` is given), so two runs build the same e-graph whatever the load: every
+/// phase ends on its iteration limit or saturates, and both runs report the same phases, rules
+/// fired and starved, and the same size of the MIP.
+#[test]
+fn bench_saturates_the_same_e_graph_on_every_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = "bert:layers=4,hidden=32,heads=4,ffn=64,vocab=16,seq=8,dtype=f32";
+    let args = ["bench", "egraph", spec, "--iters", "3", "--baseline-time-s", "1", "--ilp-time-ms", "500"];
+    let runs: Vec<(String, String)> = (0..2)
+        .map(|_| {
+            let out = crate::support::tessera(dir.path(), &args);
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            let row = out.stdout.lines().find(|l| l.starts_with(&format!("| `{spec}`"))).unwrap_or_else(|| {
+                panic!("{}", out.stdout);
+            });
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            // | model | nodes | cost | greedy | local | MIP | e-graph | rewriting | guarded | saturation |
+            let variables = cells[6].rsplit(", ").next().unwrap_or("").to_string();
+            let saturation = cells[10].split("; saturation ").next().unwrap_or("").to_string();
+            (variables, saturation)
+        })
+        .collect();
+    let (variables, saturation) = &runs[0];
+    assert!(variables.ends_with(" variables)"), "{variables}");
+    assert!(!saturation.contains("time-limit"), "{saturation}");
+    assert_eq!(
+        saturation.matches("iteration-limit").count() + saturation.matches("saturated").count(),
+        4,
+        "{saturation}"
+    );
+    assert_eq!(&runs[1], &runs[0]);
+}
+
 fn check_bench_row(row: &str, gets_cheaper: bool) {
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
     // | model | nodes | cost | greedy | local | MIP | e-graph | rewriting | guarded | saturation | measured |
