@@ -117,29 +117,26 @@ fn skinny_dispatch(
     skinny_kernel::<Separate>(shape, a, b, columns, out);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn skinny_avx512(
-    shape: (usize, usize, usize),
-    a: &[f32],
-    b: &[f32],
-    columns: std::ops::Range<usize>,
-    out: &mut [f32],
-) {
-    skinny_kernel::<Fused>(shape, a, b, columns, out);
+/// `skinny_kernel` compiled for a set of target features (one function per set, as
+/// `target_feature` requires), so its `mul_add` is the fused instruction.
+macro_rules! skinny_with_features {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            shape: (usize, usize, usize),
+            a: &[f32],
+            b: &[f32],
+            columns: std::ops::Range<usize>,
+            out: &mut [f32],
+        ) {
+            skinny_kernel::<Fused>(shape, a, b, columns, out);
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn skinny_avx2(
-    shape: (usize, usize, usize),
-    a: &[f32],
-    b: &[f32],
-    columns: std::ops::Range<usize>,
-    out: &mut [f32],
-) {
-    skinny_kernel::<Fused>(shape, a, b, columns, out);
-}
+skinny_with_features!(skinny_avx512, "avx512f,avx2,fma");
+skinny_with_features!(skinny_avx2, "avx2,fma");
 
 /// [`skinny_dispatch`]'s loops: panels of [`SKINNY_COLUMNS`] columns outer, then of
 /// [`COLUMNS`], then single columns; within a panel, tiles of four rows and then single rows.
