@@ -285,6 +285,47 @@ pub fn row_buckets(max_batch: u64) -> Vec<u64> {
     rows
 }
 
+/// The row counts an operator chose to compile the programs for (`compile --serve
+/// --row-buckets 1,4`), fewest first, as [`parse_row_buckets`] read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowBuckets(pub Vec<u64>);
+
+/// `--row-buckets`'s parser: row counts separated by commas, each a positive whole number
+/// larger than the one before; an error names the entry (the first is entry 1).
+pub fn parse_row_buckets(list: &str) -> Result<RowBuckets, String> {
+    let mut rows: Vec<u64> = Vec::new();
+    for (index, entry) in list.split(',').enumerate() {
+        let n = index + 1;
+        let text = entry.trim();
+        let value: u64 = text.parse().map_err(|_| format!("entry {n} ({text:?}) is not a whole number of rows"))?;
+        if value == 0 {
+            return Err(format!("entry {n} is 0: a program runs at least one row"));
+        }
+        if let Some(&last) = rows.last() {
+            if value <= last {
+                return Err(format!(
+                    "entry {n} ({value}) does not exceed entry {index} ({last}): list the row counts in increasing order, each once"
+                ));
+            }
+        }
+        rows.push(value);
+    }
+    Ok(RowBuckets(rows))
+}
+
+/// The row counts of `chosen` (all of them at most `max_batch`) and `max_batch`, fewest first:
+/// what [`row_buckets`] gives when the operator chose none.
+pub fn chosen_row_buckets(chosen: &RowBuckets, max_batch: u64) -> Result<Vec<u64>> {
+    if let Some((index, &rows)) = chosen.0.iter().enumerate().find(|&(_, &rows)| rows > max_batch) {
+        bail!("--row-buckets: entry {} ({rows}) exceeds --max-batch {max_batch}, the most rows a run takes", index + 1);
+    }
+    let mut rows = chosen.0.clone();
+    if rows.last() != Some(&max_batch) {
+        rows.push(max_batch);
+    }
+    Ok(rows)
+}
+
 /// [`build_engine`] with a KV cache of `cache_blocks` blocks (`tessera serve --kv-blocks`)
 /// and programs for each row count of `row_counts` besides `shape.rows` (see [`row_buckets`]).
 pub fn build_engine_with_blocks(

@@ -79,8 +79,8 @@ pub struct CompileArgs {
     #[arg(long, conflicts_with = "train")]
     pub serve: bool,
     /// Sequences one decode step runs at most, and tokens per program run (with --serve); the
-    /// programs are also compiled for each smaller power of two rows (`rows1/`, `rows2/`, ...),
-    /// and a run uses the fewest rows that hold its tokens.
+    /// programs are also compiled for fewer rows (`rows1/`, `rows2/`, ...: --row-buckets, by
+    /// default each smaller power of two), and a run uses the fewest rows that hold its tokens.
     #[arg(long, default_value_t = 8, requires = "serve")]
     pub max_batch: u64,
     /// Tokens a sequence holds at most (with --serve; default: the model's context, at most 2048).
@@ -93,6 +93,11 @@ pub struct CompileArgs {
     /// scale per block and head); attention reads it directly.
     #[arg(long, default_value = "f32", value_parser = tessera::serve::parse_kv_dtype, requires = "serve")]
     pub kv_dtype: KvDtype,
+    /// The smaller row counts to compile the programs for besides --max-batch (with --serve):
+    /// increasing, comma-separated, e.g. 1,4,12; a run uses the fewest rows that hold its
+    /// tokens. Default: the powers of two below --max-batch.
+    #[arg(long, value_name = "LIST", value_parser = tessera::serve::parse_row_buckets, requires = "serve")]
+    pub row_buckets: Option<tessera::serve::RowBuckets>,
 }
 
 pub fn run(args: CompileArgs) -> Result<()> {
@@ -369,6 +374,11 @@ fn serve(args: &CompileArgs, target: Target, start: Instant) -> Result<()> {
     if !args.dim.is_empty() {
         bail!("--serve takes --max-batch, --max-seq and --kv-block, not --dim");
     }
+    // Checked before the model is opened: a bad list costs nothing.
+    let buckets = match &args.row_buckets {
+        Some(chosen) => tessera::serve::chosen_row_buckets(chosen, args.max_batch)?,
+        None => tessera::serve::row_buckets(args.max_batch),
+    };
     let name = args.model.to_string_lossy().into_owned();
     let model = tessera::serve::open_model(&name, 0)?;
     let max_seq = args.max_seq.unwrap_or(model.config.seq.min(2048));
@@ -376,8 +386,7 @@ fn serve(args: &CompileArgs, target: Target, start: Instant) -> Result<()> {
     let tp = tessera::serve::serving_tp(args.mesh.as_deref(), &model.config)?;
     let mut manifest = model.manifest(shape, tp)?;
     // A run uses the fewest rows that hold its tokens: a lone sequence is not padded.
-    manifest.row_buckets =
-        tessera::serve::row_buckets(shape.max_batch).into_iter().filter(|&r| r < shape.rows).collect();
+    manifest.row_buckets = buckets.into_iter().filter(|&r| r < shape.rows).collect();
     tessera::serve::compiled::write_compiled(&model, &manifest, &args.model, &args.output)?;
     let s = manifest.shape;
     let kv_bytes = s.cache_blocks() * manifest.kv_block_bytes();

@@ -412,3 +412,79 @@ fn a_compiled_directory_runs_each_step_on_its_fewest_rows() {
         );
     }
 }
+
+/// `compile --serve --row-buckets 1,3` writes the programs for exactly the chosen row counts
+/// and `--max-batch` (`rows1/`, `rows3/`, no `rows2/`), and runs take the fewest rows that hold
+/// their tokens among them: a 7-token prompt prefills as a run of four and a run of three,
+/// two sequences decode on three rows, one on one; transformers' tokens throughout (Llama-GQA).
+#[test]
+fn an_operator_chooses_the_row_buckets_of_a_compiled_directory() {
+    let reference = reference();
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let dir = work.path().join("llama");
+    let source = cache().join("llama-tiny");
+    let (source, out) = (source.to_str().expect("a UTF-8 path"), dir.to_str().expect("a UTF-8 path"));
+    let args = ["compile", source, "--serve", "--max-batch", "4", "--max-seq", "160", "--row-buckets", "1,3"];
+    let compiled = tessera(&repo_root(), &[&args[..], &["-o", out]].concat());
+    assert_eq!(compiled.code, 0, "{}", compiled.stderr);
+    assert!(compiled.stdout.contains("4 rows per run (and 1, 3 for fewer tokens)"), "{}", compiled.stdout);
+    assert!(dir.join("rows1").is_dir() && dir.join("rows3").is_dir() && !dir.join("rows2").exists());
+    let model = open_model(out, 0).expect("the directory opens");
+    let mut engine = tessera::serve::compiled::build_one_rank(&model, 40).expect("the engine builds");
+    assert_eq!(engine.row_counts(), [1, 3, 4]);
+    let cases = &reference.models["llama-tiny"];
+    let seven = cases.iter().find(|c| c.prompt_ids.len() == 7).expect("a seven-token prompt");
+    let generation =
+        generate(&mut engine, &model, &seven.prompt, &greedy(reference.new_tokens), &mut |_| {}).expect("generation");
+    assert_eq!(generation.generated_ids, seven.generated_ids, "the seven-token prompt");
+    // Prefill: four rows, then three; then 49 decodes on one row.
+    assert_eq!(engine.runs_per_row_count(), [(1, 49), (3, 1), (4, 1)]);
+    let pair: Vec<_> = cases.iter().filter(|c| c.prompt_ids.len() <= 7).collect();
+    let seqs: Vec<u64> = pair.iter().map(|_| engine.add_sequence()).collect();
+    let mut next: Vec<u32> =
+        pair.iter().zip(&seqs).map(|(c, &seq)| argmax(&engine.prefill(seq, &c.prompt_ids).expect("prefill"))).collect();
+    let before = engine.runs_per_row_count();
+    for step in 1..reference.new_tokens {
+        let batch: Vec<(u64, u32)> = seqs.iter().copied().zip(next.iter().copied()).collect();
+        next = engine.decode(&batch).expect("a decode step of two").iter().map(|l| argmax(l)).collect();
+        for (case, &token) in pair.iter().zip(&next) {
+            assert_eq!(token, case.generated_ids[step], "prompt of {}, two at once", case.prompt_ids.len());
+        }
+    }
+    let after = engine.runs_per_row_count();
+    assert_eq!(after[1].1 - before[1].1, reference.new_tokens as u64 - 1, "two rows run on three: {after:?}");
+}
+
+/// A bad `--row-buckets` list is refused naming the entry and why, before anything is written:
+/// a usage error (exit 2) for what the list alone shows, exit 1 for an entry above --max-batch.
+#[test]
+fn bad_row_bucket_lists_are_refused_by_entry() {
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let out = work.path().join("never");
+    let source = cache().join("llama-tiny");
+    let cases = [
+        ("1,x", 2, "entry 2 (\"x\") is not a whole number of rows"),
+        ("", 2, "entry 1 (\"\") is not a whole number of rows"),
+        ("0,2", 2, "entry 1 is 0: a program runs at least one row"),
+        ("1,4,2", 2, "entry 3 (2) does not exceed entry 2 (4)"),
+        ("2,2", 2, "entry 2 (2) does not exceed entry 1 (2)"),
+        ("1,8", 1, "--row-buckets: entry 2 (8) exceeds --max-batch 4"),
+    ];
+    for (list, code, message) in cases {
+        let args = [
+            "compile",
+            source.to_str().expect("a UTF-8 path"),
+            "--serve",
+            "--max-batch",
+            "4",
+            "--row-buckets",
+            list,
+            "-o",
+            out.to_str().expect("a UTF-8 path"),
+        ];
+        let refused = tessera(&repo_root(), &args);
+        assert_eq!(refused.code, code, "{list:?}: {}", refused.stderr);
+        assert!(refused.stderr.contains(message), "{list:?}: {}", refused.stderr);
+        assert!(!out.exists(), "{list:?}: nothing is written");
+    }
+}

@@ -215,6 +215,8 @@ pub fn matmul_with(
         let split = threaded && mm * n * k >= PARALLEL_GEMM_MIN_MACS;
         if !split && super::small_gemm::suits(mm, n, k) {
             super::small_gemm::gemm((mm, n, k), a, b, (csb, rsb), c);
+        } else if !b_transposed && super::small_gemm::suits_skinny(mm, n, k) {
+            super::small_gemm::skinny((mm, n, k), a, b, c, split);
         } else {
             let parallelism = if split { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
             gemm_f32((mm, n, k), a, b, (csb, rsb), c, parallelism);

@@ -10,6 +10,12 @@
 //! through a scalar loop. Every element is one fused multiply-add chain over k in increasing
 //! order, whatever the tile, the vector width or the thread, so the result depends only on the
 //! operands (AVX-512 and AVX2 give the same bits; without FMA the chain is multiply then add).
+//!
+//! [`skinny`] is the same chain with the loops the other way round, for a few rows against a
+//! weight too large for L2 (a serving decode step: 4 to 32 tokens through `[512, 2048]`
+//! projections): column panels outer, so each panel of the weight comes from memory once and
+//! from L2 for the other row tiles. The `gemm` crate packs such a weight on every call and runs
+//! at about half the rate (measured on the serving shapes of `BENCHMARKS.md`, issue 18).
 
 use std::cell::RefCell;
 
@@ -25,6 +31,183 @@ const MAX_RHS_FLOATS: usize = 1 << 16;
 /// Whether [`gemm`] is the one to use for an `m x n x k` product run on one thread.
 pub(super) fn suits(m: usize, n: usize, k: usize) -> bool {
     m > 0 && n >= COLUMNS && k > 0 && k * n <= MAX_RHS_FLOATS
+}
+
+/// Rows of `a` that [`skinny`] takes: from a register tile's rows (fewer leave the FMA pipes
+/// waiting on one chain) to where the `gemm` crate's cache blocking catches up (measured: equal
+/// at 64 rows, 1.7x slower at 32, on `[16..64, 512] @ [512, 512..2048]`).
+const SKINNY_ROWS: std::ops::RangeInclusive<usize> = 4..=32;
+
+/// Columns of a [`skinny`] register tile: four AVX-512 vectors, so a tile of four rows holds
+/// sixteen accumulators and a weight panel of k = 2048 is 512 KiB, within L2.
+const SKINNY_COLUMNS: usize = 64;
+
+/// Whether [`skinny`] is the one to use for an `m x n x k` product whose right operand is
+/// row-major: a few rows, a right operand too large for [`gemm`], on a CPU with AVX-512 (with
+/// AVX2 alone the narrower tiles measured no faster than the `gemm` crate).
+pub(super) fn suits_skinny(m: usize, n: usize, k: usize) -> bool {
+    SKINNY_ROWS.contains(&m) && n >= SKINNY_COLUMNS && k > 0 && !suits(m, n, k) && has_avx512()
+}
+
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `c = a @ b` for `a` row-major `[m, k]`, `b` row-major `[k, n]`, `c` row-major `[m, n]`
+/// (overwritten), column panel by column panel (see the module comment). With `threaded`, the
+/// column panels are split over rayon's threads, each computing its columns into a buffer of
+/// its own; every element is the same chain either way, so the bits do not depend on it.
+/// Panics if an operand is too small for the shapes, as [`gemm`] does.
+pub(super) fn skinny((m, n, k): (usize, usize, usize), a: &[f32], b: &[f32], c: &mut [f32], threaded: bool) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm operands too small");
+    let (a, b, c) = (&a[..m * k], &b[..k * n], &mut c[..m * n]);
+    let parts = if threaded { rayon::current_num_threads().min(n / SKINNY_COLUMNS).max(1) } else { 1 };
+    if parts == 1 {
+        return skinny_dispatch((m, n, k), a, b, 0..n, c);
+    }
+    use rayon::prelude::*;
+    // Whole panels per part, the last part taking the columns that do not fill one.
+    let panels = n / SKINNY_COLUMNS;
+    let bounds: Vec<usize> =
+        (0..=parts).map(|p| if p == parts { n } else { p * panels / parts * SKINNY_COLUMNS }).collect();
+    let blocks: Vec<Vec<f32>> = bounds
+        .par_windows(2)
+        .map(|w| {
+            let mut block = vec![0.0f32; m * (w[1] - w[0])];
+            skinny_dispatch((m, n, k), a, b, w[0]..w[1], &mut block);
+            block
+        })
+        .collect();
+    for (w, block) in bounds.windows(2).zip(&blocks) {
+        let width = w[1] - w[0];
+        for (row, part) in c.chunks_exact_mut(n).zip(block.chunks_exact(width)) {
+            row[w[0]..w[1]].copy_from_slice(part);
+        }
+    }
+}
+
+/// Columns `columns` of `a @ b` into `out` (row-major `[m, columns.len()]`), on the widest
+/// kernel this CPU runs ([`suits_skinny`] checked for AVX-512; other CPUs take the portable one,
+/// as tests do everywhere).
+fn skinny_dispatch(
+    shape: (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+    columns: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { skinny_avx512(shape, a, b, columns, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: as above.
+            return unsafe { skinny_avx2(shape, a, b, columns, out) };
+        }
+    }
+    skinny_kernel::<Separate>(shape, a, b, columns, out);
+}
+
+/// `skinny_kernel` compiled for a set of target features (one function per set, as
+/// `target_feature` requires), so its `mul_add` is the fused instruction.
+macro_rules! skinny_with_features {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            shape: (usize, usize, usize),
+            a: &[f32],
+            b: &[f32],
+            columns: std::ops::Range<usize>,
+            out: &mut [f32],
+        ) {
+            skinny_kernel::<Fused>(shape, a, b, columns, out);
+        }
+    };
+}
+
+skinny_with_features!(skinny_avx512, "avx512f,avx2,fma");
+skinny_with_features!(skinny_avx2, "avx2,fma");
+
+/// [`skinny_dispatch`]'s loops: panels of [`SKINNY_COLUMNS`] columns outer, then of
+/// [`COLUMNS`], then single columns; within a panel, tiles of four rows and then single rows.
+#[inline(always)]
+fn skinny_kernel<F: MulAdd>(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+    columns: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    let width = columns.len();
+    let mut j0 = columns.start;
+    while j0 + SKINNY_COLUMNS <= columns.end {
+        skinny_panel::<F, SKINNY_COLUMNS>((m, n, k), a, b, (j0, j0 - columns.start), (out, width));
+        j0 += SKINNY_COLUMNS;
+    }
+    while j0 + COLUMNS <= columns.end {
+        skinny_panel::<F, COLUMNS>((m, n, k), a, b, (j0, j0 - columns.start), (out, width));
+        j0 += COLUMNS;
+    }
+    while j0 < columns.end {
+        skinny_panel::<F, 1>((m, n, k), a, b, (j0, j0 - columns.start), (out, width));
+        j0 += 1;
+    }
+}
+
+/// One panel of `COLS` columns of `b` from column `j0`, written at column `at` of `out` (row
+/// stride `width`): row tiles of four, then single rows, each a register tile over all of k.
+#[inline(always)]
+fn skinny_panel<F: MulAdd, const COLS: usize>(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+    (j0, at): (usize, usize),
+    (out, width): (&mut [f32], usize),
+) {
+    let mut i0 = 0;
+    while i0 + 4 <= m {
+        skinny_tile::<F, 4, COLS>(i0, (n, k), a, b, (j0, at), (out, width));
+        i0 += 4;
+    }
+    while i0 < m {
+        skinny_tile::<F, 1, COLS>(i0, (n, k), a, b, (j0, at), (out, width));
+        i0 += 1;
+    }
+}
+
+#[inline(always)]
+fn skinny_tile<F: MulAdd, const ROWS: usize, const COLS: usize>(
+    i0: usize,
+    (n, k): (usize, usize),
+    a: &[f32],
+    b: &[f32],
+    (j0, at): (usize, usize),
+    (out, width): (&mut [f32], usize),
+) {
+    let a_rows: [&[f32]; ROWS] = std::array::from_fn(|r| &a[(i0 + r) * k..(i0 + r + 1) * k]);
+    let mut acc = [[0.0f32; COLS]; ROWS];
+    for p in 0..k {
+        let b_row: &[f32; COLS] = b[p * n + j0..p * n + j0 + COLS].try_into().expect("a full tile");
+        for r in 0..ROWS {
+            let x = a_rows[r][p];
+            for j in 0..COLS {
+                acc[r][j] = F::mul_add(x, b_row[j], acc[r][j]);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        out[(i0 + r) * width + at..(i0 + r) * width + at + COLS].copy_from_slice(row);
+    }
 }
 
 thread_local! {
@@ -233,6 +416,27 @@ mod tests {
             let mut row = vec![0.0; n];
             gemm((1, n, k), &a[i * k..(i + 1) * k], &b, (1, n), &mut row);
             assert_eq!(&c[i * n..(i + 1) * n], &row[..], "row {i}");
+        }
+    }
+
+    /// The column-panel order gives every element the chain the row-tile kernel gives it (the
+    /// same bits), threaded or not, at panel, tile and column edges.
+    #[test]
+    fn skinny_products_equal_the_tiled_kernel_bit_for_bit() {
+        for (m, n, k) in [(4, 64, 9), (16, 1536, 64), (7, 200, 33), (32, 130, 5), (5, 65, 70)] {
+            let a = values(m * k, 5);
+            let b = values(k * n, 6);
+            let mut tiled = vec![f32::NAN; m * n];
+            gemm((m, n, k), &a, &b, (1, n), &mut tiled);
+            let want = expected((m, n, k), &a, &b, (1, n));
+            for threaded in [false, true] {
+                let mut c = vec![f32::NAN; m * n];
+                skinny((m, n, k), &a, &b, &mut c, threaded);
+                assert_eq!(c, tiled, "{m}x{n}x{k}, threaded {threaded}");
+            }
+            for (idx, (&got, &want)) in tiled.iter().zip(&want).enumerate() {
+                assert!((f64::from(got) - want).abs() <= 1e-5 * (1.0 + want.abs()), "{m}x{n}x{k} [{idx}]");
+            }
         }
     }
 

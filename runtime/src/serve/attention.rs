@@ -81,6 +81,24 @@ impl Elements for i8 {
     }
 }
 
+/// Lanes of [`dot`]'s partial sums: one AVX2 vector, or two SSE ones.
+const DOT_LANES: usize = 8;
+
+/// `q . k` as [`DOT_LANES`] interleaved partial sums added at the end: the sum in one chain
+/// waits on each add's latency and cannot be vectorized, and at 16 decode rows that chain was
+/// a sixth of the engine's CPU time (`perf` of `tessera serve`, gpt2-mid; BENCHMARKS.md).
+fn dot<T: Elements>(q: &[f32], k: &[T]) -> f32 {
+    let (q_lanes, k_lanes) = (q.chunks_exact(DOT_LANES), k.chunks_exact(DOT_LANES));
+    let tail: f32 = q_lanes.remainder().iter().zip(k_lanes.remainder()).map(|(a, b)| a * b.value()).sum();
+    let mut lanes = [0.0f32; DOT_LANES];
+    for (qs, ks) in q_lanes.zip(k_lanes) {
+        for j in 0..DOT_LANES {
+            lanes[j] += qs[j] * ks[j].value();
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 impl Store {
     fn new(dtype: KvDtype, layers: usize, per_layer: usize, scales_per_layer: usize) -> Store {
         match dtype {
@@ -195,7 +213,7 @@ impl KvCache {
     /// Causal attention of `rows` over the cache of `layer`: `queries` is `[rows, heads *
     /// head_dim]`, `out` receives the context `[rows, heads * head_dim]` (rows past `rows.len()`
     /// are padding and are zeroed). Keys and values are read in the cache's type; the
-    /// arithmetic is f32 (for an f32 cache, exactly as before the other types existed).
+    /// arithmetic is f32 (for an f32 cache, on the stored values themselves).
     pub fn attend(&self, layer: usize, heads: usize, queries: &[f32], rows: &[AttentionRow], out: &mut [f32]) {
         match (&self.keys, &self.values) {
             (Store::F32(k), Store::F32(v)) => {
@@ -241,8 +259,7 @@ impl KvCache {
                 |scales: Option<&[f32]>, position: usize| scales.map(|s| s[block(position) * self.kv_heads + kv_head]);
             let mut scores: Vec<f32> = (0..=r.position)
                 .map(|t| {
-                    let k = &keys[at(t)..at(t) + d];
-                    let dot = q.iter().zip(k).map(|(a, b)| a * b.value()).sum::<f32>();
+                    let dot = dot(q, &keys[at(t)..at(t) + d]);
                     match block_scale(key_scales, t) {
                         None => dot * scale,
                         Some(s) => dot * s * scale,

@@ -43,7 +43,7 @@
 //!   sequences grow, so each sequence holds at most one partly filled block.
 //! - The cache stores keys and values in `shape.kv_dtype` (`--kv-dtype f32|bf16|int8`, int8
 //!   with one scale per block, head and key/value); attention reads that type directly and
-//!   computes in f32, and an f32 cache computes exactly what it did before the option.
+//!   computes in f32 (an f32 cache on the stored values themselves).
 //!
 //! # What runs
 //!
