@@ -1,6 +1,7 @@
 //! The convolution and pooling library calls of CPU programs: `conv2d` as im2col per group into
 //! a packed buffer and one GEMM (the `gemm` crate, as for MatMul), a direct loop over a
-//! zero-padded copy of each plane for depthwise convolutions, and direct max/average pooling.
+//! zero-padded copy of each plane for depthwise convolutions (every tap of a block of outputs
+//! summed in registers), and direct max/average pooling.
 //!
 //! Semantics are those of `tessera_ir::ops::conv` (NCHW images, weights `[O, C / groups, KH,
 //! KW]`, pads `[top, left, bottom, right]`, average pooling over the non-padding taps only); the
@@ -380,20 +381,31 @@ fn depthwise_plane_body<const FMA: bool>(
     let madd = |a: f32, w: f32, x: f32| if FMA { x.mul_add(w, a) } else { a + w * x };
     let [top, left, bottom, right] = g.pads;
     let (ph, pw) = (s.h + top + bottom, s.w + left + right);
-    padded.clear();
-    padded.resize(ph * pw, 0.0);
-    for (y, row) in input.chunks_exact(s.w).enumerate() {
-        let at = (y + top) * pw + left;
-        padded[at..at + s.w].copy_from_slice(row);
-    }
+    let padded: &[f32] = if g.pads == [0; 4] {
+        input
+    } else {
+        pad_plane(input, padded, s, g);
+        &padded[..]
+    };
+    debug_assert_eq!(padded.len(), ph * pw);
     let [dy, dx] = g.dilations;
     if g.strides == [1, 1] {
         // Output position (oy, ox) at oy * pw + ox of `acc`; its tap (ky, kx) reads the padded
         // plane at that index plus ky * dy * pw + kx * dx, which stays inside it for every
         // valid position (oh = ph - (kh - 1) * dy, ow = pw - (kw - 1) * dx at most).
         let len = (s.oh - 1) * pw + s.ow;
-        acc.clear();
+        // `resize` without `clear`: every element is written below, so only growth is filled.
         acc.resize(len, 0.0);
+        let acc = &mut acc[..len];
+        #[cfg(target_arch = "x86_64")]
+        if FMA {
+            let taps = TapGrid { kernel: [s.kh, s.kw], steps: [dy * pw, dx] };
+            // SAFETY: `FMA` is true only on the AVX2 + FMA path of `depthwise_plane`.
+            unsafe { sum_taps_avx2_fma(padded, taps, weights, acc) };
+            copy_valid_columns(acc, plane, s.ow, pw);
+            return;
+        }
+        acc.fill(0.0);
         for ky in 0..s.kh {
             for kx in 0..s.kw {
                 let weight = weights[ky * s.kw + kx];
@@ -403,12 +415,20 @@ fn depthwise_plane_body<const FMA: bool>(
                 }
             }
         }
-        for (oy, dst) in plane.chunks_exact_mut(s.ow).enumerate() {
-            dst.copy_from_slice(&acc[oy * pw..oy * pw + s.ow]);
-        }
+        copy_valid_columns(acc, plane, s.ow, pw);
         return;
     }
     let [sy, sx] = g.strides;
+    #[cfg(target_arch = "x86_64")]
+    if FMA && sx == 1 {
+        // Rows `sy` apart, each a unit-stride run of the taps straight into the output row.
+        let taps = TapGrid { kernel: [s.kh, s.kw], steps: [dy * pw, dx] };
+        for (oy, dst) in plane.chunks_exact_mut(s.ow).enumerate() {
+            // SAFETY: `FMA` is true only on the AVX2 + FMA path of `depthwise_plane`.
+            unsafe { sum_taps_avx2_fma(&padded[oy * sy * pw..], taps, weights, dst) };
+        }
+        return;
+    }
     for (oy, dst) in plane.chunks_exact_mut(s.ow).enumerate() {
         dst.fill(0.0);
         for ky in 0..s.kh {
@@ -426,6 +446,101 @@ fn depthwise_plane_body<const FMA: bool>(
                 }
             }
         }
+    }
+}
+
+/// Writes `input [h, w]` into `padded [h + top + bottom, w + left + right]` with zeros around
+/// it. Only the border is zeroed: the interior is overwritten, so a buffer left from an earlier
+/// plane needs no full clear.
+fn pad_plane(input: &[f32], padded: &mut Vec<f32>, s: &ConvShape, g: &Geometry) {
+    let [top, left, bottom, right] = g.pads;
+    let pw = s.w + left + right;
+    padded.resize((s.h + top + bottom) * pw, 0.0);
+    let (head, rest) = padded.split_at_mut(top * pw);
+    head.fill(0.0);
+    let (body, tail) = rest.split_at_mut(s.h * pw);
+    tail.fill(0.0);
+    for (row, src) in body.chunks_exact_mut(pw).zip(input.chunks_exact(s.w)) {
+        row[..left].fill(0.0);
+        row[left..left + s.w].copy_from_slice(src);
+        row[left + s.w..].fill(0.0);
+    }
+}
+
+/// Copies the `ow` valid columns of each row of `acc` (rows `pw` apart, the last one possibly
+/// short) into the rows of `plane`.
+fn copy_valid_columns(acc: &[f32], plane: &mut [f32], ow: usize, pw: usize) {
+    for (oy, dst) in plane.chunks_exact_mut(ow).enumerate() {
+        dst.copy_from_slice(&acc[oy * pw..oy * pw + ow]);
+    }
+}
+
+/// A depthwise filter's taps over a plane stored row by row: `kernel = [kh, kw]` taps, tap
+/// `(ky, kx)` at offset `ky * steps[0] + kx * steps[1]` from the output position it adds to.
+#[derive(Clone, Copy)]
+struct TapGrid {
+    kernel: [usize; 2],
+    steps: [usize; 2],
+}
+
+/// `acc[i] = sum over taps t of weights[t] * plane[i + offset(t)]`, the taps in row-major order,
+/// each a fused multiply-add onto the sum of the ones before it (so the result is bit for bit
+/// that of one multiply-add pass per tap). Blocks of 32 outputs stay in four AVX registers over
+/// all the taps, so each output is stored once instead of once per tap.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_taps_avx2_fma(plane: &[f32], taps: TapGrid, weights: &[f32], acc: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let ([kh, kw], [row_step, col_step]) = (taps.kernel, taps.steps);
+    let len = acc.len();
+    if len == 0 {
+        return;
+    }
+    let last_offset = (kh - 1) * row_step + (kw - 1) * col_step;
+    assert!(weights.len() >= kh * kw && plane.len() >= last_offset + len, "depthwise taps out of the plane");
+    let (src, dst) = (plane.as_ptr(), acc.as_mut_ptr());
+    let mut i = 0;
+    // SAFETY (every pointer below): a load at `i + offset .. i + offset + 8` with `i + 8 <= len`
+    // (or `i + 32` for the wide block) and `offset <= last_offset` is inside `plane` by the
+    // assertion; stores are at `i .. i + 8 <= len` of `acc`.
+    while i + 32 <= len {
+        let mut sums = [_mm256_setzero_ps(); 4];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let w = _mm256_set1_ps(*weights.get_unchecked(ky * kw + kx));
+                let at = src.add(i + ky * row_step + kx * col_step);
+                for (v, sum) in sums.iter_mut().enumerate() {
+                    *sum = _mm256_fmadd_ps(w, _mm256_loadu_ps(at.add(8 * v)), *sum);
+                }
+            }
+        }
+        for (v, sum) in sums.iter().enumerate() {
+            _mm256_storeu_ps(dst.add(i + 8 * v), *sum);
+        }
+        i += 32;
+    }
+    while i + 8 <= len {
+        let mut sum = _mm256_setzero_ps();
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let w = _mm256_set1_ps(*weights.get_unchecked(ky * kw + kx));
+                sum = _mm256_fmadd_ps(w, _mm256_loadu_ps(src.add(i + ky * row_step + kx * col_step)), sum);
+            }
+        }
+        _mm256_storeu_ps(dst.add(i), sum);
+        i += 8;
+    }
+    for (j, out) in acc.iter_mut().enumerate().skip(i) {
+        let mut sum = 0.0f32;
+        for ky in 0..kh {
+            for kx in 0..kw {
+                sum = plane[j + ky * row_step + kx * col_step].mul_add(weights[ky * kw + kx], sum);
+            }
+        }
+        *out = sum;
     }
 }
 
@@ -631,6 +746,12 @@ mod tests {
         check_conv(&Case { n: 1, groups: 240, cg: 1, og: 1, hw: [12, 4], kernel: [5, 5], window: mobile });
         let strided = Window { strides: [2, 1], pads: [2, 2, 2, 2], dilations: [1, 1] };
         check_conv(&Case { n: 1, groups: 48, cg: 1, og: 1, hw: [12, 4], kernel: [5, 5], window: strided });
+        // Unpadded (read in place, no padded copy), and rows of a (2, 1) stride long enough for
+        // whole register blocks of the tap sums; a dilated one.
+        let unpadded = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
+        check_conv(&Case { n: 1, groups: 8, cg: 1, og: 1, hw: [13, 11], kernel: [3, 3], window: unpadded });
+        let tall = Window { strides: [2, 1], pads: [1, 1, 1, 1], dilations: [1, 1] };
+        check_conv(&Case { n: 1, groups: 3, cg: 1, og: 1, hw: [9, 45], kernel: [3, 3], window: tall });
         let dilated = Window { strides: [1, 2], pads: [2, 1, 0, 3], dilations: [2, 2] };
         check_conv(&Case { n: 2, groups: 8, cg: 1, og: 2, hw: [9, 7], kernel: [3, 3], window: dilated });
         let pointwise = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
