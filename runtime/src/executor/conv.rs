@@ -333,14 +333,15 @@ unsafe fn dot_block<const R: usize, const C: usize>(
     }
 }
 
-/// `a · b` over their common length, in eight running partial sums (so it vectorizes).
+/// `a · b` over their common length, in eight running partial sums (the portable path of
+/// [`pointwise_few_positions`]).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (a_blocks, b_blocks) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = a_blocks.remainder().iter().zip(b_blocks.remainder()).map(|(x, y)| x * y).sum();
     let mut lanes = [0f32; 8];
     for (x, y) in a_blocks.zip(b_blocks) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
+        for ((lane, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
+            *lane += x * y;
         }
     }
     lanes.iter().sum::<f32>() + tail
