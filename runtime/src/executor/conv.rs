@@ -1,6 +1,7 @@
 //! The convolution and pooling library calls of CPU programs: `conv2d` as im2col per group into
 //! a packed buffer and one GEMM (the `gemm` crate, as for MatMul), a direct loop over a
-//! zero-padded copy of each plane for depthwise convolutions, and direct max/average pooling.
+//! zero-padded copy of each plane for depthwise convolutions (every tap of a block of outputs
+//! summed in registers), and direct max/average pooling.
 //!
 //! Semantics are those of `tessera_ir::ops::conv` (NCHW images, weights `[O, C / groups, KH,
 //! KW]`, pads `[top, left, bottom, right]`, average pooling over the non-padding taps only); the
@@ -177,6 +178,8 @@ fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geomet
         let lhs = &wv[group * og * k..(group + 1) * og * k];
         if columnwise {
             column_taps(input, lhs, dst, s, g, parallelism);
+        } else if pointwise && l < FEW_POSITIONS {
+            pointwise_few_positions((og, l, k), lhs, input, dst, col);
         } else {
             let rhs: &[f32] = if pointwise {
                 input
@@ -203,6 +206,145 @@ fn im2col_gemm(xv: &[f32], wv: &[f32], ov: &mut [f32], s: &ConvShape, g: &Geomet
     } else {
         tasks.par_bridge().for_each(|(t, dst)| with_columns(|col| one(t, dst, col, gemm::Parallelism::None)));
     }
+}
+
+/// Pointwise convolutions over fewer output positions than this take
+/// [`pointwise_few_positions`]: the `gemm` crate's micro-kernels are 8 or 16 positions tall.
+/// Measured: 4 positions (PP-OCRv4 det's last stage) gain, 12 (PP-OCRv4 rec's) lose 20%, as
+/// the dot products read each weight once per four positions and the crate's tile is 3/4 full.
+const FEW_POSITIONS: usize = 8;
+
+/// A 1x1 convolution over `l < FEW_POSITIONS` output positions (the last stage of a mobile
+/// backbone on a small image, 2x2, and squeeze-excitation layers on one pixel),
+/// `dst[og, l] = w[og, k] @ x[k, l]`. The `gemm` crate vectorizes along the destination's
+/// contiguous axis, here the positions, so 4 of them left half of each 8-wide micro-kernel
+/// tile empty (`perf` of PP-OCRv4 det: that kernel 17% of a run), and it packs the weight on
+/// every call. Here every output is a dot product along the input channels, where both the
+/// weight row and the (transposed, `l * k` floats) input column are contiguous: blocks of two
+/// weight rows by four positions keep eight vector sums in registers, and each weight is read
+/// once per four positions.
+fn pointwise_few_positions(
+    (og, l, k): (usize, usize, usize),
+    weights: &[f32],
+    input: &[f32],
+    dst: &mut [f32],
+    transposed: &mut Vec<f32>,
+) {
+    let (weights, input, dst) = (&weights[..og * k], &input[..k * l], &mut dst[..og * l]);
+    let columns: &[f32] = if l == 1 {
+        input
+    } else {
+        transposed.clear();
+        transposed.extend((0..l).flat_map(|j| input.iter().skip(j).step_by(l)));
+        transposed
+    };
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        unsafe { dot_blocks_avx2_fma((og, l, k), weights, columns, dst) };
+        return;
+    }
+    for (row, out) in weights.chunks_exact(k).zip(dst.chunks_exact_mut(l)) {
+        for (d, column) in out.iter_mut().zip(columns.chunks_exact(k)) {
+            *d = dot(row, column);
+        }
+    }
+}
+
+/// `dst[o, j] = rows[o, ..] · columns[j, ..]` for `rows [og, k]`, `columns [l, k]`, `dst [og,
+/// l]`, in blocks of [`DOT_ROWS`] x [`DOT_COLUMNS`] vector sums.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_blocks_avx2_fma((og, l, k): (usize, usize, usize), rows: &[f32], columns: &[f32], dst: &mut [f32]) {
+    assert!(rows.len() >= og * k && columns.len() >= l * k && dst.len() >= og * l, "dot operands too small");
+    let mut o = 0;
+    while o < og {
+        let r = (og - o).min(DOT_ROWS);
+        let mut j = 0;
+        while j < l {
+            let c = (l - j).min(DOT_COLUMNS);
+            // SAFETY: rows o..o + r and columns j..j + c lie inside the operands (asserted).
+            match (r, c) {
+                (2, 4) => dot_block::<2, 4>(k, rows, columns, dst, l, o, j),
+                (2, 3) => dot_block::<2, 3>(k, rows, columns, dst, l, o, j),
+                (2, 2) => dot_block::<2, 2>(k, rows, columns, dst, l, o, j),
+                (2, _) => dot_block::<2, 1>(k, rows, columns, dst, l, o, j),
+                (_, 4) => dot_block::<1, 4>(k, rows, columns, dst, l, o, j),
+                (_, 3) => dot_block::<1, 3>(k, rows, columns, dst, l, o, j),
+                (_, 2) => dot_block::<1, 2>(k, rows, columns, dst, l, o, j),
+                _ => dot_block::<1, 1>(k, rows, columns, dst, l, o, j),
+            }
+            j += c;
+        }
+        o += r;
+    }
+}
+
+/// Weight rows per block of [`dot_blocks_avx2_fma`].
+const DOT_ROWS: usize = 2;
+/// Positions per block of [`dot_blocks_avx2_fma`]: with [`DOT_ROWS`], eight vector sums.
+const DOT_COLUMNS: usize = 4;
+
+/// One `R x C` block of [`dot_blocks_avx2_fma`]: rows `o..o + R`, positions `j..j + C`.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA, and the block must lie inside the operands.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dot_block<const R: usize, const C: usize>(
+    k: usize,
+    rows: &[f32],
+    columns: &[f32],
+    dst: &mut [f32],
+    l: usize,
+    o: usize,
+    j: usize,
+) {
+    use std::arch::x86_64::*;
+    let row_at = |r: usize| rows.as_ptr().add((o + r) * k);
+    let column_at = |c: usize| columns.as_ptr().add((j + c) * k);
+    let mut sums = [[_mm256_setzero_ps(); C]; R];
+    let mut i = 0;
+    while i + 8 <= k {
+        let xs: [__m256; C] = std::array::from_fn(|c| _mm256_loadu_ps(column_at(c).add(i)));
+        for (r, row_sums) in sums.iter_mut().enumerate() {
+            let w = _mm256_loadu_ps(row_at(r).add(i));
+            for (sum, &x) in row_sums.iter_mut().zip(&xs) {
+                *sum = _mm256_fmadd_ps(w, x, *sum);
+            }
+        }
+        i += 8;
+    }
+    for (r, row_sums) in sums.iter().enumerate() {
+        for (c, &sum) in row_sums.iter().enumerate() {
+            // Horizontal sum of the eight lanes, then the channels past the last whole vector.
+            let half = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+            let pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
+            let mut total = _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)));
+            for t in i..k {
+                total = (*row_at(r).add(t)).mul_add(*column_at(c).add(t), total);
+            }
+            dst[(o + r) * l + j + c] = total;
+        }
+    }
+}
+
+/// `a · b` over their common length, in eight running partial sums (the portable path of
+/// [`pointwise_few_positions`]).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let (a_blocks, b_blocks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a_blocks.remainder().iter().zip(b_blocks.remainder()).map(|(x, y)| x * y).sum();
+    let mut lanes = [0f32; 8];
+    for (x, y) in a_blocks.zip(b_blocks) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
+            *lane += x * y;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 thread_local! {
@@ -380,20 +522,31 @@ fn depthwise_plane_body<const FMA: bool>(
     let madd = |a: f32, w: f32, x: f32| if FMA { x.mul_add(w, a) } else { a + w * x };
     let [top, left, bottom, right] = g.pads;
     let (ph, pw) = (s.h + top + bottom, s.w + left + right);
-    padded.clear();
-    padded.resize(ph * pw, 0.0);
-    for (y, row) in input.chunks_exact(s.w).enumerate() {
-        let at = (y + top) * pw + left;
-        padded[at..at + s.w].copy_from_slice(row);
-    }
+    let padded: &[f32] = if g.pads == [0; 4] {
+        input
+    } else {
+        pad_plane(input, padded, s, g);
+        &padded[..]
+    };
+    debug_assert_eq!(padded.len(), ph * pw);
     let [dy, dx] = g.dilations;
     if g.strides == [1, 1] {
         // Output position (oy, ox) at oy * pw + ox of `acc`; its tap (ky, kx) reads the padded
         // plane at that index plus ky * dy * pw + kx * dx, which stays inside it for every
         // valid position (oh = ph - (kh - 1) * dy, ow = pw - (kw - 1) * dx at most).
         let len = (s.oh - 1) * pw + s.ow;
-        acc.clear();
+        // `resize` without `clear`: every element is written below, so only growth is filled.
         acc.resize(len, 0.0);
+        let acc = &mut acc[..len];
+        #[cfg(target_arch = "x86_64")]
+        if FMA {
+            let taps = TapGrid { kernel: [s.kh, s.kw], steps: [dy * pw, dx] };
+            // SAFETY: `FMA` is true only on the AVX2 + FMA path of `depthwise_plane`.
+            unsafe { sum_taps_avx2_fma(padded, taps, weights, acc) };
+            copy_valid_columns(acc, plane, s.ow, pw);
+            return;
+        }
+        acc.fill(0.0);
         for ky in 0..s.kh {
             for kx in 0..s.kw {
                 let weight = weights[ky * s.kw + kx];
@@ -403,12 +556,20 @@ fn depthwise_plane_body<const FMA: bool>(
                 }
             }
         }
-        for (oy, dst) in plane.chunks_exact_mut(s.ow).enumerate() {
-            dst.copy_from_slice(&acc[oy * pw..oy * pw + s.ow]);
-        }
+        copy_valid_columns(acc, plane, s.ow, pw);
         return;
     }
     let [sy, sx] = g.strides;
+    #[cfg(target_arch = "x86_64")]
+    if FMA && sx == 1 {
+        // Rows `sy` apart, each a unit-stride run of the taps straight into the output row.
+        let taps = TapGrid { kernel: [s.kh, s.kw], steps: [dy * pw, dx] };
+        for (oy, dst) in plane.chunks_exact_mut(s.ow).enumerate() {
+            // SAFETY: `FMA` is true only on the AVX2 + FMA path of `depthwise_plane`.
+            unsafe { sum_taps_avx2_fma(&padded[oy * sy * pw..], taps, weights, dst) };
+        }
+        return;
+    }
     for (oy, dst) in plane.chunks_exact_mut(s.ow).enumerate() {
         dst.fill(0.0);
         for ky in 0..s.kh {
@@ -426,6 +587,101 @@ fn depthwise_plane_body<const FMA: bool>(
                 }
             }
         }
+    }
+}
+
+/// Writes `input [h, w]` into `padded [h + top + bottom, w + left + right]` with zeros around
+/// it. Only the border is zeroed: the interior is overwritten, so a buffer left from an earlier
+/// plane needs no full clear.
+fn pad_plane(input: &[f32], padded: &mut Vec<f32>, s: &ConvShape, g: &Geometry) {
+    let [top, left, bottom, right] = g.pads;
+    let pw = s.w + left + right;
+    padded.resize((s.h + top + bottom) * pw, 0.0);
+    let (head, rest) = padded.split_at_mut(top * pw);
+    head.fill(0.0);
+    let (body, tail) = rest.split_at_mut(s.h * pw);
+    tail.fill(0.0);
+    for (row, src) in body.chunks_exact_mut(pw).zip(input.chunks_exact(s.w)) {
+        row[..left].fill(0.0);
+        row[left..left + s.w].copy_from_slice(src);
+        row[left + s.w..].fill(0.0);
+    }
+}
+
+/// Copies the `ow` valid columns of each row of `acc` (rows `pw` apart, the last one possibly
+/// short) into the rows of `plane`.
+fn copy_valid_columns(acc: &[f32], plane: &mut [f32], ow: usize, pw: usize) {
+    for (oy, dst) in plane.chunks_exact_mut(ow).enumerate() {
+        dst.copy_from_slice(&acc[oy * pw..oy * pw + ow]);
+    }
+}
+
+/// A depthwise filter's taps over a plane stored row by row: `kernel = [kh, kw]` taps, tap
+/// `(ky, kx)` at offset `ky * steps[0] + kx * steps[1]` from the output position it adds to.
+#[derive(Clone, Copy)]
+struct TapGrid {
+    kernel: [usize; 2],
+    steps: [usize; 2],
+}
+
+/// `acc[i] = sum over taps t of weights[t] * plane[i + offset(t)]`, the taps in row-major order,
+/// each a fused multiply-add onto the sum of the ones before it (so the result is bit for bit
+/// that of one multiply-add pass per tap). Blocks of 32 outputs stay in four AVX registers over
+/// all the taps, so each output is stored once instead of once per tap.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_taps_avx2_fma(plane: &[f32], taps: TapGrid, weights: &[f32], acc: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let ([kh, kw], [row_step, col_step]) = (taps.kernel, taps.steps);
+    let len = acc.len();
+    if len == 0 {
+        return;
+    }
+    let last_offset = (kh - 1) * row_step + (kw - 1) * col_step;
+    assert!(weights.len() >= kh * kw && plane.len() >= last_offset + len, "depthwise taps out of the plane");
+    let (src, dst) = (plane.as_ptr(), acc.as_mut_ptr());
+    let mut i = 0;
+    // SAFETY (every pointer below): a load at `i + offset .. i + offset + 8` with `i + 8 <= len`
+    // (or `i + 32` for the wide block) and `offset <= last_offset` is inside `plane` by the
+    // assertion; stores are at `i .. i + 8 <= len` of `acc`.
+    while i + 32 <= len {
+        let mut sums = [_mm256_setzero_ps(); 4];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let w = _mm256_set1_ps(*weights.get_unchecked(ky * kw + kx));
+                let at = src.add(i + ky * row_step + kx * col_step);
+                for (v, sum) in sums.iter_mut().enumerate() {
+                    *sum = _mm256_fmadd_ps(w, _mm256_loadu_ps(at.add(8 * v)), *sum);
+                }
+            }
+        }
+        for (v, sum) in sums.iter().enumerate() {
+            _mm256_storeu_ps(dst.add(i + 8 * v), *sum);
+        }
+        i += 32;
+    }
+    while i + 8 <= len {
+        let mut sum = _mm256_setzero_ps();
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let w = _mm256_set1_ps(*weights.get_unchecked(ky * kw + kx));
+                sum = _mm256_fmadd_ps(w, _mm256_loadu_ps(src.add(i + ky * row_step + kx * col_step)), sum);
+            }
+        }
+        _mm256_storeu_ps(dst.add(i), sum);
+        i += 8;
+    }
+    for (j, out) in acc.iter_mut().enumerate().skip(i) {
+        let mut sum = 0.0f32;
+        for ky in 0..kh {
+            for kx in 0..kw {
+                sum = plane[j + ky * row_step + kx * col_step].mul_add(weights[ky * kw + kx], sum);
+            }
+        }
+        *out = sum;
     }
 }
 
@@ -631,10 +887,23 @@ mod tests {
         check_conv(&Case { n: 1, groups: 240, cg: 1, og: 1, hw: [12, 4], kernel: [5, 5], window: mobile });
         let strided = Window { strides: [2, 1], pads: [2, 2, 2, 2], dilations: [1, 1] };
         check_conv(&Case { n: 1, groups: 48, cg: 1, og: 1, hw: [12, 4], kernel: [5, 5], window: strided });
+        // Unpadded (read in place, no padded copy), and rows of a (2, 1) stride long enough for
+        // whole register blocks of the tap sums; a dilated one.
+        let unpadded = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
+        check_conv(&Case { n: 1, groups: 8, cg: 1, og: 1, hw: [13, 11], kernel: [3, 3], window: unpadded });
+        let tall = Window { strides: [2, 1], pads: [1, 1, 1, 1], dilations: [1, 1] };
+        check_conv(&Case { n: 1, groups: 3, cg: 1, og: 1, hw: [9, 45], kernel: [3, 3], window: tall });
         let dilated = Window { strides: [1, 2], pads: [2, 1, 0, 3], dilations: [2, 2] };
         check_conv(&Case { n: 2, groups: 8, cg: 1, og: 2, hw: [9, 7], kernel: [3, 3], window: dilated });
         let pointwise = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
-        check_conv(&Case { n: 2, groups: 2, cg: 8, og: 4, hw: [5, 7], kernel: [1, 1], window: pointwise });
+        check_conv(&Case { n: 2, groups: 2, cg: 8, og: 4, hw: [5, 7], kernel: [1, 1], window: pointwise.clone() });
+        // Fewer positions than a micro-kernel tile, as dot products: PP-OCRv4 det's last stage
+        // (2x2) scaled down, a 3x2 image with an odd channel count (partial blocks both ways),
+        // and one pixel (a squeeze-excitation layer) with a channel count that leaves a tail
+        // after the blocks of eight.
+        check_conv(&Case { n: 1, groups: 1, cg: 48, og: 40, hw: [2, 2], kernel: [1, 1], window: pointwise.clone() });
+        check_conv(&Case { n: 2, groups: 2, cg: 20, og: 9, hw: [3, 2], kernel: [1, 1], window: pointwise.clone() });
+        check_conv(&Case { n: 2, groups: 1, cg: 45, og: 12, hw: [1, 1], kernel: [1, 1], window: pointwise });
         // One column wide, tap by tap without im2col: magika's shape (width 1), scaled down, one
         // that splits its GEMMs over threads, and one padded and dilated over a wider image.
         let column = Window { strides: [1, 1], pads: [0; 4], dilations: [1, 1] };
