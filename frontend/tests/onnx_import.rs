@@ -492,8 +492,6 @@ fn initializers_as_parameters_are_inputs_that_compute_the_same() {
 /// differs in one element stays a parameter of its own. The model computes what its constants do.
 #[test]
 fn a_transposed_copy_of_an_initializer_is_the_same_parameter() {
-    use tessera_frontend::onnx::Initializers;
-    use tessera_ir::graph::InputRole;
     let table = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0];
     // Row-major [4, 3] `E` and its transpose [3, 4]; `U` is the transpose but for one element.
     let transposed: Vec<f32> = (0..3).flat_map(|c| (0..4).map(move |r| table[r * 3 + c] as f32)).collect();
@@ -510,8 +508,24 @@ fn a_transposed_copy_of_an_initializer_is_the_same_parameter() {
         vec![f32_raw("E", &[4, 3], &table), f32_typed("ET", &[3, 4], &transposed), f32_typed("U", &[3, 4], &almost)],
         17,
     );
+    a_transposed_copy_is_tied(&m, &table, &almost);
+    // In `raw_data` (as exporters write large weights) the pair is first compared at a few
+    // places without decoding; `almost` differs at element 5, which both diagonals probe.
+    let mut raw = m.clone();
+    let graph = raw.graph.as_mut().expect("the model has a graph");
+    let wide = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    graph.initializer[1] = f32_raw("ET", &[3, 4], &wide(&transposed));
+    graph.initializer[2] = f32_raw("U", &[3, 4], &wide(&almost));
+    a_transposed_copy_is_tied(&raw, &table, &almost);
+}
+
+/// `m` (from the test above) imported for planning: `ET` reads `E` through a transpose, `U`
+/// is a parameter of its own, and the model computes what its constants do.
+fn a_transposed_copy_is_tied(m: &tessera_frontend::onnx::proto::ModelProto, table: &[f64], almost: &[f32]) {
+    use tessera_frontend::onnx::Initializers;
+    use tessera_ir::graph::InputRole;
     let options = ImportOptions { initializers: Initializers::Parameters, ..ImportOptions::default() };
-    let g = match import_proto(&m, None, &options) {
+    let g = match import_proto(m, None, &options) {
         Ok(g) => g,
         Err(e) => panic!("{e}"),
     };
@@ -524,10 +538,10 @@ fn a_transposed_copy_of_an_initializer_is_the_same_parameter() {
     assert_eq!(parameters, vec!["E".to_string(), "U".to_string()]);
     assert_eq!(count_ops(&g, "transpose"), 1);
     let ids = tessera_ir::tensor::Tensor::from_i64(DType::I64, vec![2], vec![3, 1]);
-    let e = f32_tensor(&[4, 3], &table);
+    let e = f32_tensor(&[4, 3], table);
     let u = f32_tensor(&[3, 4], &almost.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>());
     let planned = run(&g, vec![e, u, ids.clone()]);
-    let constants = match import_proto(&m, None, &ImportOptions::default()) {
+    let constants = match import_proto(m, None, &ImportOptions::default()) {
         Ok(g) => g,
         Err(e) => panic!("{e}"),
     };

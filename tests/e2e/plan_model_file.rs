@@ -17,6 +17,11 @@ const SMALL_ZOO: &str = "gpt:layers=2,hidden=64,heads=4,vocab=256,seq=64,dropout
 /// Writes the small GPT-2 ONNX model into `dir` with the batch and sequence dimensions named
 /// `batch` and `seq`; returns its path.
 fn write_gpt2(dir: &Path, file: &str, batch: &str, seq: &str) -> PathBuf {
+    write_gpt2_with(dir, file, batch, seq, &[])
+}
+
+/// [`write_gpt2`] with more of the script's options (`--dtype f32`, say).
+fn write_gpt2_with(dir: &Path, file: &str, batch: &str, seq: &str, options: &[&str]) -> PathBuf {
     let python = repo_root().join(".cache/real-models/venv/bin/python");
     assert!(python.is_file(), "{} is missing: run scripts/real-models/setup.sh", python.display());
     let out = dir.join(file);
@@ -25,6 +30,7 @@ fn write_gpt2(dir: &Path, file: &str, batch: &str, seq: &str) -> PathBuf {
         .arg(&out)
         .args(SMALL)
         .args(["--batch-name", batch, "--seq-name", seq])
+        .args(options)
         .status()
         .expect("python runs");
     assert!(status.success(), "gpt2_onnx.py failed");
@@ -70,6 +76,28 @@ fn an_onnx_export_trains_with_its_weights_as_parameters_like_the_zoo_model() {
         let (f, z) = (memory(&file, part), memory(&zoo, part));
         assert!((z / f - 1.0).abs() < 1e-9, "{part}: {f} bytes for the file, {z} for the zoo");
     }
+}
+
+/// An f32 export (what `torch.onnx.export` writes for a default `GPT2LMHeadModel`) plans like
+/// the zoo model in f32 (`dtype=f32`): step time and every part of the memory within 5%. The
+/// comparison with the bf16 zoo default would mix precisions (f32 matmuls price ~3.5x slower).
+#[test]
+fn an_f32_onnx_export_plans_like_the_zoo_model_in_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_gpt2_with(dir.path(), "gpt2-f32.onnx", "batch", "seq", &["--dtype", "f32"]);
+    let file = plan_json(dir.path(), model.to_str().unwrap(), &[]);
+    let zoo = plan_json(dir.path(), &format!("{SMALL_ZOO},dtype=f32"), &[]);
+    assert_eq!(file["parameters"], zoo["parameters"], "{file}");
+    assert_eq!(file["parallelism"], zoo["parallelism"]);
+    let within = |what: &str, f: f64, z: f64| {
+        assert!(f > 0.0 && (f / z - 1.0).abs() < 0.05, "{what}: {f} for the file, {z} for the zoo");
+    };
+    within("step time (s)", file["step_time_s"].as_f64().unwrap(), zoo["step_time_s"].as_f64().unwrap());
+    for part in ["weights", "gradients", "optimizer", "activations", "temporary"] {
+        within(&format!("{part} (bytes)"), memory(&file, part), memory(&zoo, part));
+    }
+    // f32 weights: 4 bytes per parameter (the bf16 file above has 2).
+    assert_eq!(memory(&file, "weights"), 4.0 * file["parameters"].as_f64().unwrap());
 }
 
 #[test]

@@ -252,24 +252,7 @@ pub(crate) fn decode(t: &TensorProto, external: &mut ExternalData) -> Result<Ten
         return Err(PayloadError { message: "segmented tensors are not supported".into(), unsupported: true });
     }
     if t.data_location() == DataLocation::External {
-        let mut location = None;
-        let mut offset = 0u64;
-        let mut length = None;
-        for entry in &t.external_data {
-            let value = entry.value();
-            let parse = |what: &str| {
-                value
-                    .parse::<u64>()
-                    .map_err(|_| PayloadError::invalid(format!("external data {what} '{value}' is not a number")))
-            };
-            match entry.key() {
-                "location" => location = Some(value.to_string()),
-                "offset" => offset = parse("offset")?,
-                "length" => length = Some(parse("length")?),
-                _ => {} // checksum and future keys do not change the bytes.
-            }
-        }
-        let location = location.ok_or_else(|| PayloadError::invalid("external data has no 'location'"))?;
+        let (location, offset, length) = external_entries(t)?;
         let (file, path, offset, length) = external.range(&location, offset, length)?;
         return read_payload(dtype, shape, count, FileRange { file, path, offset, length });
     }
@@ -283,6 +266,62 @@ pub(crate) fn decode(t: &TensorProto, external: &mut ExternalData) -> Result<Ten
         return from_raw(dtype, shape, count, raw);
     }
     from_typed_fields(t, dtype, shape, count)
+}
+
+/// An external payload's `location`, `offset` and (when given) `length` entries.
+fn external_entries(t: &TensorProto) -> Result<(String, u64, Option<u64>), PayloadError> {
+    let mut location = None;
+    let mut offset = 0u64;
+    let mut length = None;
+    for entry in &t.external_data {
+        let value = entry.value();
+        let parse = |what: &str| {
+            value
+                .parse::<u64>()
+                .map_err(|_| PayloadError::invalid(format!("external data {what} '{value}' is not a number")))
+        };
+        match entry.key() {
+            "location" => location = Some(value.to_string()),
+            "offset" => offset = parse("offset")?,
+            "length" => length = Some(parse("length")?),
+            _ => {} // checksum and future keys do not change the bytes.
+        }
+    }
+    let location = location.ok_or_else(|| PayloadError::invalid("external data has no 'location'"))?;
+    Ok((location, offset, length))
+}
+
+/// The little-endian bit pattern of element `index` of a payload held as `raw_data` or in an
+/// external file, read alone: a few of these tell two large tensors apart without decoding
+/// either (a `pread` or one mapped page each). `None` when the element cannot be read this way
+/// (inline typed fields, 4- and 2-bit elements, an index past the end, a payload whose length
+/// does not match its shape or that cannot be read); [`decode`] then says what is wrong.
+pub(crate) fn raw_element(t: &TensorProto, index: usize, external: &mut ExternalData) -> Option<u64> {
+    let dtype = dtype_of(t.data_type()).ok()?;
+    let (_, count) = shape_of(t).ok()?;
+    let width = dtype.bits() / 8;
+    if dtype.bits() % 8 != 0 || index >= count || t.segment.is_some() {
+        return None;
+    }
+    let payload_length = dtype.packed_bytes(count)? as u64;
+    let mut bytes = [0u8; 8];
+    let element = &mut bytes[..width];
+    let at = (index * width) as u64;
+    if t.data_location() == DataLocation::External {
+        let (location, offset, length) = external_entries(t).ok()?;
+        let (file, _, offset, length) = external.range(&location, offset, length).ok()?;
+        if length != payload_length {
+            return None;
+        }
+        file.read_exact_at(element, offset + at).ok()?;
+    } else {
+        let raw = t.raw_data.as_ref()?;
+        if raw.len() as u64 != payload_length {
+            return None;
+        }
+        element.copy_from_slice(raw.get(at as usize..at as usize + width)?);
+    }
+    Some(u64::from_le_bytes(bytes))
 }
 
 /// A payload's place in a file.
@@ -573,6 +612,51 @@ mod tests {
         assert_eq!(i, Tensor::from_i64(DType::I8, vec![2], vec![-128, 127]));
         let b = from_raw(DType::Bool, vec![3], 3, &[0, 7, 1]).unwrap();
         assert_eq!(b, Tensor::from_i64(DType::Bool, vec![3], vec![0, 1, 1]));
+    }
+
+    #[test]
+    fn a_raw_element_is_the_decoded_element_read_alone() {
+        let values = [1.5f64, -0.0, 3.25, f64::from(f32::MAX), -7.0, 0.125];
+        let mut external = ExternalData::new(None);
+        for dtype in [DType::F32, DType::BF16, DType::F64] {
+            let t = encode("w", &Tensor::from_f64(dtype, vec![2, 3], values.to_vec()));
+            let decoded = decode(&t, &mut external).unwrap();
+            for i in 0..6 {
+                let bits = raw_element(&t, i, &mut external);
+                let want = dtype.float_to_bits(decoded.get_f64(i));
+                assert_eq!(bits, want, "{dtype} element {i}");
+            }
+            assert_eq!(raw_element(&t, 6, &mut external), None, "{dtype}: past the end");
+        }
+        // External data: the element at its place in the file, after the tensor's offset.
+        let dir = tempfile::tempdir().unwrap();
+        let payload: Vec<u8> = [9.0f32, 8.0, 7.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        std::fs::write(dir.path().join("w.bin"), [vec![0xAA; 4], payload].concat()).unwrap();
+        let entry = |k: &str, v: &str| super::super::proto::StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v.into()),
+        };
+        let mut file = TensorProto {
+            dims: vec![3],
+            data_type: Some(onnx_code_of(DType::F32)),
+            data_location: Some(DataLocation::External as i32),
+            external_data: vec![entry("location", "w.bin"), entry("offset", "4"), entry("length", "12")],
+            ..TensorProto::default()
+        };
+        let mut external = ExternalData::new(Some(dir.path()));
+        assert_eq!(raw_element(&file, 2, &mut external), Some(u64::from(7.0f32.to_bits())));
+        file.external_data[2] = entry("length", "8");
+        assert_eq!(raw_element(&file, 0, &mut external), None, "a payload shorter than its shape");
+        // Inline typed fields and packed 4-bit elements are not read this way.
+        let typed = TensorProto {
+            dims: vec![2],
+            data_type: Some(onnx_code_of(DType::F32)),
+            float_data: vec![1.0, 2.0],
+            ..TensorProto::default()
+        };
+        assert_eq!(raw_element(&typed, 0, &mut external), None);
+        let packed = encode("q", &Tensor::from_i64(DType::I4, vec![2], vec![1, -2]));
+        assert_eq!(raw_element(&packed, 0, &mut external), None);
     }
 
     #[test]
