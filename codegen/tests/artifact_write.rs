@@ -49,7 +49,13 @@ fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn cpu_options() -> CompileOptions {
-    CompileOptions { target: Target::Cpu, dims: HashMap::new(), graph_options: Vec::new(), epilogues: false }
+    CompileOptions {
+        target: Target::Cpu,
+        dims: HashMap::new(),
+        graph_options: Vec::new(),
+        epilogues: false,
+        pinned_outputs: false,
+    }
 }
 
 #[test]

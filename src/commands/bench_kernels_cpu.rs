@@ -158,8 +158,13 @@ fn timed(g: &Graph, scratch: &Path) -> Result<Timed> {
     use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
     use tessera_runtime::executor::cpu::CpuExecutor;
     use tessera_runtime::executor::profile::Profile;
-    let options =
-        CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options: Vec::new(), epilogues: false };
+    let options = CompileOptions {
+        target: Target::Cpu,
+        dims: Default::default(),
+        graph_options: Vec::new(),
+        epilogues: false,
+        pinned_outputs: false,
+    };
     let compiled = compile(g, b"calibration", &options).map_err(|e| anyhow!("compile: {e}"))?;
     std::fs::remove_dir_all(scratch).ok();
     write_artifact(scratch, &compiled.files).map_err(|e| anyhow!("write: {e}"))?;

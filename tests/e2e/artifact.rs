@@ -537,8 +537,13 @@ fn weight_only_steps_run_at_bind_and_follow_the_weights() {
     let scaled = g.add(Op::Binary(BinaryOp::Mul), &[merged, two]).expect("mul");
     let y = g.add(Op::MatMul, &[x, scaled]).expect("matmul");
     g.set_outputs(vec![y]);
-    let options =
-        CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options: Vec::new(), epilogues: false };
+    let options = CompileOptions {
+        target: Target::Cpu,
+        dims: Default::default(),
+        graph_options: Vec::new(),
+        epilogues: false,
+        pinned_outputs: false,
+    };
     let compiled = compile(&g, b"merged_projection", &options).expect("compile");
     write_artifact(&tmp.path().join("a"), &compiled.files).expect("write");
     let artifact = load(&tmp.path().join("a")).expect("load");
