@@ -81,6 +81,18 @@ pub struct CompileOptions {
 }
 
 impl CompileOptions {
+    /// The CPU target with every other choice at its default: no symbolic sizes, no graph
+    /// options, no epilogues, outputs not pinned.
+    pub fn cpu() -> CompileOptions {
+        CompileOptions {
+            target: Target::Cpu,
+            dims: HashMap::new(),
+            graph_options: Vec::new(),
+            epilogues: false,
+            pinned_outputs: false,
+        }
+    }
+
     /// One spelling per option, sorted: what the manifest records and the input hash covers.
     pub fn normalized(&self) -> Vec<String> {
         let mut out = vec![format!("target={}", self.target.name())];

@@ -164,14 +164,8 @@ fn carried_state_is_checked_when_bound() {
 
 /// Compiles `g` for the CPU into `dir` and loads it.
 fn compiled(g: &tessera_ir::graph::Graph, dir: &Path) -> tessera_runtime::executor::cpu::CpuExecutor {
-    use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
-    let options = CompileOptions {
-        target: Target::Cpu,
-        dims: Default::default(),
-        graph_options: Vec::new(),
-        epilogues: false,
-        pinned_outputs: false,
-    };
+    use tessera_codegen::artifact::{compile, write_artifact, CompileOptions};
+    let options = CompileOptions::cpu();
     let files = compile(g, g.name.as_bytes(), &options).expect("compile").files;
     write_artifact(&dir.join(&g.name), &files).expect("write");
     let artifact = tessera_runtime::executor::load::load(&dir.join(&g.name)).expect("load");
