@@ -612,6 +612,9 @@ pub fn cross_entropy(logits: &In, targets: &In, out: &mut Out) -> Result<(), Str
     Ok(())
 }
 
+/// Above this many table elements per update, [`scatter`] combines only the touched positions.
+const SPARSE_SCATTER_RATIO: usize = 8;
+
 /// [`LibraryCall::Scatter`]: `tessera_ir::ops::indexing::eval_scatter` on f32 data and
 /// updates: `out` is `data` with `updates[p]` stored at (or, for add, summed into) position `p`
 /// with its `axis` coordinate replaced by `indices[p]`. Only the touched positions are
@@ -650,7 +653,12 @@ pub fn scatter(
     if original.len() != shape.iter().product::<usize>() || values.len() != update_shape.iter().product::<usize>() {
         return Err("a scatter buffer has the wrong size".into());
     }
-    // The running f64 value of each touched position, in order of first touch.
+    // A table not much larger than the updates (a small vocabulary) is combined densely, an
+    // f64 copy of all of it; a larger one only at the touched positions, each looked up in a
+    // map, which costs more per update than an f64 pass over a table of that size.
+    let dense = original.len() <= SPARSE_SCATTER_RATIO * values.len();
+    let mut all: Vec<f64> = if dense { original.iter().map(|&x| f64::from(x)).collect() } else { Vec::new() };
+    // Otherwise the running f64 value of each touched position, in order of first touch.
     let mut slot_of: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     let mut touched: Vec<(usize, f64)> = Vec::new();
     let mut position = vec![0usize; rank];
@@ -662,11 +670,15 @@ pub fn scatter(
             return Err(format!("update at {position:?} lies outside data of shape {shape:?} in dimension {d}"));
         }
         let target: usize = (0..rank).map(|d| if d == ax { r } else { position[d] } * strides[d]).sum();
-        let slot = *slot_of.entry(target).or_insert_with(|| {
-            touched.push((target, f64::from(original[target])));
-            touched.len() - 1
-        });
-        let acc = &mut touched[slot].1;
+        let acc = if dense {
+            &mut all[target]
+        } else {
+            let slot = *slot_of.entry(target).or_insert_with(|| {
+                touched.push((target, f64::from(original[target])));
+                touched.len() - 1
+            });
+            &mut touched[slot].1
+        };
         let value = f64::from(value);
         match reduction {
             ScatterReduction::None => *acc = value,
@@ -688,9 +700,15 @@ pub fn scatter(
     if result.len() != original.len() {
         return Err("the output buffer has the wrong size".into());
     }
-    result.copy_from_slice(original);
-    for (target, value) in touched {
-        result[target] = value as f32;
+    if dense {
+        for (r, a) in result.iter_mut().zip(all) {
+            *r = a as f32;
+        }
+    } else {
+        result.copy_from_slice(original);
+        for (target, value) in touched {
+            result[target] = value as f32;
+        }
     }
     Ok(())
 }
@@ -741,18 +759,19 @@ mod tests {
             (1, ScatterReduction::Max),
             (-2, ScatterReduction::Min),
         ];
-        for (axis, reduction) in cases {
-            let data = values(6 * 5, 3);
+        // 6 rows: the dense path; 64 rows (320 elements for 20 updates): only the touched ones.
+        for ((axis, reduction), rows) in cases.into_iter().flat_map(|c| [(c, 6), (c, 64)]) {
+            let data = values(rows * 5, 3);
             let updates = values(4 * 5, 4);
             let indices: Vec<i64> = (0..20).map(|i| [0, 3, -1, 3, 2][i % 5]).collect();
             let ins = [
-                (desc(&[6, 5]), bytes(&data).to_vec()),
+                (desc(&[rows, 5]), bytes(&data).to_vec()),
                 (int_desc(&[4, 5]), i64_bytes(&indices)),
                 (desc(&[4, 5]), bytes(&updates).to_vec()),
             ];
             let op = Op::Scatter { axis, reduction };
-            let direct = run(&op, &ins, &[6, 5], true);
-            assert_eq!(direct, run(&op, &ins, &[6, 5], false), "scatter axis {axis} {reduction:?}");
+            let direct = run(&op, &ins, &[rows, 5], true);
+            assert_eq!(direct, run(&op, &ins, &[rows, 5], false), "scatter axis {axis} {reduction:?}");
             assert_ne!(
                 direct,
                 bytes(&data).chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>()
