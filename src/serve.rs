@@ -259,6 +259,7 @@ fn compile_programs(model: &ServedModel, manifest: &ServeManifest, dir: &Path) -
             dims: Default::default(),
             graph_options: vec![format!("serve:program={name}"), format!("serve:rows={}", s.rows)],
             epilogues: false,
+            pinned_outputs: false,
         };
         let compiled = compile(graph, model.config.name.as_bytes(), &options)
             .with_context(|| format!("{}: cannot compile the serving program {name}", model.config.name))?;

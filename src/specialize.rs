@@ -30,6 +30,7 @@ impl Specializer for CpuSpecializer {
             dims,
             graph_options: Vec::new(),
             epilogues: options.iter().any(|o| o == EPILOGUES_ON),
+            pinned_outputs: false,
         };
         // Recorded in a manifest nobody keeps: what identifies this program is the range
         // artifact's own manifest, checked when it was loaded.

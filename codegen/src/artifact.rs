@@ -16,7 +16,7 @@
 
 use crate::cuda::gpu_program;
 use crate::decompose::{decompose_optimizers, has_optimizer_updates};
-use crate::program::{lower_with, LowerError, LowerStats};
+use crate::program::{lower_with, LowerError, LowerStats, Lowering};
 use crate::weights::WeightsImage;
 use crate::{compile_cpu, supports, CodegenError, GpuArch};
 use std::collections::HashMap;
@@ -72,9 +72,27 @@ pub struct CompileOptions {
     /// an epilogue (CPU target; `codegen::epilogue`). Off by default (`tessera compile
     /// --epilogues` turns it on): not yet faster on every measured model.
     pub epilogues: bool,
+    /// Give every graph output an arena range of its own for the whole program, as inputs
+    /// have, instead of one that values computed before it may use first: the memory plan a
+    /// runtime may then rename, trading a carried output's range with its input's after each
+    /// run instead of copying the output (`runtime::executor::cpu::Carry`). On for training
+    /// steps, whose updated weights and optimizer moments are carried.
+    pub pinned_outputs: bool,
 }
 
 impl CompileOptions {
+    /// The CPU target with every other choice at its default: no symbolic sizes, no graph
+    /// options, no epilogues, outputs not pinned.
+    pub fn cpu() -> CompileOptions {
+        CompileOptions {
+            target: Target::Cpu,
+            dims: HashMap::new(),
+            graph_options: Vec::new(),
+            epilogues: false,
+            pinned_outputs: false,
+        }
+    }
+
     /// One spelling per option, sorted: what the manifest records and the input hash covers.
     pub fn normalized(&self) -> Vec<String> {
         let mut out = vec![format!("target={}", self.target.name())];
@@ -87,6 +105,9 @@ impl CompileOptions {
         // Recorded only when on, so the default's manifest and hash stay what they were.
         if self.epilogues {
             out.push("epilogues=on".to_string());
+        }
+        if self.pinned_outputs {
+            out.push("pinned_outputs=on".to_string());
         }
         out
     }
@@ -574,7 +595,13 @@ fn lower_program(
     } else {
         graph
     };
-    let mut lowered = lower_with(graph, &options.dims, options.target.name(), &can_compile, options.epilogues)?;
+    let mut lowered = lower_with(
+        graph,
+        &options.dims,
+        options.target.name(),
+        &can_compile,
+        Lowering { epilogues: options.epilogues, pinned_outputs: options.pinned_outputs },
+    )?;
     let weights = Arc::new(std::mem::take(&mut lowered.weights));
     Ok((lowered, weights))
 }

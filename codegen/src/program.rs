@@ -217,17 +217,26 @@ pub fn lower(
     target: &str,
     can_compile: &dyn Fn(&Graph) -> bool,
 ) -> Result<LoweredProgram, LowerError> {
-    lower_with(g, dims, target, can_compile, false)
+    lower_with(g, dims, target, can_compile, Lowering::default())
 }
 
-/// [`lower`]; `epilogues`: fold the elementwise group after a GEMM or convolution into its
-/// library call (CPU target, [`crate::epilogue`]).
+/// Choices of [`lower_with`] beyond the graph and the target.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lowering {
+    /// Fold the elementwise group after a GEMM or convolution into its library call (CPU
+    /// target, [`crate::epilogue`]).
+    pub epilogues: bool,
+    /// Outputs live from before the first step, like inputs (see the module docs).
+    pub pinned_outputs: bool,
+}
+
+/// [`lower`] with `lowering`'s choices.
 pub fn lower_with(
     g: &Graph,
     dims: &HashMap<String, u64>,
     target: &str,
     can_compile: &dyn Fn(&Graph) -> bool,
-    epilogues: bool,
+    lowering: Lowering,
 ) -> Result<LoweredProgram, LowerError> {
     let mut graph = specialize(g, dims)?;
     // Sizes are bound now: a `tsr.if` on a size check (an importer's assumption) has a constant
@@ -238,7 +247,8 @@ pub fn lower_with(
         .map_err(|e| LowerError::Pass(e.to_string()))?;
     fuse(&mut graph, &FusionConfig { max_ops: 64, can_compile }).map_err(|e| LowerError::Pass(e.to_string()))?;
     let mut builder = Builder::new(&graph, g, target);
-    builder.epilogues = epilogues && target == "cpu";
+    builder.epilogues = lowering.epilogues && target == "cpu";
+    builder.pinned_outputs = lowering.pinned_outputs;
     builder.build()
 }
 
@@ -259,6 +269,8 @@ struct Builder<'a> {
     stats: LowerStats,
     /// Fold epilogues into GEMMs and convolutions.
     epilogues: bool,
+    /// Outputs live from before the first step ([`Lowering::pinned_outputs`]).
+    pinned_outputs: bool,
 }
 
 const UNPLACED: Location = Location::Arena { offset: u64::MAX };
@@ -278,6 +290,7 @@ impl<'a> Builder<'a> {
             symbol_of_kernel: HashMap::new(),
             stats: LowerStats { nodes: g.num_nodes(), ..LowerStats::default() },
             epilogues: false,
+            pinned_outputs: false,
         }
     }
 
@@ -494,6 +507,16 @@ impl<'a> Builder<'a> {
             let root = self.root_of[self.buffer_of[&v] as usize] as usize;
             last[root] = usize::MAX;
         }
+        // Pinned outputs also start before the first step: no value computed earlier shares
+        // their range, so a runtime may swap a carried output's range with its input's.
+        if self.pinned_outputs {
+            for &v in self.g.outputs() {
+                let root = self.root_of[self.buffer_of[&v] as usize] as usize;
+                if first[root] != never {
+                    first[root] = 0;
+                }
+            }
+        }
         // Bind steps' results live from before the first step (an executor may compute them
         // in the bind) to the end, like inputs.
         for &s in bind_steps {
@@ -675,6 +698,15 @@ fn library_call(g: &Graph, op: &Op, inputs: &[ValueId]) -> LibraryCall {
             }
         }
         Op::Collective(c) => Some(LibraryCall::Collective { op: c.clone() }),
+        Op::CrossEntropy => {
+            let storages: Vec<Storage> = inputs.iter().map(|&v| Storage::of(g.value(v).ty.dtype)).collect();
+            (storages == [Storage::F32, Storage::I64]).then_some(LibraryCall::CrossEntropy)
+        }
+        Op::Scatter { axis: a, reduction } => {
+            let storages: Vec<Storage> = inputs.iter().map(|&v| Storage::of(g.value(v).ty.dtype)).collect();
+            let float = storages == [Storage::F32, Storage::I64, Storage::F32];
+            axis(*a, rank(0)).filter(|_| float).map(|axis| LibraryCall::Scatter { axis, reduction: *reduction })
+        }
         Op::Transpose { perm } => perm
             .iter()
             .map(|&p| u64::try_from(p).ok())

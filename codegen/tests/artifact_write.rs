@@ -2,9 +2,9 @@
 //! against `compile` + `write_artifact`: the same files byte for byte, and the same refusal of
 //! a destination that is not an artifact, leaving nothing behind.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
-use tessera_codegen::artifact::{compile, compile_to_dir, input_hash, write_artifact, CompileOptions, Target};
+use tessera_codegen::artifact::{compile, compile_to_dir, input_hash, write_artifact, CompileOptions};
 use tessera_ir::graph::Graph;
 use tessera_ir::ops::elementwise::BinaryOp;
 use tessera_ir::ops::Op;
@@ -49,7 +49,7 @@ fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn cpu_options() -> CompileOptions {
-    CompileOptions { target: Target::Cpu, dims: HashMap::new(), graph_options: Vec::new(), epilogues: false }
+    CompileOptions::cpu()
 }
 
 #[test]

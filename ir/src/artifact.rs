@@ -24,6 +24,7 @@ use crate::dtype::DType;
 use crate::ops::collective::Collective;
 use crate::ops::conv::{PoolKind, Window};
 use crate::ops::elementwise::{BinaryOp, UnaryOp};
+use crate::ops::indexing::ScatterReduction;
 use crate::ops::recurrent::{Cell, RecurrentKind};
 use crate::ops::Op;
 use crate::tensor::{Buffer, Tensor};
@@ -279,6 +280,17 @@ pub enum LibraryCall {
     /// `tsr.winograd_output` of an f32 `[16, T, K]` product into `[N, K, OH, OW]` (args: input,
     /// output).
     WinogradOutput,
+    /// `tsr.cross_entropy`: the mean negative log-likelihood of f32 logits `[.., V]` at i64
+    /// targets (args: logits, targets, loss), a numerically stable log-softmax per row summed in
+    /// f64 in row order as the interpreter does, so a training step's loss is its loss bit for
+    /// bit.
+    CrossEntropy,
+    /// `tsr.scatter` of f32 `updates` into f32 `data` at i64 `indices` along `axis` (args:
+    /// data, indices, updates, output): the output is `data` copied, with every touched
+    /// position combined in f64 in update order and rounded once, as the interpreter does. The
+    /// embedding gradient (scatter-add of a few hundred rows into a 50,257-row table) touches
+    /// only those rows, not the whole table.
+    Scatter { axis: u64, reduction: ScatterReduction },
     /// Any other op, evaluated with its reference semantics (`Op::eval`): correct but slow;
     /// the compiler reports how many of these a program has.
     Reference { op: Op },
@@ -403,6 +415,8 @@ impl LibraryCall {
             LibraryCall::WinogradInput { .. } => "winograd_input",
             LibraryCall::WinogradWeight => "winograd_weight",
             LibraryCall::WinogradOutput => "winograd_output",
+            LibraryCall::CrossEntropy => "cross_entropy",
+            LibraryCall::Scatter { .. } => "scatter",
             LibraryCall::Reference { .. } => "reference",
             LibraryCall::WithEpilogue { gemm, .. } => match **gemm {
                 LibraryCall::MatMul => "matmul_epilogue",

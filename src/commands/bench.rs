@@ -291,11 +291,10 @@ fn measure_inputs(g: &Graph) -> Result<Vec<(String, tessera_ir::tensor::Tensor)>
 /// warm up, then `repeat × rounds` pairs of single runs, interleaved (before then after, then
 /// after then before, ...), recording each run's process CPU time; and compares the outputs.
 fn measure(before: &Graph, after: &Graph, args: &BenchArgs) -> Result<Measured> {
-    use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
+    use tessera_codegen::artifact::{compile, write_artifact, CompileOptions};
     use tessera_runtime::executor::cpu::CpuExecutor;
     let scratch = std::env::temp_dir().join(format!("tessera-bench-measure-{}", std::process::id()));
-    let options =
-        CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options: Vec::new(), epilogues: false };
+    let options = CompileOptions::cpu();
     std::fs::create_dir_all(&scratch).map_err(|e| anyhow!("{}: {e}", scratch.display()))?;
     let mut executors = Vec::new();
     for (name, graph) in [("before", before), ("after", after)] {

@@ -31,8 +31,13 @@ pub fn run(models: &[String], dim_specs: &[String]) -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("note: a debug build; build with --release for numbers worth recording");
     }
-    let options =
-        CompileOptions { target: Target::Cpu, dims: dims.clone(), graph_options: Vec::new(), epilogues: false };
+    let options = CompileOptions {
+        target: Target::Cpu,
+        dims: dims.clone(),
+        graph_options: Vec::new(),
+        epilogues: false,
+        pinned_outputs: false,
+    };
     let start = Instant::now();
     let start_cpu = thread_cpu_seconds();
     // As `tessera compile` does: the input hash on a second thread while the model imports.

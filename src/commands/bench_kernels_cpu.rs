@@ -155,11 +155,10 @@ struct Timed {
 /// subtracting the copies at a measured copy rate, keeps memory-bound kernels off a floor: the
 /// copies of a one-op run are most of it when the op moves no more bytes than they do.
 fn timed(g: &Graph, scratch: &Path) -> Result<Timed> {
-    use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
+    use tessera_codegen::artifact::{compile, write_artifact, CompileOptions};
     use tessera_runtime::executor::cpu::CpuExecutor;
     use tessera_runtime::executor::profile::Profile;
-    let options =
-        CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options: Vec::new(), epilogues: false };
+    let options = CompileOptions::cpu();
     let compiled = compile(g, b"calibration", &options).map_err(|e| anyhow!("compile: {e}"))?;
     std::fs::remove_dir_all(scratch).ok();
     write_artifact(scratch, &compiled.files).map_err(|e| anyhow!("write: {e}"))?;

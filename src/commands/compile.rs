@@ -116,8 +116,13 @@ pub fn run(args: CompileArgs) -> Result<()> {
     // depend on the import, so it is hashed on a second thread while the model imports.
     let early_hash = (!args.train && args.mesh.is_none() && args.model.is_file()).then(|| {
         let path = args.model.clone();
-        let options =
-            CompileOptions { target, dims: dims.clone(), graph_options: Vec::new(), epilogues: args.epilogues };
+        let options = CompileOptions {
+            target,
+            dims: dims.clone(),
+            graph_options: Vec::new(),
+            epilogues: args.epilogues,
+            pinned_outputs: false,
+        };
         std::thread::spawn(move || input_hash_of_file(&path, &options))
     });
     let (graph, graph_options, bound_at_import, step) = if args.train {
@@ -130,7 +135,7 @@ pub fn run(args: CompileArgs) -> Result<()> {
     if !bound_at_import {
         super::check_dim_names(&graph, &dims)?;
     }
-    let options = CompileOptions { target, dims, graph_options, epilogues: args.epilogues };
+    let options = CompileOptions { target, dims, graph_options, epilogues: args.epilogues, pinned_outputs: args.train };
     if args.mesh.is_none() && is_rank_program(&graph) {
         let mesh = graph.io_shardings().map_or_else(|| "MESH".to_string(), |io| io.mesh.to_string());
         bail!("{} is a per-rank program (it has collectives): compile it with --mesh {mesh}", args.model.display());
@@ -231,7 +236,8 @@ fn compile_range(
     if !bound_at_import {
         super::check_dim_names(&graph, &names)?;
     }
-    let options = CompileOptions { target, dims, graph_options: Vec::new(), epilogues: args.epilogues };
+    let options =
+        CompileOptions { target, dims, graph_options: Vec::new(), epilogues: args.epilogues, pinned_outputs: false };
     let files =
         compile_ranged(&graph, &model_bytes, &options, &ranges).with_context(|| format!("{}", args.model.display()))?;
     write_artifact(&args.output, &files)?;

@@ -46,6 +46,7 @@ pub fn compile_step(
         dims: Default::default(),
         graph_options: step_graph_options(model, config),
         epilogues: false,
+        pinned_outputs: true,
     };
     let compiled = compile(&step.graph, config.model.as_bytes(), &options)
         .with_context(|| format!("{}: cannot compile the training step", config.model))?;

@@ -213,7 +213,13 @@ impl DistributedStep {
         graph_options.push(format!("mesh={}", self.module.mesh));
         graph_options.push(format!("schedule={}", self.schedule));
         graph_options.push(format!("stage={}", program.stage));
-        let options = CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options, epilogues: false };
+        let options = CompileOptions {
+            target: Target::Cpu,
+            dims: Default::default(),
+            graph_options,
+            epilogues: false,
+            pinned_outputs: true,
+        };
         let compiled = compile(&program.graph, self.config.model.as_bytes(), &options).with_context(|| {
             format!("{}: cannot compile pipeline stage {} of the training step", self.config.model, program.stage)
         })?;

@@ -522,7 +522,7 @@ fn weights_bound_once_stay_resident_across_runs_and_bad_bindings_are_refused() {
 /// parameter is fed per run; every way gives the interpreter's outputs.
 #[test]
 fn weight_only_steps_run_at_bind_and_follow_the_weights() {
-    use tessera_codegen::artifact::{compile, write_artifact, CompileOptions, Target};
+    use tessera_codegen::artifact::{compile, write_artifact, CompileOptions};
     use tessera_ir::graph::{Graph, InputRole};
     use tessera_ir::ops::elementwise::BinaryOp;
     use tessera_ir::ops::Op;
@@ -537,8 +537,7 @@ fn weight_only_steps_run_at_bind_and_follow_the_weights() {
     let scaled = g.add(Op::Binary(BinaryOp::Mul), &[merged, two]).expect("mul");
     let y = g.add(Op::MatMul, &[x, scaled]).expect("matmul");
     g.set_outputs(vec![y]);
-    let options =
-        CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options: Vec::new(), epilogues: false };
+    let options = CompileOptions::cpu();
     let compiled = compile(&g, b"merged_projection", &options).expect("compile");
     write_artifact(&tmp.path().join("a"), &compiled.files).expect("write");
     let artifact = load(&tmp.path().join("a")).expect("load");

@@ -189,6 +189,7 @@ fn serving_programs_compile_to_ptx_that_ptxas_assembles() {
                 dims: Default::default(),
                 graph_options: vec![format!("serve:program={name}"), "serve:rows=4".to_string()],
                 epilogues: false,
+                pinned_outputs: false,
             };
             let compiled = compile(graph, b"llama-tiny", &options)
                 .unwrap_or_else(|e| panic!("tp={tp} {name}: no CUDA compile: {e}"));

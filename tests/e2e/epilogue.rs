@@ -68,8 +68,13 @@ impl Build {
 }
 
 fn compile_program(g: &Graph, epilogues: bool, dir: &std::path::Path) -> CpuExecutor {
-    let options =
-        CompileOptions { target: Target::Cpu, dims: Default::default(), graph_options: Vec::new(), epilogues };
+    let options = CompileOptions {
+        target: Target::Cpu,
+        dims: Default::default(),
+        graph_options: Vec::new(),
+        epilogues,
+        pinned_outputs: false,
+    };
     let compiled = compile(g, g.name.as_bytes(), &options).expect("compile");
     let path = dir.join(if epilogues { "fused" } else { "unfused" });
     write_artifact(&path, &compiled.files).expect("write");

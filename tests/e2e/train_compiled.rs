@@ -1,6 +1,7 @@
 //! `tessera train` on the compiled step (the default executor): the same losses as the
 //! reference interpreter, checkpoints that resume on either executor, and the steps that still
-//! fall back to the interpreter inside the artifact, pinned.
+//! fall back to the interpreter inside the artifact (none), pinned; the carried state trades
+//! arena ranges with the step's outputs instead of being copied.
 
 use crate::support::tessera;
 use std::path::Path;
@@ -28,9 +29,10 @@ fn compiled_losses_equal_the_interpreters_over_20_steps() {
     let model = train::load_model(MODEL, 4, None).expect("model");
     let mut reference = Trainer::on_interpreter(model.clone(), config.clone(), corpus.clone()).expect("interpreter");
     let (mut compiled, _) = compiled_trainer(model, config, corpus).expect("compiled");
-    // Everything but the loss's cross-entropy and the embedding gradients' scatters is compiled.
-    assert_eq!(compiled.executor().reference_ops(), ["cross_entropy", "scatter", "scatter"]);
-    assert!(compiled.executor().describe().contains("3 reference steps (cross_entropy, scatter, scatter)"));
+    // Every step is compiled: the loss's cross-entropy and the embedding gradients' scatters
+    // are library calls, not the interpreter.
+    assert!(compiled.executor().reference_ops().is_empty(), "{:?}", compiled.executor().reference_ops());
+    assert!(compiled.executor().describe().contains("no reference steps"));
     let mut worst: f64 = 0.0;
     let mut losses = Vec::new();
     for _ in 0..20 {
@@ -109,7 +111,7 @@ fn the_start_line_names_the_executor_and_profile_needs_the_compiled_one() {
     let args = ["train", model, "--steps", "2", "--data", CORPUS, "--batch", "2"];
     let out = tessera(dir.path(), &[&args[..], &["--profile"]].concat());
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("on compiled CPU artifact, 1 process, 3 reference steps"), "{}", out.stdout);
+    assert!(out.stdout.contains("on compiled CPU artifact, 1 process, no reference steps"), "{}", out.stdout);
     assert!(out.stdout.contains("compiled the step in"), "{}", out.stdout);
     assert!(out.stderr.contains("profile of the compiled step, summed over 2 steps"), "{}", out.stderr);
     assert!(out.stderr.contains("carried outputs"), "{}", out.stderr);
@@ -158,4 +160,126 @@ fn carried_state_is_checked_when_bound() {
     assert!(refused.contains("only a resident input can carry an output"), "{refused}");
     let unknown = bound.carry(&[("nothing".into(), input.clone())]).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(unknown.contains("no output of this name"), "{unknown}");
+}
+
+/// Compiles `g` for the CPU into `dir` and loads it.
+fn compiled(g: &tessera_ir::graph::Graph, dir: &Path) -> tessera_runtime::executor::cpu::CpuExecutor {
+    use tessera_codegen::artifact::{compile, write_artifact, CompileOptions};
+    let options = CompileOptions::cpu();
+    let files = compile(g, g.name.as_bytes(), &options).expect("compile").files;
+    write_artifact(&dir.join(&g.name), &files).expect("write");
+    let artifact = tessera_runtime::executor::load::load(&dir.join(&g.name)).expect("load");
+    tessera_runtime::executor::cpu::CpuExecutor::new(artifact).expect("executor")
+}
+
+/// The library calls of a program by name, and how many steps are left to the interpreter.
+fn library_calls(p: &tessera_ir::artifact::Program) -> (Vec<&'static str>, usize) {
+    use tessera_ir::artifact::{LibraryCall, Step};
+    let calls: Vec<&'static str> = p
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Library { call, .. } => Some(call.name()),
+            Step::Kernel { .. } => None,
+        })
+        .collect();
+    let reference =
+        p.steps.iter().filter(|s| matches!(s, Step::Library { call: LibraryCall::Reference { .. }, .. })).count();
+    (calls, reference)
+}
+
+/// An embedding gradient's scatter-add, where ids repeat (rows summed into one table row in
+/// update order), and a cross-entropy over the logits of the same rows: compiled as library
+/// calls, they give the interpreter's values bit for bit.
+#[test]
+fn scatter_add_with_repeated_ids_and_cross_entropy_equal_the_interpreter_bit_for_bit() {
+    use tessera_ir::dtype::DType;
+    use tessera_ir::graph::{Graph, InputRole};
+    use tessera_ir::ops::{indexing::ScatterReduction, Op};
+    use tessera_ir::random::{uniform_tensor, SplitMix64};
+    use tessera_ir::tensor::Tensor;
+    use tessera_ir::types::TensorType;
+    let (rows, width, tokens, classes) = (11, 7, 9, 37);
+    let mut g = Graph::new("scatter_add");
+    let table = g.add_input("table", TensorType::of_static(DType::F32, &[rows, width]), InputRole::Parameter);
+    let ids = g.add_input("ids", TensorType::of_static(DType::I64, &[tokens, width]), InputRole::Activation);
+    let grads = g.add_input("grads", TensorType::of_static(DType::F32, &[tokens, width]), InputRole::Activation);
+    let logits = g.add_input("logits", TensorType::of_static(DType::F32, &[tokens, classes]), InputRole::Activation);
+    let targets = g.add_input("targets", TensorType::of_static(DType::I64, &[tokens]), InputRole::Activation);
+    let summed = g.add(Op::Scatter { axis: 0, reduction: ScatterReduction::Add }, &[table, ids, grads]).expect("op");
+    let loss = g.add(Op::CrossEntropy, &[logits, targets]).expect("op");
+    g.set_outputs(vec![summed, loss]);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let executor = compiled(&g, dir.path());
+    let (calls, reference) = library_calls(executor.program());
+    assert_eq!((calls.as_slice(), reference), (&["scatter", "cross_entropy"][..], 0));
+
+    // Token ids with repeats (row 3 four times, row 10 twice, one negative id for row 10),
+    // each id along a whole row of the update as an embedding's gradient has it.
+    let token_ids: [i64; 9] = [3, 0, 3, 10, 3, -1, 5, 3, 7];
+    let id_rows: Vec<f64> = token_ids.iter().flat_map(|&k| std::iter::repeat_n(k as f64, width as usize)).collect();
+    let feeds: Vec<(String, Tensor)> = vec![
+        ("table".into(), uniform_tensor(&mut SplitMix64::new(1), DType::F32, vec![rows as usize, width as usize])),
+        ("ids".into(), Tensor::from_f64(DType::I64, vec![tokens as usize, width as usize], id_rows)),
+        ("grads".into(), uniform_tensor(&mut SplitMix64::new(2), DType::F32, vec![tokens as usize, width as usize])),
+        ("logits".into(), uniform_tensor(&mut SplitMix64::new(3), DType::F32, vec![tokens as usize, classes as usize])),
+        (
+            "targets".into(),
+            Tensor::from_f64(DType::I64, vec![tokens as usize], vec![4.0, 0.0, 36.0, 9.0, 9.0, 1.0, 2.0, 3.0, 5.0]),
+        ),
+    ];
+    let want = tessera_runtime::interpreter::run(&g, &feeds).expect("interpreter");
+    let got = executor.run(&feeds).expect("compiled run");
+    let bits = |t: &Tensor| t.to_f64_vec().iter().map(|&x| (x as f32).to_bits()).collect::<Vec<u32>>();
+    for ((name, got), (_, want)) in got.iter().zip(&want) {
+        assert_eq!(
+            bits(got),
+            bits(want),
+            "{name}: compiled {:?}, interpreter {:?}",
+            got.to_f64_vec(),
+            want.to_f64_vec()
+        );
+    }
+    // The repeated row really is a sum of several updates (not the last one written).
+    let (table_in, grads_in) = (feeds[0].1.to_f64_vec(), feeds[2].1.to_f64_vec());
+    let row3: f64 = table_in[3 * 7] + [0, 2, 4, 7].iter().map(|&t| grads_in[t * 7]).sum::<f64>();
+    assert!((got[0].1.to_f64_vec()[3 * 7] - row3).abs() < 1e-6, "row 3 is not the sum of its four updates");
+}
+
+/// GPT steps, tied (GPT-2's layout: the token table is also the head) and untied, compile with
+/// no reference step, and every carried weight and AdamW moment trades arena ranges with its
+/// updated value after a step instead of being copied.
+#[test]
+fn a_gpt_step_has_no_reference_steps_and_carries_its_state_without_copies() {
+    use tessera_runtime::executor::{cpu::CpuExecutor, load};
+    for model in [
+        "gpt:layers=1,hidden=16,heads=2,seq=8,vocab=256,dtype=f32,dropout=0",
+        "gpt:layers=1,hidden=16,heads=2,seq=8,vocab=256,dtype=f32,dropout=0,tied=false",
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = tessera(dir.path(), &["compile", model, "--train", "--batch", "2", "-o", "art"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.stdout.lines().any(|l| l.starts_with("reference steps: 0 of ")), "{model}: {}", out.stdout);
+        let artifact = load::load(&dir.path().join("art")).expect("artifact");
+        let (calls, reference) = library_calls(&artifact.program);
+        assert_eq!(reference, 0, "{model}: {calls:?}");
+        assert_eq!(calls.iter().filter(|&&c| c == "cross_entropy").count(), 1, "{model}: {calls:?}");
+        // The token and position tables' gradients.
+        assert_eq!(calls.iter().filter(|&&c| c == "scatter").count(), 2, "{model}: {calls:?}");
+
+        let step = train::build_step(
+            &train::load_model(model, 2, None).expect("model"),
+            &TrainConfig { model: model.into(), optimizer: OptimizerKind::AdamW, lr: 3e-3, seed: 0, micro_batches: 1 },
+        )
+        .expect("step");
+        let carried = train::carried_state(&step).expect("carried");
+        let s = train::init_state(&step, 0);
+        let state: Vec<(String, tessera_ir::tensor::Tensor)> =
+            carried.iter().map(|c| c.input.clone()).zip(s.params.into_iter().chain(s.optimizer_state)).collect();
+        let bound = CpuExecutor::new(artifact).expect("executor").into_bound(&state).expect("bind");
+        let pairs: Vec<(String, String)> = carried.iter().map(|c| (c.output.clone(), c.input.clone())).collect();
+        let carry = bound.carry(&pairs).expect("carry");
+        assert_eq!((carry.swapped(), carry.len()), (carried.len(), carried.len()), "{model}");
+    }
 }

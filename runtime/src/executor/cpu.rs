@@ -118,6 +118,8 @@ struct SharedRange {
 struct Memory<'a> {
     arena: &'a AlignedBytes,
     shared: &'a [SharedRange],
+    /// Per buffer, its arena offset in the bound's current layout ([`Bound::offsets`]).
+    offsets: &'a [u64],
 }
 
 /// [`decode`], with a fast path for the common case, f32 values of an f32 output: they are
@@ -269,14 +271,20 @@ impl CpuExecutor {
 
     fn pointer(&self, memory: Memory, buffer: u32) -> *mut u8 {
         match self.program.buffers[buffer as usize].location {
-            Location::Arena { offset } => match memory.shared.iter().find(|r| r.start <= offset && offset < r.end) {
-                // SAFETY: `Bound::with_shared_inputs` checked that a buffer starting inside a
-                // shared range ends inside it, and the range is the shared input's length.
-                Some(range) => unsafe { range.input.bytes.ptr.add((offset - range.start) as usize) },
-                // SAFETY: the loader checked offset + size against the arena's length, so the
-                // result stays inside the allocation.
-                None => unsafe { memory.arena.ptr.add(offset as usize) },
-            },
+            Location::Arena { .. } => {
+                // The current layout's offset: the program's, or its range swapped with the
+                // range of the carried input or output it pairs with (`Bound::carry`).
+                let offset = memory.offsets[buffer as usize];
+                match memory.shared.iter().find(|r| r.start <= offset && offset < r.end) {
+                    // SAFETY: `Bound::with_shared_inputs` checked that a buffer starting inside
+                    // a shared range ends inside it, and the range is the shared input's length.
+                    Some(range) => unsafe { range.input.bytes.ptr.add((offset - range.start) as usize) },
+                    // SAFETY: the loader checked the program's offset + size against the
+                    // arena's length; a swapped offset is another pinned range of the same
+                    // size (`Bound::carry`), so the result stays inside the allocation.
+                    None => unsafe { memory.arena.ptr.add(offset as usize) },
+                }
+            }
             // SAFETY: as above, against the length of the weights region.
             Location::Weights { offset } => unsafe { self.weights.ptr.add(offset as usize) },
         }
@@ -373,6 +381,17 @@ impl CpuExecutor {
             LibraryCall::WinogradInput { pads } => super::winograd::input(first_in, first_out, *pads),
             LibraryCall::WinogradWeight => super::winograd::weight(first_in, first_out),
             LibraryCall::WinogradOutput => super::winograd::output(first_in, first_out),
+            LibraryCall::CrossEntropy => {
+                library::cross_entropy(first_in, ins.get(1).ok_or("missing operand")?, first_out)
+            }
+            LibraryCall::Scatter { axis, reduction } => library::scatter(
+                first_in,
+                ins.get(1).ok_or("missing operand")?,
+                ins.get(2).ok_or("missing operand")?,
+                first_out,
+                *axis as i64,
+                *reduction,
+            ),
             LibraryCall::Reference { op } => library::reference(op, &ins, &mut outs),
             LibraryCall::WithEpilogue { gemm, epilogue } => library::with_epilogue(gemm, epilogue, &ins, first_out),
             LibraryCall::Collective { .. } => Err("unreachable: collectives are handled above".into()),
@@ -419,6 +438,10 @@ pub struct Bound<E: Borrow<CpuExecutor>> {
     /// The bind steps' results in the arena were computed from the resident inputs as they are
     /// now (false after [`Bound::write_resident`] or a run that carried outputs into them).
     bind_results_current: bool,
+    /// Per buffer, where it lives in the arena now: the program's offset until a run carries
+    /// outputs, then with each swappable carried output's range and its input's range traded
+    /// ([`Carry`]), so the next run reads the new state where the last one wrote it.
+    offsets: Vec<u64>,
 }
 
 impl<E: Borrow<CpuExecutor>> Bound<E> {
@@ -479,6 +502,14 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
                 bind_step[s as usize] = true;
             }
         }
+        let offsets = p
+            .buffers
+            .iter()
+            .map(|b| match b.location {
+                Location::Arena { offset } => offset,
+                Location::Weights { .. } => 0,
+            })
+            .collect();
         let mut bound = Bound {
             executor,
             arena,
@@ -488,6 +519,7 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
             comm: None,
             bind_step,
             bind_results_current: false,
+            offsets,
         };
         bound.write_inputs(resident, true)?;
         bound.run_bind_steps()?;
@@ -499,7 +531,7 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
         let executor = self.executor.borrow();
         for (s, step) in executor.program.steps.iter().enumerate() {
             if self.bind_step.get(s).copied().unwrap_or(false) {
-                let memory = Memory { arena: &self.arena, shared: &self.shared };
+                let memory = Memory { arena: &self.arena, shared: &self.shared, offsets: &self.offsets };
                 executor.run_step(memory, s, step, self.comm.as_ref())?;
             }
         }
@@ -573,7 +605,9 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
                     dest.storage, dest.shape, src.storage, src.shape
                 )));
             }
-            carry.pairs.push(Carried { output: out, input: i });
+            let (input_buffer, output_buffer) = (p.inputs[i].buffer, p.outputs[out].buffer);
+            let swap = swappable(p, input_buffer, output_buffer, &carry.pairs);
+            carry.pairs.push(Carried { output: out, input: i, swap });
         }
         Ok(carry)
     }
@@ -602,7 +636,7 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
         let binding = &p.inputs[i];
         let desc = &p.buffers[binding.buffer as usize];
         let shape: Vec<usize> = desc.shape.iter().map(|&n| n as usize).collect();
-        let memory = Memory { arena: &self.arena, shared: &self.shared };
+        let memory = Memory { arena: &self.arena, shared: &self.shared, offsets: &self.offsets };
         read_elements(self.executor().bytes(memory, binding.buffer), desc.storage, binding.dtype, &shape)
             .ok_or_else(|| input_error("buffer has the wrong size"))
     }
@@ -620,7 +654,8 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
             return Err(input_error("a shared input is read-only".into()));
         }
         let given = [(name.to_string(), data)];
-        let (data, desc, offset) = super::bound_input(p, &p.inputs[i], &given)?;
+        let (data, desc, _) = super::bound_input(p, &p.inputs[i], &given)?;
+        let offset = self.offsets[p.inputs[i].buffer as usize];
         // SAFETY: the loader checked that the buffer lies inside the arena, and no other
         // reference into the arena is alive (`&mut self`).
         let dest =
@@ -636,7 +671,8 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
         let written = p.inputs.iter().zip(self.resident.iter().zip(&self.shared_input));
         for (binding, _) in written.filter(|(_, (r, shared))| **r == resident && !**shared) {
             let input_error = |message: String| ArtifactError::Input { name: binding.name.clone(), message };
-            let (data, desc, offset) = super::bound_input(p, binding, inputs)?;
+            let (data, desc, _) = super::bound_input(p, binding, inputs)?;
+            let offset = self.offsets[binding.buffer as usize];
             // SAFETY: the loader checked that the buffer lies inside the arena, and no other
             // reference into the arena is alive (`&mut self`).
             let dest =
@@ -664,7 +700,7 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
         }
         let executor = self.executor.borrow();
         let p = &executor.program;
-        let arena = Memory { arena: &self.arena, shared: &self.shared };
+        let arena = Memory { arena: &self.arena, shared: &self.shared, offsets: &self.offsets };
         let skip = self.bind_step.as_slice();
         match &self.comm {
             Some(comm) => executor.steps(arena, skip, Some(comm), profile.as_deref_mut())?,
@@ -708,7 +744,7 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
             profile.record("outputs (read from the arena)", started.elapsed());
         }
         let started = profile.as_ref().map(|_| Instant::now());
-        for c in &carry.pairs {
+        for c in carry.pairs.iter().filter(|c| c.swap.is_none()) {
             let src = executor.pointer(arena, p.outputs[c.output].buffer);
             let dest = executor.pointer(arena, p.inputs[c.input].buffer);
             let len = p.buffers[p.inputs[c.input].buffer as usize].bytes() as usize;
@@ -717,12 +753,24 @@ impl<E: Borrow<CpuExecutor>> Bound<E> {
             // input's arena range, which no step writes; `copy` allows the two to overlap.
             unsafe { std::ptr::copy(src, dest, len) };
         }
+        for (c, swap) in carry.pairs.iter().filter_map(|c| c.swap.as_ref().map(|s| (c, s))) {
+            // The output's range now holds the input's next value: trade the two ranges, and
+            // with them every view inside each, instead of copying the bytes.
+            let (input_start, output_start) =
+                (self.offsets[p.inputs[c.input].buffer as usize], self.offsets[p.outputs[c.output].buffer as usize]);
+            for &b in &swap.input_views {
+                self.offsets[b as usize] = self.offsets[b as usize] - input_start + output_start;
+            }
+            for &b in &swap.output_views {
+                self.offsets[b as usize] = self.offsets[b as usize] - output_start + input_start;
+            }
+        }
         if !carry.pairs.is_empty() {
             self.bind_results_current = false;
         }
         if let (Some(profile), Some(started)) = (profile, started) {
             if !carry.pairs.is_empty() {
-                profile.record("carried outputs (copied to their inputs in the arena)", started.elapsed());
+                profile.record("carried outputs (ranges swapped with their inputs', or copied)", started.elapsed());
             }
         }
         Ok(results)
@@ -736,12 +784,83 @@ pub struct Carry {
     pairs: Vec<Carried>,
 }
 
-#[derive(Debug, Clone, Copy)]
+impl Carry {
+    /// How many outputs are carried.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// How many of them trade arena ranges with their inputs after a run ([`Swap`]); the
+    /// others are copied.
+    pub fn swapped(&self) -> usize {
+        self.pairs.iter().filter(|c| c.swap.is_some()).count()
+    }
+}
+
+#[derive(Debug, Clone)]
 struct Carried {
     /// Index into the program's outputs.
     output: usize,
     /// Index into the program's inputs.
     input: usize,
+    /// The buffers that move when the two ranges are traded; `None`: the output is copied
+    /// onto the input after each run instead.
+    swap: Option<Swap>,
+}
+
+/// A carried output whose arena range trades places with its input's after each run. Both
+/// ranges are pinned (live for the whole program, written by no other value), so renaming one
+/// as the other is another valid memory plan of the same program: the steps then read the
+/// state from where the last run wrote it and write the next state over the old one, with no
+/// copy (a GPT-2 step carries 1.5 GB of weights and AdamW moments).
+#[derive(Debug, Clone)]
+struct Swap {
+    /// The buffers lying in the input's range (the input and its views).
+    input_views: Vec<u32>,
+    /// The buffers lying in the output's range.
+    output_views: Vec<u32>,
+}
+
+/// The [`Swap`] of carried pair (`input`, `output`), if their ranges can trade places: both in
+/// the arena, the same size, disjoint, each holding only buffers that lie wholly inside it (the
+/// value and its reshapes), and neither overlapping a range that an earlier pair swaps.
+fn swappable(p: &Program, input: u32, output: u32, earlier: &[Carried]) -> Option<Swap> {
+    let range = |b: u32| match p.buffers[b as usize].location {
+        Location::Arena { offset } => Some((offset, offset + p.buffers[b as usize].bytes())),
+        Location::Weights { .. } => None,
+    };
+    let (input_range, output_range) = (range(input)?, range(output)?);
+    let overlaps = |(a0, a1): (u64, u64), (b0, b1): (u64, u64)| a0 < b1 && b0 < a1;
+    if input_range.1 - input_range.0 != output_range.1 - output_range.0 || overlaps(input_range, output_range) {
+        return None;
+    }
+    let earlier_ranges = earlier
+        .iter()
+        .filter(|c| c.swap.is_some())
+        .flat_map(|c| [range(p.inputs[c.input].buffer), range(p.outputs[c.output].buffer)].into_iter().flatten());
+    for r in earlier_ranges {
+        if overlaps(r, input_range) || overlaps(r, output_range) {
+            return None;
+        }
+    }
+    let views = |(start, end): (u64, u64)| -> Option<Vec<u32>> {
+        let mut inside = Vec::new();
+        for b in 0..p.buffers.len() as u32 {
+            let Some((b0, b1)) = range(b) else { continue };
+            // A zero-size buffer at a range's end does not lie in it.
+            if b0 >= start && b1 <= end && b0 < end {
+                inside.push(b);
+            } else if overlaps((b0, b1), (start, end)) {
+                return None;
+            }
+        }
+        Some(inside)
+    };
+    Some(Swap { input_views: views(input_range)?, output_views: views(output_range)? })
 }
 
 /// How a run returns its outputs.

@@ -515,6 +515,10 @@ fn host_library_call(call: &LibraryCall, ins: &[In], outs: &mut [Out]) -> Result
                 LibraryCall::WinogradInput { pads } => super::winograd::input(input(0)?, out, *pads),
                 LibraryCall::WinogradWeight => super::winograd::weight(input(0)?, out),
                 LibraryCall::WinogradOutput => super::winograd::output(input(0)?, out),
+                LibraryCall::CrossEntropy => library::cross_entropy(input(0)?, input(1)?, out),
+                LibraryCall::Scatter { axis, reduction } => {
+                    library::scatter(input(0)?, input(1)?, input(2)?, out, *axis as i64, *reduction)
+                }
                 LibraryCall::Split { .. }
                 | LibraryCall::Concat { .. }
                 | LibraryCall::Recurrent { .. }

@@ -581,11 +581,10 @@ pub fn reference(op: &Op, inputs: &[In], outs: &mut [Out]) -> Result<(), String>
     Ok(())
 }
 
-/// The reference ops of a training step (its loss and the embeddings' gradients), computed on
-/// the arena's f32/i64 buffers with the interpreter's arithmetic (f64, in the same order, one
-/// rounding to f32 at the end): bit-identical to `Op::eval`, without converting every operand
-/// to f64 tensors and back (and without scatter's allocation per element). `None`: another
-/// op, or other storage; the caller evaluates the op.
+/// The reference ops that have a library call of their own ([`LibraryCall::CrossEntropy`],
+/// [`LibraryCall::Scatter`]), for programs compiled before those calls existed: the same
+/// functions, on the arena's buffers. `None`: another op, or other storage; the caller
+/// evaluates the op.
 fn reference_direct(op: &Op, inputs: &[In], outs: &mut [Out]) -> Option<Result<(), String>> {
     use Storage::{F32, I64};
     let storages: Vec<Storage> =
@@ -605,18 +604,27 @@ fn i64s(bytes: &[u8]) -> Vec<i64> {
     bytes.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect()
 }
 
-/// `tessera_ir::ops::optim::eval_cross_entropy` on f32 logits `[.., V]` and i64 targets.
-fn cross_entropy(logits: &In, targets: &In, out: &mut Out) -> Result<(), String> {
+/// [`LibraryCall::CrossEntropy`]: `tessera_ir::ops::optim::eval_cross_entropy` on f32 logits
+/// `[.., V]` and i64 targets, read in place (no f64 copy of the logits), with the
+/// interpreter's arithmetic: f64 in the same order, one rounding to f32 at the end.
+pub fn cross_entropy(logits: &In, targets: &In, out: &mut Out) -> Result<(), String> {
     let v = *dims(logits.desc).last().ok_or("logits have rank 0")?;
     let loss = mean_negative_log_likelihood(f32s(logits.bytes)?, &i64s(targets.bytes), v)?;
     *f32s_mut(out.bytes)?.first_mut().ok_or("the loss buffer is empty")? = loss as f32;
     Ok(())
 }
 
-/// `tessera_ir::ops::indexing::eval_scatter` on f32 data and updates: `out` is `data` with
-/// `updates[p]` stored at (or, for add, summed into) position `p` with its `axis` coordinate
-/// replaced by `indices[p]`.
-fn scatter(
+/// Above this many table elements per update, [`scatter`] combines only the touched positions.
+const SPARSE_SCATTER_RATIO: usize = 8;
+
+/// [`LibraryCall::Scatter`]: `tessera_ir::ops::indexing::eval_scatter` on f32 data and
+/// updates: `out` is `data` with `updates[p]` stored at (or, for add, summed into) position `p`
+/// with its `axis` coordinate replaced by `indices[p]`. Only the touched positions are
+/// combined, in f64 in update order, each rounded once to f32 as the interpreter does; every
+/// other element is `data`'s, copied as bytes. An embedding's gradient (a batch's token rows
+/// added into a zero table) so costs one copy of the table and work per token, not an f64
+/// pass over the whole table.
+pub fn scatter(
     data: &In,
     indices: &In,
     updates: &In,
@@ -624,6 +632,7 @@ fn scatter(
     axis: i64,
     reduction: tessera_ir::ops::indexing::ScatterReduction,
 ) -> Result<(), String> {
+    use tessera_ir::ops::indexing::ScatterReduction;
     let (shape, update_shape) = (dims(data.desc), dims(updates.desc));
     let rank = shape.len();
     let ax = usize::try_from(if axis < 0 { axis + rank as i64 } else { axis })
@@ -641,9 +650,19 @@ fn scatter(
     for d in (0..rank.saturating_sub(1)).rev() {
         strides[d] = strides[d + 1] * shape[d + 1];
     }
-    // Sums in f64 and rounds once, as the interpreter does.
-    let mut acc: Vec<f64> = f32s(data.bytes)?.iter().map(|&x| f64::from(x)).collect();
+    let original = f32s(data.bytes)?;
     let values = f32s(updates.bytes)?;
+    if original.len() != shape.iter().product::<usize>() || values.len() != update_shape.iter().product::<usize>() {
+        return Err("a scatter buffer has the wrong size".into());
+    }
+    // A table not much larger than the updates (a small vocabulary) is combined densely, an
+    // f64 copy of all of it; a larger one only at the touched positions, each looked up in a
+    // map, which costs more per update than an f64 pass over a table of that size.
+    let dense = original.len() <= SPARSE_SCATTER_RATIO * values.len();
+    let mut all: Vec<f64> = if dense { original.iter().map(|&x| f64::from(x)).collect() } else { Vec::new() };
+    // Otherwise the running f64 value of each touched position, in order of first touch.
+    let mut slot_of: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut touched: Vec<(usize, f64)> = Vec::new();
     let mut position = vec![0usize; rank];
     for (&k, &value) in i64s(indices.bytes).iter().zip(values) {
         let r = usize::try_from(if k < 0 { k + n as i64 } else { k }).ok().filter(|&r| r < n).ok_or_else(|| {
@@ -653,12 +672,22 @@ fn scatter(
             return Err(format!("update at {position:?} lies outside data of shape {shape:?} in dimension {d}"));
         }
         let target: usize = (0..rank).map(|d| if d == ax { r } else { position[d] } * strides[d]).sum();
+        let acc = if dense {
+            &mut all[target]
+        } else {
+            let slot = *slot_of.entry(target).or_insert_with(|| {
+                touched.push((target, f64::from(original[target])));
+                touched.len() - 1
+            });
+            &mut touched[slot].1
+        };
+        let value = f64::from(value);
         match reduction {
-            tessera_ir::ops::indexing::ScatterReduction::None => acc[target] = f64::from(value),
-            tessera_ir::ops::indexing::ScatterReduction::Add => acc[target] += f64::from(value),
-            tessera_ir::ops::indexing::ScatterReduction::Mul => acc[target] *= f64::from(value),
-            tessera_ir::ops::indexing::ScatterReduction::Max => acc[target] = acc[target].max(f64::from(value)),
-            tessera_ir::ops::indexing::ScatterReduction::Min => acc[target] = acc[target].min(f64::from(value)),
+            ScatterReduction::None => *acc = value,
+            ScatterReduction::Add => *acc += value,
+            ScatterReduction::Mul => *acc *= value,
+            ScatterReduction::Max => *acc = acc.max(value),
+            ScatterReduction::Min => *acc = acc.min(value),
         }
         // The next position of `updates`, row-major.
         for d in (0..rank).rev() {
@@ -669,8 +698,19 @@ fn scatter(
             position[d] = 0;
         }
     }
-    for (o, a) in f32s_mut(out.bytes)?.iter_mut().zip(acc) {
-        *o = a as f32;
+    let result = f32s_mut(out.bytes)?;
+    if result.len() != original.len() {
+        return Err("the output buffer has the wrong size".into());
+    }
+    if dense {
+        for (r, a) in result.iter_mut().zip(all) {
+            *r = a as f32;
+        }
+    } else {
+        result.copy_from_slice(original);
+        for (target, value) in touched {
+            result[target] = value as f32;
+        }
     }
     Ok(())
 }
@@ -713,19 +753,27 @@ mod tests {
         let targets: Vec<i64> = (0..12).map(|i| (i * 7) % 37).collect();
         let ce = [(desc(&[3, 4, 37]), bytes(&logits).to_vec()), (int_desc(&[3, 4]), i64_bytes(&targets))];
         assert_eq!(run(&Op::CrossEntropy, &ce, &[], true), run(&Op::CrossEntropy, &ce, &[], false));
-        for (axis, reduction) in [(0, ScatterReduction::Add), (-1, ScatterReduction::Add), (1, ScatterReduction::None)]
-        {
-            let data = values(6 * 5, 3);
+        let cases = [
+            (0, ScatterReduction::Add),
+            (-1, ScatterReduction::Add),
+            (1, ScatterReduction::None),
+            (0, ScatterReduction::Mul),
+            (1, ScatterReduction::Max),
+            (-2, ScatterReduction::Min),
+        ];
+        // 6 rows: the dense path; 64 rows (320 elements for 20 updates): only the touched ones.
+        for ((axis, reduction), rows) in cases.into_iter().flat_map(|c| [(c, 6), (c, 64)]) {
+            let data = values(rows * 5, 3);
             let updates = values(4 * 5, 4);
             let indices: Vec<i64> = (0..20).map(|i| [0, 3, -1, 3, 2][i % 5]).collect();
             let ins = [
-                (desc(&[6, 5]), bytes(&data).to_vec()),
+                (desc(&[rows, 5]), bytes(&data).to_vec()),
                 (int_desc(&[4, 5]), i64_bytes(&indices)),
                 (desc(&[4, 5]), bytes(&updates).to_vec()),
             ];
             let op = Op::Scatter { axis, reduction };
-            let direct = run(&op, &ins, &[6, 5], true);
-            assert_eq!(direct, run(&op, &ins, &[6, 5], false), "scatter axis {axis} {reduction:?}");
+            let direct = run(&op, &ins, &[rows, 5], true);
+            assert_eq!(direct, run(&op, &ins, &[rows, 5], false), "scatter axis {axis} {reduction:?}");
             assert_ne!(
                 direct,
                 bytes(&data).chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>()

@@ -429,6 +429,8 @@ fn check_program(p: &Program, weights_bytes: u64) -> Result<(), String> {
                         .unwrap_or((usize::MAX, usize::MAX));
                     n_in == operands && n_out == results
                 }
+                LibraryCall::CrossEntropy => n_in == 2 && n_out == 1,
+                LibraryCall::Scatter { .. } => n_in == 3 && n_out == 1,
                 LibraryCall::Reference { .. } => n_out >= 1,
                 LibraryCall::WithEpilogue { gemm, epilogue } => {
                     if let Err(message) = epilogue.check() {
