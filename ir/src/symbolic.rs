@@ -133,21 +133,7 @@ impl DimExpr {
         if let Some(rounded) = self.rounded_up_by(other)?.or(other.rounded_up_by(self)?) {
             return Ok(rounded);
         }
-        let mut terms = self.terms.clone();
-        for (m, k) in &other.terms {
-            let sum = terms
-                .get(m)
-                .copied()
-                .unwrap_or(0)
-                .checked_add(*k)
-                .ok_or_else(|| overflow(format!("{self} + {other}")))?;
-            if sum == 0 {
-                terms.remove(m);
-            } else {
-                terms.insert(m.clone(), sum);
-            }
-        }
-        Ok(DimExpr { terms })
+        self.add_terms(other)
     }
 
     /// `self + pad` as `c * ceildiv(self, c)` when `pad` is `(-self) mod c`: a size padded up
