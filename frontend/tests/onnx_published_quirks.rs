@@ -4,7 +4,7 @@
 
 mod onnx_support;
 
-use onnx_support::{assert_close, attr_int, attr_ints, f32_value, i64_typed, model, node, run, value, D};
+use onnx_support::{assert_close, attr_int, attr_ints, attr_tensor, f32_value, i64_typed, model, node, run, value, D};
 use tessera_frontend::onnx::proto::tensor_proto::DataType;
 use tessera_frontend::onnx::{import_proto, ImportOptions};
 use tessera_ir::dtype::DType;
@@ -145,4 +145,58 @@ fn tf2onnx_slice_end_sentinel_keeps_a_symbolic_dim_whole() {
     }
     let err = import_proto(&short, None, &ImportOptions::default()).err().map(|e| e.to_string());
     assert_eq!(err.as_deref(), Some("node 's' (Slice): unsupported: cannot slice symbolic dimension batch as [0:1000:1] without knowing its size"));
+}
+
+#[test]
+fn torchscript_pad_by_sizes_reorders_its_pads_and_still_imports_symbolically() {
+    // torch's `F.pad(x, (0, (2 - w % 2) % 2))` as the TorchScript exporter writes it (Swin's pad
+    // to whole windows): the pads are computed from the shape, padded with zeros to 2 x rank,
+    // turned into (begin, end) rows, reversed, transposed and flattened to ONNX's order.
+    let scalar = |name: &str, v: i64| i64_typed(name, &[], &[v]);
+    let m = model(
+        vec![
+            node("Shape", "shape", &["x"], &["s"], vec![]),
+            node("Gather", "width", &["s", "two"], &["w"], vec![attr_int("axis", 0)]),
+            node("Mod", "mod", &["w", "window"], &["m"], vec![]),
+            node("Sub", "sub", &["window", "m"], &["d"], vec![]),
+            node("Mod", "mod2", &["d", "window"], &["p"], vec![]),
+            node("Unsqueeze", "unsqueeze", &["p", "axis0"], &["pu"], vec![]),
+            node("Concat", "torch_pads", &["zero", "pu"], &["tp"], vec![attr_int("axis", 0)]),
+            node("Cast", "cast", &["tp"], &["tpc"], vec![attr_int("to", 7)]),
+            node(
+                "ConstantOfShape",
+                "fill",
+                &["missing"],
+                &["zeros"],
+                vec![attr_tensor("value", i64_typed("v", &[1], &[0]))],
+            ),
+            node("Concat", "all", &["tpc", "zeros"], &["all"], vec![attr_int("axis", 0)]),
+            node("Reshape", "rows", &["all", "row_shape"], &["rows"], vec![]),
+            node("Slice", "reverse", &["rows", "minus_one", "to_front", "axis0", "minus_one"], &["rev"], vec![]),
+            node("Transpose", "transpose", &["rev"], &["t"], vec![attr_ints("perm", &[1, 0])]),
+            node("Reshape", "flat", &["t", "minus_one"], &["f"], vec![]),
+            node("Cast", "cast2", &["f"], &["pads"], vec![attr_int("to", 7)]),
+            node("Pad", "pad", &["x", "pads"], &["y"], vec![]),
+        ],
+        vec![f32_value("x", &[D::N(1), D::N(2), D::P("w")])],
+        vec![f32_value("y", &[D::N(1), D::N(2), D::P("padded")])],
+        vec![
+            scalar("two", 2),
+            scalar("window", 2),
+            i64_typed("axis0", &[1], &[0]),
+            i64_typed("zero", &[1], &[0]),
+            i64_typed("missing", &[1], &[4]),
+            i64_typed("row_shape", &[2], &[-1, 2]),
+            i64_typed("minus_one", &[1], &[-1]),
+            i64_typed("to_front", &[1], &[-i64::MAX]),
+        ],
+        13,
+    );
+    let g = import(&m);
+    assert!(g.value(g.inputs()[0]).ty.dims[2] == Dim::sym("w"), "imported symbolically");
+    // An odd width gains one zero column; an even one none (an empty block).
+    let out = run(&g, vec![f32_tensor(&[1, 2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]);
+    assert_close(&out[0], DType::F32, &[1, 2, 4], &[1.0, 2.0, 3.0, 0.0, 4.0, 5.0, 6.0, 0.0], 0.0);
+    let out = run(&g, vec![f32_tensor(&[1, 2, 2], &[1.0, 2.0, 3.0, 4.0])]);
+    assert_close(&out[0], DType::F32, &[1, 2, 2], &[1.0, 2.0, 3.0, 4.0], 0.0);
 }

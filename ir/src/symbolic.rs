@@ -130,6 +130,42 @@ impl DimExpr {
     }
 
     pub fn add(&self, other: &DimExpr) -> Result<DimExpr, SymbolicError> {
+        if let Some(rounded) = self.rounded_up_by(other)?.or(other.rounded_up_by(self)?) {
+            return Ok(rounded);
+        }
+        self.add_terms(other)
+    }
+
+    /// `self + pad` as `c * ceildiv(self, c)` when `pad` is `(-self) mod c`: a size padded up
+    /// to a multiple of `c` (Swin pads each feature map to whole windows by
+    /// `(window - size % window) % window`). Spelled as `mod(r, c)` where `r`, with `mod(self, c)`
+    /// read as `self` (equal modulo `c`), plus `self` is a multiple of `c` term by term. So the
+    /// padded size divides by `c` exactly, which the windows' reshapes need.
+    fn rounded_up_by(&self, pad: &DimExpr) -> Result<Option<DimExpr>, SymbolicError> {
+        let Some(Atom::Mod(r, c)) = pad.single_atom() else { return Ok(None) };
+        if self.as_const().is_some() {
+            return Ok(None);
+        }
+        let own_mod = Atom::Mod(Box::new(self.clone()), *c);
+        let mut read = DimExpr::default();
+        for (monomial, &k) in &r.terms {
+            let mut term = DimExpr::constant(k);
+            for (atom, exponent) in monomial {
+                let factor = if *atom == own_mod { self.clone() } else { DimExpr::atom(atom.clone()) };
+                for _ in 0..*exponent {
+                    term = term.mul(&factor)?;
+                }
+            }
+            read = read.add_terms(&term)?;
+        }
+        if read.add_terms(self)?.modulo(*c)?.as_const() != Some(0) {
+            return Ok(None);
+        }
+        Ok(Some(self.ceildiv(*c)?.scale(*c)?))
+    }
+
+    /// The sum term by term, with no rewriting (see [`DimExpr::add`]).
+    fn add_terms(&self, other: &DimExpr) -> Result<DimExpr, SymbolicError> {
         let mut terms = self.terms.clone();
         for (m, k) in &other.terms {
             let sum = terms
@@ -710,6 +746,28 @@ mod tests {
             assert_eq!(expr.to_string(), text);
             assert_eq!(e(text), expr, "{text}");
         }
+    }
+
+    #[test]
+    fn a_size_padded_to_a_multiple_is_that_multiple() {
+        // Swin: n + (window - n % window) % window, with n itself a window count.
+        for (n, c) in [(e("floordiv(width, 4)"), 2), (e("h"), 7), (e("2 * h + 1"), 3)] {
+            let pad = DimExpr::constant(c).sub(&n.modulo(c).unwrap()).unwrap().modulo(c).unwrap();
+            let padded = n.add(&pad).unwrap();
+            assert_eq!(padded, n.ceildiv(c).unwrap().scale(c).unwrap(), "{n} + {pad}");
+            assert_eq!(pad.add(&n).unwrap(), padded, "either order");
+            // So the padded size splits into whole windows, as the windows' reshape needs.
+            assert_eq!(padded.floordiv(c).unwrap().scale(c).unwrap(), padded);
+            for value in 1..30 {
+                let bind = HashMap::from([("width".to_string(), value), ("h".to_string(), value)]);
+                let size = n.eval(&bind).unwrap();
+                assert_eq!(padded.eval(&bind), Ok(size + (c - size % c) % c), "{n} at {value}");
+            }
+        }
+        // A pad that is not (-n) mod c stays a sum.
+        let n = e("h");
+        let other = n.add(&DimExpr::constant(1)).unwrap().modulo(3).unwrap();
+        assert_eq!(n.add(&other).unwrap().to_string(), "h + mod(h + 1, 3)");
     }
 
     #[test]

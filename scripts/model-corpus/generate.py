@@ -3,7 +3,10 @@ inputs at two shapes each and onnxruntime's outputs on them.
 
 Usage (with the interpreter of the environment scripts/model-corpus/setup.sh builds):
 
-    .cache/model-corpus/venv/bin/python scripts/model-corpus/generate.py PACKAGED_DIR OUT_DIR
+    .cache/model-corpus/venv/bin/python scripts/model-corpus/generate.py PACKAGED_DIR OUT_DIR [--only NAME,...]
+
+--only writes just the named models (say, new ones) into OUT_DIR and adds them to its corpus.json,
+leaving every other model's directory as it is.
 
 PACKAGED_DIR holds the .onnx files that setup.sh copied out of PyPI wheels (see its table).
 OUT_DIR receives, per model NAME:
@@ -247,6 +250,94 @@ def deberta_v2():
     return DebertaV2Model(config), ["input_ids", "attention_mask"], ["last_hidden_state"], {}
 
 
+def swin():
+    from transformers import SwinConfig, SwinModel
+
+    # Shifted-window attention (window 2, so the second stage's 4x4 to 6x5 patches still shift
+    # and pad to whole windows) and patch merging between the two stages.
+    config = SwinConfig(
+        image_size=32,
+        patch_size=4,
+        num_channels=3,
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[2, 4],
+        window_size=2,
+        mlp_ratio=2.0,
+    )
+    # Eager attention, as for T5: with sdpa the dynamo exporter cannot decompose the windows'
+    # attention under dynamic sizes ("Cannot view a tensor with shape [s33*..., 4, 2, 8] ... as
+    # (..., 4, 16)").
+    model = SwinModel._from_config(config, attn_implementation="eager")
+    return model, ["pixel_values"], ["last_hidden_state", "pooler_output"], {}
+
+
+def convnext():
+    from transformers import ConvNextConfig, ConvNextModel
+
+    # A 4x4 patchify stem, depthwise 7x7 blocks with channels-first layer norms, a strided
+    # downsampling conv between the stages.
+    config = ConvNextConfig(
+        num_channels=3,
+        patch_size=4,
+        num_stages=2,
+        hidden_sizes=[16, 32],
+        depths=[2, 2],
+        image_size=32,
+    )
+    return ConvNextModel(config), ["pixel_values"], ["last_hidden_state", "pooler_output"], {}
+
+
+# Whisper's encoder takes exactly 2 x max_source_positions frames (it raises otherwise), so only
+# the batch is dynamic, as exporters of Whisper's encoder leave it.
+WHISPER_MEL_BINS = 16
+WHISPER_FRAMES = 32
+
+
+def whisper_encoder():
+    from transformers import WhisperConfig, WhisperModel
+
+    # Two 1-D convolutions (the second strided) over log-mel frames, then a pre-norm encoder.
+    config = WhisperConfig(
+        vocab_size=VOCAB,
+        num_mel_bins=WHISPER_MEL_BINS,
+        d_model=64,
+        encoder_layers=2,
+        encoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_layers=1,
+        decoder_attention_heads=4,
+        decoder_ffn_dim=128,
+        max_source_positions=WHISPER_FRAMES // 2,
+        max_target_positions=32,
+        # Token ids within the small vocabulary (the decoder is built, then left out).
+        pad_token_id=VOCAB - 1,
+        bos_token_id=VOCAB - 1,
+        eos_token_id=VOCAB - 1,
+        decoder_start_token_id=VOCAB - 2,
+    )
+    return WhisperModel(config).get_encoder(), ["input_features"], ["last_hidden_state"], {}
+
+
+def mistral():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    # Llama's block with a sliding-window causal mask: each token sees itself and the 3 before
+    # it, so the test sequences (7 and 12 tokens) cut the window.
+    config = MistralConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        sliding_window=4,
+        use_cache=False,
+    )
+    return MistralForCausalLM(config), ["input_ids", "attention_mask"], ["logits"], {}
+
+
 TEXT_INPUTS = {"input_ids": token_ids, "attention_mask": attention_mask}
 TEXT_SHAPES = [[2, 7], [3, 12]]
 
@@ -260,17 +351,38 @@ TRANSFORMERS = {
     "t5-encoder": (t5_encoder, {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}),
     "roberta": (roberta, {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}),
     "deberta-v2": (deberta_v2, {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}),
+    "swin": (swin, {"pixel_values": {0: "batch", 2: "height", 3: "width"}}),
+    "convnext": (convnext, {"pixel_values": {0: "batch", 2: "height", 3: "width"}}),
+    "whisper-encoder": (whisper_encoder, {"input_features": {0: "batch"}}),
+    "mistral": (mistral, {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}),
 }
 
 # The example inputs the exporters trace with (neither 0 nor 1 in a dynamic dimension, so the
 # dynamo exporter does not specialize it), and the two test shapes, per input name.
-EXAMPLE_SHAPES = {"input_ids": [2, 8], "attention_mask": [2, 8], "pixel_values": [2, 3, 48, 40]}
+EXAMPLE_SHAPES = {
+    "input_ids": [2, 8],
+    "attention_mask": [2, 8],
+    "pixel_values": [2, 3, 48, 40],
+    "input_features": [2, WHISPER_MEL_BINS, WHISPER_FRAMES],
+}
+# A family's own example shapes, where the shared ones would let the trace drop a branch: Swin
+# decides in Python whether to pad a feature map to whole windows (and to crop it back) and
+# whether to pad before merging patches, so the TorchScript trace keeps only the branches its
+# example takes. 20x36 images make every stage pad (5x9 and then 3x5 patches, window 2), so the
+# export pads and crops by amounts that are 0 at sizes that need none.
+FAMILY_EXAMPLE_SHAPES = {"swin": {"pixel_values": [2, 3, 20, 36]}}
 TEST_SHAPES = {
     "input_ids": TEXT_SHAPES,
     "attention_mask": TEXT_SHAPES,
     "pixel_values": [[1, 3, 32, 32], [2, 3, 48, 40]],
+    "input_features": [[1, WHISPER_MEL_BINS, WHISPER_FRAMES], [3, WHISPER_MEL_BINS, WHISPER_FRAMES]],
 }
-GENERATORS = {"input_ids": token_ids, "attention_mask": attention_mask, "pixel_values": uniform(-1.0, 1.0)}
+GENERATORS = {
+    "input_ids": token_ids,
+    "attention_mask": attention_mask,
+    "pixel_values": uniform(-1.0, 1.0),
+    "input_features": uniform(-1.0, 1.0),
+}
 
 
 def export_transformer(name, exporter, path):
@@ -281,7 +393,8 @@ def export_transformer(name, exporter, path):
     model.eval()
     wrapped = _wrap(model, output_names, input_names, **fixed_kwargs)
     rng = np.random.default_rng(SEED)
-    example = tuple(torch.from_numpy(GENERATORS[i](rng, EXAMPLE_SHAPES[i])) for i in input_names)
+    example_shapes = {**EXAMPLE_SHAPES, **FAMILY_EXAMPLE_SHAPES.get(name, {})}
+    example = tuple(torch.from_numpy(GENERATORS[i](rng, example_shapes[i])) for i in input_names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
@@ -451,36 +564,58 @@ def write_references(name, source, model_dir, inputs):
         f.write("\n")
 
 
+def corpus_names():
+    """Every model of the corpus, in corpus.json's fixed order."""
+    names = [f"{name}-{exporter}" for name in TRANSFORMERS for exporter in ("torchscript", "dynamo")]
+    return names + list(PACKAGED)
+
+
+def write_model(name, packaged_dir, out_dir):
+    """Writes the directory of one model of the corpus (replacing it), with its references."""
+    model_dir = os.path.join(out_dir, name)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    os.makedirs(model_dir)
+    if name in PACKAGED:
+        file, source, inputs = PACKAGED[name]
+        print(f"model-corpus: {name} from {source}", flush=True)
+        shutil.copyfile(os.path.join(packaged_dir, file), os.path.join(model_dir, "model.onnx"))
+    else:
+        family, exporter = name.rsplit("-", 1)
+        print(f"model-corpus: exporting {name}", flush=True)
+        inputs = export_transformer(family, exporter, os.path.join(model_dir, "model.onnx"))
+        api = "dynamo=False, dynamic_axes" if exporter == "torchscript" else "dynamo=True, dynamic_shapes"
+        source = f"transformers {family}, random init (seed {SEED}), torch.onnx.export({api})"
+    write_references(name, source, model_dir, inputs)
+
+
 def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: generate.py PACKAGED_DIR OUT_DIR")
-    packaged_dir, out_dir = sys.argv[1], sys.argv[2]
+    args = sys.argv[1:]
+    only = None
+    if len(args) == 4 and args[2] == "--only":
+        only = [n for n in args[3].split(",") if n]
+        args = args[:2]
+    if len(args) != 2:
+        sys.exit("usage: generate.py PACKAGED_DIR OUT_DIR [--only NAME,NAME...]")
+    packaged_dir, out_dir = args
+    known = corpus_names()
+    unknown = [n for n in (only or []) if n not in known]
+    if unknown:
+        sys.exit(f"generate.py: --only names models not in the corpus: {unknown}; the corpus has {known}")
     os.makedirs(out_dir, exist_ok=True)
     torch = _torch()
     torch.set_num_threads(1)
-    names = []
-    for name in TRANSFORMERS:
-        for exporter, suffix in [("torchscript", "torchscript"), ("dynamo", "dynamo")]:
-            model_name = f"{name}-{suffix}"
-            model_dir = os.path.join(out_dir, model_name)
-            shutil.rmtree(model_dir, ignore_errors=True)
-            os.makedirs(model_dir)
-            print(f"model-corpus: exporting {model_name}", flush=True)
-            inputs = export_transformer(name, exporter, os.path.join(model_dir, "model.onnx"))
-            api = "dynamo=False, dynamic_axes" if exporter == "torchscript" else "dynamo=True, dynamic_shapes"
-            source = f"transformers {name}, random init (seed {SEED}), torch.onnx.export({api})"
-            write_references(model_name, source, model_dir, inputs)
-            names.append(model_name)
-    for name, (file, source, inputs) in PACKAGED.items():
-        model_dir = os.path.join(out_dir, name)
-        shutil.rmtree(model_dir, ignore_errors=True)
-        os.makedirs(model_dir)
-        print(f"model-corpus: {name} from {source}", flush=True)
-        shutil.copyfile(os.path.join(packaged_dir, file), os.path.join(model_dir, "model.onnx"))
-        write_references(name, source, model_dir, inputs)
-        names.append(name)
-    with open(os.path.join(out_dir, "corpus.json"), "w") as f:
-        json.dump({"models": names}, f, indent=1)
+    index = os.path.join(out_dir, "corpus.json")
+    present = set()
+    if only is not None and os.path.exists(index):
+        # --only rewrites just the named models' directories; the others, and their lines of
+        # corpus.json, stay as they are.
+        with open(index) as f:
+            present = set(json.load(f)["models"])
+    for name in only if only is not None else known:
+        write_model(name, packaged_dir, out_dir)
+        present.add(name)
+    with open(index, "w") as f:
+        json.dump({"models": [n for n in known if n in present]}, f, indent=1)
         f.write("\n")
 
 

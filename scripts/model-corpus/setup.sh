@@ -25,8 +25,10 @@
 #     and writing 4.3 GB, generate 91 s; with bytecode compiled it was 344 s + 91 s); the last
 #     line this script prints has the times
 #   an unchanged cache: the stamp check below, instant
-#   corpus: 21 models, 56 MB with inputs and outputs (RoBERTa and DeBERTa-v2, both exporters,
-#     added 2026-12-07: 2.5 MB)
+#   corpus: 29 models, 59 MB with inputs and outputs (RoBERTa and DeBERTa-v2, both exporters,
+#     added 2026-12-07: 2.5 MB; Swin, ConvNeXt, Whisper's encoder and Mistral, both exporters,
+#     added 2026-12-07: 3.7 MB, and 11-18 min of the generate step at load 12-15, mostly the
+#     dynamo exporter). `generate.py ... --only NAME,...` writes just the named models.
 #
 # Idempotent: when the cache was built from this exact script, requirements.txt and generate.py,
 # it prints one line and does nothing. Otherwise it rebuilds the cache from scratch, so an

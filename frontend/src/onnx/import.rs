@@ -248,6 +248,9 @@ pub(crate) struct Importer {
     /// (`Equal(dim, 1)`, and `Not` of that as `!=`): result -> (the entries, whether the result
     /// says they are equal), so an assumed condition tells which sizes are equal.
     size_equalities: HashMap<ValueId, (SymInt, SymInt, bool)>,
+    /// The run-time tensors made from shape values ([`Importer::dim_values`]) -> their entries,
+    /// so integer layout ops over them still have known contents ([`Importer::size_elements`]).
+    pub(super) size_values: HashMap<ValueId, Vec<SymInt>>,
 }
 
 /// What importing one node came to.
@@ -288,6 +291,7 @@ pub(crate) fn import_with_payloads(
         size_comparisons: HashMap::new(),
         assumed_conditions: Vec::new(),
         size_equalities: HashMap::new(),
+        size_values: HashMap::new(),
     };
     imp.add_initializers(graph_proto, options.initializers)?;
     imp.add_inputs(graph_proto, &options.constants, &options.dims)?;
@@ -333,6 +337,7 @@ pub(crate) fn declared_inputs(model: &ModelProto) -> Result<Graph, OnnxError> {
         size_comparisons: HashMap::new(),
         assumed_conditions: Vec::new(),
         size_equalities: HashMap::new(),
+        size_values: HashMap::new(),
     };
     for init in &graph_proto.initializer {
         // Marks the name as defined, so add_inputs skips it; nothing reads the slot.
@@ -1019,19 +1024,22 @@ impl Importer {
             };
             entries.push(entry);
         }
-        if scalar {
-            return match entries.as_slice() {
-                [v] => Ok(*v),
-                _ => Err(BuildError::Invalid(format!("a scalar shape value with {} entries", entries.len()))),
-            };
-        }
-        let rows: Vec<ValueId> =
-            entries.into_iter().map(|v| self.reshape(v, vec![Dim::Static(1)])).collect::<BuildResult<_>>()?;
-        match rows.as_slice() {
-            [] => Ok(self.constant(Tensor::from_i64(DType::I64, vec![0], vec![]))),
-            [v] => Ok(*v),
-            _ => self.add(Op::Concat { axis: 0 }, &rows),
-        }
+        let made = if scalar {
+            match entries.as_slice() {
+                [v] => *v,
+                _ => return Err(BuildError::Invalid(format!("a scalar shape value with {} entries", entries.len()))),
+            }
+        } else {
+            let rows: Vec<ValueId> =
+                entries.into_iter().map(|v| self.reshape(v, vec![Dim::Static(1)])).collect::<BuildResult<_>>()?;
+            match rows.as_slice() {
+                [] => self.constant(Tensor::from_i64(DType::I64, vec![0], vec![])),
+                [v] => *v,
+                _ => self.add(Op::Concat { axis: 0 }, &rows)?,
+            }
+        };
+        self.size_values.insert(made, elems.to_vec());
+        Ok(made)
     }
 
     /// `a op b` of two shape values that the sizes decide (see `compare` in the elementwise ops):
@@ -1173,6 +1181,14 @@ impl Importer {
     pub fn shape_input(&self, cx: &NodeCx, i: usize, what: &str) -> BuildResult<Option<Vec<SymInt>>> {
         match self.slot(cx, i)? {
             Some(Slot::Shape { elems, .. }) => Ok(Some(elems)),
+            // A shape value that went through a reshape to rows and back (torch's `F.pad`
+            // reorders its pads so) is a run-time tensor whose entries are still known.
+            Some(Slot::Value(v)) if self.constant_of(v).is_none() && self.ty(v).rank() == 1 => {
+                match self.size_elements(v) {
+                    Some(elems) => Ok(Some(elems)),
+                    None => Ok(self.const_ints(cx, i, what)?.map(|v| v.into_iter().map(DimExpr::constant).collect())),
+                }
+            }
             _ => Ok(self.const_ints(cx, i, what)?.map(|v| v.into_iter().map(DimExpr::constant).collect())),
         }
     }

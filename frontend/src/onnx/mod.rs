@@ -23,6 +23,7 @@ mod import;
 mod legacy;
 mod ops;
 pub mod proto;
+mod size_values;
 pub mod tensor;
 
 pub use error::{NodeRef, OnnxError};

@@ -221,11 +221,17 @@ fn pow(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 /// `fmod = 1` the dividend's (C `%`). Built from truncating division.
 fn modulo(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let fmod = cx.attrs.int("fmod", 0)?;
-    let (a, b) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
-    let dtype = imp.ty(a).dtype;
     if !(0..=1).contains(&fmod) {
         return invalid(format!("fmod = {fmod} (must be 0 or 1)"));
     }
+    // A size modulo a window (Swin's `(window - width % window) % window` pad) stays a size
+    // expression, so what reads it (a pad, a reshape) still imports symbolically.
+    if let Some(operands) = imp.shape_operands(cx, 0..2)? {
+        let elems = shape_elementwise(&operands, |a, b| shape_modulo(a, b, fmod == 1))?;
+        return Ok(vec![imp.shape_slot(elems, operands.iter().all(|(_, scalar)| *scalar))]);
+    }
+    let (a, b) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
+    let dtype = imp.ty(a).dtype;
     if dtype.is_float() {
         return one(float_mod(imp, a, b, fmod == 0)?);
     }
@@ -247,6 +253,18 @@ fn modulo(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let fix = imp.binary(BinaryOp::And, r_nonzero, signs_differ)?;
     let rb = imp.binary(BinaryOp::Add, r, b)?;
     one(imp.select(fix, rb, r)?)
+}
+
+/// `a mod b` of shape values for a positive constant `b`: Python's sign (of the divisor) is the
+/// expression's `mod`; C's (`fmod`, the sign of `a`) is the same where `a` is never negative.
+fn shape_modulo(a: &DimExpr, b: &DimExpr, c_sign: bool) -> BuildResult<DimExpr> {
+    let symbolic = |e: tessera_ir::symbolic::SymbolicError| super::BuildError::Invalid(e.to_string());
+    match b.as_const() {
+        Some(d) if d > 0 && (!c_sign || a.lower_bound().is_some_and(|least| least >= 0)) => {
+            a.modulo(d).map_err(symbolic)
+        }
+        _ => unsupported(format!("the dimension {a} modulo {b}")),
+    }
 }
 
 /// Float `Mod`: `a - trunc(a / b) * b` (C `fmod`, the sign of `a`) or, with `floor_division`

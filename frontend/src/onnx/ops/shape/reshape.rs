@@ -68,13 +68,19 @@ fn reshape(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let allowzero = cx.attrs.int("allowzero", 0)? != 0;
     let target = imp.shape_input(cx, 1, "shape")?.ok_or_else(|| BuildError::Invalid("missing input 'shape'".into()))?;
     if let Some(Slot::Shape { elems, scalar }) = imp.slot(cx, 0)? {
-        // Reshaping a shape value: only between a scalar and a one-element vector, or 1-D to 1-D.
+        // Reshaping a shape value between a scalar and a one-element vector, or 1-D to 1-D, keeps
+        // it a shape value. To higher rank (torch's `F.pad` makes (begin, end) rows of its pads)
+        // it becomes a run-time tensor whose entries stay known to the layout ops that follow
+        // ([`Importer::size_elements`]).
         let input = if scalar { vec![] } else { vec![Dim::Static(elems.len() as u64)] };
         let dims = reshape_target(&input, &target, allowzero)?;
         return match dims.as_slice() {
             [] if elems.len() == 1 => Ok(vec![Slot::Shape { elems, scalar: true }]),
             [Dim::Static(n)] if *n as usize == elems.len() => Ok(vec![Slot::Shape { elems, scalar: false }]),
-            _ => unsupported(format!("reshaping the symbolic shape {} to higher rank", show_sym(&elems))),
+            _ => {
+                let x = imp.dim_values(&elems, scalar)?;
+                one(imp.reshape(x, dims)?)
+            }
         };
     }
     let x = imp.value(cx, 0)?;

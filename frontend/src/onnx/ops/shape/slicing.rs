@@ -376,6 +376,42 @@ pub(crate) fn pad_constant(imp: &mut Importer, x: ValueId, pads: &[i64], value: 
     })
 }
 
+/// Constant padding by amounts that are size expressions (ONNX's pads layout, as in
+/// [`pad_constant`]). Each amount must be at least 0 for every size, as the expression shows
+/// (a `mod` is): a pad that may crop is refused, since the crop's extent would depend on the sign.
+/// An amount that is 0 at some size attaches an empty block there.
+fn pad_constant_symbolic(imp: &mut Importer, x: ValueId, pads: &[SymInt], value: f64) -> BuildResult<ValueId> {
+    let rank = imp.ty(x).rank();
+    let symbolic = |e: tessera_ir::symbolic::SymbolicError| BuildError::Invalid(e.to_string());
+    let mut x = x;
+    for axis in 0..rank {
+        let mut parts = Vec::with_capacity(3);
+        for (before, amount) in [(true, &pads[axis]), (false, &pads[rank + axis])] {
+            if amount.as_const() == Some(0) {
+                continue;
+            }
+            if amount.lower_bound().is_none_or(|least| least < 0) {
+                return unsupported(format!(
+                    "a pad of {} on axis {axis} that may be negative (a crop by a size known only at run time)",
+                    amount
+                ));
+            }
+            let mut dims = imp.ty(x).dims;
+            dims[axis] = Dim::from_expr(amount.clone()).map_err(symbolic)?;
+            let s = imp.scalar(imp.ty(x).dtype, value);
+            parts.push((before, imp.broadcast(s, &dims)?));
+        }
+        if parts.is_empty() {
+            continue;
+        }
+        let mut joined: Vec<ValueId> = parts.iter().filter(|(before, _)| *before).map(|&(_, b)| b).collect();
+        joined.push(x);
+        joined.extend(parts.iter().filter(|(before, _)| !*before).map(|&(_, b)| b));
+        x = imp.add(Op::Concat { axis: axis as i64 }, &joined)?;
+    }
+    Ok(x)
+}
+
 /// Pads `x` axis by axis; `block(imp, x, axis, before, width)` makes the piece to attach.
 fn pad_with(
     imp: &mut Importer,
@@ -428,7 +464,7 @@ fn pad(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     let x = imp.value(cx, 0)?;
     let rank = imp.ty(x).rank();
     let mode = cx.attrs.string("mode", "constant")?;
-    let given = imp.const_ints(cx, 1, "pads")?.ok_or_else(|| BuildError::Invalid("missing input 'pads'".into()))?;
+    let given = imp.shape_input(cx, 1, "pads")?.ok_or_else(|| BuildError::Invalid("missing input 'pads'".into()))?;
     let value = match imp.const_input(cx, 2, "constant_value")? {
         Some(t) if t.len() == 1 => t.get_f64(0),
         Some(_) => return invalid("constant_value must be a scalar"),
@@ -441,11 +477,22 @@ fn pad(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     if given.len() != 2 * axes.len() {
         return invalid(format!("{} pads for {} axes", given.len(), axes.len()));
     }
-    let mut pads = vec![0; 2 * rank];
+    let mut symbolic_pads = vec![SymInt::constant(0); 2 * rank];
     for (i, &a) in axes.iter().enumerate() {
-        pads[a] = given[i];
-        pads[rank + a] = given[axes.len() + i];
+        symbolic_pads[a] = given[i].clone();
+        symbolic_pads[rank + a] = given[axes.len() + i].clone();
     }
+    let Some(pads) = symbolic_pads.iter().map(SymInt::as_const).collect::<Option<Vec<i64>>>() else {
+        // Pads computed from the input's sizes (Swin pads each feature map to whole windows by
+        // `(window - width % window) % window`).
+        if mode != "constant" {
+            return unsupported(format!(
+                "{mode} padding by sizes known only at run time ({})",
+                crate::onnx::import::show_sym(&symbolic_pads)
+            ));
+        }
+        return one(pad_constant_symbolic(imp, x, &symbolic_pads, value)?);
+    };
     let y = match mode.as_str() {
         "constant" => pad_constant(imp, x, &pads, value)?,
         "edge" => pad_with(imp, x, &pads, |imp, x, axis, before, width| {
