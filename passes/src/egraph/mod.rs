@@ -320,11 +320,7 @@ fn ranked_positions(cands: &dag::Candidates, ranked: &HashMap<Id, Vec<lang::TsrN
 /// sharing inside a class's sub-DAG but not across classes; and by egg's tree cost with views
 /// charged their share of their operand ([`cost::Roofline`]), which sees the sharing of a
 /// merged matmul by its parts but charges other shared subterms once per use.
-fn greedy_choice(
-    s: &Saturated,
-    cands: &dag::Candidates,
-    by_dag: Option<dag::Choice>,
-) -> Option<dag::Choice> {
+fn greedy_choice(s: &Saturated, cands: &dag::Candidates, by_dag: Option<dag::Choice>) -> Option<dag::Choice> {
     let extractor = Extractor::new(&s.egraph, cost::Roofline { egraph: &s.egraph });
     let by_tree = |class: usize| {
         let mut roofline = cost::Roofline { egraph: &s.egraph };
