@@ -145,15 +145,18 @@ impl Candidates {
     /// The DAG cost of `choice`: every reached class's own cost once; `None` when the choice
     /// cannot be emitted (cyclic, or a reached class without a pick).
     pub fn dag_cost(&self, choice: &Choice) -> Option<f64> {
-        let reached = self.reached(choice)?;
-        Some(
-            reached
-                .iter()
-                .enumerate()
-                .filter(|(_, &r)| r)
-                .map(|(class, _)| choice[class].map_or(0.0, |pick| self.nodes[class][pick].cost))
-                .sum(),
-        )
+        Some(self.reached_cost(choice, &self.reached(choice)?))
+    }
+
+    /// The DAG cost of `choice` given the classes it reaches ([`Candidates::reached`]), for
+    /// callers that need both without walking the DAG twice.
+    fn reached_cost(&self, choice: &Choice, reached: &[bool]) -> f64 {
+        reached
+            .iter()
+            .enumerate()
+            .filter(|(_, &r)| r)
+            .map(|(class, _)| choice[class].map_or(0.0, |pick| self.nodes[class][pick].cost))
+            .sum()
     }
 
     /// The chosen node per reached class, keyed by class id.
@@ -302,7 +305,7 @@ pub fn improve(cands: &Candidates, start: &Choice, fill: &Choice, deadline: Inst
                 let mut trial = current.clone();
                 trial[class] = Some(pick);
                 let Some(before_follow) = cands.reached(&trial) else { continue };
-                let mut trial_cost = cands.dag_cost(&trial).unwrap_or(f64::INFINITY);
+                let mut trial_cost = cands.reached_cost(&trial, &before_follow);
                 // Follow-ups: classes with a node over a class this move made reachable.
                 let newly: HashSet<usize> =
                     (0..cands.classes.len()).filter(|&c| before_follow[c] && !reached[c]).collect();

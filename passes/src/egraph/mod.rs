@@ -294,8 +294,9 @@ pub fn saturate(g: &Graph, rules: &[rules::Rule], limits: Limits) -> Result<Satu
 /// inputs and output names; `None` when it cannot keep them.
 pub fn extract_greedy(original: &Graph, s: &Saturated) -> Option<Graph> {
     let cands = dag::Candidates::new(&s.egraph, &s.outputs);
-    let ranked = greedy::ranked(&s.egraph, &s.outputs);
-    let choice = greedy_choice(s, &cands, &ranked)?;
+    let ranked = ranked_positions(&cands, &greedy::ranked(&s.egraph, &s.outputs));
+    let by_dag = cands.acyclic_choice(&|class| ranked[class].clone());
+    let choice = greedy_choice(s, &cands, by_dag)?;
     emit(original, s, &cands, &choice)
 }
 
@@ -305,22 +306,21 @@ fn positions(cands: &dag::Candidates, class: usize, nodes: &[lang::TsrNode]) -> 
     nodes.iter().filter_map(|want| cands.nodes[class].iter().position(|c| c.node == *want)).collect()
 }
 
-/// The nodes `ranked` lists for candidate class `class`, as positions.
-fn ranked_positions(cands: &dag::Candidates, ranked: &HashMap<Id, Vec<lang::TsrNode>>, class: usize) -> Vec<usize> {
-    positions(cands, class, ranked.get(&cands.classes[class]).map_or(&[], |v| v.as_slice()))
+/// The nodes `ranked` lists for each candidate class, as positions (found once: the node
+/// comparisons are a large part of extraction's time when repeated per ranking).
+fn ranked_positions(cands: &dag::Candidates, ranked: &HashMap<Id, Vec<lang::TsrNode>>) -> Vec<Vec<usize>> {
+    (0..cands.classes.len())
+        .map(|class| positions(cands, class, ranked.get(&cands.classes[class]).map_or(&[], |v| v.as_slice())))
+        .collect()
 }
 
 /// Greedy extraction: the cheaper (by DAG cost) of two rankings made emittable by
-/// [`dag::Candidates::acyclic_choice`]. By DAG cost per class ([`greedy::ranked`]), which sees
+/// [`dag::Candidates::acyclic_choice`]. By DAG cost per class ([`greedy::ranked`]; the caller
+/// passes that choice, `by_dag`, which it also uses as the local search's fill), which sees
 /// sharing inside a class's sub-DAG but not across classes; and by egg's tree cost with views
 /// charged their share of their operand ([`cost::Roofline`]), which sees the sharing of a
 /// merged matmul by its parts but charges other shared subterms once per use.
-fn greedy_choice(
-    s: &Saturated,
-    cands: &dag::Candidates,
-    ranked: &HashMap<Id, Vec<lang::TsrNode>>,
-) -> Option<dag::Choice> {
-    let by_dag = |class: usize| ranked_positions(cands, ranked, class);
+fn greedy_choice(s: &Saturated, cands: &dag::Candidates, by_dag: Option<dag::Choice>) -> Option<dag::Choice> {
     let extractor = Extractor::new(&s.egraph, cost::Roofline { egraph: &s.egraph });
     let by_tree = |class: usize| {
         let mut roofline = cost::Roofline { egraph: &s.egraph };
@@ -333,7 +333,7 @@ fn greedy_choice(
         scored.sort_by(|a, b| a.0.total_cmp(&b.0));
         scored.into_iter().map(|(_, p)| p).collect()
     };
-    [cands.acyclic_choice(&by_dag), cands.acyclic_choice(&by_tree)]
+    [by_dag, cands.acyclic_choice(&by_tree)]
         .into_iter()
         .flatten()
         .filter_map(|choice| cands.dag_cost(&choice).map(|c| (c, choice)))
@@ -463,15 +463,15 @@ pub fn extract(original: &Graph, s: &Saturated, config: &ExtractConfig, baseline
     let price = |g: &Graph| cost::graph_cost_with(g, s.weights, &s.egraph.analysis.kernels);
     let before = price(original);
     let cands = dag::Candidates::new(&s.egraph, &s.outputs);
-    let ranked = greedy::ranked(&s.egraph, &s.outputs);
-    let greedy = greedy_choice(s, &cands, &ranked);
-    let fill = cands.acyclic_choice(&|class| ranked_positions(&cands, &ranked, class));
+    let ranked = ranked_positions(&cands, &greedy::ranked(&s.egraph, &s.outputs));
+    let fill = cands.acyclic_choice(&|class| ranked[class].clone());
+    let greedy = greedy_choice(s, &cands, fill.clone());
     // The input graph as a choice: its own nodes first; where merged classes make them cyclic,
     // `acyclic_choice` falls back to other nodes, so the start is emittable.
     let originals = input_nodes(original, s);
     let input = cands.acyclic_choice(&|class| {
         let mut list = positions(&cands, class, originals.get(&cands.classes[class]).map_or(&[], |v| v.as_slice()));
-        list.extend(ranked_positions(&cands, &ranked, class));
+        list.extend(ranked[class].iter().copied());
         list
     });
     let deadline = Instant::now() + config.search_time;
