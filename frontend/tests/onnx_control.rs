@@ -358,3 +358,99 @@ fn a_size_a_shape_rule_needs_equal_to_one_is_assumed_once_and_checked_at_run_tim
     let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(back, g);
 }
+
+/// The error a run of `g` on `x` gives, which must fail.
+fn run_error(g: &Graph, x: Tensor, why: &str) -> String {
+    match tessera_runtime::interpreter::run(g, &[("x".to_string(), x)]) {
+        Ok(_) => panic!("{why}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A size a slice needs to be at least its bounds, true for some sizes only (Swin's TorchScript
+/// roll by -1 slices `[1:]` and `[0:1]` of `2 * floordiv(h + 4, 8)` rows): `x: [1, 1, h]`
+/// trimmed to `x[..., 2:]` has `h - 2` columns, 0 at `h = 2`. The trimmed map rolled by -1 along
+/// them imports once symbolically with `h - 2 >= 1` assumed (one run-time check, the `[0:1]`
+/// slice a gather of index 0): `h = 5` gives the roll, `h = 2` an error naming the slice and the
+/// size. (The `[1:]` slice is sized `h - 3` on the slice rule's own assumption that it fits; here
+/// it follows the check, where at `h = 2` it would fail with a negative extent.)
+#[test]
+fn a_size_a_constant_slice_needs_at_least_its_end_is_assumed_and_checked_at_run_time() {
+    let m = model(
+        vec![
+            node("Slice", "trim", &["x", "two", "to_end", "last_axis"], &["p"], vec![]),
+            node("Slice", "head", &["p", "zero", "one", "last_axis"], &["head_part"], vec![]),
+            node("Slice", "tail", &["p", "one", "to_end", "last_axis"], &["tail_part"], vec![]),
+            node("Concat", "roll", &["tail_part", "head_part"], &["y"], vec![attr_int("axis", 2)]),
+        ],
+        vec![f32_value("x", &[D::N(1), D::N(1), D::P("h")])],
+        vec![f32_value("y", &[D::N(1), D::N(1), D::P("columns")])],
+        vec![
+            i64_typed("zero", &[1], &[0]),
+            i64_typed("one", &[1], &[1]),
+            i64_typed("two", &[1], &[2]),
+            i64_typed("to_end", &[1], &[i64::MAX]),
+            i64_typed("last_axis", &[1], &[2]),
+        ],
+        13,
+    );
+    let g = import(&m);
+    assert_eq!(ifs(&g).len(), 1, "one assumption, one run-time check: {}", tessera_ir::mlir::print_graph(&g));
+    let x = Tensor::from_f64(DType::F32, vec![1, 1, 5], vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+    let out = run(&g, vec![x]);
+    assert_close(&out[0], DType::F32, &[1, 1, 3], &[4.0, 5.0, 3.0], 0.0);
+
+    let message = run_error(&g, Tensor::from_f64(DType::F32, vec![1, 1, 2], vec![1.0; 2]), "h = 2 trims to 0 columns");
+    assert!(message.contains("node 'head'"), "{message}");
+    assert!(message.contains("h - 2 to be at least 1"), "{message}");
+
+    let text = tessera_ir::mlir::print_graph(&g);
+    let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(back, g);
+}
+
+/// Swin's dynamo roll: the shift is `1 mod n` of the pooled width `n = floordiv(h, 2)` (1 where
+/// `n >= 2`), the roll `[shift:n]` then `[0:shift]`; the reverse roll shifts by `-1 mod n`
+/// (`n - 1` where `n >= 1`). Both import with `n >= 2` assumed once, checked at run time:
+/// `h = 8` rolls left then right (the input back, after the roll left), `h = 3` (`n = 1`, where
+/// `1 mod 1` is 0) is an error naming the modulo.
+#[test]
+fn a_constant_modulo_a_size_is_the_constant_where_the_size_is_assumed_larger() {
+    let m = model(
+        vec![
+            node("MaxPool", "pool", &["x"], &["p"], vec![attr_ints("kernel_shape", &[2]), attr_ints("strides", &[2])]),
+            node("Shape", "columns", &["p"], &["n"], vec![attr_int("start", 2), attr_int("end", 3)]),
+            node("Mod", "shift", &["one", "n"], &["s"], vec![]),
+            node("Slice", "after", &["p", "s", "n", "last_axis"], &["a"], vec![]),
+            node("Slice", "before", &["p", "zero", "s", "last_axis"], &["b"], vec![]),
+            node("Concat", "roll", &["a", "b"], &["left"], vec![attr_int("axis", 2)]),
+            node("Mod", "back_shift", &["minus_one", "n"], &["t"], vec![]),
+            node("Slice", "back_after", &["left", "t", "n", "last_axis"], &["c"], vec![]),
+            node("Slice", "back_before", &["left", "zero", "t", "last_axis"], &["d"], vec![]),
+            node("Concat", "unroll", &["c", "d"], &["y"], vec![attr_int("axis", 2)]),
+            node("Concat", "both", &["left", "y"], &["z"], vec![attr_int("axis", 1)]),
+        ],
+        vec![f32_value("x", &[D::N(1), D::N(1), D::P("h")])],
+        vec![f32_value("z", &[D::N(1), D::N(2), D::P("columns")])],
+        vec![
+            i64_typed("zero", &[1], &[0]),
+            i64_typed("one", &[1], &[1]),
+            i64_typed("minus_one", &[1], &[-1]),
+            i64_typed("last_axis", &[1], &[2]),
+        ],
+        18,
+    );
+    let g = import(&m);
+    assert_eq!(ifs(&g).len(), 1, "one assumption, one run-time check: {}", tessera_ir::mlir::print_graph(&g));
+    let x = Tensor::from_f64(DType::F32, vec![1, 1, 8], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+    let out = run(&g, vec![x]);
+    assert_close(&out[0], DType::F32, &[1, 2, 4], &[4.0, 6.0, 8.0, 2.0, 2.0, 4.0, 6.0, 8.0], 0.0);
+
+    let message = run_error(&g, Tensor::from_f64(DType::F32, vec![1, 1, 3], vec![1.0; 3]), "h = 3 pools to 1 column");
+    assert!(message.contains("node 'shift'"), "{message}");
+    assert!(message.contains("floordiv(h, 2) to be at least 2"), "{message}");
+
+    let text = tessera_ir::mlir::print_graph(&g);
+    let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(back, g);
+}
