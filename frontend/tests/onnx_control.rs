@@ -409,16 +409,18 @@ fn a_size_a_constant_slice_needs_at_least_its_end_is_assumed_and_checked_at_run_
     assert_eq!(back, g);
 }
 
-/// Swin's dynamo roll: the shift is `1 mod n` of the pooled width `n = floordiv(h, 2)` (1 where
-/// `n >= 2`), the roll `[shift:n]` then `[0:shift]`; the reverse roll shifts by `-1 mod n`
-/// (`n - 1` where `n >= 1`). Both import with `n >= 2` assumed once, checked at run time:
-/// `h = 8` rolls left then right (the input back, after the roll left), `h = 3` (`n = 1`, where
-/// `1 mod 1` is 0) is an error naming the modulo.
+/// Swin's dynamo roll: the shift is `1 mod n` of an even number of columns `n` (Swin's padded
+/// rows are `2 * floordiv(h + 4, 8)`; here `x[..., 2:]` twice, `2 * (h - 2)`), 1 wherever `n` is
+/// not 0; the roll is `[shift:n]` then `[0:shift]`, and the reverse roll shifts by `-1 mod n`
+/// (`n - 1`). Both import with `n >= 2` assumed once, checked at run time: `h = 4` rolls left
+/// then right (the input back, after the roll left), `h = 2` (`n = 0`) is an error naming the
+/// modulo. A size that may be 1 is not assumed larger (`1 mod floordiv(h, 2)`): refused.
 #[test]
 fn a_constant_modulo_a_size_is_the_constant_where_the_size_is_assumed_larger() {
     let m = model(
         vec![
-            node("MaxPool", "pool", &["x"], &["p"], vec![attr_ints("kernel_shape", &[2]), attr_ints("strides", &[2])]),
+            node("Slice", "trim", &["x", "two", "to_end", "last_axis"], &["trimmed"], vec![]),
+            node("Concat", "twice", &["trimmed", "trimmed"], &["p"], vec![attr_int("axis", 2)]),
             node("Shape", "columns", &["p"], &["n"], vec![attr_int("start", 2), attr_int("end", 3)]),
             node("Mod", "shift", &["one", "n"], &["s"], vec![]),
             node("Slice", "after", &["p", "s", "n", "last_axis"], &["a"], vec![]),
@@ -436,21 +438,37 @@ fn a_constant_modulo_a_size_is_the_constant_where_the_size_is_assumed_larger() {
             i64_typed("zero", &[1], &[0]),
             i64_typed("one", &[1], &[1]),
             i64_typed("minus_one", &[1], &[-1]),
+            i64_typed("two", &[1], &[2]),
+            i64_typed("to_end", &[1], &[i64::MAX]),
             i64_typed("last_axis", &[1], &[2]),
         ],
         18,
     );
     let g = import(&m);
     assert_eq!(ifs(&g).len(), 1, "one assumption, one run-time check: {}", tessera_ir::mlir::print_graph(&g));
-    let x = Tensor::from_f64(DType::F32, vec![1, 1, 8], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+    let x = Tensor::from_f64(DType::F32, vec![1, 1, 4], vec![1.0, 2.0, 3.0, 4.0]);
     let out = run(&g, vec![x]);
-    assert_close(&out[0], DType::F32, &[1, 2, 4], &[4.0, 6.0, 8.0, 2.0, 2.0, 4.0, 6.0, 8.0], 0.0);
+    assert_close(&out[0], DType::F32, &[1, 2, 4], &[4.0, 3.0, 4.0, 3.0, 3.0, 4.0, 3.0, 4.0], 0.0);
 
-    let message = run_error(&g, Tensor::from_f64(DType::F32, vec![1, 1, 3], vec![1.0; 3]), "h = 3 pools to 1 column");
+    let message = run_error(&g, Tensor::from_f64(DType::F32, vec![1, 1, 2], vec![1.0; 2]), "h = 2 leaves 0 columns");
     assert!(message.contains("node 'shift'"), "{message}");
-    assert!(message.contains("floordiv(h, 2) to be at least 2"), "{message}");
+    assert!(message.contains("2 * h - 4 to be at least 2"), "{message}");
 
     let text = tessera_ir::mlir::print_graph(&g);
     let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(back, g);
+
+    // 1 mod a size that may be 1 is 0 or 1 by size: refused, not assumed.
+    let mut odd = m.clone();
+    if let Some(graph) = odd.graph.as_mut() {
+        graph.node[1] = node(
+            "MaxPool",
+            "twice",
+            &["trimmed"],
+            &["p"],
+            vec![attr_ints("kernel_shape", &[2]), attr_ints("strides", &[2])],
+        );
+    }
+    let err = import_proto(&odd, None, &ImportOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("node 'shift' (Mod): unsupported: the dimension 1 modulo floordiv(h, 2) - 1"), "{err}");
 }

@@ -1106,6 +1106,31 @@ impl Importer {
         })
     }
 
+    /// That the size `dim` is at least `n`, which a slice of constant bounds or a constant
+    /// modulo the size needs: `Ok` where known ([`Importer::known_at_least`]); the request to
+    /// assume it, checked at run time ([`BuildError::AssumesSize`]), where it holds for every
+    /// non-empty axis, the size being a multiple of some `m >= n` (Swin's padded rows,
+    /// `2 * floordiv(h + 4, 8)`, are at least 2 wherever they are not 0); otherwise `refusal`,
+    /// unsupported (`x[0:1000]` of a batch is 1000 rows only where the batch has that many).
+    pub(crate) fn require_at_least(&self, dim: &SymInt, n: i64, refusal: impl FnOnce() -> String) -> BuildResult<()> {
+        const MAX_FACTOR: i64 = 1 << 12;
+        if self.known_at_least(dim, n) {
+            return Ok(());
+        }
+        // A size is never negative where it is read (a negative extent fails where it is made).
+        let non_empty_suffices =
+            n <= 1 || (n <= MAX_FACTOR && (n..=MAX_FACTOR).any(|m| dim.div_exact(&DimExpr::constant(m)).is_some()));
+        if !non_empty_suffices {
+            return Err(BuildError::Unsupported(refusal()));
+        }
+        Err(BuildError::AssumesSize {
+            size: dim.clone(),
+            relation: ops::SizeRelation::AtLeast,
+            value: n,
+            refusal: refusal(),
+        })
+    }
+
     /// The first size comparison ([`Importer::size_comparison`]) that `cond` is computed from,
     /// as text, found by walking its producers in the graph being built (so through `Not`,
     /// `Cast`, `And`, reshapes); `None` when the condition depends on data only.

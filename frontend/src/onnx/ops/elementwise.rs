@@ -259,7 +259,8 @@ fn modulo(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 /// expression's `mod`; C's (`fmod`, the sign of `a`) is the same where `a` is never negative.
 /// A constant `a >= 0` modulo a size `b` (Swin's roll shifts by `1 mod height`) is `a` where
 /// `b > a`, and Python's `-k mod b` is `b - k` where `b >= k`: known from the symbols' bounds, or
-/// assumed and checked at run time ([`BuildError::AssumesSize`]).
+/// assumed and checked at run time where every non-empty `b` is that large
+/// ([`Importer::require_at_least`]).
 fn shape_modulo(imp: &Importer, a: &DimExpr, b: &DimExpr, c_sign: bool) -> BuildResult<DimExpr> {
     let symbolic = |e: tessera_ir::symbolic::SymbolicError| super::BuildError::Invalid(e.to_string());
     match (a.as_const(), b.as_const()) {
@@ -267,28 +268,14 @@ fn shape_modulo(imp: &Importer, a: &DimExpr, b: &DimExpr, c_sign: bool) -> Build
             a.modulo(d).map_err(symbolic)
         }
         (Some(n), None) if n >= 0 && n < i64::MAX => {
-            if imp.known_at_least(b, n + 1) {
-                return Ok(a.clone());
-            }
-            Err(super::BuildError::AssumesSize {
-                refusal: format!("the dimension {a} modulo {b}"),
-                size: b.clone(),
-                relation: super::SizeRelation::AtLeast,
-                value: n + 1,
-            })
+            imp.require_at_least(b, n + 1, || format!("the dimension {a} modulo {b}"))?;
+            Ok(a.clone())
         }
         // Python's `-k mod b` is `b - k` where `b >= k` (Swin's reverse roll shifts by `-1 mod
         // height`).
         (Some(n), None) if n < 0 && n > i64::MIN && !c_sign => {
-            if imp.known_at_least(b, -n) {
-                return b.add(a).map_err(symbolic);
-            }
-            Err(super::BuildError::AssumesSize {
-                refusal: format!("the dimension {a} modulo {b}"),
-                size: b.clone(),
-                relation: super::SizeRelation::AtLeast,
-                value: -n,
-            })
+            imp.require_at_least(b, -n, || format!("the dimension {a} modulo {b}"))?;
+            b.add(a).map_err(symbolic)
         }
         _ => unsupported(format!("the dimension {a} modulo {b}")),
     }

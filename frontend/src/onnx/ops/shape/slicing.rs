@@ -239,7 +239,7 @@ fn slice(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 /// `[start:end:step]` of the symbolic axis `a` (of extent `n`) that the slice rule cannot size
 /// (`why`): a slice of constant length (Swin's roll takes `[0:1]` and `[-1:]` of its padded
 /// rows) is a gather of its indices where the axis is long enough for its bounds, known or
-/// assumed and checked at run time ([`BuildError::AssumesSize`]); others are unsupported.
+/// assumed and checked at run time ([`Importer::require_at_least`]); others are unsupported.
 fn gather_fixed_slice(
     imp: &mut Importer,
     x: ValueId,
@@ -250,14 +250,7 @@ fn gather_fixed_slice(
 ) -> BuildResult<ValueId> {
     // What the symbolic slice rule cannot size is unsupported, not an invalid model.
     let Some((needed, indices)) = fixed_slice_indices(start, end, step) else { return unsupported(why) };
-    if !imp.known_at_least(n, needed) {
-        return Err(BuildError::AssumesSize {
-            refusal: why,
-            size: n.clone(),
-            relation: crate::onnx::ops::SizeRelation::AtLeast,
-            value: needed,
-        });
-    }
+    imp.require_at_least(n, needed, || why)?;
     let count = indices.len();
     let indices = imp.constant(Tensor::from_i64(DType::I64, vec![count], indices));
     imp.add(Op::Gather { axis: a as i64 }, &[x, indices])
@@ -350,17 +343,11 @@ fn symbolic_slice(
         };
         let start_fits = match least_extent {
             Some(least) if start.decide_less(&zero) != Some(false) || extent.decide_less(&start) != Some(false) => {
-                if !imp.known_at_least(&extent, least) {
-                    return Err(BuildError::AssumesSize {
-                        refusal: format!(
-                            "slicing {} from {start}: whether the start lies within the extent depends on the sizes",
-                            imp.ty(x).dims[a]
-                        ),
-                        size: extent,
-                        relation: crate::onnx::ops::SizeRelation::AtLeast,
-                        value: least,
-                    });
-                }
+                imp.require_at_least(&extent, least, || {
+                    format!(
+                        "slicing {extent} from {start}: whether the start lies within the extent depends on the sizes"
+                    )
+                })?;
                 true
             }
             _ => false,
