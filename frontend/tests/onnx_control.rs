@@ -56,6 +56,13 @@ fn import(m: &tessera_frontend::onnx::proto::ModelProto) -> Graph {
     }
 }
 
+/// The printed form of `g` parses back to the same graph.
+fn assert_text_round_trips(g: &Graph) {
+    let text = tessera_ir::mlir::print_graph(g);
+    let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(&back, g);
+}
+
 fn ifs(g: &Graph) -> Vec<&tessera_ir::ops::control::IfRegions> {
     g.nodes()
         .filter_map(|(_, n)| match &n.op {
@@ -256,10 +263,7 @@ fn what_follows_an_if_whose_branches_differ_in_rank_by_size_is_imported_per_bran
     assert_close(&three_long[1], DType::I64, &[], &[2.0], 0.0);
     assert_close(&three_long[2], DType::F32, &[2], &[6.0, 15.0], 0.0);
 
-    // The printed form parses back to the same graph.
-    let text = tessera_ir::mlir::print_graph(&g);
-    let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(back, g);
+    assert_text_round_trips(&g);
 }
 
 /// Where the outputs' types still differ after what follows each branch, the `If` is refused,
@@ -314,10 +318,7 @@ fn nested_ifs_import_as_nested_regions() {
         let out = run(&g, vec![cond(c1), cond(c2), x()]);
         assert_close(&out[0], DType::F32, &[3], &expected, 0.0);
     }
-    // The printed form parses back to the same graph.
-    let text = tessera_ir::mlir::print_graph(&g);
-    let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(back, g);
+    assert_text_round_trips(&g);
 }
 
 /// A size an op's shape rule needs equal to 1, true for some sizes only (PP-OCRv4's recognizer
@@ -353,10 +354,25 @@ fn a_size_a_shape_rule_needs_equal_to_one_is_assumed_once_and_checked_at_run_tim
     assert!(message.contains("node 'flat'"), "{message}");
     assert!(message.contains("floordiv(h, 2) to be 1"), "{message}");
 
-    // The printed form parses back to the same graph.
-    let text = tessera_ir::mlir::print_graph(&g);
-    let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(back, g);
+    assert_text_round_trips(&g);
+}
+
+/// A roll fixture below: `nodes` over `x: [1, 1, h]` yielding `output`, with the slice bounds
+/// and shifts they read (`zero`, `one`, `minus_one`, `two`, `to_end`, the last axis `last_axis`).
+fn roll_model(
+    nodes: Vec<NodeProto>,
+    output: tessera_frontend::onnx::proto::ValueInfoProto,
+) -> tessera_frontend::onnx::proto::ModelProto {
+    let bounds = [("zero", 0), ("one", 1), ("minus_one", -1), ("two", 2), ("to_end", i64::MAX), ("last_axis", 2)];
+    let bounds = bounds.into_iter().map(|(name, v)| i64_typed(name, &[1], &[v])).collect();
+    model(nodes, vec![f32_value("x", &[D::N(1), D::N(1), D::P("h")])], vec![output], bounds, 18)
+}
+
+/// `m` imported with exactly one size assumption, one run-time check.
+fn import_with_one_check(m: &tessera_frontend::onnx::proto::ModelProto) -> Graph {
+    let g = import(m);
+    assert_eq!(ifs(&g).len(), 1, "one assumption, one run-time check: {}", tessera_ir::mlir::print_graph(&g));
+    g
 }
 
 /// The error a run of `g` on `x` gives, which must fail.
@@ -376,26 +392,16 @@ fn run_error(g: &Graph, x: Tensor, why: &str) -> String {
 /// it follows the check, where at `h = 2` it would fail with a negative extent.)
 #[test]
 fn a_size_a_constant_slice_needs_at_least_its_end_is_assumed_and_checked_at_run_time() {
-    let m = model(
+    let m = roll_model(
         vec![
             node("Slice", "trim", &["x", "two", "to_end", "last_axis"], &["p"], vec![]),
             node("Slice", "head", &["p", "zero", "one", "last_axis"], &["head_part"], vec![]),
             node("Slice", "tail", &["p", "one", "to_end", "last_axis"], &["tail_part"], vec![]),
             node("Concat", "roll", &["tail_part", "head_part"], &["y"], vec![attr_int("axis", 2)]),
         ],
-        vec![f32_value("x", &[D::N(1), D::N(1), D::P("h")])],
-        vec![f32_value("y", &[D::N(1), D::N(1), D::P("columns")])],
-        vec![
-            i64_typed("zero", &[1], &[0]),
-            i64_typed("one", &[1], &[1]),
-            i64_typed("two", &[1], &[2]),
-            i64_typed("to_end", &[1], &[i64::MAX]),
-            i64_typed("last_axis", &[1], &[2]),
-        ],
-        13,
+        f32_value("y", &[D::N(1), D::N(1), D::P("columns")]),
     );
-    let g = import(&m);
-    assert_eq!(ifs(&g).len(), 1, "one assumption, one run-time check: {}", tessera_ir::mlir::print_graph(&g));
+    let g = import_with_one_check(&m);
     let x = Tensor::from_f64(DType::F32, vec![1, 1, 5], vec![1.0, 2.0, 3.0, 4.0, 5.0]);
     let out = run(&g, vec![x]);
     assert_close(&out[0], DType::F32, &[1, 1, 3], &[4.0, 5.0, 3.0], 0.0);
@@ -404,9 +410,7 @@ fn a_size_a_constant_slice_needs_at_least_its_end_is_assumed_and_checked_at_run_
     assert!(message.contains("node 'head'"), "{message}");
     assert!(message.contains("h - 2 to be at least 1"), "{message}");
 
-    let text = tessera_ir::mlir::print_graph(&g);
-    let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(back, g);
+    assert_text_round_trips(&g);
 }
 
 /// Swin's dynamo roll: the shift is `1 mod n` of an even number of columns `n` (Swin's padded
@@ -417,7 +421,7 @@ fn a_size_a_constant_slice_needs_at_least_its_end_is_assumed_and_checked_at_run_
 /// modulo. A size that may be 1 is not assumed larger (`1 mod floordiv(h, 2)`): refused.
 #[test]
 fn a_constant_modulo_a_size_is_the_constant_where_the_size_is_assumed_larger() {
-    let m = model(
+    let m = roll_model(
         vec![
             node("Slice", "trim", &["x", "two", "to_end", "last_axis"], &["trimmed"], vec![]),
             node("Concat", "twice", &["trimmed", "trimmed"], &["p"], vec![attr_int("axis", 2)]),
@@ -432,20 +436,9 @@ fn a_constant_modulo_a_size_is_the_constant_where_the_size_is_assumed_larger() {
             node("Concat", "unroll", &["c", "d"], &["y"], vec![attr_int("axis", 2)]),
             node("Concat", "both", &["left", "y"], &["z"], vec![attr_int("axis", 1)]),
         ],
-        vec![f32_value("x", &[D::N(1), D::N(1), D::P("h")])],
-        vec![f32_value("z", &[D::N(1), D::N(2), D::P("columns")])],
-        vec![
-            i64_typed("zero", &[1], &[0]),
-            i64_typed("one", &[1], &[1]),
-            i64_typed("minus_one", &[1], &[-1]),
-            i64_typed("two", &[1], &[2]),
-            i64_typed("to_end", &[1], &[i64::MAX]),
-            i64_typed("last_axis", &[1], &[2]),
-        ],
-        18,
+        f32_value("z", &[D::N(1), D::N(2), D::P("columns")]),
     );
-    let g = import(&m);
-    assert_eq!(ifs(&g).len(), 1, "one assumption, one run-time check: {}", tessera_ir::mlir::print_graph(&g));
+    let g = import_with_one_check(&m);
     let x = Tensor::from_f64(DType::F32, vec![1, 1, 4], vec![1.0, 2.0, 3.0, 4.0]);
     let out = run(&g, vec![x]);
     assert_close(&out[0], DType::F32, &[1, 2, 4], &[4.0, 3.0, 4.0, 3.0, 3.0, 4.0, 3.0, 4.0], 0.0);
@@ -454,9 +447,7 @@ fn a_constant_modulo_a_size_is_the_constant_where_the_size_is_assumed_larger() {
     assert!(message.contains("node 'shift'"), "{message}");
     assert!(message.contains("2 * h - 4 to be at least 2"), "{message}");
 
-    let text = tessera_ir::mlir::print_graph(&g);
-    let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(back, g);
+    assert_text_round_trips(&g);
 
     // 1 mod a size that may be 1 is 0 or 1 by size: refused, not assumed.
     let mut odd = m.clone();

@@ -267,7 +267,7 @@ fn shape_modulo(imp: &Importer, a: &DimExpr, b: &DimExpr, c_sign: bool) -> Build
         (_, Some(d)) if d > 0 && (!c_sign || a.lower_bound().is_some_and(|least| least >= 0)) => {
             a.modulo(d).map_err(symbolic)
         }
-        (Some(n), None) if n >= 0 && n < i64::MAX => {
+        (Some(n), None) if (0..i64::MAX).contains(&n) => {
             imp.require_at_least(b, n + 1, || format!("the dimension {a} modulo {b}"))?;
             Ok(a.clone())
         }
