@@ -463,3 +463,48 @@ fn a_constant_modulo_a_size_is_the_constant_where_the_size_is_assumed_larger() {
     let err = import_proto(&odd, None, &ImportOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("node 'shift' (Mod): unsupported: the dimension 1 modulo floordiv(h, 2) - 1"), "{err}");
 }
+
+/// Size assumptions nest past the four size-decided `If`s whose followers import once per
+/// branch (Swin-T's three shifting stages need six: a padded height and width each), since each
+/// imports what follows once: `x[..., k:][..., 0:1]` for k = 2..7 assumes `h - k >= 1` for six
+/// different sizes, six checks one inside the other. `h = 8` gives `x[2..8]`; `h = 7` fails the
+/// innermost, naming `head7`.
+#[test]
+fn size_assumptions_nest_deeper_than_size_decided_ifs() {
+    let shifts = 2..=7_i64;
+    let mut nodes = Vec::new();
+    let mut initializers = vec![i64_typed("zero", &[1], &[0]), i64_typed("one", &[1], &[1])];
+    initializers.push(i64_typed("to_end", &[1], &[i64::MAX]));
+    initializers.push(i64_typed("last_axis", &[1], &[2]));
+    for k in shifts.clone() {
+        let (start, trimmed, head) = (format!("k{k}"), format!("trimmed{k}"), format!("first{k}"));
+        initializers.push(i64_typed(&start, &[1], &[k]));
+        nodes.push(node("Slice", &format!("trim{k}"), &["x", &start, "to_end", "last_axis"], &[&trimmed], vec![]));
+        nodes.push(node("Slice", &format!("head{k}"), &[&trimmed, "zero", "one", "last_axis"], &[&head], vec![]));
+    }
+    let heads: Vec<String> = shifts.clone().map(|k| format!("first{k}")).collect();
+    let heads: Vec<&str> = heads.iter().map(String::as_str).collect();
+    nodes.push(node("Concat", "gather_heads", &heads, &["y"], vec![attr_int("axis", 2)]));
+    let m = model(
+        nodes,
+        vec![f32_value("x", &[D::N(1), D::N(1), D::P("h")])],
+        vec![f32_value("y", &[D::N(1), D::N(1), D::N(6)])],
+        initializers,
+        18,
+    );
+    let g = import(&m);
+    let mut depth = 0;
+    let mut region = &g;
+    while let Some(if_regions) = ifs(region).first().copied() {
+        depth += 1;
+        region = &if_regions.then_branch;
+    }
+    assert_eq!(depth, 6, "six nested checks: {}", tessera_ir::mlir::print_graph(&g));
+    let xs: Vec<f64> = (0..8).map(f64::from).collect();
+    let out = run(&g, vec![Tensor::from_f64(DType::F32, vec![1, 1, 8], xs)]);
+    assert_close(&out[0], DType::F32, &[1, 1, 6], &[2.0, 3.0, 4.0, 5.0, 6.0, 7.0], 0.0);
+    let message = run_error(&g, Tensor::from_f64(DType::F32, vec![1, 1, 7], vec![1.0; 7]), "h = 7 leaves head7 empty");
+    assert!(message.contains("node 'head7'"), "{message}");
+    assert!(message.contains("h - 7 to be at least 1"), "{message}");
+    assert_text_round_trips(&g);
+}

@@ -244,6 +244,10 @@ pub(crate) struct Importer {
     /// graph imported once per branch of a size-decided `If` ([`ops::control::split_at_size_if`]),
     /// (condition, its value there). A later `If` on the same condition takes that branch.
     pub assumed_conditions: Vec<(ValueId, bool)>,
+    /// How many of [`Importer::assumed_conditions`] are size assumptions
+    /// ([`ops::control::split_at_size_assumption`]), which import what follows once (the other
+    /// side is a trap), not once per branch: they nest under their own, larger limit.
+    pub nested_assumptions: usize,
     /// The size comparisons of two single entries that are an equality or its negation
     /// (`Equal(dim, 1)`, and `Not` of that as `!=`): result -> (the entries, whether the result
     /// says they are equal), so an assumed condition tells which sizes are equal.
@@ -294,6 +298,7 @@ pub(crate) fn import_with_payloads(
         unified_symbols: Vec::new(),
         size_comparisons: HashMap::new(),
         assumed_conditions: Vec::new(),
+        nested_assumptions: 0,
         size_equalities: HashMap::new(),
         size_lower_bounds: HashMap::new(),
         size_values: HashMap::new(),
@@ -341,6 +346,7 @@ pub(crate) fn declared_inputs(model: &ModelProto) -> Result<Graph, OnnxError> {
         unified_symbols: Vec::new(),
         size_comparisons: HashMap::new(),
         assumed_conditions: Vec::new(),
+        nested_assumptions: 0,
         size_equalities: HashMap::new(),
         size_lower_bounds: HashMap::new(),
         size_values: HashMap::new(),

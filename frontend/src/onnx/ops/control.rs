@@ -145,6 +145,11 @@ fn if_values(
 /// other: each doubles what is imported after it.
 const MAX_NESTED_SPLITS: usize = 4;
 
+/// The most size assumptions one inside the other ([`split_at_size_assumption`]): each imports
+/// what follows once, so this only bounds the regions' depth. Swin's shifted windows need two
+/// per stage that shifts (its padded height and width), three stages in Swin-T at 224 x 224.
+const MAX_NESTED_ASSUMPTIONS: usize = 32;
+
 /// What follows an `If` on a size condition whose branches yield different types (or hold only
 /// for the sizes that pick them), imported once per branch: for each branch, a graph of its
 /// nodes, then `Identity` nodes giving the `If`'s outputs their values, then the `rest` of the
@@ -164,7 +169,7 @@ pub(crate) fn split_at_size_if(
     refusal: &str,
 ) -> Result<(), String> {
     let refuse = |why: String| format!("{refusal}; importing what follows once per branch: {why}");
-    if imp.assumed_conditions.len() >= MAX_NESTED_SPLITS {
+    if imp.assumed_conditions.len() - imp.nested_assumptions >= MAX_NESTED_SPLITS {
         return Err(refuse(format!("more than {MAX_NESTED_SPLITS} such Ifs nest")));
     }
     let cx = NodeCx { proto: node, attrs: Attrs::of(node), opset };
@@ -239,8 +244,8 @@ pub(crate) fn split_at_size_assumption(
     opset: i64,
 ) -> Result<(), String> {
     let SizeAssumption { size, relation, value, node } = assumption;
-    if imp.assumed_conditions.len() >= MAX_NESTED_SPLITS {
-        return Err(format!("more than {MAX_NESTED_SPLITS} assumed sizes or size-decided Ifs nest"));
+    if imp.nested_assumptions >= MAX_NESTED_ASSUMPTIONS {
+        return Err(format!("more than {MAX_NESTED_ASSUMPTIONS} assumed sizes nest"));
     }
     let constant = tessera_ir::symbolic::DimExpr::constant(*value);
     let op = relation.compare_op();
@@ -253,8 +258,10 @@ pub(crate) fn split_at_size_assumption(
     }
     let body = GraphProto { node: nodes.to_vec(), output: outputs.to_vec(), ..Default::default() };
     imp.assumed_conditions.push((holds, true));
+    imp.nested_assumptions += 1;
     let what = format!("node '{}' and what follows it, with {size} {} {value} assumed", node.name, relation.symbol());
     let imported = imp.import_region(&body, opset, &what);
+    imp.nested_assumptions -= 1;
     imp.assumed_conditions.pop();
     let then_part = imported.map_err(build_message)?;
     let needed = match relation {
