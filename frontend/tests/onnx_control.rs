@@ -56,6 +56,13 @@ fn import(m: &tessera_frontend::onnx::proto::ModelProto) -> Graph {
     }
 }
 
+/// The printed form of `g` parses back to the same graph.
+fn assert_text_round_trips(g: &Graph) {
+    let text = tessera_ir::mlir::print_graph(g);
+    let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(&back, g);
+}
+
 fn ifs(g: &Graph) -> Vec<&tessera_ir::ops::control::IfRegions> {
     g.nodes()
         .filter_map(|(_, n)| match &n.op {
@@ -256,10 +263,7 @@ fn what_follows_an_if_whose_branches_differ_in_rank_by_size_is_imported_per_bran
     assert_close(&three_long[1], DType::I64, &[], &[2.0], 0.0);
     assert_close(&three_long[2], DType::F32, &[2], &[6.0, 15.0], 0.0);
 
-    // The printed form parses back to the same graph.
-    let text = tessera_ir::mlir::print_graph(&g);
-    let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(back, g);
+    assert_text_round_trips(&g);
 }
 
 /// Where the outputs' types still differ after what follows each branch, the `If` is refused,
@@ -314,10 +318,7 @@ fn nested_ifs_import_as_nested_regions() {
         let out = run(&g, vec![cond(c1), cond(c2), x()]);
         assert_close(&out[0], DType::F32, &[3], &expected, 0.0);
     }
-    // The printed form parses back to the same graph.
-    let text = tessera_ir::mlir::print_graph(&g);
-    let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(back, g);
+    assert_text_round_trips(&g);
 }
 
 /// A size an op's shape rule needs equal to 1, true for some sizes only (PP-OCRv4's recognizer
@@ -353,8 +354,157 @@ fn a_size_a_shape_rule_needs_equal_to_one_is_assumed_once_and_checked_at_run_tim
     assert!(message.contains("node 'flat'"), "{message}");
     assert!(message.contains("floordiv(h, 2) to be 1"), "{message}");
 
-    // The printed form parses back to the same graph.
-    let text = tessera_ir::mlir::print_graph(&g);
-    let back = tessera_ir::mlir::parse_verified(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(back, g);
+    assert_text_round_trips(&g);
+}
+
+/// A roll fixture below: `nodes` over `x: [1, 1, h]` yielding `output`, with the slice bounds
+/// and shifts they read (`zero`, `one`, `minus_one`, `two`, `to_end`, the last axis `last_axis`).
+fn roll_model(
+    nodes: Vec<NodeProto>,
+    output: tessera_frontend::onnx::proto::ValueInfoProto,
+) -> tessera_frontend::onnx::proto::ModelProto {
+    let bounds = [("zero", 0), ("one", 1), ("minus_one", -1), ("two", 2), ("to_end", i64::MAX), ("last_axis", 2)];
+    let bounds = bounds.into_iter().map(|(name, v)| i64_typed(name, &[1], &[v])).collect();
+    model(nodes, vec![f32_value("x", &[D::N(1), D::N(1), D::P("h")])], vec![output], bounds, 18)
+}
+
+/// `m` imported with exactly one size assumption, one run-time check.
+fn import_with_one_check(m: &tessera_frontend::onnx::proto::ModelProto) -> Graph {
+    let g = import(m);
+    assert_eq!(ifs(&g).len(), 1, "one assumption, one run-time check: {}", tessera_ir::mlir::print_graph(&g));
+    g
+}
+
+/// The error a run of `g` on `x` gives, which must fail.
+fn run_error(g: &Graph, x: Tensor, why: &str) -> String {
+    match tessera_runtime::interpreter::run(g, &[("x".to_string(), x)]) {
+        Ok(_) => panic!("{why}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A size a slice needs to be at least its bounds, true for some sizes only (Swin's TorchScript
+/// roll by -1 slices `[1:]` and `[0:1]` of `2 * floordiv(h + 4, 8)` rows): `x: [1, 1, h]`
+/// trimmed to `x[..., 2:]` has `h - 2` columns, 0 at `h = 2`. The trimmed map rolled by -1 along
+/// them imports once symbolically with `h - 2 >= 1` assumed (one run-time check, the `[0:1]`
+/// slice a gather of index 0): `h = 5` gives the roll, `h = 2` an error naming the slice and the
+/// size. (The `[1:]` slice is sized `h - 3` on the slice rule's own assumption that it fits; here
+/// it follows the check, where at `h = 2` it would fail with a negative extent.)
+#[test]
+fn a_size_a_constant_slice_needs_at_least_its_end_is_assumed_and_checked_at_run_time() {
+    let m = roll_model(
+        vec![
+            node("Slice", "trim", &["x", "two", "to_end", "last_axis"], &["p"], vec![]),
+            node("Slice", "head", &["p", "zero", "one", "last_axis"], &["head_part"], vec![]),
+            node("Slice", "tail", &["p", "one", "to_end", "last_axis"], &["tail_part"], vec![]),
+            node("Concat", "roll", &["tail_part", "head_part"], &["y"], vec![attr_int("axis", 2)]),
+        ],
+        f32_value("y", &[D::N(1), D::N(1), D::P("columns")]),
+    );
+    let g = import_with_one_check(&m);
+    let x = Tensor::from_f64(DType::F32, vec![1, 1, 5], vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+    let out = run(&g, vec![x]);
+    assert_close(&out[0], DType::F32, &[1, 1, 3], &[4.0, 5.0, 3.0], 0.0);
+
+    let message = run_error(&g, Tensor::from_f64(DType::F32, vec![1, 1, 2], vec![1.0; 2]), "h = 2 trims to 0 columns");
+    assert!(message.contains("node 'head'"), "{message}");
+    assert!(message.contains("h - 2 to be at least 1"), "{message}");
+
+    assert_text_round_trips(&g);
+}
+
+/// Swin's dynamo roll: the shift is `1 mod n` of an even number of columns `n` (Swin's padded
+/// rows are `2 * floordiv(h + 4, 8)`; here `x[..., 2:]` twice, `2 * (h - 2)`), 1 wherever `n` is
+/// not 0; the roll is `[shift:n]` then `[0:shift]`, and the reverse roll shifts by `-1 mod n`
+/// (`n - 1`). Both import with `n >= 2` assumed once, checked at run time: `h = 4` rolls left
+/// then right (the input back, after the roll left), `h = 2` (`n = 0`) is an error naming the
+/// modulo. A size that may be 1 is not assumed larger (`1 mod floordiv(h, 2)`): refused.
+#[test]
+fn a_constant_modulo_a_size_is_the_constant_where_the_size_is_assumed_larger() {
+    let m = roll_model(
+        vec![
+            node("Slice", "trim", &["x", "two", "to_end", "last_axis"], &["trimmed"], vec![]),
+            node("Concat", "twice", &["trimmed", "trimmed"], &["p"], vec![attr_int("axis", 2)]),
+            node("Shape", "columns", &["p"], &["n"], vec![attr_int("start", 2), attr_int("end", 3)]),
+            node("Mod", "shift", &["one", "n"], &["s"], vec![]),
+            node("Slice", "after", &["p", "s", "n", "last_axis"], &["a"], vec![]),
+            node("Slice", "before", &["p", "zero", "s", "last_axis"], &["b"], vec![]),
+            node("Concat", "roll", &["a", "b"], &["left"], vec![attr_int("axis", 2)]),
+            node("Mod", "back_shift", &["minus_one", "n"], &["t"], vec![]),
+            node("Slice", "back_after", &["left", "t", "n", "last_axis"], &["c"], vec![]),
+            node("Slice", "back_before", &["left", "zero", "t", "last_axis"], &["d"], vec![]),
+            node("Concat", "unroll", &["c", "d"], &["y"], vec![attr_int("axis", 2)]),
+            node("Concat", "both", &["left", "y"], &["z"], vec![attr_int("axis", 1)]),
+        ],
+        f32_value("z", &[D::N(1), D::N(2), D::P("columns")]),
+    );
+    let g = import_with_one_check(&m);
+    let x = Tensor::from_f64(DType::F32, vec![1, 1, 4], vec![1.0, 2.0, 3.0, 4.0]);
+    let out = run(&g, vec![x]);
+    assert_close(&out[0], DType::F32, &[1, 2, 4], &[4.0, 3.0, 4.0, 3.0, 3.0, 4.0, 3.0, 4.0], 0.0);
+
+    let message = run_error(&g, Tensor::from_f64(DType::F32, vec![1, 1, 2], vec![1.0; 2]), "h = 2 leaves 0 columns");
+    assert!(message.contains("node 'shift'"), "{message}");
+    assert!(message.contains("2 * h - 4 to be at least 2"), "{message}");
+
+    assert_text_round_trips(&g);
+
+    // 1 mod a size that may be 1 is 0 or 1 by size: refused, not assumed.
+    let mut odd = m.clone();
+    if let Some(graph) = odd.graph.as_mut() {
+        graph.node[1] = node(
+            "MaxPool",
+            "twice",
+            &["trimmed"],
+            &["p"],
+            vec![attr_ints("kernel_shape", &[2]), attr_ints("strides", &[2])],
+        );
+    }
+    let err = import_proto(&odd, None, &ImportOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("node 'shift' (Mod): unsupported: the dimension 1 modulo floordiv(h, 2) - 1"), "{err}");
+}
+
+/// Size assumptions nest past the four size-decided `If`s whose followers import once per
+/// branch (Swin-T's three shifting stages need six: a padded height and width each), since each
+/// imports what follows once: `x[..., k:][..., 0:1]` for k = 2..7 assumes `h - k >= 1` for six
+/// different sizes, six checks one inside the other. `h = 8` gives `x[2..8]`; `h = 7` fails the
+/// innermost, naming `head7`.
+#[test]
+fn size_assumptions_nest_deeper_than_size_decided_ifs() {
+    let shifts = 2..=7_i64;
+    let mut nodes = Vec::new();
+    let mut initializers = vec![i64_typed("zero", &[1], &[0]), i64_typed("one", &[1], &[1])];
+    initializers.push(i64_typed("to_end", &[1], &[i64::MAX]));
+    initializers.push(i64_typed("last_axis", &[1], &[2]));
+    for k in shifts.clone() {
+        let (start, trimmed, head) = (format!("k{k}"), format!("trimmed{k}"), format!("first{k}"));
+        initializers.push(i64_typed(&start, &[1], &[k]));
+        nodes.push(node("Slice", &format!("trim{k}"), &["x", &start, "to_end", "last_axis"], &[&trimmed], vec![]));
+        nodes.push(node("Slice", &format!("head{k}"), &[&trimmed, "zero", "one", "last_axis"], &[&head], vec![]));
+    }
+    let heads: Vec<String> = shifts.clone().map(|k| format!("first{k}")).collect();
+    let heads: Vec<&str> = heads.iter().map(String::as_str).collect();
+    nodes.push(node("Concat", "gather_heads", &heads, &["y"], vec![attr_int("axis", 2)]));
+    let m = model(
+        nodes,
+        vec![f32_value("x", &[D::N(1), D::N(1), D::P("h")])],
+        vec![f32_value("y", &[D::N(1), D::N(1), D::N(6)])],
+        initializers,
+        18,
+    );
+    let g = import(&m);
+    let mut depth = 0;
+    let mut region = &g;
+    while let Some(if_regions) = ifs(region).first().copied() {
+        depth += 1;
+        region = &if_regions.then_branch;
+    }
+    assert_eq!(depth, 6, "six nested checks: {}", tessera_ir::mlir::print_graph(&g));
+    let xs: Vec<f64> = (0..8).map(f64::from).collect();
+    let out = run(&g, vec![Tensor::from_f64(DType::F32, vec![1, 1, 8], xs)]);
+    assert_close(&out[0], DType::F32, &[1, 1, 6], &[2.0, 3.0, 4.0, 5.0, 6.0, 7.0], 0.0);
+    let message = run_error(&g, Tensor::from_f64(DType::F32, vec![1, 1, 7], vec![1.0; 7]), "h = 7 leaves head7 empty");
+    assert!(message.contains("node 'head7'"), "{message}");
+    assert!(message.contains("h - 7 to be at least 1"), "{message}");
+    assert_text_round_trips(&g);
 }

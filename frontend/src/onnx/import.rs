@@ -244,10 +244,18 @@ pub(crate) struct Importer {
     /// graph imported once per branch of a size-decided `If` ([`ops::control::split_at_size_if`]),
     /// (condition, its value there). A later `If` on the same condition takes that branch.
     pub assumed_conditions: Vec<(ValueId, bool)>,
+    /// How many of [`Importer::assumed_conditions`] are size assumptions
+    /// ([`ops::control::split_at_size_assumption`]), which import what follows once (the other
+    /// side is a trap), not once per branch: they nest under their own, larger limit.
+    pub nested_assumptions: usize,
     /// The size comparisons of two single entries that are an equality or its negation
     /// (`Equal(dim, 1)`, and `Not` of that as `!=`): result -> (the entries, whether the result
     /// says they are equal), so an assumed condition tells which sizes are equal.
     size_equalities: HashMap<ValueId, (SymInt, SymInt, bool)>,
+    /// The size comparisons `size >= n` an assumption made ([`BuildError::AssumesSize`] with
+    /// [`ops::SizeRelation::AtLeast`]): result -> (the size, `n`), so an assumed condition tells
+    /// which sizes are at least how large.
+    size_lower_bounds: HashMap<ValueId, (SymInt, i64)>,
     /// The run-time tensors made from shape values ([`Importer::dim_values`]) -> their entries,
     /// so integer layout ops over them still have known contents ([`Importer::size_elements`]).
     pub(super) size_values: HashMap<ValueId, Vec<SymInt>>,
@@ -262,7 +270,7 @@ pub(crate) enum NodeImport {
     SplitHere(String),
     /// Its shape rule needs `size = value`, true for some sizes only: it and what follows are
     /// imported with that assumed, under a run-time check ([`BuildError::AssumesSize`]).
-    AssumeHere { size: SymInt, value: i64, refusal: String },
+    AssumeHere { size: SymInt, relation: ops::SizeRelation, value: i64, refusal: String },
 }
 
 /// Imports a decoded model; `base_dir` resolves external data.
@@ -290,7 +298,9 @@ pub(crate) fn import_with_payloads(
         unified_symbols: Vec::new(),
         size_comparisons: HashMap::new(),
         assumed_conditions: Vec::new(),
+        nested_assumptions: 0,
         size_equalities: HashMap::new(),
+        size_lower_bounds: HashMap::new(),
         size_values: HashMap::new(),
     };
     imp.add_initializers(graph_proto, options.initializers)?;
@@ -336,7 +346,9 @@ pub(crate) fn declared_inputs(model: &ModelProto) -> Result<Graph, OnnxError> {
         unified_symbols: Vec::new(),
         size_comparisons: HashMap::new(),
         assumed_conditions: Vec::new(),
+        nested_assumptions: 0,
         size_equalities: HashMap::new(),
+        size_lower_bounds: HashMap::new(),
         size_values: HashMap::new(),
     };
     for init in &graph_proto.initializer {
@@ -626,8 +638,8 @@ impl Importer {
                     return ops::control::split_at_size_if(self, node, rest, outputs, opset, &refusal)
                         .map_err(|message| OnnxError::UnsupportedNode { node: node_ref(), message });
                 }
-                NodeImport::AssumeHere { size, value, refusal } => {
-                    let assumption = ops::control::SizeAssumption { size, value, node: node_ref() };
+                NodeImport::AssumeHere { size, relation, value, refusal } => {
+                    let assumption = ops::control::SizeAssumption { size, relation, value, node: node_ref() };
                     let opset = opset.unwrap_or(MAX_OPSET);
                     return ops::control::split_at_size_assumption(self, &assumption, &nodes[index..], outputs, opset)
                         .map_err(|why| OnnxError::UnsupportedNode {
@@ -699,8 +711,8 @@ impl Importer {
         let outs = builder(self, &cx);
         match outs {
             Err(BuildError::TypesDependOnSizes(refusal)) => return Ok(NodeImport::SplitHere(refusal)),
-            Err(BuildError::AssumesSize { size, value, refusal }) => {
-                return Ok(NodeImport::AssumeHere { size, value, refusal })
+            Err(BuildError::AssumesSize { size, relation, value, refusal }) => {
+                return Ok(NodeImport::AssumeHere { size, relation, value, refusal })
             }
             _ => {}
         }
@@ -1077,6 +1089,51 @@ impl Importer {
                 (x == dim && *y == n) || (y == dim && *x == n)
             }
             _ => false,
+        })
+    }
+
+    /// Records that the size comparison `holds` says `size >= n` (an assumption's check).
+    pub(crate) fn record_size_lower_bound(&mut self, holds: ValueId, size: SymInt, n: i64) {
+        self.size_lower_bounds.insert(holds, (size, n));
+    }
+
+    /// Whether the size `dim` is at least `n` for every size of the symbols, or by the
+    /// conditions assumed where the nodes being imported run ([`Importer::assumed_conditions`]).
+    pub fn known_at_least(&self, dim: &SymInt, n: i64) -> bool {
+        if dim.lower_bound().is_some_and(|least| least >= n) {
+            return true;
+        }
+        // Ids of regions split off are reused, so an entry counts only while a compare defines it.
+        let compared =
+            |v: ValueId| self.graph.producer(v).is_some_and(|p| matches!(self.graph.node(p).op, Op::Compare(_)));
+        self.assumed_conditions.iter().any(|(cond, value)| match self.size_lower_bounds.get(cond) {
+            Some((size, least)) => *value && size == dim && *least >= n && compared(*cond),
+            None => false,
+        })
+    }
+
+    /// That the size `dim` is at least `n`, which a slice of constant bounds or a constant
+    /// modulo the size needs: `Ok` where known ([`Importer::known_at_least`]); the request to
+    /// assume it, checked at run time ([`BuildError::AssumesSize`]), where it holds for every
+    /// non-empty axis, the size being a multiple of some `m >= n` (Swin's padded rows,
+    /// `2 * floordiv(h + 4, 8)`, are at least 2 wherever they are not 0); otherwise `refusal`,
+    /// unsupported (`x[0:1000]` of a batch is 1000 rows only where the batch has that many).
+    pub(crate) fn require_at_least(&self, dim: &SymInt, n: i64, refusal: impl FnOnce() -> String) -> BuildResult<()> {
+        const MAX_FACTOR: i64 = 1 << 12;
+        if self.known_at_least(dim, n) {
+            return Ok(());
+        }
+        // A size is never negative where it is read (a negative extent fails where it is made).
+        let non_empty_suffices =
+            n <= 1 || (n <= MAX_FACTOR && (n..=MAX_FACTOR).any(|m| dim.div_exact(&DimExpr::constant(m)).is_some()));
+        if !non_empty_suffices {
+            return Err(BuildError::Unsupported(refusal()));
+        }
+        Err(BuildError::AssumesSize {
+            size: dim.clone(),
+            relation: ops::SizeRelation::AtLeast,
+            value: n,
+            refusal: refusal(),
         })
     }
 

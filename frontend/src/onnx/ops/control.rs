@@ -145,6 +145,11 @@ fn if_values(
 /// other: each doubles what is imported after it.
 const MAX_NESTED_SPLITS: usize = 4;
 
+/// The most size assumptions one inside the other ([`split_at_size_assumption`]): each imports
+/// what follows once, so this only bounds the regions' depth. Swin's shifted windows need two
+/// per stage that shifts (its padded height and width), three stages in Swin-T at 224 x 224.
+const MAX_NESTED_ASSUMPTIONS: usize = 32;
+
 /// What follows an `If` on a size condition whose branches yield different types (or hold only
 /// for the sizes that pick them), imported once per branch: for each branch, a graph of its
 /// nodes, then `Identity` nodes giving the `If`'s outputs their values, then the `rest` of the
@@ -164,7 +169,7 @@ pub(crate) fn split_at_size_if(
     refusal: &str,
 ) -> Result<(), String> {
     let refuse = |why: String| format!("{refusal}; importing what follows once per branch: {why}");
-    if imp.assumed_conditions.len() >= MAX_NESTED_SPLITS {
+    if imp.assumed_conditions.len() - imp.nested_assumptions >= MAX_NESTED_SPLITS {
         return Err(refuse(format!("more than {MAX_NESTED_SPLITS} such Ifs nest")));
     }
     let cx = NodeCx { proto: node, attrs: Attrs::of(node), opset };
@@ -212,21 +217,25 @@ pub(crate) fn split_at_size_if(
     Ok(())
 }
 
-/// A size an op's shape rule needs equal to a constant ([`BuildError::AssumesSize`]), and the
-/// node that needs it (named in the run-time error for sizes that violate it).
+/// A size an op's shape rule needs equal to a constant, or at least a constant
+/// ([`BuildError::AssumesSize`]), and the node that needs it (named in the run-time error for
+/// sizes that violate it).
 pub(crate) struct SizeAssumption {
     pub size: tessera_ir::symbolic::DimExpr,
+    pub relation: super::SizeRelation,
     pub value: i64,
     pub node: crate::onnx::error::NodeRef,
 }
 
 /// `nodes` (the node that needs the assumption, then the rest of the enclosing graph or branch
-/// body), imported once while `size = value` is assumed (so a `Reshape` or `Concat` that needs
-/// it takes the one element of that axis, static extent 1 for every size), as the then branch
-/// of a `tsr.if` on the size comparison computed at run time; the else branch is a trap naming
-/// the node and the size, the located error a run at violating sizes gets. The results define
-/// `outputs`. The assumption is recorded once: later nodes that need the same size equal the
-/// same constant see it assumed, and only a different size splits again.
+/// body), imported once while `size = value` (or `size >= value`) is assumed (so a `Reshape` or
+/// `Concat` that needs `size = 1` takes the one element of that axis, static extent 1 for every
+/// size, and a `Slice` of constant bounds that needs the axis at least as long as its bounds
+/// gathers those indices), as the then branch of a `tsr.if` on the size comparison computed at
+/// run time; the else branch is a trap naming the node and the size, the located error a run at
+/// violating sizes gets. The results define `outputs`. The assumption is recorded once: later
+/// nodes that need the same size related to the same constant (or a smaller lower bound) see it
+/// assumed, and only a different size splits again.
 pub(crate) fn split_at_size_assumption(
     imp: &mut Importer,
     assumption: &SizeAssumption,
@@ -234,28 +243,33 @@ pub(crate) fn split_at_size_assumption(
     outputs: &[ValueInfoProto],
     opset: i64,
 ) -> Result<(), String> {
-    let SizeAssumption { size, value, node } = assumption;
-    if imp.assumed_conditions.len() >= MAX_NESTED_SPLITS {
-        return Err(format!("more than {MAX_NESTED_SPLITS} assumed sizes or size-decided Ifs nest"));
+    let SizeAssumption { size, relation, value, node } = assumption;
+    if imp.nested_assumptions >= MAX_NESTED_ASSUMPTIONS {
+        return Err(format!("more than {MAX_NESTED_ASSUMPTIONS} assumed sizes nest"));
     }
     let constant = tessera_ir::symbolic::DimExpr::constant(*value);
-    let text = format!("Eq of {size} and {value}");
+    let op = relation.compare_op();
+    let text = format!("{op:?} of {size} and {value}");
     let holds = imp
-        .size_comparison(
-            tessera_ir::ops::elementwise::CompareOp::Eq,
-            (std::slice::from_ref(size), true),
-            (std::slice::from_ref(&constant), true),
-            text,
-        )
+        .size_comparison(op, (std::slice::from_ref(size), true), (std::slice::from_ref(&constant), true), text)
         .map_err(build_message)?;
+    if *relation == super::SizeRelation::AtLeast {
+        imp.record_size_lower_bound(holds, size.clone(), *value);
+    }
     let body = GraphProto { node: nodes.to_vec(), output: outputs.to_vec(), ..Default::default() };
     imp.assumed_conditions.push((holds, true));
-    let what = format!("node '{}' and what follows it, with {size} = {value} assumed", node.name);
+    imp.nested_assumptions += 1;
+    let what = format!("node '{}' and what follows it, with {size} {} {value} assumed", node.name, relation.symbol());
     let imported = imp.import_region(&body, opset, &what);
+    imp.nested_assumptions -= 1;
     imp.assumed_conditions.pop();
     let then_part = imported.map_err(build_message)?;
+    let needed = match relation {
+        super::SizeRelation::Equal => format!("{value}"),
+        super::SizeRelation::AtLeast => format!("at least {value}"),
+    };
     let message = format!(
-        "{node} needs the size {size} to be {value}, which these input sizes do not give \
+        "{node} needs the size {size} to be {needed}, which these input sizes do not give \
          (the model imports with it assumed and checks it at run time)"
     );
     let (mut trap, _) = trap_region_saying(&then_part.0, message);

@@ -227,7 +227,7 @@ fn modulo(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     // A size modulo a window (Swin's `(window - width % window) % window` pad) stays a size
     // expression, so what reads it (a pad, a reshape) still imports symbolically.
     if let Some(operands) = imp.shape_operands(cx, 0..2)? {
-        let elems = shape_elementwise(&operands, |a, b| shape_modulo(a, b, fmod == 1))?;
+        let elems = shape_elementwise(&operands, |a, b| shape_modulo(imp, a, b, fmod == 1))?;
         return Ok(vec![imp.shape_slot(elems, operands.iter().all(|(_, scalar)| *scalar))]);
     }
     let (a, b) = (imp.value(cx, 0)?, imp.value(cx, 1)?);
@@ -257,11 +257,25 @@ fn modulo(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
 
 /// `a mod b` of shape values for a positive constant `b`: Python's sign (of the divisor) is the
 /// expression's `mod`; C's (`fmod`, the sign of `a`) is the same where `a` is never negative.
-fn shape_modulo(a: &DimExpr, b: &DimExpr, c_sign: bool) -> BuildResult<DimExpr> {
+/// A constant `a >= 0` modulo a size `b` (Swin's roll shifts by `1 mod height`) is `a` where
+/// `b > a`, and Python's `-k mod b` is `b - k` where `b >= k`: known from the symbols' bounds, or
+/// assumed and checked at run time where every non-empty `b` is that large
+/// ([`Importer::require_at_least`]).
+fn shape_modulo(imp: &Importer, a: &DimExpr, b: &DimExpr, c_sign: bool) -> BuildResult<DimExpr> {
     let symbolic = |e: tessera_ir::symbolic::SymbolicError| super::BuildError::Invalid(e.to_string());
-    match b.as_const() {
-        Some(d) if d > 0 && (!c_sign || a.lower_bound().is_some_and(|least| least >= 0)) => {
+    match (a.as_const(), b.as_const()) {
+        (_, Some(d)) if d > 0 && (!c_sign || a.lower_bound().is_some_and(|least| least >= 0)) => {
             a.modulo(d).map_err(symbolic)
+        }
+        (Some(n), None) if (0..i64::MAX).contains(&n) => {
+            imp.require_at_least(b, n + 1, || format!("the dimension {a} modulo {b}"))?;
+            Ok(a.clone())
+        }
+        // Python's `-k mod b` is `b - k` where `b >= k` (Swin's reverse roll shifts by `-1 mod
+        // height`).
+        (Some(n), None) if n < 0 && n > i64::MIN && !c_sign => {
+            imp.require_at_least(b, -n, || format!("the dimension {a} modulo {b}"))?;
+            b.add(a).map_err(symbolic)
         }
         _ => unsupported(format!("the dimension {a} modulo {b}")),
     }

@@ -40,12 +40,41 @@ pub(crate) enum BuildError {
     /// imports what follows once per branch ([`crate::onnx::ops::control::split_at_size_if`]).
     /// The message is the refusal, should that fail too.
     TypesDependOnSizes(String),
-    /// The op's shape rule needs the size `size` to equal `value`, which holds for some sizes of
-    /// the symbols only (PP-OCRv4's recognizer reshapes `[b, w' * floordiv(h + 15, 48), c]` to
-    /// `[b, 1, w', c]`). The importer imports this node and what follows with that assumed,
-    /// checked at run time before it ([`crate::onnx::ops::control::split_at_size_assumption`]).
+    /// The op's shape rule needs the size `size` to equal `value` (or to be at least `value`,
+    /// as `relation` says), which holds for some sizes of the symbols only (PP-OCRv4's
+    /// recognizer reshapes `[b, w' * floordiv(h + 15, 48), c]` to `[b, 1, w', c]`; Swin's
+    /// shifted-window roll slices `[0:1]` of `2 * floordiv(h + 4, 8)` rows). The importer imports
+    /// this node and what follows with that assumed, checked at run time before it
+    /// ([`crate::onnx::ops::control::split_at_size_assumption`]).
     /// The message is the refusal, should that fail too.
-    AssumesSize { size: tessera_ir::symbolic::DimExpr, value: i64, refusal: String },
+    AssumesSize { size: tessera_ir::symbolic::DimExpr, relation: SizeRelation, value: i64, refusal: String },
+}
+
+/// How an assumed size relates to its constant ([`BuildError::AssumesSize`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SizeRelation {
+    /// `size = value`: an axis a reshape or concat needs to be 1.
+    Equal,
+    /// `size >= value`: a slice of constant bounds fits the axis, `value mod size` is `value`.
+    AtLeast,
+}
+
+impl SizeRelation {
+    /// The comparison computed at run time to check the assumption.
+    pub(crate) fn compare_op(self) -> tessera_ir::ops::elementwise::CompareOp {
+        match self {
+            SizeRelation::Equal => tessera_ir::ops::elementwise::CompareOp::Eq,
+            SizeRelation::AtLeast => tessera_ir::ops::elementwise::CompareOp::Ge,
+        }
+    }
+
+    /// The relation as the messages write it.
+    pub(crate) fn symbol(self) -> &'static str {
+        match self {
+            SizeRelation::Equal => "=",
+            SizeRelation::AtLeast => ">=",
+        }
+    }
 }
 
 impl From<AddNodeError> for BuildError {

@@ -115,6 +115,7 @@ fn drop_assumed_unit_factor(imp: &mut Importer, x: ValueId, target: &[Dim]) -> B
                 target.join(", ")
             ),
             size: factor,
+            relation: crate::onnx::ops::SizeRelation::Equal,
             value: 1,
         });
     }

@@ -86,6 +86,7 @@ fn take_assumed_units(imp: &mut Importer, vs: &[ValueId], axis: usize) -> BuildR
                 return Err(BuildError::AssumesSize {
                     refusal: format!("operand {} has extent {size} on axis {i} where another has 1", imp.ty(v)),
                     size,
+                    relation: crate::onnx::ops::SizeRelation::Equal,
                     value: 1,
                 });
             }
@@ -215,21 +216,67 @@ fn slice(imp: &mut Importer, cx: &NodeCx) -> BuildResult<Vec<Slot>> {
     // Exporters spell "to the end" of a symbolic dimension with a huge end; tsr's slice rule
     // computes the length of the others or says why it cannot.
     let dims = imp.ty(x).dims;
+    let mut x = x;
     for a in 0..rank {
         if let Dim::Symbolic(n) = &dims[a] {
             if st[a] > 0 && e[a] >= WHOLE_SLICE_END {
                 e[a] = i64::MAX;
             }
-            // What the symbolic slice rule cannot size is unsupported, not an invalid model.
-            if let Err(why) = tessera_ir::ops::layout::symbolic_slice_len(n, s[a], e[a], st[a]) {
-                return unsupported(why);
-            }
+            let Err(why) = tessera_ir::ops::layout::symbolic_slice_len(n, s[a], e[a], st[a]) else { continue };
+            // A slice of constant length (Swin's roll takes `[0:1]` and `[-1:]` of its padded
+            // rows) is a gather of its indices where the axis is long enough for its bounds.
+            x = gather_fixed_slice(imp, x, a, n, (s[a], e[a], st[a]), why)?;
+            seen[a] = false;
+            (s[a], e[a], st[a]) = (0, i64::MAX, 1);
         }
     }
     if !seen.iter().any(|&b| b) {
         return one(x);
     }
     one(imp.add(Op::Slice { starts: s, ends: e, steps: st }, &[x])?)
+}
+
+/// `[start:end:step]` of the symbolic axis `a` (of extent `n`) that the slice rule cannot size
+/// (`why`): a slice of constant length (Swin's roll takes `[0:1]` and `[-1:]` of its padded
+/// rows) is a gather of its indices where the axis is long enough for its bounds, known or
+/// assumed and checked at run time ([`Importer::require_at_least`]); others are unsupported.
+fn gather_fixed_slice(
+    imp: &mut Importer,
+    x: ValueId,
+    a: usize,
+    n: &SymInt,
+    (start, end, step): (i64, i64, i64),
+    why: String,
+) -> BuildResult<ValueId> {
+    // What the symbolic slice rule cannot size is unsupported, not an invalid model.
+    let Some((needed, indices)) = fixed_slice_indices(start, end, step) else { return unsupported(why) };
+    imp.require_at_least(n, needed, || why)?;
+    let count = indices.len();
+    let indices = imp.constant(Tensor::from_i64(DType::I64, vec![count], indices));
+    imp.add(Op::Gather { axis: a as i64 }, &[x, indices])
+}
+
+/// The indices `[start:end:step]` selects (negative ones counting from the end, as `gather`
+/// reads them) when that is a fixed number of elements on every axis of length at least the
+/// first value returned, the length the bounds need: a positive step with both bounds from the
+/// start (`[0:1]`), both from the end (`[-3:-1]`), or from the end to the end (`[-1:]`). `None`
+/// for other slices, and for empty ones (which need no gather).
+fn fixed_slice_indices(start: i64, end: i64, step: i64) -> Option<(i64, Vec<i64>)> {
+    const MAX_FIXED: i64 = 1 << 16;
+    if step <= 0 {
+        return None;
+    }
+    let (needed, stop) = match (start >= 0, end) {
+        (true, e) if (0..WHOLE_SLICE_END).contains(&e) => (e, e),
+        (false, e) if e >= WHOLE_SLICE_END => (start.checked_neg()?, 0),
+        (false, e) if e < 0 => (start.checked_neg()?, e),
+        _ => return None,
+    };
+    if stop <= start || needed > MAX_FIXED {
+        return None;
+    }
+    let indices: Vec<i64> = (start..stop).step_by(usize::try_from(step).ok()?).collect();
+    Some((needed, indices))
 }
 
 /// `Slice` with dimension expressions among its starts or ends (a transformer's
@@ -262,7 +309,14 @@ fn symbolic_slice(
         }
         if let (Some(s), Some(e)) = (starts[i].as_const(), ends[i].as_const()) {
             let step = step.clamp(-(1 << 42), 1 << 42);
-            x = super::slice_axis(imp, x, a, s, if e >= WHOLE_SLICE_END && step > 0 { i64::MAX } else { e }, step)?;
+            let e = if e >= WHOLE_SLICE_END && step > 0 { i64::MAX } else { e };
+            x = match imp.ty(x).dims[a].clone() {
+                Dim::Symbolic(n) => match tessera_ir::ops::layout::symbolic_slice_len(&n, s, e, step) {
+                    Ok(_) => super::slice_axis(imp, x, a, s, e, step)?,
+                    Err(why) => gather_fixed_slice(imp, x, a, &n, (s, e, step), why)?,
+                },
+                Dim::Static(_) => super::slice_axis(imp, x, a, s, e, step)?,
+            };
             continue;
         }
         if step < 0 {
@@ -278,7 +332,27 @@ fn symbolic_slice(
         };
         let start = from_end(&starts[i])?;
         let zero = SymInt::constant(0);
-        if start.decide_less(&zero) != Some(false) || extent.decide_less(&start) != Some(false) {
+        // A start the extent may not reach, a constant (Swin's roll slices `[1 mod height:]`,
+        // which is `[1:]` where the height is at least 1) or `extent - k` (its reverse roll
+        // slices `[height - 1:]`), is assumed within it where the extent is at least that
+        // constant or `k`, checked at run time.
+        let least_extent = match (start.as_const(), start.sub(&extent).ok().and_then(|c| c.as_const())) {
+            (Some(k), _) if k >= 0 => Some(k),
+            (None, Some(c)) if c <= 0 && c > i64::MIN => Some(-c),
+            _ => None,
+        };
+        let start_fits = match least_extent {
+            Some(least) if start.decide_less(&zero) != Some(false) || extent.decide_less(&start) != Some(false) => {
+                imp.require_at_least(&extent, least, || {
+                    format!(
+                        "slicing {extent} from {start}: whether the start lies within the extent depends on the sizes"
+                    )
+                })?;
+                true
+            }
+            _ => false,
+        };
+        if !start_fits && (start.decide_less(&zero) != Some(false) || extent.decide_less(&start) != Some(false)) {
             return unsupported(format!(
                 "slicing {} from {start}: whether the start lies within the extent depends on the sizes",
                 imp.ty(x).dims[a]
@@ -296,7 +370,14 @@ fn symbolic_slice(
             }
         };
         let len = end.sub(&start).map_err(symbolic)?.ceildiv(step).map_err(symbolic)?;
-        let len = if len.lower_bound().is_some_and(|b| b >= 0) {
+        // `extent + c` (Swin's reverse roll slices `[0:height - 1]`) is not negative where the
+        // extent is at least `-c`, which an assumption may say.
+        let extent_plus_const = len.sub(&extent).ok().and_then(|c| c.as_const());
+        let len = if len.lower_bound().is_some_and(|b| b >= 0)
+            || (start_fits && end == extent)
+            || extent_plus_const
+                .is_some_and(|c| c.checked_neg().is_some_and(|least| imp.known_at_least(&extent, least)))
+        {
             len
         } else if len.decide_less(&SymInt::constant(1)) == Some(true) {
             zero.clone()
